@@ -1,0 +1,46 @@
+//! Typed errors for data loading.
+
+use thiserror::Error;
+
+/// Errors produced while loading or validating application data.
+///
+/// The `Display` form of [`DataError::Malformed`] is `PATH:LINE: reason`
+/// (1-based line numbers), so it points straight at the offending line.
+#[derive(Debug, Error)]
+pub enum DataError {
+    /// The file could not be opened or read.
+    #[error("{path}: I/O error: {source}")]
+    Io {
+        /// The file path as given by the caller.
+        path: String,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A line of the file could not be parsed.
+    #[error("{path}:{line}: {reason}")]
+    Malformed {
+        /// The file path as given by the caller.
+        path: String,
+        /// 1-based line number of the offending line.
+        line: u64,
+        /// What is wrong with the line.
+        reason: String,
+    },
+    /// The file holds no ratings (empty, or only blank/comment lines, or only a header).
+    #[error("{path}: file contains no ratings")]
+    Empty {
+        /// The file path as given by the caller.
+        path: String,
+    },
+    /// The file holds more distinct user or item ids than fit a dense `u32` index.
+    #[error("{path}: too many distinct {what} ids ({count}) for a u32 index")]
+    TooManyIds {
+        /// The file path as given by the caller.
+        path: String,
+        /// `"user"` or `"item"`.
+        what: &'static str,
+        /// Number of distinct ids found.
+        count: usize,
+    },
+}

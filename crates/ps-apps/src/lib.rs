@@ -1,0 +1,21 @@
+//! Application model logic for the parameter server.
+//!
+//! This crate holds the applications' model logic, their data loaders, and
+//! one compute trait per application together with its plain CPU backend.
+//! The CPU backend is the *oracle*: every other backend (GPU kernels, SIMD,
+//! ...) is checked against it.
+//!
+//! This crate must not depend on networking, async runtimes or the
+//! parameter-server client: it is pure, deterministic, synchronous code that
+//! the worker processes drive. Errors are typed ([`DataError`], built with
+//! `thiserror`), and nothing in here panics on file content.
+//!
+//! Applications:
+//! * [`mf`] — matrix factorisation trained with SGD, user factors local to
+//!   each worker, item factors in a parameter-server table updated with an
+//!   `add` rule.
+
+pub mod error;
+pub mod mf;
+
+pub use error::DataError;

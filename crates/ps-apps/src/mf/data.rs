@@ -1,0 +1,490 @@
+//! Ratings, the synthetic generator, file loaders, and train/test/worker splits.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+use serde::{Deserialize, Serialize};
+
+use crate::error::DataError;
+
+/// One observed rating. `user` and `item` are dense 0-based indices.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Rating {
+    /// User index (global, or local to a worker inside a [`WorkerShard`]).
+    pub user: u32,
+    /// Global item index (row of the parameter-server item table).
+    pub item: u32,
+    /// Observed rating value.
+    pub value: f32,
+}
+
+/// Users and items are dense 0-based indices after loading (file ids are
+/// remapped: sorted unique ids -> 0..n, deterministic).
+#[derive(Debug, Clone)]
+pub struct RatingSet {
+    /// All ratings.
+    pub ratings: Vec<Rating>,
+    /// Number of distinct users; every `Rating::user` is `< num_users`.
+    pub num_users: u32,
+    /// Number of distinct items; every `Rating::item` is `< num_items`.
+    pub num_items: u32,
+}
+
+/// Parameters of the synthetic low-rank generator.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SyntheticSpec {
+    /// Number of users.
+    pub users: u32,
+    /// Number of items.
+    pub items: u32,
+    /// Number of distinct (user, item) ratings. Clamped to
+    /// `[max(users, items), users * items]` so that every user and item is covered.
+    pub ratings: u64,
+    /// Rank of the true factors.
+    pub rank: u32,
+    /// Standard deviation of the additive Gaussian noise.
+    pub noise_sigma: f32,
+    /// RNG seed; the output is a pure function of the spec.
+    pub seed: u64,
+}
+
+/// Number of users of the built-in dataset.
+pub const BUILTIN_USERS: u32 = 2_000;
+/// Number of items of the built-in dataset.
+pub const BUILTIN_ITEMS: u32 = 1_000;
+/// Number of ratings of the built-in dataset (15% density).
+///
+/// The model has `(2000 + 1000) * 8 = 24k` parameters; with the default
+/// test fraction there are 270k training ratings (~11 per parameter), so the
+/// expected test-RMSE floor is about `0.1 * sqrt(1 + 24k/270k) ≈ 0.104`.
+pub const BUILTIN_RATINGS: u64 = 300_000;
+/// True rank of the built-in dataset.
+pub const BUILTIN_RANK: u32 = 8;
+/// Noise standard deviation of the built-in dataset.
+pub const BUILTIN_NOISE_SIGMA: f32 = 0.1;
+
+impl SyntheticSpec {
+    /// The built-in dataset: 2,000 users x 1,000 items, 300,000 distinct
+    /// ratings (uniform item popularity), true rank 8, noise sigma 0.1.
+    pub fn default_builtin(seed: u64) -> Self {
+        SyntheticSpec {
+            users: BUILTIN_USERS,
+            items: BUILTIN_ITEMS,
+            ratings: BUILTIN_RATINGS,
+            rank: BUILTIN_RANK,
+            noise_sigma: BUILTIN_NOISE_SIGMA,
+            seed,
+        }
+    }
+}
+
+/// SplitMix64 finaliser: a fast, well-mixed 64-bit hash step.
+pub(crate) fn mix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// True low-rank factors U (users x rank), V (items x rank) + Gaussian
+/// noise(noise_sigma); distinct (user,item) pairs; every user and item has
+/// ratings. Deterministic for a seed.
+///
+/// Factor entries are i.i.d. `N(0, rank^(-1/4))`, so the noiseless rating
+/// `U_u · V_i` has mean 0 and variance 1. Item popularity is uniform. The
+/// first `max(users, items)` pairs are `(k % users, k % items)`, which covers
+/// every user and every item; the rest are drawn uniformly without
+/// replacement. The output is sorted by `(user, item)`.
+///
+/// A degenerate spec (`users == 0`, `items == 0` or `rank == 0`) yields an
+/// empty set (with `rank == 0`, all values are pure noise).
+pub fn synthetic(spec: &SyntheticSpec) -> RatingSet {
+    let users = spec.users;
+    let items = spec.items;
+    if users == 0 || items == 0 {
+        return RatingSet {
+            ratings: Vec::new(),
+            num_users: users,
+            num_items: items,
+        };
+    }
+    let rank = spec.rank as usize;
+    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
+    let factor_std = if rank > 0 {
+        (rank as f64).powf(-0.25)
+    } else {
+        1.0
+    };
+    let factor = Normal::new(0.0f64, factor_std).expect("finite std");
+    let u: Vec<f64> = (0..users as usize * rank)
+        .map(|_| factor.sample(&mut rng))
+        .collect();
+    let v: Vec<f64> = (0..items as usize * rank)
+        .map(|_| factor.sample(&mut rng))
+        .collect();
+
+    let total = users as u64 * items as u64;
+    let cover = users.max(items) as u64;
+    let target = spec.ratings.clamp(cover, total);
+
+    let mut seen: HashSet<(u32, u32)> = HashSet::with_capacity(target as usize);
+    let mut pairs: Vec<(u32, u32)> = Vec::with_capacity(target as usize);
+    for k in 0..cover {
+        let p = ((k % users as u64) as u32, (k % items as u64) as u32);
+        if seen.insert(p) {
+            pairs.push(p);
+        }
+    }
+    if target * 2 > total {
+        // Dense regime: enumerate the remaining pairs and take a random subset.
+        let mut rest: Vec<(u32, u32)> = (0..users)
+            .flat_map(|a| (0..items).map(move |b| (a, b)))
+            .filter(|p| !seen.contains(p))
+            .collect();
+        rest.shuffle(&mut rng);
+        let need = (target as usize).saturating_sub(pairs.len());
+        pairs.extend(rest.into_iter().take(need));
+    } else {
+        while (pairs.len() as u64) < target {
+            let p = (rng.gen_range(0..users), rng.gen_range(0..items));
+            if seen.insert(p) {
+                pairs.push(p);
+            }
+        }
+    }
+    pairs.sort_unstable();
+
+    let sigma = f64::from(spec.noise_sigma.max(0.0));
+    let noise = Normal::new(0.0f64, if sigma.is_finite() { sigma } else { 0.0 }).expect("std");
+    let ratings = pairs
+        .into_iter()
+        .map(|(a, b)| {
+            let ua = &u[a as usize * rank..(a as usize + 1) * rank];
+            let vb = &v[b as usize * rank..(b as usize + 1) * rank];
+            let clean: f64 = ua.iter().zip(vb).map(|(x, y)| x * y).sum();
+            Rating {
+                user: a,
+                item: b,
+                value: (clean + noise.sample(&mut rng)) as f32,
+            }
+        })
+        .collect();
+    RatingSet {
+        ratings,
+        num_users: users,
+        num_items: items,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Loaders
+// ---------------------------------------------------------------------------
+
+/// The on-disk rating formats understood by [`load_ratings`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RatingFormat {
+    /// MovieLens 100k `u.data`: `user<TAB>item<TAB>rating<TAB>timestamp`.
+    Tab,
+    /// MovieLens `ratings.csv`: header `userId,movieId,rating,timestamp`, then
+    /// `user,item,rating,timestamp`.
+    CsvHeader,
+    /// MovieLens 1M/10M `ratings.dat`: `user::item::rating::timestamp`.
+    DoubleColon,
+    /// Plain `user,item,rating` (no header).
+    Plain3,
+    /// Plain `user,item,rating,timestamp` (no header).
+    Plain4,
+}
+
+impl RatingFormat {
+    fn separator(self) -> &'static str {
+        match self {
+            RatingFormat::Tab => "\t",
+            RatingFormat::DoubleColon => "::",
+            RatingFormat::CsvHeader | RatingFormat::Plain3 | RatingFormat::Plain4 => ",",
+        }
+    }
+
+    fn fields(self) -> usize {
+        match self {
+            RatingFormat::Plain3 => 3,
+            _ => 4,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            RatingFormat::Tab => "tab-separated user item rating timestamp",
+            RatingFormat::CsvHeader => "ratings.csv userId,movieId,rating,timestamp",
+            RatingFormat::DoubleColon => "user::item::rating::timestamp",
+            RatingFormat::Plain3 => "plain user,item,rating",
+            RatingFormat::Plain4 => "plain user,item,rating,timestamp",
+        }
+    }
+}
+
+fn is_header(line: &str) -> bool {
+    let fields: Vec<String> = line
+        .split(',')
+        .map(|f| f.trim().trim_matches('"').to_ascii_lowercase())
+        .collect();
+    fields.first().map(String::as_str) == Some("userid")
+}
+
+/// Detects the format from the first non-empty, non-comment line. Returns
+/// `Err(reason)` when the line matches no known format.
+fn detect_format(first: &str) -> Result<RatingFormat, String> {
+    if first.contains("::") {
+        Ok(RatingFormat::DoubleColon)
+    } else if first.contains('\t') {
+        Ok(RatingFormat::Tab)
+    } else if first.contains(',') {
+        if is_header(first) {
+            let fields: Vec<String> = first
+                .split(',')
+                .map(|f| f.trim().trim_matches('"').to_ascii_lowercase())
+                .collect();
+            if fields.len() == 4 && fields[1] == "movieid" && fields[2] == "rating" {
+                Ok(RatingFormat::CsvHeader)
+            } else {
+                Err(format!(
+                    "unrecognised header {first:?} (expected userId,movieId,rating,timestamp)"
+                ))
+            }
+        } else {
+            match first.split(',').count() {
+                3 => Ok(RatingFormat::Plain3),
+                4 => Ok(RatingFormat::Plain4),
+                n => Err(format!(
+                    "cannot detect format: comma-separated line has {n} fields \
+                     (expected user,item,rating or user,item,rating,timestamp)"
+                )),
+            }
+        }
+    } else {
+        Err(format!(
+            "cannot detect format from first line {first:?} \
+             (expected tab, '::' or comma separated fields)"
+        ))
+    }
+}
+
+/// A rating with its original (file) ids.
+struct RawRating {
+    user: u64,
+    item: u64,
+    value: f32,
+}
+
+fn parse_line(line: &str, format: RatingFormat) -> Result<RawRating, String> {
+    let fields: Vec<&str> = line.split(format.separator()).map(str::trim).collect();
+    if fields.len() != format.fields() {
+        return Err(format!(
+            "wrong field count: expected {} fields ({}), found {}",
+            format.fields(),
+            format.describe(),
+            fields.len()
+        ));
+    }
+    let user = fields[0]
+        .parse::<u64>()
+        .map_err(|_| format!("non-numeric user id {:?}", fields[0]))?;
+    let item = fields[1]
+        .parse::<u64>()
+        .map_err(|_| format!("non-numeric item id {:?}", fields[1]))?;
+    let value = fields[2]
+        .parse::<f32>()
+        .map_err(|_| format!("non-numeric rating {:?}", fields[2]))?;
+    if !value.is_finite() {
+        return Err(format!("non-finite rating {:?}", fields[2]));
+    }
+    if let Some(ts) = fields.get(3) {
+        ts.parse::<i64>()
+            .map_err(|_| format!("non-integer timestamp {ts:?}"))?;
+    }
+    Ok(RawRating { user, item, value })
+}
+
+/// Sorted unique ids -> dense index via binary search.
+fn dense_ids(path: &str, what: &'static str, ids: &mut Vec<u64>) -> Result<u32, DataError> {
+    ids.sort_unstable();
+    ids.dedup();
+    u32::try_from(ids.len()).map_err(|_| DataError::TooManyIds {
+        path: path.to_string(),
+        what,
+        count: ids.len(),
+    })
+}
+
+/// Loads MovieLens `u.data` (tab-separated `user item rating timestamp`),
+/// `ratings.csv` (comma, header line `userId,movieId,rating,timestamp`),
+/// `ratings.dat` (`user::item::rating::timestamp`) and plain
+/// `user,item,rating` (comma, no header; `user,item,rating,timestamp` is also
+/// accepted).
+///
+/// The format is detected from the content (the first non-empty line that is
+/// not a `#` comment). Blank lines and lines starting with `#` are skipped in
+/// every format; `\r\n` line endings are accepted and fields are trimmed.
+/// User and item ids must be non-negative integers and are remapped to dense
+/// indices (sorted unique ids -> `0..n`). Duplicate (user, item) pairs are
+/// kept as they are.
+///
+/// Every malformed line yields [`DataError::Malformed`] naming the file path,
+/// the 1-based line number and what is wrong (wrong field count, non-numeric
+/// id, non-finite rating, non-integer timestamp, invalid UTF-8). A file
+/// without ratings yields [`DataError::Empty`].
+pub fn load_ratings(path: &Path) -> Result<RatingSet, DataError> {
+    let path_str = path.display().to_string();
+    let io_err = |source| DataError::Io {
+        path: path_str.clone(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io_err)?;
+    let mut reader = BufReader::new(file);
+    let malformed = |line: u64, reason: String| DataError::Malformed {
+        path: path_str.clone(),
+        line,
+        reason,
+    };
+
+    let mut format: Option<RatingFormat> = None;
+    let mut raw: Vec<RawRating> = Vec::new();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut line_no: u64 = 0;
+    loop {
+        buf.clear();
+        let n = reader.read_until(b'\n', &mut buf).map_err(io_err)?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        let text = std::str::from_utf8(&buf)
+            .map_err(|e| malformed(line_no, format!("invalid UTF-8: {e}")))?;
+        let text = text.trim_end_matches(['\n', '\r']);
+        let trimmed = text.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let fmt = match format {
+            Some(f) => f,
+            None => {
+                let f = detect_format(text).map_err(|r| malformed(line_no, r))?;
+                format = Some(f);
+                if f == RatingFormat::CsvHeader {
+                    continue; // the header line itself
+                }
+                f
+            }
+        };
+        let r = parse_line(text, fmt).map_err(|r| malformed(line_no, r))?;
+        raw.push(r);
+    }
+    if raw.is_empty() {
+        return Err(DataError::Empty { path: path_str });
+    }
+
+    let mut user_ids: Vec<u64> = raw.iter().map(|r| r.user).collect();
+    let mut item_ids: Vec<u64> = raw.iter().map(|r| r.item).collect();
+    let num_users = dense_ids(&path_str, "user", &mut user_ids)?;
+    let num_items = dense_ids(&path_str, "item", &mut item_ids)?;
+    let ratings = raw
+        .iter()
+        .map(|r| Rating {
+            // The ids are present by construction; binary_search cannot miss.
+            user: user_ids.binary_search(&r.user).unwrap_or(0) as u32,
+            item: item_ids.binary_search(&r.item).unwrap_or(0) as u32,
+            value: r.value,
+        })
+        .collect();
+    Ok(RatingSet {
+        ratings,
+        num_users,
+        num_items,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Splits
+// ---------------------------------------------------------------------------
+
+/// Deterministic (seeded hash of (user,item)) split: about `test_fraction`
+/// of the ratings go to test (second element), the rest to train (first).
+/// Relative order is preserved in both halves. `test_fraction <= 0` puts
+/// everything in train, `>= 1` everything in test.
+pub fn split_train_test(
+    set: &RatingSet,
+    test_fraction: f64,
+    seed: u64,
+) -> (Vec<Rating>, Vec<Rating>) {
+    let mut train = Vec::with_capacity(set.ratings.len());
+    let mut test = Vec::new();
+    let salt = mix64(seed ^ 0x5EED_5EED_5EED_5EED);
+    for r in &set.ratings {
+        let h = mix64(salt ^ mix64((u64::from(r.user) << 32) | u64::from(r.item)));
+        // Top 53 bits -> uniform in [0, 1).
+        let u = (h >> 11) as f64 / (1u64 << 53) as f64;
+        if u < test_fraction {
+            test.push(*r);
+        } else {
+            train.push(*r);
+        }
+    }
+    (train, test)
+}
+
+/// The ratings of worker `w` of `workers` (users assigned by
+/// `user % workers == w`), for train and test.
+///
+/// Ratings in a `WorkerShard` use the LOCAL user index (position in
+/// `users`) and the global item index.
+#[derive(Debug, Clone)]
+pub struct WorkerShard {
+    /// Global user ids this worker owns, ascending (every owned user that
+    /// appears in train or test).
+    pub users: Vec<u32>,
+    /// Training ratings (local user index, global item), in input order.
+    pub train: Vec<Rating>,
+    /// Test ratings (local user index, global item), in input order.
+    pub test: Vec<Rating>,
+}
+
+/// Builds the shard of worker `w` of `workers`: the users with
+/// `user % workers == w` that appear in `train` or `test`, and their ratings
+/// re-indexed to local user indices (input order is preserved).
+///
+/// # Panics
+/// If `workers == 0` or `w >= workers` (caller bug, not data-dependent).
+pub fn worker_shard(train: &[Rating], test: &[Rating], workers: u32, w: u32) -> WorkerShard {
+    assert!(workers > 0, "worker_shard: workers must be > 0");
+    assert!(
+        w < workers,
+        "worker_shard: w ({w}) must be < workers ({workers})"
+    );
+    let mine = |r: &&Rating| r.user % workers == w;
+    let mut users: Vec<u32> = train
+        .iter()
+        .chain(test)
+        .filter(mine)
+        .map(|r| r.user)
+        .collect();
+    users.sort_unstable();
+    users.dedup();
+    let localise = |rs: &[Rating]| -> Vec<Rating> {
+        rs.iter()
+            .filter(mine)
+            .map(|r| Rating {
+                // Present by construction.
+                user: users.binary_search(&r.user).unwrap_or(0) as u32,
+                ..*r
+            })
+            .collect()
+    };
+    let train = localise(train);
+    let test = localise(test);
+    WorkerShard { users, train, test }
+}

@@ -1,0 +1,446 @@
+//! `PsClient`: one worker's connection to every shard, its clock, cache and metrics.
+
+use crate::cache::{CachedRow, TableCache};
+use crate::error::ClientError;
+use crate::wire::{pull, push_batch, Traffic};
+use ps_proto::{ClockReport, Frame, FrameBuilder, Kind, Limits, ShardMap, TableSpec, HEADER_LEN};
+use ps_ssp::{Staleness, WorkerClock};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub worker: u32,
+    pub num_workers: u32,
+    pub shard_map: ShardMap,
+    pub limits: Limits,
+    pub server_name: String,
+    /// Largest push or pull frame body the client builds (rows are split across frames).
+    pub max_frame_body: u64,
+}
+
+impl ClientConfig {
+    pub fn new(worker: u32, num_workers: u32, shard_map: ShardMap) -> ClientConfig {
+        ClientConfig {
+            worker,
+            num_workers,
+            shard_map,
+            limits: Limits::default(),
+            server_name: ps_transport::DEFAULT_SERVER_NAME.to_string(),
+            max_frame_body: 4 << 20,
+        }
+    }
+}
+
+struct TableState {
+    spec: TableSpec,
+    staleness: Staleness,
+    cache: TableCache,
+}
+
+/// State shared with background push tasks.
+#[derive(Default)]
+struct Shared {
+    /// Per shard: how many of this worker's clocks it has applied (from acks).
+    applied: Vec<u64>,
+    failure: Option<String>,
+}
+
+pub struct PsClient {
+    rt: Handle,
+    cfg: ClientConfig,
+    conns: Vec<quinn::Connection>,
+    tables: HashMap<u32, TableState>,
+    clock: WorkerClock,
+    shared: Arc<Mutex<Shared>>,
+    in_flight: Vec<tokio::task::JoinHandle<()>>,
+    reports_tx: mpsc::UnboundedSender<ClockReport>,
+    reports_rx: Option<mpsc::UnboundedReceiver<ClockReport>>,
+    clock_started: Instant,
+    blocked_s: f64,
+    pull_comm_s: f64,
+    pull_traffic: Traffic,
+}
+
+fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl PsClient {
+    /// Connects to every shard of `cfg.shard_map` from `endpoint`, on runtime `rt`.
+    pub fn connect(rt: Handle, endpoint: &quinn::Endpoint, cfg: ClientConfig) -> Result<PsClient, ClientError> {
+        let map = &cfg.shard_map;
+        if map.shards.is_empty() {
+            return Err(ClientError::BadShardMap("no shards".into()));
+        }
+        let mut conns = Vec::new();
+        for (i, addr) in map.shards.iter().enumerate() {
+            let sa: SocketAddr = addr
+                .parse()
+                .map_err(|e| ClientError::BadShardMap(format!("shard {i} address {addr:?}: {e}")))?;
+            let conn = rt
+                .block_on(ps_transport::connect(endpoint, sa, &cfg.server_name))
+                .map_err(|e| ClientError::Shard { shard: i as u32, addr: addr.clone(), reason: e.to_string() })?;
+            conns.push(conn);
+        }
+        let mut tables = HashMap::new();
+        for t in &map.tables {
+            if t.width == 0 || t.rows == 0 {
+                return Err(ClientError::BadShardMap(format!("table {} has no cells", t.id)));
+            }
+            tables.insert(
+                t.id,
+                TableState {
+                    spec: t.clone(),
+                    staleness: t.staleness.map(Staleness::Bounded).unwrap_or(Staleness::Unbounded),
+                    cache: TableCache::default(),
+                },
+            );
+        }
+        let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+        Ok(PsClient {
+            rt,
+            shared: Arc::new(Mutex::new(Shared { applied: vec![0; conns.len()], failure: None })),
+            conns,
+            cfg,
+            tables,
+            clock: WorkerClock::new(),
+            in_flight: Vec::new(),
+            reports_tx,
+            reports_rx: Some(reports_rx),
+            clock_started: Instant::now(),
+            blocked_s: 0.0,
+            pull_comm_s: 0.0,
+            pull_traffic: Traffic::default(),
+        })
+    }
+
+    pub fn worker(&self) -> u32 {
+        self.cfg.worker
+    }
+
+    pub fn num_workers(&self) -> u32 {
+        self.cfg.num_workers
+    }
+
+    /// The clock this worker is in (number of clocks it has ended).
+    pub fn current_clock(&self) -> u64 {
+        self.clock.current()
+    }
+
+    /// Per-clock reports, sent once every shard has acknowledged that clock's push. Take once.
+    pub fn take_reports(&mut self) -> Option<mpsc::UnboundedReceiver<ClockReport>> {
+        self.reports_rx.take()
+    }
+
+    /// A handle on table `id`.
+    pub fn table(&mut self, id: u32) -> Result<Table<'_>, ClientError> {
+        if !self.tables.contains_key(&id) {
+            return Err(ClientError::UnknownTable(id));
+        }
+        Ok(Table { client: self, id })
+    }
+
+    pub fn spec(&self, id: u32) -> Option<&TableSpec> {
+        self.tables.get(&id).map(|t| &t.spec)
+    }
+
+    fn check_failure(&self) -> Result<(), ClientError> {
+        match &lock(&self.shared).failure {
+            Some(f) => Err(ClientError::PushFailed(f.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Reads `rows` of table `id` complete through at least `need` clocks of every worker,
+    /// appending them to `out`.
+    fn read_with(&mut self, id: u32, rows: &[u64], need: u64, out: &mut Vec<f32>) -> Result<(), ClientError> {
+        self.check_failure()?;
+        let nshards = self.conns.len() as u32;
+        let worker = self.cfg.worker;
+        let limits = self.cfg.limits;
+        let max_body = self.cfg.max_frame_body;
+        let t = self.tables.get(&id).ok_or(ClientError::UnknownTable(id))?;
+        let (width, nrows) = (t.spec.width, t.spec.rows);
+        if let Some(&row) = rows.iter().find(|r| **r >= nrows) {
+            return Err(ClientError::RowOutOfRange { table: id, row, rows: nrows });
+        }
+        // Misses, grouped by shard, split into frames under the size cap.
+        let mut by_shard: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+        for &r in rows {
+            let fresh = t.cache.rows.get(&r).is_some_and(|c| c.min_clock >= need);
+            if !fresh {
+                by_shard.entry(ShardMap::shard_of(nrows, nshards, r)).or_default().push(r);
+            }
+        }
+        if !by_shard.is_empty() {
+            let per_frame = ((max_body / (8 + 4 * width as u64)).max(1)) as usize;
+            let mut requests = Vec::new();
+            for (s, mut keys) in by_shard {
+                keys.sort_unstable();
+                keys.dedup();
+                for chunk in keys.chunks(per_frame) {
+                    requests.push((s, chunk.to_vec()));
+                }
+            }
+            let started = Instant::now();
+            let conns = self.conns.clone();
+            let addrs = self.cfg.shard_map.shards.clone();
+            let replies = self.rt.block_on(async move {
+                let tasks: Vec<_> = requests
+                    .into_iter()
+                    .map(|(s, keys)| {
+                        let conn = conns[s as usize].clone();
+                        tokio::spawn(async move {
+                            let r = pull(&conn, &limits, id, worker, need, width, &keys).await;
+                            (s, r)
+                        })
+                    })
+                    .collect();
+                let mut out = Vec::new();
+                for t in tasks {
+                    out.push(t.await);
+                }
+                out
+            });
+            let waited = started.elapsed().as_secs_f64();
+            self.blocked_s += waited;
+            self.pull_comm_s += waited;
+            let t = self.tables.get_mut(&id).ok_or(ClientError::UnknownTable(id))?;
+            for joined in replies {
+                let (s, r) = joined.map_err(|e| ClientError::PushFailed(format!("pull task: {e}")))?;
+                let (reply, traffic) = r.map_err(|e| ClientError::Shard {
+                    shard: s,
+                    addr: addrs[s as usize].clone(),
+                    reason: e.to_string(),
+                })?;
+                self.pull_traffic.sent += traffic.sent;
+                self.pull_traffic.received += traffic.received;
+                let values = reply.values()?;
+                let (min_clock, own_clock) = (reply.header.clock, reply.header.aux);
+                for (k, v) in reply.keys.iter().zip(values.chunks_exact(width as usize)) {
+                    t.cache.rows.insert(*k, CachedRow { values: v.to_vec(), min_clock, own_clock });
+                }
+            }
+        }
+        let t = self.tables.get(&id).ok_or(ClientError::UnknownTable(id))?;
+        out.reserve(rows.len() * width as usize);
+        for &r in rows {
+            if !t.cache.compose(r, out) {
+                return Err(ClientError::PushFailed(format!("row {r} of table {id} missing after pull")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the current clock: seals its updates, hands them to background push tasks (one per
+    /// shard; every shard gets a clock frame even when it has no rows), and returns at once.
+    /// `sums` are app figures reported with this clock's metrics.
+    pub fn clock_with(&mut self, sums: BTreeMap<String, f64>) -> Result<u64, ClientError> {
+        self.check_failure()?;
+        let ended = self.clock.tick();
+        let worker = self.cfg.worker;
+        let nshards = self.conns.len() as u32;
+        let max_body = self.cfg.max_frame_body;
+        let mut per_shard: Vec<Vec<Frame>> = vec![Vec::new(); nshards as usize];
+        let mut ids: Vec<u32> = self.tables.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let Some(t) = self.tables.get_mut(&id) else { continue };
+            let (width, nrows) = (t.spec.width, t.spec.rows);
+            let rows = t.cache.seal(ended);
+            let per_frame = ((max_body / (8 + 4 * width as u64)).max(1)) as usize;
+            let mut start = 0;
+            while start < rows.len() {
+                let s = ShardMap::shard_of(nrows, nshards, rows[start].0);
+                let end_row = ShardMap::range_of(nrows, nshards, s).end;
+                let mut end = start;
+                while end < rows.len() && rows[end].0 < end_row && end - start < per_frame {
+                    end += 1;
+                }
+                let keys: Vec<u64> = rows[start..end].iter().map(|(k, _)| *k).collect();
+                let mut values = Vec::with_capacity(keys.len() * width as usize);
+                for (_, v) in &rows[start..end] {
+                    values.extend_from_slice(v);
+                }
+                per_shard[s as usize].push(FrameBuilder::rows(Kind::Push, id, worker, ended, 0, width, &keys, &values));
+                start = end;
+            }
+        }
+        let now = Instant::now();
+        let wall = now.duration_since(self.clock_started).as_secs_f64();
+        let mut report = ClockReport {
+            worker,
+            clock: ended,
+            compute_s: (wall - self.blocked_s).max(0.0),
+            blocked_s: self.blocked_s,
+            comm_s: self.pull_comm_s,
+            bytes_sent: self.pull_traffic.sent,
+            bytes_received: self.pull_traffic.received,
+            sums,
+        };
+        self.clock_started = now;
+        self.blocked_s = 0.0;
+        self.pull_comm_s = 0.0;
+        self.pull_traffic = Traffic::default();
+
+        let limits = self.cfg.limits;
+        let conns = self.conns.clone();
+        let addrs = self.cfg.shard_map.shards.clone();
+        let shared = self.shared.clone();
+        let reports = self.reports_tx.clone();
+        let task = self.rt.spawn(async move {
+            let started = Instant::now();
+            let tasks: Vec<_> = per_shard
+                .into_iter()
+                .enumerate()
+                .map(|(s, frames)| {
+                    let conn = conns[s].clone();
+                    tokio::spawn(async move { (s, push_batch(&conn, &limits, &frames, worker, ended).await) })
+                })
+                .collect();
+            let mut push_s = 0.0f64;
+            for t in tasks {
+                match t.await {
+                    Ok((s, Ok((applied, traffic)))) => {
+                        let mut sh = lock(&shared);
+                        sh.applied[s] = sh.applied[s].max(applied);
+                        report.bytes_sent += traffic.sent;
+                        report.bytes_received += traffic.received;
+                        push_s = started.elapsed().as_secs_f64();
+                    }
+                    Ok((s, Err(e))) => {
+                        let mut sh = lock(&shared);
+                        sh.failure.get_or_insert(format!("push of clock {ended} to shard {s} at {}: {e}", addrs[s]));
+                        return;
+                    }
+                    Err(e) => {
+                        lock(&shared).failure.get_or_insert(format!("push task: {e}"));
+                        return;
+                    }
+                }
+            }
+            report.comm_s += push_s;
+            let _ = reports.send(report);
+        });
+        self.in_flight.retain(|t| !t.is_finished());
+        self.in_flight.push(task);
+        self.fold_acknowledged();
+        Ok(ended)
+    }
+
+    /// Ends the current clock with no app figures.
+    pub fn clock(&mut self) -> Result<u64, ClientError> {
+        self.clock_with(BTreeMap::new())
+    }
+
+    fn fold_acknowledged(&mut self) {
+        let applied = lock(&self.shared).applied.clone();
+        let all = applied.iter().copied().min().unwrap_or(0);
+        let nshards = applied.len() as u32;
+        for t in self.tables.values_mut() {
+            let rows = t.spec.rows;
+            t.cache
+                .fold_acknowledged(|r| applied[ShardMap::shard_of(rows, nshards, r) as usize], all);
+        }
+    }
+
+    /// Waits until every push so far is acknowledged.
+    pub fn flush(&mut self) -> Result<(), ClientError> {
+        let tasks = std::mem::take(&mut self.in_flight);
+        self.rt.block_on(async move {
+            for t in tasks {
+                let _ = t.await;
+            }
+        });
+        self.check_failure()?;
+        self.fold_acknowledged();
+        Ok(())
+    }
+
+    /// Bytes of one frame header (for callers estimating traffic).
+    pub const FRAME_OVERHEAD: usize = HEADER_LEN;
+}
+
+/// A handle on one table of a `PsClient`.
+pub struct Table<'a> {
+    client: &'a mut PsClient,
+    id: u32,
+}
+
+impl Table<'_> {
+    fn state(&mut self) -> &mut TableState {
+        // `table()` checked the id exists and tables are never removed.
+        self.client.tables.get_mut(&self.id).expect("table handle of a known table")
+    }
+
+    pub fn width(&self) -> u32 {
+        self.client.tables[&self.id].spec.width
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.client.tables[&self.id].spec.rows
+    }
+
+    pub fn staleness(&self) -> Staleness {
+        self.client.tables[&self.id].staleness
+    }
+
+    /// One row under the table's staleness.
+    pub fn read_row(&mut self, row: u64) -> Result<Vec<f32>, ClientError> {
+        self.read_rows(&[row])
+    }
+
+    /// Rows (concatenated) under the table's staleness: complete through every worker's clock
+    /// `c - s - 1` and containing every update of this worker. Blocks while the slowest worker is
+    /// too far behind.
+    pub fn read_rows(&mut self, rows: &[u64]) -> Result<Vec<f32>, ClientError> {
+        let need = self.staleness().required_min_clock(self.client.clock.current());
+        let mut out = Vec::new();
+        self.client.read_with(self.id, rows, need, &mut out)?;
+        Ok(out)
+    }
+
+    /// Rows complete through every worker's clocks before this worker's current clock, whatever the
+    /// staleness: a barrier read, e.g. for the final model.
+    pub fn read_rows_synced(&mut self, rows: &[u64]) -> Result<Vec<f32>, ClientError> {
+        let need = self.client.clock.current();
+        let mut out = Vec::new();
+        self.client.read_with(self.id, rows, need, &mut out)?;
+        Ok(out)
+    }
+
+    /// Adds `delta` to cell (row, col) in this clock's update.
+    pub fn inc(&mut self, row: u64, col: u32, delta: f32) -> Result<(), ClientError> {
+        let (id, width, rows) = (self.id, self.width(), self.rows());
+        if row >= rows {
+            return Err(ClientError::RowOutOfRange { table: id, row, rows });
+        }
+        if col >= width {
+            return Err(ClientError::ColumnOutOfRange { table: id, col, width });
+        }
+        let p = self.state().cache.pending.entry(row).or_insert_with(|| vec![0.0; width as usize]);
+        p[col as usize] += delta;
+        Ok(())
+    }
+
+    /// Adds a whole row delta in this clock's update.
+    pub fn inc_row(&mut self, row: u64, delta: &[f32]) -> Result<(), ClientError> {
+        let (id, width, rows) = (self.id, self.width(), self.rows());
+        if row >= rows {
+            return Err(ClientError::RowOutOfRange { table: id, row, rows });
+        }
+        if delta.len() != width as usize {
+            return Err(ClientError::WrongLength { table: id, got: delta.len(), width });
+        }
+        let p = self.state().cache.pending.entry(row).or_insert_with(|| vec![0.0; width as usize]);
+        for (a, b) in p.iter_mut().zip(delta) {
+            *a += *b;
+        }
+        Ok(())
+    }
+}

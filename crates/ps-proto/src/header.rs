@@ -1,0 +1,344 @@
+//! The fixed frame header. All fields are little-endian on the wire.
+
+use crate::error::ProtoError;
+use bytemuck::{Pod, Zeroable};
+
+/// "PSF1" read as a little-endian u32.
+pub const MAGIC: u32 = u32::from_le_bytes(*b"PSF1");
+pub const VERSION: u16 = 1;
+pub const HEADER_LEN: usize = std::mem::size_of::<RawHeader>();
+
+/// The header exactly as it lies on the wire (little-endian fields, no padding).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable, PartialEq, Eq)]
+pub struct RawHeader {
+    pub magic: u32,
+    pub version: u16,
+    pub kind: u16,
+    pub table: u32,
+    pub codec: u16,
+    pub flags: u16,
+    pub clock: u64,
+    pub aux: u64,
+    pub worker: u32,
+    pub key_count: u32,
+    pub width: u32,
+    pub reserved: u32,
+    pub payload_len: u64,
+}
+
+const _: () = assert!(HEADER_LEN == 56);
+
+/// What a frame is. Control frames carry a JSON payload and no keys; data frames carry keys and values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum Kind {
+    /// node -> coordinator: JSON [`crate::Register`]
+    Register = 1,
+    /// coordinator -> node: JSON [`crate::Assign`]
+    Assign = 2,
+    /// worker -> shard: keys to read, `clock` = min clock the rows must be complete through,
+    /// `width` = expected row width.
+    Pull = 3,
+    /// shard -> worker: rows for the pulled keys; `clock` = shard min clock when served,
+    /// `aux` = how many of the requesting worker's clocks the rows contain.
+    PullReply = 4,
+    /// worker -> shard: row deltas tagged with `clock`.
+    Push = 5,
+    /// worker -> shard: ends the worker's clock `clock`; `aux` = number of push frames before it.
+    Clock = 6,
+    /// shard -> worker: a clock batch was accepted; `clock` = shard min clock, `aux` = worker's clocks applied.
+    Ack = 7,
+    /// node -> coordinator liveness (datagram).
+    Heartbeat = 8,
+    /// worker -> coordinator: JSON [`crate::ClockReport`]
+    Report = 9,
+    /// coordinator -> node: JSON [`crate::Shutdown`]
+    Shutdown = 10,
+    /// either way: `aux` = [`crate::ErrorCode`], payload = UTF-8 message.
+    Error = 11,
+    /// worker -> coordinator: JSON [`crate::Done`], the final figures.
+    Done = 12,
+}
+
+impl Kind {
+    pub fn from_u16(v: u16) -> Option<Kind> {
+        use Kind::*;
+        Some(match v {
+            1 => Register,
+            2 => Assign,
+            3 => Pull,
+            4 => PullReply,
+            5 => Push,
+            6 => Clock,
+            7 => Ack,
+            8 => Heartbeat,
+            9 => Report,
+            10 => Shutdown,
+            11 => Error,
+            12 => Done,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        use Kind::*;
+        match self {
+            Register => "register",
+            Assign => "assign",
+            Pull => "pull",
+            PullReply => "pull-reply",
+            Push => "push",
+            Clock => "clock",
+            Ack => "ack",
+            Heartbeat => "heartbeat",
+            Report => "report",
+            Shutdown => "shutdown",
+            Error => "error",
+            Done => "done",
+        }
+    }
+
+    /// Frames whose payload is a JSON document or text.
+    pub fn is_control(self) -> bool {
+        matches!(
+            self,
+            Kind::Register
+                | Kind::Assign
+                | Kind::Report
+                | Kind::Shutdown
+                | Kind::Error
+                | Kind::Done
+        )
+    }
+
+    /// Frames that carry one row of values per key.
+    pub fn carries_values(self) -> bool {
+        matches!(self, Kind::Push | Kind::PullReply)
+    }
+}
+
+/// How the value payload is encoded. Only raw f32 exists so far; compressed codecs come later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum Codec {
+    /// No value payload (control and key-only frames).
+    None = 0,
+    /// Little-endian f32, `key_count * width` of them.
+    RawF32 = 1,
+}
+
+impl Codec {
+    pub fn from_u16(v: u16) -> Option<Codec> {
+        match v {
+            0 => Some(Codec::None),
+            1 => Some(Codec::RawF32),
+            _ => None,
+        }
+    }
+}
+
+/// Caps on what a peer may ask us to allocate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Maximum bytes after the header (keys + payload).
+    pub max_frame_bytes: u64,
+    /// Maximum row width.
+    pub max_width: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: 64 << 20,
+            max_width: 1 << 20,
+        }
+    }
+}
+
+/// A validated header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub kind: Kind,
+    pub table: u32,
+    pub codec: Codec,
+    pub flags: u16,
+    pub clock: u64,
+    pub aux: u64,
+    pub worker: u32,
+    pub key_count: u32,
+    pub width: u32,
+    pub payload_len: u64,
+}
+
+impl Header {
+    /// A header of `kind` with every other field zero.
+    pub fn new(kind: Kind) -> Header {
+        Header {
+            kind,
+            table: 0,
+            codec: Codec::None,
+            flags: 0,
+            clock: 0,
+            aux: 0,
+            worker: 0,
+            key_count: 0,
+            width: 0,
+            payload_len: 0,
+        }
+    }
+
+    /// Bytes that follow the header: keys then payload.
+    pub fn body_len(&self) -> u64 {
+        self.key_count as u64 * 8 + self.payload_len
+    }
+
+    pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
+        let raw = RawHeader {
+            magic: MAGIC.to_le(),
+            version: VERSION.to_le(),
+            kind: (self.kind as u16).to_le(),
+            table: self.table.to_le(),
+            codec: (self.codec as u16).to_le(),
+            flags: self.flags.to_le(),
+            clock: self.clock.to_le(),
+            aux: self.aux.to_le(),
+            worker: self.worker.to_le(),
+            key_count: self.key_count.to_le(),
+            width: self.width.to_le(),
+            reserved: 0,
+            payload_len: self.payload_len.to_le(),
+        };
+        let mut out = [0u8; HEADER_LEN];
+        out.copy_from_slice(bytemuck::bytes_of(&raw));
+        out
+    }
+
+    /// Decodes and validates a header. `bytes` may be misaligned and longer than a header.
+    pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Header, ProtoError> {
+        if bytes.len() < HEADER_LEN {
+            return Err(ProtoError::Truncated {
+                needed: HEADER_LEN as u64,
+                got: bytes.len() as u64,
+            });
+        }
+        let raw: RawHeader = bytemuck::pod_read_unaligned(&bytes[..HEADER_LEN]);
+        let magic = u32::from_le(raw.magic);
+        if magic != MAGIC {
+            return Err(ProtoError::BadMagic(magic));
+        }
+        let version = u16::from_le(raw.version);
+        if version != VERSION {
+            return Err(ProtoError::BadVersion(version));
+        }
+        let kind_raw = u16::from_le(raw.kind);
+        let kind = Kind::from_u16(kind_raw).ok_or(ProtoError::UnknownKind(kind_raw))?;
+        let codec_raw = u16::from_le(raw.codec);
+        let codec = Codec::from_u16(codec_raw).ok_or(ProtoError::BadCodec {
+            codec: codec_raw,
+            kind: kind.name(),
+        })?;
+        if u32::from_le(raw.reserved) != 0 {
+            return Err(ProtoError::Malformed("reserved header field is not zero".into()));
+        }
+        let h = Header {
+            kind,
+            table: u32::from_le(raw.table),
+            codec,
+            flags: u16::from_le(raw.flags),
+            clock: u64::from_le(raw.clock),
+            aux: u64::from_le(raw.aux),
+            worker: u32::from_le(raw.worker),
+            key_count: u32::from_le(raw.key_count),
+            width: u32::from_le(raw.width),
+            payload_len: u64::from_le(raw.payload_len),
+        };
+        h.validate(limits)?;
+        Ok(h)
+    }
+
+    /// Checks the fields against each other and against the limits.
+    pub fn validate(&self, limits: &Limits) -> Result<(), ProtoError> {
+        // Overflow-free: key_count < 2^32, so key_count * 8 < 2^35.
+        let declared = (self.key_count as u64 * 8).checked_add(self.payload_len);
+        match declared {
+            Some(d) if d <= limits.max_frame_bytes => {}
+            Some(d) => {
+                return Err(ProtoError::TooLarge {
+                    declared: d,
+                    cap: limits.max_frame_bytes,
+                })
+            }
+            None => {
+                return Err(ProtoError::TooLarge {
+                    declared: u64::MAX,
+                    cap: limits.max_frame_bytes,
+                })
+            }
+        }
+        if self.flags != 0 {
+            return Err(ProtoError::Malformed(format!(
+                "unknown flags {:#x}",
+                self.flags
+            )));
+        }
+        let bad_codec = || ProtoError::BadCodec {
+            codec: self.codec as u16,
+            kind: self.kind.name(),
+        };
+        if self.kind.carries_values() {
+            if self.codec != Codec::RawF32 {
+                return Err(bad_codec());
+            }
+            if self.width == 0 || self.width > limits.max_width {
+                return Err(ProtoError::Malformed(format!(
+                    "row width {} outside 1..={}",
+                    self.width, limits.max_width
+                )));
+            }
+            let expected = self.key_count as u64 * self.width as u64 * 4;
+            if self.payload_len != expected {
+                return Err(ProtoError::Malformed(format!(
+                    "{} frame: payload of {} bytes, expected {} ({} keys x width {} x 4)",
+                    self.kind.name(),
+                    self.payload_len,
+                    expected,
+                    self.key_count,
+                    self.width
+                )));
+            }
+        } else {
+            if self.codec != Codec::None {
+                return Err(bad_codec());
+            }
+            match self.kind {
+                Kind::Pull => {
+                    if self.payload_len != 0 {
+                        return Err(ProtoError::Malformed("pull frame with a payload".into()));
+                    }
+                    if self.width == 0 || self.width > limits.max_width {
+                        return Err(ProtoError::Malformed(format!(
+                            "row width {} outside 1..={}",
+                            self.width, limits.max_width
+                        )));
+                    }
+                }
+                _ => {
+                    if self.key_count != 0 {
+                        return Err(ProtoError::Malformed(format!(
+                            "{} frame with keys",
+                            self.kind.name()
+                        )));
+                    }
+                    if !self.kind.is_control() && self.payload_len != 0 {
+                        return Err(ProtoError::Malformed(format!(
+                            "{} frame with a payload",
+                            self.kind.name()
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

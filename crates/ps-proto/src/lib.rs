@@ -1,0 +1,24 @@
+//! Wire format of the parameter server: the fixed frame header, the message kinds, the control
+//! messages, the shard map and the validation of everything that comes off the network.
+//!
+//! This crate is pure: it must not depend on any I/O, async runtime, socket or clock source.
+//! Everything here is tested with plain byte buffers. Bytes off the network may be misaligned,
+//! so headers are read with `bytemuck::pod_read_unaligned` and payloads are copied into aligned
+//! buffers before use.
+
+mod control;
+mod error;
+mod frame;
+mod header;
+mod shard_map;
+
+pub use control::{
+    Assign, ClockReport, Done, Init, JobSpec, Register, Role, Shutdown, TableSpec, UpdateRule,
+};
+pub use error::{ErrorCode, ProtoError};
+pub use frame::{decode_f32s, encode_f32s, Frame, FrameBuilder};
+pub use header::{Codec, Header, Kind, Limits, RawHeader, HEADER_LEN, MAGIC, VERSION};
+pub use shard_map::{KeyRange, ShardMap};
+
+/// ALPN protocol id every endpoint offers and requires.
+pub const ALPN: &[u8] = b"ps/1";

@@ -1,0 +1,62 @@
+//! Frames on QUIC streams: a fixed header, then exactly `body_len` bytes.
+
+use crate::error::TransportError;
+use ps_proto::{Frame, Header, Limits, ProtoError, HEADER_LEN};
+
+/// What reading a frame from a stream gave.
+#[derive(Debug)]
+pub enum FrameRead {
+    Frame(Frame),
+    /// The peer finished the stream cleanly between frames.
+    End,
+}
+
+/// Reads one frame. A header that fails validation is returned as `TransportError::Proto` before
+/// its body is read, so a declared length over the cap never causes an allocation.
+pub async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    limits: &Limits,
+) -> Result<FrameRead, TransportError> {
+    let mut head = [0u8; HEADER_LEN];
+    let mut got = 0usize;
+    while got < HEADER_LEN {
+        match recv.read(&mut head[got..]).await {
+            Ok(Some(n)) => got += n,
+            Ok(None) if got == 0 => return Ok(FrameRead::End),
+            Ok(None) => {
+                return Err(ProtoError::Truncated {
+                    needed: HEADER_LEN as u64,
+                    got: got as u64,
+                }
+                .into())
+            }
+            Err(e) => return Err(TransportError::Stream(e.to_string())),
+        }
+    }
+    let header = Header::decode(&head, limits)?;
+    let body_len = header.body_len() as usize;
+    let mut body = vec![0u8; body_len];
+    match recv.read_exact(&mut body).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(n)) => {
+            return Err(ProtoError::Truncated {
+                needed: (HEADER_LEN + body_len) as u64,
+                got: (HEADER_LEN + n) as u64,
+            }
+            .into())
+        }
+        Err(quinn::ReadExactError::ReadError(e)) => {
+            return Err(TransportError::Stream(e.to_string()))
+        }
+    }
+    Ok(FrameRead::Frame(Frame::from_parts(header, &body)?))
+}
+
+/// Writes one frame; returns the bytes written.
+pub async fn write_frame(send: &mut quinn::SendStream, frame: &Frame) -> Result<u64, TransportError> {
+    let bytes = frame.encode();
+    send.write_all(&bytes)
+        .await
+        .map_err(|e| TransportError::Stream(e.to_string()))?;
+    Ok(bytes.len() as u64)
+}

@@ -1,0 +1,1 @@
+//! Runnable examples; see mf_local.rs.

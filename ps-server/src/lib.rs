@@ -1,0 +1,22 @@
+//! The server side of the parameter server: shard storage (dense f32 tables split by key range),
+//! update rules and seeded initialisers, request handling over QUIC (pulls parked on the SSP clock
+//! vector, pushes applied per worker clock), the coordinator, and the server node role.
+//!
+//! This crate must never link cudarc or any GPU code, nor the worker library or the apps: servers
+//! are CPU processes that know tables, rows and clocks, not models.
+
+pub mod coordinator;
+mod error;
+pub mod init;
+pub mod node;
+pub mod rules;
+pub mod service;
+pub mod shard;
+pub mod table;
+
+pub use coordinator::{ClockSummary, CoordEvent, Coordinator, CoordinatorConfig, JobResult};
+pub use error::ServerError;
+pub use node::{run_server_node, ServerNodeConfig};
+pub use service::{serve_shard, ShardHandle};
+pub use shard::{PushRows, Shard};
+pub use table::DenseTable;

@@ -1,0 +1,215 @@
+//! A shard served over QUIC. Each request is one bidirectional stream:
+//! - a pull: one `Pull` frame, answered by one `PullReply` (after parking on the clock vector);
+//! - a clock batch: `Push` frames then one `Clock` frame, answered by one `Ack` once the batch is
+//!   accepted. A batch is applied whole or not at all.
+//!
+//! A bad frame is answered by an `Error` frame on its stream and changes nothing; the connection
+//! and every other stream keep working.
+
+use crate::shard::{PushRows, Shard};
+use ps_proto::{Frame, FrameBuilder, Kind, Limits, ProtoError};
+use ps_transport::{read_frame, write_frame, FrameRead, TransportError};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tracing::{debug, warn};
+
+/// A running shard service.
+pub struct ShardHandle {
+    pub addr: SocketAddr,
+    shard: Arc<Mutex<Shard>>,
+    endpoint: quinn::Endpoint,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    // A panic while holding the lock would be a bug in this crate; keep serving what is there.
+    shard.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ShardHandle {
+    /// A copy of this shard's slice of a table (row-major).
+    pub fn snapshot(&self, table: u32) -> Option<Vec<f32>> {
+        lock(&self.shard).table(table).ok().map(|t| t.data().to_vec())
+    }
+
+    pub fn params_applied(&self) -> u64 {
+        lock(&self.shard).params_applied()
+    }
+
+    pub fn min_clock(&self) -> u64 {
+        lock(&self.shard).min_clock()
+    }
+
+    /// Stops accepting, fails parked pulls, closes connections.
+    pub fn shutdown(&self) {
+        lock(&self.shard).shutdown();
+        self.endpoint.close(0u32.into(), b"shard shutting down");
+        self.task.abort();
+    }
+}
+
+/// Serves `shard` on `endpoint` (which must be a server endpoint) until shut down.
+pub fn serve_shard(endpoint: quinn::Endpoint, shard: Shard, limits: Limits) -> Result<ShardHandle, TransportError> {
+    let addr = endpoint.local_addr().map_err(|e| TransportError::Stream(e.to_string()))?;
+    let shard = Arc::new(Mutex::new(shard));
+    let ep = endpoint.clone();
+    let st = shard.clone();
+    let task = tokio::spawn(async move {
+        while let Some(incoming) = ep.accept().await {
+            let st = st.clone();
+            tokio::spawn(async move {
+                let conn = match incoming.await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Includes peers without a certificate from the cluster CA.
+                        warn!("rejected connection: {e}");
+                        return;
+                    }
+                };
+                loop {
+                    match conn.accept_bi().await {
+                        Ok((send, recv)) => {
+                            let st = st.clone();
+                            tokio::spawn(async move { handle_stream(st, send, recv, limits).await });
+                        }
+                        Err(e) => {
+                            debug!("connection from {} ended: {e}", conn.remote_address());
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    Ok(ShardHandle {
+        addr,
+        shard,
+        endpoint,
+        task,
+    })
+}
+
+async fn reply_error(send: &mut quinn::SendStream, recv: &mut quinn::RecvStream, err: &ProtoError) {
+    debug!("answering bad request: {err}");
+    let _ = write_frame(send, &Frame::error(err.code(), &err.to_string())).await;
+    let _ = send.finish();
+    let _ = recv.stop(0u32.into());
+}
+
+async fn handle_stream(shard: Arc<Mutex<Shard>>, mut send: quinn::SendStream, mut recv: quinn::RecvStream, limits: Limits) {
+    let first = match read_frame(&mut recv, &limits).await {
+        Ok(FrameRead::Frame(f)) => f,
+        Ok(FrameRead::End) => return,
+        Err(TransportError::Proto(e)) => return reply_error(&mut send, &mut recv, &e).await,
+        Err(e) => {
+            debug!("stream failed: {e}");
+            return;
+        }
+    };
+    let result = match first.header.kind {
+        Kind::Pull => handle_pull(&shard, &mut send, first).await,
+        Kind::Push | Kind::Clock => handle_batch(&shard, &mut send, &mut recv, first, &limits).await,
+        other => Err(ProtoError::Protocol(format!(
+            "a {} frame cannot open a request stream",
+            other.name()
+        ))),
+    };
+    match result {
+        Ok(()) => {
+            let _ = send.finish();
+        }
+        Err(e) => reply_error(&mut send, &mut recv, &e).await,
+    }
+}
+
+async fn handle_pull(shard: &Mutex<Shard>, send: &mut quinn::SendStream, f: Frame) -> Result<(), ProtoError> {
+    let h = f.header;
+    let waiter = {
+        let mut s = lock(shard);
+        s.check_worker(h.worker)?;
+        s.check(h.table, h.width, &f.keys)?;
+        s.park(h.clock)
+    };
+    if let Some(rx) = waiter {
+        rx.await
+            .map_err(|_| ProtoError::Protocol("shard is shutting down".into()))?;
+    }
+    let r = lock(shard).read(h.table, &f.keys, h.worker)?;
+    let reply = FrameBuilder::rows(Kind::PullReply, h.table, h.worker, r.min_clock, r.worker_clock, h.width, &f.keys, &r.values);
+    write_frame(send, &reply)
+        .await
+        .map_err(|e| ProtoError::Protocol(e.to_string()))?;
+    Ok(())
+}
+
+async fn handle_batch(
+    shard: &Mutex<Shard>,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    first: Frame,
+    limits: &Limits,
+) -> Result<(), ProtoError> {
+    let worker = first.header.worker;
+    let clock = first.header.clock;
+    lock(shard).check_worker(worker)?;
+    let mut batch = Vec::new();
+    let mut next = Some(first);
+    loop {
+        let f = match next.take() {
+            Some(f) => f,
+            None => match read_frame(recv, limits).await {
+                Ok(FrameRead::Frame(f)) => f,
+                Ok(FrameRead::End) => {
+                    return Err(ProtoError::Protocol(format!(
+                        "batch of worker {worker} clock {clock} ended without a clock frame; nothing applied"
+                    )))
+                }
+                Err(TransportError::Proto(e)) => return Err(e),
+                Err(e) => return Err(ProtoError::Protocol(e.to_string())),
+            },
+        };
+        let h = f.header;
+        if h.worker != worker || h.clock != clock {
+            return Err(ProtoError::Protocol(format!(
+                "frame for worker {} clock {} inside the batch of worker {worker} clock {clock}",
+                h.worker, h.clock
+            )));
+        }
+        match h.kind {
+            Kind::Push => {
+                lock(shard).check(h.table, h.width, &f.keys)?;
+                let values = f.values()?;
+                batch.push(PushRows {
+                    table: h.table,
+                    keys: f.keys,
+                    values,
+                });
+            }
+            Kind::Clock => {
+                if h.aux != batch.len() as u64 {
+                    return Err(ProtoError::Protocol(format!(
+                        "clock frame announces {} pushes, {} arrived",
+                        h.aux,
+                        batch.len()
+                    )));
+                }
+                let (min_clock, worker_clock) = {
+                    let mut s = lock(shard);
+                    s.submit(worker, clock, batch)
+                        .map_err(|e| ProtoError::Protocol(e.to_string()))?;
+                    (s.min_clock(), s.worker_clock(worker))
+                };
+                write_frame(send, &FrameBuilder::ack(worker, min_clock, worker_clock))
+                    .await
+                    .map_err(|e| ProtoError::Protocol(e.to_string()))?;
+                return Ok(());
+            }
+            other => {
+                return Err(ProtoError::Protocol(format!(
+                    "unexpected {} frame inside a push batch",
+                    other.name()
+                )))
+            }
+        }
+    }
+}
