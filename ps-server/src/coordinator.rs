@@ -4,7 +4,8 @@
 
 use crate::error::ServerError;
 use ps_proto::{
-    Assign, ClockReport, Done, Frame, JobSpec, Kind, Limits, Register, Role, ShardMap, Shutdown, TableSpec,
+    Assign, ClockReport, Done, Frame, JobSpec, Kind, Limits, Register, Role, ShardMap, Shutdown,
+    TableSpec,
 };
 use ps_transport::{read_frame, write_frame, FrameRead};
 use std::collections::{BTreeMap, HashMap};
@@ -53,7 +54,12 @@ pub struct JobResult {
 /// What the coordinator tells its caller while the job runs.
 #[derive(Debug, Clone)]
 pub enum CoordEvent {
-    Registered { role: Role, id: u32, host: String, pid: u32 },
+    Registered {
+        role: Role,
+        id: u32,
+        host: String,
+        pid: u32,
+    },
     Started,
     Clock(ClockSummary),
 }
@@ -77,7 +83,13 @@ impl Node {
             Role::Server => "shard",
             Role::Worker => "worker",
         };
-        format!("{role} {} (pid {} on {}, {})", self.id, self.reg.pid, self.reg.host, self.conn.remote_address())
+        format!(
+            "{role} {} (pid {} on {}, {})",
+            self.id,
+            self.reg.pid,
+            self.reg.host,
+            self.conn.remote_address()
+        )
     }
 }
 
@@ -91,7 +103,10 @@ enum NodeEvent {
 impl Coordinator {
     /// Runs the whole job. Returns when every worker is done (after telling every node to stop),
     /// or fails when a node dies, with a message naming it.
-    pub async fn run(self, events: mpsc::UnboundedSender<CoordEvent>) -> Result<JobResult, ServerError> {
+    pub async fn run(
+        self,
+        events: mpsc::UnboundedSender<CoordEvent>,
+    ) -> Result<JobResult, ServerError> {
         let cfg = &self.config;
         let started = Instant::now();
         let mut nodes = self.register_all(&events).await?;
@@ -147,8 +162,14 @@ impl Coordinator {
         };
 
         let shutdown = match &failure {
-            None => Shutdown { ok: true, reason: "job complete".into() },
-            Some(why) => Shutdown { ok: false, reason: why.clone() },
+            None => Shutdown {
+                ok: true,
+                reason: "job complete".into(),
+            },
+            Some(why) => Shutdown {
+                ok: false,
+                reason: why.clone(),
+            },
         };
         let frame = Frame::control(Kind::Shutdown, &shutdown);
         for n in nodes.iter_mut() {
@@ -179,7 +200,10 @@ impl Coordinator {
         Ok(result)
     }
 
-    async fn register_all(&self, events: &mpsc::UnboundedSender<CoordEvent>) -> Result<Vec<Node>, ServerError> {
+    async fn register_all(
+        &self,
+        events: &mpsc::UnboundedSender<CoordEvent>,
+    ) -> Result<Vec<Node>, ServerError> {
         let cfg = &self.config;
         let total = (cfg.servers + cfg.workers) as usize;
         let mut servers: Vec<(Register, quinn::Connection, quinn::SendStream)> = Vec::new();
@@ -188,11 +212,19 @@ impl Coordinator {
         while servers.len() + workers.len() < total {
             let incoming = match tokio::time::timeout_at(deadline, self.endpoint.accept()).await {
                 Ok(Some(i)) => i,
-                Ok(None) => return Err(ServerError::Coordinator("endpoint closed while nodes registered".into())),
+                Ok(None) => {
+                    return Err(ServerError::Coordinator(
+                        "endpoint closed while nodes registered".into(),
+                    ))
+                }
                 Err(_) => {
                     return Err(ServerError::Coordinator(format!(
                         "only {} of {} shards and {} of {} workers registered within {:?}",
-                        servers.len(), cfg.servers, workers.len(), cfg.workers, cfg.register_timeout
+                        servers.len(),
+                        cfg.servers,
+                        workers.len(),
+                        cfg.workers,
+                        cfg.register_timeout
                     )))
                 }
             };
@@ -205,9 +237,13 @@ impl Coordinator {
             };
             let registered = tokio::time::timeout(Duration::from_secs(10), async {
                 let (send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
-                match read_frame(&mut recv, &cfg.limits).await.map_err(|e| e.to_string())? {
+                match read_frame(&mut recv, &cfg.limits)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
                     FrameRead::Frame(f) => {
-                        let reg: Register = f.parse_control(Kind::Register).map_err(|e| e.to_string())?;
+                        let reg: Register =
+                            f.parse_control(Kind::Register).map_err(|e| e.to_string())?;
                         Ok::<_, String>((reg, send))
                     }
                     FrameRead::End => Err("control stream ended before registering".into()),
@@ -235,17 +271,30 @@ impl Coordinator {
                 Role::Worker => cfg.workers,
             };
             if list.len() as u32 >= cap || (reg.role == Role::Server && reg.listen_addr.is_none()) {
-                let why = if list.len() as u32 >= cap { "the job already has all its nodes of that role" } else { "a shard must give its listen address" };
-                let _ = write_frame(&mut send, &Frame::error(ps_proto::ErrorCode::Protocol, why)).await;
+                let why = if list.len() as u32 >= cap {
+                    "the job already has all its nodes of that role"
+                } else {
+                    "a shard must give its listen address"
+                };
+                let _ =
+                    write_frame(&mut send, &Frame::error(ps_proto::ErrorCode::Protocol, why)).await;
                 let _ = send.finish();
                 continue;
             }
             info!(role = ?reg.role, host = %reg.host, pid = reg.pid, "registered");
-            let _ = events.send(CoordEvent::Registered { role: reg.role, id: list.len() as u32, host: reg.host.clone(), pid: reg.pid });
+            let _ = events.send(CoordEvent::Registered {
+                role: reg.role,
+                id: list.len() as u32,
+                host: reg.host.clone(),
+                pid: reg.pid,
+            });
             list.push((reg, conn, send));
         }
         let shard_map = ShardMap {
-            shards: servers.iter().map(|(r, _, _)| r.listen_addr.clone().unwrap_or_default()).collect(),
+            shards: servers
+                .iter()
+                .map(|(r, _, _)| r.listen_addr.clone().unwrap_or_default())
+                .collect(),
             tables: cfg.tables.clone(),
         };
         let mut nodes = Vec::new();
@@ -262,7 +311,13 @@ impl Coordinator {
                     heartbeat_ms: cfg.heartbeat.as_millis() as u64,
                 };
                 write_frame(&mut send, &Frame::control(Kind::Assign, &assign)).await?;
-                nodes.push(Node { role, id: id as u32, reg, conn, send });
+                nodes.push(Node {
+                    role,
+                    id: id as u32,
+                    reg,
+                    conn,
+                    send,
+                });
             }
         }
         Ok(nodes)
@@ -271,7 +326,10 @@ impl Coordinator {
 
 fn summarize(reports: &[ClockReport], workers: u32) -> ClockSummary {
     let w = workers.max(1) as f64;
-    let mut s = ClockSummary { clock: reports.first().map(|r| r.clock).unwrap_or(0), ..Default::default() };
+    let mut s = ClockSummary {
+        clock: reports.first().map(|r| r.clock).unwrap_or(0),
+        ..Default::default()
+    };
     for r in reports {
         s.compute_s += r.compute_s / w;
         s.comm_s += r.comm_s / w;
@@ -286,7 +344,12 @@ fn summarize(reports: &[ClockReport], workers: u32) -> ClockSummary {
 }
 
 /// Reads a node's control stream (reports, done) and heartbeat datagrams.
-fn spawn_watchers(i: usize, conn: quinn::Connection, tx: mpsc::UnboundedSender<NodeEvent>, limits: Limits) {
+fn spawn_watchers(
+    i: usize,
+    conn: quinn::Connection,
+    tx: mpsc::UnboundedSender<NodeEvent>,
+    limits: Limits,
+) {
     let c = conn.clone();
     let t = tx.clone();
     tokio::spawn(async move {
@@ -317,9 +380,14 @@ fn spawn_watchers(i: usize, conn: quinn::Connection, tx: mpsc::UnboundedSender<N
             match read_frame(&mut recv, &limits).await {
                 Ok(FrameRead::Frame(f)) => {
                     let ev = match f.header.kind {
-                        Kind::Report => f.parse_control::<ClockReport>(Kind::Report).map(NodeEvent::Report),
+                        Kind::Report => f
+                            .parse_control::<ClockReport>(Kind::Report)
+                            .map(NodeEvent::Report),
                         Kind::Done => f.parse_control::<Done>(Kind::Done).map(NodeEvent::Done),
-                        other => Err(ps_proto::ProtoError::Protocol(format!("unexpected {} frame", other.name()))),
+                        other => Err(ps_proto::ProtoError::Protocol(format!(
+                            "unexpected {} frame",
+                            other.name()
+                        ))),
                     };
                     match ev {
                         Ok(ev) => {

@@ -70,7 +70,11 @@ mod tests {
 
     #[test]
     fn uniform_stays_in_range() {
-        let init = Init::Uniform { low: -1.0, high: 2.0, seed: 3 };
+        let init = Init::Uniform {
+            low: -1.0,
+            high: 2.0,
+            seed: 3,
+        };
         let mut a = vec![0f32; 4096];
         fill(init, 0, 0, 4, &mut a);
         assert!(a.iter().all(|v| (-1.0..=2.0).contains(v)));

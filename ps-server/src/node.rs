@@ -5,7 +5,9 @@ use crate::error::ServerError;
 use crate::service::serve_shard;
 use crate::shard::Shard;
 use ps_proto::{Assign, Frame, FrameBuilder, Kind, Limits, Register, Role, Shutdown};
-use ps_transport::{connect, make_endpoint, read_frame, write_frame, ClusterIdentity, EndpointOptions, FrameRead};
+use ps_transport::{
+    connect, make_endpoint, read_frame, write_frame, ClusterIdentity, EndpointOptions, FrameRead,
+};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tracing::info;
@@ -45,10 +47,16 @@ pub async fn register(
     let assign = match read_frame(&mut recv, limits).await? {
         FrameRead::Frame(f) if f.header.kind == Kind::Error => {
             let (_, msg) = f.error_parts().unwrap_or((None, String::new()));
-            return Err(ServerError::Coordinator(format!("registration refused: {msg}")));
+            return Err(ServerError::Coordinator(format!(
+                "registration refused: {msg}"
+            )));
         }
         FrameRead::Frame(f) => f.parse_control::<Assign>(Kind::Assign)?,
-        FrameRead::End => return Err(ServerError::Coordinator("coordinator closed the control stream".into())),
+        FrameRead::End => {
+            return Err(ServerError::Coordinator(
+                "coordinator closed the control stream".into(),
+            ))
+        }
     };
     if assign.role != reg.role {
         return Err(ServerError::Coordinator("assigned the wrong role".into()));
@@ -62,7 +70,11 @@ pub async fn register(
 }
 
 /// Sends a heartbeat datagram every `period` until the connection closes.
-pub fn spawn_heartbeats(conn: quinn::Connection, node: u32, period: Duration) -> tokio::task::JoinHandle<()> {
+pub fn spawn_heartbeats(
+    conn: quinn::Connection,
+    node: u32,
+    period: Duration,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
         loop {
@@ -76,11 +88,18 @@ pub fn spawn_heartbeats(conn: quinn::Connection, node: u32, period: Duration) ->
 }
 
 /// Waits for the coordinator's Shutdown on the control stream.
-pub async fn await_shutdown(recv: &mut quinn::RecvStream, limits: &Limits) -> Result<Shutdown, ServerError> {
+pub async fn await_shutdown(
+    recv: &mut quinn::RecvStream,
+    limits: &Limits,
+) -> Result<Shutdown, ServerError> {
     match read_frame(recv, limits).await {
         Ok(FrameRead::Frame(f)) => Ok(f.parse_control::<Shutdown>(Kind::Shutdown)?),
-        Ok(FrameRead::End) => Err(ServerError::Coordinator("coordinator closed the control stream".into())),
-        Err(e) => Err(ServerError::Coordinator(format!("lost the coordinator: {e}"))),
+        Ok(FrameRead::End) => Err(ServerError::Coordinator(
+            "coordinator closed the control stream".into(),
+        )),
+        Err(e) => Err(ServerError::Coordinator(format!(
+            "lost the coordinator: {e}"
+        ))),
     }
 }
 
@@ -93,7 +112,10 @@ pub fn host_name() -> String {
 }
 
 /// Runs a shard until the coordinator ends the job. Returns an error if the job failed.
-pub async fn run_server_node(cfg: ServerNodeConfig, identity: ClusterIdentity) -> Result<(), ServerError> {
+pub async fn run_server_node(
+    cfg: ServerNodeConfig,
+    identity: ClusterIdentity,
+) -> Result<(), ServerError> {
     let endpoint = make_endpoint(cfg.listen, &identity, &cfg.options)?;
     let bound = endpoint
         .local_addr()
@@ -105,12 +127,29 @@ pub async fn run_server_node(cfg: ServerNodeConfig, identity: ClusterIdentity) -
         host: host_name(),
         pid: std::process::id(),
     };
-    let mut r = register(&endpoint, cfg.coordinator, &cfg.options.server_name, reg, &cfg.limits).await?;
+    let mut r = register(
+        &endpoint,
+        cfg.coordinator,
+        &cfg.options.server_name,
+        reg,
+        &cfg.limits,
+    )
+    .await?;
     let a = &r.assign;
     info!(shard = a.id, %advertise, "assigned");
-    let shard = Shard::new(a.id, a.num_servers, &a.shard_map.tables, a.num_workers, a.deterministic);
+    let shard = Shard::new(
+        a.id,
+        a.num_servers,
+        &a.shard_map.tables,
+        a.num_workers,
+        a.deterministic,
+    );
     let handle = serve_shard(endpoint.clone(), shard, cfg.limits)?;
-    let hb = spawn_heartbeats(r.conn.clone(), a.id, Duration::from_millis(a.heartbeat_ms.max(10)));
+    let hb = spawn_heartbeats(
+        r.conn.clone(),
+        a.id,
+        Duration::from_millis(a.heartbeat_ms.max(10)),
+    );
     let outcome = await_shutdown(&mut r.control_recv, &cfg.limits).await;
     hb.abort();
     handle.shutdown();

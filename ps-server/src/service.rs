@@ -29,7 +29,10 @@ fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
 impl ShardHandle {
     /// A copy of this shard's slice of a table (row-major).
     pub fn snapshot(&self, table: u32) -> Option<Vec<f32>> {
-        lock(&self.shard).table(table).ok().map(|t| t.data().to_vec())
+        lock(&self.shard)
+            .table(table)
+            .ok()
+            .map(|t| t.data().to_vec())
     }
 
     pub fn params_applied(&self) -> u64 {
@@ -49,8 +52,14 @@ impl ShardHandle {
 }
 
 /// Serves `shard` on `endpoint` (which must be a server endpoint) until shut down.
-pub fn serve_shard(endpoint: quinn::Endpoint, shard: Shard, limits: Limits) -> Result<ShardHandle, TransportError> {
-    let addr = endpoint.local_addr().map_err(|e| TransportError::Stream(e.to_string()))?;
+pub fn serve_shard(
+    endpoint: quinn::Endpoint,
+    shard: Shard,
+    limits: Limits,
+) -> Result<ShardHandle, TransportError> {
+    let addr = endpoint
+        .local_addr()
+        .map_err(|e| TransportError::Stream(e.to_string()))?;
     let shard = Arc::new(Mutex::new(shard));
     let ep = endpoint.clone();
     let st = shard.clone();
@@ -70,7 +79,9 @@ pub fn serve_shard(endpoint: quinn::Endpoint, shard: Shard, limits: Limits) -> R
                     match conn.accept_bi().await {
                         Ok((send, recv)) => {
                             let st = st.clone();
-                            tokio::spawn(async move { handle_stream(st, send, recv, limits).await });
+                            tokio::spawn(
+                                async move { handle_stream(st, send, recv, limits).await },
+                            );
                         }
                         Err(e) => {
                             debug!("connection from {} ended: {e}", conn.remote_address());
@@ -96,7 +107,12 @@ async fn reply_error(send: &mut quinn::SendStream, recv: &mut quinn::RecvStream,
     let _ = recv.stop(0u32.into());
 }
 
-async fn handle_stream(shard: Arc<Mutex<Shard>>, mut send: quinn::SendStream, mut recv: quinn::RecvStream, limits: Limits) {
+async fn handle_stream(
+    shard: Arc<Mutex<Shard>>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    limits: Limits,
+) {
     let first = match read_frame(&mut recv, &limits).await {
         Ok(FrameRead::Frame(f)) => f,
         Ok(FrameRead::End) => return,
@@ -108,7 +124,9 @@ async fn handle_stream(shard: Arc<Mutex<Shard>>, mut send: quinn::SendStream, mu
     };
     let result = match first.header.kind {
         Kind::Pull => handle_pull(&shard, &mut send, first).await,
-        Kind::Push | Kind::Clock => handle_batch(&shard, &mut send, &mut recv, first, &limits).await,
+        Kind::Push | Kind::Clock => {
+            handle_batch(&shard, &mut send, &mut recv, first, &limits).await
+        }
         other => Err(ProtoError::Protocol(format!(
             "a {} frame cannot open a request stream",
             other.name()
@@ -122,7 +140,11 @@ async fn handle_stream(shard: Arc<Mutex<Shard>>, mut send: quinn::SendStream, mu
     }
 }
 
-async fn handle_pull(shard: &Mutex<Shard>, send: &mut quinn::SendStream, f: Frame) -> Result<(), ProtoError> {
+async fn handle_pull(
+    shard: &Mutex<Shard>,
+    send: &mut quinn::SendStream,
+    f: Frame,
+) -> Result<(), ProtoError> {
     let h = f.header;
     let waiter = {
         let mut s = lock(shard);
@@ -135,7 +157,16 @@ async fn handle_pull(shard: &Mutex<Shard>, send: &mut quinn::SendStream, f: Fram
             .map_err(|_| ProtoError::Protocol("shard is shutting down".into()))?;
     }
     let r = lock(shard).read(h.table, &f.keys, h.worker)?;
-    let reply = FrameBuilder::rows(Kind::PullReply, h.table, h.worker, r.min_clock, r.worker_clock, h.width, &f.keys, &r.values);
+    let reply = FrameBuilder::rows(
+        Kind::PullReply,
+        h.table,
+        h.worker,
+        r.min_clock,
+        r.worker_clock,
+        h.width,
+        &f.keys,
+        &r.values,
+    );
     write_frame(send, &reply)
         .await
         .map_err(|e| ProtoError::Protocol(e.to_string()))?;

@@ -36,7 +36,13 @@ pub struct PullResult {
 }
 
 impl Shard {
-    pub fn new(id: u32, num_shards: u32, tables: &[TableSpec], num_workers: u32, deterministic: bool) -> Shard {
+    pub fn new(
+        id: u32,
+        num_shards: u32,
+        tables: &[TableSpec],
+        num_workers: u32,
+        deterministic: bool,
+    ) -> Shard {
         let tables = tables
             .iter()
             .map(|t| {
@@ -152,12 +158,34 @@ mod tests {
     fn deterministic_mode_applies_at_the_boundary_in_worker_order() {
         let mut s = Shard::new(0, 2, &[spec()], 2, true);
         assert!(s.check(1, 2, &[4]).is_ok());
-        assert!(matches!(s.check(1, 2, &[5]), Err(ProtoError::KeyOutOfRange { .. })));
-        assert!(matches!(s.check(1, 3, &[0]), Err(ProtoError::WrongWidth { .. })));
-        assert!(matches!(s.check(2, 2, &[0]), Err(ProtoError::UnknownTable(2))));
+        assert!(matches!(
+            s.check(1, 2, &[5]),
+            Err(ProtoError::KeyOutOfRange { .. })
+        ));
+        assert!(matches!(
+            s.check(1, 3, &[0]),
+            Err(ProtoError::WrongWidth { .. })
+        ));
+        assert!(matches!(
+            s.check(2, 2, &[0]),
+            Err(ProtoError::UnknownTable(2))
+        ));
         let rx = s.park(1).expect("must park until clock 0 is complete");
-        s.submit(1, 0, vec![PushRows { table: 1, keys: vec![0], values: vec![1.0, 2.0] }]).unwrap();
-        assert_eq!(s.read(1, &[0], 1).unwrap().values, vec![0.0, 0.0], "held back until worker 0 is in");
+        s.submit(
+            1,
+            0,
+            vec![PushRows {
+                table: 1,
+                keys: vec![0],
+                values: vec![1.0, 2.0],
+            }],
+        )
+        .unwrap();
+        assert_eq!(
+            s.read(1, &[0], 1).unwrap().values,
+            vec![0.0, 0.0],
+            "held back until worker 0 is in"
+        );
         s.submit(0, 0, vec![]).unwrap();
         let r = s.read(1, &[0], 1).unwrap();
         assert_eq!(r.values, vec![1.0, 2.0]);

@@ -88,8 +88,16 @@ mod tests {
     #[test]
     fn compose_adds_unapplied_own_updates_once() {
         let mut t = TableCache::default();
-        t.rows.insert(3, CachedRow { values: vec![1.0, 1.0], min_clock: 0, own_clock: 1 });
-        t.own_log.insert(0, HashMap::from([(3, vec![100.0, 100.0])])); // already in values
+        t.rows.insert(
+            3,
+            CachedRow {
+                values: vec![1.0, 1.0],
+                min_clock: 0,
+                own_clock: 1,
+            },
+        );
+        t.own_log
+            .insert(0, HashMap::from([(3, vec![100.0, 100.0])])); // already in values
         t.own_log.insert(1, HashMap::from([(3, vec![1.0, 2.0])]));
         t.pending.insert(3, vec![0.5, 0.5]);
         let mut out = Vec::new();

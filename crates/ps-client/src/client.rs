@@ -72,31 +72,45 @@ fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
 
 impl PsClient {
     /// Connects to every shard of `cfg.shard_map` from `endpoint`, on runtime `rt`.
-    pub fn connect(rt: Handle, endpoint: &quinn::Endpoint, cfg: ClientConfig) -> Result<PsClient, ClientError> {
+    pub fn connect(
+        rt: Handle,
+        endpoint: &quinn::Endpoint,
+        cfg: ClientConfig,
+    ) -> Result<PsClient, ClientError> {
         let map = &cfg.shard_map;
         if map.shards.is_empty() {
             return Err(ClientError::BadShardMap("no shards".into()));
         }
         let mut conns = Vec::new();
         for (i, addr) in map.shards.iter().enumerate() {
-            let sa: SocketAddr = addr
-                .parse()
-                .map_err(|e| ClientError::BadShardMap(format!("shard {i} address {addr:?}: {e}")))?;
+            let sa: SocketAddr = addr.parse().map_err(|e| {
+                ClientError::BadShardMap(format!("shard {i} address {addr:?}: {e}"))
+            })?;
             let conn = rt
                 .block_on(ps_transport::connect(endpoint, sa, &cfg.server_name))
-                .map_err(|e| ClientError::Shard { shard: i as u32, addr: addr.clone(), reason: e.to_string() })?;
+                .map_err(|e| ClientError::Shard {
+                    shard: i as u32,
+                    addr: addr.clone(),
+                    reason: e.to_string(),
+                })?;
             conns.push(conn);
         }
         let mut tables = HashMap::new();
         for t in &map.tables {
             if t.width == 0 || t.rows == 0 {
-                return Err(ClientError::BadShardMap(format!("table {} has no cells", t.id)));
+                return Err(ClientError::BadShardMap(format!(
+                    "table {} has no cells",
+                    t.id
+                )));
             }
             tables.insert(
                 t.id,
                 TableState {
                     spec: t.clone(),
-                    staleness: t.staleness.map(Staleness::Bounded).unwrap_or(Staleness::Unbounded),
+                    staleness: t
+                        .staleness
+                        .map(Staleness::Bounded)
+                        .unwrap_or(Staleness::Unbounded),
                     cache: TableCache::default(),
                 },
             );
@@ -104,7 +118,10 @@ impl PsClient {
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
         Ok(PsClient {
             rt,
-            shared: Arc::new(Mutex::new(Shared { applied: vec![0; conns.len()], failure: None })),
+            shared: Arc::new(Mutex::new(Shared {
+                applied: vec![0; conns.len()],
+                failure: None,
+            })),
             conns,
             cfg,
             tables,
@@ -158,7 +175,13 @@ impl PsClient {
 
     /// Reads `rows` of table `id` complete through at least `need` clocks of every worker,
     /// appending them to `out`.
-    fn read_with(&mut self, id: u32, rows: &[u64], need: u64, out: &mut Vec<f32>) -> Result<(), ClientError> {
+    fn read_with(
+        &mut self,
+        id: u32,
+        rows: &[u64],
+        need: u64,
+        out: &mut Vec<f32>,
+    ) -> Result<(), ClientError> {
         self.check_failure()?;
         let nshards = self.conns.len() as u32;
         let worker = self.cfg.worker;
@@ -167,14 +190,21 @@ impl PsClient {
         let t = self.tables.get(&id).ok_or(ClientError::UnknownTable(id))?;
         let (width, nrows) = (t.spec.width, t.spec.rows);
         if let Some(&row) = rows.iter().find(|r| **r >= nrows) {
-            return Err(ClientError::RowOutOfRange { table: id, row, rows: nrows });
+            return Err(ClientError::RowOutOfRange {
+                table: id,
+                row,
+                rows: nrows,
+            });
         }
         // Misses, grouped by shard, split into frames under the size cap.
         let mut by_shard: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
         for &r in rows {
             let fresh = t.cache.rows.get(&r).is_some_and(|c| c.min_clock >= need);
             if !fresh {
-                by_shard.entry(ShardMap::shard_of(nrows, nshards, r)).or_default().push(r);
+                by_shard
+                    .entry(ShardMap::shard_of(nrows, nshards, r))
+                    .or_default()
+                    .push(r);
             }
         }
         if !by_shard.is_empty() {
@@ -210,9 +240,13 @@ impl PsClient {
             let waited = started.elapsed().as_secs_f64();
             self.blocked_s += waited;
             self.pull_comm_s += waited;
-            let t = self.tables.get_mut(&id).ok_or(ClientError::UnknownTable(id))?;
+            let t = self
+                .tables
+                .get_mut(&id)
+                .ok_or(ClientError::UnknownTable(id))?;
             for joined in replies {
-                let (s, r) = joined.map_err(|e| ClientError::PushFailed(format!("pull task: {e}")))?;
+                let (s, r) =
+                    joined.map_err(|e| ClientError::PushFailed(format!("pull task: {e}")))?;
                 let (reply, traffic) = r.map_err(|e| ClientError::Shard {
                     shard: s,
                     addr: addrs[s as usize].clone(),
@@ -223,7 +257,14 @@ impl PsClient {
                 let values = reply.values()?;
                 let (min_clock, own_clock) = (reply.header.clock, reply.header.aux);
                 for (k, v) in reply.keys.iter().zip(values.chunks_exact(width as usize)) {
-                    t.cache.rows.insert(*k, CachedRow { values: v.to_vec(), min_clock, own_clock });
+                    t.cache.rows.insert(
+                        *k,
+                        CachedRow {
+                            values: v.to_vec(),
+                            min_clock,
+                            own_clock,
+                        },
+                    );
                 }
             }
         }
@@ -231,7 +272,9 @@ impl PsClient {
         out.reserve(rows.len() * width as usize);
         for &r in rows {
             if !t.cache.compose(r, out) {
-                return Err(ClientError::PushFailed(format!("row {r} of table {id} missing after pull")));
+                return Err(ClientError::PushFailed(format!(
+                    "row {r} of table {id} missing after pull"
+                )));
             }
         }
         Ok(())
@@ -250,7 +293,9 @@ impl PsClient {
         let mut ids: Vec<u32> = self.tables.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
-            let Some(t) = self.tables.get_mut(&id) else { continue };
+            let Some(t) = self.tables.get_mut(&id) else {
+                continue;
+            };
             let (width, nrows) = (t.spec.width, t.spec.rows);
             let rows = t.cache.seal(ended);
             let per_frame = ((max_body / (8 + 4 * width as u64)).max(1)) as usize;
@@ -267,7 +312,16 @@ impl PsClient {
                 for (_, v) in &rows[start..end] {
                     values.extend_from_slice(v);
                 }
-                per_shard[s as usize].push(FrameBuilder::rows(Kind::Push, id, worker, ended, 0, width, &keys, &values));
+                per_shard[s as usize].push(FrameBuilder::rows(
+                    Kind::Push,
+                    id,
+                    worker,
+                    ended,
+                    0,
+                    width,
+                    &keys,
+                    &values,
+                ));
                 start = end;
             }
         }
@@ -300,7 +354,9 @@ impl PsClient {
                 .enumerate()
                 .map(|(s, frames)| {
                     let conn = conns[s].clone();
-                    tokio::spawn(async move { (s, push_batch(&conn, &limits, &frames, worker, ended).await) })
+                    tokio::spawn(async move {
+                        (s, push_batch(&conn, &limits, &frames, worker, ended).await)
+                    })
                 })
                 .collect();
             let mut push_s = 0.0f64;
@@ -315,11 +371,16 @@ impl PsClient {
                     }
                     Ok((s, Err(e))) => {
                         let mut sh = lock(&shared);
-                        sh.failure.get_or_insert(format!("push of clock {ended} to shard {s} at {}: {e}", addrs[s]));
+                        sh.failure.get_or_insert(format!(
+                            "push of clock {ended} to shard {s} at {}: {e}",
+                            addrs[s]
+                        ));
                         return;
                     }
                     Err(e) => {
-                        lock(&shared).failure.get_or_insert(format!("push task: {e}"));
+                        lock(&shared)
+                            .failure
+                            .get_or_insert(format!("push task: {e}"));
                         return;
                     }
                 }
@@ -344,8 +405,10 @@ impl PsClient {
         let nshards = applied.len() as u32;
         for t in self.tables.values_mut() {
             let rows = t.spec.rows;
-            t.cache
-                .fold_acknowledged(|r| applied[ShardMap::shard_of(rows, nshards, r) as usize], all);
+            t.cache.fold_acknowledged(
+                |r| applied[ShardMap::shard_of(rows, nshards, r) as usize],
+                all,
+            );
         }
     }
 
@@ -375,7 +438,10 @@ pub struct Table<'a> {
 impl Table<'_> {
     fn state(&mut self) -> &mut TableState {
         // `table()` checked the id exists and tables are never removed.
-        self.client.tables.get_mut(&self.id).expect("table handle of a known table")
+        self.client
+            .tables
+            .get_mut(&self.id)
+            .expect("table handle of a known table")
     }
 
     pub fn width(&self) -> u32 {
@@ -399,7 +465,9 @@ impl Table<'_> {
     /// `c - s - 1` and containing every update of this worker. Blocks while the slowest worker is
     /// too far behind.
     pub fn read_rows(&mut self, rows: &[u64]) -> Result<Vec<f32>, ClientError> {
-        let need = self.staleness().required_min_clock(self.client.clock.current());
+        let need = self
+            .staleness()
+            .required_min_clock(self.client.clock.current());
         let mut out = Vec::new();
         self.client.read_with(self.id, rows, need, &mut out)?;
         Ok(out)
@@ -418,12 +486,25 @@ impl Table<'_> {
     pub fn inc(&mut self, row: u64, col: u32, delta: f32) -> Result<(), ClientError> {
         let (id, width, rows) = (self.id, self.width(), self.rows());
         if row >= rows {
-            return Err(ClientError::RowOutOfRange { table: id, row, rows });
+            return Err(ClientError::RowOutOfRange {
+                table: id,
+                row,
+                rows,
+            });
         }
         if col >= width {
-            return Err(ClientError::ColumnOutOfRange { table: id, col, width });
+            return Err(ClientError::ColumnOutOfRange {
+                table: id,
+                col,
+                width,
+            });
         }
-        let p = self.state().cache.pending.entry(row).or_insert_with(|| vec![0.0; width as usize]);
+        let p = self
+            .state()
+            .cache
+            .pending
+            .entry(row)
+            .or_insert_with(|| vec![0.0; width as usize]);
         p[col as usize] += delta;
         Ok(())
     }
@@ -432,12 +513,25 @@ impl Table<'_> {
     pub fn inc_row(&mut self, row: u64, delta: &[f32]) -> Result<(), ClientError> {
         let (id, width, rows) = (self.id, self.width(), self.rows());
         if row >= rows {
-            return Err(ClientError::RowOutOfRange { table: id, row, rows });
+            return Err(ClientError::RowOutOfRange {
+                table: id,
+                row,
+                rows,
+            });
         }
         if delta.len() != width as usize {
-            return Err(ClientError::WrongLength { table: id, got: delta.len(), width });
+            return Err(ClientError::WrongLength {
+                table: id,
+                got: delta.len(),
+                width,
+            });
         }
-        let p = self.state().cache.pending.entry(row).or_insert_with(|| vec![0.0; width as usize]);
+        let p = self
+            .state()
+            .cache
+            .pending
+            .entry(row)
+            .or_insert_with(|| vec![0.0; width as usize]);
         for (a, b) in p.iter_mut().zip(delta) {
             *a += *b;
         }

@@ -15,7 +15,11 @@ pub enum ClientError {
     #[error("table {table}: delta of length {got}, row width is {width}")]
     WrongLength { table: u32, got: usize, width: u32 },
     #[error("shard {shard} at {addr}: {reason}")]
-    Shard { shard: u32, addr: String, reason: String },
+    Shard {
+        shard: u32,
+        addr: String,
+        reason: String,
+    },
     #[error("bad shard map: {0}")]
     BadShardMap(String),
     #[error("a background push failed: {0}")]

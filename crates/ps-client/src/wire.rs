@@ -11,7 +11,11 @@ pub struct Traffic {
     pub received: u64,
 }
 
-async fn read_reply(recv: &mut quinn::RecvStream, limits: &Limits, expect: Kind) -> Result<(Frame, u64), ClientError> {
+async fn read_reply(
+    recv: &mut quinn::RecvStream,
+    limits: &Limits,
+    expect: Kind,
+) -> Result<(Frame, u64), ClientError> {
     match read_frame(recv, limits).await? {
         FrameRead::Frame(f) if f.header.kind == expect => {
             let n = ps_proto::HEADER_LEN as u64 + f.header.body_len();
@@ -27,7 +31,11 @@ async fn read_reply(recv: &mut quinn::RecvStream, limits: &Limits, expect: Kind)
             f.header.kind.name()
         ))
         .into()),
-        FrameRead::End => Err(ps_proto::ProtoError::Protocol(format!("stream ended before {}", expect.name())).into()),
+        FrameRead::End => Err(ps_proto::ProtoError::Protocol(format!(
+            "stream ended before {}",
+            expect.name()
+        ))
+        .into()),
     }
 }
 
@@ -49,12 +57,18 @@ pub async fn pull(
     let (mut send, mut recv) = conn.open_bi().await.map_err(stream_err)?;
     // Pulls unblock compute: ahead of pushes.
     let _ = send.set_priority(1);
-    let sent = write_frame(&mut send, &FrameBuilder::pull(table, worker, min_clock, width, keys)).await?;
+    let sent = write_frame(
+        &mut send,
+        &FrameBuilder::pull(table, worker, min_clock, width, keys),
+    )
+    .await?;
     send.finish().map_err(stream_err)?;
     let (reply, received) = read_reply(&mut recv, limits, Kind::PullReply).await?;
     let h = reply.header;
     if h.table != table || h.width != width || reply.keys != keys {
-        return Err(ps_proto::ProtoError::Protocol("pull reply does not match the request".into()).into());
+        return Err(
+            ps_proto::ProtoError::Protocol("pull reply does not match the request".into()).into(),
+        );
     }
     Ok((reply, Traffic { sent, received }))
 }
@@ -73,7 +87,11 @@ pub async fn push_batch(
     for f in frames {
         sent += write_frame(&mut send, f).await?;
     }
-    sent += write_frame(&mut send, &FrameBuilder::clock(worker, clock, frames.len() as u64)).await?;
+    sent += write_frame(
+        &mut send,
+        &FrameBuilder::clock(worker, clock, frames.len() as u64),
+    )
+    .await?;
     send.finish().map_err(stream_err)?;
     let (ack, received) = read_reply(&mut recv, limits, Kind::Ack).await?;
     Ok((ack.header.aux, Traffic { sent, received }))

@@ -1,1 +1,3 @@
-fn main() {}
+fn main() -> std::process::ExitCode {
+    ps_cluster::run(std::env::args().collect())
+}

@@ -55,8 +55,7 @@ impl Frame {
 
     /// The frame as bytes: header, keys, payload.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out =
-            Vec::with_capacity(HEADER_LEN + self.keys.len() * 8 + self.payload.len());
+        let mut out = Vec::with_capacity(HEADER_LEN + self.keys.len() * 8 + self.payload.len());
         out.extend_from_slice(&self.header.to_bytes());
         for k in &self.keys {
             out.extend_from_slice(&k.to_le_bytes());
@@ -147,7 +146,16 @@ impl FrameBuilder {
     }
 
     /// Push or PullReply with values.
-    pub fn rows(kind: Kind, table: u32, worker: u32, clock: u64, aux: u64, width: u32, keys: &[u64], values: &[f32]) -> Frame {
+    pub fn rows(
+        kind: Kind,
+        table: u32,
+        worker: u32,
+        clock: u64,
+        aux: u64,
+        width: u32,
+        keys: &[u64],
+        values: &[f32],
+    ) -> Frame {
         debug_assert!(kind.carries_values());
         debug_assert_eq!(keys.len() * width as usize, values.len());
         let mut h = Header::new(kind);
@@ -238,7 +246,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn limits() -> Limits {
-        Limits { max_frame_bytes: 1 << 20, max_width: 4096 }
+        Limits {
+            max_frame_bytes: 1 << 20,
+            max_width: 4096,
+        }
     }
 
     #[test]
@@ -261,17 +272,34 @@ mod tests {
 
     #[test]
     fn control_round_trips() {
-        let s = crate::Shutdown { ok: false, reason: "worker 1 died".into() };
+        let s = crate::Shutdown {
+            ok: false,
+            reason: "worker 1 died".into(),
+        };
         let f = Frame::control(Kind::Shutdown, &s);
         let g = Frame::decode(&f.encode(), &limits()).unwrap();
-        assert_eq!(g.parse_control::<crate::Shutdown>(Kind::Shutdown).unwrap(), s);
+        assert_eq!(
+            g.parse_control::<crate::Shutdown>(Kind::Shutdown).unwrap(),
+            s
+        );
         assert!(g.parse_control::<crate::Shutdown>(Kind::Assign).is_err());
     }
 
     fn raw(kind: u16) -> RawHeader {
         RawHeader {
-            magic: MAGIC, version: 1, kind, table: 0, codec: 0, flags: 0, clock: 0, aux: 0,
-            worker: 0, key_count: 0, width: 0, reserved: 0, payload_len: 0,
+            magic: MAGIC,
+            version: 1,
+            kind,
+            table: 0,
+            codec: 0,
+            flags: 0,
+            clock: 0,
+            aux: 0,
+            worker: 0,
+            key_count: 0,
+            width: 0,
+            reserved: 0,
+            payload_len: 0,
         }
     }
 
@@ -286,25 +314,50 @@ mod tests {
         let mut r = raw(Kind::Heartbeat as u16);
         assert!(decode_raw(r, &[]).is_ok());
         r.magic = 0xdead_beef;
-        assert!(matches!(decode_raw(r, &[]), Err(ProtoError::BadMagic(0xdead_beef))));
+        assert!(matches!(
+            decode_raw(r, &[]),
+            Err(ProtoError::BadMagic(0xdead_beef))
+        ));
         let mut r = raw(Kind::Heartbeat as u16);
         r.version = 9;
         assert!(matches!(decode_raw(r, &[]), Err(ProtoError::BadVersion(9))));
         let r = raw(99);
-        assert!(matches!(decode_raw(r, &[]), Err(ProtoError::UnknownKind(99))));
+        assert!(matches!(
+            decode_raw(r, &[]),
+            Err(ProtoError::UnknownKind(99))
+        ));
         let mut r = raw(Kind::Push as u16);
-        r.codec = 1; r.width = 2; r.key_count = 1; r.payload_len = 4; // should be 8
-        assert!(matches!(decode_raw(r, &[0; 12]), Err(ProtoError::Malformed(_))));
+        r.codec = 1;
+        r.width = 2;
+        r.key_count = 1;
+        r.payload_len = 4; // should be 8
+        assert!(matches!(
+            decode_raw(r, &[0; 12]),
+            Err(ProtoError::Malformed(_))
+        ));
         let mut r = raw(Kind::Push as u16);
         r.codec = 7;
-        assert!(matches!(decode_raw(r, &[]), Err(ProtoError::BadCodec { .. })));
+        assert!(matches!(
+            decode_raw(r, &[]),
+            Err(ProtoError::BadCodec { .. })
+        ));
         let mut r = raw(Kind::Register as u16);
         r.payload_len = 1 << 40;
-        assert!(matches!(decode_raw(r, &[]), Err(ProtoError::TooLarge { .. })));
+        assert!(matches!(
+            decode_raw(r, &[]),
+            Err(ProtoError::TooLarge { .. })
+        ));
         let mut r = raw(Kind::Pull as u16);
-        r.width = 1; r.key_count = 2;
-        assert!(matches!(decode_raw(r, &[0; 9]), Err(ProtoError::Truncated { .. })));
-        assert!(matches!(Frame::decode(&[1, 2, 3], &limits()), Err(ProtoError::Truncated { .. })));
+        r.width = 1;
+        r.key_count = 2;
+        assert!(matches!(
+            decode_raw(r, &[0; 9]),
+            Err(ProtoError::Truncated { .. })
+        ));
+        assert!(matches!(
+            Frame::decode(&[1, 2, 3], &limits()),
+            Err(ProtoError::Truncated { .. })
+        ));
         let mut r = raw(Kind::Heartbeat as u16);
         r.flags = 1;
         assert!(decode_raw(r, &[]).is_err());

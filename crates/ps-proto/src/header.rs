@@ -239,7 +239,9 @@ impl Header {
             kind: kind.name(),
         })?;
         if u32::from_le(raw.reserved) != 0 {
-            return Err(ProtoError::Malformed("reserved header field is not zero".into()));
+            return Err(ProtoError::Malformed(
+                "reserved header field is not zero".into(),
+            ));
         }
         let h = Header {
             kind,

@@ -84,7 +84,8 @@ pub fn client_config(
     crypto: rustls::ClientConfig,
     transport: Arc<quinn::TransportConfig>,
 ) -> Result<quinn::ClientConfig, TransportError> {
-    let quic = QuicClientConfig::try_from(crypto).map_err(|e| TransportError::Tls(e.to_string()))?;
+    let quic =
+        QuicClientConfig::try_from(crypto).map_err(|e| TransportError::Tls(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
     cfg.transport_config(transport);
     Ok(cfg)
@@ -109,9 +110,16 @@ pub async fn connect(
 }
 
 /// A client-only endpoint (workers): connects out with `identity`, accepts nothing.
-pub fn make_client_endpoint(identity: &ClusterIdentity, opts: &EndpointOptions) -> Result<quinn::Endpoint, TransportError> {
+pub fn make_client_endpoint(
+    identity: &ClusterIdentity,
+    opts: &EndpointOptions,
+) -> Result<quinn::Endpoint, TransportError> {
     let addr: SocketAddr = ([0, 0, 0, 0], 0).into();
-    let mut endpoint = quinn::Endpoint::client(addr).map_err(|source| TransportError::Bind { addr, source })?;
-    endpoint.set_default_client_config(client_config(identity.client_config()?, Arc::new(opts.transport()))?);
+    let mut endpoint =
+        quinn::Endpoint::client(addr).map_err(|source| TransportError::Bind { addr, source })?;
+    endpoint.set_default_client_config(client_config(
+        identity.client_config()?,
+        Arc::new(opts.transport()),
+    )?);
     Ok(endpoint)
 }

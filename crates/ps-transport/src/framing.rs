@@ -53,7 +53,10 @@ pub async fn read_frame(
 }
 
 /// Writes one frame; returns the bytes written.
-pub async fn write_frame(send: &mut quinn::SendStream, frame: &Frame) -> Result<u64, TransportError> {
+pub async fn write_frame(
+    send: &mut quinn::SendStream,
+    frame: &Frame,
+) -> Result<u64, TransportError> {
     let bytes = frame.encode();
     send.write_all(&bytes)
         .await

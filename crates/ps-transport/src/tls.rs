@@ -177,15 +177,27 @@ pub fn generate_cluster_certs(
 
     for node in nodes {
         let mut names = vec![DEFAULT_SERVER_NAME.to_string(), "localhost".to_string()];
-        names.extend(extra_names.iter().filter(|n| n.parse::<std::net::IpAddr>().is_err()).cloned());
+        names.extend(
+            extra_names
+                .iter()
+                .filter(|n| n.parse::<std::net::IpAddr>().is_err())
+                .cloned(),
+        );
         let mut params = CertificateParams::new(names).map_err(gen_err)?;
         params
             .subject_alt_names
-            .push(SanType::IpAddress(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)));
-        for ip in extra_names.iter().filter_map(|n| n.parse::<std::net::IpAddr>().ok()) {
+            .push(SanType::IpAddress(std::net::IpAddr::V4(
+                std::net::Ipv4Addr::LOCALHOST,
+            )));
+        for ip in extra_names
+            .iter()
+            .filter_map(|n| n.parse::<std::net::IpAddr>().ok())
+        {
             params.subject_alt_names.push(SanType::IpAddress(ip));
         }
-        params.distinguished_name.push(DnType::CommonName, node.as_str());
+        params
+            .distinguished_name
+            .push(DnType::CommonName, node.as_str());
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,

@@ -1,0 +1,234 @@
+//! Matrix factorisation by SGD on the parameter server: ratings split by user across workers,
+//! user factors local to their worker, item factors in table 0 (`add` rule: workers push the
+//! change their SGD pass made to their copy of the items).
+
+use super::Plan;
+use crate::cli::JobArgs;
+use anyhow::{bail, Context, Result};
+use ps_apps::mf::{self, ClockKey, Hyper, RatingSet};
+use ps_client::PsClient;
+use ps_proto::{Assign, Done, Init, JobSpec, TableSpec, UpdateRule};
+use ps_server::{ClockSummary, JobResult};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const ITEMS: u32 = 0;
+
+/// MF settings carried from the coordinator to every worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MfSettings {
+    pub hyper: Hyper,
+    pub seed: u64,
+    pub data: Option<String>,
+    pub test_fraction: f64,
+    pub slow_worker: Option<(u32, u64)>,
+    pub crash_worker: Option<(u32, u64)>,
+}
+
+/// The ratings and, for built-in data, the noise sigma they were drawn with.
+fn load(settings: &MfSettings) -> Result<(RatingSet, Option<f32>)> {
+    match &settings.data {
+        Some(path) => Ok((mf::load_ratings(std::path::Path::new(path))?, None)),
+        None => {
+            let spec = mf::SyntheticSpec::default_builtin(settings.seed);
+            Ok((mf::synthetic(&spec), Some(spec.noise_sigma)))
+        }
+    }
+}
+
+pub fn plan(job: &JobArgs) -> Result<Plan> {
+    let settings = MfSettings {
+        hyper: Hyper {
+            rank: job.rank,
+            lr: job.lr,
+            reg: job.reg,
+            lr_decay: job.lr_decay,
+        },
+        seed: job.seed,
+        data: match &job.data {
+            Some(p) => Some(
+                std::fs::canonicalize(p)
+                    .with_context(|| format!("data file {}", p.display()))?
+                    .display()
+                    .to_string(),
+            ),
+            None => None,
+        },
+        test_fraction: job.test_fraction,
+        slow_worker: job.slow_worker,
+        crash_worker: job.crash_worker,
+    };
+    let (set, noise) = load(&settings)?;
+    if set.num_items == 0 || set.ratings.is_empty() {
+        bail!("no ratings to train on");
+    }
+    let staleness = match job.staleness {
+        ps_ssp::Staleness::Bounded(s) => Some(s),
+        ps_ssp::Staleness::Unbounded => None,
+    };
+    let tables = vec![TableSpec {
+        id: ITEMS,
+        name: "item_factors".into(),
+        rows: set.num_items as u64,
+        width: job.rank,
+        rule: UpdateRule::Add,
+        init: Init::Normal {
+            std: mf::ITEM_INIT_STD,
+            seed: job.seed,
+        },
+        staleness,
+    }];
+    let mut facts = serde_json::Map::new();
+    facts.insert("users".into(), set.num_users.into());
+    facts.insert("items".into(), set.num_items.into());
+    facts.insert("ratings".into(), (set.ratings.len() as u64).into());
+    facts.insert("rank".into(), job.rank.into());
+    facts.insert("lr".into(), (job.lr as f64).into());
+    facts.insert("seed".into(), job.seed.into());
+    facts.insert(
+        "data".into(),
+        settings
+            .data
+            .clone()
+            .map(Into::into)
+            .unwrap_or_else(|| "builtin-synthetic".into()),
+    );
+    if let Some(n) = noise {
+        facts.insert("noise_sigma".into(), (n as f64).into());
+    }
+    Ok(Plan {
+        tables,
+        job: JobSpec {
+            app: "mf".into(),
+            clocks: job.clocks,
+            settings: serde_json::to_value(&settings)?,
+        },
+        facts,
+    })
+}
+
+fn rmse(sums: &BTreeMap<String, f64>, what: &str) -> Option<f64> {
+    let se = sums.get(&format!("{what}_se"))?;
+    let n = sums.get(&format!("{what}_n"))?;
+    (*n > 0.0).then(|| (se / n).sqrt())
+}
+
+pub fn clock_figures(s: &ClockSummary) -> String {
+    format!(
+        "train_rmse {:.4}  test_rmse {:.4}",
+        rmse(&s.sums, "train").unwrap_or(f64::NAN),
+        rmse(&s.sums, "test").unwrap_or(f64::NAN)
+    )
+}
+
+pub fn summary_fields(r: &JobResult, out: &mut serde_json::Map<String, serde_json::Value>) {
+    let num = |v: Option<f64>| {
+        v.map(serde_json::Value::from)
+            .unwrap_or(serde_json::Value::Null)
+    };
+    out.insert("train_rmse".into(), num(rmse(&r.sums, "train")));
+    out.insert("test_rmse".into(), num(rmse(&r.sums, "test")));
+    if let Some(h) = r.facts.get("item_table_hash") {
+        out.insert("item_table_hash".into(), h.clone());
+    }
+    let updates = r.sums.get("updates").copied().unwrap_or(0.0);
+    let compute: f64 = r.clocks.iter().map(|c| c.compute_s).sum();
+    if compute > 0.0 {
+        // Cluster rate: all workers' SGD updates over the per-worker compute time.
+        out.insert("updates_per_s".into(), (updates / compute).into());
+    }
+}
+
+/// FNV-1a over the bit patterns of the values.
+fn hash_bits(values: &[f32]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for v in values {
+        for b in v.to_bits().to_le_bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+/// One worker's whole job.
+pub fn run_worker(
+    client: &mut PsClient,
+    assign: &Assign,
+    engine: &mut dyn mf::MfCompute,
+) -> Result<Done> {
+    let settings: MfSettings =
+        serde_json::from_value(assign.job.settings.clone()).context("MF settings")?;
+    let (set, _) = load(&settings)?;
+    let (w, workers) = (assign.id, assign.num_workers);
+    let (train, test) = mf::split_train_test(&set, settings.test_fraction, settings.seed);
+    let shard = mf::worker_shard(&train, &test, workers, w);
+    let hyper = settings.hyper;
+    let rank = hyper.rank as usize;
+    let mut users = mf::init_user_factors(&shard.users, hyper.rank, settings.seed);
+    let items: Vec<u64> = (0..set.num_items as u64).collect();
+    tracing::info!(
+        worker = w,
+        users = shard.users.len(),
+        train = shard.train.len(),
+        test = shard.test.len(),
+        "MF worker ready"
+    );
+
+    let mut updates = 0u64;
+    for clock in 0..assign.job.clocks {
+        if let Some((sw, ms)) = settings.slow_worker {
+            if sw == w {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
+        }
+        if settings.crash_worker == Some((w, clock)) {
+            eprintln!("worker {w}: injected crash at clock {clock}");
+            std::process::exit(3);
+        }
+        let read = client.table(ITEMS)?.read_rows(&items)?;
+        let key = ClockKey {
+            seed: settings.seed,
+            worker: w,
+            clock: clock as u32,
+        };
+        let out = mf::worker_clock(engine, &shard.train, &mut users, &read, &hyper, key);
+        updates += out.train_count;
+        let local: Vec<f32> = read.iter().zip(&out.delta).map(|(a, b)| a + b).collect();
+        let (test_se, test_n) = mf::squared_error(&shard.test, &users, &local, rank);
+        let mut table = client.table(ITEMS)?;
+        for (i, d) in out.delta.chunks_exact(rank).enumerate() {
+            if d.iter().any(|x| *x != 0.0) {
+                table.inc_row(i as u64, d)?;
+            }
+        }
+        let sums = BTreeMap::from([
+            ("train_se".to_string(), out.train_sse),
+            ("train_n".to_string(), out.train_count as f64),
+            ("test_se".to_string(), test_se),
+            ("test_n".to_string(), test_n as f64),
+        ]);
+        client.clock_with(sums)?;
+    }
+    client.flush()?;
+    // The final model: every worker's every clock applied.
+    let final_items = client.table(ITEMS)?.read_rows_synced(&items)?;
+    let (train_se, train_n) = mf::squared_error(&shard.train, &users, &final_items, rank);
+    let (test_se, test_n) = mf::squared_error(&shard.test, &users, &final_items, rank);
+    let mut done = Done {
+        worker: w,
+        ..Default::default()
+    };
+    done.sums = BTreeMap::from([
+        ("train_se".to_string(), train_se),
+        ("train_n".to_string(), train_n as f64),
+        ("test_se".to_string(), test_se),
+        ("test_n".to_string(), test_n as f64),
+        ("updates".to_string(), updates as f64),
+    ]);
+    if w == 0 {
+        done.facts
+            .insert("item_table_hash".into(), hash_bits(&final_items).into());
+    }
+    Ok(done)
+}

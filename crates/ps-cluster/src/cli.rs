@@ -1,0 +1,272 @@
+//! Command-line flags of every role.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use ps_ssp::Staleness;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ps-cluster",
+    version,
+    about = "A stale-synchronous parameter server over QUIC"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a whole cluster on this machine: coordinator, shards and workers as separate processes
+    /// over QUIC on loopback with mutual TLS; prints one line per clock and a JSON summary last.
+    Local(LocalArgs),
+    /// Run the coordinator of a multi-host job (prints the per-clock lines and the summary).
+    Coordinator(CoordinatorArgs),
+    /// Run one server shard.
+    Server(ServerArgs),
+    /// Run one worker.
+    Worker(WorkerArgs),
+    /// Write a cluster CA and node certificates for a multi-host job.
+    Certs(CertsArgs),
+}
+
+/// What to train and how: every flag that defines the job.
+#[derive(Debug, Clone, Args)]
+pub struct JobArgs {
+    /// Application.
+    #[arg(long, default_value = "mf", value_parser = ["mf"])]
+    pub app: String,
+    /// Read staleness: 0 (bulk synchronous), N, or inf (asynchronous).
+    #[arg(long, default_value = "0", value_parser = parse_staleness)]
+    pub staleness: Staleness,
+    /// Clocks to run (one pass over each worker's data per clock).
+    #[arg(long, default_value_t = ps_apps::mf::DEFAULT_CLOCKS as u64)]
+    pub clocks: u64,
+    /// Factor rank (MF).
+    #[arg(long, default_value_t = ps_apps::mf::Hyper::default().rank)]
+    pub rank: u32,
+    /// Initial learning rate.
+    #[arg(long, default_value_t = ps_apps::mf::Hyper::default().lr)]
+    pub lr: f32,
+    /// Per-clock learning-rate decay factor.
+    #[arg(long, default_value_t = ps_apps::mf::Hyper::default().lr_decay)]
+    pub lr_decay: f32,
+    /// L2 regularisation.
+    #[arg(long, default_value_t = ps_apps::mf::Hyper::default().reg)]
+    pub reg: f32,
+    /// Seed for data generation, initialisation and shuffling.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Ratings file (MovieLens u.data, ratings.csv, ratings.dat, or user,item,rating). Default:
+    /// built-in synthetic low-rank data with known noise.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Fraction of ratings held out for the test RMSE.
+    #[arg(long, default_value_t = ps_apps::mf::DEFAULT_TEST_FRACTION)]
+    pub test_fraction: f64,
+    /// Apply each clock's updates at the clock boundary in worker-id order: two runs with one seed
+    /// give bit-identical models. Requires --staleness 0.
+    #[arg(long)]
+    pub deterministic: bool,
+    /// Fault and straggler injection for tests and demos: WORKER:MS sleeps MS per clock on WORKER.
+    #[arg(long, value_parser = parse_pair)]
+    pub slow_worker: Option<(u32, u64)>,
+    /// Fault injection: WORKER:CLOCK makes WORKER exit abruptly at CLOCK.
+    #[arg(long, value_parser = parse_pair, hide = true)]
+    pub crash_worker: Option<(u32, u64)>,
+}
+
+/// Cluster size and liveness settings, for `local` and `coordinator`.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// Number of server shards.
+    #[arg(long, default_value_t = 2)]
+    pub servers: u32,
+    /// Number of workers.
+    #[arg(long, default_value_t = 2)]
+    pub workers: u32,
+    /// A node silent for this many seconds fails the job.
+    #[arg(long, default_value_t = 10.0)]
+    pub heartbeat_timeout: f64,
+    /// Largest frame body a node accepts, in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub max_frame_mib: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct LocalArgs {
+    #[command(flatten)]
+    pub job: JobArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Compute device for workers: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Keep the generated certificates in this directory instead of a temporary one.
+    #[arg(long)]
+    pub certs_dir: Option<PathBuf>,
+}
+
+/// Certificate files of a node.
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// Cluster CA certificate (PEM).
+    #[arg(long)]
+    pub ca: PathBuf,
+    /// This node's certificate chain (PEM), signed by the CA.
+    #[arg(long)]
+    pub cert: PathBuf,
+    /// This node's private key (PEM).
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Name to check in peers' certificates.
+    #[arg(long, default_value = ps_transport::DEFAULT_SERVER_NAME)]
+    pub server_name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CoordinatorArgs {
+    /// Address to listen on, e.g. 0.0.0.0:7000.
+    #[arg(long)]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub job: JobArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Coordinator address.
+    #[arg(long)]
+    pub coordinator: SocketAddr,
+    /// Address to serve workers on.
+    #[arg(long, default_value = "0.0.0.0:0")]
+    pub listen: SocketAddr,
+    /// Address workers should dial (default: the bound address).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Coordinator address.
+    #[arg(long)]
+    pub coordinator: SocketAddr,
+    /// Compute device: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// Directory to write ca.pem, ca.key, NODE.pem and NODE.key into.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Node names, comma-separated (e.g. coordinator,shard-0,shard-1,worker-0).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub nodes: Vec<String>,
+    /// Extra host names or IP addresses to put in every certificate.
+    #[arg(long, value_delimiter = ',')]
+    pub names: Vec<String>,
+}
+
+fn parse_staleness(s: &str) -> Result<Staleness, String> {
+    Staleness::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_pair(s: &str) -> Result<(u32, u64), String> {
+    let (a, b) = s
+        .split_once(':')
+        .ok_or_else(|| format!("expected A:B, got {s:?}"))?;
+    Ok((
+        a.parse().map_err(|e| format!("{a:?}: {e}"))?,
+        b.parse().map_err(|e| format!("{b:?}: {e}"))?,
+    ))
+}
+
+impl JobArgs {
+    pub fn validate(&self) -> Result<()> {
+        if self.deterministic && self.staleness != Staleness::Bounded(0) {
+            bail!("--deterministic needs --staleness 0 (with staleness, what a read sees depends on timing)");
+        }
+        if self.clocks == 0 {
+            bail!("--clocks must be at least 1");
+        }
+        if self.rank == 0 || self.rank > 4096 {
+            bail!("--rank must be in 1..=4096");
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            bail!("--lr must be a positive number");
+        }
+        if !(self.lr_decay.is_finite() && self.lr_decay > 0.0 && self.lr_decay <= 1.0) {
+            bail!("--lr-decay must be in (0, 1]");
+        }
+        if !(self.reg.is_finite() && self.reg >= 0.0) {
+            bail!("--reg must be >= 0");
+        }
+        if !(self.test_fraction > 0.0 && self.test_fraction < 1.0) {
+            bail!("--test-fraction must be in (0, 1)");
+        }
+        Ok(())
+    }
+}
+
+impl ClusterArgs {
+    pub fn validate(&self) -> Result<()> {
+        if self.servers == 0 || self.workers == 0 {
+            bail!("--servers and --workers must be at least 1");
+        }
+        if self.servers > 256 || self.workers > 1024 {
+            bail!("at most 256 servers and 1024 workers");
+        }
+        if !(self.heartbeat_timeout.is_finite() && self.heartbeat_timeout > 0.0) {
+            bail!("--heartbeat-timeout must be positive");
+        }
+        Ok(())
+    }
+
+    pub fn limits(&self) -> ps_proto::Limits {
+        ps_proto::Limits {
+            max_frame_bytes: self.max_frame_mib.max(1) << 20,
+            ..Default::default()
+        }
+    }
+}
+
+impl TlsArgs {
+    pub fn identity(&self) -> Result<ps_transport::ClusterIdentity> {
+        ps_transport::ClusterIdentity::load(&ps_transport::CertPaths {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        })
+        .context("loading certificates")
+    }
+}
+
+pub fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Local(a) => crate::local::run_local(a),
+        Command::Coordinator(a) => crate::roles::run_coordinator_cli(a),
+        Command::Server(a) => crate::roles::run_server(a),
+        Command::Worker(a) => crate::roles::run_worker(a),
+        Command::Certs(a) => {
+            ps_transport::generate_cluster_certs(&a.out, &a.nodes, &a.names)?;
+            println!(
+                "wrote ca.pem, ca.key and {} node certificates to {}",
+                a.nodes.len(),
+                a.out.display()
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! `ps-cluster local`: a real cluster on this machine. The launcher runs the coordinator itself and
+//! starts every shard and worker as a separate OS process (this same binary, re-executed in the
+//! `server` or `worker` role), all talking QUIC with mutual TLS over loopback. Certificates are
+//! generated into a fresh directory. If any process fails, the job fails naming it.
+
+use crate::apps;
+use crate::cli::LocalArgs;
+use crate::roles::{coordinator_config, drive_coordinator, runtime, summary};
+use anyhow::{anyhow, bail, Context, Result};
+use ps_transport::{
+    generate_cluster_certs, make_endpoint, CertPaths, ClusterIdentity, EndpointOptions,
+};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+fn spawn_role(
+    exe: &Path,
+    role: &str,
+    name: &str,
+    certs: &Path,
+    coordinator: std::net::SocketAddr,
+    extra: &[String],
+) -> Result<Child> {
+    let p = CertPaths::in_dir(certs, name);
+    let mut cmd = Command::new(exe);
+    cmd.arg(role)
+        .arg("--coordinator")
+        .arg(coordinator.to_string())
+        .arg("--ca")
+        .arg(&p.ca)
+        .arg("--cert")
+        .arg(&p.cert)
+        .arg("--key")
+        .arg(&p.key)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    cmd.spawn().with_context(|| format!("starting {name}"))
+}
+
+pub fn run_local(a: LocalArgs) -> Result<()> {
+    a.job.validate()?;
+    a.cluster.validate()?;
+    let selection = worker_gpu::select(a.device.parse()?)?;
+    eprintln!("device: {} ({})", selection.device, selection.reason);
+    let started = Instant::now();
+    let plan = apps::plan(&a.job)?;
+
+    let tmp;
+    let certs: &Path = match &a.certs_dir {
+        Some(d) => d,
+        None => {
+            tmp = tempfile::tempdir().context("creating a certificate directory")?;
+            tmp.path()
+        }
+    };
+    let mut names = vec!["coordinator".to_string()];
+    names.extend((0..a.cluster.servers).map(|i| format!("shard-{i}")));
+    names.extend((0..a.cluster.workers).map(|i| format!("worker-{i}")));
+    generate_cluster_certs(certs, &names, &[])?;
+    let identity = ClusterIdentity::load(&CertPaths::in_dir(certs, "coordinator"))?;
+    let exe = std::env::current_exe().context("locating this executable")?;
+
+    let rt = runtime(2)?;
+    let (result, children) = rt.block_on(async {
+        let endpoint = make_endpoint(
+            ([127, 0, 0, 1], 0).into(),
+            &identity,
+            &EndpointOptions::for_loopback(),
+        )?;
+        let coord_addr = endpoint.local_addr()?;
+        let mut children: Vec<(String, Child)> = Vec::new();
+        for i in 0..a.cluster.servers {
+            let name = format!("shard-{i}");
+            let extra = vec!["--listen".to_string(), "127.0.0.1:0".to_string()];
+            children.push((
+                name.clone(),
+                spawn_role(&exe, "server", &name, certs, coord_addr, &extra)?,
+            ));
+        }
+        for i in 0..a.cluster.workers {
+            let name = format!("worker-{i}");
+            let extra = vec!["--device".to_string(), a.device.clone()];
+            children.push((
+                name.clone(),
+                spawn_role(&exe, "worker", &name, certs, coord_addr, &extra)?,
+            ));
+        }
+        let coord = drive_coordinator(
+            endpoint,
+            coordinator_config(&a.job, &a.cluster, &plan),
+            a.job.app.clone(),
+        );
+        tokio::pin!(coord);
+        // Run the coordinator while watching every child: a child that exits with failure before
+        // the job ends fails the job at once, named by its process.
+        let outcome = loop {
+            let watch = async {
+                loop {
+                    for (name, child) in children.iter_mut() {
+                        if let Ok(Some(status)) = child.try_wait() {
+                            if !status.success() {
+                                let pid = child
+                                    .id()
+                                    .map(|p| p.to_string())
+                                    .unwrap_or_else(|| "?".into());
+                                return anyhow!("{name} (process {pid}) exited with {status}");
+                            }
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            };
+            tokio::select! {
+                r = &mut coord => break r,
+                e = watch => break Err(e),
+            }
+        };
+        Ok::<_, anyhow::Error>((outcome, children))
+    })?;
+
+    let mut children = children;
+    let result = match result {
+        Ok(r) => r,
+        Err(e) => {
+            rt.block_on(async {
+                for (_, c) in children.iter_mut() {
+                    let _ = c.kill().await;
+                }
+            });
+            bail!("job failed: {e:#}");
+        }
+    };
+    // Every process must end cleanly after the coordinator's shutdown.
+    let failures = rt.block_on(async {
+        let mut failures = Vec::new();
+        for (name, c) in children.iter_mut() {
+            match tokio::time::timeout(Duration::from_secs(15), c.wait()).await {
+                Ok(Ok(s)) if s.success() => {}
+                Ok(Ok(s)) => failures.push(format!("{name} exited with {s}")),
+                Ok(Err(e)) => failures.push(format!("{name}: {e}")),
+                Err(_) => {
+                    let _ = c.kill().await;
+                    failures.push(format!("{name} did not exit after shutdown"));
+                }
+            }
+        }
+        failures
+    });
+    if !failures.is_empty() {
+        bail!("job failed: {}", failures.join("; "));
+    }
+    tracing::info!(elapsed = ?started.elapsed(), "local job complete");
+    println!(
+        "{}",
+        summary(
+            &a.job,
+            &a.cluster,
+            &plan,
+            Some(selection.device.to_string()),
+            &result
+        )
+    );
+    Ok(())
+}

@@ -1,0 +1,63 @@
+//! The summary line: the last thing a job prints to stdout, one JSON object.
+
+use ps_server::JobResult;
+use serde_json::{Map, Value};
+
+pub struct SummaryContext<'a> {
+    pub app: &'a str,
+    pub servers: u32,
+    pub workers: u32,
+    pub staleness: String,
+    pub clocks: u64,
+    pub deterministic: bool,
+    pub device: Option<String>,
+    pub facts: &'a Map<String, Value>,
+}
+
+pub fn summary_line(ctx: &SummaryContext<'_>, r: &JobResult) -> String {
+    let mut m = Map::new();
+    m.insert("app".into(), ctx.app.into());
+    m.insert("servers".into(), ctx.servers.into());
+    m.insert("workers".into(), ctx.workers.into());
+    m.insert("staleness".into(), ctx.staleness.clone().into());
+    m.insert("clocks".into(), ctx.clocks.into());
+    m.insert("deterministic".into(), ctx.deterministic.into());
+    if let Some(d) = &ctx.device {
+        m.insert("device".into(), d.clone().into());
+    }
+    m.insert("wall_s".into(), round(r.wall_s).into());
+    // Seconds are per-worker means summed over clocks; bytes are totals over workers.
+    m.insert(
+        "compute_s".into(),
+        round(r.clocks.iter().map(|c| c.compute_s).sum()).into(),
+    );
+    m.insert(
+        "comm_s".into(),
+        round(r.clocks.iter().map(|c| c.comm_s).sum()).into(),
+    );
+    m.insert(
+        "blocked_s".into(),
+        round(r.clocks.iter().map(|c| c.blocked_s).sum()).into(),
+    );
+    m.insert(
+        "bytes_sent".into(),
+        r.clocks.iter().map(|c| c.bytes_sent).sum::<u64>().into(),
+    );
+    m.insert(
+        "bytes_received".into(),
+        r.clocks
+            .iter()
+            .map(|c| c.bytes_received)
+            .sum::<u64>()
+            .into(),
+    );
+    for (k, v) in ctx.facts {
+        m.insert(k.clone(), v.clone());
+    }
+    crate::apps::summary_fields(ctx.app, r, &mut m);
+    Value::Object(m).to_string()
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1e4).round() / 1e4
+}
