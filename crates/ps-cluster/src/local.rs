@@ -42,6 +42,13 @@ fn spawn_role(
     cmd.spawn().with_context(|| format!("starting {name}"))
 }
 
+fn with_pid(name: &str, child: &Child) -> String {
+    match child.id() {
+        Some(pid) => format!("{name} (pid {pid})"),
+        None => name.to_string(),
+    }
+}
+
 pub fn run_local(a: LocalArgs) -> Result<()> {
     a.job.validate()?;
     a.cluster.validate()?;
@@ -74,21 +81,18 @@ pub fn run_local(a: LocalArgs) -> Result<()> {
         )?;
         let coord_addr = endpoint.local_addr()?;
         let mut children: Vec<(String, Child)> = Vec::new();
+        // Names carry the pid: after a child is reaped its id is gone.
         for i in 0..a.cluster.servers {
             let name = format!("shard-{i}");
             let extra = vec!["--listen".to_string(), "127.0.0.1:0".to_string()];
-            children.push((
-                name.clone(),
-                spawn_role(&exe, "server", &name, certs, coord_addr, &extra)?,
-            ));
+            let child = spawn_role(&exe, "server", &name, certs, coord_addr, &extra)?;
+            children.push((with_pid(&name, &child), child));
         }
         for i in 0..a.cluster.workers {
             let name = format!("worker-{i}");
             let extra = vec!["--device".to_string(), a.device.clone()];
-            children.push((
-                name.clone(),
-                spawn_role(&exe, "worker", &name, certs, coord_addr, &extra)?,
-            ));
+            let child = spawn_role(&exe, "worker", &name, certs, coord_addr, &extra)?;
+            children.push((with_pid(&name, &child), child));
         }
         let coord = drive_coordinator(
             endpoint,
@@ -104,11 +108,7 @@ pub fn run_local(a: LocalArgs) -> Result<()> {
                     for (name, child) in children.iter_mut() {
                         if let Ok(Some(status)) = child.try_wait() {
                             if !status.success() {
-                                let pid = child
-                                    .id()
-                                    .map(|p| p.to_string())
-                                    .unwrap_or_else(|| "?".into());
-                                return anyhow!("{name} (process {pid}) exited with {status}");
+                                return anyhow!("{name} exited with {status}");
                             }
                         }
                     }
