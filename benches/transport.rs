@@ -1,1 +1,215 @@
-fn main() {}
+//! Push and pull throughput of dense f32 rows over QUIC on loopback, through the real shard
+//! service (mutual TLS, frames, validation, clock vector, apply), next to raw TCP loopback measured
+//! in the same run.
+//!
+//! `cargo bench -p ps-benches --bench transport [-- --seconds 3]`
+
+use anyhow::Result;
+use ps_benches::{arg, record};
+use ps_proto::{FrameBuilder, Init, Kind, Limits, ShardMap, TableSpec, UpdateRule};
+use ps_server::{serve_shard, Shard};
+use ps_transport::{
+    generate_cluster_certs, make_client_endpoint, make_endpoint, read_frame, write_frame,
+    CertPaths, ClusterIdentity, EndpointOptions, FrameRead,
+};
+use serde_json::json;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const WIDTH: u32 = 1024;
+const ROWS: u64 = 4096;
+/// Rows per request: 256 x 1024 f32 = 1 MiB of values.
+const BATCH_ROWS: u64 = 256;
+
+fn mbps(bytes: u64, secs: f64) -> f64 {
+    bytes as f64 / secs / 1e6
+}
+
+/// Raw TCP loopback: `conns` connections, each writing 1 MiB buffers as fast as the reader drains them.
+async fn tcp(conns: usize, secs: f64) -> Result<f64> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let received = Arc::new(AtomicU64::new(0));
+    let r = received.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let r = r.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 1 << 20];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    r.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        tasks.push(tokio::spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await?;
+            s.set_nodelay(true)?;
+            let buf = vec![7u8; 1 << 20];
+            while Instant::now() < deadline {
+                s.write_all(&buf).await?;
+            }
+            Ok::<_, std::io::Error>(())
+        }));
+    }
+    let start = Instant::now();
+    for t in tasks {
+        t.await??;
+    }
+    Ok(mbps(
+        received.load(Ordering::Relaxed),
+        start.elapsed().as_secs_f64(),
+    ))
+}
+
+struct Setup {
+    certs: tempfile::TempDir,
+}
+
+/// QUIC through the shard service: `conns` workers, each keeping `streams` requests in flight.
+async fn quic(
+    setup: &Setup,
+    opts: &EndpointOptions,
+    pull: bool,
+    conns: u32,
+    streams: u32,
+    secs: f64,
+) -> Result<f64> {
+    let tables = vec![TableSpec {
+        id: 0,
+        name: "bench".into(),
+        rows: ROWS,
+        width: WIDTH,
+        rule: UpdateRule::Add,
+        init: Init::Zeros,
+        staleness: None,
+    }];
+    let shard_id = ClusterIdentity::load(&CertPaths::in_dir(setup.certs.path(), "shard-0"))?;
+    let ep = make_endpoint(([127, 0, 0, 1], 0).into(), &shard_id, opts)?;
+    let handle = serve_shard(
+        ep,
+        Shard::new(0, 1, &tables, conns * streams, false),
+        Limits::default(),
+    )?;
+    let map = ShardMap {
+        shards: vec![handle.addr.to_string()],
+        tables,
+    };
+    let worker_id = ClusterIdentity::load(&CertPaths::in_dir(setup.certs.path(), "worker-0"))?;
+    let bytes = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let values = vec![0.5f32; (BATCH_ROWS * WIDTH as u64) as usize];
+    let mut tasks = Vec::new();
+    let mut conns_kept = Vec::new();
+    let start = Instant::now();
+    for c in 0..conns {
+        let ep = make_client_endpoint(&worker_id, opts)?;
+        let addr = map.shards[0].parse()?;
+        let conn = ps_transport::connect(&ep, addr, &opts.server_name).await?;
+        conns_kept.push(conn.clone());
+        for s in 0..streams {
+            // Each (connection, stream) lane is its own worker id so its clocks apply in order.
+            let worker = c * streams + s;
+            let (conn, bytes, values) = (conn.clone(), bytes.clone(), values.clone());
+            let ep = ep.clone();
+            tasks.push(tokio::spawn(async move {
+                let _ep = ep;
+                let mut clock = 0u64;
+                let limits = Limits::default();
+                while Instant::now() < deadline {
+                    let first = (clock * BATCH_ROWS) % ROWS;
+                    let keys: Vec<u64> = (first..first + BATCH_ROWS).collect();
+                    let (mut send, mut recv) = conn.open_bi().await?;
+                    if pull {
+                        write_frame(&mut send, &FrameBuilder::pull(0, worker, 0, WIDTH, &keys))
+                            .await?;
+                        send.finish()?;
+                        if let FrameRead::Frame(f) = read_frame(&mut recv, &limits).await? {
+                            anyhow::ensure!(
+                                f.header.kind == Kind::PullReply,
+                                "got {:?}",
+                                f.header.kind
+                            );
+                            bytes.fetch_add(f.payload.len() as u64, Ordering::Relaxed);
+                        }
+                    } else {
+                        let f = FrameBuilder::push(0, worker, clock, WIDTH, &keys, &values);
+                        write_frame(&mut send, &f).await?;
+                        write_frame(&mut send, &FrameBuilder::clock(worker, clock, 1)).await?;
+                        send.finish()?;
+                        match read_frame(&mut recv, &limits).await? {
+                            FrameRead::Frame(a) if a.header.kind == Kind::Ack => {}
+                            other => anyhow::bail!("no ack: {other:?}"),
+                        }
+                        bytes.fetch_add(f.payload.len() as u64, Ordering::Relaxed);
+                    }
+                    clock += 1;
+                }
+                Ok::<_, anyhow::Error>(())
+            }));
+        }
+    }
+    for t in tasks {
+        t.await??;
+    }
+    if std::env::var_os("PS_BENCH_STATS").is_some() {
+        for c in &conns_kept {
+            eprintln!("{:?}", c.stats().path);
+        }
+    }
+    let rate = mbps(bytes.load(Ordering::Relaxed), start.elapsed().as_secs_f64());
+    handle.shutdown();
+    Ok(rate)
+}
+
+fn main() -> Result<()> {
+    let secs: f64 = arg("--seconds").and_then(|s| s.parse().ok()).unwrap_or(3.0);
+    let only_tuned = arg("--only").as_deref() == Some("tuned");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let certs = tempfile::tempdir()?;
+    generate_cluster_certs(certs.path(), &["shard-0".into(), "worker-0".into()], &[])?;
+    let setup = Setup { certs };
+    rt.block_on(async {
+        let tcp1 = tcp(1, secs).await?;
+        let tcp4 = tcp(4, secs).await?;
+        println!("{:<58} {:>9} {:>9}", "transfer (payload MB/s; 1 MB = 1e6 bytes)", "MB/s", "x TCP(1)");
+        println!("{:<58} {:>9.0} {:>9.2}", "raw TCP loopback, 1 connection", tcp1, 1.0);
+        println!("{:<58} {:>9.0} {:>9.2}", "raw TCP loopback, 4 connections", tcp4, tcp4 / tcp1);
+        record("transport", json!({"bench": "transport", "transport": "tcp", "conns": 1, "mb_per_s": tcp1}));
+        record("transport", json!({"bench": "transport", "transport": "tcp", "conns": 4, "mb_per_s": tcp4}));
+        let default_opts = EndpointOptions::default();
+        let mut loopback = EndpointOptions::for_loopback();
+        if let Some(m) = arg("--mtu").and_then(|m| m.parse().ok()) {
+            loopback.initial_mtu = m;
+            loopback.max_udp_payload = m;
+        }
+        let mut best = 0f64;
+        for (label, opts) in [("quinn defaults (1200-byte packets)", &default_opts), ("tuned for loopback", &loopback)] {
+            if only_tuned && opts.initial_mtu == default_opts.initial_mtu {
+                continue;
+            }
+            for (dir, pull) in [("push", false), ("pull", true)] {
+                for (conns, streams) in [(1, 1), (1, 4), (2, 4)] {
+                    let r = quic(&setup, opts, pull, conns, streams, secs).await?;
+                    best = best.max(r);
+                    println!("{:<58} {:>9.0} {:>9.2}", format!("QUIC {dir}, {label}, {conns} conn x {streams} streams"), r, r / tcp1);
+                    record("transport", json!({"bench": "transport", "transport": "quic", "direction": dir, "config": label,
+                        "initial_mtu": opts.initial_mtu, "conns": conns, "streams": streams, "mb_per_s": r, "ratio_to_tcp": r / tcp1}));
+                }
+            }
+        }
+        println!("best QUIC / TCP(1): {:.2}", best / tcp1);
+        Ok::<_, anyhow::Error>(())
+    })
+}

@@ -157,8 +157,7 @@ async fn handle_pull(
             .map_err(|_| ProtoError::Protocol("shard is shutting down".into()))?;
     }
     let r = lock(shard).read(h.table, &f.keys, h.worker)?;
-    let reply = FrameBuilder::rows(
-        Kind::PullReply,
+    let reply = FrameBuilder::pull_reply(
         h.table,
         h.worker,
         r.min_clock,

@@ -3,7 +3,7 @@
 use crate::cache::{CachedRow, TableCache};
 use crate::error::ClientError;
 use crate::wire::{pull, push_batch, Traffic};
-use ps_proto::{ClockReport, Frame, FrameBuilder, Kind, Limits, ShardMap, TableSpec, HEADER_LEN};
+use ps_proto::{ClockReport, Frame, FrameBuilder, Limits, ShardMap, TableSpec, HEADER_LEN};
 use ps_ssp::{Staleness, WorkerClock};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -312,16 +312,8 @@ impl PsClient {
                 for (_, v) in &rows[start..end] {
                     values.extend_from_slice(v);
                 }
-                per_shard[s as usize].push(FrameBuilder::rows(
-                    Kind::Push,
-                    id,
-                    worker,
-                    ended,
-                    0,
-                    width,
-                    &keys,
-                    &values,
-                ));
+                per_shard[s as usize]
+                    .push(FrameBuilder::push(id, worker, ended, width, &keys, &values));
                 start = end;
             }
         }

@@ -99,26 +99,23 @@ pub fn run_local(a: LocalArgs) -> Result<()> {
             coordinator_config(&a.job, &a.cluster, &plan),
             a.job.app.clone(),
         );
-        tokio::pin!(coord);
         // Run the coordinator while watching every child: a child that exits with failure before
         // the job ends fails the job at once, named by its process.
-        let outcome = loop {
-            let watch = async {
-                loop {
-                    for (name, child) in children.iter_mut() {
-                        if let Ok(Some(status)) = child.try_wait() {
-                            if !status.success() {
-                                return anyhow!("{name} exited with {status}");
-                            }
+        let watch = async {
+            loop {
+                for (name, child) in children.iter_mut() {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        if !status.success() {
+                            return anyhow!("{name} exited with {status}");
                         }
                     }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-            };
-            tokio::select! {
-                r = &mut coord => break r,
-                e = watch => break Err(e),
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
+        };
+        let outcome = tokio::select! {
+            r = coord => r,
+            e = watch => Err(e),
         };
         Ok::<_, anyhow::Error>((outcome, children))
     })?;

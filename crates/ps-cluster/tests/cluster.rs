@@ -3,9 +3,14 @@
 //! certificate, and whole jobs through the `ps-cluster` binary (determinism, failure naming).
 
 use ps_client::{ClientConfig, PsClient};
-use ps_proto::{ErrorCode, FrameBuilder, Init, Kind, Limits, RawHeader, ShardMap, TableSpec, UpdateRule, MAGIC};
+use ps_proto::{
+    ErrorCode, FrameBuilder, Init, Kind, Limits, RawHeader, ShardMap, TableSpec, UpdateRule, MAGIC,
+};
 use ps_server::{serve_shard, Shard, ShardHandle};
-use ps_transport::{generate_cluster_certs, make_client_endpoint, make_endpoint, read_frame, CertPaths, ClusterIdentity, EndpointOptions, FrameRead};
+use ps_transport::{
+    generate_cluster_certs, make_client_endpoint, make_endpoint, read_frame, CertPaths,
+    ClusterIdentity, EndpointOptions, FrameRead,
+};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,26 +23,57 @@ struct TestCluster {
 }
 
 fn table(id: u32, rows: u64, width: u32, staleness: Option<u64>) -> TableSpec {
-    TableSpec { id, name: format!("t{id}"), rows, width, rule: UpdateRule::Add, init: Init::Zeros, staleness }
+    TableSpec {
+        id,
+        name: format!("t{id}"),
+        rows,
+        width,
+        rule: UpdateRule::Add,
+        init: Init::Zeros,
+        staleness,
+    }
 }
 
 impl TestCluster {
-    fn start(shards: u32, workers: u32, tables: Vec<TableSpec>, deterministic: bool) -> TestCluster {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    fn start(
+        shards: u32,
+        workers: u32,
+        tables: Vec<TableSpec>,
+        deterministic: bool,
+    ) -> TestCluster {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         let certs = tempfile::tempdir().unwrap();
         let mut names: Vec<String> = (0..shards).map(|i| format!("shard-{i}")).collect();
         names.extend((0..workers + 2).map(|i| format!("worker-{i}")));
         generate_cluster_certs(certs.path(), &names, &[]).unwrap();
         let mut handles = Vec::new();
         for i in 0..shards {
-            let id = ClusterIdentity::load(&CertPaths::in_dir(certs.path(), &format!("shard-{i}"))).unwrap();
+            let id = ClusterIdentity::load(&CertPaths::in_dir(certs.path(), &format!("shard-{i}")))
+                .unwrap();
             let _g = rt.enter();
-            let ep = make_endpoint(([127, 0, 0, 1], 0).into(), &id, &EndpointOptions::for_loopback()).unwrap();
+            let ep = make_endpoint(
+                ([127, 0, 0, 1], 0).into(),
+                &id,
+                &EndpointOptions::for_loopback(),
+            )
+            .unwrap();
             let shard = Shard::new(i, shards, &tables, workers, deterministic);
             handles.push(serve_shard(ep, shard, Limits::default()).unwrap());
         }
-        let map = ShardMap { shards: handles.iter().map(|h| h.addr.to_string()).collect(), tables };
-        TestCluster { rt, shards: handles, map, certs }
+        let map = ShardMap {
+            shards: handles.iter().map(|h| h.addr.to_string()).collect(),
+            tables,
+        };
+        TestCluster {
+            rt,
+            shards: handles,
+            map,
+            certs,
+        }
     }
 
     fn identity(&self, name: &str) -> ClusterIdentity {
@@ -48,7 +84,12 @@ impl TestCluster {
         self.client_with(worker, workers, |_| {})
     }
 
-    fn client_with(&self, worker: u32, workers: u32, f: impl FnOnce(&mut ClientConfig)) -> PsClient {
+    fn client_with(
+        &self,
+        worker: u32,
+        workers: u32,
+        f: impl FnOnce(&mut ClientConfig),
+    ) -> PsClient {
         let id = self.identity(&format!("worker-{worker}"));
         let ep = {
             let _g = self.rt.enter();
@@ -61,7 +102,10 @@ impl TestCluster {
 
     /// The whole table, gathered from every shard's slice.
     fn table(&self, id: u32) -> Vec<f32> {
-        self.shards.iter().flat_map(|s| s.snapshot(id).unwrap()).collect()
+        self.shards
+            .iter()
+            .flat_map(|s| s.snapshot(id).unwrap())
+            .collect()
     }
 }
 
@@ -71,7 +115,12 @@ impl TestCluster {
 fn run_ssp_guarantee(staleness: Option<u64>) -> u64 {
     const WORKERS: u32 = 3;
     const CLOCKS: u64 = 8;
-    let cluster = TestCluster::start(2, WORKERS, vec![table(7, WORKERS as u64, CLOCKS as u32, staleness)], false);
+    let cluster = TestCluster::start(
+        2,
+        WORKERS,
+        vec![table(7, WORKERS as u64, CLOCKS as u32, staleness)],
+        false,
+    );
     let done: Arc<Vec<AtomicU64>> = Arc::new((0..WORKERS).map(|_| AtomicU64::new(0)).collect());
     let max_lead = Arc::new(AtomicU64::new(0));
     let rows: Vec<u64> = (0..WORKERS as u64).collect();
@@ -144,7 +193,8 @@ fn rows_spanning_shards_route_and_read_back() {
     let mut client = cluster.client_with(0, 1, |c| c.max_frame_body = 40);
     let mut t = client.table(2).unwrap();
     for r in 0..10u64 {
-        t.inc_row(r, &[r as f32, r as f32 + 0.5, -(r as f32)]).unwrap();
+        t.inc_row(r, &[r as f32, r as f32 + 0.5, -(r as f32)])
+            .unwrap();
     }
     assert!(t.inc_row(10, &[0.0; 3]).is_err());
     assert!(t.inc_row(1, &[0.0; 2]).is_err());
@@ -153,18 +203,42 @@ fn rows_spanning_shards_route_and_read_back() {
     let keys = [9u64, 0, 5, 4, 7, 3];
     let v = client.table(2).unwrap().read_rows(&keys).unwrap();
     for (i, r) in keys.iter().enumerate() {
-        assert_eq!(&v[i * 3..i * 3 + 3], &[*r as f32, *r as f32 + 0.5, -(*r as f32)], "row {r}");
+        assert_eq!(
+            &v[i * 3..i * 3 + 3],
+            &[*r as f32, *r as f32 + 0.5, -(*r as f32)],
+            "row {r}"
+        );
     }
     client.flush().unwrap();
     for (s, h) in cluster.shards.iter().enumerate() {
         let range = ShardMap::range_of(10, 3, s as u32);
-        let expect: Vec<f32> = (range.start..range.end).flat_map(|r| [r as f32, r as f32 + 0.5, -(r as f32)]).collect();
-        assert_eq!(h.snapshot(2).unwrap(), expect, "shard {s} holds rows {range:?}");
+        let expect: Vec<f32> = (range.start..range.end)
+            .flat_map(|r| [r as f32, r as f32 + 0.5, -(r as f32)])
+            .collect();
+        assert_eq!(
+            h.snapshot(2).unwrap(),
+            expect,
+            "shard {s} holds rows {range:?}"
+        );
     }
 }
 
 fn raw_header(kind: u16) -> RawHeader {
-    RawHeader { magic: MAGIC, version: 1, kind, table: 1, codec: 0, flags: 0, clock: 0, aux: 0, worker: 1, key_count: 0, width: 0, reserved: 0, payload_len: 0 }
+    RawHeader {
+        magic: MAGIC,
+        version: 1,
+        kind,
+        table: 1,
+        codec: 0,
+        flags: 0,
+        clock: 0,
+        aux: 0,
+        worker: 1,
+        key_count: 0,
+        width: 0,
+        reserved: 0,
+        payload_len: 0,
+    }
 }
 
 /// Sends `bytes` on a fresh stream and returns the error code the shard answers with.
@@ -172,7 +246,12 @@ async fn send_raw(conn: &quinn::Connection, bytes: Vec<u8>) -> Option<ErrorCode>
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     let _ = send.write_all(&bytes).await;
     let _ = send.finish();
-    match tokio::time::timeout(Duration::from_secs(10), read_frame(&mut recv, &Limits::default())).await {
+    match tokio::time::timeout(
+        Duration::from_secs(10),
+        read_frame(&mut recv, &Limits::default()),
+    )
+    .await
+    {
         Ok(Ok(FrameRead::Frame(f))) => f.error_parts().and_then(|(c, _)| c),
         other => panic!("expected an error frame, got {other:?}"),
     }
@@ -191,7 +270,11 @@ fn bad_frames_get_errors_and_change_nothing() {
                 let mut t = client.table(1).unwrap();
                 t.inc_row(c % 10, &[1.0; 4]).unwrap();
                 client.clock().unwrap();
-                let v = client.table(1).unwrap().read_rows(&(0..10).collect::<Vec<_>>()).unwrap();
+                let v = client
+                    .table(1)
+                    .unwrap()
+                    .read_rows(&(0..10).collect::<Vec<_>>())
+                    .unwrap();
                 let total: f32 = v.iter().sum();
                 assert_eq!(total, 4.0 * (c + 1) as f32, "read-my-writes at clock {c}");
             }
@@ -202,7 +285,9 @@ fn bad_frames_get_errors_and_change_nothing() {
     let addr: std::net::SocketAddr = cluster.map.shards[0].parse().unwrap();
     let codes = cluster.rt.block_on(async {
         let ep = make_client_endpoint(&id, &EndpointOptions::for_loopback()).unwrap();
-        let conn = ps_transport::connect(&ep, addr, ps_transport::DEFAULT_SERVER_NAME).await.unwrap();
+        let conn = ps_transport::connect(&ep, addr, ps_transport::DEFAULT_SERVER_NAME)
+            .await
+            .unwrap();
         let mut codes = Vec::new();
         let bytes_of = |h: RawHeader, body: &[u8]| {
             let mut b = bytemuck::bytes_of(&h).to_vec();
@@ -210,32 +295,41 @@ fn bad_frames_get_errors_and_change_nothing() {
             b
         };
         // Truncated header.
-        codes.push(("truncated header", send_raw(&conn, bytes_of(raw_header(3), &[])[..20].to_vec()).await));
+        codes.push((
+            "truncated header",
+            send_raw(&conn, bytes_of(raw_header(3), &[])[..20].to_vec()).await,
+        ));
         // Truncated body: a pull of 2 keys with one key's bytes.
         let mut h = raw_header(Kind::Pull as u16);
         h.width = 4;
         h.key_count = 2;
-        codes.push(("truncated body", send_raw(&conn, bytes_of(h, &[0u8; 8])).await));
+        codes.push((
+            "truncated body",
+            send_raw(&conn, bytes_of(h, &[0u8; 8])).await,
+        ));
         let mut h = raw_header(Kind::Pull as u16);
         h.magic = 0x1234_5678;
         codes.push(("wrong magic", send_raw(&conn, bytes_of(h, &[])).await));
         let mut h = raw_header(Kind::Pull as u16);
         h.version = 2;
         codes.push(("wrong version", send_raw(&conn, bytes_of(h, &[])).await));
-        codes.push(("unknown kind", send_raw(&conn, bytes_of(raw_header(77), &[])).await));
+        codes.push((
+            "unknown kind",
+            send_raw(&conn, bytes_of(raw_header(77), &[])).await,
+        ));
         let pull = FrameBuilder::pull(9, 1, 0, 4, &[0]);
         codes.push(("unknown table", send_raw(&conn, pull.encode()).await));
         // A batch with a good push then a bad one: nothing of it may land.
-        let good_push = FrameBuilder::rows(Kind::Push, 1, 1, 0, 0, 4, &[1], &[100.0; 4]);
-        let far_key = FrameBuilder::rows(Kind::Push, 1, 1, 0, 0, 4, &[4], &[100.0; 4]); // shard 0 holds rows 0..5
-        let out_of_range = FrameBuilder::rows(Kind::Push, 1, 1, 0, 0, 4, &[7], &[100.0; 4]);
+        let good_push = FrameBuilder::push(1, 1, 0, 4, &[1], &[100.0; 4]);
+        let far_key = FrameBuilder::push(1, 1, 0, 4, &[4], &[100.0; 4]); // shard 0 holds rows 0..5
+        let out_of_range = FrameBuilder::push(1, 1, 0, 4, &[7], &[100.0; 4]);
         let mut b = good_push.encode();
         b.extend(far_key.encode());
         b.extend(out_of_range.encode());
         b.extend(FrameBuilder::clock(1, 0, 3).encode());
         codes.push(("key out of range", send_raw(&conn, b).await));
         let mut b = good_push.encode();
-        b.extend(FrameBuilder::rows(Kind::Push, 1, 1, 0, 0, 3, &[2], &[100.0; 3]).encode());
+        b.extend(FrameBuilder::push(1, 1, 0, 3, &[2], &[100.0; 3]).encode());
         b.extend(FrameBuilder::clock(1, 0, 2).encode());
         codes.push(("wrong width", send_raw(&conn, b).await));
         let mut h = raw_header(Kind::Push as u16);
@@ -243,12 +337,20 @@ fn bad_frames_get_errors_and_change_nothing() {
         h.width = 1024;
         h.key_count = 1 << 20;
         h.payload_len = (1u64 << 20) * 1024 * 4;
-        codes.push(("declared length over the cap", send_raw(&conn, bytes_of(h, &[0u8; 64])).await));
+        codes.push((
+            "declared length over the cap",
+            send_raw(&conn, bytes_of(h, &[0u8; 64])).await,
+        ));
         // A batch that ends without its clock frame.
-        codes.push(("batch without clock", send_raw(&conn, good_push.encode()).await));
+        codes.push((
+            "batch without clock",
+            send_raw(&conn, good_push.encode()).await,
+        ));
         // A pull that is fine still works on the same connection.
         let (mut send, mut recv) = conn.open_bi().await.unwrap();
-        send.write_all(&FrameBuilder::pull(1, 1, 0, 4, &[0, 3]).encode()).await.unwrap();
+        send.write_all(&FrameBuilder::pull(1, 1, 0, 4, &[0, 3]).encode())
+            .await
+            .unwrap();
         send.finish().unwrap();
         match read_frame(&mut recv, &Limits::default()).await.unwrap() {
             FrameRead::Frame(f) => assert_eq!(f.header.kind, Kind::PullReply),
@@ -274,7 +376,10 @@ fn bad_frames_get_errors_and_change_nothing() {
     }
     // The table holds exactly the good worker's updates: 40 clocks of +1 over 10 rows.
     let t = cluster.table(1);
-    assert!(t.iter().all(|v| *v == 4.0), "table changed by bad frames: {t:?}");
+    assert!(
+        t.iter().all(|v| *v == 4.0),
+        "table changed by bad frames: {t:?}"
+    );
 }
 
 /// (e) A client whose certificate is not from the cluster CA, or that has none, gets no data.
@@ -286,7 +391,11 @@ fn client_without_cluster_certificate_gets_nothing() {
     let rogue = ClusterIdentity::load(&CertPaths::in_dir(rogue_dir.path(), "mallory")).unwrap();
     let real = cluster.identity("worker-0");
     // Trusts the real CA (so it accepts the shard) but presents a certificate from another CA.
-    let foreign_cert = ClusterIdentity { roots: real.roots.clone(), chain: rogue.chain.clone(), key: rogue.key.clone_key() };
+    let foreign_cert = ClusterIdentity {
+        roots: real.roots.clone(),
+        chain: rogue.chain.clone(),
+        key: rogue.key.clone_key(),
+    };
     let addr: std::net::SocketAddr = cluster.map.shards[0].parse().unwrap();
     let transport = Arc::new(quinn::TransportConfig::default());
     let no_cert = {
@@ -299,22 +408,33 @@ fn client_without_cluster_certificate_gets_nothing() {
         c.alpn_protocols = vec![ps_proto::ALPN.to_vec()];
         ps_transport::client_config(c, transport.clone()).unwrap()
     };
-    let foreign = ps_transport::client_config(foreign_cert.client_config().unwrap(), transport).unwrap();
-    for (what, cfg) in [("no certificate", no_cert), ("certificate from another CA", foreign)] {
+    let foreign =
+        ps_transport::client_config(foreign_cert.client_config().unwrap(), transport).unwrap();
+    for (what, cfg) in [
+        ("no certificate", no_cert),
+        ("certificate from another CA", foreign),
+    ] {
         let got = cluster.rt.block_on(async {
             let mut ep = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).unwrap();
             ep.set_default_client_config(cfg);
             let attempt = async {
-                let conn = ps_transport::connect(&ep, addr, ps_transport::DEFAULT_SERVER_NAME).await.ok()?;
+                let conn = ps_transport::connect(&ep, addr, ps_transport::DEFAULT_SERVER_NAME)
+                    .await
+                    .ok()?;
                 let (mut send, mut recv) = conn.open_bi().await.ok()?;
-                send.write_all(&FrameBuilder::pull(1, 0, 0, 2, &[0]).encode()).await.ok()?;
+                send.write_all(&FrameBuilder::pull(1, 0, 0, 2, &[0]).encode())
+                    .await
+                    .ok()?;
                 send.finish().ok()?;
                 match read_frame(&mut recv, &Limits::default()).await {
                     Ok(FrameRead::Frame(f)) => Some(f),
                     _ => None,
                 }
             };
-            tokio::time::timeout(Duration::from_secs(10), attempt).await.ok().flatten()
+            tokio::time::timeout(Duration::from_secs(10), attempt)
+                .await
+                .ok()
+                .flatten()
         });
         assert!(got.is_none(), "{what}: the shard answered {got:?}");
     }
@@ -324,12 +444,19 @@ fn client_without_cluster_certificate_gets_nothing() {
 }
 
 fn ps_cluster(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_ps-cluster")).args(args).output().unwrap()
+    std::process::Command::new(env!("CARGO_BIN_EXE_ps-cluster"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn summary(out: &std::process::Output) -> serde_json::Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "job failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "job failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let last = stdout.lines().last().expect("no output");
     serde_json::from_str(last).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {last}"))
 }
@@ -340,31 +467,84 @@ fn local_mf_job_reaches_the_noise_floor() {
     let out = ps_cluster(&["local", "--app", "mf"]);
     let s = summary(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(stdout.lines().filter(|l| l.starts_with("clock")).count(), 20, "{stdout}");
-    for key in ["app", "servers", "workers", "staleness", "clocks", "wall_s", "compute_s", "comm_s", "blocked_s", "bytes_sent", "bytes_received", "train_rmse", "test_rmse", "noise_sigma"] {
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("clock")).count(),
+        20,
+        "{stdout}"
+    );
+    for key in [
+        "app",
+        "servers",
+        "workers",
+        "staleness",
+        "clocks",
+        "wall_s",
+        "compute_s",
+        "comm_s",
+        "blocked_s",
+        "bytes_sent",
+        "bytes_received",
+        "train_rmse",
+        "test_rmse",
+        "noise_sigma",
+    ] {
         assert!(s.get(key).is_some(), "summary lacks {key}: {s}");
     }
-    assert_eq!((s["servers"].as_u64(), s["workers"].as_u64()), (Some(2), Some(2)));
-    let (rmse, sigma) = (s["test_rmse"].as_f64().unwrap(), s["noise_sigma"].as_f64().unwrap());
-    assert!(rmse <= 1.15 * sigma, "test_rmse {rmse} above 1.15 x sigma {sigma}");
+    assert_eq!(
+        (s["servers"].as_u64(), s["workers"].as_u64()),
+        (Some(2), Some(2))
+    );
+    let (rmse, sigma) = (
+        s["test_rmse"].as_f64().unwrap(),
+        s["noise_sigma"].as_f64().unwrap(),
+    );
+    assert!(
+        rmse <= 1.15 * sigma,
+        "test_rmse {rmse} above 1.15 x sigma {sigma}"
+    );
     assert!(s["bytes_sent"].as_u64().unwrap() > 0);
 }
 
 /// (b) --deterministic gives bit-identical item tables in two runs with one seed.
 #[test]
 fn deterministic_runs_are_bit_identical() {
-    let args = ["local", "--app", "mf", "--deterministic", "--clocks", "6", "--seed", "7", "--workers", "3", "--slow-worker", "1:20"];
+    let args = [
+        "local",
+        "--app",
+        "mf",
+        "--deterministic",
+        "--clocks",
+        "6",
+        "--seed",
+        "7",
+        "--workers",
+        "3",
+        "--slow-worker",
+        "1:20",
+    ];
     let a = summary(&ps_cluster(&args));
     let b = summary(&ps_cluster(&args));
     assert_eq!(a["item_table_hash"], b["item_table_hash"]);
     assert!(a["item_table_hash"].is_string());
-    assert!(!ps_cluster(&["local", "--deterministic", "--staleness", "2"]).status.success());
+    assert!(
+        !ps_cluster(&["local", "--deterministic", "--staleness", "2"])
+            .status
+            .success()
+    );
 }
 
 /// SSP through the whole stack: staleness 2 with a straggler still trains.
 #[test]
 fn local_job_with_staleness_and_a_straggler() {
-    let s = summary(&ps_cluster(&["local", "--staleness", "2", "--clocks", "12", "--slow-worker", "1:30"]));
+    let s = summary(&ps_cluster(&[
+        "local",
+        "--staleness",
+        "2",
+        "--clocks",
+        "12",
+        "--slow-worker",
+        "1:30",
+    ]));
     assert_eq!(s["staleness"], "2");
     assert!(s["test_rmse"].as_f64().unwrap() < 0.5, "{s}");
 }
@@ -375,17 +555,23 @@ fn a_dead_worker_fails_the_job_naming_it() {
     let out = ps_cluster(&["local", "--clocks", "50", "--crash-worker", "1:3"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("worker-1") || stderr.contains("worker 1"), "{stderr}");
+    assert!(
+        stderr.contains("worker-1") || stderr.contains("worker 1"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn bad_data_file_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("ratings.csv");
-    std::fs::write(&p, "userId,movieId,rating,timestamp\n1,2,3.5,100\n1,x,4,100\n").unwrap();
+    std::fs::write(
+        &p,
+        "userId,movieId,rating,timestamp\n1,2,3.5,100\n1,x,4,100\n",
+    )
+    .unwrap();
     let out = ps_cluster(&["local", "--data", p.to_str().unwrap()]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("ratings.csv:3"), "{stderr}");
 }
-

@@ -145,13 +145,45 @@ impl FrameBuilder {
         }
     }
 
-    /// Push or PullReply with values.
-    pub fn rows(
-        kind: Kind,
+    /// A push of row deltas tagged with the worker's `clock`.
+    pub fn push(
         table: u32,
         worker: u32,
         clock: u64,
-        aux: u64,
+        width: u32,
+        keys: &[u64],
+        values: &[f32],
+    ) -> Frame {
+        Self::rows(Kind::Push, table, worker, (clock, 0), width, keys, values)
+    }
+
+    /// A pull reply: rows complete through `min_clock`, containing `worker_clock` of the
+    /// requesting worker's clocks.
+    pub fn pull_reply(
+        table: u32,
+        worker: u32,
+        min_clock: u64,
+        worker_clock: u64,
+        width: u32,
+        keys: &[u64],
+        values: &[f32],
+    ) -> Frame {
+        Self::rows(
+            Kind::PullReply,
+            table,
+            worker,
+            (min_clock, worker_clock),
+            width,
+            keys,
+            values,
+        )
+    }
+
+    fn rows(
+        kind: Kind,
+        table: u32,
+        worker: u32,
+        (clock, aux): (u64, u64),
         width: u32,
         keys: &[u64],
         values: &[f32],
@@ -222,7 +254,7 @@ pub fn encode_f32s(values: &[f32]) -> Vec<u8> {
 
 /// Little-endian bytes (possibly misaligned) to f32s.
 pub fn decode_f32s(bytes: &[u8]) -> Result<Vec<f32>, ProtoError> {
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return Err(ProtoError::Malformed(format!(
             "f32 payload of {} bytes is not a multiple of 4",
             bytes.len()
@@ -254,7 +286,7 @@ mod tests {
 
     #[test]
     fn push_round_trips() {
-        let f = FrameBuilder::rows(Kind::Push, 3, 1, 7, 0, 2, &[5, 9], &[1.0, 2.0, 3.0, -4.5]);
+        let f = FrameBuilder::push(3, 1, 7, 2, &[5, 9], &[1.0, 2.0, 3.0, -4.5]);
         let bytes = f.encode();
         let g = Frame::decode(&bytes, &limits()).unwrap();
         assert_eq!(f, g);
@@ -263,7 +295,7 @@ mod tests {
 
     #[test]
     fn decodes_from_misaligned_buffer() {
-        let f = FrameBuilder::rows(Kind::PullReply, 1, 0, 2, 3, 3, &[1], &[0.5, 0.25, 8.0]);
+        let f = FrameBuilder::pull_reply(1, 0, 2, 3, 3, &[1], &[0.5, 0.25, 8.0]);
         let mut bytes = vec![0u8];
         bytes.extend(f.encode());
         let g = Frame::decode(&bytes[1..], &limits()).unwrap();
@@ -389,7 +421,7 @@ mod tests {
         #[test]
         fn rows_round_trip(keys in proptest::collection::vec(any::<u64>(), 0..20), width in 1u32..6, seed in any::<u32>()) {
             let values: Vec<f32> = (0..keys.len() * width as usize).map(|i| (i as f32) * 0.5 + seed as f32).collect();
-            let f = FrameBuilder::rows(Kind::Push, 1, 2, 3, 0, width, &keys, &values);
+            let f = FrameBuilder::push(1, 2, 3, width, &keys, &values);
             let g = Frame::decode(&f.encode(), &limits()).unwrap();
             prop_assert_eq!(g.values().unwrap(), values);
             prop_assert_eq!(g.keys, keys);

@@ -34,22 +34,35 @@ pub async fn read_frame(
         }
     }
     let header = Header::decode(&head, limits)?;
-    let body_len = header.body_len() as usize;
-    let mut body = vec![0u8; body_len];
-    match recv.read_exact(&mut body).await {
-        Ok(()) => {}
-        Err(quinn::ReadExactError::FinishedEarly(n)) => {
-            return Err(ProtoError::Truncated {
-                needed: (HEADER_LEN + body_len) as u64,
-                got: (HEADER_LEN + n) as u64,
+    let body_len = header.body_len();
+    // Keys and payload are read into their own buffers: the payload is never copied again here.
+    let mut key_bytes = vec![0u8; header.key_count as usize * 8];
+    let mut payload = vec![0u8; header.payload_len as usize];
+    let mut done = 0u64;
+    for buf in [&mut key_bytes, &mut payload] {
+        match recv.read_exact(buf).await {
+            Ok(()) => done += buf.len() as u64,
+            Err(quinn::ReadExactError::FinishedEarly(n)) => {
+                return Err(ProtoError::Truncated {
+                    needed: HEADER_LEN as u64 + body_len,
+                    got: HEADER_LEN as u64 + done + n as u64,
+                }
+                .into())
             }
-            .into())
-        }
-        Err(quinn::ReadExactError::ReadError(e)) => {
-            return Err(TransportError::Stream(e.to_string()))
+            Err(quinn::ReadExactError::ReadError(e)) => {
+                return Err(TransportError::Stream(e.to_string()))
+            }
         }
     }
-    Ok(FrameRead::Frame(Frame::from_parts(header, &body)?))
+    let keys = key_bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+        .collect();
+    Ok(FrameRead::Frame(Frame {
+        header,
+        keys,
+        payload,
+    }))
 }
 
 /// Writes one frame; returns the bytes written.

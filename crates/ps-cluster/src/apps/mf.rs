@@ -84,7 +84,14 @@ pub fn plan(job: &JobArgs) -> Result<Plan> {
     facts.insert("ratings".into(), (set.ratings.len() as u64).into());
     facts.insert("rank".into(), job.rank.into());
     // Through the decimal text, so 0.025 prints as 0.025 rather than its f32 widening.
-    facts.insert("lr".into(), job.lr.to_string().parse::<f64>().unwrap_or(job.lr as f64).into());
+    facts.insert(
+        "lr".into(),
+        job.lr
+            .to_string()
+            .parse::<f64>()
+            .unwrap_or(job.lr as f64)
+            .into(),
+    );
     facts.insert("seed".into(), job.seed.into());
     facts.insert(
         "data".into(),
@@ -95,7 +102,10 @@ pub fn plan(job: &JobArgs) -> Result<Plan> {
             .unwrap_or_else(|| "builtin-synthetic".into()),
     );
     if let Some(n) = noise {
-        facts.insert("noise_sigma".into(), n.to_string().parse::<f64>().unwrap_or(n as f64).into());
+        facts.insert(
+            "noise_sigma".into(),
+            n.to_string().parse::<f64>().unwrap_or(n as f64).into(),
+        );
     }
     Ok(Plan {
         tables,
