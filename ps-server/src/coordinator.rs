@@ -309,6 +309,7 @@ impl Coordinator {
                     shard_map: shard_map.clone(),
                     job: cfg.job.clone(),
                     heartbeat_ms: cfg.heartbeat.as_millis() as u64,
+                    max_frame_bytes: cfg.limits.max_frame_bytes,
                 };
                 write_frame(&mut send, &Frame::control(Kind::Assign, &assign)).await?;
                 nodes.push(Node {

@@ -144,7 +144,11 @@ pub async fn run_server_node(
         a.num_workers,
         a.deterministic,
     );
-    let handle = serve_shard(endpoint.clone(), shard, cfg.limits)?;
+    let limits = Limits {
+        max_frame_bytes: a.max_frame_bytes,
+        ..cfg.limits
+    };
+    let handle = serve_shard(endpoint.clone(), shard, limits)?;
     let hb = spawn_heartbeats(
         r.conn.clone(),
         a.id,

@@ -11,6 +11,8 @@ pub struct CachedRow {
     pub min_clock: u64,
     /// How many of this worker's own clocks the values already contain.
     pub own_clock: u64,
+    /// This worker's clock when the row arrived.
+    pub fetched_at: u64,
 }
 
 #[derive(Debug, Default)]

@@ -196,10 +196,18 @@ impl PsClient {
                 rows: nrows,
             });
         }
-        // Misses, grouped by shard, split into frames under the size cap.
+        // Misses, grouped by shard, split into frames under the size cap. Under bounded staleness a
+        // cached row serves while it is complete through `need`. Under unbounded staleness any
+        // row satisfies the contract, so each row is refreshed once per clock by a pull that does
+        // not wait for other workers: reads then see others' progress without ever blocking on it.
+        let current = self.clock.current();
+        let unbounded = t.staleness.is_unbounded();
         let mut by_shard: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
         for &r in rows {
-            let fresh = t.cache.rows.get(&r).is_some_and(|c| c.min_clock >= need);
+            let fresh =
+                t.cache.rows.get(&r).is_some_and(|c| {
+                    c.min_clock >= need && (!unbounded || c.fetched_at == current)
+                });
             if !fresh {
                 by_shard
                     .entry(ShardMap::shard_of(nrows, nshards, r))
@@ -263,6 +271,7 @@ impl PsClient {
                             values: v.to_vec(),
                             min_clock,
                             own_clock,
+                            fetched_at: current,
                         },
                     );
                 }

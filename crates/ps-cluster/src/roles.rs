@@ -205,11 +205,14 @@ pub fn run_worker(a: WorkerArgs) -> Result<()> {
         }
     });
 
-    let mut client = PsClient::connect(
-        rt.handle().clone(),
-        &endpoint,
-        ClientConfig::new(assign.id, assign.num_workers, assign.shard_map.clone()),
-    )?;
+    let mut client_config =
+        ClientConfig::new(assign.id, assign.num_workers, assign.shard_map.clone());
+    client_config.limits.max_frame_bytes = assign.max_frame_bytes;
+    client_config.max_frame_body = client_config
+        .max_frame_body
+        .min(assign.max_frame_bytes / 2)
+        .max(4096);
+    let mut client = PsClient::connect(rt.handle().clone(), &endpoint, client_config)?;
     let mut reports = client.take_reports().context("report channel")?;
     let tx = frames_tx.clone();
     let forwarder = rt.spawn(async move {

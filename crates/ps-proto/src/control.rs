@@ -74,6 +74,8 @@ pub struct Assign {
     pub job: JobSpec,
     /// How often to send heartbeat datagrams.
     pub heartbeat_ms: u64,
+    /// The job's cap on a frame's body (keys and payload), in bytes.
+    pub max_frame_bytes: u64,
 }
 
 /// worker -> coordinator after each clock's push has been acknowledged by every shard.
