@@ -96,6 +96,7 @@ mod tests {
                 values: vec![1.0, 1.0],
                 min_clock: 0,
                 own_clock: 1,
+                fetched_at: 1,
             },
         );
         t.own_log
