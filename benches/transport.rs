@@ -181,8 +181,9 @@ fn main() -> Result<()> {
     generate_cluster_certs(certs.path(), &["shard-0".into(), "worker-0".into()], &[])?;
     let setup = Setup { certs };
     rt.block_on(async {
-        let tcp1 = tcp(1, secs).await?;
-        let tcp4 = tcp(4, secs).await?;
+        // `--profile DIR` (push or pull): skip the TCP baseline and run only that QUIC direction, for perf.
+        let profile = arg("--profile");
+        let (tcp1, tcp4) = if profile.is_some() { (f64::NAN, f64::NAN) } else { (tcp(1, secs).await?, tcp(4, secs).await?) };
         println!("{:<58} {:>9} {:>9}", "transfer (payload MB/s; 1 MB = 1e6 bytes)", "MB/s", "x TCP(1)");
         println!("{:<58} {:>9.0} {:>9.2}", "raw TCP loopback, 1 connection", tcp1, 1.0);
         println!("{:<58} {:>9.0} {:>9.2}", "raw TCP loopback, 4 connections", tcp4, tcp4 / tcp1);
@@ -200,6 +201,9 @@ fn main() -> Result<()> {
                 continue;
             }
             for (dir, pull) in [("push", false), ("pull", true)] {
+                if profile.as_deref().is_some_and(|p| p != dir) {
+                    continue;
+                }
                 for (conns, streams) in [(1, 1), (1, 4), (2, 4)] {
                     let r = quic(&setup, opts, pull, conns, streams, secs).await?;
                     best = best.max(r);

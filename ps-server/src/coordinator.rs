@@ -56,12 +56,15 @@ pub struct JobResult {
 pub enum CoordEvent {
     Registered {
         role: Role,
-        id: u32,
+        /// The id the node asked for, if any.
+        id: Option<u32>,
         host: String,
         pid: u32,
     },
     Started,
     Clock(ClockSummary),
+    /// The job failed for this reason; sent before nodes are told to stop.
+    Failed(String),
 }
 
 pub struct Coordinator {
@@ -161,6 +164,9 @@ impl Coordinator {
             }
         };
 
+        if let Some(why) = &failure {
+            let _ = events.send(CoordEvent::Failed(why.clone()));
+        }
         let shutdown = match &failure {
             None => Shutdown {
                 ok: true,
@@ -206,8 +212,8 @@ impl Coordinator {
     ) -> Result<Vec<Node>, ServerError> {
         let cfg = &self.config;
         let total = (cfg.servers + cfg.workers) as usize;
-        let mut servers: Vec<(Register, quinn::Connection, quinn::SendStream)> = Vec::new();
-        let mut workers: Vec<(Register, quinn::Connection, quinn::SendStream)> = Vec::new();
+        let mut servers: Vec<Registrant> = Vec::new();
+        let mut workers: Vec<Registrant> = Vec::new();
         let deadline = tokio::time::Instant::now() + cfg.register_timeout;
         while servers.len() + workers.len() < total {
             let incoming = match tokio::time::timeout_at(deadline, self.endpoint.accept()).await {
@@ -270,6 +276,22 @@ impl Coordinator {
                 Role::Server => cfg.servers,
                 Role::Worker => cfg.workers,
             };
+            let id_taken = reg.requested_id.is_some_and(|id| {
+                id >= cap || list.iter().any(|(r, _, _)| r.requested_id == Some(id))
+            });
+            if id_taken {
+                let why = format!(
+                    "requested id {:?} is out of range or taken",
+                    reg.requested_id
+                );
+                let _ = write_frame(
+                    &mut send,
+                    &Frame::error(ps_proto::ErrorCode::Protocol, &why),
+                )
+                .await;
+                let _ = send.finish();
+                continue;
+            }
             if list.len() as u32 >= cap || (reg.role == Role::Server && reg.listen_addr.is_none()) {
                 let why = if list.len() as u32 >= cap {
                     "the job already has all its nodes of that role"
@@ -284,12 +306,14 @@ impl Coordinator {
             info!(role = ?reg.role, host = %reg.host, pid = reg.pid, "registered");
             let _ = events.send(CoordEvent::Registered {
                 role: reg.role,
-                id: list.len() as u32,
+                id: reg.requested_id,
                 host: reg.host.clone(),
                 pid: reg.pid,
             });
             list.push((reg, conn, send));
         }
+        let servers = order_by_id(servers, cfg.servers);
+        let workers = order_by_id(workers, cfg.workers);
         let shard_map = ShardMap {
             shards: servers
                 .iter()
@@ -323,6 +347,32 @@ impl Coordinator {
         }
         Ok(nodes)
     }
+}
+
+type Registrant = (Register, quinn::Connection, quinn::SendStream);
+
+/// Orders registrants by id: requested ids (checked unique and in range at registration) first
+/// claim their slot, the rest fill the free ids in registration order.
+fn order_by_id(list: Vec<Registrant>, n: u32) -> Vec<Registrant> {
+    let ids = assign_ids(
+        &list
+            .iter()
+            .map(|(r, _, _)| r.requested_id)
+            .collect::<Vec<_>>(),
+        n,
+    );
+    let mut slots: Vec<(u32, Registrant)> = ids.into_iter().zip(list).collect();
+    slots.sort_by_key(|(id, _)| *id);
+    slots.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Ids for registrants that requested `requested` (unique, < n) or nothing.
+fn assign_ids(requested: &[Option<u32>], n: u32) -> Vec<u32> {
+    let mut free = (0..n).filter(|id| !requested.contains(&Some(*id)));
+    requested
+        .iter()
+        .map(|r| r.unwrap_or_else(|| free.next().unwrap_or(u32::MAX)))
+        .collect()
 }
 
 fn summarize(reports: &[ClockReport], workers: u32) -> ClockSummary {
@@ -410,4 +460,19 @@ fn spawn_watchers(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::assign_ids;
+
+    #[test]
+    fn requested_ids_are_kept_and_the_rest_fill_gaps() {
+        assert_eq!(
+            assign_ids(&[None, Some(0), None, Some(3)], 4),
+            vec![1, 0, 2, 3]
+        );
+        assert_eq!(assign_ids(&[None, None], 2), vec![0, 1]);
+        assert_eq!(assign_ids(&[Some(1), Some(0)], 2), vec![1, 0]);
+    }
 }

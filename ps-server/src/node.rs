@@ -18,6 +18,8 @@ pub struct ServerNodeConfig {
     pub listen: SocketAddr,
     /// Address workers should use; defaults to the bound address.
     pub advertise: Option<String>,
+    /// The shard id to ask the coordinator for.
+    pub requested_id: Option<u32>,
     pub options: EndpointOptions,
     pub limits: Limits,
 }
@@ -126,6 +128,7 @@ pub async fn run_server_node(
         listen_addr: Some(advertise.clone()),
         host: host_name(),
         pid: std::process::id(),
+        requested_id: cfg.requested_id,
     };
     let mut r = register(
         &endpoint,

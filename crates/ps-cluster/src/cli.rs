@@ -73,9 +73,45 @@ pub struct JobArgs {
     /// Fault and straggler injection for tests and demos: WORKER:MS sleeps MS per clock on WORKER.
     #[arg(long, value_parser = parse_pair)]
     pub slow_worker: Option<(u32, u64)>,
-    /// Fault injection: WORKER:CLOCK makes WORKER exit abruptly at CLOCK.
-    #[arg(long, value_parser = parse_pair, hide = true)]
-    pub crash_worker: Option<(u32, u64)>,
+    /// Fault injection for tests and demos: WORKER:CLOCK:crash makes WORKER exit abruptly at
+    /// CLOCK; WORKER:CLOCK:hang makes it stop (SIGSTOP), alive but silent.
+    #[arg(long, value_parser = parse_fault)]
+    pub fault: Option<Fault>,
+}
+
+/// An injected failure of one worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Fault {
+    pub worker: u32,
+    pub clock: u64,
+    pub kind: FaultKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultKind {
+    Crash,
+    Hang,
+}
+
+fn parse_fault(s: &str) -> Result<Fault, String> {
+    let bad = || format!("expected WORKER:CLOCK:crash|hang, got {s:?}");
+    let mut parts = s.split(':');
+    let (Some(w), Some(c), Some(k), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    let kind = match k {
+        "crash" => FaultKind::Crash,
+        "hang" => FaultKind::Hang,
+        _ => return Err(bad()),
+    };
+    Ok(Fault {
+        worker: w.parse().map_err(|_| bad())?,
+        clock: c.parse().map_err(|_| bad())?,
+        kind,
+    })
 }
 
 /// Cluster size and liveness settings, for `local` and `coordinator`.
@@ -150,6 +186,9 @@ pub struct ServerArgs {
     /// Address workers should dial (default: the bound address).
     #[arg(long)]
     pub advertise: Option<String>,
+    /// Shard id to ask for (default: the next free one).
+    #[arg(long)]
+    pub id: Option<u32>,
     #[command(flatten)]
     pub tls: TlsArgs,
 }
@@ -162,6 +201,9 @@ pub struct WorkerArgs {
     /// Compute device: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Worker id to ask for (default: the next free one).
+    #[arg(long)]
+    pub id: Option<u32>,
     #[command(flatten)]
     pub tls: TlsArgs,
 }

@@ -12,6 +12,7 @@ use ps_transport::{
 };
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
@@ -84,20 +85,32 @@ pub fn run_local(a: LocalArgs) -> Result<()> {
         // Names carry the pid: after a child is reaped its id is gone.
         for i in 0..a.cluster.servers {
             let name = format!("shard-{i}");
-            let extra = vec!["--listen".to_string(), "127.0.0.1:0".to_string()];
+            let extra = vec![
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+                "--id".into(),
+                i.to_string(),
+            ];
             let child = spawn_role(&exe, "server", &name, certs, coord_addr, &extra)?;
             children.push((with_pid(&name, &child), child));
         }
         for i in 0..a.cluster.workers {
             let name = format!("worker-{i}");
-            let extra = vec!["--device".to_string(), a.device.clone()];
+            let extra = vec![
+                "--device".into(),
+                a.device.clone(),
+                "--id".into(),
+                i.to_string(),
+            ];
             let child = spawn_role(&exe, "worker", &name, certs, coord_addr, &extra)?;
             children.push((with_pid(&name, &child), child));
         }
+        let reason = Arc::new(OnceLock::new());
         let coord = drive_coordinator(
             endpoint,
             coordinator_config(&a.job, &a.cluster, &plan),
             a.job.app.clone(),
+            Some(reason.clone()),
         );
         // Run the coordinator while watching every child: a child that exits with failure before
         // the job ends fails the job at once, named by its process.
@@ -106,7 +119,13 @@ pub fn run_local(a: LocalArgs) -> Result<()> {
                 for (name, child) in children.iter_mut() {
                     if let Ok(Some(status)) = child.try_wait() {
                         if !status.success() {
-                            return anyhow!("{name} exited with {status}");
+                            // A node that exits because the coordinator failed the job is a
+                            // consequence: report the coordinator's reason, which names the cause.
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            return match reason.get() {
+                                Some(why) => anyhow!("{why}"),
+                                None => anyhow!("{name} exited with {status}"),
+                            };
                         }
                     }
                 }

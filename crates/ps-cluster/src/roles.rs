@@ -9,6 +9,7 @@ use ps_proto::{Frame, Kind, Register, Role};
 use ps_server::node::{await_shutdown, host_name, register, spawn_heartbeats};
 use ps_server::{CoordEvent, Coordinator, CoordinatorConfig, JobResult, ServerNodeConfig};
 use ps_transport::{make_client_endpoint, make_endpoint, write_frame, EndpointOptions};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -39,10 +40,13 @@ pub fn coordinator_config(
 }
 
 /// Runs a coordinator to the end, printing a line per clock to stdout.
+/// `failure`, if given, receives the coordinator's reason the moment it fails the job, before any
+/// node is told to stop.
 pub async fn drive_coordinator(
     endpoint: quinn::Endpoint,
     config: CoordinatorConfig,
     app: String,
+    failure: Option<Arc<OnceLock<String>>>,
 ) -> Result<JobResult> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let printer = tokio::spawn(async move {
@@ -58,6 +62,11 @@ pub async fn drive_coordinator(
                     tracing::info!(?role, id, %host, pid, "node registered")
                 }
                 CoordEvent::Started => tracing::info!("all nodes registered; job started"),
+                CoordEvent::Failed(why) => {
+                    if let Some(slot) = &failure {
+                        let _ = slot.set(why);
+                    }
+                }
             }
         }
     });
@@ -105,6 +114,7 @@ pub fn run_coordinator_cli(a: CoordinatorArgs) -> Result<()> {
             endpoint,
             coordinator_config(&a.job, &a.cluster, &plan),
             a.job.app.clone(),
+            None,
         )
         .await
     })?;
@@ -126,6 +136,7 @@ pub fn run_server(a: ServerArgs) -> Result<()> {
         coordinator: a.coordinator,
         listen: a.listen,
         advertise: a.advertise.clone(),
+        requested_id: a.id,
         options,
         limits: ps_proto::Limits::default(),
     };
@@ -155,6 +166,7 @@ pub fn run_worker(a: WorkerArgs) -> Result<()> {
         listen_addr: None,
         host: host_name(),
         pid: std::process::id(),
+        requested_id: a.id,
     };
     let mut registration = rt.block_on(register(
         &endpoint,

@@ -560,13 +560,105 @@ fn local_jobs_with_staleness_and_a_straggler() {
 /// A worker that dies fails the job with a message naming it.
 #[test]
 fn a_dead_worker_fails_the_job_naming_it() {
-    let out = ps_cluster(&["local", "--clocks", "50", "--crash-worker", "1:3"]);
+    let out = ps_cluster(&["local", "--clocks", "50", "--fault", "1:3:crash"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("job failed: worker-1 (pid"), "{stderr}");
+}
+
+/// A worker that hangs (alive but silent) is caught by the coordinator's heartbeat watch, which
+/// fails the job naming it.
+#[test]
+fn a_hung_worker_fails_the_job_by_heartbeat() {
+    let out = ps_cluster(&[
+        "local",
+        "--clocks",
+        "50",
+        "--heartbeat-timeout",
+        "1",
+        "--fault",
+        "0:2:hang",
+    ]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("worker-1") || stderr.contains("worker 1"),
+        stderr.contains("job failed: worker 0 (pid") && stderr.contains("missed heartbeats"),
         "{stderr}"
     );
+}
+
+/// The roles run as separate commands, as on several hosts: certificates from `ps-cluster certs`,
+/// a coordinator, two shards and two workers started by hand.
+#[test]
+fn roles_run_as_separate_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().to_str().unwrap();
+    let nodes = "coordinator,shard-0,shard-1,worker-0,worker-1";
+    assert!(ps_cluster(&["certs", "--out", certs, "--nodes", nodes])
+        .status
+        .success());
+    let tls = |name: &str| {
+        vec![
+            "--ca".to_string(),
+            format!("{certs}/ca.pem"),
+            "--cert".to_string(),
+            format!("{certs}/{name}.pem"),
+            "--key".to_string(),
+            format!("{certs}/{name}.key"),
+        ]
+    };
+    // A free UDP port for the coordinator.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let coord_addr = format!("127.0.0.1:{port}");
+    let exe = env!("CARGO_BIN_EXE_ps-cluster");
+    let coordinator = std::process::Command::new(exe)
+        .args(["coordinator", "--listen", &coord_addr, "--clocks", "8"])
+        .args(tls("coordinator"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        nodes.push(
+            std::process::Command::new(exe)
+                .args([
+                    "server",
+                    "--coordinator",
+                    &coord_addr,
+                    "--listen",
+                    "127.0.0.1:0",
+                ])
+                .args(tls(&format!("shard-{i}")))
+                .spawn()
+                .unwrap(),
+        );
+        nodes.push(
+            std::process::Command::new(exe)
+                .args(["worker", "--coordinator", &coord_addr])
+                .args(tls(&format!("worker-{i}")))
+                .spawn()
+                .unwrap(),
+        );
+    }
+    let out = coordinator.wait_with_output().unwrap();
+    for mut n in nodes {
+        assert!(n.wait().unwrap().success());
+    }
+    let s = summary(&out);
+    assert_eq!(
+        (
+            s["servers"].as_u64(),
+            s["workers"].as_u64(),
+            s["clocks"].as_u64()
+        ),
+        (Some(2), Some(2), Some(8))
+    );
+    assert!(s["test_rmse"].as_f64().unwrap() < 0.2, "{s}");
 }
 
 #[test]

@@ -19,6 +19,10 @@ pub struct Register {
     pub listen_addr: Option<String>,
     pub host: String,
     pub pid: u32,
+    /// The shard or worker id this node asks for (e.g. to match its certificate's name); nodes
+    /// without one get the ids left over, in registration order.
+    #[serde(default)]
+    pub requested_id: Option<u32>,
 }
 
 /// How a shard applies a pushed delta `d` to a stored value `w`.

@@ -65,14 +65,19 @@ pub async fn read_frame(
     }))
 }
 
-/// Writes one frame; returns the bytes written.
+/// Writes one frame; returns the bytes written. Header and keys go in one write and the payload
+/// in another, so the payload is not first copied into a contiguous frame buffer.
 pub async fn write_frame(
     send: &mut quinn::SendStream,
     frame: &Frame,
 ) -> Result<u64, TransportError> {
-    let bytes = frame.encode();
-    send.write_all(&bytes)
-        .await
-        .map_err(|e| TransportError::Stream(e.to_string()))?;
-    Ok(bytes.len() as u64)
+    let mut head = Vec::with_capacity(HEADER_LEN + frame.keys.len() * 8);
+    head.extend_from_slice(&frame.header.to_bytes());
+    for k in &frame.keys {
+        head.extend_from_slice(&k.to_le_bytes());
+    }
+    let err = |e: quinn::WriteError| TransportError::Stream(e.to_string());
+    send.write_all(&head).await.map_err(err)?;
+    send.write_all(&frame.payload).await.map_err(err)?;
+    Ok((head.len() + frame.payload.len()) as u64)
 }

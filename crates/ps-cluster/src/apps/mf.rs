@@ -3,7 +3,7 @@
 //! change their SGD pass made to their copy of the items).
 
 use super::Plan;
-use crate::cli::JobArgs;
+use crate::cli::{Fault, FaultKind, JobArgs};
 use anyhow::{bail, Context, Result};
 use ps_apps::mf::{self, ClockKey, Hyper, RatingSet};
 use ps_client::PsClient;
@@ -22,7 +22,7 @@ pub struct MfSettings {
     pub data: Option<String>,
     pub test_fraction: f64,
     pub slow_worker: Option<(u32, u64)>,
-    pub crash_worker: Option<(u32, u64)>,
+    pub fault: Option<Fault>,
 }
 
 /// The ratings and, for built-in data, the noise sigma they were drawn with.
@@ -56,7 +56,7 @@ pub fn plan(job: &JobArgs) -> Result<Plan> {
         },
         test_fraction: job.test_fraction,
         slow_worker: job.slow_worker,
-        crash_worker: job.crash_worker,
+        fault: job.fault,
     };
     let (set, noise) = load(&settings)?;
     if set.num_items == 0 || set.ratings.is_empty() {
@@ -162,6 +162,23 @@ fn hash_bits(values: &[f32]) -> String {
     format!("{h:016x}")
 }
 
+/// Makes this worker fail as asked: exit abruptly, or stop dead while its process stays alive.
+fn inject(f: Fault) {
+    match f.kind {
+        FaultKind::Crash => {
+            eprintln!("worker {}: injected crash at clock {}", f.worker, f.clock);
+            std::process::exit(3);
+        }
+        FaultKind::Hang => {
+            eprintln!("worker {}: injected hang at clock {}", f.worker, f.clock);
+            let pid = std::process::id().to_string();
+            let _ = std::process::Command::new("kill")
+                .args(["-STOP", &pid])
+                .status();
+        }
+    }
+}
+
 /// One worker's whole job.
 pub fn run_worker(
     client: &mut PsClient,
@@ -193,9 +210,8 @@ pub fn run_worker(
                 std::thread::sleep(std::time::Duration::from_millis(ms));
             }
         }
-        if settings.crash_worker == Some((w, clock)) {
-            eprintln!("worker {w}: injected crash at clock {clock}");
-            std::process::exit(3);
+        if let Some(f) = settings.fault.filter(|f| (f.worker, f.clock) == (w, clock)) {
+            inject(f);
         }
         let read = client.table(ITEMS)?.read_rows(&items)?;
         let key = ClockKey {
