@@ -8,7 +8,7 @@
 
 use crate::shard::{PushRows, Shard};
 use ps_proto::{Frame, FrameBuilder, Kind, Limits, ProtoError};
-use ps_transport::{read_frame, write_frame, FrameRead, TransportError};
+use ps_transport::{read_frame, write_frame, write_frame_owned, FrameRead, TransportError};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tracing::{debug, warn};
@@ -166,7 +166,7 @@ async fn handle_pull(
         &f.keys,
         &r.values,
     );
-    write_frame(send, &reply)
+    write_frame_owned(send, reply)
         .await
         .map_err(|e| ProtoError::Protocol(e.to_string()))?;
     Ok(())

@@ -356,7 +356,7 @@ impl PsClient {
                 .map(|(s, frames)| {
                     let conn = conns[s].clone();
                     tokio::spawn(async move {
-                        (s, push_batch(&conn, &limits, &frames, worker, ended).await)
+                        (s, push_batch(&conn, &limits, frames, worker, ended).await)
                     })
                 })
                 .collect();

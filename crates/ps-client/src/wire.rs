@@ -2,7 +2,7 @@
 
 use crate::error::ClientError;
 use ps_proto::{Frame, FrameBuilder, Kind, Limits};
-use ps_transport::{read_frame, write_frame, FrameRead, TransportError};
+use ps_transport::{read_frame, write_frame, write_frame_owned, FrameRead, TransportError};
 
 /// Bytes sent and received by one request.
 #[derive(Debug, Default, Clone, Copy)]
@@ -78,20 +78,17 @@ pub async fn pull(
 pub async fn push_batch(
     conn: &quinn::Connection,
     limits: &Limits,
-    frames: &[Frame],
+    frames: Vec<Frame>,
     worker: u32,
     clock: u64,
 ) -> Result<(u64, Traffic), ClientError> {
     let (mut send, mut recv) = conn.open_bi().await.map_err(stream_err)?;
     let mut sent = 0;
+    let count = frames.len() as u64;
     for f in frames {
-        sent += write_frame(&mut send, f).await?;
+        sent += write_frame_owned(&mut send, f).await?;
     }
-    sent += write_frame(
-        &mut send,
-        &FrameBuilder::clock(worker, clock, frames.len() as u64),
-    )
-    .await?;
+    sent += write_frame(&mut send, &FrameBuilder::clock(worker, clock, count)).await?;
     send.finish().map_err(stream_err)?;
     let (ack, received) = read_reply(&mut recv, limits, Kind::Ack).await?;
     Ok((ack.header.aux, Traffic { sent, received }))

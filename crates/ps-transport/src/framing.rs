@@ -81,3 +81,21 @@ pub async fn write_frame(
     send.write_all(&frame.payload).await.map_err(err)?;
     Ok((head.len() + frame.payload.len()) as u64)
 }
+
+/// Writes one frame it owns: the payload buffer is handed to quinn without a copy.
+pub async fn write_frame_owned(
+    send: &mut quinn::SendStream,
+    frame: Frame,
+) -> Result<u64, TransportError> {
+    let mut head = Vec::with_capacity(HEADER_LEN + frame.keys.len() * 8);
+    head.extend_from_slice(&frame.header.to_bytes());
+    for k in &frame.keys {
+        head.extend_from_slice(&k.to_le_bytes());
+    }
+    let n = (head.len() + frame.payload.len()) as u64;
+    let mut chunks = [bytes::Bytes::from(head), bytes::Bytes::from(frame.payload)];
+    send.write_all_chunks(&mut chunks)
+        .await
+        .map_err(|e| TransportError::Stream(e.to_string()))?;
+    Ok(n)
+}

@@ -12,5 +12,5 @@ mod tls;
 
 pub use endpoint::{client_config, connect, make_client_endpoint, make_endpoint, EndpointOptions};
 pub use error::TransportError;
-pub use framing::{read_frame, write_frame, FrameRead};
+pub use framing::{read_frame, write_frame, write_frame_owned, FrameRead};
 pub use tls::{generate_cluster_certs, CertPaths, ClusterIdentity, DEFAULT_SERVER_NAME};
