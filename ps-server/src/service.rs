@@ -183,6 +183,7 @@ async fn handle_batch(
     let clock = first.header.clock;
     lock(shard).check_worker(worker)?;
     let mut batch = Vec::new();
+    let mut batch_values = 0u64;
     let mut next = Some(first);
     loop {
         let f = match next.take() {
@@ -207,7 +208,20 @@ async fn handle_batch(
         }
         match h.kind {
             Kind::Push => {
-                lock(shard).check(h.table, h.width, &f.keys)?;
+                let cells = {
+                    let s = lock(shard);
+                    s.check(h.table, h.width, &f.keys)?;
+                    s.cells()
+                };
+                // A clock's updates are coalesced per row, so a batch never needs more values
+                // than the shard holds: anything larger is a runaway or hostile peer.
+                batch_values += f.keys.len() as u64 * h.width as u64;
+                if batch_values > cells {
+                    return Err(ProtoError::TooLarge {
+                        declared: batch_values * 4,
+                        cap: cells * 4,
+                    });
+                }
                 let values = f.values()?;
                 batch.push(PushRows {
                     table: h.table,

@@ -86,6 +86,14 @@ impl Shard {
         self.clock.worker_clock(worker).unwrap_or(0)
     }
 
+    /// Cells (rows x width) over every table slice this shard holds.
+    pub fn cells(&self) -> u64 {
+        self.tables
+            .values()
+            .map(|t| t.range.len() * t.width() as u64)
+            .sum()
+    }
+
     pub fn params_applied(&self) -> u64 {
         self.params_applied
     }

@@ -281,9 +281,10 @@ impl PsClient {
         out.reserve(rows.len() * width as usize);
         for &r in rows {
             if !t.cache.compose(r, out) {
-                return Err(ClientError::PushFailed(format!(
-                    "row {r} of table {id} missing after pull"
-                )));
+                return Err(ps_proto::ProtoError::Protocol(format!(
+                    "row {r} of table {id} missing after its pull"
+                ))
+                .into());
             }
         }
         Ok(())

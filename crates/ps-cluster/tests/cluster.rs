@@ -341,6 +341,12 @@ fn bad_frames_get_errors_and_change_nothing() {
             "declared length over the cap",
             send_raw(&conn, bytes_of(h, &[0u8; 64])).await,
         ));
+        // A batch larger than the shard (20 cells): a runaway or hostile peer.
+        let mut b = Vec::new();
+        for _ in 0..6 {
+            b.extend(good_push.encode());
+        }
+        codes.push(("batch larger than the shard", send_raw(&conn, b).await));
         // A batch that ends without its clock frame.
         codes.push((
             "batch without clock",
@@ -369,8 +375,10 @@ fn bad_frames_get_errors_and_change_nothing() {
         ErrorCode::KeyOutOfRange,
         ErrorCode::WrongWidth,
         ErrorCode::TooLarge,
+        ErrorCode::TooLarge,
         ErrorCode::Protocol,
     ];
+    assert_eq!(codes.len(), expect.len());
     for ((what, got), want) in codes.iter().zip(expect) {
         assert_eq!(*got, Some(want), "{what}");
     }
