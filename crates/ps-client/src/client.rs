@@ -484,57 +484,41 @@ impl Table<'_> {
         Ok(out)
     }
 
-    /// Adds `delta` to cell (row, col) in this clock's update.
-    pub fn inc(&mut self, row: u64, col: u32, delta: f32) -> Result<(), ClientError> {
-        let (id, width, rows) = (self.id, self.width(), self.rows());
+    /// This clock's pending update of `row` (zeros if none yet), after checking the row exists.
+    fn pending_row(&mut self, row: u64) -> Result<&mut Vec<f32>, ClientError> {
+        let (table, width, rows) = (self.id, self.width(), self.rows());
         if row >= rows {
-            return Err(ClientError::RowOutOfRange {
-                table: id,
-                row,
-                rows,
-            });
+            return Err(ClientError::RowOutOfRange { table, row, rows });
         }
-        if col >= width {
-            return Err(ClientError::ColumnOutOfRange {
-                table: id,
-                col,
-                width,
-            });
-        }
-        let p = self
+        Ok(self
             .state()
             .cache
             .pending
             .entry(row)
-            .or_insert_with(|| vec![0.0; width as usize]);
-        p[col as usize] += delta;
+            .or_insert_with(|| vec![0.0; width as usize]))
+    }
+
+    /// Adds `delta` to cell (row, col) in this clock's update.
+    pub fn inc(&mut self, row: u64, col: u32, delta: f32) -> Result<(), ClientError> {
+        let (table, width) = (self.id, self.width());
+        if col >= width {
+            return Err(ClientError::ColumnOutOfRange { table, col, width });
+        }
+        self.pending_row(row)?[col as usize] += delta;
         Ok(())
     }
 
     /// Adds a whole row delta in this clock's update.
     pub fn inc_row(&mut self, row: u64, delta: &[f32]) -> Result<(), ClientError> {
-        let (id, width, rows) = (self.id, self.width(), self.rows());
-        if row >= rows {
-            return Err(ClientError::RowOutOfRange {
-                table: id,
-                row,
-                rows,
-            });
-        }
+        let (table, width) = (self.id, self.width());
         if delta.len() != width as usize {
             return Err(ClientError::WrongLength {
-                table: id,
+                table,
                 got: delta.len(),
                 width,
             });
         }
-        let p = self
-            .state()
-            .cache
-            .pending
-            .entry(row)
-            .or_insert_with(|| vec![0.0; width as usize]);
-        for (a, b) in p.iter_mut().zip(delta) {
+        for (a, b) in self.pending_row(row)?.iter_mut().zip(delta) {
             *a += *b;
         }
         Ok(())
