@@ -71,6 +71,9 @@ pub enum ProtoError {
     WrongWidth { table: u32, expected: u32, got: u32 },
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// A codec chain that cannot be parsed or used as asked (sender side).
+    #[error("codec error: {0}")]
+    Codec(String),
 }
 
 impl ProtoError {
@@ -87,6 +90,7 @@ impl ProtoError {
             ProtoError::KeyOutOfRange { .. } => ErrorCode::KeyOutOfRange,
             ProtoError::WrongWidth { .. } => ErrorCode::WrongWidth,
             ProtoError::Protocol(_) => ErrorCode::Protocol,
+            ProtoError::Codec(_) => ErrorCode::BadCodec,
         }
     }
 }

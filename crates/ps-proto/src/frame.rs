@@ -1,5 +1,6 @@
 //! A whole frame: header, keys, payload.
 
+use crate::codec::{self, Decoded};
 use crate::error::{ErrorCode, ProtoError};
 use crate::header::{Codec, Header, Kind, Limits, HEADER_LEN};
 use serde::{de::DeserializeOwned, Serialize};
@@ -115,15 +116,47 @@ impl Frame {
         ))
     }
 
-    /// The values of a Push or PullReply frame as f32s (aligned copy).
+    /// The values of a Push or PullReply frame as f32s (aligned copy): raw f32 as is, f16/bf16
+    /// widened, sparse payloads densified to `key_count * width` values (use
+    /// [`Frame::decoded`] to apply a sparse payload without densifying).
     pub fn values(&self) -> Result<Vec<f32>, ProtoError> {
-        if self.header.codec != Codec::RawF32 {
-            return Err(ProtoError::BadCodec {
-                codec: self.header.codec as u16,
+        match self.header.codec {
+            Codec::RawF32 => decode_f32s(&self.payload),
+            Codec::Encoded(_) => self.decoded()?.into_dense(self.block_len()?),
+            Codec::None => Err(ProtoError::BadCodec {
+                codec: self.header.codec.to_u16(),
                 kind: self.header.kind.name(),
-            });
+            }),
         }
-        decode_f32s(&self.payload)
+    }
+
+    /// The values of a Push or PullReply frame as one block of `key_count * width` values
+    /// (row-major), dense or sparse as the codec sent them.
+    pub fn decoded(&self) -> Result<Decoded, ProtoError> {
+        let n = self.block_len()?;
+        match self.header.codec {
+            Codec::RawF32 => {
+                let v = decode_f32s(&self.payload)?;
+                if v.len() != n {
+                    return Err(ProtoError::Malformed(format!(
+                        "raw payload of {} values, expected {n}",
+                        v.len()
+                    )));
+                }
+                Ok(Decoded::Dense(v))
+            }
+            Codec::Encoded(id) => codec::decode(id, &self.payload, n),
+            Codec::None => Err(ProtoError::BadCodec {
+                codec: 0,
+                kind: self.header.kind.name(),
+            }),
+        }
+    }
+
+    /// `key_count * width`.
+    fn block_len(&self) -> Result<usize, ProtoError> {
+        usize::try_from(self.header.key_count as u64 * self.header.width as u64)
+            .map_err(|_| ProtoError::Malformed("block too large for this machine".into()))
     }
 }
 
@@ -177,6 +210,81 @@ impl FrameBuilder {
             keys,
             values,
         )
+    }
+
+    /// A push whose payload was made by [`codec::encode`] (or [`codec::ErrorFeedback`]) with a
+    /// chain of wire id `wire_id`, over the rows of `keys` as one block of `keys.len() * width`.
+    pub fn push_encoded(
+        table: u32,
+        worker: u32,
+        clock: u64,
+        width: u32,
+        keys: &[u64],
+        wire_id: u16,
+        payload: Vec<u8>,
+    ) -> Frame {
+        Self::rows_encoded(
+            Kind::Push,
+            table,
+            worker,
+            (clock, 0),
+            width,
+            keys,
+            wire_id,
+            payload,
+        )
+    }
+
+    /// A pull reply with an encoded payload; see [`FrameBuilder::push_encoded`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn pull_reply_encoded(
+        table: u32,
+        worker: u32,
+        min_clock: u64,
+        worker_clock: u64,
+        width: u32,
+        keys: &[u64],
+        wire_id: u16,
+        payload: Vec<u8>,
+    ) -> Frame {
+        Self::rows_encoded(
+            Kind::PullReply,
+            table,
+            worker,
+            (min_clock, worker_clock),
+            width,
+            keys,
+            wire_id,
+            payload,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn rows_encoded(
+        kind: Kind,
+        table: u32,
+        worker: u32,
+        (clock, aux): (u64, u64),
+        width: u32,
+        keys: &[u64],
+        wire_id: u16,
+        payload: Vec<u8>,
+    ) -> Frame {
+        debug_assert!(codec::wire_format(wire_id).is_some(), "wire id {wire_id}");
+        let mut h = Header::new(kind);
+        h.table = table;
+        h.worker = worker;
+        h.clock = clock;
+        h.aux = aux;
+        h.width = width;
+        h.codec = Codec::from_wire_id(wire_id);
+        h.key_count = keys.len() as u32;
+        h.payload_len = payload.len() as u64;
+        Frame {
+            header: h,
+            keys: keys.to_vec(),
+            payload,
+        }
     }
 
     fn rows(
@@ -397,6 +505,105 @@ mod tests {
         assert!(decode_raw(r, &[0]).is_err(), "trailing bytes");
     }
 
+    #[test]
+    fn encoded_frames_round_trip() {
+        use crate::codec::{encode, CodecChain, Decoded};
+        let values: Vec<f32> = (0..24).map(|i| (i as f32 - 11.0) * 0.75).collect();
+        for s in [
+            "raw",
+            "f16",
+            "bf16",
+            "topk:2,f16",
+            "topk:0.5",
+            "topk:20,bf16",
+        ] {
+            let chain: CodecChain = s.parse().unwrap();
+            let mut payload = Vec::new();
+            encode(&chain, &values, None, &mut payload).unwrap();
+            let f = FrameBuilder::push_encoded(
+                2,
+                1,
+                5,
+                4,
+                &[7, 8, 9, 10, 11, 12],
+                chain.wire_id(),
+                payload,
+            );
+            let g = Frame::decode(&f.encode(), &limits()).unwrap();
+            assert_eq!(f, g, "{s}");
+            let dense = g.values().unwrap();
+            assert_eq!(dense.len(), 24);
+            let decoded = g.decoded().unwrap();
+            assert_eq!(decoded.clone().into_dense(24).unwrap(), dense);
+            if chain.is_lossless() {
+                assert_eq!(dense, values);
+                assert_eq!(g.header.codec, Codec::RawF32);
+                assert_eq!(
+                    g,
+                    FrameBuilder::push(2, 1, 5, 4, &[7, 8, 9, 10, 11, 12], &values)
+                );
+            }
+            if s == "topk:2,f16" {
+                // 9.0 (index 23), then -8.25 (index 0) and 8.25 (index 22) tie: lower index wins.
+                assert_eq!(
+                    decoded,
+                    Decoded::Sparse {
+                        indices: vec![0, 23],
+                        values: vec![-8.25, 9.0]
+                    }
+                );
+            }
+        }
+        let r = FrameBuilder::pull_reply_encoded(1, 0, 2, 3, 2, &[4], 2, vec![0, 0x3c, 0, 0x3c]);
+        let g = Frame::decode(&r.encode(), &limits()).unwrap();
+        assert_eq!(g.values().unwrap(), vec![1.0, 1.0]);
+    }
+
+    #[test]
+    fn encoded_payload_length_rules() {
+        let mut r = raw(Kind::Push as u16);
+        r.codec = 0x12;
+        r.width = 4;
+        r.key_count = 2;
+        // Over raw + 16 * (keys + 1).
+        r.payload_len = 2 * 4 * 4 + 16 * 3 + 1;
+        let body = vec![0u8; 16 + r.payload_len as usize];
+        assert!(matches!(
+            decode_raw(r, &body),
+            Err(ProtoError::Malformed(_))
+        ));
+        // Within the bound: the header passes, the payload is decoded later.
+        r.payload_len = 3;
+        let f = decode_raw(r, &[0u8; 19]).unwrap();
+        assert!(f.decoded().is_err());
+        assert!(f.values().is_err());
+        // A tiny compressed frame may not stand for more values than a raw frame could hold.
+        r.width = 4096;
+        r.key_count = 100;
+        r.payload_len = 1;
+        assert!(matches!(
+            decode_raw(r, &[0u8; 801]),
+            Err(ProtoError::TooLarge { .. })
+        ));
+        // Compressed codecs only on value frames; unknown ids stay unknown.
+        let mut r = raw(Kind::Pull as u16);
+        r.codec = 2;
+        r.width = 1;
+        assert!(matches!(
+            decode_raw(r, &[]),
+            Err(ProtoError::BadCodec { .. })
+        ));
+        for bad in [4u16, 7, 0x10, 0x14, 0x21, 0xFFFF] {
+            let mut r = raw(Kind::Push as u16);
+            r.codec = bad;
+            r.width = 1;
+            assert!(
+                matches!(decode_raw(r, &[]), Err(ProtoError::BadCodec { .. })),
+                "{bad}"
+            );
+        }
+    }
+
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
@@ -405,7 +612,7 @@ mod tests {
 
         #[test]
         fn arbitrary_headers_never_panic(magic in prop_oneof![Just(MAGIC), any::<u32>()], version in 0u16..3,
-            kind in 0u16..14, codec in 0u16..3, key_count in 0u32..8, width in 0u32..8, payload_len in 0u64..80,
+            kind in 0u16..14, codec in prop_oneof![0u16..4, 0x10u16..0x14], key_count in 0u32..8, width in 0u32..8, payload_len in 0u64..80,
             body in proptest::collection::vec(any::<u8>(), 0..200)) {
             let mut r = raw(kind);
             r.magic = magic; r.version = version; r.codec = codec; r.key_count = key_count;
@@ -415,6 +622,10 @@ mod tests {
                 let mut b = bytemuck::bytes_of(&r).to_vec();
                 b.extend_from_slice(&body);
                 prop_assert_eq!(f.encode(), b);
+                if f.header.kind.carries_values() {
+                    let _ = f.values();
+                    let _ = f.decoded();
+                }
             }
         }
 

@@ -118,22 +118,45 @@ impl Kind {
     }
 }
 
-/// How the value payload is encoded. Only raw f32 exists so far; compressed codecs come later.
+/// How the value payload is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u16)]
 pub enum Codec {
-    /// No value payload (control and key-only frames).
-    None = 0,
-    /// Little-endian f32, `key_count * width` of them.
-    RawF32 = 1,
+    /// No value payload (control and key-only frames). Wire id 0.
+    None,
+    /// Little-endian f32, `key_count * width` of them. Wire id 1.
+    RawF32,
+    /// A compressed payload: the wire id of a lossy or sparse [`crate::codec::CodecChain`]
+    /// (any id [`crate::codec::wire_format`] knows except 1). Decode with
+    /// [`crate::codec::decode`] or [`crate::Frame::decoded`].
+    Encoded(u16),
 }
 
 impl Codec {
+    /// The codec of a header's codec field; None for an id no codec has.
     pub fn from_u16(v: u16) -> Option<Codec> {
         match v {
             0 => Some(Codec::None),
             1 => Some(Codec::RawF32),
+            v if crate::codec::wire_format(v).is_some() => Some(Codec::Encoded(v)),
             _ => None,
+        }
+    }
+
+    /// The header's codec field.
+    pub fn to_u16(self) -> u16 {
+        match self {
+            Codec::None => 0,
+            Codec::RawF32 => 1,
+            Codec::Encoded(v) => v,
+        }
+    }
+
+    /// The codec of a chain's wire id (1 is `RawF32`).
+    pub fn from_wire_id(wire_id: u16) -> Codec {
+        match wire_id {
+            0 => Codec::None,
+            1 => Codec::RawF32,
+            v => Codec::Encoded(v),
         }
     }
 }
@@ -199,7 +222,7 @@ impl Header {
             version: VERSION.to_le(),
             kind: (self.kind as u16).to_le(),
             table: self.table.to_le(),
-            codec: (self.codec as u16).to_le(),
+            codec: self.codec.to_u16().to_le(),
             flags: self.flags.to_le(),
             clock: self.clock.to_le(),
             aux: self.aux.to_le(),
@@ -285,11 +308,11 @@ impl Header {
             )));
         }
         let bad_codec = || ProtoError::BadCodec {
-            codec: self.codec as u16,
+            codec: self.codec.to_u16(),
             kind: self.kind.name(),
         };
         if self.kind.carries_values() {
-            if self.codec != Codec::RawF32 {
+            if !matches!(self.codec, Codec::RawF32 | Codec::Encoded(_)) {
                 return Err(bad_codec());
             }
             if self.width == 0 || self.width > limits.max_width {
@@ -298,16 +321,39 @@ impl Header {
                     self.width, limits.max_width
                 )));
             }
-            let expected = self.key_count as u64 * self.width as u64 * 4;
-            if self.payload_len != expected {
-                return Err(ProtoError::Malformed(format!(
-                    "{} frame: payload of {} bytes, expected {} ({} keys x width {} x 4)",
-                    self.kind.name(),
-                    self.payload_len,
-                    expected,
-                    self.key_count,
-                    self.width
-                )));
+            // < 2^32 * 2^32 * 4: no overflow.
+            let raw = self.key_count as u64 * self.width as u64 * 4;
+            if self.codec == Codec::RawF32 {
+                if self.payload_len != raw {
+                    return Err(ProtoError::Malformed(format!(
+                        "{} frame: payload of {} bytes, expected {} ({} keys x width {} x 4)",
+                        self.kind.name(),
+                        self.payload_len,
+                        raw,
+                        self.key_count,
+                        self.width
+                    )));
+                }
+            } else {
+                // A compressed frame may not stand for more values than a raw one could carry
+                // (decoding allocates them), and is never much larger than the raw payload.
+                if raw > limits.max_frame_bytes {
+                    return Err(ProtoError::TooLarge {
+                        declared: raw,
+                        cap: limits.max_frame_bytes,
+                    });
+                }
+                let bound = raw + 16 * (self.key_count as u64 + 1);
+                if self.payload_len > bound {
+                    return Err(ProtoError::Malformed(format!(
+                        "{} frame: compressed payload of {} bytes, more than {} ({} keys x width {})",
+                        self.kind.name(),
+                        self.payload_len,
+                        bound,
+                        self.key_count,
+                        self.width
+                    )));
+                }
             }
         } else {
             if self.codec != Codec::None {

@@ -6,6 +6,7 @@
 //! so headers are read with `bytemuck::pod_read_unaligned` and payloads are copied into aligned
 //! buffers before use.
 
+pub mod codec;
 mod control;
 mod error;
 mod frame;

@@ -1,0 +1,323 @@
+//! Value formats: how the values of a block lie on the wire.
+//!
+//! * `F32`: little-endian IEEE binary32, lossless.
+//! * `F16`: little-endian IEEE binary16, round to nearest even (F16C where the CPU has it, via the
+//!   `half` crate's slice conversions). Relative error <= 2^-11 for |x| in the normal range
+//!   [2^-14, 65504]; below 2^-14 (subnormal f16) the absolute error is <= 2^-25 and values under
+//!   2^-25 become a signed zero.
+//! * `Bf16`: the upper half of binary32, round to nearest even. Relative error <= 2^-8 over the
+//!   whole normal f32 range; f32 subnormals keep an absolute error <= 2^-134.
+//!
+//! Overflow, NaN and infinities, for both half formats: a *finite* value beyond the format's largest
+//! finite value saturates to that value (±65504 for f16, ±3.3895e38 for bf16) instead of becoming
+//! infinite, so a finite delta never turns into an infinity on the shard (under error feedback
+//! the excess stays in the residual). ±inf stays ±inf and NaN stays NaN (quiet).
+
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+
+/// How values lie on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ValueFormat {
+    F32,
+    F16,
+    Bf16,
+}
+
+const CHUNK: usize = 1024;
+const F16_MAX: f32 = 65504.0;
+/// bf16::MAX (0x7F7F) as f32.
+const BF16_MAX: f32 = f32::from_bits(0x7F7F_0000);
+
+impl ValueFormat {
+    /// Bytes per value on the wire.
+    pub fn size(self) -> usize {
+        match self {
+            ValueFormat::F32 => 4,
+            ValueFormat::F16 | ValueFormat::Bf16 => 2,
+        }
+    }
+
+    /// The name used in codec strings ("raw" for f32).
+    pub fn name(self) -> &'static str {
+        match self {
+            ValueFormat::F32 => "raw",
+            ValueFormat::F16 => "f16",
+            ValueFormat::Bf16 => "bf16",
+        }
+    }
+
+    /// Low bits of the wire id.
+    pub(crate) fn code(self) -> u16 {
+        match self {
+            ValueFormat::F32 => 1,
+            ValueFormat::F16 => 2,
+            ValueFormat::Bf16 => 3,
+        }
+    }
+
+    pub(crate) fn from_code(c: u16) -> Option<ValueFormat> {
+        match c {
+            1 => Some(ValueFormat::F32),
+            2 => Some(ValueFormat::F16),
+            3 => Some(ValueFormat::Bf16),
+            _ => None,
+        }
+    }
+
+    /// What a value becomes after a round trip through this format.
+    pub fn quantize(self, v: f32) -> f32 {
+        match self {
+            ValueFormat::F32 => v,
+            ValueFormat::F16 => f16::from_f32(saturate(v, F16_MAX)).to_f32(),
+            ValueFormat::Bf16 => bf16_to_f32(f32_to_bf16(v)),
+        }
+    }
+}
+
+/// Finite values clamped to ±max; infinities and NaN unchanged.
+#[inline(always)]
+fn saturate(v: f32, max: f32) -> f32 {
+    let c = v.clamp(-max, max);
+    if v.is_finite() {
+        c
+    } else {
+        v
+    }
+}
+
+/// f32 -> bf16 bits, round to nearest even, finite values saturating, NaN kept quiet. The same
+/// bits as `half::bf16::from_f32` for every input that does not overflow, but branch-free so
+/// that it vectorises (half converts bf16 slices one element at a time).
+#[inline(always)]
+pub(crate) fn f32_to_bf16(v: f32) -> u16 {
+    let x = saturate(v, BF16_MAX).to_bits();
+    let rounded = (x.wrapping_add(0x7FFF + ((x >> 16) & 1)) >> 16) as u16;
+    let nan = ((x >> 16) | 0x40) as u16;
+    if x & 0x7FFF_FFFF > 0x7F80_0000 {
+        nan
+    } else {
+        rounded
+    }
+}
+
+#[inline(always)]
+pub(crate) fn bf16_to_f32(b: u16) -> f32 {
+    f32::from_bits((b as u32) << 16)
+}
+
+/// Appends `src` in `format`, little-endian.
+pub(crate) fn write_values(format: ValueFormat, src: &[f32], out: &mut Vec<u8>) {
+    out.reserve(src.len() * format.size());
+    match format {
+        ValueFormat::F32 => {
+            if cfg!(target_endian = "little") {
+                out.extend_from_slice(bytemuck::cast_slice(src));
+            } else {
+                for v in src {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+        }
+        ValueFormat::F16 => {
+            let mut clamped = [0f32; CHUNK];
+            let mut half = [f16::ZERO; CHUNK];
+            for chunk in src.chunks(CHUNK) {
+                let c = chunk.len();
+                for (d, &s) in clamped[..c].iter_mut().zip(chunk) {
+                    *d = saturate(s, F16_MAX);
+                }
+                half[..c].convert_from_f32_slice(&clamped[..c]);
+                push_u16s(bytemuck::cast_slice(&half[..c]), out);
+            }
+        }
+        ValueFormat::Bf16 => {
+            let mut bits = [0u16; CHUNK];
+            for chunk in src.chunks(CHUNK) {
+                let c = chunk.len();
+                for (d, &s) in bits[..c].iter_mut().zip(chunk) {
+                    *d = f32_to_bf16(s);
+                }
+                push_u16s(&bits[..c], out);
+            }
+        }
+    }
+}
+
+fn push_u16s(v: &[u16], out: &mut Vec<u8>) {
+    if cfg!(target_endian = "little") {
+        out.extend_from_slice(bytemuck::cast_slice(v));
+    } else {
+        for x in v {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+}
+
+fn read_u16s(bytes: &[u8], dst: &mut [u16]) {
+    debug_assert_eq!(bytes.len(), dst.len() * 2);
+    if cfg!(target_endian = "little") {
+        bytemuck::cast_slice_mut::<u16, u8>(dst).copy_from_slice(bytes);
+    } else {
+        for (d, c) in dst.iter_mut().zip(bytes.chunks_exact(2)) {
+            *d = u16::from_le_bytes([c[0], c[1]]);
+        }
+    }
+}
+
+/// Decodes `dst.len()` values; `bytes.len()` must be exactly `dst.len() * format.size()`
+/// (checked by the callers, which return an error otherwise).
+pub(crate) fn read_values(format: ValueFormat, bytes: &[u8], dst: &mut [f32]) {
+    debug_assert_eq!(bytes.len(), dst.len() * format.size());
+    match format {
+        ValueFormat::F32 => {
+            if cfg!(target_endian = "little") {
+                bytemuck::cast_slice_mut::<f32, u8>(dst).copy_from_slice(bytes);
+            } else {
+                for (d, c) in dst.iter_mut().zip(bytes.chunks_exact(4)) {
+                    *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                }
+            }
+        }
+        ValueFormat::F16 => {
+            let mut half = [f16::ZERO; CHUNK];
+            for (d, b) in dst.chunks_mut(CHUNK).zip(bytes.chunks(CHUNK * 2)) {
+                let c = d.len();
+                read_u16s(b, bytemuck::cast_slice_mut(&mut half[..c]));
+                half[..c].convert_to_f32_slice(d);
+            }
+        }
+        ValueFormat::Bf16 => {
+            let mut bits = [0u16; CHUNK];
+            for (d, b) in dst.chunks_mut(CHUNK).zip(bytes.chunks(CHUNK * 2)) {
+                let c = d.len();
+                read_u16s(b, &mut bits[..c]);
+                for (o, &x) in d.iter_mut().zip(&bits[..c]) {
+                    *o = bf16_to_f32(x);
+                }
+            }
+        }
+    }
+}
+
+/// The `i`-th value of a run of values in `format` (`bytes` holds at least `i + 1` of them).
+pub(crate) fn read_one(format: ValueFormat, bytes: &[u8], i: usize) -> f32 {
+    let s = format.size();
+    let b = &bytes[i * s..i * s + s];
+    match format {
+        ValueFormat::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        ValueFormat::F16 => f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32(),
+        ValueFormat::Bf16 => bf16_to_f32(u16::from_le_bytes([b[0], b[1]])),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use half::bf16;
+
+    fn round_trip(format: ValueFormat, v: &[f32]) -> Vec<f32> {
+        let mut b = Vec::new();
+        write_values(format, v, &mut b);
+        assert_eq!(b.len(), v.len() * format.size());
+        let mut out = vec![0f32; v.len()];
+        read_values(format, &b, &mut out);
+        for (i, o) in out.iter().enumerate() {
+            assert_eq!(o.to_bits(), read_one(format, &b, i).to_bits());
+            let q = format.quantize(v[i]);
+            assert!(q.to_bits() == o.to_bits() || (q.is_nan() && o.is_nan()));
+        }
+        out
+    }
+
+    #[test]
+    fn bf16_matches_half_bit_for_bit() {
+        let mut x = 0x1234_5678u32;
+        let mut specials = vec![
+            0.0,
+            -0.0,
+            1.0,
+            f32::MIN_POSITIVE,
+            1e-40,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ];
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            specials.push(f32::from_bits(x));
+        }
+        for v in specials {
+            let ours = f32_to_bf16(v);
+            let theirs = bf16::from_f32(v).to_bits();
+            if v.is_nan() {
+                assert!(bf16_to_f32(ours).is_nan());
+            } else if v.is_finite() && v.abs() > BF16_MAX {
+                // half rounds these to infinity; we saturate.
+                assert!(theirs & 0x7FFF == 0x7F80 || theirs & 0x7FFF == 0x7F7F);
+                assert_eq!(ours & 0x7FFF, 0x7F7F);
+            } else {
+                assert_eq!(ours, theirs, "{v:e}");
+            }
+        }
+    }
+
+    #[test]
+    fn special_values() {
+        for f in [ValueFormat::F16, ValueFormat::Bf16] {
+            let v = [
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                f32::NAN,
+                0.0,
+                -0.0,
+                1e30,
+                -1e30,
+                f32::MAX,
+                f32::MIN,
+            ];
+            let o = round_trip(f, &v);
+            assert_eq!(o[0], f32::INFINITY);
+            assert_eq!(o[1], f32::NEG_INFINITY);
+            assert!(o[2].is_nan());
+            assert_eq!(o[3].to_bits(), 0.0f32.to_bits());
+            assert_eq!(o[4].to_bits(), (-0.0f32).to_bits());
+            let max = if f == ValueFormat::F16 {
+                F16_MAX
+            } else {
+                BF16_MAX
+            };
+            if f == ValueFormat::F16 {
+                assert_eq!(&o[5..], &[max, -max, max, -max]);
+            } else {
+                assert!(o[5] != max && (o[5] / 1e30 - 1.0).abs() < 1.0 / 256.0);
+                assert_eq!(&o[7..], &[max, -max]);
+            }
+        }
+    }
+
+    #[test]
+    fn f16_subnormals_and_underflow() {
+        let o = round_trip(
+            ValueFormat::F16,
+            &[1e-5, -3e-6, 2.0f32.powi(-24), 1e-9, -1e-9],
+        );
+        assert!((o[0] - 1e-5).abs() <= 2.0f32.powi(-25));
+        assert!((o[1] + 3e-6).abs() <= 2.0f32.powi(-25));
+        assert_eq!(o[2], 2.0f32.powi(-24));
+        assert_eq!(o[3].to_bits(), 0.0f32.to_bits());
+        assert_eq!(o[4].to_bits(), (-0.0f32).to_bits());
+    }
+
+    #[test]
+    fn odd_lengths_cross_chunks() {
+        for f in [ValueFormat::F32, ValueFormat::F16, ValueFormat::Bf16] {
+            for n in [0, 1, 7, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 5] {
+                let v: Vec<f32> = (0..n).map(|i| i as f32 * 0.37 - 11.0).collect();
+                let o = round_trip(f, &v);
+                assert_eq!(o.len(), n);
+            }
+        }
+    }
+}
