@@ -1,6 +1,7 @@
 //! QUIC endpoints tuned for bulk transfer between cluster nodes.
 
 use crate::error::TransportError;
+use crate::link::{fresh_seed, LinkSocket, LinkSpec, LinkStats};
 use crate::tls::{ClusterIdentity, DEFAULT_SERVER_NAME};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use std::net::SocketAddr;
@@ -25,6 +26,11 @@ pub struct EndpointOptions {
     pub keep_alive: Duration,
     /// Name checked in the peer's certificate.
     pub server_name: String,
+    /// Emulated link every datagram this endpoint sends goes through (bandwidth, one-way latency,
+    /// loss, queue); `None` sends straight to the socket.
+    pub link: Option<LinkSpec>,
+    /// Seed of the link's loss draws; `None` picks a fresh one per endpoint.
+    pub link_seed: Option<u64>,
 }
 
 impl Default for EndpointOptions {
@@ -38,6 +44,8 @@ impl Default for EndpointOptions {
             idle_timeout: Duration::from_secs(30),
             keep_alive: Duration::from_secs(2),
             server_name: DEFAULT_SERVER_NAME.to_string(),
+            link: None,
+            link_seed: None,
         }
     }
 }
@@ -84,14 +92,23 @@ pub fn make_endpoint(
     identity: &ClusterIdentity,
     opts: &EndpointOptions,
 ) -> Result<quinn::Endpoint, TransportError> {
+    make_endpoint_with_stats(addr, identity, opts).map(|(endpoint, _)| endpoint)
+}
+
+/// [`make_endpoint`], also returning the counters of the emulated link when `opts.link` is set.
+pub fn make_endpoint_with_stats(
+    addr: SocketAddr,
+    identity: &ClusterIdentity,
+    opts: &EndpointOptions,
+) -> Result<(quinn::Endpoint, Option<LinkStats>), TransportError> {
     let transport = Arc::new(opts.transport());
     let server_crypto = QuicServerConfig::try_from(identity.server_config()?)
         .map_err(|e| TransportError::Tls(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
     server.transport_config(transport.clone());
-    let mut endpoint = bind(addr, Some(server), opts)?;
+    let (mut endpoint, stats) = bind(addr, Some(server), opts)?;
     endpoint.set_default_client_config(client_config(identity.client_config()?, transport)?);
-    Ok(endpoint)
+    Ok((endpoint, stats))
 }
 
 /// A quinn client config from a rustls config (used directly by tests that need odd identities).
@@ -129,22 +146,37 @@ pub fn make_client_endpoint(
     identity: &ClusterIdentity,
     opts: &EndpointOptions,
 ) -> Result<quinn::Endpoint, TransportError> {
+    make_client_endpoint_with_stats(identity, opts).map(|(endpoint, _)| endpoint)
+}
+
+/// [`make_client_endpoint`], also returning the counters of the emulated link when `opts.link` is
+/// set.
+pub fn make_client_endpoint_with_stats(
+    identity: &ClusterIdentity,
+    opts: &EndpointOptions,
+) -> Result<(quinn::Endpoint, Option<LinkStats>), TransportError> {
     let addr: SocketAddr = ([0, 0, 0, 0], 0).into();
-    let mut endpoint =
-        quinn::Endpoint::client(addr).map_err(|source| TransportError::Bind { addr, source })?;
+    let (mut endpoint, stats) = if opts.link.is_some() {
+        bind(addr, None, opts)?
+    } else {
+        let endpoint = quinn::Endpoint::client(addr)
+            .map_err(|source| TransportError::Bind { addr, source })?;
+        (endpoint, None)
+    };
     endpoint.set_default_client_config(client_config(
         identity.client_config()?,
         Arc::new(opts.transport()),
     )?);
-    Ok(endpoint)
+    Ok((endpoint, stats))
 }
 
-/// Binds a UDP socket and wraps it in an endpoint whose packet-size cap follows `opts`.
+/// Binds a UDP socket and wraps it in an endpoint whose packet-size cap follows `opts`, sending
+/// through an emulated link when `opts.link` is set.
 fn bind(
     addr: SocketAddr,
     server: Option<quinn::ServerConfig>,
     opts: &EndpointOptions,
-) -> Result<quinn::Endpoint, TransportError> {
+) -> Result<(quinn::Endpoint, Option<LinkStats>), TransportError> {
     let mut config = quinn::EndpointConfig::default();
     config
         .max_udp_payload_size(opts.max_udp_payload.max(1200))
@@ -165,6 +197,20 @@ fn bind(
         addr,
         source: std::io::Error::other("no async runtime"),
     })?;
-    quinn::Endpoint::new(config, server, socket, runtime)
-        .map_err(|source| TransportError::Bind { addr, source })
+    let socket = runtime
+        .wrap_udp_socket(socket)
+        .map_err(|source| TransportError::Bind { addr, source })?;
+    let (socket, stats): (Arc<dyn quinn::AsyncUdpSocket>, _) = match opts.link {
+        None => (socket, None),
+        Some(spec) => {
+            let port = socket.local_addr().map(|a| a.port()).unwrap_or(0);
+            let seed = opts.link_seed.unwrap_or_else(|| fresh_seed(port.into()));
+            let link = LinkSocket::new(socket, spec, seed)?;
+            let stats = link.stats();
+            (link, Some(stats))
+        }
+    };
+    let endpoint = quinn::Endpoint::new_with_abstract_socket(config, server, socket, runtime)
+        .map_err(|source| TransportError::Bind { addr, source })?;
+    Ok((endpoint, stats))
 }

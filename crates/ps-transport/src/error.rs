@@ -23,6 +23,8 @@ pub enum TransportError {
         addr: std::net::SocketAddr,
         reason: String,
     },
+    #[error(transparent)]
+    Link(#[from] crate::link::LinkError),
     #[error("stream: {0}")]
     Stream(String),
     #[error("peer sent a bad frame: {0}")]
