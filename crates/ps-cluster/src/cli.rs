@@ -143,6 +143,11 @@ pub struct LocalArgs {
     /// Keep the generated certificates in this directory instead of a temporary one.
     #[arg(long)]
     pub certs_dir: Option<PathBuf>,
+    /// Emulate a network link on every worker-shard path: BANDWIDTH,LATENCY[,LOSS[,QUEUE]],
+    /// e.g. 1gbit,100us or 100mbit,2ms,0.001 (each node's sending side is shaped, so a round
+    /// trip sees the latency twice).
+    #[arg(long)]
+    pub link: Option<ps_transport::LinkSpec>,
 }
 
 /// Certificate files of a node.
@@ -189,6 +194,9 @@ pub struct ServerArgs {
     /// Shard id to ask for (default: the next free one).
     #[arg(long)]
     pub id: Option<u32>,
+    /// Emulate a link on everything this shard sends (see `local --link`).
+    #[arg(long)]
+    pub link: Option<ps_transport::LinkSpec>,
     #[command(flatten)]
     pub tls: TlsArgs,
 }
@@ -204,6 +212,9 @@ pub struct WorkerArgs {
     /// Worker id to ask for (default: the next free one).
     #[arg(long)]
     pub id: Option<u32>,
+    /// Emulate a link on everything this worker sends (see `local --link`).
+    #[arg(long)]
+    pub link: Option<ps_transport::LinkSpec>,
     #[command(flatten)]
     pub tls: TlsArgs,
 }

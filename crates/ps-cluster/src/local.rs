@@ -56,7 +56,7 @@ pub fn run_local(a: LocalArgs) -> Result<()> {
     let selection = worker_gpu::select(a.device.parse()?)?;
     eprintln!("device: {} ({})", selection.device, selection.reason);
     let started = Instant::now();
-    let plan = apps::plan(&a.job)?;
+    let mut plan = apps::plan(&a.job)?;
 
     let tmp;
     let certs: &Path = match &a.certs_dir {
@@ -72,6 +72,14 @@ pub fn run_local(a: LocalArgs) -> Result<()> {
     generate_cluster_certs(certs, &names, &[])?;
     let identity = ClusterIdentity::load(&CertPaths::in_dir(certs, "coordinator"))?;
     let exe = std::env::current_exe().context("locating this executable")?;
+    let link_arg: Vec<String> = match &a.link {
+        Some(l) => {
+            eprintln!("link: every shard and worker sends through an emulated {l} link");
+            plan.facts.insert("link".into(), l.to_string().into());
+            vec!["--link".into(), l.to_string()]
+        }
+        None => Vec::new(),
+    };
 
     let rt = runtime(2)?;
     let (result, children) = rt.block_on(async {
@@ -85,23 +93,25 @@ pub fn run_local(a: LocalArgs) -> Result<()> {
         // Names carry the pid: after a child is reaped its id is gone.
         for i in 0..a.cluster.servers {
             let name = format!("shard-{i}");
-            let extra = vec![
+            let mut extra = vec![
                 "--listen".into(),
                 "127.0.0.1:0".into(),
                 "--id".into(),
                 i.to_string(),
             ];
+            extra.extend(link_arg.iter().cloned());
             let child = spawn_role(&exe, "server", &name, certs, coord_addr, &extra)?;
             children.push((with_pid(&name, &child), child));
         }
         for i in 0..a.cluster.workers {
             let name = format!("worker-{i}");
-            let extra = vec![
+            let mut extra = vec![
                 "--device".into(),
                 a.device.clone(),
                 "--id".into(),
                 i.to_string(),
             ];
+            extra.extend(link_arg.iter().cloned());
             let child = spawn_role(&exe, "worker", &name, certs, coord_addr, &extra)?;
             children.push((with_pid(&name, &child), child));
         }

@@ -132,6 +132,7 @@ pub fn run_server(a: ServerArgs) -> Result<()> {
         EndpointOptions::default()
     };
     options.server_name = a.tls.server_name.clone();
+    options.link = a.link;
     let cfg = ServerNodeConfig {
         coordinator: a.coordinator,
         listen: a.listen,
@@ -156,6 +157,7 @@ pub fn run_worker(a: WorkerArgs) -> Result<()> {
         EndpointOptions::default()
     };
     options.server_name = a.tls.server_name.clone();
+    options.link = a.link;
     let limits = ps_proto::Limits::default();
     let endpoint = {
         let _guard = rt.enter();

@@ -565,6 +565,21 @@ fn local_jobs_with_staleness_and_a_straggler() {
     }
 }
 
+/// An emulated link on every worker-shard path still trains, and the summary says which link.
+#[test]
+fn local_job_over_an_emulated_link() {
+    let s = summary(&ps_cluster(&[
+        "local",
+        "--clocks",
+        "10",
+        "--link",
+        "200mbit,1ms,0.001",
+    ]));
+    assert_eq!(s["link"], "200mbit,1ms,0.001");
+    assert!(s["test_rmse"].as_f64().unwrap() < 0.12, "{s}");
+    assert!(!ps_cluster(&["local", "--link", "fast"]).status.success());
+}
+
 /// A worker that dies fails the job with a message naming it.
 #[test]
 fn a_dead_worker_fails_the_job_naming_it() {
