@@ -29,6 +29,7 @@ fn bench(secs: f64, size: &str, rows: u64, batch_rows: usize) {
         rule: UpdateRule::Add,
         init: Init::Zeros,
         staleness: None,
+        layout: Default::default(),
     };
     let n = batch_rows * width as usize;
     let delta: Vec<f32> = (0..n).map(|i| (i % 7) as f32 * 0.25).collect();

@@ -138,6 +138,7 @@ async fn quic(
         rule: UpdateRule::Add,
         init: Init::Zeros,
         staleness: None,
+        layout: Default::default(),
     }];
     let shard_id = ClusterIdentity::load(&CertPaths::in_dir(setup.certs.path(), "shard-0"))?;
     let ep = make_endpoint(([127, 0, 0, 1], 0).into(), &shard_id, opts)?;

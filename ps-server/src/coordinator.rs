@@ -35,6 +35,7 @@ pub struct ClockSummary {
     pub compute_s: f64,
     pub comm_s: f64,
     pub blocked_s: f64,
+    pub overlap_s: f64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
     /// App sums added over workers.
@@ -112,6 +113,7 @@ impl Coordinator {
     ) -> Result<JobResult, ServerError> {
         let cfg = &self.config;
         let started = Instant::now();
+        crate::shard::validate_tables(&cfg.tables)?;
         let mut nodes = self.register_all(&events).await?;
         let _ = events.send(CoordEvent::Started);
 
@@ -385,6 +387,7 @@ fn summarize(reports: &[ClockReport], workers: u32) -> ClockSummary {
         s.compute_s += r.compute_s / w;
         s.comm_s += r.comm_s / w;
         s.blocked_s += r.blocked_s / w;
+        s.overlap_s += r.overlap_s / w;
         s.bytes_sent += r.bytes_sent;
         s.bytes_received += r.bytes_received;
         for (k, v) in &r.sums {

@@ -1,4 +1,5 @@
-//! The server side of the parameter server: shard storage (dense f32 tables split by key range),
+//! The server side of the parameter server: shard storage (dense or sparse f32 tables split by
+//! key range, with per-cell optimizer state for adagrad and ftrl),
 //! update rules and seeded initialisers, request handling over QUIC (pulls parked on the SSP clock
 //! vector, pushes applied per worker clock), the coordinator, and the server node role.
 //!
@@ -12,11 +13,12 @@ pub mod node;
 pub mod rules;
 pub mod service;
 pub mod shard;
+mod sparse;
 pub mod table;
 
 pub use coordinator::{ClockSummary, CoordEvent, Coordinator, CoordinatorConfig, JobResult};
 pub use error::ServerError;
 pub use node::{run_server_node, ServerNodeConfig};
 pub use service::{serve_shard, ShardHandle};
-pub use shard::{PushRows, Shard};
-pub use table::DenseTable;
+pub use shard::{validate_tables, PushRows, Shard, DEFAULT_SPARSE_BATCH_CELLS};
+pub use table::{DenseTable, SparseTable, Table};

@@ -140,13 +140,13 @@ pub async fn run_server_node(
     .await?;
     let a = &r.assign;
     info!(shard = a.id, %advertise, "assigned");
-    let shard = Shard::new(
+    let shard = Shard::try_new(
         a.id,
         a.num_servers,
         &a.shard_map.tables,
         a.num_workers,
         a.deterministic,
-    );
+    )?;
     let limits = Limits {
         max_frame_bytes: a.max_frame_bytes,
         ..cfg.limits

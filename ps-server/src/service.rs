@@ -27,12 +27,29 @@ fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
 }
 
 impl ShardHandle {
-    /// A copy of this shard's slice of a table (row-major).
+    /// A copy of this shard's slice of a dense table (row-major); `None` for an unknown or a
+    /// sparse table.
     pub fn snapshot(&self, table: u32) -> Option<Vec<f32>> {
         lock(&self.shard)
             .table(table)
             .ok()
+            .and_then(|t| t.as_dense())
             .map(|t| t.data().to_vec())
+    }
+
+    /// The rows stored in this shard's slice of a sparse table, as (key, row) sorted by key;
+    /// `None` for an unknown or a dense table.
+    pub fn snapshot_sparse(&self, table: u32) -> Option<Vec<(u64, Vec<f32>)>> {
+        lock(&self.shard)
+            .table(table)
+            .ok()
+            .and_then(|t| t.as_sparse())
+            .map(|t| {
+                t.sorted_rows()
+                    .into_iter()
+                    .map(|(k, r)| (k, r.to_vec()))
+                    .collect()
+            })
     }
 
     pub fn params_applied(&self) -> u64 {
@@ -211,15 +228,16 @@ async fn handle_batch(
                 let cells = {
                     let s = lock(shard);
                     s.check(h.table, h.width, &f.keys)?;
-                    s.cells()
+                    s.max_batch_cells()
                 };
                 // A clock's updates are coalesced per row, so a batch never needs more values
-                // than the shard holds: anything larger is a runaway or hostile peer.
+                // than the shard's key ranges have cells (sparse ranges capped, see
+                // `Shard::max_batch_cells`): anything larger is a runaway or hostile peer.
                 batch_values += f.keys.len() as u64 * h.width as u64;
                 if batch_values > cells {
                     return Err(ProtoError::TooLarge {
-                        declared: batch_values * 4,
-                        cap: cells * 4,
+                        declared: batch_values.saturating_mul(4),
+                        cap: cells.saturating_mul(4),
                     });
                 }
                 let values = f.values()?;

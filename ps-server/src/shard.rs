@@ -2,7 +2,8 @@
 //! pushed batches, and the pulls parked until the clock vector allows them. No I/O here: the
 //! service feeds it validated frames.
 
-use crate::table::DenseTable;
+use crate::error::ServerError;
+use crate::table::Table;
 use ps_proto::{ProtoError, ShardMap, TableSpec};
 use ps_ssp::{ParkedReads, ShardClock, SspError};
 use std::collections::HashMap;
@@ -19,9 +20,34 @@ pub struct PushRows {
 /// Everything one worker pushed to this shard for one clock.
 pub type Batch = Vec<PushRows>;
 
+/// The default bound on the cells one clock batch may push to one sparse table slice:
+/// 2^24 cells, 64 MiB of values (plus up to 128 MiB of keys at width 1). See
+/// [`Shard::max_batch_cells`].
+pub const DEFAULT_SPARSE_BATCH_CELLS: u64 = 1 << 24;
+
+/// Checks every table spec of a job (rule parameters, widths, ftrl init) and that table ids are
+/// unique; the error names the table.
+pub fn validate_tables(tables: &[TableSpec]) -> Result<(), ServerError> {
+    let mut seen = std::collections::HashSet::new();
+    for t in tables {
+        t.validate().map_err(|reason| ServerError::BadTable {
+            table: t.id,
+            reason: format!("({}) {reason}", t.name),
+        })?;
+        if !seen.insert(t.id) {
+            return Err(ServerError::BadTable {
+                table: t.id,
+                reason: format!("({}) the id is used by another table", t.name),
+            });
+        }
+    }
+    Ok(())
+}
+
 pub struct Shard {
     pub id: u32,
-    tables: HashMap<u32, DenseTable>,
+    tables: HashMap<u32, Table>,
+    sparse_batch_cells: u64,
     clock: ShardClock<Batch>,
     parked: ParkedReads<oneshot::Sender<()>>,
     params_applied: u64,
@@ -36,6 +62,10 @@ pub struct PullResult {
 }
 
 impl Shard {
+    /// Shard `id` of `num_shards`, holding its key range of every table.
+    ///
+    /// # Panics
+    /// If a table spec is invalid (see [`validate_tables`]); [`Shard::try_new`] returns the error.
     pub fn new(
         id: u32,
         num_shards: u32,
@@ -43,23 +73,46 @@ impl Shard {
         num_workers: u32,
         deterministic: bool,
     ) -> Shard {
+        match Shard::try_new(id, num_shards, tables, num_workers, deterministic) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Like [`Shard::new`], with invalid table specs an error.
+    pub fn try_new(
+        id: u32,
+        num_shards: u32,
+        tables: &[TableSpec],
+        num_workers: u32,
+        deterministic: bool,
+    ) -> Result<Shard, ServerError> {
+        validate_tables(tables)?;
         let tables = tables
             .iter()
             .map(|t| {
                 let range = ShardMap::range_of(t.rows, num_shards, id);
-                (t.id, DenseTable::new(t.clone(), range))
+                (t.id, Table::new(t.clone(), range))
             })
             .collect();
-        Shard {
+        Ok(Shard {
             id,
             tables,
+            sparse_batch_cells: DEFAULT_SPARSE_BATCH_CELLS,
             clock: ShardClock::new(num_workers, deterministic),
             parked: ParkedReads::new(),
             params_applied: 0,
-        }
+        })
     }
 
-    pub fn table(&self, id: u32) -> Result<&DenseTable, ProtoError> {
+    /// Sets the bound on the cells one clock batch may push to each sparse table slice
+    /// (default [`DEFAULT_SPARSE_BATCH_CELLS`]).
+    pub fn with_sparse_batch_cells(mut self, cells: u64) -> Shard {
+        self.sparse_batch_cells = cells;
+        self
+    }
+
+    pub fn table(&self, id: u32) -> Result<&Table, ProtoError> {
         self.tables.get(&id).ok_or(ProtoError::UnknownTable(id))
     }
 
@@ -86,12 +139,23 @@ impl Shard {
         self.clock.worker_clock(worker).unwrap_or(0)
     }
 
-    /// Cells (rows x width) over every table slice this shard holds.
+    /// Cells (rows x width) stored over every table slice this shard holds: whole key ranges of
+    /// dense tables, the rows written so far of sparse ones.
     pub fn cells(&self) -> u64 {
+        self.tables.values().map(|t| t.cells()).sum()
+    }
+
+    /// The most values one worker's clock batch may carry to this shard. Updates are coalesced
+    /// per row, so a well-behaved batch never needs more than one value per cell of the shard's
+    /// key ranges; anything more is a runaway or hostile peer. A sparse slice's key range can be
+    /// astronomically large, so each sparse table counts at most its sparse batch bound
+    /// ([`Shard::with_sparse_batch_cells`]): that bounds the memory a peer can make the shard
+    /// buffer for one batch, and the rows one batch can add to a sparse table.
+    pub fn max_batch_cells(&self) -> u64 {
         self.tables
             .values()
-            .map(|t| t.range.len() * t.width() as u64)
-            .sum()
+            .map(|t| t.batch_cap_cells(self.sparse_batch_cells))
+            .fold(0u64, |a, b| a.saturating_add(b))
     }
 
     pub fn params_applied(&self) -> u64 {
@@ -148,7 +212,7 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ps_proto::{Init, UpdateRule};
+    use ps_proto::{Init, Layout, UpdateRule};
 
     fn spec() -> TableSpec {
         TableSpec {
@@ -159,6 +223,7 @@ mod tests {
             rule: UpdateRule::Add,
             init: Init::Zeros,
             staleness: Some(0),
+            layout: Layout::Dense,
         }
     }
 
@@ -200,5 +265,147 @@ mod tests {
         assert_eq!((r.min_clock, r.worker_clock), (1, 1));
         assert!(rx.blocking_recv().is_ok());
         assert!(s.park(1).is_none());
+    }
+
+    fn ftrl_spec() -> TableSpec {
+        TableSpec {
+            id: 9,
+            name: "lr_weights".into(),
+            rows: u64::MAX,
+            width: 1,
+            rule: UpdateRule::Ftrl {
+                alpha: 0.5,
+                beta: 1.0,
+                l1: 1.0,
+                l2: 0.5,
+            },
+            init: Init::Zeros,
+            staleness: Some(0),
+            layout: Layout::Sparse,
+        }
+    }
+
+    #[test]
+    fn sparse_ftrl_table_end_to_end_through_submit_and_read() {
+        let (shards, workers) = (2, 2);
+        let spec = ftrl_spec();
+        let mut s = Shard::new(1, shards, &[spec.clone(), spec_add_dense()], workers, false);
+        let range = ShardMap::range_of(u64::MAX, shards, 1);
+        let t = s.table(9).unwrap();
+        assert!(t.as_sparse().is_some() && t.is_empty());
+        // Hashed feature keys in shard 1's half of the key space.
+        let (a, b, c) = (range.start + 17, u64::MAX - 2, range.start + (1 << 40));
+        assert!(s.check(9, 1, &[a, b, c]).is_ok());
+        assert!(matches!(
+            s.check(9, 1, &[range.start - 1]),
+            Err(ProtoError::KeyOutOfRange { .. })
+        ));
+        assert!(matches!(
+            s.check(9, 1, &[u64::MAX]),
+            Err(ProtoError::KeyOutOfRange { .. })
+        ));
+        // Absent keys read as 0 and are not stored by the read.
+        let r = s.read(9, &[a, b, c], 0).unwrap();
+        assert_eq!(r.values, vec![0.0; 3]);
+        assert_eq!(s.table(9).unwrap().len(), 0);
+        assert_eq!(s.cells(), 5, "the dense table's 5 rows of width 1");
+
+        // Scalar reference for one coordinate.
+        let (alpha, beta, l1, l2) = (0.5f32, 1.0f32, 1.0f32, 0.5f32);
+        let step = |(z, n, w): (f32, f32, f32), g: f32| {
+            let sigma = ((n + g * g).sqrt() - n.sqrt()) / alpha;
+            let z = z + (g - sigma * w);
+            let n = n + g * g;
+            let w = if z.abs() <= l1 {
+                0.0
+            } else {
+                -(z - z.signum() * l1) / ((beta + n.sqrt()) / alpha + l2)
+            };
+            (z, n, w)
+        };
+        let push = |keys: Vec<u64>, values: Vec<f32>| {
+            vec![PushRows {
+                table: 9,
+                keys,
+                values,
+            }]
+        };
+        // Clock 0: worker 0 pushes g = 0.6 on a, worker 1 g = 0.3 on a and 2.0 on b.
+        s.submit(0, 0, push(vec![a], vec![0.6])).unwrap();
+        s.submit(1, 0, push(vec![a, b], vec![0.3, 2.0])).unwrap();
+        let mut ra = step(step((0.0, 0.0, 0.0), 0.6), 0.3);
+        let mut rb = step((0.0, 0.0, 0.0), 2.0);
+        let r = s.read(9, &[a, b, c], 1).unwrap();
+        assert_eq!(r.values, vec![ra.2, rb.2, 0.0]);
+        assert_eq!(ra.2, 0.0, "|z| = 0.9 <= l1: a stays exactly 0");
+        assert!(rb.2 < 0.0, "b left the l1 ball");
+        assert_eq!((r.min_clock, r.worker_clock), (1, 1));
+        assert_eq!(s.table(9).unwrap().len(), 2, "a and b stored, c only read");
+        assert_eq!(s.params_applied(), 3);
+
+        // Clock 1: more gradient on a pushes it out of the l1 ball.
+        s.submit(1, 1, push(vec![a], vec![0.5])).unwrap();
+        s.submit(0, 1, push(vec![b, a], vec![-1.0, 0.4])).unwrap();
+        // Worker order of release within a clock follows arrival (non-deterministic mode).
+        ra = step(step(ra, 0.5), 0.4);
+        rb = step(rb, -1.0);
+        let r = s.read(9, &[c, a, b], 0).unwrap();
+        assert_eq!(r.values, vec![0.0, ra.2, rb.2]);
+        assert!(ra.2 < 0.0);
+        let t = s.table(9).unwrap().as_sparse().unwrap();
+        assert_eq!(t.sorted_rows(), vec![(a, &[ra.2][..]), (b, &[rb.2][..])]);
+        assert_eq!(t.state(), &[ra.0, ra.1, rb.0, rb.1]);
+        assert_eq!(s.cells(), 5 + 2);
+    }
+
+    fn spec_add_dense() -> TableSpec {
+        TableSpec {
+            id: 2,
+            rows: 10,
+            width: 1,
+            ..spec()
+        }
+    }
+
+    #[test]
+    fn batch_bound_counts_sparse_tables_up_to_their_cap() {
+        let s = Shard::new(0, 2, &[ftrl_spec(), spec_add_dense()], 1, false);
+        assert_eq!(s.max_batch_cells(), DEFAULT_SPARSE_BATCH_CELLS + 5);
+        let s = s.with_sparse_batch_cells(100);
+        assert_eq!(s.max_batch_cells(), 105);
+        let small = TableSpec {
+            rows: 40,
+            width: 3,
+            ..ftrl_spec()
+        };
+        let s = Shard::new(0, 2, &[small], 1, false);
+        assert_eq!(s.max_batch_cells(), 60, "a small key range bounds it first");
+    }
+
+    #[test]
+    fn invalid_table_specs_are_refused_by_name() {
+        let bad = TableSpec {
+            rule: UpdateRule::Adagrad {
+                lr: 0.1,
+                eps: 0.0,
+                initial_accumulator: 0.0,
+            },
+            ..spec()
+        };
+        let e = Shard::try_new(0, 1, &[bad], 1, false).err().unwrap();
+        assert!(
+            matches!(&e, ServerError::BadTable { table: 1, reason } if reason.contains("eps")),
+            "{e}"
+        );
+        let dup = Shard::try_new(0, 1, &[spec(), spec()], 1, false)
+            .err()
+            .unwrap();
+        assert!(dup.to_string().contains("another table"), "{dup}");
+        let ftrl_normal = TableSpec {
+            init: Init::Normal { std: 0.1, seed: 1 },
+            ..ftrl_spec()
+        };
+        assert!(validate_tables(&[ftrl_normal]).is_err());
+        assert!(validate_tables(&[spec(), ftrl_spec()]).is_ok());
     }
 }

@@ -1,22 +1,63 @@
-//! A dense f32 table slice: the rows `range` of a `rows x width` table, held by one shard.
+//! A shard's slice of one table: the rows `range` of a `rows x width` table.
+//!
+//! Two layouts behind one [`Table`]: [`DenseTable`] allocates every row of the slice up front,
+//! [`SparseTable`] stores only the rows that have been written. Both keep the rule's optimizer
+//! state (AdaGrad's accumulator, FTRL's z and n) beside the values, `state_per_cell` floats per
+//! cell interleaved per cell (see `rules`); stateless rules allocate none.
 
 use crate::init;
 use crate::rules;
-use ps_proto::{KeyRange, ProtoError, TableSpec};
+pub use crate::sparse::SparseTable;
+use ps_proto::{KeyRange, Layout, ProtoError, TableSpec};
+
+/// Checks that a request's width and keys fit the slice `range` of `spec`.
+pub(crate) fn check_request(
+    spec: &TableSpec,
+    range: KeyRange,
+    width: u32,
+    keys: &[u64],
+) -> Result<(), ProtoError> {
+    if width != spec.width {
+        return Err(ProtoError::WrongWidth {
+            table: spec.id,
+            expected: spec.width,
+            got: width,
+        });
+    }
+    if let Some(&key) = keys.iter().find(|k| !range.contains(**k)) {
+        return Err(ProtoError::KeyOutOfRange {
+            table: spec.id,
+            key,
+            start: range.start,
+            end: range.end,
+        });
+    }
+    Ok(())
+}
 
 #[derive(Debug, Clone)]
 pub struct DenseTable {
     pub spec: TableSpec,
     pub range: KeyRange,
     data: Vec<f32>,
+    /// `state_per_cell(rule)` floats per cell, interleaved per cell; empty for stateless rules.
+    state: Vec<f32>,
 }
 
 impl DenseTable {
     pub fn new(spec: TableSpec, range: KeyRange) -> DenseTable {
         let width = spec.width as usize;
-        let mut data = vec![0f32; range.len() as usize * width];
+        let cells = range.len() as usize * width;
+        let mut data = vec![0f32; cells];
         init::fill(spec.init, spec.id, range.start, spec.width, &mut data);
-        DenseTable { spec, range, data }
+        let mut state = vec![0f32; cells * rules::state_per_cell(spec.rule)];
+        rules::init_state(spec.rule, &mut state);
+        DenseTable {
+            spec,
+            range,
+            data,
+            state,
+        }
     }
 
     pub fn width(&self) -> u32 {
@@ -25,28 +66,7 @@ impl DenseTable {
 
     /// Checks that a request's width and keys fit this slice; nothing is changed.
     pub fn check(&self, width: u32, keys: &[u64]) -> Result<(), ProtoError> {
-        if width != self.spec.width {
-            return Err(ProtoError::WrongWidth {
-                table: self.spec.id,
-                expected: self.spec.width,
-                got: width,
-            });
-        }
-        if let Some(&key) = keys.iter().find(|k| !self.range.contains(**k)) {
-            return Err(ProtoError::KeyOutOfRange {
-                table: self.spec.id,
-                key,
-                start: self.range.start,
-                end: self.range.end,
-            });
-        }
-        Ok(())
-    }
-
-    fn row_mut(&mut self, key: u64) -> &mut [f32] {
-        let w = self.spec.width as usize;
-        let i = (key - self.range.start) as usize * w;
-        &mut self.data[i..i + w]
+        check_request(&self.spec, self.range, width, keys)
     }
 
     /// Appends the rows of `keys` (already checked) to `out`.
@@ -63,19 +83,193 @@ impl DenseTable {
     pub fn apply(&mut self, keys: &[u64], values: &[f32]) {
         let w = self.spec.width as usize;
         let rule = self.spec.rule;
+        let k = rules::state_per_cell(rule);
         if keys.len() > 1 && keys.windows(2).all(|p| p[1] == p[0] + 1) {
             // Contiguous rows: one long slice operation.
             let i = (keys[0] - self.range.start) as usize * w;
-            rules::apply(rule, &mut self.data[i..i + keys.len() * w], values);
+            let n = keys.len() * w;
+            rules::apply(
+                rule,
+                &mut self.data[i..i + n],
+                &mut self.state[k * i..k * (i + n)],
+                values,
+            );
             return;
         }
-        for (k, d) in keys.iter().zip(values.chunks_exact(w)) {
-            rules::apply(rule, self.row_mut(*k), d);
+        for (key, d) in keys.iter().zip(values.chunks_exact(w)) {
+            let i = (key - self.range.start) as usize * w;
+            rules::apply(
+                rule,
+                &mut self.data[i..i + w],
+                &mut self.state[k * i..k * (i + w)],
+                d,
+            );
         }
     }
 
     /// The whole slice, row-major.
     pub fn data(&self) -> &[f32] {
         &self.data
+    }
+
+    /// The optimizer state of the whole slice: `spec.rule.state_per_cell()` floats per cell,
+    /// interleaved per cell, cells in the order of [`DenseTable::data`]. Empty for `add`/`sgd`.
+    pub fn state(&self) -> &[f32] {
+        &self.state
+    }
+}
+
+/// One table slice of either layout; the request path (`Shard`, `service`) goes through this
+/// and does not care which.
+#[derive(Debug, Clone)]
+pub enum Table {
+    Dense(DenseTable),
+    Sparse(SparseTable),
+}
+
+impl Table {
+    /// The slice `range` of `spec`, in the layout the spec asks for.
+    pub fn new(spec: TableSpec, range: KeyRange) -> Table {
+        match spec.layout {
+            Layout::Dense => Table::Dense(DenseTable::new(spec, range)),
+            Layout::Sparse => Table::Sparse(SparseTable::new(spec, range)),
+        }
+    }
+
+    pub fn spec(&self) -> &TableSpec {
+        match self {
+            Table::Dense(t) => &t.spec,
+            Table::Sparse(t) => &t.spec,
+        }
+    }
+
+    pub fn range(&self) -> KeyRange {
+        match self {
+            Table::Dense(t) => t.range,
+            Table::Sparse(t) => t.range,
+        }
+    }
+
+    pub fn width(&self) -> u32 {
+        self.spec().width
+    }
+
+    /// Checks that a request's width and keys fit this slice; nothing is changed.
+    pub fn check(&self, width: u32, keys: &[u64]) -> Result<(), ProtoError> {
+        check_request(self.spec(), self.range(), width, keys)
+    }
+
+    /// Appends the rows of `keys` (already checked) to `out`; never changes the table.
+    pub fn read_into(&self, keys: &[u64], out: &mut Vec<f32>) {
+        match self {
+            Table::Dense(t) => t.read_into(keys, out),
+            Table::Sparse(t) => t.read_into(keys, out),
+        }
+    }
+
+    /// Applies one delta row per key (already checked) with the table's rule.
+    pub fn apply(&mut self, keys: &[u64], values: &[f32]) {
+        match self {
+            Table::Dense(t) => t.apply(keys, values),
+            Table::Sparse(t) => t.apply(keys, values),
+        }
+    }
+
+    /// Rows stored: the whole range for a dense slice, the rows written so far for a sparse one.
+    pub fn len(&self) -> u64 {
+        match self {
+            Table::Dense(t) => t.range.len(),
+            Table::Sparse(t) => t.len() as u64,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Cells (rows x width) stored now.
+    pub fn cells(&self) -> u64 {
+        self.len() * self.width() as u64
+    }
+
+    /// The most cells one worker's clock batch may push to this slice. Updates are coalesced per
+    /// row, so a batch never needs more than one value per cell of the key range; a sparse key
+    /// range can be astronomically large (`u64::MAX` rows), so it is also capped at
+    /// `sparse_cap` cells.
+    pub fn batch_cap_cells(&self, sparse_cap: u64) -> u64 {
+        let range_cells = self.range().len().saturating_mul(self.width() as u64);
+        match self {
+            Table::Dense(_) => range_cells,
+            Table::Sparse(_) => range_cells.min(sparse_cap),
+        }
+    }
+
+    pub fn as_dense(&self) -> Option<&DenseTable> {
+        match self {
+            Table::Dense(t) => Some(t),
+            Table::Sparse(_) => None,
+        }
+    }
+
+    pub fn as_sparse(&self) -> Option<&SparseTable> {
+        match self {
+            Table::Dense(_) => None,
+            Table::Sparse(t) => Some(t),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ps_proto::{Init, UpdateRule};
+
+    #[test]
+    fn dense_state_is_allocated_only_for_stateful_rules() {
+        let range = KeyRange { start: 5, end: 9 };
+        let spec = |rule| TableSpec {
+            id: 0,
+            name: "t".into(),
+            rows: 20,
+            width: 3,
+            rule,
+            init: Init::Zeros,
+            staleness: None,
+            layout: Layout::Dense,
+        };
+        let add = DenseTable::new(spec(UpdateRule::Add), range);
+        assert!(add.state().is_empty());
+        assert!(DenseTable::new(spec(UpdateRule::Sgd { lr: 0.1 }), range)
+            .state()
+            .is_empty());
+        let ada = DenseTable::new(
+            spec(UpdateRule::Adagrad {
+                lr: 0.1,
+                eps: 1e-8,
+                initial_accumulator: 0.25,
+            }),
+            range,
+        );
+        assert_eq!(ada.state(), &[0.25; 12][..]);
+        let ftrl = UpdateRule::Ftrl {
+            alpha: 0.1,
+            beta: 1.0,
+            l1: 0.5,
+            l2: 0.0,
+        };
+        let mut t = DenseTable::new(spec(ftrl), range);
+        assert_eq!(t.state(), &[0.0; 24][..]);
+        // Row 6 col 1 and (contiguous) rows 7..9 col 2: the state of exactly those cells moves.
+        t.apply(&[6], &[0.0, 2.0, 0.0]);
+        t.apply(&[7, 8], &[0.0, 0.0, 1.0, 0.0, 0.0, 1.0]);
+        let touched: Vec<usize> = t
+            .state()
+            .chunks_exact(2)
+            .enumerate()
+            .filter(|(_, zn)| zn[1] != 0.0)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(touched, vec![4, 8, 11]);
+        assert_eq!(&t.state()[8..10], &[2.0, 4.0]);
     }
 }

@@ -5,7 +5,7 @@ use crate::error::ClientError;
 use crate::wire::{pull, push_batch, Traffic};
 use ps_proto::{ClockReport, Frame, FrameBuilder, Limits, ShardMap, TableSpec, HEADER_LEN};
 use ps_ssp::{Staleness, WorkerClock};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -21,6 +21,10 @@ pub struct ClientConfig {
     pub server_name: String,
     /// Largest push or pull frame body the client builds (rows are split across frames).
     pub max_frame_body: u64,
+    /// Overlap communication with compute: `clock()` returns while its push travels, and the rows
+    /// read in a clock are prefetched for the next. Off: `clock()` waits for every shard's ack
+    /// (the wait counts as blocked time) and nothing is prefetched.
+    pub overlap: bool,
 }
 
 impl ClientConfig {
@@ -32,6 +36,7 @@ impl ClientConfig {
             limits: Limits::default(),
             server_name: ps_transport::DEFAULT_SERVER_NAME.to_string(),
             max_frame_body: 4 << 20,
+            overlap: true,
         }
     }
 }
@@ -40,6 +45,20 @@ struct TableState {
     spec: TableSpec,
     staleness: Staleness,
     cache: TableCache,
+    /// Rows read in the current clock: what the next clock is expected to read.
+    read_this_clock: HashSet<u64>,
+    prefetch: Option<Prefetch>,
+}
+
+type PullReplies =
+    Vec<Result<(u32, Result<(Frame, Traffic), ClientError>), tokio::task::JoinError>>;
+
+/// Pulls started when a clock ended, for the rows the next clock will read.
+struct Prefetch {
+    handle: tokio::task::JoinHandle<(PullReplies, f64)>,
+    /// The lowest own-clock count any shard had acknowledged when the prefetch started: its replies
+    /// report at least this, so the own-update log is kept from here while it is in flight.
+    floor: u64,
 }
 
 /// State shared with background push tasks.
@@ -112,6 +131,8 @@ impl PsClient {
                         .map(Staleness::Bounded)
                         .unwrap_or(Staleness::Unbounded),
                     cache: TableCache::default(),
+                    read_this_clock: HashSet::new(),
+                    prefetch: None,
                 },
             );
         }
@@ -184,9 +205,6 @@ impl PsClient {
     ) -> Result<(), ClientError> {
         self.check_failure()?;
         let nshards = self.conns.len() as u32;
-        let worker = self.cfg.worker;
-        let limits = self.cfg.limits;
-        let max_body = self.cfg.max_frame_body;
         let t = self.tables.get(&id).ok_or(ClientError::UnknownTable(id))?;
         let (width, nrows) = (t.spec.width, t.spec.rows);
         if let Some(&row) = rows.iter().find(|r| **r >= nrows) {
@@ -196,6 +214,25 @@ impl PsClient {
                 rows: nrows,
             });
         }
+        // A prefetch started when the last clock ended carries these rows: take it first.
+        if let Some(p) = self.tables.get_mut(&id).and_then(|t| t.prefetch.take()) {
+            let started = Instant::now();
+            let (replies, took) = self
+                .rt
+                .block_on(p.handle)
+                .map_err(|e| ClientError::PushFailed(format!("prefetch task: {e}")))?;
+            self.blocked_s += started.elapsed().as_secs_f64();
+            self.pull_comm_s += took;
+            self.ingest(id, width, replies)?;
+        }
+        let t = self
+            .tables
+            .get_mut(&id)
+            .ok_or(ClientError::UnknownTable(id))?;
+        if self.cfg.overlap {
+            t.read_this_clock.extend(rows.iter().copied());
+        }
+        let t = self.tables.get(&id).ok_or(ClientError::UnknownTable(id))?;
         // Misses, grouped by shard, split into frames under the size cap. Under bounded staleness a
         // cached row serves while it is complete through `need`. Under unbounded staleness any
         // row satisfies the contract, so each row is refreshed once per clock by a pull that does
@@ -216,66 +253,15 @@ impl PsClient {
             }
         }
         if !by_shard.is_empty() {
-            let per_frame = ((max_body / (8 + 4 * width as u64)).max(1)) as usize;
-            let mut requests = Vec::new();
-            for (s, mut keys) in by_shard {
-                keys.sort_unstable();
-                keys.dedup();
-                for chunk in keys.chunks(per_frame) {
-                    requests.push((s, chunk.to_vec()));
-                }
-            }
+            let handle = self.spawn_pulls(id, width, by_shard.into_values().flatten(), need);
             let started = Instant::now();
-            let conns = self.conns.clone();
-            let addrs = self.cfg.shard_map.shards.clone();
-            let replies = self.rt.block_on(async move {
-                let tasks: Vec<_> = requests
-                    .into_iter()
-                    .map(|(s, keys)| {
-                        let conn = conns[s as usize].clone();
-                        tokio::spawn(async move {
-                            let r = pull(&conn, &limits, id, worker, need, width, &keys).await;
-                            (s, r)
-                        })
-                    })
-                    .collect();
-                let mut out = Vec::new();
-                for t in tasks {
-                    out.push(t.await);
-                }
-                out
-            });
-            let waited = started.elapsed().as_secs_f64();
-            self.blocked_s += waited;
-            self.pull_comm_s += waited;
-            let t = self
-                .tables
-                .get_mut(&id)
-                .ok_or(ClientError::UnknownTable(id))?;
-            for joined in replies {
-                let (s, r) =
-                    joined.map_err(|e| ClientError::PushFailed(format!("pull task: {e}")))?;
-                let (reply, traffic) = r.map_err(|e| ClientError::Shard {
-                    shard: s,
-                    addr: addrs[s as usize].clone(),
-                    reason: e.to_string(),
-                })?;
-                self.pull_traffic.sent += traffic.sent;
-                self.pull_traffic.received += traffic.received;
-                let values = reply.values()?;
-                let (min_clock, own_clock) = (reply.header.clock, reply.header.aux);
-                for (k, v) in reply.keys.iter().zip(values.chunks_exact(width as usize)) {
-                    t.cache.rows.insert(
-                        *k,
-                        CachedRow {
-                            values: v.to_vec(),
-                            min_clock,
-                            own_clock,
-                            fetched_at: current,
-                        },
-                    );
-                }
-            }
+            let (replies, took) = self
+                .rt
+                .block_on(handle)
+                .map_err(|e| ClientError::PushFailed(format!("pull task: {e}")))?;
+            self.blocked_s += started.elapsed().as_secs_f64();
+            self.pull_comm_s += took;
+            self.ingest(id, width, replies)?;
         }
         let t = self.tables.get(&id).ok_or(ClientError::UnknownTable(id))?;
         out.reserve(rows.len() * width as usize);
@@ -285,6 +271,90 @@ impl PsClient {
                     "row {r} of table {id} missing after its pull"
                 ))
                 .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts pulls of `rows` of table `id` complete through `need`, grouped by shard and split
+    /// under the frame cap. The task yields every reply and the seconds the pulls took.
+    fn spawn_pulls(
+        &self,
+        id: u32,
+        width: u32,
+        rows: impl IntoIterator<Item = u64>,
+        need: u64,
+    ) -> tokio::task::JoinHandle<(PullReplies, f64)> {
+        let nshards = self.conns.len() as u32;
+        let nrows = self.tables.get(&id).map(|t| t.spec.rows).unwrap_or(0);
+        let mut by_shard: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+        for r in rows {
+            by_shard
+                .entry(ShardMap::shard_of(nrows, nshards, r))
+                .or_default()
+                .push(r);
+        }
+        let per_frame = ((self.cfg.max_frame_body / (8 + 4 * width as u64)).max(1)) as usize;
+        let mut requests = Vec::new();
+        for (s, mut keys) in by_shard {
+            keys.sort_unstable();
+            keys.dedup();
+            for chunk in keys.chunks(per_frame) {
+                requests.push((s, chunk.to_vec()));
+            }
+        }
+        let (conns, limits, worker) = (self.conns.clone(), self.cfg.limits, self.cfg.worker);
+        self.rt.spawn(async move {
+            let started = Instant::now();
+            let tasks: Vec<_> = requests
+                .into_iter()
+                .map(|(s, keys)| {
+                    let conn = conns[s as usize].clone();
+                    tokio::spawn(async move {
+                        (
+                            s,
+                            pull(&conn, &limits, id, worker, need, width, &keys).await,
+                        )
+                    })
+                })
+                .collect();
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await);
+            }
+            (out, started.elapsed().as_secs_f64())
+        })
+    }
+
+    /// Puts pulled rows into the cache, tagged with the clocks they are complete through.
+    fn ingest(&mut self, id: u32, width: u32, replies: PullReplies) -> Result<(), ClientError> {
+        let current = self.clock.current();
+        let addrs = &self.cfg.shard_map.shards;
+        let t = self
+            .tables
+            .get_mut(&id)
+            .ok_or(ClientError::UnknownTable(id))?;
+        for joined in replies {
+            let (s, r) = joined.map_err(|e| ClientError::PushFailed(format!("pull task: {e}")))?;
+            let (reply, traffic) = r.map_err(|e| ClientError::Shard {
+                shard: s,
+                addr: addrs[s as usize].clone(),
+                reason: e.to_string(),
+            })?;
+            self.pull_traffic.sent += traffic.sent;
+            self.pull_traffic.received += traffic.received;
+            let values = reply.values()?;
+            let (min_clock, own_clock) = (reply.header.clock, reply.header.aux);
+            for (k, v) in reply.keys.iter().zip(values.chunks_exact(width as usize)) {
+                t.cache.rows.insert(
+                    *k,
+                    CachedRow {
+                        values: v.to_vec(),
+                        min_clock,
+                        own_clock,
+                        fetched_at: current,
+                    },
+                );
             }
         }
         Ok(())
@@ -335,6 +405,7 @@ impl PsClient {
             compute_s: (wall - self.blocked_s).max(0.0),
             blocked_s: self.blocked_s,
             comm_s: self.pull_comm_s,
+            overlap_s: 0.0,
             bytes_sent: self.pull_traffic.sent,
             bytes_received: self.pull_traffic.received,
             sums,
@@ -349,7 +420,7 @@ impl PsClient {
         let addrs = self.cfg.shard_map.shards.clone();
         let shared = self.shared.clone();
         let reports = self.reports_tx.clone();
-        let task = self.rt.spawn(async move {
+        let push = async move {
             let started = Instant::now();
             let tasks: Vec<_> = per_shard
                 .into_iter()
@@ -377,23 +448,71 @@ impl PsClient {
                             "push of clock {ended} to shard {s} at {}: {e}",
                             addrs[s]
                         ));
-                        return;
+                        return None;
                     }
                     Err(e) => {
                         lock(&shared)
                             .failure
                             .get_or_insert(format!("push task: {e}"));
-                        return;
+                        return None;
                     }
                 }
             }
             report.comm_s += push_s;
-            let _ = reports.send(report);
-        });
-        self.in_flight.retain(|t| !t.is_finished());
-        self.in_flight.push(task);
+            Some(report)
+        };
+        if self.cfg.overlap {
+            let task = self.rt.spawn(async move {
+                if let Some(mut r) = push.await {
+                    r.overlap_s = (r.comm_s - r.blocked_s).max(0.0);
+                    let _ = reports.send(r);
+                }
+            });
+            self.in_flight.retain(|t| !t.is_finished());
+            self.in_flight.push(task);
+            self.start_prefetch(ended + 1);
+        } else {
+            let waited = Instant::now();
+            if let Some(mut r) = self.rt.block_on(push) {
+                r.blocked_s += waited.elapsed().as_secs_f64();
+                r.overlap_s = (r.comm_s - r.blocked_s).max(0.0);
+                let _ = reports.send(r);
+            }
+            self.clock_started = Instant::now();
+        }
         self.fold_acknowledged();
         Ok(ended)
+    }
+
+    /// Prefetches, for clock `next`, the rows each table read in the clock that just ended.
+    fn start_prefetch(&mut self, next: u64) {
+        let floor = lock(&self.shared)
+            .applied
+            .iter()
+            .copied()
+            .min()
+            .unwrap_or(0);
+        let mut ids: Vec<u32> = self.tables.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let Some(t) = self.tables.get_mut(&id) else {
+                continue;
+            };
+            let mut rows = std::mem::take(&mut t.read_this_clock);
+            let (need, width) = (t.staleness.required_min_clock(next), t.spec.width);
+            // Rows the cache will still serve next clock need no prefetch (unbounded tables
+            // refresh every clock, so all of theirs do).
+            if !t.staleness.is_unbounded() {
+                rows.retain(|r| t.cache.rows.get(r).is_none_or(|c| c.min_clock < need));
+            }
+            if rows.is_empty() || t.prefetch.is_some() {
+                continue;
+            }
+            let handle = self.spawn_pulls(id, width, rows, need);
+            if let Some(t) = self.tables.get_mut(&id) {
+                t.prefetch = Some(Prefetch { handle, floor });
+            }
+        }
     }
 
     /// Ends the current clock with no app figures.
@@ -407,9 +526,11 @@ impl PsClient {
         let nshards = applied.len() as u32;
         for t in self.tables.values_mut() {
             let rows = t.spec.rows;
+            // Keep what an in-flight prefetch's replies may still need.
+            let keep_from = t.prefetch.as_ref().map_or(all, |p| p.floor.min(all));
             t.cache.fold_acknowledged(
                 |r| applied[ShardMap::shard_of(rows, nshards, r) as usize],
-                all,
+                keep_from,
             );
         }
     }

@@ -70,6 +70,10 @@ pub struct JobArgs {
     /// give bit-identical models. Requires --staleness 0.
     #[arg(long)]
     pub deterministic: bool,
+    /// Make every clock wait for its push to be acknowledged, and prefetch nothing (to measure
+    /// what overlapping communication with compute buys).
+    #[arg(long)]
+    pub no_overlap: bool,
     /// Fault and straggler injection for tests and demos: WORKER:MS sleeps MS per clock on WORKER.
     #[arg(long, value_parser = parse_pair)]
     pub slow_worker: Option<(u32, u64)>,

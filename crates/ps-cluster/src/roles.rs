@@ -222,6 +222,7 @@ pub fn run_worker(a: WorkerArgs) -> Result<()> {
     let mut client_config =
         ClientConfig::new(assign.id, assign.num_workers, assign.shard_map.clone());
     client_config.limits.max_frame_bytes = assign.max_frame_bytes;
+    client_config.overlap = assign.job.overlap;
     client_config.max_frame_body = client_config
         .max_frame_body
         .min(assign.max_frame_bytes / 2)

@@ -36,6 +36,10 @@ pub fn summary_line(ctx: &SummaryContext<'_>, r: &JobResult) -> String {
         round(r.clocks.iter().map(|c| c.comm_s).sum()).into(),
     );
     m.insert(
+        "overlap_s".into(),
+        round(r.clocks.iter().map(|c| c.overlap_s).sum()).into(),
+    );
+    m.insert(
         "blocked_s".into(),
         round(r.clocks.iter().map(|c| c.blocked_s).sum()).into(),
     );

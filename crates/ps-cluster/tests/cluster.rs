@@ -31,6 +31,7 @@ fn table(id: u32, rows: u64, width: u32, staleness: Option<u64>) -> TableSpec {
         rule: UpdateRule::Add,
         init: Init::Zeros,
         staleness,
+        layout: Default::default(),
     }
 }
 

@@ -25,7 +25,9 @@ pub struct Register {
     pub requested_id: Option<u32>,
 }
 
-/// How a shard applies a pushed delta `d` to a stored value `w`.
+/// How a shard applies a pushed delta `d` to a stored value `w`. For the optimizer rules the
+/// delta is a gradient `g` (summed over the worker's mini-batches in that clock), and the shard
+/// keeps per-cell optimizer state next to the values.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "rule", rename_all = "lowercase")]
 pub enum UpdateRule {
@@ -33,6 +35,86 @@ pub enum UpdateRule {
     Add,
     /// w -= lr * d (d is a gradient)
     Sgd { lr: f32 },
+    /// AdaGrad: per cell accumulator `a` (starting at `initial_accumulator`);
+    /// a += g^2; w -= lr * g / (sqrt(a) + eps).
+    Adagrad {
+        lr: f32,
+        eps: f32,
+        initial_accumulator: f32,
+    },
+    /// FTRL-proximal (McMahan et al. 2013, Algorithm 1) per cell with state z and n (both start
+    /// at 0): sigma = (sqrt(n + g^2) - sqrt(n)) / alpha; z += g - sigma * w; n += g^2;
+    /// w = 0 if |z| <= l1, else -(z - sign(z) * l1) / ((beta + sqrt(n)) / alpha + l2).
+    /// The stored value `w` is what workers read; the table's init must be zeros.
+    Ftrl {
+        alpha: f32,
+        beta: f32,
+        l1: f32,
+        l2: f32,
+    },
+}
+
+impl UpdateRule {
+    /// Optimizer state floats the rule keeps per cell (besides the value itself).
+    pub fn state_per_cell(&self) -> usize {
+        match self {
+            UpdateRule::Add | UpdateRule::Sgd { .. } => 0,
+            UpdateRule::Adagrad { .. } => 1,
+            UpdateRule::Ftrl { .. } => 2,
+        }
+    }
+
+    /// Checks the rule's parameters: every one finite, `lr > 0`, `eps > 0`,
+    /// `initial_accumulator >= 0`, `alpha > 0`, `beta >= 0`, `l1 >= 0`, `l2 >= 0`.
+    pub fn validate(&self) -> Result<(), String> {
+        fn check(rule: &str, name: &str, v: f32, positive: bool) -> Result<(), String> {
+            let ok = v.is_finite() && if positive { v > 0.0 } else { v >= 0.0 };
+            if ok {
+                Ok(())
+            } else {
+                let want = if positive { "> 0" } else { ">= 0" };
+                Err(format!(
+                    "rule {rule}: {name} must be finite and {want}, got {v}"
+                ))
+            }
+        }
+        match *self {
+            UpdateRule::Add => Ok(()),
+            UpdateRule::Sgd { lr } => check("sgd", "lr", lr, true),
+            UpdateRule::Adagrad {
+                lr,
+                eps,
+                initial_accumulator,
+            } => {
+                check("adagrad", "lr", lr, true)?;
+                check("adagrad", "eps", eps, true)?;
+                check("adagrad", "initial_accumulator", initial_accumulator, false)
+            }
+            UpdateRule::Ftrl {
+                alpha,
+                beta,
+                l1,
+                l2,
+            } => {
+                check("ftrl", "alpha", alpha, true)?;
+                check("ftrl", "beta", beta, false)?;
+                check("ftrl", "l1", l1, false)?;
+                check("ftrl", "l2", l2, false)
+            }
+        }
+    }
+}
+
+/// How a shard stores its slice of a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// Every row of the slice, allocated up front.
+    #[default]
+    Dense,
+    /// Only rows that have been written (e.g. hashed u64 feature keys); absent rows read as
+    /// their initial value.
+    Sparse,
 }
 
 /// How a shard fills a table before the first update. Seeded initialisers depend only on
@@ -55,6 +137,28 @@ pub struct TableSpec {
     pub init: Init,
     /// Read staleness for this table; `None` is unbounded (asynchronous).
     pub staleness: Option<u64>,
+    /// Dense (every row allocated) or sparse (rows stored once written). For a sparse table
+    /// `rows` is the size of the key space (e.g. `u64::MAX` for hashed keys): keys are `< rows`.
+    #[serde(default)]
+    pub layout: Layout,
+}
+
+impl TableSpec {
+    /// Checks what a shard needs to hold the table: width > 0, a valid rule, and zeros as the
+    /// init of an `ftrl` table (its values are derived from z and n, which start at 0).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.width == 0 {
+            return Err("width must be > 0".into());
+        }
+        self.rule.validate()?;
+        if matches!(self.rule, UpdateRule::Ftrl { .. }) && self.init != Init::Zeros {
+            return Err(format!(
+                "rule ftrl needs init zeros (w is derived from z and n, which start at 0), got {:?}",
+                self.init
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The job a worker runs: the app name and its settings, opaque to the server side.
@@ -63,6 +167,14 @@ pub struct JobSpec {
     pub app: String,
     pub clocks: u64,
     pub settings: serde_json::Value,
+    /// Workers overlap communication with compute (push in the background, prefetch the next
+    /// clock's rows); false makes every clock wait for its push.
+    #[serde(default = "overlap_default")]
+    pub overlap: bool,
+}
+
+fn overlap_default() -> bool {
+    true
 }
 
 /// coordinator -> node, answers Register once every node has registered.
@@ -90,6 +202,9 @@ pub struct ClockReport {
     pub compute_s: f64,
     pub comm_s: f64,
     pub blocked_s: f64,
+    /// Communication time that did not hold compute up: `comm_s - blocked_s`, at least 0.
+    #[serde(default)]
+    pub overlap_s: f64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
     /// App figures that add up across workers (sums and counts), e.g. squared error and count.
@@ -110,4 +225,170 @@ pub struct Done {
 pub struct Shutdown {
     pub ok: bool,
     pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(rule: UpdateRule, init: Init) -> TableSpec {
+        TableSpec {
+            id: 3,
+            name: "w".into(),
+            rows: u64::MAX,
+            width: 1,
+            rule,
+            init,
+            staleness: Some(1),
+            layout: Layout::Sparse,
+        }
+    }
+
+    #[test]
+    fn update_rules_round_trip_through_json() {
+        let rules = [
+            UpdateRule::Add,
+            UpdateRule::Sgd { lr: 0.5 },
+            UpdateRule::Adagrad {
+                lr: 0.1,
+                eps: 1e-8,
+                initial_accumulator: 0.1,
+            },
+            UpdateRule::Ftrl {
+                alpha: 0.05,
+                beta: 1.0,
+                l1: 0.5,
+                l2: 0.25,
+            },
+        ];
+        for r in rules {
+            let json = serde_json::to_string(&r).unwrap();
+            let back: UpdateRule = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, r, "{json}");
+        }
+        // The wire shape is the tagged one the existing rules already use.
+        assert_eq!(
+            serde_json::to_string(&UpdateRule::Add).unwrap(),
+            r#"{"rule":"add"}"#
+        );
+        let ftrl: UpdateRule =
+            serde_json::from_str(r#"{"rule":"ftrl","alpha":0.1,"beta":1,"l1":2,"l2":0}"#).unwrap();
+        assert_eq!(
+            ftrl,
+            UpdateRule::Ftrl {
+                alpha: 0.1,
+                beta: 1.0,
+                l1: 2.0,
+                l2: 0.0
+            }
+        );
+        assert!(serde_json::from_str::<UpdateRule>(r#"{"rule":"ftrl","alpha":0.1}"#).is_err());
+    }
+
+    #[test]
+    fn table_spec_without_layout_reads_as_dense() {
+        let s = spec(UpdateRule::Add, Init::Zeros);
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains(r#""layout":"sparse""#), "{json}");
+        assert_eq!(serde_json::from_str::<TableSpec>(&json).unwrap(), s);
+        let old = r#"{"id":1,"name":"t","rows":10,"width":2,"rule":{"rule":"add"},"init":{"init":"zeros"},"staleness":0}"#;
+        let t: TableSpec = serde_json::from_str(old).unwrap();
+        assert_eq!(t.layout, Layout::Dense);
+    }
+
+    #[test]
+    fn rule_parameters_are_validated() {
+        let ok = [
+            UpdateRule::Add,
+            UpdateRule::Sgd { lr: 0.1 },
+            UpdateRule::Adagrad {
+                lr: 0.1,
+                eps: 1e-10,
+                initial_accumulator: 0.0,
+            },
+            UpdateRule::Ftrl {
+                alpha: 0.1,
+                beta: 0.0,
+                l1: 0.0,
+                l2: 0.0,
+            },
+        ];
+        for r in ok {
+            assert_eq!(r.validate(), Ok(()), "{r:?}");
+        }
+        let bad = [
+            (UpdateRule::Sgd { lr: 0.0 }, "lr"),
+            (UpdateRule::Sgd { lr: f32::NAN }, "lr"),
+            (
+                UpdateRule::Adagrad {
+                    lr: 0.1,
+                    eps: 0.0,
+                    initial_accumulator: 0.0,
+                },
+                "eps",
+            ),
+            (
+                UpdateRule::Adagrad {
+                    lr: 0.1,
+                    eps: 1e-8,
+                    initial_accumulator: -1.0,
+                },
+                "initial_accumulator",
+            ),
+            (
+                UpdateRule::Ftrl {
+                    alpha: 0.0,
+                    beta: 1.0,
+                    l1: 0.0,
+                    l2: 0.0,
+                },
+                "alpha",
+            ),
+            (
+                UpdateRule::Ftrl {
+                    alpha: 0.1,
+                    beta: -1.0,
+                    l1: 0.0,
+                    l2: 0.0,
+                },
+                "beta",
+            ),
+            (
+                UpdateRule::Ftrl {
+                    alpha: 0.1,
+                    beta: 1.0,
+                    l1: f32::INFINITY,
+                    l2: 0.0,
+                },
+                "l1",
+            ),
+            (
+                UpdateRule::Ftrl {
+                    alpha: 0.1,
+                    beta: 1.0,
+                    l1: 0.0,
+                    l2: -0.5,
+                },
+                "l2",
+            ),
+        ];
+        for (r, field) in bad {
+            let e = r.validate().unwrap_err();
+            assert!(e.contains(field), "{r:?}: {e}");
+        }
+        let ftrl = UpdateRule::Ftrl {
+            alpha: 0.1,
+            beta: 1.0,
+            l1: 1.0,
+            l2: 0.0,
+        };
+        assert!(spec(ftrl, Init::Zeros).validate().is_ok());
+        let e = spec(ftrl, Init::Normal { std: 0.1, seed: 1 })
+            .validate()
+            .unwrap_err();
+        assert!(e.contains("zeros"), "{e}");
+        let mut zero_width = spec(UpdateRule::Add, Init::Zeros);
+        zero_width.width = 0;
+        assert!(zero_width.validate().is_err());
+    }
 }

@@ -14,7 +14,8 @@ mod header;
 mod shard_map;
 
 pub use control::{
-    Assign, ClockReport, Done, Init, JobSpec, Register, Role, Shutdown, TableSpec, UpdateRule,
+    Assign, ClockReport, Done, Init, JobSpec, Layout, Register, Role, Shutdown, TableSpec,
+    UpdateRule,
 };
 pub use error::{ErrorCode, ProtoError};
 pub use frame::{decode_f32s, encode_f32s, Frame, FrameBuilder};

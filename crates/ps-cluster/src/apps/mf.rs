@@ -77,6 +77,7 @@ pub fn plan(job: &JobArgs) -> Result<Plan> {
             seed: job.seed,
         },
         staleness,
+        layout: Default::default(),
     }];
     let mut facts = serde_json::Map::new();
     facts.insert("users".into(), set.num_users.into());
@@ -113,6 +114,7 @@ pub fn plan(job: &JobArgs) -> Result<Plan> {
             app: "mf".into(),
             clocks: job.clocks,
             settings: serde_json::to_value(&settings)?,
+            overlap: !job.no_overlap,
         },
         facts,
     })

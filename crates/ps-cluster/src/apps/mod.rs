@@ -30,10 +30,11 @@ pub fn clock_line(app: &str, s: &ClockSummary) -> String {
         _ => String::new(),
     };
     format!(
-        "clock {:>3}  {app_part}  compute {:.3}s  comm {:.3}s  blocked {:.3}s  sent {}  recv {}",
+        "clock {:>3}  {app_part}  compute {:.3}s  comm {:.3}s  overlapped {:.3}s  blocked {:.3}s  sent {}  recv {}",
         s.clock,
         s.compute_s,
         s.comm_s,
+        s.overlap_s,
         s.blocked_s,
         human_bytes(s.bytes_sent),
         human_bytes(s.bytes_received)
