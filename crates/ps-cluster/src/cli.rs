@@ -186,41 +186,54 @@ pub struct CoordinatorArgs {
 
 #[derive(Debug, Args)]
 pub struct ServerArgs {
-    /// Coordinator address.
-    #[arg(long)]
-    pub coordinator: SocketAddr,
+    #[command(flatten)]
+    pub node: NodeArgs,
     /// Address to serve workers on.
     #[arg(long, default_value = "0.0.0.0:0")]
     pub listen: SocketAddr,
     /// Address workers should dial (default: the bound address).
     #[arg(long)]
     pub advertise: Option<String>,
-    /// Shard id to ask for (default: the next free one).
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Compute device: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+/// What every shard and worker takes: where the coordinator is, who it is, how it sends.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// Coordinator address.
+    #[arg(long)]
+    pub coordinator: SocketAddr,
+    /// Shard or worker id to ask for (default: the next free one).
     #[arg(long)]
     pub id: Option<u32>,
-    /// Emulate a link on everything this shard sends (see `local --link`).
+    /// Emulate a link on everything this node sends (see `local --link`).
     #[arg(long)]
     pub link: Option<ps_transport::LinkSpec>,
     #[command(flatten)]
     pub tls: TlsArgs,
 }
 
-#[derive(Debug, Args)]
-pub struct WorkerArgs {
-    /// Coordinator address.
-    #[arg(long)]
-    pub coordinator: SocketAddr,
-    /// Compute device: auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-    /// Worker id to ask for (default: the next free one).
-    #[arg(long)]
-    pub id: Option<u32>,
-    /// Emulate a link on everything this worker sends (see `local --link`).
-    #[arg(long)]
-    pub link: Option<ps_transport::LinkSpec>,
-    #[command(flatten)]
-    pub tls: TlsArgs,
+impl NodeArgs {
+    /// Endpoint options: loopback tuning when the coordinator is on loopback, the peer name to
+    /// check, and the emulated link if any.
+    pub fn endpoint_options(&self) -> ps_transport::EndpointOptions {
+        let mut options = if self.coordinator.ip().is_loopback() {
+            ps_transport::EndpointOptions::for_loopback()
+        } else {
+            ps_transport::EndpointOptions::default()
+        };
+        options.server_name = self.tls.server_name.clone();
+        options.link = self.link;
+        options
+    }
 }
 
 #[derive(Debug, Args)]

@@ -123,22 +123,14 @@ pub fn run_coordinator_cli(a: CoordinatorArgs) -> Result<()> {
 }
 
 pub fn run_server(a: ServerArgs) -> Result<()> {
-    let identity = a.tls.identity()?;
+    let identity = a.node.tls.identity()?;
     let rt = runtime(1)?;
-    let loopback = a.coordinator.ip().is_loopback();
-    let mut options = if loopback {
-        EndpointOptions::for_loopback()
-    } else {
-        EndpointOptions::default()
-    };
-    options.server_name = a.tls.server_name.clone();
-    options.link = a.link;
     let cfg = ServerNodeConfig {
-        coordinator: a.coordinator,
+        coordinator: a.node.coordinator,
         listen: a.listen,
         advertise: a.advertise.clone(),
-        requested_id: a.id,
-        options,
+        requested_id: a.node.id,
+        options: a.node.endpoint_options(),
         limits: ps_proto::Limits::default(),
     };
     rt.block_on(ps_server::run_server_node(cfg, identity))?;
@@ -149,15 +141,9 @@ pub fn run_worker(a: WorkerArgs) -> Result<()> {
     let request: worker_gpu::DeviceRequest = a.device.parse()?;
     let selection = worker_gpu::select(request)?;
     tracing::info!(device = %selection.device, reason = %selection.reason, "device");
-    let identity = a.tls.identity()?;
+    let identity = a.node.tls.identity()?;
     let rt = runtime(1)?;
-    let mut options = if a.coordinator.ip().is_loopback() {
-        EndpointOptions::for_loopback()
-    } else {
-        EndpointOptions::default()
-    };
-    options.server_name = a.tls.server_name.clone();
-    options.link = a.link;
+    let options = a.node.endpoint_options();
     let limits = ps_proto::Limits::default();
     let endpoint = {
         let _guard = rt.enter();
@@ -168,11 +154,11 @@ pub fn run_worker(a: WorkerArgs) -> Result<()> {
         listen_addr: None,
         host: host_name(),
         pid: std::process::id(),
-        requested_id: a.id,
+        requested_id: a.node.id,
     };
     let mut registration = rt.block_on(register(
         &endpoint,
-        a.coordinator,
+        a.node.coordinator,
         &options.server_name,
         reg,
         &limits,

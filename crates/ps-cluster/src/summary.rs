@@ -1,6 +1,6 @@
 //! The summary line: the last thing a job prints to stdout, one JSON object.
 
-use ps_server::JobResult;
+use ps_server::{ClockSummary, JobResult};
 use serde_json::{Map, Value};
 
 pub struct SummaryContext<'a> {
@@ -27,34 +27,14 @@ pub fn summary_line(ctx: &SummaryContext<'_>, r: &JobResult) -> String {
     }
     m.insert("wall_s".into(), round(r.wall_s).into());
     // Seconds are per-worker means summed over clocks; bytes are totals over workers.
-    m.insert(
-        "compute_s".into(),
-        round(r.clocks.iter().map(|c| c.compute_s).sum()).into(),
-    );
-    m.insert(
-        "comm_s".into(),
-        round(r.clocks.iter().map(|c| c.comm_s).sum()).into(),
-    );
-    m.insert(
-        "overlap_s".into(),
-        round(r.clocks.iter().map(|c| c.overlap_s).sum()).into(),
-    );
-    m.insert(
-        "blocked_s".into(),
-        round(r.clocks.iter().map(|c| c.blocked_s).sum()).into(),
-    );
-    m.insert(
-        "bytes_sent".into(),
-        r.clocks.iter().map(|c| c.bytes_sent).sum::<u64>().into(),
-    );
-    m.insert(
-        "bytes_received".into(),
-        r.clocks
-            .iter()
-            .map(|c| c.bytes_received)
-            .sum::<u64>()
-            .into(),
-    );
+    let seconds = |f: fn(&ClockSummary) -> f64| round(r.clocks.iter().map(f).sum());
+    let bytes = |f: fn(&ClockSummary) -> u64| r.clocks.iter().map(f).sum::<u64>();
+    m.insert("compute_s".into(), seconds(|c| c.compute_s).into());
+    m.insert("comm_s".into(), seconds(|c| c.comm_s).into());
+    m.insert("overlap_s".into(), seconds(|c| c.overlap_s).into());
+    m.insert("blocked_s".into(), seconds(|c| c.blocked_s).into());
+    m.insert("bytes_sent".into(), bytes(|c| c.bytes_sent).into());
+    m.insert("bytes_received".into(), bytes(|c| c.bytes_received).into());
     for (k, v) in ctx.facts {
         m.insert(k.clone(), v.clone());
     }

@@ -298,21 +298,17 @@ impl FrameBuilder {
     ) -> Frame {
         debug_assert!(kind.carries_values());
         debug_assert_eq!(keys.len() * width as usize, values.len());
-        let mut h = Header::new(kind);
-        h.table = table;
-        h.worker = worker;
-        h.clock = clock;
-        h.aux = aux;
-        h.width = width;
-        h.codec = Codec::RawF32;
-        h.key_count = keys.len() as u32;
-        let payload = encode_f32s(values);
-        h.payload_len = payload.len() as u64;
-        Frame {
-            header: h,
-            keys: keys.to_vec(),
-            payload,
-        }
+        // Wire id 1 is raw little-endian f32 (`Codec::RawF32`).
+        Self::rows_encoded(
+            kind,
+            table,
+            worker,
+            (clock, aux),
+            width,
+            keys,
+            1,
+            encode_f32s(values),
+        )
     }
 
     pub fn clock(worker: u32, clock: u64, pushes: u64) -> Frame {
