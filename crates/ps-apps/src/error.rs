@@ -27,6 +27,22 @@ pub enum DataError {
         /// What is wrong with the line.
         reason: String,
     },
+    /// A binary file (or a whole-file property) is malformed, e.g. a bad IDX
+    /// header or a length that does not match the declared shape.
+    #[error("{path}: {reason}")]
+    Format {
+        /// The file path as given by the caller.
+        path: String,
+        /// What is wrong with the file.
+        reason: String,
+    },
+    /// Two files that must agree do not (e.g. images and labels counts, or
+    /// a test file with more features than the model).
+    #[error("{what}")]
+    Mismatch {
+        /// What disagrees, naming both files.
+        what: String,
+    },
     /// The file holds no ratings (empty, or only blank/comment lines, or only a header).
     #[error("{path}: file contains no ratings")]
     Empty {

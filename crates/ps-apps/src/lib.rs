@@ -16,6 +16,9 @@
 //!   `add` rule.
 
 pub mod error;
+pub mod lda;
+pub mod lr;
 pub mod mf;
+pub mod mlp;
 
 pub use error::DataError;

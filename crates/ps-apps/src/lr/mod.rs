@@ -1,0 +1,1 @@
+//! lr (being written).
