@@ -30,6 +30,8 @@ fn bench(secs: f64, size: &str, rows: u64, batch_rows: usize) {
         init: Init::Zeros,
         staleness: None,
         layout: Default::default(),
+        push_codec: Default::default(),
+        pull_codec: Default::default(),
     };
     let n = batch_rows * width as usize;
     let delta: Vec<f32> = (0..n).map(|i| (i % 7) as f32 * 0.25).collect();
@@ -80,11 +82,7 @@ fn bench(secs: f64, size: &str, rows: u64, batch_rows: usize) {
     let mut clock = 0u64;
     let (iters, el) = run_for(secs, 10, || {
         let s = (clock * batch_rows as u64) % rows;
-        let rows_ = PushRows {
-            table: 0,
-            keys: (s..s + batch_rows as u64).collect(),
-            values: delta.clone(),
-        };
+        let rows_ = PushRows::dense(0, (s..s + batch_rows as u64).collect(), delta.clone());
         shard
             .submit(0, clock, vec![rows_])
             .expect("in-order clocks");

@@ -139,6 +139,8 @@ async fn quic(
         init: Init::Zeros,
         staleness: None,
         layout: Default::default(),
+        push_codec: Default::default(),
+        pull_codec: Default::default(),
     }];
     let shard_id = ClusterIdentity::load(&CertPaths::in_dir(setup.certs.path(), "shard-0"))?;
     let ep = make_endpoint(([127, 0, 0, 1], 0).into(), &shard_id, opts)?;

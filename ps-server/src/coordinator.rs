@@ -38,6 +38,9 @@ pub struct ClockSummary {
     pub overlap_s: f64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    pub bytes_logical: u64,
+    pub push_bytes: u64,
+    pub push_bytes_logical: u64,
     /// App sums added over workers.
     pub sums: BTreeMap<String, f64>,
 }
@@ -390,6 +393,9 @@ fn summarize(reports: &[ClockReport], workers: u32) -> ClockSummary {
         s.overlap_s += r.overlap_s / w;
         s.bytes_sent += r.bytes_sent;
         s.bytes_received += r.bytes_received;
+        s.bytes_logical += r.bytes_logical;
+        s.push_bytes += r.push_bytes;
+        s.push_bytes_logical += r.push_bytes_logical;
         for (k, v) in &r.sums {
             *s.sums.entry(k.clone()).or_default() += v;
         }

@@ -7,8 +7,10 @@
 //! and every other stream keep working.
 
 use crate::shard::{PushRows, Shard};
-use ps_proto::{Frame, FrameBuilder, Kind, Limits, ProtoError};
+use ps_proto::codec::{self, KeyCacheReceiver, DEFAULT_KEY_CACHE_IDS};
+use ps_proto::{Frame, FrameBuilder, KeyForm, Kind, Limits, ProtoError, FLAG_END_CLOCK};
 use ps_transport::{read_frame, write_frame, write_frame_owned, FrameRead, TransportError};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tracing::{debug, warn};
@@ -92,13 +94,15 @@ pub fn serve_shard(
                         return;
                     }
                 };
+                // Key lists this worker sent for caching, per table: one cache per connection.
+                let keys: KeyCaches = Arc::new(Mutex::new(HashMap::new()));
                 loop {
                     match conn.accept_bi().await {
                         Ok((send, recv)) => {
-                            let st = st.clone();
-                            tokio::spawn(
-                                async move { handle_stream(st, send, recv, limits).await },
-                            );
+                            let (st, keys) = (st.clone(), keys.clone());
+                            tokio::spawn(async move {
+                                handle_stream(st, keys, send, recv, limits).await
+                            });
                         }
                         Err(e) => {
                             debug!("connection from {} ended: {e}", conn.remote_address());
@@ -124,8 +128,24 @@ async fn reply_error(send: &mut quinn::SendStream, recv: &mut quinn::RecvStream,
     let _ = recv.stop(0u32.into());
 }
 
+/// The receiving side of the key caches of one connection, per table.
+type KeyCaches = Arc<Mutex<HashMap<u32, KeyCacheReceiver>>>;
+
+/// Fills in the keys of a frame sent in a cached form, from its connection's cache.
+fn resolve_keys(caches: &KeyCaches, f: &mut Frame) -> Result<(), ProtoError> {
+    if matches!(f.key_form, KeyForm::List | KeyForm::Range) {
+        return Ok(());
+    }
+    let mut caches = caches.lock().unwrap_or_else(|p| p.into_inner());
+    let cache = caches
+        .entry(f.header.table)
+        .or_insert_with(|| KeyCacheReceiver::new(DEFAULT_KEY_CACHE_IDS));
+    f.resolve_keys(cache)
+}
+
 async fn handle_stream(
     shard: Arc<Mutex<Shard>>,
+    caches: KeyCaches,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     limits: Limits,
@@ -140,9 +160,9 @@ async fn handle_stream(
         }
     };
     let result = match first.header.kind {
-        Kind::Pull => handle_pull(&shard, &mut send, first).await,
+        Kind::Pull => handle_pull(&shard, &caches, &mut send, first).await,
         Kind::Push | Kind::Clock => {
-            handle_batch(&shard, &mut send, &mut recv, first, &limits).await
+            handle_batch(&shard, &caches, &mut send, &mut recv, first, &limits).await
         }
         other => Err(ProtoError::Protocol(format!(
             "a {} frame cannot open a request stream",
@@ -159,9 +179,11 @@ async fn handle_stream(
 
 async fn handle_pull(
     shard: &Mutex<Shard>,
+    caches: &KeyCaches,
     send: &mut quinn::SendStream,
-    f: Frame,
+    mut f: Frame,
 ) -> Result<(), ProtoError> {
+    resolve_keys(caches, &mut f)?;
     let h = f.header;
     let waiter = {
         let mut s = lock(shard);
@@ -173,16 +195,33 @@ async fn handle_pull(
         rx.await
             .map_err(|_| ProtoError::Protocol("shard is shutting down".into()))?;
     }
-    let r = lock(shard).read(h.table, &f.keys, h.worker)?;
-    let reply = FrameBuilder::pull_reply(
+    let (r, codec) = {
+        let s = lock(shard);
+        (
+            s.read(h.table, &f.keys, h.worker)?,
+            s.table(h.table)?.spec().pull_codec.clone(),
+        )
+    };
+    let mut payload = Vec::new();
+    codec::encode(&codec, &r.values, None, &mut payload)?;
+    let mut reply = FrameBuilder::pull_reply_encoded(
         h.table,
         h.worker,
         r.min_clock,
         r.worker_clock,
         h.width,
         &f.keys,
-        &r.values,
+        codec.wire_id(),
+        payload,
     );
+    // The reply names its keys the way the request did, never longer.
+    match f.key_form {
+        KeyForm::List | KeyForm::Range => reply.compact_keys(),
+        KeyForm::Assign(id) | KeyForm::Cached { id, .. } => reply.set_key_form(KeyForm::Cached {
+            id,
+            hash: codec::default_key_hash(&f.keys),
+        }),
+    }
     write_frame_owned(send, reply)
         .await
         .map_err(|e| ProtoError::Protocol(e.to_string()))?;
@@ -191,6 +230,7 @@ async fn handle_pull(
 
 async fn handle_batch(
     shard: &Mutex<Shard>,
+    caches: &KeyCaches,
     send: &mut quinn::SendStream,
     recv: &mut quinn::RecvStream,
     first: Frame,
@@ -203,7 +243,7 @@ async fn handle_batch(
     let mut batch_values = 0u64;
     let mut next = Some(first);
     loop {
-        let f = match next.take() {
+        let mut f = match next.take() {
             Some(f) => f,
             None => match read_frame(recv, limits).await {
                 Ok(FrameRead::Frame(f)) => f,
@@ -225,6 +265,7 @@ async fn handle_batch(
         }
         match h.kind {
             Kind::Push => {
+                resolve_keys(caches, &mut f)?;
                 let cells = {
                     let s = lock(shard);
                     s.check(h.table, h.width, &f.keys)?;
@@ -240,32 +281,18 @@ async fn handle_batch(
                         cap: cells.saturating_mul(4),
                     });
                 }
-                let values = f.values()?;
+                // Dense or sparse as sent: a sparse block is applied entry by entry.
+                let values = f.decoded()?;
                 batch.push(PushRows {
                     table: h.table,
                     keys: f.keys,
                     values,
                 });
-            }
-            Kind::Clock => {
-                if h.aux != batch.len() as u64 {
-                    return Err(ProtoError::Protocol(format!(
-                        "clock frame announces {} pushes, {} arrived",
-                        h.aux,
-                        batch.len()
-                    )));
+                if h.flags & FLAG_END_CLOCK != 0 {
+                    return end_batch(shard, send, worker, clock, h.aux, batch).await;
                 }
-                let (min_clock, worker_clock) = {
-                    let mut s = lock(shard);
-                    s.submit(worker, clock, batch)
-                        .map_err(|e| ProtoError::Protocol(e.to_string()))?;
-                    (s.min_clock(), s.worker_clock(worker))
-                };
-                write_frame(send, &FrameBuilder::ack(worker, min_clock, worker_clock))
-                    .await
-                    .map_err(|e| ProtoError::Protocol(e.to_string()))?;
-                return Ok(());
             }
+            Kind::Clock => return end_batch(shard, send, worker, clock, h.aux, batch).await,
             other => {
                 return Err(ProtoError::Protocol(format!(
                     "unexpected {} frame inside a push batch",
@@ -274,4 +301,31 @@ async fn handle_batch(
             }
         }
     }
+}
+
+/// Submits a complete clock batch that announced `announced` push frames, and acknowledges it.
+async fn end_batch(
+    shard: &Mutex<Shard>,
+    send: &mut quinn::SendStream,
+    worker: u32,
+    clock: u64,
+    announced: u64,
+    batch: Vec<PushRows>,
+) -> Result<(), ProtoError> {
+    if announced != batch.len() as u64 {
+        return Err(ProtoError::Protocol(format!(
+            "the batch announces {announced} pushes, {} arrived",
+            batch.len()
+        )));
+    }
+    let (min_clock, worker_clock) = {
+        let mut s = lock(shard);
+        s.submit(worker, clock, batch)
+            .map_err(|e| ProtoError::Protocol(e.to_string()))?;
+        (s.min_clock(), s.worker_clock(worker))
+    };
+    write_frame(send, &FrameBuilder::ack(worker, min_clock, worker_clock))
+        .await
+        .map_err(|e| ProtoError::Protocol(e.to_string()))?;
+    Ok(())
 }

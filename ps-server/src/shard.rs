@@ -4,17 +4,38 @@
 
 use crate::error::ServerError;
 use crate::table::Table;
+use ps_proto::codec::Decoded;
 use ps_proto::{ProtoError, ShardMap, TableSpec};
 use ps_ssp::{ParkedReads, ShardClock, SspError};
 use std::collections::HashMap;
 use tokio::sync::oneshot;
 
-/// The rows one push frame carries.
+/// The rows one push frame carries: one block of `keys.len() * width` values, dense or sparse as
+/// the worker's codec sent it. A sparse block is kept and applied as it is, never densified.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PushRows {
     pub table: u32,
     pub keys: Vec<u64>,
-    pub values: Vec<f32>,
+    pub values: Decoded,
+}
+
+impl PushRows {
+    /// Dense rows, one per key.
+    pub fn dense(table: u32, keys: Vec<u64>, values: Vec<f32>) -> PushRows {
+        PushRows {
+            table,
+            keys,
+            values: Decoded::Dense(values),
+        }
+    }
+
+    /// Values carried (selected entries of a sparse block).
+    pub fn value_count(&self) -> usize {
+        match &self.values {
+            Decoded::Dense(v) => v.len(),
+            Decoded::Sparse { values, .. } => values.len(),
+        }
+    }
 }
 
 /// Everything one worker pushed to this shard for one clock.
@@ -169,8 +190,13 @@ impl Shard {
         for (_, _, batch) in released {
             for rows in batch {
                 if let Some(t) = self.tables.get_mut(&rows.table) {
-                    t.apply(&rows.keys, &rows.values);
-                    self.params_applied += rows.values.len() as u64;
+                    self.params_applied += rows.value_count() as u64;
+                    match &rows.values {
+                        Decoded::Dense(v) => t.apply(&rows.keys, v),
+                        Decoded::Sparse { indices, values } => {
+                            t.apply_sparse(&rows.keys, indices, values)
+                        }
+                    }
                 }
             }
         }
@@ -224,6 +250,8 @@ mod tests {
             init: Init::Zeros,
             staleness: Some(0),
             layout: Layout::Dense,
+            push_codec: Default::default(),
+            pull_codec: Default::default(),
         }
     }
 
@@ -244,16 +272,8 @@ mod tests {
             Err(ProtoError::UnknownTable(2))
         ));
         let rx = s.park(1).expect("must park until clock 0 is complete");
-        s.submit(
-            1,
-            0,
-            vec![PushRows {
-                table: 1,
-                keys: vec![0],
-                values: vec![1.0, 2.0],
-            }],
-        )
-        .unwrap();
+        s.submit(1, 0, vec![PushRows::dense(1, vec![0], vec![1.0, 2.0])])
+            .unwrap();
         assert_eq!(
             s.read(1, &[0], 1).unwrap().values,
             vec![0.0, 0.0],
@@ -282,6 +302,8 @@ mod tests {
             init: Init::Zeros,
             staleness: Some(0),
             layout: Layout::Sparse,
+            push_codec: Default::default(),
+            pull_codec: Default::default(),
         }
     }
 
@@ -323,13 +345,7 @@ mod tests {
             };
             (z, n, w)
         };
-        let push = |keys: Vec<u64>, values: Vec<f32>| {
-            vec![PushRows {
-                table: 9,
-                keys,
-                values,
-            }]
-        };
+        let push = |keys: Vec<u64>, values: Vec<f32>| vec![PushRows::dense(9, keys, values)];
         // Clock 0: worker 0 pushes g = 0.6 on a, worker 1 g = 0.3 on a and 2.0 on b.
         s.submit(0, 0, push(vec![a], vec![0.6])).unwrap();
         s.submit(1, 0, push(vec![a, b], vec![0.3, 2.0])).unwrap();

@@ -114,6 +114,24 @@ impl SparseTable {
         }
     }
 
+    /// Applies a sparse block over the rows of `keys` (see `Table::apply_sparse`); rows never
+    /// written are created from their initial value first.
+    pub fn apply_sparse(&mut self, keys: &[u64], indices: &[u32], values: &[f32]) {
+        let w = self.spec.width as usize;
+        let rule = self.spec.rule;
+        let k = rules::state_per_cell(rule);
+        for (&i, &v) in indices.iter().zip(values) {
+            let (r, c) = (i as usize / w, i as usize % w);
+            let cell = self.slot(keys[r]) * w + c;
+            rules::apply(
+                rule,
+                &mut self.data[cell..cell + 1],
+                &mut self.state[k * cell..k * (cell + 1)],
+                &[v],
+            );
+        }
+    }
+
     /// The key of each stored row, in slot (first-write) order.
     pub fn keys(&self) -> &[u64] {
         &self.keys
@@ -161,6 +179,8 @@ mod tests {
             init,
             staleness: Some(0),
             layout,
+            push_codec: Default::default(),
+            pull_codec: Default::default(),
         }
     }
 

@@ -8,7 +8,7 @@
 use crate::init;
 use crate::rules;
 pub use crate::sparse::SparseTable;
-use ps_proto::{KeyRange, Layout, ProtoError, TableSpec};
+use ps_proto::{KeyRange, Layout, ProtoError, TableSpec, UpdateRule};
 
 /// Checks that a request's width and keys fit the slice `range` of `spec`.
 pub(crate) fn check_request(
@@ -107,6 +107,27 @@ impl DenseTable {
         }
     }
 
+    /// See [`Table::apply_sparse`].
+    pub fn apply_sparse(&mut self, keys: &[u64], indices: &[u32], values: &[f32]) {
+        let w = self.spec.width as usize;
+        let rule = self.spec.rule;
+        let k = rules::state_per_cell(rule);
+        for (&i, &v) in indices.iter().zip(values) {
+            let (r, c) = (i as usize / w, i as usize % w);
+            let cell = (keys[r] - self.range.start) as usize * w + c;
+            if k == 0 && rule == UpdateRule::Add {
+                self.data[cell] += v;
+            } else {
+                rules::apply(
+                    rule,
+                    &mut self.data[cell..cell + 1],
+                    &mut self.state[k * cell..k * (cell + 1)],
+                    &[v],
+                );
+            }
+        }
+    }
+
     /// The whole slice, row-major.
     pub fn data(&self) -> &[f32] {
         &self.data
@@ -175,6 +196,17 @@ impl Table {
         }
     }
 
+    /// Applies a sparse block over the rows of `keys` (already checked): entry `j` is cell
+    /// `indices[j]` of the `keys.len() * width` block (row `keys[i / width]`, column
+    /// `i % width`), changed by `values[j]` under the table's rule. Indices were checked by the
+    /// decoder (`< keys.len() * width`).
+    pub fn apply_sparse(&mut self, keys: &[u64], indices: &[u32], values: &[f32]) {
+        match self {
+            Table::Dense(t) => t.apply_sparse(keys, indices, values),
+            Table::Sparse(t) => t.apply_sparse(keys, indices, values),
+        }
+    }
+
     /// Rows stored: the whole range for a dense slice, the rows written so far for a sparse one.
     pub fn len(&self) -> u64 {
         match self {
@@ -236,6 +268,8 @@ mod tests {
             init: Init::Zeros,
             staleness: None,
             layout: Layout::Dense,
+            push_codec: Default::default(),
+            pull_codec: Default::default(),
         };
         let add = DenseTable::new(spec(UpdateRule::Add), range);
         assert!(add.state().is_empty());

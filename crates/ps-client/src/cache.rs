@@ -20,8 +20,17 @@ pub struct TableCache {
     pub rows: HashMap<u64, CachedRow>,
     /// Updates of the current clock, coalesced per row.
     pub pending: HashMap<u64, Vec<f32>>,
-    /// Own updates already sent, by clock, until every shard has applied them.
+    /// Own updates already sent (as the shards will decode them), by clock, until every shard has
+    /// applied them. Kept only when `overlay` is on.
     pub own_log: BTreeMap<u64, HashMap<u64, Vec<f32>>>,
+    /// What a lossy push codec has not sent yet, per row (error feedback). Part of this
+    /// worker's own updates: it goes out with a later clock.
+    pub residual: HashMap<u64, Vec<f32>>,
+    /// Reads overlay this worker's own updates the shards have not applied (read-my-writes).
+    /// Right for the `add` rule, where a push is a change of the value; under `sgd`, `adagrad`
+    /// or `ftrl` a push is a gradient the shard turns into a change, so reads show only what
+    /// the shards applied.
+    pub overlay: bool,
 }
 
 fn add(dst: &mut [f32], src: &[f32]) {
@@ -31,34 +40,48 @@ fn add(dst: &mut [f32], src: &[f32]) {
 }
 
 impl TableCache {
-    /// Appends the row as this worker must see it: cached values, plus own logged updates the
-    /// shard had not applied, plus this clock's pending updates.
+    pub fn new(overlay: bool) -> TableCache {
+        TableCache {
+            overlay,
+            ..Default::default()
+        }
+    }
+
+    /// Appends the row as this worker must see it: cached values, plus (with `overlay`) own
+    /// logged updates the shard had not applied, the residual not sent yet, and this clock's
+    /// pending updates.
     pub fn compose(&self, row: u64, out: &mut Vec<f32>) -> bool {
         let Some(c) = self.rows.get(&row) else {
             return false;
         };
         let start = out.len();
         out.extend_from_slice(&c.values);
+        if !self.overlay {
+            return true;
+        }
         for (_, updates) in self.own_log.range(c.own_clock..) {
             if let Some(d) = updates.get(&row) {
                 add(&mut out[start..], d);
             }
         }
-        if let Some(d) = self.pending.get(&row) {
-            add(&mut out[start..], d);
+        for part in [&self.residual, &self.pending] {
+            if let Some(d) = part.get(&row) {
+                add(&mut out[start..], d);
+            }
         }
         true
     }
 
-    /// Moves this clock's pending updates into the own log under `clock`; returns them sorted by row.
-    pub fn seal(&mut self, clock: u64) -> Vec<(u64, Vec<f32>)> {
-        let pending = std::mem::take(&mut self.pending);
-        let mut rows: Vec<(u64, Vec<f32>)> = pending.iter().map(|(k, v)| (*k, v.clone())).collect();
-        rows.sort_unstable_by_key(|(k, _)| *k);
-        if !pending.is_empty() {
-            self.own_log.insert(clock, pending);
+    /// Takes this clock's pending updates (to be encoded and pushed).
+    pub fn take_pending(&mut self) -> HashMap<u64, Vec<f32>> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Logs what clock `clock` sent, as the shards will apply it, for read-my-writes.
+    pub fn log_sent(&mut self, clock: u64, sent: HashMap<u64, Vec<f32>>) {
+        if self.overlay && !sent.is_empty() {
+            self.own_log.insert(clock, sent);
         }
-        rows
     }
 
     /// Shard `applied_of(row)` has applied this worker's clocks below the returned value: fold those
@@ -89,7 +112,7 @@ mod tests {
 
     #[test]
     fn compose_adds_unapplied_own_updates_once() {
-        let mut t = TableCache::default();
+        let mut t = TableCache::new(true);
         t.rows.insert(
             3,
             CachedRow {
@@ -116,15 +139,55 @@ mod tests {
     }
 
     #[test]
-    fn seal_moves_pending_to_the_log() {
-        let mut t = TableCache::default();
+    fn log_keeps_sent_updates_only_with_overlay() {
+        let mut t = TableCache::new(true);
         t.pending.insert(9, vec![1.0]);
-        t.pending.insert(2, vec![2.0]);
-        let rows = t.seal(5);
-        assert_eq!(rows, vec![(2, vec![2.0]), (9, vec![1.0])]);
+        let sent = t.take_pending();
         assert!(t.pending.is_empty());
-        assert_eq!(t.own_log[&5].len(), 2);
-        assert!(t.seal(6).is_empty());
+        t.log_sent(5, sent);
+        assert_eq!(t.own_log[&5].len(), 1);
+        t.log_sent(6, HashMap::new());
         assert!(!t.own_log.contains_key(&6));
+        let mut g = TableCache::new(false);
+        g.log_sent(5, HashMap::from([(9, vec![1.0])]));
+        assert!(g.own_log.is_empty());
+    }
+
+    #[test]
+    fn without_overlay_reads_show_only_what_shards_applied() {
+        let mut t = TableCache::new(false);
+        t.rows.insert(
+            1,
+            CachedRow {
+                values: vec![3.0],
+                min_clock: 0,
+                own_clock: 0,
+                fetched_at: 0,
+            },
+        );
+        t.pending.insert(1, vec![100.0]);
+        t.residual.insert(1, vec![7.0]);
+        let mut out = Vec::new();
+        assert!(t.compose(1, &mut out));
+        assert_eq!(out, vec![3.0]);
+    }
+
+    #[test]
+    fn the_residual_is_part_of_own_updates() {
+        let mut t = TableCache::new(true);
+        t.rows.insert(
+            1,
+            CachedRow {
+                values: vec![3.0],
+                min_clock: 0,
+                own_clock: 0,
+                fetched_at: 0,
+            },
+        );
+        t.residual.insert(1, vec![0.25]);
+        t.pending.insert(1, vec![1.0]);
+        let mut out = Vec::new();
+        t.compose(1, &mut out);
+        assert_eq!(out, vec![4.25]);
     }
 }

@@ -2,8 +2,9 @@
 
 use crate::cache::{CachedRow, TableCache};
 use crate::error::ClientError;
+use crate::push;
 use crate::wire::{pull, push_batch, Traffic};
-use ps_proto::{ClockReport, Frame, FrameBuilder, Limits, ShardMap, TableSpec, HEADER_LEN};
+use ps_proto::{ClockReport, Frame, Limits, ShardMap, TableSpec, UpdateRule, HEADER_LEN};
 use ps_ssp::{Staleness, WorkerClock};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -130,7 +131,7 @@ impl PsClient {
                         .staleness
                         .map(Staleness::Bounded)
                         .unwrap_or(Staleness::Unbounded),
-                    cache: TableCache::default(),
+                    cache: TableCache::new(t.rule == UpdateRule::Add),
                     read_this_clock: HashSet::new(),
                     prefetch: None,
                 },
@@ -341,8 +342,7 @@ impl PsClient {
                 addr: addrs[s as usize].clone(),
                 reason: e.to_string(),
             })?;
-            self.pull_traffic.sent += traffic.sent;
-            self.pull_traffic.received += traffic.received;
+            self.pull_traffic.add(traffic);
             let values = reply.values()?;
             let (min_clock, own_clock) = (reply.header.clock, reply.header.aux);
             for (k, v) in reply.keys.iter().zip(values.chunks_exact(width as usize)) {
@@ -372,31 +372,21 @@ impl PsClient {
         let mut per_shard: Vec<Vec<Frame>> = vec![Vec::new(); nshards as usize];
         let mut ids: Vec<u32> = self.tables.keys().copied().collect();
         ids.sort_unstable();
+        let mut push_logical = 0u64;
         for id in ids {
             let Some(t) = self.tables.get_mut(&id) else {
                 continue;
             };
-            let (width, nrows) = (t.spec.width, t.spec.rows);
-            let rows = t.cache.seal(ended);
-            let per_frame = ((max_body / (8 + 4 * width as u64)).max(1)) as usize;
-            let mut start = 0;
-            while start < rows.len() {
-                let s = ShardMap::shard_of(nrows, nshards, rows[start].0);
-                let end_row = ShardMap::range_of(nrows, nshards, s).end;
-                let mut end = start;
-                while end < rows.len() && rows[end].0 < end_row && end - start < per_frame {
-                    end += 1;
-                }
-                let keys: Vec<u64> = rows[start..end].iter().map(|(k, _)| *k).collect();
-                let mut values = Vec::with_capacity(keys.len() * width as usize);
-                for (_, v) in &rows[start..end] {
-                    values.extend_from_slice(v);
-                }
-                per_shard[s as usize]
-                    .push(FrameBuilder::push(id, worker, ended, width, &keys, &values));
-                start = end;
-            }
+            push_logical += push::encode_table(
+                &t.spec,
+                &mut t.cache,
+                worker,
+                ended,
+                max_body,
+                &mut per_shard,
+            )?;
         }
+        push_logical += push::end_batches(worker, ended, &mut per_shard);
         let now = Instant::now();
         let wall = now.duration_since(self.clock_started).as_secs_f64();
         let mut report = ClockReport {
@@ -408,6 +398,9 @@ impl PsClient {
             overlap_s: 0.0,
             bytes_sent: self.pull_traffic.sent,
             bytes_received: self.pull_traffic.received,
+            bytes_logical: self.pull_traffic.logical_sent + push_logical,
+            push_bytes: 0,
+            push_bytes_logical: push_logical,
             sums,
         };
         self.clock_started = now;
@@ -427,9 +420,7 @@ impl PsClient {
                 .enumerate()
                 .map(|(s, frames)| {
                     let conn = conns[s].clone();
-                    tokio::spawn(async move {
-                        (s, push_batch(&conn, &limits, frames, worker, ended).await)
-                    })
+                    tokio::spawn(async move { (s, push_batch(&conn, &limits, frames).await) })
                 })
                 .collect();
             let mut push_s = 0.0f64;
@@ -439,6 +430,7 @@ impl PsClient {
                         let mut sh = lock(&shared);
                         sh.applied[s] = sh.applied[s].max(applied);
                         report.bytes_sent += traffic.sent;
+                        report.push_bytes += traffic.sent;
                         report.bytes_received += traffic.received;
                         push_s = started.elapsed().as_secs_f64();
                     }

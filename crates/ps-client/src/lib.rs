@@ -11,6 +11,7 @@
 mod cache;
 mod client;
 mod error;
+mod push;
 mod wire;
 
 pub use client::{ClientConfig, PsClient, Table};

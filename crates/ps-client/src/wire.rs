@@ -1,14 +1,24 @@
 //! The two request shapes a worker sends a shard, over one bidirectional stream each.
 
 use crate::error::ClientError;
-use ps_proto::{Frame, FrameBuilder, Kind, Limits};
+use ps_proto::codec::default_key_hash;
+use ps_proto::{Frame, FrameBuilder, KeyForm, Kind, Limits, HEADER_LEN};
 use ps_transport::{read_frame, write_frame, write_frame_owned, FrameRead, TransportError};
 
-/// Bytes sent and received by one request.
+/// Bytes sent and received by one request, and what it would have sent as listed keys.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Traffic {
     pub sent: u64,
     pub received: u64,
+    pub logical_sent: u64,
+}
+
+impl Traffic {
+    pub fn add(&mut self, t: Traffic) {
+        self.sent += t.sent;
+        self.received += t.received;
+        self.logical_sent += t.logical_sent;
+    }
 }
 
 async fn read_reply(
@@ -57,39 +67,60 @@ pub async fn pull(
     let (mut send, mut recv) = conn.open_bi().await.map_err(stream_err)?;
     // Pulls unblock compute: ahead of pushes.
     let _ = send.set_priority(1);
-    let sent = write_frame(
-        &mut send,
-        &FrameBuilder::pull(table, worker, min_clock, width, keys),
-    )
-    .await?;
+    let mut request = FrameBuilder::pull(table, worker, min_clock, width, keys);
+    request.compact_keys();
+    let logical_sent = (HEADER_LEN + 8 * keys.len()) as u64;
+    let sent = write_frame(&mut send, &request).await?;
     send.finish().map_err(stream_err)?;
-    let (reply, received) = read_reply(&mut recv, limits, Kind::PullReply).await?;
+    let (mut reply, received) = read_reply(&mut recv, limits, Kind::PullReply).await?;
+    if let KeyForm::Cached { id, hash } = reply.key_form {
+        // The shard names the keys by the cache entry the request used: check it is ours.
+        let ours = match request.key_form {
+            KeyForm::Assign(a) => a == id && hash == default_key_hash(keys),
+            KeyForm::Cached { id: i, hash: h } => (i, h) == (id, hash),
+            _ => false,
+        };
+        if ours {
+            reply.keys = keys.to_vec();
+        }
+    }
     let h = reply.header;
     if h.table != table || h.width != width || reply.keys != keys {
         return Err(
             ps_proto::ProtoError::Protocol("pull reply does not match the request".into()).into(),
         );
     }
-    Ok((reply, Traffic { sent, received }))
+    Ok((
+        reply,
+        Traffic {
+            sent,
+            received,
+            logical_sent,
+        },
+    ))
 }
 
-/// Sends one clock batch (push frames then the clock frame) and waits for the ack.
-/// Returns (worker clocks applied at the shard, traffic).
+/// Sends one clock batch (push frames, the last ending the clock, or a lone clock frame; see
+/// `push::end_batches`) and waits for the ack. Returns (worker clocks applied at the shard,
+/// traffic).
 pub async fn push_batch(
     conn: &quinn::Connection,
     limits: &Limits,
     frames: Vec<Frame>,
-    worker: u32,
-    clock: u64,
 ) -> Result<(u64, Traffic), ClientError> {
     let (mut send, mut recv) = conn.open_bi().await.map_err(stream_err)?;
     let mut sent = 0;
-    let count = frames.len() as u64;
     for f in frames {
         sent += write_frame_owned(&mut send, f).await?;
     }
-    sent += write_frame(&mut send, &FrameBuilder::clock(worker, clock, count)).await?;
     send.finish().map_err(stream_err)?;
     let (ack, received) = read_reply(&mut recv, limits, Kind::Ack).await?;
-    Ok((ack.header.aux, Traffic { sent, received }))
+    Ok((
+        ack.header.aux,
+        Traffic {
+            sent,
+            received,
+            logical_sent: 0,
+        },
+    ))
 }

@@ -59,6 +59,10 @@ pub struct JobArgs {
     /// Seed for data generation, initialisation and shuffling.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// MF: clocks per SGD epoch (each clock visits the next slice of the epoch; the learning
+    /// rate decays per epoch). More, smaller clocks push smaller deltas more often.
+    #[arg(long, default_value_t = 1)]
+    pub clocks_per_epoch: u32,
     /// Ratings file (MovieLens u.data, ratings.csv, ratings.dat, or user,item,rating). Default:
     /// built-in synthetic low-rank data with known noise.
     #[arg(long)]
@@ -74,6 +78,14 @@ pub struct JobArgs {
     /// what overlapping communication with compute buys).
     #[arg(long)]
     pub no_overlap: bool,
+    /// How workers encode pushed deltas, per table: stages then a value format, e.g. `raw`,
+    /// `f16`, `bf16`, `topk:0.01,f16`, `topk:100`, `filter:0.01,topk:0.05`. Lossy chains keep
+    /// what they do not send in a residual added to the next clock's delta (error feedback).
+    #[arg(long, default_value = "raw", value_parser = parse_codec)]
+    pub push_codec: ps_proto::codec::CodecChain,
+    /// How shards encode pull replies: `raw`, `f16` or `bf16`.
+    #[arg(long, default_value = "raw", value_parser = parse_pull_codec)]
+    pub pull_codec: ps_proto::codec::CodecChain,
     /// Fault and straggler injection for tests and demos: WORKER:MS sleeps MS per clock on WORKER.
     #[arg(long, value_parser = parse_pair)]
     pub slow_worker: Option<(u32, u64)>,
@@ -271,6 +283,9 @@ impl JobArgs {
         if self.clocks == 0 {
             bail!("--clocks must be at least 1");
         }
+        if self.clocks_per_epoch == 0 || self.clocks_per_epoch > 10_000 {
+            bail!("--clocks-per-epoch must be in 1..=10000");
+        }
         if self.rank == 0 || self.rank > 4096 {
             bail!("--rank must be in 1..=4096");
         }
@@ -339,4 +354,18 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn parse_codec(s: &str) -> Result<ps_proto::codec::CodecChain, String> {
+    s.parse().map_err(|e: ps_proto::ProtoError| e.to_string())
+}
+
+fn parse_pull_codec(s: &str) -> Result<ps_proto::codec::CodecChain, String> {
+    let c = parse_codec(s)?;
+    if c.is_sparse() {
+        return Err(format!(
+            "{s}: pull replies carry values, not deltas: use raw, f16 or bf16"
+        ));
+    }
+    Ok(c)
 }

@@ -91,6 +91,8 @@ pub fn summary(
             clocks: job.clocks,
             deterministic: job.deterministic,
             device,
+            push_codec: job.push_codec.to_string(),
+            pull_codec: job.pull_codec.to_string(),
             facts: &plan.facts,
         },
         r,

@@ -11,6 +11,8 @@ pub struct SummaryContext<'a> {
     pub clocks: u64,
     pub deterministic: bool,
     pub device: Option<String>,
+    pub push_codec: String,
+    pub pull_codec: String,
     pub facts: &'a Map<String, Value>,
 }
 
@@ -35,11 +37,33 @@ pub fn summary_line(ctx: &SummaryContext<'_>, r: &JobResult) -> String {
     m.insert("blocked_s".into(), seconds(|c| c.blocked_s).into());
     m.insert("bytes_sent".into(), bytes(|c| c.bytes_sent).into());
     m.insert("bytes_received".into(), bytes(|c| c.bytes_received).into());
+    let (logical, sent) = (bytes(|c| c.bytes_logical), bytes(|c| c.bytes_sent));
+    m.insert("bytes_logical".into(), logical.into());
+    m.insert("compression_ratio".into(), ratio(logical, sent).into());
+    let (push_logical, push) = (bytes(|c| c.push_bytes_logical), bytes(|c| c.push_bytes));
+    m.insert("push_bytes".into(), push.into());
+    m.insert("push_bytes_logical".into(), push_logical.into());
+    m.insert(
+        "push_compression_ratio".into(),
+        ratio(push_logical, push).into(),
+    );
+    m.insert("push_codec".into(), ctx.push_codec.clone().into());
+    m.insert("pull_codec".into(), ctx.pull_codec.clone().into());
+
     for (k, v) in ctx.facts {
         m.insert(k.clone(), v.clone());
     }
     crate::apps::summary_fields(ctx.app, r, &mut m);
     Value::Object(m).to_string()
+}
+
+/// `a / b` to 4 significant decimals; 0 when nothing was sent.
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        round(a as f64 / b as f64)
+    }
 }
 
 fn round(x: f64) -> f64 {

@@ -32,6 +32,8 @@ fn table(id: u32, rows: u64, width: u32, staleness: Option<u64>) -> TableSpec {
         init: Init::Zeros,
         staleness,
         layout: Default::default(),
+        push_codec: Default::default(),
+        pull_codec: Default::default(),
     }
 }
 

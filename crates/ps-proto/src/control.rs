@@ -1,6 +1,7 @@
 //! Control messages exchanged with the coordinator. They travel as JSON payloads of control
 //! frames: they are small and rare, and serde validates their shape.
 
+use crate::codec::CodecChain;
 use crate::shard_map::ShardMap;
 use serde::{Deserialize, Serialize};
 
@@ -141,6 +142,29 @@ pub struct TableSpec {
     /// `rows` is the size of the key space (e.g. `u64::MAX` for hashed keys): keys are `< rows`.
     #[serde(default)]
     pub layout: Layout,
+    /// How workers encode this table's pushed deltas (e.g. `topk:0.01,f16`); lossy chains keep
+    /// what they did not send in a per-worker residual (error feedback).
+    #[serde(default, with = "chain_as_string")]
+    pub push_codec: CodecChain,
+    /// How shards encode this table's pull replies: a value format only (`raw`, `f16`, `bf16`);
+    /// pulls carry values, not deltas, so selection stages make no sense there.
+    #[serde(default, with = "chain_as_string")]
+    pub pull_codec: CodecChain,
+}
+
+/// A codec chain in JSON as its string form (`"topk:0.01,f16"`).
+mod chain_as_string {
+    use crate::codec::CodecChain;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(c: &CodecChain, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(c)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<CodecChain, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 impl TableSpec {
@@ -151,6 +175,15 @@ impl TableSpec {
             return Err("width must be > 0".into());
         }
         self.rule.validate()?;
+        self.push_codec
+            .validate()
+            .map_err(|e| format!("push codec: {e}"))?;
+        if self.pull_codec.is_sparse() {
+            return Err(format!(
+                "pull codec {}: pulls carry values, not deltas, so only raw, f16 or bf16",
+                self.pull_codec
+            ));
+        }
         if matches!(self.rule, UpdateRule::Ftrl { .. }) && self.init != Init::Zeros {
             return Err(format!(
                 "rule ftrl needs init zeros (w is derived from z and n, which start at 0), got {:?}",
@@ -207,6 +240,15 @@ pub struct ClockReport {
     pub overlap_s: f64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// What `bytes_sent` would have been as raw f32 frames with listed keys and a separate
+    /// clock frame per batch: the baseline for the compression ratio.
+    #[serde(default)]
+    pub bytes_logical: u64,
+    /// The push part of `bytes_sent` (push and clock frames), and its raw f32 equivalent.
+    #[serde(default)]
+    pub push_bytes: u64,
+    #[serde(default)]
+    pub push_bytes_logical: u64,
     /// App figures that add up across workers (sums and counts), e.g. squared error and count.
     pub sums: std::collections::BTreeMap<String, f64>,
 }
@@ -241,6 +283,8 @@ mod tests {
             init,
             staleness: Some(1),
             layout: Layout::Sparse,
+            push_codec: Default::default(),
+            pull_codec: Default::default(),
         }
     }
 

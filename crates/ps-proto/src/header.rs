@@ -179,6 +179,19 @@ impl Default for Limits {
     }
 }
 
+/// Header flag: the key section is one u64, the first key of `key_count` consecutive keys.
+pub const FLAG_KEY_RANGE: u16 = 0x1;
+/// Header flag: the key section is a u64 cache id then the `key_count` keys; the receiver stores
+/// the list under that id ([`crate::codec::KeyCacheReceiver`], one per connection and table).
+pub const FLAG_KEY_ASSIGN: u16 = 0x2;
+/// Header flag: the key section is a u64 cache id and the u64 hash of a list stored before.
+pub const FLAG_KEY_CACHED: u16 = 0x4;
+/// Header flag (push only): this frame also ends the worker's clock batch, in place of a
+/// separate clock frame; `aux` = the number of push frames in the batch, this one included.
+pub const FLAG_END_CLOCK: u16 = 0x8;
+const KEY_FLAGS: u16 = FLAG_KEY_RANGE | FLAG_KEY_ASSIGN | FLAG_KEY_CACHED;
+const KNOWN_FLAGS: u16 = KEY_FLAGS | FLAG_END_CLOCK;
+
 /// A validated header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
@@ -213,7 +226,18 @@ impl Header {
 
     /// Bytes that follow the header: keys then payload.
     pub fn body_len(&self) -> u64 {
-        self.key_count as u64 * 8 + self.payload_len
+        self.key_section_len() + self.payload_len
+    }
+
+    /// Bytes of the key section, which the flags shape: a list of `key_count` u64s, or the first
+    /// key of a range, or a cache id before a list, or a cache id and hash.
+    pub fn key_section_len(&self) -> u64 {
+        match self.flags & KEY_FLAGS {
+            FLAG_KEY_RANGE => 8,
+            FLAG_KEY_ASSIGN => 8 + self.key_count as u64 * 8,
+            FLAG_KEY_CACHED => 16,
+            _ => self.key_count as u64 * 8,
+        }
     }
 
     pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
@@ -284,8 +308,46 @@ impl Header {
 
     /// Checks the fields against each other and against the limits.
     pub fn validate(&self, limits: &Limits) -> Result<(), ProtoError> {
+        if self.flags & !KNOWN_FLAGS != 0 {
+            return Err(ProtoError::Malformed(format!(
+                "unknown flags {:#x}",
+                self.flags
+            )));
+        }
+        let key_flags = self.flags & KEY_FLAGS;
+        if key_flags.count_ones() > 1 {
+            return Err(ProtoError::Malformed(format!(
+                "flags {:#x} name more than one key form",
+                self.flags
+            )));
+        }
+        if key_flags != 0 && !matches!(self.kind, Kind::Pull | Kind::PullReply | Kind::Push) {
+            return Err(ProtoError::Malformed(format!(
+                "{} frame with a key form flag",
+                self.kind.name()
+            )));
+        }
+        if key_flags != 0 && self.key_count == 0 {
+            return Err(ProtoError::Malformed(
+                "key form flag on a frame with no keys".into(),
+            ));
+        }
+        if self.flags & FLAG_END_CLOCK != 0 && self.kind != Kind::Push {
+            return Err(ProtoError::Malformed(format!(
+                "{} frame with the end-of-clock flag",
+                self.kind.name()
+            )));
+        }
+        // Every form expands to `key_count` keys in memory: bound them as if listed.
         // Overflow-free: key_count < 2^32, so key_count * 8 < 2^35.
-        let declared = (self.key_count as u64 * 8).checked_add(self.payload_len);
+        let listed = self.key_count as u64 * 8;
+        if listed > limits.max_frame_bytes {
+            return Err(ProtoError::TooLarge {
+                declared: listed,
+                cap: limits.max_frame_bytes,
+            });
+        }
+        let declared = self.key_section_len().checked_add(self.payload_len);
         match declared {
             Some(d) if d <= limits.max_frame_bytes => {}
             Some(d) => {
@@ -300,12 +362,6 @@ impl Header {
                     cap: limits.max_frame_bytes,
                 })
             }
-        }
-        if self.flags != 0 {
-            return Err(ProtoError::Malformed(format!(
-                "unknown flags {:#x}",
-                self.flags
-            )));
         }
         let bad_codec = || ProtoError::BadCodec {
             codec: self.codec.to_u16(),

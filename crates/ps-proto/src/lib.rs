@@ -18,8 +18,11 @@ pub use control::{
     UpdateRule,
 };
 pub use error::{ErrorCode, ProtoError};
-pub use frame::{decode_f32s, encode_f32s, Frame, FrameBuilder};
-pub use header::{Codec, Header, Kind, Limits, RawHeader, HEADER_LEN, MAGIC, VERSION};
+pub use frame::{decode_f32s, encode_f32s, is_range, Frame, FrameBuilder, KeyForm};
+pub use header::{
+    Codec, Header, Kind, Limits, RawHeader, FLAG_END_CLOCK, FLAG_KEY_ASSIGN, FLAG_KEY_CACHED,
+    FLAG_KEY_RANGE, HEADER_LEN, MAGIC, VERSION,
+};
 pub use shard_map::{KeyRange, ShardMap};
 
 /// ALPN protocol id every endpoint offers and requires.

@@ -36,7 +36,7 @@ pub async fn read_frame(
     let header = Header::decode(&head, limits)?;
     let body_len = header.body_len();
     // Keys and payload are read into their own buffers: the payload is never copied again here.
-    let mut key_bytes = vec![0u8; header.key_count as usize * 8];
+    let mut key_bytes = vec![0u8; header.key_section_len() as usize];
     let mut payload = vec![0u8; header.payload_len as usize];
     let mut done = 0u64;
     for buf in [&mut key_bytes, &mut payload] {
@@ -54,15 +54,18 @@ pub async fn read_frame(
             }
         }
     }
-    let keys = key_bytes
-        .chunks_exact(8)
-        .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-        .collect();
-    Ok(FrameRead::Frame(Frame {
-        header,
-        keys,
-        payload,
-    }))
+    Ok(FrameRead::Frame(Frame::from_sections(
+        header, &key_bytes, payload,
+    )?))
+}
+
+/// Header and key section of a frame, as one buffer.
+fn head_of(frame: &Frame) -> Vec<u8> {
+    let keys = frame.key_section();
+    let mut head = Vec::with_capacity(HEADER_LEN + keys.len());
+    head.extend_from_slice(&frame.header.to_bytes());
+    head.extend_from_slice(&keys);
+    head
 }
 
 /// Writes one frame; returns the bytes written. Header and keys go in one write and the payload
@@ -71,11 +74,7 @@ pub async fn write_frame(
     send: &mut quinn::SendStream,
     frame: &Frame,
 ) -> Result<u64, TransportError> {
-    let mut head = Vec::with_capacity(HEADER_LEN + frame.keys.len() * 8);
-    head.extend_from_slice(&frame.header.to_bytes());
-    for k in &frame.keys {
-        head.extend_from_slice(&k.to_le_bytes());
-    }
+    let head = head_of(frame);
     let err = |e: quinn::WriteError| TransportError::Stream(e.to_string());
     send.write_all(&head).await.map_err(err)?;
     send.write_all(&frame.payload).await.map_err(err)?;
@@ -87,11 +86,7 @@ pub async fn write_frame_owned(
     send: &mut quinn::SendStream,
     frame: Frame,
 ) -> Result<u64, TransportError> {
-    let mut head = Vec::with_capacity(HEADER_LEN + frame.keys.len() * 8);
-    head.extend_from_slice(&frame.header.to_bytes());
-    for k in &frame.keys {
-        head.extend_from_slice(&k.to_le_bytes());
-    }
+    let head = head_of(&frame);
     let n = (head.len() + frame.payload.len()) as u64;
     let mut chunks = [bytes::Bytes::from(head), bytes::Bytes::from(frame.payload)];
     send.write_all_chunks(&mut chunks)

@@ -179,10 +179,29 @@ pub fn worker_clock<C: MfCompute + ?Sized>(
     hyper: &Hyper,
     key: ClockKey,
 ) -> ClockOutput {
-    let order: Vec<Rating> = epoch_order(train.len(), key)
-        .into_iter()
-        .map(|i| train[i])
-        .collect();
+    worker_clock_slice(compute, train, users, items_read, hyper, key, (0, 1))
+}
+
+/// [`worker_clock`] over slice `index` of `count` equal slices of the epoch's order, for jobs
+/// that split an epoch over several clocks: `key.clock` is then the epoch (it seeds the shuffle
+/// and sets the learning rate), and the slices of one epoch together visit every rating once.
+pub fn worker_clock_slice<C: MfCompute + ?Sized>(
+    compute: &mut C,
+    train: &[Rating],
+    users: &mut [f32],
+    items_read: &[f32],
+    hyper: &Hyper,
+    key: ClockKey,
+    (index, count): (usize, usize),
+) -> ClockOutput {
+    let count = count.max(1);
+    let index = index.min(count - 1);
+    let order = epoch_order(train.len(), key);
+    let (from, to) = (
+        order.len() * index / count,
+        order.len() * (index + 1) / count,
+    );
+    let order: Vec<Rating> = order[from..to].iter().map(|&i| train[i]).collect();
     let mut local = items_read.to_vec();
     let train_sse = compute.sgd_epoch(
         &order,
@@ -198,6 +217,6 @@ pub fn worker_clock<C: MfCompute + ?Sized>(
     ClockOutput {
         delta: local,
         train_sse,
-        train_count: train.len() as u64,
+        train_count: (to - from) as u64,
     }
 }

@@ -23,6 +23,13 @@ pub struct MfSettings {
     pub test_fraction: f64,
     pub slow_worker: Option<(u32, u64)>,
     pub fault: Option<Fault>,
+    /// Clocks per SGD epoch: each clock visits the next slice of the epoch's shuffled order.
+    #[serde(default = "one")]
+    pub clocks_per_epoch: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// The ratings and, for built-in data, the noise sigma they were drawn with.
@@ -57,6 +64,7 @@ pub fn plan(job: &JobArgs) -> Result<Plan> {
         test_fraction: job.test_fraction,
         slow_worker: job.slow_worker,
         fault: job.fault,
+        clocks_per_epoch: job.clocks_per_epoch,
     };
     let (set, noise) = load(&settings)?;
     if set.num_items == 0 || set.ratings.is_empty() {
@@ -78,6 +86,8 @@ pub fn plan(job: &JobArgs) -> Result<Plan> {
         },
         staleness,
         layout: Default::default(),
+        push_codec: job.push_codec.clone(),
+        pull_codec: job.pull_codec.clone(),
     }];
     let mut facts = serde_json::Map::new();
     facts.insert("users".into(), set.num_users.into());
@@ -94,6 +104,7 @@ pub fn plan(job: &JobArgs) -> Result<Plan> {
             .into(),
     );
     facts.insert("seed".into(), job.seed.into());
+    facts.insert("clocks_per_epoch".into(), job.clocks_per_epoch.into());
     facts.insert(
         "data".into(),
         settings
@@ -216,12 +227,15 @@ pub fn run_worker(
             inject(f);
         }
         let read = client.table(ITEMS)?.read_rows(&items)?;
+        let per_epoch = settings.clocks_per_epoch.max(1) as u64;
         let key = ClockKey {
             seed: settings.seed,
             worker: w,
-            clock: clock as u32,
+            clock: (clock / per_epoch) as u32,
         };
-        let out = mf::worker_clock(engine, &shard.train, &mut users, &read, &hyper, key);
+        let slice = ((clock % per_epoch) as usize, per_epoch as usize);
+        let out =
+            mf::worker_clock_slice(engine, &shard.train, &mut users, &read, &hyper, key, slice);
         updates += out.train_count;
         let local: Vec<f32> = read.iter().zip(&out.delta).map(|(a, b)| a + b).collect();
         let (test_se, test_n) = mf::squared_error(&shard.test, &users, &local, rank);
