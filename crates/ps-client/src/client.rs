@@ -6,7 +6,7 @@ use crate::push;
 use crate::wire::{pull, push_batch, Traffic};
 use ps_proto::{ClockReport, Frame, Limits, ShardMap, TableSpec, UpdateRule, HEADER_LEN};
 use ps_ssp::{Staleness, WorkerClock};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -48,15 +48,18 @@ struct TableState {
     cache: TableCache,
     /// Rows read in the current clock: what the next clock is expected to read.
     read_this_clock: HashSet<u64>,
-    prefetch: Option<Prefetch>,
+    /// Prefetches in flight, oldest first.
+    prefetch: VecDeque<Prefetch>,
 }
 
 type PullReplies =
     Vec<Result<(u32, Result<(Frame, Traffic), ClientError>), tokio::task::JoinError>>;
 
-/// Pulls started when a clock ended, for the rows the next clock will read.
+/// Pulls started when a clock ended, for the rows a later clock will read.
 struct Prefetch {
     handle: tokio::task::JoinHandle<(PullReplies, f64)>,
+    /// The clocks its rows are complete through, at least.
+    need: u64,
     /// The lowest own-clock count any shard had acknowledged when the prefetch started: its replies
     /// report at least this, so the own-update log is kept from here while it is in flight.
     floor: u64,
@@ -133,7 +136,7 @@ impl PsClient {
                         .unwrap_or(Staleness::Unbounded),
                     cache: TableCache::new(t.rule == UpdateRule::Add),
                     read_this_clock: HashSet::new(),
-                    prefetch: None,
+                    prefetch: VecDeque::new(),
                 },
             );
         }
@@ -215,8 +218,28 @@ impl PsClient {
                 rows: nrows,
             });
         }
-        // A prefetch started when the last clock ended carries these rows: take it first.
-        if let Some(p) = self.tables.get_mut(&id).and_then(|t| t.prefetch.take()) {
+        // Prefetches started at earlier clock boundaries may carry these rows: take those that
+        // have arrived, and wait for more (oldest first) only while the cache cannot serve the
+        // read; the others travel on behind compute.
+        loop {
+            let Some(t) = self.tables.get_mut(&id) else {
+                break;
+            };
+            let finished = t.prefetch.iter().position(|p| p.handle.is_finished());
+            let p = match finished {
+                Some(i) => t.prefetch.remove(i),
+                None => {
+                    let t = &self.tables[&id];
+                    if t.prefetch.is_empty() || rows.iter().all(|r| self.cache_serves(t, *r, need))
+                    {
+                        break;
+                    }
+                    self.tables
+                        .get_mut(&id)
+                        .and_then(|t| t.prefetch.pop_front())
+                }
+            };
+            let Some(p) = p else { break };
             let started = Instant::now();
             let (replies, took) = self
                 .rt
@@ -238,15 +261,9 @@ impl PsClient {
         // cached row serves while it is complete through `need`. Under unbounded staleness any
         // row satisfies the contract, so each row is refreshed once per clock by a pull that does
         // not wait for other workers: reads then see others' progress without ever blocking on it.
-        let current = self.clock.current();
-        let unbounded = t.staleness.is_unbounded();
         let mut by_shard: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
         for &r in rows {
-            let fresh =
-                t.cache.rows.get(&r).is_some_and(|c| {
-                    c.min_clock >= need && (!unbounded || c.fetched_at == current)
-                });
-            if !fresh {
+            if !self.cache_serves(t, r, need) {
                 by_shard
                     .entry(ShardMap::shard_of(nrows, nshards, r))
                     .or_default()
@@ -275,6 +292,16 @@ impl PsClient {
             }
         }
         Ok(())
+    }
+
+    /// Whether the cached copy of `row` serves a read that needs `need` clocks. Under unbounded
+    /// staleness any row satisfies the contract, so each row is refreshed once per clock by a
+    /// pull that never waits for other workers: reads see others' progress without blocking.
+    fn cache_serves(&self, t: &TableState, row: u64, need: u64) -> bool {
+        t.cache.rows.get(&row).is_some_and(|c| {
+            c.min_clock >= need
+                && (!t.staleness.is_unbounded() || c.fetched_at == self.clock.current())
+        })
     }
 
     /// Starts pulls of `rows` of table `id` complete through `need`, grouped by shard and split
@@ -346,6 +373,10 @@ impl PsClient {
             let values = reply.values()?;
             let (min_clock, own_clock) = (reply.header.clock, reply.header.aux);
             for (k, v) in reply.keys.iter().zip(values.chunks_exact(width as usize)) {
+                // Prefetches may land out of order: never replace a fresher copy.
+                if t.cache.rows.get(k).is_some_and(|c| c.min_clock > min_clock) {
+                    continue;
+                }
                 t.cache.rows.insert(
                     *k,
                     CachedRow {
@@ -476,7 +507,15 @@ impl PsClient {
         Ok(ended)
     }
 
-    /// Prefetches, for clock `next`, the rows each table read in the clock that just ended.
+    /// Prefetches the rows each table read in the clock that just ended, for the clock they will
+    /// be needed at. Under staleness 0 that is clock `next`: the pull parks at the shards until
+    /// every worker has pushed, and the read at `next` waits for it. Under staleness s >= 1 the
+    /// rows in the cache already serve `next` (they were prefetched one clock earlier), so the
+    /// pull targets `next + 1`: it waits at the shards for this clock's pushes while the worker
+    /// computes `next`, and its rows, one clock fresher than a pull made now would get, arrive
+    /// behind that compute. So under staleness a prefetch starts every clock and up to two are
+    /// in flight: that pulls every row every clock (a worker without overlap pulls late and gets
+    /// rows that serve two clocks), trading pull bytes for never waiting on them.
     fn start_prefetch(&mut self, next: u64) {
         let floor = lock(&self.shared)
             .applied
@@ -491,18 +530,27 @@ impl PsClient {
                 continue;
             };
             let mut rows = std::mem::take(&mut t.read_this_clock);
-            let (need, width) = (t.staleness.required_min_clock(next), t.spec.width);
+            let target = match t.staleness {
+                Staleness::Bounded(s) if s >= 1 => next + 1,
+                _ => next,
+            };
+            let (need, width) = (t.staleness.required_min_clock(target), t.spec.width);
             // Rows the cache will still serve next clock need no prefetch (unbounded tables
             // refresh every clock, so all of theirs do).
             if !t.staleness.is_unbounded() {
                 rows.retain(|r| t.cache.rows.get(r).is_none_or(|c| c.min_clock < need));
             }
-            if rows.is_empty() || t.prefetch.is_some() {
+            if rows.is_empty() || t.prefetch.iter().any(|p| p.need >= need) || t.prefetch.len() >= 2
+            {
                 continue;
             }
             let handle = self.spawn_pulls(id, width, rows, need);
             if let Some(t) = self.tables.get_mut(&id) {
-                t.prefetch = Some(Prefetch { handle, floor });
+                t.prefetch.push_back(Prefetch {
+                    handle,
+                    need,
+                    floor,
+                });
             }
         }
     }
@@ -519,7 +567,7 @@ impl PsClient {
         for t in self.tables.values_mut() {
             let rows = t.spec.rows;
             // Keep what an in-flight prefetch's replies may still need.
-            let keep_from = t.prefetch.as_ref().map_or(all, |p| p.floor.min(all));
+            let keep_from = t.prefetch.iter().map(|p| p.floor).fold(all, u64::min);
             t.cache.fold_acknowledged(
                 |r| applied[ShardMap::shard_of(rows, nshards, r) as usize],
                 keep_from,

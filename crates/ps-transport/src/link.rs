@@ -9,7 +9,7 @@
 //! * `LATENCY`: one-way delay, a number with `ns`, `us`, `ms` or `s`.
 //! * `LOSS`: probability in [0, 1) that a datagram is dropped; 0 when left out.
 //! * `QUEUE`: bottleneck queue in bytes (`b`, `kb`, `kib`, `mb`, `mib`, or a bare number); when
-//!   left out, `max(64 KiB, 2 x bandwidth x latency)`.
+//!   left out, `max(1 MiB, 2 x bandwidth x latency)`: a shallow 64 KiB queue made two concurrent flows through one port spend tens of milliseconds per clock in loss recovery, which no switch port of the links emulated here would do.
 //!
 //! Shaping applies to an endpoint's egress only; when both ends of a path are emulated, each
 //! direction sees its sender's link, so a round trip takes at least twice the latency.
@@ -32,7 +32,7 @@ use thiserror::Error;
 pub const WIRE_OVERHEAD: usize = 28;
 
 /// Smallest queue the derived default gives.
-pub const MIN_DEFAULT_QUEUE: usize = 64 << 10;
+pub const MIN_DEFAULT_QUEUE: usize = 1 << 20;
 
 /// An emulated link: what every datagram an endpoint sends goes through.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -76,7 +76,7 @@ impl LinkSpec {
         }
     }
 
-    /// `max(64 KiB, 2 x bandwidth-delay product)` in bytes.
+    /// `max(1 MiB, 2 x bandwidth-delay product)` in bytes.
     pub fn default_queue(bandwidth_bps: u64, latency: Duration) -> usize {
         let bdp = bandwidth_bps as u128 * latency.as_nanos() / 8 / 1_000_000_000;
         (2 * bdp)
@@ -609,19 +609,19 @@ mod tests {
         assert_eq!(l.bandwidth_bps, 1_000_000_000);
         assert_eq!(l.latency, Duration::from_micros(100));
         assert_eq!(l.loss, 0.0);
-        assert_eq!(l.queue_bytes, 64 << 10); // 2 x BDP = 25 kB, below the floor
+        assert_eq!(l.queue_bytes, 1 << 20); // 2 x BDP = 25 kB, below the floor
 
         let l = p("100mbit,2ms");
         assert_eq!(l.bandwidth_bps, 100_000_000);
         assert_eq!(l.latency, Duration::from_millis(2));
         assert_eq!(l.loss, 0.0);
-        assert_eq!(l.queue_bytes, 65_536); // 2 x 25 kB
+        assert_eq!(l.queue_bytes, 1 << 20); // 2 x 25 kB, below the floor
 
         let l = p("10gbit,50us,0.001");
         assert_eq!(l.bandwidth_bps, 10_000_000_000);
         assert_eq!(l.latency, Duration::from_micros(50));
         assert_eq!(l.loss, 0.001);
-        assert_eq!(l.queue_bytes, 125_000); // 2 x 62.5 kB
+        assert_eq!(l.queue_bytes, 1 << 20); // 2 x 62.5 kB, below the floor
 
         let l = p("500kbit,1ms");
         assert_eq!(l.bandwidth_bps, 500_000);
