@@ -2,9 +2,10 @@
 
 use crate::cache::{CachedRow, TableCache};
 use crate::error::ClientError;
+use crate::keys::KeyCaches;
 use crate::push;
 use crate::wire::{pull, push_batch, Traffic};
-use ps_proto::{ClockReport, Frame, Limits, ShardMap, TableSpec, UpdateRule, HEADER_LEN};
+use ps_proto::{ClockReport, Frame, KeyForm, Limits, ShardMap, TableSpec, UpdateRule, HEADER_LEN};
 use ps_ssp::{Staleness, WorkerClock};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -81,6 +82,7 @@ pub struct PsClient {
     clock: WorkerClock,
     shared: Arc<Mutex<Shared>>,
     in_flight: Vec<tokio::task::JoinHandle<()>>,
+    key_caches: Arc<Mutex<KeyCaches>>,
     reports_tx: mpsc::UnboundedSender<ClockReport>,
     reports_rx: Option<mpsc::UnboundedReceiver<ClockReport>>,
     clock_started: Instant,
@@ -90,6 +92,10 @@ pub struct PsClient {
 }
 
 fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn lock_keys(m: &Mutex<KeyCaches>) -> std::sync::MutexGuard<'_, KeyCaches> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -152,6 +158,7 @@ impl PsClient {
             tables,
             clock: WorkerClock::new(),
             in_flight: Vec::new(),
+            key_caches: Arc::default(),
             reports_tx,
             reports_rx: Some(reports_rx),
             clock_started: Instant::now(),
@@ -332,17 +339,30 @@ impl PsClient {
             }
         }
         let (conns, limits, worker) = (self.conns.clone(), self.cfg.limits, self.cfg.worker);
+        let caches = self.key_caches.clone();
+        let requests: Vec<_> = {
+            let mut c = lock_keys(&caches);
+            requests
+                .into_iter()
+                .map(|(s, keys)| {
+                    let form = c.form(s, id, &keys);
+                    (s, keys, form)
+                })
+                .collect()
+        };
         self.rt.spawn(async move {
             let started = Instant::now();
             let tasks: Vec<_> = requests
                 .into_iter()
-                .map(|(s, keys)| {
+                .map(|(s, keys, form)| {
                     let conn = conns[s as usize].clone();
+                    let caches = caches.clone();
                     tokio::spawn(async move {
-                        (
-                            s,
-                            pull(&conn, &limits, id, worker, need, width, &keys).await,
-                        )
+                        let r = pull(&conn, &limits, id, worker, need, width, &keys, form).await;
+                        if let (Ok(_), KeyForm::Assign(k)) = (&r, form) {
+                            lock_keys(&caches).confirm(s, id, k);
+                        }
+                        (s, r)
                     })
                 })
                 .collect();
@@ -418,6 +438,26 @@ impl PsClient {
             )?;
         }
         push_logical += push::end_batches(worker, ended, &mut per_shard);
+        // Repeated key lists go by reference; lists sent to be stored are confirmed by the ack.
+        let mut assigned: Vec<Vec<(u32, u32)>> = vec![Vec::new(); nshards as usize];
+        {
+            let mut caches = lock_keys(&self.key_caches);
+            for (s, frames) in per_shard.iter_mut().enumerate() {
+                for f in frames.iter_mut().filter(|f| f.key_form == KeyForm::List) {
+                    if f.header.kind != ps_proto::Kind::Push {
+                        continue;
+                    }
+                    let form = caches.form(s as u32, f.header.table, &f.keys);
+                    if let KeyForm::Assign(k) = form {
+                        assigned[s].push((f.header.table, k));
+                    }
+                    if form != KeyForm::List {
+                        f.set_key_form(form);
+                    }
+                }
+            }
+        }
+        let caches = self.key_caches.clone();
         let now = Instant::now();
         let wall = now.duration_since(self.clock_started).as_secs_f64();
         let mut report = ClockReport {
@@ -458,6 +498,9 @@ impl PsClient {
             for t in tasks {
                 match t.await {
                     Ok((s, Ok((applied, traffic)))) => {
+                        for &(table, k) in &assigned[s] {
+                            lock_keys(&caches).confirm(s as u32, table, k);
+                        }
                         let mut sh = lock(&shared);
                         sh.applied[s] = sh.applied[s].max(applied);
                         report.bytes_sent += traffic.sent;

@@ -11,6 +11,7 @@
 mod cache;
 mod client;
 mod error;
+mod keys;
 mod push;
 mod wire;
 

@@ -53,8 +53,10 @@ fn stream_err(e: impl std::fmt::Display) -> ClientError {
     TransportError::Stream(e.to_string()).into()
 }
 
-/// Pulls `keys` of `table`, complete through `min_clock`. Returns the reply frame (validated
+/// Pulls `keys` of `table`, complete through `min_clock`, naming the keys in `form` (see
+/// `keys::KeyCaches`; `List` sends a range where it can). Returns the reply frame (validated
 /// against the request) and the traffic.
+#[allow(clippy::too_many_arguments)]
 pub async fn pull(
     conn: &quinn::Connection,
     limits: &Limits,
@@ -63,12 +65,16 @@ pub async fn pull(
     min_clock: u64,
     width: u32,
     keys: &[u64],
+    form: KeyForm,
 ) -> Result<(Frame, Traffic), ClientError> {
     let (mut send, mut recv) = conn.open_bi().await.map_err(stream_err)?;
     // Pulls unblock compute: ahead of pushes.
     let _ = send.set_priority(1);
     let mut request = FrameBuilder::pull(table, worker, min_clock, width, keys);
-    request.compact_keys();
+    match form {
+        KeyForm::List => request.compact_keys(),
+        f => request.set_key_form(f),
+    }
     let logical_sent = (HEADER_LEN + 8 * keys.len()) as u64;
     let sent = write_frame(&mut send, &request).await?;
     send.finish().map_err(stream_err)?;

@@ -1,0 +1,115 @@
+//! The sending side of the key caches: a key list a worker sends a shard again and again (the
+//! rows it reads each clock, the rows it pushes) goes as a cache id and hash after the first
+//! time. Pure bookkeeping: no I/O.
+//!
+//! Requests travel on concurrent streams, so the shard may see them in any order. Two rules keep
+//! its receiver in step with this sender all the same:
+//! * a list is referred to by id only after a reply proved the shard stored it (`confirm`);
+//! * at most one new list is in flight per (shard, table), so the shard stores lists in the
+//!   order ids were given (its receiver insists on that order).
+//!
+//! The shard keeps [`RECEIVER_IDS`] lists, four times what a sender keeps, so a reference that
+//! is overtaken by other requests still finds its list unless more than `3 x SENDER_IDS` new
+//! lists were stored meanwhile, each after a full round trip. Should that ever happen the shard
+//! answers with an error naming the id and the job fails loudly; nothing is misread, because the
+//! shard checks the hash of every reference.
+
+use ps_proto::codec::{KeyCacheSender, Keys};
+use ps_proto::{is_range, KeyForm};
+use std::collections::HashMap;
+
+/// Lists each sender keeps.
+pub const SENDER_IDS: usize = 16;
+/// Lists each shard keeps per (connection, table): must match the shard's receiver.
+pub const RECEIVER_IDS: usize = ps_proto::codec::DEFAULT_KEY_CACHE_IDS;
+/// Shorter lists go as they are: a reference is 16 bytes.
+pub const MIN_CACHED_KEYS: usize = 8;
+
+const _: () = assert!(RECEIVER_IDS >= 4 * SENDER_IDS);
+
+/// One (shard, table) cache.
+struct SendCache {
+    sender: KeyCacheSender,
+    /// Ids below this are stored at the shard.
+    confirmed_below: u32,
+    /// The new list in flight, if any.
+    in_flight: Option<u32>,
+}
+
+/// Every key cache of one worker.
+#[derive(Default)]
+pub struct KeyCaches {
+    caches: HashMap<(u32, u32), SendCache>,
+}
+
+impl KeyCaches {
+    /// How to send `keys` to `shard` for `table`: by reference when the shard has them, as a new
+    /// list to store when none is in flight, otherwise as they are (a list or a range).
+    pub fn form(&mut self, shard: u32, table: u32, keys: &[u64]) -> KeyForm {
+        if keys.len() < MIN_CACHED_KEYS || is_range(keys) {
+            return KeyForm::List;
+        }
+        let c = self
+            .caches
+            .entry((shard, table))
+            .or_insert_with(|| SendCache {
+                sender: KeyCacheSender::new(SENDER_IDS),
+                confirmed_below: 0,
+                in_flight: None,
+            });
+        match c.sender.lookup(keys) {
+            Some((id, hash)) if id < c.confirmed_below => KeyForm::Cached { id, hash },
+            Some(_) => KeyForm::List,
+            None if c.in_flight.is_some() => KeyForm::List,
+            None => match c.sender.keys(keys) {
+                Keys::Full { assign, .. } => {
+                    c.in_flight = Some(assign);
+                    KeyForm::Assign(assign)
+                }
+                Keys::Cached { .. } => KeyForm::List,
+            },
+        }
+    }
+
+    /// The shard answered a request that sent list `id` to store: it has it.
+    pub fn confirm(&mut self, shard: u32, table: u32, id: u32) {
+        if let Some(c) = self.caches.get_mut(&(shard, table)) {
+            if c.in_flight == Some(id) {
+                c.in_flight = None;
+                c.confirmed_below = id.saturating_add(1);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_list_is_referenced_only_after_the_shard_confirmed_it() {
+        let mut k = KeyCaches::default();
+        let a: Vec<u64> = (0..20).map(|i| i * 3).collect();
+        let b: Vec<u64> = (0..20).map(|i| i * 5).collect();
+        assert_eq!(k.form(0, 1, &a), KeyForm::Assign(0));
+        // In flight: neither a again nor a new list b goes by the cache yet.
+        assert_eq!(k.form(0, 1, &a), KeyForm::List);
+        assert_eq!(k.form(0, 1, &b), KeyForm::List);
+        // Another shard or table has its own cache.
+        assert_eq!(k.form(1, 1, &a), KeyForm::Assign(0));
+        k.confirm(0, 1, 0);
+        assert!(matches!(k.form(0, 1, &a), KeyForm::Cached { id: 0, .. }));
+        assert_eq!(k.form(0, 1, &b), KeyForm::Assign(1));
+        // A stale confirmation changes nothing.
+        k.confirm(0, 1, 0);
+        assert_eq!(k.form(0, 1, &b), KeyForm::List);
+    }
+
+    #[test]
+    fn short_lists_and_ranges_go_as_they_are() {
+        let mut k = KeyCaches::default();
+        assert_eq!(k.form(0, 0, &[1, 5, 9]), KeyForm::List);
+        let range: Vec<u64> = (100..200).collect();
+        assert_eq!(k.form(0, 0, &range), KeyForm::List);
+    }
+}
