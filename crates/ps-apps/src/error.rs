@@ -43,8 +43,8 @@ pub enum DataError {
         /// What disagrees, naming both files.
         what: String,
     },
-    /// The file holds no ratings (empty, or only blank/comment lines, or only a header).
-    #[error("{path}: file contains no ratings")]
+    /// The file holds no data rows (empty, or only blank/comment lines, or only a header).
+    #[error("{path}: file contains no data rows")]
     Empty {
         /// The file path as given by the caller.
         path: String,

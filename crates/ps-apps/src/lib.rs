@@ -10,10 +10,17 @@
 //! the worker processes drive. Errors are typed ([`DataError`], built with
 //! `thiserror`), and nothing in here panics on file content.
 //!
-//! Applications:
+//! Applications (each with its data loaders, built-in synthetic data, a
+//! compute trait, a plain CPU oracle, and a fast CPU engine checked against it):
 //! * [`mf`] — matrix factorisation trained with SGD, user factors local to
 //!   each worker, item factors in a parameter-server table updated with an
 //!   `add` rule.
+//! * [`lda`] — LDA topic models by collapsed Gibbs sampling (oracle and
+//!   SparseLDA), word-topic counts and topic totals in `add` tables.
+//! * [`mlp`] — a dense ReLU network with softmax cross-entropy (oracle and
+//!   GEMM engine), one table per layer.
+//! * [`lr`] — L1 sparse logistic regression on u64 feature keys (oracle and
+//!   fast engine); weights in a sparse table with the FTRL-proximal rule.
 
 pub mod error;
 pub mod lda;
