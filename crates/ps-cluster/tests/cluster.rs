@@ -682,6 +682,51 @@ fn local_job_over_an_emulated_link() {
     assert!(!ps_cluster(&["local", "--link", "fast"]).status.success());
 }
 
+/// Codec flags reach the tables: the summary names them and counts what they saved; a bad
+/// chain is refused before anything starts.
+#[test]
+fn local_job_with_codecs_reports_compression() {
+    let s = summary(&ps_cluster(&[
+        "local",
+        "--clocks",
+        "10",
+        "--push-codec",
+        "topk:0.01,f16",
+        "--pull-codec",
+        "f16",
+    ]));
+    assert_eq!(s["push_codec"], "topk:0.01,f16");
+    assert_eq!(s["pull_codec"], "f16");
+    let ratio = s["push_compression_ratio"].as_f64().unwrap();
+    assert!(ratio > 50.0, "{s}");
+    let (push, logical) = (
+        s["push_bytes"].as_u64().unwrap(),
+        s["push_bytes_logical"].as_u64().unwrap(),
+    );
+    assert!(push > 0 && push * 50 < logical, "{s}");
+    assert!(s["test_rmse"].as_f64().unwrap().is_finite());
+    let raw = summary(&ps_cluster(&[
+        "local",
+        "--clocks",
+        "10",
+        "--pull-codec",
+        "f16",
+    ]));
+    assert!(raw["test_rmse"].as_f64().unwrap() < 0.13, "{raw}");
+    // f16 pull replies: half the value bytes of raw ones.
+    let raw32 = summary(&ps_cluster(&["local", "--clocks", "10"]));
+    assert!(
+        raw["bytes_received"].as_u64().unwrap() * 10
+            < raw32["bytes_received"].as_u64().unwrap() * 6,
+        "{raw} {raw32}"
+    );
+    for bad in [["--push-codec", "topk:2.0"], ["--pull-codec", "topk:0.1"]] {
+        let out = ps_cluster(&["local", bad[0], bad[1]]);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains(bad[1]));
+    }
+}
+
 /// A worker that dies fails the job with a message naming it.
 #[test]
 fn a_dead_worker_fails_the_job_naming_it() {
