@@ -228,10 +228,7 @@ impl PsClient {
         // Prefetches started at earlier clock boundaries may carry these rows: take those that
         // have arrived, and wait for more (oldest first) only while the cache cannot serve the
         // read; the others travel on behind compute.
-        loop {
-            let Some(t) = self.tables.get_mut(&id) else {
-                break;
-            };
+        while let Some(t) = self.tables.get_mut(&id) {
             let finished = t.prefetch.iter().position(|p| p.handle.is_finished());
             let p = match finished {
                 Some(i) => t.prefetch.remove(i),

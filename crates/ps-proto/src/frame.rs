@@ -549,6 +549,11 @@ pub fn decode_f32s(bytes: &[u8]) -> Result<Vec<f32>, ProtoError> {
     Ok(out)
 }
 
+/// Two or more keys, each one more than the last.
+pub fn is_range(keys: &[u64]) -> bool {
+    keys.windows(2).all(|p| p[0].checked_add(1) == Some(p[1]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -808,9 +813,4 @@ mod tests {
             prop_assert_eq!(g.keys, keys);
         }
     }
-}
-
-/// Two or more keys, each one more than the last.
-pub fn is_range(keys: &[u64]) -> bool {
-    keys.windows(2).all(|p| p[0].checked_add(1) == Some(p[1]))
 }
