@@ -27,5 +27,6 @@ pub mod lda;
 pub mod lr;
 pub mod mf;
 pub mod mlp;
+pub mod seed;
 
 pub use error::DataError;

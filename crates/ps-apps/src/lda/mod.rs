@@ -56,6 +56,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::DataError;
+use crate::seed::mix64;
 
 /// Recommended number of clocks for the built-in synthetic corpus with 2
 /// workers (clock 0 = initialisation, then one sweep per clock).
@@ -69,14 +70,6 @@ pub const DEFAULT_CLOCKS: u32 = 30;
 /// Largest number of tokens one worker may hold ([`LdaWorkerState::init`]
 /// rejects more), so that local `i32` counts cannot overflow.
 pub const MAX_WORKER_TOKENS: usize = 1 << 30;
-
-/// SplitMix64 finaliser: a fast, well-mixed 64-bit hash step.
-pub(crate) fn mix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 /// LDA hyper-parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

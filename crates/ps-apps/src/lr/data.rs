@@ -12,6 +12,7 @@ use rand_distr::{Distribution, Normal, Zipf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::DataError;
+use crate::seed::mix64;
 
 use super::BIAS_KEY;
 
@@ -42,14 +43,6 @@ pub struct LrDataset {
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// SplitMix64 finaliser: a fast, well-mixed 64-bit bijection.
-pub(crate) fn mix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 /// Appends the bias feature `(BIAS_KEY, 1.0)` to every row that does not
 /// already end with it. Because [`BIAS_KEY`] is `u64::MAX`, sorted rows stay

@@ -11,6 +11,7 @@ use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
 use crate::error::DataError;
+use crate::seed::mix64;
 
 /// One observed rating. `user` and `item` are dense 0-based indices.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -81,14 +82,6 @@ impl SyntheticSpec {
             seed,
         }
     }
-}
-
-/// SplitMix64 finaliser: a fast, well-mixed 64-bit hash step.
-pub(crate) fn mix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// True low-rank factors U (users x rank), V (items x rank) + Gaussian

@@ -29,13 +29,13 @@ pub use data::{
     BUILTIN_USERS,
 };
 
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
-use data::mix64;
+use crate::seed::mix64;
+pub use crate::seed::{epoch_order, ClockKey};
 
 /// Recommended fraction of ratings held out for test.
 pub const DEFAULT_TEST_FRACTION: f64 = 0.1;
@@ -132,27 +132,6 @@ pub fn init_item_factors(num_items: u32, rank: u32, std: f32, seed: u64) -> Vec<
     let mut rng = ChaCha8Rng::seed_from_u64(mix64(seed ^ 0x17E3_5EED));
     init_normal(&mut rng, &mut out, std);
     out
-}
-
-/// Identifies one worker clock for the deterministic shuffle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClockKey {
-    /// Job-wide shuffle seed.
-    pub seed: u64,
-    /// Global worker index (`w` of [`worker_shard`]).
-    pub worker: u32,
-    /// 0-based clock (= epoch) number.
-    pub clock: u32,
-}
-
-/// The order in which a worker visits its `len` training ratings on a
-/// clock: a permutation of `0..len` from a ChaCha RNG seeded by
-/// `(seed, worker, clock)`. Deterministic and independent of timing.
-pub fn epoch_order(len: usize, key: ClockKey) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..len).collect();
-    let s = mix64(mix64(mix64(key.seed) ^ u64::from(key.worker)) ^ u64::from(key.clock));
-    idx.shuffle(&mut ChaCha8Rng::seed_from_u64(s));
-    idx
 }
 
 /// Result of one worker clock.

@@ -10,8 +10,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal, StandardNormal};
 use serde::{Deserialize, Serialize};
 
-use super::mix64;
 use crate::error::DataError;
+use crate::seed::mix64;
 
 /// Number of classes of MNIST and Fashion-MNIST.
 pub const MNIST_CLASSES: usize = 10;

@@ -63,19 +63,13 @@ pub use data::{
 };
 pub use fast::FastMlp;
 
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Uniform};
 use serde::{Deserialize, Serialize};
 
-/// SplitMix64 finaliser: a fast, well-mixed 64-bit hash step.
-pub(crate) fn mix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+use crate::seed::mix64;
+pub use crate::seed::{epoch_order, ClockKey};
 
 // ---------------------------------------------------------------------------
 // Architecture and parameter layout
@@ -386,27 +380,6 @@ pub fn worker_split(n: usize, workers: usize, w: usize) -> Vec<usize> {
         "worker_split: w ({w}) must be < workers ({workers})"
     );
     (w..n).step_by(workers).collect()
-}
-
-/// Identifies one worker clock for the deterministic shuffle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClockKey {
-    /// Job-wide shuffle seed.
-    pub seed: u64,
-    /// Global worker index (`w` of [`worker_split`]).
-    pub worker: u32,
-    /// 0-based clock number.
-    pub clock: u32,
-}
-
-/// A permutation of `0..len` from a ChaCha8 RNG seeded by
-/// `(seed, worker, clock)`: the order in which a worker visits its samples
-/// (positions into its [`worker_split`]) on a clock.
-pub fn epoch_order(len: usize, key: ClockKey) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..len).collect();
-    let s = mix64(mix64(mix64(key.seed) ^ u64::from(key.worker)) ^ u64::from(key.clock));
-    idx.shuffle(&mut ChaCha8Rng::seed_from_u64(s));
-    idx
 }
 
 /// Training hyper-parameters.
