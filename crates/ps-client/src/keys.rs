@@ -8,6 +8,10 @@
 //! * at most one new list is in flight per (shard, table), so the shard stores lists in the
 //!   order ids were given (its receiver insists on that order).
 //!
+//! A list is stored only the second time it is sent: lists that change every clock (the rows a
+//! top-k push happens to carry) would otherwise take the one in-flight slot and evict the lists
+//! that do repeat (the rows read each clock), and the requests for those would go listed.
+//!
 //! The shard keeps [`RECEIVER_IDS`] lists, four times what a sender keeps, so a reference that
 //! is overtaken by other requests still finds its list unless more than `3 x SENDER_IDS` new
 //! lists were stored meanwhile, each after a full round trip. Should that ever happen the shard
@@ -24,6 +28,8 @@ pub const SENDER_IDS: usize = 16;
 pub const RECEIVER_IDS: usize = ps_proto::codec::DEFAULT_KEY_CACHE_IDS;
 /// Shorter lists go as they are: a reference is 16 bytes.
 pub const MIN_CACHED_KEYS: usize = 8;
+/// Hashes of lists sent once, remembered per (shard, table) so a second sending stores them.
+pub const SEEN_ONCE: usize = 64;
 
 const _: () = assert!(RECEIVER_IDS >= 4 * SENDER_IDS);
 
@@ -34,6 +40,24 @@ struct SendCache {
     confirmed_below: u32,
     /// The new list in flight, if any.
     in_flight: Option<u32>,
+    /// Hashes of lists sent as they are, oldest first.
+    seen_once: std::collections::VecDeque<u64>,
+}
+
+impl SendCache {
+    /// Whether `keys` was sent before (as they are); remembers them if not.
+    fn seen_before(&mut self, keys: &[u64]) -> bool {
+        let hash = ps_proto::codec::default_key_hash(keys);
+        if let Some(i) = self.seen_once.iter().position(|&h| h == hash) {
+            self.seen_once.remove(i);
+            return true;
+        }
+        if self.seen_once.len() == SEEN_ONCE {
+            self.seen_once.pop_front();
+        }
+        self.seen_once.push_back(hash);
+        false
+    }
 }
 
 /// Every key cache of one worker.
@@ -56,11 +80,13 @@ impl KeyCaches {
                 sender: KeyCacheSender::new(SENDER_IDS),
                 confirmed_below: 0,
                 in_flight: None,
+                seen_once: Default::default(),
             });
         match c.sender.lookup(keys) {
             Some((id, hash)) if id < c.confirmed_below => KeyForm::Cached { id, hash },
             Some(_) => KeyForm::List,
             None if c.in_flight.is_some() => KeyForm::List,
+            None if !c.seen_before(keys) => KeyForm::List,
             None => match c.sender.keys(keys) {
                 Keys::Full { assign, .. } => {
                     c.in_flight = Some(assign);
@@ -91,6 +117,10 @@ mod tests {
         let mut k = KeyCaches::default();
         let a: Vec<u64> = (0..20).map(|i| i * 3).collect();
         let b: Vec<u64> = (0..20).map(|i| i * 5).collect();
+        // Stored the second time it is sent, not the first.
+        assert_eq!(k.form(0, 1, &a), KeyForm::List);
+        assert_eq!(k.form(0, 1, &b), KeyForm::List);
+        assert_eq!(k.form(1, 1, &a), KeyForm::List);
         assert_eq!(k.form(0, 1, &a), KeyForm::Assign(0));
         // In flight: neither a again nor a new list b goes by the cache yet.
         assert_eq!(k.form(0, 1, &a), KeyForm::List);
@@ -103,6 +133,26 @@ mod tests {
         // A stale confirmation changes nothing.
         k.confirm(0, 1, 0);
         assert_eq!(k.form(0, 1, &b), KeyForm::List);
+    }
+
+    #[test]
+    fn lists_that_never_repeat_are_never_stored() {
+        let mut k = KeyCaches::default();
+        let reads: Vec<u64> = (0..30).map(|i| i * 7).collect();
+        for clock in 0..100u64 {
+            // A different push list each clock, then the same read list.
+            let push: Vec<u64> = (0..20).map(|i| clock * 1000 + i * 2).collect();
+            assert_eq!(k.form(0, 0, &push), KeyForm::List);
+            match k.form(0, 0, &reads) {
+                KeyForm::Assign(id) => {
+                    assert_eq!(clock, 1);
+                    k.confirm(0, 0, id);
+                }
+                KeyForm::Cached { id: 0, .. } => assert!(clock >= 2),
+                KeyForm::List => assert_eq!(clock, 0),
+                other => panic!("clock {clock}: {other:?}"),
+            }
+        }
     }
 
     #[test]

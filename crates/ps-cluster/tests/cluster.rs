@@ -285,8 +285,9 @@ fn compressed_pushes_and_cached_keys_lose_nothing() {
             }
         }
         // From clock 2 on, each pull request names its 33 or 34 keys by cache reference (a
-        // header and 16 bytes, not 8 bytes a key), but for the odd re-send after the list was
-        // evicted by the changing lists of residual pushes.
+        // header and 16 bytes, not 8 bytes a key). The push lists change every clock, so they
+        // are never stored and cannot take the cache's in-flight slot (which used to send the
+        // odd pull listed, timing-dependent).
         assert!(counted > 30);
         let listed = counted * 2 * (ps_proto::HEADER_LEN as u64 + 8 * 34);
         assert!(
