@@ -6,7 +6,10 @@
 //! `kernels/`) arrive with the GPU-workers issue; until then asking for `cuda` is a typed error,
 //! never a silent fallback. This crate must not depend on the server or on networking.
 
+use ps_apps::lda::{LdaCompute, SparseLda};
+use ps_apps::lr::{FastLr, LrCompute};
 use ps_apps::mf::{CpuMf, MfCompute};
+use ps_apps::mlp::{FastMlp, MlpCompute};
 use thiserror::Error;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -79,10 +82,34 @@ pub fn select(req: DeviceRequest) -> Result<Selection, DeviceError> {
     }
 }
 
-/// The MF engine for a device.
-pub fn mf_engine(device: Device) -> Box<dyn MfCompute + Send> {
+/// The MF engine for a device; `threads` is what a CPU engine may use.
+pub fn mf_engine(device: Device, threads: u32) -> Box<dyn MfCompute + Send> {
+    let _ = threads;
     match device {
         Device::Cpu => Box::new(CpuMf),
+    }
+}
+
+/// The LDA engine for a device: on the CPU the SparseLDA sampler (exact; one thread, since a
+/// Gibbs sweep is sequential by nature and parallelism comes from workers).
+pub fn lda_engine(device: Device, threads: u32) -> Box<dyn LdaCompute + Send> {
+    let _ = threads;
+    match device {
+        Device::Cpu => Box::new(SparseLda::new()),
+    }
+}
+
+/// The MLP engine for a device: on the CPU the sgemm engine over `threads` threads.
+pub fn mlp_engine(device: Device, threads: u32) -> Box<dyn MlpCompute + Send> {
+    match device {
+        Device::Cpu => Box::new(FastMlp::with_threads(threads.max(1) as usize)),
+    }
+}
+
+/// The sparse-LR engine for a device: on the CPU the fast gradient over `threads` threads.
+pub fn lr_engine(device: Device, threads: u32) -> Box<dyn LrCompute + Send> {
+    match device {
+        Device::Cpu => Box::new(FastLr::new(threads.max(1) as usize)),
     }
 }
 

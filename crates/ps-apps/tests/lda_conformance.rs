@@ -587,7 +587,8 @@ fn builtin_full_clocks_to_recovery() {
 
 #[test]
 fn kos_loglik_rises_if_present() {
-    let dir = Path::new("/work/shared/data/kos");
+    // `../shared/data` beside the repository, when there.
+    let dir = &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/kos");
     let dw = dir.join("docword.kos.txt.gz");
     if !dw.exists() {
         println!("skipping: {} not present", dw.display());

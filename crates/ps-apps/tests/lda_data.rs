@@ -280,7 +280,8 @@ fn split_docs_partitions_round_robin() {
 
 #[test]
 fn loads_kos_if_present() {
-    let dir = Path::new("/work/shared/data/kos");
+    // `../shared/data` beside the repository, when there.
+    let dir = &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/kos");
     let dw = dir.join("docword.kos.txt.gz");
     let vocab = dir.join("vocab.kos.txt");
     if !dw.exists() || !vocab.exists() {

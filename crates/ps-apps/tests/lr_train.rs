@@ -4,11 +4,11 @@
 //! applies them.
 //!
 //! Run with `cargo test -p ps-apps --test lr_train -- --nocapture` to see the
-//! metrics per epoch. The a9a test runs only if `/work/shared/data/a9a/` (or
+//! metrics per epoch. The a9a test runs only if `../shared/data/a9a/` beside the repository (or
 //! `$LR_A9A_DIR`) holds `a9a` and `a9a.t`.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use ps_apps::lr::{
@@ -210,7 +210,7 @@ fn builtin_synthetic_two_workers_reaches_auc_0_9() {
 fn a9a_dir() -> PathBuf {
     std::env::var_os("LR_A9A_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/shared/data/a9a"))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/a9a"))
 }
 
 #[test]

@@ -32,44 +32,84 @@ pub enum Command {
     Certs(CertsArgs),
 }
 
-/// What to train and how: every flag that defines the job.
+/// What to train and how: every flag that defines the job. Flags without a default here take
+/// the app's own (see each app's `plan` and the README's table).
 #[derive(Debug, Clone, Args)]
 pub struct JobArgs {
-    /// Application.
-    #[arg(long, default_value = "mf", value_parser = ["mf"])]
+    /// Application: mf (matrix factorisation), lda (topic model by Gibbs sampling), mlp (dense
+    /// network classifier) or lr (sparse logistic regression).
+    #[arg(long, default_value = "mf", value_parser = ["mf", "lda", "mlp", "lr"])]
     pub app: String,
     /// Read staleness: 0 (bulk synchronous), N, or inf (asynchronous).
     #[arg(long, default_value = "0", value_parser = parse_staleness)]
     pub staleness: Staleness,
-    /// Clocks to run (one pass over each worker's data per clock).
-    #[arg(long, default_value_t = ps_apps::mf::DEFAULT_CLOCKS as u64)]
-    pub clocks: u64,
-    /// Factor rank (MF).
-    #[arg(long, default_value_t = ps_apps::mf::Hyper::default().rank)]
-    pub rank: u32,
-    /// Initial learning rate.
-    #[arg(long, default_value_t = ps_apps::mf::Hyper::default().lr)]
-    pub lr: f32,
-    /// Per-clock learning-rate decay factor.
-    #[arg(long, default_value_t = ps_apps::mf::Hyper::default().lr_decay)]
-    pub lr_decay: f32,
-    /// L2 regularisation.
-    #[arg(long, default_value_t = ps_apps::mf::Hyper::default().reg)]
-    pub reg: f32,
+    /// Clocks to run [default: mf 20, lda 30, mlp 15 epochs' worth, lr 3 epochs' worth (10 with
+    /// --data)].
+    #[arg(long)]
+    pub clocks: Option<u64>,
+    /// MF: factor rank [default: 8].
+    #[arg(long)]
+    pub rank: Option<u32>,
+    /// Learning rate: MF and MLP SGD step, LR FTRL alpha [default: mf 0.025, mlp 0.1, lr 3 (0.3 with
+    /// --data)].
+    #[arg(long)]
+    pub lr: Option<f32>,
+    /// Learning-rate decay per epoch, MF and MLP [default: mf 0.95, mlp 0.95 (0.9 with --data)].
+    #[arg(long)]
+    pub lr_decay: Option<f32>,
+    /// MF: L2 regularisation [default: 0.003].
+    #[arg(long)]
+    pub reg: Option<f32>,
     /// Seed for data generation, initialisation and shuffling.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// MF: clocks per SGD epoch (each clock visits the next slice of the epoch; the learning
-    /// rate decays per epoch). More, smaller clocks push smaller deltas more often.
-    #[arg(long, default_value_t = 1)]
-    pub clocks_per_epoch: u32,
-    /// Ratings file (MovieLens u.data, ratings.csv, ratings.dat, or user,item,rating). Default:
-    /// built-in synthetic low-rank data with known noise.
+    /// MF and MLP: clocks per epoch (each clock visits the next slice of the epoch; the learning
+    /// rate decays per epoch). More, smaller clocks push smaller deltas more often. LR runs one
+    /// mini-batch per clock, so its clocks per epoch follow from --batch [default: 1, mlp with
+    /// --data 4].
+    #[arg(long)]
+    pub clocks_per_epoch: Option<u32>,
+    /// Training data instead of the built-in synthetic set. mf: ratings file (MovieLens u.data,
+    /// ratings.csv, ratings.dat, or user,item,rating); lda: UCI docword file (see --vocab) or an
+    /// lda-c file; mlp: directory of MNIST-style IDX files (gzipped or not); lr: libsvm file
+    /// (see --test).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Fraction of ratings held out for the test RMSE.
-    #[arg(long, default_value_t = ps_apps::mf::DEFAULT_TEST_FRACTION)]
-    pub test_fraction: f64,
+    /// Held-out test file: lr, a libsvm file (default: a split of --data).
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    /// LDA: vocabulary file, one word per line (default: vocab.NAME.txt beside a
+    /// docword.NAME.txt, if there).
+    #[arg(long)]
+    pub vocab: Option<PathBuf>,
+    /// Fraction of the data held out for testing when there is no separate test set
+    /// [default: mf 0.1, lr 0.2].
+    #[arg(long)]
+    pub test_fraction: Option<f64>,
+    /// LDA: number of topics [default: 10].
+    #[arg(long)]
+    pub topics: Option<u32>,
+    /// LDA: Dirichlet prior of document-topic mixtures [default: 0.1].
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// LDA: Dirichlet prior of topic-word distributions [default: 0.01].
+    #[arg(long)]
+    pub beta: Option<f64>,
+    /// MLP and LR: mini-batch size per worker [default: mlp 32 (64 with --data), lr 256].
+    #[arg(long)]
+    pub batch: Option<u32>,
+    /// LR: FTRL L1 strength [default: 0.05 (0.1 with --data)].
+    #[arg(long)]
+    pub l1: Option<f32>,
+    /// LR: FTRL L2 strength [default: 0].
+    #[arg(long)]
+    pub l2: Option<f32>,
+    /// MLP: hidden layer widths, comma-separated [default: 128,128 (256,256 with --data)].
+    #[arg(long, value_delimiter = ',')]
+    pub hidden: Option<Vec<usize>>,
+    /// Compute threads per worker (the fast CPU engines split a clock's work over them).
+    #[arg(long, default_value_t = 1)]
+    pub threads: u32,
     /// Apply each clock's updates at the clock boundary in worker-id order: two runs with one seed
     /// give bit-identical models. Requires --staleness 0.
     #[arg(long)]
@@ -276,32 +316,93 @@ fn parse_pair(s: &str) -> Result<(u32, u64), String> {
 }
 
 impl JobArgs {
+    /// Checks the flags every app shares; each app's `plan` checks its own and names the flags
+    /// that do not apply to it.
     pub fn validate(&self) -> Result<()> {
         if self.deterministic && self.staleness != Staleness::Bounded(0) {
             bail!("--deterministic needs --staleness 0 (with staleness, what a read sees depends on timing)");
         }
-        if self.clocks == 0 {
+        if self.clocks == Some(0) {
             bail!("--clocks must be at least 1");
         }
-        if self.clocks_per_epoch == 0 || self.clocks_per_epoch > 10_000 {
-            bail!("--clocks-per-epoch must be in 1..=10000");
+        if let Some(k) = self.clocks_per_epoch {
+            if k == 0 || k > 10_000 {
+                bail!("--clocks-per-epoch must be in 1..=10000");
+            }
         }
-        if self.rank == 0 || self.rank > 4096 {
-            bail!("--rank must be in 1..=4096");
+        if self.threads == 0 || self.threads > 256 {
+            bail!("--threads must be in 1..=256");
         }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            bail!("--lr must be a positive number");
+        if let Some(lr) = self.lr {
+            if !(lr.is_finite() && lr > 0.0) {
+                bail!("--lr must be a positive number");
+            }
         }
-        if !(self.lr_decay.is_finite() && self.lr_decay > 0.0 && self.lr_decay <= 1.0) {
-            bail!("--lr-decay must be in (0, 1]");
+        if let Some(d) = self.lr_decay {
+            if !(d.is_finite() && d > 0.0 && d <= 1.0) {
+                bail!("--lr-decay must be in (0, 1]");
+            }
         }
-        if !(self.reg.is_finite() && self.reg >= 0.0) {
-            bail!("--reg must be >= 0");
+        for (name, v) in [("--reg", self.reg), ("--l1", self.l1), ("--l2", self.l2)] {
+            if let Some(v) = v {
+                if !(v.is_finite() && v >= 0.0) {
+                    bail!("{name} must be >= 0");
+                }
+            }
         }
-        if !(self.test_fraction > 0.0 && self.test_fraction < 1.0) {
-            bail!("--test-fraction must be in (0, 1)");
+        if let Some(f) = self.test_fraction {
+            if !(f > 0.0 && f < 1.0) {
+                bail!("--test-fraction must be in (0, 1)");
+            }
+        }
+        let applies: &[(&str, bool, &[&str])] = &[
+            ("--rank", self.rank.is_some(), &["mf"]),
+            ("--reg", self.reg.is_some(), &["mf"]),
+            ("--topics", self.topics.is_some(), &["lda"]),
+            ("--alpha", self.alpha.is_some(), &["lda"]),
+            ("--beta", self.beta.is_some(), &["lda"]),
+            ("--vocab", self.vocab.is_some(), &["lda"]),
+            ("--batch", self.batch.is_some(), &["mlp", "lr"]),
+            ("--hidden", self.hidden.is_some(), &["mlp"]),
+            ("--l1", self.l1.is_some(), &["lr"]),
+            ("--l2", self.l2.is_some(), &["lr"]),
+            ("--test", self.test.is_some(), &["lr"]),
+            ("--lr-decay", self.lr_decay.is_some(), &["mf", "mlp"]),
+            ("--lr", self.lr.is_some(), &["mf", "mlp", "lr"]),
+            (
+                "--test-fraction",
+                self.test_fraction.is_some(),
+                &["mf", "lr"],
+            ),
+            (
+                "--clocks-per-epoch",
+                self.clocks_per_epoch.is_some(),
+                &["mf", "mlp"],
+            ),
+        ];
+        for (flag, given, apps) in applies {
+            if *given && !apps.contains(&self.app.as_str()) {
+                bail!(
+                    "{flag} does not apply to --app {} (it is for {})",
+                    self.app,
+                    apps.join(", ")
+                );
+            }
         }
         Ok(())
+    }
+
+    /// `data` made absolute (workers may run elsewhere in the file system), checked to exist.
+    pub fn absolute(path: &Option<PathBuf>, what: &str) -> Result<Option<String>> {
+        match path {
+            Some(p) => Ok(Some(
+                std::fs::canonicalize(p)
+                    .with_context(|| format!("{what} {}", p.display()))?
+                    .display()
+                    .to_string(),
+            )),
+            None => Ok(None),
+        }
     }
 }
 

@@ -56,7 +56,7 @@ pub fn run_local(a: LocalArgs) -> Result<()> {
     let selection = worker_gpu::select(a.device.parse()?)?;
     eprintln!("device: {} ({})", selection.device, selection.reason);
     let started = Instant::now();
-    let mut plan = apps::plan(&a.job)?;
+    let mut plan = apps::plan(&a.job, a.cluster.workers)?;
 
     let tmp;
     let certs: &Path = match &a.certs_dir {

@@ -88,7 +88,7 @@ pub fn summary(
             servers: cluster.servers,
             workers: cluster.workers,
             staleness: job.staleness.to_string(),
-            clocks: job.clocks,
+            clocks: plan.job.clocks,
             deterministic: job.deterministic,
             device,
             push_codec: job.push_codec.to_string(),
@@ -102,7 +102,7 @@ pub fn summary(
 pub fn run_coordinator_cli(a: CoordinatorArgs) -> Result<()> {
     a.job.validate()?;
     a.cluster.validate()?;
-    let plan = apps::plan(&a.job)?;
+    let plan = apps::plan(&a.job, a.cluster.workers)?;
     let identity = a.tls.identity()?;
     let rt = runtime(2)?;
     let opts = EndpointOptions {
@@ -226,13 +226,7 @@ pub fn run_worker(a: WorkerArgs) -> Result<()> {
         }
     });
 
-    let done = match assign.job.app.as_str() {
-        "mf" => {
-            let mut engine = worker_gpu::mf_engine(selection.device);
-            apps::mf::run_worker(&mut client, &assign, engine.as_mut())?
-        }
-        other => bail!("unknown app {other:?}"),
-    };
+    let done = apps::run_worker(&mut client, &assign, selection.device)?;
     // Reports of the last clocks go out before Done.
     drop(client);
     let _ = rt.block_on(forwarder);

@@ -2,8 +2,8 @@
 //! user factors local to their worker, item factors in table 0 (`add` rule: workers push the
 //! change their SGD pass made to their copy of the items).
 
-use super::Plan;
-use crate::cli::{Fault, FaultKind, JobArgs};
+use super::{hash_bits, Chaos, Plan};
+use crate::cli::JobArgs;
 use anyhow::{bail, Context, Result};
 use ps_apps::mf::{self, ClockKey, Hyper, RatingSet};
 use ps_client::PsClient;
@@ -11,6 +11,7 @@ use ps_proto::{Assign, Done, Init, JobSpec, TableSpec, UpdateRule};
 use ps_server::{ClockSummary, JobResult};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use worker_gpu::Device;
 
 pub const ITEMS: u32 = 0;
 
@@ -21,11 +22,14 @@ pub struct MfSettings {
     pub seed: u64,
     pub data: Option<String>,
     pub test_fraction: f64,
-    pub slow_worker: Option<(u32, u64)>,
-    pub fault: Option<Fault>,
+    #[serde(flatten)]
+    pub chaos: Chaos,
     /// Clocks per SGD epoch: each clock visits the next slice of the epoch's shuffled order.
     #[serde(default = "one")]
     pub clocks_per_epoch: u32,
+    /// Compute threads of the worker's engine.
+    #[serde(default = "one")]
+    pub threads: u32,
 }
 
 fn one() -> u32 {
@@ -44,41 +48,35 @@ fn load(settings: &MfSettings) -> Result<(RatingSet, Option<f32>)> {
 }
 
 pub fn plan(job: &JobArgs) -> Result<Plan> {
+    let d = Hyper::default();
+    let hyper = Hyper {
+        rank: job.rank.unwrap_or(d.rank),
+        lr: job.lr.unwrap_or(d.lr),
+        reg: job.reg.unwrap_or(d.reg),
+        lr_decay: job.lr_decay.unwrap_or(d.lr_decay),
+    };
+    if hyper.rank == 0 || hyper.rank > 4096 {
+        bail!("--rank must be in 1..=4096");
+    }
     let settings = MfSettings {
-        hyper: Hyper {
-            rank: job.rank,
-            lr: job.lr,
-            reg: job.reg,
-            lr_decay: job.lr_decay,
-        },
+        hyper,
         seed: job.seed,
-        data: match &job.data {
-            Some(p) => Some(
-                std::fs::canonicalize(p)
-                    .with_context(|| format!("data file {}", p.display()))?
-                    .display()
-                    .to_string(),
-            ),
-            None => None,
-        },
-        test_fraction: job.test_fraction,
-        slow_worker: job.slow_worker,
-        fault: job.fault,
-        clocks_per_epoch: job.clocks_per_epoch,
+        data: JobArgs::absolute(&job.data, "data file")?,
+        test_fraction: job.test_fraction.unwrap_or(mf::DEFAULT_TEST_FRACTION),
+        chaos: Chaos::from_job(job),
+        clocks_per_epoch: job.clocks_per_epoch.unwrap_or(1),
+        threads: job.threads,
     };
     let (set, noise) = load(&settings)?;
     if set.num_items == 0 || set.ratings.is_empty() {
         bail!("no ratings to train on");
     }
-    let staleness = match job.staleness {
-        ps_ssp::Staleness::Bounded(s) => Some(s),
-        ps_ssp::Staleness::Unbounded => None,
-    };
+    let staleness = super::table_staleness(job);
     let tables = vec![TableSpec {
         id: ITEMS,
         name: "item_factors".into(),
         rows: set.num_items as u64,
-        width: job.rank,
+        width: hyper.rank,
         rule: UpdateRule::Add,
         init: Init::Normal {
             std: mf::ITEM_INIT_STD,
@@ -93,18 +91,10 @@ pub fn plan(job: &JobArgs) -> Result<Plan> {
     facts.insert("users".into(), set.num_users.into());
     facts.insert("items".into(), set.num_items.into());
     facts.insert("ratings".into(), (set.ratings.len() as u64).into());
-    facts.insert("rank".into(), job.rank.into());
-    // Through the decimal text, so 0.025 prints as 0.025 rather than its f32 widening.
-    facts.insert(
-        "lr".into(),
-        job.lr
-            .to_string()
-            .parse::<f64>()
-            .unwrap_or(job.lr as f64)
-            .into(),
-    );
+    facts.insert("rank".into(), hyper.rank.into());
+    facts.insert("lr".into(), super::decimal(hyper.lr));
     facts.insert("seed".into(), job.seed.into());
-    facts.insert("clocks_per_epoch".into(), job.clocks_per_epoch.into());
+    facts.insert("clocks_per_epoch".into(), settings.clocks_per_epoch.into());
     facts.insert(
         "data".into(),
         settings
@@ -114,16 +104,13 @@ pub fn plan(job: &JobArgs) -> Result<Plan> {
             .unwrap_or_else(|| "builtin-synthetic".into()),
     );
     if let Some(n) = noise {
-        facts.insert(
-            "noise_sigma".into(),
-            n.to_string().parse::<f64>().unwrap_or(n as f64).into(),
-        );
+        facts.insert("noise_sigma".into(), super::decimal(n));
     }
     Ok(Plan {
         tables,
         job: JobSpec {
             app: "mf".into(),
-            clocks: job.clocks,
+            clocks: job.clocks.unwrap_or(mf::DEFAULT_CLOCKS as u64),
             settings: serde_json::to_value(&settings)?,
             overlap: !job.no_overlap,
         },
@@ -146,60 +133,23 @@ pub fn clock_figures(s: &ClockSummary) -> String {
 }
 
 pub fn summary_fields(r: &JobResult, out: &mut serde_json::Map<String, serde_json::Value>) {
-    let num = |v: Option<f64>| {
-        v.map(serde_json::Value::from)
-            .unwrap_or(serde_json::Value::Null)
-    };
+    use super::num;
     out.insert("train_rmse".into(), num(rmse(&r.sums, "train")));
     out.insert("test_rmse".into(), num(rmse(&r.sums, "test")));
     if let Some(h) = r.facts.get("item_table_hash") {
         out.insert("item_table_hash".into(), h.clone());
     }
-    let updates = r.sums.get("updates").copied().unwrap_or(0.0);
-    let compute: f64 = r.clocks.iter().map(|c| c.compute_s).sum();
-    if compute > 0.0 {
-        // Cluster rate: all workers' SGD updates over the per-worker compute time.
-        out.insert("updates_per_s".into(), (updates / compute).into());
-    }
-}
-
-/// FNV-1a over the bit patterns of the values.
-fn hash_bits(values: &[f32]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for v in values {
-        for b in v.to_bits().to_le_bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    format!("{h:016x}")
-}
-
-/// Makes this worker fail as asked: exit abruptly, or stop dead while its process stays alive.
-fn inject(f: Fault) {
-    match f.kind {
-        FaultKind::Crash => {
-            eprintln!("worker {}: injected crash at clock {}", f.worker, f.clock);
-            std::process::exit(3);
-        }
-        FaultKind::Hang => {
-            eprintln!("worker {}: injected hang at clock {}", f.worker, f.clock);
-            let pid = std::process::id().to_string();
-            let _ = std::process::Command::new("kill")
-                .args(["-STOP", &pid])
-                .status();
-        }
+    if let Some(r) = super::rate(r, "updates") {
+        out.insert("updates_per_s".into(), r.into());
     }
 }
 
 /// One worker's whole job.
-pub fn run_worker(
-    client: &mut PsClient,
-    assign: &Assign,
-    engine: &mut dyn mf::MfCompute,
-) -> Result<Done> {
+pub fn run_worker(client: &mut PsClient, assign: &Assign, device: Device) -> Result<Done> {
     let settings: MfSettings =
         serde_json::from_value(assign.job.settings.clone()).context("MF settings")?;
+    let mut engine = worker_gpu::mf_engine(device, settings.threads);
+    let engine = engine.as_mut();
     let (set, _) = load(&settings)?;
     let (w, workers) = (assign.id, assign.num_workers);
     let (train, test) = mf::split_train_test(&set, settings.test_fraction, settings.seed);
@@ -218,14 +168,7 @@ pub fn run_worker(
 
     let mut updates = 0u64;
     for clock in 0..assign.job.clocks {
-        if let Some((sw, ms)) = settings.slow_worker {
-            if sw == w {
-                std::thread::sleep(std::time::Duration::from_millis(ms));
-            }
-        }
-        if let Some(f) = settings.fault.filter(|f| (f.worker, f.clock) == (w, clock)) {
-            inject(f);
-        }
+        settings.chaos.before_clock(w, clock);
         let read = client.table(ITEMS)?.read_rows(&items)?;
         let per_epoch = settings.clocks_per_epoch.max(1) as u64;
         let key = ClockKey {
