@@ -8,7 +8,7 @@
 
 use ps_apps::lda::{LdaCompute, SparseLda};
 use ps_apps::lr::{FastLr, LrCompute};
-use ps_apps::mf::{CpuMf, MfCompute};
+use ps_apps::mf::{FastMf, MfCompute};
 use ps_apps::mlp::{FastMlp, MlpCompute};
 use thiserror::Error;
 
@@ -82,11 +82,11 @@ pub fn select(req: DeviceRequest) -> Result<Selection, DeviceError> {
     }
 }
 
-/// The MF engine for a device; `threads` is what a CPU engine may use.
+/// The MF engine for a device: on the CPU the rank-vectorised SGD kernel, FPSG-blocked over
+/// `threads` threads when there are several.
 pub fn mf_engine(device: Device, threads: u32) -> Box<dyn MfCompute + Send> {
-    let _ = threads;
     match device {
-        Device::Cpu => Box::new(CpuMf),
+        Device::Cpu => Box::new(FastMf::new(threads.max(1) as usize)),
     }
 }
 

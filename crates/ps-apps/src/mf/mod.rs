@@ -18,9 +18,13 @@
 //!    across workers.
 //!
 //! [`worker_clock`] performs steps 2–3 on an already-read item copy.
+//!
+//! Backends: [`CpuMf`] (the oracle) and [`FastMf`] (vectorised kernel and
+//! FPSG-style blocked multi-thread SGD).
 
 mod compute;
 mod data;
+mod fast;
 
 pub use compute::{predict, rmse, squared_error, CpuMf, MfCompute};
 pub use data::{
@@ -28,6 +32,7 @@ pub use data::{
     SyntheticSpec, WorkerShard, BUILTIN_ITEMS, BUILTIN_NOISE_SIGMA, BUILTIN_RANK, BUILTIN_RATINGS,
     BUILTIN_USERS,
 };
+pub use fast::{FastMf, PARALLEL_MIN_RATINGS};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
