@@ -224,7 +224,7 @@ fn lr_trains_on_libsvm_files_and_names_bad_lines() {
     let dir = tempfile::tempdir().unwrap();
     // Label 1 exactly when feature 1 or 2 is present; features 3..=30 are noise.
     let line = |i: usize| {
-        let positive = i % 2 == 0;
+        let positive = i.is_multiple_of(2);
         let signal = if positive { 1 + (i / 2) % 2 } else { 0 };
         let mut feats: Vec<usize> = (0..4).map(|j| 3 + (i * 7 + j * 5) % 28).collect();
         if signal > 0 {
