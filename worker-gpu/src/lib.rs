@@ -5,12 +5,18 @@
 //! fallback. The CUDA engines (cudarc with dynamic loading, NVRTC-compiled kernels from
 //! `kernels/`) arrive with the GPU-workers issue; until then asking for `cuda` is a typed error,
 //! never a silent fallback. This crate must not depend on the server or on networking.
+//!
+//! Already here: the kernels themselves and their run-time compilation ([`kernels`]), and the
+//! parser of `ptxas -v` reports ([`ptxas`]) used by the `kernel-check` binary.
 
 use ps_apps::lda::{LdaCompute, SparseLda};
 use ps_apps::lr::{FastLr, LrCompute};
 use ps_apps::mf::{FastMf, MfCompute};
 use ps_apps::mlp::{FastMlp, MlpCompute};
 use thiserror::Error;
+
+pub mod kernels;
+pub mod ptxas;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum DeviceError {

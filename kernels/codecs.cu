@@ -1,0 +1,203 @@
+// Delta codecs on the device: f16 packing, sampled top-k selection and the error-feedback
+// residual, so that a GPU worker compresses its deltas before they leave the device.
+//
+// Serves ps_proto::codec (format.rs, select.rs, feedback.rs); the host keeps the wire format.
+//
+// f16 (format.rs): round to nearest even, like half::f16::from_f32, except that a FINITE value
+// beyond +-65504 saturates to +-65504 instead of becoming infinite; +-inf stays +-inf; NaN stays a
+// quiet NaN with its sign and top payload bits (sign | 0x7e00 | mantissa >> 13, as half and F16C).
+// f16 -> f32 is exact (NaN: quiet, payload kept, as half::f16::to_f32).
+//
+// Top-k (select.rs): entries rank by magnitude bits (the f32 bits without the sign, so NaN ranks
+// above +inf), ties by lower index. The device part is the sampled threshold (codec_topk_threshold:
+// the host passes the sample positions, e.g. select.rs's splitmix64 sequence, and how many sample
+// entries must lie at or above the threshold) and the candidate pass (codec_topk_compact: every
+// entry with magnitude bits >= threshold, as (index, value), unordered). As in select.rs, the
+// host trims the candidates to exactly k (rank key = magnitude bits << 32 | !index) and, if there
+// are fewer than k, lowers the threshold and runs the pass again.
+//
+// Error feedback (feedback.rs): residual += delta (codec_ef_accumulate); encode the residual;
+// residual -= what the receiver decodes for every sent entry (codec_ef_subtract), where a
+// non-finite residual entry that was sent becomes 0 rather than NaN.
+//
+// All kernels: any 1-D grid and block (blockDim.x a multiple of 32), except
+// codec_topk_threshold: exactly one block of CODEC_SORT_THREADS threads.
+
+#define CODEC_WARP 32
+#define CODEC_FULL 0xffffffffu
+#define CODEC_F16_MAX 65504.0f
+#define CODEC_MAX_SAMPLE 4096
+#define CODEC_SORT_THREADS 1024
+
+__device__ __forceinline__ unsigned short codec_f32_to_f16_bits(float x) {
+    const unsigned int bits = __float_as_uint(x);
+    const unsigned int mag = bits & 0x7fffffffu;
+    if (mag > 0x7f800000u) {
+        // NaN: quiet, sign and top payload bits kept.
+        return (unsigned short)(((bits >> 16) & 0x8000u) | 0x7e00u | ((bits >> 13) & 0x3ffu));
+    }
+    if (mag < 0x7f800000u) {
+        x = fminf(fmaxf(x, -CODEC_F16_MAX), CODEC_F16_MAX);
+    }
+    unsigned short h;
+    // The hardware conversion rounds to nearest even, subnormals included (no ftz on cvt).
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x));
+    return h;
+}
+
+__device__ __forceinline__ float codec_f16_bits_to_f32(unsigned short h) {
+    const unsigned int sign = ((unsigned int)h & 0x8000u) << 16;
+    const unsigned int exp = ((unsigned int)h >> 10) & 0x1fu;
+    const unsigned int man = (unsigned int)h & 0x3ffu;
+    if (exp == 0x1fu) {
+        // Infinity, or NaN made quiet with its payload.
+        return __uint_as_float(sign | 0x7f800000u | (man != 0u ? 0x00400000u : 0u) | (man << 13));
+    }
+    if (exp == 0u) {
+        // Zero or subnormal: man * 2^-24, exact in f32.
+        const float v = (float)man * __uint_as_float(0x33800000u);
+        return sign != 0u ? -v : v;
+    }
+    return __uint_as_float(sign | ((exp + 112u) << 23) | (man << 13));
+}
+
+// out[i] = f16 bits of x[i]; round_trip (may be null) receives the value the receiver decodes,
+// which is what error feedback subtracts from the residual.
+extern "C" __global__ void codec_f32_to_f16(const float* __restrict__ x,
+                                            unsigned short* out,
+                                            float* round_trip,
+                                            unsigned long long n) {
+    const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += stride) {
+        const unsigned short h = codec_f32_to_f16_bits(x[i]);
+        out[i] = h;
+        if (round_trip != 0) {
+            round_trip[i] = codec_f16_bits_to_f32(h);
+        }
+    }
+}
+
+extern "C" __global__ void codec_f16_to_f32(const unsigned short* __restrict__ h,
+                                            float* out,
+                                            unsigned long long n) {
+    const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += stride) {
+        out[i] = codec_f16_bits_to_f32(h[i]);
+    }
+}
+
+// The sampled threshold: sorts the magnitude bits of x at the first min(samples, 4096) positions
+// of sample_idx (bitonic sort in shared memory) and writes to *threshold the `above`-th largest
+// (above = 0 is read as 1), or 0 (take every entry) when above >= samples, as select.rs's
+// `sampled`. Launch: one block of CODEC_SORT_THREADS (1024) threads; 16 KB static shared memory.
+extern "C" __global__ void __launch_bounds__(CODEC_SORT_THREADS)
+    codec_topk_threshold(const float* __restrict__ x,
+                         const unsigned int* __restrict__ sample_idx,
+                         unsigned int samples,
+                         unsigned int above,
+                         unsigned int* threshold) {
+    __shared__ unsigned int keys[CODEC_MAX_SAMPLE];
+    const unsigned int s = samples < CODEC_MAX_SAMPLE ? samples : CODEC_MAX_SAMPLE;
+    unsigned int padded = 2;
+    while (padded < s) {
+        padded <<= 1;
+    }
+    // Padding with 0 sorts below every sample, so the top `above` entries are the samples'.
+    for (unsigned int i = threadIdx.x; i < padded; i += blockDim.x) {
+        keys[i] = i < s ? (__float_as_uint(x[sample_idx[i]]) & 0x7fffffffu) : 0u;
+    }
+    for (unsigned int size = 2; size <= padded; size <<= 1) {
+        for (unsigned int stride = size >> 1; stride > 0; stride >>= 1) {
+            __syncthreads();
+            for (unsigned int i = threadIdx.x; i < padded; i += blockDim.x) {
+                const unsigned int j = i ^ stride;
+                if (j > i) {
+                    const unsigned int a = keys[i];
+                    const unsigned int b = keys[j];
+                    const bool ascending = (i & size) == 0u;
+                    if ((a > b) == ascending) {
+                        keys[i] = b;
+                        keys[j] = a;
+                    }
+                }
+            }
+        }
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        const unsigned int a = above == 0u ? 1u : above;
+        *threshold = a >= s ? 0u : keys[padded - a];
+    }
+}
+
+// Candidates: every entry of x whose magnitude bits are >= *threshold is appended as
+// (index, value) at a slot taken from *count (warp-aggregated atomics; the order is not
+// deterministic). Every candidate bumps *count (the caller zeroes it); only the first `capacity`
+// are written, so *count > capacity tells the caller to grow the buffers. n <= 2^32.
+extern "C" __global__ void codec_topk_compact(const float* __restrict__ x,
+                                              unsigned long long n,
+                                              const unsigned int* __restrict__ threshold,
+                                              unsigned int* out_idx,
+                                              float* out_val,
+                                              unsigned int* count,
+                                              unsigned int capacity) {
+    const unsigned int t = *threshold;
+    const unsigned int lane = threadIdx.x & (CODEC_WARP - 1);
+    const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    const unsigned long long first = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+    // The same number of rounds for every lane, so that the ballot has the full warp.
+    const unsigned long long rounds = (n + stride - 1) / stride;
+    for (unsigned long long r = 0; r < rounds; ++r) {
+        const unsigned long long i = first + r * stride;
+        const float v = i < n ? x[i] : 0.0f;
+        const bool take = i < n && (__float_as_uint(v) & 0x7fffffffu) >= t;
+        const unsigned int mask = __ballot_sync(CODEC_FULL, take);
+        if (mask == 0u) {
+            continue;
+        }
+        unsigned int base = 0;
+        if (lane == 0) {
+            base = atomicAdd(count, (unsigned int)__popc(mask));
+        }
+        base = __shfl_sync(CODEC_FULL, base, 0);
+        if (take) {
+            const unsigned int slot = base + (unsigned int)__popc(mask & ((1u << lane) - 1u));
+            if (slot < capacity) {
+                out_idx[slot] = (unsigned int)i;
+                out_val[slot] = v;
+            }
+        }
+    }
+}
+
+// Error feedback, step 1: residual += delta.
+extern "C" __global__ void codec_ef_accumulate(float* residual,
+                                               const float* __restrict__ delta,
+                                               unsigned long long n) {
+    const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += stride) {
+        residual[i] += delta[i];
+    }
+}
+
+// Error feedback, step 3: for each of the `count` sent entries j, the index i = idx[j] (or j when
+// idx is null: every entry sent) gets residual[i] -= sent[sent_by_index ? i : j], where sent holds
+// the decoded (quantised) values; a non-finite residual entry becomes 0 (feedback.rs `take`).
+// Entries not sent keep their residual. Indices must be distinct.
+extern "C" __global__ void codec_ef_subtract(float* residual,
+                                             const unsigned int* __restrict__ idx,
+                                             const float* __restrict__ sent,
+                                             int sent_by_index,
+                                             unsigned long long count) {
+    const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    for (unsigned long long j = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+         j < count; j += stride) {
+        const unsigned long long i = idx != 0 ? (unsigned long long)idx[j] : j;
+        const float r = residual[i];
+        const float q = sent[sent_by_index ? i : j];
+        residual[i] = isfinite(r) ? r - q : 0.0f;
+    }
+}

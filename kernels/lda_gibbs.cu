@@ -1,0 +1,223 @@
+// LDA: one collapsed-Gibbs sweep over a worker's tokens, and the compaction of its delta.
+//
+// Serves ps_apps::lda::LdaCompute::sweep. The conditional of token i (local word row w, document
+// d, current topic `old`) is
+//
+//     p(k) ∝ (n_dk + alpha) * (max(n_wk, 0) + beta) / (max(n_k, 0) + V * beta)
+//
+// with every count excluding token i itself: its current topic's counts are decremented first
+// (n_dk saturating at 0, the f32 copies by exactly 1), as in the CPU oracle (CpuLda). Counts read
+// from the f32 copies go through lda_count (round half away from zero, clamp to +-2^29, NaN as 0)
+// and are clamped at 0 in the probability only, never in the stored copy.
+//
+// Layout (all row-major, K = topics):
+//   doc_offsets  num_docs + 1 token offsets (u32; the host narrows its usize offsets)
+//   tokens       local word row of every token (index into the worker's `words`)
+//   z            topic of every token, updated in place
+//   doc_topic    num_docs x K (u32), updated in place
+//   word_topic   words x K (f32), the local copy, updated in place with atomics
+//   totals       K (f32), updated in place with atomics
+//   uniforms     one double in [0, 1) per token, in token order (the host draws them, e.g. from
+//                SweepKey::rng(), so a sweep can be replayed and checked against the oracle)
+//   scratch      (gridDim.x * blockDim.x / 32) x K doubles: each warp's cumulative sums
+//   wt_delta     words x K (i32), += the moves (the caller zeroes it); compacted by
+//                lda_compact_delta into (global word, topic, change) triples
+//   totals_delta K (i32), += the moves (the caller zeroes it)
+//
+// Parallelism: one warp per document (documents in a grid stride). The document row belongs to
+// its warp, so n_dk needs no atomics; within the warp the K topics are spread over the lanes: a
+// warp prefix scan per 32 topics writes the cumulative sum to the warp's scratch row (each count
+// is read once per token, so the draw sees one consistent snapshot), then a ballot finds the
+// first entry above the scaled uniform. Tokens of different documents are sampled concurrently
+// against the shared word-topic copy and totals (AD-LDA style staleness within the sweep): the
+// atomics keep the counts exact, only the order of moves differs.
+//
+// Deviations from the CPU oracle: the cumulative sum is formed in a different order (a scan
+// per 32 topics plus a carry, still in f64), so a uniform that falls within rounding of a boundary
+// between two topics may pick the neighbour; and with more than one warp, documents are sampled
+// concurrently. Launched with one warp (grid 1, block 32) the kernel visits documents and tokens
+// in the oracle's order, and the draws agree with CpuLda except at such boundaries.
+//
+// Launch: any grid, blockDim.x a multiple of 32; no shared memory.
+
+#define LDA_WARP 32
+#define LDA_FULL 0xffffffffu
+#define LDA_COUNT_CLAMP 536870912.0f /* 2^29 */
+
+// A count read from a (possibly stale, possibly hostile) f32 copy, as ps_apps' to_count.
+__device__ __forceinline__ int lda_count(float x) {
+    if (isnan(x)) {
+        return 0;
+    }
+    return (int)fminf(fmaxf(roundf(x), -LDA_COUNT_CLAMP), LDA_COUNT_CLAMP);
+}
+
+// Reads a shared, concurrently updated count from L2 (never a stale L1 line).
+__device__ __forceinline__ float lda_load_shared(const float* p) {
+    return __ldcg(p);
+}
+
+// Unnormalised conditional of topic t (counts already exclude the token).
+__device__ __forceinline__ double lda_weight(const unsigned int* ndk,
+                                             const float* wt_row,
+                                             const float* totals,
+                                             unsigned int t,
+                                             double alpha,
+                                             double beta,
+                                             double vbeta) {
+    const double nd = (double)ndk[t];
+    const double nw = (double)max(lda_count(lda_load_shared(wt_row + t)), 0);
+    const double nt = (double)max(lda_count(lda_load_shared(totals + t)), 0);
+    return (nd + alpha) * (nw + beta) / (nt + vbeta);
+}
+
+extern "C" __global__ void lda_gibbs_sweep(const unsigned int* __restrict__ doc_offsets,
+                                           unsigned int num_docs,
+                                           const unsigned int* __restrict__ tokens,
+                                           unsigned int* z,
+                                           unsigned int* doc_topic,
+                                           float* word_topic,
+                                           float* totals,
+                                           const double* __restrict__ uniforms,
+                                           double* scratch,
+                                           int* wt_delta,
+                                           int* totals_delta,
+                                           unsigned int topics,
+                                           double alpha,
+                                           double beta,
+                                           double vbeta) {
+    const unsigned int lane = threadIdx.x & (LDA_WARP - 1);
+    const unsigned long long warp =
+        ((unsigned long long)blockIdx.x * blockDim.x + threadIdx.x) / LDA_WARP;
+    const unsigned long long num_warps = ((unsigned long long)gridDim.x * blockDim.x) / LDA_WARP;
+    const unsigned int k = topics;
+    if (k == 0u) {
+        return;
+    }
+
+    double* cdf = scratch + (size_t)warp * k;
+
+    for (unsigned long long d = warp; d < num_docs; d += num_warps) {
+        unsigned int* ndk = doc_topic + (size_t)d * k;
+        const unsigned int end = doc_offsets[d + 1];
+        for (unsigned int i = doc_offsets[d]; i < end; ++i) {
+            const unsigned int w = tokens[i];
+            const unsigned int old = z[i];
+            float* wt_row = word_topic + (size_t)w * k;
+
+            // Remove the token from its current topic.
+            if (lane == 0) {
+                const unsigned int n = ndk[old];
+                ndk[old] = n > 0 ? n - 1 : 0;
+                atomicAdd(wt_row + old, -1.0f);
+                atomicAdd(totals + old, -1.0f);
+            }
+            // Orders lane 0's writes before the other lanes' reads (__syncwarp is a memory
+            // barrier among the warp's threads).
+            __syncwarp();
+
+            // Pass 1: the cumulative sum, 32 topics at a time (a warp scan plus the carry),
+            // into the warp's scratch row. Every count is read exactly once per token, so the
+            // inversion below sees one consistent snapshot even while other warps move tokens.
+            double carry = 0.0;
+            for (unsigned int base = 0; base < k; base += LDA_WARP) {
+                const unsigned int t = base + lane;
+                double c =
+                    t < k ? lda_weight(ndk, wt_row, totals, t, alpha, beta, vbeta) : 0.0;
+#pragma unroll
+                for (int off = 1; off < LDA_WARP; off <<= 1) {
+                    const double y = __shfl_up_sync(LDA_FULL, c, off);
+                    if (lane >= (unsigned int)off) {
+                        c += y;
+                    }
+                }
+                c += carry;
+                if (t < k) {
+                    cdf[t] = c;
+                }
+                carry = __shfl_sync(LDA_FULL, c, LDA_WARP - 1);
+            }
+            const double total = carry;
+            const double u = uniforms[i];
+
+            // Pass 2: the first topic whose cumulative sum exceeds u * total. Lane l reads back
+            // only the entries it wrote itself (t = base + l in both passes).
+            unsigned int chosen;
+            if (total > 0.0 && isfinite(total)) {
+                const double x = u * total;
+                chosen = k - 1; // rounding fallback: the last topic, as the oracle
+                for (unsigned int base = 0; base < k; base += LDA_WARP) {
+                    const unsigned int t = base + lane;
+                    const unsigned int hit = __ballot_sync(LDA_FULL, t < k && x < cdf[t]);
+                    if (hit != 0u) {
+                        chosen = base + (unsigned int)(__ffs(hit) - 1);
+                        break;
+                    }
+                }
+            } else {
+                // Degenerate sum: u scaled to a uniform topic, as the oracle.
+                const double s = u * (double)k;
+                chosen = s > 0.0 ? min((unsigned int)fmin(s, (double)(k - 1)), k - 1) : 0u;
+            }
+
+            // Add the token back with its new topic.
+            if (lane == 0) {
+                ndk[chosen] += 1u;
+                atomicAdd(wt_row + chosen, 1.0f);
+                atomicAdd(totals + chosen, 1.0f);
+                if (chosen != old) {
+                    atomicSub(wt_delta + (size_t)w * k + old, 1);
+                    atomicAdd(wt_delta + (size_t)w * k + chosen, 1);
+                    atomicSub(totals_delta + old, 1);
+                    atomicAdd(totals_delta + chosen, 1);
+                }
+                z[i] = chosen;
+            }
+            __syncwarp();
+        }
+    }
+}
+
+// Compacts the nonzero entries of wt_delta (words x K) into (global word, topic, change) triples,
+// unordered (the host sorts them by (word, topic) for LdaDelta). `words` maps a local row to its
+// global word id. Every nonzero entry bumps `count` (the caller zeroes it); only the first
+// `capacity` are written, so count > capacity tells the caller to grow the buffers and run again.
+// Launch: any grid, blockDim.x a multiple of 32.
+extern "C" __global__ void lda_compact_delta(const int* __restrict__ wt_delta,
+                                             unsigned int num_words,
+                                             unsigned int topics,
+                                             const unsigned int* __restrict__ words,
+                                             unsigned int* out_word,
+                                             unsigned int* out_topic,
+                                             int* out_change,
+                                             unsigned int* count,
+                                             unsigned int capacity) {
+    const unsigned long long n = (unsigned long long)num_words * topics;
+    const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    const unsigned int lane = threadIdx.x & (LDA_WARP - 1);
+    // Every lane of a warp runs the same number of iterations (the bound is rounded up to the
+    // stride), so the warp-aggregated atomic below always has the full warp.
+    const unsigned long long first = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const unsigned long long rounds = (n + stride - 1) / stride;
+    for (unsigned long long r = 0; r < rounds; ++r) {
+        const unsigned long long e = first + r * stride;
+        const int c = e < n ? wt_delta[e] : 0;
+        const unsigned int mask = __ballot_sync(LDA_FULL, c != 0);
+        if (mask == 0u) {
+            continue;
+        }
+        unsigned int base = 0;
+        if (lane == 0) {
+            base = atomicAdd(count, (unsigned int)__popc(mask));
+        }
+        base = __shfl_sync(LDA_FULL, base, 0);
+        if (c != 0) {
+            const unsigned int slot = base + (unsigned int)__popc(mask & ((1u << lane) - 1u));
+            if (slot < capacity) {
+                out_word[slot] = words[e / topics];
+                out_topic[slot] = (unsigned int)(e % topics);
+                out_change[slot] = c;
+            }
+        }
+    }
+}
