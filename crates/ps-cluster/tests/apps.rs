@@ -3,27 +3,12 @@
 //! load and train, bad files are named by file and line, and the datasets beside the repository
 //! (`../shared/data`), when present, reach the bars a user would expect.
 
+mod common;
+
+use common::{ps_cluster, summary};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-
-fn ps_cluster(args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_ps-cluster"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn summary(out: &Output) -> serde_json::Value {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "job failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let last = stdout.lines().last().expect("no output");
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {last}"))
-}
 
 fn f(s: &serde_json::Value, key: &str) -> f64 {
     s[key]

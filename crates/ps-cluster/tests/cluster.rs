@@ -2,6 +2,9 @@
 //! with a deliberately slow worker, rows spanning shards, bad frames, peers without a cluster
 //! certificate, and whole jobs through the `ps-cluster` binary (determinism, failure naming).
 
+mod common;
+
+use common::{ps_cluster, summary};
 use ps_client::{ClientConfig, PsClient};
 use ps_proto::{
     ErrorCode, FrameBuilder, Init, Kind, Limits, RawHeader, ShardMap, TableSpec, UpdateRule, MAGIC,
@@ -552,24 +555,6 @@ fn client_without_cluster_certificate_gets_nothing() {
     // A client with a cluster certificate is served.
     let mut ok = cluster.client(0, 1);
     assert_eq!(ok.table(1).unwrap().read_row(0).unwrap(), vec![0.0, 0.0]);
-}
-
-fn ps_cluster(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_ps-cluster"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn summary(out: &std::process::Output) -> serde_json::Value {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "job failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let last = stdout.lines().last().expect("no output");
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {last}"))
 }
 
 /// The main job, as the README runs it, reaches the noise floor.

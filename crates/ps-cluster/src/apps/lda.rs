@@ -11,7 +11,7 @@ use ps_apps::lda::{
     self, loglik, split_docs, Corpus, LdaHyper, LdaWorkerState, SweepKey, SyntheticLdaSpec,
 };
 use ps_client::PsClient;
-use ps_proto::{Assign, Done, Init, JobSpec, TableSpec, UpdateRule};
+use ps_proto::{Assign, Done, Init, TableSpec, UpdateRule};
 use ps_server::{ClockSummary, JobResult};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -172,14 +172,7 @@ pub fn plan(job: &JobArgs) -> Result<Plan> {
     facts.insert("alpha".into(), hyper.alpha.into());
     facts.insert("beta".into(), hyper.beta.into());
     facts.insert("seed".into(), job.seed.into());
-    facts.insert(
-        "data".into(),
-        settings
-            .data
-            .clone()
-            .map(Into::into)
-            .unwrap_or_else(|| "builtin-synthetic".into()),
-    );
+    facts.insert("data".into(), super::data_fact(&settings.data));
     if settings.data.is_some() {
         let f = match settings.format {
             CorpusFormat::Uci => "uci",
@@ -189,12 +182,12 @@ pub fn plan(job: &JobArgs) -> Result<Plan> {
     }
     Ok(Plan {
         tables,
-        job: JobSpec {
-            app: "lda".into(),
-            clocks: job.clocks.unwrap_or(lda::DEFAULT_CLOCKS as u64),
-            settings: serde_json::to_value(&settings)?,
-            overlap: !job.no_overlap,
-        },
+        job: super::job_spec(
+            "lda",
+            job,
+            job.clocks.unwrap_or(lda::DEFAULT_CLOCKS as u64),
+            &settings,
+        )?,
         facts,
     })
 }
@@ -215,11 +208,7 @@ pub fn summary_fields(r: &JobResult, out: &mut serde_json::Map<String, serde_jso
     let initial = r.clocks.iter().find_map(|c| per_token(&c.sums, "clock"));
     out.insert("loglik_per_token_initial".into(), num(initial));
     out.insert("loglik_per_token".into(), num(per_token(&r.sums, "final")));
-    for key in ["topic_recovery", "word_topic_hash"] {
-        if let Some(v) = r.facts.get(key) {
-            out.insert(key.into(), v.clone());
-        }
-    }
+    super::copy_facts(r, &["topic_recovery", "word_topic_hash"], out);
     // All workers' swept tokens over the per-worker mean sweep time.
     let (tokens, sweep_s, workers) = (
         r.sums.get("tokens_swept").copied().unwrap_or(0.0),
@@ -233,8 +222,7 @@ pub fn summary_fields(r: &JobResult, out: &mut serde_json::Map<String, serde_jso
 
 /// One worker's whole job.
 pub fn run_worker(client: &mut PsClient, assign: &Assign, device: Device) -> Result<Done> {
-    let settings: LdaSettings =
-        serde_json::from_value(assign.job.settings.clone()).context("LDA settings")?;
+    let settings: LdaSettings = super::settings_of(assign)?;
     let mut engine = worker_gpu::lda_engine(device, settings.threads);
     let hyper = settings.hyper;
     let Loaded { corpus, truth } = load(&settings)?;

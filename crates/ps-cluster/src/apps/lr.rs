@@ -10,13 +10,13 @@
 
 use super::{hash_bits, Chaos, Plan};
 use crate::cli::JobArgs;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use ps_apps::lr::{
     self, add_bias, batch_keys, labels, margins, shuffle_epoch, FtrlParams, LrHyper, SparseRow,
     SyntheticLrSpec,
 };
 use ps_client::PsClient;
-use ps_proto::{Assign, Done, Init, JobSpec, Layout, TableSpec, UpdateRule};
+use ps_proto::{Assign, Done, Init, Layout, TableSpec, UpdateRule};
 use ps_server::{ClockSummary, JobResult};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -39,13 +39,10 @@ pub struct LrSettings {
     pub chaos: Chaos,
 }
 
-/// A bijection of `u64` that scatters nearby keys (SplitMix64's finaliser), so dense feature
+/// A bijection of `u64` that scatters nearby keys (the apps' seed mixer), so dense feature
 /// indices land on every shard.
 pub fn spread_key(k: u64) -> u64 {
-    let mut z = k;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    ps_apps::seed::mix64(k)
 }
 
 /// Adds the bias feature, maps every key through [`spread_key`] and sorts each row's features
@@ -144,14 +141,7 @@ pub fn plan(job: &JobArgs, workers: u32) -> Result<Plan> {
     facts.insert("l1".into(), super::decimal(ftrl.l1));
     facts.insert("l2".into(), super::decimal(ftrl.l2));
     facts.insert("seed".into(), job.seed.into());
-    facts.insert(
-        "data".into(),
-        settings
-            .data
-            .clone()
-            .map(Into::into)
-            .unwrap_or_else(|| "builtin-synthetic".into()),
-    );
+    facts.insert("data".into(), super::data_fact(&settings.data));
     Ok(Plan {
         tables: vec![TableSpec {
             id: WEIGHTS,
@@ -170,12 +160,12 @@ pub fn plan(job: &JobArgs, workers: u32) -> Result<Plan> {
             push_codec: job.push_codec.clone(),
             pull_codec: job.pull_codec.clone(),
         }],
-        job: JobSpec {
-            app: "lr".into(),
-            clocks: job.clocks.unwrap_or(u64::from(base.epochs) * per_epoch),
-            settings: serde_json::to_value(&settings)?,
-            overlap: !job.no_overlap,
-        },
+        job: super::job_spec(
+            "lr",
+            job,
+            job.clocks.unwrap_or(u64::from(base.epochs) * per_epoch),
+            &settings,
+        )?,
         facts,
     })
 }
@@ -195,18 +185,18 @@ pub fn clock_figures(s: &ClockSummary) -> String {
 }
 
 pub fn summary_fields(r: &JobResult, out: &mut serde_json::Map<String, serde_json::Value>) {
-    for key in [
-        "test_accuracy",
-        "test_auc",
-        "test_log_loss",
-        "objective",
-        "nonzero_weights",
-        "weights_hash",
-    ] {
-        if let Some(v) = r.facts.get(key) {
-            out.insert(key.into(), v.clone());
-        }
-    }
+    super::copy_facts(
+        r,
+        &[
+            "test_accuracy",
+            "test_auc",
+            "test_log_loss",
+            "objective",
+            "nonzero_weights",
+            "weights_hash",
+        ],
+        out,
+    );
     if let Some(rate) = super::rate(r, "samples") {
         out.insert("samples_per_s".into(), rate.into());
     }
@@ -214,8 +204,7 @@ pub fn summary_fields(r: &JobResult, out: &mut serde_json::Map<String, serde_jso
 
 /// One worker's whole job.
 pub fn run_worker(client: &mut PsClient, assign: &Assign, device: Device) -> Result<Done> {
-    let settings: LrSettings =
-        serde_json::from_value(assign.job.settings.clone()).context("LR settings")?;
+    let settings: LrSettings = super::settings_of(assign)?;
     let mut engine = worker_gpu::lr_engine(device, settings.threads);
     let (train, test) = load(&settings)?;
     let (w, workers) = (assign.id, assign.num_workers);

@@ -4,10 +4,10 @@
 
 use super::{hash_bits, Chaos, Plan};
 use crate::cli::JobArgs;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use ps_apps::mf::{self, ClockKey, Hyper, RatingSet};
 use ps_client::PsClient;
-use ps_proto::{Assign, Done, Init, JobSpec, TableSpec, UpdateRule};
+use ps_proto::{Assign, Done, Init, TableSpec, UpdateRule};
 use ps_server::{ClockSummary, JobResult};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -95,25 +95,18 @@ pub fn plan(job: &JobArgs) -> Result<Plan> {
     facts.insert("lr".into(), super::decimal(hyper.lr));
     facts.insert("seed".into(), job.seed.into());
     facts.insert("clocks_per_epoch".into(), settings.clocks_per_epoch.into());
-    facts.insert(
-        "data".into(),
-        settings
-            .data
-            .clone()
-            .map(Into::into)
-            .unwrap_or_else(|| "builtin-synthetic".into()),
-    );
+    facts.insert("data".into(), super::data_fact(&settings.data));
     if let Some(n) = noise {
         facts.insert("noise_sigma".into(), super::decimal(n));
     }
     Ok(Plan {
         tables,
-        job: JobSpec {
-            app: "mf".into(),
-            clocks: job.clocks.unwrap_or(mf::DEFAULT_CLOCKS as u64),
-            settings: serde_json::to_value(&settings)?,
-            overlap: !job.no_overlap,
-        },
+        job: super::job_spec(
+            "mf",
+            job,
+            job.clocks.unwrap_or(mf::DEFAULT_CLOCKS as u64),
+            &settings,
+        )?,
         facts,
     })
 }
@@ -136,9 +129,7 @@ pub fn summary_fields(r: &JobResult, out: &mut serde_json::Map<String, serde_jso
     use super::num;
     out.insert("train_rmse".into(), num(rmse(&r.sums, "train")));
     out.insert("test_rmse".into(), num(rmse(&r.sums, "test")));
-    if let Some(h) = r.facts.get("item_table_hash") {
-        out.insert("item_table_hash".into(), h.clone());
-    }
+    super::copy_facts(r, &["item_table_hash"], out);
     if let Some(r) = super::rate(r, "updates") {
         out.insert("updates_per_s".into(), r.into());
     }
@@ -146,8 +137,7 @@ pub fn summary_fields(r: &JobResult, out: &mut serde_json::Map<String, serde_jso
 
 /// One worker's whole job.
 pub fn run_worker(client: &mut PsClient, assign: &Assign, device: Device) -> Result<Done> {
-    let settings: MfSettings =
-        serde_json::from_value(assign.job.settings.clone()).context("MF settings")?;
+    let settings: MfSettings = super::settings_of(assign)?;
     let mut engine = worker_gpu::mf_engine(device, settings.threads);
     let engine = engine.as_mut();
     let (set, _) = load(&settings)?;

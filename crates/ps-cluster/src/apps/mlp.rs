@@ -7,13 +7,13 @@
 
 use super::{hash_bits, Chaos, Plan};
 use crate::cli::JobArgs;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use ps_apps::mlp::{
     self, epoch_order, evaluate, local_sgd_clock, worker_split, Arch, BatchStats, ClockKey,
     Dataset, MlpHyper, SyntheticMlpSpec,
 };
 use ps_client::PsClient;
-use ps_proto::{Assign, Done, Init, JobSpec, TableSpec, UpdateRule};
+use ps_proto::{Assign, Done, Init, TableSpec, UpdateRule};
 use ps_server::{ClockSummary, JobResult};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -143,24 +143,16 @@ pub fn plan(job: &JobArgs) -> Result<Plan> {
     facts.insert("lr_decay".into(), super::decimal(hyper.lr_decay));
     facts.insert("clocks_per_epoch".into(), clocks_per_epoch.into());
     facts.insert("seed".into(), job.seed.into());
-    facts.insert(
-        "data".into(),
-        settings
-            .data
-            .clone()
-            .map(Into::into)
-            .unwrap_or_else(|| "builtin-synthetic".into()),
-    );
+    facts.insert("data".into(), super::data_fact(&settings.data));
     Ok(Plan {
         tables,
-        job: JobSpec {
-            app: "mlp".into(),
-            clocks: job
-                .clocks
+        job: super::job_spec(
+            "mlp",
+            job,
+            job.clocks
                 .unwrap_or(epochs * u64::from(settings.clocks_per_epoch)),
-            settings: serde_json::to_value(&settings)?,
-            overlap: !job.no_overlap,
-        },
+            &settings,
+        )?,
         facts,
     })
 }
@@ -191,9 +183,7 @@ pub fn summary_fields(r: &JobResult, out: &mut serde_json::Map<String, serde_jso
         .rev()
         .find_map(|c| ratio_of(&c.sums, "train_loss", "train_n"));
     out.insert("train_loss".into(), num(last));
-    if let Some(v) = r.facts.get("model_hash") {
-        out.insert("model_hash".into(), v.clone());
-    }
+    super::copy_facts(r, &["model_hash"], out);
     if let Some(rate) = super::rate(r, "samples") {
         out.insert("samples_per_s".into(), rate.into());
     }
@@ -231,8 +221,7 @@ fn push_model(client: &mut PsClient, arch: &Arch, delta: &[Vec<f32>]) -> Result<
 
 /// One worker's whole job.
 pub fn run_worker(client: &mut PsClient, assign: &Assign, device: Device) -> Result<Done> {
-    let settings: MlpSettings =
-        serde_json::from_value(assign.job.settings.clone()).context("MLP settings")?;
+    let settings: MlpSettings = super::settings_of(assign)?;
     let mut engine = worker_gpu::mlp_engine(device, settings.threads);
     let engine = engine.as_mut();
     let (train, test) = load(&settings)?;

@@ -7,7 +7,7 @@ pub mod mf;
 pub mod mlp;
 
 use crate::cli::{Fault, FaultKind, JobArgs};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use ps_client::PsClient;
 use ps_proto::{Assign, Done, JobSpec, TableSpec};
 use ps_server::{ClockSummary, JobResult};
@@ -165,6 +165,47 @@ fn inject(f: Fault) {
             let _ = std::process::Command::new("kill")
                 .args(["-STOP", &pid])
                 .status();
+        }
+    }
+}
+
+/// The `data` fact of the summary: the file or directory the job read, or the built-in set.
+pub fn data_fact(data: &Option<String>) -> serde_json::Value {
+    data.clone()
+        .map(Into::into)
+        .unwrap_or_else(|| "builtin-synthetic".into())
+}
+
+/// The job spec every worker receives: the app, its clocks and its settings.
+pub fn job_spec<S: Serialize>(
+    app: &str,
+    job: &JobArgs,
+    clocks: u64,
+    settings: &S,
+) -> Result<JobSpec> {
+    Ok(JobSpec {
+        app: app.into(),
+        clocks,
+        settings: serde_json::to_value(settings)?,
+        overlap: !job.no_overlap,
+    })
+}
+
+/// A worker's side of [`job_spec`]: the app's settings out of its assignment.
+pub fn settings_of<S: serde::de::DeserializeOwned>(assign: &Assign) -> Result<S> {
+    serde_json::from_value(assign.job.settings.clone())
+        .with_context(|| format!("{} settings", assign.job.app))
+}
+
+/// Copies the facts named `keys` that workers reported into the summary.
+pub fn copy_facts(
+    r: &JobResult,
+    keys: &[&str],
+    out: &mut serde_json::Map<String, serde_json::Value>,
+) {
+    for key in keys {
+        if let Some(v) = r.facts.get(*key) {
+            out.insert((*key).into(), v.clone());
         }
     }
 }
