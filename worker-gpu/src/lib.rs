@@ -1,13 +1,19 @@
 //! GPU workers: the CUDA backend of each application's compute trait, and the choice of backend
 //! at run time (`--device auto|cpu|cuda[:N]`).
 //!
-//! This version carries the seam only: device parsing and selection, and the CPU engines as the
-//! fallback. The CUDA engines (cudarc with dynamic loading, NVRTC-compiled kernels from
-//! `kernels/`) arrive with the GPU-workers issue; until then asking for `cuda` is a typed error,
-//! never a silent fallback. This crate must not depend on the server or on networking.
+//! - [`kernels`]: the CUDA sources of `kernels/`, embedded, compiled by NVRTC at run time and
+//!   cached per process; [`ptxas`] parses `ptxas -v` for the `kernel-check` binary.
+//! - [`cuda`]: one context handle and two streams per engine, reusable device and pinned host
+//!   buffers, and the CUDA engines [`cuda::mf::CudaMf`], [`cuda::lda::CudaLda`],
+//!   [`cuda::mlp::CudaMlp`], [`cuda::lr::CudaLr`] and the on-device delta codecs
+//!   [`cuda::codec::CudaCodec`]. Each engine implements the same compute trait as the CPU
+//!   engines of `ps-apps`, whose CPU oracle it is checked against (`tests/conformance.rs`).
+//! - [`select`] resolves `--device`; `auto` takes the first GPU when one works and says why it
+//!   did not otherwise. With `PS_REQUIRE_GPU=1` a fallback to the CPU is an error instead.
 //!
-//! Already here: the kernels themselves and their run-time compilation ([`kernels`]), and the
-//! parser of `ptxas -v` reports ([`ptxas`]) used by the `kernel-check` binary.
+//! cudarc loads `libcuda` and `libnvrtc` with `dlopen`, so this crate builds with no CUDA
+//! toolkit, and a machine without a driver gets a typed error ([`DeviceError`]), never a panic.
+//! This crate must not depend on the server or on networking.
 
 use ps_apps::lda::{LdaCompute, SparseLda};
 use ps_apps::lr::{FastLr, LrCompute};
@@ -15,8 +21,15 @@ use ps_apps::mf::{FastMf, MfCompute};
 use ps_apps::mlp::{FastMlp, MlpCompute};
 use thiserror::Error;
 
+pub mod cuda;
 pub mod kernels;
 pub mod ptxas;
+
+use cuda::lda::CudaLda;
+use cuda::lr::CudaLr;
+use cuda::mf::CudaMf;
+use cuda::mlp::CudaMlp;
+use cuda::{Gpu, GpuError};
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum DeviceError {
@@ -54,12 +67,15 @@ impl std::str::FromStr for DeviceRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Device {
     Cpu,
+    /// CUDA device ordinal.
+    Cuda(u32),
 }
 
 impl std::fmt::Display for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Device::Cpu => write!(f, "cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
         }
     }
 }
@@ -71,51 +87,106 @@ pub struct Selection {
     pub reason: String,
 }
 
-const NO_CUDA: &str = "this build has no CUDA backend yet (it comes with the GPU workers issue)";
+/// True when the environment says a GPU must be used (`PS_REQUIRE_GPU=1`): a fallback to the
+/// CPU, or a GPU test that would skip, fails instead.
+pub fn gpu_required() -> bool {
+    std::env::var("PS_REQUIRE_GPU").is_ok_and(|v| v.trim() == "1")
+}
 
-/// Resolves a request. `cuda` fails with a typed error rather than falling back to the CPU.
+fn unavailable(ordinal: u32, e: GpuError) -> DeviceError {
+    DeviceError::CudaUnavailable(format!("cuda:{ordinal}: {e}"))
+}
+
+/// Resolves a request. `cuda[:N]` fails with a typed error rather than falling back to the CPU;
+/// `auto` picks `cuda:0` when it opens and compiles kernels, else the CPU (an error instead
+/// when [`gpu_required`]).
 pub fn select(req: DeviceRequest) -> Result<Selection, DeviceError> {
     match req {
         DeviceRequest::Cpu => Ok(Selection {
             device: Device::Cpu,
             reason: "requested".into(),
         }),
-        DeviceRequest::Auto => Ok(Selection {
-            device: Device::Cpu,
-            reason: format!("auto chose cpu: {NO_CUDA}"),
-        }),
-        DeviceRequest::Cuda(n) => Err(DeviceError::CudaUnavailable(format!("cuda:{n}: {NO_CUDA}"))),
+        DeviceRequest::Cuda(n) => {
+            let info = cuda::probe(n).map_err(|e| unavailable(n, e))?;
+            Ok(Selection {
+                device: Device::Cuda(n),
+                reason: format!("requested: {info}"),
+            })
+        }
+        DeviceRequest::Auto => match cuda::probe(0) {
+            Ok(info) => Ok(Selection {
+                device: Device::Cuda(0),
+                reason: format!("auto chose {info}"),
+            }),
+            Err(e) if gpu_required() => Err(DeviceError::CudaUnavailable(format!(
+                "auto found no usable GPU and PS_REQUIRE_GPU=1 forbids the CPU: {e}"
+            ))),
+            Err(e) => Ok(Selection {
+                device: Device::Cpu,
+                reason: format!("auto chose cpu: {e}"),
+            }),
+        },
     }
+}
+
+/// A boxed engine, or why the device cannot give one.
+pub type Engine<T> = Result<Box<T>, DeviceError>;
+
+fn open(ordinal: u32) -> Result<std::sync::Arc<Gpu>, DeviceError> {
+    Gpu::open(ordinal).map_err(|e| unavailable(ordinal, e))
 }
 
 /// The MF engine for a device: on the CPU the rank-vectorised SGD kernel, FPSG-blocked over
-/// `threads` threads when there are several.
-pub fn mf_engine(device: Device, threads: u32) -> Box<dyn MfCompute + Send> {
-    match device {
+/// `threads` threads when there are several; on a GPU the warp-per-rating Hogwild kernel.
+pub fn mf_engine(device: Device, threads: u32) -> Engine<dyn MfCompute + Send> {
+    Ok(match device {
         Device::Cpu => Box::new(FastMf::new(threads.max(1) as usize)),
-    }
+        Device::Cuda(n) => Box::new(CudaMf::new(open(n)?).map_err(|e| unavailable(n, e))?),
+    })
 }
 
 /// The LDA engine for a device: on the CPU the SparseLDA sampler (exact; one thread, since a
-/// Gibbs sweep is sequential by nature and parallelism comes from workers).
-pub fn lda_engine(device: Device, threads: u32) -> Box<dyn LdaCompute + Send> {
+/// Gibbs sweep is sequential by nature and parallelism comes from workers); on a GPU one warp
+/// per document.
+pub fn lda_engine(device: Device, threads: u32) -> Engine<dyn LdaCompute + Send> {
     let _ = threads;
-    match device {
+    Ok(match device {
         Device::Cpu => Box::new(SparseLda::new()),
-    }
+        Device::Cuda(n) => Box::new(CudaLda::new(open(n)?).map_err(|e| unavailable(n, e))?),
+    })
 }
 
-/// The MLP engine for a device: on the CPU the sgemm engine over `threads` threads.
-pub fn mlp_engine(device: Device, threads: u32) -> Box<dyn MlpCompute + Send> {
-    match device {
+/// The MLP engine for a device: on the CPU the sgemm engine over `threads` threads; on a GPU
+/// the tiled SGEMM kernels.
+pub fn mlp_engine(device: Device, threads: u32) -> Engine<dyn MlpCompute + Send> {
+    Ok(match device {
         Device::Cpu => Box::new(FastMlp::with_threads(threads.max(1) as usize)),
-    }
+        Device::Cuda(n) => Box::new(CudaMlp::new(open(n)?).map_err(|e| unavailable(n, e))?),
+    })
 }
 
-/// The sparse-LR engine for a device: on the CPU the fast gradient over `threads` threads.
-pub fn lr_engine(device: Device, threads: u32) -> Box<dyn LrCompute + Send> {
-    match device {
+/// The sparse-LR engine for a device: on the CPU the fast gradient over `threads` threads; on a
+/// GPU the warp-per-row CSR kernel.
+pub fn lr_engine(device: Device, threads: u32) -> Engine<dyn LrCompute + Send> {
+    Ok(match device {
         Device::Cpu => Box::new(FastLr::new(threads.max(1) as usize)),
+        Device::Cuda(n) => Box::new(CudaLr::new(open(n)?).map_err(|e| unavailable(n, e))?),
+    })
+}
+
+/// For GPU tests: the first GPU, or `None` after printing a visible `SKIP` line naming `test`
+/// and the reason. With `PS_REQUIRE_GPU=1` a missing GPU panics instead.
+pub fn gpu_or_skip(test: &str) -> Option<std::sync::Arc<Gpu>> {
+    match Gpu::open(0) {
+        Ok(g) => Some(g),
+        Err(e) if gpu_required() => panic!("{test}: PS_REQUIRE_GPU=1 but no GPU: {e}"),
+        Err(e) => {
+            // Written to the stderr handle rather than with `eprintln!`, which the test harness
+            // captures: the skip must show in a plain `cargo test` run.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "SKIP {test}: no GPU ({e})");
+            None
+        }
     }
 }
 
@@ -132,10 +203,19 @@ mod tests {
         );
         assert!("gpu".parse::<DeviceRequest>().is_err());
         assert!("cuda:x".parse::<DeviceRequest>().is_err());
-        assert_eq!(select(DeviceRequest::Auto).unwrap().device, Device::Cpu);
-        assert!(matches!(
-            select(DeviceRequest::Cuda(0)),
-            Err(DeviceError::CudaUnavailable(_))
-        ));
+        assert_eq!(select(DeviceRequest::Cpu).unwrap().device, Device::Cpu);
+        assert_eq!(Device::Cuda(2).to_string(), "cuda:2");
+        // Without a driver, `cuda` is a typed error and `auto` says why it chose the CPU.
+        if !cuda::driver_available() {
+            assert!(matches!(
+                select(DeviceRequest::Cuda(0)),
+                Err(DeviceError::CudaUnavailable(_))
+            ));
+            if !gpu_required() {
+                let s = select(DeviceRequest::Auto).unwrap();
+                assert_eq!(s.device, Device::Cpu);
+                assert!(s.reason.contains("no NVIDIA driver"), "{}", s.reason);
+            }
+        }
     }
 }

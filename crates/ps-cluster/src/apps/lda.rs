@@ -223,7 +223,7 @@ pub fn summary_fields(r: &JobResult, out: &mut serde_json::Map<String, serde_jso
 /// One worker's whole job.
 pub fn run_worker(client: &mut PsClient, assign: &Assign, device: Device) -> Result<Done> {
     let settings: LdaSettings = super::settings_of(assign)?;
-    let mut engine = worker_gpu::lda_engine(device, settings.threads);
+    let mut engine = worker_gpu::lda_engine(device, settings.threads)?;
     let hyper = settings.hyper;
     let Loaded { corpus, truth } = load(&settings)?;
     let (w, workers) = (assign.id, assign.num_workers);

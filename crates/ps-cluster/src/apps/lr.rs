@@ -205,7 +205,7 @@ pub fn summary_fields(r: &JobResult, out: &mut serde_json::Map<String, serde_jso
 /// One worker's whole job.
 pub fn run_worker(client: &mut PsClient, assign: &Assign, device: Device) -> Result<Done> {
     let settings: LrSettings = super::settings_of(assign)?;
-    let mut engine = worker_gpu::lr_engine(device, settings.threads);
+    let mut engine = worker_gpu::lr_engine(device, settings.threads)?;
     let (train, test) = load(&settings)?;
     let (w, workers) = (assign.id, assign.num_workers);
     let mut mine = lr::worker_split(&train, workers, w).to_vec();

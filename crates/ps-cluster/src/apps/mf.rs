@@ -138,7 +138,7 @@ pub fn summary_fields(r: &JobResult, out: &mut serde_json::Map<String, serde_jso
 /// One worker's whole job.
 pub fn run_worker(client: &mut PsClient, assign: &Assign, device: Device) -> Result<Done> {
     let settings: MfSettings = super::settings_of(assign)?;
-    let mut engine = worker_gpu::mf_engine(device, settings.threads);
+    let mut engine = worker_gpu::mf_engine(device, settings.threads)?;
     let engine = engine.as_mut();
     let (set, _) = load(&settings)?;
     let (w, workers) = (assign.id, assign.num_workers);

@@ -222,7 +222,7 @@ fn push_model(client: &mut PsClient, arch: &Arch, delta: &[Vec<f32>]) -> Result<
 /// One worker's whole job.
 pub fn run_worker(client: &mut PsClient, assign: &Assign, device: Device) -> Result<Done> {
     let settings: MlpSettings = super::settings_of(assign)?;
-    let mut engine = worker_gpu::mlp_engine(device, settings.threads);
+    let mut engine = worker_gpu::mlp_engine(device, settings.threads)?;
     let engine = engine.as_mut();
     let (train, test) = load(&settings)?;
     let arch = Arch::new(train.d, &settings.hidden, train.classes);

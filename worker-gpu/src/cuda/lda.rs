@@ -1,0 +1,609 @@
+//! The CUDA LDA engine: `kernels/lda_gibbs.cu` behind [`LdaCompute`].
+//!
+//! One sweep copies the worker's state (tokens, topic assignments, document-topic counts), its
+//! local word-topic copy and the totals to the device, together with one uniform per token drawn
+//! on the host from [`SweepKey::rng`] in the oracle's order; `lda_gibbs_sweep` resamples every
+//! token, `lda_compact_delta` turns the dense move counts into `(word, topic, change)` triples,
+//! and everything comes back into the caller's slices. Device and pinned buffers are kept across
+//! calls; nothing else is (the tokens are uploaded every sweep, since the caller owns them).
+//!
+//! Parallel mode (the default) runs one warp per document over the whole device: documents are
+//! sampled concurrently against the shared word-topic copy and totals (AD-LDA style staleness
+//! within the sweep; the atomics keep the counts exact). [`CudaLda::sequential`] launches one warp,
+//! which visits documents and tokens in the oracle's order with the same uniforms, so its draws
+//! agree with [`ps_apps::lda::CpuLda`] except where a uniform falls within rounding of a boundary
+//! of the cumulative sum (the kernel sums in a different order); it exists for checking.
+//!
+//! The returned delta is the sum of the moves the kernel made (exactly `word_topic_after -
+//! word_topic_before` while counts stay below 2^24, as the trait asks).
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
+use ps_apps::lda::{LdaCompute, LdaDelta, LdaHyper, LdaWorkerState, SweepKey};
+use rand::Rng;
+
+use super::buffers::{DevBuf, Pinned};
+use super::{or_die, Call, Gpu, GpuError};
+
+/// Threads per block in parallel mode (8 warps, one document each at a time).
+const BLOCK: u32 = 256;
+
+/// Blocks per multiprocessor of the compaction (and the sweep's fallback when the driver gives
+/// no occupancy figure).
+const BLOCKS_PER_SM: u32 = 4;
+
+/// Threads per block of the compaction.
+const COMPACT_BLOCK: u32 = 256;
+
+/// Smallest capacity of the compaction outputs.
+const MIN_COMPACT: usize = 4096;
+
+/// The scalar arguments of one sweep launch.
+#[derive(Debug, Clone, Copy)]
+struct Launch {
+    docs: u32,
+    topics: u32,
+    words: u32,
+    /// Tokens visited by the sweep (an upper bound on the moves).
+    visited: usize,
+    alpha: f64,
+    beta: f64,
+    vbeta: f64,
+}
+
+/// Collapsed Gibbs sampling for LDA on a CUDA device.
+pub struct CudaLda {
+    gpu: Arc<Gpu>,
+    sweep_fn: CudaFunction,
+    compact_fn: CudaFunction,
+    sequential: bool,
+    /// Blocks of the sweep resident per multiprocessor (the driver's occupancy figure): the
+    /// parallel grid fills the device with resident warps and no second wave.
+    sweep_blocks_per_sm: u32,
+    /// The launch of the last [`CudaLda::bench_load`].
+    loaded: Option<Launch>,
+    /// Capacity of the compaction outputs used last (the next sweep starts there).
+    compact_cap: usize,
+    // Device buffers.
+    d_offsets: DevBuf<u32>,
+    d_tokens: DevBuf<u32>,
+    d_z: DevBuf<u32>,
+    d_doc_topic: DevBuf<u32>,
+    d_word_topic: DevBuf<f32>,
+    d_totals: DevBuf<f32>,
+    d_uniforms: DevBuf<f64>,
+    d_scratch: DevBuf<f64>,
+    d_wt_delta: DevBuf<i32>,
+    d_totals_delta: DevBuf<i32>,
+    d_words: DevBuf<u32>,
+    d_out_word: DevBuf<u32>,
+    d_out_topic: DevBuf<u32>,
+    d_out_change: DevBuf<i32>,
+    d_count: DevBuf<u32>,
+    // Pinned staging buffers (the state ones serve both directions).
+    h_offsets: Pinned<u32>,
+    h_tokens: Pinned<u32>,
+    h_z: Pinned<u32>,
+    h_doc_topic: Pinned<u32>,
+    h_word_topic: Pinned<f32>,
+    h_totals: Pinned<f32>,
+    h_uniforms: Pinned<f64>,
+    h_words: Pinned<u32>,
+    h_totals_delta: Pinned<i32>,
+    h_out_word: Pinned<u32>,
+    h_out_topic: Pinned<u32>,
+    h_out_change: Pinned<i32>,
+    h_count: Pinned<u32>,
+}
+
+/// The same checks (and messages) as the CPU engines: caller bugs panic.
+fn check_dims(state: &LdaWorkerState, word_topic: &[f32], totals: &[f32], hyper: &LdaHyper) {
+    assert_eq!(
+        hyper.topics, state.topics,
+        "LDA: hyper.topics != state.topics"
+    );
+    let k = state.topics as usize;
+    assert_eq!(
+        word_topic.len(),
+        state.words.len() * k,
+        "LDA: word_topic must be words.len() x K"
+    );
+    assert_eq!(totals.len(), k, "LDA: totals must have length K");
+}
+
+/// `x` as the kernel's `unsigned int`, or a typed error naming `what`.
+fn narrow(x: usize, what: &str) -> Result<u32, GpuError> {
+    u32::try_from(x).map_err(|_| {
+        GpuError::Input(format!(
+            "LDA: {what} {x} exceeds the kernel's 32-bit indices"
+        ))
+    })
+}
+
+/// `(alpha, beta, V * beta)` exactly as the CPU engines compute them.
+fn priors(state: &LdaWorkerState, hyper: &LdaHyper) -> (f64, f64, f64) {
+    let (alpha, beta) = hyper.effective();
+    (alpha, beta, beta * f64::from(state.vocab_size.max(1)))
+}
+
+impl CudaLda {
+    /// The parallel engine (one warp per document) on `gpu`.
+    pub fn new(gpu: Arc<Gpu>) -> Result<Self, GpuError> {
+        let ctx = &gpu.ctx;
+        let sweep_fn = gpu.function("lda_gibbs", "lda_gibbs_sweep")?;
+        ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        let sweep_blocks_per_sm = sweep_fn
+            .occupancy_max_active_blocks_per_multiprocessor(BLOCK, 0, None)
+            .call("cuOccupancyMaxActiveBlocksPerMultiprocessor(lda_gibbs_sweep)")?;
+        let sweep_blocks_per_sm = if sweep_blocks_per_sm == 0 {
+            BLOCKS_PER_SM
+        } else {
+            sweep_blocks_per_sm
+        };
+        Ok(CudaLda {
+            sweep_fn,
+            compact_fn: gpu.function("lda_gibbs", "lda_compact_delta")?,
+            sequential: false,
+            sweep_blocks_per_sm,
+            loaded: None,
+            compact_cap: 0,
+            d_offsets: DevBuf::default(),
+            d_tokens: DevBuf::default(),
+            d_z: DevBuf::default(),
+            d_doc_topic: DevBuf::default(),
+            d_word_topic: DevBuf::default(),
+            d_totals: DevBuf::default(),
+            d_uniforms: DevBuf::default(),
+            d_scratch: DevBuf::default(),
+            d_wt_delta: DevBuf::default(),
+            d_totals_delta: DevBuf::default(),
+            d_words: DevBuf::default(),
+            d_out_word: DevBuf::default(),
+            d_out_topic: DevBuf::default(),
+            d_out_change: DevBuf::default(),
+            d_count: DevBuf::default(),
+            h_offsets: Pinned::new(ctx)?,
+            h_tokens: Pinned::new(ctx)?,
+            h_z: Pinned::new(ctx)?,
+            h_doc_topic: Pinned::new(ctx)?,
+            h_word_topic: Pinned::new(ctx)?,
+            h_totals: Pinned::new(ctx)?,
+            h_uniforms: Pinned::new(ctx)?,
+            h_words: Pinned::new(ctx)?,
+            h_totals_delta: Pinned::new(ctx)?,
+            h_out_word: Pinned::new(ctx)?,
+            h_out_topic: Pinned::new(ctx)?,
+            h_out_change: Pinned::new(ctx)?,
+            h_count: Pinned::new(ctx)?,
+            gpu,
+        })
+    }
+
+    /// The one-warp engine (grid 1, block 32): documents and tokens in the oracle's order.
+    pub fn sequential(gpu: Arc<Gpu>) -> Result<Self, GpuError> {
+        let mut e = Self::new(gpu)?;
+        e.sequential = true;
+        Ok(e)
+    }
+
+    /// `(grid, block)` of the sweep over `docs` documents.
+    fn sweep_shape(&self, docs: u32) -> (u32, u32) {
+        if self.sequential {
+            (1, 32)
+        } else {
+            (
+                self.gpu
+                    .grid_for(u64::from(docs) * 32, BLOCK, self.sweep_blocks_per_sm),
+                BLOCK,
+            )
+        }
+    }
+
+    /// Checks the state (panicking on caller bugs, as the CPU engines would when indexing) and
+    /// returns the number of tokens a sweep visits.
+    fn validate(
+        state: &LdaWorkerState,
+        word_topic: &[f32],
+        totals: &[f32],
+        hyper: &LdaHyper,
+    ) -> Result<usize, GpuError> {
+        check_dims(state, word_topic, totals, hyper);
+        let k = state.topics as usize;
+        let n = state.tokens.len();
+        let docs = state.num_docs();
+        assert_eq!(state.z.len(), n, "LDA: z must have one topic per token");
+        assert_eq!(
+            state.doc_topic.len(),
+            docs * k,
+            "LDA: doc_topic must be num_docs x K"
+        );
+        narrow(docs, "number of documents")?;
+        narrow(state.words.len(), "number of distinct words")?;
+        narrow(n, "number of tokens")?;
+        let mut visited = 0usize;
+        for w in state.doc_offsets.windows(2) {
+            assert!(
+                w[0] <= n && w[1] <= n,
+                "LDA: doc_offsets entry beyond the {n} tokens"
+            );
+            visited += w[1].saturating_sub(w[0]);
+        }
+        Ok(visited)
+    }
+
+    /// Stages the (validated) state with one uniform per visited token, starts the uploads and
+    /// zeroes the move counts. Returns the launch's scalars. Panics, as the CPU engines would
+    /// when indexing, on a token row or topic out of range.
+    fn load(
+        &mut self,
+        state: &LdaWorkerState,
+        word_topic: &[f32],
+        totals: &[f32],
+        hyper: &LdaHyper,
+        key: SweepKey,
+    ) -> Result<Launch, GpuError> {
+        let visited = Self::validate(state, word_topic, totals, hyper)?;
+        let k = state.topics as usize;
+        let n = state.tokens.len();
+        let docs = state.num_docs();
+        let docs_u32 = narrow(docs, "number of documents")?;
+        let words_u32 = narrow(state.words.len(), "number of distinct words")?;
+        {
+            let off = self.h_offsets.host_mut(state.doc_offsets.len())?;
+            for (o, &x) in off.iter_mut().zip(&state.doc_offsets) {
+                *o = narrow(x, "token offset")?;
+            }
+        }
+        // Tokens and topics, checked (an index out of range would be read by the kernel).
+        {
+            let nw = state.words.len();
+            let t = self.h_tokens.host_mut(n)?;
+            for (d, &w) in t.iter_mut().zip(&state.tokens) {
+                assert!(
+                    (w as usize) < nw,
+                    "LDA: token row {w} out of range for {nw} words"
+                );
+                *d = w;
+            }
+        }
+        // The large read-only inputs go on the copy stream (overlapping the host's staging of
+        // the rest), the others on the compute stream.
+        let (copy, compute) = (&self.gpu.copy, &self.gpu.compute);
+        self.d_tokens.upload(copy, &self.h_tokens)?;
+        {
+            let z = self.h_z.host_mut(n)?;
+            for (d, &t) in z.iter_mut().zip(&state.z) {
+                assert!(t < state.topics, "LDA: topic {t} out of range for K = {k}");
+                *d = t;
+            }
+        }
+        self.d_z.upload(compute, &self.h_z)?;
+        // One uniform per token, drawn in the order the oracle visits the tokens.
+        {
+            let u = self.h_uniforms.host_mut(n)?;
+            let mut rng = key.rng();
+            for w in state.doc_offsets.windows(2) {
+                if w[0] < w[1] {
+                    for x in &mut u[w[0]..w[1]] {
+                        *x = rng.gen::<f64>();
+                    }
+                }
+            }
+        }
+        self.d_uniforms.upload(copy, &self.h_uniforms)?;
+        self.d_offsets.upload(compute, &self.h_offsets)?;
+        self.h_doc_topic.fill(&state.doc_topic)?;
+        self.d_doc_topic.upload(compute, &self.h_doc_topic)?;
+        self.h_word_topic.fill(word_topic)?;
+        self.d_word_topic.upload(compute, &self.h_word_topic)?;
+        self.h_totals.fill(totals)?;
+        self.d_totals.upload(compute, &self.h_totals)?;
+        self.h_words.fill(&state.words)?;
+        self.d_words.upload(copy, &self.h_words)?;
+        self.d_wt_delta.zero(compute, state.words.len() * k)?;
+        self.d_totals_delta.zero(compute, k)?;
+
+        let (alpha, beta, vbeta) = priors(state, hyper);
+        Ok(Launch {
+            docs: docs_u32,
+            topics: state.topics,
+            words: words_u32,
+            visited,
+            alpha,
+            beta,
+            vbeta,
+        })
+    }
+
+    /// Enqueues `lda_gibbs_sweep` on the device-resident buffers (compute stream).
+    fn launch_sweep(&mut self, p: &Launch, grid: u32, block: u32) -> Result<(), GpuError> {
+        let warps = grid as usize * block as usize / 32;
+        self.d_scratch
+            .ensure(&self.gpu.compute, warps * p.topics as usize)?;
+        let cfg = LaunchConfig {
+            grid_dim: (grid, 1, 1),
+            block_dim: (block, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut b = self.gpu.compute.launch_builder(&self.sweep_fn);
+        b.arg(self.d_offsets.get())
+            .arg(&p.docs)
+            .arg(self.d_tokens.get())
+            .arg(self.d_z.get_mut())
+            .arg(self.d_doc_topic.get_mut())
+            .arg(self.d_word_topic.get_mut())
+            .arg(self.d_totals.get_mut())
+            .arg(self.d_uniforms.get())
+            .arg(self.d_scratch.get_mut())
+            .arg(self.d_wt_delta.get_mut())
+            .arg(self.d_totals_delta.get_mut())
+            .arg(&p.topics)
+            .arg(&p.alpha)
+            .arg(&p.beta)
+            .arg(&p.vbeta);
+        // SAFETY: doc_offsets holds docs + 1 offsets, each <= the number of tokens (checked in
+        // `load`); tokens, z and uniforms hold one entry per token, every token row < words and
+        // every topic < K (checked); doc_topic holds docs x K, word_topic and wt_delta words x K,
+        // totals and totals_delta K entries; scratch holds (grid * block / 32) x K doubles.
+        unsafe { b.launch(cfg) }.call("cuLaunchKernel(lda_gibbs_sweep)")?;
+        Ok(())
+    }
+
+    /// Compacts the move counts into `(global word, topic, change)` triples sorted by
+    /// `(word, topic)`, growing the outputs and running again when they were too small.
+    fn compact(&mut self, p: &Launch) -> Result<Vec<(u32, u32, i32)>, GpuError> {
+        let cells = p.words as usize * p.topics as usize;
+        if cells == 0 {
+            return Ok(Vec::new());
+        }
+        // Nonzero cells <= min(cells, 2 x moves): start from the last size within that bound.
+        let bound = cells.min(p.visited.saturating_mul(2)).max(1);
+        let mut cap = self.compact_cap.max(MIN_COMPACT).min(bound);
+        let num_words = p.words;
+        let topics = p.topics;
+        let grid = self
+            .gpu
+            .grid_for(cells as u64, COMPACT_BLOCK, BLOCKS_PER_SM);
+        for _attempt in 0..2 {
+            let compute = &self.gpu.compute;
+            self.d_out_word.ensure(compute, cap)?;
+            self.d_out_topic.ensure(compute, cap)?;
+            self.d_out_change.ensure(compute, cap)?;
+            self.d_count.zero(compute, 1)?;
+            let capacity = narrow(cap, "compaction capacity")?;
+            {
+                let cfg = LaunchConfig {
+                    grid_dim: (grid, 1, 1),
+                    block_dim: (COMPACT_BLOCK, 1, 1),
+                    shared_mem_bytes: 0,
+                };
+                let mut b = compute.launch_builder(&self.compact_fn);
+                b.arg(self.d_wt_delta.get())
+                    .arg(&num_words)
+                    .arg(&topics)
+                    .arg(self.d_words.get())
+                    .arg(self.d_out_word.get_mut())
+                    .arg(self.d_out_topic.get_mut())
+                    .arg(self.d_out_change.get_mut())
+                    .arg(self.d_count.get_mut())
+                    .arg(&capacity);
+                // SAFETY: wt_delta holds words x K entries, `words` holds `words` ids; the three
+                // outputs hold at least `capacity` entries; count is one unsigned int.
+                unsafe { b.launch(cfg) }.call("cuLaunchKernel(lda_compact_delta)")?;
+            }
+            self.h_count.download(compute, self.d_count.get(), 1)?;
+            let count = self.h_count.host()?[0] as usize;
+            if count > cap {
+                cap = count;
+                continue;
+            }
+            self.compact_cap = self.compact_cap.max(count);
+            if count == 0 {
+                return Ok(Vec::new());
+            }
+            self.h_out_word
+                .download(compute, self.d_out_word.get(), count)?;
+            self.h_out_topic
+                .download(compute, self.d_out_topic.get(), count)?;
+            self.h_out_change
+                .download(compute, self.d_out_change.get(), count)?;
+            let mut entries: Vec<(u32, u32, i32)> = self
+                .h_out_word
+                .host()?
+                .iter()
+                .zip(self.h_out_topic.host()?)
+                .zip(self.h_out_change.host()?)
+                .map(|((&w, &t), &c)| (w, t, c))
+                .collect();
+            entries.sort_unstable_by_key(|&(w, t, _)| (w, t));
+            return Ok(entries);
+        }
+        Err(GpuError::Input(format!(
+            "LDA: the delta compaction found more than {cap} entries in {cells} cells"
+        )))
+    }
+
+    fn try_sweep(
+        &mut self,
+        state: &mut LdaWorkerState,
+        word_topic: &mut [f32],
+        totals: &mut [f32],
+        hyper: &LdaHyper,
+        key: SweepKey,
+    ) -> Result<LdaDelta, GpuError> {
+        if Self::validate(state, word_topic, totals, hyper)? == 0 {
+            // Nothing to sample (the oracle draws nothing either).
+            return Ok(LdaDelta {
+                topics: state.topics,
+                entries: Vec::new(),
+                totals: vec![0; state.topics as usize],
+            });
+        }
+        // The buffers are about to change: a later bench_kernel_only needs a new bench_load.
+        self.loaded = None;
+        let p = self.load(state, word_topic, totals, hyper, key)?;
+        let k = p.topics as usize;
+        let (grid, block) = self.sweep_shape(p.docs);
+        self.launch_sweep(&p, grid, block)?;
+
+        let compute = &self.gpu.compute;
+        let n = state.tokens.len();
+        self.h_z.download(compute, self.d_z.get(), n)?;
+        self.h_doc_topic
+            .download(compute, self.d_doc_topic.get(), state.doc_topic.len())?;
+        self.h_word_topic
+            .download(compute, self.d_word_topic.get(), word_topic.len())?;
+        self.h_totals.download(compute, self.d_totals.get(), k)?;
+        self.h_totals_delta
+            .download(compute, self.d_totals_delta.get(), k)?;
+        let entries = self.compact(&p)?;
+
+        state.z.copy_from_slice(self.h_z.host()?);
+        state.doc_topic.copy_from_slice(self.h_doc_topic.host()?);
+        word_topic.copy_from_slice(self.h_word_topic.host()?);
+        totals.copy_from_slice(self.h_totals.host()?);
+        Ok(LdaDelta {
+            topics: state.topics,
+            entries,
+            totals: self.h_totals_delta.host()?.to_vec(),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn try_sample_token(
+        &mut self,
+        state: &LdaWorkerState,
+        word_topic: &[f32],
+        totals: &[f32],
+        hyper: &LdaHyper,
+        doc: usize,
+        pos: usize,
+        u: f64,
+    ) -> Result<u32, GpuError> {
+        check_dims(state, word_topic, totals, hyper);
+        let k = state.topics as usize;
+        assert!(doc < state.num_docs(), "sample_token: doc out of range");
+        let i = state.doc_offsets[doc] + pos;
+        assert!(
+            i < state.doc_offsets[doc + 1],
+            "sample_token: pos out of range"
+        );
+        let w = state.tokens[i] as usize;
+        assert!(
+            w < state.words.len(),
+            "sample_token: token row out of range"
+        );
+        let old = state.z[i];
+        assert!(old < state.topics, "sample_token: topic out of range");
+
+        self.loaded = None;
+        // A one-token, one-document, one-word problem on the device: the token's document row,
+        // its word row (as row 0) and the totals, so the sweep kernel removes the token's own
+        // counts and draws exactly as in a sweep, on copies (nothing of the caller changes).
+        self.h_offsets.fill(&[0, 1])?;
+        self.h_tokens.fill(&[0])?;
+        self.h_z.fill(&[old])?;
+        self.h_uniforms.fill(&[u])?;
+        self.h_doc_topic
+            .fill(&state.doc_topic[doc * k..(doc + 1) * k])?;
+        self.h_word_topic.fill(&word_topic[w * k..(w + 1) * k])?;
+        self.h_totals.fill(totals)?;
+        let compute = &self.gpu.compute;
+        self.d_offsets.upload(compute, &self.h_offsets)?;
+        self.d_tokens.upload(compute, &self.h_tokens)?;
+        self.d_z.upload(compute, &self.h_z)?;
+        self.d_uniforms.upload(compute, &self.h_uniforms)?;
+        self.d_doc_topic.upload(compute, &self.h_doc_topic)?;
+        self.d_word_topic.upload(compute, &self.h_word_topic)?;
+        self.d_totals.upload(compute, &self.h_totals)?;
+        self.d_wt_delta.zero(compute, k)?;
+        self.d_totals_delta.zero(compute, k)?;
+        let (alpha, beta, vbeta) = priors(state, hyper);
+        let p = Launch {
+            docs: 1,
+            topics: state.topics,
+            words: 1,
+            visited: 1,
+            alpha,
+            beta,
+            vbeta,
+        };
+        self.launch_sweep(&p, 1, 32)?;
+        self.h_z.download(&self.gpu.compute, self.d_z.get(), 1)?;
+        Ok(self.h_z.host()?[0])
+    }
+
+    /// For benchmarks: checks and uploads a sweep's inputs (as [`LdaCompute::sweep`] does) and
+    /// keeps them on the device for [`CudaLda::bench_kernel_only`].
+    pub fn bench_load(
+        &mut self,
+        state: &LdaWorkerState,
+        word_topic: &[f32],
+        totals: &[f32],
+        hyper: &LdaHyper,
+        key: SweepKey,
+    ) -> Result<(), GpuError> {
+        if Self::validate(state, word_topic, totals, hyper)? == 0 {
+            return Err(GpuError::Input(
+                "CudaLda::bench_load: no token to sample".into(),
+            ));
+        }
+        self.loaded = None;
+        let p = self.load(state, word_topic, totals, hyper, key)?;
+        self.loaded = Some(p);
+        self.gpu.synchronize()
+    }
+
+    /// For benchmarks: enqueues one `lda_gibbs_sweep` on the compute stream over the buffers of
+    /// the last [`CudaLda::bench_load`], with no copy (each call sweeps the device-resident state
+    /// again with the same uniforms; the counts stay consistent).
+    pub fn bench_kernel_only(&mut self) -> Result<(), GpuError> {
+        let p = self.loaded.ok_or_else(|| {
+            GpuError::Input("CudaLda::bench_kernel_only needs bench_load first".into())
+        })?;
+        let (grid, block) = self.sweep_shape(p.docs);
+        self.launch_sweep(&p, grid, block)
+    }
+
+    /// The `(grid, block)` a sweep over `docs` documents is launched with.
+    pub fn launch_shape(&self, docs: usize) -> (u32, u32) {
+        self.sweep_shape(u32::try_from(docs).unwrap_or(u32::MAX))
+    }
+}
+
+impl LdaCompute for CudaLda {
+    fn sweep(
+        &mut self,
+        state: &mut LdaWorkerState,
+        word_topic: &mut [f32],
+        totals: &mut [f32],
+        hyper: &LdaHyper,
+        key: SweepKey,
+    ) -> LdaDelta {
+        let r = self.try_sweep(state, word_topic, totals, hyper, key);
+        or_die("lda", r)
+    }
+
+    fn sample_token(
+        &mut self,
+        state: &LdaWorkerState,
+        word_topic: &[f32],
+        totals: &[f32],
+        hyper: &LdaHyper,
+        doc: usize,
+        pos: usize,
+        u: f64,
+    ) -> u32 {
+        let r = self.try_sample_token(state, word_topic, totals, hyper, doc, pos, u);
+        or_die("lda", r)
+    }
+
+    fn name(&self) -> &'static str {
+        if self.sequential {
+            "cuda-sequential"
+        } else {
+            "cuda"
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! GPU conformance: every CUDA engine against the CPU oracle of its compute trait, on fresh
+//! random inputs (the seed is printed; `PS_TEST_SEED` replays one).
+//!
+//! Without a GPU each case prints `SKIP <test>: no GPU (<why>)` and passes; with
+//! `PS_REQUIRE_GPU=1` a missing GPU fails the case instead (run so on the GPU machine, see
+//! `benches/gpu/check.sh`). The cases that need no GPU (typed errors when there is none) always
+//! run.
+
+#[path = "conformance/codec.rs"]
+mod codec;
+#[path = "conformance/common.rs"]
+mod common;
+#[path = "conformance/lda.rs"]
+mod lda;
+#[path = "conformance/lr.rs"]
+mod lr;
+#[path = "conformance/mf.rs"]
+mod mf;
+#[path = "conformance/mlp.rs"]
+mod mlp;
+#[path = "conformance/no_gpu.rs"]
+mod no_gpu;

@@ -1,0 +1,125 @@
+//! The CUDA sparse-LR engine against the CPU oracle `CpuLr`, within `FAST_REL_TOL` as the fast
+//! CPU engine is.
+
+use ps_apps::lr::{batch_keys, CpuLr, LrCompute, SparseRow, BIAS_KEY, FAST_REL_TOL};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use worker_gpu::cuda::lr::CudaLr;
+
+use crate::common::seed;
+
+fn random_batch(rng: &mut ChaCha8Rng, rows: usize, max_nnz: usize, pool: &[u64]) -> Vec<SparseRow> {
+    (0..rows)
+        .map(|_| {
+            let nnz = rng.gen_range(0..=max_nnz);
+            // Keys may repeat within a row: each occurrence contributes.
+            let features = (0..nnz)
+                .map(|_| {
+                    let k = pool[rng.gen_range(0..pool.len())];
+                    let v = match rng.gen_range(0..3) {
+                        0 => 1.0,
+                        1 => rng.gen_range(-3.0f32..3.0),
+                        _ => rng.gen_range(-1e-3f32..1e-3),
+                    };
+                    (k, v)
+                })
+                .collect();
+            SparseRow {
+                label: if rng.gen_bool(0.5) { 1.0 } else { 0.0 },
+                features,
+            }
+        })
+        .collect()
+}
+
+/// Checks the documented tolerance: the loss relative to `|loss| + 1`, each gradient entry
+/// relative to its magnitude plus the mean absolute feature value of its key.
+fn compare(engine: &mut CudaLr, batch: &[SparseRow], keys: &[u64], weights: &[f32], what: &str) {
+    let mut go = vec![f32::NAN; keys.len()];
+    let mut gg = vec![f32::NAN; keys.len()];
+    let lo = CpuLr.gradient(batch, keys, weights, &mut go);
+    let lg = engine.gradient(batch, keys, weights, &mut gg);
+    assert!(
+        (lo - lg).abs() <= FAST_REL_TOL * (lo.abs() + 1.0),
+        "{what}: loss oracle {lo} cuda {lg}"
+    );
+    let mut a = vec![0.0f64; keys.len()];
+    for r in batch {
+        for &(k, v) in &r.features {
+            if let Ok(i) = keys.binary_search(&k) {
+                a[i] += f64::from(v.abs()) / batch.len() as f64;
+            }
+        }
+    }
+    for i in 0..keys.len() {
+        let (o, g) = (f64::from(go[i]), f64::from(gg[i]));
+        assert!(
+            g.is_finite(),
+            "{what}: key #{i} not written or not finite: {g}"
+        );
+        let tol = FAST_REL_TOL * (o.abs() + a[i]) + 1e-7;
+        assert!(
+            (o - g).abs() <= tol,
+            "{what}: key #{i} oracle {o} cuda {g} tol {tol}"
+        );
+    }
+}
+
+#[test]
+fn gradient_matches_the_oracle_on_random_batches() {
+    let Some(gpu) = worker_gpu::gpu_or_skip("gradient_matches_the_oracle_on_random_batches") else {
+        return;
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(seed("lr random batches"));
+    let mut engine = CudaLr::new(gpu).expect("engine");
+    let mut pool = vec![0, 1, BIAS_KEY, 1 << 63];
+    while pool.len() < 5000 {
+        pool.push(rng.gen());
+    }
+    // Sizes vary from call to call, so the reused buffers grow and are reused at smaller sizes.
+    for (rows, max_nnz) in [(1, 5), (64, 40), (1000, 30), (7, 200), (4096, 12), (3, 0)] {
+        let batch = random_batch(&mut rng, rows, max_nnz, &pool);
+        let keys = batch_keys(&batch);
+        for extreme in [false, true] {
+            let weights: Vec<f32> = (0..keys.len())
+                .map(|_| {
+                    if extreme {
+                        rng.gen_range(-50.0f32..50.0)
+                    } else {
+                        rng.gen_range(-2.0f32..2.0)
+                    }
+                })
+                .collect();
+            compare(
+                &mut engine,
+                &batch,
+                &keys,
+                &weights,
+                &format!("{rows} rows, extreme {extreme}"),
+            );
+        }
+    }
+}
+
+/// Keys missing from the key list count as weight 0 and receive nothing; an empty batch gives
+/// zeros and loss 0.
+#[test]
+fn missing_keys_and_empty_batches() {
+    let Some(gpu) = worker_gpu::gpu_or_skip("lr missing_keys_and_empty_batches") else {
+        return;
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(seed("lr missing keys"));
+    let mut engine = CudaLr::new(gpu).expect("engine");
+    let pool: Vec<u64> = (0..300).map(|_| rng.gen()).collect();
+    let batch = random_batch(&mut rng, 200, 20, &pool);
+    let all = batch_keys(&batch);
+    let keys: Vec<u64> = all.iter().copied().step_by(3).collect();
+    let weights: Vec<f32> = (0..keys.len())
+        .map(|_| rng.gen_range(-1.0f32..1.0))
+        .collect();
+    compare(&mut engine, &batch, &keys, &weights, "a third of the keys");
+    compare(&mut engine, &batch, &[], &[], "no keys at all");
+    let mut g = vec![f32::NAN; 3];
+    assert_eq!(engine.gradient(&[], &[1, 2, 3], &[0.5; 3], &mut g), 0.0);
+    assert_eq!(g, vec![0.0; 3]);
+}
