@@ -1,0 +1,175 @@
+//! LDA collapsed Gibbs: tokens per second at K = 50 and K = 1000 on a synthetic corpus of
+//! 200,000 documents × 100 tokens over 20,000 words (20 M tokens, one worker; `--quick`: 20,000
+//! documents), two ways: the `lda_gibbs_sweep` kernel alone on device-resident buffers (events),
+//! and the whole `LdaCompute::sweep` call with its host work and copies (wall). The peer is the
+//! CPU engine `SparseLda` on one thread (a Gibbs sweep is sequential; workers give the
+//! parallelism), timed on the first documents of the same corpus.
+//!
+//! Floor: the kernel is dense in K; per token it reads K counts of the word row (f32), K of the
+//! document row (u32) and K totals (f32), writes K f64 cumulative sums and reads them back:
+//! bytes = tokens × K × (4 + 4 + 4 + 8 + 8); flops ≈ tokens × K × 6 (the weight's two adds, a
+//! multiply and a divide, the sum and the comparison).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ps_apps::lda::{
+    synthetic_lda, LdaCompute, LdaHyper, LdaWorkerState, SparseLda, SweepKey, SyntheticLdaSpec,
+};
+use worker_gpu::cuda::lda::CudaLda;
+use worker_gpu::cuda::{Gpu, GpuError};
+
+use crate::{median_event_ms, median_wall_ms, Ceilings, Row};
+
+const DOCS: u32 = 200_000;
+const DOC_LEN: u32 = 100;
+const VOCAB: u32 = 20_000;
+/// Topics of the generator (the corpus is the same for every K sampled).
+const TRUE_TOPICS: u32 = 50;
+const SEED: u64 = 2024;
+
+fn input(e: impl std::fmt::Display) -> GpuError {
+    GpuError::Input(format!("lda bench: {e}"))
+}
+
+/// A single worker's state over `docs`, with its own counts as the word-topic copy and totals.
+fn worker(
+    docs: &[Vec<u32>],
+    hyper: &LdaHyper,
+) -> Result<(LdaWorkerState, Vec<f32>, Vec<f32>), GpuError> {
+    let (state, _) = LdaWorkerState::init(docs, VOCAB, hyper, SEED, 0).map_err(input)?;
+    let k = hyper.topics as usize;
+    let wt: Vec<f32> = state.local_word_topic().iter().map(|&c| c as f32).collect();
+    let mut totals = vec![0f32; k];
+    for &t in &state.z {
+        totals[t as usize] += 1.0;
+    }
+    Ok((state, wt, totals))
+}
+
+/// Tokens per second of `SparseLda` on one thread: the second sweep after the random start
+/// (the first is timed too, as warm-up) over the first `docs` documents.
+fn sparse_peer(docs: &[Vec<u32>], hyper: &LdaHyper) -> Result<(f64, usize), GpuError> {
+    let (mut state, mut wt, mut totals) = worker(docs, hyper)?;
+    let mut engine = SparseLda::new();
+    let mut secs = 0.0;
+    for clock in 1..=2 {
+        let key = SweepKey {
+            seed: SEED,
+            worker: 0,
+            clock,
+        };
+        let t = Instant::now();
+        engine.sweep(&mut state, &mut wt, &mut totals, hyper, key);
+        secs = t.elapsed().as_secs_f64();
+    }
+    let n = state.num_tokens();
+    Ok((n as f64 / secs.max(1e-9), n))
+}
+
+pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, GpuError> {
+    let docs = if quick { DOCS / 10 } else { DOCS };
+    let t = Instant::now();
+    let syn = synthetic_lda(&SyntheticLdaSpec {
+        docs,
+        vocab: VOCAB,
+        topics: TRUE_TOPICS,
+        doc_len: DOC_LEN,
+        alpha: 0.1,
+        beta: 1.0,
+        noise: 0.1,
+        seed: SEED,
+    });
+    let corpus = &syn.corpus.docs;
+    eprintln!(
+        "lda: corpus of {} tokens generated in {:.1} s",
+        syn.corpus.num_tokens(),
+        t.elapsed().as_secs_f64()
+    );
+    // The CPU peer on the first documents (one thread is slow at K = 1000).
+    let peer_docs = (docs as usize / 20).clamp(1, corpus.len());
+    let mut rows = Vec::new();
+    for k in [50u32, 1000] {
+        let hyper = LdaHyper {
+            topics: k,
+            alpha: 0.1,
+            beta: 0.01,
+        };
+        let (mut state, mut wt, mut totals) = worker(corpus, &hyper)?;
+        let n = state.num_tokens();
+        let shape = format!(
+            "K {k}, {:.1}M tokens, {}k docs, V {}k",
+            n as f64 / 1e6,
+            docs / 1000,
+            VOCAB / 1000
+        );
+        let units = n as f64;
+        let flops = units * f64::from(k) * 6.0;
+        let bytes = units * f64::from(k) * (4.0 + 4.0 + 4.0 + 8.0 + 8.0);
+        let (floor, bound) = ceil.floor_rate(units, flops, bytes);
+        let formula = "floor: bytes = tokens x K x (4 wt + 4 doc + 4 totals + 8 + 8 scratch \
+                       write/read), flops = tokens x K x 6";
+
+        let (peer_rate, peer_tokens) = sparse_peer(&corpus[..peer_docs], &hyper)?;
+        let peer_name = format!("cpu SparseLda 1 thread ({peer_tokens} tokens, sweep 2)");
+        eprintln!("lda K {k}: {peer_name}: {:.3e} tokens/s", peer_rate);
+
+        // (a) The kernel alone, on device-resident buffers (each repeat sweeps again).
+        let mut engine = CudaLda::new(Arc::clone(gpu))?;
+        let (grid, block) = engine.launch_shape(state.num_docs());
+        let key = SweepKey {
+            seed: SEED,
+            worker: 0,
+            clock: 1,
+        };
+        engine.bench_load(&state, &wt, &totals, &hyper, key)?;
+        let reps = if k >= 1000 { 5 } else { 10 };
+        let (ms, spread) =
+            median_event_ms(gpu.compute_stream(), 1, reps, || engine.bench_kernel_only())?;
+        gpu.synchronize()?;
+        rows.push(Row {
+            bench: "lda_gibbs_sweep kernel".into(),
+            shape: shape.clone(),
+            rate: units / (ms * 1e-3),
+            unit: "tokens/s",
+            floor_rate: floor,
+            bound,
+            peer: Some((peer_name.clone(), peer_rate)),
+            note: format!(
+                "median of {reps} ({ms:.2} ms, spread {:.0}%), grid {grid} x {block} (one warp \
+                 per document); {formula}",
+                spread * 100.0
+            ),
+        });
+
+        // (b) The whole trait call: host checks and uniforms, copies both ways, compaction.
+        let mut clock = 1u32;
+        let reps = 3;
+        let (ms, spread) = median_wall_ms(gpu, 1, reps, || {
+            clock += 1;
+            let key = SweepKey {
+                seed: SEED,
+                worker: 0,
+                clock,
+            };
+            let delta = engine.sweep(&mut state, &mut wt, &mut totals, &hyper, key);
+            std::hint::black_box(delta);
+            Ok(())
+        })?;
+        rows.push(Row {
+            bench: "CudaLda::sweep (trait call)".into(),
+            shape,
+            rate: units / (ms * 1e-3),
+            unit: "tokens/s",
+            floor_rate: floor,
+            bound,
+            peer: Some((peer_name, peer_rate)),
+            note: format!(
+                "wall, median of {reps} ({ms:.1} ms, spread {:.0}%), includes the host's \
+                 uniforms and copies of the whole state; {formula}",
+                spread * 100.0
+            ),
+        });
+    }
+    Ok(rows)
+}

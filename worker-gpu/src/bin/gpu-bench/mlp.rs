@@ -1,0 +1,117 @@
+//! MLP training: samples per second of one mini-batch gradient of the 784-256-256-10 network
+//! (MNIST shape, random inputs in [0, 1) and random labels) at batch 64 and 1,024, two ways: the
+//! kernels alone on a batch already on the device (`CudaMlp::gradient_kernels`, events), and the
+//! whole `MlpCompute::gradient` call with its copies (parameters and batch up, gradients down;
+//! wall clock), the latter beside the CPU engine `FastMlp` on every host thread. The PyTorch
+//! figure of the same step comes from `benches/gpu/torch_mlp.py`.
+//!
+//! Floor (METHOD.md): flops per sample 2 · (3 · Σ fan_in·fan_out − 784·256) — forward, weight
+//! gradients and input deltas, with no delta propagated into the input layer, as the engine (and
+//! PyTorch, whose input needs no gradient) runs it: 1.211 MFLOP. (`6 · Σ fan_in·fan_out` =
+//! 1.613 MFLOP counts that unneeded input delta too; the note gives the rate against it.)
+//! Compulsory bytes per batch: 4 · (2 · params + b · 784 + 2 · b · (256 + 256 + 10)) —
+//! parameters read and gradients written once, the input read once, every activation and every
+//! delta written once.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ps_apps::mlp::{Arch, FastMlp, MlpCompute};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use worker_gpu::cuda::mlp::CudaMlp;
+use worker_gpu::cuda::{Gpu, GpuError};
+
+use crate::{median_event_ms, median_wall_ms, Ceilings, Row};
+
+pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, GpuError> {
+    let arch = Arch::mnist();
+    let params = arch.init_params(0x004D_4C50);
+    let macs = arch.macs_per_sample();
+    let l0 = arch.layer(0);
+    let flops_per_sample = 2.0 * (3 * macs - l0.fan_in * l0.fan_out) as f64;
+    let flops_all_deltas = 6.0 * macs as f64;
+    let n_params = arch.num_params();
+    let outs: usize = arch.layers().iter().map(|s| s.fan_out).sum();
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let reps = if quick { 20 } else { 200 };
+    let mut rng = ChaCha8Rng::seed_from_u64(0x4D4C_5042);
+    let mut rows = Vec::new();
+    for b in [64usize, 1024] {
+        let x: Vec<f32> = (0..b * arch.input)
+            .map(|_| rng.gen_range(0.0..1.0))
+            .collect();
+        let y: Vec<u8> = (0..b)
+            .map(|_| rng.gen_range(0..arch.classes) as u8)
+            .collect();
+        let shape = format!("784-256-256-10, batch {b}");
+        let flops = b as f64 * flops_per_sample;
+        let bytes = 4.0 * (2 * n_params + b * arch.input + 2 * b * outs) as f64;
+        let (floor, bound) = ceil.floor_rate(b as f64, flops, bytes);
+        let (floor_all, _) = ceil.floor_rate(b as f64, b as f64 * flops_all_deltas, bytes);
+
+        // (a) the kernels alone, on a batch already on the device.
+        let mut engine = CudaMlp::new(Arc::clone(gpu))?;
+        engine.stage_batch(&arch, &params, &x, &y)?;
+        let (ms, spread) =
+            median_event_ms(gpu.compute_stream(), 10, reps, || engine.gradient_kernels())?;
+        let rate = b as f64 / (ms * 1e-3);
+        rows.push(Row {
+            bench: "mlp gradient kernels".into(),
+            shape: shape.clone(),
+            rate,
+            unit: "samples/s",
+            floor_rate: floor,
+            bound,
+            peer: None,
+            note: format!(
+                "median of {reps} steps {:.1} us (spread {:.0}%), {:.2} TFLOP/s; vs the 6·macs \
+                 floor {:.3e}: {:.3}",
+                ms * 1e3,
+                spread * 100.0,
+                rate * flops_per_sample / 1e12,
+                floor_all,
+                rate / floor_all
+            ),
+        });
+
+        // (b) the trait call with its copies, and (c) the CPU engine on every host thread.
+        let mut grads = arch.zeros();
+        let (wall, wspread) = median_wall_ms(gpu, 10, reps, || {
+            engine.gradient(&arch, &params, &x, &y, &mut grads);
+            Ok(())
+        })?;
+        let mut cpu = FastMlp::with_threads(threads);
+        let mut cpu_grads = arch.zeros();
+        cpu.gradient(&arch, &params, &x, &y, &mut cpu_grads);
+        let cpu_reps = if b >= 1024 { 5 } else { 20 };
+        let mut t = Vec::with_capacity(cpu_reps);
+        for _ in 0..cpu_reps {
+            let start = Instant::now();
+            cpu.gradient(&arch, &params, &x, &y, &mut cpu_grads);
+            t.push(start.elapsed().as_secs_f64());
+        }
+        t.sort_by(f64::total_cmp);
+        let cpu_rate = b as f64 / t[t.len() / 2];
+        let wrate = b as f64 / (wall * 1e-3);
+        rows.push(Row {
+            bench: "MlpCompute::gradient (cuda)".into(),
+            shape,
+            rate: wrate,
+            unit: "samples/s",
+            floor_rate: floor,
+            bound,
+            peer: Some((format!("cpu FastMlp {threads}t"), cpu_rate)),
+            note: format!(
+                "median of {reps} calls {:.1} us (spread {:.0}%), incl. {:.2} MB of parameters and \
+                 inputs up and {:.2} MB of gradients down; kernels are {:.0}% of it",
+                wall * 1e3,
+                wspread * 100.0,
+                4.0 * (n_params + b * arch.input) as f64 / 1e6,
+                4.0 * n_params as f64 / 1e6,
+                100.0 * ms / wall
+            ),
+        });
+    }
+    Ok(rows)
+}
