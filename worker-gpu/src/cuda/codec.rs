@@ -29,10 +29,9 @@ const BLOCK: u32 = 256;
 const BLOCKS_PER_SM: u32 = 8;
 /// The threshold kernel's block: exactly `CODEC_SORT_THREADS` threads.
 const SORT_THREADS: u32 = 1024;
-/// Sample size of the threshold estimate (`select.rs` `SAMPLE`, the kernel's `CODEC_MAX_SAMPLE`).
-pub const SAMPLE: usize = 4096;
-/// Blocks below this size are selected exactly, without sampling (`select.rs` `EXACT_BELOW`).
-pub const EXACT_BELOW: usize = 1 << 15;
+/// The host selection's sample size (the kernel's `CODEC_MAX_SAMPLE`), its exact-selection
+/// bound, its sample positions and its first threshold rank: the device selects as it does.
+pub use ps_proto::codec::{initial_above, sample_positions, EXACT_BELOW, TOPK_SAMPLE as SAMPLE};
 
 /// The entry points of `kernels/codecs.cu`.
 #[derive(Clone)]
@@ -206,31 +205,6 @@ pub enum SentFormat {
     F32,
     /// f16 (as [`CudaCodec::encode_f16`]): a sent entry keeps its quantisation error.
     F16,
-}
-
-/// The `SAMPLE` sample positions of a block of `n`, as `select.rs` draws them (splitmix64 from a
-/// fixed seed, each mapped to `[0, n)` by a 64 × 64 -> 128-bit product).
-pub fn sample_positions(n: usize) -> Vec<u32> {
-    let n = n as u128;
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    (0..SAMPLE)
-        .map(|_| {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            ((z as u128 * n) >> 64) as u32
-        })
-        .collect()
-}
-
-/// How many sample entries must lie at or above the first threshold for `k` of `n`
-/// (`select.rs` `top_k`: about three standard deviations above the expected count, plus 4).
-pub fn initial_above(n: usize, k: usize) -> usize {
-    let p = k as f64 / n as f64;
-    let sigma = (p * (1.0 - p) / SAMPLE as f64).sqrt();
-    ((p + 3.0 * sigma) * SAMPLE as f64).ceil() as usize + 4
 }
 
 /// Error-feedback top-k compression of a block of `n` values whose residual stays on the device:

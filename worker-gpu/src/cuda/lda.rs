@@ -20,7 +20,7 @@
 use std::sync::Arc;
 
 use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
-use ps_apps::lda::{LdaCompute, LdaDelta, LdaHyper, LdaWorkerState, SweepKey};
+use ps_apps::lda::{check_dims, LdaCompute, LdaDelta, LdaHyper, LdaWorkerState, SweepKey};
 use rand::Rng;
 
 use super::buffers::{DevBuf, Pinned};
@@ -95,21 +95,6 @@ pub struct CudaLda {
     h_out_topic: Pinned<u32>,
     h_out_change: Pinned<i32>,
     h_count: Pinned<u32>,
-}
-
-/// The same checks (and messages) as the CPU engines: caller bugs panic.
-fn check_dims(state: &LdaWorkerState, word_topic: &[f32], totals: &[f32], hyper: &LdaHyper) {
-    assert_eq!(
-        hyper.topics, state.topics,
-        "LDA: hyper.topics != state.topics"
-    );
-    let k = state.topics as usize;
-    assert_eq!(
-        word_topic.len(),
-        state.words.len() * k,
-        "LDA: word_topic must be words.len() x K"
-    );
-    assert_eq!(totals.len(), k, "LDA: totals must have length K");
 }
 
 /// `x` as the kernel's `unsigned int`, or a typed error naming `what`.

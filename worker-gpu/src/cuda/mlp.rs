@@ -31,7 +31,7 @@ use std::sync::Arc;
 use cudarc::driver::{
     CudaFunction, CudaSlice, CudaStream, CudaView, CudaViewMut, LaunchConfig, PushKernelArg,
 };
-use ps_apps::mlp::{Arch, BatchStats, MlpCompute};
+use ps_apps::mlp::{check_batch, check_labels, Arch, BatchStats, MlpCompute};
 
 use super::buffers::{DevBuf, Pinned};
 use super::{or_die, Call, Gpu, GpuError};
@@ -1017,24 +1017,6 @@ fn launch_softmax(
     // types follow mlp_softmax_xent's signature; blockDim is a multiple of 32.
     unsafe { lb.launch(cfg) }.call("cuLaunchKernel(mlp_softmax_xent)")?;
     Ok(())
-}
-
-/// The shape checks of the CPU oracle (same messages).
-fn check_batch(arch: &Arch, params: &[Vec<f32>], x: &[f32], b: usize) {
-    arch.check_params(params);
-    assert_eq!(
-        x.len(),
-        b * arch.input,
-        "x has {} values, expected batch {b} x input {}",
-        x.len(),
-        arch.input
-    );
-}
-
-fn check_labels(arch: &Arch, y: &[u8]) {
-    if let Some(&bad) = y.iter().find(|&&l| usize::from(l) >= arch.classes) {
-        panic!("label {bad} out of range (classes = {})", arch.classes);
-    }
 }
 
 impl MlpCompute for CudaMlp {

@@ -82,7 +82,8 @@ pub trait LdaCompute {
     fn name(&self) -> &'static str;
 }
 
-fn check_dims(state: &LdaWorkerState, word_topic: &[f32], totals: &[f32], hyper: &LdaHyper) {
+/// The length checks every LDA backend makes (caller bugs panic with these messages).
+pub fn check_dims(state: &LdaWorkerState, word_topic: &[f32], totals: &[f32], hyper: &LdaHyper) {
     assert_eq!(
         hyper.topics, state.topics,
         "LDA: hyper.topics != state.topics"

@@ -43,7 +43,7 @@ mod compute;
 mod data;
 mod metrics;
 
-pub use compute::{conditional, CpuLda, LdaCompute, SparseLda};
+pub use compute::{check_dims, conditional, CpuLda, LdaCompute, SparseLda};
 pub use data::{
     load_ldac, load_uci, load_vocab, parse_ldac, parse_uci_docword, split_docs, synthetic_lda,
     worker_doc_ids, Corpus, SyntheticLda, SyntheticLdaSpec, BUILTIN_DOCS, BUILTIN_DOC_LEN,

@@ -173,7 +173,8 @@ pub fn predict_all<C: MlpCompute + ?Sized>(
     out
 }
 
-pub(crate) fn check_batch(arch: &Arch, params: &[Vec<f32>], x: &[f32], b: usize) {
+/// The shape checks every MLP backend makes (caller bugs panic with these messages).
+pub fn check_batch(arch: &Arch, params: &[Vec<f32>], x: &[f32], b: usize) {
     arch.check_params(params);
     assert_eq!(
         x.len(),
@@ -184,7 +185,8 @@ pub(crate) fn check_batch(arch: &Arch, params: &[Vec<f32>], x: &[f32], b: usize)
     );
 }
 
-pub(crate) fn check_labels(arch: &Arch, y: &[u8]) {
+/// The label check every MLP backend makes (a label `>= classes` panics).
+pub fn check_labels(arch: &Arch, y: &[u8]) {
     if let Some(&bad) = y.iter().find(|&&l| usize::from(l) >= arch.classes) {
         panic!("label {bad} out of range (classes = {})", arch.classes);
     }

@@ -52,8 +52,8 @@ mod data;
 mod fast;
 
 pub use compute::{
-    accuracy, argmax, cross_entropy, evaluate, mean_loss, predict_all, BatchStats, CpuMlp,
-    MlpCompute,
+    accuracy, argmax, check_batch, check_labels, cross_entropy, evaluate, mean_loss, predict_all,
+    BatchStats, CpuMlp, MlpCompute,
 };
 pub use data::{
     load_idx_pair, load_idx_pair_classes, load_mnist_dir, parse_idx_images, parse_idx_labels,

@@ -43,7 +43,9 @@ pub use format::ValueFormat;
 pub use keycache::{
     default_key_hash, KeyCacheReceiver, KeyCacheSender, KeyHasher, Keys, DEFAULT_KEY_CACHE_IDS,
 };
-pub use select::{k_of_fraction, top_k};
+pub use select::{
+    initial_above, k_of_fraction, sample_positions, top_k, EXACT_BELOW, SAMPLE as TOPK_SAMPLE,
+};
 pub use varint::{read_varint, varint_len, write_varint};
 
 use crate::error::ProtoError;

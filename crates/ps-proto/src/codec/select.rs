@@ -16,9 +16,9 @@
 //! speed.
 
 /// Sample size for the threshold estimate.
-const SAMPLE: usize = 4096;
+pub const SAMPLE: usize = 4096;
 /// Blocks below this size are selected exactly without sampling.
-const EXACT_BELOW: usize = 1 << 15;
+pub const EXACT_BELOW: usize = 1 << 15;
 
 /// Rank key of an entry: magnitude bits high, inverted index low, so a larger key ranks higher.
 #[inline(always)]
@@ -67,14 +67,32 @@ pub fn top_k(values: &[f32], k: usize) -> Vec<u32> {
             .collect();
         return finish(cands, k);
     }
+    sampled(values, k, initial_above(n, k))
+}
+
+/// How many sample entries must lie at or above the first threshold for `k` of `n`: about three
+/// standard deviations above the expected count, plus 4. (The GPU selection starts the same way.)
+pub fn initial_above(n: usize, k: usize) -> usize {
     let p = k as f64 / n as f64;
     let sigma = (p * (1.0 - p) / SAMPLE as f64).sqrt();
-    // How many sample entries lie at or above the threshold: ~3 sigma above the expected count.
-    sampled(
-        values,
-        k,
-        ((p + 3.0 * sigma) * SAMPLE as f64).ceil() as usize + 4,
-    )
+    ((p + 3.0 * sigma) * SAMPLE as f64).ceil() as usize + 4
+}
+
+/// The [`SAMPLE`] positions sampled in a block of `n` entries: splitmix64 from a fixed seed, each
+/// mapped to `[0, n)` by a 64 × 64 → 128-bit product. (The GPU selection samples the same ones.)
+pub fn sample_positions(n: usize) -> Vec<u32> {
+    let n = n as u128;
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    (0..SAMPLE)
+        .map(|_| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            ((z as u128 * n) >> 64) as u32
+        })
+        .collect()
 }
 
 /// Sampled selection starting with the threshold `above` entries from the top of the sample.
@@ -124,20 +142,11 @@ fn finish(cands: Vec<u64>, k: usize) -> Vec<u32> {
     out
 }
 
-/// Sorted magnitudes at SAMPLE pseudo-random positions (splitmix64, fixed seed).
+/// Sorted magnitudes at the [`sample_positions`].
 fn sample_magnitudes(values: &[f32]) -> Vec<u32> {
-    let n = values.len() as u128;
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let mut sample: Vec<u32> = (0..SAMPLE)
-        .map(|_| {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            let i = ((z as u128 * n) >> 64) as usize;
-            mag(values[i])
-        })
+    let mut sample: Vec<u32> = sample_positions(values.len())
+        .into_iter()
+        .map(|i| mag(values[i as usize]))
         .collect();
     sample.sort_unstable();
     sample
