@@ -113,33 +113,23 @@ impl CudaMf {
     ) -> Result<(), GpuError> {
         let c = &mut self.chunks[slot];
         let n = ratings.len();
-        {
-            let u = c.user.host_mut(n)?;
-            for (d, r) in u.iter_mut().zip(ratings) {
-                assert!(
-                    (r.user as usize) < users,
-                    "rating of user {} but the user table has {users} rows",
-                    r.user
-                );
-                *d = r.user;
-            }
-        }
-        {
-            let i = c.item.host_mut(n)?;
-            for (d, r) in i.iter_mut().zip(ratings) {
-                assert!(
-                    (r.item as usize) < items,
-                    "rating of item {} but the item table has {items} rows",
-                    r.item
-                );
-                *d = r.item;
-            }
-        }
-        {
-            let v = c.value.host_mut(n)?;
-            for (d, r) in v.iter_mut().zip(ratings) {
-                *d = r.value;
-            }
+        let (u, i, v) = (
+            c.user.host_mut(n)?,
+            c.item.host_mut(n)?,
+            c.value.host_mut(n)?,
+        );
+        for (j, r) in ratings.iter().enumerate() {
+            assert!(
+                (r.user as usize) < users,
+                "rating of user {} but the user table has {users} rows",
+                r.user
+            );
+            assert!(
+                (r.item as usize) < items,
+                "rating of item {} but the item table has {items} rows",
+                r.item
+            );
+            (u[j], i[j], v[j]) = (r.user, r.item, r.value);
         }
         let copy = &self.gpu.copy;
         c.d_user.upload(copy, &c.user)?;

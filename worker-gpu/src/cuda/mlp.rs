@@ -103,36 +103,37 @@ struct Gemm {
     relu: bool,
 }
 
+/// Elements spanned by a row-major `rows × cols` matrix with leading dimension `ld`.
+fn span(rows: usize, cols: usize, ld: usize) -> usize {
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        (rows - 1) * ld + cols
+    }
+}
+
 impl Gemm {
     /// Elements of A the kernel may read (from `a.off`).
     fn extent_a(&self) -> usize {
-        if self.m == 0 || self.k == 0 {
-            0
-        } else if self.trans_a {
-            (self.k - 1) * self.lda + self.m
+        if self.trans_a {
+            span(self.k, self.m, self.lda)
         } else {
-            (self.m - 1) * self.lda + self.k
+            span(self.m, self.k, self.lda)
         }
     }
 
     /// Elements of B the kernel may read (from `b.off`).
     fn extent_b(&self) -> usize {
-        if self.k == 0 || self.n == 0 {
-            0
-        } else if self.trans_b {
-            (self.n - 1) * self.ldb + self.k
+        if self.trans_b {
+            span(self.n, self.k, self.ldb)
         } else {
-            (self.k - 1) * self.ldb + self.n
+            span(self.k, self.n, self.ldb)
         }
     }
 
     /// Elements of C the kernel may read or write (from `c.off`).
     fn extent_c(&self) -> usize {
-        if self.m == 0 || self.n == 0 {
-            0
-        } else {
-            (self.m - 1) * self.ldc + self.n
-        }
+        span(self.m, self.n, self.ldc)
     }
 
     /// Elements of the bias the kernel may read (from its offset).
