@@ -384,7 +384,9 @@ fn run_mf(args: &Args, run: &Run) {
         let mut engine = mf::FastMf::new(run.threads);
         let mut sse = 0.0;
         let secs = timed(run, &format!("mf ({o} order)"), |_| {
-            sse = engine.sgd_epoch(&ratings, &mut uf, &mut vf, rank, lr, reg);
+            sse = engine
+                .sgd_epoch(&ratings, &mut uf, &mut vf, rank, lr, reg)
+                .expect(CPU_ENGINE);
         });
         let r = rates(n as f64, &secs);
         let rate = r["rate"].as_f64().unwrap_or(0.0);
@@ -527,7 +529,7 @@ fn run_lda(args: &Args, run: &Run) {
         };
         if workers.len() == 1 {
             // One worker: its local copy is the whole model, nothing to merge.
-            sweep((0, &mut workers[0]));
+            sweep((0, &mut workers[0])).expect(CPU_ENGINE);
             return;
         }
         // Data-parallel sweeps (one worker per thread, as the parameter server runs them),
@@ -538,7 +540,10 @@ fn run_lda(args: &Args, run: &Run) {
                 .enumerate()
                 .map(|iw| s.spawn(move || sweep(iw)))
                 .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap().expect(CPU_ENGINE))
+                .collect()
         });
         for d in &deltas {
             d.apply(&mut global, &mut gtot);
@@ -682,7 +687,10 @@ fn run_lr(args: &Args, run: &Run) {
                 );
                 grad.resize(keys.len(), 0.0);
                 let t2 = Instant::now();
-                w.loss += w.engine.gradient(b, &keys, &weights, &mut grad);
+                w.loss += w
+                    .engine
+                    .gradient(b, &keys, &weights, &mut grad)
+                    .expect(CPU_ENGINE);
                 let t3 = Instant::now();
                 w.keys_secs += (t1 - t0).as_secs_f64();
                 w.grad_secs += (t3 - t2).as_secs_f64();
@@ -818,7 +826,11 @@ fn run_mlp(args: &Args, run: &Run) {
         stats = mlp::BatchStats::default();
         for chunk in order.chunks(batch) {
             data.gather(chunk, &mut xb, &mut yb);
-            stats.merge(&engine.gradient(&arch, &params, &xb, &yb, &mut grads));
+            stats.merge(
+                &engine
+                    .gradient(&arch, &params, &xb, &yb, &mut grads)
+                    .expect(CPU_ENGINE),
+            );
             mlp::sgd_step(&mut params, &grads, lr);
         }
     });
@@ -831,6 +843,9 @@ fn run_mlp(args: &Args, run: &Run) {
 }
 
 // ---------------------------------------------------------------------------
+
+/// The CPU engines return `Result` for the device engines' sake; they never fail.
+const CPU_ENGINE: &str = "a CPU engine failed";
 
 fn main() {
     let args = Args::parse();

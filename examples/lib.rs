@@ -1,1 +1,2 @@
-//! Runnable examples; see mf_local.rs.
+//! Runnable examples: `mf_local.rs` (the main job) and `lasso.rs` (a sixth model written only
+//! against the public API).

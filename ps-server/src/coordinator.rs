@@ -4,8 +4,8 @@
 
 use crate::error::ServerError;
 use ps_proto::{
-    Assign, ClockReport, Done, Frame, JobSpec, Kind, Limits, Register, Role, ShardMap, Shutdown,
-    TableSpec,
+    Assign, ClockReport, ClockSummary, Done, Frame, JobResult, JobSpec, Kind, Limits, Register,
+    Role, ShardMap, Shutdown, TableSpec,
 };
 use ps_transport::{read_frame, write_frame, FrameRead};
 use std::collections::{BTreeMap, HashMap};
@@ -26,33 +26,6 @@ pub struct CoordinatorConfig {
     /// How long to wait for every node to register.
     pub register_timeout: Duration,
     pub limits: Limits,
-}
-
-/// Per-clock figures over all workers: times are means per worker, bytes are totals.
-#[derive(Debug, Clone, Default)]
-pub struct ClockSummary {
-    pub clock: u64,
-    pub compute_s: f64,
-    pub comm_s: f64,
-    pub blocked_s: f64,
-    pub overlap_s: f64,
-    pub bytes_sent: u64,
-    pub bytes_received: u64,
-    pub bytes_logical: u64,
-    pub push_bytes: u64,
-    pub push_bytes_logical: u64,
-    /// App sums added over workers.
-    pub sums: BTreeMap<String, f64>,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct JobResult {
-    pub clocks: Vec<ClockSummary>,
-    /// Final app sums over workers.
-    pub sums: BTreeMap<String, f64>,
-    /// Facts the workers reported (first worker wins on a clash).
-    pub facts: BTreeMap<String, serde_json::Value>,
-    pub wall_s: f64,
 }
 
 /// What the coordinator tells its caller while the job runs.
@@ -140,7 +113,7 @@ impl Coordinator {
                         while let Some(entry) = pending.first_entry() {
                             if entry.get().len() < cfg.workers as usize { break; }
                             let reports = entry.remove();
-                            let s = summarize(&reports, cfg.workers);
+                            let s = ClockSummary::from_reports(&reports, cfg.workers);
                             result.clocks.push(s.clone());
                             let _ = events.send(CoordEvent::Clock(s));
                         }
@@ -197,16 +170,7 @@ impl Coordinator {
         if let Some(why) = failure {
             return Err(ServerError::NodeFailed(why));
         }
-        let mut workers: Vec<_> = done.into_values().collect();
-        workers.sort_by_key(|d| d.worker);
-        for d in workers {
-            for (k, v) in d.sums {
-                *result.sums.entry(k).or_default() += v;
-            }
-            for (k, v) in d.facts {
-                result.facts.entry(k).or_insert(v);
-            }
-        }
+        result.add_done(done.into_values().collect());
         result.wall_s = started.elapsed().as_secs_f64();
         Ok(result)
     }
@@ -378,29 +342,6 @@ fn assign_ids(requested: &[Option<u32>], n: u32) -> Vec<u32> {
         .iter()
         .map(|r| r.unwrap_or_else(|| free.next().unwrap_or(u32::MAX)))
         .collect()
-}
-
-fn summarize(reports: &[ClockReport], workers: u32) -> ClockSummary {
-    let w = workers.max(1) as f64;
-    let mut s = ClockSummary {
-        clock: reports.first().map(|r| r.clock).unwrap_or(0),
-        ..Default::default()
-    };
-    for r in reports {
-        s.compute_s += r.compute_s / w;
-        s.comm_s += r.comm_s / w;
-        s.blocked_s += r.blocked_s / w;
-        s.overlap_s += r.overlap_s / w;
-        s.bytes_sent += r.bytes_sent;
-        s.bytes_received += r.bytes_received;
-        s.bytes_logical += r.bytes_logical;
-        s.push_bytes += r.push_bytes;
-        s.push_bytes_logical += r.push_bytes_logical;
-        for (k, v) in &r.sums {
-            *s.sums.entry(k.clone()).or_default() += v;
-        }
-    }
-    s
 }
 
 /// Reads a node's control stream (reports, done) and heartbeat datagrams.

@@ -8,17 +8,16 @@
 
 pub mod coordinator;
 mod error;
-pub mod init;
 pub mod node;
-pub mod rules;
 pub mod service;
 pub mod shard;
 mod sparse;
 pub mod table;
 
-pub use coordinator::{ClockSummary, CoordEvent, Coordinator, CoordinatorConfig, JobResult};
+pub use coordinator::{CoordEvent, Coordinator, CoordinatorConfig};
 pub use error::ServerError;
 pub use node::{run_server_node, ServerNodeConfig};
+pub use ps_proto::{init, rules, ClockSummary, JobResult};
 pub use service::{serve_shard, ShardHandle};
 pub use shard::{validate_tables, PushRows, Shard, DEFAULT_SPARSE_BATCH_CELLS};
 pub use table::{DenseTable, SparseTable, Table};

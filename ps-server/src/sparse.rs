@@ -9,9 +9,9 @@
 //! that collide. Rows are never removed, so the arenas need no free list, a lookup hit touches
 //! one map entry plus one contiguous row, and checkpoints can read values and state as slices.
 
-use crate::init;
-use crate::rules;
 use crate::table::check_request;
+use ps_proto::init;
+use ps_proto::rules;
 use ps_proto::{KeyRange, ProtoError, TableSpec};
 use std::collections::HashMap;
 

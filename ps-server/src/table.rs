@@ -5,9 +5,9 @@
 //! state (AdaGrad's accumulator, FTRL's z and n) beside the values, `state_per_cell` floats per
 //! cell interleaved per cell (see `rules`); stateless rules allocate none.
 
-use crate::init;
-use crate::rules;
 pub use crate::sparse::SparseTable;
+use ps_proto::init;
+use ps_proto::rules;
 use ps_proto::{KeyRange, Layout, ProtoError, TableSpec, UpdateRule};
 
 /// Checks that a request's width and keys fit the slice `range` of `spec`.

@@ -7,7 +7,8 @@
 //!   buffers, and the CUDA engines [`cuda::mf::CudaMf`], [`cuda::lda::CudaLda`],
 //!   [`cuda::mlp::CudaMlp`], [`cuda::lr::CudaLr`] and the on-device delta codecs
 //!   [`cuda::codec::CudaCodec`]. Each engine implements the same compute trait as the CPU
-//!   engines of `ps-apps`, whose CPU oracle it is checked against (`tests/conformance.rs`).
+//!   engines of `ps-apps`, whose CPU oracle it is checked against (`tests/conformance.rs`);
+//!   [`DeviceEngines`] hands them to the apps' sessions.
 //! - [`select`] resolves `--device`; `auto` takes the first GPU when one works and says why it
 //!   did not otherwise. With `PS_REQUIRE_GPU=1` a fallback to the CPU is an error instead.
 //!
@@ -15,10 +16,12 @@
 //! toolkit, and a machine without a driver gets a typed error ([`DeviceError`]), never a panic.
 //! This crate must not depend on the server or on networking.
 
-use ps_apps::lda::{LdaCompute, SparseLda};
-use ps_apps::lr::{FastLr, LrCompute};
-use ps_apps::mf::{FastMf, MfCompute};
-use ps_apps::mlp::{FastMlp, MlpCompute};
+use ps_apps::app::{CpuEngines, Engines};
+use ps_apps::lda::LdaCompute;
+use ps_apps::lr::LrCompute;
+use ps_apps::mf::MfCompute;
+use ps_apps::mlp::MlpCompute;
+use ps_apps::AppError;
 use thiserror::Error;
 
 pub mod cuda;
@@ -129,49 +132,52 @@ pub fn select(req: DeviceRequest) -> Result<Selection, DeviceError> {
     }
 }
 
-/// A boxed engine, or why the device cannot give one.
-pub type Engine<T> = Result<Box<T>, DeviceError>;
-
-fn open(ordinal: u32) -> Result<std::sync::Arc<Gpu>, DeviceError> {
-    Gpu::open(ordinal).map_err(|e| unavailable(ordinal, e))
+fn open(ordinal: u32) -> Result<std::sync::Arc<Gpu>, AppError> {
+    Gpu::open(ordinal).map_err(|e| AppError::Device(unavailable(ordinal, e).to_string()))
 }
 
-/// The MF engine for a device: on the CPU the rank-vectorised SGD kernel, FPSG-blocked over
-/// `threads` threads when there are several; on a GPU the warp-per-rating Hogwild kernel.
-pub fn mf_engine(device: Device, threads: u32) -> Engine<dyn MfCompute + Send> {
-    Ok(match device {
-        Device::Cpu => Box::new(FastMf::new(threads.max(1) as usize)),
-        Device::Cuda(n) => Box::new(CudaMf::new(open(n)?).map_err(|e| unavailable(n, e))?),
-    })
+fn cuda<T>(ordinal: u32, r: Result<T, GpuError>) -> Result<T, AppError> {
+    r.map_err(|e| AppError::Device(unavailable(ordinal, e).to_string()))
 }
 
-/// The LDA engine for a device: on the CPU the SparseLDA sampler (exact; one thread, since a
-/// Gibbs sweep is sequential by nature and parallelism comes from workers); on a GPU one warp
-/// per document.
-pub fn lda_engine(device: Device, threads: u32) -> Engine<dyn LdaCompute + Send> {
-    let _ = threads;
-    Ok(match device {
-        Device::Cpu => Box::new(SparseLda::new()),
-        Device::Cuda(n) => Box::new(CudaLda::new(open(n)?).map_err(|e| unavailable(n, e))?),
-    })
-}
+/// The compute engines of a device, for the apps' sessions: on the CPU the fast engines of
+/// `ps-apps` ([`CpuEngines`]); on a GPU the CUDA engines (MF: warp-per-rating Hogwild; LDA: one
+/// warp per document; MLP: tiled SGEMM kernels; LR: warp-per-row CSR).
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceEngines(pub Device);
 
-/// The MLP engine for a device: on the CPU the sgemm engine over `threads` threads; on a GPU
-/// the tiled SGEMM kernels.
-pub fn mlp_engine(device: Device, threads: u32) -> Engine<dyn MlpCompute + Send> {
-    Ok(match device {
-        Device::Cpu => Box::new(FastMlp::with_threads(threads.max(1) as usize)),
-        Device::Cuda(n) => Box::new(CudaMlp::new(open(n)?).map_err(|e| unavailable(n, e))?),
-    })
-}
+impl Engines for DeviceEngines {
+    fn device(&self) -> String {
+        self.0.to_string()
+    }
 
-/// The sparse-LR engine for a device: on the CPU the fast gradient over `threads` threads; on a
-/// GPU the warp-per-row CSR kernel.
-pub fn lr_engine(device: Device, threads: u32) -> Engine<dyn LrCompute + Send> {
-    Ok(match device {
-        Device::Cpu => Box::new(FastLr::new(threads.max(1) as usize)),
-        Device::Cuda(n) => Box::new(CudaLr::new(open(n)?).map_err(|e| unavailable(n, e))?),
-    })
+    fn mf(&self, threads: u32) -> Result<Box<dyn MfCompute + Send>, AppError> {
+        match self.0 {
+            Device::Cpu => CpuEngines.mf(threads),
+            Device::Cuda(n) => Ok(Box::new(cuda(n, CudaMf::new(open(n)?))?)),
+        }
+    }
+
+    fn lda(&self, threads: u32) -> Result<Box<dyn LdaCompute + Send>, AppError> {
+        match self.0 {
+            Device::Cpu => CpuEngines.lda(threads),
+            Device::Cuda(n) => Ok(Box::new(cuda(n, CudaLda::new(open(n)?))?)),
+        }
+    }
+
+    fn mlp(&self, threads: u32) -> Result<Box<dyn MlpCompute + Send>, AppError> {
+        match self.0 {
+            Device::Cpu => CpuEngines.mlp(threads),
+            Device::Cuda(n) => Ok(Box::new(cuda(n, CudaMlp::new(open(n)?))?)),
+        }
+    }
+
+    fn lr(&self, threads: u32) -> Result<Box<dyn LrCompute + Send>, AppError> {
+        match self.0 {
+            Device::Cpu => CpuEngines.lr(threads),
+            Device::Cuda(n) => Ok(Box::new(cuda(n, CudaLr::new(open(n)?))?)),
+        }
+    }
 }
 
 /// For GPU tests: the first GPU, or `None` after printing a visible `SKIP` line naming `test`

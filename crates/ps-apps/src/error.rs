@@ -60,3 +60,46 @@ pub enum DataError {
         count: usize,
     },
 }
+
+/// A compute engine failed (a device error, say): the clock's work is lost, nothing else.
+/// CPU engines never return it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{engine} engine: {message}")]
+pub struct ComputeError {
+    /// The engine's name, e.g. `"cuda-mf"`.
+    pub engine: &'static str,
+    /// What failed.
+    pub message: String,
+}
+
+/// A sink refused a session's update (the parameter server's client said why).
+#[derive(Debug, Error)]
+#[error("table {table}: {reason}")]
+pub struct SinkError {
+    pub table: u32,
+    pub reason: String,
+}
+
+/// What can go wrong in an application: its data, its flags, its engine, its input from the
+/// parameter server, or its output.
+#[derive(Debug, Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Compute(#[from] ComputeError),
+    #[error("update refused: {0}")]
+    Sink(#[from] SinkError),
+    /// Rows fed to a session that are not the ones it asked for, or of the wrong width.
+    #[error("table {table}: {reason}")]
+    Rows { table: u32, reason: String },
+    /// A flag value or a settings combination the app cannot run with.
+    #[error("{0}")]
+    Settings(String),
+    /// The worker's device cannot give the engine.
+    #[error("device: {0}")]
+    Device(String),
+    /// Figures that do not convert to or from their struct.
+    #[error("figures: {0}")]
+    Figures(String),
+}

@@ -22,6 +22,7 @@
 //! * [`lr`] — L1 sparse logistic regression on u64 feature keys (oracle and
 //!   fast engine); weights in a sparse table with the FTRL-proximal rule.
 
+pub mod app;
 pub mod error;
 pub mod lda;
 pub mod lr;
@@ -29,4 +30,4 @@ pub mod mf;
 pub mod mlp;
 pub mod seed;
 
-pub use error::DataError;
+pub use error::{AppError, ComputeError, DataError, SinkError};

@@ -93,7 +93,9 @@ fn sample_token_matches_exact_conditional() {
             let mut rng = ChaCha8Rng::seed_from_u64(seed + pos as u64);
             let mut counts = vec![0u64; K_SMALL as usize];
             for _ in 0..DRAWS {
-                let t = engine.sample_token(&state, &wt, &totals, &hyper, doc, pos, rng.gen());
+                let t = engine
+                    .sample_token(&state, &wt, &totals, &hyper, doc, pos, rng.gen())
+                    .unwrap();
                 counts[t as usize] += 1;
             }
             let chi = chi_square(&counts, &p);
@@ -141,7 +143,7 @@ fn sweep_first_token_matches_exact_conditional() {
                     worker: 3,
                     clock,
                 };
-                engine.sweep(&mut s, &mut w, &mut t, &hyper, key);
+                engine.sweep(&mut s, &mut w, &mut t, &hyper, key).unwrap();
                 counts[s.z[0] as usize] += 1;
             }
             let chi = chi_square(&counts, &p);
@@ -276,7 +278,9 @@ fn sweep_invariants_on_random_inputs() {
                         worker: 1,
                         clock,
                     };
-                    let delta = engine.sweep(&mut state, &mut w, &mut t, &hyper, key);
+                    let delta = engine
+                        .sweep(&mut state, &mut w, &mut t, &hyper, key)
+                        .unwrap();
                     let ctx = format!("seed {seed} stale {stale} engine {}", engine.name());
                     state.check().unwrap_or_else(|e| panic!("{ctx}: {e}"));
                     check_delta(&delta, &state.words, &wb, &w, k);
@@ -304,8 +308,10 @@ fn sweep_invariants_on_random_inputs() {
                     } else {
                         Box::new(SparseLda::new())
                     };
-                    let d1 = engine.sweep(&mut state, &mut w, &mut t, &hyper, key);
-                    let d2 = fresh.sweep(&mut s2, &mut w2, &mut t2, &hyper, key);
+                    let d1 = engine
+                        .sweep(&mut state, &mut w, &mut t, &hyper, key)
+                        .unwrap();
+                    let d2 = fresh.sweep(&mut s2, &mut w2, &mut t2, &hyper, key).unwrap();
                     assert_eq!(d1, d2, "{ctx}: not deterministic");
                     assert_eq!(state, s2);
                 }
@@ -336,14 +342,16 @@ fn hostile_copies_do_not_panic() {
                 worker: 0,
                 clock: 1,
             };
-            engine.sweep(&mut s, &mut w, &mut t, &hyper, key);
+            engine.sweep(&mut s, &mut w, &mut t, &hyper, key).unwrap();
             s.check().unwrap();
             let bad_hyper = LdaHyper {
                 alpha: f64::NAN,
                 beta: -1.0,
                 ..hyper
             };
-            engine.sweep(&mut s, &mut w, &mut t, &bad_hyper, key);
+            engine
+                .sweep(&mut s, &mut w, &mut t, &bad_hyper, key)
+                .unwrap();
             s.check().unwrap();
         }
     }
@@ -430,7 +438,11 @@ fn simulate(
                 worker: w as u32,
                 clock,
             };
-            deltas.push(engine.sweep(state, &mut local, &mut tot, hyper, key));
+            deltas.push(
+                engine
+                    .sweep(state, &mut local, &mut tot, hyper, key)
+                    .unwrap(),
+            );
         }
         for (w, d) in deltas.into_iter().enumerate() {
             d.apply(&mut table, &mut totals);
@@ -616,7 +628,9 @@ fn kos_loglik_rises_if_present() {
             worker: 0,
             clock,
         };
-        engine.sweep(&mut state, &mut wt, &mut totals, &hyper, key);
+        engine
+            .sweep(&mut state, &mut wt, &mut totals, &hyper, key)
+            .unwrap();
         ll.push(loglik(&state, &wt, &totals, &hyper).0 / state.num_tokens() as f64);
     }
     println!("kos loglik/token per sweep: {ll:?}");
@@ -664,7 +678,9 @@ fn throughput(k: u32) {
             };
             let t0 = Instant::now();
             let c0 = thread_cpu_seconds();
-            engine.sweep(&mut s, &mut wt, &mut tot, &hyper, key);
+            engine
+                .sweep(&mut s, &mut wt, &mut tot, &hyper, key)
+                .unwrap();
             let dt = t0.elapsed().as_secs_f64();
             let cpu = thread_cpu_seconds().map(|c1| c1 - c0.unwrap_or(c1));
             println!(

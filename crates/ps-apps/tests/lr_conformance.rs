@@ -105,8 +105,8 @@ fn magnitudes(batch: &[SparseRow], keys: &[u64]) -> Vec<f64> {
 fn compare(fast: &mut FastLr, batch: &[SparseRow], keys: &[u64], weights: &[f32], what: &str) {
     let mut go = vec![f32::NAN; keys.len()];
     let mut gf = vec![f32::NAN; keys.len()];
-    let lo = CpuLr.gradient(batch, keys, weights, &mut go);
-    let lf = fast.gradient(batch, keys, weights, &mut gf);
+    let lo = CpuLr.gradient(batch, keys, weights, &mut go).unwrap();
+    let lf = fast.gradient(batch, keys, weights, &mut gf).unwrap();
     assert!(lo.is_finite() && lf.is_finite(), "{what}: loss {lo} / {lf}");
     assert!(
         (lo - lf).abs() <= FAST_REL_TOL * (lo.abs() + 1.0),
@@ -183,10 +183,13 @@ fn fast_matches_oracle_with_threads_on_large_batches() {
 fn empty_batch_and_featureless_rows() {
     for engine in [&mut CpuLr as &mut dyn LrCompute, &mut FastLr::new(2)] {
         let mut g: Vec<f32> = Vec::new();
-        assert_eq!(engine.gradient(&[], &[], &[], &mut g), 0.0);
+        assert_eq!(engine.gradient(&[], &[], &[], &mut g).unwrap(), 0.0);
         // Keys with an empty batch: gradient is zero.
         let mut g = vec![f32::NAN; 2];
-        assert_eq!(engine.gradient(&[], &[3, 9], &[1.0, -1.0], &mut g), 0.0);
+        assert_eq!(
+            engine.gradient(&[], &[3, 9], &[1.0, -1.0], &mut g).unwrap(),
+            0.0
+        );
         assert_eq!(g, vec![0.0, 0.0]);
         // Rows without features: z = 0, loss ln 2 each, no gradient.
         let rows = vec![
@@ -201,7 +204,7 @@ fn empty_batch_and_featureless_rows() {
         ];
         let keys = batch_keys(&rows);
         assert!(keys.is_empty());
-        let loss = engine.gradient(&rows, &keys, &[], &mut []);
+        let loss = engine.gradient(&rows, &keys, &[], &mut []).unwrap();
         assert!((loss - 2.0 * std::f64::consts::LN_2).abs() < 1e-6, "{loss}");
     }
 }
@@ -223,8 +226,8 @@ fn keys_outside_and_missing_from_the_key_list() {
     let w = [0.5f32, 3.0];
     let mut go = [f32::NAN; 2];
     let mut gf = [f32::NAN; 2];
-    let lo = CpuLr.gradient(&rows, &keys, &w, &mut go);
-    let lf = FastLr::new(1).gradient(&rows, &keys, &w, &mut gf);
+    let lo = CpuLr.gradient(&rows, &keys, &w, &mut go).unwrap();
+    let lf = FastLr::new(1).gradient(&rows, &keys, &w, &mut gf).unwrap();
     assert!((lo - lf).abs() < 1e-5);
     assert_eq!(go[1], 0.0);
     assert_eq!(gf[1], 0.0);
@@ -248,7 +251,7 @@ fn extreme_weights_stay_finite() {
         let w = vec![50.0 * sign; keys.len()]; // |z| = 6000
         for engine in [&mut CpuLr as &mut dyn LrCompute, &mut FastLr::new(1)] {
             let mut g = vec![f32::NAN; keys.len()];
-            let loss = engine.gradient(&rows, &keys, &w, &mut g);
+            let loss = engine.gradient(&rows, &keys, &w, &mut g).unwrap();
             // Half the rows are wrong by a margin of 6000.
             assert!(
                 (loss - 32.0 * 6000.0).abs() < 1.0,
@@ -266,7 +269,7 @@ fn extreme_weights_stay_finite() {
 /// Mean loss of the oracle at `w`.
 fn mean_loss(batch: &[SparseRow], keys: &[u64], w: &[f32]) -> f64 {
     let mut g = vec![0.0f32; keys.len()];
-    CpuLr.gradient(batch, keys, w, &mut g) / batch.len() as f64
+    CpuLr.gradient(batch, keys, w, &mut g).unwrap() / batch.len() as f64
 }
 
 #[test]
@@ -284,7 +287,7 @@ fn oracle_gradient_matches_finite_differences() {
             .map(|_| rng.gen_range(-128i32..128) as f32 / 64.0)
             .collect();
         let mut g = vec![0.0f32; keys.len()];
-        CpuLr.gradient(&batch, &keys, &w, &mut g);
+        CpuLr.gradient(&batch, &keys, &w, &mut g).unwrap();
         for i in 0..keys.len() {
             let mut wp = w.clone();
             let mut wm = w.clone();

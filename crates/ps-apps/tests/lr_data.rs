@@ -394,3 +394,16 @@ proptest! {
         prop_assert!((a - auc_naive(&y, &s)).abs() < 1e-12);
     }
 }
+
+#[test]
+fn regression_labels_are_kept_as_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("reg.libsvm");
+    std::fs::write(&p, "0.5 1:1\n-2 2:3\n7.25 1:2 3:1\n").unwrap();
+    let d = ps_apps::lr::load_libsvm_values(&p).unwrap();
+    let labels: Vec<f32> = d.rows.iter().map(|r| r.label).collect();
+    assert_eq!(labels, vec![0.5, -2.0, 7.25]);
+    // The classification loader refuses the third label, naming its line.
+    let e = ps_apps::lr::load_libsvm(&p).unwrap_err().to_string();
+    assert!(e.contains("reg.libsvm:3"), "{e}");
+}

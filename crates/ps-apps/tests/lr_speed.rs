@@ -47,7 +47,7 @@ fn measure(
         for (b, (k, w)) in rows.chunks(batch).zip(&prepared) {
             grad.clear();
             grad.resize(k.len(), 0.0);
-            sink += engine.gradient(b, k, w, &mut grad);
+            sink += engine.gradient(b, k, w, &mut grad).unwrap();
         }
         best_grad = best_grad.min(t.elapsed().as_secs_f64());
     }

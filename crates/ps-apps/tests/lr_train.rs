@@ -125,7 +125,7 @@ fn train(train: &[SparseRow], test: &[SparseRow], workers: u32, hyper: &LrHyper)
                 let keys = batch_keys(batch);
                 let weights = table.read(&keys); // misses `pending`: stale by one
                 let mut grad = vec![0.0f32; keys.len()];
-                loss_sum += engine.gradient(batch, &keys, &weights, &mut grad);
+                loss_sum += engine.gradient(batch, &keys, &weights, &mut grad).unwrap();
                 if let Some((k, g)) = pending.take() {
                     table.push(&k, &g);
                 }

@@ -101,8 +101,12 @@ fn single_thread_matches_oracle() {
         let mut worst = (0.0f64, 0.0f64);
         for epoch in 0..epochs {
             let (lr, reg) = (0.02, 0.01);
-            let so = oracle.sgd_epoch(&ratings, &mut u_o, &mut v_o, rank, lr, reg);
-            let sf = fast.sgd_epoch(&ratings, &mut u_f, &mut v_f, rank, lr, reg);
+            let so = oracle
+                .sgd_epoch(&ratings, &mut u_o, &mut v_o, rank, lr, reg)
+                .unwrap();
+            let sf = fast
+                .sgd_epoch(&ratings, &mut u_f, &mut v_f, rank, lr, reg)
+                .unwrap();
             if rank < 8 {
                 assert_eq!(so.to_bits(), sf.to_bits(), "rank {rank} epoch {epoch}: SSE");
                 assert!(u_o
@@ -148,6 +152,7 @@ fn single_thread_is_deterministic_and_handles_edge_cases() {
         let sse: Vec<u64> = (0..3)
             .map(|_| {
                 fast.sgd_epoch(&ratings, &mut u, &mut v, rank, 0.05, 0.01)
+                    .unwrap()
                     .to_bits()
             })
             .collect();
@@ -172,11 +177,14 @@ fn single_thread_is_deterministic_and_handles_edge_cases() {
     for threads in [1, 2] {
         let mut fast = FastMf::new(threads);
         let (mut u, mut v) = (u0.clone(), v0.clone());
-        assert_eq!(fast.sgd_epoch(&[], &mut u, &mut v, rank, 0.1, 0.1), 0.0);
+        assert_eq!(
+            fast.sgd_epoch(&[], &mut u, &mut v, rank, 0.1, 0.1).unwrap(),
+            0.0
+        );
         assert_eq!(u, u0);
         let big = random_ratings(PARALLEL_MIN_RATINGS * 2, 60, 50, &mut rng);
         let expect: f64 = big.iter().map(|r| f64::from(r.value).powi(2)).sum();
-        let got = fast.sgd_epoch(&big, &mut [], &mut [], 0, 0.1, 0.1);
+        let got = fast.sgd_epoch(&big, &mut [], &mut [], 0, 0.1, 0.1).unwrap();
         assert!(rel(got, expect) <= 1e-12, "rank 0: {got} vs {expect}");
     }
 }
@@ -193,8 +201,12 @@ fn small_inputs_run_single_thread_kernel() {
     let v0 = random_factors(70, rank, 0.2, &mut rng);
     let (mut u1, mut v1) = (u0.clone(), v0.clone());
     let (mut u3, mut v3) = (u0, v0);
-    let s1 = FastMf::new(1).sgd_epoch(&ratings, &mut u1, &mut v1, rank, 0.05, 0.01);
-    let s3 = FastMf::new(3).sgd_epoch(&ratings, &mut u3, &mut v3, rank, 0.05, 0.01);
+    let s1 = FastMf::new(1)
+        .sgd_epoch(&ratings, &mut u1, &mut v1, rank, 0.05, 0.01)
+        .unwrap();
+    let s3 = FastMf::new(3)
+        .sgd_epoch(&ratings, &mut u3, &mut v3, rank, 0.05, 0.01)
+        .unwrap();
     assert_eq!(s1.to_bits(), s3.to_bits());
     assert!(u1.iter().zip(&u3).all(|(x, y)| x.to_bits() == y.to_bits()));
     assert!(v1.iter().zip(&v3).all(|(x, y)| x.to_bits() == y.to_bits()));
@@ -213,7 +225,9 @@ fn assert_exact_visits(fast: &mut FastMf, ratings: &mut [Rating], nu: u32, ni: u
     for lr in [0.0f32, 0.01] {
         let mut u = vec![0.0f32; nu as usize * rank];
         let mut v = vec![0.0f32; ni as usize * rank];
-        let sse = fast.sgd_epoch(ratings, &mut u, &mut v, rank, lr, 0.01);
+        let sse = fast
+            .sgd_epoch(ratings, &mut u, &mut v, rank, lr, 0.01)
+            .unwrap();
         assert_eq!(
             sse,
             exact,
@@ -248,10 +262,16 @@ fn multi_thread_visits_every_rating_once() {
             let v0 = random_factors(ni, rank, 0.8, &mut rng);
             let (start, _) = squared_error(&ratings, &u0, &v0, rank);
             let (mut u, mut v) = (u0.clone(), v0.clone());
-            let oracle = CpuMf.sgd_epoch(&ratings, &mut u, &mut v, rank, 0.0, 0.0);
+            let oracle = CpuMf
+                .sgd_epoch(&ratings, &mut u, &mut v, rank, 0.0, 0.0)
+                .unwrap();
             let (mut u, mut v) = (u0.clone(), v0.clone());
-            let sse = fast.sgd_epoch(&ratings, &mut u, &mut v, rank, 0.0, 0.05);
-            let again = fast.sgd_epoch(&ratings, &mut u, &mut v, rank, 0.0, 0.05);
+            let sse = fast
+                .sgd_epoch(&ratings, &mut u, &mut v, rank, 0.0, 0.05)
+                .unwrap();
+            let again = fast
+                .sgd_epoch(&ratings, &mut u, &mut v, rank, 0.0, 0.05)
+                .unwrap();
             assert_eq!(
                 sse.to_bits(),
                 again.to_bits(),
@@ -268,9 +288,13 @@ fn multi_thread_visits_every_rating_once() {
 
             // (c) A tiny learning rate barely moves the model.
             let (mut uo, mut vo) = (u0.clone(), v0.clone());
-            let oracle = CpuMf.sgd_epoch(&ratings, &mut uo, &mut vo, rank, 1e-6, 0.01);
+            let oracle = CpuMf
+                .sgd_epoch(&ratings, &mut uo, &mut vo, rank, 1e-6, 0.01)
+                .unwrap();
             let (mut u, mut v) = (u0.clone(), v0.clone());
-            let sse = fast.sgd_epoch(&ratings, &mut u, &mut v, rank, 1e-6, 0.01);
+            let sse = fast
+                .sgd_epoch(&ratings, &mut u, &mut v, rank, 1e-6, 0.01)
+                .unwrap();
             assert!(
                 rel(sse, oracle) <= 1e-3,
                 "threads {threads} rank {rank} tiny lr: {sse} vs oracle {oracle}"
@@ -324,7 +348,9 @@ fn multi_thread_training_matches_oracle_quality() {
         let (mut u, mut v) = (u0.clone(), v0.clone());
         for epoch in 0..10 {
             let lr = 0.08 * 0.9f32.powi(epoch);
-            let sse = engine.sgd_epoch(&ratings, &mut u, &mut v, rank, lr, 0.003);
+            let sse = engine
+                .sgd_epoch(&ratings, &mut u, &mut v, rank, lr, 0.003)
+                .unwrap();
             assert!(sse.is_finite());
         }
         assert!(u.iter().chain(&v).all(|x| x.is_finite()));
@@ -355,7 +381,9 @@ fn multi_thread_rejects_out_of_range_before_updating() {
         ratings[bad].item = 10;
         let (mut u, mut v) = (vec![0.1f32; 40], vec![0.1f32; 40]);
         let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            FastMf::new(threads).sgd_epoch(&ratings, &mut u, &mut v, 4, 0.1, 0.0)
+            FastMf::new(threads)
+                .sgd_epoch(&ratings, &mut u, &mut v, 4, 0.1, 0.0)
+                .unwrap()
         }));
         let err = res.expect_err("out-of-range rating accepted");
         let msg = err
@@ -382,7 +410,9 @@ fn single_thread_rejects_out_of_range() {
         value: 1.0,
     }];
     let (mut u, mut v) = (vec![0.1f32; 12], vec![0.1f32; 4]);
-    FastMf::new(1).sgd_epoch(&ratings, &mut u, &mut v, 4, 0.1, 0.0);
+    FastMf::new(1)
+        .sgd_epoch(&ratings, &mut u, &mut v, 4, 0.1, 0.0)
+        .unwrap();
 }
 
 /// Updates per second of the oracle and of `FastMf` with 1 and 2 threads,
@@ -423,11 +453,15 @@ fn speed_probe() {
     ];
     for (name, engine) in &mut engines {
         let (mut u, mut v) = (u0.clone(), v0.clone());
-        engine.sgd_epoch(&ratings, &mut u, &mut v, rank, 0.01, 0.01); // warm-up
+        engine
+            .sgd_epoch(&ratings, &mut u, &mut v, rank, 0.01, 0.01)
+            .unwrap(); // warm-up
         let mut times = Vec::new();
         for _ in 0..epochs {
             let t = Instant::now();
-            engine.sgd_epoch(&ratings, &mut u, &mut v, rank, 0.01, 0.01);
+            engine
+                .sgd_epoch(&ratings, &mut u, &mut v, rank, 0.01, 0.01)
+                .unwrap();
             times.push(t.elapsed().as_secs_f64());
         }
         let mean = times.iter().sum::<f64>() / epochs as f64;

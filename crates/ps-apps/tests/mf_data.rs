@@ -373,7 +373,9 @@ fn cpu_sgd_single_step_matches_formula() {
     let mut items = vec![3.0f32, 0.5];
     let lr = 0.1;
     let reg = 0.01;
-    let sse = CpuMf.sgd_epoch(&[r(0, 0, 5.0)], &mut users, &mut items, 2, lr, reg);
+    let sse = CpuMf
+        .sgd_epoch(&[r(0, 0, 5.0)], &mut users, &mut items, 2, lr, reg)
+        .unwrap();
     // pred = 3 + 1 = 4, e = 1
     assert!((sse - 1.0).abs() < 1e-9);
     let exp_u = [1.0 + lr * (3.0 - reg * 1.0), 2.0 + lr * (0.5 - reg * 2.0)];
@@ -403,7 +405,9 @@ fn cpu_sgd_reduces_error_on_tiny_problem() {
     let mut cpu = CpuMf;
     let mut last_epoch_sse = f64::INFINITY;
     for _ in 0..200 {
-        last_epoch_sse = cpu.sgd_epoch(&set.ratings, &mut users, &mut items, rank, 0.05, 0.0);
+        last_epoch_sse = cpu
+            .sgd_epoch(&set.ratings, &mut users, &mut items, rank, 0.05, 0.0)
+            .unwrap();
     }
     let (after, _) = squared_error(&set.ratings, &users, &items, rank);
     assert!(

@@ -73,7 +73,7 @@ fn simulate_init(
                 worker: w as u32,
                 clock,
             };
-            let o = worker_clock(&mut cpu, &shard.train, &mut users[w], &read, hyper, key);
+            let o = worker_clock(&mut cpu, &shard.train, &mut users[w], &read, hyper, key).unwrap();
             deltas.push(o.delta);
         }
         for d in &deltas {

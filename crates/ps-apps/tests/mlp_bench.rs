@@ -46,10 +46,10 @@ fn mlp_bench_train_784_256_256_10_batch128() {
         let mut params = arch.init_params(3);
         let mut grads = arch.zeros();
         for _ in 0..5 {
-            engine.gradient(&arch, &params, &x, &y, &mut grads);
+            engine.gradient(&arch, &params, &x, &y, &mut grads).unwrap();
         }
         let (best, median) = time_trials(21, 20, || {
-            engine.gradient(&arch, &params, &x, &y, &mut grads);
+            engine.gradient(&arch, &params, &x, &y, &mut grads).unwrap();
             sgd_step(&mut params, &grads, 1e-4);
         });
         for (what, dt) in [("best", best), ("median", median)] {
@@ -63,7 +63,7 @@ fn mlp_bench_train_784_256_256_10_batch128() {
         }
         let mut out = vec![0u8; b];
         let (best, median) = time_trials(21, 20, || {
-            engine.predict(&arch, &params, &x, &mut out);
+            engine.predict(&arch, &params, &x, &mut out).unwrap();
         });
         println!(
             "  inference batch {b}: best {:.0} / median {:.0} samples/s",

@@ -80,20 +80,20 @@ fn check_case(arch: &Arch, b: usize, seed: u64, fast: &mut FastMlp) {
         g.fill(f32::NAN);
     }
     let mut g_cpu = arch.zeros();
-    let s_fast = fast.gradient(arch, &params, &x, &y, &mut g_fast);
-    let s_cpu = CpuMlp.gradient(arch, &params, &x, &y, &mut g_cpu);
+    let s_fast = fast.gradient(arch, &params, &x, &y, &mut g_fast).unwrap();
+    let s_cpu = CpuMlp.gradient(arch, &params, &x, &y, &mut g_cpu).unwrap();
     assert_stats_close(&s_fast, &s_cpu, &what);
     assert_grads_close(arch, &g_fast, &g_cpu, &what);
 
-    let e_fast = fast.evaluate(arch, &params, &x, &y);
-    let e_cpu = CpuMlp.evaluate(arch, &params, &x, &y);
+    let e_fast = fast.evaluate(arch, &params, &x, &y).unwrap();
+    let e_cpu = CpuMlp.evaluate(arch, &params, &x, &y).unwrap();
     assert_stats_close(&e_fast, &e_cpu, &what);
     assert_stats_close(&e_fast, &s_fast, &what);
 
     let mut p_fast = vec![0u8; b];
     let mut p_cpu = vec![0u8; b];
-    fast.predict(arch, &params, &x, &mut p_fast);
-    CpuMlp.predict(arch, &params, &x, &mut p_cpu);
+    fast.predict(arch, &params, &x, &mut p_fast).unwrap();
+    CpuMlp.predict(arch, &params, &x, &mut p_cpu).unwrap();
     assert_eq!(p_fast, p_cpu, "{what}: predictions");
     let correct = p_cpu.iter().zip(&y).filter(|(a, b)| a == b).count() as u64;
     assert_eq!(correct, s_cpu.correct, "{what}: correct vs predict");
@@ -142,8 +142,8 @@ fn mlp_fast_threaded_matches_oracle_and_is_deterministic() {
             let (x, y) = random_batch(arch, *b, &mut rng);
             let mut g1 = arch.zeros();
             let mut g2 = arch.zeros();
-            let s1 = fast.gradient(arch, &params, &x, &y, &mut g1);
-            let s2 = fast.gradient(arch, &params, &x, &y, &mut g2);
+            let s1 = fast.gradient(arch, &params, &x, &y, &mut g1).unwrap();
+            let s2 = fast.gradient(arch, &params, &x, &y, &mut g2).unwrap();
             assert_eq!(g1, g2);
             assert_eq!(s1, s2);
         }
@@ -160,7 +160,7 @@ fn mlp_empty_batch_gives_zero_gradient() {
         &mut CpuMlp,
     ] {
         let mut g: Vec<Vec<f32>> = arch.layers().iter().map(|s| vec![1.0; s.len()]).collect();
-        let st = engine.gradient(&arch, &params, &[], &[], &mut g);
+        let st = engine.gradient(&arch, &params, &[], &[], &mut g).unwrap();
         assert_eq!(st, BatchStats::default(), "{}", engine.name());
         assert!(g.iter().flatten().all(|&v| v == 0.0), "{}", engine.name());
     }
@@ -175,7 +175,7 @@ fn mlp_softmax_is_stable_for_huge_logits() {
     let y = vec![1u8, 0];
     for engine in [&mut FastMlp::new() as &mut dyn MlpCompute, &mut CpuMlp] {
         let mut g = arch.zeros();
-        let st = engine.gradient(&arch, &params, &x, &y, &mut g);
+        let st = engine.gradient(&arch, &params, &x, &y, &mut g).unwrap();
         assert!(st.loss_sum.is_finite(), "{}: {st:?}", engine.name());
         assert!((st.loss_sum - 2e4).abs() < 1.0, "{}: {st:?}", engine.name());
         assert_eq!(st.correct, 1);
@@ -189,7 +189,9 @@ fn mlp_label_out_of_range_panics() {
     let arch = Arch::new(2, &[], 3);
     let params = arch.init_params(0);
     let mut g = arch.zeros();
-    FastMlp::new().gradient(&arch, &params, &[0.0, 0.0], &[3], &mut g);
+    FastMlp::new()
+        .gradient(&arch, &params, &[0.0, 0.0], &[3], &mut g)
+        .unwrap();
 }
 
 /// Central finite differences of the oracle's mean loss against its
@@ -212,8 +214,8 @@ fn mlp_oracle_gradient_matches_finite_differences() {
         let b = 3;
         let (x, y) = random_batch(arch, b, &mut rng);
         let mut g = arch.zeros();
-        CpuMlp.gradient(arch, &params, &x, &y, &mut g);
-        let loss = |p: &[Vec<f32>]| CpuMlp.evaluate(arch, p, &x, &y).loss_sum / b as f64;
+        CpuMlp.gradient(arch, &params, &x, &y, &mut g).unwrap();
+        let loss = |p: &[Vec<f32>]| CpuMlp.evaluate(arch, p, &x, &y).unwrap().loss_sum / b as f64;
         let h = 1e-3f32;
         for l in 0..arch.num_layers() {
             for i in 0..params[l].len() {

@@ -68,7 +68,9 @@ fn train_stale_gradient(
                 }
                 let hi = (lo + hyper.batch).min(orders[w].len());
                 train.gather(&orders[w][lo..hi], &mut xb, &mut yb);
-                let st = engines[w].gradient(arch, &stale, &xb, &yb, &mut grads[w]);
+                let st = engines[w]
+                    .gradient(arch, &stale, &xb, &yb, &mut grads[w])
+                    .unwrap();
                 train_stats.merge(&st);
             }
             stale.clone_from(&params);
@@ -76,7 +78,7 @@ fn train_stale_gradient(
                 add_scaled(&mut params, g, -lr);
             }
         }
-        let st = evaluate(&mut engines[0], arch, &params, test, 1024);
+        let st = evaluate(&mut engines[0], arch, &params, test, 1024).unwrap();
         println!(
             "epoch {epoch}: lr {lr:.4} train loss {:.4} acc {:.4} | test loss {:.4} acc {:.4}",
             train_stats.mean_loss(),
@@ -133,11 +135,12 @@ fn mlp_two_workers_local_sgd_model_averaging_reaches_095_on_builtin() {
                 worker: w as u32,
                 clock,
             };
-            let mut out = local_sgd_clock(&mut engine, &arch, &read, &train, split, &hyper, key);
+            let mut out =
+                local_sgd_clock(&mut engine, &arch, &read, &train, split, &hyper, key).unwrap();
             out.scale(1.0 / workers as f32);
             add_scaled(&mut params, &out.delta, 1.0);
         }
-        let st = evaluate(&mut engine, &arch, &params, &test, 1024);
+        let st = evaluate(&mut engine, &arch, &params, &test, 1024).unwrap();
         println!(
             "clock {clock}: test loss {:.4} acc {:.4}",
             st.mean_loss(),

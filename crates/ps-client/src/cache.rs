@@ -2,6 +2,7 @@
 //! of the current clock, and the log of the worker's own updates that shards may not have applied
 //! yet. Pure bookkeeping: no I/O.
 
+use crate::pending::{add, Block, Pending};
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, Clone)]
@@ -17,12 +18,13 @@ pub struct CachedRow {
 
 #[derive(Debug, Default)]
 pub struct TableCache {
+    pub width: usize,
     pub rows: HashMap<u64, CachedRow>,
-    /// Updates of the current clock, coalesced per row.
-    pub pending: HashMap<u64, Vec<f32>>,
+    /// Updates of the current clock.
+    pub pending: Pending,
     /// Own updates already sent (as the shards will decode them), by clock, until every shard has
     /// applied them. Kept only when `overlay` is on.
-    pub own_log: BTreeMap<u64, HashMap<u64, Vec<f32>>>,
+    pub own_log: BTreeMap<u64, Vec<Block>>,
     /// What a lossy push codec has not sent yet, per row (error feedback). Part of this
     /// worker's own updates: it goes out with a later clock.
     pub residual: HashMap<u64, Vec<f32>>,
@@ -33,17 +35,36 @@ pub struct TableCache {
     pub overlay: bool,
 }
 
-fn add(dst: &mut [f32], src: &[f32]) {
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d += *s;
-    }
-}
-
 impl TableCache {
-    pub fn new(overlay: bool) -> TableCache {
+    pub fn new(width: usize, overlay: bool) -> TableCache {
         TableCache {
+            width,
             overlay,
             ..Default::default()
+        }
+    }
+
+    /// Stores a pulled row unless a fresher copy is cached (prefetches may land out of order).
+    /// Reuses the cached row's buffer.
+    pub fn store(&mut self, key: u64, values: &[f32], min_clock: u64, own_clock: u64, now: u64) {
+        match self.rows.get_mut(&key) {
+            Some(c) if c.min_clock > min_clock => {}
+            Some(c) => {
+                c.values.clear();
+                c.values.extend_from_slice(values);
+                (c.min_clock, c.own_clock, c.fetched_at) = (min_clock, own_clock, now);
+            }
+            None => {
+                self.rows.insert(
+                    key,
+                    CachedRow {
+                        values: values.to_vec(),
+                        min_clock,
+                        own_clock,
+                        fetched_at: now,
+                    },
+                );
+            }
         }
     }
 
@@ -59,27 +80,22 @@ impl TableCache {
         if !self.overlay {
             return true;
         }
-        for (_, updates) in self.own_log.range(c.own_clock..) {
-            if let Some(d) = updates.get(&row) {
-                add(&mut out[start..], d);
+        let dst = &mut out[start..];
+        for (_, blocks) in self.own_log.range(c.own_clock..) {
+            for b in blocks {
+                b.add_row_to(row, self.width, dst);
             }
         }
-        for part in [&self.residual, &self.pending] {
-            if let Some(d) = part.get(&row) {
-                add(&mut out[start..], d);
-            }
+        if let Some(d) = self.residual.get(&row) {
+            add(dst, d);
         }
+        self.pending.add_row_to(row, self.width, dst);
         true
     }
 
-    /// Takes this clock's pending updates (to be encoded and pushed).
-    pub fn take_pending(&mut self) -> HashMap<u64, Vec<f32>> {
-        std::mem::take(&mut self.pending)
-    }
-
     /// Logs what clock `clock` sent, as the shards will apply it, for read-my-writes.
-    pub fn log_sent(&mut self, clock: u64, sent: HashMap<u64, Vec<f32>>) {
-        if self.overlay && !sent.is_empty() {
+    pub fn log_sent(&mut self, clock: u64, sent: Vec<Block>) {
+        if self.overlay && sent.iter().any(|b| !b.is_empty()) {
             self.own_log.insert(clock, sent);
         }
     }
@@ -90,14 +106,15 @@ impl TableCache {
         if self.own_log.is_empty() {
             return;
         }
+        let width = self.width;
         for (row, c) in self.rows.iter_mut() {
             let applied = applied_of(*row);
             if c.own_clock >= applied {
                 continue;
             }
-            for (_, updates) in self.own_log.range(c.own_clock..applied) {
-                if let Some(d) = updates.get(row) {
-                    add(&mut c.values, d);
+            for (_, blocks) in self.own_log.range(c.own_clock..applied) {
+                for b in blocks {
+                    b.add_row_to(*row, width, &mut c.values);
                 }
             }
             c.own_clock = applied;
@@ -110,22 +127,29 @@ impl TableCache {
 mod tests {
     use super::*;
 
+    fn row(values: Vec<f32>, own_clock: u64) -> CachedRow {
+        CachedRow {
+            values,
+            min_clock: 0,
+            own_clock,
+            fetched_at: 0,
+        }
+    }
+
+    fn block(key: u64, values: Vec<f32>) -> Vec<Block> {
+        vec![Block {
+            keys: vec![key],
+            values,
+        }]
+    }
+
     #[test]
     fn compose_adds_unapplied_own_updates_once() {
-        let mut t = TableCache::new(true);
-        t.rows.insert(
-            3,
-            CachedRow {
-                values: vec![1.0, 1.0],
-                min_clock: 0,
-                own_clock: 1,
-                fetched_at: 1,
-            },
-        );
-        t.own_log
-            .insert(0, HashMap::from([(3, vec![100.0, 100.0])])); // already in values
-        t.own_log.insert(1, HashMap::from([(3, vec![1.0, 2.0])]));
-        t.pending.insert(3, vec![0.5, 0.5]);
+        let mut t = TableCache::new(2, true);
+        t.rows.insert(3, row(vec![1.0, 1.0], 1));
+        t.own_log.insert(0, block(3, vec![100.0, 100.0])); // already in values
+        t.own_log.insert(1, block(3, vec![1.0, 2.0]));
+        t.pending.singles.insert(3, vec![0.5, 0.5]);
         let mut out = Vec::new();
         assert!(t.compose(3, &mut out));
         assert_eq!(out, vec![2.5, 3.5]);
@@ -140,32 +164,21 @@ mod tests {
 
     #[test]
     fn log_keeps_sent_updates_only_with_overlay() {
-        let mut t = TableCache::new(true);
-        t.pending.insert(9, vec![1.0]);
-        let sent = t.take_pending();
-        assert!(t.pending.is_empty());
-        t.log_sent(5, sent);
+        let mut t = TableCache::new(1, true);
+        t.log_sent(5, block(9, vec![1.0]));
         assert_eq!(t.own_log[&5].len(), 1);
-        t.log_sent(6, HashMap::new());
+        t.log_sent(6, Vec::new());
         assert!(!t.own_log.contains_key(&6));
-        let mut g = TableCache::new(false);
-        g.log_sent(5, HashMap::from([(9, vec![1.0])]));
+        let mut g = TableCache::new(1, false);
+        g.log_sent(5, block(9, vec![1.0]));
         assert!(g.own_log.is_empty());
     }
 
     #[test]
     fn without_overlay_reads_show_only_what_shards_applied() {
-        let mut t = TableCache::new(false);
-        t.rows.insert(
-            1,
-            CachedRow {
-                values: vec![3.0],
-                min_clock: 0,
-                own_clock: 0,
-                fetched_at: 0,
-            },
-        );
-        t.pending.insert(1, vec![100.0]);
+        let mut t = TableCache::new(1, false);
+        t.rows.insert(1, row(vec![3.0], 0));
+        t.pending.singles.insert(1, vec![100.0]);
         t.residual.insert(1, vec![7.0]);
         let mut out = Vec::new();
         assert!(t.compose(1, &mut out));
@@ -174,20 +187,25 @@ mod tests {
 
     #[test]
     fn the_residual_is_part_of_own_updates() {
-        let mut t = TableCache::new(true);
-        t.rows.insert(
-            1,
-            CachedRow {
-                values: vec![3.0],
-                min_clock: 0,
-                own_clock: 0,
-                fetched_at: 0,
-            },
-        );
+        let mut t = TableCache::new(1, true);
+        t.rows.insert(1, row(vec![3.0], 0));
         t.residual.insert(1, vec![0.25]);
-        t.pending.insert(1, vec![1.0]);
+        t.pending.singles.insert(1, vec![1.0]);
         let mut out = Vec::new();
         t.compose(1, &mut out);
         assert_eq!(out, vec![4.25]);
+    }
+
+    #[test]
+    fn a_stale_reply_never_replaces_a_fresher_row_and_buffers_are_reused() {
+        let mut t = TableCache::new(2, true);
+        t.store(1, &[1.0, 1.0], 3, 0, 0);
+        let ptr = t.rows[&1].values.as_ptr();
+        t.store(1, &[2.0, 2.0], 2, 0, 1);
+        assert_eq!(t.rows[&1].values, vec![1.0, 1.0]);
+        t.store(1, &[5.0, 6.0], 4, 1, 2);
+        assert_eq!(t.rows[&1].values, vec![5.0, 6.0]);
+        assert_eq!(t.rows[&1].values.as_ptr(), ptr);
+        assert_eq!((t.rows[&1].min_clock, t.rows[&1].own_clock), (4, 1));
     }
 }

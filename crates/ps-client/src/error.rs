@@ -12,8 +12,22 @@ pub enum ClientError {
     RowOutOfRange { table: u32, row: u64, rows: u64 },
     #[error("table {table}: column {col} out of range (width {width})")]
     ColumnOutOfRange { table: u32, col: u32, width: u32 },
-    #[error("table {table}: delta of length {got}, row width is {width}")]
+    #[error("table {table}: {got} values given, not a whole number of rows of width {width}")]
     WrongLength { table: u32, got: usize, width: u32 },
+    #[error("table {table}: rows must be sorted and distinct")]
+    Unsorted { table: u32 },
+    #[error("table {table}: rows updated both in an encoded block and otherwise in one clock")]
+    Overlap { table: u32 },
+    #[error("table {table}: an encoded block of wire codec {got}, but the table's pushes are encoded as {accepts}")]
+    CodecNotAccepted {
+        table: u32,
+        got: u16,
+        accepts: String,
+    },
+    #[error("table {table}: an encoded block must hold rows of one shard (see Table::shard_runs)")]
+    SpansShards { table: u32 },
+    #[error("table {table}: an encoded block of {bytes} bytes exceeds the frame cap of {max}")]
+    FrameTooLarge { table: u32, bytes: u64, max: u64 },
     #[error("shard {shard} at {addr}: {reason}")]
     Shard {
         shard: u32,
@@ -24,4 +38,8 @@ pub enum ClientError {
     BadShardMap(String),
     #[error("a background push failed: {0}")]
     PushFailed(String),
+    #[error("{0}")]
+    JobFailed(String),
+    #[error("async runtime: {0}")]
+    Runtime(String),
 }

@@ -1,19 +1,35 @@
-//! The worker library: table handles with `read_row`, `read_rows`, `inc`, `inc_row` and `clock`
-//! under the SSP contract of DESIGN.md, a row cache tagged with the clocks it is complete
-//! through, read-my-writes through a log of the worker's own unacknowledged updates, updates
-//! coalesced per clock and pushed by background tasks so compute never waits on a send, and
-//! per-clock metrics (compute, communication, blocked seconds; bytes each way).
+//! The worker library: everything a worker process needs to take part in a job, usable by any
+//! program (the `ps-cluster` driver is one user; `examples/` has others).
+//!
+//! - [`Worker::join`] registers with the coordinator, connects to every shard, and owns the
+//!   heartbeats, the per-clock reports and the shutdown; [`Worker::finish`] ends its part.
+//! - [`PsClient`] and its [`Table`] handles: `read_row(s)`, reads streamed into a caller's sink
+//!   shard by shard as replies arrive (`read_into`), asynchronous pulls (`pull_async`, `wait`),
+//!   updates by cell (`inc`), row (`inc_row`), batch (`push`, `push_owned`), in place
+//!   (`rows_mut`) or already encoded (`push_encoded`), `clock`, and the dense `push_pull` of
+//!   model averaging; all under the SSP contract of DESIGN.md: a row cache tagged with the
+//!   clocks it is complete through, read-my-writes through a log of the worker's own
+//!   unacknowledged updates, updates pushed by background tasks so compute never waits on a
+//!   send, and per-clock metrics (compute, communication, blocked seconds; bytes each way) with
+//!   the application's typed figures ([`PsClient::set_figures`]).
 //!
 //! The API is synchronous (compute code calls it from its own thread); communication runs on a
-//! tokio runtime whose handle the caller provides. This crate must not depend on the server, the
-//! apps or any GPU code.
+//! tokio runtime. This crate must not depend on the server, the apps or any GPU code.
 
 mod cache;
 mod client;
+mod clock;
 mod error;
 mod keys;
+mod pending;
 mod push;
+mod read;
+mod table;
 mod wire;
+mod worker;
 
-pub use client::{ClientConfig, PsClient, Table};
+pub use client::{ClientConfig, PsClient};
 pub use error::ClientError;
+pub use read::PullTicket;
+pub use table::Table;
+pub use worker::{Worker, WorkerOptions};

@@ -8,17 +8,44 @@
 //! fraction is of that block.
 
 use crate::cache::TableCache;
+use crate::pending::Block;
 use ps_proto::codec::{self, ErrorFeedback};
 use ps_proto::{Frame, FrameBuilder, ProtoError, ShardMap, TableSpec, HEADER_LEN};
-use std::collections::HashMap;
 
 /// Raw f32 size of a push frame of `rows` rows of `width` with listed keys.
 pub fn raw_push_bytes(rows: usize, width: u32) -> u64 {
     HEADER_LEN as u64 + rows as u64 * (8 + 4 * width as u64)
 }
 
+/// Runs of `keys` (sorted) that go in one frame: within one shard's key range and at most
+/// `per_frame` rows. Yields (shard, start, end).
+fn frame_runs(
+    keys: &[u64],
+    nrows: u64,
+    nshards: u32,
+    per_frame: usize,
+) -> Vec<(u32, usize, usize)> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    while start < keys.len() {
+        let s = ShardMap::shard_of(nrows, nshards, keys[start]);
+        let end_row = ShardMap::range_of(nrows, nshards, s).end;
+        let mut end = start;
+        while end < keys.len() && keys[end] < end_row && end - start < per_frame {
+            end += 1;
+        }
+        runs.push((s, start, end));
+        start = end;
+    }
+    runs
+}
+
 /// Appends table `spec`'s frames for `clock` to `out[shard]`; returns their raw f32 size.
-/// Updates what the cache keeps (pending, residual, own log).
+/// Takes the cache's pending updates and updates what it keeps (residual, own log).
+///
+/// Dense updates of a lossless table go from the pending block into the frames' payloads with
+/// one copy, and the block itself becomes the own-log entry. Blocks the caller encoded go out
+/// as they are.
 pub fn encode_table(
     spec: &TableSpec,
     cache: &mut TableCache,
@@ -32,57 +59,37 @@ pub fn encode_table(
     let w = width as usize;
     let chain = &spec.push_codec;
     let lossless = chain.is_lossless();
-    let mut pending = cache.take_pending();
-    let mut keys: Vec<u64> = pending.keys().copied().collect();
-    if !lossless {
-        keys.extend(
-            cache
-                .residual
-                .keys()
-                .filter(|k| !pending.contains_key(k))
-                .copied(),
-        );
-    }
-    keys.sort_unstable();
     let per_frame = ((max_body / (8 + 4 * width as u64)).max(1)) as usize;
     let mut logical = 0u64;
-    let mut sent_log: HashMap<u64, Vec<f32>> = HashMap::new();
-    let mut start = 0;
-    while start < keys.len() {
-        let s = ShardMap::shard_of(nrows, nshards, keys[start]);
-        let end_row = ShardMap::range_of(nrows, nshards, s).end;
-        let mut end = start;
-        while end < keys.len() && keys[end] < end_row && end - start < per_frame {
-            end += 1;
-        }
-        let block_keys = &keys[start..end];
-        start = end;
-        logical += raw_push_bytes(block_keys.len(), width);
-        let n = block_keys.len() * w;
-        let mut block = Vec::with_capacity(n);
-        for k in block_keys {
-            match pending.remove(k) {
-                Some(row) => block.extend_from_slice(&row),
-                None => block.resize(block.len() + w, 0.0),
-            }
-            if let Some(r) = cache.residual.remove(k) {
-                let at = block.len() - w;
-                for (b, r) in block[at..].iter_mut().zip(r) {
-                    *b += r;
-                }
-            }
-        }
+    let mut sent_log: Vec<Block> = Vec::new();
+
+    for e in std::mem::take(&mut cache.pending.encoded) {
+        logical += raw_push_bytes(e.keys.len(), width);
+        let s = ShardMap::shard_of(nrows, nshards, e.keys.first().copied().unwrap_or(0));
+        let mut frame =
+            FrameBuilder::push_encoded(id, worker, clock, width, &e.keys, e.wire_id, e.payload);
+        frame.compact_keys();
+        out[s as usize].push(frame);
+        sent_log.extend(e.decoded);
+    }
+
+    let extra = if lossless {
+        &mut Default::default()
+    } else {
+        &mut cache.residual
+    };
+    let block = cache.pending.take_dense(w, extra);
+    for (s, start, end) in frame_runs(&block.keys, nrows, nshards, per_frame) {
+        let keys = &block.keys[start..end];
+        let values = &block.values[start * w..end * w];
+        logical += raw_push_bytes(keys.len(), width);
         let mut frame = if lossless {
-            if cache.overlay {
-                for (k, row) in block_keys.iter().zip(block.chunks_exact(w)) {
-                    sent_log.insert(*k, row.to_vec());
-                }
-            }
-            FrameBuilder::push(id, worker, clock, width, block_keys, &block)
+            FrameBuilder::push(id, worker, clock, width, keys, values)
         } else {
+            let n = values.len();
             let current = chain.needs_current().then(|| {
                 let mut cur = Vec::with_capacity(n);
-                for k in block_keys {
+                for k in keys {
                     match cache.rows.get(k) {
                         Some(c) => cur.extend_from_slice(&c.values),
                         None => cur.resize(cur.len() + w, 0.0),
@@ -92,8 +99,8 @@ pub fn encode_table(
             });
             let mut ef = ErrorFeedback::new(n);
             let mut payload = Vec::new();
-            ef.compress(chain, &block, current.as_deref(), &mut payload)?;
-            for (k, r) in block_keys.iter().zip(ef.residual().chunks_exact(w)) {
+            ef.compress(chain, values, current.as_deref(), &mut payload)?;
+            for (k, r) in keys.iter().zip(ef.residual().chunks_exact(w)) {
                 if r.iter().any(|x| *x != 0.0) {
                     cache.residual.insert(*k, r.to_vec());
                 }
@@ -101,22 +108,18 @@ pub fn encode_table(
             if cache.overlay {
                 // What the shard will add, exactly: decode what goes on the wire.
                 let sent = codec::decode(chain.wire_id(), &payload, n)?.into_dense(n)?;
-                for (k, row) in block_keys.iter().zip(sent.chunks_exact(w)) {
-                    sent_log.insert(*k, row.to_vec());
-                }
+                sent_log.push(Block {
+                    keys: keys.to_vec(),
+                    values: sent,
+                });
             }
-            FrameBuilder::push_encoded(
-                id,
-                worker,
-                clock,
-                width,
-                block_keys,
-                chain.wire_id(),
-                payload,
-            )
+            FrameBuilder::push_encoded(id, worker, clock, width, keys, chain.wire_id(), payload)
         };
         frame.compact_keys();
         out[s as usize].push(frame);
+    }
+    if lossless && cache.overlay && !block.is_empty() {
+        sent_log.push(block);
     }
     cache.log_sent(clock, sent_log);
     Ok(logical)
@@ -157,6 +160,8 @@ mod tests {
         }
     }
 
+    use std::collections::HashMap;
+
     /// Sum of what the frames of `out` carry, per row.
     fn sent(out: &[Vec<Frame>]) -> HashMap<u64, Vec<f32>> {
         let mut m: HashMap<u64, Vec<f32>> = HashMap::new();
@@ -178,10 +183,10 @@ mod tests {
     #[test]
     fn raw_rows_go_to_their_shards_with_range_keys_and_one_end_of_clock() {
         let spec = spec("raw");
-        let mut cache = TableCache::new(true);
-        for r in [1u64, 2, 3, 60, 99] {
-            cache.pending.insert(r, vec![r as f32; 4]);
-        }
+        let mut cache = TableCache::new(4, true);
+        let keys = vec![1u64, 2, 3, 60, 99];
+        let values = keys.iter().flat_map(|&r| [r as f32; 4]).collect();
+        cache.pending.blocks.push(Block { keys, values });
         let mut out = vec![Vec::new(), Vec::new(), Vec::new()];
         let logical = encode_table(&spec, &mut cache, 0, 7, 1 << 20, &mut out).unwrap();
         assert_eq!(logical, 3 * HEADER_LEN as u64 + 5 * (8 + 16));
@@ -196,7 +201,7 @@ mod tests {
             assert_eq!(frames[0].header.aux, 1);
         }
         assert_eq!(sent(&out)[&60], vec![60.0; 4]);
-        assert_eq!(cache.own_log[&7].len(), 5);
+        assert_eq!(cache.own_log[&7][0].keys.len(), 5);
         assert!(cache.residual.is_empty());
     }
 
@@ -211,7 +216,7 @@ mod tests {
     #[test]
     fn error_feedback_conserves_every_update_across_clocks() {
         let spec = spec("topk:0.1,f16");
-        let mut cache = TableCache::new(true);
+        let mut cache = TableCache::new(4, true);
         let mut total: HashMap<u64, Vec<f32>> = HashMap::new();
         let mut got: HashMap<u64, Vec<f32>> = HashMap::new();
         for clock in 0..6u64 {
@@ -223,7 +228,7 @@ mod tests {
                 for (a, b) in t.iter_mut().zip(&row) {
                     *a += b;
                 }
-                cache.pending.insert(r, row);
+                cache.pending.singles.insert(r, row);
             }
             let mut out = vec![Vec::new(), Vec::new()];
             encode_table(&spec, &mut cache, 0, clock, 1 << 20, &mut out).unwrap();
@@ -255,8 +260,8 @@ mod tests {
         let logged: f32 = cache
             .own_log
             .values()
-            .flat_map(|m| m.values())
             .flatten()
+            .flat_map(|b| b.values.iter())
             .sum();
         let sent_sum: f32 = got.values().flatten().sum();
         assert!((logged - sent_sum).abs() < 1e-3);

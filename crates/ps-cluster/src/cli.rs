@@ -1,5 +1,6 @@
 //! Command-line flags of every role.
 
+use crate::driver::{Fault, FaultKind};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use ps_ssp::Staleness;
@@ -32,81 +33,22 @@ pub enum Command {
     Certs(CertsArgs),
 }
 
-/// What to train and how: every flag that defines the job. Flags without a default here take
-/// the app's own (see each app's `plan` and the README's table).
+/// What to train and how: the flags every app shares. Each app adds its own (see
+/// `--app NAME --help`).
 #[derive(Debug, Clone, Args)]
 pub struct JobArgs {
-    /// Application: mf (matrix factorisation), lda (topic model by Gibbs sampling), mlp (dense
-    /// network classifier) or lr (sparse logistic regression).
-    #[arg(long, default_value = "mf", value_parser = ["mf", "lda", "mlp", "lr"])]
+    /// Application (its flags are listed under its name: `--app NAME --help`).
+    #[arg(long, default_value = "mf")]
     pub app: String,
     /// Read staleness: 0 (bulk synchronous), N, or inf (asynchronous).
     #[arg(long, default_value = "0", value_parser = parse_staleness)]
     pub staleness: Staleness,
-    /// Clocks to run [default: mf 20, lda 30, mlp 15 epochs' worth, lr 3 epochs' worth (10 with
-    /// --data)].
+    /// Clocks to run [default: the app's].
     #[arg(long)]
     pub clocks: Option<u64>,
-    /// MF: factor rank [default: 8].
-    #[arg(long)]
-    pub rank: Option<u32>,
-    /// Learning rate: MF and MLP SGD step, LR FTRL alpha [default: mf 0.025, mlp 0.1, lr 3 (0.3 with
-    /// --data)].
-    #[arg(long)]
-    pub lr: Option<f32>,
-    /// Learning-rate decay per epoch, MF and MLP [default: mf 0.95, mlp 0.95 (0.9 with --data)].
-    #[arg(long)]
-    pub lr_decay: Option<f32>,
-    /// MF: L2 regularisation [default: 0.003].
-    #[arg(long)]
-    pub reg: Option<f32>,
     /// Seed for data generation, initialisation and shuffling.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// MF and MLP: clocks per epoch (each clock visits the next slice of the epoch; the learning
-    /// rate decays per epoch). More, smaller clocks push smaller deltas more often. LR runs one
-    /// mini-batch per clock, so its clocks per epoch follow from --batch [default: 1, mlp with
-    /// --data 4].
-    #[arg(long)]
-    pub clocks_per_epoch: Option<u32>,
-    /// Training data instead of the built-in synthetic set. mf: ratings file (MovieLens u.data,
-    /// ratings.csv, ratings.dat, or user,item,rating); lda: UCI docword file (see --vocab) or an
-    /// lda-c file; mlp: directory of MNIST-style IDX files (gzipped or not); lr: libsvm file
-    /// (see --test).
-    #[arg(long)]
-    pub data: Option<PathBuf>,
-    /// Held-out test file: lr, a libsvm file (default: a split of --data).
-    #[arg(long)]
-    pub test: Option<PathBuf>,
-    /// LDA: vocabulary file, one word per line (default: vocab.NAME.txt beside a
-    /// docword.NAME.txt, if there).
-    #[arg(long)]
-    pub vocab: Option<PathBuf>,
-    /// Fraction of the data held out for testing when there is no separate test set
-    /// [default: mf 0.1, lr 0.2].
-    #[arg(long)]
-    pub test_fraction: Option<f64>,
-    /// LDA: number of topics [default: 10].
-    #[arg(long)]
-    pub topics: Option<u32>,
-    /// LDA: Dirichlet prior of document-topic mixtures [default: 0.1].
-    #[arg(long)]
-    pub alpha: Option<f64>,
-    /// LDA: Dirichlet prior of topic-word distributions [default: 0.01].
-    #[arg(long)]
-    pub beta: Option<f64>,
-    /// MLP and LR: mini-batch size per worker [default: mlp 32 (64 with --data), lr 256].
-    #[arg(long)]
-    pub batch: Option<u32>,
-    /// LR: FTRL L1 strength [default: 0.05 (0.1 with --data)].
-    #[arg(long)]
-    pub l1: Option<f32>,
-    /// LR: FTRL L2 strength [default: 0].
-    #[arg(long)]
-    pub l2: Option<f32>,
-    /// MLP: hidden layer widths, comma-separated [default: 128,128 (256,256 with --data)].
-    #[arg(long, value_delimiter = ',')]
-    pub hidden: Option<Vec<usize>>,
     /// Compute threads per worker (the fast CPU engines split a clock's work over them).
     #[arg(long, default_value_t = 1)]
     pub threads: u32,
@@ -133,21 +75,6 @@ pub struct JobArgs {
     /// CLOCK; WORKER:CLOCK:hang makes it stop (SIGSTOP), alive but silent.
     #[arg(long, value_parser = parse_fault)]
     pub fault: Option<Fault>,
-}
-
-/// An injected failure of one worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Fault {
-    pub worker: u32,
-    pub clock: u64,
-    pub kind: FaultKind,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FaultKind {
-    Crash,
-    Hang,
 }
 
 fn parse_fault(s: &str) -> Result<Fault, String> {
@@ -316,8 +243,7 @@ fn parse_pair(s: &str) -> Result<(u32, u64), String> {
 }
 
 impl JobArgs {
-    /// Checks the flags every app shares; each app's `plan` checks its own and names the flags
-    /// that do not apply to it.
+    /// Checks the flags every app shares; each app's plan checks its own.
     pub fn validate(&self) -> Result<()> {
         if self.deterministic && self.staleness != Staleness::Bounded(0) {
             bail!("--deterministic needs --staleness 0 (with staleness, what a read sees depends on timing)");
@@ -325,83 +251,24 @@ impl JobArgs {
         if self.clocks == Some(0) {
             bail!("--clocks must be at least 1");
         }
-        if let Some(k) = self.clocks_per_epoch {
-            if k == 0 || k > 10_000 {
-                bail!("--clocks-per-epoch must be in 1..=10000");
-            }
-        }
         if self.threads == 0 || self.threads > 256 {
             bail!("--threads must be in 1..=256");
-        }
-        if let Some(lr) = self.lr {
-            if !(lr.is_finite() && lr > 0.0) {
-                bail!("--lr must be a positive number");
-            }
-        }
-        if let Some(d) = self.lr_decay {
-            if !(d.is_finite() && d > 0.0 && d <= 1.0) {
-                bail!("--lr-decay must be in (0, 1]");
-            }
-        }
-        for (name, v) in [("--reg", self.reg), ("--l1", self.l1), ("--l2", self.l2)] {
-            if let Some(v) = v {
-                if !(v.is_finite() && v >= 0.0) {
-                    bail!("{name} must be >= 0");
-                }
-            }
-        }
-        if let Some(f) = self.test_fraction {
-            if !(f > 0.0 && f < 1.0) {
-                bail!("--test-fraction must be in (0, 1)");
-            }
-        }
-        let applies: &[(&str, bool, &[&str])] = &[
-            ("--rank", self.rank.is_some(), &["mf"]),
-            ("--reg", self.reg.is_some(), &["mf"]),
-            ("--topics", self.topics.is_some(), &["lda"]),
-            ("--alpha", self.alpha.is_some(), &["lda"]),
-            ("--beta", self.beta.is_some(), &["lda"]),
-            ("--vocab", self.vocab.is_some(), &["lda"]),
-            ("--batch", self.batch.is_some(), &["mlp", "lr"]),
-            ("--hidden", self.hidden.is_some(), &["mlp"]),
-            ("--l1", self.l1.is_some(), &["lr"]),
-            ("--l2", self.l2.is_some(), &["lr"]),
-            ("--test", self.test.is_some(), &["lr"]),
-            ("--lr-decay", self.lr_decay.is_some(), &["mf", "mlp"]),
-            ("--lr", self.lr.is_some(), &["mf", "mlp", "lr"]),
-            (
-                "--test-fraction",
-                self.test_fraction.is_some(),
-                &["mf", "lr"],
-            ),
-            (
-                "--clocks-per-epoch",
-                self.clocks_per_epoch.is_some(),
-                &["mf", "mlp"],
-            ),
-        ];
-        for (flag, given, apps) in applies {
-            if *given && !apps.contains(&self.app.as_str()) {
-                bail!(
-                    "{flag} does not apply to --app {} (it is for {})",
-                    self.app,
-                    apps.join(", ")
-                );
-            }
         }
         Ok(())
     }
 
-    /// `data` made absolute (workers may run elsewhere in the file system), checked to exist.
-    pub fn absolute(path: &Option<PathBuf>, what: &str) -> Result<Option<String>> {
-        match path {
-            Some(p) => Ok(Some(
-                std::fs::canonicalize(p)
-                    .with_context(|| format!("{what} {}", p.display()))?
-                    .display()
-                    .to_string(),
-            )),
-            None => Ok(None),
+    /// The settings the apps' plans see.
+    pub fn common(&self, workers: u32) -> ps_apps::app::JobCommon {
+        ps_apps::app::JobCommon {
+            workers,
+            seed: self.seed,
+            threads: self.threads,
+            staleness: match self.staleness {
+                Staleness::Bounded(s) => Some(s),
+                Staleness::Unbounded => None,
+            },
+            push_codec: self.push_codec.clone(),
+            pull_codec: self.pull_codec.clone(),
         }
     }
 }
@@ -436,24 +303,6 @@ impl TlsArgs {
             key: self.key.clone(),
         })
         .context("loading certificates")
-    }
-}
-
-pub fn dispatch(cli: Cli) -> Result<()> {
-    match cli.command {
-        Command::Local(a) => crate::local::run_local(a),
-        Command::Coordinator(a) => crate::roles::run_coordinator_cli(a),
-        Command::Server(a) => crate::roles::run_server(a),
-        Command::Worker(a) => crate::roles::run_worker(a),
-        Command::Certs(a) => {
-            ps_transport::generate_cluster_certs(&a.out, &a.nodes, &a.names)?;
-            println!(
-                "wrote ca.pem, ca.key and {} node certificates to {}",
-                a.nodes.len(),
-                a.out.display()
-            );
-            Ok(())
-        }
     }
 }
 

@@ -3,10 +3,10 @@
 //! `server` or `worker` role), all talking QUIC with mutual TLS over loopback. Certificates are
 //! generated into a fresh directory. If any process fails, the job fails naming it.
 
-use crate::apps;
 use crate::cli::LocalArgs;
-use crate::roles::{coordinator_config, drive_coordinator, runtime, summary};
+use crate::roles::{coordinator_config, drive_coordinator, plan_job, runtime, summary};
 use anyhow::{anyhow, bail, Context, Result};
+use ps_apps::app::DynApp;
 use ps_transport::{
     generate_cluster_certs, make_endpoint, CertPaths, ClusterIdentity, EndpointOptions,
 };
@@ -50,13 +50,11 @@ fn with_pid(name: &str, child: &Child) -> String {
     }
 }
 
-pub fn run_local(a: LocalArgs) -> Result<()> {
-    a.job.validate()?;
-    a.cluster.validate()?;
+pub fn run_local(app: &dyn DynApp, matches: &clap::ArgMatches, a: LocalArgs) -> Result<()> {
     let selection = worker_gpu::select(a.device.parse()?)?;
     eprintln!("device: {} ({})", selection.device, selection.reason);
     let started = Instant::now();
-    let mut plan = apps::plan(&a.job, a.cluster.workers)?;
+    let mut plan = plan_job(app, &a.job, &a.cluster, matches)?;
 
     let tmp;
     let certs: &Path = match &a.certs_dir {
@@ -75,7 +73,7 @@ pub fn run_local(a: LocalArgs) -> Result<()> {
     let link_arg: Vec<String> = match &a.link {
         Some(l) => {
             eprintln!("link: every shard and worker sends through an emulated {l} link");
-            plan.facts.insert("link".into(), l.to_string().into());
+            plan.plan.facts.insert("link".into(), l.to_string().into());
             vec!["--link".into(), l.to_string()]
         }
         None => Vec::new(),
@@ -119,7 +117,7 @@ pub fn run_local(a: LocalArgs) -> Result<()> {
         let coord = drive_coordinator(
             endpoint,
             coordinator_config(&a.job, &a.cluster, &plan),
-            a.job.app.clone(),
+            app,
             Some(reason.clone()),
         );
         // Run the coordinator while watching every child: a child that exits with failure before
@@ -184,12 +182,13 @@ pub fn run_local(a: LocalArgs) -> Result<()> {
     println!(
         "{}",
         summary(
+            app,
             &a.job,
             &a.cluster,
             &plan,
             Some(selection.device.to_string()),
             &result
-        )
+        )?
     );
     Ok(())
 }

@@ -1,17 +1,49 @@
 //! Each role as a process: coordinator, server shard, worker.
 
-use crate::apps;
 use crate::cli::{ClusterArgs, CoordinatorArgs, JobArgs, ServerArgs, WorkerArgs};
+use crate::driver::Chaos;
 use crate::summary::{summary_line, SummaryContext};
 use anyhow::{bail, Context, Result};
-use ps_client::{ClientConfig, PsClient};
-use ps_proto::{Frame, Kind, Register, Role};
-use ps_server::node::{await_shutdown, host_name, register, spawn_heartbeats};
-use ps_server::{CoordEvent, Coordinator, CoordinatorConfig, JobResult, ServerNodeConfig};
-use ps_transport::{make_client_endpoint, make_endpoint, write_frame, EndpointOptions};
+use ps_apps::app::{DynApp, ErasedPlan};
+use ps_client::{Worker, WorkerOptions};
+use ps_proto::{JobResult, JobSpec};
+use ps_server::{CoordEvent, Coordinator, CoordinatorConfig, ServerNodeConfig};
+use ps_transport::{make_endpoint, EndpointOptions};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
+
+/// A planned job: the app's plan and the spec every worker receives.
+pub struct JobPlan {
+    pub plan: ErasedPlan,
+    pub spec: JobSpec,
+}
+
+/// Checks the shared flags and has the app plan the job from its own.
+pub fn plan_job(
+    app: &dyn DynApp,
+    job: &JobArgs,
+    cluster: &ClusterArgs,
+    matches: &clap::ArgMatches,
+) -> Result<JobPlan> {
+    job.validate()?;
+    cluster.validate()?;
+    let plan = app
+        .plan(matches, &job.common(cluster.workers))
+        .with_context(|| format!("--app {}", app.name()))?;
+    let chaos = Chaos {
+        slow_worker: job.slow_worker,
+        fault: job.fault,
+    };
+    let spec = JobSpec {
+        app: app.name().into(),
+        clocks: job.clocks.unwrap_or(plan.clocks),
+        settings: plan.settings.clone(),
+        overlap: !job.no_overlap,
+        driver: serde_json::to_value(chaos)?,
+    };
+    Ok(JobPlan { plan, spec })
+}
 
 pub fn runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
@@ -24,13 +56,13 @@ pub fn runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
 pub fn coordinator_config(
     job: &JobArgs,
     cluster: &ClusterArgs,
-    plan: &apps::Plan,
+    plan: &JobPlan,
 ) -> CoordinatorConfig {
     CoordinatorConfig {
         servers: cluster.servers,
         workers: cluster.workers,
-        tables: plan.tables.clone(),
-        job: plan.job.clone(),
+        tables: plan.plan.tables.clone(),
+        job: plan.spec.clone(),
         deterministic: job.deterministic,
         heartbeat: Duration::from_millis(200),
         heartbeat_timeout: Duration::from_secs_f64(cluster.heartbeat_timeout),
@@ -45,64 +77,98 @@ pub fn coordinator_config(
 pub async fn drive_coordinator(
     endpoint: quinn::Endpoint,
     config: CoordinatorConfig,
-    app: String,
+    app: &dyn DynApp,
     failure: Option<Arc<OnceLock<String>>>,
 ) -> Result<JobResult> {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let printer = tokio::spawn(async move {
-        while let Some(ev) = rx.recv().await {
-            match ev {
-                CoordEvent::Clock(s) => println!("{}", apps::clock_line(&app, &s)),
-                CoordEvent::Registered {
-                    role,
-                    id,
-                    host,
-                    pid,
-                } => {
-                    tracing::info!(?role, id, %host, pid, "node registered")
-                }
-                CoordEvent::Started => tracing::info!("all nodes registered; job started"),
-                CoordEvent::Failed(why) => {
-                    if let Some(slot) = &failure {
-                        let _ = slot.set(why);
-                    }
-                }
+    let handle = |ev: CoordEvent| match ev {
+        CoordEvent::Clock(s) => println!("{}", clock_line(app, &s)),
+        CoordEvent::Registered {
+            role,
+            id,
+            host,
+            pid,
+        } => tracing::info!(?role, id, %host, pid, "node registered"),
+        CoordEvent::Started => tracing::info!("all nodes registered; job started"),
+        CoordEvent::Failed(why) => {
+            if let Some(slot) = &failure {
+                let _ = slot.set(why);
             }
         }
-    });
-    let result = Coordinator { endpoint, config }.run(tx).await;
-    let _ = printer.await;
+    };
+    let run = Coordinator { endpoint, config }.run(tx);
+    tokio::pin!(run);
+    let result = loop {
+        tokio::select! {
+            r = &mut run => break r,
+            Some(ev) = rx.recv() => handle(ev),
+        }
+    };
+    while let Ok(ev) = rx.try_recv() {
+        handle(ev);
+    }
     Ok(result?)
 }
 
+/// One human-readable line for a finished clock.
+pub fn clock_line(app: &dyn DynApp, s: &ps_proto::ClockSummary) -> String {
+    format!(
+        "clock {:>3}  {}  compute {:.3}s  comm {:.3}s  overlapped {:.3}s  blocked {:.3}s  sent {}  recv {}",
+        s.clock,
+        app.clock_line(&s.sums),
+        s.compute_s,
+        s.comm_s,
+        s.overlap_s,
+        s.blocked_s,
+        human_bytes(s.bytes_sent),
+        human_bytes(s.bytes_received)
+    )
+}
+
+pub fn human_bytes(b: u64) -> String {
+    let b = b as f64;
+    if b >= 1e9 {
+        format!("{:.2} GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.2} MB", b / 1e6)
+    } else if b >= 1e3 {
+        format!("{:.1} kB", b / 1e3)
+    } else {
+        format!("{b} B")
+    }
+}
+
 pub fn summary(
+    app: &dyn DynApp,
     job: &JobArgs,
     cluster: &ClusterArgs,
-    plan: &apps::Plan,
+    plan: &JobPlan,
     device: Option<String>,
     r: &JobResult,
-) -> String {
+) -> Result<String> {
     summary_line(
+        app,
         &SummaryContext {
-            app: &job.app,
             servers: cluster.servers,
             workers: cluster.workers,
             staleness: job.staleness.to_string(),
-            clocks: plan.job.clocks,
+            clocks: plan.spec.clocks,
             deterministic: job.deterministic,
             device,
             push_codec: job.push_codec.to_string(),
             pull_codec: job.pull_codec.to_string(),
-            facts: &plan.facts,
+            facts: &plan.plan.facts,
         },
         r,
     )
 }
 
-pub fn run_coordinator_cli(a: CoordinatorArgs) -> Result<()> {
-    a.job.validate()?;
-    a.cluster.validate()?;
-    let plan = apps::plan(&a.job, a.cluster.workers)?;
+pub fn run_coordinator_cli(
+    app: &dyn DynApp,
+    matches: &clap::ArgMatches,
+    a: CoordinatorArgs,
+) -> Result<()> {
+    let plan = plan_job(app, &a.job, &a.cluster, matches)?;
     let identity = a.tls.identity()?;
     let rt = runtime(2)?;
     let opts = EndpointOptions {
@@ -115,12 +181,15 @@ pub fn run_coordinator_cli(a: CoordinatorArgs) -> Result<()> {
         drive_coordinator(
             endpoint,
             coordinator_config(&a.job, &a.cluster, &plan),
-            a.job.app.clone(),
+            app,
             None,
         )
         .await
     })?;
-    println!("{}", summary(&a.job, &a.cluster, &plan, None, &result));
+    println!(
+        "{}",
+        summary(app, &a.job, &a.cluster, &plan, None, &result)?
+    );
     Ok(())
 }
 
@@ -139,110 +208,28 @@ pub fn run_server(a: ServerArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn run_worker(a: WorkerArgs) -> Result<()> {
+pub fn run_worker(a: WorkerArgs, apps: &[Box<dyn DynApp>]) -> Result<()> {
     let request: worker_gpu::DeviceRequest = a.device.parse()?;
     let selection = worker_gpu::select(request)?;
     tracing::info!(device = %selection.device, reason = %selection.reason, "device");
-    let identity = a.node.tls.identity()?;
-    let rt = runtime(1)?;
-    let options = a.node.endpoint_options();
-    let limits = ps_proto::Limits::default();
-    let endpoint = {
-        let _guard = rt.enter();
-        make_client_endpoint(&identity, &options)?
+    let mut opts = WorkerOptions::new(a.node.coordinator, a.node.tls.identity()?);
+    opts.requested_id = a.node.id;
+    opts.endpoint = a.node.endpoint_options();
+    let mut worker = Worker::join(opts)?;
+    let name = worker.assignment().job.app.clone();
+    let app = apps
+        .iter()
+        .find(|x| x.name() == name)
+        .ok_or_else(|| anyhow::anyhow!("the job runs app {name:?}, which this binary lacks"))?;
+    let engines = worker_gpu::DeviceEngines(selection.device);
+    let done = match crate::driver::run_session(&mut worker, app.as_ref(), &engines) {
+        Ok(d) => d,
+        // A failure the coordinator announced explains the local one.
+        Err(e) => match worker.failure() {
+            Some(why) => bail!("worker {}: {why}", worker.id()),
+            None => return Err(e),
+        },
     };
-    let reg = Register {
-        role: Role::Worker,
-        listen_addr: None,
-        host: host_name(),
-        pid: std::process::id(),
-        requested_id: a.node.id,
-    };
-    let mut registration = rt.block_on(register(
-        &endpoint,
-        a.node.coordinator,
-        &options.server_name,
-        reg,
-        &limits,
-    ))?;
-    let assign = registration.assign.clone();
-    let conn = registration.conn.clone();
-    let _hb = {
-        let _guard = rt.enter();
-        spawn_heartbeats(
-            conn.clone(),
-            assign.id,
-            Duration::from_millis(assign.heartbeat_ms.max(10)),
-        )
-    };
-
-    // Outgoing control frames (reports, done) on one unidirectional stream.
-    let (frames_tx, mut frames_rx) = mpsc::unbounded_channel::<Frame>();
-    let mut uni = rt
-        .block_on(conn.open_uni())
-        .context("opening the report stream")?;
-    let writer = rt.spawn(async move {
-        while let Some(f) = frames_rx.recv().await {
-            if write_frame(&mut uni, &f).await.is_err() {
-                break;
-            }
-        }
-        let _ = uni.finish();
-        // Keep the stream object alive until its data is acknowledged.
-        let _ = uni.stopped().await;
-    });
-
-    // The coordinator's shutdown: success only after we are done; failure at any time.
-    let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel();
-    rt.spawn(async move {
-        let outcome = await_shutdown(&mut registration.control_recv, &limits).await;
-        match outcome {
-            Ok(s) if !s.ok => {
-                eprintln!("worker {}: job failed: {}", assign.id, s.reason);
-                std::process::exit(1);
-            }
-            other => {
-                let _ = shutdown_tx.send(other);
-            }
-        }
-    });
-
-    let mut client_config =
-        ClientConfig::new(assign.id, assign.num_workers, assign.shard_map.clone());
-    client_config.limits.max_frame_bytes = assign.max_frame_bytes;
-    client_config.overlap = assign.job.overlap;
-    client_config.max_frame_body = client_config
-        .max_frame_body
-        .min(assign.max_frame_bytes / 2)
-        .max(4096);
-    let mut client = PsClient::connect(rt.handle().clone(), &endpoint, client_config)?;
-    let mut reports = client.take_reports().context("report channel")?;
-    let tx = frames_tx.clone();
-    let forwarder = rt.spawn(async move {
-        while let Some(r) = reports.recv().await {
-            if tx.send(Frame::control(Kind::Report, &r)).is_err() {
-                break;
-            }
-        }
-    });
-
-    let done = apps::run_worker(&mut client, &assign, selection.device)?;
-    // Reports of the last clocks go out before Done.
-    drop(client);
-    let _ = rt.block_on(forwarder);
-    let _ = frames_tx.send(Frame::control(Kind::Done, &done));
-    drop(frames_tx);
-    let outcome =
-        rt.block_on(async { tokio::time::timeout(Duration::from_secs(60), shutdown_rx).await });
-    let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), writer).await });
-    conn.close(0u32.into(), b"done");
-    rt.block_on(async { tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await })
-        .ok();
-    match outcome {
-        Ok(Ok(Ok(s))) if s.ok => Ok(()),
-        Ok(Ok(Ok(s))) => bail!("job failed: {}", s.reason),
-        Ok(Ok(Err(e))) => Err(e.into()),
-        Ok(Err(_)) => bail!("lost the shutdown watcher"),
-        Err(_) => bail!("no shutdown from the coordinator within 60 s of finishing"),
-    }
+    worker.finish(done)?;
+    Ok(())
 }

@@ -1,10 +1,11 @@
 //! The summary line: the last thing a job prints to stdout, one JSON object.
 
-use ps_server::{ClockSummary, JobResult};
+use anyhow::Result;
+use ps_apps::app::DynApp;
+use ps_proto::{ClockSummary, JobResult};
 use serde_json::{Map, Value};
 
 pub struct SummaryContext<'a> {
-    pub app: &'a str,
     pub servers: u32,
     pub workers: u32,
     pub staleness: String,
@@ -16,9 +17,9 @@ pub struct SummaryContext<'a> {
     pub facts: &'a Map<String, Value>,
 }
 
-pub fn summary_line(ctx: &SummaryContext<'_>, r: &JobResult) -> String {
+pub fn summary_line(app: &dyn DynApp, ctx: &SummaryContext<'_>, r: &JobResult) -> Result<String> {
     let mut m = Map::new();
-    m.insert("app".into(), ctx.app.into());
+    m.insert("app".into(), app.name().into());
     m.insert("servers".into(), ctx.servers.into());
     m.insert("workers".into(), ctx.workers.into());
     m.insert("staleness".into(), ctx.staleness.clone().into());
@@ -53,8 +54,8 @@ pub fn summary_line(ctx: &SummaryContext<'_>, r: &JobResult) -> String {
     for (k, v) in ctx.facts {
         m.insert(k.clone(), v.clone());
     }
-    crate::apps::summary_fields(ctx.app, r, &mut m);
-    Value::Object(m).to_string()
+    m.extend(app.summary(r)?);
+    Ok(Value::Object(m).to_string())
 }
 
 /// `a / b` to 4 significant decimals; 0 when nothing was sent.

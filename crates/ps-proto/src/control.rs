@@ -204,6 +204,9 @@ pub struct JobSpec {
     /// clock's rows); false makes every clock wait for its push.
     #[serde(default = "overlap_default")]
     pub overlap: bool,
+    /// Settings of the program that drives the workers (e.g. fault injection), opaque here.
+    #[serde(default)]
+    pub driver: serde_json::Value,
 }
 
 fn overlap_default() -> bool {

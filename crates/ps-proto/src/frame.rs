@@ -299,6 +299,17 @@ impl Frame {
         }
     }
 
+    /// The values of a raw f32 Push or PullReply frame, borrowed from the payload without a
+    /// copy where this machine can (little-endian, payload 4-byte aligned, length right);
+    /// `None` otherwise (use [`Frame::values`]).
+    pub fn raw_f32(&self) -> Option<&[f32]> {
+        if self.header.codec != Codec::RawF32 || cfg!(target_endian = "big") {
+            return None;
+        }
+        let v: &[f32] = bytemuck::try_cast_slice(&self.payload).ok()?;
+        (Some(v.len()) == self.block_len().ok()).then_some(v)
+    }
+
     /// The values of a Push or PullReply frame as one block of `key_count * width` values
     /// (row-major), dense or sparse as the codec sent them.
     pub fn decoded(&self) -> Result<Decoded, ProtoError> {
@@ -557,6 +568,19 @@ pub fn is_range(keys: &[u64]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_values_borrow_the_payload() {
+        let f = FrameBuilder::push(1, 0, 0, 2, &[4, 5], &[1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(f.raw_f32(), Some(&[1.0, 2.0, 3.0, 4.0][..]));
+        let mut short = f.clone();
+        short.payload.truncate(8);
+        assert_eq!(
+            short.raw_f32(),
+            None,
+            "a payload of the wrong length is not borrowed"
+        );
+    }
     use crate::header::{RawHeader, MAGIC};
     use proptest::prelude::*;
 

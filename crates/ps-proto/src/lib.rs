@@ -1,5 +1,7 @@
 //! Wire format of the parameter server: the fixed frame header, the message kinds, the control
-//! messages, the shard map and the validation of everything that comes off the network.
+//! messages, the shard map and the validation of everything that comes off the network; and
+//! the pure cores both sides share: the update rules ([`rules`]), the seeded table initialisers
+//! ([`init`]), and the job's reports and their typed figures ([`report`]).
 //!
 //! This crate is pure: it must not depend on any I/O, async runtime, socket or clock source.
 //! Everything here is tested with plain byte buffers. Bytes off the network may be misaligned,
@@ -11,6 +13,9 @@ mod control;
 mod error;
 mod frame;
 mod header;
+pub mod init;
+pub mod report;
+pub mod rules;
 mod shard_map;
 
 pub use control::{
@@ -23,6 +28,7 @@ pub use header::{
     Codec, Header, Kind, Limits, RawHeader, FLAG_END_CLOCK, FLAG_KEY_ASSIGN, FLAG_KEY_CACHED,
     FLAG_KEY_RANGE, HEADER_LEN, MAGIC, VERSION,
 };
+pub use report::{ClockSummary, JobResult};
 pub use shard_map::{KeyRange, ShardMap};
 
 /// ALPN protocol id every endpoint offers and requires.

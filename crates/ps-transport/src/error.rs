@@ -29,6 +29,8 @@ pub enum TransportError {
     Stream(String),
     #[error("peer sent a bad frame: {0}")]
     Proto(#[from] ps_proto::ProtoError),
+    #[error("coordinator: {0}")]
+    Coordinator(String),
     #[error("peer answered with error ({code:?}): {message}")]
     Remote {
         code: Option<ps_proto::ErrorCode>,

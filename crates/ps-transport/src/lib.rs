@@ -1,6 +1,7 @@
 //! Transport of the parameter server: QUIC endpoints (quinn + rustls, TLS 1.3, mutual TLS against
 //! a cluster CA, ALPN `ps/1`), certificate generation for local clusters and loading for real
-//! ones, frame I/O on QUIC streams, and link emulation (bandwidth, latency, loss) under QUIC.
+//! ones, frame I/O on QUIC streams, link emulation (bandwidth, latency, loss) under QUIC, and
+//! the node side of the coordinator protocol ([`node`]: register, heartbeats, shutdown).
 //!
 //! This crate knows nothing of tables, clocks or applications: it moves `ps_proto::Frame`s.
 //! It must not depend on the server, the client or the apps.
@@ -9,6 +10,7 @@ mod endpoint;
 mod error;
 mod framing;
 mod link;
+pub mod node;
 mod tls;
 
 pub use endpoint::{

@@ -24,7 +24,8 @@ use ps_apps::lda::{check_dims, LdaCompute, LdaDelta, LdaHyper, LdaWorkerState, S
 use rand::Rng;
 
 use super::buffers::{DevBuf, Pinned};
-use super::{or_die, Call, Gpu, GpuError};
+use super::{failed, Call, Gpu, GpuError};
+use ps_apps::ComputeError;
 
 /// Threads per block in parallel mode (8 warps, one document each at a time).
 const BLOCK: u32 = 256;
@@ -565,9 +566,9 @@ impl LdaCompute for CudaLda {
         totals: &mut [f32],
         hyper: &LdaHyper,
         key: SweepKey,
-    ) -> LdaDelta {
+    ) -> Result<LdaDelta, ComputeError> {
         let r = self.try_sweep(state, word_topic, totals, hyper, key);
-        or_die("lda", r)
+        failed("cuda-lda", r)
     }
 
     fn sample_token(
@@ -579,9 +580,9 @@ impl LdaCompute for CudaLda {
         doc: usize,
         pos: usize,
         u: f64,
-    ) -> u32 {
+    ) -> Result<u32, ComputeError> {
         let r = self.try_sample_token(state, word_topic, totals, hyper, doc, pos, u);
-        or_die("lda", r)
+        failed("cuda-lda", r)
     }
 
     fn name(&self) -> &'static str {

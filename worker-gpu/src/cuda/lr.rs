@@ -12,7 +12,8 @@ use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use ps_apps::lr::{LrCompute, SparseRow};
 
 use super::buffers::{DevBuf, Pinned};
-use super::{or_die, Call, Gpu, GpuError};
+use super::{failed, Call, Gpu, GpuError};
+use ps_apps::ComputeError;
 
 /// The slot of a key outside the key list (the kernel's `LR_MISS`).
 const MISS: u32 = u32::MAX;
@@ -169,16 +170,16 @@ impl LrCompute for CudaLr {
         keys: &[u64],
         weights: &[f32],
         grad: &mut [f32],
-    ) -> f64 {
+    ) -> Result<f64, ComputeError> {
         assert_eq!(weights.len(), keys.len(), "one weight per key");
         assert_eq!(grad.len(), keys.len(), "one gradient entry per key");
         if batch.is_empty() || keys.is_empty() {
             grad.fill(0.0);
             if batch.is_empty() {
-                return 0.0;
+                return Ok(0.0);
             }
         }
-        or_die("lr", self.try_gradient(batch, keys, weights, grad))
+        failed("cuda-lr", self.try_gradient(batch, keys, weights, grad))
     }
 
     fn name(&self) -> &'static str {

@@ -16,7 +16,8 @@ use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use ps_apps::mf::{MfCompute, Rating};
 
 use super::buffers::{DevBuf, Pinned};
-use super::{or_die, Call, Gpu, GpuError};
+use super::{failed, Call, Gpu, GpuError};
+use ps_apps::ComputeError;
 
 /// Ratings per chunk: 12 MiB of structure-of-arrays, large enough to fill the device.
 pub const CHUNK: usize = 1 << 20;
@@ -261,16 +262,16 @@ impl MfCompute for CudaMf {
         rank: usize,
         lr: f32,
         reg: f32,
-    ) -> f64 {
+    ) -> Result<f64, ComputeError> {
         if ratings.is_empty() {
-            return 0.0;
+            return Ok(0.0);
         }
         if rank == 0 {
             // Nothing to update; the prediction is 0 (as the CPU oracle).
-            return ratings.iter().map(|r| f64::from(r.value).powi(2)).sum();
+            return Ok(ratings.iter().map(|r| f64::from(r.value).powi(2)).sum());
         }
-        or_die(
-            "mf",
+        failed(
+            "cuda-mf",
             self.try_sgd_epoch(ratings, users, items, rank, lr, reg),
         )
     }

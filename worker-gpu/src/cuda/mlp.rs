@@ -34,7 +34,8 @@ use cudarc::driver::{
 use ps_apps::mlp::{check_batch, check_labels, Arch, BatchStats, MlpCompute};
 
 use super::buffers::{DevBuf, Pinned};
-use super::{or_die, Call, Gpu, GpuError};
+use super::{failed, Call, Gpu, GpuError};
+use ps_apps::ComputeError;
 
 /// Samples per chunk by default (activation buffers hold at most this many rows).
 pub const DEFAULT_CHUNK: usize = 4096;
@@ -1028,7 +1029,7 @@ impl MlpCompute for CudaMlp {
         x: &[f32],
         y: &[u8],
         grads: &mut [Vec<f32>],
-    ) -> BatchStats {
+    ) -> Result<BatchStats, ComputeError> {
         check_batch(arch, params, x, y.len());
         check_labels(arch, y);
         arch.check_params(grads);
@@ -1036,26 +1037,38 @@ impl MlpCompute for CudaMlp {
             for g in grads.iter_mut() {
                 g.fill(0.0);
             }
-            return BatchStats::default();
+            return Ok(BatchStats::default());
         }
-        or_die("mlp", self.try_gradient(arch, params, x, y, grads))
+        failed("cuda-mlp", self.try_gradient(arch, params, x, y, grads))
     }
 
-    fn evaluate(&mut self, arch: &Arch, params: &[Vec<f32>], x: &[f32], y: &[u8]) -> BatchStats {
+    fn evaluate(
+        &mut self,
+        arch: &Arch,
+        params: &[Vec<f32>],
+        x: &[f32],
+        y: &[u8],
+    ) -> Result<BatchStats, ComputeError> {
         check_batch(arch, params, x, y.len());
         check_labels(arch, y);
         if y.is_empty() {
-            return BatchStats::default();
+            return Ok(BatchStats::default());
         }
-        or_die("mlp", self.try_evaluate(arch, params, x, y))
+        failed("cuda-mlp", self.try_evaluate(arch, params, x, y))
     }
 
-    fn predict(&mut self, arch: &Arch, params: &[Vec<f32>], x: &[f32], out: &mut [u8]) {
+    fn predict(
+        &mut self,
+        arch: &Arch,
+        params: &[Vec<f32>],
+        x: &[f32],
+        out: &mut [u8],
+    ) -> Result<(), ComputeError> {
         check_batch(arch, params, x, out.len());
         if out.is_empty() {
-            return;
+            return Ok(());
         }
-        or_die("mlp", self.try_predict(arch, params, x, out));
+        failed("cuda-mlp", self.try_predict(arch, params, x, out))
     }
 
     fn name(&self) -> &'static str {
@@ -1286,9 +1299,9 @@ mod tests {
                     .map(|v| v.min(arch.classes as u8 - 1))
                     .collect();
                 let mut want = arch.zeros();
-                let want_stats = CpuMlp.gradient(arch, &params, &x, &y, &mut want);
+                let want_stats = CpuMlp.gradient(arch, &params, &x, &y, &mut want).unwrap();
                 let mut want_pred = vec![0u8; b];
-                CpuMlp.predict(arch, &params, &x, &mut want_pred);
+                CpuMlp.predict(arch, &params, &x, &mut want_pred).unwrap();
                 for chunk in [4096usize, 64, 7, 1] {
                     let (g, st, _) = emulate(arch, &params, &x, &y, Kind::Gradient, chunk);
                     for l in 0..arch.num_layers() {

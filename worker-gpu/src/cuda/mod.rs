@@ -5,10 +5,9 @@
 //! Nothing here is called unless [`probe`] succeeded: cudarc panics when `libcuda` or `libnvrtc`
 //! is missing, so [`Gpu::open`] checks both libraries first and answers with a [`GpuError`].
 //!
-//! The compute traits return plain values, so a CUDA failure in the middle of a run (for example
-//! an out-of-memory on a shared card) cannot be returned through them: the engines then panic
-//! with a message naming the failed call, which stops that worker. Construction, where a missing
-//! driver, device or compiler is found, always returns a typed error.
+//! A CUDA failure in the middle of a run (for example an out-of-memory on a shared card) comes
+//! back through the compute traits as a typed [`ps_apps::ComputeError`] naming the failed call;
+//! construction, where a missing driver, device or compiler is found, returns a [`GpuError`].
 
 pub mod buffers;
 pub mod codec;
@@ -24,6 +23,7 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, DriverEr
 use thiserror::Error;
 
 use crate::kernels::{self, KernelError};
+use ps_apps::ComputeError;
 
 /// Why the CUDA backend cannot be used, or why a CUDA call failed.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -41,6 +41,8 @@ pub enum GpuError {
     Driver { call: &'static str, error: String },
     #[error("{0}")]
     Input(String),
+    #[error("{0}")]
+    Compute(#[from] ComputeError),
 }
 
 /// Adds the name of the failed call to a driver error.
@@ -224,13 +226,13 @@ impl Gpu {
     }
 }
 
-/// Unwraps a result inside a compute-trait method, where errors cannot be returned: see the
-/// module documentation.
-pub(crate) fn or_die<T>(engine: &str, r: Result<T, GpuError>) -> T {
-    match r {
-        Ok(v) => v,
-        Err(e) => panic!("the CUDA {engine} engine failed: {e}"),
-    }
+/// A driver or kernel error of a compute-trait method, as the trait's typed error: the clock's
+/// work is lost and the caller decides what happens next.
+pub(crate) fn failed<T>(engine: &'static str, r: Result<T, GpuError>) -> Result<T, ComputeError> {
+    r.map_err(|e| ComputeError {
+        engine,
+        message: e.to_string(),
+    })
 }
 
 impl Gpu {

@@ -183,8 +183,12 @@ fn sample_token_follows_the_exact_conditional() {
             let mut here = 0usize;
             for j in 0..N {
                 let u = (j as f64 + 0.5) / N as f64;
-                let g = cuda.sample_token(&state, &wt, &totals, &hyper, doc, pos, u);
-                let c = cpu.sample_token(&state, &wt, &totals, &hyper, doc, pos, u);
+                let g = cuda
+                    .sample_token(&state, &wt, &totals, &hyper, doc, pos, u)
+                    .unwrap();
+                let c = cpu
+                    .sample_token(&state, &wt, &totals, &hyper, doc, pos, u)
+                    .unwrap();
                 assert!(g < k, "case {case}: topic {g} >= K = {k}");
                 counts[g as usize] += 1;
                 calls += 1;
@@ -257,8 +261,8 @@ fn sequential_sweep_replays_the_oracle() {
             };
             let ctx = format!("K {k} clock {clock}");
             let (wb, tb) = (wg.clone(), tg.clone());
-            let dc = cpu.sweep(&mut sc, &mut wc, &mut tc, &hyper, key);
-            let dg = cuda.sweep(&mut sg, &mut wg, &mut tg, &hyper, key);
+            let dc = cpu.sweep(&mut sc, &mut wc, &mut tc, &hyper, key).unwrap();
+            let dg = cuda.sweep(&mut sg, &mut wg, &mut tg, &hyper, key).unwrap();
             check_sweep(&ctx, &sg, &wb, &wg, &tb, &tg, &dg);
             let same = sc.z.iter().zip(&sg.z).filter(|(a, b)| a == b).count();
             eprintln!("{ctx}: {same} of {n} tokens drew the oracle's topic");
@@ -314,7 +318,9 @@ fn parallel_sweep_keeps_the_invariants() {
                     clock,
                 };
                 let (wb, tb, zb) = (wt.clone(), tot.clone(), state.z.clone());
-                let delta = cuda.sweep(&mut state, &mut wt, &mut tot, &hyper, key);
+                let delta = cuda
+                    .sweep(&mut state, &mut wt, &mut tot, &hyper, key)
+                    .unwrap();
                 check_sweep(&ctx, &state, &wb, &wt, &tb, &tot, &delta);
                 if !stale {
                     // A consistent copy stays equal to the worker's own counts.
@@ -359,7 +365,9 @@ fn empty_states_and_caller_bugs() {
         let (mut state, _) = LdaWorkerState::init(&docs, 20, &hyper, 3, 0).expect("init");
         let before = state.clone();
         let (mut wt, mut tot) = (Vec::new(), vec![2.5f32; 9]);
-        let delta = cuda.sweep(&mut state, &mut wt, &mut tot, &hyper, key);
+        let delta = cuda
+            .sweep(&mut state, &mut wt, &mut tot, &hyper, key)
+            .unwrap();
         assert_eq!(
             delta,
             LdaDelta {
@@ -378,7 +386,9 @@ fn empty_states_and_caller_bugs() {
     wt[old as usize] += 1.0;
     tot[old as usize] += 1.0;
     let (wb, tb) = (wt.clone(), tot.clone());
-    let delta = cuda.sweep(&mut state, &mut wt, &mut tot, &hyper, key);
+    let delta = cuda
+        .sweep(&mut state, &mut wt, &mut tot, &hyper, key)
+        .unwrap();
     check_sweep("one token", &state, &wb, &wt, &tb, &tot, &delta);
 
     let (state, _) =
@@ -390,33 +400,39 @@ fn empty_states_and_caller_bugs() {
         |f: &mut dyn FnMut()| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err();
     assert!(panics(&mut || {
         let (mut s, mut w, mut t) = (state.clone(), wt.clone(), tot.clone());
-        cuda.sweep(&mut s, &mut w, &mut t, &other, key);
+        cuda.sweep(&mut s, &mut w, &mut t, &other, key).unwrap();
     }));
     assert!(panics(&mut || {
         let (mut s, mut w, mut t) = (state.clone(), wt[1..].to_vec(), tot.clone());
-        cuda.sweep(&mut s, &mut w, &mut t, &hyper, key);
+        cuda.sweep(&mut s, &mut w, &mut t, &hyper, key).unwrap();
     }));
     assert!(panics(&mut || {
         let (mut s, mut w, mut t) = (state.clone(), wt.clone(), tot[1..].to_vec());
-        cuda.sweep(&mut s, &mut w, &mut t, &hyper, key);
+        cuda.sweep(&mut s, &mut w, &mut t, &hyper, key).unwrap();
     }));
     assert!(panics(&mut || {
         let mut s = state.clone();
         s.z[0] = 9;
         let (mut w, mut t) = (wt.clone(), tot.clone());
-        cuda.sweep(&mut s, &mut w, &mut t, &hyper, key);
+        cuda.sweep(&mut s, &mut w, &mut t, &hyper, key).unwrap();
     }));
     assert!(panics(&mut || {
-        cuda.sample_token(&state, &wt, &tot, &hyper, 1, 1, 0.5);
+        cuda.sample_token(&state, &wt, &tot, &hyper, 1, 1, 0.5)
+            .unwrap();
     }));
     assert!(panics(&mut || {
-        cuda.sample_token(&state, &wt, &tot, &hyper, 2, 0, 0.5);
+        cuda.sample_token(&state, &wt, &tot, &hyper, 2, 0, 0.5)
+            .unwrap();
     }));
     // And it still samples after the panics.
-    let t = cuda.sample_token(&state, &wt, &tot, &hyper, 0, 2, 0.5);
+    let t = cuda
+        .sample_token(&state, &wt, &tot, &hyper, 0, 2, 0.5)
+        .unwrap();
     assert_eq!(
         t,
-        CpuLda::new().sample_token(&state, &wt, &tot, &hyper, 0, 2, 0.5)
+        CpuLda::new()
+            .sample_token(&state, &wt, &tot, &hyper, 0, 2, 0.5)
+            .unwrap()
     );
 }
 
@@ -454,7 +470,11 @@ fn train(
                 worker: w as u32,
                 clock,
             };
-            deltas.push(engine.sweep(state, &mut local, &mut tot, hyper, key));
+            deltas.push(
+                engine
+                    .sweep(state, &mut local, &mut tot, hyper, key)
+                    .unwrap(),
+            );
         }
         for d in &deltas {
             d.apply(&mut table, &mut totals);

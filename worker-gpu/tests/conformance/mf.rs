@@ -47,8 +47,12 @@ fn sequential_engine_matches_the_oracle() {
         let (u0, v0) = random_tables(&mut rng, users as usize, items as usize, rank);
         let (mut uc, mut vc) = (u0.clone(), v0.clone());
         let (mut ug, mut vg) = (u0.clone(), v0.clone());
-        let sc = CpuMf.sgd_epoch(&ratings, &mut uc, &mut vc, rank, 0.02, 0.05);
-        let sg = engine.sgd_epoch(&ratings, &mut ug, &mut vg, rank, 0.02, 0.05);
+        let sc = CpuMf
+            .sgd_epoch(&ratings, &mut uc, &mut vc, rank, 0.02, 0.05)
+            .unwrap();
+        let sg = engine
+            .sgd_epoch(&ratings, &mut ug, &mut vg, rank, 0.02, 0.05)
+            .unwrap();
         let (eu, ev) = (rel_err(&ug, &uc), rel_err(&vg, &vc));
         eprintln!("rank {rank}: users {eu:.2e} items {ev:.2e} sse {sg} vs {sc}");
         assert!(
@@ -90,8 +94,12 @@ fn parallel_engine_without_conflicts_matches_the_oracle_across_chunks() {
     let (mut ug, mut vg) = (vec![f32::NAN; u0.len()], vec![f32::NAN; v0.len()]);
     ug.copy_from_slice(&u0);
     vg.copy_from_slice(&v0);
-    let sc = CpuMf.sgd_epoch(&ratings, &mut uc, &mut vc, rank, 0.05, 0.01);
-    let sg = engine.sgd_epoch(&ratings, &mut ug, &mut vg, rank, 0.05, 0.01);
+    let sc = CpuMf
+        .sgd_epoch(&ratings, &mut uc, &mut vc, rank, 0.05, 0.01)
+        .unwrap();
+    let sg = engine
+        .sgd_epoch(&ratings, &mut ug, &mut vg, rank, 0.05, 0.01)
+        .unwrap();
     assert!(ug.iter().chain(&vg).all(|x| x.is_finite()));
     let (eu, ev) = (rel_err(&ug, &uc), rel_err(&vg, &vc));
     assert!(eu < 1e-6 && ev < 1e-6, "users {eu:.2e} items {ev:.2e}");
@@ -128,8 +136,12 @@ fn parallel_training_matches_the_oracle() {
     for epoch in 0..30 {
         order.shuffle(&mut rng);
         let lr = 0.05 / (1.0 + 0.05 * epoch as f32);
-        CpuMf.sgd_epoch(&order, &mut uc, &mut vc, rank, lr, 0.02);
-        engine.sgd_epoch(&order, &mut ug, &mut vg, rank, lr, 0.02);
+        CpuMf
+            .sgd_epoch(&order, &mut uc, &mut vc, rank, lr, 0.02)
+            .unwrap();
+        engine
+            .sgd_epoch(&order, &mut ug, &mut vg, rank, lr, 0.02)
+            .unwrap();
     }
     let (rc, rg) = (rmse(&test, &uc, &vc, rank), rmse(&test, &ug, &vg, rank));
     eprintln!("test rmse: cpu {rc:.5} cuda {rg:.5}");
@@ -144,12 +156,18 @@ fn empty_and_rank_zero() {
     };
     let mut engine = CudaMf::new(gpu).expect("engine");
     let (mut u, mut v) = (vec![0.5f32; 8], vec![0.25f32; 8]);
-    assert_eq!(engine.sgd_epoch(&[], &mut u, &mut v, 4, 0.1, 0.1), 0.0);
+    assert_eq!(
+        engine.sgd_epoch(&[], &mut u, &mut v, 4, 0.1, 0.1).unwrap(),
+        0.0
+    );
     assert_eq!((u[0], v[0]), (0.5, 0.25));
     let r = [Rating {
         user: 0,
         item: 1,
         value: 3.0,
     }];
-    assert_eq!(engine.sgd_epoch(&r, &mut [], &mut [], 0, 0.1, 0.1), 9.0);
+    assert_eq!(
+        engine.sgd_epoch(&r, &mut [], &mut [], 0, 0.1, 0.1).unwrap(),
+        9.0
+    );
 }

@@ -151,11 +151,11 @@ fn mlp_gradient_matches_cpu_oracle() {
         for b in [1usize, 3, 64, 200] {
             let (x, y) = random_batch(&mut rng, arch, &params, b);
             let mut want = arch.zeros();
-            let want_stats = CpuMlp.gradient(arch, &params, &x, &y, &mut want);
+            let want_stats = CpuMlp.gradient(arch, &params, &x, &y, &mut want).unwrap();
             for eng in engines.iter_mut() {
                 let what = format!("{arch:?} batch {b} chunk {}", eng.chunk());
                 let mut got: Vec<Vec<f32>> = want.iter().map(|g| vec![f32::NAN; g.len()]).collect();
-                let stats = eng.gradient(arch, &params, &x, &y, &mut got);
+                let stats = eng.gradient(arch, &params, &x, &y, &mut got).unwrap();
                 for (l, (g, w)) in got.iter().zip(&want).enumerate() {
                     assert!(
                         g.iter().all(|v| v.is_finite()),
@@ -182,20 +182,20 @@ fn mlp_empty_batch_gives_zeros() {
     // A non-empty call first, so that the device buffers hold stale values.
     let (x, y) = random_batch(&mut rng, &arch, &params, 5);
     let mut grads = arch.zeros();
-    eng.gradient(&arch, &params, &x, &y, &mut grads);
+    eng.gradient(&arch, &params, &x, &y, &mut grads).unwrap();
     let mut grads: Vec<Vec<f32>> = arch
         .layers()
         .iter()
         .map(|s| vec![f32::NAN; s.len()])
         .collect();
-    let stats = eng.gradient(&arch, &params, &[], &[], &mut grads);
+    let stats = eng.gradient(&arch, &params, &[], &[], &mut grads).unwrap();
     assert_eq!(stats, BatchStats::default());
     assert!(grads.iter().flatten().all(|&v| v == 0.0));
     assert_eq!(
-        eng.evaluate(&arch, &params, &[], &[]),
+        eng.evaluate(&arch, &params, &[], &[]).unwrap(),
         BatchStats::default()
     );
-    eng.predict(&arch, &params, &[], &mut []);
+    eng.predict(&arch, &params, &[], &mut []).unwrap();
 }
 
 #[test]
@@ -209,23 +209,25 @@ fn mlp_evaluate_and_predict_match_cpu_oracle_across_chunks() {
     let params = random_params(&mut rng, &arch);
     let b = 5000; // more than one chunk of 4096
     let (x, y) = random_batch(&mut rng, &arch, &params, b);
-    let want_stats = CpuMlp.evaluate(&arch, &params, &x, &y);
+    let want_stats = CpuMlp.evaluate(&arch, &params, &x, &y).unwrap();
     let mut want_pred = vec![0u8; b];
-    CpuMlp.predict(&arch, &params, &x, &mut want_pred);
+    CpuMlp.predict(&arch, &params, &x, &mut want_pred).unwrap();
     for chunk in [4096usize, 1000] {
         let mut eng = CudaMlp::with_chunk(gpu.clone(), chunk).expect("engine");
         let what = format!("chunk {chunk}");
-        let stats = eng.evaluate(&arch, &params, &x, &y);
+        let stats = eng.evaluate(&arch, &params, &x, &y).unwrap();
         assert_stats_close(&stats, &want_stats, &what);
         let mut pred = vec![0xEEu8; b];
-        eng.predict(&arch, &params, &x, &mut pred);
+        eng.predict(&arch, &params, &x, &mut pred).unwrap();
         let diff: Vec<usize> = (0..b).filter(|&i| pred[i] != want_pred[i]).collect();
         assert!(diff.is_empty(), "{what}: predictions differ at {diff:?}");
         // A smaller call after the large one reuses the grown buffers.
-        let stats = eng.evaluate(&arch, &params, &x[..7 * 64], &y[..7]);
+        let stats = eng.evaluate(&arch, &params, &x[..7 * 64], &y[..7]).unwrap();
         assert_stats_close(
             &stats,
-            &CpuMlp.evaluate(&arch, &params, &x[..7 * 64], &y[..7]),
+            &CpuMlp
+                .evaluate(&arch, &params, &x[..7 * 64], &y[..7])
+                .unwrap(),
             &what,
         );
     }
@@ -243,24 +245,24 @@ fn mlp_caller_bugs_panic_like_the_oracle() {
     let x = vec![0.5f32; 8];
     let mut bad_label = catch_unwind(AssertUnwindSafe(|| {
         eng.gradient(&arch, &params, &x, &[0, 2], &mut grads)
+            .unwrap()
     }));
     assert!(bad_label.is_err(), "label 2 with 2 classes must panic");
     bad_label = catch_unwind(AssertUnwindSafe(|| {
         eng.gradient(&arch, &params, &x[..7], &[0, 1], &mut grads)
+            .unwrap()
     }));
     assert!(bad_label.is_err(), "x of the wrong length must panic");
     let mut short = arch.zeros();
     short[1].pop();
     assert!(catch_unwind(AssertUnwindSafe(|| {
         eng.gradient(&arch, &params, &x, &[0, 1], &mut short)
+            .unwrap()
     }))
     .is_err());
-    assert!(catch_unwind(AssertUnwindSafe(|| eng.predict(
-        &arch,
-        &params,
-        &x,
-        &mut [0u8; 3]
-    )))
+    assert!(catch_unwind(AssertUnwindSafe(|| eng
+        .predict(&arch, &params, &x, &mut [0u8; 3])
+        .unwrap()))
     .is_err());
 }
 
@@ -287,10 +289,10 @@ fn mlp_training_matches_the_cpu_engine() {
         for step in 0..steps {
             let lo = (step * batch) % train.n;
             train.gather(&idx[lo..(lo + batch).min(train.n)], &mut xb, &mut yb);
-            eng.gradient(&arch, &params, &xb, &yb, &mut grads);
+            eng.gradient(&arch, &params, &xb, &yb, &mut grads).unwrap();
             sgd_step(&mut params, &grads, lr);
         }
-        let st = evaluate(eng, &arch, &params, &test_set, 4096);
+        let st = evaluate(eng, &arch, &params, &test_set, 4096).unwrap();
         (params, st.accuracy())
     };
     let t0 = std::time::Instant::now();

@@ -1,6 +1,8 @@
 //! Without a driver (every CI machine), asking for CUDA is a typed error, never a panic.
 
-use worker_gpu::{cuda, lda_engine, lr_engine, mf_engine, mlp_engine, Device, DeviceError};
+use ps_apps::app::Engines;
+use ps_apps::AppError;
+use worker_gpu::{cuda, Device, DeviceEngines};
 
 #[test]
 fn cuda_engines_without_a_driver_are_typed_errors() {
@@ -8,18 +10,12 @@ fn cuda_engines_without_a_driver_are_typed_errors() {
         eprintln!("SKIP cuda_engines_without_a_driver_are_typed_errors: this machine has a driver");
         return;
     }
-    let is_unavailable = |e: &DeviceError| matches!(e, DeviceError::CudaUnavailable(m) if m.contains("no NVIDIA driver"));
-    assert!(mf_engine(Device::Cuda(0), 1)
-        .err()
-        .is_some_and(|e| is_unavailable(&e)));
-    assert!(lda_engine(Device::Cuda(0), 1)
-        .err()
-        .is_some_and(|e| is_unavailable(&e)));
-    assert!(mlp_engine(Device::Cuda(0), 1)
-        .err()
-        .is_some_and(|e| is_unavailable(&e)));
-    assert!(lr_engine(Device::Cuda(0), 1)
-        .err()
-        .is_some_and(|e| is_unavailable(&e)));
+    let e = DeviceEngines(Device::Cuda(0));
+    let unavailable = |r: Result<(), AppError>| matches!(r, Err(AppError::Device(m)) if m.contains("no NVIDIA driver"));
+    assert!(unavailable(e.mf(1).map(|_| ())));
+    assert!(unavailable(e.lda(1).map(|_| ())));
+    assert!(unavailable(e.mlp(1).map(|_| ())));
+    assert!(unavailable(e.lr(1).map(|_| ())));
+    assert_eq!(e.device(), "cuda:0");
     assert!(matches!(cuda::Gpu::open(0), Err(cuda::GpuError::NoDriver)));
 }

@@ -3,6 +3,7 @@
 use rand::Rng;
 
 use super::{LdaDelta, LdaHyper, LdaWorkerState, SweepKey};
+use crate::error::ComputeError;
 
 /// Local counts are clamped to `±COUNT_CLAMP` when read from a stale copy,
 /// so that `±1` moves of up to [`super::MAX_WORKER_TOKENS`] tokens cannot
@@ -57,7 +58,7 @@ pub trait LdaCompute {
         totals: &mut [f32],
         hyper: &LdaHyper,
         key: SweepKey,
-    ) -> LdaDelta;
+    ) -> Result<LdaDelta, ComputeError>;
 
     /// Test hook: draws a new topic for token `pos` of local document `doc`
     /// from this engine's sampling machinery, given the uniform `u` in
@@ -76,7 +77,7 @@ pub trait LdaCompute {
         doc: usize,
         pos: usize,
         u: f64,
-    ) -> u32;
+    ) -> Result<u32, ComputeError>;
 
     /// A short backend name for logs, e.g. `"cpu"`.
     fn name(&self) -> &'static str;
@@ -200,7 +201,7 @@ impl LdaCompute for CpuLda {
         totals: &mut [f32],
         hyper: &LdaHyper,
         key: SweepKey,
-    ) -> LdaDelta {
+    ) -> Result<LdaDelta, ComputeError> {
         check_dims(state, word_topic, totals, hyper);
         let k = state.topics as usize;
         let (alpha, beta) = hyper.effective();
@@ -237,11 +238,11 @@ impl LdaCompute for CpuLda {
             .zip(&tot_before)
             .map(|(a, b)| to_count(a - b))
             .collect();
-        LdaDelta {
+        Ok(LdaDelta {
             topics: state.topics,
             entries,
             totals: totals_delta,
-        }
+        })
     }
 
     fn sample_token(
@@ -253,7 +254,7 @@ impl LdaCompute for CpuLda {
         doc: usize,
         pos: usize,
         u: f64,
-    ) -> u32 {
+    ) -> Result<u32, ComputeError> {
         check_dims(state, word_topic, totals, hyper);
         let k = state.topics as usize;
         let (alpha, beta) = hyper.effective();
@@ -272,7 +273,7 @@ impl LdaCompute for CpuLda {
         row[old] -= 1.0;
         tot[old] -= 1.0;
         oracle_cdf(&mut self.cdf, &ndk, &row, &tot, alpha, beta, vbeta);
-        invert_cdf(&self.cdf, u)
+        Ok(invert_cdf(&self.cdf, u))
     }
 
     fn name(&self) -> &'static str {
@@ -442,7 +443,7 @@ impl LdaCompute for SparseLda {
         totals: &mut [f32],
         hyper: &LdaHyper,
         key: SweepKey,
-    ) -> LdaDelta {
+    ) -> Result<LdaDelta, ComputeError> {
         check_dims(state, word_topic, totals, hyper);
         let k = state.topics as usize;
         let (alpha, beta) = hyper.effective();
@@ -578,11 +579,11 @@ impl LdaCompute for SparseLda {
             *dt = c - to_count(*x);
             *x += *dt as f32;
         }
-        LdaDelta {
+        Ok(LdaDelta {
             topics: state.topics,
             entries,
             totals: totals_delta,
-        }
+        })
     }
 
     fn sample_token(
@@ -594,7 +595,7 @@ impl LdaCompute for SparseLda {
         doc: usize,
         pos: usize,
         u: f64,
-    ) -> u32 {
+    ) -> Result<u32, ComputeError> {
         check_dims(state, word_topic, totals, hyper);
         let k = state.topics as usize;
         let (alpha, beta) = hyper.effective();
@@ -636,7 +637,7 @@ impl LdaCompute for SparseLda {
             })
             .collect();
         let q: f64 = qterms.iter().sum();
-        draw_buckets(
+        Ok(draw_buckets(
             u * (s + r + q),
             q,
             &qterms,
@@ -647,7 +648,7 @@ impl LdaCompute for SparseLda {
             beta,
             ab,
             &inv_den,
-        )
+        ))
     }
 
     fn name(&self) -> &'static str {

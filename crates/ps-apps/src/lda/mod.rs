@@ -39,9 +39,15 @@
 //! training tokens) and [`topic_recovery`] (match of learned topics against
 //! known ones, for synthetic data).
 
+mod app;
 mod compute;
 mod data;
 mod metrics;
+
+pub use app::{
+    detect_format, sibling_vocab, top_words, CorpusFormat, LdaApp, LdaArgs, LdaClock, LdaFacts,
+    LdaFinal, LdaSession, LdaSettings, TOTALS, WORD_TOPIC,
+};
 
 pub use compute::{check_dims, conditional, CpuLda, LdaCompute, SparseLda};
 pub use data::{

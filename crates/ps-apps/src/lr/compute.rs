@@ -2,6 +2,7 @@
 //! engine.
 
 use super::data::SparseRow;
+use crate::error::ComputeError;
 
 /// The compute trait: the gradient of the mean logistic loss of a
 /// mini-batch with respect to the weights of the batch's keys.
@@ -33,7 +34,7 @@ pub trait LrCompute {
         keys: &[u64],
         weights: &[f32],
         grad: &mut [f32],
-    ) -> f64;
+    ) -> Result<f64, ComputeError>;
 
     /// A short backend name for logs, e.g. `"cpu"`.
     fn name(&self) -> &'static str;
@@ -94,7 +95,7 @@ impl LrCompute for CpuLr {
         keys: &[u64],
         weights: &[f32],
         grad: &mut [f32],
-    ) -> f64 {
+    ) -> Result<f64, ComputeError> {
         check_lengths(keys, weights, grad);
         let mut acc = vec![0.0f64; keys.len()];
         let mut loss = 0.0f64;
@@ -120,7 +121,7 @@ impl LrCompute for CpuLr {
         for (o, a) in grad.iter_mut().zip(&acc) {
             *o = (a / n) as f32;
         }
-        loss
+        Ok(loss)
     }
 
     fn name(&self) -> &'static str {
@@ -296,11 +297,11 @@ impl LrCompute for FastLr {
         keys: &[u64],
         weights: &[f32],
         grad: &mut [f32],
-    ) -> f64 {
+    ) -> Result<f64, ComputeError> {
         check_lengths(keys, weights, grad);
         grad.fill(0.0);
         if batch.is_empty() {
-            return 0.0;
+            return Ok(0.0);
         }
         self.index.build(keys);
         let threads = self
@@ -347,7 +348,7 @@ impl LrCompute for FastLr {
         for g in grad.iter_mut() {
             *g *= inv_n;
         }
-        loss
+        Ok(loss)
     }
 
     fn name(&self) -> &'static str {
@@ -410,8 +411,8 @@ mod tests {
         let w: Vec<f32> = (0..keys.len()).map(|i| i as f32 * 0.1 - 0.3).collect();
         let mut g1 = vec![0.0; keys.len()];
         let mut g3 = vec![0.0; keys.len()];
-        let l1 = FastLr::new(1).gradient(&rows, &keys, &w, &mut g1);
-        let l3 = FastLr::new(3).gradient(&rows, &keys, &w, &mut g3);
+        let l1 = FastLr::new(1).gradient(&rows, &keys, &w, &mut g1).unwrap();
+        let l3 = FastLr::new(3).gradient(&rows, &keys, &w, &mut g3).unwrap();
         assert!((l1 - l3).abs() < 1e-6 * l1.abs());
         for (a, b) in g1.iter().zip(&g3) {
             assert!((a - b).abs() < 1e-5);

@@ -167,6 +167,16 @@ fn parse_libsvm_line(text: &str) -> Result<Option<ParsedLine>, String> {
 /// take 16 bytes per feature, i.e. at most about 4x the (decompressed)
 /// text size, since every feature needs at least 4 bytes of text (`1:1 `).
 pub fn load_libsvm(path: &Path) -> Result<LrDataset, DataError> {
+    read_libsvm(path, true)
+}
+
+/// Loads a libsvm file for regression: as [`load_libsvm`], but every label is kept as its
+/// value (any number of distinct labels).
+pub fn load_libsvm_values(path: &Path) -> Result<LrDataset, DataError> {
+    read_libsvm(path, false)
+}
+
+fn read_libsvm(path: &Path, two_class: bool) -> Result<LrDataset, DataError> {
     let path_str = path.display().to_string();
     let io_err = |source| DataError::Io {
         path: path_str.clone(),
@@ -185,12 +195,13 @@ pub fn load_libsvm(path: &Path) -> Result<LrDataset, DataError> {
     } else {
         Box::new(buffered)
     };
-    load_libsvm_reader(reader, &path_str)
+    load_libsvm_reader(reader, &path_str, two_class)
 }
 
 fn load_libsvm_reader(
     mut reader: Box<dyn BufRead>,
     path_str: &str,
+    two_class: bool,
 ) -> Result<LrDataset, DataError> {
     let malformed = |line: u64, reason: String| DataError::Malformed {
         path: path_str.to_string(),
@@ -228,7 +239,7 @@ fn load_libsvm_reader(
         else {
             continue;
         };
-        if !distinct.contains(&label) {
+        if two_class && !distinct.contains(&label) {
             if distinct.len() == 2 {
                 return Err(malformed(
                     line_no,
@@ -259,7 +270,11 @@ fn load_libsvm_reader(
     let rows = raw
         .into_iter()
         .map(|(l, features)| SparseRow {
-            label: if l == positive { 1.0 } else { 0.0 },
+            label: match two_class {
+                true if l == positive => 1.0,
+                true => 0.0,
+                false => l as f32,
+            },
             features,
         })
         .collect();

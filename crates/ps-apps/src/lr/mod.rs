@@ -26,16 +26,22 @@
 //! Data: [`load_libsvm`] (plain or gzip libsvm files, e.g. a9a) and the
 //! synthetic generator [`synthetic`] ([`SyntheticLrSpec::default_builtin`]).
 
+mod app;
 mod compute;
 mod data;
 mod metrics;
 
+pub use app::{
+    spread_key, LrApp, LrArgs, LrClock, LrFacts, LrFinal, LrSession, LrSettings, WEIGHTS,
+};
+
 pub use compute::{batch_keys, CpuLr, FastLr, LrCompute, FAST_MIN_ROWS_PER_THREAD, FAST_REL_TOL};
 pub use data::{
-    add_bias, labels, load_libsvm, shuffle_epoch, split_train_test, synthetic, synthetic_key,
-    synthetic_truth, worker_range, worker_split, LrDataset, SparseRow, SyntheticLrSpec,
-    BUILTIN_FEATURES, BUILTIN_NNZ_PER_ROW, BUILTIN_ROWS, BUILTIN_TRUE_NONZEROS, BUILTIN_WEIGHT_STD,
-    DEFAULT_TEST_FRACTION, MAX_FEATURES_PER_ROW, MAX_FEATURE_INDEX, MAX_LINE_BYTES,
+    add_bias, labels, load_libsvm, load_libsvm_values, shuffle_epoch, split_train_test, synthetic,
+    synthetic_key, synthetic_truth, worker_range, worker_split, LrDataset, SparseRow,
+    SyntheticLrSpec, BUILTIN_FEATURES, BUILTIN_NNZ_PER_ROW, BUILTIN_ROWS, BUILTIN_TRUE_NONZEROS,
+    BUILTIN_WEIGHT_STD, DEFAULT_TEST_FRACTION, MAX_FEATURES_PER_ROW, MAX_FEATURE_INDEX,
+    MAX_LINE_BYTES,
 };
 pub use metrics::{accuracy, auc, log_loss, margins, nonzero_weights, objective};
 

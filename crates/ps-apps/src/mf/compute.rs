@@ -1,6 +1,7 @@
 //! The matrix-factorisation compute trait and its CPU oracle.
 
 use super::data::Rating;
+use crate::error::ComputeError;
 
 /// The compute trait (one per app): one SGD pass over `ratings` (in the
 /// given order), updating user factors (`local user index * rank`) and the
@@ -29,7 +30,7 @@ pub trait MfCompute {
         rank: usize,
         lr: f32,
         reg: f32,
-    ) -> f64;
+    ) -> Result<f64, ComputeError>;
 
     /// A short backend name for logs, e.g. `"cpu"`.
     fn name(&self) -> &'static str;
@@ -52,7 +53,7 @@ impl MfCompute for CpuMf {
         rank: usize,
         lr: f32,
         reg: f32,
-    ) -> f64 {
+    ) -> Result<f64, ComputeError> {
         let mut sse = 0.0f64;
         for r in ratings {
             let u = &mut users[r.user as usize * rank..(r.user as usize + 1) * rank];
@@ -66,7 +67,7 @@ impl MfCompute for CpuMf {
                 *vk = v0 + lr * (e * u0 - reg * v0);
             }
         }
-        sse
+        Ok(sse)
     }
 
     fn name(&self) -> &'static str {

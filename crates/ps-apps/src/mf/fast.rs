@@ -6,6 +6,7 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use super::compute::MfCompute;
 use super::data::Rating;
+use crate::error::ComputeError;
 
 /// With `threads >= 2`, a call with fewer ratings than this runs the
 /// single-thread kernel (in the given order, exactly as with `threads = 1`):
@@ -134,15 +135,15 @@ impl MfCompute for FastMf {
         rank: usize,
         lr: f32,
         reg: f32,
-    ) -> f64 {
+    ) -> Result<f64, ComputeError> {
         let threads = self.threads.min(ratings.len() / MIN_RATINGS_PER_THREAD);
         if threads < 2 || rank == 0 {
-            return sgd_rows(ratings, users, 0, items, 0, rank, lr, reg);
+            return Ok(sgd_rows(ratings, users, 0, items, 0, rank, lr, reg));
         }
         let side = 2 * threads + 1;
         self.grid
             .build(ratings, users.len(), items.len(), rank, side, threads);
-        self.grid.run(threads, users, items, rank, lr, reg)
+        Ok(self.grid.run(threads, users, items, rank, lr, reg))
     }
 
     fn name(&self) -> &'static str {

@@ -22,9 +22,12 @@
 //! Backends: [`CpuMf`] (the oracle) and [`FastMf`] (vectorised kernel and
 //! FPSG-style blocked multi-thread SGD).
 
+mod app;
 mod compute;
 mod data;
 mod fast;
+
+pub use app::{MfApp, MfArgs, MfClock, MfFacts, MfFinal, MfSession, MfSettings, ITEMS};
 
 pub use compute::{predict, rmse, squared_error, CpuMf, MfCompute};
 pub use data::{
@@ -39,6 +42,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
+use crate::error::ComputeError;
 use crate::seed::mix64;
 pub use crate::seed::{epoch_order, ClockKey};
 
@@ -162,7 +166,7 @@ pub fn worker_clock<C: MfCompute + ?Sized>(
     items_read: &[f32],
     hyper: &Hyper,
     key: ClockKey,
-) -> ClockOutput {
+) -> Result<ClockOutput, ComputeError> {
     worker_clock_slice(compute, train, users, items_read, hyper, key, (0, 1))
 }
 
@@ -177,7 +181,7 @@ pub fn worker_clock_slice<C: MfCompute + ?Sized>(
     hyper: &Hyper,
     key: ClockKey,
     (index, count): (usize, usize),
-) -> ClockOutput {
+) -> Result<ClockOutput, ComputeError> {
     let count = count.max(1);
     let index = index.min(count - 1);
     let order = epoch_order(train.len(), key);
@@ -194,13 +198,13 @@ pub fn worker_clock_slice<C: MfCompute + ?Sized>(
         hyper.rank as usize,
         hyper.lr_at(key.clock),
         hyper.reg,
-    );
+    )?;
     for (l, r) in local.iter_mut().zip(items_read) {
         *l -= r;
     }
-    ClockOutput {
+    Ok(ClockOutput {
         delta: local,
         train_sse,
         train_count: (to - from) as u64,
-    }
+    })
 }

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::data::Dataset;
 use super::Arch;
+use crate::error::ComputeError;
 
 /// Loss and accuracy totals over a set of samples. Totals (not means), so
 /// that batches and workers can be merged with [`BatchStats::merge`].
@@ -64,14 +65,26 @@ pub trait MlpCompute {
         x: &[f32],
         y: &[u8],
         grads: &mut [Vec<f32>],
-    ) -> BatchStats;
+    ) -> Result<BatchStats, ComputeError>;
 
     /// Forward pass only: loss sum and correct count of the batch.
-    fn evaluate(&mut self, arch: &Arch, params: &[Vec<f32>], x: &[f32], y: &[u8]) -> BatchStats;
+    fn evaluate(
+        &mut self,
+        arch: &Arch,
+        params: &[Vec<f32>],
+        x: &[f32],
+        y: &[u8],
+    ) -> Result<BatchStats, ComputeError>;
 
     /// Forward pass only: writes the arg-max class (first maximum on ties) of
     /// each of the `out.len()` samples of `x`.
-    fn predict(&mut self, arch: &Arch, params: &[Vec<f32>], x: &[f32], out: &mut [u8]);
+    fn predict(
+        &mut self,
+        arch: &Arch,
+        params: &[Vec<f32>],
+        x: &[f32],
+        out: &mut [u8],
+    ) -> Result<(), ComputeError>;
 
     /// A short backend name for logs, e.g. `"cpu"`.
     fn name(&self) -> &'static str;
@@ -146,14 +159,14 @@ pub fn evaluate<C: MlpCompute + ?Sized>(
     params: &[Vec<f32>],
     data: &Dataset,
     chunk: usize,
-) -> BatchStats {
+) -> Result<BatchStats, ComputeError> {
     let chunk = chunk.max(1);
     let mut total = BatchStats::default();
     let d = data.d;
     for (xs, ys) in data.x.chunks(chunk * d.max(1)).zip(data.y.chunks(chunk)) {
-        total.merge(&compute.evaluate(arch, params, xs, ys));
+        total.merge(&compute.evaluate(arch, params, xs, ys)?);
     }
-    total
+    Ok(total)
 }
 
 /// [`MlpCompute::predict`] over a whole data set in chunks of `chunk`.
@@ -163,14 +176,14 @@ pub fn predict_all<C: MlpCompute + ?Sized>(
     params: &[Vec<f32>],
     data: &Dataset,
     chunk: usize,
-) -> Vec<u8> {
+) -> Result<Vec<u8>, ComputeError> {
     let chunk = chunk.max(1);
     let mut out = vec![0u8; data.n];
     let d = data.d;
     for (xs, os) in data.x.chunks(chunk * d.max(1)).zip(out.chunks_mut(chunk)) {
-        compute.predict(arch, params, xs, os);
+        compute.predict(arch, params, xs, os)?;
     }
-    out
+    Ok(out)
 }
 
 /// The shape checks every MLP backend makes (caller bugs panic with these messages).
@@ -241,7 +254,7 @@ impl MlpCompute for CpuMlp {
         x: &[f32],
         y: &[u8],
         grads: &mut [Vec<f32>],
-    ) -> BatchStats {
+    ) -> Result<BatchStats, ComputeError> {
         let b = y.len();
         check_batch(arch, params, x, b);
         check_labels(arch, y);
@@ -299,10 +312,16 @@ impl MlpCompute for CpuMlp {
                 *gv = *av as f32;
             }
         }
-        stats
+        Ok(stats)
     }
 
-    fn evaluate(&mut self, arch: &Arch, params: &[Vec<f32>], x: &[f32], y: &[u8]) -> BatchStats {
+    fn evaluate(
+        &mut self,
+        arch: &Arch,
+        params: &[Vec<f32>],
+        x: &[f32],
+        y: &[u8],
+    ) -> Result<BatchStats, ComputeError> {
         let b = y.len();
         check_batch(arch, params, x, b);
         check_labels(arch, y);
@@ -319,10 +338,16 @@ impl MlpCompute for CpuMlp {
                 stats.correct += 1;
             }
         }
-        stats
+        Ok(stats)
     }
 
-    fn predict(&mut self, arch: &Arch, params: &[Vec<f32>], x: &[f32], out: &mut [u8]) {
+    fn predict(
+        &mut self,
+        arch: &Arch,
+        params: &[Vec<f32>],
+        x: &[f32],
+        out: &mut [u8],
+    ) -> Result<(), ComputeError> {
         check_batch(arch, params, x, out.len());
         let nl = arch.num_layers();
         let d = arch.input;
@@ -330,6 +355,7 @@ impl MlpCompute for CpuMlp {
             let acts = Self::forward(arch, params, &x[s_idx * d..(s_idx + 1) * d]);
             *o = argmax64(&acts[nl]) as u8;
         }
+        Ok(())
     }
 
     fn name(&self) -> &'static str {

@@ -3,6 +3,7 @@
 
 use super::compute::{check_batch, check_labels, BatchStats, MlpCompute};
 use super::Arch;
+use crate::error::ComputeError;
 
 /// Rows per thread below which a batch is not split.
 const MIN_ROWS_PER_THREAD: usize = 16;
@@ -329,7 +330,7 @@ impl MlpCompute for FastMlp {
         x: &[f32],
         y: &[u8],
         grads: &mut [Vec<f32>],
-    ) -> BatchStats {
+    ) -> Result<BatchStats, ComputeError> {
         let b = y.len();
         check_batch(arch, params, x, b);
         check_labels(arch, y);
@@ -338,7 +339,7 @@ impl MlpCompute for FastMlp {
             for g in grads.iter_mut() {
                 g.fill(0.0);
             }
-            return BatchStats::default();
+            return Ok(BatchStats::default());
         }
         let scale = 1.0 / b as f32;
         let t = self.threads.min(b / MIN_ROWS_PER_THREAD).max(1);
@@ -348,7 +349,7 @@ impl MlpCompute for FastMlp {
         if t == 1 {
             let ws = &mut self.ws[0];
             ws.ensure(arch, b, false);
-            return ws.gradient(arch, params, x, y, scale, grads);
+            return Ok(ws.gradient(arch, params, x, y, scale, grads));
         }
         let rows = b.div_ceil(t);
         let d = arch.input;
@@ -398,10 +399,16 @@ impl MlpCompute for FastMlp {
         }
         // Keep the order of merged stats irrelevant: totals only.
         stats.count = b as u64;
-        stats
+        Ok(stats)
     }
 
-    fn evaluate(&mut self, arch: &Arch, params: &[Vec<f32>], x: &[f32], y: &[u8]) -> BatchStats {
+    fn evaluate(
+        &mut self,
+        arch: &Arch,
+        params: &[Vec<f32>],
+        x: &[f32],
+        y: &[u8],
+    ) -> Result<BatchStats, ComputeError> {
         let b = y.len();
         check_batch(arch, params, x, b);
         check_labels(arch, y);
@@ -416,10 +423,16 @@ impl MlpCompute for FastMlp {
             ws.forward(arch, params, xs, ys.len());
             total.merge(&ws.softmax(arch, ys, None));
         }
-        total
+        Ok(total)
     }
 
-    fn predict(&mut self, arch: &Arch, params: &[Vec<f32>], x: &[f32], out: &mut [u8]) {
+    fn predict(
+        &mut self,
+        arch: &Arch,
+        params: &[Vec<f32>],
+        x: &[f32],
+        out: &mut [u8],
+    ) -> Result<(), ComputeError> {
         let b = out.len();
         check_batch(arch, params, x, b);
         if self.ws.is_empty() {
@@ -437,6 +450,7 @@ impl MlpCompute for FastMlp {
                 *o = super::compute::argmax(row) as u8;
             }
         }
+        Ok(())
     }
 
     fn name(&self) -> &'static str {

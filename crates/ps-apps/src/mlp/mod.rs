@@ -47,9 +47,15 @@
 //! gzip), scaling pixels `p` to `p / 255 ∈ [0, 1]`; [`synthetic_mlp`] builds
 //! the built-in data set ([`SyntheticMlpSpec::default_builtin`]).
 
+mod app;
 mod compute;
 mod data;
 mod fast;
+
+pub use app::{
+    MlpApp, MlpArgs, MlpClock, MlpFacts, MlpFinal, MlpSession, MlpSettings, BUILTIN_EPOCHS,
+    DATA_CLOCKS_PER_EPOCH, DATA_EPOCHS, DATA_LR,
+};
 
 pub use compute::{
     accuracy, argmax, check_batch, check_labels, cross_entropy, evaluate, mean_loss, predict_all,
@@ -68,6 +74,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Uniform};
 use serde::{Deserialize, Serialize};
 
+use crate::error::ComputeError;
 use crate::seed::mix64;
 pub use crate::seed::{epoch_order, ClockKey};
 
@@ -456,31 +463,63 @@ pub fn local_sgd_clock<C: MlpCompute + ?Sized>(
     samples: &[usize],
     hyper: &MlpHyper,
     key: ClockKey,
-) -> ClockOutput {
+) -> Result<ClockOutput, ComputeError> {
     let mut local = params_read.to_vec();
     let mut grads = arch.zeros();
-    let lr = hyper.lr_at(key.clock);
-    let batch = hyper.batch.max(1);
-    let order: Vec<usize> = epoch_order(samples.len(), key)
+    let order = visiting_order(samples, key);
+    let (stats, batches) = local_sgd_steps(
+        compute,
+        arch,
+        &mut local,
+        &mut grads,
+        data,
+        &order,
+        hyper,
+        hyper.lr_at(key.clock),
+    )?;
+    let delta = params_delta(&local, params_read);
+    Ok(ClockOutput {
+        delta,
+        stats,
+        batches,
+    })
+}
+
+/// `samples` in [`epoch_order`]`(samples.len(), key)`.
+pub fn visiting_order(samples: &[usize], key: ClockKey) -> Vec<usize> {
+    epoch_order(samples.len(), key)
         .into_iter()
         .map(|i| samples[i])
-        .collect();
+        .collect()
+}
+
+/// The steps of a local-SGD clock on `local` in place: an [`sgd_step`] at rate `lr` after
+/// every mini-batch of `hyper.batch` samples of `order` (the last may be smaller). `grads` is
+/// scratch of the model's shape. Returns the batches' stats (each measured before its step)
+/// and the number of steps.
+#[allow(clippy::too_many_arguments)]
+pub fn local_sgd_steps<C: MlpCompute + ?Sized>(
+    compute: &mut C,
+    arch: &Arch,
+    local: &mut [Vec<f32>],
+    grads: &mut [Vec<f32>],
+    data: &Dataset,
+    order: &[usize],
+    hyper: &MlpHyper,
+    lr: f32,
+) -> Result<(BatchStats, usize), ComputeError> {
+    let batch = hyper.batch.max(1);
     let mut xb = Vec::with_capacity(batch * data.d);
     let mut yb = Vec::with_capacity(batch);
     let mut stats = BatchStats::default();
     let mut batches = 0;
     for chunk in order.chunks(batch) {
         data.gather(chunk, &mut xb, &mut yb);
-        stats.merge(&compute.gradient(arch, &local, &xb, &yb, &mut grads));
-        sgd_step(&mut local, &grads, lr);
+        stats.merge(&compute.gradient(arch, local, &xb, &yb, grads)?);
+        sgd_step(local, grads, lr);
         batches += 1;
     }
-    let delta = params_delta(&local, params_read);
-    ClockOutput {
-        delta,
-        stats,
-        batches,
-    }
+    Ok((stats, batches))
 }
 
 #[cfg(test)]
@@ -538,7 +577,8 @@ mod tests {
             &samples,
             &hyper,
             key,
-        );
+        )
+        .unwrap();
         assert_eq!(a.batches, 4); // 50 samples in batches of 16
         assert_eq!(a.stats.count, 50);
         let b = local_sgd_clock(
@@ -549,10 +589,11 @@ mod tests {
             &samples,
             &hyper,
             key,
-        );
+        )
+        .unwrap();
         assert_eq!(a.delta, b.delta);
         // The oracle takes the same steps up to rounding.
-        let c = local_sgd_clock(&mut CpuMlp, &arch, &read, &data, &samples, &hyper, key);
+        let c = local_sgd_clock(&mut CpuMlp, &arch, &read, &data, &samples, &hyper, key).unwrap();
         for (x, y) in a.delta.iter().flatten().zip(c.delta.iter().flatten()) {
             assert!((x - y).abs() < 1e-4, "{x} vs {y}");
         }

@@ -60,7 +60,7 @@ fn sparse_peer(docs: &[Vec<u32>], hyper: &LdaHyper) -> Result<(f64, usize), GpuE
             clock,
         };
         let t = Instant::now();
-        engine.sweep(&mut state, &mut wt, &mut totals, hyper, key);
+        engine.sweep(&mut state, &mut wt, &mut totals, hyper, key)?;
         secs = t.elapsed().as_secs_f64();
     }
     let n = state.num_tokens();
@@ -152,7 +152,7 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
                 worker: 0,
                 clock,
             };
-            let delta = engine.sweep(&mut state, &mut wt, &mut totals, &hyper, key);
+            let delta = engine.sweep(&mut state, &mut wt, &mut totals, &hyper, key)?;
             std::hint::black_box(delta);
             Ok(())
         })?;

@@ -112,14 +112,14 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
         let mut engine = CudaMf::new(Arc::clone(gpu))?;
         let (mut u, mut v) = (u0.clone(), v0.clone());
         let (wall, wspread) = median_wall_ms(gpu, 1, 5, || {
-            engine.sgd_epoch(&ratings, &mut u, &mut v, rank, 0.005, 0.02);
+            engine.sgd_epoch(&ratings, &mut u, &mut v, rank, 0.005, 0.02)?;
             Ok(())
         })?;
         let mut cpu = FastMf::new(threads);
         let (mut u, mut v) = (u0.clone(), v0.clone());
         let cpu_n = n.min(5_000_000);
         let t = Instant::now();
-        cpu.sgd_epoch(&ratings[..cpu_n], &mut u, &mut v, rank, 0.005, 0.02);
+        cpu.sgd_epoch(&ratings[..cpu_n], &mut u, &mut v, rank, 0.005, 0.02)?;
         let cpu_rate = cpu_n as f64 / t.elapsed().as_secs_f64();
         rows.push(Row {
             bench: "MfCompute::sgd_epoch (cuda)".into(),

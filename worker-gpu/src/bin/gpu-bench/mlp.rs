@@ -78,17 +78,17 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
         // (b) the trait call with its copies, and (c) the CPU engine on every host thread.
         let mut grads = arch.zeros();
         let (wall, wspread) = median_wall_ms(gpu, 10, reps, || {
-            engine.gradient(&arch, &params, &x, &y, &mut grads);
+            engine.gradient(&arch, &params, &x, &y, &mut grads)?;
             Ok(())
         })?;
         let mut cpu = FastMlp::with_threads(threads);
         let mut cpu_grads = arch.zeros();
-        cpu.gradient(&arch, &params, &x, &y, &mut cpu_grads);
+        cpu.gradient(&arch, &params, &x, &y, &mut cpu_grads)?;
         let cpu_reps = if b >= 1024 { 5 } else { 20 };
         let mut t = Vec::with_capacity(cpu_reps);
         for _ in 0..cpu_reps {
             let start = Instant::now();
-            cpu.gradient(&arch, &params, &x, &y, &mut cpu_grads);
+            cpu.gradient(&arch, &params, &x, &y, &mut cpu_grads)?;
             t.push(start.elapsed().as_secs_f64());
         }
         t.sort_by(f64::total_cmp);

@@ -5,7 +5,7 @@
 //! run of contiguous cells (one row, or many contiguous rows) has its state in one contiguous
 //! run too. AdaGrad keeps `[a]` per cell, FTRL `[z, n]`.
 
-use ps_proto::UpdateRule;
+use crate::control::UpdateRule;
 
 /// Optimizer state floats per cell for `rule` (0 for the stateless rules).
 #[inline]

@@ -1,7 +1,7 @@
 //! Seeded initialisers. A value depends only on (seed, table, row, column), never on which shard
 //! holds the row, so changing the number of shards does not change the model.
 
-use ps_proto::Init;
+use crate::control::Init;
 
 fn splitmix64(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);

@@ -1,0 +1,75 @@
+//! Where sessions get their compute engines: [`Engines`] makes the engine of each built-in app
+//! for one worker's device. [`CpuEngines`] gives the fast CPU engines, [`OracleEngines`] the
+//! plain oracles (for conformance runs); `worker-gpu` implements it for CUDA devices. An app
+//! with an engine of its own (or none) ignores it.
+
+use crate::error::AppError;
+use crate::lda::{CpuLda, LdaCompute, SparseLda};
+use crate::lr::{CpuLr, FastLr, LrCompute};
+use crate::mf::{CpuMf, FastMf, MfCompute};
+use crate::mlp::{CpuMlp, FastMlp, MlpCompute};
+
+/// The compute engines of one device.
+pub trait Engines: Send + Sync {
+    /// The device, as the summary names it (`cpu`, `cuda:0`).
+    fn device(&self) -> String;
+    fn mf(&self, threads: u32) -> Result<Box<dyn MfCompute + Send>, AppError>;
+    fn lda(&self, threads: u32) -> Result<Box<dyn LdaCompute + Send>, AppError>;
+    fn mlp(&self, threads: u32) -> Result<Box<dyn MlpCompute + Send>, AppError>;
+    fn lr(&self, threads: u32) -> Result<Box<dyn LrCompute + Send>, AppError>;
+}
+
+/// The fast CPU engines, over `threads` threads where the engine splits its work.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuEngines;
+
+impl Engines for CpuEngines {
+    fn device(&self) -> String {
+        "cpu".into()
+    }
+
+    /// The rank-vectorised SGD kernel, FPSG-blocked over the threads when there are several.
+    fn mf(&self, threads: u32) -> Result<Box<dyn MfCompute + Send>, AppError> {
+        Ok(Box::new(FastMf::new(threads.max(1) as usize)))
+    }
+
+    /// The SparseLDA sampler (exact; one thread: a Gibbs sweep is sequential by nature and
+    /// parallelism comes from workers).
+    fn lda(&self, _threads: u32) -> Result<Box<dyn LdaCompute + Send>, AppError> {
+        Ok(Box::new(SparseLda::new()))
+    }
+
+    fn mlp(&self, threads: u32) -> Result<Box<dyn MlpCompute + Send>, AppError> {
+        Ok(Box::new(FastMlp::with_threads(threads.max(1) as usize)))
+    }
+
+    fn lr(&self, threads: u32) -> Result<Box<dyn LrCompute + Send>, AppError> {
+        Ok(Box::new(FastLr::new(threads.max(1) as usize)))
+    }
+}
+
+/// The plain CPU oracles every other engine is checked against.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OracleEngines;
+
+impl Engines for OracleEngines {
+    fn device(&self) -> String {
+        "cpu-oracle".into()
+    }
+
+    fn mf(&self, _threads: u32) -> Result<Box<dyn MfCompute + Send>, AppError> {
+        Ok(Box::new(CpuMf))
+    }
+
+    fn lda(&self, _threads: u32) -> Result<Box<dyn LdaCompute + Send>, AppError> {
+        Ok(Box::new(CpuLda::new()))
+    }
+
+    fn mlp(&self, _threads: u32) -> Result<Box<dyn MlpCompute + Send>, AppError> {
+        Ok(Box::new(CpuMlp))
+    }
+
+    fn lr(&self, _threads: u32) -> Result<Box<dyn LrCompute + Send>, AppError> {
+        Ok(Box::new(CpuLr))
+    }
+}

@@ -1,0 +1,150 @@
+//! Small helpers the apps share for their flags, facts and figures.
+
+use crate::error::AppError;
+use std::path::Path;
+
+/// A flag that must be a finite number `> 0`.
+pub fn positive(flag: &str, v: f64) -> Result<(), AppError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(AppError::Settings(format!(
+            "{flag} must be a positive number, got {v}"
+        )))
+    }
+}
+
+/// A flag that must be a finite number `>= 0`.
+pub fn non_negative(flag: &str, v: f64) -> Result<(), AppError> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(AppError::Settings(format!("{flag} must be >= 0, got {v}")))
+    }
+}
+
+/// A flag that must lie in `lo..=hi`.
+pub fn in_range<T: PartialOrd + std::fmt::Display>(
+    flag: &str,
+    v: T,
+    lo: T,
+    hi: T,
+) -> Result<(), AppError> {
+    if v >= lo && v <= hi {
+        Ok(())
+    } else {
+        Err(AppError::Settings(format!(
+            "{flag} must be in {lo}..={hi}, got {v}"
+        )))
+    }
+}
+
+/// A learning-rate decay: in `(0, 1]`.
+pub fn decay(flag: &str, v: f64) -> Result<(), AppError> {
+    if v.is_finite() && v > 0.0 && v <= 1.0 {
+        Ok(())
+    } else {
+        Err(AppError::Settings(format!(
+            "{flag} must be in (0, 1], got {v}"
+        )))
+    }
+}
+
+/// A fraction strictly between 0 and 1.
+pub fn fraction(flag: &str, v: f64) -> Result<(), AppError> {
+    if v > 0.0 && v < 1.0 {
+        Ok(())
+    } else {
+        Err(AppError::Settings(format!(
+            "{flag} must be in (0, 1), got {v}"
+        )))
+    }
+}
+
+/// A path made absolute (workers may run elsewhere in the file system) and checked to exist.
+pub fn absolute(path: Option<&Path>, what: &str) -> Result<Option<String>, AppError> {
+    match path {
+        Some(p) => Ok(Some(
+            std::fs::canonicalize(p)
+                .map_err(|e| AppError::Settings(format!("{what} {}: {e}", p.display())))?
+                .display()
+                .to_string(),
+        )),
+        None => Ok(None),
+    }
+}
+
+/// The `data` fact of a summary: the file or directory the job read, or the built-in set.
+pub fn data_fact(data: &Option<String>) -> serde_json::Value {
+    data.clone()
+        .map(Into::into)
+        .unwrap_or_else(|| "builtin-synthetic".into())
+}
+
+/// An f32 as JSON through its decimal text, so 0.025 prints as 0.025 rather than its f32
+/// widening.
+pub fn decimal(x: f32) -> serde_json::Value {
+    x.to_string().parse::<f64>().unwrap_or(x as f64).into()
+}
+
+/// A JSON number, or null.
+pub fn num(v: Option<f64>) -> serde_json::Value {
+    v.map(serde_json::Value::from)
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// `a / b` when `b > 0`.
+pub fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0).then(|| a / b)
+}
+
+/// FNV-1a over the bit patterns of the values: a fingerprint of a model for reproducibility
+/// checks.
+pub fn hash_bits(values: &[f32]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for v in values {
+        for b in v.to_bits().to_le_bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+/// Slice `i` of `k` near-equal slices of `items` (the slices cover it once, in order).
+pub fn slice_of<T>(items: &[T], i: usize, k: usize) -> &[T] {
+    let (n, k) = (items.len(), k.max(1));
+    let i = i.min(k - 1);
+    &items[n * i / k..n * (i + 1) / k]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_cover_the_order_once() {
+        let order: Vec<usize> = (0..10).collect();
+        let parts: Vec<&[usize]> = (0..3).map(|i| slice_of(&order, i, 3)).collect();
+        assert_eq!(parts.concat(), order);
+        assert!(parts.iter().all(|p| p.len() == 3 || p.len() == 4));
+    }
+
+    #[test]
+    fn flag_checks_name_the_flag() {
+        assert!(positive("--lr", 0.1).is_ok());
+        let e = positive("--lr", -1.0).unwrap_err().to_string();
+        assert!(e.contains("--lr"), "{e}");
+        assert!(decay("--lr-decay", 1.0).is_ok());
+        assert!(decay("--lr-decay", 0.0).is_err());
+        assert!(fraction("--test-fraction", 1.0).is_err());
+        assert!(in_range("--rank", 0u32, 1, 4096).is_err());
+        assert!(non_negative("--reg", f64::NAN).is_err());
+    }
+
+    #[test]
+    fn hash_is_of_the_bits() {
+        assert_ne!(hash_bits(&[0.0]), hash_bits(&[-0.0]));
+        assert_eq!(hash_bits(&[1.5, 2.0]), hash_bits(&[1.5, 2.0]));
+    }
+}

@@ -1,0 +1,321 @@
+//! The application seam: what a model is to the parameter server. A model is one type
+//! implementing [`App`]: its name, its own command-line flags (`clap`), its table plan, its
+//! per-worker [`Session`], its per-clock line and its summary fields. A generic driver (the
+//! `ps-cluster` binary, or any program built on `ps-client`) runs every app the same way:
+//!
+//! ```text
+//! plan(args)                          on the coordinator: tables, clocks, settings, facts
+//! session(settings, worker)           once per worker: its data and local state
+//! for clock in 0..clocks:
+//!     reads(clock)                    which rows of which tables the clock reads
+//!     load(table, first, keys, rows)  the pulled rows, shard by shard as they arrive
+//!     run_clock(clock, sink)          the clock's work; its update goes into the sink
+//! final_reads(), load(..), evaluate() the final figures on the model of every clock
+//! ```
+//!
+//! Sessions never see the network: rows come in through `load` and updates go out through a
+//! [`DeltaSink`], so [`testing`] can drive them against an in-memory parameter server, clock by
+//! clock, and compare them with the oracles. Figures are plain structs ([`Figures`]): the
+//! coordinator adds every field up over workers.
+
+mod engines;
+mod erased;
+pub mod flags;
+pub mod testing;
+
+pub use engines::{CpuEngines, Engines, OracleEngines};
+pub use erased::{builtin, DynApp, DynSession, ErasedPlan};
+
+use crate::error::{AppError, SinkError};
+use ps_proto::codec::CodecChain;
+use ps_proto::{ClockSummary, Init, JobResult, TableSpec, UpdateRule};
+use serde::{de::DeserializeOwned, Serialize};
+
+/// Figures an app reports, per clock or at the end: a struct of numbers (sums and counts, never
+/// means: the coordinator adds each field up over workers). Give it `#[serde(default)]`.
+pub trait Figures: Serialize + DeserializeOwned + Default + Clone + std::fmt::Debug + Send {}
+
+impl<T: Serialize + DeserializeOwned + Default + Clone + std::fmt::Debug + Send> Figures for T {}
+
+/// The settings the driver owns, which every app's plan sees.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobCommon {
+    pub workers: u32,
+    pub seed: u64,
+    /// Compute threads per worker.
+    pub threads: u32,
+    /// Read staleness of the tables: `None` is unbounded.
+    pub staleness: Option<u64>,
+    /// How workers encode pushes and shards encode pull replies.
+    pub push_codec: CodecChain,
+    pub pull_codec: CodecChain,
+}
+
+impl JobCommon {
+    /// A table with the job's staleness and codecs.
+    pub fn table(
+        &self,
+        id: u32,
+        name: &str,
+        (rows, width): (u64, u32),
+        rule: UpdateRule,
+        init: Init,
+    ) -> TableSpec {
+        TableSpec {
+            id,
+            name: name.into(),
+            rows,
+            width,
+            rule,
+            init,
+            staleness: self.staleness,
+            layout: Default::default(),
+            push_codec: self.push_codec.clone(),
+            pull_codec: self.pull_codec.clone(),
+        }
+    }
+}
+
+/// What the coordinator needs to start a job of an app.
+#[derive(Debug, Clone)]
+pub struct Plan<S> {
+    pub tables: Vec<TableSpec>,
+    /// Clocks to run unless the user says otherwise.
+    pub clocks: u64,
+    /// What every worker's session is created from.
+    pub settings: S,
+    /// Facts about the data and settings, copied into the summary (users, items, ...).
+    pub facts: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What a session is created with besides its settings.
+pub struct WorkerContext<'a> {
+    pub worker: u32,
+    pub workers: u32,
+    /// The compute engines of this worker's device.
+    pub engines: &'a dyn Engines,
+}
+
+/// Rows a clock reads from one table: sorted and distinct.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableRows {
+    pub table: u32,
+    pub rows: Vec<u64>,
+}
+
+/// Where a session writes its clock's update.
+pub trait DeltaSink {
+    /// A buffer of zeros for this clock's update of `keys` (sorted, distinct) of `table`,
+    /// `keys.len() * width` values row-major: what the session writes there is pushed.
+    fn rows(&mut self, table: u32, keys: &[u64]) -> Result<&mut [f32], SinkError>;
+
+    /// An update the session encoded itself with the table's push codec (see
+    /// `ps_proto::codec`): `payload` encodes the rows of `keys` (sorted, distinct, on one shard)
+    /// as one block.
+    fn encoded(
+        &mut self,
+        table: u32,
+        keys: &[u64],
+        wire_id: u16,
+        payload: Vec<u8>,
+    ) -> Result<(), SinkError>;
+}
+
+/// The final figures of one worker.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome<F, X> {
+    /// Added up over workers.
+    pub sums: F,
+    /// Reported by some workers (e.g. worker 0's hash of the model); the lowest worker id wins.
+    pub facts: X,
+}
+
+/// A worker's part of a job: created once with its static data and local state, it lives for
+/// the whole job. Every method returns a typed error and changes nothing it cannot finish.
+pub trait Session<A: App + ?Sized>: Send {
+    /// The rows clock `clock` reads, per table (none is fine). May be called again for the same
+    /// clock, and for clock `c + 1` after `run_clock(c)` (to prefetch): it must give the same
+    /// answer each time.
+    fn reads(&mut self, clock: u64) -> Result<Vec<TableRows>, AppError>;
+
+    /// Rows of one table arrived: `keys` are `rows[first..first + keys.len()]` of the table's
+    /// entry in the last `reads` (or `final_reads`), `values` their rows, row-major. Runs arrive
+    /// in any order. Wrong keys, widths or counts are an error.
+    fn load(
+        &mut self,
+        table: u32,
+        first: usize,
+        keys: &[u64],
+        values: &[f32],
+    ) -> Result<(), AppError>;
+
+    /// Runs clock `clock` on the rows loaded (an error if some are missing), writing its update
+    /// into `out`, and returns the clock's figures.
+    fn run_clock(&mut self, clock: u64, out: &mut dyn DeltaSink) -> Result<A::Clock, AppError>;
+
+    /// The rows the final evaluation reads; they are loaded complete through every clock of
+    /// every worker.
+    fn final_reads(&mut self) -> Result<Vec<TableRows>, AppError>;
+
+    /// The final figures, on the rows of `final_reads`.
+    fn evaluate(&mut self) -> Result<Outcome<A::Final, A::Facts>, AppError>;
+}
+
+/// A model; see the module docs.
+pub trait App: Send + Sync + 'static {
+    /// Its own command-line flags.
+    type Args: clap::Args + clap::FromArgMatches + std::fmt::Debug;
+    /// What every worker's session is created from (travels as JSON).
+    type Settings: Serialize + DeserializeOwned + Clone;
+    /// Per-clock figures.
+    type Clock: Figures;
+    /// Final figures.
+    type Final: Figures;
+    /// Final facts (not added up).
+    type Facts: Serialize + DeserializeOwned + Default + Clone + std::fmt::Debug + Send;
+
+    /// The name `--app` selects it by.
+    fn name(&self) -> &'static str;
+
+    /// One line for `--help`.
+    fn about(&self) -> &'static str;
+
+    /// Checks the flags and loads what the coordinator must know (table sizes, facts).
+    fn plan(&self, args: &Self::Args, job: &JobCommon) -> Result<Plan<Self::Settings>, AppError>;
+
+    /// The session of one worker.
+    fn session(
+        &self,
+        settings: Self::Settings,
+        ctx: &WorkerContext<'_>,
+    ) -> Result<Box<dyn Session<Self>>, AppError>;
+
+    /// The app's part of a clock's line (e.g. `train_rmse 0.1234`).
+    fn clock_line(&self, clock: &Self::Clock) -> String;
+
+    /// The app's fields of the summary line.
+    fn summary(&self, job: &JobView<'_, Self>) -> serde_json::Map<String, serde_json::Value>;
+}
+
+/// A finished job as an app reads it for its summary.
+pub struct JobView<'a, A: App + ?Sized> {
+    /// Every clock's summary and the app's figures of it, in clock order.
+    pub clocks: Vec<(&'a ClockSummary, A::Clock)>,
+    /// The final figures added up over workers.
+    pub sums: A::Final,
+    pub facts: A::Facts,
+    pub wall_s: f64,
+}
+
+impl<A: App + ?Sized> JobView<'_, A> {
+    /// Compute seconds per worker, summed over clocks.
+    pub fn compute_s(&self) -> f64 {
+        self.clocks.iter().map(|(c, _)| c.compute_s).sum()
+    }
+
+    /// `count` over the compute time: a cluster rate (all workers' work over the per-worker
+    /// compute time).
+    pub fn rate(&self, count: f64) -> Option<f64> {
+        let s = self.compute_s();
+        (s > 0.0).then(|| count / s)
+    }
+}
+
+/// Builds the app's view of a finished job.
+pub fn job_view<'a, A: App + ?Sized>(r: &'a JobResult) -> Result<JobView<'a, A>, AppError> {
+    let clocks = r
+        .clocks
+        .iter()
+        .map(|c| Ok((c, ps_proto::report::from_sums(&c.sums)?)))
+        .collect::<Result<Vec<_>, ps_proto::ProtoError>>()
+        .map_err(|e| AppError::Figures(e.to_string()))?;
+    Ok(JobView {
+        clocks,
+        sums: ps_proto::report::from_sums(&r.sums).map_err(|e| AppError::Figures(e.to_string()))?,
+        facts: ps_proto::report::from_facts(&r.facts)
+            .map_err(|e| AppError::Figures(e.to_string()))?,
+        wall_s: r.wall_s,
+    })
+}
+
+/// What a session was asked to read and what has arrived: every session checks the rows it is
+/// fed through one of these.
+#[derive(Debug, Default)]
+pub struct Inbox {
+    reads: Vec<TableRows>,
+    got: Vec<Vec<bool>>,
+    count: Vec<usize>,
+}
+
+impl Inbox {
+    /// Starts a new read: nothing has arrived.
+    pub fn expect(&mut self, reads: Vec<TableRows>) {
+        self.got = reads.iter().map(|r| vec![false; r.rows.len()]).collect();
+        self.count = vec![0; reads.len()];
+        self.reads = reads;
+    }
+
+    pub fn reads(&self) -> &[TableRows] {
+        &self.reads
+    }
+
+    /// Checks a run of rows of `table` against the read (the rows asked for, each once, and
+    /// `width` values a row) and marks it arrived. Returns the read's index.
+    pub fn accept(
+        &mut self,
+        table: u32,
+        first: usize,
+        keys: &[u64],
+        values: &[f32],
+        width: usize,
+    ) -> Result<usize, AppError> {
+        let bad = |reason: String| AppError::Rows { table, reason };
+        let i = self
+            .reads
+            .iter()
+            .position(|r| r.table == table)
+            .ok_or_else(|| bad("rows of a table this read does not ask for".into()))?;
+        let asked = &self.reads[i].rows;
+        let end = first
+            .checked_add(keys.len())
+            .filter(|&e| e <= asked.len())
+            .ok_or_else(|| {
+                bad(format!(
+                    "rows {first}..{} of a read of {} rows",
+                    first.saturating_add(keys.len()),
+                    asked.len()
+                ))
+            })?;
+        if asked[first..end] != *keys {
+            return Err(bad(format!(
+                "rows {first}..{end} are not the rows asked for"
+            )));
+        }
+        if values.len() != keys.len() * width {
+            return Err(bad(format!(
+                "{} values for {} rows of width {width}",
+                values.len(),
+                keys.len()
+            )));
+        }
+        if self.got[i][first..end].iter().any(|&g| g) {
+            return Err(bad(format!("rows {first}..{end} arrived twice")));
+        }
+        self.got[i][first..end].iter_mut().for_each(|g| *g = true);
+        self.count[i] += keys.len();
+        Ok(i)
+    }
+
+    /// Every row of the read arrived.
+    pub fn complete(&self) -> Result<(), AppError> {
+        for (r, &n) in self.reads.iter().zip(&self.count) {
+            if n != r.rows.len() {
+                return Err(AppError::Rows {
+                    table: r.table,
+                    reason: format!("{n} of {} rows arrived before the clock ran", r.rows.len()),
+                });
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,571 @@
+//! LDA by collapsed Gibbs sampling as a parameter-server job: documents split round robin across
+//! workers, token assignments and document-topic counts local to their worker, word-topic counts
+//! in table [`WORD_TOPIC`] (`V` rows x `K`) and topic totals in table [`TOTALS`] (1 row x `K`),
+//! both `add` tables of exact integer counts. Clock 0 pushes every worker's random initial
+//! counts; each later clock reads its words' rows and the totals, sweeps once, and pushes the
+//! count changes of the words that changed.
+
+use super::{
+    load_ldac, load_uci, loglik, split_docs, synthetic_lda, topic_recovery, Corpus, LdaCompute,
+    LdaDelta, LdaHyper, LdaWorkerState, SweepKey, SyntheticLdaSpec, DEFAULT_CLOCKS,
+};
+use crate::app::flags::{self, num, ratio};
+use crate::app::{
+    App, DeltaSink, Inbox, JobCommon, JobView, Outcome, Plan, Session, TableRows, WorkerContext,
+};
+use crate::error::AppError;
+use ps_proto::{Init, UpdateRule};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub const WORD_TOPIC: u32 = 0;
+pub const TOTALS: u32 = 1;
+
+/// The LDA app.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LdaApp;
+
+/// LDA flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LdaArgs {
+    /// Number of topics.
+    #[arg(long, default_value_t = LdaHyper::default().topics)]
+    pub topics: u32,
+    /// Dirichlet prior of document-topic mixtures.
+    #[arg(long, default_value_t = LdaHyper::default().alpha)]
+    pub alpha: f64,
+    /// Dirichlet prior of topic-word distributions.
+    #[arg(long, default_value_t = LdaHyper::default().beta)]
+    pub beta: f64,
+    /// Corpus instead of the built-in synthetic one: a UCI docword file (see --vocab) or an
+    /// lda-c file.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Vocabulary file, one word per line (default: vocab.NAME.txt beside a docword.NAME.txt,
+    /// if there).
+    #[arg(long)]
+    pub vocab: Option<PathBuf>,
+}
+
+/// How a corpus file is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CorpusFormat {
+    /// UCI bag of words: `D`, `W`, `NNZ` header lines, then `doc word count` lines.
+    Uci,
+    /// lda-c (Blei): one document per line, `N id:count id:count ...`.
+    Ldac,
+}
+
+/// What every LDA worker is created from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LdaSettings {
+    pub hyper: LdaHyper,
+    pub seed: u64,
+    pub data: Option<String>,
+    pub vocab: Option<String>,
+    pub format: CorpusFormat,
+    pub threads: u32,
+}
+
+/// Per-clock figures: the log-likelihood of the model the clock sweeps against, before the
+/// sweep (none at clock 0, which pushes the initial counts).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LdaClock {
+    pub clock_loglik: f64,
+    pub clock_tokens: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LdaFinal {
+    pub final_loglik: f64,
+    pub final_tokens: f64,
+    pub tokens_swept: f64,
+    pub sweep_s: f64,
+    pub workers: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LdaFacts {
+    /// Mean over true topics of the best cosine with a learned one (built-in data, worker 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_recovery: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub word_topic_hash: Option<String>,
+}
+
+/// The corpus and, for built-in data, the true topics (`K x V`) and their count.
+struct Loaded {
+    corpus: Corpus,
+    truth: Option<(Vec<f32>, usize)>,
+}
+
+fn load(s: &LdaSettings) -> Result<Loaded, AppError> {
+    match &s.data {
+        Some(path) => {
+            let path = Path::new(path);
+            let vocab = s.vocab.as_deref().map(Path::new);
+            let corpus = match s.format {
+                CorpusFormat::Uci => load_uci(path, vocab)?,
+                CorpusFormat::Ldac => load_ldac(path, vocab)?,
+            };
+            Ok(Loaded {
+                corpus,
+                truth: None,
+            })
+        }
+        None => {
+            let syn = synthetic_lda(&SyntheticLdaSpec::default_builtin(s.seed));
+            Ok(Loaded {
+                corpus: syn.corpus,
+                truth: Some((syn.topics, syn.num_topics as usize)),
+            })
+        }
+    }
+}
+
+/// UCI when the name says `docword` or the first line is a lone number (the `D` header);
+/// lda-c otherwise (its lines are `N id:count ...`).
+pub fn detect_format(path: &Path) -> Result<CorpusFormat, AppError> {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase());
+    if name.as_deref().is_some_and(|n| n.contains("docword")) {
+        return Ok(CorpusFormat::Uci);
+    }
+    if name.as_deref().is_some_and(|n| n.ends_with(".gz")) {
+        return Err(AppError::Settings(format!(
+            "{}: cannot tell a gzipped corpus's format from its name; name it docword.*.gz for UCI",
+            path.display()
+        )));
+    }
+    let text = std::fs::read(path)
+        .map_err(|e| AppError::Settings(format!("reading {}: {e}", path.display())))?;
+    let first = text
+        .split(|&b| b == b'\n')
+        .map(|l| String::from_utf8_lossy(l).trim().to_string())
+        .find(|l| !l.is_empty())
+        .unwrap_or_default();
+    Ok(if first.parse::<u64>().is_ok() {
+        CorpusFormat::Uci
+    } else {
+        CorpusFormat::Ldac
+    })
+}
+
+/// `vocab.NAME.txt` beside `docword.NAME.txt[.gz]`, if it exists.
+pub fn sibling_vocab(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.to_str()?;
+    let rest = name.strip_prefix("docword.")?;
+    let rest = rest.strip_suffix(".gz").unwrap_or(rest);
+    let candidate = path.with_file_name(format!("vocab.{rest}"));
+    candidate.is_file().then_some(candidate)
+}
+
+impl App for LdaApp {
+    type Args = LdaArgs;
+    type Settings = LdaSettings;
+    type Clock = LdaClock;
+    type Final = LdaFinal;
+    type Facts = LdaFacts;
+
+    fn name(&self) -> &'static str {
+        "lda"
+    }
+
+    fn about(&self) -> &'static str {
+        "topic model by collapsed Gibbs sampling"
+    }
+
+    fn plan(&self, a: &LdaArgs, job: &JobCommon) -> Result<Plan<LdaSettings>, AppError> {
+        let hyper = LdaHyper {
+            topics: a.topics,
+            alpha: a.alpha,
+            beta: a.beta,
+        };
+        hyper
+            .validate()
+            .map_err(|e| AppError::Settings(format!("LDA: {e} (--topics, --alpha, --beta)")))?;
+        flags::in_range("--topics", hyper.topics, 1, 100_000)?;
+        let data = flags::absolute(a.data.as_deref(), "corpus file")?;
+        let format = match &data {
+            Some(p) => detect_format(Path::new(p))?,
+            None => CorpusFormat::Uci,
+        };
+        let vocab = match (&a.vocab, &data) {
+            (Some(v), _) => flags::absolute(Some(v), "vocabulary file")?,
+            (None, Some(p)) => sibling_vocab(Path::new(p)).map(|v| v.display().to_string()),
+            (None, None) => None,
+        };
+        let settings = LdaSettings {
+            hyper,
+            seed: job.seed,
+            data,
+            vocab,
+            format,
+            threads: job.threads,
+        };
+        let corpus = load(&settings)?.corpus;
+        if corpus.num_tokens() == 0 {
+            return Err(AppError::Settings("the corpus has no tokens".into()));
+        }
+        let (k, add, zeros) = (hyper.topics, UpdateRule::Add, Init::Zeros);
+        let tables = vec![
+            job.table(
+                WORD_TOPIC,
+                "word_topic",
+                (corpus.vocab_size.into(), k),
+                add,
+                zeros,
+            ),
+            job.table(TOTALS, "topic_totals", (1, k), add, zeros),
+        ];
+        let mut facts = serde_json::Map::new();
+        facts.insert("docs".into(), corpus.num_docs().into());
+        facts.insert("vocab".into(), corpus.vocab_size.into());
+        facts.insert("tokens".into(), corpus.num_tokens().into());
+        facts.insert("topics".into(), hyper.topics.into());
+        facts.insert("alpha".into(), hyper.alpha.into());
+        facts.insert("beta".into(), hyper.beta.into());
+        facts.insert("seed".into(), job.seed.into());
+        facts.insert("data".into(), flags::data_fact(&settings.data));
+        if settings.data.is_some() {
+            let f = match settings.format {
+                CorpusFormat::Uci => "uci",
+                CorpusFormat::Ldac => "lda-c",
+            };
+            facts.insert("format".into(), f.into());
+        }
+        Ok(Plan {
+            tables,
+            clocks: u64::from(DEFAULT_CLOCKS),
+            settings,
+            facts,
+        })
+    }
+
+    fn session(
+        &self,
+        s: LdaSettings,
+        ctx: &WorkerContext<'_>,
+    ) -> Result<Box<dyn Session<Self>>, AppError> {
+        Ok(Box::new(LdaSession::new(s, ctx)?))
+    }
+
+    fn clock_line(&self, c: &LdaClock) -> String {
+        match ratio(c.clock_loglik, c.clock_tokens) {
+            Some(ll) => format!("loglik/token {ll:.4}"),
+            None => "initial counts".to_string(),
+        }
+    }
+
+    fn summary(&self, job: &JobView<'_, Self>) -> serde_json::Map<String, serde_json::Value> {
+        let mut out = serde_json::Map::new();
+        let initial = job
+            .clocks
+            .iter()
+            .find_map(|(_, c)| ratio(c.clock_loglik, c.clock_tokens));
+        let f = &job.sums;
+        out.insert("loglik_per_token_initial".into(), num(initial));
+        out.insert(
+            "loglik_per_token".into(),
+            num(ratio(f.final_loglik, f.final_tokens)),
+        );
+        if let Some(r) = job.facts.topic_recovery {
+            out.insert("topic_recovery".into(), r.into());
+        }
+        if let Some(h) = &job.facts.word_topic_hash {
+            out.insert("word_topic_hash".into(), h.clone().into());
+        }
+        // All workers' swept tokens over the per-worker mean sweep time.
+        if f.sweep_s > 0.0 && f.workers > 0.0 {
+            out.insert(
+                "tokens_per_s".into(),
+                (f.tokens_swept / (f.sweep_s / f.workers)).into(),
+            );
+        }
+        out
+    }
+}
+
+/// One LDA worker: its documents' assignments and counts, and its copy of its words' rows.
+pub struct LdaSession {
+    worker: u32,
+    hyper: LdaHyper,
+    seed: u64,
+    engine: Box<dyn LdaCompute + Send>,
+    state: LdaWorkerState,
+    /// Clock 0's push: the counts of the random initial assignments.
+    initial: Option<LdaDelta>,
+    /// The worker's words as table rows (sorted).
+    words: Vec<u64>,
+    /// Their rows (`words.len() x K`) and the totals row, as read.
+    local: Vec<f32>,
+    totals: Vec<f32>,
+    /// Worker 0's final read of the whole word-topic table.
+    all: Vec<f32>,
+    corpus_vocab: Option<Vec<String>>,
+    truth: Option<(Vec<f32>, usize)>,
+    inbox: Inbox,
+    planned: Option<u64>,
+    swept: u64,
+    sweep_s: f64,
+}
+
+impl LdaSession {
+    pub fn new(s: LdaSettings, ctx: &WorkerContext<'_>) -> Result<LdaSession, AppError> {
+        if ctx.worker >= ctx.workers {
+            return Err(AppError::Settings(format!(
+                "worker {} of {}",
+                ctx.worker, ctx.workers
+            )));
+        }
+        let engine = ctx.engines.lda(s.threads)?;
+        let Loaded { corpus, truth } = load(&s)?;
+        let docs = split_docs(&corpus, ctx.workers, ctx.worker);
+        let (state, initial) =
+            LdaWorkerState::init(&docs, corpus.vocab_size, &s.hyper, s.seed, ctx.worker)?;
+        let words: Vec<u64> = state.words.iter().map(|&w| u64::from(w)).collect();
+        let k = s.hyper.topics as usize;
+        tracing::info!(
+            worker = ctx.worker,
+            docs = state.num_docs(),
+            tokens = state.num_tokens(),
+            words = words.len(),
+            engine = engine.name(),
+            "LDA worker ready"
+        );
+        let lead = ctx.worker == 0;
+        Ok(LdaSession {
+            worker: ctx.worker,
+            hyper: s.hyper,
+            seed: s.seed,
+            engine,
+            local: vec![0.0; words.len() * k],
+            totals: vec![0.0; k],
+            all: Vec::new(),
+            words,
+            state,
+            initial: Some(initial),
+            corpus_vocab: if lead { corpus.vocab } else { None },
+            truth: if lead { truth } else { None },
+            inbox: Inbox::default(),
+            planned: None,
+            swept: 0,
+            sweep_s: 0.0,
+        })
+    }
+
+    fn k(&self) -> usize {
+        self.hyper.topics as usize
+    }
+
+    /// A sweep's (or the initial) count changes: the changed words' rows and the totals row.
+    fn write(&self, delta: &LdaDelta, out: &mut dyn DeltaSink) -> Result<(), AppError> {
+        let k = self.k();
+        let mut touched: Vec<u64> = delta.entries.iter().map(|e| u64::from(e.0)).collect();
+        touched.sort_unstable();
+        touched.dedup();
+        if !touched.is_empty() {
+            let rows = out.rows(WORD_TOPIC, &touched)?;
+            for &(w, t, c) in &delta.entries {
+                let i = touched.binary_search(&u64::from(w)).unwrap_or(0);
+                rows[i * k + t as usize] += c as f32;
+            }
+        }
+        if delta.totals.iter().any(|&c| c != 0) {
+            let row = out.rows(TOTALS, &[0])?;
+            row.iter_mut()
+                .zip(&delta.totals)
+                .for_each(|(r, &c)| *r = c as f32);
+        }
+        Ok(())
+    }
+}
+
+impl Session<LdaApp> for LdaSession {
+    fn reads(&mut self, clock: u64) -> Result<Vec<TableRows>, AppError> {
+        if self.planned != Some(clock) {
+            let reads = if clock == 0 {
+                Vec::new()
+            } else {
+                vec![
+                    TableRows {
+                        table: WORD_TOPIC,
+                        rows: self.words.clone(),
+                    },
+                    TableRows {
+                        table: TOTALS,
+                        rows: vec![0],
+                    },
+                ]
+            };
+            self.inbox.expect(reads);
+            self.planned = Some(clock);
+        }
+        Ok(self.inbox.reads().to_vec())
+    }
+
+    fn load(
+        &mut self,
+        table: u32,
+        first: usize,
+        keys: &[u64],
+        values: &[f32],
+    ) -> Result<(), AppError> {
+        let k = self.k();
+        self.inbox.accept(table, first, keys, values, k)?;
+        let dst = match table {
+            TOTALS => &mut self.totals[..],
+            _ if self.planned.is_none() && self.worker == 0 => &mut self.all[..],
+            _ => &mut self.local[..],
+        };
+        dst[first * k..(first + keys.len()) * k].copy_from_slice(values);
+        Ok(())
+    }
+
+    fn run_clock(&mut self, clock: u64, out: &mut dyn DeltaSink) -> Result<LdaClock, AppError> {
+        if self.planned != Some(clock) {
+            return Err(AppError::Rows {
+                table: WORD_TOPIC,
+                reason: format!("clock {clock} ran before its rows were read"),
+            });
+        }
+        self.inbox.complete()?;
+        if clock == 0 {
+            let initial = self.initial.take().unwrap_or_default();
+            self.write(&initial, out)?;
+            return Ok(LdaClock::default());
+        }
+        // The model every worker sweeps against this clock, before the sweep.
+        let (ll, n) = loglik(&self.state, &self.local, &self.totals, &self.hyper);
+        let key = SweepKey {
+            seed: self.seed,
+            worker: self.worker,
+            clock: clock.min(u64::from(u32::MAX)) as u32,
+        };
+        let started = Instant::now();
+        let delta = self.engine.sweep(
+            &mut self.state,
+            &mut self.local,
+            &mut self.totals,
+            &self.hyper,
+            key,
+        )?;
+        self.sweep_s += started.elapsed().as_secs_f64();
+        self.swept += self.state.num_tokens() as u64;
+        self.write(&delta, out)?;
+        Ok(LdaClock {
+            clock_loglik: ll,
+            clock_tokens: n as f64,
+        })
+    }
+
+    fn final_reads(&mut self) -> Result<Vec<TableRows>, AppError> {
+        self.planned = None;
+        let rows = if self.worker == 0 {
+            let v = self.state.vocab_size as usize;
+            self.all = vec![0.0; v * self.k()];
+            (0..v as u64).collect()
+        } else {
+            self.words.clone()
+        };
+        self.inbox.expect(vec![
+            TableRows {
+                table: WORD_TOPIC,
+                rows,
+            },
+            TableRows {
+                table: TOTALS,
+                rows: vec![0],
+            },
+        ]);
+        Ok(self.inbox.reads().to_vec())
+    }
+
+    fn evaluate(&mut self) -> Result<Outcome<LdaFinal, LdaFacts>, AppError> {
+        self.inbox.complete()?;
+        let k = self.k();
+        let mut facts = LdaFacts::default();
+        if self.worker == 0 {
+            for (i, &w) in self.words.iter().enumerate() {
+                let at = w as usize * k;
+                self.local[i * k..(i + 1) * k].copy_from_slice(&self.all[at..at + k]);
+            }
+            if let Some((topics, true_k)) = &self.truth {
+                facts.topic_recovery = Some(topic_recovery(
+                    topics,
+                    *true_k,
+                    &self.all,
+                    k,
+                    self.hyper.beta,
+                ));
+            }
+            facts.word_topic_hash = Some(flags::hash_bits(&self.all));
+            if let Some(vocab) = &self.corpus_vocab {
+                for line in top_words(&self.all, k, vocab, 8) {
+                    eprintln!("{line}");
+                }
+            }
+        }
+        let (ll, n) = loglik(&self.state, &self.local, &self.totals, &self.hyper);
+        Ok(Outcome {
+            sums: LdaFinal {
+                final_loglik: ll,
+                final_tokens: n as f64,
+                tokens_swept: self.swept as f64,
+                sweep_s: self.sweep_s,
+                workers: 1.0,
+            },
+            facts,
+        })
+    }
+}
+
+/// "topic K: word word ..." for each topic: its `n` most frequent words.
+pub fn top_words(word_topic: &[f32], k: usize, vocab: &[String], n: usize) -> Vec<String> {
+    (0..k)
+        .map(|t| {
+            let mut ids: Vec<usize> = (0..vocab.len()).collect();
+            ids.sort_by(|&a, &b| word_topic[b * k + t].total_cmp(&word_topic[a * k + t]));
+            let words: Vec<&str> = ids.iter().take(n).map(|&i| vocab[i].as_str()).collect();
+            format!("topic {t:>3}: {}", words.join(" "))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corpus_format_from_name_or_first_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let uci = dir.path().join("corpus.txt");
+        std::fs::write(&uci, "2\n3\n2\n1 1 2\n2 3 1\n").unwrap();
+        assert_eq!(detect_format(&uci).unwrap(), CorpusFormat::Uci);
+        let ldac = dir.path().join("corpus.dat");
+        std::fs::write(&ldac, "2 0:1 2:3\n1 1:1\n").unwrap();
+        assert_eq!(detect_format(&ldac).unwrap(), CorpusFormat::Ldac);
+        let named = dir.path().join("docword.x.txt");
+        std::fs::write(&named, "whatever").unwrap();
+        assert_eq!(detect_format(&named).unwrap(), CorpusFormat::Uci);
+        std::fs::write(dir.path().join("vocab.x.txt"), "a\n").unwrap();
+        assert_eq!(
+            sibling_vocab(&named).unwrap(),
+            dir.path().join("vocab.x.txt")
+        );
+        assert!(sibling_vocab(&ldac).is_none());
+    }
+
+    #[test]
+    fn top_words_orders_by_count() {
+        let vocab: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        // 3 words x 2 topics.
+        let wt = [1.0, 9.0, 5.0, 0.0, 3.0, 4.0];
+        let lines = top_words(&wt, 2, &vocab, 2);
+        assert_eq!(lines[0], "topic   0: b c");
+        assert_eq!(lines[1], "topic   1: a c");
+    }
+}

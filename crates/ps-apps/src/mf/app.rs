@@ -1,0 +1,436 @@
+//! Matrix factorisation as a parameter-server job: ratings split by user across workers, user
+//! factors local to their worker, item factors in table [`ITEMS`] (`add` rule: workers push the
+//! change their SGD pass made to the item rows it touched).
+//!
+//! Each clock a worker visits the next slice of its epoch's shuffled order, reads only the item
+//! rows that slice touches (and, at the end of an epoch, those of its held-out ratings, for the
+//! test RMSE), runs SGD on them in place, and writes `after - before` of those rows straight
+//! into the push.
+
+use super::{
+    init_user_factors, load_ratings, split_train_test, squared_error, synthetic, worker_shard,
+    Hyper, MfCompute, Rating, RatingSet, SyntheticSpec, WorkerShard, DEFAULT_CLOCKS,
+    DEFAULT_TEST_FRACTION, ITEM_INIT_STD,
+};
+use crate::app::flags::{self, decimal, num, ratio};
+use crate::app::{
+    App, DeltaSink, Inbox, JobCommon, JobView, Outcome, Plan, Session, TableRows, WorkerContext,
+};
+use crate::error::AppError;
+use crate::seed::{epoch_order, ClockKey};
+use ps_proto::{Init, UpdateRule};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// The item-factor table.
+pub const ITEMS: u32 = 0;
+
+/// The MF app.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MfApp;
+
+/// MF flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MfArgs {
+    /// Factor rank.
+    #[arg(long, default_value_t = Hyper::default().rank)]
+    pub rank: u32,
+    /// SGD learning rate.
+    #[arg(long, default_value_t = Hyper::default().lr)]
+    pub lr: f32,
+    /// Learning-rate decay per epoch.
+    #[arg(long, default_value_t = Hyper::default().lr_decay)]
+    pub lr_decay: f32,
+    /// L2 regularisation.
+    #[arg(long, default_value_t = Hyper::default().reg)]
+    pub reg: f32,
+    /// Clocks per epoch: each clock visits the next slice of the epoch's shuffled order and
+    /// reads only the item rows that slice touches; the learning rate decays per epoch.
+    #[arg(long, default_value_t = 1)]
+    pub clocks_per_epoch: u32,
+    /// Ratings file instead of the built-in synthetic set: MovieLens u.data, ratings.csv,
+    /// ratings.dat, or user,item,rating.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Fraction of the ratings held out for testing.
+    #[arg(long, default_value_t = DEFAULT_TEST_FRACTION)]
+    pub test_fraction: f64,
+}
+
+/// What every MF worker is created from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MfSettings {
+    pub hyper: Hyper,
+    pub seed: u64,
+    pub data: Option<String>,
+    pub test_fraction: f64,
+    pub clocks_per_epoch: u32,
+    pub threads: u32,
+}
+
+/// Per-clock figures: squared errors and counts, added up over workers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MfClock {
+    pub train_se: f64,
+    pub train_n: f64,
+    /// Held-out error, measured at the end of each epoch (0 ratings on other clocks).
+    pub test_se: f64,
+    pub test_n: f64,
+}
+
+/// Final figures on the model of every clock.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MfFinal {
+    pub train_se: f64,
+    pub train_n: f64,
+    pub test_se: f64,
+    pub test_n: f64,
+    /// SGD updates over the job.
+    pub updates: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MfFacts {
+    /// Hash of the bits of the final item table (worker 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_table_hash: Option<String>,
+}
+
+/// The ratings and, for built-in data, the noise sigma they were drawn with.
+fn load(settings: &MfSettings) -> Result<(RatingSet, Option<f32>), AppError> {
+    match &settings.data {
+        Some(path) => Ok((load_ratings(std::path::Path::new(path))?, None)),
+        None => {
+            let spec = SyntheticSpec::default_builtin(settings.seed);
+            Ok((synthetic(&spec), Some(spec.noise_sigma)))
+        }
+    }
+}
+
+impl App for MfApp {
+    type Args = MfArgs;
+    type Settings = MfSettings;
+    type Clock = MfClock;
+    type Final = MfFinal;
+    type Facts = MfFacts;
+
+    fn name(&self) -> &'static str {
+        "mf"
+    }
+
+    fn about(&self) -> &'static str {
+        "matrix factorisation by SGD"
+    }
+
+    fn plan(&self, a: &MfArgs, job: &JobCommon) -> Result<Plan<MfSettings>, AppError> {
+        flags::in_range("--rank", a.rank, 1, 4096)?;
+        flags::positive("--lr", a.lr.into())?;
+        flags::decay("--lr-decay", a.lr_decay.into())?;
+        flags::non_negative("--reg", a.reg.into())?;
+        flags::in_range("--clocks-per-epoch", a.clocks_per_epoch, 1, 10_000)?;
+        flags::fraction("--test-fraction", a.test_fraction)?;
+        let hyper = Hyper {
+            rank: a.rank,
+            lr: a.lr,
+            reg: a.reg,
+            lr_decay: a.lr_decay,
+        };
+        let settings = MfSettings {
+            hyper,
+            seed: job.seed,
+            data: flags::absolute(a.data.as_deref(), "data file")?,
+            test_fraction: a.test_fraction,
+            clocks_per_epoch: a.clocks_per_epoch,
+            threads: job.threads,
+        };
+        let (set, noise) = load(&settings)?;
+        if set.num_items == 0 || set.ratings.is_empty() {
+            return Err(AppError::Settings("no ratings to train on".into()));
+        }
+        let init = Init::Normal {
+            std: ITEM_INIT_STD,
+            seed: job.seed,
+        };
+        let items = (set.num_items as u64, hyper.rank);
+        let tables = vec![job.table(ITEMS, "item_factors", items, UpdateRule::Add, init)];
+        let mut facts = serde_json::Map::new();
+        facts.insert("users".into(), set.num_users.into());
+        facts.insert("items".into(), set.num_items.into());
+        facts.insert("ratings".into(), (set.ratings.len() as u64).into());
+        facts.insert("rank".into(), hyper.rank.into());
+        facts.insert("lr".into(), decimal(hyper.lr));
+        facts.insert("seed".into(), job.seed.into());
+        facts.insert("clocks_per_epoch".into(), a.clocks_per_epoch.into());
+        facts.insert("data".into(), flags::data_fact(&settings.data));
+        if let Some(n) = noise {
+            facts.insert("noise_sigma".into(), decimal(n));
+        }
+        Ok(Plan {
+            tables,
+            clocks: u64::from(DEFAULT_CLOCKS),
+            settings,
+            facts,
+        })
+    }
+
+    fn session(
+        &self,
+        s: MfSettings,
+        ctx: &WorkerContext<'_>,
+    ) -> Result<Box<dyn Session<Self>>, AppError> {
+        Ok(Box::new(MfSession::new(s, ctx)?))
+    }
+
+    fn clock_line(&self, c: &MfClock) -> String {
+        let train = ratio(c.train_se, c.train_n).map(f64::sqrt);
+        match ratio(c.test_se, c.test_n).map(f64::sqrt) {
+            Some(test) => format!(
+                "train_rmse {:.4}  test_rmse {test:.4}",
+                train.unwrap_or(f64::NAN)
+            ),
+            None => format!("train_rmse {:.4}", train.unwrap_or(f64::NAN)),
+        }
+    }
+
+    fn summary(&self, job: &JobView<'_, Self>) -> serde_json::Map<String, serde_json::Value> {
+        let f = &job.sums;
+        let mut out = serde_json::Map::new();
+        let rmse = |se, n| num(ratio(se, n).map(f64::sqrt));
+        out.insert("train_rmse".into(), rmse(f.train_se, f.train_n));
+        out.insert("test_rmse".into(), rmse(f.test_se, f.test_n));
+        if let Some(h) = &job.facts.item_table_hash {
+            out.insert("item_table_hash".into(), h.clone().into());
+        }
+        if let Some(r) = job.rate(f.updates) {
+            out.insert("updates_per_s".into(), r.into());
+        }
+        out
+    }
+}
+
+/// One clock's work, worked out when the clock's reads are asked for.
+struct ClockPlan {
+    clock: u64,
+    /// The ratings of the clock's slice, in visiting order.
+    order: Vec<Rating>,
+    /// Items those ratings touch, sorted: the rows read and pushed.
+    touched: Vec<u64>,
+    /// Whether the clock ends an epoch (and measures the held-out error).
+    evaluate: bool,
+}
+
+/// One MF worker: its ratings, its users' factors, and its copy of the item rows it reads.
+pub struct MfSession {
+    worker: u32,
+    settings: MfSettings,
+    engine: Box<dyn MfCompute + Send>,
+    shard: WorkerShard,
+    users: Vec<f32>,
+    num_items: u64,
+    /// Item rows as last read (and, after a clock's SGD, as this worker changed them).
+    items: Vec<f32>,
+    /// Items of the held-out ratings, sorted.
+    test_items: Vec<u64>,
+    inbox: Inbox,
+    plan: Option<ClockPlan>,
+    updates: u64,
+}
+
+impl MfSession {
+    pub fn new(settings: MfSettings, ctx: &WorkerContext<'_>) -> Result<MfSession, AppError> {
+        if ctx.worker >= ctx.workers {
+            return Err(AppError::Settings(format!(
+                "worker {} of {}",
+                ctx.worker, ctx.workers
+            )));
+        }
+        let engine = ctx.engines.mf(settings.threads)?;
+        let (set, _) = load(&settings)?;
+        let (train, test) = split_train_test(&set, settings.test_fraction, settings.seed);
+        let shard = worker_shard(&train, &test, ctx.workers, ctx.worker);
+        let rank = settings.hyper.rank as usize;
+        let users = init_user_factors(&shard.users, settings.hyper.rank, settings.seed);
+        let mut test_items: Vec<u64> = shard.test.iter().map(|r| u64::from(r.item)).collect();
+        test_items.sort_unstable();
+        test_items.dedup();
+        tracing::info!(
+            worker = ctx.worker,
+            users = shard.users.len(),
+            train = shard.train.len(),
+            test = shard.test.len(),
+            engine = engine.name(),
+            "MF worker ready"
+        );
+        Ok(MfSession {
+            worker: ctx.worker,
+            engine,
+            users,
+            num_items: u64::from(set.num_items),
+            items: vec![0.0; set.num_items as usize * rank],
+            test_items,
+            shard,
+            settings,
+            inbox: Inbox::default(),
+            plan: None,
+            updates: 0,
+        })
+    }
+
+    fn rank(&self) -> usize {
+        self.settings.hyper.rank as usize
+    }
+
+    fn plan_clock(&self, clock: u64) -> ClockPlan {
+        let per_epoch = u64::from(self.settings.clocks_per_epoch.max(1));
+        let key = self.key(clock);
+        let order = epoch_order(self.shard.train.len(), key);
+        let slice = flags::slice_of(&order, (clock % per_epoch) as usize, per_epoch as usize);
+        let order: Vec<Rating> = slice.iter().map(|&i| self.shard.train[i]).collect();
+        let mut touched: Vec<u64> = order.iter().map(|r| u64::from(r.item)).collect();
+        touched.sort_unstable();
+        touched.dedup();
+        ClockPlan {
+            clock,
+            order,
+            touched,
+            evaluate: clock % per_epoch == per_epoch - 1,
+        }
+    }
+
+    /// The shuffle and learning-rate key of `clock`: its epoch.
+    fn key(&self, clock: u64) -> ClockKey {
+        let per_epoch = u64::from(self.settings.clocks_per_epoch.max(1));
+        ClockKey {
+            seed: self.settings.seed,
+            worker: self.worker,
+            clock: (clock / per_epoch).min(u64::from(u32::MAX)) as u32,
+        }
+    }
+
+    fn items_read(&self, p: &ClockPlan) -> Vec<u64> {
+        if !p.evaluate {
+            return p.touched.clone();
+        }
+        let mut rows: Vec<u64> = p.touched.iter().chain(&self.test_items).copied().collect();
+        rows.sort_unstable();
+        rows.dedup();
+        rows
+    }
+}
+
+impl Session<MfApp> for MfSession {
+    fn reads(&mut self, clock: u64) -> Result<Vec<TableRows>, AppError> {
+        if self.plan.as_ref().is_none_or(|p| p.clock != clock) {
+            let p = self.plan_clock(clock);
+            let reads = vec![TableRows {
+                table: ITEMS,
+                rows: self.items_read(&p),
+            }];
+            self.inbox.expect(reads);
+            self.plan = Some(p);
+        }
+        Ok(self.inbox.reads().to_vec())
+    }
+
+    fn load(
+        &mut self,
+        table: u32,
+        first: usize,
+        keys: &[u64],
+        values: &[f32],
+    ) -> Result<(), AppError> {
+        let rank = self.rank();
+        self.inbox.accept(table, first, keys, values, rank)?;
+        for (&k, row) in keys.iter().zip(values.chunks_exact(rank)) {
+            let at = k as usize * rank;
+            self.items[at..at + rank].copy_from_slice(row);
+        }
+        Ok(())
+    }
+
+    fn run_clock(&mut self, clock: u64, out: &mut dyn DeltaSink) -> Result<MfClock, AppError> {
+        let p = match self.plan.take() {
+            Some(p) if p.clock == clock => p,
+            _ => {
+                return Err(AppError::Rows {
+                    table: ITEMS,
+                    reason: format!("clock {clock} ran before its rows were read"),
+                })
+            }
+        };
+        self.inbox.complete()?;
+        let rank = self.rank();
+        let delta = out.rows(ITEMS, &p.touched)?;
+        for (d, &k) in delta.chunks_exact_mut(rank).zip(&p.touched) {
+            d.copy_from_slice(&self.items[k as usize * rank..(k as usize + 1) * rank]);
+        }
+        let hyper = self.settings.hyper;
+        let lr = hyper.lr_at(self.key(clock).clock);
+        let train_se = self.engine.sgd_epoch(
+            &p.order,
+            &mut self.users,
+            &mut self.items,
+            rank,
+            lr,
+            hyper.reg,
+        )?;
+        for (d, &k) in delta.chunks_exact_mut(rank).zip(&p.touched) {
+            let after = &self.items[k as usize * rank..(k as usize + 1) * rank];
+            d.iter_mut().zip(after).for_each(|(d, a)| *d = a - *d);
+        }
+        self.updates += p.order.len() as u64;
+        let (test_se, test_n) = if p.evaluate {
+            squared_error(&self.shard.test, &self.users, &self.items, rank)
+        } else {
+            (0.0, 0)
+        };
+        Ok(MfClock {
+            train_se,
+            train_n: p.order.len() as f64,
+            test_se,
+            test_n: test_n as f64,
+        })
+    }
+
+    fn final_reads(&mut self) -> Result<Vec<TableRows>, AppError> {
+        // Worker 0 reads the whole table for its hash; the others the items they rate.
+        let rows: Vec<u64> = if self.worker == 0 {
+            (0..self.num_items).collect()
+        } else {
+            let mut r: Vec<u64> = self
+                .shard
+                .train
+                .iter()
+                .chain(&self.shard.test)
+                .map(|r| u64::from(r.item))
+                .collect();
+            r.sort_unstable();
+            r.dedup();
+            r
+        };
+        self.plan = None;
+        self.inbox.expect(vec![TableRows { table: ITEMS, rows }]);
+        Ok(self.inbox.reads().to_vec())
+    }
+
+    fn evaluate(&mut self) -> Result<Outcome<MfFinal, MfFacts>, AppError> {
+        self.inbox.complete()?;
+        let rank = self.rank();
+        let (train_se, train_n) = squared_error(&self.shard.train, &self.users, &self.items, rank);
+        let (test_se, test_n) = squared_error(&self.shard.test, &self.users, &self.items, rank);
+        Ok(Outcome {
+            sums: MfFinal {
+                train_se,
+                train_n: train_n as f64,
+                test_se,
+                test_n: test_n as f64,
+                updates: self.updates as f64,
+            },
+            facts: MfFacts {
+                item_table_hash: (self.worker == 0).then(|| flags::hash_bits(&self.items)),
+            },
+        })
+    }
+}

@@ -1,0 +1,216 @@
+//! The end of a clock: the clock's updates become push frames, background tasks send them (one
+//! batch per shard; every shard gets the end of the clock even with no rows), their acks feed
+//! read-my-writes, and the clock's report goes to the coordinator once every shard has it.
+
+use crate::client::{lock, lock_keys, PsClient};
+use crate::error::ClientError;
+use crate::push;
+use crate::wire::{push_batch, Traffic};
+use ps_proto::{ClockReport, Frame, KeyForm, ShardMap};
+use std::time::Instant;
+
+impl PsClient {
+    /// Ends the current clock: seals its updates, hands them to background push tasks, and
+    /// returns at once (with overlap; without, after every shard acknowledged). The figures set
+    /// with [`PsClient::set_figures`] go with this clock's report. Returns the clock ended.
+    pub fn clock(&mut self) -> Result<u64, ClientError> {
+        self.check_failure()?;
+        let ended = self.clock.tick();
+        let worker = self.cfg.worker;
+        let nshards = self.conns.len() as u32;
+        let max_body = self.cfg.max_frame_body;
+        let mut per_shard: Vec<Vec<Frame>> = vec![Vec::new(); nshards as usize];
+        let mut ids: Vec<u32> = self.tables.keys().copied().collect();
+        ids.sort_unstable();
+        let mut push_logical = 0u64;
+        for id in ids {
+            let t = self.state_mut(id)?;
+            push_logical += push::encode_table(
+                &t.spec,
+                &mut t.cache,
+                worker,
+                ended,
+                max_body,
+                &mut per_shard,
+            )?;
+        }
+        push_logical += push::end_batches(worker, ended, &mut per_shard);
+        let assigned = self.cache_key_lists(&mut per_shard);
+        let now = Instant::now();
+        let wall = now.duration_since(self.clock_started).as_secs_f64();
+        let report = ClockReport {
+            worker,
+            clock: ended,
+            compute_s: (wall - self.blocked_s).max(0.0),
+            blocked_s: self.blocked_s,
+            comm_s: self.pull_comm_s,
+            overlap_s: 0.0,
+            bytes_sent: self.pull_traffic.sent,
+            bytes_received: self.pull_traffic.received,
+            bytes_logical: self.pull_traffic.logical_sent + push_logical,
+            push_bytes: 0,
+            push_bytes_logical: push_logical,
+            sums: std::mem::take(&mut self.figures),
+        };
+        self.clock_started = now;
+        self.blocked_s = 0.0;
+        self.pull_comm_s = 0.0;
+        self.pull_traffic = Traffic::default();
+        self.send_batches(ended, per_shard, assigned, report);
+        self.fold_acknowledged();
+        Ok(ended)
+    }
+
+    /// Repeated key lists go by reference; lists sent to be stored are confirmed by the ack.
+    /// Returns, per shard, the (table, list id) pairs the batch asks the shard to store.
+    fn cache_key_lists(&self, per_shard: &mut [Vec<Frame>]) -> Vec<Vec<(u32, u32)>> {
+        let mut assigned: Vec<Vec<(u32, u32)>> = vec![Vec::new(); per_shard.len()];
+        let mut caches = lock_keys(&self.key_caches);
+        for (s, frames) in per_shard.iter_mut().enumerate() {
+            for f in frames.iter_mut().filter(|f| f.key_form == KeyForm::List) {
+                if f.header.kind != ps_proto::Kind::Push {
+                    continue;
+                }
+                let form = caches.form(s as u32, f.header.table, &f.keys);
+                if let KeyForm::Assign(k) = form {
+                    assigned[s].push((f.header.table, k));
+                }
+                if form != KeyForm::List {
+                    f.set_key_form(form);
+                }
+            }
+        }
+        assigned
+    }
+
+    /// Sends each shard its batch; the report goes out once every shard acknowledged.
+    fn send_batches(
+        &mut self,
+        ended: u64,
+        per_shard: Vec<Vec<Frame>>,
+        assigned: Vec<Vec<(u32, u32)>>,
+        mut report: ClockReport,
+    ) {
+        let limits = self.cfg.limits;
+        let conns = self.conns.clone();
+        let addrs = self.cfg.shard_map.shards.clone();
+        let (shared, caches, reports) = (
+            self.shared.clone(),
+            self.key_caches.clone(),
+            self.reports_tx.clone(),
+        );
+        let push = async move {
+            let started = Instant::now();
+            let tasks: Vec<_> = per_shard
+                .into_iter()
+                .enumerate()
+                .map(|(s, frames)| {
+                    let conn = conns[s].clone();
+                    tokio::spawn(async move { (s, push_batch(&conn, &limits, frames).await) })
+                })
+                .collect();
+            let mut push_s = 0.0f64;
+            for t in tasks {
+                match t.await {
+                    Ok((s, Ok((applied, traffic)))) => {
+                        for &(table, k) in &assigned[s] {
+                            lock_keys(&caches).confirm(s as u32, table, k);
+                        }
+                        let mut sh = lock(&shared);
+                        sh.applied[s] = sh.applied[s].max(applied);
+                        report.bytes_sent += traffic.sent;
+                        report.push_bytes += traffic.sent;
+                        report.bytes_received += traffic.received;
+                        push_s = started.elapsed().as_secs_f64();
+                    }
+                    Ok((s, Err(e))) => {
+                        lock(&shared).failure.get_or_insert(format!(
+                            "push of clock {ended} to shard {s} at {}: {e}",
+                            addrs[s]
+                        ));
+                        return None;
+                    }
+                    Err(e) => {
+                        lock(&shared)
+                            .failure
+                            .get_or_insert(format!("push task: {e}"));
+                        return None;
+                    }
+                }
+            }
+            report.comm_s += push_s;
+            Some(report)
+        };
+        if self.cfg.overlap {
+            let task = self.rt.spawn(async move {
+                if let Some(mut r) = push.await {
+                    r.overlap_s = (r.comm_s - r.blocked_s).max(0.0);
+                    let _ = reports.send(r);
+                }
+            });
+            self.in_flight.retain(|t| !t.is_finished());
+            self.in_flight.push(task);
+            self.start_prefetch(ended + 1);
+        } else {
+            let waited = Instant::now();
+            if let Some(mut r) = self.rt.block_on(push) {
+                r.blocked_s += waited.elapsed().as_secs_f64();
+                r.overlap_s = (r.comm_s - r.blocked_s).max(0.0);
+                let _ = reports.send(r);
+            }
+            for t in self.tables.values_mut() {
+                t.next_reads = None;
+            }
+            self.clock_started = Instant::now();
+        }
+    }
+
+    pub(crate) fn fold_acknowledged(&mut self) {
+        let applied = lock(&self.shared).applied.clone();
+        let all = applied.iter().copied().min().unwrap_or(0);
+        let nshards = applied.len() as u32;
+        for t in self.tables.values_mut() {
+            let rows = t.spec.rows;
+            // Keep what an in-flight prefetch's replies may still need.
+            let keep_from = t.prefetch.iter().map(|p| p.floor).fold(all, u64::min);
+            t.cache.fold_acknowledged(
+                |r| applied[ShardMap::shard_of(rows, nshards, r) as usize],
+                keep_from,
+            );
+        }
+    }
+
+    /// Waits until every push so far is acknowledged.
+    pub fn flush(&mut self) -> Result<(), ClientError> {
+        let tasks = std::mem::take(&mut self.in_flight);
+        self.rt.block_on(async move {
+            for t in tasks {
+                let _ = t.await;
+            }
+        });
+        self.check_failure()?;
+        self.fold_acknowledged();
+        Ok(())
+    }
+
+    /// Dense push-pull for model averaging: adds `delta` (row-major over `rows`, sorted and
+    /// distinct) to this clock's update of table `table`, ends the clock, and appends the rows
+    /// as the next clock reads them (complete through every worker's clock `c - s - 1`) to
+    /// `out`. Under staleness 0 every worker's push of the clock just ended is in them. Returns
+    /// the clock ended.
+    pub fn push_pull(
+        &mut self,
+        table: u32,
+        rows: &[u64],
+        delta: &[f32],
+        out: &mut Vec<f32>,
+    ) -> Result<u64, ClientError> {
+        self.table(table)?.push(rows, delta)?;
+        let ended = self.clock()?;
+        self.table(table)?.read_rows_into(rows, out)?;
+        Ok(ended)
+    }
+
+    /// Bytes of one frame header (for callers estimating traffic).
+    pub const FRAME_OVERHEAD: usize = ps_proto::HEADER_LEN;
+}

@@ -1,0 +1,508 @@
+//! Reads: rows served from the cache when it is fresh enough for the staleness bound, pulled
+//! from their shards otherwise; replies streamed to the caller shard by shard as they arrive;
+//! asynchronous pulls; and prefetches of the next clock's rows started when a clock ends.
+
+use crate::client::{lock, lock_keys, PsClient};
+use crate::error::ClientError;
+use crate::pending::strictly_sorted;
+use crate::wire::{pull, Traffic};
+use ps_proto::{Frame, KeyForm, ShardMap};
+use ps_ssp::Staleness;
+use std::collections::BTreeMap;
+use std::time::Instant;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Every reply frame of one shard for one read, or why the shard could not answer.
+pub(crate) type ShardReplies = Result<Vec<(Frame, Traffic)>, ClientError>;
+
+/// Replies of every shard of one read, and the seconds the pulls took.
+pub(crate) type Pulled = (Vec<(u32, ShardReplies)>, f64);
+
+/// Pulls started when a clock ended, for the rows a later clock will read.
+pub(crate) struct Prefetch {
+    pub handle: JoinHandle<Pulled>,
+    /// The clocks its rows are complete through, at least.
+    pub need: u64,
+    /// The lowest own-clock count any shard had acknowledged when the prefetch started: its
+    /// replies report at least this, so the own-update log is kept from here while it is in
+    /// flight.
+    pub floor: u64,
+}
+
+/// Rows pulled without waiting ([`crate::Table::pull_async`]); [`PsClient::wait`] collects them.
+pub struct PullTicket {
+    pub(crate) table: u32,
+    pub(crate) rows: Vec<u64>,
+    pub(crate) handle: Option<JoinHandle<Pulled>>,
+}
+
+impl PullTicket {
+    pub fn table(&self) -> u32 {
+        self.table
+    }
+
+    pub fn rows(&self) -> &[u64] {
+        &self.rows
+    }
+}
+
+/// Where a streamed read hands its rows: `(first, keys, values)`.
+pub(crate) type RowSink<'a, E> = dyn FnMut(usize, &[u64], &[f32]) -> Result<(), E> + 'a;
+
+/// One shard's part of a read: (shard, frames of keys to pull, each with its key form).
+type ShardRequests = (u32, Vec<(Vec<u64>, KeyForm)>);
+
+impl PsClient {
+    /// Groups `rows` by shard, splits them under the frame cap, and picks each frame's key form.
+    fn requests(
+        &self,
+        id: u32,
+        width: u32,
+        rows: impl IntoIterator<Item = u64>,
+    ) -> Vec<ShardRequests> {
+        let nshards = self.conns.len() as u32;
+        let nrows = self.tables.get(&id).map(|t| t.spec.rows).unwrap_or(0);
+        let mut by_shard: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+        for r in rows {
+            by_shard
+                .entry(ShardMap::shard_of(nrows, nshards, r))
+                .or_default()
+                .push(r);
+        }
+        let per_frame = ((self.cfg.max_frame_body / (8 + 4 * width as u64)).max(1)) as usize;
+        let mut caches = lock_keys(&self.key_caches);
+        by_shard
+            .into_iter()
+            .map(|(s, mut keys)| {
+                keys.sort_unstable();
+                keys.dedup();
+                let frames = keys
+                    .chunks(per_frame)
+                    .map(|chunk| (chunk.to_vec(), caches.form(s, id, chunk)))
+                    .collect();
+                (s, frames)
+            })
+            .collect()
+    }
+
+    /// A task pulling one shard's frames concurrently.
+    fn pull_shard(
+        &self,
+        id: u32,
+        width: u32,
+        need: u64,
+        req: ShardRequests,
+    ) -> JoinHandle<ShardReplies> {
+        let (s, frames) = req;
+        let conn = self.conns[s as usize].clone();
+        let (limits, worker, caches) = (self.cfg.limits, self.cfg.worker, self.key_caches.clone());
+        self.rt.spawn(async move {
+            let tasks: Vec<_> = frames
+                .into_iter()
+                .map(|(keys, form)| {
+                    let (conn, caches) = (conn.clone(), caches.clone());
+                    tokio::spawn(async move {
+                        let r = pull(&conn, &limits, id, worker, need, width, &keys, form).await;
+                        if let (Ok(_), KeyForm::Assign(k)) = (&r, form) {
+                            lock_keys(&caches).confirm(s, id, k);
+                        }
+                        r
+                    })
+                })
+                .collect();
+            let mut out = Vec::with_capacity(tasks.len());
+            for t in tasks {
+                match t.await {
+                    Ok(r) => out.push(r?),
+                    Err(e) => return Err(ClientError::PushFailed(format!("pull task: {e}"))),
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Starts pulls of `rows` of table `id` complete through `need`; the task yields every
+    /// shard's replies and the seconds the pulls took.
+    pub(crate) fn spawn_pulls(
+        &self,
+        id: u32,
+        width: u32,
+        rows: impl IntoIterator<Item = u64>,
+        need: u64,
+    ) -> JoinHandle<Pulled> {
+        let shards: Vec<_> = self
+            .requests(id, width, rows)
+            .into_iter()
+            .map(|req| (req.0, self.pull_shard(id, width, need, req)))
+            .collect();
+        self.rt.spawn(async move {
+            let started = Instant::now();
+            let mut out = Vec::with_capacity(shards.len());
+            for (s, h) in shards {
+                let r = h
+                    .await
+                    .unwrap_or_else(|e| Err(ClientError::PushFailed(format!("pull task: {e}"))));
+                out.push((s, r));
+            }
+            (out, started.elapsed().as_secs_f64())
+        })
+    }
+
+    /// Starts pulls of `rows`, each shard's replies sent on the returned channel as soon as
+    /// that shard has answered in full, with the seconds since the pulls started.
+    fn spawn_streamed(
+        &self,
+        id: u32,
+        width: u32,
+        rows: impl IntoIterator<Item = u64>,
+        need: u64,
+    ) -> (mpsc::UnboundedReceiver<(u32, ShardReplies, f64)>, usize) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let requests = self.requests(id, width, rows);
+        let n = requests.len();
+        let started = Instant::now();
+        for req in requests {
+            let s = req.0;
+            let h = self.pull_shard(id, width, need, req);
+            let tx = tx.clone();
+            self.rt.spawn(async move {
+                let r = h
+                    .await
+                    .unwrap_or_else(|e| Err(ClientError::PushFailed(format!("pull task: {e}"))));
+                let _ = tx.send((s, r, started.elapsed().as_secs_f64()));
+            });
+        }
+        (rx, n)
+    }
+
+    /// Puts one shard's pulled rows into the cache, tagged with the clocks they are complete
+    /// through.
+    pub(crate) fn ingest(
+        &mut self,
+        id: u32,
+        shard: u32,
+        replies: ShardReplies,
+    ) -> Result<(), ClientError> {
+        let current = self.clock.current();
+        let replies = replies.map_err(|e| ClientError::Shard {
+            shard,
+            addr: self.cfg.shard_map.shards[shard as usize].clone(),
+            reason: e.to_string(),
+        })?;
+        let t = self.state_mut(id)?;
+        let width = t.spec.width as usize;
+        for (reply, traffic) in replies {
+            self.pull_traffic.add(traffic);
+            let (min_clock, own_clock) = (reply.header.clock, reply.header.aux);
+            let decoded;
+            let values: &[f32] = match reply.raw_f32() {
+                Some(v) => v,
+                None => {
+                    decoded = reply.values()?;
+                    &decoded
+                }
+            };
+            let t = self
+                .tables
+                .get_mut(&id)
+                .ok_or(ClientError::UnknownTable(id))?;
+            for (k, v) in reply.keys.iter().zip(values.chunks_exact(width)) {
+                t.cache.store(*k, v, min_clock, own_clock, current);
+            }
+        }
+        Ok(())
+    }
+
+    fn ingest_all(
+        &mut self,
+        id: u32,
+        (replies, took): Pulled,
+        waited: f64,
+    ) -> Result<(), ClientError> {
+        self.blocked_s += waited;
+        self.pull_comm_s += took;
+        for (s, r) in replies {
+            self.ingest(id, s, r)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the cached copy of `row` serves a read that needs `need` clocks. Under unbounded
+    /// staleness any row satisfies the contract, so each row is refreshed once per clock by a
+    /// pull that never waits for other workers: reads see others' progress without blocking.
+    fn cache_serves(&self, id: u32, row: u64, need: u64) -> bool {
+        self.tables.get(&id).is_some_and(|t| {
+            t.cache.rows.get(&row).is_some_and(|c| {
+                c.min_clock >= need
+                    && (!t.staleness.is_unbounded() || c.fetched_at == self.clock.current())
+            })
+        })
+    }
+
+    /// What every read does first: checks, then takes prefetched rows that have arrived, and
+    /// waits for more (oldest first) only while the cache cannot serve the read; the other
+    /// prefetches travel on behind compute.
+    fn prepare_read(&mut self, id: u32, rows: &[u64], need: u64) -> Result<(), ClientError> {
+        self.check_failure()?;
+        let t = self.state(id)?;
+        let nrows = t.spec.rows;
+        if let Some(&row) = rows.iter().find(|r| **r >= nrows) {
+            return Err(ClientError::RowOutOfRange {
+                table: id,
+                row,
+                rows: nrows,
+            });
+        }
+        loop {
+            let t = self.state_mut(id)?;
+            let p = match t.prefetch.iter().position(|p| p.handle.is_finished()) {
+                Some(i) => t.prefetch.remove(i),
+                None if t.prefetch.is_empty() => None,
+                None if rows.iter().all(|r| self.cache_serves(id, *r, need)) => None,
+                None => self.state_mut(id)?.prefetch.pop_front(),
+            };
+            let Some(p) = p else { break };
+            let started = Instant::now();
+            let pulled = self
+                .rt
+                .block_on(p.handle)
+                .map_err(|e| ClientError::PushFailed(format!("prefetch task: {e}")))?;
+            self.ingest_all(id, pulled, started.elapsed().as_secs_f64())?;
+        }
+        if self.cfg.overlap {
+            self.state_mut(id)?
+                .read_this_clock
+                .extend(rows.iter().copied());
+        }
+        Ok(())
+    }
+
+    /// Reads `rows` (any order) of table `id` complete through at least `need` clocks of every
+    /// worker, appending them to `out`.
+    pub(crate) fn read_with(
+        &mut self,
+        id: u32,
+        rows: &[u64],
+        need: u64,
+        out: &mut Vec<f32>,
+    ) -> Result<(), ClientError> {
+        self.prepare_read(id, rows, need)?;
+        let misses: Vec<u64> = rows
+            .iter()
+            .copied()
+            .filter(|r| !self.cache_serves(id, *r, need))
+            .collect();
+        if !misses.is_empty() {
+            let width = self.state(id)?.spec.width;
+            let handle = self.spawn_pulls(id, width, misses, need);
+            let started = Instant::now();
+            let pulled = self
+                .rt
+                .block_on(handle)
+                .map_err(|e| ClientError::PushFailed(format!("pull task: {e}")))?;
+            self.ingest_all(id, pulled, started.elapsed().as_secs_f64())?;
+        }
+        let t = self.state(id)?;
+        out.reserve(rows.len() * t.spec.width as usize);
+        for &r in rows {
+            if !t.cache.compose(r, out) {
+                return Err(missing(id, r));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads `rows` (sorted, distinct) like [`PsClient::read_with`], handing them to `sink`
+    /// one shard's run at a time as replies arrive: `sink(first, keys, values)` gets
+    /// `rows[first..first + keys.len()]` and their values, row-major. Runs the cache serves
+    /// come first. The sink's error stops the read and is returned.
+    pub(crate) fn read_streamed<E: From<ClientError>>(
+        &mut self,
+        id: u32,
+        rows: &[u64],
+        need: u64,
+        sink: &mut RowSink<'_, E>,
+    ) -> Result<(), E> {
+        if !strictly_sorted(rows) {
+            return Err(ClientError::Unsorted { table: id }.into());
+        }
+        self.prepare_read(id, rows, need)?;
+        let t = self.state(id)?;
+        let (nrows, width) = (t.spec.rows, t.spec.width);
+        let nshards = self.conns.len() as u32;
+        // Each shard's rows are one run of the sorted list.
+        let mut runs: BTreeMap<u32, (usize, usize)> = BTreeMap::new();
+        for (i, &r) in rows.iter().enumerate() {
+            let e = runs
+                .entry(ShardMap::shard_of(nrows, nshards, r))
+                .or_insert((i, i));
+            e.1 = i + 1;
+        }
+        let misses: Vec<u64> = rows
+            .iter()
+            .copied()
+            .filter(|r| !self.cache_serves(id, *r, need))
+            .collect();
+        let (mut rx, expected) = self.spawn_streamed(id, width, misses.iter().copied(), need);
+        let pending = self.requests_shards(id, &misses);
+        for (s, run) in &runs {
+            if !pending.contains(s) {
+                self.deliver(id, rows, *run, sink)?;
+            }
+        }
+        let mut took_max = 0.0f64;
+        for _ in 0..expected {
+            let started = Instant::now();
+            let (s, replies, took) = self
+                .rt
+                .block_on(rx.recv())
+                .ok_or_else(|| ClientError::PushFailed("pull tasks stopped".into()))?;
+            self.blocked_s += started.elapsed().as_secs_f64();
+            took_max = took_max.max(took);
+            self.ingest(id, s, replies)?;
+            if let Some(run) = runs.get(&s) {
+                self.deliver(id, rows, *run, sink)?;
+            }
+        }
+        self.pull_comm_s += took_max;
+        Ok(())
+    }
+
+    /// The shards `rows` of table `id` live on.
+    fn requests_shards(&self, id: u32, rows: &[u64]) -> Vec<u32> {
+        let nshards = self.conns.len() as u32;
+        let nrows = self.tables.get(&id).map(|t| t.spec.rows).unwrap_or(0);
+        let mut s: Vec<u32> = rows
+            .iter()
+            .map(|&r| ShardMap::shard_of(nrows, nshards, r))
+            .collect();
+        s.dedup();
+        s
+    }
+
+    /// Composes `rows[start..end]` and hands them to the sink.
+    fn deliver<E: From<ClientError>>(
+        &mut self,
+        id: u32,
+        rows: &[u64],
+        (start, end): (usize, usize),
+        sink: &mut RowSink<'_, E>,
+    ) -> Result<(), E> {
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        let t = self.state(id)?;
+        for &r in &rows[start..end] {
+            if !t.cache.compose(r, &mut buf) {
+                self.scratch = buf;
+                return Err(missing(id, r).into());
+            }
+        }
+        let result = sink(start, &rows[start..end], &buf);
+        self.scratch = buf;
+        result
+    }
+
+    /// Starts pulling what a read of `rows` of table `id` at the current clock would need,
+    /// without waiting.
+    pub(crate) fn pull_async(&mut self, id: u32, rows: &[u64]) -> Result<PullTicket, ClientError> {
+        self.check_failure()?;
+        let t = self.state(id)?;
+        let (nrows, width) = (t.spec.rows, t.spec.width);
+        if let Some(&row) = rows.iter().find(|r| **r >= nrows) {
+            return Err(ClientError::RowOutOfRange {
+                table: id,
+                row,
+                rows: nrows,
+            });
+        }
+        let need = t.staleness.required_min_clock(self.clock.current());
+        let misses: Vec<u64> = rows
+            .iter()
+            .copied()
+            .filter(|r| !self.cache_serves(id, *r, need))
+            .collect();
+        let handle = (!misses.is_empty()).then(|| self.spawn_pulls(id, width, misses, need));
+        Ok(PullTicket {
+            table: id,
+            rows: rows.to_vec(),
+            handle,
+        })
+    }
+
+    /// The rows of an asynchronous pull, appended to `out` in the order asked for. They satisfy
+    /// the read guarantee of the clock the worker is in now: if it has moved on since the pull
+    /// started and the rows are too old for it, they are pulled again.
+    pub fn wait(&mut self, ticket: PullTicket, out: &mut Vec<f32>) -> Result<(), ClientError> {
+        if let Some(h) = ticket.handle {
+            let started = Instant::now();
+            let pulled = self
+                .rt
+                .block_on(h)
+                .map_err(|e| ClientError::PushFailed(format!("pull task: {e}")))?;
+            self.ingest_all(ticket.table, pulled, started.elapsed().as_secs_f64())?;
+        }
+        let need = self
+            .state(ticket.table)?
+            .staleness
+            .required_min_clock(self.clock.current());
+        self.read_with(ticket.table, &ticket.rows, need, out)
+    }
+
+    /// Prefetches the rows each table will read at clock `next`: those the caller named with
+    /// `Table::prefetch_next`, else those read in the clock that just ended. Under staleness 0
+    /// the pull targets clock `next`: it parks at the shards until every worker has pushed,
+    /// and the read at `next` waits for it. Under staleness s >= 1 the rows in the cache
+    /// already serve `next` (they were prefetched one clock earlier), so the pull targets
+    /// `next + 1`: it waits at the shards for this clock's pushes while the worker computes
+    /// `next`, and its rows, one clock fresher than a pull made now would get, arrive behind
+    /// that compute. So under staleness a prefetch starts every clock and up to two are in
+    /// flight: that pulls every row every clock (a worker without overlap pulls late and gets
+    /// rows that serve two clocks), trading pull bytes for never waiting on them.
+    pub(crate) fn start_prefetch(&mut self, next: u64) {
+        let floor = lock(&self.shared)
+            .applied
+            .iter()
+            .copied()
+            .min()
+            .unwrap_or(0);
+        let mut ids: Vec<u32> = self.tables.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let Some(t) = self.tables.get_mut(&id) else {
+                continue;
+            };
+            let read = std::mem::take(&mut t.read_this_clock);
+            let mut rows: Vec<u64> = match t.next_reads.take() {
+                Some(rows) => rows,
+                None => read.into_iter().collect(),
+            };
+            let target = match t.staleness {
+                Staleness::Bounded(s) if s >= 1 => next + 1,
+                _ => next,
+            };
+            let (need, width) = (t.staleness.required_min_clock(target), t.spec.width);
+            // Rows the cache will still serve next clock need no prefetch (unbounded tables
+            // refresh every clock, so all of theirs do).
+            if !t.staleness.is_unbounded() {
+                rows.retain(|r| t.cache.rows.get(r).is_none_or(|c| c.min_clock < need));
+            }
+            if rows.is_empty() || t.prefetch.iter().any(|p| p.need >= need) || t.prefetch.len() >= 2
+            {
+                continue;
+            }
+            let handle = self.spawn_pulls(id, width, rows, need);
+            if let Some(t) = self.tables.get_mut(&id) {
+                t.prefetch.push_back(Prefetch {
+                    handle,
+                    need,
+                    floor,
+                });
+            }
+        }
+    }
+}
+
+fn missing(id: u32, row: u64) -> ClientError {
+    ps_proto::ProtoError::Protocol(format!("row {row} of table {id} missing after its pull")).into()
+}

@@ -1,0 +1,153 @@
+//! The worker's clock loop, the same for every app: per clock, read the rows the session asks
+//! for (streamed into it shard by shard), run the clock into the client's pending update, tell
+//! the client which rows the next clock reads (so its prefetch pulls those), and end the clock;
+//! then the final read and evaluation. Fault and straggler injection live here too.
+
+use anyhow::{Context, Result};
+use ps_apps::app::{DeltaSink, DynApp, DynSession, Engines, TableRows};
+use ps_apps::SinkError;
+use ps_client::{ClientError, PsClient, Worker};
+use ps_proto::Done;
+use serde::{Deserialize, Serialize};
+
+/// An injected failure of one worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fault {
+    pub worker: u32,
+    pub clock: u64,
+    pub kind: FaultKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultKind {
+    Crash,
+    Hang,
+}
+
+/// Straggler and fault injection, carried to the workers in the job spec.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Chaos {
+    pub slow_worker: Option<(u32, u64)>,
+    pub fault: Option<Fault>,
+}
+
+impl Chaos {
+    /// Sleeps or fails as asked before worker `w` starts clock `clock`.
+    pub fn before_clock(&self, w: u32, clock: u64) {
+        if let Some((sw, ms)) = self.slow_worker {
+            if sw == w {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
+        }
+        if let Some(f) = self.fault.filter(|f| (f.worker, f.clock) == (w, clock)) {
+            inject(f);
+        }
+    }
+}
+
+/// Makes this worker fail as asked: exit abruptly, or stop dead while its process stays alive.
+fn inject(f: Fault) {
+    match f.kind {
+        FaultKind::Crash => {
+            eprintln!("worker {}: injected crash at clock {}", f.worker, f.clock);
+            std::process::exit(3);
+        }
+        FaultKind::Hang => {
+            eprintln!("worker {}: injected hang at clock {}", f.worker, f.clock);
+            let pid = std::process::id().to_string();
+            let _ = std::process::Command::new("kill")
+                .args(["-STOP", &pid])
+                .status();
+        }
+    }
+}
+
+/// A session's update goes straight into the client's pending update of the clock.
+struct ClientSink<'a>(&'a mut PsClient);
+
+fn refused(table: u32, e: ClientError) -> SinkError {
+    SinkError {
+        table,
+        reason: e.to_string(),
+    }
+}
+
+impl DeltaSink for ClientSink<'_> {
+    fn rows(&mut self, table: u32, keys: &[u64]) -> Result<&mut [f32], SinkError> {
+        self.0.rows_mut(table, keys).map_err(|e| refused(table, e))
+    }
+
+    fn encoded(
+        &mut self,
+        table: u32,
+        keys: &[u64],
+        wire_id: u16,
+        payload: Vec<u8>,
+    ) -> Result<(), SinkError> {
+        self.0
+            .table(table)
+            .and_then(|mut t| t.push_encoded(keys, wire_id, payload))
+            .map_err(|e| refused(table, e))
+    }
+}
+
+/// Reads `reads` into the session, each shard's run as it arrives; `synced` reads are complete
+/// through every worker's clocks so far (the final model).
+fn read(
+    client: &mut PsClient,
+    session: &mut dyn DynSession,
+    reads: &[TableRows],
+    synced: bool,
+) -> Result<()> {
+    for r in reads {
+        let mut t = client.table(r.table)?;
+        let sink = |first: usize, keys: &[u64], values: &[f32]| -> Result<()> {
+            session.load(r.table, first, keys, values)?;
+            Ok(())
+        };
+        if synced {
+            t.read_synced_into(&r.rows, sink)?;
+        } else {
+            t.read_into(&r.rows, sink)?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs one worker's whole job: `app`'s session on `engines`, under the worker's assignment.
+pub fn run_session(worker: &mut Worker, app: &dyn DynApp, engines: &dyn Engines) -> Result<Done> {
+    let assign = worker.assignment().clone();
+    let (w, clocks) = (assign.id, assign.job.clocks);
+    let chaos: Chaos = if assign.job.driver.is_null() {
+        Chaos::default()
+    } else {
+        serde_json::from_value(assign.job.driver.clone()).context("fault injection settings")?
+    };
+    let mut session = app.session(&assign.job.settings, w, assign.num_workers, engines)?;
+    let client = worker.client();
+    for clock in 0..clocks {
+        chaos.before_clock(w, clock);
+        let reads = session.reads(clock)?;
+        read(client, session.as_mut(), &reads, false)?;
+        let figures = session
+            .run_clock(clock, &mut ClientSink(client))
+            .with_context(|| format!("clock {clock}"))?;
+        client.set_figures(&figures)?;
+        if clock + 1 < clocks && assign.job.overlap {
+            for r in session.reads(clock + 1)? {
+                client.table(r.table)?.prefetch_next(r.rows)?;
+            }
+        }
+        client.clock()?;
+    }
+    client.flush()?;
+    let reads = session.final_reads()?;
+    read(client, session.as_mut(), &reads, true)?;
+    let (sums, facts) = session.evaluate()?;
+    Ok(Done {
+        worker: w,
+        sums,
+        facts,
+    })
+}
