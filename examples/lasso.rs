@@ -13,10 +13,9 @@
 //! residual of every update so far; the residual stays consistent because every change of `b`
 //! goes out with its change of `r`. Clock 0 starts from `r = y`, which worker 0 pushes.
 //!
-//! Built-in data: 2,000 samples x 100,000 features, 20 nonzeros a column, 100 true nonzero
-//! coefficients, noise sigma 0.01. `--data FILE` reads a libsvm file instead (labels are the response, centred).
-//! A single-process coordinate descent run to convergence on the same data is the reference;
-//! the summary says how far the cluster's objective is from it.
+//! Built-in data: 2,000 samples x 100,000 features, 20 entries of +-1 a column, 100 true
+//! nonzero coefficients, noise sigma 0.01; `--data FILE` reads a libsvm file (labels centred).
+//! The reference is a single-process coordinate descent run to convergence on the same data.
 
 use ps_apps::app::flags::{decimal, ratio};
 use ps_apps::app::{
@@ -122,9 +121,33 @@ impl Problem {
     }
 
     fn objective(&self, b: &[f64], lambda: f64) -> f64 {
-        let r = self.residual(b);
+        self.objective_of(&self.residual(b), b, lambda)
+    }
+
+    /// `F(b)` given `b`'s residual `r`.
+    fn objective_of(&self, r: &[f64], b: &[f64], lambda: f64) -> f64 {
         let sq: f64 = r.iter().map(|x| x * x).sum();
         sq / (2.0 * self.n as f64) + lambda * b.iter().map(|x| x.abs()).sum::<f64>()
+    }
+
+    /// A problem from its columns (`(row, value)` pairs each) and response.
+    fn from_columns(cols: Vec<Vec<(u32, f64)>>, y: Vec<f64>) -> Problem {
+        let mut x = Problem {
+            n: y.len(),
+            col_start: vec![0],
+            rows: vec![],
+            vals: vec![],
+            y,
+            truth: None,
+        };
+        for c in cols {
+            for (i, v) in c {
+                x.rows.push(i);
+                x.vals.push(v);
+            }
+            x.col_start.push(x.rows.len());
+        }
+        x
     }
 
     fn lambda_max(&self) -> f64 {
@@ -140,35 +163,26 @@ impl Problem {
     fn builtin(s: &Settings) -> Problem {
         let mut rng = ChaCha8Rng::seed_from_u64(s.seed);
         let (n, p) = (s.samples, s.features);
-        let mut col_start = vec![0];
-        let (mut rows, mut vals) = (Vec::new(), Vec::new());
-        for _ in 0..p {
-            let mut r: Vec<u32> = (0..s.column_nnz.min(n))
-                .map(|_| rng.gen_range(0..n as u32))
-                .collect();
-            r.sort_unstable();
-            r.dedup();
-            for i in r {
-                rows.push(i);
-                vals.push(if rng.gen_bool(0.5) { 1.0 } else { -1.0 });
-            }
-            col_start.push(rows.len());
-        }
+        let sign = |rng: &mut ChaCha8Rng| if rng.gen_bool(0.5) { 1.0 } else { -1.0 };
+        let cols = (0..p)
+            .map(|_| {
+                let mut r: Vec<u32> = (0..s.column_nnz.min(n))
+                    .map(|_| rng.gen_range(0..n as u32))
+                    .collect();
+                r.sort_unstable();
+                r.dedup();
+                r.into_iter().map(|i| (i, sign(&mut rng))).collect()
+            })
+            .collect();
         let mut truth: Vec<usize> = (0..s.nonzeros.min(p))
             .map(|_| rng.gen_range(0..p))
             .collect();
         truth.sort_unstable();
         truth.dedup();
-        let mut x = Problem {
-            n,
-            col_start,
-            rows,
-            vals,
-            y: (0..n).map(|_| s.noise * normal(&mut rng)).collect(),
-            truth: None,
-        };
+        let noise = (0..n).map(|_| s.noise * normal(&mut rng)).collect();
+        let mut x = Problem::from_columns(cols, noise);
         for &j in &truth {
-            let b = rng.gen_range(1.0..2.0) * if rng.gen_bool(0.5) { 1.0 } else { -1.0 };
+            let b = rng.gen_range(1.0..2.0) * sign(&mut rng);
             let col: Vec<(usize, f64)> = x.col(j).collect();
             col.into_iter().for_each(|(i, v)| x.y[i] += v * b);
         }
@@ -183,38 +197,19 @@ impl Problem {
             .rows
             .iter()
             .flat_map(|r| r.features.iter().map(|f| f.0 as usize + 1))
-            .max()
-            .unwrap_or(0);
-        let mut cols: Vec<Vec<(u32, f64)>> = vec![Vec::new(); p];
+            .max();
+        let mut cols: Vec<Vec<(u32, f64)>> = vec![Vec::new(); p.unwrap_or(0)];
         for (i, r) in data.rows.iter().enumerate() {
             for &(k, v) in &r.features {
                 cols[k as usize].push((i as u32, f64::from(v)));
             }
         }
-        let mean = data.rows.iter().map(|r| f64::from(r.label)).sum::<f64>()
-            / data.rows.len().max(1) as f64;
-        let mut col_start = vec![0];
-        let (mut rows, mut vals) = (Vec::new(), Vec::new());
-        for c in cols {
-            c.into_iter().for_each(|(i, v)| {
-                rows.push(i);
-                vals.push(v);
-            });
-            col_start.push(rows.len());
-        }
-        let y = data
-            .rows
-            .iter()
-            .map(|r| f64::from(r.label) - mean)
-            .collect();
-        Ok(Problem {
-            n: data.rows.len(),
-            col_start,
-            rows,
-            vals,
-            y,
-            truth: None,
-        })
+        let labels: Vec<f64> = data.rows.iter().map(|r| f64::from(r.label)).collect();
+        let mean = labels.iter().sum::<f64>() / labels.len().max(1) as f64;
+        Ok(Problem::from_columns(
+            cols,
+            labels.iter().map(|l| l - mean).collect(),
+        ))
     }
 
     fn load(s: &Settings) -> Result<Problem, AppError> {
@@ -261,8 +256,7 @@ fn reference(x: &Problem, lambda: f64) -> (f64, Vec<f64>, usize) {
         for j in 0..x.p() {
             update(x, j, norms[j], &mut b[j], &mut r, lambda);
         }
-        let f = r.iter().map(|v| v * v).sum::<f64>() / (2.0 * x.n as f64)
-            + lambda * b.iter().map(|v| v.abs()).sum::<f64>();
+        let f = x.objective_of(&r, &b, lambda);
         if (last - f).abs() <= 1e-12 * f.abs() {
             return (x.objective(&b, lambda), b, sweep);
         }
@@ -397,7 +391,6 @@ impl App for Lasso {
             x,
             s,
             inbox: Inbox::default(),
-            planned: None,
             updates: 0,
         }))
     }
@@ -431,7 +424,6 @@ struct LassoSession {
     read_r: Vec<f64>,
     r: Vec<f64>,
     inbox: Inbox,
-    planned: Option<u64>,
     updates: u64,
 }
 
@@ -446,7 +438,7 @@ impl LassoSession {
 
 impl Session<Lasso> for LassoSession {
     fn reads(&mut self, clock: u64) -> Result<Vec<TableRows>, AppError> {
-        if self.planned != Some(clock) {
+        if !self.inbox.planned(clock) {
             let reads = if clock == 0 {
                 Vec::new()
             } else {
@@ -462,8 +454,7 @@ impl Session<Lasso> for LassoSession {
                     },
                 ]
             };
-            self.inbox.expect(reads);
-            self.planned = Some(clock);
+            self.inbox.expect_clock(clock, reads);
         }
         Ok(self.inbox.reads().to_vec())
     }
@@ -488,13 +479,7 @@ impl Session<Lasso> for LassoSession {
     }
 
     fn run_clock(&mut self, clock: u64, out: &mut dyn DeltaSink) -> Result<Clock, AppError> {
-        if self.planned != Some(clock) {
-            return Err(AppError::Rows {
-                table: RESID,
-                reason: format!("clock {clock} ran before its reads"),
-            });
-        }
-        self.inbox.complete()?;
+        self.inbox.ready(clock)?;
         let lambda = self.s.lambda;
         let (mut l1, mut nonzeros) = (0.0, 0.0);
         for &j in &self.own {
@@ -537,7 +522,6 @@ impl Session<Lasso> for LassoSession {
     }
 
     fn final_reads(&mut self) -> Result<Vec<TableRows>, AppError> {
-        self.planned = None;
         let reads = if self.worker == 0 {
             vec![TableRows {
                 table: BETA,
@@ -584,17 +568,9 @@ impl Session<Lasso> for LassoSession {
 
 fn main() -> std::process::ExitCode {
     let mut args: Vec<String> = std::env::args().collect();
-    // With no command, run the example; the cluster re-executes this binary for its roles.
-    let commands = [
-        "local",
-        "coordinator",
-        "server",
-        "worker",
-        "certs",
-        "help",
-        "--help",
-        "-h",
-    ];
+    // With no command, run the example (`--help` lists its flags); the cluster re-executes this
+    // binary for its roles.
+    let commands = ["local", "coordinator", "server", "worker", "certs"];
     if args.get(1).is_none_or(|a| !commands.contains(&a.as_str())) {
         args.splice(
             1..1,

@@ -93,6 +93,22 @@ impl TableCache {
         true
     }
 
+    /// Whether every row of `keys` is cached as a reply complete through `min_clock` brought it
+    /// and reads add nothing to it (no own update, residual or pending change applies).
+    pub fn serves_as_is(&self, keys: &[u64], min_clock: u64) -> bool {
+        keys.iter().all(|k| {
+            self.rows.get(k).is_some_and(|c| {
+                c.min_clock == min_clock
+                    && (!self.overlay
+                        || !(self.residual.contains_key(k)
+                            || self.pending.touches(*k)
+                            || self.own_log.range(c.own_clock..).any(|(_, blocks)| {
+                                blocks.iter().any(|b| b.keys.binary_search(k).is_ok())
+                            })))
+            })
+        })
+    }
+
     /// Logs what clock `clock` sent, as the shards will apply it, for read-my-writes.
     pub fn log_sent(&mut self, clock: u64, sent: Vec<Block>) {
         if self.overlay && sent.iter().any(|b| !b.is_empty()) {
@@ -194,6 +210,29 @@ mod tests {
         let mut out = Vec::new();
         t.compose(1, &mut out);
         assert_eq!(out, vec![4.25]);
+    }
+
+    #[test]
+    fn rows_serve_as_is_only_when_reads_add_nothing() {
+        let mut t = TableCache::new(1, true);
+        t.store(1, &[1.0], 3, 2, 0);
+        t.store(2, &[1.0], 3, 2, 0);
+        assert!(t.serves_as_is(&[1, 2], 3));
+        assert!(!t.serves_as_is(&[1, 2], 2), "another reply's clock");
+        assert!(!t.serves_as_is(&[1, 3], 3), "a row not cached");
+        t.own_log.insert(1, block(2, vec![5.0])); // applied: own_clock 2 covers clock 1
+        assert!(t.serves_as_is(&[2], 3));
+        t.own_log.insert(2, block(2, vec![5.0]));
+        assert!(!t.serves_as_is(&[2], 3), "an unapplied own update");
+        t.pending.singles.insert(1, vec![1.0]);
+        assert!(!t.serves_as_is(&[1], 3), "a pending update");
+        let mut g = TableCache::new(1, false);
+        g.store(1, &[1.0], 3, 0, 0);
+        g.pending.singles.insert(1, vec![1.0]);
+        assert!(
+            g.serves_as_is(&[1], 3),
+            "no overlay: reads are what shards applied"
+        );
     }
 
     #[test]

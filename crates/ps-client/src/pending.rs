@@ -79,6 +79,18 @@ impl Pending {
         }
     }
 
+    /// Whether some update of this clock touches `key`.
+    pub fn touches(&self, key: u64) -> bool {
+        self.blocks
+            .iter()
+            .any(|b| b.keys.binary_search(&key).is_ok())
+            || self.singles.contains_key(&key)
+            || self
+                .encoded
+                .iter()
+                .any(|e| e.keys.binary_search(&key).is_ok())
+    }
+
     /// Whether some encoded block of this clock carries one of `keys` (sorted).
     pub fn encoded_overlaps(&self, keys: &[u64]) -> bool {
         self.encoded.iter().any(|e| sorted_overlap(&e.keys, keys))

@@ -184,16 +184,28 @@ impl PsClient {
         shard: u32,
         replies: ShardReplies,
     ) -> Result<(), ClientError> {
-        let current = self.clock.current();
-        let replies = replies.map_err(|e| ClientError::Shard {
+        let frames = self.answered(shard, replies)?;
+        self.ingest_frames(id, &frames)
+    }
+
+    /// A shard's replies, or its failure named by shard and address.
+    fn answered(
+        &self,
+        shard: u32,
+        replies: ShardReplies,
+    ) -> Result<Vec<(Frame, Traffic)>, ClientError> {
+        replies.map_err(|e| ClientError::Shard {
             shard,
             addr: self.cfg.shard_map.shards[shard as usize].clone(),
             reason: e.to_string(),
-        })?;
-        let t = self.state_mut(id)?;
-        let width = t.spec.width as usize;
-        for (reply, traffic) in replies {
-            self.pull_traffic.add(traffic);
+        })
+    }
+
+    fn ingest_frames(&mut self, id: u32, frames: &[(Frame, Traffic)]) -> Result<(), ClientError> {
+        let current = self.clock.current();
+        let width = self.state(id)?.spec.width as usize;
+        for (reply, traffic) in frames {
+            self.pull_traffic.add(*traffic);
             let (min_clock, own_clock) = (reply.header.clock, reply.header.aux);
             let decoded;
             let values: &[f32] = match reply.raw_f32() {
@@ -203,10 +215,7 @@ impl PsClient {
                     &decoded
                 }
             };
-            let t = self
-                .tables
-                .get_mut(&id)
-                .ok_or(ClientError::UnknownTable(id))?;
+            let t = self.state_mut(id)?;
             for (k, v) in reply.keys.iter().zip(values.chunks_exact(width)) {
                 t.cache.store(*k, v, min_clock, own_clock, current);
             }
@@ -360,10 +369,24 @@ impl PsClient {
                 .ok_or_else(|| ClientError::PushFailed("pull tasks stopped".into()))?;
             self.blocked_s += started.elapsed().as_secs_f64();
             took_max = took_max.max(took);
-            self.ingest(id, s, replies)?;
-            if let Some(run) = runs.get(&s) {
-                self.deliver(id, rows, *run, sink)?;
+            let frames = self.answered(s, replies)?;
+            self.ingest_frames(id, &frames)?;
+            let Some(&(start, end)) = runs.get(&s) else {
+                continue;
+            };
+            // One raw reply with exactly the run's rows, which the cache holds as they are: the
+            // sink reads them from the reply itself, saving a copy.
+            if let [(frame, _)] = frames.as_slice() {
+                let keys = &rows[start..end];
+                if let Some(values) = frame.raw_f32() {
+                    let cache = &self.state(id)?.cache;
+                    if frame.keys == keys && cache.serves_as_is(keys, frame.header.clock) {
+                        sink(start, keys, values)?;
+                        continue;
+                    }
+                }
             }
+            self.deliver(id, rows, (start, end), sink)?;
         }
         self.pull_comm_s += took_max;
         Ok(())

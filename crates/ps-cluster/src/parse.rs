@@ -58,10 +58,17 @@ pub fn command(apps: &[Box<dyn DynApp>], app: Option<&dyn DynApp>) -> clap::Comm
                         list.join(", ")
                     ))
             });
-            match app {
-                Some(app) => app.add_args(c.next_help_heading(format!("--app {}", app.name()))),
-                None => c,
+            // An app's Args may carry a doc comment; the command keeps its own description.
+            let (about, long_about) = (c.get_about().cloned(), c.get_long_about().cloned());
+            let Some(app) = app else { return c };
+            let mut c = app.add_args(c.next_help_heading(format!("--app {}", app.name())));
+            if let Some(a) = about {
+                c = c.about(a);
             }
+            if let Some(a) = long_about {
+                c = c.long_about(a);
+            }
+            c
         });
     }
     cmd

@@ -96,6 +96,18 @@ pub struct WorkerContext<'a> {
     pub engines: &'a dyn Engines,
 }
 
+impl WorkerContext<'_> {
+    /// The worker is one of the workers (sessions split their data by it).
+    pub fn check(&self) -> Result<(), AppError> {
+        if self.worker < self.workers {
+            Ok(())
+        } else {
+            let (w, n) = (self.worker, self.workers);
+            Err(AppError::Settings(format!("worker {w} of {n} workers")))
+        }
+    }
+}
+
 /// Rows a clock reads from one table: sorted and distinct.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableRows {
@@ -242,17 +254,48 @@ pub fn job_view<'a, A: App + ?Sized>(r: &'a JobResult) -> Result<JobView<'a, A>,
 /// fed through one of these.
 #[derive(Debug, Default)]
 pub struct Inbox {
+    /// The clock the reads are for; `None` for the final read.
+    clock: Option<u64>,
     reads: Vec<TableRows>,
     got: Vec<Vec<bool>>,
     count: Vec<usize>,
 }
 
 impl Inbox {
-    /// Starts a new read: nothing has arrived.
+    /// Starts a new read (the final one): nothing has arrived.
     pub fn expect(&mut self, reads: Vec<TableRows>) {
         self.got = reads.iter().map(|r| vec![false; r.rows.len()]).collect();
         self.count = vec![0; reads.len()];
         self.reads = reads;
+        self.clock = None;
+    }
+
+    /// Starts clock `clock`'s read.
+    pub fn expect_clock(&mut self, clock: u64, reads: Vec<TableRows>) {
+        self.expect(reads);
+        self.clock = Some(clock);
+    }
+
+    /// Whether clock `clock`'s read has started (a driver asks a clock's reads once to
+    /// prefetch and again to read: the second time must not start over).
+    pub fn planned(&self, clock: u64) -> bool {
+        self.clock == Some(clock)
+    }
+
+    /// The clock of the current read; `None` for the final one.
+    pub fn clock(&self) -> Option<u64> {
+        self.clock
+    }
+
+    /// Clock `clock` may run: its read started and every row arrived.
+    pub fn ready(&self, clock: u64) -> Result<(), AppError> {
+        if !self.planned(clock) {
+            return Err(AppError::Rows {
+                table: self.reads.first().map_or(0, |r| r.table),
+                reason: format!("clock {clock} ran before its rows were read"),
+            });
+        }
+        self.complete()
     }
 
     pub fn reads(&self) -> &[TableRows] {

@@ -308,19 +308,13 @@ pub struct LdaSession {
     corpus_vocab: Option<Vec<String>>,
     truth: Option<(Vec<f32>, usize)>,
     inbox: Inbox,
-    planned: Option<u64>,
     swept: u64,
     sweep_s: f64,
 }
 
 impl LdaSession {
     pub fn new(s: LdaSettings, ctx: &WorkerContext<'_>) -> Result<LdaSession, AppError> {
-        if ctx.worker >= ctx.workers {
-            return Err(AppError::Settings(format!(
-                "worker {} of {}",
-                ctx.worker, ctx.workers
-            )));
-        }
+        ctx.check()?;
         let engine = ctx.engines.lda(s.threads)?;
         let Loaded { corpus, truth } = load(&s)?;
         let docs = split_docs(&corpus, ctx.workers, ctx.worker);
@@ -351,7 +345,6 @@ impl LdaSession {
             corpus_vocab: if lead { corpus.vocab } else { None },
             truth: if lead { truth } else { None },
             inbox: Inbox::default(),
-            planned: None,
             swept: 0,
             sweep_s: 0.0,
         })
@@ -386,7 +379,7 @@ impl LdaSession {
 
 impl Session<LdaApp> for LdaSession {
     fn reads(&mut self, clock: u64) -> Result<Vec<TableRows>, AppError> {
-        if self.planned != Some(clock) {
+        if !self.inbox.planned(clock) {
             let reads = if clock == 0 {
                 Vec::new()
             } else {
@@ -401,8 +394,7 @@ impl Session<LdaApp> for LdaSession {
                     },
                 ]
             };
-            self.inbox.expect(reads);
-            self.planned = Some(clock);
+            self.inbox.expect_clock(clock, reads);
         }
         Ok(self.inbox.reads().to_vec())
     }
@@ -418,7 +410,7 @@ impl Session<LdaApp> for LdaSession {
         self.inbox.accept(table, first, keys, values, k)?;
         let dst = match table {
             TOTALS => &mut self.totals[..],
-            _ if self.planned.is_none() && self.worker == 0 => &mut self.all[..],
+            _ if self.inbox.clock().is_none() && self.worker == 0 => &mut self.all[..],
             _ => &mut self.local[..],
         };
         dst[first * k..(first + keys.len()) * k].copy_from_slice(values);
@@ -426,13 +418,7 @@ impl Session<LdaApp> for LdaSession {
     }
 
     fn run_clock(&mut self, clock: u64, out: &mut dyn DeltaSink) -> Result<LdaClock, AppError> {
-        if self.planned != Some(clock) {
-            return Err(AppError::Rows {
-                table: WORD_TOPIC,
-                reason: format!("clock {clock} ran before its rows were read"),
-            });
-        }
-        self.inbox.complete()?;
+        self.inbox.ready(clock)?;
         if clock == 0 {
             let initial = self.initial.take().unwrap_or_default();
             self.write(&initial, out)?;
@@ -463,7 +449,6 @@ impl Session<LdaApp> for LdaSession {
     }
 
     fn final_reads(&mut self) -> Result<Vec<TableRows>, AppError> {
-        self.planned = None;
         let rows = if self.worker == 0 {
             let v = self.state.vocab_size as usize;
             self.all = vec![0.0; v * self.k()];

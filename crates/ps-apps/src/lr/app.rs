@@ -288,7 +288,6 @@ pub struct LrSession {
     shuffled: Option<u64>,
     /// The planned clock's batch (a range of `mine`) and its keys.
     batch: (usize, usize),
-    planned: Option<u64>,
     /// Weights of the read's keys, in the read's order.
     weights: Vec<f32>,
     inbox: Inbox,
@@ -298,12 +297,7 @@ pub struct LrSession {
 
 impl LrSession {
     pub fn new(s: LrSettings, ctx: &WorkerContext<'_>) -> Result<LrSession, AppError> {
-        if ctx.worker >= ctx.workers {
-            return Err(AppError::Settings(format!(
-                "worker {} of {}",
-                ctx.worker, ctx.workers
-            )));
-        }
+        ctx.check()?;
         let engine = ctx.engines.lr(s.threads)?;
         let (train, test) = load(&s)?;
         let mine = worker_split(&train, ctx.workers, ctx.worker).to_vec();
@@ -335,7 +329,6 @@ impl LrSession {
             per_epoch,
             shuffled: None,
             batch: (0, 0),
-            planned: None,
             weights: Vec::new(),
             inbox: Inbox::default(),
             samples: 0,
@@ -343,18 +336,23 @@ impl LrSession {
         })
     }
 
-    fn expect(&mut self, keys: Vec<u64>) {
+    /// Reads of `keys`: for `clock`, or the final read.
+    fn expect(&mut self, clock: Option<u64>, keys: Vec<u64>) {
         self.weights = vec![0.0; keys.len()];
-        self.inbox.expect(vec![TableRows {
+        let reads = vec![TableRows {
             table: WEIGHTS,
             rows: keys,
-        }]);
+        }];
+        match clock {
+            Some(c) => self.inbox.expect_clock(c, reads),
+            None => self.inbox.expect(reads),
+        }
     }
 }
 
 impl Session<LrApp> for LrSession {
     fn reads(&mut self, clock: u64) -> Result<Vec<TableRows>, AppError> {
-        if self.planned != Some(clock) {
+        if !self.inbox.planned(clock) {
             let (epoch, b) = (clock / self.per_epoch, (clock % self.per_epoch) as usize);
             if self.shuffled != Some(epoch) {
                 let e = epoch.min(u64::from(u32::MAX)) as u32;
@@ -364,8 +362,7 @@ impl Session<LrApp> for LrSession {
             let batch = self.settings.batch as usize;
             self.batch = (b * batch, ((b + 1) * batch).min(self.mine.len()));
             let keys = batch_keys(&self.mine[self.batch.0..self.batch.1]);
-            self.expect(keys);
-            self.planned = Some(clock);
+            self.expect(Some(clock), keys);
         }
         Ok(self.inbox.reads().to_vec())
     }
@@ -383,13 +380,7 @@ impl Session<LrApp> for LrSession {
     }
 
     fn run_clock(&mut self, clock: u64, out: &mut dyn DeltaSink) -> Result<LrClock, AppError> {
-        if self.planned != Some(clock) {
-            return Err(AppError::Rows {
-                table: WEIGHTS,
-                reason: format!("clock {clock} ran before its rows were read"),
-            });
-        }
-        self.inbox.complete()?;
+        self.inbox.ready(clock)?;
         let rows = &self.mine[self.batch.0..self.batch.1];
         let keys = &self.inbox.reads()[0].rows;
         let grad = out.rows(WEIGHTS, keys)?;
@@ -403,7 +394,6 @@ impl Session<LrApp> for LrSession {
     }
 
     fn final_reads(&mut self) -> Result<Vec<TableRows>, AppError> {
-        self.planned = None;
         let keys = if self.worker == 0 {
             let mut k = batch_keys(&self.train);
             k.extend(batch_keys(&self.test));
@@ -413,7 +403,7 @@ impl Session<LrApp> for LrSession {
         } else {
             Vec::new()
         };
-        self.expect(keys);
+        self.expect(None, keys);
         Ok(self.inbox.reads().to_vec())
     }
 

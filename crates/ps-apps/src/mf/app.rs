@@ -240,12 +240,7 @@ pub struct MfSession {
 
 impl MfSession {
     pub fn new(settings: MfSettings, ctx: &WorkerContext<'_>) -> Result<MfSession, AppError> {
-        if ctx.worker >= ctx.workers {
-            return Err(AppError::Settings(format!(
-                "worker {} of {}",
-                ctx.worker, ctx.workers
-            )));
-        }
+        ctx.check()?;
         let engine = ctx.engines.mf(settings.threads)?;
         let (set, _) = load(&settings)?;
         let (train, test) = split_train_test(&set, settings.test_fraction, settings.seed);
@@ -328,7 +323,7 @@ impl Session<MfApp> for MfSession {
                 table: ITEMS,
                 rows: self.items_read(&p),
             }];
-            self.inbox.expect(reads);
+            self.inbox.expect_clock(clock, reads);
             self.plan = Some(p);
         }
         Ok(self.inbox.reads().to_vec())
@@ -360,7 +355,7 @@ impl Session<MfApp> for MfSession {
                 })
             }
         };
-        self.inbox.complete()?;
+        self.inbox.ready(clock)?;
         let rank = self.rank();
         let delta = out.rows(ITEMS, &p.touched)?;
         for (d, &k) in delta.chunks_exact_mut(rank).zip(&p.touched) {

@@ -263,18 +263,12 @@ pub struct MlpSession {
     local: Vec<Vec<f32>>,
     grads: Vec<Vec<f32>>,
     inbox: Inbox,
-    planned: Option<u64>,
     trained: u64,
 }
 
 impl MlpSession {
     pub fn new(s: MlpSettings, ctx: &WorkerContext<'_>) -> Result<MlpSession, AppError> {
-        if ctx.worker >= ctx.workers {
-            return Err(AppError::Settings(format!(
-                "worker {} of {}",
-                ctx.worker, ctx.workers
-            )));
-        }
+        ctx.check()?;
         let engine = ctx.engines.mlp(s.threads)?;
         let (train, test) = load(&s)?;
         let arch = Arch::new(train.d, &s.hidden, train.classes);
@@ -302,7 +296,6 @@ impl MlpSession {
             samples,
             settings: s,
             inbox: Inbox::default(),
-            planned: None,
             trained: 0,
         })
     }
@@ -322,15 +315,14 @@ impl MlpSession {
 
 impl Session<MlpApp> for MlpSession {
     fn reads(&mut self, clock: u64) -> Result<Vec<TableRows>, AppError> {
-        if self.planned != Some(clock) {
+        if !self.inbox.planned(clock) {
             // Clock 0 starts from the seeded initial model.
             let reads = if clock == 0 {
                 Vec::new()
             } else {
                 self.all_layers()
             };
-            self.inbox.expect(reads);
-            self.planned = Some(clock);
+            self.inbox.expect_clock(clock, reads);
         }
         Ok(self.inbox.reads().to_vec())
     }
@@ -358,13 +350,7 @@ impl Session<MlpApp> for MlpSession {
     }
 
     fn run_clock(&mut self, clock: u64, out: &mut dyn DeltaSink) -> Result<MlpClock, AppError> {
-        if self.planned != Some(clock) {
-            return Err(AppError::Rows {
-                table: 0,
-                reason: format!("clock {clock} ran before its rows were read"),
-            });
-        }
-        self.inbox.complete()?;
+        self.inbox.ready(clock)?;
         let seed = self.settings.seed;
         if clock == 0 {
             self.read = self.arch.init_params(seed);
@@ -426,7 +412,6 @@ impl Session<MlpApp> for MlpSession {
     }
 
     fn final_reads(&mut self) -> Result<Vec<TableRows>, AppError> {
-        self.planned = None;
         self.inbox.expect(self.all_layers());
         Ok(self.inbox.reads().to_vec())
     }
