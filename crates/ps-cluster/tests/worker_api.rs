@@ -44,7 +44,7 @@ fn work(mut worker: Worker) {
     // Clock 0: a batch push, rows written in place, an encoded block.
     let keys: Vec<u64> = (w as u64 * 10..w as u64 * 10 + 10).collect();
     let mut t = c.table(DENSE).unwrap();
-    t.push(&keys, &vec![w as f32 + 1.0; 40]).unwrap();
+    t.push(&keys, &[w as f32 + 1.0; 40]).unwrap();
     t.rows_mut(&[50 + w as u64]).unwrap().fill(0.25);
     // Refused, changing nothing: unsorted keys, a wrong length, a row out of range.
     assert!(matches!(
