@@ -1,26 +1,21 @@
-//! Application model logic for the parameter server.
+//! The applications of the parameter server and the seam every application is written against.
 //!
-//! This crate holds the applications' model logic, their data loaders, and
-//! one compute trait per application together with its plain CPU backend.
-//! The CPU backend is the *oracle*: every other backend (GPU kernels, SIMD,
-//! ...) is checked against it.
+//! - [`app`]: the `App` trait (a model's flags, table plan, per-worker `Session`, clock line and
+//!   summary), the `Engines` a session computes with, the erased `DynApp` a driver runs, and
+//!   `app::testing`, an in-memory parameter server that runs sessions clock by clock.
+//! - One module per application, each with its `App` (`app.rs`), data loaders, built-in
+//!   synthetic data, a compute trait, a plain CPU oracle and a fast CPU engine checked against
+//!   it: [`mf`] (matrix factorisation by SGD; user factors on their worker, item factors in an
+//!   `add` table), [`lda`] (collapsed Gibbs sampling, oracle and SparseLDA; word-topic counts and
+//!   topic totals in `add` tables), [`mlp`] (a dense ReLU network, oracle and GEMM engine; one
+//!   table per layer), [`lr`] (L1 sparse logistic regression on u64 feature keys; a sparse table
+//!   with the FTRL-proximal rule).
 //!
-//! This crate must not depend on networking, async runtimes or the
-//! parameter-server client: it is pure, deterministic, synchronous code that
-//! the worker processes drive. Errors are typed ([`DataError`], built with
-//! `thiserror`), and nothing in here panics on file content.
-//!
-//! Applications (each with its data loaders, built-in synthetic data, a
-//! compute trait, a plain CPU oracle, and a fast CPU engine checked against it):
-//! * [`mf`] — matrix factorisation trained with SGD, user factors local to
-//!   each worker, item factors in a parameter-server table updated with an
-//!   `add` rule.
-//! * [`lda`] — LDA topic models by collapsed Gibbs sampling (oracle and
-//!   SparseLDA), word-topic counts and topic totals in `add` tables.
-//! * [`mlp`] — a dense ReLU network with softmax cross-entropy (oracle and
-//!   GEMM engine), one table per layer.
-//! * [`lr`] — L1 sparse logistic regression on u64 feature keys (oracle and
-//!   fast engine); weights in a sparse table with the FTRL-proximal rule.
+//! This crate must not depend on networking, async runtimes, the parameter-server client or
+//! the server: sessions see rows going in and updates going out, never a connection, so
+//! everything here is synchronous and deterministic, and the CUDA engines (`worker-gpu`) build
+//! on it rather than the other way round. Errors are typed (`thiserror`), and nothing in here
+//! panics on file content or on rows fed to a session.
 
 pub mod app;
 pub mod error;

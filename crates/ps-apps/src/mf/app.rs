@@ -235,6 +235,8 @@ pub struct MfSession {
     test_items: Vec<u64>,
     inbox: Inbox,
     plan: Option<ClockPlan>,
+    /// The current epoch's visiting order (indices into the training ratings).
+    epoch_order: Option<(ClockKey, Vec<usize>)>,
     updates: u64,
 }
 
@@ -269,6 +271,7 @@ impl MfSession {
             settings,
             inbox: Inbox::default(),
             plan: None,
+            epoch_order: None,
             updates: 0,
         })
     }
@@ -277,11 +280,15 @@ impl MfSession {
         self.settings.hyper.rank as usize
     }
 
-    fn plan_clock(&self, clock: u64) -> ClockPlan {
+    fn plan_clock(&mut self, clock: u64) -> ClockPlan {
         let per_epoch = u64::from(self.settings.clocks_per_epoch.max(1));
         let key = self.key(clock);
-        let order = epoch_order(self.shard.train.len(), key);
-        let slice = flags::slice_of(&order, (clock % per_epoch) as usize, per_epoch as usize);
+        // One shuffle an epoch, whatever its number of clocks.
+        if self.epoch_order.as_ref().is_none_or(|(k, _)| *k != key) {
+            self.epoch_order = Some((key, epoch_order(self.shard.train.len(), key)));
+        }
+        let order = self.epoch_order.as_ref().map_or(&[][..], |(_, o)| o);
+        let slice = flags::slice_of(order, (clock % per_epoch) as usize, per_epoch as usize);
         let order: Vec<Rating> = slice.iter().map(|&i| self.shard.train[i]).collect();
         let mut touched: Vec<u64> = order.iter().map(|r| u64::from(r.item)).collect();
         touched.sort_unstable();
