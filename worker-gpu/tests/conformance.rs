@@ -20,3 +20,5 @@ mod mf;
 mod mlp;
 #[path = "conformance/no_gpu.rs"]
 mod no_gpu;
+#[path = "conformance/sessions.rs"]
+mod sessions;
