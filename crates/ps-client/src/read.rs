@@ -150,17 +150,18 @@ impl PsClient {
     }
 
     /// Starts pulls of `rows`, each shard's replies sent on the returned channel as soon as
-    /// that shard has answered in full, with the seconds since the pulls started.
+    /// that shard has answered in full, with the seconds since the pulls started. Also returns
+    /// the shards pulled from.
     fn spawn_streamed(
         &self,
         id: u32,
         width: u32,
         rows: impl IntoIterator<Item = u64>,
         need: u64,
-    ) -> (mpsc::UnboundedReceiver<(u32, ShardReplies, f64)>, usize) {
+    ) -> (mpsc::UnboundedReceiver<(u32, ShardReplies, f64)>, Vec<u32>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let requests = self.requests(id, width, rows);
-        let n = requests.len();
+        let shards = requests.iter().map(|r| r.0).collect();
         let started = Instant::now();
         for req in requests {
             let s = req.0;
@@ -173,7 +174,7 @@ impl PsClient {
                 let _ = tx.send((s, r, started.elapsed().as_secs_f64()));
             });
         }
-        (rx, n)
+        (rx, shards)
     }
 
     /// Puts one shard's pulled rows into the cache, tagged with the clocks they are complete
@@ -353,15 +354,14 @@ impl PsClient {
             .copied()
             .filter(|r| !self.cache_serves(id, *r, need))
             .collect();
-        let (mut rx, expected) = self.spawn_streamed(id, width, misses.iter().copied(), need);
-        let pending = self.requests_shards(id, &misses);
+        let (mut rx, pending) = self.spawn_streamed(id, width, misses, need);
         for (s, run) in &runs {
             if !pending.contains(s) {
                 self.deliver(id, rows, *run, sink)?;
             }
         }
         let mut took_max = 0.0f64;
-        for _ in 0..expected {
+        for _ in 0..pending.len() {
             let started = Instant::now();
             let (s, replies, took) = self
                 .rt
@@ -390,18 +390,6 @@ impl PsClient {
         }
         self.pull_comm_s += took_max;
         Ok(())
-    }
-
-    /// The shards `rows` of table `id` live on.
-    fn requests_shards(&self, id: u32, rows: &[u64]) -> Vec<u32> {
-        let nshards = self.conns.len() as u32;
-        let nrows = self.tables.get(&id).map(|t| t.spec.rows).unwrap_or(0);
-        let mut s: Vec<u32> = rows
-            .iter()
-            .map(|&r| ShardMap::shard_of(nrows, nshards, r))
-            .collect();
-        s.dedup();
-        s
     }
 
     /// Composes `rows[start..end]` and hands them to the sink.

@@ -2,7 +2,9 @@
 //! travel as JSON and figures as the numeric maps of `ps_proto::report`. Every [`App`] is a
 //! [`DynApp`].
 
-use super::{job_view, App, DeltaSink, Engines, JobCommon, Session, TableRows, WorkerContext};
+use super::{
+    figures_err, job_view, App, DeltaSink, Engines, JobCommon, Session, TableRows, WorkerContext,
+};
 use crate::error::AppError;
 use ps_proto::report::{to_facts, to_sums};
 use ps_proto::{JobResult, TableSpec};
@@ -63,10 +65,6 @@ pub trait DynSession: Send {
     fn evaluate(
         &mut self,
     ) -> Result<(BTreeMap<String, f64>, BTreeMap<String, serde_json::Value>), AppError>;
-}
-
-fn figures_err(e: ps_proto::ProtoError) -> AppError {
-    AppError::Figures(e.to_string())
 }
 
 impl<A: App> DynApp for A {

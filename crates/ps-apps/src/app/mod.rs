@@ -235,19 +235,24 @@ impl<A: App + ?Sized> JobView<'_, A> {
 
 /// Builds the app's view of a finished job.
 pub fn job_view<'a, A: App + ?Sized>(r: &'a JobResult) -> Result<JobView<'a, A>, AppError> {
+    use ps_proto::report::{from_facts, from_sums};
     let clocks = r
         .clocks
         .iter()
-        .map(|c| Ok((c, ps_proto::report::from_sums(&c.sums)?)))
+        .map(|c| Ok((c, from_sums(&c.sums)?)))
         .collect::<Result<Vec<_>, ps_proto::ProtoError>>()
-        .map_err(|e| AppError::Figures(e.to_string()))?;
+        .map_err(figures_err)?;
     Ok(JobView {
         clocks,
-        sums: ps_proto::report::from_sums(&r.sums).map_err(|e| AppError::Figures(e.to_string()))?,
-        facts: ps_proto::report::from_facts(&r.facts)
-            .map_err(|e| AppError::Figures(e.to_string()))?,
+        sums: from_sums(&r.sums).map_err(figures_err)?,
+        facts: from_facts(&r.facts).map_err(figures_err)?,
         wall_s: r.wall_s,
     })
+}
+
+/// Figures that did not convert to or from their struct.
+pub(crate) fn figures_err(e: ps_proto::ProtoError) -> AppError {
+    AppError::Figures(e.to_string())
 }
 
 /// What a session was asked to read and what has arrived: every session checks the rows it is
