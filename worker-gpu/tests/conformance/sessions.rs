@@ -42,13 +42,10 @@ fn mf_sessions_on_cuda_reach_the_cpu_rmse() {
         return;
     };
     let args = MfArgs {
-        rank: 8,
-        lr: 0.025,
-        lr_decay: 0.95,
-        reg: 0.003,
+        rank: Some(8),
         clocks_per_epoch: 1,
         data: None,
-        test_fraction: 0.1,
+        ..Default::default()
     };
     let (cpu, dev) = both(&MfApp, &args, 20, &gpu);
     let rmse = |r: &BspRun<MfApp>| {
@@ -73,6 +70,7 @@ fn lda_sessions_on_cuda_reach_the_cpu_likelihood() {
         beta: 0.01,
         data: None,
         vocab: None,
+        test: None,
     };
     let (cpu, dev) = both(&LdaApp, &args, 8, &gpu);
     let per_token = |r: &BspRun<LdaApp>| {

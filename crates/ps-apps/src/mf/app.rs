@@ -8,9 +8,9 @@
 //! into the push.
 
 use super::{
-    init_user_factors, load_ratings, split_train_test, squared_error, synthetic, worker_shard,
-    Hyper, MfCompute, Rating, RatingSet, SyntheticSpec, WorkerShard, DEFAULT_CLOCKS,
-    DEFAULT_TEST_FRACTION, ITEM_INIT_STD,
+    init_user_factors, load_ratings, load_train_test, split_train_test, squared_error_in,
+    synthetic, worker_cold, worker_shard, ColdRating, Hyper, Layout, MfArgs, MfCompute, Rating,
+    RatingSet, SyntheticSpec, WorkerShard, ITEM_INIT_STD,
 };
 use crate::app::flags::{self, decimal, num, ratio};
 use crate::app::{
@@ -20,7 +20,7 @@ use crate::error::AppError;
 use crate::seed::{epoch_order, ClockKey};
 use ps_proto::{Init, UpdateRule};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::Path;
 
 /// The item-factor table.
 pub const ITEMS: u32 = 0;
@@ -29,43 +29,32 @@ pub const ITEMS: u32 = 0;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MfApp;
 
-/// MF flags.
-#[derive(Debug, Clone, clap::Args)]
-pub struct MfArgs {
-    /// Factor rank.
-    #[arg(long, default_value_t = Hyper::default().rank)]
-    pub rank: u32,
-    /// SGD learning rate.
-    #[arg(long, default_value_t = Hyper::default().lr)]
-    pub lr: f32,
-    /// Learning-rate decay per epoch.
-    #[arg(long, default_value_t = Hyper::default().lr_decay)]
-    pub lr_decay: f32,
-    /// L2 regularisation.
-    #[arg(long, default_value_t = Hyper::default().reg)]
-    pub reg: f32,
-    /// Clocks per epoch: each clock visits the next slice of the epoch's shuffled order and
-    /// reads only the item rows that slice touches; the learning rate decays per epoch.
-    #[arg(long, default_value_t = 1)]
-    pub clocks_per_epoch: u32,
-    /// Ratings file instead of the built-in synthetic set: MovieLens u.data, ratings.csv,
-    /// ratings.dat, or user,item,rating.
-    #[arg(long)]
-    pub data: Option<PathBuf>,
-    /// Fraction of the ratings held out for testing.
-    #[arg(long, default_value_t = DEFAULT_TEST_FRACTION)]
-    pub test_fraction: f64,
-}
-
 /// What every MF worker is created from.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MfSettings {
     pub hyper: Hyper,
+    /// Biased model: rows carry a bias after the factors (see [`Layout`]).
+    pub bias: bool,
+    /// Mean of the training ratings: the biased model's global mean, and the prediction for a
+    /// held-out rating of a user and item both unseen in training.
+    pub train_mean: f32,
     pub seed: u64,
     pub data: Option<String>,
+    /// Held-out ratings file (instead of `test_fraction` of `data`).
+    pub test: Option<String>,
     pub test_fraction: f64,
     pub clocks_per_epoch: u32,
     pub threads: u32,
+}
+
+impl MfSettings {
+    /// What the rows hold.
+    pub fn layout(&self) -> Layout {
+        Layout {
+            rank: self.hyper.rank as usize,
+            mean: self.bias.then_some(self.train_mean),
+        }
+    }
 }
 
 /// Per-clock figures: squared errors and counts, added up over workers.
@@ -85,8 +74,12 @@ pub struct MfClock {
 pub struct MfFinal {
     pub train_se: f64,
     pub train_n: f64,
+    /// Every held-out rating, the cold ones included.
     pub test_se: f64,
     pub test_n: f64,
+    /// Held-out ratings of users or items unseen in training.
+    pub cold_se: f64,
+    pub cold_n: f64,
     /// SGD updates over the job.
     pub updates: f64,
 }
@@ -98,14 +91,70 @@ pub struct MfFacts {
     pub item_table_hash: Option<String>,
 }
 
-/// The ratings and, for built-in data, the noise sigma they were drawn with.
-fn load(settings: &MfSettings) -> Result<(RatingSet, Option<f32>), AppError> {
-    match &settings.data {
-        Some(path) => Ok((load_ratings(std::path::Path::new(path))?, None)),
-        None => {
-            let spec = SyntheticSpec::default_builtin(settings.seed);
-            Ok((synthetic(&spec), Some(spec.noise_sigma)))
+/// The ratings of a job, split.
+struct Loaded {
+    num_users: u32,
+    num_items: u32,
+    train: Vec<Rating>,
+    test: Vec<Rating>,
+    cold: Vec<ColdRating>,
+    /// For built-in data, the noise sigma the ratings were drawn with.
+    noise: Option<f32>,
+}
+
+fn load(
+    data: Option<&str>,
+    test: Option<&str>,
+    fraction: f64,
+    seed: u64,
+) -> Result<Loaded, AppError> {
+    let split = |set: RatingSet, noise| {
+        let (train, test) = split_train_test(&set, fraction, seed);
+        Loaded {
+            num_users: set.num_users,
+            num_items: set.num_items,
+            train,
+            test,
+            cold: Vec::new(),
+            noise,
         }
+    };
+    match (data, test) {
+        (Some(d), Some(t)) => {
+            let tt = load_train_test(Path::new(d), Path::new(t))?;
+            Ok(Loaded {
+                num_users: tt.train.num_users,
+                num_items: tt.train.num_items,
+                train: tt.train.ratings,
+                test: tt.test,
+                cold: tt.cold,
+                noise: None,
+            })
+        }
+        (Some(d), None) => Ok(split(load_ratings(Path::new(d))?, None)),
+        (None, None) => {
+            let spec = SyntheticSpec::default_builtin(seed);
+            Ok(split(synthetic(&spec), Some(spec.noise_sigma)))
+        }
+        (None, Some(_)) => Err(AppError::Settings(
+            "--test needs --data (the training ratings)".into(),
+        )),
+    }
+}
+
+impl Loaded {
+    fn of(s: &MfSettings) -> Result<Loaded, AppError> {
+        load(
+            s.data.as_deref(),
+            s.test.as_deref(),
+            s.test_fraction,
+            s.seed,
+        )
+    }
+
+    fn train_mean(&self) -> f32 {
+        let sum: f64 = self.train.iter().map(|r| f64::from(r.value)).sum();
+        (sum / self.train.len().max(1) as f64) as f32
     }
 }
 
@@ -125,51 +174,62 @@ impl App for MfApp {
     }
 
     fn plan(&self, a: &MfArgs, job: &JobCommon) -> Result<Plan<MfSettings>, AppError> {
-        flags::in_range("--rank", a.rank, 1, 4096)?;
-        flags::positive("--lr", a.lr.into())?;
-        flags::decay("--lr-decay", a.lr_decay.into())?;
-        flags::non_negative("--reg", a.reg.into())?;
+        let (hyper, bias, clocks) = a.resolve();
+        flags::in_range("--rank", hyper.rank, 1, 4096)?;
+        flags::positive("--lr", hyper.lr.into())?;
+        flags::decay("--lr-decay", hyper.lr_decay.into())?;
+        flags::non_negative("--reg", hyper.reg.into())?;
         flags::in_range("--clocks-per-epoch", a.clocks_per_epoch, 1, 10_000)?;
         flags::fraction("--test-fraction", a.test_fraction)?;
-        let hyper = Hyper {
-            rank: a.rank,
-            lr: a.lr,
-            reg: a.reg,
-            lr_decay: a.lr_decay,
-        };
+        let data = flags::absolute(a.data.as_deref(), "data file")?;
+        let test = flags::absolute(a.test.as_deref(), "test file")?;
+        let loaded = load(data.as_deref(), test.as_deref(), a.test_fraction, job.seed)?;
+        if loaded.num_items == 0 || loaded.train.is_empty() {
+            return Err(AppError::Settings("no ratings to train on".into()));
+        }
         let settings = MfSettings {
             hyper,
+            bias,
+            train_mean: loaded.train_mean(),
             seed: job.seed,
-            data: flags::absolute(a.data.as_deref(), "data file")?,
+            data,
+            test,
             test_fraction: a.test_fraction,
             clocks_per_epoch: a.clocks_per_epoch,
             threads: job.threads,
         };
-        let (set, noise) = load(&settings)?;
-        if set.num_items == 0 || set.ratings.is_empty() {
-            return Err(AppError::Settings("no ratings to train on".into()));
-        }
         let init = Init::Normal {
             std: ITEM_INIT_STD,
             seed: job.seed,
         };
-        let items = (set.num_items as u64, hyper.rank);
+        let width = settings.layout().width() as u32;
+        let items = (loaded.num_items as u64, width);
         let tables = vec![job.table(ITEMS, "item_factors", items, UpdateRule::Add, init)];
         let mut facts = serde_json::Map::new();
-        facts.insert("users".into(), set.num_users.into());
-        facts.insert("items".into(), set.num_items.into());
-        facts.insert("ratings".into(), (set.ratings.len() as u64).into());
+        facts.insert("users".into(), loaded.num_users.into());
+        facts.insert("items".into(), loaded.num_items.into());
+        let all = loaded.train.len() + loaded.test.len() + loaded.cold.len();
+        facts.insert("ratings".into(), (all as u64).into());
         facts.insert("rank".into(), hyper.rank.into());
         facts.insert("lr".into(), decimal(hyper.lr));
+        facts.insert("reg".into(), decimal(hyper.reg));
+        facts.insert("bias".into(), bias.into());
         facts.insert("seed".into(), job.seed.into());
         facts.insert("clocks_per_epoch".into(), a.clocks_per_epoch.into());
         facts.insert("data".into(), flags::data_fact(&settings.data));
-        if let Some(n) = noise {
+        if settings.test.is_some() {
+            facts.insert("test".into(), flags::data_fact(&settings.test));
+            facts.insert(
+                "test_cold_ratings".into(),
+                (loaded.cold.len() as u64).into(),
+            );
+        }
+        if let Some(n) = loaded.noise {
             facts.insert("noise_sigma".into(), decimal(n));
         }
         Ok(Plan {
             tables,
-            clocks: u64::from(DEFAULT_CLOCKS),
+            clocks: u64::from(clocks),
             settings,
             facts,
         })
@@ -200,6 +260,9 @@ impl App for MfApp {
         let rmse = |se, n| num(ratio(se, n).map(f64::sqrt));
         out.insert("train_rmse".into(), rmse(f.train_se, f.train_n));
         out.insert("test_rmse".into(), rmse(f.test_se, f.test_n));
+        if f.cold_n > 0.0 {
+            out.insert("test_cold_rmse".into(), rmse(f.cold_se, f.cold_n));
+        }
         if let Some(h) = &job.facts.item_table_hash {
             out.insert("item_table_hash".into(), h.clone().into());
         }
@@ -227,6 +290,7 @@ pub struct MfSession {
     settings: MfSettings,
     engine: Box<dyn MfCompute + Send>,
     shard: WorkerShard,
+    layout: Layout,
     users: Vec<f32>,
     num_items: u64,
     /// Item rows as last read (and, after a clock's SGD, as this worker changed them).
@@ -244,12 +308,20 @@ impl MfSession {
     pub fn new(settings: MfSettings, ctx: &WorkerContext<'_>) -> Result<MfSession, AppError> {
         ctx.check()?;
         let engine = ctx.engines.mf(settings.threads)?;
-        let (set, _) = load(&settings)?;
-        let (train, test) = split_train_test(&set, settings.test_fraction, settings.seed);
-        let shard = worker_shard(&train, &test, ctx.workers, ctx.worker);
-        let rank = settings.hyper.rank as usize;
-        let users = init_user_factors(&shard.users, settings.hyper.rank, settings.seed);
+        let set = Loaded::of(&settings)?;
+        let mut shard = worker_shard(&set.train, &set.test, ctx.workers, ctx.worker);
+        shard.cold = worker_cold(&set.cold, &shard, ctx.workers, ctx.worker);
+        let layout = settings.layout();
+        let width = layout.width();
+        let mut users = init_user_factors(&shard.users, width as u32, settings.seed);
+        if layout.mean.is_some() {
+            // Biases start at zero; the factors as in the plain model.
+            users
+                .chunks_exact_mut(width)
+                .for_each(|u| u[layout.rank] = 0.0);
+        }
         let mut test_items: Vec<u64> = shard.test.iter().map(|r| u64::from(r.item)).collect();
+        test_items.extend(shard.cold.iter().filter_map(|c| c.item).map(u64::from));
         test_items.sort_unstable();
         test_items.dedup();
         tracing::info!(
@@ -257,6 +329,7 @@ impl MfSession {
             users = shard.users.len(),
             train = shard.train.len(),
             test = shard.test.len(),
+            cold = shard.cold.len(),
             engine = engine.name(),
             "MF worker ready"
         );
@@ -265,9 +338,10 @@ impl MfSession {
             engine,
             users,
             num_items: u64::from(set.num_items),
-            items: vec![0.0; set.num_items as usize * rank],
+            items: vec![0.0; set.num_items as usize * width],
             test_items,
             shard,
+            layout,
             settings,
             inbox: Inbox::default(),
             plan: None,
@@ -276,8 +350,28 @@ impl MfSession {
         })
     }
 
-    fn rank(&self) -> usize {
-        self.settings.hyper.rank as usize
+    /// Squared error and count over this worker's held-out ratings, and over its cold ones.
+    fn held_out_error(&self) -> ((f64, u64), (f64, u64)) {
+        let warm = squared_error_in(self.layout, &self.shard.test, &self.users, &self.items);
+        let w = self.layout.width();
+        fn row(m: &[f32], i: Option<u32>, w: usize) -> Option<&[f32]> {
+            i.map(|i| &m[i as usize * w..(i as usize + 1) * w])
+        }
+        let mut cold = 0.0f64;
+        for c in &self.shard.cold {
+            let p = self.layout.predict_cold(
+                self.settings.train_mean,
+                row(&self.users, c.user, w),
+                row(&self.items, c.item, w),
+            );
+            cold += (f64::from(c.value) - f64::from(p)).powi(2);
+        }
+        (warm, (cold, self.shard.cold.len() as u64))
+    }
+
+    /// Elements per row (the rank, and the bias of a biased model).
+    fn width(&self) -> usize {
+        self.layout.width()
     }
 
     fn plan_clock(&mut self, clock: u64) -> ClockPlan {
@@ -343,11 +437,11 @@ impl Session<MfApp> for MfSession {
         keys: &[u64],
         values: &[f32],
     ) -> Result<(), AppError> {
-        let rank = self.rank();
-        self.inbox.accept(table, first, keys, values, rank)?;
-        for (&k, row) in keys.iter().zip(values.chunks_exact(rank)) {
-            let at = k as usize * rank;
-            self.items[at..at + rank].copy_from_slice(row);
+        let width = self.width();
+        self.inbox.accept(table, first, keys, values, width)?;
+        for (&k, row) in keys.iter().zip(values.chunks_exact(width)) {
+            let at = k as usize * width;
+            self.items[at..at + width].copy_from_slice(row);
         }
         Ok(())
     }
@@ -363,28 +457,29 @@ impl Session<MfApp> for MfSession {
             }
         };
         self.inbox.ready(clock)?;
-        let rank = self.rank();
+        let w = self.width();
         let delta = out.rows(ITEMS, &p.touched)?;
-        for (d, &k) in delta.chunks_exact_mut(rank).zip(&p.touched) {
-            d.copy_from_slice(&self.items[k as usize * rank..(k as usize + 1) * rank]);
+        for (d, &k) in delta.chunks_exact_mut(w).zip(&p.touched) {
+            d.copy_from_slice(&self.items[k as usize * w..(k as usize + 1) * w]);
         }
         let hyper = self.settings.hyper;
         let lr = hyper.lr_at(self.key(clock).clock);
-        let train_se = self.engine.sgd_epoch(
+        let train_se = self.engine.sgd_pass(
             &p.order,
             &mut self.users,
             &mut self.items,
-            rank,
+            self.layout,
             lr,
             hyper.reg,
         )?;
-        for (d, &k) in delta.chunks_exact_mut(rank).zip(&p.touched) {
-            let after = &self.items[k as usize * rank..(k as usize + 1) * rank];
+        for (d, &k) in delta.chunks_exact_mut(w).zip(&p.touched) {
+            let after = &self.items[k as usize * w..(k as usize + 1) * w];
             d.iter_mut().zip(after).for_each(|(d, a)| *d = a - *d);
         }
         self.updates += p.order.len() as u64;
         let (test_se, test_n) = if p.evaluate {
-            squared_error(&self.shard.test, &self.users, &self.items, rank)
+            let ((se, n), (cold_se, cold_n)) = self.held_out_error();
+            (se + cold_se, n + cold_n)
         } else {
             (0.0, 0)
         };
@@ -407,6 +502,7 @@ impl Session<MfApp> for MfSession {
                 .iter()
                 .chain(&self.shard.test)
                 .map(|r| u64::from(r.item))
+                .chain(self.shard.cold.iter().filter_map(|c| c.item).map(u64::from))
                 .collect();
             r.sort_unstable();
             r.dedup();
@@ -419,15 +515,17 @@ impl Session<MfApp> for MfSession {
 
     fn evaluate(&mut self) -> Result<Outcome<MfFinal, MfFacts>, AppError> {
         self.inbox.complete()?;
-        let rank = self.rank();
-        let (train_se, train_n) = squared_error(&self.shard.train, &self.users, &self.items, rank);
-        let (test_se, test_n) = squared_error(&self.shard.test, &self.users, &self.items, rank);
+        let (train_se, train_n) =
+            squared_error_in(self.layout, &self.shard.train, &self.users, &self.items);
+        let ((test_se, test_n), (cold_se, cold_n)) = self.held_out_error();
         Ok(Outcome {
             sums: MfFinal {
                 train_se,
                 train_n: train_n as f64,
-                test_se,
-                test_n: test_n as f64,
+                test_se: test_se + cold_se,
+                test_n: (test_n + cold_n) as f64,
+                cold_se,
+                cold_n: cold_n as f64,
                 updates: self.updates as f64,
             },
             facts: MfFacts {

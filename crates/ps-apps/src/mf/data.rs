@@ -332,6 +332,92 @@ fn dense_ids(path: &str, what: &'static str, ids: &mut Vec<u64>) -> Result<u32, 
 /// id, non-finite rating, non-integer timestamp, invalid UTF-8). A file
 /// without ratings yields [`DataError::Empty`].
 pub fn load_ratings(path: &Path) -> Result<RatingSet, DataError> {
+    Ok(densify(path, &read_raw(path)?)?.0)
+}
+
+/// Ratings with dense ids (sorted unique ids -> `0..n`), and the sorted user and item ids.
+fn densify(path: &Path, raw: &[RawRating]) -> Result<(RatingSet, Vec<u64>, Vec<u64>), DataError> {
+    let path_str = path.display().to_string();
+    let mut user_ids: Vec<u64> = raw.iter().map(|r| r.user).collect();
+    let mut item_ids: Vec<u64> = raw.iter().map(|r| r.item).collect();
+    let num_users = dense_ids(&path_str, "user", &mut user_ids)?;
+    let num_items = dense_ids(&path_str, "item", &mut item_ids)?;
+    let ratings = raw
+        .iter()
+        .map(|r| Rating {
+            // The ids are present by construction; binary_search cannot miss.
+            user: user_ids.binary_search(&r.user).unwrap_or(0) as u32,
+            item: item_ids.binary_search(&r.item).unwrap_or(0) as u32,
+            value: r.value,
+        })
+        .collect();
+    let set = RatingSet {
+        ratings,
+        num_users,
+        num_items,
+    };
+    Ok((set, user_ids, item_ids))
+}
+
+/// A held-out rating whose user, item or both never occur in the training file: the model
+/// has no factors for it and predicts it from the mean and the biases it has
+/// ([`super::Layout::predict_cold`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ColdRating {
+    /// Dense user index, if the user has training ratings (global, or local to a worker
+    /// inside [`WorkerShard::cold`]).
+    pub user: Option<u32>,
+    /// Dense item index, if the item has training ratings.
+    pub item: Option<u32>,
+    /// The user's id in the file (places an unknown user on a worker).
+    pub file_user: u64,
+    pub value: f32,
+}
+
+/// Training ratings from one file and held-out ratings from another.
+#[derive(Debug, Clone)]
+pub struct TrainTest {
+    /// The training ratings; ids are dense over the training file alone.
+    pub train: RatingSet,
+    /// Held-out ratings of users and items that both occur in training.
+    pub test: Vec<Rating>,
+    /// Held-out ratings with a user or an item (or both) never seen in training.
+    pub cold: Vec<ColdRating>,
+}
+
+/// Loads a training file and a held-out file (each in any format [`load_ratings`] reads).
+/// Ids are made dense over the training file; a held-out rating of a user or item that is
+/// not in it is kept in [`TrainTest::cold`], not dropped.
+pub fn load_train_test(train: &Path, test: &Path) -> Result<TrainTest, DataError> {
+    let (set, user_ids, item_ids) = densify(train, &read_raw(train)?)?;
+    let mut held = Vec::new();
+    let mut cold = Vec::new();
+    for r in read_raw(test)? {
+        let user = user_ids.binary_search(&r.user).ok().map(|i| i as u32);
+        let item = item_ids.binary_search(&r.item).ok().map(|i| i as u32);
+        match (user, item) {
+            (Some(user), Some(item)) => held.push(Rating {
+                user,
+                item,
+                value: r.value,
+            }),
+            _ => cold.push(ColdRating {
+                user,
+                item,
+                file_user: r.user,
+                value: r.value,
+            }),
+        }
+    }
+    Ok(TrainTest {
+        train: set,
+        test: held,
+        cold,
+    })
+}
+
+/// Every rating of a file, with the ids as written.
+fn read_raw(path: &Path) -> Result<Vec<RawRating>, DataError> {
     let path_str = path.display().to_string();
     let io_err = |source| DataError::Io {
         path: path_str.clone(),
@@ -380,25 +466,7 @@ pub fn load_ratings(path: &Path) -> Result<RatingSet, DataError> {
     if raw.is_empty() {
         return Err(DataError::Empty { path: path_str });
     }
-
-    let mut user_ids: Vec<u64> = raw.iter().map(|r| r.user).collect();
-    let mut item_ids: Vec<u64> = raw.iter().map(|r| r.item).collect();
-    let num_users = dense_ids(&path_str, "user", &mut user_ids)?;
-    let num_items = dense_ids(&path_str, "item", &mut item_ids)?;
-    let ratings = raw
-        .iter()
-        .map(|r| Rating {
-            // The ids are present by construction; binary_search cannot miss.
-            user: user_ids.binary_search(&r.user).unwrap_or(0) as u32,
-            item: item_ids.binary_search(&r.item).unwrap_or(0) as u32,
-            value: r.value,
-        })
-        .collect();
-    Ok(RatingSet {
-        ratings,
-        num_users,
-        num_items,
-    })
+    Ok(raw)
 }
 
 // ---------------------------------------------------------------------------
@@ -444,6 +512,31 @@ pub struct WorkerShard {
     pub train: Vec<Rating>,
     /// Test ratings (local user index, global item), in input order.
     pub test: Vec<Rating>,
+    /// Held-out ratings with a user or item unseen in training (see [`worker_cold`]); empty
+    /// until a caller adds them.
+    pub cold: Vec<ColdRating>,
+}
+
+/// The cold ratings of worker `w` of `workers`, users made local to `shard`: a known user's
+/// go to the worker that owns the user (`user % workers`), an unknown user's to
+/// `file id % workers`, so each is counted once over the job.
+pub fn worker_cold(
+    cold: &[ColdRating],
+    shard: &WorkerShard,
+    workers: u32,
+    w: u32,
+) -> Vec<ColdRating> {
+    let workers = workers.max(1);
+    cold.iter()
+        .filter_map(|c| match c.user {
+            Some(u) if u % workers == w => Some(ColdRating {
+                user: shard.users.binary_search(&u).ok().map(|i| i as u32),
+                ..*c
+            }),
+            Some(_) => None,
+            None => (c.file_user % u64::from(workers) == u64::from(w)).then_some(*c),
+        })
+        .collect()
 }
 
 /// Builds the shard of worker `w` of `workers`: the users with
@@ -479,5 +572,10 @@ pub fn worker_shard(train: &[Rating], test: &[Rating], workers: u32, w: u32) -> 
     };
     let train = localise(train);
     let test = localise(test);
-    WorkerShard { users, train, test }
+    WorkerShard {
+        users,
+        train,
+        test,
+        cold: Vec::new(),
+    }
 }

@@ -136,18 +136,74 @@ impl MfCompute for FastMf {
         lr: f32,
         reg: f32,
     ) -> Result<f64, ComputeError> {
-        let threads = self.threads.min(ratings.len() / MIN_RATINGS_PER_THREAD);
-        if threads < 2 || rank == 0 {
-            return Ok(sgd_rows(ratings, users, 0, items, 0, rank, lr, reg));
-        }
-        let side = 2 * threads + 1;
-        self.grid
-            .build(ratings, users.len(), items.len(), rank, side, threads);
-        Ok(self.grid.run(threads, users, items, rank, lr, reg))
+        let step = Step {
+            rank,
+            mean: None,
+            lr,
+            reg,
+        };
+        Ok(self.pass(ratings, users, items, step))
+    }
+
+    /// The biased model (see [`MfCompute::sgd_epoch_biased`]), with the same kernel and the
+    /// same blocking: the factors as in the plain pass, then the two biases.
+    fn sgd_epoch_biased(
+        &mut self,
+        ratings: &[Rating],
+        users: &mut [f32],
+        items: &mut [f32],
+        rank: usize,
+        mean: f32,
+        lr: f32,
+        reg: f32,
+    ) -> Result<f64, ComputeError> {
+        let step = Step {
+            rank,
+            mean: Some(mean),
+            lr,
+            reg,
+        };
+        Ok(self.pass(ratings, users, items, step))
     }
 
     fn name(&self) -> &'static str {
         "fast"
+    }
+}
+
+impl FastMf {
+    fn pass(
+        &mut self,
+        ratings: &[Rating],
+        users: &mut [f32],
+        items: &mut [f32],
+        step: Step,
+    ) -> f64 {
+        let threads = self.threads.min(ratings.len() / MIN_RATINGS_PER_THREAD);
+        let width = step.width();
+        if threads < 2 || width == 0 {
+            return sgd_rows(ratings, users, 0, items, 0, step);
+        }
+        let side = 2 * threads + 1;
+        self.grid
+            .build(ratings, users.len(), items.len(), width, side, threads);
+        self.grid.run(threads, users, items, step)
+    }
+}
+
+/// One pass's model and rates.
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    rank: usize,
+    /// `Some(mean)`: biased rows (`rank + 1` wide, the bias last).
+    mean: Option<f32>,
+    lr: f32,
+    reg: f32,
+}
+
+impl Step {
+    fn width(&self) -> usize {
+        self.rank + usize::from(self.mean.is_some())
     }
 }
 
@@ -190,26 +246,37 @@ fn update(u: &mut [f32], v: &mut [f32], e: f32, lr: f32, reg: f32) {
 /// `user_base` on and `items` the rows from `item_base` on. Returns the SSE
 /// measured before each update. Panics (bounds check) on a row outside the
 /// slices.
-#[allow(clippy::too_many_arguments)]
 fn sgd_rows(
     ratings: &[Rating],
     users: &mut [f32],
     user_base: usize,
     items: &mut [f32],
     item_base: usize,
-    rank: usize,
-    lr: f32,
-    reg: f32,
+    step: Step,
 ) -> f64 {
+    let (rank, w, lr, reg) = (step.rank, step.width(), step.lr, step.reg);
     let mut sse = 0.0f64;
     for r in ratings {
-        let uo = (r.user as usize - user_base) * rank;
-        let io = (r.item as usize - item_base) * rank;
-        let u = &mut users[uo..uo + rank];
-        let v = &mut items[io..io + rank];
-        let e = r.value - dot(u, v);
-        sse += f64::from(e) * f64::from(e);
-        update(u, v, e, lr, reg);
+        let uo = (r.user as usize - user_base) * w;
+        let io = (r.item as usize - item_base) * w;
+        let u = &mut users[uo..uo + w];
+        let v = &mut items[io..io + w];
+        match step.mean {
+            None => {
+                let e = r.value - dot(u, v);
+                sse += f64::from(e) * f64::from(e);
+                update(u, v, e, lr, reg);
+            }
+            Some(mean) => {
+                let (pu, bu) = u.split_at_mut(rank);
+                let (qi, bi) = v.split_at_mut(rank);
+                let e = r.value - (mean + bu[0] + bi[0] + dot(pu, qi));
+                sse += f64::from(e) * f64::from(e);
+                update(pu, qi, e, lr, reg);
+                bu[0] += lr * (e - reg * bu[0]);
+                bi[0] += lr * (e - reg * bi[0]);
+            }
+        }
     }
     sse
 }
@@ -391,15 +458,8 @@ impl Grid {
 
     /// Runs every block once on `threads` threads; returns the SSE summed
     /// over blocks in block order.
-    fn run(
-        &self,
-        threads: usize,
-        users: &mut [f32],
-        items: &mut [f32],
-        rank: usize,
-        lr: f32,
-        reg: f32,
-    ) -> f64 {
+    fn run(&self, threads: usize, users: &mut [f32], items: &mut [f32], step: Step) -> f64 {
+        let rank = step.width();
         let side = self.side;
         let sched = Scheduler::new(side, self.block_sizes());
         let users = SharedRows::new(users);
@@ -428,7 +488,7 @@ impl Grid {
                     )
                 };
                 for part in self.block(k) {
-                    lease.sse += sgd_rows(part, u, u_lo, v, i_lo, rank, lr, reg);
+                    lease.sse += sgd_rows(part, u, u_lo, v, i_lo, step);
                 }
             }
         };

@@ -23,17 +23,19 @@
 //! FPSG-style blocked multi-thread SGD).
 
 mod app;
+mod args;
 mod compute;
 mod data;
 mod fast;
 
-pub use app::{MfApp, MfArgs, MfClock, MfFacts, MfFinal, MfSession, MfSettings, ITEMS};
+pub use app::{MfApp, MfClock, MfFacts, MfFinal, MfSession, MfSettings, ITEMS};
+pub use args::{MfArgs, MfDefaults, REAL_DATA, SYNTHETIC};
 
-pub use compute::{predict, rmse, squared_error, CpuMf, MfCompute};
+pub use compute::{predict, rmse, squared_error, squared_error_in, CpuMf, Layout, MfCompute};
 pub use data::{
-    load_ratings, split_train_test, synthetic, worker_shard, Rating, RatingFormat, RatingSet,
-    SyntheticSpec, WorkerShard, BUILTIN_ITEMS, BUILTIN_NOISE_SIGMA, BUILTIN_RANK, BUILTIN_RATINGS,
-    BUILTIN_USERS,
+    load_ratings, load_train_test, split_train_test, synthetic, worker_cold, worker_shard,
+    ColdRating, Rating, RatingFormat, RatingSet, SyntheticSpec, TrainTest, WorkerShard,
+    BUILTIN_ITEMS, BUILTIN_NOISE_SIGMA, BUILTIN_RANK, BUILTIN_RATINGS, BUILTIN_USERS,
 };
 pub use fast::{FastMf, PARALLEL_MIN_RATINGS};
 
@@ -91,12 +93,7 @@ impl Default for Hyper {
     /// parameter), so a small `reg` generalises best (`reg = 0.02` stalls at
     /// test RMSE ≈ 0.124).
     fn default() -> Self {
-        Hyper {
-            rank: 8,
-            lr: 0.025,
-            reg: 0.003,
-            lr_decay: 0.95,
-        }
+        args::SYNTHETIC.hyper
     }
 }
 

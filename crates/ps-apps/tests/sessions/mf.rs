@@ -22,13 +22,15 @@ const CLOCKS: u64 = 8;
 
 fn plan(data: Option<&Path>, clocks_per_epoch: u32) -> Plan<MfSettings> {
     let args = MfArgs {
-        rank: 8,
-        lr: 0.025,
-        lr_decay: 0.95,
-        reg: 0.003,
+        // The synthetic defaults, also for a file (whose own defaults are the biased model).
+        rank: Some(8),
+        lr: Some(0.025),
+        lr_decay: Some(0.95),
+        reg: Some(0.003),
+        bias: Some(false),
         clocks_per_epoch,
         data: data.map(Path::to_path_buf),
-        test_fraction: 0.1,
+        ..Default::default()
     };
     MfApp.plan(&args, &job(2)).unwrap()
 }
