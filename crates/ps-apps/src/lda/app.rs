@@ -5,9 +5,10 @@
 //! counts; each later clock reads its words' rows and the totals, sweeps once, and pushes the
 //! count changes of the words that changed.
 
+use super::heldout::document_completion;
 use super::{
-    load_ldac, load_uci, loglik, split_docs, synthetic_lda, topic_recovery, Corpus, LdaCompute,
-    LdaDelta, LdaHyper, LdaWorkerState, SweepKey, SyntheticLdaSpec, DEFAULT_CLOCKS,
+    load_ldac, load_uci, loglik, split_docs, synthetic_lda, topic_recovery, worker_doc_ids, Corpus,
+    LdaCompute, LdaDelta, LdaHyper, LdaWorkerState, SweepKey, SyntheticLdaSpec, DEFAULT_CLOCKS,
 };
 use crate::app::flags::{self, num, ratio};
 use crate::app::{
@@ -46,6 +47,11 @@ pub struct LdaArgs {
     /// if there).
     #[arg(long)]
     pub vocab: Option<PathBuf>,
+    /// Held-out documents (same format and word ids as --data): the summary gives their
+    /// perplexity by document completion (half of each document's tokens fold the document
+    /// in, the other half are scored).
+    #[arg(long, requires = "data")]
+    pub test: Option<PathBuf>,
 }
 
 /// How a corpus file is laid out.
@@ -66,6 +72,9 @@ pub struct LdaSettings {
     pub data: Option<String>,
     pub vocab: Option<String>,
     pub format: CorpusFormat,
+    /// Held-out documents, in `format`.
+    #[serde(default)]
+    pub test: Option<String>,
     pub threads: u32,
 }
 
@@ -86,6 +95,11 @@ pub struct LdaFinal {
     pub tokens_swept: f64,
     pub sweep_s: f64,
     pub workers: f64,
+    /// Held-out documents (see [`super::heldout`]).
+    pub heldout_loglik: f64,
+    pub heldout_tokens: f64,
+    pub heldout_unknown_tokens: f64,
+    pub heldout_skipped_docs: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -101,27 +115,30 @@ pub struct LdaFacts {
 struct Loaded {
     corpus: Corpus,
     truth: Option<(Vec<f32>, usize)>,
+    /// Held-out documents.
+    test: Option<Corpus>,
 }
 
 fn load(s: &LdaSettings) -> Result<Loaded, AppError> {
+    let read = |path: &str, vocab: Option<&Path>| -> Result<Corpus, AppError> {
+        let path = Path::new(path);
+        Ok(match s.format {
+            CorpusFormat::Uci => load_uci(path, vocab)?,
+            CorpusFormat::Ldac => load_ldac(path, vocab)?,
+        })
+    };
     match &s.data {
-        Some(path) => {
-            let path = Path::new(path);
-            let vocab = s.vocab.as_deref().map(Path::new);
-            let corpus = match s.format {
-                CorpusFormat::Uci => load_uci(path, vocab)?,
-                CorpusFormat::Ldac => load_ldac(path, vocab)?,
-            };
-            Ok(Loaded {
-                corpus,
-                truth: None,
-            })
-        }
+        Some(path) => Ok(Loaded {
+            corpus: read(path, s.vocab.as_deref().map(Path::new))?,
+            truth: None,
+            test: s.test.as_deref().map(|t| read(t, None)).transpose()?,
+        }),
         None => {
             let syn = synthetic_lda(&SyntheticLdaSpec::default_builtin(s.seed));
             Ok(Loaded {
                 corpus: syn.corpus,
                 truth: Some((syn.topics, syn.num_topics as usize)),
+                test: None,
             })
         }
     }
@@ -198,15 +215,29 @@ impl App for LdaApp {
             (None, Some(p)) => sibling_vocab(Path::new(p)).map(|v| v.display().to_string()),
             (None, None) => None,
         };
+        let test = flags::absolute(a.test.as_deref(), "held-out corpus file")?;
+        if let Some(t) = &test {
+            let f = detect_format(Path::new(t))?;
+            if f != format {
+                return Err(AppError::Settings(format!(
+                    "--test {t} is {f:?} but --data is {format:?}: give both in one format"
+                )));
+            }
+        }
         let settings = LdaSettings {
             hyper,
             seed: job.seed,
             data,
             vocab,
             format,
+            test,
             threads: job.threads,
         };
-        let corpus = load(&settings)?.corpus;
+        let Loaded {
+            corpus,
+            test: held_out,
+            ..
+        } = load(&settings)?;
         if corpus.num_tokens() == 0 {
             return Err(AppError::Settings("the corpus has no tokens".into()));
         }
@@ -230,6 +261,11 @@ impl App for LdaApp {
         facts.insert("beta".into(), hyper.beta.into());
         facts.insert("seed".into(), job.seed.into());
         facts.insert("data".into(), flags::data_fact(&settings.data));
+        if let Some(t) = &held_out {
+            facts.insert("test".into(), flags::data_fact(&settings.test));
+            facts.insert("test_docs".into(), t.num_docs().into());
+            facts.insert("test_tokens".into(), t.num_tokens().into());
+        }
         if settings.data.is_some() {
             let f = match settings.format {
                 CorpusFormat::Uci => "uci",
@@ -278,6 +314,23 @@ impl App for LdaApp {
         if let Some(h) = &job.facts.word_topic_hash {
             out.insert("word_topic_hash".into(), h.clone().into());
         }
+        if f.heldout_tokens > 0.0 || f.heldout_skipped_docs > 0.0 {
+            let per_token = ratio(f.heldout_loglik, f.heldout_tokens);
+            out.insert("held_out_loglik_per_token".into(), num(per_token));
+            out.insert(
+                "held_out_perplexity".into(),
+                num(per_token.map(|l| (-l).exp())),
+            );
+            out.insert("held_out_tokens".into(), f.heldout_tokens.into());
+            out.insert(
+                "held_out_unknown_tokens".into(),
+                f.heldout_unknown_tokens.into(),
+            );
+            out.insert(
+                "held_out_skipped_docs".into(),
+                f.heldout_skipped_docs.into(),
+            );
+        }
         // All workers' swept tokens over the per-worker mean sweep time.
         if f.sweep_s > 0.0 && f.workers > 0.0 {
             out.insert(
@@ -303,8 +356,12 @@ pub struct LdaSession {
     /// Their rows (`words.len() x K`) and the totals row, as read.
     local: Vec<f32>,
     totals: Vec<f32>,
-    /// Worker 0's final read of the whole word-topic table.
+    /// The final read's rows (worker 0: the whole word-topic table; the others: their words
+    /// and their held-out documents' words), and their values.
+    final_rows: Vec<u64>,
     all: Vec<f32>,
+    /// This worker's held-out documents: (index in the file, tokens).
+    held: Vec<(usize, Vec<u32>)>,
     corpus_vocab: Option<Vec<String>>,
     truth: Option<(Vec<f32>, usize)>,
     inbox: Inbox,
@@ -316,7 +373,18 @@ impl LdaSession {
     pub fn new(s: LdaSettings, ctx: &WorkerContext<'_>) -> Result<LdaSession, AppError> {
         ctx.check()?;
         let engine = ctx.engines.lda(s.threads)?;
-        let Loaded { corpus, truth } = load(&s)?;
+        let Loaded {
+            corpus,
+            truth,
+            test,
+        } = load(&s)?;
+        let held = match &test {
+            Some(t) => worker_doc_ids(t.num_docs(), ctx.workers, ctx.worker)
+                .into_iter()
+                .map(|d| (d, t.docs[d].clone()))
+                .collect(),
+            None => Vec::new(),
+        };
         let docs = split_docs(&corpus, ctx.workers, ctx.worker);
         let (state, initial) =
             LdaWorkerState::init(&docs, corpus.vocab_size, &s.hyper, s.seed, ctx.worker)?;
@@ -338,7 +406,9 @@ impl LdaSession {
             engine,
             local: vec![0.0; words.len() * k],
             totals: vec![0.0; k],
+            final_rows: Vec::new(),
             all: Vec::new(),
+            held,
             words,
             state,
             initial: Some(initial),
@@ -410,7 +480,7 @@ impl Session<LdaApp> for LdaSession {
         self.inbox.accept(table, first, keys, values, k)?;
         let dst = match table {
             TOTALS => &mut self.totals[..],
-            _ if self.inbox.clock().is_none() && self.worker == 0 => &mut self.all[..],
+            _ if self.inbox.clock().is_none() => &mut self.all[..],
             _ => &mut self.local[..],
         };
         dst[first * k..(first + keys.len()) * k].copy_from_slice(values);
@@ -449,13 +519,27 @@ impl Session<LdaApp> for LdaSession {
     }
 
     fn final_reads(&mut self) -> Result<Vec<TableRows>, AppError> {
-        let rows = if self.worker == 0 {
-            let v = self.state.vocab_size as usize;
-            self.all = vec![0.0; v * self.k()];
-            (0..v as u64).collect()
+        let v = u64::from(self.state.vocab_size);
+        let rows: Vec<u64> = if self.worker == 0 {
+            (0..v).collect()
         } else {
-            self.words.clone()
+            let held = self
+                .held
+                .iter()
+                .flat_map(|(_, d)| d.iter().map(|&w| u64::from(w)));
+            let mut r: Vec<u64> = self
+                .words
+                .iter()
+                .copied()
+                .chain(held)
+                .filter(|&w| w < v)
+                .collect();
+            r.sort_unstable();
+            r.dedup();
+            r
         };
+        self.all = vec![0.0; rows.len() * self.k()];
+        self.final_rows = rows.clone();
         self.inbox.expect(vec![
             TableRows {
                 table: WORD_TOPIC,
@@ -473,11 +557,24 @@ impl Session<LdaApp> for LdaSession {
         self.inbox.complete()?;
         let k = self.k();
         let mut facts = LdaFacts::default();
+        for (i, w) in self.words.iter().enumerate() {
+            let at = self.final_rows.binary_search(w).unwrap_or(0) * k;
+            self.local[i * k..(i + 1) * k].copy_from_slice(&self.all[at..at + k]);
+        }
+        let (rows, all) = (&self.final_rows, &self.all);
+        let row = |w: u32| {
+            let at = rows.binary_search(&u64::from(w)).ok()? * k;
+            all.get(at..at + k)
+        };
+        let held = document_completion(
+            &self.held,
+            row,
+            &self.totals,
+            self.state.vocab_size,
+            &self.hyper,
+            self.seed,
+        );
         if self.worker == 0 {
-            for (i, &w) in self.words.iter().enumerate() {
-                let at = w as usize * k;
-                self.local[i * k..(i + 1) * k].copy_from_slice(&self.all[at..at + k]);
-            }
             if let Some((topics, true_k)) = &self.truth {
                 facts.topic_recovery = Some(topic_recovery(
                     topics,
@@ -502,6 +599,10 @@ impl Session<LdaApp> for LdaSession {
                 tokens_swept: self.swept as f64,
                 sweep_s: self.sweep_s,
                 workers: 1.0,
+                heldout_loglik: held.loglik,
+                heldout_tokens: held.tokens as f64,
+                heldout_unknown_tokens: held.unknown_tokens as f64,
+                heldout_skipped_docs: held.skipped_docs as f64,
             },
             facts,
         })

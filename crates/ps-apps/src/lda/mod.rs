@@ -42,6 +42,7 @@
 mod app;
 mod compute;
 mod data;
+pub mod heldout;
 mod metrics;
 
 pub use app::{

@@ -22,6 +22,7 @@ fn plan() -> Plan<LdaSettings> {
         beta: 0.01,
         data: None,
         vocab: None,
+        test: None,
     };
     LdaApp.plan(&args, &job(2)).unwrap()
 }
