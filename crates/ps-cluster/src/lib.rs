@@ -12,9 +12,12 @@
 
 mod cli;
 mod driver;
+mod hostlist;
 mod local;
 mod parse;
 mod roles;
+mod slurm;
+mod slurm_run;
 mod summary;
 
 pub use cli::{Cli, Command, JobArgs};
@@ -70,6 +73,7 @@ fn dispatch(p: parse::Parsed, apps: &[Box<dyn DynApp>]) -> anyhow::Result<()> {
         Command::Coordinator(a) => roles::run_coordinator_cli(app(&a.job.app)?, &p.matches, a),
         Command::Server(a) => roles::run_server(a),
         Command::Worker(a) => roles::run_worker(a, apps),
+        Command::Slurm(a) => slurm_run::run_slurm(app(&a.job.app)?, &p.matches, a, apps),
         Command::Certs(a) => {
             ps_transport::generate_cluster_certs(&a.out, &a.nodes, &a.names)?;
             println!(
