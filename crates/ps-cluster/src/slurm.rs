@@ -42,7 +42,7 @@ pub enum SlurmError {
     },
     #[error("{PROCID}={procid} is not below {NTASKS}={ntasks}")]
     ProcidOutOfRange { procid: u32, ntasks: u32 },
-    #[error("{NTASKS}={ntasks} is too few for a coordinator, {servers} shard(s) (--servers) and at least one worker: run at least {} tasks", servers + 2)]
+    #[error("{NTASKS}={ntasks} is too few for a coordinator, {servers} shard(s) (--servers) and at least one worker: run at least {} tasks", u64::from(*servers) + 2)]
     TooFewTasks { ntasks: u32, servers: u32 },
     #[error("--workers {given} does not match {NTASKS}={ntasks}: with --servers {servers}, the tasks after the coordinator and the shards are {derived} workers (leave --workers out to take that number)")]
     WorkersMismatch {
@@ -356,13 +356,13 @@ mod tests {
             })
         );
         assert_eq!(env.layout(0, None), Err(SlurmError::NoServers));
-        assert_eq!(
-            env.layout(u32::MAX, None)
-                .unwrap_err()
-                .to_string()
-                .contains("too few"),
-            true
-        );
+        let e = env.layout(u32::MAX, None).unwrap_err().to_string();
+        assert!(e.ends_with("run at least 4294967297 tasks"), "{e}");
+        let env = SlurmEnv::from_vars(&vars(0, u32::MAX, "n1")).unwrap();
+        assert!(matches!(
+            env.layout(2, None),
+            Err(SlurmError::TooManyWorkers { .. })
+        ));
     }
 
     #[test]
