@@ -1,8 +1,8 @@
 //! `ps-cluster`: the launcher, a generic driver over a list of applications. One binary that
 //! runs a whole local cluster (`local`: coordinator, shards and workers as separate OS processes
 //! over QUIC on loopback with mutual TLS) or any one role on its own (`coordinator`, `server`,
-//! `worker`) for clusters over several hosts, plus `certs` to make a cluster CA and node
-//! certificates.
+//! `worker`) for clusters over several hosts, `slurm` (a task of a Slurm job step, which takes its
+//! role from Slurm's variables), plus `certs` to make a cluster CA and node certificates.
 //!
 //! It knows no application: each is a `ps_apps::app::App` (the built-in four, or any a program
 //! adds with [`run_with`], as `examples/lasso.rs` does), and everything around it (dispatch,

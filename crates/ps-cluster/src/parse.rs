@@ -71,7 +71,14 @@ pub fn command(apps: &[Box<dyn DynApp>], app: Option<&dyn DynApp>) -> clap::Comm
             c
         });
     }
-    cmd
+    // Under Slurm the workers are the tasks left after the coordinator and the shards.
+    cmd.mut_subcommand("slurm", |c| {
+        c.mut_arg("workers", |a| {
+            a.hide_default_value(true).help(
+                "Number of workers [default: SLURM_NTASKS - 1 - --servers; if given, it must equal that]",
+            )
+        })
+    })
 }
 
 /// Parses `args` (program name first) for `apps`.
