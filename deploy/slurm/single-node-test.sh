@@ -8,6 +8,7 @@
 #   PS_BIN    the ps-cluster binary [default: target/release/ps-cluster, else target/debug/ps-cluster]
 #   PS_ARGS   flags for the job [default: "--clocks 3"]
 #   PS_DEVICE the workers' device [default: cpu]
+#   PS_TASKS  tasks in the job step [default: 5: a coordinator, 2 shards, 2 workers]
 #   KEEP=1    keep the temporary directory (configs, daemon logs)
 set -euo pipefail
 
@@ -28,6 +29,7 @@ fi
 PS_BIN=$(realpath "$PS_BIN")
 PS_ARGS=${PS_ARGS:---clocks 3}
 PS_DEVICE=${PS_DEVICE:-cpu}
+PS_TASKS=${PS_TASKS:-5}
 
 run=$(mktemp -d /tmp/ps-slurm.XXXXXX)
 chmod 755 "$run"
@@ -57,9 +59,10 @@ munged --key-file="$run/key/munge.key" --socket="$run/munge/munge.socket" \
   || die "munged did not start: $(tail -5 "$run/munge/munged.log" 2> /dev/null)"
 
 # One node that claims at least 8 CPUs (config_overrides: slurmd takes the configured figures
-# rather than the hardware's), so the 5 tasks fit on a 2-core machine.
+# rather than the hardware's), so the tasks fit on a 2-core machine.
 cpus=$(nproc)
 ((cpus >= 8)) || cpus=8
+((cpus >= PS_TASKS)) || cpus=$PS_TASKS
 cat > "$run/slurm.conf" << EOF
 ClusterName=pstest
 SlurmctldHost=$host
@@ -104,7 +107,7 @@ pids+=($!)
 state=
 for _ in $(seq 1 60); do
   state=$(sinfo -h -n "$host" -o %T 2> /dev/null || true)
-  [[ $state == idle* ]] && break
+  [[ $state == idle ]] && break # not "idle*": slurmd has not registered yet
   for p in "${pids[@]}"; do
     kill -0 "$p" 2> /dev/null || {
       say "a daemon exited; its output:"
@@ -114,20 +117,20 @@ for _ in $(seq 1 60); do
   done
   sleep 1
 done
-if [[ $state != idle* ]]; then
+if [[ $state != idle ]]; then
   tail -n 30 "$run"/slurmctld.log "$run"/slurmd.log >&2 || true
   die "node $host is ${state:-unknown}, not idle, after 60 s"
 fi
 t1=$(date +%s.%N)
-say "daemons up in $(echo "$t1 - $t0" | bc) s (munged, slurmctld, slurmd; node $host idle)"
+say "daemons up in $(printf %.1f "$(awk "BEGIN { print $t1 - $t0 }")") s (munged, slurmctld, slurmd; node $host idle)"
 
 cd "$repo"
 PS_BIN=$PS_BIN PS_DIR=$run/shared PS_SERVERS=2 PS_ARGS=$PS_ARGS PS_DEVICE=$PS_DEVICE \
-  sbatch --wait --nodes=1 --ntasks-per-node=5 --time=5 \
+  sbatch --wait --nodes=1 --ntasks-per-node="$PS_TASKS" --time=5 \
   --output="$run/job.out" examples/ps.sbatch \
   || { cat "$run/job.out" 2> /dev/null; die "the job failed"; }
 t2=$(date +%s.%N)
-say "job done in $(echo "$t2 - $t1" | bc) s; its output:"
+say "job done in $(printf %.1f "$(awk "BEGIN { print $t2 - $t1 }")") s; its output:"
 cat "$run/job.out"
 summary=$(grep '^{"app"' "$run/job.out" | tail -n 1)
 [[ -n $summary ]] || die "no JSON summary in the job's output"
