@@ -91,7 +91,7 @@ pub fn run_slurm(
         return run_coordinator(app, matches, a, &env, &layout, &job_dir, &failed);
     }
     wait_for(&job_dir, &failed, a.wait)?;
-    let coordinator = resolve(&layout.coordinator_host, a.port)?;
+    let coordinator = coordinator_addr(&layout.coordinator_host, a.port, &env.nodes)?;
     let tls = tls_in(&job_dir, layout.role);
     let node = |id| NodeArgs {
         coordinator,
@@ -114,7 +114,9 @@ pub fn run_slurm(
             };
             let ip = local_ip_toward(coordinator)?;
             let advertise = SocketAddr::new(ip, port).to_string();
-            tracing::info!(shard = i, %advertise, "shard");
+            eprintln!(
+                "shard-{i} listens on port {port}, advertises {advertise}, dials {coordinator}"
+            );
             roles::run_server(ServerArgs {
                 node: node(i),
                 listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
@@ -241,6 +243,37 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr> {
         .into_iter()
         .find(SocketAddr::is_ipv4)
         .ok_or_else(|| anyhow!("the coordinator's host {host:?} has no IPv4 address"))
+}
+
+/// Where this task dials the coordinator. The coordinator's host name may resolve to loopback
+/// on the coordinator's own host (Debian's `127.0.1.1 HOST` line in /etc/hosts): in a job over
+/// several hosts, a task there dials it on this host's network address instead, so that its
+/// endpoint is tuned for the network rather than loopback, and a shard advertises an address
+/// the other hosts can reach.
+fn coordinator_addr(host: &str, port: u16, nodes: &[String]) -> Result<SocketAddr> {
+    let addr = resolve(host, port)?;
+    if !addr.ip().is_loopback() {
+        return Ok(addr);
+    }
+    Ok(match network_ip(nodes) {
+        Some(ip) => {
+            tracing::info!(%host, %ip, "the coordinator's host is this one: dialling its network address");
+            SocketAddr::new(ip, port)
+        }
+        None => addr,
+    })
+}
+
+/// This host's address toward the first node of the list that is not on loopback from here
+/// (none in a job on one host).
+fn network_ip(nodes: &[String]) -> Option<IpAddr> {
+    nodes.iter().find_map(|host| {
+        let peer = (host.as_str(), 9)
+            .to_socket_addrs()
+            .ok()?
+            .find(|a| a.is_ipv4() && !a.ip().is_loopback())?;
+        local_ip_toward(peer).ok().filter(|ip| !ip.is_loopback())
+    })
 }
 
 /// The local address this host sends from toward `peer` (a UDP connect sends nothing).

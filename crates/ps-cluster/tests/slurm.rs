@@ -61,14 +61,18 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[test]
-fn a_job_step_of_five_tasks_trains_mf() {
-    let dir = tempfile::tempdir().unwrap();
+/// Runs every task of a step of `ntasks` on `nodelist` (all on this machine) and returns the
+/// outputs in task order, with a report of them all for failures.
+fn run_step(
+    nodelist: &str,
+    job: &str,
+    ntasks: u32,
+    dir: &std::path::Path,
+) -> (Vec<Output>, String) {
     let port = free_port().to_string();
-    let dir_arg = dir.path().to_str().unwrap();
     let args = [
         "--dir",
-        dir_arg,
+        dir.to_str().unwrap(),
         "--port",
         &port,
         "--servers",
@@ -78,12 +82,13 @@ fn a_job_step_of_five_tasks_trains_mf() {
         "--device",
         "cpu",
     ];
-    let ntasks = 5;
     // Workers first and the coordinator last: the others must wait for its certificates.
     let children: Vec<_> = (0..ntasks)
         .rev()
         .map(|p| {
-            command(&slurm_env(p, ntasks, "9001"), &args)
+            let mut env = slurm_env(p, ntasks, job);
+            env.insert("SLURM_JOB_NODELIST", nodelist.into());
+            command(&env, &args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -108,13 +113,24 @@ fn a_job_step_of_five_tasks_trains_mf() {
     for o in &outputs {
         assert!(o.status.success(), "a task failed:\n{report}");
     }
+    (outputs, report)
+}
+
+/// The coordinator's JSON summary (its last stdout line).
+fn summary(outputs: &[Output], report: &str) -> serde_json::Value {
     let stdout = String::from_utf8_lossy(&outputs[0].stdout);
     let last = stdout
         .lines()
         .last()
         .expect("the coordinator printed nothing");
-    let summary: serde_json::Value = serde_json::from_str(last)
-        .unwrap_or_else(|e| panic!("last line is not JSON ({e}):\n{report}"));
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("last line is not JSON ({e}):\n{report}"))
+}
+
+#[test]
+fn a_job_step_of_five_tasks_trains_mf() {
+    let dir = tempfile::tempdir().unwrap();
+    let (outputs, report) = run_step("localhost", "9001", 5, dir.path());
+    let summary = summary(&outputs, &report);
     assert_eq!(summary["app"], "mf");
     assert_eq!(summary["servers"], 2);
     assert_eq!(
@@ -122,6 +138,7 @@ fn a_job_step_of_five_tasks_trains_mf() {
         "workers are the tasks after the shards"
     );
     assert_eq!(summary["clocks"], 3);
+    let stdout = String::from_utf8_lossy(&outputs[0].stdout);
     assert_eq!(stdout.lines().filter(|l| l.starts_with("clock")).count(), 3);
     for (p, role) in ["coordinator", "shard-0", "shard-1", "worker-0", "worker-1"]
         .iter()
@@ -136,6 +153,34 @@ fn a_job_step_of_five_tasks_trains_mf() {
     // Task 0 removed the job's certificates when the job ended.
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert!(left.is_empty(), "left in --dir: {left:?}");
+}
+
+/// A job over "two hosts", `localhost` and this machine's network address: the coordinator's
+/// host resolves to loopback, so the tasks dial it, and the shards advertise, on the network
+/// address (what a task on the coordinator's host of a real multi-host job does).
+#[test]
+fn tasks_on_the_coordinators_host_use_the_network_address_in_a_job_over_two_hosts() {
+    let Some(ip) = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("192.0.2.1:9").map(|_| s))
+        .and_then(|s| s.local_addr())
+        .ok()
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+    else {
+        eprintln!("SKIP: this machine has no network address");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (outputs, report) = run_step(&format!("localhost,{ip}"), "9004", 4, dir.path());
+    assert_eq!(summary(&outputs, &report)["workers"], 1);
+    for p in [1, 2] {
+        let err = String::from_utf8_lossy(&outputs[p].stderr);
+        assert!(
+            err.contains(&format!("advertises {ip}:")),
+            "task {p}:\n{report}"
+        );
+        assert!(err.contains(&format!("dials {ip}:")), "task {p}:\n{report}");
+    }
 }
 
 fn run(env: &HashMap<&'static str, String>, args: &[&str]) -> (i32, String) {
