@@ -87,20 +87,20 @@ pub fn run_slurm(
         layout.coordinator_host,
         a.port
     );
-    if layout.role == Role::Coordinator {
-        return run_coordinator(app, matches, a, &env, &layout, &job_dir, &failed);
-    }
-    wait_for(&job_dir, &failed, a.wait)?;
-    let coordinator = coordinator_addr(&layout.coordinator_host, a.port, &env.nodes)?;
-    let tls = tls_in(&job_dir, layout.role);
-    let node = |id| NodeArgs {
-        coordinator,
-        id: Some(id),
-        link: None,
-        tls,
+    // Shards and workers wait for the coordinator, then dial it with their own certificate.
+    let node = |id| -> Result<NodeArgs> {
+        wait_for(&job_dir, &failed, a.wait)?;
+        Ok(NodeArgs {
+            coordinator: coordinator_addr(&layout.coordinator_host, a.port, &env.nodes)?,
+            id: Some(id),
+            link: None,
+            tls: tls_in(&job_dir, layout.role),
+        })
     };
     match layout.role {
+        Role::Coordinator => run_coordinator(app, matches, a, &env, &layout, &job_dir, &failed),
         Role::Shard(i) => {
+            let node = node(i)?;
             let port = match a.shard_port {
                 Some(p) => p
                     .checked_add(u16::try_from(env.localid).unwrap_or(u16::MAX))
@@ -112,25 +112,24 @@ pub fn run_slurm(
                     })?,
                 None => free_port()?,
             };
-            let ip = local_ip_toward(coordinator)?;
-            let advertise = SocketAddr::new(ip, port).to_string();
+            let coordinator = node.coordinator;
+            let advertise = SocketAddr::new(local_ip_toward(coordinator)?, port).to_string();
             eprintln!(
                 "shard-{i} listens on port {port}, advertises {advertise}, dials {coordinator}"
             );
             roles::run_server(ServerArgs {
-                node: node(i),
+                node,
                 listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
                 advertise: Some(advertise),
             })
         }
         Role::Worker(i) => roles::run_worker(
             WorkerArgs {
-                node: node(i),
-                device: a.device,
+                node: node(i)?,
+                device: a.device.clone(),
             },
             apps,
         ),
-        Role::Coordinator => unreachable!("handled above"),
     }
 }
 
