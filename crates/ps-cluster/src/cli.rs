@@ -31,6 +31,9 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Write a cluster CA and node certificates for a multi-host job.
     Certs(CertsArgs),
+    /// Run one task of a Slurm job step (under srun): task 0 is the coordinator, tasks 1..=S the
+    /// shards, the rest workers (their number is SLURM_NTASKS - 1 - S); see README, Under Slurm.
+    Slurm(crate::slurm_run::SlurmArgs),
 }
 
 /// What to train and how: the flags every app shares. Each app adds its own (see

@@ -1,8 +1,8 @@
 //! `ps-cluster`: the launcher, a generic driver over a list of applications. One binary that
 //! runs a whole local cluster (`local`: coordinator, shards and workers as separate OS processes
 //! over QUIC on loopback with mutual TLS) or any one role on its own (`coordinator`, `server`,
-//! `worker`) for clusters over several hosts, plus `certs` to make a cluster CA and node
-//! certificates.
+//! `worker`) for clusters over several hosts, `slurm` (a task of a Slurm job step, which takes its
+//! role from Slurm's variables), plus `certs` to make a cluster CA and node certificates.
 //!
 //! It knows no application: each is a `ps_apps::app::App` (the built-in four, or any a program
 //! adds with [`run_with`], as `examples/lasso.rs` does), and everything around it (dispatch,
@@ -12,9 +12,12 @@
 
 mod cli;
 mod driver;
+mod hostlist;
 mod local;
 mod parse;
 mod roles;
+mod slurm;
+mod slurm_run;
 mod summary;
 
 pub use cli::{Cli, Command, JobArgs};
@@ -70,6 +73,7 @@ fn dispatch(p: parse::Parsed, apps: &[Box<dyn DynApp>]) -> anyhow::Result<()> {
         Command::Coordinator(a) => roles::run_coordinator_cli(app(&a.job.app)?, &p.matches, a),
         Command::Server(a) => roles::run_server(a),
         Command::Worker(a) => roles::run_worker(a, apps),
+        Command::Slurm(a) => slurm_run::run_slurm(app(&a.job.app)?, &p.matches, a, apps),
         Command::Certs(a) => {
             ps_transport::generate_cluster_certs(&a.out, &a.nodes, &a.names)?;
             println!(

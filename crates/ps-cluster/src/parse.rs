@@ -1,5 +1,5 @@
-//! The command line with the chosen app's flags: `--app NAME` is found first, then the `local`
-//! and `coordinator` commands are built with that app's own flags (each app declares them with
+//! The command line with the chosen app's flags: `--app NAME` is found first, then the `local`,
+//! `coordinator` and `slurm` commands are built with that app's own flags (each app declares them with
 //! `clap`), so `--help` lists them and a flag of another app is refused by name.
 
 use crate::cli::Cli;
@@ -8,7 +8,7 @@ use clap::{CommandFactory, FromArgMatches};
 use ps_apps::app::DynApp;
 
 /// The commands that plan a job and so take an app's flags.
-const JOB_COMMANDS: [&str; 2] = ["local", "coordinator"];
+const JOB_COMMANDS: [&str; 3] = ["local", "coordinator", "slurm"];
 
 /// What parsing gave: the fixed flags, and the job command's matches (where the app reads
 /// its flags from).
@@ -71,7 +71,14 @@ pub fn command(apps: &[Box<dyn DynApp>], app: Option<&dyn DynApp>) -> clap::Comm
             c
         });
     }
-    cmd
+    // Under Slurm the workers are the tasks left after the coordinator and the shards.
+    cmd.mut_subcommand("slurm", |c| {
+        c.mut_arg("workers", |a| {
+            a.hide_default_value(true).help(
+                "Number of workers [default: SLURM_NTASKS - 1 - --servers; if given, it must equal that]",
+            )
+        })
+    })
 }
 
 /// Parses `args` (program name first) for `apps`.

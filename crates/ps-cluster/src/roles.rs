@@ -168,6 +168,17 @@ pub fn run_coordinator_cli(
     matches: &clap::ArgMatches,
     a: CoordinatorArgs,
 ) -> Result<()> {
+    run_coordinator_then(app, matches, a, |_| Ok(()))
+}
+
+/// [`run_coordinator_cli`], calling `listening` with the bound address once the job is planned
+/// and the coordinator accepts nodes (before any has registered).
+pub fn run_coordinator_then(
+    app: &dyn DynApp,
+    matches: &clap::ArgMatches,
+    a: CoordinatorArgs,
+    listening: impl FnOnce(std::net::SocketAddr) -> Result<()>,
+) -> Result<()> {
     let plan = plan_job(app, &a.job, &a.cluster, matches)?;
     let identity = a.tls.identity()?;
     let rt = runtime(2)?;
@@ -177,7 +188,9 @@ pub fn run_coordinator_cli(
     };
     let result = rt.block_on(async {
         let endpoint = make_endpoint(a.listen, &identity, &opts)?;
-        eprintln!("coordinator listening on {}", endpoint.local_addr()?);
+        let addr = endpoint.local_addr()?;
+        eprintln!("coordinator listening on {addr}");
+        listening(addr)?;
         drive_coordinator(
             endpoint,
             coordinator_config(&a.job, &a.cluster, &plan),
