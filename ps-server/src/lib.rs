@@ -13,6 +13,7 @@ pub mod service;
 pub mod shard;
 mod sparse;
 pub mod table;
+pub mod telemetry;
 
 pub use coordinator::{CoordEvent, Coordinator, CoordinatorConfig};
 pub use error::ServerError;
