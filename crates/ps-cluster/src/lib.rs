@@ -16,6 +16,7 @@ mod local;
 mod parse;
 mod roles;
 mod summary;
+mod telemetry;
 
 pub use cli::{Cli, Command, JobArgs};
 pub use driver::{run_session, Chaos, Fault, FaultKind};
