@@ -3,6 +3,7 @@
 //! end, or fails it, naming the node, when a node dies before it is done.
 
 use crate::error::ServerError;
+use crate::telemetry;
 use ps_proto::{
     Assign, ClockReport, ClockSummary, Done, Frame, JobResult, JobSpec, Kind, Limits, Register,
     Role, ShardMap, Shutdown, TableSpec,
@@ -108,12 +109,14 @@ impl Coordinator {
                 ev = rx.recv() => match ev {
                     Some(NodeEvent::Report(r)) => {
                         let c = r.clock;
+                        telemetry::coordinator_report(r.worker, c);
                         let list = pending.entry(c).or_default();
                         list.push(r);
                         while let Some(entry) = pending.first_entry() {
                             if entry.get().len() < cfg.workers as usize { break; }
                             let reports = entry.remove();
                             let s = ClockSummary::from_reports(&reports, cfg.workers);
+                            telemetry::coordinator_clock(&s);
                             result.clocks.push(s.clone());
                             let _ = events.send(CoordEvent::Clock(s));
                         }
@@ -122,7 +125,10 @@ impl Coordinator {
                         done.insert(d.worker, d);
                         if done.len() == cfg.workers as usize { break None; }
                     }
-                    Some(NodeEvent::Heartbeat(i)) => last_seen[i] = Instant::now(),
+                    Some(NodeEvent::Heartbeat(i)) => {
+                        last_seen[i] = Instant::now();
+                        telemetry::coordinator_heartbeat();
+                    }
                     Some(NodeEvent::Lost(i, why)) => {
                         let n = &nodes[i];
                         if n.role == Role::Worker && done.contains_key(&n.id) { continue; }
@@ -279,7 +285,12 @@ impl Coordinator {
                 host: reg.host.clone(),
                 pid: reg.pid,
             });
+            let role = match reg.role {
+                Role::Server => "server",
+                Role::Worker => "worker",
+            };
             list.push((reg, conn, send));
+            telemetry::coordinator_nodes(role, list.len());
         }
         let servers = order_by_id(servers, cfg.servers);
         let workers = order_by_id(workers, cfg.workers);

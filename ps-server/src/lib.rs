@@ -2,6 +2,8 @@
 //! key range, with per-cell optimizer state for adagrad and ftrl),
 //! update rules and seeded initialisers, request handling over QUIC (pulls parked on the SSP clock
 //! vector, pushes applied per worker clock), the coordinator, and the server node role.
+//! [`telemetry`] names what shards and the coordinator record through the `metrics` facade
+//! (no-ops unless the program installs a recorder).
 //!
 //! This crate must never link cudarc or any GPU code, nor the worker library or the apps: servers
 //! are CPU processes that know tables, rows and clocks, not models.
@@ -13,6 +15,7 @@ pub mod service;
 pub mod shard;
 mod sparse;
 pub mod table;
+pub mod telemetry;
 
 pub use coordinator::{CoordEvent, Coordinator, CoordinatorConfig};
 pub use error::ServerError;

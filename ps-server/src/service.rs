@@ -195,11 +195,12 @@ async fn handle_pull(
         rx.await
             .map_err(|_| ProtoError::Protocol("shard is shutting down".into()))?;
     }
-    let (r, codec) = {
+    let (r, codec, id) = {
         let s = lock(shard);
         (
             s.read(h.table, &f.keys, h.worker)?,
             s.table(h.table)?.spec().pull_codec.clone(),
+            s.id,
         )
     };
     let mut payload = Vec::new();
@@ -222,9 +223,10 @@ async fn handle_pull(
             hash: codec::default_key_hash(&f.keys),
         }),
     }
-    write_frame_owned(send, reply)
+    let sent = write_frame_owned(send, reply)
         .await
         .map_err(|e| ProtoError::Protocol(e.to_string()))?;
+    crate::telemetry::pulled(id, h.table, sent);
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 
 use crate::error::ServerError;
 use crate::table::Table;
+use crate::telemetry;
 use ps_proto::codec::Decoded;
 use ps_proto::{ProtoError, ShardMap, TableSpec};
 use ps_ssp::{ParkedReads, ShardClock, SspError};
@@ -115,7 +116,10 @@ impl Shard {
                 let range = ShardMap::range_of(t.rows, num_shards, id);
                 (t.id, Table::new(t.clone(), range))
             })
-            .collect();
+            .collect::<HashMap<u32, Table>>();
+        for (t, table) in &tables {
+            telemetry::rows(id, *t, table.len());
+        }
         Ok(Shard {
             id,
             tables,
@@ -191,6 +195,7 @@ impl Shard {
             for rows in batch {
                 if let Some(t) = self.tables.get_mut(&rows.table) {
                     self.params_applied += rows.value_count() as u64;
+                    telemetry::applied(self.id, rows.table, rows.value_count() as u64);
                     match &rows.values {
                         Decoded::Dense(v) => t.apply(&rows.keys, v),
                         Decoded::Sparse { indices, values } => {
@@ -204,7 +209,17 @@ impl Shard {
         for waiter in self.parked.release(min) {
             let _ = waiter.send(());
         }
+        self.record(min);
         Ok(())
+    }
+
+    /// Sets the gauges a batch may have moved and counts the batch.
+    fn record(&self, min_clock: u64) {
+        telemetry::clock_batch(self.id, min_clock);
+        telemetry::parked_reads(self.id, self.parked.len());
+        for (t, table) in &self.tables {
+            telemetry::rows(self.id, *t, table.len());
+        }
     }
 
     /// Parks a pull that needs the rows complete through `required` clocks. Returns `None` if it
@@ -213,7 +228,10 @@ impl Shard {
         let (tx, rx) = oneshot::channel();
         match self.parked.park(required, self.clock.min_clock(), tx) {
             Some(_) => None,
-            None => Some(rx),
+            None => {
+                telemetry::parked_reads(self.id, self.parked.len());
+                Some(rx)
+            }
         }
     }
 
@@ -232,6 +250,7 @@ impl Shard {
     /// Drops every parked pull (their waiters see the shard going away).
     pub fn shutdown(&mut self) {
         self.parked.release(u64::MAX);
+        telemetry::parked_reads(self.id, 0);
     }
 }
 

@@ -145,6 +145,7 @@ impl PsClient {
             let task = self.rt.spawn(async move {
                 if let Some(mut r) = push.await {
                     r.overlap_s = (r.comm_s - r.blocked_s).max(0.0);
+                    crate::telemetry::clock_completed(&r);
                     let _ = reports.send(r);
                 }
             });
@@ -156,6 +157,7 @@ impl PsClient {
             if let Some(mut r) = self.rt.block_on(push) {
                 r.blocked_s += waited.elapsed().as_secs_f64();
                 r.overlap_s = (r.comm_s - r.blocked_s).max(0.0);
+                crate::telemetry::clock_completed(&r);
                 let _ = reports.send(r);
             }
             for t in self.tables.values_mut() {

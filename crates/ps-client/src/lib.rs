@@ -13,6 +13,10 @@
 //!   send, and per-clock metrics (compute, communication, blocked seconds; bytes each way) with
 //!   the application's typed figures ([`PsClient::set_figures`]).
 //!
+//! - [`telemetry`]: what a worker records through the `metrics` facade (clocks completed,
+//!   blocked time, bytes pushed and pulled per table, pull latency); no-ops unless the program
+//!   installs a recorder.
+//!
 //! The API is synchronous (compute code calls it from its own thread); communication runs on a
 //! tokio runtime. This crate must not depend on the server, the apps or any GPU code.
 
@@ -25,6 +29,7 @@ mod pending;
 mod push;
 mod read;
 mod table;
+pub mod telemetry;
 mod wire;
 mod worker;
 

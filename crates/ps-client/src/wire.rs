@@ -67,6 +67,7 @@ pub async fn pull(
     keys: &[u64],
     form: KeyForm,
 ) -> Result<(Frame, Traffic), ClientError> {
+    let started = std::time::Instant::now();
     let (mut send, mut recv) = conn.open_bi().await.map_err(stream_err)?;
     // Pulls unblock compute: ahead of pushes.
     let _ = send.set_priority(1);
@@ -79,6 +80,7 @@ pub async fn pull(
     let sent = write_frame(&mut send, &request).await?;
     send.finish().map_err(stream_err)?;
     let (mut reply, received) = read_reply(&mut recv, limits, Kind::PullReply).await?;
+    crate::telemetry::pulled(worker, table, received, started.elapsed().as_secs_f64());
     if let KeyForm::Cached { id, hash } = reply.key_form {
         // The shard names the keys by the cache entry the request used: check it is ours.
         let ours = match request.key_form {
@@ -117,7 +119,12 @@ pub async fn push_batch(
     let (mut send, mut recv) = conn.open_bi().await.map_err(stream_err)?;
     let mut sent = 0;
     for f in frames {
-        sent += write_frame_owned(&mut send, f).await?;
+        let h = f.header;
+        let n = write_frame_owned(&mut send, f).await?;
+        if h.kind == Kind::Push {
+            crate::telemetry::pushed(h.worker, h.table, n);
+        }
+        sent += n;
     }
     send.finish().map_err(stream_err)?;
     let (ack, received) = read_reply(&mut recv, limits, Kind::Ack).await?;

@@ -1,6 +1,7 @@
 //! Command-line flags of every role.
 
 use crate::driver::{Fault, FaultKind};
+use crate::telemetry::MetricsArgs;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use ps_ssp::Staleness;
@@ -120,6 +121,8 @@ pub struct ClusterArgs {
 #[derive(Debug, Args)]
 pub struct LocalArgs {
     #[command(flatten)]
+    pub metrics: MetricsArgs,
+    #[command(flatten)]
     pub job: JobArgs,
     #[command(flatten)]
     pub cluster: ClusterArgs,
@@ -155,6 +158,8 @@ pub struct TlsArgs {
 
 #[derive(Debug, Args)]
 pub struct CoordinatorArgs {
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
     /// Address to listen on, e.g. 0.0.0.0:7000.
     #[arg(long)]
     pub listen: SocketAddr,
@@ -190,6 +195,8 @@ pub struct WorkerArgs {
 /// What every shard and worker takes: where the coordinator is, who it is, how it sends.
 #[derive(Debug, Args)]
 pub struct NodeArgs {
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
     /// Coordinator address.
     #[arg(long)]
     pub coordinator: SocketAddr,

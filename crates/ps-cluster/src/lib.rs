@@ -19,6 +19,7 @@ mod roles;
 mod slurm;
 mod slurm_run;
 mod summary;
+mod telemetry;
 
 pub use cli::{Cli, Command, JobArgs};
 pub use driver::{run_session, Chaos, Fault, FaultKind};

@@ -5,11 +5,13 @@
 
 use crate::cli::LocalArgs;
 use crate::roles::{coordinator_config, drive_coordinator, plan_job, runtime, summary};
+use crate::telemetry::{self, MetricsArgs};
 use anyhow::{anyhow, bail, Context, Result};
 use ps_apps::app::DynApp;
 use ps_transport::{
     generate_cluster_certs, make_endpoint, CertPaths, ClusterIdentity, EndpointOptions,
 };
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, OnceLock};
@@ -50,6 +52,32 @@ fn with_pid(name: &str, child: &Child) -> String {
     }
 }
 
+/// With `--metrics-addr`: checks every process's metrics port is free (a port in use stops
+/// the job before anything starts), serves the coordinator's (this process's), and prints
+/// where each process serves. Returns the addresses by process name.
+fn local_metrics(a: &LocalArgs) -> Result<Vec<(String, SocketAddr)>> {
+    let Some(base) = a.metrics.metrics_addr else {
+        return Ok(Vec::new());
+    };
+    let addrs = telemetry::local_addrs(base, a.cluster.servers, a.cluster.workers)?;
+    telemetry::check_free(&addrs)?;
+    telemetry::serve(&MetricsArgs {
+        metrics_addr: Some(addrs[0].1),
+    })?;
+    for (name, addr) in &addrs {
+        eprintln!("metrics: {name} {}", telemetry::url(*addr));
+    }
+    Ok(addrs)
+}
+
+/// The `--metrics-addr` flag of process `name`, if the job serves metrics.
+fn metrics_arg(addrs: &[(String, SocketAddr)], name: &str) -> Vec<String> {
+    match addrs.iter().find(|(n, _)| n == name) {
+        Some((_, addr)) => vec!["--metrics-addr".into(), addr.to_string()],
+        None => Vec::new(),
+    }
+}
+
 pub fn run_local(app: &dyn DynApp, matches: &clap::ArgMatches, a: LocalArgs) -> Result<()> {
     let selection = worker_gpu::select(a.device.parse()?)?;
     eprintln!("device: {} ({})", selection.device, selection.reason);
@@ -79,6 +107,8 @@ pub fn run_local(app: &dyn DynApp, matches: &clap::ArgMatches, a: LocalArgs) -> 
         None => Vec::new(),
     };
 
+    let metrics = local_metrics(&a)?;
+
     let rt = runtime(2)?;
     let (result, children) = rt.block_on(async {
         let endpoint = make_endpoint(
@@ -98,6 +128,7 @@ pub fn run_local(app: &dyn DynApp, matches: &clap::ArgMatches, a: LocalArgs) -> 
                 i.to_string(),
             ];
             extra.extend(link_arg.iter().cloned());
+            extra.extend(metrics_arg(&metrics, &name));
             let child = spawn_role(&exe, "server", &name, certs, coord_addr, &extra)?;
             children.push((with_pid(&name, &child), child));
         }
@@ -110,6 +141,7 @@ pub fn run_local(app: &dyn DynApp, matches: &clap::ArgMatches, a: LocalArgs) -> 
                 i.to_string(),
             ];
             extra.extend(link_arg.iter().cloned());
+            extra.extend(metrics_arg(&metrics, &name));
             let child = spawn_role(&exe, "worker", &name, certs, coord_addr, &extra)?;
             children.push((with_pid(&name, &child), child));
         }

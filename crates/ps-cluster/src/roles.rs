@@ -181,6 +181,7 @@ pub fn run_coordinator_then(
 ) -> Result<()> {
     let plan = plan_job(app, &a.job, &a.cluster, matches)?;
     let identity = a.tls.identity()?;
+    crate::telemetry::serve(&a.metrics)?;
     let rt = runtime(2)?;
     let opts = EndpointOptions {
         server_name: a.tls.server_name.clone(),
@@ -208,6 +209,7 @@ pub fn run_coordinator_then(
 
 pub fn run_server(a: ServerArgs) -> Result<()> {
     let identity = a.node.tls.identity()?;
+    crate::telemetry::serve(&a.node.metrics)?;
     let rt = runtime(1)?;
     let cfg = ServerNodeConfig {
         coordinator: a.node.coordinator,
@@ -225,6 +227,7 @@ pub fn run_worker(a: WorkerArgs, apps: &[Box<dyn DynApp>]) -> Result<()> {
     let request: worker_gpu::DeviceRequest = a.device.parse()?;
     let selection = worker_gpu::select(request)?;
     tracing::info!(device = %selection.device, reason = %selection.reason, "device");
+    crate::telemetry::serve(&a.node.metrics)?;
     let mut opts = WorkerOptions::new(a.node.coordinator, a.node.tls.identity()?);
     opts.requested_id = a.node.id;
     opts.endpoint = a.node.endpoint_options();

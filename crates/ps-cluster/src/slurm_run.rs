@@ -17,6 +17,7 @@ use crate::cli::{
 };
 use crate::roles;
 use crate::slurm::{Layout, Role, SlurmEnv};
+use crate::telemetry::MetricsArgs;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::parser::ValueSource;
 use clap::Args;
@@ -47,6 +48,10 @@ pub struct SlurmArgs {
     /// Compute device for workers: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Serve Prometheus metrics at http://HOST:PORT+SLURM_LOCALID/metrics on every task (tasks
+    /// on one node get consecutive ports).
+    #[arg(long, help_heading = "Metrics")]
+    pub metrics_port: Option<u16>,
     /// Seconds shards and workers wait for task 0 to write the certificates and start listening.
     #[arg(long, default_value_t = 300.0)]
     pub wait: f64,
@@ -95,6 +100,7 @@ pub fn run_slurm(
             id: Some(id),
             link: None,
             tls: tls_in(&job_dir, layout.role),
+            metrics: metrics_at(a.metrics_port, env.localid)?,
         })
     };
     match layout.role {
@@ -133,6 +139,20 @@ pub fn run_slurm(
     }
 }
 
+/// Where a task serves its metrics: `--metrics-port` plus its local id, on every address.
+fn metrics_at(port: Option<u16>, localid: u32) -> Result<MetricsArgs> {
+    let Some(p) = port else {
+        return Ok(MetricsArgs::default());
+    };
+    let port = u16::try_from(localid)
+        .ok()
+        .and_then(|l| p.checked_add(l))
+        .ok_or_else(|| anyhow!("--metrics-port {p} plus SLURM_LOCALID {localid} is past 65535"))?;
+    Ok(MetricsArgs {
+        metrics_addr: Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)),
+    })
+}
+
 fn tls_in(dir: &Path, role: Role) -> TlsArgs {
     let name = role.node_name();
     TlsArgs {
@@ -169,6 +189,7 @@ fn run_coordinator(
             job: a.job,
             cluster: a.cluster,
             tls: tls_in(&tmp, Role::Coordinator),
+            metrics: metrics_at(a.metrics_port, env.localid)?,
         };
         roles::run_coordinator_then(app, matches, args, |addr| {
             std::fs::rename(&tmp, job_dir)
