@@ -16,6 +16,11 @@ const EXE: &str = env!("CARGO_BIN_EXE_ps-cluster");
 /// range (from 32768), so connections' own ports do not take them, and different for each call
 /// and each test process, so tests running at once do not pick the same ones.
 fn free_ports(n: u16) -> u16 {
+    held_ports(n).0
+}
+
+/// [`free_ports`], the ports still held by listeners on them.
+fn held_ports(n: u16) -> (u16, Vec<TcpListener>) {
     static CALLS: AtomicU16 = AtomicU16::new(0);
     let call = CALLS.fetch_add(1, Ordering::Relaxed);
     let first = (std::process::id() as u16 % 97) * 7 + call * 131;
@@ -25,7 +30,7 @@ fn free_ports(n: u16) -> u16 {
             .map_while(|k| TcpListener::bind(("127.0.0.1", base + k)).ok())
             .collect();
         if held.len() == n as usize {
-            return base;
+            return (base, held);
         }
     }
     panic!("no {n} consecutive free ports");
@@ -421,9 +426,10 @@ fn every_process_serves_prometheus_text_and_its_counters_move() {
 
 #[test]
 fn a_metrics_port_in_use_is_a_clear_error_and_the_job_does_not_start() {
-    let base = free_ports(5);
-    // worker-1's port (coordinator, 2 shards, worker-0, worker-1).
-    let taken = TcpListener::bind(("127.0.0.1", base + 4)).unwrap();
+    let (base, mut held) = held_ports(5);
+    // worker-1's port (coordinator, 2 shards, worker-0, worker-1) stays taken.
+    let taken = held.remove(4);
+    drop(held);
     let out = Command::new(EXE)
         .args(["local", "--app", "mf", "--clocks", "3", "--device", "cpu"])
         .args(["--metrics-addr", &format!("127.0.0.1:{base}")])
