@@ -123,6 +123,8 @@ pub struct LocalArgs {
     #[command(flatten)]
     pub metrics: MetricsArgs,
     #[command(flatten)]
+    pub progress: crate::progress::ProgressArgs,
+    #[command(flatten)]
     pub job: JobArgs,
     #[command(flatten)]
     pub cluster: ClusterArgs,
@@ -160,6 +162,8 @@ pub struct TlsArgs {
 pub struct CoordinatorArgs {
     #[command(flatten)]
     pub metrics: MetricsArgs,
+    #[command(flatten)]
+    pub progress: crate::progress::ProgressArgs,
     /// Address to listen on, e.g. 0.0.0.0:7000.
     #[arg(long)]
     pub listen: SocketAddr,

@@ -15,6 +15,7 @@ mod driver;
 mod hostlist;
 mod local;
 mod parse;
+mod progress;
 mod roles;
 mod slurm;
 mod slurm_run;

@@ -4,6 +4,7 @@
 //! generated into a fresh directory. If any process fails, the job fails naming it.
 
 use crate::cli::LocalArgs;
+use crate::progress::ClockLog;
 use crate::roles::{coordinator_config, drive_coordinator, plan_job, runtime, summary};
 use crate::telemetry::{self, MetricsArgs};
 use anyhow::{anyhow, bail, Context, Result};
@@ -108,6 +109,7 @@ pub fn run_local(app: &dyn DynApp, matches: &clap::ArgMatches, a: LocalArgs) -> 
     };
 
     let metrics = local_metrics(&a)?;
+    let mut log = ClockLog::from_args(app, plan.spec.clocks, &a.progress)?;
 
     let rt = runtime(2)?;
     let (result, children) = rt.block_on(async {
@@ -149,7 +151,7 @@ pub fn run_local(app: &dyn DynApp, matches: &clap::ArgMatches, a: LocalArgs) -> 
         let coord = drive_coordinator(
             endpoint,
             coordinator_config(&a.job, &a.cluster, &plan),
-            app,
+            &mut log,
             Some(reason.clone()),
         );
         // Run the coordinator while watching every child: a child that exits with failure before

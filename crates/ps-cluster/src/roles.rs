@@ -2,6 +2,7 @@
 
 use crate::cli::{ClusterArgs, CoordinatorArgs, JobArgs, ServerArgs, WorkerArgs};
 use crate::driver::Chaos;
+use crate::progress::ClockLog;
 use crate::summary::{summary_line, SummaryContext};
 use anyhow::{bail, Context, Result};
 use ps_apps::app::{DynApp, ErasedPlan};
@@ -71,18 +72,18 @@ pub fn coordinator_config(
     }
 }
 
-/// Runs a coordinator to the end, printing a line per clock to stdout.
+/// Runs a coordinator to the end, giving each finished clock to `log`.
 /// `failure`, if given, receives the coordinator's reason the moment it fails the job, before any
 /// node is told to stop.
 pub async fn drive_coordinator(
     endpoint: quinn::Endpoint,
     config: CoordinatorConfig,
-    app: &dyn DynApp,
+    log: &mut ClockLog<'_>,
     failure: Option<Arc<OnceLock<String>>>,
 ) -> Result<JobResult> {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let handle = |ev: CoordEvent| match ev {
-        CoordEvent::Clock(s) => println!("{}", clock_line(app, &s)),
+    let mut handle = |ev: CoordEvent| match ev {
+        CoordEvent::Clock(s) => log.clock(&s),
         CoordEvent::Registered {
             role,
             id,
@@ -107,6 +108,7 @@ pub async fn drive_coordinator(
     while let Ok(ev) = rx.try_recv() {
         handle(ev);
     }
+    log.finish()?;
     Ok(result?)
 }
 
@@ -192,10 +194,11 @@ pub fn run_coordinator_then(
         let addr = endpoint.local_addr()?;
         eprintln!("coordinator listening on {addr}");
         listening(addr)?;
+        let mut log = ClockLog::from_args(app, plan.spec.clocks, &a.progress)?;
         drive_coordinator(
             endpoint,
             coordinator_config(&a.job, &a.cluster, &plan),
-            app,
+            &mut log,
             None,
         )
         .await

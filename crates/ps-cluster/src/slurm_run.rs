@@ -52,6 +52,9 @@ pub struct SlurmArgs {
     /// on one node get consecutive ports).
     #[arg(long, help_heading = "Metrics")]
     pub metrics_port: Option<u16>,
+    /// The coordinator's per-clock CSV log and progress bar (task 0 only).
+    #[command(flatten)]
+    pub progress: crate::progress::ProgressArgs,
     /// Seconds shards and workers wait for task 0 to write the certificates and start listening.
     #[arg(long, default_value_t = 300.0)]
     pub wait: f64,
@@ -190,6 +193,7 @@ fn run_coordinator(
             cluster: a.cluster,
             tls: tls_in(&tmp, Role::Coordinator),
             metrics: metrics_at(a.metrics_port, env.localid)?,
+            progress: a.progress,
         };
         roles::run_coordinator_then(app, matches, args, |addr| {
             std::fs::rename(&tmp, job_dir)

@@ -37,6 +37,8 @@ pub trait DynApp: Send + Sync {
     ) -> Result<Box<dyn DynSession>, AppError>;
     /// The app's part of a clock's line, from the clock's summed figures.
     fn clock_line(&self, sums: &BTreeMap<String, f64>) -> String;
+    /// The clock's named quality figures ([`App::clock_metrics`]).
+    fn clock_metrics(&self, sums: &BTreeMap<String, f64>) -> Vec<(&'static str, Option<f64>)>;
     /// The app's summary fields.
     fn summary(
         &self,
@@ -114,6 +116,13 @@ impl<A: App> DynApp for A {
         match ps_proto::report::from_sums::<A::Clock>(sums) {
             Ok(f) => App::clock_line(self, &f),
             Err(e) => format!("(figures: {e})"),
+        }
+    }
+
+    fn clock_metrics(&self, sums: &BTreeMap<String, f64>) -> Vec<(&'static str, Option<f64>)> {
+        match ps_proto::report::from_sums::<A::Clock>(sums) {
+            Ok(f) => App::clock_metrics(self, &f),
+            Err(_) => Vec::new(),
         }
     }
 

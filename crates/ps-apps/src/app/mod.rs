@@ -205,6 +205,13 @@ pub trait App: Send + Sync + 'static {
     /// The app's part of a clock's line (e.g. `train_rmse 0.1234`).
     fn clock_line(&self, clock: &Self::Clock) -> String;
 
+    /// The clock's quality figures by name (e.g. `("test_rmse", None)` on a clock that does not
+    /// measure it), the same names on every clock: the columns of a per-clock log.
+    fn clock_metrics(&self, clock: &Self::Clock) -> Vec<(&'static str, Option<f64>)> {
+        let _ = clock;
+        Vec::new()
+    }
+
     /// The app's fields of the summary line.
     fn summary(&self, job: &JobView<'_, Self>) -> serde_json::Map<String, serde_json::Value>;
 }

@@ -296,6 +296,10 @@ impl App for LdaApp {
         }
     }
 
+    fn clock_metrics(&self, c: &LdaClock) -> Vec<(&'static str, Option<f64>)> {
+        vec![("loglik_per_token", ratio(c.clock_loglik, c.clock_tokens))]
+    }
+
     fn summary(&self, job: &JobView<'_, Self>) -> serde_json::Map<String, serde_json::Value> {
         let mut out = serde_json::Map::new();
         let initial = job

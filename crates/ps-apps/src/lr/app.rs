@@ -262,6 +262,10 @@ impl App for LrApp {
         )
     }
 
+    fn clock_metrics(&self, c: &LrClock) -> Vec<(&'static str, Option<f64>)> {
+        vec![("train_loss", ratio(c.train_loss, c.train_n))]
+    }
+
     fn summary(&self, job: &JobView<'_, Self>) -> serde_json::Map<String, serde_json::Value> {
         let mut out = match serde_json::to_value(&job.facts) {
             Ok(serde_json::Value::Object(m)) => m,

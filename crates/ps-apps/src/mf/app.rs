@@ -254,6 +254,13 @@ impl App for MfApp {
         }
     }
 
+    fn clock_metrics(&self, c: &MfClock) -> Vec<(&'static str, Option<f64>)> {
+        vec![
+            ("train_rmse", ratio(c.train_se, c.train_n).map(f64::sqrt)),
+            ("test_rmse", ratio(c.test_se, c.test_n).map(f64::sqrt)),
+        ]
+    }
+
     fn summary(&self, job: &JobView<'_, Self>) -> serde_json::Map<String, serde_json::Value> {
         let f = &job.sums;
         let mut out = serde_json::Map::new();

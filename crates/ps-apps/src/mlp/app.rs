@@ -225,6 +225,13 @@ impl App for MlpApp {
         )
     }
 
+    fn clock_metrics(&self, c: &MlpClock) -> Vec<(&'static str, Option<f64>)> {
+        vec![
+            ("train_loss", ratio(c.train_loss, c.train_n)),
+            ("test_accuracy", ratio(c.test_correct, c.test_n)),
+        ]
+    }
+
     fn summary(&self, job: &JobView<'_, Self>) -> serde_json::Map<String, serde_json::Value> {
         let f = &job.sums;
         let mut out = serde_json::Map::new();
