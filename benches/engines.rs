@@ -11,8 +11,10 @@
 //! Size flags (defaults = the reference shapes; `--quick` divides the big dimension(s) by 10 and
 //! halves the default `--reps`):
 //! * mf:  `--users 480189 --items 17770 --ratings 10000000 --rank 32 --zipf 0.5 --floor 39e6
-//!   --order both` (`random`: the generated order, as a worker's shuffled epoch; `grid`:
-//!   LIBMF's blocked, user-sorted layout, arranged once untimed; `both`: one line each)
+//!   --order all` (`random`: the generated order, as a worker's shuffled epoch; `grid`:
+//!   LIBMF's blocked, user-sorted layout, arranged once untimed; `blocks`: the cluster's order,
+//!   arranged once untimed, each timed epoch a new block order gathered as a worker's clock
+//!   gathers it; `both`: random and grid; `all`: the three)
 //! * lda: `--docs 20000 --doc-len 200 --vocab 5000 --topics 50 --true-topics 50`
 //! * lr:  `--rows 100000 --features 100000 --nnz 20 --batch 256`
 //! * mlp: `--samples 60000 --batch 64` (784-256-256-10)
@@ -82,7 +84,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: engines --app mf|lda|lr|mlp [--threads N] [--quick] [--seed S] [--warmup W] \
          [--reps R] [--export DIR [--export-only]]\n  \
-         mf:  --users --items --ratings --rank --zipf --floor --order random|grid|both\n  \
+         mf:  --users --items --ratings --rank --zipf --floor --order random|grid|blocks|both|all\n  \
          lda: --docs --doc-len --vocab --topics --true-topics\n  \
          lr:  --rows --features --nnz --batch\n  \
          mlp: --samples --batch"
@@ -318,9 +320,9 @@ fn run_mf(args: &Args, run: &Run) {
     let rank: usize = args.get("--rank", 32, 32);
     let zipf: f64 = args.get("--zipf", 0.5, 0.5);
     let floor: f64 = args.get("--floor", 39e6, 39e6);
-    let order: String = args.get("--order", "both".to_string(), "both".to_string());
-    if !["random", "grid", "both"].contains(&order.as_str()) {
-        eprintln!("engines: --order must be random, grid or both");
+    let order: String = args.get("--order", "all".to_string(), "all".to_string());
+    if !["random", "grid", "blocks", "both", "all"].contains(&order.as_str()) {
+        eprintln!("engines: --order must be random, grid, blocks, both (random and grid) or all");
         exit(2);
     }
     if users == 0 || items == 0 || n == 0 || rank == 0 {
@@ -366,10 +368,26 @@ fn run_mf(args: &Args, run: &Run) {
     let orders: &[&str] = match order.as_str() {
         "random" => &["random"],
         "grid" => &["grid"],
-        _ => &["random", "grid"],
+        "blocks" => &["blocks"],
+        "both" => &["random", "grid"],
+        _ => &["random", "grid", "blocks"],
     };
     let mut ratings = ratings;
     for &o in orders {
+        // The cluster's own order (`--order blocks` of `ps-cluster local --app mf`): arranged
+        // once, untimed; each timed epoch takes a fresh block order and gathers the ratings in
+        // it, as a worker's clock does.
+        let layout = (o == "blocks").then(|| {
+            let t = Instant::now();
+            let bins = mf::bins_for(ratings.len());
+            let l = mf::BlockLayout::new(&ratings, users, items, bins).arrange(&mut ratings);
+            eprintln!(
+                "mf: arranged in the cluster's block layout ({bins} x {bins} blocks) in {:.1} s \
+                 (untimed, done once when a worker starts)",
+                t.elapsed().as_secs_f64()
+            );
+            l
+        });
         if o == "grid" {
             let t = Instant::now();
             ratings = grid_order(ratings, users, items, LIBMF_BINS);
@@ -383,10 +401,26 @@ fn run_mf(args: &Args, run: &Run) {
         let mut vf = mf::init_item_factors(items, rank as u32, mf::ITEM_INIT_STD, run.seed);
         let mut engine = mf::FastMf::new(run.threads);
         let mut sse = 0.0;
-        let secs = timed(run, &format!("mf ({o} order)"), |_| {
-            sse = engine
-                .sgd_epoch(&ratings, &mut uf, &mut vf, rank, lr, reg)
-                .expect(CPU_ENGINE);
+        let secs = timed(run, &format!("mf ({o} order)"), |epoch| {
+            sse = match &layout {
+                Some(l) => {
+                    let key = mf::ClockKey {
+                        seed: run.seed,
+                        worker: 0,
+                        clock: epoch as u32,
+                    };
+                    let mut sse = 0.0;
+                    for (lo, hi) in l.epoch_blocks(key) {
+                        sse += engine
+                            .sgd_epoch(&ratings[lo..hi], &mut uf, &mut vf, rank, lr, reg)
+                            .expect(CPU_ENGINE);
+                    }
+                    sse
+                }
+                None => engine
+                    .sgd_epoch(&ratings, &mut uf, &mut vf, rank, lr, reg)
+                    .expect(CPU_ENGINE),
+            };
         });
         let r = rates(n as f64, &secs);
         let rate = r["rate"].as_f64().unwrap_or(0.0);

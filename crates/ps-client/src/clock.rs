@@ -10,6 +10,12 @@ use ps_proto::{ClockReport, Frame, KeyForm, ShardMap};
 use std::time::Instant;
 
 impl PsClient {
+    /// Marks the worker's set-up (loading data, building its state) as done: the current
+    /// clock's wall time, and so its compute time, starts now rather than at the join.
+    pub fn start_clock(&mut self) {
+        self.clock_started = Instant::now();
+    }
+
     /// Ends the current clock: seals its updates, hands them to background push tasks, and
     /// returns at once (with overlap; without, after every shard acknowledged). The figures set
     /// with [`PsClient::set_figures`] go with this clock's report. Returns the clock ended.

@@ -126,6 +126,8 @@ pub fn run_session(worker: &mut Worker, app: &dyn DynApp, engines: &dyn Engines)
     };
     let mut session = app.session(&assign.job.settings, w, assign.num_workers, engines)?;
     let client = worker.client();
+    // Set-up is not clock 0's compute.
+    client.start_clock();
     for clock in 0..clocks {
         chaos.before_clock(w, clock);
         let reads = session.reads(clock)?;

@@ -8,16 +8,16 @@
 //! into the push.
 
 use super::{
-    init_user_factors, load_ratings, load_train_test, split_train_test, squared_error_in,
-    synthetic, worker_cold, worker_shard, ColdRating, Hyper, Layout, MfArgs, MfCompute, Rating,
-    RatingSet, SyntheticSpec, WorkerShard, ITEM_INIT_STD,
+    cut_runs, init_user_factors, load_ratings, load_train_test, split_train_test, squared_error_in,
+    synthetic, worker_cold, worker_shard, ColdRating, Hyper, Layout, MfArgs, MfCompute, MfOrder,
+    Rating, RatingSet, SyntheticSpec, Visiting, WorkerShard, ITEM_INIT_STD,
 };
 use crate::app::flags::{self, decimal, num, ratio};
 use crate::app::{
     App, DeltaSink, Inbox, JobCommon, JobView, Outcome, Plan, Session, TableRows, WorkerContext,
 };
 use crate::error::AppError;
-use crate::seed::{epoch_order, ClockKey};
+use crate::seed::ClockKey;
 use ps_proto::{Init, UpdateRule};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -45,6 +45,10 @@ pub struct MfSettings {
     pub test_fraction: f64,
     pub clocks_per_epoch: u32,
     pub threads: u32,
+    #[serde(default)]
+    pub order: MfOrder,
+    /// The built-in set's shape when there is no data file.
+    pub synthetic: Option<SyntheticSpec>,
 }
 
 impl MfSettings {
@@ -105,6 +109,7 @@ struct Loaded {
 fn load(
     data: Option<&str>,
     test: Option<&str>,
+    synthetic_spec: Option<&SyntheticSpec>,
     fraction: f64,
     seed: u64,
 ) -> Result<Loaded, AppError> {
@@ -133,7 +138,9 @@ fn load(
         }
         (Some(d), None) => Ok(split(load_ratings(Path::new(d))?, None)),
         (None, None) => {
-            let spec = SyntheticSpec::default_builtin(seed);
+            let spec = synthetic_spec
+                .copied()
+                .unwrap_or_else(|| SyntheticSpec::default_builtin(seed));
             Ok(split(synthetic(&spec), Some(spec.noise_sigma)))
         }
         (None, Some(_)) => Err(AppError::Settings(
@@ -147,6 +154,7 @@ impl Loaded {
         load(
             s.data.as_deref(),
             s.test.as_deref(),
+            s.synthetic.as_ref(),
             s.test_fraction,
             s.seed,
         )
@@ -183,7 +191,24 @@ impl App for MfApp {
         flags::fraction("--test-fraction", a.test_fraction)?;
         let data = flags::absolute(a.data.as_deref(), "data file")?;
         let test = flags::absolute(a.test.as_deref(), "test file")?;
-        let loaded = load(data.as_deref(), test.as_deref(), a.test_fraction, job.seed)?;
+        let synthetic_spec = data.is_none().then(|| SyntheticSpec {
+            users: a.users,
+            items: a.items,
+            ratings: a.ratings,
+            ..SyntheticSpec::default_builtin(job.seed)
+        });
+        if let Some(s) = &synthetic_spec {
+            flags::in_range("--users", s.users, 1, 100_000_000)?;
+            flags::in_range("--items", s.items, 1, 100_000_000)?;
+            flags::in_range("--ratings", s.ratings, 1, 2_000_000_000)?;
+        }
+        let loaded = load(
+            data.as_deref(),
+            test.as_deref(),
+            synthetic_spec.as_ref(),
+            a.test_fraction,
+            job.seed,
+        )?;
         if loaded.num_items == 0 || loaded.train.is_empty() {
             return Err(AppError::Settings("no ratings to train on".into()));
         }
@@ -197,6 +222,8 @@ impl App for MfApp {
             test_fraction: a.test_fraction,
             clocks_per_epoch: a.clocks_per_epoch,
             threads: job.threads,
+            order: a.order,
+            synthetic: synthetic_spec,
         };
         let init = Init::Normal {
             std: ITEM_INIT_STD,
@@ -216,6 +243,10 @@ impl App for MfApp {
         facts.insert("bias".into(), bias.into());
         facts.insert("seed".into(), job.seed.into());
         facts.insert("clocks_per_epoch".into(), a.clocks_per_epoch.into());
+        facts.insert(
+            "order".into(),
+            serde_json::to_value(a.order).unwrap_or_default(),
+        );
         facts.insert("data".into(), flags::data_fact(&settings.data));
         if settings.test.is_some() {
             facts.insert("test".into(), flags::data_fact(&settings.test));
@@ -283,12 +314,22 @@ impl App for MfApp {
 /// One clock's work, worked out when the clock's reads are asked for.
 struct ClockPlan {
     clock: u64,
-    /// The ratings of the clock's slice, in visiting order.
+    /// The ratings of the clock's slice, in visiting order: runs of the (arranged) training
+    /// ratings, run in place with one engine thread; or gathered.
+    runs: Vec<(usize, usize)>,
     order: Vec<Rating>,
+    /// How many ratings.
+    count: usize,
     /// Items those ratings touch, sorted: the rows read and pushed.
     touched: Vec<u64>,
     /// Whether the clock ends an epoch (and measures the held-out error).
     evaluate: bool,
+}
+
+/// An epoch's visiting order: runs of the arranged training ratings, or indices into them.
+enum EpochPlan {
+    Runs(Vec<(usize, usize)>),
+    Order(Vec<usize>),
 }
 
 /// One MF worker: its ratings, its users' factors, and its copy of the item rows it reads.
@@ -306,8 +347,10 @@ pub struct MfSession {
     test_items: Vec<u64>,
     inbox: Inbox,
     plan: Option<ClockPlan>,
-    /// The current epoch's visiting order (indices into the training ratings).
-    epoch_order: Option<(ClockKey, Vec<usize>)>,
+    /// How this worker orders its ratings each epoch (built once).
+    visiting: Visiting,
+    /// The current epoch's visiting order.
+    epoch_plan: Option<(ClockKey, EpochPlan)>,
     updates: u64,
 }
 
@@ -340,7 +383,14 @@ impl MfSession {
             engine = engine.name(),
             "MF worker ready"
         );
+        let visiting = Visiting::new(
+            settings.order,
+            &mut shard.train,
+            shard.users.len() as u32,
+            set.num_items,
+        );
         Ok(MfSession {
+            visiting,
             worker: ctx.worker,
             engine,
             users,
@@ -352,7 +402,7 @@ impl MfSession {
             settings,
             inbox: Inbox::default(),
             plan: None,
-            epoch_order: None,
+            epoch_plan: None,
             updates: 0,
         })
     }
@@ -385,18 +435,45 @@ impl MfSession {
         let per_epoch = u64::from(self.settings.clocks_per_epoch.max(1));
         let key = self.key(clock);
         // One shuffle an epoch, whatever its number of clocks.
-        if self.epoch_order.as_ref().is_none_or(|(k, _)| *k != key) {
-            self.epoch_order = Some((key, epoch_order(self.shard.train.len(), key)));
+        if self.epoch_plan.as_ref().is_none_or(|(k, _)| *k != key) {
+            let plan = match self.visiting.epoch_runs(key) {
+                Some(runs) => EpochPlan::Runs(runs),
+                None => EpochPlan::Order(self.visiting.epoch(key)),
+            };
+            self.epoch_plan = Some((key, plan));
         }
-        let order = self.epoch_order.as_ref().map_or(&[][..], |(_, o)| o);
-        let slice = flags::slice_of(order, (clock % per_epoch) as usize, per_epoch as usize);
-        let order: Vec<Rating> = slice.iter().map(|&i| self.shard.train[i]).collect();
-        let mut touched: Vec<u64> = order.iter().map(|r| u64::from(r.item)).collect();
-        touched.sort_unstable();
-        touched.dedup();
+        let (i, k) = ((clock % per_epoch) as usize, per_epoch as usize);
+        let n = self.shard.train.len();
+        let (from, to) = (n * i / k, n * (i + 1) / k);
+        let train = &self.shard.train;
+        let (mut runs, mut order) = (Vec::new(), Vec::new());
+        match self.epoch_plan.as_ref().map(|(_, p)| p) {
+            Some(EpochPlan::Runs(all)) => runs = cut_runs(all, from, to),
+            Some(EpochPlan::Order(o)) => order = o[from..to].iter().map(|&i| train[i]).collect(),
+            None => {}
+        }
+        // A blocked engine re-buckets what it is given: hand it the ratings at once.
+        if self.settings.threads > 1 && !runs.is_empty() {
+            order = runs
+                .iter()
+                .flat_map(|&(lo, hi)| &train[lo..hi])
+                .copied()
+                .collect();
+            runs.clear();
+        }
+        // Items touched, ascending: marks over the items (linear; a sort of a big slice's
+        // item ids cost more than its SGD).
+        let mut seen = vec![false; self.num_items as usize];
+        let ran = runs.iter().flat_map(|&(lo, hi)| &train[lo..hi]);
+        for r in order.iter().chain(ran) {
+            seen[r.item as usize] = true;
+        }
+        let touched: Vec<u64> = (0..self.num_items).filter(|&k| seen[k as usize]).collect();
         ClockPlan {
             clock,
+            runs,
             order,
+            count: to - from,
             touched,
             evaluate: clock % per_epoch == per_epoch - 1,
         }
@@ -471,7 +548,7 @@ impl Session<MfApp> for MfSession {
         }
         let hyper = self.settings.hyper;
         let lr = hyper.lr_at(self.key(clock).clock);
-        let train_se = self.engine.sgd_pass(
+        let mut train_se = self.engine.sgd_pass(
             &p.order,
             &mut self.users,
             &mut self.items,
@@ -479,11 +556,21 @@ impl Session<MfApp> for MfSession {
             lr,
             hyper.reg,
         )?;
+        for &(lo, hi) in &p.runs {
+            train_se += self.engine.sgd_pass(
+                &self.shard.train[lo..hi],
+                &mut self.users,
+                &mut self.items,
+                self.layout,
+                lr,
+                hyper.reg,
+            )?;
+        }
         for (d, &k) in delta.chunks_exact_mut(w).zip(&p.touched) {
             let after = &self.items[k as usize * w..(k as usize + 1) * w];
             d.iter_mut().zip(after).for_each(|(d, a)| *d = a - *d);
         }
-        self.updates += p.order.len() as u64;
+        self.updates += p.count as u64;
         let (test_se, test_n) = if p.evaluate {
             let ((se, n), (cold_se, cold_n)) = self.held_out_error();
             (se + cold_se, n + cold_n)
@@ -492,7 +579,7 @@ impl Session<MfApp> for MfSession {
         };
         Ok(MfClock {
             train_se,
-            train_n: p.order.len() as f64,
+            train_n: p.count as f64,
             test_se,
             test_n: test_n as f64,
         })

@@ -1,7 +1,10 @@
 //! MF's flags and the defaults they fall back on: one set for the built-in synthetic data,
 //! one measured on real ratings for `--data`.
 
-use super::{Hyper, DEFAULT_CLOCKS, DEFAULT_TEST_FRACTION};
+use super::{
+    Hyper, MfOrder, BUILTIN_ITEMS, BUILTIN_RATINGS, BUILTIN_USERS, DEFAULT_CLOCKS,
+    DEFAULT_TEST_FRACTION,
+};
 use std::path::PathBuf;
 
 /// MF flags. Rank, rates, regularisation, biases and clocks default to values tuned for the
@@ -25,6 +28,21 @@ pub struct MfArgs {
     /// on with --data].
     #[arg(long, value_parser = parse_on_off)]
     pub bias: Option<bool>,
+    /// How a worker orders its ratings each epoch: blocks (LIBMF's layout, arranged once: the
+    /// blocks in a new random order each epoch, user by user inside) or random (a new uniform
+    /// permutation each epoch).
+    #[arg(long, value_enum, default_value_t = MfOrder::Blocks)]
+    pub order: MfOrder,
+    /// Users of the built-in synthetic set (with --items and --ratings: a larger set to measure
+    /// throughput on).
+    #[arg(long, conflicts_with = "data", default_value_t = BUILTIN_USERS)]
+    pub users: u32,
+    /// Items of the built-in synthetic set.
+    #[arg(long, conflicts_with = "data", default_value_t = BUILTIN_ITEMS)]
+    pub items: u32,
+    /// Ratings of the built-in synthetic set.
+    #[arg(long, conflicts_with = "data", default_value_t = BUILTIN_RATINGS)]
+    pub ratings: u64,
     /// Clocks per epoch: each clock visits the next slice of the epoch's shuffled order and
     /// reads only the item rows that slice touches; the learning rate decays per epoch.
     #[arg(long, default_value_t = 1)]
@@ -52,6 +70,10 @@ impl Default for MfArgs {
             lr_decay: None,
             reg: None,
             bias: None,
+            order: MfOrder::Blocks,
+            users: BUILTIN_USERS,
+            items: BUILTIN_ITEMS,
+            ratings: BUILTIN_RATINGS,
             clocks_per_epoch: 1,
             data: None,
             test: None,

@@ -27,6 +27,7 @@ mod args;
 mod compute;
 mod data;
 mod fast;
+mod order;
 
 pub use app::{MfApp, MfClock, MfFacts, MfFinal, MfSession, MfSettings, ITEMS};
 pub use args::{MfArgs, MfDefaults, REAL_DATA, SYNTHETIC};
@@ -38,6 +39,7 @@ pub use data::{
     BUILTIN_ITEMS, BUILTIN_NOISE_SIGMA, BUILTIN_RANK, BUILTIN_RATINGS, BUILTIN_USERS,
 };
 pub use fast::{FastMf, PARALLEL_MIN_RATINGS};
+pub use order::{bins_for, cut_runs, BlockLayout, MfOrder, Visiting, MAX_BINS};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -177,11 +179,27 @@ pub fn worker_clock_slice<C: MfCompute + ?Sized>(
     items_read: &[f32],
     hyper: &Hyper,
     key: ClockKey,
+    slice: (usize, usize),
+) -> Result<ClockOutput, ComputeError> {
+    let order = epoch_order(train.len(), key);
+    worker_clock_ordered(compute, train, &order, users, items_read, hyper, key, slice)
+}
+
+/// [`worker_clock_slice`] with the epoch's visiting `order` given (a permutation of the
+/// training ratings' indices, e.g. [`Visiting::epoch`]).
+#[allow(clippy::too_many_arguments)]
+pub fn worker_clock_ordered<C: MfCompute + ?Sized>(
+    compute: &mut C,
+    train: &[Rating],
+    order: &[usize],
+    users: &mut [f32],
+    items_read: &[f32],
+    hyper: &Hyper,
+    key: ClockKey,
     (index, count): (usize, usize),
 ) -> Result<ClockOutput, ComputeError> {
     let count = count.max(1);
     let index = index.min(count - 1);
-    let order = epoch_order(train.len(), key);
     let (from, to) = (
         order.len() * index / count,
         order.len() * (index + 1) / count,

@@ -1,4 +1,4 @@
-//! MF sessions against a plain loop of `worker_clock_slice` over the `CpuMf` oracle. Oracle
+//! MF sessions against a plain loop of `worker_clock_ordered` over the `CpuMf` oracle. Oracle
 //! engines, on a sparse ratings file with four clocks per epoch (so each clock reads and pushes
 //! only the items its slice touches): every clock's update and the final table bit for bit.
 //! Fast engine (`FastMf`, one thread, rank 8, where only the dot product's summation order
@@ -9,8 +9,8 @@ use super::common::{job, max_rel};
 use ps_apps::app::testing::{run_bsp, FakePs};
 use ps_apps::app::{App, CpuEngines, DeltaSink, OracleEngines, Plan, WorkerContext};
 use ps_apps::mf::{
-    init_user_factors, load_ratings, split_train_test, synthetic, worker_clock_slice, worker_shard,
-    CpuMf, Hyper, MfApp, MfArgs, MfSettings, SyntheticSpec, ITEMS,
+    init_user_factors, load_ratings, split_train_test, synthetic, worker_clock_ordered,
+    worker_shard, CpuMf, Hyper, MfApp, MfArgs, MfSettings, SyntheticSpec, Visiting, ITEMS,
 };
 use ps_apps::seed::ClockKey;
 use ps_apps::{AppError, SinkError};
@@ -49,7 +49,7 @@ fn sparse_file(dir: &Path) -> PathBuf {
     p
 }
 
-/// The oracle loop: items in a plain vector, every worker's clock by `worker_clock_slice`,
+/// The oracle loop: items in a plain vector, every worker's clock by `worker_clock_ordered`,
 /// deltas added in worker order at the clock boundary. Returns per clock, per worker, the delta
 /// (dense over all items) and the training SSE, and the final items.
 #[allow(clippy::type_complexity)]
@@ -63,7 +63,11 @@ fn oracle(plan: &Plan<MfSettings>) -> (Vec<Vec<(Vec<f32>, f64)>>, Vec<f32>) {
         None => synthetic(&SyntheticSpec::default_builtin(s.seed)),
     };
     let (train, test) = split_train_test(&set, s.test_fraction, s.seed);
-    let shards: Vec<_> = (0..2).map(|w| worker_shard(&train, &test, 2, w)).collect();
+    let mut shards: Vec<_> = (0..2).map(|w| worker_shard(&train, &test, 2, w)).collect();
+    let visiting: Vec<Visiting> = shards
+        .iter_mut()
+        .map(|sh| Visiting::new(s.order, &mut sh.train, sh.users.len() as u32, set.num_items))
+        .collect();
     let mut users: Vec<Vec<f32>> = shards
         .iter()
         .map(|sh| init_user_factors(&sh.users, hyper.rank, s.seed))
@@ -80,9 +84,10 @@ fn oracle(plan: &Plan<MfSettings>) -> (Vec<Vec<(Vec<f32>, f64)>>, Vec<f32>) {
                 clock: (clock / per_epoch) as u32,
             };
             let slice = ((clock % per_epoch) as usize, per_epoch as usize);
-            let out = worker_clock_slice(
+            let out = worker_clock_ordered(
                 &mut CpuMf,
                 &shards[w as usize].train,
+                &visiting[w as usize].epoch(key),
                 &mut users[w as usize],
                 &items,
                 &hyper,
