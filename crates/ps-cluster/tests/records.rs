@@ -159,6 +159,28 @@ fn mf_trains_on_one_file_and_tests_on_another() {
 }
 
 #[test]
+fn a_held_out_file_and_a_held_out_fraction_are_exclusive_for_lr_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("a.svm");
+    std::fs::write(&f, "1 1:1\n-1 2:1\n").unwrap();
+    let f = f.to_str().unwrap();
+    let out = ps_cluster(&[
+        "local",
+        "--app",
+        "lr",
+        "--data",
+        f,
+        "--test",
+        f,
+        "--test-fraction",
+        "0.3",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+}
+
+#[test]
 fn lda_reports_the_perplexity_of_held_out_documents() {
     let dir = tempfile::tempdir().unwrap();
     // Two themes over 40 words; ten documents of each to train on, two to hold out.

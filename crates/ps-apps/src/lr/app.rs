@@ -48,7 +48,7 @@ pub struct LrArgs {
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Held-out libsvm file (default: a split of --data).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "test_fraction")]
     pub test: Option<PathBuf>,
     /// Fraction of the data held out for testing when there is no --test [default: 0.2].
     #[arg(long)]
