@@ -6,8 +6,14 @@
 //     u <- u + lr * (e * v - reg * u)
 //     v <- v + lr * (e * u - reg * v)
 //
-// Layout: users is (local user x rank) and items (item x rank), row-major f32; the ratings come as
-// three parallel arrays (structure of arrays, so the host layout of `Rating` does not matter).
+// Layout: users is (local user x width) and items (item x width), row-major f32, width = rank for
+// the plain model; the ratings come as three parallel arrays (structure of arrays, so the host
+// layout of `Rating` does not matter).
+//
+// Biased model (`biased` != 0, serves MfCompute::sgd_epoch_biased): width = rank + 1, element
+// `rank` of a row is the user's or item's bias, the prediction is mean + b_u + b_i + u.v, and
+// after the factor update lane 0 updates both biases, b <- b + lr * (e - reg * b). Every lane
+// reads the biases before the warp sum, so none reads a bias lane 0 already wrote.
 //
 // Parallelism: one warp per rating, the 32 lanes striding over the rank; the dot product is a
 // warp-shuffle reduction (every lane ends with the full sum). Warps walk the batch in a grid
@@ -44,6 +50,9 @@ extern "C" __global__ void mf_sgd(const unsigned int* __restrict__ rating_user,
                                   float* users,
                                   float* items,
                                   unsigned int rank,
+                                  unsigned int width,
+                                  int biased,
+                                  float mean,
                                   float lr,
                                   float reg,
                                   double* sse) {
@@ -54,8 +63,10 @@ extern "C" __global__ void mf_sgd(const unsigned int* __restrict__ rating_user,
     double warp_sse = 0.0;
 
     for (unsigned long long r = warp; r < num_ratings; r += num_warps) {
-        float* u = users + (size_t)rating_user[r] * rank;
-        float* v = items + (size_t)rating_item[r] * rank;
+        float* u = users + (size_t)rating_user[r] * width;
+        float* v = items + (size_t)rating_item[r] * width;
+        const float bu = biased ? u[rank] : 0.0f;
+        const float bv = biased ? v[rank] : 0.0f;
 
         float uc[MF_CACHE];
         float vc[MF_CACHE];
@@ -74,7 +85,8 @@ extern "C" __global__ void mf_sgd(const unsigned int* __restrict__ rating_user,
         for (unsigned int k = lane + MF_WARP * MF_CACHE; k < rank; k += MF_WARP) {
             part = fmaf(u[k], v[k], part);
         }
-        const float e = rating_value[r] - mf_warp_sum(part);
+        const float dot = mf_warp_sum(part);
+        const float e = rating_value[r] - (biased ? mean + bu + bv + dot : dot);
         warp_sse += (double)e * (double)e;
 
         // Every lane has finished reading its u_k, v_k above before it writes them below, and
@@ -94,6 +106,10 @@ extern "C" __global__ void mf_sgd(const unsigned int* __restrict__ rating_user,
             const float v0 = v[k];
             u[k] = u0 + lr * (e * v0 - reg * u0);
             v[k] = v0 + lr * (e * u0 - reg * v0);
+        }
+        if (biased && lane == 0) {
+            u[rank] = bu + lr * (e - reg * bu);
+            v[rank] = bv + lr * (e - reg * bv);
         }
         // The next rating of this warp may share a row with this one: make this rating's
         // writes visible to the other lanes first.

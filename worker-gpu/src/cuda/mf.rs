@@ -152,18 +152,24 @@ impl CudaMf {
         Ok(self.sse_host.host()?[0])
     }
 
+    /// One pass; `mean` is `Some` for the biased model (rows `rank + 1` wide, the bias last).
+    #[allow(clippy::too_many_arguments)]
     fn try_sgd_epoch(
         &mut self,
         ratings: &[Rating],
         users: &mut [f32],
         items: &mut [f32],
         rank: usize,
+        mean: Option<f32>,
         lr: f32,
         reg: f32,
     ) -> Result<f64, GpuError> {
-        let (nu, ni) = (users.len() / rank, items.len() / rank);
-        let rank_u32 = u32::try_from(rank)
-            .map_err(|_| GpuError::Input(format!("rank {rank} does not fit the kernel")))?;
+        let width = rank + usize::from(mean.is_some());
+        let (nu, ni) = (users.len() / width, items.len() / width);
+        let too_wide = || GpuError::Input(format!("rank {rank} does not fit the kernel"));
+        let rank_u32 = u32::try_from(rank).map_err(|_| too_wide())?;
+        let width_u32 = u32::try_from(width).map_err(|_| too_wide())?;
+        let (biased, mean) = (i32::from(mean.is_some()), mean.unwrap_or(0.0));
         self.tables_in(users, items)?;
         let mut chunks = ratings.chunks(CHUNK).enumerate().peekable();
         if let Some((_, first)) = chunks.peek() {
@@ -185,6 +191,9 @@ impl CudaMf {
                     .arg(self.users.get_mut())
                     .arg(self.items.get_mut())
                     .arg(&rank_u32)
+                    .arg(&width_u32)
+                    .arg(&biased)
+                    .arg(&mean)
                     .arg(&lr)
                     .arg(&reg)
                     .arg(self.sse.get_mut());
@@ -208,7 +217,7 @@ impl CudaMf {
         Ok(sse)
     }
 
-    /// Sum of squared errors of `ratings` under the given tables, computed on the device
+    /// Sum of squared errors of `ratings` under the given tables (the plain model), computed on the device
     /// (held-out RMSE). Same index checks as [`MfCompute::sgd_epoch`].
     pub fn squared_error(
         &mut self,
@@ -272,7 +281,26 @@ impl MfCompute for CudaMf {
         }
         failed(
             "cuda-mf",
-            self.try_sgd_epoch(ratings, users, items, rank, lr, reg),
+            self.try_sgd_epoch(ratings, users, items, rank, None, lr, reg),
+        )
+    }
+
+    fn sgd_epoch_biased(
+        &mut self,
+        ratings: &[Rating],
+        users: &mut [f32],
+        items: &mut [f32],
+        rank: usize,
+        mean: f32,
+        lr: f32,
+        reg: f32,
+    ) -> Result<f64, ComputeError> {
+        if ratings.is_empty() {
+            return Ok(0.0);
+        }
+        failed(
+            "cuda-mf",
+            self.try_sgd_epoch(ratings, users, items, rank, Some(mean), lr, reg),
         )
     }
 

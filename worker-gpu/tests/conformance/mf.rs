@@ -66,6 +66,40 @@ fn sequential_engine_matches_the_oracle() {
     }
 }
 
+/// The biased model (rows of rank factors then a bias) on one warp, like the oracle's biased
+/// pass: the tables, biases included, agree to f32 rounding.
+#[test]
+fn sequential_biased_engine_matches_the_oracle() {
+    let Some(gpu) = worker_gpu::gpu_or_skip("sequential_biased_engine_matches_the_oracle") else {
+        return;
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(seed("mf sequential biased"));
+    let mut engine = CudaMf::sequential(gpu).expect("engine");
+    for rank in [0usize, 1, 7, 32, 33, 130] {
+        let (users, items) = (60u32, 45u32);
+        let ratings = random_ratings(&mut rng, 3000, users, items);
+        let (u0, v0) = random_tables(&mut rng, users as usize, items as usize, rank + 1);
+        let (mut uc, mut vc) = (u0.clone(), v0.clone());
+        let (mut ug, mut vg) = (u0.clone(), v0.clone());
+        let sc = CpuMf
+            .sgd_epoch_biased(&ratings, &mut uc, &mut vc, rank, 0.3, 0.02, 0.05)
+            .unwrap();
+        let sg = engine
+            .sgd_epoch_biased(&ratings, &mut ug, &mut vg, rank, 0.3, 0.02, 0.05)
+            .unwrap();
+        let (eu, ev) = (rel_err(&ug, &uc), rel_err(&vg, &vc));
+        eprintln!("biased rank {rank}: users {eu:.2e} items {ev:.2e} sse {sg} vs {sc}");
+        assert!(
+            eu < 1e-5 && ev < 1e-5,
+            "biased rank {rank}: users {eu:.2e} items {ev:.2e}"
+        );
+        assert!(
+            (sg - sc).abs() <= 1e-5 * sc,
+            "biased rank {rank}: sse {sg} vs {sc}"
+        );
+    }
+}
+
 /// When no two ratings of a call share a user or an item, Hogwild has nothing to race on and
 /// the parallel engine must equal the oracle in any order, across the chunk boundary of the
 /// double-buffered ratings stream.

@@ -41,22 +41,29 @@ fn mf_sessions_on_cuda_reach_the_cpu_rmse() {
     let Some(gpu) = cuda("mf_sessions_on_cuda_reach_the_cpu_rmse") else {
         return;
     };
-    let args = MfArgs {
-        rank: Some(8),
-        clocks_per_epoch: 1,
-        data: None,
-        ..Default::default()
-    };
-    let (cpu, dev) = both(&MfApp, &args, 20, &gpu);
     let rmse = |r: &BspRun<MfApp>| {
         let (se, n) = r.finals.iter().fold((0.0, 0.0), |(a, b), f| {
             (a + f.sums.test_se, b + f.sums.test_n)
         });
         (se / n).sqrt()
     };
-    let (c, g) = (rmse(&cpu), rmse(&dev));
-    eprintln!("mf test rmse after 20 clocks: cpu {c:.5} cuda {g:.5}");
-    assert!(g.is_finite() && g <= 1.05 * c, "cuda {g} vs cpu {c}");
+    // The plain model (the built-in data's default) and the biased one (--data's default).
+    for bias in [false, true] {
+        let args = MfArgs {
+            rank: Some(8),
+            bias: Some(bias),
+            clocks_per_epoch: 1,
+            data: None,
+            ..Default::default()
+        };
+        let (cpu, dev) = both(&MfApp, &args, 20, &gpu);
+        let (c, g) = (rmse(&cpu), rmse(&dev));
+        eprintln!("mf (bias {bias}) test rmse after 20 clocks: cpu {c:.5} cuda {g:.5}");
+        assert!(
+            g.is_finite() && g <= 1.05 * c,
+            "bias {bias}: cuda {g} vs cpu {c}"
+        );
+    }
 }
 
 #[test]
