@@ -126,6 +126,7 @@ fn without_a_font_writes_the_svgs_only() {
     assert_eq!(written.len(), 3);
     assert!(written.iter().all(|p| p.extension().unwrap() == "svg"));
     check_svgs(dir.path(), "test_auc");
+    keep(dir.path(), "_nofont");
     for stem in STEMS {
         assert!(!dir.path().join(format!("{stem}.png")).exists());
     }
