@@ -9,6 +9,7 @@ use ps_apps::SinkError;
 use ps_client::{ClientError, PsClient, Worker};
 use ps_proto::Done;
 use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
 
 /// An injected failure of one worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,11 +26,38 @@ pub enum FaultKind {
     Hang,
 }
 
+/// Transient stragglers: each (worker, clock) is, with probability `prob`, `factor` times as
+/// slow as it computed, drawn from a stream seeded by `(seed, worker, clock)` so a run is
+/// reproducible. The SSP paper's "occasional, random slowdowns in different machines".
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Straggle {
+    pub prob: f64,
+    pub factor: f64,
+    pub seed: u64,
+}
+
+impl Straggle {
+    /// The extra time worker `w` takes on `clock`, whose compute took `compute`.
+    pub fn delay(&self, w: u32, clock: u64, compute: Duration) -> Duration {
+        let h = ps_apps::seed::mix64(
+            ps_apps::seed::mix64(self.seed ^ 0x57A6_61E5) ^ (u64::from(w) << 40) ^ clock,
+        );
+        let u = (h >> 11) as f64 / (1u64 << 53) as f64;
+        if u < self.prob {
+            compute.mul_f64((self.factor - 1.0).max(0.0))
+        } else {
+            Duration::ZERO
+        }
+    }
+}
+
 /// Straggler and fault injection, carried to the workers in the job spec.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Chaos {
     pub slow_worker: Option<(u32, u64)>,
     pub fault: Option<Fault>,
+    #[serde(default)]
+    pub straggle: Option<Straggle>,
 }
 
 impl Chaos {
@@ -115,6 +143,9 @@ fn read(
     Ok(())
 }
 
+/// The final sum of the seconds the straggler model added, over workers.
+pub const INJECTED_DELAY: &str = "injected_delay_s";
+
 /// Runs one worker's whole job: `app`'s session on `engines`, under the worker's assignment.
 pub fn run_session(worker: &mut Worker, app: &dyn DynApp, engines: &dyn Engines) -> Result<Done> {
     let assign = worker.assignment().clone();
@@ -128,13 +159,20 @@ pub fn run_session(worker: &mut Worker, app: &dyn DynApp, engines: &dyn Engines)
     let client = worker.client();
     // Set-up is not clock 0's compute.
     client.start_clock();
+    let mut injected = Duration::ZERO;
     for clock in 0..clocks {
         chaos.before_clock(w, clock);
         let reads = session.reads(clock)?;
         read(client, session.as_mut(), &reads, false)?;
+        let started = Instant::now();
         let figures = session
             .run_clock(clock, &mut ClientSink(client))
             .with_context(|| format!("clock {clock}"))?;
+        if let Some(s) = &chaos.straggle {
+            let extra = s.delay(w, clock, started.elapsed());
+            std::thread::sleep(extra);
+            injected += extra;
+        }
         client.set_figures(&figures)?;
         if clock + 1 < clocks && assign.job.overlap {
             for r in session.reads(clock + 1)? {
@@ -146,10 +184,44 @@ pub fn run_session(worker: &mut Worker, app: &dyn DynApp, engines: &dyn Engines)
     client.flush()?;
     let reads = session.final_reads()?;
     read(client, session.as_mut(), &reads, true)?;
-    let (sums, facts) = session.evaluate()?;
+    let (mut sums, facts) = session.evaluate()?;
+    if chaos.straggle.is_some() {
+        sums.insert(INJECTED_DELAY.into(), injected.as_secs_f64());
+    }
     Ok(Done {
         worker: w,
         sums,
         facts,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stragglers_slow_about_prob_of_the_clocks_by_the_factor_reproducibly() {
+        let s = Straggle {
+            prob: 0.1,
+            factor: 4.0,
+            seed: 7,
+        };
+        let compute = Duration::from_millis(10);
+        let delays: Vec<Duration> = (0..4)
+            .flat_map(|w| (0..2500).map(move |c| (w, c)))
+            .map(|(w, c)| s.delay(w, c, compute))
+            .collect();
+        let slowed = delays.iter().filter(|d| !d.is_zero()).count();
+        assert!((800..1200).contains(&slowed), "{slowed} of 10000");
+        assert!(delays
+            .iter()
+            .all(|d| d.is_zero() || *d == Duration::from_millis(30)));
+        // A function of (seed, worker, clock): the same again, different under another seed.
+        assert_eq!(s.delay(3, 17, compute), s.delay(3, 17, compute));
+        let other = Straggle { seed: 8, ..s };
+        let moved = (0..1000)
+            .filter(|&c| s.delay(0, c, compute) != other.delay(0, c, compute))
+            .count();
+        assert!(moved > 0);
+    }
 }

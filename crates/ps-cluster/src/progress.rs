@@ -4,7 +4,7 @@
 //! The line is printed always (stdout is the job's record); when stderr is a terminal and the
 //! caller asks for it, a bar below the lines shows the clock, the app's quality figure, clocks
 //! per second and the time left. `--log-csv PATH` writes one row per clock: the clock, the
-//! seconds since the job started, the transport figures, the app's named figures
+//! seconds since the job started (every node registered), the transport figures, the app's named figures
 //! ([`DynApp::clock_metrics`]) and its raw sums (`sum_*`), with the columns fixed by the first
 //! clock.
 
@@ -91,6 +91,11 @@ impl<'a> ClockLog<'a> {
     /// A log for a job as `args` ask.
     pub fn from_args(app: &'a dyn DynApp, clocks: u64, args: &ProgressArgs) -> Result<Self> {
         ClockLog::new(app, clocks, !args.no_progress, args.log_csv.as_deref())
+    }
+
+    /// The job started (every node registered): `elapsed_s` counts from now.
+    pub fn start(&mut self) {
+        self.started = Instant::now();
     }
 
     /// Records one finished clock. A CSV file that cannot be written is reported once and

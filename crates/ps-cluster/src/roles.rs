@@ -34,6 +34,11 @@ pub fn plan_job(
         .with_context(|| format!("--app {}", app.name()))?;
     let chaos = Chaos {
         slow_worker: job.slow_worker,
+        straggle: job.straggle.map(|(prob, factor)| crate::driver::Straggle {
+            prob,
+            factor,
+            seed: job.seed,
+        }),
         fault: job.fault,
     };
     let spec = JobSpec {
@@ -90,7 +95,10 @@ pub async fn drive_coordinator(
             host,
             pid,
         } => tracing::info!(?role, id, %host, pid, "node registered"),
-        CoordEvent::Started => tracing::info!("all nodes registered; job started"),
+        CoordEvent::Started => {
+            tracing::info!("all nodes registered; job started");
+            log.start();
+        }
         CoordEvent::Failed(why) => {
             if let Some(slot) = &failure {
                 let _ = slot.set(why);

@@ -48,6 +48,9 @@ pub fn summary_line(app: &dyn DynApp, ctx: &SummaryContext<'_>, r: &JobResult) -
         "push_compression_ratio".into(),
         ratio(push_logical, push).into(),
     );
+    if let Some(d) = r.sums.get(crate::driver::INJECTED_DELAY) {
+        m.insert(crate::driver::INJECTED_DELAY.into(), round(*d).into());
+    }
     m.insert("push_codec".into(), ctx.push_codec.clone().into());
     m.insert("pull_codec".into(), ctx.pull_codec.clone().into());
 

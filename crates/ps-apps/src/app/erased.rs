@@ -39,6 +39,8 @@ pub trait DynApp: Send + Sync {
     fn clock_line(&self, sums: &BTreeMap<String, f64>) -> String;
     /// The clock's named quality figures ([`App::clock_metrics`]).
     fn clock_metrics(&self, sums: &BTreeMap<String, f64>) -> Vec<(&'static str, Option<f64>)>;
+    /// The default quality bar ([`App::target`]).
+    fn target(&self) -> Option<super::Target>;
     /// The app's summary fields.
     fn summary(
         &self,
@@ -124,6 +126,10 @@ impl<A: App> DynApp for A {
             Ok(f) => App::clock_metrics(self, &f),
             Err(_) => Vec::new(),
         }
+    }
+
+    fn target(&self) -> Option<super::Target> {
+        App::target(self)
     }
 
     fn summary(

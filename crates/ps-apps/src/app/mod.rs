@@ -21,10 +21,12 @@
 mod engines;
 mod erased;
 pub mod flags;
+mod target;
 pub mod testing;
 
 pub use engines::{CpuEngines, Engines, OracleEngines};
 pub use erased::{builtin, DynApp, DynSession, ErasedPlan};
+pub use target::Target;
 
 use crate::error::{AppError, SinkError};
 use ps_proto::codec::CodecChain;
@@ -210,6 +212,11 @@ pub trait App: Send + Sync + 'static {
     fn clock_metrics(&self, clock: &Self::Clock) -> Vec<(&'static str, Option<f64>)> {
         let _ = clock;
         Vec::new()
+    }
+
+    /// The quality bar a benchmark sweep times by default (on the built-in data), if any.
+    fn target(&self) -> Option<Target> {
+        None
     }
 
     /// The app's fields of the summary line.

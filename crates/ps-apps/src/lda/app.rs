@@ -12,7 +12,8 @@ use super::{
 };
 use crate::app::flags::{self, num, ratio};
 use crate::app::{
-    App, DeltaSink, Inbox, JobCommon, JobView, Outcome, Plan, Session, TableRows, WorkerContext,
+    App, DeltaSink, Inbox, JobCommon, JobView, Outcome, Plan, Session, TableRows, Target,
+    WorkerContext,
 };
 use crate::error::AppError;
 use ps_proto::{Init, UpdateRule};
@@ -298,6 +299,16 @@ impl App for LdaApp {
 
     fn clock_metrics(&self, c: &LdaClock) -> Vec<(&'static str, Option<f64>)> {
         vec![("loglik_per_token", ratio(c.clock_loglik, c.clock_tokens))]
+    }
+
+    /// The built-in corpus's bar: most of the way from the random start (-6.58) to the
+    /// converged value (-5.48).
+    fn target(&self) -> Option<Target> {
+        Some(Target {
+            metric: "loglik_per_token".into(),
+            lower_is_better: false,
+            value: -5.55,
+        })
     }
 
     fn summary(&self, job: &JobView<'_, Self>) -> serde_json::Map<String, serde_json::Value> {

@@ -14,7 +14,8 @@ use super::{
 };
 use crate::app::flags::{self, decimal, num, ratio};
 use crate::app::{
-    App, DeltaSink, Inbox, JobCommon, JobView, Outcome, Plan, Session, TableRows, WorkerContext,
+    App, DeltaSink, Inbox, JobCommon, JobView, Outcome, Plan, Session, TableRows, Target,
+    WorkerContext,
 };
 use crate::error::AppError;
 use crate::seed::ClockKey;
@@ -290,6 +291,15 @@ impl App for MfApp {
             ("train_rmse", ratio(c.train_se, c.train_n).map(f64::sqrt)),
             ("test_rmse", ratio(c.test_se, c.test_n).map(f64::sqrt)),
         ]
+    }
+
+    /// The built-in data's bar: within 15% of its noise floor (sigma 0.1).
+    fn target(&self) -> Option<Target> {
+        Some(Target {
+            metric: "test_rmse".into(),
+            lower_is_better: true,
+            value: 0.115,
+        })
     }
 
     fn summary(&self, job: &JobView<'_, Self>) -> serde_json::Map<String, serde_json::Value> {

@@ -11,7 +11,8 @@ use super::{
 };
 use crate::app::flags::{self, decimal, num, ratio};
 use crate::app::{
-    App, DeltaSink, Inbox, JobCommon, JobView, Outcome, Plan, Session, TableRows, WorkerContext,
+    App, DeltaSink, Inbox, JobCommon, JobView, Outcome, Plan, Session, TableRows, Target,
+    WorkerContext,
 };
 use crate::error::AppError;
 use crate::seed::{epoch_order, ClockKey};
@@ -230,6 +231,14 @@ impl App for MlpApp {
             ("train_loss", ratio(c.train_loss, c.train_n)),
             ("test_accuracy", ratio(c.test_correct, c.test_n)),
         ]
+    }
+
+    fn target(&self) -> Option<Target> {
+        Some(Target {
+            metric: "test_accuracy".into(),
+            lower_is_better: false,
+            value: 0.95,
+        })
     }
 
     fn summary(&self, job: &JobView<'_, Self>) -> serde_json::Map<String, serde_json::Value> {
