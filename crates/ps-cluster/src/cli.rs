@@ -32,6 +32,9 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Write a cluster CA and node certificates for a multi-host job.
     Certs(CertsArgs),
+    /// Sweep links, codecs, staleness, workers, devices and stragglers, each combination a
+    /// local cluster; time to a quality target, compute/communication, CSV, JSON and plots.
+    Bench(crate::bench::BenchArgs),
     /// Run one task of a Slurm job step (under srun): task 0 is the coordinator, tasks 1..=S the
     /// shards, the rest workers (their number is SLURM_NTASKS - 1 - S); see README, Under Slurm.
     Slurm(crate::slurm_run::SlurmArgs),
@@ -75,6 +78,11 @@ pub struct JobArgs {
     /// Fault and straggler injection for tests and demos: WORKER:MS sleeps MS per clock on WORKER.
     #[arg(long, value_parser = parse_pair)]
     pub slow_worker: Option<(u32, u64)>,
+    /// Transient stragglers: PROB:FACTOR makes each (worker, clock), with probability PROB,
+    /// FACTOR times as slow as its compute (seeded by --seed); e.g. 0.1:4. The summary gives
+    /// the delay added (injected_delay_s, over workers).
+    #[arg(long, value_parser = parse_straggle)]
+    pub straggle: Option<(f64, f64)>,
     /// Fault injection for tests and demos: WORKER:CLOCK:crash makes WORKER exit abruptly at
     /// CLOCK; WORKER:CLOCK:hang makes it stop (SIGSTOP), alive but silent.
     #[arg(long, value_parser = parse_fault)]
@@ -244,6 +252,23 @@ pub struct CertsArgs {
 
 fn parse_staleness(s: &str) -> Result<Staleness, String> {
     Staleness::parse(s).map_err(|e| e.to_string())
+}
+
+/// `PROB:FACTOR`, PROB in (0, 1], FACTOR >= 1 and finite.
+pub fn parse_straggle(s: &str) -> Result<(f64, f64), String> {
+    let bad = || format!("expected PROB:FACTOR (e.g. 0.1:4), got {s:?}");
+    let (p, f) = s.split_once(':').ok_or_else(bad)?;
+    let (p, f): (f64, f64) = (
+        p.trim().parse().map_err(|_| bad())?,
+        f.trim().parse().map_err(|_| bad())?,
+    );
+    if !(p > 0.0 && p <= 1.0) {
+        return Err(format!("{s:?}: PROB must be in (0, 1]"));
+    }
+    if !(f.is_finite() && f >= 1.0) {
+        return Err(format!("{s:?}: FACTOR must be at least 1"));
+    }
+    Ok((p, f))
 }
 
 fn parse_pair(s: &str) -> Result<(u32, u64), String> {

@@ -10,13 +10,12 @@
 //! once here. It holds no model math (that is `ps-apps`) and no protocol logic (that is
 //! `ps-proto`, `ps-client`, `ps-server`).
 
+mod bench;
 mod cli;
 mod driver;
 mod hostlist;
 mod local;
 mod parse;
-// Until the sweep driver (`ps-cluster bench`) calls `plots::draw_all`.
-#[allow(dead_code)]
 mod plots;
 mod progress;
 mod roles;
@@ -79,6 +78,7 @@ fn dispatch(p: parse::Parsed, apps: &[Box<dyn DynApp>]) -> anyhow::Result<()> {
         Command::Server(a) => roles::run_server(a),
         Command::Worker(a) => roles::run_worker(a, apps),
         Command::Slurm(a) => slurm_run::run_slurm(app(&a.job.app)?, &p.matches, a, apps),
+        Command::Bench(a) => bench::run_bench(a, apps),
         Command::Certs(a) => {
             ps_transport::generate_cluster_certs(&a.out, &a.nodes, &a.names)?;
             println!(

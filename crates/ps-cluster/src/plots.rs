@@ -93,7 +93,10 @@ pub fn draw_all(
         points,
     )?;
     match font::ensure_font() {
-        FontState::Loaded(_) => Ok(written),
+        FontState::Loaded(font) => {
+            tracing::debug!(font = %font.display(), "plots drawn");
+            Ok(written)
+        }
         FontState::Missing(tried) => Err(PlotError::NoFont {
             tried: tried.clone(),
             written,

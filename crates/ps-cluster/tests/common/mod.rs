@@ -9,6 +9,7 @@ pub fn ps_cluster(args: &[&str]) -> std::process::Output {
 }
 
 /// The JSON summary (the last stdout line) of a job that must have succeeded.
+#[allow(dead_code)] // not every test file reads a summary
 pub fn summary(out: &std::process::Output) -> serde_json::Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -1,0 +1,442 @@
+//! The pure part of a benchmark sweep: the configurations (every combination of the axes), a
+//! run's per-clock records, time to a target, the figures of each configuration over its
+//! repeats, the table and the fastest configuration. No I/O.
+
+use ps_apps::app::Target;
+use serde::Serialize;
+
+/// The values to sweep, each axis at least one value.
+#[derive(Debug, Clone)]
+pub struct Axes {
+    /// `None` is loopback with no emulated link.
+    pub links: Vec<Option<String>>,
+    pub push_codecs: Vec<String>,
+    pub pull_codecs: Vec<String>,
+    pub staleness: Vec<String>,
+    pub workers: Vec<u32>,
+    pub devices: Vec<String>,
+    /// `None` is no straggler model.
+    pub straggle: Vec<Option<String>>,
+}
+
+/// One combination of the axes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    pub link: Option<String>,
+    pub push_codec: String,
+    pub pull_codec: String,
+    pub staleness: String,
+    pub workers: u32,
+    pub device: String,
+    pub straggle: Option<String>,
+}
+
+impl Axes {
+    /// Every combination, links outermost, stragglers innermost.
+    pub fn configs(&self) -> Vec<Config> {
+        let mut out = Vec::new();
+        for link in &self.links {
+            for push in &self.push_codecs {
+                for pull in &self.pull_codecs {
+                    for st in &self.staleness {
+                        for &w in &self.workers {
+                            for dev in &self.devices {
+                                for sg in &self.straggle {
+                                    out.push(Config {
+                                        link: link.clone(),
+                                        push_codec: push.clone(),
+                                        pull_codec: pull.clone(),
+                                        staleness: st.clone(),
+                                        workers: w,
+                                        device: dev.clone(),
+                                        straggle: sg.clone(),
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The axes with one value, as `name value` pairs (what every configuration shares).
+    pub fn fixed(&self) -> Vec<String> {
+        let v = self.varying();
+        let mut out = Vec::new();
+        let one = |x: &Option<String>, none: &str| x.clone().unwrap_or_else(|| none.into());
+        if !v.link {
+            out.push(format!("link {}", one(&self.links[0], "loopback")));
+        }
+        if !v.push {
+            out.push(format!("push {}", self.push_codecs[0]));
+        }
+        if !v.pull {
+            out.push(format!("pull {}", self.pull_codecs[0]));
+        }
+        if !v.staleness {
+            out.push(format!("staleness {}", self.staleness[0]));
+        }
+        if !v.workers {
+            out.push(format!("{} workers", self.workers[0]));
+        }
+        if !v.device {
+            out.push(format!("device {}", self.devices[0]));
+        }
+        if !v.straggle {
+            out.push(format!("straggle {}", one(&self.straggle[0], "none")));
+        }
+        out
+    }
+
+    /// The axes with more than one value: the ones a label needs to tell configurations apart.
+    pub fn varying(&self) -> Varying {
+        Varying {
+            link: self.links.len() > 1,
+            push: self.push_codecs.len() > 1,
+            pull: self.pull_codecs.len() > 1,
+            staleness: self.staleness.len() > 1,
+            workers: self.workers.len() > 1,
+            device: self.devices.len() > 1,
+            straggle: self.straggle.len() > 1,
+        }
+    }
+}
+
+/// Which axes vary in a sweep.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Varying {
+    pub link: bool,
+    pub push: bool,
+    pub pull: bool,
+    pub staleness: bool,
+    pub workers: bool,
+    pub device: bool,
+    pub straggle: bool,
+}
+
+impl Config {
+    /// A short name from the axes that vary (`"all"` when none does).
+    pub fn label(&self, v: Varying) -> String {
+        let mut parts = Vec::new();
+        if v.link {
+            parts.push(self.link.clone().unwrap_or_else(|| "loopback".into()));
+        }
+        if v.push {
+            parts.push(format!("push {}", self.push_codec));
+        }
+        if v.pull {
+            parts.push(format!("pull {}", self.pull_codec));
+        }
+        if v.staleness {
+            parts.push(format!("s={}", self.staleness));
+        }
+        if v.workers {
+            parts.push(format!("{}w", self.workers));
+        }
+        if v.device {
+            parts.push(self.device.clone());
+        }
+        if v.straggle {
+            parts.push(match &self.straggle {
+                Some(s) => format!("straggle {s}"),
+                None => "no straggle".into(),
+            });
+        }
+        if parts.is_empty() {
+            "all".into()
+        } else {
+            parts.join(" | ")
+        }
+    }
+
+    /// The flags of `ps-cluster local` for this configuration.
+    pub fn local_args(&self) -> Vec<String> {
+        let mut a = vec![
+            "--push-codec".into(),
+            self.push_codec.clone(),
+            "--pull-codec".into(),
+            self.pull_codec.clone(),
+            "--staleness".into(),
+            self.staleness.clone(),
+            "--workers".into(),
+            self.workers.to_string(),
+            "--device".into(),
+            self.device.clone(),
+        ];
+        if let Some(l) = &self.link {
+            a.extend(["--link".into(), l.clone()]);
+        }
+        if let Some(s) = &self.straggle {
+            a.extend(["--straggle".into(), s.clone()]);
+        }
+        a
+    }
+}
+
+/// One clock of one run, as its CSV log gave it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ClockRow {
+    pub clock: u64,
+    pub elapsed_s: f64,
+    pub compute_s: f64,
+    pub comm_s: f64,
+    pub blocked_s: f64,
+    pub bytes: f64,
+    /// The target's figure on this clock, if the clock measured it.
+    pub metric: Option<f64>,
+}
+
+/// One finished run of a configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    pub config: usize,
+    pub seed: u64,
+    pub rows: Vec<ClockRow>,
+    /// The job's JSON summary.
+    pub summary: serde_json::Value,
+}
+
+/// Seconds from the job's start to the end of the first clock whose figure reaches `target`.
+pub fn time_to_target(rows: &[ClockRow], target: &Target) -> Option<f64> {
+    rows.iter()
+        .find(|r| r.metric.is_some_and(|m| target.met(m)))
+        .map(|r| r.elapsed_s)
+}
+
+/// What a configuration did over its repeats.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figures {
+    pub label: String,
+    pub runs: usize,
+    /// Runs that reached the target.
+    pub reached: usize,
+    /// Median time to the target over the runs that reached it.
+    pub time_to_target_s: Option<f64>,
+    /// Mean of the last measured figure of each run.
+    pub final_metric: Option<f64>,
+    /// Mean job wall time from the job's start to its last clock.
+    pub wall_s: f64,
+    /// Per clock, averaged over clocks and runs (each a mean over workers).
+    pub compute_s: f64,
+    pub comm_s: f64,
+    pub blocked_s: f64,
+    /// Mean bytes sent and received per run.
+    pub bytes: f64,
+}
+
+impl Figures {
+    /// Compute over communication time.
+    pub fn compute_to_comm(&self) -> Option<f64> {
+        (self.comm_s > 0.0).then(|| self.compute_s / self.comm_s)
+    }
+}
+
+/// The figures of configuration `label` from its runs.
+pub fn figures(label: String, runs: &[&Run], target: &Target) -> Figures {
+    let n = runs.len().max(1) as f64;
+    let mut times: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| time_to_target(&r.rows, target))
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let finals: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| r.rows.iter().rev().find_map(|c| c.metric))
+        .collect();
+    let per_clock = |f: fn(&ClockRow) -> f64| {
+        let (sum, count) = runs
+            .iter()
+            .flat_map(|r| &r.rows)
+            .fold((0.0, 0usize), |(s, c), row| (s + f(row), c + 1));
+        if count == 0 {
+            0.0
+        } else {
+            sum / count as f64
+        }
+    };
+    Figures {
+        label,
+        runs: runs.len(),
+        reached: times.len(),
+        time_to_target_s: median(&times),
+        final_metric: (!finals.is_empty())
+            .then(|| finals.iter().sum::<f64>() / finals.len() as f64),
+        wall_s: runs
+            .iter()
+            .map(|r| r.rows.last().map_or(0.0, |c| c.elapsed_s))
+            .sum::<f64>()
+            / n,
+        compute_s: per_clock(|c| c.compute_s),
+        comm_s: per_clock(|c| c.comm_s),
+        blocked_s: per_clock(|c| c.blocked_s),
+        bytes: runs
+            .iter()
+            .map(|r| r.rows.iter().map(|c| c.bytes).sum::<f64>())
+            .sum::<f64>()
+            / n,
+    }
+}
+
+fn median(sorted: &[f64]) -> Option<f64> {
+    match sorted.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(sorted[n / 2]),
+        n => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
+}
+
+/// The configuration that reached the target soonest (every one of its runs must have).
+pub fn fastest(figs: &[Figures]) -> Option<usize> {
+    figs.iter()
+        .enumerate()
+        .filter(|(_, f)| f.runs > 0 && f.reached == f.runs)
+        .filter_map(|(i, f)| f.time_to_target_s.map(|t| (i, t)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(i, _)| i)
+}
+
+/// The table a sweep prints: one line per configuration.
+pub fn table(figs: &[Figures], target: &Target) -> String {
+    let width = figs.iter().map(|f| f.label.len()).max().unwrap_or(6).max(6);
+    let mut out = format!(
+        "{:<width$}  {:>14}  {:>7}  {:>10}  {:>8}  {:>12}  {:>8}  {:>10}\n",
+        "config",
+        format!("to {target}"),
+        "reached",
+        target.metric.chars().take(10).collect::<String>(),
+        "wall_s",
+        "compute:comm",
+        "blocked",
+        "MB"
+    );
+    for f in figs {
+        let t = f
+            .time_to_target_s
+            .map_or("not reached".to_string(), |t| format!("{t:.3} s"));
+        let m = f
+            .final_metric
+            .map_or("-".to_string(), |m| format!("{m:.4}"));
+        let r = f
+            .compute_to_comm()
+            .map_or("-".to_string(), |r| format!("{r:.2}"));
+        out.push_str(&format!(
+            "{:<width$}  {:>14}  {:>7}  {:>10}  {:>8.3}  {:>12}  {:>7.1}%  {:>10.2}\n",
+            f.label,
+            t,
+            format!("{}/{}", f.reached, f.runs),
+            m,
+            f.wall_s,
+            r,
+            100.0 * f.blocked_s / (f.compute_s + f.blocked_s).max(f64::MIN_POSITIVE),
+            f.bytes / 1e6
+        ));
+    }
+    match fastest(figs) {
+        Some(i) => out.push_str(&format!(
+            "fastest to {target}: {} ({:.3} s)\n",
+            figs[i].label,
+            figs[i].time_to_target_s.unwrap_or(f64::NAN)
+        )),
+        None => out.push_str(&format!("no configuration reached {target} in every run\n")),
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn axes() -> Axes {
+        Axes {
+            links: vec![None, Some("1gbit,100us".into())],
+            push_codecs: vec!["raw".into(), "topk:0.01,f16".into()],
+            pull_codecs: vec!["raw".into()],
+            staleness: vec!["0".into(), "inf".into()],
+            workers: vec![2],
+            devices: vec!["cpu".into()],
+            straggle: vec![Some("0.1:4".into())],
+        }
+    }
+
+    fn row(clock: u64, elapsed_s: f64, metric: Option<f64>) -> ClockRow {
+        ClockRow {
+            clock,
+            elapsed_s,
+            compute_s: 0.01,
+            comm_s: 0.02,
+            blocked_s: 0.005,
+            bytes: 1000.0,
+            metric,
+        }
+    }
+
+    #[test]
+    fn configs_are_every_combination_with_labels_of_what_varies() {
+        let a = axes();
+        let c = a.configs();
+        assert_eq!(c.len(), 8);
+        let labels: Vec<String> = c.iter().map(|x| x.label(a.varying())).collect();
+        assert_eq!(labels[0], "loopback | push raw | s=0");
+        assert_eq!(labels[7], "1gbit,100us | push topk:0.01,f16 | s=inf");
+        let args = c[7].local_args();
+        let at = |f: &str| args[args.iter().position(|x| x == f).unwrap() + 1].clone();
+        assert_eq!(at("--link"), "1gbit,100us");
+        assert_eq!(at("--push-codec"), "topk:0.01,f16");
+        assert_eq!(at("--straggle"), "0.1:4");
+        assert!(!c[0].local_args().contains(&"--link".to_string()));
+        assert_eq!(
+            a.fixed(),
+            ["pull raw", "2 workers", "device cpu", "straggle 0.1:4"]
+        );
+    }
+
+    #[test]
+    fn time_to_target_is_the_first_clock_that_reaches_it() {
+        let t = Target::parse("test_rmse<=0.2").unwrap();
+        let rows = [
+            row(0, 0.1, Some(0.5)),
+            row(1, 0.2, None),
+            row(2, 0.3, Some(0.19)),
+        ];
+        assert_eq!(time_to_target(&rows, &t), Some(0.3));
+        assert_eq!(time_to_target(&rows[..2], &t), None);
+    }
+
+    #[test]
+    fn figures_table_and_fastest() {
+        let t = Target::parse("test_rmse<=0.2").unwrap();
+        let run = |config, times: &[(f64, f64)]| Run {
+            config,
+            seed: 1,
+            rows: times
+                .iter()
+                .enumerate()
+                .map(|(i, &(e, m))| row(i as u64, e, Some(m)))
+                .collect(),
+            summary: serde_json::Value::Null,
+        };
+        let a = [
+            run(0, &[(0.1, 0.5), (0.2, 0.1)]),
+            run(0, &[(0.1, 0.5), (0.4, 0.1)]),
+        ];
+        let b = [run(1, &[(0.1, 0.15)]), run(1, &[(0.1, 0.3)])];
+        let fa = figures("a".into(), &a.iter().collect::<Vec<_>>(), &t);
+        let fb = figures("b".into(), &b.iter().collect::<Vec<_>>(), &t);
+        assert_eq!(
+            (fa.reached, fa.time_to_target_s),
+            (2, Some(0.30000000000000004))
+        );
+        assert_eq!(fa.final_metric, Some(0.1));
+        assert_eq!((fb.reached, fb.time_to_target_s), (1, Some(0.1)));
+        assert!((fa.compute_to_comm().unwrap() - 0.5).abs() < 1e-12);
+        // b was faster once but missed the target once: a is the fastest.
+        let figs = vec![fa, fb];
+        assert_eq!(fastest(&figs), Some(0));
+        let text = table(&figs, &t);
+        assert!(text.contains("fastest to test_rmse<=0.2: a"), "{text}");
+        assert!(text.contains("1/2"), "{text}");
+        assert_eq!(fastest(&[]), None);
+    }
+}
