@@ -42,13 +42,14 @@
 mod app;
 mod compute;
 mod data;
+mod files;
 pub mod heldout;
 mod metrics;
 
 pub use app::{
-    detect_format, sibling_vocab, top_words, CorpusFormat, LdaApp, LdaArgs, LdaClock, LdaFacts,
-    LdaFinal, LdaSession, LdaSettings, TOTALS, WORD_TOPIC,
+    LdaApp, LdaArgs, LdaClock, LdaFacts, LdaFinal, LdaSession, LdaSettings, TOTALS, WORD_TOPIC,
 };
+pub use files::{detect_format, sibling_vocab, top_words, CorpusFormat};
 
 pub use compute::{check_dims, conditional, CpuLda, LdaCompute, SparseLda};
 pub use data::{

@@ -7,10 +7,10 @@
 //! test RMSE), runs SGD on them in place, and writes `after - before` of those rows straight
 //! into the push.
 
+use super::ratings::{load, Loaded};
 use super::{
-    cut_runs, init_user_factors, load_ratings, load_train_test, split_train_test, squared_error_in,
-    synthetic, worker_cold, worker_shard, ColdRating, Hyper, Layout, MfArgs, MfCompute, MfOrder,
-    Rating, RatingSet, SyntheticSpec, Visiting, WorkerShard, ITEM_INIT_STD,
+    cut_runs, init_user_factors, squared_error_in, worker_cold, worker_shard, Hyper, Layout,
+    MfArgs, MfCompute, MfOrder, Rating, SyntheticSpec, Visiting, WorkerShard, ITEM_INIT_STD,
 };
 use crate::app::flags::{self, decimal, num, ratio};
 use crate::app::{
@@ -21,7 +21,6 @@ use crate::error::AppError;
 use crate::seed::ClockKey;
 use ps_proto::{Init, UpdateRule};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
 
 /// The item-factor table.
 pub const ITEMS: u32 = 0;
@@ -94,77 +93,6 @@ pub struct MfFacts {
     /// Hash of the bits of the final item table (worker 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item_table_hash: Option<String>,
-}
-
-/// The ratings of a job, split.
-struct Loaded {
-    num_users: u32,
-    num_items: u32,
-    train: Vec<Rating>,
-    test: Vec<Rating>,
-    cold: Vec<ColdRating>,
-    /// For built-in data, the noise sigma the ratings were drawn with.
-    noise: Option<f32>,
-}
-
-fn load(
-    data: Option<&str>,
-    test: Option<&str>,
-    synthetic_spec: Option<&SyntheticSpec>,
-    fraction: f64,
-    seed: u64,
-) -> Result<Loaded, AppError> {
-    let split = |set: RatingSet, noise| {
-        let (train, test) = split_train_test(&set, fraction, seed);
-        Loaded {
-            num_users: set.num_users,
-            num_items: set.num_items,
-            train,
-            test,
-            cold: Vec::new(),
-            noise,
-        }
-    };
-    match (data, test) {
-        (Some(d), Some(t)) => {
-            let tt = load_train_test(Path::new(d), Path::new(t))?;
-            Ok(Loaded {
-                num_users: tt.train.num_users,
-                num_items: tt.train.num_items,
-                train: tt.train.ratings,
-                test: tt.test,
-                cold: tt.cold,
-                noise: None,
-            })
-        }
-        (Some(d), None) => Ok(split(load_ratings(Path::new(d))?, None)),
-        (None, None) => {
-            let spec = synthetic_spec
-                .copied()
-                .unwrap_or_else(|| SyntheticSpec::default_builtin(seed));
-            Ok(split(synthetic(&spec), Some(spec.noise_sigma)))
-        }
-        (None, Some(_)) => Err(AppError::Settings(
-            "--test needs --data (the training ratings)".into(),
-        )),
-    }
-}
-
-impl Loaded {
-    fn of(s: &MfSettings) -> Result<Loaded, AppError> {
-        load(
-            s.data.as_deref(),
-            s.test.as_deref(),
-            s.synthetic.as_ref(),
-            s.test_fraction,
-            s.seed,
-        )
-    }
-
-    fn train_mean(&self) -> f32 {
-        let sum: f64 = self.train.iter().map(|r| f64::from(r.value)).sum();
-        (sum / self.train.len().max(1) as f64) as f32
-    }
 }
 
 impl App for MfApp {

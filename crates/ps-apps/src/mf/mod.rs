@@ -28,6 +28,7 @@ mod compute;
 mod data;
 mod fast;
 mod order;
+mod ratings;
 
 pub use app::{MfApp, MfClock, MfFacts, MfFinal, MfSession, MfSettings, ITEMS};
 pub use args::{MfArgs, MfDefaults, REAL_DATA, SYNTHETIC};
