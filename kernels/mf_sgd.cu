@@ -107,6 +107,11 @@ extern "C" __global__ void mf_sgd(const unsigned int* __restrict__ rating_user,
             u[k] = u0 + lr * (e * v0 - reg * u0);
             v[k] = v0 + lr * (e * u0 - reg * v0);
         }
+        if (biased) {
+            // Every lane has read the biases (above, before the warp sum); order those reads
+            // before lane 0's write in memory too, not only in the source.
+            __syncwarp();
+        }
         if (biased && lane == 0) {
             u[rank] = bu + lr * (e - reg * bu);
             v[rank] = bv + lr * (e - reg * bv);

@@ -254,7 +254,7 @@ fn parse_staleness(s: &str) -> Result<Staleness, String> {
     Staleness::parse(s).map_err(|e| e.to_string())
 }
 
-/// `PROB:FACTOR`, PROB in (0, 1], FACTOR >= 1 and finite.
+/// `PROB:FACTOR`, PROB in (0, 1], FACTOR in 1..=1000.
 pub fn parse_straggle(s: &str) -> Result<(f64, f64), String> {
     let bad = || format!("expected PROB:FACTOR (e.g. 0.1:4), got {s:?}");
     let (p, f) = s.split_once(':').ok_or_else(bad)?;
@@ -265,8 +265,8 @@ pub fn parse_straggle(s: &str) -> Result<(f64, f64), String> {
     if !(p > 0.0 && p <= 1.0) {
         return Err(format!("{s:?}: PROB must be in (0, 1]"));
     }
-    if !(f.is_finite() && f >= 1.0) {
-        return Err(format!("{s:?}: FACTOR must be at least 1"));
+    if !(f.is_finite() && (1.0..=1000.0).contains(&f)) {
+        return Err(format!("{s:?}: FACTOR must be in 1..=1000"));
     }
     Ok((p, f))
 }

@@ -44,7 +44,8 @@ impl Straggle {
         );
         let u = (h >> 11) as f64 / (1u64 << 53) as f64;
         if u < self.prob {
-            compute.mul_f64((self.factor - 1.0).max(0.0))
+            let extra = compute.as_secs_f64() * (self.factor - 1.0).max(0.0);
+            Duration::try_from_secs_f64(extra).unwrap_or(Duration::ZERO)
         } else {
             Duration::ZERO
         }

@@ -303,7 +303,8 @@ impl MfSession {
         let width = layout.width();
         let mut users = init_user_factors(&shard.users, width as u32, settings.seed);
         if layout.mean.is_some() {
-            // Biases start at zero; the factors as in the plain model.
+            // User biases start at zero; item biases start from the item table's
+            // Normal(0, ITEM_INIT_STD) like the item factors (the server fills whole rows).
             users
                 .chunks_exact_mut(width)
                 .for_each(|u| u[layout.rank] = 0.0);

@@ -83,6 +83,9 @@ pub fn plan(a: &BenchArgs, app: &dyn DynApp) -> Result<Plan> {
     if a.servers == 0 {
         bail!("--servers must be at least 1");
     }
+    if a.seed.checked_add(u64::from(a.repeats)).is_none() {
+        bail!("--seed {} plus --repeats {} overflows", a.seed, a.repeats);
+    }
     let or = |v: &[String], d: &str| {
         if v.is_empty() {
             vec![d.to_string()]
@@ -132,8 +135,16 @@ pub fn plan(a: &BenchArgs, app: &dyn DynApp) -> Result<Plan> {
         devices: or(&a.devices, "auto"),
         straggle,
     };
+    let own_data = a
+        .extra
+        .iter()
+        .any(|x| x == "--data" || x.starts_with("--data="));
     let target = match &a.target {
         Some(t) => Target::parse(t).map_err(|e| anyhow::anyhow!("--target: {e}"))?,
+        None if own_data => bail!(
+            "the default target of --app {} is for its built-in data: with --data give --target",
+            app.name()
+        ),
         None => app.target().with_context(|| {
             format!(
                 "--app {} has no default target: give --target METRIC<=VALUE",

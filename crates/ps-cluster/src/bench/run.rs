@@ -76,7 +76,7 @@ pub fn sweep(a: &BenchArgs, plan: &Plan, apps: &[Box<dyn DynApp>]) -> Result<()>
     let (mut runs, mut failures) = (Vec::new(), Vec::new());
     for (i, c) in configs.iter().enumerate() {
         for r in 0..u64::from(a.repeats) {
-            let seed = a.seed + r;
+            let seed = a.seed.saturating_add(r);
             let n = i * a.repeats as usize + r as usize;
             let name = format!("{n:03}");
             let msg = format!("{} (seed {seed})", labels[i]);
@@ -111,7 +111,7 @@ pub fn sweep(a: &BenchArgs, plan: &Plan, apps: &[Box<dyn DynApp>]) -> Result<()>
         .enumerate()
         .map(|(i, l)| {
             let mine: Vec<&Run> = runs.iter().filter(|r| r.config == i).collect();
-            sweep::figures(l.clone(), &mine, &plan.target)
+            sweep::figures(l.clone(), &mine, a.repeats as usize, &plan.target)
         })
         .collect();
     let table = format!(
@@ -313,7 +313,8 @@ fn write_files(
         .iter()
         .enumerate()
         .filter_map(|(i, l)| {
-            let run = runs.iter().find(|r| r.config == i)?;
+            let mine: Vec<&Run> = runs.iter().filter(|r| r.config == i).collect();
+            let run = sweep::median_run(&mine, target)?;
             Some(QualitySeries {
                 label: l.clone(),
                 points: run

@@ -233,8 +233,9 @@ impl Figures {
     }
 }
 
-/// The figures of configuration `label` from its runs.
-pub fn figures(label: String, runs: &[&Run], target: &Target) -> Figures {
+/// The figures of configuration `label` from the runs that finished, of `attempted` (a run that
+/// failed counts as one that did not reach the target).
+pub fn figures(label: String, runs: &[&Run], attempted: usize, target: &Target) -> Figures {
     let n = runs.len().max(1) as f64;
     let mut times: Vec<f64> = runs
         .iter()
@@ -258,7 +259,7 @@ pub fn figures(label: String, runs: &[&Run], target: &Target) -> Figures {
     };
     Figures {
         label,
-        runs: runs.len(),
+        runs: attempted.max(runs.len()),
         reached: times.len(),
         time_to_target_s: median(&times),
         final_metric: (!finals.is_empty())
@@ -295,6 +296,20 @@ pub fn fastest(figs: &[Figures]) -> Option<usize> {
         .filter_map(|(i, f)| f.time_to_target_s.map(|t| (i, t)))
         .min_by(|a, b| a.1.total_cmp(&b.1))
         .map(|(i, _)| i)
+}
+
+/// The run of a configuration to show: the one with the median time to the target (the later
+/// of the two middle ones), else the first.
+pub fn median_run<'a>(runs: &[&'a Run], target: &Target) -> Option<&'a Run> {
+    let mut timed: Vec<(f64, &Run)> = runs
+        .iter()
+        .filter_map(|r| time_to_target(&r.rows, target).map(|t| (t, *r)))
+        .collect();
+    timed.sort_by(|a, b| a.0.total_cmp(&b.0));
+    match timed.get(timed.len() / 2) {
+        Some((_, r)) => Some(*r),
+        None => runs.first().copied(),
+    }
 }
 
 /// The table a sweep prints: one line per configuration.
@@ -422,8 +437,20 @@ mod tests {
             run(0, &[(0.1, 0.5), (0.4, 0.1)]),
         ];
         let b = [run(1, &[(0.1, 0.15)]), run(1, &[(0.1, 0.3)])];
-        let fa = figures("a".into(), &a.iter().collect::<Vec<_>>(), &t);
-        let fb = figures("b".into(), &b.iter().collect::<Vec<_>>(), &t);
+        let fa = figures("a".into(), &a.iter().collect::<Vec<_>>(), 2, &t);
+        let fb = figures("b".into(), &b.iter().collect::<Vec<_>>(), 2, &t);
+        // A run that failed counts against reaching the target.
+        let fc = figures("c".into(), &b[..1].iter().collect::<Vec<_>>(), 3, &t);
+        assert_eq!((fc.reached, fc.runs), (1, 3));
+        assert_eq!(fastest(&[fc]), None);
+        let three = [
+            run(2, &[(0.5, 0.1)]),
+            run(2, &[(0.1, 0.1)]),
+            run(2, &[(0.3, 0.1)]),
+        ];
+        let refs: Vec<&Run> = three.iter().collect();
+        let m = median_run(&refs, &t).unwrap();
+        assert_eq!(m.rows[0].elapsed_s, 0.3);
         assert_eq!(
             (fa.reached, fa.time_to_target_s),
             (2, Some(0.30000000000000004))
