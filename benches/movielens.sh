@@ -33,11 +33,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-die() {
-  echo "movielens.sh: error: $*" >&2
-  exit 1
-}
-usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
+# shellcheck source=common.sh
+. benches/common.sh
 
 steps=()
 extra=()
@@ -70,16 +67,6 @@ mkdir -p "$dir" "$logs"
 # Versions verified to install (binary wheels) and run here (Python 3.11, x86-64 Linux).
 pins=(scikit-surprise==1.1.5 numpy==2.4.6 scipy==1.17.1 joblib==1.6.0 cloudpickle==3.1.3)
 
-# Runs a command with stderr to a log; on failure prints the log's tail and exits.
-step() {
-  local name=$1
-  shift
-  if ! "$@" 2>"$logs/$name.log"; then
-    echo "---- last lines of $logs/$name.log" >&2
-    tail -n 25 "$logs/$name.log" >&2
-    die "step '$name' failed: $*"
-  fi
-}
 
 # record STEP MODE: JSON lines on stdin into the results; MODE replace drops STEP's earlier lines.
 record() {

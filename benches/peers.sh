@@ -16,11 +16,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-die() {
-  echo "peers.sh: error: $*" >&2
-  exit 1
-}
-usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
+# shellcheck source=common.sh
+. benches/common.sh
 
 quick=""
 apps=()
@@ -49,16 +46,6 @@ mkdir -p "$data" "$logs"
 # Versions verified to install and run here (Python 3.11, x86-64 Linux).
 pins=(numpy==2.4.6 scipy==1.17.1 scikit-learn==1.9.1 threadpoolctl==3.8.0 tomotopy==0.14.0 libmf==0.9.2)
 
-# Runs a command with stderr to a log; on failure prints the log's tail and exits.
-step() {
-  local name=$1
-  shift
-  if ! "$@" 2>"$logs/$name.log"; then
-    echo "---- last lines of $logs/$name.log" >&2
-    tail -n 25 "$logs/$name.log" >&2
-    die "step '$name' failed: $*"
-  fi
-}
 
 # CPU seconds all processes on the machine have used (user, nice, system, irq, softirq,
 # steal), and those used by this shell's finished children (which include the steps).

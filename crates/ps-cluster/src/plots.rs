@@ -272,6 +272,14 @@ struct QualityFig {
     lines: Vec<Line>,
 }
 
+/// A figure's title, with the target line named when there is one.
+fn with_target(title: &str, target: Option<f64>) -> String {
+    match target {
+        Some(t) => format!("{title}; dashed line: target {}", fmt_num(t)),
+        None => title.to_string(),
+    }
+}
+
 impl Figure for QualityFig {
     fn size(&self) -> (u32, u32) {
         (1200, 700.max(100 + ROW_H * self.lines.len() as u32))
@@ -279,11 +287,7 @@ impl Figure for QualityFig {
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Drawn<DB> {
         root.fill(&WHITE)?;
-        let mut title = self.title.clone();
-        if let Some(t) = self.target {
-            title.push_str(&format!("; dashed line: target {}", fmt_num(t)));
-        }
-        let body = root.titled(&title, text(22))?;
+        let body = root.titled(&with_target(&self.title, self.target), text(22))?;
         let entries: Vec<(usize, String)> = self
             .lines
             .iter()
@@ -442,11 +446,7 @@ impl Figure for BytesFig {
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Drawn<DB> {
         root.fill(&WHITE)?;
-        let mut title = self.title.clone();
-        if let Some(t) = self.target {
-            title.push_str(&format!("; dashed line: target {}", fmt_num(t)));
-        }
-        let body = root.titled(&title, text(22))?;
+        let body = root.titled(&with_target(&self.title, self.target), text(22))?;
         let mut entries: Vec<(usize, String)> = Vec::new();
         for (i, l, ..) in &self.points {
             if !entries.iter().any(|(j, _)| j == i) {

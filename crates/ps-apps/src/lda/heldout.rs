@@ -22,6 +22,7 @@
 //! cannot be scored and are counted apart; so are documents of fewer than 2 tokens.
 //! Deterministic: each document's sampler is seeded from `(seed, its index in the file)`.
 
+use super::metrics::{count, inverse_topic_sizes};
 use super::LdaHyper;
 use crate::seed::mix64;
 use rand::{Rng, SeedableRng};
@@ -58,18 +59,10 @@ pub fn document_completion<'a>(
 ) -> HeldOutScore {
     let k = totals.len();
     let (alpha, beta) = hyper.effective();
-    let vbeta = beta * f64::from(vocab_size.max(1));
-    let clamp = |x: f32| {
-        if x.is_finite() {
-            f64::from(x).max(0.0)
-        } else {
-            0.0
-        }
-    };
-    let inv_den: Vec<f64> = totals.iter().map(|&n| 1.0 / (clamp(n) + vbeta)).collect();
+    let inv_den = inverse_topic_sizes(totals, vocab_size, beta);
     let phi = |counts: &[f32], out: &mut [f64]| {
         for ((o, &n), inv) in out.iter_mut().zip(counts).zip(&inv_den) {
-            *o = (clamp(n) + beta) * inv;
+            *o = (count(n) + beta) * inv;
         }
     };
     let mut score = HeldOutScore::default();

@@ -31,15 +31,7 @@ pub fn loglik(
     );
     assert_eq!(totals.len(), k, "loglik: totals size");
     let (alpha, beta) = hyper.effective();
-    let vbeta = beta * f64::from(state.vocab_size.max(1));
-    let clamp = |x: f32| {
-        if x.is_finite() {
-            f64::from(x).max(0.0)
-        } else {
-            0.0
-        }
-    };
-    let inv_den: Vec<f64> = totals.iter().map(|&n| 1.0 / (clamp(n) + vbeta)).collect();
+    let inv_den = inverse_topic_sizes(totals, state.vocab_size, beta);
     let mut theta = vec![0.0f64; k];
     let mut sum = 0.0f64;
     for d in 0..state.num_docs() {
@@ -53,12 +45,28 @@ pub fn loglik(
             let p: f64 = theta
                 .iter()
                 .zip(row)
-                .map(|(th, &n)| th * (clamp(n) + beta))
+                .map(|(th, &n)| th * (count(n) + beta))
                 .sum();
             sum += p.ln();
         }
     }
     (sum, state.tokens.len() as u64)
+}
+
+/// A count as read from a table: negative or non-finite values (possible under stale reads or
+/// on bad input) count as 0.
+pub(super) fn count(x: f32) -> f64 {
+    if x.is_finite() {
+        f64::from(x).max(0.0)
+    } else {
+        0.0
+    }
+}
+
+/// `1 / (n_k + V beta)` per topic: the denominators of `phi_kw = (n_wk + beta) / (n_k + V beta)`.
+pub(super) fn inverse_topic_sizes(totals: &[f32], vocab_size: u32, beta: f64) -> Vec<f64> {
+    let vbeta = beta * f64::from(vocab_size.max(1));
+    totals.iter().map(|&n| 1.0 / (count(n) + vbeta)).collect()
 }
 
 /// [`loglik`] divided by the number of tokens (0 for a worker without

@@ -264,6 +264,18 @@ struct ClockPlan {
     evaluate: bool,
 }
 
+/// A clock's ratings in visiting order, as slices: the gathered ones, then the runs of the
+/// training ratings.
+fn batches<'a>(
+    order: &'a [Rating],
+    runs: &'a [(usize, usize)],
+    train: &'a [Rating],
+) -> impl Iterator<Item = &'a [Rating]> {
+    std::iter::once(order)
+        .filter(|o| !o.is_empty())
+        .chain(runs.iter().map(move |&(lo, hi)| &train[lo..hi]))
+}
+
 /// An epoch's visiting order: runs of the arranged training ratings, or indices into them.
 enum EpochPlan {
     Runs(Vec<(usize, usize)>),
@@ -403,8 +415,7 @@ impl MfSession {
         // Items touched, ascending: marks over the items (linear; a sort of a big slice's
         // item ids cost more than its SGD).
         let mut seen = vec![false; self.num_items as usize];
-        let ran = runs.iter().flat_map(|&(lo, hi)| &train[lo..hi]);
-        for r in order.iter().chain(ran) {
+        for r in batches(&order, &runs, train).flatten() {
             seen[r.item as usize] = true;
         }
         let touched: Vec<u64> = (0..self.num_items).filter(|&k| seen[k as usize]).collect();
@@ -487,17 +498,10 @@ impl Session<MfApp> for MfSession {
         }
         let hyper = self.settings.hyper;
         let lr = hyper.lr_at(self.key(clock).clock);
-        let mut train_se = self.engine.sgd_pass(
-            &p.order,
-            &mut self.users,
-            &mut self.items,
-            self.layout,
-            lr,
-            hyper.reg,
-        )?;
-        for &(lo, hi) in &p.runs {
+        let mut train_se = 0.0;
+        for batch in batches(&p.order, &p.runs, &self.shard.train) {
             train_se += self.engine.sgd_pass(
-                &self.shard.train[lo..hi],
+                batch,
                 &mut self.users,
                 &mut self.items,
                 self.layout,
