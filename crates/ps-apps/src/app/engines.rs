@@ -6,7 +6,7 @@
 use crate::error::AppError;
 use crate::lda::{CpuLda, LdaCompute, SparseLda};
 use crate::lr::{CpuLr, FastLr, LrCompute};
-use crate::mf::{CpuMf, FastMf, MfCompute};
+use crate::mf::{CpuMf, FastMf, MfCompute, MfResident};
 use crate::mlp::{CpuMlp, FastMlp, MlpCompute};
 
 /// The compute engines of one device.
@@ -17,6 +17,13 @@ pub trait Engines: Send + Sync {
     fn lda(&self, threads: u32) -> Result<Box<dyn LdaCompute + Send>, AppError>;
     fn mlp(&self, threads: u32) -> Result<Box<dyn MlpCompute + Send>, AppError>;
     fn lr(&self, threads: u32) -> Result<Box<dyn LrCompute + Send>, AppError>;
+
+    /// An MF engine that keeps the worker's ratings and factors on its device for the whole job
+    /// (see [`MfResident`]); when there is one, the MF session uses it instead of [`Self::mf`].
+    /// `None` (the default) on the CPU, whose engines already compute where the state is.
+    fn mf_resident(&self) -> Result<Option<Box<dyn MfResident>>, AppError> {
+        Ok(None)
+    }
 }
 
 /// The fast CPU engines, over `threads` threads where the engine splits its work.

@@ -7,18 +7,12 @@
 //! test RMSE), runs SGD on them in place, and writes `after - before` of those rows straight
 //! into the push.
 
-use super::ratings::{load, Loaded};
-use super::{
-    cut_runs, init_user_factors, squared_error_in, worker_cold, worker_shard, Hyper, Layout,
-    MfArgs, MfCompute, MfOrder, Rating, SyntheticSpec, Visiting, WorkerShard, ITEM_INIT_STD,
-};
+use super::ratings::load;
+use super::session::MfSession;
+use super::{Hyper, Layout, MfArgs, MfOrder, SyntheticSpec, ITEM_INIT_STD};
 use crate::app::flags::{self, decimal, num, ratio};
-use crate::app::{
-    App, DeltaSink, Inbox, JobCommon, JobView, Outcome, Plan, Session, TableRows, Target,
-    WorkerContext,
-};
+use crate::app::{App, JobCommon, JobView, Plan, Session, Target, WorkerContext};
 use crate::error::AppError;
-use crate::seed::ClockKey;
 use ps_proto::{Init, UpdateRule};
 use serde::{Deserialize, Serialize};
 
@@ -70,6 +64,11 @@ pub struct MfClock {
     /// Held-out error, measured at the end of each epoch (0 ratings on other clocks).
     pub test_se: f64,
     pub test_n: f64,
+    /// Bytes a resident engine moved host to device and back, and its device compute seconds
+    /// (zero on the host path).
+    pub pcie_h2d: f64,
+    pub pcie_d2h: f64,
+    pub device_s: f64,
 }
 
 /// Final figures on the model of every clock.
@@ -86,6 +85,10 @@ pub struct MfFinal {
     pub cold_n: f64,
     /// SGD updates over the job.
     pub updates: f64,
+    /// A resident engine's totals over the job, its set-up included (see [`MfClock`]).
+    pub pcie_h2d: f64,
+    pub pcie_d2h: f64,
+    pub device_s: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -245,329 +248,20 @@ impl App for MfApp {
         if let Some(r) = job.rate(f.updates) {
             out.insert("updates_per_s".into(), r.into());
         }
+        if f.pcie_h2d + f.pcie_d2h > 0.0 {
+            // Per clock: what the clocks moved (the set-up's one-off upload left out).
+            let clocks = job.clocks.len().max(1) as f64;
+            let (h2d, d2h, dev) = job.clocks.iter().fold((0.0, 0.0, 0.0), |a, (_, c)| {
+                (a.0 + c.pcie_h2d, a.1 + c.pcie_d2h, a.2 + c.device_s)
+            });
+            out.insert("pcie_bytes_h2d".into(), num(Some(f.pcie_h2d)));
+            out.insert("pcie_bytes_d2h".into(), num(Some(f.pcie_d2h)));
+            out.insert("pcie_setup_bytes_h2d".into(), num(Some(f.pcie_h2d - h2d)));
+            out.insert("pcie_bytes_h2d_per_clock".into(), num(Some(h2d / clocks)));
+            out.insert("pcie_bytes_d2h_per_clock".into(), num(Some(d2h / clocks)));
+            out.insert("device_compute_s".into(), num(Some(f.device_s)));
+            out.insert("device_compute_s_clocks".into(), num(Some(dev)));
+        }
         out
-    }
-}
-
-/// One clock's work, worked out when the clock's reads are asked for.
-struct ClockPlan {
-    clock: u64,
-    /// The ratings of the clock's slice, in visiting order: runs of the (arranged) training
-    /// ratings, run in place with one engine thread; or gathered.
-    runs: Vec<(usize, usize)>,
-    order: Vec<Rating>,
-    /// How many ratings.
-    count: usize,
-    /// Items those ratings touch, sorted: the rows read and pushed.
-    touched: Vec<u64>,
-    /// Whether the clock ends an epoch (and measures the held-out error).
-    evaluate: bool,
-}
-
-/// A clock's ratings in visiting order, as slices: the gathered ones, then the runs of the
-/// training ratings.
-fn batches<'a>(
-    order: &'a [Rating],
-    runs: &'a [(usize, usize)],
-    train: &'a [Rating],
-) -> impl Iterator<Item = &'a [Rating]> {
-    std::iter::once(order)
-        .filter(|o| !o.is_empty())
-        .chain(runs.iter().map(move |&(lo, hi)| &train[lo..hi]))
-}
-
-/// An epoch's visiting order: runs of the arranged training ratings, or indices into them.
-enum EpochPlan {
-    Runs(Vec<(usize, usize)>),
-    Order(Vec<usize>),
-}
-
-/// One MF worker: its ratings, its users' factors, and its copy of the item rows it reads.
-pub struct MfSession {
-    worker: u32,
-    settings: MfSettings,
-    engine: Box<dyn MfCompute + Send>,
-    shard: WorkerShard,
-    layout: Layout,
-    users: Vec<f32>,
-    num_items: u64,
-    /// Item rows as last read (and, after a clock's SGD, as this worker changed them).
-    items: Vec<f32>,
-    /// Items of the held-out ratings, sorted.
-    test_items: Vec<u64>,
-    inbox: Inbox,
-    plan: Option<ClockPlan>,
-    /// How this worker orders its ratings each epoch (built once).
-    visiting: Visiting,
-    /// The current epoch's visiting order.
-    epoch_plan: Option<(ClockKey, EpochPlan)>,
-    updates: u64,
-}
-
-impl MfSession {
-    pub fn new(settings: MfSettings, ctx: &WorkerContext<'_>) -> Result<MfSession, AppError> {
-        ctx.check()?;
-        let engine = ctx.engines.mf(settings.threads)?;
-        let set = Loaded::of(&settings)?;
-        let mut shard = worker_shard(&set.train, &set.test, ctx.workers, ctx.worker);
-        shard.cold = worker_cold(&set.cold, &shard, ctx.workers, ctx.worker);
-        let layout = settings.layout();
-        let width = layout.width();
-        let mut users = init_user_factors(&shard.users, width as u32, settings.seed);
-        if layout.mean.is_some() {
-            // User biases start at zero; item biases start from the item table's
-            // Normal(0, ITEM_INIT_STD) like the item factors (the server fills whole rows).
-            users
-                .chunks_exact_mut(width)
-                .for_each(|u| u[layout.rank] = 0.0);
-        }
-        let mut test_items: Vec<u64> = shard.test.iter().map(|r| u64::from(r.item)).collect();
-        test_items.extend(shard.cold.iter().filter_map(|c| c.item).map(u64::from));
-        test_items.sort_unstable();
-        test_items.dedup();
-        tracing::info!(
-            worker = ctx.worker,
-            users = shard.users.len(),
-            train = shard.train.len(),
-            test = shard.test.len(),
-            cold = shard.cold.len(),
-            engine = engine.name(),
-            "MF worker ready"
-        );
-        let visiting = Visiting::new(
-            settings.order,
-            &mut shard.train,
-            shard.users.len() as u32,
-            set.num_items,
-        );
-        Ok(MfSession {
-            visiting,
-            worker: ctx.worker,
-            engine,
-            users,
-            num_items: u64::from(set.num_items),
-            items: vec![0.0; set.num_items as usize * width],
-            test_items,
-            shard,
-            layout,
-            settings,
-            inbox: Inbox::default(),
-            plan: None,
-            epoch_plan: None,
-            updates: 0,
-        })
-    }
-
-    /// Squared error and count over this worker's held-out ratings, and over its cold ones.
-    fn held_out_error(&self) -> ((f64, u64), (f64, u64)) {
-        let warm = squared_error_in(self.layout, &self.shard.test, &self.users, &self.items);
-        let w = self.layout.width();
-        fn row(m: &[f32], i: Option<u32>, w: usize) -> Option<&[f32]> {
-            i.map(|i| &m[i as usize * w..(i as usize + 1) * w])
-        }
-        let mut cold = 0.0f64;
-        for c in &self.shard.cold {
-            let p = self.layout.predict_cold(
-                self.settings.train_mean,
-                row(&self.users, c.user, w),
-                row(&self.items, c.item, w),
-            );
-            cold += (f64::from(c.value) - f64::from(p)).powi(2);
-        }
-        (warm, (cold, self.shard.cold.len() as u64))
-    }
-
-    /// Elements per row (the rank, and the bias of a biased model).
-    fn width(&self) -> usize {
-        self.layout.width()
-    }
-
-    fn plan_clock(&mut self, clock: u64) -> ClockPlan {
-        let per_epoch = u64::from(self.settings.clocks_per_epoch.max(1));
-        let key = self.key(clock);
-        // One shuffle an epoch, whatever its number of clocks.
-        if self.epoch_plan.as_ref().is_none_or(|(k, _)| *k != key) {
-            let plan = match self.visiting.epoch_runs(key) {
-                Some(runs) => EpochPlan::Runs(runs),
-                None => EpochPlan::Order(self.visiting.epoch(key)),
-            };
-            self.epoch_plan = Some((key, plan));
-        }
-        let (i, k) = ((clock % per_epoch) as usize, per_epoch as usize);
-        let n = self.shard.train.len();
-        let (from, to) = (n * i / k, n * (i + 1) / k);
-        let train = &self.shard.train;
-        let (mut runs, mut order) = (Vec::new(), Vec::new());
-        match self.epoch_plan.as_ref().map(|(_, p)| p) {
-            Some(EpochPlan::Runs(all)) => runs = cut_runs(all, from, to),
-            Some(EpochPlan::Order(o)) => order = o[from..to].iter().map(|&i| train[i]).collect(),
-            None => {}
-        }
-        // A blocked engine re-buckets what it is given: hand it the ratings at once.
-        if self.settings.threads > 1 && !runs.is_empty() {
-            order = runs
-                .iter()
-                .flat_map(|&(lo, hi)| &train[lo..hi])
-                .copied()
-                .collect();
-            runs.clear();
-        }
-        // Items touched, ascending: marks over the items (linear; a sort of a big slice's
-        // item ids cost more than its SGD).
-        let mut seen = vec![false; self.num_items as usize];
-        for r in batches(&order, &runs, train).flatten() {
-            seen[r.item as usize] = true;
-        }
-        let touched: Vec<u64> = (0..self.num_items).filter(|&k| seen[k as usize]).collect();
-        ClockPlan {
-            clock,
-            runs,
-            order,
-            count: to - from,
-            touched,
-            evaluate: clock % per_epoch == per_epoch - 1,
-        }
-    }
-
-    /// The shuffle and learning-rate key of `clock`: its epoch.
-    fn key(&self, clock: u64) -> ClockKey {
-        let per_epoch = u64::from(self.settings.clocks_per_epoch.max(1));
-        ClockKey {
-            seed: self.settings.seed,
-            worker: self.worker,
-            clock: (clock / per_epoch).min(u64::from(u32::MAX)) as u32,
-        }
-    }
-
-    fn items_read(&self, p: &ClockPlan) -> Vec<u64> {
-        if !p.evaluate {
-            return p.touched.clone();
-        }
-        let mut rows: Vec<u64> = p.touched.iter().chain(&self.test_items).copied().collect();
-        rows.sort_unstable();
-        rows.dedup();
-        rows
-    }
-}
-
-impl Session<MfApp> for MfSession {
-    fn reads(&mut self, clock: u64) -> Result<Vec<TableRows>, AppError> {
-        if self.plan.as_ref().is_none_or(|p| p.clock != clock) {
-            let p = self.plan_clock(clock);
-            let reads = vec![TableRows {
-                table: ITEMS,
-                rows: self.items_read(&p),
-            }];
-            self.inbox.expect_clock(clock, reads);
-            self.plan = Some(p);
-        }
-        Ok(self.inbox.reads().to_vec())
-    }
-
-    fn load(
-        &mut self,
-        table: u32,
-        first: usize,
-        keys: &[u64],
-        values: &[f32],
-    ) -> Result<(), AppError> {
-        let width = self.width();
-        self.inbox.accept(table, first, keys, values, width)?;
-        for (&k, row) in keys.iter().zip(values.chunks_exact(width)) {
-            let at = k as usize * width;
-            self.items[at..at + width].copy_from_slice(row);
-        }
-        Ok(())
-    }
-
-    fn run_clock(&mut self, clock: u64, out: &mut dyn DeltaSink) -> Result<MfClock, AppError> {
-        let p = match self.plan.take() {
-            Some(p) if p.clock == clock => p,
-            _ => {
-                return Err(AppError::Rows {
-                    table: ITEMS,
-                    reason: format!("clock {clock} ran before its rows were read"),
-                })
-            }
-        };
-        self.inbox.ready(clock)?;
-        let w = self.width();
-        let delta = out.rows(ITEMS, &p.touched)?;
-        for (d, &k) in delta.chunks_exact_mut(w).zip(&p.touched) {
-            d.copy_from_slice(&self.items[k as usize * w..(k as usize + 1) * w]);
-        }
-        let hyper = self.settings.hyper;
-        let lr = hyper.lr_at(self.key(clock).clock);
-        let mut train_se = 0.0;
-        for batch in batches(&p.order, &p.runs, &self.shard.train) {
-            train_se += self.engine.sgd_pass(
-                batch,
-                &mut self.users,
-                &mut self.items,
-                self.layout,
-                lr,
-                hyper.reg,
-            )?;
-        }
-        for (d, &k) in delta.chunks_exact_mut(w).zip(&p.touched) {
-            let after = &self.items[k as usize * w..(k as usize + 1) * w];
-            d.iter_mut().zip(after).for_each(|(d, a)| *d = a - *d);
-        }
-        self.updates += p.count as u64;
-        let (test_se, test_n) = if p.evaluate {
-            let ((se, n), (cold_se, cold_n)) = self.held_out_error();
-            (se + cold_se, n + cold_n)
-        } else {
-            (0.0, 0)
-        };
-        Ok(MfClock {
-            train_se,
-            train_n: p.count as f64,
-            test_se,
-            test_n: test_n as f64,
-        })
-    }
-
-    fn final_reads(&mut self) -> Result<Vec<TableRows>, AppError> {
-        // Worker 0 reads the whole table for its hash; the others the items they rate.
-        let rows: Vec<u64> = if self.worker == 0 {
-            (0..self.num_items).collect()
-        } else {
-            let mut r: Vec<u64> = self
-                .shard
-                .train
-                .iter()
-                .chain(&self.shard.test)
-                .map(|r| u64::from(r.item))
-                .chain(self.shard.cold.iter().filter_map(|c| c.item).map(u64::from))
-                .collect();
-            r.sort_unstable();
-            r.dedup();
-            r
-        };
-        self.plan = None;
-        self.inbox.expect(vec![TableRows { table: ITEMS, rows }]);
-        Ok(self.inbox.reads().to_vec())
-    }
-
-    fn evaluate(&mut self) -> Result<Outcome<MfFinal, MfFacts>, AppError> {
-        self.inbox.complete()?;
-        let (train_se, train_n) =
-            squared_error_in(self.layout, &self.shard.train, &self.users, &self.items);
-        let ((test_se, test_n), (cold_se, cold_n)) = self.held_out_error();
-        Ok(Outcome {
-            sums: MfFinal {
-                train_se,
-                train_n: train_n as f64,
-                test_se: test_se + cold_se,
-                test_n: (test_n + cold_n) as f64,
-                cold_se,
-                cold_n: cold_n as f64,
-                updates: self.updates as f64,
-            },
-            facts: MfFacts {
-                item_table_hash: (self.worker == 0).then(|| flags::hash_bits(&self.items)),
-            },
-        })
     }
 }

@@ -29,9 +29,15 @@ mod data;
 mod fast;
 mod order;
 mod ratings;
+mod resident;
+mod session;
+mod waves;
 
-pub use app::{MfApp, MfClock, MfFacts, MfFinal, MfSession, MfSettings, ITEMS};
+pub use app::{MfApp, MfClock, MfFacts, MfFinal, MfSettings, ITEMS};
 pub use args::{MfArgs, MfDefaults, REAL_DATA, SYNTHETIC};
+pub use resident::{HostResident, MfResident, ResidentSetup, Split, Traffic};
+pub use session::MfSession;
+pub use waves::{bands_for, WaveSchedule, MIN_BLOCK_RATINGS};
 
 pub use compute::{predict, rmse, squared_error, squared_error_in, CpuMf, Layout, MfCompute};
 pub use data::{
