@@ -63,6 +63,9 @@ fn touched_items<'a>(num_items: u64, ratings: impl Iterator<Item = &'a [Rating]>
     (0..num_items).filter(|&k| seen[k as usize]).collect()
 }
 
+/// A sum of squared errors and its count.
+type ErrorSum = (f64, u64);
+
 /// An epoch's visiting order: runs of the arranged training ratings, or indices into them.
 enum EpochPlan {
     Runs(Vec<(usize, usize)>),
@@ -203,7 +206,7 @@ impl MfSession {
     }
 
     /// Squared error and count over this worker's held-out ratings, and over its cold ones.
-    fn held_out_error(&mut self) -> Result<((f64, u64), (f64, u64)), AppError> {
+    fn held_out_error(&mut self) -> Result<(ErrorSum, ErrorSum), AppError> {
         let w = self.layout.width();
         let warm_n = self.shard.test.len() as u64;
         // The user rows of the cold ratings, where the state is.
