@@ -1,4 +1,6 @@
-// Matrix factorisation: one SGD pass over a batch of ratings (cuMF_SGD style).
+// Matrix factorisation: one SGD pass over a batch of ratings (cuMF_SGD style), or over a worker's
+// ratings in conflict-free waves (mf_sgd_waves, below), and the row and error helpers of the
+// resident engine.
 //
 // Serves ps_apps::mf::MfCompute::sgd_epoch. For a rating r of user u and item i, with
 // e = r - u.v computed before the update, and the old values on the right-hand side:
@@ -43,6 +45,81 @@ __device__ __forceinline__ float mf_warp_sum(float x) {
     return x;
 }
 
+// Loads an item-row element: through L2 only (`COHERENT`, for rows other warps may have written
+// since this SM last cached them: the wave kernel) or through the default path.
+template <bool COHERENT>
+__device__ __forceinline__ float mf_item(const float* p) {
+    return COHERENT ? __ldcg(p) : *p;
+}
+
+// One SGD step of rating `value` on user row `u` and item row `v`, by a whole warp (every lane
+// calls it with the same arguments); returns the squared error measured before the update.
+template <bool COHERENT>
+__device__ __forceinline__ double mf_step(float* u,
+                                          float* v,
+                                          float value,
+                                          unsigned int lane,
+                                          unsigned int rank,
+                                          int biased,
+                                          float mean,
+                                          float lr,
+                                          float reg) {
+    const float bu = biased ? u[rank] : 0.0f;
+    const float bv = biased ? mf_item<COHERENT>(v + rank) : 0.0f;
+
+    float uc[MF_CACHE];
+    float vc[MF_CACHE];
+    float part = 0.0f;
+#pragma unroll
+    for (int c = 0; c < MF_CACHE; ++c) {
+        const unsigned int k = lane + MF_WARP * c;
+        uc[c] = 0.0f;
+        vc[c] = 0.0f;
+        if (k < rank) {
+            uc[c] = u[k];
+            vc[c] = mf_item<COHERENT>(v + k);
+            part = fmaf(uc[c], vc[c], part);
+        }
+    }
+    for (unsigned int k = lane + MF_WARP * MF_CACHE; k < rank; k += MF_WARP) {
+        part = fmaf(u[k], mf_item<COHERENT>(v + k), part);
+    }
+    const float dot = mf_warp_sum(part);
+    const float e = value - (biased ? mean + bu + bv + dot : dot);
+
+    // Every lane has finished reading its u_k, v_k above before it writes them below, and
+    // no two lanes share an index k: the update uses the old values.
+#pragma unroll
+    for (int c = 0; c < MF_CACHE; ++c) {
+        const unsigned int k = lane + MF_WARP * c;
+        if (k < rank) {
+            const float u0 = uc[c];
+            const float v0 = vc[c];
+            u[k] = u0 + lr * (e * v0 - reg * u0);
+            v[k] = v0 + lr * (e * u0 - reg * v0);
+        }
+    }
+    for (unsigned int k = lane + MF_WARP * MF_CACHE; k < rank; k += MF_WARP) {
+        const float u0 = u[k];
+        const float v0 = mf_item<COHERENT>(v + k);
+        u[k] = u0 + lr * (e * v0 - reg * u0);
+        v[k] = v0 + lr * (e * u0 - reg * v0);
+    }
+    if (biased) {
+        // Every lane has read the biases (above, before the warp sum); order those reads
+        // before lane 0's write in memory too, not only in the source.
+        __syncwarp();
+    }
+    if (biased && lane == 0) {
+        u[rank] = bu + lr * (e - reg * bu);
+        v[rank] = bv + lr * (e - reg * bv);
+    }
+    // The next rating of this warp may share a row with this one: make this rating's
+    // writes visible to the other lanes first.
+    __syncwarp();
+    return (double)e * (double)e;
+}
+
 extern "C" __global__ void mf_sgd(const unsigned int* __restrict__ rating_user,
                                   const unsigned int* __restrict__ rating_item,
                                   const float* __restrict__ rating_value,
@@ -65,68 +142,110 @@ extern "C" __global__ void mf_sgd(const unsigned int* __restrict__ rating_user,
     for (unsigned long long r = warp; r < num_ratings; r += num_warps) {
         float* u = users + (size_t)rating_user[r] * width;
         float* v = items + (size_t)rating_item[r] * width;
-        const float bu = biased ? u[rank] : 0.0f;
-        const float bv = biased ? v[rank] : 0.0f;
-
-        float uc[MF_CACHE];
-        float vc[MF_CACHE];
-        float part = 0.0f;
-#pragma unroll
-        for (int c = 0; c < MF_CACHE; ++c) {
-            const unsigned int k = lane + MF_WARP * c;
-            uc[c] = 0.0f;
-            vc[c] = 0.0f;
-            if (k < rank) {
-                uc[c] = u[k];
-                vc[c] = v[k];
-                part = fmaf(uc[c], vc[c], part);
-            }
-        }
-        for (unsigned int k = lane + MF_WARP * MF_CACHE; k < rank; k += MF_WARP) {
-            part = fmaf(u[k], v[k], part);
-        }
-        const float dot = mf_warp_sum(part);
-        const float e = rating_value[r] - (biased ? mean + bu + bv + dot : dot);
-        warp_sse += (double)e * (double)e;
-
-        // Every lane has finished reading its u_k, v_k above before it writes them below, and
-        // no two lanes share an index k: the update uses the old values.
-#pragma unroll
-        for (int c = 0; c < MF_CACHE; ++c) {
-            const unsigned int k = lane + MF_WARP * c;
-            if (k < rank) {
-                const float u0 = uc[c];
-                const float v0 = vc[c];
-                u[k] = u0 + lr * (e * v0 - reg * u0);
-                v[k] = v0 + lr * (e * u0 - reg * v0);
-            }
-        }
-        for (unsigned int k = lane + MF_WARP * MF_CACHE; k < rank; k += MF_WARP) {
-            const float u0 = u[k];
-            const float v0 = v[k];
-            u[k] = u0 + lr * (e * v0 - reg * u0);
-            v[k] = v0 + lr * (e * u0 - reg * v0);
-        }
-        if (biased) {
-            // Every lane has read the biases (above, before the warp sum); order those reads
-            // before lane 0's write in memory too, not only in the source.
-            __syncwarp();
-        }
-        if (biased && lane == 0) {
-            u[rank] = bu + lr * (e - reg * bu);
-            v[rank] = bv + lr * (e - reg * bv);
-        }
-        // The next rating of this warp may share a row with this one: make this rating's
-        // writes visible to the other lanes first.
-        __syncwarp();
+        warp_sse += mf_step<false>(u, v, rating_value[r], lane, rank, biased, mean, lr, reg);
     }
     if (lane == 0 && warp_sse != 0.0) {
         atomicAdd(sse, warp_sse);
     }
 }
 
-// Sum of squared errors of a batch without updating anything (for RMSE on held-out ratings).
-// Same layout and launch as mf_sgd.
+// Conflict-free waves (serves ps_apps::mf::MfResident::run_waves; the schedule is
+// ps_apps::mf::WaveSchedule). The ratings are arranged in `bands x bands` blocks, block
+// (p, q) = ratings [block_start[p * bands + q], block_start[p * bands + q + 1]) whose users are in
+// user band p and items in item band q. Warp p (one per user band, `bands` warps in all, which
+// must all be resident at once: the host sizes `bands` by the occupancy) runs, for each wave t,
+// block (p, (p + shifts[t]) mod bands), its ratings in order.
+//
+// No two warps touch the same row at the same time: a wave's blocks share no user band and no
+// item band, and warp p starts wave t only once the warp that held its item band in wave t - 1
+// has finished that wave (`done[w]` counts the waves warp w has finished in this launch; the
+// caller zeroes it). That warp waited in the same way, so each item band is worked on in wave
+// order, one warp at a time, and the result equals running the waves' blocks one after another
+// (up to the order of a dot product's sum): deterministic whatever the timing. Item rows are
+// read through L2 (`__ldcg`) so a warp never sees a stale L1 copy of a row another SM wrote;
+// the writer fences before it publishes `done`, the reader fences after it sees it.
+//
+// A warp that waits more than MF_STALL_NS for one neighbour (the warps were not all resident,
+// or a neighbour faulted) sets `*stalled` and every warp stops: the host reports an error
+// rather than hang.
+#define MF_STALL_NS 20000000000ull
+
+__device__ __forceinline__ unsigned long long mf_now_ns() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+
+extern "C" __global__ void mf_sgd_waves(const unsigned int* __restrict__ rating_user,
+                                        const unsigned int* __restrict__ rating_item,
+                                        const float* __restrict__ rating_value,
+                                        const unsigned int* __restrict__ block_start,
+                                        const unsigned int* __restrict__ shifts,
+                                        unsigned int num_waves,
+                                        unsigned int bands,
+                                        float* users,
+                                        float* items,
+                                        unsigned int rank,
+                                        unsigned int width,
+                                        int biased,
+                                        float mean,
+                                        float lr,
+                                        float reg,
+                                        unsigned int* done,
+                                        unsigned int* stalled,
+                                        double* sse) {
+    const unsigned int lane = threadIdx.x & (MF_WARP - 1);
+    const unsigned int p = (blockIdx.x * blockDim.x + threadIdx.x) / MF_WARP;
+    if (p >= bands) {
+        return; // the whole warp: p is the same on every lane
+    }
+    double warp_sse = 0.0;
+    for (unsigned int t = 0; t < num_waves; ++t) {
+        const unsigned int q = (p + shifts[t]) % bands;
+        int stop = 0;
+        if (lane == 0) {
+            if (t > 0) {
+                const unsigned int prev = (q + bands - shifts[t - 1] % bands) % bands;
+                if (prev != p) {
+                    const unsigned long long start = mf_now_ns();
+                    while (*(volatile unsigned int*)&done[prev] < t) {
+                        if (*(volatile unsigned int*)stalled ||
+                            mf_now_ns() - start > MF_STALL_NS) {
+                            atomicExch(stalled, 1u);
+                            stop = 1;
+                            break;
+                        }
+                        __nanosleep(64);
+                    }
+                }
+            }
+            stop |= *(volatile unsigned int*)stalled != 0;
+        }
+        if (__shfl_sync(0xffffffffu, stop, 0)) {
+            break;
+        }
+        __threadfence(); // acquire: the neighbour's row writes before this warp's reads
+        const unsigned int b = p * bands + q;
+        const unsigned int hi = block_start[b + 1];
+        for (unsigned int r = block_start[b]; r < hi; ++r) {
+            float* u = users + (size_t)rating_user[r] * width;
+            float* v = items + (size_t)rating_item[r] * width;
+            warp_sse += mf_step<true>(u, v, rating_value[r], lane, rank, biased, mean, lr, reg);
+        }
+        __threadfence(); // release: this wave's row writes before `done` says so
+        __syncwarp();
+        if (lane == 0) {
+            atomicExch(&done[p], t + 1);
+        }
+    }
+    if (lane == 0 && warp_sse != 0.0) {
+        atomicAdd(sse, warp_sse);
+    }
+}
+
+// Sum of squared errors of a batch without updating anything (held-out RMSE), for the plain
+// model (width = rank, biased = 0) or the biased one (width = rank + 1, prediction
+// mean + b_u + b_i + u.v). Same layout and launch as mf_sgd.
 extern "C" __global__ void mf_squared_error(const unsigned int* __restrict__ rating_user,
                                             const unsigned int* __restrict__ rating_item,
                                             const float* __restrict__ rating_value,
@@ -134,6 +253,9 @@ extern "C" __global__ void mf_squared_error(const unsigned int* __restrict__ rat
                                             const float* __restrict__ users,
                                             const float* __restrict__ items,
                                             unsigned int rank,
+                                            unsigned int width,
+                                            int biased,
+                                            float mean,
                                             double* sse) {
     const unsigned int lane = threadIdx.x & (MF_WARP - 1);
     const unsigned long long warp =
@@ -141,16 +263,47 @@ extern "C" __global__ void mf_squared_error(const unsigned int* __restrict__ rat
     const unsigned long long num_warps = ((unsigned long long)gridDim.x * blockDim.x) / MF_WARP;
     double warp_sse = 0.0;
     for (unsigned long long r = warp; r < num_ratings; r += num_warps) {
-        const float* u = users + (size_t)rating_user[r] * rank;
-        const float* v = items + (size_t)rating_item[r] * rank;
+        const float* u = users + (size_t)rating_user[r] * width;
+        const float* v = items + (size_t)rating_item[r] * width;
         float part = 0.0f;
         for (unsigned int k = lane; k < rank; k += MF_WARP) {
             part = fmaf(u[k], v[k], part);
         }
-        const double e = (double)rating_value[r] - (double)mf_warp_sum(part);
+        const float dot = mf_warp_sum(part);
+        const float pred = biased ? mean + u[rank] + v[rank] + dot : dot;
+        const double e = (double)rating_value[r] - (double)pred;
         warp_sse += e * e;
     }
     if (lane == 0 && warp_sse != 0.0) {
         atomicAdd(sse, warp_sse);
+    }
+}
+
+// Rows in and out of a table of `width`-wide rows: scatter writes row r of `rows` to row
+// keys[r] of `table`; gather copies row keys[r] of `table` to row r of `rows`. One thread per
+// element; the host checks every key against the table first.
+extern "C" __global__ void mf_scatter_rows(const unsigned int* __restrict__ keys,
+                                           const float* __restrict__ rows,
+                                           unsigned int n,
+                                           unsigned int width,
+                                           float* table) {
+    const unsigned long long total = (unsigned long long)n * width;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+         i < total; i += (unsigned long long)gridDim.x * blockDim.x) {
+        const unsigned long long r = i / width;
+        table[(size_t)keys[r] * width + (i - r * width)] = rows[i];
+    }
+}
+
+extern "C" __global__ void mf_gather_rows(const unsigned int* __restrict__ keys,
+                                          unsigned int n,
+                                          unsigned int width,
+                                          const float* __restrict__ table,
+                                          float* rows) {
+    const unsigned long long total = (unsigned long long)n * width;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+         i < total; i += (unsigned long long)gridDim.x * blockDim.x) {
+        const unsigned long long r = i / width;
+        rows[i] = table[(size_t)keys[r] * width + (i - r * width)];
     }
 }

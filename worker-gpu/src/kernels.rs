@@ -46,7 +46,16 @@ macro_rules! kernel {
 /// Every kernel file of `kernels/` (a unit test checks that the list is complete and that the
 /// entry points match the sources).
 pub const KERNELS: &[Kernel] = &[
-    kernel!("mf_sgd", ["mf_sgd", "mf_squared_error"]),
+    kernel!(
+        "mf_sgd",
+        [
+            "mf_sgd",
+            "mf_sgd_waves",
+            "mf_squared_error",
+            "mf_scatter_rows",
+            "mf_gather_rows"
+        ]
+    ),
     kernel!("lda_gibbs", ["lda_gibbs_sweep", "lda_compact_delta"]),
     kernel!(
         "mlp",

@@ -19,7 +19,7 @@
 use ps_apps::app::{CpuEngines, Engines};
 use ps_apps::lda::LdaCompute;
 use ps_apps::lr::LrCompute;
-use ps_apps::mf::MfCompute;
+use ps_apps::mf::{MfCompute, MfResident};
 use ps_apps::mlp::MlpCompute;
 use ps_apps::AppError;
 use thiserror::Error;
@@ -31,6 +31,7 @@ pub mod ptxas;
 use cuda::lda::CudaLda;
 use cuda::lr::CudaLr;
 use cuda::mf::CudaMf;
+use cuda::mf_resident::CudaMfResident;
 use cuda::mlp::CudaMlp;
 use cuda::{Gpu, GpuError};
 
@@ -141,8 +142,9 @@ fn cuda<T>(ordinal: u32, r: Result<T, GpuError>) -> Result<T, AppError> {
 }
 
 /// The compute engines of a device, for the apps' sessions: on the CPU the fast engines of
-/// `ps-apps` ([`CpuEngines`]); on a GPU the CUDA engines (MF: warp-per-rating Hogwild; LDA: one
-/// warp per document; MLP: tiled SGEMM kernels; LR: warp-per-row CSR).
+/// `ps-apps` ([`CpuEngines`]); on a GPU the CUDA engines (MF: resident, conflict-free waves,
+/// [`CudaMfResident`]; LDA: one warp per document; MLP: tiled SGEMM kernels; LR: warp-per-row
+/// CSR).
 #[derive(Debug, Clone, Copy)]
 pub struct DeviceEngines(pub Device);
 
@@ -176,6 +178,13 @@ impl Engines for DeviceEngines {
         match self.0 {
             Device::Cpu => CpuEngines.lr(threads),
             Device::Cuda(n) => Ok(Box::new(cuda(n, CudaLr::new(open(n)?))?)),
+        }
+    }
+
+    fn mf_resident(&self) -> Result<Option<Box<dyn MfResident>>, AppError> {
+        match self.0 {
+            Device::Cpu => Ok(None),
+            Device::Cuda(n) => Ok(Some(Box::new(cuda(n, CudaMfResident::new(open(n)?))?))),
         }
     }
 }

@@ -16,6 +16,8 @@ mod lda;
 mod lr;
 #[path = "conformance/mf.rs"]
 mod mf;
+#[path = "conformance/mf_waves.rs"]
+mod mf_waves;
 #[path = "conformance/mlp.rs"]
 mod mlp;
 #[path = "conformance/no_gpu.rs"]

@@ -6,7 +6,11 @@
 //! the copy stream moves it to the device. Device and pinned buffers are kept across calls.
 //!
 //! Parallel mode (the default) runs one warp per rating over the whole device, Hogwild: two warps
-//! on the same row at once may lose part of one update, as in cuMF_SGD. [`CudaMf::sequential`]
+//! on the same row at once may lose part of one update, as in cuMF_SGD. On few rows that loses
+//! almost everything (the built-in set's 1,000 items did not learn on an H200), so the MF
+//! sessions do not use this engine: they use the resident, conflict-free
+//! [`super::mf_resident::CudaMfResident`]. This one remains as `gpu-bench`'s Hogwild speed
+//! reference and, sequential, as a check of the update itself. [`CudaMf::sequential`]
 //! launches a single warp, which visits the ratings in order like the CPU oracle (the conformance
 //! suite compares the two); it exists for checking, not for speed.
 
@@ -254,6 +258,9 @@ impl CudaMf {
                 .arg(self.users.get())
                 .arg(self.items.get())
                 .arg(&rank_u32)
+                .arg(&rank_u32)
+                .arg(&0i32)
+                .arg(&0.0f32)
                 .arg(self.sse.get_mut());
             // SAFETY: as in `sgd_epoch`.
             unsafe { b.launch(cfg) }.call("cuLaunchKernel(mf_squared_error)")?;

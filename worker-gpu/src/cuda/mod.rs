@@ -14,6 +14,7 @@ pub mod codec;
 pub mod lda;
 pub mod lr;
 pub mod mf;
+pub mod mf_resident;
 pub mod mlp;
 
 use std::collections::HashMap;

@@ -1,7 +1,7 @@
 //! Whole sessions on the CUDA engines against the same sessions on the fast CPU engines, through
 //! the in-memory parameter server (`ps_apps::app::testing`), several clocks each: the bar is the
 //! CPU run's quality, not its bits (the CUDA engines run in parallel and sum in another order).
-//! MF: held-out RMSE within 5%; LDA: log-likelihood per token within 0.05 nats; MLP: held-out
+//! MF (the resident waves engine): held-out RMSE within 2%; LDA: log-likelihood per token within 0.05 nats; MLP: held-out
 //! accuracy within 0.02; LR: held-out AUC within 0.01. Written before any GPU ran them.
 
 use ps_apps::app::testing::{run_bsp, BspRun};
@@ -60,7 +60,7 @@ fn mf_sessions_on_cuda_reach_the_cpu_rmse() {
         let (c, g) = (rmse(&cpu), rmse(&dev));
         eprintln!("mf (bias {bias}) test rmse after 20 clocks: cpu {c:.5} cuda {g:.5}");
         assert!(
-            g.is_finite() && g <= 1.05 * c,
+            g.is_finite() && g <= 1.02 * c,
             "bias {bias}: cuda {g} vs cpu {c}"
         );
     }

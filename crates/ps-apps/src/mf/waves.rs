@@ -115,9 +115,28 @@ impl WaveSchedule {
     }
 
     /// Moves the ratings into block order (user then item ascending inside a block), the order
-    /// [`Self::block`] indexes.
-    pub fn arrange(&self, ratings: &mut [Rating]) {
-        ratings.sort_unstable_by_key(|r| (self.block_of(r), r.user, r.item, r.value.to_bits()));
+    /// [`Self::block`] indexes: a counting sort into the blocks, then a sort of each (small)
+    /// block, so a hundred million ratings arrange in about a second. `ratings` must be the
+    /// ratings the schedule was made from.
+    pub fn arrange(&self, ratings: &mut Vec<Rating>) {
+        let mut next = self.starts.clone();
+        let mut out = vec![
+            Rating {
+                user: 0,
+                item: 0,
+                value: 0.0
+            };
+            ratings.len()
+        ];
+        for r in ratings.iter() {
+            let b = self.block_of(r);
+            out[next[b]] = *r;
+            next[b] += 1;
+        }
+        for b in self.starts.windows(2) {
+            out[b[0]..b[1]].sort_unstable_by_key(|r| (r.user, r.item, r.value.to_bits()));
+        }
+        *ratings = out;
     }
 
     /// Bands per dimension (`P`): lanes, and waves per epoch.

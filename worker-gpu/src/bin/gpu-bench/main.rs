@@ -117,7 +117,7 @@ pub fn median_event_ms(
     Ok(median_and_spread(t))
 }
 
-fn median_and_spread(mut t: Vec<f64>) -> (f64, f64) {
+pub fn median_and_spread(mut t: Vec<f64>) -> (f64, f64) {
     t.sort_by(f64::total_cmp);
     let med = t[t.len() / 2];
     let spread = (t[t.len() - 1] - t[0]) / med.max(1e-12);

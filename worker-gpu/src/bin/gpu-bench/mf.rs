@@ -1,7 +1,13 @@
 //! MF SGD: updates per second at rank 32 and 128 on a Netflix-shaped random problem
-//! (480,189 users × 17,770 items, 20 M ratings; `--quick`: 2 M), three ways:
-//! the `mf_sgd` kernel alone on device-resident data (events), the whole `MfCompute::sgd_epoch`
-//! call with its copies (wall), and the CPU engine `FastMf` on all host threads as the peer.
+//! (480,189 users × 17,770 items, 20 M ratings; `--quick`: 2 M; `GPU_BENCH_MF_RATINGS=N` overrides),
+//! three ways:
+//!
+//! - `mf_sgd_waves` (resident): the engine the sessions use ([`CudaMfResident`]), ratings,
+//!   users and items on the device, one epoch of conflict-free waves per launch, timed with
+//!   events (its `Traffic::compute_s`), median of 5 epochs after one warm-up;
+//! - `mf_sgd hogwild kernel`: the whole-grid kernel (a warp per rating, no conflict control),
+//!   for comparison with cuMF_SGD's batch-Hogwild figure; it loses updates on hot rows;
+//! - the CPU engine `FastMf` on all host threads, as the peer.
 //!
 //! Floor (METHOD.md, compulsory traffic): every rating read once (12 B) and both tables read and
 //! written once; flops 6 × rank per update. The note adds the per-update row-traffic bound
@@ -11,13 +17,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
-use ps_apps::mf::{FastMf, MfCompute, Rating};
+use ps_apps::mf::{
+    bands_for, ClockKey, FastMf, Layout, MfCompute, MfResident, Rating, ResidentSetup, WaveSchedule,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use worker_gpu::cuda::mf::CudaMf;
+use worker_gpu::cuda::mf_resident::CudaMfResident;
 use worker_gpu::cuda::{Gpu, GpuError};
 
-use crate::{median_event_ms, median_wall_ms, Ceilings, Row};
+use crate::{median_and_spread, median_event_ms, Ceilings, Row};
 
 const USERS: u32 = 480_189;
 const ITEMS: u32 = 17_770;
@@ -29,34 +37,102 @@ fn driver(call: &'static str) -> impl Fn(cudarc::driver::DriverError) -> GpuErro
     }
 }
 
-pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, GpuError> {
-    let n: usize = if quick { 2_000_000 } else { 20_000_000 };
+/// Ratings of random users on random items (uniform), values in [1, 5).
+fn ratings(n: usize) -> Vec<Rating> {
     let mut rng = ChaCha8Rng::seed_from_u64(0x3F_5EED);
-    let ratings: Vec<Rating> = (0..n)
+    (0..n)
         .map(|_| Rating {
             user: rng.gen_range(0..USERS),
             item: rng.gen_range(0..ITEMS),
             value: rng.gen_range(1.0f32..5.0),
         })
-        .collect();
+        .collect()
+}
+
+fn table(rng: &mut ChaCha8Rng, rows: u32, rank: usize) -> Vec<f32> {
+    let scale = 0.1 / (rank as f32).sqrt();
+    (0..rows as usize * rank)
+        .map(|_| rng.gen_range(-scale..scale))
+        .collect()
+}
+
+pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, GpuError> {
+    let n: usize = std::env::var("GPU_BENCH_MF_RATINGS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 2_000_000 } else { 20_000_000 });
+    let t = Instant::now();
+    let ratings = ratings(n);
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
     let mut rows = Vec::new();
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    eprintln!(
+        "mf: {n} ratings generated in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     for rank in [32usize, 128] {
-        let shape = format!("rank {rank}, {}M ratings, 480k×17.8k", n / 1_000_000);
+        let shape = format!("rank {rank}, {:.0}M ratings, 480k×17.8k", n as f64 / 1e6);
         let tables = (USERS as usize + ITEMS as usize) * rank;
         let bytes = (n * 12 + 2 * tables * 4) as f64;
         let flops = (n * 6 * rank) as f64;
         let (floor, bound) = ceil.floor_rate(n as f64, flops, bytes);
         let row_bound = ceil.copy_bytes_per_s / (16.0 * rank as f64 + 12.0);
-        let scale = 0.1 / (rank as f32).sqrt();
-        let u0: Vec<f32> = (0..USERS as usize * rank)
-            .map(|_| rng.gen_range(-scale..scale))
-            .collect();
-        let v0: Vec<f32> = (0..ITEMS as usize * rank)
-            .map(|_| rng.gen_range(-scale..scale))
-            .collect();
+        let u0 = table(&mut rng, USERS, rank);
+        let v0 = table(&mut rng, ITEMS, rank);
 
-        // (a) the kernel alone, on device-resident data.
+        // (a) the resident engine: one epoch of waves per launch.
+        let mut engine = CudaMfResident::new(Arc::clone(gpu))?;
+        let t = Instant::now();
+        let bands = bands_for(n, USERS, ITEMS, engine.lanes());
+        let schedule = WaveSchedule::new(&ratings, USERS, ITEMS, bands);
+        let mut arranged = ratings.clone();
+        schedule.arrange(&mut arranged);
+        let arrange_s = t.elapsed().as_secs_f64();
+        let err = |e: ps_apps::ComputeError| GpuError::Input(e.to_string());
+        engine
+            .setup(&ResidentSetup {
+                layout: Layout::plain(rank),
+                train: &arranged,
+                schedule: &schedule,
+                test: &[],
+                users: &u0,
+                num_items: ITEMS as usize,
+            })
+            .map_err(err)?;
+        let keys: Vec<u64> = (0..u64::from(ITEMS)).collect();
+        engine.load_items(&keys, &v0).map_err(err)?;
+        let mut epoch_ms = Vec::new();
+        for epoch in 0..6u32 {
+            let waves = schedule.epoch_waves(ClockKey {
+                seed: 1,
+                worker: 0,
+                clock: epoch,
+            });
+            let before = engine.traffic().compute_s;
+            engine.run_waves(&waves, 0.005, 0.02).map_err(err)?;
+            if epoch > 0 {
+                epoch_ms.push((engine.traffic().compute_s - before) * 1e3);
+            }
+        }
+        let (ms, spread) = median_and_spread(epoch_ms);
+        rows.push(Row {
+            bench: "mf_sgd_waves (resident)".into(),
+            shape: shape.clone(),
+            rate: n as f64 / (ms * 1e-3),
+            unit: "updates/s",
+            floor_rate: floor,
+            bound,
+            peer: None,
+            note: format!(
+                "{bands} bands (lanes {}), median of 5 epochs {ms:.2} ms (spread {:.0}%); schedule + arrange {arrange_s:.1} s on the host; row-traffic bound {:.3e} updates/s",
+                engine.lanes(),
+                spread * 100.0,
+                row_bound
+            ),
+        });
+        drop(engine);
+
+        // (b) the whole-grid Hogwild kernel on device-resident data.
         let s = gpu.compute_stream();
         let f = gpu.function("mf_sgd", "mf_sgd")?;
         let du = s
@@ -77,6 +153,7 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
             shared_mem_bytes: 0,
         };
         let (nn, rk, lr, reg) = (n as u32, rank as u32, 0.005f32, 0.02f32);
+        let (plain, mean) = (0i32, 0.0f32);
         let (ms, spread) = median_event_ms(s, 2, 9, || {
             let mut b = s.launch_builder(&f);
             b.arg(&du)
@@ -85,55 +162,45 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
                 .arg(&nn)
                 .arg(&mut dusers)
                 .arg(&mut ditems);
-            b.arg(&rk).arg(&lr).arg(&reg).arg(&mut dsse);
-            // SAFETY: indices are below USERS / ITEMS; the tables hold USERS / ITEMS rows.
+            b.arg(&rk)
+                .arg(&rk)
+                .arg(&plain)
+                .arg(&mean)
+                .arg(&lr)
+                .arg(&reg)
+                .arg(&mut dsse);
+            // SAFETY: indices are below USERS / ITEMS; the tables hold USERS / ITEMS rows of
+            // `rank` (width = rank, plain model).
             unsafe { b.launch(cfg) }
                 .map(|_| ())
                 .map_err(driver("mf_sgd"))
         })?;
-        let kernel_rate = n as f64 / (ms * 1e-3);
         rows.push(Row {
-            bench: "mf_sgd kernel".into(),
+            bench: "mf_sgd hogwild kernel".into(),
             shape: shape.clone(),
-            rate: kernel_rate,
+            rate: n as f64 / (ms * 1e-3),
             unit: "updates/s",
             floor_rate: floor,
             bound,
             peer: None,
             note: format!(
-                "median of 9 epochs {ms:.2} ms (spread {:.0}%); row-traffic bound {:.3e} updates/s (16·rank+12 B/update)",
-                spread * 100.0,
-                row_bound
+                "median of 9 epochs {ms:.2} ms (spread {:.0}%); no conflict control (loses updates on hot rows): a speed reference only",
+                spread * 100.0
             ),
         });
         drop((du, di, dv, dusers, ditems, dsse));
 
-        // (b) the trait call with its copies, and (c) the CPU engine on every host thread.
-        let mut engine = CudaMf::new(Arc::clone(gpu))?;
-        let (mut u, mut v) = (u0.clone(), v0.clone());
-        let (wall, wspread) = median_wall_ms(gpu, 1, 5, || {
-            engine.sgd_epoch(&ratings, &mut u, &mut v, rank, 0.005, 0.02)?;
-            Ok(())
-        })?;
+        // (c) the CPU engine on every host thread, as the peer of the resident row.
         let mut cpu = FastMf::new(threads);
         let (mut u, mut v) = (u0.clone(), v0.clone());
         let cpu_n = n.min(5_000_000);
         let t = Instant::now();
-        cpu.sgd_epoch(&ratings[..cpu_n], &mut u, &mut v, rank, 0.005, 0.02)?;
+        cpu.sgd_epoch(&ratings[..cpu_n], &mut u, &mut v, rank, 0.005, 0.02)
+            .map_err(err)?;
         let cpu_rate = cpu_n as f64 / t.elapsed().as_secs_f64();
-        rows.push(Row {
-            bench: "MfCompute::sgd_epoch (cuda)".into(),
-            shape,
-            rate: n as f64 / (wall * 1e-3),
-            unit: "updates/s",
-            floor_rate: floor,
-            bound,
-            peer: Some((format!("cpu FastMf {threads}t"), cpu_rate)),
-            note: format!(
-                "median of 5 calls {wall:.1} ms (spread {:.0}%), incl. tables and ratings over PCIe; CPU peer in random order on {cpu_n} ratings",
-                wspread * 100.0
-            ),
-        });
+        if let Some(r) = rows.iter_mut().rev().find(|r| r.bench.contains("resident")) {
+            r.peer = Some((format!("cpu FastMf {threads}t"), cpu_rate));
+        }
     }
     Ok(rows)
 }

@@ -1,0 +1,507 @@
+//! The resident CUDA MF engine: [`ps_apps::mf::MfResident`] on a device.
+//!
+//! [`MfResident::setup`] uploads the worker's training ratings (arranged in the schedule's block
+//! order, structure of arrays), the block offsets, the held-out ratings and the user rows once,
+//! and sizes a dense item cache; all stay on the device until the engine is dropped. Per clock:
+//!
+//! - each pulled chunk of item rows is staged in pinned memory, copied to the device and
+//!   scattered into the cache (`mf_scatter_rows`);
+//! - the clock's waves run in one launch of `mf_sgd_waves` (one warp per band, all resident, no
+//!   two warps on the same row; see `kernels/mf_sgd.cu`);
+//! - the rows the clock touched are gathered into a compact buffer (`mf_gather_rows`) and only
+//!   they are copied back.
+//!
+//! Every byte copied either way is counted ([`Traffic`]), with the kernels' time from CUDA
+//! events. Everything runs on the engine's compute stream, in order.
+
+use std::sync::Arc;
+
+use cudarc::driver::sys::CUevent_flags;
+use cudarc::driver::{CudaEvent, CudaFunction, LaunchConfig, PushKernelArg};
+use ps_apps::mf::{Layout, MfResident, Rating, ResidentSetup, Split, Traffic};
+use ps_apps::ComputeError;
+
+use super::buffers::{DevBuf, Pinned};
+use super::{failed, Call, Gpu, GpuError};
+
+/// Threads per block of the wave kernel: four warps, four bands.
+const WAVE_BLOCK: u32 = 128;
+/// Threads per block of the row and error kernels.
+const BLOCK: u32 = 256;
+
+/// Ratings on the device, structure of arrays.
+#[derive(Default)]
+struct DevRatings {
+    user: DevBuf<u32>,
+    item: DevBuf<u32>,
+    value: DevBuf<f32>,
+    len: usize,
+}
+
+/// Resident MF on a CUDA device (see the module docs).
+pub struct CudaMfResident {
+    gpu: Arc<Gpu>,
+    waves_fn: CudaFunction,
+    error_fn: CudaFunction,
+    scatter_fn: CudaFunction,
+    gather_fn: CudaFunction,
+    lanes: usize,
+    layout: Layout,
+    bands: u32,
+    num_users: usize,
+    num_items: usize,
+    train: DevRatings,
+    test: DevRatings,
+    starts: DevBuf<u32>,
+    users: DevBuf<f32>,
+    items: DevBuf<f32>,
+    shifts: DevBuf<u32>,
+    done: DevBuf<u32>,
+    stalled: DevBuf<u32>,
+    sse: DevBuf<f64>,
+    keys: DevBuf<u32>,
+    rows: DevBuf<f32>,
+    keys_host: Pinned<u32>,
+    rows_host: Pinned<f32>,
+    shifts_host: Pinned<u32>,
+    sse_host: Pinned<f64>,
+    flag_host: Pinned<u32>,
+    events: (CudaEvent, CudaEvent),
+    traffic: Traffic,
+}
+
+fn input(m: String) -> GpuError {
+    GpuError::Input(m)
+}
+
+fn to_u32(n: usize, what: &str) -> Result<u32, GpuError> {
+    u32::try_from(n).map_err(|_| input(format!("{what} ({n}) does not fit the kernel's u32")))
+}
+
+impl CudaMfResident {
+    /// The engine on `gpu`; sizes its lanes by the wave kernel's occupancy, so that every warp
+    /// of a launch is resident at once (the kernel's waits rely on it).
+    pub fn new(gpu: Arc<Gpu>) -> Result<Self, GpuError> {
+        let waves_fn = gpu.function("mf_sgd", "mf_sgd_waves")?;
+        gpu.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        let per_sm = waves_fn
+            .occupancy_max_active_blocks_per_multiprocessor(WAVE_BLOCK, 0, None)
+            .call("cuOccupancyMaxActiveBlocksPerMultiprocessor(mf_sgd_waves)")?
+            .max(1);
+        // Every warp of the launch must be resident: the occupancy's blocks on every SM.
+        let lanes = (per_sm * gpu.info.multiprocessors * (WAVE_BLOCK / 32)) as usize;
+        let timing = Some(CUevent_flags::CU_EVENT_DEFAULT);
+        let events = (
+            gpu.ctx.new_event(timing).call("cuEventCreate")?,
+            gpu.ctx.new_event(timing).call("cuEventCreate")?,
+        );
+        Ok(CudaMfResident {
+            error_fn: gpu.function("mf_sgd", "mf_squared_error")?,
+            scatter_fn: gpu.function("mf_sgd", "mf_scatter_rows")?,
+            gather_fn: gpu.function("mf_sgd", "mf_gather_rows")?,
+            waves_fn,
+            lanes,
+            layout: Layout::plain(0),
+            bands: 1,
+            num_users: 0,
+            num_items: 0,
+            train: DevRatings::default(),
+            test: DevRatings::default(),
+            starts: DevBuf::default(),
+            users: DevBuf::default(),
+            items: DevBuf::default(),
+            shifts: DevBuf::default(),
+            done: DevBuf::default(),
+            stalled: DevBuf::default(),
+            sse: DevBuf::default(),
+            keys: DevBuf::default(),
+            rows: DevBuf::default(),
+            keys_host: Pinned::new(&gpu.ctx)?,
+            rows_host: Pinned::new(&gpu.ctx)?,
+            shifts_host: Pinned::new(&gpu.ctx)?,
+            sse_host: Pinned::new(&gpu.ctx)?,
+            flag_host: Pinned::new(&gpu.ctx)?,
+            events,
+            traffic: Traffic::default(),
+            gpu,
+        })
+    }
+
+    /// Copies `data` to `dst` through `staging` on the compute stream, counting the bytes.
+    fn upload<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits + Copy + Default>(
+        gpu: &Gpu,
+        traffic: &mut Traffic,
+        staging: &mut Pinned<T>,
+        dst: &mut DevBuf<T>,
+        data: &[T],
+    ) -> Result<(), GpuError> {
+        staging.fill(data)?;
+        dst.upload(&gpu.compute, staging)?;
+        traffic.h2d_bytes += std::mem::size_of_val(data) as u64;
+        Ok(())
+    }
+
+    fn upload_ratings(&mut self, which: Split, ratings: &[Rating]) -> Result<(), GpuError> {
+        let (nu, ni) = (self.num_users, self.num_items);
+        if let Some(r) = ratings
+            .iter()
+            .find(|r| r.user as usize >= nu || r.item as usize >= ni)
+        {
+            return Err(input(format!(
+                "rating of user {} and item {} outside the {nu} x {ni} tables",
+                r.user, r.item
+            )));
+        }
+        to_u32(ratings.len(), "ratings")?;
+        let mut u32s = Pinned::new(&self.gpu.ctx)?;
+        let mut f32s = Pinned::new(&self.gpu.ctx)?;
+        let dst = match which {
+            Split::Train => &mut self.train,
+            Split::Test => &mut self.test,
+        };
+        let users: Vec<u32> = ratings.iter().map(|r| r.user).collect();
+        Self::upload(
+            &self.gpu,
+            &mut self.traffic,
+            &mut u32s,
+            &mut dst.user,
+            &users,
+        )?;
+        let items: Vec<u32> = ratings.iter().map(|r| r.item).collect();
+        let mut u32b = Pinned::new(&self.gpu.ctx)?;
+        Self::upload(
+            &self.gpu,
+            &mut self.traffic,
+            &mut u32b,
+            &mut dst.item,
+            &items,
+        )?;
+        let values: Vec<f32> = ratings.iter().map(|r| r.value).collect();
+        Self::upload(
+            &self.gpu,
+            &mut self.traffic,
+            &mut f32s,
+            &mut dst.value,
+            &values,
+        )?;
+        dst.len = ratings.len();
+        // The one-off staging buffers are freed here, after their copies finish.
+        self.gpu.compute.synchronize().call("cuStreamSynchronize")
+    }
+
+    fn try_setup(&mut self, s: &ResidentSetup<'_>) -> Result<(), GpuError> {
+        let w = s.layout.width();
+        self.layout = s.layout;
+        self.num_users = s.users.len() / w.max(1);
+        self.num_items = s.num_items;
+        to_u32(w, "row width")?;
+        to_u32(s.num_items.saturating_mul(w), "item cache")?;
+        let bands = s.schedule.bands();
+        if bands > self.lanes {
+            return Err(input(format!(
+                "a schedule of {bands} bands needs {bands} resident warps; this device holds {}",
+                self.lanes
+            )));
+        }
+        self.bands = to_u32(bands, "bands")?;
+        self.upload_ratings(Split::Train, s.train)?;
+        self.upload_ratings(Split::Test, s.test)?;
+        let starts = s
+            .schedule
+            .starts()
+            .iter()
+            .map(|&x| to_u32(x, "block start"))
+            .collect::<Result<Vec<u32>, _>>()?;
+        let mut staging = Pinned::new(&self.gpu.ctx)?;
+        Self::upload(
+            &self.gpu,
+            &mut self.traffic,
+            &mut staging,
+            &mut self.starts,
+            &starts,
+        )?;
+        let mut rows = Pinned::new(&self.gpu.ctx)?;
+        Self::upload(
+            &self.gpu,
+            &mut self.traffic,
+            &mut rows,
+            &mut self.users,
+            s.users,
+        )?;
+        let stream = &self.gpu.compute;
+        self.items.zero(stream, s.num_items * w)?;
+        self.done.zero(stream, bands)?;
+        self.stalled.zero(stream, 1)?;
+        self.sse.zero(stream, 1)?;
+        stream.synchronize().call("cuStreamSynchronize")
+    }
+
+    fn launch_rows(
+        &mut self,
+        scatter: bool,
+        n: usize,
+        table_is_users: bool,
+    ) -> Result<(), GpuError> {
+        let w = self.layout.width() as u32;
+        let n32 = to_u32(n, "rows")?;
+        let cfg = LaunchConfig {
+            grid_dim: (self.gpu.grid_for(n as u64 * u64::from(w), BLOCK, 8), 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let stream = &self.gpu.compute;
+        let table = if table_is_users {
+            &mut self.users
+        } else {
+            &mut self.items
+        };
+        if scatter {
+            let mut b = stream.launch_builder(&self.scatter_fn);
+            b.arg(self.keys.get())
+                .arg(self.rows.get())
+                .arg(&n32)
+                .arg(&w)
+                .arg(table.get_mut());
+            // SAFETY: `keys` holds n keys, each checked below the table's rows; `rows` holds
+            // n * w values; the table holds (rows) * w.
+            unsafe { b.launch(cfg) }.call("cuLaunchKernel(mf_scatter_rows)")?;
+        } else {
+            let mut b = stream.launch_builder(&self.gather_fn);
+            b.arg(self.keys.get())
+                .arg(&n32)
+                .arg(&w)
+                .arg(table.get())
+                .arg(self.rows.get_mut());
+            // SAFETY: as for the scatter, with `rows` sized n * w before the launch.
+            unsafe { b.launch(cfg) }.call("cuLaunchKernel(mf_gather_rows)")?;
+        }
+        Ok(())
+    }
+
+    /// Stages `keys` (checked below `limit`) in the device key buffer.
+    fn stage_keys<K: Copy + Into<u64>>(
+        &mut self,
+        keys: &[K],
+        limit: usize,
+    ) -> Result<(), GpuError> {
+        let host = self.keys_host.host_mut(keys.len())?;
+        for (h, &k) in host.iter_mut().zip(keys) {
+            let k = k.into();
+            if k >= limit as u64 {
+                return Err(input(format!(
+                    "row {k} is outside the table of {limit} rows"
+                )));
+            }
+            *h = k as u32;
+        }
+        self.keys.upload(&self.gpu.compute, &self.keys_host)?;
+        self.traffic.h2d_bytes += 4 * keys.len() as u64;
+        Ok(())
+    }
+
+    fn try_load(&mut self, keys: &[u64], values: &[f32]) -> Result<(), GpuError> {
+        let w = self.layout.width();
+        if values.len() != keys.len() * w {
+            return Err(input(format!(
+                "{} values for {} rows of width {w}",
+                values.len(),
+                keys.len()
+            )));
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.stage_keys(keys, self.num_items)?;
+        self.rows_host.fill(values)?;
+        self.rows.upload(&self.gpu.compute, &self.rows_host)?;
+        self.traffic.h2d_bytes += 4 * values.len() as u64;
+        self.launch_rows(true, keys.len(), false)
+    }
+
+    fn try_rows<K: Copy + Into<u64>>(
+        &mut self,
+        keys: &[K],
+        out: &mut [f32],
+        users: bool,
+    ) -> Result<(), GpuError> {
+        let w = self.layout.width();
+        if out.len() != keys.len() * w {
+            return Err(input(format!(
+                "{} outputs for {} rows",
+                out.len(),
+                keys.len()
+            )));
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let limit = if users {
+            self.num_users
+        } else {
+            self.num_items
+        };
+        self.stage_keys(keys, limit)?;
+        self.rows.ensure(&self.gpu.compute, out.len())?;
+        self.launch_rows(false, keys.len(), users)?;
+        self.rows_host
+            .download(&self.gpu.compute, self.rows.get(), out.len())?;
+        out.copy_from_slice(self.rows_host.host()?);
+        self.traffic.d2h_bytes += 4 * out.len() as u64;
+        Ok(())
+    }
+
+    /// Reads the device's sum of squared errors (and zeroes it for the next call).
+    fn take_sse(&mut self) -> Result<f64, GpuError> {
+        let stream = &self.gpu.compute;
+        self.sse_host.download(stream, self.sse.get(), 1)?;
+        let v = self.sse_host.host()?[0];
+        self.sse.zero(stream, 1)?;
+        self.traffic.d2h_bytes += 8;
+        Ok(v)
+    }
+
+    fn try_run_waves(&mut self, shifts: &[u32], lr: f32, reg: f32) -> Result<f64, GpuError> {
+        if shifts.is_empty() || self.train.len == 0 {
+            return Ok(0.0);
+        }
+        if let Some(s) = shifts.iter().find(|&&s| s >= self.bands) {
+            return Err(input(format!("wave {s} of a {}-band schedule", self.bands)));
+        }
+        let n = to_u32(shifts.len(), "waves")?;
+        self.shifts_host.fill(shifts)?;
+        self.shifts.upload(&self.gpu.compute, &self.shifts_host)?;
+        self.traffic.h2d_bytes += 4 * shifts.len() as u64;
+        let stream = Arc::clone(&self.gpu.compute);
+        self.done.zero(&stream, self.bands as usize)?;
+        let (rank, width) = (self.layout.rank as u32, self.layout.width() as u32);
+        let (biased, mean) = (
+            i32::from(self.layout.mean.is_some()),
+            self.layout.mean.unwrap_or(0.0),
+        );
+        let cfg = LaunchConfig {
+            grid_dim: ((self.bands * 32).div_ceil(WAVE_BLOCK), 1, 1),
+            block_dim: (WAVE_BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        self.events.0.record(&stream).call("cuEventRecord")?;
+        {
+            let t = &self.train;
+            let mut b = stream.launch_builder(&self.waves_fn);
+            b.arg(t.user.get())
+                .arg(t.item.get())
+                .arg(t.value.get())
+                .arg(self.starts.get())
+                .arg(self.shifts.get())
+                .arg(&n)
+                .arg(&self.bands)
+                .arg(self.users.get_mut())
+                .arg(self.items.get_mut())
+                .arg(&rank)
+                .arg(&width)
+                .arg(&biased)
+                .arg(&mean)
+                .arg(&lr)
+                .arg(&reg)
+                .arg(self.done.get_mut())
+                .arg(self.stalled.get_mut())
+                .arg(self.sse.get_mut());
+            // SAFETY: the ratings' indices were checked against the tables at set-up; the block
+            // starts index the ratings (bands^2 + 1 of them); shifts < bands (checked above);
+            // `done` holds `bands` counters; every warp of the grid is resident (bands <= lanes,
+            // checked at set-up), which the kernel's waits need.
+            unsafe { b.launch(cfg) }.call("cuLaunchKernel(mf_sgd_waves)")?;
+        }
+        self.events.1.record(&stream).call("cuEventRecord")?;
+        let ms = self
+            .events
+            .0
+            .elapsed_ms(&self.events.1)
+            .call("cuEventElapsedTime")?;
+        self.traffic.compute_s += f64::from(ms) / 1e3;
+        self.flag_host.download(&stream, self.stalled.get(), 1)?;
+        self.traffic.d2h_bytes += 4;
+        if self.flag_host.host()?[0] != 0 {
+            return Err(input(
+                "the wave kernel stalled: a warp waited 20 s for its neighbour (were all \
+                 warps resident?)"
+                    .into(),
+            ));
+        }
+        self.take_sse()
+    }
+
+    fn try_squared_error(&mut self, which: Split) -> Result<f64, GpuError> {
+        let r = match which {
+            Split::Train => &self.train,
+            Split::Test => &self.test,
+        };
+        if r.len == 0 {
+            return Ok(0.0);
+        }
+        let n = r.len as u32;
+        let (rank, width) = (self.layout.rank as u32, self.layout.width() as u32);
+        let (biased, mean) = (
+            i32::from(self.layout.mean.is_some()),
+            self.layout.mean.unwrap_or(0.0),
+        );
+        let cfg = LaunchConfig {
+            grid_dim: (self.gpu.grid_for(u64::from(n) * 32, BLOCK, 8), 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let stream = &self.gpu.compute;
+        let mut b = stream.launch_builder(&self.error_fn);
+        b.arg(r.user.get())
+            .arg(r.item.get())
+            .arg(r.value.get())
+            .arg(&n)
+            .arg(self.users.get())
+            .arg(self.items.get())
+            .arg(&rank)
+            .arg(&width)
+            .arg(&biased)
+            .arg(&mean)
+            .arg(self.sse.get_mut());
+        // SAFETY: indices checked at set-up; the tables are num_users/num_items x width.
+        unsafe { b.launch(cfg) }.call("cuLaunchKernel(mf_squared_error)")?;
+        self.take_sse()
+    }
+}
+
+impl MfResident for CudaMfResident {
+    fn name(&self) -> &'static str {
+        "cuda-waves"
+    }
+
+    fn lanes(&self) -> usize {
+        self.lanes
+    }
+
+    fn setup(&mut self, s: &ResidentSetup<'_>) -> Result<(), ComputeError> {
+        failed("cuda-waves", self.try_setup(s))
+    }
+
+    fn load_items(&mut self, keys: &[u64], values: &[f32]) -> Result<(), ComputeError> {
+        failed("cuda-waves", self.try_load(keys, values))
+    }
+
+    fn run_waves(&mut self, shifts: &[u32], lr: f32, reg: f32) -> Result<f64, ComputeError> {
+        failed("cuda-waves", self.try_run_waves(shifts, lr, reg))
+    }
+
+    fn item_rows(&mut self, keys: &[u64], out: &mut [f32]) -> Result<(), ComputeError> {
+        failed("cuda-waves", self.try_rows(keys, out, false))
+    }
+
+    fn user_rows(&mut self, users: &[u32], out: &mut [f32]) -> Result<(), ComputeError> {
+        failed("cuda-waves", self.try_rows(users, out, true))
+    }
+
+    fn squared_error(&mut self, which: Split) -> Result<f64, ComputeError> {
+        failed("cuda-waves", self.try_squared_error(which))
+    }
+
+    fn traffic(&self) -> Traffic {
+        self.traffic
+    }
+}

@@ -1,0 +1,212 @@
+//! The resident CUDA MF engine (conflict-free waves) against its CPU oracle `HostResident`, which
+//! runs the same waves block by block on one thread: on a heavily conflicting set (few items,
+//! many ratings each) the tables agree to f32 rounding after several epochs, the device run is
+//! bit-identical when repeated and when an epoch is split over calls, and the row and error
+//! helpers agree with the host.
+
+use ps_apps::mf::{
+    bands_for, ClockKey, CpuMf, HostResident, Layout, MfResident, Rating, ResidentSetup, Split,
+    WaveSchedule,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use worker_gpu::cuda::mf_resident::CudaMfResident;
+
+use crate::common::{rel_err, seed};
+
+struct Problem {
+    layout: Layout,
+    train: Vec<Rating>,
+    test: Vec<Rating>,
+    schedule: WaveSchedule,
+    users: Vec<f32>,
+    items: Vec<f32>,
+    num_items: usize,
+}
+
+/// 400 users x 24 items (every item in hundreds of ratings: Hogwild's worst case).
+fn problem(rng: &mut ChaCha8Rng, layout: Layout, lanes: usize) -> Problem {
+    let (users, items) = (400u32, 24u32);
+    let rating = |rng: &mut ChaCha8Rng| Rating {
+        user: rng.gen_range(0..users),
+        item: rng.gen_range(0..items),
+        value: rng.gen_range(-2.0f32..2.0),
+    };
+    let mut train: Vec<Rating> = (0..20_000).map(|_| rating(rng)).collect();
+    let test: Vec<Rating> = (0..2_000).map(|_| rating(rng)).collect();
+    let bands = bands_for(train.len(), users, items, lanes);
+    let schedule = WaveSchedule::new(&train, users, items, bands);
+    schedule.arrange(&mut train);
+    let w = layout.width();
+    let s = 0.3f32;
+    Problem {
+        layout,
+        users: (0..users as usize * w)
+            .map(|_| rng.gen_range(-s..s))
+            .collect(),
+        items: (0..items as usize * w)
+            .map(|_| rng.gen_range(-s..s))
+            .collect(),
+        train,
+        test,
+        schedule,
+        num_items: items as usize,
+    }
+}
+
+fn setup(e: &mut dyn MfResident, p: &Problem) {
+    e.setup(&ResidentSetup {
+        layout: p.layout,
+        train: &p.train,
+        schedule: &p.schedule,
+        test: &p.test,
+        users: &p.users,
+        num_items: p.num_items,
+    })
+    .expect("setup");
+    let keys: Vec<u64> = (0..p.num_items as u64).collect();
+    e.load_items(&keys, &p.items).expect("load");
+}
+
+fn tables(e: &mut dyn MfResident, p: &Problem) -> (Vec<f32>, Vec<f32>) {
+    let w = p.layout.width();
+    let users: Vec<u32> = (0..(p.users.len() / w) as u32).collect();
+    let keys: Vec<u64> = (0..p.num_items as u64).collect();
+    let (mut u, mut v) = (vec![0.0; p.users.len()], vec![0.0; p.items.len()]);
+    e.user_rows(&users, &mut u).expect("users");
+    e.item_rows(&keys, &mut v).expect("items");
+    (u, v)
+}
+
+fn waves(p: &Problem, epoch: u32) -> Vec<u32> {
+    p.schedule.epoch_waves(ClockKey {
+        seed: 3,
+        worker: 0,
+        clock: epoch,
+    })
+}
+
+#[test]
+fn waves_engine_matches_the_host_oracle_under_heavy_conflicts() {
+    let Some(gpu) = worker_gpu::gpu_or_skip("waves_engine_matches_the_host_oracle") else {
+        return;
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(seed("mf waves"));
+    for layout in [
+        Layout::plain(8),
+        Layout::plain(130),
+        Layout {
+            rank: 16,
+            mean: Some(0.2),
+        },
+    ] {
+        let mut dev = CudaMfResident::new(gpu.clone()).expect("engine");
+        let p = problem(&mut rng, layout, dev.lanes());
+        let mut host = HostResident::new(Box::new(CpuMf), dev.lanes());
+        setup(&mut dev, &p);
+        setup(&mut host, &p);
+        let (mut sd, mut sh) = (0.0, 0.0);
+        for epoch in 0..4 {
+            let w = waves(&p, epoch);
+            sd = dev.run_waves(&w, 0.01, 0.02).expect("device waves");
+            sh = host.run_waves(&w, 0.01, 0.02).expect("host waves");
+        }
+        let ((ud, vd), (uh, vh)) = (tables(&mut dev, &p), tables(&mut host, &p));
+        let (eu, ev) = (rel_err(&ud, &uh), rel_err(&vd, &vh));
+        eprintln!(
+            "{layout:?} ({} bands): users {eu:.2e} items {ev:.2e} sse {sd} vs {sh}",
+            p.schedule.bands()
+        );
+        assert!(
+            eu < 1e-4 && ev < 1e-4,
+            "{layout:?}: users {eu:.2e} items {ev:.2e}"
+        );
+        assert!((sd - sh).abs() <= 1e-4 * sh, "{layout:?}: sse {sd} vs {sh}");
+        for which in [Split::Train, Split::Test] {
+            let (d, h) = (
+                dev.squared_error(which).unwrap(),
+                host.squared_error(which).unwrap(),
+            );
+            assert!((d - h).abs() <= 1e-4 * h, "{which:?}: {d} vs {h}");
+        }
+        let t = dev.traffic();
+        assert!(
+            t.h2d_bytes > 0 && t.d2h_bytes > 0 && t.compute_s > 0.0,
+            "{t:?}"
+        );
+    }
+}
+
+#[test]
+fn waves_engine_is_deterministic_and_splits_epochs_exactly() {
+    let Some(gpu) = worker_gpu::gpu_or_skip("waves_engine_is_deterministic") else {
+        return;
+    };
+    let layout = Layout::plain(32);
+    let run = |split: bool| {
+        let mut dev = CudaMfResident::new(gpu.clone()).expect("engine");
+        let p = problem(&mut ChaCha8Rng::seed_from_u64(11), layout, dev.lanes());
+        setup(&mut dev, &p);
+        for epoch in 0..3 {
+            let w = waves(&p, epoch);
+            if split {
+                let (a, b) = w.split_at(w.len() / 3);
+                dev.run_waves(a, 0.01, 0.02).unwrap();
+                dev.run_waves(b, 0.01, 0.02).unwrap();
+            } else {
+                dev.run_waves(&w, 0.01, 0.02).unwrap();
+            }
+        }
+        tables(&mut dev, &p)
+    };
+    let a = run(false);
+    let b = run(false);
+    let c = run(true);
+    assert!(a == b, "two runs differ");
+    assert!(a == c, "an epoch split over two launches differs");
+}
+
+#[test]
+fn waves_engine_rejects_bad_rows_and_oversized_schedules() {
+    let Some(gpu) = worker_gpu::gpu_or_skip("waves_engine_rejects_bad_rows") else {
+        return;
+    };
+    let mut dev = CudaMfResident::new(gpu.clone()).expect("engine");
+    let p = problem(
+        &mut ChaCha8Rng::seed_from_u64(5),
+        Layout::plain(4),
+        dev.lanes(),
+    );
+    setup(&mut dev, &p);
+    assert!(dev.load_items(&[p.num_items as u64], &[0.0; 4]).is_err());
+    assert!(dev.load_items(&[0], &[0.0; 3]).is_err());
+    let mut out = [0.0; 4];
+    assert!(dev.item_rows(&[1 << 40], &mut out).is_err());
+    assert!(dev.user_rows(&[400], &mut out).is_err());
+    assert!(dev
+        .run_waves(&[p.schedule.bands() as u32], 0.1, 0.1)
+        .is_err());
+    // A schedule wider than the device's resident warps is refused, not run into a hang.
+    let lanes = dev.lanes();
+    let many: Vec<Rating> = (0..(lanes as u32 + 1) * 4)
+        .map(|k| Rating {
+            user: k % (lanes as u32 + 1),
+            item: k / 4,
+            value: 1.0,
+        })
+        .collect();
+    let n = lanes as u32 + 1;
+    let wide = WaveSchedule::new(&many, n, n, lanes + 1);
+    assert_eq!(wide.bands(), lanes + 1);
+    let users = vec![0.0; n as usize * 4];
+    let mut fresh = CudaMfResident::new(gpu).expect("engine");
+    let r = fresh.setup(&ResidentSetup {
+        layout: Layout::plain(4),
+        train: &many,
+        schedule: &wide,
+        test: &[],
+        users: &users,
+        num_items: n as usize,
+    });
+    assert!(r.is_err(), "{r:?}");
+}
