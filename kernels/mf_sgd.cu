@@ -149,6 +149,125 @@ extern "C" __global__ void mf_sgd(const unsigned int* __restrict__ rating_user,
     }
 }
 
+// A row's first MF_WARP * MF_CACHE elements, as this lane holds them (zeros past the rank), and
+// its bias (0 for the plain model).
+template <bool COHERENT>
+__device__ __forceinline__ void mf_load_row(const float* row,
+                                            unsigned int lane,
+                                            unsigned int rank,
+                                            int biased,
+                                            float* c,
+                                            float& bias) {
+#pragma unroll
+    for (int j = 0; j < MF_CACHE; ++j) {
+        const unsigned int k = lane + MF_WARP * j;
+        c[j] = k < rank ? mf_item<COHERENT>(row + k) : 0.0f;
+    }
+    bias = biased ? mf_item<COHERENT>(row + rank) : 0.0f;
+}
+
+// One block's ratings [lo, hi) by one warp, in order, software-pipelined: while rating r is
+// computed and written, the rows of rating r + 1 are already being loaded, unless r + 1 shares
+// its user row or its item row with r (then they are loaded after r's writes). The arithmetic
+// is mf_step's, so the result is the same; only the loads move earlier. Elements past
+// MF_WARP * MF_CACHE (rank > 128) are read at their use, as in mf_step.
+__device__ double mf_block_waves(const unsigned int* __restrict__ rating_user,
+                                 const unsigned int* __restrict__ rating_item,
+                                 const float* __restrict__ rating_value,
+                                 unsigned int lo,
+                                 unsigned int hi,
+                                 float* users,
+                                 float* items,
+                                 unsigned int lane,
+                                 unsigned int rank,
+                                 unsigned int width,
+                                 int biased,
+                                 float mean,
+                                 float lr,
+                                 float reg) {
+    if (lo >= hi) {
+        return 0.0;
+    }
+    double sse = 0.0;
+    unsigned int cu = rating_user[lo];
+    unsigned int ci = rating_item[lo];
+    float value = rating_value[lo];
+    float uc[MF_CACHE], vc[MF_CACHE], bu, bv;
+    mf_load_row<false>(users + (size_t)cu * width, lane, rank, biased, uc, bu);
+    mf_load_row<true>(items + (size_t)ci * width, lane, rank, biased, vc, bv);
+    for (unsigned int r = lo; r < hi; ++r) {
+        const bool more = r + 1 < hi;
+        unsigned int nu = 0, ni = 0;
+        float next_value = 0.0f;
+        if (more) {
+            nu = rating_user[r + 1];
+            ni = rating_item[r + 1];
+            next_value = rating_value[r + 1];
+        }
+        const bool ahead = more && nu != cu && ni != ci;
+        float nuc[MF_CACHE], nvc[MF_CACHE], nbu = 0.0f, nbv = 0.0f;
+        if (ahead) {
+            mf_load_row<false>(users + (size_t)nu * width, lane, rank, biased, nuc, nbu);
+            mf_load_row<true>(items + (size_t)ni * width, lane, rank, biased, nvc, nbv);
+        }
+        float* u = users + (size_t)cu * width;
+        float* v = items + (size_t)ci * width;
+        float part = 0.0f;
+#pragma unroll
+        for (int j = 0; j < MF_CACHE; ++j) {
+            part = fmaf(uc[j], vc[j], part);
+        }
+        for (unsigned int k = lane + MF_WARP * MF_CACHE; k < rank; k += MF_WARP) {
+            part = fmaf(u[k], mf_item<true>(v + k), part);
+        }
+        const float dot = mf_warp_sum(part);
+        const float e = value - (biased ? mean + bu + bv + dot : dot);
+        sse += (double)e * (double)e;
+#pragma unroll
+        for (int j = 0; j < MF_CACHE; ++j) {
+            const unsigned int k = lane + MF_WARP * j;
+            if (k < rank) {
+                const float u0 = uc[j];
+                const float v0 = vc[j];
+                u[k] = u0 + lr * (e * v0 - reg * u0);
+                v[k] = v0 + lr * (e * u0 - reg * v0);
+            }
+        }
+        for (unsigned int k = lane + MF_WARP * MF_CACHE; k < rank; k += MF_WARP) {
+            const float u0 = u[k];
+            const float v0 = mf_item<true>(v + k);
+            u[k] = u0 + lr * (e * v0 - reg * u0);
+            v[k] = v0 + lr * (e * u0 - reg * v0);
+        }
+        if (biased) {
+            __syncwarp(); // every lane read the biases before lane 0 writes them
+            if (lane == 0) {
+                u[rank] = bu + lr * (e - reg * bu);
+                v[rank] = bv + lr * (e - reg * bv);
+            }
+        }
+        __syncwarp(); // this rating's writes before any lane reads a shared row again
+        if (more) {
+            if (ahead) {
+#pragma unroll
+                for (int j = 0; j < MF_CACHE; ++j) {
+                    uc[j] = nuc[j];
+                    vc[j] = nvc[j];
+                }
+                bu = nbu;
+                bv = nbv;
+            } else {
+                mf_load_row<false>(users + (size_t)nu * width, lane, rank, biased, uc, bu);
+                mf_load_row<true>(items + (size_t)ni * width, lane, rank, biased, vc, bv);
+            }
+            cu = nu;
+            ci = ni;
+            value = next_value;
+        }
+    }
+    return sse;
+}
+
 // Conflict-free waves (serves ps_apps::mf::MfResident::run_waves; the schedule is
 // ps_apps::mf::WaveSchedule). The ratings are arranged in `bands x bands` blocks, block
 // (p, q) = ratings [block_start[p * bands + q], block_start[p * bands + q + 1]) whose users are in
@@ -226,12 +345,9 @@ extern "C" __global__ void mf_sgd_waves(const unsigned int* __restrict__ rating_
         }
         __threadfence(); // acquire: the neighbour's row writes before this warp's reads
         const unsigned int b = p * bands + q;
-        const unsigned int hi = block_start[b + 1];
-        for (unsigned int r = block_start[b]; r < hi; ++r) {
-            float* u = users + (size_t)rating_user[r] * width;
-            float* v = items + (size_t)rating_item[r] * width;
-            warp_sse += mf_step<true>(u, v, rating_value[r], lane, rank, biased, mean, lr, reg);
-        }
+        warp_sse += mf_block_waves(rating_user, rating_item, rating_value, block_start[b],
+                                   block_start[b + 1], users, items, lane, rank, width, biased,
+                                   mean, lr, reg);
         __threadfence(); // release: this wave's row writes before `done` says so
         __syncwarp();
         if (lane == 0) {

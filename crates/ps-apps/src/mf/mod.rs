@@ -37,7 +37,7 @@ pub use app::{MfApp, MfClock, MfFacts, MfFinal, MfSettings, ITEMS};
 pub use args::{MfArgs, MfDefaults, REAL_DATA, SYNTHETIC};
 pub use resident::{HostResident, MfResident, ResidentSetup, Split, Traffic};
 pub use session::MfSession;
-pub use waves::{bands_for, WaveSchedule, MIN_BLOCK_RATINGS};
+pub use waves::{bands_for, bands_with, WaveSchedule, MIN_BLOCK_RATINGS};
 
 pub use compute::{predict, rmse, squared_error, squared_error_in, CpuMf, Layout, MfCompute};
 pub use data::{

@@ -273,11 +273,11 @@ impl MfSession {
                     (all.len() * i / per, all.len() * (i + 1) / per)
                 };
                 plan.waves = all[from..to].to_vec();
-                let runs = r.schedule.runs(&plan.waves);
-                plan.count = runs.iter().map(|&(lo, hi)| hi - lo).sum();
+                plan.count = r.schedule.ratings_in(&plan.waves);
                 plan.touched = if plan.waves.len() == all.len() {
                     r.all_touched.clone()
                 } else {
+                    let runs = r.schedule.runs(&plan.waves);
                     touched_items(self.num_items, batches(&[], &runs, train))
                 };
             }

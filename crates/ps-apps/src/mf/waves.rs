@@ -49,13 +49,20 @@ pub struct WaveSchedule {
     /// Where block `(p, q)` (index `p * bands + q`) starts in the arranged ratings;
     /// `bands * bands + 1` entries.
     starts: Vec<usize>,
+    /// Ratings in the wave of each shift.
+    per_wave: Vec<usize>,
 }
 
 /// Bands for `ratings` ratings of `users` users and `items` items on a device that runs `lanes`
 /// lanes at once: as many as the lanes, users and items allow, and few enough that a block
 /// averages [`MIN_BLOCK_RATINGS`]. At least 1.
 pub fn bands_for(ratings: usize, users: u32, items: u32, lanes: usize) -> usize {
-    let by_size = ((ratings / MIN_BLOCK_RATINGS) as f64).sqrt().floor() as usize;
+    bands_with(ratings, users, items, lanes, MIN_BLOCK_RATINGS)
+}
+
+/// [`bands_for`] with blocks of `min_block` ratings on average (benchmarks try several).
+pub fn bands_with(ratings: usize, users: u32, items: u32, lanes: usize, min_block: usize) -> usize {
+    let by_size = ((ratings / min_block.max(1)) as f64).sqrt().floor() as usize;
     lanes
         .min(users as usize)
         .min(items as usize)
@@ -97,6 +104,7 @@ impl WaveSchedule {
             user_band,
             item_band,
             starts: Vec::new(),
+            per_wave: vec![0; bands],
         };
         for r in ratings {
             starts[s.block_of(r) + 1] += 1;
@@ -105,6 +113,12 @@ impl WaveSchedule {
             starts[b + 1] += starts[b];
         }
         s.starts = starts;
+        for p in 0..bands {
+            for q in 0..bands {
+                let (lo, hi) = s.block(p, q);
+                s.per_wave[(q + bands - p) % bands] += hi - lo;
+            }
+        }
         s
     }
 
@@ -203,7 +217,10 @@ impl WaveSchedule {
 
     /// Ratings in the waves `shifts`.
     pub fn ratings_in(&self, shifts: &[u32]) -> usize {
-        self.runs(shifts).iter().map(|&(lo, hi)| hi - lo).sum()
+        shifts
+            .iter()
+            .map(|&s| self.per_wave[s as usize % self.bands])
+            .sum()
     }
 }
 

@@ -18,7 +18,8 @@ use std::time::Instant;
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use ps_apps::mf::{
-    bands_for, ClockKey, FastMf, Layout, MfCompute, MfResident, Rating, ResidentSetup, WaveSchedule,
+    bands_with, ClockKey, FastMf, Layout, MfCompute, MfResident, Rating, ResidentSetup,
+    WaveSchedule,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -80,57 +81,17 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
         let u0 = table(&mut rng, USERS, rank);
         let v0 = table(&mut rng, ITEMS, rank);
 
-        // (a) the resident engine: one epoch of waves per launch.
-        let mut engine = CudaMfResident::new(Arc::clone(gpu))?;
-        let t = Instant::now();
-        let bands = bands_for(n, USERS, ITEMS, engine.lanes());
-        let schedule = WaveSchedule::new(&ratings, USERS, ITEMS, bands);
-        let mut arranged = ratings.clone();
-        schedule.arrange(&mut arranged);
-        let arrange_s = t.elapsed().as_secs_f64();
-        let err = |e: ps_apps::ComputeError| GpuError::Input(e.to_string());
-        engine
-            .setup(&ResidentSetup {
-                layout: Layout::plain(rank),
-                train: &arranged,
-                schedule: &schedule,
-                test: &[],
-                users: &u0,
-                num_items: ITEMS as usize,
-            })
-            .map_err(err)?;
-        let keys: Vec<u64> = (0..u64::from(ITEMS)).collect();
-        engine.load_items(&keys, &v0).map_err(err)?;
-        let mut epoch_ms = Vec::new();
-        for epoch in 0..6u32 {
-            let waves = schedule.epoch_waves(ClockKey {
-                seed: 1,
-                worker: 0,
-                clock: epoch,
-            });
-            let before = engine.traffic().compute_s;
-            engine.run_waves(&waves, 0.005, 0.02).map_err(err)?;
-            if epoch > 0 {
-                epoch_ms.push((engine.traffic().compute_s - before) * 1e3);
-            }
+        // (a) the resident engine: one epoch of waves per launch, for blocks of 16 ratings on
+        // average (the sessions' choice) and of 4 (more bands, more warps, more waits).
+        for min_block in [16usize, 4] {
+            rows.push(resident_row(
+                gpu, &ratings, rank, min_block, &u0, &v0, &shape,
+            )?);
+            let r = rows.last_mut().expect("pushed");
+            (r.floor_rate, r.bound) = (floor, bound);
+            r.note
+                .push_str(&format!("; row-traffic bound {row_bound:.3e} updates/s"));
         }
-        let (ms, spread) = median_and_spread(epoch_ms);
-        rows.push(Row {
-            bench: "mf_sgd_waves (resident)".into(),
-            shape: shape.clone(),
-            rate: n as f64 / (ms * 1e-3),
-            unit: "updates/s",
-            floor_rate: floor,
-            bound,
-            peer: None,
-            note: format!(
-                "{bands} bands (lanes {}), median of 5 epochs {ms:.2} ms (spread {:.0}%); schedule + arrange {arrange_s:.1} s on the host; row-traffic bound {:.3e} updates/s",
-                engine.lanes(),
-                spread * 100.0,
-                row_bound
-            ),
-        });
-        drop(engine);
 
         // (b) the whole-grid Hogwild kernel on device-resident data.
         let s = gpu.compute_stream();
@@ -198,9 +159,77 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
         cpu.sgd_epoch(&ratings[..cpu_n], &mut u, &mut v, rank, 0.005, 0.02)
             .map_err(err)?;
         let cpu_rate = cpu_n as f64 / t.elapsed().as_secs_f64();
-        if let Some(r) = rows.iter_mut().rev().find(|r| r.bench.contains("resident")) {
+        for r in rows
+            .iter_mut()
+            .filter(|r| r.bench.contains("resident") && r.shape == shape)
+        {
             r.peer = Some((format!("cpu FastMf {threads}t"), cpu_rate));
         }
     }
     Ok(rows)
+}
+
+fn err(e: ps_apps::ComputeError) -> GpuError {
+    GpuError::Input(e.to_string())
+}
+
+/// One row of the resident engine: `ratings` scheduled for blocks of `min_block` on average,
+/// five timed epochs after a warm-up.
+fn resident_row(
+    gpu: &Arc<Gpu>,
+    ratings: &[Rating],
+    rank: usize,
+    min_block: usize,
+    u0: &[f32],
+    v0: &[f32],
+    shape: &str,
+) -> Result<Row, GpuError> {
+    let n = ratings.len();
+    let mut engine = CudaMfResident::new(Arc::clone(gpu))?;
+    let t = Instant::now();
+    let bands = bands_with(n, USERS, ITEMS, engine.lanes(), min_block);
+    let schedule = WaveSchedule::new(ratings, USERS, ITEMS, bands);
+    let mut arranged = ratings.to_vec();
+    schedule.arrange(&mut arranged);
+    let arrange_s = t.elapsed().as_secs_f64();
+    engine
+        .setup(&ResidentSetup {
+            layout: Layout::plain(rank),
+            train: &arranged,
+            schedule: &schedule,
+            test: &[],
+            users: u0,
+            num_items: ITEMS as usize,
+        })
+        .map_err(err)?;
+    let keys: Vec<u64> = (0..u64::from(ITEMS)).collect();
+    engine.load_items(&keys, v0).map_err(err)?;
+    let mut epoch_ms = Vec::new();
+    for epoch in 0..6u32 {
+        let waves = schedule.epoch_waves(ClockKey {
+            seed: 1,
+            worker: 0,
+            clock: epoch,
+        });
+        let before = engine.traffic().compute_s;
+        engine.run_waves(&waves, 0.005, 0.02).map_err(err)?;
+        if epoch > 0 {
+            epoch_ms.push((engine.traffic().compute_s - before) * 1e3);
+        }
+    }
+    let (ms, spread) = median_and_spread(epoch_ms);
+    Ok(Row {
+        bench: format!("mf_sgd_waves (resident, block {min_block})"),
+        shape: shape.to_string(),
+        rate: n as f64 / (ms * 1e-3),
+        unit: "updates/s",
+        floor_rate: 0.0,
+        bound: "",
+        peer: None,
+        note: format!(
+            "{bands} bands (lanes {}), median of 5 epochs {ms:.2} ms (spread {:.0}%); schedule + arrange {arrange_s:.1} s on the host",
+            engine.lanes(),
+            spread * 100.0
+        ),
+    })
 }
