@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# End-to-end GPU benchmark: each row is a whole `ps-cluster local` job (2 CPU shards on this host,
+# QUIC on loopback), GPU workers against CPU workers that use all of the host's cores, with the
+# per-clock compute, PCIe and communication time and the rate, from each job's summary.
+#
+#   bash benches/gpu/e2e.sh BIN_DIR OUT_DIR [quick]
+#
+# BIN_DIR holds ps-cluster (the GPU bundle). Jobs (the issue's shapes; `quick` divides the data
+# by 10):
+#   mf   rank 128, Netflix-shaped: 480,189 users x 17,770 items, 100 M ratings (Zipf items)
+#   lda  K 1000, NYTimes-shaped: 300,000 documents x 330 tokens, vocabulary 100,000
+#   mlp  784-256-256-10 on 60,000 samples
+# CPU workers: MF and MLP one worker with --threads $(nproc); LDA $(nproc) workers of one thread
+# (the Gibbs sampler is sequential per worker). Each job has a time limit (E2E_LIMIT_S, default
+# 150 s); a job past it is reported as such. Writes OUT_DIR/e2e.jsonl (one summary per job) and
+# prints the table.
+set -uo pipefail
+BIN=${1:?usage: e2e.sh BIN_DIR OUT_DIR [quick]}
+OUT=${2:?usage: e2e.sh BIN_DIR OUT_DIR [quick]}
+QUICK=${3:-}
+LIMIT=${E2E_LIMIT_S:-150}
+CORES=$(nproc)
+mkdir -p "$OUT"
+: >"$OUT/e2e.jsonl"
+
+scale() { # scale N: N, or N/10 when quick
+    if [ "$QUICK" = quick ]; then echo $(($1 / 10)); else echo "$1"; fi
+}
+
+MF_DATA="--users 480189 --items 17770 --ratings $(scale 100000000) --item-zipf 0.8 --rank 128"
+LDA_DATA="--docs $(scale 300000) --doc-length 330 --vocab-size 100000 --topics 1000"
+MLP_DATA="--samples 60000 --hidden 256,256"
+
+# job NAME DEVICE ARGS...: runs one job, appends its summary (with name and device) to e2e.jsonl.
+job() {
+    local name=$1 device=$2
+    shift 2
+    local log="$OUT/e2e-$name-$device"
+    echo "-- $name on $device: ps-cluster local $*" >&2
+    if timeout "$LIMIT" "$BIN/ps-cluster" local --servers 2 --no-progress --device "$device" "$@" \
+        >"$log.json" 2>"$log.err"; then
+        tail -n 1 "$log.json" | python3 -c '
+import json, sys
+s = json.loads(sys.stdin.read())
+s["job"], s["run_device"] = sys.argv[1], sys.argv[2]
+print(json.dumps(s))' "$name" "$device" >>"$OUT/e2e.jsonl"
+    else
+        local rc=$?
+        echo "   FAILED (rc $rc$([ $rc -eq 124 ] && echo ", past ${LIMIT}s"))" >&2
+        tail -n 5 "$log.err" >&2
+        printf '{"job": "%s", "run_device": "%s", "failed": %d}\n' "$name" "$device" "$rc" \
+            >>"$OUT/e2e.jsonl"
+    fi
+}
+
+# shellcheck disable=SC2086
+{
+    job mf cuda --app mf --workers 1 --clocks 3 $MF_DATA
+    job mf cpu --app mf --workers 1 --threads "$CORES" --clocks 3 $MF_DATA
+    job lda cuda --app lda --workers 1 --clocks 3 $LDA_DATA
+    job lda cpu --app lda --workers "$CORES" --clocks 3 $LDA_DATA
+    job mlp cuda --app mlp --workers 1 --clocks 5 $MLP_DATA
+    job mlp cpu --app mlp --workers 1 --threads "$CORES" --clocks 5 $MLP_DATA
+}
+
+python3 - "$OUT/e2e.jsonl" <<'EOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+rate_keys = [("updates_per_s", "updates/s"), ("tokens_per_s", "tokens/s"), ("samples_per_s", "samples/s")]
+def rate(s):
+    for k, unit in rate_keys:
+        if k in s:
+            return s[k], unit
+    return None, ""
+def per_clock(s, k):
+    v, c = s.get(k), s.get("clocks") or 1
+    return None if v is None else v / c
+fmt = lambda v, f: "-" if v is None else format(v, f)
+print(f"{'job':<5} {'device':<7} {'workers':>7} {'rate':>11} {'unit':<10} {'compute/clk s':>13} "
+      f"{'device/clk s':>12} {'comm/clk s':>10} {'pcie in/clk MB':>14} {'pcie out/clk MB':>15} "
+      f"{'wall s':>7} {'quality':<24}")
+by_job = {}
+for s in rows:
+    if "failed" in s:
+        print(f"{s['job']:<5} {s['run_device']:<7} FAILED rc {s['failed']}")
+        continue
+    r, unit = rate(s)
+    by_job.setdefault(s["job"], {})[s["run_device"]] = r
+    q = next((f"{k} {s[k]:.4g}" for k in ("test_rmse", "loglik_per_token", "test_accuracy") if k in s), "")
+    mb = lambda k: None if s.get(k) is None else s[k] / 1e6
+    print(f"{s['job']:<5} {s['run_device']:<7} {s.get('workers', 0):>7} {fmt(r, '11.4e')} {unit:<10} "
+          f"{fmt(per_clock(s, 'compute_s'), '13.4f')} {fmt(per_clock(s, 'device_compute_s_clocks'), '12.4f')} "
+          f"{fmt(per_clock(s, 'comm_s'), '10.4f')} {fmt(mb('pcie_bytes_h2d_per_clock'), '14.2f')} "
+          f"{fmt(mb('pcie_bytes_d2h_per_clock'), '15.2f')} {fmt(s.get('wall_s'), '7.1f')} {q:<24}")
+for job, d in by_job.items():
+    if d.get("cuda") and d.get("cpu"):
+        print(f"{job}: GPU worker / CPU workers on all cores = {d['cuda'] / d['cpu']:.2f}x (rate)")
+EOF
