@@ -20,5 +20,7 @@ mod mf;
 mod mlp;
 #[path = "conformance/no_gpu.rs"]
 mod no_gpu;
+#[path = "conformance/rng.rs"]
+mod rng;
 #[path = "conformance/sessions.rs"]
 mod sessions;

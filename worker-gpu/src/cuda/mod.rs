@@ -15,6 +15,7 @@ pub mod lda;
 pub mod lr;
 pub mod mf;
 pub mod mlp;
+pub mod rng;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
