@@ -5,12 +5,19 @@
 #                                       # test binary into target/gpu-bundle (stripped, < 64 MiB)
 #   bash benches/gpu/check.sh device    # there, in ONE call of the device tool with
 #                                       # carry=["target/gpu-bundle"] (see benches/gpu/README.md):
-#                                       # finds NVRTC, runs the conformance suite with
-#                                       # PS_REQUIRE_GPU=1, trains mf / lda / mlp / lr end to end
-#                                       # with --device cuda, runs gpu-bench and the PyTorch MLP
-#                                       # peer, and prints a summary last.
+#                                       # finds NVRTC and cuBLAS (never a stubs/ library), runs
+#                                       # kernel-check, the conformance suite with PS_REQUIRE_GPU=1,
+#                                       # gpu-bench, the PyTorch MLP peer, and trains mf / lda /
+#                                       # mlp / lr end to end with --device cuda. Every step runs
+#                                       # under `timeout` and the whole half within
+#                                       # CHECK_BUDGET_S (default 285 s); a step that times out is
+#                                       # reported and the next one runs.
+#   bash benches/gpu/check.sh libs      # anywhere: print which CUDA libraries `device` would use
+#                                       # (PS_CUDA_ROOTS / PS_CUDA_SITE_DIRS override the search;
+#                                       # benches/gpu/test_cuda_libs.sh tests it on a fake tree)
 #
-# On the device, results go to $OUT (or ./gpu-check-out when OUT is unset).
+# On the device, results go to $OUT (or ./gpu-check-out when OUT is unset); every figure is also
+# collected in $OUT/summary.txt, which is printed last.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 BUNDLE=target/gpu-bundle
@@ -51,84 +58,163 @@ for line in sys.stdin:
     echo "now: device tool run(command='bash benches/gpu/check.sh device', carry=['$BUNDLE'])"
 }
 
-# Puts a directory holding libnvrtc.so (and its builtins) and libcublas.so on LD_LIBRARY_PATH.
-# cudarc looks for libnvrtc.so / .so.13 / .so.12 (and libcublas.so / .so.13 / .so.12); a private
-# directory of symlinks covers toolkits that ship only other names.
-find_cuda_libs() {
-    local shim roots lib found dirs=""
-    shim=$(mktemp -d)
-    roots="/usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda-*/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu"
-    roots="$roots $(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null)"
-    for lib in nvrtc cublas cublasLt; do
-        # shellcheck disable=SC2086
-        found=$(find $roots -maxdepth 5 -name "lib$lib.so*" \( -type f -o -type l \) 2>/dev/null |
-            grep -v builtins | sort -V | tail -n 1)
-        if [ -n "$found" ]; then
-            ln -sf "$found" "$shim/lib$lib.so"
-            dirs="$dirs:$(dirname "$found")"
-            echo "check.sh: lib$lib -> $found"
-        else
-            echo "check.sh: lib$lib not found under $roots" >&2
-        fi
-    done
-    export LD_LIBRARY_PATH="$shim$dirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# shellcheck source=benches/gpu/cuda_libs.sh
+. benches/gpu/cuda_libs.sh
+
+# ---- the device half: one function per step, each run through run_step ----------------------
+# To add a step: write a step_NAME function that uses run_step (bounded) and summary (figures),
+# and add it to DEVICE_STEPS. CHECK_STEPS="conformance unit" runs only those (a rerun).
+DEVICE_STEPS=${CHECK_STEPS:-"kernel_check conformance unit gpu_bench torch_peer end_to_end"}
+
+# Appends its arguments (or stdin when none) to summary.txt, which is printed at the end.
+summary() {
+    if [ $# -gt 0 ]; then
+        printf '%s\n' "$*" >>"$SUMMARY"
+    else
+        cat >>"$SUMMARY"
+    fi
 }
 
-device() {
-    local out="${OUT:-$PWD/gpu-check-out}" status=0
-    mkdir -p "$out"
-    [ -x "$BUNDLE/conformance" ] || { echo "check.sh: $BUNDLE missing: build here and carry it" >&2; exit 1; }
-    echo "== bundle from commit $(cat "$BUNDLE/COMMIT" 2>/dev/null)"
-    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv 2>&1 | tee "$out/nvidia-smi.txt"
-    find_cuda_libs
-    export PS_REQUIRE_GPU=1 RUST_BACKTRACE=1
+# Progress on stdout and a line of the summary.
+report() {
+    echo "$*"
+    summary "$*"
+}
 
+# run_step NAME LIMIT_S CMD...: runs CMD with stdout to $out/NAME.txt and stderr to
+# $out/NAME.err, killed after LIMIT_S seconds or when the device budget runs out, whichever
+# comes first. Records the outcome in the summary, sets STEP_RC (124 on a timeout) and returns 0
+# when CMD succeeded. A failure or timeout makes the whole check fail, and the next step runs.
+run_step() {
+    local name=$1 limit=$2 left started
+    shift 2
+    left=$((DEADLINE - SECONDS))
+    if [ "$left" -lt 5 ]; then
+        STEP_RC=125
+        : >"$out/$name.txt"
+        : >"$out/$name.err"
+        report "step $name: SKIPPED (the device budget of ${CHECK_BUDGET_S}s is spent)"
+        STATUS=1
+        return 1
+    fi
+    [ "$limit" -gt "$left" ] && limit=$left
+    started=$SECONDS
+    timeout -k 5 "$limit" "$@" >"$out/$name.txt" 2>"$out/$name.err"
+    STEP_RC=$?
+    if [ $STEP_RC -eq 0 ]; then
+        report "step $name: ok in $((SECONDS - started))s"
+        return 0
+    fi
+    STATUS=1
+    if [ $STEP_RC -eq 124 ] || [ $STEP_RC -eq 137 ]; then
+        report "step $name: TIMEOUT after ${limit}s (killed; output so far in $name.txt / $name.err)"
+    else
+        report "step $name: FAILED with status $STEP_RC after $((SECONDS - started))s; last lines of $name.err:"
+        tail -n 15 "$out/$name.err" | sed 's/^/    /' | summary
+    fi
+    return 1
+}
+
+step_kernel_check() {
     echo "== kernels through the worker's NVRTC path, for the device's architecture"
-    "$BUNDLE/kernel-check" --arch compute_90 2>&1 | tee "$out/kernel-check.txt" | tail -n 20
+    run_step kernel-check 30 "$BUNDLE/kernel-check" --arch compute_90
+    grep -E "^kernel-check: [0-9]+ of [0-9]+" "$out/kernel-check.txt" "$out/kernel-check.err" -h | summary
+}
 
+step_conformance() {
     echo "== conformance (PS_REQUIRE_GPU=1: a missing GPU fails)"
-    "$BUNDLE/conformance" --test-threads 1 --nocapture >"$out/conformance.txt" 2>&1
-    local conf=$?
-    grep -E "^test |test result|panicked|SKIP|rel|rmse|PS_TEST_SEED" "$out/conformance.txt" | tail -n 60
-    [ $conf -eq 0 ] || status=1
-    "$BUNDLE/worker-gpu-unit" --test-threads 1 >"$out/unit.txt" 2>&1 || status=1
-    tail -n 3 "$out/unit.txt"
+    run_step conformance 150 "$BUNDLE/conformance" --test-threads 1 --nocapture
+    # libtest writes the results to stdout and the cases' own lines (seeds, SKIP) to stderr.
+    grep -hE "^test .*(FAILED|ignored)|panicked|SKIP" "$out/conformance.txt" "$out/conformance.err" | head -n 20 | summary
+    grep -h "^test result" "$out/conformance.txt" | summary
+}
 
-    echo "== end to end: ps-cluster local --device cuda"
-    local app
-    for app in mf lda mlp lr; do
-        echo "-- $app"
-        if "$BUNDLE/ps-cluster" local --app "$app" --device cuda >"$out/$app.txt" 2>"$out/$app.err"; then
-            grep -m1 "^device:" "$out/$app.err" || true
-            tail -n 1 "$out/$app.txt" | python3 -c '
+step_unit() {
+    echo "== worker-gpu unit tests"
+    run_step unit 30 "$BUNDLE/worker-gpu-unit" --test-threads 1
+    grep -hE "^test .*FAILED|^test result" "$out/unit.txt" | summary
+}
+
+step_gpu_bench() {
+    echo "== gpu-bench"
+    # shellcheck disable=SC2086
+    run_step gpu-bench 90 "$BUNDLE/gpu-bench" --out "$out" ${GPU_BENCH_ARGS:-}
+    summary <"$out/gpu-bench.txt"
+}
+
+step_torch_peer() {
+    echo "== PyTorch MLP peer"
+    # With the loader path the job started with: torch brings its own CUDA libraries.
+    run_step torch-mlp 45 env LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" python3 benches/gpu/torch_mlp.py
+    sed 's/^/torch: /' "$out/torch-mlp.txt" | summary
+}
+
+# The key figures of a ps-cluster job's summary (its last stdout line, JSON).
+job_figures() {
+    tail -n 1 "$1" | python3 -c '
 import json, sys
 s = json.loads(sys.stdin.read())
 keys = ["device", "test_rmse", "topic_recovery", "loglik_per_token", "test_accuracy", "test_auc",
         "updates_per_s", "tokens_per_s", "samples_per_s", "compute_s", "wall_s"]
 print("  ".join(f"{k}={s[k]}" for k in keys if k in s))
-' || tail -n 5 "$out/$app.txt"
-        else
-            echo "ps-cluster --app $app FAILED"; tail -n 20 "$out/$app.err"; status=1
-        fi
+' 2>/dev/null || echo "(no JSON summary in $1)"
+}
+
+step_end_to_end() {
+    echo "== end to end: ps-cluster local --device cuda"
+    local app
+    for app in mf lda mlp lr; do
+        run_step "$app" 60 "$BUNDLE/ps-cluster" local --app "$app" --device cuda
+        [ "$STEP_RC" -eq 125 ] && continue
+        summary "$app: $(grep -m1 "^device:" "$out/$app.err") $(job_figures "$out/$app.txt")"
+    done
+}
+
+device() {
+    # CHECK_BUNDLE: another bundle directory (a test of this script with fake binaries).
+    BUNDLE=${CHECK_BUNDLE:-$BUNDLE}
+    out="${OUT:-$PWD/gpu-check-out}"
+    STATUS=0
+    CHECK_BUDGET_S=${CHECK_BUDGET_S:-285}
+    DEADLINE=$((SECONDS + CHECK_BUDGET_S))
+    ORIG_LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}
+    mkdir -p "$out"
+    SUMMARY="$out/summary.txt"
+    : >"$SUMMARY"
+    [ -x "$BUNDLE/conformance" ] || { echo "check.sh: $BUNDLE missing: build here and carry it" >&2; exit 1; }
+    report "== GPU check of commit $(cat "$BUNDLE/COMMIT" 2>/dev/null), budget ${CHECK_BUDGET_S}s"
+    timeout 20 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem \
+        --format=csv,noheader 2>&1 | sed 's/^/gpu: /' | summary
+    find_cuda_libs >"$out/cuda-libs.txt" 2>&1 || STATUS=1
+    summary <"$out/cuda-libs.txt"
+    export PS_REQUIRE_GPU=1 RUST_BACKTRACE=1
+
+    local step
+    for step in $DEVICE_STEPS; do
+        "step_$step"
     done
 
-    echo "== PyTorch MLP peer"
-    python3 benches/gpu/torch_mlp.py >"$out/torch-mlp.jsonl" 2>"$out/torch-mlp.err" || { tail -n 5 "$out/torch-mlp.err"; }
-    cat "$out/torch-mlp.jsonl"
+    report "== overall status $STATUS after $((SECONDS))s (files under $out)"
+    echo
+    echo "======== $SUMMARY"
+    cat "$SUMMARY"
+    return $STATUS
+}
 
-    echo "== gpu-bench"
-    "$BUNDLE/gpu-bench" --out "$out" ${GPU_BENCH_ARGS:-} 2>"$out/gpu-bench.err" | tee "$out/gpu-bench.txt" | tail -n 40
-    [ "${PIPESTATUS[0]}" -eq 0 ] || { tail -n 10 "$out/gpu-bench.err"; status=1; }
-
-    echo "== summary: conformance rc $conf, overall status $status (files under $out)"
-    return $status
+libs() {
+    local rc=0
+    find_cuda_libs || rc=$?
+    printf '%s' "$CUDA_LIBS_CHOSEN"
+    rm -rf "$CUDA_LIBS_SHIM"
+    return $rc
 }
 
 case "${1:-}" in
     build) build ;;
     device) device ;;
+    libs) libs ;;
     *)
-        sed -n 2,14p "$0"
+        sed -n 2,21p "$0"
         exit 2
         ;;
 esac

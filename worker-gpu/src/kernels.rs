@@ -26,18 +26,48 @@ pub struct Kernel {
     pub name: &'static str,
     /// File name under `kernels/`.
     pub file: &'static str,
-    /// The CUDA C++ source, embedded at build time.
+    /// The shared headers (`kernels/*.cuh`, see [`HEADERS`]) prepended to the file, in order.
+    pub headers: &'static [&'static str],
+    /// What NVRTC compiles, embedded at build time: the headers' sources, then (when there are
+    /// headers) a `#line 1 "FILE"` directive, then the file's own source.
     pub source: &'static str,
     /// Names of the entry points, in source order.
     pub entries: &'static [&'static str],
 }
 
+/// A shared header of device code, `kernels/NAME.cuh`: NVRTC compiles every kernel file alone
+/// (no `#include`), so the kernels that need a header name it and get its text prepended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// File name under `kernels/`.
+    pub file: &'static str,
+    /// The source, embedded at build time.
+    pub source: &'static str,
+}
+
+macro_rules! header {
+    ($name:literal) => {
+        Header {
+            file: concat!($name, ".cuh"),
+            source: include_str!(concat!("../../kernels/", $name, ".cuh")),
+        }
+    };
+}
+
+/// Every header of `kernels/` (a unit test checks the list against the directory).
+pub const HEADERS: &[Header] = &[header!("philox")];
+
 macro_rules! kernel {
-    ($name:literal, [$($entry:literal),+ $(,)?]) => {
+    ($name:literal, [$($entry:literal),+ $(,)?] $(, headers [$($h:literal),+ $(,)?])?) => {
         Kernel {
             name: $name,
             file: concat!($name, ".cu"),
-            source: include_str!(concat!("../../kernels/", $name, ".cu")),
+            headers: &[$($(concat!($h, ".cuh")),+)?],
+            source: concat!(
+                $($(include_str!(concat!("../../kernels/", $h, ".cuh")),)+
+                "#line 1 \"", $name, ".cu\"\n",)?
+                include_str!(concat!("../../kernels/", $name, ".cu"))
+            ),
             entries: &[$($entry),+],
         }
     };
@@ -78,6 +108,7 @@ pub const KERNELS: &[Kernel] = &[
             "codec_ef_subtract"
         ]
     ),
+    kernel!("rng", ["rng_philox_uniforms"], headers["philox"]),
 ];
 
 /// The kernel called `name` (file name without `.cu`).
@@ -273,183 +304,4 @@ pub fn compile_ptx_named(name: &str, arch: &'static str) -> Result<Arc<str>, Ker
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::BTreeSet;
-    use std::path::PathBuf;
-
-    fn kernels_dir() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../kernels")
-    }
-
-    /// Names of the `__global__` functions of a source, checking that each is `extern "C"`.
-    fn global_functions(src: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut rest = src;
-        while let Some(at) = rest.find("__global__") {
-            let before = rest[..at].trim_end();
-            assert!(
-                before.ends_with("extern \"C\""),
-                "a __global__ function is not extern \"C\": {:?}",
-                &rest[at..(at + 80).min(rest.len())]
-            );
-            let mut s = rest[at + "__global__".len()..].trim_start();
-            s = s
-                .strip_prefix("void")
-                .expect("__global__ void")
-                .trim_start();
-            if let Some(after) = s.strip_prefix("__launch_bounds__") {
-                let close = after.find(')').expect("__launch_bounds__(...)");
-                s = after[close + 1..].trim_start();
-            }
-            let name: String = s
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            assert!(
-                s[name.len()..].trim_start().starts_with('('),
-                "cannot parse the declaration of {name}"
-            );
-            out.push(name);
-            rest = &rest[at + "__global__".len()..];
-        }
-        out
-    }
-
-    #[test]
-    fn every_kernel_file_is_listed() {
-        let on_disk: BTreeSet<String> = std::fs::read_dir(kernels_dir())
-            .expect("kernels/ directory")
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".cu"))
-            .collect();
-        let listed: BTreeSet<String> = KERNELS.iter().map(|k| k.file.to_string()).collect();
-        assert_eq!(on_disk, listed, "kernels/*.cu and KERNELS differ");
-        for k in KERNELS {
-            let text = std::fs::read_to_string(kernels_dir().join(k.file)).unwrap();
-            assert_eq!(text, k.source, "{} embedded source is stale", k.file);
-            assert_eq!(k.file, format!("{}.cu", k.name));
-            assert_eq!(kernel(k.name), Some(k));
-        }
-        assert_eq!(kernel("nope"), None);
-    }
-
-    #[test]
-    fn entry_points_match_the_sources() {
-        let mut all = BTreeSet::new();
-        for k in KERNELS {
-            let found = global_functions(k.source);
-            assert_eq!(found, k.entries, "{}: entry points", k.file);
-            for e in k.entries {
-                assert!(all.insert(*e), "entry point {e} defined twice");
-            }
-            assert!(
-                !k.source.contains("#include"),
-                "{}: kernels must compile with NVRTC alone (no #include)",
-                k.file
-            );
-        }
-    }
-
-    #[test]
-    fn parses_declarations() {
-        let src = "extern \"C\" __global__ void a(int x) {}\n\
-                   extern \"C\" __global__ void __launch_bounds__(256)\n    b (float* y) {}";
-        assert_eq!(global_functions(src), ["a", "b"]);
-    }
-
-    #[test]
-    fn arch_names() {
-        for ok in [
-            "compute_90",
-            "sm_90",
-            "compute_90a",
-            "sm_100",
-            "compute_120",
-        ] {
-            assert_eq!(check_arch(ok), Ok(()), "{ok}");
-        }
-        for bad in [
-            "",
-            "90",
-            "compute_",
-            "sm_9",
-            "compute_9x",
-            "gfx90a",
-            "sm_90 -G",
-        ] {
-            assert!(
-                matches!(check_arch(bad), Err(KernelError::BadArch(_))),
-                "{bad}"
-            );
-        }
-        assert!(matches!(
-            compile_ptx(&KERNELS[0], "bogus"),
-            Err(KernelError::BadArch(_))
-        ));
-        assert!(matches!(
-            compile_ptx_named("nope", DEFAULT_ARCH),
-            Err(KernelError::UnknownKernel(_))
-        ));
-    }
-
-    #[test]
-    fn finds_ptx_entries() {
-        let ptx = "//\n.visible .entry mf_sgd(\n\t.param .u64 a\n)\n.entry mf_sgd_x(\n";
-        assert!(ptx_has_entry(ptx, "mf_sgd"));
-        assert!(ptx_has_entry(ptx, "mf_sgd_x"));
-        assert!(!ptx_has_entry(ptx, "mf"));
-        assert!(!ptx_has_entry(ptx, "lr_gradient"));
-    }
-
-    #[test]
-    fn every_kernel_compiles_to_ptx_when_nvrtc_is_present() {
-        if !nvrtc_available() {
-            // Never a panic: a typed error.
-            let err = compile_ptx(&KERNELS[0], DEFAULT_ARCH).unwrap_err();
-            assert!(matches!(err, KernelError::NvrtcMissing { .. }), "{err}");
-            assert!(nvrtc_version().is_err());
-            println!(
-                "SKIP: libnvrtc not loadable, kernels not compiled (.ci/check-kernels provides it)"
-            );
-            return;
-        }
-        let (major, minor) = nvrtc_version().unwrap();
-        assert!(major >= 12, "NVRTC {major}.{minor}");
-        for k in KERNELS {
-            let ptx = compile_ptx(k, DEFAULT_ARCH).unwrap_or_else(|e| panic!("{e}"));
-            assert!(ptx.contains(".target sm_90"), "{}: target", k.file);
-            for e in k.entries {
-                assert!(
-                    ptx_has_entry(&ptx, e),
-                    "{}: no entry {e} in the PTX",
-                    k.file
-                );
-            }
-            // Cached: the same PTX object comes back.
-            let again = compile_ptx(k, DEFAULT_ARCH).unwrap();
-            assert!(Arc::ptr_eq(&ptx, &again), "{}: not cached", k.file);
-        }
-    }
-
-    #[test]
-    fn compile_errors_carry_the_log_when_nvrtc_is_present() {
-        if !nvrtc_available() {
-            println!("SKIP: libnvrtc not loadable");
-            return;
-        }
-        let err = compile_source(
-            "broken.cu",
-            "extern \"C\" __global__ void k(float* x) { x[0] = undefined_name; }",
-            DEFAULT_ARCH,
-        )
-        .unwrap_err();
-        match err {
-            KernelError::Compile { file, log, .. } => {
-                assert_eq!(file, "broken.cu");
-                assert!(log.contains("undefined_name"), "log: {log}");
-            }
-            other => panic!("expected a compile error, got {other}"),
-        }
-    }
-}
+mod tests;

@@ -8,6 +8,7 @@
 //!   [`cuda::mlp::CudaMlp`], [`cuda::lr::CudaLr`] and the on-device delta codecs
 //!   [`cuda::codec::CudaCodec`]. Each engine implements the same compute trait as the CPU
 //!   engines of `ps-apps`, whose CPU oracle it is checked against (`tests/conformance.rs`);
+//!   [`cuda::rng::CudaRng`] draws `ps_apps::philox`'s uniforms on the device, bit for bit;
 //!   [`DeviceEngines`] hands them to the apps' sessions.
 //! - [`select`] resolves `--device`; `auto` takes the first GPU when one works and says why it
 //!   did not otherwise. With `PS_REQUIRE_GPU=1` a fallback to the CPU is an error instead.

@@ -22,5 +22,7 @@ mod mf_waves;
 mod mlp;
 #[path = "conformance/no_gpu.rs"]
 mod no_gpu;
+#[path = "conformance/rng.rs"]
+mod rng;
 #[path = "conformance/sessions.rs"]
 mod sessions;

@@ -10,6 +10,8 @@
 //!   topic totals in `add` tables), [`mlp`] (a dense ReLU network, oracle and GEMM engine; one
 //!   table per layer), [`lr`] (L1 sparse logistic regression on u64 feature keys; a sparse table
 //!   with the FTRL-proximal rule).
+//! - [`philox`]: the counter-based generator Philox-4x32-10 and its uniforms in [0, 1), bit for
+//!   bit the same as the CUDA kernel `rng_philox_uniforms` (`kernels/rng.cu`).
 //!
 //! This crate must not depend on networking, async runtimes, the parameter-server client or
 //! the server: sessions see rows going in and updates going out, never a connection, so
@@ -23,6 +25,7 @@ pub mod lda;
 pub mod lr;
 pub mod mf;
 pub mod mlp;
+pub mod philox;
 pub mod seed;
 
 pub use error::{AppError, ComputeError, DataError, SinkError};

@@ -16,6 +16,7 @@ pub mod lr;
 pub mod mf;
 pub mod mf_resident;
 pub mod mlp;
+pub mod rng;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
