@@ -168,7 +168,8 @@ __device__ __forceinline__ void mf_load_row(const float* row,
 
 // One block's ratings [lo, hi) by one warp, in order, software-pipelined: while rating r is
 // computed and written, the rows of rating r + 1 are already being loaded, unless r + 1 shares
-// its user row or its item row with r (then they are loaded after r's writes). The arithmetic
+// its user row or its item row with r (then they are loaded after r's writes), and the indices
+// of rating r + 2. The arithmetic
 // is mf_step's, so the result is the same; only the loads move earlier. Elements past
 // MF_WARP * MF_CACHE (rank > 128) are read at their use, as in mf_step.
 __device__ double mf_block_waves(const unsigned int* __restrict__ rating_user,
@@ -192,17 +193,25 @@ __device__ double mf_block_waves(const unsigned int* __restrict__ rating_user,
     unsigned int cu = rating_user[lo];
     unsigned int ci = rating_item[lo];
     float value = rating_value[lo];
+    // The next rating's indices are loaded one rating ahead of its rows.
+    unsigned int nu = 0, ni = 0;
+    float next_value = 0.0f;
+    if (lo + 1 < hi) {
+        nu = rating_user[lo + 1];
+        ni = rating_item[lo + 1];
+        next_value = rating_value[lo + 1];
+    }
     float uc[MF_CACHE], vc[MF_CACHE], bu, bv;
     mf_load_row<false>(users + (size_t)cu * width, lane, rank, biased, uc, bu);
     mf_load_row<true>(items + (size_t)ci * width, lane, rank, biased, vc, bv);
     for (unsigned int r = lo; r < hi; ++r) {
         const bool more = r + 1 < hi;
-        unsigned int nu = 0, ni = 0;
-        float next_value = 0.0f;
-        if (more) {
-            nu = rating_user[r + 1];
-            ni = rating_item[r + 1];
-            next_value = rating_value[r + 1];
+        unsigned int nnu = 0, nni = 0;
+        float nn_value = 0.0f;
+        if (r + 2 < hi) {
+            nnu = rating_user[r + 2];
+            nni = rating_item[r + 2];
+            nn_value = rating_value[r + 2];
         }
         const bool ahead = more && nu != cu && ni != ci;
         float nuc[MF_CACHE], nvc[MF_CACHE], nbu = 0.0f, nbv = 0.0f;
@@ -263,6 +272,9 @@ __device__ double mf_block_waves(const unsigned int* __restrict__ rating_user,
             cu = nu;
             ci = ni;
             value = next_value;
+            nu = nnu;
+            ni = nni;
+            next_value = nn_value;
         }
     }
     return sse;

@@ -64,7 +64,7 @@ for line in sys.stdin:
 # ---- the device half: one function per step, each run through run_step ----------------------
 # To add a step: write a step_NAME function that uses run_step (bounded) and summary (figures),
 # and add it to DEVICE_STEPS. CHECK_STEPS="conformance unit" runs only those (a rerun).
-DEVICE_STEPS=${CHECK_STEPS:-"kernel_check conformance unit gpu_bench torch_peer end_to_end"}
+DEVICE_STEPS=${CHECK_STEPS:-"kernel_check conformance unit gpu_bench torch_peer end_to_end mf_deterministic e2e_bench"}
 
 # Appends its arguments (or stdin when none) to summary.txt, which is printed at the end.
 summary() {
@@ -168,6 +168,42 @@ step_end_to_end() {
         [ "$STEP_RC" -eq 125 ] && continue
         summary "$app: $(grep -m1 "^device:" "$out/$app.err") $(job_figures "$out/$app.txt")"
     done
+}
+
+# MF on the GPU twice with --deterministic: the item tables' hashes must match, and the built-in
+# job must reach test RMSE <= 1.15 x its noise sigma.
+step_mf_deterministic() {
+    echo "== MF --device cuda --deterministic, twice"
+    local i
+    for i in 1 2; do
+        run_step "mf-det-$i" 60 "$BUNDLE/ps-cluster" local --app mf --device cuda --deterministic --no-progress ||
+            return 0
+    done
+    if ! python3 - "$out/mf-det-1.txt" "$out/mf-det-2.txt" >"$out/mf-det.txt" 2>&1 <<'PY'; then
+import json, sys
+a, b = (json.loads(open(f).read().strip().splitlines()[-1]) for f in sys.argv[1:3])
+ok_hash = a["item_table_hash"] == b["item_table_hash"]
+bar = 1.15 * a["noise_sigma"]
+ok_rmse = a["test_rmse"] <= bar
+print(f"mf deterministic on {a['device']}: hashes {a['item_table_hash']} / {b['item_table_hash']} "
+      f"({'equal' if ok_hash else 'DIFFER'}); test_rmse {a['test_rmse']:.5f} "
+      f"({'<=' if ok_rmse else 'ABOVE'} 1.15 x sigma = {bar:.4f}); "
+      f"PCIe per clock in {a.get('pcie_bytes_h2d_per_clock')} B, out {a.get('pcie_bytes_d2h_per_clock')} B")
+sys.exit(0 if ok_hash and ok_rmse else 1)
+PY
+        STATUS=1
+    fi
+    summary <"$out/mf-det.txt"
+}
+
+# The end-to-end benchmark (benches/gpu/e2e.sh): E2E_SIZE=full for the issue's shapes (several
+# minutes: run it alone, CHECK_STEPS=e2e_bench CHECK_BUDGET_S=560), tenfold smaller by default.
+step_e2e_bench() {
+    echo "== end-to-end benchmark (${E2E_SIZE:-quick})"
+    local size=quick
+    [ "${E2E_SIZE:-quick}" = full ] && size=full
+    run_step e2e-bench "${E2E_LIMIT_TOTAL_S:-200}" bash benches/gpu/e2e.sh "$BUNDLE" "$out" "$size"
+    summary <"$out/e2e-bench.txt"
 }
 
 device() {

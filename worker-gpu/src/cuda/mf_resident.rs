@@ -4,12 +4,13 @@
 //! order, structure of arrays), the block offsets, the held-out ratings and the user rows once,
 //! and sizes a dense item cache; all stay on the device until the engine is dropped. Per clock:
 //!
-//! - each pulled chunk of item rows is staged in pinned memory, copied to the device and
-//!   scattered into the cache (`mf_scatter_rows`);
+//! - the read's row keys go to the device when they differ from the last clock's; each pulled
+//!   chunk of rows is staged in pinned memory, copied to the device and scattered into the cache
+//!   by its position in the read (`mf_scatter_rows`);
 //! - the clock's waves run in one launch of `mf_sgd_waves` (one warp per band, all resident, no
 //!   two warps on the same row; see `kernels/mf_sgd.cu`);
 //! - the rows the clock touched are gathered into a compact buffer (`mf_gather_rows`) and only
-//!   they are copied back.
+//!   they are copied back (their key list, too, crosses only when it changes).
 //!
 //! Every byte copied either way is counted ([`Traffic`]), with the kernels' time from CUDA
 //! events. Everything runs on the engine's compute stream, in order.
@@ -59,7 +60,11 @@ pub struct CudaMfResident {
     done: DevBuf<u32>,
     stalled: DevBuf<u32>,
     sse: DevBuf<f64>,
-    keys: DevBuf<u32>,
+    /// The rows of the current read (loads scatter by position), of the last gather of item
+    /// rows, and of the last gather of user rows.
+    reads: KeyList,
+    gathers: KeyList,
+    user_keys: KeyList,
     rows: DevBuf<f32>,
     keys_host: Pinned<u32>,
     rows_host: Pinned<f32>,
@@ -68,6 +73,48 @@ pub struct CudaMfResident {
     flag_host: Pinned<u32>,
     events: (CudaEvent, CudaEvent),
     traffic: Traffic,
+}
+
+/// A list of row keys on the device, with the host's copy of it: set again only when it changes,
+/// so a read that repeats clock after clock crosses PCIe once.
+#[derive(Default)]
+struct KeyList {
+    dev: DevBuf<u32>,
+    host: Vec<u64>,
+}
+
+impl KeyList {
+    fn len(&self) -> usize {
+        self.host.len()
+    }
+
+    /// Makes the list `keys` (each checked below `limit`), copying it only when it changed.
+    fn set(
+        &mut self,
+        gpu: &Gpu,
+        staging: &mut Pinned<u32>,
+        traffic: &mut Traffic,
+        keys: &[u64],
+        limit: usize,
+    ) -> Result<(), GpuError> {
+        if self.host == keys {
+            return Ok(());
+        }
+        self.host.clear();
+        let host = staging.host_mut(keys.len())?;
+        for (h, &k) in host.iter_mut().zip(keys) {
+            if k >= limit as u64 {
+                return Err(input(format!(
+                    "row {k} is outside the table of {limit} rows"
+                )));
+            }
+            *h = k as u32;
+        }
+        self.dev.upload(&gpu.compute, staging)?;
+        traffic.h2d_bytes += 4 * keys.len() as u64;
+        self.host.extend_from_slice(keys);
+        Ok(())
+    }
 }
 
 fn input(m: String) -> GpuError {
@@ -114,7 +161,9 @@ impl CudaMfResident {
             done: DevBuf::default(),
             stalled: DevBuf::default(),
             sse: DevBuf::default(),
-            keys: DevBuf::default(),
+            reads: KeyList::default(),
+            gathers: KeyList::default(),
+            user_keys: KeyList::default(),
             rows: DevBuf::default(),
             keys_host: Pinned::new(&gpu.ctx)?,
             rows_host: Pinned::new(&gpu.ctx)?,
@@ -236,94 +285,59 @@ impl CudaMfResident {
         stream.synchronize().call("cuStreamSynchronize")
     }
 
-    fn launch_rows(
-        &mut self,
-        scatter: bool,
-        n: usize,
-        table_is_users: bool,
-    ) -> Result<(), GpuError> {
-        let w = self.layout.width() as u32;
-        let n32 = to_u32(n, "rows")?;
-        let cfg = LaunchConfig {
-            grid_dim: (self.gpu.grid_for(n as u64 * u64::from(w), BLOCK, 8), 1, 1),
+    fn rows_config(&self, n: usize) -> LaunchConfig {
+        let w = self.layout.width() as u64;
+        LaunchConfig {
+            grid_dim: (self.gpu.grid_for(n as u64 * w, BLOCK, 8), 1, 1),
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: 0,
-        };
-        let stream = &self.gpu.compute;
-        let table = if table_is_users {
-            &mut self.users
-        } else {
-            &mut self.items
-        };
-        if scatter {
-            let mut b = stream.launch_builder(&self.scatter_fn);
-            b.arg(self.keys.get())
-                .arg(self.rows.get())
-                .arg(&n32)
-                .arg(&w)
-                .arg(table.get_mut());
-            // SAFETY: `keys` holds n keys, each checked below the table's rows; `rows` holds
-            // n * w values; the table holds (rows) * w.
-            unsafe { b.launch(cfg) }.call("cuLaunchKernel(mf_scatter_rows)")?;
-        } else {
-            let mut b = stream.launch_builder(&self.gather_fn);
-            b.arg(self.keys.get())
-                .arg(&n32)
-                .arg(&w)
-                .arg(table.get())
-                .arg(self.rows.get_mut());
-            // SAFETY: as for the scatter, with `rows` sized n * w before the launch.
-            unsafe { b.launch(cfg) }.call("cuLaunchKernel(mf_gather_rows)")?;
         }
-        Ok(())
     }
 
-    /// Stages `keys` (checked below `limit`) in the device key buffer.
-    fn stage_keys<K: Copy + Into<u64>>(
-        &mut self,
-        keys: &[K],
-        limit: usize,
-    ) -> Result<(), GpuError> {
-        let host = self.keys_host.host_mut(keys.len())?;
-        for (h, &k) in host.iter_mut().zip(keys) {
-            let k = k.into();
-            if k >= limit as u64 {
-                return Err(input(format!(
-                    "row {k} is outside the table of {limit} rows"
-                )));
-            }
-            *h = k as u32;
-        }
-        self.keys.upload(&self.gpu.compute, &self.keys_host)?;
-        self.traffic.h2d_bytes += 4 * keys.len() as u64;
-        Ok(())
+    fn try_expect(&mut self, keys: &[u64]) -> Result<(), GpuError> {
+        let limit = self.num_items;
+        self.reads.set(
+            &self.gpu,
+            &mut self.keys_host,
+            &mut self.traffic,
+            keys,
+            limit,
+        )
     }
 
-    fn try_load(&mut self, keys: &[u64], values: &[f32]) -> Result<(), GpuError> {
-        let w = self.layout.width();
-        if values.len() != keys.len() * w {
+    fn try_load(&mut self, first: usize, values: &[f32]) -> Result<(), GpuError> {
+        let w = self.layout.width().max(1);
+        let n = values.len() / w;
+        let end = first.checked_add(n).filter(|&e| e <= self.reads.len());
+        let Some(end) = end.filter(|_| values.len().is_multiple_of(w)) else {
             return Err(input(format!(
-                "{} values for {} rows of width {w}",
+                "{} values (rows of {w}) at row {first} of a read of {} rows",
                 values.len(),
-                keys.len()
+                self.reads.len()
             )));
-        }
-        if keys.is_empty() {
+        };
+        if n == 0 {
             return Ok(());
         }
-        self.stage_keys(keys, self.num_items)?;
         self.rows_host.fill(values)?;
         self.rows.upload(&self.gpu.compute, &self.rows_host)?;
         self.traffic.h2d_bytes += 4 * values.len() as u64;
-        self.launch_rows(true, keys.len(), false)
+        let cfg = self.rows_config(n);
+        let (n32, w32) = (to_u32(n, "rows")?, w as u32);
+        let keys = self.reads.dev.get().slice(first..end);
+        let mut b = self.gpu.compute.launch_builder(&self.scatter_fn);
+        b.arg(&keys)
+            .arg(self.rows.get())
+            .arg(&n32)
+            .arg(&w32)
+            .arg(self.items.get_mut());
+        // SAFETY: `keys` holds n keys of the read, each checked below the item rows when the
+        // read was set; `rows` holds n * w values; the cache holds num_items * w.
+        unsafe { b.launch(cfg) }.call("cuLaunchKernel(mf_scatter_rows)")?;
+        Ok(())
     }
 
-    fn try_rows<K: Copy + Into<u64>>(
-        &mut self,
-        keys: &[K],
-        out: &mut [f32],
-        users: bool,
-    ) -> Result<(), GpuError> {
+    fn try_rows(&mut self, keys: &[u64], out: &mut [f32], users: bool) -> Result<(), GpuError> {
         let w = self.layout.width();
         if out.len() != keys.len() * w {
             return Err(input(format!(
@@ -335,14 +349,33 @@ impl CudaMfResident {
         if keys.is_empty() {
             return Ok(());
         }
-        let limit = if users {
-            self.num_users
+        let (list, limit, table) = if users {
+            (&mut self.user_keys, self.num_users, &self.users)
         } else {
-            self.num_items
+            (&mut self.gathers, self.num_items, &self.items)
         };
-        self.stage_keys(keys, limit)?;
+        list.set(
+            &self.gpu,
+            &mut self.keys_host,
+            &mut self.traffic,
+            keys,
+            limit,
+        )?;
         self.rows.ensure(&self.gpu.compute, out.len())?;
-        self.launch_rows(false, keys.len(), users)?;
+        let cfg = LaunchConfig {
+            grid_dim: (self.gpu.grid_for(out.len() as u64, BLOCK, 8), 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (n32, w32) = (to_u32(keys.len(), "rows")?, w as u32);
+        let mut b = self.gpu.compute.launch_builder(&self.gather_fn);
+        b.arg(list.dev.get())
+            .arg(&n32)
+            .arg(&w32)
+            .arg(table.get())
+            .arg(self.rows.get_mut());
+        // SAFETY: the list holds n keys checked below the table's rows; `rows` holds n * w.
+        unsafe { b.launch(cfg) }.call("cuLaunchKernel(mf_gather_rows)")?;
         self.rows_host
             .download(&self.gpu.compute, self.rows.get(), out.len())?;
         out.copy_from_slice(self.rows_host.host()?);
@@ -481,8 +514,12 @@ impl MfResident for CudaMfResident {
         failed("cuda-waves", self.try_setup(s))
     }
 
-    fn load_items(&mut self, keys: &[u64], values: &[f32]) -> Result<(), ComputeError> {
-        failed("cuda-waves", self.try_load(keys, values))
+    fn expect_items(&mut self, keys: &[u64]) -> Result<(), ComputeError> {
+        failed("cuda-waves", self.try_expect(keys))
+    }
+
+    fn load_items(&mut self, first: usize, values: &[f32]) -> Result<(), ComputeError> {
+        failed("cuda-waves", self.try_load(first, values))
     }
 
     fn run_waves(&mut self, shifts: &[u32], lr: f32, reg: f32) -> Result<f64, ComputeError> {
@@ -494,7 +531,8 @@ impl MfResident for CudaMfResident {
     }
 
     fn user_rows(&mut self, users: &[u32], out: &mut [f32]) -> Result<(), ComputeError> {
-        failed("cuda-waves", self.try_rows(users, out, true))
+        let keys: Vec<u64> = users.iter().map(|&u| u64::from(u)).collect();
+        failed("cuda-waves", self.try_rows(&keys, out, true))
     }
 
     fn squared_error(&mut self, which: Split) -> Result<f64, ComputeError> {

@@ -65,7 +65,12 @@ fn setup(e: &mut dyn MfResident, p: &Problem) {
     })
     .expect("setup");
     let keys: Vec<u64> = (0..p.num_items as u64).collect();
-    e.load_items(&keys, &p.items).expect("load");
+    e.expect_items(&keys).expect("expect");
+    // In two chunks, as shard replies arrive.
+    let w = p.layout.width();
+    let half = p.num_items / 2;
+    e.load_items(half, &p.items[half * w..]).expect("load");
+    e.load_items(0, &p.items[..half * w]).expect("load");
 }
 
 fn tables(e: &mut dyn MfResident, p: &Problem) -> (Vec<f32>, Vec<f32>) {
@@ -178,8 +183,12 @@ fn waves_engine_rejects_bad_rows_and_oversized_schedules() {
         dev.lanes(),
     );
     setup(&mut dev, &p);
-    assert!(dev.load_items(&[p.num_items as u64], &[0.0; 4]).is_err());
-    assert!(dev.load_items(&[0], &[0.0; 3]).is_err());
+    assert!(dev.expect_items(&[p.num_items as u64]).is_err());
+    assert!(
+        dev.load_items(p.num_items, &[0.0; 4]).is_err(),
+        "past the read"
+    );
+    assert!(dev.load_items(0, &[0.0; 3]).is_err(), "a partial row");
     let mut out = [0.0; 4];
     assert!(dev.item_rows(&[1 << 40], &mut out).is_err());
     assert!(dev.user_rows(&[400], &mut out).is_err());

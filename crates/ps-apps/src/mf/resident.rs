@@ -3,8 +3,10 @@
 //!
 //! A resident engine receives the worker's training ratings (arranged by a [`WaveSchedule`]),
 //! its held-out ratings and its initial user rows once ([`MfResident::setup`]), and keeps them,
-//! and a dense cache of the item rows, for the whole job. Per clock the session hands it the
-//! pulled item rows as each shard's reply arrives ([`MfResident::load_items`]), runs the clock's
+//! and a dense cache of the item rows, for the whole job. Per clock the session says which rows
+//! it reads ([`MfResident::expect_items`]: a device keeps the list and copies it again only when
+//! it changes), hands it the pulled rows as each shard's reply arrives
+//! ([`MfResident::load_items`], by position in that list), runs the clock's
 //! waves ([`MfResident::run_waves`]) and takes back only the rows the clock changed
 //! ([`MfResident::item_rows`]): on a GPU, the pulled rows in and the changed rows out are all
 //! that cross PCIe. Held-out errors are computed where the state is
@@ -72,14 +74,19 @@ pub trait MfResident: Send {
     /// Uploads the worker's ratings and user rows and sizes the item cache; called once.
     fn setup(&mut self, s: &ResidentSetup<'_>) -> Result<(), ComputeError>;
 
-    /// Writes pulled item rows (`keys.len() x width` values) into the item cache.
-    fn load_items(&mut self, keys: &[u64], values: &[f32]) -> Result<(), ComputeError>;
+    /// The item rows the next loads fill, in the order of the read (sorted, distinct).
+    fn expect_items(&mut self, keys: &[u64]) -> Result<(), ComputeError>;
+
+    /// Writes pulled rows into the item cache: `values` holds `n x width` values, the rows of
+    /// the expected keys `[first, first + n)`.
+    fn load_items(&mut self, first: usize, values: &[f32]) -> Result<(), ComputeError>;
 
     /// Runs the waves `shifts` of the schedule in order (one SGD step per rating); returns the
     /// sum of squared errors measured before each update.
     fn run_waves(&mut self, shifts: &[u32], lr: f32, reg: f32) -> Result<f64, ComputeError>;
 
-    /// Copies the cached rows `keys` into `out` (`keys.len() x width`).
+    /// Copies the cached rows `keys` into `out` (`keys.len() x width`); a device keeps the last
+    /// list of keys and copies it again only when it changes.
     fn item_rows(&mut self, keys: &[u64], out: &mut [f32]) -> Result<(), ComputeError>;
 
     /// Copies the user rows `users` (local indices) into `out` (`users.len() x width`).
@@ -103,6 +110,7 @@ pub struct HostResident {
     schedule: Option<WaveSchedule>,
     users: Vec<f32>,
     items: Vec<f32>,
+    expected: Vec<u64>,
 }
 
 impl HostResident {
@@ -117,6 +125,7 @@ impl HostResident {
             schedule: None,
             users: Vec::new(),
             items: Vec::new(),
+            expected: Vec::new(),
         }
     }
 
@@ -157,16 +166,33 @@ impl MfResident for HostResident {
         Ok(())
     }
 
-    fn load_items(&mut self, keys: &[u64], values: &[f32]) -> Result<(), ComputeError> {
-        let w = self.layout.width();
+    fn expect_items(&mut self, keys: &[u64]) -> Result<(), ComputeError> {
+        self.expected = keys.to_vec();
+        Ok(())
+    }
+
+    fn load_items(&mut self, first: usize, values: &[f32]) -> Result<(), ComputeError> {
+        let w = self.layout.width().max(1);
+        let bad = |message: String| ComputeError {
+            engine: "cpu-waves",
+            message,
+        };
+        let n = values.len() / w;
+        let keys = self
+            .expected
+            .get(first..first + n)
+            .filter(|_| values.len().is_multiple_of(w))
+            .ok_or_else(|| {
+                bad(format!(
+                    "{n} rows at {first} of {} expected",
+                    self.expected.len()
+                ))
+            })?;
         for (&k, row) in keys.iter().zip(values.chunks_exact(w)) {
             let at = k as usize * w;
             self.items
                 .get_mut(at..at + w)
-                .ok_or_else(|| ComputeError {
-                    engine: "cpu-waves",
-                    message: format!("item {k} is outside the cache"),
-                })?
+                .ok_or_else(|| bad(format!("item {k} is outside the cache")))?
                 .copy_from_slice(row);
         }
         Ok(())

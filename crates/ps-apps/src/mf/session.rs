@@ -386,10 +386,11 @@ impl Session<MfApp> for MfSession {
     fn reads(&mut self, clock: u64) -> Result<Vec<TableRows>, AppError> {
         if self.plan.as_ref().is_none_or(|p| p.clock != clock) {
             let p = self.plan_clock(clock);
-            let reads = vec![TableRows {
-                table: ITEMS,
-                rows: self.items_read(&p),
-            }];
+            let rows = self.items_read(&p);
+            if let Path::Resident(r) = &mut self.path {
+                r.dev.expect_items(&rows)?;
+            }
+            let reads = vec![TableRows { table: ITEMS, rows }];
             self.inbox.expect_clock(clock, reads);
             self.plan = Some(p);
         }
@@ -410,7 +411,7 @@ impl Session<MfApp> for MfSession {
             self.items[at..at + width].copy_from_slice(row);
         }
         if let Path::Resident(r) = &mut self.path {
-            r.dev.load_items(keys, values)?;
+            r.dev.load_items(first, values)?;
         }
         Ok(())
     }
@@ -472,6 +473,9 @@ impl Session<MfApp> for MfSession {
             r
         };
         self.plan = None;
+        if let Path::Resident(r) = &mut self.path {
+            r.dev.expect_items(&rows)?;
+        }
         self.inbox.expect(vec![TableRows { table: ITEMS, rows }]);
         Ok(self.inbox.reads().to_vec())
     }

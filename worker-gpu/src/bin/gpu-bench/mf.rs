@@ -203,7 +203,8 @@ fn resident_row(
         })
         .map_err(err)?;
     let keys: Vec<u64> = (0..u64::from(ITEMS)).collect();
-    engine.load_items(&keys, v0).map_err(err)?;
+    engine.expect_items(&keys).map_err(err)?;
+    engine.load_items(0, v0).map_err(err)?;
     let mut epoch_ms = Vec::new();
     for epoch in 0..6u32 {
         let waves = schedule.epoch_waves(ClockKey {
