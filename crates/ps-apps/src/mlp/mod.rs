@@ -51,11 +51,15 @@ mod app;
 mod compute;
 mod data;
 mod fast;
+mod resident;
+mod session;
 
 pub use app::{
-    MlpApp, MlpArgs, MlpClock, MlpFacts, MlpFinal, MlpSession, MlpSettings, BUILTIN_EPOCHS,
+    MlpApp, MlpArgs, MlpClock, MlpFacts, MlpFinal, MlpSettings, BUILTIN_EPOCHS,
     DATA_CLOCKS_PER_EPOCH, DATA_EPOCHS, DATA_LR,
 };
+pub use resident::{check_load, check_setup, HostMlpResident, MlpResident, Traffic, EVAL_CHUNK};
+pub use session::MlpSession;
 
 pub use compute::{
     accuracy, argmax, check_batch, check_labels, cross_entropy, evaluate, mean_loss, predict_all,
