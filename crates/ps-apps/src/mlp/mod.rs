@@ -40,7 +40,9 @@
 //! [`CpuMlp`] is the oracle (plain loops, `f64` accumulation); [`FastMlp`]
 //! uses `matrixmultiply::sgemm`, preallocated buffers and optionally splits a
 //! batch over threads. `tests/mlp_conformance.rs` checks them against each
-//! other.
+//! other. A device engine can instead keep a worker's samples and model resident and run a
+//! whole clock there ([`MlpResident`], CPU oracle [`HostMlpResident`]); the session
+//! ([`MlpSession`]) takes that path when its engines offer one.
 //!
 //! # Data
 //! [`load_idx_pair`] / [`load_mnist_dir`] read MNIST-style IDX files (plain or
