@@ -96,6 +96,10 @@ pub const KERNELS: &[Kernel] = &[
             "mlp_bias_grad"
         ]
     ),
+    kernel!(
+        "mlp_resident",
+        ["mlp_gather_batch", "mlp_sgd_step", "mlp_delta"]
+    ),
     kernel!("lr_grad", ["lr_gradient"]),
     kernel!(
         "codecs",

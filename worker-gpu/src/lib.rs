@@ -21,7 +21,7 @@ use ps_apps::app::{CpuEngines, Engines};
 use ps_apps::lda::LdaCompute;
 use ps_apps::lr::LrCompute;
 use ps_apps::mf::{MfCompute, MfResident};
-use ps_apps::mlp::MlpCompute;
+use ps_apps::mlp::{MlpCompute, MlpResident};
 use ps_apps::AppError;
 use thiserror::Error;
 
@@ -34,6 +34,7 @@ use cuda::lr::CudaLr;
 use cuda::mf::CudaMf;
 use cuda::mf_resident::CudaMfResident;
 use cuda::mlp::CudaMlp;
+use cuda::mlp_resident::CudaMlpResident;
 use cuda::{Gpu, GpuError};
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -144,8 +145,8 @@ fn cuda<T>(ordinal: u32, r: Result<T, GpuError>) -> Result<T, AppError> {
 
 /// The compute engines of a device, for the apps' sessions: on the CPU the fast engines of
 /// `ps-apps` ([`CpuEngines`]); on a GPU the CUDA engines (MF: resident, conflict-free waves,
-/// [`CudaMfResident`]; LDA: one warp per document; MLP: tiled SGEMM kernels; LR: warp-per-row
-/// CSR).
+/// [`CudaMfResident`]; LDA: one warp per document; MLP: resident, a whole clock of tiled SGEMM
+/// kernels on device-resident samples, [`CudaMlpResident`]; LR: warp-per-row CSR).
 #[derive(Debug, Clone, Copy)]
 pub struct DeviceEngines(pub Device);
 
@@ -186,6 +187,13 @@ impl Engines for DeviceEngines {
         match self.0 {
             Device::Cpu => Ok(None),
             Device::Cuda(n) => Ok(Some(Box::new(cuda(n, CudaMfResident::new(open(n)?))?))),
+        }
+    }
+
+    fn mlp_resident(&self) -> Result<Option<Box<dyn MlpResident>>, AppError> {
+        match self.0 {
+            Device::Cpu => Ok(None),
+            Device::Cuda(n) => Ok(Some(Box::new(cuda(n, CudaMlpResident::new(open(n)?))?))),
         }
     }
 }

@@ -20,6 +20,8 @@ mod mf;
 mod mf_waves;
 #[path = "conformance/mlp.rs"]
 mod mlp;
+#[path = "conformance/mlp_resident.rs"]
+mod mlp_resident;
 #[path = "conformance/no_gpu.rs"]
 mod no_gpu;
 #[path = "conformance/rng.rs"]

@@ -904,6 +904,81 @@ impl CudaMlp {
     }
 }
 
+/// The buffers a resident engine ([`super::mlp_resident`]) fills before
+/// [`CudaMlp::chunk_kernels`] (`x`: input slot 0, `y`: the labels) and updates or swaps around it
+/// (`params`, from `grads`).
+pub(crate) struct Slots<'a> {
+    pub(crate) x: &'a mut DevBuf<f32>,
+    pub(crate) y: &'a mut DevBuf<u8>,
+    pub(crate) params: &'a mut [DevBuf<f32>],
+    pub(crate) grads: &'a [DevBuf<f32>],
+}
+
+impl CudaMlp {
+    /// For a resident engine: sizes every buffer for chunks of `rows` samples of `arch` (input
+    /// slot 0 and the labels included; the training buffers when `train`), uploads nothing and
+    /// zeroes the loss and correct totals.
+    pub(crate) fn size_for(
+        &mut self,
+        arch: &Arch,
+        rows: usize,
+        train: bool,
+    ) -> Result<(), GpuError> {
+        let kind = if train {
+            Kind::Gradient
+        } else {
+            Kind::Evaluate
+        };
+        let none: Vec<Vec<f32>> = vec![Vec::new(); arch.num_layers()];
+        self.staged = None;
+        self.prepare(arch, &none, rows, kind, 1)?;
+        let compute = &self.gpu.compute;
+        self.f.x[0].ensure(compute, rows * arch.input)?;
+        self.y.ensure(compute, rows)?;
+        Ok(())
+    }
+
+    /// The buffers of [`Slots`].
+    pub(crate) fn slots(&mut self) -> Slots<'_> {
+        Slots {
+            x: &mut self.f.x[0],
+            y: &mut self.y,
+            params: &mut self.f.params,
+            grads: &self.f.grads,
+        }
+    }
+
+    /// For a resident engine: enqueues one chunk of `rows` samples already in input slot 0 with
+    /// their labels at `0..rows` — forward and loss (added to the totals), and with `train` the
+    /// backward pass, the gradient of the mean loss over the rows written into the gradient
+    /// tables. [`CudaMlp::size_for`] must have sized the buffers for at least `rows`.
+    pub(crate) fn chunk_kernels(
+        &mut self,
+        arch: &Arch,
+        rows: usize,
+        train: bool,
+    ) -> Result<(), GpuError> {
+        self.f.cur = 0;
+        let mode = if train {
+            Mode::Gradient {
+                inv_batch: (1.0 / rows.max(1) as f64) as f32,
+                accumulate: false,
+            }
+        } else {
+            Mode::Evaluate
+        };
+        for op in plan_chunk(arch, rows, mode) {
+            self.launch(&op, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Downloads the loss and correct totals (16 bytes) as the statistics of `count` samples.
+    pub(crate) fn totals(&mut self, count: usize) -> Result<BatchStats, GpuError> {
+        self.stats(count)
+    }
+}
+
 /// The label / prediction / statistics operands of a softmax launch.
 struct SoftmaxArgs<'a, 'b> {
     labels: Option<&'a CudaView<'b, u8>>,

@@ -16,6 +16,7 @@ pub mod lr;
 pub mod mf;
 pub mod mf_resident;
 pub mod mlp;
+pub mod mlp_resident;
 pub mod rng;
 
 use std::collections::HashMap;

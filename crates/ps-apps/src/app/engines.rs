@@ -7,7 +7,7 @@ use crate::error::AppError;
 use crate::lda::{CpuLda, LdaCompute, SparseLda};
 use crate::lr::{CpuLr, FastLr, LrCompute};
 use crate::mf::{CpuMf, FastMf, MfCompute, MfResident};
-use crate::mlp::{CpuMlp, FastMlp, MlpCompute};
+use crate::mlp::{CpuMlp, FastMlp, MlpCompute, MlpResident};
 
 /// The compute engines of one device.
 pub trait Engines: Send + Sync {
@@ -22,6 +22,13 @@ pub trait Engines: Send + Sync {
     /// (see [`MfResident`]); when there is one, the MF session uses it instead of [`Self::mf`].
     /// `None` (the default) on the CPU, whose engines already compute where the state is.
     fn mf_resident(&self) -> Result<Option<Box<dyn MfResident>>, AppError> {
+        Ok(None)
+    }
+
+    /// An MLP engine that keeps the worker's samples and model on its device for the whole job
+    /// and runs a clock's mini-batches there (see [`MlpResident`]); when there is one, the MLP
+    /// session uses it instead of [`Self::mlp`]. `None` (the default) on the CPU.
+    fn mlp_resident(&self) -> Result<Option<Box<dyn MlpResident>>, AppError> {
         Ok(None)
     }
 }

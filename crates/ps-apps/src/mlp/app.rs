@@ -5,17 +5,11 @@
 //! initial model every worker computes alike, which worker 0 also pushes, so the tables need no
 //! initialiser of their own.
 
-use super::{
-    evaluate, load_mnist_dir, local_sgd_steps, synthetic_mlp, visiting_order, worker_split, Arch,
-    BatchStats, Dataset, MlpCompute, MlpHyper, SyntheticMlpSpec,
-};
+use super::session::MlpSession;
+use super::{load_mnist_dir, synthetic_mlp, Arch, Dataset, MlpHyper, SyntheticMlpSpec};
 use crate::app::flags::{self, decimal, num, ratio};
-use crate::app::{
-    App, DeltaSink, Inbox, JobCommon, JobView, Outcome, Plan, Session, TableRows, Target,
-    WorkerContext,
-};
+use crate::app::{App, JobCommon, JobView, Plan, Session, Target, WorkerContext};
 use crate::error::AppError;
-use crate::seed::{epoch_order, ClockKey};
 use ps_proto::{Init, UpdateRule};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -30,8 +24,6 @@ pub const DATA_CLOCKS_PER_EPOCH: u32 = 4;
 /// 784-256-256-10, 10 epochs of 4 clocks, 2 workers, 0.05 reached test accuracy 0.861 and 0.1
 /// reached 0.873.
 pub const DATA_LR: f32 = 0.1;
-/// Samples per evaluation call.
-const EVAL_CHUNK: usize = 1024;
 
 /// The MLP app.
 #[derive(Debug, Clone, Copy, Default)]
@@ -81,6 +73,12 @@ pub struct MlpClock {
     pub train_n: f64,
     pub test_correct: f64,
     pub test_n: f64,
+    /// Bytes a resident engine moved host to device and back in the clock (the read model in,
+    /// the sample order in, the delta and the statistics out), and its device compute seconds
+    /// (zero on the host path).
+    pub pcie_h2d: f64,
+    pub pcie_d2h: f64,
+    pub device_s: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -90,6 +88,10 @@ pub struct MlpFinal {
     pub test_loss: f64,
     pub test_n: f64,
     pub samples: f64,
+    /// A resident engine's totals over the job, its set-up included (see [`MlpClock`]).
+    pub pcie_h2d: f64,
+    pub pcie_d2h: f64,
+    pub device_s: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -98,7 +100,7 @@ pub struct MlpFacts {
     pub model_hash: Option<String>,
 }
 
-fn load(s: &MlpSettings) -> Result<(Dataset, Dataset), AppError> {
+pub(super) fn load(s: &MlpSettings) -> Result<(Dataset, Dataset), AppError> {
     match &s.data {
         Some(dir) => Ok(load_mnist_dir(Path::new(dir))?),
         None => Ok(synthetic_mlp(&SyntheticMlpSpec::default_builtin(s.seed))),
@@ -259,198 +261,20 @@ impl App for MlpApp {
         if let Some(r) = job.rate(f.samples) {
             out.insert("samples_per_s".into(), r.into());
         }
+        if f.pcie_h2d + f.pcie_d2h > 0.0 {
+            // Per clock: what the clocks moved (the set-up's one-off upload left out).
+            let clocks = job.clocks.len().max(1) as f64;
+            let (h2d, d2h, dev) = job.clocks.iter().fold((0.0, 0.0, 0.0), |a, (_, c)| {
+                (a.0 + c.pcie_h2d, a.1 + c.pcie_d2h, a.2 + c.device_s)
+            });
+            out.insert("pcie_bytes_h2d".into(), num(Some(f.pcie_h2d)));
+            out.insert("pcie_bytes_d2h".into(), num(Some(f.pcie_d2h)));
+            out.insert("pcie_setup_bytes_h2d".into(), num(Some(f.pcie_h2d - h2d)));
+            out.insert("pcie_bytes_h2d_per_clock".into(), num(Some(h2d / clocks)));
+            out.insert("pcie_bytes_d2h_per_clock".into(), num(Some(d2h / clocks)));
+            out.insert("device_compute_s".into(), num(Some(f.device_s)));
+            out.insert("device_compute_s_clocks".into(), num(Some(dev)));
+        }
         out
-    }
-}
-
-/// One MLP worker: its samples, the model it read, and its local copy.
-pub struct MlpSession {
-    worker: u32,
-    workers: u32,
-    settings: MlpSettings,
-    engine: Box<dyn MlpCompute + Send>,
-    arch: Arch,
-    train: Dataset,
-    /// This worker's share of the held-out set.
-    test: Dataset,
-    samples: Vec<usize>,
-    /// The model as read (per layer) and the local copy SGD runs on.
-    read: Vec<Vec<f32>>,
-    local: Vec<Vec<f32>>,
-    grads: Vec<Vec<f32>>,
-    inbox: Inbox,
-    trained: u64,
-}
-
-impl MlpSession {
-    pub fn new(s: MlpSettings, ctx: &WorkerContext<'_>) -> Result<MlpSession, AppError> {
-        ctx.check()?;
-        let engine = ctx.engines.mlp(s.threads)?;
-        let (train, test) = load(&s)?;
-        let arch = Arch::new(train.d, &s.hidden, train.classes);
-        arch.validate()
-            .map_err(|e| AppError::Settings(format!("MLP architecture: {e}")))?;
-        let (w, n) = (ctx.worker as usize, ctx.workers as usize);
-        let samples = worker_split(train.n, n, w);
-        let test = test.subset(&worker_split(test.n, n, w));
-        tracing::info!(
-            worker = ctx.worker,
-            samples = samples.len(),
-            engine = engine.name(),
-            "MLP worker ready"
-        );
-        Ok(MlpSession {
-            worker: ctx.worker,
-            workers: ctx.workers,
-            engine,
-            read: arch.zeros(),
-            local: arch.zeros(),
-            grads: arch.zeros(),
-            arch,
-            train,
-            test,
-            samples,
-            settings: s,
-            inbox: Inbox::default(),
-            trained: 0,
-        })
-    }
-
-    fn all_layers(&self) -> Vec<TableRows> {
-        self.arch
-            .layers()
-            .iter()
-            .enumerate()
-            .map(|(l, shape)| TableRows {
-                table: l as u32,
-                rows: (0..shape.rows() as u64).collect(),
-            })
-            .collect()
-    }
-}
-
-impl Session<MlpApp> for MlpSession {
-    fn reads(&mut self, clock: u64) -> Result<Vec<TableRows>, AppError> {
-        if !self.inbox.planned(clock) {
-            // Clock 0 starts from the seeded initial model.
-            let reads = if clock == 0 {
-                Vec::new()
-            } else {
-                self.all_layers()
-            };
-            self.inbox.expect_clock(clock, reads);
-        }
-        Ok(self.inbox.reads().to_vec())
-    }
-
-    fn load(
-        &mut self,
-        table: u32,
-        first: usize,
-        keys: &[u64],
-        values: &[f32],
-    ) -> Result<(), AppError> {
-        let width = self
-            .arch
-            .layers()
-            .get(table as usize)
-            .map(|s| s.width())
-            .ok_or_else(|| AppError::Rows {
-                table,
-                reason: "no such layer".into(),
-            })?;
-        self.inbox.accept(table, first, keys, values, width)?;
-        self.read[table as usize][first * width..(first + keys.len()) * width]
-            .copy_from_slice(values);
-        Ok(())
-    }
-
-    fn run_clock(&mut self, clock: u64, out: &mut dyn DeltaSink) -> Result<MlpClock, AppError> {
-        self.inbox.ready(clock)?;
-        let seed = self.settings.seed;
-        if clock == 0 {
-            self.read = self.arch.init_params(seed);
-        }
-        // Held-out figures of the model this clock starts from (each worker its share).
-        let held_out = evaluate(
-            self.engine.as_mut(),
-            &self.arch,
-            &self.read,
-            &self.test,
-            EVAL_CHUNK,
-        )?;
-        let per_epoch = u64::from(self.settings.clocks_per_epoch.max(1));
-        let key = ClockKey {
-            seed,
-            worker: self.worker,
-            clock: (clock / per_epoch).min(u64::from(u32::MAX)) as u32,
-        };
-        let order: Vec<usize> = epoch_order(self.samples.len(), key)
-            .into_iter()
-            .map(|i| self.samples[i])
-            .collect();
-        let slice = flags::slice_of(&order, (clock % per_epoch) as usize, per_epoch as usize);
-        for (l, r) in self.local.iter_mut().zip(&self.read) {
-            l.copy_from_slice(r);
-        }
-        let hyper = self.settings.hyper;
-        let (stats, _) = local_sgd_steps(
-            self.engine.as_mut(),
-            &self.arch,
-            &mut self.local,
-            &mut self.grads,
-            &self.train,
-            &visiting_order(slice, key),
-            &hyper,
-            hyper.lr_at(key.clock),
-        )?;
-        self.trained += stats.count;
-        let scale = 1.0 / self.workers as f32;
-        // The tables start at zero: the initial model goes in with worker 0's first push.
-        let with_init = clock == 0 && self.worker == 0;
-        for (l, shape) in self.arch.layers().iter().enumerate() {
-            let rows: Vec<u64> = (0..shape.rows() as u64).collect();
-            let d = out.rows(l as u32, &rows)?;
-            let (after, before) = (&self.local[l], &self.read[l]);
-            for ((d, a), b) in d.iter_mut().zip(after).zip(before) {
-                *d = (a - b) * scale;
-                if with_init {
-                    *d += b;
-                }
-            }
-        }
-        Ok(MlpClock {
-            train_loss: stats.loss_sum,
-            train_n: stats.count as f64,
-            test_correct: held_out.correct as f64,
-            test_n: held_out.count as f64,
-        })
-    }
-
-    fn final_reads(&mut self) -> Result<Vec<TableRows>, AppError> {
-        self.inbox.expect(self.all_layers());
-        Ok(self.inbox.reads().to_vec())
-    }
-
-    fn evaluate(&mut self) -> Result<Outcome<MlpFinal, MlpFacts>, AppError> {
-        self.inbox.complete()?;
-        let held_out: BatchStats = evaluate(
-            self.engine.as_mut(),
-            &self.arch,
-            &self.read,
-            &self.test,
-            EVAL_CHUNK,
-        )?;
-        Ok(Outcome {
-            sums: MlpFinal {
-                test_correct: held_out.correct as f64,
-                test_loss: held_out.loss_sum,
-                test_n: held_out.count as f64,
-                samples: self.trained as f64,
-            },
-            facts: MlpFacts {
-                model_hash: (self.worker == 0).then(|| flags::hash_bits(&self.read.concat())),
-            },
-        })
     }
 }

@@ -40,7 +40,9 @@
 //! [`CpuMlp`] is the oracle (plain loops, `f64` accumulation); [`FastMlp`]
 //! uses `matrixmultiply::sgemm`, preallocated buffers and optionally splits a
 //! batch over threads. `tests/mlp_conformance.rs` checks them against each
-//! other.
+//! other. A device engine can instead keep a worker's samples and model resident and run a
+//! whole clock there ([`MlpResident`], CPU oracle [`HostMlpResident`]); the session
+//! ([`MlpSession`]) takes that path when its engines offer one.
 //!
 //! # Data
 //! [`load_idx_pair`] / [`load_mnist_dir`] read MNIST-style IDX files (plain or
@@ -51,11 +53,15 @@ mod app;
 mod compute;
 mod data;
 mod fast;
+mod resident;
+mod session;
 
 pub use app::{
-    MlpApp, MlpArgs, MlpClock, MlpFacts, MlpFinal, MlpSession, MlpSettings, BUILTIN_EPOCHS,
+    MlpApp, MlpArgs, MlpClock, MlpFacts, MlpFinal, MlpSettings, BUILTIN_EPOCHS,
     DATA_CLOCKS_PER_EPOCH, DATA_EPOCHS, DATA_LR,
 };
+pub use resident::{check_load, check_setup, HostMlpResident, MlpResident, Traffic, EVAL_CHUNK};
+pub use session::MlpSession;
 
 pub use compute::{
     accuracy, argmax, check_batch, check_labels, cross_entropy, evaluate, mean_loss, predict_all,

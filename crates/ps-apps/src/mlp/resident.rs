@@ -1,0 +1,250 @@
+//! An MLP engine that keeps a worker's data and model where it computes: the trait a device
+//! engine (CUDA) implements, and its CPU oracle [`HostMlpResident`].
+//!
+//! A resident engine receives the architecture, the worker's training samples and its share of
+//! the held-out set once ([`MlpResident::setup`]) and keeps them for the whole job. Per clock the
+//! session hands it the pulled parameter rows ([`MlpResident::load`], layer by layer, by row) —
+//! the *read* model; [`MlpResident::evaluate`] measures the read model on the held-out set;
+//! [`MlpResident::run_clock`] copies the read model into a local one and runs the clock's
+//! mini-batches on it (forward, backward, `p -= lr * g` after every batch), from sample indices
+//! alone; [`MlpResident::delta`] forms `(local - read) * scale` where the model is and hands
+//! back only that. On a GPU the parameters in, the sample order in and the delta out are all
+//! that cross PCIe in a clock.
+//!
+//! [`HostMlpResident`] does the same with a [`MlpCompute`] engine through
+//! [`local_sgd_steps`] and [`evaluate`](super::evaluate): exactly the host path's arithmetic,
+//! so the session's resident path can be tested where there is no GPU, bit for bit.
+
+use super::compute::{evaluate, BatchStats, MlpCompute};
+use super::data::Dataset;
+use super::{local_sgd_steps, Arch, MlpHyper};
+use crate::error::ComputeError;
+pub use crate::mf::Traffic;
+
+/// Samples per evaluation call (the session's host path uses the same chunks).
+pub const EVAL_CHUNK: usize = 1024;
+
+/// An MLP engine whose data and model stay resident between clocks (see the module docs).
+pub trait MlpResident: Send {
+    /// A short name for logs (`cuda-resident`, `cpu-resident`).
+    fn name(&self) -> &'static str;
+
+    /// Takes the architecture, the worker's training samples (`run_clock`'s indices point into
+    /// them) and its held-out samples; called once. Labels must be below `arch.classes`.
+    fn setup(&mut self, arch: &Arch, train: &Dataset, test: &Dataset) -> Result<(), ComputeError>;
+
+    /// Writes rows `[first_row, first_row + n)` of layer `layer` of the read model: `values`
+    /// holds `n` whole rows (`n x (fan_in + 1)`).
+    fn load(&mut self, layer: usize, first_row: usize, values: &[f32]) -> Result<(), ComputeError>;
+
+    /// Copies the read model into the local one and runs one SGD step on the local model per
+    /// mini-batch of `batch` samples of `order` (indices into the training samples, in visiting
+    /// order; the last batch may be smaller) at rate `lr`. Returns the batches' statistics, each
+    /// measured before its step.
+    fn run_clock(
+        &mut self,
+        order: &[usize],
+        batch: usize,
+        lr: f32,
+    ) -> Result<BatchStats, ComputeError>;
+
+    /// Writes `(local - read) * scale`, plus `read` when `with_init`, per layer into `out`
+    /// (shaped like the model).
+    fn delta(
+        &mut self,
+        scale: f32,
+        with_init: bool,
+        out: &mut [Vec<f32>],
+    ) -> Result<(), ComputeError>;
+
+    /// Loss and accuracy totals of the read model over the held-out samples.
+    fn evaluate(&mut self) -> Result<BatchStats, ComputeError>;
+
+    /// Totals since the engine was made.
+    fn traffic(&self) -> Traffic;
+}
+
+/// The CPU oracle of a resident engine: the host path's computation ([`local_sgd_steps`] and
+/// chunked [`evaluate`](super::evaluate) on a [`MlpCompute`] engine). Nothing crosses a bus, so
+/// [`Traffic`] stays zero.
+pub struct HostMlpResident {
+    engine: Box<dyn MlpCompute + Send>,
+    arch: Arch,
+    train: Dataset,
+    test: Dataset,
+    read: Vec<Vec<f32>>,
+    local: Vec<Vec<f32>>,
+    grads: Vec<Vec<f32>>,
+}
+
+impl HostMlpResident {
+    /// Runs `engine`.
+    pub fn new(engine: Box<dyn MlpCompute + Send>) -> HostMlpResident {
+        HostMlpResident {
+            engine,
+            arch: Arch::new(0, &[], 0),
+            train: empty(),
+            test: empty(),
+            read: Vec::new(),
+            local: Vec::new(),
+            grads: Vec::new(),
+        }
+    }
+
+    fn bad(message: String) -> ComputeError {
+        ComputeError {
+            engine: "cpu-resident",
+            message,
+        }
+    }
+}
+
+fn empty() -> Dataset {
+    Dataset {
+        x: Vec::new(),
+        y: Vec::new(),
+        n: 0,
+        d: 0,
+        classes: 0,
+    }
+}
+
+/// Checks a resident engine's set-up arguments (shared by the engines).
+pub fn check_setup(arch: &Arch, train: &Dataset, test: &Dataset) -> Result<(), String> {
+    arch.validate()?;
+    for (what, s) in [("training", train), ("held-out", test)] {
+        if s.d != arch.input || s.x.len() != s.n * s.d || s.y.len() != s.n {
+            return Err(format!(
+                "{what} set of {} samples x {} features ({} values, {} labels) for input {}",
+                s.n,
+                s.d,
+                s.x.len(),
+                s.y.len(),
+                arch.input
+            ));
+        }
+        if let Some(y) = s.y.iter().find(|&&y| usize::from(y) >= arch.classes) {
+            return Err(format!(
+                "{what} label {y} is not below {} classes",
+                arch.classes
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a load against the architecture: the rows fit layer `layer` (shared by the engines).
+pub fn check_load(
+    arch: &Arch,
+    layer: usize,
+    first_row: usize,
+    values: &[f32],
+) -> Result<(), String> {
+    if layer >= arch.num_layers() {
+        return Err(format!("no layer {layer} of {}", arch.num_layers()));
+    }
+    let s = arch.layer(layer);
+    let w = s.width();
+    let n = values.len() / w;
+    if !values.len().is_multiple_of(w) || first_row + n > s.rows() {
+        return Err(format!(
+            "{} values (rows of {w}) at row {first_row} of layer {layer} ({} rows)",
+            values.len(),
+            s.rows()
+        ));
+    }
+    Ok(())
+}
+
+impl MlpResident for HostMlpResident {
+    fn name(&self) -> &'static str {
+        "cpu-resident"
+    }
+
+    fn setup(&mut self, arch: &Arch, train: &Dataset, test: &Dataset) -> Result<(), ComputeError> {
+        check_setup(arch, train, test).map_err(Self::bad)?;
+        self.arch = arch.clone();
+        self.train = train.clone();
+        self.test = test.clone();
+        self.read = arch.zeros();
+        self.local = arch.zeros();
+        self.grads = arch.zeros();
+        Ok(())
+    }
+
+    fn load(&mut self, layer: usize, first_row: usize, values: &[f32]) -> Result<(), ComputeError> {
+        check_load(&self.arch, layer, first_row, values).map_err(Self::bad)?;
+        let at = first_row * self.arch.layer(layer).width();
+        self.read[layer][at..at + values.len()].copy_from_slice(values);
+        Ok(())
+    }
+
+    fn run_clock(
+        &mut self,
+        order: &[usize],
+        batch: usize,
+        lr: f32,
+    ) -> Result<BatchStats, ComputeError> {
+        if let Some(i) = order.iter().find(|&&i| i >= self.train.n) {
+            return Err(Self::bad(format!(
+                "sample {i} of {} training samples",
+                self.train.n
+            )));
+        }
+        for (l, r) in self.local.iter_mut().zip(&self.read) {
+            l.copy_from_slice(r);
+        }
+        let hyper = MlpHyper {
+            batch,
+            lr,
+            lr_decay: 1.0,
+        };
+        let (stats, _) = local_sgd_steps(
+            self.engine.as_mut(),
+            &self.arch,
+            &mut self.local,
+            &mut self.grads,
+            &self.train,
+            order,
+            &hyper,
+            lr,
+        )?;
+        Ok(stats)
+    }
+
+    fn delta(
+        &mut self,
+        scale: f32,
+        with_init: bool,
+        out: &mut [Vec<f32>],
+    ) -> Result<(), ComputeError> {
+        if out.len() != self.read.len()
+            || out.iter().zip(&self.read).any(|(o, r)| o.len() != r.len())
+        {
+            return Err(Self::bad("the delta is not shaped like the model".into()));
+        }
+        for ((o, after), before) in out.iter_mut().zip(&self.local).zip(&self.read) {
+            for ((d, a), b) in o.iter_mut().zip(after).zip(before) {
+                *d = (a - b) * scale;
+                if with_init {
+                    *d += b;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self) -> Result<BatchStats, ComputeError> {
+        evaluate(
+            self.engine.as_mut(),
+            &self.arch,
+            &self.read,
+            &self.test,
+            EVAL_CHUNK,
+        )
+    }
+
+    fn traffic(&self) -> Traffic {
+        Traffic::default()
+    }
+}

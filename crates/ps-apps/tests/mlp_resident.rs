@@ -1,0 +1,157 @@
+//! The MLP session's resident path (the one a GPU engine takes), run here with its CPU oracle
+//! `HostMlpResident` wrapping the same engine as the host path: over a few clocks of the built-in
+//! job every clock's pushed delta, training loss and held-out figures, the final model and the
+//! final held-out accuracy are bit for bit those of the host path; and the oracle refuses bad
+//! loads and sample indices with typed errors.
+
+use ps_apps::app::testing::{run_bsp, BspRun};
+use ps_apps::app::{App, CpuEngines, Engines, JobCommon, OracleEngines};
+use ps_apps::lda::LdaCompute;
+use ps_apps::lr::LrCompute;
+use ps_apps::mf::MfCompute;
+use ps_apps::mlp::{
+    synthetic_mlp, Arch, CpuMlp, HostMlpResident, MlpApp, MlpArgs, MlpCompute, MlpResident,
+    SyntheticMlpSpec,
+};
+use ps_apps::AppError;
+
+/// The host engines of `base`, with the resident MLP oracle on the same MLP engine.
+struct Resident<E: Engines> {
+    base: E,
+}
+
+impl<E: Engines> Engines for Resident<E> {
+    fn device(&self) -> String {
+        "cpu-resident".into()
+    }
+    fn mf(&self, t: u32) -> Result<Box<dyn MfCompute + Send>, AppError> {
+        self.base.mf(t)
+    }
+    fn lda(&self, t: u32) -> Result<Box<dyn LdaCompute + Send>, AppError> {
+        self.base.lda(t)
+    }
+    fn mlp(&self, _t: u32) -> Result<Box<dyn MlpCompute + Send>, AppError> {
+        Err(AppError::Settings(
+            "the resident path must not ask for a host engine".into(),
+        ))
+    }
+    fn lr(&self, t: u32) -> Result<Box<dyn LrCompute + Send>, AppError> {
+        self.base.lr(t)
+    }
+    fn mlp_resident(&self) -> Result<Option<Box<dyn MlpResident>>, AppError> {
+        Ok(Some(Box::new(HostMlpResident::new(self.base.mlp(1)?))))
+    }
+}
+
+fn job() -> JobCommon {
+    JobCommon {
+        workers: 2,
+        seed: 42,
+        threads: 1,
+        staleness: Some(0),
+        push_codec: Default::default(),
+        pull_codec: Default::default(),
+    }
+}
+
+fn run(args: &MlpArgs, clocks: u64, engines: &dyn Engines) -> BspRun<MlpApp> {
+    let plan = MlpApp.plan(args, &job()).unwrap();
+    run_bsp(&MlpApp, &plan, 2, clocks, engines).unwrap()
+}
+
+fn args(hidden: Option<Vec<usize>>, clocks_per_epoch: u32) -> MlpArgs {
+    MlpArgs {
+        hidden,
+        batch: None,
+        lr: None,
+        lr_decay: None,
+        clocks_per_epoch: Some(clocks_per_epoch),
+        data: None,
+    }
+}
+
+/// Every clock's figures and pushes, and the finals, are identical on both paths.
+fn assert_same(host: &BspRun<MlpApp>, res: &BspRun<MlpApp>) {
+    assert_eq!(host.clocks.len(), res.clocks.len());
+    for (c, (h, r)) in host.clocks.iter().zip(&res.clocks).enumerate() {
+        for (w, ((hc, hu), (rc, ru))) in h.iter().zip(r).enumerate() {
+            assert_eq!(hc.train_loss, rc.train_loss, "clock {c} worker {w}");
+            assert_eq!(hc.train_n, rc.train_n, "clock {c} worker {w}");
+            assert!(rc.train_n > 0.0);
+            assert_eq!(hc.test_correct, rc.test_correct, "clock {c} worker {w}");
+            assert_eq!(hc.test_n, rc.test_n, "clock {c} worker {w}");
+            assert!(hu == ru, "clock {c} worker {w}: the pushed deltas differ");
+        }
+    }
+    for (w, (h, r)) in host.finals.iter().zip(&res.finals).enumerate() {
+        assert_eq!(h.sums.test_correct, r.sums.test_correct, "worker {w}");
+        assert_eq!(h.sums.test_loss, r.sums.test_loss, "worker {w}");
+        assert_eq!(h.sums.samples, r.sums.samples, "worker {w}");
+        // The oracle moves nothing over a bus.
+        assert_eq!(r.sums.pcie_h2d + r.sums.pcie_d2h, 0.0);
+    }
+    let hash = |r: &BspRun<MlpApp>| r.finals[0].facts.model_hash.clone();
+    assert!(hash(host).is_some());
+    assert_eq!(hash(host), hash(res), "final model");
+}
+
+#[test]
+fn resident_path_matches_the_host_path_on_the_builtin_job() {
+    // The built-in job (64-128-128-10, batch 32) with its epochs split over two clocks, the
+    // fast engine on both paths.
+    let a = args(None, 2);
+    let host = run(&a, 3, &CpuEngines);
+    let res = run(&a, 3, &Resident { base: CpuEngines });
+    assert_same(&host, &res);
+    let acc = |r: &BspRun<MlpApp>| {
+        let (c, n) = r.finals.iter().fold((0.0, 0.0), |(c, n), f| {
+            (c + f.sums.test_correct, n + f.sums.test_n)
+        });
+        c / n
+    };
+    eprintln!(
+        "built-in, 3 clocks: held-out accuracy host {:.4}, resident {:.4}",
+        acc(&host),
+        acc(&res)
+    );
+    assert!(acc(&res) > 0.5, "it learns: {}", acc(&res));
+}
+
+#[test]
+fn resident_path_matches_the_host_path_on_the_oracle() {
+    let a = args(Some(vec![16]), 1);
+    let host = run(&a, 2, &OracleEngines);
+    let res = run(
+        &a,
+        2,
+        &Resident {
+            base: OracleEngines,
+        },
+    );
+    assert_same(&host, &res);
+}
+
+#[test]
+fn the_oracle_refuses_bad_loads_and_samples() {
+    let mut spec = SyntheticMlpSpec::default_builtin(1);
+    spec.train = 50;
+    spec.test = 10;
+    let (train, test) = synthetic_mlp(&spec);
+    let arch = Arch::new(train.d, &[8], train.classes);
+    let mut e = HostMlpResident::new(Box::new(CpuMlp));
+    let wrong = Arch::new(train.d + 1, &[8], train.classes);
+    assert!(e.setup(&wrong, &train, &test).is_err(), "input width");
+    e.setup(&arch, &train, &test).unwrap();
+    let w = arch.layer(0).width();
+    assert!(e.load(2, 0, &vec![0.0; w]).is_err(), "no such layer");
+    assert!(e.load(0, 8, &vec![0.0; w]).is_err(), "past the last row");
+    assert!(e.load(0, 0, &vec![0.0; w - 1]).is_err(), "a partial row");
+    e.load(0, 7, &vec![0.5; w]).unwrap();
+    assert!(e.run_clock(&[0, 50], 4, 0.1).is_err(), "sample 50 of 50");
+    let mut out = arch.zeros();
+    out.pop();
+    assert!(
+        e.delta(1.0, false, &mut out).is_err(),
+        "a delta of the wrong shape"
+    );
+}

@@ -1,0 +1,73 @@
+// MLP, resident: the per-clock kernels of a whole local-SGD clock on the device.
+//
+// Serves ps_apps::mlp::MlpResident (worker-gpu's cuda::mlp_resident::CudaMlpResident). The
+// worker's samples stay on the device (x: n x d row-major f32, y: n labels); a clock's batches
+// are gathered from them by sample index, run through the forward / backward kernels of mlp.cu,
+// and each is followed by an SGD step on the local model; at the end the delta is formed here and
+// only it is copied back.
+//
+// Rounding: the SGD step and the delta round every operation separately (__fmul_rn / __fsub_rn /
+// __fadd_rn, never contracted into an FMA), exactly as the host's `p -= lr * g` and
+// `(local - read) * scale (+ read)` do in f32; the gradients themselves come from mlp.cu and
+// agree with the CPU oracle to f32 rounding.
+
+// Gathers a batch of `rows` samples: batch row r is sample s = order[first + r], or first + r
+// when order is null (a contiguous range, as for evaluation).
+//   x   n x d features, y n labels (the resident set; s < n, checked by the host)
+//   xb  rows x d, yb rows (the batch the mlp.cu kernels read)
+// Launch: any 1-D grid (grid stride over rows * d); d >= 1.
+extern "C" __global__ void mlp_gather_batch(const float* __restrict__ x,
+                                            const unsigned char* __restrict__ y,
+                                            const unsigned int* __restrict__ order,
+                                            unsigned int first,
+                                            unsigned int rows,
+                                            unsigned int d,
+                                            float* __restrict__ xb,
+                                            unsigned char* __restrict__ yb) {
+    const unsigned long long total = (unsigned long long)rows * d;
+    const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+         i < total; i += stride) {
+        const unsigned long long r = i / d;
+        const unsigned long long c = i - r * d;
+        const unsigned long long s =
+            order != 0 ? (unsigned long long)order[first + r] : (unsigned long long)first + r;
+        xb[i] = x[s * d + c];
+        if (c == 0) {
+            yb[r] = y[s];
+        }
+    }
+}
+
+// SGD step in place: p[i] = p[i] - lr * g[i] for i < n (product rounded, then the difference).
+// Launch: any 1-D grid.
+extern "C" __global__ void mlp_sgd_step(float* p,
+                                        const float* __restrict__ g,
+                                        float lr,
+                                        unsigned long long n) {
+    const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += stride) {
+        p[i] = __fsub_rn(p[i], __fmul_rn(lr, g[i]));
+    }
+}
+
+// Delta: out[i] = (local[i] - read[i]) * scale, plus read[i] when with_init != 0, for i < n.
+// Launch: any 1-D grid.
+extern "C" __global__ void mlp_delta(const float* __restrict__ local,
+                                     const float* __restrict__ read,
+                                     float scale,
+                                     int with_init,
+                                     float* __restrict__ out,
+                                     unsigned long long n) {
+    const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += stride) {
+        const float b = read[i];
+        float v = __fmul_rn(__fsub_rn(local[i], b), scale);
+        if (with_init != 0) {
+            v = __fadd_rn(v, b);
+        }
+        out[i] = v;
+    }
+}

@@ -1,0 +1,477 @@
+//! The resident CUDA MLP engine: [`ps_apps::mlp::MlpResident`] on a device.
+//!
+//! [`MlpResident::setup`] uploads the worker's training samples and labels and its held-out
+//! share once; they stay on the device until the engine is dropped. Per clock:
+//!
+//! - the loads of the read model write a pinned host mirror of it; before the model is used
+//!   the mirror goes to the device in one copy (the parameters in);
+//! - the clock's sample order goes to the device as u32 indices;
+//! - the read model is copied on the device into the local model, and every mini-batch runs
+//!   back to back on the compute stream: its inputs and labels gathered from the resident set
+//!   (`mlp_gather_batch`), the forward and backward kernels of [`CudaMlp`] on the local model
+//!   (`kernels/mlp.cu`), and the SGD step `p -= lr * g` (`mlp_sgd_step`); the batches' loss and
+//!   correct totals accumulate on the device and come back once (16 bytes);
+//! - the delta `(local - read) * scale (+ read)` is formed by `mlp_delta` and only it comes back.
+//!
+//! Evaluation runs the read model over the resident held-out set in chunks, on the device.
+//! Every byte copied either way is counted ([`Traffic`]), with the kernels' time from CUDA
+//! events. Everything runs on the compute stream, in order.
+
+use std::sync::Arc;
+
+use cudarc::driver::sys::CUevent_flags;
+use cudarc::driver::{
+    CudaEvent, CudaFunction, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
+};
+use ps_apps::mlp::{check_load, check_setup, Arch, BatchStats, Dataset, MlpResident, Traffic};
+use ps_apps::ComputeError;
+
+use super::buffers::{DevBuf, Pinned};
+use super::mlp::CudaMlp;
+use super::{failed, Call, Gpu, GpuError};
+
+/// Threads per block of the element-wise kernels.
+const BLOCK: u32 = 256;
+/// Blocks per multiprocessor for the grid-stride kernels.
+const BLOCKS_PER_SM: u32 = 8;
+
+const NAME: &str = "cuda-resident";
+
+/// A resident sample set.
+#[derive(Default)]
+struct DevSet {
+    x: DevBuf<f32>,
+    y: DevBuf<u8>,
+    n: usize,
+}
+
+/// Resident MLP on a CUDA device (see the module docs).
+pub struct CudaMlpResident {
+    gpu: Arc<Gpu>,
+    mlp: CudaMlp,
+    gather_fn: CudaFunction,
+    sgd_fn: CudaFunction,
+    delta_fn: CudaFunction,
+    arch: Option<Arch>,
+    /// Each layer's offset in the flat model, and the total last.
+    offsets: Vec<usize>,
+    train: DevSet,
+    test: DevSet,
+    /// The read model, flat, and its host mirror (loads write the mirror; `dirty` until it is
+    /// copied to the device).
+    read: DevBuf<f32>,
+    read_host: Pinned<f32>,
+    dirty: bool,
+    /// The local model, per layer: swapped into the [`CudaMlp`]'s parameter slots for a clock.
+    local: Vec<DevBuf<f32>>,
+    order: DevBuf<u32>,
+    order_host: Pinned<u32>,
+    delta: DevBuf<f32>,
+    delta_host: Pinned<f32>,
+    events: (CudaEvent, CudaEvent),
+    traffic: Traffic,
+}
+
+fn input(m: String) -> GpuError {
+    GpuError::Input(format!("mlp resident: {m}"))
+}
+
+fn to_u32(n: usize, what: &str) -> Result<u32, GpuError> {
+    u32::try_from(n).map_err(|_| input(format!("{what} ({n}) does not fit the kernel's u32")))
+}
+
+/// Copies the layers of the flat model `read` (layer `l` at `offsets[l]..offsets[l + 1]`) into
+/// `dst`, one buffer per layer, on `stream`.
+fn copy_layers(
+    stream: &Arc<cudarc::driver::CudaStream>,
+    read: &DevBuf<f32>,
+    offsets: &[usize],
+    dst: &mut [DevBuf<f32>],
+) -> Result<(), GpuError> {
+    for (l, d) in dst
+        .iter_mut()
+        .enumerate()
+        .take(offsets.len().saturating_sub(1))
+    {
+        let (lo, hi) = (offsets[l], offsets[l + 1]);
+        if hi == lo {
+            continue;
+        }
+        let src = read.get().slice(lo..hi);
+        d.ensure(stream, hi - lo)?;
+        let mut to = d.get_mut().slice_mut(0..hi - lo);
+        stream
+            .memcpy_dtod(&src, &mut to)
+            .call("cuMemcpyDtoDAsync")?;
+    }
+    Ok(())
+}
+
+impl CudaMlpResident {
+    /// The engine on `gpu`.
+    pub fn new(gpu: Arc<Gpu>) -> Result<Self, GpuError> {
+        let timing = Some(CUevent_flags::CU_EVENT_DEFAULT);
+        let events = (
+            gpu.ctx.new_event(timing).call("cuEventCreate")?,
+            gpu.ctx.new_event(timing).call("cuEventCreate")?,
+        );
+        Ok(CudaMlpResident {
+            mlp: CudaMlp::new(Arc::clone(&gpu))?,
+            gather_fn: gpu.function("mlp_resident", "mlp_gather_batch")?,
+            sgd_fn: gpu.function("mlp_resident", "mlp_sgd_step")?,
+            delta_fn: gpu.function("mlp_resident", "mlp_delta")?,
+            arch: None,
+            offsets: Vec::new(),
+            train: DevSet::default(),
+            test: DevSet::default(),
+            read: DevBuf::default(),
+            read_host: Pinned::new(&gpu.ctx)?,
+            dirty: false,
+            local: Vec::new(),
+            order: DevBuf::default(),
+            order_host: Pinned::new(&gpu.ctx)?,
+            delta: DevBuf::default(),
+            delta_host: Pinned::new(&gpu.ctx)?,
+            events,
+            traffic: Traffic::default(),
+            gpu,
+        })
+    }
+
+    fn arch(&self) -> Result<Arch, GpuError> {
+        self.arch
+            .clone()
+            .ok_or_else(|| input("setup was not called".into()))
+    }
+
+    fn cfg(&self, n: usize) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (self.gpu.grid_for(n as u64, BLOCK, BLOCKS_PER_SM), 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        }
+    }
+
+    /// Copies `data` to `dst` through a one-off staging buffer, counting the bytes.
+    fn upload_once<T: DeviceRepr + ValidAsZeroBits + Copy + Default>(
+        &mut self,
+        data: &[T],
+        dst: impl FnOnce(&mut Self) -> &mut DevBuf<T>,
+    ) -> Result<(), GpuError> {
+        let mut staging = Pinned::new(&self.gpu.ctx)?;
+        staging.fill(data)?;
+        let stream = Arc::clone(&self.gpu.compute);
+        dst(self).upload(&stream, &staging)?;
+        self.traffic.h2d_bytes += std::mem::size_of_val(data) as u64;
+        // The staging buffer is freed on return, after its copy finished.
+        stream.synchronize().call("cuStreamSynchronize")
+    }
+
+    fn try_setup(&mut self, arch: &Arch, train: &Dataset, test: &Dataset) -> Result<(), GpuError> {
+        check_setup(arch, train, test).map_err(input)?;
+        to_u32(train.n, "training samples")?;
+        to_u32(test.n, "held-out samples")?;
+        to_u32(arch.input, "input width")?;
+        self.upload_once(&train.x, |s| &mut s.train.x)?;
+        self.upload_once(&train.y, |s| &mut s.train.y)?;
+        self.upload_once(&test.x, |s| &mut s.test.x)?;
+        self.upload_once(&test.y, |s| &mut s.test.y)?;
+        self.train.n = train.n;
+        self.test.n = test.n;
+        let total = arch.num_params();
+        self.offsets = arch.flat_offsets();
+        self.read_host.host_mut(total)?.fill(0.0);
+        self.read.ensure(&self.gpu.compute, total)?;
+        self.delta.ensure(&self.gpu.compute, total)?;
+        self.local = arch
+            .layers()
+            .iter()
+            .map(|s| {
+                let mut b = DevBuf::default();
+                b.ensure(&self.gpu.compute, s.len())?;
+                Ok(b)
+            })
+            .collect::<Result<_, GpuError>>()?;
+        self.dirty = true;
+        self.arch = Some(arch.clone());
+        Ok(())
+    }
+
+    fn try_load(&mut self, layer: usize, first_row: usize, values: &[f32]) -> Result<(), GpuError> {
+        let arch = self.arch()?;
+        check_load(&arch, layer, first_row, values).map_err(input)?;
+        let at = self.offsets[layer] + first_row * arch.layer(layer).width();
+        let total = arch.num_params();
+        self.read_host.host_mut(total)?[at..at + values.len()].copy_from_slice(values);
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Copies the read model to the device when loads changed it.
+    fn sync_read(&mut self) -> Result<(), GpuError> {
+        if self.dirty {
+            self.read.upload(&self.gpu.compute, &self.read_host)?;
+            self.traffic.h2d_bytes += 4 * self.read_host.len() as u64;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Adds the time between the two events to the compute seconds.
+    fn time_kernels(&mut self) -> Result<(), GpuError> {
+        self.events
+            .1
+            .record(&self.gpu.compute)
+            .call("cuEventRecord")?;
+        let ms = self
+            .events
+            .0
+            .elapsed_ms(&self.events.1)
+            .call("cuEventElapsedTime")?;
+        self.traffic.compute_s += f64::from(ms) / 1e3;
+        Ok(())
+    }
+
+    /// Gathers batch rows `first..first + rows` (of `order`, or of the held-out set when
+    /// `order` is false) into the engine's input slot and labels.
+    fn gather(&mut self, from_train: bool, first: usize, rows: usize) -> Result<(), GpuError> {
+        let d = self.arch()?.input;
+        let (first32, rows32, d32) = (
+            to_u32(first, "first sample")?,
+            to_u32(rows, "rows")?,
+            to_u32(d, "input width")?,
+        );
+        let cfg = self.cfg(rows * d);
+        let set = if from_train { &self.train } else { &self.test };
+        let null: u64 = 0;
+        let slots = self.mlp.slots();
+        let mut b = self.gpu.compute.launch_builder(&self.gather_fn);
+        b.arg(set.x.get()).arg(set.y.get());
+        if from_train {
+            b.arg(self.order.get());
+        } else {
+            b.arg(&null);
+        }
+        b.arg(&first32)
+            .arg(&rows32)
+            .arg(&d32)
+            .arg(slots.x.get_mut())
+            .arg(slots.y.get_mut());
+        // SAFETY: the set holds n x d features and n labels; every sample index is below n (the
+        // order was checked on the host, a held-out range is within n by construction); the
+        // input slot and labels hold at least rows x d and rows (CudaMlp::size_for).
+        unsafe { b.launch(cfg) }.call("cuLaunchKernel(mlp_gather_batch)")?;
+        Ok(())
+    }
+
+    /// One SGD step on every layer of the model in the parameter slots.
+    fn sgd_step(&mut self, arch: &Arch, lr: f32) -> Result<(), GpuError> {
+        let stream = Arc::clone(&self.gpu.compute);
+        let cfgs: Vec<(usize, LaunchConfig)> = arch
+            .layers()
+            .iter()
+            .map(|s| (s.len(), self.cfg(s.len())))
+            .collect();
+        let slots = self.mlp.slots();
+        for (l, (n, cfg)) in cfgs.into_iter().enumerate() {
+            if n == 0 {
+                continue;
+            }
+            let n64 = n as u64;
+            let mut p = slots.params[l].get_mut().slice_mut(0..n);
+            let g = slots.grads[l].get().slice(0..n);
+            let mut b = stream.launch_builder(&self.sgd_fn);
+            b.arg(&mut p).arg(&g).arg(&lr).arg(&n64);
+            // SAFETY: both views hold the layer's n parameters.
+            unsafe { b.launch(cfg) }.call("cuLaunchKernel(mlp_sgd_step)")?;
+        }
+        Ok(())
+    }
+
+    /// The clock's mini-batches on the model in the parameter slots: gather, forward, backward,
+    /// SGD step, back to back on the compute stream.
+    fn batches(&mut self, arch: &Arch, len: usize, batch: usize, lr: f32) -> Result<(), GpuError> {
+        for first in (0..len).step_by(batch) {
+            let rows = batch.min(len - first);
+            self.gather(true, first, rows)?;
+            self.mlp.chunk_kernels(arch, rows, true)?;
+            self.sgd_step(arch, lr)?;
+        }
+        Ok(())
+    }
+
+    /// Exchanges the local model with the [`CudaMlp`]'s parameter slots.
+    fn swap_local(&mut self) {
+        let slots = self.mlp.slots();
+        for (a, b) in slots.params.iter_mut().zip(self.local.iter_mut()) {
+            std::mem::swap(a, b);
+        }
+    }
+
+    fn try_run_clock(
+        &mut self,
+        order: &[usize],
+        batch: usize,
+        lr: f32,
+    ) -> Result<BatchStats, GpuError> {
+        let arch = self.arch()?;
+        let n = self.train.n;
+        let idx = order
+            .iter()
+            .map(|&i| {
+                if i < n {
+                    Ok(i as u32)
+                } else {
+                    Err(input(format!("sample {i} of {n} training samples")))
+                }
+            })
+            .collect::<Result<Vec<u32>, _>>()?;
+        self.sync_read()?;
+        // The local model starts as the read one.
+        copy_layers(
+            &self.gpu.compute,
+            &self.read,
+            &self.offsets,
+            &mut self.local,
+        )?;
+        if idx.is_empty() {
+            return Ok(BatchStats::default());
+        }
+        self.order_host.fill(&idx)?;
+        self.order.upload(&self.gpu.compute, &self.order_host)?;
+        self.traffic.h2d_bytes += 4 * idx.len() as u64;
+        let batch = batch.clamp(1, idx.len());
+        // Sized first (sizing may reallocate the parameter slots, which hold the local model
+        // only between the swaps below).
+        self.mlp.size_for(&arch, batch, true)?;
+        self.events
+            .0
+            .record(&self.gpu.compute)
+            .call("cuEventRecord")?;
+        self.swap_local();
+        let run = self.batches(&arch, idx.len(), batch, lr);
+        self.swap_local();
+        run?;
+        self.time_kernels()?;
+        let stats = self.mlp.totals(idx.len())?;
+        self.traffic.d2h_bytes += 16;
+        Ok(stats)
+    }
+
+    fn try_delta(
+        &mut self,
+        scale: f32,
+        with_init: bool,
+        out: &mut [Vec<f32>],
+    ) -> Result<(), GpuError> {
+        let arch = self.arch()?;
+        let shapes = arch.layers();
+        if out.len() != shapes.len() || out.iter().zip(&shapes).any(|(o, s)| o.len() != s.len()) {
+            return Err(input("the delta is not shaped like the model".into()));
+        }
+        self.sync_read()?;
+        let stream = Arc::clone(&self.gpu.compute);
+        let init = i32::from(with_init);
+        self.events.0.record(&stream).call("cuEventRecord")?;
+        for (l, s) in shapes.iter().enumerate() {
+            let (lo, n) = (self.offsets[l], s.len());
+            if n == 0 {
+                continue;
+            }
+            let cfg = self.cfg(n);
+            let n64 = n as u64;
+            let local = self.local[l].get().slice(0..n);
+            let read = self.read.get().slice(lo..lo + n);
+            let mut dst = self.delta.get_mut().slice_mut(lo..lo + n);
+            let mut b = stream.launch_builder(&self.delta_fn);
+            b.arg(&local)
+                .arg(&read)
+                .arg(&scale)
+                .arg(&init)
+                .arg(&mut dst)
+                .arg(&n64);
+            // SAFETY: the three views hold the layer's n values.
+            unsafe { b.launch(cfg) }.call("cuLaunchKernel(mlp_delta)")?;
+        }
+        self.time_kernels()?;
+        let total = arch.num_params();
+        self.delta_host.download(&stream, self.delta.get(), total)?;
+        self.traffic.d2h_bytes += 4 * total as u64;
+        let host = self.delta_host.host()?;
+        for (l, o) in out.iter_mut().enumerate() {
+            o.copy_from_slice(&host[self.offsets[l]..self.offsets[l + 1]]);
+        }
+        Ok(())
+    }
+
+    fn try_evaluate(&mut self) -> Result<BatchStats, GpuError> {
+        let arch = self.arch()?;
+        let n = self.test.n;
+        if n == 0 {
+            return Ok(BatchStats::default());
+        }
+        self.sync_read()?;
+        let chunk = self.mlp.chunk().min(n);
+        self.mlp.size_for(&arch, chunk, false)?;
+        // The read model into the parameter slots (the local model is elsewhere).
+        copy_layers(
+            &self.gpu.compute,
+            &self.read,
+            &self.offsets,
+            self.mlp.slots().params,
+        )?;
+        self.events
+            .0
+            .record(&self.gpu.compute)
+            .call("cuEventRecord")?;
+        for first in (0..n).step_by(chunk) {
+            let rows = chunk.min(n - first);
+            self.gather(false, first, rows)?;
+            self.mlp.chunk_kernels(&arch, rows, false)?;
+        }
+        self.time_kernels()?;
+        let stats = self.mlp.totals(n)?;
+        self.traffic.d2h_bytes += 16;
+        Ok(stats)
+    }
+}
+
+impl MlpResident for CudaMlpResident {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn setup(&mut self, arch: &Arch, train: &Dataset, test: &Dataset) -> Result<(), ComputeError> {
+        failed(NAME, self.try_setup(arch, train, test))
+    }
+
+    fn load(&mut self, layer: usize, first_row: usize, values: &[f32]) -> Result<(), ComputeError> {
+        failed(NAME, self.try_load(layer, first_row, values))
+    }
+
+    fn run_clock(
+        &mut self,
+        order: &[usize],
+        batch: usize,
+        lr: f32,
+    ) -> Result<BatchStats, ComputeError> {
+        failed(NAME, self.try_run_clock(order, batch, lr))
+    }
+
+    fn delta(
+        &mut self,
+        scale: f32,
+        with_init: bool,
+        out: &mut [Vec<f32>],
+    ) -> Result<(), ComputeError> {
+        failed(NAME, self.try_delta(scale, with_init, out))
+    }
+
+    fn evaluate(&mut self) -> Result<BatchStats, ComputeError> {
+        failed(NAME, self.try_evaluate())
+    }
+
+    fn traffic(&self) -> Traffic {
+        self.traffic
+    }
+}

@@ -1,0 +1,191 @@
+//! The resident CUDA MLP engine against its CPU oracle `HostMlpResident` on `CpuMlp` (f64
+//! accumulation): a few clocks of local SGD, both engines loading the same read model each clock
+//! (the oracle's read plus its pushed delta, as the server would), so each clock's comparison
+//! measures that clock's rounding alone.
+//!
+//! - Softmax regression (no hidden layer: the loss is smooth in the parameters): every clock's
+//!   delta within 1e-4 relative, loss totals within 1e-4 relative.
+//! - A ReLU network: a hidden pre-activation within f32 rounding of 0 can take the other side of
+//!   the kink on the device, which switches one sample's gradient through that unit on or off,
+//!   so the deltas agree to 1e-2 relative there (a wrong batch, step or scale is off by far
+//!   more), the loss totals to 1e-3, the held-out accuracy to 0.01.
+//!
+//! Also: repeated device runs give bit-identical deltas, the bus traffic per clock is exactly the
+//! model in, the order in, and the delta and the totals out, and bad input is a typed error.
+
+use ps_apps::mlp::{
+    epoch_order, synthetic_mlp, Arch, BatchStats, ClockKey, CpuMlp, Dataset, HostMlpResident,
+    MlpResident, SyntheticMlpSpec,
+};
+use std::sync::Arc;
+
+use worker_gpu::cuda::mlp_resident::CudaMlpResident;
+use worker_gpu::cuda::Gpu;
+
+use crate::common::{rel_err, seed};
+
+const CLOCKS: u32 = 3;
+
+fn data(seed: u64) -> (Dataset, Dataset) {
+    let mut spec = SyntheticMlpSpec::default_builtin(seed);
+    spec.train = 1_000;
+    spec.test = 500;
+    synthetic_mlp(&spec)
+}
+
+/// Loads `read` in two pieces per layer (as shard replies arrive).
+fn load(e: &mut dyn MlpResident, arch: &Arch, read: &[Vec<f32>]) {
+    for (l, p) in read.iter().enumerate() {
+        let s = arch.layer(l);
+        let half = s.rows() / 2;
+        e.load(l, half, &p[half * s.width()..]).expect("load");
+        e.load(l, 0, &p[..half * s.width()]).expect("load");
+    }
+}
+
+/// One clock on an engine: held-out figures of `read`, the clock's training totals, the delta.
+fn clock(
+    e: &mut dyn MlpResident,
+    arch: &Arch,
+    read: &[Vec<f32>],
+    order: &[usize],
+    batch: usize,
+    with_init: bool,
+) -> (BatchStats, BatchStats, Vec<Vec<f32>>) {
+    load(e, arch, read);
+    let held_out = e.evaluate().expect("evaluate");
+    let train = e.run_clock(order, batch, 0.1).expect("run_clock");
+    let mut delta = arch.zeros();
+    e.delta(0.5, with_init, &mut delta).expect("delta");
+    (held_out, train, delta)
+}
+
+fn order(n: usize, c: u32) -> Vec<usize> {
+    let key = ClockKey {
+        seed: 7,
+        worker: 0,
+        clock: c,
+    };
+    // Most of the samples, so that the last batch is partial.
+    let mut o = epoch_order(n, key);
+    o.truncate(n - 13);
+    o
+}
+
+fn close(got: f64, want: f64, rel: f64) -> bool {
+    (got - want).abs() <= rel * want.abs().max(1e-12)
+}
+
+/// Runs `CLOCKS` clocks on both engines (hidden layers `hidden`, data of `data_seed`); returns
+/// the device's deltas.
+fn compare(
+    gpu: &Arc<Gpu>,
+    hidden: &[usize],
+    data_seed: u64,
+    batch: usize,
+    (delta_tol, loss_tol): (f64, f64),
+) -> Vec<Vec<Vec<f32>>> {
+    let (train, test) = data(data_seed);
+    let arch = Arch::new(train.d, hidden, train.classes);
+    let mut dev = CudaMlpResident::new(Arc::clone(gpu)).expect("engine");
+    let mut host = HostMlpResident::new(Box::new(CpuMlp));
+    dev.setup(&arch, &train, &test).expect("setup");
+    host.setup(&arch, &train, &test).expect("setup");
+    let setup = dev.traffic();
+    let x_bytes = 4 * (train.x.len() + test.x.len()) + train.n + test.n;
+    assert_eq!(
+        setup.h2d_bytes, x_bytes as u64,
+        "the set-up uploads the data once"
+    );
+    let mut read = arch.init_params(3);
+    let mut deltas = Vec::new();
+    let params = arch.num_params() as u64;
+    for c in 0..CLOCKS {
+        let o = order(train.n, c);
+        let before = dev.traffic();
+        let (hd, td, dd) = clock(&mut dev, &arch, &read, &o, batch, c == 0);
+        let (hh, th, dh) = clock(&mut host, &arch, &read, &o, batch, c == 0);
+        let t = dev.traffic().since(&before);
+        let e = rel_err(&dd.concat(), &dh.concat());
+        eprintln!(
+            "{arch:?} clock {c}: delta rel_err {e:.2e}, train loss {} vs {}, held-out correct \
+             {} vs {}, {t:?}",
+            td.loss_sum, th.loss_sum, hd.correct, hh.correct
+        );
+        assert!(e <= delta_tol, "clock {c}: delta rel_err {e:.3e}");
+        assert_eq!((td.count, hd.count), (th.count, hh.count));
+        assert!(
+            close(td.loss_sum, th.loss_sum, loss_tol),
+            "clock {c}: train loss"
+        );
+        assert!(
+            close(hd.loss_sum, hh.loss_sum, loss_tol),
+            "clock {c}: held-out loss"
+        );
+        let acc = |s: &BatchStats| s.correct as f64 / s.count as f64;
+        assert!((acc(&hd) - acc(&hh)).abs() <= 0.01, "clock {c}: accuracy");
+        // The model in, the order in; the delta, the training and held-out totals out.
+        assert_eq!(t.h2d_bytes, 4 * params + 4 * o.len() as u64, "clock {c}");
+        assert_eq!(t.d2h_bytes, 4 * params + 16 + 16, "clock {c}");
+        assert!(t.compute_s > 0.0);
+        // The next read: what the server makes of this delta.
+        for (r, d) in read.iter_mut().zip(&dh) {
+            for (r, d) in r.iter_mut().zip(d) {
+                *r = if c == 0 { *d } else { *r + d };
+            }
+        }
+        deltas.push(dd);
+    }
+    deltas
+}
+
+#[test]
+fn resident_softmax_regression_matches_the_oracle() {
+    let Some(gpu) = worker_gpu::gpu_or_skip("resident_softmax_regression_matches_the_oracle")
+    else {
+        return;
+    };
+    let s = seed("resident softmax regression");
+    for batch in [32, 1_000] {
+        compare(&gpu, &[], s, batch, (1e-4, 1e-4));
+    }
+}
+
+#[test]
+fn resident_relu_network_matches_the_oracle_and_repeats_exactly() {
+    let Some(gpu) = worker_gpu::gpu_or_skip("resident_relu_network_matches_the_oracle") else {
+        return;
+    };
+    let s = seed("resident relu network");
+    let a = compare(&gpu, &[128, 128], s, 32, (1e-2, 1e-3));
+    let b = compare(&gpu, &[128, 128], s, 32, (1e-2, 1e-3));
+    assert!(a == b, "two device runs differ");
+}
+
+#[test]
+fn resident_engine_rejects_bad_input() {
+    let Some(gpu) = worker_gpu::gpu_or_skip("resident_engine_rejects_bad_input") else {
+        return;
+    };
+    let (train, test) = data(1);
+    let arch = Arch::new(train.d, &[8], train.classes);
+    let mut dev = CudaMlpResident::new(gpu).expect("engine");
+    assert!(dev.run_clock(&[0], 4, 0.1).is_err(), "before setup");
+    let wide = Arch::new(train.d + 1, &[8], train.classes);
+    assert!(dev.setup(&wide, &train, &test).is_err(), "input width");
+    dev.setup(&arch, &train, &test).expect("setup");
+    let w = arch.layer(0).width();
+    assert!(dev.load(2, 0, &vec![0.0; w]).is_err(), "no such layer");
+    assert!(dev.load(0, 8, &vec![0.0; w]).is_err(), "past the last row");
+    assert!(dev.load(0, 0, &vec![0.0; w - 1]).is_err(), "a partial row");
+    assert!(dev.run_clock(&[0, train.n], 4, 0.1).is_err(), "sample n");
+    let mut out = arch.zeros();
+    out.pop();
+    assert!(dev.delta(1.0, false, &mut out).is_err(), "wrong shape");
+    // Still usable after refusals: an empty clock leaves local = read, a zero delta.
+    load(&mut dev, &arch, &arch.init_params(1));
+    dev.run_clock(&[], 4, 0.1).expect("empty clock");
+    let mut d = arch.zeros();
+    dev.delta(1.0, false, &mut d).expect("delta");
+    assert!(d.iter().flatten().all(|&v| v == 0.0));
+}
