@@ -23,6 +23,7 @@ pub mod lda;
 pub mod lr;
 pub mod mf;
 pub mod mlp;
+pub mod par;
 pub mod seed;
 
 pub use error::{AppError, ComputeError, DataError, SinkError};

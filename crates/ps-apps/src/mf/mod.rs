@@ -29,18 +29,22 @@ mod data;
 mod fast;
 mod order;
 mod ratings;
+mod synth;
 
 pub use app::{MfApp, MfClock, MfFacts, MfFinal, MfSession, MfSettings, ITEMS};
 pub use args::{MfArgs, MfDefaults, REAL_DATA, SYNTHETIC};
 
 pub use compute::{predict, rmse, squared_error, squared_error_in, CpuMf, Layout, MfCompute};
 pub use data::{
-    load_ratings, load_train_test, split_train_test, synthetic, worker_cold, worker_shard,
-    ColdRating, Rating, RatingFormat, RatingSet, SyntheticSpec, TrainTest, WorkerShard,
-    BUILTIN_ITEMS, BUILTIN_NOISE_SIGMA, BUILTIN_RANK, BUILTIN_RATINGS, BUILTIN_USERS,
+    load_ratings, load_train_test, split_train_test, worker_cold, worker_shard, ColdRating, Rating,
+    RatingFormat, RatingSet, TrainTest, WorkerShard,
 };
 pub use fast::{FastMf, PARALLEL_MIN_RATINGS};
 pub use order::{bins_for, cut_runs, BlockLayout, MfOrder, Visiting, MAX_BINS};
+pub use synth::{
+    synthetic, synthetic_threads, SyntheticSpec, BUILTIN_ITEMS, BUILTIN_NOISE_SIGMA, BUILTIN_RANK,
+    BUILTIN_RATINGS, BUILTIN_USERS, SEQUENTIAL_MAX_RATINGS,
+};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
