@@ -368,6 +368,7 @@ fn pick_items(
         }
         mine.extend((0..items).filter(|&i| !taken.get(i)));
         taken.clear_all();
+        mine.sort_unstable();
     } else {
         if let Some(p) = &s.popularity {
             // Enough draws for the user's count unless the popular items are nearly all taken.
@@ -386,9 +387,15 @@ fn pick_items(
                 mine.push(i);
             }
         }
-        mine.iter().for_each(|&i| taken.clear(i));
+        if (items as usize).div_ceil(64) <= 4 * k {
+            // Few words per item drawn: read the set off the bits, ascending (no sort).
+            mine.clear();
+            taken.drain_into(mine);
+        } else {
+            mine.iter().for_each(|&i| taken.clear(i));
+            mine.sort_unstable();
+        }
     }
-    mine.sort_unstable();
 }
 
 /// A set of items as bits.
@@ -413,6 +420,15 @@ impl Bits {
     }
     fn clear_all(&mut self) {
         self.0.iter_mut().for_each(|w| *w = 0);
+    }
+    /// Appends the set items to `out`, ascending, and clears them.
+    fn drain_into(&mut self, out: &mut Vec<u32>) {
+        for (j, w) in self.0.iter_mut().enumerate() {
+            while *w != 0 {
+                out.push(j as u32 * 64 + w.trailing_zeros());
+                *w &= *w - 1;
+            }
+        }
     }
 }
 
