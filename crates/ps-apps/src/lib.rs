@@ -26,6 +26,7 @@ pub mod lr;
 pub mod mf;
 pub mod mlp;
 pub mod philox;
+pub mod par;
 pub mod seed;
 
 pub use error::{AppError, ComputeError, DataError, SinkError};

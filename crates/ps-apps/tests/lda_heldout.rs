@@ -74,6 +74,7 @@ fn args(data: &Path, test: Option<&Path>) -> LdaArgs {
         data: Some(data.to_path_buf()),
         vocab: None,
         test: test.map(Path::to_path_buf),
+        ..Default::default()
     }
 }
 

@@ -333,6 +333,7 @@ fn multi_thread_training_matches_oracle_quality() {
         ratings: 60_000,
         rank: 8,
         noise_sigma: 0.1,
+        item_zipf: 0.0,
         seed,
     };
     let set = synthetic(&spec);
@@ -427,6 +428,7 @@ fn speed_probe() {
         ratings: 2_000_000,
         rank: 32,
         noise_sigma: 0.1,
+        item_zipf: 0.0,
         seed: 1,
     };
     let t = Instant::now();

@@ -186,6 +186,7 @@ fn synthetic_is_deterministic_and_covers_everything() {
         ratings: 6_000,
         rank: 4,
         noise_sigma: 0.1,
+        item_zipf: 0.0,
         seed: 42,
     };
     let a = synthetic(&spec);
@@ -236,6 +237,7 @@ fn synthetic_more_items_than_users_and_dense() {
         ratings: 190,
         rank: 2,
         noise_sigma: 0.0,
+        item_zipf: 0.0,
         seed: 1,
     };
     let s = synthetic(&spec);
@@ -258,6 +260,7 @@ fn split_is_deterministic_and_near_fraction() {
         ratings: 10_000,
         rank: 4,
         noise_sigma: 0.1,
+        item_zipf: 0.0,
         seed: 3,
     });
     let (tr1, te1) = split_train_test(&set, 0.1, 9);
@@ -281,6 +284,7 @@ fn worker_shard_partitions_all_ratings_exactly_once() {
         ratings: 3_000,
         rank: 3,
         noise_sigma: 0.1,
+        item_zipf: 0.0,
         seed: 5,
     });
     let (train, test) = split_train_test(&set, 0.2, 1);
@@ -395,6 +399,7 @@ fn cpu_sgd_reduces_error_on_tiny_problem() {
         ratings: 400,
         rank: 2,
         noise_sigma: 0.0,
+        item_zipf: 0.0,
         seed: 8,
     });
     let rank = 2usize;

@@ -67,6 +67,7 @@ fn args(hidden: Option<Vec<usize>>, clocks_per_epoch: u32) -> MlpArgs {
         lr_decay: None,
         clocks_per_epoch: Some(clocks_per_epoch),
         data: None,
+        ..Default::default()
     }
 }
 

@@ -78,6 +78,7 @@ fn lda_sessions_on_cuda_reach_the_cpu_likelihood() {
         data: None,
         vocab: None,
         test: None,
+        ..Default::default()
     };
     let (cpu, dev) = both(&LdaApp, &args, 8, &gpu);
     let per_token = |r: &BspRun<LdaApp>| {
@@ -103,6 +104,7 @@ fn mlp_sessions_on_cuda_reach_the_cpu_accuracy() {
         lr_decay: None,
         clocks_per_epoch: None,
         data: None,
+        ..Default::default()
     };
     let (cpu, dev) = both(&MlpApp, &args, 5, &gpu);
     let acc = |r: &BspRun<MlpApp>| {

@@ -5,6 +5,7 @@
 //! counts; each later clock reads its words' rows and the totals, sweeps once, and pushes the
 //! count changes of the words that changed.
 
+use super::args::LdaArgs;
 use super::files::{detect_format, sibling_vocab, top_words, CorpusFormat};
 use super::heldout::document_completion;
 use super::{
@@ -19,7 +20,7 @@ use crate::app::{
 use crate::error::AppError;
 use ps_proto::{Init, UpdateRule};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 pub const WORD_TOPIC: u32 = 0;
@@ -28,33 +29,6 @@ pub const TOTALS: u32 = 1;
 /// The LDA app.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LdaApp;
-
-/// LDA flags.
-#[derive(Debug, Clone, clap::Args)]
-pub struct LdaArgs {
-    /// Number of topics.
-    #[arg(long, default_value_t = LdaHyper::default().topics)]
-    pub topics: u32,
-    /// Dirichlet prior of document-topic mixtures.
-    #[arg(long, default_value_t = LdaHyper::default().alpha)]
-    pub alpha: f64,
-    /// Dirichlet prior of topic-word distributions.
-    #[arg(long, default_value_t = LdaHyper::default().beta)]
-    pub beta: f64,
-    /// Corpus instead of the built-in synthetic one: a UCI docword file (see --vocab) or an
-    /// lda-c file.
-    #[arg(long)]
-    pub data: Option<PathBuf>,
-    /// Vocabulary file, one word per line (default: vocab.NAME.txt beside a docword.NAME.txt,
-    /// if there).
-    #[arg(long)]
-    pub vocab: Option<PathBuf>,
-    /// Held-out documents (same format and word ids as --data): the summary gives their
-    /// perplexity by document completion (half of each document's tokens fold the document
-    /// in, the other half are scored).
-    #[arg(long, requires = "data")]
-    pub test: Option<PathBuf>,
-}
 
 /// What every LDA worker is created from.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,6 +42,10 @@ pub struct LdaSettings {
     #[serde(default)]
     pub test: Option<String>,
     pub threads: u32,
+    /// The built-in corpus's spec (`None` with `--data`, and from an older coordinator: the
+    /// built-in spec of the seed).
+    #[serde(default)]
+    pub synthetic: Option<SyntheticLdaSpec>,
 }
 
 /// Per-clock figures: the log-likelihood of the model the clock sweeps against, before the
@@ -126,7 +104,10 @@ fn load(s: &LdaSettings) -> Result<Loaded, AppError> {
             test: s.test.as_deref().map(|t| read(t, None)).transpose()?,
         }),
         None => {
-            let syn = synthetic_lda(&SyntheticLdaSpec::default_builtin(s.seed));
+            let spec = s
+                .synthetic
+                .unwrap_or_else(|| SyntheticLdaSpec::default_builtin(s.seed));
+            let syn = synthetic_lda(&spec);
             Ok(Loaded {
                 corpus: syn.corpus,
                 truth: Some((syn.topics, syn.num_topics as usize)),
@@ -172,6 +153,11 @@ impl App for LdaApp {
             (None, None) => None,
         };
         let test = flags::absolute(a.test.as_deref(), "held-out corpus file")?;
+        let synthetic = if data.is_none() {
+            Some(a.synthetic_spec(job.seed)?)
+        } else {
+            None
+        };
         if let Some(t) = &test {
             let f = detect_format(Path::new(t))?;
             if f != format {
@@ -188,6 +174,7 @@ impl App for LdaApp {
             format,
             test,
             threads: job.threads,
+            synthetic,
         };
         let Loaded {
             corpus,

@@ -40,24 +40,28 @@
 //! known ones, for synthetic data).
 
 mod app;
+mod args;
 mod compute;
 mod data;
 mod files;
 pub mod heldout;
 mod metrics;
+mod synth;
 
-pub use app::{
-    LdaApp, LdaArgs, LdaClock, LdaFacts, LdaFinal, LdaSession, LdaSettings, TOTALS, WORD_TOPIC,
-};
+pub use app::{LdaApp, LdaClock, LdaFacts, LdaFinal, LdaSession, LdaSettings, TOTALS, WORD_TOPIC};
+pub use args::{LdaArgs, MAX_TRUTH};
 pub use files::{detect_format, sibling_vocab, top_words, CorpusFormat};
 
 pub use compute::{check_dims, conditional, CpuLda, LdaCompute, SparseLda};
 pub use data::{
-    load_ldac, load_uci, load_vocab, parse_ldac, parse_uci_docword, split_docs, synthetic_lda,
-    worker_doc_ids, Corpus, SyntheticLda, SyntheticLdaSpec, BUILTIN_DOCS, BUILTIN_DOC_LEN,
-    BUILTIN_TOPICS, BUILTIN_VOCAB, MAX_COUNT, MAX_DOCS, MAX_TOKENS, MAX_VOCAB,
+    load_ldac, load_uci, load_vocab, parse_ldac, parse_uci_docword, split_docs, worker_doc_ids,
+    Corpus, MAX_COUNT, MAX_DOCS, MAX_TOKENS, MAX_VOCAB,
 };
 pub use metrics::{loglik, loglik_per_token, topic_recovery};
+pub use synth::{
+    synthetic_lda, synthetic_lda_threads, SyntheticLda, SyntheticLdaSpec, BUILTIN_DOCS,
+    BUILTIN_DOC_LEN, BUILTIN_TOPICS, BUILTIN_VOCAB, SEQUENTIAL_MAX_TOKENS,
+};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -127,12 +127,14 @@ impl App for MfApp {
             users: a.users,
             items: a.items,
             ratings: a.ratings,
+            item_zipf: a.item_zipf,
             ..SyntheticSpec::default_builtin(job.seed)
         });
         if let Some(s) = &synthetic_spec {
             flags::in_range("--users", s.users, 1, 100_000_000)?;
             flags::in_range("--items", s.items, 1, 100_000_000)?;
             flags::in_range("--ratings", s.ratings, 1, 2_000_000_000)?;
+            flags::in_range("--item-zipf", s.item_zipf, 0.0, 4.0)?;
         }
         let loaded = load(
             data.as_deref(),

@@ -43,6 +43,10 @@ pub struct MfArgs {
     /// Ratings of the built-in synthetic set.
     #[arg(long, conflicts_with = "data", default_value_t = BUILTIN_RATINGS)]
     pub ratings: u64,
+    /// Zipf exponent of the built-in set's item popularity (0 = uniform; about 0.8-1.0 is
+    /// Netflix-like): the item of popularity rank r draws ratings with weight r^-S.
+    #[arg(long, value_name = "S", conflicts_with = "data", default_value_t = 0.0)]
+    pub item_zipf: f64,
     /// Clocks per epoch: each clock visits the next slice of the epoch's shuffled order and
     /// reads only the item rows that slice touches; the learning rate decays per epoch.
     #[arg(long, default_value_t = 1)]
@@ -74,6 +78,7 @@ impl Default for MfArgs {
             users: BUILTIN_USERS,
             items: BUILTIN_ITEMS,
             ratings: BUILTIN_RATINGS,
+            item_zipf: 0.0,
             clocks_per_epoch: 1,
             data: None,
             test: None,

@@ -32,6 +32,7 @@ mod ratings;
 mod resident;
 mod session;
 mod waves;
+mod synth;
 
 pub use app::{MfApp, MfClock, MfFacts, MfFinal, MfSettings, ITEMS};
 pub use args::{MfArgs, MfDefaults, REAL_DATA, SYNTHETIC};
@@ -41,12 +42,15 @@ pub use waves::{bands_for, bands_with, WaveSchedule, MIN_BLOCK_RATINGS};
 
 pub use compute::{predict, rmse, squared_error, squared_error_in, CpuMf, Layout, MfCompute};
 pub use data::{
-    load_ratings, load_train_test, split_train_test, synthetic, worker_cold, worker_shard,
-    ColdRating, Rating, RatingFormat, RatingSet, SyntheticSpec, TrainTest, WorkerShard,
-    BUILTIN_ITEMS, BUILTIN_NOISE_SIGMA, BUILTIN_RANK, BUILTIN_RATINGS, BUILTIN_USERS,
+    load_ratings, load_train_test, split_train_test, worker_cold, worker_shard, ColdRating, Rating,
+    RatingFormat, RatingSet, TrainTest, WorkerShard,
 };
 pub use fast::{FastMf, PARALLEL_MIN_RATINGS};
 pub use order::{bins_for, cut_runs, BlockLayout, MfOrder, Visiting, MAX_BINS};
+pub use synth::{
+    synthetic, synthetic_threads, SyntheticSpec, BUILTIN_ITEMS, BUILTIN_NOISE_SIGMA, BUILTIN_RANK,
+    BUILTIN_RATINGS, BUILTIN_USERS, SEQUENTIAL_MAX_RATINGS,
+};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

@@ -13,6 +13,7 @@
 //! rows (a range of `items / bins`) stay in cache across its users.
 
 use super::data::Rating;
+use crate::par;
 use crate::seed::{epoch_order, mix64, ClockKey};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -64,19 +65,27 @@ impl BlockLayout {
             let ib = (u64::from(r.item) * bins / i).min(bins - 1);
             (ub * bins + ib) as usize
         };
-        let mut order: Vec<usize> = (0..ratings.len()).collect();
-        order.sort_unstable_by_key(|&k| {
-            let r = &ratings[k];
-            (block(r), r.user, r.item, k)
-        });
+        // Ordered by (block, user, item, index): a counting sort by block, then each block
+        // sorted on its own (in parallel; already sorted when the ratings come by user and
+        // item, as the built-in ones do) - a sort of 100 M indices at once took half a minute.
         let blocks = (bins * bins) as usize;
         let mut starts = vec![0usize; blocks + 1];
-        for &k in &order {
-            starts[block(&ratings[k]) + 1] += 1;
+        for r in ratings {
+            starts[block(r) + 1] += 1;
         }
         for b in 0..blocks {
             starts[b + 1] += starts[b];
         }
+        let mut next = starts.clone();
+        let mut order = vec![0usize; ratings.len()];
+        for (k, r) in ratings.iter().enumerate() {
+            let b = block(r);
+            order[next[b]] = k;
+            next[b] += 1;
+        }
+        par::fill(&mut order, &starts[1..], par::threads(), |_, part| {
+            part.sort_unstable_by_key(|&k| (ratings[k].user, ratings[k].item, k))
+        });
         BlockLayout {
             order,
             starts,

@@ -6,7 +6,10 @@
 //! initialiser of their own.
 
 use super::session::MlpSession;
-use super::{load_mnist_dir, synthetic_mlp, Arch, Dataset, MlpHyper, SyntheticMlpSpec};
+use super::{
+    load_mnist_dir, synthetic_mlp, Arch, Dataset, MlpHyper, SyntheticMlpSpec, BUILTIN_FEATURES,
+    BUILTIN_TRAIN,
+};
 use crate::app::flags::{self, decimal, num, ratio};
 use crate::app::{App, JobCommon, JobView, Plan, Session, Target, WorkerContext};
 use crate::error::AppError;
@@ -48,9 +51,62 @@ pub struct MlpArgs {
     /// [default: 1 (4 with --data)].
     #[arg(long)]
     pub clocks_per_epoch: Option<u32>,
+    /// Training samples of the built-in synthetic set (with --test-samples and --features: a
+    /// larger set to measure throughput on).
+    #[arg(long, conflicts_with = "data", default_value_t = BUILTIN_TRAIN)]
+    pub samples: usize,
+    /// Test samples of the built-in synthetic set [default: --samples / 4].
+    #[arg(long, conflicts_with = "data")]
+    pub test_samples: Option<usize>,
+    /// Features of the built-in synthetic set (the network's input width follows the data).
+    #[arg(long, conflicts_with = "data", default_value_t = BUILTIN_FEATURES)]
+    pub features: usize,
     /// Directory of MNIST-style IDX files (gzipped or not) instead of the built-in data.
     #[arg(long)]
     pub data: Option<PathBuf>,
+}
+
+impl Default for MlpArgs {
+    /// The flags' defaults, as `--app mlp` with no MLP flag.
+    fn default() -> Self {
+        MlpArgs {
+            hidden: None,
+            batch: None,
+            lr: None,
+            lr_decay: None,
+            clocks_per_epoch: None,
+            samples: BUILTIN_TRAIN,
+            test_samples: None,
+            features: BUILTIN_FEATURES,
+            data: None,
+        }
+    }
+}
+
+/// Largest `(--samples + --test-samples) x --features` of the built-in set (8 GiB of `f32`).
+pub const MAX_SYNTHETIC_VALUES: u64 = 1 << 31;
+
+impl MlpArgs {
+    /// The built-in set the flags ask for, checked.
+    pub fn synthetic_spec(&self, seed: u64) -> Result<SyntheticMlpSpec, AppError> {
+        let test = self.test_samples.unwrap_or(self.samples / 4);
+        flags::in_range("--samples", self.samples, 1, 100_000_000)?;
+        flags::in_range("--test-samples", test, 1, 100_000_000)?;
+        flags::in_range("--features", self.features, 1, 1_000_000)?;
+        let values = (self.samples as u64 + test as u64) * self.features as u64;
+        if values > MAX_SYNTHETIC_VALUES {
+            return Err(AppError::Settings(format!(
+                "(--samples + --test-samples) x --features is {values} values, above the limit \
+                 {MAX_SYNTHETIC_VALUES}"
+            )));
+        }
+        Ok(SyntheticMlpSpec {
+            train: self.samples,
+            test,
+            features: self.features,
+            ..SyntheticMlpSpec::default_builtin(seed)
+        })
+    }
 }
 
 /// What every MLP worker is created from.
@@ -62,6 +118,10 @@ pub struct MlpSettings {
     pub data: Option<String>,
     pub clocks_per_epoch: u32,
     pub threads: u32,
+    /// The built-in set's spec (`None` with `--data`, and from an older coordinator: the
+    /// built-in spec of the seed).
+    #[serde(default)]
+    pub synthetic: Option<SyntheticMlpSpec>,
 }
 
 /// Per-clock figures: training loss of the clock's batches, held-out accuracy of the model the
@@ -103,7 +163,11 @@ pub struct MlpFacts {
 pub(super) fn load(s: &MlpSettings) -> Result<(Dataset, Dataset), AppError> {
     match &s.data {
         Some(dir) => Ok(load_mnist_dir(Path::new(dir))?),
-        None => Ok(synthetic_mlp(&SyntheticMlpSpec::default_builtin(s.seed))),
+        None => {
+            Ok(synthetic_mlp(&s.synthetic.unwrap_or_else(|| {
+                SyntheticMlpSpec::default_builtin(s.seed)
+            })))
+        }
     }
 }
 
@@ -162,6 +226,11 @@ impl App for MlpApp {
         let default_k = if on_data { DATA_CLOCKS_PER_EPOCH } else { 1 };
         let clocks_per_epoch = a.clocks_per_epoch.unwrap_or(default_k);
         flags::in_range("--clocks-per-epoch", clocks_per_epoch, 1, 10_000)?;
+        let synthetic = if on_data {
+            None
+        } else {
+            Some(a.synthetic_spec(job.seed)?)
+        };
         let settings = MlpSettings {
             hidden,
             hyper,
@@ -169,6 +238,7 @@ impl App for MlpApp {
             data,
             clocks_per_epoch,
             threads: job.threads,
+            synthetic,
         };
         let (train, test) = load(&settings)?;
         if train.n == 0 {

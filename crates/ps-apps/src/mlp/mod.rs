@@ -55,6 +55,7 @@ mod data;
 mod fast;
 mod resident;
 mod session;
+mod synth;
 
 pub use app::{
     MlpApp, MlpArgs, MlpClock, MlpFacts, MlpFinal, MlpSettings, BUILTIN_EPOCHS,
@@ -69,11 +70,15 @@ pub use compute::{
 };
 pub use data::{
     load_idx_pair, load_idx_pair_classes, load_mnist_dir, parse_idx_images, parse_idx_labels,
-    read_idx_images, read_idx_labels, split_train_test, standardise, synthetic_mlp, Dataset,
-    IdxImages, SyntheticMlpSpec, BUILTIN_CLASSES, BUILTIN_CLUSTERS_PER_CLASS, BUILTIN_FEATURES,
-    BUILTIN_LATENT, BUILTIN_TEST, BUILTIN_TRAIN, MAX_IDX_PAYLOAD, MNIST_CLASSES,
+    read_idx_images, read_idx_labels, split_train_test, standardise, Dataset, IdxImages,
+    MAX_IDX_PAYLOAD, MNIST_CLASSES,
 };
 pub use fast::FastMlp;
+pub use synth::{
+    synthetic_mlp, synthetic_mlp_threads, SyntheticMlpSpec, BUILTIN_CLASSES,
+    BUILTIN_CLUSTERS_PER_CLASS, BUILTIN_FEATURES, BUILTIN_LATENT, BUILTIN_TEST, BUILTIN_TRAIN,
+    SAMPLES_PER_CHUNK,
+};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

@@ -23,6 +23,7 @@ fn plan() -> Plan<LdaSettings> {
         data: None,
         vocab: None,
         test: None,
+        ..Default::default()
     };
     LdaApp.plan(&args, &job(2)).unwrap()
 }

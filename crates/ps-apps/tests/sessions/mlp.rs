@@ -24,6 +24,7 @@ fn plan() -> Plan<MlpSettings> {
         lr_decay: None,
         clocks_per_epoch: Some(PER_EPOCH as u32),
         data: None,
+        ..Default::default()
     };
     MlpApp.plan(&args, &job(2)).unwrap()
 }

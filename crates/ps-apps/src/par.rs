@@ -1,0 +1,109 @@
+//! Parallel generation of the built-in synthetic data sets.
+//!
+//! A generator cuts its output into chunks of a fixed size (users, documents, samples), each
+//! drawn from its own RNG seeded by the spec's seed and the chunk's index, so the output is a
+//! pure function of the spec whatever the number of threads. These helpers run the chunks on
+//! scoped threads that take the next chunk as they finish one.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// The threads a generator uses by default: the machine's parallelism.
+pub fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `f(0), ..., f(n - 1)` in order, computed on up to `threads` threads.
+pub fn map<T: Send>(n: usize, threads: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let threads = threads.clamp(1, n.max(1));
+    if threads == 1 {
+        return (0..n).map(f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let mut done: Vec<(usize, T)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            return mine;
+                        }
+                        mine.push((i, f(i)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("a generator thread panicked"))
+            .collect()
+    });
+    done.sort_unstable_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, t)| t).collect()
+}
+
+/// Calls `f(i, part_i)` for every part of `out` cut at `ends` (part `i` is
+/// `out[ends[i - 1]..ends[i]]`, part 0 starts at 0), on up to `threads` threads.
+///
+/// # Panics
+/// If `ends` is not ascending or its last entry is not `out.len()` (caller bug).
+pub fn fill<T: Send>(
+    out: &mut [T],
+    ends: &[usize],
+    threads: usize,
+    f: impl Fn(usize, &mut [T]) + Sync,
+) {
+    assert_eq!(ends.last().copied().unwrap_or(0), out.len(), "fill: ends");
+    let mut parts = Vec::with_capacity(ends.len());
+    let mut rest = out;
+    let mut at = 0;
+    for (i, &end) in ends.iter().enumerate() {
+        let (part, tail) = rest.split_at_mut(end - at);
+        parts.push((i, part));
+        rest = tail;
+        at = end;
+    }
+    let threads = threads.clamp(1, parts.len().max(1));
+    parts.reverse(); // popped from the back: part 0 first
+    let queue = Mutex::new(parts);
+    let work = || loop {
+        let next = queue.lock().expect("queue").pop();
+        match next {
+            Some((i, part)) => f(i, part),
+            None => return,
+        }
+    };
+    if threads == 1 {
+        work();
+        return;
+    }
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(work);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_keeps_the_order_whatever_the_threads() {
+        let one = map(100, 1, |i| i * i);
+        assert_eq!(one, (0..100).map(|i| i * i).collect::<Vec<_>>());
+        assert_eq!(map(100, 7, |i| i * i), one);
+        assert!(map(0, 4, |i| i).is_empty());
+    }
+
+    #[test]
+    fn fill_hands_out_each_part_once() {
+        let mut out = vec![0usize; 10];
+        fill(&mut out, &[3, 3, 7, 10], 3, |i, part| {
+            part.iter_mut().for_each(|x| *x = i + 1)
+        });
+        assert_eq!(out, [1, 1, 1, 3, 3, 3, 3, 4, 4, 4]);
+    }
+}
