@@ -202,7 +202,8 @@ step_e2e_bench() {
     echo "== end-to-end benchmark (${E2E_SIZE:-quick})"
     local size=quick
     [ "${E2E_SIZE:-quick}" = full ] && size=full
-    run_step e2e-bench "${E2E_LIMIT_TOTAL_S:-200}" bash benches/gpu/e2e.sh "$BUNDLE" "$out" "$size"
+    export E2E_LIMIT_S=${E2E_LIMIT_S:-75}
+    run_step e2e-bench "${E2E_LIMIT_TOTAL_S:-240}" bash benches/gpu/e2e.sh "$BUNDLE" "$out" "$size"
     summary <"$out/e2e-bench.txt"
 }
 

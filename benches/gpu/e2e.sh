@@ -3,10 +3,10 @@
 # QUIC on loopback), GPU workers against CPU workers that use all of the host's cores, with the
 # per-clock compute, PCIe and communication time and the rate, from each job's summary.
 #
-#   bash benches/gpu/e2e.sh BIN_DIR OUT_DIR [quick]
+#   bash benches/gpu/e2e.sh BIN_DIR OUT_DIR [full|quick|tiny]
 #
-# BIN_DIR holds ps-cluster (the GPU bundle). Jobs (the issue's shapes; `quick` divides the data
-# by 10):
+# BIN_DIR holds ps-cluster (the GPU bundle). Jobs (the issue's shapes with `full`, the default;
+# `quick` divides the MF and LDA data by 10, `tiny` everything by 1,000, for a smoke test):
 #   mf   rank 128, Netflix-shaped: 480,189 users x 17,770 items, 100 M ratings (Zipf items)
 #   lda  K 1000, NYTimes-shaped: 300,000 documents x 330 tokens, vocabulary 100,000
 #   mlp  784-256-256-10 on 60,000 samples
@@ -15,21 +15,25 @@
 # 150 s); a job past it is reported as such. Writes OUT_DIR/e2e.jsonl (one summary per job) and
 # prints the table.
 set -uo pipefail
-BIN=${1:?usage: e2e.sh BIN_DIR OUT_DIR [quick]}
-OUT=${2:?usage: e2e.sh BIN_DIR OUT_DIR [quick]}
-QUICK=${3:-}
+BIN=${1:?usage: e2e.sh BIN_DIR OUT_DIR [full|quick|tiny]}
+OUT=${2:?usage: e2e.sh BIN_DIR OUT_DIR [full|quick|tiny]}
+SIZE=${3:-full}
 LIMIT=${E2E_LIMIT_S:-150}
 CORES=$(nproc)
 mkdir -p "$OUT"
 : >"$OUT/e2e.jsonl"
 
-scale() { # scale N: N, or N/10 when quick
-    if [ "$QUICK" = quick ]; then echo $(($1 / 10)); else echo "$1"; fi
-}
+case "$SIZE" in
+    full) DIV=1 MLP_DIV=1 ;;
+    quick) DIV=10 MLP_DIV=1 ;;
+    tiny) DIV=1000 MLP_DIV=30 ;;
+    *) echo "e2e.sh: size must be full, quick or tiny, not $SIZE" >&2; exit 2 ;;
+esac
+scale() { echo $(($1 / DIV)); }
 
 MF_DATA="--users 480189 --items 17770 --ratings $(scale 100000000) --item-zipf 0.8 --rank 128"
 LDA_DATA="--docs $(scale 300000) --doc-length 330 --vocab-size 100000 --topics 1000"
-MLP_DATA="--samples 60000 --hidden 256,256"
+MLP_DATA="--samples $((60000 / MLP_DIV)) --features 784 --hidden 256,256"
 
 # job NAME DEVICE ARGS...: runs one job, appends its summary (with name and device) to e2e.jsonl.
 job() {

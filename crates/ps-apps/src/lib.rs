@@ -25,8 +25,8 @@ pub mod lda;
 pub mod lr;
 pub mod mf;
 pub mod mlp;
-pub mod philox;
 pub mod par;
+pub mod philox;
 pub mod seed;
 
 pub use error::{AppError, ComputeError, DataError, SinkError};

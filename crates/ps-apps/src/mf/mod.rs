@@ -31,8 +31,8 @@ mod order;
 mod ratings;
 mod resident;
 mod session;
-mod waves;
 mod synth;
+mod waves;
 
 pub use app::{MfApp, MfClock, MfFacts, MfFinal, MfSettings, ITEMS};
 pub use args::{MfArgs, MfDefaults, REAL_DATA, SYNTHETIC};

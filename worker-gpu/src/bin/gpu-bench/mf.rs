@@ -81,9 +81,14 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
         let u0 = table(&mut rng, USERS, rank);
         let v0 = table(&mut rng, ITEMS, rank);
 
-        // (a) the resident engine: one epoch of waves per launch, for blocks of 16 ratings on
-        // average (the sessions' choice) and of 4 (more bands, more warps, more waits).
-        for min_block in [16usize, 4] {
+        // (a) the resident engine: one epoch of waves per launch, blocks of 16 ratings on
+        // average (the sessions' choice; blocks of 4 measured no better on an H200 at 100 M
+        // ratings, GPU_BENCH_MF_BLOCKS="16 4" to compare).
+        let blocks = std::env::var("GPU_BENCH_MF_BLOCKS").unwrap_or_else(|_| "16".into());
+        for min_block in blocks
+            .split_whitespace()
+            .filter_map(|b| b.parse::<usize>().ok())
+        {
             rows.push(resident_row(
                 gpu, &ratings, rank, min_block, &u0, &v0, &shape,
             )?);
