@@ -1,7 +1,8 @@
 // LDA: one collapsed-Gibbs sweep over a worker's tokens, and the compaction of its delta.
 //
-// Serves ps_apps::lda::LdaCompute::sweep. The conditional of token i (local word row w, document
-// d, current topic `old`) is
+// Serves ps_apps::lda::LdaCompute::sweep (lda_gibbs_sweep) and its sample_token test hook
+// (lda_gibbs_sample_token, which takes its uniform as an argument). The conditional of token i
+// (local word row w, document d, current topic `old`) is
 //
 //     p(k) ∝ (n_dk + alpha) * (max(n_wk, 0) + beta) / (max(n_k, 0) + V * beta)
 //
@@ -17,8 +18,13 @@
 //   doc_topic    num_docs x K (u32), updated in place
 //   word_topic   words x K (f32), the local copy, updated in place with atomics
 //   totals       K (f32), updated in place with atomics
-//   uniforms     one double in [0, 1) per token, in token order (the host draws them, e.g. from
-//                SweepKey::rng(), so a sweep can be replayed and checked against the oracle)
+//   seed_lo/hi, stream, first_index
+//                the sweep's uniforms, drawn here rather than shipped: token i (its position in
+//                `tokens`) uses philox_uniform(seed, stream, first_index + i) from philox.cuh
+//                (prepended by worker-gpu/src/kernels.rs), converted exactly to double. The host
+//                passes SweepKey's seed, philox_stream() (the worker) and philox_index(0)
+//                (clock << 32), so the uniform is bit for bit ps_apps' SweepKey::uniform(i), the
+//                one CpuLda and SparseLda draw for the same token.
 //   scratch      (gridDim.x * blockDim.x / 32) x K doubles: each warp's cumulative sums
 //   wt_delta     words x K (i32), += the moves (the caller zeroes it); compacted by
 //                lda_compact_delta into (global word, topic, change) triples
@@ -36,7 +42,8 @@
 // per 32 topics plus a carry, still in f64), so a uniform that falls within rounding of a boundary
 // between two topics may pick the neighbour; and with more than one warp, documents are sampled
 // concurrently. Launched with one warp (grid 1, block 32) the kernel visits documents and tokens
-// in the oracle's order, and the draws agree with CpuLda except at such boundaries.
+// in the oracle's order with the oracle's uniforms (the same Philox values), and the draws agree
+// with CpuLda except at such boundaries.
 //
 // Launch: any grid, blockDim.x a multiple of 32; no shared memory.
 
@@ -71,6 +78,83 @@ __device__ __forceinline__ double lda_weight(const unsigned int* ndk,
     return (nd + alpha) * (nw + beta) / (nt + vbeta);
 }
 
+// Resamples one token whose document row is ndk and word row wt_row: removes it from topic `old`
+// (lane 0), forms the cumulative conditional in the warp's scratch row `cdf`, inverts u in [0, 1)
+// on it and adds the token back (lane 0). Called by the whole warp; returns the new topic in
+// every lane.
+__device__ __forceinline__ unsigned int lda_resample(unsigned int* ndk,
+                                                     float* wt_row,
+                                                     float* totals,
+                                                     unsigned int old,
+                                                     double u,
+                                                     double* cdf,
+                                                     unsigned int lane,
+                                                     unsigned int k,
+                                                     double alpha,
+                                                     double beta,
+                                                     double vbeta) {
+    // Remove the token from its current topic.
+    if (lane == 0) {
+        const unsigned int n = ndk[old];
+        ndk[old] = n > 0 ? n - 1 : 0;
+        atomicAdd(wt_row + old, -1.0f);
+        atomicAdd(totals + old, -1.0f);
+    }
+    // Orders lane 0's writes before the other lanes' reads (__syncwarp is a memory barrier among
+    // the warp's threads).
+    __syncwarp();
+
+    // Pass 1: the cumulative sum, 32 topics at a time (a warp scan plus the carry), into the
+    // warp's scratch row. Every count is read exactly once per token, so the inversion below sees
+    // one consistent snapshot even while other warps move tokens.
+    double carry = 0.0;
+    for (unsigned int base = 0; base < k; base += LDA_WARP) {
+        const unsigned int t = base + lane;
+        double c = t < k ? lda_weight(ndk, wt_row, totals, t, alpha, beta, vbeta) : 0.0;
+#pragma unroll
+        for (int off = 1; off < LDA_WARP; off <<= 1) {
+            const double y = __shfl_up_sync(LDA_FULL, c, off);
+            if (lane >= (unsigned int)off) {
+                c += y;
+            }
+        }
+        c += carry;
+        if (t < k) {
+            cdf[t] = c;
+        }
+        carry = __shfl_sync(LDA_FULL, c, LDA_WARP - 1);
+    }
+    const double total = carry;
+
+    // Pass 2: the first topic whose cumulative sum exceeds u * total. Lane l reads back only the
+    // entries it wrote itself (t = base + l in both passes).
+    unsigned int chosen;
+    if (total > 0.0 && isfinite(total)) {
+        const double x = u * total;
+        chosen = k - 1; // rounding fallback: the last topic, as the oracle
+        for (unsigned int base = 0; base < k; base += LDA_WARP) {
+            const unsigned int t = base + lane;
+            const unsigned int hit = __ballot_sync(LDA_FULL, t < k && x < cdf[t]);
+            if (hit != 0u) {
+                chosen = base + (unsigned int)(__ffs(hit) - 1);
+                break;
+            }
+        }
+    } else {
+        // Degenerate sum: u scaled to a uniform topic, as the oracle.
+        const double s = u * (double)k;
+        chosen = s > 0.0 ? min((unsigned int)fmin(s, (double)(k - 1)), k - 1) : 0u;
+    }
+
+    // Add the token back with its new topic.
+    if (lane == 0) {
+        ndk[chosen] += 1u;
+        atomicAdd(wt_row + chosen, 1.0f);
+        atomicAdd(totals + chosen, 1.0f);
+    }
+    return chosen;
+}
+
 extern "C" __global__ void lda_gibbs_sweep(const unsigned int* __restrict__ doc_offsets,
                                            unsigned int num_docs,
                                            const unsigned int* __restrict__ tokens,
@@ -78,7 +162,10 @@ extern "C" __global__ void lda_gibbs_sweep(const unsigned int* __restrict__ doc_
                                            unsigned int* doc_topic,
                                            float* word_topic,
                                            float* totals,
-                                           const double* __restrict__ uniforms,
+                                           unsigned int seed_lo,
+                                           unsigned int seed_hi,
+                                           unsigned int stream,
+                                           unsigned long long first_index,
                                            double* scratch,
                                            int* wt_delta,
                                            int* totals_delta,
@@ -104,67 +191,13 @@ extern "C" __global__ void lda_gibbs_sweep(const unsigned int* __restrict__ doc_
             const unsigned int w = tokens[i];
             const unsigned int old = z[i];
             float* wt_row = word_topic + (size_t)w * k;
-
-            // Remove the token from its current topic.
+            // The token's uniform, SweepKey::uniform(i): every lane computes the same value
+            // (cheaper than a broadcast), as an exact f32 -> f64 conversion like the host's.
+            const double u = (double)philox_uniform(seed_lo, seed_hi, stream,
+                                                    first_index + (unsigned long long)i);
+            const unsigned int chosen =
+                lda_resample(ndk, wt_row, totals, old, u, cdf, lane, k, alpha, beta, vbeta);
             if (lane == 0) {
-                const unsigned int n = ndk[old];
-                ndk[old] = n > 0 ? n - 1 : 0;
-                atomicAdd(wt_row + old, -1.0f);
-                atomicAdd(totals + old, -1.0f);
-            }
-            // Orders lane 0's writes before the other lanes' reads (__syncwarp is a memory
-            // barrier among the warp's threads).
-            __syncwarp();
-
-            // Pass 1: the cumulative sum, 32 topics at a time (a warp scan plus the carry),
-            // into the warp's scratch row. Every count is read exactly once per token, so the
-            // inversion below sees one consistent snapshot even while other warps move tokens.
-            double carry = 0.0;
-            for (unsigned int base = 0; base < k; base += LDA_WARP) {
-                const unsigned int t = base + lane;
-                double c =
-                    t < k ? lda_weight(ndk, wt_row, totals, t, alpha, beta, vbeta) : 0.0;
-#pragma unroll
-                for (int off = 1; off < LDA_WARP; off <<= 1) {
-                    const double y = __shfl_up_sync(LDA_FULL, c, off);
-                    if (lane >= (unsigned int)off) {
-                        c += y;
-                    }
-                }
-                c += carry;
-                if (t < k) {
-                    cdf[t] = c;
-                }
-                carry = __shfl_sync(LDA_FULL, c, LDA_WARP - 1);
-            }
-            const double total = carry;
-            const double u = uniforms[i];
-
-            // Pass 2: the first topic whose cumulative sum exceeds u * total. Lane l reads back
-            // only the entries it wrote itself (t = base + l in both passes).
-            unsigned int chosen;
-            if (total > 0.0 && isfinite(total)) {
-                const double x = u * total;
-                chosen = k - 1; // rounding fallback: the last topic, as the oracle
-                for (unsigned int base = 0; base < k; base += LDA_WARP) {
-                    const unsigned int t = base + lane;
-                    const unsigned int hit = __ballot_sync(LDA_FULL, t < k && x < cdf[t]);
-                    if (hit != 0u) {
-                        chosen = base + (unsigned int)(__ffs(hit) - 1);
-                        break;
-                    }
-                }
-            } else {
-                // Degenerate sum: u scaled to a uniform topic, as the oracle.
-                const double s = u * (double)k;
-                chosen = s > 0.0 ? min((unsigned int)fmin(s, (double)(k - 1)), k - 1) : 0u;
-            }
-
-            // Add the token back with its new topic.
-            if (lane == 0) {
-                ndk[chosen] += 1u;
-                atomicAdd(wt_row + chosen, 1.0f);
-                atomicAdd(totals + chosen, 1.0f);
                 if (chosen != old) {
                     atomicSub(wt_delta + (size_t)w * k + old, 1);
                     atomicAdd(wt_delta + (size_t)w * k + chosen, 1);
@@ -175,6 +208,33 @@ extern "C" __global__ void lda_gibbs_sweep(const unsigned int* __restrict__ doc_
             }
             __syncwarp();
         }
+    }
+}
+
+// LdaCompute::sample_token on the device: resamples one token (current topic `old`) of the
+// document row ndk (K) against the word row wt_row (K) and totals (K) with the caller's uniform u
+// in [0, 1), exactly as lda_gibbs_sweep does, and writes the new topic to out[0]. The three rows
+// are the caller's copies and are modified (the token removed and added back). scratch holds K
+// doubles. Launch: grid 1, block 32.
+extern "C" __global__ void lda_gibbs_sample_token(unsigned int* ndk,
+                                                  float* wt_row,
+                                                  float* totals,
+                                                  unsigned int old,
+                                                  double u,
+                                                  double* scratch,
+                                                  unsigned int* out,
+                                                  unsigned int topics,
+                                                  double alpha,
+                                                  double beta,
+                                                  double vbeta) {
+    const unsigned int lane = threadIdx.x & (LDA_WARP - 1);
+    if (topics == 0u || blockIdx.x != 0u || threadIdx.x >= LDA_WARP) {
+        return;
+    }
+    const unsigned int chosen =
+        lda_resample(ndk, wt_row, totals, old, u, scratch, lane, topics, alpha, beta, vbeta);
+    if (lane == 0) {
+        out[0] = chosen;
     }
 }
 

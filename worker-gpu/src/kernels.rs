@@ -86,7 +86,15 @@ pub const KERNELS: &[Kernel] = &[
             "mf_gather_rows"
         ]
     ),
-    kernel!("lda_gibbs", ["lda_gibbs_sweep", "lda_compact_delta"]),
+    kernel!(
+        "lda_gibbs",
+        [
+            "lda_gibbs_sweep",
+            "lda_gibbs_sample_token",
+            "lda_compact_delta"
+        ],
+        headers["philox"]
+    ),
     kernel!(
         "mlp",
         [

@@ -11,7 +11,8 @@
 //!   table per layer), [`lr`] (L1 sparse logistic regression on u64 feature keys; a sparse table
 //!   with the FTRL-proximal rule).
 //! - [`philox`]: the counter-based generator Philox-4x32-10 and its uniforms in [0, 1), bit for
-//!   bit the same as the CUDA kernel `rng_philox_uniforms` (`kernels/rng.cu`).
+//!   bit the same as the CUDA kernel `rng_philox_uniforms` (`kernels/rng.cu`); the LDA engines
+//!   draw their per-token uniforms from it ([`lda::SweepKey::uniform`]), as `lda_gibbs.cu` does.
 //!
 //! This crate must not depend on networking, async runtimes, the parameter-server client or
 //! the server: sessions see rows going in and updates going out, never a connection, so

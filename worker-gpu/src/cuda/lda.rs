@@ -1,16 +1,18 @@
 //! The CUDA LDA engine: `kernels/lda_gibbs.cu` behind [`LdaCompute`].
 //!
 //! One sweep copies the worker's state (tokens, topic assignments, document-topic counts), its
-//! local word-topic copy and the totals to the device, together with one uniform per token drawn
-//! on the host from [`SweepKey::rng`] in the oracle's order; `lda_gibbs_sweep` resamples every
-//! token, `lda_compact_delta` turns the dense move counts into `(word, topic, change)` triples,
-//! and everything comes back into the caller's slices. Device and pinned buffers are kept across
+//! local word-topic copy and the totals to the device; no uniforms cross PCIe: `lda_gibbs_sweep`
+//! draws token `i`'s uniform itself from Philox-4x32-10 (`kernels/philox.cuh`) keyed by the
+//! sweep's seed, stream and index ([`SweepKey::philox_stream`], [`SweepKey::philox_index`]), bit
+//! for bit the [`SweepKey::uniform`]`(i)` the CPU engines draw. It resamples every token,
+//! `lda_compact_delta` turns the dense move counts into `(word, topic, change)` triples, and
+//! everything comes back into the caller's slices. Device and pinned buffers are kept across
 //! calls; nothing else is (the tokens are uploaded every sweep, since the caller owns them).
 //!
 //! Parallel mode (the default) runs one warp per document over the whole device: documents are
 //! sampled concurrently against the shared word-topic copy and totals (AD-LDA style staleness
 //! within the sweep; the atomics keep the counts exact). [`CudaLda::sequential`] launches one warp,
-//! which visits documents and tokens in the oracle's order with the same uniforms, so its draws
+//! which visits documents and tokens in the oracle's order with the oracle's uniforms, so its draws
 //! agree with [`ps_apps::lda::CpuLda`] except where a uniform falls within rounding of a boundary
 //! of the cumulative sum (the kernel sums in a different order); it exists for checking.
 //!
@@ -21,7 +23,6 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use ps_apps::lda::{check_dims, LdaCompute, LdaDelta, LdaHyper, LdaWorkerState, SweepKey};
-use rand::Rng;
 
 use super::buffers::{DevBuf, Pinned};
 use super::{failed, Call, Gpu, GpuError};
@@ -51,12 +52,18 @@ struct Launch {
     alpha: f64,
     beta: f64,
     vbeta: f64,
+    /// The sweep's Philox key (the seed, low and high words), stream and first index.
+    seed_lo: u32,
+    seed_hi: u32,
+    stream: u32,
+    first_index: u64,
 }
 
 /// Collapsed Gibbs sampling for LDA on a CUDA device.
 pub struct CudaLda {
     gpu: Arc<Gpu>,
     sweep_fn: CudaFunction,
+    sample_fn: CudaFunction,
     compact_fn: CudaFunction,
     sequential: bool,
     /// Blocks of the sweep resident per multiprocessor (the driver's occupancy figure): the
@@ -73,7 +80,6 @@ pub struct CudaLda {
     d_doc_topic: DevBuf<u32>,
     d_word_topic: DevBuf<f32>,
     d_totals: DevBuf<f32>,
-    d_uniforms: DevBuf<f64>,
     d_scratch: DevBuf<f64>,
     d_wt_delta: DevBuf<i32>,
     d_totals_delta: DevBuf<i32>,
@@ -89,7 +95,6 @@ pub struct CudaLda {
     h_doc_topic: Pinned<u32>,
     h_word_topic: Pinned<f32>,
     h_totals: Pinned<f32>,
-    h_uniforms: Pinned<f64>,
     h_words: Pinned<u32>,
     h_totals_delta: Pinned<i32>,
     h_out_word: Pinned<u32>,
@@ -129,6 +134,7 @@ impl CudaLda {
         };
         Ok(CudaLda {
             sweep_fn,
+            sample_fn: gpu.function("lda_gibbs", "lda_gibbs_sample_token")?,
             compact_fn: gpu.function("lda_gibbs", "lda_compact_delta")?,
             sequential: false,
             sweep_blocks_per_sm,
@@ -140,7 +146,6 @@ impl CudaLda {
             d_doc_topic: DevBuf::default(),
             d_word_topic: DevBuf::default(),
             d_totals: DevBuf::default(),
-            d_uniforms: DevBuf::default(),
             d_scratch: DevBuf::default(),
             d_wt_delta: DevBuf::default(),
             d_totals_delta: DevBuf::default(),
@@ -155,7 +160,6 @@ impl CudaLda {
             h_doc_topic: Pinned::new(ctx)?,
             h_word_topic: Pinned::new(ctx)?,
             h_totals: Pinned::new(ctx)?,
-            h_uniforms: Pinned::new(ctx)?,
             h_words: Pinned::new(ctx)?,
             h_totals_delta: Pinned::new(ctx)?,
             h_out_word: Pinned::new(ctx)?,
@@ -218,9 +222,10 @@ impl CudaLda {
         Ok(visited)
     }
 
-    /// Stages the (validated) state with one uniform per visited token, starts the uploads and
-    /// zeroes the move counts. Returns the launch's scalars. Panics, as the CPU engines would
-    /// when indexing, on a token row or topic out of range.
+    /// Stages the (validated) state, starts the uploads and zeroes the move counts. Returns the
+    /// launch's scalars, the key's Philox seed, stream and first index among them (the kernel
+    /// draws the uniforms). Panics, as the CPU engines would when indexing, on a token row or
+    /// topic out of range.
     fn load(
         &mut self,
         state: &LdaWorkerState,
@@ -265,19 +270,6 @@ impl CudaLda {
             }
         }
         self.d_z.upload(compute, &self.h_z)?;
-        // One uniform per token, drawn in the order the oracle visits the tokens.
-        {
-            let u = self.h_uniforms.host_mut(n)?;
-            let mut rng = key.rng();
-            for w in state.doc_offsets.windows(2) {
-                if w[0] < w[1] {
-                    for x in &mut u[w[0]..w[1]] {
-                        *x = rng.gen::<f64>();
-                    }
-                }
-            }
-        }
-        self.d_uniforms.upload(copy, &self.h_uniforms)?;
         self.d_offsets.upload(compute, &self.h_offsets)?;
         self.h_doc_topic.fill(&state.doc_topic)?;
         self.d_doc_topic.upload(compute, &self.h_doc_topic)?;
@@ -299,6 +291,10 @@ impl CudaLda {
             alpha,
             beta,
             vbeta,
+            seed_lo: key.seed as u32,
+            seed_hi: (key.seed >> 32) as u32,
+            stream: key.philox_stream(),
+            first_index: key.philox_index(0),
         })
     }
 
@@ -320,7 +316,10 @@ impl CudaLda {
             .arg(self.d_doc_topic.get_mut())
             .arg(self.d_word_topic.get_mut())
             .arg(self.d_totals.get_mut())
-            .arg(self.d_uniforms.get())
+            .arg(&p.seed_lo)
+            .arg(&p.seed_hi)
+            .arg(&p.stream)
+            .arg(&p.first_index)
             .arg(self.d_scratch.get_mut())
             .arg(self.d_wt_delta.get_mut())
             .arg(self.d_totals_delta.get_mut())
@@ -329,7 +328,7 @@ impl CudaLda {
             .arg(&p.beta)
             .arg(&p.vbeta);
         // SAFETY: doc_offsets holds docs + 1 offsets, each <= the number of tokens (checked in
-        // `load`); tokens, z and uniforms hold one entry per token, every token row < words and
+        // `load`); tokens and z hold one entry per token, every token row < words and
         // every topic < K (checked); doc_topic holds docs x K, word_topic and wt_delta words x K,
         // totals and totals_delta K entries; scratch holds (grid * block / 32) x K doubles.
         unsafe { b.launch(cfg) }.call("cuLaunchKernel(lda_gibbs_sweep)")?;
@@ -484,39 +483,42 @@ impl CudaLda {
         assert!(old < state.topics, "sample_token: topic out of range");
 
         self.loaded = None;
-        // A one-token, one-document, one-word problem on the device: the token's document row,
-        // its word row (as row 0) and the totals, so the sweep kernel removes the token's own
-        // counts and draws exactly as in a sweep, on copies (nothing of the caller changes).
-        self.h_offsets.fill(&[0, 1])?;
-        self.h_tokens.fill(&[0])?;
-        self.h_z.fill(&[old])?;
-        self.h_uniforms.fill(&[u])?;
+        // Copies of the token's document row, word row and totals on the device: the kernel
+        // removes the token's own counts and draws with the caller's `u` exactly as a sweep does
+        // (the same device function), on the copies (nothing of the caller changes).
         self.h_doc_topic
             .fill(&state.doc_topic[doc * k..(doc + 1) * k])?;
         self.h_word_topic.fill(&word_topic[w * k..(w + 1) * k])?;
         self.h_totals.fill(totals)?;
         let compute = &self.gpu.compute;
-        self.d_offsets.upload(compute, &self.h_offsets)?;
-        self.d_tokens.upload(compute, &self.h_tokens)?;
-        self.d_z.upload(compute, &self.h_z)?;
-        self.d_uniforms.upload(compute, &self.h_uniforms)?;
         self.d_doc_topic.upload(compute, &self.h_doc_topic)?;
         self.d_word_topic.upload(compute, &self.h_word_topic)?;
         self.d_totals.upload(compute, &self.h_totals)?;
-        self.d_wt_delta.zero(compute, k)?;
-        self.d_totals_delta.zero(compute, k)?;
+        self.d_scratch.ensure(compute, k)?;
+        self.d_z.ensure(compute, 1)?;
         let (alpha, beta, vbeta) = priors(state, hyper);
-        let p = Launch {
-            docs: 1,
-            topics: state.topics,
-            words: 1,
-            visited: 1,
-            alpha,
-            beta,
-            vbeta,
+        let topics = state.topics;
+        let cfg = LaunchConfig {
+            grid_dim: (1, 1, 1),
+            block_dim: (32, 1, 1),
+            shared_mem_bytes: 0,
         };
-        self.launch_sweep(&p, 1, 32)?;
-        self.h_z.download(&self.gpu.compute, self.d_z.get(), 1)?;
+        let mut b = compute.launch_builder(&self.sample_fn);
+        b.arg(self.d_doc_topic.get_mut())
+            .arg(self.d_word_topic.get_mut())
+            .arg(self.d_totals.get_mut())
+            .arg(&old)
+            .arg(&u)
+            .arg(self.d_scratch.get_mut())
+            .arg(self.d_z.get_mut())
+            .arg(&topics)
+            .arg(&alpha)
+            .arg(&beta)
+            .arg(&vbeta);
+        // SAFETY: the document row, word row and totals hold K entries each (uploaded above),
+        // old < K (checked), scratch holds at least K doubles and z at least one entry.
+        unsafe { b.launch(cfg) }.call("cuLaunchKernel(lda_gibbs_sample_token)")?;
+        self.h_z.download(compute, self.d_z.get(), 1)?;
         Ok(self.h_z.host()?[0])
     }
 
@@ -543,7 +545,7 @@ impl CudaLda {
 
     /// For benchmarks: enqueues one `lda_gibbs_sweep` on the compute stream over the buffers of
     /// the last [`CudaLda::bench_load`], with no copy (each call sweeps the device-resident state
-    /// again with the same uniforms; the counts stay consistent).
+    /// again with the same key, hence the same uniforms; the counts stay consistent).
     pub fn bench_kernel_only(&mut self) -> Result<(), GpuError> {
         let p = self.loaded.ok_or_else(|| {
             GpuError::Input("CudaLda::bench_kernel_only needs bench_load first".into())

@@ -3,7 +3,8 @@
 //! - `sample_token` on a grid of uniforms draws what the oracle draws (the kernel sums the
 //!   conditional in another order, so a uniform within rounding of a CDF boundary may pick the
 //!   neighbouring topic), and the grid's topic frequencies match `conditional`.
-//! - The one-warp engine replays the oracle's sweep draw for draw.
+//! - The one-warp engine replays the oracle's sweep draw for draw: both draw token `i`'s uniform
+//!   as `SweepKey::uniform(i)` (Philox; the kernel computes it on the device, nothing uploaded).
 //! - The parallel engine keeps every invariant of a sweep exactly (counts, delta, totals).
 //! - A small emulated training reaches the oracle's log-likelihood.
 //!
@@ -233,7 +234,10 @@ fn sample_token_follows_the_exact_conditional() {
 
 /// The one-warp engine replays `CpuLda::sweep` from the same state and key: the same draws
 /// (all but CDF-rounding ties, which would make the chains diverge from there), and the same
-/// delta; the delta invariants hold exactly either way.
+/// delta; the delta invariants hold exactly either way. The uniforms are drawn independently on
+/// the two sides (host `SweepKey::uniform(i)`, device `philox_uniform` from the key's seed,
+/// stream and index), so agreement means that the device drew the same uniforms too; the second
+/// key with another seed and a large clock exercises the high words of the key and the index.
 #[test]
 fn sequential_sweep_replays_the_oracle() {
     let Some(gpu) = worker_gpu::gpu_or_skip("lda sequential_sweep_replays_the_oracle") else {
@@ -253,12 +257,19 @@ fn sequential_sweep_replays_the_oracle() {
         let (mut sc, mut wc, mut tc) = (state0.clone(), wt0.clone(), tot0.clone());
         let (mut sg, mut wg, mut tg) = (state0.clone(), wt0.clone(), tot0.clone());
         let mut cpu = CpuLda::new();
-        for clock in 1..=3u32 {
-            let key = SweepKey {
+        let keys = (1..=3u32)
+            .map(|clock| SweepKey {
                 seed: s,
                 worker: 2,
                 clock,
-            };
+            })
+            .chain([SweepKey {
+                seed: s ^ 0xFEDC_BA98_0000_0000,
+                worker: u32::MAX - 1,
+                clock: u32::MAX - 3,
+            }]);
+        for key in keys {
+            let clock = key.clock;
             let ctx = format!("K {k} clock {clock}");
             let (wb, tb) = (wg.clone(), tg.clone());
             let dc = cpu.sweep(&mut sc, &mut wc, &mut tc, &hyper, key).unwrap();

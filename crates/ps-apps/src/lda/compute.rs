@@ -1,7 +1,5 @@
 //! The LDA compute trait, the plain CPU oracle and the SparseLDA engine.
 
-use rand::Rng;
-
 use super::{LdaDelta, LdaHyper, LdaWorkerState, SweepKey};
 use crate::error::ComputeError;
 
@@ -43,10 +41,12 @@ pub trait LdaCompute {
     /// `word_topic` is the dense local copy `state.words.len() x K` (local
     /// row `i` = global word `state.words[i]`) and `totals` the totals row
     /// (length `K`); both are updated in place by the sweep's moves, as are
-    /// `state.z` and `state.doc_topic`. The uniforms come from
-    /// [`SweepKey::rng`]. Returns the aggregated delta of the moves, which
-    /// equals `word_topic_after - word_topic_before` (and likewise for
-    /// the totals) exactly while counts stay below 2^24.
+    /// `state.z` and `state.doc_topic`. Token `i` (its position in
+    /// `state.tokens`) consumes exactly one uniform,
+    /// [`SweepKey::uniform`]`(i)` (counter-based Philox, so that a device
+    /// engine can draw the same one). Returns the aggregated delta of the
+    /// moves, which equals `word_topic_after - word_topic_before` (and
+    /// likewise for the totals) exactly while counts stay below 2^24.
     ///
     /// # Panics
     /// If `hyper.topics != state.topics` or the slice lengths do not match
@@ -208,7 +208,7 @@ impl LdaCompute for CpuLda {
         let vbeta = beta * f64::from(state.vocab_size.max(1));
         let wt_before = word_topic.to_vec();
         let tot_before = totals.to_vec();
-        let mut rng = key.rng();
+        let mut uniforms = key.uniforms();
         for d in 0..state.num_docs() {
             let ndk = &mut state.doc_topic[d * k..(d + 1) * k];
             for i in state.doc_offsets[d]..state.doc_offsets[d + 1] {
@@ -219,7 +219,7 @@ impl LdaCompute for CpuLda {
                 row[old] -= 1.0;
                 totals[old] -= 1.0;
                 oracle_cdf(&mut self.cdf, ndk, row, totals, alpha, beta, vbeta);
-                let new = invert_cdf(&self.cdf, rng.gen::<f64>()) as usize;
+                let new = invert_cdf(&self.cdf, uniforms.get(i as u64)) as usize;
                 ndk[new] += 1;
                 row[new] += 1.0;
                 totals[new] += 1.0;
@@ -314,9 +314,9 @@ impl LdaCompute for CpuLda {
 /// across sweeps (no allocation per token).
 /// Single-threaded; parallelism comes from running several workers.
 ///
-/// Consumes the same one uniform per token as [`CpuLda`] (from
-/// [`SweepKey::rng`]) but maps it to a topic differently, so the two agree
-/// in distribution, not draw by draw.
+/// Consumes the same one uniform per token as [`CpuLda`]
+/// ([`SweepKey::uniform`] of the token's position) but maps it to a topic
+/// differently, so the two agree in distribution, not draw by draw.
 #[derive(Debug, Clone, Default)]
 pub struct SparseLda {
     wt: Vec<i32>,
@@ -482,7 +482,7 @@ impl LdaCompute for SparseLda {
             qterms,
             doc_nz,
         } = self;
-        let mut rng = key.rng();
+        let mut uniforms = key.uniforms();
         for d in 0..state.num_docs() {
             let ndk = &mut state.doc_topic[d * k..(d + 1) * k];
             doc_nz.clear();
@@ -529,7 +529,7 @@ impl LdaCompute for SparseLda {
                     qterms.push(x);
                 }
                 let r_pos = r.max(0.0);
-                let u = rng.gen::<f64>() * (s + r_pos + q);
+                let u = uniforms.get(i as u64) * (s + r_pos + q);
                 let new = draw_buckets(u, q, qterms, word_nz, r_pos, doc_nz, ndk, beta, ab, inv_den)
                     as usize;
 

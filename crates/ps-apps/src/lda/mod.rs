@@ -18,8 +18,10 @@
 //! * Clock `c >= 1`: the worker reads a (possibly stale) copy of the
 //!   word-topic rows of its distinct words, `state.words` (sorted global
 //!   ids; local row `i` is global row `words[i]`, see [`gather_rows`]) and
-//!   the totals row; runs one Gibbs sweep ([`LdaCompute::sweep`], RNG seeded
-//!   by [`SweepKey`] `(seed, worker, clock)`) over all its tokens, updating
+//!   the totals row; runs one Gibbs sweep ([`LdaCompute::sweep`], one
+//!   uniform per token from the counter-based Philox generator keyed by
+//!   [`SweepKey`] `(seed, worker, clock)` and the token's position, see
+//!   [`SweepKey::uniform`]) over all its tokens, updating
 //!   the local copy as it goes so that it stays consistent with its own
 //!   moves; and pushes the returned sparse delta of its moves
 //!   ([`LdaDelta::to_dense_rows`] gives the touched rows densely).
@@ -32,7 +34,10 @@
 //! [`CpuLda`] is the plain O(K)-per-token oracle; [`SparseLda`] is the
 //! SparseLDA bucket sampler (Yao, Mimno & McCallum 2009), exact and much
 //! faster for large `K`. Both are single-threaded: parallelism comes from
-//! running several workers.
+//! running several workers. Every engine, the CUDA one in worker-gpu
+//! included, draws one uniform per token from the counter-based Philox
+//! generator, [`SweepKey::uniform`]`(token position)`, so the device can
+//! draw the oracle's uniforms itself instead of receiving them.
 //!
 //! # Metrics
 //! [`loglik_per_token`] (per-token predictive log-likelihood of the
@@ -46,6 +51,7 @@ mod data;
 mod files;
 pub mod heldout;
 mod metrics;
+mod sweep_key;
 mod synth;
 
 pub use app::{LdaApp, LdaClock, LdaFacts, LdaFinal, LdaSession, LdaSettings, TOTALS, WORD_TOPIC};
@@ -58,6 +64,7 @@ pub use data::{
     Corpus, MAX_COUNT, MAX_DOCS, MAX_TOKENS, MAX_VOCAB,
 };
 pub use metrics::{loglik, loglik_per_token, topic_recovery};
+pub use sweep_key::{SweepKey, SweepUniforms};
 pub use synth::{
     synthetic_lda, synthetic_lda_threads, SyntheticLda, SyntheticLdaSpec, BUILTIN_DOCS,
     BUILTIN_DOC_LEN, BUILTIN_TOPICS, BUILTIN_VOCAB, SEQUENTIAL_MAX_TOKENS,
@@ -74,7 +81,7 @@ use crate::seed::mix64;
 /// workers (clock 0 = initialisation, then one sweep per clock).
 ///
 /// With [`LdaHyper::default`] and BSP, topic recovery first passes 0.9
-/// after 8, 14 and 8 clocks for seeds 1, 42 and 1234 (emulated 2-worker
+/// after 10, 8 and 9 clocks for seeds 1, 42 and 1234 (emulated 2-worker
 /// run, `builtin_full_clocks_to_recovery` in `tests/lda_conformance.rs`;
 /// the 30 clocks take ~0.3 s in release mode); 30 leaves a wide margin.
 pub const DEFAULT_CLOCKS: u32 = 30;
@@ -133,25 +140,6 @@ impl LdaHyper {
     pub fn effective(&self) -> (f64, f64) {
         let fix = |x: f64| if x.is_finite() && x > 0.0 { x } else { 1e-6 };
         (fix(self.alpha), fix(self.beta))
-    }
-}
-
-/// Identifies one worker sweep for the RNG stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SweepKey {
-    /// Job-wide seed.
-    pub seed: u64,
-    /// Global worker index.
-    pub worker: u32,
-    /// Clock number (sweeps run on clocks `>= 1`).
-    pub clock: u32,
-}
-
-impl SweepKey {
-    /// The sweep's RNG: ChaCha8 seeded by a hash of `(seed, worker, clock)`.
-    pub fn rng(&self) -> ChaCha8Rng {
-        let s = mix64(mix64(mix64(self.seed) ^ u64::from(self.worker)) ^ u64::from(self.clock));
-        ChaCha8Rng::seed_from_u64(s)
     }
 }
 

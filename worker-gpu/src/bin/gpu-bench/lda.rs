@@ -142,7 +142,8 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
             ),
         });
 
-        // (b) The whole trait call: host checks and uniforms, copies both ways, compaction.
+        // (b) The whole trait call: host checks, copies both ways, compaction (the uniforms are
+        // drawn on the device).
         let mut clock = 1u32;
         let reps = 3;
         let (ms, spread) = median_wall_ms(gpu, 1, reps, || {
@@ -166,7 +167,7 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
             peer: Some((peer_name, peer_rate)),
             note: format!(
                 "wall, median of {reps} ({ms:.1} ms, spread {:.0}%), includes the host's \
-                 uniforms and copies of the whole state; {formula}",
+                 checks and copies of the whole state; {formula}",
                 spread * 100.0
             ),
         });
