@@ -11,7 +11,7 @@
 #   lda  K 1000, NYTimes-shaped: 300,000 documents x 330 tokens, vocabulary 100,000
 #   mlp  784-256-256-10 on 60,000 samples
 # CPU workers: MF and MLP one worker with --threads $(nproc); LDA $(nproc) workers of one thread
-# (the Gibbs sampler is sequential per worker). Each job has a time limit (E2E_LIMIT_S, default
+# (the Gibbs sampler is sequential per worker). E2E_JOBS="mf" runs only some apps. Each job has a time limit (E2E_LIMIT_S, default
 # 150 s); a job past it is reported as such. Writes OUT_DIR/e2e.jsonl (one summary per job) and
 # prints the table.
 set -uo pipefail
@@ -36,9 +36,11 @@ LDA_DATA="--docs $(scale 300000) --doc-length 330 --vocab-size 100000 --topics 1
 MLP_DATA="--samples $((60000 / MLP_DIV)) --features 784 --hidden 256,256"
 
 # job NAME DEVICE ARGS...: runs one job, appends its summary (with name and device) to e2e.jsonl.
+# E2E_JOBS (default "mf lda mlp") picks the apps.
 job() {
     local name=$1 device=$2
     shift 2
+    case " ${E2E_JOBS:-mf lda mlp} " in *" $name "*) ;; *) return 0 ;; esac
     local log="$OUT/e2e-$name-$device"
     echo "-- $name on $device: ps-cluster local $*" >&2
     if timeout "$LIMIT" "$BIN/ps-cluster" local --servers 2 --no-progress --device "$device" "$@" \
