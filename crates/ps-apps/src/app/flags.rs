@@ -118,6 +118,31 @@ pub fn slice_of<T>(items: &[T], i: usize, k: usize) -> &[T] {
     &items[n * i / k..n * (i + 1) / k]
 }
 
+/// A resident engine's bus traffic and device time in a job's summary: totals over the job
+/// (`pcie_bytes_h2d`, `pcie_bytes_d2h`, `device_compute_s`), what its set-up moved once
+/// (`pcie_setup_bytes_h2d`: the total less the clocks'), and per clock
+/// (`pcie_bytes_h2d_per_clock`, `pcie_bytes_d2h_per_clock`, `device_compute_s_clocks`). `total`
+/// and each of `clocks` are `(bytes in, bytes out, device seconds)`. Nothing when no byte moved
+/// (a host engine).
+pub fn device_figures(
+    out: &mut serde_json::Map<String, serde_json::Value>,
+    total: (f64, f64, f64),
+    clocks: impl ExactSizeIterator<Item = (f64, f64, f64)>,
+) {
+    if total.0 + total.1 <= 0.0 {
+        return;
+    }
+    let n = clocks.len().max(1) as f64;
+    let (h2d, d2h, dev) = clocks.fold((0.0, 0.0, 0.0), |a, c| (a.0 + c.0, a.1 + c.1, a.2 + c.2));
+    out.insert("pcie_bytes_h2d".into(), num(Some(total.0)));
+    out.insert("pcie_bytes_d2h".into(), num(Some(total.1)));
+    out.insert("pcie_setup_bytes_h2d".into(), num(Some(total.0 - h2d)));
+    out.insert("pcie_bytes_h2d_per_clock".into(), num(Some(h2d / n)));
+    out.insert("pcie_bytes_d2h_per_clock".into(), num(Some(d2h / n)));
+    out.insert("device_compute_s".into(), num(Some(total.2)));
+    out.insert("device_compute_s_clocks".into(), num(Some(dev)));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,5 +171,21 @@ mod tests {
     fn hash_is_of_the_bits() {
         assert_ne!(hash_bits(&[0.0]), hash_bits(&[-0.0]));
         assert_eq!(hash_bits(&[1.5, 2.0]), hash_bits(&[1.5, 2.0]));
+    }
+
+    #[test]
+    fn device_figures_split_set_up_from_clocks() {
+        let mut out = serde_json::Map::new();
+        device_figures(&mut out, (0.0, 0.0, 0.0), [(0.0, 0.0, 0.0)].into_iter());
+        assert!(out.is_empty(), "a host engine reports nothing");
+        let clocks = [(10.0, 4.0, 0.5), (10.0, 6.0, 0.25)];
+        device_figures(&mut out, (120.0, 10.0, 1.0), clocks.into_iter());
+        let get = |k: &str| out[k].as_f64().unwrap();
+        assert_eq!(get("pcie_bytes_h2d"), 120.0);
+        assert_eq!(get("pcie_setup_bytes_h2d"), 100.0);
+        assert_eq!(get("pcie_bytes_h2d_per_clock"), 10.0);
+        assert_eq!(get("pcie_bytes_d2h_per_clock"), 5.0);
+        assert_eq!(get("device_compute_s"), 1.0);
+        assert_eq!(get("device_compute_s_clocks"), 0.75);
     }
 }
