@@ -239,32 +239,21 @@ fn size_flags_out_of_range_are_refused_by_name() {
 #[ignore = "timing probe; run by hand in release: cargo test --release -p ps-apps --test synthetic_sizes -- --ignored --nocapture"]
 fn gpu_scale_generation_probe() {
     use std::time::Instant;
-    let t = Instant::now();
-    let mf = synthetic_threads(
-        &SyntheticSpec {
-            users: 480_189,
-            items: 17_770,
-            ratings: 100_000_000,
-            item_zipf: 0.0,
-            ..SyntheticSpec::default_builtin(1)
-        },
-        ps_apps::par::threads(),
-    );
-    println!("mf netflix 100M uniform: {:.2?}", t.elapsed());
-    drop(mf);
-    let t = Instant::now();
-    let mf = synthetic_threads(
-        &SyntheticSpec {
-            users: 480_189,
-            items: 17_770,
-            ratings: 100_000_000,
-            item_zipf: 0.9,
-            ..SyntheticSpec::default_builtin(1)
-        },
-        ps_apps::par::threads(),
-    );
-    println!("mf netflix 100M zipf 0.9: {:.2?}", t.elapsed());
-    drop(mf);
+    for item_zipf in [0.0, 0.9] {
+        let t = Instant::now();
+        let mf = synthetic_threads(
+            &SyntheticSpec {
+                users: 480_189,
+                items: 17_770,
+                ratings: 100_000_000,
+                item_zipf,
+                ..SyntheticSpec::default_builtin(1)
+            },
+            ps_apps::par::threads(),
+        );
+        println!("mf netflix 100M, zipf {item_zipf}: {:.2?}", t.elapsed());
+        drop(mf);
+    }
     let t = Instant::now();
     let lda = synthetic_lda_threads(
         &SyntheticLdaSpec {
