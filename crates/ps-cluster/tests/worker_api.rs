@@ -117,7 +117,11 @@ fn work(mut worker: Worker) {
             50 | 51 => 0.25,
             _ => 0.0,
         };
-        assert_eq!(&seen[r * 4..r * 4 + 4], &[want; 4], "row {r}");
+        let row = &seen[r * 4..r * 4 + 4];
+        // A read may see more than it must: the other worker's clock-1 add to rows 90..100
+        // (its push-pull below) can land before this read (CI saw it once under load).
+        let fresher = (90..100).contains(&r) && row == [1.0; 4];
+        assert!(row == [want; 4] || fresher, "row {r}: {row:?}, want {want}");
     }
     // A streamed read wants sorted rows.
     let unsorted = c
