@@ -95,6 +95,7 @@ pub const KERNELS: &[Kernel] = &[
         ],
         headers["philox"]
     ),
+    kernel!("lda_resident", ["lda_loglik", "lda_sum_partials"]),
     kernel!(
         "mlp",
         [

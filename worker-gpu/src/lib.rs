@@ -18,7 +18,7 @@
 //! This crate must not depend on the server or on networking.
 
 use ps_apps::app::{CpuEngines, Engines};
-use ps_apps::lda::LdaCompute;
+use ps_apps::lda::{LdaCompute, LdaResident};
 use ps_apps::lr::LrCompute;
 use ps_apps::mf::{MfCompute, MfResident};
 use ps_apps::mlp::{MlpCompute, MlpResident};
@@ -30,6 +30,7 @@ pub mod kernels;
 pub mod ptxas;
 
 use cuda::lda::CudaLda;
+use cuda::lda_resident::CudaLdaResident;
 use cuda::lr::CudaLr;
 use cuda::mf::CudaMf;
 use cuda::mf_resident::CudaMfResident;
@@ -145,7 +146,7 @@ fn cuda<T>(ordinal: u32, r: Result<T, GpuError>) -> Result<T, AppError> {
 
 /// The compute engines of a device, for the apps' sessions: on the CPU the fast engines of
 /// `ps-apps` ([`CpuEngines`]); on a GPU the CUDA engines (MF: resident, conflict-free waves,
-/// [`CudaMfResident`]; LDA: one warp per document; MLP: resident, a whole clock of tiled SGEMM
+/// [`CudaMfResident`]; LDA: resident, one warp per document, [`CudaLdaResident`]; MLP: resident, a whole clock of tiled SGEMM
 /// kernels on device-resident samples, [`CudaMlpResident`]; LR: warp-per-row CSR).
 #[derive(Debug, Clone, Copy)]
 pub struct DeviceEngines(pub Device);
@@ -194,6 +195,13 @@ impl Engines for DeviceEngines {
         match self.0 {
             Device::Cpu => Ok(None),
             Device::Cuda(n) => Ok(Some(Box::new(cuda(n, CudaMlpResident::new(open(n)?))?))),
+        }
+    }
+
+    fn lda_resident(&self) -> Result<Option<Box<dyn LdaResident>>, AppError> {
+        match self.0 {
+            Device::Cpu => Ok(None),
+            Device::Cuda(n) => Ok(Some(Box::new(cuda(n, CudaLdaResident::new(open(n)?))?))),
         }
     }
 }

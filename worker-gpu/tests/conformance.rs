@@ -12,6 +12,8 @@ mod codec;
 mod common;
 #[path = "conformance/lda.rs"]
 mod lda;
+#[path = "conformance/lda_resident.rs"]
+mod lda_resident;
 #[path = "conformance/lr.rs"]
 mod lr;
 #[path = "conformance/mf.rs"]

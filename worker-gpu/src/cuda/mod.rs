@@ -12,6 +12,8 @@
 pub mod buffers;
 pub mod codec;
 pub mod lda;
+pub mod lda_compact;
+pub mod lda_resident;
 pub mod lr;
 pub mod mf;
 pub mod mf_resident;

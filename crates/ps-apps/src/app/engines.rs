@@ -4,7 +4,7 @@
 //! with an engine of its own (or none) ignores it.
 
 use crate::error::AppError;
-use crate::lda::{CpuLda, LdaCompute, SparseLda};
+use crate::lda::{CpuLda, LdaCompute, LdaResident, SparseLda};
 use crate::lr::{CpuLr, FastLr, LrCompute};
 use crate::mf::{CpuMf, FastMf, MfCompute, MfResident};
 use crate::mlp::{CpuMlp, FastMlp, MlpCompute, MlpResident};
@@ -29,6 +29,13 @@ pub trait Engines: Send + Sync {
     /// and runs a clock's mini-batches there (see [`MlpResident`]); when there is one, the MLP
     /// session uses it instead of [`Self::mlp`]. `None` (the default) on the CPU.
     fn mlp_resident(&self) -> Result<Option<Box<dyn MlpResident>>, AppError> {
+        Ok(None)
+    }
+
+    /// An LDA engine that keeps the worker's tokens, assignments and document-topic counts on
+    /// its device for the whole job and sweeps there (see [`LdaResident`]); when there is one,
+    /// the LDA session uses it instead of [`Self::lda`]. `None` (the default) on the CPU.
+    fn lda_resident(&self) -> Result<Option<Box<dyn LdaResident>>, AppError> {
         Ok(None)
     }
 }

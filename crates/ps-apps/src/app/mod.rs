@@ -23,10 +23,12 @@ mod erased;
 pub mod flags;
 mod target;
 pub mod testing;
+mod traffic;
 
 pub use engines::{CpuEngines, Engines, OracleEngines};
 pub use erased::{builtin, DynApp, DynSession, ErasedPlan};
 pub use target::Target;
+pub use traffic::Traffic;
 
 use crate::error::{AppError, SinkError};
 use ps_proto::codec::CodecChain;

@@ -6,22 +6,17 @@
 //! count changes of the words that changed.
 
 use super::args::LdaArgs;
-use super::files::{detect_format, sibling_vocab, top_words, CorpusFormat};
-use super::heldout::document_completion;
+use super::files::{detect_format, sibling_vocab, CorpusFormat};
+use super::session::LdaSession;
 use super::{
-    load_ldac, load_uci, loglik, split_docs, synthetic_lda, topic_recovery, worker_doc_ids, Corpus,
-    LdaCompute, LdaDelta, LdaHyper, LdaWorkerState, SweepKey, SyntheticLdaSpec, DEFAULT_CLOCKS,
+    load_ldac, load_uci, synthetic_lda, Corpus, LdaHyper, SyntheticLdaSpec, DEFAULT_CLOCKS,
 };
 use crate::app::flags::{self, num, ratio};
-use crate::app::{
-    App, DeltaSink, Inbox, JobCommon, JobView, Outcome, Plan, Session, TableRows, Target,
-    WorkerContext,
-};
+use crate::app::{App, JobCommon, JobView, Plan, Session, Target, WorkerContext};
 use crate::error::AppError;
 use ps_proto::{Init, UpdateRule};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use std::time::Instant;
 
 pub const WORD_TOPIC: u32 = 0;
 pub const TOTALS: u32 = 1;
@@ -55,6 +50,11 @@ pub struct LdaSettings {
 pub struct LdaClock {
     pub clock_loglik: f64,
     pub clock_tokens: f64,
+    /// Bytes a resident engine moved host to device and back, and its device compute seconds
+    /// (zero on the host path).
+    pub pcie_h2d: f64,
+    pub pcie_d2h: f64,
+    pub device_s: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -70,6 +70,11 @@ pub struct LdaFinal {
     pub heldout_tokens: f64,
     pub heldout_unknown_tokens: f64,
     pub heldout_skipped_docs: f64,
+    /// A resident engine's totals over the job, its set-up and the final download of the
+    /// assignments included (see [`LdaClock`]).
+    pub pcie_h2d: f64,
+    pub pcie_d2h: f64,
+    pub device_s: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -82,14 +87,14 @@ pub struct LdaFacts {
 }
 
 /// The corpus and, for built-in data, the true topics (`K x V`) and their count.
-struct Loaded {
-    corpus: Corpus,
-    truth: Option<(Vec<f32>, usize)>,
+pub(super) struct Loaded {
+    pub corpus: Corpus,
+    pub truth: Option<(Vec<f32>, usize)>,
     /// Held-out documents.
-    test: Option<Corpus>,
+    pub test: Option<Corpus>,
 }
 
-fn load(s: &LdaSettings) -> Result<Loaded, AppError> {
+pub(super) fn load_corpus(s: &LdaSettings) -> Result<Loaded, AppError> {
     let read = |path: &str, vocab: Option<&Path>| -> Result<Corpus, AppError> {
         let path = Path::new(path);
         Ok(match s.format {
@@ -180,7 +185,7 @@ impl App for LdaApp {
             corpus,
             test: held_out,
             ..
-        } = load(&settings)?;
+        } = load_corpus(&settings)?;
         if corpus.num_tokens() == 0 {
             return Err(AppError::Settings("the corpus has no tokens".into()));
         }
@@ -295,273 +300,20 @@ impl App for LdaApp {
                 (f.tokens_swept / (f.sweep_s / f.workers)).into(),
             );
         }
+        if f.pcie_h2d + f.pcie_d2h > 0.0 {
+            // Per clock: what the clocks moved (the set-up's one-off upload left out).
+            let clocks = job.clocks.len().max(1) as f64;
+            let (h2d, d2h, dev) = job.clocks.iter().fold((0.0, 0.0, 0.0), |a, (_, c)| {
+                (a.0 + c.pcie_h2d, a.1 + c.pcie_d2h, a.2 + c.device_s)
+            });
+            out.insert("pcie_bytes_h2d".into(), num(Some(f.pcie_h2d)));
+            out.insert("pcie_bytes_d2h".into(), num(Some(f.pcie_d2h)));
+            out.insert("pcie_setup_bytes_h2d".into(), num(Some(f.pcie_h2d - h2d)));
+            out.insert("pcie_bytes_h2d_per_clock".into(), num(Some(h2d / clocks)));
+            out.insert("pcie_bytes_d2h_per_clock".into(), num(Some(d2h / clocks)));
+            out.insert("device_compute_s".into(), num(Some(f.device_s)));
+            out.insert("device_compute_s_clocks".into(), num(Some(dev)));
+        }
         out
-    }
-}
-
-/// One LDA worker: its documents' assignments and counts, and its copy of its words' rows.
-pub struct LdaSession {
-    worker: u32,
-    hyper: LdaHyper,
-    seed: u64,
-    engine: Box<dyn LdaCompute + Send>,
-    state: LdaWorkerState,
-    /// Clock 0's push: the counts of the random initial assignments.
-    initial: Option<LdaDelta>,
-    /// The worker's words as table rows (sorted).
-    words: Vec<u64>,
-    /// Their rows (`words.len() x K`) and the totals row, as read.
-    local: Vec<f32>,
-    totals: Vec<f32>,
-    /// The final read's rows (worker 0: the whole word-topic table; the others: their words
-    /// and their held-out documents' words), and their values.
-    final_rows: Vec<u64>,
-    all: Vec<f32>,
-    /// This worker's held-out documents: (index in the file, tokens).
-    held: Vec<(usize, Vec<u32>)>,
-    corpus_vocab: Option<Vec<String>>,
-    truth: Option<(Vec<f32>, usize)>,
-    inbox: Inbox,
-    swept: u64,
-    sweep_s: f64,
-}
-
-impl LdaSession {
-    pub fn new(s: LdaSettings, ctx: &WorkerContext<'_>) -> Result<LdaSession, AppError> {
-        ctx.check()?;
-        let engine = ctx.engines.lda(s.threads)?;
-        let Loaded {
-            corpus,
-            truth,
-            test,
-        } = load(&s)?;
-        let held = match &test {
-            Some(t) => worker_doc_ids(t.num_docs(), ctx.workers, ctx.worker)
-                .into_iter()
-                .map(|d| (d, t.docs[d].clone()))
-                .collect(),
-            None => Vec::new(),
-        };
-        let docs = split_docs(&corpus, ctx.workers, ctx.worker);
-        let (state, initial) =
-            LdaWorkerState::init(&docs, corpus.vocab_size, &s.hyper, s.seed, ctx.worker)?;
-        let words: Vec<u64> = state.words.iter().map(|&w| u64::from(w)).collect();
-        let k = s.hyper.topics as usize;
-        tracing::info!(
-            worker = ctx.worker,
-            docs = state.num_docs(),
-            tokens = state.num_tokens(),
-            words = words.len(),
-            engine = engine.name(),
-            "LDA worker ready"
-        );
-        let lead = ctx.worker == 0;
-        Ok(LdaSession {
-            worker: ctx.worker,
-            hyper: s.hyper,
-            seed: s.seed,
-            engine,
-            local: vec![0.0; words.len() * k],
-            totals: vec![0.0; k],
-            final_rows: Vec::new(),
-            all: Vec::new(),
-            held,
-            words,
-            state,
-            initial: Some(initial),
-            corpus_vocab: if lead { corpus.vocab } else { None },
-            truth: if lead { truth } else { None },
-            inbox: Inbox::default(),
-            swept: 0,
-            sweep_s: 0.0,
-        })
-    }
-
-    fn k(&self) -> usize {
-        self.hyper.topics as usize
-    }
-
-    /// A sweep's (or the initial) count changes: the changed words' rows and the totals row.
-    fn write(&self, delta: &LdaDelta, out: &mut dyn DeltaSink) -> Result<(), AppError> {
-        let k = self.k();
-        let mut touched: Vec<u64> = delta.entries.iter().map(|e| u64::from(e.0)).collect();
-        touched.sort_unstable();
-        touched.dedup();
-        if !touched.is_empty() {
-            let rows = out.rows(WORD_TOPIC, &touched)?;
-            for &(w, t, c) in &delta.entries {
-                let i = touched.binary_search(&u64::from(w)).unwrap_or(0);
-                rows[i * k + t as usize] += c as f32;
-            }
-        }
-        if delta.totals.iter().any(|&c| c != 0) {
-            let row = out.rows(TOTALS, &[0])?;
-            row.iter_mut()
-                .zip(&delta.totals)
-                .for_each(|(r, &c)| *r = c as f32);
-        }
-        Ok(())
-    }
-}
-
-impl Session<LdaApp> for LdaSession {
-    fn reads(&mut self, clock: u64) -> Result<Vec<TableRows>, AppError> {
-        if !self.inbox.planned(clock) {
-            let reads = if clock == 0 {
-                Vec::new()
-            } else {
-                vec![
-                    TableRows {
-                        table: WORD_TOPIC,
-                        rows: self.words.clone(),
-                    },
-                    TableRows {
-                        table: TOTALS,
-                        rows: vec![0],
-                    },
-                ]
-            };
-            self.inbox.expect_clock(clock, reads);
-        }
-        Ok(self.inbox.reads().to_vec())
-    }
-
-    fn load(
-        &mut self,
-        table: u32,
-        first: usize,
-        keys: &[u64],
-        values: &[f32],
-    ) -> Result<(), AppError> {
-        let k = self.k();
-        self.inbox.accept(table, first, keys, values, k)?;
-        let dst = match table {
-            TOTALS => &mut self.totals[..],
-            _ if self.inbox.clock().is_none() => &mut self.all[..],
-            _ => &mut self.local[..],
-        };
-        dst[first * k..(first + keys.len()) * k].copy_from_slice(values);
-        Ok(())
-    }
-
-    fn run_clock(&mut self, clock: u64, out: &mut dyn DeltaSink) -> Result<LdaClock, AppError> {
-        self.inbox.ready(clock)?;
-        if clock == 0 {
-            let initial = self.initial.take().unwrap_or_default();
-            self.write(&initial, out)?;
-            return Ok(LdaClock::default());
-        }
-        // The model every worker sweeps against this clock, before the sweep.
-        let (ll, n) = loglik(&self.state, &self.local, &self.totals, &self.hyper);
-        let key = SweepKey {
-            seed: self.seed,
-            worker: self.worker,
-            clock: clock.min(u64::from(u32::MAX)) as u32,
-        };
-        let started = Instant::now();
-        let delta = self.engine.sweep(
-            &mut self.state,
-            &mut self.local,
-            &mut self.totals,
-            &self.hyper,
-            key,
-        )?;
-        self.sweep_s += started.elapsed().as_secs_f64();
-        self.swept += self.state.num_tokens() as u64;
-        self.write(&delta, out)?;
-        Ok(LdaClock {
-            clock_loglik: ll,
-            clock_tokens: n as f64,
-        })
-    }
-
-    fn final_reads(&mut self) -> Result<Vec<TableRows>, AppError> {
-        let v = u64::from(self.state.vocab_size);
-        let rows: Vec<u64> = if self.worker == 0 {
-            (0..v).collect()
-        } else {
-            let held = self
-                .held
-                .iter()
-                .flat_map(|(_, d)| d.iter().map(|&w| u64::from(w)));
-            let mut r: Vec<u64> = self
-                .words
-                .iter()
-                .copied()
-                .chain(held)
-                .filter(|&w| w < v)
-                .collect();
-            r.sort_unstable();
-            r.dedup();
-            r
-        };
-        self.all = vec![0.0; rows.len() * self.k()];
-        self.final_rows = rows.clone();
-        self.inbox.expect(vec![
-            TableRows {
-                table: WORD_TOPIC,
-                rows,
-            },
-            TableRows {
-                table: TOTALS,
-                rows: vec![0],
-            },
-        ]);
-        Ok(self.inbox.reads().to_vec())
-    }
-
-    fn evaluate(&mut self) -> Result<Outcome<LdaFinal, LdaFacts>, AppError> {
-        self.inbox.complete()?;
-        let k = self.k();
-        let mut facts = LdaFacts::default();
-        for (i, w) in self.words.iter().enumerate() {
-            let at = self.final_rows.binary_search(w).unwrap_or(0) * k;
-            self.local[i * k..(i + 1) * k].copy_from_slice(&self.all[at..at + k]);
-        }
-        let (rows, all) = (&self.final_rows, &self.all);
-        let row = |w: u32| {
-            let at = rows.binary_search(&u64::from(w)).ok()? * k;
-            all.get(at..at + k)
-        };
-        let held = document_completion(
-            &self.held,
-            row,
-            &self.totals,
-            self.state.vocab_size,
-            &self.hyper,
-            self.seed,
-        );
-        if self.worker == 0 {
-            if let Some((topics, true_k)) = &self.truth {
-                facts.topic_recovery = Some(topic_recovery(
-                    topics,
-                    *true_k,
-                    &self.all,
-                    k,
-                    self.hyper.beta,
-                ));
-            }
-            facts.word_topic_hash = Some(flags::hash_bits(&self.all));
-            if let Some(vocab) = &self.corpus_vocab {
-                for line in top_words(&self.all, k, vocab, 8) {
-                    eprintln!("{line}");
-                }
-            }
-        }
-        let (ll, n) = loglik(&self.state, &self.local, &self.totals, &self.hyper);
-        Ok(Outcome {
-            sums: LdaFinal {
-                final_loglik: ll,
-                final_tokens: n as f64,
-                tokens_swept: self.swept as f64,
-                sweep_s: self.sweep_s,
-                workers: 1.0,
-                heldout_loglik: held.loglik,
-                heldout_tokens: held.tokens as f64,
-                heldout_unknown_tokens: held.unknown_tokens as f64,
-                heldout_skipped_docs: held.skipped_docs as f64,
-            },
-            facts,
-        })
     }
 }

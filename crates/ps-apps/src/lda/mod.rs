@@ -51,12 +51,16 @@ mod data;
 mod files;
 pub mod heldout;
 mod metrics;
+mod resident;
+mod session;
 mod sweep_key;
 mod synth;
 
-pub use app::{LdaApp, LdaClock, LdaFacts, LdaFinal, LdaSession, LdaSettings, TOTALS, WORD_TOPIC};
+pub use app::{LdaApp, LdaClock, LdaFacts, LdaFinal, LdaSettings, TOTALS, WORD_TOPIC};
 pub use args::{LdaArgs, MAX_TRUTH};
 pub use files::{detect_format, sibling_vocab, top_words, CorpusFormat};
+pub use resident::{check_rows, check_state, HostLdaResident, LdaResident};
+pub use session::LdaSession;
 
 pub use compute::{check_dims, conditional, CpuLda, LdaCompute, SparseLda};
 pub use data::{

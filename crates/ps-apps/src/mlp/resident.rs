@@ -18,8 +18,8 @@
 use super::compute::{evaluate, BatchStats, MlpCompute};
 use super::data::Dataset;
 use super::{local_sgd_steps, Arch, MlpHyper};
+pub use crate::app::Traffic;
 use crate::error::ComputeError;
-pub use crate::mf::Traffic;
 
 /// Samples per evaluation call (the session's host path uses the same chunks).
 pub const EVAL_CHUNK: usize = 1024;

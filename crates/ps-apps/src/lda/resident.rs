@@ -1,0 +1,218 @@
+//! An LDA engine that keeps a worker's state where it samples: the trait a device engine (CUDA)
+//! implements, and its CPU oracle [`HostLdaResident`].
+//!
+//! A resident engine receives the worker's tokens, topic assignments and document-topic counts
+//! once ([`LdaResident::setup`]) and keeps them, with a local copy of the worker's word-topic rows
+//! (`words.len() x K`, local row `i` = global word `state.words[i]`, the order of the session's
+//! read) and of the topic totals, for the whole job. Per clock the session hands it the pulled
+//! rows as each shard's reply arrives ([`LdaResident::load_rows`], by position in the read, and
+//! [`LdaResident::load_totals`]), asks for the log-likelihood of the model it read
+//! ([`LdaResident::loglik`]), and sweeps ([`LdaResident::sweep`]), taking back only the sparse
+//! delta. The uniforms come from Philox keyed by the [`SweepKey`] on both sides, so on a GPU the
+//! pulled rows in and the delta out are all that cross PCIe in a clock.
+//!
+//! [`HostLdaResident`] does the same with a [`LdaCompute`] engine and [`loglik`]: exactly the
+//! host path's arithmetic, so the session's resident path is tested, bit for bit, where there is
+//! no GPU.
+
+use super::{loglik, LdaCompute, LdaDelta, LdaHyper, LdaWorkerState, SweepKey};
+use crate::app::Traffic;
+use crate::error::ComputeError;
+
+/// An LDA engine whose worker state stays resident between clocks (see the module docs).
+pub trait LdaResident: Send {
+    /// A short name for logs (`cuda-resident`, `cpu-resident`).
+    fn name(&self) -> &'static str;
+
+    /// Takes the worker's state (tokens, assignments, document-topic counts; checked with
+    /// [`check_state`]) and the hyper-parameters, and sizes the local word-topic copy
+    /// (`state.words.len() x K`, zero) and totals; called once.
+    fn setup(&mut self, state: &LdaWorkerState, hyper: &LdaHyper) -> Result<(), ComputeError>;
+
+    /// Writes local word-topic rows `[first, first + n)`: `values` holds `n` whole rows
+    /// (`n x K`), the pulled rows of the read's words `first..first + n`.
+    fn load_rows(&mut self, first: usize, values: &[f32]) -> Result<(), ComputeError>;
+
+    /// Writes the totals row (`K` values).
+    fn load_totals(&mut self, values: &[f32]) -> Result<(), ComputeError>;
+
+    /// [`loglik`] of the state under the loaded rows and totals: what the host path measures
+    /// before each sweep.
+    fn loglik(&mut self) -> Result<(f64, u64), ComputeError>;
+
+    /// One collapsed-Gibbs sweep of every token against the loaded rows (which it updates, as
+    /// [`LdaCompute::sweep`] does), with the uniforms of `key`; returns the sparse delta.
+    fn sweep(&mut self, key: SweepKey) -> Result<LdaDelta, ComputeError>;
+
+    /// Copies the current assignments and document-topic counts into `state` (the one given to
+    /// [`Self::setup`]).
+    fn download_state(&mut self, state: &mut LdaWorkerState) -> Result<(), ComputeError>;
+
+    /// Totals since the engine was made.
+    fn traffic(&self) -> Traffic;
+}
+
+/// Checks a state a resident engine is set up with: its shape, every token's word row and
+/// topic, and the hyper-parameters' topic count.
+pub fn check_state(
+    engine: &'static str,
+    state: &LdaWorkerState,
+    hyper: &LdaHyper,
+) -> Result<(), ComputeError> {
+    let bad = |message: String| Err(ComputeError { engine, message });
+    let (k, n) = (state.topics as usize, state.tokens.len());
+    if hyper.topics != state.topics || k == 0 {
+        return bad(format!(
+            "{} topics in the hyper-parameters, {} in the state",
+            hyper.topics, state.topics
+        ));
+    }
+    let docs = state.num_docs();
+    if state.z.len() != n || state.doc_topic.len() != docs * k {
+        return bad(format!(
+            "{} assignments for {n} tokens, {} document-topic counts for {docs} x {k}",
+            state.z.len(),
+            state.doc_topic.len()
+        ));
+    }
+    if state.doc_offsets.first().is_some_and(|&o| o != 0)
+        || state.doc_offsets.last().is_some_and(|&o| o != n)
+        || state.doc_offsets.windows(2).any(|w| w[0] > w[1])
+    {
+        return bad(format!(
+            "document offsets do not cover the {n} tokens in order"
+        ));
+    }
+    let words = state.words.len();
+    if let Some(w) = state.tokens.iter().find(|&&w| w as usize >= words) {
+        return bad(format!("token row {w} outside the {words} words"));
+    }
+    if let Some(t) = state.z.iter().find(|&&t| t >= state.topics) {
+        return bad(format!("topic {t} outside the {k} topics"));
+    }
+    Ok(())
+}
+
+/// Checks a run of `values.len()` values at row `first` against a copy of `rows` rows of `k`.
+pub fn check_rows(
+    engine: &'static str,
+    first: usize,
+    values: &[f32],
+    rows: usize,
+    k: usize,
+) -> Result<(), ComputeError> {
+    if k == 0 || !values.len().is_multiple_of(k) || first + values.len() / k > rows {
+        return Err(ComputeError {
+            engine,
+            message: format!(
+                "{} values at row {first} are not whole rows of {k} within {rows} rows",
+                values.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The CPU oracle of a resident engine: a [`LdaCompute`] engine on host copies. Nothing crosses
+/// a bus, so [`Traffic`] stays zero.
+pub struct HostLdaResident {
+    engine: Box<dyn LdaCompute + Send>,
+    hyper: Option<LdaHyper>,
+    state: LdaWorkerState,
+    word_topic: Vec<f32>,
+    totals: Vec<f32>,
+}
+
+const ORACLE: &str = "cpu-resident";
+
+impl HostLdaResident {
+    /// Runs `engine`.
+    pub fn new(engine: Box<dyn LdaCompute + Send>) -> HostLdaResident {
+        HostLdaResident {
+            engine,
+            hyper: None,
+            state: LdaWorkerState {
+                topics: 0,
+                vocab_size: 0,
+                words: Vec::new(),
+                doc_offsets: vec![0],
+                tokens: Vec::new(),
+                z: Vec::new(),
+                doc_topic: Vec::new(),
+            },
+            word_topic: Vec::new(),
+            totals: Vec::new(),
+        }
+    }
+
+    fn hyper(&self) -> Result<LdaHyper, ComputeError> {
+        self.hyper.ok_or_else(|| ComputeError {
+            engine: ORACLE,
+            message: "used before setup".into(),
+        })
+    }
+}
+
+impl LdaResident for HostLdaResident {
+    fn name(&self) -> &'static str {
+        ORACLE
+    }
+
+    fn setup(&mut self, state: &LdaWorkerState, hyper: &LdaHyper) -> Result<(), ComputeError> {
+        check_state(ORACLE, state, hyper)?;
+        let k = state.topics as usize;
+        self.state = state.clone();
+        self.word_topic = vec![0.0; state.words.len() * k];
+        self.totals = vec![0.0; k];
+        self.hyper = Some(*hyper);
+        Ok(())
+    }
+
+    fn load_rows(&mut self, first: usize, values: &[f32]) -> Result<(), ComputeError> {
+        let k = self.hyper()?.topics as usize;
+        check_rows(ORACLE, first, values, self.state.words.len(), k)?;
+        self.word_topic[first * k..first * k + values.len()].copy_from_slice(values);
+        Ok(())
+    }
+
+    fn load_totals(&mut self, values: &[f32]) -> Result<(), ComputeError> {
+        let k = self.hyper()?.topics as usize;
+        check_rows(ORACLE, 0, values, 1, k)?;
+        self.totals.copy_from_slice(values);
+        Ok(())
+    }
+
+    fn loglik(&mut self) -> Result<(f64, u64), ComputeError> {
+        let hyper = self.hyper()?;
+        Ok(loglik(&self.state, &self.word_topic, &self.totals, &hyper))
+    }
+
+    fn sweep(&mut self, key: SweepKey) -> Result<LdaDelta, ComputeError> {
+        let hyper = self.hyper()?;
+        self.engine.sweep(
+            &mut self.state,
+            &mut self.word_topic,
+            &mut self.totals,
+            &hyper,
+            key,
+        )
+    }
+
+    fn download_state(&mut self, state: &mut LdaWorkerState) -> Result<(), ComputeError> {
+        if state.z.len() != self.state.z.len()
+            || state.doc_topic.len() != self.state.doc_topic.len()
+        {
+            return Err(ComputeError {
+                engine: ORACLE,
+                message: "the state to fill is not the one set up".into(),
+            });
+        }
+        state.z.copy_from_slice(&self.state.z);
+        state.doc_topic.copy_from_slice(&self.state.doc_topic);
+        Ok(())
+    }
+
+    fn traffic(&self) -> Traffic {
+        Traffic::default()
+    }
+}

@@ -1,0 +1,365 @@
+//! One LDA worker's session: its documents' assignments and counts, and its copy of its words'
+//! rows, on one of two paths.
+//!
+//! - **Host** (the CPU engines): the state and the pulled rows live in host memory; each clock
+//!   measures the log-likelihood with [`loglik`] and sweeps with a [`LdaCompute`] engine.
+//! - **Resident** (an engine from [`crate::app::Engines::lda_resident`], e.g. CUDA): tokens,
+//!   assignments and document-topic counts stay on the device for the whole job; the pulled
+//!   word-topic rows and totals go to the device's local copy as they arrive, the
+//!   log-likelihood and the sweep run there, and only the sparse delta comes back. The final
+//!   read stays on the host (held-out completion, topic recovery and the table hash need the
+//!   rows there), and the assignments come back once for the final figures.
+
+use super::app::{
+    load_corpus, LdaClock, LdaFacts, LdaFinal, LdaSettings, Loaded, TOTALS, WORD_TOPIC,
+};
+use super::heldout::document_completion;
+use super::resident::LdaResident;
+use super::{
+    loglik, split_docs, top_words, topic_recovery, worker_doc_ids, LdaApp, LdaCompute, LdaDelta,
+    LdaHyper, LdaWorkerState, SweepKey,
+};
+use crate::app::flags;
+use crate::app::{DeltaSink, Inbox, Outcome, Session, TableRows, Traffic, WorkerContext};
+use crate::error::AppError;
+use std::time::Instant;
+
+/// Where the sweeps run.
+enum Path {
+    /// A host engine on the session's state and `local`/`totals` copies.
+    Host(Box<dyn LdaCompute + Send>),
+    /// A resident engine, and its traffic when the current clock began.
+    Resident {
+        dev: Box<dyn LdaResident>,
+        before: Traffic,
+    },
+}
+
+/// One LDA worker: its documents' assignments and counts, and its copy of its words' rows.
+pub struct LdaSession {
+    worker: u32,
+    hyper: LdaHyper,
+    seed: u64,
+    path: Path,
+    /// The state (resident path: as set up, and after the final download).
+    state: LdaWorkerState,
+    /// Clock 0's push: the counts of the random initial assignments.
+    initial: Option<LdaDelta>,
+    /// The worker's words as table rows (sorted).
+    words: Vec<u64>,
+    /// Their rows (`words.len() x K`) and the totals row, as read (resident path: the final
+    /// read's only).
+    local: Vec<f32>,
+    totals: Vec<f32>,
+    /// The final read's rows (worker 0: the whole word-topic table; the others: their words
+    /// and their held-out documents' words), and their values.
+    final_rows: Vec<u64>,
+    all: Vec<f32>,
+    /// This worker's held-out documents: (index in the file, tokens).
+    held: Vec<(usize, Vec<u32>)>,
+    corpus_vocab: Option<Vec<String>>,
+    truth: Option<(Vec<f32>, usize)>,
+    inbox: Inbox,
+    swept: u64,
+    sweep_s: f64,
+}
+
+impl LdaSession {
+    pub fn new(s: LdaSettings, ctx: &WorkerContext<'_>) -> Result<LdaSession, AppError> {
+        ctx.check()?;
+        let Loaded {
+            corpus,
+            truth,
+            test,
+        } = load_corpus(&s)?;
+        let held = match &test {
+            Some(t) => worker_doc_ids(t.num_docs(), ctx.workers, ctx.worker)
+                .into_iter()
+                .map(|d| (d, t.docs[d].clone()))
+                .collect(),
+            None => Vec::new(),
+        };
+        let docs = split_docs(&corpus, ctx.workers, ctx.worker);
+        let (state, initial) =
+            LdaWorkerState::init(&docs, corpus.vocab_size, &s.hyper, s.seed, ctx.worker)?;
+        let path = match ctx.engines.lda_resident()? {
+            Some(mut dev) => {
+                dev.setup(&state, &s.hyper)?;
+                Path::Resident {
+                    before: dev.traffic(),
+                    dev,
+                }
+            }
+            None => Path::Host(ctx.engines.lda(s.threads)?),
+        };
+        let words: Vec<u64> = state.words.iter().map(|&w| u64::from(w)).collect();
+        let k = s.hyper.topics as usize;
+        tracing::info!(
+            worker = ctx.worker,
+            docs = state.num_docs(),
+            tokens = state.num_tokens(),
+            words = words.len(),
+            engine = match &path {
+                Path::Host(e) => e.name(),
+                Path::Resident { dev, .. } => dev.name(),
+            },
+            "LDA worker ready"
+        );
+        let lead = ctx.worker == 0;
+        Ok(LdaSession {
+            worker: ctx.worker,
+            hyper: s.hyper,
+            seed: s.seed,
+            path,
+            local: vec![0.0; words.len() * k],
+            totals: vec![0.0; k],
+            final_rows: Vec::new(),
+            all: Vec::new(),
+            held,
+            words,
+            state,
+            initial: Some(initial),
+            corpus_vocab: if lead { corpus.vocab } else { None },
+            truth: if lead { truth } else { None },
+            inbox: Inbox::default(),
+            swept: 0,
+            sweep_s: 0.0,
+        })
+    }
+
+    fn k(&self) -> usize {
+        self.hyper.topics as usize
+    }
+
+    /// A sweep's (or the initial) count changes: the changed words' rows and the totals row.
+    fn write(&self, delta: &LdaDelta, out: &mut dyn DeltaSink) -> Result<(), AppError> {
+        let k = self.k();
+        let mut touched: Vec<u64> = delta.entries.iter().map(|e| u64::from(e.0)).collect();
+        touched.sort_unstable();
+        touched.dedup();
+        if !touched.is_empty() {
+            let rows = out.rows(WORD_TOPIC, &touched)?;
+            for &(w, t, c) in &delta.entries {
+                let i = touched.binary_search(&u64::from(w)).unwrap_or(0);
+                rows[i * k + t as usize] += c as f32;
+            }
+        }
+        if delta.totals.iter().any(|&c| c != 0) {
+            let row = out.rows(TOTALS, &[0])?;
+            row.iter_mut()
+                .zip(&delta.totals)
+                .for_each(|(r, &c)| *r = c as f32);
+        }
+        Ok(())
+    }
+
+    /// The resident engine's traffic since the last call (zero on the host path).
+    fn traffic_since(&mut self) -> Traffic {
+        match &mut self.path {
+            Path::Host(_) => Traffic::default(),
+            Path::Resident { dev, before } => {
+                let now = dev.traffic();
+                let t = now.since(before);
+                *before = now;
+                t
+            }
+        }
+    }
+}
+
+impl Session<LdaApp> for LdaSession {
+    fn reads(&mut self, clock: u64) -> Result<Vec<TableRows>, AppError> {
+        if !self.inbox.planned(clock) {
+            let reads = if clock == 0 {
+                Vec::new()
+            } else {
+                vec![
+                    TableRows {
+                        table: WORD_TOPIC,
+                        rows: self.words.clone(),
+                    },
+                    TableRows {
+                        table: TOTALS,
+                        rows: vec![0],
+                    },
+                ]
+            };
+            self.inbox.expect_clock(clock, reads);
+        }
+        Ok(self.inbox.reads().to_vec())
+    }
+
+    fn load(
+        &mut self,
+        table: u32,
+        first: usize,
+        keys: &[u64],
+        values: &[f32],
+    ) -> Result<(), AppError> {
+        let k = self.k();
+        self.inbox.accept(table, first, keys, values, k)?;
+        let final_read = self.inbox.clock().is_none();
+        if let (Path::Resident { dev, .. }, false) = (&mut self.path, final_read) {
+            // A clock's rows go straight to the device's copy (the local row order is the
+            // read's order).
+            match table {
+                TOTALS => dev.load_totals(values)?,
+                _ => dev.load_rows(first, values)?,
+            }
+            return Ok(());
+        }
+        let dst = match table {
+            TOTALS => &mut self.totals[..],
+            _ if final_read => &mut self.all[..],
+            _ => &mut self.local[..],
+        };
+        dst[first * k..(first + keys.len()) * k].copy_from_slice(values);
+        Ok(())
+    }
+
+    fn run_clock(&mut self, clock: u64, out: &mut dyn DeltaSink) -> Result<LdaClock, AppError> {
+        self.inbox.ready(clock)?;
+        if clock == 0 {
+            let initial = self.initial.take().unwrap_or_default();
+            self.write(&initial, out)?;
+            return Ok(LdaClock::default());
+        }
+        let key = SweepKey {
+            seed: self.seed,
+            worker: self.worker,
+            clock: clock.min(u64::from(u32::MAX)) as u32,
+        };
+        // The model every worker sweeps against this clock, before the sweep.
+        let ((ll, n), started, delta) = match &mut self.path {
+            Path::Host(engine) => {
+                let ll = loglik(&self.state, &self.local, &self.totals, &self.hyper);
+                let started = Instant::now();
+                let delta = engine.sweep(
+                    &mut self.state,
+                    &mut self.local,
+                    &mut self.totals,
+                    &self.hyper,
+                    key,
+                )?;
+                (ll, started, delta)
+            }
+            Path::Resident { dev, .. } => {
+                let ll = dev.loglik()?;
+                let started = Instant::now();
+                (ll, started, dev.sweep(key)?)
+            }
+        };
+        self.sweep_s += started.elapsed().as_secs_f64();
+        self.swept += self.state.num_tokens() as u64;
+        self.write(&delta, out)?;
+        let t = self.traffic_since();
+        Ok(LdaClock {
+            clock_loglik: ll,
+            clock_tokens: n as f64,
+            pcie_h2d: t.h2d_bytes as f64,
+            pcie_d2h: t.d2h_bytes as f64,
+            device_s: t.compute_s,
+        })
+    }
+
+    fn final_reads(&mut self) -> Result<Vec<TableRows>, AppError> {
+        let v = u64::from(self.state.vocab_size);
+        let rows: Vec<u64> = if self.worker == 0 {
+            (0..v).collect()
+        } else {
+            let held = self
+                .held
+                .iter()
+                .flat_map(|(_, d)| d.iter().map(|&w| u64::from(w)));
+            let mut r: Vec<u64> = self
+                .words
+                .iter()
+                .copied()
+                .chain(held)
+                .filter(|&w| w < v)
+                .collect();
+            r.sort_unstable();
+            r.dedup();
+            r
+        };
+        self.all = vec![0.0; rows.len() * self.k()];
+        self.final_rows = rows.clone();
+        self.inbox.expect(vec![
+            TableRows {
+                table: WORD_TOPIC,
+                rows,
+            },
+            TableRows {
+                table: TOTALS,
+                rows: vec![0],
+            },
+        ]);
+        Ok(self.inbox.reads().to_vec())
+    }
+
+    fn evaluate(&mut self) -> Result<Outcome<LdaFinal, LdaFacts>, AppError> {
+        self.inbox.complete()?;
+        let k = self.k();
+        let traffic = match &mut self.path {
+            Path::Host(_) => Traffic::default(),
+            Path::Resident { dev, .. } => {
+                // The final log-likelihood is measured here, on the final read's rows.
+                dev.download_state(&mut self.state)?;
+                dev.traffic()
+            }
+        };
+        let mut facts = LdaFacts::default();
+        for (i, w) in self.words.iter().enumerate() {
+            let at = self.final_rows.binary_search(w).unwrap_or(0) * k;
+            self.local[i * k..(i + 1) * k].copy_from_slice(&self.all[at..at + k]);
+        }
+        let (rows, all) = (&self.final_rows, &self.all);
+        let row = |w: u32| {
+            let at = rows.binary_search(&u64::from(w)).ok()? * k;
+            all.get(at..at + k)
+        };
+        let held = document_completion(
+            &self.held,
+            row,
+            &self.totals,
+            self.state.vocab_size,
+            &self.hyper,
+            self.seed,
+        );
+        if self.worker == 0 {
+            if let Some((topics, true_k)) = &self.truth {
+                facts.topic_recovery = Some(topic_recovery(
+                    topics,
+                    *true_k,
+                    &self.all,
+                    k,
+                    self.hyper.beta,
+                ));
+            }
+            facts.word_topic_hash = Some(flags::hash_bits(&self.all));
+            if let Some(vocab) = &self.corpus_vocab {
+                for line in top_words(&self.all, k, vocab, 8) {
+                    eprintln!("{line}");
+                }
+            }
+        }
+        let (ll, n) = loglik(&self.state, &self.local, &self.totals, &self.hyper);
+        Ok(Outcome {
+            sums: LdaFinal {
+                final_loglik: ll,
+                final_tokens: n as f64,
+                tokens_swept: self.swept as f64,
+                sweep_s: self.sweep_s,
+                workers: 1.0,
+                heldout_loglik: held.loglik,
+                heldout_tokens: held.tokens as f64,
+                heldout_unknown_tokens: held.unknown_tokens as f64,
+                heldout_skipped_docs: held.skipped_docs as f64,
+                pcie_h2d: traffic.h2d_bytes as f64,
+                pcie_d2h: traffic.d2h_bytes as f64,
+                device_s: traffic.compute_s,
+            },
+            facts,
+        })
+    }
+}

@@ -1,0 +1,153 @@
+//! The compaction of an LDA sweep's dense move counts (`words x K` i32 on the device) into the
+//! sparse delta's `(global word, topic, change)` triples with `lda_compact_delta`
+//! (`kernels/lda_gibbs.cu`), for the resident engine: only the count and the triples cross PCIe,
+//! and every byte is counted in the caller's [`Traffic`].
+
+use cudarc::driver::{CudaEvent, CudaFunction, LaunchConfig, PushKernelArg};
+use ps_apps::app::Traffic;
+
+use super::buffers::{DevBuf, Pinned};
+use super::{Call, Gpu, GpuError};
+
+/// Threads per block of the compaction.
+const BLOCK: u32 = 256;
+/// Blocks per multiprocessor of the compaction.
+const BLOCKS_PER_SM: u32 = 4;
+/// Smallest capacity of the outputs.
+const MIN_CAP: usize = 4096;
+
+/// The compaction's kernel, the worker's global word ids and the outputs, kept for the job.
+pub struct Compaction {
+    compact_fn: CudaFunction,
+    words: DevBuf<u32>,
+    num_words: u32,
+    out_word: DevBuf<u32>,
+    out_topic: DevBuf<u32>,
+    out_change: DevBuf<i32>,
+    count: DevBuf<u32>,
+    h_word: Pinned<u32>,
+    h_topic: Pinned<u32>,
+    h_change: Pinned<i32>,
+    h_count: Pinned<u32>,
+    /// The largest count seen: the next run's capacity starts there.
+    cap: usize,
+}
+
+impl Compaction {
+    pub fn new(gpu: &Gpu) -> Result<Self, GpuError> {
+        let ctx = &gpu.ctx;
+        Ok(Compaction {
+            compact_fn: gpu.function("lda_gibbs", "lda_compact_delta")?,
+            words: DevBuf::default(),
+            num_words: 0,
+            out_word: DevBuf::default(),
+            out_topic: DevBuf::default(),
+            out_change: DevBuf::default(),
+            count: DevBuf::default(),
+            h_word: Pinned::new(ctx)?,
+            h_topic: Pinned::new(ctx)?,
+            h_change: Pinned::new(ctx)?,
+            h_count: Pinned::new(ctx)?,
+            cap: 0,
+        })
+    }
+
+    /// Uploads the worker's global word ids (local row `i` is word `words[i]`), once.
+    pub fn set_words(
+        &mut self,
+        gpu: &Gpu,
+        traffic: &mut Traffic,
+        words: &[u32],
+    ) -> Result<(), GpuError> {
+        self.num_words = u32::try_from(words.len())
+            .map_err(|_| GpuError::Input(format!("LDA: {} words", words.len())))?;
+        let mut staging = Pinned::new(&gpu.ctx)?;
+        staging.fill(words)?;
+        self.words.upload(&gpu.compute, &staging)?;
+        traffic.h2d_bytes += 4 * words.len() as u64;
+        // The one-off staging is freed here, after its copy.
+        gpu.compute.synchronize().call("cuStreamSynchronize")
+    }
+
+    /// The nonzero cells of `wt_delta` (`words x topics`, after a sweep that visited `visited`
+    /// tokens) as triples sorted by `(word, topic)`; runs again, larger, when the outputs were
+    /// too small. Each launch is timed with `events` into `traffic.compute_s`.
+    pub fn run(
+        &mut self,
+        gpu: &Gpu,
+        traffic: &mut Traffic,
+        events: &(CudaEvent, CudaEvent),
+        wt_delta: &DevBuf<i32>,
+        topics: u32,
+        visited: usize,
+    ) -> Result<Vec<(u32, u32, i32)>, GpuError> {
+        let cells = self.num_words as usize * topics as usize;
+        if cells == 0 {
+            return Ok(Vec::new());
+        }
+        // Nonzero cells <= min(cells, 2 x moves).
+        let bound = cells.min(visited.saturating_mul(2)).max(1);
+        let mut cap = self.cap.max(MIN_CAP).min(bound);
+        let grid = gpu.grid_for(cells as u64, BLOCK, BLOCKS_PER_SM);
+        let stream = &gpu.compute;
+        for _attempt in 0..2 {
+            self.out_word.ensure(stream, cap)?;
+            self.out_topic.ensure(stream, cap)?;
+            self.out_change.ensure(stream, cap)?;
+            self.count.zero(stream, 1)?;
+            let capacity = u32::try_from(cap)
+                .map_err(|_| GpuError::Input(format!("LDA: compaction capacity {cap}")))?;
+            let cfg = LaunchConfig {
+                grid_dim: (grid, 1, 1),
+                block_dim: (BLOCK, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            events.0.record(stream).call("cuEventRecord")?;
+            let mut b = stream.launch_builder(&self.compact_fn);
+            b.arg(wt_delta.get())
+                .arg(&self.num_words)
+                .arg(&topics)
+                .arg(self.words.get())
+                .arg(self.out_word.get_mut())
+                .arg(self.out_topic.get_mut())
+                .arg(self.out_change.get_mut())
+                .arg(self.count.get_mut())
+                .arg(&capacity);
+            // SAFETY: wt_delta holds num_words x topics entries (the caller's set-up), `words`
+            // holds num_words ids; the outputs hold at least `capacity` entries; count is one.
+            unsafe { b.launch(cfg) }.call("cuLaunchKernel(lda_compact_delta)")?;
+            events.1.record(stream).call("cuEventRecord")?;
+            let ms = events.0.elapsed_ms(&events.1).call("cuEventElapsedTime")?;
+            traffic.compute_s += f64::from(ms) / 1e3;
+            self.h_count.download(stream, self.count.get(), 1)?;
+            traffic.d2h_bytes += 4;
+            let count = self.h_count.host()?[0] as usize;
+            if count > cap {
+                cap = count;
+                continue;
+            }
+            self.cap = self.cap.max(count);
+            if count == 0 {
+                return Ok(Vec::new());
+            }
+            self.h_word.download(stream, self.out_word.get(), count)?;
+            self.h_topic.download(stream, self.out_topic.get(), count)?;
+            self.h_change
+                .download(stream, self.out_change.get(), count)?;
+            traffic.d2h_bytes += 12 * count as u64;
+            let mut entries: Vec<(u32, u32, i32)> = self
+                .h_word
+                .host()?
+                .iter()
+                .zip(self.h_topic.host()?)
+                .zip(self.h_change.host()?)
+                .map(|((&w, &t), &c)| (w, t, c))
+                .collect();
+            entries.sort_unstable_by_key(|&(w, t, _)| (w, t));
+            return Ok(entries);
+        }
+        Err(GpuError::Input(format!(
+            "LDA: the delta compaction found more than {cap} entries in {cells} cells"
+        )))
+    }
+}

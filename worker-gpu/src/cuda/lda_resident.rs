@@ -1,0 +1,456 @@
+//! The resident CUDA LDA engine: [`ps_apps::lda::LdaResident`] on a device.
+//!
+//! [`LdaResident::setup`] uploads the worker's document offsets, tokens, topic assignments,
+//! document-topic counts and its word list once, and sizes the local word-topic copy
+//! (`words x K`), the totals, the move counts and the compaction outputs; all stay on the device
+//! until the engine is dropped. Per clock:
+//!
+//! - each pulled run of word-topic rows (rows `first..first + n` of the read, which is the local
+//!   row order) is staged in pinned memory (two buffers taken in turn, so the host fills one
+//!   while the other is copied) and copied once, at its offset, into the local copy; the totals
+//!   row likewise;
+//! - `lda_loglik` and `lda_sum_partials` (`kernels/lda_resident.cu`) measure the state under the
+//!   rows read, and 8 bytes come back;
+//! - `lda_gibbs_sweep` (`kernels/lda_gibbs.cu`, the uniforms drawn there from Philox) resamples
+//!   every token in place, `lda_compact_delta` turns the move counts into `(word, topic, change)`
+//!   triples, and only their count, the triples and the totals' change come back.
+//!
+//! Every byte copied either way is counted ([`Traffic`]), with the kernels' time from CUDA events.
+//! Everything runs on the compute stream, in order. [`CudaLdaResident::sequential`] launches
+//! the sweep (and the log-likelihood) on one warp: documents and tokens in the oracle's order,
+//! for exact checks against [`ps_apps::lda::HostLdaResident`] on [`ps_apps::lda::CpuLda`].
+
+use std::sync::Arc;
+
+use cudarc::driver::sys::CUevent_flags;
+use cudarc::driver::{CudaEvent, CudaFunction, LaunchConfig, PushKernelArg};
+use ps_apps::app::Traffic;
+use ps_apps::lda::{
+    check_rows, check_state, LdaDelta, LdaHyper, LdaResident, LdaWorkerState, SweepKey,
+};
+use ps_apps::ComputeError;
+
+use super::buffers::{DevBuf, Pinned};
+use super::lda_compact::Compaction;
+use super::{failed, Call, Gpu, GpuError};
+
+/// Threads per block of the sweep and the log-likelihood (8 warps, one document each).
+const BLOCK: u32 = 256;
+/// Blocks per multiprocessor of the log-likelihood, and of the sweep when the driver gives no
+/// occupancy figure.
+const BLOCKS_PER_SM: u32 = 4;
+/// Threads of `lda_sum_partials` (its `LDA_SUM_BLOCK`).
+const SUM_BLOCK: u32 = 256;
+
+/// What the engine was set up with.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    docs: u32,
+    topics: u32,
+    words: usize,
+    tokens: usize,
+    alpha: f64,
+    beta: f64,
+    vbeta: f64,
+}
+
+/// Resident LDA on a CUDA device (see the module docs).
+pub struct CudaLdaResident {
+    gpu: Arc<Gpu>,
+    sweep_fn: CudaFunction,
+    loglik_fn: CudaFunction,
+    sum_fn: CudaFunction,
+    sequential: bool,
+    sweep_blocks_per_sm: u32,
+    shape: Option<Shape>,
+    offsets: DevBuf<u32>,
+    tokens: DevBuf<u32>,
+    z: DevBuf<u32>,
+    doc_topic: DevBuf<u32>,
+    word_topic: DevBuf<f32>,
+    totals: DevBuf<f32>,
+    scratch: DevBuf<f64>,
+    wt_delta: DevBuf<i32>,
+    totals_delta: DevBuf<i32>,
+    partial: DevBuf<f64>,
+    sum: DevBuf<f64>,
+    compaction: Compaction,
+    /// Staging of incoming runs, taken in turn.
+    staging: [Pinned<f32>; 2],
+    next: usize,
+    h_totals_delta: Pinned<i32>,
+    h_sum: Pinned<f64>,
+    h_state: Pinned<u32>,
+    events: (CudaEvent, CudaEvent),
+    traffic: Traffic,
+}
+
+fn narrow(x: usize, what: &str) -> Result<u32, GpuError> {
+    u32::try_from(x).map_err(|_| {
+        GpuError::Input(format!(
+            "LDA: {what} {x} exceeds the kernel's 32-bit indices"
+        ))
+    })
+}
+
+fn not_set_up() -> GpuError {
+    GpuError::Input("LDA: the resident engine was used before setup".into())
+}
+
+impl CudaLdaResident {
+    /// The parallel engine (one warp per document) on `gpu`.
+    pub fn new(gpu: Arc<Gpu>) -> Result<Self, GpuError> {
+        let sweep_fn = gpu.function("lda_gibbs", "lda_gibbs_sweep")?;
+        gpu.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        let per_sm = sweep_fn
+            .occupancy_max_active_blocks_per_multiprocessor(BLOCK, 0, None)
+            .call("cuOccupancyMaxActiveBlocksPerMultiprocessor(lda_gibbs_sweep)")?;
+        let timing = Some(CUevent_flags::CU_EVENT_DEFAULT);
+        let ctx = &gpu.ctx;
+        Ok(CudaLdaResident {
+            loglik_fn: gpu.function("lda_resident", "lda_loglik")?,
+            sum_fn: gpu.function("lda_resident", "lda_sum_partials")?,
+            compaction: Compaction::new(&gpu)?,
+            sweep_fn,
+            sequential: false,
+            sweep_blocks_per_sm: if per_sm == 0 { BLOCKS_PER_SM } else { per_sm },
+            shape: None,
+            offsets: DevBuf::default(),
+            tokens: DevBuf::default(),
+            z: DevBuf::default(),
+            doc_topic: DevBuf::default(),
+            word_topic: DevBuf::default(),
+            totals: DevBuf::default(),
+            scratch: DevBuf::default(),
+            wt_delta: DevBuf::default(),
+            totals_delta: DevBuf::default(),
+            partial: DevBuf::default(),
+            sum: DevBuf::default(),
+            staging: [Pinned::new(ctx)?, Pinned::new(ctx)?],
+            next: 0,
+            h_totals_delta: Pinned::new(ctx)?,
+            h_sum: Pinned::new(ctx)?,
+            h_state: Pinned::new(ctx)?,
+            events: (
+                ctx.new_event(timing).call("cuEventCreate")?,
+                ctx.new_event(timing).call("cuEventCreate")?,
+            ),
+            traffic: Traffic::default(),
+            gpu,
+        })
+    }
+
+    /// The one-warp engine (grid 1, block 32): documents and tokens in the oracle's order.
+    pub fn sequential(gpu: Arc<Gpu>) -> Result<Self, GpuError> {
+        let mut e = Self::new(gpu)?;
+        e.sequential = true;
+        Ok(e)
+    }
+
+    /// `(grid, block)` of the kernels over `docs` documents, one warp each.
+    fn shape_for(&self, docs: u32, per_sm: u32) -> (u32, u32) {
+        if self.sequential {
+            (1, 32)
+        } else {
+            (
+                self.gpu.grid_for(u64::from(docs) * 32, BLOCK, per_sm),
+                BLOCK,
+            )
+        }
+    }
+
+    fn shape(&self) -> Result<Shape, GpuError> {
+        self.shape.ok_or_else(not_set_up)
+    }
+
+    /// Copies `data` to the start of `dst` through `staging`, counting the bytes.
+    fn upload_u32(
+        gpu: &Gpu,
+        traffic: &mut Traffic,
+        staging: &mut Pinned<u32>,
+        dst: &mut DevBuf<u32>,
+        data: &[u32],
+    ) -> Result<(), GpuError> {
+        staging.fill(data)?;
+        dst.upload(&gpu.compute, staging)?;
+        traffic.h2d_bytes += 4 * data.len() as u64;
+        Ok(())
+    }
+
+    fn start_timer(&self) -> Result<(), GpuError> {
+        self.events
+            .0
+            .record(&self.gpu.compute)
+            .call("cuEventRecord")
+    }
+
+    fn stop_timer(&mut self) -> Result<(), GpuError> {
+        self.events
+            .1
+            .record(&self.gpu.compute)
+            .call("cuEventRecord")?;
+        let ms = self
+            .events
+            .0
+            .elapsed_ms(&self.events.1)
+            .call("cuEventElapsedTime")?;
+        self.traffic.compute_s += f64::from(ms) / 1e3;
+        Ok(())
+    }
+
+    fn try_setup(&mut self, state: &LdaWorkerState, hyper: &LdaHyper) -> Result<(), GpuError> {
+        check_state(self.name(), state, hyper)?;
+        let k = state.topics as usize;
+        let (n, docs, words) = (state.tokens.len(), state.num_docs(), state.words.len());
+        let docs32 = narrow(docs, "number of documents")?;
+        narrow(n, "number of tokens")?;
+        narrow(words, "number of distinct words")?;
+        let offsets: Vec<u32> = state.doc_offsets.iter().map(|&o| o as u32).collect();
+        let (gpu, t) = (&self.gpu, &mut self.traffic);
+        // One-off staging, freed after the copies (synchronised below).
+        let mut staging = Pinned::new(&gpu.ctx)?;
+        Self::upload_u32(gpu, t, &mut staging, &mut self.offsets, &offsets)?;
+        let mut staging = Pinned::new(&gpu.ctx)?;
+        Self::upload_u32(gpu, t, &mut staging, &mut self.tokens, &state.tokens)?;
+        let mut staging = Pinned::new(&gpu.ctx)?;
+        Self::upload_u32(gpu, t, &mut staging, &mut self.z, &state.z)?;
+        let mut staging = Pinned::new(&gpu.ctx)?;
+        Self::upload_u32(gpu, t, &mut staging, &mut self.doc_topic, &state.doc_topic)?;
+        self.compaction.set_words(gpu, t, &state.words)?;
+        let stream = &gpu.compute;
+        self.word_topic.zero(stream, words * k)?;
+        self.totals.zero(stream, k)?;
+        self.wt_delta.zero(stream, words * k)?;
+        self.totals_delta.zero(stream, k)?;
+        self.sum.zero(stream, 1)?;
+        let (alpha, beta) = hyper.effective();
+        let shape = Shape {
+            docs: docs32,
+            topics: state.topics,
+            words,
+            tokens: n,
+            alpha,
+            beta,
+            vbeta: beta * f64::from(state.vocab_size.max(1)),
+        };
+        let (grid, block) = self.shape_for(docs32, self.sweep_blocks_per_sm);
+        self.scratch
+            .ensure(stream, (grid * block / 32) as usize * k)?;
+        let (grid, block) = self.shape_for(docs32, BLOCKS_PER_SM);
+        self.partial.ensure(stream, (grid * block / 32) as usize)?;
+        stream.synchronize().call("cuStreamSynchronize")?;
+        self.shape = Some(shape);
+        Ok(())
+    }
+
+    /// Copies a run of rows (or the totals) into the local copy at row `first`.
+    fn try_load(&mut self, first: usize, values: &[f32], totals: bool) -> Result<(), GpuError> {
+        let s = self.shape()?;
+        let (k, rows) = (s.topics as usize, if totals { 1 } else { s.words });
+        check_rows(self.name(), first, values, rows, k)?;
+        if values.is_empty() {
+            return Ok(());
+        }
+        let stage = &mut self.staging[self.next];
+        self.next ^= 1;
+        stage.fill(values)?;
+        let dst = if totals {
+            &mut self.totals
+        } else {
+            &mut self.word_topic
+        };
+        let at = first * k;
+        let mut view = dst.get_mut().slice_mut(at..at + values.len());
+        let stream = &self.gpu.compute;
+        stream
+            .memcpy_htod(stage, &mut view)
+            .call("cuMemcpyHtoDAsync")?;
+        stage.record(stream)?;
+        self.traffic.h2d_bytes += 4 * values.len() as u64;
+        Ok(())
+    }
+
+    fn try_loglik(&mut self) -> Result<(f64, u64), GpuError> {
+        let s = self.shape()?;
+        if s.tokens == 0 {
+            return Ok((0.0, 0));
+        }
+        let (grid, block) = self.shape_for(s.docs, BLOCKS_PER_SM);
+        let warps = narrow((grid * block / 32) as usize, "warps")?;
+        self.start_timer()?;
+        let stream = Arc::clone(&self.gpu.compute);
+        {
+            let cfg = LaunchConfig {
+                grid_dim: (grid, 1, 1),
+                block_dim: (block, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let mut b = stream.launch_builder(&self.loglik_fn);
+            b.arg(self.offsets.get())
+                .arg(&s.docs)
+                .arg(self.tokens.get())
+                .arg(self.doc_topic.get())
+                .arg(self.word_topic.get())
+                .arg(self.totals.get())
+                .arg(&s.topics)
+                .arg(&s.alpha)
+                .arg(&s.beta)
+                .arg(&s.vbeta)
+                .arg(self.partial.get_mut());
+            // SAFETY: offsets hold docs + 1 increasing offsets ending at the token count, every
+            // token row < words (checked at set-up); doc_topic holds docs x K, word_topic
+            // words x K, totals K; partial holds one double per warp of this shape (set-up).
+            unsafe { b.launch(cfg) }.call("cuLaunchKernel(lda_loglik)")?;
+        }
+        {
+            let cfg = LaunchConfig {
+                grid_dim: (1, 1, 1),
+                block_dim: (SUM_BLOCK, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let mut b = stream.launch_builder(&self.sum_fn);
+            b.arg(self.partial.get())
+                .arg(&warps)
+                .arg(self.sum.get_mut());
+            // SAFETY: partial holds `warps` doubles, sum one.
+            unsafe { b.launch(cfg) }.call("cuLaunchKernel(lda_sum_partials)")?;
+        }
+        self.stop_timer()?;
+        self.h_sum.download(&stream, self.sum.get(), 1)?;
+        self.traffic.d2h_bytes += 8;
+        Ok((self.h_sum.host()?[0], s.tokens as u64))
+    }
+
+    fn try_sweep(&mut self, key: SweepKey) -> Result<LdaDelta, GpuError> {
+        let s = self.shape()?;
+        let k = s.topics as usize;
+        if s.tokens == 0 {
+            return Ok(LdaDelta {
+                topics: s.topics,
+                entries: Vec::new(),
+                totals: vec![0; k],
+            });
+        }
+        let stream = Arc::clone(&self.gpu.compute);
+        self.wt_delta.zero(&stream, s.words * k)?;
+        self.totals_delta.zero(&stream, k)?;
+        let (grid, block) = self.shape_for(s.docs, self.sweep_blocks_per_sm);
+        let (seed_lo, seed_hi) = (key.seed as u32, (key.seed >> 32) as u32);
+        let (philox_stream, first_index) = (key.philox_stream(), key.philox_index(0));
+        self.start_timer()?;
+        {
+            let cfg = LaunchConfig {
+                grid_dim: (grid, 1, 1),
+                block_dim: (block, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let mut b = stream.launch_builder(&self.sweep_fn);
+            b.arg(self.offsets.get())
+                .arg(&s.docs)
+                .arg(self.tokens.get())
+                .arg(self.z.get_mut())
+                .arg(self.doc_topic.get_mut())
+                .arg(self.word_topic.get_mut())
+                .arg(self.totals.get_mut())
+                .arg(&seed_lo)
+                .arg(&seed_hi)
+                .arg(&philox_stream)
+                .arg(&first_index)
+                .arg(self.scratch.get_mut())
+                .arg(self.wt_delta.get_mut())
+                .arg(self.totals_delta.get_mut())
+                .arg(&s.topics)
+                .arg(&s.alpha)
+                .arg(&s.beta)
+                .arg(&s.vbeta);
+            // SAFETY: as lda_loglik's, plus: z holds one topic < K per token (checked at
+            // set-up, and the kernel only writes topics < K); scratch holds K doubles per warp
+            // of this shape (set-up); wt_delta holds words x K, totals_delta K.
+            unsafe { b.launch(cfg) }.call("cuLaunchKernel(lda_gibbs_sweep)")?;
+        }
+        self.stop_timer()?;
+        let entries = self.compaction.run(
+            &self.gpu,
+            &mut self.traffic,
+            &self.events,
+            &self.wt_delta,
+            s.topics,
+            s.tokens,
+        )?;
+        self.h_totals_delta
+            .download(&stream, self.totals_delta.get(), k)?;
+        self.traffic.d2h_bytes += 4 * k as u64;
+        Ok(LdaDelta {
+            topics: s.topics,
+            entries,
+            totals: self.h_totals_delta.host()?.to_vec(),
+        })
+    }
+
+    fn try_download(&mut self, state: &mut LdaWorkerState) -> Result<(), GpuError> {
+        let s = self.shape()?;
+        if state.z.len() != s.tokens || state.doc_topic.len() != s.docs as usize * s.topics as usize
+        {
+            return Err(GpuError::Input(
+                "LDA: the state to fill is not the one set up".into(),
+            ));
+        }
+        let stream = Arc::clone(&self.gpu.compute);
+        for (src, dst) in [
+            (&self.z, &mut state.z),
+            (&self.doc_topic, &mut state.doc_topic),
+        ] {
+            if dst.is_empty() {
+                continue;
+            }
+            self.h_state.download(&stream, src.get(), dst.len())?;
+            dst.copy_from_slice(self.h_state.host()?);
+            self.traffic.d2h_bytes += 4 * dst.len() as u64;
+        }
+        Ok(())
+    }
+}
+
+impl LdaResident for CudaLdaResident {
+    fn name(&self) -> &'static str {
+        if self.sequential {
+            "cuda-resident-sequential"
+        } else {
+            "cuda-resident"
+        }
+    }
+
+    fn setup(&mut self, state: &LdaWorkerState, hyper: &LdaHyper) -> Result<(), ComputeError> {
+        let r = self.try_setup(state, hyper);
+        failed(self.name(), r)
+    }
+
+    fn load_rows(&mut self, first: usize, values: &[f32]) -> Result<(), ComputeError> {
+        let r = self.try_load(first, values, false);
+        failed(self.name(), r)
+    }
+
+    fn load_totals(&mut self, values: &[f32]) -> Result<(), ComputeError> {
+        let r = self.try_load(0, values, true);
+        failed(self.name(), r)
+    }
+
+    fn loglik(&mut self) -> Result<(f64, u64), ComputeError> {
+        let r = self.try_loglik();
+        failed(self.name(), r)
+    }
+
+    fn sweep(&mut self, key: SweepKey) -> Result<LdaDelta, ComputeError> {
+        let r = self.try_sweep(key);
+        failed(self.name(), r)
+    }
+
+    fn download_state(&mut self, state: &mut LdaWorkerState) -> Result<(), ComputeError> {
+        let r = self.try_download(state);
+        failed(self.name(), r)
+    }
+
+    fn traffic(&self) -> Traffic {
+        self.traffic
+    }
+}

@@ -1,0 +1,288 @@
+//! The resident CUDA LDA engine against its CPU oracle `HostLdaResident` on `CpuLda`, over several
+//! clocks of two workers sharing an emulated server table: each clock both engines load the same
+//! rows (in runs, the last first) and totals, measure the log-likelihood and sweep with the
+//! clock's key; the server applies the oracle's deltas, so both keep reading the same model.
+//!
+//! - Sequential mode (one warp): every clock's delta equals the oracle's, and the assignments
+//!   agree token for token (up to a uniform within rounding of a CDF boundary, where the chains
+//!   may part: the case then stops, as `lda::sequential_sweep_replays_the_oracle` does); the
+//!   log-likelihood agrees to 1e-9 relative (f64, summed in another order).
+//! - Parallel mode: every sweep keeps the count invariants exactly (the delta is the change of
+//!   the worker's own counts, its columns sum to the totals' change, which sums to zero; the
+//!   document-topic counts are the assignments' counts).
+//! - The bus traffic is exactly the state once, the rows and totals in per clock, and the log-
+//!   likelihood, the compacted delta and the totals' change out; bad input is a typed error.
+
+use ps_apps::lda::{
+    gather_rows, loglik, split_docs, synthetic_lda, CpuLda, HostLdaResident, LdaDelta, LdaHyper,
+    LdaResident, LdaWorkerState, SweepKey, SyntheticLdaSpec,
+};
+use worker_gpu::cuda::lda_resident::CudaLdaResident;
+
+use crate::common::seed;
+
+const WORKERS: u32 = 2;
+const CLOCKS: u32 = 6;
+
+/// A small built-in corpus (`vocab` words, so that `words x K` stays under the compaction's
+/// first capacity and no second compaction pass adds 4 bytes), its workers' states and the
+/// server's table after the initial pushes.
+fn job(
+    s: u64,
+    topics: u32,
+    docs: u32,
+    vocab: u32,
+) -> (Vec<LdaWorkerState>, Vec<f32>, Vec<f32>, LdaHyper) {
+    let mut spec = SyntheticLdaSpec::default_builtin(s);
+    spec.docs = docs;
+    spec.vocab = vocab;
+    let syn = synthetic_lda(&spec);
+    let hyper = LdaHyper {
+        topics,
+        ..LdaHyper::default()
+    };
+    let k = topics as usize;
+    let mut table = vec![0f32; syn.corpus.vocab_size as usize * k];
+    let mut totals = vec![0f32; k];
+    let states = (0..WORKERS)
+        .map(|w| {
+            let docs = split_docs(&syn.corpus, WORKERS, w);
+            let (state, init) =
+                LdaWorkerState::init(&docs, syn.corpus.vocab_size, &hyper, s, w).expect("init");
+            init.apply(&mut table, &mut totals);
+            state
+        })
+        .collect();
+    (states, table, totals, hyper)
+}
+
+/// Loads the worker's rows of `table` (two runs, the second half first) and the totals.
+fn load(e: &mut dyn LdaResident, state: &LdaWorkerState, table: &[f32], totals: &[f32]) {
+    let k = totals.len();
+    let rows = gather_rows(table, &state.words, k as u32);
+    let half = state.words.len() / 2;
+    e.load_rows(half, &rows[half * k..]).expect("load_rows");
+    e.load_rows(0, &rows[..half * k]).expect("load_rows");
+    e.load_totals(totals).expect("load_totals");
+}
+
+fn key(s: u64, worker: u32, clock: u32) -> SweepKey {
+    SweepKey {
+        seed: s,
+        worker,
+        clock,
+    }
+}
+
+fn close(got: f64, want: f64) -> bool {
+    (got - want).abs() <= 1e-9 * want.abs().max(1.0)
+}
+
+/// The delta a sweep must return: the change of the worker's own counts, in global words.
+fn own_change(state: &LdaWorkerState, z_before: &[u32]) -> LdaDelta {
+    let k = state.topics as usize;
+    let mut cells = vec![0i32; state.words.len() * k];
+    let mut totals = vec![0i32; k];
+    for ((&w, &old), &new) in state.tokens.iter().zip(z_before).zip(&state.z) {
+        cells[w as usize * k + old as usize] -= 1;
+        cells[w as usize * k + new as usize] += 1;
+        totals[old as usize] -= 1;
+        totals[new as usize] += 1;
+    }
+    let entries = cells
+        .iter()
+        .enumerate()
+        .filter(|(_, &c)| c != 0)
+        .map(|(i, &c)| (state.words[i / k], (i % k) as u32, c))
+        .collect();
+    LdaDelta {
+        topics: state.topics,
+        entries,
+        totals,
+    }
+}
+
+#[test]
+fn sequential_resident_engine_matches_the_oracle_clock_by_clock() {
+    let Some(gpu) = worker_gpu::gpu_or_skip("lda_resident sequential") else {
+        return;
+    };
+    let s = seed("lda_resident sequential");
+    let topics = 12;
+    let (states, mut table, mut totals, hyper) = job(s, topics, 200, 300);
+    let k = topics as usize;
+    let mut pairs: Vec<(CudaLdaResident, HostLdaResident, LdaWorkerState)> = states
+        .into_iter()
+        .map(|state| {
+            let mut dev = CudaLdaResident::sequential(gpu.clone()).expect("engine");
+            assert_eq!(dev.name(), "cuda-resident-sequential");
+            let mut host = HostLdaResident::new(Box::new(CpuLda::new()));
+            dev.setup(&state, &hyper).expect("setup");
+            host.setup(&state, &hyper).expect("setup");
+            let (n, d, w) = (state.tokens.len(), state.num_docs(), state.words.len());
+            let t = dev.traffic();
+            assert_eq!(
+                t.h2d_bytes,
+                4 * (d + 1 + 2 * n + d * k + w) as u64,
+                "set-up bytes"
+            );
+            assert_eq!(t.d2h_bytes, 0);
+            (dev, host, state)
+        })
+        .collect();
+    'clocks: for clock in 1..=CLOCKS {
+        let mut deltas = Vec::new();
+        for (w, (dev, host, state)) in pairs.iter_mut().enumerate() {
+            let ctx = format!("clock {clock} worker {w}");
+            let before = dev.traffic();
+            load(dev, state, &table, &totals);
+            load(host, state, &table, &totals);
+            let (lg, ng) = dev.loglik().expect("loglik");
+            let (lc, nc) = host.loglik().expect("loglik");
+            assert_eq!(ng, nc, "{ctx}");
+            assert!(close(lg, lc), "{ctx}: loglik {lg} vs {lc}");
+            let want = loglik(
+                state,
+                &gather_rows(&table, &state.words, topics),
+                &totals,
+                &hyper,
+            );
+            assert_eq!(want, (lc, nc), "{ctx}: the oracle's loglik");
+            let kk = key(s, w as u32, clock);
+            let dg = dev.sweep(kk).expect("sweep");
+            let dc = host.sweep(kk).expect("sweep");
+            let t = dev.traffic().since(&before);
+            let words = state.words.len();
+            assert_eq!(t.h2d_bytes, 4 * (words * k + k) as u64, "{ctx}: bytes in");
+            assert_eq!(
+                t.d2h_bytes,
+                8 + 4 + 12 * dg.entries.len() as u64 + 4 * k as u64,
+                "{ctx}: bytes out"
+            );
+            assert!(t.compute_s > 0.0, "{ctx}: no kernel time");
+            let (mut sg, mut sc) = (state.clone(), state.clone());
+            dev.download_state(&mut sg).expect("download");
+            host.download_state(&mut sc).expect("download");
+            let n = sc.z.len();
+            let same = sg.z.iter().zip(&sc.z).filter(|(a, b)| a == b).count();
+            eprintln!("{ctx}: {same} of {n} tokens drew the oracle's topic");
+            assert!(
+                same as f64 >= 0.999 * n as f64,
+                "{ctx}: {same} of {n} agree"
+            );
+            if same < n {
+                eprintln!("{ctx}: a CDF-rounding tie: the chains diverge, stopping");
+                break 'clocks;
+            }
+            assert_eq!(sg, sc, "{ctx}: state");
+            assert_eq!(dg, dc, "{ctx}: delta");
+            assert!(!dg.entries.is_empty(), "{ctx}: nothing moved");
+            *state = sc;
+            deltas.push(dc);
+        }
+        for d in &deltas {
+            d.apply(&mut table, &mut totals);
+        }
+    }
+}
+
+#[test]
+fn parallel_resident_engine_keeps_the_invariants() {
+    let Some(gpu) = worker_gpu::gpu_or_skip("lda_resident parallel") else {
+        return;
+    };
+    let s = seed("lda_resident parallel");
+    for topics in [7u32, 40] {
+        let (states, mut table, mut totals, hyper) = job(s, topics, 2_000, 2_000);
+        let k = topics as usize;
+        let mut engines: Vec<(CudaLdaResident, LdaWorkerState)> = states
+            .into_iter()
+            .map(|state| {
+                let mut dev = CudaLdaResident::new(gpu.clone()).expect("engine");
+                assert_eq!(dev.name(), "cuda-resident");
+                dev.setup(&state, &hyper).expect("setup");
+                (dev, state)
+            })
+            .collect();
+        for clock in 1..=3 {
+            let mut deltas = Vec::new();
+            for (w, (dev, state)) in engines.iter_mut().enumerate() {
+                let ctx = format!("K {topics} clock {clock} worker {w}");
+                let before = dev.traffic();
+                load(dev, state, &table, &totals);
+                let rows = gather_rows(&table, &state.words, topics);
+                let (lg, n) = dev.loglik().expect("loglik");
+                let want = loglik(state, &rows, &totals, &hyper);
+                assert_eq!(n, want.1, "{ctx}");
+                assert!(close(lg, want.0), "{ctx}: loglik {lg} vs {}", want.0);
+                let z_before = state.z.clone();
+                let delta = dev.sweep(key(s, w as u32, clock)).expect("sweep");
+                dev.download_state(state).expect("download");
+                state.check().expect("the downloaded state's invariants");
+                assert_eq!(delta, own_change(state, &z_before), "{ctx}: delta");
+                assert_eq!(delta.totals.iter().sum::<i32>(), 0, "{ctx}");
+                let moved = z_before
+                    .iter()
+                    .zip(&state.z)
+                    .filter(|(a, b)| a != b)
+                    .count();
+                eprintln!(
+                    "{ctx}: {moved} tokens moved, {} entries",
+                    delta.entries.len()
+                );
+                assert!(moved > 0, "{ctx}: no token moved");
+                let t = dev.traffic().since(&before);
+                let (words, docs) = (state.words.len(), state.num_docs());
+                assert_eq!(t.h2d_bytes, 4 * (words * k + k) as u64, "{ctx}: bytes in");
+                let out = 8 + 12 * delta.entries.len() + 4 * k + 4 * (state.z.len() + docs * k);
+                // The count: once, or twice when the compaction ran again larger.
+                assert!(
+                    t.d2h_bytes == (out + 4) as u64 || t.d2h_bytes == (out + 8) as u64,
+                    "{ctx}: bytes out {} vs {}",
+                    t.d2h_bytes,
+                    out + 4
+                );
+                deltas.push(delta);
+            }
+            for d in &deltas {
+                d.apply(&mut table, &mut totals);
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_input_is_a_typed_error() {
+    let Some(gpu) = worker_gpu::gpu_or_skip("lda_resident bad input") else {
+        return;
+    };
+    let (states, _, _, hyper) = job(3, 5, 40, 100);
+    let state = &states[0];
+    let k = hyper.topics as usize;
+    let mut dev = CudaLdaResident::new(gpu).expect("engine");
+    assert!(dev.load_totals(&vec![0.0; k]).is_err(), "before setup");
+    assert!(dev.loglik().is_err(), "before setup");
+    assert!(dev.sweep(key(1, 0, 1)).is_err(), "before setup");
+    let mut bad = state.clone();
+    bad.z[0] = hyper.topics;
+    assert!(dev.setup(&bad, &hyper).is_err(), "topic out of range");
+    let mut bad = state.clone();
+    bad.tokens[0] = state.words.len() as u32;
+    assert!(dev.setup(&bad, &hyper).is_err(), "word row out of range");
+    dev.setup(state, &hyper).expect("setup");
+    let n = state.words.len();
+    assert!(
+        dev.load_rows(n, &vec![0.0; k]).is_err(),
+        "past the last row"
+    );
+    assert!(
+        dev.load_rows(0, &vec![0.0; k + 1]).is_err(),
+        "a partial row"
+    );
+    assert!(dev.load_totals(&vec![0.0; 2 * k]).is_err(), "totals width");
+    let mut other = state.clone();
+    other.z.push(0);
+    assert!(dev.download_state(&mut other).is_err(), "another state");
+    // Still usable after the refusals.
+    dev.load_rows(n - 1, &vec![1.0; k]).expect("load");
+}
