@@ -300,20 +300,13 @@ impl App for LdaApp {
                 (f.tokens_swept / (f.sweep_s / f.workers)).into(),
             );
         }
-        if f.pcie_h2d + f.pcie_d2h > 0.0 {
-            // Per clock: what the clocks moved (the set-up's one-off upload left out).
-            let clocks = job.clocks.len().max(1) as f64;
-            let (h2d, d2h, dev) = job.clocks.iter().fold((0.0, 0.0, 0.0), |a, (_, c)| {
-                (a.0 + c.pcie_h2d, a.1 + c.pcie_d2h, a.2 + c.device_s)
-            });
-            out.insert("pcie_bytes_h2d".into(), num(Some(f.pcie_h2d)));
-            out.insert("pcie_bytes_d2h".into(), num(Some(f.pcie_d2h)));
-            out.insert("pcie_setup_bytes_h2d".into(), num(Some(f.pcie_h2d - h2d)));
-            out.insert("pcie_bytes_h2d_per_clock".into(), num(Some(h2d / clocks)));
-            out.insert("pcie_bytes_d2h_per_clock".into(), num(Some(d2h / clocks)));
-            out.insert("device_compute_s".into(), num(Some(f.device_s)));
-            out.insert("device_compute_s_clocks".into(), num(Some(dev)));
-        }
+        flags::device_figures(
+            &mut out,
+            (f.pcie_h2d, f.pcie_d2h, f.device_s),
+            job.clocks
+                .iter()
+                .map(|(_, c)| (c.pcie_h2d, c.pcie_d2h, c.device_s)),
+        );
         out
     }
 }
