@@ -52,6 +52,86 @@ __device__ __forceinline__ float mf_item(const float* p) {
     return COHERENT ? __ldcg(p) : *p;
 }
 
+// A row's first MF_WARP * MF_CACHE elements, as this lane holds them (zeros past the rank), and
+// its bias (0 for the plain model).
+template <bool COHERENT>
+__device__ __forceinline__ void mf_load_row(const float* row,
+                                            unsigned int lane,
+                                            unsigned int rank,
+                                            int biased,
+                                            float* c,
+                                            float& bias) {
+#pragma unroll
+    for (int j = 0; j < MF_CACHE; ++j) {
+        const unsigned int k = lane + MF_WARP * j;
+        c[j] = k < rank ? mf_item<COHERENT>(row + k) : 0.0f;
+    }
+    bias = biased ? mf_item<COHERENT>(row + rank) : 0.0f;
+}
+
+// The SGD step of rating `value` on user row `u` and item row `v`, whose first
+// MF_WARP * MF_CACHE elements this lane holds in `uc`, `vc` (zeros past the rank) and whose biases
+// are `bu`, `bv`: by a whole warp (every lane calls it with the same rows). Elements past
+// MF_WARP * MF_CACHE (rank > 128) are read at their use. Returns the error measured before the
+// update; on return this rating's writes are visible to every lane of the warp.
+template <bool COHERENT>
+__device__ __forceinline__ float mf_apply(float* u,
+                                          float* v,
+                                          const float* uc,
+                                          const float* vc,
+                                          float bu,
+                                          float bv,
+                                          float value,
+                                          unsigned int lane,
+                                          unsigned int rank,
+                                          int biased,
+                                          float mean,
+                                          float lr,
+                                          float reg) {
+    float part = 0.0f;
+#pragma unroll
+    for (int j = 0; j < MF_CACHE; ++j) {
+        part = fmaf(uc[j], vc[j], part);
+    }
+    for (unsigned int k = lane + MF_WARP * MF_CACHE; k < rank; k += MF_WARP) {
+        part = fmaf(u[k], mf_item<COHERENT>(v + k), part);
+    }
+    const float dot = mf_warp_sum(part);
+    const float e = value - (biased ? mean + bu + bv + dot : dot);
+
+    // Every lane has finished reading its u_k, v_k above before it writes them below, and
+    // no two lanes share an index k: the update uses the old values.
+#pragma unroll
+    for (int j = 0; j < MF_CACHE; ++j) {
+        const unsigned int k = lane + MF_WARP * j;
+        if (k < rank) {
+            const float u0 = uc[j];
+            const float v0 = vc[j];
+            u[k] = u0 + lr * (e * v0 - reg * u0);
+            v[k] = v0 + lr * (e * u0 - reg * v0);
+        }
+    }
+    for (unsigned int k = lane + MF_WARP * MF_CACHE; k < rank; k += MF_WARP) {
+        const float u0 = u[k];
+        const float v0 = mf_item<COHERENT>(v + k);
+        u[k] = u0 + lr * (e * v0 - reg * u0);
+        v[k] = v0 + lr * (e * u0 - reg * v0);
+    }
+    if (biased) {
+        // Every lane has read the biases (before the warp sum); order those reads before lane
+        // 0's write in memory too, not only in the source.
+        __syncwarp();
+        if (lane == 0) {
+            u[rank] = bu + lr * (e - reg * bu);
+            v[rank] = bv + lr * (e - reg * bv);
+        }
+    }
+    // The next rating of this warp may share a row with this one: make this rating's
+    // writes visible to the other lanes first.
+    __syncwarp();
+    return e;
+}
+
 // One SGD step of rating `value` on user row `u` and item row `v`, by a whole warp (every lane
 // calls it with the same arguments); returns the squared error measured before the update.
 template <bool COHERENT>
@@ -64,59 +144,11 @@ __device__ __forceinline__ double mf_step(float* u,
                                           float mean,
                                           float lr,
                                           float reg) {
-    const float bu = biased ? u[rank] : 0.0f;
-    const float bv = biased ? mf_item<COHERENT>(v + rank) : 0.0f;
-
-    float uc[MF_CACHE];
-    float vc[MF_CACHE];
-    float part = 0.0f;
-#pragma unroll
-    for (int c = 0; c < MF_CACHE; ++c) {
-        const unsigned int k = lane + MF_WARP * c;
-        uc[c] = 0.0f;
-        vc[c] = 0.0f;
-        if (k < rank) {
-            uc[c] = u[k];
-            vc[c] = mf_item<COHERENT>(v + k);
-            part = fmaf(uc[c], vc[c], part);
-        }
-    }
-    for (unsigned int k = lane + MF_WARP * MF_CACHE; k < rank; k += MF_WARP) {
-        part = fmaf(u[k], mf_item<COHERENT>(v + k), part);
-    }
-    const float dot = mf_warp_sum(part);
-    const float e = value - (biased ? mean + bu + bv + dot : dot);
-
-    // Every lane has finished reading its u_k, v_k above before it writes them below, and
-    // no two lanes share an index k: the update uses the old values.
-#pragma unroll
-    for (int c = 0; c < MF_CACHE; ++c) {
-        const unsigned int k = lane + MF_WARP * c;
-        if (k < rank) {
-            const float u0 = uc[c];
-            const float v0 = vc[c];
-            u[k] = u0 + lr * (e * v0 - reg * u0);
-            v[k] = v0 + lr * (e * u0 - reg * v0);
-        }
-    }
-    for (unsigned int k = lane + MF_WARP * MF_CACHE; k < rank; k += MF_WARP) {
-        const float u0 = u[k];
-        const float v0 = mf_item<COHERENT>(v + k);
-        u[k] = u0 + lr * (e * v0 - reg * u0);
-        v[k] = v0 + lr * (e * u0 - reg * v0);
-    }
-    if (biased) {
-        // Every lane has read the biases (above, before the warp sum); order those reads
-        // before lane 0's write in memory too, not only in the source.
-        __syncwarp();
-    }
-    if (biased && lane == 0) {
-        u[rank] = bu + lr * (e - reg * bu);
-        v[rank] = bv + lr * (e - reg * bv);
-    }
-    // The next rating of this warp may share a row with this one: make this rating's
-    // writes visible to the other lanes first.
-    __syncwarp();
+    float uc[MF_CACHE], vc[MF_CACHE], bu, bv;
+    mf_load_row<false>(u, lane, rank, biased, uc, bu);
+    mf_load_row<COHERENT>(v, lane, rank, biased, vc, bv);
+    const float e =
+        mf_apply<COHERENT>(u, v, uc, vc, bu, bv, value, lane, rank, biased, mean, lr, reg);
     return (double)e * (double)e;
 }
 
@@ -149,29 +181,11 @@ extern "C" __global__ void mf_sgd(const unsigned int* __restrict__ rating_user,
     }
 }
 
-// A row's first MF_WARP * MF_CACHE elements, as this lane holds them (zeros past the rank), and
-// its bias (0 for the plain model).
-template <bool COHERENT>
-__device__ __forceinline__ void mf_load_row(const float* row,
-                                            unsigned int lane,
-                                            unsigned int rank,
-                                            int biased,
-                                            float* c,
-                                            float& bias) {
-#pragma unroll
-    for (int j = 0; j < MF_CACHE; ++j) {
-        const unsigned int k = lane + MF_WARP * j;
-        c[j] = k < rank ? mf_item<COHERENT>(row + k) : 0.0f;
-    }
-    bias = biased ? mf_item<COHERENT>(row + rank) : 0.0f;
-}
-
 // One block's ratings [lo, hi) by one warp, in order, software-pipelined: while rating r is
 // computed and written, the rows of rating r + 1 are already being loaded, unless r + 1 shares
 // its user row or its item row with r (then they are loaded after r's writes), and the indices
-// of rating r + 2. The arithmetic
-// is mf_step's, so the result is the same; only the loads move earlier. Elements past
-// MF_WARP * MF_CACHE (rank > 128) are read at their use, as in mf_step.
+// of rating r + 2. The arithmetic is mf_step's (mf_apply), so the result is the same; only the
+// loads move earlier.
 __device__ double mf_block_waves(const unsigned int* __restrict__ rating_user,
                                  const unsigned int* __restrict__ rating_item,
                                  const float* __restrict__ rating_value,
@@ -221,41 +235,9 @@ __device__ double mf_block_waves(const unsigned int* __restrict__ rating_user,
         }
         float* u = users + (size_t)cu * width;
         float* v = items + (size_t)ci * width;
-        float part = 0.0f;
-#pragma unroll
-        for (int j = 0; j < MF_CACHE; ++j) {
-            part = fmaf(uc[j], vc[j], part);
-        }
-        for (unsigned int k = lane + MF_WARP * MF_CACHE; k < rank; k += MF_WARP) {
-            part = fmaf(u[k], mf_item<true>(v + k), part);
-        }
-        const float dot = mf_warp_sum(part);
-        const float e = value - (biased ? mean + bu + bv + dot : dot);
+        const float e =
+            mf_apply<true>(u, v, uc, vc, bu, bv, value, lane, rank, biased, mean, lr, reg);
         sse += (double)e * (double)e;
-#pragma unroll
-        for (int j = 0; j < MF_CACHE; ++j) {
-            const unsigned int k = lane + MF_WARP * j;
-            if (k < rank) {
-                const float u0 = uc[j];
-                const float v0 = vc[j];
-                u[k] = u0 + lr * (e * v0 - reg * u0);
-                v[k] = v0 + lr * (e * u0 - reg * v0);
-            }
-        }
-        for (unsigned int k = lane + MF_WARP * MF_CACHE; k < rank; k += MF_WARP) {
-            const float u0 = u[k];
-            const float v0 = mf_item<true>(v + k);
-            u[k] = u0 + lr * (e * v0 - reg * u0);
-            v[k] = v0 + lr * (e * u0 - reg * v0);
-        }
-        if (biased) {
-            __syncwarp(); // every lane read the biases before lane 0 writes them
-            if (lane == 0) {
-                u[rank] = bu + lr * (e - reg * bu);
-                v[rank] = bv + lr * (e - reg * bv);
-            }
-        }
-        __syncwarp(); // this rating's writes before any lane reads a shared row again
         if (more) {
             if (ahead) {
 #pragma unroll

@@ -25,21 +25,16 @@ use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use ps_apps::lda::{check_dims, LdaCompute, LdaDelta, LdaHyper, LdaWorkerState, SweepKey};
 
 use super::buffers::{DevBuf, Pinned};
+use super::lda_compact::Compaction;
 use super::{failed, Call, Gpu, GpuError};
+use ps_apps::app::Traffic;
 use ps_apps::ComputeError;
 
 /// Threads per block in parallel mode (8 warps, one document each at a time).
 const BLOCK: u32 = 256;
 
-/// Blocks per multiprocessor of the compaction (and the sweep's fallback when the driver gives
-/// no occupancy figure).
+/// Blocks per multiprocessor of the sweep when the driver gives no occupancy figure.
 const BLOCKS_PER_SM: u32 = 4;
-
-/// Threads per block of the compaction.
-const COMPACT_BLOCK: u32 = 256;
-
-/// Smallest capacity of the compaction outputs.
-const MIN_COMPACT: usize = 4096;
 
 /// The scalar arguments of one sweep launch.
 #[derive(Debug, Clone, Copy)]
@@ -64,15 +59,14 @@ pub struct CudaLda {
     gpu: Arc<Gpu>,
     sweep_fn: CudaFunction,
     sample_fn: CudaFunction,
-    compact_fn: CudaFunction,
     sequential: bool,
     /// Blocks of the sweep resident per multiprocessor (the driver's occupancy figure): the
     /// parallel grid fills the device with resident warps and no second wave.
     sweep_blocks_per_sm: u32,
     /// The launch of the last [`CudaLda::bench_load`].
     loaded: Option<Launch>,
-    /// Capacity of the compaction outputs used last (the next sweep starts there).
-    compact_cap: usize,
+    /// The delta's compaction on the device (shared with the resident engine).
+    compaction: Compaction,
     // Device buffers.
     d_offsets: DevBuf<u32>,
     d_tokens: DevBuf<u32>,
@@ -84,10 +78,6 @@ pub struct CudaLda {
     d_wt_delta: DevBuf<i32>,
     d_totals_delta: DevBuf<i32>,
     d_words: DevBuf<u32>,
-    d_out_word: DevBuf<u32>,
-    d_out_topic: DevBuf<u32>,
-    d_out_change: DevBuf<i32>,
-    d_count: DevBuf<u32>,
     // Pinned staging buffers (the state ones serve both directions).
     h_offsets: Pinned<u32>,
     h_tokens: Pinned<u32>,
@@ -97,10 +87,6 @@ pub struct CudaLda {
     h_totals: Pinned<f32>,
     h_words: Pinned<u32>,
     h_totals_delta: Pinned<i32>,
-    h_out_word: Pinned<u32>,
-    h_out_topic: Pinned<u32>,
-    h_out_change: Pinned<i32>,
-    h_count: Pinned<u32>,
 }
 
 /// `x` as the kernel's `unsigned int`, or a typed error naming `what`.
@@ -135,11 +121,10 @@ impl CudaLda {
         Ok(CudaLda {
             sweep_fn,
             sample_fn: gpu.function("lda_gibbs", "lda_gibbs_sample_token")?,
-            compact_fn: gpu.function("lda_gibbs", "lda_compact_delta")?,
             sequential: false,
             sweep_blocks_per_sm,
+            compaction: Compaction::new(&gpu)?,
             loaded: None,
-            compact_cap: 0,
             d_offsets: DevBuf::default(),
             d_tokens: DevBuf::default(),
             d_z: DevBuf::default(),
@@ -150,10 +135,6 @@ impl CudaLda {
             d_wt_delta: DevBuf::default(),
             d_totals_delta: DevBuf::default(),
             d_words: DevBuf::default(),
-            d_out_word: DevBuf::default(),
-            d_out_topic: DevBuf::default(),
-            d_out_change: DevBuf::default(),
-            d_count: DevBuf::default(),
             h_offsets: Pinned::new(ctx)?,
             h_tokens: Pinned::new(ctx)?,
             h_z: Pinned::new(ctx)?,
@@ -162,10 +143,6 @@ impl CudaLda {
             h_totals: Pinned::new(ctx)?,
             h_words: Pinned::new(ctx)?,
             h_totals_delta: Pinned::new(ctx)?,
-            h_out_word: Pinned::new(ctx)?,
-            h_out_topic: Pinned::new(ctx)?,
-            h_out_change: Pinned::new(ctx)?,
-            h_count: Pinned::new(ctx)?,
             gpu,
         })
     }
@@ -335,80 +312,6 @@ impl CudaLda {
         Ok(())
     }
 
-    /// Compacts the move counts into `(global word, topic, change)` triples sorted by
-    /// `(word, topic)`, growing the outputs and running again when they were too small.
-    fn compact(&mut self, p: &Launch) -> Result<Vec<(u32, u32, i32)>, GpuError> {
-        let cells = p.words as usize * p.topics as usize;
-        if cells == 0 {
-            return Ok(Vec::new());
-        }
-        // Nonzero cells <= min(cells, 2 x moves): start from the last size within that bound.
-        let bound = cells.min(p.visited.saturating_mul(2)).max(1);
-        let mut cap = self.compact_cap.max(MIN_COMPACT).min(bound);
-        let num_words = p.words;
-        let topics = p.topics;
-        let grid = self
-            .gpu
-            .grid_for(cells as u64, COMPACT_BLOCK, BLOCKS_PER_SM);
-        for _attempt in 0..2 {
-            let compute = &self.gpu.compute;
-            self.d_out_word.ensure(compute, cap)?;
-            self.d_out_topic.ensure(compute, cap)?;
-            self.d_out_change.ensure(compute, cap)?;
-            self.d_count.zero(compute, 1)?;
-            let capacity = narrow(cap, "compaction capacity")?;
-            {
-                let cfg = LaunchConfig {
-                    grid_dim: (grid, 1, 1),
-                    block_dim: (COMPACT_BLOCK, 1, 1),
-                    shared_mem_bytes: 0,
-                };
-                let mut b = compute.launch_builder(&self.compact_fn);
-                b.arg(self.d_wt_delta.get())
-                    .arg(&num_words)
-                    .arg(&topics)
-                    .arg(self.d_words.get())
-                    .arg(self.d_out_word.get_mut())
-                    .arg(self.d_out_topic.get_mut())
-                    .arg(self.d_out_change.get_mut())
-                    .arg(self.d_count.get_mut())
-                    .arg(&capacity);
-                // SAFETY: wt_delta holds words x K entries, `words` holds `words` ids; the three
-                // outputs hold at least `capacity` entries; count is one unsigned int.
-                unsafe { b.launch(cfg) }.call("cuLaunchKernel(lda_compact_delta)")?;
-            }
-            self.h_count.download(compute, self.d_count.get(), 1)?;
-            let count = self.h_count.host()?[0] as usize;
-            if count > cap {
-                cap = count;
-                continue;
-            }
-            self.compact_cap = self.compact_cap.max(count);
-            if count == 0 {
-                return Ok(Vec::new());
-            }
-            self.h_out_word
-                .download(compute, self.d_out_word.get(), count)?;
-            self.h_out_topic
-                .download(compute, self.d_out_topic.get(), count)?;
-            self.h_out_change
-                .download(compute, self.d_out_change.get(), count)?;
-            let mut entries: Vec<(u32, u32, i32)> = self
-                .h_out_word
-                .host()?
-                .iter()
-                .zip(self.h_out_topic.host()?)
-                .zip(self.h_out_change.host()?)
-                .map(|((&w, &t), &c)| (w, t, c))
-                .collect();
-            entries.sort_unstable_by_key(|&(w, t, _)| (w, t));
-            return Ok(entries);
-        }
-        Err(GpuError::Input(format!(
-            "LDA: the delta compaction found more than {cap} entries in {cells} cells"
-        )))
-    }
-
     fn try_sweep(
         &mut self,
         state: &mut LdaWorkerState,
@@ -442,7 +345,15 @@ impl CudaLda {
         self.h_totals.download(compute, self.d_totals.get(), k)?;
         self.h_totals_delta
             .download(compute, self.d_totals_delta.get(), k)?;
-        let entries = self.compact(&p)?;
+        let entries = self.compaction.run(
+            &self.gpu,
+            &mut Traffic::default(),
+            None,
+            &self.d_wt_delta,
+            (&self.d_words, p.words),
+            p.topics,
+            p.visited,
+        )?;
 
         state.z.copy_from_slice(self.h_z.host()?);
         state.doc_topic.copy_from_slice(self.h_doc_topic.host()?);

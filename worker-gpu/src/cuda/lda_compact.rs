@@ -1,7 +1,7 @@
 //! The compaction of an LDA sweep's dense move counts (`words x K` i32 on the device) into the
 //! sparse delta's `(global word, topic, change)` triples with `lda_compact_delta`
-//! (`kernels/lda_gibbs.cu`), for the resident engine: only the count and the triples cross PCIe,
-//! and every byte is counted in the caller's [`Traffic`].
+//! (`kernels/lda_gibbs.cu`), for both CUDA LDA engines: only the count and the triples cross
+//! PCIe, and every byte is counted in the caller's [`Traffic`].
 
 use cudarc::driver::{CudaEvent, CudaFunction, LaunchConfig, PushKernelArg};
 use ps_apps::app::Traffic;
@@ -16,11 +16,9 @@ const BLOCKS_PER_SM: u32 = 4;
 /// Smallest capacity of the outputs.
 const MIN_CAP: usize = 4096;
 
-/// The compaction's kernel, the worker's global word ids and the outputs, kept for the job.
+/// The compaction's kernel and its outputs, kept for the job.
 pub struct Compaction {
     compact_fn: CudaFunction,
-    words: DevBuf<u32>,
-    num_words: u32,
     out_word: DevBuf<u32>,
     out_topic: DevBuf<u32>,
     out_change: DevBuf<i32>,
@@ -38,8 +36,6 @@ impl Compaction {
         let ctx = &gpu.ctx;
         Ok(Compaction {
             compact_fn: gpu.function("lda_gibbs", "lda_compact_delta")?,
-            words: DevBuf::default(),
-            num_words: 0,
             out_word: DevBuf::default(),
             out_topic: DevBuf::default(),
             out_change: DevBuf::default(),
@@ -52,36 +48,23 @@ impl Compaction {
         })
     }
 
-    /// Uploads the worker's global word ids (local row `i` is word `words[i]`), once.
-    pub fn set_words(
-        &mut self,
-        gpu: &Gpu,
-        traffic: &mut Traffic,
-        words: &[u32],
-    ) -> Result<(), GpuError> {
-        self.num_words = u32::try_from(words.len())
-            .map_err(|_| GpuError::Input(format!("LDA: {} words", words.len())))?;
-        let mut staging = Pinned::new(&gpu.ctx)?;
-        staging.fill(words)?;
-        self.words.upload(&gpu.compute, &staging)?;
-        traffic.h2d_bytes += 4 * words.len() as u64;
-        // The one-off staging is freed here, after its copy.
-        gpu.compute.synchronize().call("cuStreamSynchronize")
-    }
-
-    /// The nonzero cells of `wt_delta` (`words x topics`, after a sweep that visited `visited`
-    /// tokens) as triples sorted by `(word, topic)`; runs again, larger, when the outputs were
-    /// too small. Each launch is timed with `events` into `traffic.compute_s`.
+    /// The nonzero cells of `wt_delta` (`words.len() x topics`: local row `i` is global word
+    /// `words[i]`, after a sweep that visited `visited` tokens) as triples sorted by
+    /// `(word, topic)`; runs again, larger, when the outputs were too small. With `events`, each
+    /// launch is timed into `traffic.compute_s`.
+    #[allow(clippy::too_many_arguments)]
     pub fn run(
         &mut self,
         gpu: &Gpu,
         traffic: &mut Traffic,
-        events: &(CudaEvent, CudaEvent),
+        events: Option<&(CudaEvent, CudaEvent)>,
         wt_delta: &DevBuf<i32>,
+        words: (&DevBuf<u32>, u32),
         topics: u32,
         visited: usize,
     ) -> Result<Vec<(u32, u32, i32)>, GpuError> {
-        let cells = self.num_words as usize * topics as usize;
+        let (words, num_words) = words;
+        let cells = num_words as usize * topics as usize;
         if cells == 0 {
             return Ok(Vec::new());
         }
@@ -102,23 +85,27 @@ impl Compaction {
                 block_dim: (BLOCK, 1, 1),
                 shared_mem_bytes: 0,
             };
-            events.0.record(stream).call("cuEventRecord")?;
+            if let Some(e) = events {
+                e.0.record(stream).call("cuEventRecord")?;
+            }
             let mut b = stream.launch_builder(&self.compact_fn);
             b.arg(wt_delta.get())
-                .arg(&self.num_words)
+                .arg(&num_words)
                 .arg(&topics)
-                .arg(self.words.get())
+                .arg(words.get())
                 .arg(self.out_word.get_mut())
                 .arg(self.out_topic.get_mut())
                 .arg(self.out_change.get_mut())
                 .arg(self.count.get_mut())
                 .arg(&capacity);
-            // SAFETY: wt_delta holds num_words x topics entries (the caller's set-up), `words`
-            // holds num_words ids; the outputs hold at least `capacity` entries; count is one.
+            // SAFETY: wt_delta holds num_words x topics entries and `words` num_words ids (the
+            // caller's); the outputs hold at least `capacity` entries; count is one.
             unsafe { b.launch(cfg) }.call("cuLaunchKernel(lda_compact_delta)")?;
-            events.1.record(stream).call("cuEventRecord")?;
-            let ms = events.0.elapsed_ms(&events.1).call("cuEventElapsedTime")?;
-            traffic.compute_s += f64::from(ms) / 1e3;
+            if let Some(e) = events {
+                e.1.record(stream).call("cuEventRecord")?;
+                let ms = e.0.elapsed_ms(&e.1).call("cuEventElapsedTime")?;
+                traffic.compute_s += f64::from(ms) / 1e3;
+            }
             self.h_count.download(stream, self.count.get(), 1)?;
             traffic.d2h_bytes += 4;
             let count = self.h_count.host()?[0] as usize;

@@ -75,6 +75,8 @@ pub struct CudaLdaResident {
     partial: DevBuf<f64>,
     sum: DevBuf<f64>,
     compaction: Compaction,
+    /// The worker's global word ids (local row `i` is word `words[i]`).
+    words: DevBuf<u32>,
     /// Staging of incoming runs, taken in turn.
     staging: [Pinned<f32>; 2],
     next: usize,
@@ -111,6 +113,7 @@ impl CudaLdaResident {
             loglik_fn: gpu.function("lda_resident", "lda_loglik")?,
             sum_fn: gpu.function("lda_resident", "lda_sum_partials")?,
             compaction: Compaction::new(&gpu)?,
+            words: DevBuf::default(),
             sweep_fn,
             sequential: false,
             sweep_blocks_per_sm: if per_sm == 0 { BLOCKS_PER_SM } else { per_sm },
@@ -216,7 +219,8 @@ impl CudaLdaResident {
         Self::upload_u32(gpu, t, &mut staging, &mut self.z, &state.z)?;
         let mut staging = Pinned::new(&gpu.ctx)?;
         Self::upload_u32(gpu, t, &mut staging, &mut self.doc_topic, &state.doc_topic)?;
-        self.compaction.set_words(gpu, t, &state.words)?;
+        let mut staging = Pinned::new(&gpu.ctx)?;
+        Self::upload_u32(gpu, t, &mut staging, &mut self.words, &state.words)?;
         let stream = &gpu.compute;
         self.word_topic.zero(stream, words * k)?;
         self.totals.zero(stream, k)?;
@@ -372,8 +376,9 @@ impl CudaLdaResident {
         let entries = self.compaction.run(
             &self.gpu,
             &mut self.traffic,
-            &self.events,
+            Some(&self.events),
             &self.wt_delta,
+            (&self.words, narrow(s.words, "number of distinct words")?),
             s.topics,
             s.tokens,
         )?;
