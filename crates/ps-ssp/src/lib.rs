@@ -68,6 +68,9 @@ pub enum SspError {
         /// The evicted worker id.
         worker: u32,
     },
+    /// A clock vector given to [`ShardClock::restored`] is not one a shard can have.
+    #[error("cannot restore the clock vector: {0}")]
+    BadRestore(String),
 }
 
 /// How many clocks a reader may run ahead of the slowest worker.
@@ -213,6 +216,72 @@ impl<B> ShardClock<B> {
             pending: 0,
             next_release: 0,
         }
+    }
+
+    /// A clock vector restored from a checkpoint: worker `w` has completed (applied) its clocks
+    /// `0..completed[w]` and is live iff `live[w]`; nothing is held back (batches not yet
+    /// applied when the checkpoint was taken are not part of it: their workers resend them, and
+    /// resending an already applied clock is refused as [`SspError::StaleClock`]).
+    ///
+    /// In deterministic mode every live worker must stand at the same clock (the mode releases
+    /// whole clocks), which becomes the next clock to release; an evicted worker may stand at
+    /// any clock up to it.
+    ///
+    /// Errors: [`SspError::BadRestore`] if the two vectors differ in length, hold more than
+    /// `u32::MAX` workers, or (deterministic mode) the live workers' clocks differ or an
+    /// evicted worker stands past them.
+    pub fn restored(
+        completed: Vec<u64>,
+        live: Vec<bool>,
+        deterministic: bool,
+    ) -> Result<Self, SspError> {
+        if completed.len() != live.len() {
+            return Err(SspError::BadRestore(format!(
+                "{} completed clocks but {} liveness flags",
+                completed.len(),
+                live.len()
+            )));
+        }
+        let num_workers = u32::try_from(completed.len()).map_err(|_| {
+            SspError::BadRestore(format!("{} workers is too many", completed.len()))
+        })?;
+        let next_release = match completed.iter().zip(&live).filter(|(_, l)| **l).min() {
+            Some((min, _)) => *min,
+            None => completed.iter().copied().max().unwrap_or(0),
+        };
+        if deterministic {
+            let ahead = |w: &usize| {
+                completed[*w] > next_release || (live[*w] && completed[*w] != next_release)
+            };
+            if let Some(w) = (0..completed.len()).find(ahead) {
+                return Err(SspError::BadRestore(format!(
+                    "deterministic mode releases whole clocks, but {} worker {w} stands at \
+                     clock {} and the slowest live one at {next_release}",
+                    if live[w] { "live" } else { "evicted" },
+                    completed[w]
+                )));
+            }
+        }
+        let n = completed.len();
+        Ok(Self {
+            num_workers,
+            deterministic,
+            completed,
+            live,
+            held: (0..n).map(|_| BTreeMap::new()).collect(),
+            pending: 0,
+            next_release,
+        })
+    }
+
+    /// The completed (applied) clocks of every worker, by worker id (evicted ones included).
+    pub fn completed(&self) -> &[u64] {
+        &self.completed
+    }
+
+    /// Whether each worker is live (`false` once evicted), by worker id.
+    pub fn live(&self) -> &[bool] {
+        &self.live
     }
 
     /// Number of workers (live or evicted).

@@ -367,3 +367,89 @@ fn zero_workers() {
         Err(SspError::UnknownWorker { .. })
     ));
 }
+
+#[test]
+fn restored_deterministic_vector_releases_the_next_clock_in_worker_order() {
+    // Three workers at clock 4, worker 1 evicted at clock 2 (before the checkpoint).
+    let mut sc: ShardClock<&str> =
+        ShardClock::restored(vec![4, 2, 4], vec![true, false, true], true).unwrap();
+    assert!(sc.deterministic());
+    assert_eq!(sc.num_workers(), 3);
+    assert_eq!(sc.completed(), &[4, 2, 4]);
+    assert_eq!(sc.live(), &[true, false, true]);
+    assert_eq!((sc.min_clock(), sc.pending(), sc.live_workers()), (4, 0, 2));
+    // A resent clock the checkpoint already holds is refused; the evicted worker stays out.
+    assert_eq!(
+        sc.submit(0, 3, "old"),
+        Err(SspError::StaleClock {
+            worker: 0,
+            clock: 3,
+            completed: 4
+        })
+    );
+    assert_eq!(
+        sc.submit(1, 4, "x"),
+        Err(SspError::EvictedWorker { worker: 1 })
+    );
+    // Clock 4 goes as a whole, in worker order, once every live worker is in; 5 waits for both.
+    assert!(sc.submit(2, 4, "c4").unwrap().is_empty());
+    assert!(sc.submit(2, 5, "c5").unwrap().is_empty());
+    assert_eq!(
+        sc.submit(0, 4, "a4").unwrap(),
+        vec![(0, 4, "a4"), (2, 4, "c4")]
+    );
+    assert_eq!(sc.min_clock(), 5);
+    assert_eq!(
+        sc.submit(0, 5, "a5").unwrap(),
+        vec![(0, 5, "a5"), (2, 5, "c5")]
+    );
+    assert_eq!(sc.completed(), &[6, 2, 6]);
+
+    // A fresh vector restored at 0 behaves like `new`.
+    let mut zero: ShardClock<&str> = ShardClock::restored(vec![0, 0], vec![true; 2], true).unwrap();
+    assert!(zero.submit(1, 0, "b0").unwrap().is_empty());
+    assert_eq!(ids(&zero.submit(0, 0, "a0").unwrap()), vec![(0, 0), (1, 0)]);
+}
+
+#[test]
+fn restored_free_running_vector_keeps_each_workers_own_clock() {
+    // Non-deterministic mode: worker 0 ran ahead to 7, worker 1 is at 5.
+    let mut sc: ShardClock<&str> =
+        ShardClock::restored(vec![7, 5], vec![true, true], false).unwrap();
+    assert!(!sc.deterministic());
+    assert_eq!(
+        (sc.min_clock(), sc.worker_clock(0), sc.worker_clock(1)),
+        (5, Some(7), Some(5))
+    );
+    assert!(matches!(
+        sc.submit(0, 6, "old"),
+        Err(SspError::StaleClock { completed: 7, .. })
+    ));
+    // Worker 1's resent clocks 5 and 6 (6 first) release in clock order.
+    assert!(sc.submit(1, 6, "b6").unwrap().is_empty());
+    assert_eq!(ids(&sc.submit(1, 5, "b5").unwrap()), vec![(1, 5), (1, 6)]);
+    assert_eq!(sc.min_clock(), 7);
+    assert_eq!(ids(&sc.submit(0, 7, "a7").unwrap()), vec![(0, 7)]);
+    assert_eq!(sc.completed(), &[8, 7]);
+    // No live worker: the min is the highest clock, as for an evicted-out vector.
+    let gone: ShardClock<()> = ShardClock::restored(vec![3, 9], vec![false; 2], false).unwrap();
+    assert_eq!(gone.min_clock(), 9);
+    let none: ShardClock<()> = ShardClock::restored(vec![], vec![], true).unwrap();
+    assert_eq!((none.num_workers(), none.min_clock()), (0, 0));
+}
+
+#[test]
+fn restoring_an_impossible_vector_is_refused() {
+    let bad = |c: Vec<u64>, l: Vec<bool>, det: bool| match ShardClock::<()>::restored(c, l, det) {
+        Err(SspError::BadRestore(why)) => why,
+        other => panic!("accepted: {other:?}"),
+    };
+    assert!(bad(vec![1, 2], vec![true], false).contains("2 completed clocks but 1"));
+    let why = bad(vec![3, 4], vec![true, true], true);
+    assert!(why.contains("live worker 1 stands at clock 4"), "{why}");
+    let why = bad(vec![3, 5], vec![true, false], true);
+    assert!(why.contains("evicted worker 1"), "{why}");
+    // The same vectors are fine where they can occur.
+    assert!(ShardClock::<()>::restored(vec![3, 4], vec![true, true], false).is_ok());
+    assert!(ShardClock::<()>::restored(vec![3, 1], vec![true, false], true).is_ok());
+}
