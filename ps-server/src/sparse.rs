@@ -9,7 +9,8 @@
 //! that collide. Rows are never removed, so the arenas need no free list, a lookup hit touches
 //! one map entry plus one contiguous row, and checkpoints can read values and state as slices.
 
-use crate::table::check_request;
+use crate::error::ServerError;
+use crate::table::{check_parts, check_request};
 use ps_proto::init;
 use ps_proto::rules;
 use ps_proto::{KeyRange, ProtoError, TableSpec};
@@ -39,6 +40,43 @@ impl SparseTable {
             data: Vec::new(),
             state: Vec::new(),
         }
+    }
+
+    /// The slice `range` of `spec` from its parts (e.g. a checkpoint): the stored rows' `keys`
+    /// (distinct, inside `range`) in slot order, their values `data` and optimizer state
+    /// `state` as [`SparseTable::data`] and [`SparseTable::state`] lay them out.
+    pub fn from_parts(
+        spec: TableSpec,
+        range: KeyRange,
+        keys: Vec<u64>,
+        data: Vec<f32>,
+        state: Vec<f32>,
+    ) -> Result<SparseTable, ServerError> {
+        check_parts(&spec, range, keys.len(), data.len(), state.len())?;
+        let bad = |reason: String| ServerError::BadTable {
+            table: spec.id,
+            reason: format!("({}) {reason}", spec.name),
+        };
+        let mut index = HashMap::with_capacity(keys.len());
+        for (slot, &key) in keys.iter().enumerate() {
+            if !range.contains(key) {
+                return Err(bad(format!(
+                    "key {key} is outside the range {}..{}",
+                    range.start, range.end
+                )));
+            }
+            if index.insert(key, slot).is_some() {
+                return Err(bad(format!("key {key} is stored twice")));
+            }
+        }
+        Ok(SparseTable {
+            spec,
+            range,
+            index,
+            keys,
+            data,
+            state,
+        })
     }
 
     pub fn width(&self) -> u32 {

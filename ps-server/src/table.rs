@@ -5,6 +5,7 @@
 //! state (AdaGrad's accumulator, FTRL's z and n) beside the values, `state_per_cell` floats per
 //! cell interleaved per cell (see `rules`); stateless rules allocate none.
 
+use crate::error::ServerError;
 pub use crate::sparse::SparseTable;
 use ps_proto::init;
 use ps_proto::rules;
@@ -35,6 +36,42 @@ pub(crate) fn check_request(
     Ok(())
 }
 
+/// Checks the parts of a slice (as a checkpoint holds them) against `spec` and `range`:
+/// `range` inside the table, `values` = `rows * width` floats, `state` = `state_per_cell` floats
+/// per value. The error names the table and what differs.
+pub(crate) fn check_parts(
+    spec: &TableSpec,
+    range: KeyRange,
+    rows: usize,
+    values: usize,
+    state: usize,
+) -> Result<(), ServerError> {
+    let bad = |reason: String| ServerError::BadTable {
+        table: spec.id,
+        reason: format!("({}) {reason}", spec.name),
+    };
+    if range.start > range.end || range.end > spec.rows {
+        return Err(bad(format!(
+            "key range {}..{} is not inside its {} rows",
+            range.start, range.end, spec.rows
+        )));
+    }
+    let cells = rows.checked_mul(spec.width as usize);
+    if cells != Some(values) {
+        return Err(bad(format!(
+            "{values} values for {rows} rows of width {}",
+            spec.width
+        )));
+    }
+    let k = spec.rule.state_per_cell();
+    if values.checked_mul(k) != Some(state) {
+        return Err(bad(format!(
+            "{state} optimizer state floats for {values} cells at {k} per cell"
+        )));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone)]
 pub struct DenseTable {
     pub spec: TableSpec,
@@ -58,6 +95,27 @@ impl DenseTable {
             data,
             state,
         }
+    }
+
+    /// The slice `range` of `spec` from its parts (e.g. a checkpoint): `data` row-major over the
+    /// whole range, `state` as [`DenseTable::state`] lays it out. Lengths are checked.
+    pub fn from_parts(
+        spec: TableSpec,
+        range: KeyRange,
+        data: Vec<f32>,
+        state: Vec<f32>,
+    ) -> Result<DenseTable, ServerError> {
+        let rows = usize::try_from(range.len()).map_err(|_| ServerError::BadTable {
+            table: spec.id,
+            reason: format!("({}) {} rows do not fit in memory", spec.name, range.len()),
+        });
+        check_parts(&spec, range, rows?, data.len(), state.len())?;
+        Ok(DenseTable {
+            spec,
+            range,
+            data,
+            state,
+        })
     }
 
     pub fn width(&self) -> u32 {
@@ -154,6 +212,53 @@ impl Table {
         match spec.layout {
             Layout::Dense => Table::Dense(DenseTable::new(spec, range)),
             Layout::Sparse => Table::Sparse(SparseTable::new(spec, range)),
+        }
+    }
+
+    /// The slice from its parts (e.g. a checkpoint), in the layout `spec` asks for: see
+    /// [`DenseTable::from_parts`] (`keys` must then be empty) and [`SparseTable::from_parts`].
+    pub fn from_parts(
+        spec: TableSpec,
+        range: KeyRange,
+        keys: Vec<u64>,
+        data: Vec<f32>,
+        state: Vec<f32>,
+    ) -> Result<Table, ServerError> {
+        match spec.layout {
+            Layout::Dense if !keys.is_empty() => Err(ServerError::BadTable {
+                table: spec.id,
+                reason: format!("({}) a dense slice given {} keys", spec.name, keys.len()),
+            }),
+            Layout::Dense => DenseTable::from_parts(spec, range, data, state).map(Table::Dense),
+            Layout::Sparse => {
+                SparseTable::from_parts(spec, range, keys, data, state).map(Table::Sparse)
+            }
+        }
+    }
+
+    /// The values stored, row-major: the whole range (dense) or the rows of
+    /// [`Table::keys`] (sparse).
+    pub fn data(&self) -> &[f32] {
+        match self {
+            Table::Dense(t) => t.data(),
+            Table::Sparse(t) => t.data(),
+        }
+    }
+
+    /// The optimizer state of the stored cells (see [`DenseTable::state`]).
+    pub fn state(&self) -> &[f32] {
+        match self {
+            Table::Dense(t) => t.state(),
+            Table::Sparse(t) => t.state(),
+        }
+    }
+
+    /// The keys of the stored rows of a sparse slice, in storage order; empty for a dense one
+    /// (its rows are its whole range).
+    pub fn keys(&self) -> &[u64] {
+        match self {
+            Table::Dense(_) => &[],
+            Table::Sparse(t) => t.keys(),
         }
     }
 
@@ -305,5 +410,61 @@ mod tests {
             .collect();
         assert_eq!(touched, vec![4, 8, 11]);
         assert_eq!(&t.state()[8..10], &[2.0, 4.0]);
+    }
+
+    #[test]
+    fn tables_from_parts_check_every_length() {
+        let range = KeyRange { start: 2, end: 5 };
+        let ada = UpdateRule::Adagrad {
+            lr: 0.1,
+            eps: 1e-8,
+            initial_accumulator: 0.5,
+        };
+        let spec = |layout| TableSpec {
+            id: 7,
+            name: "p".into(),
+            rows: 6,
+            width: 2,
+            rule: ada,
+            init: Init::Zeros,
+            staleness: None,
+            layout,
+            push_codec: Default::default(),
+            pull_codec: Default::default(),
+        };
+        let err = |r: Result<Table, ServerError>| match r {
+            Err(ServerError::BadTable { table: 7, reason }) => reason,
+            other => panic!("accepted: {other:?}"),
+        };
+        let dense =
+            |keys, data, state| Table::from_parts(spec(Layout::Dense), range, keys, data, state);
+        let t = dense(vec![], vec![1.0; 6], vec![0.5; 6]).unwrap();
+        assert_eq!(
+            (t.data(), t.state(), t.keys()),
+            (&[1.0; 6][..], &[0.5; 6][..], &[][..])
+        );
+        assert!(err(dense(vec![], vec![1.0; 5], vec![0.5; 5])).contains("5 values for 3 rows"));
+        assert!(err(dense(vec![], vec![1.0; 6], vec![0.5; 12])).contains("12 optimizer state"));
+        assert!(err(dense(vec![3], vec![1.0; 6], vec![0.5; 6])).contains("given 1 keys"));
+        let wide = KeyRange { start: 2, end: 9 };
+        let e = err(Table::from_parts(
+            spec(Layout::Dense),
+            wide,
+            vec![],
+            vec![0.0; 14],
+            vec![0.0; 14],
+        ));
+        assert!(e.contains("not inside its 6 rows"), "{e}");
+
+        let sparse =
+            |keys, data, state| Table::from_parts(spec(Layout::Sparse), range, keys, data, state);
+        let t = sparse(vec![4, 2], vec![1.0, 2.0, 3.0, 4.0], vec![0.5; 4]).unwrap();
+        let mut out = Vec::new();
+        t.read_into(&[2, 3, 4], &mut out);
+        assert_eq!(out, vec![3.0, 4.0, 0.0, 0.0, 1.0, 2.0]);
+        assert_eq!(t.keys(), &[4, 2]);
+        assert!(err(sparse(vec![4, 5], vec![0.0; 4], vec![0.0; 4])).contains("key 5 is outside"));
+        assert!(err(sparse(vec![4, 4], vec![0.0; 4], vec![0.0; 4])).contains("stored twice"));
+        assert!(err(sparse(vec![4], vec![0.0; 4], vec![0.0; 4])).contains("4 values for 1 rows"));
     }
 }
