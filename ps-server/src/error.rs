@@ -8,6 +8,8 @@ pub enum ServerError {
     Proto(#[from] ps_proto::ProtoError),
     #[error("clock: {0}")]
     Clock(#[from] ps_ssp::SspError),
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
     #[error("table {table}: {reason}")]
     BadTable { table: u32, reason: String },
     #[error("coordinator: {0}")]

@@ -1,13 +1,15 @@
 //! The server side of the parameter server: shard storage (dense or sparse f32 tables split by
 //! key range, with per-cell optimizer state for adagrad and ftrl),
 //! update rules and seeded initialisers, request handling over QUIC (pulls parked on the SSP clock
-//! vector, pushes applied per worker clock), the coordinator, and the server node role.
+//! vector, pushes applied per worker clock), shard [`checkpoint`]s (file format and store), the
+//! coordinator, and the server node role.
 //! [`telemetry`] names what shards and the coordinator record through the `metrics` facade
 //! (no-ops unless the program installs a recorder).
 //!
 //! This crate must never link cudarc or any GPU code, nor the worker library or the apps: servers
 //! are CPU processes that know tables, rows and clocks, not models.
 
+pub mod checkpoint;
 pub mod coordinator;
 mod error;
 pub mod node;
@@ -17,6 +19,10 @@ mod sparse;
 pub mod table;
 pub mod telemetry;
 
+pub use checkpoint::{
+    job_fingerprint, CheckpointError, CheckpointStore, Loaded, ShardFacts, ShardSnapshot, Skipped,
+    TableFacts, TableSlice, Written,
+};
 pub use coordinator::{CoordEvent, Coordinator, CoordinatorConfig};
 pub use error::ServerError;
 pub use node::{run_server_node, ServerNodeConfig};

@@ -2,6 +2,7 @@
 //! pushed batches, and the pulls parked until the clock vector allows them. No I/O here: the
 //! service feeds it validated frames.
 
+use crate::checkpoint::{CheckpointError, ShardFacts, ShardSnapshot, TableSlice, FORMAT_VERSION};
 use crate::error::ServerError;
 use crate::table::Table;
 use crate::telemetry;
@@ -68,6 +69,7 @@ pub fn validate_tables(tables: &[TableSpec]) -> Result<(), ServerError> {
 
 pub struct Shard {
     pub id: u32,
+    num_shards: u32,
     tables: HashMap<u32, Table>,
     sparse_batch_cells: u64,
     clock: ShardClock<Batch>,
@@ -122,9 +124,106 @@ impl Shard {
         }
         Ok(Shard {
             id,
+            num_shards,
             tables,
             sparse_batch_cells: DEFAULT_SPARSE_BATCH_CELLS,
             clock: ShardClock::new(num_workers, deterministic),
+            parked: ParkedReads::new(),
+            params_applied: 0,
+        })
+    }
+
+    /// A copy of the shard's state for a checkpoint of job `fingerprint`: every table slice
+    /// (values, optimizer state, sparse keys; by ascending table id) and the clock vector. Batches
+    /// held back are not in it (see [`crate::checkpoint`] for the cut). Copies vectors only, so it
+    /// can run under the shard's lock.
+    pub fn snapshot(&self, fingerprint: u64) -> ShardSnapshot {
+        let mut ids: Vec<u32> = self.tables.keys().copied().collect();
+        ids.sort_unstable();
+        let tables = ids
+            .iter()
+            .filter_map(|id| self.tables.get(id))
+            .map(|t| {
+                let spec = t.spec();
+                TableSlice {
+                    id: spec.id,
+                    rows: spec.rows,
+                    width: spec.width,
+                    state_per_cell: spec.rule.state_per_cell() as u32,
+                    layout: spec.layout,
+                    range: t.range(),
+                    values: t.data().to_vec(),
+                    state: t.state().to_vec(),
+                    keys: t.keys().to_vec(),
+                }
+            })
+            .collect();
+        ShardSnapshot {
+            version: FORMAT_VERSION,
+            fingerprint,
+            shard: self.id,
+            num_shards: self.num_shards,
+            num_workers: self.clock.num_workers(),
+            deterministic: self.clock.deterministic(),
+            clock: self.clock.min_clock(),
+            completed: self.clock.completed().to_vec(),
+            live: self.clock.live().to_vec(),
+            tables,
+        }
+    }
+
+    /// Shard `id` of `num_shards` (as [`Shard::try_new`] with the same arguments) holding the
+    /// state of `snapshot`: its values, optimizer state and clock vector, nothing held back.
+    /// Workers then resend their batches from their entry of the clock vector on.
+    ///
+    /// Refuses a snapshot that does not fit: another format version, shard id, shard or worker
+    /// count, mode, set of tables, or a table's layout, rows, width, rule state or key range
+    /// ([`CheckpointError::Layout`] naming the difference), or inconsistent contents. The job
+    /// fingerprint is the caller's to check ([`ShardSnapshot::check`]). Starts with
+    /// [`Shard::params_applied`] at 0.
+    pub fn from_snapshot(
+        id: u32,
+        num_shards: u32,
+        tables: &[TableSpec],
+        num_workers: u32,
+        deterministic: bool,
+        snapshot: ShardSnapshot,
+    ) -> Result<Shard, ServerError> {
+        validate_tables(tables)?;
+        if snapshot.version != FORMAT_VERSION {
+            return Err(CheckpointError::UnsupportedVersion {
+                found: snapshot.version,
+                supported: FORMAT_VERSION,
+            }
+            .into());
+        }
+        let facts = ShardFacts::new(id, num_shards, tables, num_workers, deterministic);
+        snapshot.check_layout(&facts)?;
+        snapshot.validate().map_err(CheckpointError::Malformed)?;
+        let clock = ShardClock::restored(snapshot.completed, snapshot.live, deterministic)?;
+        let mut restored = HashMap::with_capacity(snapshot.tables.len());
+        for slice in snapshot.tables {
+            let spec = tables.iter().find(|t| t.id == slice.id).ok_or_else(|| {
+                CheckpointError::Layout(format!("table {} is not in the job", slice.id))
+            })?;
+            let table = Table::from_parts(
+                spec.clone(),
+                slice.range,
+                slice.keys,
+                slice.values,
+                slice.state,
+            )?;
+            restored.insert(slice.id, table);
+        }
+        for (t, table) in &restored {
+            telemetry::rows(id, *t, table.len());
+        }
+        Ok(Shard {
+            id,
+            num_shards,
+            tables: restored,
+            sparse_batch_cells: DEFAULT_SPARSE_BATCH_CELLS,
+            clock,
             parked: ParkedReads::new(),
             params_applied: 0,
         })
