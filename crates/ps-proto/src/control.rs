@@ -228,6 +228,102 @@ pub struct Assign {
     pub heartbeat_ms: u64,
     /// The job's cap on a frame's body (keys and payload), in bytes.
     pub max_frame_bytes: u64,
+    /// Checkpoints, restarts and worker failures.
+    #[serde(default)]
+    pub recovery: Recovery,
+}
+
+/// What the job does about failures: shard checkpoints (so a restarted shard loses nothing),
+/// how long nodes wait for a dead shard to come back, and what a dead worker means.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recovery {
+    /// Shards checkpoint every this many clocks of their min clock (and at the end); 0: never,
+    /// and a dead shard fails the job.
+    pub checkpoint_every: u64,
+    /// Checkpoints each shard keeps (>= 1). Workers keep their batches back to the oldest kept
+    /// one, so a torn newest file costs nothing.
+    pub keep: u32,
+    /// How long the coordinator waits for a dead shard to register again, and nodes wait for
+    /// its new address, before the job fails.
+    pub restart_timeout_ms: u64,
+    pub on_worker_failure: WorkerFailure,
+    /// Identifies this run of the job: a checkpoint written by another run is refused.
+    pub job_nonce: u64,
+    /// For a shard: it replaces a dead one and must restore the latest checkpoint.
+    pub resume: bool,
+}
+
+impl Default for Recovery {
+    fn default() -> Recovery {
+        Recovery {
+            checkpoint_every: 0,
+            keep: 2,
+            restart_timeout_ms: 60_000,
+            on_worker_failure: WorkerFailure::Fail,
+            job_nonce: 0,
+            resume: false,
+        }
+    }
+}
+
+impl Recovery {
+    /// Whether shards checkpoint, so that one can be restarted without losing updates.
+    pub fn restartable(&self) -> bool {
+        self.checkpoint_every > 0
+    }
+}
+
+/// What a worker that dies (its connection lost, or its heartbeats missed) does to the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerFailure {
+    /// The job fails, naming the worker.
+    #[default]
+    Fail,
+    /// The worker leaves every shard's clock vector (the others go on; SSP bounds are over the
+    /// live workers) and its data share is dropped.
+    Evict,
+}
+
+impl std::str::FromStr for WorkerFailure {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fail" => Ok(WorkerFailure::Fail),
+            "evict" => Ok(WorkerFailure::Evict),
+            _ => Err(format!("expected fail or evict, got {s:?}")),
+        }
+    }
+}
+
+impl std::fmt::Display for WorkerFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WorkerFailure::Fail => "fail",
+            WorkerFailure::Evict => "evict",
+        })
+    }
+}
+
+/// Events of a running job, on the control streams ([`crate::Kind::Event`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ControlEvent {
+    /// shard -> coordinator: a restarted shard restored its checkpoint; `worker_clocks[w]` is
+    /// how many of worker w's clocks it holds (workers resend the rest).
+    Restored {
+        shard: u32,
+        checkpoint_clock: u64,
+        worker_clocks: Vec<u64>,
+    },
+    /// coordinator -> workers: shard `shard` is back at `addr` with `worker_clocks` applied.
+    ShardRestarted {
+        shard: u32,
+        addr: String,
+        worker_clocks: Vec<u64>,
+    },
+    /// coordinator -> shards: worker `worker` is gone; drop it from the clock vector.
+    Evict { worker: u32 },
 }
 
 /// worker -> coordinator after each clock's push has been acknowledged by every shard.
@@ -270,6 +366,32 @@ pub struct Done {
 pub struct Shutdown {
     pub ok: bool,
     pub reason: String,
+}
+
+#[cfg(test)]
+mod event_tests {
+    use super::*;
+
+    #[test]
+    fn events_and_recovery_round_trip_and_old_assignments_still_parse() {
+        let ev = ControlEvent::ShardRestarted {
+            shard: 1,
+            addr: "127.0.0.1:9".into(),
+            worker_clocks: vec![5, 6],
+        };
+        let json = serde_json::to_string(&ev).unwrap();
+        assert!(json.contains("\"event\":\"shard_restarted\""), "{json}");
+        assert_eq!(serde_json::from_str::<ControlEvent>(&json).unwrap(), ev);
+        let r = Recovery {
+            checkpoint_every: 5,
+            on_worker_failure: "evict".parse().unwrap(),
+            ..Recovery::default()
+        };
+        let back: Recovery = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+        assert!(back.restartable() && !Recovery::default().restartable());
+        assert!("wait".parse::<WorkerFailure>().is_err());
+    }
 }
 
 #[cfg(test)]

@@ -247,6 +247,12 @@ impl Frame {
         }
     }
 
+    /// An ack's count of the worker's clocks covered by the shard's checkpoints, if it gives one.
+    pub fn ack_covered(&self) -> Option<u64> {
+        let bytes: [u8; 8] = self.payload.as_slice().try_into().ok()?;
+        (self.header.kind == Kind::Ack).then(|| u64::from_le_bytes(bytes))
+    }
+
     /// Parses the JSON payload of a control frame, expecting `kind`.
     pub fn parse_control<T: DeserializeOwned>(&self, kind: Kind) -> Result<T, ProtoError> {
         if self.header.kind != kind {
@@ -517,6 +523,14 @@ impl FrameBuilder {
             payload: Vec::new(),
             key_form: KeyForm::List,
         }
+    }
+
+    /// An ack that also says how many of the worker's clocks the shard's checkpoints cover.
+    pub fn ack_covering(worker: u32, min_clock: u64, worker_clock: u64, covered: u64) -> Frame {
+        let mut f = FrameBuilder::ack(worker, min_clock, worker_clock);
+        f.payload = covered.to_le_bytes().to_vec();
+        f.header.payload_len = 8;
+        f
     }
 
     pub fn heartbeat(node: u32, clock: u64) -> Frame {

@@ -48,6 +48,8 @@ pub enum Kind {
     /// worker -> shard: ends the worker's clock `clock`; `aux` = number of push frames before it.
     Clock = 6,
     /// shard -> worker: a clock batch was accepted; `clock` = shard min clock, `aux` = worker's clocks applied.
+    /// An optional 8-byte payload (u64 LE) gives how many of the worker's clocks the shard's
+    /// checkpoints cover: the worker may forget its batches below it (see [`crate::Frame::ack_covered`]).
     Ack = 7,
     /// node -> coordinator liveness (datagram).
     Heartbeat = 8,
@@ -59,6 +61,9 @@ pub enum Kind {
     Error = 11,
     /// worker -> coordinator: JSON [`crate::Done`], the final figures.
     Done = 12,
+    /// either way, during the job: JSON [`crate::ControlEvent`] (a shard restored from its
+    /// checkpoint, a worker evicted, a shard's new address).
+    Event = 13,
 }
 
 impl Kind {
@@ -77,6 +82,7 @@ impl Kind {
             10 => Shutdown,
             11 => Error,
             12 => Done,
+            13 => Event,
             _ => return None,
         })
     }
@@ -96,6 +102,7 @@ impl Kind {
             Shutdown => "shutdown",
             Error => "error",
             Done => "done",
+            Event => "event",
         }
     }
 
@@ -109,6 +116,7 @@ impl Kind {
                 | Kind::Shutdown
                 | Kind::Error
                 | Kind::Done
+                | Kind::Event
         )
     }
 
@@ -434,7 +442,12 @@ impl Header {
                             self.kind.name()
                         )));
                     }
-                    if !self.kind.is_control() && self.payload_len != 0 {
+                    let allowed = if self.kind == Kind::Ack {
+                        &[0, 8][..]
+                    } else {
+                        &[0][..]
+                    };
+                    if !self.kind.is_control() && !allowed.contains(&self.payload_len) {
                         return Err(ProtoError::Malformed(format!(
                             "{} frame with a payload",
                             self.kind.name()

@@ -19,8 +19,8 @@ pub mod rules;
 mod shard_map;
 
 pub use control::{
-    Assign, ClockReport, Done, Init, JobSpec, Layout, Register, Role, Shutdown, TableSpec,
-    UpdateRule,
+    Assign, ClockReport, ControlEvent, Done, Init, JobSpec, Layout, Recovery, Register, Role,
+    Shutdown, TableSpec, UpdateRule, WorkerFailure,
 };
 pub use error::{ErrorCode, ProtoError};
 pub use frame::{decode_f32s, encode_f32s, is_range, Frame, FrameBuilder, KeyForm};

@@ -61,6 +61,10 @@ pub struct JobResult {
     /// Facts the workers reported (the lowest worker id wins on a clash).
     pub facts: BTreeMap<String, serde_json::Value>,
     pub wall_s: f64,
+    /// Shards that died and came back from their checkpoints.
+    pub restarts: u32,
+    /// Workers that died and were evicted (ids).
+    pub evicted_workers: Vec<u32>,
 }
 
 impl JobResult {

@@ -4,7 +4,7 @@
 
 use crate::error::TransportError;
 use crate::{connect, read_frame, write_frame, FrameRead};
-use ps_proto::{Assign, Frame, FrameBuilder, Kind, Limits, Register, Shutdown};
+use ps_proto::{Assign, ControlEvent, Frame, FrameBuilder, Kind, Limits, Register, Shutdown};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -75,13 +75,37 @@ pub fn spawn_heartbeats(
     })
 }
 
-/// Waits for the coordinator's Shutdown on the control stream.
+/// What the coordinator says on a node's control stream while the job runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Control {
+    Shutdown(Shutdown),
+    Event(ControlEvent),
+}
+
+/// Waits for the coordinator's Shutdown on the control stream, ignoring events.
 pub async fn await_shutdown(
     recv: &mut quinn::RecvStream,
     limits: &Limits,
 ) -> Result<Shutdown, TransportError> {
+    loop {
+        if let Control::Shutdown(s) = next_control(recv, limits).await? {
+            return Ok(s);
+        }
+    }
+}
+
+/// The next message on the control stream: an event of the running job, or the shutdown.
+pub async fn next_control(
+    recv: &mut quinn::RecvStream,
+    limits: &Limits,
+) -> Result<Control, TransportError> {
     match read_frame(recv, limits).await {
-        Ok(FrameRead::Frame(f)) => Ok(f.parse_control::<Shutdown>(Kind::Shutdown)?),
+        Ok(FrameRead::Frame(f)) if f.header.kind == Kind::Event => {
+            Ok(Control::Event(f.parse_control(Kind::Event)?))
+        }
+        Ok(FrameRead::Frame(f)) => Ok(Control::Shutdown(
+            f.parse_control::<Shutdown>(Kind::Shutdown)?,
+        )),
         Ok(FrameRead::End) => Err(TransportError::Coordinator(
             "coordinator closed the control stream".into(),
         )),
