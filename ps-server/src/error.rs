@@ -16,6 +16,8 @@ pub enum ServerError {
     Coordinator(String),
     #[error("{0}")]
     NodeFailed(String),
+    #[error("recovery: {0}")]
+    Recovery(String),
     #[error("job stopped by the coordinator: {0}")]
     JobFailed(String),
 }

@@ -10,9 +10,11 @@
 //! are CPU processes that know tables, rows and clocks, not models.
 
 pub mod checkpoint;
+mod checkpointer;
 pub mod coordinator;
 mod error;
 pub mod node;
+pub mod plan;
 pub mod service;
 pub mod shard;
 mod sparse;
@@ -27,6 +29,6 @@ pub use coordinator::{CoordEvent, Coordinator, CoordinatorConfig};
 pub use error::ServerError;
 pub use node::{run_server_node, ServerNodeConfig};
 pub use ps_proto::{init, rules, ClockSummary, JobResult};
-pub use service::{serve_shard, ShardHandle};
+pub use service::{serve_shard, serve_shard_with, ShardHandle};
 pub use shard::{validate_tables, PushRows, Shard, DEFAULT_SPARSE_BATCH_CELLS};
 pub use table::{DenseTable, SparseTable, Table};

@@ -6,6 +6,8 @@
 //! A bad frame is answered by an `Error` frame on its stream and changes nothing; the connection
 //! and every other stream keep working.
 
+use crate::checkpoint::CheckpointStore;
+use crate::checkpointer::Checkpointer;
 use crate::shard::{PushRows, Shard};
 use ps_proto::codec::{self, KeyCacheReceiver, DEFAULT_KEY_CACHE_IDS};
 use ps_proto::{Frame, FrameBuilder, KeyForm, Kind, Limits, ProtoError, FLAG_END_CLOCK};
@@ -21,6 +23,7 @@ pub struct ShardHandle {
     shard: Arc<Mutex<Shard>>,
     endpoint: quinn::Endpoint,
     task: tokio::task::JoinHandle<()>,
+    checkpoints: Option<Arc<Checkpointer>>,
 }
 
 fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
@@ -62,6 +65,19 @@ impl ShardHandle {
         lock(&self.shard).min_clock()
     }
 
+    /// Removes a dead worker from the shard's clock vector (see [`Shard::evict`]).
+    pub fn evict(&self, worker: u32) -> Result<(), ps_ssp::SspError> {
+        lock(&self.shard).evict(worker)
+    }
+
+    /// Writes the final checkpoint (the end of the job), if the shard checkpoints.
+    pub fn finish_checkpoints(&self) -> Result<(), crate::checkpoint::CheckpointError> {
+        match &self.checkpoints {
+            Some(c) => c.finish(),
+            None => Ok(()),
+        }
+    }
+
     /// Stops accepting, fails parked pulls, closes connections.
     pub fn shutdown(&self) {
         lock(&self.shard).shutdown();
@@ -76,15 +92,30 @@ pub fn serve_shard(
     shard: Shard,
     limits: Limits,
 ) -> Result<ShardHandle, TransportError> {
+    serve_shard_with(endpoint, shard, limits, None)
+}
+
+/// [`serve_shard`], writing checkpoints into `checkpoints` (a store and the job's fingerprint)
+/// when the shard's plan says they are due.
+pub fn serve_shard_with(
+    endpoint: quinn::Endpoint,
+    shard: Shard,
+    limits: Limits,
+    checkpoints: Option<(CheckpointStore, u64)>,
+) -> Result<ShardHandle, TransportError> {
     let addr = endpoint
         .local_addr()
         .map_err(|e| TransportError::Stream(e.to_string()))?;
     let shard = Arc::new(Mutex::new(shard));
+    let checkpoints =
+        checkpoints.map(|(store, fp)| Arc::new(Checkpointer::start(store, shard.clone(), fp)));
     let ep = endpoint.clone();
     let st = shard.clone();
+    let ck = checkpoints.clone();
     let task = tokio::spawn(async move {
         while let Some(incoming) = ep.accept().await {
             let st = st.clone();
+            let ck = ck.clone();
             tokio::spawn(async move {
                 let conn = match incoming.await {
                     Ok(c) => c,
@@ -99,9 +130,12 @@ pub fn serve_shard(
                 loop {
                     match conn.accept_bi().await {
                         Ok((send, recv)) => {
-                            let (st, keys) = (st.clone(), keys.clone());
+                            let (st, keys, ck) = (st.clone(), keys.clone(), ck.clone());
                             tokio::spawn(async move {
-                                handle_stream(st, keys, send, recv, limits).await
+                                handle_stream(st, keys, send, recv, limits).await;
+                                if let Some(c) = ck {
+                                    c.maybe_checkpoint();
+                                }
                             });
                         }
                         Err(e) => {
@@ -118,6 +152,7 @@ pub fn serve_shard(
         shard,
         endpoint,
         task,
+        checkpoints,
     })
 }
 
@@ -320,13 +355,19 @@ async fn end_batch(
             batch.len()
         )));
     }
-    let (min_clock, worker_clock) = {
+    let ack = {
         let mut s = lock(shard);
         s.submit(worker, clock, batch)
             .map_err(|e| ProtoError::Protocol(e.to_string()))?;
-        (s.min_clock(), s.worker_clock(worker))
+        let (min_clock, worker_clock) = (s.min_clock(), s.worker_clock(worker));
+        if s.plan.enabled() {
+            let covered = s.plan.covered(worker);
+            FrameBuilder::ack_covering(worker, min_clock, worker_clock, covered)
+        } else {
+            FrameBuilder::ack(worker, min_clock, worker_clock)
+        }
     };
-    write_frame(send, &FrameBuilder::ack(worker, min_clock, worker_clock))
+    write_frame(send, &ack)
         .await
         .map_err(|e| ProtoError::Protocol(e.to_string()))?;
     Ok(())

@@ -4,6 +4,7 @@
 
 use crate::checkpoint::{CheckpointError, ShardFacts, ShardSnapshot, TableSlice, FORMAT_VERSION};
 use crate::error::ServerError;
+use crate::plan::CheckpointPlan;
 use crate::table::Table;
 use crate::telemetry;
 use ps_proto::codec::Decoded;
@@ -75,6 +76,8 @@ pub struct Shard {
     clock: ShardClock<Batch>,
     parked: ParkedReads<oneshot::Sender<()>>,
     params_applied: u64,
+    /// When to checkpoint, and what the durable checkpoints cover.
+    pub plan: CheckpointPlan,
 }
 
 /// What a pull read: values, the shard's min clock and the requesting worker's applied clocks.
@@ -130,6 +133,7 @@ impl Shard {
             clock: ShardClock::new(num_workers, deterministic),
             parked: ParkedReads::new(),
             params_applied: 0,
+            plan: CheckpointPlan::default(),
         })
     }
 
@@ -226,6 +230,7 @@ impl Shard {
             clock,
             parked: ParkedReads::new(),
             params_applied: 0,
+            plan: CheckpointPlan::default(),
         })
     }
 
@@ -288,8 +293,43 @@ impl Shard {
 
     /// Accepts worker `worker`'s complete batch for `clock` (rows already checked), applies
     /// whatever the clock vector releases, and wakes the pulls that became servable.
+    ///
+    /// A batch for a clock the shard already holds (applied or waiting) is a resend, after a
+    /// restart or a retry over a new connection: the first one wins, the repeat is acknowledged
+    /// and dropped (a worker's batch for a clock never changes).
     pub fn submit(&mut self, worker: u32, clock: u64, batch: Batch) -> Result<(), SspError> {
-        let released = self.clock.submit(worker, clock, batch)?;
+        let released = match self.clock.submit(worker, clock, batch) {
+            Ok(r) => r,
+            Err(SspError::StaleClock { .. } | SspError::DuplicateClock { .. }) => {
+                tracing::debug!(
+                    shard = self.id,
+                    worker,
+                    clock,
+                    "repeated batch acknowledged"
+                );
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        self.apply_released(released);
+        Ok(())
+    }
+
+    /// Removes worker `worker` from the clock vector (it died): the others go on, pulls that
+    /// waited for it are served, and its held batches are dropped.
+    pub fn evict(&mut self, worker: u32) -> Result<(), SspError> {
+        let released = self.clock.evict(worker)?;
+        self.apply_released(released);
+        Ok(())
+    }
+
+    /// Whether `worker` is still in the clock vector.
+    pub fn is_live(&self, worker: u32) -> bool {
+        self.clock.is_live(worker).unwrap_or(false)
+    }
+
+    /// Applies released batches in order and wakes the pulls that became servable.
+    fn apply_released(&mut self, released: ps_ssp::Released<Batch>) {
         for (_, _, batch) in released {
             for rows in batch {
                 if let Some(t) = self.tables.get_mut(&rows.table) {
@@ -309,7 +349,6 @@ impl Shard {
             let _ = waiter.send(());
         }
         self.record(min);
-        Ok(())
     }
 
     /// Sets the gauges a batch may have moved and counts the batch.
