@@ -4,7 +4,9 @@
 use crate::cache::TableCache;
 use crate::error::ClientError;
 use crate::keys::KeyCaches;
+use crate::links::{Restarts, ShardLinks};
 use crate::read::Prefetch;
+use crate::retained::Retained;
 use crate::wire::Traffic;
 use ps_proto::{ClockReport, Limits, ShardMap, TableSpec, UpdateRule};
 use ps_ssp::{Staleness, WorkerClock};
@@ -28,6 +30,11 @@ pub struct ClientConfig {
     /// read in a clock are prefetched for the next. Off: `clock()` waits for every shard's ack
     /// (the wait counts as blocked time) and nothing is prefetched.
     pub overlap: bool,
+    /// The job restarts dead shards from checkpoints: keep every batch no checkpoint covers,
+    /// and wait for a shard whose connection died instead of failing.
+    pub restartable: bool,
+    /// How long to wait for a dead shard to come back.
+    pub restart_wait: std::time::Duration,
 }
 
 impl ClientConfig {
@@ -40,6 +47,8 @@ impl ClientConfig {
             server_name: ps_transport::DEFAULT_SERVER_NAME.to_string(),
             max_frame_body: 4 << 20,
             overlap: true,
+            restartable: false,
+            restart_wait: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -68,7 +77,9 @@ pub(crate) struct Shared {
 pub struct PsClient {
     pub(crate) rt: Handle,
     pub(crate) cfg: ClientConfig,
-    pub(crate) conns: Vec<quinn::Connection>,
+    pub(crate) links: Arc<ShardLinks>,
+    pub(crate) retained: Arc<Mutex<Retained>>,
+    endpoint: quinn::Endpoint,
     pub(crate) tables: HashMap<u32, TableState>,
     pub(crate) clock: WorkerClock,
     pub(crate) shared: Arc<Mutex<Shared>>,
@@ -143,13 +154,17 @@ impl PsClient {
             conns.push(conn);
         }
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+        let n = conns.len();
+        let links = ShardLinks::new(conns, map.shards.clone(), cfg.restartable, cfg.restart_wait);
         Ok(PsClient {
             rt,
             shared: Arc::new(Mutex::new(Shared {
-                applied: vec![0; conns.len()],
+                applied: vec![0; n],
                 failure: None,
             })),
-            conns,
+            links: Arc::new(links),
+            retained: Arc::new(Mutex::new(Retained::new(n, cfg.restartable))),
+            endpoint: endpoint.clone(),
             cfg,
             tables,
             clock: WorkerClock::new(),
@@ -168,6 +183,26 @@ impl PsClient {
 
     pub fn worker(&self) -> u32 {
         self.cfg.worker
+    }
+
+    /// What the worker's control task needs to bring back a shard that restarted.
+    pub fn restarts(&self) -> Restarts {
+        Restarts {
+            links: self.links.clone(),
+            retained: self.retained.clone(),
+            keys: self.key_caches.clone(),
+            shared: self.shared.clone(),
+            endpoint: self.endpoint.clone(),
+            server_name: self.cfg.server_name.clone(),
+            limits: self.cfg.limits,
+            worker: self.cfg.worker,
+        }
+    }
+
+    /// Fails every operation, waiting or to come, with `why` (the job failed).
+    pub fn fail(&self, why: &str) {
+        lock(&self.shared).failure.get_or_insert(why.to_string());
+        self.links.fail_all(why);
     }
 
     pub fn num_workers(&self) -> u32 {

@@ -5,9 +5,14 @@
 use crate::client::{lock, lock_keys, PsClient};
 use crate::error::ClientError;
 use crate::push;
+use crate::retained::{listed, Batch};
 use crate::wire::{push_batch, Traffic};
 use ps_proto::{ClockReport, Frame, KeyForm, ShardMap};
+use std::sync::Arc;
 use std::time::Instant;
+
+/// Per shard, the (table, list id, key cache epoch) of lists a batch asks the shard to store.
+type Assigned = Vec<Vec<(u32, u32, u64)>>;
 
 impl PsClient {
     /// Marks the worker's set-up (loading data, building its state) as done: the current
@@ -23,7 +28,7 @@ impl PsClient {
         self.check_failure()?;
         let ended = self.clock.tick();
         let worker = self.cfg.worker;
-        let nshards = self.conns.len() as u32;
+        let nshards = self.links.len() as u32;
         let max_body = self.cfg.max_frame_body;
         let mut per_shard: Vec<Vec<Frame>> = vec![Vec::new(); nshards as usize];
         let mut ids: Vec<u32> = self.tables.keys().copied().collect();
@@ -41,6 +46,17 @@ impl PsClient {
             )?;
         }
         push_logical += push::end_batches(worker, ended, &mut per_shard);
+        // Kept, in listed form, until a shard checkpoint covers them (see `retained`).
+        let kept: Vec<Batch> = {
+            let mut r = self.retained.lock().unwrap_or_else(|p| p.into_inner());
+            let kept: Vec<Batch> = if r.enabled() {
+                per_shard.iter().map(|f| Arc::new(f.clone())).collect()
+            } else {
+                Vec::new()
+            };
+            r.keep(ended, &kept);
+            kept
+        };
         let assigned = self.cache_key_lists(&mut per_shard);
         let now = Instant::now();
         let wall = now.duration_since(self.clock_started).as_secs_f64();
@@ -62,24 +78,25 @@ impl PsClient {
         self.blocked_s = 0.0;
         self.pull_comm_s = 0.0;
         self.pull_traffic = Traffic::default();
-        self.send_batches(ended, per_shard, assigned, report);
+        self.send_batches(ended, per_shard, kept, assigned, report);
         self.fold_acknowledged();
         Ok(ended)
     }
 
     /// Repeated key lists go by reference; lists sent to be stored are confirmed by the ack.
     /// Returns, per shard, the (table, list id) pairs the batch asks the shard to store.
-    fn cache_key_lists(&self, per_shard: &mut [Vec<Frame>]) -> Vec<Vec<(u32, u32)>> {
-        let mut assigned: Vec<Vec<(u32, u32)>> = vec![Vec::new(); per_shard.len()];
+    fn cache_key_lists(&self, per_shard: &mut [Vec<Frame>]) -> Assigned {
+        let mut assigned: Assigned = vec![Vec::new(); per_shard.len()];
         let mut caches = lock_keys(&self.key_caches);
         for (s, frames) in per_shard.iter_mut().enumerate() {
+            let epoch = caches.epoch(s as u32);
             for f in frames.iter_mut().filter(|f| f.key_form == KeyForm::List) {
                 if f.header.kind != ps_proto::Kind::Push {
                     continue;
                 }
                 let form = caches.form(s as u32, f.header.table, &f.keys);
                 if let KeyForm::Assign(k) = form {
-                    assigned[s].push((f.header.table, k));
+                    assigned[s].push((f.header.table, k, epoch));
                 }
                 if form != KeyForm::List {
                     f.set_key_form(form);
@@ -89,21 +106,23 @@ impl PsClient {
         assigned
     }
 
-    /// Sends each shard its batch; the report goes out once every shard acknowledged.
+    /// Sends each shard its batch (again, in listed form, over a new connection if the shard
+    /// restarts meanwhile); the report goes out once every shard acknowledged.
     fn send_batches(
         &mut self,
         ended: u64,
         per_shard: Vec<Vec<Frame>>,
-        assigned: Vec<Vec<(u32, u32)>>,
+        kept: Vec<Batch>,
+        assigned: Assigned,
         mut report: ClockReport,
     ) {
         let limits = self.cfg.limits;
-        let conns = self.conns.clone();
-        let addrs = self.cfg.shard_map.shards.clone();
-        let (shared, caches, reports) = (
+        let links = self.links.clone();
+        let (shared, caches, reports, retained) = (
             self.shared.clone(),
             self.key_caches.clone(),
             self.reports_tx.clone(),
+            self.retained.clone(),
         );
         let push = async move {
             let started = Instant::now();
@@ -111,28 +130,46 @@ impl PsClient {
                 .into_iter()
                 .enumerate()
                 .map(|(s, frames)| {
-                    let conn = conns[s].clone();
-                    tokio::spawn(async move { (s, push_batch(&conn, &limits, frames).await) })
+                    let links = links.clone();
+                    let again = kept.get(s).cloned();
+                    tokio::spawn(async move {
+                        let mut first = Some(frames);
+                        let r = links
+                            .with_link(s, |conn, retry| {
+                                let frames = match (retry, &again) {
+                                    (true, Some(b)) => listed(b),
+                                    _ => first.take().unwrap_or_default(),
+                                };
+                                async move { push_batch(&conn, &limits, frames).await }
+                            })
+                            .await;
+                        (s, r, links.addr(s))
+                    })
                 })
                 .collect();
             let mut push_s = 0.0f64;
             for t in tasks {
                 match t.await {
-                    Ok((s, Ok((applied, traffic)))) => {
-                        for &(table, k) in &assigned[s] {
-                            lock_keys(&caches).confirm(s as u32, table, k);
+                    Ok((s, Ok((acked, traffic)), _)) => {
+                        for &(table, k, epoch) in &assigned[s] {
+                            lock_keys(&caches).confirm_at(s as u32, table, k, epoch);
+                        }
+                        if let Some(c) = acked.covered {
+                            retained
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .covered(s, c);
                         }
                         let mut sh = lock(&shared);
-                        sh.applied[s] = sh.applied[s].max(applied);
+                        sh.applied[s] = sh.applied[s].max(acked.applied);
                         report.bytes_sent += traffic.sent;
                         report.push_bytes += traffic.sent;
                         report.bytes_received += traffic.received;
                         push_s = started.elapsed().as_secs_f64();
                     }
-                    Ok((s, Err(e))) => {
+                    Ok((s, Err(e), addr)) => {
                         lock(&shared).failure.get_or_insert(format!(
-                            "push of clock {ended} to shard {s} at {}: {e}",
-                            addrs[s]
+                            "push of clock {ended} to shard {s} at {addr}: {e}"
                         ));
                         return None;
                     }

@@ -64,6 +64,9 @@ impl SendCache {
 #[derive(Default)]
 pub struct KeyCaches {
     caches: HashMap<(u32, u32), SendCache>,
+    /// Per shard, how many times its connection was replaced: a confirmation of a list sent
+    /// over an earlier connection must not confirm one sent over the new.
+    epochs: HashMap<u32, u64>,
 }
 
 impl KeyCaches {
@@ -94,6 +97,25 @@ impl KeyCaches {
                 }
                 Keys::Cached { .. } => KeyForm::List,
             },
+        }
+    }
+
+    /// The connection to `shard` was replaced (the shard restarted): it stores no list of ours.
+    pub fn reset_shard(&mut self, shard: u32) {
+        self.caches.retain(|(s, _), _| *s != shard);
+        *self.epochs.entry(shard).or_default() += 1;
+    }
+
+    /// The current connection epoch of `shard` (see [`KeyCaches::reset_shard`]).
+    pub fn epoch(&self, shard: u32) -> u64 {
+        self.epochs.get(&shard).copied().unwrap_or(0)
+    }
+
+    /// [`KeyCaches::confirm`] of a list sent when `shard` was in `epoch`; a confirmation from
+    /// an earlier connection is ignored.
+    pub fn confirm_at(&mut self, shard: u32, table: u32, id: u32, epoch: u64) {
+        if self.epoch(shard) == epoch {
+            self.confirm(shard, table, id);
         }
     }
 
@@ -153,6 +175,30 @@ mod tests {
                 other => panic!("clock {clock}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_replaced_connection_starts_over_and_ignores_old_confirmations() {
+        let mut k = KeyCaches::default();
+        let a: Vec<u64> = (0..20).map(|i| i * 3).collect();
+        assert_eq!(k.form(0, 1, &a), KeyForm::List);
+        assert_eq!(k.form(0, 1, &a), KeyForm::Assign(0));
+        let old = k.epoch(0);
+        k.reset_shard(0);
+        assert_eq!(
+            k.form(0, 1, &a),
+            KeyForm::List,
+            "forgotten: first sending again"
+        );
+        assert_eq!(k.form(0, 1, &a), KeyForm::Assign(0));
+        k.confirm_at(0, 1, 0, old);
+        assert_eq!(
+            k.form(0, 1, &a),
+            KeyForm::List,
+            "the old connection's ack confirms nothing"
+        );
+        k.confirm_at(0, 1, 0, k.epoch(0));
+        assert!(matches!(k.form(0, 1, &a), KeyForm::Cached { id: 0, .. }));
     }
 
     #[test]

@@ -51,7 +51,8 @@ impl PullTicket {
 pub(crate) type RowSink<'a, E> = dyn FnMut(usize, &[u64], &[f32]) -> Result<(), E> + 'a;
 
 /// One shard's part of a read: (shard, frames of keys to pull, each with its key form).
-type ShardRequests = (u32, Vec<(Vec<u64>, KeyForm)>);
+/// One shard's pull frames: (shard, key cache epoch, [(keys, key form)]).
+type ShardRequests = (u32, u64, Vec<(Vec<u64>, KeyForm)>);
 
 impl PsClient {
     /// Groups `rows` by shard, splits them under the frame cap, and picks each frame's key form.
@@ -61,7 +62,7 @@ impl PsClient {
         width: u32,
         rows: impl IntoIterator<Item = u64>,
     ) -> Vec<ShardRequests> {
-        let nshards = self.conns.len() as u32;
+        let nshards = self.links.len() as u32;
         let nrows = self.tables.get(&id).map(|t| t.spec.rows).unwrap_or(0);
         let mut by_shard: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
         for r in rows {
@@ -77,11 +78,12 @@ impl PsClient {
             .map(|(s, mut keys)| {
                 keys.sort_unstable();
                 keys.dedup();
+                let epoch = caches.epoch(s);
                 let frames = keys
                     .chunks(per_frame)
                     .map(|chunk| (chunk.to_vec(), caches.form(s, id, chunk)))
                     .collect();
-                (s, frames)
+                (s, epoch, frames)
             })
             .collect()
     }
@@ -94,18 +96,27 @@ impl PsClient {
         need: u64,
         req: ShardRequests,
     ) -> JoinHandle<ShardReplies> {
-        let (s, frames) = req;
-        let conn = self.conns[s as usize].clone();
+        let (s, epoch, frames) = req;
+        let links = self.links.clone();
         let (limits, worker, caches) = (self.cfg.limits, self.cfg.worker, self.key_caches.clone());
         self.rt.spawn(async move {
             let tasks: Vec<_> = frames
                 .into_iter()
                 .map(|(keys, form)| {
-                    let (conn, caches) = (conn.clone(), caches.clone());
+                    let (links, caches) = (links.clone(), caches.clone());
                     tokio::spawn(async move {
-                        let r = pull(&conn, &limits, id, worker, need, width, &keys, form).await;
+                        // Sent again after a shard restart: listed, the new shard caches nothing.
+                        let r = links
+                            .with_link(s as usize, |conn, retry| {
+                                let form = if retry { KeyForm::List } else { form };
+                                let keys = &keys;
+                                async move {
+                                    pull(&conn, &limits, id, worker, need, width, keys, form).await
+                                }
+                            })
+                            .await;
                         if let (Ok(_), KeyForm::Assign(k)) = (&r, form) {
-                            lock_keys(&caches).confirm(s, id, k);
+                            lock_keys(&caches).confirm_at(s, id, k, epoch);
                         }
                         r
                     })
@@ -340,7 +351,7 @@ impl PsClient {
         self.prepare_read(id, rows, need)?;
         let t = self.state(id)?;
         let (nrows, width) = (t.spec.rows, t.spec.width);
-        let nshards = self.conns.len() as u32;
+        let nshards = self.links.len() as u32;
         // Each shard's rows are one run of the sorted list.
         let mut runs: BTreeMap<u32, (usize, usize)> = BTreeMap::new();
         for (i, &r) in rows.iter().enumerate() {

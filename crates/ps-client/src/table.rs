@@ -233,7 +233,7 @@ impl Table<'_> {
     /// engine that encodes its own deltas encodes one block per run (see
     /// [`Table::push_encoded`]).
     pub fn shard_runs(&self, keys: &[u64]) -> Vec<Range<usize>> {
-        let (rows, nshards) = (self.rows(), self.client.conns.len() as u32);
+        let (rows, nshards) = (self.rows(), self.client.links.len() as u32);
         let mut runs: Vec<Range<usize>> = Vec::new();
         let mut last = None;
         for (i, &k) in keys.iter().enumerate() {

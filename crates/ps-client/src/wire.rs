@@ -108,14 +108,22 @@ pub async fn pull(
     ))
 }
 
+/// What a shard's ack of a clock batch says.
+#[derive(Debug, Clone, Copy)]
+pub struct Acked {
+    /// This worker's clocks the shard has applied.
+    pub applied: u64,
+    /// This worker's clocks the shard's kept checkpoints cover, if it checkpoints.
+    pub covered: Option<u64>,
+}
+
 /// Sends one clock batch (push frames, the last ending the clock, or a lone clock frame; see
-/// `push::end_batches`) and waits for the ack. Returns (worker clocks applied at the shard,
-/// traffic).
+/// `push::end_batches`) and waits for the ack.
 pub async fn push_batch(
     conn: &quinn::Connection,
     limits: &Limits,
     frames: Vec<Frame>,
-) -> Result<(u64, Traffic), ClientError> {
+) -> Result<(Acked, Traffic), ClientError> {
     let (mut send, mut recv) = conn.open_bi().await.map_err(stream_err)?;
     let mut sent = 0;
     for f in frames {
@@ -129,7 +137,10 @@ pub async fn push_batch(
     send.finish().map_err(stream_err)?;
     let (ack, received) = read_reply(&mut recv, limits, Kind::Ack).await?;
     Ok((
-        ack.header.aux,
+        Acked {
+            applied: ack.header.aux,
+            covered: ack.ack_covered(),
+        },
         Traffic {
             sent,
             received,

@@ -6,8 +6,8 @@
 
 use crate::client::{lock, ClientConfig, PsClient};
 use crate::error::ClientError;
-use ps_proto::{Assign, Done, Frame, Kind, Limits, Register, Role, Shutdown};
-use ps_transport::node::{await_shutdown, host_name, register, spawn_heartbeats};
+use ps_proto::{Assign, ControlEvent, Done, Frame, Kind, Limits, Register, Role, Shutdown};
+use ps_transport::node::{host_name, next_control, register, spawn_heartbeats, Control};
 use ps_transport::{
     make_client_endpoint, write_frame, ClusterIdentity, EndpointOptions, TransportError,
 };
@@ -121,22 +121,51 @@ impl Worker {
         cfg.server_name = opts.endpoint.server_name.clone();
         cfg.limits.max_frame_bytes = assign.max_frame_bytes;
         cfg.overlap = assign.job.overlap;
+        cfg.restartable = assign.recovery.restartable();
+        cfg.restart_wait = Duration::from_millis(assign.recovery.restart_timeout_ms);
         cfg.max_frame_body = cfg.max_frame_body.min(assign.max_frame_bytes / 2).max(4096);
         let mut client = PsClient::connect(rt.handle().clone(), &endpoint, cfg)?;
 
-        // The coordinator's shutdown: a failure stops every operation of the client at once
-        // (a read parked on a shard would otherwise wait for a worker that is gone).
+        // The coordinator's events and shutdown. A restarted shard is brought back (its
+        // missing batches resent) while compute goes on; a failure stops every operation of
+        // the client at once (a read parked on a shard would otherwise wait for a worker that
+        // is gone).
         let failure = Arc::new(Mutex::new(None));
         let (shutdown_tx, shutdown) = oneshot::channel();
         let (shared, ep, slot) = (client.shared.clone(), endpoint.clone(), failure.clone());
+        let restarts = client.restarts();
         let mut control = registration.control_recv;
         rt.spawn(async move {
-            let outcome = await_shutdown(&mut control, &limits).await;
+            let links = restarts.links.clone();
+            let fail = Arc::new(move |why: String| {
+                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+                lock(&shared).failure.get_or_insert(why.clone());
+                links.fail_all(&why);
+            });
+            let outcome = loop {
+                match next_control(&mut control, &limits).await {
+                    Ok(Control::Event(ControlEvent::ShardRestarted {
+                        shard,
+                        addr,
+                        worker_clocks,
+                    })) => {
+                        let (r, fail) = (restarts.clone(), fail.clone());
+                        tokio::spawn(async move {
+                            if let Err(e) = r.shard_restarted(shard, &addr, &worker_clocks).await {
+                                fail(format!("bringing back shard {shard}: {e}"));
+                            }
+                        });
+                    }
+                    Ok(Control::Event(other)) => {
+                        tracing::warn!("ignoring an unexpected event: {other:?}")
+                    }
+                    Ok(Control::Shutdown(s)) => break Ok(s),
+                    Err(e) => break Err(e),
+                }
+            };
             if let Ok(s) = &outcome {
                 if !s.ok {
-                    let why = format!("job failed: {}", s.reason);
-                    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
-                    lock(&shared).failure.get_or_insert(why);
+                    fail(format!("job failed: {}", s.reason));
                     ep.close(1u32.into(), b"job failed");
                 }
             }
