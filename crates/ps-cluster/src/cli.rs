@@ -124,6 +124,59 @@ pub struct ClusterArgs {
     /// Largest frame body a node accepts, in MiB.
     #[arg(long, default_value_t = 64)]
     pub max_frame_mib: u64,
+    #[command(flatten)]
+    pub recovery: RecoveryArgs,
+}
+
+/// Checkpoints, shard restarts and worker failures.
+#[derive(Debug, Clone, Args)]
+pub struct RecoveryArgs {
+    /// Shards write a checkpoint every N clocks (of their slowest worker) and at the end; a
+    /// shard that dies is then restarted from its last checkpoint and workers resend what it
+    /// lacks, so nothing is lost. 0: no checkpoints, and a dead shard fails the job.
+    #[arg(long, default_value_t = 0)]
+    pub checkpoint_every: u64,
+    /// Checkpoints each shard keeps (at least 1; 2 survives a torn newest file).
+    #[arg(long, default_value_t = 2)]
+    pub keep: u32,
+    /// Seconds to wait for a dead shard to come back before the job fails.
+    #[arg(long, default_value_t = 60.0)]
+    pub restart_timeout: f64,
+    /// What a dead worker does to the job: fail, or evict (it leaves every shard's clock
+    /// vector, the others go on, its data share is dropped) [default: evict under `local`,
+    /// fail otherwise].
+    #[arg(long)]
+    pub on_worker_failure: Option<ps_proto::WorkerFailure>,
+}
+
+impl RecoveryArgs {
+    pub fn validate(&self) -> Result<()> {
+        if self.keep == 0 {
+            bail!("--keep must be at least 1");
+        }
+        if !(self.restart_timeout.is_finite() && self.restart_timeout > 0.0) {
+            bail!("--restart-timeout must be positive");
+        }
+        Ok(())
+    }
+
+    /// The job's recovery settings, with `default_policy` when no worker policy was given.
+    pub fn recovery(&self, default_policy: ps_proto::WorkerFailure) -> ps_proto::Recovery {
+        // Tells this run's checkpoints from any other's.
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            ^ ((std::process::id() as u64) << 32);
+        ps_proto::Recovery {
+            checkpoint_every: self.checkpoint_every,
+            keep: self.keep,
+            restart_timeout_ms: (self.restart_timeout * 1000.0) as u64,
+            on_worker_failure: self.on_worker_failure.unwrap_or(default_policy),
+            job_nonce: nonce,
+            resume: false,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -142,6 +195,10 @@ pub struct LocalArgs {
     /// Keep the generated certificates in this directory instead of a temporary one.
     #[arg(long)]
     pub certs_dir: Option<PathBuf>,
+    /// Where shards keep their checkpoints (DIR/shard-N), with --checkpoint-every [default: a
+    /// temporary directory removed at the end].
+    #[arg(long)]
+    pub checkpoint_dir: Option<PathBuf>,
     /// Emulate a network link on every worker-shard path: BANDWIDTH,LATENCY[,LOSS[,QUEUE]],
     /// e.g. 1gbit,100us or 100mbit,2ms,0.001 (each node's sending side is shaped, so a round
     /// trip sees the latency twice).
@@ -193,6 +250,10 @@ pub struct ServerArgs {
     /// Address workers should dial (default: the bound address).
     #[arg(long)]
     pub advertise: Option<String>,
+    /// Where this shard keeps its checkpoints (DIR/shard-N), when the job checkpoints; a shard
+    /// started again with the same --id and directory restores the latest one.
+    #[arg(long)]
+    pub checkpoint_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -323,7 +384,7 @@ impl ClusterArgs {
         if !(self.heartbeat_timeout.is_finite() && self.heartbeat_timeout > 0.0) {
             bail!("--heartbeat-timeout must be positive");
         }
-        Ok(())
+        self.recovery.validate()
     }
 
     pub fn limits(&self) -> ps_proto::Limits {

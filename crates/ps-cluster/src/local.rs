@@ -1,7 +1,13 @@
 //! `ps-cluster local`: a real cluster on this machine. The launcher runs the coordinator itself and
 //! starts every shard and worker as a separate OS process (this same binary, re-executed in the
 //! `server` or `worker` role), all talking QUIC with mutual TLS over loopback. Certificates are
-//! generated into a fresh directory. If any process fails, the job fails naming it.
+//! generated into a fresh directory.
+//!
+//! The launcher supervises its processes: with `--checkpoint-every`, a shard that dies is
+//! started again with the same id and restores its last checkpoint (a shard that dies again
+//! within seconds of a restart fails the job: it cannot start); under `--on-worker-failure
+//! evict` (the default here) a worker that dies is left dead and the coordinator evicts it.
+//! Any other process that fails fails the job, naming it.
 
 use crate::cli::LocalArgs;
 use crate::progress::ClockLog;
@@ -46,10 +52,66 @@ fn spawn_role(
     cmd.spawn().with_context(|| format!("starting {name}"))
 }
 
-fn with_pid(name: &str, child: &Child) -> String {
-    match child.id() {
-        Some(pid) => format!("{name} (pid {pid})"),
-        None => name.to_string(),
+/// A process of the local cluster, as the launcher supervises it.
+struct Proc {
+    /// "server" or "worker".
+    role: &'static str,
+    id: u32,
+    name: String,
+    extra: Vec<String>,
+    child: Child,
+    pid: Option<u32>,
+    started: Instant,
+    restarts: u32,
+    /// Dead and left so (an evicted worker).
+    gone: bool,
+}
+
+impl Proc {
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        exe: &Path,
+        role: &'static str,
+        id: u32,
+        name: String,
+        certs: &Path,
+        coordinator: SocketAddr,
+        extra: Vec<String>,
+    ) -> Result<Proc> {
+        let child = spawn_role(exe, role, &name, certs, coordinator, &extra)?;
+        Ok(Proc {
+            role,
+            id,
+            pid: child.id(),
+            name,
+            extra,
+            child,
+            started: Instant::now(),
+            restarts: 0,
+            gone: false,
+        })
+    }
+
+    /// The name with the pid: after a child is reaped its id is gone.
+    fn name(&self) -> String {
+        match self.pid {
+            Some(pid) => format!("{} (pid {pid})", self.name),
+            None => self.name.clone(),
+        }
+    }
+
+    /// Starts the process again with the same id and flags.
+    fn restart(
+        &mut self,
+        exe: &Path,
+        certs: &Path,
+        coordinator: SocketAddr,
+    ) -> Result<(), anyhow::Error> {
+        self.child = spawn_role(exe, self.role, &self.name, certs, coordinator, &self.extra)?;
+        self.pid = self.child.id();
+        self.started = Instant::now();
+        self.restarts += 1;
+        Ok(())
     }
 }
 
@@ -111,6 +173,30 @@ pub fn run_local(app: &dyn DynApp, matches: &clap::ArgMatches, a: LocalArgs) -> 
     let metrics = local_metrics(&a)?;
     let mut log = ClockLog::from_args(app, plan.spec.clocks, &a.progress)?;
 
+    let config = coordinator_config(&a.job, &a.cluster, &plan, ps_proto::WorkerFailure::Evict);
+    let recovery = config.recovery.clone();
+    let ckpt_tmp;
+    let checkpoint_arg: Vec<String> = if recovery.restartable() {
+        let dir = match &a.checkpoint_dir {
+            Some(d) => d.clone(),
+            None => {
+                ckpt_tmp = tempfile::tempdir().context("creating a checkpoint directory")?;
+                ckpt_tmp.path().to_path_buf()
+            }
+        };
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("--checkpoint-dir {}", dir.display()))?;
+        eprintln!(
+            "checkpoints: every {} clocks into {} (keeping {})",
+            recovery.checkpoint_every,
+            dir.display(),
+            recovery.keep
+        );
+        vec!["--checkpoint-dir".into(), dir.display().to_string()]
+    } else {
+        Vec::new()
+    };
+
     let rt = runtime(2)?;
     let (result, children) = rt.block_on(async {
         let endpoint = make_endpoint(
@@ -119,8 +205,7 @@ pub fn run_local(app: &dyn DynApp, matches: &clap::ArgMatches, a: LocalArgs) -> 
             &EndpointOptions::for_loopback(),
         )?;
         let coord_addr = endpoint.local_addr()?;
-        let mut children: Vec<(String, Child)> = Vec::new();
-        // Names carry the pid: after a child is reaped its id is gone.
+        let mut children: Vec<Proc> = Vec::new();
         for i in 0..a.cluster.servers {
             let name = format!("shard-{i}");
             let mut extra = vec![
@@ -131,8 +216,10 @@ pub fn run_local(app: &dyn DynApp, matches: &clap::ArgMatches, a: LocalArgs) -> 
             ];
             extra.extend(link_arg.iter().cloned());
             extra.extend(metrics_arg(&metrics, &name));
-            let child = spawn_role(&exe, "server", &name, certs, coord_addr, &extra)?;
-            children.push((with_pid(&name, &child), child));
+            extra.extend(checkpoint_arg.iter().cloned());
+            children.push(Proc::start(
+                &exe, "server", i, name, certs, coord_addr, extra,
+            )?);
         }
         for i in 0..a.cluster.workers {
             let name = format!("worker-{i}");
@@ -144,32 +231,44 @@ pub fn run_local(app: &dyn DynApp, matches: &clap::ArgMatches, a: LocalArgs) -> 
             ];
             extra.extend(link_arg.iter().cloned());
             extra.extend(metrics_arg(&metrics, &name));
-            let child = spawn_role(&exe, "worker", &name, certs, coord_addr, &extra)?;
-            children.push((with_pid(&name, &child), child));
+            children.push(Proc::start(
+                &exe, "worker", i, name, certs, coord_addr, extra,
+            )?);
         }
         let reason = Arc::new(OnceLock::new());
-        let coord = drive_coordinator(
-            endpoint,
-            coordinator_config(&a.job, &a.cluster, &plan),
-            &mut log,
-            Some(reason.clone()),
-        );
-        // Run the coordinator while watching every child: a child that exits with failure before
-        // the job ends fails the job at once, named by its process.
+        let coord = drive_coordinator(endpoint, config, &mut log, Some(reason.clone()));
+        // Run the coordinator while watching every child (see the module docs).
         let watch = async {
             loop {
-                for (name, child) in children.iter_mut() {
-                    if let Ok(Some(status)) = child.try_wait() {
-                        if !status.success() {
-                            // A node that exits because the coordinator failed the job is a
-                            // consequence: report the coordinator's reason, which names the cause.
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                            return match reason.get() {
-                                Some(why) => anyhow!("{why}"),
-                                None => anyhow!("{name} exited with {status}"),
-                            };
-                        }
+                for p in children.iter_mut() {
+                    let Ok(Some(status)) = p.child.try_wait() else {
+                        continue;
+                    };
+                    if status.success() || p.gone {
+                        continue;
                     }
+                    let quick = p.started.elapsed() < Duration::from_secs(5) && p.restarts > 0;
+                    if p.role == "server" && recovery.restartable() && !quick {
+                        eprintln!("{} exited with {status}; restarting it", p.name());
+                        if let Err(e) = p.restart(&exe, certs, coord_addr) {
+                            return e;
+                        }
+                        continue;
+                    }
+                    if p.role == "worker"
+                        && recovery.on_worker_failure == ps_proto::WorkerFailure::Evict
+                    {
+                        eprintln!("{} exited with {status}; it will be evicted", p.name());
+                        p.gone = true;
+                        continue;
+                    }
+                    // A node that exits because the coordinator failed the job is a
+                    // consequence: report the coordinator's reason, which names the cause.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    return match reason.get() {
+                        Some(why) => anyhow!("{why}"),
+                        None => anyhow!("{} exited with {status}", p.name()),
+                    };
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -186,17 +285,27 @@ pub fn run_local(app: &dyn DynApp, matches: &clap::ArgMatches, a: LocalArgs) -> 
         Ok(r) => r,
         Err(e) => {
             rt.block_on(async {
-                for (_, c) in children.iter_mut() {
-                    let _ = c.kill().await;
+                for p in children.iter_mut() {
+                    let _ = p.child.kill().await;
                 }
             });
             bail!("job failed: {e:#}");
         }
     };
-    // Every process must end cleanly after the coordinator's shutdown.
+    // Evicted workers may still be alive (hung): they are not part of the job any more.
+    rt.block_on(async {
+        for p in children.iter_mut() {
+            if p.role == "worker" && result.evicted_workers.contains(&p.id) && !p.gone {
+                let _ = p.child.kill().await;
+                p.gone = true;
+            }
+        }
+    });
+    // Every live process must end cleanly after the coordinator's shutdown.
     let failures = rt.block_on(async {
         let mut failures = Vec::new();
-        for (name, c) in children.iter_mut() {
+        for p in children.iter_mut().filter(|p| !p.gone) {
+            let (name, c) = (p.name(), &mut p.child);
             match tokio::time::timeout(Duration::from_secs(15), c.wait()).await {
                 Ok(Ok(s)) if s.success() => {}
                 Ok(Ok(s)) => failures.push(format!("{name} exited with {s}")),

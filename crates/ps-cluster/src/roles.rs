@@ -59,10 +59,13 @@ pub fn runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
+/// The coordinator's settings; `default_policy` is what a dead worker does when the flags do
+/// not say.
 pub fn coordinator_config(
     job: &JobArgs,
     cluster: &ClusterArgs,
     plan: &JobPlan,
+    default_policy: ps_proto::WorkerFailure,
 ) -> CoordinatorConfig {
     CoordinatorConfig {
         servers: cluster.servers,
@@ -74,6 +77,7 @@ pub fn coordinator_config(
         heartbeat_timeout: Duration::from_secs_f64(cluster.heartbeat_timeout),
         register_timeout: Duration::from_secs(60),
         limits: cluster.limits(),
+        recovery: cluster.recovery.recovery(default_policy),
     }
 }
 
@@ -87,7 +91,8 @@ pub async fn drive_coordinator(
     failure: Option<Arc<OnceLock<String>>>,
 ) -> Result<JobResult> {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut handle = |ev: CoordEvent| match ev {
+    let mut handle = |ev: CoordEvent| {
+        match ev {
         CoordEvent::Clock(s) => log.clock(&s),
         CoordEvent::Registered {
             role,
@@ -99,11 +104,24 @@ pub async fn drive_coordinator(
             tracing::info!("all nodes registered; job started");
             log.start();
         }
+        CoordEvent::ShardDown { shard, why } => {
+            eprintln!("shard {shard} failed ({why}); waiting for it to restart from its checkpoint")
+        }
+        CoordEvent::ShardRestored {
+            shard,
+            checkpoint_clock,
+        } => eprintln!(
+            "shard {shard} is back from its checkpoint of clock {checkpoint_clock}; workers resend what it lacks"
+        ),
+        CoordEvent::WorkerEvicted { worker, why } => {
+            eprintln!("worker {worker} failed ({why}); evicted, the others go on")
+        }
         CoordEvent::Failed(why) => {
             if let Some(slot) = &failure {
                 let _ = slot.set(why);
             }
         }
+    }
     };
     let run = Coordinator { endpoint, config }.run(tx);
     tokio::pin!(run);
@@ -205,7 +223,7 @@ pub fn run_coordinator_then(
         let mut log = ClockLog::from_args(app, plan.spec.clocks, &a.progress)?;
         drive_coordinator(
             endpoint,
-            coordinator_config(&a.job, &a.cluster, &plan),
+            coordinator_config(&a.job, &a.cluster, &plan, ps_proto::WorkerFailure::Fail),
             &mut log,
             None,
         )
@@ -229,6 +247,7 @@ pub fn run_server(a: ServerArgs) -> Result<()> {
         requested_id: a.node.id,
         options: a.node.endpoint_options(),
         limits: ps_proto::Limits::default(),
+        checkpoint_dir: a.checkpoint_dir.clone(),
     };
     rt.block_on(ps_server::run_server_node(cfg, identity))?;
     Ok(())

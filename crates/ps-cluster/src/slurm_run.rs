@@ -126,10 +126,15 @@ pub fn run_slurm(
             eprintln!(
                 "shard-{i} listens on port {port}, advertises {advertise}, dials {coordinator}"
             );
+            // Checkpoints go to the shared directory, one subdirectory per Slurm job.
+            let job_id = std::env::var("SLURM_JOB_ID").unwrap_or_else(|_| "job".into());
+            let checkpoint_dir = (a.cluster.recovery.checkpoint_every > 0)
+                .then(|| a.dir.join(format!("checkpoints-{job_id}")));
             roles::run_server(ServerArgs {
                 node,
                 listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
                 advertise: Some(advertise),
+                checkpoint_dir,
             })
         }
         Role::Worker(i) => roles::run_worker(

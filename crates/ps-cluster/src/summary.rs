@@ -51,6 +51,14 @@ pub fn summary_line(app: &dyn DynApp, ctx: &SummaryContext<'_>, r: &JobResult) -
     if let Some(d) = r.sums.get(crate::driver::INJECTED_DELAY) {
         m.insert(crate::driver::INJECTED_DELAY.into(), round(*d).into());
     }
+    m.insert("restarts".into(), r.restarts.into());
+    m.insert("evicted_workers".into(), r.evicted_workers.len().into());
+    if !r.evicted_workers.is_empty() {
+        m.insert(
+            "evicted_worker_ids".into(),
+            r.evicted_workers.clone().into(),
+        );
+    }
     m.insert("push_codec".into(), ctx.push_codec.clone().into());
     m.insert("pull_codec".into(), ctx.pull_codec.clone().into());
 

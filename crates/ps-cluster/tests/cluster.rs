@@ -119,6 +119,13 @@ impl TestCluster {
 /// cells of clocks <= c - s - 1 are there, that all its own cells are there, and that no worker
 /// ever got more than s clocks ahead of the slowest. Worker 1 is slowed down.
 fn run_ssp_guarantee(staleness: Option<u64>) -> u64 {
+    run_ssp_guarantee_with(staleness, None)
+}
+
+/// [`run_ssp_guarantee`]; with `dies = Some((p, d))` worker `p` stops at clock `d` (its clocks
+/// before `d` pushed) and every shard evicts it: the guarantee and the bound must then hold
+/// over the live workers, and the others must finish.
+fn run_ssp_guarantee_with(staleness: Option<u64>, dies: Option<(u32, u64)>) -> u64 {
     const WORKERS: u32 = 3;
     const CLOCKS: u64 = 8;
     let cluster = TestCluster::start(
@@ -134,8 +141,18 @@ fn run_ssp_guarantee(staleness: Option<u64>) -> u64 {
         for p in 0..WORKERS {
             let mut client = cluster.client(p, WORKERS);
             let (done, max_lead, rows) = (done.clone(), max_lead.clone(), rows.clone());
+            let cluster = &cluster;
             scope.spawn(move || {
                 for c in 0..CLOCKS {
+                    if dies == Some((p, c)) {
+                        client.flush().unwrap();
+                        // Gone: the slowest live worker is another one.
+                        done[p as usize].store(u64::MAX, Ordering::SeqCst);
+                        for s in &cluster.shards {
+                            s.evict(p).unwrap();
+                        }
+                        return;
+                    }
                     if p == 1 {
                         std::thread::sleep(Duration::from_millis(25));
                     }
@@ -150,10 +167,11 @@ fn run_ssp_guarantee(staleness: Option<u64>) -> u64 {
                         for k in 0..CLOCKS as usize {
                             let cell = v[q * CLOCKS as usize + k];
                             assert!(cell == 0.0 || cell == 1.0, "cell ({q},{k}) = {cell}");
-                            let required = match staleness {
+                            let died_before = dies.is_some_and(|(d, at)| d == q as u32 && k as u64 >= at);
+                            let required = !died_before && (match staleness {
                                 Some(s) => (k as u64) + s < c,
                                 None => false,
-                            } || (q as u32 == p && (k as u64) < c);
+                            } || (q as u32 == p && (k as u64) < c));
                             if required {
                                 assert_eq!(cell, 1.0, "worker {p} at clock {c}: missing update of worker {q} clock {k} (s={staleness:?})");
                             }
@@ -167,12 +185,33 @@ fn run_ssp_guarantee(staleness: Option<u64>) -> u64 {
                 }
                 client.flush().unwrap();
                 let all = client.table(7).unwrap().read_rows_synced(&rows).unwrap();
-                assert!(all.iter().all(|v| *v == 1.0), "final table {all:?}");
+                assert_eq!(all, expected(dies), "final table");
             });
         }
     });
-    assert!(cluster.table(7).iter().all(|v| *v == 1.0));
+    assert_eq!(cluster.table(7), expected(dies));
     max_lead.load(Ordering::SeqCst)
+}
+
+/// The final table of [`run_ssp_guarantee_with`]: every cell 1 but a dead worker's from its
+/// death on.
+fn expected(dies: Option<(u32, u64)>) -> Vec<f32> {
+    let (workers, clocks) = (3u32, 8u64);
+    (0..workers)
+        .flat_map(|q| (0..clocks).map(move |k| (q, k)))
+        .map(|(q, k)| match dies {
+            Some((d, at)) if d == q && k >= at => 0.0,
+            _ => 1.0,
+        })
+        .collect()
+}
+
+/// A worker that dies is evicted from every shard's clock vector: the live ones keep the read
+/// guarantee and the staleness bound among themselves and finish.
+#[test]
+fn ssp_read_guarantee_holds_for_the_live_workers_after_an_eviction() {
+    assert!(run_ssp_guarantee_with(Some(1), Some((2, 3))) <= 1);
+    assert_eq!(run_ssp_guarantee_with(Some(0), Some((0, 2))), 0);
 }
 
 #[test]
@@ -716,7 +755,15 @@ fn local_job_with_codecs_reports_compression() {
 /// A worker that dies fails the job with a message naming it.
 #[test]
 fn a_dead_worker_fails_the_job_naming_it() {
-    let out = ps_cluster(&["local", "--clocks", "50", "--fault", "1:3:crash"]);
+    let out = ps_cluster(&[
+        "local",
+        "--clocks",
+        "50",
+        "--fault",
+        "1:3:crash",
+        "--on-worker-failure",
+        "fail",
+    ]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("job failed: worker-1 (pid"), "{stderr}");
@@ -734,6 +781,8 @@ fn a_hung_worker_fails_the_job_by_heartbeat() {
         "1",
         "--fault",
         "0:2:hang",
+        "--on-worker-failure",
+        "fail",
     ]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);

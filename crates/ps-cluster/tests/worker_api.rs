@@ -199,6 +199,7 @@ fn workers_join_and_use_every_table_operation() {
         heartbeat_timeout: Duration::from_secs(20),
         register_timeout: Duration::from_secs(30),
         limits: Limits::default(),
+        recovery: Default::default(),
     };
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let job = rt.spawn(Coordinator { endpoint, config }.run(tx));
@@ -211,6 +212,7 @@ fn workers_join_and_use_every_table_operation() {
                 requested_id: Some(i),
                 options: EndpointOptions::for_loopback(),
                 limits: Limits::default(),
+                checkpoint_dir: None,
             };
             rt.spawn(run_server_node(cfg, id(&format!("shard-{i}"))))
         })

@@ -1,0 +1,202 @@
+//! Faults survived, nothing lost: a shard killed with SIGKILL from outside is restarted by the
+//! launcher from its checkpoint and the workers resend what it lacks; a worker killed so is
+//! evicted and the others finish; bad recovery flags are refused before anything starts.
+
+mod common;
+
+use common::{ps_cluster, summary};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The pid of the launcher's child running `role` with `--id id`.
+fn child_pid(launcher: u32, role: &str, id: u32) -> Option<u32> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The command name is in parentheses and may hold spaces: fields follow the last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid != Some(launcher) {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let id_arg = args
+            .windows(2)
+            .find(|w| w[0] == "--id")
+            .map(|w| w[1].clone());
+        if args.get(1).map(String::as_str) == Some(role) && id_arg == Some(id.to_string()) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// Runs `ps-cluster ARGS`, kills its `role` process `id` with SIGKILL once the job has printed
+/// the line of clock `at`, and returns the whole output.
+fn run_and_kill(args: &[&str], role: &str, id: u32, at: u64) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ps-cluster"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let launcher = child.id();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line.clone());
+            lines.push(line);
+        }
+        lines
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut killed = false;
+    while Instant::now() < deadline && !killed {
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) else {
+            continue;
+        };
+        let clock = line
+            .strip_prefix("clock")
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|c| c.parse::<u64>().ok());
+        if clock.is_some_and(|c| c >= at) {
+            let pid = child_pid(launcher, role, id).expect("the process to kill");
+            let ok = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            assert!(ok.unwrap().success());
+            killed = true;
+        }
+    }
+    assert!(killed, "the job never reached clock {at}");
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let lines = reader.join().unwrap();
+    let mut stdout = lines.join("\n").into_bytes();
+    stdout.push(b'\n');
+    std::process::Output {
+        status,
+        stdout,
+        stderr: stderr.into_bytes(),
+    }
+}
+
+const MF: &[&str] = &[
+    "local",
+    "--app",
+    "mf",
+    "--clocks",
+    "30",
+    "--seed",
+    "7",
+    "--checkpoint-every",
+    "5",
+    "--slow-worker",
+    "0:60",
+];
+
+/// A shard killed with SIGKILL mid-run is restarted by the launcher, restores its last
+/// checkpoint, and the workers resend every batch it lacks: the job ends with the model of an
+/// undisturbed run, bit for bit in deterministic mode.
+#[test]
+fn a_killed_shard_restarts_from_its_checkpoint_and_nothing_is_lost() {
+    let det: Vec<&str> = MF.iter().copied().chain(["--deterministic"]).collect();
+    let calm = summary(&ps_cluster(&det));
+    assert_eq!(calm["restarts"], 0);
+    let out = run_and_kill(&det, "server", 0, 12);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let hit = summary(&out);
+    assert_eq!(hit["restarts"], 1, "{stderr}");
+    assert!(stderr.contains("restarting it"), "{stderr}");
+    assert_eq!(
+        hit["item_table_hash"], calm["item_table_hash"],
+        "the restarted run's model differs\n{stderr}"
+    );
+    assert_eq!(hit["test_rmse"], calm["test_rmse"]);
+
+    // Without the fixed order: the same quality, within 1%.
+    let calm = summary(&ps_cluster(MF));
+    let out = run_and_kill(MF, "server", 1, 17);
+    let hit = summary(&out);
+    assert_eq!(hit["restarts"], 1);
+    let (a, b) = (
+        calm["test_rmse"].as_f64().unwrap(),
+        hit["test_rmse"].as_f64().unwrap(),
+    );
+    assert!((b - a).abs() <= 0.01 * a, "test RMSE {b} against {a}");
+}
+
+/// A worker killed with SIGKILL under `--on-worker-failure evict` leaves the clock vectors; the
+/// others finish and the summary lists it.
+#[test]
+fn a_killed_worker_is_evicted_and_the_others_finish() {
+    let args = [
+        "local",
+        "--app",
+        "mf",
+        "--clocks",
+        "30",
+        "--workers",
+        "3",
+        "--slow-worker",
+        "0:40",
+        "--on-worker-failure",
+        "evict",
+    ];
+    let out = run_and_kill(&args, "worker", 2, 8);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let s = summary(&out);
+    assert_eq!(s["evicted_workers"], 1, "{stderr}");
+    assert_eq!(s["evicted_worker_ids"], serde_json::json!([2]));
+    assert!(stderr.contains("evicted"), "{stderr}");
+    assert!(s["test_rmse"].as_f64().unwrap() < 0.2, "{s}");
+}
+
+/// Bad recovery settings are refused before anything starts, with a message naming them.
+#[test]
+fn bad_recovery_flags_are_refused() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let under_file = file.path().join("ckpt");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["--keep".into(), "0".into()], "--keep"),
+        (
+            vec!["--restart-timeout".into(), "0".into()],
+            "--restart-timeout",
+        ),
+        (
+            vec!["--on-worker-failure".into(), "wait".into()],
+            "fail or evict",
+        ),
+        (
+            vec!["--checkpoint-dir".into(), under_file.display().to_string()],
+            "--checkpoint-dir",
+        ),
+    ];
+    for (extra, expect) in cases {
+        let mut args = vec!["local", "--clocks", "3", "--checkpoint-every", "1"];
+        args.extend(extra.iter().map(String::as_str));
+        let out = ps_cluster(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(expect), "{args:?}: {stderr}");
+    }
+}
