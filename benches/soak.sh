@@ -32,11 +32,15 @@ bin=target/release/ps-cluster
 job=(local --app mf --servers 2 --workers 4 --checkpoint-every 10 --link 100mbit,1ms
   --on-worker-failure evict --restart-timeout 120 --no-progress)
 
-echo "calibrating: 20 clocks" >&2
+# Seconds per clock, without the start-up: the difference of a 10- and a 210-clock run.
+echo "calibrating: 10 and 210 clocks" >&2
 t0=$(date +%s.%N)
-step calibrate "$bin" "${job[@]}" --clocks 20 >"$out/calibrate.json"
+step calibrate "$bin" "${job[@]}" --clocks 10 >"$out/calibrate.json"
 t1=$(date +%s.%N)
-clocks=$(awk -v a="$t0" -v b="$t1" -v s="$seconds" 'BEGIN { c = int(20 * s / (b - a) * 0.8); print (c < 40 ? 40 : c) }')
+step calibrate "$bin" "${job[@]}" --clocks 210 >"$out/calibrate.json"
+t2=$(date +%s.%N)
+clocks=$(awk -v a="$t0" -v b="$t1" -v c="$t2" -v s="$seconds" \
+  'BEGIN { per = ((c - b) - (b - a)) / 200; n = int(s / per * 0.9); print (n < 40 ? 40 : n) }')
 echo "soak: $clocks clocks, about $seconds s; kills seeded with $seed" >&2
 
 nice -n 10 "$bin" "${job[@]}" --clocks "$clocks" >"$out/calm.json" 2>"$out/calm.log" &
@@ -48,16 +52,22 @@ soak=$!
 procs() {
   for d in /proc/[0-9]*; do
     local pid=${d#/proc/}
-    [ "$(awk '{ sub(/.*\) /, ""); print $2 }' "$d/stat" 2>/dev/null)" = "$soak" ] || continue
+    [ "$(awk '{ sub(/.*\) /, ""); print $2 }' "$d/stat" 2>/dev/null)" = "$launcher" ] || continue
     tr '\0' ' ' <"$d/cmdline" 2>/dev/null |
       awk -v p="$pid" '{ for (i = 1; i < NF; i++) if ($i == "--id") id = $(i + 1); print p, $2, id }'
   done
 }
 
+# The launcher is the soak job itself (or its child, where the shell forked first).
+launcher=$soak
+sleep 1
+inner=$(pgrep -P "$soak" -f "ps-cluster local" | head -n 1 || true)
+[ -n "$inner" ] && launcher=$inner
+
 echo "t_s,pid,process,rss_kb" >"$out/rss.csv"
 sample() {
   local t=$1
-  echo "$t,$soak,launcher,$(awk '/VmRSS/ { print $2 }' /proc/$soak/status 2>/dev/null || echo 0)" >>"$out/rss.csv"
+  echo "$t,$launcher,launcher,$(awk '/VmRSS/ { print $2 }' /proc/$launcher/status 2>/dev/null || echo 0)" >>"$out/rss.csv"
   procs | while read -r pid role id; do
     echo "$t,$pid,$role-$id,$(awk '/VmRSS/ { print $2 }' /proc/$pid/status 2>/dev/null || echo 0)" >>"$out/rss.csv"
   done
@@ -66,11 +76,12 @@ sample() {
 start=$(date +%s)
 declare -A restarted
 kills=0 worker_kills=0 next_sample=0
-next_kill=$((60 + RANDOM % 60))
+next_kill=$((30 + RANDOM % 60))
 : >"$out/kills.log"
 while kill -0 "$soak" 2>/dev/null; do
   now=$(($(date +%s) - start))
   if [ "$now" -ge "$next_sample" ]; then
+    sleep 1
     sample "$now"
     next_sample=$((next_sample + 60))
   fi
@@ -91,7 +102,7 @@ while kill -0 "$soak" 2>/dev/null; do
       kill -9 "$pid" 2>/dev/null && kills=$((kills + 1))
       echo "$now s: SIGKILL $role $id (pid $pid)" | tee -a "$out/kills.log" >&2
     fi
-    next_kill=$((now + 60 + RANDOM % 90))
+    next_kill=$((now + 45 + RANDOM % 90))
   fi
   sleep 2
 done

@@ -163,10 +163,16 @@ impl Worker {
                     Err(e) => break Err(e),
                 }
             };
-            if let Ok(s) = &outcome {
-                if !s.ok {
+            match &outcome {
+                Ok(s) if !s.ok => {
                     fail(format!("job failed: {}", s.reason));
                     ep.close(1u32.into(), b"job failed");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    // The coordinator is gone: the job cannot end well.
+                    fail(format!("job failed: {e}"));
+                    ep.close(1u32.into(), b"coordinator lost");
                 }
             }
             let _ = shutdown_tx.send(outcome);
