@@ -142,9 +142,11 @@ pub struct RecoveryArgs {
     /// Seconds to wait for a dead shard to come back before the job fails.
     #[arg(long, default_value_t = 60.0)]
     pub restart_timeout: f64,
-    /// What a dead worker does to the job: fail, or evict (it leaves every shard's clock
-    /// vector, the others go on, its data share is dropped) [default: evict under `local`,
-    /// fail otherwise].
+    /// What a dead worker does to the job: fail; evict (it leaves every shard's clock vector,
+    /// the others go on, its data share is dropped); or wait (the others wait for it to
+    /// register again with its id, `local` restarts it; it replays its clocks to rebuild its
+    /// state, and shards drop what they already have) [default: evict under `local`, fail
+    /// otherwise].
     #[arg(long)]
     pub on_worker_failure: Option<ps_proto::WorkerFailure>,
 }

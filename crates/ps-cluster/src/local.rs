@@ -248,7 +248,9 @@ pub fn run_local(app: &dyn DynApp, matches: &clap::ArgMatches, a: LocalArgs) -> 
                         continue;
                     }
                     let quick = p.started.elapsed() < Duration::from_secs(5) && p.restarts > 0;
-                    if p.role == "server" && recovery.restartable() && !quick {
+                    let waited = p.role == "worker"
+                        && recovery.on_worker_failure == ps_proto::WorkerFailure::Wait;
+                    if (waited || p.role == "server" && recovery.restartable()) && !quick {
                         eprintln!("{} exited with {status}; restarting it", p.name());
                         if let Err(e) = p.restart(&exe, certs, coord_addr) {
                             return e;

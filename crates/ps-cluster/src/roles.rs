@@ -113,6 +113,12 @@ pub async fn drive_coordinator(
         } => eprintln!(
             "shard {shard} is back from its checkpoint of clock {checkpoint_clock}; workers resend what it lacks"
         ),
+        CoordEvent::WorkerDown { worker, why } => {
+            eprintln!("worker {worker} failed ({why}); waiting for it to register again")
+        }
+        CoordEvent::WorkerRejoined { worker } => {
+            eprintln!("worker {worker} is back; it replays its clocks and goes on")
+        }
         CoordEvent::WorkerEvicted { worker, why } => {
             eprintln!("worker {worker} failed ({why}); evicted, the others go on")
         }

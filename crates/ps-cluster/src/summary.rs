@@ -53,6 +53,7 @@ pub fn summary_line(app: &dyn DynApp, ctx: &SummaryContext<'_>, r: &JobResult) -
     }
     m.insert("restarts".into(), r.restarts.into());
     m.insert("evicted_workers".into(), r.evicted_workers.len().into());
+    m.insert("rejoins".into(), r.rejoins.into());
     if !r.evicted_workers.is_empty() {
         m.insert(
             "evicted_worker_ids".into(),

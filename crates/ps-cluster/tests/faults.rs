@@ -177,6 +177,42 @@ fn a_killed_worker_is_evicted_and_the_others_finish() {
     assert!(s["test_rmse"].as_f64().unwrap() < 0.2, "{s}");
 }
 
+/// Under `--on-worker-failure wait` a worker killed with SIGKILL is restarted by the launcher
+/// and registers again; the others wait for it, it replays its clocks (shards drop what they
+/// already have) and the job ends with the quality of an undisturbed run.
+#[test]
+fn a_killed_worker_rejoins_under_wait() {
+    let args = [
+        "local",
+        "--app",
+        "mf",
+        "--clocks",
+        "30",
+        "--slow-worker",
+        "0:40",
+        "--on-worker-failure",
+        "wait",
+    ];
+    let calm = summary(&ps_cluster(&args));
+    let out = run_and_kill(&args, "worker", 1, 10);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let s = summary(&out);
+    assert_eq!(
+        (s["rejoins"].as_u64(), s["evicted_workers"].as_u64()),
+        (Some(1), Some(0)),
+        "{stderr}"
+    );
+    assert!(stderr.contains("replays its clocks"), "{stderr}");
+    let (a, b) = (
+        calm["test_rmse"].as_f64().unwrap(),
+        s["test_rmse"].as_f64().unwrap(),
+    );
+    assert!(
+        (b - a).abs() <= 0.02 * a,
+        "test RMSE {b} against {a}\n{stderr}"
+    );
+}
+
 /// Bad recovery settings are refused before anything starts, with a message naming them.
 #[test]
 fn bad_recovery_flags_are_refused() {
@@ -189,8 +225,8 @@ fn bad_recovery_flags_are_refused() {
             "--restart-timeout",
         ),
         (
-            vec!["--on-worker-failure".into(), "wait".into()],
-            "fail or evict",
+            vec!["--on-worker-failure".into(), "rejoin".into()],
+            "fail, evict or wait",
         ),
         (
             vec!["--checkpoint-dir".into(), under_file.display().to_string()],

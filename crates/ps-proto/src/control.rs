@@ -283,6 +283,11 @@ pub enum WorkerFailure {
     /// The worker leaves every shard's clock vector (the others go on; SSP bounds are over the
     /// live workers) and its data share is dropped.
     Evict,
+    /// The others wait (within the staleness bound) for the worker to register again with its
+    /// id: it replays its clocks from the start, rebuilding its local state against the current
+    /// model, while shards acknowledge and drop the batches they already applied; from the
+    /// first clock they lack, its updates count again.
+    Wait,
 }
 
 impl std::str::FromStr for WorkerFailure {
@@ -291,7 +296,8 @@ impl std::str::FromStr for WorkerFailure {
         match s {
             "fail" => Ok(WorkerFailure::Fail),
             "evict" => Ok(WorkerFailure::Evict),
-            _ => Err(format!("expected fail or evict, got {s:?}")),
+            "wait" => Ok(WorkerFailure::Wait),
+            _ => Err(format!("expected fail, evict or wait, got {s:?}")),
         }
     }
 }
@@ -301,6 +307,7 @@ impl std::fmt::Display for WorkerFailure {
         f.write_str(match self {
             WorkerFailure::Fail => "fail",
             WorkerFailure::Evict => "evict",
+            WorkerFailure::Wait => "wait",
         })
     }
 }
@@ -390,7 +397,8 @@ mod event_tests {
         let back: Recovery = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(back, r);
         assert!(back.restartable() && !Recovery::default().restartable());
-        assert!("wait".parse::<WorkerFailure>().is_err());
+        assert_eq!("wait".parse::<WorkerFailure>(), Ok(WorkerFailure::Wait));
+        assert!("rejoin".parse::<WorkerFailure>().is_err());
     }
 }
 

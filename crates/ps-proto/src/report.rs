@@ -65,6 +65,8 @@ pub struct JobResult {
     pub restarts: u32,
     /// Workers that died and were evicted (ids).
     pub evicted_workers: Vec<u32>,
+    /// Workers that died and registered again (under `--on-worker-failure wait`).
+    pub rejoins: u32,
 }
 
 impl JobResult {

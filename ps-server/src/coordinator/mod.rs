@@ -15,6 +15,7 @@
 //! map, ids, which nodes are live) but if the coordinator dies the job fails, and the user
 //! starts it again (see README, Failures).
 
+mod recovery;
 mod register;
 mod watch;
 
@@ -22,14 +23,14 @@ use crate::error::ServerError;
 use crate::telemetry;
 use ps_proto::{
     Assign, ClockReport, ClockSummary, ControlEvent, Done, Frame, JobResult, JobSpec, Kind, Limits,
-    Recovery, Role, ShardMap, Shutdown, TableSpec, WorkerFailure,
+    Recovery, Role, ShardMap, Shutdown, TableSpec,
 };
 use ps_transport::write_frame;
 use register::{order_by_id, read_registration, refuse, Registrant};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::info;
 use watch::{spawn_watchers, NodeEvent, Tagged};
 
 #[derive(Debug, Clone)]
@@ -70,6 +71,15 @@ pub enum CoordEvent {
     ShardRestored {
         shard: u32,
         checkpoint_clock: u64,
+    },
+    /// A worker died; the job waits for it to register again.
+    WorkerDown {
+        worker: u32,
+        why: String,
+    },
+    /// A worker registered again and replays its clocks.
+    WorkerRejoined {
+        worker: u32,
     },
     /// A worker died and was evicted.
     WorkerEvicted {
@@ -136,7 +146,11 @@ struct Job<'a> {
     nodes: Vec<Node>,
     shard_map: ShardMap,
     done: HashMap<u32, Done>,
-    pending: BTreeMap<u64, Vec<ClockReport>>,
+    /// Reports of clocks not summarised yet, by clock and worker (a rejoined worker reports
+    /// its clocks again: the latest report of a worker wins).
+    pending: BTreeMap<u64, BTreeMap<u32, ClockReport>>,
+    /// Clocks below this are summarised; later reports of them are ignored.
+    summarised: u64,
     result: JobResult,
 }
 
@@ -179,6 +193,7 @@ impl Coordinator {
             shard_map,
             done: HashMap::new(),
             pending: BTreeMap::new(),
+            summarised: 0,
             result: JobResult::default(),
         };
         let mut tick = tokio::time::interval(cfg.heartbeat);
@@ -387,7 +402,9 @@ impl Job<'_> {
             }
             NodeEvent::Report(r) => {
                 telemetry::coordinator_report(r.worker, r.clock);
-                self.pending.entry(r.clock).or_default().push(r);
+                if r.clock >= self.summarised {
+                    self.pending.entry(r.clock).or_default().insert(r.worker, r);
+                }
                 self.flush_reports();
             }
             NodeEvent::Done(d) => {
@@ -438,158 +455,13 @@ impl Job<'_> {
             if entry.get().len() < live.max(1) {
                 break;
             }
-            let reports = entry.remove();
+            let (clock, reports) = entry.remove_entry();
+            self.summarised = clock + 1;
+            let reports: Vec<ClockReport> = reports.into_values().collect();
             let s = ClockSummary::from_reports(&reports, reports.len() as u32);
             telemetry::coordinator_clock(&s);
             self.result.clocks.push(s.clone());
             let _ = self.events.send(CoordEvent::Clock(s));
         }
-    }
-
-    async fn node_failed(&mut self, slot: usize, why: String) -> Step {
-        let recovery = &self.cfg.recovery;
-        let n = &mut self.nodes[slot];
-        let name = n.name();
-        match (n.role, n.state) {
-            (Role::Worker, _) if self.done.contains_key(&n.id) => Ok(false),
-            (_, NodeState::Evicted | NodeState::Down(_)) => Ok(false),
-            (Role::Server, _) if recovery.restartable() => {
-                warn!("{name} failed: {why}; waiting for it to restart from its checkpoint");
-                n.state = NodeState::Down(Instant::now());
-                n.conn.close(1u32.into(), b"declared dead");
-                let _ = self.events.send(CoordEvent::ShardDown {
-                    shard: n.id,
-                    why: why.clone(),
-                });
-                Ok(false)
-            }
-            (Role::Worker, _) if recovery.on_worker_failure == WorkerFailure::Evict => {
-                let worker = n.id;
-                warn!("{name} failed: {why}; evicting it");
-                n.state = NodeState::Evicted;
-                n.tell(&Frame::control(
-                    Kind::Shutdown,
-                    &Shutdown {
-                        ok: false,
-                        reason: format!("evicted: {why}"),
-                    },
-                ))
-                .await;
-                n.conn.close(1u32.into(), b"evicted");
-                self.result.evicted_workers.push(worker);
-                if self.evicted() >= self.cfg.workers as usize {
-                    return Err(format!("every worker failed; the last, {name}: {why}"));
-                }
-                let frame = Frame::control(Kind::Event, &ControlEvent::Evict { worker });
-                for s in self.nodes.iter_mut().filter(|s| s.role == Role::Server) {
-                    if s.state == NodeState::Alive || matches!(s.state, NodeState::Restoring(_)) {
-                        s.tell(&frame).await;
-                    }
-                }
-                let _ = self.events.send(CoordEvent::WorkerEvicted { worker, why });
-                self.flush_reports();
-                Ok(self.finished())
-            }
-            _ => Err(format!("{name} failed: {why}")),
-        }
-    }
-
-    /// A node registering while the job runs: a shard replacing a dead one, or refused.
-    async fn on_join(&mut self, (reg, conn, mut send): Registrant) -> Step {
-        let cfg = self.cfg;
-        if reg.role != Role::Server || !cfg.recovery.restartable() {
-            refuse(
-                &mut send,
-                "the job is running: only a shard replacing a dead one may join, and only when shards checkpoint",
-            )
-            .await;
-            return Ok(false);
-        }
-        let Some(addr) = reg.listen_addr.clone() else {
-            refuse(&mut send, "a shard must give its listen address").await;
-            return Ok(false);
-        };
-        // The shard asked for, or the first one down.
-        let slot = self.nodes.iter().position(|n| {
-            n.role == Role::Server
-                && match reg.requested_id {
-                    Some(id) => n.id == id,
-                    None => matches!(n.state, NodeState::Down(_)),
-                }
-        });
-        let Some(slot) = slot else {
-            refuse(
-                &mut send,
-                "no shard of that id is waiting for a replacement",
-            )
-            .await;
-            return Ok(false);
-        };
-        let id = self.nodes[slot].id;
-        self.shard_map.shards[id as usize] = addr.clone();
-        let assign = assignment(cfg, Role::Server, id, &self.shard_map, true);
-        if let Err(e) = write_frame(&mut send, &Frame::control(Kind::Assign, &assign)).await {
-            warn!("replacement for shard {id} went away: {e}");
-            return Ok(false);
-        }
-        // The shard's clock vector must leave out workers evicted meanwhile.
-        for w in &self.result.evicted_workers {
-            let frame = Frame::control(Kind::Event, &ControlEvent::Evict { worker: *w });
-            let _ = write_frame(&mut send, &frame).await;
-        }
-        let old = &mut self.nodes[slot];
-        if old.state == NodeState::Alive {
-            warn!(
-                "{} registered again: its old process is taken as dead",
-                old.name()
-            );
-        }
-        old.conn.close(1u32.into(), b"replaced");
-        let incarnation = old.incarnation + 1;
-        info!(shard = id, %addr, pid = reg.pid, "a replacement shard registered");
-        *old = Node {
-            role: Role::Server,
-            id,
-            reg,
-            conn: conn.clone(),
-            send,
-            state: NodeState::Restoring(Instant::now()),
-            incarnation,
-            last_seen: Instant::now(),
-        };
-        spawn_watchers(slot, incarnation, conn, self.tx.clone(), cfg.limits);
-        Ok(false)
-    }
-
-    async fn on_tick(&mut self) -> Step {
-        let now = Instant::now();
-        let restart = Duration::from_millis(self.cfg.recovery.restart_timeout_ms);
-        for slot in 0..self.nodes.len() {
-            let n = &self.nodes[slot];
-            let waiting = match n.state {
-                NodeState::Down(t) | NodeState::Restoring(t) => Some(t),
-                _ => None,
-            };
-            if let Some(since) = waiting {
-                if now.duration_since(since) > restart {
-                    return Err(format!(
-                        "shard {} failed and did not come back within {:.0}s",
-                        n.id,
-                        restart.as_secs_f64()
-                    ));
-                }
-            }
-            let silent = now.duration_since(n.last_seen);
-            let watched = n.state == NodeState::Alive
-                && !(n.role == Role::Worker && self.done.contains_key(&n.id));
-            if watched && silent > self.cfg.heartbeat_timeout {
-                let why = format!("missed heartbeats for {:.1}s", silent.as_secs_f64());
-                let step = self.node_failed(slot, why).await;
-                if !matches!(step, Ok(false)) {
-                    return step;
-                }
-            }
-        }
-        Ok(false)
     }
 }
