@@ -8,6 +8,7 @@
 
 use crate::checkpoint::{CheckpointError, CheckpointStore, ShardSnapshot};
 use crate::shard::Shard;
+use crate::telemetry;
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -38,9 +39,11 @@ fn write(store: &CheckpointStore, shard: &Mutex<Shard>, snap: &ShardSnapshot) ->
                 "checkpoint written"
             );
             lock(shard).plan.durable(snap.completed.clone());
+            telemetry::checkpoint(snap.shard, "written", Some(started.elapsed().as_secs_f64()));
             true
         }
         Err(e) => {
+            telemetry::checkpoint(snap.shard, "failed", None);
             error!(
                 shard = snap.shard,
                 clock = snap.clock,
@@ -88,11 +91,14 @@ impl Checkpointer {
         if let Some(tx) = tx.as_ref() {
             match tx.try_send(snap) {
                 Ok(()) => {}
-                Err(TrySendError::Full(s)) => warn!(
-                    shard = s.shard,
-                    clock = s.clock,
-                    "checkpoint skipped: the previous one is still being written"
-                ),
+                Err(TrySendError::Full(s)) => {
+                    telemetry::checkpoint(s.shard, "skipped", None);
+                    warn!(
+                        shard = s.shard,
+                        clock = s.clock,
+                        "checkpoint skipped: the previous one is still being written"
+                    )
+                }
                 Err(TrySendError::Disconnected(_)) => {
                     error!("the checkpoint writer is gone");
                 }

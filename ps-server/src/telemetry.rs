@@ -20,6 +20,11 @@ pub const CLOCK_BATCHES: &str = "ps_server_clock_batches_total";
 /// Clocks every worker of the shard's clock vector has completed (gauge, label `shard`).
 pub const SHARD_MIN_CLOCK: &str = "ps_server_min_clock";
 
+/// Checkpoints written (counter, labels `shard`, `outcome` = written | failed | skipped).
+pub const CHECKPOINTS: &str = "ps_server_checkpoints_total";
+/// Seconds the last checkpoint took to encode and write durably (gauge, label `shard`).
+pub const CHECKPOINT_SECONDS: &str = "ps_server_checkpoint_seconds";
+
 /// Clocks every worker has reported (counter).
 pub const COORD_CLOCKS: &str = "ps_coordinator_clocks_completed_total";
 /// Clocks every worker has reported (gauge: the job's clock).
@@ -32,6 +37,9 @@ pub const COORD_REPORTS: &str = "ps_coordinator_reports_total";
 pub const COORD_HEARTBEATS: &str = "ps_coordinator_heartbeats_total";
 /// Nodes registered (gauge, label `role`).
 pub const COORD_NODES: &str = "ps_coordinator_nodes";
+/// Nodes that failed while the job ran (counter, labels `role`, `outcome` = restarted |
+/// evicted | waited | rejoined).
+pub const COORD_FAILURES: &str = "ps_coordinator_node_failures_total";
 
 /// Gives every shard and coordinator metric its help text; call once after installing a
 /// recorder.
@@ -54,6 +62,18 @@ pub fn describe() {
     metrics::describe_gauge!(
         SHARD_MIN_CLOCK,
         "Clocks every worker has completed at this shard"
+    );
+    metrics::describe_counter!(
+        CHECKPOINTS,
+        "Checkpoints: written durably, failed (the shard keeps serving) or skipped (one was still being written)"
+    );
+    metrics::describe_gauge!(
+        CHECKPOINT_SECONDS,
+        "Seconds the last checkpoint took to encode and write"
+    );
+    metrics::describe_counter!(
+        COORD_FAILURES,
+        "Nodes that failed while the job ran, by what became of them"
     );
     metrics::describe_counter!(COORD_CLOCKS, "Clocks every worker has reported");
     metrics::describe_gauge!(COORD_CLOCK, "Clocks every worker has reported");
@@ -104,4 +124,16 @@ pub(crate) fn coordinator_heartbeat() {
 
 pub(crate) fn coordinator_nodes(role: &str, n: usize) {
     metrics::gauge!(COORD_NODES, "role" => role.to_string()).set(n as f64);
+}
+
+pub(crate) fn checkpoint(shard: u32, outcome: &'static str, seconds: Option<f64>) {
+    let shard = shard.to_string();
+    metrics::counter!(CHECKPOINTS, "shard" => shard.clone(), "outcome" => outcome).increment(1);
+    if let Some(s) = seconds {
+        metrics::gauge!(CHECKPOINT_SECONDS, "shard" => shard).set(s);
+    }
+}
+
+pub(crate) fn coordinator_failure(role: &'static str, outcome: &'static str) {
+    metrics::counter!(COORD_FAILURES, "role" => role, "outcome" => outcome).increment(1);
 }

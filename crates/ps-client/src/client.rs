@@ -80,6 +80,7 @@ pub struct PsClient {
     pub(crate) links: Arc<ShardLinks>,
     pub(crate) retained: Arc<Mutex<Retained>>,
     endpoint: quinn::Endpoint,
+    restart_serial: Arc<tokio::sync::Mutex<()>>,
     pub(crate) tables: HashMap<u32, TableState>,
     pub(crate) clock: WorkerClock,
     pub(crate) shared: Arc<Mutex<Shared>>,
@@ -165,6 +166,7 @@ impl PsClient {
             links: Arc::new(links),
             retained: Arc::new(Mutex::new(Retained::new(n, cfg.restartable))),
             endpoint: endpoint.clone(),
+            restart_serial: Arc::default(),
             cfg,
             tables,
             clock: WorkerClock::new(),
@@ -196,6 +198,7 @@ impl PsClient {
             server_name: self.cfg.server_name.clone(),
             limits: self.cfg.limits,
             worker: self.cfg.worker,
+            serial: self.restart_serial.clone(),
         }
     }
 

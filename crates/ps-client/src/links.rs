@@ -175,6 +175,8 @@ pub struct Restarts {
     pub(crate) server_name: String,
     pub(crate) limits: Limits,
     pub(crate) worker: u32,
+    /// One restart at a time (a shard that dies again while it comes back).
+    pub(crate) serial: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Restarts {
@@ -187,6 +189,7 @@ impl Restarts {
         addr: &str,
         worker_clocks: &[u64],
     ) -> Result<(), ClientError> {
+        let _one_at_a_time = self.serial.lock().await;
         let s = shard as usize;
         if s >= self.links.len() {
             return Err(ClientError::BadShardMap(format!(

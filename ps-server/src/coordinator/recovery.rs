@@ -7,6 +7,7 @@
 use super::register::{refuse, Registrant};
 use super::watch::spawn_watchers;
 use super::{assignment, CoordEvent, Job, Node, NodeState, Step};
+use crate::telemetry;
 use ps_proto::{ControlEvent, Frame, Kind, Role, Shutdown, WorkerFailure};
 use ps_transport::write_frame;
 use std::time::{Duration, Instant};
@@ -22,6 +23,7 @@ impl Job<'_> {
             (_, NodeState::Evicted | NodeState::Down(_)) => Ok(false),
             (Role::Server, _) if recovery.restartable() => {
                 warn!("{name} failed: {why}; waiting for it to restart from its checkpoint");
+                telemetry::coordinator_failure("server", "restarted");
                 n.state = NodeState::Down(Instant::now());
                 n.conn.close(1u32.into(), b"declared dead");
                 let _ = self.events.send(CoordEvent::ShardDown {
@@ -32,6 +34,7 @@ impl Job<'_> {
             }
             (Role::Worker, _) if recovery.on_worker_failure == WorkerFailure::Wait => {
                 warn!("{name} failed: {why}; waiting for it to register again");
+                telemetry::coordinator_failure("worker", "waited");
                 n.state = NodeState::Down(Instant::now());
                 n.conn.close(1u32.into(), b"declared dead");
                 let _ = self.events.send(CoordEvent::WorkerDown {
@@ -43,6 +46,7 @@ impl Job<'_> {
             (Role::Worker, _) if recovery.on_worker_failure == WorkerFailure::Evict => {
                 let worker = n.id;
                 warn!("{name} failed: {why}; evicting it");
+                telemetry::coordinator_failure("worker", "evicted");
                 n.state = NodeState::Evicted;
                 n.tell(&Frame::control(
                     Kind::Shutdown,
@@ -194,6 +198,7 @@ impl Job<'_> {
         };
         spawn_watchers(slot, incarnation, conn, self.tx.clone(), self.cfg.limits);
         self.result.rejoins += 1;
+        telemetry::coordinator_failure("worker", "rejoined");
         let _ = self.events.send(CoordEvent::WorkerRejoined { worker: id });
         Ok(false)
     }
