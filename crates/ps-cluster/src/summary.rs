@@ -30,8 +30,8 @@ pub fn summary_line(app: &dyn DynApp, ctx: &SummaryContext<'_>, r: &JobResult) -
     }
     m.insert("wall_s".into(), round(r.wall_s).into());
     // Seconds are per-worker means summed over clocks; bytes are totals over workers.
-    let seconds = |f: fn(&ClockSummary) -> f64| round(r.clocks.iter().map(f).sum());
-    let bytes = |f: fn(&ClockSummary) -> u64| r.clocks.iter().map(f).sum::<u64>();
+    let seconds = |f: fn(&ClockSummary) -> f64| round(f(&r.totals));
+    let bytes = |f: fn(&ClockSummary) -> u64| f(&r.totals);
     m.insert("compute_s".into(), seconds(|c| c.compute_s).into());
     m.insert("comm_s".into(), seconds(|c| c.comm_s).into());
     m.insert("overlap_s".into(), seconds(|c| c.overlap_s).into());

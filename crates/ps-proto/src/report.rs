@@ -52,10 +52,19 @@ impl ClockSummary {
     }
 }
 
+/// Clock summaries a [`JobResult`] keeps one by one; later clocks only add to its totals, so
+/// the coordinator's memory stays flat however long the job runs.
+pub const KEPT_CLOCKS: usize = 256;
+
 /// What a finished job produced.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JobResult {
+    /// The first [`KEPT_CLOCKS`] clocks' summaries, in clock order.
     pub clocks: Vec<ClockSummary>,
+    /// Every clock's summary added up: seconds, bytes and app sums (see [`JobResult::add_clock`]).
+    pub totals: ClockSummary,
+    /// Clocks summarised.
+    pub clock_count: u64,
     /// Final app sums over workers.
     pub sums: BTreeMap<String, f64>,
     /// Facts the workers reported (the lowest worker id wins on a clash).
@@ -70,6 +79,27 @@ pub struct JobResult {
 }
 
 impl JobResult {
+    /// Adds a clock's summary: to the totals, and kept whole while fewer than [`KEPT_CLOCKS`]
+    /// are.
+    pub fn add_clock(&mut self, s: ClockSummary) {
+        let t = &mut self.totals;
+        t.clock = s.clock;
+        t.compute_s += s.compute_s;
+        t.comm_s += s.comm_s;
+        t.blocked_s += s.blocked_s;
+        t.overlap_s += s.overlap_s;
+        t.bytes_sent += s.bytes_sent;
+        t.bytes_received += s.bytes_received;
+        t.bytes_logical += s.bytes_logical;
+        t.push_bytes += s.push_bytes;
+        t.push_bytes_logical += s.push_bytes_logical;
+        add_sums(&mut t.sums, &s.sums);
+        self.clock_count += 1;
+        if self.clocks.len() < KEPT_CLOCKS {
+            self.clocks.push(s);
+        }
+    }
+
     /// Adds the final figures of every worker, in worker-id order.
     pub fn add_done(&mut self, mut done: Vec<Done>) {
         done.sort_by_key(|d| d.worker);
@@ -201,6 +231,26 @@ mod tests {
         let s = ClockSummary::from_reports(&[r(0, 1.0), r(1, 3.0)], 2);
         assert_eq!((s.clock, s.compute_s, s.bytes_sent), (4, 2.0, 20));
         assert_eq!(s.sums["n"], 2.0);
+    }
+
+    #[test]
+    fn a_long_job_keeps_its_first_clocks_and_the_totals_of_all() {
+        let mut r = JobResult::default();
+        for c in 0..(KEPT_CLOCKS as u64 + 50) {
+            r.add_clock(ClockSummary {
+                clock: c,
+                compute_s: 0.5,
+                bytes_sent: 3,
+                sums: BTreeMap::from([("n".to_string(), 2.0)]),
+                ..Default::default()
+            });
+        }
+        assert_eq!(r.clocks.len(), KEPT_CLOCKS);
+        assert_eq!(r.clock_count, KEPT_CLOCKS as u64 + 50);
+        assert_eq!(r.totals.compute_s, 0.5 * r.clock_count as f64);
+        assert_eq!(r.totals.bytes_sent, 3 * r.clock_count);
+        assert_eq!(r.totals.sums["n"], 2.0 * r.clock_count as f64);
+        assert_eq!(r.totals.clock, r.clock_count - 1);
     }
 
     #[test]

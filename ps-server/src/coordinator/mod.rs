@@ -460,7 +460,7 @@ impl Job<'_> {
             let reports: Vec<ClockReport> = reports.into_values().collect();
             let s = ClockSummary::from_reports(&reports, reports.len() as u32);
             telemetry::coordinator_clock(&s);
-            self.result.clocks.push(s.clone());
+            self.result.add_clock(s.clone());
             let _ = self.events.send(CoordEvent::Clock(s));
         }
     }

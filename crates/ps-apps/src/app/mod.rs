@@ -227,8 +227,13 @@ pub trait App: Send + Sync + 'static {
 
 /// A finished job as an app reads it for its summary.
 pub struct JobView<'a, A: App + ?Sized> {
-    /// Every clock's summary and the app's figures of it, in clock order.
+    /// The first clocks' summaries (up to `ps_proto::report::KEPT_CLOCKS`) and the app's
+    /// figures of each, in clock order.
     pub clocks: Vec<(&'a ClockSummary, A::Clock)>,
+    /// Every clock added up, and the app's figures of that sum.
+    pub totals: (&'a ClockSummary, A::Clock),
+    /// Clocks the job ran.
+    pub clock_count: u64,
     /// The final figures added up over workers.
     pub sums: A::Final,
     pub facts: A::Facts,
@@ -238,7 +243,7 @@ pub struct JobView<'a, A: App + ?Sized> {
 impl<A: App + ?Sized> JobView<'_, A> {
     /// Compute seconds per worker, summed over clocks.
     pub fn compute_s(&self) -> f64 {
-        self.clocks.iter().map(|(c, _)| c.compute_s).sum()
+        self.totals.0.compute_s
     }
 
     /// `count` over the compute time: a cluster rate (all workers' work over the per-worker
@@ -260,6 +265,8 @@ pub fn job_view<'a, A: App + ?Sized>(r: &'a JobResult) -> Result<JobView<'a, A>,
         .map_err(figures_err)?;
     Ok(JobView {
         clocks,
+        totals: (&r.totals, from_sums(&r.totals.sums).map_err(figures_err)?),
+        clock_count: r.clock_count,
         sums: from_sums(&r.sums).map_err(figures_err)?,
         facts: from_facts(&r.facts).map_err(figures_err)?,
         wall_s: r.wall_s,

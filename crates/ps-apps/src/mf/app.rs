@@ -253,9 +253,11 @@ impl App for MfApp {
         flags::device_figures(
             &mut out,
             (f.pcie_h2d, f.pcie_d2h, f.device_s),
-            job.clocks
-                .iter()
-                .map(|(_, c)| (c.pcie_h2d, c.pcie_d2h, c.device_s)),
+            {
+                let c = &job.totals.1;
+                (c.pcie_h2d, c.pcie_d2h, c.device_s)
+            },
+            job.clock_count,
         );
         out
     }
