@@ -14,6 +14,26 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 impl Job<'_> {
+    /// Node `slot` died and the job waits for it: a shard to restart from its checkpoint, or a
+    /// worker (under `wait`) to register again.
+    fn declare_down(&mut self, slot: usize, why: String) -> Step {
+        let n = &mut self.nodes[slot];
+        let (role, outcome, waits_for) = match n.role {
+            Role::Server => ("server", "restarted", "to restart from its checkpoint"),
+            Role::Worker => ("worker", "waited", "to register again"),
+        };
+        warn!("{} failed: {why}; waiting for it {waits_for}", n.name());
+        telemetry::coordinator_failure(role, outcome);
+        n.state = NodeState::Down(Instant::now());
+        n.conn.close(1u32.into(), b"declared dead");
+        let event = match n.role {
+            Role::Server => CoordEvent::ShardDown { shard: n.id, why },
+            Role::Worker => CoordEvent::WorkerDown { worker: n.id, why },
+        };
+        let _ = self.events.send(event);
+        Ok(false)
+    }
+
     pub(super) async fn node_failed(&mut self, slot: usize, why: String) -> Step {
         let recovery = &self.cfg.recovery;
         let n = &mut self.nodes[slot];
@@ -21,27 +41,9 @@ impl Job<'_> {
         match (n.role, n.state) {
             (Role::Worker, _) if self.done.contains_key(&n.id) => Ok(false),
             (_, NodeState::Evicted | NodeState::Down(_)) => Ok(false),
-            (Role::Server, _) if recovery.restartable() => {
-                warn!("{name} failed: {why}; waiting for it to restart from its checkpoint");
-                telemetry::coordinator_failure("server", "restarted");
-                n.state = NodeState::Down(Instant::now());
-                n.conn.close(1u32.into(), b"declared dead");
-                let _ = self.events.send(CoordEvent::ShardDown {
-                    shard: n.id,
-                    why: why.clone(),
-                });
-                Ok(false)
-            }
+            (Role::Server, _) if recovery.restartable() => self.declare_down(slot, why),
             (Role::Worker, _) if recovery.on_worker_failure == WorkerFailure::Wait => {
-                warn!("{name} failed: {why}; waiting for it to register again");
-                telemetry::coordinator_failure("worker", "waited");
-                n.state = NodeState::Down(Instant::now());
-                n.conn.close(1u32.into(), b"declared dead");
-                let _ = self.events.send(CoordEvent::WorkerDown {
-                    worker: n.id,
-                    why: why.clone(),
-                });
-                Ok(false)
+                self.declare_down(slot, why)
             }
             (Role::Worker, _) if recovery.on_worker_failure == WorkerFailure::Evict => {
                 let worker = n.id;
