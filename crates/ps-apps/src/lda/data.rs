@@ -286,8 +286,13 @@ pub fn parse_uci_docword<R: BufRead>(reader: R, path: &str) -> Result<Corpus, Da
 /// 0-based), `\r\n` accepted, surrounding whitespace trimmed. A blank line
 /// before the end of the file is malformed; trailing blank lines are ignored.
 pub fn load_vocab(path: &Path) -> Result<Vec<String>, DataError> {
-    let path_str = path.display().to_string();
-    let mut lines = LineReader::new(open_text(path)?, &path_str);
+    parse_vocab(open_text(path)?, &path.display().to_string())
+}
+
+/// [`load_vocab`] on a reader; `path` only names the source in errors.
+pub fn parse_vocab<R: BufRead>(reader: R, path: &str) -> Result<Vec<String>, DataError> {
+    let path_str = path.to_string();
+    let mut lines = LineReader::new(reader, &path_str);
     let mut words = Vec::new();
     let mut blank_at: Option<u64> = None;
     while let Some(text) = lines.next_line()? {

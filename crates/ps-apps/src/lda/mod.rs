@@ -64,8 +64,8 @@ pub use session::LdaSession;
 
 pub use compute::{check_dims, conditional, CpuLda, LdaCompute, SparseLda};
 pub use data::{
-    load_ldac, load_uci, load_vocab, parse_ldac, parse_uci_docword, split_docs, worker_doc_ids,
-    Corpus, MAX_COUNT, MAX_DOCS, MAX_TOKENS, MAX_VOCAB,
+    load_ldac, load_uci, load_vocab, parse_ldac, parse_uci_docword, parse_vocab, split_docs,
+    worker_doc_ids, Corpus, MAX_COUNT, MAX_DOCS, MAX_TOKENS, MAX_VOCAB,
 };
 pub use metrics::{loglik, loglik_per_token, topic_recovery};
 pub use sweep_key::{SweepKey, SweepUniforms};

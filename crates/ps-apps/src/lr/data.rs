@@ -176,30 +176,49 @@ pub fn load_libsvm_values(path: &Path) -> Result<LrDataset, DataError> {
     read_libsvm(path, false)
 }
 
-fn read_libsvm(path: &Path, two_class: bool) -> Result<LrDataset, DataError> {
-    let path_str = path.display().to_string();
-    let io_err = |source| DataError::Io {
-        path: path_str.clone(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(io_err)?;
-    let mut buffered = BufReader::new(file);
-    let is_gzip = buffered
-        .fill_buf()
-        .map_err(io_err)?
-        .starts_with(&[0x1f, 0x8b]);
-    let reader: Box<dyn BufRead> = if is_gzip {
-        Box::new(BufReader::new(flate2::bufread::MultiGzDecoder::new(
-            buffered,
-        )))
-    } else {
-        Box::new(buffered)
-    };
-    load_libsvm_reader(reader, &path_str, two_class)
+/// [`load_libsvm`] on an in-memory or already open file (plain or gzip); `path` only names it
+/// in errors.
+pub fn parse_libsvm<R: BufRead>(reader: R, path: &str) -> Result<LrDataset, DataError> {
+    parse_libsvm_source(reader, path, true)
 }
 
-fn load_libsvm_reader(
-    mut reader: Box<dyn BufRead>,
+/// [`load_libsvm_values`] on an in-memory or already open file; `path` only names it in errors.
+pub fn parse_libsvm_values<R: BufRead>(reader: R, path: &str) -> Result<LrDataset, DataError> {
+    parse_libsvm_source(reader, path, false)
+}
+
+fn read_libsvm(path: &Path, two_class: bool) -> Result<LrDataset, DataError> {
+    let path_str = path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|source| DataError::Io {
+        path: path_str.clone(),
+        source,
+    })?;
+    parse_libsvm_source(BufReader::new(file), &path_str, two_class)
+}
+
+/// Detects gzip by its magic bytes `1f 8b` and parses the (decompressed) text.
+fn parse_libsvm_source<R: BufRead>(
+    mut buffered: R,
+    path_str: &str,
+    two_class: bool,
+) -> Result<LrDataset, DataError> {
+    let is_gzip = buffered
+        .fill_buf()
+        .map_err(|source| DataError::Io {
+            path: path_str.to_string(),
+            source,
+        })?
+        .starts_with(&[0x1f, 0x8b]);
+    if is_gzip {
+        let reader = BufReader::new(flate2::bufread::MultiGzDecoder::new(buffered));
+        load_libsvm_reader(reader, path_str, two_class)
+    } else {
+        load_libsvm_reader(buffered, path_str, two_class)
+    }
+}
+
+fn load_libsvm_reader<R: BufRead>(
+    mut reader: R,
     path_str: &str,
     two_class: bool,
 ) -> Result<LrDataset, DataError> {

@@ -37,11 +37,11 @@ pub use app::{
 
 pub use compute::{batch_keys, CpuLr, FastLr, LrCompute, FAST_MIN_ROWS_PER_THREAD, FAST_REL_TOL};
 pub use data::{
-    add_bias, labels, load_libsvm, load_libsvm_values, shuffle_epoch, split_train_test, synthetic,
-    synthetic_key, synthetic_truth, worker_range, worker_split, LrDataset, SparseRow,
-    SyntheticLrSpec, BUILTIN_FEATURES, BUILTIN_NNZ_PER_ROW, BUILTIN_ROWS, BUILTIN_TRUE_NONZEROS,
-    BUILTIN_WEIGHT_STD, DEFAULT_TEST_FRACTION, MAX_FEATURES_PER_ROW, MAX_FEATURE_INDEX,
-    MAX_LINE_BYTES,
+    add_bias, labels, load_libsvm, load_libsvm_values, parse_libsvm, parse_libsvm_values,
+    shuffle_epoch, split_train_test, synthetic, synthetic_key, synthetic_truth, worker_range,
+    worker_split, LrDataset, SparseRow, SyntheticLrSpec, BUILTIN_FEATURES, BUILTIN_NNZ_PER_ROW,
+    BUILTIN_ROWS, BUILTIN_TRUE_NONZEROS, BUILTIN_WEIGHT_STD, DEFAULT_TEST_FRACTION,
+    MAX_FEATURES_PER_ROW, MAX_FEATURE_INDEX, MAX_LINE_BYTES,
 };
 pub use metrics::{accuracy, auc, log_loss, margins, nonzero_weights, objective};
 

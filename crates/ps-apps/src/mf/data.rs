@@ -190,16 +190,21 @@ fn dense_ids(path: &str, what: &'static str, ids: &mut Vec<u64>) -> Result<u32, 
 /// id, non-finite rating, non-integer timestamp, invalid UTF-8). A file
 /// without ratings yields [`DataError::Empty`].
 pub fn load_ratings(path: &Path) -> Result<RatingSet, DataError> {
-    Ok(densify(path, &read_raw(path)?)?.0)
+    let path_str = path.display().to_string();
+    Ok(densify(&path_str, &read_raw(path)?)?.0)
+}
+
+/// [`load_ratings`] on an in-memory or already open file; `path` only names it in errors.
+pub fn parse_ratings<R: BufRead>(reader: R, path: &str) -> Result<RatingSet, DataError> {
+    Ok(densify(path, &read_raw_from(reader, path)?)?.0)
 }
 
 /// Ratings with dense ids (sorted unique ids -> `0..n`), and the sorted user and item ids.
-fn densify(path: &Path, raw: &[RawRating]) -> Result<(RatingSet, Vec<u64>, Vec<u64>), DataError> {
-    let path_str = path.display().to_string();
+fn densify(path: &str, raw: &[RawRating]) -> Result<(RatingSet, Vec<u64>, Vec<u64>), DataError> {
     let mut user_ids: Vec<u64> = raw.iter().map(|r| r.user).collect();
     let mut item_ids: Vec<u64> = raw.iter().map(|r| r.item).collect();
-    let num_users = dense_ids(&path_str, "user", &mut user_ids)?;
-    let num_items = dense_ids(&path_str, "item", &mut item_ids)?;
+    let num_users = dense_ids(path, "user", &mut user_ids)?;
+    let num_items = dense_ids(path, "item", &mut item_ids)?;
     let ratings = raw
         .iter()
         .map(|r| Rating {
@@ -247,7 +252,7 @@ pub struct TrainTest {
 /// Ids are made dense over the training file; a held-out rating of a user or item that is
 /// not in it is kept in [`TrainTest::cold`], not dropped.
 pub fn load_train_test(train: &Path, test: &Path) -> Result<TrainTest, DataError> {
-    let (set, user_ids, item_ids) = densify(train, &read_raw(train)?)?;
+    let (set, user_ids, item_ids) = densify(&train.display().to_string(), &read_raw(train)?)?;
     let mut held = Vec::new();
     let mut cold = Vec::new();
     for r in read_raw(test)? {
@@ -282,9 +287,17 @@ fn read_raw(path: &Path) -> Result<Vec<RawRating>, DataError> {
         source,
     };
     let file = std::fs::File::open(path).map_err(io_err)?;
-    let mut reader = BufReader::new(file);
+    read_raw_from(BufReader::new(file), &path_str)
+}
+
+/// Every rating of a reader, with the ids as written; `path_str` names it in errors.
+fn read_raw_from<R: BufRead>(mut reader: R, path_str: &str) -> Result<Vec<RawRating>, DataError> {
+    let io_err = |source| DataError::Io {
+        path: path_str.to_string(),
+        source,
+    };
     let malformed = |line: u64, reason: String| DataError::Malformed {
-        path: path_str.clone(),
+        path: path_str.to_string(),
         line,
         reason,
     };
@@ -322,7 +335,9 @@ fn read_raw(path: &Path) -> Result<Vec<RawRating>, DataError> {
         raw.push(r);
     }
     if raw.is_empty() {
-        return Err(DataError::Empty { path: path_str });
+        return Err(DataError::Empty {
+            path: path_str.to_string(),
+        });
     }
     Ok(raw)
 }

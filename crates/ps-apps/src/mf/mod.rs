@@ -42,8 +42,8 @@ pub use waves::{bands_for, bands_with, WaveSchedule, MIN_BLOCK_RATINGS};
 
 pub use compute::{predict, rmse, squared_error, squared_error_in, CpuMf, Layout, MfCompute};
 pub use data::{
-    load_ratings, load_train_test, split_train_test, worker_cold, worker_shard, ColdRating, Rating,
-    RatingFormat, RatingSet, TrainTest, WorkerShard,
+    load_ratings, load_train_test, parse_ratings, split_train_test, worker_cold, worker_shard,
+    ColdRating, Rating, RatingFormat, RatingSet, TrainTest, WorkerShard,
 };
 pub use fast::{FastMf, PARALLEL_MIN_RATINGS};
 pub use order::{bins_for, cut_runs, BlockLayout, MfOrder, Visiting, MAX_BINS};
