@@ -8,8 +8,8 @@ use std::io::Write;
 
 use ps_proto::codec::{encode, write_varint, CodecChain, KeyCacheSender, Keys};
 use ps_proto::{
-    Assign, ClockReport, Done, ErrorCode, Frame, FrameBuilder, Init, JobSpec, KeyForm, Kind,
-    Layout, Register, Role, ShardMap, Shutdown, TableSpec, UpdateRule,
+    Assign, ClockReport, ControlEvent, Done, ErrorCode, Frame, FrameBuilder, Init, JobSpec,
+    KeyForm, Kind, Layout, Register, Role, ShardMap, Shutdown, TableSpec, UpdateRule,
 };
 
 type Seeds = Vec<(String, Vec<u8>)>;
@@ -128,6 +128,14 @@ fn assign() -> Assign {
         },
         heartbeat_ms: 500,
         max_frame_bytes: 64 << 20,
+        recovery: ps_proto::Recovery {
+            checkpoint_every: 5,
+            keep: 3,
+            restart_timeout_ms: 30_000,
+            on_worker_failure: ps_proto::WorkerFailure::Wait,
+            job_nonce: 0x1234_5678_9abc,
+            resume: true,
+        },
     }
 }
 
@@ -314,6 +322,21 @@ pub fn controls() -> Seeds {
         ("done", message(3, &done())),
         ("shutdown", message(4, &shutdown())),
         ("error", [&[5u8][..], b"unknown table 7"].concat()),
+        (
+            "event",
+            message(
+                6,
+                &ControlEvent::ShardRestarted {
+                    shard: 1,
+                    addr: "127.0.0.1:7001".into(),
+                    worker_clocks: vec![5, 7],
+                },
+            ),
+        ),
+        (
+            "event-evict",
+            message(6, &ControlEvent::Evict { worker: 3 }),
+        ),
     ])
 }
 
@@ -482,4 +505,71 @@ pub fn mlp_idx_images() -> Seeds {
 pub fn mlp_idx_labels() -> Seeds {
     let l = idx(1, &[5], &[7, 0, 9, 3, 3]);
     named([("labels", l.clone()), ("labels-gz", gz(&l))])
+}
+
+/// Shard checkpoints as `ps-server` writes them: dense add and adagrad tables and a sparse ftrl
+/// one, after a few clock batches, in both modes; and one with an evicted worker.
+pub fn checkpoints() -> Seeds {
+    use ps_server::{checkpoint::encode, PushRows, Shard};
+    let spec = |id, rows, width, rule, layout| TableSpec {
+        id,
+        name: format!("t{id}"),
+        rows,
+        width,
+        rule,
+        init: Init::Zeros,
+        staleness: Some(0),
+        layout,
+        push_codec: Default::default(),
+        pull_codec: Default::default(),
+    };
+    let tables = vec![
+        spec(1, 12, 3, UpdateRule::Add, Layout::Dense),
+        spec(
+            2,
+            8,
+            2,
+            UpdateRule::Adagrad {
+                lr: 0.1,
+                eps: 1e-6,
+                initial_accumulator: 0.1,
+            },
+            Layout::Dense,
+        ),
+        spec(
+            3,
+            u64::MAX,
+            1,
+            UpdateRule::Ftrl {
+                alpha: 0.1,
+                beta: 1.0,
+                l1: 0.01,
+                l2: 0.0,
+            },
+            Layout::Sparse,
+        ),
+    ];
+    let mut out = Seeds::new();
+    for (name, deterministic, evict) in [
+        ("det", true, false),
+        ("free", false, false),
+        ("evicted", false, true),
+    ] {
+        let mut shard = Shard::new(1, 2, &tables, 2, deterministic);
+        for clock in 0..3u64 {
+            for w in 0..2u32 {
+                let batch = vec![
+                    PushRows::dense(1, vec![6, 9], values(6)),
+                    PushRows::dense(2, vec![4, 7], values(4)),
+                    PushRows::dense(3, vec![1 << 63, (1 << 63) + clock], values(2)),
+                ];
+                let _ = shard.submit(w, clock, batch);
+            }
+        }
+        if evict {
+            let _ = shard.evict(1);
+        }
+        out.push((format!("ckpt-{name}"), encode(&shard.snapshot(0x5eed))));
+    }
+    out
 }

@@ -11,6 +11,8 @@
 pub mod apps;
 #[path = "proto.rs"]
 pub mod proto;
+#[path = "server.rs"]
+pub mod server;
 
 use crate::seeds;
 
@@ -100,6 +102,13 @@ pub fn all() -> Vec<Target> {
         a("lr_libsvm", seeds::lr_libsvm, 4096, nothing),
         a("mlp_idx_images", seeds::mlp_idx_images, 4096, nothing),
         a("mlp_idx_labels", seeds::mlp_idx_labels, 4096, nothing),
+        Target {
+            name: "checkpoint",
+            run: server::checkpoint,
+            seeds: seeds::checkpoints,
+            max_len: 8192,
+            justify: nothing,
+        },
     ]
 }
 

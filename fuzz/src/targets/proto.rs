@@ -14,8 +14,8 @@ use ps_proto::codec::{
 };
 use ps_proto::report::{ClockSummary, JobResult};
 use ps_proto::{
-    is_range, Assign, ClockReport, Done, Frame, Header, KeyForm, Kind, Limits, Register, Shutdown,
-    HEADER_LEN,
+    is_range, Assign, ClockReport, ControlEvent, Done, Frame, Header, KeyForm, Kind, Limits,
+    Register, Shutdown, HEADER_LEN,
 };
 
 /// A fuzz target: its name and the function that runs one input.
@@ -99,13 +99,14 @@ pub fn control(data: &[u8]) {
     let Some((&pick, json)) = data.split_first() else {
         return;
     };
-    const KINDS: [Kind; 6] = [
+    const KINDS: [Kind; 7] = [
         Kind::Register,
         Kind::Assign,
         Kind::Report,
         Kind::Done,
         Kind::Shutdown,
         Kind::Error,
+        Kind::Event,
     ];
     let kind = KINDS[pick as usize % KINDS.len()];
     let mut h = Header::new(kind);
@@ -190,6 +191,15 @@ fn use_control(f: &Frame) {
         }
         Kind::Shutdown => {
             let _ = f.parse_control::<Shutdown>(Kind::Shutdown);
+        }
+        Kind::Event => {
+            if let Ok(ControlEvent::Restored { worker_clocks, .. })
+            | Ok(ControlEvent::ShardRestarted { worker_clocks, .. }) =
+                f.parse_control::<ControlEvent>(Kind::Event)
+            {
+                // What a worker does with it: its own entry, any id.
+                let _ = worker_clocks.get(u32::MAX as usize);
+            }
         }
         _ => {}
     }
