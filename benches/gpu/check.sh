@@ -64,7 +64,7 @@ for line in sys.stdin:
 # ---- the device half: one function per step, each run through run_step ----------------------
 # To add a step: write a step_NAME function that uses run_step (bounded) and summary (figures),
 # and add it to DEVICE_STEPS. CHECK_STEPS="conformance unit" runs only those (a rerun).
-DEVICE_STEPS=${CHECK_STEPS:-"kernel_check conformance unit gpu_bench torch_peer end_to_end mf_deterministic e2e_bench"}
+DEVICE_STEPS=${CHECK_STEPS:-"kernel_check conformance unit gpu_bench torch_peer end_to_end mf_deterministic shard_restart e2e_bench"}
 
 # Appends its arguments (or stdin when none) to summary.txt, which is printed at the end.
 summary() {
@@ -194,6 +194,14 @@ PY
         STATUS=1
     fi
     summary <"$out/mf-det.txt"
+}
+
+# A shard killed under GPU workers comes back from its checkpoint and nothing is lost
+# (benches/gpu/restart.sh: MF hash equal to the undisturbed run's, LDA within 1%).
+step_shard_restart() {
+    echo "== a shard killed under GPU workers"
+    run_step shard-restart 90 bash benches/gpu/restart.sh "$BUNDLE" "$out" cuda || true
+    summary <"$out/shard-restart.txt"
 }
 
 # The end-to-end benchmark (benches/gpu/e2e.sh): E2E_SIZE=full for the shapes (several

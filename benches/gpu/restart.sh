@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# A shard killed with SIGKILL under GPU workers: `ps-cluster local` restarts it from its
+# checkpoint, the workers resend what it lacks, and the model is the undisturbed run's.
+#
+#   bash benches/gpu/restart.sh BIN_DIR OUT [DEVICE]      (DEVICE default cuda; cpu works too)
+#
+# MF with --deterministic: the item table hash must equal the undisturbed run's. LDA (the
+# resident engine on a GPU): the job must end with restarts 1 and its log-likelihood per token
+# within 1% of the undisturbed run's. Writes OUT/restart-*.json and prints one line per app.
+set -uo pipefail
+bin=$1/ps-cluster
+out=$2
+device=${3:-cuda}
+mkdir -p "$out"
+
+# Runs the job; with KILL=1 kills shard 0 once clock 12 is printed. Summary to $1.json.
+run() {
+  local name=$1 kill=$2
+  shift 2
+  "$bin" local --device "$device" --no-progress --checkpoint-every 5 --slow-worker 0:60 "$@" \
+    >"$out/$name.out" 2>"$out/$name.err" &
+  local launcher=$! killed=0
+  while kill -0 "$launcher" 2>/dev/null; do
+    if [ "$kill" = 1 ] && [ "$killed" = 0 ] && grep -qE '^clock +1[2-9]' "$out/$name.out"; then
+      local pid
+      pid=$(pgrep -P "$launcher" -f -- 'server .*--id 0( |$)' | head -n 1)
+      [ -n "$pid" ] && kill -9 "$pid" && killed=1
+    fi
+    sleep 0.1
+  done
+  wait "$launcher" || { echo "$name: the job failed"; tail -n 5 "$out/$name.err"; return 1; }
+  tail -n 1 "$out/$name.out" >"$out/$name.json"
+}
+
+status=0
+run restart-mf-calm 0 --app mf --clocks 30 --deterministic || status=1
+run restart-mf-hit 1 --app mf --clocks 30 --deterministic || status=1
+run restart-lda-calm 0 --app lda --clocks 30 || status=1
+run restart-lda-hit 1 --app lda --clocks 30 || status=1
+[ "$status" = 0 ] || exit 1
+python3 - "$out" "$device" <<'PY'
+import json, sys
+out, device = sys.argv[1], sys.argv[2]
+load = lambda n: json.loads(open(f"{out}/{n}.json").read())
+ok = True
+a, b = load("restart-mf-calm"), load("restart-mf-hit")
+same = a["item_table_hash"] == b["item_table_hash"] and b["restarts"] == 1
+ok &= same
+print(f"restart mf on {b.get('device', device)}: restarts {b['restarts']}, hash {b['item_table_hash']} vs undisturbed "
+      f"{a['item_table_hash']} ({'equal' if same else 'DIFFER'}), test_rmse {b['test_rmse']:.5f} vs {a['test_rmse']:.5f}")
+a, b = load("restart-lda-calm"), load("restart-lda-hit")
+x, y = a["loglik_per_token"], b["loglik_per_token"]
+close = abs(y - x) <= 0.01 * abs(x) and b["restarts"] == 1
+ok &= close
+print(f"restart lda on {b.get('device', device)}: restarts {b['restarts']}, loglik/token {y:.4f} vs undisturbed {x:.4f} "
+      f"({'within 1%' if close else 'NOT within 1%'})")
+sys.exit(0 if ok else 1)
+PY
