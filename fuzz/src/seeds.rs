@@ -239,11 +239,27 @@ fn frame_list() -> Vec<(String, Frame)> {
     out
 }
 
+/// Every frame's header; a few also under limits of their own (the 12 bytes after the header:
+/// `max_frame_bytes` u64, `max_width` u32).
 pub fn headers() -> Seeds {
-    frame_list()
+    let mut out: Seeds = frame_list()
         .into_iter()
         .map(|(n, f)| (n, f.header.to_bytes().to_vec()))
-        .collect()
+        .collect();
+    let wide = [
+        (1u64 << 30).to_le_bytes().to_vec(),
+        (1u32 << 24).to_le_bytes().to_vec(),
+    ]
+    .concat();
+    for (n, f) in frame_list() {
+        if matches!(n.as_str(), "push-raw" | "push-topk_2_f16" | "pull-range") {
+            out.push((
+                format!("{n}-limits"),
+                [&f.header.to_bytes()[..], &wide].concat(),
+            ));
+        }
+    }
+    out
 }
 
 pub fn frames() -> Seeds {

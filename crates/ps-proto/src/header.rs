@@ -385,8 +385,14 @@ impl Header {
                     self.width, limits.max_width
                 )));
             }
-            // < 2^32 * 2^32 * 4: no overflow.
-            let raw = self.key_count as u64 * self.width as u64 * 4;
+            // key_count * width < 2^64, but the bytes (x 4) may not fit in a u64 under limits
+            // that allow rows of 2^30 values or more: such a block is over any cap.
+            let Some(raw) = (self.key_count as u64 * self.width as u64).checked_mul(4) else {
+                return Err(ProtoError::TooLarge {
+                    declared: u64::MAX,
+                    cap: limits.max_frame_bytes,
+                });
+            };
             if self.codec == Codec::RawF32 {
                 if self.payload_len != raw {
                     return Err(ProtoError::Malformed(format!(
@@ -407,7 +413,7 @@ impl Header {
                         cap: limits.max_frame_bytes,
                     });
                 }
-                let bound = raw + 16 * (self.key_count as u64 + 1);
+                let bound = raw.saturating_add(16 * (self.key_count as u64 + 1));
                 if self.payload_len > bound {
                     return Err(ProtoError::Malformed(format!(
                         "{} frame: compressed payload of {} bytes, more than {} ({} keys x width {})",

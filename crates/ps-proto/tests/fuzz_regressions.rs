@@ -40,3 +40,34 @@ fn corpus_and_crashers_decode_without_panicking() {
     }
     assert!(failed.is_empty(), "inputs that panicked: {failed:#?}");
 }
+
+/// Found by the `header` target: under limits that allow rows of 2^30 values or more, a push
+/// header's `key_count * width * 4` overflowed u64 (a panic with overflow checks, a wrapped
+/// length without). Now it is a typed error.
+#[test]
+fn raw_length_past_u64_is_too_large() {
+    use ps_proto::{Codec, Header, Kind, Limits, ProtoError};
+    let wide = Limits {
+        max_frame_bytes: u64::MAX,
+        max_width: u32::MAX,
+    };
+    for codec in [Codec::RawF32, Codec::Encoded(0x12)] {
+        let mut h = Header::new(Kind::Push);
+        h.codec = codec;
+        h.key_count = u32::MAX;
+        h.width = 1 << 31;
+        h.payload_len = 8;
+        assert!(
+            matches!(h.validate(&wide), Err(ProtoError::TooLarge { .. })),
+            "{codec:?}"
+        );
+        assert!(Header::decode(&h.to_bytes(), &wide).is_err());
+    }
+    // The largest block that still fits is judged on its length as before.
+    let mut h = Header::new(Kind::Push);
+    h.codec = Codec::Encoded(0x11);
+    h.key_count = u32::MAX;
+    h.width = 1 << 30;
+    h.payload_len = 1;
+    assert!(h.validate(&wide).is_ok());
+}

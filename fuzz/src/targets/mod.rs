@@ -87,7 +87,7 @@ pub fn all() -> Vec<Target> {
         justify,
     };
     vec![
-        p("header", seeds::headers, 64),
+        p("header", seeds::headers, 80),
         p("frame", seeds::frames, 4096),
         p("frame_stream", seeds::frame_streams, 4096),
         p("control", seeds::controls, 4096),

@@ -14,8 +14,8 @@ use ps_proto::codec::{
 };
 use ps_proto::report::{ClockSummary, JobResult};
 use ps_proto::{
-    is_range, Assign, ClockReport, ControlEvent, Done, Frame, Header, KeyForm, Kind, Limits,
-    Register, Shutdown, HEADER_LEN,
+    is_range, Assign, ClockReport, Codec, ControlEvent, Done, Frame, Header, KeyForm, Kind,
+    Limits, Register, Shutdown, HEADER_LEN,
 };
 
 /// A fuzz target: its name and the function that runs one input.
@@ -42,13 +42,46 @@ fn limits() -> Limits {
 /// not compared, to keep each input fast).
 const CHECK_VALUES: usize = 1 << 16;
 
-/// `Header::decode`: any valid header re-encodes to the bytes it came from.
+/// `Header::decode` under the default limits, and under limits read from the 12 bytes after
+/// the header when present (`max_frame_bytes` u64, `max_width` u32, little-endian; callers
+/// pick their own limits). A valid header re-encodes to its bytes and its lengths agree
+/// (checked in u128, so no arithmetic can wrap).
 pub fn header(data: &[u8]) {
-    let l = limits();
-    if let Ok(h) = Header::decode(data, &l) {
-        assert_eq!(&h.to_bytes()[..], &data[..HEADER_LEN], "header re-encodes");
-        assert!(h.body_len() <= l.max_frame_bytes, "body within the cap");
-        assert_eq!(h.validate(&l), Ok(()));
+    check_header(data, &limits());
+    if let Some(l) = data.get(HEADER_LEN..HEADER_LEN + 12) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&l[..8]);
+        let custom = Limits {
+            max_frame_bytes: u64::from_le_bytes(b),
+            max_width: u32::from_le_bytes([l[8], l[9], l[10], l[11]]),
+        };
+        check_header(data, &custom);
+    }
+}
+
+fn check_header(data: &[u8], l: &Limits) {
+    let Ok(h) = Header::decode(data, l) else {
+        return;
+    };
+    assert_eq!(&h.to_bytes()[..], &data[..HEADER_LEN], "header re-encodes");
+    assert_eq!(h.validate(l), Ok(()));
+    let cap = u128::from(l.max_frame_bytes);
+    let keys = u128::from(h.key_count);
+    assert!(keys * 8 <= cap, "listed keys within the cap");
+    assert!(u128::from(h.key_section_len()) + u128::from(h.payload_len) <= cap);
+    assert_eq!(
+        u128::from(h.body_len()),
+        u128::from(h.key_section_len()) + u128::from(h.payload_len)
+    );
+    if h.kind.carries_values() {
+        assert!(h.width >= 1 && h.width <= l.max_width);
+        let raw = keys * u128::from(h.width) * 4;
+        let payload = u128::from(h.payload_len);
+        if h.codec == Codec::RawF32 {
+            assert_eq!(payload, raw, "raw payload is key_count x width x 4");
+        } else {
+            assert!(raw <= cap && payload <= raw + 16 * (keys + 1));
+        }
     }
 }
 
