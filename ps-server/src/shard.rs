@@ -323,11 +323,6 @@ impl Shard {
         Ok(())
     }
 
-    /// Whether `worker` is still in the clock vector.
-    pub fn is_live(&self, worker: u32) -> bool {
-        self.clock.is_live(worker).unwrap_or(false)
-    }
-
     /// Applies released batches in order and wakes the pulls that became servable.
     fn apply_released(&mut self, released: ps_ssp::Released<Batch>) {
         for (_, _, batch) in released {

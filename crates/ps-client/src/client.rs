@@ -202,12 +202,6 @@ impl PsClient {
         }
     }
 
-    /// Fails every operation, waiting or to come, with `why` (the job failed).
-    pub fn fail(&self, why: &str) {
-        lock(&self.shared).failure.get_or_insert(why.to_string());
-        self.links.fail_all(why);
-    }
-
     pub fn num_workers(&self) -> u32 {
         self.cfg.num_workers
     }
