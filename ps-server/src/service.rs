@@ -234,7 +234,7 @@ async fn handle_pull(
         let s = lock(shard);
         (
             s.read(h.table, &f.keys, h.worker)?,
-            s.table(h.table)?.spec().pull_codec.clone(),
+            s.table(h.table)?.spec().pull_codec.at_clock(h.clock),
             s.id,
         )
     };

@@ -124,8 +124,22 @@ pub enum Layout {
 #[serde(tag = "init", rename_all = "lowercase")]
 pub enum Init {
     Zeros,
-    Normal { std: f32, seed: u64 },
-    Uniform { low: f32, high: f32, seed: u64 },
+    Normal {
+        std: f32,
+        seed: u64,
+    },
+    Uniform {
+        low: f32,
+        high: f32,
+        seed: u64,
+    },
+    /// A dense layer, a row per output unit: columns `< fan_in` (the weights) uniform in
+    /// `[-bound, bound]` (Glorot's `sqrt(6 / (fan_in + fan_out))`), the rest (the bias) 0.
+    Glorot {
+        bound: f32,
+        fan_in: u32,
+        seed: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -689,7 +689,7 @@ mod tests {
             Err(ProtoError::Malformed(_))
         ));
         let mut r = raw(Kind::Push as u16);
-        r.codec = 7;
+        r.codec = 8;
         assert!(matches!(
             decode_raw(r, &[]),
             Err(ProtoError::BadCodec { .. })
@@ -806,7 +806,7 @@ mod tests {
             decode_raw(r, &[]),
             Err(ProtoError::BadCodec { .. })
         ));
-        for bad in [4u16, 7, 0x10, 0x14, 0x21, 0xFFFF] {
+        for bad in [8u16, 0x0F, 0x10, 0x18, 0x21, 0xFFFF] {
             let mut r = raw(Kind::Push as u16);
             r.codec = bad;
             r.width = 1;
@@ -825,7 +825,7 @@ mod tests {
 
         #[test]
         fn arbitrary_headers_never_panic(magic in prop_oneof![Just(MAGIC), any::<u32>()], version in 0u16..3,
-            kind in 0u16..14, codec in prop_oneof![0u16..4, 0x10u16..0x14], key_count in 0u32..8, width in 0u32..8, payload_len in 0u64..80,
+            kind in 0u16..14, codec in prop_oneof![0u16..9, 0x10u16..0x19], key_count in 0u32..8, width in 0u32..8, payload_len in 0u64..80,
             body in proptest::collection::vec(any::<u8>(), 0..200)) {
             let mut r = raw(kind);
             r.magic = magic; r.version = version; r.codec = codec; r.key_count = key_count;

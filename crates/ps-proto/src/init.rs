@@ -29,6 +29,11 @@ pub fn value(init: Init, table: u32, row: u64, col: u32) -> f32 {
             let u = unit(hash(seed, table, row, col));
             (low as f64 + (high as f64 - low as f64) * u) as f32
         }
+        Init::Glorot { fan_in, .. } if col >= fan_in => 0.0,
+        Init::Glorot { bound, seed, .. } => {
+            let u = unit(hash(seed, table, row, col));
+            (bound as f64 * (2.0 * u - 1.0)) as f32
+        }
         Init::Normal { std, seed } => {
             // Box-Muller on two independent uniforms.
             let h = hash(seed, table, row, col);
@@ -66,6 +71,23 @@ mod tests {
         let var = a.iter().map(|v| (*v as f64 - mean).powi(2)).sum::<f64>() / n;
         assert!(mean.abs() < 0.02, "mean {mean}");
         assert!((var.sqrt() - 0.5).abs() < 0.02, "std {}", var.sqrt());
+    }
+
+    #[test]
+    fn glorot_weights_in_range_and_bias_zero() {
+        let init = Init::Glorot {
+            bound: 0.5,
+            fan_in: 3,
+            seed: 4,
+        };
+        let mut a = vec![0f32; 4 * 1000];
+        fill(init, 2, 0, 4, &mut a);
+        for row in a.chunks_exact(4) {
+            assert!(row[..3].iter().all(|v| v.abs() <= 0.5 && *v != 0.0));
+            assert_eq!(row[3], 0.0);
+        }
+        let mean = a.iter().sum::<f32>() / 3000.0;
+        assert!(mean.abs() < 0.02, "{mean}");
     }
 
     #[test]

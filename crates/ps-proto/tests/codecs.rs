@@ -39,6 +39,12 @@ fn chains() -> impl Strategy<Value = CodecChain> {
         Just("filter:0.5,f16"),
         Just("filter:0.01,topk:0.05,bf16"),
         Just("topk:0.3,filter:0.2"),
+        Just("q8"),
+        Just("q4"),
+        Just("sign"),
+        Just("topk:0.2,q2"),
+        Just("topk:0.05,warmup:3,q4"),
+        Just("topk:0.3,sign"),
     ]
     .prop_map(|s| s.parse().unwrap())
 }
@@ -138,7 +144,7 @@ proptest! {
             (Selector::TopKCount(k), (k as usize).min(v.len())),
             (Selector::TopKFraction(f), ((f as f64 * v.len() as f64).ceil() as usize).min(v.len())),
         ] {
-            let chain = CodecChain { selectors: vec![sel], format: ValueFormat::F32 };
+            let chain = CodecChain { selectors: vec![sel], warmup: 0, format: ValueFormat::F32 };
             let mut out = Vec::new();
             let sent = encode(&chain, &v, None, &mut out).unwrap();
             prop_assert_eq!(sent, want);
@@ -218,7 +224,7 @@ proptest! {
     #[test]
     fn filter_keeps_significant_changes(v in tie_values(0..300), seed in any::<u32>(), rel in 0.0f32..2.0) {
         let cur: Vec<f32> = (0..v.len()).map(|i| ((i as u32 ^ seed) % 17) as f32 - 8.0).collect();
-        let chain = CodecChain { selectors: vec![Selector::Filter { rel }], format: ValueFormat::F32 };
+        let chain = CodecChain { selectors: vec![Selector::Filter { rel }], warmup: 0, format: ValueFormat::F32 };
         let mut out = Vec::new();
         let sent = encode(&chain, &v, Some(&cur), &mut out).unwrap();
         let got = dense(decode(chain.wire_id(), &out, v.len()).unwrap(), v.len());
@@ -236,6 +242,7 @@ proptest! {
         let cur: Vec<f32> = (0..v.len()).map(|i| (i % 5) as f32).collect();
         let chain = CodecChain {
             selectors: vec![Selector::Filter { rel: 0.3 }, Selector::TopKCount(k)],
+            warmup: 0,
             format: ValueFormat::F16,
         };
         let mut out = Vec::new();
@@ -429,7 +436,7 @@ fn decoders_reject_malformed_payloads() {
         assert!(decode(id, &sparse_payload(0, 2, &[1, 3], &two), n).is_ok());
         let bad: Vec<(&str, Vec<u8>)> = vec![
             ("empty", vec![]),
-            ("unknown mode", sparse_payload(2, 2, &[1, 3], &two)),
+            ("unknown mode", sparse_payload(3, 2, &[1, 3], &two)),
             ("truncated values", sparse_payload(0, 2, &[1, 3], &two[1..])),
             ("trailing bytes", {
                 let mut p = sparse_payload(0, 2, &[1, 3], &two);
@@ -488,6 +495,7 @@ fn decoders_reject_malformed_payloads() {
         v[250] = 2.0;
         let chain = CodecChain {
             selectors: vec![Selector::TopKCount(2)],
+            warmup: 0,
             format: codec::wire_format(id).unwrap().0,
         };
         let mut p = Vec::new();
@@ -505,17 +513,53 @@ fn decoders_reject_malformed_payloads() {
         assert!(decode(id, &vec![0u8; n * s], n + 1).is_err());
         assert!(decode(id, &vec![0u8; n * s], usize::MAX).is_err());
     }
-    for id in [0u16, 4, 7, 0x10, 0x14, 0x21, 0xFFFF] {
+    for id in [0u16, 8, 0x0F, 0x10, 0x18, 0x21, 0xFFFF] {
         assert!(decode(id, &[], 0).is_err(), "wire id {id:#x}");
+    }
+}
+
+#[test]
+fn every_layout_and_format_refuses_its_prefixes() {
+    // Densities that make the encoder pick each layout: list, Rice, dense.
+    let n = 2000;
+    let v: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919) % 1999) as f32 / 1000.0 - 0.9995)
+        .collect();
+    for format in ValueFormat::ALL {
+        let all = if format == ValueFormat::Sign { 2 } else { 1 };
+        for (k, mode) in [(3u32, 0u8), (400, 2), (n as u32, all)] {
+            let chain = CodecChain {
+                selectors: vec![Selector::TopKCount(k)],
+                warmup: 0,
+                format,
+            };
+            let mut p = Vec::new();
+            encode(&chain, &v, None, &mut p).unwrap();
+            assert_eq!(p[0], mode, "{chain}: k {k}");
+            let id = chain.wire_id();
+            let d = dense(decode(id, &p, n).unwrap(), n);
+            let nonzero = d.iter().filter(|x| **x != 0.0).count();
+            // A level format may round a small value to zero.
+            assert!(nonzero <= k as usize, "{chain}");
+            if !format.is_block() || format == ValueFormat::Sign {
+                assert_eq!(nonzero, k as usize, "{chain}");
+            }
+            for cut in 0..p.len() {
+                assert!(decode(id, &p[..cut], n).is_err(), "{chain}: prefix {cut}");
+            }
+            let mut long = p.clone();
+            long.push(0);
+            assert!(decode(id, &long, n).is_err(), "{chain}: trailing byte");
+        }
     }
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
     #[test]
-    fn decoders_never_panic(id_pick in 0usize..8, n in 0usize..64,
+    fn decoders_never_panic(id_pick in 0usize..16, n in 0usize..64,
                             bytes in proptest::collection::vec(any::<u8>(), 0..160)) {
-        let id = [1u16, 2, 3, 0x11, 0x12, 0x13, 0, 7][id_pick];
+        let id = [1u16, 2, 3, 0x11, 0x12, 0x13, 0, 8, 4, 5, 6, 7, 0x14, 0x15, 0x16, 0x17][id_pick];
         let mut dst = vec![1f32; n];
         if codec::decode_add(id, &bytes, &mut dst).is_err() {
             prop_assert!(dst.iter().all(|&x| x == 1.0), "unchanged on error");
@@ -535,10 +579,10 @@ proptest! {
 
     /// Sparse payloads that start well-formed then go wrong anywhere.
     #[test]
-    fn sparse_decoders_never_panic(id in prop_oneof![Just(0x11u16), Just(0x12), Just(0x13)], n in 0usize..2000,
+    fn sparse_decoders_never_panic(id in 0x11u16..0x18, n in 0usize..2000, mode in 0u8..3,
                                    head in proptest::collection::vec(any::<u64>(), 0..6),
                                    tail in proptest::collection::vec(any::<u8>(), 0..64)) {
-        let mut p = vec![0u8];
+        let mut p = vec![mode];
         for h in &head {
             write_varint(h % 3000, &mut p);
         }
@@ -555,8 +599,13 @@ proptest! {
         let got = dense(d, v.len());
         let mut nonzero = 0;
         for (x, y) in v.iter().zip(&got) {
-            // Every entry is either dropped or sent through the format.
-            prop_assert!(*y == 0.0 || *y == chain.format.quantize(*x));
+            // Every entry is either dropped or sent through the format (a block format keeps at
+            // least the sign).
+            if chain.format.is_block() {
+                prop_assert!(*y == 0.0 || *x == 0.0 || (*x < 0.0) == (*y < 0.0), "{} {}", x, y);
+            } else {
+                prop_assert!(*y == 0.0 || *y == chain.format.quantize(*x));
+            }
             nonzero += (*y != 0.0) as usize;
         }
         prop_assert!(nonzero <= sent);
@@ -634,6 +683,8 @@ fn chains_round_trip_through_strings() {
         "topk:0.01,f16",
         "filter:0.01,topk:100,bf16",
         "topk:0.3333333",
+        "topk:0.001,warmup:5,sign",
+        "q2",
     ] {
         let c: CodecChain = s.parse().unwrap();
         let again: CodecChain = c.to_string().parse().unwrap();

@@ -8,7 +8,8 @@ use crate::error::ProtoError;
 ///
 /// Invariant, over any sequence of `compress` calls with finite deltas:
 /// `sum(decoded payloads) + residual == sum(deltas)` up to float rounding. A non-finite entry
-/// that is sent (±inf or NaN, transmitted as-is) leaves a residual of 0 rather than NaN.
+/// that is sent (±inf or NaN, transmitted as-is; a block format sends its whole group as NaN)
+/// leaves a residual of 0 rather than NaN, for it and for the rest of such a group.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ErrorFeedback {
     residual: Vec<f32>,
@@ -62,39 +63,32 @@ impl ErrorFeedback {
         }
         let start = out.len();
         let sent = encode_checked(chain, &self.residual, current, out);
-        let bytes = &out[sent.values_at..];
+        // What the receiver will add: the values decoded back from the bytes just written.
+        let m = if sent.dense_values { n } else { sent.count };
+        let mut q = vec![0f32; m];
+        format::read_values(sent.format, &out[sent.values_at..], &mut q)?;
         #[inline(always)]
         fn take(r: &mut f32, q: f32) {
-            *r = if r.is_finite() { *r - q } else { 0.0 };
+            *r = if r.is_finite() && q.is_finite() {
+                *r - q
+            } else {
+                0.0
+            };
         }
         match (&sent.selection, sent.dense_values) {
             (None, _) => {
-                // Every entry sent, as n values.
-                let mut q = [0f32; 1024];
-                for (ri, r) in self.residual.chunks_mut(1024).enumerate() {
-                    let c = r.len();
-                    let s = sent.format.size();
-                    let at = ri * 1024 * s;
-                    format::read_values(sent.format, &bytes[at..at + c * s], &mut q[..c]);
-                    for (r, &q) in r.iter_mut().zip(&q[..c]) {
-                        take(r, q);
-                    }
+                for (r, &q) in self.residual.iter_mut().zip(&q) {
+                    take(r, q);
                 }
             }
             (Some(sel), true) => {
                 for &i in sel {
-                    take(
-                        &mut self.residual[i as usize],
-                        format::read_one(sent.format, bytes, i as usize),
-                    );
+                    take(&mut self.residual[i as usize], q[i as usize]);
                 }
             }
             (Some(sel), false) => {
-                for (j, &i) in sel.iter().enumerate() {
-                    take(
-                        &mut self.residual[i as usize],
-                        format::read_one(sent.format, bytes, j),
-                    );
+                for (&i, &q) in sel.iter().zip(&q) {
+                    take(&mut self.residual[i as usize], q);
                 }
             }
         }

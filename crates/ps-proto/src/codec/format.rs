@@ -13,6 +13,8 @@
 //! infinite, so a finite delta never turns into an infinity on the shard (under error feedback
 //! the excess stays in the residual). ±inf stays ±inf and NaN stays NaN (quiet).
 
+use super::quant::Quant;
+use crate::error::ProtoError;
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
@@ -22,6 +24,10 @@ pub enum ValueFormat {
     F32,
     F16,
     Bf16,
+    Q8,
+    Q4,
+    Q2,
+    Sign,
 }
 
 const CHUNK: usize = 1024;
@@ -30,11 +36,46 @@ const F16_MAX: f32 = 65504.0;
 const BF16_MAX: f32 = f32::from_bits(0x7F7F_0000);
 
 impl ValueFormat {
-    /// Bytes per value on the wire.
-    pub fn size(self) -> usize {
+    /// Every format, in wire-code order.
+    pub const ALL: [ValueFormat; 7] = [
+        ValueFormat::F32,
+        ValueFormat::F16,
+        ValueFormat::Bf16,
+        ValueFormat::Q8,
+        ValueFormat::Q4,
+        ValueFormat::Q2,
+        ValueFormat::Sign,
+    ];
+
+    /// Bytes on the wire of `m` values.
+    pub fn encoded_len(self, m: usize) -> usize {
+        match self.quant() {
+            None if self == ValueFormat::F32 => m * 4,
+            None => m * 2,
+            Some(q) => q.encoded_len(m),
+        }
+    }
+
+    /// Bytes on the wire of `m` values, or None if that overflows.
+    pub(crate) fn checked_len(self, m: usize) -> Option<usize> {
+        // Every format takes at most 4 bytes a value plus a scale per group.
+        m.checked_mul(5)?;
+        Some(self.encoded_len(m))
+    }
+
+    /// Block-quantized (a value depends on its group, see [`super::quant`]).
+    pub fn is_block(self) -> bool {
+        self.quant().is_some()
+    }
+
+    /// The block quantizer of a block-quantized format.
+    fn quant(self) -> Option<Quant> {
         match self {
-            ValueFormat::F32 => 4,
-            ValueFormat::F16 | ValueFormat::Bf16 => 2,
+            ValueFormat::F32 | ValueFormat::F16 | ValueFormat::Bf16 => None,
+            ValueFormat::Q8 => Some(Quant::Levels { bits: 8 }),
+            ValueFormat::Q4 => Some(Quant::Levels { bits: 4 }),
+            ValueFormat::Q2 => Some(Quant::Levels { bits: 2 }),
+            ValueFormat::Sign => Some(Quant::Sign),
         }
     }
 
@@ -44,6 +85,18 @@ impl ValueFormat {
             ValueFormat::F32 => "raw",
             ValueFormat::F16 => "f16",
             ValueFormat::Bf16 => "bf16",
+            ValueFormat::Q8 => "q8",
+            ValueFormat::Q4 => "q4",
+            ValueFormat::Q2 => "q2",
+            ValueFormat::Sign => "sign",
+        }
+    }
+
+    /// The format named `name` in a codec string.
+    pub fn from_name(name: &str) -> Option<ValueFormat> {
+        match name {
+            "f32" => Some(ValueFormat::F32),
+            _ => Self::ALL.into_iter().find(|f| f.name() == name),
         }
     }
 
@@ -53,24 +106,25 @@ impl ValueFormat {
             ValueFormat::F32 => 1,
             ValueFormat::F16 => 2,
             ValueFormat::Bf16 => 3,
+            ValueFormat::Q8 => 4,
+            ValueFormat::Q4 => 5,
+            ValueFormat::Q2 => 6,
+            ValueFormat::Sign => 7,
         }
     }
 
     pub(crate) fn from_code(c: u16) -> Option<ValueFormat> {
-        match c {
-            1 => Some(ValueFormat::F32),
-            2 => Some(ValueFormat::F16),
-            3 => Some(ValueFormat::Bf16),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|f| f.code() == c)
     }
 
-    /// What a value becomes after a round trip through this format.
+    /// What a value becomes after a round trip through this format (for a block-quantized
+    /// format: as a group of its own; in a block, a value depends on its group).
     pub fn quantize(self, v: f32) -> f32 {
         match self {
             ValueFormat::F32 => v,
             ValueFormat::F16 => f16::from_f32(saturate(v, F16_MAX)).to_f32(),
             ValueFormat::Bf16 => bf16_to_f32(f32_to_bf16(v)),
+            _ => self.quant().map_or(v, |q| q.quantize_one(v)),
         }
     }
 }
@@ -108,7 +162,7 @@ pub(crate) fn bf16_to_f32(b: u16) -> f32 {
 
 /// Appends `src` in `format`, little-endian.
 pub(crate) fn write_values(format: ValueFormat, src: &[f32], out: &mut Vec<u8>) {
-    out.reserve(src.len() * format.size());
+    out.reserve(format.encoded_len(src.len()));
     match format {
         ValueFormat::F32 => {
             if cfg!(target_endian = "little") {
@@ -141,6 +195,11 @@ pub(crate) fn write_values(format: ValueFormat, src: &[f32], out: &mut Vec<u8>) 
                 push_u16s(&bits[..c], out);
             }
         }
+        ValueFormat::Q8 | ValueFormat::Q4 | ValueFormat::Q2 | ValueFormat::Sign => {
+            if let Some(q) = format.quant() {
+                q.write(src, out);
+            }
+        }
     }
 }
 
@@ -165,10 +224,15 @@ fn read_u16s(bytes: &[u8], dst: &mut [u16]) {
     }
 }
 
-/// Decodes `dst.len()` values; `bytes.len()` must be exactly `dst.len() * format.size()`
-/// (checked by the callers, which return an error otherwise).
-pub(crate) fn read_values(format: ValueFormat, bytes: &[u8], dst: &mut [f32]) {
-    debug_assert_eq!(bytes.len(), dst.len() * format.size());
+/// Decodes `dst.len()` values; `bytes.len()` must be exactly `format.encoded_len(dst.len())`
+/// (checked by the callers, which return an error otherwise). Only a block format can refuse
+/// its bytes (see [`Quant::read`]).
+pub(crate) fn read_values(
+    format: ValueFormat,
+    bytes: &[u8],
+    dst: &mut [f32],
+) -> Result<(), ProtoError> {
+    debug_assert_eq!(bytes.len(), format.encoded_len(dst.len()));
     match format {
         ValueFormat::F32 => {
             if cfg!(target_endian = "little") {
@@ -197,18 +261,13 @@ pub(crate) fn read_values(format: ValueFormat, bytes: &[u8], dst: &mut [f32]) {
                 }
             }
         }
+        ValueFormat::Q8 | ValueFormat::Q4 | ValueFormat::Q2 | ValueFormat::Sign => {
+            if let Some(q) = format.quant() {
+                return q.read(bytes, dst);
+            }
+        }
     }
-}
-
-/// The `i`-th value of a run of values in `format` (`bytes` holds at least `i + 1` of them).
-pub(crate) fn read_one(format: ValueFormat, bytes: &[u8], i: usize) -> f32 {
-    let s = format.size();
-    let b = &bytes[i * s..i * s + s];
-    match format {
-        ValueFormat::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-        ValueFormat::F16 => f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32(),
-        ValueFormat::Bf16 => bf16_to_f32(u16::from_le_bytes([b[0], b[1]])),
-    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -219,11 +278,10 @@ mod tests {
     fn round_trip(format: ValueFormat, v: &[f32]) -> Vec<f32> {
         let mut b = Vec::new();
         write_values(format, v, &mut b);
-        assert_eq!(b.len(), v.len() * format.size());
+        assert_eq!(b.len(), format.encoded_len(v.len()));
         let mut out = vec![0f32; v.len()];
-        read_values(format, &b, &mut out);
+        read_values(format, &b, &mut out).unwrap();
         for (i, o) in out.iter().enumerate() {
-            assert_eq!(o.to_bits(), read_one(format, &b, i).to_bits());
             let q = format.quantize(v[i]);
             assert!(q.to_bits() == o.to_bits() || (q.is_nan() && o.is_nan()));
         }
