@@ -90,6 +90,8 @@ pub struct PsClient {
     pub(crate) reports_rx: Option<mpsc::UnboundedReceiver<ClockReport>>,
     pub(crate) clock_started: Instant,
     pub(crate) blocked_s: f64,
+    /// The next clock sends every lossy table's residual too (see [`PsClient::last_clock`]).
+    pub(crate) flush_residual: bool,
     pub(crate) pull_comm_s: f64,
     pub(crate) pull_traffic: Traffic,
     /// App figures of the current clock, as they travel in its report.
@@ -176,6 +178,7 @@ impl PsClient {
             reports_rx: Some(reports_rx),
             clock_started: Instant::now(),
             blocked_s: 0.0,
+            flush_residual: false,
             pull_comm_s: 0.0,
             pull_traffic: Traffic::default(),
             figures: BTreeMap::new(),

@@ -26,6 +26,7 @@ impl PsClient {
     /// with [`PsClient::set_figures`] go with this clock's report. Returns the clock ended.
     pub fn clock(&mut self) -> Result<u64, ClientError> {
         self.check_failure()?;
+        let flush = std::mem::take(&mut self.flush_residual);
         let ended = self.clock.tick();
         let worker = self.cfg.worker;
         let nshards = self.links.len() as u32;
@@ -41,6 +42,7 @@ impl PsClient {
                 &mut t.cache,
                 worker,
                 ended,
+                flush,
                 max_body,
                 &mut per_shard,
             )?;
@@ -236,6 +238,28 @@ impl PsClient {
         self.check_failure()?;
         self.fold_acknowledged();
         Ok(())
+    }
+
+    /// Ends the job's last clock like [`PsClient::clock`], but a lossy table with selection
+    /// stages (top-k, filter) sends every row of its residual, in its value format, rather than
+    /// a selection: what earlier clocks held back reaches the shards before the job ends.
+    pub fn last_clock(&mut self) -> Result<u64, ClientError> {
+        self.flush_residual = true;
+        self.clock()
+    }
+
+    /// Forgets what lossy push codecs have not sent (every table's error-feedback residual) and
+    /// returns the sum of its magnitudes. For the end of a job: no later clock would send it,
+    /// and reads from now on show the shards' model (plus own pushes in flight), not a worker's
+    /// private copy, so final figures measure what the shards hold.
+    pub fn drop_unsent(&mut self) -> f64 {
+        let mut l1 = 0.0;
+        for t in self.tables.values_mut() {
+            for (_, r) in t.cache.residual.drain() {
+                l1 += r.iter().map(|v| f64::from(v.abs())).sum::<f64>();
+            }
+        }
+        l1
     }
 
     /// Dense push-pull for model averaging: adds `delta` (row-major over `rows`, sorted and

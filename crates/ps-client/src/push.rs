@@ -41,7 +41,9 @@ fn frame_runs(
 }
 
 /// Appends table `spec`'s frames for `clock` to `out[shard]`; returns their raw f32 size.
-/// Takes the cache's pending updates and updates what it keeps (residual, own log).
+/// Takes the cache's pending updates and updates what it keeps (residual, own log). With
+/// `flush`, a lossy chain's selection stages are left out: every pending and residual row goes,
+/// in the chain's value format.
 ///
 /// Dense updates of a lossless table go from the pending block into the frames' payloads with
 /// one copy, and the block itself becomes the own-log entry. Blocks the caller encoded go out
@@ -51,13 +53,18 @@ pub fn encode_table(
     cache: &mut TableCache,
     worker: u32,
     clock: u64,
+    flush: bool,
     max_body: u64,
     out: &mut [Vec<Frame>],
 ) -> Result<u64, ProtoError> {
     let nshards = out.len() as u32;
     let (id, width, nrows) = (spec.id, spec.width, spec.rows);
     let w = width as usize;
-    let chain = &spec.push_codec;
+    let mut chain = spec.push_codec.at_clock(clock);
+    if flush {
+        chain.selectors.clear();
+    }
+    let chain = &chain;
     let lossless = chain.is_lossless();
     let per_frame = ((max_body / (8 + 4 * width as u64)).max(1)) as usize;
     let mut logical = 0u64;
@@ -140,12 +147,13 @@ pub fn end_batches(worker: u32, clock: u64, out: &mut [Vec<Frame>]) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests_support {
     use super::*;
     use ps_proto::codec::CodecChain;
     use ps_proto::{Init, UpdateRule};
+    use std::collections::HashMap;
 
-    fn spec(codec: &str) -> TableSpec {
+    pub fn spec(codec: &str) -> TableSpec {
         TableSpec {
             id: 3,
             name: "t".into(),
@@ -160,10 +168,8 @@ mod tests {
         }
     }
 
-    use std::collections::HashMap;
-
     /// Sum of what the frames of `out` carry, per row.
-    fn sent(out: &[Vec<Frame>]) -> HashMap<u64, Vec<f32>> {
+    pub fn sent(out: &[Vec<Frame>]) -> HashMap<u64, Vec<f32>> {
         let mut m: HashMap<u64, Vec<f32>> = HashMap::new();
         for f in out.iter().flatten() {
             if f.header.kind != ps_proto::Kind::Push {
@@ -179,6 +185,13 @@ mod tests {
         }
         m
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::*;
+    use super::*;
+    use std::collections::HashMap;
 
     #[test]
     fn raw_rows_go_to_their_shards_with_range_keys_and_one_end_of_clock() {
@@ -188,7 +201,7 @@ mod tests {
         let values = keys.iter().flat_map(|&r| [r as f32; 4]).collect();
         cache.pending.blocks.push(Block { keys, values });
         let mut out = vec![Vec::new(), Vec::new(), Vec::new()];
-        let logical = encode_table(&spec, &mut cache, 0, 7, 1 << 20, &mut out).unwrap();
+        let logical = encode_table(&spec, &mut cache, 0, 7, false, 1 << 20, &mut out).unwrap();
         assert_eq!(logical, 3 * HEADER_LEN as u64 + 5 * (8 + 16));
         end_batches(0, 7, &mut out);
         // Rows 0..34 on shard 0, 34..67 on 1, 67..100 on 2.
@@ -231,7 +244,7 @@ mod tests {
                 cache.pending.singles.insert(r, row);
             }
             let mut out = vec![Vec::new(), Vec::new()];
-            encode_table(&spec, &mut cache, 0, clock, 1 << 20, &mut out).unwrap();
+            encode_table(&spec, &mut cache, 0, clock, false, 1 << 20, &mut out).unwrap();
             for (k, v) in sent(&out) {
                 let e = got.entry(k).or_insert_with(|| vec![0.0; 4]);
                 for (a, b) in e.iter_mut().zip(v) {
@@ -265,5 +278,70 @@ mod tests {
             .sum();
         let sent_sum: f32 = got.values().flatten().sum();
         assert!((logged - sent_sum).abs() < 1e-3);
+    }
+}
+
+#[cfg(test)]
+mod flush_and_warmup {
+    use super::tests_support::*;
+    use super::*;
+
+    #[test]
+    fn the_last_clock_sends_every_residual_row_in_the_format() {
+        let spec = spec("topk:0.05,q8");
+        let mut cache = TableCache::new(4, true);
+        let mut total = 0f32;
+        for clock in 0..3u64 {
+            for r in 0..40u64 {
+                let row: Vec<f32> = (0..4).map(|c| ((r + c + clock) % 5) as f32 - 2.0).collect();
+                total += row.iter().sum::<f32>();
+                cache.pending.singles.insert(r, row);
+            }
+            let mut out = vec![Vec::new(), Vec::new()];
+            encode_table(&spec, &mut cache, 0, clock, false, 1 << 20, &mut out).unwrap();
+        }
+        assert!(cache.residual.len() > 30, "top-k held most rows back");
+        // Nothing new on the last clock: the flush sends what is left.
+        let mut out = vec![Vec::new(), Vec::new()];
+        encode_table(&spec, &mut cache, 0, 3, true, 1 << 20, &mut out).unwrap();
+        let sent_rows = sent(&out).len();
+        assert_eq!(sent_rows, 40, "every row with a residual goes");
+        let logged: f32 = cache
+            .own_log
+            .values()
+            .flatten()
+            .flat_map(|b| b.values.iter())
+            .sum();
+        let left: f32 = cache.residual.values().flatten().sum();
+        assert!(
+            (logged + left - total).abs() < 1e-3,
+            "sent + residual = total"
+        );
+        // q8 leaves at most half a step (max / 127 / 2) a value.
+        let worst = cache
+            .residual
+            .values()
+            .flatten()
+            .fold(0f32, |m, v| m.max(v.abs()));
+        assert!(worst < 0.1, "{worst}");
+    }
+
+    #[test]
+    fn the_warm_up_sends_more_on_early_clocks() {
+        let spec = spec("topk:0.01,warmup:3,f16");
+        let mut counts = Vec::new();
+        for clock in [0u64, 1, 2, 3, 9] {
+            let mut cache = TableCache::new(4, false);
+            for r in 0..100u64 {
+                cache.pending.singles.insert(r, vec![r as f32 + 1.0; 4]);
+            }
+            let mut out = vec![Vec::new()];
+            encode_table(&spec, &mut cache, 0, clock, false, 1 << 20, &mut out).unwrap();
+            let nonzero = sent(&out).values().flatten().filter(|v| **v != 0.0).count();
+            counts.push(nonzero);
+        }
+        // 400 values: 0.01^(1/4) = 32%, then 10% (f32 0.1 is a hair over, so 41), 3.2%, then
+        // 1% (4) for good.
+        assert_eq!(counts, vec![127, 41, 13, 4, 4]);
     }
 }

@@ -146,6 +146,9 @@ fn read(
 
 /// The final sum of the seconds the straggler model added, over workers.
 pub const INJECTED_DELAY: &str = "injected_delay_s";
+/// Summed over workers: the magnitude of the updates a lossy push codec had not sent when the
+/// job ended (its error-feedback residuals), dropped before the final figures.
+pub const UNSENT_L1: &str = "unsent_residual_l1";
 
 /// Runs one worker's whole job: `app`'s session on `engines`, under the worker's assignment.
 pub fn run_session(worker: &mut Worker, app: &dyn DynApp, engines: &dyn Engines) -> Result<Done> {
@@ -180,12 +183,21 @@ pub fn run_session(worker: &mut Worker, app: &dyn DynApp, engines: &dyn Engines)
                 client.table(r.table)?.prefetch_next(r.rows)?;
             }
         }
-        client.clock()?;
+        if clock + 1 == clocks {
+            client.last_clock()?;
+        } else {
+            client.clock()?;
+        }
     }
     client.flush()?;
+    // The final figures are of the shards' model: what a lossy codec never sent is gone.
+    let unsent = client.drop_unsent();
     let reads = session.final_reads()?;
     read(client, session.as_mut(), &reads, true)?;
     let (mut sums, facts) = session.evaluate()?;
+    if unsent > 0.0 {
+        sums.insert(UNSENT_L1.into(), unsent);
+    }
     if chaos.straggle.is_some() {
         sums.insert(INJECTED_DELAY.into(), injected.as_secs_f64());
     }

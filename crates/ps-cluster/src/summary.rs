@@ -48,8 +48,10 @@ pub fn summary_line(app: &dyn DynApp, ctx: &SummaryContext<'_>, r: &JobResult) -
         "push_compression_ratio".into(),
         ratio(push_logical, push).into(),
     );
-    if let Some(d) = r.sums.get(crate::driver::INJECTED_DELAY) {
-        m.insert(crate::driver::INJECTED_DELAY.into(), round(*d).into());
+    for key in [crate::driver::INJECTED_DELAY, crate::driver::UNSENT_L1] {
+        if let Some(d) = r.sums.get(key) {
+            m.insert(key.into(), round(*d).into());
+        }
     }
     m.insert("restarts".into(), r.restarts.into());
     m.insert("evicted_workers".into(), r.evicted_workers.len().into());
