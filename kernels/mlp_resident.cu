@@ -52,22 +52,16 @@ extern "C" __global__ void mlp_sgd_step(float* p,
     }
 }
 
-// Delta: out[i] = (local[i] - read[i]) * scale, plus read[i] when with_init != 0, for i < n.
+// Delta: out[i] = (local[i] - read[i]) * scale, for i < n.
 // Launch: any 1-D grid.
 extern "C" __global__ void mlp_delta(const float* __restrict__ local,
                                      const float* __restrict__ read,
                                      float scale,
-                                     int with_init,
                                      float* __restrict__ out,
                                      unsigned long long n) {
     const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
     for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += stride) {
-        const float b = read[i];
-        float v = __fmul_rn(__fsub_rn(local[i], b), scale);
-        if (with_init != 0) {
-            v = __fadd_rn(v, b);
-        }
-        out[i] = v;
+        out[i] = __fmul_rn(__fsub_rn(local[i], read[i]), scale);
     }
 }

@@ -152,7 +152,7 @@ fn the_oracle_refuses_bad_loads_and_samples() {
     let mut out = arch.zeros();
     out.pop();
     assert!(
-        e.delta(1.0, false, &mut out).is_err(),
+        e.delta(1.0, &mut out).is_err(),
         "a delta of the wrong shape"
     );
 }

@@ -358,12 +358,7 @@ impl CudaMlpResident {
         Ok(stats)
     }
 
-    fn try_delta(
-        &mut self,
-        scale: f32,
-        with_init: bool,
-        out: &mut [Vec<f32>],
-    ) -> Result<(), GpuError> {
+    fn try_delta(&mut self, scale: f32, out: &mut [Vec<f32>]) -> Result<(), GpuError> {
         let arch = self.arch()?;
         let shapes = arch.layers();
         if out.len() != shapes.len() || out.iter().zip(&shapes).any(|(o, s)| o.len() != s.len()) {
@@ -371,7 +366,6 @@ impl CudaMlpResident {
         }
         self.sync_read()?;
         let stream = Arc::clone(&self.gpu.compute);
-        let init = i32::from(with_init);
         self.events.0.record(&stream).call("cuEventRecord")?;
         for (l, s) in shapes.iter().enumerate() {
             let (lo, n) = (self.offsets[l], s.len());
@@ -384,12 +378,7 @@ impl CudaMlpResident {
             let read = self.read.get().slice(lo..lo + n);
             let mut dst = self.delta.get_mut().slice_mut(lo..lo + n);
             let mut b = stream.launch_builder(&self.delta_fn);
-            b.arg(&local)
-                .arg(&read)
-                .arg(&scale)
-                .arg(&init)
-                .arg(&mut dst)
-                .arg(&n64);
+            b.arg(&local).arg(&read).arg(&scale).arg(&mut dst).arg(&n64);
             // SAFETY: the three views hold the layer's n values.
             unsafe { b.launch(cfg) }.call("cuLaunchKernel(mlp_delta)")?;
         }
@@ -458,13 +447,8 @@ impl MlpResident for CudaMlpResident {
         failed(NAME, self.try_run_clock(order, batch, lr))
     }
 
-    fn delta(
-        &mut self,
-        scale: f32,
-        with_init: bool,
-        out: &mut [Vec<f32>],
-    ) -> Result<(), ComputeError> {
-        failed(NAME, self.try_delta(scale, with_init, out))
+    fn delta(&mut self, scale: f32, out: &mut [Vec<f32>]) -> Result<(), ComputeError> {
+        failed(NAME, self.try_delta(scale, out))
     }
 
     fn evaluate(&mut self) -> Result<BatchStats, ComputeError> {

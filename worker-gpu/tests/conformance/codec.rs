@@ -210,6 +210,7 @@ fn host_round(
 ) -> (Vec<u32>, Vec<f32>) {
     let chain = CodecChain {
         selectors: vec![Selector::TopKCount(k as u32)],
+        warmup: 0,
         format: match format {
             SentFormat::F32 => ValueFormat::F32,
             SentFormat::F16 => ValueFormat::F16,

@@ -50,13 +50,12 @@ fn clock(
     read: &[Vec<f32>],
     order: &[usize],
     batch: usize,
-    with_init: bool,
 ) -> (BatchStats, BatchStats, Vec<Vec<f32>>) {
     load(e, arch, read);
     let held_out = e.evaluate().expect("evaluate");
     let train = e.run_clock(order, batch, 0.1).expect("run_clock");
     let mut delta = arch.zeros();
-    e.delta(0.5, with_init, &mut delta).expect("delta");
+    e.delta(0.5, &mut delta).expect("delta");
     (held_out, train, delta)
 }
 
@@ -103,8 +102,8 @@ fn compare(
     for c in 0..CLOCKS {
         let o = order(train.n, c);
         let before = dev.traffic();
-        let (hd, td, dd) = clock(&mut dev, &arch, &read, &o, batch, c == 0);
-        let (hh, th, dh) = clock(&mut host, &arch, &read, &o, batch, c == 0);
+        let (hd, td, dd) = clock(&mut dev, &arch, &read, &o, batch);
+        let (hh, th, dh) = clock(&mut host, &arch, &read, &o, batch);
         let t = dev.traffic().since(&before);
         let e = rel_err(&dd.concat(), &dh.concat());
         eprintln!(
@@ -181,11 +180,11 @@ fn resident_engine_rejects_bad_input() {
     assert!(dev.run_clock(&[0, train.n], 4, 0.1).is_err(), "sample n");
     let mut out = arch.zeros();
     out.pop();
-    assert!(dev.delta(1.0, false, &mut out).is_err(), "wrong shape");
+    assert!(dev.delta(1.0, &mut out).is_err(), "wrong shape");
     // Still usable after refusals: an empty clock leaves local = read, a zero delta.
     load(&mut dev, &arch, &arch.init_params(1));
     dev.run_clock(&[], 4, 0.1).expect("empty clock");
     let mut d = arch.zeros();
-    dev.delta(1.0, false, &mut d).expect("delta");
+    dev.delta(1.0, &mut d).expect("delta");
     assert!(d.iter().flatten().all(|&v| v == 0.0));
 }

@@ -1,19 +1,19 @@
 //! A dense MLP classifier by local SGD with model averaging: one `add` table per layer (rows =
 //! output units, width = inputs + 1, the bias last). Each clock a worker reads every layer, runs
 //! SGD over the next slice of its shuffled samples, and pushes `(local - read) / workers`; the
-//! shards' sum of those is the average of the workers' models. Clock 0 starts from the seeded
-//! initial model every worker computes alike, which worker 0 also pushes, so the tables need no
-//! initialiser of their own.
+//! shards' sum of those is the average of the workers' models. The tables start from the seeded
+//! initial model (Glorot, [`super::layer_init`]), which every worker computes alike for clock 0,
+//! so nobody pushes it.
 
 use super::session::MlpSession;
 use super::{
-    load_mnist_dir, synthetic_mlp, Arch, Dataset, MlpHyper, SyntheticMlpSpec, BUILTIN_FEATURES,
-    BUILTIN_TRAIN,
+    layer_init, load_mnist_dir, synthetic_mlp, Arch, Dataset, MlpHyper, SyntheticMlpSpec,
+    BUILTIN_FEATURES, BUILTIN_TRAIN,
 };
 use crate::app::flags::{self, decimal, num, ratio};
 use crate::app::{App, JobCommon, JobView, Plan, Session, Target, WorkerContext};
 use crate::error::AppError;
-use ps_proto::{Init, UpdateRule};
+use ps_proto::UpdateRule;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -254,7 +254,8 @@ impl App for MlpApp {
             .map(|(l, shape)| {
                 let size = (shape.rows() as u64, shape.width() as u32);
                 let name = format!("layer_{l}");
-                job.table(l as u32, &name, size, UpdateRule::Add, Init::Zeros)
+                let init = layer_init(shape.fan_in, shape.fan_out, settings.seed);
+                job.table(l as u32, &name, size, UpdateRule::Add, init)
             })
             .collect();
         let epochs = if on_data { DATA_EPOCHS } else { BUILTIN_EPOCHS };

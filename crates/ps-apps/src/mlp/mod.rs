@@ -15,9 +15,10 @@
 //! `fan_in + 1`). [`LayerShape`], [`LayerView`], [`Arch::flatten`] and
 //! [`Arch::unflatten`] convert between the per-layer and the flat view.
 //!
-//! The server initialises table `l` with [`init_layer`]`(l, fan_in, fan_out,
-//! seed)` (Glorot-uniform weights, zero bias), a pure function of its
-//! arguments, so server and workers agree without communication.
+//! The server initialises table `l` with [`layer_init`] (Glorot-uniform weights,
+//! zero bias), and workers compute the same with [`init_layer`]`(l, fan_in,
+//! fan_out, seed)`, a pure function of its arguments, so server and workers
+//! agree without communication.
 //!
 //! # Schedules
 //! Two schedules are supported with the same compute ([`MlpCompute`]):
@@ -80,9 +81,6 @@ pub use synth::{
     SAMPLES_PER_CHUNK,
 };
 
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, Uniform};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ComputeError;
@@ -317,29 +315,32 @@ impl Arch {
 
 /// Initial parameters of one layer table: row-major
 /// `fan_out × (fan_in + 1)`, weights i.i.d. Glorot-uniform
-/// `U(−a, a)` with `a = sqrt(6 / (fan_in + fan_out))`, biases 0.
+/// `U(−a, a)` with `a = sqrt(6 / (fan_in + fan_out))`, biases 0: the table initialiser
+/// [`layer_init`], filled in.
 ///
-/// Depends only on its arguments (the RNG is a ChaCha8 seeded by a hash of
-/// `(seed, layer_index)`), so the server can produce the same tables the
-/// workers would. Glorot (rather than He) is used for every layer, including
-/// the ReLU ones, because it is also right for the softmax layer and, for the
-/// shallow nets used here (2 hidden layers), trains as fast as He.
+/// Depends only on its arguments (each value is a hash of `(seed, layer_index, row, column)`,
+/// see `ps_proto::init`), so the shards produce the same tables the workers do and nobody
+/// pushes the initial model. Glorot (rather than He) is used for every layer, including the ReLU
+/// ones, because it is also right for the softmax layer and, for the shallow nets used here (2
+/// hidden layers), trains as fast as He.
 pub fn init_layer(layer_index: usize, fan_in: usize, fan_out: usize, seed: u64) -> Vec<f32> {
     let width = fan_in + 1;
     let mut out = vec![0.0f32; fan_out * width];
     if fan_in == 0 || fan_out == 0 {
         return out;
     }
-    let a = (6.0 / (fan_in + fan_out) as f64).sqrt() as f32;
-    let dist = Uniform::new_inclusive(-a, a);
-    let s = mix64(mix64(seed ^ 0x4D4C_5049_4E49_5400) ^ layer_index as u64);
-    let mut rng = ChaCha8Rng::seed_from_u64(s);
-    for row in out.chunks_exact_mut(width) {
-        for w in &mut row[..fan_in] {
-            *w = dist.sample(&mut rng);
-        }
-    }
+    let init = layer_init(fan_in, fan_out, seed);
+    ps_proto::init::fill(init, layer_index as u32, 0, width as u32, &mut out);
     out
+}
+
+/// The initialiser of layer tables (see [`init_layer`]); the table id is the layer index.
+pub fn layer_init(fan_in: usize, fan_out: usize, seed: u64) -> ps_proto::Init {
+    ps_proto::Init::Glorot {
+        bound: (6.0 / (fan_in + fan_out).max(1) as f64).sqrt() as f32,
+        fan_in: fan_in as u32,
+        seed: mix64(seed ^ 0x4D4C_5049_4E49_5400),
+    }
 }
 
 /// Local update `params[l] -= lr * grads[l]` for every layer.

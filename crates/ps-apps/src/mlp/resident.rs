@@ -48,14 +48,8 @@ pub trait MlpResident: Send {
         lr: f32,
     ) -> Result<BatchStats, ComputeError>;
 
-    /// Writes `(local - read) * scale`, plus `read` when `with_init`, per layer into `out`
-    /// (shaped like the model).
-    fn delta(
-        &mut self,
-        scale: f32,
-        with_init: bool,
-        out: &mut [Vec<f32>],
-    ) -> Result<(), ComputeError>;
+    /// Writes `(local - read) * scale` per layer into `out` (shaped like the model).
+    fn delta(&mut self, scale: f32, out: &mut [Vec<f32>]) -> Result<(), ComputeError>;
 
     /// Loss and accuracy totals of the read model over the held-out samples.
     fn evaluate(&mut self) -> Result<BatchStats, ComputeError>;
@@ -212,12 +206,7 @@ impl MlpResident for HostMlpResident {
         Ok(stats)
     }
 
-    fn delta(
-        &mut self,
-        scale: f32,
-        with_init: bool,
-        out: &mut [Vec<f32>],
-    ) -> Result<(), ComputeError> {
+    fn delta(&mut self, scale: f32, out: &mut [Vec<f32>]) -> Result<(), ComputeError> {
         if out.len() != self.read.len()
             || out.iter().zip(&self.read).any(|(o, r)| o.len() != r.len())
         {
@@ -226,9 +215,6 @@ impl MlpResident for HostMlpResident {
         for ((o, after), before) in out.iter_mut().zip(&self.local).zip(&self.read) {
             for ((d, a), b) in o.iter_mut().zip(after).zip(before) {
                 *d = (a - b) * scale;
-                if with_init {
-                    *d += b;
-                }
             }
         }
         Ok(())

@@ -10,7 +10,7 @@
 //!   back. The held-out figures are computed on the device too.
 //!
 //! Both paths visit the same samples in the same order with the same learning rate and push
-//! the same `(local - read) / workers` (plus the initial model from worker 0 at clock 0).
+//! the same `(local - read) / workers`.
 
 use super::app::{load, MlpApp, MlpClock, MlpFacts, MlpFinal, MlpSettings};
 use super::resident::{MlpResident, Traffic, EVAL_CHUNK};
@@ -217,8 +217,6 @@ impl Session<MlpApp> for MlpSession {
         let hyper = self.settings.hyper;
         let lr = hyper.lr_at(key.clock);
         let scale = 1.0 / self.workers as f32;
-        // The tables start at zero: the initial model goes in with worker 0's first push.
-        let with_init = clock == 0 && self.worker == 0;
         let (slice_of, of) = ((clock % per_epoch) as usize, per_epoch as usize);
         let stats = match &mut self.path {
             Path::Host(h) => {
@@ -246,9 +244,6 @@ impl Session<MlpApp> for MlpSession {
                     let (after, before) = (&h.local[l], &self.read[l]);
                     for ((d, a), b) in d.iter_mut().zip(after).zip(before) {
                         *d = (a - b) * scale;
-                        if with_init {
-                            *d += b;
-                        }
                     }
                 }
                 stats
@@ -260,7 +255,7 @@ impl Session<MlpApp> for MlpSession {
                 let stats = r
                     .dev
                     .run_clock(&visiting_order(slice, key), hyper.batch, lr)?;
-                r.dev.delta(scale, with_init, &mut r.delta)?;
+                r.dev.delta(scale, &mut r.delta)?;
                 for (l, delta) in r.delta.iter().enumerate() {
                     let rows: Vec<u64> = (0..self.arch.layer(l).rows() as u64).collect();
                     out.rows(l as u32, &rows)?.copy_from_slice(delta);

@@ -35,7 +35,8 @@ fn oracle(plan: &Plan<MlpSettings>) -> (Vec<Vec<Vec<Vec<f32>>>>, Vec<Vec<f32>>) 
     let s = &plan.settings;
     let (train, _) = synthetic_mlp(&SyntheticMlpSpec::default_builtin(s.seed));
     let arch = Arch::new(train.d, &s.hidden, train.classes);
-    let mut table = arch.zeros();
+    // The shards start from the seeded initial model, as the workers do.
+    let mut table = arch.init_params(s.seed);
     let mut clocks = Vec::new();
     for clock in 0..CLOCKS {
         let mut this = Vec::new();
@@ -60,11 +61,6 @@ fn oracle(plan: &Plan<MlpSettings>) -> (Vec<Vec<Vec<Vec<f32>>>>, Vec<Vec<f32>>) 
             let mut out =
                 local_sgd_clock(&mut CpuMlp, &arch, &read, &train, slice, &s.hyper, key).unwrap();
             out.scale(0.5);
-            if clock == 0 && w == 0 {
-                for (d, r) in out.delta.iter_mut().zip(&read) {
-                    d.iter_mut().zip(r).for_each(|(d, r)| *d += r);
-                }
-            }
             this.push(out.delta);
         }
         for d in &this {
