@@ -197,6 +197,8 @@ fn frame_list() -> Vec<(String, Frame)> {
         "topk:2,f16",
         "topk:0.9,bf16",
         "filter:0.5,topk:0.25",
+        "q4",
+        "topk:0.5,sign",
     ] {
         let c = chain(s);
         let f =
@@ -366,16 +368,18 @@ pub fn codecs() -> Seeds {
         "topk:3,f16",
         "topk:0.9,bf16",
         "filter:0.5,topk:0.1",
+        "q8",
+        "q4",
+        "q2",
+        "sign",
+        "topk:0.3,sign",
+        "topk:0.1,q4",
+        "topk:0.05,warmup:2,q2",
     ] {
         let c = chain(s);
-        let pick: u8 = match c.wire_id() {
-            1 => 0,
-            2 => 1,
-            3 => 2,
-            0x11 => 3,
-            0x12 => 4,
-            _ => 5,
-        };
+        // The index of the wire id in the target's table (proto::codec).
+        let id = c.wire_id();
+        let pick = if id < 0x10 { id - 1 } else { id - 0x11 + 7 } as u8;
         for n in [1u16, 37, 300] {
             let mut b = vec![pick];
             b.extend_from_slice(&n.to_le_bytes());
@@ -397,6 +401,9 @@ pub fn codec_chains() -> Seeds {
         "topk:1e-3,bf16",
         "filter:0.01,topk:0.05,bf16",
         "filter:0, topk:3 ,raw",
+        "topk:0.001,warmup:4,sign",
+        "q4",
+        "topk:0.1,q2",
     ]
     .iter()
     .enumerate()

@@ -14,8 +14,8 @@ use ps_proto::codec::{
 };
 use ps_proto::report::{ClockSummary, JobResult};
 use ps_proto::{
-    is_range, Assign, ClockReport, Codec, ControlEvent, Done, Frame, Header, KeyForm, Kind,
-    Limits, Register, Shutdown, HEADER_LEN,
+    is_range, Assign, ClockReport, Codec, ControlEvent, Done, Frame, Header, KeyForm, Kind, Limits,
+    Register, Shutdown, HEADER_LEN,
 };
 
 /// A fuzz target: its name and the function that runs one input.
@@ -267,16 +267,18 @@ fn same_bits(a: &[f32], b: &[f32]) -> bool {
 }
 
 /// `codec::decode` and `codec::decode_add` of a payload: byte 0 picks the wire id (one of the
-/// six valid ones, or an arbitrary one), bytes 1..3 the block length `n` (u16, little-endian),
+/// fourteen valid ones, or an arbitrary one), bytes 1..3 the block length `n` (u16, little-endian),
 /// the rest is the payload. Checks the block's shape and that `decode_add` adds exactly what
 /// `decode` gives, leaving its destination unchanged on error.
 pub fn codec(data: &[u8]) {
     if data.len() < 3 {
         return;
     }
-    const IDS: [u16; 6] = [1, 2, 3, 0x11, 0x12, 0x13];
+    const IDS: [u16; 14] = [
+        1, 2, 3, 4, 5, 6, 7, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17,
+    ];
     let id = match data[0] as usize {
-        i if i < 6 * 40 => IDS[i % 6],
+        i if i < 14 * 17 => IDS[i % 14],
         i => i as u16,
     };
     let n = u16::from_le_bytes([data[1], data[2]]) as usize;
