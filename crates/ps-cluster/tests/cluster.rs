@@ -772,7 +772,10 @@ fn sign_and_top_k_keep_mf_quality_at_a_fraction_of_the_bytes() {
     let rmse = |s: &serde_json::Value| s["test_rmse"].as_f64().unwrap();
     assert!(bytes(&lossy) * 25 < bytes(&raw), "{lossy} {raw}");
     assert!(rmse(&lossy) < rmse(&raw) * 1.01, "{lossy} {raw}");
-    assert!(lossy["unsent_residual_l1"].as_f64().unwrap() > 0.0, "{lossy}");
+    assert!(
+        lossy["unsent_residual_l1"].as_f64().unwrap() > 0.0,
+        "{lossy}"
+    );
     assert!(raw.get("unsent_residual_l1").is_none(), "{raw}");
     let q4 = run("q4");
     assert!(bytes(&q4) * 7 < bytes(&raw), "{q4}");
