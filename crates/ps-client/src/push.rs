@@ -60,7 +60,7 @@ pub fn encode_table(
     let nshards = out.len() as u32;
     let (id, width, nrows) = (spec.id, spec.width, spec.rows);
     let w = width as usize;
-    let mut chain = spec.push_codec.at_clock(clock);
+    let mut chain = spec.push_codec.at_clock(clock).for_rows(width);
     if flush {
         chain.selectors.clear();
     }

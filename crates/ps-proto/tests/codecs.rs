@@ -436,7 +436,7 @@ fn decoders_reject_malformed_payloads() {
         assert!(decode(id, &sparse_payload(0, 2, &[1, 3], &two), n).is_ok());
         let bad: Vec<(&str, Vec<u8>)> = vec![
             ("empty", vec![]),
-            ("unknown mode", sparse_payload(3, 2, &[1, 3], &two)),
+            ("unknown mode", sparse_payload(4, 2, &[1, 3], &two)),
             ("truncated values", sparse_payload(0, 2, &[1, 3], &two[1..])),
             ("trailing bytes", {
                 let mut p = sparse_payload(0, 2, &[1, 3], &two);
@@ -520,14 +520,14 @@ fn decoders_reject_malformed_payloads() {
 
 #[test]
 fn every_layout_and_format_refuses_its_prefixes() {
-    // Densities that make the encoder pick each layout: list, Rice, dense.
+    // Densities that make the encoder pick each layout: list, Rice, runs, dense.
     let n = 2000;
     let v: Vec<f32> = (0..n)
         .map(|i| ((i * 7919) % 1999) as f32 / 1000.0 - 0.9995)
         .collect();
+    let mut modes = std::collections::BTreeSet::new();
     for format in ValueFormat::ALL {
-        let all = if format == ValueFormat::Sign { 2 } else { 1 };
-        for (k, mode) in [(3u32, 0u8), (400, 2), (n as u32, all)] {
+        for k in [3u32, 40, 400, 1990, n as u32] {
             let chain = CodecChain {
                 selectors: vec![Selector::TopKCount(k)],
                 warmup: 0,
@@ -535,7 +535,7 @@ fn every_layout_and_format_refuses_its_prefixes() {
             };
             let mut p = Vec::new();
             encode(&chain, &v, None, &mut p).unwrap();
-            assert_eq!(p[0], mode, "{chain}: k {k}");
+            modes.insert(p[0]);
             let id = chain.wire_id();
             let d = dense(decode(id, &p, n).unwrap(), n);
             let nonzero = d.iter().filter(|x| **x != 0.0).count();
@@ -552,6 +552,7 @@ fn every_layout_and_format_refuses_its_prefixes() {
             assert!(decode(id, &long, n).is_err(), "{chain}: trailing byte");
         }
     }
+    assert_eq!(modes.into_iter().collect::<Vec<_>>(), vec![0, 1, 2, 3]);
 }
 
 proptest! {
@@ -579,7 +580,7 @@ proptest! {
 
     /// Sparse payloads that start well-formed then go wrong anywhere.
     #[test]
-    fn sparse_decoders_never_panic(id in 0x11u16..0x18, n in 0usize..2000, mode in 0u8..3,
+    fn sparse_decoders_never_panic(id in 0x11u16..0x18, n in 0usize..2000, mode in 0u8..4,
                                    head in proptest::collection::vec(any::<u64>(), 0..6),
                                    tail in proptest::collection::vec(any::<u8>(), 0..64)) {
         let mut p = vec![mode];
@@ -689,5 +690,71 @@ fn chains_round_trip_through_strings() {
         let c: CodecChain = s.parse().unwrap();
         let again: CodecChain = c.to_string().parse().unwrap();
         assert_eq!(c, again);
+    }
+}
+
+#[test]
+fn rows_send_whole_rows_of_the_largest_norm() {
+    // 6 rows of 4: row norms 1, 8, 2, 6, 0, 3 (row 1 largest, then 3, then 5).
+    let v: Vec<f32> = [1.0f32, 8.0, 2.0, 6.0, 0.0, 3.0]
+        .iter()
+        .flat_map(|&r| [r / 2.0, -r / 2.0, r / 2.0, -r / 2.0])
+        .collect();
+    let chain: CodecChain = "rows:0.5".parse().unwrap();
+    let mut out = Vec::new();
+    let err = encode(&chain, &v, None, &mut out).unwrap_err().to_string();
+    assert!(err.contains("width"), "{err}");
+    assert!(encode(&chain.clone().for_rows(5), &v, None, &mut out).is_err());
+    assert!(out.is_empty());
+    let chain = chain.for_rows(4);
+    assert_eq!(encode(&chain, &v, None, &mut out).unwrap(), 12);
+    let got = dense(decode(chain.wire_id(), &out, 24).unwrap(), 24);
+    for (i, (x, y)) in v.iter().zip(&got).enumerate() {
+        let keep = [1, 3, 5].contains(&(i / 4));
+        assert_eq!(*y, if keep { *x } else { 0.0 }, "entry {i}");
+    }
+    // After a filter stage only the survivors count and go.
+    let cur = vec![100.0f32; 24];
+    let chain: CodecChain = "filter:0.02,rows:0.1".parse().unwrap();
+    let chain = chain.for_rows(4);
+    out.clear();
+    let sent = encode(&chain, &v, Some(&cur), &mut out).unwrap();
+    let got = dense(decode(chain.wire_id(), &out, 24).unwrap(), 24);
+    assert_eq!(sent, 4, "row 1's four entries (|x| = 4 >= 2)");
+    assert!(got[4..8].iter().all(|x| x.abs() == 4.0));
+    // Runs of indices are cheap: Rice codes them at about a bit each.
+    let big: Vec<f32> = (0..8000)
+        .map(|i| ((i * 7919) % 1009) as f32 - 504.0)
+        .collect();
+    let chain = "rows:0.25,sign".parse::<CodecChain>().unwrap().for_rows(8);
+    out.clear();
+    encode(&chain, &big, None, &mut out).unwrap();
+    assert_eq!(out[0], 3, "runs layout");
+    // 2000 signs (250 bytes), 16 scales (64), at most 250 runs at about 11 bits (a gap and a
+    // length): under 650 bytes, where one Rice-coded gap a value would add about 870.
+    assert!(out.len() < 650, "{} bytes", out.len());
+}
+
+proptest! {
+    #[test]
+    fn error_feedback_with_rows_conserves_mass(rows in 1usize..40, width in 1usize..9,
+                                               frac in 0.05f32..1.0, clocks in 1usize..5) {
+        let chain = format!("rows:{frac},q4").parse::<CodecChain>().unwrap().for_rows(width as u32);
+        let n = rows * width;
+        let mut ef = ErrorFeedback::new(n);
+        let mut sum = vec![0f64; n];
+        let mut total = vec![0f64; n];
+        for c in 0..clocks {
+            let d: Vec<f32> = (0..n).map(|i| ((i * 31 + c * 17) % 23) as f32 / 7.0 - 1.5).collect();
+            for (t, x) in total.iter_mut().zip(&d) { *t += f64::from(*x); }
+            let mut out = Vec::new();
+            ef.compress(&chain, &d, None, &mut out).unwrap();
+            let got = dense(decode(chain.wire_id(), &out, n).unwrap(), n);
+            for (s, x) in sum.iter_mut().zip(&got) { *s += f64::from(*x); }
+        }
+        for i in 0..n {
+            let r = f64::from(ef.residual()[i]);
+            prop_assert!((sum[i] + r - total[i]).abs() < 1e-3, "entry {}: {} + {} vs {}", i, sum[i], r, total[i]);
+        }
     }
 }

@@ -18,6 +18,12 @@ pub enum Selector {
     TopKCount(u32),
     /// Keep entries with `delta != 0 && !(|delta| < rel * |current|)`; rel >= 0.
     Filter { rel: f32 },
+    /// Keep whole rows: the `ceil(fraction * rows)` rows of `width` values with the largest L2
+    /// norm (of the entries earlier stages kept), every entry of them; fraction in (0, 1]. One
+    /// index a value still goes on the wire, but runs of consecutive indices cost about a bit
+    /// each (Rice). `width` is not in the codec string: the encoder sets it
+    /// ([`CodecChain::for_rows`]); 0 until then, and encoding refuses that.
+    RowsFraction { fraction: f32, width: u32 },
 }
 
 impl Selector {
@@ -29,6 +35,9 @@ impl Selector {
             Selector::Filter { rel } if !(rel.is_finite() && rel >= 0.0) => Err(ProtoError::Codec(
                 format!("filter ratio {rel} is not finite and >= 0"),
             )),
+            Selector::RowsFraction { fraction, .. } if !(fraction > 0.0 && fraction <= 1.0) => Err(
+                ProtoError::Codec(format!("rows fraction {fraction} is not in (0, 1]")),
+            ),
             _ => Ok(()),
         }
     }
@@ -49,6 +58,7 @@ impl fmt::Display for Selector {
             }
             Selector::TopKCount(k) => write!(f, "topk:{k}"),
             Selector::Filter { rel } => write!(f, "filter:{rel}"),
+            Selector::RowsFraction { fraction, .. } => write!(f, "rows:{fraction}"),
         }
     }
 }
@@ -106,7 +116,8 @@ impl CodecChain {
     /// Checks the stages' parameters (the fields are public, so a chain may be built by hand).
     pub fn validate(&self) -> Result<(), ProtoError> {
         self.selectors.iter().try_for_each(Selector::validate)?;
-        let fraction = |s: &Selector| matches!(s, Selector::TopKFraction(_));
+        let fraction =
+            |s: &Selector| matches!(s, Selector::TopKFraction(_) | Selector::RowsFraction { .. });
         if self.warmup > 0 && !self.selectors.iter().any(fraction) {
             return Err(ProtoError::Codec(
                 "warmup relaxes a top-k fraction (topk:F with a decimal point), and the chain has none"
@@ -116,6 +127,16 @@ impl CodecChain {
         Ok(())
     }
 
+    /// The chain with the row width its `rows:F` stages select by (the encoder knows it).
+    pub fn for_rows(mut self, width: u32) -> CodecChain {
+        for s in &mut self.selectors {
+            if let Selector::RowsFraction { width: w, .. } = s {
+                *w = width;
+            }
+        }
+        self
+    }
+
     /// The chain an encoder uses at `clock`: the warm-up applied (and removed).
     pub fn at_clock(&self, clock: u64) -> CodecChain {
         let mut c = self.clone();
@@ -123,7 +144,7 @@ impl CodecChain {
         if clock < u64::from(self.warmup) {
             let e = (clock + 1) as f64 / (f64::from(self.warmup) + 1.0);
             for s in &mut c.selectors {
-                if let Selector::TopKFraction(f) = s {
+                if let Selector::TopKFraction(f) | Selector::RowsFraction { fraction: f, .. } = s {
                     *f = (f64::from(*f).powf(e) as f32).clamp(*f, 1.0);
                 }
             }
@@ -204,13 +225,22 @@ impl FromStr for CodecChain {
                         .map_err(|e| bad(format!("top-k fraction {p:?}: {e}")))?;
                     chain.selectors.push(Selector::TopKFraction(f));
                 }
+                ("rows", Some(p)) => {
+                    let f = p
+                        .parse::<f32>()
+                        .map_err(|e| bad(format!("rows fraction {p:?}: {e}")))?;
+                    chain.selectors.push(Selector::RowsFraction {
+                        fraction: f,
+                        width: 0,
+                    });
+                }
                 ("filter", Some(p)) => {
                     let rel = p
                         .parse::<f32>()
                         .map_err(|e| bad(format!("filter ratio {p:?}: {e}")))?;
                     chain.selectors.push(Selector::Filter { rel });
                 }
-                ("topk" | "filter" | "warmup", None) => {
+                ("topk" | "filter" | "warmup" | "rows", None) => {
                     return Err(bad(format!("{name} needs a parameter ({name}:X)")))
                 }
                 _ => return Err(bad(format!("unknown stage {stage:?}"))),
@@ -249,6 +279,8 @@ mod tests {
             ("q2", "q2"),
             ("topk:0.001,warmup:4,f16", "topk:0.001,warmup:4,f16"),
             ("warmup:3,topk:0.01", "topk:0.01,warmup:3"),
+            ("rows:0.1,sign", "rows:0.1,sign"),
+            ("rows:0.05,warmup:2,q4", "rows:0.05,warmup:2,q4"),
         ] {
             let c: CodecChain = s.parse().unwrap();
             assert_eq!(c.to_string(), want, "{s}");
@@ -291,6 +323,9 @@ mod tests {
             "topk:0.1,warmup",
             "q3",
             "sign,q4",
+            "rows:0",
+            "rows:1.5",
+            "rows",
         ] {
             assert!(bad.parse::<CodecChain>().is_err(), "{bad:?}");
         }

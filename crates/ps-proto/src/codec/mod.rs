@@ -160,6 +160,16 @@ pub(crate) fn check_inputs(
             "block of {n} values is too large for u32 indices"
         )));
     }
+    for s in &chain.selectors {
+        if let Selector::RowsFraction { width, .. } = *s {
+            if width == 0 || n % width as usize != 0 {
+                return Err(ProtoError::Codec(format!(
+                    "codec {chain}: rows of width {width} do not tile a block of {n} (the \
+                     encoder sets the width with CodecChain::for_rows)"
+                )));
+            }
+        }
+    }
     match current {
         Some(c) if c.len() != n => Err(ProtoError::Codec(format!(
             "current values: {} for a block of {n}",
@@ -205,6 +215,12 @@ fn select(chain: &CodecChain, values: &[f32], current: Option<&[f32]>) -> Vec<u3
             }
             Selector::TopKFraction(f) => top(values, sel, k_of_fraction(f, n)),
             Selector::TopKCount(c) => top(values, sel, (c as usize).min(n)),
+            Selector::RowsFraction { fraction, width } => {
+                // check_inputs made sure `width` divides n.
+                let w = (width as usize).max(1);
+                let k = k_of_fraction(fraction, n / w);
+                select::top_rows(values, w, k, sel.as_deref())
+            }
         });
     }
     sel.unwrap_or_else(|| (0..n as u64).map(|i| i as u32).collect())

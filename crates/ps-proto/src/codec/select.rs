@@ -70,6 +70,32 @@ pub fn top_k(values: &[f32], k: usize) -> Vec<u32> {
     sampled(values, k, initial_above(n, k))
 }
 
+/// Indices (ascending) of every entry of the `k` rows (of `width` entries) with the largest L2
+/// norm, ranked as [`top_k`] ranks magnitudes (a row with a NaN first). With `subset`, only its
+/// entries count towards a norm and only they are returned.
+pub(crate) fn top_rows(values: &[f32], width: usize, k: usize, subset: Option<&[u32]>) -> Vec<u32> {
+    let rows = values.len() / width;
+    let mut sq = vec![0f64; rows];
+    let mut add = |i: usize| sq[i / width] += f64::from(values[i]) * f64::from(values[i]);
+    match subset {
+        Some(s) => s.iter().for_each(|&i| add(i as usize)),
+        None => (0..rows * width).for_each(add),
+    }
+    let norms: Vec<f32> = sq.iter().map(|s| s.sqrt() as f32).collect();
+    let chosen = top_k(&norms, k);
+    match subset {
+        Some(s) => s
+            .iter()
+            .copied()
+            .filter(|&i| chosen.binary_search(&(i / width as u32)).is_ok())
+            .collect(),
+        None => chosen
+            .iter()
+            .flat_map(|&r| (r as usize * width..(r as usize + 1) * width).map(|i| i as u32))
+            .collect(),
+    }
+}
+
 /// How many sample entries must lie at or above the first threshold for `k` of `n`: about three
 /// standard deviations above the expected count, plus 4. (The GPU selection starts the same way.)
 pub fn initial_above(n: usize, k: usize) -> usize {

@@ -10,6 +10,10 @@
 //!   least-significant bit first, packed LSB-first, the last byte's unused bits zero. About
 //!   `log2(1 / density) + 1.5` bits an index instead of a varint's 8 or more: at 1% density 8.1
 //!   bits, at 10% 4.8.
+//! * [`MODE_RUNS`]: varint `m`, varint `r` (runs of consecutive indices), one byte `kg` and one
+//!   byte `kl` (each 0..=31), then per run, Rice coded with `kg` and `kl`: the gap before it (the
+//!   first run's start as it is, each next one as `start - previous end - 2`, runs being maximal)
+//!   and its length minus one. Whole rows (`rows:F`) cost about a bit a row this way.
 //! * [`MODE_DENSE`]: no indices; all `n` values, zero where nothing was selected (never for the
 //!   sign format, which has no zero).
 
@@ -20,13 +24,52 @@ use crate::error::ProtoError;
 pub const MODE_LIST: u8 = 0;
 pub const MODE_DENSE: u8 = 1;
 pub const MODE_RICE: u8 = 2;
+pub const MODE_RUNS: u8 = 3;
 
 /// The chosen layout of a selection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Layout {
     pub mode: u8,
-    /// Rice parameter (MODE_RICE only).
+    /// Rice parameter (MODE_RICE; MODE_RUNS: of the gaps).
     k: u32,
+    /// Rice parameter of the run lengths (MODE_RUNS).
+    kl: u32,
+}
+
+/// Maximal runs of consecutive indices: (coded gap, length - 1) as MODE_RUNS writes them.
+fn runs(sel: &[u32]) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    let mut prev_end: Option<u32> = None;
+    let mut j = 0;
+    while j < sel.len() {
+        let start = sel[j];
+        let mut end = start;
+        while j + 1 < sel.len() && sel[j + 1] == end + 1 {
+            end += 1;
+            j += 1;
+        }
+        let gap = match prev_end {
+            None => u64::from(start),
+            Some(p) => u64::from(start - p - 2),
+        };
+        out.push((gap, u64::from(end - start)));
+        prev_end = Some(end);
+        j += 1;
+    }
+    out
+}
+
+/// Bits of `vals` Rice coded with parameter `k`.
+fn rice_len(vals: impl Iterator<Item = u64>, k: u32) -> u64 {
+    vals.map(|g| (g >> k) + 1 + u64::from(k)).sum()
+}
+
+/// The Rice parameter (0..32) that codes `vals` in the fewest bits, and those bits.
+fn best_k(vals: &[u64]) -> (u32, u64) {
+    (0..32)
+        .map(|k| (k, rice_len(vals.iter().copied(), k)))
+        .min_by_key(|&(k, bits)| (bits, k))
+        .unwrap_or((0, 0))
 }
 
 fn gaps(sel: &[u32]) -> impl Iterator<Item = u64> + '_ {
@@ -39,13 +82,8 @@ fn gaps(sel: &[u32]) -> impl Iterator<Item = u64> + '_ {
     })
 }
 
-/// Bits of the Rice-coded gaps with parameter `k`.
-fn rice_bits(sel: &[u32], k: u32) -> u64 {
-    gaps(sel).map(|g| (g >> k) + 1 + u64::from(k)).sum()
-}
-
 /// The smallest layout of selection `sel` (ascending, `< n`) with values in `format`; ties go
-/// to the list, then to Rice.
+/// to the lower mode number.
 pub(crate) fn choose(sel: &[u32], n: usize, format: ValueFormat) -> Layout {
     let m = sel.len();
     let values = format.encoded_len(m) as u64;
@@ -59,22 +97,35 @@ pub(crate) fn choose(sel: &[u32], n: usize, format: ValueFormat) -> Layout {
             })
             .sum::<u64>()
         + values;
-    let k = (0..32).min_by_key(|&k| rice_bits(sel, k)).unwrap_or(0);
-    let rice = varint_len(m as u64) as u64 + 1 + rice_bits(sel, k).div_ceil(8) + values;
+    let gaps: Vec<u64> = gaps(sel).collect();
+    let (k, rice_bits) = best_k(&gaps);
+    let rice = varint_len(m as u64) as u64 + 1 + rice_bits.div_ceil(8) + values;
+    let runs = runs(sel);
+    let (kg, gap_bits) = best_k(&runs.iter().map(|r| r.0).collect::<Vec<_>>());
+    let (kl, len_bits) = best_k(&runs.iter().map(|r| r.1).collect::<Vec<_>>());
+    let run = (varint_len(m as u64) + varint_len(runs.len() as u64) + 2) as u64
+        + (gap_bits + len_bits).div_ceil(8)
+        + values;
     // The sign format has no zero: the unselected entries of a dense layout would arrive as
     // ±scale. It always lists its indices.
     let dense = match format {
         ValueFormat::Sign => u64::MAX,
         _ => format.encoded_len(n) as u64,
     };
-    let mode = if list <= rice && list <= dense {
-        MODE_LIST
-    } else if rice <= dense {
-        MODE_RICE
-    } else {
-        MODE_DENSE
-    };
-    Layout { mode, k }
+    // The smallest; ties go to the lower mode.
+    let mode = [
+        (MODE_LIST, list),
+        (MODE_RICE, rice),
+        (MODE_RUNS, run),
+        (MODE_DENSE, dense),
+    ]
+    .into_iter()
+    .min_by_key(|&(mode, len)| (len, mode))
+    .map_or(MODE_DENSE, |(mode, _)| mode);
+    match mode {
+        MODE_RUNS => Layout { mode, k: kg, kl },
+        _ => Layout { mode, k, kl: 0 },
+    }
 }
 
 /// Appends the mode byte and the index part of `layout` (nothing after the mode for dense).
@@ -92,13 +143,20 @@ pub(crate) fn write_indices(layout: Layout, sel: &[u32], out: &mut Vec<u8>) {
             out.push(layout.k as u8);
             let mut w = BitWriter::new(out);
             for g in gaps(sel) {
-                let mut q = g >> layout.k;
-                while q >= 32 {
-                    w.put(u32::MAX as u64, 32);
-                    q -= 32;
-                }
-                w.put((1u64 << q) - 1, q as u32 + 1);
-                w.put(g & ((1u64 << layout.k) - 1), layout.k);
+                w.rice(g, layout.k);
+            }
+            w.finish();
+        }
+        MODE_RUNS => {
+            let runs = runs(sel);
+            write_varint(sel.len() as u64, out);
+            write_varint(runs.len() as u64, out);
+            out.push(layout.k as u8);
+            out.push(layout.kl as u8);
+            let mut w = BitWriter::new(out);
+            for (gap, len) in runs {
+                w.rice(gap, layout.k);
+                w.rice(len, layout.kl);
             }
             w.finish();
         }
@@ -186,22 +244,63 @@ pub(crate) fn read_indices(
             indices.reserve_exact(m);
             let mut r = BitReader::new(&rest[pos..pos + stream_len]);
             for _ in 0..m {
-                let mut q = 0u64;
-                while r.bit().ok_or_else(short)? {
-                    q += 1;
+                push(r.rice(k)?, &mut indices)?;
+            }
+            r.finish()?;
+            pos += stream_len;
+        }
+        MODE_RUNS => {
+            let nruns = read_varint(rest, &mut pos)?;
+            if nruns > m as u64 || (nruns == 0) != (m == 0) {
+                return Err(ProtoError::Malformed(format!(
+                    "{nruns} runs for {m} sparse entries"
+                )));
+            }
+            let (kg, kl) = match rest.get(pos..pos + 2) {
+                Some(&[kg, kl]) => (u32::from(kg), u32::from(kl)),
+                _ => return Err(short()),
+            };
+            pos += 2;
+            if kg > 31 || kl > 31 {
+                return Err(ProtoError::Malformed(format!(
+                    "Rice parameters {kg}, {kl} > 31"
+                )));
+            }
+            let stream_len = (rest.len() - pos).checked_sub(values).ok_or_else(short)?;
+            // Every run takes at least kg + kl + 2 bits, and every entry a value.
+            if nruns * u64::from(kg + kl + 2) > stream_len as u64 * 8 {
+                return Err(short());
+            }
+            indices.reserve_exact(m);
+            let mut r = BitReader::new(&rest[pos..pos + stream_len]);
+            for j in 0..nruns {
+                let gap = r.rice(kg)?;
+                let gap = if j == 0 {
+                    Some(gap)
+                } else {
+                    gap.checked_add(1)
+                };
+                let len = r.rice(kl)?.checked_add(1);
+                let (Some(gap), Some(len)) = (gap, len) else {
+                    return Err(ProtoError::Malformed("sparse index overflows".into()));
+                };
+                if len > (m - indices.len()) as u64 {
+                    return Err(ProtoError::Malformed(format!(
+                        "runs hold more than the {m} sparse entries"
+                    )));
                 }
-                let low = r.bits(k).ok_or_else(short)?;
-                let g = q
-                    .checked_shl(k)
-                    .filter(|v| v >> k == q)
-                    .ok_or_else(|| ProtoError::Malformed("sparse index overflows".into()))?;
-                push(g | low, &mut indices)?;
+                push(gap, &mut indices)?;
+                for _ in 1..len {
+                    push(0, &mut indices)?;
+                }
             }
-            if !r.finished_clean() {
-                return Err(ProtoError::Malformed(
-                    "Rice-coded indices: trailing bytes or non-zero padding".into(),
-                ));
+            if indices.len() != m {
+                return Err(ProtoError::Malformed(format!(
+                    "runs hold {} of the {m} sparse entries",
+                    indices.len()
+                )));
             }
+            r.finish()?;
             pos += stream_len;
         }
         m => {
@@ -234,6 +333,17 @@ impl<'a> BitWriter<'a> {
             acc: 0,
             filled: 0,
         }
+    }
+
+    /// `v` Rice coded with parameter `k` (< 32): `v >> k` one-bits, a zero, the low `k` bits.
+    fn rice(&mut self, v: u64, k: u32) {
+        let mut q = v >> k;
+        while q >= 32 {
+            self.put(u32::MAX as u64, 32);
+            q -= 32;
+        }
+        self.put((1u64 << q) - 1, q as u32 + 1);
+        self.put(v & ((1u64 << k) - 1), k);
     }
 
     /// The low `bits` (<= 32) of `v`.
@@ -281,10 +391,31 @@ impl<'a> BitReader<'a> {
         Some(v)
     }
 
-    /// Every byte used, and the unused bits of the last one zero.
-    fn finished_clean(&self) -> bool {
-        self.at.div_ceil(8) == self.bytes.len()
-            && (self.at.is_multiple_of(8) || self.bytes[self.at / 8] >> (self.at % 8) == 0)
+    /// A Rice-coded value with parameter `k` (see [`BitWriter::rice`]).
+    fn rice(&mut self, k: u32) -> Result<u64, ProtoError> {
+        let short = || ProtoError::Malformed("Rice-coded indices end early".into());
+        let mut q = 0u64;
+        while self.bit().ok_or_else(short)? {
+            q += 1;
+        }
+        let low = self.bits(k).ok_or_else(short)?;
+        q.checked_shl(k)
+            .filter(|v| v >> k == q)
+            .map(|v| v | low)
+            .ok_or_else(|| ProtoError::Malformed("sparse index overflows".into()))
+    }
+
+    /// Errors unless every byte was used and the unused bits of the last one are zero.
+    fn finish(&self) -> Result<(), ProtoError> {
+        let clean = self.at.div_ceil(8) == self.bytes.len()
+            && (self.at.is_multiple_of(8) || self.bytes[self.at / 8] >> (self.at % 8) == 0);
+        if clean {
+            Ok(())
+        } else {
+            Err(ProtoError::Malformed(
+                "Rice-coded indices: trailing bytes or non-zero padding".into(),
+            ))
+        }
     }
 }
 
@@ -319,6 +450,45 @@ mod tests {
         let big = vec![0, u32::MAX - 1];
         round_trip(&big, 1 << 32, ValueFormat::Q4);
         round_trip(&[], 10, ValueFormat::Q4);
+        // Whole rows of 8: runs.
+        let rows: Vec<u32> = (0..500u32)
+            .filter(|r| r % 3 == 0)
+            .flat_map(|r| r * 8..r * 8 + 8)
+            .collect();
+        assert_eq!(round_trip(&rows, 4000, ValueFormat::Sign).mode, MODE_RUNS);
+        let dense_runs: Vec<u32> = (0..4000u32).filter(|i| i % 100 != 7).collect();
+        assert_eq!(
+            round_trip(&dense_runs, 4000, ValueFormat::Sign).mode,
+            MODE_RUNS
+        );
+        round_trip(&[0, 1, u32::MAX - 1], 1 << 32, ValueFormat::Sign);
+    }
+
+    #[test]
+    fn runs_refuse_bad_streams() {
+        let sel: Vec<u32> = (0..50u32).flat_map(|r| r * 10..r * 10 + 4).collect();
+        let layout = choose(&sel, 500, ValueFormat::Q8);
+        assert_eq!(layout.mode, MODE_RUNS);
+        let mut out = Vec::new();
+        write_indices(layout, &sel, &mut out);
+        out.resize(out.len() + ValueFormat::Q8.encoded_len(sel.len()), 0);
+        let read = |p: &[u8], n| read_indices(p[0], &p[1..], n, ValueFormat::Q8);
+        assert_eq!(read(&out, 500).unwrap().0, sel);
+        assert!(read(&out, 494).is_ok());
+        assert!(read(&out, 493).is_err(), "last run past the block");
+        // m = 200 (2 varint bytes), runs = 50, then kg and kl.
+        let mut more = out.clone();
+        more[3] = 49; // one run too few: the runs hold 196 of 200 entries
+        assert!(read(&more, 500).is_err());
+        let mut k = out.clone();
+        k[4] = 32;
+        assert!(read(&k, 500).is_err());
+        let mut zero = out.clone();
+        zero[3] = 0; // no runs for 200 entries
+        assert!(read(&zero, 500).is_err());
+        for cut in 1..out.len() {
+            assert!(read(&out[..cut], 500).is_err(), "prefix {cut}");
+        }
     }
 
     #[test]
@@ -327,6 +497,7 @@ mod tests {
         let layout = Layout {
             mode: MODE_RICE,
             k: 1,
+            kl: 0,
         };
         let mut out = Vec::new();
         write_indices(layout, &sel, &mut out);
