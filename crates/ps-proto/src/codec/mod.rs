@@ -162,7 +162,7 @@ pub(crate) fn check_inputs(
     }
     for s in &chain.selectors {
         if let Selector::RowsFraction { width, .. } = *s {
-            if width == 0 || n % width as usize != 0 {
+            if width == 0 || !n.is_multiple_of(width as usize) {
                 return Err(ProtoError::Codec(format!(
                     "codec {chain}: rows of width {width} do not tile a block of {n} (the \
                      encoder sets the width with CodecChain::for_rows)"
