@@ -28,6 +28,9 @@ pub struct TableCache {
     /// What a lossy push codec has not sent yet, per row (error feedback). Part of this
     /// worker's own updates: it goes out with a later clock.
     pub residual: HashMap<u64, Vec<f32>>,
+    /// A push codec's momentum-correction velocity, per row (see `CodecChain::momentum`). Not
+    /// part of the worker's view: what of it was not sent is already in the residual.
+    pub velocity: HashMap<u64, Vec<f32>>,
     /// Reads overlay this worker's own updates the shards have not applied (read-my-writes).
     /// Right for the `add` rule, where a push is a change of the value; under `sgd`, `adagrad`
     /// or `ftrl` a push is a gradient the shard turns into a change, so reads show only what

@@ -258,6 +258,7 @@ impl PsClient {
             for (_, r) in t.cache.residual.drain() {
                 l1 += r.iter().map(|v| f64::from(v.abs())).sum::<f64>();
             }
+            t.cache.velocity.clear();
         }
         l1
     }

@@ -11,6 +11,7 @@ use crate::cache::TableCache;
 use crate::pending::Block;
 use ps_proto::codec::{self, ErrorFeedback};
 use ps_proto::{Frame, FrameBuilder, ProtoError, ShardMap, TableSpec, HEADER_LEN};
+use std::collections::HashMap;
 
 /// Raw f32 size of a push frame of `rows` rows of `width` with listed keys.
 pub fn raw_push_bytes(rows: usize, width: u32) -> u64 {
@@ -80,6 +81,9 @@ pub fn encode_table(
         sent_log.extend(e.decoded);
     }
 
+    if chain.momentum > 0.0 {
+        momentum_step(cache, w, chain.momentum);
+    }
     let extra = if lossless {
         &mut Default::default()
     } else {
@@ -112,13 +116,16 @@ pub fn encode_table(
                     cache.residual.insert(*k, r.to_vec());
                 }
             }
-            if cache.overlay {
+            if cache.overlay || chain.momentum > 0.0 {
                 // What the shard will add, exactly: decode what goes on the wire.
                 let sent = codec::decode(chain.wire_id(), &payload, n)?.into_dense(n)?;
-                sent_log.push(Block {
-                    keys: keys.to_vec(),
-                    values: sent,
-                });
+                mask_velocity(&mut cache.velocity, keys, &sent, w);
+                if cache.overlay {
+                    sent_log.push(Block {
+                        keys: keys.to_vec(),
+                        values: sent,
+                    });
+                }
             }
             FrameBuilder::push_encoded(id, worker, clock, width, keys, chain.wire_id(), payload)
         };
@@ -130,6 +137,47 @@ pub fn encode_table(
     }
     cache.log_sent(clock, sent_log);
     Ok(logical)
+}
+
+/// Momentum correction (Deep Gradient Compression): every row's velocity becomes
+/// `momentum * u + delta` (this clock's pending rows being the delta), and the velocities
+/// replace the pending rows, so they are what error feedback adds to the residual.
+fn momentum_step(cache: &mut TableCache, w: usize, momentum: f32) {
+    let delta = cache.pending.take_dense(w, &mut Default::default());
+    for u in cache.velocity.values_mut() {
+        u.iter_mut().for_each(|x| *x *= momentum);
+    }
+    for (k, row) in delta.keys.iter().zip(delta.values.chunks_exact(w)) {
+        let u = cache.velocity.entry(*k).or_insert_with(|| vec![0.0; w]);
+        u.iter_mut().zip(row).for_each(|(u, d)| *u += d);
+    }
+    let mut keys: Vec<u64> = cache.velocity.keys().copied().collect();
+    keys.sort_unstable();
+    let mut values = Vec::with_capacity(keys.len() * w);
+    for k in &keys {
+        values.extend_from_slice(&cache.velocity[k]);
+    }
+    cache.pending.blocks.push(Block { keys, values });
+}
+
+/// Momentum-factor masking: an entry that was sent starts its velocity again from zero. Rows
+/// left all zero are dropped.
+fn mask_velocity(velocity: &mut HashMap<u64, Vec<f32>>, keys: &[u64], sent: &[f32], w: usize) {
+    if velocity.is_empty() {
+        return;
+    }
+    for (k, s) in keys.iter().zip(sent.chunks_exact(w)) {
+        if let Some(u) = velocity.get_mut(k) {
+            for (u, s) in u.iter_mut().zip(s) {
+                if *s != 0.0 {
+                    *u = 0.0;
+                }
+            }
+            if u.iter().all(|x| *x == 0.0) {
+                velocity.remove(k);
+            }
+        }
+    }
 }
 
 /// Ends each shard's batch: the last push frame carries the end of the clock, or a bare clock
@@ -324,6 +372,36 @@ mod flush_and_warmup {
             .flatten()
             .fold(0f32, |m, v| m.max(v.abs()));
         assert!(worst < 0.1, "{worst}");
+    }
+
+    #[test]
+    fn momentum_correction_feeds_the_velocity_and_masks_what_was_sent() {
+        let spec = spec("topk:0.25,momentum:0.5");
+        let mut cache = TableCache::new(4, true);
+        let mut step = |clock, delta: [f32; 4]| {
+            cache.pending.singles.insert(7, delta.to_vec());
+            let mut out = vec![Vec::new()];
+            encode_table(&spec, &mut cache, 0, clock, false, 1 << 20, &mut out).unwrap();
+            let sent = sent(&out).remove(&7).unwrap_or_default();
+            let residual = cache.residual.get(&7).cloned().unwrap_or_default();
+            let velocity = cache.velocity.get(&7).cloned().unwrap_or_default();
+            (sent, residual, velocity)
+        };
+        // u = [4, 1, 1, 1]; the largest goes, its velocity is masked.
+        let (s, r, u) = step(0, [4.0, 1.0, 1.0, 1.0]);
+        assert_eq!(s, vec![4.0, 0.0, 0.0, 0.0]);
+        assert_eq!(r, vec![0.0, 1.0, 1.0, 1.0]);
+        assert_eq!(u, vec![0.0, 1.0, 1.0, 1.0]);
+        // u = 0.5 [0, 1, 1, 1] + [0, 0, 0, 2]; residual + u = [0, 1.5, 1.5, 3.5].
+        let (s, r, u) = step(1, [0.0, 0.0, 0.0, 2.0]);
+        assert_eq!(s, vec![0.0, 0.0, 0.0, 3.5]);
+        assert_eq!(r, vec![0.0, 1.5, 1.5, 0.0]);
+        assert_eq!(u, vec![0.0, 0.5, 0.5, 0.0]);
+        // No new delta: the velocity alone still moves the residual.
+        let (s, r, u) = step(2, [0.0; 4]);
+        assert_eq!(s, vec![0.0, 1.75, 0.0, 0.0]);
+        assert_eq!(r, vec![0.0, 0.0, 1.75, 0.0]);
+        assert_eq!(u, vec![0.0, 0.0, 0.25, 0.0]);
     }
 
     #[test]

@@ -144,7 +144,7 @@ proptest! {
             (Selector::TopKCount(k), (k as usize).min(v.len())),
             (Selector::TopKFraction(f), ((f as f64 * v.len() as f64).ceil() as usize).min(v.len())),
         ] {
-            let chain = CodecChain { selectors: vec![sel], warmup: 0, format: ValueFormat::F32 };
+            let chain = CodecChain { selectors: vec![sel], warmup: 0, momentum: 0.0, format: ValueFormat::F32 };
             let mut out = Vec::new();
             let sent = encode(&chain, &v, None, &mut out).unwrap();
             prop_assert_eq!(sent, want);
@@ -224,7 +224,7 @@ proptest! {
     #[test]
     fn filter_keeps_significant_changes(v in tie_values(0..300), seed in any::<u32>(), rel in 0.0f32..2.0) {
         let cur: Vec<f32> = (0..v.len()).map(|i| ((i as u32 ^ seed) % 17) as f32 - 8.0).collect();
-        let chain = CodecChain { selectors: vec![Selector::Filter { rel }], warmup: 0, format: ValueFormat::F32 };
+        let chain = CodecChain { selectors: vec![Selector::Filter { rel }], warmup: 0, momentum: 0.0, format: ValueFormat::F32 };
         let mut out = Vec::new();
         let sent = encode(&chain, &v, Some(&cur), &mut out).unwrap();
         let got = dense(decode(chain.wire_id(), &out, v.len()).unwrap(), v.len());
@@ -243,6 +243,7 @@ proptest! {
         let chain = CodecChain {
             selectors: vec![Selector::Filter { rel: 0.3 }, Selector::TopKCount(k)],
             warmup: 0,
+            momentum: 0.0,
             format: ValueFormat::F16,
         };
         let mut out = Vec::new();
@@ -496,6 +497,7 @@ fn decoders_reject_malformed_payloads() {
         let chain = CodecChain {
             selectors: vec![Selector::TopKCount(2)],
             warmup: 0,
+            momentum: 0.0,
             format: codec::wire_format(id).unwrap().0,
         };
         let mut p = Vec::new();
@@ -531,6 +533,7 @@ fn every_layout_and_format_refuses_its_prefixes() {
             let chain = CodecChain {
                 selectors: vec![Selector::TopKCount(k)],
                 warmup: 0,
+                momentum: 0.0,
                 format,
             };
             let mut p = Vec::new();

@@ -211,6 +211,7 @@ fn host_round(
     let chain = CodecChain {
         selectors: vec![Selector::TopKCount(k as u32)],
         warmup: 0,
+        momentum: 0.0,
         format: match format {
             SentFormat::F32 => ValueFormat::F32,
             SentFormat::F16 => ValueFormat::F16,

@@ -72,6 +72,11 @@ pub struct CodecChain {
     /// 1.6%, 0.4%, then 0.1%: a geometric ramp), as Deep Gradient Compression does over its first epochs. 0: none.
     /// Not on the wire: only the sender uses it (see [`CodecChain::at_clock`]).
     pub warmup: u32,
+    /// Momentum correction (Deep Gradient Compression): the encoder keeps a velocity per entry,
+    /// `u = momentum * u + delta`, feeds `u` (not the delta) into error feedback, and zeroes `u`
+    /// where an entry was sent (momentum-factor masking). 0: none; in [0, 1). Not on the wire.
+    /// A chain that sends every entry masks every velocity, so there it changes nothing.
+    pub momentum: f32,
     pub format: ValueFormat,
 }
 
@@ -87,13 +92,14 @@ impl CodecChain {
         CodecChain {
             selectors: Vec::new(),
             warmup: 0,
+            momentum: 0.0,
             format: ValueFormat::F32,
         }
     }
 
-    /// Decoding gives back exactly what was encoded.
+    /// Decoding gives back exactly what was encoded, and the encoder keeps no state.
     pub fn is_lossless(&self) -> bool {
-        self.selectors.is_empty() && self.format == ValueFormat::F32
+        self.selectors.is_empty() && self.format == ValueFormat::F32 && self.momentum == 0.0
     }
 
     /// The payload is sparse (the chain has selection stages).
@@ -116,6 +122,12 @@ impl CodecChain {
     /// Checks the stages' parameters (the fields are public, so a chain may be built by hand).
     pub fn validate(&self) -> Result<(), ProtoError> {
         self.selectors.iter().try_for_each(Selector::validate)?;
+        if !(0.0..1.0).contains(&self.momentum) {
+            return Err(ProtoError::Codec(format!(
+                "momentum {} is not in [0, 1)",
+                self.momentum
+            )));
+        }
         let fraction =
             |s: &Selector| matches!(s, Selector::TopKFraction(_) | Selector::RowsFraction { .. });
         if self.warmup > 0 && !self.selectors.iter().any(fraction) {
@@ -174,6 +186,9 @@ impl fmt::Display for CodecChain {
         if self.warmup > 0 {
             write!(f, ",warmup:{}", self.warmup)?;
         }
+        if self.momentum > 0.0 {
+            write!(f, ",momentum:{}", self.momentum)?;
+        }
         if self.selectors.is_empty() {
             f.write_str(self.format.name())
         } else if self.format != ValueFormat::F32 {
@@ -225,6 +240,11 @@ impl FromStr for CodecChain {
                         .map_err(|e| bad(format!("top-k fraction {p:?}: {e}")))?;
                     chain.selectors.push(Selector::TopKFraction(f));
                 }
+                ("momentum", Some(p)) => {
+                    chain.momentum = p
+                        .parse::<f32>()
+                        .map_err(|e| bad(format!("momentum {p:?}: {e}")))?;
+                }
                 ("rows", Some(p)) => {
                     let f = p
                         .parse::<f32>()
@@ -240,7 +260,7 @@ impl FromStr for CodecChain {
                         .map_err(|e| bad(format!("filter ratio {p:?}: {e}")))?;
                     chain.selectors.push(Selector::Filter { rel });
                 }
-                ("topk" | "filter" | "warmup" | "rows", None) => {
+                ("topk" | "filter" | "warmup" | "rows" | "momentum", None) => {
                     return Err(bad(format!("{name} needs a parameter ({name}:X)")))
                 }
                 _ => return Err(bad(format!("unknown stage {stage:?}"))),
@@ -280,6 +300,8 @@ mod tests {
             ("topk:0.001,warmup:4,f16", "topk:0.001,warmup:4,f16"),
             ("warmup:3,topk:0.01", "topk:0.01,warmup:3"),
             ("rows:0.1,sign", "rows:0.1,sign"),
+            ("momentum:0.9,topk:0.01,sign", "topk:0.01,momentum:0.9,sign"),
+            ("momentum:0", "raw"),
             ("rows:0.05,warmup:2,q4", "rows:0.05,warmup:2,q4"),
         ] {
             let c: CodecChain = s.parse().unwrap();
@@ -292,6 +314,7 @@ mod tests {
             CodecChain {
                 selectors: vec![Selector::Filter { rel: 0.01 }, Selector::TopKCount(100)],
                 warmup: 0,
+                momentum: 0.0,
                 format: ValueFormat::Bf16
             }
         );
@@ -324,6 +347,9 @@ mod tests {
             "q3",
             "sign,q4",
             "rows:0",
+            "momentum:1",
+            "momentum:-0.1",
+            "momentum:nan",
             "rows:1.5",
             "rows",
         ] {

@@ -407,6 +407,7 @@ mod tests {
         let bad = CodecChain {
             selectors: vec![Selector::TopKFraction(2.0)],
             warmup: 0,
+            momentum: 0.0,
             format: ValueFormat::F32,
         };
         assert!(encode(&bad, &[1.0], None, &mut out).is_err());
