@@ -1,18 +1,21 @@
 //! Push and pull throughput of dense f32 rows over QUIC on loopback, through the real shard
 //! service (mutual TLS, frames, validation, clock vector, apply), next to raw TCP loopback measured
-//! in the same run.
+//! in the same run. The QUIC runs go once with both ends in this process and once with the shard
+//! in a child process (this bench run again with `--serve-shard`).
 //!
 //! `cargo bench -p ps-benches --bench transport [-- --seconds 3]`
 
 use anyhow::Result;
 use ps_benches::{arg, record};
-use ps_proto::{FrameBuilder, Init, Kind, Limits, ShardMap, TableSpec, UpdateRule};
-use ps_server::{serve_shard, Shard};
+use ps_proto::{FrameBuilder, Init, Kind, Limits, TableSpec, UpdateRule};
+use ps_server::{serve_shard, Shard, ShardHandle};
 use ps_transport::{
     generate_cluster_certs, make_client_endpoint, make_endpoint, read_frame, write_frame,
     write_frame_owned, CertPaths, ClusterIdentity, EndpointOptions, FrameRead,
 };
 use serde_json::json;
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -121,16 +124,8 @@ struct Setup {
     certs: tempfile::TempDir,
 }
 
-/// QUIC through the shard service: `conns` workers, each keeping `streams` requests in flight.
-async fn quic(
-    setup: &Setup,
-    opts: &EndpointOptions,
-    pull: bool,
-    conns: u32,
-    streams: u32,
-    secs: f64,
-) -> Result<f64> {
-    let tables = vec![TableSpec {
+fn bench_tables() -> Vec<TableSpec> {
+    vec![TableSpec {
         id: 0,
         name: "bench".into(),
         rows: ROWS,
@@ -141,18 +136,109 @@ async fn quic(
         layout: Default::default(),
         push_codec: Default::default(),
         pull_codec: Default::default(),
-    }];
-    let shard_id = ClusterIdentity::load(&CertPaths::in_dir(setup.certs.path(), "shard-0"))?;
+    }]
+}
+
+/// The bench's shard, serving `lanes` worker ids.
+fn start_shard(certs: &Path, opts: &EndpointOptions, lanes: u32) -> Result<ShardHandle> {
+    let shard_id = ClusterIdentity::load(&CertPaths::in_dir(certs, "shard-0"))?;
     let ep = make_endpoint(([127, 0, 0, 1], 0).into(), &shard_id, opts)?;
-    let handle = serve_shard(
+    Ok(serve_shard(
         ep,
-        Shard::new(0, 1, &tables, conns * streams, false),
+        Shard::new(0, 1, &bench_tables(), lanes, false),
         Limits::default(),
-    )?;
-    let map = ShardMap {
-        shards: vec![handle.addr.to_string()],
-        tables,
+    )?)
+}
+
+fn options(label: &str) -> EndpointOptions {
+    let mut loopback = EndpointOptions::for_loopback();
+    if let Some(m) = arg("--mtu").and_then(|m| m.parse().ok()) {
+        loopback.initial_mtu = m;
+        loopback.max_udp_payload = m;
+    }
+    match label {
+        TUNED => loopback,
+        _ => EndpointOptions::default(),
+    }
+}
+
+const TUNED: &str = "tuned for loopback";
+
+/// `--serve-shard CERTS LANES LABEL`: the child side of a split run. Prints the shard's address
+/// and serves until its standard input closes.
+fn serve_child(certs: &str) -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let at = args.iter().position(|a| a == "--serve-shard").unwrap_or(0);
+    let lanes: u32 = args.get(at + 2).and_then(|l| l.parse().ok()).unwrap_or(1);
+    let label = args.get(at + 3).cloned().unwrap_or_default();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let handle = start_shard(Path::new(certs), &options(&label), lanes)?;
+        println!("{}", handle.addr);
+        let mut line = String::new();
+        tokio::task::spawn_blocking(move || std::io::stdin().read_line(&mut line)).await??;
+        handle.shutdown();
+        Ok(())
+    })
+}
+
+/// QUIC through the shard service: `conns` workers, each keeping `streams` requests in flight;
+/// the shard in this process, or (`split`) in a child process.
+async fn quic(
+    setup: &Setup,
+    label: &str,
+    pull: bool,
+    conns: u32,
+    streams: u32,
+    secs: f64,
+    split: bool,
+) -> Result<f64> {
+    let opts = options(label);
+    let lanes = conns * streams;
+    if !split {
+        let handle = start_shard(setup.certs.path(), &opts, lanes)?;
+        let r = drive(setup, &opts, handle.addr, pull, conns, streams, secs).await;
+        handle.shutdown();
+        return r;
+    }
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .arg("--serve-shard")
+        .arg(setup.certs.path())
+        .arg(lanes.to_string())
+        .arg(label)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line)?;
+    }
+    let addr: Result<SocketAddr> = line
+        .trim()
+        .parse()
+        .map_err(|e| anyhow::anyhow!("shard child printed {line:?}: {e}"));
+    let r = match addr {
+        Ok(addr) => drive(setup, &opts, addr, pull, conns, streams, secs).await,
+        Err(e) => Err(e),
     };
+    drop(child.stdin.take());
+    child.wait()?;
+    r
+}
+
+/// The worker side: `conns` connections to the shard at `addr`, `streams` lanes each.
+async fn drive(
+    setup: &Setup,
+    opts: &EndpointOptions,
+    addr: SocketAddr,
+    pull: bool,
+    conns: u32,
+    streams: u32,
+    secs: f64,
+) -> Result<f64> {
     let worker_id = ClusterIdentity::load(&CertPaths::in_dir(setup.certs.path(), "worker-0"))?;
     let bytes = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
@@ -162,7 +248,6 @@ async fn quic(
     let start = Instant::now();
     for c in 0..conns {
         let ep = make_client_endpoint(&worker_id, opts)?;
-        let addr = map.shards[0].parse()?;
         let conn = ps_transport::connect(&ep, addr, &opts.server_name).await?;
         conns_kept.push(conn.clone());
         for s in 0..streams {
@@ -216,12 +301,16 @@ async fn quic(
             eprintln!("{:?}", c.stats().path);
         }
     }
-    let rate = mbps(bytes.load(Ordering::Relaxed), start.elapsed().as_secs_f64());
-    handle.shutdown();
-    Ok(rate)
+    Ok(mbps(
+        bytes.load(Ordering::Relaxed),
+        start.elapsed().as_secs_f64(),
+    ))
 }
 
 fn main() -> Result<()> {
+    if let Some(certs) = arg("--serve-shard") {
+        return serve_child(&certs);
+    }
     let secs: f64 = arg("--seconds").and_then(|s| s.parse().ok()).unwrap_or(3.0);
     let only_tuned = arg("--only").as_deref() == Some("tuned");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -246,27 +335,28 @@ fn main() -> Result<()> {
         record("transport", json!({"bench": "transport", "transport": "tcp", "conns": 1, "mb_per_s": tcp1}));
         record("transport", json!({"bench": "transport", "transport": "tcp-request-ack", "conns": 1, "mb_per_s": tcp_ra}));
         record("transport", json!({"bench": "transport", "transport": "tcp", "conns": 4, "mb_per_s": tcp4}));
-        let default_opts = EndpointOptions::default();
-        let mut loopback = EndpointOptions::for_loopback();
-        if let Some(m) = arg("--mtu").and_then(|m| m.parse().ok()) {
-            loopback.initial_mtu = m;
-            loopback.max_udp_payload = m;
-        }
         let mut best = 0f64;
-        for (label, opts) in [("quinn defaults (1200-byte packets)", &default_opts), ("tuned for loopback", &loopback)] {
-            if only_tuned && opts.initial_mtu == default_opts.initial_mtu {
+        for label in ["quinn defaults (1200-byte packets)", TUNED] {
+            let opts = options(label);
+            if only_tuned && label != TUNED {
                 continue;
             }
             for (dir, pull) in [("push", false), ("pull", true)] {
                 if profile.as_deref().is_some_and(|p| p != dir) {
                     continue;
                 }
-                for (conns, streams) in [(1, 1), (1, 4), (2, 4)] {
-                    let r = quic(&setup, opts, pull, conns, streams, secs).await?;
-                    best = best.max(r);
-                    println!("{:<58} {:>9.0} {:>9.2}", format!("QUIC {dir}, {label}, {conns} conn x {streams} streams"), r, r / tcp1);
-                    record("transport", json!({"bench": "transport", "transport": "quic", "direction": dir, "config": label,
-                        "initial_mtu": opts.initial_mtu, "conns": conns, "streams": streams, "mb_per_s": r, "ratio_to_tcp": r / tcp1}));
+                // Both ends in this process; then, tuned and not profiling, the shard in a child.
+                let splits: &[bool] = if profile.is_none() && label == TUNED { &[false, true] } else { &[false] };
+                for &split in splits {
+                    let ends = if split { "2 processes" } else { "1 process" };
+                    for (conns, streams) in [(1, 1), (1, 4), (2, 4)] {
+                        let r = quic(&setup, label, pull, conns, streams, secs, split).await?;
+                        best = best.max(r);
+                        println!("{:<58} {:>9.0} {:>9.2}", format!("QUIC {dir}, {label}, {ends}, {conns}x{streams}"), r, r / tcp1);
+                        record("transport", json!({"bench": "transport", "transport": "quic", "direction": dir, "config": label,
+                            "initial_mtu": opts.initial_mtu, "processes": if split { 2 } else { 1 }, "conns": conns,
+                            "streams": streams, "mb_per_s": r, "ratio_to_tcp": r / tcp1}));
+                    }
                 }
             }
         }

@@ -230,16 +230,26 @@ async fn handle_pull(
         rx.await
             .map_err(|_| ProtoError::Protocol("shard is shutting down".into()))?;
     }
-    let (r, codec, id) = {
+    let (r, codec, id, payload) = {
         let s = lock(shard);
-        (
-            s.read(h.table, &f.keys, h.worker)?,
-            s.table(h.table)?.spec().pull_codec.at_clock(h.clock),
-            s.id,
-        )
+        let codec = s.table(h.table)?.spec().pull_codec.at_clock(h.clock);
+        // A raw reply's rows go straight into its payload; others are encoded from the values.
+        let (r, raw) = if codec.is_lossless() {
+            let (r, payload) = s.read_wire(h.table, &f.keys, h.worker)?;
+            (r, Some(payload))
+        } else {
+            (s.read(h.table, &f.keys, h.worker)?, None)
+        };
+        (r, codec, s.id, raw)
     };
-    let mut payload = Vec::new();
-    codec::encode(&codec, &r.values, None, &mut payload)?;
+    let payload = match payload {
+        Some(p) => p,
+        None => {
+            let mut payload = Vec::new();
+            codec::encode(&codec, &r.values, None, &mut payload)?;
+            payload
+        }
+    };
     let mut reply = FrameBuilder::pull_reply_encoded(
         h.table,
         h.worker,

@@ -380,6 +380,24 @@ impl Shard {
         })
     }
 
+    /// [`Shard::read`] with the rows as a raw f32 payload, written once: what a pull reply with
+    /// the lossless codec carries. `values` is empty; the payload is the second element.
+    pub fn read_wire(
+        &self,
+        table: u32,
+        keys: &[u64],
+        worker: u32,
+    ) -> Result<(PullResult, Vec<u8>), ProtoError> {
+        let mut payload = Vec::new();
+        self.table(table)?.read_wire_into(keys, &mut payload);
+        let r = PullResult {
+            values: Vec::new(),
+            min_clock: self.clock.min_clock(),
+            worker_clock: self.worker_clock(worker),
+        };
+        Ok((r, payload))
+    }
+
     /// Drops every parked pull (their waiters see the shard going away).
     pub fn shutdown(&mut self) {
         self.parked.release(u64::MAX);
@@ -481,6 +499,9 @@ mod tests {
         // Absent keys read as 0 and are not stored by the read.
         let r = s.read(9, &[a, b, c], 0).unwrap();
         assert_eq!(r.values, vec![0.0; 3]);
+        let (w, payload) = s.read_wire(9, &[a, b, c], 0).unwrap();
+        assert_eq!(payload, vec![0u8; 12]);
+        assert_eq!((w.min_clock, w.worker_clock), (r.min_clock, r.worker_clock));
         assert_eq!(s.table(9).unwrap().len(), 0);
         assert_eq!(s.cells(), 5, "the dense table's 5 rows of width 1");
 

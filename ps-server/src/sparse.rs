@@ -116,6 +116,26 @@ impl SparseTable {
         }
     }
 
+    /// [`SparseTable::read_into`] as raw f32 wire bytes (little-endian), appended to `out`.
+    pub fn read_wire_into(&self, keys: &[u64], out: &mut Vec<u8>) {
+        let w = self.spec.width as usize;
+        out.reserve(keys.len() * w * 4);
+        let mut fresh = Vec::new();
+        for &k in keys {
+            match self.index.get(&k) {
+                Some(&slot) => ps_proto::extend_f32s(out, &self.data[slot * w..(slot + 1) * w]),
+                None => {
+                    fresh.clear();
+                    fresh.extend(
+                        (0..self.spec.width)
+                            .map(|c| init::value(self.spec.init, self.spec.id, k, c)),
+                    );
+                    ps_proto::extend_f32s(out, &fresh);
+                }
+            }
+        }
+    }
+
     /// The slot of `key`, creating the row from its initial value (and fresh optimizer state)
     /// if it was never written.
     fn slot(&mut self, key: u64) -> usize {
@@ -247,6 +267,9 @@ mod tests {
         assert_eq!(out, want);
         assert!(out.iter().all(|v| *v != 0.0));
         assert!(t.is_empty() && !t.contains(key));
+        let mut wire = Vec::new();
+        t.read_wire_into(&[key, range.end - 1], &mut wire);
+        assert_eq!(wire, ps_proto::encode_f32s(&want), "the raw reply payload, written once");
 
         let zeros = SparseTable::new(spec(1 << 40, 2, FTRL, Init::Zeros, Layout::Sparse), range);
         let mut out = Vec::new();

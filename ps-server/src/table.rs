@@ -137,6 +137,16 @@ impl DenseTable {
         }
     }
 
+    /// [`DenseTable::read_into`] as raw f32 wire bytes (little-endian), appended to `out`.
+    pub fn read_wire_into(&self, keys: &[u64], out: &mut Vec<u8>) {
+        let w = self.spec.width as usize;
+        out.reserve(keys.len() * w * 4);
+        for &k in keys {
+            let i = (k - self.range.start) as usize * w;
+            ps_proto::extend_f32s(out, &self.data[i..i + w]);
+        }
+    }
+
     /// Applies one delta row per key (already checked) with the table's rule.
     pub fn apply(&mut self, keys: &[u64], values: &[f32]) {
         let w = self.spec.width as usize;
@@ -293,6 +303,15 @@ impl Table {
         }
     }
 
+    /// The rows of `keys` (already checked) as raw f32 wire bytes, appended to `out`: a raw
+    /// pull reply's payload, written once.
+    pub fn read_wire_into(&self, keys: &[u64], out: &mut Vec<u8>) {
+        match self {
+            Table::Dense(t) => t.read_wire_into(keys, out),
+            Table::Sparse(t) => t.read_wire_into(keys, out),
+        }
+    }
+
     /// Applies one delta row per key (already checked) with the table's rule.
     pub fn apply(&mut self, keys: &[u64], values: &[f32]) {
         match self {
@@ -443,6 +462,11 @@ mod tests {
             (t.data(), t.state(), t.keys()),
             (&[1.0; 6][..], &[0.5; 6][..], &[][..])
         );
+        let (mut vals, mut wire) = (Vec::new(), Vec::new());
+        let keys: Vec<u64> = (range.start..range.end).rev().collect();
+        t.read_into(&keys, &mut vals);
+        t.read_wire_into(&keys, &mut wire);
+        assert_eq!(wire, ps_proto::encode_f32s(&vals));
         assert!(err(dense(vec![], vec![1.0; 5], vec![0.5; 5])).contains("5 values for 3 rows"));
         assert!(err(dense(vec![], vec![1.0; 6], vec![0.5; 12])).contains("12 optimizer state"));
         assert!(err(dense(vec![3], vec![1.0; 6], vec![0.5; 6])).contains("given 1 keys"));
@@ -462,6 +486,9 @@ mod tests {
         let mut out = Vec::new();
         t.read_into(&[2, 3, 4], &mut out);
         assert_eq!(out, vec![3.0, 4.0, 0.0, 0.0, 1.0, 2.0]);
+        let mut wire = Vec::new();
+        t.read_wire_into(&[2, 3, 4], &mut wire);
+        assert_eq!(wire, ps_proto::encode_f32s(&out));
         assert_eq!(t.keys(), &[4, 2]);
         assert!(err(sparse(vec![4, 5], vec![0.0; 4], vec![0.0; 4])).contains("key 5 is outside"));
         assert!(err(sparse(vec![4, 4], vec![0.0; 4], vec![0.0; 4])).contains("stored twice"));

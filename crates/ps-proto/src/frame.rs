@@ -548,10 +548,17 @@ impl FrameBuilder {
 
 /// f32s as little-endian bytes.
 pub fn encode_f32s(values: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() * 4);
+    extend_f32s(&mut out, values);
+    out
+}
+
+/// Appends `values` as little-endian bytes (the raw f32 payload) to `out`.
+pub fn extend_f32s(out: &mut Vec<u8>, values: &[f32]) {
     if cfg!(target_endian = "little") {
-        bytemuck::cast_slice(values).to_vec()
+        out.extend_from_slice(bytemuck::cast_slice(values));
     } else {
-        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+        out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
     }
 }
 

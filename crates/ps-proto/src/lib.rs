@@ -23,7 +23,7 @@ pub use control::{
     Shutdown, TableSpec, UpdateRule, WorkerFailure,
 };
 pub use error::{ErrorCode, ProtoError};
-pub use frame::{decode_f32s, encode_f32s, is_range, Frame, FrameBuilder, KeyForm};
+pub use frame::{decode_f32s, encode_f32s, extend_f32s, is_range, Frame, FrameBuilder, KeyForm};
 pub use header::{
     Codec, Header, Kind, Limits, RawHeader, FLAG_END_CLOCK, FLAG_KEY_ASSIGN, FLAG_KEY_CACHED,
     FLAG_KEY_RANGE, HEADER_LEN, MAGIC, VERSION,

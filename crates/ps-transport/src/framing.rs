@@ -35,24 +35,30 @@ pub async fn read_frame(
     }
     let header = Header::decode(&head, limits)?;
     let body_len = header.body_len();
-    // Keys and payload are read into their own buffers: the payload is never copied again here.
-    let mut key_bytes = vec![0u8; header.key_section_len() as usize];
-    let mut payload = vec![0u8; header.payload_len as usize];
+    // Keys and payload are read into their own buffers, each filled from quinn's chunks (one
+    // copy, and no zero-filling first); the payload is never copied again here.
+    let mut key_bytes = Vec::new();
+    let mut payload = Vec::new();
     let mut done = 0u64;
-    for buf in [&mut key_bytes, &mut payload] {
-        match recv.read_exact(buf).await {
-            Ok(()) => done += buf.len() as u64,
-            Err(quinn::ReadExactError::FinishedEarly(n)) => {
-                return Err(ProtoError::Truncated {
-                    needed: HEADER_LEN as u64 + body_len,
-                    got: HEADER_LEN as u64 + done + n as u64,
+    for (buf, len) in [
+        (&mut key_bytes, header.key_section_len()),
+        (&mut payload, header.payload_len),
+    ] {
+        buf.reserve_exact(len as usize);
+        while (buf.len() as u64) < len {
+            match recv.read_chunk(len as usize - buf.len(), true).await {
+                Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+                Ok(None) => {
+                    return Err(ProtoError::Truncated {
+                        needed: HEADER_LEN as u64 + body_len,
+                        got: HEADER_LEN as u64 + done + buf.len() as u64,
+                    }
+                    .into())
                 }
-                .into())
-            }
-            Err(quinn::ReadExactError::ReadError(e)) => {
-                return Err(TransportError::Stream(e.to_string()))
+                Err(e) => return Err(TransportError::Stream(e.to_string())),
             }
         }
+        done += len;
     }
     Ok(FrameRead::Frame(Frame::from_sections(
         header, &key_bytes, payload,
