@@ -269,7 +269,11 @@ mod tests {
         assert!(t.is_empty() && !t.contains(key));
         let mut wire = Vec::new();
         t.read_wire_into(&[key, range.end - 1], &mut wire);
-        assert_eq!(wire, ps_proto::encode_f32s(&want), "the raw reply payload, written once");
+        assert_eq!(
+            wire,
+            ps_proto::encode_f32s(&want),
+            "the raw reply payload, written once"
+        );
 
         let zeros = SparseTable::new(spec(1 << 40, 2, FTRL, Init::Zeros, Layout::Sparse), range);
         let mut out = Vec::new();

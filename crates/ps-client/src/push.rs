@@ -216,6 +216,16 @@ mod tests_support {
         }
     }
 
+    /// Sum of every value in the own log (what was sent, as the shards decode it).
+    pub fn logged_sum(cache: &TableCache) -> f32 {
+        cache
+            .own_log
+            .values()
+            .flatten()
+            .flat_map(|b| b.values.iter())
+            .sum()
+    }
+
     /// Sum of what the frames of `out` carry, per row.
     pub fn sent(out: &[Vec<Frame>]) -> HashMap<u64, Vec<f32>> {
         let mut m: HashMap<u64, Vec<f32>> = HashMap::new();
@@ -318,21 +328,10 @@ mod tests {
             }
         }
         // The own log holds exactly what was sent (for read-my-writes).
-        let logged: f32 = cache
-            .own_log
-            .values()
-            .flatten()
-            .flat_map(|b| b.values.iter())
-            .sum();
+        let logged = logged_sum(&cache);
         let sent_sum: f32 = got.values().flatten().sum();
         assert!((logged - sent_sum).abs() < 1e-3);
     }
-}
-
-#[cfg(test)]
-mod flush_and_warmup {
-    use super::tests_support::*;
-    use super::*;
 
     #[test]
     fn the_last_clock_sends_every_residual_row_in_the_format() {
@@ -354,12 +353,7 @@ mod flush_and_warmup {
         encode_table(&spec, &mut cache, 0, 3, true, 1 << 20, &mut out).unwrap();
         let sent_rows = sent(&out).len();
         assert_eq!(sent_rows, 40, "every row with a residual goes");
-        let logged: f32 = cache
-            .own_log
-            .values()
-            .flatten()
-            .flat_map(|b| b.values.iter())
-            .sum();
+        let logged = logged_sum(&cache);
         let left: f32 = cache.residual.values().flatten().sum();
         assert!(
             (logged + left - total).abs() < 1e-3,
