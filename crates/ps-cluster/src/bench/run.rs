@@ -196,11 +196,12 @@ fn read_rows(path: &Path, metric: &str) -> Result<Vec<ClockRow>> {
         "blocked_s",
         "bytes_sent",
         "bytes_received",
+        "push_bytes",
     ]
     .map(col);
-    let [clock, elapsed, compute, comm, blocked, sent, received] = cols;
-    let (clock, elapsed, compute, comm, blocked, sent, received) = (
-        clock?, elapsed?, compute?, comm?, blocked?, sent?, received?,
+    let [clock, elapsed, compute, comm, blocked, sent, received, pushed] = cols;
+    let (clock, elapsed, compute, comm, blocked, sent, received, pushed) = (
+        clock?, elapsed?, compute?, comm?, blocked?, sent?, received?, pushed?,
     );
     let m = col(metric)?;
     let mut rows = Vec::new();
@@ -214,6 +215,7 @@ fn read_rows(path: &Path, metric: &str) -> Result<Vec<ClockRow>> {
             comm_s: num(comm),
             blocked_s: num(blocked),
             bytes: num(sent) + num(received),
+            push_bytes: num(pushed),
             metric: rec
                 .get(m)
                 .and_then(|v| v.parse::<f64>().ok())
@@ -253,6 +255,7 @@ fn write_files(
         "comm_s",
         "blocked_s",
         "bytes",
+        "push_bytes",
         &target.metric,
     ])?;
     for run in runs {
@@ -274,6 +277,7 @@ fn write_files(
                 r.comm_s.to_string(),
                 r.blocked_s.to_string(),
                 r.bytes.to_string(),
+                r.push_bytes.to_string(),
                 r.metric.map(|m| m.to_string()).unwrap_or_default(),
             ])?;
         }

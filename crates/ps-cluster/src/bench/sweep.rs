@@ -184,6 +184,8 @@ pub struct ClockRow {
     pub comm_s: f64,
     pub blocked_s: f64,
     pub bytes: f64,
+    /// Of `bytes`, what the workers' pushes sent (push codecs act on these).
+    pub push_bytes: f64,
     /// The target's figure on this clock, if the clock measured it.
     pub metric: Option<f64>,
 }
@@ -224,6 +226,8 @@ pub struct Figures {
     pub blocked_s: f64,
     /// Mean bytes sent and received per run.
     pub bytes: f64,
+    /// Mean bytes of pushes per run.
+    pub push_bytes: f64,
 }
 
 impl Figures {
@@ -277,6 +281,11 @@ pub fn figures(label: String, runs: &[&Run], attempted: usize, target: &Target) 
             .map(|r| r.rows.iter().map(|c| c.bytes).sum::<f64>())
             .sum::<f64>()
             / n,
+        push_bytes: runs
+            .iter()
+            .map(|r| r.rows.iter().map(|c| c.push_bytes).sum::<f64>())
+            .sum::<f64>()
+            / n,
     }
 }
 
@@ -316,7 +325,7 @@ pub fn median_run<'a>(runs: &[&'a Run], target: &Target) -> Option<&'a Run> {
 pub fn table(figs: &[Figures], target: &Target) -> String {
     let width = figs.iter().map(|f| f.label.len()).max().unwrap_or(6).max(6);
     let mut out = format!(
-        "{:<width$}  {:>14}  {:>7}  {:>10}  {:>8}  {:>12}  {:>8}  {:>10}\n",
+        "{:<width$}  {:>14}  {:>7}  {:>10}  {:>8}  {:>12}  {:>8}  {:>10}  {:>10}\n",
         "config",
         format!("to {target}"),
         "reached",
@@ -324,7 +333,8 @@ pub fn table(figs: &[Figures], target: &Target) -> String {
         "wall_s",
         "compute:comm",
         "blocked",
-        "MB"
+        "MB",
+        "push MB"
     );
     for f in figs {
         let t = f
@@ -337,7 +347,7 @@ pub fn table(figs: &[Figures], target: &Target) -> String {
             .compute_to_comm()
             .map_or("-".to_string(), |r| format!("{r:.2}"));
         out.push_str(&format!(
-            "{:<width$}  {:>14}  {:>7}  {:>10}  {:>8.3}  {:>12}  {:>7.1}%  {:>10.2}\n",
+            "{:<width$}  {:>14}  {:>7}  {:>10}  {:>8.3}  {:>12}  {:>7.1}%  {:>10.2}  {:>10.3}\n",
             f.label,
             t,
             format!("{}/{}", f.reached, f.runs),
@@ -345,7 +355,8 @@ pub fn table(figs: &[Figures], target: &Target) -> String {
             f.wall_s,
             r,
             100.0 * f.blocked_s / (f.compute_s + f.blocked_s).max(f64::MIN_POSITIVE),
-            f.bytes / 1e6
+            f.bytes / 1e6,
+            f.push_bytes / 1e6
         ));
     }
     match fastest(figs) {
@@ -383,6 +394,7 @@ mod tests {
             comm_s: 0.02,
             blocked_s: 0.005,
             bytes: 1000.0,
+            push_bytes: 400.0,
             metric,
         }
     }
@@ -464,6 +476,9 @@ mod tests {
         let text = table(&figs, &t);
         assert!(text.contains("fastest to test_rmse<=0.2: a"), "{text}");
         assert!(text.contains("1/2"), "{text}");
+        assert!(text.lines().next().unwrap().ends_with("push MB"), "{text}");
+        // Per run, the pushes' share of the bytes: a's runs have 2 rows of 400 push bytes.
+        assert_eq!(figs[0].push_bytes, 2.0 * 400.0);
         assert_eq!(fastest(&[]), None);
     }
 }
