@@ -780,6 +780,16 @@ fn sign_and_top_k_keep_mf_quality_at_a_fraction_of_the_bytes() {
     let q4 = run("q4");
     assert!(bytes(&q4) * 7 < bytes(&raw), "{q4}");
     assert!(rmse(&q4) < rmse(&raw) * 1.01, "{q4} {raw}");
+    // Block-quantized pull replies through the shard service: a quarter of raw's bytes received.
+    let q8_pulls = summary(&ps_cluster(&[
+        "local",
+        "--deterministic",
+        "--pull-codec",
+        "q8",
+    ]));
+    let received = |s: &serde_json::Value| s["bytes_received"].as_u64().unwrap();
+    assert!(received(&q8_pulls) * 3 < received(&raw), "{q8_pulls} {raw}");
+    assert!(rmse(&q8_pulls) < rmse(&raw) * 1.01, "{q8_pulls} {raw}");
 }
 
 /// A worker that dies fails the job with a message naming it.
