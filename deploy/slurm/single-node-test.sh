@@ -38,8 +38,19 @@ cleanup() {
   local rc=$?
   for p in "${pids[@]}"; do kill "$p" 2> /dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2> /dev/null || true; done
-  if [[ -f $run/munge/munged.pid ]]; then kill "$(cat "$run/munge/munged.pid")" 2> /dev/null || true; fi
-  if [[ ${KEEP:-0} == 1 || $rc != 0 ]]; then say "logs and configs kept in $run"; else rm -rf "$run"; fi
+  if [[ -f $run/munge/munged.pid ]]; then
+    # munged is not our child: wait (up to 5 s) for it to exit, since it writes its seed file
+    # on the way out and would race the removal below.
+    local mp
+    mp=$(cat "$run/munge/munged.pid")
+    kill "$mp" 2> /dev/null || true
+    for _ in $(seq 50); do kill -0 "$mp" 2> /dev/null || break; sleep 0.1; done
+  fi
+  if [[ ${KEEP:-0} == 1 || $rc != 0 ]]; then
+    say "logs and configs kept in $run"
+  else
+    rm -rf "$run" 2> /dev/null || { sleep 1; rm -rf "$run" || say "could not remove $run"; }
+  fi
   exit "$rc"
 }
 trap cleanup EXIT
