@@ -101,39 +101,36 @@ impl SparseTable {
         self.index.contains_key(&key)
     }
 
-    /// Appends the rows of `keys` (already checked) to `out`. A key never written reads as its
-    /// initial value (`init::value`) and is not stored.
-    pub fn read_into(&self, keys: &[u64], out: &mut Vec<f32>) {
+    /// Calls `f` with the row of each key of `keys` (already checked), in order. A key never
+    /// written reads as its initial value (`init::value`) and is not stored.
+    fn each_row(&self, keys: &[u64], mut f: impl FnMut(&[f32])) {
         let w = self.spec.width as usize;
-        out.reserve(keys.len() * w);
-        for &k in keys {
-            match self.index.get(&k) {
-                Some(&slot) => out.extend_from_slice(&self.data[slot * w..(slot + 1) * w]),
-                None => out.extend(
-                    (0..self.spec.width).map(|c| init::value(self.spec.init, self.spec.id, k, c)),
-                ),
-            }
-        }
-    }
-
-    /// [`SparseTable::read_into`] as raw f32 wire bytes (little-endian), appended to `out`.
-    pub fn read_wire_into(&self, keys: &[u64], out: &mut Vec<u8>) {
-        let w = self.spec.width as usize;
-        out.reserve(keys.len() * w * 4);
         let mut fresh = Vec::new();
         for &k in keys {
             match self.index.get(&k) {
-                Some(&slot) => ps_proto::extend_f32s(out, &self.data[slot * w..(slot + 1) * w]),
+                Some(&slot) => f(&self.data[slot * w..(slot + 1) * w]),
                 None => {
                     fresh.clear();
                     fresh.extend(
                         (0..self.spec.width)
                             .map(|c| init::value(self.spec.init, self.spec.id, k, c)),
                     );
-                    ps_proto::extend_f32s(out, &fresh);
+                    f(&fresh);
                 }
             }
         }
+    }
+
+    /// Appends the rows of `keys` (already checked) to `out` (see [`SparseTable::each_row`]).
+    pub fn read_into(&self, keys: &[u64], out: &mut Vec<f32>) {
+        out.reserve(keys.len() * self.spec.width as usize);
+        self.each_row(keys, |row| out.extend_from_slice(row));
+    }
+
+    /// [`SparseTable::read_into`] as raw f32 wire bytes (little-endian), appended to `out`.
+    pub fn read_wire_into(&self, keys: &[u64], out: &mut Vec<u8>) {
+        out.reserve(keys.len() * self.spec.width as usize * 4);
+        self.each_row(keys, |row| ps_proto::extend_f32s(out, row));
     }
 
     /// The slot of `key`, creating the row from its initial value (and fresh optimizer state)

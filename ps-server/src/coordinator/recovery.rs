@@ -124,6 +124,23 @@ impl Job<'_> {
             let frame = Frame::control(Kind::Event, &ControlEvent::Evict { worker: *w });
             let _ = write_frame(&mut send, &frame).await;
         }
+        info!(shard = id, %addr, pid = reg.pid, "a replacement shard registered");
+        let state = NodeState::Restoring(Instant::now());
+        self.replace(slot, Role::Server, reg, conn, send, state);
+        Ok(false)
+    }
+
+    /// A new process takes node `slot` (same role and id): the old connection is closed, the
+    /// incarnation moves on (so the old watchers' reports are ignored) and new watchers start.
+    fn replace(
+        &mut self,
+        slot: usize,
+        role: Role,
+        reg: ps_proto::Register,
+        conn: quinn::Connection,
+        send: quinn::SendStream,
+        state: NodeState,
+    ) {
         let old = &mut self.nodes[slot];
         if old.state == NodeState::Alive {
             warn!(
@@ -132,20 +149,18 @@ impl Job<'_> {
             );
         }
         old.conn.close(1u32.into(), b"replaced");
-        let incarnation = old.incarnation + 1;
-        info!(shard = id, %addr, pid = reg.pid, "a replacement shard registered");
+        let (id, incarnation) = (old.id, old.incarnation + 1);
         *old = Node {
-            role: Role::Server,
+            role,
             id,
             reg,
             conn: conn.clone(),
             send,
-            state: NodeState::Restoring(Instant::now()),
+            state,
             incarnation,
             last_seen: Instant::now(),
         };
-        spawn_watchers(slot, incarnation, conn, self.tx.clone(), cfg.limits);
-        Ok(false)
+        spawn_watchers(slot, incarnation, conn, self.tx.clone(), self.cfg.limits);
     }
 
     /// A worker registering again under `wait`: it takes the slot of the dead one with its id
@@ -174,31 +189,12 @@ impl Job<'_> {
             warn!("returning worker {id} went away: {e}");
             return Ok(false);
         }
-        let old = &mut self.nodes[slot];
-        if old.state == NodeState::Alive {
-            warn!(
-                "{} registered again: its old process is taken as dead",
-                old.name()
-            );
-        }
-        old.conn.close(1u32.into(), b"replaced");
-        let incarnation = old.incarnation + 1;
         info!(
             worker = id,
             pid = reg.pid,
             "a worker registered again; it replays its clocks"
         );
-        *old = Node {
-            role: Role::Worker,
-            id,
-            reg,
-            conn: conn.clone(),
-            send,
-            state: NodeState::Alive,
-            incarnation,
-            last_seen: Instant::now(),
-        };
-        spawn_watchers(slot, incarnation, conn, self.tx.clone(), self.cfg.limits);
+        self.replace(slot, Role::Worker, reg, conn, send, NodeState::Alive);
         self.result.rejoins += 1;
         telemetry::coordinator_failure("worker", "rejoined");
         let _ = self.events.send(CoordEvent::WorkerRejoined { worker: id });
