@@ -10,35 +10,13 @@
 use crate::cache::TableCache;
 use crate::pending::Block;
 use ps_proto::codec::{self, ErrorFeedback};
-use ps_proto::{Frame, FrameBuilder, ProtoError, ShardMap, TableSpec, HEADER_LEN};
+use ps_proto::push_plan::{chain_at, push_blocks, rows_per_frame};
+use ps_proto::{Frame, FrameBuilder, ProtoError, PushBlock, ShardMap, TableSpec, HEADER_LEN};
 use std::collections::HashMap;
 
 /// Raw f32 size of a push frame of `rows` rows of `width` with listed keys.
 pub fn raw_push_bytes(rows: usize, width: u32) -> u64 {
     HEADER_LEN as u64 + rows as u64 * (8 + 4 * width as u64)
-}
-
-/// Runs of `keys` (sorted) that go in one frame: within one shard's key range and at most
-/// `per_frame` rows. Yields (shard, start, end).
-fn frame_runs(
-    keys: &[u64],
-    nrows: u64,
-    nshards: u32,
-    per_frame: usize,
-) -> Vec<(u32, usize, usize)> {
-    let mut runs = Vec::new();
-    let mut start = 0;
-    while start < keys.len() {
-        let s = ShardMap::shard_of(nrows, nshards, keys[start]);
-        let end_row = ShardMap::range_of(nrows, nshards, s).end;
-        let mut end = start;
-        while end < keys.len() && keys[end] < end_row && end - start < per_frame {
-            end += 1;
-        }
-        runs.push((s, start, end));
-        start = end;
-    }
-    runs
 }
 
 /// Appends table `spec`'s frames for `clock` to `out[shard]`; returns their raw f32 size.
@@ -61,13 +39,11 @@ pub fn encode_table(
     let nshards = out.len() as u32;
     let (id, width, nrows) = (spec.id, spec.width, spec.rows);
     let w = width as usize;
-    let mut chain = spec.push_codec.at_clock(clock).for_rows(width);
-    if flush {
-        chain.selectors.clear();
-    }
-    let chain = &chain;
-    let lossless = chain.is_lossless();
-    let per_frame = ((max_body / (8 + 4 * width as u64)).max(1)) as usize;
+    let chain = &chain_at(&spec.push_codec, clock, width, flush);
+    // Whether there is a residual is the table's codec's to say: the last clock of `topk:K`
+    // encodes with plain f32, which keeps none, but sends what the earlier clocks held back.
+    let lossless = spec.push_codec.is_lossless();
+    let per_frame = rows_per_frame(width, max_body);
     let mut logical = 0u64;
     let mut sent_log: Vec<Block> = Vec::new();
 
@@ -90,9 +66,9 @@ pub fn encode_table(
         &mut cache.residual
     };
     let block = cache.pending.take_dense(w, extra);
-    for (s, start, end) in frame_runs(&block.keys, nrows, nshards, per_frame) {
-        let keys = &block.keys[start..end];
-        let values = &block.values[start * w..end * w];
+    for PushBlock { shard: s, rows } in push_blocks(&block.keys, nrows, nshards, per_frame) {
+        let keys = &block.keys[rows.clone()];
+        let values = &block.values[rows.start * w..rows.end * w];
         logical += raw_push_bytes(keys.len(), width);
         let mut frame = if lossless {
             FrameBuilder::push(id, worker, clock, width, keys, values)
@@ -335,7 +311,13 @@ mod tests {
 
     #[test]
     fn the_last_clock_sends_every_residual_row_in_the_format() {
-        let spec = spec("topk:0.05,q8");
+        for codec in ["topk:0.05,q8", "topk:0.05"] {
+            last_clock_sends_every_residual_row(codec);
+        }
+    }
+
+    fn last_clock_sends_every_residual_row(codec: &str) {
+        let spec = spec(codec);
         let mut cache = TableCache::new(4, true);
         let mut total = 0f32;
         for clock in 0..3u64 {
@@ -347,17 +329,20 @@ mod tests {
             let mut out = vec![Vec::new(), Vec::new()];
             encode_table(&spec, &mut cache, 0, clock, false, 1 << 20, &mut out).unwrap();
         }
-        assert!(cache.residual.len() > 30, "top-k held most rows back");
+        assert!(
+            cache.residual.len() > 30,
+            "{codec}: top-k held most rows back"
+        );
         // Nothing new on the last clock: the flush sends what is left.
         let mut out = vec![Vec::new(), Vec::new()];
         encode_table(&spec, &mut cache, 0, 3, true, 1 << 20, &mut out).unwrap();
         let sent_rows = sent(&out).len();
-        assert_eq!(sent_rows, 40, "every row with a residual goes");
+        assert_eq!(sent_rows, 40, "{codec}: every row with a residual goes");
         let logged = logged_sum(&cache);
         let left: f32 = cache.residual.values().flatten().sum();
         assert!(
             (logged + left - total).abs() < 1e-3,
-            "sent + residual = total"
+            "{codec}: sent + residual = total"
         );
         // q8 leaves at most half a step (max / 127 / 2) a value.
         let worst = cache
@@ -365,7 +350,7 @@ mod tests {
             .values()
             .flatten()
             .fold(0f32, |m, v| m.max(v.abs()));
-        assert!(worst < 0.1, "{worst}");
+        assert!(worst < 0.1, "{codec}: {worst}");
     }
 
     #[test]

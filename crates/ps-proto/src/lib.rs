@@ -14,6 +14,7 @@ mod error;
 mod frame;
 mod header;
 pub mod init;
+pub mod push_plan;
 pub mod report;
 pub mod rules;
 mod shard_map;
@@ -28,6 +29,7 @@ pub use header::{
     Codec, Header, Kind, Limits, RawHeader, FLAG_END_CLOCK, FLAG_KEY_ASSIGN, FLAG_KEY_CACHED,
     FLAG_KEY_RANGE, HEADER_LEN, MAGIC, VERSION,
 };
+pub use push_plan::{PushBlock, PushPlan};
 pub use report::{ClockSummary, JobResult};
 pub use shard_map::{KeyRange, ShardMap};
 

@@ -247,27 +247,82 @@ pub(crate) fn encode_checked(
         };
     }
     let sel = select(chain, values, current);
-    let m = sel.len();
-    let layout = sparse::choose(&sel, n, format);
-    sparse::write_indices(layout, &sel, out);
-    let values_at = out.len();
-    if layout.mode == sparse::MODE_DENSE {
-        let mut dense = vec![0f32; n];
-        for &i in &sel {
-            dense[i as usize] = values[i as usize];
-        }
-        format::write_values(format, &dense, out);
-    } else {
-        let gathered: Vec<f32> = sel.iter().map(|&i| values[i as usize]).collect();
-        format::write_values(format, &gathered, out);
-    }
+    let gathered: Vec<f32> = sel.iter().map(|&i| values[i as usize]).collect();
+    let (values_at, dense_values) = write_selection(format, n, &sel, &gathered, out);
     Sent {
-        count: m,
-        dense_values: layout.mode == sparse::MODE_DENSE,
+        count: sel.len(),
+        dense_values,
         selection: Some(sel),
         values_at,
         format,
     }
+}
+
+/// The sparse payload of a selection made elsewhere (a device's top-k): `sel` ascending
+/// indices into a block of `n`, `values` the selected values (one each). Appends to `out`
+/// exactly what [`encode`] appends for a sparse chain with the value format `format` that
+/// selects `sel`: the smallest index layout, then the values in the format. For an f16 or bf16
+/// format, values already rounded to it (what a receiver decodes) give the same bytes as the
+/// unrounded ones.
+pub fn encode_selection(
+    format: ValueFormat,
+    n: usize,
+    sel: &[u32],
+    values: &[f32],
+    out: &mut Vec<u8>,
+) -> Result<(), ProtoError> {
+    if sel.len() != values.len() {
+        return Err(ProtoError::Codec(format!(
+            "a selection of {} indices with {} values",
+            sel.len(),
+            values.len()
+        )));
+    }
+    if n as u64 > 1 << 32 {
+        return Err(ProtoError::Codec(format!(
+            "block of {n} values is too large for u32 indices"
+        )));
+    }
+    if let Some(w) = sel.windows(2).find(|w| w[0] >= w[1]) {
+        return Err(ProtoError::Codec(format!(
+            "selected indices are not strictly increasing: {} then {}",
+            w[0], w[1]
+        )));
+    }
+    if let Some(&last) = sel.last() {
+        if last as usize >= n {
+            return Err(ProtoError::Codec(format!(
+                "selected index {last} is outside a block of {n}"
+            )));
+        }
+    }
+    write_selection(format, n, sel, values, out);
+    Ok(())
+}
+
+/// Writes the layout and values of a checked selection; returns (where the values start,
+/// whether they are all `n` entries).
+fn write_selection(
+    format: ValueFormat,
+    n: usize,
+    sel: &[u32],
+    values: &[f32],
+    out: &mut Vec<u8>,
+) -> (usize, bool) {
+    let layout = sparse::choose(sel, n, format);
+    sparse::write_indices(layout, sel, out);
+    let values_at = out.len();
+    let dense = layout.mode == sparse::MODE_DENSE;
+    if dense {
+        let mut all = vec![0f32; n];
+        for (&i, &v) in sel.iter().zip(values) {
+            all[i as usize] = v;
+        }
+        format::write_values(format, &all, out);
+    } else {
+        format::write_values(format, values, out);
+    }
+    (values_at, dense)
 }
 
 fn decode_dense(format: ValueFormat, bytes: &[u8], n: usize) -> Result<Vec<f32>, ProtoError> {
