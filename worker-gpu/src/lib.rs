@@ -1,5 +1,5 @@
 //! GPU workers: the CUDA backend of each application's compute trait, and the choice of backend
-//! at run time (`--device auto|cpu|cuda[:N]`).
+//! at run time (`--device auto|cpu|cpu-resident|cuda[:N]`).
 //!
 //! - [`kernels`]: the CUDA sources of `kernels/`, embedded, compiled by NVRTC at run time and
 //!   cached per process; [`ptxas`] parses `ptxas -v` for the `kernel-check` binary.
@@ -18,10 +18,10 @@
 //! This crate must not depend on the server or on networking.
 
 use ps_apps::app::{CpuEngines, Engines};
-use ps_apps::lda::{LdaCompute, LdaResident};
+use ps_apps::lda::{HostLdaResident, LdaCompute, LdaResident};
 use ps_apps::lr::LrCompute;
-use ps_apps::mf::{MfCompute, MfResident};
-use ps_apps::mlp::{MlpCompute, MlpResident};
+use ps_apps::mf::{HostResident, MfCompute, MfResident};
+use ps_apps::mlp::{HostMlpResident, MlpCompute, MlpResident};
 use ps_apps::AppError;
 use thiserror::Error;
 
@@ -40,7 +40,7 @@ use cuda::{Gpu, GpuError};
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum DeviceError {
-    #[error("bad --device {0:?}: expected auto, cpu, cuda or cuda:N")]
+    #[error("bad --device {0:?}: expected auto, cpu, cpu-resident, cuda or cuda:N")]
     Parse(String),
     #[error("CUDA device requested but unavailable: {0}")]
     CudaUnavailable(String),
@@ -51,6 +51,7 @@ pub enum DeviceError {
 pub enum DeviceRequest {
     Auto,
     Cpu,
+    CpuResident,
     Cuda(u32),
 }
 
@@ -60,6 +61,7 @@ impl std::str::FromStr for DeviceRequest {
         match s.trim() {
             "auto" => Ok(DeviceRequest::Auto),
             "cpu" => Ok(DeviceRequest::Cpu),
+            "cpu-resident" => Ok(DeviceRequest::CpuResident),
             "cuda" => Ok(DeviceRequest::Cuda(0)),
             other => other
                 .strip_prefix("cuda:")
@@ -74,6 +76,10 @@ impl std::str::FromStr for DeviceRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Device {
     Cpu,
+    /// The sessions' device paths (state resident in an engine, the delta compressed by the
+    /// engine) run by the engines' CPU oracles: what a GPU worker does, minus the kernels, for
+    /// tests and for checking a job before it goes to a GPU.
+    CpuResident,
     /// CUDA device ordinal.
     Cuda(u32),
 }
@@ -82,6 +88,7 @@ impl std::fmt::Display for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Device::Cpu => write!(f, "cpu"),
+            Device::CpuResident => write!(f, "cpu-resident"),
             Device::Cuda(n) => write!(f, "cuda:{n}"),
         }
     }
@@ -112,6 +119,10 @@ pub fn select(req: DeviceRequest) -> Result<Selection, DeviceError> {
         DeviceRequest::Cpu => Ok(Selection {
             device: Device::Cpu,
             reason: "requested".into(),
+        }),
+        DeviceRequest::CpuResident => Ok(Selection {
+            device: Device::CpuResident,
+            reason: "requested: the GPU workers' resident paths on their CPU oracles".into(),
         }),
         DeviceRequest::Cuda(n) => {
             let info = cuda::probe(n).map_err(|e| unavailable(n, e))?;
@@ -144,6 +155,9 @@ fn cuda<T>(ordinal: u32, r: Result<T, GpuError>) -> Result<T, AppError> {
     r.map_err(|e| AppError::Device(unavailable(ordinal, e).to_string()))
 }
 
+/// Lanes the MF oracle schedules for under `cpu-resident` (its waves run one block at a time).
+const ORACLE_LANES: usize = 8;
+
 /// The compute engines of a device, for the apps' sessions: on the CPU the fast engines of
 /// `ps-apps` ([`CpuEngines`]); on a GPU the CUDA engines (MF: resident, conflict-free waves,
 /// [`CudaMfResident`]; LDA: resident, one warp per document, [`CudaLdaResident`]; MLP: resident, a whole clock of tiled SGEMM
@@ -158,28 +172,28 @@ impl Engines for DeviceEngines {
 
     fn mf(&self, threads: u32) -> Result<Box<dyn MfCompute + Send>, AppError> {
         match self.0 {
-            Device::Cpu => CpuEngines.mf(threads),
+            Device::Cpu | Device::CpuResident => CpuEngines.mf(threads),
             Device::Cuda(n) => Ok(Box::new(cuda(n, CudaMf::new(open(n)?))?)),
         }
     }
 
     fn lda(&self, threads: u32) -> Result<Box<dyn LdaCompute + Send>, AppError> {
         match self.0 {
-            Device::Cpu => CpuEngines.lda(threads),
+            Device::Cpu | Device::CpuResident => CpuEngines.lda(threads),
             Device::Cuda(n) => Ok(Box::new(cuda(n, CudaLda::new(open(n)?))?)),
         }
     }
 
     fn mlp(&self, threads: u32) -> Result<Box<dyn MlpCompute + Send>, AppError> {
         match self.0 {
-            Device::Cpu => CpuEngines.mlp(threads),
+            Device::Cpu | Device::CpuResident => CpuEngines.mlp(threads),
             Device::Cuda(n) => Ok(Box::new(cuda(n, CudaMlp::new(open(n)?))?)),
         }
     }
 
     fn lr(&self, threads: u32) -> Result<Box<dyn LrCompute + Send>, AppError> {
         match self.0 {
-            Device::Cpu => CpuEngines.lr(threads),
+            Device::Cpu | Device::CpuResident => CpuEngines.lr(threads),
             Device::Cuda(n) => Ok(Box::new(cuda(n, CudaLr::new(open(n)?))?)),
         }
     }
@@ -187,6 +201,10 @@ impl Engines for DeviceEngines {
     fn mf_resident(&self) -> Result<Option<Box<dyn MfResident>>, AppError> {
         match self.0 {
             Device::Cpu => Ok(None),
+            Device::CpuResident => Ok(Some(Box::new(HostResident::new(
+                CpuEngines.mf(1)?,
+                ORACLE_LANES,
+            )))),
             Device::Cuda(n) => Ok(Some(Box::new(cuda(n, CudaMfResident::new(open(n)?))?))),
         }
     }
@@ -194,6 +212,7 @@ impl Engines for DeviceEngines {
     fn mlp_resident(&self) -> Result<Option<Box<dyn MlpResident>>, AppError> {
         match self.0 {
             Device::Cpu => Ok(None),
+            Device::CpuResident => Ok(Some(Box::new(HostMlpResident::new(CpuEngines.mlp(1)?)))),
             Device::Cuda(n) => Ok(Some(Box::new(cuda(n, CudaMlpResident::new(open(n)?))?))),
         }
     }
@@ -201,6 +220,7 @@ impl Engines for DeviceEngines {
     fn lda_resident(&self) -> Result<Option<Box<dyn LdaResident>>, AppError> {
         match self.0 {
             Device::Cpu => Ok(None),
+            Device::CpuResident => Ok(Some(Box::new(HostLdaResident::new(CpuEngines.lda(1)?)))),
             Device::Cuda(n) => Ok(Some(Box::new(cuda(n, CudaLdaResident::new(open(n)?))?))),
         }
     }

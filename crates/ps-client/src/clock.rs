@@ -244,8 +244,17 @@ impl PsClient {
     /// stages (top-k, filter) sends every row of its residual, in its value format, rather than
     /// a selection: what earlier clocks held back reaches the shards before the job ends.
     pub fn last_clock(&mut self) -> Result<u64, ClientError> {
-        self.flush_residual = true;
+        self.mark_last_clock();
         self.clock()
+    }
+
+    /// Says before its updates are written that the current clock is the job's last: the next
+    /// [`PsClient::clock`] ends it as [`PsClient::last_clock`] does, and [`Table::push_plan`]
+    /// already plans it so (for an engine that encodes its own delta).
+    ///
+    /// [`Table::push_plan`]: crate::Table::push_plan
+    pub fn mark_last_clock(&mut self) {
+        self.flush_residual = true;
     }
 
     /// Forgets what lossy push codecs have not sent (every table's error-feedback residual) and

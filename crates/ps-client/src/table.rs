@@ -6,7 +6,7 @@ use crate::client::PsClient;
 use crate::error::ClientError;
 use crate::pending::{strictly_sorted, Block, EncodedBlock};
 use crate::read::PullTicket;
-use ps_proto::{codec, ShardMap, TableSpec, UpdateRule};
+use ps_proto::{codec, PushPlan, ShardMap, TableSpec, UpdateRule};
 use ps_ssp::Staleness;
 use std::ops::Range;
 
@@ -73,6 +73,24 @@ impl Table<'_> {
 
     pub fn rows(&self) -> u64 {
         self.spec().rows
+    }
+
+    /// How this clock's update of `keys` (sorted, distinct) will go out: the frames' blocks
+    /// and the chain each is encoded with (see `ps_proto::push_plan`). An engine that
+    /// compresses its delta itself encodes each block with this chain and hands the payloads
+    /// to [`Table::push_encoded`], one per block; the bytes then equal what this library's
+    /// encoder makes of the same values. Its error-feedback residual is the engine's to keep.
+    pub fn push_plan(&self, keys: &[u64]) -> Result<PushPlan, ClientError> {
+        self.client.check_batch(self.id, keys)?;
+        let c = &self.client;
+        Ok(PushPlan::new(
+            self.spec(),
+            keys,
+            c.links.len() as u32,
+            c.clock.current(),
+            c.flush_residual,
+            c.cfg.max_frame_body,
+        ))
     }
 
     pub fn staleness(&self) -> Staleness {

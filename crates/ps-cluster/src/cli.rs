@@ -191,7 +191,8 @@ pub struct LocalArgs {
     pub job: JobArgs,
     #[command(flatten)]
     pub cluster: ClusterArgs,
-    /// Compute device for workers: auto, cpu, cuda or cuda:N.
+    /// Compute device for workers: auto, cpu, cpu-resident (the GPU path on CPU oracles), cuda or
+    /// cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// Keep the generated certificates in this directory instead of a temporary one.
@@ -262,7 +263,7 @@ pub struct ServerArgs {
 pub struct WorkerArgs {
     #[command(flatten)]
     pub node: NodeArgs,
-    /// Compute device: auto, cpu, cuda or cuda:N.
+    /// Compute device: auto, cpu, cpu-resident (the GPU path on CPU oracles), cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
 }

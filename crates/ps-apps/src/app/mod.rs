@@ -18,6 +18,7 @@
 //! clock, and compare them with the oracles. Figures are plain structs ([`Figures`]): the
 //! coordinator adds every field up over workers.
 
+pub mod device_codec;
 mod engines;
 mod erased;
 pub mod flags;
@@ -32,7 +33,7 @@ pub use traffic::Traffic;
 
 use crate::error::{AppError, SinkError};
 use ps_proto::codec::CodecChain;
-use ps_proto::{ClockSummary, Init, JobResult, TableSpec, UpdateRule};
+use ps_proto::{ClockSummary, Init, JobResult, PushPlan, TableSpec, UpdateRule};
 use serde::{de::DeserializeOwned, Serialize};
 
 /// Figures an app reports, per clock or at the end: a struct of numbers (sums and counts, never
@@ -135,6 +136,14 @@ pub trait DeltaSink {
         wire_id: u16,
         payload: Vec<u8>,
     ) -> Result<(), SinkError>;
+
+    /// How this clock's update of `keys` of `table` would go out (frames' blocks and the chain
+    /// of each, see `ps_proto::push_plan`), for a session whose engine compresses its delta
+    /// itself: it then hands one payload per block to [`DeltaSink::encoded`]. `None` where the
+    /// sink cannot say (the session then writes rows as usual).
+    fn push_plan(&mut self, _table: u32, _keys: &[u64]) -> Result<Option<PushPlan>, SinkError> {
+        Ok(None)
+    }
 }
 
 /// The final figures of one worker.

@@ -139,6 +139,9 @@ pub struct MlpClock {
     pub pcie_h2d: f64,
     pub pcie_d2h: f64,
     pub device_s: f64,
+    /// Payload bytes of the delta the engine compressed itself (`device_codec`): zero where
+    /// the worker library encoded it.
+    pub engine_encoded: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -341,6 +344,10 @@ impl App for MlpApp {
             },
             job.clock_count,
         );
+        let encoded = job.totals.1.engine_encoded;
+        if encoded > 0.0 {
+            out.insert("push_payload_bytes_engine_encoded".into(), encoded.into());
+        }
         out
     }
 }

@@ -18,6 +18,7 @@
 use super::compute::{evaluate, BatchStats, MlpCompute};
 use super::data::Dataset;
 use super::{local_sgd_steps, Arch, MlpHyper};
+use crate::app::device_codec::{DeltaBlock, ResidualKeeper, SentValues};
 pub use crate::app::Traffic;
 use crate::error::ComputeError;
 
@@ -48,8 +49,34 @@ pub trait MlpResident: Send {
         lr: f32,
     ) -> Result<BatchStats, ComputeError>;
 
-    /// Writes `(local - read) * scale` per layer into `out` (shaped like the model).
+    /// Writes `(local - read) * scale` per layer into `out` (shaped like the model), plus any
+    /// residual [`MlpResident::delta_encoded`] kept, which the engine then forgets.
     fn delta(&mut self, scale: f32, out: &mut [Vec<f32>]) -> Result<(), ComputeError>;
+
+    /// Whether this engine compresses its delta itself, selected values sent as `format` (see
+    /// [`crate::app::device_codec`]). Default: no.
+    fn encodes(&self, _format: SentValues) -> bool {
+        false
+    }
+
+    /// `(local - read) * scale` plus what earlier calls kept back, compressed block by block
+    /// (rows of one layer each, its top `k` values sent as `format`): one payload per block
+    /// into `out`, the bytes the worker library's encoder makes of the same values. What is
+    /// not sent stays in the engine: it is added to every row [`MlpResident::load`] writes
+    /// from then on (a worker sees what it has not sent yet) until [`MlpResident::delta`]
+    /// hands it back.
+    fn delta_encoded(
+        &mut self,
+        _scale: f32,
+        _format: SentValues,
+        _blocks: &[DeltaBlock],
+        _out: &mut Vec<Vec<u8>>,
+    ) -> Result<(), ComputeError> {
+        Err(ComputeError {
+            engine: self.name(),
+            message: "this engine does not encode its delta".into(),
+        })
+    }
 
     /// Loss and accuracy totals of the read model over the held-out samples.
     fn evaluate(&mut self) -> Result<BatchStats, ComputeError>;
@@ -69,6 +96,8 @@ pub struct HostMlpResident {
     read: Vec<Vec<f32>>,
     local: Vec<Vec<f32>>,
     grads: Vec<Vec<f32>>,
+    /// What [`MlpResident::delta_encoded`] kept back, from its first call on.
+    kept: Option<ResidualKeeper>,
 }
 
 impl HostMlpResident {
@@ -82,7 +111,23 @@ impl HostMlpResident {
             read: Vec::new(),
             local: Vec::new(),
             grads: Vec::new(),
+            kept: None,
         }
+    }
+
+    /// `(local - read) * scale` per layer into `out`.
+    fn plain_delta(&self, scale: f32, out: &mut [Vec<f32>]) -> Result<(), ComputeError> {
+        if out.len() != self.read.len()
+            || out.iter().zip(&self.read).any(|(o, r)| o.len() != r.len())
+        {
+            return Err(Self::bad("the delta is not shaped like the model".into()));
+        }
+        for ((o, after), before) in out.iter_mut().zip(&self.local).zip(&self.read) {
+            for ((d, a), b) in o.iter_mut().zip(after).zip(before) {
+                *d = (a - b) * scale;
+            }
+        }
+        Ok(())
     }
 
     fn bad(message: String) -> ComputeError {
@@ -169,7 +214,11 @@ impl MlpResident for HostMlpResident {
     fn load(&mut self, layer: usize, first_row: usize, values: &[f32]) -> Result<(), ComputeError> {
         check_load(&self.arch, layer, first_row, values).map_err(Self::bad)?;
         let at = first_row * self.arch.layer(layer).width();
-        self.read[layer][at..at + values.len()].copy_from_slice(values);
+        let dst = &mut self.read[layer][at..at + values.len()];
+        dst.copy_from_slice(values);
+        if let Some(k) = &mut self.kept {
+            k.add_to(layer as u32, first_row, dst)?;
+        }
         Ok(())
     }
 
@@ -207,16 +256,54 @@ impl MlpResident for HostMlpResident {
     }
 
     fn delta(&mut self, scale: f32, out: &mut [Vec<f32>]) -> Result<(), ComputeError> {
-        if out.len() != self.read.len()
-            || out.iter().zip(&self.read).any(|(o, r)| o.len() != r.len())
-        {
-            return Err(Self::bad("the delta is not shaped like the model".into()));
-        }
-        for ((o, after), before) in out.iter_mut().zip(&self.local).zip(&self.read) {
-            for ((d, a), b) in o.iter_mut().zip(after).zip(before) {
-                *d = (a - b) * scale;
+        self.plain_delta(scale, out)?;
+        if let Some(mut k) = self.kept.take() {
+            for (l, o) in out.iter_mut().enumerate() {
+                k.take_into(l as u32, o)?;
             }
         }
+        Ok(())
+    }
+
+    fn encodes(&self, _format: SentValues) -> bool {
+        true
+    }
+
+    fn delta_encoded(
+        &mut self,
+        scale: f32,
+        format: SentValues,
+        blocks: &[DeltaBlock],
+        out: &mut Vec<Vec<u8>>,
+    ) -> Result<(), ComputeError> {
+        let mut delta = self.arch.zeros();
+        self.plain_delta(scale, &mut delta)?;
+        let mut slices: Vec<&[f32]> = Vec::with_capacity(blocks.len());
+        for b in blocks {
+            let w = self.arch.layers().get(b.table as usize).map(|s| s.width());
+            let layer = delta.get(b.table as usize);
+            let rows = w.and_then(|w| {
+                layer.and_then(|l| l.get(b.first_row * w..(b.first_row + b.rows) * w))
+            });
+            slices.push(rows.ok_or_else(|| {
+                Self::bad(format!(
+                    "block of rows {}..{} of layer {} is not in the model",
+                    b.first_row,
+                    b.first_row + b.rows,
+                    b.table
+                ))
+            })?);
+        }
+        let shapes: Vec<(usize, usize)> = self
+            .arch
+            .layers()
+            .iter()
+            .map(|s| (s.rows(), s.width()))
+            .collect();
+        let kept = self
+            .kept
+            .get_or_insert_with(|| ResidualKeeper::new(&shapes));
+        out.extend(kept.encode_blocks(blocks, format, &slices)?);
         Ok(())
     }
 

@@ -17,6 +17,7 @@ use super::resident::{MlpResident, Traffic, EVAL_CHUNK};
 use super::{
     evaluate, local_sgd_steps, visiting_order, worker_split, Arch, BatchStats, Dataset, MlpCompute,
 };
+use crate::app::device_codec::{block_k, device_format, DeltaBlock};
 use crate::app::flags;
 use crate::app::{DeltaSink, Inbox, Outcome, Session, TableRows, WorkerContext};
 use crate::error::AppError;
@@ -155,6 +156,55 @@ impl MlpSession {
     }
 }
 
+/// Pushes the clock's delta compressed by the engine itself, when the sink plans every layer
+/// with a chain the engine runs (`device_codec`); only the payloads leave the engine. Returns
+/// the payloads' bytes, or `None`, having done nothing, otherwise (the session then pushes the
+/// plain delta).
+fn push_encoded(
+    dev: &mut dyn MlpResident,
+    arch: &Arch,
+    scale: f32,
+    out: &mut dyn DeltaSink,
+) -> Result<Option<usize>, AppError> {
+    let (mut blocks, mut wire_ids, mut keys, mut format) =
+        (Vec::new(), Vec::new(), Vec::new(), None);
+    for l in 0..arch.num_layers() {
+        let rows: Vec<u64> = (0..arch.layer(l).rows() as u64).collect();
+        let Some(plan) = out.push_plan(l as u32, &rows)? else {
+            return Ok(None);
+        };
+        let f = match device_format(&plan.chain) {
+            Some(f) if dev.encodes(f) && format.is_none_or(|g| g == f) => f,
+            _ => return Ok(None),
+        };
+        format = Some(f);
+        let w = arch.layer(l).width();
+        for b in &plan.blocks {
+            // Every row is pushed, in order: a key's position is its row.
+            blocks.push(DeltaBlock {
+                table: l as u32,
+                first_row: b.rows.start,
+                rows: b.rows.len(),
+                k: block_k(&plan.chain, b.rows.len() * w),
+            });
+            wire_ids.push(plan.chain.wire_id());
+        }
+        keys.push(rows);
+    }
+    let Some(format) = format else {
+        return Ok(None);
+    };
+    let mut payloads = Vec::with_capacity(blocks.len());
+    dev.delta_encoded(scale, format, &blocks, &mut payloads)?;
+    let mut bytes = 0;
+    for ((b, payload), id) in blocks.iter().zip(payloads).zip(wire_ids) {
+        let k = &keys[b.table as usize][b.first_row..b.first_row + b.rows];
+        bytes += payload.len();
+        out.encoded(b.table, k, id, payload)?;
+    }
+    Ok(Some(bytes))
+}
+
 impl Session<MlpApp> for MlpSession {
     fn reads(&mut self, clock: u64) -> Result<Vec<TableRows>, AppError> {
         if !self.inbox.planned(clock) {
@@ -218,6 +268,7 @@ impl Session<MlpApp> for MlpSession {
         let lr = hyper.lr_at(key.clock);
         let scale = 1.0 / self.workers as f32;
         let (slice_of, of) = ((clock % per_epoch) as usize, per_epoch as usize);
+        let mut engine_encoded = 0;
         let stats = match &mut self.path {
             Path::Host(h) => {
                 let order: Vec<usize> = epoch_order(h.samples.len(), key)
@@ -255,10 +306,15 @@ impl Session<MlpApp> for MlpSession {
                 let stats = r
                     .dev
                     .run_clock(&visiting_order(slice, key), hyper.batch, lr)?;
-                r.dev.delta(scale, &mut r.delta)?;
-                for (l, delta) in r.delta.iter().enumerate() {
-                    let rows: Vec<u64> = (0..self.arch.layer(l).rows() as u64).collect();
-                    out.rows(l as u32, &rows)?.copy_from_slice(delta);
+                match push_encoded(r.dev.as_mut(), &self.arch, scale, out)? {
+                    Some(bytes) => engine_encoded = bytes,
+                    None => {
+                        r.dev.delta(scale, &mut r.delta)?;
+                        for (l, delta) in r.delta.iter().enumerate() {
+                            let rows: Vec<u64> = (0..self.arch.layer(l).rows() as u64).collect();
+                            out.rows(l as u32, &rows)?.copy_from_slice(delta);
+                        }
+                    }
                 }
                 stats
             }
@@ -273,6 +329,7 @@ impl Session<MlpApp> for MlpSession {
             pcie_h2d: traffic.h2d_bytes as f64,
             pcie_d2h: traffic.d2h_bytes as f64,
             device_s: traffic.compute_s,
+            engine_encoded: engine_encoded as f64,
         })
     }
 

@@ -1,0 +1,379 @@
+//! Deltas compressed where they are computed. An engine that keeps a worker's state on a device
+//! can run the push codec there too, so that only the encoded delta crosses the bus: it keeps
+//! error feedback's residual itself, selects each block's top k, and hands back one payload per
+//! block, the bytes the worker library's own encoder would have made of the same values
+//! (`ps_proto::push_plan`, `DeltaSink::push_plan`).
+//!
+//! What runs on a device: a chain of one top-k stage (fraction or count) and f32 or f16 values
+//! ([`device_format`]). Anything else (no selection, filters, whole rows, momentum, the block
+//! quantisers) is encoded by the worker library from the plain delta, as before.
+//!
+//! [`ResidualKeeper`] is the host half and the oracle: the residual per table, added to the rows
+//! a worker reads (its view includes what it has not sent yet, as the library's own residual
+//! is), and each block encoded with `ps_proto::codec::ErrorFeedback`, exactly the library's
+//! encoder. A device engine's payloads must equal it byte for byte.
+
+use crate::error::ComputeError;
+use ps_proto::codec::{self, CodecChain, ErrorFeedback, Selector, ValueFormat};
+
+/// How selected values travel when a device encodes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SentValues {
+    F32,
+    F16,
+}
+
+impl SentValues {
+    pub fn format(self) -> ValueFormat {
+        match self {
+            SentValues::F32 => ValueFormat::F32,
+            SentValues::F16 => ValueFormat::F16,
+        }
+    }
+}
+
+/// What a device encoder runs of `chain` (as planned for the clock: warm-up applied), or
+/// `None` when the worker library has to encode it.
+pub fn device_format(chain: &CodecChain) -> Option<SentValues> {
+    let one_top_k = matches!(
+        chain.selectors.as_slice(),
+        [Selector::TopKFraction(_)] | [Selector::TopKCount(_)]
+    );
+    if !one_top_k || chain.momentum != 0.0 || chain.warmup != 0 {
+        return None;
+    }
+    match chain.format {
+        ValueFormat::F32 => Some(SentValues::F32),
+        ValueFormat::F16 => Some(SentValues::F16),
+        _ => None,
+    }
+}
+
+/// How many of a block of `n` values `chain`'s top-k keeps (`n` without a top-k stage).
+pub fn block_k(chain: &CodecChain, n: usize) -> usize {
+    chain
+        .selectors
+        .iter()
+        .find_map(|s| match *s {
+            Selector::TopKFraction(f) => Some(codec::k_of_fraction(f, n)),
+            Selector::TopKCount(c) => Some((c as usize).min(n)),
+            _ => None,
+        })
+        .unwrap_or(n)
+}
+
+/// One block of an engine's delta: rows `[first_row, first_row + rows)` of table `table`, of
+/// which the top `k` values go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeltaBlock {
+    pub table: u32,
+    pub first_row: usize,
+    pub rows: usize,
+    pub k: usize,
+}
+
+/// The payload of a selection a device made: `indices` ascending into a block of `n`, `values`
+/// the values the receiver decodes (already rounded to `format`).
+pub fn selection_payload(
+    format: SentValues,
+    n: usize,
+    indices: &[u32],
+    values: &[f32],
+) -> Result<Vec<u8>, ComputeError> {
+    let mut out = Vec::new();
+    codec::encode_selection(format.format(), n, indices, values, &mut out).map_err(|e| {
+        ComputeError {
+            engine: "device-codec",
+            message: e.to_string(),
+        }
+    })?;
+    Ok(out)
+}
+
+/// The host oracle of an engine's own push encoding: per table a dense residual (`rows x
+/// width`), what earlier clocks computed and did not send.
+#[derive(Debug, Clone, Default)]
+pub struct ResidualKeeper {
+    /// Per table: (width, residual).
+    tables: Vec<(usize, Vec<f32>)>,
+}
+
+fn bad(engine: &'static str, message: String) -> ComputeError {
+    ComputeError { engine, message }
+}
+
+impl ResidualKeeper {
+    /// A zero residual for tables of `(rows, width)`.
+    pub fn new(shapes: &[(usize, usize)]) -> ResidualKeeper {
+        ResidualKeeper {
+            tables: shapes.iter().map(|&(r, w)| (w, vec![0.0; r * w])).collect(),
+        }
+    }
+
+    fn rows_mut(
+        &mut self,
+        table: u32,
+        first_row: usize,
+        values: usize,
+    ) -> Result<(usize, &mut [f32]), ComputeError> {
+        let (w, r) = self
+            .tables
+            .get_mut(table as usize)
+            .ok_or_else(|| bad("residual", format!("no table {table}")))?;
+        let (w, start) = (*w, first_row.saturating_mul(*w));
+        let end = start.saturating_add(values);
+        if !values.is_multiple_of(w.max(1)) || end > r.len() {
+            return Err(bad(
+                "residual",
+                format!(
+                    "{values} values from row {first_row} of table {table} (width {w}, {} rows)",
+                    r.len() / w.max(1)
+                ),
+            ));
+        }
+        Ok((w, &mut r[start..end]))
+    }
+
+    /// Adds the residual of rows `[first_row, ..)` into `values` (whole rows), as the worker
+    /// library adds its residual to a read: only rows holding some residual.
+    pub fn add_to(
+        &mut self,
+        table: u32,
+        first_row: usize,
+        values: &mut [f32],
+    ) -> Result<(), ComputeError> {
+        let (w, r) = self.rows_mut(table, first_row, values.len())?;
+        for (v, r) in values.chunks_exact_mut(w).zip(r.chunks_exact(w)) {
+            if r.iter().any(|x| *x != 0.0) {
+                v.iter_mut().zip(r).for_each(|(v, r)| *v += r);
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds the residual of a whole table into `delta` (shaped like the table) and forgets it:
+    /// the delta then goes out through the worker library, which keeps what it holds back.
+    pub fn take_into(&mut self, table: u32, delta: &mut [f32]) -> Result<(), ComputeError> {
+        let (_, r) = self.rows_mut(table, 0, delta.len())?;
+        for (d, r) in delta.iter_mut().zip(r.iter_mut()) {
+            *d += std::mem::take(r);
+        }
+        Ok(())
+    }
+
+    /// Encodes each block's values (`deltas[i]` for `blocks[i]`, whole rows) plus its
+    /// residual with the block's top `k` and `format`, keeping what is not sent; returns one
+    /// payload per block. Blocks must not overlap.
+    pub fn encode_blocks(
+        &mut self,
+        blocks: &[DeltaBlock],
+        format: SentValues,
+        deltas: &[&[f32]],
+    ) -> Result<Vec<Vec<u8>>, ComputeError> {
+        if blocks.len() != deltas.len() {
+            return Err(bad(
+                "residual",
+                format!("{} blocks with {} deltas", blocks.len(), deltas.len()),
+            ));
+        }
+        blocks
+            .iter()
+            .zip(deltas)
+            .map(|(block, delta)| self.encode(block, format, delta))
+            .collect()
+    }
+
+    fn encode(
+        &mut self,
+        block: &DeltaBlock,
+        format: SentValues,
+        delta: &[f32],
+    ) -> Result<Vec<u8>, ComputeError> {
+        let (w, r) = self.rows_mut(block.table, block.first_row, delta.len())?;
+        if delta.len() != block.rows * w {
+            return Err(bad(
+                "residual",
+                format!("{} values for a block of {} rows", delta.len(), block.rows),
+            ));
+        }
+        let chain = CodecChain {
+            selectors: vec![Selector::TopKCount(block.k.min(u32::MAX as usize) as u32)],
+            format: format.format(),
+            ..CodecChain::raw()
+        };
+        let mut values = delta.to_vec();
+        // A row's residual is added where it holds any (the library keeps only those rows);
+        // `ErrorFeedback` then adds the values to a zero residual, as the library's does.
+        for (v, r) in values.chunks_exact_mut(w).zip(r.chunks_exact(w)) {
+            if r.iter().any(|x| *x != 0.0) {
+                v.iter_mut().zip(r).for_each(|(v, r)| *v += r);
+            }
+        }
+        let mut ef = ErrorFeedback::new(delta.len());
+        let mut out = Vec::new();
+        ef.compress(&chain, &values, None, &mut out)
+            .map_err(|e| bad("residual", e.to_string()))?;
+        r.copy_from_slice(ef.residual());
+        Ok(out)
+    }
+
+    /// Sum of the residual's magnitudes.
+    pub fn l1(&self) -> f64 {
+        self.tables
+            .iter()
+            .flat_map(|(_, r)| r)
+            .map(|v| f64::from(v.abs()))
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn chain(s: &str) -> CodecChain {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_device_runs_one_top_k_with_f32_or_f16_values() {
+        assert_eq!(device_format(&chain("topk:0.1")), Some(SentValues::F32));
+        assert_eq!(device_format(&chain("topk:5,f16")), Some(SentValues::F16));
+        for s in [
+            "raw",
+            "f16",
+            "topk:0.1,sign",
+            "topk:0.1,bf16",
+            "filter:0.1,topk:0.1",
+            "rows:0.1",
+            "topk:0.1,momentum:0.5,f16",
+            // A warm-up is applied to the clock's chain before a device sees it.
+            "topk:0.1,warmup:2,f16",
+        ] {
+            assert_eq!(device_format(&chain(s)), None, "{s}");
+        }
+        let warm = chain("topk:0.1,warmup:2,f16").at_clock(0);
+        assert_eq!(device_format(&warm), Some(SentValues::F16));
+        assert_eq!(block_k(&chain("topk:0.1"), 25), 3);
+        assert_eq!(block_k(&chain("topk:5"), 3), 3);
+        assert_eq!(block_k(&chain("f16"), 7), 7);
+    }
+
+    /// Over several clocks the keeper's payloads are those of one `ErrorFeedback` per block
+    /// kept across clocks (the library's encoder), and what was sent plus what is kept is the
+    /// sum of the deltas.
+    #[test]
+    fn the_keeper_encodes_as_error_feedback_and_loses_nothing() {
+        let (rows, w) = (30usize, 4usize);
+        let blocks = [
+            DeltaBlock {
+                table: 1,
+                first_row: 0,
+                rows: 12,
+                k: 5,
+            },
+            DeltaBlock {
+                table: 1,
+                first_row: 12,
+                rows: 18,
+                k: 9,
+            },
+        ];
+        let mut keeper = ResidualKeeper::new(&[(2, 3), (rows, w)]);
+        let mut reference: Vec<ErrorFeedback> = blocks
+            .iter()
+            .map(|b| ErrorFeedback::new(b.rows * w))
+            .collect();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut total = vec![0f64; rows * w];
+        let mut sent = vec![0f64; rows * w];
+        for clock in 0..6 {
+            let delta: Vec<f32> = (0..rows * w).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            total
+                .iter_mut()
+                .zip(&delta)
+                .for_each(|(t, d)| *t += f64::from(*d));
+            let parts: Vec<&[f32]> = blocks
+                .iter()
+                .map(|b| &delta[b.first_row * w..(b.first_row + b.rows) * w])
+                .collect();
+            let got = keeper
+                .encode_blocks(&blocks, SentValues::F16, &parts)
+                .unwrap();
+            for (i, b) in blocks.iter().enumerate() {
+                let c = CodecChain {
+                    selectors: vec![Selector::TopKCount(b.k as u32)],
+                    format: ValueFormat::F16,
+                    ..CodecChain::raw()
+                };
+                let mut want = Vec::new();
+                reference[i]
+                    .compress(&c, parts[i], None, &mut want)
+                    .unwrap();
+                assert_eq!(got[i], want, "clock {clock} block {i}");
+                let n = b.rows * w;
+                let d = codec::decode(c.wire_id(), &got[i], n)
+                    .unwrap()
+                    .into_dense(n)
+                    .unwrap();
+                for (s, v) in sent[b.first_row * w..].iter_mut().zip(d) {
+                    *s += f64::from(v);
+                }
+            }
+        }
+        // What is kept shows in reads, and comes back whole from take_into.
+        let mut read = vec![0f32; rows * w];
+        keeper.add_to(1, 0, &mut read).unwrap();
+        let mut back = vec![0f32; rows * w];
+        keeper.take_into(1, &mut back).unwrap();
+        assert_eq!(read, back);
+        for i in 0..rows * w {
+            let err = (sent[i] + f64::from(back[i]) - total[i]).abs();
+            assert!(
+                err < 1e-4,
+                "entry {i}: sent + kept differs from the sum by {err}"
+            );
+        }
+        assert_eq!(keeper.l1(), 0.0, "taken");
+    }
+
+    #[test]
+    fn only_rows_holding_a_residual_are_added_and_bad_blocks_are_refused() {
+        let mut keeper = ResidualKeeper::new(&[(3, 2)]);
+        let block = DeltaBlock {
+            table: 0,
+            first_row: 0,
+            rows: 3,
+            k: 1,
+        };
+        // Row 2 holds the largest value, rows 0 and 1 stay behind.
+        let delta = [0.5, 0.0, 0.0, -0.25, 0.0, 9.0];
+        keeper
+            .encode_blocks(&[block], SentValues::F32, &[&delta])
+            .unwrap();
+        let mut read = [-0.0f32; 6];
+        keeper.add_to(0, 0, &mut read).unwrap();
+        assert_eq!(read[..4], [0.5, 0.0, 0.0, -0.25]);
+        assert!(
+            read[4].is_sign_negative() && read[5].is_sign_negative(),
+            "row 2 untouched"
+        );
+        let short = DeltaBlock { rows: 2, ..block };
+        assert!(keeper
+            .encode_blocks(&[short], SentValues::F32, &[&delta])
+            .is_err());
+        let outside = DeltaBlock {
+            first_row: 2,
+            ..block
+        };
+        assert!(keeper
+            .encode_blocks(&[outside], SentValues::F32, &[&delta])
+            .is_err());
+        let other = DeltaBlock { table: 4, ..block };
+        assert!(keeper
+            .encode_blocks(&[other], SentValues::F32, &[&delta])
+            .is_err());
+        assert!(keeper.add_to(0, 2, &mut [0.0; 4]).is_err());
+    }
+}

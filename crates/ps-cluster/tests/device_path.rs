@@ -1,0 +1,79 @@
+//! The GPU workers' path run by the engines' CPU oracles (`--device cpu-resident`), through
+//! whole local jobs: everything a GPU worker does but the kernels. The MLP engine compresses
+//! its own delta (one top-k, f32 or f16 values) from the worker library's push plan, keeps the
+//! residual and adds it to what it reads; the job is then bit for bit the host path's (model
+//! hash, bytes pushed, figures). A chain a device does not run falls back to the library's
+//! encoder. MF and LDA run their resident paths to the same quality.
+
+mod common;
+
+use common::{ps_cluster, summary};
+use serde_json::Value;
+
+fn run(app: &str, device: &str, codec: &str) -> Value {
+    summary(&ps_cluster(&[
+        "local",
+        "--app",
+        app,
+        "--device",
+        device,
+        "--deterministic",
+        "--push-codec",
+        codec,
+    ]))
+}
+
+#[test]
+fn an_mlp_engine_that_encodes_its_own_delta_matches_the_host_path() {
+    for codec in ["topk:0.05,f16", "topk:0.1,warmup:3", "topk:0.02,sign"] {
+        let host = run("mlp", "cpu", codec);
+        let dev = run("mlp", "cpu-resident", codec);
+        for field in ["model_hash", "push_bytes", "test_accuracy", "test_loss"] {
+            assert_eq!(host[field], dev[field], "{codec}: {field}\n{host}\n{dev}");
+        }
+        assert!(
+            host.get("push_payload_bytes_engine_encoded").is_none(),
+            "{host}"
+        );
+        let encoded = dev["push_payload_bytes_engine_encoded"].as_f64();
+        if codec.ends_with("sign") {
+            // Not a chain a device runs: the library encoded the plain delta.
+            assert!(encoded.is_none(), "{codec}: {dev}");
+        } else {
+            // Every clock but the last (which sends everything held back, plainly).
+            let pushed = dev["push_bytes"].as_f64().unwrap();
+            let encoded = encoded.unwrap_or(0.0);
+            assert!(encoded > 0.2 * pushed && encoded < pushed, "{codec}: {dev}");
+        }
+        assert!(
+            host["test_accuracy"].as_f64().unwrap() > 0.9,
+            "{codec}: {host}"
+        );
+    }
+}
+
+#[test]
+fn mf_and_lda_resident_paths_train_as_the_host_path() {
+    let host = run("mf", "cpu", "raw");
+    let dev = run("mf", "cpu-resident", "raw");
+    let rmse = |s: &Value| s["test_rmse"].as_f64().unwrap();
+    // The waves visit ratings in another order than the host engine: close, not equal.
+    assert!(
+        (rmse(&dev) / rmse(&host) - 1.0).abs() < 0.02,
+        "{host}\n{dev}"
+    );
+    let host = run("lda", "cpu", "raw");
+    let dev = run("lda", "cpu-resident", "raw");
+    assert_eq!(
+        host["word_topic_hash"], dev["word_topic_hash"],
+        "{host}\n{dev}"
+    );
+}
+
+#[test]
+fn a_bad_device_is_refused_before_anything_starts() {
+    let out = ps_cluster(&["local", "--device", "gpu-resident"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cpu-resident"), "{err}");
+}

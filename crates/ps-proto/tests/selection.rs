@@ -1,0 +1,91 @@
+//! `codec::encode_selection` (a payload from a selection made elsewhere, e.g. on a GPU) against
+//! `codec::encode` of the same top-k chain: the same bytes in every format and index layout,
+//! also when the values were already rounded to the format; and its refusals.
+
+use proptest::prelude::*;
+use ps_proto::codec::{
+    decode, encode, encode_selection, top_k, CodecChain, Decoded, Selector, ValueFormat,
+};
+
+fn chain(k: usize, format: ValueFormat) -> CodecChain {
+    CodecChain {
+        selectors: vec![Selector::TopKCount(k as u32)],
+        format,
+        ..CodecChain::raw()
+    }
+}
+
+fn values() -> impl Strategy<Value = Vec<f32>> {
+    prop::collection::vec(
+        prop_oneof![
+            8 => -4.0f32..4.0,
+            1 => Just(0.0f32),
+            1 => (-1e-6f32..1e-6),
+        ],
+        1..3000,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn a_selection_made_elsewhere_encodes_to_the_same_bytes(
+        v in values(),
+        frac in 0.0f64..1.0,
+        fi in 0usize..ValueFormat::ALL.len(),
+    ) {
+        let format = ValueFormat::ALL[fi];
+        let n = v.len();
+        let k = ((n as f64 * frac) as usize).min(n);
+        let mut want = Vec::new();
+        encode(&chain(k, format), &v, None, &mut want).unwrap();
+        let sel = top_k(&v, k);
+        let picked: Vec<f32> = sel.iter().map(|&i| v[i as usize]).collect();
+        let mut got = Vec::new();
+        encode_selection(format, n, &sel, &picked, &mut got).unwrap();
+        prop_assert_eq!(&got, &want);
+        // A device hands back the values the receiver decodes: the same bytes again.
+        if matches!(format, ValueFormat::F16 | ValueFormat::Bf16 | ValueFormat::F32) {
+            // (Taken as decoded, not through a dense sum, which would turn -0 into +0.)
+            let rounded: Vec<f32> = match decode(chain(k, format).wire_id(), &want, n).unwrap() {
+                Decoded::Sparse { values, .. } => values,
+                Decoded::Dense(all) => sel.iter().map(|&i| all[i as usize]).collect(),
+            };
+            let mut again = Vec::new();
+            encode_selection(format, n, &sel, &rounded, &mut again).unwrap();
+            prop_assert_eq!(&again, &want);
+        }
+    }
+}
+
+#[test]
+fn bad_selections_are_refused() {
+    let mut out = Vec::new();
+    let f = ValueFormat::F16;
+    assert!(
+        encode_selection(f, 10, &[1, 2], &[1.0], &mut out).is_err(),
+        "lengths"
+    );
+    assert!(
+        encode_selection(f, 10, &[2, 2], &[1.0, 1.0], &mut out).is_err(),
+        "repeated"
+    );
+    assert!(
+        encode_selection(f, 10, &[3, 2], &[1.0, 1.0], &mut out).is_err(),
+        "descending"
+    );
+    assert!(
+        encode_selection(f, 10, &[10], &[1.0], &mut out).is_err(),
+        "out of the block"
+    );
+    assert!(out.is_empty(), "nothing written on refusal");
+    encode_selection(f, 10, &[], &[], &mut out).unwrap();
+    assert_eq!(
+        decode(chain(0, f).wire_id(), &out, 10)
+            .unwrap()
+            .into_dense(10)
+            .unwrap(),
+        vec![0.0; 10]
+    );
+}
