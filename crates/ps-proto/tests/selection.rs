@@ -20,7 +20,7 @@ fn values() -> impl Strategy<Value = Vec<f32>> {
         prop_oneof![
             8 => -4.0f32..4.0,
             1 => Just(0.0f32),
-            1 => (-1e-6f32..1e-6),
+            1 => -1e-6f32..1e-6,
         ],
         1..3000,
     )

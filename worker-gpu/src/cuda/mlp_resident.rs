@@ -11,7 +11,14 @@
 //!   (`mlp_gather_batch`), the forward and backward kernels of [`CudaMlp`] on the local model
 //!   (`kernels/mlp.cu`), and the SGD step `p -= lr * g` (`mlp_sgd_step`); the batches' loss and
 //!   correct totals accumulate on the device and come back once (16 bytes);
-//! - the delta `(local - read) * scale (+ read)` is formed by `mlp_delta` and only it comes back.
+//! - the delta `(local - read) * scale (+ read)` is formed by `mlp_delta` and only it comes back;
+//!   or, when the push codec is one top-k with f32 or f16 values
+//!   ([`MlpResident::delta_encoded`]), each block of the worker library's push plan is
+//!   compressed on the device by a [`DeviceTopK`] that keeps the block's residual there, and
+//!   only the selection comes back (the candidates, then the chosen values); the payloads are
+//!   assembled on the host (`ps_apps::app::device_codec::selection_payload`). The residual is
+//!   added to the read model whenever it is uploaded again, and handed back with the next
+//!   plain delta (the job's last clock).
 //!
 //! Evaluation runs the read model over the resident held-out set in chunks, on the device.
 //! Every byte copied either way is counted ([`Traffic`]), with the kernels' time from CUDA
@@ -23,10 +30,12 @@ use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{
     CudaEvent, CudaFunction, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
 };
+use ps_apps::app::device_codec::{selection_payload, DeltaBlock, SentValues};
 use ps_apps::mlp::{check_load, check_setup, Arch, BatchStats, Dataset, MlpResident, Traffic};
 use ps_apps::ComputeError;
 
 use super::buffers::{DevBuf, Pinned};
+use super::codec::{DeviceTopK, SentFormat};
 use super::mlp::CudaMlp;
 use super::{failed, Call, Gpu, GpuError};
 
@@ -68,6 +77,9 @@ pub struct CudaMlpResident {
     order_host: Pinned<u32>,
     delta: DevBuf<f32>,
     delta_host: Pinned<f32>,
+    /// The engine's own push encoding ([`MlpResident::delta_encoded`]): one compressor per
+    /// block of the last plan, each keeping its block's residual on the device.
+    encoders: Vec<(DeltaBlock, DeviceTopK)>,
     events: (CudaEvent, CudaEvent),
     traffic: Traffic,
 }
@@ -132,6 +144,7 @@ impl CudaMlpResident {
             order_host: Pinned::new(&gpu.ctx)?,
             delta: DevBuf::default(),
             delta_host: Pinned::new(&gpu.ctx)?,
+            encoders: Vec::new(),
             events,
             traffic: Traffic::default(),
             gpu,
@@ -207,12 +220,45 @@ impl CudaMlpResident {
         Ok(())
     }
 
-    /// Copies the read model to the device when loads changed it.
+    /// Copies the read model to the device when loads changed it, plus what the engine's own
+    /// push encoding has not sent yet (a worker sees its unsent updates, as the worker
+    /// library's residual shows in its reads).
     fn sync_read(&mut self) -> Result<(), GpuError> {
         if self.dirty {
             self.read.upload(&self.gpu.compute, &self.read_host)?;
             self.traffic.h2d_bytes += 4 * self.read_host.len() as u64;
             self.dirty = false;
+            for (b, enc) in &self.encoders {
+                let at = self.block_start(b)?;
+                let mut dst = self.read.get_mut().slice_mut(at..at + enc.len());
+                enc.add_residual_to(&mut dst)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Where block `b` starts in the flat model; an error when it is not within its layer.
+    fn block_start(&self, b: &DeltaBlock) -> Result<usize, GpuError> {
+        let arch = self.arch()?;
+        let l = b.table as usize;
+        if l >= arch.num_layers() || b.first_row + b.rows > arch.layer(l).rows() {
+            return Err(input(format!(
+                "push block of rows {}..{} of layer {} is not in the model",
+                b.first_row,
+                b.first_row + b.rows,
+                b.table
+            )));
+        }
+        Ok(self.offsets[l] + b.first_row * arch.layer(l).width())
+    }
+
+    /// Moves every encoder's residual into the flat delta (this clock's `delta` formed) and
+    /// drops the encoders.
+    fn fold_encoders(&mut self) -> Result<(), GpuError> {
+        for (b, enc) in std::mem::take(&mut self.encoders) {
+            let at = self.block_start(&b)?;
+            let mut dst = self.delta.get_mut().slice_mut(at..at + enc.len());
+            enc.add_residual_to(&mut dst)?;
         }
         Ok(())
     }
@@ -364,6 +410,75 @@ impl CudaMlpResident {
         if out.len() != shapes.len() || out.iter().zip(&shapes).any(|(o, s)| o.len() != s.len()) {
             return Err(input("the delta is not shaped like the model".into()));
         }
+        self.form_delta(scale)?;
+        // What the engine's own encoding held back goes with it, through the worker library.
+        self.fold_encoders()?;
+        let stream = Arc::clone(&self.gpu.compute);
+        let total = arch.num_params();
+        self.delta_host.download(&stream, self.delta.get(), total)?;
+        self.traffic.d2h_bytes += 4 * total as u64;
+        let host = self.delta_host.host()?;
+        for (l, o) in out.iter_mut().enumerate() {
+            o.copy_from_slice(&host[self.offsets[l]..self.offsets[l + 1]]);
+        }
+        Ok(())
+    }
+
+    /// The delta compressed on the device, block by block (see [`MlpResident::delta_encoded`]):
+    /// only the selection crosses PCIe.
+    fn try_delta_encoded(
+        &mut self,
+        scale: f32,
+        format: SentValues,
+        blocks: &[DeltaBlock],
+        out: &mut Vec<Vec<u8>>,
+    ) -> Result<(), GpuError> {
+        let arch = self.arch()?;
+        for b in blocks {
+            self.block_start(b)?;
+        }
+        self.form_delta(scale)?;
+        let sent = match format {
+            SentValues::F32 => SentFormat::F32,
+            SentValues::F16 => SentFormat::F16,
+        };
+        let same = |(b, e): (&DeltaBlock, &(DeltaBlock, DeviceTopK))| {
+            (b.table, b.first_row, b.rows) == (e.0.table, e.0.first_row, e.0.rows)
+                && e.1.format() == sent
+        };
+        if self.encoders.len() != blocks.len() || !blocks.iter().zip(&self.encoders).all(same) {
+            // A new plan: what the old blocks held joins this clock's delta.
+            self.fold_encoders()?;
+            for b in blocks {
+                let n = b.rows * arch.layer(b.table as usize).width();
+                let enc = DeviceTopK::new(Arc::clone(&self.gpu), n, sent)?;
+                self.encoders.push((*b, enc));
+            }
+        }
+        let mut encoders = std::mem::take(&mut self.encoders);
+        let run = (|| {
+            for (e, b) in encoders.iter_mut().zip(blocks) {
+                let at = self.block_start(b)?;
+                let n = e.1.len();
+                let before = e.1.moved();
+                let (idx, values) = e.1.push_view(&self.delta.get().slice(at..at + n), b.k)?;
+                let after = e.1.moved();
+                self.traffic.h2d_bytes += after.0 - before.0;
+                self.traffic.d2h_bytes += after.1 - before.1;
+                out.push(
+                    selection_payload(format, n, &idx, &values).map_err(|e| input(e.message))?,
+                );
+            }
+            Ok(())
+        })();
+        self.encoders = encoders;
+        run
+    }
+
+    /// Forms `(local - read) * scale` per layer in the flat `delta` on the device.
+    fn form_delta(&mut self, scale: f32) -> Result<(), GpuError> {
+        let arch = self.arch()?;
+        let shapes = arch.layers();
         self.sync_read()?;
         let stream = Arc::clone(&self.gpu.compute);
         self.events.0.record(&stream).call("cuEventRecord")?;
@@ -382,15 +497,7 @@ impl CudaMlpResident {
             // SAFETY: the three views hold the layer's n values.
             unsafe { b.launch(cfg) }.call("cuLaunchKernel(mlp_delta)")?;
         }
-        self.time_kernels()?;
-        let total = arch.num_params();
-        self.delta_host.download(&stream, self.delta.get(), total)?;
-        self.traffic.d2h_bytes += 4 * total as u64;
-        let host = self.delta_host.host()?;
-        for (l, o) in out.iter_mut().enumerate() {
-            o.copy_from_slice(&host[self.offsets[l]..self.offsets[l + 1]]);
-        }
-        Ok(())
+        self.time_kernels()
     }
 
     fn try_evaluate(&mut self) -> Result<BatchStats, GpuError> {
@@ -449,6 +556,20 @@ impl MlpResident for CudaMlpResident {
 
     fn delta(&mut self, scale: f32, out: &mut [Vec<f32>]) -> Result<(), ComputeError> {
         failed(NAME, self.try_delta(scale, out))
+    }
+
+    fn encodes(&self, _format: SentValues) -> bool {
+        true
+    }
+
+    fn delta_encoded(
+        &mut self,
+        scale: f32,
+        format: SentValues,
+        blocks: &[DeltaBlock],
+        out: &mut Vec<Vec<u8>>,
+    ) -> Result<(), ComputeError> {
+        failed(NAME, self.try_delta_encoded(scale, format, blocks, out))
     }
 
     fn evaluate(&mut self) -> Result<BatchStats, ComputeError> {

@@ -20,6 +20,7 @@ pub mod mf_resident;
 pub mod mlp;
 pub mod mlp_resident;
 pub mod rng;
+pub mod topk;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};

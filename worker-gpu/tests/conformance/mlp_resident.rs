@@ -10,9 +10,11 @@
 //!   so the deltas agree to 1e-2 relative there (a wrong batch, step or scale is off by far
 //!   more), the loss totals to 1e-3, the held-out accuracy to 0.01.
 //!
-//! Also: repeated device runs give bit-identical deltas, the bus traffic per clock is exactly the
+//! Also: the engine compresses its own delta as the worker library would (top-k with f32 or
+//! f16 values, the residual on the device); repeated device runs give bit-identical deltas, the bus traffic per clock is exactly the
 //! model in, the order in, and the delta and the totals out, and bad input is a typed error.
 
+use ps_apps::app::device_codec::{DeltaBlock, ResidualKeeper, SentValues};
 use ps_apps::mlp::{
     epoch_order, synthetic_mlp, Arch, BatchStats, ClockKey, CpuMlp, Dataset, HostMlpResident,
     MlpResident, SyntheticMlpSpec,
@@ -187,4 +189,135 @@ fn resident_engine_rejects_bad_input() {
     let mut d = arch.zeros();
     dev.delta(1.0, &mut d).expect("delta");
     assert!(d.iter().flatten().all(|&v| v == 0.0));
+}
+
+/// Blocks as the worker library cuts the layers over two shards: every layer in two row runs.
+fn two_shard_blocks(arch: &Arch, fraction: f64) -> Vec<DeltaBlock> {
+    let mut blocks = Vec::new();
+    for l in 0..arch.num_layers() {
+        let s = arch.layer(l);
+        let half = s.rows() / 2;
+        for (first_row, rows) in [(0, half), (half, s.rows() - half)] {
+            let n = rows * s.width();
+            blocks.push(DeltaBlock {
+                table: l as u32,
+                first_row,
+                rows,
+                k: ((n as f64 * fraction).ceil() as usize).min(n),
+            });
+        }
+    }
+    blocks
+}
+
+/// The device compresses its own delta as the worker library would: over several clocks, an
+/// engine that encodes (`delta_encoded`, residual on the device, added to its reads) gives the
+/// bytes `ResidualKeeper` makes of a second engine's plain delta on the same reads, in f32 and
+/// f16; only the selection crosses PCIe; and the final plain delta hands back what was held.
+#[test]
+fn resident_engine_encodes_its_delta_as_the_library_would() {
+    let Some(gpu) =
+        worker_gpu::gpu_or_skip("resident_engine_encodes_its_delta_as_the_library_would")
+    else {
+        return;
+    };
+    let (train, test) = data(seed("resident encoded delta"));
+    let arch = Arch::new(train.d, &[64], train.classes);
+    let shapes: Vec<(usize, usize)> = arch
+        .layers()
+        .iter()
+        .map(|s| (s.rows(), s.width()))
+        .collect();
+    let params = arch.num_params() as u64;
+    for format in [SentValues::F16, SentValues::F32] {
+        let mut plain = CudaMlpResident::new(Arc::clone(&gpu)).expect("engine");
+        let mut coded = CudaMlpResident::new(Arc::clone(&gpu)).expect("engine");
+        assert!(coded.encodes(format));
+        plain.setup(&arch, &train, &test).expect("setup");
+        coded.setup(&arch, &train, &test).expect("setup");
+        let mut keeper = ResidualKeeper::new(&shapes);
+        let blocks = two_shard_blocks(&arch, 0.05);
+        let mut read = arch.init_params(5);
+        for c in 0..CLOCKS {
+            // The plain engine reads what the coded one sees: the read plus the residual.
+            let mut seen = read.clone();
+            for (l, r) in seen.iter_mut().enumerate() {
+                keeper.add_to(l as u32, 0, r).expect("add");
+            }
+            load(&mut plain, &arch, &seen);
+            load(&mut coded, &arch, &read);
+            let o = order(train.n, c);
+            plain.run_clock(&o, 32, 0.1).expect("run_clock");
+            coded.run_clock(&o, 32, 0.1).expect("run_clock");
+            let mut delta = arch.zeros();
+            plain.delta(0.5, &mut delta).expect("delta");
+            let parts: Vec<&[f32]> = blocks
+                .iter()
+                .map(|b| {
+                    let w = arch.layer(b.table as usize).width();
+                    &delta[b.table as usize][b.first_row * w..(b.first_row + b.rows) * w]
+                })
+                .collect();
+            let want = keeper
+                .encode_blocks(&blocks, format, &parts)
+                .expect("keeper");
+            let before = coded.traffic();
+            let mut got = Vec::new();
+            coded
+                .delta_encoded(0.5, format, &blocks, &mut got)
+                .expect("encoded");
+            let t = coded.traffic().since(&before);
+            assert!(
+                got == want,
+                "{format:?} clock {c}: payloads differ from the library's"
+            );
+            let selected: u64 = blocks.iter().map(|b| b.k as u64).sum();
+            eprintln!("{format:?} clock {c}: {t:?} for {selected} selected of {params}");
+            assert!(
+                t.d2h_bytes < 4 * params / 4,
+                "clock {c}: only the selection comes back"
+            );
+            // The next read: this clock's payloads applied, as a shard would.
+            for (b, p) in blocks.iter().zip(&got) {
+                let w = arch.layer(b.table as usize).width();
+                let n = b.rows * w;
+                let sent = ps_proto::codec::decode(
+                    ps_proto::codec::CodecChain {
+                        selectors: vec![ps_proto::codec::Selector::TopKCount(b.k as u32)],
+                        format: format.format(),
+                        ..ps_proto::codec::CodecChain::raw()
+                    }
+                    .wire_id(),
+                    p,
+                    n,
+                )
+                .expect("decode")
+                .into_dense(n)
+                .expect("dense");
+                let r = &mut read[b.table as usize][b.first_row * w..b.first_row * w + n];
+                r.iter_mut().zip(sent).for_each(|(r, s)| *r += s);
+            }
+        }
+        // The last clock goes plain: the delta plus everything held back.
+        let mut seen = read.clone();
+        for (l, r) in seen.iter_mut().enumerate() {
+            keeper.add_to(l as u32, 0, r).expect("add");
+        }
+        load(&mut plain, &arch, &seen);
+        load(&mut coded, &arch, &read);
+        let o = order(train.n, CLOCKS);
+        plain.run_clock(&o, 32, 0.1).expect("run_clock");
+        coded.run_clock(&o, 32, 0.1).expect("run_clock");
+        let (mut want, mut got) = (arch.zeros(), arch.zeros());
+        plain.delta(0.5, &mut want).expect("delta");
+        for (l, w) in want.iter_mut().enumerate() {
+            keeper.take_into(l as u32, w).expect("take");
+        }
+        coded.delta(0.5, &mut got).expect("delta");
+        let e = rel_err(&got.concat(), &want.concat());
+        assert!(
+            e <= 1e-6,
+            "{format:?}: the final delta with what was held, rel_err {e:.2e}"
+        );
+    }
 }
