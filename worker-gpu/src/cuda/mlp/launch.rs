@@ -1,0 +1,220 @@
+//! The CUDA MLP engine's device buffers and its two launches: the plan's named buffers mapped
+//! onto device memory ([`F32Bufs`]), one `mlp_sgemm` per [`Gemm`] and one `mlp_softmax_xent` per
+//! [`Softmax`], every operand a view checked against its buffer.
+
+use std::sync::Arc;
+
+use cudarc::driver::{
+    CudaFunction, CudaSlice, CudaStream, CudaView, CudaViewMut, LaunchConfig, PushKernelArg,
+};
+
+use super::plan::{At, Buf, Gemm, Softmax};
+use super::{BLOCK, BLOCKS_PER_SM, TILE};
+use crate::cuda::buffers::DevBuf;
+use crate::cuda::{Call, Gpu, GpuError};
+
+pub(super) fn int(v: usize, what: &str) -> Result<i32, GpuError> {
+    i32::try_from(v).map_err(|_| GpuError::Input(format!("mlp: {what} = {v} exceeds i32")))
+}
+
+pub(super) fn internal(msg: String) -> GpuError {
+    GpuError::Input(format!("mlp engine (internal): {msg}"))
+}
+
+/// The f32 device buffers.
+#[derive(Default)]
+pub(super) struct F32Bufs {
+    /// Two input buffers, used by alternate chunks; `cur` is the one the plan's `X` means.
+    pub(super) x: [DevBuf<f32>; 2],
+    pub(super) cur: usize,
+    pub(super) params: Vec<DevBuf<f32>>,
+    pub(super) grads: Vec<DevBuf<f32>>,
+    pub(super) acts: Vec<DevBuf<f32>>,
+    pub(super) dz: Vec<DevBuf<f32>>,
+    pub(super) ones: DevBuf<f32>,
+}
+
+impl F32Bufs {
+    pub(super) fn slot(&self, b: Buf) -> &DevBuf<f32> {
+        match b {
+            Buf::X => &self.x[self.cur],
+            Buf::Param(l) => &self.params[l],
+            Buf::Grad(l) => &self.grads[l],
+            Buf::Act(l) => &self.acts[l],
+            Buf::Dz(l) => &self.dz[l],
+            Buf::Ones => &self.ones,
+        }
+    }
+
+    pub(super) fn slot_mut(&mut self, b: Buf) -> &mut DevBuf<f32> {
+        match b {
+            Buf::X => &mut self.x[self.cur],
+            Buf::Param(l) => &mut self.params[l],
+            Buf::Grad(l) => &mut self.grads[l],
+            Buf::Act(l) => &mut self.acts[l],
+            Buf::Dz(l) => &mut self.dz[l],
+            Buf::Ones => &mut self.ones,
+        }
+    }
+
+    /// `len` elements from `p` (checked against the buffer's length).
+    pub(super) fn view(&self, p: At, len: usize) -> Result<CudaView<'_, f32>, GpuError> {
+        let s = self.slot(p.buf).get();
+        s.try_slice(p.off..p.off + len)
+            .filter(|_| p.off + len <= s.len())
+            .ok_or_else(|| {
+                internal(format!(
+                    "{:?} + {} needs {len} elements, the buffer has {}",
+                    p.buf,
+                    p.off,
+                    s.len()
+                ))
+            })
+    }
+
+    /// Runs `f` with the buffer `out` taken out of `self` (so that `f` may read the others).
+    pub(super) fn with_out<R>(
+        &mut self,
+        out: Buf,
+        f: impl FnOnce(&F32Bufs, &mut DevBuf<f32>) -> R,
+    ) -> R {
+        let mut o = std::mem::take(self.slot_mut(out));
+        let r = f(self, &mut o);
+        *self.slot_mut(out) = o;
+        r
+    }
+}
+
+pub(super) fn view_mut(
+    buf: &mut DevBuf<f32>,
+    p: At,
+    len: usize,
+) -> Result<CudaViewMut<'_, f32>, GpuError> {
+    let s = buf.get_mut();
+    let have = s.len();
+    if p.off + len > have {
+        return Err(internal(format!(
+            "{:?} + {} needs {len} elements, the buffer has {have}",
+            p.buf, p.off
+        )));
+    }
+    s.try_slice_mut(p.off..p.off + len)
+        .ok_or_else(|| internal(format!("{:?} + {}: bad range", p.buf, p.off)))
+}
+
+/// The label / prediction / statistics operands of a softmax launch.
+pub(super) struct SoftmaxArgs<'a, 'b> {
+    pub(super) labels: Option<&'a CudaView<'b, u8>>,
+    pub(super) pred: Option<&'a mut CudaViewMut<'b, u8>>,
+    pub(super) stats: Option<(&'a mut CudaSlice<f64>, &'a mut CudaSlice<u64>)>,
+}
+
+pub(super) fn launch_gemm(
+    stream: &Arc<CudaStream>,
+    func: &CudaFunction,
+    f: &F32Bufs,
+    out: &mut DevBuf<f32>,
+    g: &Gemm,
+) -> Result<(), GpuError> {
+    let a = f.view(g.a, g.extent_a())?;
+    let b = f.view(g.b, g.extent_b())?;
+    let bias = match g.bias {
+        Some((p, stride)) => Some((
+            f.view(p, g.extent_bias(stride))?,
+            int(stride, "bias stride")?,
+        )),
+        None => None,
+    };
+    let mut c = view_mut(out, g.c, g.extent_c())?;
+    let (m, n, k) = (int(g.m, "m")?, int(g.n, "n")?, int(g.k, "k")?);
+    let (lda, ldb, ldc) = (int(g.lda, "lda")?, int(g.ldb, "ldb")?, int(g.ldc, "ldc")?);
+    let (trans_a, trans_b, relu) = (
+        i32::from(g.trans_a),
+        i32::from(g.trans_b),
+        i32::from(g.relu),
+    );
+    let (alpha, beta) = (g.alpha, g.beta);
+    let grid_x = g.n.div_ceil(TILE);
+    let grid_y = g.m.div_ceil(TILE);
+    if grid_y > 65_535 || grid_x > i32::MAX as usize {
+        return Err(GpuError::Input(format!(
+            "mlp: an SGEMM of {} x {} exceeds the grid limits",
+            g.m, g.n
+        )));
+    }
+    let cfg = LaunchConfig {
+        grid_dim: (grid_x as u32, grid_y as u32, 1),
+        block_dim: (16, 16, 1),
+        shared_mem_bytes: 0,
+    };
+    let null: u64 = 0;
+    let no_stride: i32 = 0;
+    let mut lb = stream.launch_builder(func);
+    lb.arg(&m)
+        .arg(&n)
+        .arg(&k)
+        .arg(&alpha)
+        .arg(&a)
+        .arg(&lda)
+        .arg(&trans_a)
+        .arg(&b)
+        .arg(&ldb)
+        .arg(&trans_b)
+        .arg(&beta)
+        .arg(&mut c)
+        .arg(&ldc);
+    match &bias {
+        Some((v, stride)) => lb.arg(v).arg(stride),
+        None => lb.arg(&null).arg(&no_stride),
+    };
+    lb.arg(&relu);
+    // SAFETY: every operand's view covers exactly the elements the kernel may touch for these
+    // m, n, k, leading dimensions and transposes (Gemm::extent_*), argument types match
+    // mlp_sgemm's signature, and the grid is (ceil(n / 64), ceil(m / 64)) of 16 x 16 threads.
+    unsafe { lb.launch(cfg) }.call("cuLaunchKernel(mlp_sgemm)")?;
+    Ok(())
+}
+
+pub(super) fn launch_softmax(
+    stream: &Arc<CudaStream>,
+    func: &CudaFunction,
+    gpu: &Gpu,
+    f: &F32Bufs,
+    s: &Softmax,
+    dlogits: Option<&mut CudaViewMut<'_, f32>>,
+    args: SoftmaxArgs<'_, '_>,
+) -> Result<(), GpuError> {
+    let logits = f.view(s.logits, s.rows * s.classes)?;
+    let (batch, classes) = (int(s.rows, "rows")?, int(s.classes, "classes")?);
+    let inv_batch = s.inv_batch;
+    let null: u64 = 0;
+    let cfg = LaunchConfig {
+        grid_dim: (gpu.grid_for(s.rows as u64 * 32, BLOCK, BLOCKS_PER_SM), 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut lb = stream.launch_builder(func);
+    lb.arg(&logits).arg(&batch).arg(&classes);
+    match args.labels {
+        Some(v) => lb.arg(v),
+        None => lb.arg(&null),
+    };
+    match dlogits {
+        Some(v) => lb.arg(v),
+        None => lb.arg(&null),
+    };
+    lb.arg(&inv_batch);
+    match args.pred {
+        Some(v) => lb.arg(v),
+        None => lb.arg(&null),
+    };
+    match args.stats {
+        Some((loss, correct)) => lb.arg(loss).arg(correct),
+        None => lb.arg(&null).arg(&null),
+    };
+    // SAFETY: logits and dlogits hold rows × classes floats, labels and pred `rows` bytes (the
+    // labels were checked < classes on the host), loss one double, correct one u64; argument
+    // types follow mlp_softmax_xent's signature; blockDim is a multiple of 32.
+    unsafe { lb.launch(cfg) }.call("cuLaunchKernel(mlp_softmax_xent)")?;
+    Ok(())
+}
