@@ -64,7 +64,7 @@ for line in sys.stdin:
 # ---- the device half: one function per step, each run through run_step ----------------------
 # To add a step: write a step_NAME function that uses run_step (bounded) and summary (figures),
 # and add it to DEVICE_STEPS. CHECK_STEPS="conformance unit" runs only those (a rerun).
-DEVICE_STEPS=${CHECK_STEPS:-"kernel_check conformance unit gpu_bench torch_peer end_to_end mf_deterministic shard_restart e2e_bench"}
+DEVICE_STEPS=${CHECK_STEPS:-"kernel_check conformance unit gpu_bench torch_peer end_to_end mf_deterministic mlp_device_codec shard_restart e2e_bench"}
 
 # Appends its arguments (or stdin when none) to summary.txt, which is printed at the end.
 summary() {
@@ -194,6 +194,44 @@ PY
         STATUS=1
     fi
     summary <"$out/mf-det.txt"
+}
+
+# The MLP's delta compressed on the GPU (--push-codec topk:0.02,f16): the engine encoded it
+# (push_payload_bytes_engine_encoded), the accuracy is within 1 point of the same job on CPU
+# workers, and the PCIe bytes per clock against the raw job's and against the bar of issue 11
+# (no more than the pulled rows plus the encoded delta, plus 5%), reported, not enforced.
+step_mlp_device_codec() {
+    echo "== MLP with its delta compressed on the device"
+    local codec=topk:0.02,f16
+    run_step mlp-codec-cuda 60 "$BUNDLE/ps-cluster" local --app mlp --device cuda --deterministic \
+        --no-progress --push-codec "$codec" || return 0
+    run_step mlp-codec-cpu 60 "$BUNDLE/ps-cluster" local --app mlp --device cpu --deterministic \
+        --no-progress --push-codec "$codec" || return 0
+    run_step mlp-raw-cuda 60 "$BUNDLE/ps-cluster" local --app mlp --device cuda --deterministic \
+        --no-progress || return 0
+    if ! python3 - "$out/mlp-codec-cuda.txt" "$out/mlp-codec-cpu.txt" "$out/mlp-raw-cuda.txt" \
+        >"$out/mlp-codec.txt" 2>&1 <<'PY'; then
+import json, sys
+gpu, cpu, raw = (json.loads(open(f).read().strip().splitlines()[-1]) for f in sys.argv[1:4])
+clocks = max(1, gpu["clocks"])
+encoded = gpu.get("push_payload_bytes_engine_encoded", 0.0)
+d2h, h2d = gpu.get("pcie_bytes_d2h_per_clock", 0.0), gpu.get("pcie_bytes_h2d_per_clock", 0.0)
+ok_enc = encoded > 0
+ok_acc = abs(gpu["test_accuracy"] - cpu["test_accuracy"]) <= 0.01
+# The raw job's bytes in per clock (the model and the sample order, the same in both jobs).
+pulled = raw.get("pcie_bytes_h2d_per_clock", 0.0)
+bar = 1.05 * (pulled + encoded / clocks)
+print(f"mlp {sys.argv[1]}: engine-encoded payload {encoded:.0f} B over {clocks} clocks "
+      f"({'ok' if ok_enc else 'NONE'}); accuracy cuda {gpu['test_accuracy']:.4f} vs cpu "
+      f"{cpu['test_accuracy']:.4f} ({'ok' if ok_acc else 'MORE THAN 1 POINT'}); PCIe per clock "
+      f"in {h2d:.0f} B, out {d2h:.0f} B (raw job: in {pulled:.0f}, out "
+      f"{raw.get('pcie_bytes_d2h_per_clock', 0.0):.0f}); in + out {h2d + d2h:.0f} B against the bar "
+      f"{bar:.0f} B ({'met' if h2d + d2h <= bar else 'not met'})")
+sys.exit(0 if ok_enc and ok_acc else 1)
+PY
+        STATUS=1
+    fi
+    summary <"$out/mlp-codec.txt"
 }
 
 # A shard killed under GPU workers comes back from its checkpoint and nothing is lost
