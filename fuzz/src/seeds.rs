@@ -404,6 +404,8 @@ pub fn codec_chains() -> Seeds {
         "topk:0.001,warmup:4,sign",
         "q4",
         "topk:0.1,q2",
+        "energy:0.4,sign",
+        "topk:0.5,energy:0.9,f16",
     ]
     .iter()
     .enumerate()

@@ -45,6 +45,9 @@ fn chains() -> impl Strategy<Value = CodecChain> {
         Just("topk:0.2,q2"),
         Just("topk:0.05,warmup:3,q4"),
         Just("topk:0.3,sign"),
+        Just("energy:0.5"),
+        Just("energy:0.9,f16"),
+        Just("topk:0.3,energy:0.7,sign"),
     ]
     .prop_map(|s| s.parse().unwrap())
 }

@@ -24,6 +24,11 @@ pub enum Selector {
     /// each (Rice). `width` is not in the codec string: the encoder sets it
     /// ([`CodecChain::for_rows`]); 0 until then, and encoding refuses that.
     RowsFraction { fraction: f32, width: u32 },
+    /// Keep the fewest entries of largest magnitude whose squares add up to at least `E` of the
+    /// block's (of earlier stages' survivors'); E in (0, 1]. The count adapts to the block:
+    /// a few large entries go alone, a flat block sends many. A block holding a non-finite
+    /// value sends every entry (so divergence shows).
+    Energy(f32),
 }
 
 impl Selector {
@@ -38,6 +43,9 @@ impl Selector {
             Selector::RowsFraction { fraction, .. } if !(fraction > 0.0 && fraction <= 1.0) => Err(
                 ProtoError::Codec(format!("rows fraction {fraction} is not in (0, 1]")),
             ),
+            Selector::Energy(e) if !(e > 0.0 && e <= 1.0) => Err(ProtoError::Codec(format!(
+                "energy fraction {e} is not in (0, 1]"
+            ))),
             _ => Ok(()),
         }
     }
@@ -59,6 +67,7 @@ impl fmt::Display for Selector {
             Selector::TopKCount(k) => write!(f, "topk:{k}"),
             Selector::Filter { rel } => write!(f, "filter:{rel}"),
             Selector::RowsFraction { fraction, .. } => write!(f, "rows:{fraction}"),
+            Selector::Energy(e) => write!(f, "energy:{e}"),
         }
     }
 }
@@ -254,13 +263,19 @@ impl FromStr for CodecChain {
                         width: 0,
                     });
                 }
+                ("energy", Some(p)) => {
+                    let e = p
+                        .parse::<f32>()
+                        .map_err(|e| bad(format!("energy fraction {p:?}: {e}")))?;
+                    chain.selectors.push(Selector::Energy(e));
+                }
                 ("filter", Some(p)) => {
                     let rel = p
                         .parse::<f32>()
                         .map_err(|e| bad(format!("filter ratio {p:?}: {e}")))?;
                     chain.selectors.push(Selector::Filter { rel });
                 }
-                ("topk" | "filter" | "warmup" | "rows" | "momentum", None) => {
+                ("topk" | "filter" | "warmup" | "rows" | "momentum" | "energy", None) => {
                     return Err(bad(format!("{name} needs a parameter ({name}:X)")))
                 }
                 _ => return Err(bad(format!("unknown stage {stage:?}"))),
@@ -303,6 +318,8 @@ mod tests {
             ("momentum:0.9,topk:0.01,sign", "topk:0.01,momentum:0.9,sign"),
             ("momentum:0", "raw"),
             ("rows:0.05,warmup:2,q4", "rows:0.05,warmup:2,q4"),
+            ("energy:0.5,sign", "energy:0.5,sign"),
+            ("topk:0.1,energy:0.9", "topk:0.1,energy:0.9"),
         ] {
             let c: CodecChain = s.parse().unwrap();
             assert_eq!(c.to_string(), want, "{s}");
@@ -346,6 +363,11 @@ mod tests {
             "topk:0.1,warmup",
             "q3",
             "sign,q4",
+            "energy",
+            "energy:0",
+            "energy:1.5",
+            "energy:nan",
+            "energy:0.5,warmup:2",
             "rows:0",
             "momentum:1",
             "momentum:-0.1",

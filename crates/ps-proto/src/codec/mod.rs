@@ -12,6 +12,8 @@
 //! * `filter:R` (R >= 0, finite) keeps entries with `delta != 0 && !(|delta| < R * |current|)`:
 //!   zero deltas and deltas small relative to the current value are skipped (they stay in the
 //!   residual under [`ErrorFeedback`]). It needs the current values of the block.
+//! * `energy:E` (E in (0, 1]) keeps the fewest largest entries whose squares add up to at least
+//!   `E` of the block's: a count that adapts to each block (see [`Selector::Energy`]).
 //! * `warmup:N` relaxes every top-k fraction over the first N clocks (see
 //!   [`CodecChain::at_clock`]); encoders call `at_clock` with the clock they encode.
 //! * Stages apply in order, each to the survivors of the previous one; a top-k fraction is always
@@ -55,7 +57,8 @@ pub use keycache::{
 };
 pub use quant::GROUP as QUANT_GROUP;
 pub use select::{
-    initial_above, k_of_fraction, sample_positions, top_k, EXACT_BELOW, SAMPLE as TOPK_SAMPLE,
+    initial_above, k_of_energy, k_of_fraction, sample_positions, top_k, EXACT_BELOW,
+    SAMPLE as TOPK_SAMPLE,
 };
 pub use varint::{read_varint, varint_len, write_varint};
 
@@ -215,6 +218,10 @@ fn select(chain: &CodecChain, values: &[f32], current: Option<&[f32]>) -> Vec<u3
             }
             Selector::TopKFraction(f) => top(values, sel, k_of_fraction(f, n)),
             Selector::TopKCount(c) => top(values, sel, (c as usize).min(n)),
+            Selector::Energy(e) => {
+                let k = select::k_of_energy(values, sel.as_deref(), e);
+                top(values, sel, k)
+            }
             Selector::RowsFraction { fraction, width } => {
                 // check_inputs made sure `width` divides n.
                 let w = (width as usize).max(1);
