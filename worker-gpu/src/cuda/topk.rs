@@ -13,6 +13,32 @@ use super::codec::{
 };
 use super::{Call, Gpu, GpuError};
 
+/// Enqueues `dst += src` over the first `n` elements (`codec_ef_accumulate`) on the compute
+/// stream; both views hold at least `n`.
+fn launch_accumulate(
+    gpu: &Gpu,
+    k: &Kernels,
+    dst: &mut CudaViewMut<'_, f32>,
+    src: &CudaView<'_, f32>,
+    n: usize,
+) -> Result<(), GpuError> {
+    if dst.len() < n || src.len() < n {
+        return Err(too_short(
+            "codec_ef_accumulate operand",
+            dst.len().min(src.len()),
+            n,
+        ));
+    }
+    let n64 = n as u64;
+    let cfg = elementwise(gpu, n);
+    let mut b = gpu.compute.launch_builder(&k.accumulate);
+    b.arg(dst).arg(src).arg(&n64);
+    // SAFETY: both views hold at least n elements (checked above);
+    // codec_ef_accumulate(float*, const float*, unsigned long long).
+    unsafe { b.launch(cfg) }.call("cuLaunchKernel(codec_ef_accumulate)")?;
+    Ok(())
+}
+
 /// How the selected values travel (the value format of the host chain `topk:K[,f16]`); error
 /// feedback subtracts what the receiver decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,14 +231,8 @@ impl DeviceTopK {
         if n == 0 {
             return Ok(());
         }
-        let n64 = n as u64;
-        let cfg = elementwise(&self.gpu, n);
-        let mut b = self.gpu.compute.launch_builder(&self.k.accumulate);
-        b.arg(self.residual.get_mut()).arg(delta).arg(&n64);
-        // SAFETY: the residual and delta hold at least n elements;
-        // codec_ef_accumulate(float*, const float*, unsigned long long).
-        unsafe { b.launch(cfg) }.call("cuLaunchKernel(codec_ef_accumulate)")?;
-        Ok(())
+        let mut r = self.residual.get_mut().slice_mut(0..n);
+        launch_accumulate(&self.gpu, &self.k, &mut r, delta, n)
     }
 
     /// [`DeviceTopK::push_device`] of a view (a block of a larger buffer).
@@ -235,15 +255,7 @@ impl DeviceTopK {
         if n == 0 {
             return Ok(());
         }
-        let n64 = n as u64;
-        let cfg = elementwise(&self.gpu, n);
-        let r = self.residual.view(n);
-        let mut b = self.gpu.compute.launch_builder(&self.k.accumulate);
-        b.arg(dst).arg(&r).arg(&n64);
-        // SAFETY: dst and the residual hold at least n elements;
-        // codec_ef_accumulate(float*, const float*, unsigned long long).
-        unsafe { b.launch(cfg) }.call("cuLaunchKernel(codec_ef_accumulate)")?;
-        Ok(())
+        launch_accumulate(&self.gpu, &self.k, dst, &self.residual.view(n), n)
     }
 
     /// Bytes this compressor copied host to device and back since it was made.
@@ -260,28 +272,15 @@ impl DeviceTopK {
         let count = self.candidates(k)?;
         let (idx, raw) = self.trim(count, k)?;
         let m = idx.len();
-        let stream = &self.gpu.compute;
+        let stream = &Arc::clone(&self.gpu.compute);
         self.sent_idx_host.fill(&idx)?;
         self.sent_val_host.fill(&raw)?;
         self.d_sent_idx.upload(stream, &self.sent_idx_host)?;
         self.d_sent_raw.upload(stream, &self.sent_val_host)?;
         self.moved.0 += 8 * m as u64;
-        let m64 = m as u64;
-        let by_index: i32 = 0;
-        let cfg = elementwise(&self.gpu, m);
         match self.format {
             SentFormat::F32 => {
-                let idx_v = self.d_sent_idx.view(m);
-                let sent_v = self.d_sent_raw.view(m);
-                let mut b = stream.launch_builder(&self.k.subtract);
-                b.arg(self.residual.get_mut())
-                    .arg(&idx_v)
-                    .arg(&sent_v)
-                    .arg(&by_index)
-                    .arg(&m64);
-                // SAFETY: m distinct indices < n and m values; codec_ef_subtract(float*,
-                // const unsigned int*, const float*, int, unsigned long long).
-                unsafe { b.launch(cfg) }.call("cuLaunchKernel(codec_ef_subtract)")?;
+                self.subtract_sent(m, false)?;
                 Ok((idx, raw))
             }
             SentFormat::F16 => {
@@ -295,24 +294,37 @@ impl DeviceTopK {
                     Some(self.d_sent.get_mut()),
                     m,
                 )?;
-                {
-                    let idx_v = self.d_sent_idx.view(m);
-                    let sent_v = self.d_sent.view(m);
-                    let mut b = stream.launch_builder(&self.k.subtract);
-                    b.arg(self.residual.get_mut())
-                        .arg(&idx_v)
-                        .arg(&sent_v)
-                        .arg(&by_index)
-                        .arg(&m64);
-                    // SAFETY: as above, the decoded f16 values.
-                    unsafe { b.launch(cfg) }.call("cuLaunchKernel(codec_ef_subtract)")?;
-                }
+                self.subtract_sent(m, true)?;
                 self.sent_val_host.download(stream, self.d_sent.get(), m)?;
                 self.moved.1 += 4 * m as u64;
                 let values = self.sent_val_host.host()?.to_vec();
                 Ok((idx, values))
             }
         }
+    }
+
+    /// Enqueues `residual[idx[j]] -= sent[j]` for the `m` sent entries (`codec_ef_subtract`):
+    /// the raw values, or with `decoded_f16` the values the receiver decodes from f16.
+    fn subtract_sent(&mut self, m: usize, decoded_f16: bool) -> Result<(), GpuError> {
+        let m64 = m as u64;
+        let by_index: i32 = 0;
+        let cfg = elementwise(&self.gpu, m);
+        let idx_v = self.d_sent_idx.view(m);
+        let sent_v = if decoded_f16 {
+            self.d_sent.view(m)
+        } else {
+            self.d_sent_raw.view(m)
+        };
+        let mut b = self.gpu.compute.launch_builder(&self.k.subtract);
+        b.arg(self.residual.get_mut())
+            .arg(&idx_v)
+            .arg(&sent_v)
+            .arg(&by_index)
+            .arg(&m64);
+        // SAFETY: m distinct indices < n and m values; codec_ef_subtract(float*,
+        // const unsigned int*, const float*, int, unsigned long long).
+        unsafe { b.launch(cfg) }.call("cuLaunchKernel(codec_ef_subtract)")?;
+        Ok(())
     }
 
     /// Makes room for `cap` candidates.
