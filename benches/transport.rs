@@ -298,7 +298,8 @@ async fn drive(
     }
     if std::env::var_os("PS_BENCH_STATS").is_some() {
         for c in &conns_kept {
-            eprintln!("{:?}", c.stats().path);
+            let s = c.stats();
+            eprintln!("{:?}\nudp_tx {:?}\nudp_rx {:?}", s.path, s.udp_tx, s.udp_rx);
         }
     }
     Ok(mbps(
