@@ -9,7 +9,9 @@
 //! mini-batches on it (forward, backward, `p -= lr * g` after every batch), from sample indices
 //! alone; [`MlpResident::delta`] forms `(local - read) * scale` where the model is and hands
 //! back only that. On a GPU the parameters in, the sample order in and the delta out are all
-//! that cross PCIe in a clock.
+//! that cross PCIe in a clock. An engine may also compress the delta itself
+//! ([`MlpResident::delta_encoded`], `crate::app::device_codec`): then only the selection comes
+//! back, and the engine keeps the error-feedback residual, adding it to what it reads.
 //!
 //! [`HostMlpResident`] does the same with a [`MlpCompute`] engine through
 //! [`local_sgd_steps`] and [`evaluate`](super::evaluate): exactly the host path's arithmetic,
