@@ -9,7 +9,9 @@
 //!   `topk:K,f16`. Each push selects exactly the entries the host selects (`ps_proto::codec::top_k`:
 //!   the `k` largest magnitudes, ties by lower index, NaN above everything), by the same sampled
 //!   threshold (the same 4096 splitmix64 sample positions and the same starting quantile, lowered
-//!   the same way when too few entries pass), and leaves the same residual, bit for bit.
+//!   the same way when too few entries pass; the device samples blocks under `EXACT_BELOW` too,
+//!   which the host takes whole: the selection is the same), and leaves the same residual, bit
+//!   for bit.
 //!
 //! Host inputs and outputs go through pinned staging buffers kept across calls; large uploads
 //! run on the copy stream, kernels and downloads on the compute stream (cudarc's per-buffer

@@ -8,8 +8,8 @@ use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, LaunchConfig, PushKernelA
 
 use super::buffers::{DevBuf, Pinned};
 use super::codec::{
-    elementwise, initial_above, launch_to_f16, sample_positions, too_short, Kernels, EXACT_BELOW,
-    SAMPLE, SORT_THREADS,
+    elementwise, initial_above, launch_to_f16, sample_positions, too_short, Kernels, SAMPLE,
+    SORT_THREADS,
 };
 use super::{Call, Gpu, GpuError};
 
@@ -57,7 +57,8 @@ pub struct DeviceTopK {
     format: SentFormat,
     n: usize,
     residual: DevBuf<f32>,
-    /// The sample positions are on the device (blocks of at least `EXACT_BELOW` only).
+    /// The sample positions are on the device (every block of at least one value: see
+    /// [`DeviceTopK::first_above`]).
     sampled: bool,
     d_samples: DevBuf<u32>,
     d_threshold: DevBuf<u32>,
@@ -128,7 +129,7 @@ impl DeviceTopK {
         t.residual.zero(&t.gpu.compute, n.max(1))?;
         t.d_threshold.ensure(&t.gpu.compute, 1)?;
         t.d_count.ensure(&t.gpu.compute, 1)?;
-        if n >= EXACT_BELOW {
+        if n > 0 {
             t.samples_host.fill(&sample_positions(n))?;
             t.d_samples.upload(&t.gpu.compute, &t.samples_host)?;
             t.sampled = true;
@@ -389,8 +390,12 @@ impl DeviceTopK {
         Ok(())
     }
 
-    /// Whether the selection of `k` of this block starts from a sampled threshold (as
-    /// `select.rs`: `0 < k < n` and `n >= EXACT_BELOW`), and with which `above`.
+    /// Whether the selection of `k` of this block starts from a sampled threshold (`0 < k < n`),
+    /// and with which `above`. `select.rs` samples only blocks of at least `EXACT_BELOW` and
+    /// takes smaller ones whole; the device samples every block, so that a small block does not
+    /// send every entry back as a candidate (8 bytes each, twice the block's f32 delta). The
+    /// selection is the same either way: a threshold only bounds the candidates, it is lowered
+    /// until at least `k` pass, and the `k` are then picked exactly among them.
     fn first_above(&self, k: usize) -> Option<usize> {
         (self.sampled && k > 0 && k < self.n).then(|| initial_above(self.n, k))
     }

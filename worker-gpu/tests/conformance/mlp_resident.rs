@@ -273,8 +273,10 @@ fn resident_engine_encodes_its_delta_as_the_library_would() {
             );
             let selected: u64 = blocks.iter().map(|b| b.k as u64).sum();
             eprintln!("{format:?} clock {c}: {t:?} for {selected} selected of {params}");
+            // The plain delta would be 4 x params bytes; the selection (candidates, values) of
+            // 5% is a fraction of it.
             assert!(
-                t.d2h_bytes < 4 * params / 4,
+                t.d2h_bytes < 4 * params / 2,
                 "clock {c}: only the selection comes back"
             );
             // The next read: this clock's payloads applied, as a shard would.
