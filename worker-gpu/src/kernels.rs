@@ -111,6 +111,10 @@ pub const KERNELS: &[Kernel] = &[
     ),
     kernel!("lr_grad", ["lr_gradient"]),
     kernel!(
+        "lr_resident",
+        ["lr_scatter", "lr_gather", "lr_gradient_rows"]
+    ),
+    kernel!(
         "codecs",
         [
             "codec_f32_to_f16",

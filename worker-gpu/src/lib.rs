@@ -19,7 +19,7 @@
 
 use ps_apps::app::{CpuEngines, Engines};
 use ps_apps::lda::{HostLdaResident, LdaCompute, LdaResident};
-use ps_apps::lr::LrCompute;
+use ps_apps::lr::{HostLrResident, LrCompute, LrResident};
 use ps_apps::mf::{HostResident, MfCompute, MfResident};
 use ps_apps::mlp::{HostMlpResident, MlpCompute, MlpResident};
 use ps_apps::AppError;
@@ -32,6 +32,7 @@ pub mod ptxas;
 use cuda::lda::CudaLda;
 use cuda::lda_resident::CudaLdaResident;
 use cuda::lr::CudaLr;
+use cuda::lr_resident::CudaLrResident;
 use cuda::mf::CudaMf;
 use cuda::mf_resident::CudaMfResident;
 use cuda::mlp::CudaMlp;
@@ -161,7 +162,7 @@ const ORACLE_LANES: usize = 8;
 /// The compute engines of a device, for the apps' sessions: on the CPU the fast engines of
 /// `ps-apps` ([`CpuEngines`]); on a GPU the CUDA engines (MF: resident, conflict-free waves,
 /// [`CudaMfResident`]; LDA: resident, one warp per document, [`CudaLdaResident`]; MLP: resident, a whole clock of tiled SGEMM
-/// kernels on device-resident samples, [`CudaMlpResident`]; LR: warp-per-row CSR).
+/// kernels on device-resident samples, [`CudaMlpResident`]; LR: resident rows, warp per row, [`CudaLrResident`]).
 #[derive(Debug, Clone, Copy)]
 pub struct DeviceEngines(pub Device);
 
@@ -214,6 +215,14 @@ impl Engines for DeviceEngines {
             Device::Cpu => Ok(None),
             Device::CpuResident => Ok(Some(Box::new(HostMlpResident::new(CpuEngines.mlp(1)?)))),
             Device::Cuda(n) => Ok(Some(Box::new(cuda(n, CudaMlpResident::new(open(n)?))?))),
+        }
+    }
+
+    fn lr_resident(&self) -> Result<Option<Box<dyn LrResident>>, AppError> {
+        match self.0 {
+            Device::Cpu => Ok(None),
+            Device::CpuResident => Ok(Some(Box::new(HostLrResident::new(CpuEngines.lr(1)?)))),
+            Device::Cuda(n) => Ok(Some(Box::new(cuda(n, CudaLrResident::new(open(n)?))?))),
         }
     }
 

@@ -3,7 +3,8 @@
 //! its own delta (one top-k, f32 or f16 values) from the worker library's push plan, keeps the
 //! residual and adds it to what it reads; the job is then bit for bit the host path's (model
 //! hash, bytes pushed, figures). A chain a device does not run falls back to the library's
-//! encoder. MF and LDA run their resident paths to the same quality.
+//! encoder. MF, LDA and LR run their resident paths to the same quality (LDA and LR to the same
+//! model, bit for bit).
 
 mod common;
 
@@ -53,7 +54,7 @@ fn an_mlp_engine_that_encodes_its_own_delta_matches_the_host_path() {
 }
 
 #[test]
-fn mf_and_lda_resident_paths_train_as_the_host_path() {
+fn mf_lda_and_lr_resident_paths_train_as_the_host_path() {
     let host = run("mf", "cpu", "raw");
     let dev = run("mf", "cpu-resident", "raw");
     let rmse = |s: &Value| s["test_rmse"].as_f64().unwrap();
@@ -68,6 +69,12 @@ fn mf_and_lda_resident_paths_train_as_the_host_path() {
         host["word_topic_hash"], dev["word_topic_hash"],
         "{host}\n{dev}"
     );
+    // LR's resident engine names each batch by row indices (the epoch's shuffle is of
+    // indices): the same rows in the same order, so the same weights bit for bit.
+    let host = run("lr", "cpu", "raw");
+    let dev = run("lr", "cpu-resident", "raw");
+    assert_eq!(host["weights_hash"], dev["weights_hash"], "{host}\n{dev}");
+    assert_eq!(host["test_auc"], dev["test_auc"], "{host}\n{dev}");
 }
 
 #[test]

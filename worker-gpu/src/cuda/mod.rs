@@ -15,6 +15,7 @@ pub mod lda;
 pub mod lda_compact;
 pub mod lda_resident;
 pub mod lr;
+pub mod lr_resident;
 pub mod mf;
 pub mod mf_resident;
 pub mod mlp;

@@ -1,10 +1,11 @@
-//! The CUDA sparse-LR engine against the CPU oracle `CpuLr`, within `FAST_REL_TOL` as the fast
-//! CPU engine is.
+//! The CUDA sparse-LR engines (per batch, and resident) against the CPU oracle `CpuLr`, within
+//! `FAST_REL_TOL` as the fast CPU engine is.
 
-use ps_apps::lr::{batch_keys, CpuLr, LrCompute, SparseRow, BIAS_KEY, FAST_REL_TOL};
+use ps_apps::lr::{batch_keys, CpuLr, LrCompute, LrResident, SparseRow, BIAS_KEY, FAST_REL_TOL};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use worker_gpu::cuda::lr::CudaLr;
+use worker_gpu::cuda::lr_resident::CudaLrResident;
 
 use crate::common::seed;
 
@@ -35,10 +36,23 @@ fn random_batch(rng: &mut ChaCha8Rng, rows: usize, max_nnz: usize, pool: &[u64])
 /// Checks the documented tolerance: the loss relative to `|loss| + 1`, each gradient entry
 /// relative to its magnitude plus the mean absolute feature value of its key.
 fn compare(engine: &mut CudaLr, batch: &[SparseRow], keys: &[u64], weights: &[f32], what: &str) {
+    compare_with(batch, keys, weights, what, |g| {
+        engine.gradient(batch, keys, weights, g).unwrap()
+    });
+}
+
+/// [`compare`] of what `device` writes into the gradient (and returns as the loss).
+fn compare_with(
+    batch: &[SparseRow],
+    keys: &[u64],
+    weights: &[f32],
+    what: &str,
+    device: impl FnOnce(&mut [f32]) -> f64,
+) {
     let mut go = vec![f32::NAN; keys.len()];
     let mut gg = vec![f32::NAN; keys.len()];
     let lo = CpuLr.gradient(batch, keys, weights, &mut go).unwrap();
-    let lg = engine.gradient(batch, keys, weights, &mut gg).unwrap();
+    let lg = device(&mut gg);
     assert!(
         (lo - lg).abs() <= FAST_REL_TOL * (lo.abs() + 1.0),
         "{what}: loss oracle {lo} cuda {lg}"
@@ -125,4 +139,74 @@ fn missing_keys_and_empty_batches() {
         0.0
     );
     assert_eq!(g, vec![0.0; 3]);
+}
+
+/// The resident engine: rows uploaded once, batches named by row indices (in any order, a row
+/// may come twice), against `CpuLr` on the same rows; keys missing from the call's list count as
+/// weight 0; the bytes per call are the indices, key ids and weights in, the gradient and loss
+/// out; bad indices and lengths are typed errors.
+#[test]
+fn resident_gradient_matches_the_oracle() {
+    let Some(gpu) = worker_gpu::gpu_or_skip("lr resident_gradient_matches_the_oracle") else {
+        return;
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(seed("lr resident"));
+    let mut pool = vec![0, 1, BIAS_KEY, 1 << 63];
+    while pool.len() < 3000 {
+        pool.push(rng.gen());
+    }
+    let rows = random_batch(&mut rng, 5000, 30, &pool);
+    let mut engine = CudaLrResident::new(gpu).expect("engine");
+    engine.setup(&rows).expect("setup");
+    for (n, third) in [
+        (1, false),
+        (256, false),
+        (1000, true),
+        (4096, false),
+        (7, true),
+    ] {
+        let idx: Vec<u32> = (0..n)
+            .map(|_| rng.gen_range(0..rows.len() as u32))
+            .collect();
+        let batch: Vec<SparseRow> = idx.iter().map(|&i| rows[i as usize].clone()).collect();
+        let all = batch_keys(&batch);
+        let keys: Vec<u64> = if third {
+            all.iter().copied().step_by(3).collect()
+        } else {
+            all
+        };
+        let weights: Vec<f32> = (0..keys.len())
+            .map(|_| rng.gen_range(-2.0f32..2.0))
+            .collect();
+        let before = engine.traffic();
+        compare_with(
+            &batch,
+            &keys,
+            &weights,
+            &format!("resident, {n} rows"),
+            |g| engine.gradient(&idx, &keys, &weights, g).unwrap(),
+        );
+        let t = engine.traffic().since(&before);
+        let m = keys.len() as u64;
+        assert_eq!(t.h2d_bytes, 4 * (n as u64 + 2 * m), "{n} rows: in");
+        assert_eq!(t.d2h_bytes, 4 * m + 8, "{n} rows: out");
+    }
+    let mut g = vec![f32::NAN; 2];
+    assert_eq!(
+        engine.gradient(&[], &[1, 2], &[0.5; 2], &mut g).unwrap(),
+        0.0
+    );
+    assert_eq!(g, vec![0.0; 2]);
+    assert!(
+        engine.gradient(&[5000], &[1], &[0.5], &mut g[..1]).is_err(),
+        "row 5000"
+    );
+    assert!(
+        engine.gradient(&[0], &[1, 2], &[0.5], &mut g).is_err(),
+        "lengths"
+    );
+    assert!(
+        engine.gradient(&[0], &[2, 1], &[0.5; 2], &mut g).is_err(),
+        "unsorted keys"
+    );
 }

@@ -5,7 +5,7 @@
 
 use crate::error::AppError;
 use crate::lda::{CpuLda, LdaCompute, LdaResident, SparseLda};
-use crate::lr::{CpuLr, FastLr, LrCompute};
+use crate::lr::{CpuLr, FastLr, LrCompute, LrResident};
 use crate::mf::{CpuMf, FastMf, MfCompute, MfResident};
 use crate::mlp::{CpuMlp, FastMlp, MlpCompute, MlpResident};
 
@@ -36,6 +36,13 @@ pub trait Engines: Send + Sync {
     /// its device for the whole job and sweeps there (see [`LdaResident`]); when there is one,
     /// the LDA session uses it instead of [`Self::lda`]. `None` (the default) on the CPU.
     fn lda_resident(&self) -> Result<Option<Box<dyn LdaResident>>, AppError> {
+        Ok(None)
+    }
+
+    /// An LR engine that keeps the worker's training rows on its device for the whole job (see
+    /// [`LrResident`]); when there is one, the LR session uses it instead of [`Self::lr`].
+    /// `None` (the default) on the CPU.
+    fn lr_resident(&self) -> Result<Option<Box<dyn LrResident>>, AppError> {
         Ok(None)
     }
 }

@@ -12,9 +12,10 @@
 use super::{
     accuracy, add_bias, auc, batch_keys, labels, load_libsvm, log_loss, margins, nonzero_weights,
     objective, shuffle_epoch, split_train_test, synthetic, worker_split, FtrlParams, LrCompute,
-    LrHyper, SparseRow, SyntheticLrSpec, DEFAULT_TEST_FRACTION,
+    LrHyper, LrResident, SparseRow, SyntheticLrSpec, DEFAULT_TEST_FRACTION,
 };
 use crate::app::flags::{self, decimal, ratio};
+use crate::app::Traffic;
 use crate::app::{
     App, DeltaSink, Inbox, JobCommon, JobView, Outcome, Plan, Session, TableRows, WorkerContext,
 };
@@ -72,12 +73,22 @@ pub struct LrSettings {
 pub struct LrClock {
     pub train_loss: f64,
     pub train_n: f64,
+    /// Bytes a resident engine moved host to device and back in the clock (the batch's row
+    /// indices, key positions and weights in, the gradient out), and its device seconds (zero
+    /// on the host path).
+    pub pcie_h2d: f64,
+    pub pcie_d2h: f64,
+    pub device_s: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LrFinal {
     pub samples: f64,
+    /// A resident engine's totals over the job, its set-up included (see [`LrClock`]).
+    pub pcie_h2d: f64,
+    pub pcie_d2h: f64,
+    pub device_s: f64,
 }
 
 /// The final model, judged once by worker 0.
@@ -274,8 +285,39 @@ impl App for LrApp {
         if let Some(r) = job.rate(job.sums.samples) {
             out.insert("samples_per_s".into(), r.into());
         }
+        let (f, c) = (&job.sums, &job.totals.1);
+        flags::device_figures(
+            &mut out,
+            (f.pcie_h2d, f.pcie_d2h, f.device_s),
+            (c.pcie_h2d, c.pcie_d2h, c.device_s),
+            job.clock_count,
+        );
         out
     }
+}
+
+/// Where a worker's gradients are computed.
+enum Engine {
+    /// A host engine on the batch's rows (`mine` is shuffled in place every epoch).
+    Host(Box<dyn LrCompute + Send>),
+    /// A resident engine holding `mine` in its original order; `order` is shuffled instead
+    /// (the same permutation), and a batch is named by row indices.
+    Resident {
+        dev: Box<dyn LrResident>,
+        order: Vec<u32>,
+        before: Traffic,
+    },
+}
+
+/// The sorted, distinct keys of rows `idx` of `rows` ([`batch_keys`] of those rows).
+fn keys_of(rows: &[SparseRow], idx: &[u32]) -> Vec<u64> {
+    let mut keys: Vec<u64> = idx
+        .iter()
+        .flat_map(|&i| rows[i as usize].features.iter().map(|f| f.0))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
 }
 
 /// One LR worker: its block of rows and the weights of the current batch's keys.
@@ -283,7 +325,7 @@ pub struct LrSession {
     worker: u32,
     workers: u32,
     settings: LrSettings,
-    engine: Box<dyn LrCompute + Send>,
+    path: Engine,
     mine: Vec<SparseRow>,
     /// Worker 0 keeps every row to judge the final model.
     train: Vec<SparseRow>,
@@ -302,7 +344,6 @@ pub struct LrSession {
 impl LrSession {
     pub fn new(s: LrSettings, ctx: &WorkerContext<'_>) -> Result<LrSession, AppError> {
         ctx.check()?;
-        let engine = ctx.engines.lr(s.threads)?;
         let (train, test) = load(&s)?;
         let mine = worker_split(&train, ctx.workers, ctx.worker).to_vec();
         if mine.is_empty() {
@@ -314,11 +355,34 @@ impl LrSession {
             )));
         }
         let per_epoch = mine.len().div_ceil(s.batch.max(1) as usize) as u64;
+        if mine.len() > u32::MAX as usize {
+            return Err(AppError::Settings(format!(
+                "worker {} has {} training rows; row indices are 32-bit",
+                ctx.worker,
+                mine.len()
+            )));
+        }
+        let path = match ctx.engines.lr_resident()? {
+            Some(mut dev) => {
+                dev.setup(&mine)?;
+                let before = dev.traffic();
+                Engine::Resident {
+                    dev,
+                    order: (0..mine.len() as u32).collect(),
+                    before,
+                }
+            }
+            None => Engine::Host(ctx.engines.lr(s.threads)?),
+        };
+        let engine = match &path {
+            Engine::Host(e) => e.name(),
+            Engine::Resident { dev, .. } => dev.name(),
+        };
         tracing::info!(
             worker = ctx.worker,
             rows = mine.len(),
             batches_per_epoch = per_epoch,
-            engine = engine.name(),
+            engine,
             "LR worker ready"
         );
         let lead = ctx.worker == 0;
@@ -326,7 +390,7 @@ impl LrSession {
             worker: ctx.worker,
             workers: ctx.workers,
             settings: s,
-            engine,
+            path,
             mine,
             train: if lead { train } else { Vec::new() },
             test: if lead { test } else { Vec::new() },
@@ -360,12 +424,21 @@ impl Session<LrApp> for LrSession {
             let (epoch, b) = (clock / self.per_epoch, (clock % self.per_epoch) as usize);
             if self.shuffled != Some(epoch) {
                 let e = epoch.min(u64::from(u32::MAX)) as u32;
-                shuffle_epoch(&mut self.mine, self.settings.seed, self.worker, e);
+                let (seed, w) = (self.settings.seed, self.worker);
+                match &mut self.path {
+                    Engine::Host(_) => shuffle_epoch(&mut self.mine, seed, w, e),
+                    Engine::Resident { order, .. } => shuffle_epoch(order, seed, w, e),
+                }
                 self.shuffled = Some(epoch);
             }
             let batch = self.settings.batch as usize;
             self.batch = (b * batch, ((b + 1) * batch).min(self.mine.len()));
-            let keys = batch_keys(&self.mine[self.batch.0..self.batch.1]);
+            let keys = match &self.path {
+                Engine::Host(_) => batch_keys(&self.mine[self.batch.0..self.batch.1]),
+                Engine::Resident { order, .. } => {
+                    keys_of(&self.mine, &order[self.batch.0..self.batch.1])
+                }
+            };
             self.expect(Some(clock), keys);
         }
         Ok(self.inbox.reads().to_vec())
@@ -385,15 +458,34 @@ impl Session<LrApp> for LrSession {
 
     fn run_clock(&mut self, clock: u64, out: &mut dyn DeltaSink) -> Result<LrClock, AppError> {
         self.inbox.ready(clock)?;
-        let rows = &self.mine[self.batch.0..self.batch.1];
         let keys = &self.inbox.reads()[0].rows;
         let grad = out.rows(WEIGHTS, keys)?;
-        let loss = self.engine.gradient(rows, keys, &self.weights, grad)?;
-        self.samples += rows.len() as u64;
+        let n = self.batch.1 - self.batch.0;
+        let (loss, t) = match &mut self.path {
+            Engine::Host(engine) => {
+                let rows = &self.mine[self.batch.0..self.batch.1];
+                (
+                    engine.gradient(rows, keys, &self.weights, grad)?,
+                    Traffic::default(),
+                )
+            }
+            Engine::Resident { dev, order, before } => {
+                let batch = &order[self.batch.0..self.batch.1];
+                let loss = dev.gradient(batch, keys, &self.weights, grad)?;
+                let now = dev.traffic();
+                let t = now.since(before);
+                *before = now;
+                (loss, t)
+            }
+        };
+        self.samples += n as u64;
         self.clocks += 1;
         Ok(LrClock {
             train_loss: loss,
-            train_n: rows.len() as f64,
+            train_n: n as f64,
+            pcie_h2d: t.h2d_bytes as f64,
+            pcie_d2h: t.d2h_bytes as f64,
+            device_s: t.compute_s,
         })
     }
 
@@ -413,8 +505,15 @@ impl Session<LrApp> for LrSession {
 
     fn evaluate(&mut self) -> Result<Outcome<LrFinal, LrFacts>, AppError> {
         self.inbox.complete()?;
+        let t = match &self.path {
+            Engine::Host(_) => Traffic::default(),
+            Engine::Resident { dev, .. } => dev.traffic(),
+        };
         let sums = LrFinal {
             samples: self.samples as f64,
+            pcie_h2d: t.h2d_bytes as f64,
+            pcie_d2h: t.d2h_bytes as f64,
+            device_s: t.compute_s,
         };
         if self.worker != 0 {
             return Ok(Outcome {

@@ -557,7 +557,7 @@ pub fn worker_split(rows: &[SparseRow], workers: u32, w: u32) -> &[SparseRow] {
 /// Shuffles a worker's rows in place for an epoch, from a ChaCha RNG seeded
 /// by `(seed, worker, epoch)`: deterministic and independent of timing.
 /// Mini-batches are then consecutive chunks of `rows`.
-pub fn shuffle_epoch(rows: &mut [SparseRow], seed: u64, worker: u32, epoch: u32) {
+pub fn shuffle_epoch<T>(rows: &mut [T], seed: u64, worker: u32, epoch: u32) {
     let s = mix64(mix64(mix64(seed) ^ u64::from(worker)) ^ u64::from(epoch));
     rows.shuffle(&mut ChaCha8Rng::seed_from_u64(s));
 }

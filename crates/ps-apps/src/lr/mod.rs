@@ -30,6 +30,7 @@ mod app;
 mod compute;
 mod data;
 mod metrics;
+mod resident;
 
 pub use app::{
     spread_key, LrApp, LrArgs, LrClock, LrFacts, LrFinal, LrSession, LrSettings, WEIGHTS,
@@ -44,6 +45,7 @@ pub use data::{
     MAX_FEATURES_PER_ROW, MAX_FEATURE_INDEX, MAX_LINE_BYTES,
 };
 pub use metrics::{accuracy, auc, log_loss, margins, nonzero_weights, objective};
+pub use resident::{check_gradient, HostLrResident, LrResident, Traffic};
 
 use serde::{Deserialize, Serialize};
 

@@ -1,0 +1,155 @@
+//! An LR engine that keeps a worker's training rows where it computes: the trait a device engine
+//! (CUDA) implements, and its CPU oracle [`HostLrResident`].
+//!
+//! A resident engine receives the worker's training rows once ([`LrResident::setup`]) and keeps
+//! them for the whole job. Per clock the session names the batch by row indices (the epoch's
+//! shuffle is of indices, the same permutation the host path applies to the rows) and hands
+//! over the batch keys' pulled weights; the engine returns the gradient of those keys
+//! ([`LrResident::gradient`], the contract of [`LrCompute::gradient`]). On a GPU the row
+//! indices and the weights in, and the gradient out, are all that cross PCIe in a clock.
+//!
+//! [`HostLrResident`] gathers the rows and runs a [`LrCompute`] engine on them: exactly the host
+//! path's arithmetic, so the session's resident path is tested where there is no GPU.
+
+use super::compute::LrCompute;
+use super::data::SparseRow;
+pub use crate::app::Traffic;
+use crate::error::ComputeError;
+
+/// An LR engine whose training rows stay resident between clocks (see the module docs).
+pub trait LrResident: Send {
+    /// A short name for logs (`cuda-resident`, `cpu-resident`).
+    fn name(&self) -> &'static str;
+
+    /// Takes the worker's training rows; `gradient`'s row indices point into them. Called once.
+    fn setup(&mut self, rows: &[SparseRow]) -> Result<(), ComputeError>;
+
+    /// The gradient of the mean logistic loss of rows `batch` (indices, in visiting order) at
+    /// `weights` (of `keys`, sorted and distinct) into `grad`, as [`LrCompute::gradient`] of
+    /// those rows; returns the summed loss. An index out of range is an error.
+    fn gradient(
+        &mut self,
+        batch: &[u32],
+        keys: &[u64],
+        weights: &[f32],
+        grad: &mut [f32],
+    ) -> Result<f64, ComputeError>;
+
+    /// Totals since the engine was made.
+    fn traffic(&self) -> Traffic;
+}
+
+/// Checks a resident gradient call's lengths and row indices (shared by the engines).
+pub fn check_gradient(
+    rows: usize,
+    batch: &[u32],
+    keys: &[u64],
+    weights: &[f32],
+    grad: &[f32],
+) -> Result<(), String> {
+    if weights.len() != keys.len() || grad.len() != keys.len() {
+        return Err(format!(
+            "{} keys with {} weights and {} gradient slots",
+            keys.len(),
+            weights.len(),
+            grad.len()
+        ));
+    }
+    if keys.windows(2).any(|w| w[0] >= w[1]) {
+        return Err("the batch keys are not sorted and distinct".into());
+    }
+    match batch.iter().find(|&&i| i as usize >= rows) {
+        Some(i) => Err(format!("row {i} of {rows} training rows")),
+        None => Ok(()),
+    }
+}
+
+/// The CPU oracle of a resident engine: the batch's rows gathered and handed to a
+/// [`LrCompute`] engine. Nothing crosses a bus, so [`Traffic`] stays zero.
+pub struct HostLrResident {
+    engine: Box<dyn LrCompute + Send>,
+    rows: Vec<SparseRow>,
+    batch: Vec<SparseRow>,
+}
+
+impl HostLrResident {
+    /// Runs `engine`.
+    pub fn new(engine: Box<dyn LrCompute + Send>) -> HostLrResident {
+        HostLrResident {
+            engine,
+            rows: Vec::new(),
+            batch: Vec::new(),
+        }
+    }
+}
+
+impl LrResident for HostLrResident {
+    fn name(&self) -> &'static str {
+        "cpu-resident"
+    }
+
+    fn setup(&mut self, rows: &[SparseRow]) -> Result<(), ComputeError> {
+        self.rows = rows.to_vec();
+        Ok(())
+    }
+
+    fn gradient(
+        &mut self,
+        batch: &[u32],
+        keys: &[u64],
+        weights: &[f32],
+        grad: &mut [f32],
+    ) -> Result<f64, ComputeError> {
+        check_gradient(self.rows.len(), batch, keys, weights, grad).map_err(|message| {
+            ComputeError {
+                engine: "cpu-resident",
+                message,
+            }
+        })?;
+        self.batch.clear();
+        self.batch
+            .extend(batch.iter().map(|&i| self.rows[i as usize].clone()));
+        self.engine.gradient(&self.batch, keys, weights, grad)
+    }
+
+    fn traffic(&self) -> Traffic {
+        Traffic::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lr::{batch_keys, CpuLr};
+
+    fn row(label: f32, features: &[(u64, f32)]) -> SparseRow {
+        SparseRow {
+            label,
+            features: features.to_vec(),
+        }
+    }
+
+    #[test]
+    fn the_oracle_is_the_engine_on_the_named_rows_and_refuses_bad_calls() {
+        let rows = vec![
+            row(1.0, &[(3, 1.0), (9, -2.0)]),
+            row(0.0, &[(3, 0.5)]),
+            row(1.0, &[(7, 1.0), (9, 1.0), (9, 1.0)]),
+        ];
+        let mut dev = HostLrResident::new(Box::new(CpuLr));
+        dev.setup(&rows).unwrap();
+        let idx = [2u32, 0, 2];
+        let picked: Vec<SparseRow> = idx.iter().map(|&i| rows[i as usize].clone()).collect();
+        let keys = batch_keys(&picked);
+        let w = vec![0.25f32, -0.5, 1.0];
+        let (mut want, mut got) = (vec![0.0; 3], vec![0.0; 3]);
+        let lw = CpuLr.gradient(&picked, &keys, &w, &mut want).unwrap();
+        let lg = dev.gradient(&idx, &keys, &w, &mut got).unwrap();
+        assert_eq!((lw, &want), (lg, &got));
+        assert_eq!(dev.traffic(), Traffic::default());
+        let mut g = vec![0.0; 3];
+        assert!(dev.gradient(&[3], &keys, &w, &mut g).is_err(), "row 3 of 3");
+        assert!(dev.gradient(&[0], &keys, &w[..2], &mut g).is_err(), "lengths");
+        assert!(dev.gradient(&[0], &[9, 3, 7], &w, &mut g).is_err(), "unsorted");
+    }
+}

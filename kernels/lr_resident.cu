@@ -1,0 +1,92 @@
+// Sparse logistic regression on device-resident rows (ps_apps::lr::LrResident).
+//
+// The worker's training rows are uploaded once, in CSR form with every key replaced by its local
+// id (its position in the sorted list of the worker's distinct keys): row_ptr (rows + 1 offsets),
+// cols (local id of every nonzero), vals, labels (0 or 1 as f32). A clock names its batch by row
+// indices and brings the weights of its keys; weights and gradient are dense over the local ids
+// (`features` floats), so no key is looked up on the device:
+//
+//   lr_scatter        dense[slot[i]] = values[i]              (the batch keys' pulled weights)
+//   lr_gradient_rows  grad[c] += (sigmoid(z) - y) x_c * inv_n for every nonzero of the rows
+//                     batch[0..n), z = sum_c weights[c] x_c; loss_sum += the summed loss
+//                     (grad zeroed by the caller; only the batch keys' ids are read and written)
+//   lr_gather         out[i] = dense[slot[i]]                 (the batch keys' gradient)
+//
+// lr_gradient_rows is lr_grad.cu's lr_gradient with the row taken from `batch` and the columns
+// already dense ids: one warp per row (grid stride), the lanes stride over the row's nonzeros
+// for the margin (warp-shuffle sum), then add their terms with atomicAdd; sigmoid and softplus
+// in the overflow-free forms of FastLr, in f32. Deviations from the CPU oracle: as lr_grad.cu
+// (f32, each term scaled by 1/n before it is added, atomics in no fixed order).
+//
+// Launch: any grid, blockDim.x a multiple of 32 (lr_gradient_rows); no shared memory.
+
+#define LRR_WARP 32
+#define LRR_FULL 0xffffffffu
+
+extern "C" __global__ void lr_scatter(const unsigned int* __restrict__ slot,
+                                      const float* __restrict__ values,
+                                      unsigned int n,
+                                      float* dense) {
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (unsigned long long)gridDim.x * blockDim.x) {
+        dense[slot[i]] = values[i];
+    }
+}
+
+extern "C" __global__ void lr_gather(const float* __restrict__ dense,
+                                     const unsigned int* __restrict__ slot,
+                                     unsigned int n,
+                                     float* out) {
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (unsigned long long)gridDim.x * blockDim.x) {
+        out[i] = dense[slot[i]];
+    }
+}
+
+extern "C" __global__ void lr_gradient_rows(const unsigned int* __restrict__ row_ptr,
+                                            const unsigned int* __restrict__ cols,
+                                            const float* __restrict__ vals,
+                                            const float* __restrict__ labels,
+                                            const unsigned int* __restrict__ batch,
+                                            unsigned int n,
+                                            const float* __restrict__ weights,
+                                            float* grad,
+                                            float inv_n,
+                                            double* loss_sum) {
+    const unsigned int lane = threadIdx.x & (LRR_WARP - 1);
+    const unsigned long long warp =
+        ((unsigned long long)blockIdx.x * blockDim.x + threadIdx.x) / LRR_WARP;
+    const unsigned long long num_warps = ((unsigned long long)gridDim.x * blockDim.x) / LRR_WARP;
+    double warp_loss = 0.0;
+
+    for (unsigned long long b = warp; b < n; b += num_warps) {
+        const unsigned int r = batch[b];
+        const unsigned int begin = row_ptr[r];
+        const unsigned int end = row_ptr[r + 1];
+
+        float part = 0.0f;
+        for (unsigned int e = begin + lane; e < end; e += LRR_WARP) {
+            part = fmaf(weights[cols[e]], vals[e], part);
+        }
+#pragma unroll
+        for (int off = LRR_WARP / 2; off > 0; off >>= 1) {
+            part += __shfl_xor_sync(LRR_FULL, part, off);
+        }
+        const float z = part;
+        const float y = labels[r];
+
+        // sigmoid(z) and log(1 + e^z) without overflow: e = e^-|z| <= 1.
+        const float ez = expf(-fabsf(z));
+        const float p = z >= 0.0f ? 1.0f / (1.0f + ez) : ez / (1.0f + ez);
+        if (lane == 0) {
+            warp_loss += (double)(fmaxf(z, 0.0f) - y * z + log1pf(ez));
+        }
+        const float g = (p - y) * inv_n;
+        for (unsigned int e = begin + lane; e < end; e += LRR_WARP) {
+            atomicAdd(grad + cols[e], g * vals[e]);
+        }
+    }
+    if (lane == 0 && warp_loss != 0.0) {
+        atomicAdd(loss_sum, warp_loss);
+    }
+}

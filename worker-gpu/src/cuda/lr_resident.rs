@@ -1,0 +1,280 @@
+//! The resident CUDA LR engine: [`ps_apps::lr::LrResident`] on a device.
+//!
+//! [`LrResident::setup`] uploads the worker's training rows once, in CSR form over local key ids
+//! (a key's position in the sorted list of the worker's distinct keys, kept on the host), with
+//! their labels; they stay on the device until the engine is dropped. Per clock
+//! (`kernels/lr_resident.cu`):
+//!
+//! - the batch's row indices, and the local ids and pulled weights of its keys, go to the
+//!   device; the weights are scattered into a dense vector over the local ids, zeroed first, so
+//!   a feature whose key is not in the call's key list counts as weight 0 (the trait's
+//!   contract);
+//! - one warp per batch row computes the margin and adds the row's terms to a dense gradient
+//!   (`lr_gradient_rows`);
+//! - the keys' entries are gathered (`lr_gather`) and only they and the loss come back.
+//!
+//! Every byte copied either way is counted ([`Traffic`]), with the kernels' time from CUDA
+//! events. Everything runs on the compute stream, in order.
+
+use std::sync::Arc;
+
+use cudarc::driver::sys::CUevent_flags;
+use cudarc::driver::{
+    CudaEvent, CudaFunction, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
+};
+use ps_apps::lr::{batch_keys, check_gradient, LrResident, SparseRow, Traffic};
+use ps_apps::ComputeError;
+
+use super::buffers::{DevBuf, Pinned};
+use super::{failed, Call, Gpu, GpuError};
+
+/// Threads per block (a multiple of 32).
+const BLOCK: u32 = 256;
+/// Blocks per multiprocessor of the grid-stride launches.
+const BLOCKS_PER_SM: u32 = 8;
+
+const NAME: &str = "cuda-resident";
+
+fn input(m: String) -> GpuError {
+    GpuError::Input(format!("lr resident: {m}"))
+}
+
+/// Resident sparse LR on a CUDA device (see the module docs).
+pub struct CudaLrResident {
+    gpu: Arc<Gpu>,
+    scatter_fn: CudaFunction,
+    gather_fn: CudaFunction,
+    gradient_fn: CudaFunction,
+    /// The worker's distinct keys, sorted: a key's local id is its position.
+    keys: Vec<u64>,
+    rows: usize,
+    d_row_ptr: DevBuf<u32>,
+    d_cols: DevBuf<u32>,
+    d_vals: DevBuf<f32>,
+    d_labels: DevBuf<f32>,
+    /// Dense over the local ids.
+    d_weights: DevBuf<f32>,
+    d_grad: DevBuf<f32>,
+    d_loss: DevBuf<f64>,
+    d_batch: DevBuf<u32>,
+    d_slots: DevBuf<u32>,
+    d_values: DevBuf<f32>,
+    d_out: DevBuf<f32>,
+    batch_host: Pinned<u32>,
+    slots_host: Pinned<u32>,
+    values_host: Pinned<f32>,
+    out_host: Pinned<f32>,
+    loss_host: Pinned<f64>,
+    events: (CudaEvent, CudaEvent),
+    traffic: Traffic,
+}
+
+impl CudaLrResident {
+    /// The engine on `gpu`.
+    pub fn new(gpu: Arc<Gpu>) -> Result<Self, GpuError> {
+        let timing = Some(CUevent_flags::CU_EVENT_DEFAULT);
+        let events = (
+            gpu.ctx.new_event(timing).call("cuEventCreate")?,
+            gpu.ctx.new_event(timing).call("cuEventCreate")?,
+        );
+        let ctx = &gpu.ctx;
+        Ok(CudaLrResident {
+            scatter_fn: gpu.function("lr_resident", "lr_scatter")?,
+            gather_fn: gpu.function("lr_resident", "lr_gather")?,
+            gradient_fn: gpu.function("lr_resident", "lr_gradient_rows")?,
+            keys: Vec::new(),
+            rows: 0,
+            d_row_ptr: DevBuf::default(),
+            d_cols: DevBuf::default(),
+            d_vals: DevBuf::default(),
+            d_labels: DevBuf::default(),
+            d_weights: DevBuf::default(),
+            d_grad: DevBuf::default(),
+            d_loss: DevBuf::default(),
+            d_batch: DevBuf::default(),
+            d_slots: DevBuf::default(),
+            d_values: DevBuf::default(),
+            d_out: DevBuf::default(),
+            batch_host: Pinned::new(ctx)?,
+            slots_host: Pinned::new(ctx)?,
+            values_host: Pinned::new(ctx)?,
+            out_host: Pinned::new(ctx)?,
+            loss_host: Pinned::new(ctx)?,
+            events,
+            traffic: Traffic::default(),
+            gpu,
+        })
+    }
+
+    fn grid(&self, work: usize) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (self.gpu.grid_for(work as u64, BLOCK, BLOCKS_PER_SM), 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        }
+    }
+
+    /// Copies `data` to `dst` through a one-off staging buffer, counting the bytes.
+    fn upload_once<T: DeviceRepr + ValidAsZeroBits + Copy + Default>(
+        &mut self,
+        data: &[T],
+        dst: impl FnOnce(&mut Self) -> &mut DevBuf<T>,
+    ) -> Result<(), GpuError> {
+        let mut staging = Pinned::new(&self.gpu.ctx)?;
+        staging.fill(data)?;
+        let stream = Arc::clone(&self.gpu.compute);
+        dst(self).upload(&stream, &staging)?;
+        self.traffic.h2d_bytes += std::mem::size_of_val(data) as u64;
+        // The staging buffer is freed on return, after its copy finished.
+        stream.synchronize().call("cuStreamSynchronize")
+    }
+
+    fn try_setup(&mut self, rows: &[SparseRow]) -> Result<(), GpuError> {
+        let nnz: usize = rows.iter().map(|r| r.features.len()).sum();
+        if nnz >= u32::MAX as usize || rows.len() >= u32::MAX as usize {
+            return Err(input(format!(
+                "{} rows with {nnz} nonzeros exceed the kernels' 32-bit offsets",
+                rows.len()
+            )));
+        }
+        let keys = batch_keys(rows);
+        let mut row_ptr = Vec::with_capacity(rows.len() + 1);
+        let (mut cols, mut vals) = (Vec::with_capacity(nnz), Vec::with_capacity(nnz));
+        row_ptr.push(0u32);
+        for r in rows {
+            for &(k, x) in &r.features {
+                // Every key of the rows is in `keys`.
+                cols.push(keys.binary_search(&k).unwrap_or(0) as u32);
+                vals.push(x);
+            }
+            row_ptr.push(cols.len() as u32);
+        }
+        let labels: Vec<f32> = rows.iter().map(|r| r.label).collect();
+        self.upload_once(&row_ptr, |s| &mut s.d_row_ptr)?;
+        self.upload_once(&cols, |s| &mut s.d_cols)?;
+        self.upload_once(&vals, |s| &mut s.d_vals)?;
+        self.upload_once(&labels, |s| &mut s.d_labels)?;
+        let compute = &self.gpu.compute;
+        self.d_weights.ensure(compute, keys.len())?;
+        self.d_grad.ensure(compute, keys.len())?;
+        self.rows = rows.len();
+        self.keys = keys;
+        Ok(())
+    }
+
+    fn try_gradient(
+        &mut self,
+        batch: &[u32],
+        keys: &[u64],
+        weights: &[f32],
+        grad: &mut [f32],
+    ) -> Result<f64, GpuError> {
+        check_gradient(self.rows, batch, keys, weights, grad).map_err(input)?;
+        grad.fill(0.0);
+        if batch.is_empty() {
+            return Ok(0.0);
+        }
+        // The call's keys that the worker's rows hold, by local id; the others get no gradient
+        // (and no row reads their weight).
+        let (mut slots, mut values, mut at) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, k) in keys.iter().enumerate() {
+            if let Ok(id) = self.keys.binary_search(k) {
+                slots.push(id as u32);
+                values.push(weights[i]);
+                at.push(i);
+            }
+        }
+        let (n, m, f) = (batch.len(), slots.len(), self.keys.len());
+        let compute = Arc::clone(&self.gpu.compute);
+        self.batch_host.fill(batch)?;
+        self.d_batch.upload(&compute, &self.batch_host)?;
+        self.slots_host.fill(&slots)?;
+        self.d_slots.upload(&compute, &self.slots_host)?;
+        self.values_host.fill(&values)?;
+        self.d_values.upload(&compute, &self.values_host)?;
+        self.traffic.h2d_bytes += 4 * (n + 2 * m) as u64;
+        self.events.0.record(&compute).call("cuEventRecord")?;
+        self.d_weights.zero(&compute, f)?;
+        self.d_grad.zero(&compute, f)?;
+        self.d_loss.zero(&compute, 1)?;
+        self.d_out.ensure(&compute, m)?;
+        let (n32, m32) = (n as u32, m as u32);
+        let (cfg_keys, cfg_rows) = (self.grid(m), self.grid(n * 32));
+        if m > 0 {
+            let mut b = compute.launch_builder(&self.scatter_fn);
+            b.arg(self.d_slots.get())
+                .arg(self.d_values.get())
+                .arg(&m32)
+                .arg(self.d_weights.get_mut());
+            // SAFETY: m slots < f (local ids) and m values; the dense weights hold f;
+            // lr_scatter(const unsigned*, const float*, unsigned, float*).
+            unsafe { b.launch(cfg_keys) }.call("cuLaunchKernel(lr_scatter)")?;
+        }
+        let inv_n = 1.0f32 / n as f32;
+        {
+            let mut b = compute.launch_builder(&self.gradient_fn);
+            b.arg(self.d_row_ptr.get())
+                .arg(self.d_cols.get())
+                .arg(self.d_vals.get())
+                .arg(self.d_labels.get())
+                .arg(self.d_batch.get())
+                .arg(&n32)
+                .arg(self.d_weights.get())
+                .arg(self.d_grad.get_mut())
+                .arg(&inv_n)
+                .arg(self.d_loss.get_mut());
+            // SAFETY: row_ptr holds rows + 1 offsets into cols / vals; every col is a local id
+            // < f; every batch index is < rows (checked above); weights and grad hold f; loss
+            // one double; lr_gradient_rows' signature; blockDim a multiple of 32.
+            unsafe { b.launch(cfg_rows) }.call("cuLaunchKernel(lr_gradient_rows)")?;
+        }
+        if m > 0 {
+            let mut b = compute.launch_builder(&self.gather_fn);
+            b.arg(self.d_grad.get())
+                .arg(self.d_slots.get())
+                .arg(&m32)
+                .arg(self.d_out.get_mut());
+            // SAFETY: m slots < f into the dense gradient (f); out holds m;
+            // lr_gather(const float*, const unsigned*, unsigned, float*).
+            unsafe { b.launch(cfg_keys) }.call("cuLaunchKernel(lr_gather)")?;
+        }
+        self.events.1.record(&compute).call("cuEventRecord")?;
+        let ms = self
+            .events
+            .0
+            .elapsed_ms(&self.events.1)
+            .call("cuEventElapsedTime")?;
+        self.traffic.compute_s += f64::from(ms) / 1e3;
+        self.out_host.download(&compute, self.d_out.get(), m)?;
+        self.loss_host.download(&compute, self.d_loss.get(), 1)?;
+        self.traffic.d2h_bytes += 4 * m as u64 + 8;
+        for (&i, &g) in at.iter().zip(self.out_host.host()?) {
+            grad[i] = g;
+        }
+        Ok(self.loss_host.host()?[0])
+    }
+}
+
+impl LrResident for CudaLrResident {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn setup(&mut self, rows: &[SparseRow]) -> Result<(), ComputeError> {
+        failed(NAME, self.try_setup(rows))
+    }
+
+    fn gradient(
+        &mut self,
+        batch: &[u32],
+        keys: &[u64],
+        weights: &[f32],
+        grad: &mut [f32],
+    ) -> Result<f64, ComputeError> {
+        failed(NAME, self.try_gradient(batch, keys, weights, grad))
+    }
+
+    fn traffic(&self) -> Traffic {
+        self.traffic
+    }
+}
