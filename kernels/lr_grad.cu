@@ -18,7 +18,7 @@
 //
 // Parallelism: one warp per row (rows in a grid stride): the lanes stride over the row's
 // nonzeros for the margin (warp-shuffle sum), then add their nonzeros' terms to grad with
-// atomicAdd. The sigmoid and softplus are the overflow-free forms of FastLr, in f32.
+// atomicAdd. The sigmoid and softplus are the overflow-free forms of FastLr, in f32 (lr.cuh).
 //
 // Deviations from the CPU oracle (CpuLr, f64): f32 arithmetic; each contribution is scaled by
 // 1/n before it is added (not the sum afterwards), and atomics add in no fixed order, so the
@@ -63,11 +63,10 @@ extern "C" __global__ void lr_gradient(const unsigned int* __restrict__ row_ptr,
         const float z = part;
         const float y = labels[r];
 
-        // sigmoid(z) and log(1 + e^z) without overflow: e = e^-|z| <= 1.
-        const float ez = expf(-fabsf(z));
-        const float p = z >= 0.0f ? 1.0f / (1.0f + ez) : ez / (1.0f + ez);
+        float row_loss;
+        const float p = lr_link(z, y, &row_loss);
         if (lane == 0) {
-            warp_loss += (double)(fmaxf(z, 0.0f) - y * z + log1pf(ez));
+            warp_loss += (double)row_loss;
         }
         const float g = (p - y) * inv_n;
         for (unsigned int e = begin + lane; e < end; e += LR_WARP) {

@@ -15,8 +15,8 @@
 // lr_gradient_rows is lr_grad.cu's lr_gradient with the row taken from `batch` and the columns
 // already dense ids: one warp per row (grid stride), the lanes stride over the row's nonzeros
 // for the margin (warp-shuffle sum), then add their terms with atomicAdd; sigmoid and softplus
-// in the overflow-free forms of FastLr, in f32. Deviations from the CPU oracle: as lr_grad.cu
-// (f32, each term scaled by 1/n before it is added, atomics in no fixed order).
+// in the overflow-free forms of FastLr, in f32 (lr.cuh). Deviations from the CPU oracle: as
+// lr_grad.cu (f32, each term scaled by 1/n before it is added, atomics in no fixed order).
 //
 // Launch: any grid, blockDim.x a multiple of 32 (lr_gradient_rows); no shared memory.
 
@@ -75,11 +75,10 @@ extern "C" __global__ void lr_gradient_rows(const unsigned int* __restrict__ row
         const float z = part;
         const float y = labels[r];
 
-        // sigmoid(z) and log(1 + e^z) without overflow: e = e^-|z| <= 1.
-        const float ez = expf(-fabsf(z));
-        const float p = z >= 0.0f ? 1.0f / (1.0f + ez) : ez / (1.0f + ez);
+        float row_loss;
+        const float p = lr_link(z, y, &row_loss);
         if (lane == 0) {
-            warp_loss += (double)(fmaxf(z, 0.0f) - y * z + log1pf(ez));
+            warp_loss += (double)row_loss;
         }
         const float g = (p - y) * inv_n;
         for (unsigned int e = begin + lane; e < end; e += LRR_WARP) {

@@ -55,7 +55,7 @@ macro_rules! header {
 }
 
 /// Every header of `kernels/` (a unit test checks the list against the directory).
-pub const HEADERS: &[Header] = &[header!("philox")];
+pub const HEADERS: &[Header] = &[header!("lr"), header!("philox")];
 
 macro_rules! kernel {
     ($name:literal, [$($entry:literal),+ $(,)?] $(, headers [$($h:literal),+ $(,)?])?) => {
@@ -109,10 +109,11 @@ pub const KERNELS: &[Kernel] = &[
         "mlp_resident",
         ["mlp_gather_batch", "mlp_sgd_step", "mlp_delta"]
     ),
-    kernel!("lr_grad", ["lr_gradient"]),
+    kernel!("lr_grad", ["lr_gradient"], headers["lr"]),
     kernel!(
         "lr_resident",
-        ["lr_scatter", "lr_gather", "lr_gradient_rows"]
+        ["lr_scatter", "lr_gather", "lr_gradient_rows"],
+        headers["lr"]
     ),
     kernel!(
         "codecs",

@@ -202,6 +202,22 @@ impl<T: DeviceRepr + ValidAsZeroBits + Copy + Default> Pinned<T> {
     }
 }
 
+/// Copies `data` into `dst` (growing it) through a pinned staging buffer of its own, on
+/// `stream`, and waits for the copy, so the staging memory can go: for set-up uploads done once
+/// (a worker's resident data). Returns the bytes copied.
+pub fn upload_once<T: DeviceRepr + ValidAsZeroBits + Copy + Default>(
+    ctx: &Arc<CudaContext>,
+    stream: &Arc<CudaStream>,
+    dst: &mut DevBuf<T>,
+    data: &[T],
+) -> Result<u64, GpuError> {
+    let mut staging = Pinned::new(ctx)?;
+    staging.fill(data)?;
+    dst.upload(stream, &staging)?;
+    stream.synchronize().call("cuStreamSynchronize")?;
+    Ok(std::mem::size_of_val(data) as u64)
+}
+
 impl<T> HostSlice<T> for Pinned<T> {
     fn len(&self) -> usize {
         self.len

@@ -19,13 +19,11 @@
 use std::sync::Arc;
 
 use cudarc::driver::sys::CUevent_flags;
-use cudarc::driver::{
-    CudaEvent, CudaFunction, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
-};
+use cudarc::driver::{CudaEvent, CudaFunction, LaunchConfig, PushKernelArg};
 use ps_apps::lr::{batch_keys, check_gradient, LrResident, SparseRow, Traffic};
 use ps_apps::ComputeError;
 
-use super::buffers::{DevBuf, Pinned};
+use super::buffers::{upload_once, DevBuf, Pinned};
 use super::{failed, Call, Gpu, GpuError};
 
 /// Threads per block (a multiple of 32).
@@ -114,21 +112,6 @@ impl CudaLrResident {
         }
     }
 
-    /// Copies `data` to `dst` through a one-off staging buffer, counting the bytes.
-    fn upload_once<T: DeviceRepr + ValidAsZeroBits + Copy + Default>(
-        &mut self,
-        data: &[T],
-        dst: impl FnOnce(&mut Self) -> &mut DevBuf<T>,
-    ) -> Result<(), GpuError> {
-        let mut staging = Pinned::new(&self.gpu.ctx)?;
-        staging.fill(data)?;
-        let stream = Arc::clone(&self.gpu.compute);
-        dst(self).upload(&stream, &staging)?;
-        self.traffic.h2d_bytes += std::mem::size_of_val(data) as u64;
-        // The staging buffer is freed on return, after its copy finished.
-        stream.synchronize().call("cuStreamSynchronize")
-    }
-
     fn try_setup(&mut self, rows: &[SparseRow]) -> Result<(), GpuError> {
         let nnz: usize = rows.iter().map(|r| r.features.len()).sum();
         if nnz >= u32::MAX as usize || rows.len() >= u32::MAX as usize {
@@ -150,10 +133,22 @@ impl CudaLrResident {
             row_ptr.push(cols.len() as u32);
         }
         let labels: Vec<f32> = rows.iter().map(|r| r.label).collect();
-        self.upload_once(&row_ptr, |s| &mut s.d_row_ptr)?;
-        self.upload_once(&cols, |s| &mut s.d_cols)?;
-        self.upload_once(&vals, |s| &mut s.d_vals)?;
-        self.upload_once(&labels, |s| &mut s.d_labels)?;
+        self.traffic.h2d_bytes += upload_once(
+            &self.gpu.ctx,
+            &self.gpu.compute,
+            &mut self.d_row_ptr,
+            &row_ptr,
+        )?;
+        self.traffic.h2d_bytes +=
+            upload_once(&self.gpu.ctx, &self.gpu.compute, &mut self.d_cols, &cols)?;
+        self.traffic.h2d_bytes +=
+            upload_once(&self.gpu.ctx, &self.gpu.compute, &mut self.d_vals, &vals)?;
+        self.traffic.h2d_bytes += upload_once(
+            &self.gpu.ctx,
+            &self.gpu.compute,
+            &mut self.d_labels,
+            &labels,
+        )?;
         let compute = &self.gpu.compute;
         self.d_weights.ensure(compute, keys.len())?;
         self.d_grad.ensure(compute, keys.len())?;

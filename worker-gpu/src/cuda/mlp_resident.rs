@@ -27,14 +27,12 @@
 use std::sync::Arc;
 
 use cudarc::driver::sys::CUevent_flags;
-use cudarc::driver::{
-    CudaEvent, CudaFunction, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
-};
+use cudarc::driver::{CudaEvent, CudaFunction, LaunchConfig, PushKernelArg};
 use ps_apps::app::device_codec::{selection_payload, DeltaBlock, SentValues};
 use ps_apps::mlp::{check_load, check_setup, Arch, BatchStats, Dataset, MlpResident, Traffic};
 use ps_apps::ComputeError;
 
-use super::buffers::{DevBuf, Pinned};
+use super::buffers::{upload_once, DevBuf, Pinned};
 use super::codec::{DeviceTopK, SentFormat};
 use super::mlp::CudaMlp;
 use super::{failed, Call, Gpu, GpuError};
@@ -165,30 +163,27 @@ impl CudaMlpResident {
         }
     }
 
-    /// Copies `data` to `dst` through a one-off staging buffer, counting the bytes.
-    fn upload_once<T: DeviceRepr + ValidAsZeroBits + Copy + Default>(
-        &mut self,
-        data: &[T],
-        dst: impl FnOnce(&mut Self) -> &mut DevBuf<T>,
-    ) -> Result<(), GpuError> {
-        let mut staging = Pinned::new(&self.gpu.ctx)?;
-        staging.fill(data)?;
-        let stream = Arc::clone(&self.gpu.compute);
-        dst(self).upload(&stream, &staging)?;
-        self.traffic.h2d_bytes += std::mem::size_of_val(data) as u64;
-        // The staging buffer is freed on return, after its copy finished.
-        stream.synchronize().call("cuStreamSynchronize")
-    }
-
     fn try_setup(&mut self, arch: &Arch, train: &Dataset, test: &Dataset) -> Result<(), GpuError> {
         check_setup(arch, train, test).map_err(input)?;
         to_u32(train.n, "training samples")?;
         to_u32(test.n, "held-out samples")?;
         to_u32(arch.input, "input width")?;
-        self.upload_once(&train.x, |s| &mut s.train.x)?;
-        self.upload_once(&train.y, |s| &mut s.train.y)?;
-        self.upload_once(&test.x, |s| &mut s.test.x)?;
-        self.upload_once(&test.y, |s| &mut s.test.y)?;
+        self.traffic.h2d_bytes += upload_once(
+            &self.gpu.ctx,
+            &self.gpu.compute,
+            &mut self.train.x,
+            &train.x,
+        )?;
+        self.traffic.h2d_bytes += upload_once(
+            &self.gpu.ctx,
+            &self.gpu.compute,
+            &mut self.train.y,
+            &train.y,
+        )?;
+        self.traffic.h2d_bytes +=
+            upload_once(&self.gpu.ctx, &self.gpu.compute, &mut self.test.x, &test.x)?;
+        self.traffic.h2d_bytes +=
+            upload_once(&self.gpu.ctx, &self.gpu.compute, &mut self.test.y, &test.y)?;
         self.train.n = train.n;
         self.test.n = test.n;
         let total = arch.num_params();

@@ -149,7 +149,13 @@ mod tests {
         assert_eq!(dev.traffic(), Traffic::default());
         let mut g = vec![0.0; 3];
         assert!(dev.gradient(&[3], &keys, &w, &mut g).is_err(), "row 3 of 3");
-        assert!(dev.gradient(&[0], &keys, &w[..2], &mut g).is_err(), "lengths");
-        assert!(dev.gradient(&[0], &[9, 3, 7], &w, &mut g).is_err(), "unsorted");
+        assert!(
+            dev.gradient(&[0], &keys, &w[..2], &mut g).is_err(),
+            "lengths"
+        );
+        assert!(
+            dev.gradient(&[0], &[9, 3, 7], &w, &mut g).is_err(),
+            "unsorted"
+        );
     }
 }
