@@ -71,7 +71,7 @@ impl PsClient {
                 .or_default()
                 .push(r);
         }
-        let per_frame = ((self.cfg.max_frame_body / (8 + 4 * width as u64)).max(1)) as usize;
+        let per_frame = ps_proto::push_plan::rows_per_frame(width, self.cfg.max_frame_body);
         let mut caches = lock_keys(&self.key_caches);
         by_shard
             .into_iter()

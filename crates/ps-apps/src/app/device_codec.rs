@@ -98,6 +98,19 @@ pub struct ResidualKeeper {
     tables: Vec<(usize, Vec<f32>)>,
 }
 
+/// Adds the rows of `residual` (of `width`) that hold some residual into `values`, as the
+/// worker library does (it keeps only those rows).
+fn add_held_rows(values: &mut [f32], residual: &[f32], width: usize) {
+    for (v, r) in values
+        .chunks_exact_mut(width)
+        .zip(residual.chunks_exact(width))
+    {
+        if r.iter().any(|x| *x != 0.0) {
+            v.iter_mut().zip(r).for_each(|(v, r)| *v += r);
+        }
+    }
+}
+
 fn bad(engine: &'static str, message: String) -> ComputeError {
     ComputeError { engine, message }
 }
@@ -143,11 +156,7 @@ impl ResidualKeeper {
         values: &mut [f32],
     ) -> Result<(), ComputeError> {
         let (w, r) = self.rows_mut(table, first_row, values.len())?;
-        for (v, r) in values.chunks_exact_mut(w).zip(r.chunks_exact(w)) {
-            if r.iter().any(|x| *x != 0.0) {
-                v.iter_mut().zip(r).for_each(|(v, r)| *v += r);
-            }
-        }
+        add_held_rows(values, r, w);
         Ok(())
     }
 
@@ -202,13 +211,8 @@ impl ResidualKeeper {
             ..CodecChain::raw()
         };
         let mut values = delta.to_vec();
-        // A row's residual is added where it holds any (the library keeps only those rows);
         // `ErrorFeedback` then adds the values to a zero residual, as the library's does.
-        for (v, r) in values.chunks_exact_mut(w).zip(r.chunks_exact(w)) {
-            if r.iter().any(|x| *x != 0.0) {
-                v.iter_mut().zip(r).for_each(|(v, r)| *v += r);
-            }
-        }
+        add_held_rows(&mut values, r, w);
         let mut ef = ErrorFeedback::new(delta.len());
         let mut out = Vec::new();
         ef.compress(&chain, &values, None, &mut out)
@@ -218,7 +222,8 @@ impl ResidualKeeper {
     }
 
     /// Sum of the residual's magnitudes.
-    pub fn l1(&self) -> f64 {
+    #[cfg(test)]
+    fn l1(&self) -> f64 {
         self.tables
             .iter()
             .flat_map(|(_, r)| r)

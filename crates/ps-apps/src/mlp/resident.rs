@@ -296,15 +296,15 @@ impl MlpResident for HostMlpResident {
                 ))
             })?);
         }
-        let shapes: Vec<(usize, usize)> = self
-            .arch
-            .layers()
-            .iter()
-            .map(|s| (s.rows(), s.width()))
-            .collect();
-        let kept = self
-            .kept
-            .get_or_insert_with(|| ResidualKeeper::new(&shapes));
+        let arch = &self.arch;
+        let kept = self.kept.get_or_insert_with(|| {
+            let shapes: Vec<(usize, usize)> = arch
+                .layers()
+                .iter()
+                .map(|s| (s.rows(), s.width()))
+                .collect();
+            ResidualKeeper::new(&shapes)
+        });
         out.extend(kept.encode_blocks(blocks, format, &slices)?);
         Ok(())
     }
