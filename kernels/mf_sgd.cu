@@ -31,6 +31,12 @@
 //
 // Launch: any grid, blockDim.x a multiple of 32; no shared memory. `sse` (one double) receives
 // the sum of squared errors measured before each update, added atomically (the caller zeroes it).
+//
+// Factor storage (the resident engine's kernels, `_f16` variants): the tables hold f16 bits
+// (unsigned short) instead of f32, as cuMF_SGD does, halving the bytes every update moves. Each
+// element is converted to f32 when loaded and rounded to nearest even when stored (cvt.rn, as
+// half::f16::from_f32 does); the arithmetic is the f32 one above. The host oracle is
+// ps_apps::mf::factors (each rating's step in f32, then both rows rounded to f16).
 
 #define MF_WARP 32
 // Rank elements each lane keeps in registers between the dot product and the update
@@ -45,17 +51,38 @@ __device__ __forceinline__ float mf_warp_sum(float x) {
     return x;
 }
 
-// Loads an item-row element: through L2 only (`COHERENT`, for rows other warps may have written
-// since this SM last cached them: the wave kernel) or through the default path.
-template <bool COHERENT>
-__device__ __forceinline__ float mf_item(const float* p) {
-    return COHERENT ? __ldcg(p) : *p;
+// A stored factor as f32 (f16 bits: exact), and an f32 stored (f16: rounded to nearest even).
+__device__ __forceinline__ float mf_f32(float x) {
+    return x;
+}
+
+__device__ __forceinline__ float mf_f32(unsigned short h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+
+__device__ __forceinline__ void mf_put(float* p, float x) {
+    *p = x;
+}
+
+__device__ __forceinline__ void mf_put(unsigned short* p, float x) {
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x));
+    *p = h;
+}
+
+// Loads a row element as f32: through L2 only (`COHERENT`, for item rows other warps may have
+// written since this SM last cached them: the wave kernel) or through the default path.
+template <bool COHERENT, typename T>
+__device__ __forceinline__ float mf_item(const T* p) {
+    return mf_f32(COHERENT ? __ldcg(p) : *p);
 }
 
 // A row's first MF_WARP * MF_CACHE elements, as this lane holds them (zeros past the rank), and
 // its bias (0 for the plain model).
-template <bool COHERENT>
-__device__ __forceinline__ void mf_load_row(const float* row,
+template <bool COHERENT, typename T>
+__device__ __forceinline__ void mf_load_row(const T* row,
                                             unsigned int lane,
                                             unsigned int rank,
                                             int biased,
@@ -74,9 +101,9 @@ __device__ __forceinline__ void mf_load_row(const float* row,
 // are `bu`, `bv`: by a whole warp (every lane calls it with the same rows). Elements past
 // MF_WARP * MF_CACHE (rank > 128) are read at their use. Returns the error measured before the
 // update; on return this rating's writes are visible to every lane of the warp.
-template <bool COHERENT>
-__device__ __forceinline__ float mf_apply(float* u,
-                                          float* v,
+template <bool COHERENT, typename T>
+__device__ __forceinline__ float mf_apply(T* u,
+                                          T* v,
                                           const float* uc,
                                           const float* vc,
                                           float bu,
@@ -94,7 +121,7 @@ __device__ __forceinline__ float mf_apply(float* u,
         part = fmaf(uc[j], vc[j], part);
     }
     for (unsigned int k = lane + MF_WARP * MF_CACHE; k < rank; k += MF_WARP) {
-        part = fmaf(u[k], mf_item<COHERENT>(v + k), part);
+        part = fmaf(mf_f32(u[k]), mf_item<COHERENT>(v + k), part);
     }
     const float dot = mf_warp_sum(part);
     const float e = value - (biased ? mean + bu + bv + dot : dot);
@@ -107,23 +134,23 @@ __device__ __forceinline__ float mf_apply(float* u,
         if (k < rank) {
             const float u0 = uc[j];
             const float v0 = vc[j];
-            u[k] = u0 + lr * (e * v0 - reg * u0);
-            v[k] = v0 + lr * (e * u0 - reg * v0);
+            mf_put(&u[k], u0 + lr * (e * v0 - reg * u0));
+            mf_put(&v[k], v0 + lr * (e * u0 - reg * v0));
         }
     }
     for (unsigned int k = lane + MF_WARP * MF_CACHE; k < rank; k += MF_WARP) {
-        const float u0 = u[k];
+        const float u0 = mf_f32(u[k]);
         const float v0 = mf_item<COHERENT>(v + k);
-        u[k] = u0 + lr * (e * v0 - reg * u0);
-        v[k] = v0 + lr * (e * u0 - reg * v0);
+        mf_put(&u[k], u0 + lr * (e * v0 - reg * u0));
+        mf_put(&v[k], v0 + lr * (e * u0 - reg * v0));
     }
     if (biased) {
         // Every lane has read the biases (before the warp sum); order those reads before lane
         // 0's write in memory too, not only in the source.
         __syncwarp();
         if (lane == 0) {
-            u[rank] = bu + lr * (e - reg * bu);
-            v[rank] = bv + lr * (e - reg * bv);
+            mf_put(&u[rank], bu + lr * (e - reg * bu));
+            mf_put(&v[rank], bv + lr * (e - reg * bv));
         }
     }
     // The next rating of this warp may share a row with this one: make this rating's
@@ -186,13 +213,14 @@ extern "C" __global__ void mf_sgd(const unsigned int* __restrict__ rating_user,
 // its user row or its item row with r (then they are loaded after r's writes), and the indices
 // of rating r + 2. The arithmetic is mf_step's (mf_apply), so the result is the same; only the
 // loads move earlier.
+template <typename T>
 __device__ double mf_block_waves(const unsigned int* __restrict__ rating_user,
                                  const unsigned int* __restrict__ rating_item,
                                  const float* __restrict__ rating_value,
                                  unsigned int lo,
                                  unsigned int hi,
-                                 float* users,
-                                 float* items,
+                                 T* users,
+                                 T* items,
                                  unsigned int lane,
                                  unsigned int rank,
                                  unsigned int width,
@@ -233,8 +261,8 @@ __device__ double mf_block_waves(const unsigned int* __restrict__ rating_user,
             mf_load_row<false>(users + (size_t)nu * width, lane, rank, biased, nuc, nbu);
             mf_load_row<true>(items + (size_t)ni * width, lane, rank, biased, nvc, nbv);
         }
-        float* u = users + (size_t)cu * width;
-        float* v = items + (size_t)ci * width;
+        T* u = users + (size_t)cu * width;
+        T* v = items + (size_t)ci * width;
         const float e =
             mf_apply<true>(u, v, uc, vc, bu, bv, value, lane, rank, biased, mean, lr, reg);
         sse += (double)e * (double)e;
@@ -289,24 +317,25 @@ __device__ __forceinline__ unsigned long long mf_now_ns() {
     return t;
 }
 
-extern "C" __global__ void mf_sgd_waves(const unsigned int* __restrict__ rating_user,
-                                        const unsigned int* __restrict__ rating_item,
-                                        const float* __restrict__ rating_value,
-                                        const unsigned int* __restrict__ block_start,
-                                        const unsigned int* __restrict__ shifts,
-                                        unsigned int num_waves,
-                                        unsigned int bands,
-                                        float* users,
-                                        float* items,
-                                        unsigned int rank,
-                                        unsigned int width,
-                                        int biased,
-                                        float mean,
-                                        float lr,
-                                        float reg,
-                                        unsigned int* done,
-                                        unsigned int* stalled,
-                                        double* sse) {
+template <typename T>
+__device__ __forceinline__ void mf_waves_body(const unsigned int* __restrict__ rating_user,
+                                              const unsigned int* __restrict__ rating_item,
+                                              const float* __restrict__ rating_value,
+                                              const unsigned int* __restrict__ block_start,
+                                              const unsigned int* __restrict__ shifts,
+                                              unsigned int num_waves,
+                                              unsigned int bands,
+                                              T* users,
+                                              T* items,
+                                              unsigned int rank,
+                                              unsigned int width,
+                                              int biased,
+                                              float mean,
+                                              float lr,
+                                              float reg,
+                                              unsigned int* done,
+                                              unsigned int* stalled,
+                                              double* sse) {
     const unsigned int lane = threadIdx.x & (MF_WARP - 1);
     const unsigned int p = (blockIdx.x * blockDim.x + threadIdx.x) / MF_WARP;
     if (p >= bands) {
@@ -339,9 +368,9 @@ extern "C" __global__ void mf_sgd_waves(const unsigned int* __restrict__ rating_
         }
         __threadfence(); // acquire: the neighbour's row writes before this warp's reads
         const unsigned int b = p * bands + q;
-        warp_sse += mf_block_waves(rating_user, rating_item, rating_value, block_start[b],
-                                   block_start[b + 1], users, items, lane, rank, width, biased,
-                                   mean, lr, reg);
+        warp_sse += mf_block_waves<T>(rating_user, rating_item, rating_value, block_start[b],
+                                      block_start[b + 1], users, items, lane, rank, width,
+                                      biased, mean, lr, reg);
         __threadfence(); // release: this wave's row writes before `done` says so
         __syncwarp();
         if (lane == 0) {
@@ -353,34 +382,53 @@ extern "C" __global__ void mf_sgd_waves(const unsigned int* __restrict__ rating_
     }
 }
 
+#define MF_WAVES_PARAMS(T)                                                                       \
+    const unsigned int *__restrict__ rating_user, const unsigned int *__restrict__ rating_item,   \
+        const float *__restrict__ rating_value, const unsigned int *__restrict__ block_start,     \
+        const unsigned int *__restrict__ shifts, unsigned int num_waves, unsigned int bands,      \
+        T *users, T *items, unsigned int rank, unsigned int width, int biased, float mean,        \
+        float lr, float reg, unsigned int *done, unsigned int *stalled, double *sse
+#define MF_WAVES_ARGS                                                                            \
+    rating_user, rating_item, rating_value, block_start, shifts, num_waves, bands, users, items,  \
+        rank, width, biased, mean, lr, reg, done, stalled, sse
+
+extern "C" __global__ void mf_sgd_waves(MF_WAVES_PARAMS(float)) {
+    mf_waves_body<float>(MF_WAVES_ARGS);
+}
+
+extern "C" __global__ void mf_sgd_waves_f16(MF_WAVES_PARAMS(unsigned short)) {
+    mf_waves_body<unsigned short>(MF_WAVES_ARGS);
+}
+
 // Sum of squared errors of a batch without updating anything (held-out RMSE), for the plain
 // model (width = rank, biased = 0) or the biased one (width = rank + 1, prediction
 // mean + b_u + b_i + u.v). Same layout and launch as mf_sgd.
-extern "C" __global__ void mf_squared_error(const unsigned int* __restrict__ rating_user,
-                                            const unsigned int* __restrict__ rating_item,
-                                            const float* __restrict__ rating_value,
-                                            unsigned int num_ratings,
-                                            const float* __restrict__ users,
-                                            const float* __restrict__ items,
-                                            unsigned int rank,
-                                            unsigned int width,
-                                            int biased,
-                                            float mean,
-                                            double* sse) {
+template <typename T>
+__device__ __forceinline__ void mf_error_body(const unsigned int* __restrict__ rating_user,
+                                              const unsigned int* __restrict__ rating_item,
+                                              const float* __restrict__ rating_value,
+                                              unsigned int num_ratings,
+                                              const T* __restrict__ users,
+                                              const T* __restrict__ items,
+                                              unsigned int rank,
+                                              unsigned int width,
+                                              int biased,
+                                              float mean,
+                                              double* sse) {
     const unsigned int lane = threadIdx.x & (MF_WARP - 1);
     const unsigned long long warp =
         ((unsigned long long)blockIdx.x * blockDim.x + threadIdx.x) / MF_WARP;
     const unsigned long long num_warps = ((unsigned long long)gridDim.x * blockDim.x) / MF_WARP;
     double warp_sse = 0.0;
     for (unsigned long long r = warp; r < num_ratings; r += num_warps) {
-        const float* u = users + (size_t)rating_user[r] * width;
-        const float* v = items + (size_t)rating_item[r] * width;
+        const T* u = users + (size_t)rating_user[r] * width;
+        const T* v = items + (size_t)rating_item[r] * width;
         float part = 0.0f;
         for (unsigned int k = lane; k < rank; k += MF_WARP) {
-            part = fmaf(u[k], v[k], part);
+            part = fmaf(mf_f32(u[k]), mf_f32(v[k]), part);
         }
         const float dot = mf_warp_sum(part);
-        const float pred = biased ? mean + u[rank] + v[rank] + dot : dot;
+        const float pred = biased ? mean + mf_f32(u[rank]) + mf_f32(v[rank]) + dot : dot;
         const double e = (double)rating_value[r] - (double)pred;
         warp_sse += e * e;
     }
@@ -389,20 +437,68 @@ extern "C" __global__ void mf_squared_error(const unsigned int* __restrict__ rat
     }
 }
 
-// Rows in and out of a table of `width`-wide rows: scatter writes row r of `rows` to row
-// keys[r] of `table`; gather copies row keys[r] of `table` to row r of `rows`. One thread per
-// element; the host checks every key against the table first.
+#define MF_ERROR_PARAMS(T)                                                                       \
+    const unsigned int *__restrict__ rating_user, const unsigned int *__restrict__ rating_item,   \
+        const float *__restrict__ rating_value, unsigned int num_ratings,                         \
+        const T *__restrict__ users, const T *__restrict__ items, unsigned int rank,              \
+        unsigned int width, int biased, float mean, double *sse
+#define MF_ERROR_ARGS                                                                            \
+    rating_user, rating_item, rating_value, num_ratings, users, items, rank, width, biased, mean, sse
+
+extern "C" __global__ void mf_squared_error(MF_ERROR_PARAMS(float)) {
+    mf_error_body<float>(MF_ERROR_ARGS);
+}
+
+extern "C" __global__ void mf_squared_error_f16(MF_ERROR_PARAMS(unsigned short)) {
+    mf_error_body<unsigned short>(MF_ERROR_ARGS);
+}
+
+// Rows in and out of a table of `width`-wide rows: scatter writes row r of `rows` (f32) to row
+// keys[r] of `table`; gather copies row keys[r] of `table` to row r of `rows` (f32). One thread
+// per element; the host checks every key against the table first. The `_f16` variants' tables
+// hold f16 bits (scatter rounds to nearest even, gather is exact).
+template <typename T>
+__device__ __forceinline__ void mf_scatter_body(const unsigned int* __restrict__ keys,
+                                                const float* __restrict__ rows,
+                                                unsigned int n,
+                                                unsigned int width,
+                                                T* table) {
+    const unsigned long long total = (unsigned long long)n * width;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+         i < total; i += (unsigned long long)gridDim.x * blockDim.x) {
+        const unsigned long long r = i / width;
+        mf_put(&table[(size_t)keys[r] * width + (i - r * width)], rows[i]);
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ void mf_gather_body(const unsigned int* __restrict__ keys,
+                                               unsigned int n,
+                                               unsigned int width,
+                                               const T* __restrict__ table,
+                                               float* rows) {
+    const unsigned long long total = (unsigned long long)n * width;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+         i < total; i += (unsigned long long)gridDim.x * blockDim.x) {
+        const unsigned long long r = i / width;
+        rows[i] = mf_f32(table[(size_t)keys[r] * width + (i - r * width)]);
+    }
+}
+
 extern "C" __global__ void mf_scatter_rows(const unsigned int* __restrict__ keys,
                                            const float* __restrict__ rows,
                                            unsigned int n,
                                            unsigned int width,
                                            float* table) {
-    const unsigned long long total = (unsigned long long)n * width;
-    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
-         i < total; i += (unsigned long long)gridDim.x * blockDim.x) {
-        const unsigned long long r = i / width;
-        table[(size_t)keys[r] * width + (i - r * width)] = rows[i];
-    }
+    mf_scatter_body<float>(keys, rows, n, width, table);
+}
+
+extern "C" __global__ void mf_scatter_rows_f16(const unsigned int* __restrict__ keys,
+                                               const float* __restrict__ rows,
+                                               unsigned int n,
+                                               unsigned int width,
+                                               unsigned short* table) {
+    mf_scatter_body<unsigned short>(keys, rows, n, width, table);
 }
 
 extern "C" __global__ void mf_gather_rows(const unsigned int* __restrict__ keys,
@@ -410,10 +506,13 @@ extern "C" __global__ void mf_gather_rows(const unsigned int* __restrict__ keys,
                                           unsigned int width,
                                           const float* __restrict__ table,
                                           float* rows) {
-    const unsigned long long total = (unsigned long long)n * width;
-    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
-         i < total; i += (unsigned long long)gridDim.x * blockDim.x) {
-        const unsigned long long r = i / width;
-        rows[i] = table[(size_t)keys[r] * width + (i - r * width)];
-    }
+    mf_gather_body<float>(keys, n, width, table, rows);
+}
+
+extern "C" __global__ void mf_gather_rows_f16(const unsigned int* __restrict__ keys,
+                                              unsigned int n,
+                                              unsigned int width,
+                                              const unsigned short* __restrict__ table,
+                                              float* rows) {
+    mf_gather_body<unsigned short>(keys, n, width, table, rows);
 }

@@ -171,25 +171,30 @@ step_end_to_end() {
 }
 
 # MF on the GPU twice with --deterministic: the item tables' hashes must match, and the built-in
-# job must reach test RMSE <= 1.15 x its noise sigma.
+# job must reach test RMSE <= 1.15 x its noise sigma. Then once with f16 factor rows
+# (--factors f16): test RMSE within 1% of the f32 run's.
 step_mf_deterministic() {
-    echo "== MF --device cuda --deterministic, twice"
+    echo "== MF --device cuda --deterministic, twice, and with f16 factors"
     local i
     for i in 1 2; do
         run_step "mf-det-$i" 60 "$BUNDLE/ps-cluster" local --app mf --device cuda --deterministic --no-progress ||
             return 0
     done
-    if ! python3 - "$out/mf-det-1.txt" "$out/mf-det-2.txt" >"$out/mf-det.txt" 2>&1 <<'PY'; then
+    run_step mf-f16 60 "$BUNDLE/ps-cluster" local --app mf --device cuda --deterministic \
+        --no-progress --factors f16 || return 0
+    if ! python3 - "$out/mf-det-1.txt" "$out/mf-det-2.txt" "$out/mf-f16.txt" >"$out/mf-det.txt" 2>&1 <<'PY'; then
 import json, sys
-a, b = (json.loads(open(f).read().strip().splitlines()[-1]) for f in sys.argv[1:3])
+a, b, h = (json.loads(open(f).read().strip().splitlines()[-1]) for f in sys.argv[1:4])
 ok_hash = a["item_table_hash"] == b["item_table_hash"]
 bar = 1.15 * a["noise_sigma"]
 ok_rmse = a["test_rmse"] <= bar
+ok_f16 = h.get("factors") == "f16" and h["test_rmse"] <= 1.01 * a["test_rmse"]
 print(f"mf deterministic on {a['device']}: hashes {a['item_table_hash']} / {b['item_table_hash']} "
       f"({'equal' if ok_hash else 'DIFFER'}); test_rmse {a['test_rmse']:.5f} "
       f"({'<=' if ok_rmse else 'ABOVE'} 1.15 x sigma = {bar:.4f}); "
-      f"PCIe per clock in {a.get('pcie_bytes_h2d_per_clock')} B, out {a.get('pcie_bytes_d2h_per_clock')} B")
-sys.exit(0 if ok_hash and ok_rmse else 1)
+      f"PCIe per clock in {a.get('pcie_bytes_h2d_per_clock')} B, out {a.get('pcie_bytes_d2h_per_clock')} B; "
+      f"f16 factors: test_rmse {h['test_rmse']:.5f} ({'within' if ok_f16 else 'NOT within'} 1% of f32)")
+sys.exit(0 if ok_hash and ok_rmse and ok_f16 else 1)
 PY
         STATUS=1
     fi

@@ -81,9 +81,13 @@ pub const KERNELS: &[Kernel] = &[
         [
             "mf_sgd",
             "mf_sgd_waves",
+            "mf_sgd_waves_f16",
             "mf_squared_error",
+            "mf_squared_error_f16",
             "mf_scatter_rows",
-            "mf_gather_rows"
+            "mf_scatter_rows_f16",
+            "mf_gather_rows",
+            "mf_gather_rows_f16"
         ]
     ),
     kernel!(

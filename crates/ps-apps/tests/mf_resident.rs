@@ -1,12 +1,15 @@
 //! The MF session's resident path (the one a GPU engine takes), run here with its CPU oracle
 //! `HostResident`: the built-in job learns as well as the host path, an epoch split over clocks
-//! visits every rating once, a run is a pure function of the seed, and the biased model works.
+//! visits every rating once, a run is a pure function of the seed, the biased model works, and
+//! f16 factor rows (`--factors f16`) keep the test RMSE on both paths.
 
 use ps_apps::app::testing::{run_bsp, BspRun};
 use ps_apps::app::{App, CpuEngines, Engines, JobCommon, OracleEngines};
 use ps_apps::lda::LdaCompute;
 use ps_apps::lr::LrCompute;
-use ps_apps::mf::{CpuMf, HostResident, MfApp, MfArgs, MfCompute, MfResident, DEFAULT_CLOCKS};
+use ps_apps::mf::{
+    CpuMf, Factors, HostResident, MfApp, MfArgs, MfCompute, MfResident, DEFAULT_CLOCKS,
+};
 use ps_apps::mlp::MlpCompute;
 use ps_apps::AppError;
 
@@ -119,4 +122,25 @@ fn the_biased_model_learns_on_the_resident_path() {
     let w = test_rmse(&run(&args, clocks, &Waves { lanes: 100 }));
     eprintln!("biased test rmse: host {host:.5}, resident waves {w:.5}");
     assert!((w - host).abs() <= 0.03 * host, "{w} vs {host}");
+}
+
+#[test]
+fn f16_factors_keep_the_test_rmse_on_both_paths() {
+    let clocks = u64::from(DEFAULT_CLOCKS);
+    let f32_host = run(&MfArgs::default(), clocks, &CpuEngines);
+    let f16 = MfArgs {
+        factors: Factors::F16,
+        ..Default::default()
+    };
+    let f16_host = run(&f16, clocks, &CpuEngines);
+    let f16_waves = run(&f16, clocks, &Waves { lanes: 2_112 });
+    let (a, b, c) = (
+        test_rmse(&f32_host),
+        test_rmse(&f16_host),
+        test_rmse(&f16_waves),
+    );
+    eprintln!("built-in test rmse: f32 {a:.5}, f16 host {b:.5}, f16 resident waves {c:.5}");
+    assert!(b <= 1.01 * a && c <= 1.02 * a, "{a} {b} {c}");
+    let hash = |r: &BspRun<MfApp>| r.finals[0].facts.item_table_hash.clone();
+    assert_ne!(hash(&f32_host), hash(&f16_host), "f16 rounds the rows");
 }

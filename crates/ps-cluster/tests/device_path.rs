@@ -4,7 +4,7 @@
 //! residual and adds it to what it reads; the job is then bit for bit the host path's (model
 //! hash, bytes pushed, figures). A chain a device does not run falls back to the library's
 //! encoder. MF, LDA and LR run their resident paths to the same quality (LDA and LR to the same
-//! model, bit for bit).
+//! model, bit for bit), MF with f16 factor rows too.
 
 mod common;
 
@@ -63,6 +63,19 @@ fn mf_lda_and_lr_resident_paths_train_as_the_host_path() {
         (rmse(&dev) / rmse(&host) - 1.0).abs() < 0.02,
         "{host}\n{dev}"
     );
+    // f16 factor rows (the storage a GPU engine uses for speed) keep the test RMSE.
+    let half = summary(&ps_cluster(&[
+        "local",
+        "--app",
+        "mf",
+        "--device",
+        "cpu-resident",
+        "--deterministic",
+        "--factors",
+        "f16",
+    ]));
+    assert_eq!(half["factors"], "f16", "{half}");
+    assert!(rmse(&half) <= 1.01 * rmse(&dev), "{dev}\n{half}");
     let host = run("lda", "cpu", "raw");
     let dev = run("lda", "cpu-resident", "raw");
     assert_eq!(

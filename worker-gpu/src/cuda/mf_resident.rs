@@ -12,6 +12,10 @@
 //! - the rows the clock touched are gathered into a compact buffer (`mf_gather_rows`) and only
 //!   they are copied back (their key list, too, crosses only when it changes).
 //!
+//! The user and item tables hold f32 values or, with [`Factors::F16`], f16 bits (the kernels'
+//! `_f16` variants convert on every load and round on every store); rows cross PCIe as f32
+//! either way.
+//!
 //! Every byte copied either way is counted ([`Traffic`]), with the kernels' time from CUDA
 //! events. Everything runs on the engine's compute stream, in order.
 
@@ -19,7 +23,7 @@ use std::sync::Arc;
 
 use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{CudaEvent, CudaFunction, LaunchConfig, PushKernelArg};
-use ps_apps::mf::{Layout, MfResident, Rating, ResidentSetup, Split, Traffic};
+use ps_apps::mf::{Factors, Layout, MfResident, Rating, ResidentSetup, Split, Traffic};
 use ps_apps::ComputeError;
 
 use super::buffers::{DevBuf, Pinned};
@@ -39,23 +43,74 @@ struct DevRatings {
     len: usize,
 }
 
+/// The kernels of one storage format.
+struct MfKernels {
+    waves: CudaFunction,
+    error: CudaFunction,
+    scatter: CudaFunction,
+    gather: CudaFunction,
+}
+
+impl MfKernels {
+    /// The kernels of `factors` (a function of the two fields, so that a launch can borrow the
+    /// engine's other fields mutably beside it).
+    fn of<'a>(f32k: &'a MfKernels, f16k: &'a MfKernels, factors: Factors) -> &'a MfKernels {
+        match factors {
+            Factors::F32 => f32k,
+            Factors::F16 => f16k,
+        }
+    }
+
+    fn load(gpu: &Gpu, factors: Factors) -> Result<MfKernels, GpuError> {
+        let suffix = match factors {
+            Factors::F32 => "",
+            Factors::F16 => "_f16",
+        };
+        let f = |name: &str| gpu.function("mf_sgd", &format!("{name}{suffix}"));
+        Ok(MfKernels {
+            waves: f("mf_sgd_waves")?,
+            error: f("mf_squared_error")?,
+            scatter: f("mf_scatter_rows")?,
+            gather: f("mf_gather_rows")?,
+        })
+    }
+}
+
+/// `values` as a table of `factors` stores them, in 16-bit words (an f32 is two, little-endian
+/// as the device reads it; an f16 one, rounded to nearest even like the kernels' stores).
+fn stored_words(factors: Factors, values: &[f32]) -> Vec<u16> {
+    match factors {
+        Factors::F32 => values
+            .iter()
+            .flat_map(|x| {
+                let b = x.to_bits();
+                [b as u16, (b >> 16) as u16]
+            })
+            .collect(),
+        Factors::F16 => values
+            .iter()
+            .map(|&x| half::f16::from_f32(x).to_bits())
+            .collect(),
+    }
+}
+
 /// Resident MF on a CUDA device (see the module docs).
 pub struct CudaMfResident {
     gpu: Arc<Gpu>,
-    waves_fn: CudaFunction,
-    error_fn: CudaFunction,
-    scatter_fn: CudaFunction,
-    gather_fn: CudaFunction,
+    f32_kernels: MfKernels,
+    f16_kernels: MfKernels,
     lanes: usize,
     layout: Layout,
+    factors: Factors,
     bands: u32,
     num_users: usize,
     num_items: usize,
     train: DevRatings,
     test: DevRatings,
     starts: DevBuf<u32>,
-    users: DevBuf<f32>,
-    items: DevBuf<f32>,
+    /// The tables in 16-bit words ([`stored_words`]): f32 values or f16 bits, as `factors` says.
+    users: DevBuf<u16>,
+    items: DevBuf<u16>,
     shifts: DevBuf<u32>,
     done: DevBuf<u32>,
     stalled: DevBuf<u32>,
@@ -126,15 +181,22 @@ fn to_u32(n: usize, what: &str) -> Result<u32, GpuError> {
 }
 
 impl CudaMfResident {
-    /// The engine on `gpu`; sizes its lanes by the wave kernel's occupancy, so that every warp
-    /// of a launch is resident at once (the kernel's waits rely on it).
+    /// The engine on `gpu`; sizes its lanes by the wave kernels' occupancy (the lower of the
+    /// two formats'), so that every warp of a launch is resident at once (the kernel's waits
+    /// rely on it).
     pub fn new(gpu: Arc<Gpu>) -> Result<Self, GpuError> {
-        let waves_fn = gpu.function("mf_sgd", "mf_sgd_waves")?;
+        let f32_kernels = MfKernels::load(&gpu, Factors::F32)?;
+        let f16_kernels = MfKernels::load(&gpu, Factors::F16)?;
         gpu.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
-        let per_sm = waves_fn
-            .occupancy_max_active_blocks_per_multiprocessor(WAVE_BLOCK, 0, None)
-            .call("cuOccupancyMaxActiveBlocksPerMultiprocessor(mf_sgd_waves)")?
-            .max(1);
+        let mut per_sm = u32::MAX;
+        for k in [&f32_kernels, &f16_kernels] {
+            let n = k
+                .waves
+                .occupancy_max_active_blocks_per_multiprocessor(WAVE_BLOCK, 0, None)
+                .call("cuOccupancyMaxActiveBlocksPerMultiprocessor(mf_sgd_waves)")?;
+            per_sm = per_sm.min(n);
+        }
+        let per_sm = per_sm.max(1);
         // Every warp of the launch must be resident: the occupancy's blocks on every SM.
         let lanes = (per_sm * gpu.info.multiprocessors * (WAVE_BLOCK / 32)) as usize;
         let timing = Some(CUevent_flags::CU_EVENT_DEFAULT);
@@ -143,12 +205,11 @@ impl CudaMfResident {
             gpu.ctx.new_event(timing).call("cuEventCreate")?,
         );
         Ok(CudaMfResident {
-            error_fn: gpu.function("mf_sgd", "mf_squared_error")?,
-            scatter_fn: gpu.function("mf_sgd", "mf_scatter_rows")?,
-            gather_fn: gpu.function("mf_sgd", "mf_gather_rows")?,
-            waves_fn,
+            f32_kernels,
+            f16_kernels,
             lanes,
             layout: Layout::plain(0),
+            factors: Factors::F32,
             bands: 1,
             num_users: 0,
             num_items: 0,
@@ -241,6 +302,7 @@ impl CudaMfResident {
     fn try_setup(&mut self, s: &ResidentSetup<'_>) -> Result<(), GpuError> {
         let w = s.layout.width();
         self.layout = s.layout;
+        self.factors = s.factors;
         self.num_users = s.users.len() / w.max(1);
         self.num_items = s.num_items;
         to_u32(w, "row width")?;
@@ -275,10 +337,11 @@ impl CudaMfResident {
             &mut self.traffic,
             &mut rows,
             &mut self.users,
-            s.users,
+            &stored_words(s.factors, s.users),
         )?;
         let stream = &self.gpu.compute;
-        self.items.zero(stream, s.num_items * w)?;
+        self.items
+            .zero(stream, s.num_items * w * s.factors.bytes() / 2)?;
         self.done.zero(stream, bands)?;
         self.stalled.zero(stream, 1)?;
         self.sse.zero(stream, 1)?;
@@ -325,7 +388,8 @@ impl CudaMfResident {
         let cfg = self.rows_config(n);
         let (n32, w32) = (to_u32(n, "rows")?, w as u32);
         let keys = self.reads.dev.get().slice(first..end);
-        let mut b = self.gpu.compute.launch_builder(&self.scatter_fn);
+        let kernels = MfKernels::of(&self.f32_kernels, &self.f16_kernels, self.factors);
+        let mut b = self.gpu.compute.launch_builder(&kernels.scatter);
         b.arg(&keys)
             .arg(self.rows.get())
             .arg(&n32)
@@ -349,6 +413,7 @@ impl CudaMfResident {
         if keys.is_empty() {
             return Ok(());
         }
+        let kernels = MfKernels::of(&self.f32_kernels, &self.f16_kernels, self.factors);
         let (list, limit, table) = if users {
             (&mut self.user_keys, self.num_users, &self.users)
         } else {
@@ -368,7 +433,7 @@ impl CudaMfResident {
             shared_mem_bytes: 0,
         };
         let (n32, w32) = (to_u32(keys.len(), "rows")?, w as u32);
-        let mut b = self.gpu.compute.launch_builder(&self.gather_fn);
+        let mut b = self.gpu.compute.launch_builder(&kernels.gather);
         b.arg(list.dev.get())
             .arg(&n32)
             .arg(&w32)
@@ -419,7 +484,8 @@ impl CudaMfResident {
         self.events.0.record(&stream).call("cuEventRecord")?;
         {
             let t = &self.train;
-            let mut b = stream.launch_builder(&self.waves_fn);
+            let kernels = MfKernels::of(&self.f32_kernels, &self.f16_kernels, self.factors);
+            let mut b = stream.launch_builder(&kernels.waves);
             b.arg(t.user.get())
                 .arg(t.item.get())
                 .arg(t.value.get())
@@ -483,7 +549,8 @@ impl CudaMfResident {
             shared_mem_bytes: 0,
         };
         let stream = &self.gpu.compute;
-        let mut b = stream.launch_builder(&self.error_fn);
+        let kernels = MfKernels::of(&self.f32_kernels, &self.f16_kernels, self.factors);
+        let mut b = stream.launch_builder(&kernels.error);
         b.arg(r.user.get())
             .arg(r.item.get())
             .arg(r.value.get())

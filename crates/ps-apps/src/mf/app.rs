@@ -9,7 +9,7 @@
 
 use super::ratings::load;
 use super::session::MfSession;
-use super::{Hyper, Layout, MfArgs, MfOrder, SyntheticSpec, ITEM_INIT_STD};
+use super::{Factors, Hyper, Layout, MfArgs, MfOrder, SyntheticSpec, ITEM_INIT_STD};
 use crate::app::flags::{self, decimal, num, ratio};
 use crate::app::{App, JobCommon, JobView, Plan, Session, Target, WorkerContext};
 use crate::error::AppError;
@@ -41,6 +41,9 @@ pub struct MfSettings {
     pub threads: u32,
     #[serde(default)]
     pub order: MfOrder,
+    /// How workers store their factor rows (f32 or f16).
+    #[serde(default)]
+    pub factors: Factors,
     /// The built-in set's shape when there is no data file.
     pub synthetic: Option<SyntheticSpec>,
 }
@@ -157,6 +160,7 @@ impl App for MfApp {
             clocks_per_epoch: a.clocks_per_epoch,
             threads: job.threads,
             order: a.order,
+            factors: a.factors,
             synthetic: synthetic_spec,
         };
         let init = Init::Normal {
@@ -175,6 +179,7 @@ impl App for MfApp {
         facts.insert("lr".into(), decimal(hyper.lr));
         facts.insert("reg".into(), decimal(hyper.reg));
         facts.insert("bias".into(), bias.into());
+        facts.insert("factors".into(), a.factors.name().into());
         facts.insert("seed".into(), job.seed.into());
         facts.insert("clocks_per_epoch".into(), a.clocks_per_epoch.into());
         facts.insert(

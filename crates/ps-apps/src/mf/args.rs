@@ -2,7 +2,7 @@
 //! one measured on real ratings for `--data`.
 
 use super::{
-    Hyper, MfOrder, BUILTIN_ITEMS, BUILTIN_RATINGS, BUILTIN_USERS, DEFAULT_CLOCKS,
+    Factors, Hyper, MfOrder, BUILTIN_ITEMS, BUILTIN_RATINGS, BUILTIN_USERS, DEFAULT_CLOCKS,
     DEFAULT_TEST_FRACTION,
 };
 use std::path::PathBuf;
@@ -33,6 +33,11 @@ pub struct MfArgs {
     /// permutation each epoch).
     #[arg(long, value_enum, default_value_t = MfOrder::Blocks)]
     pub order: MfOrder,
+    /// How a worker stores its user and item rows where it computes: f32, or f16 (half the
+    /// bytes per SGD step on a GPU; each step computes in f32 and rounds both rows). On the
+    /// CPU, f16 runs one rating at a time: an oracle, not a speed-up.
+    #[arg(long, value_enum, default_value_t = Factors::F32)]
+    pub factors: Factors,
     /// Users of the built-in synthetic set (with --items and --ratings: a larger set to measure
     /// throughput on).
     #[arg(long, conflicts_with = "data", default_value_t = BUILTIN_USERS)]
@@ -75,6 +80,7 @@ impl Default for MfArgs {
             reg: None,
             bias: None,
             order: MfOrder::Blocks,
+            factors: Factors::F32,
             users: BUILTIN_USERS,
             items: BUILTIN_ITEMS,
             ratings: BUILTIN_RATINGS,

@@ -26,6 +26,7 @@ mod app;
 mod args;
 mod compute;
 mod data;
+mod factors;
 mod fast;
 mod order;
 mod ratings;
@@ -45,6 +46,7 @@ pub use data::{
     load_ratings, load_train_test, parse_ratings, split_train_test, worker_cold, worker_shard,
     ColdRating, Rating, RatingFormat, RatingSet, TrainTest, WorkerShard,
 };
+pub use factors::Factors;
 pub use fast::{FastMf, PARALLEL_MIN_RATINGS};
 pub use order::{bins_for, cut_runs, BlockLayout, MfOrder, Visiting, MAX_BINS};
 pub use synth::{

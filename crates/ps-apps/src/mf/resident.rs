@@ -18,6 +18,7 @@
 
 use super::compute::{squared_error_in, Layout, MfCompute};
 use super::data::Rating;
+use super::factors::Factors;
 use super::waves::WaveSchedule;
 use crate::error::ComputeError;
 
@@ -34,6 +35,9 @@ pub struct ResidentSetup<'a> {
     pub users: &'a [f32],
     /// Rows of the item cache.
     pub num_items: usize,
+    /// How the engine stores user and item rows: f16 rounds every stored value (the initial
+    /// user rows, each loaded item row, both rows after each SGD step; see [`Factors`]).
+    pub factors: Factors,
 }
 
 /// Which ratings a squared error is over.
@@ -87,6 +91,7 @@ pub struct HostResident {
     engine: Box<dyn MfCompute + Send>,
     lanes: usize,
     layout: Layout,
+    factors: Factors,
     train: Vec<Rating>,
     test: Vec<Rating>,
     schedule: Option<WaveSchedule>,
@@ -102,6 +107,7 @@ impl HostResident {
             engine,
             lanes: lanes.max(1),
             layout: Layout::plain(0),
+            factors: Factors::F32,
             train: Vec::new(),
             test: Vec::new(),
             schedule: None,
@@ -143,7 +149,9 @@ impl MfResident for HostResident {
         self.train = s.train.to_vec();
         self.test = s.test.to_vec();
         self.schedule = Some(s.schedule.clone());
+        self.factors = s.factors;
         self.users = s.users.to_vec();
+        self.factors.round(&mut self.users);
         self.items = vec![0.0; s.num_items * s.layout.width()];
         Ok(())
     }
@@ -172,10 +180,12 @@ impl MfResident for HostResident {
             })?;
         for (&k, row) in keys.iter().zip(values.chunks_exact(w)) {
             let at = k as usize * w;
-            self.items
+            let cached = self
+                .items
                 .get_mut(at..at + w)
-                .ok_or_else(|| bad(format!("item {k} is outside the cache")))?
-                .copy_from_slice(row);
+                .ok_or_else(|| bad(format!("item {k} is outside the cache")))?;
+            cached.copy_from_slice(row);
+            self.factors.round(cached);
         }
         Ok(())
     }
@@ -186,7 +196,8 @@ impl MfResident for HostResident {
         };
         let mut sse = 0.0;
         for (lo, hi) in schedule.runs(shifts) {
-            sse += self.engine.sgd_pass(
+            sse += self.factors.sgd_pass(
+                self.engine.as_mut(),
                 &self.train[lo..hi],
                 &mut self.users,
                 &mut self.items,

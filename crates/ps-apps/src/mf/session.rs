@@ -133,6 +133,7 @@ impl MfSession {
                 .chunks_exact_mut(width)
                 .for_each(|u| u[layout.rank] = 0.0);
         }
+        settings.factors.round(&mut users);
         let mut test_items: Vec<u64> = shard.test.iter().map(|r| u64::from(r.item)).collect();
         test_items.extend(shard.cold.iter().filter_map(|c| c.item).map(u64::from));
         test_items.sort_unstable();
@@ -151,6 +152,7 @@ impl MfSession {
                     test: &shard.test,
                     users: &users,
                     num_items: set.num_items as usize,
+                    factors: settings.factors,
                 })?;
                 let all_touched =
                     touched_items(u64::from(set.num_items), std::iter::once(&shard.train[..]));
@@ -339,6 +341,7 @@ impl MfSession {
         let w = self.width();
         let hyper = self.settings.hyper;
         let lr = hyper.lr_at(self.key(p.clock).clock);
+        let factors = self.settings.factors;
         match &mut self.path {
             Path::Host(h) => {
                 for (d, &k) in delta.chunks_exact_mut(w).zip(&p.touched) {
@@ -346,7 +349,8 @@ impl MfSession {
                 }
                 let mut se = 0.0;
                 for batch in batches(&p.order, &p.runs, &self.shard.train) {
-                    se += h.engine.sgd_pass(
+                    se += factors.sgd_pass(
+                        h.engine.as_mut(),
                         batch,
                         &mut self.users,
                         &mut self.items,
@@ -408,7 +412,10 @@ impl Session<MfApp> for MfSession {
         self.inbox.accept(table, first, keys, values, width)?;
         for (&k, row) in keys.iter().zip(values.chunks_exact(width)) {
             let at = k as usize * width;
-            self.items[at..at + width].copy_from_slice(row);
+            let mine = &mut self.items[at..at + width];
+            mine.copy_from_slice(row);
+            // The rows as this worker stores them: its delta then carries none of the rounding.
+            self.settings.factors.round(mine);
         }
         if let Path::Resident(r) = &mut self.path {
             r.dev.load_items(first, values)?;

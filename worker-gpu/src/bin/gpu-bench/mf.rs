@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use ps_apps::mf::{
-    bands_with, ClockKey, FastMf, Layout, MfCompute, MfResident, Rating, ResidentSetup,
+    bands_with, ClockKey, Factors, FastMf, Layout, MfCompute, MfResident, Rating, ResidentSetup,
     WaveSchedule,
 };
 use rand::{Rng, SeedableRng};
@@ -77,25 +77,35 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
         let bytes = (n * 12 + 2 * tables * 4) as f64;
         let flops = (n * 6 * rank) as f64;
         let (floor, bound) = ceil.floor_rate(n as f64, flops, bytes);
-        let row_bound = ceil.copy_bytes_per_s / (16.0 * rank as f64 + 12.0);
         let u0 = table(&mut rng, USERS, rank);
         let v0 = table(&mut rng, ITEMS, rank);
 
         // (a) the resident engine: one epoch of waves per launch, blocks of 16 ratings on
         // average (the sessions' choice; blocks of 4 measured no better on an H200 at 100 M
-        // ratings, GPU_BENCH_MF_BLOCKS="16 4" to compare).
+        // ratings, GPU_BENCH_MF_BLOCKS="16 4" to compare), with f32 and with f16 factors.
         let blocks = std::env::var("GPU_BENCH_MF_BLOCKS").unwrap_or_else(|_| "16".into());
         for min_block in blocks
             .split_whitespace()
             .filter_map(|b| b.parse::<usize>().ok())
         {
-            rows.push(resident_row(
-                gpu, &ratings, rank, min_block, &u0, &v0, &shape,
-            )?);
-            let r = rows.last_mut().expect("pushed");
-            (r.floor_rate, r.bound) = (floor, bound);
-            r.note
-                .push_str(&format!("; row-traffic bound {row_bound:.3e} updates/s"));
+            for factors in [Factors::F32, Factors::F16] {
+                rows.push(resident_row(
+                    gpu,
+                    &ratings,
+                    rank,
+                    min_block,
+                    factors,
+                    (&u0, &v0),
+                    &shape,
+                )?);
+                // Each update reads and writes a user row and an item row, plus the rating.
+                let row_bytes = 4.0 * factors.bytes() as f64 * rank as f64 + 12.0;
+                let row_bound = ceil.copy_bytes_per_s / row_bytes;
+                let r = rows.last_mut().expect("pushed");
+                (r.floor_rate, r.bound) = (floor, bound);
+                r.note
+                    .push_str(&format!("; row-traffic bound {row_bound:.3e} updates/s"));
+            }
         }
 
         // (b) the whole-grid Hogwild kernel on device-resident data.
@@ -185,8 +195,8 @@ fn resident_row(
     ratings: &[Rating],
     rank: usize,
     min_block: usize,
-    u0: &[f32],
-    v0: &[f32],
+    factors: Factors,
+    (u0, v0): (&[f32], &[f32]),
     shape: &str,
 ) -> Result<Row, GpuError> {
     let n = ratings.len();
@@ -205,6 +215,7 @@ fn resident_row(
             test: &[],
             users: u0,
             num_items: ITEMS as usize,
+            factors,
         })
         .map_err(err)?;
     let keys: Vec<u64> = (0..u64::from(ITEMS)).collect();
@@ -225,7 +236,10 @@ fn resident_row(
     }
     let (ms, spread) = median_and_spread(epoch_ms);
     Ok(Row {
-        bench: format!("mf_sgd_waves (resident, block {min_block})"),
+        bench: format!(
+            "mf_sgd_waves (resident, block {min_block}, {} factors)",
+            factors.name()
+        ),
         shape: shape.to_string(),
         rate: n as f64 / (ms * 1e-3),
         unit: "updates/s",
