@@ -9,7 +9,8 @@
 # `quick` divides the MF and LDA data by 10, `tiny` everything by 1,000, for a smoke test):
 #   mf   rank 128, Netflix-shaped: 480,189 users x 17,770 items, 100 M ratings, item popularity
 #        Zipf 0.45 (its top item holds 0.25% of the ratings, as Netflix's top movie does: 232,944
-#        of 100.5 M; 0.8 gives 3.2%, a row that conflict-free SGD must update serially)
+#        of 100.5 M; 0.8 gives 3.2%, a row that conflict-free SGD must update serially); on the
+#        GPU twice, with f32 and with f16 factor rows (--factors f16)
 #   lda  K 1000, NYTimes-shaped: 300,000 documents x 330 tokens, vocabulary 100,000
 #   mlp  784-256-256-10 on 60,000 samples
 # CPU workers: MF and MLP one worker with --threads $(nproc); LDA $(nproc) workers of one thread
@@ -64,6 +65,7 @@ print(json.dumps(s))' "$name" "$device" >>"$OUT/e2e.jsonl"
 # shellcheck disable=SC2086
 {
     job mf cuda --app mf --workers 1 --clocks 3 $MF_DATA
+    job mf cuda --app mf --workers 1 --clocks 3 $MF_DATA --factors f16
     job mf cpu --app mf --workers 1 --threads "$CORES" --clocks 3 $MF_DATA
     job lda cuda --app lda --workers 1 --clocks 3 $LDA_DATA
     job lda cpu --app lda --workers "$CORES" --clocks 3 $LDA_DATA
@@ -93,14 +95,18 @@ for s in rows:
         print(f"{s['job']:<5} {s['run_device']:<7} FAILED rc {s['failed']}")
         continue
     r, unit = rate(s)
-    by_job.setdefault(s["job"], {})[s["run_device"]] = r
+    # The f16-factor MF job is its own row (and ratio) beside the f32 one.
+    dev = s["run_device"] + ("-f16" if s.get("factors") == "f16" else "")
+    by_job.setdefault(s["job"], {})[dev] = r
     q = next((f"{k} {s[k]:.4g}" for k in ("test_rmse", "loglik_per_token", "test_accuracy") if k in s), "")
     mb = lambda k: None if s.get(k) is None else s[k] / 1e6
-    print(f"{s['job']:<5} {s['run_device']:<7} {s.get('workers', 0):>7} {fmt(r, '11.4e')} {unit:<10} "
+    print(f"{s['job']:<5} {dev:<7} {s.get('workers', 0):>7} {fmt(r, '11.4e')} {unit:<10} "
           f"{fmt(per_clock(s, 'compute_s'), '13.4f')} {fmt(per_clock(s, 'device_compute_s_clocks'), '12.4f')} "
           f"{fmt(per_clock(s, 'comm_s'), '10.4f')} {fmt(mb('pcie_bytes_h2d_per_clock'), '14.2f')} "
           f"{fmt(mb('pcie_bytes_d2h_per_clock'), '15.2f')} {fmt(s.get('wall_s'), '7.1f')} {q:<24}")
 for job, d in by_job.items():
-    if d.get("cuda") and d.get("cpu"):
-        print(f"{job}: GPU worker / CPU workers on all cores = {d['cuda'] / d['cpu']:.2f}x (rate)")
+    for gpu in ("cuda", "cuda-f16"):
+        if d.get(gpu) and d.get("cpu"):
+            print(f"{job}: GPU worker ({gpu}) / CPU workers on all cores = "
+                  f"{d[gpu] / d['cpu']:.2f}x (rate)")
 EOF
