@@ -5,13 +5,24 @@
 //! see seeds and per-clock progress. The throughput measurement is ignored
 //! by default: `cargo test --release -p ps-apps --test lda_conformance --
 //! --ignored --nocapture`.
+//!
+//! This file holds the shared fixtures and the emulated parameter-server training; the
+//! distributional tests, the sweep invariants and the throughput measurement are in
+//! `lda_conformance/{distribution,sweep,throughput}.rs`.
+
+#[path = "lda_conformance/distribution.rs"]
+mod distribution;
+#[path = "lda_conformance/sweep.rs"]
+mod sweep;
+#[path = "lda_conformance/throughput.rs"]
+mod throughput;
 
 use std::path::Path;
 use std::time::Instant;
 
 use ps_apps::lda::{
-    conditional, gather_rows, load_uci, loglik, split_docs, synthetic_lda, topic_recovery, Corpus,
-    CpuLda, LdaCompute, LdaDelta, LdaHyper, LdaWorkerState, SparseLda, SweepKey, SyntheticLdaSpec,
+    gather_rows, load_uci, loglik, split_docs, synthetic_lda, topic_recovery, Corpus, CpuLda,
+    LdaCompute, LdaDelta, LdaHyper, LdaWorkerState, SparseLda, SweepKey, SyntheticLdaSpec,
     DEFAULT_CLOCKS,
 };
 use rand::{Rng, SeedableRng};
@@ -20,14 +31,10 @@ use rand_chacha::ChaCha8Rng;
 fn engines() -> Vec<Box<dyn LdaCompute>> {
     vec![Box::new(CpuLda::new()), Box::new(SparseLda::new())]
 }
-
 // ---------------------------------------------------------------------------
-// Distributional tests
+// Shared fixtures
 // ---------------------------------------------------------------------------
 
-/// Critical value of the chi-square distribution with 5 degrees of freedom
-/// at p = 0.001.
-const CHI2_CRIT_DF5: f64 = 20.515;
 const K_SMALL: u32 = 6;
 
 /// A small fixed state (6 topics, 8 words) whose stale copy holds other
@@ -64,310 +71,6 @@ fn small_fixture(seed: u64) -> (LdaWorkerState, Vec<f32>, Vec<f32>, LdaHyper) {
     totals[0] -= 3.0;
     (state, wt, totals, hyper)
 }
-
-fn chi_square(counts: &[u64], p: &[f64]) -> f64 {
-    let n: u64 = counts.iter().sum();
-    counts
-        .iter()
-        .zip(p)
-        .map(|(&c, &pk)| {
-            let e = pk * n as f64;
-            (c as f64 - e).powi(2) / e
-        })
-        .sum()
-}
-
-const DRAWS: usize = 20_000;
-
-#[test]
-fn sample_token_matches_exact_conditional() {
-    let seed = 2024;
-    println!("seed {seed}");
-    let (state, wt, totals, hyper) = small_fixture(seed);
-    // Tokens chosen to cover: a word with a negative count, an own count
-    // zeroed by staleness, and ordinary ones.
-    for (doc, pos) in [(0usize, 0usize), (0, 1), (1, 0), (2, 4), (2, 7)] {
-        let p = conditional(&state, &wt, &totals, &hyper, doc, pos);
-        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-12);
-        for engine in engines().iter_mut() {
-            let mut rng = ChaCha8Rng::seed_from_u64(seed + pos as u64);
-            let mut counts = vec![0u64; K_SMALL as usize];
-            for _ in 0..DRAWS {
-                let t = engine
-                    .sample_token(&state, &wt, &totals, &hyper, doc, pos, rng.gen())
-                    .unwrap();
-                counts[t as usize] += 1;
-            }
-            let chi = chi_square(&counts, &p);
-            println!(
-                "{} doc {doc} pos {pos}: chi2 = {chi:.2} (crit {CHI2_CRIT_DF5})",
-                engine.name()
-            );
-            assert!(
-                chi < CHI2_CRIT_DF5,
-                "{}: chi2 {chi} p {p:?} counts {counts:?}",
-                engine.name()
-            );
-        }
-    }
-}
-
-/// The new topic of the first token of document `doc` after one full
-/// sweep, over many sweeps of fresh copies of the same state (different
-/// clock keys): exercises each engine's real sweep path, incremental
-/// bookkeeping included.
-#[test]
-fn sweep_first_token_matches_exact_conditional() {
-    let seed = 77;
-    println!("seed {seed}");
-    let (state, wt, totals, hyper) = small_fixture(seed);
-    for doc in [0usize, 1] {
-        let p = conditional(&state, &wt, &totals, &hyper, doc, 0);
-        // Only the first token of `doc` matters; sweep a state holding just
-        // that document so that earlier documents do not move the counts.
-        let (lo, hi) = (state.doc_offsets[doc], state.doc_offsets[doc + 1]);
-        let k = K_SMALL as usize;
-        let mut single = state.clone();
-        single.doc_offsets = vec![0, hi - lo];
-        single.tokens = state.tokens[lo..hi].to_vec();
-        single.z = state.z[lo..hi].to_vec();
-        single.doc_topic = state.doc_topic[doc * k..(doc + 1) * k].to_vec();
-        single.check().unwrap();
-        for engine in engines().iter_mut() {
-            let mut counts = vec![0u64; k];
-            for clock in 0..DRAWS as u32 {
-                let mut s = single.clone();
-                let (mut w, mut t) = (wt.clone(), totals.clone());
-                let key = SweepKey {
-                    seed,
-                    worker: 3,
-                    clock,
-                };
-                engine.sweep(&mut s, &mut w, &mut t, &hyper, key).unwrap();
-                counts[s.z[0] as usize] += 1;
-            }
-            let chi = chi_square(&counts, &p);
-            println!(
-                "{} sweep doc {doc}: chi2 = {chi:.2} (crit {CHI2_CRIT_DF5})",
-                engine.name()
-            );
-            assert!(
-                chi < CHI2_CRIT_DF5,
-                "{}: chi2 {chi} p {p:?} counts {counts:?}",
-                engine.name()
-            );
-        }
-    }
-}
-
-/// A deliberately wrong conditional (the token's own counts not removed)
-/// must fail the same test, showing the test has power.
-#[test]
-fn wrong_conditional_fails_chi_square() {
-    let seed = 5;
-    println!("seed {seed}");
-    let (state, wt, totals, hyper) = small_fixture(seed);
-    let (doc, pos) = (0usize, 0usize);
-    let k = K_SMALL as usize;
-    let p = conditional(&state, &wt, &totals, &hyper, doc, pos);
-    // Wrong: own counts kept.
-    let i = state.doc_offsets[doc] + pos;
-    let w = state.tokens[i] as usize;
-    let vbeta = hyper.beta * f64::from(state.vocab_size);
-    let mut wrong: Vec<f64> = (0..k)
-        .map(|t| {
-            let ndk = f64::from(state.doc_topic[doc * k + t]);
-            let nwk = f64::from(wt[w * k + t]).max(0.0);
-            let nk = f64::from(totals[t]).max(0.0);
-            (ndk + hyper.alpha) * (nwk + hyper.beta) / (nk + vbeta)
-        })
-        .collect();
-    let s: f64 = wrong.iter().sum();
-    wrong.iter_mut().for_each(|x| *x /= s);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut counts = vec![0u64; k];
-    for _ in 0..DRAWS {
-        let u: f64 = rng.gen();
-        let mut acc = 0.0;
-        let t = wrong
-            .iter()
-            .position(|&x| {
-                acc += x;
-                u < acc
-            })
-            .unwrap_or(k - 1);
-        counts[t] += 1;
-    }
-    let chi = chi_square(&counts, &p);
-    println!("wrong conditional: chi2 = {chi:.2} (crit {CHI2_CRIT_DF5}), p {p:?} wrong {wrong:?}");
-    assert!(
-        chi > CHI2_CRIT_DF5,
-        "the test failed to reject a wrong sampler"
-    );
-}
-
-// ---------------------------------------------------------------------------
-// Sweep invariants
-// ---------------------------------------------------------------------------
-
-fn random_case(seed: u64) -> (Vec<Vec<u32>>, u32, LdaHyper) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let vocab = rng.gen_range(1..40u32);
-    let topics = rng.gen_range(1..12u32);
-    let docs: Vec<Vec<u32>> = (0..rng.gen_range(0..15))
-        .map(|_| {
-            (0..rng.gen_range(0..30))
-                .map(|_| rng.gen_range(0..vocab))
-                .collect()
-        })
-        .collect();
-    let hyper = LdaHyper {
-        topics,
-        alpha: rng.gen_range(0.01..2.0),
-        beta: rng.gen_range(0.001..0.5),
-    };
-    (docs, vocab, hyper)
-}
-
-fn check_delta(delta: &LdaDelta, words: &[u32], before: &[f32], after: &[f32], k: usize) {
-    let mut expect = Vec::new();
-    for (i, (a, b)) in after.iter().zip(before).enumerate() {
-        if a != b {
-            expect.push((words[i / k], (i % k) as u32, (a - b) as i32));
-        }
-    }
-    assert_eq!(delta.entries, expect, "delta != after - before");
-}
-
-#[test]
-fn sweep_invariants_on_random_inputs() {
-    for seed in 0..60u64 {
-        let (docs, vocab, hyper) = random_case(seed);
-        let k = hyper.topics as usize;
-        let (state0, init) = LdaWorkerState::init(&docs, vocab, &hyper, seed, 1).unwrap();
-        state0.check().unwrap();
-        // The initial delta is exactly the worker's own counts.
-        let mut own = vec![0f32; vocab as usize * k];
-        let mut own_tot = vec![0f32; k];
-        init.apply(&mut own, &mut own_tot);
-        let local = gather_rows(&own, &state0.words, hyper.topics);
-        assert!(local
-            .iter()
-            .zip(state0.local_word_topic())
-            .all(|(&a, b)| a == b as f32));
-        for stale in [false, true] {
-            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xABC);
-            let mut wt = local.clone();
-            let mut totals = own_tot.clone();
-            if stale {
-                // Other workers' counts, and a stale copy missing some of our own.
-                for x in wt.iter_mut() {
-                    *x += rng.gen_range(-2..5) as f32;
-                }
-                for x in totals.iter_mut() {
-                    *x += rng.gen_range(-3..20) as f32;
-                }
-            }
-            for engine in engines().iter_mut() {
-                let mut state = state0.clone();
-                let (mut w, mut t) = (wt.clone(), totals.clone());
-                for clock in 1..4 {
-                    let (wb, tb) = (w.clone(), t.clone());
-                    let key = SweepKey {
-                        seed,
-                        worker: 1,
-                        clock,
-                    };
-                    let delta = engine
-                        .sweep(&mut state, &mut w, &mut t, &hyper, key)
-                        .unwrap();
-                    let ctx = format!("seed {seed} stale {stale} engine {}", engine.name());
-                    state.check().unwrap_or_else(|e| panic!("{ctx}: {e}"));
-                    check_delta(&delta, &state.words, &wb, &w, k);
-                    let tot_delta: Vec<i32> =
-                        t.iter().zip(&tb).map(|(a, b)| (a - b) as i32).collect();
-                    assert_eq!(delta.totals, tot_delta, "{ctx}");
-                    let mut col = vec![0i32; k];
-                    for &(_, tp, c) in &delta.entries {
-                        col[tp as usize] += c;
-                    }
-                    assert_eq!(delta.totals, col, "{ctx}: totals != column sums");
-                    assert_eq!(delta.totals.iter().sum::<i32>(), 0, "{ctx}: not conserved");
-                    assert!(w.iter().chain(&t).all(|x| x.is_finite()));
-                    if !stale {
-                        // A consistent copy stays equal to the own counts.
-                        let own: Vec<f32> =
-                            state.local_word_topic().iter().map(|&c| c as f32).collect();
-                        assert_eq!(w, own, "{ctx}");
-                    }
-                    // Deterministic for a key.
-                    let mut s2 = state.clone();
-                    let (mut w2, mut t2) = (w.clone(), t.clone());
-                    let mut fresh: Box<dyn LdaCompute> = if engine.name() == "cpu" {
-                        Box::new(CpuLda::new())
-                    } else {
-                        Box::new(SparseLda::new())
-                    };
-                    let d1 = engine
-                        .sweep(&mut state, &mut w, &mut t, &hyper, key)
-                        .unwrap();
-                    let d2 = fresh.sweep(&mut s2, &mut w2, &mut t2, &hyper, key).unwrap();
-                    assert_eq!(d1, d2, "{ctx}: not deterministic");
-                    assert_eq!(state, s2);
-                }
-            }
-        }
-    }
-    println!("seeds 0..60");
-}
-
-#[test]
-fn hostile_copies_do_not_panic() {
-    let seed = 9;
-    println!("seed {seed}");
-    let (state0, wt, totals, hyper) = small_fixture(seed);
-    let bad = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -1e30, 1e30, 0.5];
-    for engine in engines().iter_mut() {
-        for &b in &bad {
-            let mut s = state0.clone();
-            let mut w: Vec<f32> = wt
-                .iter()
-                .enumerate()
-                .map(|(i, &x)| if i % 3 == 0 { b } else { x })
-                .collect();
-            let mut t = totals.clone();
-            t[1] = b;
-            let key = SweepKey {
-                seed,
-                worker: 0,
-                clock: 1,
-            };
-            engine.sweep(&mut s, &mut w, &mut t, &hyper, key).unwrap();
-            s.check().unwrap();
-            let bad_hyper = LdaHyper {
-                alpha: f64::NAN,
-                beta: -1.0,
-                ..hyper
-            };
-            engine
-                .sweep(&mut s, &mut w, &mut t, &bad_hyper, key)
-                .unwrap();
-            s.check().unwrap();
-        }
-    }
-}
-
-#[test]
-fn init_rejects_bad_input() {
-    let hyper = LdaHyper::default();
-    assert!(LdaWorkerState::init(&[vec![5]], 5, &hyper, 0, 0).is_err());
-    let zero = LdaHyper { topics: 0, ..hyper };
-    assert!(LdaWorkerState::init(&[vec![1]], 5, &zero, 0, 0).is_err());
-    let (s, d) = LdaWorkerState::init(&[], 5, &hyper, 0, 0).unwrap();
-    assert_eq!(s.num_tokens(), 0);
-    assert!(d.is_empty());
-}
-
 // ---------------------------------------------------------------------------
 // Emulated parameter-server training
 // ---------------------------------------------------------------------------
@@ -638,105 +341,4 @@ fn kos_loglik_rises_if_present() {
     }
     println!("kos loglik/token per sweep: {ll:?}");
     assert!(ll.windows(2).all(|w| w[1] > w[0]));
-}
-
-// ---------------------------------------------------------------------------
-// Throughput (release, ignored by default)
-// ---------------------------------------------------------------------------
-
-fn throughput(k: u32) {
-    let seed = 11;
-    let spec = SyntheticLdaSpec {
-        docs: 20_000,
-        vocab: 5_000,
-        topics: k,
-        doc_len: 200,
-        ..SyntheticLdaSpec::default_builtin(seed)
-    };
-    let syn = synthetic_lda(&spec);
-    let hyper = LdaHyper {
-        topics: k,
-        alpha: 0.1,
-        beta: 0.01,
-    };
-    let (state0, init) =
-        LdaWorkerState::init(&syn.corpus.docs, syn.corpus.vocab_size, &hyper, seed, 0).unwrap();
-    let mut table = vec![0f32; 5_000 * k as usize];
-    let mut totals0 = vec![0f32; k as usize];
-    init.apply(&mut table, &mut totals0);
-    let wt0 = gather_rows(&table, &state0.words, k);
-    let n = state0.num_tokens() as f64;
-    println!("K = {k}: {} tokens, seed {seed}", state0.num_tokens());
-    let mut engs: Vec<(Box<dyn LdaCompute>, u32)> = vec![
-        (Box::new(SparseLda::new()), 8),
-        (Box::new(CpuLda::new()), 1),
-    ];
-    for (engine, sweeps) in engs.iter_mut() {
-        let (mut s, mut wt, mut tot) = (state0.clone(), wt0.clone(), totals0.clone());
-        for clock in 1..=*sweeps {
-            let key = SweepKey {
-                seed,
-                worker: 0,
-                clock,
-            };
-            let t0 = Instant::now();
-            let c0 = thread_cpu_seconds();
-            engine
-                .sweep(&mut s, &mut wt, &mut tot, &hyper, key)
-                .unwrap();
-            let dt = t0.elapsed().as_secs_f64();
-            let cpu = thread_cpu_seconds().map(|c1| c1 - c0.unwrap_or(c1));
-            println!(
-                "  {:6} sweep {clock}: {:.2} M tokens/s wall ({dt:.2} s), {} on-CPU",
-                engine.name(),
-                n / dt / 1e6,
-                cpu.map_or("n/a".to_string(), |c| format!(
-                    "{:.2} M tokens/s ({c:.2} s)",
-                    n / c / 1e6
-                ))
-            );
-        }
-        let (ll, _) = loglik(&s, &wt, &tot, &hyper);
-        let rec = topic_recovery(
-            &syn.topics,
-            k as usize,
-            &table_from(&s, &wt, 5_000, k),
-            k as usize,
-            0.01,
-        );
-        println!(
-            "  {} after {sweeps} sweeps: loglik/token {:.4}, recovery {rec:.3}",
-            engine.name(),
-            ll / n
-        );
-    }
-}
-
-/// This thread's on-CPU time (Linux `/proc/thread-self/schedstat`), so the
-/// throughput is not distorted by other processes on a shared machine.
-fn thread_cpu_seconds() -> Option<f64> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let ns: f64 = text.split_whitespace().next()?.parse().ok()?;
-    Some(ns / 1e9)
-}
-
-fn table_from(s: &LdaWorkerState, wt: &[f32], v: usize, k: u32) -> Vec<f32> {
-    let k = k as usize;
-    let mut out = vec![0f32; v * k];
-    for (i, &w) in s.words.iter().enumerate() {
-        out[w as usize * k..(w as usize + 1) * k].copy_from_slice(&wt[i * k..(i + 1) * k]);
-    }
-    out
-}
-
-#[test]
-#[ignore]
-fn throughput_k50() {
-    throughput(50);
-}
-
-#[test]
-#[ignore]
-fn throughput_k500() {
-    throughput(500);
 }
