@@ -1,0 +1,123 @@
+//! The SSP read guarantee and staleness bound over real QUIC with a deliberately slow worker,
+//! for staleness 0, 2 and unbounded, and over the live workers after an eviction.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{table, TestCluster};
+
+/// (a) Each worker adds 1 to its own cell (worker, clock) every clock; every read checks that all
+/// cells of clocks <= c - s - 1 are there, that all its own cells are there, and that no worker
+/// ever got more than s clocks ahead of the slowest. Worker 1 is slowed down.
+fn run_ssp_guarantee(staleness: Option<u64>) -> u64 {
+    run_ssp_guarantee_with(staleness, None)
+}
+
+/// [`run_ssp_guarantee`]; with `dies = Some((p, d))` worker `p` stops at clock `d` (its clocks
+/// before `d` pushed) and every shard evicts it: the guarantee and the bound must then hold
+/// over the live workers, and the others must finish.
+fn run_ssp_guarantee_with(staleness: Option<u64>, dies: Option<(u32, u64)>) -> u64 {
+    const WORKERS: u32 = 3;
+    const CLOCKS: u64 = 8;
+    let cluster = TestCluster::start(
+        2,
+        WORKERS,
+        vec![table(7, WORKERS as u64, CLOCKS as u32, staleness)],
+        false,
+    );
+    let done: Arc<Vec<AtomicU64>> = Arc::new((0..WORKERS).map(|_| AtomicU64::new(0)).collect());
+    let max_lead = Arc::new(AtomicU64::new(0));
+    let rows: Vec<u64> = (0..WORKERS as u64).collect();
+    std::thread::scope(|scope| {
+        for p in 0..WORKERS {
+            let mut client = cluster.client(p, WORKERS);
+            let (done, max_lead, rows) = (done.clone(), max_lead.clone(), rows.clone());
+            let cluster = &cluster;
+            scope.spawn(move || {
+                for c in 0..CLOCKS {
+                    if dies == Some((p, c)) {
+                        client.flush().unwrap();
+                        // Gone: the slowest live worker is another one.
+                        done[p as usize].store(u64::MAX, Ordering::SeqCst);
+                        for s in &cluster.shards {
+                            s.evict(p).unwrap();
+                        }
+                        return;
+                    }
+                    if p == 1 {
+                        std::thread::sleep(Duration::from_millis(25));
+                    }
+                    let mut t = client.table(7).unwrap();
+                    let v = t.read_rows(&rows).unwrap();
+                    let slowest = done.iter().map(|d| d.load(Ordering::SeqCst)).min().unwrap();
+                    max_lead.fetch_max(c.saturating_sub(slowest), Ordering::SeqCst);
+                    if let Some(s) = staleness {
+                        assert!(slowest + s >= c, "worker {p} read at clock {c} while the slowest had done {slowest} (s={s})");
+                    }
+                    for q in 0..WORKERS as usize {
+                        for k in 0..CLOCKS as usize {
+                            let cell = v[q * CLOCKS as usize + k];
+                            assert!(cell == 0.0 || cell == 1.0, "cell ({q},{k}) = {cell}");
+                            let died_before = dies.is_some_and(|(d, at)| d == q as u32 && k as u64 >= at);
+                            let required = !died_before && (match staleness {
+                                Some(s) => (k as u64) + s < c,
+                                None => false,
+                            } || (q as u32 == p && (k as u64) < c));
+                            if required {
+                                assert_eq!(cell, 1.0, "worker {p} at clock {c}: missing update of worker {q} clock {k} (s={staleness:?})");
+                            }
+                        }
+                    }
+                    t.inc(p as u64, c as u32, 1.0).unwrap();
+                    // Read-my-writes within the clock.
+                    assert_eq!(t.read_row(p as u64).unwrap()[c as usize], 1.0);
+                    done[p as usize].store(c + 1, Ordering::SeqCst);
+                    client.clock().unwrap();
+                }
+                client.flush().unwrap();
+                let all = client.table(7).unwrap().read_rows_synced(&rows).unwrap();
+                assert_eq!(all, expected(dies), "final table");
+            });
+        }
+    });
+    assert_eq!(cluster.table(7), expected(dies));
+    max_lead.load(Ordering::SeqCst)
+}
+
+/// The final table of [`run_ssp_guarantee_with`]: every cell 1 but a dead worker's from its
+/// death on.
+fn expected(dies: Option<(u32, u64)>) -> Vec<f32> {
+    let (workers, clocks) = (3u32, 8u64);
+    (0..workers)
+        .flat_map(|q| (0..clocks).map(move |k| (q, k)))
+        .map(|(q, k)| match dies {
+            Some((d, at)) if d == q && k >= at => 0.0,
+            _ => 1.0,
+        })
+        .collect()
+}
+
+/// A worker that dies is evicted from every shard's clock vector: the live ones keep the read
+/// guarantee and the staleness bound among themselves and finish.
+#[test]
+fn ssp_read_guarantee_holds_for_the_live_workers_after_an_eviction() {
+    assert!(run_ssp_guarantee_with(Some(1), Some((2, 3))) <= 1);
+    assert_eq!(run_ssp_guarantee_with(Some(0), Some((0, 2))), 0);
+}
+
+#[test]
+fn ssp_read_guarantee_and_bound_staleness_0() {
+    assert_eq!(run_ssp_guarantee(Some(0)), 0);
+}
+
+#[test]
+fn ssp_read_guarantee_and_bound_staleness_2() {
+    assert!(run_ssp_guarantee(Some(2)) <= 2);
+}
+
+#[test]
+fn ssp_read_guarantee_unbounded() {
+    let lead = run_ssp_guarantee(None);
+    eprintln!("unbounded staleness: fastest worker led the slowest by up to {lead} clocks");
+}
