@@ -8,7 +8,7 @@
 //
 // Rounding: the SGD step and the delta round every operation separately (__fmul_rn / __fsub_rn /
 // __fadd_rn, never contracted into an FMA), exactly as the host's `p -= lr * g` and
-// `(local - read) * scale (+ read)` do in f32; the gradients themselves come from mlp.cu and
+// `(local - read) * scale` do in f32; the gradients themselves come from mlp.cu and
 // agree with the CPU oracle to f32 rounding.
 
 // Gathers a batch of `rows` samples: batch row r is sample s = order[first + r], or first + r

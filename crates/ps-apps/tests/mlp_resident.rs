@@ -2,8 +2,10 @@
 //! `HostMlpResident` wrapping the same engine as the host path: over a few clocks of the built-in
 //! job every clock's pushed delta, training loss and held-out figures, the final model and the
 //! final held-out accuracy are bit for bit those of the host path; and the oracle refuses bad
-//! loads and sample indices with typed errors.
+//! loads and sample indices, push plans with gaps and, once it keeps a residual, partial reads,
+//! with typed errors.
 
+use ps_apps::app::device_codec::{DeltaBlock, SentValues};
 use ps_apps::app::testing::{run_bsp, BspRun};
 use ps_apps::app::{App, CpuEngines, Engines, JobCommon, OracleEngines};
 use ps_apps::lda::LdaCompute;
@@ -155,4 +157,51 @@ fn the_oracle_refuses_bad_loads_and_samples() {
         e.delta(1.0, &mut out).is_err(),
         "a delta of the wrong shape"
     );
+}
+
+/// What an engine that compresses its own delta needs of its caller, checked by the oracle as
+/// the CUDA engine checks it: a push plan that covers the model once, and, while a residual is
+/// kept, reads that load every row or none.
+#[test]
+fn the_oracle_refuses_plans_with_gaps_and_partial_reads_once_it_keeps_a_residual() {
+    let mut spec = SyntheticMlpSpec::default_builtin(1);
+    spec.train = 50;
+    spec.test = 10;
+    let (train, test) = synthetic_mlp(&spec);
+    let arch = Arch::new(train.d, &[8], train.classes);
+    let mut e = HostMlpResident::new(Box::new(CpuMlp));
+    e.setup(&arch, &train, &test).unwrap();
+    let load_all = |e: &mut HostMlpResident, v: f32| {
+        for l in 0..arch.num_layers() {
+            let s = arch.layer(l);
+            e.load(l, 0, &vec![v; s.len()]).unwrap();
+        }
+    };
+    // Before any residual, a partial read is fine.
+    e.load(0, 0, &vec![0.1; arch.layer(0).width()]).unwrap();
+    e.run_clock(&[0, 1, 2, 3], 2, 0.1).unwrap();
+    load_all(&mut e, 0.1);
+    e.run_clock(&[0, 1, 2, 3], 2, 0.1).unwrap();
+    let block = |table: u32, rows: usize| DeltaBlock {
+        table,
+        first_row: 0,
+        rows,
+        k: 3,
+    };
+    let whole: Vec<DeltaBlock> = (0..arch.num_layers())
+        .map(|l| block(l as u32, arch.layer(l).rows()))
+        .collect();
+    let mut out = Vec::new();
+    let gap = e.delta_encoded(1.0, SentValues::F32, &whole[..1], &mut out);
+    assert!(gap.is_err(), "a plan that leaves a layer out");
+    e.delta_encoded(1.0, SentValues::F32, &whole, &mut out)
+        .unwrap();
+    assert_eq!(out.len(), whole.len());
+    // Now a residual is kept: a read of part of the model is refused, a whole one is not.
+    e.load(0, 0, &vec![0.1; arch.layer(0).width()]).unwrap();
+    let partial = e.run_clock(&[0, 1], 2, 0.1).unwrap_err();
+    assert!(partial.message.contains("must load every row"), "{partial}");
+    load_all(&mut e, 0.2);
+    e.run_clock(&[0, 1], 2, 0.1).unwrap();
+    e.evaluate().unwrap();
 }

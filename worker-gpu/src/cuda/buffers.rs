@@ -202,20 +202,36 @@ impl<T: DeviceRepr + ValidAsZeroBits + Copy + Default> Pinned<T> {
     }
 }
 
-/// Copies `data` into `dst` (growing it) through a pinned staging buffer of its own, on
-/// `stream`, and waits for the copy, so the staging memory can go: for set-up uploads done once
-/// (a worker's resident data). Returns the bytes copied.
-pub fn upload_once<T: DeviceRepr + ValidAsZeroBits + Copy + Default>(
-    ctx: &Arc<CudaContext>,
+/// Makes `dst` a copy of `data`, allocated at exactly its size, and waits for the copy: for
+/// set-up uploads done once (a worker's resident data). The copy goes from `data` where it is
+/// (the driver stages pageable memory itself), so the data set is neither pinned nor held twice
+/// on the host, and the device holds no growth margin. Returns the bytes copied.
+pub fn upload_once<T: DeviceRepr + ValidAsZeroBits>(
     stream: &Arc<CudaStream>,
     dst: &mut DevBuf<T>,
     data: &[T],
 ) -> Result<u64, GpuError> {
-    let mut staging = Pinned::new(ctx)?;
-    staging.fill(data)?;
-    dst.upload(stream, &staging)?;
+    dst.slice = None; // freed (stream-ordered) before the new allocation
+    let slice = if data.is_empty() {
+        stream.alloc_zeros::<T>(1).call("cuMemAllocAsync")?
+    } else {
+        stream.clone_htod(data).call("cuMemcpyHtoDAsync")?
+    };
     stream.synchronize().call("cuStreamSynchronize")?;
+    dst.slice = Some(slice);
     Ok(std::mem::size_of_val(data) as u64)
+}
+
+impl<T> Drop for Pinned<T> {
+    /// Waits for the last copy that uses this memory (an upload may still be reading it)
+    /// before the memory is freed.
+    fn drop(&mut self) {
+        if self.mem.is_some() {
+            if let Err(e) = self.event.synchronize() {
+                tracing::warn!("pinned staging buffer: waiting for its last copy failed: {e}");
+            }
+        }
+    }
 }
 
 impl<T> HostSlice<T> for Pinned<T> {

@@ -36,6 +36,10 @@ pub(super) const SORT_THREADS: u32 = 1024;
 /// bound, its sample positions and its first threshold rank: the device selects as it does.
 pub use ps_proto::codec::{initial_above, sample_positions, EXACT_BELOW, TOPK_SAMPLE as SAMPLE};
 
+/// The kernel's shared-memory sample (`CODEC_MAX_SAMPLE` in `kernels/codecs.cu`) holds every
+/// position the host samples: a larger host sample would be cut short on the device silently.
+const _: () = assert!(SAMPLE <= 4096);
+
 /// The entry points of `kernels/codecs.cu`.
 #[derive(Clone)]
 pub(super) struct Kernels {

@@ -114,7 +114,10 @@ impl CudaLrResident {
 
     fn try_setup(&mut self, rows: &[SparseRow]) -> Result<(), GpuError> {
         let nnz: usize = rows.iter().map(|r| r.features.len()).sum();
-        if nnz >= u32::MAX as usize || rows.len() >= u32::MAX as usize {
+        // The kernels walk a row's nonzeros with a 32-bit counter in steps of a warp (32): it
+        // must not wrap past the last offset.
+        let limit = (u32::MAX - 64) as usize;
+        if nnz >= limit || rows.len() >= limit {
             return Err(input(format!(
                 "{} rows with {nnz} nonzeros exceed the kernels' 32-bit offsets",
                 rows.len()
@@ -133,22 +136,10 @@ impl CudaLrResident {
             row_ptr.push(cols.len() as u32);
         }
         let labels: Vec<f32> = rows.iter().map(|r| r.label).collect();
-        self.traffic.h2d_bytes += upload_once(
-            &self.gpu.ctx,
-            &self.gpu.compute,
-            &mut self.d_row_ptr,
-            &row_ptr,
-        )?;
-        self.traffic.h2d_bytes +=
-            upload_once(&self.gpu.ctx, &self.gpu.compute, &mut self.d_cols, &cols)?;
-        self.traffic.h2d_bytes +=
-            upload_once(&self.gpu.ctx, &self.gpu.compute, &mut self.d_vals, &vals)?;
-        self.traffic.h2d_bytes += upload_once(
-            &self.gpu.ctx,
-            &self.gpu.compute,
-            &mut self.d_labels,
-            &labels,
-        )?;
+        self.traffic.h2d_bytes += upload_once(&self.gpu.compute, &mut self.d_row_ptr, &row_ptr)?;
+        self.traffic.h2d_bytes += upload_once(&self.gpu.compute, &mut self.d_cols, &cols)?;
+        self.traffic.h2d_bytes += upload_once(&self.gpu.compute, &mut self.d_vals, &vals)?;
+        self.traffic.h2d_bytes += upload_once(&self.gpu.compute, &mut self.d_labels, &labels)?;
         let compute = &self.gpu.compute;
         self.d_weights.ensure(compute, keys.len())?;
         self.d_grad.ensure(compute, keys.len())?;

@@ -11,14 +11,17 @@
 //!   (`mlp_gather_batch`), the forward and backward kernels of [`CudaMlp`] on the local model
 //!   (`kernels/mlp.cu`), and the SGD step `p -= lr * g` (`mlp_sgd_step`); the batches' loss and
 //!   correct totals accumulate on the device and come back once (16 bytes);
-//! - the delta `(local - read) * scale (+ read)` is formed by `mlp_delta` and only it comes back;
+//! - the delta `(local - read) * scale` is formed by `mlp_delta` and only it comes back;
 //!   or, when the push codec is one top-k with f32 or f16 values
 //!   ([`MlpResident::delta_encoded`]), each block of the worker library's push plan is
 //!   compressed on the device by a [`DeviceTopK`] that keeps the block's residual there, and
 //!   only the selection comes back (the candidates, then the chosen values); the payloads are
 //!   assembled on the host (`ps_apps::app::device_codec::selection_payload`). The residual is
-//!   added to the read model whenever it is uploaded again, and handed back with the next
-//!   plain delta (the job's last clock).
+//!   added to the whole read model whenever it is uploaded again (so a read must then load
+//!   every row: [`ReadCoverage`]), and handed back with the next plain delta (the job's last
+//!   clock). A plan's blocks must cover the model once (`check_tiling`). Payloads equal the
+//!   host encoder's for finite values; a NaN's payload bits are not kept by the device's
+//!   additions (they give the canonical NaN), so its bytes may differ.
 //!
 //! Evaluation runs the read model over the resident held-out set in chunks, on the device.
 //! Every byte copied either way is counted ([`Traffic`]), with the kernels' time from CUDA
@@ -28,8 +31,10 @@ use std::sync::Arc;
 
 use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{CudaEvent, CudaFunction, LaunchConfig, PushKernelArg};
-use ps_apps::app::device_codec::{selection_payload, DeltaBlock, SentValues};
-use ps_apps::mlp::{check_load, check_setup, Arch, BatchStats, Dataset, MlpResident, Traffic};
+use ps_apps::app::device_codec::{check_tiling, selection_payload, DeltaBlock, SentValues};
+use ps_apps::mlp::{
+    check_load, check_setup, Arch, BatchStats, Dataset, MlpResident, ReadCoverage, Traffic,
+};
 use ps_apps::ComputeError;
 
 use super::buffers::{upload_once, DevBuf, Pinned};
@@ -78,6 +83,9 @@ pub struct CudaMlpResident {
     /// The engine's own push encoding ([`MlpResident::delta_encoded`]): one compressor per
     /// block of the last plan, each keeping its block's residual on the device.
     encoders: Vec<(DeltaBlock, DeviceTopK)>,
+    /// The rows loaded since the read model was last used: while the encoders keep a residual
+    /// (added to the whole read model in `sync_read`), a read must load every row.
+    coverage: ReadCoverage,
     events: (CudaEvent, CudaEvent),
     traffic: Traffic,
 }
@@ -143,6 +151,7 @@ impl CudaMlpResident {
             delta: DevBuf::default(),
             delta_host: Pinned::new(&gpu.ctx)?,
             encoders: Vec::new(),
+            coverage: ReadCoverage::default(),
             events,
             traffic: Traffic::default(),
             gpu,
@@ -168,22 +177,10 @@ impl CudaMlpResident {
         to_u32(train.n, "training samples")?;
         to_u32(test.n, "held-out samples")?;
         to_u32(arch.input, "input width")?;
-        self.traffic.h2d_bytes += upload_once(
-            &self.gpu.ctx,
-            &self.gpu.compute,
-            &mut self.train.x,
-            &train.x,
-        )?;
-        self.traffic.h2d_bytes += upload_once(
-            &self.gpu.ctx,
-            &self.gpu.compute,
-            &mut self.train.y,
-            &train.y,
-        )?;
-        self.traffic.h2d_bytes +=
-            upload_once(&self.gpu.ctx, &self.gpu.compute, &mut self.test.x, &test.x)?;
-        self.traffic.h2d_bytes +=
-            upload_once(&self.gpu.ctx, &self.gpu.compute, &mut self.test.y, &test.y)?;
+        self.traffic.h2d_bytes += upload_once(&self.gpu.compute, &mut self.train.x, &train.x)?;
+        self.traffic.h2d_bytes += upload_once(&self.gpu.compute, &mut self.train.y, &train.y)?;
+        self.traffic.h2d_bytes += upload_once(&self.gpu.compute, &mut self.test.x, &test.x)?;
+        self.traffic.h2d_bytes += upload_once(&self.gpu.compute, &mut self.test.y, &test.y)?;
         self.train.n = train.n;
         self.test.n = test.n;
         let total = arch.num_params();
@@ -201,6 +198,8 @@ impl CudaMlpResident {
             })
             .collect::<Result<_, GpuError>>()?;
         self.dirty = true;
+        self.encoders.clear();
+        self.coverage = ReadCoverage::new(arch);
         self.arch = Some(arch.clone());
         Ok(())
     }
@@ -211,6 +210,8 @@ impl CudaMlpResident {
         let at = self.offsets[layer] + first_row * arch.layer(layer).width();
         let total = arch.num_params();
         self.read_host.host_mut(total)?[at..at + values.len()].copy_from_slice(values);
+        let rows = values.len() / arch.layer(layer).width();
+        self.coverage.mark(layer, first_row, rows);
         self.dirty = true;
         Ok(())
     }
@@ -219,6 +220,9 @@ impl CudaMlpResident {
     /// push encoding has not sent yet (a worker sees its unsent updates, as the worker
     /// library's residual shows in its reads).
     fn sync_read(&mut self) -> Result<(), GpuError> {
+        self.coverage
+            .settle(!self.encoders.is_empty())
+            .map_err(input)?;
         if self.dirty {
             self.read.upload(&self.gpu.compute, &self.read_host)?;
             self.traffic.h2d_bytes += 4 * self.read_host.len() as u64;
@@ -273,8 +277,8 @@ impl CudaMlpResident {
         Ok(())
     }
 
-    /// Gathers batch rows `first..first + rows` (of `order`, or of the held-out set when
-    /// `order` is false) into the engine's input slot and labels.
+    /// Gathers batch rows `first..first + rows` (of the clock's order when `from_train`, else
+    /// of the held-out set) into the engine's input slot and labels.
     fn gather(&mut self, from_train: bool, first: usize, rows: usize) -> Result<(), GpuError> {
         let d = self.arch()?.input;
         let (first32, rows32, d32) = (
@@ -429,9 +433,8 @@ impl CudaMlpResident {
         out: &mut Vec<Vec<u8>>,
     ) -> Result<(), GpuError> {
         let arch = self.arch()?;
-        for b in blocks {
-            self.block_start(b)?;
-        }
+        let rows: Vec<usize> = arch.layers().iter().map(|s| s.rows()).collect();
+        check_tiling(blocks, &rows).map_err(input)?;
         self.form_delta(scale)?;
         let sent = match format {
             SentValues::F32 => SentFormat::F32,

@@ -11,7 +11,8 @@
 //! [`ResidualKeeper`] is the host half and the oracle: the residual per table, added to the rows
 //! a worker reads (its view includes what it has not sent yet, as the library's own residual
 //! is), and each block encoded with `ps_proto::codec::ErrorFeedback`, exactly the library's
-//! encoder. A device engine's payloads must equal it byte for byte.
+//! encoder. A device engine's payloads must equal it byte for byte, for finite values (a GPU's
+//! addition turns any NaN into the canonical one, where the host keeps its payload bits).
 
 use crate::error::ComputeError;
 use ps_proto::codec::{self, CodecChain, ErrorFeedback, Selector, ValueFormat};
@@ -70,6 +71,41 @@ pub struct DeltaBlock {
     pub first_row: usize,
     pub rows: usize,
     pub k: usize,
+}
+
+/// Checks that `blocks` cover every row of every table exactly once (table `t` has `rows[t]`
+/// rows). An engine that keeps one residual per block folds the old blocks' residual into the
+/// clock's delta when the plan changes and sends it through the new blocks: with a gap, what
+/// it held there would be lost; with an overlap, added twice to what the worker reads.
+pub fn check_tiling(blocks: &[DeltaBlock], rows: &[usize]) -> Result<(), String> {
+    let mut spans: Vec<(u32, usize, usize)> = blocks
+        .iter()
+        .map(|b| (b.table, b.first_row, b.first_row.saturating_add(b.rows)))
+        .collect();
+    spans.sort_unstable();
+    let mut spans = spans.into_iter().peekable();
+    for (t, &n) in rows.iter().enumerate() {
+        let mut next = 0;
+        while let Some(&(_, lo, hi)) = spans.peek().filter(|s| s.0 as usize == t) {
+            if lo != next {
+                let what = if lo < next { "overlap" } else { "leave a gap" };
+                return Err(format!("push blocks {what} at row {next} of table {t}"));
+            }
+            next = hi;
+            spans.next();
+        }
+        if next != n {
+            return Err(format!(
+                "push blocks cover rows 0..{next} of table {t}, which has {n}"
+            ));
+        }
+    }
+    match spans.next() {
+        Some((t, lo, hi)) => Err(format!(
+            "push block of rows {lo}..{hi} of table {t}, which does not exist"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The payload of a selection a device made: `indices` ascending into a block of `n`, `values`
@@ -229,6 +265,43 @@ impl ResidualKeeper {
             .flat_map(|(_, r)| r)
             .map(|v| f64::from(v.abs()))
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tiling_tests {
+    use super::*;
+
+    fn b(table: u32, first_row: usize, rows: usize) -> DeltaBlock {
+        DeltaBlock {
+            table,
+            first_row,
+            rows,
+            k: 1,
+        }
+    }
+
+    #[test]
+    fn a_plan_must_cover_every_row_once() {
+        let rows = [5, 0, 3];
+        assert_eq!(
+            check_tiling(&[b(2, 0, 3), b(0, 2, 3), b(0, 0, 2)], &rows),
+            Ok(())
+        );
+        assert_eq!(check_tiling(&[], &[0, 0]), Ok(()));
+        let gap = check_tiling(&[b(0, 0, 2), b(0, 3, 2), b(2, 0, 3)], &rows).unwrap_err();
+        assert!(gap.contains("gap at row 2 of table 0"), "{gap}");
+        let overlap = check_tiling(&[b(0, 0, 3), b(0, 2, 3), b(2, 0, 3)], &rows).unwrap_err();
+        assert!(overlap.contains("overlap at row 3 of table 0"), "{overlap}");
+        let short = check_tiling(&[b(0, 0, 5), b(2, 0, 2)], &rows).unwrap_err();
+        assert!(
+            short.contains("rows 0..2 of table 2, which has 3"),
+            "{short}"
+        );
+        let missing = check_tiling(&[b(0, 0, 5)], &rows).unwrap_err();
+        assert!(missing.contains("table 2"), "{missing}");
+        let extra = check_tiling(&[b(0, 0, 5), b(2, 0, 3), b(3, 0, 1)], &rows).unwrap_err();
+        assert!(extra.contains("does not exist"), "{extra}");
     }
 }
 

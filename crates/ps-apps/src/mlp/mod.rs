@@ -62,7 +62,9 @@ pub use app::{
     MlpApp, MlpArgs, MlpClock, MlpFacts, MlpFinal, MlpSettings, BUILTIN_EPOCHS,
     DATA_CLOCKS_PER_EPOCH, DATA_EPOCHS, DATA_LR,
 };
-pub use resident::{check_load, check_setup, HostMlpResident, MlpResident, Traffic, EVAL_CHUNK};
+pub use resident::{
+    check_load, check_setup, HostMlpResident, MlpResident, ReadCoverage, Traffic, EVAL_CHUNK,
+};
 pub use session::MlpSession;
 
 pub use compute::{

@@ -20,7 +20,7 @@
 use super::compute::{evaluate, BatchStats, MlpCompute};
 use super::data::Dataset;
 use super::{local_sgd_steps, Arch, MlpHyper};
-use crate::app::device_codec::{DeltaBlock, ResidualKeeper, SentValues};
+use crate::app::device_codec::{check_tiling, DeltaBlock, ResidualKeeper, SentValues};
 pub use crate::app::Traffic;
 use crate::error::ComputeError;
 
@@ -66,7 +66,9 @@ pub trait MlpResident: Send {
     /// into `out`, the bytes the worker library's encoder makes of the same values. What is
     /// not sent stays in the engine: it is added to every row [`MlpResident::load`] writes
     /// from then on (a worker sees what it has not sent yet) until [`MlpResident::delta`]
-    /// hands it back.
+    /// hands it back. The blocks must cover the model, every row once ([`check_tiling`]);
+    /// and while the engine keeps a residual, a read loads every row of the model or none
+    /// before the model is used again ([`ReadCoverage`]): engines refuse anything else.
     fn delta_encoded(
         &mut self,
         _scale: f32,
@@ -100,6 +102,7 @@ pub struct HostMlpResident {
     grads: Vec<Vec<f32>>,
     /// What [`MlpResident::delta_encoded`] kept back, from its first call on.
     kept: Option<ResidualKeeper>,
+    coverage: ReadCoverage,
 }
 
 impl HostMlpResident {
@@ -114,7 +117,14 @@ impl HostMlpResident {
             local: Vec::new(),
             grads: Vec::new(),
             kept: None,
+            coverage: ReadCoverage::default(),
         }
+    }
+
+    /// The read model is about to be used (see [`ReadCoverage`]).
+    fn settle_read(&mut self) -> Result<(), ComputeError> {
+        let strict = self.kept.is_some();
+        self.coverage.settle(strict).map_err(Self::bad)
     }
 
     /// `(local - read) * scale` per layer into `out`.
@@ -137,6 +147,62 @@ impl HostMlpResident {
             engine: "cpu-resident",
             message,
         }
+    }
+}
+
+/// Which rows loads wrote since the read model was last used. The CUDA engine adds the residual
+/// it keeps to the whole read model when the model is next used, where the oracle adds it to
+/// each row as it is loaded: the two agree when a read loads every row or none, which is what
+/// the MLP session does. Both engines check it, so a session that reads part of the model is
+/// caught where there is no GPU too.
+#[derive(Debug, Clone, Default)]
+pub struct ReadCoverage {
+    loaded: Vec<Vec<bool>>,
+    count: usize,
+    total: usize,
+}
+
+impl ReadCoverage {
+    /// Nothing loaded, for the layers of `arch`.
+    pub fn new(arch: &Arch) -> ReadCoverage {
+        let loaded: Vec<Vec<bool>> = arch
+            .layers()
+            .iter()
+            .map(|s| vec![false; s.rows()])
+            .collect();
+        let total = loaded.iter().map(Vec::len).sum();
+        ReadCoverage {
+            loaded,
+            count: 0,
+            total,
+        }
+    }
+
+    /// Rows `[first_row, first_row + rows)` of `layer` were loaded (checked by [`check_load`]).
+    pub fn mark(&mut self, layer: usize, first_row: usize, rows: usize) {
+        if let Some(l) = self.loaded.get_mut(layer) {
+            for r in l.iter_mut().skip(first_row).take(rows) {
+                self.count += usize::from(!*r);
+                *r = true;
+            }
+        }
+    }
+
+    /// The read model is about to be used: with `strict` (the engine keeps a residual), an
+    /// error unless no row or every row was loaded since the last call. Forgets the loads.
+    pub fn settle(&mut self, strict: bool) -> Result<(), String> {
+        let (count, total) = (self.count, self.total);
+        if count > 0 {
+            self.loaded.iter_mut().for_each(|l| l.fill(false));
+            self.count = 0;
+        }
+        if strict && count > 0 && count < total {
+            return Err(format!(
+                "a read loaded {count} of the model's {total} rows while the engine keeps a \
+                 residual: it must load every row"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -210,6 +276,8 @@ impl MlpResident for HostMlpResident {
         self.read = arch.zeros();
         self.local = arch.zeros();
         self.grads = arch.zeros();
+        self.coverage = ReadCoverage::new(arch);
+        self.kept = None;
         Ok(())
     }
 
@@ -218,6 +286,8 @@ impl MlpResident for HostMlpResident {
         let at = first_row * self.arch.layer(layer).width();
         let dst = &mut self.read[layer][at..at + values.len()];
         dst.copy_from_slice(values);
+        let rows = values.len() / self.arch.layer(layer).width();
+        self.coverage.mark(layer, first_row, rows);
         if let Some(k) = &mut self.kept {
             k.add_to(layer as u32, first_row, dst)?;
         }
@@ -236,6 +306,7 @@ impl MlpResident for HostMlpResident {
                 self.train.n
             )));
         }
+        self.settle_read()?;
         for (l, r) in self.local.iter_mut().zip(&self.read) {
             l.copy_from_slice(r);
         }
@@ -258,6 +329,7 @@ impl MlpResident for HostMlpResident {
     }
 
     fn delta(&mut self, scale: f32, out: &mut [Vec<f32>]) -> Result<(), ComputeError> {
+        self.settle_read()?;
         self.plain_delta(scale, out)?;
         if let Some(mut k) = self.kept.take() {
             for (l, o) in out.iter_mut().enumerate() {
@@ -278,6 +350,9 @@ impl MlpResident for HostMlpResident {
         blocks: &[DeltaBlock],
         out: &mut Vec<Vec<u8>>,
     ) -> Result<(), ComputeError> {
+        let rows: Vec<usize> = self.arch.layers().iter().map(|s| s.rows()).collect();
+        check_tiling(blocks, &rows).map_err(Self::bad)?;
+        self.settle_read()?;
         let mut delta = self.arch.zeros();
         self.plain_delta(scale, &mut delta)?;
         let mut slices: Vec<&[f32]> = Vec::with_capacity(blocks.len());
@@ -310,6 +385,7 @@ impl MlpResident for HostMlpResident {
     }
 
     fn evaluate(&mut self) -> Result<BatchStats, ComputeError> {
+        self.settle_read()?;
         evaluate(
             self.engine.as_mut(),
             &self.arch,
