@@ -12,8 +12,8 @@ use ps_apps::lda::LdaCompute;
 use ps_apps::lr::LrCompute;
 use ps_apps::mf::MfCompute;
 use ps_apps::mlp::{
-    synthetic_mlp, Arch, CpuMlp, HostMlpResident, MlpApp, MlpArgs, MlpCompute, MlpResident,
-    SyntheticMlpSpec,
+    synthetic_mlp, Arch, CpuMlp, Dataset, HostMlpResident, MlpApp, MlpArgs, MlpCompute,
+    MlpResident, SyntheticMlpSpec,
 };
 use ps_apps::AppError;
 
@@ -134,13 +134,19 @@ fn resident_path_matches_the_host_path_on_the_oracle() {
     assert_same(&host, &res);
 }
 
-#[test]
-fn the_oracle_refuses_bad_loads_and_samples() {
+/// A small set (50 training, 10 held-out samples) and a model with one hidden layer of 8.
+fn small() -> (Dataset, Dataset, Arch) {
     let mut spec = SyntheticMlpSpec::default_builtin(1);
     spec.train = 50;
     spec.test = 10;
     let (train, test) = synthetic_mlp(&spec);
     let arch = Arch::new(train.d, &[8], train.classes);
+    (train, test, arch)
+}
+
+#[test]
+fn the_oracle_refuses_bad_loads_and_samples() {
+    let (train, test, arch) = small();
     let mut e = HostMlpResident::new(Box::new(CpuMlp));
     let wrong = Arch::new(train.d + 1, &[8], train.classes);
     assert!(e.setup(&wrong, &train, &test).is_err(), "input width");
@@ -164,11 +170,7 @@ fn the_oracle_refuses_bad_loads_and_samples() {
 /// kept, reads that load every row or none.
 #[test]
 fn the_oracle_refuses_plans_with_gaps_and_partial_reads_once_it_keeps_a_residual() {
-    let mut spec = SyntheticMlpSpec::default_builtin(1);
-    spec.train = 50;
-    spec.test = 10;
-    let (train, test) = synthetic_mlp(&spec);
-    let arch = Arch::new(train.d, &[8], train.classes);
+    let (train, test, arch) = small();
     let mut e = HostMlpResident::new(Box::new(CpuMlp));
     e.setup(&arch, &train, &test).unwrap();
     let load_all = |e: &mut HostMlpResident, v: f32| {
