@@ -449,11 +449,15 @@ impl DeviceTopK {
                 self.enqueue_compact()?;
                 count = self.read_scalar(false)? as usize;
             }
+            if count >= k {
+                // The usual case, the first pass: no need to read the threshold back.
+                return Ok(count);
+            }
             let t = match above {
                 Some(_) => self.read_scalar(true)?,
                 None => 0,
             };
-            if count >= k || t == 0 {
+            if t == 0 {
                 return Ok(count);
             }
             above = above.map(|a| a.saturating_mul(4));
