@@ -222,6 +222,54 @@ pub fn upload_once<T: DeviceRepr + ValidAsZeroBits>(
     Ok(std::mem::size_of_val(data) as u64)
 }
 
+/// A list of row keys on the device, with the host's copy of it: set again only when it changes,
+/// so a read that repeats clock after clock crosses PCIe once.
+#[derive(Default)]
+pub struct KeyList {
+    pub dev: DevBuf<u32>,
+    host: Vec<u64>,
+}
+
+impl KeyList {
+    /// Keys in the list.
+    pub fn len(&self) -> usize {
+        self.host.len()
+    }
+
+    /// True when the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.host.is_empty()
+    }
+
+    /// Makes the list `keys` (each checked below `limit`), copying it only when it changed.
+    pub fn set(
+        &mut self,
+        stream: &Arc<CudaStream>,
+        staging: &mut Pinned<u32>,
+        traffic: &mut ps_apps::app::Traffic,
+        keys: &[u64],
+        limit: usize,
+    ) -> Result<(), GpuError> {
+        if self.host == keys {
+            return Ok(());
+        }
+        self.host.clear();
+        let host = staging.host_mut(keys.len())?;
+        for (h, &k) in host.iter_mut().zip(keys) {
+            if k >= limit as u64 {
+                return Err(GpuError::Input(format!(
+                    "row {k} is outside the table of {limit} rows"
+                )));
+            }
+            *h = k as u32;
+        }
+        self.dev.upload(stream, staging)?;
+        traffic.h2d_bytes += 4 * keys.len() as u64;
+        self.host.extend_from_slice(keys);
+        Ok(())
+    }
+}
+
 impl<T> Drop for Pinned<T> {
     /// Waits for the last copy that uses this memory (an upload may still be reading it)
     /// before the memory is freed.

@@ -26,7 +26,7 @@ use cudarc::driver::{CudaEvent, CudaFunction, LaunchConfig, PushKernelArg};
 use ps_apps::mf::{Factors, Layout, MfResident, Rating, ResidentSetup, Split, Traffic};
 use ps_apps::ComputeError;
 
-use super::buffers::{DevBuf, Pinned};
+use super::buffers::{DevBuf, KeyList, Pinned};
 use super::{failed, Call, Gpu, GpuError};
 
 /// Threads per block of the wave kernel: four warps, four bands.
@@ -128,48 +128,6 @@ pub struct CudaMfResident {
     flag_host: Pinned<u32>,
     events: (CudaEvent, CudaEvent),
     traffic: Traffic,
-}
-
-/// A list of row keys on the device, with the host's copy of it: set again only when it changes,
-/// so a read that repeats clock after clock crosses PCIe once.
-#[derive(Default)]
-struct KeyList {
-    dev: DevBuf<u32>,
-    host: Vec<u64>,
-}
-
-impl KeyList {
-    fn len(&self) -> usize {
-        self.host.len()
-    }
-
-    /// Makes the list `keys` (each checked below `limit`), copying it only when it changed.
-    fn set(
-        &mut self,
-        gpu: &Gpu,
-        staging: &mut Pinned<u32>,
-        traffic: &mut Traffic,
-        keys: &[u64],
-        limit: usize,
-    ) -> Result<(), GpuError> {
-        if self.host == keys {
-            return Ok(());
-        }
-        self.host.clear();
-        let host = staging.host_mut(keys.len())?;
-        for (h, &k) in host.iter_mut().zip(keys) {
-            if k >= limit as u64 {
-                return Err(input(format!(
-                    "row {k} is outside the table of {limit} rows"
-                )));
-            }
-            *h = k as u32;
-        }
-        self.dev.upload(&gpu.compute, staging)?;
-        traffic.h2d_bytes += 4 * keys.len() as u64;
-        self.host.extend_from_slice(keys);
-        Ok(())
-    }
 }
 
 fn input(m: String) -> GpuError {
@@ -360,7 +318,7 @@ impl CudaMfResident {
     fn try_expect(&mut self, keys: &[u64]) -> Result<(), GpuError> {
         let limit = self.num_items;
         self.reads.set(
-            &self.gpu,
+            &self.gpu.compute,
             &mut self.keys_host,
             &mut self.traffic,
             keys,
@@ -420,7 +378,7 @@ impl CudaMfResident {
             (&mut self.gathers, self.num_items, &self.items)
         };
         list.set(
-            &self.gpu,
+            &self.gpu.compute,
             &mut self.keys_host,
             &mut self.traffic,
             keys,
