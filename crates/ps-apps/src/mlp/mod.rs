@@ -63,11 +63,11 @@ pub use app::{
     MlpApp, MlpArgs, MlpClock, MlpFacts, MlpFinal, MlpSettings, BUILTIN_EPOCHS,
     DATA_CLOCKS_PER_EPOCH, DATA_EPOCHS, DATA_LR,
 };
+pub use arch::{init_layer, layer_init, Arch, LayerShape, LayerView};
 pub use resident::{
     check_load, check_setup, HostMlpResident, MlpResident, ReadCoverage, Traffic, EVAL_CHUNK,
 };
 pub use session::MlpSession;
-pub use arch::{init_layer, layer_init, Arch, LayerShape, LayerView};
 
 pub use compute::{
     accuracy, argmax, check_batch, check_labels, cross_entropy, evaluate, mean_loss, predict_all,
