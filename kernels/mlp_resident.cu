@@ -11,6 +11,23 @@
 // `(local - read) * scale` do in f32; the gradients themselves come from mlp.cu and
 // agree with the CPU oracle to f32 rounding.
 
+// A clock's visiting order made on the device: order[i] = visit_at(n, keys, from + i) for
+// i < count (visit.cuh), the samples ps_apps::visit::Visit::order names, so the order never
+// crosses PCIe. Launch: any 1-D grid (grid stride over count).
+extern "C" __global__ void mlp_visit_order(unsigned int k0,
+                                           unsigned int k1,
+                                           unsigned int k2,
+                                           unsigned int k3,
+                                           unsigned int n,
+                                           unsigned int from,
+                                           unsigned int count,
+                                           unsigned int* __restrict__ order) {
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+         i < count; i += (unsigned long long)gridDim.x * blockDim.x) {
+        order[i] = visit_at(n, k0, k1, k2, k3, from + (unsigned int)i);
+    }
+}
+
 // Gathers a batch of `rows` samples: batch row r is sample s = order[first + r], or first + r
 // when order is null (a contiguous range, as for evaluation).
 //   x   n x d features, y n labels (the resident set; s < n, checked by the host)

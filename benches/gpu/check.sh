@@ -223,7 +223,7 @@ encoded = gpu.get("push_payload_bytes_engine_encoded", 0.0)
 d2h, h2d = gpu.get("pcie_bytes_d2h_per_clock", 0.0), gpu.get("pcie_bytes_h2d_per_clock", 0.0)
 ok_enc = encoded > 0
 ok_acc = abs(gpu["test_accuracy"] - cpu["test_accuracy"]) <= 0.01
-# The raw job's bytes in per clock (the model and the sample order, the same in both jobs).
+# The raw job's bytes in per clock (the model; the device makes the sample order itself).
 pulled = raw.get("pcie_bytes_h2d_per_clock", 0.0)
 bar = 1.05 * (pulled + encoded / clocks)
 print(f"mlp {sys.argv[1]}: engine-encoded payload {encoded:.0f} B over {clocks} clocks "

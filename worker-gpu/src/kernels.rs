@@ -55,7 +55,7 @@ macro_rules! header {
 }
 
 /// Every header of `kernels/` (a unit test checks the list against the directory).
-pub const HEADERS: &[Header] = &[header!("lr"), header!("philox")];
+pub const HEADERS: &[Header] = &[header!("lr"), header!("philox"), header!("visit")];
 
 macro_rules! kernel {
     ($name:literal, [$($entry:literal),+ $(,)?] $(, headers [$($h:literal),+ $(,)?])?) => {
@@ -111,7 +111,13 @@ pub const KERNELS: &[Kernel] = &[
     ),
     kernel!(
         "mlp_resident",
-        ["mlp_gather_batch", "mlp_sgd_step", "mlp_delta"]
+        [
+            "mlp_visit_order",
+            "mlp_gather_batch",
+            "mlp_sgd_step",
+            "mlp_delta"
+        ],
+        headers["visit"]
     ),
     kernel!("lr_grad", ["lr_gradient"], headers["lr"]),
     kernel!(

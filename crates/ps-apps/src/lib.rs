@@ -29,5 +29,6 @@ pub mod mlp;
 pub mod par;
 pub mod philox;
 pub mod seed;
+pub mod visit;
 
 pub use error::{AppError, ComputeError, DataError, SinkError};

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use ps_apps::mlp::{
     add_scaled, epoch_order, evaluate, load_mnist_dir, local_sgd_clock, synthetic_mlp,
-    worker_split, Arch, BatchStats, ClockKey, Dataset, FastMlp, MlpCompute, MlpHyper,
-    SyntheticMlpSpec,
+    visiting_order, worker_split, Arch, BatchStats, ClockKey, Dataset, FastMlp, MlpCompute,
+    MlpHyper, SyntheticMlpSpec,
 };
 
 const SEED: u64 = 20240611;
@@ -135,8 +135,9 @@ fn mlp_two_workers_local_sgd_model_averaging_reaches_095_on_builtin() {
                 worker: w as u32,
                 clock,
             };
+            let order = visiting_order(split, key);
             let mut out =
-                local_sgd_clock(&mut engine, &arch, &read, &train, split, &hyper, key).unwrap();
+                local_sgd_clock(&mut engine, &arch, &read, &train, &order, &hyper, key).unwrap();
             out.scale(1.0 / workers as f32);
             add_scaled(&mut params, &out.delta, 1.0);
         }

@@ -45,7 +45,7 @@ fn launch_accumulate(
 pub enum SentFormat {
     /// f32, lossless: a sent entry's residual becomes 0.
     F32,
-    /// f16 (as [`CudaCodec::encode_f16`]): a sent entry keeps its quantisation error.
+    /// f16 (as [`CudaCodec::encode_f16`](super::codec::CudaCodec::encode_f16)): a sent entry keeps its quantisation error.
     F16,
 }
 

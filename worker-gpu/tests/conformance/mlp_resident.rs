@@ -11,13 +11,15 @@
 //!   more), the loss totals to 1e-3, the held-out accuracy to 0.01.
 //!
 //! Also: the engine compresses its own delta as the worker library would (top-k with f32 or
-//! f16 values, the residual on the device); repeated device runs give bit-identical deltas, the bus traffic per clock is exactly the
-//! model in, the order in, and the delta and the totals out, and bad input is a typed error.
+//! f16 values, the residual on the device); repeated device runs give bit-identical deltas, the
+//! bus traffic per clock is exactly the model in, the order in, and the delta and the totals
+//! out; a clock whose order the device makes itself (`run_visit`) is the host-ordered clock bit
+//! for bit, without the order on the bus; and bad input is a typed error.
 
 use ps_apps::app::device_codec::{DeltaBlock, ResidualKeeper, SentValues};
 use ps_apps::mlp::{
     epoch_order, synthetic_mlp, Arch, BatchStats, ClockKey, CpuMlp, Dataset, HostMlpResident,
-    MlpResident, SyntheticMlpSpec,
+    MlpResident, SyntheticMlpSpec, Visit,
 };
 use std::sync::Arc;
 
@@ -322,4 +324,67 @@ fn resident_engine_encodes_its_delta_as_the_library_would() {
             "{format:?}: the final delta with what was held, rel_err {e:.2e}"
         );
     }
+}
+
+/// A clock whose order the device makes (`run_visit`, `kernels/visit.cuh`) is the clock of the
+/// order the host makes (`Visit::order`) bit for bit, and the order does not cross the bus.
+#[test]
+fn device_made_visit_order_is_the_hosts() {
+    let Some(gpu) = worker_gpu::gpu_or_skip("device_made_visit_order_is_the_hosts") else {
+        return;
+    };
+    let (train, test) = data(3);
+    let arch = Arch::new(train.d, &[32], train.classes);
+    let read = arch.init_params(3);
+    let mut by_device = CudaMlpResident::new(Arc::clone(&gpu)).expect("engine");
+    let mut by_host = CudaMlpResident::new(gpu).expect("engine");
+    for e in [&mut by_device, &mut by_host] {
+        e.setup(&arch, &train, &test).expect("setup");
+    }
+    for c in 0..CLOCKS {
+        let key = ClockKey {
+            seed: 11,
+            worker: 1,
+            clock: c,
+        };
+        let visit = Visit::for_clock(key, train.n, c as usize % 3, 3);
+        let (d0, h0) = (by_device.traffic(), by_host.traffic());
+        load(&mut by_device, &arch, &read);
+        load(&mut by_host, &arch, &read);
+        let a = by_device.run_visit(&visit, 32, 0.1).expect("run_visit");
+        let b = by_host
+            .run_clock(&visit.order(), 32, 0.1)
+            .expect("run_clock");
+        assert_eq!(
+            (a.loss_sum, a.correct, a.count),
+            (b.loss_sum, b.correct, b.count)
+        );
+        let (mut da, mut db) = (arch.zeros(), arch.zeros());
+        by_device.delta(1.0, &mut da).expect("delta");
+        by_host.delta(1.0, &mut db).expect("delta");
+        assert!(da == db, "clock {c}: the deltas differ");
+        let moved = |now: ps_apps::mlp::Traffic, then: ps_apps::mlp::Traffic| {
+            now.h2d_bytes - then.h2d_bytes
+        };
+        assert_eq!(
+            moved(by_host.traffic(), h0) - moved(by_device.traffic(), d0),
+            4 * u64::from(visit.count),
+            "only the host-made order crosses the bus"
+        );
+    }
+    let wrong = Visit::for_clock(
+        ClockKey {
+            seed: 1,
+            worker: 0,
+            clock: 0,
+        },
+        train.n + 1,
+        0,
+        1,
+    );
+    load(&mut by_device, &arch, &read);
+    assert!(
+        by_device.run_visit(&wrong, 32, 0.1).is_err(),
+        "a visit of other samples"
+    );
 }

@@ -35,7 +35,8 @@
 //!   the effective step by `W` and is only stable for small `lr`.
 //!
 //! Samples are split over workers with [`worker_split`]; the visiting order
-//! within a clock is [`epoch_order`], seeded by [`ClockKey`].
+//! of an epoch is a [`Visit`] keyed by [`ClockKey`] (a permutation a device can make
+//! position by position), and a clock visits a slice of it.
 //!
 //! # Backends
 //! [`CpuMlp`] is the oracle (plain loops, `f64` accumulation); [`FastMlp`]
@@ -89,6 +90,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ComputeError;
 pub use crate::seed::{epoch_order, ClockKey};
+pub use crate::visit::Visit;
 
 /// Local update `params[l] -= lr * grads[l]` for every layer.
 ///
@@ -211,28 +213,27 @@ impl ClockOutput {
 
 /// One local-SGD clock: a copy of `params_read` is updated with
 /// [`sgd_step`] after every mini-batch of `hyper.batch` samples (the last
-/// batch may be smaller) visiting `samples` (indices into `data`, e.g. a
-/// [`worker_split`]) in [`epoch_order`]`(samples.len(), key)`, at learning
+/// batch may be smaller) of `order` (indices into `data`, in visiting order: e.g.
+/// [`visiting_order`] of a [`worker_split`], or a clock's slice of it), at learning
 /// rate `hyper.lr_at(key.clock)`. Returns `local_after - params_read`.
 pub fn local_sgd_clock<C: MlpCompute + ?Sized>(
     compute: &mut C,
     arch: &Arch,
     params_read: &[Vec<f32>],
     data: &Dataset,
-    samples: &[usize],
+    order: &[usize],
     hyper: &MlpHyper,
     key: ClockKey,
 ) -> Result<ClockOutput, ComputeError> {
     let mut local = params_read.to_vec();
     let mut grads = arch.zeros();
-    let order = visiting_order(samples, key);
     let (stats, batches) = local_sgd_steps(
         compute,
         arch,
         &mut local,
         &mut grads,
         data,
-        &order,
+        order,
         hyper,
         hyper.lr_at(key.clock),
     )?;
@@ -244,9 +245,11 @@ pub fn local_sgd_clock<C: MlpCompute + ?Sized>(
     })
 }
 
-/// `samples` in [`epoch_order`]`(samples.len(), key)`.
+/// `samples` in the order of the epoch `key`'s [`Visit`] (the whole epoch); a clock of an
+/// epoch split over several visits a slice of it ([`Visit::for_clock`]).
 pub fn visiting_order(samples: &[usize], key: ClockKey) -> Vec<usize> {
-    epoch_order(samples.len(), key)
+    Visit::for_clock(key, samples.len(), 0, 1)
+        .order()
         .into_iter()
         .map(|i| samples[i])
         .collect()

@@ -5,11 +5,12 @@
 //! the held-out set once ([`MlpResident::setup`]) and keeps them for the whole job. Per clock the
 //! session hands it the pulled parameter rows ([`MlpResident::load`], layer by layer, by row) —
 //! the *read* model; [`MlpResident::evaluate`] measures the read model on the held-out set;
-//! [`MlpResident::run_clock`] copies the read model into a local one and runs the clock's
-//! mini-batches on it (forward, backward, `p -= lr * g` after every batch), from sample indices
-//! alone; [`MlpResident::delta`] forms `(local - read) * scale` where the model is and hands
-//! back only that. On a GPU the parameters in, the sample order in and the delta out are all
-//! that cross PCIe in a clock. An engine may also compress the delta itself
+//! [`MlpResident::run_visit`] copies the read model into a local one and runs the clock's
+//! mini-batches on it (forward, backward, `p -= lr * g` after every batch) in the order of the
+//! clock's [`Visit`], which a device engine makes itself from the visit's key
+//! ([`MlpResident::run_clock`] takes an order made elsewhere); [`MlpResident::delta`] forms
+//! `(local - read) * scale` where the model is and hands back only that. On a GPU the
+//! parameters in and the delta out are all that cross PCIe in a clock. An engine may also compress the delta itself
 //! ([`MlpResident::delta_encoded`], `crate::app::device_codec`): then only the selection comes
 //! back, and the engine keeps the error-feedback residual, adding it to what it reads.
 //!
@@ -23,6 +24,7 @@ use super::{local_sgd_steps, Arch, MlpHyper};
 use crate::app::device_codec::{check_tiling, DeltaBlock, ResidualKeeper, SentValues};
 pub use crate::app::Traffic;
 use crate::error::ComputeError;
+use crate::visit::Visit;
 
 /// Samples per evaluation call (the session's host path uses the same chunks).
 pub const EVAL_CHUNK: usize = 1024;
@@ -50,6 +52,18 @@ pub trait MlpResident: Send {
         batch: usize,
         lr: f32,
     ) -> Result<BatchStats, ComputeError>;
+
+    /// [`MlpResident::run_clock`] over the samples of `visit`, in its order. A device engine
+    /// makes the order where the samples are ([`Visit::at`] is a pure function of the position),
+    /// so nothing but the visit's key and range crosses the bus. Default: the order made here.
+    fn run_visit(
+        &mut self,
+        visit: &Visit,
+        batch: usize,
+        lr: f32,
+    ) -> Result<BatchStats, ComputeError> {
+        self.run_clock(&visit.order(), batch, lr)
+    }
 
     /// Writes `(local - read) * scale` per layer into `out` (shaped like the model), plus any
     /// residual [`MlpResident::delta_encoded`] kept, which the engine then forgets.

@@ -5,23 +5,24 @@
 //!   of the epoch's shuffled samples with a [`MlpCompute`] engine.
 //! - **Resident** (an engine from [`crate::app::Engines::mlp_resident`], e.g. CUDA): the
 //!   worker's training samples and its share of the held-out set stay on the device for the whole
-//!   job; per clock the pulled model goes in, the clock's sample order goes in, every mini-batch's
-//!   forward, backward and SGD step run there, and only the delta (and the loss totals) come
-//!   back. The held-out figures are computed on the device too.
+//!   job; per clock the pulled model goes in, the clock's visit goes in (a permutation key and a
+//!   range: the engine can make the order itself), every mini-batch's forward, backward and SGD
+//!   step run there, and only the delta (and the loss totals) come back. The held-out figures
+//!   are computed on the device too.
 //!
-//! Both paths visit the same samples in the same order with the same learning rate and push
-//! the same `(local - read) / workers`.
+//! Both paths visit the same samples in the same order ([`Visit`]: each epoch a keyed
+//! permutation of the worker's samples, its clocks consecutive slices of it) with the same
+//! learning rate and push the same `(local - read) / workers`.
 
 use super::app::{load, MlpApp, MlpClock, MlpFacts, MlpFinal, MlpSettings};
 use super::resident::{MlpResident, Traffic, EVAL_CHUNK};
-use super::{
-    evaluate, local_sgd_steps, visiting_order, worker_split, Arch, BatchStats, Dataset, MlpCompute,
-};
+use super::{evaluate, local_sgd_steps, worker_split, Arch, BatchStats, Dataset, MlpCompute};
 use crate::app::device_codec::{block_k, device_format, DeltaBlock};
 use crate::app::flags;
 use crate::app::{DeltaSink, Inbox, Outcome, Session, TableRows, WorkerContext};
 use crate::error::AppError;
-use crate::seed::{epoch_order, ClockKey};
+use crate::seed::ClockKey;
+use crate::visit::Visit;
 
 /// The host path: the engine, the training set, and the local model and gradient buffers.
 struct HostPath {
@@ -271,11 +272,8 @@ impl Session<MlpApp> for MlpSession {
         let mut engine_encoded = 0;
         let stats = match &mut self.path {
             Path::Host(h) => {
-                let order: Vec<usize> = epoch_order(h.samples.len(), key)
-                    .into_iter()
-                    .map(|i| h.samples[i])
-                    .collect();
-                let slice = flags::slice_of(&order, slice_of, of);
+                let visit = Visit::for_clock(key, h.samples.len(), slice_of, of);
+                let order: Vec<usize> = visit.order().into_iter().map(|i| h.samples[i]).collect();
                 for (l, r) in h.local.iter_mut().zip(&self.read) {
                     l.copy_from_slice(r);
                 }
@@ -285,7 +283,7 @@ impl Session<MlpApp> for MlpSession {
                     &mut h.local,
                     &mut h.grads,
                     &h.train,
-                    &visiting_order(slice, key),
+                    &order,
                     &hyper,
                     lr,
                 )?;
@@ -301,11 +299,8 @@ impl Session<MlpApp> for MlpSession {
             }
             Path::Resident(r) => {
                 // The engine's samples are this worker's, in order: the same visit by position.
-                let order = epoch_order(r.samples, key);
-                let slice = flags::slice_of(&order, slice_of, of);
-                let stats = r
-                    .dev
-                    .run_clock(&visiting_order(slice, key), hyper.batch, lr)?;
+                let visit = Visit::for_clock(key, r.samples, slice_of, of);
+                let stats = r.dev.run_visit(&visit, hyper.batch, lr)?;
                 match push_encoded(r.dev.as_mut(), &self.arch, scale, out)? {
                     Some(bytes) => engine_encoded = bytes,
                     None => {

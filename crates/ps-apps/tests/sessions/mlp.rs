@@ -7,8 +7,8 @@
 use ps_apps::app::testing::{run_bsp, BspRun};
 use ps_apps::app::{App, CpuEngines, OracleEngines, Plan};
 use ps_apps::mlp::{
-    epoch_order, local_sgd_clock, synthetic_mlp, worker_split, Arch, ClockKey, CpuMlp, MlpApp,
-    MlpArgs, MlpSettings, SyntheticMlpSpec,
+    local_sgd_clock, synthetic_mlp, worker_split, Arch, ClockKey, CpuMlp, MlpApp, MlpArgs,
+    MlpSettings, SyntheticMlpSpec, Visit,
 };
 
 use super::common::{job, max_rel};
@@ -52,14 +52,15 @@ fn oracle(plan: &Plan<MlpSettings>) -> (Vec<Vec<Vec<Vec<f32>>>>, Vec<Vec<f32>>) 
                 worker: w,
                 clock: (clock / PER_EPOCH) as u32,
             };
-            let order: Vec<usize> = epoch_order(samples.len(), key)
+            // The clock's slice of the epoch's permutation of the worker's samples.
+            let i = (clock % PER_EPOCH) as usize;
+            let slice: Vec<usize> = Visit::for_clock(key, samples.len(), i, PER_EPOCH as usize)
+                .order()
                 .into_iter()
-                .map(|i| samples[i])
+                .map(|j| samples[j])
                 .collect();
-            let (i, n) = ((clock % PER_EPOCH) as usize, order.len());
-            let slice = &order[n * i / PER_EPOCH as usize..n * (i + 1) / PER_EPOCH as usize];
             let mut out =
-                local_sgd_clock(&mut CpuMlp, &arch, &read, &train, slice, &s.hyper, key).unwrap();
+                local_sgd_clock(&mut CpuMlp, &arch, &read, &train, &slice, &s.hyper, key).unwrap();
             out.scale(0.5);
             this.push(out.delta);
         }

@@ -6,8 +6,8 @@
 //! writing the weight gradient straight into the gradient table, the bias-gradient column sums,
 //! one SGEMM for the input delta and the ReLU mask), then downloads what the trait returns.
 //!
-//! The work of a call is described first as a list of operations ([`Op`], built by `plan_chunk`
-//! from the architecture alone) on named buffers ([`Buf`]); the engine then maps each operation
+//! The work of a call is described first as a list of operations (`Op`, built by `plan_chunk`
+//! from the architecture alone) on named buffers (`Buf`); the engine then maps each operation
 //! onto one kernel launch. The unit tests run the same plans through a host emulation of the
 //! kernels' documented semantics and compare with the CPU oracle, so the plan (shapes, leading
 //! dimensions, transposes, offsets) is checked even where there is no GPU. The plan is in `plan`,

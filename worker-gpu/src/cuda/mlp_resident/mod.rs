@@ -5,7 +5,9 @@
 //!
 //! - the loads of the read model write a pinned host mirror of it; before the model is used
 //!   the mirror goes to the device in one copy (the parameters in);
-//! - the clock's sample order goes to the device as u32 indices;
+//! - the clock's sample order is made on the device from the visit's key (`mlp_visit_order`,
+//!   `kernels/visit.cuh`, [`ps_apps::visit::Visit`]); only a caller of `run_clock` with an
+//!   order of its own sends it, as u32 indices;
 //! - the read model is copied on the device into the local model, and every mini-batch runs
 //!   back to back on the compute stream: its inputs and labels gathered from the resident set
 //!   (`mlp_gather_batch`), the forward and backward kernels of [`CudaMlp`] on the local model
@@ -31,18 +33,21 @@ use std::sync::Arc;
 
 use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{CudaEvent, CudaFunction, LaunchConfig, PushKernelArg};
-use ps_apps::app::device_codec::{check_tiling, selection_payload, DeltaBlock, SentValues};
+use ps_apps::app::device_codec::{DeltaBlock, SentValues};
 use ps_apps::mlp::{
     check_load, check_setup, Arch, BatchStats, Dataset, MlpResident, ReadCoverage, Traffic,
 };
+use ps_apps::visit::Visit;
 use ps_apps::ComputeError;
 
 use super::buffers::{upload_once, DevBuf, Pinned};
-use super::codec::{DeviceTopK, SentFormat};
+use super::codec::DeviceTopK;
 use super::mlp::CudaMlp;
 use super::{failed, Call, Gpu, GpuError};
 
 /// Threads per block of the element-wise kernels.
+mod encode;
+
 const BLOCK: u32 = 256;
 /// Blocks per multiprocessor for the grid-stride kernels.
 const BLOCKS_PER_SM: u32 = 8;
@@ -62,6 +67,7 @@ pub struct CudaMlpResident {
     gpu: Arc<Gpu>,
     mlp: CudaMlp,
     gather_fn: CudaFunction,
+    visit_fn: CudaFunction,
     sgd_fn: CudaFunction,
     delta_fn: CudaFunction,
     arch: Option<Arch>,
@@ -136,6 +142,7 @@ impl CudaMlpResident {
         Ok(CudaMlpResident {
             mlp: CudaMlp::new(Arc::clone(&gpu))?,
             gather_fn: gpu.function("mlp_resident", "mlp_gather_batch")?,
+            visit_fn: gpu.function("mlp_resident", "mlp_visit_order")?,
             sgd_fn: gpu.function("mlp_resident", "mlp_sgd_step")?,
             delta_fn: gpu.function("mlp_resident", "mlp_delta")?,
             arch: None,
@@ -232,32 +239,6 @@ impl CudaMlpResident {
                 let mut dst = self.read.get_mut().slice_mut(at..at + enc.len());
                 enc.add_residual_to(&mut dst)?;
             }
-        }
-        Ok(())
-    }
-
-    /// Where block `b` starts in the flat model; an error when it is not within its layer.
-    fn block_start(&self, b: &DeltaBlock) -> Result<usize, GpuError> {
-        let arch = self.arch()?;
-        let l = b.table as usize;
-        if l >= arch.num_layers() || b.first_row + b.rows > arch.layer(l).rows() {
-            return Err(input(format!(
-                "push block of rows {}..{} of layer {} is not in the model",
-                b.first_row,
-                b.first_row + b.rows,
-                b.table
-            )));
-        }
-        Ok(self.offsets[l] + b.first_row * arch.layer(l).width())
-    }
-
-    /// Moves every encoder's residual into the flat delta (this clock's `delta` formed) and
-    /// drops the encoders.
-    fn fold_encoders(&mut self) -> Result<(), GpuError> {
-        for (b, enc) in std::mem::take(&mut self.encoders) {
-            let at = self.block_start(&b)?;
-            let mut dst = self.delta.get_mut().slice_mut(at..at + enc.len());
-            enc.add_residual_to(&mut dst)?;
         }
         Ok(())
     }
@@ -359,7 +340,6 @@ impl CudaMlpResident {
         batch: usize,
         lr: f32,
     ) -> Result<BatchStats, GpuError> {
-        let arch = self.arch()?;
         let n = self.train.n;
         let idx = order
             .iter()
@@ -371,21 +351,71 @@ impl CudaMlpResident {
                 }
             })
             .collect::<Result<Vec<u32>, _>>()?;
-        self.sync_read()?;
-        // The local model starts as the read one.
-        copy_layers(
-            &self.gpu.compute,
-            &self.read,
-            &self.offsets,
-            &mut self.local,
-        )?;
+        self.start_clock()?;
         if idx.is_empty() {
             return Ok(BatchStats::default());
         }
         self.order_host.fill(&idx)?;
         self.order.upload(&self.gpu.compute, &self.order_host)?;
         self.traffic.h2d_bytes += 4 * idx.len() as u64;
-        let batch = batch.clamp(1, idx.len());
+        self.run_ordered(idx.len(), batch, lr)
+    }
+
+    /// A clock whose order the device makes itself (`mlp_visit_order`): only the visit's key
+    /// and range cross PCIe, as kernel arguments.
+    fn try_run_visit(
+        &mut self,
+        visit: &Visit,
+        batch: usize,
+        lr: f32,
+    ) -> Result<BatchStats, GpuError> {
+        let n = self.train.n;
+        let end = u64::from(visit.from) + u64::from(visit.count);
+        if visit.n as usize != n || end > u64::from(visit.n) {
+            return Err(input(format!(
+                "a visit of positions {}..{end} of {} samples; the engine holds {n}",
+                visit.from, visit.n
+            )));
+        }
+        self.start_clock()?;
+        let count = visit.count as usize;
+        if count == 0 {
+            return Ok(BatchStats::default());
+        }
+        let stream = Arc::clone(&self.gpu.compute);
+        self.order.ensure(&stream, count)?;
+        let [k0, k1, k2, k3] = visit.keys;
+        let cfg = self.cfg(count);
+        let mut b = stream.launch_builder(&self.visit_fn);
+        b.arg(&k0)
+            .arg(&k1)
+            .arg(&k2)
+            .arg(&k3)
+            .arg(&visit.n)
+            .arg(&visit.from)
+            .arg(&visit.count)
+            .arg(self.order.get_mut());
+        // SAFETY: the order buffer holds `count` words; mlp_visit_order(unsigned int x 7,
+        // unsigned int*) writes order[0..count), each a position's sample below n.
+        unsafe { b.launch(cfg) }.call("cuLaunchKernel(mlp_visit_order)")?;
+        self.run_ordered(count, batch, lr)
+    }
+
+    /// The read model into the local one, once any loads are on the device.
+    fn start_clock(&mut self) -> Result<(), GpuError> {
+        self.sync_read()?;
+        copy_layers(
+            &self.gpu.compute,
+            &self.read,
+            &self.offsets,
+            &mut self.local,
+        )
+    }
+
+    /// The clock's mini-batches over the first `count` samples of the device's order.
+    fn run_ordered(&mut self, count: usize, batch: usize, lr: f32) -> Result<BatchStats, GpuError> {
+        let arch = self.arch()?;
+        let batch = batch.clamp(1, count);
         // Sized first (sizing may reallocate the parameter slots, which hold the local model
         // only between the swaps below).
         self.mlp.size_for(&arch, batch, true)?;
@@ -394,11 +424,11 @@ impl CudaMlpResident {
             .record(&self.gpu.compute)
             .call("cuEventRecord")?;
         self.swap_local();
-        let run = self.batches(&arch, idx.len(), batch, lr);
+        let run = self.batches(&arch, count, batch, lr);
         self.swap_local();
         run?;
         self.time_kernels()?;
-        let stats = self.mlp.totals(idx.len())?;
+        let stats = self.mlp.totals(count)?;
         self.traffic.d2h_bytes += 16;
         Ok(stats)
     }
@@ -421,56 +451,6 @@ impl CudaMlpResident {
             o.copy_from_slice(&host[self.offsets[l]..self.offsets[l + 1]]);
         }
         Ok(())
-    }
-
-    /// The delta compressed on the device, block by block (see [`MlpResident::delta_encoded`]):
-    /// only the selection crosses PCIe.
-    fn try_delta_encoded(
-        &mut self,
-        scale: f32,
-        format: SentValues,
-        blocks: &[DeltaBlock],
-        out: &mut Vec<Vec<u8>>,
-    ) -> Result<(), GpuError> {
-        let arch = self.arch()?;
-        let rows: Vec<usize> = arch.layers().iter().map(|s| s.rows()).collect();
-        check_tiling(blocks, &rows).map_err(input)?;
-        self.form_delta(scale)?;
-        let sent = match format {
-            SentValues::F32 => SentFormat::F32,
-            SentValues::F16 => SentFormat::F16,
-        };
-        let same = |(b, e): (&DeltaBlock, &(DeltaBlock, DeviceTopK))| {
-            (b.table, b.first_row, b.rows) == (e.0.table, e.0.first_row, e.0.rows)
-                && e.1.format() == sent
-        };
-        if self.encoders.len() != blocks.len() || !blocks.iter().zip(&self.encoders).all(same) {
-            // A new plan: what the old blocks held joins this clock's delta.
-            self.fold_encoders()?;
-            for b in blocks {
-                let n = b.rows * arch.layer(b.table as usize).width();
-                let enc = DeviceTopK::new(Arc::clone(&self.gpu), n, sent)?;
-                self.encoders.push((*b, enc));
-            }
-        }
-        let mut encoders = std::mem::take(&mut self.encoders);
-        let run = (|| {
-            for (e, b) in encoders.iter_mut().zip(blocks) {
-                let at = self.block_start(b)?;
-                let n = e.1.len();
-                let before = e.1.moved();
-                let (idx, values) = e.1.push_view(&self.delta.get().slice(at..at + n), b.k)?;
-                let after = e.1.moved();
-                self.traffic.h2d_bytes += after.0 - before.0;
-                self.traffic.d2h_bytes += after.1 - before.1;
-                out.push(
-                    selection_payload(format, n, &idx, &values).map_err(|e| input(e.message))?,
-                );
-            }
-            Ok(())
-        })();
-        self.encoders = encoders;
-        run
     }
 
     /// Forms `(local - read) * scale` per layer in the flat `delta` on the device.
@@ -550,6 +530,15 @@ impl MlpResident for CudaMlpResident {
         lr: f32,
     ) -> Result<BatchStats, ComputeError> {
         failed(NAME, self.try_run_clock(order, batch, lr))
+    }
+
+    fn run_visit(
+        &mut self,
+        visit: &Visit,
+        batch: usize,
+        lr: f32,
+    ) -> Result<BatchStats, ComputeError> {
+        failed(NAME, self.try_run_visit(visit, batch, lr))
     }
 
     fn delta(&mut self, scale: f32, out: &mut [Vec<f32>]) -> Result<(), ComputeError> {

@@ -1,0 +1,113 @@
+//! The device halves of the host/device pure functions, run on the CPU: the shared kernel
+//! headers `kernels/visit.cuh` (the visiting order) and `kernels/philox.cuh` (the uniforms) are
+//! plain C++ apart from CUDA's qualifiers and intrinsics, so this test compiles them with the
+//! host's C++ compiler behind a few shims and checks every output against the Rust halves
+//! (`ps_apps::visit`, `ps_apps::philox`) bit for bit. What it cannot catch is a difference
+//! between NVRTC and the host compiler; the GPU conformance tests check that where there is a
+//! GPU. Skips visibly without a C++ compiler (`CXX`, else `c++`).
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+use ps_apps::philox;
+use ps_apps::seed::ClockKey;
+use ps_apps::visit::Visit;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// CUDA's qualifiers and the one intrinsic the headers use, for a host compiler.
+const SHIMS: &str = r#"
+#include <cstdio>
+#define __device__
+#define __forceinline__ static inline
+static inline int __clz(unsigned int x) { return x == 0u ? 32 : __builtin_clz(x); }
+"#;
+
+/// Compiles `main_body` after the headers and runs it; its stdout, or `None` (printed as a
+/// skip) when there is no compiler.
+fn run_on_host(dir: &Path, main_body: &str) -> Option<String> {
+    let src = format!(
+        "{SHIMS}\n{}\n{}\nint main() {{\n{main_body}\nreturn 0;\n}}\n",
+        include_str!("../../kernels/visit.cuh"),
+        include_str!("../../kernels/philox.cuh"),
+    );
+    let (cpp, exe) = (dir.join("headers.cpp"), dir.join("headers"));
+    std::fs::write(&cpp, src).expect("write the C++ source");
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    let built = Command::new(&cxx)
+        .args(["-O1", "-std=c++14", "-o"])
+        .arg(&exe)
+        .arg(&cpp)
+        .output();
+    let built = match built {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("SKIP headers_on_host: no C++ compiler ({cxx}: {e})");
+            return None;
+        }
+    };
+    assert!(
+        built.status.success(),
+        "the headers do not compile on the host:\n{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let out = Command::new(&exe)
+        .output()
+        .expect("run the compiled headers");
+    assert!(out.status.success());
+    Some(String::from_utf8(out.stdout).expect("ASCII output"))
+}
+
+#[test]
+fn the_device_visit_order_and_uniforms_are_the_hosts() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut rng = ChaCha8Rng::seed_from_u64(0x4845_4144);
+    let mut body = String::new();
+    let mut want = String::new();
+    // Visits: small and awkward sizes, the largest, and random ones.
+    let mut sizes: Vec<u32> = vec![1, 2, 3, 4, 5, 15, 16, 17, 1000, 65_536, 65_537, u32::MAX];
+    sizes.extend((0..20).map(|_| rng.gen_range(1..5_000_000)));
+    for (c, &n) in sizes.iter().enumerate() {
+        let key = ClockKey {
+            seed: rng.gen(),
+            worker: rng.gen_range(0..64),
+            clock: c as u32,
+        };
+        let v = Visit::for_clock(key, n as usize, 0, 1);
+        let [k0, k1, k2, k3] = v.keys;
+        for _ in 0..8 {
+            let j = rng.gen_range(0..n);
+            writeln!(
+                body,
+                "printf(\"%u\\n\", visit_at({n}u, {k0}u, {k1}u, {k2}u, {k3}u, {j}u));"
+            )
+            .unwrap();
+            writeln!(want, "{}", v.at(j)).unwrap();
+        }
+    }
+    // Philox blocks and uniforms (as bits).
+    for _ in 0..40 {
+        let (seed, stream, index): (u64, u32, u64) = (rng.gen(), rng.gen(), rng.gen::<u64>() >> 8);
+        let (lo, hi) = (seed as u32, (seed >> 32) as u32);
+        writeln!(
+            body,
+            "{{ philox_block b = philox_uniform_block({lo}u, {hi}u, {stream}u, {}ull); \
+             printf(\"%u %u %u %u\\n\", b.w[0], b.w[1], b.w[2], b.w[3]); \
+             float u = philox_uniform({lo}u, {hi}u, {stream}u, {index}ull); unsigned int bits; \
+             __builtin_memcpy(&bits, &u, 4); printf(\"%u\\n\", bits); }}",
+            index >> 2
+        )
+        .unwrap();
+        let b = philox::block(seed, stream, index >> 2);
+        writeln!(want, "{} {} {} {}", b[0], b[1], b[2], b[3]).unwrap();
+        writeln!(want, "{}", philox::uniform(seed, stream, index).to_bits()).unwrap();
+    }
+    let Some(got) = run_on_host(dir.path(), &body) else {
+        return;
+    };
+    for (i, (g, w)) in got.lines().zip(want.lines()).enumerate() {
+        assert_eq!(g, w, "line {i}");
+    }
+    assert_eq!(got.lines().count(), want.lines().count());
+}
