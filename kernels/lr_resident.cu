@@ -3,9 +3,11 @@
 // The worker's training rows are uploaded once, in CSR form with every key replaced by its local
 // id (its position in the sorted list of the worker's distinct keys): row_ptr (rows + 1 offsets),
 // cols (local id of every nonzero), vals, labels (0 or 1 as f32). A clock names its batch by row
-// indices and brings the weights of its keys; weights and gradient are dense over the local ids
-// (`features` floats), so no key is looked up on the device:
+// indices, or by its visit (positions of the epoch's keyed permutation, visit.cuh), whose row
+// indices lr_visit_rows makes here; it brings the weights of its keys; weights and gradient are
+// dense over the local ids (`features` floats), so no key is looked up on the device:
 //
+//   lr_visit_rows     batch[i] = visit_at(n, keys, from + i)   (the batch's rows, i < count)
 //   lr_scatter        dense[slot[i]] = values[i]              (the batch keys' pulled weights)
 //   lr_gradient_rows  grad[c] += (sigmoid(z) - y) x_c * inv_n for every nonzero of the rows
 //                     batch[0..n), z = sum_c weights[c] x_c; loss_sum += the summed loss
@@ -22,6 +24,20 @@
 
 #define LRR_WARP 32
 #define LRR_FULL 0xffffffffu
+
+extern "C" __global__ void lr_visit_rows(unsigned int k0,
+                                         unsigned int k1,
+                                         unsigned int k2,
+                                         unsigned int k3,
+                                         unsigned int n,
+                                         unsigned int from,
+                                         unsigned int count,
+                                         unsigned int* __restrict__ batch) {
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+         i < count; i += (unsigned long long)gridDim.x * blockDim.x) {
+        batch[i] = visit_at(n, k0, k1, k2, k3, from + (unsigned int)i);
+    }
+}
 
 extern "C" __global__ void lr_scatter(const unsigned int* __restrict__ slot,
                                       const float* __restrict__ values,

@@ -122,8 +122,8 @@ pub const KERNELS: &[Kernel] = &[
     kernel!("lr_grad", ["lr_gradient"], headers["lr"]),
     kernel!(
         "lr_resident",
-        ["lr_scatter", "lr_gather", "lr_gradient_rows"],
-        headers["lr"]
+        ["lr_visit_rows", "lr_scatter", "lr_gather", "lr_gradient_rows"],
+        headers["lr", "visit"]
     ),
     kernel!(
         "codecs",

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{CudaEvent, CudaFunction, LaunchConfig, PushKernelArg};
 use ps_apps::lr::{batch_keys, check_gradient, LrResident, SparseRow, Traffic};
+use ps_apps::visit::Visit;
 use ps_apps::ComputeError;
 
 use super::buffers::{upload_once, DevBuf, Pinned};
@@ -33,6 +34,14 @@ const BLOCKS_PER_SM: u32 = 8;
 
 const NAME: &str = "cuda-resident";
 
+/// How a call names its batch: by row indices the host made, or by a visit whose indices the
+/// device makes itself.
+#[derive(Clone, Copy)]
+enum BatchRows<'a> {
+    Named(&'a [u32]),
+    Visit(&'a Visit),
+}
+
 fn input(m: String) -> GpuError {
     GpuError::Input(format!("lr resident: {m}"))
 }
@@ -43,6 +52,7 @@ pub struct CudaLrResident {
     scatter_fn: CudaFunction,
     gather_fn: CudaFunction,
     gradient_fn: CudaFunction,
+    visit_fn: CudaFunction,
     /// The worker's distinct keys, sorted: a key's local id is its position.
     keys: Vec<u64>,
     rows: usize,
@@ -80,6 +90,7 @@ impl CudaLrResident {
             scatter_fn: gpu.function("lr_resident", "lr_scatter")?,
             gather_fn: gpu.function("lr_resident", "lr_gather")?,
             gradient_fn: gpu.function("lr_resident", "lr_gradient_rows")?,
+            visit_fn: gpu.function("lr_resident", "lr_visit_rows")?,
             keys: Vec::new(),
             rows: 0,
             d_row_ptr: DevBuf::default(),
@@ -150,14 +161,31 @@ impl CudaLrResident {
 
     fn try_gradient(
         &mut self,
-        batch: &[u32],
+        batch: BatchRows<'_>,
         keys: &[u64],
         weights: &[f32],
         grad: &mut [f32],
     ) -> Result<f64, GpuError> {
-        check_gradient(self.rows, batch, keys, weights, grad).map_err(input)?;
+        let named = match batch {
+            BatchRows::Named(b) => b,
+            BatchRows::Visit(_) => &[],
+        };
+        check_gradient(self.rows, named, keys, weights, grad).map_err(input)?;
+        let n = match batch {
+            BatchRows::Named(b) => b.len(),
+            BatchRows::Visit(v) => {
+                let end = u64::from(v.from) + u64::from(v.count);
+                if v.n as usize != self.rows || end > u64::from(v.n) {
+                    return Err(input(format!(
+                        "a visit of positions {}..{end} of {} rows; the engine holds {}",
+                        v.from, v.n, self.rows
+                    )));
+                }
+                v.count as usize
+            }
+        };
         grad.fill(0.0);
-        if batch.is_empty() {
+        if n == 0 {
             return Ok(0.0);
         }
         // The call's keys that the worker's rows hold, by local id; the others get no gradient
@@ -170,15 +198,38 @@ impl CudaLrResident {
                 at.push(i);
             }
         }
-        let (n, m, f) = (batch.len(), slots.len(), self.keys.len());
+        let (m, f) = (slots.len(), self.keys.len());
         let compute = Arc::clone(&self.gpu.compute);
-        self.batch_host.fill(batch)?;
-        self.d_batch.upload(&compute, &self.batch_host)?;
+        match batch {
+            BatchRows::Named(b) => {
+                self.batch_host.fill(b)?;
+                self.d_batch.upload(&compute, &self.batch_host)?;
+                self.traffic.h2d_bytes += 4 * n as u64;
+            }
+            BatchRows::Visit(v) => {
+                // The batch's row indices made on the device (visit.cuh): nothing crosses.
+                self.d_batch.ensure(&compute, n)?;
+                let [k0, k1, k2, k3] = v.keys;
+                let cfg = self.grid(n);
+                let mut b = compute.launch_builder(&self.visit_fn);
+                b.arg(&k0)
+                    .arg(&k1)
+                    .arg(&k2)
+                    .arg(&k3)
+                    .arg(&v.n)
+                    .arg(&v.from)
+                    .arg(&v.count)
+                    .arg(self.d_batch.get_mut());
+                // SAFETY: the batch buffer holds n = count words; lr_visit_rows(unsigned x 7,
+                // unsigned*) writes batch[0..count), each a row below v.n = rows (checked).
+                unsafe { b.launch(cfg) }.call("cuLaunchKernel(lr_visit_rows)")?;
+            }
+        }
         self.slots_host.fill(&slots)?;
         self.d_slots.upload(&compute, &self.slots_host)?;
         self.values_host.fill(&values)?;
         self.d_values.upload(&compute, &self.values_host)?;
-        self.traffic.h2d_bytes += 4 * (n + 2 * m) as u64;
+        self.traffic.h2d_bytes += 8 * m as u64;
         self.events.0.record(&compute).call("cuEventRecord")?;
         self.d_weights.zero(&compute, f)?;
         self.d_grad.zero(&compute, f)?;
@@ -257,7 +308,23 @@ impl LrResident for CudaLrResident {
         weights: &[f32],
         grad: &mut [f32],
     ) -> Result<f64, ComputeError> {
-        failed(NAME, self.try_gradient(batch, keys, weights, grad))
+        failed(
+            NAME,
+            self.try_gradient(BatchRows::Named(batch), keys, weights, grad),
+        )
+    }
+
+    fn gradient_visit(
+        &mut self,
+        visit: &Visit,
+        keys: &[u64],
+        weights: &[f32],
+        grad: &mut [f32],
+    ) -> Result<f64, ComputeError> {
+        failed(
+            NAME,
+            self.try_gradient(BatchRows::Visit(visit), keys, weights, grad),
+        )
     }
 
     fn traffic(&self) -> Traffic {

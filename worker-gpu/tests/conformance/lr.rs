@@ -2,6 +2,8 @@
 //! `FAST_REL_TOL` as the fast CPU engine is.
 
 use ps_apps::lr::{batch_keys, CpuLr, LrCompute, LrResident, SparseRow, BIAS_KEY, FAST_REL_TOL};
+use ps_apps::seed::ClockKey;
+use ps_apps::visit::Visit;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use worker_gpu::cuda::lr::CudaLr;
@@ -208,5 +210,62 @@ fn resident_gradient_matches_the_oracle() {
     assert!(
         engine.gradient(&[0], &[2, 1], &[0.5; 2], &mut g).is_err(),
         "unsorted keys"
+    );
+}
+
+/// A batch named by its visit: the device makes the row indices (`lr_visit_rows`,
+/// `kernels/visit.cuh`), the gradient is the oracle's on the rows the host's `Visit::order`
+/// names, and only the keys' weights go in.
+#[test]
+fn resident_gradient_of_a_visit_is_the_named_rows() {
+    let Some(gpu) = worker_gpu::gpu_or_skip("lr resident_gradient_of_a_visit") else {
+        return;
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(seed("lr resident visit"));
+    let pool: Vec<u64> = (0..2000).map(|_| rng.gen()).collect();
+    let rows = random_batch(&mut rng, 3001, 20, &pool);
+    let mut engine = CudaLrResident::new(gpu).expect("engine");
+    engine.setup(&rows).expect("setup");
+    for (epoch, from, count) in [(0u32, 0u32, 512u32), (1, 2900, 101), (2, 1234, 1)] {
+        let key = ClockKey {
+            seed: 5,
+            worker: 2,
+            clock: epoch,
+        };
+        let visit = Visit {
+            from,
+            count,
+            ..Visit::for_clock(key, rows.len(), 0, 1)
+        };
+        let batch: Vec<SparseRow> = visit.order().iter().map(|&i| rows[i].clone()).collect();
+        let keys = batch_keys(&batch);
+        let weights: Vec<f32> = (0..keys.len())
+            .map(|_| rng.gen_range(-2.0f32..2.0))
+            .collect();
+        let before = engine.traffic();
+        compare_with(
+            &batch,
+            &keys,
+            &weights,
+            &format!("visit of {count} rows from {from}"),
+            |g| engine.gradient_visit(&visit, &keys, &weights, g).unwrap(),
+        );
+        let t = engine.traffic().since(&before);
+        assert_eq!(t.h2d_bytes, 8 * keys.len() as u64, "no row index crosses");
+    }
+    let other = Visit::for_clock(
+        ClockKey {
+            seed: 1,
+            worker: 0,
+            clock: 0,
+        },
+        rows.len() + 1,
+        0,
+        1,
+    );
+    let mut g = vec![0.0; 1];
+    assert!(
+        engine.gradient_visit(&other, &[1], &[0.5], &mut g).is_err(),
+        "other rows"
     );
 }

@@ -20,6 +20,8 @@ use crate::app::{
     App, DeltaSink, Inbox, JobCommon, JobView, Outcome, Plan, Session, TableRows, WorkerContext,
 };
 use crate::error::AppError;
+use crate::seed::ClockKey;
+use crate::visit::Visit;
 use ps_proto::{Init, Layout, UpdateRule};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -298,13 +300,12 @@ impl App for LrApp {
 
 /// Where a worker's gradients are computed.
 enum Engine {
-    /// A host engine on the batch's rows (`mine` is shuffled in place every epoch).
+    /// A host engine on the batch's rows, gathered from `mine` in the epoch's order.
     Host(Box<dyn LrCompute + Send>),
-    /// A resident engine holding `mine` in its original order; `order` is shuffled instead
-    /// (the same permutation), and a batch is named by row indices.
+    /// A resident engine holding `mine`; a batch is named by its [`Visit`] (the engine makes
+    /// the row indices itself, or is handed them).
     Resident {
         dev: Box<dyn LrResident>,
-        order: Vec<u32>,
         before: Traffic,
     },
 }
@@ -331,7 +332,10 @@ pub struct LrSession {
     train: Vec<SparseRow>,
     test: Vec<SparseRow>,
     per_epoch: u64,
+    /// The epoch the order is of, its visit key, and the order (rows of `mine`, whole epoch).
     shuffled: Option<u64>,
+    epoch_key: ClockKey,
+    order: Vec<u32>,
     /// The planned clock's batch (a range of `mine`) and its keys.
     batch: (usize, usize),
     /// Weights of the read's keys, in the read's order.
@@ -366,11 +370,7 @@ impl LrSession {
             Some(mut dev) => {
                 dev.setup(&mine)?;
                 let before = dev.traffic();
-                Engine::Resident {
-                    dev,
-                    order: (0..mine.len() as u32).collect(),
-                    before,
-                }
+                Engine::Resident { dev, before }
             }
             None => Engine::Host(ctx.engines.lr(s.threads)?),
         };
@@ -396,6 +396,12 @@ impl LrSession {
             test: if lead { test } else { Vec::new() },
             per_epoch,
             shuffled: None,
+            epoch_key: ClockKey {
+                seed: 0,
+                worker: 0,
+                clock: 0,
+            },
+            order: Vec::new(),
             batch: (0, 0),
             weights: Vec::new(),
             inbox: Inbox::default(),
@@ -423,22 +429,19 @@ impl Session<LrApp> for LrSession {
         if !self.inbox.planned(clock) {
             let (epoch, b) = (clock / self.per_epoch, (clock % self.per_epoch) as usize);
             if self.shuffled != Some(epoch) {
-                let e = epoch.min(u64::from(u32::MAX)) as u32;
-                let (seed, w) = (self.settings.seed, self.worker);
-                match &mut self.path {
-                    Engine::Host(_) => shuffle_epoch(&mut self.mine, seed, w, e),
-                    Engine::Resident { order, .. } => shuffle_epoch(order, seed, w, e),
-                }
+                // A fresh permutation of the worker's rows each epoch, keyed by it.
+                self.epoch_key = ClockKey {
+                    seed: self.settings.seed,
+                    worker: self.worker,
+                    clock: epoch.min(u64::from(u32::MAX)) as u32,
+                };
+                let visit = Visit::for_clock(self.epoch_key, self.mine.len(), 0, 1);
+                self.order = visit.order().into_iter().map(|i| i as u32).collect();
                 self.shuffled = Some(epoch);
             }
             let batch = self.settings.batch as usize;
             self.batch = (b * batch, ((b + 1) * batch).min(self.mine.len()));
-            let keys = match &self.path {
-                Engine::Host(_) => batch_keys(&self.mine[self.batch.0..self.batch.1]),
-                Engine::Resident { order, .. } => {
-                    keys_of(&self.mine, &order[self.batch.0..self.batch.1])
-                }
-            };
+            let keys = keys_of(&self.mine, &self.order[self.batch.0..self.batch.1]);
             self.expect(Some(clock), keys);
         }
         Ok(self.inbox.reads().to_vec())
@@ -463,15 +466,22 @@ impl Session<LrApp> for LrSession {
         let n = self.batch.1 - self.batch.0;
         let (loss, t) = match &mut self.path {
             Engine::Host(engine) => {
-                let rows = &self.mine[self.batch.0..self.batch.1];
+                let rows: Vec<SparseRow> = self.order[self.batch.0..self.batch.1]
+                    .iter()
+                    .map(|&i| self.mine[i as usize].clone())
+                    .collect();
                 (
-                    engine.gradient(rows, keys, &self.weights, grad)?,
+                    engine.gradient(&rows, keys, &self.weights, grad)?,
                     Traffic::default(),
                 )
             }
-            Engine::Resident { dev, order, before } => {
-                let batch = &order[self.batch.0..self.batch.1];
-                let loss = dev.gradient(batch, keys, &self.weights, grad)?;
+            Engine::Resident { dev, before } => {
+                let visit = Visit {
+                    from: self.batch.0 as u32,
+                    count: n as u32,
+                    ..Visit::for_clock(self.epoch_key, self.mine.len(), 0, 1)
+                };
+                let loss = dev.gradient_visit(&visit, keys, &self.weights, grad)?;
                 let now = dev.traffic();
                 let t = now.since(before);
                 *before = now;

@@ -546,7 +546,7 @@ pub fn worker_range(len: usize, workers: u32, w: u32) -> Range<usize> {
 /// Blocks are contiguous, so shuffle the rows first if the input order is
 /// not random (both [`synthetic`] and [`split_train_test`] output are in
 /// i.i.d. order for synthetic data); workers should visit their rows in a
-/// fresh order every epoch ([`shuffle_epoch`]).
+/// fresh order every epoch (the LR session uses [`crate::visit::Visit`]).
 ///
 /// # Panics
 /// If `workers == 0` or `w >= workers`.
@@ -554,9 +554,9 @@ pub fn worker_split(rows: &[SparseRow], workers: u32, w: u32) -> &[SparseRow] {
     &rows[worker_range(rows.len(), workers, w)]
 }
 
-/// Shuffles a worker's rows in place for an epoch, from a ChaCha RNG seeded
-/// by `(seed, worker, epoch)`: deterministic and independent of timing.
-/// Mini-batches are then consecutive chunks of `rows`.
+/// Shuffles rows in place from a ChaCha RNG seeded by `(seed, worker, epoch)`:
+/// deterministic and independent of timing (the data set's own shuffle before
+/// it is split between train, test and workers).
 pub fn shuffle_epoch<T>(rows: &mut [T], seed: u64, worker: u32, epoch: u32) {
     let s = mix64(mix64(mix64(seed) ^ u64::from(worker)) ^ u64::from(epoch));
     rows.shuffle(&mut ChaCha8Rng::seed_from_u64(s));

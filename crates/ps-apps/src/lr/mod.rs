@@ -9,8 +9,9 @@
 //! FTRL-proximal rule ([`FtrlParams`]) to the pushed gradients.
 //!
 //! Each of `W` workers owns a contiguous block of the training rows
-//! ([`worker_split`]). Every epoch it shuffles its rows ([`shuffle_epoch`])
-//! and, for each mini-batch (consecutive chunk of `batch_size` rows),
+//! ([`worker_split`]). Every epoch it visits its rows in a fresh keyed order
+//! ([`crate::visit::Visit`], a permutation a device can make itself) and, for
+//! each mini-batch (consecutive chunk of `batch_size` positions),
 //!
 //! 1. computes the batch's sorted distinct keys ([`batch_keys`]),
 //! 2. reads their current (possibly stale) weights from the server,

@@ -2,11 +2,12 @@
 //! (CUDA) implements, and its CPU oracle [`HostLrResident`].
 //!
 //! A resident engine receives the worker's training rows once ([`LrResident::setup`]) and keeps
-//! them for the whole job. Per clock the session names the batch by row indices (the epoch's
-//! shuffle is of indices, the same permutation the host path applies to the rows) and hands
+//! them for the whole job. Per clock the session names the batch by its [`Visit`] (positions of
+//! the epoch's keyed permutation of the rows, the order the host path visits them in) and hands
 //! over the batch keys' pulled weights; the engine returns the gradient of those keys
-//! ([`LrResident::gradient`], the contract of [`LrCompute::gradient`]). On a GPU the row
-//! indices and the weights in, and the gradient out, are all that cross PCIe in a clock.
+//! ([`LrResident::gradient_visit`], the contract of [`LrCompute::gradient`]). A device engine
+//! makes the row indices itself: on a GPU the weights in and the gradient out are all that
+//! cross PCIe in a clock.
 //!
 //! [`HostLrResident`] gathers the rows and runs a [`LrCompute`] engine on them: exactly the host
 //! path's arithmetic, so the session's resident path is tested where there is no GPU.
@@ -15,6 +16,7 @@ use super::compute::LrCompute;
 use super::data::SparseRow;
 pub use crate::app::Traffic;
 use crate::error::ComputeError;
+use crate::visit::Visit;
 
 /// An LR engine whose training rows stay resident between clocks (see the module docs).
 pub trait LrResident: Send {
@@ -34,6 +36,20 @@ pub trait LrResident: Send {
         weights: &[f32],
         grad: &mut [f32],
     ) -> Result<f64, ComputeError>;
+
+    /// [`LrResident::gradient`] of the rows `visit` names, in its order. A device engine makes
+    /// the row indices where the rows are ([`Visit::at`] is a pure function of the position),
+    /// so only the keys' weights cross the bus. Default: the indices made here.
+    fn gradient_visit(
+        &mut self,
+        visit: &Visit,
+        keys: &[u64],
+        weights: &[f32],
+        grad: &mut [f32],
+    ) -> Result<f64, ComputeError> {
+        let batch: Vec<u32> = visit.order().into_iter().map(|i| i as u32).collect();
+        self.gradient(&batch, keys, weights, grad)
+    }
 
     /// Totals since the engine was made.
     fn traffic(&self) -> Traffic;

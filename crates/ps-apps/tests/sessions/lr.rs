@@ -7,9 +7,11 @@
 use ps_apps::app::testing::{run_bsp, FakePs};
 use ps_apps::app::{App, CpuEngines, DeltaSink, OracleEngines, Plan, Session, WorkerContext};
 use ps_apps::lr::{
-    add_bias, batch_keys, shuffle_epoch, split_train_test, spread_key, synthetic, worker_split,
-    CpuLr, LrApp, LrArgs, LrCompute, LrSettings, SparseRow, SyntheticLrSpec, WEIGHTS,
+    add_bias, batch_keys, split_train_test, spread_key, synthetic, worker_split, CpuLr, LrApp,
+    LrArgs, LrCompute, LrSettings, SparseRow, SyntheticLrSpec, WEIGHTS,
 };
+use ps_apps::seed::ClockKey;
+use ps_apps::visit::Visit;
 use ps_proto::rules::{ftrl, FtrlParams};
 use std::collections::BTreeMap;
 
@@ -46,7 +48,7 @@ fn oracle(plan: &Plan<LrSettings>) -> (Vec<Clock>, BTreeMap<u64, f32>) {
     let data = synthetic(&SyntheticLrSpec::default_builtin(s.seed));
     let (mut train, _) = split_train_test(data.rows, s.test_fraction, s.seed);
     spread(&mut train);
-    let mut mine: Vec<Vec<SparseRow>> = (0..2)
+    let mine: Vec<Vec<SparseRow>> = (0..2)
         .map(|w| worker_split(&train, 2, w).to_vec())
         .collect();
     let p = FtrlParams::new(s.ftrl.alpha, s.ftrl.beta, s.ftrl.l1, s.ftrl.l2);
@@ -55,13 +57,21 @@ fn oracle(plan: &Plan<LrSettings>) -> (Vec<Clock>, BTreeMap<u64, f32>) {
     let mut clocks = Vec::new();
     for clock in 0..CLOCKS {
         let mut this = Vec::new();
-        for (w, rows) in mine.iter_mut().enumerate() {
+        for (w, rows) in mine.iter().enumerate() {
             let per_epoch = rows.len().div_ceil(batch) as u64;
             let (epoch, b) = (clock / per_epoch, (clock % per_epoch) as usize);
-            if b == 0 {
-                shuffle_epoch(rows, s.seed, w as u32, epoch as u32);
-            }
-            let rows = &rows[b * batch..((b + 1) * batch).min(rows.len())];
+            // The epoch's keyed permutation of the worker's rows; the batch is a run of it.
+            let key = ClockKey {
+                seed: s.seed,
+                worker: w as u32,
+                clock: epoch as u32,
+            };
+            let order = Visit::for_clock(key, rows.len(), 0, 1).order();
+            let rows: Vec<SparseRow> = order[b * batch..((b + 1) * batch).min(rows.len())]
+                .iter()
+                .map(|&i| rows[i].clone())
+                .collect();
+            let rows = &rows[..];
             let keys = batch_keys(rows);
             let read: Vec<f32> = keys
                 .iter()
