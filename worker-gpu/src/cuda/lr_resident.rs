@@ -134,19 +134,13 @@ impl CudaLrResident {
                 rows.len()
             )));
         }
-        let keys = batch_keys(rows);
-        let mut row_ptr = Vec::with_capacity(rows.len() + 1);
-        let (mut cols, mut vals) = (Vec::with_capacity(nnz), Vec::with_capacity(nnz));
-        row_ptr.push(0u32);
-        for r in rows {
-            for &(k, x) in &r.features {
-                // Every key of the rows is in `keys`.
-                cols.push(keys.binary_search(&k).unwrap_or(0) as u32);
-                vals.push(x);
-            }
-            row_ptr.push(cols.len() as u32);
-        }
-        let labels: Vec<f32> = rows.iter().map(|r| r.label).collect();
+        let LocalCsr {
+            keys,
+            row_ptr,
+            cols,
+            vals,
+            labels,
+        } = local_csr(rows);
         self.traffic.h2d_bytes += upload_once(&self.gpu.compute, &mut self.d_row_ptr, &row_ptr)?;
         self.traffic.h2d_bytes += upload_once(&self.gpu.compute, &mut self.d_cols, &cols)?;
         self.traffic.h2d_bytes += upload_once(&self.gpu.compute, &mut self.d_vals, &vals)?;
@@ -188,16 +182,7 @@ impl CudaLrResident {
         if n == 0 {
             return Ok(0.0);
         }
-        // The call's keys that the worker's rows hold, by local id; the others get no gradient
-        // (and no row reads their weight).
-        let (mut slots, mut values, mut at) = (Vec::new(), Vec::new(), Vec::new());
-        for (i, k) in keys.iter().enumerate() {
-            if let Ok(id) = self.keys.binary_search(k) {
-                slots.push(id as u32);
-                values.push(weights[i]);
-                at.push(i);
-            }
-        }
+        let Present { slots, values, at } = present_keys(&self.keys, keys, weights);
         let (m, f) = (slots.len(), self.keys.len());
         let compute = Arc::clone(&self.gpu.compute);
         match batch {
@@ -292,6 +277,61 @@ impl CudaLrResident {
     }
 }
 
+/// A worker's rows in CSR form over local key ids: `keys` are the rows' sorted distinct keys and
+/// a column is a key's position among them, so weights and gradient can be dense on the device.
+struct LocalCsr {
+    keys: Vec<u64>,
+    row_ptr: Vec<u32>,
+    cols: Vec<u32>,
+    vals: Vec<f32>,
+    labels: Vec<f32>,
+}
+
+/// `rows` as [`LocalCsr`] (the caller checked that the offsets fit 32 bits).
+fn local_csr(rows: &[SparseRow]) -> LocalCsr {
+    let keys = batch_keys(rows);
+    let nnz: usize = rows.iter().map(|r| r.features.len()).sum();
+    let mut row_ptr = Vec::with_capacity(rows.len() + 1);
+    let (mut cols, mut vals) = (Vec::with_capacity(nnz), Vec::with_capacity(nnz));
+    row_ptr.push(0u32);
+    for r in rows {
+        for &(k, x) in &r.features {
+            // Every key of the rows is in `keys`.
+            cols.push(keys.binary_search(&k).unwrap_or(0) as u32);
+            vals.push(x);
+        }
+        row_ptr.push(cols.len() as u32);
+    }
+    let labels = rows.iter().map(|r| r.label).collect();
+    LocalCsr {
+        keys,
+        row_ptr,
+        cols,
+        vals,
+        labels,
+    }
+}
+
+/// The keys of a call that the worker's rows hold: their local ids, their weights and their
+/// positions in the call. The others get no gradient (and no row reads their weight).
+struct Present {
+    slots: Vec<u32>,
+    values: Vec<f32>,
+    at: Vec<usize>,
+}
+
+fn present_keys(worker_keys: &[u64], keys: &[u64], weights: &[f32]) -> Present {
+    let (mut slots, mut values, mut at) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, (k, &w)) in keys.iter().zip(weights).enumerate() {
+        if let Ok(id) = worker_keys.binary_search(k) {
+            slots.push(id as u32);
+            values.push(w);
+            at.push(i);
+        }
+    }
+    Present { slots, values, at }
+}
+
 impl LrResident for CudaLrResident {
     fn name(&self) -> &'static str {
         NAME
@@ -329,5 +369,73 @@ impl LrResident for CudaLrResident {
 
     fn traffic(&self) -> Traffic {
         self.traffic
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ps_apps::lr::{CpuLr, LrCompute};
+
+    /// What the kernels compute from the CSR and the present keys (lr_scatter, lr_gradient_rows,
+    /// lr_gather), emulated in f64 on the host: the host halves of the engine (the CSR over
+    /// local ids, the key-to-slot mapping, the scatter back into the call's order) give the
+    /// oracle's gradient for any batch and any subset of keys.
+    #[test]
+    fn the_local_csr_and_slots_give_the_oracles_gradient() {
+        let row = |label: f32, f: &[(u64, f32)]| SparseRow {
+            label,
+            features: f.to_vec(),
+        };
+        let rows = vec![
+            row(1.0, &[(7, 0.5), (1 << 40, -1.0), (3, 2.0)]),
+            row(0.0, &[(3, 1.0)]),
+            row(1.0, &[]),
+            row(0.0, &[(9, 0.25), (7, 1.5)]),
+        ];
+        let csr = local_csr(&rows);
+        assert_eq!(csr.keys, [3, 7, 9, 1 << 40]);
+        assert_eq!(csr.row_ptr, [0, 3, 4, 4, 6]);
+        assert_eq!(csr.cols, [1, 3, 0, 0, 2, 1]);
+        for (batch, keys) in [
+            (vec![0u32, 3, 1], vec![3u64, 7, 9, 1 << 40]),
+            (vec![3, 3, 2], vec![1, 7, 8, 9]),
+            (vec![1], vec![3]),
+        ] {
+            let weights: Vec<f32> = (0..keys.len()).map(|i| 0.3 * i as f32 - 0.4).collect();
+            let p = present_keys(&csr.keys, &keys, &weights);
+            let mut dense_w = vec![0.0f64; csr.keys.len()];
+            for (&s, &v) in p.slots.iter().zip(&p.values) {
+                dense_w[s as usize] = f64::from(v);
+            }
+            let mut dense_g = vec![0.0f64; csr.keys.len()];
+            for &r in &batch {
+                let (lo, hi) = (
+                    csr.row_ptr[r as usize] as usize,
+                    csr.row_ptr[r as usize + 1] as usize,
+                );
+                let z: f64 = (lo..hi)
+                    .map(|e| dense_w[csr.cols[e] as usize] * f64::from(csr.vals[e]))
+                    .sum();
+                let err = 1.0 / (1.0 + (-z).exp()) - f64::from(csr.labels[r as usize]);
+                for e in lo..hi {
+                    dense_g[csr.cols[e] as usize] +=
+                        err * f64::from(csr.vals[e]) / batch.len() as f64;
+                }
+            }
+            let mut got = vec![0.0f32; keys.len()];
+            for (&i, &s) in p.at.iter().zip(&p.slots) {
+                got[i] = dense_g[s as usize] as f32;
+            }
+            let named: Vec<SparseRow> = batch.iter().map(|&r| rows[r as usize].clone()).collect();
+            let mut want = vec![0.0f32; keys.len()];
+            CpuLr.gradient(&named, &keys, &weights, &mut want).unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() <= 1e-6 * (1.0 + w.abs()),
+                    "{batch:?} {keys:?}: {got:?} vs {want:?}"
+                );
+            }
+        }
     }
 }
