@@ -33,10 +33,7 @@ extern "C" __global__ void lr_visit_rows(unsigned int k0,
                                          unsigned int from,
                                          unsigned int count,
                                          unsigned int* __restrict__ batch) {
-    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
-         i < count; i += (unsigned long long)gridDim.x * blockDim.x) {
-        batch[i] = visit_at(n, k0, k1, k2, k3, from + (unsigned int)i);
-    }
+    visit_fill(k0, k1, k2, k3, n, from, count, batch);
 }
 
 extern "C" __global__ void lr_scatter(const unsigned int* __restrict__ slot,

@@ -22,10 +22,7 @@ extern "C" __global__ void mlp_visit_order(unsigned int k0,
                                            unsigned int from,
                                            unsigned int count,
                                            unsigned int* __restrict__ order) {
-    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
-         i < count; i += (unsigned long long)gridDim.x * blockDim.x) {
-        order[i] = visit_at(n, k0, k1, k2, k3, from + (unsigned int)i);
-    }
+    visit_fill(k0, k1, k2, k3, n, from, count, order);
 }
 
 // Gathers a batch of `rows` samples: batch row r is sample s = order[first + r], or first + r

@@ -47,3 +47,19 @@ __device__ __forceinline__ unsigned int visit_at(unsigned int n,
     } while (x >= n);
     return (unsigned int)x;
 }
+
+// order[i] = visit_at(n, keys, from + i) for i < count, grid-stride over any 1-D grid: the body
+// of the kernels that make a visit's order where the samples are (from + count <= n).
+__device__ __forceinline__ void visit_fill(unsigned int k0,
+                                           unsigned int k1,
+                                           unsigned int k2,
+                                           unsigned int k3,
+                                           unsigned int n,
+                                           unsigned int from,
+                                           unsigned int count,
+                                           unsigned int* __restrict__ order) {
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+         i < count; i += (unsigned long long)gridDim.x * blockDim.x) {
+        order[i] = visit_at(n, k0, k1, k2, k3, from + (unsigned int)i);
+    }
+}

@@ -1,8 +1,9 @@
 //! The device halves of the host/device pure functions, run on the CPU: the shared kernel
-//! headers `kernels/visit.cuh` (the visiting order) and `kernels/philox.cuh` (the uniforms) are
-//! plain C++ apart from CUDA's qualifiers and intrinsics, so this test compiles them with the
-//! host's C++ compiler behind a few shims and checks every output against the Rust halves
-//! (`ps_apps::visit`, `ps_apps::philox`) bit for bit. What it cannot catch is a difference
+//! headers `kernels/visit.cuh` (the visiting order, and `visit_fill`, the body of the kernels
+//! that make it) and `kernels/philox.cuh` (the uniforms) are plain C++ apart from CUDA's
+//! qualifiers, intrinsics and thread coordinates, so this test compiles them with the host's
+//! C++ compiler behind a few shims (a grid is emulated by loops) and checks every output
+//! against the Rust halves (`ps_apps::visit`, `ps_apps::philox`) bit for bit. What it cannot catch is a difference
 //! between NVRTC and the host compiler; the GPU conformance tests check that where there is a
 //! GPU. Skips visibly without a C++ compiler (`CXX`, else `c++`).
 
@@ -16,12 +17,16 @@ use ps_apps::visit::Visit;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// CUDA's qualifiers and the one intrinsic the headers use, for a host compiler.
+/// CUDA's qualifiers, the one intrinsic the headers use, and the thread coordinates (set by
+/// the test's loops over an emulated grid), for a host compiler.
 const SHIMS: &str = r#"
 #include <cstdio>
 #define __device__
 #define __forceinline__ static inline
+#define __restrict__
 static inline int __clz(unsigned int x) { return x == 0u ? 32 : __builtin_clz(x); }
+struct dim { unsigned int x, y, z; };
+static dim blockIdx, blockDim, gridDim, threadIdx;
 "#;
 
 /// Compiles `main_body` after the headers and runs it; its stdout, or `None` (printed as a
@@ -84,6 +89,33 @@ fn the_device_visit_order_and_uniforms_are_the_hosts() {
             )
             .unwrap();
             writeln!(want, "{}", v.at(j)).unwrap();
+        }
+    }
+    // A whole visit made by `visit_fill` on an emulated grid of 3 blocks of 4 threads (every
+    // thread's grid-stride loop run in turn).
+    {
+        let key = ClockKey {
+            seed: 9,
+            worker: 3,
+            clock: 1,
+        };
+        let v = Visit {
+            from: 17,
+            count: 40,
+            ..Visit::for_clock(key, 100, 0, 1)
+        };
+        let [k0, k1, k2, k3] = v.keys;
+        writeln!(
+            body,
+            "{{ unsigned int out[40]; gridDim.x = 3; blockDim.x = 4; \
+             for (blockIdx.x = 0; blockIdx.x < 3; ++blockIdx.x) \
+             for (threadIdx.x = 0; threadIdx.x < 4; ++threadIdx.x) \
+             visit_fill({k0}u, {k1}u, {k2}u, {k3}u, 100u, 17u, 40u, out); \
+             for (int i = 0; i < 40; ++i) printf(\"%u\\n\", out[i]); }}"
+        )
+        .unwrap();
+        for s in v.order() {
+            writeln!(want, "{s}").unwrap();
         }
     }
     // Philox blocks and uniforms (as bits).
