@@ -8,6 +8,8 @@
 // dense over the local ids (`features` floats), so no key is looked up on the device:
 //
 //   lr_visit_rows     batch[i] = visit_at(n, keys, from + i)   (the batch's rows, i < count)
+//   lr_slots_*        the batch's local ids, sorted (slots.cuh): with a visit, the slots of the
+//                     batch keys are made here too, and only the keys' weights come in
 //   lr_scatter        dense[slot[i]] = values[i]              (the batch keys' pulled weights)
 //   lr_gradient_rows  grad[c] += (sigmoid(z) - y) x_c * inv_n for every nonzero of the rows
 //                     batch[0..n), z = sum_c weights[c] x_c; loss_sum += the summed loss
@@ -34,6 +36,35 @@ extern "C" __global__ void lr_visit_rows(unsigned int k0,
                                          unsigned int count,
                                          unsigned int* __restrict__ batch) {
     visit_fill(k0, k1, k2, k3, n, from, count, batch);
+}
+
+extern "C" __global__ void lr_slots_mark(const unsigned int* __restrict__ row_ptr,
+                                         const unsigned int* __restrict__ cols,
+                                         const unsigned int* __restrict__ batch,
+                                         unsigned int n,
+                                         unsigned char* flags) {
+    slots_mark(row_ptr, cols, batch, n, flags);
+}
+
+extern "C" __global__ void lr_slots_count(const unsigned char* __restrict__ flags,
+                                          unsigned int f,
+                                          unsigned int chunk,
+                                          unsigned int chunks,
+                                          unsigned int* __restrict__ counts) {
+    slots_count(flags, f, chunk, chunks, counts);
+}
+
+extern "C" __global__ void lr_slots_scan(unsigned int* counts, unsigned int chunks) {
+    slots_scan(counts, chunks);
+}
+
+extern "C" __global__ void lr_slots_write(const unsigned char* __restrict__ flags,
+                                          unsigned int f,
+                                          unsigned int chunk,
+                                          unsigned int chunks,
+                                          const unsigned int* __restrict__ offsets,
+                                          unsigned int* __restrict__ slots) {
+    slots_write(flags, f, chunk, chunks, offsets, slots);
 }
 
 extern "C" __global__ void lr_scatter(const unsigned int* __restrict__ slot,

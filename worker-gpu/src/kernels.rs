@@ -55,7 +55,12 @@ macro_rules! header {
 }
 
 /// Every header of `kernels/` (a unit test checks the list against the directory).
-pub const HEADERS: &[Header] = &[header!("lr"), header!("philox"), header!("visit")];
+pub const HEADERS: &[Header] = &[
+    header!("lr"),
+    header!("philox"),
+    header!("slots"),
+    header!("visit"),
+];
 
 macro_rules! kernel {
     ($name:literal, [$($entry:literal),+ $(,)?] $(, headers [$($h:literal),+ $(,)?])?) => {
@@ -122,8 +127,17 @@ pub const KERNELS: &[Kernel] = &[
     kernel!("lr_grad", ["lr_gradient"], headers["lr"]),
     kernel!(
         "lr_resident",
-        ["lr_visit_rows", "lr_scatter", "lr_gather", "lr_gradient_rows"],
-        headers["lr", "visit"]
+        [
+            "lr_visit_rows",
+            "lr_slots_mark",
+            "lr_slots_count",
+            "lr_slots_scan",
+            "lr_slots_write",
+            "lr_scatter",
+            "lr_gather",
+            "lr_gradient_rows"
+        ],
+        headers["lr", "visit", "slots"]
     ),
     kernel!(
         "codecs",

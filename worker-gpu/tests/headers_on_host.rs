@@ -3,7 +3,9 @@
 //! that make it) and `kernels/philox.cuh` (the uniforms) are plain C++ apart from CUDA's
 //! qualifiers, intrinsics and thread coordinates, so this test compiles them with the host's
 //! C++ compiler behind a few shims (a grid is emulated by loops) and checks every output
-//! against the Rust halves (`ps_apps::visit`, `ps_apps::philox`) bit for bit. What it cannot catch is a difference
+//! against the Rust halves (`ps_apps::visit`, `ps_apps::philox`) bit for bit; and
+//! `kernels/slots.cuh` (a batch's sorted local columns, in four barrier-free passes) against a
+//! sort of the batch's columns. What it cannot catch is a difference
 //! between NVRTC and the host compiler; the GPU conformance tests check that where there is a
 //! GPU. Skips visibly without a C++ compiler (`CXX`, else `c++`).
 
@@ -33,9 +35,10 @@ static dim blockIdx, blockDim, gridDim, threadIdx;
 /// skip) when there is no compiler.
 fn run_on_host(dir: &Path, main_body: &str) -> Option<String> {
     let src = format!(
-        "{SHIMS}\n{}\n{}\nint main() {{\n{main_body}\nreturn 0;\n}}\n",
+        "{SHIMS}\n{}\n{}\n{}\nint main() {{\n{main_body}\nreturn 0;\n}}\n",
         include_str!("../../kernels/visit.cuh"),
         include_str!("../../kernels/philox.cuh"),
+        include_str!("../../kernels/slots.cuh"),
     );
     let (cpp, exe) = (dir.join("headers.cpp"), dir.join("headers"));
     std::fs::write(&cpp, src).expect("write the C++ source");
@@ -134,6 +137,67 @@ fn the_device_visit_order_and_uniforms_are_the_hosts() {
         let b = philox::block(seed, stream, index >> 2);
         writeln!(want, "{} {} {} {}", b[0], b[1], b[2], b[3]).unwrap();
         writeln!(want, "{}", philox::uniform(seed, stream, index).to_bits()).unwrap();
+    }
+    // A batch's sorted local columns made by the four passes of slots.cuh, each on an emulated
+    // grid of 2 blocks of 3 threads: rows of a random CSR over 50 ids, chunks of 7.
+    {
+        let (f, chunk) = (50u32, 7u32);
+        let chunks = f.div_ceil(chunk);
+        let mut row_ptr = vec![0u32];
+        let mut cols = Vec::new();
+        for _ in 0..30 {
+            for _ in 0..rng.gen_range(0..6) {
+                cols.push(rng.gen_range(0..f));
+            }
+            row_ptr.push(cols.len() as u32);
+        }
+        let batch: Vec<u32> = (0..12).map(|_| rng.gen_range(0..30)).collect();
+        let list = |v: &[u32]| {
+            let s: Vec<String> = v.iter().map(|x| format!("{x}u")).collect();
+            format!("{{{}}}", s.join(", "))
+        };
+        let grid = |call: &str| {
+            format!(
+                "gridDim.x = 2; blockDim.x = 3; for (blockIdx.x = 0; blockIdx.x < 2; ++blockIdx.x) \
+                 for (threadIdx.x = 0; threadIdx.x < 3; ++threadIdx.x) {{ {call}; }}"
+            )
+        };
+        writeln!(
+            body,
+            "{{ unsigned int row_ptr[] = {}; unsigned int cols[] = {}; unsigned int batch[] = {}; \
+             unsigned char flags[{f}] = {{0}}; unsigned int counts[{}]; unsigned int slots[{f}]; \
+             {} {} {} {} \
+             printf(\"%u\\n\", counts[{chunks}]); \
+             for (unsigned int i = 0; i < counts[{chunks}]; ++i) printf(\"%u\\n\", slots[i]); }}",
+            list(&row_ptr),
+            list(if cols.is_empty() { &[0] } else { &cols }),
+            list(&batch),
+            chunks + 1,
+            grid(&format!(
+                "slots_mark(row_ptr, cols, batch, {}u, flags)",
+                batch.len()
+            )),
+            grid(&format!(
+                "slots_count(flags, {f}u, {chunk}u, {chunks}u, counts)"
+            )),
+            grid(&format!("slots_scan(counts, {chunks}u)")),
+            grid(&format!(
+                "slots_write(flags, {f}u, {chunk}u, {chunks}u, counts, slots)"
+            )),
+        )
+        .unwrap();
+        let mut touched: Vec<u32> = batch
+            .iter()
+            .flat_map(|&r| {
+                cols[row_ptr[r as usize] as usize..row_ptr[r as usize + 1] as usize].to_vec()
+            })
+            .collect();
+        touched.sort_unstable();
+        touched.dedup();
+        writeln!(want, "{}", touched.len()).unwrap();
+        for s in touched {
+            writeln!(want, "{s}").unwrap();
+        }
     }
     let Some(got) = run_on_host(dir.path(), &body) else {
         return;

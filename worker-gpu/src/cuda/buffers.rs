@@ -191,12 +191,22 @@ impl<T: DeviceRepr + ValidAsZeroBits + Copy + Default> Pinned<T> {
         src: &CudaSlice<T>,
         len: usize,
     ) -> Result<(), GpuError> {
-        self.host_mut(len)?;
-        if len == 0 {
+        self.download_range(stream, src, 0..len)
+    }
+
+    /// Copies elements `range` of `src` into the start of this buffer (see [`Pinned::download`]).
+    pub fn download_range(
+        &mut self,
+        stream: &Arc<CudaStream>,
+        src: &CudaSlice<T>,
+        range: std::ops::Range<usize>,
+    ) -> Result<(), GpuError> {
+        self.host_mut(range.len())?;
+        if range.is_empty() {
             return Ok(());
         }
         stream
-            .memcpy_dtoh(&src.slice(0..len), self)
+            .memcpy_dtoh(&src.slice(range), self)
             .call("cuMemcpyDtoHAsync")?;
         self.record(stream)
     }

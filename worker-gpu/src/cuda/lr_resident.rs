@@ -53,6 +53,8 @@ pub struct CudaLrResident {
     gather_fn: CudaFunction,
     gradient_fn: CudaFunction,
     visit_fn: CudaFunction,
+    /// slots.cuh's passes: mark, count, scan, write.
+    slots_fns: [CudaFunction; 4],
     /// The worker's distinct keys, sorted: a key's local id is its position.
     keys: Vec<u64>,
     rows: usize,
@@ -66,6 +68,11 @@ pub struct CudaLrResident {
     d_loss: DevBuf<f64>,
     d_batch: DevBuf<u32>,
     d_slots: DevBuf<u32>,
+    /// A visit's batch columns as flags over the local ids, and the per-chunk counts (then
+    /// offsets, the total last) of slots.cuh.
+    d_flags: DevBuf<u8>,
+    d_counts: DevBuf<u32>,
+    count_host: Pinned<u32>,
     d_values: DevBuf<f32>,
     d_out: DevBuf<f32>,
     batch_host: Pinned<u32>,
@@ -91,6 +98,12 @@ impl CudaLrResident {
             gather_fn: gpu.function("lr_resident", "lr_gather")?,
             gradient_fn: gpu.function("lr_resident", "lr_gradient_rows")?,
             visit_fn: gpu.function("lr_resident", "lr_visit_rows")?,
+            slots_fns: [
+                gpu.function("lr_resident", "lr_slots_mark")?,
+                gpu.function("lr_resident", "lr_slots_count")?,
+                gpu.function("lr_resident", "lr_slots_scan")?,
+                gpu.function("lr_resident", "lr_slots_write")?,
+            ],
             keys: Vec::new(),
             rows: 0,
             d_row_ptr: DevBuf::default(),
@@ -102,6 +115,9 @@ impl CudaLrResident {
             d_loss: DevBuf::default(),
             d_batch: DevBuf::default(),
             d_slots: DevBuf::default(),
+            d_flags: DevBuf::default(),
+            d_counts: DevBuf::default(),
+            count_host: Pinned::new(ctx)?,
             d_values: DevBuf::default(),
             d_out: DevBuf::default(),
             batch_host: Pinned::new(ctx)?,
@@ -183,6 +199,13 @@ impl CudaLrResident {
             return Ok(0.0);
         }
         let Present { slots, values, at } = present_keys(&self.keys, keys, weights);
+        if matches!(batch, BatchRows::Visit(_)) && slots.len() != keys.len() {
+            return Err(input(format!(
+                "{} of a visit's {} keys are not the worker's: they must be the batch's keys",
+                keys.len() - slots.len(),
+                keys.len()
+            )));
+        }
         let (m, f) = (slots.len(), self.keys.len());
         let compute = Arc::clone(&self.gpu.compute);
         match batch {
@@ -210,11 +233,18 @@ impl CudaLrResident {
                 unsafe { b.launch(cfg) }.call("cuLaunchKernel(lr_visit_rows)")?;
             }
         }
-        self.slots_host.fill(&slots)?;
-        self.d_slots.upload(&compute, &self.slots_host)?;
+        match batch {
+            BatchRows::Named(_) => {
+                self.slots_host.fill(&slots)?;
+                self.d_slots.upload(&compute, &self.slots_host)?;
+                self.traffic.h2d_bytes += 4 * m as u64;
+            }
+            // The batch keys' local ids made on the device, ascending: the order of `keys`.
+            BatchRows::Visit(_) => self.device_slots(n)?,
+        }
         self.values_host.fill(&values)?;
         self.d_values.upload(&compute, &self.values_host)?;
-        self.traffic.h2d_bytes += 8 * m as u64;
+        self.traffic.h2d_bytes += 4 * m as u64;
         self.events.0.record(&compute).call("cuEventRecord")?;
         self.d_weights.zero(&compute, f)?;
         self.d_grad.zero(&compute, f)?;
@@ -270,10 +300,76 @@ impl CudaLrResident {
         self.out_host.download(&compute, self.d_out.get(), m)?;
         self.loss_host.download(&compute, self.d_loss.get(), 1)?;
         self.traffic.d2h_bytes += 4 * m as u64 + 8;
+        if matches!(batch, BatchRows::Visit(_)) {
+            // The device's slots were those of the batch's keys only if it found as many.
+            let found = self.count_host.host()?[0] as usize;
+            if found != m {
+                return Err(input(format!(
+                    "the visit's batch has {found} keys on the device; the call named {m}"
+                )));
+            }
+        }
         for (&i, &g) in at.iter().zip(self.out_host.host()?) {
             grad[i] = g;
         }
         Ok(self.loss_host.host()?[0])
+    }
+}
+
+/// Local ids per chunk of slots.cuh's passes: at most this many chunks, one thread each.
+const MAX_CHUNKS: usize = 4096;
+
+impl CudaLrResident {
+    /// The sorted local ids of the columns of the `n` rows in `d_batch`, into `d_slots`
+    /// (slots.cuh), and their count queued for download into `count_host`.
+    fn device_slots(&mut self, n: usize) -> Result<(), GpuError> {
+        let f = self.keys.len();
+        let chunk = f.div_ceil(MAX_CHUNKS).max(1);
+        let chunks = f.div_ceil(chunk);
+        let compute = Arc::clone(&self.gpu.compute);
+        self.d_flags.zero(&compute, f)?;
+        self.d_counts.ensure(&compute, chunks + 1)?;
+        self.d_slots.ensure(&compute, f)?;
+        let (n32, f32_, chunk32, chunks32) = (n as u32, f as u32, chunk as u32, chunks as u32);
+        let [mark, count, scan, write] = &self.slots_fns;
+        let (rows_cfg, chunks_cfg, one) = (self.grid(n), self.grid(chunks), self.grid(1));
+        let mut b = compute.launch_builder(mark);
+        b.arg(self.d_row_ptr.get())
+            .arg(self.d_cols.get())
+            .arg(self.d_batch.get())
+            .arg(&n32)
+            .arg(self.d_flags.get_mut());
+        // SAFETY: n batch rows < rows; their columns are local ids < f, the flags' length;
+        // lr_slots_mark(const unsigned*, const unsigned*, const unsigned*, unsigned, u8*).
+        unsafe { b.launch(rows_cfg) }.call("cuLaunchKernel(lr_slots_mark)")?;
+        let mut b = compute.launch_builder(count);
+        b.arg(self.d_flags.get())
+            .arg(&f32_)
+            .arg(&chunk32)
+            .arg(&chunks32)
+            .arg(self.d_counts.get_mut());
+        // SAFETY: chunks * chunk >= f flags read below f; counts hold chunks + 1;
+        // lr_slots_count(const u8*, unsigned, unsigned, unsigned, unsigned*).
+        unsafe { b.launch(chunks_cfg) }.call("cuLaunchKernel(lr_slots_count)")?;
+        let mut b = compute.launch_builder(scan);
+        b.arg(self.d_counts.get_mut()).arg(&chunks32);
+        // SAFETY: counts hold chunks + 1; lr_slots_scan(unsigned*, unsigned), thread 0 only.
+        unsafe { b.launch(one) }.call("cuLaunchKernel(lr_slots_scan)")?;
+        let mut b = compute.launch_builder(write);
+        b.arg(self.d_flags.get())
+            .arg(&f32_)
+            .arg(&chunk32)
+            .arg(&chunks32)
+            .arg(self.d_counts.get())
+            .arg(self.d_slots.get_mut());
+        // SAFETY: the offsets are a prefix sum of the chunks' flags, so every write is below
+        // their total <= f, the slots' length; lr_slots_write(const u8*, unsigned, unsigned,
+        // unsigned, const unsigned*, unsigned*).
+        unsafe { b.launch(chunks_cfg) }.call("cuLaunchKernel(lr_slots_write)")?;
+        self.count_host
+            .download_range(&compute, self.d_counts.get(), chunks..chunks + 1)?;
+        self.traffic.d2h_bytes += 4;
+        Ok(())
     }
 }
 

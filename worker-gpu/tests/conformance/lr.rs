@@ -214,8 +214,9 @@ fn resident_gradient_matches_the_oracle() {
 }
 
 /// A batch named by its visit: the device makes the row indices (`lr_visit_rows`,
-/// `kernels/visit.cuh`), the gradient is the oracle's on the rows the host's `Visit::order`
-/// names, and only the keys' weights go in.
+/// `kernels/visit.cuh`) and the keys' local ids (`lr_slots_*`, `kernels/slots.cuh`), the
+/// gradient is the oracle's on the rows the host's `Visit::order` names, only the keys' weights
+/// go in, and keys other than the batch's are refused.
 #[test]
 fn resident_gradient_of_a_visit_is_the_named_rows() {
     let Some(gpu) = worker_gpu::gpu_or_skip("lr resident_gradient_of_a_visit") else {
@@ -251,7 +252,23 @@ fn resident_gradient_of_a_visit_is_the_named_rows() {
             |g| engine.gradient_visit(&visit, &keys, &weights, g).unwrap(),
         );
         let t = engine.traffic().since(&before);
-        assert_eq!(t.h2d_bytes, 8 * keys.len() as u64, "no row index crosses");
+        let m = keys.len() as u64;
+        assert_eq!(t.h2d_bytes, 4 * m, "only the weights go in");
+        assert_eq!(
+            t.d2h_bytes,
+            4 * m + 8 + 4,
+            "the gradient, the loss and the key count out"
+        );
+        // Keys other than the batch's are refused: one left out, one not the worker's.
+        let mut g = vec![0.0; keys.len()];
+        let fewer = engine.gradient_visit(&visit, &keys[1..], &weights[1..], &mut g[1..]);
+        assert!(fewer.is_err(), "a key left out");
+        let mut foreign = keys.clone();
+        // A key no row holds (every row's keys come from the pool).
+        foreign[0] = (0u64..).find(|k| !pool.contains(k)).expect("a free key");
+        foreign.sort_unstable();
+        let e = engine.gradient_visit(&visit, &foreign, &weights, &mut g);
+        assert!(e.is_err(), "a key the rows do not hold");
     }
     let other = Visit::for_clock(
         ClockKey {

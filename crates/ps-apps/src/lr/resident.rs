@@ -12,7 +12,7 @@
 //! [`HostLrResident`] gathers the rows and runs a [`LrCompute`] engine on them: exactly the host
 //! path's arithmetic, so the session's resident path is tested where there is no GPU.
 
-use super::compute::LrCompute;
+use super::compute::{batch_keys, LrCompute};
 use super::data::SparseRow;
 pub use crate::app::Traffic;
 use crate::error::ComputeError;
@@ -37,9 +37,11 @@ pub trait LrResident: Send {
         grad: &mut [f32],
     ) -> Result<f64, ComputeError>;
 
-    /// [`LrResident::gradient`] of the rows `visit` names, in its order. A device engine makes
-    /// the row indices where the rows are ([`Visit::at`] is a pure function of the position),
-    /// so only the keys' weights cross the bus. Default: the indices made here.
+    /// [`LrResident::gradient`] of the rows `visit` names, in its order, where `keys` are
+    /// exactly the batch's keys ([`batch_keys`] of its rows; engines may refuse others). A
+    /// device engine makes the row indices where the rows are ([`Visit::at`] is a pure
+    /// function of the position), and the keys' local ids too, so only the keys' weights cross
+    /// the bus. Default: the indices made here.
     fn gradient_visit(
         &mut self,
         visit: &Visit,
@@ -78,6 +80,23 @@ pub fn check_gradient(
         Some(i) => Err(format!("row {i} of {rows} training rows")),
         None => Ok(()),
     }
+}
+
+/// Checks that `keys` are exactly the keys of rows `batch` of `rows` (what
+/// [`LrResident::gradient_visit`] requires).
+pub fn check_visit_keys(rows: &[SparseRow], batch: &[u32], keys: &[u64]) -> Result<(), String> {
+    let named: Vec<SparseRow> = batch
+        .iter()
+        .filter_map(|&i| rows.get(i as usize).cloned())
+        .collect();
+    if batch_keys(&named) != keys {
+        return Err(format!(
+            "{} keys that are not the {} keys of the visit's batch",
+            keys.len(),
+            batch_keys(&named).len()
+        ));
+    }
+    Ok(())
 }
 
 /// The CPU oracle of a resident engine: the batch's rows gathered and handed to a
@@ -128,6 +147,21 @@ impl LrResident for HostLrResident {
         self.engine.gradient(&self.batch, keys, weights, grad)
     }
 
+    fn gradient_visit(
+        &mut self,
+        visit: &Visit,
+        keys: &[u64],
+        weights: &[f32],
+        grad: &mut [f32],
+    ) -> Result<f64, ComputeError> {
+        let batch: Vec<u32> = visit.order().into_iter().map(|i| i as u32).collect();
+        check_visit_keys(&self.rows, &batch, keys).map_err(|message| ComputeError {
+            engine: "cpu-resident",
+            message,
+        })?;
+        self.gradient(&batch, keys, weights, grad)
+    }
+
     fn traffic(&self) -> Traffic {
         Traffic::default()
     }
@@ -173,5 +207,26 @@ mod tests {
             dev.gradient(&[0], &[9, 3, 7], &w, &mut g).is_err(),
             "unsorted"
         );
+        // A visit: the rows its order names; its keys must be exactly theirs.
+        let visit = Visit::for_clock(
+            crate::seed::ClockKey {
+                seed: 1,
+                worker: 0,
+                clock: 0,
+            },
+            3,
+            0,
+            1,
+        );
+        let named: Vec<SparseRow> = visit.order().iter().map(|&i| rows[i].clone()).collect();
+        let keys = batch_keys(&named);
+        let (mut want, mut got) = (vec![0.0; keys.len()], vec![0.0; keys.len()]);
+        let w = vec![0.5f32; keys.len()];
+        let lw = CpuLr.gradient(&named, &keys, &w, &mut want).unwrap();
+        let lg = dev.gradient_visit(&visit, &keys, &w, &mut got).unwrap();
+        assert_eq!((lw, &want), (lg, &got));
+        let fewer = &keys[1..];
+        let e = dev.gradient_visit(&visit, fewer, &w[1..], &mut got[1..]);
+        assert!(e.is_err(), "keys other than the batch's");
     }
 }
