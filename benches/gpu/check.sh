@@ -156,7 +156,15 @@ import json, sys
 s = json.loads(sys.stdin.read())
 keys = ["device", "test_rmse", "topic_recovery", "loglik_per_token", "test_accuracy", "test_auc",
         "updates_per_s", "tokens_per_s", "samples_per_s", "compute_s", "wall_s"]
-print("  ".join(f"{k}={s[k]}" for k in keys if k in s))
+line = "  ".join(f"{k}={s[k]}" for k in keys if k in s)
+# The PCIe bar of issue 11: per clock, no more than the pulled rows plus the encoded delta, plus 5%.
+# The wire bytes each way (framing included, so the bar is a little generous) stand for both.
+if "pcie_bytes_h2d_per_clock" in s and s.get("clocks"):
+    pcie = s["pcie_bytes_h2d_per_clock"] + s.get("pcie_bytes_d2h_per_clock", 0.0)
+    wire = (s.get("bytes_received", 0) + s.get("bytes_sent", 0)) / s["clocks"]
+    line += (f"  pcie/clock={pcie:.0f} B vs 1.05 x wire/clock={1.05 * wire:.0f} B "
+             + ("(met)" if pcie <= 1.05 * wire else "(NOT met)"))
+print(line)
 ' 2>/dev/null || echo "(no JSON summary in $1)"
 }
 
