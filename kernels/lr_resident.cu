@@ -50,12 +50,15 @@ extern "C" __global__ void lr_slots_count(const unsigned char* __restrict__ flag
                                           unsigned int f,
                                           unsigned int chunk,
                                           unsigned int chunks,
-                                          unsigned int* __restrict__ counts) {
-    slots_count(flags, f, chunk, chunks, counts);
+                                          unsigned int* __restrict__ counts,
+                                          unsigned long long* __restrict__ sums) {
+    slots_count(flags, f, chunk, chunks, counts, sums);
 }
 
-extern "C" __global__ void lr_slots_scan(unsigned int* counts, unsigned int chunks) {
-    slots_scan(counts, chunks);
+extern "C" __global__ void lr_slots_scan(unsigned int* counts,
+                                         unsigned long long* sums,
+                                         unsigned int chunks) {
+    slots_scan(counts, sums, chunks);
 }
 
 extern "C" __global__ void lr_slots_write(const unsigned char* __restrict__ flags,

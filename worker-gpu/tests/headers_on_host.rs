@@ -7,7 +7,8 @@
 //! `kernels/slots.cuh` (a batch's sorted local columns, in four barrier-free passes) against a
 //! sort of the batch's columns. What it cannot catch is a difference
 //! between NVRTC and the host compiler; the GPU conformance tests check that where there is a
-//! GPU. Skips visibly without a C++ compiler (`CXX`, else `c++`).
+//! GPU. Skips visibly without a C++ compiler (`CXX`, else `c++`), unless `PS_REQUIRE_CXX` is set
+//! (CI sets it: there the check must not vanish quietly).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -18,6 +19,7 @@ use ps_apps::seed::ClockKey;
 use ps_apps::visit::Visit;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use worker_gpu::cuda::lr_resident::slot_checksum;
 
 /// CUDA's qualifiers, the one intrinsic the headers use, and the thread coordinates (set by
 /// the test's loops over an emulated grid), for a host compiler.
@@ -50,6 +52,9 @@ fn run_on_host(dir: &Path, main_body: &str) -> Option<String> {
         .output();
     let built = match built {
         Ok(o) => o,
+        Err(e) if std::env::var_os("PS_REQUIRE_CXX").is_some() => {
+            panic!("PS_REQUIRE_CXX is set but {cxx} does not run: {e}")
+        }
         Err(e) => {
             eprintln!("SKIP headers_on_host: no C++ compiler ({cxx}: {e})");
             return None;
@@ -165,22 +170,23 @@ fn the_device_visit_order_and_uniforms_are_the_hosts() {
         writeln!(
             body,
             "{{ unsigned int row_ptr[] = {}; unsigned int cols[] = {}; unsigned int batch[] = {}; \
-             unsigned char flags[{f}] = {{0}}; unsigned int counts[{}]; unsigned int slots[{f}]; \
-             {} {} {} {} \
-             printf(\"%u\\n\", counts[{chunks}]); \
+             unsigned char flags[{f}] = {{0}}; unsigned int counts[{}]; unsigned long long sums[{}]; \
+             unsigned int slots[{f}]; {} {} {} {} \
+             printf(\"%u %llu\\n\", counts[{chunks}], sums[{chunks}]); \
              for (unsigned int i = 0; i < counts[{chunks}]; ++i) printf(\"%u\\n\", slots[i]); }}",
             list(&row_ptr),
             list(if cols.is_empty() { &[0] } else { &cols }),
             list(&batch),
+            chunks + 1,
             chunks + 1,
             grid(&format!(
                 "slots_mark(row_ptr, cols, batch, {}u, flags)",
                 batch.len()
             )),
             grid(&format!(
-                "slots_count(flags, {f}u, {chunk}u, {chunks}u, counts)"
+                "slots_count(flags, {f}u, {chunk}u, {chunks}u, counts, sums)"
             )),
-            grid(&format!("slots_scan(counts, {chunks}u)")),
+            grid(&format!("slots_scan(counts, sums, {chunks}u)")),
             grid(&format!(
                 "slots_write(flags, {f}u, {chunk}u, {chunks}u, counts, slots)"
             )),
@@ -194,7 +200,7 @@ fn the_device_visit_order_and_uniforms_are_the_hosts() {
             .collect();
         touched.sort_unstable();
         touched.dedup();
-        writeln!(want, "{}", touched.len()).unwrap();
+        writeln!(want, "{} {}", touched.len(), slot_checksum(&touched)).unwrap();
         for s in touched {
             writeln!(want, "{s}").unwrap();
         }

@@ -75,9 +75,27 @@ impl Visit {
         }
     }
 
-    /// The sample at position `j` (`j < n`) of the permutation.
+    /// Checks the visit against an engine that holds `samples` samples: a permutation of
+    /// exactly them, and positions `[from, from + count)` within it. Engines check this before
+    /// anything else ([`Visit::at`] is defined for positions below `n` only).
+    pub fn check(&self, samples: usize) -> Result<(), String> {
+        let end = u64::from(self.from) + u64::from(self.count);
+        if self.n as usize != samples || end > u64::from(self.n) {
+            return Err(format!(
+                "a visit of positions {}..{end} of {} samples; the engine holds {samples}",
+                self.from, self.n
+            ));
+        }
+        Ok(())
+    }
+
+    /// The sample at position `j` of the permutation.
+    ///
+    /// # Panics
+    /// If `j >= n` (cycle walking from outside the domain need not end): a caller bug, which
+    /// [`Visit::check`] rules out.
     pub fn at(&self, j: u32) -> u32 {
-        debug_assert!(j < self.n);
+        assert!(j < self.n, "position {j} of a visit of {} samples", self.n);
         let h = half_bits(self.n);
         let mut x = u64::from(j);
         loop {
@@ -88,7 +106,7 @@ impl Visit {
         }
     }
 
-    /// The visit's samples, in order.
+    /// The visit's samples, in order (see [`Visit::check`]).
     pub fn order(&self) -> Vec<usize> {
         (self.from..self.from + self.count)
             .map(|j| self.at(j) as usize)
@@ -119,6 +137,30 @@ mod tests {
             }
             assert!(seen.iter().all(|&s| s), "n {n}");
         }
+    }
+
+    #[test]
+    fn a_visit_outside_its_samples_is_refused() {
+        let v = Visit::for_clock(key(0), 10, 0, 1);
+        assert_eq!(v.check(10), Ok(()));
+        assert!(v.check(11).is_err(), "another engine's samples");
+        let past = Visit {
+            from: 8,
+            count: 3,
+            ..v
+        };
+        assert!(past.check(10).is_err(), "past the end");
+        let wraps = Visit {
+            from: u32::MAX,
+            count: 2,
+            ..v
+        };
+        assert!(wraps.check(10).is_err(), "from + count overflows u32");
+        let caught = std::panic::catch_unwind(|| past.order());
+        assert!(
+            caught.is_err(),
+            "order() of a bad visit panics, it does not loop"
+        );
     }
 
     #[test]

@@ -72,7 +72,9 @@ pub struct CudaLrResident {
     /// offsets, the total last) of slots.cuh.
     d_flags: DevBuf<u8>,
     d_counts: DevBuf<u32>,
+    d_sums: DevBuf<u64>,
     count_host: Pinned<u32>,
+    sum_host: Pinned<u64>,
     d_values: DevBuf<f32>,
     d_out: DevBuf<f32>,
     batch_host: Pinned<u32>,
@@ -117,7 +119,9 @@ impl CudaLrResident {
             d_slots: DevBuf::default(),
             d_flags: DevBuf::default(),
             d_counts: DevBuf::default(),
+            d_sums: DevBuf::default(),
             count_host: Pinned::new(ctx)?,
+            sum_host: Pinned::new(ctx)?,
             d_values: DevBuf::default(),
             d_out: DevBuf::default(),
             batch_host: Pinned::new(ctx)?,
@@ -140,6 +144,9 @@ impl CudaLrResident {
     }
 
     fn try_setup(&mut self, rows: &[SparseRow]) -> Result<(), GpuError> {
+        // No rows until set-up succeeds: a failed one leaves an engine that refuses every call.
+        self.rows = 0;
+        self.keys.clear();
         let nnz: usize = rows.iter().map(|r| r.features.len()).sum();
         // The kernels walk a row's nonzeros with a 32-bit counter in steps of a warp (32): it
         // must not wrap past the last offset.
@@ -184,13 +191,7 @@ impl CudaLrResident {
         let n = match batch {
             BatchRows::Named(b) => b.len(),
             BatchRows::Visit(v) => {
-                let end = u64::from(v.from) + u64::from(v.count);
-                if v.n as usize != self.rows || end > u64::from(v.n) {
-                    return Err(input(format!(
-                        "a visit of positions {}..{end} of {} rows; the engine holds {}",
-                        v.from, v.n, self.rows
-                    )));
-                }
+                v.check(self.rows).map_err(input)?;
                 v.count as usize
             }
         };
@@ -208,44 +209,38 @@ impl CudaLrResident {
         }
         let (m, f) = (slots.len(), self.keys.len());
         let compute = Arc::clone(&self.gpu.compute);
-        match batch {
-            BatchRows::Named(b) => {
-                self.batch_host.fill(b)?;
-                self.d_batch.upload(&compute, &self.batch_host)?;
-                self.traffic.h2d_bytes += 4 * n as u64;
-            }
-            BatchRows::Visit(v) => {
-                // The batch's row indices made on the device (visit.cuh): nothing crosses.
-                self.d_batch.ensure(&compute, n)?;
-                let [k0, k1, k2, k3] = v.keys;
-                let cfg = self.grid(n);
-                let mut b = compute.launch_builder(&self.visit_fn);
-                b.arg(&k0)
-                    .arg(&k1)
-                    .arg(&k2)
-                    .arg(&k3)
-                    .arg(&v.n)
-                    .arg(&v.from)
-                    .arg(&v.count)
-                    .arg(self.d_batch.get_mut());
-                // SAFETY: the batch buffer holds n = count words; lr_visit_rows(unsigned x 7,
-                // unsigned*) writes batch[0..count), each a row below v.n = rows (checked).
-                unsafe { b.launch(cfg) }.call("cuLaunchKernel(lr_visit_rows)")?;
-            }
-        }
-        match batch {
-            BatchRows::Named(_) => {
-                self.slots_host.fill(&slots)?;
-                self.d_slots.upload(&compute, &self.slots_host)?;
-                self.traffic.h2d_bytes += 4 * m as u64;
-            }
-            // The batch keys' local ids made on the device, ascending: the order of `keys`.
-            BatchRows::Visit(_) => self.device_slots(n)?,
+        // The copies first, then the timed kernels (a visit's rows and slots among them).
+        if let BatchRows::Named(b) = batch {
+            self.batch_host.fill(b)?;
+            self.d_batch.upload(&compute, &self.batch_host)?;
+            self.slots_host.fill(&slots)?;
+            self.d_slots.upload(&compute, &self.slots_host)?;
+            self.traffic.h2d_bytes += 4 * (n + m) as u64;
         }
         self.values_host.fill(&values)?;
         self.d_values.upload(&compute, &self.values_host)?;
         self.traffic.h2d_bytes += 4 * m as u64;
         self.events.0.record(&compute).call("cuEventRecord")?;
+        if let BatchRows::Visit(v) = batch {
+            // The batch's row indices made on the device (visit.cuh): nothing crosses.
+            self.d_batch.ensure(&compute, n)?;
+            let [k0, k1, k2, k3] = v.keys;
+            let cfg = self.grid(n);
+            let mut b = compute.launch_builder(&self.visit_fn);
+            b.arg(&k0)
+                .arg(&k1)
+                .arg(&k2)
+                .arg(&k3)
+                .arg(&v.n)
+                .arg(&v.from)
+                .arg(&v.count)
+                .arg(self.d_batch.get_mut());
+            // SAFETY: the batch buffer holds n = count words; lr_visit_rows(unsigned x 7,
+            // unsigned*) writes batch[0..count), each a row below v.n = rows (checked).
+            unsafe { b.launch(cfg) }.call("cuLaunchKernel(lr_visit_rows)")?;
+            // The batch keys' local ids made on the device, ascending: the order of `keys`.
+            self.device_slots(n)?;
+        }
         self.d_weights.zero(&compute, f)?;
         self.d_grad.zero(&compute, f)?;
         self.d_loss.zero(&compute, 1)?;
@@ -301,11 +296,14 @@ impl CudaLrResident {
         self.loss_host.download(&compute, self.d_loss.get(), 1)?;
         self.traffic.d2h_bytes += 4 * m as u64 + 8;
         if matches!(batch, BatchRows::Visit(_)) {
-            // The device's slots were those of the batch's keys only if it found as many.
+            // The device's slots are the call's keys' only if the two sets agree: the same
+            // count and the same checksum.
             let found = self.count_host.host()?[0] as usize;
-            if found != m {
+            let sum = self.sum_host.host()?[0];
+            if found != m || sum != slot_checksum(&slots) {
                 return Err(input(format!(
-                    "the visit's batch has {found} keys on the device; the call named {m}"
+                    "the visit's batch has {found} keys on the device; the call named {m} \
+                     (or other keys): a visit's keys must be its batch's"
                 )));
             }
         }
@@ -316,12 +314,24 @@ impl CudaLrResident {
     }
 }
 
+/// The checksum of a set of local ids that `kernels/slots.cuh` computes on the device: the
+/// wrapping sum of a 64-bit mix of each id (`slots_hash`).
+pub fn slot_checksum(ids: &[u32]) -> u64 {
+    ids.iter().fold(0u64, |acc, &id| {
+        let mut x = (u64::from(id) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        x ^= x >> 29;
+        x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        acc.wrapping_add(x ^ (x >> 32))
+    })
+}
+
 /// Local ids per chunk of slots.cuh's passes: at most this many chunks, one thread each.
 const MAX_CHUNKS: usize = 4096;
 
 impl CudaLrResident {
     /// The sorted local ids of the columns of the `n` rows in `d_batch`, into `d_slots`
-    /// (slots.cuh), and their count queued for download into `count_host`.
+    /// (slots.cuh), and their count and checksum ([`slot_checksum`]) queued for download into
+    /// `count_host` and `sum_host`.
     fn device_slots(&mut self, n: usize) -> Result<(), GpuError> {
         let f = self.keys.len();
         let chunk = f.div_ceil(MAX_CHUNKS).max(1);
@@ -329,6 +339,7 @@ impl CudaLrResident {
         let compute = Arc::clone(&self.gpu.compute);
         self.d_flags.zero(&compute, f)?;
         self.d_counts.ensure(&compute, chunks + 1)?;
+        self.d_sums.ensure(&compute, chunks + 1)?;
         self.d_slots.ensure(&compute, f)?;
         let (n32, f32_, chunk32, chunks32) = (n as u32, f as u32, chunk as u32, chunks as u32);
         let [mark, count, scan, write] = &self.slots_fns;
@@ -347,13 +358,17 @@ impl CudaLrResident {
             .arg(&f32_)
             .arg(&chunk32)
             .arg(&chunks32)
-            .arg(self.d_counts.get_mut());
-        // SAFETY: chunks * chunk >= f flags read below f; counts hold chunks + 1;
-        // lr_slots_count(const u8*, unsigned, unsigned, unsigned, unsigned*).
+            .arg(self.d_counts.get_mut())
+            .arg(self.d_sums.get_mut());
+        // SAFETY: chunks * chunk >= f flags read below f; counts and sums hold chunks + 1;
+        // lr_slots_count(const u8*, unsigned, unsigned, unsigned, unsigned*, u64*).
         unsafe { b.launch(chunks_cfg) }.call("cuLaunchKernel(lr_slots_count)")?;
         let mut b = compute.launch_builder(scan);
-        b.arg(self.d_counts.get_mut()).arg(&chunks32);
-        // SAFETY: counts hold chunks + 1; lr_slots_scan(unsigned*, unsigned), thread 0 only.
+        b.arg(self.d_counts.get_mut())
+            .arg(self.d_sums.get_mut())
+            .arg(&chunks32);
+        // SAFETY: counts and sums hold chunks + 1; lr_slots_scan(unsigned*, u64*, unsigned),
+        // thread 0 only.
         unsafe { b.launch(one) }.call("cuLaunchKernel(lr_slots_scan)")?;
         let mut b = compute.launch_builder(write);
         b.arg(self.d_flags.get())
@@ -368,7 +383,9 @@ impl CudaLrResident {
         unsafe { b.launch(chunks_cfg) }.call("cuLaunchKernel(lr_slots_write)")?;
         self.count_host
             .download_range(&compute, self.d_counts.get(), chunks..chunks + 1)?;
-        self.traffic.d2h_bytes += 4;
+        self.sum_host
+            .download_range(&compute, self.d_sums.get(), chunks..chunks + 1)?;
+        self.traffic.d2h_bytes += 12;
         Ok(())
     }
 }

@@ -41,17 +41,14 @@ pub trait LrResident: Send {
     /// exactly the batch's keys ([`batch_keys`] of its rows; engines may refuse others). A
     /// device engine makes the row indices where the rows are ([`Visit::at`] is a pure
     /// function of the position), and the keys' local ids too, so only the keys' weights cross
-    /// the bus. Default: the indices made here.
+    /// the bus. A visit of other than the engine's rows ([`Visit::check`]) is an error.
     fn gradient_visit(
         &mut self,
         visit: &Visit,
         keys: &[u64],
         weights: &[f32],
         grad: &mut [f32],
-    ) -> Result<f64, ComputeError> {
-        let batch: Vec<u32> = visit.order().into_iter().map(|i| i as u32).collect();
-        self.gradient(&batch, keys, weights, grad)
-    }
+    ) -> Result<f64, ComputeError>;
 
     /// Totals since the engine was made.
     fn traffic(&self) -> Traffic;
@@ -154,11 +151,13 @@ impl LrResident for HostLrResident {
         weights: &[f32],
         grad: &mut [f32],
     ) -> Result<f64, ComputeError> {
-        let batch: Vec<u32> = visit.order().into_iter().map(|i| i as u32).collect();
-        check_visit_keys(&self.rows, &batch, keys).map_err(|message| ComputeError {
+        let bad = |message| ComputeError {
             engine: "cpu-resident",
             message,
-        })?;
+        };
+        visit.check(self.rows.len()).map_err(bad)?;
+        let batch: Vec<u32> = visit.order().into_iter().map(|i| i as u32).collect();
+        check_visit_keys(&self.rows, &batch, keys).map_err(bad)?;
         self.gradient(&batch, keys, weights, grad)
     }
 

@@ -55,15 +55,14 @@ pub trait MlpResident: Send {
 
     /// [`MlpResident::run_clock`] over the samples of `visit`, in its order. A device engine
     /// makes the order where the samples are ([`Visit::at`] is a pure function of the position),
-    /// so nothing but the visit's key and range crosses the bus. Default: the order made here.
+    /// so nothing but the visit's key and range crosses the bus. A visit of other than the
+    /// engine's training samples ([`Visit::check`]) is an error.
     fn run_visit(
         &mut self,
         visit: &Visit,
         batch: usize,
         lr: f32,
-    ) -> Result<BatchStats, ComputeError> {
-        self.run_clock(&visit.order(), batch, lr)
-    }
+    ) -> Result<BatchStats, ComputeError>;
 
     /// Writes `(local - read) * scale` per layer into `out` (shaped like the model), plus any
     /// residual [`MlpResident::delta_encoded`] kept, which the engine then forgets.
@@ -340,6 +339,16 @@ impl MlpResident for HostMlpResident {
             lr,
         )?;
         Ok(stats)
+    }
+
+    fn run_visit(
+        &mut self,
+        visit: &Visit,
+        batch: usize,
+        lr: f32,
+    ) -> Result<BatchStats, ComputeError> {
+        visit.check(self.train.n).map_err(Self::bad)?;
+        self.run_clock(&visit.order(), batch, lr)
     }
 
     fn delta(&mut self, scale: f32, out: &mut [Vec<f32>]) -> Result<(), ComputeError> {

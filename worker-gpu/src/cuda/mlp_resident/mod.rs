@@ -180,6 +180,9 @@ impl CudaMlpResident {
     }
 
     fn try_setup(&mut self, arch: &Arch, train: &Dataset, test: &Dataset) -> Result<(), GpuError> {
+        // No model until set-up succeeds: a failed one leaves an engine that refuses every call.
+        self.arch = None;
+        (self.train.n, self.test.n) = (0, 0);
         check_setup(arch, train, test).map_err(input)?;
         to_u32(train.n, "training samples")?;
         to_u32(test.n, "held-out samples")?;
@@ -369,14 +372,7 @@ impl CudaMlpResident {
         batch: usize,
         lr: f32,
     ) -> Result<BatchStats, GpuError> {
-        let n = self.train.n;
-        let end = u64::from(visit.from) + u64::from(visit.count);
-        if visit.n as usize != n || end > u64::from(visit.n) {
-            return Err(input(format!(
-                "a visit of positions {}..{end} of {} samples; the engine holds {n}",
-                visit.from, visit.n
-            )));
-        }
+        visit.check(self.train.n).map_err(input)?;
         self.start_clock()?;
         let count = visit.count as usize;
         if count == 0 {
@@ -386,6 +382,7 @@ impl CudaMlpResident {
         self.order.ensure(&stream, count)?;
         let [k0, k1, k2, k3] = visit.keys;
         let cfg = self.cfg(count);
+        self.events.0.record(&stream).call("cuEventRecord")?;
         let mut b = stream.launch_builder(&self.visit_fn);
         b.arg(&k0)
             .arg(&k1)
@@ -398,6 +395,7 @@ impl CudaMlpResident {
         // SAFETY: the order buffer holds `count` words; mlp_visit_order(unsigned int x 7,
         // unsigned int*) writes order[0..count), each a position's sample below n.
         unsafe { b.launch(cfg) }.call("cuLaunchKernel(mlp_visit_order)")?;
+        self.time_kernels()?;
         self.run_ordered(count, batch, lr)
     }
 
