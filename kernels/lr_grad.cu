@@ -27,7 +27,6 @@
 // Launch: any grid, blockDim.x a multiple of 32; no shared memory.
 
 #define LR_WARP 32
-#define LR_FULL 0xffffffffu
 #define LR_MISS 0xffffffffu
 
 extern "C" __global__ void lr_gradient(const unsigned int* __restrict__ row_ptr,
@@ -46,34 +45,10 @@ extern "C" __global__ void lr_gradient(const unsigned int* __restrict__ row_ptr,
     double warp_loss = 0.0;
 
     for (unsigned long long r = warp; r < rows; r += num_warps) {
-        const unsigned int begin = row_ptr[r];
-        const unsigned int end = row_ptr[r + 1];
-
-        float part = 0.0f;
-        for (unsigned int e = begin + lane; e < end; e += LR_WARP) {
-            const unsigned int c = cols[e];
-            if (c != LR_MISS) {
-                part = fmaf(weights[c], vals[e], part);
-            }
-        }
-#pragma unroll
-        for (int off = LR_WARP / 2; off > 0; off >>= 1) {
-            part += __shfl_xor_sync(LR_FULL, part, off);
-        }
-        const float z = part;
-        const float y = labels[r];
-
-        float row_loss;
-        const float p = lr_link(z, y, &row_loss);
+        const float row_loss = lr_row_step<true>(cols, vals, row_ptr[r], row_ptr[r + 1], lane,
+                                                  LR_MISS, labels[r], weights, grad, inv_n);
         if (lane == 0) {
             warp_loss += (double)row_loss;
-        }
-        const float g = (p - y) * inv_n;
-        for (unsigned int e = begin + lane; e < end; e += LR_WARP) {
-            const unsigned int c = cols[e];
-            if (c != LR_MISS) {
-                atomicAdd(grad + c, g * vals[e]);
-            }
         }
     }
     if (lane == 0 && warp_loss != 0.0) {

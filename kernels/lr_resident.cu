@@ -25,7 +25,6 @@
 // Launch: any grid, blockDim.x a multiple of 32 (lr_gradient_rows); no shared memory.
 
 #define LRR_WARP 32
-#define LRR_FULL 0xffffffffu
 
 extern "C" __global__ void lr_visit_rows(unsigned int k0,
                                          unsigned int k1,
@@ -108,28 +107,10 @@ extern "C" __global__ void lr_gradient_rows(const unsigned int* __restrict__ row
 
     for (unsigned long long b = warp; b < n; b += num_warps) {
         const unsigned int r = batch[b];
-        const unsigned int begin = row_ptr[r];
-        const unsigned int end = row_ptr[r + 1];
-
-        float part = 0.0f;
-        for (unsigned int e = begin + lane; e < end; e += LRR_WARP) {
-            part = fmaf(weights[cols[e]], vals[e], part);
-        }
-#pragma unroll
-        for (int off = LRR_WARP / 2; off > 0; off >>= 1) {
-            part += __shfl_xor_sync(LRR_FULL, part, off);
-        }
-        const float z = part;
-        const float y = labels[r];
-
-        float row_loss;
-        const float p = lr_link(z, y, &row_loss);
+        const float row_loss = lr_row_step<false>(cols, vals, row_ptr[r], row_ptr[r + 1], lane, 0u,
+                                                  labels[r], weights, grad, inv_n);
         if (lane == 0) {
             warp_loss += (double)row_loss;
-        }
-        const float g = (p - y) * inv_n;
-        for (unsigned int e = begin + lane; e < end; e += LRR_WARP) {
-            atomicAdd(grad + cols[e], g * vals[e]);
         }
     }
     if (lane == 0 && warp_loss != 0.0) {
