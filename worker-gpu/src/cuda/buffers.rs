@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{
     CudaContext, CudaEvent, CudaSlice, CudaStream, CudaView, DeviceRepr, HostSlice,
     PinnedHostSlice, SyncOnDrop, ValidAsZeroBits,
@@ -319,5 +320,43 @@ impl<T> HostSlice<T> for Pinned<T> {
             std::slice::from_raw_parts_mut(self.ptr, self.len),
             SyncOnDrop::Record(None),
         )
+    }
+}
+
+/// Two CUDA events that bracket kernels on a stream: [`KernelTimer::stop`] adds the time between
+/// them to a [`Traffic`](ps_apps::app::Traffic)'s device seconds (and waits for the kernels).
+pub struct KernelTimer {
+    start: CudaEvent,
+    end: CudaEvent,
+}
+
+impl KernelTimer {
+    /// Two timing events of `ctx`.
+    pub fn new(ctx: &Arc<CudaContext>) -> Result<Self, GpuError> {
+        let timing = Some(CUevent_flags::CU_EVENT_DEFAULT);
+        Ok(KernelTimer {
+            start: ctx.new_event(timing).call("cuEventCreate")?,
+            end: ctx.new_event(timing).call("cuEventCreate")?,
+        })
+    }
+
+    /// Marks the start, on `stream`.
+    pub fn start(&self, stream: &CudaStream) -> Result<(), GpuError> {
+        self.start.record(stream).call("cuEventRecord")
+    }
+
+    /// Marks the end on `stream` and adds the time since the start to `traffic.compute_s`.
+    pub fn stop(
+        &self,
+        stream: &CudaStream,
+        traffic: &mut ps_apps::app::Traffic,
+    ) -> Result<(), GpuError> {
+        self.end.record(stream).call("cuEventRecord")?;
+        let ms = self
+            .start
+            .elapsed_ms(&self.end)
+            .call("cuEventElapsedTime")?;
+        traffic.compute_s += f64::from(ms) / 1e3;
+        Ok(())
     }
 }

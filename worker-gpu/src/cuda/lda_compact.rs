@@ -3,10 +3,10 @@
 //! (`kernels/lda_gibbs.cu`), for both CUDA LDA engines: only the count and the triples cross
 //! PCIe, and every byte is counted in the caller's [`Traffic`].
 
-use cudarc::driver::{CudaEvent, CudaFunction, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use ps_apps::app::Traffic;
 
-use super::buffers::{DevBuf, Pinned};
+use super::buffers::{DevBuf, KernelTimer, Pinned};
 use super::{Call, Gpu, GpuError};
 
 /// Threads per block of the compaction.
@@ -50,14 +50,14 @@ impl Compaction {
 
     /// The nonzero cells of `wt_delta` (`words.len() x topics`: local row `i` is global word
     /// `words[i]`, after a sweep that visited `visited` tokens) as triples sorted by
-    /// `(word, topic)`; runs again, larger, when the outputs were too small. With `events`, each
+    /// `(word, topic)`; runs again, larger, when the outputs were too small. With `timer`, each
     /// launch is timed into `traffic.compute_s`.
     #[allow(clippy::too_many_arguments)]
     pub fn run(
         &mut self,
         gpu: &Gpu,
         traffic: &mut Traffic,
-        events: Option<&(CudaEvent, CudaEvent)>,
+        timer: Option<&KernelTimer>,
         wt_delta: &DevBuf<i32>,
         words: (&DevBuf<u32>, u32),
         topics: u32,
@@ -85,8 +85,8 @@ impl Compaction {
                 block_dim: (BLOCK, 1, 1),
                 shared_mem_bytes: 0,
             };
-            if let Some(e) = events {
-                e.0.record(stream).call("cuEventRecord")?;
+            if let Some(t) = timer {
+                t.start(stream)?;
             }
             let mut b = stream.launch_builder(&self.compact_fn);
             b.arg(wt_delta.get())
@@ -101,10 +101,8 @@ impl Compaction {
             // SAFETY: wt_delta holds num_words x topics entries and `words` num_words ids (the
             // caller's); the outputs hold at least `capacity` entries; count is one.
             unsafe { b.launch(cfg) }.call("cuLaunchKernel(lda_compact_delta)")?;
-            if let Some(e) = events {
-                e.1.record(stream).call("cuEventRecord")?;
-                let ms = e.0.elapsed_ms(&e.1).call("cuEventElapsedTime")?;
-                traffic.compute_s += f64::from(ms) / 1e3;
+            if let Some(t) = timer {
+                t.stop(stream, traffic)?;
             }
             self.h_count.download(stream, self.count.get(), 1)?;
             traffic.d2h_bytes += 4;

@@ -22,15 +22,14 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::sys::CUevent_flags;
-use cudarc::driver::{CudaEvent, CudaFunction, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use ps_apps::app::Traffic;
 use ps_apps::lda::{
     check_rows, check_state, LdaDelta, LdaHyper, LdaResident, LdaWorkerState, SweepKey,
 };
 use ps_apps::ComputeError;
 
-use super::buffers::{DevBuf, Pinned};
+use super::buffers::{DevBuf, KernelTimer, Pinned};
 use super::lda_compact::Compaction;
 use super::{failed, Call, Gpu, GpuError};
 
@@ -83,7 +82,7 @@ pub struct CudaLdaResident {
     h_totals_delta: Pinned<i32>,
     h_sum: Pinned<f64>,
     h_state: Pinned<u32>,
-    events: (CudaEvent, CudaEvent),
+    timer: KernelTimer,
     traffic: Traffic,
 }
 
@@ -107,7 +106,6 @@ impl CudaLdaResident {
         let per_sm = sweep_fn
             .occupancy_max_active_blocks_per_multiprocessor(BLOCK, 0, None)
             .call("cuOccupancyMaxActiveBlocksPerMultiprocessor(lda_gibbs_sweep)")?;
-        let timing = Some(CUevent_flags::CU_EVENT_DEFAULT);
         let ctx = &gpu.ctx;
         Ok(CudaLdaResident {
             loglik_fn: gpu.function("lda_resident", "lda_loglik")?,
@@ -134,10 +132,7 @@ impl CudaLdaResident {
             h_totals_delta: Pinned::new(ctx)?,
             h_sum: Pinned::new(ctx)?,
             h_state: Pinned::new(ctx)?,
-            events: (
-                ctx.new_event(timing).call("cuEventCreate")?,
-                ctx.new_event(timing).call("cuEventCreate")?,
-            ),
+            timer: KernelTimer::new(ctx)?,
             traffic: Traffic::default(),
             gpu,
         })
@@ -181,24 +176,11 @@ impl CudaLdaResident {
     }
 
     fn start_timer(&self) -> Result<(), GpuError> {
-        self.events
-            .0
-            .record(&self.gpu.compute)
-            .call("cuEventRecord")
+        self.timer.start(&self.gpu.compute)
     }
 
     fn stop_timer(&mut self) -> Result<(), GpuError> {
-        self.events
-            .1
-            .record(&self.gpu.compute)
-            .call("cuEventRecord")?;
-        let ms = self
-            .events
-            .0
-            .elapsed_ms(&self.events.1)
-            .call("cuEventElapsedTime")?;
-        self.traffic.compute_s += f64::from(ms) / 1e3;
-        Ok(())
+        self.timer.stop(&self.gpu.compute, &mut self.traffic)
     }
 
     fn try_setup(&mut self, state: &LdaWorkerState, hyper: &LdaHyper) -> Result<(), GpuError> {
@@ -376,7 +358,7 @@ impl CudaLdaResident {
         let entries = self.compaction.run(
             &self.gpu,
             &mut self.traffic,
-            Some(&self.events),
+            Some(&self.timer),
             &self.wt_delta,
             (&self.words, narrow(s.words, "number of distinct words")?),
             s.topics,

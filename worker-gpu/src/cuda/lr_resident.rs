@@ -18,13 +18,12 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::sys::CUevent_flags;
-use cudarc::driver::{CudaEvent, CudaFunction, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use ps_apps::lr::{batch_keys, check_gradient, LrResident, SparseRow, Traffic};
 use ps_apps::visit::Visit;
 use ps_apps::ComputeError;
 
-use super::buffers::{upload_once, DevBuf, Pinned};
+use super::buffers::{upload_once, DevBuf, KernelTimer, Pinned};
 use super::{failed, Call, Gpu, GpuError};
 
 /// Threads per block (a multiple of 32).
@@ -82,18 +81,14 @@ pub struct CudaLrResident {
     values_host: Pinned<f32>,
     out_host: Pinned<f32>,
     loss_host: Pinned<f64>,
-    events: (CudaEvent, CudaEvent),
+    timer: KernelTimer,
     traffic: Traffic,
 }
 
 impl CudaLrResident {
     /// The engine on `gpu`.
     pub fn new(gpu: Arc<Gpu>) -> Result<Self, GpuError> {
-        let timing = Some(CUevent_flags::CU_EVENT_DEFAULT);
-        let events = (
-            gpu.ctx.new_event(timing).call("cuEventCreate")?,
-            gpu.ctx.new_event(timing).call("cuEventCreate")?,
-        );
+        let timer = KernelTimer::new(&gpu.ctx)?;
         let ctx = &gpu.ctx;
         Ok(CudaLrResident {
             scatter_fn: gpu.function("lr_resident", "lr_scatter")?,
@@ -129,7 +124,7 @@ impl CudaLrResident {
             values_host: Pinned::new(ctx)?,
             out_host: Pinned::new(ctx)?,
             loss_host: Pinned::new(ctx)?,
-            events,
+            timer,
             traffic: Traffic::default(),
             gpu,
         })
@@ -220,7 +215,7 @@ impl CudaLrResident {
         self.values_host.fill(&values)?;
         self.d_values.upload(&compute, &self.values_host)?;
         self.traffic.h2d_bytes += 4 * m as u64;
-        self.events.0.record(&compute).call("cuEventRecord")?;
+        self.timer.start(&compute)?;
         if let BatchRows::Visit(v) = batch {
             // The batch's row indices made on the device (visit.cuh): nothing crosses.
             self.d_batch.ensure(&compute, n)?;
@@ -285,13 +280,7 @@ impl CudaLrResident {
             // lr_gather(const float*, const unsigned*, unsigned, float*).
             unsafe { b.launch(cfg_keys) }.call("cuLaunchKernel(lr_gather)")?;
         }
-        self.events.1.record(&compute).call("cuEventRecord")?;
-        let ms = self
-            .events
-            .0
-            .elapsed_ms(&self.events.1)
-            .call("cuEventElapsedTime")?;
-        self.traffic.compute_s += f64::from(ms) / 1e3;
+        self.timer.stop(&compute, &mut self.traffic)?;
         self.out_host.download(&compute, self.d_out.get(), m)?;
         self.loss_host.download(&compute, self.d_loss.get(), 1)?;
         self.traffic.d2h_bytes += 4 * m as u64 + 8;

@@ -21,12 +21,11 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::sys::CUevent_flags;
-use cudarc::driver::{CudaEvent, CudaFunction, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use ps_apps::mf::{Factors, Layout, MfResident, Rating, ResidentSetup, Split, Traffic};
 use ps_apps::ComputeError;
 
-use super::buffers::{DevBuf, KeyList, Pinned};
+use super::buffers::{DevBuf, KernelTimer, KeyList, Pinned};
 use super::{failed, Call, Gpu, GpuError};
 
 /// Threads per block of the wave kernel: four warps, four bands.
@@ -126,7 +125,7 @@ pub struct CudaMfResident {
     shifts_host: Pinned<u32>,
     sse_host: Pinned<f64>,
     flag_host: Pinned<u32>,
-    events: (CudaEvent, CudaEvent),
+    timer: KernelTimer,
     traffic: Traffic,
 }
 
@@ -157,11 +156,7 @@ impl CudaMfResident {
         let per_sm = per_sm.max(1);
         // Every warp of the launch must be resident: the occupancy's blocks on every SM.
         let lanes = (per_sm * gpu.info.multiprocessors * (WAVE_BLOCK / 32)) as usize;
-        let timing = Some(CUevent_flags::CU_EVENT_DEFAULT);
-        let events = (
-            gpu.ctx.new_event(timing).call("cuEventCreate")?,
-            gpu.ctx.new_event(timing).call("cuEventCreate")?,
-        );
+        let timer = KernelTimer::new(&gpu.ctx)?;
         Ok(CudaMfResident {
             f32_kernels,
             f16_kernels,
@@ -189,7 +184,7 @@ impl CudaMfResident {
             shifts_host: Pinned::new(&gpu.ctx)?,
             sse_host: Pinned::new(&gpu.ctx)?,
             flag_host: Pinned::new(&gpu.ctx)?,
-            events,
+            timer,
             traffic: Traffic::default(),
             gpu,
         })
@@ -439,7 +434,7 @@ impl CudaMfResident {
             block_dim: (WAVE_BLOCK, 1, 1),
             shared_mem_bytes: 0,
         };
-        self.events.0.record(&stream).call("cuEventRecord")?;
+        self.timer.start(&stream)?;
         {
             let t = &self.train;
             let kernels = MfKernels::of(&self.f32_kernels, &self.f16_kernels, self.factors);
@@ -468,13 +463,7 @@ impl CudaMfResident {
             // checked at set-up), which the kernel's waits need.
             unsafe { b.launch(cfg) }.call("cuLaunchKernel(mf_sgd_waves)")?;
         }
-        self.events.1.record(&stream).call("cuEventRecord")?;
-        let ms = self
-            .events
-            .0
-            .elapsed_ms(&self.events.1)
-            .call("cuEventElapsedTime")?;
-        self.traffic.compute_s += f64::from(ms) / 1e3;
+        self.timer.stop(&stream, &mut self.traffic)?;
         self.flag_host.download(&stream, self.stalled.get(), 1)?;
         self.traffic.d2h_bytes += 4;
         if self.flag_host.host()?[0] != 0 {

@@ -31,8 +31,7 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::sys::CUevent_flags;
-use cudarc::driver::{CudaEvent, CudaFunction, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use ps_apps::app::device_codec::{DeltaBlock, SentValues};
 use ps_apps::mlp::{
     check_load, check_setup, Arch, BatchStats, Dataset, MlpResident, ReadCoverage, Traffic,
@@ -40,7 +39,7 @@ use ps_apps::mlp::{
 use ps_apps::visit::Visit;
 use ps_apps::ComputeError;
 
-use super::buffers::{upload_once, DevBuf, Pinned};
+use super::buffers::{upload_once, DevBuf, KernelTimer, Pinned};
 use super::codec::DeviceTopK;
 use super::mlp::CudaMlp;
 use super::{failed, Call, Gpu, GpuError};
@@ -92,7 +91,7 @@ pub struct CudaMlpResident {
     /// The rows loaded since the read model was last used: while the encoders keep a residual
     /// (added to the whole read model in `sync_read`), a read must load every row.
     coverage: ReadCoverage,
-    events: (CudaEvent, CudaEvent),
+    timer: KernelTimer,
     traffic: Traffic,
 }
 
@@ -134,11 +133,7 @@ fn copy_layers(
 impl CudaMlpResident {
     /// The engine on `gpu`.
     pub fn new(gpu: Arc<Gpu>) -> Result<Self, GpuError> {
-        let timing = Some(CUevent_flags::CU_EVENT_DEFAULT);
-        let events = (
-            gpu.ctx.new_event(timing).call("cuEventCreate")?,
-            gpu.ctx.new_event(timing).call("cuEventCreate")?,
-        );
+        let timer = KernelTimer::new(&gpu.ctx)?;
         Ok(CudaMlpResident {
             mlp: CudaMlp::new(Arc::clone(&gpu))?,
             gather_fn: gpu.function("mlp_resident", "mlp_gather_batch")?,
@@ -159,7 +154,7 @@ impl CudaMlpResident {
             delta_host: Pinned::new(&gpu.ctx)?,
             encoders: Vec::new(),
             coverage: ReadCoverage::default(),
-            events,
+            timer,
             traffic: Traffic::default(),
             gpu,
         })
@@ -246,19 +241,9 @@ impl CudaMlpResident {
         Ok(())
     }
 
-    /// Adds the time between the two events to the compute seconds.
+    /// Adds the time since the timer started to the compute seconds.
     fn time_kernels(&mut self) -> Result<(), GpuError> {
-        self.events
-            .1
-            .record(&self.gpu.compute)
-            .call("cuEventRecord")?;
-        let ms = self
-            .events
-            .0
-            .elapsed_ms(&self.events.1)
-            .call("cuEventElapsedTime")?;
-        self.traffic.compute_s += f64::from(ms) / 1e3;
-        Ok(())
+        self.timer.stop(&self.gpu.compute, &mut self.traffic)
     }
 
     /// Gathers batch rows `first..first + rows` (of the clock's order when `from_train`, else
@@ -382,7 +367,7 @@ impl CudaMlpResident {
         self.order.ensure(&stream, count)?;
         let [k0, k1, k2, k3] = visit.keys;
         let cfg = self.cfg(count);
-        self.events.0.record(&stream).call("cuEventRecord")?;
+        self.timer.start(&stream)?;
         let mut b = stream.launch_builder(&self.visit_fn);
         b.arg(&k0)
             .arg(&k1)
@@ -417,10 +402,7 @@ impl CudaMlpResident {
         // Sized first (sizing may reallocate the parameter slots, which hold the local model
         // only between the swaps below).
         self.mlp.size_for(&arch, batch, true)?;
-        self.events
-            .0
-            .record(&self.gpu.compute)
-            .call("cuEventRecord")?;
+        self.timer.start(&self.gpu.compute)?;
         self.swap_local();
         let run = self.batches(&arch, count, batch, lr);
         self.swap_local();
@@ -457,7 +439,7 @@ impl CudaMlpResident {
         let shapes = arch.layers();
         self.sync_read()?;
         let stream = Arc::clone(&self.gpu.compute);
-        self.events.0.record(&stream).call("cuEventRecord")?;
+        self.timer.start(&stream)?;
         for (l, s) in shapes.iter().enumerate() {
             let (lo, n) = (self.offsets[l], s.len());
             if n == 0 {
@@ -492,10 +474,7 @@ impl CudaMlpResident {
             &self.offsets,
             self.mlp.slots().params,
         )?;
-        self.events
-            .0
-            .record(&self.gpu.compute)
-            .call("cuEventRecord")?;
+        self.timer.start(&self.gpu.compute)?;
         for first in (0..n).step_by(chunk) {
             let rows = chunk.min(n - first);
             self.gather(false, first, rows)?;
