@@ -504,9 +504,12 @@ impl PsClient {
                 _ => next,
             };
             let (need, width) = (t.staleness.required_min_clock(target), t.spec.width);
-            // Rows the cache will still serve next clock need no prefetch (unbounded tables
-            // refresh every clock, so all of theirs do).
-            if !t.staleness.is_unbounded() {
+            // Under staleness every row is pulled again each clock, even one the cache would
+            // still serve: the bound says how stale a read may be, not how stale it should be.
+            // Rows refreshed only when the bound forces it made reads at staleness s about s/2
+            // clocks staler than the shards could give, and those clocks were lost to
+            // convergence. Under staleness 0 a row the cache serves next clock needs nothing.
+            if t.staleness == Staleness::Bounded(0) {
                 rows.retain(|r| t.cache.rows.get(r).is_none_or(|c| c.min_clock < need));
             }
             if rows.is_empty() || t.prefetch.iter().any(|p| p.need >= need) || t.prefetch.len() >= 2
