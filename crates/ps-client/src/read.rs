@@ -7,7 +7,6 @@ use crate::error::ClientError;
 use crate::pending::strictly_sorted;
 use crate::wire::{pull, Traffic};
 use ps_proto::{Frame, KeyForm, ShardMap};
-use ps_ssp::Staleness;
 use std::collections::BTreeMap;
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -24,6 +23,9 @@ pub(crate) struct Prefetch {
     pub handle: JoinHandle<Pulled>,
     /// The clocks its rows are complete through, at least.
     pub need: u64,
+    /// The clock it is for (the worker's current clock when it started): rows that land
+    /// later still count as fetched in this clock, so they serve no read of a later one.
+    pub issued: u64,
     /// The lowest own-clock count any shard had acknowledged when the prefetch started: its
     /// replies report at least this, so the own-update log is kept from here while it is in
     /// flight.
@@ -188,18 +190,6 @@ impl PsClient {
         (rx, shards)
     }
 
-    /// Puts one shard's pulled rows into the cache, tagged with the clocks they are complete
-    /// through.
-    pub(crate) fn ingest(
-        &mut self,
-        id: u32,
-        shard: u32,
-        replies: ShardReplies,
-    ) -> Result<(), ClientError> {
-        let frames = self.answered(shard, replies)?;
-        self.ingest_frames(id, &frames)
-    }
-
     /// A shard's replies, or its failure named by shard and address.
     fn answered(
         &self,
@@ -213,8 +203,14 @@ impl PsClient {
         })
     }
 
-    fn ingest_frames(&mut self, id: u32, frames: &[(Frame, Traffic)]) -> Result<(), ClientError> {
-        let current = self.clock.current();
+    /// Puts one shard's pulled rows into the cache, tagged with the clocks they are complete
+    /// through and as fetched in clock `fetched`.
+    fn ingest_frames(
+        &mut self,
+        id: u32,
+        frames: &[(Frame, Traffic)],
+        fetched: u64,
+    ) -> Result<(), ClientError> {
         let width = self.state(id)?.spec.width as usize;
         for (reply, traffic) in frames {
             self.pull_traffic.add(*traffic);
@@ -229,34 +225,50 @@ impl PsClient {
             };
             let t = self.state_mut(id)?;
             for (k, v) in reply.keys.iter().zip(values.chunks_exact(width)) {
-                t.cache.store(*k, v, min_clock, own_clock, current);
+                t.cache.store(*k, v, min_clock, own_clock, fetched);
             }
         }
         Ok(())
     }
 
+    /// Every shard's replies of one pull issued in clock `fetched`, after `waited` seconds
+    /// blocked on them.
     fn ingest_all(
         &mut self,
         id: u32,
         (replies, took): Pulled,
         waited: f64,
+        fetched: u64,
     ) -> Result<(), ClientError> {
         self.blocked_s += waited;
         self.pull_comm_s += took;
         for (s, r) in replies {
-            self.ingest(id, s, r)?;
+            let frames = self.answered(s, r)?;
+            self.ingest_frames(id, &frames, fetched)?;
         }
         Ok(())
     }
 
-    /// Whether the cached copy of `row` serves a read that needs `need` clocks. Under unbounded
-    /// staleness any row satisfies the contract, so each row is refreshed once per clock by a
-    /// pull that never waits for other workers: reads see others' progress without blocking.
+    /// Whether the cached copy of `row` serves a read that needs `need` clocks: it must be
+    /// complete through them and have been fetched in the current clock. So each row is pulled
+    /// once a clock (the prefetch started when the last clock ended, else the read itself), and
+    /// a read waits for that pull's round trip but for other workers only as long as the bound
+    /// demands: reads are as fresh as the shards can give, not as stale as the bound allows.
+    /// (Under staleness 0 a row complete through the bound was fetched in this clock anyway.)
+    ///
+    /// Measured on MF and LDA under transient stragglers, fresh reads are what lets staleness
+    /// pay: serving rows from the previous clock's prefetch without waiting cut blocked time but
+    /// cost more clocks to converge than it saved (README, "Consistency").
     fn cache_serves(&self, id: u32, row: u64, need: u64) -> bool {
         self.tables.get(&id).is_some_and(|t| {
             t.cache.rows.get(&row).is_some_and(|c| {
                 c.min_clock >= need
-                    && (!t.staleness.is_unbounded() || c.fetched_at == self.clock.current())
+                    && ps_ssp::serves_read(
+                        c.min_clock,
+                        c.fetched_at,
+                        self.clock.current(),
+                        t.staleness,
+                    )
             })
         })
     }
@@ -289,7 +301,7 @@ impl PsClient {
                 .rt
                 .block_on(p.handle)
                 .map_err(|e| ClientError::PushFailed(format!("prefetch task: {e}")))?;
-            self.ingest_all(id, pulled, started.elapsed().as_secs_f64())?;
+            self.ingest_all(id, pulled, started.elapsed().as_secs_f64(), p.issued)?;
         }
         if self.cfg.overlap {
             self.state_mut(id)?
@@ -322,7 +334,8 @@ impl PsClient {
                 .rt
                 .block_on(handle)
                 .map_err(|e| ClientError::PushFailed(format!("pull task: {e}")))?;
-            self.ingest_all(id, pulled, started.elapsed().as_secs_f64())?;
+            let current = self.clock.current();
+            self.ingest_all(id, pulled, started.elapsed().as_secs_f64(), current)?;
         }
         let t = self.state(id)?;
         out.reserve(rows.len() * t.spec.width as usize);
@@ -381,7 +394,7 @@ impl PsClient {
             self.blocked_s += started.elapsed().as_secs_f64();
             took_max = took_max.max(took);
             let frames = self.answered(s, replies)?;
-            self.ingest_frames(id, &frames)?;
+            self.ingest_frames(id, &frames, self.clock.current())?;
             let Some(&(start, end)) = runs.get(&s) else {
                 continue;
             };
@@ -462,7 +475,13 @@ impl PsClient {
                 .rt
                 .block_on(h)
                 .map_err(|e| ClientError::PushFailed(format!("pull task: {e}")))?;
-            self.ingest_all(ticket.table, pulled, started.elapsed().as_secs_f64())?;
+            let current = self.clock.current();
+            self.ingest_all(
+                ticket.table,
+                pulled,
+                started.elapsed().as_secs_f64(),
+                current,
+            )?;
         }
         let need = self
             .state(ticket.table)?
@@ -472,15 +491,11 @@ impl PsClient {
     }
 
     /// Prefetches the rows each table will read at clock `next`: those the caller named with
-    /// `Table::prefetch_next`, else those read in the clock that just ended. Under staleness 0
-    /// the pull targets clock `next`: it parks at the shards until every worker has pushed,
-    /// and the read at `next` waits for it. Under staleness s >= 1 the rows in the cache
-    /// already serve `next` (they were prefetched one clock earlier), so the pull targets
-    /// `next + 1`: it waits at the shards for this clock's pushes while the worker computes
-    /// `next`, and its rows, one clock fresher than a pull made now would get, arrive behind
-    /// that compute. So under staleness a prefetch starts every clock and up to two are in
-    /// flight: that pulls every row every clock (a worker without overlap pulls late and gets
-    /// rows that serve two clocks), trading pull bytes for never waiting on them.
+    /// `Table::prefetch_next`, else those read in the clock that just ended. The pull asks for
+    /// what a read at `next` needs, so the shards answer it as soon as the staleness bound
+    /// allows (at once under staleness, after every worker's push of this clock under
+    /// staleness 0); its round trip travels with this clock's push and behind whatever the
+    /// worker does before its next read.
     pub(crate) fn start_prefetch(&mut self, next: u64) {
         let floor = lock(&self.shared)
             .applied
@@ -495,23 +510,11 @@ impl PsClient {
                 continue;
             };
             let read = std::mem::take(&mut t.read_this_clock);
-            let mut rows: Vec<u64> = match t.next_reads.take() {
+            let rows: Vec<u64> = match t.next_reads.take() {
                 Some(rows) => rows,
                 None => read.into_iter().collect(),
             };
-            let target = match t.staleness {
-                Staleness::Bounded(s) if s >= 1 => next + 1,
-                _ => next,
-            };
-            let (need, width) = (t.staleness.required_min_clock(target), t.spec.width);
-            // Under staleness every row is pulled again each clock, even one the cache would
-            // still serve: the bound says how stale a read may be, not how stale it should be.
-            // Rows refreshed only when the bound forces it made reads at staleness s about s/2
-            // clocks staler than the shards could give, and those clocks were lost to
-            // convergence. Under staleness 0 a row the cache serves next clock needs nothing.
-            if t.staleness == Staleness::Bounded(0) {
-                rows.retain(|r| t.cache.rows.get(r).is_none_or(|c| c.min_clock < need));
-            }
+            let (need, width) = (t.staleness.required_min_clock(next), t.spec.width);
             if rows.is_empty() || t.prefetch.iter().any(|p| p.need >= need) || t.prefetch.len() >= 2
             {
                 continue;
@@ -521,6 +524,7 @@ impl PsClient {
                 t.prefetch.push_back(Prefetch {
                     handle,
                     need,
+                    issued: next,
                     floor,
                 });
             }

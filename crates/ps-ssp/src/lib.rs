@@ -2,7 +2,8 @@
 //!
 //! This crate holds the *pure* bookkeeping behind the consistency contract:
 //!
-//! * [`Staleness`] and [`is_fresh`]: which minimum clock a read at a given clock needs;
+//! * [`Staleness`], [`is_fresh`] and [`serves_read`]: which minimum clock a read at a given
+//!   clock needs, and which cached rows serve it;
 //! * [`WorkerClock`]: a worker's own clock;
 //! * [`ShardClock`]: a shard's per-worker clock vector plus the ordering of incoming update
 //!   batches (per-worker clock order, and the fixed worker-id order of deterministic / BSP mode);
@@ -146,6 +147,15 @@ impl FromStr for Staleness {
 /// may serve a read at `clock` under staleness `s`.
 pub fn is_fresh(complete_through: u64, clock: u64, s: Staleness) -> bool {
     complete_through >= s.required_min_clock(clock)
+}
+
+/// True if a row cached with `complete_through`, pulled for the reader's clock `fetched_in`,
+/// serves the reader's read at `clock` under staleness `s`: fresh enough for the bound, and
+/// pulled for this very clock. The bound says how stale a read may be; a worker's cache does
+/// not make reads staler than that by serving rows from earlier clocks. Each row is pulled
+/// again for every clock, and the pull waits at the shards only as long as the bound demands.
+pub fn serves_read(complete_through: u64, fetched_in: u64, clock: u64, s: Staleness) -> bool {
+    is_fresh(complete_through, clock, s) && fetched_in == clock
 }
 
 /// A worker's own clock: the number of clocks it has ended.

@@ -76,6 +76,21 @@ fn required_min_clock_edges() {
 }
 
 #[test]
+fn a_cached_row_serves_only_the_clock_it_was_pulled_for() {
+    let s = Staleness::Bounded(4);
+    // Complete through far more than the bound asks, but pulled for an earlier clock.
+    assert!(!serves_read(9, 4, 5, s));
+    assert!(serves_read(9, 5, 5, s));
+    // Pulled for this clock but not complete through the bound (a reply can never be, but the
+    // bound still decides).
+    assert!(!serves_read(0, 9, 9, s));
+    assert!(serves_read(5, 9, 9, s));
+    assert!(serves_read(0, 7, 7, Staleness::Unbounded));
+    assert!(!serves_read(0, 6, 7, Staleness::Unbounded));
+    assert!(!serves_read(6, 7, 7, Staleness::BSP));
+}
+
+#[test]
 fn is_fresh_edges() {
     let s1 = Staleness::Bounded(1);
     // Read at clock 3 with s = 1 needs min completed >= 2.
