@@ -30,6 +30,9 @@ pub struct ClientConfig {
     /// read in a clock are prefetched for the next. Off: `clock()` waits for every shard's ack
     /// (the wait counts as blocked time) and nothing is prefetched.
     pub overlap: bool,
+    /// Which cached rows reads may use: only those pulled for the current clock (the default),
+    /// or those pulled for the previous one too, so the pull hides behind compute.
+    pub reads: ps_ssp::Reads,
     /// The job restarts dead shards from checkpoints: keep every batch no checkpoint covers,
     /// and wait for a shard whose connection died instead of failing.
     pub restartable: bool,
@@ -47,6 +50,7 @@ impl ClientConfig {
             server_name: ps_transport::DEFAULT_SERVER_NAME.to_string(),
             max_frame_body: 4 << 20,
             overlap: true,
+            reads: ps_ssp::Reads::Fresh,
             restartable: false,
             restart_wait: std::time::Duration::from_secs(60),
         }

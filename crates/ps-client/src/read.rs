@@ -249,16 +249,11 @@ impl PsClient {
         Ok(())
     }
 
-    /// Whether the cached copy of `row` serves a read that needs `need` clocks: it must be
-    /// complete through them and have been fetched in the current clock. So each row is pulled
-    /// once a clock (the prefetch started when the last clock ended, else the read itself), and
-    /// a read waits for that pull's round trip but for other workers only as long as the bound
-    /// demands: reads are as fresh as the shards can give, not as stale as the bound allows.
-    /// (Under staleness 0 a row complete through the bound was fetched in this clock anyway.)
-    ///
-    /// Measured on MF and LDA under transient stragglers, fresh reads are what lets staleness
-    /// pay: serving rows from the previous clock's prefetch without waiting cut blocked time but
-    /// cost more clocks to converge than it saved (README, "Consistency").
+    /// Whether the cached copy of `row` serves a read that needs `need` clocks: complete
+    /// through them, and pulled recently enough for the client's read policy
+    /// ([`ps_ssp::serves_read`]). Under [`ps_ssp::Reads::Fresh`] each row is pulled once a clock
+    /// (the prefetch started when the last clock ended, else the read itself) and a read waits
+    /// for that pull's round trip, and for other workers only as long as the bound demands.
     fn cache_serves(&self, id: u32, row: u64, need: u64) -> bool {
         self.tables.get(&id).is_some_and(|t| {
             t.cache.rows.get(&row).is_some_and(|c| {
@@ -268,6 +263,7 @@ impl PsClient {
                         c.fetched_at,
                         self.clock.current(),
                         t.staleness,
+                        self.cfg.reads,
                     )
             })
         })

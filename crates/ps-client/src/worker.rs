@@ -121,6 +121,11 @@ impl Worker {
         cfg.server_name = opts.endpoint.server_name.clone();
         cfg.limits.max_frame_bytes = assign.max_frame_bytes;
         cfg.overlap = assign.job.overlap;
+        cfg.reads = if assign.job.overlapped_reads {
+            ps_ssp::Reads::Overlapped
+        } else {
+            ps_ssp::Reads::Fresh
+        };
         cfg.restartable = assign.recovery.restartable();
         cfg.restart_wait = Duration::from_millis(assign.recovery.restart_timeout_ms);
         cfg.max_frame_body = cfg.max_frame_body.min(assign.max_frame_bytes / 2).max(4096);

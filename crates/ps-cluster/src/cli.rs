@@ -67,6 +67,12 @@ pub struct JobArgs {
     /// what overlapping communication with compute buys).
     #[arg(long)]
     pub no_overlap: bool,
+    /// Which rows a worker's reads use under staleness >= 1. `fresh`: rows pulled for this
+    /// clock; the clock's first read waits for the pull started when the last one ended (a
+    /// round trip). `overlapped`: rows pulled for the previous clock also serve when they meet
+    /// the bound, so the pull hides behind compute and reads are a clock staler.
+    #[arg(long, value_enum, default_value_t = ReadsArg::Fresh)]
+    pub reads: ReadsArg,
     /// How workers encode pushed deltas, per table: stages then a value format, e.g. `raw`,
     /// `f16`, `bf16`, `topk:0.01,f16`, `topk:100`, `filter:0.01,topk:0.05`. Lossy chains keep
     /// what they do not send in a residual added to the next clock's delta (error feedback).
@@ -421,4 +427,11 @@ fn parse_pull_codec(s: &str) -> Result<ps_proto::codec::CodecChain, String> {
         ));
     }
     Ok(c)
+}
+
+/// `--reads`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReadsArg {
+    Fresh,
+    Overlapped,
 }

@@ -46,6 +46,7 @@ pub fn plan_job(
         clocks: job.clocks.unwrap_or(plan.clocks),
         settings: plan.settings.clone(),
         overlap: !job.no_overlap,
+        overlapped_reads: job.reads == crate::cli::ReadsArg::Overlapped,
         driver: serde_json::to_value(chaos)?,
     };
     Ok(JobPlan { plan, spec })

@@ -192,6 +192,8 @@ fn workers_join_and_use_every_table_operation() {
             clocks: 2,
             settings: serde_json::Value::Null,
             overlap: true,
+            // The job's read policy travels to the workers (nothing here depends on it).
+            overlapped_reads: true,
             driver: serde_json::Value::Null,
         },
         deterministic: false,

@@ -218,6 +218,10 @@ pub struct JobSpec {
     /// clock's rows); false makes every clock wait for its push.
     #[serde(default = "overlap_default")]
     pub overlap: bool,
+    /// Reads may use rows pulled for the previous clock (`--reads overlapped`); false (the
+    /// default): only rows pulled for the current clock.
+    #[serde(default)]
+    pub overlapped_reads: bool,
     /// Settings of the program that drives the workers (e.g. fault injection), opaque here.
     #[serde(default)]
     pub driver: serde_json::Value,

@@ -2,8 +2,8 @@
 //!
 //! This crate holds the *pure* bookkeeping behind the consistency contract:
 //!
-//! * [`Staleness`], [`is_fresh`] and [`serves_read`]: which minimum clock a read at a given
-//!   clock needs, and which cached rows serve it;
+//! * [`Staleness`], [`is_fresh`], [`Reads`] and [`serves_read`]: which minimum clock a read at
+//!   a given clock needs, and which cached rows serve it;
 //! * [`WorkerClock`]: a worker's own clock;
 //! * [`ShardClock`]: a shard's per-worker clock vector plus the ordering of incoming update
 //!   batches (per-worker clock order, and the fixed worker-id order of deterministic / BSP mode);
@@ -149,13 +149,45 @@ pub fn is_fresh(complete_through: u64, clock: u64, s: Staleness) -> bool {
     complete_through >= s.required_min_clock(clock)
 }
 
+/// Which cached rows a worker's reads may use, beyond what the staleness bound allows.
+///
+/// The bound says how stale a read may be, not how stale it should be. Either way every row a
+/// worker reads is pulled again when its clock ends, asking only what the bound asks, so the
+/// shards answer at once unless some worker is more than `s` clocks behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reads {
+    /// A row serves reads only in the clock it was pulled for: the clock's first read waits
+    /// for the pull its last clock's end started (a round trip), and for other workers only as
+    /// long as the bound demands. Reads hold what the shards had when the reader's last clock
+    /// ended.
+    #[default]
+    Fresh,
+    /// A row pulled for the previous clock also serves, when it meets the bound: the pull's
+    /// round trip hides behind compute, and reads are a clock staler than [`Reads::Fresh`].
+    Overlapped,
+}
+
+impl Reads {
+    /// How many clocks before the reader's own a row may have been pulled for.
+    pub fn max_lag(self) -> u64 {
+        match self {
+            Reads::Fresh => 0,
+            Reads::Overlapped => 1,
+        }
+    }
+}
+
 /// True if a row cached with `complete_through`, pulled for the reader's clock `fetched_in`,
-/// serves the reader's read at `clock` under staleness `s`: fresh enough for the bound, and
-/// pulled for this very clock. The bound says how stale a read may be; a worker's cache does
-/// not make reads staler than that by serving rows from earlier clocks. Each row is pulled
-/// again for every clock, and the pull waits at the shards only as long as the bound demands.
-pub fn serves_read(complete_through: u64, fetched_in: u64, clock: u64, s: Staleness) -> bool {
-    is_fresh(complete_through, clock, s) && fetched_in == clock
+/// serves the reader's read at `clock` under staleness `s` and read policy `reads`: fresh
+/// enough for the bound, and pulled recently enough for the policy.
+pub fn serves_read(
+    complete_through: u64,
+    fetched_in: u64,
+    clock: u64,
+    s: Staleness,
+    reads: Reads,
+) -> bool {
+    is_fresh(complete_through, clock, s) && fetched_in.saturating_add(reads.max_lag()) >= clock
 }
 
 /// A worker's own clock: the number of clocks it has ended.

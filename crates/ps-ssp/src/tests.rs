@@ -76,18 +76,25 @@ fn required_min_clock_edges() {
 }
 
 #[test]
-fn a_cached_row_serves_only_the_clock_it_was_pulled_for() {
-    let s = Staleness::Bounded(4);
-    // Complete through far more than the bound asks, but pulled for an earlier clock.
-    assert!(!serves_read(9, 4, 5, s));
-    assert!(serves_read(9, 5, 5, s));
-    // Pulled for this clock but not complete through the bound (a reply can never be, but the
-    // bound still decides).
-    assert!(!serves_read(0, 9, 9, s));
-    assert!(serves_read(5, 9, 9, s));
-    assert!(serves_read(0, 7, 7, Staleness::Unbounded));
-    assert!(!serves_read(0, 6, 7, Staleness::Unbounded));
-    assert!(!serves_read(6, 7, 7, Staleness::BSP));
+fn a_cached_row_serves_only_the_clocks_its_read_policy_allows() {
+    let (s, fresh, late) = (Staleness::Bounded(4), Reads::Fresh, Reads::Overlapped);
+    // Complete through more than the bound asks, pulled for the previous clock: only an
+    // overlapped read takes it; two clocks back, neither does.
+    assert!(!serves_read(9, 4, 5, s, fresh));
+    assert!(serves_read(9, 4, 5, s, late));
+    assert!(!serves_read(9, 3, 5, s, late));
+    assert!(serves_read(9, 5, 5, s, fresh));
+    // Pulled for this clock but not complete through the bound: the bound still decides.
+    assert!(!serves_read(0, 9, 9, s, fresh));
+    assert!(!serves_read(0, 9, 9, s, late));
+    assert!(serves_read(5, 9, 9, s, fresh));
+    assert!(serves_read(0, 7, 7, Staleness::Unbounded, fresh));
+    assert!(!serves_read(0, 6, 7, Staleness::Unbounded, fresh));
+    assert!(serves_read(0, 6, 7, Staleness::Unbounded, late));
+    // Staleness 0: a row from the previous clock never meets the bound.
+    assert!(!serves_read(6, 6, 7, Staleness::BSP, late));
+    assert!(serves_read(7, 7, 7, Staleness::BSP, fresh));
+    assert_eq!(Reads::default(), Reads::Fresh);
 }
 
 #[test]

@@ -11,13 +11,17 @@ use crate::{table, TestCluster};
 /// cells of clocks <= c - s - 1 are there, that all its own cells are there, and that no worker
 /// ever got more than s clocks ahead of the slowest. Worker 1 is slowed down.
 fn run_ssp_guarantee(staleness: Option<u64>) -> u64 {
-    run_ssp_guarantee_with(staleness, None)
+    run_ssp_guarantee_with(staleness, None, ps_ssp::Reads::Fresh)
 }
 
 /// [`run_ssp_guarantee`]; with `dies = Some((p, d))` worker `p` stops at clock `d` (its clocks
 /// before `d` pushed) and every shard evicts it: the guarantee and the bound must then hold
 /// over the live workers, and the others must finish.
-fn run_ssp_guarantee_with(staleness: Option<u64>, dies: Option<(u32, u64)>) -> u64 {
+fn run_ssp_guarantee_with(
+    staleness: Option<u64>,
+    dies: Option<(u32, u64)>,
+    reads: ps_ssp::Reads,
+) -> u64 {
     const WORKERS: u32 = 3;
     const CLOCKS: u64 = 8;
     let cluster = TestCluster::start(
@@ -31,7 +35,7 @@ fn run_ssp_guarantee_with(staleness: Option<u64>, dies: Option<(u32, u64)>) -> u
     let rows: Vec<u64> = (0..WORKERS as u64).collect();
     std::thread::scope(|scope| {
         for p in 0..WORKERS {
-            let mut client = cluster.client(p, WORKERS);
+            let mut client = cluster.client_with(p, WORKERS, |c| c.reads = reads);
             let (done, max_lead, rows) = (done.clone(), max_lead.clone(), rows.clone());
             let cluster = &cluster;
             scope.spawn(move || {
@@ -102,8 +106,9 @@ fn expected(dies: Option<(u32, u64)>) -> Vec<f32> {
 /// guarantee and the staleness bound among themselves and finish.
 #[test]
 fn ssp_read_guarantee_holds_for_the_live_workers_after_an_eviction() {
-    assert!(run_ssp_guarantee_with(Some(1), Some((2, 3))) <= 1);
-    assert_eq!(run_ssp_guarantee_with(Some(0), Some((0, 2))), 0);
+    let fresh = ps_ssp::Reads::Fresh;
+    assert!(run_ssp_guarantee_with(Some(1), Some((2, 3)), fresh) <= 1);
+    assert_eq!(run_ssp_guarantee_with(Some(0), Some((0, 2)), fresh), 0);
 }
 
 #[test]
@@ -114,6 +119,16 @@ fn ssp_read_guarantee_and_bound_staleness_0() {
 #[test]
 fn ssp_read_guarantee_and_bound_staleness_2() {
     assert!(run_ssp_guarantee(Some(2)) <= 2);
+}
+
+/// Reads that may use the previous clock's rows (`--reads overlapped`) keep the guarantee and
+/// the bound.
+#[test]
+fn ssp_read_guarantee_and_bound_with_overlapped_reads() {
+    let late = ps_ssp::Reads::Overlapped;
+    assert_eq!(run_ssp_guarantee_with(Some(0), None, late), 0);
+    assert!(run_ssp_guarantee_with(Some(2), None, late) <= 2);
+    run_ssp_guarantee_with(None, None, late);
 }
 
 #[test]
