@@ -78,8 +78,12 @@ fn bad_sweeps_are_refused_before_anything_starts() {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("never");
     let o = out_dir.to_str().unwrap();
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["--push-codec", "zip"], "codec zip"),
+        (
+            &["--reads", "stale"],
+            "--reads stale: expected fresh or overlapped",
+        ),
         (&["--link", "fast,1ms"], "--link fast,1ms"),
         (&["--repeats", "0"], "an empty sweep"),
         (

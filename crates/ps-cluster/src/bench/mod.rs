@@ -1,4 +1,4 @@
-//! `ps-cluster bench`: a sweep over links, codecs, staleness, workers, devices and straggler
+//! `ps-cluster bench`: a sweep over links, codecs, staleness, read policies, workers, devices and straggler
 //! models, each combination run as a real local cluster (`ps-cluster local`, the same binary)
 //! with repeats, recording every clock; then the time to a quality target per configuration,
 //! its compute to communication ratio, CSV and JSON files, plots, and the fastest
@@ -36,6 +36,9 @@ pub struct BenchArgs {
     /// A staleness to sweep: 0, N or inf.
     #[arg(long = "staleness", value_name = "S")]
     pub staleness: Vec<String>,
+    /// A read policy to sweep: fresh or overlapped (see `local --reads`).
+    #[arg(long = "reads", value_name = "POLICY")]
+    pub reads: Vec<String>,
     /// A number of workers to sweep.
     #[arg(long = "workers", value_name = "N")]
     pub workers: Vec<u32>,
@@ -119,6 +122,10 @@ pub fn plan(a: &BenchArgs, app: &dyn DynApp) -> Result<Plan> {
     for s in &a.staleness {
         ps_ssp::Staleness::parse(s).map_err(|e| anyhow::anyhow!("--staleness {s}: {e}"))?;
     }
+    for r in &a.reads {
+        <crate::cli::ReadsArg as clap::ValueEnum>::from_str(r, false)
+            .map_err(|_| anyhow::anyhow!("--reads {r}: expected fresh or overlapped"))?;
+    }
     if let Some(w) = a.workers.iter().find(|&&w| w == 0) {
         bail!("--workers {w}: at least 1");
     }
@@ -127,6 +134,7 @@ pub fn plan(a: &BenchArgs, app: &dyn DynApp) -> Result<Plan> {
         push_codecs: or(&a.push_codecs, "raw"),
         pull_codecs: or(&a.pull_codecs, "raw"),
         staleness: or(&a.staleness, "0"),
+        reads: or(&a.reads, "fresh"),
         workers: if a.workers.is_empty() {
             vec![2]
         } else {

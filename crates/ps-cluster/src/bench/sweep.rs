@@ -13,6 +13,8 @@ pub struct Axes {
     pub push_codecs: Vec<String>,
     pub pull_codecs: Vec<String>,
     pub staleness: Vec<String>,
+    /// `local --reads` values: fresh, overlapped.
+    pub reads: Vec<String>,
     pub workers: Vec<u32>,
     pub devices: Vec<String>,
     /// `None` is no straggler model.
@@ -26,6 +28,7 @@ pub struct Config {
     pub push_codec: String,
     pub pull_codec: String,
     pub staleness: String,
+    pub reads: String,
     pub workers: u32,
     pub device: String,
     pub straggle: Option<String>,
@@ -38,7 +41,7 @@ impl Axes {
         for link in &self.links {
             for push in &self.push_codecs {
                 for pull in &self.pull_codecs {
-                    for st in &self.staleness {
+                    for (st, reads) in self.staleness_and_reads() {
                         for &w in &self.workers {
                             for dev in &self.devices {
                                 for sg in &self.straggle {
@@ -47,6 +50,7 @@ impl Axes {
                                         push_codec: push.clone(),
                                         pull_codec: pull.clone(),
                                         staleness: st.clone(),
+                                        reads: reads.clone(),
                                         workers: w,
                                         device: dev.clone(),
                                         straggle: sg.clone(),
@@ -59,6 +63,13 @@ impl Axes {
             }
         }
         out
+    }
+
+    /// Every (staleness, read policy) pair, read policies innermost.
+    fn staleness_and_reads(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.staleness
+            .iter()
+            .flat_map(|st| self.reads.iter().map(move |r| (st, r)))
     }
 
     /// The axes with one value, as `name value` pairs (what every configuration shares).
@@ -77,6 +88,9 @@ impl Axes {
         }
         if !v.staleness {
             out.push(format!("staleness {}", self.staleness[0]));
+        }
+        if !v.reads {
+            out.push(format!("reads {}", self.reads[0]));
         }
         if !v.workers {
             out.push(format!("{} workers", self.workers[0]));
@@ -97,6 +111,7 @@ impl Axes {
             push: self.push_codecs.len() > 1,
             pull: self.pull_codecs.len() > 1,
             staleness: self.staleness.len() > 1,
+            reads: self.reads.len() > 1,
             workers: self.workers.len() > 1,
             device: self.devices.len() > 1,
             straggle: self.straggle.len() > 1,
@@ -111,6 +126,7 @@ pub struct Varying {
     pub push: bool,
     pub pull: bool,
     pub staleness: bool,
+    pub reads: bool,
     pub workers: bool,
     pub device: bool,
     pub straggle: bool,
@@ -131,6 +147,9 @@ impl Config {
         }
         if v.staleness {
             parts.push(format!("s={}", self.staleness));
+        }
+        if v.reads {
+            parts.push(format!("reads {}", self.reads));
         }
         if v.workers {
             parts.push(format!("{}w", self.workers));
@@ -160,6 +179,8 @@ impl Config {
             self.pull_codec.clone(),
             "--staleness".into(),
             self.staleness.clone(),
+            "--reads".into(),
+            self.reads.clone(),
             "--workers".into(),
             self.workers.to_string(),
             "--device".into(),
@@ -429,6 +450,7 @@ mod tests {
             push_codecs: vec!["raw".into(), "topk:0.01,f16".into()],
             pull_codecs: vec!["raw".into()],
             staleness: vec!["0".into(), "inf".into()],
+            reads: vec!["fresh".into()],
             workers: vec![2],
             devices: vec!["cpu".into()],
             straggle: vec![Some("0.1:4".into())],
@@ -464,7 +486,29 @@ mod tests {
         assert!(!c[0].local_args().contains(&"--link".to_string()));
         assert_eq!(
             a.fixed(),
-            ["pull raw", "2 workers", "device cpu", "straggle 0.1:4"]
+            [
+                "pull raw",
+                "reads fresh",
+                "2 workers",
+                "device cpu",
+                "straggle 0.1:4"
+            ]
+        );
+        assert_eq!(at("--reads"), "fresh");
+        // Read policies vary innermost of staleness and name themselves in labels.
+        let both = Axes {
+            reads: vec!["fresh".into(), "overlapped".into()],
+            ..axes()
+        };
+        let c = both.configs();
+        assert_eq!(c.len(), 16);
+        assert_eq!(
+            (c[0].staleness.as_str(), c[1].staleness.as_str()),
+            ("0", "0")
+        );
+        assert_eq!(
+            c[1].label(both.varying()),
+            "loopback | push raw | s=0 | reads overlapped"
         );
     }
 
