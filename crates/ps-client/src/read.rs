@@ -37,6 +37,8 @@ pub struct PullTicket {
     pub(crate) table: u32,
     pub(crate) rows: Vec<u64>,
     pub(crate) handle: Option<JoinHandle<Pulled>>,
+    /// The clock it was started in: its rows count as fetched for that clock.
+    pub(crate) issued: u64,
 }
 
 impl PullTicket {
@@ -458,6 +460,7 @@ impl PsClient {
             table: id,
             rows: rows.to_vec(),
             handle,
+            issued: self.clock.current(),
         })
     }
 
@@ -471,13 +474,8 @@ impl PsClient {
                 .rt
                 .block_on(h)
                 .map_err(|e| ClientError::PushFailed(format!("pull task: {e}")))?;
-            let current = self.clock.current();
-            self.ingest_all(
-                ticket.table,
-                pulled,
-                started.elapsed().as_secs_f64(),
-                current,
-            )?;
+            let secs = started.elapsed().as_secs_f64();
+            self.ingest_all(ticket.table, pulled, secs, ticket.issued)?;
         }
         let need = self
             .state(ticket.table)?
