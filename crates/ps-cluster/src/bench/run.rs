@@ -74,10 +74,13 @@ pub fn sweep(a: &BenchArgs, plan: &Plan, apps: &[Box<dyn DynApp>]) -> Result<()>
     });
     let started = Instant::now();
     let (mut runs, mut failures) = (Vec::new(), Vec::new());
-    for (i, c) in configs.iter().enumerate() {
-        for r in 0..u64::from(a.repeats) {
+    // In rounds: each repeat runs every configuration once, so whatever drifts on the machine
+    // over the sweep (other load, heat) falls on every configuration alike rather than on the
+    // ones that happened to run late.
+    for r in 0..u64::from(a.repeats) {
+        for (i, c) in configs.iter().enumerate() {
             let seed = a.seed.saturating_add(r);
-            let n = i * a.repeats as usize + r as usize;
+            let n = r as usize * configs.len() + i;
             let name = format!("{n:03}");
             let msg = format!("{} (seed {seed})", labels[i]);
             if let Some(b) = &bar {

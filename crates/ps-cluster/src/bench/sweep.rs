@@ -247,6 +247,9 @@ pub struct Figures {
     pub time_to_target_s: Option<f64>,
     /// The same counted from the end of the first clock ([`training_to_target`]).
     pub training_to_target_s: Option<f64>,
+    /// The fastest and slowest of those, over the runs that reached the target: how much the
+    /// repeats disagree, to read the medians against.
+    pub training_range_s: Option<(f64, f64)>,
     /// Mean of each run's final figure: the job summary's, which is of the shards' model, else
     /// the last clock's.
     pub final_metric: Option<f64>,
@@ -321,6 +324,7 @@ pub fn figures(label: String, runs: &[&Run], attempted: usize, target: &Target) 
         reached: times.len(),
         time_to_target_s: median(&times),
         training_to_target_s: median(&training),
+        training_range_s: training.first().zip(training.last()).map(|(a, b)| (*a, *b)),
         final_metric: (!finals.is_empty())
             .then(|| finals.iter().sum::<f64>() / finals.len() as f64),
         final_misses,
@@ -382,10 +386,11 @@ pub fn median_run<'a>(runs: &[&'a Run], target: &Target) -> Option<&'a Run> {
 pub fn table(figs: &[Figures], target: &Target) -> String {
     let width = figs.iter().map(|f| f.label.len()).max().unwrap_or(6).max(6);
     let mut out = format!(
-        "{:<width$}  {:>14}  {:>13}  {:>7}  {:>10}  {:>8}  {:>12}  {:>8}  {:>10}  {:>10}\n",
+        "{:<width$}  {:>14}  {:>13}  {:>11}  {:>7}  {:>10}  {:>8}  {:>12}  {:>8}  {:>10}  {:>10}\n",
         "config",
         format!("to {target}"),
         "after clock 0",
+        "range",
         "reached",
         target.metric.chars().take(10).collect::<String>(),
         "wall_s",
@@ -402,6 +407,10 @@ pub fn table(figs: &[Figures], target: &Target) -> String {
         let after = f
             .training_to_target_s
             .map_or("-".to_string(), |t| format!("{t:.3} s{mark}"));
+        let range = f
+            .training_range_s
+            .filter(|_| f.reached > 1)
+            .map_or("-".to_string(), |(a, b)| format!("{a:.3}-{b:.3}"));
         let m = f
             .final_metric
             .map_or("-".to_string(), |m| format!("{m:.4}"));
@@ -409,10 +418,11 @@ pub fn table(figs: &[Figures], target: &Target) -> String {
             .compute_to_comm()
             .map_or("-".to_string(), |r| format!("{r:.2}"));
         out.push_str(&format!(
-            "{:<width$}  {:>14}  {:>13}  {:>7}  {:>10}  {:>8.3}  {:>12}  {:>7.1}%  {:>10.2}  {:>10.3}\n",
+            "{:<width$}  {:>14}  {:>13}  {:>11}  {:>7}  {:>10}  {:>8.3}  {:>12}  {:>7.1}%  {:>10.2}  {:>10.3}\n",
             f.label,
             t,
             after,
+            range,
             format!("{}/{}", f.reached, f.runs),
             m,
             f.wall_s,
@@ -566,6 +576,8 @@ mod tests {
         assert_eq!(fa.final_metric, Some(0.1));
         // Runs a: 0.1 s and 0.3 s after their first clock ended; median 0.2 s.
         assert!((fa.training_to_target_s.unwrap() - 0.2).abs() < 1e-12);
+        let (lo, hi) = fa.training_range_s.unwrap();
+        assert!((lo - 0.1).abs() < 1e-12 && (hi - 0.3).abs() < 1e-12);
         assert_eq!((fb.reached, fb.time_to_target_s), (1, Some(0.1)));
         assert!((fa.compute_to_comm().unwrap() - 0.5).abs() < 1e-12);
         // b was faster once but missed the target once: a is the fastest.
