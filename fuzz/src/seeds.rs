@@ -124,6 +124,7 @@ fn assign() -> Assign {
             clocks: 20,
             settings: serde_json::json!({"rank": 8, "data": null, "lr": 0.05}),
             overlap: true,
+            overlapped_reads: false,
             driver: serde_json::json!({"kill_worker": [1, 3]}),
         },
         heartbeat_ms: 500,

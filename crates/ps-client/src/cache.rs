@@ -47,15 +47,20 @@ impl TableCache {
         }
     }
 
-    /// Stores a pulled row unless a fresher copy is cached (prefetches may land out of order).
-    /// Reuses the cached row's buffer.
+    /// Stores a row pulled for clock `now` unless a fresher copy is cached (pulls may land out
+    /// of order): one complete through more clocks, or through as many but pulled for a later
+    /// clock. Reuses the cached row's buffer.
     pub fn store(&mut self, key: u64, values: &[f32], min_clock: u64, own_clock: u64, now: u64) {
         match self.rows.get_mut(&key) {
             Some(c) if c.min_clock > min_clock => {}
+            Some(c) if c.min_clock == min_clock && c.fetched_at > now => {}
             Some(c) => {
                 c.values.clear();
                 c.values.extend_from_slice(values);
-                (c.min_clock, c.own_clock, c.fetched_at) = (min_clock, own_clock, now);
+                // A reply complete through more clocks was served later by the same shard, so it
+                // is at least as fresh as the copy it replaces.
+                let fetched = c.fetched_at.max(now);
+                (c.min_clock, c.own_clock, c.fetched_at) = (min_clock, own_clock, fetched);
             }
             None => {
                 self.rows.insert(
@@ -249,5 +254,18 @@ mod tests {
         assert_eq!(t.rows[&1].values, vec![5.0, 6.0]);
         assert_eq!(t.rows[&1].values.as_ptr(), ptr);
         assert_eq!((t.rows[&1].min_clock, t.rows[&1].own_clock), (4, 1));
+        // As complete, but pulled for an earlier clock than the cached copy: kept out.
+        t.store(1, &[7.0, 7.0], 4, 1, 1);
+        assert_eq!(
+            (t.rows[&1].values.clone(), t.rows[&1].fetched_at),
+            (vec![5.0, 6.0], 2)
+        );
+        // More complete but pulled for an earlier clock (it landed late): the shard served it
+        // after the cached copy, so it takes the copy's place and its clock.
+        t.store(1, &[8.0, 8.0], 5, 2, 1);
+        assert_eq!(
+            (t.rows[&1].values.clone(), t.rows[&1].fetched_at),
+            (vec![8.0, 8.0], 2)
+        );
     }
 }

@@ -68,6 +68,10 @@ pub(crate) struct TableState {
     pub next_reads: Option<Vec<u64>>,
     /// Prefetches in flight, oldest first.
     pub prefetch: VecDeque<Prefetch>,
+    /// Pull tickets handed out ([`PsClient::pull_async`]): while one lives, the own-update log
+    /// is kept from its floor, as for a prefetch, since its replies may lack what was logged
+    /// after it started. A ticket waited on or dropped lets its floor go.
+    pub tickets: Vec<(std::sync::Weak<()>, u64)>,
 }
 
 /// State shared with background push tasks.
@@ -143,6 +147,7 @@ impl PsClient {
                     read_this_clock: HashSet::new(),
                     next_reads: None,
                     prefetch: VecDeque::new(),
+                    tickets: Vec::new(),
                 },
             );
         }

@@ -218,8 +218,14 @@ impl PsClient {
         let nshards = applied.len() as u32;
         for t in self.tables.values_mut() {
             let rows = t.spec.rows;
-            // Keep what an in-flight prefetch's replies may still need.
-            let keep_from = t.prefetch.iter().map(|p| p.floor).fold(all, u64::min);
+            // Keep what an in-flight prefetch's or a live pull ticket's replies may still need.
+            t.tickets.retain(|(live, _)| live.strong_count() > 0);
+            let keep_from = t
+                .prefetch
+                .iter()
+                .map(|p| p.floor)
+                .chain(t.tickets.iter().map(|(_, floor)| *floor))
+                .fold(all, u64::min);
             t.cache.fold_acknowledged(
                 |r| applied[ShardMap::shard_of(rows, nshards, r) as usize],
                 keep_from,

@@ -21,8 +21,6 @@ pub(crate) type Pulled = (Vec<(u32, ShardReplies)>, f64);
 /// Pulls started when a clock ended, for the rows a later clock will read.
 pub(crate) struct Prefetch {
     pub handle: JoinHandle<Pulled>,
-    /// The clocks its rows are complete through, at least.
-    pub need: u64,
     /// The clock it is for (the worker's current clock when it started): rows that land
     /// later still count as fetched in this clock, so they serve no read of a later one.
     pub issued: u64,
@@ -39,6 +37,8 @@ pub struct PullTicket {
     pub(crate) handle: Option<JoinHandle<Pulled>>,
     /// The clock it was started in: its rows count as fetched for that clock.
     pub(crate) issued: u64,
+    /// Holds the ticket's floor in the table's `tickets` while it lives.
+    pub(crate) _floor: std::sync::Arc<()>,
 }
 
 impl PullTicket {
@@ -455,12 +455,24 @@ impl PsClient {
             .copied()
             .filter(|r| !self.cache_serves(id, *r, need))
             .collect();
+        // Like a prefetch's: the lowest own-clock count any shard had acknowledged.
+        let floor = lock(&self.shared)
+            .applied
+            .iter()
+            .copied()
+            .min()
+            .unwrap_or(0);
         let handle = (!misses.is_empty()).then(|| self.spawn_pulls(id, width, misses, need));
+        let hold = std::sync::Arc::new(());
+        self.state_mut(id)?
+            .tickets
+            .push((std::sync::Arc::downgrade(&hold), floor));
         Ok(PullTicket {
             table: id,
             rows: rows.to_vec(),
             handle,
             issued: self.clock.current(),
+            _floor: hold,
         })
     }
 
@@ -509,7 +521,11 @@ impl PsClient {
                 None => read.into_iter().collect(),
             };
             let (need, width) = (t.staleness.required_min_clock(next), t.spec.width);
-            if rows.is_empty() || t.prefetch.iter().any(|p| p.need >= need) || t.prefetch.len() >= 2
+            // One prefetch per clock, at most two in flight (an unconsumed older one does not
+            // hold back this clock's).
+            if rows.is_empty()
+                || t.prefetch.iter().any(|p| p.issued >= next)
+                || t.prefetch.len() >= 2
             {
                 continue;
             }
@@ -517,7 +533,6 @@ impl PsClient {
             if let Some(t) = self.tables.get_mut(&id) {
                 t.prefetch.push_back(Prefetch {
                     handle,
-                    need,
                     issued: next,
                     floor,
                 });

@@ -185,3 +185,33 @@ fn reads_under_staleness_see_what_the_shards_already_have() {
     let stale = stale.into_inner().unwrap();
     assert!(stale.is_empty(), "{stale:#?}");
 }
+
+/// A pull ticket keeps the own-update log it may need: worker 0's ticket is answered before
+/// the shard applied its clock 0 (deterministic mode holds the batch until worker 1's clock 0
+/// arrives), then that clock is applied and acknowledged, and the ticket is waited on a clock
+/// later. Its reply lacks the clock-0 update, so the log of that clock must still be there to
+/// overlay it; under overlapped reads the reply itself serves the read. (If the reply comes
+/// after the shard applied clock 0, the case passes without testing anything: the sleep only
+/// makes that unlikely.)
+#[test]
+fn a_pull_ticket_waited_on_later_keeps_read_my_writes() {
+    for reads in [ps_ssp::Reads::Fresh, ps_ssp::Reads::Overlapped] {
+        let cluster = TestCluster::start(1, 2, vec![table(7, 1, 1, Some(2))], true);
+        let mut a = cluster.client_with(0, 2, |c| c.reads = reads);
+        let mut b = cluster.client_with(1, 2, |c| c.reads = reads);
+        a.table(7).unwrap().inc(0, 0, 1.0).unwrap();
+        a.clock().unwrap();
+        a.flush().unwrap();
+        let ticket = a.table(7).unwrap().pull_async(&[0]).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        b.clock().unwrap();
+        b.flush().unwrap();
+        a.clock().unwrap();
+        a.flush().unwrap();
+        let mut out = Vec::new();
+        a.wait(ticket, &mut out).unwrap();
+        assert_eq!(out, vec![1.0], "{reads:?}: own write of clock 0 missing");
+        let again = a.table(7).unwrap().read_rows(&[0]).unwrap();
+        assert_eq!(again, vec![1.0], "{reads:?}: a later read");
+    }
+}
