@@ -455,13 +455,7 @@ impl PsClient {
             .copied()
             .filter(|r| !self.cache_serves(id, *r, need))
             .collect();
-        // Like a prefetch's: the lowest own-clock count any shard had acknowledged.
-        let floor = lock(&self.shared)
-            .applied
-            .iter()
-            .copied()
-            .min()
-            .unwrap_or(0);
+        let floor = self.log_floor();
         let handle = (!misses.is_empty()).then(|| self.spawn_pulls(id, width, misses, need));
         let hold = std::sync::Arc::new(());
         self.state_mut(id)?
@@ -503,12 +497,7 @@ impl PsClient {
     /// staleness 0); its round trip travels with this clock's push and behind whatever the
     /// worker does before its next read.
     pub(crate) fn start_prefetch(&mut self, next: u64) {
-        let floor = lock(&self.shared)
-            .applied
-            .iter()
-            .copied()
-            .min()
-            .unwrap_or(0);
+        let floor = self.log_floor();
         let mut ids: Vec<u32> = self.tables.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
@@ -538,6 +527,19 @@ impl PsClient {
                 });
             }
         }
+    }
+}
+
+impl PsClient {
+    /// The lowest own-clock count any shard has acknowledged: a pull started now gets replies
+    /// that report at least this, so the own-update log is kept from here while it is in flight.
+    fn log_floor(&self) -> u64 {
+        lock(&self.shared)
+            .applied
+            .iter()
+            .copied()
+            .min()
+            .unwrap_or(0)
     }
 }
 
