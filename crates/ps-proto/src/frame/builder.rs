@@ -157,11 +157,12 @@ impl FrameBuilder {
         )
     }
 
-    pub fn clock(worker: u32, clock: u64, pushes: u64) -> Frame {
-        let mut h = Header::new(Kind::Clock);
+    /// A frame that is its header alone: `kind`, `worker`, `clock` and `aux`.
+    fn header_only(kind: Kind, worker: u32, clock: u64, aux: u64) -> Frame {
+        let mut h = Header::new(kind);
         h.worker = worker;
         h.clock = clock;
-        h.aux = pushes;
+        h.aux = aux;
         Frame {
             header: h,
             keys: Vec::new(),
@@ -170,17 +171,12 @@ impl FrameBuilder {
         }
     }
 
+    pub fn clock(worker: u32, clock: u64, pushes: u64) -> Frame {
+        FrameBuilder::header_only(Kind::Clock, worker, clock, pushes)
+    }
+
     pub fn ack(worker: u32, min_clock: u64, worker_clock: u64) -> Frame {
-        let mut h = Header::new(Kind::Ack);
-        h.worker = worker;
-        h.clock = min_clock;
-        h.aux = worker_clock;
-        Frame {
-            header: h,
-            keys: Vec::new(),
-            payload: Vec::new(),
-            key_form: KeyForm::List,
-        }
+        FrameBuilder::header_only(Kind::Ack, worker, min_clock, worker_clock)
     }
 
     /// An ack that also says how many of the worker's clocks the shard's checkpoints cover.
@@ -192,14 +188,6 @@ impl FrameBuilder {
     }
 
     pub fn heartbeat(node: u32, clock: u64) -> Frame {
-        let mut h = Header::new(Kind::Heartbeat);
-        h.worker = node;
-        h.clock = clock;
-        Frame {
-            header: h,
-            keys: Vec::new(),
-            payload: Vec::new(),
-            key_form: KeyForm::List,
-        }
+        FrameBuilder::header_only(Kind::Heartbeat, node, clock, 0)
     }
 }
