@@ -185,26 +185,20 @@ pub fn wire_format(wire_id: u16) -> Option<(ValueFormat, bool)> {
 }
 
 impl fmt::Display for CodecChain {
+    /// The stages, then the value format where it is not `raw` or nothing else is written
+    /// (`raw`, `momentum:0.5`, `topk:0.01,warmup:4,f16`): parses back to the same chain.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, s) in self.selectors.iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            write!(f, "{s}")?;
-        }
+        let mut stages: Vec<String> = self.selectors.iter().map(|s| s.to_string()).collect();
         if self.warmup > 0 {
-            write!(f, ",warmup:{}", self.warmup)?;
+            stages.push(format!("warmup:{}", self.warmup));
         }
         if self.momentum > 0.0 {
-            write!(f, ",momentum:{}", self.momentum)?;
+            stages.push(format!("momentum:{}", self.momentum));
         }
-        if self.selectors.is_empty() {
-            f.write_str(self.format.name())
-        } else if self.format != ValueFormat::F32 {
-            write!(f, ",{}", self.format.name())
-        } else {
-            Ok(())
+        if stages.is_empty() || self.format != ValueFormat::F32 {
+            stages.push(self.format.name().to_string());
         }
+        f.write_str(&stages.join(","))
     }
 }
 
@@ -317,6 +311,8 @@ mod tests {
             ("rows:0.1,sign", "rows:0.1,sign"),
             ("momentum:0.9,topk:0.01,sign", "topk:0.01,momentum:0.9,sign"),
             ("momentum:0", "raw"),
+            ("momentum:0.5", "momentum:0.5"),
+            ("momentum:0.5,f16", "momentum:0.5,f16"),
             ("rows:0.05,warmup:2,q4", "rows:0.05,warmup:2,q4"),
             ("energy:0.5,sign", "energy:0.5,sign"),
             ("topk:0.1,energy:0.9", "topk:0.1,energy:0.9"),
