@@ -5,7 +5,7 @@ use crate::cache::TableCache;
 use crate::error::ClientError;
 use crate::keys::KeyCaches;
 use crate::links::{Restarts, ShardLinks};
-use crate::read::Prefetch;
+use crate::prefetch::Prefetch;
 use crate::retained::Retained;
 use crate::wire::Traffic;
 use ps_proto::{ClockReport, Limits, ShardMap, TableSpec, UpdateRule};

@@ -27,6 +27,7 @@ mod error;
 mod keys;
 mod links;
 mod pending;
+mod prefetch;
 mod push;
 mod read;
 mod retained;

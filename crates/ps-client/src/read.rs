@@ -18,18 +18,6 @@ pub(crate) type ShardReplies = Result<Vec<(Frame, Traffic)>, ClientError>;
 /// Replies of every shard of one read, and the seconds the pulls took.
 pub(crate) type Pulled = (Vec<(u32, ShardReplies)>, f64);
 
-/// Pulls started when a clock ended, for the rows a later clock will read.
-pub(crate) struct Prefetch {
-    pub handle: JoinHandle<Pulled>,
-    /// The clock it is for (the worker's current clock when it started): rows that land
-    /// later still count as fetched in this clock, so they serve no read of a later one.
-    pub issued: u64,
-    /// The lowest own-clock count any shard had acknowledged when the prefetch started: its
-    /// replies report at least this, so the own-update log is kept from here while it is in
-    /// flight.
-    pub floor: u64,
-}
-
 /// Rows pulled without waiting ([`crate::Table::pull_async`]); [`PsClient::wait`] collects them.
 pub struct PullTicket {
     pub(crate) table: u32,
@@ -167,7 +155,7 @@ impl PsClient {
     /// Starts pulls of `rows`, each shard's replies sent on the returned channel as soon as
     /// that shard has answered in full, with the seconds since the pulls started. Also returns
     /// the shards pulled from.
-    fn spawn_streamed(
+    pub(crate) fn spawn_streamed(
         &self,
         id: u32,
         width: u32,
@@ -193,7 +181,7 @@ impl PsClient {
     }
 
     /// A shard's replies, or its failure named by shard and address.
-    fn answered(
+    pub(crate) fn answered(
         &self,
         shard: u32,
         replies: ShardReplies,
@@ -207,7 +195,7 @@ impl PsClient {
 
     /// Puts one shard's pulled rows into the cache, tagged with the clocks they are complete
     /// through and as fetched in clock `fetched`.
-    fn ingest_frames(
+    pub(crate) fn ingest_frames(
         &mut self,
         id: u32,
         frames: &[(Frame, Traffic)],
@@ -271,42 +259,57 @@ impl PsClient {
         })
     }
 
-    /// What every read does first: checks, then takes prefetched rows that have arrived, and
-    /// waits for more (oldest first) only while the cache cannot serve the read; the other
-    /// prefetches travel on behind compute.
-    fn prepare_read(&mut self, id: u32, rows: &[u64], need: u64) -> Result<(), ClientError> {
+    /// Checks a read of `rows` of table `id`: the job has not failed, every row is in range.
+    fn check_read(&self, id: u32, rows: &[u64]) -> Result<(), ClientError> {
         self.check_failure()?;
-        let t = self.state(id)?;
-        let nrows = t.spec.rows;
-        if let Some(&row) = rows.iter().find(|r| **r >= nrows) {
-            return Err(ClientError::RowOutOfRange {
+        let nrows = self.state(id)?.spec.rows;
+        match rows.iter().find(|r| **r >= nrows) {
+            Some(&row) => Err(ClientError::RowOutOfRange {
                 table: id,
                 row,
                 rows: nrows,
-            });
+            }),
+            None => Ok(()),
         }
-        loop {
-            let t = self.state_mut(id)?;
-            let p = match t.prefetch.iter().position(|p| p.handle.is_finished()) {
-                Some(i) => t.prefetch.remove(i),
-                None if t.prefetch.is_empty() => None,
-                None if rows.iter().all(|r| self.cache_serves(id, *r, need)) => None,
-                None => self.state_mut(id)?.prefetch.pop_front(),
-            };
-            let Some(p) = p else { break };
-            let started = Instant::now();
-            let pulled = self
-                .rt
-                .block_on(p.handle)
-                .map_err(|e| ClientError::PushFailed(format!("prefetch task: {e}")))?;
-            self.ingest_all(id, pulled, started.elapsed().as_secs_f64(), p.issued)?;
-        }
+    }
+
+    /// Notes `rows` as read this clock: what the next clock's prefetch pulls.
+    fn note_read(&mut self, id: u32, rows: &[u64]) -> Result<(), ClientError> {
         if self.cfg.overlap {
             self.state_mut(id)?
                 .read_this_clock
                 .extend(rows.iter().copied());
         }
         Ok(())
+    }
+
+    /// The shards holding rows of `rows` the cache cannot serve for `need`.
+    fn shards_lacking(&self, id: u32, rows: &[u64], need: u64) -> Result<Vec<u32>, ClientError> {
+        let nrows = self.state(id)?.spec.rows;
+        let nshards = self.links.len() as u32;
+        let mut shards: Vec<u32> = rows
+            .iter()
+            .filter(|r| !self.cache_serves(id, **r, need))
+            .map(|r| ShardMap::shard_of(nrows, nshards, *r))
+            .collect();
+        shards.sort_unstable();
+        shards.dedup();
+        Ok(shards)
+    }
+
+    /// What every read does first: checks, then takes prefetched rows that have arrived, and
+    /// waits for more only while a prefetch is still waiting on a shard holding rows the cache
+    /// cannot serve; the other prefetches travel on behind compute.
+    fn prepare_read(&mut self, id: u32, rows: &[u64], need: u64) -> Result<(), ClientError> {
+        self.check_read(id, rows)?;
+        loop {
+            self.take_prefetched(id)?;
+            let lacking = self.shards_lacking(id, rows, need)?;
+            if lacking.is_empty() || !self.wait_prefetched(id, &lacking)? {
+                break;
+            }
+        }
+        self.note_read(id, rows)
     }
 
     /// Reads `rows` (any order) of table `id` complete through at least `need` clocks of every
@@ -348,7 +351,8 @@ impl PsClient {
     /// Reads `rows` (sorted, distinct) like [`PsClient::read_with`], handing them to `sink`
     /// one shard's run at a time as replies arrive: `sink(first, keys, values)` gets
     /// `rows[first..first + keys.len()]` and their values, row-major. Runs the cache serves
-    /// come first. The sink's error stops the read and is returned.
+    /// go first, then each run as its shard's prefetch reply lands, then the runs pulled now
+    /// as their shards answer. The sink's error stops the read and is returned.
     pub(crate) fn read_streamed<E: From<ClientError>>(
         &mut self,
         id: u32,
@@ -359,7 +363,8 @@ impl PsClient {
         if !strictly_sorted(rows) {
             return Err(ClientError::Unsorted { table: id }.into());
         }
-        self.prepare_read(id, rows, need)?;
+        self.check_read(id, rows)?;
+        self.note_read(id, rows)?;
         let t = self.state(id)?;
         let (nrows, width) = (t.spec.rows, t.spec.width);
         let nshards = self.links.len() as u32;
@@ -371,17 +376,31 @@ impl PsClient {
                 .or_insert((i, i));
             e.1 = i + 1;
         }
-        let misses: Vec<u64> = rows
-            .iter()
-            .copied()
+        // Runs the cache serves, at once or as prefetch replies land.
+        loop {
+            self.take_prefetched(id)?;
+            let served: Vec<u32> = runs
+                .iter()
+                .filter(|(_, (a, b))| rows[*a..*b].iter().all(|r| self.cache_serves(id, *r, need)))
+                .map(|(s, _)| *s)
+                .collect();
+            for s in served {
+                if let Some(run) = runs.remove(&s) {
+                    self.deliver(id, rows, run, sink)?;
+                }
+            }
+            let left: Vec<u32> = runs.keys().copied().collect();
+            if left.is_empty() || !self.wait_prefetched(id, &left)? {
+                break;
+            }
+        }
+        // The rest is pulled now; each run goes as its shard answers.
+        let misses: Vec<u64> = runs
+            .values()
+            .flat_map(|(a, b)| rows[*a..*b].iter().copied())
             .filter(|r| !self.cache_serves(id, *r, need))
             .collect();
         let (mut rx, pending) = self.spawn_streamed(id, width, misses, need);
-        for (s, run) in &runs {
-            if !pending.contains(s) {
-                self.deliver(id, rows, *run, sink)?;
-            }
-        }
         let mut took_max = 0.0f64;
         for _ in 0..pending.len() {
             let started = Instant::now();
@@ -393,7 +412,7 @@ impl PsClient {
             took_max = took_max.max(took);
             let frames = self.answered(s, replies)?;
             self.ingest_frames(id, &frames, self.clock.current())?;
-            let Some(&(start, end)) = runs.get(&s) else {
+            let Some((start, end)) = runs.remove(&s) else {
                 continue;
             };
             // One raw reply with exactly the run's rows, which the cache holds as they are: the
@@ -411,6 +430,10 @@ impl PsClient {
             self.deliver(id, rows, (start, end), sink)?;
         }
         self.pull_comm_s += took_max;
+        // Runs whose rows turned out served without a pull (a late prefetch reply).
+        for run in std::mem::take(&mut runs).into_values() {
+            self.deliver(id, rows, run, sink)?;
+        }
         Ok(())
     }
 
@@ -489,51 +512,12 @@ impl PsClient {
             .required_min_clock(self.clock.current());
         self.read_with(ticket.table, &ticket.rows, need, out)
     }
-
-    /// Prefetches the rows each table will read at clock `next`: those the caller named with
-    /// `Table::prefetch_next`, else those read in the clock that just ended. The pull asks for
-    /// what a read at `next` needs, so the shards answer it as soon as the staleness bound
-    /// allows (at once under staleness, after every worker's push of this clock under
-    /// staleness 0); its round trip travels with this clock's push and behind whatever the
-    /// worker does before its next read.
-    pub(crate) fn start_prefetch(&mut self, next: u64) {
-        let floor = self.log_floor();
-        let mut ids: Vec<u32> = self.tables.keys().copied().collect();
-        ids.sort_unstable();
-        for id in ids {
-            let Some(t) = self.tables.get_mut(&id) else {
-                continue;
-            };
-            let read = std::mem::take(&mut t.read_this_clock);
-            let rows: Vec<u64> = match t.next_reads.take() {
-                Some(rows) => rows,
-                None => read.into_iter().collect(),
-            };
-            let (need, width) = (t.staleness.required_min_clock(next), t.spec.width);
-            // One prefetch per clock, at most two in flight (an unconsumed older one does not
-            // hold back this clock's).
-            if rows.is_empty()
-                || t.prefetch.iter().any(|p| p.issued >= next)
-                || t.prefetch.len() >= 2
-            {
-                continue;
-            }
-            let handle = self.spawn_pulls(id, width, rows, need);
-            if let Some(t) = self.tables.get_mut(&id) {
-                t.prefetch.push_back(Prefetch {
-                    handle,
-                    issued: next,
-                    floor,
-                });
-            }
-        }
-    }
 }
 
 impl PsClient {
     /// The lowest own-clock count any shard has acknowledged: a pull started now gets replies
     /// that report at least this, so the own-update log is kept from here while it is in flight.
-    fn log_floor(&self) -> u64 {
+    pub(crate) fn log_floor(&self) -> u64 {
         lock(&self.shared)
             .applied
             .iter()

@@ -1,7 +1,7 @@
 //! The SSP read guarantee and staleness bound over real QUIC with a deliberately slow worker,
 //! for staleness 0, 2 and unbounded, and over the live workers after an eviction.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -214,4 +214,58 @@ fn a_pull_ticket_waited_on_later_keeps_read_my_writes() {
         let again = a.table(7).unwrap().read_rows(&[0]).unwrap();
         assert_eq!(again, vec![1.0], "{reads:?}: a later read");
     }
+}
+
+/// A streamed read hands on each shard's run as soon as that shard's prefetch reply lands,
+/// not once every shard has answered. Shard 0 has evicted worker 1, which never runs; shard 1
+/// still waits for it, and only the sink, given shard 0's run, evicts it there too. A read
+/// that waited for the whole prefetch would wait for ever: a watchdog ends that wait after
+/// 60 s, and the test fails. A plain read of shard 0's rows alone does not wait for shard 1
+/// either.
+#[test]
+fn a_streamed_read_hands_on_each_shard_as_its_prefetch_reply_lands() {
+    let cluster = TestCluster::start(2, 2, vec![table(7, 4, 1, Some(0))], false);
+    cluster.shards[0].evict(1).unwrap();
+    let mut client = cluster.client(0, 2);
+    // Rows 0 and 1 are shard 0's, 2 and 3 shard 1's.
+    let rows = [0u64, 1, 2, 3];
+    // Clock 0: read the rows (so that the clock's end prefetches them) and add 1 to each.
+    let mut t = client.table(7).unwrap();
+    assert_eq!(t.read_rows(&rows).unwrap(), vec![0.0; 4]);
+    t.push(&rows, &[1.0; 4]).unwrap();
+    assert_eq!(client.clock().unwrap(), 0);
+
+    // Clock 1 at staleness 0 needs clock 0 of every live worker.
+    let watchdog_fired = AtomicBool::new(false);
+    let mut order = Vec::new();
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (cluster, fired) = (&cluster, &watchdog_fired);
+        scope.spawn(move || {
+            if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+                fired.store(true, Ordering::SeqCst);
+                let _ = cluster.shards[1].evict(1);
+            }
+        });
+        let mut t = client.table(7).unwrap();
+        assert_eq!(t.read_rows(&rows[..2]).unwrap(), vec![1.0; 2]);
+        t.read_into(
+            &rows,
+            |first, keys, values| -> Result<(), ps_client::ClientError> {
+                assert_eq!(values, vec![1.0; keys.len()], "rows from {first}");
+                order.push(first);
+                if first == 0 {
+                    let _ = cluster.shards[1].evict(1);
+                    let _ = tx.send(());
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+    });
+    assert!(
+        !watchdog_fired.load(Ordering::SeqCst),
+        "shard 0's run waited for shard 1's reply"
+    );
+    assert_eq!(order, vec![0, 2], "one run a shard, shard 0's first");
 }
