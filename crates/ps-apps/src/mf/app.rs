@@ -7,7 +7,7 @@
 //! test RMSE), runs SGD on them in place, and writes `after - before` of those rows straight
 //! into the push.
 
-use super::ratings::load;
+use super::ratings::{load, Summary};
 use super::session::MfSession;
 use super::{Factors, Hyper, Layout, MfArgs, MfOrder, SyntheticSpec, ITEM_INIT_STD};
 use crate::app::flags::{self, decimal, num, ratio};
@@ -139,20 +139,25 @@ impl App for MfApp {
             flags::in_range("--ratings", s.ratings, 1, 2_000_000_000)?;
             flags::in_range("--item-zipf", s.item_zipf, 0.0, 4.0)?;
         }
-        let loaded = load(
-            data.as_deref(),
-            test.as_deref(),
-            synthetic_spec.as_ref(),
-            a.test_fraction,
-            job.seed,
-        )?;
-        if loaded.num_items == 0 || loaded.train.is_empty() {
+        // Without biases the coordinator needs nothing of a synthetic set but its sizes, which
+        // the spec gives; with them, the training mean, so it generates the set as the workers do.
+        let summary = match (&synthetic_spec, &test, bias) {
+            (Some(spec), None, false) => Summary::of_spec_unbiased(spec),
+            _ => Summary::of(&load(
+                data.as_deref(),
+                test.as_deref(),
+                synthetic_spec.as_ref(),
+                a.test_fraction,
+                job.seed,
+            )?),
+        };
+        if summary.num_items == 0 || summary.train == 0 {
             return Err(AppError::Settings("no ratings to train on".into()));
         }
         let settings = MfSettings {
             hyper,
             bias,
-            train_mean: loaded.train_mean(),
+            train_mean: summary.train_mean,
             seed: job.seed,
             data,
             test,
@@ -168,13 +173,12 @@ impl App for MfApp {
             seed: job.seed,
         };
         let width = settings.layout().width() as u32;
-        let items = (loaded.num_items as u64, width);
+        let items = (u64::from(summary.num_items), width);
         let tables = vec![job.table(ITEMS, "item_factors", items, UpdateRule::Add, init)];
         let mut facts = serde_json::Map::new();
-        facts.insert("users".into(), loaded.num_users.into());
-        facts.insert("items".into(), loaded.num_items.into());
-        let all = loaded.train.len() + loaded.test.len() + loaded.cold.len();
-        facts.insert("ratings".into(), (all as u64).into());
+        facts.insert("users".into(), summary.num_users.into());
+        facts.insert("items".into(), summary.num_items.into());
+        facts.insert("ratings".into(), summary.ratings.into());
         facts.insert("rank".into(), hyper.rank.into());
         facts.insert("lr".into(), decimal(hyper.lr));
         facts.insert("reg".into(), decimal(hyper.reg));
@@ -189,12 +193,9 @@ impl App for MfApp {
         facts.insert("data".into(), flags::data_fact(&settings.data));
         if settings.test.is_some() {
             facts.insert("test".into(), flags::data_fact(&settings.test));
-            facts.insert(
-                "test_cold_ratings".into(),
-                (loaded.cold.len() as u64).into(),
-            );
+            facts.insert("test_cold_ratings".into(), summary.cold.into());
         }
-        if let Some(n) = loaded.noise {
+        if let Some(n) = summary.noise {
             facts.insert("noise_sigma".into(), decimal(n));
         }
         Ok(Plan {
