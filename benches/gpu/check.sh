@@ -200,7 +200,8 @@ ok_f16 = h.get("factors") == "f16" and h["test_rmse"] <= 1.01 * a["test_rmse"]
 print(f"mf deterministic on {a['device']}: hashes {a['item_table_hash']} / {b['item_table_hash']} "
       f"({'equal' if ok_hash else 'DIFFER'}); test_rmse {a['test_rmse']:.5f} "
       f"({'<=' if ok_rmse else 'ABOVE'} 1.15 x sigma = {bar:.4f}); "
-      f"PCIe per clock in {a.get('pcie_bytes_h2d_per_clock')} B, out {a.get('pcie_bytes_d2h_per_clock')} B; "
+      f"PCIe per clock in {a.get('pcie_bytes_h2d_per_clock')} B ({a.get('pcie_h2d_s_per_clock')} s), "
+      f"out {a.get('pcie_bytes_d2h_per_clock')} B ({a.get('pcie_d2h_s_per_clock')} s); "
       f"f16 factors: test_rmse {h['test_rmse']:.5f} ({'within' if ok_f16 else 'NOT within'} 1% of f32)")
 sys.exit(0 if ok_hash and ok_rmse and ok_f16 else 1)
 PY

@@ -88,7 +88,7 @@ def per_clock(s, k):
 fmt = lambda v, f: "-" if v is None else format(v, f)
 print(f"{'job':<5} {'device':<8} {'workers':>7} {'rate':>11} {'unit':<10} {'compute/clk s':>13} "
       f"{'device/clk s':>12} {'comm/clk s':>10} {'pcie in/clk MB':>14} {'pcie out/clk MB':>15} "
-      f"{'wall s':>7} {'quality':<24}")
+      f"{'in/clk ms':>9} {'out/clk ms':>10} {'wall s':>7} {'quality':<24}")
 by_job = {}
 for s in rows:
     if "failed" in s:
@@ -100,10 +100,12 @@ for s in rows:
     by_job.setdefault(s["job"], {})[dev] = r
     q = next((f"{k} {s[k]:.4g}" for k in ("test_rmse", "loglik_per_token", "test_accuracy") if k in s), "")
     mb = lambda k: None if s.get(k) is None else s[k] / 1e6
+    ms = lambda k: None if s.get(k) is None else s[k] * 1e3
     print(f"{s['job']:<5} {dev:<8} {s.get('workers', 0):>7} {fmt(r, '11.4e')} {unit:<10} "
           f"{fmt(per_clock(s, 'compute_s'), '13.4f')} {fmt(per_clock(s, 'device_compute_s_clocks'), '12.4f')} "
           f"{fmt(per_clock(s, 'comm_s'), '10.4f')} {fmt(mb('pcie_bytes_h2d_per_clock'), '14.2f')} "
-          f"{fmt(mb('pcie_bytes_d2h_per_clock'), '15.2f')} {fmt(s.get('wall_s'), '7.1f')} {q:<24}")
+          f"{fmt(mb('pcie_bytes_d2h_per_clock'), '15.2f')} {fmt(ms('pcie_h2d_s_per_clock'), '9.3f')} "
+          f"{fmt(ms('pcie_d2h_s_per_clock'), '10.3f')} {fmt(s.get('wall_s'), '7.1f')} {q:<24}")
 for job, d in by_job.items():
     for gpu in ("cuda", "cuda-f16"):
         if d.get(gpu) and d.get("cpu"):

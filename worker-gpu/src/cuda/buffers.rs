@@ -257,7 +257,7 @@ impl KeyList {
         &mut self,
         stream: &Arc<CudaStream>,
         staging: &mut Pinned<u32>,
-        traffic: &mut ps_apps::app::Traffic,
+        bus: &mut super::bus::Bus,
         keys: &[u64],
         limit: usize,
     ) -> Result<(), GpuError> {
@@ -274,8 +274,10 @@ impl KeyList {
             }
             *h = k as u32;
         }
-        self.dev.upload(stream, staging)?;
-        traffic.h2d_bytes += 4 * keys.len() as u64;
+        bus.h2d(stream, || {
+            self.dev.upload(stream, staging)?;
+            Ok(4 * keys.len() as u64)
+        })?;
         self.host.extend_from_slice(keys);
         Ok(())
     }

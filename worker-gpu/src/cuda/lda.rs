@@ -25,9 +25,9 @@ use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use ps_apps::lda::{check_dims, LdaCompute, LdaDelta, LdaHyper, LdaWorkerState, SweepKey};
 
 use super::buffers::{DevBuf, Pinned};
+use super::bus::Bus;
 use super::lda_compact::Compaction;
 use super::{failed, Call, Gpu, GpuError};
-use ps_apps::app::Traffic;
 use ps_apps::ComputeError;
 
 /// Threads per block in parallel mode (8 warps, one document each at a time).
@@ -67,6 +67,8 @@ pub struct CudaLda {
     loaded: Option<Launch>,
     /// The delta's compaction on the device (shared with the resident engine).
     compaction: Compaction,
+    /// What the compaction's copies moved (this engine reports no traffic).
+    bus: Bus,
     // Device buffers.
     d_offsets: DevBuf<u32>,
     d_tokens: DevBuf<u32>,
@@ -124,6 +126,7 @@ impl CudaLda {
             sequential: false,
             sweep_blocks_per_sm,
             compaction: Compaction::new(&gpu)?,
+            bus: Bus::new(&gpu.ctx),
             loaded: None,
             d_offsets: DevBuf::default(),
             d_tokens: DevBuf::default(),
@@ -347,7 +350,7 @@ impl CudaLda {
             .download(compute, self.d_totals_delta.get(), k)?;
         let entries = self.compaction.run(
             &self.gpu,
-            &mut Traffic::default(),
+            &mut self.bus,
             None,
             &self.d_wt_delta,
             (&self.d_words, p.words),

@@ -1,12 +1,12 @@
 //! The compaction of an LDA sweep's dense move counts (`words x K` i32 on the device) into the
 //! sparse delta's `(global word, topic, change)` triples with `lda_compact_delta`
 //! (`kernels/lda_gibbs.cu`), for both CUDA LDA engines: only the count and the triples cross
-//! PCIe, and every byte is counted in the caller's [`Traffic`].
+//! PCIe, and every copy is counted and timed on the caller's [`Bus`].
 
 use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
-use ps_apps::app::Traffic;
 
 use super::buffers::{DevBuf, KernelTimer, Pinned};
+use super::bus::Bus;
 use super::{Call, Gpu, GpuError};
 
 /// Threads per block of the compaction.
@@ -51,12 +51,12 @@ impl Compaction {
     /// The nonzero cells of `wt_delta` (`words.len() x topics`: local row `i` is global word
     /// `words[i]`, after a sweep that visited `visited` tokens) as triples sorted by
     /// `(word, topic)`; runs again, larger, when the outputs were too small. With `timer`, each
-    /// launch is timed into `traffic.compute_s`.
+    /// launch is timed into `bus.traffic.compute_s`.
     #[allow(clippy::too_many_arguments)]
     pub fn run(
         &mut self,
         gpu: &Gpu,
-        traffic: &mut Traffic,
+        bus: &mut Bus,
         timer: Option<&KernelTimer>,
         wt_delta: &DevBuf<i32>,
         words: (&DevBuf<u32>, u32),
@@ -102,10 +102,12 @@ impl Compaction {
             // caller's); the outputs hold at least `capacity` entries; count is one.
             unsafe { b.launch(cfg) }.call("cuLaunchKernel(lda_compact_delta)")?;
             if let Some(t) = timer {
-                t.stop(stream, traffic)?;
+                t.stop(stream, &mut bus.traffic)?;
             }
-            self.h_count.download(stream, self.count.get(), 1)?;
-            traffic.d2h_bytes += 4;
+            bus.d2h(stream, || {
+                self.h_count.download(stream, self.count.get(), 1)?;
+                Ok(4)
+            })?;
             let count = self.h_count.host()?[0] as usize;
             if count > cap {
                 cap = count;
@@ -115,11 +117,13 @@ impl Compaction {
             if count == 0 {
                 return Ok(Vec::new());
             }
-            self.h_word.download(stream, self.out_word.get(), count)?;
-            self.h_topic.download(stream, self.out_topic.get(), count)?;
-            self.h_change
-                .download(stream, self.out_change.get(), count)?;
-            traffic.d2h_bytes += 12 * count as u64;
+            bus.d2h(stream, || {
+                self.h_word.download(stream, self.out_word.get(), count)?;
+                self.h_topic.download(stream, self.out_topic.get(), count)?;
+                self.h_change
+                    .download(stream, self.out_change.get(), count)?;
+                Ok(12 * count as u64)
+            })?;
             let mut entries: Vec<(u32, u32, i32)> = self
                 .h_word
                 .host()?
@@ -129,6 +133,8 @@ impl Compaction {
                 .map(|((&w, &t), &c)| (w, t, c))
                 .collect();
             entries.sort_unstable_by_key(|&(w, t, _)| (w, t));
+            // The host has waited for the stream: every copy timed so far has finished.
+            bus.settle()?;
             return Ok(entries);
         }
         Err(GpuError::Input(format!(

@@ -15,7 +15,7 @@
 //!   every token in place, `lda_compact_delta` turns the move counts into `(word, topic, change)`
 //!   triples, and only their count, the triples and the totals' change come back.
 //!
-//! Every byte copied either way is counted ([`Traffic`]), with the kernels' time from CUDA events.
+//! Every copy either way is counted and timed on the device ([`Bus`]), and so are the kernels.
 //! Everything runs on the compute stream, in order. [`CudaLdaResident::sequential`] launches
 //! the sweep (and the log-likelihood) on one warp: documents and tokens in the oracle's order,
 //! for exact checks against [`ps_apps::lda::HostLdaResident`] on [`ps_apps::lda::CpuLda`].
@@ -30,6 +30,7 @@ use ps_apps::lda::{
 use ps_apps::ComputeError;
 
 use super::buffers::{DevBuf, KernelTimer, Pinned};
+use super::bus::Bus;
 use super::lda_compact::Compaction;
 use super::{failed, Call, Gpu, GpuError};
 
@@ -83,7 +84,7 @@ pub struct CudaLdaResident {
     h_sum: Pinned<f64>,
     h_state: Pinned<u32>,
     timer: KernelTimer,
-    traffic: Traffic,
+    bus: Bus,
 }
 
 fn narrow(x: usize, what: &str) -> Result<u32, GpuError> {
@@ -133,7 +134,7 @@ impl CudaLdaResident {
             h_sum: Pinned::new(ctx)?,
             h_state: Pinned::new(ctx)?,
             timer: KernelTimer::new(ctx)?,
-            traffic: Traffic::default(),
+            bus: Bus::new(ctx),
             gpu,
         })
     }
@@ -164,15 +165,16 @@ impl CudaLdaResident {
     /// Copies `data` to the start of `dst` through `staging`, counting the bytes.
     fn upload_u32(
         gpu: &Gpu,
-        traffic: &mut Traffic,
+        bus: &mut Bus,
         staging: &mut Pinned<u32>,
         dst: &mut DevBuf<u32>,
         data: &[u32],
     ) -> Result<(), GpuError> {
         staging.fill(data)?;
-        dst.upload(&gpu.compute, staging)?;
-        traffic.h2d_bytes += 4 * data.len() as u64;
-        Ok(())
+        bus.h2d(&gpu.compute, || {
+            dst.upload(&gpu.compute, staging)?;
+            Ok(4 * data.len() as u64)
+        })
     }
 
     fn start_timer(&self) -> Result<(), GpuError> {
@@ -180,7 +182,7 @@ impl CudaLdaResident {
     }
 
     fn stop_timer(&mut self) -> Result<(), GpuError> {
-        self.timer.stop(&self.gpu.compute, &mut self.traffic)
+        self.timer.stop(&self.gpu.compute, &mut self.bus.traffic)
     }
 
     fn try_setup(&mut self, state: &LdaWorkerState, hyper: &LdaHyper) -> Result<(), GpuError> {
@@ -191,7 +193,7 @@ impl CudaLdaResident {
         narrow(n, "number of tokens")?;
         narrow(words, "number of distinct words")?;
         let offsets: Vec<u32> = state.doc_offsets.iter().map(|&o| o as u32).collect();
-        let (gpu, t) = (&self.gpu, &mut self.traffic);
+        let (gpu, t) = (&self.gpu, &mut self.bus);
         // One-off staging, freed after the copies (synchronised below).
         let mut staging = Pinned::new(&gpu.ctx)?;
         Self::upload_u32(gpu, t, &mut staging, &mut self.offsets, &offsets)?;
@@ -225,6 +227,7 @@ impl CudaLdaResident {
         let (grid, block) = self.shape_for(docs32, BLOCKS_PER_SM);
         self.partial.ensure(stream, (grid * block / 32) as usize)?;
         stream.synchronize().call("cuStreamSynchronize")?;
+        self.bus.settle()?;
         self.shape = Some(shape);
         Ok(())
     }
@@ -248,12 +251,13 @@ impl CudaLdaResident {
         let at = first * k;
         let mut view = dst.get_mut().slice_mut(at..at + values.len());
         let stream = &self.gpu.compute;
-        stream
-            .memcpy_htod(stage, &mut view)
-            .call("cuMemcpyHtoDAsync")?;
-        stage.record(stream)?;
-        self.traffic.h2d_bytes += 4 * values.len() as u64;
-        Ok(())
+        self.bus.h2d(stream, || {
+            stream
+                .memcpy_htod(stage, &mut view)
+                .call("cuMemcpyHtoDAsync")?;
+            stage.record(stream)?;
+            Ok(4 * values.len() as u64)
+        })
     }
 
     fn try_loglik(&mut self) -> Result<(f64, u64), GpuError> {
@@ -302,9 +306,13 @@ impl CudaLdaResident {
             unsafe { b.launch(cfg) }.call("cuLaunchKernel(lda_sum_partials)")?;
         }
         self.stop_timer()?;
-        self.h_sum.download(&stream, self.sum.get(), 1)?;
-        self.traffic.d2h_bytes += 8;
-        Ok((self.h_sum.host()?[0], s.tokens as u64))
+        self.bus.d2h(&stream, || {
+            self.h_sum.download(&stream, self.sum.get(), 1)?;
+            Ok(8)
+        })?;
+        let sum = self.h_sum.host()?[0];
+        self.bus.settle()?;
+        Ok((sum, s.tokens as u64))
     }
 
     fn try_sweep(&mut self, key: SweepKey) -> Result<LdaDelta, GpuError> {
@@ -357,20 +365,24 @@ impl CudaLdaResident {
         self.stop_timer()?;
         let entries = self.compaction.run(
             &self.gpu,
-            &mut self.traffic,
+            &mut self.bus,
             Some(&self.timer),
             &self.wt_delta,
             (&self.words, narrow(s.words, "number of distinct words")?),
             s.topics,
             s.tokens,
         )?;
-        self.h_totals_delta
-            .download(&stream, self.totals_delta.get(), k)?;
-        self.traffic.d2h_bytes += 4 * k as u64;
+        self.bus.d2h(&stream, || {
+            self.h_totals_delta
+                .download(&stream, self.totals_delta.get(), k)?;
+            Ok(4 * k as u64)
+        })?;
+        let totals = self.h_totals_delta.host()?.to_vec();
+        self.bus.settle()?;
         Ok(LdaDelta {
             topics: s.topics,
             entries,
-            totals: self.h_totals_delta.host()?.to_vec(),
+            totals,
         })
     }
 
@@ -390,11 +402,13 @@ impl CudaLdaResident {
             if dst.is_empty() {
                 continue;
             }
-            self.h_state.download(&stream, src.get(), dst.len())?;
+            self.bus.d2h(&stream, || {
+                self.h_state.download(&stream, src.get(), dst.len())?;
+                Ok(4 * dst.len() as u64)
+            })?;
             dst.copy_from_slice(self.h_state.host()?);
-            self.traffic.d2h_bytes += 4 * dst.len() as u64;
         }
-        Ok(())
+        self.bus.settle()
     }
 }
 
@@ -438,6 +452,6 @@ impl LdaResident for CudaLdaResident {
     }
 
     fn traffic(&self) -> Traffic {
-        self.traffic
+        self.bus.traffic
     }
 }

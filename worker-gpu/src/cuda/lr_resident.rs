@@ -24,6 +24,7 @@ use ps_apps::visit::Visit;
 use ps_apps::ComputeError;
 
 use super::buffers::{upload_once, DevBuf, KernelTimer, Pinned};
+use super::bus::Bus;
 use super::{failed, Call, Gpu, GpuError};
 
 /// Threads per block (a multiple of 32).
@@ -82,7 +83,7 @@ pub struct CudaLrResident {
     out_host: Pinned<f32>,
     loss_host: Pinned<f64>,
     timer: KernelTimer,
-    traffic: Traffic,
+    bus: Bus,
 }
 
 impl CudaLrResident {
@@ -125,7 +126,7 @@ impl CudaLrResident {
             out_host: Pinned::new(ctx)?,
             loss_host: Pinned::new(ctx)?,
             timer,
-            traffic: Traffic::default(),
+            bus: Bus::new(&gpu.ctx),
             gpu,
         })
     }
@@ -159,11 +160,15 @@ impl CudaLrResident {
             vals,
             labels,
         } = local_csr(rows);
-        self.traffic.h2d_bytes += upload_once(&self.gpu.compute, &mut self.d_row_ptr, &row_ptr)?;
-        self.traffic.h2d_bytes += upload_once(&self.gpu.compute, &mut self.d_cols, &cols)?;
-        self.traffic.h2d_bytes += upload_once(&self.gpu.compute, &mut self.d_vals, &vals)?;
-        self.traffic.h2d_bytes += upload_once(&self.gpu.compute, &mut self.d_labels, &labels)?;
         let compute = &self.gpu.compute;
+        self.bus.h2d(compute, || {
+            Ok(upload_once(compute, &mut self.d_row_ptr, &row_ptr)?
+                + upload_once(compute, &mut self.d_cols, &cols)?
+                + upload_once(compute, &mut self.d_vals, &vals)?
+                + upload_once(compute, &mut self.d_labels, &labels)?)
+        })?;
+        // upload_once waited for its copies.
+        self.bus.settle()?;
         self.d_weights.ensure(compute, keys.len())?;
         self.d_grad.ensure(compute, keys.len())?;
         self.rows = rows.len();
@@ -207,14 +212,18 @@ impl CudaLrResident {
         // The copies first, then the timed kernels (a visit's rows and slots among them).
         if let BatchRows::Named(b) = batch {
             self.batch_host.fill(b)?;
-            self.d_batch.upload(&compute, &self.batch_host)?;
             self.slots_host.fill(&slots)?;
-            self.d_slots.upload(&compute, &self.slots_host)?;
-            self.traffic.h2d_bytes += 4 * (n + m) as u64;
+            self.bus.h2d(&compute, || {
+                self.d_batch.upload(&compute, &self.batch_host)?;
+                self.d_slots.upload(&compute, &self.slots_host)?;
+                Ok(4 * (n + m) as u64)
+            })?;
         }
         self.values_host.fill(&values)?;
-        self.d_values.upload(&compute, &self.values_host)?;
-        self.traffic.h2d_bytes += 4 * m as u64;
+        self.bus.h2d(&compute, || {
+            self.d_values.upload(&compute, &self.values_host)?;
+            Ok(4 * m as u64)
+        })?;
         self.timer.start(&compute)?;
         if let BatchRows::Visit(v) = batch {
             // The batch's row indices made on the device (visit.cuh): nothing crosses.
@@ -280,10 +289,12 @@ impl CudaLrResident {
             // lr_gather(const float*, const unsigned*, unsigned, float*).
             unsafe { b.launch(cfg_keys) }.call("cuLaunchKernel(lr_gather)")?;
         }
-        self.timer.stop(&compute, &mut self.traffic)?;
-        self.out_host.download(&compute, self.d_out.get(), m)?;
-        self.loss_host.download(&compute, self.d_loss.get(), 1)?;
-        self.traffic.d2h_bytes += 4 * m as u64 + 8;
+        self.timer.stop(&compute, &mut self.bus.traffic)?;
+        self.bus.d2h(&compute, || {
+            self.out_host.download(&compute, self.d_out.get(), m)?;
+            self.loss_host.download(&compute, self.d_loss.get(), 1)?;
+            Ok(4 * m as u64 + 8)
+        })?;
         if matches!(batch, BatchRows::Visit(_)) {
             // The device's slots are the call's keys' only if the two sets agree: the same
             // count and the same checksum.
@@ -299,7 +310,10 @@ impl CudaLrResident {
         for (&i, &g) in at.iter().zip(self.out_host.host()?) {
             grad[i] = g;
         }
-        Ok(self.loss_host.host()?[0])
+        let loss = self.loss_host.host()?[0];
+        // The host has waited for the stream: every copy timed so far has finished.
+        self.bus.settle()?;
+        Ok(loss)
     }
 }
 
@@ -370,11 +384,13 @@ impl CudaLrResident {
         // their total <= f, the slots' length; lr_slots_write(const u8*, unsigned, unsigned,
         // unsigned, const unsigned*, unsigned*).
         unsafe { b.launch(chunks_cfg) }.call("cuLaunchKernel(lr_slots_write)")?;
-        self.count_host
-            .download_range(&compute, self.d_counts.get(), chunks..chunks + 1)?;
-        self.sum_host
-            .download_range(&compute, self.d_sums.get(), chunks..chunks + 1)?;
-        self.traffic.d2h_bytes += 12;
+        self.bus.d2h(&compute, || {
+            self.count_host
+                .download_range(&compute, self.d_counts.get(), chunks..chunks + 1)?;
+            self.sum_host
+                .download_range(&compute, self.d_sums.get(), chunks..chunks + 1)?;
+            Ok(12)
+        })?;
         Ok(())
     }
 }
@@ -470,7 +486,7 @@ impl LrResident for CudaLrResident {
     }
 
     fn traffic(&self) -> Traffic {
-        self.traffic
+        self.bus.traffic
     }
 }
 

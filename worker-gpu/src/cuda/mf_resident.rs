@@ -26,6 +26,7 @@ use ps_apps::mf::{Factors, Layout, MfResident, Rating, ResidentSetup, Split, Tra
 use ps_apps::ComputeError;
 
 use super::buffers::{DevBuf, KernelTimer, KeyList, Pinned};
+use super::bus::Bus;
 use super::{failed, Call, Gpu, GpuError};
 
 /// Threads per block of the wave kernel: four warps, four bands.
@@ -126,7 +127,7 @@ pub struct CudaMfResident {
     sse_host: Pinned<f64>,
     flag_host: Pinned<u32>,
     timer: KernelTimer,
-    traffic: Traffic,
+    bus: Bus,
 }
 
 fn input(m: String) -> GpuError {
@@ -185,7 +186,7 @@ impl CudaMfResident {
             sse_host: Pinned::new(&gpu.ctx)?,
             flag_host: Pinned::new(&gpu.ctx)?,
             timer,
-            traffic: Traffic::default(),
+            bus: Bus::new(&gpu.ctx),
             gpu,
         })
     }
@@ -193,15 +194,16 @@ impl CudaMfResident {
     /// Copies `data` to `dst` through `staging` on the compute stream, counting the bytes.
     fn upload<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits + Copy + Default>(
         gpu: &Gpu,
-        traffic: &mut Traffic,
+        bus: &mut Bus,
         staging: &mut Pinned<T>,
         dst: &mut DevBuf<T>,
         data: &[T],
     ) -> Result<(), GpuError> {
         staging.fill(data)?;
-        dst.upload(&gpu.compute, staging)?;
-        traffic.h2d_bytes += std::mem::size_of_val(data) as u64;
-        Ok(())
+        bus.h2d(&gpu.compute, || {
+            dst.upload(&gpu.compute, staging)?;
+            Ok(std::mem::size_of_val(data) as u64)
+        })
     }
 
     fn upload_ratings(&mut self, which: Split, ratings: &[Rating]) -> Result<(), GpuError> {
@@ -223,33 +225,16 @@ impl CudaMfResident {
             Split::Test => &mut self.test,
         };
         let users: Vec<u32> = ratings.iter().map(|r| r.user).collect();
-        Self::upload(
-            &self.gpu,
-            &mut self.traffic,
-            &mut u32s,
-            &mut dst.user,
-            &users,
-        )?;
+        Self::upload(&self.gpu, &mut self.bus, &mut u32s, &mut dst.user, &users)?;
         let items: Vec<u32> = ratings.iter().map(|r| r.item).collect();
         let mut u32b = Pinned::new(&self.gpu.ctx)?;
-        Self::upload(
-            &self.gpu,
-            &mut self.traffic,
-            &mut u32b,
-            &mut dst.item,
-            &items,
-        )?;
+        Self::upload(&self.gpu, &mut self.bus, &mut u32b, &mut dst.item, &items)?;
         let values: Vec<f32> = ratings.iter().map(|r| r.value).collect();
-        Self::upload(
-            &self.gpu,
-            &mut self.traffic,
-            &mut f32s,
-            &mut dst.value,
-            &values,
-        )?;
+        Self::upload(&self.gpu, &mut self.bus, &mut f32s, &mut dst.value, &values)?;
         dst.len = ratings.len();
         // The one-off staging buffers are freed here, after their copies finish.
-        self.gpu.compute.synchronize().call("cuStreamSynchronize")
+        self.gpu.compute.synchronize().call("cuStreamSynchronize")?;
+        self.bus.settle()
     }
 
     fn try_setup(&mut self, s: &ResidentSetup<'_>) -> Result<(), GpuError> {
@@ -279,7 +264,7 @@ impl CudaMfResident {
         let mut staging = Pinned::new(&self.gpu.ctx)?;
         Self::upload(
             &self.gpu,
-            &mut self.traffic,
+            &mut self.bus,
             &mut staging,
             &mut self.starts,
             &starts,
@@ -287,7 +272,7 @@ impl CudaMfResident {
         let mut rows = Pinned::new(&self.gpu.ctx)?;
         Self::upload(
             &self.gpu,
-            &mut self.traffic,
+            &mut self.bus,
             &mut rows,
             &mut self.users,
             &stored_words(s.factors, s.users),
@@ -298,7 +283,8 @@ impl CudaMfResident {
         self.done.zero(stream, bands)?;
         self.stalled.zero(stream, 1)?;
         self.sse.zero(stream, 1)?;
-        stream.synchronize().call("cuStreamSynchronize")
+        stream.synchronize().call("cuStreamSynchronize")?;
+        self.bus.settle()
     }
 
     fn rows_config(&self, n: usize) -> LaunchConfig {
@@ -315,7 +301,7 @@ impl CudaMfResident {
         self.reads.set(
             &self.gpu.compute,
             &mut self.keys_host,
-            &mut self.traffic,
+            &mut self.bus,
             keys,
             limit,
         )
@@ -336,8 +322,10 @@ impl CudaMfResident {
             return Ok(());
         }
         self.rows_host.fill(values)?;
-        self.rows.upload(&self.gpu.compute, &self.rows_host)?;
-        self.traffic.h2d_bytes += 4 * values.len() as u64;
+        self.bus.h2d(&self.gpu.compute, || {
+            self.rows.upload(&self.gpu.compute, &self.rows_host)?;
+            Ok(4 * values.len() as u64)
+        })?;
         let cfg = self.rows_config(n);
         let (n32, w32) = (to_u32(n, "rows")?, w as u32);
         let keys = self.reads.dev.get().slice(first..end);
@@ -375,7 +363,7 @@ impl CudaMfResident {
         list.set(
             &self.gpu.compute,
             &mut self.keys_host,
-            &mut self.traffic,
+            &mut self.bus,
             keys,
             limit,
         )?;
@@ -394,20 +382,26 @@ impl CudaMfResident {
             .arg(self.rows.get_mut());
         // SAFETY: the list holds n keys checked below the table's rows; `rows` holds n * w.
         unsafe { b.launch(cfg) }.call("cuLaunchKernel(mf_gather_rows)")?;
-        self.rows_host
-            .download(&self.gpu.compute, self.rows.get(), out.len())?;
+        self.bus.d2h(&self.gpu.compute, || {
+            self.rows_host
+                .download(&self.gpu.compute, self.rows.get(), out.len())?;
+            Ok(4 * out.len() as u64)
+        })?;
         out.copy_from_slice(self.rows_host.host()?);
-        self.traffic.d2h_bytes += 4 * out.len() as u64;
-        Ok(())
+        // The host has waited for the stream: every copy timed so far has finished.
+        self.bus.settle()
     }
 
     /// Reads the device's sum of squared errors (and zeroes it for the next call).
     fn take_sse(&mut self) -> Result<f64, GpuError> {
         let stream = &self.gpu.compute;
-        self.sse_host.download(stream, self.sse.get(), 1)?;
+        self.bus.d2h(stream, || {
+            self.sse_host.download(stream, self.sse.get(), 1)?;
+            Ok(8)
+        })?;
         let v = self.sse_host.host()?[0];
+        self.bus.settle()?;
         self.sse.zero(stream, 1)?;
-        self.traffic.d2h_bytes += 8;
         Ok(v)
     }
 
@@ -420,8 +414,10 @@ impl CudaMfResident {
         }
         let n = to_u32(shifts.len(), "waves")?;
         self.shifts_host.fill(shifts)?;
-        self.shifts.upload(&self.gpu.compute, &self.shifts_host)?;
-        self.traffic.h2d_bytes += 4 * shifts.len() as u64;
+        self.bus.h2d(&self.gpu.compute, || {
+            self.shifts.upload(&self.gpu.compute, &self.shifts_host)?;
+            Ok(4 * shifts.len() as u64)
+        })?;
         let stream = Arc::clone(&self.gpu.compute);
         self.done.zero(&stream, self.bands as usize)?;
         let (rank, width) = (self.layout.rank as u32, self.layout.width() as u32);
@@ -463,9 +459,11 @@ impl CudaMfResident {
             // checked at set-up), which the kernel's waits need.
             unsafe { b.launch(cfg) }.call("cuLaunchKernel(mf_sgd_waves)")?;
         }
-        self.timer.stop(&stream, &mut self.traffic)?;
-        self.flag_host.download(&stream, self.stalled.get(), 1)?;
-        self.traffic.d2h_bytes += 4;
+        self.timer.stop(&stream, &mut self.bus.traffic)?;
+        self.bus.d2h(&stream, || {
+            self.flag_host.download(&stream, self.stalled.get(), 1)?;
+            Ok(4)
+        })?;
         if self.flag_host.host()?[0] != 0 {
             return Err(input(
                 "the wave kernel stalled: a warp waited 20 s for its neighbour (were all \
@@ -554,6 +552,6 @@ impl MfResident for CudaMfResident {
     }
 
     fn traffic(&self) -> Traffic {
-        self.traffic
+        self.bus.traffic
     }
 }

@@ -10,6 +10,7 @@
 //! construction, where a missing driver, device or compiler is found, returns a [`GpuError`].
 
 pub mod buffers;
+pub mod bus;
 pub mod codec;
 pub mod lda;
 pub mod lda_compact;

@@ -160,6 +160,10 @@ fn sequential_resident_engine_matches_the_oracle_clock_by_clock() {
                 "{ctx}: bytes out"
             );
             assert!(t.compute_s > 0.0, "{ctx}: no kernel time");
+            assert!(
+                t.h2d_s > 0.0 && t.d2h_s > 0.0,
+                "{ctx}: copies not timed: {t:?}"
+            );
             let (mut sg, mut sc) = (state.clone(), state.clone());
             dev.download_state(&mut sg).expect("download");
             host.download_state(&mut sc).expect("download");

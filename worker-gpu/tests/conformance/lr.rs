@@ -192,6 +192,10 @@ fn resident_gradient_matches_the_oracle() {
         let m = keys.len() as u64;
         assert_eq!(t.h2d_bytes, 4 * (n as u64 + 2 * m), "{n} rows: in");
         assert_eq!(t.d2h_bytes, 4 * m + 8, "{n} rows: out");
+        assert!(
+            t.h2d_s > 0.0 && t.d2h_s > 0.0,
+            "{n} rows: copies timed: {t:?}"
+        );
     }
     let mut g = vec![f32::NAN; 2];
     assert_eq!(

@@ -158,7 +158,11 @@ fn waves_engine_matches_the_host_oracle_under_heavy_conflicts() {
         }
         let t = dev.traffic();
         assert!(
-            t.h2d_bytes > 0 && t.d2h_bytes > 0 && t.compute_s > 0.0,
+            t.h2d_bytes > 0
+                && t.d2h_bytes > 0
+                && t.compute_s > 0.0
+                && t.h2d_s > 0.0
+                && t.d2h_s > 0.0,
             "{t:?}"
         );
     }

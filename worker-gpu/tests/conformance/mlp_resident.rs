@@ -131,6 +131,8 @@ fn compare(
         assert_eq!(t.h2d_bytes, 4 * params + 4 * o.len() as u64, "clock {c}");
         assert_eq!(t.d2h_bytes, 4 * params + 16 + 16, "clock {c}");
         assert!(t.compute_s > 0.0);
+        // Both ways' copies are timed on the device, within the clock.
+        assert!(t.h2d_s > 0.0 && t.d2h_s > 0.0, "clock {c}: {t:?}");
         // The next read: what the server makes of this delta.
         for (r, d) in read.iter_mut().zip(&dh) {
             for (r, d) in r.iter_mut().zip(d) {

@@ -1,5 +1,6 @@
 //! Small helpers the apps share for their flags, facts and figures.
 
+use crate::app::DeviceFigures;
 use crate::error::AppError;
 use std::path::Path;
 
@@ -118,30 +119,37 @@ pub fn slice_of<T>(items: &[T], i: usize, k: usize) -> &[T] {
     &items[n * i / k..n * (i + 1) / k]
 }
 
-/// A resident engine's bus traffic and device time in a job's summary: totals over the job
-/// (`pcie_bytes_h2d`, `pcie_bytes_d2h`, `device_compute_s`), what its set-up moved once
-/// (`pcie_setup_bytes_h2d`: the total less the clocks'), and per clock
-/// (`pcie_bytes_h2d_per_clock`, `pcie_bytes_d2h_per_clock`, `device_compute_s_clocks`). `total`
-/// and `clocks` (the clocks' figures added up, over `clock_count` clocks) are `(bytes in, bytes
-/// out, device seconds)`. Nothing when no byte moved (a host engine).
+/// A resident engine's bus traffic, copy time and device time in a job's summary: totals over
+/// the job (`pcie_bytes_h2d`, `pcie_bytes_d2h`, `pcie_h2d_s`, `pcie_d2h_s`,
+/// `device_compute_s`), what its set-up moved once (`pcie_setup_bytes_h2d`: the total less the
+/// clocks'), and per clock (`pcie_bytes_h2d_per_clock`, `pcie_bytes_d2h_per_clock`,
+/// `pcie_h2d_s_per_clock`, `pcie_d2h_s_per_clock`, and `device_compute_s_clocks` over all
+/// clocks). `clocks` is the clocks' figures added up, over `clock_count` clocks. Nothing when
+/// no byte moved (a host engine).
 pub fn device_figures(
     out: &mut serde_json::Map<String, serde_json::Value>,
-    total: (f64, f64, f64),
-    clocks: (f64, f64, f64),
+    total: &DeviceFigures,
+    clocks: &DeviceFigures,
     clock_count: u64,
 ) {
-    if total.0 + total.1 <= 0.0 {
+    if total.pcie_h2d + total.pcie_d2h <= 0.0 {
         return;
     }
     let n = clock_count.max(1) as f64;
-    let (h2d, d2h, dev) = clocks;
-    out.insert("pcie_bytes_h2d".into(), num(Some(total.0)));
-    out.insert("pcie_bytes_d2h".into(), num(Some(total.1)));
-    out.insert("pcie_setup_bytes_h2d".into(), num(Some(total.0 - h2d)));
-    out.insert("pcie_bytes_h2d_per_clock".into(), num(Some(h2d / n)));
-    out.insert("pcie_bytes_d2h_per_clock".into(), num(Some(d2h / n)));
-    out.insert("device_compute_s".into(), num(Some(total.2)));
-    out.insert("device_compute_s_clocks".into(), num(Some(dev)));
+    let mut put = |name: &str, x: f64| {
+        out.insert(name.into(), num(Some(x)));
+    };
+    put("pcie_bytes_h2d", total.pcie_h2d);
+    put("pcie_bytes_d2h", total.pcie_d2h);
+    put("pcie_setup_bytes_h2d", total.pcie_h2d - clocks.pcie_h2d);
+    put("pcie_bytes_h2d_per_clock", clocks.pcie_h2d / n);
+    put("pcie_bytes_d2h_per_clock", clocks.pcie_d2h / n);
+    put("pcie_h2d_s", total.pcie_h2d_s);
+    put("pcie_d2h_s", total.pcie_d2h_s);
+    put("pcie_h2d_s_per_clock", clocks.pcie_h2d_s / n);
+    put("pcie_d2h_s_per_clock", clocks.pcie_d2h_s / n);
+    put("device_compute_s", total.device_s);
+    put("device_compute_s_clocks", clocks.device_s);
 }
 
 #[cfg(test)]
@@ -177,15 +185,29 @@ mod tests {
     #[test]
     fn device_figures_split_set_up_from_clocks() {
         let mut out = serde_json::Map::new();
-        device_figures(&mut out, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), 1);
+        let zero = DeviceFigures::default();
+        device_figures(&mut out, &zero, &zero, 1);
         assert!(out.is_empty(), "a host engine reports nothing");
-        // Two clocks: (10, 4, 0.5) and (10, 6, 0.25).
-        device_figures(&mut out, (120.0, 10.0, 1.0), (20.0, 10.0, 0.75), 2);
+        // Two clocks: (10 B in, 4 B out, 0.25 s in, 0.125 s out, 0.5 s of compute) and
+        // (10, 6, 0.5, 0.125, 0.25); the set-up moved 100 B in, in 1 s.
+        let figures = |pcie_h2d, pcie_d2h, pcie_h2d_s, pcie_d2h_s, device_s| DeviceFigures {
+            pcie_h2d,
+            pcie_d2h,
+            pcie_h2d_s,
+            pcie_d2h_s,
+            device_s,
+        };
+        let total = figures(120.0, 10.0, 1.75, 0.25, 1.0);
+        let clocks = figures(20.0, 10.0, 0.75, 0.25, 0.75);
+        device_figures(&mut out, &total, &clocks, 2);
         let get = |k: &str| out[k].as_f64().unwrap();
         assert_eq!(get("pcie_bytes_h2d"), 120.0);
         assert_eq!(get("pcie_setup_bytes_h2d"), 100.0);
         assert_eq!(get("pcie_bytes_h2d_per_clock"), 10.0);
         assert_eq!(get("pcie_bytes_d2h_per_clock"), 5.0);
+        assert_eq!(get("pcie_h2d_s"), 1.75);
+        assert_eq!(get("pcie_h2d_s_per_clock"), 0.375);
+        assert_eq!(get("pcie_d2h_s_per_clock"), 0.125);
         assert_eq!(get("device_compute_s"), 1.0);
         assert_eq!(get("device_compute_s_clocks"), 0.75);
     }

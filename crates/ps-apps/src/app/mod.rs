@@ -29,7 +29,7 @@ mod traffic;
 pub use engines::{CpuEngines, Engines, OracleEngines};
 pub use erased::{builtin, DynApp, DynSession, ErasedPlan};
 pub use target::Target;
-pub use traffic::Traffic;
+pub use traffic::{DeviceFigures, Traffic};
 
 use crate::error::{AppError, SinkError};
 use ps_proto::codec::CodecChain;

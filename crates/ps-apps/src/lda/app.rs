@@ -12,7 +12,7 @@ use super::{
     load_ldac, load_uci, synthetic_lda, Corpus, LdaHyper, SyntheticLdaSpec, DEFAULT_CLOCKS,
 };
 use crate::app::flags::{self, num, ratio};
-use crate::app::{App, JobCommon, JobView, Plan, Session, Target, WorkerContext};
+use crate::app::{App, DeviceFigures, JobCommon, JobView, Plan, Session, Target, WorkerContext};
 use crate::error::AppError;
 use ps_proto::{Init, UpdateRule};
 use serde::{Deserialize, Serialize};
@@ -52,9 +52,8 @@ pub struct LdaClock {
     pub clock_tokens: f64,
     /// Bytes a resident engine moved host to device and back, and its device compute seconds
     /// (zero on the host path).
-    pub pcie_h2d: f64,
-    pub pcie_d2h: f64,
-    pub device_s: f64,
+    #[serde(flatten)]
+    pub device: DeviceFigures,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -72,9 +71,8 @@ pub struct LdaFinal {
     pub heldout_skipped_docs: f64,
     /// A resident engine's totals over the job, its set-up and the final download of the
     /// assignments included (see [`LdaClock`]).
-    pub pcie_h2d: f64,
-    pub pcie_d2h: f64,
-    pub device_s: f64,
+    #[serde(flatten)]
+    pub device: DeviceFigures,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -300,15 +298,7 @@ impl App for LdaApp {
                 (f.tokens_swept / (f.sweep_s / f.workers)).into(),
             );
         }
-        flags::device_figures(
-            &mut out,
-            (f.pcie_h2d, f.pcie_d2h, f.device_s),
-            {
-                let c = &job.totals.1;
-                (c.pcie_h2d, c.pcie_d2h, c.device_s)
-            },
-            job.clock_count,
-        );
+        flags::device_figures(&mut out, &f.device, &job.totals.1.device, job.clock_count);
         out
     }
 }

@@ -256,9 +256,7 @@ impl Session<LdaApp> for LdaSession {
         Ok(LdaClock {
             clock_loglik: ll,
             clock_tokens: n as f64,
-            pcie_h2d: t.h2d_bytes as f64,
-            pcie_d2h: t.d2h_bytes as f64,
-            device_s: t.compute_s,
+            device: t.into(),
         })
     }
 
@@ -355,9 +353,7 @@ impl Session<LdaApp> for LdaSession {
                 heldout_tokens: held.tokens as f64,
                 heldout_unknown_tokens: held.unknown_tokens as f64,
                 heldout_skipped_docs: held.skipped_docs as f64,
-                pcie_h2d: traffic.h2d_bytes as f64,
-                pcie_d2h: traffic.d2h_bytes as f64,
-                device_s: traffic.compute_s,
+                device: traffic.into(),
             },
             facts,
         })

@@ -17,7 +17,8 @@ use super::{
 use crate::app::flags::{self, decimal, ratio};
 use crate::app::Traffic;
 use crate::app::{
-    App, DeltaSink, Inbox, JobCommon, JobView, Outcome, Plan, Session, TableRows, WorkerContext,
+    App, DeltaSink, DeviceFigures, Inbox, JobCommon, JobView, Outcome, Plan, Session, TableRows,
+    WorkerContext,
 };
 use crate::error::AppError;
 use crate::seed::ClockKey;
@@ -78,9 +79,8 @@ pub struct LrClock {
     /// Bytes a resident engine moved host to device and back in the clock (the batch's row
     /// indices, key positions and weights in, the gradient out), and its device seconds (zero
     /// on the host path).
-    pub pcie_h2d: f64,
-    pub pcie_d2h: f64,
-    pub device_s: f64,
+    #[serde(flatten)]
+    pub device: DeviceFigures,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -88,9 +88,8 @@ pub struct LrClock {
 pub struct LrFinal {
     pub samples: f64,
     /// A resident engine's totals over the job, its set-up included (see [`LrClock`]).
-    pub pcie_h2d: f64,
-    pub pcie_d2h: f64,
-    pub device_s: f64,
+    #[serde(flatten)]
+    pub device: DeviceFigures,
 }
 
 /// The final model, judged once by worker 0.
@@ -288,12 +287,7 @@ impl App for LrApp {
             out.insert("samples_per_s".into(), r.into());
         }
         let (f, c) = (&job.sums, &job.totals.1);
-        flags::device_figures(
-            &mut out,
-            (f.pcie_h2d, f.pcie_d2h, f.device_s),
-            (c.pcie_h2d, c.pcie_d2h, c.device_s),
-            job.clock_count,
-        );
+        flags::device_figures(&mut out, &f.device, &c.device, job.clock_count);
         out
     }
 }
@@ -493,9 +487,7 @@ impl Session<LrApp> for LrSession {
         Ok(LrClock {
             train_loss: loss,
             train_n: n as f64,
-            pcie_h2d: t.h2d_bytes as f64,
-            pcie_d2h: t.d2h_bytes as f64,
-            device_s: t.compute_s,
+            device: t.into(),
         })
     }
 
@@ -521,9 +513,7 @@ impl Session<LrApp> for LrSession {
         };
         let sums = LrFinal {
             samples: self.samples as f64,
-            pcie_h2d: t.h2d_bytes as f64,
-            pcie_d2h: t.d2h_bytes as f64,
-            device_s: t.compute_s,
+            device: t.into(),
         };
         if self.worker != 0 {
             return Ok(Outcome {

@@ -11,7 +11,7 @@ use super::ratings::{load, Summary};
 use super::session::MfSession;
 use super::{Factors, Hyper, Layout, MfArgs, MfOrder, SyntheticSpec, ITEM_INIT_STD};
 use crate::app::flags::{self, decimal, num, ratio};
-use crate::app::{App, JobCommon, JobView, Plan, Session, Target, WorkerContext};
+use crate::app::{App, DeviceFigures, JobCommon, JobView, Plan, Session, Target, WorkerContext};
 use crate::error::AppError;
 use ps_proto::{Init, UpdateRule};
 use serde::{Deserialize, Serialize};
@@ -69,9 +69,8 @@ pub struct MfClock {
     pub test_n: f64,
     /// Bytes a resident engine moved host to device and back, and its device compute seconds
     /// (zero on the host path).
-    pub pcie_h2d: f64,
-    pub pcie_d2h: f64,
-    pub device_s: f64,
+    #[serde(flatten)]
+    pub device: DeviceFigures,
 }
 
 /// Final figures on the model of every clock.
@@ -89,9 +88,8 @@ pub struct MfFinal {
     /// SGD updates over the job.
     pub updates: f64,
     /// A resident engine's totals over the job, its set-up included (see [`MfClock`]).
-    pub pcie_h2d: f64,
-    pub pcie_d2h: f64,
-    pub device_s: f64,
+    #[serde(flatten)]
+    pub device: DeviceFigures,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -256,15 +254,7 @@ impl App for MfApp {
         if let Some(r) = job.rate(f.updates) {
             out.insert("updates_per_s".into(), r.into());
         }
-        flags::device_figures(
-            &mut out,
-            (f.pcie_h2d, f.pcie_d2h, f.device_s),
-            {
-                let c = &job.totals.1;
-                (c.pcie_h2d, c.pcie_d2h, c.device_s)
-            },
-            job.clock_count,
-        );
+        flags::device_figures(&mut out, &f.device, &job.totals.1.device, job.clock_count);
         out
     }
 }

@@ -456,9 +456,7 @@ impl Session<MfApp> for MfSession {
             train_n: p.count as f64,
             test_se,
             test_n: test_n as f64,
-            pcie_h2d: traffic.h2d_bytes as f64,
-            pcie_d2h: traffic.d2h_bytes as f64,
-            device_s: traffic.compute_s,
+            device: traffic.into(),
         })
     }
 
@@ -510,9 +508,7 @@ impl Session<MfApp> for MfSession {
                 cold_se,
                 cold_n: cold_n as f64,
                 updates: self.updates as f64,
-                pcie_h2d: traffic.h2d_bytes as f64,
-                pcie_d2h: traffic.d2h_bytes as f64,
-                device_s: traffic.compute_s,
+                device: traffic.into(),
             },
             facts: MfFacts {
                 item_table_hash: (self.worker == 0).then(|| flags::hash_bits(&self.items)),

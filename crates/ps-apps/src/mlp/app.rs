@@ -11,7 +11,7 @@ use super::{
     BUILTIN_FEATURES, BUILTIN_TRAIN,
 };
 use crate::app::flags::{self, decimal, num, ratio};
-use crate::app::{App, JobCommon, JobView, Plan, Session, Target, WorkerContext};
+use crate::app::{App, DeviceFigures, JobCommon, JobView, Plan, Session, Target, WorkerContext};
 use crate::error::AppError;
 use ps_proto::UpdateRule;
 use serde::{Deserialize, Serialize};
@@ -136,9 +136,8 @@ pub struct MlpClock {
     /// Bytes a resident engine moved host to device and back in the clock (the read model in,
     /// the sample order in, the delta and the statistics out), and its device compute seconds
     /// (zero on the host path).
-    pub pcie_h2d: f64,
-    pub pcie_d2h: f64,
-    pub device_s: f64,
+    #[serde(flatten)]
+    pub device: DeviceFigures,
     /// Payload bytes of the delta the engine compressed itself (`device_codec`): zero where
     /// the worker library encoded it.
     pub engine_encoded: f64,
@@ -152,9 +151,8 @@ pub struct MlpFinal {
     pub test_n: f64,
     pub samples: f64,
     /// A resident engine's totals over the job, its set-up included (see [`MlpClock`]).
-    pub pcie_h2d: f64,
-    pub pcie_d2h: f64,
-    pub device_s: f64,
+    #[serde(flatten)]
+    pub device: DeviceFigures,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -335,15 +333,7 @@ impl App for MlpApp {
         if let Some(r) = job.rate(f.samples) {
             out.insert("samples_per_s".into(), r.into());
         }
-        flags::device_figures(
-            &mut out,
-            (f.pcie_h2d, f.pcie_d2h, f.device_s),
-            {
-                let c = &job.totals.1;
-                (c.pcie_h2d, c.pcie_d2h, c.device_s)
-            },
-            job.clock_count,
-        );
+        flags::device_figures(&mut out, &f.device, &job.totals.1.device, job.clock_count);
         let encoded = job.totals.1.engine_encoded;
         if encoded > 0.0 {
             out.insert("push_payload_bytes_engine_encoded".into(), encoded.into());

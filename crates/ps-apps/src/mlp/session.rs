@@ -321,9 +321,7 @@ impl Session<MlpApp> for MlpSession {
             train_n: stats.count as f64,
             test_correct: held_out.correct as f64,
             test_n: held_out.count as f64,
-            pcie_h2d: traffic.h2d_bytes as f64,
-            pcie_d2h: traffic.d2h_bytes as f64,
-            device_s: traffic.compute_s,
+            device: traffic.into(),
             engine_encoded: engine_encoded as f64,
         })
     }
@@ -346,9 +344,7 @@ impl Session<MlpApp> for MlpSession {
                 test_loss: held_out.loss_sum,
                 test_n: held_out.count as f64,
                 samples: self.trained as f64,
-                pcie_h2d: traffic.h2d_bytes as f64,
-                pcie_d2h: traffic.d2h_bytes as f64,
-                device_s: traffic.compute_s,
+                device: traffic.into(),
             },
             facts: MlpFacts {
                 model_hash: (self.worker == 0).then(|| flags::hash_bits(&self.read.concat())),

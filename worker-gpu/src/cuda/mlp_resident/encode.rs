@@ -75,8 +75,10 @@ impl CudaMlpResident {
                 let before = e.1.moved();
                 let (idx, values) = e.1.push_view(&self.delta.get().slice(at..at + n), b.k)?;
                 let after = e.1.moved();
-                self.traffic.h2d_bytes += after.0 - before.0;
-                self.traffic.d2h_bytes += after.1 - before.1;
+                // The encoder's own copies: counted, not timed (they interleave with its
+                // kernels).
+                self.bus.traffic.h2d_bytes += after.0 - before.0;
+                self.bus.traffic.d2h_bytes += after.1 - before.1;
                 out.push(
                     selection_payload(format, n, &idx, &values).map_err(|e| input(e.message))?,
                 );

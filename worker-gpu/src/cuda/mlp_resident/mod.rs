@@ -40,6 +40,7 @@ use ps_apps::visit::Visit;
 use ps_apps::ComputeError;
 
 use super::buffers::{upload_once, DevBuf, KernelTimer, Pinned};
+use super::bus::Bus;
 use super::codec::DeviceTopK;
 use super::mlp::CudaMlp;
 use super::{failed, Call, Gpu, GpuError};
@@ -92,7 +93,7 @@ pub struct CudaMlpResident {
     /// (added to the whole read model in `sync_read`), a read must load every row.
     coverage: ReadCoverage,
     timer: KernelTimer,
-    traffic: Traffic,
+    bus: Bus,
 }
 
 fn input(m: String) -> GpuError {
@@ -155,7 +156,7 @@ impl CudaMlpResident {
             encoders: Vec::new(),
             coverage: ReadCoverage::default(),
             timer,
-            traffic: Traffic::default(),
+            bus: Bus::new(&gpu.ctx),
             gpu,
         })
     }
@@ -182,10 +183,15 @@ impl CudaMlpResident {
         to_u32(train.n, "training samples")?;
         to_u32(test.n, "held-out samples")?;
         to_u32(arch.input, "input width")?;
-        self.traffic.h2d_bytes += upload_once(&self.gpu.compute, &mut self.train.x, &train.x)?;
-        self.traffic.h2d_bytes += upload_once(&self.gpu.compute, &mut self.train.y, &train.y)?;
-        self.traffic.h2d_bytes += upload_once(&self.gpu.compute, &mut self.test.x, &test.x)?;
-        self.traffic.h2d_bytes += upload_once(&self.gpu.compute, &mut self.test.y, &test.y)?;
+        let compute = &self.gpu.compute;
+        self.bus.h2d(compute, || {
+            Ok(upload_once(compute, &mut self.train.x, &train.x)?
+                + upload_once(compute, &mut self.train.y, &train.y)?
+                + upload_once(compute, &mut self.test.x, &test.x)?
+                + upload_once(compute, &mut self.test.y, &test.y)?)
+        })?;
+        // upload_once waited for its copies.
+        self.bus.settle()?;
         self.train.n = train.n;
         self.test.n = test.n;
         let total = arch.num_params();
@@ -229,8 +235,10 @@ impl CudaMlpResident {
             .settle(!self.encoders.is_empty())
             .map_err(input)?;
         if self.dirty {
-            self.read.upload(&self.gpu.compute, &self.read_host)?;
-            self.traffic.h2d_bytes += 4 * self.read_host.len() as u64;
+            self.bus.h2d(&self.gpu.compute, || {
+                self.read.upload(&self.gpu.compute, &self.read_host)?;
+                Ok(4 * self.read_host.len() as u64)
+            })?;
             self.dirty = false;
             for (b, enc) in &self.encoders {
                 let at = self.block_start(b)?;
@@ -243,7 +251,7 @@ impl CudaMlpResident {
 
     /// Adds the time since the timer started to the compute seconds.
     fn time_kernels(&mut self) -> Result<(), GpuError> {
-        self.timer.stop(&self.gpu.compute, &mut self.traffic)
+        self.timer.stop(&self.gpu.compute, &mut self.bus.traffic)
     }
 
     /// Gathers batch rows `first..first + rows` (of the clock's order when `from_train`, else
@@ -344,8 +352,10 @@ impl CudaMlpResident {
             return Ok(BatchStats::default());
         }
         self.order_host.fill(&idx)?;
-        self.order.upload(&self.gpu.compute, &self.order_host)?;
-        self.traffic.h2d_bytes += 4 * idx.len() as u64;
+        self.bus.h2d(&self.gpu.compute, || {
+            self.order.upload(&self.gpu.compute, &self.order_host)?;
+            Ok(4 * idx.len() as u64)
+        })?;
         self.run_ordered(idx.len(), batch, lr)
     }
 
@@ -408,9 +418,7 @@ impl CudaMlpResident {
         self.swap_local();
         run?;
         self.time_kernels()?;
-        let stats = self.mlp.totals(count)?;
-        self.traffic.d2h_bytes += 16;
-        Ok(stats)
+        self.totals(count)
     }
 
     fn try_delta(&mut self, scale: f32, out: &mut [Vec<f32>]) -> Result<(), GpuError> {
@@ -424,13 +432,16 @@ impl CudaMlpResident {
         self.fold_encoders()?;
         let stream = Arc::clone(&self.gpu.compute);
         let total = arch.num_params();
-        self.delta_host.download(&stream, self.delta.get(), total)?;
-        self.traffic.d2h_bytes += 4 * total as u64;
+        self.bus.d2h(&stream, || {
+            self.delta_host.download(&stream, self.delta.get(), total)?;
+            Ok(4 * total as u64)
+        })?;
         let host = self.delta_host.host()?;
         for (l, o) in out.iter_mut().enumerate() {
             o.copy_from_slice(&host[self.offsets[l]..self.offsets[l + 1]]);
         }
-        Ok(())
+        // The host has waited for the stream: every copy timed so far has finished.
+        self.bus.settle()
     }
 
     /// Forms `(local - read) * scale` per layer in the flat `delta` on the device.
@@ -481,8 +492,18 @@ impl CudaMlpResident {
             self.mlp.chunk_kernels(&arch, rows, false)?;
         }
         self.time_kernels()?;
-        let stats = self.mlp.totals(n)?;
-        self.traffic.d2h_bytes += 16;
+        self.totals(n)
+    }
+
+    /// The loss and accuracy sums of the last `count` samples' kernels (16 bytes back; the
+    /// host waits for them, so every copy timed so far is settled too).
+    fn totals(&mut self, count: usize) -> Result<BatchStats, GpuError> {
+        let mut stats = BatchStats::default();
+        self.bus.d2h(&self.gpu.compute, || {
+            stats = self.mlp.totals(count)?;
+            Ok(16)
+        })?;
+        self.bus.settle()?;
         Ok(stats)
     }
 }
@@ -541,6 +562,6 @@ impl MlpResident for CudaMlpResident {
     }
 
     fn traffic(&self) -> Traffic {
-        self.traffic
+        self.bus.traffic
     }
 }
