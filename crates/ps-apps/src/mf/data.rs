@@ -355,20 +355,28 @@ pub fn split_train_test(
     test_fraction: f64,
     seed: u64,
 ) -> (Vec<Rating>, Vec<Rating>) {
-    let mut train = Vec::with_capacity(set.ratings.len());
+    split_train_test_owned(set.ratings.clone(), test_fraction, seed)
+}
+
+/// [`split_train_test`] of ratings it owns: the training half is what is left of `ratings`,
+/// so a set of 100 M ratings is not copied (a gigabyte, and seconds of page faults).
+pub fn split_train_test_owned(
+    mut ratings: Vec<Rating>,
+    test_fraction: f64,
+    seed: u64,
+) -> (Vec<Rating>, Vec<Rating>) {
     let mut test = Vec::new();
     let salt = mix64(seed ^ 0x5EED_5EED_5EED_5EED);
-    for r in &set.ratings {
+    ratings.retain(|r| {
         let h = mix64(salt ^ mix64((u64::from(r.user) << 32) | u64::from(r.item)));
         // Top 53 bits -> uniform in [0, 1).
         let u = (h >> 11) as f64 / (1u64 << 53) as f64;
         if u < test_fraction {
             test.push(*r);
-        } else {
-            train.push(*r);
         }
-    }
-    (train, test)
+        u >= test_fraction
+    });
+    (ratings, test)
 }
 
 /// The ratings of worker `w` of `workers` (users assigned by
@@ -419,17 +427,31 @@ pub fn worker_cold(
 /// # Panics
 /// If `workers == 0` or `w >= workers` (caller bug, not data-dependent).
 pub fn worker_shard(train: &[Rating], test: &[Rating], workers: u32, w: u32) -> WorkerShard {
+    worker_shard_owned(train.to_vec(), test.to_vec(), workers, w)
+}
+
+/// [`worker_shard`] of ratings it owns: the worker's ratings are what is left of `train` and
+/// `test`, re-indexed in place (no copy of a 100 M-rating set).
+///
+/// # Panics
+/// As [`worker_shard`].
+pub fn worker_shard_owned(
+    mut train: Vec<Rating>,
+    mut test: Vec<Rating>,
+    workers: u32,
+    w: u32,
+) -> WorkerShard {
     assert!(workers > 0, "worker_shard: workers must be > 0");
     assert!(
         w < workers,
         "worker_shard: w ({w}) must be < workers ({workers})"
     );
-    let mine = |r: &&Rating| r.user % workers == w;
+    let mine = |r: &Rating| r.user % workers == w;
     // Marks over the user ids, then each owned user's local index (linear: a sort of 100 M
     // user ids took seconds).
-    let ids = train.iter().chain(test).map(|r| r.user as usize + 1).max();
+    let ids = train.iter().chain(&test).map(|r| r.user as usize + 1).max();
     let mut local = vec![u32::MAX; ids.unwrap_or(0)];
-    for r in train.iter().chain(test).filter(mine) {
+    for r in train.iter().chain(&test).filter(|r| mine(r)) {
         local[r.user as usize] = 0;
     }
     let mut users: Vec<u32> = Vec::new();
@@ -439,17 +461,15 @@ pub fn worker_shard(train: &[Rating], test: &[Rating], workers: u32, w: u32) -> 
             users.push(u as u32);
         }
     }
-    let localise = |rs: &[Rating]| -> Vec<Rating> {
-        rs.iter()
-            .filter(mine)
-            .map(|r| Rating {
-                user: local[r.user as usize],
-                ..*r
-            })
-            .collect()
-    };
-    let train = localise(train);
-    let test = localise(test);
+    for rs in [&mut train, &mut test] {
+        rs.retain_mut(|r| {
+            let keep = mine(r);
+            if keep {
+                r.user = local[r.user as usize];
+            }
+            keep
+        });
+    }
     WorkerShard {
         users,
         train,

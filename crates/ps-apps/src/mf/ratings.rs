@@ -4,8 +4,8 @@
 
 use super::app::MfSettings;
 use super::{
-    load_ratings, load_train_test, split_train_test, synthetic, ColdRating, Rating, RatingSet,
-    SyntheticSpec,
+    load_ratings, load_train_test, split_train_test_owned, synthetic, ColdRating, Rating,
+    RatingSet, SyntheticSpec,
 };
 use crate::error::AppError;
 use std::path::Path;
@@ -29,10 +29,11 @@ pub(super) fn load(
     seed: u64,
 ) -> Result<Loaded, AppError> {
     let split = |set: RatingSet, noise| {
-        let (train, test) = split_train_test(&set, fraction, seed);
+        let (num_users, num_items) = (set.num_users, set.num_items);
+        let (train, test) = split_train_test_owned(set.ratings, fraction, seed);
         Loaded {
-            num_users: set.num_users,
-            num_items: set.num_items,
+            num_users,
+            num_items,
             train,
             test,
             cold: Vec::new(),

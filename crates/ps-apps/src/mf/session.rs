@@ -16,7 +16,7 @@ use super::ratings::Loaded;
 use super::resident::{MfResident, ResidentSetup, Split, Traffic};
 use super::waves::{bands_for, WaveSchedule};
 use super::{
-    cut_runs, init_user_factors, squared_error_in, worker_cold, worker_shard, Layout, MfApp,
+    cut_runs, init_user_factors, squared_error_in, worker_cold, worker_shard_owned, Layout, MfApp,
     MfCompute, Rating, Visiting, WorkerShard,
 };
 use crate::app::flags;
@@ -120,9 +120,15 @@ pub struct MfSession {
 impl MfSession {
     pub fn new(settings: MfSettings, ctx: &WorkerContext<'_>) -> Result<MfSession, AppError> {
         ctx.check()?;
-        let set = Loaded::of(&settings)?;
-        let mut shard = worker_shard(&set.train, &set.test, ctx.workers, ctx.worker);
-        shard.cold = worker_cold(&set.cold, &shard, ctx.workers, ctx.worker);
+        let Loaded {
+            num_items,
+            train,
+            test,
+            cold,
+            ..
+        } = Loaded::of(&settings)?;
+        let mut shard = worker_shard_owned(train, test, ctx.workers, ctx.worker);
+        shard.cold = worker_cold(&cold, &shard, ctx.workers, ctx.worker);
         let layout = settings.layout();
         let width = layout.width();
         let mut users = init_user_factors(&shard.users, width as u32, settings.seed);
@@ -142,8 +148,8 @@ impl MfSession {
         let path = match ctx.engines.mf_resident()? {
             Some(mut dev) => {
                 let lanes = dev.lanes();
-                let bands = bands_for(shard.train.len(), local_users, set.num_items, lanes);
-                let schedule = WaveSchedule::new(&shard.train, local_users, set.num_items, bands);
+                let bands = bands_for(shard.train.len(), local_users, num_items, lanes);
+                let schedule = WaveSchedule::new(&shard.train, local_users, num_items, bands);
                 schedule.arrange(&mut shard.train);
                 dev.setup(&ResidentSetup {
                     layout,
@@ -151,11 +157,11 @@ impl MfSession {
                     schedule: &schedule,
                     test: &shard.test,
                     users: &users,
-                    num_items: set.num_items as usize,
+                    num_items: num_items as usize,
                     factors: settings.factors,
                 })?;
                 let all_touched =
-                    touched_items(u64::from(set.num_items), std::iter::once(&shard.train[..]));
+                    touched_items(u64::from(num_items), std::iter::once(&shard.train[..]));
                 Path::Resident(ResidentPath {
                     before: dev.traffic(),
                     dev,
@@ -167,7 +173,7 @@ impl MfSession {
             None => {
                 let engine = ctx.engines.mf(settings.threads)?;
                 let visiting =
-                    Visiting::new(settings.order, &mut shard.train, local_users, set.num_items);
+                    Visiting::new(settings.order, &mut shard.train, local_users, num_items);
                 Path::Host(HostPath {
                     engine,
                     visiting,
@@ -195,8 +201,8 @@ impl MfSession {
             worker: ctx.worker,
             path,
             users,
-            num_items: u64::from(set.num_items),
-            items: vec![0.0; set.num_items as usize * width],
+            num_items: u64::from(num_items),
+            items: vec![0.0; num_items as usize * width],
             test_items,
             shard,
             layout,
