@@ -287,6 +287,51 @@ impl FromStr for CodecChain {
 mod tests {
     use super::*;
 
+    /// Every chain the stages can make prints as a string that parses back to it, so a chain
+    /// survives the job's assignment (it travels as its string).
+    #[test]
+    fn every_chain_prints_back_as_it_parses() {
+        let selections: [&[&str]; 7] = [
+            &[],
+            &["topk:0.01"],
+            &["topk:100"],
+            &["filter:0.01", "topk:0.05"],
+            &["rows:0.1"],
+            &["energy:0.4"],
+            &["topk:0.1", "energy:0.9"],
+        ];
+        let mut checked = 0;
+        for sel in selections {
+            let fraction = sel
+                .iter()
+                .any(|s| s.starts_with("topk:0.") || s.starts_with("rows:"));
+            let warmups: &[Option<&str>] = if fraction {
+                &[None, Some("warmup:3")]
+            } else {
+                &[None]
+            };
+            for warmup in warmups {
+                for momentum in [None, Some("momentum:0.5")] {
+                    for format in ValueFormat::ALL {
+                        let mut stages: Vec<&str> = sel.to_vec();
+                        stages.extend(warmup.iter().copied());
+                        stages.extend(momentum);
+                        stages.push(format.name());
+                        let written = stages.join(",");
+                        let chain: CodecChain = written.parse().unwrap();
+                        let printed = chain.to_string();
+                        let again: CodecChain = printed
+                            .parse()
+                            .unwrap_or_else(|e| panic!("{written} printed as {printed}: {e}"));
+                        assert_eq!(again, chain, "{written} printed as {printed}");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 100);
+    }
+
     #[test]
     fn parses_and_displays() {
         for (s, want) in [
