@@ -120,6 +120,52 @@ pub(super) fn load_corpus(s: &LdaSettings) -> Result<Loaded, AppError> {
     }
 }
 
+/// What the coordinator needs of a job's corpus: its sizes (the word-topic table's rows and the
+/// facts).
+#[derive(Debug, PartialEq)]
+struct CorpusSize {
+    docs: u64,
+    vocab: u32,
+    tokens: u64,
+    /// Documents and tokens of the held-out corpus, if any.
+    test: Option<(u64, u64)>,
+}
+
+impl CorpusSize {
+    /// Of the files, read; of a synthetic corpus, from its spec without generating it (every
+    /// document has `doc_len` tokens when there are topics and words): each worker generates
+    /// its copy anyway, and this spares the coordinator one of its own.
+    fn of(s: &LdaSettings) -> Result<CorpusSize, AppError> {
+        if s.data.is_none() {
+            let spec = s
+                .synthetic
+                .unwrap_or_else(|| SyntheticLdaSpec::default_builtin(s.seed));
+            let any = spec.topics > 0 && spec.vocab > 0;
+            return Ok(CorpusSize {
+                docs: u64::from(spec.docs),
+                vocab: spec.vocab,
+                tokens: if any {
+                    u64::from(spec.docs) * u64::from(spec.doc_len)
+                } else {
+                    0
+                },
+                test: None,
+            });
+        }
+        let Loaded { corpus, test, .. } = load_corpus(s)?;
+        Ok(CorpusSize::of_corpus(&corpus, test.as_ref()))
+    }
+
+    fn of_corpus(corpus: &Corpus, test: Option<&Corpus>) -> CorpusSize {
+        CorpusSize {
+            docs: corpus.num_docs() as u64,
+            vocab: corpus.vocab_size,
+            tokens: corpus.num_tokens(),
+            test: test.map(|t| (t.num_docs() as u64, t.num_tokens())),
+        }
+    }
+}
+
 impl App for LdaApp {
     type Args = LdaArgs;
     type Settings = LdaSettings;
@@ -179,38 +225,28 @@ impl App for LdaApp {
             threads: job.threads,
             synthetic,
         };
-        let Loaded {
-            corpus,
-            test: held_out,
-            ..
-        } = load_corpus(&settings)?;
-        if corpus.num_tokens() == 0 {
+        let size = CorpusSize::of(&settings)?;
+        if size.tokens == 0 {
             return Err(AppError::Settings("the corpus has no tokens".into()));
         }
         let (k, add, zeros) = (hyper.topics, UpdateRule::Add, Init::Zeros);
         let tables = vec![
-            job.table(
-                WORD_TOPIC,
-                "word_topic",
-                (corpus.vocab_size.into(), k),
-                add,
-                zeros,
-            ),
+            job.table(WORD_TOPIC, "word_topic", (size.vocab.into(), k), add, zeros),
             job.table(TOTALS, "topic_totals", (1, k), add, zeros),
         ];
         let mut facts = serde_json::Map::new();
-        facts.insert("docs".into(), corpus.num_docs().into());
-        facts.insert("vocab".into(), corpus.vocab_size.into());
-        facts.insert("tokens".into(), corpus.num_tokens().into());
+        facts.insert("docs".into(), size.docs.into());
+        facts.insert("vocab".into(), size.vocab.into());
+        facts.insert("tokens".into(), size.tokens.into());
         facts.insert("topics".into(), hyper.topics.into());
         facts.insert("alpha".into(), hyper.alpha.into());
         facts.insert("beta".into(), hyper.beta.into());
         facts.insert("seed".into(), job.seed.into());
         facts.insert("data".into(), flags::data_fact(&settings.data));
-        if let Some(t) = &held_out {
+        if let Some((docs, tokens)) = size.test {
             facts.insert("test".into(), flags::data_fact(&settings.test));
-            facts.insert("test_docs".into(), t.num_docs().into());
-            facts.insert("test_tokens".into(), t.num_tokens().into());
+            facts.insert("test_docs".into(), docs.into());
+            facts.insert("test_tokens".into(), tokens.into());
         }
         if settings.data.is_some() {
             let f = match settings.format {
@@ -300,5 +336,52 @@ impl App for LdaApp {
         }
         flags::device_figures(&mut out, &f.device, &job.totals.1.device, job.clock_count);
         out
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+    use crate::lda::synthetic_lda_threads;
+
+    #[test]
+    fn a_synthetic_corpus_is_sized_from_its_spec_as_generated() {
+        let base = SyntheticLdaSpec::default_builtin(3);
+        let specs = [
+            base,
+            // Large enough for the parallel generator.
+            SyntheticLdaSpec {
+                docs: 3_000,
+                doc_len: 400,
+                vocab: 5_000,
+                topics: 20,
+                ..base
+            },
+            SyntheticLdaSpec { topics: 0, ..base },
+            SyntheticLdaSpec { vocab: 0, ..base },
+            SyntheticLdaSpec { vocab: 3, ..base },
+        ];
+        for spec in specs {
+            let settings = LdaSettings {
+                hyper: LdaHyper {
+                    topics: 10,
+                    alpha: 0.1,
+                    beta: 0.01,
+                },
+                seed: spec.seed,
+                data: None,
+                vocab: None,
+                format: CorpusFormat::Uci,
+                test: None,
+                threads: 1,
+                synthetic: Some(spec),
+            };
+            let generated = synthetic_lda_threads(&spec, 2).corpus;
+            assert_eq!(
+                CorpusSize::of(&settings).unwrap(),
+                CorpusSize::of_corpus(&generated, None),
+                "{spec:?}"
+            );
+        }
     }
 }
