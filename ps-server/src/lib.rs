@@ -25,7 +25,7 @@ pub use checkpoint::{
     job_fingerprint, CheckpointError, CheckpointStore, Loaded, ShardFacts, ShardSnapshot, Skipped,
     TableFacts, TableSlice, Written,
 };
-pub use coordinator::{CoordEvent, Coordinator, CoordinatorConfig};
+pub use coordinator::{CoordEvent, Coordinator, CoordinatorConfig, ProcessExit};
 pub use error::ServerError;
 pub use node::{run_server_node, ServerNodeConfig};
 pub use ps_proto::{init, rules, ClockSummary, JobResult};

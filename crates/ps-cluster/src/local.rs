@@ -15,6 +15,8 @@ use crate::roles::{coordinator_config, drive_coordinator, plan_job, runtime, sum
 use crate::telemetry::{self, MetricsArgs};
 use anyhow::{anyhow, bail, Context, Result};
 use ps_apps::app::DynApp;
+use ps_proto::Role;
+use ps_server::ProcessExit;
 use ps_transport::{
     generate_cluster_certs, make_endpoint, CertPaths, ClusterIdentity, EndpointOptions,
 };
@@ -24,6 +26,9 @@ use std::process::Stdio;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
+
+/// How long after a child's exit the coordinator is told of it (see `run`).
+const EXIT_GRACE: Duration = Duration::from_millis(250);
 
 fn spawn_role(
     exe: &Path,
@@ -236,7 +241,20 @@ pub fn run_local(app: &dyn DynApp, matches: &clap::ArgMatches, a: LocalArgs) -> 
             )?);
         }
         let reason = Arc::new(OnceLock::new());
-        let coord = drive_coordinator(endpoint, config, &mut log, Some(reason.clone()));
+        // A child seen exiting where the job goes on without it (an evicted worker, a worker
+        // or shard restarted) is reported to the coordinator, which evicts it or waits for it
+        // then rather than once its heartbeats have been missing for --heartbeat-timeout. The
+        // report waits EXIT_GRACE, so that a node's own last words (an error it sent) name the
+        // failure when there are any.
+        let (exits_tx, exits) = tokio::sync::mpsc::unbounded_channel();
+        let mut notices: Vec<(Instant, ProcessExit)> = Vec::new();
+        let coord = drive_coordinator(
+            endpoint,
+            config,
+            &mut log,
+            Some(reason.clone()),
+            Some(exits),
+        );
         // Run the coordinator while watching every child (see the module docs).
         let watch = async {
             loop {
@@ -250,16 +268,33 @@ pub fn run_local(app: &dyn DynApp, matches: &clap::ArgMatches, a: LocalArgs) -> 
                     let quick = p.started.elapsed() < Duration::from_secs(5) && p.restarts > 0;
                     let waited = p.role == "worker"
                         && recovery.on_worker_failure == ps_proto::WorkerFailure::Wait;
-                    if (waited || p.role == "server" && recovery.restartable()) && !quick {
+                    let evicted = p.role == "worker"
+                        && recovery.on_worker_failure == ps_proto::WorkerFailure::Evict;
+                    let restarted =
+                        (waited || p.role == "server" && recovery.restartable()) && !quick;
+                    if let (Some(pid), true) = (p.pid, restarted || evicted) {
+                        let role = if p.role == "worker" {
+                            Role::Worker
+                        } else {
+                            Role::Server
+                        };
+                        let how = status.to_string();
+                        let exit = ProcessExit {
+                            role,
+                            id: p.id,
+                            pid,
+                            how,
+                        };
+                        notices.push((Instant::now(), exit));
+                    }
+                    if restarted {
                         eprintln!("{} exited with {status}; restarting it", p.name());
                         if let Err(e) = p.restart(&exe, certs, coord_addr) {
                             return e;
                         }
                         continue;
                     }
-                    if p.role == "worker"
-                        && recovery.on_worker_failure == ps_proto::WorkerFailure::Evict
-                    {
+                    if evicted {
                         eprintln!("{} exited with {status}; it will be evicted", p.name());
                         p.gone = true;
                         continue;
@@ -271,6 +306,9 @@ pub fn run_local(app: &dyn DynApp, matches: &clap::ArgMatches, a: LocalArgs) -> 
                         Some(why) => anyhow!("{why}"),
                         None => anyhow!("{} exited with {status}", p.name()),
                     };
+                }
+                for (_, exit) in notices.extract_if(.., |(at, _)| at.elapsed() >= EXIT_GRACE) {
+                    let _ = exits_tx.send(exit);
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use ps_apps::app::{DynApp, ErasedPlan};
 use ps_client::{Worker, WorkerOptions};
 use ps_proto::{JobResult, JobSpec};
-use ps_server::{CoordEvent, Coordinator, CoordinatorConfig, ServerNodeConfig};
+use ps_server::{CoordEvent, Coordinator, CoordinatorConfig, ProcessExit, ServerNodeConfig};
 use ps_transport::{make_endpoint, EndpointOptions};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -90,6 +90,7 @@ pub async fn drive_coordinator(
     config: CoordinatorConfig,
     log: &mut ClockLog<'_>,
     failure: Option<Arc<OnceLock<String>>>,
+    exits: Option<mpsc::UnboundedReceiver<ProcessExit>>,
 ) -> Result<JobResult> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut handle = |ev: CoordEvent| {
@@ -130,7 +131,7 @@ pub async fn drive_coordinator(
         }
     }
     };
-    let run = Coordinator { endpoint, config }.run(tx);
+    let run = Coordinator { endpoint, config }.run_watching(tx, exits);
     tokio::pin!(run);
     let result = loop {
         tokio::select! {
@@ -232,6 +233,7 @@ pub fn run_coordinator_then(
             endpoint,
             coordinator_config(&a.job, &a.cluster, &plan, ps_proto::WorkerFailure::Fail),
             &mut log,
+            None,
             None,
         )
         .await

@@ -232,6 +232,9 @@ fn a_killed_worker_is_evicted_and_the_others_finish() {
     let s = summary(&out);
     assert_eq!(s["evicted_workers"], 1, "{stderr}");
     assert_eq!(s["evicted_worker_ids"], serde_json::json!([2]));
+    // Evicted on the launcher's word that its process exited, not once its heartbeats had
+    // been missing for 10 s.
+    assert!(stderr.contains("worker 2 failed (its process "), "{stderr}");
     assert!(stderr.contains("evicted"), "{stderr}");
     assert!(s["test_rmse"].as_f64().unwrap() < 0.2, "{s}");
 }

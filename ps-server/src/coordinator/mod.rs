@@ -95,6 +95,19 @@ pub struct Coordinator {
     pub config: CoordinatorConfig,
 }
 
+/// A node's process has exited, as a launcher that started it saw (`ps-cluster local`): the
+/// coordinator treats it as the node's failure at once, instead of waiting for its heartbeats
+/// to stop. Matched by role, id and process id, so a notice about a process that a
+/// replacement has since succeeded is ignored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessExit {
+    pub role: Role,
+    pub id: u32,
+    pub pid: u32,
+    /// How it ended (an exit status, a signal).
+    pub how: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum NodeState {
     Alive,
@@ -161,6 +174,16 @@ impl Coordinator {
         self,
         events: mpsc::UnboundedSender<CoordEvent>,
     ) -> Result<JobResult, ServerError> {
+        self.run_watching(events, None).await
+    }
+
+    /// [`Coordinator::run`], also told of nodes' processes exiting (by the launcher that
+    /// started them) on `exits`.
+    pub async fn run_watching(
+        self,
+        events: mpsc::UnboundedSender<CoordEvent>,
+        mut exits: Option<mpsc::UnboundedReceiver<ProcessExit>>,
+    ) -> Result<JobResult, ServerError> {
         let cfg = &self.config;
         let started = Instant::now();
         crate::shard::validate_tables(&cfg.tables)?;
@@ -204,6 +227,7 @@ impl Coordinator {
                     None => Err("coordinator lost its event channel".into()),
                 },
                 Some(r) = join_rx.recv() => job.on_join(r).await,
+                Some(x) = next_exit(&mut exits) => job.on_exit(x).await,
                 _ = tick.tick() => job.on_tick().await,
             };
             match outcome {
@@ -464,4 +488,17 @@ impl Job<'_> {
             let _ = self.events.send(CoordEvent::Clock(s));
         }
     }
+}
+
+/// The next process exit, if a launcher tells of them; never, otherwise (or once it is gone).
+async fn next_exit(
+    exits: &mut Option<mpsc::UnboundedReceiver<ProcessExit>>,
+) -> Option<ProcessExit> {
+    if let Some(rx) = exits {
+        if let Some(x) = rx.recv().await {
+            return Some(x);
+        }
+        *exits = None;
+    }
+    std::future::pending().await
 }

@@ -6,7 +6,7 @@
 
 use super::register::{refuse, Registrant};
 use super::watch::spawn_watchers;
-use super::{assignment, CoordEvent, Job, Node, NodeState, Step};
+use super::{assignment, CoordEvent, Job, Node, NodeState, ProcessExit, Step};
 use crate::telemetry;
 use ps_proto::{ControlEvent, Frame, Kind, Role, Shutdown, WorkerFailure};
 use ps_transport::write_frame;
@@ -32,6 +32,21 @@ impl Job<'_> {
         };
         let _ = self.events.send(event);
         Ok(false)
+    }
+
+    /// A launcher saw a node's process exit: that node has failed (see [`ProcessExit`]).
+    pub(super) async fn on_exit(&mut self, x: ProcessExit) -> Step {
+        let slot = self
+            .nodes
+            .iter()
+            .position(|n| n.role == x.role && n.id == x.id && n.reg.pid == x.pid);
+        match slot {
+            Some(slot) => {
+                let why = format!("its process {} exited ({})", x.pid, x.how);
+                self.node_failed(slot, why).await
+            }
+            None => Ok(false),
+        }
     }
 
     pub(super) async fn node_failed(&mut self, slot: usize, why: String) -> Step {
