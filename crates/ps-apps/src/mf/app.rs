@@ -147,6 +147,7 @@ impl App for MfApp {
                 synthetic_spec.as_ref(),
                 a.test_fraction,
                 job.seed,
+                None,
             )?),
         };
         if summary.num_items == 0 || summary.train == 0 {

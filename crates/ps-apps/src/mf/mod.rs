@@ -51,8 +51,8 @@ pub use factors::Factors;
 pub use fast::{FastMf, PARALLEL_MIN_RATINGS};
 pub use order::{bins_for, cut_runs, BlockLayout, MfOrder, Visiting, MAX_BINS};
 pub use synth::{
-    synthetic, synthetic_threads, SyntheticSpec, BUILTIN_ITEMS, BUILTIN_NOISE_SIGMA, BUILTIN_RANK,
-    BUILTIN_RATINGS, BUILTIN_USERS, SEQUENTIAL_MAX_RATINGS,
+    synthetic, synthetic_threads, synthetic_users, SyntheticSpec, BUILTIN_ITEMS,
+    BUILTIN_NOISE_SIGMA, BUILTIN_RANK, BUILTIN_RATINGS, BUILTIN_USERS, SEQUENTIAL_MAX_RATINGS,
 };
 
 use rand::SeedableRng;

@@ -4,7 +4,7 @@
 
 use super::app::MfSettings;
 use super::{
-    load_ratings, load_train_test, split_train_test_owned, synthetic, ColdRating, Rating,
+    load_ratings, load_train_test, split_train_test_owned, synthetic_users, ColdRating, Rating,
     RatingSet, SyntheticSpec,
 };
 use crate::error::AppError;
@@ -21,12 +21,16 @@ pub(super) struct Loaded {
     pub(super) noise: Option<f32>,
 }
 
+/// The job's ratings. With `owner = Some((workers, w))` a built-in set is drawn only for the
+/// users worker `w` owns (`user % workers == w`, as [`super::worker_shard`] assigns them), so
+/// each worker draws its share rather than the whole set; files are read whole.
 pub(super) fn load(
     data: Option<&str>,
     test: Option<&str>,
     synthetic_spec: Option<&SyntheticSpec>,
     fraction: f64,
     seed: u64,
+    owner: Option<(u32, u32)>,
 ) -> Result<Loaded, AppError> {
     let split = |set: RatingSet, noise| {
         let (num_users, num_items) = (set.num_users, set.num_items);
@@ -57,7 +61,9 @@ pub(super) fn load(
             let spec = synthetic_spec
                 .copied()
                 .unwrap_or_else(|| SyntheticSpec::default_builtin(seed));
-            Ok(split(synthetic(&spec), Some(spec.noise_sigma)))
+            let mine = |u: u32| owner.is_none_or(|(n, w)| u % n.max(1) == w);
+            let set = synthetic_users(&spec, crate::par::threads(), mine);
+            Ok(split(set, Some(spec.noise_sigma)))
         }
         (None, Some(_)) => Err(AppError::Settings(
             "--test needs --data (the training ratings)".into(),
@@ -66,13 +72,16 @@ pub(super) fn load(
 }
 
 impl Loaded {
-    pub(super) fn of(s: &MfSettings) -> Result<Loaded, AppError> {
+    /// Worker `w` of `workers`'s ratings: its own users' of a built-in set, every rating of
+    /// files (see [`load`]).
+    pub(super) fn of_worker(s: &MfSettings, workers: u32, w: u32) -> Result<Loaded, AppError> {
         load(
             s.data.as_deref(),
             s.test.as_deref(),
             s.synthetic.as_ref(),
             s.test_fraction,
             s.seed,
+            Some((workers, w)),
         )
     }
 
@@ -157,7 +166,7 @@ mod tests {
             },
         ];
         for spec in specs {
-            let loaded = load(None, None, Some(&spec), 0.1, spec.seed).unwrap();
+            let loaded = load(None, None, Some(&spec), 0.1, spec.seed, None).unwrap();
             let (full, quick) = (Summary::of(&loaded), Summary::of_spec_unbiased(&spec));
             let ctx = format!("{spec:?}");
             assert_eq!(quick.num_users, full.num_users, "{ctx}");

@@ -126,7 +126,7 @@ impl MfSession {
             test,
             cold,
             ..
-        } = Loaded::of(&settings)?;
+        } = Loaded::of_worker(&settings, ctx.workers, ctx.worker)?;
         let mut shard = worker_shard_owned(train, test, ctx.workers, ctx.worker);
         shard.cold = worker_cold(&cold, &shard, ctx.workers, ctx.worker);
         let layout = settings.layout();

@@ -55,7 +55,7 @@ pub const BUILTIN_NOISE_SIGMA: f32 = 0.1;
 /// sampler (uniform over all pairs), so the built-in set and every small set are the data they
 /// always were; larger sets, and every Zipf set, are drawn in parallel over users.
 pub const SEQUENTIAL_MAX_RATINGS: u64 = 1_000_000;
-/// Users per chunk of the parallel generator (each chunk has its own RNG).
+/// Users per chunk of the parallel generator (a unit of work; each user has its own RNG).
 const USERS_PER_CHUNK: u32 = 1024;
 /// Items per chunk of the item factors.
 const ITEMS_PER_CHUNK: u32 = 4096;
@@ -109,8 +109,9 @@ impl SyntheticSpec {
 /// - uniform popularity and at most [`SEQUENTIAL_MAX_RATINGS`] ratings (the built-in set):
 ///   one RNG stream, pairs uniform over all pairs without replacement, so a user's count
 ///   varies;
-/// - otherwise, in parallel over chunks of users (each chunk its own RNG, seeded by the seed
-///   and the chunk's index): every user gets `ratings / users` ratings (the first
+/// - otherwise, in parallel over chunks of users (each user its own RNG, seeded by the seed
+///   and the user's id, so a worker can draw its own users alone: [`synthetic_users`]):
+///   every user gets `ratings / users` ratings (the first
 ///   `ratings % users` users one more), on distinct items drawn uniformly or, with
 ///   `item_zipf > 0`, by Zipf popularity over a seeded random order of the items (so the
 ///   popular items are scattered over the ids). A user rates an item at most once, so the
@@ -125,6 +126,17 @@ pub fn synthetic(spec: &SyntheticSpec) -> RatingSet {
 
 /// [`synthetic`] on `threads` threads (the output does not depend on them).
 pub fn synthetic_threads(spec: &SyntheticSpec, threads: usize) -> RatingSet {
+    synthetic_users(spec, threads, |_| true)
+}
+
+/// The ratings of [`synthetic`] whose user `keep` accepts, in the same order: what a worker
+/// that owns those users needs. The parallel generator draws only those users; the
+/// sequential one (small sets) draws the whole set and filters it.
+pub fn synthetic_users(
+    spec: &SyntheticSpec,
+    threads: usize,
+    keep: impl Fn(u32) -> bool + Sync,
+) -> RatingSet {
     if spec.users == 0 || spec.items == 0 {
         return RatingSet {
             ratings: Vec::new(),
@@ -133,9 +145,11 @@ pub fn synthetic_threads(spec: &SyntheticSpec, threads: usize) -> RatingSet {
         };
     }
     if spec.zipf() == 0.0 && spec.target() <= SEQUENTIAL_MAX_RATINGS {
-        sequential(spec)
+        let mut set = sequential(spec);
+        set.ratings.retain(|r| keep(r.user));
+        set
     } else {
-        by_users(spec, threads)
+        by_users(spec, threads, keep)
     }
 }
 
@@ -227,7 +241,7 @@ fn chunk_rng(seed: u64, tag: u64, chunk: u64) -> ChaCha8Rng {
 }
 
 const ITEM_FACTORS: u64 = 0x17E3_FAC7;
-const USER_CHUNKS: u64 = 0x05E2_C4A5;
+const USER_STREAMS: u64 = 0x05E2_5EED;
 const ITEM_ORDER: u64 = 0x17E3_0D3E;
 
 /// What every user chunk reads.
@@ -254,8 +268,8 @@ impl Shared {
     }
 }
 
-/// The parallel generator (see [`synthetic`]).
-fn by_users(spec: &SyntheticSpec, threads: usize) -> RatingSet {
+/// The parallel generator (see [`synthetic`]), of the users `keep` accepts.
+fn by_users(spec: &SyntheticSpec, threads: usize, keep: impl Fn(u32) -> bool + Sync) -> RatingSet {
     let (users, items) = (spec.users, spec.items);
     let rank = spec.rank as usize;
     let factor = factor_law(rank);
@@ -281,21 +295,28 @@ fn by_users(spec: &SyntheticSpec, threads: usize) -> RatingSet {
         factor,
         noise: noise_law(spec),
     };
+    // Where each chunk's kept users' ratings end.
     let chunks = users.div_ceil(USERS_PER_CHUNK);
-    let ends: Vec<usize> = (1..=chunks)
-        .map(|c| shared.start(u64::from((c * USERS_PER_CHUNK).min(users))) as usize)
-        .collect();
-    let n = target as usize;
+    let mut ends: Vec<usize> = Vec::with_capacity(chunks as usize);
+    let mut n = 0usize;
+    for c in 0..chunks {
+        let lo = c * USERS_PER_CHUNK;
+        for u in lo..(lo + USERS_PER_CHUNK).min(users) {
+            if keep(u) {
+                n += (shared.start(u64::from(u) + 1) - shared.start(u.into())) as usize;
+            }
+        }
+        ends.push(n);
+    }
     let mut ratings: Vec<Rating> = Vec::with_capacity(n);
     par::fill(
         &mut ratings.spare_capacity_mut()[..n],
         &ends,
         threads,
         |c, out| {
-            let mut rng = chunk_rng(spec.seed, USER_CHUNKS, c as u64);
             let lo = c as u32 * USERS_PER_CHUNK;
             let hi = (lo + USERS_PER_CHUNK).min(users);
-            user_chunk(&shared, lo..hi, &mut rng, out);
+            user_chunk(&shared, spec.seed, (lo..hi).filter(|u| keep(*u)), out);
         },
     );
     // SAFETY: `fill` handed every element of `ratings[..n]` to exactly one `user_chunk`, which
@@ -309,11 +330,12 @@ fn by_users(spec: &SyntheticSpec, threads: usize) -> RatingSet {
     }
 }
 
-/// Writes the ratings of `users` into `out` (exactly their count).
+/// Writes the ratings of `users` into `out` (exactly their count), each user's drawn from
+/// its own stream of `seed`.
 fn user_chunk(
     s: &Shared,
-    users: std::ops::Range<u32>,
-    rng: &mut ChaCha8Rng,
+    seed: u64,
+    users: impl Iterator<Item = u32>,
     out: &mut [MaybeUninit<Rating>],
 ) {
     let mut taken = Bits::new(s.items);
@@ -321,6 +343,7 @@ fn user_chunk(
     let mut row = vec![0.0f64; s.rank];
     let mut at = 0;
     for u in users {
+        let rng = &mut chunk_rng(seed, USER_STREAMS, u64::from(u));
         row.iter_mut().for_each(|x| *x = s.factor.sample(rng));
         let k = s.start(u64::from(u) + 1) - s.start(u.into());
         pick_items(s, u, k as usize, rng, &mut taken, &mut mine);
@@ -523,13 +546,40 @@ mod tests {
             spec(40, 3_000, 5_000, 1.2),
             spec(1_500, 30, 30_000, 1.0), // dense users
         ] {
-            let one = by_users(&s, 1);
+            let all = |_: u32| true;
+            let one = by_users(&s, 1, all);
             check(&one, &s);
-            assert_eq!(by_users(&s, 3).ratings, one.ratings, "{s:?}");
+            assert_eq!(by_users(&s, 3, all).ratings, one.ratings, "{s:?}");
             assert_ne!(
-                by_users(&SyntheticSpec { seed: 8, ..s }, 2).ratings,
+                by_users(&SyntheticSpec { seed: 8, ..s }, 2, all).ratings,
                 one.ratings
             );
+        }
+    }
+
+    /// A worker draws its own users alone, and gets exactly their ratings of the whole set.
+    #[test]
+    fn a_users_subset_is_the_whole_sets_ratings_of_those_users() {
+        for s in [
+            spec(3_000, 500, 40_000, 0.0),
+            spec(2_100, 700, 30_000, 0.9),
+            spec(1_500, 30, 30_000, 1.0),
+            spec(300, 120, 6_000, 0.0), // the sequential sampler, filtered
+        ] {
+            let whole = synthetic_threads(&s, 2);
+            for (workers, w) in [(3, 0), (3, 2), (8, 5)] {
+                let mine = |u: u32| u % workers == w;
+                let part = synthetic_users(&s, 2, mine);
+                let want: Vec<Rating> = whole
+                    .ratings
+                    .iter()
+                    .filter(|r| mine(r.user))
+                    .copied()
+                    .collect();
+                assert!(!want.is_empty());
+                assert_eq!(part.ratings, want, "{s:?}, worker {w} of {workers}");
+                assert_eq!((part.num_users, part.num_items), (s.users, s.items));
+            }
         }
     }
 
@@ -541,7 +591,10 @@ mod tests {
             item_zipf: 1.0,
             ..s
         };
-        assert_eq!(synthetic_threads(&z, 4).ratings, by_users(&z, 1).ratings);
+        assert_eq!(
+            synthetic_threads(&z, 4).ratings,
+            by_users(&z, 1, |_| true).ratings
+        );
         let nan = SyntheticSpec {
             item_zipf: f64::NAN,
             ..s
@@ -553,7 +606,7 @@ mod tests {
     fn zipf_puts_far_more_ratings_on_the_head() {
         // Share of the ratings on the top 1% of items (10 of 1,000).
         let head = |zipf: f64| {
-            let set = by_users(&spec(2_000, 1_000, 40_000, zipf), 2);
+            let set = by_users(&spec(2_000, 1_000, 40_000, zipf), 2, |_| true);
             let mut per_item = vec![0u64; 1_000];
             set.ratings
                 .iter()
