@@ -430,10 +430,8 @@ impl PsClient {
             self.deliver(id, rows, (start, end), sink)?;
         }
         self.pull_comm_s += took_max;
-        // Runs whose rows turned out served without a pull (a late prefetch reply).
-        for run in std::mem::take(&mut runs).into_values() {
-            self.deliver(id, rows, run, sink)?;
-        }
+        // Every run left after the prefetches lacked a row, so its shard was pulled above.
+        debug_assert!(runs.is_empty(), "runs neither served nor pulled: {runs:?}");
         Ok(())
     }
 

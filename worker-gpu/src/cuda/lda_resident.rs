@@ -407,8 +407,10 @@ impl CudaLdaResident {
                 Ok(4 * dst.len() as u64)
             })?;
             dst.copy_from_slice(self.h_state.host()?);
+            // The host has waited for the stream: every copy timed so far has finished.
+            self.bus.settle()?;
         }
-        self.bus.settle()
+        Ok(())
     }
 }
 

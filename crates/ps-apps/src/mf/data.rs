@@ -469,6 +469,9 @@ pub fn worker_shard_owned(
             }
             keep
         });
+        // What was the whole set's buffer shrinks to the worker's share (the session keeps
+        // it all job: from a file, every worker reads every rating).
+        rs.shrink_to_fit();
     }
     WorkerShard {
         users,
