@@ -99,6 +99,11 @@ pub struct MfFacts {
     pub item_table_hash: Option<String>,
 }
 
+/// Built-in sets from this many ratings are sized from their spec by the coordinator, not
+/// drawn (for one that large to have no training rating, the held-out fraction would have to be
+/// within a hair of 1).
+const SPEC_SIZED_MIN_RATINGS: u64 = 10_000;
+
 impl App for MfApp {
     type Args = MfArgs;
     type Settings = MfSettings;
@@ -139,8 +144,12 @@ impl App for MfApp {
         }
         // Without biases the coordinator needs nothing of a synthetic set but its sizes, which
         // the spec gives; with them, the training mean, so it generates the set as the workers do.
+        // (Small sets are drawn anyway, cheaply, so that one whose ratings all fell into the
+        // held-out split is refused as before.)
         let summary = match (&synthetic_spec, &test, bias) {
-            (Some(spec), None, false) => Summary::of_spec_unbiased(spec),
+            (Some(spec), None, false) if spec.target() >= SPEC_SIZED_MIN_RATINGS => {
+                Summary::of_spec_unbiased(spec)
+            }
             _ => Summary::of(&load(
                 data.as_deref(),
                 test.as_deref(),
