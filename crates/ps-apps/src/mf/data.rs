@@ -398,6 +398,11 @@ pub struct WorkerShard {
     pub cold: Vec<ColdRating>,
 }
 
+/// The worker of `workers` that owns `user` (its ratings and its factors): `user % workers`.
+pub fn owner_of(user: u32, workers: u32) -> u32 {
+    user % workers.max(1)
+}
+
 /// The cold ratings of worker `w` of `workers`, users made local to `shard`: a known user's
 /// go to the worker that owns the user (`user % workers`), an unknown user's to
 /// `file id % workers`, so each is counted once over the job.
@@ -410,7 +415,7 @@ pub fn worker_cold(
     let workers = workers.max(1);
     cold.iter()
         .filter_map(|c| match c.user {
-            Some(u) if u % workers == w => Some(ColdRating {
+            Some(u) if owner_of(u, workers) == w => Some(ColdRating {
                 user: shard.users.binary_search(&u).ok().map(|i| i as u32),
                 ..*c
             }),
@@ -446,7 +451,7 @@ pub fn worker_shard_owned(
         w < workers,
         "worker_shard: w ({w}) must be < workers ({workers})"
     );
-    let mine = |r: &Rating| r.user % workers == w;
+    let mine = |r: &Rating| owner_of(r.user, workers) == w;
     // Marks over the user ids, then each owned user's local index (linear: a sort of 100 M
     // user ids took seconds).
     let ids = train.iter().chain(&test).map(|r| r.user as usize + 1).max();

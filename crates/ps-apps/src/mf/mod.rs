@@ -43,9 +43,9 @@ pub use waves::{bands_for, bands_with, WaveSchedule, MIN_BLOCK_RATINGS};
 
 pub use compute::{predict, rmse, squared_error, squared_error_in, CpuMf, Layout, MfCompute};
 pub use data::{
-    load_ratings, load_train_test, parse_ratings, split_train_test, split_train_test_owned,
-    worker_cold, worker_shard, worker_shard_owned, ColdRating, Rating, RatingFormat, RatingSet,
-    TrainTest, WorkerShard,
+    load_ratings, load_train_test, owner_of, parse_ratings, split_train_test,
+    split_train_test_owned, worker_cold, worker_shard, worker_shard_owned, ColdRating, Rating,
+    RatingFormat, RatingSet, TrainTest, WorkerShard,
 };
 pub use factors::Factors;
 pub use fast::{FastMf, PARALLEL_MIN_RATINGS};

@@ -4,8 +4,8 @@
 
 use super::app::MfSettings;
 use super::{
-    load_ratings, load_train_test, split_train_test_owned, synthetic_users, ColdRating, Rating,
-    RatingSet, SyntheticSpec,
+    load_ratings, load_train_test, owner_of, split_train_test_owned, synthetic_users, ColdRating,
+    Rating, RatingSet, SyntheticSpec,
 };
 use crate::error::AppError;
 use std::path::Path;
@@ -61,7 +61,7 @@ pub(super) fn load(
             let spec = synthetic_spec
                 .copied()
                 .unwrap_or_else(|| SyntheticSpec::default_builtin(seed));
-            let mine = |u: u32| owner.is_none_or(|(n, w)| u % n.max(1) == w);
+            let mine = |u: u32| owner.is_none_or(|(n, w)| owner_of(u, n) == w);
             let set = synthetic_users(&spec, crate::par::threads(), mine);
             Ok(split(set, Some(spec.noise_sigma)))
         }
