@@ -155,14 +155,11 @@ pub fn make_client_endpoint_with_stats(
     identity: &ClusterIdentity,
     opts: &EndpointOptions,
 ) -> Result<(quinn::Endpoint, Option<LinkStats>), TransportError> {
+    // Through `bind` even without a link: the endpoint's largest UDP payload is what this end
+    // advertises to its peers, so a client built with quinn's defaults (1472 bytes) held every
+    // pull reply to 1472-byte packets whatever the options said.
     let addr: SocketAddr = ([0, 0, 0, 0], 0).into();
-    let (mut endpoint, stats) = if opts.link.is_some() {
-        bind(addr, None, opts)?
-    } else {
-        let endpoint = quinn::Endpoint::client(addr)
-            .map_err(|source| TransportError::Bind { addr, source })?;
-        (endpoint, None)
-    };
+    let (mut endpoint, stats) = bind(addr, None, opts)?;
     endpoint.set_default_client_config(client_config(
         identity.client_config()?,
         Arc::new(opts.transport()),

@@ -1,0 +1,66 @@
+//! Both ends of a connection honour the packet size their options ask for, in both directions.
+//!
+//! A worker's endpoint is client-only; it once came from quinn's defaults, which advertise a
+//! 1472-byte largest UDP payload, so every pull reply a shard sent it went in 1472-byte packets
+//! even when both ends were tuned for 4096 (half the pull throughput on loopback).
+
+use ps_transport::{
+    connect, generate_cluster_certs, make_client_endpoint, make_endpoint, CertPaths,
+    ClusterIdentity, EndpointOptions, DEFAULT_SERVER_NAME,
+};
+use std::time::Duration;
+
+const REPLY: usize = 1 << 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_endpoint_receives_the_packet_size_its_options_ask_for() {
+    let opts = EndpointOptions::for_loopback();
+    assert!(opts.max_udp_payload > 1472, "the test needs large packets");
+    let certs = tempfile::tempdir().unwrap();
+    let names = vec!["server".to_string(), "client".to_string()];
+    generate_cluster_certs(certs.path(), &names, &[]).unwrap();
+    let id = |n: &str| ClusterIdentity::load(&CertPaths::in_dir(certs.path(), n)).unwrap();
+    let server = make_endpoint(([127, 0, 0, 1], 0).into(), &id("server"), &opts).unwrap();
+    let client = make_client_endpoint(&id("client"), &opts).unwrap();
+    let addr = server.local_addr().unwrap();
+
+    // The server answers one request with 1 MiB, then reports the packet size it could use.
+    let (mtu_tx, mtu_rx) = tokio::sync::oneshot::channel();
+    let accept = server.clone();
+    tokio::spawn(async move {
+        let conn = accept.accept().await.unwrap().await.unwrap();
+        let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+        recv.read_to_end(64).await.unwrap();
+        send.write_all(&vec![7u8; REPLY]).await.unwrap();
+        send.finish().unwrap();
+        let _ = send.stopped().await;
+        let _ = mtu_tx.send(conn.stats().path.current_mtu);
+    });
+
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let conn = connect(&client, addr, DEFAULT_SERVER_NAME).await.unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        send.write_all(b"pull").await.unwrap();
+        send.finish().unwrap();
+        let reply = recv.read_to_end(2 * REPLY).await.unwrap();
+        assert_eq!(reply.len(), REPLY);
+        let server_mtu = mtu_rx.await.unwrap();
+        let rx = conn.stats().udp_rx;
+        let mean = rx.bytes / rx.datagrams.max(1);
+        println!(
+            "server's packet size to the client {server_mtu}; client received {} datagrams, \
+             {mean} bytes each on average",
+            rx.datagrams
+        );
+        assert_eq!(
+            server_mtu, opts.max_udp_payload,
+            "the server could not send the client packets of the size both ends' options allow"
+        );
+        assert!(
+            mean > 1472,
+            "the reply arrived in packets of {mean} bytes on average"
+        );
+    })
+    .await
+    .expect("the exchange hung");
+}
