@@ -152,8 +152,8 @@ fn start_shard(certs: &Path, opts: &EndpointOptions, lanes: u32) -> Result<Shard
 
 fn options(label: &str) -> EndpointOptions {
     let mut loopback = EndpointOptions::for_loopback();
-    if let Some(m) = arg("--mtu").and_then(|m| m.parse().ok()) {
-        loopback.initial_mtu = m;
+    if let Some(m) = arg("--mtu").and_then(|m| m.parse::<u16>().ok()) {
+        loopback.initial_mtu = m.min(4096);
         loopback.max_udp_payload = m;
     }
     match label {

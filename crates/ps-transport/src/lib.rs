@@ -9,6 +9,7 @@
 mod endpoint;
 mod error;
 mod framing;
+mod gso;
 mod link;
 pub mod node;
 mod tls;
