@@ -289,12 +289,34 @@ pub struct NodeArgs {
     #[arg(long)]
     pub link: Option<ps_transport::LinkSpec>,
     #[command(flatten)]
+    pub packets: PacketArgs,
+    #[command(flatten)]
     pub tls: TlsArgs,
+}
+
+/// The packet-size ceiling of a node's QUIC endpoint.
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct PacketArgs {
+    /// Largest UDP payload path-MTU discovery may reach, in bytes: 8952 for a network of
+    /// 9000-byte jumbo frames. Default 1472 (Ethernet), 16384 when the coordinator is on loopback.
+    /// Discovery starts small and never goes past what the path carries.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1200..=65527))]
+    pub max_packet: Option<u16>,
+}
+
+impl PacketArgs {
+    /// `options` with this ceiling, if one was given.
+    pub fn apply(self, options: &mut ps_transport::EndpointOptions) {
+        if let Some(max) = self.max_packet {
+            options.max_udp_payload = max;
+            options.initial_mtu = options.initial_mtu.min(max);
+        }
+    }
 }
 
 impl NodeArgs {
     /// Endpoint options: loopback tuning when the coordinator is on loopback, the peer name to
-    /// check, and the emulated link if any.
+    /// check, the emulated link if any, and the packet-size ceiling if given.
     pub fn endpoint_options(&self) -> ps_transport::EndpointOptions {
         let mut options = if self.coordinator.ip().is_loopback() {
             ps_transport::EndpointOptions::for_loopback()
@@ -303,6 +325,7 @@ impl NodeArgs {
         };
         options.server_name = self.tls.server_name.clone();
         options.link = self.link;
+        self.packets.apply(&mut options);
         options
     }
 }
@@ -434,4 +457,39 @@ fn parse_pull_codec(s: &str) -> Result<ps_proto::codec::CodecChain, String> {
 pub enum ReadsArg {
     Fresh,
     Overlapped,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Node {
+        #[command(flatten)]
+        node: NodeArgs,
+    }
+
+    fn options(args: &[&str]) -> Result<ps_transport::EndpointOptions, clap::Error> {
+        let tls = ["--ca", "ca.pem", "--cert", "n.pem", "--key", "n.key"];
+        let all = ["node"].iter().chain(args).chain(&tls);
+        Node::try_parse_from(all).map(|n| n.node.endpoint_options())
+    }
+
+    #[test]
+    fn the_packet_ceiling_reaches_the_endpoint_and_only_when_given() {
+        let lan = options(&["--coordinator", "10.0.0.5:7000"]).unwrap();
+        assert_eq!(lan.max_udp_payload, 1472);
+        let jumbo = options(&["--coordinator", "10.0.0.5:7000", "--max-packet", "8952"]).unwrap();
+        assert_eq!((jumbo.initial_mtu, jumbo.max_udp_payload), (1200, 8952));
+        let loopback = options(&["--coordinator", "127.0.0.1:7000"]).unwrap();
+        assert_eq!(loopback.max_udp_payload, 16_384);
+        // Under loopback's 4096-byte start, the start comes down to the ceiling.
+        let low = options(&["--coordinator", "127.0.0.1:7000", "--max-packet", "2000"]).unwrap();
+        assert_eq!((low.initial_mtu, low.max_udp_payload), (2000, 2000));
+        for bad in ["1199", "65528", "big"] {
+            let e = options(&["--coordinator", "10.0.0.5:7000", "--max-packet", bad]);
+            assert!(e.is_err(), "--max-packet {bad} was taken");
+        }
+    }
 }

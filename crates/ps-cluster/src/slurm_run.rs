@@ -48,6 +48,8 @@ pub struct SlurmArgs {
     /// Compute device for workers: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    #[command(flatten)]
+    pub packets: crate::cli::PacketArgs,
     /// Serve Prometheus metrics at http://HOST:PORT+SLURM_LOCALID/metrics on every task (tasks
     /// on one node get consecutive ports).
     #[arg(long, help_heading = "Metrics")]
@@ -102,6 +104,7 @@ pub fn run_slurm(
             coordinator: coordinator_addr(&layout.coordinator_host, a.port, &env.nodes)?,
             id: Some(id),
             link: None,
+            packets: a.packets,
             tls: tls_in(&job_dir, layout.role),
             metrics: metrics_at(a.metrics_port, env.localid)?,
         })
