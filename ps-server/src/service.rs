@@ -242,12 +242,17 @@ async fn handle_pull(
         };
         (r, codec, s.id, raw)
     };
-    let payload = match payload {
-        Some(p) => p,
+    let (wire_id, payload) = match payload {
+        // Exact either way: rows that are mostly zero (LDA's word-topic counts) go as their
+        // nonzero entries.
+        Some(p) => match codec::exact_sparse_raw(&p) {
+            Some(sparse) => (codec::EXACT_SPARSE_WIRE_ID, sparse),
+            None => (codec.wire_id(), p),
+        },
         None => {
             let mut payload = Vec::new();
             codec::encode(&codec, &r.values, None, &mut payload)?;
-            payload
+            (codec.wire_id(), payload)
         }
     };
     let mut reply = FrameBuilder::pull_reply_encoded(
@@ -257,7 +262,7 @@ async fn handle_pull(
         r.worker_clock,
         h.width,
         &f.keys,
-        codec.wire_id(),
+        wire_id,
         payload,
     );
     // The reply names its keys the way the request did, never longer.

@@ -1,7 +1,8 @@
 //! Turns one table's updates of a clock into push frames, per shard, with the table's push codec.
 //! Pure: no I/O.
 //!
-//! A lossless chain (`raw`) sends the pending rows as they are. A lossy chain sends the pending
+//! A lossless chain (`raw`) sends the pending rows as they are (a frame's rows that are mostly
+//! zero as their nonzero entries, `codec::exact_sparse`). A lossy chain sends the pending
 //! rows plus the rows' residual (what earlier clocks did not send) and keeps what it does not
 //! send this time as the new residual: error feedback, so over any run of clocks
 //! `sent + residual = sum of updates`. The rows of one frame are one codec block; a top-k
@@ -71,7 +72,20 @@ pub fn encode_table(
         let values = &block.values[rows.start * w..rows.end * w];
         logical += raw_push_bytes(keys.len(), width);
         let mut frame = if lossless {
-            FrameBuilder::push(id, worker, clock, width, keys, values)
+            // Exact either way: mostly-zero rows (LDA's count deltas) go as their nonzero
+            // entries, the rest as raw f32.
+            match codec::exact_sparse(values) {
+                Some(p) => FrameBuilder::push_encoded(
+                    id,
+                    worker,
+                    clock,
+                    width,
+                    keys,
+                    codec::EXACT_SPARSE_WIRE_ID,
+                    p,
+                ),
+                None => FrameBuilder::push(id, worker, clock, width, keys, values),
+            }
         } else {
             let n = values.len();
             let current = chain.needs_current().then(|| {
@@ -250,6 +264,51 @@ mod tests {
         assert_eq!(sent(&out)[&60], vec![60.0; 4]);
         assert_eq!(cache.own_log[&7][0].keys.len(), 5);
         assert!(cache.residual.is_empty());
+    }
+
+    #[test]
+    fn mostly_zero_raw_rows_go_as_their_nonzero_entries_exactly() {
+        let mut spec = spec("raw");
+        spec.width = 1000;
+        let mut cache = TableCache::new(1000, true);
+        // LDA-like count deltas: a few cells of each row, one -0.0; and one dense row alone.
+        let keys: Vec<u64> = (0..30).collect();
+        let mut values = vec![0f32; 30 * 1000];
+        for r in 0..30 {
+            values[r * 1000 + (r * 37) % 1000] = r as f32 - 3.0;
+            values[r * 1000 + 999] = 1.0;
+        }
+        values[5 * 1000 + 1] = -0.0;
+        cache.pending.blocks.push(Block {
+            keys: keys.clone(),
+            values: values.clone(),
+        });
+        let mut out = vec![Vec::new()];
+        encode_table(&spec, &mut cache, 0, 2, false, 1 << 20, &mut out).unwrap();
+        let f = &out[0][0];
+        assert_eq!(
+            f.header.codec,
+            ps_proto::Codec::Encoded(codec::EXACT_SPARSE_WIRE_ID)
+        );
+        assert!(f.payload.len() < 1000, "{} bytes", f.payload.len());
+        let back = f.values().unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert!(
+            bits(&back) == bits(&values),
+            "the rows must come back bit for bit"
+        );
+        // The own log keeps what the shards apply, the same rows.
+        assert!(cache.own_log[&2][0].values == values);
+
+        let dense: Vec<f32> = (0..1000).map(|i| i as f32 + 0.5).collect();
+        cache.pending.blocks.push(Block {
+            keys: vec![40],
+            values: dense.clone(),
+        });
+        let mut out = vec![Vec::new()];
+        encode_table(&spec, &mut cache, 0, 3, false, 1 << 20, &mut out).unwrap();
+        assert_eq!(out[0][0].header.codec, ps_proto::Codec::RawF32);
+        assert_eq!(out[0][0].values().unwrap(), dense);
     }
 
     #[test]

@@ -65,6 +65,9 @@ fn local_lda_job_recovers_the_topics() {
     assert!(per_clock.first().unwrap() < per_clock.last().unwrap());
     assert!(f(&s, "tokens_per_s") > 0.0);
     assert_eq!(s["tokens"].as_u64(), Some(200_000));
+    // Raw pushes of count deltas go as their nonzero entries (1.0 when they went dense).
+    let ratio = f(&s, "push_compression_ratio");
+    assert!(ratio > 1.3, "push_compression_ratio {ratio}: {s}");
 }
 
 #[test]

@@ -33,14 +33,21 @@
 //!   * mode 2 (Rice): varint `m`, the Rice parameter, the Rice-coded gaps, then the values;
 //!   * mode 1 (dense): `n` values, zero where nothing was selected.
 //!
+//!   * mode 3 (runs): runs of consecutive indices, Rice coded (module `sparse`).
+//!
 //!   The encoder picks the smallest, so a sparse payload is never more than one byte over the
 //!   dense one.
+//!
+//! A lossless (`raw`) block that is mostly zero may travel as sparse f32 (`0x11`) instead of
+//! `1`: [`exact_sparse`] (module `exact`) keeps every entry whose bits are not zero, so nothing
+//! changes but the size.
 //!
 //! Decoding checks everything (lengths exact, no trailing bytes, indices in range and strictly
 //! increasing, canonical varints, zero padding, codes and scales a quantizer makes) and
 //! allocates no more than the payload's size justifies.
 
 mod chain;
+mod exact;
 mod feedback;
 mod format;
 mod keycache;
@@ -50,6 +57,7 @@ mod sparse;
 mod varint;
 
 pub use chain::{wire_format, CodecChain, Selector, WIRE_SPARSE};
+pub use exact::{exact_sparse, exact_sparse_raw, EXACT_SPARSE_WIRE_ID};
 pub use feedback::ErrorFeedback;
 pub use format::ValueFormat;
 pub use keycache::{
@@ -83,8 +91,14 @@ impl Decoded {
                 v.len()
             ))),
             Decoded::Sparse { indices, values } => {
+                check_sparse(n, &indices, &values)?;
+                // The first value at an index is stored, not added to zero, so the block comes
+                // back bit for bit (0.0 + -0.0 would be +0.0); a repeated index adds.
                 let mut out = vec![0f32; n];
-                apply_sparse_add(&mut out, &indices, &values)?;
+                for (&i, &v) in indices.iter().zip(&values) {
+                    let o = &mut out[i as usize];
+                    *o = if o.to_bits() == 0 { v } else { *o + v };
+                }
                 Ok(out)
             }
         }
@@ -118,6 +132,15 @@ pub fn apply_sparse_add(
     indices: &[u32],
     values: &[f32],
 ) -> Result<(), ProtoError> {
+    check_sparse(dst.len(), indices, values)?;
+    for (&i, &v) in indices.iter().zip(values) {
+        dst[i as usize] += v;
+    }
+    Ok(())
+}
+
+/// As many values as indices, every index below `n`.
+fn check_sparse(n: usize, indices: &[u32], values: &[f32]) -> Result<(), ProtoError> {
     if indices.len() != values.len() {
         return Err(ProtoError::Malformed(format!(
             "{} indices but {} values",
@@ -126,14 +149,10 @@ pub fn apply_sparse_add(
         )));
     }
     let max = indices.iter().copied().fold(0u32, u32::max);
-    if !indices.is_empty() && max as usize >= dst.len() {
+    if !indices.is_empty() && max as usize >= n {
         return Err(ProtoError::Malformed(format!(
-            "sparse index {max} out of range for a block of {}",
-            dst.len()
+            "sparse index {max} out of range for a block of {n}"
         )));
-    }
-    for (&i, &v) in indices.iter().zip(values) {
-        dst[i as usize] += v;
     }
     Ok(())
 }
@@ -309,7 +328,7 @@ pub fn encode_selection(
 
 /// Writes the layout and values of a checked selection; returns (where the values start,
 /// whether they are all `n` entries).
-fn write_selection(
+pub(crate) fn write_selection(
     format: ValueFormat,
     n: usize,
     sel: &[u32],

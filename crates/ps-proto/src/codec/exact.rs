@@ -1,0 +1,154 @@
+//! Exact sparse payloads for lossless blocks that are mostly zero.
+//!
+//! A `raw` (lossless) push or pull reply of a model whose rows are mostly zero (LDA's count
+//! deltas and word-topic rows at large K, sparse gradients) still costs 4 bytes a value. Where
+//! that is so, the sender may send the block as the sparse f32 payload ([`EXACT_SPARSE_WIRE_ID`])
+//! of every entry whose bits are not all zero: -0.0, NaN and every other value travel as they
+//! are, so a receiver that densifies gets back the same bits, and one that adds the block
+//! (`Decoded::add_to`) skips only `+0.0`s. Nothing is dropped and no residual is kept.
+//!
+//! [`exact_sparse`] decides from a sample of the block first, so dense blocks (MF factors, MLP
+//! weights) cost a few hundred loads, not a scan.
+
+use super::format::ValueFormat;
+use super::{write_selection, WIRE_SPARSE};
+
+/// The wire id of an exact sparse payload: sparse f32 (`0x11`).
+pub const EXACT_SPARSE_WIRE_ID: u16 = WIRE_SPARSE | 1;
+
+/// Entries sampled before a block is scanned.
+const SAMPLE: usize = 256;
+
+/// A block is sent sparse only when that saves at least this fraction of its raw bytes.
+const MIN_SAVING: f64 = 0.25;
+
+/// The exact sparse payload of `values`, when it is at most 3/4 of the raw payload
+/// (`4 * values.len()` bytes); `None` when the block should go raw. Decoding it with
+/// [`super::decode`] (`EXACT_SPARSE_WIRE_ID`, `values.len()`) and densifying gives `values`
+/// back bit for bit.
+pub fn exact_sparse(values: &[f32]) -> Option<Vec<u8>> {
+    sparsify(values.len(), |i| values[i].to_bits())
+}
+
+/// [`exact_sparse`] of a raw f32 payload (little-endian bytes, as a `raw` frame carries them);
+/// `None` also when the length is not a whole number of values.
+pub fn exact_sparse_raw(payload: &[u8]) -> Option<Vec<u8>> {
+    if !payload.len().is_multiple_of(4) {
+        return None;
+    }
+    sparsify(payload.len() / 4, |i| {
+        let b = &payload[4 * i..4 * i + 4];
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    })
+}
+
+/// The decision and the encoding, over the bits of `n` values.
+fn sparsify(n: usize, bits: impl Fn(usize) -> u32) -> Option<Vec<u8>> {
+    if n == 0 || n as u64 > u64::from(u32::MAX) {
+        return None;
+    }
+    let raw = 4 * n;
+    // Each kept entry costs its 4 value bytes and at least a bit of index.
+    let most = ((1.0 - MIN_SAVING) * n as f64) as usize;
+    let stride = (n / SAMPLE).max(1);
+    let sampled = (0..n).step_by(stride).count();
+    let sampled_nonzero = (0..n).step_by(stride).filter(|&i| bits(i) != 0).count();
+    if sampled_nonzero as f64 > (1.0 - MIN_SAVING) * sampled as f64 {
+        return None;
+    }
+    let mut sel: Vec<u32> = Vec::new();
+    let mut kept: Vec<f32> = Vec::new();
+    for i in 0..n {
+        let b = bits(i);
+        if b != 0 {
+            if sel.len() == most {
+                return None;
+            }
+            sel.push(i as u32);
+            kept.push(f32::from_bits(b));
+        }
+    }
+    let mut out = Vec::new();
+    write_selection(ValueFormat::F32, n, &sel, &kept, &mut out);
+    (out.len() as f64 <= (1.0 - MIN_SAVING) * raw as f64).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{decode, Decoded};
+
+    fn back(payload: &[u8], n: usize) -> Vec<f32> {
+        decode(EXACT_SPARSE_WIRE_ID, payload, n)
+            .unwrap()
+            .into_dense(n)
+            .unwrap()
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    #[test]
+    fn mostly_zero_blocks_go_sparse_and_come_back_bit_for_bit() {
+        let n = 10_000;
+        let mut v = vec![0f32; n];
+        v[0] = 3.0;
+        v[17] = -0.0;
+        v[18] = f32::NAN;
+        v[4_000] = -1e-30;
+        v[n - 1] = f32::INFINITY;
+        for i in (100..n).step_by(97) {
+            v[i] = i as f32;
+        }
+        let p = exact_sparse(&v).expect("1% nonzero must go sparse");
+        assert!(p.len() < 4 * n / 10, "{} bytes for {n} values", p.len());
+        assert!(exact_sparse_raw(&crate::encode_f32s(&v)) == Some(p.clone()));
+        assert!(exact_sparse_raw(&[0, 0, 0]).is_none());
+        assert!(bits(&back(&p, n)) == bits(&v), "not bit for bit");
+        // Added onto a block, only +0.0 entries are skipped.
+        let mut dst = vec![1f32; n];
+        decode(EXACT_SPARSE_WIRE_ID, &p, n)
+            .unwrap()
+            .add_to(&mut dst)
+            .unwrap();
+        assert_eq!(dst[1], 1.0);
+        assert_eq!(dst[0], 4.0);
+        assert!(dst[18].is_nan());
+    }
+
+    #[test]
+    fn dense_blocks_stay_raw() {
+        let v: Vec<f32> = (0..100_000).map(|i| i as f32 * 0.5 + 1.0).collect();
+        assert!(exact_sparse(&v).is_none());
+        assert!(exact_sparse(&[]).is_none());
+        assert!(exact_sparse(&[1.0]).is_none());
+        // Nine in ten nonzero: sparse would save too little once the indices are counted.
+        let most: Vec<f32> = (0..4096).map(|i| (i % 10) as f32).collect();
+        assert!(exact_sparse(&most).is_none());
+        // Half nonzero, alternating: the runs cost about a bit each, so it saves almost half.
+        let half: Vec<f32> = (0..4096).map(|i| (i % 2) as f32).collect();
+        let p = exact_sparse(&half).unwrap();
+        assert!(p.len() < 4096 * 4 * 6 / 10, "{} bytes", p.len());
+        assert!(back(&p, 4096) == half);
+    }
+
+    #[test]
+    fn a_sample_that_misses_the_nonzeros_still_decides_by_the_full_count() {
+        // Every sampled position is zero, every other one is not: the scan gives up.
+        let n = 256 * 64;
+        let v: Vec<f32> = (0..n)
+            .map(|i| if i % 64 == 0 { 0.0 } else { 1.0 })
+            .collect();
+        assert!(exact_sparse(&v).is_none());
+        // And an all-zero block is a few bytes.
+        let z = vec![0f32; n];
+        let p = exact_sparse(&z).unwrap();
+        assert!(p.len() <= 4, "{} bytes", p.len());
+        assert!(back(&p, n) == z);
+        assert!(matches!(
+            decode(EXACT_SPARSE_WIRE_ID, &p, n).unwrap(),
+            Decoded::Sparse { .. }
+        ));
+    }
+}
