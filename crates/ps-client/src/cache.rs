@@ -2,7 +2,8 @@
 //! of the current clock, and the log of the worker's own updates that shards may not have applied
 //! yet. Pure bookkeeping: no I/O.
 
-use crate::pending::{add, Block, Pending};
+use crate::entries::Sent;
+use crate::pending::{add, Pending};
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, Clone)]
@@ -24,7 +25,7 @@ pub struct TableCache {
     pub pending: Pending,
     /// Own updates already sent (as the shards will decode them), by clock, until every shard has
     /// applied them. Kept only when `overlay` is on.
-    pub own_log: BTreeMap<u64, Vec<Block>>,
+    pub own_log: BTreeMap<u64, Vec<Sent>>,
     /// What a lossy push codec has not sent yet, per row (error feedback). Part of this
     /// worker's own updates: it goes out with a later clock.
     pub residual: HashMap<u64, Vec<f32>>,
@@ -111,14 +112,14 @@ impl TableCache {
                         || !(self.residual.contains_key(k)
                             || self.pending.touches(*k)
                             || self.own_log.range(c.own_clock..).any(|(_, blocks)| {
-                                blocks.iter().any(|b| b.keys.binary_search(k).is_ok())
+                                blocks.iter().any(|b| b.keys().binary_search(k).is_ok())
                             })))
             })
         })
     }
 
     /// Logs what clock `clock` sent, as the shards will apply it, for read-my-writes.
-    pub fn log_sent(&mut self, clock: u64, sent: Vec<Block>) {
+    pub fn log_sent(&mut self, clock: u64, sent: Vec<Sent>) {
         if self.overlay && sent.iter().any(|b| !b.is_empty()) {
             self.own_log.insert(clock, sent);
         }
@@ -160,11 +161,11 @@ mod tests {
         }
     }
 
-    fn block(key: u64, values: Vec<f32>) -> Vec<Block> {
-        vec![Block {
+    fn block(key: u64, values: Vec<f32>) -> Vec<Sent> {
+        vec![Sent::Rows(crate::pending::Block {
             keys: vec![key],
             values,
-        }]
+        })]
     }
 
     #[test]
@@ -184,6 +185,20 @@ mod tests {
         t.compose(3, &mut out);
         assert_eq!(out, vec![2.5, 3.5]);
         assert!(!t.compose(4, &mut out));
+        // Entries are logged and folded like rows.
+        let e = crate::entries::Entries {
+            keys: vec![3],
+            at: vec![1],
+            values: vec![10.0],
+        };
+        t.own_log.insert(2, vec![Sent::Entries(e)]);
+        out.clear();
+        t.compose(3, &mut out);
+        assert_eq!(out, vec![2.5, 13.5]);
+        assert!(!t.serves_as_is(&[3], 0));
+        t.fold_acknowledged(|_| 3, 3);
+        assert!(t.own_log.is_empty());
+        assert_eq!(t.rows[&3].values, vec![2.0, 13.0]);
     }
 
     #[test]

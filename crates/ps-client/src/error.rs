@@ -16,7 +16,9 @@ pub enum ClientError {
     WrongLength { table: u32, got: usize, width: u32 },
     #[error("table {table}: rows must be sorted and distinct")]
     Unsorted { table: u32 },
-    #[error("table {table}: rows updated both in an encoded block and otherwise in one clock")]
+    #[error("table {table}: bad entries: {reason}")]
+    BadEntries { table: u32, reason: String },
+    #[error("table {table}: rows updated both in an encoded block or entries and otherwise in one clock")]
     Overlap { table: u32 },
     #[error("table {table}: an encoded block of wire codec {got}, but the table's pushes are encoded as {accepts}")]
     CodecNotAccepted {

@@ -6,7 +6,8 @@
 //! - [`PsClient`] and its [`Table`] handles: `read_row(s)`, reads streamed into a caller's sink
 //!   shard by shard as replies arrive (`read_into`), asynchronous pulls (`pull_async`, `wait`),
 //!   updates by cell (`inc`), row (`inc_row`), batch (`push`, `push_owned`), in place
-//!   (`rows_mut`) or already encoded (`push_encoded`), `clock`, and the dense `push_pull` of
+//!   (`rows_mut`), as sparse entries of wide rows (`push_entries`) or already encoded
+//!   (`push_encoded`), `clock`, and the dense `push_pull` of
 //!   model averaging; all under the SSP contract of DESIGN.md: a row cache tagged with the
 //!   clocks it is complete through, read-my-writes through a log of the worker's own
 //!   unacknowledged updates, updates pushed by background tasks so compute never waits on a
@@ -23,6 +24,7 @@
 mod cache;
 mod client;
 mod clock;
+mod entries;
 mod error;
 mod keys;
 mod links;

@@ -1,11 +1,13 @@
 //! One table's updates of the current clock, as the caller handed them over: dense blocks of
 //! rows (a batch push, or rows the caller wrote in place), single cells and rows (`inc`,
-//! `inc_row`), and blocks the caller encoded itself. Pure bookkeeping: no I/O.
+//! `inc_row`), sparse entries of rows (`push_entries`), and blocks the caller encoded itself.
+//! Pure bookkeeping: no I/O.
 //!
 //! A block is kept as given so that, in the usual case of one block per table per clock, its
 //! values go from the caller's buffer into the push frames with one copy; blocks that share
 //! keys, or single increments, are merged first.
 
+use crate::entries::Entries;
 use std::collections::HashMap;
 
 /// Rows of one table: `keys` sorted and distinct, `values` row-major (`keys.len() * width`).
@@ -50,6 +52,8 @@ pub struct Pending {
     pub blocks: Vec<Block>,
     pub singles: HashMap<u64, Vec<f32>>,
     pub encoded: Vec<EncodedBlock>,
+    /// Sparse entries of rows (tables with a lossless push codec only): sent as they are.
+    pub entries: Vec<Entries>,
 }
 
 pub fn add(dst: &mut [f32], src: &[f32]) {
@@ -61,7 +65,10 @@ pub fn add(dst: &mut [f32], src: &[f32]) {
 impl Pending {
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
-        self.blocks.is_empty() && self.singles.is_empty() && self.encoded.is_empty()
+        self.blocks.is_empty()
+            && self.singles.is_empty()
+            && self.encoded.is_empty()
+            && self.entries.is_empty()
     }
 
     /// Adds this clock's updates of `key` into `out` (read-my-writes within the clock).
@@ -77,6 +84,9 @@ impl Pending {
                 d.add_row_to(key, width, out);
             }
         }
+        for e in &self.entries {
+            e.add_row_to(key, width, out);
+        }
     }
 
     /// Whether some update of this clock touches `key`.
@@ -89,11 +99,17 @@ impl Pending {
                 .encoded
                 .iter()
                 .any(|e| e.keys.binary_search(&key).is_ok())
+            || self
+                .entries
+                .iter()
+                .any(|e| e.keys.binary_search(&key).is_ok())
     }
 
-    /// Whether some encoded block of this clock carries one of `keys` (sorted).
+    /// Whether some block of this clock that goes out as it is (encoded, or entries) carries
+    /// one of `keys` (sorted).
     pub fn encoded_overlaps(&self, keys: &[u64]) -> bool {
         self.encoded.iter().any(|e| sorted_overlap(&e.keys, keys))
+            || self.entries.iter().any(|e| sorted_overlap(&e.keys, keys))
     }
 
     /// Whether some dense update of this clock touches one of `keys` (sorted).
@@ -199,10 +215,17 @@ mod tests {
             payload: Vec::new(),
             decoded: Some(block(&[3], 4.0)),
         });
+        p.entries.push(Entries {
+            keys: vec![3, 6],
+            at: vec![1, 2],
+            values: vec![0.5, 9.0],
+        });
         let mut out = [0.0, 0.0];
         p.add_row_to(3, 2, &mut out);
-        assert_eq!(out, [5.0, 7.0]);
+        assert_eq!(out, [5.0, 7.5]);
         assert!(p.encoded_overlaps(&[1, 3]));
+        assert!(p.encoded_overlaps(&[6]));
+        assert!(p.touches(6));
         assert!(!p.encoded_overlaps(&[4]));
         assert!(p.dense_overlaps(&[3]));
     }

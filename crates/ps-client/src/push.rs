@@ -9,8 +9,9 @@
 //! fraction is of that block.
 
 use crate::cache::TableCache;
+use crate::entries::{Entries, Sent};
 use crate::pending::Block;
-use ps_proto::codec::{self, ErrorFeedback};
+use ps_proto::codec::{self, ErrorFeedback, ValueFormat};
 use ps_proto::push_plan::{chain_at, push_blocks, rows_per_frame};
 use ps_proto::{Frame, FrameBuilder, ProtoError, PushBlock, ShardMap, TableSpec, HEADER_LEN};
 use std::collections::HashMap;
@@ -46,7 +47,7 @@ pub fn encode_table(
     let lossless = spec.push_codec.is_lossless();
     let per_frame = rows_per_frame(width, max_body);
     let mut logical = 0u64;
-    let mut sent_log: Vec<Block> = Vec::new();
+    let mut sent_log: Vec<Sent> = Vec::new();
 
     for e in std::mem::take(&mut cache.pending.encoded) {
         logical += raw_push_bytes(e.keys.len(), width);
@@ -55,7 +56,22 @@ pub fn encode_table(
             FrameBuilder::push_encoded(id, worker, clock, width, &e.keys, e.wire_id, e.payload);
         frame.compact_keys();
         out[s as usize].push(frame);
-        sent_log.extend(e.decoded);
+        sent_log.extend(e.decoded.map(Sent::Rows));
+    }
+
+    for e in std::mem::take(&mut cache.pending.entries) {
+        if lossless {
+            // One byte of slack: a sparse payload may be one byte over the raw rows.
+            let per = rows_per_frame(width, max_body.saturating_sub(1));
+            logical += entries_frames(&e, spec, worker, clock, per, out)?;
+            if cache.overlay {
+                sent_log.push(Sent::Entries(e));
+            }
+        } else {
+            // Only lossless tables take entries (`Table::push_entries`); a lossy chain
+            // selects from the dense rows.
+            cache.pending.blocks.push(e.to_block(w));
+        }
     }
 
     if chain.momentum > 0.0 {
@@ -111,10 +127,10 @@ pub fn encode_table(
                 let sent = codec::decode(chain.wire_id(), &payload, n)?.into_dense(n)?;
                 mask_velocity(&mut cache.velocity, keys, &sent, w);
                 if cache.overlay {
-                    sent_log.push(Block {
+                    sent_log.push(Sent::Rows(Block {
                         keys: keys.to_vec(),
                         values: sent,
-                    });
+                    }));
                 }
             }
             FrameBuilder::push_encoded(id, worker, clock, width, keys, chain.wire_id(), payload)
@@ -123,9 +139,53 @@ pub fn encode_table(
         out[s as usize].push(frame);
     }
     if lossless && cache.overlay && !block.is_empty() {
-        sent_log.push(block);
+        sent_log.push(Sent::Rows(block));
     }
     cache.log_sent(clock, sent_log);
+    Ok(logical)
+}
+
+/// Appends the frames of entries `e` of table `spec` (exact sparse f32, at most `per_frame` rows
+/// each, per shard) to `out[shard]`; returns their raw f32 size.
+fn entries_frames(
+    e: &Entries,
+    spec: &TableSpec,
+    worker: u32,
+    clock: u64,
+    per_frame: usize,
+    out: &mut [Vec<Frame>],
+) -> Result<u64, ProtoError> {
+    let w = spec.width as usize;
+    let mut logical = 0u64;
+    for PushBlock { shard, rows } in push_blocks(&e.keys, spec.rows, out.len() as u32, per_frame) {
+        let keys = &e.keys[rows.clone()];
+        let span = e.span(rows.clone(), w);
+        let first = (rows.start * w) as u64;
+        let sel: Vec<u32> = e.at[span.clone()]
+            .iter()
+            .map(|&p| (p - first) as u32)
+            .collect();
+        let mut payload = Vec::new();
+        codec::encode_selection(
+            ValueFormat::F32,
+            keys.len() * w,
+            &sel,
+            &e.values[span],
+            &mut payload,
+        )?;
+        logical += raw_push_bytes(keys.len(), spec.width);
+        let mut frame = FrameBuilder::push_encoded(
+            spec.id,
+            worker,
+            clock,
+            spec.width,
+            keys,
+            codec::EXACT_SPARSE_WIRE_ID,
+            payload,
+        );
+        frame.compact_keys();
+        out[shard as usize].push(frame);
+    }
     Ok(logical)
 }
 
@@ -212,7 +272,7 @@ mod tests_support {
             .own_log
             .values()
             .flatten()
-            .flat_map(|b| b.values.iter())
+            .flat_map(|b| b.values().iter())
             .sum()
     }
 
@@ -262,7 +322,7 @@ mod tests {
             assert_eq!(frames[0].header.aux, 1);
         }
         assert_eq!(sent(&out)[&60], vec![60.0; 4]);
-        assert_eq!(cache.own_log[&7][0].keys.len(), 5);
+        assert_eq!(cache.own_log[&7][0].keys().len(), 5);
         assert!(cache.residual.is_empty());
     }
 
@@ -298,7 +358,7 @@ mod tests {
             "the rows must come back bit for bit"
         );
         // The own log keeps what the shards apply, the same rows.
-        assert!(cache.own_log[&2][0].values == values);
+        assert!(cache.own_log[&2][0].values() == values);
 
         let dense: Vec<f32> = (0..1000).map(|i| i as f32 + 0.5).collect();
         cache.pending.blocks.push(Block {

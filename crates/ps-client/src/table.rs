@@ -1,8 +1,10 @@
 //! `Table`: a handle on one table of a [`PsClient`]: reads under the table's staleness (whole,
 //! streamed into a sink, or started without waiting), and this clock's updates (cells, rows,
-//! batches of rows, rows written in place, or blocks the caller encoded itself).
+//! batches of rows, rows written in place, sparse entries of rows, or blocks the caller encoded
+//! itself).
 
 use crate::client::PsClient;
+use crate::entries::Entries;
 use crate::error::ClientError;
 use crate::pending::{strictly_sorted, Block, EncodedBlock};
 use crate::read::PullTicket;
@@ -237,6 +239,38 @@ impl Table<'_> {
         self.check_len(keys.len(), values.len())?;
         let t = self.client.state_mut(self.id)?;
         t.cache.pending.blocks.push(Block { keys, values });
+        Ok(())
+    }
+
+    /// Adds a sparse update of the rows `keys` (sorted, distinct): `values[j]` at position
+    /// `at[j]` (strictly increasing) of their `keys.len() * width` block, row-major, zero
+    /// elsewhere. The same update as [`Table::push`] of that block; on a table whose push codec
+    /// is lossless (`raw`) it travels as its entries (exact sparse f32 frames) and stays sparse
+    /// in the own log, so no dense block is ever made; a lossy codec selects from the dense
+    /// rows. The keys must not be updated otherwise in this clock. Nothing changes if the call
+    /// fails.
+    pub fn push_entries(
+        &mut self,
+        keys: Vec<u64>,
+        at: Vec<u64>,
+        values: Vec<f32>,
+    ) -> Result<(), ClientError> {
+        let table = self.id;
+        let width = self.width() as usize;
+        let e = Entries { keys, at, values };
+        e.check(width)
+            .map_err(|reason| ClientError::BadEntries { table, reason })?;
+        self.check_batch(&e.keys)?;
+        let lossless = self.spec().push_codec.is_lossless();
+        let t = self.client.state_mut(table)?;
+        if t.cache.pending.dense_overlaps(&e.keys) {
+            return Err(ClientError::Overlap { table });
+        }
+        if lossless {
+            t.cache.pending.entries.push(e);
+        } else {
+            t.cache.pending.blocks.push(e.to_block(width));
+        }
         Ok(())
     }
 

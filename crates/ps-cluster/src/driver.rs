@@ -107,6 +107,19 @@ impl DeltaSink for ClientSink<'_> {
         self.0.rows_mut(table, keys).map_err(|e| refused(table, e))
     }
 
+    fn entries(
+        &mut self,
+        table: u32,
+        keys: &[u64],
+        at: &[u64],
+        values: &[f32],
+    ) -> Result<(), SinkError> {
+        self.0
+            .table(table)
+            .and_then(|mut t| t.push_entries(keys.to_vec(), at.to_vec(), values.to_vec()))
+            .map_err(|e| refused(table, e))
+    }
+
     fn encoded(
         &mut self,
         table: u32,

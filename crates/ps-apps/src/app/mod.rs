@@ -126,6 +126,46 @@ pub trait DeltaSink {
     /// `keys.len() * width` values row-major: what the session writes there is pushed.
     fn rows(&mut self, table: u32, keys: &[u64]) -> Result<&mut [f32], SinkError>;
 
+    /// This clock's update of `keys` (sorted, distinct) of `table` as entries of their
+    /// `keys.len() * width` block (row-major): `values[j]` at position `at[j]`, the positions
+    /// strictly increasing, zero elsewhere. The same update as writing them into
+    /// [`DeltaSink::rows`]'s buffer, which is what this default does; a sink may keep it sparse
+    /// (the worker library does on lossless tables, so no dense block is ever made). Nothing is
+    /// written if the entries are bad.
+    fn entries(
+        &mut self,
+        table: u32,
+        keys: &[u64],
+        at: &[u64],
+        values: &[f32],
+    ) -> Result<(), SinkError> {
+        let bad = |reason: String| SinkError { table, reason };
+        if at.len() != values.len() {
+            return Err(bad(format!(
+                "{} positions but {} values",
+                at.len(),
+                values.len()
+            )));
+        }
+        if let Some(p) = at.windows(2).find(|p| p[0] >= p[1]) {
+            return Err(bad(format!(
+                "positions must be strictly increasing: {} then {}",
+                p[0], p[1]
+            )));
+        }
+        let rows = self.rows(table, keys)?;
+        if let Some(&last) = at.last().filter(|&&p| p >= rows.len() as u64) {
+            return Err(bad(format!(
+                "position {last} outside the {} values of the rows",
+                rows.len()
+            )));
+        }
+        for (&p, &v) in at.iter().zip(values) {
+            rows[p as usize] += v;
+        }
+        Ok(())
+    }
+
     /// An update the session encoded itself with the table's push codec (see
     /// `ps_proto::codec`): `payload` encodes the rows of `keys` (sorted, distinct, on one shard)
     /// as one block.
@@ -397,5 +437,44 @@ impl Inbox {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows of width 3, zero, handed out once.
+    struct Rows(Vec<f32>);
+
+    impl DeltaSink for Rows {
+        fn rows(&mut self, _table: u32, keys: &[u64]) -> Result<&mut [f32], SinkError> {
+            self.0 = vec![0.0; keys.len() * 3];
+            Ok(&mut self.0)
+        }
+
+        fn encoded(&mut self, table: u32, _: &[u64], _: u16, _: Vec<u8>) -> Result<(), SinkError> {
+            Err(SinkError {
+                table,
+                reason: "not here".into(),
+            })
+        }
+    }
+
+    #[test]
+    fn entries_by_default_are_written_into_the_rows_or_refused_whole() {
+        let mut s = Rows(Vec::new());
+        s.entries(1, &[4, 9], &[1, 5], &[2.0, -1.0]).unwrap();
+        assert_eq!(s.0, vec![0.0, 2.0, 0.0, 0.0, 0.0, -1.0]);
+        for (at, values, why) in [
+            (&[1u64, 1][..], &[1.0f32, 1.0][..], "strictly increasing"),
+            (&[6][..], &[1.0][..], "outside"),
+            (&[0][..], &[][..], "1 positions but 0 values"),
+        ] {
+            let mut s = Rows(Vec::new());
+            let e = s.entries(1, &[4, 9], at, values).unwrap_err();
+            assert!(e.reason.contains(why), "{}", e.reason);
+            assert!(s.0.iter().all(|&v| v == 0.0));
+        }
     }
 }

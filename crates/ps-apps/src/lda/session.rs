@@ -21,7 +21,7 @@ use super::{
 };
 use crate::app::flags;
 use crate::app::{DeltaSink, Inbox, Outcome, Session, TableRows, Traffic, WorkerContext};
-use crate::error::AppError;
+use crate::error::{AppError, ComputeError};
 use std::time::Instant;
 
 /// Where the sweeps run.
@@ -131,18 +131,32 @@ impl LdaSession {
         self.hyper.topics as usize
     }
 
-    /// A sweep's (or the initial) count changes: the changed words' rows and the totals row.
+    /// A sweep's (or the initial) count changes: the changed words' rows, as entries (a few
+    /// topics of each row change; the rows stay sparse all the way to the wire), and the
+    /// totals row.
     fn write(&self, delta: &LdaDelta, out: &mut dyn DeltaSink) -> Result<(), AppError> {
-        let k = self.k();
-        let mut touched: Vec<u64> = delta.entries.iter().map(|e| u64::from(e.0)).collect();
-        touched.sort_unstable();
-        touched.dedup();
-        if !touched.is_empty() {
-            let rows = out.rows(WORD_TOPIC, &touched)?;
-            for &(w, t, c) in &delta.entries {
-                let i = touched.binary_search(&u64::from(w)).unwrap_or(0);
-                rows[i * k + t as usize] += c as f32;
+        let k = self.k() as u64;
+        // A topic past K would land in the next row unnoticed.
+        if let Some(&(w, t, _)) = delta.entries.iter().find(|e| u64::from(e.1) >= k) {
+            return Err(ComputeError {
+                engine: "lda",
+                message: format!("the delta names topic {t} of word {w}, outside the {k} topics"),
             }
+            .into());
+        }
+        let entries = sorted_entries(&delta.entries);
+        let mut touched: Vec<u64> = Vec::new();
+        let mut at = Vec::with_capacity(entries.len());
+        let mut values = Vec::with_capacity(entries.len());
+        for &(w, t, c) in entries.iter() {
+            if touched.last() != Some(&u64::from(w)) {
+                touched.push(u64::from(w));
+            }
+            at.push((touched.len() as u64 - 1) * k + u64::from(t));
+            values.push(c as f32);
+        }
+        if !touched.is_empty() {
+            out.entries(WORD_TOPIC, &touched, &at, &values)?;
         }
         if delta.totals.iter().any(|&c| c != 0) {
             let row = out.rows(TOTALS, &[0])?;
@@ -165,6 +179,28 @@ impl LdaSession {
             }
         }
     }
+}
+
+/// `entries` sorted by (word, topic) with each pair once and no zero change, as the engines
+/// give them (borrowed); otherwise a sorted, merged copy.
+fn sorted_entries(entries: &[(u32, u32, i32)]) -> std::borrow::Cow<'_, [(u32, u32, i32)]> {
+    let strictly_sorted = entries
+        .windows(2)
+        .all(|p| (p[0].0, p[0].1) < (p[1].0, p[1].1));
+    if strictly_sorted && entries.iter().all(|e| e.2 != 0) {
+        return std::borrow::Cow::Borrowed(entries);
+    }
+    let mut v = entries.to_vec();
+    v.sort_unstable_by_key(|e| (e.0, e.1));
+    let mut merged: Vec<(u32, u32, i32)> = Vec::with_capacity(v.len());
+    for (w, t, c) in v {
+        match merged.last_mut() {
+            Some(last) if (last.0, last.1) == (w, t) => last.2 += c,
+            _ => merged.push((w, t, c)),
+        }
+    }
+    merged.retain(|e| e.2 != 0);
+    std::borrow::Cow::Owned(merged)
 }
 
 impl Session<LdaApp> for LdaSession {
@@ -357,5 +393,20 @@ impl Session<LdaApp> for LdaSession {
             },
             facts,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sorted_entries;
+    use std::borrow::Cow;
+
+    #[test]
+    fn engine_deltas_pass_as_they_are_and_others_are_sorted_and_merged() {
+        let good = [(1, 0, 2), (1, 3, -1), (4, 2, 5)];
+        assert!(matches!(sorted_entries(&good), Cow::Borrowed(_)));
+        let messy = [(4, 2, 5), (1, 3, -1), (1, 0, 2), (1, 3, 1), (2, 2, 0)];
+        assert_eq!(sorted_entries(&messy).as_ref(), &[(1, 0, 2), (4, 2, 5)]);
+        assert!(sorted_entries(&[]).is_empty());
     }
 }

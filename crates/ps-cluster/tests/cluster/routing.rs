@@ -142,3 +142,70 @@ fn compressed_pushes_and_cached_keys_lose_nothing() {
         );
     }
 }
+
+/// Sparse entries of wide rows (LDA's count deltas) go to the shards as their entries: reads
+/// see them at once (read-my-writes, from the pending update and then the own log), the shards
+/// hold exactly the dense equivalent, and the pushes and pull replies are a small fraction of
+/// the rows' raw bytes. Bad entries and overlapping updates are refused, changing nothing.
+#[test]
+fn sparse_entries_of_wide_rows_travel_as_entries_and_read_back() {
+    const W: u64 = 1000;
+    let cluster = TestCluster::start(2, 1, vec![table(5, 60, W as u32, Some(0))], false);
+    let mut client = cluster.client(0, 1);
+    let keys: Vec<u64> = (0..60).step_by(2).collect();
+    // Row keys[i] gets i + 1 at column 7 i (mod W), and -2 at column W - 1.
+    let mut at = Vec::new();
+    let mut values = Vec::new();
+    for i in 0..keys.len() as u64 {
+        at.extend([i * W + (7 * i) % W, i * W + W - 1]);
+        values.extend([i as f32 + 1.0, -2.0]);
+    }
+    let mut dense = vec![0f32; 60 * W as usize];
+    for (j, &p) in at.iter().enumerate() {
+        dense[(keys[(p / W) as usize] * W + p % W) as usize] += values[j];
+    }
+    let mut t = client.table(5).unwrap();
+    let err = t
+        .push_entries(keys.clone(), vec![5, 3], vec![1.0, 1.0])
+        .unwrap_err();
+    assert!(err.to_string().contains("strictly increasing"), "{err}");
+    let err = t
+        .push_entries(keys.clone(), vec![30 * W], vec![1.0])
+        .unwrap_err();
+    assert!(err.to_string().contains("outside"), "{err}");
+    t.push_entries(keys.clone(), at.clone(), values.clone())
+        .unwrap();
+    assert!(matches!(
+        t.inc(2, 0, 1.0),
+        Err(ps_client::ClientError::Overlap { .. })
+    ));
+    let all: Vec<u64> = (0..60).collect();
+    let w = W as usize;
+    let seen = t.read_rows(&all).unwrap();
+    assert!(seen == dense, "this clock's entries are read back");
+    client.clock().unwrap();
+    let seen = client.table(5).unwrap().read_rows(&all).unwrap();
+    assert!(seen == dense, "the own log's entries are read back");
+    client.flush().unwrap();
+    assert!(
+        cluster.table(5) == dense,
+        "the shards hold the dense update"
+    );
+    let synced = client.table(5).unwrap().read_rows_synced(&all).unwrap();
+    assert!(synced == dense);
+    let mut reports = client.take_reports().unwrap();
+    let (mut pushed, mut pulled) = (0u64, 0u64);
+    while let Ok(r) = reports.try_recv() {
+        pushed += r.push_bytes;
+        pulled += r.bytes_received;
+    }
+    let raw = (keys.len() * w * 4) as u64;
+    assert!(
+        pushed > 0 && pushed * 20 < raw,
+        "pushed {pushed} bytes of {raw} raw"
+    );
+    assert!(
+        pulled * 20 < raw * 3,
+        "pulled {pulled} bytes for three reads of 60 rows"
+    );
+}
