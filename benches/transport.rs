@@ -131,7 +131,12 @@ fn bench_tables() -> Vec<TableSpec> {
         rows: ROWS,
         width: WIDTH,
         rule: UpdateRule::Add,
-        init: Init::Zeros,
+        // Dense values: rows of zeros would travel as sparse entries, a few bytes a reply.
+        init: Init::Uniform {
+            low: 0.5,
+            high: 1.5,
+            seed: 1,
+        },
         staleness: None,
         layout: Default::default(),
         push_codec: Default::default(),
