@@ -13,7 +13,8 @@ use super::{LdaHyper, LdaWorkerState};
 ///
 /// (`word_topic` local rows as in [`super::LdaCompute::sweep`], `totals`
 /// length `K`, `V = state.vocab_size`). Sum the pairs over workers and
-/// divide for the corpus value. Rises as training proceeds. Costs O(N K).
+/// divide for the corpus value. Rises as training proceeds. Costs O(rows K) to list the rows'
+/// nonzero counts, O(docs K) and O(N x nonzero counts of a token's word).
 ///
 /// # Panics
 /// If the slice lengths do not match the state (caller bug).
@@ -32,6 +33,11 @@ pub fn loglik(
     assert_eq!(totals.len(), k, "loglik: totals size");
     let (alpha, beta) = hyper.effective();
     let inv_den = inverse_topic_sizes(totals, state.vocab_size, beta);
+    // p(w | d) = sum_k theta'_dk (n_wk + beta) with theta'_dk = theta_dk / (n_k + V beta), that
+    // is beta sum_k theta'_dk plus a sum over the word's nonzero counts only: at large K most of
+    // a row is zero, so each row's nonzero counts are listed once and each token costs its
+    // word's count, not K.
+    let rows = NonzeroRows::of(word_topic, k);
     let mut theta = vec![0.0f64; k];
     let mut sum = 0.0f64;
     for d in 0..state.num_docs() {
@@ -40,17 +46,52 @@ pub fn loglik(
         for (t, th) in theta.iter_mut().enumerate() {
             *th = (f64::from(state.doc_topic[d * k + t]) + alpha) * norm * inv_den[t];
         }
+        let smoothing = beta * theta.iter().sum::<f64>();
         for &w in &state.tokens[lo..hi] {
-            let row = &word_topic[w as usize * k..(w as usize + 1) * k];
-            let p: f64 = theta
+            let (topics, counts) = rows.row(w as usize);
+            let p: f64 = topics
                 .iter()
-                .zip(row)
-                .map(|(th, &n)| th * (count(n) + beta))
+                .zip(counts)
+                .map(|(&t, &n)| theta[t as usize] * n)
                 .sum();
-            sum += p.ln();
+            sum += (p + smoothing).ln();
         }
     }
     (sum, state.tokens.len() as u64)
+}
+
+/// The nonzero counts ([`count`]) of every row of a `rows x k` table, row by row.
+struct NonzeroRows {
+    starts: Vec<usize>,
+    topics: Vec<u32>,
+    counts: Vec<f64>,
+}
+
+impl NonzeroRows {
+    fn of(table: &[f32], k: usize) -> NonzeroRows {
+        let mut rows = NonzeroRows {
+            starts: vec![0],
+            topics: Vec::new(),
+            counts: Vec::new(),
+        };
+        for row in table.chunks_exact(k.max(1)) {
+            for (t, &n) in row.iter().enumerate() {
+                let c = count(n);
+                if c != 0.0 {
+                    rows.topics.push(t as u32);
+                    rows.counts.push(c);
+                }
+            }
+            rows.starts.push(rows.topics.len());
+        }
+        rows
+    }
+
+    /// Row `w`'s topics and counts.
+    fn row(&self, w: usize) -> (&[u32], &[f64]) {
+        let r = self.starts[w]..self.starts[w + 1];
+        (&self.topics[r.clone()], &self.counts[r])
+    }
 }
 
 /// A count as read from a table: negative or non-finite values (possible under stale reads or
@@ -169,4 +210,86 @@ pub fn topic_recovery(
         total += best;
     }
     total / true_k as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The formula as written: every topic of every token.
+    fn dense_loglik(s: &LdaWorkerState, wt: &[f32], totals: &[f32], h: &LdaHyper) -> f64 {
+        let k = s.topics as usize;
+        let (alpha, beta) = h.effective();
+        let inv = inverse_topic_sizes(totals, s.vocab_size, beta);
+        let mut sum = 0.0;
+        for d in 0..s.num_docs() {
+            let (lo, hi) = (s.doc_offsets[d], s.doc_offsets[d + 1]);
+            let norm = 1.0 / ((hi - lo) as f64 + k as f64 * alpha);
+            for &w in &s.tokens[lo..hi] {
+                let p: f64 = (0..k)
+                    .map(|t| {
+                        let theta = (f64::from(s.doc_topic[d * k + t]) + alpha) * norm;
+                        theta * (count(wt[w as usize * k + t]) + beta) * inv[t]
+                    })
+                    .sum();
+                sum += p.ln();
+            }
+        }
+        sum
+    }
+
+    #[test]
+    fn the_sparse_sum_is_the_formula() {
+        let (k, words, docs) = (50usize, 40usize, 12usize);
+        let mut x = 12345u64;
+        let mut next = || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) as usize
+        };
+        let mut doc_offsets = vec![0];
+        let mut tokens = Vec::new();
+        for _ in 0..docs {
+            for _ in 0..(5 + next() % 20) {
+                tokens.push((next() % words) as u32);
+            }
+            doc_offsets.push(tokens.len());
+        }
+        let doc_topic: Vec<u32> = (0..docs * k).map(|_| (next() % 7) as u32).collect();
+        // Mostly zero rows, with a negative count and a NaN (both read as 0).
+        let mut wt: Vec<f32> = (0..words * k)
+            .map(|_| {
+                if next() % 10 == 0 {
+                    (next() % 30) as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        wt[3] = -4.0;
+        wt[77] = f32::NAN;
+        let totals: Vec<f32> = (0..k).map(|_| (next() % 500) as f32).collect();
+        let state = LdaWorkerState {
+            topics: k as u32,
+            vocab_size: 900,
+            words: (0..words as u32).collect(),
+            doc_offsets,
+            z: vec![0; tokens.len()],
+            tokens,
+            doc_topic,
+        };
+        let hyper = LdaHyper {
+            topics: k as u32,
+            alpha: 0.1,
+            beta: 0.01,
+        };
+        let (ll, n) = loglik(&state, &wt, &totals, &hyper);
+        let want = dense_loglik(&state, &wt, &totals, &hyper);
+        assert_eq!(n, state.tokens.len() as u64);
+        assert!(
+            (ll - want).abs() <= 1e-12 * want.abs(),
+            "sparse {ll} vs dense {want}"
+        );
+    }
 }
