@@ -7,14 +7,13 @@
 //!   once it is over 64 KiB: packets over about 6,500 bytes were all lost, and path-MTU discovery
 //!   declared a black hole and fell back to 1200.
 
+mod common;
+
 use ps_transport::{
-    connect, generate_cluster_certs, make_client_endpoint, make_endpoint, CertPaths,
-    ClusterIdentity, EndpointOptions, DEFAULT_SERVER_NAME,
+    generate_cluster_certs, make_client_endpoint, make_endpoint, CertPaths, ClusterIdentity,
+    EndpointOptions,
 };
 use std::time::Duration;
-
-/// Enough for path-MTU discovery to finish (it probes once per round trip) at full size.
-const REPLY: usize = 8 << 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_endpoint_receives_the_packet_size_its_options_ask_for() {
@@ -29,44 +28,22 @@ async fn a_client_endpoint_receives_the_packet_size_its_options_ask_for() {
     let addr = server.local_addr().unwrap();
 
     // The server answers one request with 8 MiB, then reports its path's figures.
-    let (mtu_tx, mtu_rx) = tokio::sync::oneshot::channel();
-    let accept = server.clone();
-    tokio::spawn(async move {
-        let conn = accept.accept().await.unwrap().await.unwrap();
-        let (mut send, mut recv) = conn.accept_bi().await.unwrap();
-        recv.read_to_end(64).await.unwrap();
-        send.write_all(&vec![7u8; REPLY]).await.unwrap();
-        send.finish().unwrap();
-        let _ = send.stopped().await;
-        let _ = mtu_tx.send(conn.stats().path);
-    });
-
-    tokio::time::timeout(Duration::from_secs(30), async {
-        let conn = connect(&client, addr, DEFAULT_SERVER_NAME).await.unwrap();
-        let (mut send, mut recv) = conn.open_bi().await.unwrap();
-        send.write_all(b"pull").await.unwrap();
-        send.finish().unwrap();
-        let reply = recv.read_to_end(2 * REPLY).await.unwrap();
-        assert_eq!(reply.len(), REPLY);
-        let path = mtu_rx.await.unwrap();
-        let rx = conn.stats().udp_rx;
-        let mean = rx.bytes / rx.datagrams.max(1);
-        println!(
-            "server's path to the client: packets of {} bytes, {} lost, {} black holes; the \
-             client received {} datagrams, {mean} bytes each on average",
-            path.current_mtu, path.lost_packets, path.black_holes_detected, rx.datagrams
-        );
-        assert_eq!(path.black_holes_detected, 0, "large packets were lost");
-        assert!(
-            path.current_mtu > opts.initial_mtu,
-            "path-MTU discovery did not take the server's packets past {} bytes",
-            opts.initial_mtu
-        );
-        assert!(
-            mean > 1472,
-            "the reply arrived in packets of {mean} bytes on average"
-        );
-    })
-    .await
-    .expect("the exchange hung");
+    let (path, conn) = common::fetch_reply(&server, &client, addr, Duration::from_secs(30)).await;
+    let rx = conn.stats().udp_rx;
+    let mean = rx.bytes / rx.datagrams.max(1);
+    println!(
+        "server's path to the client: packets of {} bytes, {} lost, {} black holes; the \
+         client received {} datagrams, {mean} bytes each on average",
+        path.current_mtu, path.lost_packets, path.black_holes_detected, rx.datagrams
+    );
+    assert_eq!(path.black_holes_detected, 0, "large packets were lost");
+    assert!(
+        path.current_mtu > opts.initial_mtu,
+        "path-MTU discovery did not take the server's packets past {} bytes",
+        opts.initial_mtu
+    );
+    assert!(
+        mean > 1472,
+        "the reply arrived in packets of {mean} bytes on average"
+    );
 }

@@ -8,18 +8,17 @@
 //! Needs root and `ip` (iproute2); without them each test prints why and passes without
 //! checking anything.
 
+mod common;
+
 use ps_transport::{
-    connect, generate_cluster_certs, make_client_endpoint, make_endpoint, CertPaths,
-    ClusterIdentity, EndpointOptions, DEFAULT_SERVER_NAME,
+    generate_cluster_certs, make_client_endpoint, make_endpoint, CertPaths, ClusterIdentity,
+    EndpointOptions,
 };
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
-
-/// What the server sends: enough for discovery's probes (one per round trip) to finish.
-const REPLY: usize = 8 << 20;
 
 /// Two namespaces joined by a veth pair of the given MTU, removed on drop.
 struct Veth {
@@ -130,7 +129,7 @@ fn jumbo() -> EndpointOptions {
     }
 }
 
-/// The server's path figures after sending `REPLY` bytes to a client across a veth pair of
+/// The server's path figures after sending `common::REPLY` bytes to a client across a veth pair of
 /// `mtu`, both ends with `opts`; `None` where namespaces are not available.
 async fn transfer_over(mtu: u32, opts: EndpointOptions) -> Option<quinn::PathStats> {
     let veth = Veth::new(mtu)?;
@@ -149,28 +148,7 @@ async fn transfer_over(mtu: u32, opts: EndpointOptions) -> Option<quinn::PathSta
     .expect("client endpoint");
     let addr = server.local_addr().unwrap();
 
-    let (path_tx, path_rx) = tokio::sync::oneshot::channel();
-    let accept = server.clone();
-    tokio::spawn(async move {
-        let conn = accept.accept().await.unwrap().await.unwrap();
-        let (mut send, mut recv) = conn.accept_bi().await.unwrap();
-        recv.read_to_end(64).await.unwrap();
-        send.write_all(&vec![7u8; REPLY]).await.unwrap();
-        send.finish().unwrap();
-        let _ = send.stopped().await;
-        let _ = path_tx.send(conn.stats().path);
-    });
-    let path = tokio::time::timeout(Duration::from_secs(60), async {
-        let conn = connect(&client, addr, DEFAULT_SERVER_NAME).await.unwrap();
-        let (mut send, mut recv) = conn.open_bi().await.unwrap();
-        send.write_all(b"pull").await.unwrap();
-        send.finish().unwrap();
-        let reply = recv.read_to_end(2 * REPLY).await.unwrap();
-        assert_eq!(reply.len(), REPLY);
-        path_rx.await.unwrap()
-    })
-    .await
-    .expect("the transfer hung");
+    let (path, _conn) = common::fetch_reply(&server, &client, addr, Duration::from_secs(60)).await;
     println!(
         "veth mtu {mtu}: packets of {} bytes, {} lost, {} probes sent and {} lost, {} black holes",
         path.current_mtu,
