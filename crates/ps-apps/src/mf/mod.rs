@@ -29,6 +29,7 @@ mod data;
 mod factors;
 mod fast;
 mod order;
+mod popularity;
 mod ratings;
 mod resident;
 mod session;
