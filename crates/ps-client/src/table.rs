@@ -80,8 +80,10 @@ impl Table<'_> {
     /// How this clock's update of `keys` (sorted, distinct) will go out: the frames' blocks
     /// and the chain each is encoded with (see `ps_proto::push_plan`). An engine that
     /// compresses its delta itself encodes each block with this chain and hands the payloads
-    /// to [`Table::push_encoded`], one per block; the bytes then equal what this library's
-    /// encoder makes of the same values. Its error-feedback residual is the engine's to keep.
+    /// to [`Table::push_encoded`], one per block; for a lossy chain the bytes then equal what
+    /// this library's encoder makes of the same values (for `raw`, the library may send a
+    /// mostly-zero block as exact sparse f32 instead: `Table::push_entries` is the sparse way
+    /// in). Its error-feedback residual is the engine's to keep.
     pub fn push_plan(&self, keys: &[u64]) -> Result<PushPlan, ClientError> {
         self.client.check_batch(self.id, keys)?;
         let c = &self.client;

@@ -31,9 +31,8 @@
 //! * sparse (0x11..=0x17): a mode byte, then the indices and `m` values (module `sparse`):
 //!   * mode 0 (list): varint `m`, `m` varint gaps, then the values;
 //!   * mode 2 (Rice): varint `m`, the Rice parameter, the Rice-coded gaps, then the values;
+//!   * mode 3 (runs): runs of consecutive indices, Rice coded, then the values;
 //!   * mode 1 (dense): `n` values, zero where nothing was selected.
-//!
-//!   * mode 3 (runs): runs of consecutive indices, Rice coded (module `sparse`).
 //!
 //!   The encoder picks the smallest, so a sparse payload is never more than one byte over the
 //!   dense one.
