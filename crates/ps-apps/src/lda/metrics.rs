@@ -52,7 +52,7 @@ pub fn loglik(
             let p: f64 = topics
                 .iter()
                 .zip(counts)
-                .map(|(&t, &n)| theta[t as usize] * n)
+                .map(|(&t, &n)| theta[t as usize] * f64::from(n))
                 .sum();
             sum += (p + smoothing).ln();
         }
@@ -64,7 +64,8 @@ pub fn loglik(
 struct NonzeroRows {
     starts: Vec<usize>,
     topics: Vec<u32>,
-    counts: Vec<f64>,
+    /// As read (an f32 converts to f64 exactly): 8 bytes a nonzero count with its topic.
+    counts: Vec<f32>,
 }
 
 impl NonzeroRows {
@@ -76,10 +77,9 @@ impl NonzeroRows {
         };
         for row in table.chunks_exact(k.max(1)) {
             for (t, &n) in row.iter().enumerate() {
-                let c = count(n);
-                if c != 0.0 {
+                if count(n) != 0.0 {
                     rows.topics.push(t as u32);
-                    rows.counts.push(c);
+                    rows.counts.push(n);
                 }
             }
             rows.starts.push(rows.topics.len());
@@ -88,7 +88,7 @@ impl NonzeroRows {
     }
 
     /// Row `w`'s topics and counts.
-    fn row(&self, w: usize) -> (&[u32], &[f64]) {
+    fn row(&self, w: usize) -> (&[u32], &[f32]) {
         let r = self.starts[w]..self.starts[w + 1];
         (&self.topics[r.clone()], &self.counts[r])
     }
