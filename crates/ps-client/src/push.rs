@@ -59,11 +59,11 @@ pub fn encode_table(
         sent_log.extend(e.decoded.map(Sent::Rows));
     }
 
+    // One byte of slack: a sparse payload may be one byte over the raw rows.
+    let per_entries_frame = rows_per_frame(width, max_body.saturating_sub(1));
     for e in std::mem::take(&mut cache.pending.entries) {
         if lossless {
-            // One byte of slack: a sparse payload may be one byte over the raw rows.
-            let per = rows_per_frame(width, max_body.saturating_sub(1));
-            logical += entries_frames(&e, spec, worker, clock, per, out)?;
+            logical += entries_frames(&e, spec, worker, clock, per_entries_frame, out)?;
             if cache.overlay {
                 sent_log.push(Sent::Entries(e));
             }
