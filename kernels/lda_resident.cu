@@ -23,8 +23,13 @@
 // so a launch shape gives the same bits every time. Deviation from the host: the sum over topics
 // and over tokens runs in another order (f64 rounding only).
 //
+// lda_scatter_rows: a pulled run of rows, packed (lda_rows.cuh, which documents the image),
+// written into the word-topic copy at the run's first row, which the caller has zeroed; so only
+// the run's nonzero entries cross PCIe.
+//
 // Launch: lda_loglik any grid, blockDim.x a multiple of 32, partial holding
-// gridDim.x * blockDim.x / 32 doubles; lda_sum_partials grid 1, block LDA_SUM_BLOCK.
+// gridDim.x * blockDim.x / 32 doubles; lda_sum_partials grid 1, block LDA_SUM_BLOCK;
+// lda_scatter_rows any grid, blockDim.x a multiple of 32.
 
 #define LDA_RES_WARP 32
 #define LDA_RES_FULL 0xffffffffu
@@ -102,4 +107,13 @@ extern "C" __global__ void lda_sum_partials(const double* __restrict__ partial,
     if (tid == 0) {
         out[0] = sums[0];
     }
+}
+
+extern "C" __global__ void lda_scatter_rows(const unsigned int* __restrict__ image,
+                                            unsigned int rows,
+                                            unsigned int entries,
+                                            unsigned int f32_values,
+                                            unsigned int topics,
+                                            float* __restrict__ dst) {
+    lda_rows_scatter(image, rows, entries, f32_values, topics, dst);
 }

@@ -56,6 +56,7 @@ macro_rules! header {
 
 /// Every header of `kernels/` (a unit test checks the list against the directory).
 pub const HEADERS: &[Header] = &[
+    header!("lda_rows"),
     header!("lr"),
     header!("philox"),
     header!("slots"),
@@ -104,7 +105,11 @@ pub const KERNELS: &[Kernel] = &[
         ],
         headers["philox"]
     ),
-    kernel!("lda_resident", ["lda_loglik", "lda_sum_partials"]),
+    kernel!(
+        "lda_resident",
+        ["lda_loglik", "lda_sum_partials", "lda_scatter_rows"],
+        headers["lda_rows"]
+    ),
     kernel!(
         "mlp",
         [

@@ -5,7 +5,8 @@
 //! C++ compiler behind a few shims (a grid is emulated by loops) and checks every output
 //! against the Rust halves (`ps_apps::visit`, `ps_apps::philox`) bit for bit; and
 //! `kernels/slots.cuh` (a batch's sorted local columns, in four barrier-free passes) against a
-//! sort of the batch's columns. What it cannot catch is a difference
+//! sort of the batch's columns; and `kernels/lda_rows.cuh` (a packed run of LDA rows written
+//! into the device's copy) against `ps_apps::lda::packed::unpack_rows`. What it cannot catch is a difference
 //! between NVRTC and the host compiler; the GPU conformance tests check that where there is a
 //! GPU. Skips visibly without a C++ compiler (`CXX`, else `c++`), unless `PS_REQUIRE_CXX` is set
 //! (CI sets it: there the check must not vanish quietly).
@@ -29,6 +30,8 @@ const SHIMS: &str = r#"
 #define __forceinline__ static inline
 #define __restrict__
 static inline int __clz(unsigned int x) { return x == 0u ? 32 : __builtin_clz(x); }
+static inline unsigned int min(unsigned int a, unsigned int b) { return a < b ? a : b; }
+static inline float __uint_as_float(unsigned int x) { float f; __builtin_memcpy(&f, &x, 4); return f; }
 struct dim { unsigned int x, y, z; };
 static dim blockIdx, blockDim, gridDim, threadIdx;
 "#;
@@ -37,16 +40,17 @@ static dim blockIdx, blockDim, gridDim, threadIdx;
 /// skip) when there is no compiler.
 fn run_on_host(dir: &Path, main_body: &str) -> Option<String> {
     let src = format!(
-        "{SHIMS}\n{}\n{}\n{}\nint main() {{\n{main_body}\nreturn 0;\n}}\n",
+        "{SHIMS}\n{}\n{}\n{}\n{}\nint main() {{\n{main_body}\nreturn 0;\n}}\n",
         include_str!("../../kernels/visit.cuh"),
         include_str!("../../kernels/philox.cuh"),
         include_str!("../../kernels/slots.cuh"),
+        include_str!("../../kernels/lda_rows.cuh"),
     );
     let (cpp, exe) = (dir.join("headers.cpp"), dir.join("headers"));
     std::fs::write(&cpp, src).expect("write the C++ source");
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
     let built = Command::new(&cxx)
-        .args(["-O1", "-std=c++14", "-o"])
+        .args(["-O1", "-std=c++14", "-fno-strict-aliasing", "-o"])
         .arg(&exe)
         .arg(&cpp)
         .output();
@@ -212,4 +216,75 @@ fn the_device_visit_order_and_uniforms_are_the_hosts() {
         assert_eq!(g, w, "line {i}");
     }
     assert_eq!(got.lines().count(), want.lines().count());
+}
+
+/// `kernels/lda_rows.cuh` on an emulated grid (2 blocks of 64 threads: 4 warps for more rows,
+/// so the grid-stride loop turns) against the host's `unpack_rows`, for counts and for f32
+/// values, with empty rows, an odd entry count and a hand-made topic past K.
+#[test]
+fn the_device_lda_row_scatter_is_the_hosts() {
+    use ps_apps::lda::packed::{pack_rows, unpack_rows, Packed, Values};
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut rng = ChaCha8Rng::seed_from_u64(0x4C44_4131);
+    let mut body = String::new();
+    let mut want = String::new();
+    let k = 70usize;
+    let mut cases: Vec<(Vec<u32>, Packed)> = Vec::new();
+    for f32_run in [false, true] {
+        let rows = 11;
+        let mut v = vec![0f32; rows * k];
+        for (i, x) in v.iter_mut().enumerate() {
+            if i / k != 4 && rng.gen_bool(0.1) {
+                *x = f32::from(rng.gen_range(1u16..=65_535));
+            }
+        }
+        if f32_run {
+            v[5] = -0.0;
+            v[k + 3] = 0.375;
+        }
+        let mut image = Vec::new();
+        let shape = pack_rows(&v, k, &mut image).expect("sparse enough");
+        assert_eq!(shape.values == Values::F32, f32_run);
+        cases.push((image, shape));
+    }
+    // Topic 200 >= K in the last entry of a 3-entry run (an odd count: a lone last half).
+    cases.push((
+        vec![1, 3, 2 | (9 << 16), 200, 7 | (8 << 16), 9],
+        Packed {
+            rows: 2,
+            entries: 3,
+            values: Values::Counts,
+        },
+    ));
+    for (c, (image, shape)) in cases.iter().enumerate() {
+        let list: Vec<String> = image.iter().map(|x| format!("{x}u")).collect();
+        let n = shape.rows * k;
+        writeln!(
+            body,
+            "{{ unsigned int image{c}[] = {{{}}}; static float dst{c}[{n}]; \
+             gridDim.x = 2; blockDim.x = 64; \
+             for (blockIdx.x = 0; blockIdx.x < 2; ++blockIdx.x) \
+             for (threadIdx.x = 0; threadIdx.x < 64; ++threadIdx.x) \
+             lda_rows_scatter(image{c}, {}u, {}u, {}u, {k}u, dst{c}); \
+             for (int i = 0; i < {n}; ++i) {{ unsigned int b; __builtin_memcpy(&b, &dst{c}[i], 4); \
+             printf(\"%u\\n\", b); }} }}",
+            list.join(", "),
+            shape.rows,
+            shape.entries,
+            u32::from(shape.values == Values::F32),
+        )
+        .unwrap();
+        let mut dst = vec![0f32; n];
+        unpack_rows(image, *shape, k, &mut dst);
+        for x in dst {
+            writeln!(want, "{}", x.to_bits()).unwrap();
+        }
+    }
+    let Some(got) = run_on_host(dir.path(), &body) else {
+        return;
+    };
+    assert_eq!(got.lines().count(), want.lines().count());
+    for (i, (g, w)) in got.lines().zip(want.lines()).enumerate() {
+        assert_eq!(g, w, "line {i}");
+    }
 }

@@ -6,9 +6,11 @@
 //! until the engine is dropped. Per clock:
 //!
 //! - each pulled run of word-topic rows (rows `first..first + n` of the read, which is the local
-//!   row order) is staged in pinned memory (two buffers taken in turn, so the host fills one
-//!   while the other is copied) and copied once, at its offset, into the local copy; the totals
-//!   row likewise;
+//!   row order) crosses PCIe as its nonzero entries ([`ps_apps::lda::packed`]): the host packs
+//!   it into pinned memory (two buffers taken in turn, so the host fills one while the other is
+//!   copied), the run's rows of the local copy are zeroed, and `lda_scatter_rows` writes the
+//!   entries in. A run that does not pack smaller (dense rows, or K over 65,536) is copied as
+//!   it is, at its offset; the totals row likewise;
 //! - `lda_loglik` and `lda_sum_partials` (`kernels/lda_resident.cu`) measure the state under the
 //!   rows read, and 8 bytes come back;
 //! - `lda_gibbs_sweep` (`kernels/lda_gibbs.cu`, the uniforms drawn there from Philox) resamples
@@ -24,6 +26,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use ps_apps::app::Traffic;
+use ps_apps::lda::packed::{pack_rows, Packed, Values};
 use ps_apps::lda::{
     check_rows, check_state, LdaDelta, LdaHyper, LdaResident, LdaWorkerState, SweepKey,
 };
@@ -60,6 +63,7 @@ pub struct CudaLdaResident {
     sweep_fn: CudaFunction,
     loglik_fn: CudaFunction,
     sum_fn: CudaFunction,
+    scatter_fn: CudaFunction,
     sequential: bool,
     sweep_blocks_per_sm: u32,
     shape: Option<Shape>,
@@ -77,9 +81,13 @@ pub struct CudaLdaResident {
     compaction: Compaction,
     /// The worker's global word ids (local row `i` is word `words[i]`).
     words: DevBuf<u32>,
-    /// Staging of incoming runs, taken in turn.
+    /// Staging of incoming dense runs, and of packed ones, taken in turn.
     staging: [Pinned<f32>; 2],
+    packed_staging: [Pinned<u32>; 2],
     next: usize,
+    /// The packed run being built on the host, and its copy on the device.
+    image: Vec<u32>,
+    d_image: DevBuf<u32>,
     h_totals_delta: Pinned<i32>,
     h_sum: Pinned<f64>,
     h_state: Pinned<u32>,
@@ -111,6 +119,7 @@ impl CudaLdaResident {
         Ok(CudaLdaResident {
             loglik_fn: gpu.function("lda_resident", "lda_loglik")?,
             sum_fn: gpu.function("lda_resident", "lda_sum_partials")?,
+            scatter_fn: gpu.function("lda_resident", "lda_scatter_rows")?,
             compaction: Compaction::new(&gpu)?,
             words: DevBuf::default(),
             sweep_fn,
@@ -129,7 +138,10 @@ impl CudaLdaResident {
             partial: DevBuf::default(),
             sum: DevBuf::default(),
             staging: [Pinned::new(ctx)?, Pinned::new(ctx)?],
+            packed_staging: [Pinned::new(ctx)?, Pinned::new(ctx)?],
             next: 0,
+            image: Vec::new(),
+            d_image: DevBuf::default(),
             h_totals_delta: Pinned::new(ctx)?,
             h_sum: Pinned::new(ctx)?,
             h_state: Pinned::new(ctx)?,
@@ -232,13 +244,19 @@ impl CudaLdaResident {
         Ok(())
     }
 
-    /// Copies a run of rows (or the totals) into the local copy at row `first`.
+    /// Copies a run of rows (or the totals) into the local copy at row `first`: packed where
+    /// that is smaller (see the module docs), else as it is.
     fn try_load(&mut self, first: usize, values: &[f32], totals: bool) -> Result<(), GpuError> {
         let s = self.shape()?;
         let (k, rows) = (s.topics as usize, if totals { 1 } else { s.words });
         check_rows(self.name(), first, values, rows, k)?;
         if values.is_empty() {
             return Ok(());
+        }
+        if !totals {
+            if let Some(shape) = pack_rows(values, k, &mut self.image) {
+                return self.load_packed(first, values.len(), shape);
+            }
         }
         let stage = &mut self.staging[self.next];
         self.next ^= 1;
@@ -258,6 +276,56 @@ impl CudaLdaResident {
             stage.record(stream)?;
             Ok(4 * values.len() as u64)
         })
+    }
+
+    /// Loads the packed run in `self.image` (`len` values at row `first`): zeroes those rows,
+    /// copies the image and scatters its entries.
+    fn load_packed(&mut self, first: usize, len: usize, shape: Packed) -> Result<(), GpuError> {
+        let k = self.shape()?.topics;
+        let stream = Arc::clone(&self.gpu.compute);
+        let at = first * k as usize;
+        {
+            let mut view = self.word_topic.get_mut().slice_mut(at..at + len);
+            stream.memset_zeros(&mut view).call("cuMemsetD8Async")?;
+        }
+        if shape.entries == 0 {
+            return Ok(());
+        }
+        let stage = &mut self.packed_staging[self.next];
+        self.next ^= 1;
+        stage.fill(&self.image)?;
+        let d_image = &mut self.d_image;
+        self.bus.h2d(&stream, || {
+            d_image.upload(&stream, stage)?;
+            Ok(shape.bytes())
+        })?;
+        let rows = narrow(shape.rows, "rows in a run")?;
+        let entries = narrow(shape.entries, "entries in a run")?;
+        let f32_values = u32::from(shape.values == Values::F32);
+        let grid = self
+            .gpu
+            .grid_for(u64::from(rows) * 32, BLOCK, BLOCKS_PER_SM);
+        let cfg = LaunchConfig {
+            grid_dim: (grid, 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        self.start_timer()?;
+        {
+            let mut dst = self.word_topic.get_mut().slice_mut(at..at + len);
+            let mut b = stream.launch_builder(&self.scatter_fn);
+            b.arg(self.d_image.get())
+                .arg(&rows)
+                .arg(&entries)
+                .arg(&f32_values)
+                .arg(&k)
+                .arg(&mut dst);
+            // SAFETY: the image holds shape.words() words laid out as lda_rows.cuh reads them
+            // (pack_rows made it; row ends are clamped to `entries` on the device), `dst` the
+            // run's rows x K values, and only topics < K are written.
+            unsafe { b.launch(cfg) }.call("cuLaunchKernel(lda_scatter_rows)")?;
+        }
+        self.stop_timer()
     }
 
     fn try_loglik(&mut self) -> Result<(f64, u64), GpuError> {

@@ -51,6 +51,7 @@ mod data;
 mod files;
 pub mod heldout;
 mod metrics;
+pub mod packed;
 mod resident;
 mod session;
 mod sweep_key;

@@ -13,8 +13,10 @@
 //!
 //! [`HostLdaResident`] does the same with a [`LdaCompute`] engine and [`loglik`]: exactly the
 //! host path's arithmetic, so the session's resident path is tested, bit for bit, where there is
-//! no GPU.
+//! no GPU. It also takes each pulled run through the packed form a device engine copies
+//! ([`super::packed`]: the run's nonzero entries), so that step is tested there too.
 
+use super::packed::{pack_rows, unpack_rows};
 use super::{loglik, LdaCompute, LdaDelta, LdaHyper, LdaWorkerState, SweepKey};
 use crate::app::Traffic;
 use crate::error::ComputeError;
@@ -121,6 +123,8 @@ pub struct HostLdaResident {
     state: LdaWorkerState,
     word_topic: Vec<f32>,
     totals: Vec<f32>,
+    /// The packed image of the last run loaded.
+    image: Vec<u32>,
 }
 
 const ORACLE: &str = "cpu-resident";
@@ -142,6 +146,7 @@ impl HostLdaResident {
             },
             word_topic: Vec::new(),
             totals: Vec::new(),
+            image: Vec::new(),
         }
     }
 
@@ -171,7 +176,12 @@ impl LdaResident for HostLdaResident {
     fn load_rows(&mut self, first: usize, values: &[f32]) -> Result<(), ComputeError> {
         let k = self.hyper()?.topics as usize;
         check_rows(ORACLE, first, values, self.state.words.len(), k)?;
-        self.word_topic[first * k..first * k + values.len()].copy_from_slice(values);
+        let dst = &mut self.word_topic[first * k..first * k + values.len()];
+        // As a device engine loads it: packed when that is smaller, else as it is.
+        match pack_rows(values, k, &mut self.image) {
+            Some(shape) => unpack_rows(&self.image, shape, k, dst),
+            None => dst.copy_from_slice(values),
+        }
         Ok(())
     }
 
