@@ -25,11 +25,13 @@
 //
 // lda_scatter_rows: a pulled run of rows, packed (lda_rows.cuh, which documents the image),
 // written into the word-topic copy at the run's first row, which the caller has zeroed; so only
-// the run's nonzero entries cross PCIe.
+// the run's nonzero entries cross PCIe. The lda_delta_* kernels pack the sweep's move counts
+// (lda_gibbs.cu's wt_delta) the same way for the trip out.
 //
 // Launch: lda_loglik any grid, blockDim.x a multiple of 32, partial holding
 // gridDim.x * blockDim.x / 32 doubles; lda_sum_partials grid 1, block LDA_SUM_BLOCK;
-// lda_scatter_rows any grid, blockDim.x a multiple of 32.
+// lda_scatter_rows any grid, blockDim.x a multiple of 32; the lda_delta_* kernels any grid
+// (lda_delta_scan: one thread works), in the order lda_rows.cuh gives.
 
 #define LDA_RES_WARP 32
 #define LDA_RES_FULL 0xffffffffu
@@ -116,4 +118,40 @@ extern "C" __global__ void lda_scatter_rows(const unsigned int* __restrict__ ima
                                             unsigned int topics,
                                             float* __restrict__ dst) {
     lda_rows_scatter(image, rows, entries, f32_values, topics, dst);
+}
+
+extern "C" __global__ void lda_delta_count(const int* __restrict__ cells,
+                                           unsigned int rows,
+                                           unsigned int topics,
+                                           unsigned int* __restrict__ image) {
+    lda_delta_count_rows(cells, rows, topics, image);
+}
+
+extern "C" __global__ void lda_delta_chunks(unsigned int* __restrict__ image,
+                                            unsigned int rows,
+                                            unsigned int* __restrict__ meta) {
+    lda_delta_chunk_rows(image, rows, meta);
+}
+
+extern "C" __global__ void lda_delta_scan(unsigned int* __restrict__ image,
+                                          unsigned int rows,
+                                          unsigned int capacity,
+                                          unsigned int* __restrict__ meta) {
+    lda_delta_scan_rows(image, rows, capacity, meta);
+}
+
+extern "C" __global__ void lda_delta_write(const int* __restrict__ cells,
+                                           unsigned int rows,
+                                           unsigned int topics,
+                                           unsigned int* __restrict__ image,
+                                           const unsigned int* __restrict__ meta,
+                                           unsigned int capacity) {
+    lda_delta_write_rows(cells, rows, topics, image, meta, capacity);
+}
+
+extern "C" __global__ void lda_delta_ends(unsigned int* __restrict__ image,
+                                          unsigned int rows,
+                                          const unsigned int* __restrict__ meta,
+                                          unsigned int capacity) {
+    lda_delta_ends_rows(image, rows, meta, capacity);
 }

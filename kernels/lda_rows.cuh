@@ -1,21 +1,46 @@
-// Word-topic rows packed for the bus (ps_apps::lda::packed): a run of `rows` rows of K topics
-// travels as its nonzero entries, and lda_rows_scatter writes them into the device's copy of
-// those rows, which the caller has zeroed. The image is `u32` words:
+// Word-topic rows packed for the bus (ps_apps::lda::packed, which documents the image), both
+// ways, so that only nonzero cells cross PCIe. The image is `u32` words:
 //
-//   ends     rows words: row r's entries are [ends[r - 1], ends[r]) (ends[-1] = 0), each end
-//            clamped to `entries`
+//   ends     rows words: row r's entries are [ends[r - 1], ends[r]) (ends[-1] = 0)
 //   topics   entries u16, two to a word, low half first (word `rows` on)
-//   values   entries u16 counts two to a word (f32_values == 0), or entries f32 bits
-//            (f32_values != 0), from word rows + ceil(entries / 2) on
+//   values   from word rows + ceil(entries / 2) on: 16-bit values two to a word, or 32-bit
+//            values one to a word
 //
-// An entry whose topic is K or more is skipped. ps_apps::lda::packed::unpack_rows is the host
-// half; worker-gpu/tests/headers_on_host.rs runs this body on the CPU on an emulated grid and
-// checks it against that.
+// In: lda_rows_scatter writes a pulled run (values u16 counts, or f32 bits when f32_values is
+// set; each end clamped to `entries`) into the device's copy of those rows, which the caller has
+// zeroed; an entry whose topic is K or more is skipped. One warp per row (grid stride), the
+// row's entries spread over the lanes; every entry names a distinct cell, so there is no race
+// and no barrier. Host half: ps_apps::lda::packed::unpack_rows.
 //
-// Parallelism: one warp per row (grid stride), the row's entries spread over the lanes. Every
-// entry of the image names a distinct cell, so there is no race and no barrier.
+// Out: a sweep's dense move counts (rows x K i32) become a packed delta in five barrier-free
+// passes (the bodies of lda_resident.cu's lda_delta_* kernels); rows are grouped in chunks of
+// LDA_DELTA_CHUNK, and meta holds 2 + ceil(rows / LDA_DELTA_CHUNK) words:
+//
+//   count   (a thread per row) image[r] = the row's nonzero cells, bit 31 set when one is
+//           outside [-32767, 32767]
+//   chunks  (a thread per chunk) the chunk's counts become ends within the chunk, and
+//           meta[2 + c] = the chunk's total, bit 31 set when a row of it is wide
+//   scan    (one thread) meta[2 + c] = the entries before chunk c; meta[0] = all entries,
+//           meta[1] = 1 when any change is wide (values i32, else i16); the odd last half-words
+//           are zeroed, when the entries fit `capacity`
+//   write   (a thread per row) the row's nonzero cells in topic order, from its start
+//   ends    (a thread per row, after write) image[r] += its chunk's start: the ends become the
+//           image's
+//
+// write and ends do nothing when the entries exceed `capacity` (the host then sees meta[0] >
+// capacity and writes nothing). Host half: ps_apps::lda::packed::pack_delta, the same image word
+// for word. worker-gpu/tests/headers_on_host.rs runs every body here on the CPU on an emulated
+// grid and checks it against the host halves.
 //
 // A shared header, not a kernel (see philox.cuh): device functions only.
+
+__device__ __forceinline__ unsigned long long lda_rows_thread() {
+    return (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+}
+
+__device__ __forceinline__ unsigned long long lda_rows_stride() {
+    return (unsigned long long)gridDim.x * blockDim.x;
+}
 
 __device__ __forceinline__ void lda_rows_scatter(const unsigned int* __restrict__ image,
                                                  unsigned int rows,
@@ -23,8 +48,8 @@ __device__ __forceinline__ void lda_rows_scatter(const unsigned int* __restrict_
                                                  unsigned int f32_values,
                                                  unsigned int topics,
                                                  float* __restrict__ dst) {
-    const unsigned long long thread = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
-    const unsigned long long warps = ((unsigned long long)gridDim.x * blockDim.x) / 32ull;
+    const unsigned long long thread = lda_rows_thread();
+    const unsigned long long warps = lda_rows_stride() / 32ull;
     const unsigned int lane = threadIdx.x & 31u;
     const unsigned short* topic = (const unsigned short*)(image + rows);
     const unsigned int* values = image + rows + (entries + 1u) / 2u;
@@ -40,5 +65,118 @@ __device__ __forceinline__ void lda_rows_scatter(const unsigned int* __restrict_
             }
             row[t] = f32_values != 0u ? __uint_as_float(values[j]) : (float)counts[j];
         }
+    }
+}
+
+#define LDA_DELTA_CHUNK 256u
+
+__device__ __forceinline__ void lda_delta_count_rows(const int* __restrict__ cells,
+                                                     unsigned int rows,
+                                                     unsigned int topics,
+                                                     unsigned int* __restrict__ image) {
+    for (unsigned long long r = lda_rows_thread(); r < rows; r += lda_rows_stride()) {
+        const int* row = cells + r * (unsigned long long)topics;
+        unsigned int n = 0u;
+        unsigned int wide = 0u;
+        for (unsigned int t = 0u; t < topics; ++t) {
+            const int c = row[t];
+            if (c != 0) {
+                ++n;
+                wide |= (c > 32767 || c < -32767) ? 1u : 0u;
+            }
+        }
+        image[r] = n | (wide << 31);
+    }
+}
+
+__device__ __forceinline__ void lda_delta_chunk_rows(unsigned int* __restrict__ image,
+                                                     unsigned int rows,
+                                                     unsigned int* __restrict__ meta) {
+    const unsigned int chunks = (rows + LDA_DELTA_CHUNK - 1u) / LDA_DELTA_CHUNK;
+    for (unsigned long long c = lda_rows_thread(); c < chunks; c += lda_rows_stride()) {
+        const unsigned int lo = (unsigned int)c * LDA_DELTA_CHUNK;
+        const unsigned int hi = min(rows, lo + LDA_DELTA_CHUNK);
+        unsigned int sum = 0u;
+        unsigned int wide = 0u;
+        for (unsigned int r = lo; r < hi; ++r) {
+            const unsigned int v = image[r];
+            wide |= v >> 31;
+            sum += v & 0x7fffffffu; // at most 256 rows of at most 65,536 cells: no overflow
+            image[r] = sum;
+        }
+        meta[2u + c] = sum | (wide << 31);
+    }
+}
+
+__device__ __forceinline__ void lda_delta_scan_rows(unsigned int* __restrict__ image,
+                                                    unsigned int rows,
+                                                    unsigned int capacity,
+                                                    unsigned int* __restrict__ meta) {
+    if (lda_rows_thread() != 0ull) {
+        return;
+    }
+    const unsigned int chunks = (rows + LDA_DELTA_CHUNK - 1u) / LDA_DELTA_CHUNK;
+    unsigned long long total = 0ull;
+    unsigned int wide = 0u;
+    for (unsigned int c = 0u; c < chunks; ++c) {
+        const unsigned int v = meta[2u + c];
+        wide |= v >> 31;
+        meta[2u + c] = total < 0xffffffffull ? (unsigned int)total : 0xffffffffu;
+        total += v & 0x7fffffffu;
+    }
+    const unsigned int entries = total < 0xffffffffull ? (unsigned int)total : 0xffffffffu;
+    meta[0] = entries;
+    meta[1] = wide;
+    if (entries <= capacity && (entries & 1u) != 0u) {
+        unsigned short* topic = (unsigned short*)(image + rows);
+        topic[entries] = 0u;
+        if (wide == 0u) {
+            unsigned short* values = (unsigned short*)(image + rows + (entries + 1u) / 2u);
+            values[entries] = 0u;
+        }
+    }
+}
+
+__device__ __forceinline__ void lda_delta_write_rows(const int* __restrict__ cells,
+                                                     unsigned int rows,
+                                                     unsigned int topics,
+                                                     unsigned int* __restrict__ image,
+                                                     const unsigned int* __restrict__ meta,
+                                                     unsigned int capacity) {
+    const unsigned int entries = meta[0];
+    const unsigned int wide = meta[1];
+    if (entries > capacity) {
+        return;
+    }
+    unsigned short* topic = (unsigned short*)(image + rows);
+    unsigned int* values = image + rows + (entries + 1u) / 2u;
+    for (unsigned long long r = lda_rows_thread(); r < rows; r += lda_rows_stride()) {
+        const unsigned int c0 = (unsigned int)(r / LDA_DELTA_CHUNK);
+        unsigned int j = meta[2u + c0] + (r % LDA_DELTA_CHUNK == 0ull ? 0u : image[r - 1ull]);
+        const int* row = cells + r * (unsigned long long)topics;
+        for (unsigned int t = 0u; t < topics; ++t) {
+            const int c = row[t];
+            if (c != 0) {
+                topic[j] = (unsigned short)t;
+                if (wide != 0u) {
+                    values[j] = (unsigned int)c;
+                } else {
+                    ((unsigned short*)values)[j] = (unsigned short)(short)c;
+                }
+                ++j;
+            }
+        }
+    }
+}
+
+__device__ __forceinline__ void lda_delta_ends_rows(unsigned int* __restrict__ image,
+                                                    unsigned int rows,
+                                                    const unsigned int* __restrict__ meta,
+                                                    unsigned int capacity) {
+    if (meta[0] > capacity) {
+        return;
+    }
+    for (unsigned long long r = lda_rows_thread(); r < rows; r += lda_rows_stride()) {
+        image[r] += meta[2u + (unsigned int)(r / LDA_DELTA_CHUNK)];
     }
 }

@@ -107,7 +107,16 @@ pub const KERNELS: &[Kernel] = &[
     ),
     kernel!(
         "lda_resident",
-        ["lda_loglik", "lda_sum_partials", "lda_scatter_rows"],
+        [
+            "lda_loglik",
+            "lda_sum_partials",
+            "lda_scatter_rows",
+            "lda_delta_count",
+            "lda_delta_chunks",
+            "lda_delta_scan",
+            "lda_delta_write",
+            "lda_delta_ends"
+        ],
         headers["lda_rows"]
     ),
     kernel!(

@@ -253,7 +253,7 @@ fn the_device_lda_row_scatter_is_the_hosts() {
         Packed {
             rows: 2,
             entries: 3,
-            values: Values::Counts,
+            values: Values::U16,
         },
     ));
     for (c, (image, shape)) in cases.iter().enumerate() {
@@ -278,6 +278,105 @@ fn the_device_lda_row_scatter_is_the_hosts() {
         unpack_rows(image, *shape, k, &mut dst);
         for x in dst {
             writeln!(want, "{}", x.to_bits()).unwrap();
+        }
+    }
+    let Some(got) = run_on_host(dir.path(), &body) else {
+        return;
+    };
+    assert_eq!(got.lines().count(), want.lines().count());
+    for (i, (g, w)) in got.lines().zip(want.lines()).enumerate() {
+        assert_eq!(g, w, "line {i}");
+    }
+}
+
+/// `kernels/lda_rows.cuh`'s five delta passes on an emulated grid (2 blocks of 3 threads, so
+/// each thread takes several rows; 600 rows, so three chunks, the last short) against the
+/// host's `pack_delta`, word for word: small changes (i16), one wide change (i32), an odd and an
+/// even entry count, and nothing moved.
+#[test]
+fn the_device_lda_delta_packing_is_the_hosts() {
+    use ps_apps::lda::packed::{pack_delta, Values};
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut rng = ChaCha8Rng::seed_from_u64(0x4C44_4132);
+    let (rows, k) = (600usize, 12usize);
+    let mut cases: Vec<Vec<i32>> = Vec::new();
+    for (p, wide) in [(0.1, false), (0.1, true), (0.0, false)] {
+        let mut cells: Vec<i32> = (0..rows * k)
+            .map(|_| {
+                if rng.gen_bool(p) {
+                    rng.gen_range(-5..=5)
+                } else {
+                    0
+                }
+            })
+            .collect();
+        cells[7] = -32_767;
+        if wide {
+            cells[3 * k + 1] = -32_768;
+        }
+        if p == 0.0 {
+            cells[7] = 0;
+        }
+        cases.push(cells);
+    }
+    // Make the first case's entry count odd and the second's even.
+    for (c, want_odd) in [(0usize, true), (1, false)] {
+        let n = cases[c].iter().filter(|&&x| x != 0).count();
+        if (n % 2 == 1) != want_odd {
+            let free = (0..rows * k).rev().find(|&i| cases[c][i] == 0).unwrap();
+            cases[c][free] = 2;
+        }
+    }
+    let mut body = String::new();
+    let mut want = String::new();
+    let cap = rows * k;
+    let words = rows + cap.div_ceil(2) + cap;
+    let chunks = rows.div_ceil(256);
+    for (c, cells) in cases.iter().enumerate() {
+        let list: Vec<String> = cells.iter().map(|x| format!("{x}")).collect();
+        let grid = |call: &str| {
+            format!(
+                "gridDim.x = 2; blockDim.x = 3; for (blockIdx.x = 0; blockIdx.x < 2; ++blockIdx.x) \
+                 for (threadIdx.x = 0; threadIdx.x < 3; ++threadIdx.x) {{ {call}; }}"
+            )
+        };
+        writeln!(
+            body,
+            "{{ int cells{c}[] = {{{}}}; static unsigned int image{c}[{words}]; \
+             unsigned int meta{c}[2 + {chunks}]; \
+             for (int i = 0; i < {words}; ++i) image{c}[i] = 0xdeadbeefu; {} {} {} {} {} \
+             unsigned int n = meta{c}[0], wide = meta{c}[1]; \
+             unsigned int len = {rows}u + (n + 1u) / 2u + (wide ? n : (n + 1u) / 2u); \
+             printf(\"%u %u\\n\", n, wide); \
+             for (unsigned int i = 0; i < len; ++i) printf(\"%u\\n\", image{c}[i]); }}",
+            list.join(", "),
+            grid(&format!(
+                "lda_delta_count_rows(cells{c}, {rows}u, {k}u, image{c})"
+            )),
+            grid(&format!("lda_delta_chunk_rows(image{c}, {rows}u, meta{c})")),
+            grid(&format!(
+                "lda_delta_scan_rows(image{c}, {rows}u, {cap}u, meta{c})"
+            )),
+            grid(&format!(
+                "lda_delta_write_rows(cells{c}, {rows}u, {k}u, image{c}, meta{c}, {cap}u)"
+            )),
+            grid(&format!(
+                "lda_delta_ends_rows(image{c}, {rows}u, meta{c}, {cap}u)"
+            )),
+        )
+        .unwrap();
+        let mut image = Vec::new();
+        let shape = pack_delta(cells, k, &mut image);
+        assert_eq!(shape.values == Values::I32, c == 1, "case {c}");
+        writeln!(
+            want,
+            "{} {}",
+            shape.entries,
+            u32::from(shape.values == Values::I32)
+        )
+        .unwrap();
+        for w in image {
+            writeln!(want, "{w}").unwrap();
         }
     }
     let Some(got) = run_on_host(dir.path(), &body) else {

@@ -14,8 +14,9 @@
 //! - `lda_loglik` and `lda_sum_partials` (`kernels/lda_resident.cu`) measure the state under the
 //!   rows read, and 8 bytes come back;
 //! - `lda_gibbs_sweep` (`kernels/lda_gibbs.cu`, the uniforms drawn there from Philox) resamples
-//!   every token in place, `lda_compact_delta` turns the move counts into `(word, topic, change)`
-//!   triples, and only their count, the triples and the totals' change come back.
+//!   every token in place, the move counts are packed on the device ([`PackedDelta`]: row ends,
+//!   `u16` topics, `i16` changes; above 65,536 topics, [`Compaction`]'s 12-byte triples), and
+//!   only their sizes, the packed delta and the totals' change come back.
 //!
 //! Every copy either way is counted and timed on the device ([`Bus`]), and so are the kernels.
 //! Everything runs on the compute stream, in order. [`CudaLdaResident::sequential`] launches
@@ -26,7 +27,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use ps_apps::app::Traffic;
-use ps_apps::lda::packed::{pack_rows, Packed, Values};
+use ps_apps::lda::packed::{pack_rows, Packed, Values, MAX_PACKED_TOPICS};
 use ps_apps::lda::{
     check_rows, check_state, LdaDelta, LdaHyper, LdaResident, LdaWorkerState, SweepKey,
 };
@@ -34,7 +35,7 @@ use ps_apps::ComputeError;
 
 use super::buffers::{DevBuf, KernelTimer, Pinned};
 use super::bus::Bus;
-use super::lda_compact::Compaction;
+use super::lda_compact::{Compaction, PackedDelta};
 use super::{failed, Call, Gpu, GpuError};
 
 /// Threads per block of the sweep and the log-likelihood (8 warps, one document each).
@@ -79,8 +80,10 @@ pub struct CudaLdaResident {
     partial: DevBuf<f64>,
     sum: DevBuf<f64>,
     compaction: Compaction,
-    /// The worker's global word ids (local row `i` is word `words[i]`).
+    packed_delta: PackedDelta,
+    /// The worker's global word ids (local row `i` is word `words[i]`), on the device and here.
     words: DevBuf<u32>,
+    host_words: Vec<u32>,
     /// Staging of incoming dense runs, and of packed ones, taken in turn.
     staging: [Pinned<f32>; 2],
     packed_staging: [Pinned<u32>; 2],
@@ -121,7 +124,9 @@ impl CudaLdaResident {
             sum_fn: gpu.function("lda_resident", "lda_sum_partials")?,
             scatter_fn: gpu.function("lda_resident", "lda_scatter_rows")?,
             compaction: Compaction::new(&gpu)?,
+            packed_delta: PackedDelta::new(&gpu)?,
             words: DevBuf::default(),
+            host_words: Vec::new(),
             sweep_fn,
             sequential: false,
             sweep_blocks_per_sm: if per_sm == 0 { BLOCKS_PER_SM } else { per_sm },
@@ -240,6 +245,7 @@ impl CudaLdaResident {
         self.partial.ensure(stream, (grid * block / 32) as usize)?;
         stream.synchronize().call("cuStreamSynchronize")?;
         self.bus.settle()?;
+        self.host_words = state.words.clone();
         self.shape = Some(shape);
         Ok(())
     }
@@ -431,15 +437,27 @@ impl CudaLdaResident {
             unsafe { b.launch(cfg) }.call("cuLaunchKernel(lda_gibbs_sweep)")?;
         }
         self.stop_timer()?;
-        let entries = self.compaction.run(
-            &self.gpu,
-            &mut self.bus,
-            Some(&self.timer),
-            &self.wt_delta,
-            (&self.words, narrow(s.words, "number of distinct words")?),
-            s.topics,
-            s.tokens,
-        )?;
+        let entries = if k <= MAX_PACKED_TOPICS {
+            self.packed_delta.run(
+                &self.gpu,
+                &mut self.bus,
+                Some(&self.timer),
+                &self.wt_delta,
+                &self.host_words,
+                s.topics,
+                s.tokens,
+            )?
+        } else {
+            self.compaction.run(
+                &self.gpu,
+                &mut self.bus,
+                Some(&self.timer),
+                &self.wt_delta,
+                (&self.words, narrow(s.words, "number of distinct words")?),
+                s.topics,
+                s.tokens,
+            )?
+        };
         self.bus.d2h(&stream, || {
             self.h_totals_delta
                 .download(&stream, self.totals_delta.get(), k)?;

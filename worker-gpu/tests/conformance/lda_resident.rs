@@ -10,10 +10,11 @@
 //! - Parallel mode: every sweep keeps the count invariants exactly (the delta is the change of
 //!   the worker's own counts, its columns sum to the totals' change, which sums to zero; the
 //!   document-topic counts are the assignments' counts).
-//! - The bus traffic is exactly the state once, the rows and totals in per clock, and the log-
-//!   likelihood, the compacted delta and the totals' change out; bad input is a typed error.
+//! - The bus traffic is exactly the state once, the rows (packed where that is smaller) and
+//!   totals in per clock, and the log-likelihood, the packed delta and the totals' change out;
+//!   bad input is a typed error.
 
-use ps_apps::lda::packed::pack_rows;
+use ps_apps::lda::packed::{pack_rows, Packed, Values};
 use ps_apps::lda::{
     gather_rows, loglik, split_docs, synthetic_lda, CpuLda, HostLdaResident, LdaDelta, LdaHyper,
     LdaResident, LdaWorkerState, SweepKey, SyntheticLdaSpec,
@@ -81,6 +82,18 @@ fn load(
     }
     e.load_totals(totals).expect("load_totals");
     (bytes, packed)
+}
+
+/// The bytes of a delta's trip out: its two sizes and its packed image (`ps_apps::lda::packed`:
+/// a word per row, then `u16` topics and `i16` changes, or `i32` when one does not fit).
+fn delta_bytes(delta: &LdaDelta, rows: usize) -> u64 {
+    let wide = delta.entries.iter().any(|e| e.2.unsigned_abs() > 32_767);
+    let shape = Packed {
+        rows,
+        entries: delta.entries.len(),
+        values: if wide { Values::I32 } else { Values::I16 },
+    };
+    8 + shape.bytes()
 }
 
 fn key(s: u64, worker: u32, clock: u32) -> SweepKey {
@@ -181,13 +194,9 @@ fn sequential_case(gpu: &std::sync::Arc<worker_gpu::cuda::Gpu>, s: u64, topics: 
             let dc = host.sweep(kk).expect("sweep");
             let t = dev.traffic().since(&before);
             assert_eq!(t.h2d_bytes, bytes_in, "{ctx}: bytes in");
-            // The count: once, or twice when the compaction ran again larger.
-            let out = 8 + 4 + 12 * dg.entries.len() as u64 + 4 * k as u64;
-            assert!(
-                t.d2h_bytes == out || t.d2h_bytes == out + 4,
-                "{ctx}: bytes out {} vs {out}",
-                t.d2h_bytes
-            );
+            // The log-likelihood, the packed delta with its sizes, the totals' change.
+            let out = 8 + delta_bytes(&dg, state.words.len()) + 4 * k as u64;
+            assert_eq!(t.d2h_bytes, out, "{ctx}: bytes out");
             assert!(t.compute_s > 0.0, "{ctx}: no kernel time");
             assert!(
                 t.h2d_s > 0.0 && t.d2h_s > 0.0,
@@ -268,14 +277,10 @@ fn parallel_resident_engine_keeps_the_invariants() {
                 let t = dev.traffic().since(&before);
                 let docs = state.num_docs();
                 assert_eq!(t.h2d_bytes, bytes_in, "{ctx}: bytes in");
-                let out = 8 + 12 * delta.entries.len() + 4 * k + 4 * (state.z.len() + docs * k);
-                // The count: once, or twice when the compaction ran again larger.
-                assert!(
-                    t.d2h_bytes == (out + 4) as u64 || t.d2h_bytes == (out + 8) as u64,
-                    "{ctx}: bytes out {} vs {}",
-                    t.d2h_bytes,
-                    out + 4
-                );
+                let out = 8
+                    + delta_bytes(&delta, state.words.len())
+                    + 4 * (k + state.z.len() + docs * k) as u64;
+                assert_eq!(t.d2h_bytes, out, "{ctx}: bytes out");
                 deltas.push(delta);
             }
             for d in &deltas {

@@ -1,37 +1,54 @@
-//! Word-topic rows packed for the host-device bus: only their nonzero entries.
+//! Word-topic rows packed for the host-device bus: only their nonzero entries, both ways.
 //!
-//! The pull replies of LDA's word-topic rows travel sparse on the wire (most of a row's K counts
-//! are zero at large K), and the client hands the session each run of rows dense. A resident
-//! engine would otherwise copy the dense run across PCIe: at K 1,000 that was 30-50 times the
-//! run's wire bytes. [`pack_rows`] keeps a run's nonzero entries instead, and the device writes
-//! them into its zeroed copy of the rows ([`unpack_rows`] is that step on the host: the CUDA
-//! engine's kernel `lda_scatter_rows`, `kernels/lda_rows.cuh`, does the same).
+//! LDA's word-topic rows and a sweep's count changes travel sparse on the wire (most of a row's
+//! K cells are zero at large K). Without packing, a resident engine would copy each pulled run
+//! of rows dense across PCIe (at K 1,000, 30-50 times its wire bytes), and the sweep's delta
+//! out as 12-byte `(word, topic, change)` triples (2-3 times). Both now cross as a packed image:
 //!
-//! The packed image is a list of little-endian `u32` words, so one pinned buffer and one copy
-//! carry it:
+//! - in: [`pack_rows`] keeps a run's nonzero entries, and the device writes them into its
+//!   zeroed copy of the rows ([`unpack_rows`] is that step on the host; the CUDA engine's
+//!   kernel `lda_scatter_rows`, `kernels/lda_rows.cuh`, does the same);
+//! - out: the device packs the sweep's dense move counts (`kernels/lda_rows.cuh`'s
+//!   `lda_delta_*` passes; [`pack_delta`] is the host half), and the host reads the entries back
+//!   with [`unpack_delta`], checking the image as it goes.
+//!
+//! The packed image is a list of little-endian `u32` words, so one buffer and one copy carry
+//! it:
 //!
 //! | words | what |
 //! | --- | --- |
 //! | `rows` | each row's end: entries `[end(r - 1), end(r))` are row `r`'s (`end(-1)` = 0) |
 //! | `ceil(entries / 2)` | the entries' topics, `u16`, two to a word (low half first) |
-//! | `ceil(entries / 2)` or `entries` | their values: `u16` counts two to a word ([`Values::Counts`]), or `f32` bits ([`Values::F32`]) |
+//! | `ceil(entries / 2)` or `entries` | their values, by [`Values`]: 16-bit two to a word, or 32-bit one to a word |
 //!
-//! Within a row, entries are in topic order. An entry is kept when its value's bits are not all
-//! zero, so -0.0 and NaN travel as they are and unpacking gives back the run's bits exactly.
-//! Counts (what the shards normally hold: whole numbers from 1 to 65,535) take 2 bytes; a run
-//! with any other nonzero value carries all its values as `f32`. A run packs only when K fits in
-//! a `u16` topic and the image is smaller than the dense run.
+//! Within a row, entries are in topic order; an odd last half-word is zero. Pulled rows keep
+//! every entry whose value's bits are not all zero, so -0.0 and NaN travel as they are and
+//! unpacking gives back the run's bits exactly. Counts (what the shards normally hold: whole
+//! numbers from 1 to 65,535) take 2 bytes; a run with any other nonzero value carries all its
+//! values as `f32`. A run packs only when K fits in a `u16` topic and the image is smaller than
+//! the dense run. A delta keeps its nonzero changes, as `i16` when every one fits, else `i32`.
 
-/// How a packed run's values are stored.
+/// How a packed image's values are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Values {
-    /// Whole numbers 1..=65,535 as `u16`, two to a word.
-    Counts,
-    /// `f32` bits, one to a word.
+    /// Pulled rows: whole numbers 1..=65,535 as `u16`, two to a word.
+    U16,
+    /// Pulled rows: `f32` bits, one to a word.
     F32,
+    /// A delta: changes as `i16`, two to a word.
+    I16,
+    /// A delta: changes as `i32`, one to a word.
+    I32,
 }
 
-/// The shape of a packed run: where its parts start in the image.
+impl Values {
+    /// Whether two values share a word.
+    pub fn halves(self) -> bool {
+        matches!(self, Values::U16 | Values::I16)
+    }
+}
+
+/// The shape of a packed image: where its parts start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Packed {
     pub rows: usize,
@@ -53,9 +70,10 @@ impl Packed {
     /// The image's length in words.
     pub fn words(&self) -> usize {
         self.values_at()
-            + match self.values {
-                Values::Counts => self.entries.div_ceil(2),
-                Values::F32 => self.entries,
+            + if self.values.halves() {
+                self.entries.div_ceil(2)
+            } else {
+                self.entries
             }
     }
 
@@ -105,18 +123,19 @@ pub fn pack_rows(values: &[f32], k: usize, image: &mut Vec<u32>) -> Option<Packe
     let shape = Packed {
         rows,
         entries: topics.len(),
-        values: if counts { Values::Counts } else { Values::F32 },
+        values: if counts { Values::U16 } else { Values::F32 },
     };
     if shape.bytes() >= 4 * values.len() as u64 {
         return None;
     }
     image.extend(pairs(topics.iter().copied()));
-    match shape.values {
-        Values::Counts => image.extend(pairs(
+    if counts {
+        image.extend(pairs(
             kept.iter()
                 .map(|&b| as_count(f32::from_bits(b)).unwrap_or(0)),
-        )),
-        Values::F32 => image.extend_from_slice(&kept),
+        ));
+    } else {
+        image.extend_from_slice(&kept);
     }
     debug_assert_eq!(image.len(), shape.words());
     Some(shape)
@@ -156,12 +175,115 @@ pub fn unpack_rows(image: &[u32], shape: Packed, k: usize, dst: &mut [f32]) {
             if t >= k {
                 continue;
             }
-            dst[r * k + t] = match shape.values {
-                Values::Counts => f32::from(half(image, shape.values_at(), j)),
-                Values::F32 => f32::from_bits(image[shape.values_at() + j]),
+            let at = shape.values_at();
+            dst[r * k + t] = if shape.values.halves() {
+                f32::from(half(image, at, j))
+            } else {
+                f32::from_bits(image[at + j])
             };
         }
     }
+}
+
+/// The largest change a [`Values::I16`] delta holds.
+const I16_MAX: i32 = i16::MAX as i32;
+
+/// Packs a sweep's move counts, `cells` (`rows x k`, row-major), into `image` (cleared first):
+/// every nonzero cell in row then topic order, as `i16` when every change fits, else `i32`. The
+/// host half of the device's `lda_delta_count`, `lda_delta_scan` and `lda_delta_write`, word
+/// for word. `k` must be 1..=[`MAX_PACKED_TOPICS`] and `cells` whole rows.
+pub fn pack_delta(cells: &[i32], k: usize, image: &mut Vec<u32>) -> Packed {
+    assert!(
+        (1..=MAX_PACKED_TOPICS).contains(&k) && cells.len().is_multiple_of(k),
+        "{} cells are not whole rows of K {k} (K at most {MAX_PACKED_TOPICS})",
+        cells.len()
+    );
+    let rows = cells.len() / k;
+    image.clear();
+    let mut topics: Vec<u16> = Vec::new();
+    let mut changes: Vec<i32> = Vec::new();
+    for row in cells.chunks_exact(k) {
+        for (t, &c) in row.iter().enumerate() {
+            if c != 0 {
+                topics.push(t as u16);
+                changes.push(c);
+            }
+        }
+        image.push(topics.len() as u32);
+    }
+    let wide = changes.iter().any(|c| c.unsigned_abs() > I16_MAX as u32);
+    let shape = Packed {
+        rows,
+        entries: topics.len(),
+        values: if wide { Values::I32 } else { Values::I16 },
+    };
+    image.extend(pairs(topics.into_iter()));
+    if wide {
+        image.extend(changes.iter().map(|&c| c as u32));
+    } else {
+        image.extend(pairs(changes.iter().map(|&c| c as i16 as u16)));
+    }
+    debug_assert_eq!(image.len(), shape.words());
+    shape
+}
+
+/// The entries of a packed delta as `(words[row], topic, change)`, sorted by `(word, topic)`
+/// when `words` is (the worker's sorted word list; row `r` is word `words[r]`). The image comes
+/// back from a device, so it is checked: its length, row ends that never decrease and end at
+/// the entry count, topics below `k` and increasing within a row, and no zero change.
+pub fn unpack_delta(
+    image: &[u32],
+    shape: Packed,
+    k: usize,
+    words: &[u32],
+) -> Result<Vec<(u32, u32, i32)>, String> {
+    if !matches!(shape.values, Values::I16 | Values::I32) {
+        return Err(format!("a delta with {:?} values", shape.values));
+    }
+    if shape.rows != words.len() || image.len() != shape.words() {
+        return Err(format!(
+            "an image of {} words for {} rows and {} entries ({} words), {} rows expected",
+            image.len(),
+            shape.rows,
+            shape.entries,
+            shape.words(),
+            words.len()
+        ));
+    }
+    let mut out = Vec::with_capacity(shape.entries);
+    let mut start = 0usize;
+    for (r, &word) in words.iter().enumerate() {
+        let end = image[r] as usize;
+        if end < start || end > shape.entries {
+            return Err(format!(
+                "row {r} ends at entry {end} after {start} of {}",
+                shape.entries
+            ));
+        }
+        let mut last: Option<usize> = None;
+        for j in start..end {
+            let t = usize::from(half(image, shape.topics_at(), j));
+            let c = match shape.values {
+                Values::I16 => i32::from(half(image, shape.values_at(), j) as i16),
+                _ => image[shape.values_at() + j] as i32,
+            };
+            if t >= k || last.is_some_and(|l| l >= t) || c == 0 {
+                return Err(format!(
+                    "row {r}: entry {j} (topic {t}, change {c}) is not valid"
+                ));
+            }
+            last = Some(t);
+            out.push((word, t as u32, c));
+        }
+        start = end;
+    }
+    if start != shape.entries {
+        return Err(format!(
+            "the rows end at entry {start} of {}",
+            shape.entries
+        ));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -193,7 +315,7 @@ mod tests {
                 }
             }
             if let Some(shape) = round_trip(&v, k) {
-                assert_eq!(shape.values, Values::Counts);
+                assert_eq!(shape.values, Values::U16);
                 let nnz = v.iter().filter(|x| **x != 0.0).count();
                 assert_eq!(shape.entries, nnz);
                 assert_eq!(shape.words(), rows + 2 * nnz.div_ceil(2));
@@ -254,11 +376,85 @@ mod tests {
         let shape = Packed {
             rows: 2,
             entries: 3,
-            values: Values::Counts,
+            values: Values::U16,
         };
         let image = vec![2, 5, 1 | (9 << 16), 2, 3 | (4 << 16), 5];
         let mut dst = vec![f32::NAN; 8];
         unpack_rows(&image, shape, 4, &mut dst);
         assert_eq!(dst, vec![0.0, 3.0, 0.0, 0.0, 0.0, 0.0, 5.0, 0.0]);
+    }
+
+    #[test]
+    fn deltas_pack_in_row_and_topic_order_and_come_back_checked() {
+        let k = 9;
+        let words = [3u32, 10, 11, 40];
+        let mut cells = vec![0i32; words.len() * k];
+        cells[2] = 1;
+        cells[5] = -2;
+        cells[3 * k] = -32_767;
+        cells[3 * k + 8] = 7;
+        let mut image = Vec::new();
+        let shape = pack_delta(&cells, k, &mut image);
+        assert_eq!(
+            (shape.rows, shape.entries, shape.values),
+            (4, 4, Values::I16)
+        );
+        assert_eq!(image.len(), 4 + 2 + 2);
+        let want = vec![(3, 2, 1), (3, 5, -2), (40, 0, -32_767), (40, 8, 7)];
+        assert_eq!(unpack_delta(&image, shape, k, &words).unwrap(), want);
+        // One change past i16: all go as i32.
+        cells[4 * k - 1] = 40_000;
+        let shape = pack_delta(&cells, k, &mut image);
+        assert_eq!(shape.values, Values::I32);
+        assert_eq!(image.len(), 4 + 2 + 4);
+        let got = unpack_delta(&image, shape, k, &words).unwrap();
+        assert_eq!(got[3], (40, 8, 40_000));
+        // Nothing moved: the row ends alone.
+        let shape = pack_delta(&vec![0; 2 * k], k, &mut image);
+        assert_eq!((shape.entries, image.clone()), (0, vec![0, 0]));
+        assert!(unpack_delta(&image, shape, k, &[1, 2]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_bad_delta_image_is_an_error() {
+        let k = 9;
+        let words = [3u32, 10];
+        let mut cells = vec![0i32; 2 * k];
+        cells[1] = 4;
+        cells[k + 2] = -1;
+        cells[k + 6] = 2;
+        let mut image = Vec::new();
+        let shape = pack_delta(&cells, k, &mut image);
+        let ok = unpack_delta(&image, shape, k, &words).unwrap();
+        assert_eq!(ok, vec![(3, 1, 4), (10, 2, -1), (10, 6, 2)]);
+        let bad = |f: &dyn Fn(&mut Vec<u32>)| {
+            let mut i = image.clone();
+            f(&mut i);
+            unpack_delta(&i, shape, k, &words).is_err()
+        };
+        assert!(bad(&|i| i[0] = 4), "row 0 ends past the entries");
+        assert!(
+            bad(&|i| {
+                i[0] = 2;
+                i[1] = 1;
+            }),
+            "row 1 ends before row 0"
+        );
+        assert!(bad(&|i| i[1] = 2), "the rows end before the entries");
+        assert!(bad(&|i| i[2] = 9), "topic 9 >= K");
+        assert!(bad(&|i| i[3] = 2 | (2 << 16)), "topics repeat in a row");
+        assert!(bad(&|i| i[4] = 0), "a zero change");
+        assert!(
+            bad(&|i| {
+                i.pop();
+            }),
+            "a short image"
+        );
+        assert!(unpack_delta(&image, shape, k, &words[..1]).is_err(), "rows");
+        let rows = Packed {
+            values: Values::U16,
+            ..shape
+        };
+        assert!(unpack_delta(&image, rows, k, &words).is_err(), "row values");
     }
 }
