@@ -4,6 +4,7 @@
 
 use crate::entries::Sent;
 use crate::pending::{add, Pending};
+use ps_proto::ProtoError;
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, Clone)]
@@ -52,22 +53,43 @@ impl TableCache {
     /// of order): one complete through more clocks, or through as many but pulled for a later
     /// clock. Reuses the cached row's buffer.
     pub fn store(&mut self, key: u64, values: &[f32], min_clock: u64, own_clock: u64, now: u64) {
+        self.store_with(key, min_clock, own_clock, now, |dst| {
+            dst.extend_from_slice(values)
+        });
+    }
+
+    /// [`TableCache::store`] of a row that `fill` writes into an empty buffer (the cached
+    /// row's, reused), which it must leave `width` long; `fill` is not called when a fresher
+    /// copy is cached. A sparse reply's row is written in place this way, without a dense copy
+    /// of the whole reply first.
+    pub fn store_with(
+        &mut self,
+        key: u64,
+        min_clock: u64,
+        own_clock: u64,
+        now: u64,
+        fill: impl FnOnce(&mut Vec<f32>),
+    ) {
         match self.rows.get_mut(&key) {
             Some(c) if c.min_clock > min_clock => {}
             Some(c) if c.min_clock == min_clock && c.fetched_at > now => {}
             Some(c) => {
                 c.values.clear();
-                c.values.extend_from_slice(values);
+                fill(&mut c.values);
+                debug_assert_eq!(c.values.len(), self.width);
                 // A reply complete through more clocks was served later by the same shard, so it
                 // is at least as fresh as the copy it replaces.
                 let fetched = c.fetched_at.max(now);
                 (c.min_clock, c.own_clock, c.fetched_at) = (min_clock, own_clock, fetched);
             }
             None => {
+                let mut values = Vec::with_capacity(self.width);
+                fill(&mut values);
+                debug_assert_eq!(values.len(), self.width);
                 self.rows.insert(
                     key,
                     CachedRow {
-                        values: values.to_vec(),
+                        values,
                         min_clock,
                         own_clock,
                         fetched_at: now,
@@ -75,6 +97,49 @@ impl TableCache {
                 );
             }
         }
+    }
+
+    /// Stores the rows of a sparse reply (`indices` strictly increasing, as the decoder gives
+    /// them, into a block of `keys.len() x width`) as [`TableCache::store`] would store its dense
+    /// form: each row is zeroed and its entries written in place, with no dense copy of the
+    /// whole block. Indices out of order or past the block are an error, found before anything
+    /// is stored.
+    pub fn store_sparse(
+        &mut self,
+        keys: &[u64],
+        indices: &[u32],
+        values: &[f32],
+        (min_clock, own_clock, now): (u64, u64, u64),
+    ) -> Result<(), ProtoError> {
+        let width = self.width;
+        let n = keys.len() * width;
+        let increasing = indices.windows(2).all(|p| p[0] < p[1]);
+        if indices.len() != values.len()
+            || !increasing
+            || indices.last().is_some_and(|&i| i as usize >= n)
+        {
+            return Err(ProtoError::Malformed(format!(
+                "{} sparse values at {} indices (increasing: {increasing}) for a block of {n}",
+                values.len(),
+                indices.len()
+            )));
+        }
+        let mut j = 0;
+        for (r, &key) in keys.iter().enumerate() {
+            let (lo, hi) = (r * width, (r + 1) * width);
+            let start = j;
+            while j < indices.len() && (indices[j] as usize) < hi {
+                j += 1;
+            }
+            let (at, vals) = (&indices[start..j], &values[start..j]);
+            self.store_with(key, min_clock, own_clock, now, |dst| {
+                dst.resize(width, 0.0);
+                for (&i, &v) in at.iter().zip(vals) {
+                    dst[i as usize - lo] = v;
+                }
+            });
+        }
+        Ok(())
     }
 
     /// Appends the row as this worker must see it: cached values, plus (with `overlay`) own
@@ -282,5 +347,52 @@ mod tests {
             (t.rows[&1].values.clone(), t.rows[&1].fetched_at),
             (vec![8.0, 8.0], 2)
         );
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    #[test]
+    fn a_sparse_reply_is_stored_row_by_row_as_its_dense_form_would_be() {
+        let width = 4;
+        let mut cache = TableCache::new(width, true);
+        // A stale copy of row 7 with other values: replaced, its buffer reused and zeroed.
+        cache.store(7, &[9.0; 4], 0, 0, 0);
+        let keys = [3u64, 7, 8];
+        let indices = [1u32, 3, 9, 10];
+        let values = [1.5, -0.0, f32::NAN, 2.0];
+        cache
+            .store_sparse(&keys, &indices, &values, (2, 1, 5))
+            .unwrap();
+        let dense = ps_proto::codec::Decoded::Sparse {
+            indices: indices.to_vec(),
+            values: values.to_vec(),
+        }
+        .into_dense(12)
+        .unwrap();
+        for (r, k) in keys.iter().enumerate() {
+            let c = &cache.rows[k];
+            assert_eq!(bits(&c.values), bits(&dense[r * 4..(r + 1) * 4]), "row {k}");
+            assert_eq!((c.min_clock, c.own_clock, c.fetched_at), (2, 1, 5));
+        }
+        // A reply older than the cached rows changes nothing.
+        cache.store_sparse(&keys, &[0], &[5.0], (1, 0, 6)).unwrap();
+        assert_eq!(cache.rows[&3].values[0], 0.0);
+    }
+
+    #[test]
+    fn a_bad_sparse_reply_stores_nothing() {
+        let mut cache = TableCache::new(2, true);
+        let at = (1, 0, 1);
+        for (indices, values) in [
+            (vec![0u32, 4], vec![1.0f32, 2.0]), // past the block of 2 x 2
+            (vec![2, 1], vec![1.0, 2.0]),       // out of order
+            (vec![1, 1], vec![1.0, 2.0]),       // repeated
+            (vec![1], vec![1.0, 2.0]),          // lengths differ
+        ] {
+            assert!(cache.store_sparse(&[1, 2], &indices, &values, at).is_err());
+            assert!(cache.rows.is_empty(), "{indices:?}");
+        }
     }
 }

@@ -6,7 +6,8 @@ use crate::client::{lock, lock_keys, PsClient};
 use crate::error::ClientError;
 use crate::pending::strictly_sorted;
 use crate::wire::{pull, Traffic};
-use ps_proto::{Frame, KeyForm, ShardMap};
+use ps_proto::codec::Decoded;
+use ps_proto::{Frame, KeyForm, ProtoError, ShardMap};
 use std::collections::BTreeMap;
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -206,16 +207,32 @@ impl PsClient {
             self.pull_traffic.add(*traffic);
             let (min_clock, own_clock) = (reply.header.clock, reply.header.aux);
             let decoded;
-            let values: &[f32] = match reply.raw_f32() {
-                Some(v) => v,
+            let dense: &[f32] = match reply.raw_f32() {
+                Some(values) => values,
                 None => {
-                    decoded = reply.values()?;
-                    &decoded
+                    decoded = reply.decoded()?;
+                    match &decoded {
+                        Decoded::Dense(values) => values,
+                        Decoded::Sparse { indices, values } => {
+                            let cache = &mut self.state_mut(id)?.cache;
+                            let at = (min_clock, own_clock, fetched);
+                            cache.store_sparse(&reply.keys, indices, values, at)?;
+                            continue;
+                        }
+                    }
                 }
             };
-            let t = self.state_mut(id)?;
-            for (k, v) in reply.keys.iter().zip(values.chunks_exact(width)) {
-                t.cache.store(*k, v, min_clock, own_clock, fetched);
+            let cache = &mut self.state_mut(id)?.cache;
+            if dense.len() != reply.keys.len() * width {
+                return Err(ProtoError::Malformed(format!(
+                    "a reply of {} values for {} rows of {width}",
+                    dense.len(),
+                    reply.keys.len()
+                ))
+                .into());
+            }
+            for (k, v) in reply.keys.iter().zip(dense.chunks_exact(width)) {
+                cache.store(*k, v, min_clock, own_clock, fetched);
             }
         }
         Ok(())
