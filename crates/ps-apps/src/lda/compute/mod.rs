@@ -17,12 +17,21 @@ const COUNT_CLAMP: f32 = (1u32 << 29) as f32;
 
 /// A count read from the (possibly stale, possibly hostile) `f32` copy:
 /// rounded, clamped to `±COUNT_CLAMP`, NaN read as 0.
+///
+/// Rounds half away from zero, as `f32::round` and CUDA's `roundf` do, without the libm call
+/// (the engines convert every cell of the worker's rows twice a sweep): the cast truncates
+/// (NaN to 0), and the part it cut off is exact (Sterbenz; from 2^24 on every `f32` is whole).
 #[inline]
 fn to_count(x: f32) -> i32 {
-    if x.is_nan() {
-        0
+    let c = x.clamp(-COUNT_CLAMP, COUNT_CLAMP);
+    let t = c as i32;
+    let cut = c - t as f32;
+    if cut >= 0.5 {
+        t + 1
+    } else if cut <= -0.5 {
+        t - 1
     } else {
-        x.round().clamp(-COUNT_CLAMP, COUNT_CLAMP) as i32
+        t
     }
 }
 
@@ -158,5 +167,46 @@ mod tests {
         assert_eq!(to_count(-3.0), -3);
         assert_eq!(to_count(f32::INFINITY), 1 << 29);
         assert_eq!(to_count(f32::NEG_INFINITY), -(1 << 29));
+    }
+
+    /// The old definition, through libm's `roundf`.
+    fn rounded(x: f32) -> i32 {
+        if x.is_nan() {
+            0
+        } else {
+            x.round().clamp(-COUNT_CLAMP, COUNT_CLAMP) as i32
+        }
+    }
+
+    #[test]
+    fn to_count_rounds_as_f32_round_does() {
+        // Every 61st bit pattern (all signs, exponents, NaNs and infinities), then the halves
+        // and their neighbours up to 2^24 and around the clamp.
+        for bits in (0..=u32::MAX).step_by(61) {
+            let x = f32::from_bits(bits);
+            assert_eq!(to_count(x), rounded(x), "{x:e} ({bits:#x})");
+        }
+        for n in (0..(1 << 24)).step_by(7) {
+            for x in [n as f32 + 0.5, n as f32 - 0.5, n as f32] {
+                for y in [
+                    x,
+                    -x,
+                    f32::from_bits(x.to_bits() + 1),
+                    f32::from_bits(x.to_bits().max(1) - 1),
+                ] {
+                    assert_eq!(to_count(y), rounded(y), "{y:e}");
+                }
+            }
+        }
+        for x in [
+            COUNT_CLAMP,
+            COUNT_CLAMP * 2.0,
+            8_388_607.5,
+            8_388_608.0,
+            8_388_609.0,
+        ] {
+            assert_eq!(to_count(x), rounded(x), "{x:e}");
+            assert_eq!(to_count(-x), rounded(-x), "{x:e}");
+        }
     }
 }
