@@ -5,6 +5,7 @@
 //! configuration. The axes and the figures are pure ([`sweep`]); running and writing are in
 //! [`run`].
 
+pub mod figures;
 mod run;
 pub mod sweep;
 

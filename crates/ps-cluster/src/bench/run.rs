@@ -1,7 +1,8 @@
 //! Running a sweep: each configuration's repeats as `ps-cluster local` child processes (this
 //! binary), their CSV logs and summaries read back, and the sweep's files written.
 
-use super::sweep::{self, ClockRow, Config, Figures, Run};
+use super::figures::{self, ClockRow, Figures, Run};
+use super::sweep::Config;
 use super::{BenchArgs, Plan};
 use crate::parse::{parse, NotRun};
 use crate::plots::{self, BytesQuality, QualitySeries, TimeSplit};
@@ -114,13 +115,13 @@ pub fn sweep(a: &BenchArgs, plan: &Plan, apps: &[Box<dyn DynApp>]) -> Result<()>
         .enumerate()
         .map(|(i, l)| {
             let mine: Vec<&Run> = runs.iter().filter(|r| r.config == i).collect();
-            sweep::figures(l.clone(), &mine, a.repeats as usize, &plan.target)
+            figures::figures(l.clone(), &mine, a.repeats as usize, &plan.target)
         })
         .collect();
     let table = format!(
         "every configuration: {}\n{}",
         plan.axes.fixed().join(", "),
-        sweep::table(&figs, &plan.target)
+        figures::table(&figs, &plan.target)
     );
     write_files(&a.out, &configs, &labels, &runs, &figs, &table, plan)?;
     print!("{table}");
@@ -298,7 +299,7 @@ fn write_files(
         .map(|r| {
             serde_json::json!({
                 "config": labels[r.config], "settings": configs[r.config], "seed": r.seed,
-                "time_to_target_s": sweep::time_to_target(&r.rows, target),
+                "time_to_target_s": figures::time_to_target(&r.rows, target),
                 "summary": r.summary,
             })
         })
@@ -311,7 +312,7 @@ fn write_files(
         "configs.json",
         serde_json::json!({
             "target": target.to_string(),
-            "fastest": sweep::fastest(figs).map(|i| labels[i].clone()),
+            "fastest": figures::fastest(figs).map(|i| labels[i].clone()),
             "configs": figs,
         }),
     )?;
@@ -323,7 +324,7 @@ fn write_files(
         .enumerate()
         .filter_map(|(i, l)| {
             let mine: Vec<&Run> = runs.iter().filter(|r| r.config == i).collect();
-            let run = sweep::median_run(&mine, target)?;
+            let run = figures::median_run(&mine, target)?;
             Some(QualitySeries {
                 label: l.clone(),
                 points: run
