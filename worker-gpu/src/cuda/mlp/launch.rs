@@ -1,6 +1,7 @@
-//! The CUDA MLP engine's device buffers and its two launches: the plan's named buffers mapped
-//! onto device memory ([`F32Bufs`]), one `mlp_sgemm` per [`Gemm`] and one `mlp_softmax_xent` per
-//! [`Softmax`], every operand a view checked against its buffer.
+//! The CUDA MLP engine's device buffers and its launches: the plan's named buffers mapped onto
+//! device memory ([`F32Bufs`]), one `mlp_sgemm` per [`Gemm`], one `mlp_softmax_xent` per
+//! [`Softmax`], and [`CudaMlp::launch`], which maps each operation of a plan onto its kernel,
+//! every operand a view checked against its buffer.
 
 use std::sync::Arc;
 
@@ -8,7 +9,8 @@ use cudarc::driver::{
     CudaFunction, CudaSlice, CudaStream, CudaView, CudaViewMut, LaunchConfig, PushKernelArg,
 };
 
-use super::plan::{At, Buf, Gemm, Softmax};
+use super::plan::{At, Buf, Gemm, Op, Softmax};
+use super::CudaMlp;
 use super::{BLOCK, BLOCKS_PER_SM, TILE};
 use crate::cuda::buffers::DevBuf;
 use crate::cuda::{Call, Gpu, GpuError};
@@ -217,4 +219,127 @@ pub(super) fn launch_softmax(
     // types follow mlp_softmax_xent's signature; blockDim is a multiple of 32.
     unsafe { lb.launch(cfg) }.call("cuLaunchKernel(mlp_softmax_xent)")?;
     Ok(())
+}
+
+impl CudaMlp {
+    /// Launches one operation of the chunk whose first sample is `start`.
+    pub(super) fn launch(&mut self, op: &Op, start: usize) -> Result<(), GpuError> {
+        let (out, ins) = op.operands();
+        if let Some((o, _)) = out {
+            if ins.iter().any(|(i, _)| i.buf == o.buf) {
+                return Err(internal(format!("{op:?} reads the buffer it writes")));
+            }
+        }
+        let stream = &self.gpu.compute;
+        let k = &self.k;
+        match *op {
+            Op::Gemm(g) => {
+                if g.m == 0 || g.n == 0 {
+                    return Ok(());
+                }
+                self.f
+                    .with_out(g.c.buf, |f, out| launch_gemm(stream, &k.sgemm, f, out, &g))
+            }
+            Op::Softmax(s) => {
+                if s.rows == 0 {
+                    return Ok(());
+                }
+                let labels = if s.labels {
+                    Some(
+                        self.y
+                            .get()
+                            .try_slice(start..start + s.rows)
+                            .filter(|_| start + s.rows <= self.y.get().len())
+                            .ok_or_else(|| internal("labels out of range".into()))?,
+                    )
+                } else {
+                    None
+                };
+                let mut pred = if s.pred {
+                    let p = self.pred.get_mut();
+                    let have = p.len();
+                    if start + s.rows > have {
+                        return Err(internal("predictions out of range".into()));
+                    }
+                    Some(
+                        p.try_slice_mut(start..start + s.rows)
+                            .ok_or_else(|| internal("predictions out of range".into()))?,
+                    )
+                } else {
+                    None
+                };
+                let stats = s
+                    .labels
+                    .then_some((self.loss.get_mut(), self.correct.get_mut()));
+                let sm = SoftmaxArgs {
+                    labels: labels.as_ref(),
+                    pred: pred.as_mut(),
+                    stats,
+                };
+                match s.dlogits {
+                    Some(d) => self.f.with_out(d.buf, |f, out| {
+                        let mut dl = view_mut(out, d, s.rows * s.classes)?;
+                        launch_softmax(stream, &k.softmax, &self.gpu, f, &s, Some(&mut dl), sm)
+                    }),
+                    None => launch_softmax(stream, &k.softmax, &self.gpu, &self.f, &s, None, sm),
+                }
+            }
+            Op::ReluBackward { grad, act, n } => {
+                if n == 0 {
+                    return Ok(());
+                }
+                let gpu = &self.gpu;
+                self.f.with_out(grad.buf, |f, out| {
+                    let a = f.view(act, n)?;
+                    let mut g = view_mut(out, grad, n)?;
+                    let n64 = n as u64;
+                    let cfg = LaunchConfig {
+                        grid_dim: (gpu.grid_for(n64, BLOCK, BLOCKS_PER_SM), 1, 1),
+                        block_dim: (BLOCK, 1, 1),
+                        shared_mem_bytes: 0,
+                    };
+                    let mut b = stream.launch_builder(&k.relu_backward);
+                    b.arg(&mut g).arg(&a).arg(&n64);
+                    // SAFETY: grad and act hold n floats each (checked by the views).
+                    unsafe { b.launch(cfg) }.call("cuLaunchKernel(mlp_relu_backward)")?;
+                    Ok(())
+                })
+            }
+            Op::BiasGrad {
+                dz,
+                rows,
+                cols,
+                out,
+                out_stride,
+            } => {
+                if cols == 0 {
+                    return Ok(());
+                }
+                self.f.with_out(out.buf, |f, o| {
+                    let z = f.view(dz, rows * cols)?;
+                    let mut dst = view_mut(o, out, (cols - 1) * out_stride + 1)?;
+                    let (rows_i, cols_i) = (int(rows, "rows")?, int(cols, "cols")?);
+                    let stride_i = int(out_stride, "out_stride")?;
+                    let scale = 1.0f32;
+                    let grid = u32::try_from(cols.div_ceil(32))
+                        .map_err(|_| internal("bias grid too large".into()))?;
+                    let cfg = LaunchConfig {
+                        grid_dim: (grid, 1, 1),
+                        block_dim: (32, 8, 1),
+                        shared_mem_bytes: 0,
+                    };
+                    let mut b = stream.launch_builder(&k.bias_grad);
+                    b.arg(&z)
+                        .arg(&rows_i)
+                        .arg(&cols_i)
+                        .arg(&scale)
+                        .arg(&mut dst)
+                        .arg(&stride_i);
+                    // SAFETY: dz holds rows × cols floats, out (cols − 1) × stride + 1 (views).
+                    unsafe { b.launch(cfg) }.call("cuLaunchKernel(mlp_bias_grad)")?;
+                    Ok(())
+                })
+            }
+        }
+    }
 }
