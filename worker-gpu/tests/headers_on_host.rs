@@ -387,3 +387,91 @@ fn the_device_lda_delta_packing_is_the_hosts() {
         assert_eq!(g, w, "line {i}");
     }
 }
+
+/// The delta passes at the edge of their capacity (an odd entry count exactly at it: the same
+/// image as the host's; one short of it: nothing written past the ends, and the count reported
+/// so the host can refuse), and the row scatter at the widest K (topic 65,535).
+#[test]
+fn the_device_lda_packing_at_its_limits() {
+    use ps_apps::lda::packed::{pack_delta, pack_rows, unpack_rows, Values};
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (rows, k) = (5usize, 7usize);
+    let mut cells = vec![0i32; rows * k];
+    for (i, c) in [(0, 1), (3, -2), (9, 3), (20, 4), (34, -5)] {
+        cells[i] = c;
+    }
+    let mut image = Vec::new();
+    let shape = pack_delta(&cells, k, &mut image);
+    assert_eq!((shape.entries, shape.values), (5, Values::I16));
+    let words = rows + shape.entries.div_ceil(2) * 2;
+    let list: Vec<String> = cells.iter().map(|x| format!("{x}")).collect();
+    let mut body = String::new();
+    let mut want = String::new();
+    for cap in [shape.entries, shape.entries - 1] {
+        let grid = |call: &str| {
+            format!(
+                "gridDim.x = 1; blockDim.x = 2; for (blockIdx.x = 0; blockIdx.x < 1; ++blockIdx.x) \
+                 for (threadIdx.x = 0; threadIdx.x < 2; ++threadIdx.x) {{ {call}; }}"
+            )
+        };
+        writeln!(
+            body,
+            "{{ int cells[] = {{{}}}; unsigned int image[{words}]; unsigned int meta[3]; \
+             for (int i = 0; i < {words}; ++i) image[i] = 0xdeadbeefu; {} {} {} {} {} \
+             printf(\"%u %u\\n\", meta[0], meta[1]); \
+             for (int i = {rows}; i < {words}; ++i) printf(\"%u\\n\", image[i]); }}",
+            list.join(", "),
+            grid(&format!(
+                "lda_delta_count_rows(cells, {rows}u, {k}u, image)"
+            )),
+            grid(&format!("lda_delta_chunk_rows(image, {rows}u, meta)")),
+            grid(&format!(
+                "lda_delta_scan_rows(image, {rows}u, {cap}u, meta)"
+            )),
+            grid(&format!(
+                "lda_delta_write_rows(cells, {rows}u, {k}u, image, meta, {cap}u)"
+            )),
+            grid(&format!(
+                "lda_delta_ends_rows(image, {rows}u, meta, {cap}u)"
+            )),
+        )
+        .unwrap();
+        writeln!(want, "5 0").unwrap();
+        for &w in &image[rows..words] {
+            let expect = if cap == shape.entries { w } else { 0xdead_beef };
+            writeln!(want, "{expect}").unwrap();
+        }
+    }
+    // Rows at K 65,536: topic 65,535 (the largest u16) and topic 0, as counts.
+    let k = 1usize << 16;
+    let mut v = vec![0f32; 2 * k];
+    v[k - 1] = 3.0;
+    v[k] = 65_535.0;
+    let shape = pack_rows(&v, k, &mut image).expect("sparse");
+    assert_eq!((shape.entries, shape.values), (2, Values::U16));
+    let list: Vec<String> = image.iter().map(|x| format!("{x}u")).collect();
+    writeln!(
+        body,
+        "{{ unsigned int image[] = {{{}}}; static float dst[{}]; \
+         gridDim.x = 1; blockDim.x = 64; blockIdx.x = 0; \
+         for (threadIdx.x = 0; threadIdx.x < 64; ++threadIdx.x) \
+         lda_rows_scatter(image, 2u, 2u, 0u, {k}u, dst); \
+         for (int i = 0; i < {}; ++i) if (dst[i] != 0.0f) printf(\"%d %g\\n\", i, dst[i]); }}",
+        list.join(", "),
+        2 * k,
+        2 * k,
+    )
+    .unwrap();
+    let mut back = vec![0f32; 2 * k];
+    unpack_rows(&image, shape, k, &mut back);
+    for (i, x) in back.iter().enumerate().filter(|(_, x)| **x != 0.0) {
+        writeln!(want, "{i} {x}").unwrap();
+    }
+    let Some(got) = run_on_host(dir.path(), &body) else {
+        return;
+    };
+    assert_eq!(got.lines().count(), want.lines().count(), "{got}");
+    for (i, (g, w)) in got.lines().zip(want.lines()).enumerate() {
+        assert_eq!(g, w, "line {i}");
+    }
+}

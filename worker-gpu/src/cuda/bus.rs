@@ -1,4 +1,5 @@
-//! What a resident engine moves over the host-device bus, counted and timed in one place.
+//! What a resident engine moves over the host-device bus, counted and timed in one place (and
+//! kernels whose time may be read back late, [`Bus::kernels`]).
 //!
 //! Each copy, or run of copies, goes through [`Bus::h2d`] or [`Bus::d2h`], which records a CUDA
 //! event on the copy's stream before it and one after, and counts the bytes the copy reports.
@@ -19,11 +20,12 @@ use super::{Call, GpuError};
 /// settles still keeps a bounded number of events.
 const MAX_OPEN: usize = 256;
 
-/// Which way a copy goes.
+/// Which way a copy goes, or kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Way {
     In,
     Out,
+    Kernels,
 }
 
 /// An engine's bus traffic and device time so far ([`Bus::traffic`]), and the copies whose
@@ -67,6 +69,17 @@ impl Bus {
         self.timed(stream, Way::Out, copy)
     }
 
+    /// Runs `launch`, which queues kernels on `stream`, and times them as it times copies: the
+    /// span is read back at [`Bus::settle`] into `traffic.compute_s`, so the host does not wait
+    /// for the kernels here (as [`super::buffers::KernelTimer`] would).
+    pub fn kernels(
+        &mut self,
+        stream: &CudaStream,
+        launch: impl FnOnce() -> Result<(), GpuError>,
+    ) -> Result<(), GpuError> {
+        self.timed(stream, Way::Kernels, || launch().map(|()| 0))
+    }
+
     fn timed(
         &mut self,
         stream: &CudaStream,
@@ -98,13 +111,14 @@ impl Bus {
         match way {
             Way::In => self.traffic.h2d_bytes += bytes,
             Way::Out => self.traffic.d2h_bytes += bytes,
+            Way::Kernels => {}
         }
         self.open.push((start, end, way));
         Ok(())
     }
 
-    /// Adds the time of every copy since the last settle to [`Bus::traffic`], waiting for any
-    /// still running (none, where the stream was waited for).
+    /// Adds the time of every copy (and kernel span) since the last settle to [`Bus::traffic`],
+    /// waiting for any still running (none, where the stream was waited for).
     pub fn settle(&mut self) -> Result<(), GpuError> {
         for (start, end, way) in std::mem::take(&mut self.open) {
             let ms = start.elapsed_ms(&end).call("cuEventElapsedTime")?;
@@ -112,6 +126,7 @@ impl Bus {
             match way {
                 Way::In => self.traffic.h2d_s += s,
                 Way::Out => self.traffic.d2h_s += s,
+                Way::Kernels => self.traffic.compute_s += s,
             }
             self.spare.push((start, end));
         }

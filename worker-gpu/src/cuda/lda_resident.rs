@@ -316,11 +316,14 @@ impl CudaLdaResident {
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: 0,
         };
-        self.start_timer()?;
-        {
-            let mut dst = self.word_topic.get_mut().slice_mut(at..at + len);
-            let mut b = stream.launch_builder(&self.scatter_fn);
-            b.arg(self.d_image.get())
+        let (word_topic, d_image, scatter) =
+            (&mut self.word_topic, &self.d_image, &self.scatter_fn);
+        // Timed on the bus, read back at the next settle: a KernelTimer would make the host wait
+        // here, and the next run's packing would no longer overlap this one's copy.
+        self.bus.kernels(&stream, || {
+            let mut dst = word_topic.get_mut().slice_mut(at..at + len);
+            let mut b = stream.launch_builder(scatter);
+            b.arg(d_image.get())
                 .arg(&rows)
                 .arg(&entries)
                 .arg(&f32_values)
@@ -330,8 +333,8 @@ impl CudaLdaResident {
             // (pack_rows made it; row ends are clamped to `entries` on the device), `dst` the
             // run's rows x K values, and only topics < K are written.
             unsafe { b.launch(cfg) }.call("cuLaunchKernel(lda_scatter_rows)")?;
-        }
-        self.stop_timer()
+            Ok(())
+        })
     }
 
     fn try_loglik(&mut self) -> Result<(f64, u64), GpuError> {

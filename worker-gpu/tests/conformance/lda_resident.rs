@@ -325,3 +325,42 @@ fn bad_input_is_a_typed_error() {
     // Still usable after the refusals.
     dev.load_rows(n - 1, &vec![1.0; k]).expect("load");
 }
+
+/// Rows that are not whole counts (a stale or hostile copy) load as `f32` bits, packed: the
+/// device's log-likelihood over them is the oracle's, and the bytes in are the packed image's.
+#[test]
+fn fractional_rows_load_packed_as_f32() {
+    let (states, mut table, totals, hyper) = job(11, 300, 200, 300);
+    for (i, x) in table.iter_mut().enumerate() {
+        if *x != 0.0 && i % 3 == 0 {
+            *x += 0.25;
+        }
+    }
+    let state = &states[0];
+    let k = hyper.topics as usize;
+    let rows = gather_rows(&table, &state.words, hyper.topics);
+    let mut image = Vec::new();
+    let shape = pack_rows(&rows[..state.words.len() / 2 * k], k, &mut image);
+    // The case's premise, checked with or without a GPU.
+    assert_eq!(
+        shape.map(|s| s.values),
+        Some(Values::F32),
+        "the case packs as f32"
+    );
+    let Some(gpu) = worker_gpu::gpu_or_skip("lda_resident f32 rows") else {
+        return;
+    };
+    let mut dev = CudaLdaResident::new(gpu).expect("engine");
+    let mut host = HostLdaResident::new(Box::new(CpuLda::new()));
+    dev.setup(state, &hyper).expect("setup");
+    host.setup(state, &hyper).expect("setup");
+    let before = dev.traffic();
+    let (bytes_in, packed) = load(&mut dev, state, &table, &totals);
+    load(&mut host, state, &table, &totals);
+    assert!(packed > 0);
+    assert_eq!(dev.traffic().since(&before).h2d_bytes, bytes_in);
+    let (lg, ng) = dev.loglik().expect("loglik");
+    let (lc, nc) = host.loglik().expect("loglik");
+    assert_eq!(ng, nc);
+    assert!(close(lg, lc), "loglik {lg} vs {lc}");
+}

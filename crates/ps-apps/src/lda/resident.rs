@@ -54,8 +54,8 @@ pub trait LdaResident: Send {
     fn traffic(&self) -> Traffic;
 }
 
-/// Checks a state a resident engine is set up with: its shape, every token's word row and
-/// topic, and the hyper-parameters' topic count.
+/// Checks a state a resident engine is set up with: its shape, a strictly increasing word list,
+/// every token's word row and topic, and the hyper-parameters' topic count.
 pub fn check_state(
     engine: &'static str,
     state: &LdaWorkerState,
@@ -84,6 +84,10 @@ pub fn check_state(
         return bad(format!(
             "document offsets do not cover the {n} tokens in order"
         ));
+    }
+    // Engines return deltas in row order, which is (word, topic) order only for sorted words.
+    if state.words.windows(2).any(|p| p[0] >= p[1]) {
+        return bad("the word list is not strictly increasing".into());
     }
     let words = state.words.len();
     if let Some(w) = state.tokens.iter().find(|&&w| w as usize >= words) {
@@ -224,5 +228,51 @@ impl LdaResident for HostLdaResident {
 
     fn traffic(&self) -> Traffic {
         Traffic::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lda::{split_docs, synthetic_lda, CpuLda, SyntheticLdaSpec};
+
+    fn state(hyper: &LdaHyper) -> LdaWorkerState {
+        let mut spec = SyntheticLdaSpec::default_builtin(5);
+        (spec.docs, spec.vocab) = (30, 80);
+        let syn = synthetic_lda(&spec);
+        let docs = split_docs(&syn.corpus, 1, 0);
+        LdaWorkerState::init(&docs, syn.corpus.vocab_size, hyper, 5, 0)
+            .expect("init")
+            .0
+    }
+
+    #[test]
+    fn a_bad_state_is_refused_before_setup() {
+        let hyper = LdaHyper {
+            topics: 6,
+            ..LdaHyper::default()
+        };
+        let good = state(&hyper);
+        assert!(check_state("t", &good, &hyper).is_ok());
+        let mut e = HostLdaResident::new(Box::new(CpuLda::new()));
+        assert!(e.setup(&good, &hyper).is_ok());
+        let refused = |f: &dyn Fn(&mut LdaWorkerState)| {
+            let mut s = good.clone();
+            f(&mut s);
+            check_state("t", &s, &hyper).is_err()
+        };
+        assert!(refused(&|s| s.words.swap(0, 1)), "unsorted words");
+        assert!(refused(&|s| s.words[1] = s.words[0]), "a repeated word");
+        assert!(refused(&|s| s.z[0] = 6), "a topic past K");
+        assert!(
+            refused(&|s| s.tokens[0] = s.words.len() as u32),
+            "a row past the words"
+        );
+        assert!(
+            refused(&|s| s.doc_topic.pop().map(|_| ()).unwrap_or(())),
+            "counts"
+        );
+        let other = LdaHyper { topics: 7, ..hyper };
+        assert!(check_state("t", &good, &other).is_err(), "another K");
     }
 }
