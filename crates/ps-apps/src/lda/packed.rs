@@ -93,52 +93,111 @@ fn as_count(v: f32) -> Option<u16> {
 
 /// Packs `values`, whole rows of `k`, into `image` (cleared first), when that is smaller than
 /// the dense run; `None` (and `image` unspecified) otherwise, or when `k` is 0 or above
-/// [`MAX_PACKED_TOPICS`], or `values` is not whole rows.
+/// [`MAX_PACKED_TOPICS`], or `values` is not whole rows. A large run is scanned on the
+/// machine's threads ([`crate::par`]); the image is the same whatever their number.
 pub fn pack_rows(values: &[f32], k: usize, image: &mut Vec<u32>) -> Option<Packed> {
+    pack_rows_on(values, k, image, crate::par::threads())
+}
+
+/// Runs of fewer cells are scanned on one thread.
+const PARALLEL_CELLS: usize = 1 << 20;
+/// Cells per part of a run scanned in parallel (whole rows, at least one).
+const PART_CELLS: usize = 1 << 18;
+
+/// [`pack_rows`] on up to `threads` threads.
+pub fn pack_rows_on(
+    values: &[f32],
+    k: usize,
+    image: &mut Vec<u32>,
+    threads: usize,
+) -> Option<Packed> {
     if k == 0 || k > MAX_PACKED_TOPICS || !values.len().is_multiple_of(k) {
         return None;
     }
     let rows = values.len() / k;
-    // Each entry costs at least 3 bytes and each row 4: give up once the image cannot be smaller.
+    // Each entry costs at least 3 bytes and each row 4: past this many, the image cannot be
+    // smaller.
     let budget = (4 * values.len()).saturating_sub(4 * rows) / 3;
-    image.clear();
-    image.resize(rows, 0);
-    let mut topics: Vec<u16> = Vec::new();
-    let mut kept: Vec<u32> = Vec::new();
-    let mut counts = true;
-    for (r, row) in values.chunks_exact(k).enumerate() {
-        for (t, v) in row.iter().enumerate() {
-            let bits = v.to_bits();
-            if bits != 0 {
-                if topics.len() == budget {
-                    return None;
-                }
-                topics.push(t as u16);
-                kept.push(bits);
-                counts &= as_count(*v).is_some();
-            }
-        }
-        image[r] = u32::try_from(topics.len()).ok()?;
+    let parts: Vec<Scan> = if threads <= 1 || values.len() < PARALLEL_CELLS {
+        vec![scan(values, k, budget)?]
+    } else {
+        let per = (PART_CELLS / k).max(1) * k;
+        let n = values.len().div_ceil(per);
+        let parts = crate::par::map(n, threads, |i| {
+            scan(
+                &values[i * per..((i + 1) * per).min(values.len())],
+                k,
+                budget,
+            )
+        });
+        parts.into_iter().collect::<Option<Vec<Scan>>>()?
+    };
+    let entries: usize = parts.iter().map(|p| p.topics.len()).sum();
+    if entries > budget || u32::try_from(entries).is_err() {
+        return None;
     }
+    let counts = parts.iter().all(|p| p.counts);
     let shape = Packed {
         rows,
-        entries: topics.len(),
+        entries,
         values: if counts { Values::U16 } else { Values::F32 },
     };
     if shape.bytes() >= 4 * values.len() as u64 {
         return None;
     }
-    image.extend(pairs(topics.iter().copied()));
+    image.clear();
+    image.reserve(shape.words());
+    let mut before = 0u32;
+    for p in &parts {
+        image.extend(p.ends.iter().map(|&e| before + e));
+        before += p.topics.len() as u32;
+    }
+    image.extend(pairs(parts.iter().flat_map(|p| p.topics.iter().copied())));
+    let kept = parts.iter().flat_map(|p| p.kept.iter().copied());
     if counts {
         image.extend(pairs(
-            kept.iter()
-                .map(|&b| as_count(f32::from_bits(b)).unwrap_or(0)),
+            kept.map(|b| as_count(f32::from_bits(b)).unwrap_or(0)),
         ));
     } else {
-        image.extend_from_slice(&kept);
+        image.extend(kept);
     }
     debug_assert_eq!(image.len(), shape.words());
     Some(shape)
+}
+
+/// The nonzero entries of some whole rows: each row's end (from the part's start), topics,
+/// value bits, and whether every value is a count.
+struct Scan {
+    ends: Vec<u32>,
+    topics: Vec<u16>,
+    kept: Vec<u32>,
+    counts: bool,
+}
+
+/// Scans `values` (whole rows of `k`); `None` once more than `budget` entries turn up (the run
+/// cannot pack smaller) or the entries overflow a `u32`.
+fn scan(values: &[f32], k: usize, budget: usize) -> Option<Scan> {
+    let mut s = Scan {
+        ends: Vec::with_capacity(values.len() / k),
+        topics: Vec::new(),
+        kept: Vec::new(),
+        counts: true,
+    };
+    for row in values.chunks_exact(k) {
+        for (t, v) in row.iter().enumerate() {
+            let bits = v.to_bits();
+            if bits != 0 {
+                if s.topics.len() == budget {
+                    return None;
+                }
+                s.topics.push(t as u16);
+                s.kept.push(bits);
+                s.counts &= as_count(*v).is_some();
+            }
+        }
+        s.ends.push(u32::try_from(s.topics.len()).ok()?);
+    }
+    Some(s)
 }
 
 /// `u16`s two to a little-endian word, the first in the low half (an odd last one alone).
@@ -456,5 +515,36 @@ mod tests {
             ..shape
         };
         assert!(unpack_delta(&image, rows, k, &words).is_err(), "row values");
+    }
+
+    #[test]
+    fn a_run_packs_the_same_on_any_number_of_threads() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        for (k, rows, p, fractional) in [
+            (1000usize, 1500usize, 0.05, false),
+            (1000, 1500, 0.05, true),
+            (300, 4001, 0.3, false),
+            (64, 20_000, 0.9, false),
+        ] {
+            let mut v = vec![0f32; rows * k];
+            for x in v.iter_mut() {
+                if rng.gen_bool(p) {
+                    *x = f32::from(rng.gen_range(1u16..=500));
+                }
+            }
+            if fractional {
+                v[rows * k - 1] = 0.5;
+            }
+            let (mut one, mut many) = (Vec::new(), Vec::new());
+            let a = pack_rows_on(&v, k, &mut one, 1);
+            let b = pack_rows_on(&v, k, &mut many, 3);
+            assert_eq!(a, b, "K {k}");
+            if a.is_some() {
+                assert_eq!(one, many, "K {k}");
+                let mut back = vec![0f32; v.len()];
+                unpack_rows(&many, b.unwrap(), k, &mut back);
+                assert_eq!(back, v);
+            }
+        }
     }
 }
