@@ -76,9 +76,31 @@ fn run_on_host(dir: &Path, main_body: &str) -> Option<String> {
     Some(String::from_utf8(out.stdout).expect("ASCII output"))
 }
 
+/// C statements that run `call` once for every thread of an emulated grid of `blocks` blocks of
+/// `threads` threads, one thread after another (so only barrier-free bodies can be run).
+fn on_grid(blocks: u32, threads: u32, call: &str) -> String {
+    format!(
+        "gridDim.x = {blocks}; blockDim.x = {threads}; \
+         for (blockIdx.x = 0; blockIdx.x < {blocks}; ++blockIdx.x) \
+         for (threadIdx.x = 0; threadIdx.x < {threads}; ++threadIdx.x) {{ {call}; }}"
+    )
+}
+
+/// Compiles and runs `body` after the headers and checks its output against `want`, line by
+/// line (a visible skip without a compiler).
+fn check_on_host(body: &str, want: &str) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let Some(got) = run_on_host(dir.path(), body) else {
+        return;
+    };
+    for (i, (g, w)) in got.lines().zip(want.lines()).enumerate() {
+        assert_eq!(g, w, "line {i}");
+    }
+    assert_eq!(got.lines().count(), want.lines().count(), "{got}");
+}
+
 #[test]
 fn the_device_visit_order_and_uniforms_are_the_hosts() {
-    let dir = tempfile::tempdir().expect("temporary directory");
     let mut rng = ChaCha8Rng::seed_from_u64(0x4845_4144);
     let mut body = String::new();
     let mut want = String::new();
@@ -119,11 +141,12 @@ fn the_device_visit_order_and_uniforms_are_the_hosts() {
         let [k0, k1, k2, k3] = v.keys;
         writeln!(
             body,
-            "{{ unsigned int out[40]; gridDim.x = 3; blockDim.x = 4; \
-             for (blockIdx.x = 0; blockIdx.x < 3; ++blockIdx.x) \
-             for (threadIdx.x = 0; threadIdx.x < 4; ++threadIdx.x) \
-             visit_fill({k0}u, {k1}u, {k2}u, {k3}u, 100u, 17u, 40u, out); \
-             for (int i = 0; i < 40; ++i) printf(\"%u\\n\", out[i]); }}"
+            "{{ unsigned int out[40]; {} for (int i = 0; i < 40; ++i) printf(\"%u\\n\", out[i]); }}",
+            on_grid(
+                3,
+                4,
+                &format!("visit_fill({k0}u, {k1}u, {k2}u, {k3}u, 100u, 17u, 40u, out)")
+            )
         )
         .unwrap();
         for s in v.order() {
@@ -165,12 +188,7 @@ fn the_device_visit_order_and_uniforms_are_the_hosts() {
             let s: Vec<String> = v.iter().map(|x| format!("{x}u")).collect();
             format!("{{{}}}", s.join(", "))
         };
-        let grid = |call: &str| {
-            format!(
-                "gridDim.x = 2; blockDim.x = 3; for (blockIdx.x = 0; blockIdx.x < 2; ++blockIdx.x) \
-                 for (threadIdx.x = 0; threadIdx.x < 3; ++threadIdx.x) {{ {call}; }}"
-            )
-        };
+        let grid = |call: &str| on_grid(2, 3, call);
         writeln!(
             body,
             "{{ unsigned int row_ptr[] = {}; unsigned int cols[] = {}; unsigned int batch[] = {}; \
@@ -209,13 +227,7 @@ fn the_device_visit_order_and_uniforms_are_the_hosts() {
             writeln!(want, "{s}").unwrap();
         }
     }
-    let Some(got) = run_on_host(dir.path(), &body) else {
-        return;
-    };
-    for (i, (g, w)) in got.lines().zip(want.lines()).enumerate() {
-        assert_eq!(g, w, "line {i}");
-    }
-    assert_eq!(got.lines().count(), want.lines().count());
+    check_on_host(&body, &want);
 }
 
 /// `kernels/lda_rows.cuh` on an emulated grid (2 blocks of 64 threads: 4 warps for more rows,
@@ -224,7 +236,6 @@ fn the_device_visit_order_and_uniforms_are_the_hosts() {
 #[test]
 fn the_device_lda_row_scatter_is_the_hosts() {
     use ps_apps::lda::packed::{pack_rows, unpack_rows, Packed, Values};
-    let dir = tempfile::tempdir().expect("temporary directory");
     let mut rng = ChaCha8Rng::seed_from_u64(0x4C44_4131);
     let mut body = String::new();
     let mut want = String::new();
@@ -261,17 +272,20 @@ fn the_device_lda_row_scatter_is_the_hosts() {
         let n = shape.rows * k;
         writeln!(
             body,
-            "{{ unsigned int image{c}[] = {{{}}}; static float dst{c}[{n}]; \
-             gridDim.x = 2; blockDim.x = 64; \
-             for (blockIdx.x = 0; blockIdx.x < 2; ++blockIdx.x) \
-             for (threadIdx.x = 0; threadIdx.x < 64; ++threadIdx.x) \
-             lda_rows_scatter(image{c}, {}u, {}u, {}u, {k}u, dst{c}); \
+            "{{ unsigned int image{c}[] = {{{}}}; static float dst{c}[{n}]; {} \
              for (int i = 0; i < {n}; ++i) {{ unsigned int b; __builtin_memcpy(&b, &dst{c}[i], 4); \
              printf(\"%u\\n\", b); }} }}",
             list.join(", "),
-            shape.rows,
-            shape.entries,
-            u32::from(shape.values == Values::F32),
+            on_grid(
+                2,
+                64,
+                &format!(
+                    "lda_rows_scatter(image{c}, {}u, {}u, {}u, {k}u, dst{c})",
+                    shape.rows,
+                    shape.entries,
+                    u32::from(shape.values == Values::F32),
+                )
+            ),
         )
         .unwrap();
         let mut dst = vec![0f32; n];
@@ -280,13 +294,7 @@ fn the_device_lda_row_scatter_is_the_hosts() {
             writeln!(want, "{}", x.to_bits()).unwrap();
         }
     }
-    let Some(got) = run_on_host(dir.path(), &body) else {
-        return;
-    };
-    assert_eq!(got.lines().count(), want.lines().count());
-    for (i, (g, w)) in got.lines().zip(want.lines()).enumerate() {
-        assert_eq!(g, w, "line {i}");
-    }
+    check_on_host(&body, &want);
 }
 
 /// `kernels/lda_rows.cuh`'s five delta passes on an emulated grid (2 blocks of 3 threads, so
@@ -296,7 +304,6 @@ fn the_device_lda_row_scatter_is_the_hosts() {
 #[test]
 fn the_device_lda_delta_packing_is_the_hosts() {
     use ps_apps::lda::packed::{pack_delta, Values};
-    let dir = tempfile::tempdir().expect("temporary directory");
     let mut rng = ChaCha8Rng::seed_from_u64(0x4C44_4132);
     let (rows, k) = (600usize, 12usize);
     let mut cases: Vec<Vec<i32>> = Vec::new();
@@ -334,12 +341,7 @@ fn the_device_lda_delta_packing_is_the_hosts() {
     let chunks = rows.div_ceil(256);
     for (c, cells) in cases.iter().enumerate() {
         let list: Vec<String> = cells.iter().map(|x| format!("{x}")).collect();
-        let grid = |call: &str| {
-            format!(
-                "gridDim.x = 2; blockDim.x = 3; for (blockIdx.x = 0; blockIdx.x < 2; ++blockIdx.x) \
-                 for (threadIdx.x = 0; threadIdx.x < 3; ++threadIdx.x) {{ {call}; }}"
-            )
-        };
+        let grid = |call: &str| on_grid(2, 3, call);
         writeln!(
             body,
             "{{ int cells{c}[] = {{{}}}; static unsigned int image{c}[{words}]; \
@@ -379,13 +381,7 @@ fn the_device_lda_delta_packing_is_the_hosts() {
             writeln!(want, "{w}").unwrap();
         }
     }
-    let Some(got) = run_on_host(dir.path(), &body) else {
-        return;
-    };
-    assert_eq!(got.lines().count(), want.lines().count());
-    for (i, (g, w)) in got.lines().zip(want.lines()).enumerate() {
-        assert_eq!(g, w, "line {i}");
-    }
+    check_on_host(&body, &want);
 }
 
 /// The delta passes at the edge of their capacity (an odd entry count exactly at it: the same
@@ -394,7 +390,6 @@ fn the_device_lda_delta_packing_is_the_hosts() {
 #[test]
 fn the_device_lda_packing_at_its_limits() {
     use ps_apps::lda::packed::{pack_delta, pack_rows, unpack_rows, Values};
-    let dir = tempfile::tempdir().expect("temporary directory");
     let (rows, k) = (5usize, 7usize);
     let mut cells = vec![0i32; rows * k];
     for (i, c) in [(0, 1), (3, -2), (9, 3), (20, 4), (34, -5)] {
@@ -408,12 +403,7 @@ fn the_device_lda_packing_at_its_limits() {
     let mut body = String::new();
     let mut want = String::new();
     for cap in [shape.entries, shape.entries - 1] {
-        let grid = |call: &str| {
-            format!(
-                "gridDim.x = 1; blockDim.x = 2; for (blockIdx.x = 0; blockIdx.x < 1; ++blockIdx.x) \
-                 for (threadIdx.x = 0; threadIdx.x < 2; ++threadIdx.x) {{ {call}; }}"
-            )
-        };
+        let grid = |call: &str| on_grid(1, 2, call);
         writeln!(
             body,
             "{{ int cells[] = {{{}}}; unsigned int image[{words}]; unsigned int meta[3]; \
@@ -452,13 +442,15 @@ fn the_device_lda_packing_at_its_limits() {
     let list: Vec<String> = image.iter().map(|x| format!("{x}u")).collect();
     writeln!(
         body,
-        "{{ unsigned int image[] = {{{}}}; static float dst[{}]; \
-         gridDim.x = 1; blockDim.x = 64; blockIdx.x = 0; \
-         for (threadIdx.x = 0; threadIdx.x < 64; ++threadIdx.x) \
-         lda_rows_scatter(image, 2u, 2u, 0u, {k}u, dst); \
+        "{{ unsigned int image[] = {{{}}}; static float dst[{}]; {} \
          for (int i = 0; i < {}; ++i) if (dst[i] != 0.0f) printf(\"%d %g\\n\", i, dst[i]); }}",
         list.join(", "),
         2 * k,
+        on_grid(
+            1,
+            64,
+            &format!("lda_rows_scatter(image, 2u, 2u, 0u, {k}u, dst)")
+        ),
         2 * k,
     )
     .unwrap();
@@ -467,11 +459,5 @@ fn the_device_lda_packing_at_its_limits() {
     for (i, x) in back.iter().enumerate().filter(|(_, x)| **x != 0.0) {
         writeln!(want, "{i} {x}").unwrap();
     }
-    let Some(got) = run_on_host(dir.path(), &body) else {
-        return;
-    };
-    assert_eq!(got.lines().count(), want.lines().count(), "{got}");
-    for (i, (g, w)) in got.lines().zip(want.lines()).enumerate() {
-        assert_eq!(g, w, "line {i}");
-    }
+    check_on_host(&body, &want);
 }
