@@ -186,13 +186,11 @@ impl PackedDelta {
 
     /// The nonzero cells of `wt_delta` (`words.len() x topics`: local row `i` is global word
     /// `words[i]`, sorted, after a sweep that visited `visited` tokens) as triples sorted by
-    /// `(word, topic)`. With `timer`, the passes are timed into `bus.traffic.compute_s`.
-    #[allow(clippy::too_many_arguments)]
+    /// `(word, topic)`. The passes are timed on `bus`, into its `traffic.compute_s`.
     pub fn run(
         &mut self,
         gpu: &Gpu,
         bus: &mut Bus,
-        timer: Option<&KernelTimer>,
         wt_delta: &DevBuf<i32>,
         words: &[u32],
         topics: u32,
@@ -229,61 +227,58 @@ impl PackedDelta {
             block_dim: (1, 1, 1),
             shared_mem_bytes: 0,
         };
-        if let Some(t) = timer {
-            t.start(stream)?;
-        }
-        {
-            let mut b = stream.launch_builder(&self.count_fn);
-            b.arg(wt_delta.get())
-                .arg(&rows)
-                .arg(&topics)
-                .arg(self.image.get_mut());
-            // SAFETY: wt_delta holds rows x topics cells (the caller's); image holds at least
-            // `rows` words (ensured above).
-            unsafe { b.launch(rows_grid) }.call("cuLaunchKernel(lda_delta_count)")?;
-        }
-        {
-            let mut b = stream.launch_builder(&self.chunks_fn);
-            b.arg(self.image.get_mut())
-                .arg(&rows)
-                .arg(self.meta.get_mut());
-            // SAFETY: image holds `rows` counts; meta holds 2 + ceil(rows / chunk) words.
-            unsafe { b.launch(chunks_grid) }.call("cuLaunchKernel(lda_delta_chunks)")?;
-        }
-        {
-            let mut b = stream.launch_builder(&self.scan_fn);
-            b.arg(self.image.get_mut())
-                .arg(&rows)
-                .arg(&capacity)
-                .arg(self.meta.get_mut());
-            // SAFETY: image holds rows + ceil(cap / 2) + cap words, so the pad halves at
-            // `entries <= capacity` are inside it; meta holds 2 + ceil(rows / chunk) words.
-            unsafe { b.launch(one) }.call("cuLaunchKernel(lda_delta_scan)")?;
-        }
-        {
-            let mut b = stream.launch_builder(&self.write_fn);
-            b.arg(wt_delta.get())
-                .arg(&rows)
-                .arg(&topics)
-                .arg(self.image.get_mut())
-                .arg(self.meta.get())
-                .arg(&capacity);
-            // SAFETY: as above; the kernel writes nothing when the entries exceed `capacity`,
-            // and otherwise at most rows + ceil(cap / 2) + cap words.
-            unsafe { b.launch(rows_grid) }.call("cuLaunchKernel(lda_delta_write)")?;
-        }
-        {
-            let mut b = stream.launch_builder(&self.ends_fn);
-            b.arg(self.image.get_mut())
-                .arg(&rows)
-                .arg(self.meta.get())
-                .arg(&capacity);
-            // SAFETY: image holds `rows` ends, meta 2 + ceil(rows / chunk) words.
-            unsafe { b.launch(rows_grid) }.call("cuLaunchKernel(lda_delta_ends)")?;
-        }
-        if let Some(t) = timer {
-            t.stop(stream, &mut bus.traffic)?;
-        }
+        bus.kernels(stream, || {
+            {
+                let mut b = stream.launch_builder(&self.count_fn);
+                b.arg(wt_delta.get())
+                    .arg(&rows)
+                    .arg(&topics)
+                    .arg(self.image.get_mut());
+                // SAFETY: wt_delta holds rows x topics cells (the caller's); image holds at least
+                // `rows` words (ensured above).
+                unsafe { b.launch(rows_grid) }.call("cuLaunchKernel(lda_delta_count)")?;
+            }
+            {
+                let mut b = stream.launch_builder(&self.chunks_fn);
+                b.arg(self.image.get_mut())
+                    .arg(&rows)
+                    .arg(self.meta.get_mut());
+                // SAFETY: image holds `rows` counts; meta holds 2 + ceil(rows / chunk) words.
+                unsafe { b.launch(chunks_grid) }.call("cuLaunchKernel(lda_delta_chunks)")?;
+            }
+            {
+                let mut b = stream.launch_builder(&self.scan_fn);
+                b.arg(self.image.get_mut())
+                    .arg(&rows)
+                    .arg(&capacity)
+                    .arg(self.meta.get_mut());
+                // SAFETY: image holds rows + ceil(cap / 2) + cap words, so the pad halves at
+                // `entries <= capacity` are inside it; meta holds 2 + ceil(rows / chunk) words.
+                unsafe { b.launch(one) }.call("cuLaunchKernel(lda_delta_scan)")?;
+            }
+            {
+                let mut b = stream.launch_builder(&self.write_fn);
+                b.arg(wt_delta.get())
+                    .arg(&rows)
+                    .arg(&topics)
+                    .arg(self.image.get_mut())
+                    .arg(self.meta.get())
+                    .arg(&capacity);
+                // SAFETY: as above; the kernel writes nothing when the entries exceed `capacity`,
+                // and otherwise at most rows + ceil(cap / 2) + cap words.
+                unsafe { b.launch(rows_grid) }.call("cuLaunchKernel(lda_delta_write)")?;
+            }
+            {
+                let mut b = stream.launch_builder(&self.ends_fn);
+                b.arg(self.image.get_mut())
+                    .arg(&rows)
+                    .arg(self.meta.get())
+                    .arg(&capacity);
+                // SAFETY: image holds `rows` ends, meta 2 + ceil(rows / chunk) words.
+                unsafe { b.launch(rows_grid) }.call("cuLaunchKernel(lda_delta_ends)")?;
+            }
+            Ok(())
+        })?;
         bus.d2h(stream, || {
             self.h_meta.download(stream, self.meta.get(), 2)?;
             Ok(8)

@@ -444,7 +444,6 @@ impl CudaLdaResident {
             self.packed_delta.run(
                 &self.gpu,
                 &mut self.bus,
-                Some(&self.timer),
                 &self.wt_delta,
                 &self.host_words,
                 s.topics,
