@@ -4,12 +4,14 @@
 
 use crate::entries::Sent;
 use crate::pending::{add, Pending};
-use ps_proto::ProtoError;
+use crate::row_values::RowValues;
+use ps_proto::{ProtoError, SparseRowsBuf};
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, Clone)]
 pub struct CachedRow {
-    pub values: Vec<f32>,
+    /// Dense, or by its entries when it arrived sparse and is mostly zero.
+    pub values: RowValues,
     /// The shard's min clock when it served the row: complete through this many clocks of everyone.
     pub min_clock: u64,
     /// How many of this worker's own clocks the values already contain.
@@ -53,39 +55,35 @@ impl TableCache {
     /// of order): one complete through more clocks, or through as many but pulled for a later
     /// clock. Reuses the cached row's buffer.
     pub fn store(&mut self, key: u64, values: &[f32], min_clock: u64, own_clock: u64, now: u64) {
-        self.store_with(key, min_clock, own_clock, now, |dst| {
-            dst.extend_from_slice(values)
-        });
+        self.store_with(key, min_clock, own_clock, now, |dst| dst.set_dense(values));
     }
 
-    /// [`TableCache::store`] of a row that `fill` writes into an empty buffer (the cached
-    /// row's, reused), which it must leave `width` long; `fill` is not called when a fresher
-    /// copy is cached. A sparse reply's row is written in place this way, without a dense copy
-    /// of the whole reply first.
+    /// [`TableCache::store`] of a row that `fill` sets (reusing the cached row's buffers) to
+    /// a row of `width`; `fill` is not called when a fresher copy is cached. A sparse reply's
+    /// row is stored this way, without a dense copy of the whole reply first.
     pub fn store_with(
         &mut self,
         key: u64,
         min_clock: u64,
         own_clock: u64,
         now: u64,
-        fill: impl FnOnce(&mut Vec<f32>),
+        fill: impl FnOnce(&mut RowValues),
     ) {
         match self.rows.get_mut(&key) {
             Some(c) if c.min_clock > min_clock => {}
             Some(c) if c.min_clock == min_clock && c.fetched_at > now => {}
             Some(c) => {
-                c.values.clear();
                 fill(&mut c.values);
-                debug_assert_eq!(c.values.len(), self.width);
+                debug_assert!(c.values.fits(self.width));
                 // A reply complete through more clocks was served later by the same shard, so it
                 // is at least as fresh as the copy it replaces.
                 let fetched = c.fetched_at.max(now);
                 (c.min_clock, c.own_clock, c.fetched_at) = (min_clock, own_clock, fetched);
             }
             None => {
-                let mut values = Vec::with_capacity(self.width);
+                let mut values = RowValues::default();
                 fill(&mut values);
-                debug_assert_eq!(values.len(), self.width);
+                debug_assert!(values.fits(self.width));
                 self.rows.insert(
                     key,
                     CachedRow {
@@ -100,10 +98,10 @@ impl TableCache {
     }
 
     /// Stores the rows of a sparse reply (`indices` strictly increasing, as the decoder gives
-    /// them, into a block of `keys.len() x width`) as [`TableCache::store`] would store its dense
-    /// form: each row is zeroed and its entries written in place, with no dense copy of the
-    /// whole block. Indices out of order or past the block are an error, found before anything
-    /// is stored.
+    /// them, into a block of `keys.len() x width`) with the values of its dense form: each row
+    /// by its entries when they are few ([`crate::row_values::kept_sparse`]), else dense, and
+    /// never through a dense copy of the whole block. Indices out of order or past the block
+    /// are an error, found before anything is stored.
     pub fn store_sparse(
         &mut self,
         keys: &[u64],
@@ -132,11 +130,9 @@ impl TableCache {
                 j += 1;
             }
             let (at, vals) = (&indices[start..j], &values[start..j]);
+            let cols = at.iter().map(|&i| (i as usize - lo) as u32);
             self.store_with(key, min_clock, own_clock, now, |dst| {
-                dst.resize(width, 0.0);
-                for (&i, &v) in at.iter().zip(vals) {
-                    dst[i as usize - lo] = v;
-                }
+                dst.set_entries(width, cols, vals)
             });
         }
         Ok(())
@@ -150,7 +146,7 @@ impl TableCache {
             return false;
         };
         let start = out.len();
-        out.extend_from_slice(&c.values);
+        c.values.append_dense(self.width, out);
         if !self.overlay {
             return true;
         }
@@ -171,16 +167,53 @@ impl TableCache {
     /// and reads add nothing to it (no own update, residual or pending change applies).
     pub fn serves_as_is(&self, keys: &[u64], min_clock: u64) -> bool {
         keys.iter().all(|k| {
-            self.rows.get(k).is_some_and(|c| {
-                c.min_clock == min_clock
-                    && (!self.overlay
-                        || !(self.residual.contains_key(k)
-                            || self.pending.touches(*k)
-                            || self.own_log.range(c.own_clock..).any(|(_, blocks)| {
-                                blocks.iter().any(|b| b.keys().binary_search(k).is_ok())
-                            })))
-            })
+            self.rows
+                .get(k)
+                .is_some_and(|c| c.min_clock == min_clock && self.adds_nothing(*k, c))
         })
+    }
+
+    /// Whether reads add nothing to the cached `row`, `c`: no own update, residual or pending
+    /// change applies to it.
+    fn adds_nothing(&self, row: u64, c: &CachedRow) -> bool {
+        !self.overlay
+            || !(self.residual.contains_key(&row)
+                || self.pending.touches(row)
+                || self
+                    .own_log
+                    .range(c.own_clock..)
+                    .any(|(_, blocks)| blocks.iter().any(|b| b.keys().binary_search(&row).is_ok())))
+    }
+
+    /// Appends `rows` to `out` by their entries, as [`TableCache::compose`] would give them,
+    /// if every one is cached and reads add nothing to it; `false` (and `out` unspecified)
+    /// otherwise.
+    pub fn compose_sparse(&self, rows: &[u64], out: &mut SparseRowsBuf) -> bool {
+        for r in rows {
+            match self.rows.get(r) {
+                Some(c) if self.adds_nothing(*r, c) => c.values.push_to(out),
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// Whether at least half of `rows` are cached by their entries.
+    pub fn mostly_sparse(&self, rows: &[u64]) -> bool {
+        let sparse = rows
+            .iter()
+            .filter(|r| self.rows.get(r).is_some_and(|c| c.values.is_sparse()))
+            .count();
+        sparse * 2 >= rows.len()
+    }
+
+    /// Appends the cached values of `row` (or `width` zeros when it is not cached), without
+    /// this worker's own updates.
+    pub fn cached_or_zeros(&self, row: u64, out: &mut Vec<f32>) {
+        match self.rows.get(&row) {
+            Some(c) => c.values.append_dense(self.width, out),
+            None => out.resize(out.len() + self.width, 0.0),
+        }
     }
 
     /// Logs what clock `clock` sent, as the shards will apply it, for read-my-writes.
@@ -202,11 +235,9 @@ impl TableCache {
             if c.own_clock >= applied {
                 continue;
             }
-            for (_, blocks) in self.own_log.range(c.own_clock..applied) {
-                for b in blocks {
-                    b.add_row_to(*row, width, &mut c.values);
-                }
-            }
+            let logged = self.own_log.range(c.own_clock..applied);
+            c.values
+                .add_sent(*row, width, logged.flat_map(|(_, blocks)| blocks));
             c.own_clock = applied;
         }
         self.own_log = self.own_log.split_off(&all_applied);
@@ -219,7 +250,7 @@ mod tests {
 
     fn row(values: Vec<f32>, own_clock: u64) -> CachedRow {
         CachedRow {
-            values,
+            values: RowValues::Dense(values),
             min_clock: 0,
             own_clock,
             fetched_at: 0,
@@ -263,7 +294,7 @@ mod tests {
         assert!(!t.serves_as_is(&[3], 0));
         t.fold_acknowledged(|_| 3, 3);
         assert!(t.own_log.is_empty());
-        assert_eq!(t.rows[&3].values, vec![2.0, 13.0]);
+        assert_eq!(t.rows[&3].values.to_dense(2), vec![2.0, 13.0]);
     }
 
     #[test]
@@ -327,24 +358,28 @@ mod tests {
     fn a_stale_reply_never_replaces_a_fresher_row_and_buffers_are_reused() {
         let mut t = TableCache::new(2, true);
         t.store(1, &[1.0, 1.0], 3, 0, 0);
-        let ptr = t.rows[&1].values.as_ptr();
+        let ptr = |t: &TableCache| match &t.rows[&1].values {
+            RowValues::Dense(v) => v.as_ptr(),
+            RowValues::Sparse { .. } => std::ptr::null(),
+        };
+        let before = ptr(&t);
         t.store(1, &[2.0, 2.0], 2, 0, 1);
-        assert_eq!(t.rows[&1].values, vec![1.0, 1.0]);
+        assert_eq!(t.rows[&1].values.to_dense(2), vec![1.0, 1.0]);
         t.store(1, &[5.0, 6.0], 4, 1, 2);
-        assert_eq!(t.rows[&1].values, vec![5.0, 6.0]);
-        assert_eq!(t.rows[&1].values.as_ptr(), ptr);
+        assert_eq!(t.rows[&1].values.to_dense(2), vec![5.0, 6.0]);
+        assert_eq!(ptr(&t), before);
         assert_eq!((t.rows[&1].min_clock, t.rows[&1].own_clock), (4, 1));
         // As complete, but pulled for an earlier clock than the cached copy: kept out.
         t.store(1, &[7.0, 7.0], 4, 1, 1);
         assert_eq!(
-            (t.rows[&1].values.clone(), t.rows[&1].fetched_at),
+            (t.rows[&1].values.to_dense(2), t.rows[&1].fetched_at),
             (vec![5.0, 6.0], 2)
         );
         // More complete but pulled for an earlier clock (it landed late): the shard served it
         // after the cached copy, so it takes the copy's place and its clock.
         t.store(1, &[8.0, 8.0], 5, 2, 1);
         assert_eq!(
-            (t.rows[&1].values.clone(), t.rows[&1].fetched_at),
+            (t.rows[&1].values.to_dense(2), t.rows[&1].fetched_at),
             (vec![8.0, 8.0], 2)
         );
     }
@@ -357,11 +392,12 @@ mod tests {
     fn a_sparse_reply_is_stored_row_by_row_as_its_dense_form_would_be() {
         let width = 4;
         let mut cache = TableCache::new(width, true);
-        // A stale copy of row 7 with other values: replaced, its buffer reused and zeroed.
+        // A stale copy of row 7 with other values: replaced.
         cache.store(7, &[9.0; 4], 0, 0, 0);
-        let keys = [3u64, 7, 8];
-        let indices = [1u32, 3, 9, 10];
-        let values = [1.5, -0.0, f32::NAN, 2.0];
+        let keys = [3u64, 7, 8, 9];
+        // Rows 3 and 8 hold two entries each (kept by them), row 9 three (dense), row 7 none.
+        let indices = [1u32, 3, 9, 10, 12, 13, 15];
+        let values = [1.5, -0.0, f32::NAN, 2.0, 1.0, 2.0, 3.0];
         cache
             .store_sparse(&keys, &indices, &values, (2, 1, 5))
             .unwrap();
@@ -369,16 +405,47 @@ mod tests {
             indices: indices.to_vec(),
             values: values.to_vec(),
         }
-        .into_dense(12)
+        .into_dense(16)
         .unwrap();
         for (r, k) in keys.iter().enumerate() {
             let c = &cache.rows[k];
-            assert_eq!(bits(&c.values), bits(&dense[r * 4..(r + 1) * 4]), "row {k}");
+            let v = c.values.to_dense(4);
+            assert_eq!(bits(&v), bits(&dense[r * 4..(r + 1) * 4]), "row {k}");
             assert_eq!((c.min_clock, c.own_clock, c.fetched_at), (2, 1, 5));
+            assert_eq!(c.values.is_sparse(), *k != 9, "row {k}");
         }
+        // Read back by their entries: the same bits, dense rows' zeros left out.
+        let mut buf = SparseRowsBuf::default();
+        buf.clear(4);
+        assert!(cache.compose_sparse(&keys, &mut buf));
+        assert_eq!(bits(&buf.view().to_dense()), bits(&dense));
+        assert_eq!(buf.view().entries(), 7);
+        let mut composed = Vec::new();
+        for k in keys {
+            cache.compose(k, &mut composed);
+        }
+        assert_eq!(bits(&composed), bits(&dense));
+        // Not when a row is missing, or a read would add an own update to it.
+        assert!(!cache.compose_sparse(&[3, 4], &mut buf));
+        cache.pending.singles.insert(8, vec![1.0; 4]);
+        assert!(!cache.compose_sparse(&[8], &mut buf));
+        cache.pending.singles.clear();
         // A reply older than the cached rows changes nothing.
         cache.store_sparse(&keys, &[0], &[5.0], (1, 0, 6)).unwrap();
-        assert_eq!(cache.rows[&3].values[0], 0.0);
+        assert_eq!(cache.rows[&3].values.to_dense(4)[0], 0.0);
+        // Acknowledged own entries fold into a sparse row, which stays sparse.
+        let e = crate::entries::Entries {
+            keys: vec![3, 7],
+            at: vec![0, 6],
+            values: vec![4.0, 5.0],
+        };
+        cache.own_log.insert(1, vec![Sent::Entries(e)]);
+        cache.fold_acknowledged(|_| 2, 2);
+        let (r3, r7) = (&cache.rows[&3].values, &cache.rows[&7].values);
+        assert_eq!(bits(&r3.to_dense(4)), bits(&[4.0, 1.5, 0.0, -0.0]));
+        assert!(!r3.is_sparse(), "three entries of four: dense");
+        assert_eq!(r7.to_dense(4), [0.0, 0.0, 5.0, 0.0]);
+        assert!(r7.is_sparse());
     }
 
     #[test]

@@ -106,6 +106,8 @@ pub struct PsClient {
     pub(crate) figures: BTreeMap<String, f64>,
     /// Reused buffer for composing streamed rows.
     pub(crate) scratch: Vec<f32>,
+    /// The same for runs handed on by their entries.
+    pub(crate) sparse_scratch: ps_proto::SparseRowsBuf,
 }
 
 pub(crate) fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
@@ -192,6 +194,7 @@ impl PsClient {
             pull_traffic: Traffic::default(),
             figures: BTreeMap::new(),
             scratch: Vec::new(),
+            sparse_scratch: ps_proto::SparseRowsBuf::default(),
         })
     }
 

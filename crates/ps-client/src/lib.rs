@@ -4,7 +4,9 @@
 //! - [`Worker::join`] registers with the coordinator, connects to every shard, and owns the
 //!   heartbeats, the per-clock reports and the shutdown; [`Worker::finish`] ends its part.
 //! - [`PsClient`] and its [`Table`] handles: `read_row(s)`, reads streamed into a caller's sink
-//!   shard by shard as replies arrive (`read_into`), asynchronous pulls (`pull_async`, `wait`),
+//!   shard by shard as replies arrive (`read_into`; `read_runs_into` hands runs of wide,
+//!   mostly-zero rows on by their entries, as the cache keeps them), asynchronous pulls
+//!   (`pull_async`, `wait`),
 //!   updates by cell (`inc`), row (`inc_row`), batch (`push`, `push_owned`), in place
 //!   (`rows_mut`), as sparse entries of wide rows (`push_entries`) or already encoded
 //!   (`push_encoded`), `clock`, and the dense `push_pull` of
@@ -33,6 +35,7 @@ mod prefetch;
 mod push;
 mod read;
 mod retained;
+mod row_values;
 mod table;
 pub mod telemetry;
 mod wire;
@@ -41,6 +44,6 @@ mod worker;
 pub use client::{ClientConfig, PsClient};
 pub use error::ClientError;
 pub use links::Restarts;
-pub use read::PullTicket;
+pub use read::{PullTicket, Run};
 pub use table::Table;
 pub use worker::{Worker, WorkerOptions};

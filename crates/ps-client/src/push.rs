@@ -107,10 +107,7 @@ pub fn encode_table(
             let current = chain.needs_current().then(|| {
                 let mut cur = Vec::with_capacity(n);
                 for k in keys {
-                    match cache.rows.get(k) {
-                        Some(c) => cur.extend_from_slice(&c.values),
-                        None => cur.resize(cur.len() + w, 0.0),
-                    }
+                    cache.cached_or_zeros(*k, &mut cur);
                 }
                 cur
             });

@@ -7,7 +7,7 @@ use crate::error::ClientError;
 use crate::pending::strictly_sorted;
 use crate::wire::{pull, Traffic};
 use ps_proto::codec::Decoded;
-use ps_proto::{Frame, KeyForm, ProtoError, ShardMap};
+use ps_proto::{Frame, KeyForm, ProtoError, ShardMap, SparseRows};
 use std::collections::BTreeMap;
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -40,8 +40,19 @@ impl PullTicket {
     }
 }
 
-/// Where a streamed read hands its rows: `(first, keys, values)`.
-pub(crate) type RowSink<'a, E> = dyn FnMut(usize, &[u64], &[f32]) -> Result<(), E> + 'a;
+/// One shard's run of rows of a streamed read, as handed to the reader.
+#[derive(Debug, Clone, Copy)]
+pub enum Run<'a> {
+    /// The rows' values, row-major.
+    Dense(&'a [f32]),
+    /// The same rows by their entries (every other value `+0.0`), for a reader that asked for
+    /// them, when the cache holds most of the run's rows that way and reads add nothing to
+    /// them.
+    Sparse(SparseRows<'a>),
+}
+
+/// Where a streamed read hands its rows: `(first, keys, run)`.
+pub(crate) type RowSink<'a, E> = dyn FnMut(usize, &[u64], Run<'_>) -> Result<(), E> + 'a;
 
 /// One shard's part of a read: (shard, frames of keys to pull, each with its key form).
 /// One shard's pull frames: (shard, key cache epoch, [(keys, key form)]).
@@ -366,15 +377,17 @@ impl PsClient {
     }
 
     /// Reads `rows` (sorted, distinct) like [`PsClient::read_with`], handing them to `sink`
-    /// one shard's run at a time as replies arrive: `sink(first, keys, values)` gets
-    /// `rows[first..first + keys.len()]` and their values, row-major. Runs the cache serves
-    /// go first, then each run as its shard's prefetch reply lands, then the runs pulled now
-    /// as their shards answer. The sink's error stops the read and is returned.
+    /// one shard's run at a time as replies arrive: `sink(first, keys, run)` gets
+    /// `rows[first..first + keys.len()]` and their values, row-major, or (with `sparse`, where
+    /// the cache holds them so) by their entries. Runs the cache serves go first, then each
+    /// run as its shard's prefetch reply lands, then the runs pulled now as their shards
+    /// answer. The sink's error stops the read and is returned.
     pub(crate) fn read_streamed<E: From<ClientError>>(
         &mut self,
         id: u32,
         rows: &[u64],
         need: u64,
+        sparse: bool,
         sink: &mut RowSink<'_, E>,
     ) -> Result<(), E> {
         if !strictly_sorted(rows) {
@@ -403,7 +416,7 @@ impl PsClient {
                 .collect();
             for s in served {
                 if let Some(run) = runs.remove(&s) {
-                    self.deliver(id, rows, run, sink)?;
+                    self.deliver(id, rows, run, sparse, sink)?;
                 }
             }
             let left: Vec<u32> = runs.keys().copied().collect();
@@ -439,12 +452,12 @@ impl PsClient {
                 if let Some(values) = frame.raw_f32() {
                     let cache = &self.state(id)?.cache;
                     if frame.keys == keys && cache.serves_as_is(keys, frame.header.clock) {
-                        sink(start, keys, values)?;
+                        sink(start, keys, Run::Dense(values))?;
                         continue;
                     }
                 }
             }
-            self.deliver(id, rows, (start, end), sink)?;
+            self.deliver(id, rows, (start, end), sparse, sink)?;
         }
         self.pull_comm_s += took_max;
         // Every run left after the prefetches lacked a row, so its shard was pulled above.
@@ -452,24 +465,42 @@ impl PsClient {
         Ok(())
     }
 
-    /// Composes `rows[start..end]` and hands them to the sink.
+    /// Composes `rows[start..end]` and hands them to the sink: by their entries when `sparse`
+    /// and the cache holds most of them so (and reads add nothing to them), else dense.
     fn deliver<E: From<ClientError>>(
         &mut self,
         id: u32,
         rows: &[u64],
         (start, end): (usize, usize),
+        sparse: bool,
         sink: &mut RowSink<'_, E>,
     ) -> Result<(), E> {
+        let keys = &rows[start..end];
+        if sparse && self.state(id)?.cache.mostly_sparse(keys) {
+            let mut buf = std::mem::take(&mut self.sparse_scratch);
+            let cache = &self.state(id)?.cache;
+            buf.clear(cache.width);
+            let composed = cache.compose_sparse(keys, &mut buf);
+            let result = if composed {
+                sink(start, keys, Run::Sparse(buf.view()))
+            } else {
+                Ok(())
+            };
+            self.sparse_scratch = buf;
+            if composed {
+                return result;
+            }
+        }
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
         let t = self.state(id)?;
-        for &r in &rows[start..end] {
+        for &r in keys {
             if !t.cache.compose(r, &mut buf) {
                 self.scratch = buf;
                 return Err(missing(id, r).into());
             }
         }
-        let result = sink(start, &rows[start..end], &buf);
+        let result = sink(start, keys, Run::Dense(&buf));
         self.scratch = buf;
         result
     }

@@ -7,7 +7,7 @@ use crate::client::PsClient;
 use crate::entries::Entries;
 use crate::error::ClientError;
 use crate::pending::{strictly_sorted, Block, EncodedBlock};
-use crate::read::PullTicket;
+use crate::read::{PullTicket, Run};
 use ps_proto::{codec, PushPlan, ShardMap, TableSpec, UpdateRule};
 use ps_ssp::Staleness;
 use std::ops::Range;
@@ -146,8 +146,7 @@ impl Table<'_> {
         rows: &[u64],
         mut sink: impl FnMut(usize, &[u64], &[f32]) -> Result<(), E>,
     ) -> Result<(), E> {
-        let need = self.need();
-        self.client.read_streamed(self.id, rows, need, &mut sink)
+        self.stream(rows, false, false, dense_only(&mut sink))
     }
 
     /// [`Table::read_into`] complete through every worker's clocks before this one (a barrier
@@ -157,8 +156,37 @@ impl Table<'_> {
         rows: &[u64],
         mut sink: impl FnMut(usize, &[u64], &[f32]) -> Result<(), E>,
     ) -> Result<(), E> {
-        let need = self.client.clock.current();
-        self.client.read_streamed(self.id, rows, need, &mut sink)
+        self.stream(rows, true, false, dense_only(&mut sink))
+    }
+
+    /// [`Table::read_into`] (or, `synced`, [`Table::read_synced_into`]) handing each run on as
+    /// a [`Run`]: by its entries ([`Run::Sparse`]) when the cache holds most of its rows that way
+    /// (rows that arrived sparse and are mostly zero) and reads add nothing to them, else dense.
+    /// For readers of wide, mostly-zero rows (LDA's word-topic counts at large K): the run never
+    /// exists dense on the host.
+    pub fn read_runs_into<E: From<ClientError>>(
+        &mut self,
+        rows: &[u64],
+        synced: bool,
+        sink: impl FnMut(usize, &[u64], Run<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.stream(rows, synced, true, sink)
+    }
+
+    fn stream<E: From<ClientError>>(
+        &mut self,
+        rows: &[u64],
+        synced: bool,
+        sparse: bool,
+        mut sink: impl FnMut(usize, &[u64], Run<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let need = if synced {
+            self.client.clock.current()
+        } else {
+            self.need()
+        };
+        self.client
+            .read_streamed(self.id, rows, need, sparse, &mut sink)
     }
 
     /// Starts pulling `rows` without waiting; [`PsClient::wait`] collects them.
@@ -358,5 +386,16 @@ impl Table<'_> {
             decoded,
         });
         Ok(())
+    }
+}
+
+/// A [`Run`] sink for a reader that takes dense runs only (the read never hands it a sparse
+/// one).
+fn dense_only<'a, E>(
+    sink: &'a mut impl FnMut(usize, &[u64], &[f32]) -> Result<(), E>,
+) -> impl FnMut(usize, &[u64], Run<'_>) -> Result<(), E> + 'a {
+    move |first, keys, run| match run {
+        Run::Dense(values) => sink(first, keys, values),
+        Run::Sparse(rows) => sink(first, keys, &rows.to_dense()),
     }
 }

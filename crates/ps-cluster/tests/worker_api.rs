@@ -1,9 +1,10 @@
 //! The worker library as a program other than `ps-cluster` uses it: a coordinator and two
 //! shards started in-process, two workers that join with `Worker::join` and use every table
-//! operation (batch push, rows written in place, encoded blocks, streamed reads, asynchronous
-//! pulls, push-pull, typed figures), and the refusals that must leave the tables unchanged.
+//! operation (batch push, rows written in place, encoded blocks, sparse entries, streamed reads
+//! dense and by their entries, asynchronous pulls, push-pull, typed figures), and the refusals
+//! that must leave the tables unchanged.
 
-use ps_client::{ClientError, Worker, WorkerOptions};
+use ps_client::{ClientError, Run, Worker, WorkerOptions};
 use ps_proto::codec::{encode, CodecChain};
 use ps_proto::{Done, Init, JobSpec, Limits, TableSpec, UpdateRule};
 use ps_server::{run_server_node, Coordinator, CoordinatorConfig, ServerNodeConfig};
@@ -14,6 +15,8 @@ use std::time::Duration;
 
 const DENSE: u32 = 0;
 const CODED: u32 = 1;
+/// 40 rows of 64, one nonzero value a row: pulled sparse, cached by their entries.
+const WIDE: u32 = 2;
 
 fn table(id: u32, rows: u64, width: u32, codec: &str) -> TableSpec {
     TableSpec {
@@ -93,8 +96,69 @@ fn work(mut worker: Worker) {
     let mut got = Vec::new();
     c.wait(ticket, &mut got).unwrap();
     assert_eq!(got, vec![w as f32 + 1.0; 40]);
+    // Entries: row r gets this worker's id + 1 at column r.
+    let mine: Vec<u64> = (w as u64 * 20..w as u64 * 20 + 20).collect();
+    let at: Vec<u64> = (0..20u64).map(|j| j * 64 + w as u64 * 20 + j).collect();
+    c.table(WIDE)
+        .unwrap()
+        .push_entries(mine, at, vec![w as f32 + 1.0; 20])
+        .unwrap();
     c.set_figures(&Figures { rows_read: 10 }).unwrap();
     assert_eq!(c.clock().unwrap(), 0);
+
+    // Clock 1: the wide rows come by their entries, one run per shard, as a dense read sees them.
+    let wide: Vec<u64> = (0..40).collect();
+    let read_runs = |c: &mut ps_client::PsClient| {
+        let mut got = vec![f32::NAN; 40 * 64];
+        let mut kinds = Vec::new();
+        c.table(WIDE)
+            .unwrap()
+            .read_runs_into(
+                &wide,
+                false,
+                |first, keys, run| -> Result<(), ClientError> {
+                    let dst = &mut got[first * 64..(first + keys.len()) * 64];
+                    match run {
+                        Run::Sparse(rows) => {
+                            assert!(rows.check().is_ok() && rows.entries() <= keys.len() * 2);
+                            rows.write_dense(dst);
+                            kinds.push((first, "sparse"));
+                        }
+                        Run::Dense(values) => {
+                            dst.copy_from_slice(values);
+                            kinds.push((first, "dense"));
+                        }
+                    }
+                    Ok(())
+                },
+            )
+            .unwrap();
+        kinds.sort();
+        (got, kinds)
+    };
+    let (got, kinds) = read_runs(c);
+    assert_eq!(kinds, [(0, "sparse"), (20, "sparse")]);
+    let other = (1 - w) as usize * 20;
+    for (r, row) in got.chunks_exact(64).enumerate() {
+        let mut want = [0.0f32; 64];
+        want[r] = (r / 20 + 1) as f32;
+        // The other worker's clock-1 add (below) may land before this read.
+        let fresher = r == other && row[63] == 10.0 && row[..63] == want[..63];
+        assert!(row == want || fresher, "wide row {r}: {row:?}");
+    }
+    // An own update this clock: its shard's run comes dense, with the update in it.
+    let own = w as u64 * 20;
+    c.table(WIDE)
+        .unwrap()
+        .push_entries(vec![own], vec![63], vec![10.0])
+        .unwrap();
+    let (got, kinds) = read_runs(c);
+    let (own_run, other_run) = (own as usize, other);
+    let mut want_kinds = [(own_run, "dense"), (other_run, "sparse")];
+    want_kinds.sort();
+    assert_eq!(kinds, want_kinds);
+    assert_eq!(got[own as usize * 64 + 63], 10.0);
+    assert_eq!(got[own as usize * 64 + own as usize], (w + 1) as f32);
 
     // Clock 1: a streamed read of every row sees both workers' clock 0, shard by shard.
     let rows: Vec<u64> = (0..100).collect();
@@ -186,7 +250,11 @@ fn workers_join_and_use_every_table_operation() {
     let config = CoordinatorConfig {
         servers: 2,
         workers: 2,
-        tables: vec![table(DENSE, 100, 4, "raw"), table(CODED, 40, 2, "f16")],
+        tables: vec![
+            table(DENSE, 100, 4, "raw"),
+            table(CODED, 40, 2, "f16"),
+            table(WIDE, 40, 64, "raw"),
+        ],
         job: JobSpec {
             app: "api-test".into(),
             clocks: 2,

@@ -1,7 +1,8 @@
 //! Wire format of the parameter server: the fixed frame header, the message kinds, the control
 //! messages, the shard map and the validation of everything that comes off the network; and
 //! the pure cores both sides share: the update rules ([`rules`]), the seeded table initialisers
-//! ([`init`]), and the job's reports and their typed figures ([`report`]).
+//! ([`init`]), the job's reports and their typed figures ([`report`]), and rows held by their
+//! entries ([`sparse_rows`]), as a worker's cache keeps mostly-zero rows and hands them on.
 //!
 //! This crate is pure: it must not depend on any I/O, async runtime, socket or clock source.
 //! Everything here is tested with plain byte buffers. Bytes off the network may be misaligned,
@@ -18,6 +19,7 @@ pub mod push_plan;
 pub mod report;
 pub mod rules;
 mod shard_map;
+pub mod sparse_rows;
 
 pub use control::{
     Assign, ClockReport, ControlEvent, Done, Init, JobSpec, Layout, Recovery, Register, Role,
@@ -32,6 +34,7 @@ pub use header::{
 pub use push_plan::{PushBlock, PushPlan};
 pub use report::{ClockSummary, JobResult};
 pub use shard_map::{KeyRange, ShardMap};
+pub use sparse_rows::{SparseRows, SparseRowsBuf};
 
 /// ALPN protocol id every endpoint offers and requires.
 pub const ALPN: &[u8] = b"ps/1";

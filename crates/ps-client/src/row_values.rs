@@ -1,0 +1,291 @@
+//! A cached row's values: all of them, or, for a row that arrived sparse and is mostly zero
+//! (LDA's word-topic rows at large K), only its entries. A sparse row costs its entries in
+//! memory and in every pass over the cache, not its width; it reads back, and takes the
+//! worker's own updates, bit for bit as its dense form would. Pure bookkeeping: no I/O.
+
+use crate::entries::Sent;
+use ps_proto::SparseRowsBuf;
+
+/// One cached row's values (see the module docs).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RowValues {
+    /// All `width` values.
+    Dense(Vec<f32>),
+    /// Entries: columns strictly increasing and below the width, with their values; every
+    /// other value is `+0.0`.
+    Sparse { at: Vec<u32>, values: Vec<f32> },
+}
+
+impl Default for RowValues {
+    fn default() -> Self {
+        RowValues::Dense(Vec::new())
+    }
+}
+
+/// Whether a row of `width` is kept by its `entries` (at most half its width: never more bytes
+/// than dense).
+pub fn kept_sparse(entries: usize, width: usize) -> bool {
+    entries * 2 <= width
+}
+
+impl RowValues {
+    /// Sets the row to `src` (`width` values), reusing a dense buffer.
+    pub fn set_dense(&mut self, src: &[f32]) {
+        match self {
+            RowValues::Dense(v) => {
+                v.clear();
+                v.extend_from_slice(src);
+            }
+            _ => *self = RowValues::Dense(src.to_vec()),
+        }
+    }
+
+    /// Sets the row of `width` from its entries (`at` strictly increasing, below `width`):
+    /// kept by them when few enough ([`kept_sparse`]), else written into a dense row. Reuses the
+    /// buffers of the same form.
+    pub fn set_entries(&mut self, width: usize, at: impl Iterator<Item = u32>, values: &[f32]) {
+        if kept_sparse(values.len(), width) {
+            match self {
+                RowValues::Sparse { at: a, values: v } => {
+                    a.clear();
+                    a.extend(at);
+                    v.clear();
+                    v.extend_from_slice(values);
+                }
+                _ => {
+                    *self = RowValues::Sparse {
+                        at: at.collect(),
+                        values: values.to_vec(),
+                    }
+                }
+            }
+            return;
+        }
+        let dst = match self {
+            RowValues::Dense(v) => {
+                v.clear();
+                v
+            }
+            _ => {
+                *self = RowValues::Dense(Vec::with_capacity(width));
+                self.dense_buffer()
+            }
+        };
+        dst.resize(width, 0.0);
+        for (c, &x) in at.zip(values) {
+            dst[c as usize] = x;
+        }
+    }
+
+    fn dense_buffer(&mut self) -> &mut Vec<f32> {
+        match self {
+            RowValues::Dense(v) => v,
+            RowValues::Sparse { .. } => unreachable!("called on a dense row only"),
+        }
+    }
+
+    pub fn is_sparse(&self) -> bool {
+        matches!(self, RowValues::Sparse { .. })
+    }
+
+    /// Whether it holds a row of `width`.
+    pub fn fits(&self, width: usize) -> bool {
+        match self {
+            RowValues::Dense(v) => v.len() == width,
+            RowValues::Sparse { at, values } => {
+                at.len() == values.len() && at.last().is_none_or(|&c| (c as usize) < width)
+            }
+        }
+    }
+
+    /// Appends the row's `width` values to `out`.
+    pub fn append_dense(&self, width: usize, out: &mut Vec<f32>) {
+        match self {
+            RowValues::Dense(v) => out.extend_from_slice(v),
+            RowValues::Sparse { at, values } => {
+                let start = out.len();
+                out.resize(start + width, 0.0);
+                let row = &mut out[start..];
+                for (&c, &x) in at.iter().zip(values) {
+                    row[c as usize] = x;
+                }
+            }
+        }
+    }
+
+    /// Appends the row to `buf` by its entries (a dense row's values whose bits are not zero).
+    pub fn push_to(&self, buf: &mut SparseRowsBuf) {
+        match self {
+            RowValues::Dense(v) => buf.push_dense(v),
+            RowValues::Sparse { at, values } => buf.push_entries(at, values),
+        }
+    }
+
+    /// The row's `width` values, making it dense first.
+    pub fn dense_mut(&mut self, width: usize) -> &mut Vec<f32> {
+        if self.is_sparse() {
+            let mut v = Vec::with_capacity(width);
+            self.append_dense(width, &mut v);
+            *self = RowValues::Dense(v);
+        }
+        self.dense_buffer()
+    }
+
+    /// Adds, in order, what each of `sent` holds for row `key` of `width`, with the same
+    /// arithmetic as adding into the dense row: entries merge into a sparse row (a column it
+    /// lacks gets `0.0 + x`), whole rows make it dense, and so does growing past
+    /// [`kept_sparse`].
+    pub fn add_sent<'a>(&mut self, key: u64, width: usize, sent: impl Iterator<Item = &'a Sent>) {
+        for s in sent {
+            match (&mut *self, s) {
+                (RowValues::Sparse { at, values }, Sent::Entries(e)) => {
+                    let Ok(i) = e.keys.binary_search(&key) else {
+                        continue;
+                    };
+                    let first = (i * width) as u64;
+                    let span = e.span(i..i + 1, width);
+                    let cols = e.at[span.clone()].iter().map(|&p| (p - first) as u32);
+                    merge_add(at, values, cols.zip(e.values[span].iter().copied()));
+                    if !kept_sparse(values.len(), width) {
+                        self.dense_mut(width);
+                    }
+                }
+                (RowValues::Sparse { .. }, _) => {
+                    if s.keys().binary_search(&key).is_ok() {
+                        s.add_row_to(key, width, self.dense_mut(width));
+                    }
+                }
+                (RowValues::Dense(v), _) => s.add_row_to(key, width, v),
+            }
+        }
+    }
+
+    /// The row's `width` values.
+    #[cfg(test)]
+    pub fn to_dense(&self, width: usize) -> Vec<f32> {
+        let mut v = Vec::new();
+        self.append_dense(width, &mut v);
+        v
+    }
+}
+
+/// `(at, values) += add` (columns strictly increasing in both), as dense addition would do it.
+fn merge_add(at: &mut Vec<u32>, values: &mut Vec<f32>, add: impl Iterator<Item = (u32, f32)>) {
+    let mut add = add.peekable();
+    if add.peek().is_none() {
+        return;
+    }
+    let (mut na, mut nv) = (Vec::with_capacity(at.len() + 4), Vec::new());
+    nv.reserve(at.len() + 4);
+    let mut j = 0;
+    for (c, x) in add {
+        while j < at.len() && at[j] < c {
+            na.push(at[j]);
+            nv.push(values[j]);
+            j += 1;
+        }
+        if j < at.len() && at[j] == c {
+            na.push(c);
+            nv.push(values[j] + x);
+            j += 1;
+        } else {
+            na.push(c);
+            nv.push(0.0 + x);
+        }
+    }
+    na.extend_from_slice(&at[j..]);
+    nv.extend_from_slice(&values[j..]);
+    (*at, *values) = (na, nv);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entries::Entries;
+    use crate::pending::Block;
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    fn sparse(at: &[u32], values: &[f32]) -> RowValues {
+        let mut r = RowValues::default();
+        r.set_entries(8, at.iter().copied(), values);
+        r
+    }
+
+    #[test]
+    fn few_entries_stay_sparse_and_many_go_dense() {
+        let r = sparse(&[1, 5], &[2.0, -0.0]);
+        assert!(r.is_sparse() && r.fits(8));
+        assert_eq!(
+            bits(&r.to_dense(8)),
+            bits(&[0.0, 2.0, 0.0, 0.0, 0.0, -0.0, 0.0, 0.0])
+        );
+        let many: Vec<u32> = (0..5).collect();
+        let d = sparse(&many, &[1.0; 5]);
+        assert!(!d.is_sparse() && d.fits(8));
+        assert_eq!(d.to_dense(8), [1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0]);
+        let mut buf = SparseRowsBuf::default();
+        buf.clear(8);
+        r.push_to(&mut buf);
+        d.push_to(&mut buf);
+        assert_eq!(
+            buf.view().to_dense(),
+            [r.to_dense(8), d.to_dense(8)].concat()
+        );
+    }
+
+    /// Adds `sent` to the row both ways and compares the bits.
+    fn same_as_dense(row: &RowValues, key: u64, sent: &[Sent]) -> RowValues {
+        let mut dense = row.to_dense(8);
+        for s in sent {
+            s.add_row_to(key, 8, &mut dense);
+        }
+        let mut r = row.clone();
+        r.add_sent(key, 8, sent.iter());
+        assert_eq!(bits(&r.to_dense(8)), bits(&dense), "{row:?} + {sent:?}");
+        r
+    }
+
+    #[test]
+    fn own_updates_add_to_a_sparse_row_as_to_its_dense_form() {
+        // Rows 4 and 9 of width 8; row 9: (9, 0) = -0.0, (9, 5) = -2, (9, 7) = 1.
+        let e = Sent::Entries(Entries {
+            keys: vec![4, 9],
+            at: vec![3, 8, 13, 15],
+            values: vec![1.0, -0.0, -2.0, 1.0],
+        });
+        let row = sparse(&[2, 5], &[3.0, 2.0]);
+        let r = same_as_dense(&row, 9, std::slice::from_ref(&e));
+        assert_eq!(
+            r,
+            RowValues::Sparse {
+                at: vec![0, 2, 5, 7],
+                values: vec![0.0, 3.0, 0.0, 1.0]
+            },
+            "merged, sparse still, -0.0 added to nothing is +0.0"
+        );
+        // A block without the row changes nothing; two in a row apply in order.
+        let r = same_as_dense(&row, 5, &[e.clone(), e.clone()]);
+        assert_eq!(r, row);
+        same_as_dense(&row, 9, &[e.clone(), e.clone()]);
+        // Whole rows make it dense.
+        let b = Sent::Rows(Block {
+            keys: vec![9],
+            values: vec![0.5; 8],
+        });
+        let r = same_as_dense(&row, 9, &[e.clone(), b]);
+        assert!(!r.is_sparse());
+        // Growing past half the width makes it dense.
+        let wide = Sent::Entries(Entries {
+            keys: vec![9],
+            at: vec![0, 1, 3, 4],
+            values: vec![1.0; 4],
+        });
+        let r = same_as_dense(&row, 9, &[wide]);
+        assert!(!r.is_sparse());
+        // A dense row takes them as it did before.
+        same_as_dense(&RowValues::Dense(vec![1.0; 8]), 9, &[e]);
+    }
+}
