@@ -6,7 +6,7 @@
 use anyhow::{Context, Result};
 use ps_apps::app::{DeltaSink, DynApp, DynSession, Engines, TableRows};
 use ps_apps::SinkError;
-use ps_client::{ClientError, PsClient, Worker};
+use ps_client::{ClientError, PsClient, Run, Worker};
 use ps_proto::{Done, PushPlan};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
@@ -143,7 +143,8 @@ impl DeltaSink for ClientSink<'_> {
 }
 
 /// Reads `reads` into the session, each shard's run as it arrives; `synced` reads are complete
-/// through every worker's clocks so far (the final model).
+/// through every worker's clocks so far (the final model). Tables the session takes sparse
+/// arrive by their entries where the cache holds them so.
 fn read(
     client: &mut PsClient,
     session: &mut dyn DynSession,
@@ -152,6 +153,16 @@ fn read(
 ) -> Result<()> {
     for r in reads {
         let mut t = client.table(r.table)?;
+        if session.takes_sparse(r.table) {
+            t.read_runs_into(&r.rows, synced, |first, keys, run| -> Result<()> {
+                match run {
+                    Run::Dense(values) => session.load(r.table, first, keys, values)?,
+                    Run::Sparse(rows) => session.load_sparse(r.table, first, keys, rows)?,
+                }
+                Ok(())
+            })?;
+            continue;
+        }
         let sink = |first: usize, keys: &[u64], values: &[f32]| -> Result<()> {
             session.load(r.table, first, keys, values)?;
             Ok(())

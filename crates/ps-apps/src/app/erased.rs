@@ -7,7 +7,7 @@ use super::{
 };
 use crate::error::AppError;
 use ps_proto::report::{to_facts, to_sums};
-use ps_proto::{JobResult, TableSpec};
+use ps_proto::{JobResult, SparseRows, TableSpec};
 use std::collections::BTreeMap;
 
 /// A plan with its settings as JSON.
@@ -57,6 +57,14 @@ pub trait DynSession: Send {
         first: usize,
         keys: &[u64],
         values: &[f32],
+    ) -> Result<(), AppError>;
+    fn takes_sparse(&self, table: u32) -> bool;
+    fn load_sparse(
+        &mut self,
+        table: u32,
+        first: usize,
+        keys: &[u64],
+        rows: SparseRows<'_>,
     ) -> Result<(), AppError>;
     fn run_clock(
         &mut self,
@@ -155,6 +163,20 @@ impl<A: App> DynSession for Erased<A> {
         values: &[f32],
     ) -> Result<(), AppError> {
         self.0.load(table, first, keys, values)
+    }
+
+    fn takes_sparse(&self, table: u32) -> bool {
+        self.0.takes_sparse(table)
+    }
+
+    fn load_sparse(
+        &mut self,
+        table: u32,
+        first: usize,
+        keys: &[u64],
+        rows: SparseRows<'_>,
+    ) -> Result<(), AppError> {
+        self.0.load_sparse(table, first, keys, rows)
     }
 
     fn run_clock(

@@ -33,7 +33,7 @@ pub use traffic::{DeviceFigures, Traffic};
 
 use crate::error::{AppError, SinkError};
 use ps_proto::codec::CodecChain;
-use ps_proto::{ClockSummary, Init, JobResult, PushPlan, TableSpec, UpdateRule};
+use ps_proto::{ClockSummary, Init, JobResult, PushPlan, SparseRows, TableSpec, UpdateRule};
 use serde::{de::DeserializeOwned, Serialize};
 
 /// Figures an app reports, per clock or at the end: a struct of numbers (sums and counts, never
@@ -214,6 +214,31 @@ pub trait Session<A: App + ?Sized>: Send {
         values: &[f32],
     ) -> Result<(), AppError>;
 
+    /// Whether runs of `table` may arrive by their entries ([`Session::load_sparse`]) rather than
+    /// dense: worth it for wide rows that are mostly zero (LDA's word-topic counts at large K),
+    /// which then never exist dense on the way in. No table, by default.
+    fn takes_sparse(&self, _table: u32) -> bool {
+        false
+    }
+
+    /// Rows of a table [`Session::takes_sparse`] names arrived by their entries: as
+    /// [`Session::load`] of `rows`' dense form (every value not among the entries is `+0.0`),
+    /// which is what this default does. Wrong keys, widths, counts or a malformed run are an
+    /// error.
+    fn load_sparse(
+        &mut self,
+        table: u32,
+        first: usize,
+        keys: &[u64],
+        rows: SparseRows<'_>,
+    ) -> Result<(), AppError> {
+        rows.check().map_err(|e| AppError::Rows {
+            table,
+            reason: e.to_string(),
+        })?;
+        self.load(table, first, keys, &rows.to_dense())
+    }
+
     /// Runs clock `clock` on the rows loaded (an error if some are missing), writing its update
     /// into `out`, and returns the clock's figures.
     fn run_clock(&mut self, clock: u64, out: &mut dyn DeltaSink) -> Result<A::Clock, AppError>;
@@ -389,6 +414,48 @@ impl Inbox {
         values: &[f32],
         width: usize,
     ) -> Result<usize, AppError> {
+        let shape = (values.len() != keys.len() * width).then(|| {
+            format!(
+                "{} values for {} rows of width {width}",
+                values.len(),
+                keys.len()
+            )
+        });
+        self.mark(table, first, keys, shape)
+    }
+
+    /// [`Inbox::accept`] for a run that arrived by its entries ([`Session::load_sparse`]):
+    /// `width` values a row, as many rows as keys, a well-formed run.
+    pub fn accept_sparse(
+        &mut self,
+        table: u32,
+        first: usize,
+        keys: &[u64],
+        rows: SparseRows<'_>,
+        width: usize,
+    ) -> Result<usize, AppError> {
+        let shape = if rows.width != width || rows.rows() != keys.len() {
+            Some(format!(
+                "{} rows of width {} for {} rows of width {width}",
+                rows.rows(),
+                rows.width,
+                keys.len()
+            ))
+        } else {
+            rows.check().err().map(|e| e.to_string())
+        };
+        self.mark(table, first, keys, shape)
+    }
+
+    /// Marks `keys` (at `first` of the read of `table`) arrived, unless they are not the rows
+    /// asked for, arrived before, or `shape` says what is wrong with their values.
+    fn mark(
+        &mut self,
+        table: u32,
+        first: usize,
+        keys: &[u64],
+        shape: Option<String>,
+    ) -> Result<usize, AppError> {
         let bad = |reason: String| AppError::Rows { table, reason };
         let i = self
             .reads
@@ -411,12 +478,8 @@ impl Inbox {
                 "rows {first}..{end} are not the rows asked for"
             )));
         }
-        if values.len() != keys.len() * width {
-            return Err(bad(format!(
-                "{} values for {} rows of width {width}",
-                values.len(),
-                keys.len()
-            )));
+        if let Some(reason) = shape {
+            return Err(bad(reason));
         }
         if self.got[i][first..end].iter().any(|&g| g) {
             return Err(bad(format!("rows {first}..{end} arrived twice")));
