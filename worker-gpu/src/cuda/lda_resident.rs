@@ -7,10 +7,11 @@
 //!
 //! - each pulled run of word-topic rows (rows `first..first + n` of the read, which is the local
 //!   row order) crosses PCIe as its nonzero entries ([`ps_apps::lda::packed`]): the host packs
-//!   it into pinned memory (two buffers taken in turn, so the host fills one while the other is
-//!   copied), the run's rows of the local copy are zeroed, and `lda_scatter_rows` writes the
-//!   entries in. A run that does not pack smaller (dense rows, or K over 65,536) is copied as
-//!   it is, at its offset; the totals row likewise;
+//!   it (from its entries, as the client caches the rows, so the run is never dense on the
+//!   host; or from a dense run) into pinned memory (two buffers taken in turn, so the host
+//!   fills one while the other is copied), the run's rows of the local copy are zeroed, and
+//!   `lda_scatter_rows` writes the entries in. A run that does not pack smaller (dense rows, or
+//!   K over 65,536) is copied dense, at its offset; the totals row likewise;
 //! - `lda_loglik` and `lda_sum_partials` (`kernels/lda_resident.cu`) measure the state under the
 //!   rows read, and 8 bytes come back;
 //! - `lda_gibbs_sweep` (`kernels/lda_gibbs.cu`, the uniforms drawn there from Philox) resamples
@@ -27,11 +28,13 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use ps_apps::app::Traffic;
-use ps_apps::lda::packed::{pack_rows, Packed, Values, MAX_PACKED_TOPICS};
+use ps_apps::lda::packed::{pack_rows, pack_sparse_rows, Packed, Values, MAX_PACKED_TOPICS};
 use ps_apps::lda::{
-    check_rows, check_state, LdaDelta, LdaHyper, LdaResident, LdaWorkerState, SweepKey,
+    check_rows, check_sparse_rows, check_state, LdaDelta, LdaHyper, LdaResident, LdaWorkerState,
+    SweepKey,
 };
 use ps_apps::ComputeError;
+use ps_proto::SparseRows;
 
 use super::buffers::{DevBuf, KernelTimer, Pinned};
 use super::bus::Bus;
@@ -264,6 +267,28 @@ impl CudaLdaResident {
                 return self.load_packed(first, values.len(), shape);
             }
         }
+        self.load_dense(first * k, values, totals)
+    }
+
+    /// [`Self::try_load`] of rows that arrived by their entries: packed from them where that
+    /// is smaller, else made dense on the host (rows mostly nonzero) and copied as they are.
+    fn try_load_sparse(&mut self, first: usize, rows: SparseRows<'_>) -> Result<(), GpuError> {
+        let s = self.shape()?;
+        let k = s.topics as usize;
+        check_sparse_rows(self.name(), first, rows, s.words, k)?;
+        if rows.rows() == 0 {
+            return Ok(());
+        }
+        if let Some(shape) = pack_sparse_rows(rows, k, &mut self.image) {
+            return self.load_packed(first, rows.rows() * k, shape);
+        }
+        let dense = rows.to_dense();
+        self.load_dense(first * k, &dense, false)
+    }
+
+    /// Copies `values` as they are to value `at` of the word-topic copy (or of the totals)
+    /// through the next pinned staging buffer.
+    fn load_dense(&mut self, at: usize, values: &[f32], totals: bool) -> Result<(), GpuError> {
         let stage = &mut self.staging[self.next];
         self.next ^= 1;
         stage.fill(values)?;
@@ -272,7 +297,6 @@ impl CudaLdaResident {
         } else {
             &mut self.word_topic
         };
-        let at = first * k;
         let mut view = dst.get_mut().slice_mut(at..at + values.len());
         let stream = &self.gpu.compute;
         self.bus.h2d(stream, || {
@@ -518,6 +542,11 @@ impl LdaResident for CudaLdaResident {
 
     fn load_rows(&mut self, first: usize, values: &[f32]) -> Result<(), ComputeError> {
         let r = self.try_load(first, values, false);
+        failed(self.name(), r)
+    }
+
+    fn load_sparse_rows(&mut self, first: usize, rows: SparseRows<'_>) -> Result<(), ComputeError> {
+        let r = self.try_load_sparse(first, rows);
         failed(self.name(), r)
     }
 

@@ -19,6 +19,7 @@ use ps_apps::lda::{
     gather_rows, loglik, split_docs, synthetic_lda, CpuLda, HostLdaResident, LdaDelta, LdaHyper,
     LdaResident, LdaWorkerState, SweepKey, SyntheticLdaSpec,
 };
+use ps_proto::SparseRowsBuf;
 use worker_gpu::cuda::lda_resident::CudaLdaResident;
 
 use crate::common::seed;
@@ -57,9 +58,11 @@ fn job(
     (states, table, totals, hyper)
 }
 
-/// Loads the worker's rows of `table` (two runs, the second half first) and the totals; returns
-/// the bytes that should cross the bus: each run packed where that is smaller, else dense
-/// (`ps_apps::lda::packed`), and the totals dense; and how many runs went packed.
+/// Loads the worker's rows of `table` (two runs, the second half first, by its entries as the
+/// client hands rows it caches sparse; the first half dense) and the totals; returns the bytes
+/// that should cross the bus: each run packed where that is smaller, else dense
+/// (`ps_apps::lda::packed`; the same image either way), and the totals dense; and how many
+/// runs went packed.
 fn load(
     e: &mut dyn LdaResident,
     state: &LdaWorkerState,
@@ -72,7 +75,15 @@ fn load(
     let (mut bytes, mut packed) = (4 * k as u64, 0);
     let mut image = Vec::new();
     for (first, run) in [(half, &rows[half * k..]), (0, &rows[..half * k])] {
-        e.load_rows(first, run).expect("load_rows");
+        if first > 0 {
+            let mut entries = SparseRowsBuf::default();
+            entries.clear(k);
+            run.chunks_exact(k).for_each(|r| entries.push_dense(r));
+            e.load_sparse_rows(first, entries.view())
+                .expect("load_sparse_rows");
+        } else {
+            e.load_rows(first, run).expect("load_rows");
+        }
         match pack_rows(run, k, &mut image) {
             // An all-zero run zeroes the rows and copies nothing.
             Some(shape) if shape.entries == 0 => packed += 1,
@@ -319,6 +330,24 @@ fn bad_input_is_a_typed_error() {
         "a partial row"
     );
     assert!(dev.load_totals(&vec![0.0; 2 * k]).is_err(), "totals width");
+    let entries = |width: usize, at: &'static [u32]| ps_proto::SparseRows {
+        width,
+        offsets: if at.is_empty() { &[0, 0] } else { &[0, 2] },
+        at,
+        values: if at.is_empty() { &[] } else { &[1.0, 2.0] },
+    };
+    assert!(
+        dev.load_sparse_rows(n, entries(k, &[])).is_err(),
+        "entries past the last row"
+    );
+    assert!(
+        dev.load_sparse_rows(0, entries(k + 1, &[])).is_err(),
+        "entries of another width"
+    );
+    assert!(
+        dev.load_sparse_rows(0, entries(k, &[3, 1])).is_err(),
+        "columns out of order"
+    );
     let mut other = state.clone();
     other.z.push(0);
     assert!(dev.download_state(&mut other).is_err(), "another state");

@@ -5,7 +5,8 @@
 //! once ([`LdaResident::setup`]) and keeps them, with a local copy of the worker's word-topic rows
 //! (`words.len() x K`, local row `i` = global word `state.words[i]`, the order of the session's
 //! read) and of the topic totals, for the whole job. Per clock the session hands it the pulled
-//! rows as each shard's reply arrives ([`LdaResident::load_rows`], by position in the read, and
+//! rows as each shard's reply arrives ([`LdaResident::load_sparse_rows`] by their entries, as the
+//! client caches them, or [`LdaResident::load_rows`] dense, by position in the read, and
 //! [`LdaResident::load_totals`]), asks for the log-likelihood of the model it read
 //! ([`LdaResident::loglik`]), and sweeps ([`LdaResident::sweep`]), taking back only the sparse
 //! delta. The uniforms come from Philox keyed by the [`SweepKey`] on both sides, so on a GPU the
@@ -14,12 +15,14 @@
 //! [`HostLdaResident`] does the same with a [`LdaCompute`] engine and [`loglik`]: exactly the
 //! host path's arithmetic, so the session's resident path is tested, bit for bit, where there is
 //! no GPU. It also takes each pulled run through the packed form a device engine copies
-//! ([`super::packed`]: the run's nonzero entries), so that step is tested there too.
+//! ([`super::packed`]: the run's nonzero entries, packed from the entries or from a dense run),
+//! so that step is tested there too.
 
-use super::packed::{pack_rows, unpack_rows};
+use super::packed::{pack_rows, pack_sparse_rows, unpack_rows};
 use super::{loglik, LdaCompute, LdaDelta, LdaHyper, LdaWorkerState, SweepKey};
 use crate::app::Traffic;
 use crate::error::ComputeError;
+use ps_proto::SparseRows;
 
 /// An LDA engine whose worker state stays resident between clocks (see the module docs).
 pub trait LdaResident: Send {
@@ -34,6 +37,10 @@ pub trait LdaResident: Send {
     /// Writes local word-topic rows `[first, first + n)`: `values` holds `n` whole rows
     /// (`n x K`), the pulled rows of the read's words `first..first + n`.
     fn load_rows(&mut self, first: usize, values: &[f32]) -> Result<(), ComputeError>;
+
+    /// [`LdaResident::load_rows`] of rows that arrived by their entries (`rows.width` = K):
+    /// the same rows, never dense on the host on the way to the device's copy.
+    fn load_sparse_rows(&mut self, first: usize, rows: SparseRows<'_>) -> Result<(), ComputeError>;
 
     /// Writes the totals row (`K` values).
     fn load_totals(&mut self, values: &[f32]) -> Result<(), ComputeError>;
@@ -119,6 +126,26 @@ pub fn check_rows(
     Ok(())
 }
 
+/// Checks a run of rows by their entries, `rows`, at row `first` against a copy of `words`
+/// rows of `k`: its width, its place, and its shape ([`SparseRows::check`]).
+pub fn check_sparse_rows(
+    engine: &'static str,
+    first: usize,
+    rows: SparseRows<'_>,
+    words: usize,
+    k: usize,
+) -> Result<(), ComputeError> {
+    let bad = |message: String| Err(ComputeError { engine, message });
+    if rows.width != k || first + rows.rows() > words {
+        return bad(format!(
+            "{} rows of width {} at row {first} are not whole rows of {k} within {words} rows",
+            rows.rows(),
+            rows.width
+        ));
+    }
+    rows.check().or_else(|e| bad(e.to_string()))
+}
+
 /// The CPU oracle of a resident engine: a [`LdaCompute`] engine on host copies. Nothing crosses
 /// a bus, so [`Traffic`] stays zero.
 pub struct HostLdaResident {
@@ -185,6 +212,18 @@ impl LdaResident for HostLdaResident {
         match pack_rows(values, k, &mut self.image) {
             Some(shape) => unpack_rows(&self.image, shape, k, dst),
             None => dst.copy_from_slice(values),
+        }
+        Ok(())
+    }
+
+    fn load_sparse_rows(&mut self, first: usize, rows: SparseRows<'_>) -> Result<(), ComputeError> {
+        let k = self.hyper()?.topics as usize;
+        check_sparse_rows(ORACLE, first, rows, self.state.words.len(), k)?;
+        let dst = &mut self.word_topic[first * k..(first + rows.rows()) * k];
+        // As a device engine loads it: packed from the entries when that is smaller.
+        match pack_sparse_rows(rows, k, &mut self.image) {
+            Some(shape) => unpack_rows(&self.image, shape, k, dst),
+            None => rows.write_dense(dst),
         }
         Ok(())
     }
@@ -274,5 +313,57 @@ mod tests {
         );
         let other = LdaHyper { topics: 7, ..hyper };
         assert!(check_state("t", &good, &other).is_err(), "another K");
+    }
+
+    #[test]
+    fn rows_by_their_entries_load_as_the_dense_rows_do() {
+        let hyper = LdaHyper {
+            topics: 40,
+            ..LdaHyper::default()
+        };
+        let st = state(&hyper);
+        let (k, n) = (40, st.words.len());
+        // Sparse counts, a fractional value, a -0.0 and one dense row.
+        let mut rows = vec![0f32; n * k];
+        for (i, x) in rows.iter_mut().enumerate() {
+            *x = match i % 37 {
+                0 => (i % 5 + 1) as f32,
+                1 if i % 3 == 0 => -0.0,
+                _ => 0.0,
+            };
+        }
+        rows[3 * k + 7] = 0.5;
+        rows[5 * k..6 * k].fill(2.0);
+        let totals = vec![100f32; k];
+        let (mut dense, mut sparse) = (
+            HostLdaResident::new(Box::new(CpuLda::new())),
+            HostLdaResident::new(Box::new(CpuLda::new())),
+        );
+        let mut entries = ps_proto::SparseRowsBuf::default();
+        for e in [&mut dense, &mut sparse] {
+            e.setup(&st, &hyper).unwrap();
+            e.load_totals(&totals).unwrap();
+        }
+        let half = n / 2;
+        for (first, run) in [(half, &rows[half * k..]), (0, &rows[..half * k])] {
+            dense.load_rows(first, run).unwrap();
+            entries.clear(k);
+            run.chunks_exact(k).for_each(|r| entries.push_dense(r));
+            sparse.load_sparse_rows(first, entries.view()).unwrap();
+        }
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&sparse.word_topic), bits(&rows));
+        assert_eq!(bits(&dense.word_topic), bits(&rows));
+        assert_eq!(sparse.loglik().unwrap(), dense.loglik().unwrap());
+        // Refused: another width, past the rows, a malformed run.
+        entries.clear(k + 1);
+        entries.push_entries(&[1], &[1.0]);
+        assert!(sparse.load_sparse_rows(0, entries.view()).is_err());
+        entries.clear(k);
+        entries.push_entries(&[1], &[1.0]);
+        assert!(sparse.load_sparse_rows(n, entries.view()).is_err());
+        entries.clear(k);
+        entries.push_entries(&[2, 1], &[1.0, 1.0]);
+        assert!(sparse.load_sparse_rows(0, entries.view()).is_err());
     }
 }

@@ -22,6 +22,7 @@ use super::{
 use crate::app::flags;
 use crate::app::{DeltaSink, Inbox, Outcome, Session, TableRows, Traffic, WorkerContext};
 use crate::error::{AppError, ComputeError};
+use ps_proto::SparseRows;
 use std::time::Instant;
 
 /// Where the sweeps run.
@@ -167,6 +168,26 @@ impl LdaSession {
         Ok(())
     }
 
+    /// The resident engine, when a clock's rows are being read (the final read's rows stay on
+    /// the host).
+    fn clock_device(&mut self) -> Option<&mut Box<dyn LdaResident>> {
+        let final_read = self.inbox.clock().is_none();
+        match &mut self.path {
+            Path::Resident { dev, .. } if !final_read => Some(dev),
+            _ => None,
+        }
+    }
+
+    /// Where rows of `table` read on the host go: the totals, the final read's rows, or the
+    /// worker's words' rows.
+    fn host_rows(&mut self, table: u32) -> &mut [f32] {
+        match table {
+            TOTALS => &mut self.totals,
+            _ if self.inbox.clock().is_none() => &mut self.all,
+            _ => &mut self.local,
+        }
+    }
+
     /// The resident engine's traffic since the last call (zero on the host path).
     fn traffic_since(&mut self) -> Traffic {
         match &mut self.path {
@@ -234,8 +255,7 @@ impl Session<LdaApp> for LdaSession {
     ) -> Result<(), AppError> {
         let k = self.k();
         self.inbox.accept(table, first, keys, values, k)?;
-        let final_read = self.inbox.clock().is_none();
-        if let (Path::Resident { dev, .. }, false) = (&mut self.path, final_read) {
+        if let Some(dev) = self.clock_device() {
             // A clock's rows go straight to the device's copy (the local row order is the
             // read's order).
             match table {
@@ -244,12 +264,33 @@ impl Session<LdaApp> for LdaSession {
             }
             return Ok(());
         }
-        let dst = match table {
-            TOTALS => &mut self.totals[..],
-            _ if final_read => &mut self.all[..],
-            _ => &mut self.local[..],
-        };
-        dst[first * k..(first + keys.len()) * k].copy_from_slice(values);
+        self.host_rows(table)[first * k..(first + keys.len()) * k].copy_from_slice(values);
+        Ok(())
+    }
+
+    /// The word-topic rows come by their entries: at K in the hundreds or more most of each
+    /// row is zero, and the run then never exists dense on the resident path.
+    fn takes_sparse(&self, table: u32) -> bool {
+        table == WORD_TOPIC
+    }
+
+    fn load_sparse(
+        &mut self,
+        table: u32,
+        first: usize,
+        keys: &[u64],
+        rows: SparseRows<'_>,
+    ) -> Result<(), AppError> {
+        let k = self.k();
+        self.inbox.accept_sparse(table, first, keys, rows, k)?;
+        if let Some(dev) = self.clock_device() {
+            match table {
+                TOTALS => dev.load_totals(&rows.to_dense())?,
+                _ => dev.load_sparse_rows(first, rows)?,
+            }
+            return Ok(());
+        }
+        rows.write_dense(&mut self.host_rows(table)[first * k..(first + keys.len()) * k]);
         Ok(())
     }
 

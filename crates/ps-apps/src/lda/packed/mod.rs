@@ -5,7 +5,8 @@
 //! of rows dense across PCIe (at K 1,000, 30-50 times its wire bytes), and the sweep's delta
 //! out as 12-byte `(word, topic, change)` triples (2-3 times). Both now cross as a packed image:
 //!
-//! - in: [`pack_rows`] keeps a run's nonzero entries, and the device writes them into its
+//! - in: [`pack_rows`] keeps a run's nonzero entries ([`pack_sparse_rows`] makes the same image
+//!   from a run that arrived by its entries, never dense on the host), and the device writes them into its
 //!   zeroed copy of the rows ([`unpack_rows`] is that step on the host; the CUDA engine's
 //!   kernel `lda_scatter_rows`, `kernels/lda_rows.cuh`, does the same);
 //! - out: the device packs the sweep's dense move counts (`kernels/lda_rows.cuh`'s
@@ -27,6 +28,8 @@
 //! numbers from 1 to 65,535) take 2 bytes; a run with any other nonzero value carries all its
 //! values as `f32`. A run packs only when K fits in a `u16` topic and the image is smaller than
 //! the dense run. A delta keeps its nonzero changes, as `i16` when every one fits, else `i32`.
+
+use ps_proto::SparseRows;
 
 /// How a packed image's values are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,6 +203,52 @@ fn scan(values: &[f32], k: usize, budget: usize) -> Option<Scan> {
     Some(s)
 }
 
+/// [`pack_rows`] of a run given by its entries (`rows.width` must be `k`): the same image, word
+/// for word, as packing the run's dense form, without ever writing it dense. Entries whose
+/// value is `+0.0` are left out, as the dense scan leaves those cells out. `rows` must have
+/// passed [`SparseRows::check`].
+pub fn pack_sparse_rows(rows: SparseRows<'_>, k: usize, image: &mut Vec<u32>) -> Option<Packed> {
+    if k == 0 || k > MAX_PACKED_TOPICS || rows.width != k {
+        return None;
+    }
+    let (n, cells) = (rows.rows(), rows.rows() * k);
+    let kept = |v: &f32| v.to_bits() != 0;
+    let entries = rows.values.iter().filter(|v| kept(v)).count();
+    // As in pack_rows: past this many entries the image cannot be smaller.
+    let budget = (4 * cells).saturating_sub(4 * n) / 3;
+    if entries > budget || u32::try_from(entries).is_err() {
+        return None;
+    }
+    let counts = rows
+        .values
+        .iter()
+        .all(|v| !kept(v) || as_count(*v).is_some());
+    let shape = Packed {
+        rows: n,
+        entries,
+        values: if counts { Values::U16 } else { Values::F32 },
+    };
+    if shape.bytes() >= 4 * cells as u64 {
+        return None;
+    }
+    image.clear();
+    image.reserve(shape.words());
+    let mut end = 0u32;
+    for i in 0..n {
+        end += rows.row(i).1.iter().filter(|v| kept(v)).count() as u32;
+        image.push(end);
+    }
+    let nonzero = rows.at.iter().zip(rows.values).filter(|(_, v)| kept(v));
+    image.extend(pairs(nonzero.clone().map(|(&t, _)| t as u16)));
+    if counts {
+        image.extend(pairs(nonzero.map(|(_, v)| as_count(*v).unwrap_or(0))));
+    } else {
+        image.extend(nonzero.map(|(_, v)| v.to_bits()));
+    }
+    debug_assert_eq!(image.len(), shape.words());
+    Some(shape)
+}
+
 /// `u16`s two to a little-endian word, the first in the low half (an odd last one alone).
 fn pairs(mut it: impl Iterator<Item = u16>) -> impl Iterator<Item = u32> {
     std::iter::from_fn(move || {
@@ -346,205 +395,4 @@ pub fn unpack_delta(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use rand::{Rng, SeedableRng};
-    use rand_chacha::ChaCha8Rng;
-
-    fn round_trip(values: &[f32], k: usize) -> Option<Packed> {
-        let mut image = Vec::new();
-        let shape = pack_rows(values, k, &mut image)?;
-        assert_eq!(image.len(), shape.words());
-        let mut back = vec![f32::NAN; values.len()];
-        unpack_rows(&image, shape, k, &mut back);
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&back), bits(values));
-        Some(shape)
-    }
-
-    #[test]
-    fn sparse_counts_pack_as_u16_pairs_and_come_back_exactly() {
-        let mut rng = ChaCha8Rng::seed_from_u64(7);
-        for k in [1usize, 2, 3, 50, 1000] {
-            let rows = 37;
-            let mut v = vec![0f32; rows * k];
-            for x in v.iter_mut() {
-                if rng.gen_bool(0.05) {
-                    *x = f32::from(rng.gen_range(1u16..=65_535));
-                }
-            }
-            if let Some(shape) = round_trip(&v, k) {
-                assert_eq!(shape.values, Values::U16);
-                let nnz = v.iter().filter(|x| **x != 0.0).count();
-                assert_eq!(shape.entries, nnz);
-                assert_eq!(shape.words(), rows + 2 * nnz.div_ceil(2));
-            } else {
-                // Too dense to pay: only for the narrow rows.
-                assert!(k <= 3, "K {k} did not pack");
-            }
-        }
-    }
-
-    #[test]
-    fn other_values_pack_as_f32_bits() {
-        let k = 100;
-        let mut v = vec![0f32; 4 * k];
-        v[3] = 2.0;
-        v[150] = -0.0;
-        v[151] = f32::NAN;
-        v[260] = 0.5;
-        v[399] = 70_000.0;
-        let shape = round_trip(&v, k).expect("sparse enough");
-        assert_eq!(shape.values, Values::F32);
-        assert_eq!(shape.entries, 5);
-        for neg in [-1.0f32, 65_536.0, 1.5] {
-            let mut w = vec![0f32; k];
-            w[7] = neg;
-            assert_eq!(round_trip(&w, k).unwrap().values, Values::F32, "{neg}");
-        }
-    }
-
-    #[test]
-    fn dense_runs_bad_shapes_and_wide_k_do_not_pack() {
-        let mut image = Vec::new();
-        assert!(pack_rows(&[1.0; 400], 100, &mut image).is_none());
-        assert!(pack_rows(&[0.0; 10], 3, &mut image).is_none());
-        assert!(pack_rows(&[0.0; 10], 0, &mut image).is_none());
-        let wide = vec![0f32; MAX_PACKED_TOPICS + 1];
-        assert!(pack_rows(&wide, MAX_PACKED_TOPICS + 1, &mut image).is_none());
-        // Empty rows pack to their ends alone; an empty run to nothing.
-        let shape = round_trip(&[0.0; 300], 100).unwrap();
-        assert_eq!((shape.rows, shape.entries, shape.words()), (3, 0, 3));
-        assert!(pack_rows(&[], 100, &mut image).is_none());
-        // Up to the break-even point a run packs; past it, not.
-        let k = 64;
-        let mut v = vec![0f32; k];
-        for (i, x) in v.iter_mut().enumerate().take(40) {
-            *x = (i + 1) as f32;
-        }
-        assert!(round_trip(&v, k).is_some());
-        let mut w = vec![0f32; k];
-        w.iter_mut().take(60).for_each(|x| *x = 0.25);
-        assert!(round_trip(&w, k).is_none());
-    }
-
-    #[test]
-    fn unpacking_skips_topics_past_k_and_clamps_row_ends() {
-        // An image made by hand: row 0 has topics 1 and 9 (9 >= K 4), row 1 claims entries
-        // up to 5 of 3.
-        let shape = Packed {
-            rows: 2,
-            entries: 3,
-            values: Values::U16,
-        };
-        let image = vec![2, 5, 1 | (9 << 16), 2, 3 | (4 << 16), 5];
-        let mut dst = vec![f32::NAN; 8];
-        unpack_rows(&image, shape, 4, &mut dst);
-        assert_eq!(dst, vec![0.0, 3.0, 0.0, 0.0, 0.0, 0.0, 5.0, 0.0]);
-    }
-
-    #[test]
-    fn deltas_pack_in_row_and_topic_order_and_come_back_checked() {
-        let k = 9;
-        let words = [3u32, 10, 11, 40];
-        let mut cells = vec![0i32; words.len() * k];
-        cells[2] = 1;
-        cells[5] = -2;
-        cells[3 * k] = -32_767;
-        cells[3 * k + 8] = 7;
-        let mut image = Vec::new();
-        let shape = pack_delta(&cells, k, &mut image);
-        assert_eq!(
-            (shape.rows, shape.entries, shape.values),
-            (4, 4, Values::I16)
-        );
-        assert_eq!(image.len(), 4 + 2 + 2);
-        let want = vec![(3, 2, 1), (3, 5, -2), (40, 0, -32_767), (40, 8, 7)];
-        assert_eq!(unpack_delta(&image, shape, k, &words).unwrap(), want);
-        // One change past i16: all go as i32.
-        cells[4 * k - 1] = 40_000;
-        let shape = pack_delta(&cells, k, &mut image);
-        assert_eq!(shape.values, Values::I32);
-        assert_eq!(image.len(), 4 + 2 + 4);
-        let got = unpack_delta(&image, shape, k, &words).unwrap();
-        assert_eq!(got[3], (40, 8, 40_000));
-        // Nothing moved: the row ends alone.
-        let shape = pack_delta(&vec![0; 2 * k], k, &mut image);
-        assert_eq!((shape.entries, image.clone()), (0, vec![0, 0]));
-        assert!(unpack_delta(&image, shape, k, &[1, 2]).unwrap().is_empty());
-    }
-
-    #[test]
-    fn a_bad_delta_image_is_an_error() {
-        let k = 9;
-        let words = [3u32, 10];
-        let mut cells = vec![0i32; 2 * k];
-        cells[1] = 4;
-        cells[k + 2] = -1;
-        cells[k + 6] = 2;
-        let mut image = Vec::new();
-        let shape = pack_delta(&cells, k, &mut image);
-        let ok = unpack_delta(&image, shape, k, &words).unwrap();
-        assert_eq!(ok, vec![(3, 1, 4), (10, 2, -1), (10, 6, 2)]);
-        let bad = |f: &dyn Fn(&mut Vec<u32>)| {
-            let mut i = image.clone();
-            f(&mut i);
-            unpack_delta(&i, shape, k, &words).is_err()
-        };
-        assert!(bad(&|i| i[0] = 4), "row 0 ends past the entries");
-        assert!(
-            bad(&|i| {
-                i[0] = 2;
-                i[1] = 1;
-            }),
-            "row 1 ends before row 0"
-        );
-        assert!(bad(&|i| i[1] = 2), "the rows end before the entries");
-        assert!(bad(&|i| i[2] = 9), "topic 9 >= K");
-        assert!(bad(&|i| i[3] = 2 | (2 << 16)), "topics repeat in a row");
-        assert!(bad(&|i| i[4] = 0), "a zero change");
-        assert!(
-            bad(&|i| {
-                i.pop();
-            }),
-            "a short image"
-        );
-        assert!(unpack_delta(&image, shape, k, &words[..1]).is_err(), "rows");
-        let rows = Packed {
-            values: Values::U16,
-            ..shape
-        };
-        assert!(unpack_delta(&image, rows, k, &words).is_err(), "row values");
-    }
-
-    #[test]
-    fn a_run_packs_the_same_on_any_number_of_threads() {
-        let mut rng = ChaCha8Rng::seed_from_u64(11);
-        for (k, rows, p, fractional) in [
-            (1000usize, 1500usize, 0.05, false),
-            (1000, 1500, 0.05, true),
-            (300, 4001, 0.3, false),
-            (64, 20_000, 0.9, false),
-        ] {
-            let mut v = vec![0f32; rows * k];
-            for x in v.iter_mut() {
-                if rng.gen_bool(p) {
-                    *x = f32::from(rng.gen_range(1u16..=500));
-                }
-            }
-            if fractional {
-                v[rows * k - 1] = 0.5;
-            }
-            let (mut one, mut many) = (Vec::new(), Vec::new());
-            let a = pack_rows_on(&v, k, &mut one, 1);
-            let b = pack_rows_on(&v, k, &mut many, 3);
-            assert_eq!(a, b, "K {k}");
-            if a.is_some() {
-                assert_eq!(one, many, "K {k}");
-                let mut back = vec![0f32; v.len()];
-                unpack_rows(&many, b.unwrap(), k, &mut back);
-                assert_eq!(back, v);
-            }
-        }
-    }
-}
+mod tests;
