@@ -110,13 +110,13 @@ impl DeltaSink for ClientSink<'_> {
     fn entries(
         &mut self,
         table: u32,
-        keys: &[u64],
-        at: &[u64],
-        values: &[f32],
+        keys: Vec<u64>,
+        at: Vec<u64>,
+        values: Vec<f32>,
     ) -> Result<(), SinkError> {
         self.0
             .table(table)
-            .and_then(|mut t| t.push_entries(keys.to_vec(), at.to_vec(), values.to_vec()))
+            .and_then(|mut t| t.push_entries(keys, at, values))
             .map_err(|e| refused(table, e))
     }
 

@@ -130,14 +130,14 @@ pub trait DeltaSink {
     /// `keys.len() * width` block (row-major): `values[j]` at position `at[j]`, the positions
     /// strictly increasing, zero elsewhere. The same update as writing them into
     /// [`DeltaSink::rows`]'s buffer, which is what this default does; a sink may keep it sparse
-    /// (the worker library does on lossless tables, so no dense block is ever made). Nothing is
-    /// written if the entries are bad.
+    /// (the worker library does on lossless tables, so no dense block is ever made), and takes
+    /// the vectors as they are. Nothing is written if the entries are bad.
     fn entries(
         &mut self,
         table: u32,
-        keys: &[u64],
-        at: &[u64],
-        values: &[f32],
+        keys: Vec<u64>,
+        at: Vec<u64>,
+        values: Vec<f32>,
     ) -> Result<(), SinkError> {
         let bad = |reason: String| SinkError { table, reason };
         if at.len() != values.len() {
@@ -153,14 +153,14 @@ pub trait DeltaSink {
                 p[0], p[1]
             )));
         }
-        let rows = self.rows(table, keys)?;
+        let rows = self.rows(table, &keys)?;
         if let Some(&last) = at.last().filter(|&&p| p >= rows.len() as u64) {
             return Err(bad(format!(
                 "position {last} outside the {} values of the rows",
                 rows.len()
             )));
         }
-        for (&p, &v) in at.iter().zip(values) {
+        for (&p, &v) in at.iter().zip(&values) {
             rows[p as usize] += v;
         }
         Ok(())
@@ -527,7 +527,8 @@ mod tests {
     #[test]
     fn entries_by_default_are_written_into_the_rows_or_refused_whole() {
         let mut s = Rows(Vec::new());
-        s.entries(1, &[4, 9], &[1, 5], &[2.0, -1.0]).unwrap();
+        s.entries(1, vec![4, 9], vec![1, 5], vec![2.0, -1.0])
+            .unwrap();
         assert_eq!(s.0, vec![0.0, 2.0, 0.0, 0.0, 0.0, -1.0]);
         for (at, values, why) in [
             (&[1u64, 1][..], &[1.0f32, 1.0][..], "strictly increasing"),
@@ -535,7 +536,9 @@ mod tests {
             (&[0][..], &[][..], "1 positions but 0 values"),
         ] {
             let mut s = Rows(Vec::new());
-            let e = s.entries(1, &[4, 9], at, values).unwrap_err();
+            let e = s
+                .entries(1, vec![4, 9], at.to_vec(), values.to_vec())
+                .unwrap_err();
             assert!(e.reason.contains(why), "{}", e.reason);
             assert!(s.0.iter().all(|&v| v == 0.0));
         }

@@ -157,7 +157,7 @@ impl LdaSession {
             values.push(c as f32);
         }
         if !touched.is_empty() {
-            out.entries(WORD_TOPIC, &touched, &at, &values)?;
+            out.entries(WORD_TOPIC, touched, at, values)?;
         }
         if delta.totals.iter().any(|&c| c != 0) {
             let row = out.rows(TOTALS, &[0])?;
