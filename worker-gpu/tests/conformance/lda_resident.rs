@@ -208,6 +208,12 @@ fn sequential_case(gpu: &std::sync::Arc<worker_gpu::cuda::Gpu>, s: u64, topics: 
             // The log-likelihood, the packed delta with its sizes, the totals' change.
             let out = 8 + delta_bytes(&dg, state.words.len()) + 4 * k as u64;
             assert_eq!(t.d2h_bytes, out, "{ctx}: bytes out");
+            let (th, td) = (host.traffic(), dev.traffic());
+            assert_eq!(
+                (th.h2d_bytes, th.d2h_bytes),
+                (td.h2d_bytes, td.d2h_bytes),
+                "{ctx}: the oracle counts the device's bytes"
+            );
             assert!(t.compute_s > 0.0, "{ctx}: no kernel time");
             assert!(
                 t.h2d_s > 0.0 && t.d2h_s > 0.0,

@@ -18,11 +18,12 @@
 //! ([`super::packed`]: the run's nonzero entries, packed from the entries or from a dense run),
 //! so that step is tested there too.
 
-use super::packed::{pack_rows, pack_sparse_rows, unpack_rows};
+use super::packed::{pack_rows, pack_sparse_rows, unpack_rows, Packed, Values, MAX_PACKED_TOPICS};
 use super::{loglik, LdaCompute, LdaDelta, LdaHyper, LdaWorkerState, SweepKey};
 use crate::app::Traffic;
 use crate::error::ComputeError;
 use ps_proto::SparseRows;
+use std::time::Instant;
 
 /// An LDA engine whose worker state stays resident between clocks (see the module docs).
 pub trait LdaResident: Send {
@@ -147,7 +148,12 @@ pub fn check_sparse_rows(
 }
 
 /// The CPU oracle of a resident engine: a [`LdaCompute`] engine on host copies. Nothing crosses
-/// a bus, so [`Traffic`] stays zero.
+/// a bus, but its [`Traffic`] counts the bytes a device engine would copy each way for the same
+/// calls (the state once, each run packed where that is smaller, the log-likelihood's sum, the
+/// delta packed with its sizes, the totals' change, the state back), and its compute time
+/// (log-likelihood and sweeps) as the device's, so that a `cpu-resident` job's summary gives the
+/// bus bytes to expect on a GPU, and its compute less the device's is the host's own work
+/// around the engine. Copy times stay zero.
 pub struct HostLdaResident {
     engine: Box<dyn LdaCompute + Send>,
     hyper: Option<LdaHyper>,
@@ -156,6 +162,7 @@ pub struct HostLdaResident {
     totals: Vec<f32>,
     /// The packed image of the last run loaded.
     image: Vec<u32>,
+    traffic: Traffic,
 }
 
 const ORACLE: &str = "cpu-resident";
@@ -178,6 +185,7 @@ impl HostLdaResident {
             word_topic: Vec::new(),
             totals: Vec::new(),
             image: Vec::new(),
+            traffic: Traffic::default(),
         }
     }
 
@@ -201,6 +209,9 @@ impl LdaResident for HostLdaResident {
         self.word_topic = vec![0.0; state.words.len() * k];
         self.totals = vec![0.0; k];
         self.hyper = Some(*hyper);
+        // Offsets, tokens, assignments, document-topic counts and words, as u32.
+        let (n, d) = (state.tokens.len(), state.num_docs());
+        self.traffic.h2d_bytes += 4 * (d + 1 + 2 * n + d * k + state.words.len()) as u64;
         Ok(())
     }
 
@@ -209,10 +220,12 @@ impl LdaResident for HostLdaResident {
         check_rows(ORACLE, first, values, self.state.words.len(), k)?;
         let dst = &mut self.word_topic[first * k..first * k + values.len()];
         // As a device engine loads it: packed when that is smaller, else as it is.
-        match pack_rows(values, k, &mut self.image) {
+        let packed = pack_rows(values, k, &mut self.image);
+        match packed {
             Some(shape) => unpack_rows(&self.image, shape, k, dst),
             None => dst.copy_from_slice(values),
         }
+        self.traffic.h2d_bytes += run_bytes(packed, values.len());
         Ok(())
     }
 
@@ -221,10 +234,12 @@ impl LdaResident for HostLdaResident {
         check_sparse_rows(ORACLE, first, rows, self.state.words.len(), k)?;
         let dst = &mut self.word_topic[first * k..(first + rows.rows()) * k];
         // As a device engine loads it: packed from the entries when that is smaller.
-        match pack_sparse_rows(rows, k, &mut self.image) {
+        let packed = pack_sparse_rows(rows, k, &mut self.image);
+        match packed {
             Some(shape) => unpack_rows(&self.image, shape, k, dst),
             None => rows.write_dense(dst),
         }
+        self.traffic.h2d_bytes += run_bytes(packed, dst.len());
         Ok(())
     }
 
@@ -232,23 +247,33 @@ impl LdaResident for HostLdaResident {
         let k = self.hyper()?.topics as usize;
         check_rows(ORACLE, 0, values, 1, k)?;
         self.totals.copy_from_slice(values);
+        self.traffic.h2d_bytes += 4 * k as u64;
         Ok(())
     }
 
     fn loglik(&mut self) -> Result<(f64, u64), ComputeError> {
         let hyper = self.hyper()?;
-        Ok(loglik(&self.state, &self.word_topic, &self.totals, &hyper))
+        let started = Instant::now();
+        let ll = loglik(&self.state, &self.word_topic, &self.totals, &hyper);
+        self.traffic.compute_s += started.elapsed().as_secs_f64();
+        // The device's sum comes back.
+        self.traffic.d2h_bytes += 8;
+        Ok(ll)
     }
 
     fn sweep(&mut self, key: SweepKey) -> Result<LdaDelta, ComputeError> {
         let hyper = self.hyper()?;
-        self.engine.sweep(
+        let started = Instant::now();
+        let delta = self.engine.sweep(
             &mut self.state,
             &mut self.word_topic,
             &mut self.totals,
             &hyper,
             key,
-        )
+        )?;
+        self.traffic.compute_s += started.elapsed().as_secs_f64();
+        self.traffic.d2h_bytes += delta_bytes(&delta, self.state.words.len());
+        Ok(delta)
     }
 
     fn download_state(&mut self, state: &mut LdaWorkerState) -> Result<(), ComputeError> {
@@ -262,17 +287,53 @@ impl LdaResident for HostLdaResident {
         }
         state.z.copy_from_slice(&self.state.z);
         state.doc_topic.copy_from_slice(&self.state.doc_topic);
+        self.traffic.d2h_bytes += 4 * (state.z.len() + state.doc_topic.len()) as u64;
         Ok(())
     }
 
     fn traffic(&self) -> Traffic {
-        Traffic::default()
+        self.traffic
     }
+}
+
+/// The bytes a device engine copies in for a run of `cells` values: its packed image (nothing
+/// when it has no entry: the rows are only zeroed), or the run dense.
+fn run_bytes(packed: Option<Packed>, cells: usize) -> u64 {
+    match packed {
+        Some(shape) if shape.entries == 0 => 0,
+        Some(shape) => shape.bytes(),
+        None => 4 * cells as u64,
+    }
+}
+
+/// The bytes a device engine copies out for a sweep's `delta` over `words` rows: up to 65,536
+/// topics, its packed image and the image's two sizes (`packed`), else a count and 12-byte
+/// `(word, topic, change)` triples; then the totals' change.
+fn delta_bytes(delta: &LdaDelta, words: usize) -> u64 {
+    let k = delta.totals.len();
+    let entries = delta.entries.len();
+    let out = if k <= MAX_PACKED_TOPICS {
+        // As pack_delta picks: i16 when every change is within ±32,767.
+        let wide = delta
+            .entries
+            .iter()
+            .any(|e| e.2.unsigned_abs() > i16::MAX as u32);
+        let shape = Packed {
+            rows: words,
+            entries,
+            values: if wide { Values::I32 } else { Values::I16 },
+        };
+        8 + shape.bytes()
+    } else {
+        4 + 12 * entries as u64
+    };
+    out + 4 * k as u64
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lda::packed::pack_delta;
     use crate::lda::{split_docs, synthetic_lda, CpuLda, SyntheticLdaSpec};
 
     fn state(hyper: &LdaHyper) -> LdaWorkerState {
@@ -355,6 +416,34 @@ mod tests {
         assert_eq!(bits(&sparse.word_topic), bits(&rows));
         assert_eq!(bits(&dense.word_topic), bits(&rows));
         assert_eq!(sparse.loglik().unwrap(), dense.loglik().unwrap());
+        // The bytes a device would copy: the same either way; the set-up, the totals, each
+        // run packed (rows 5 and 3 make the first half's run f32), the loglik's sum.
+        let (t, u) = (dense.traffic(), sparse.traffic());
+        assert_eq!((t.h2d_bytes, t.d2h_bytes), (u.h2d_bytes, u.d2h_bytes));
+        let mut image = Vec::new();
+        let runs: u64 = [&rows[half * k..], &rows[..half * k]]
+            .iter()
+            .map(|r| pack_rows(r, k, &mut image).expect("packs").bytes())
+            .sum();
+        let (n_tok, d) = (st.tokens.len(), st.num_docs());
+        let setup = 4 * (d + 1 + 2 * n_tok + d * k + n) as u64;
+        assert_eq!(t.h2d_bytes, setup + 4 * k as u64 + runs);
+        assert_eq!(t.d2h_bytes, 8);
+        let key = SweepKey {
+            seed: 1,
+            worker: 0,
+            clock: 1,
+        };
+        let delta = sparse.sweep(key).unwrap();
+        let mut cells = vec![0i32; n * k];
+        for &(w, topic, c) in &delta.entries {
+            let row = st.words.binary_search(&w).unwrap();
+            cells[row * k + topic as usize] = c;
+        }
+        let image_bytes = pack_delta(&cells, k, &mut image).bytes();
+        let out = sparse.traffic().since(&u);
+        assert_eq!(out.d2h_bytes, 8 + image_bytes + 4 * k as u64);
+        assert!(out.compute_s > 0.0);
         // Refused: another width, past the rows, a malformed run.
         entries.clear(k + 1);
         entries.push_entries(&[1], &[1.0]);
