@@ -76,8 +76,13 @@ fn assert_same_clocks(host: &Clocks, res: &Clocks) {
             assert!(c == 0 || rc.clock_tokens > 0.0);
             assert!(hu == ru, "clock {c} worker {w}: the pushed deltas differ");
             assert!(c == 0 || !ru.blocks.is_empty(), "clock {c}: nothing moved");
-            // The oracle moves nothing over a bus.
-            assert_eq!(rc.device, Default::default());
+            // The oracle counts what a device engine would copy (clock 0 reads nothing) and
+            // times its compute as the device's; it has no copy time. The host path, nothing.
+            let d = rc.device;
+            assert_eq!(hc.device, Default::default());
+            assert_eq!((d.pcie_h2d_s, d.pcie_d2h_s), (0.0, 0.0));
+            assert_eq!(c == 0, d.pcie_h2d == 0.0, "clock {c} worker {w}: {d:?}");
+            assert_eq!(c == 0, d.pcie_d2h == 0.0, "clock {c} worker {w}: {d:?}");
         }
     }
 }
@@ -89,7 +94,10 @@ fn assert_same(host: &BspRun<LdaApp>, res: &BspRun<LdaApp>) {
         assert_eq!(h.sums.final_loglik, r.sums.final_loglik, "worker {w}");
         assert_eq!(h.sums.final_tokens, r.sums.final_tokens, "worker {w}");
         assert_eq!(h.sums.tokens_swept, r.sums.tokens_swept, "worker {w}");
-        assert_eq!(r.sums.device, Default::default());
+        assert_eq!(h.sums.device, Default::default());
+        let d = r.sums.device;
+        assert!(d.pcie_h2d > 0.0 && d.pcie_d2h > 0.0, "worker {w}: {d:?}");
+        assert_eq!((d.pcie_h2d_s, d.pcie_d2h_s), (0.0, 0.0));
         assert_eq!(h.facts.topic_recovery, r.facts.topic_recovery, "worker {w}");
         assert_eq!(
             h.facts.word_topic_hash, r.facts.word_topic_hash,
