@@ -153,11 +153,11 @@ fn entries_frames(
     out: &mut [Vec<Frame>],
 ) -> Result<u64, ProtoError> {
     let w = spec.width as usize;
-    let mut logical = 0u64;
-    for PushBlock { shard, rows } in push_blocks(&e.keys, spec.rows, out.len() as u32, per_frame) {
-        let keys = &e.keys[rows.clone()];
-        let span = e.span(rows.clone(), w);
-        let first = (rows.start * w) as u64;
+    let blocks = push_blocks(&e.keys, spec.rows, out.len() as u32, per_frame);
+    let encode = |b: &PushBlock| -> Result<Frame, ProtoError> {
+        let keys = &e.keys[b.rows.clone()];
+        let span = e.span(b.rows.clone(), w);
+        let first = (b.rows.start * w) as u64;
         let sel: Vec<u32> = e.at[span.clone()]
             .iter()
             .map(|&p| (p - first) as u32)
@@ -170,7 +170,6 @@ fn entries_frames(
             &e.values[span],
             &mut payload,
         )?;
-        logical += raw_push_bytes(keys.len(), spec.width);
         let mut frame = FrameBuilder::push_encoded(
             spec.id,
             worker,
@@ -181,9 +180,46 @@ fn entries_frames(
             payload,
         );
         frame.compact_keys();
-        out[shard as usize].push(frame);
+        Ok(frame)
+    };
+    // LDA's deltas run to millions of entries a clock: their frames are encoded on the
+    // machine's threads (the same frames, in the same order).
+    let frames = if e.values.len() >= PARALLEL_ENTRIES {
+        par_map(&blocks, encode)
+    } else {
+        blocks.iter().map(encode).collect()
+    };
+    let mut logical = 0u64;
+    for (b, frame) in blocks.iter().zip(frames) {
+        logical += raw_push_bytes(b.rows.len(), spec.width);
+        out[b.shard as usize].push(frame?);
     }
     Ok(logical)
+}
+
+/// Entries from which a table's push frames are encoded in parallel.
+const PARALLEL_ENTRIES: usize = 1 << 16;
+
+/// `f` of each item, in order, computed on up to the machine's threads (contiguous parts).
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len());
+    if threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let per = items.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|s| {
+        let parts: Vec<_> = items
+            .chunks(per)
+            .map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
 }
 
 /// Momentum correction (Deep Gradient Compression): every row's velocity becomes
@@ -366,6 +402,62 @@ mod tests {
         encode_table(&spec, &mut cache, 0, 3, false, 1 << 20, &mut out).unwrap();
         assert_eq!(out[0][0].header.codec, ps_proto::Codec::RawF32);
         assert_eq!(out[0][0].values().unwrap(), dense);
+    }
+
+    #[test]
+    fn many_entries_are_encoded_in_parallel_into_the_same_frames_in_order() {
+        let mut spec = spec("raw");
+        (spec.rows, spec.width) = (300, 1000);
+        // 300 entries in each of 300 rows: above PARALLEL_ENTRIES, many frames, three shards.
+        let keys: Vec<u64> = (0..300).collect();
+        let at: Vec<u64> = (0..300u64)
+            .flat_map(|r| (0..300u64).map(move |j| r * 1000 + j * 3 + r % 3))
+            .collect();
+        let values: Vec<f32> = (0..at.len()).map(|i| (i % 7) as f32 - 3.0).collect();
+        assert!(values.len() >= PARALLEL_ENTRIES);
+        let e = Entries { keys, at, values };
+        let encode = |e: Entries| {
+            let mut cache = TableCache::new(1000, false);
+            cache.pending.entries.push(e);
+            let mut out = vec![Vec::new(), Vec::new(), Vec::new()];
+            encode_table(&spec, &mut cache, 0, 5, false, 64 << 10, &mut out).unwrap();
+            out
+        };
+        let out = encode(e.clone());
+        assert!(out.iter().all(|f| f.len() > 3), "several frames a shard");
+        // Every frame's rows in order, and the rows' values as the entries give them.
+        let rows: Vec<u64> = out.iter().flatten().flat_map(|f| f.keys.clone()).collect();
+        assert_eq!(rows, e.keys);
+        let got = sent(&out);
+        let want = e.to_block(1000);
+        for (i, k) in e.keys.iter().enumerate() {
+            assert_eq!(got[k], want.values[i * 1000..(i + 1) * 1000], "row {k}");
+        }
+        // Each frame as its rows alone encode (under the threshold, on this thread).
+        let per = rows_per_frame(1000, (64 << 10) - 1);
+        let blocks = push_blocks(&e.keys, 300, 3, per);
+        let frames: Vec<&Frame> = out.iter().flatten().collect();
+        assert_eq!(frames.len(), blocks.len());
+        let mut at_shard = [0usize; 3];
+        for b in &blocks {
+            let span = e.span(b.rows.clone(), 1000);
+            let first = (b.rows.start * 1000) as u64;
+            let piece = Entries {
+                keys: e.keys[b.rows.clone()].to_vec(),
+                at: e.at[span.clone()].iter().map(|p| p - first).collect(),
+                values: e.values[span].to_vec(),
+            };
+            assert!(piece.values.len() < PARALLEL_ENTRIES);
+            let alone = encode(piece);
+            let s = b.shard as usize;
+            let (got, want) = (&out[s][at_shard[s]], &alone[s][0]);
+            assert!(
+                got.keys == want.keys && got.payload == want.payload,
+                "rows {:?}: another frame",
+                b.rows
+            );
+            at_shard[s] += 1;
+        }
     }
 
     #[test]
