@@ -30,6 +30,7 @@ mod entries;
 mod error;
 mod keys;
 mod links;
+mod par;
 mod pending;
 mod prefetch;
 mod push;

@@ -10,6 +10,7 @@
 
 use crate::cache::TableCache;
 use crate::entries::{Entries, Sent};
+use crate::par::par_map;
 use crate::pending::Block;
 use ps_proto::codec::{self, ErrorFeedback, ValueFormat};
 use ps_proto::push_plan::{chain_at, push_blocks, rows_per_frame};
@@ -199,28 +200,6 @@ fn entries_frames(
 
 /// Entries from which a table's push frames are encoded in parallel.
 const PARALLEL_ENTRIES: usize = 1 << 16;
-
-/// `f` of each item, in order, computed on up to the machine's threads (contiguous parts).
-fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(items.len());
-    if threads <= 1 {
-        return items.iter().map(f).collect();
-    }
-    let per = items.len().div_ceil(threads);
-    let f = &f;
-    std::thread::scope(|s| {
-        let parts: Vec<_> = items
-            .chunks(per)
-            .map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
-            .collect();
-        parts
-            .into_iter()
-            .flat_map(|p| p.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    })
-}
 
 /// Momentum correction (Deep Gradient Compression): every row's velocity becomes
 /// `momentum * u + delta` (this clock's pending rows being the delta), and the velocities
