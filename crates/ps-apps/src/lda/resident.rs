@@ -18,7 +18,9 @@
 //! ([`super::packed`]: the run's nonzero entries, packed from the entries or from a dense run),
 //! so that step is tested there too.
 
-use super::packed::{pack_rows, pack_sparse_rows, unpack_rows, Packed, Values, MAX_PACKED_TOPICS};
+use super::packed::{
+    delta_shape, pack_rows, pack_sparse_rows, unpack_rows, Packed, MAX_PACKED_TOPICS,
+};
 use super::{loglik, LdaCompute, LdaDelta, LdaHyper, LdaWorkerState, SweepKey};
 use crate::app::Traffic;
 use crate::error::ComputeError;
@@ -313,17 +315,7 @@ fn delta_bytes(delta: &LdaDelta, words: usize) -> u64 {
     let k = delta.totals.len();
     let entries = delta.entries.len();
     let out = if k <= MAX_PACKED_TOPICS {
-        // As pack_delta picks: i16 when every change is within ±32,767.
-        let wide = delta
-            .entries
-            .iter()
-            .any(|e| e.2.unsigned_abs() > i16::MAX as u32);
-        let shape = Packed {
-            rows: words,
-            entries,
-            values: if wide { Values::I32 } else { Values::I16 },
-        };
-        8 + shape.bytes()
+        8 + delta_shape(words, delta.entries.iter().map(|e| e.2)).bytes()
     } else {
         4 + 12 * entries as u64
     };

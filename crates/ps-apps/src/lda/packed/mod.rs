@@ -296,6 +296,20 @@ pub fn unpack_rows(image: &[u32], shape: Packed, k: usize, dst: &mut [f32]) {
 /// The largest change a [`Values::I16`] delta holds.
 const I16_MAX: i32 = i16::MAX as i32;
 
+/// The shape of a packed delta of `rows` rows whose nonzero changes are `changes`: `i16`
+/// values when every change is within ±32,767, else `i32` (what [`pack_delta`] and the device
+/// pick).
+pub fn delta_shape(rows: usize, changes: impl ExactSizeIterator<Item = i32>) -> Packed {
+    let entries = changes.len();
+    let mut changes = changes;
+    let wide = changes.any(|c| c.unsigned_abs() > I16_MAX as u32);
+    Packed {
+        rows,
+        entries,
+        values: if wide { Values::I32 } else { Values::I16 },
+    }
+}
+
 /// Packs a sweep's move counts, `cells` (`rows x k`, row-major), into `image` (cleared first):
 /// every nonzero cell in row then topic order, as `i16` when every change fits, else `i32`. The
 /// host half of the device's `lda_delta_count`, `lda_delta_scan` and `lda_delta_write`, word
@@ -319,14 +333,9 @@ pub fn pack_delta(cells: &[i32], k: usize, image: &mut Vec<u32>) -> Packed {
         }
         image.push(topics.len() as u32);
     }
-    let wide = changes.iter().any(|c| c.unsigned_abs() > I16_MAX as u32);
-    let shape = Packed {
-        rows,
-        entries: topics.len(),
-        values: if wide { Values::I32 } else { Values::I16 },
-    };
+    let shape = delta_shape(rows, changes.iter().copied());
     image.extend(pairs(topics.into_iter()));
-    if wide {
+    if shape.values == Values::I32 {
         image.extend(changes.iter().map(|&c| c as u32));
     } else {
         image.extend(pairs(changes.iter().map(|&c| c as i16 as u16)));
