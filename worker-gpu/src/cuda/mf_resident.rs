@@ -16,8 +16,8 @@
 //! `_f16` variants convert on every load and round on every store); rows cross PCIe as f32
 //! either way.
 //!
-//! Every byte copied either way is counted ([`Traffic`]), with the kernels' time from CUDA
-//! events. Everything runs on the engine's compute stream, in order.
+//! Every byte copied either way is counted ([`Traffic`]), with the time of the wave and error
+//! kernels from CUDA events. Everything runs on the engine's compute stream, in order.
 
 use std::sync::Arc;
 
@@ -495,6 +495,7 @@ impl CudaMfResident {
         };
         let stream = &self.gpu.compute;
         let kernels = MfKernels::of(&self.f32_kernels, &self.f16_kernels, self.factors);
+        self.timer.start(stream)?;
         let mut b = stream.launch_builder(&kernels.error);
         b.arg(r.user.get())
             .arg(r.item.get())
@@ -509,6 +510,7 @@ impl CudaMfResident {
             .arg(self.sse.get_mut());
         // SAFETY: indices checked at set-up; the tables are num_users/num_items x width.
         unsafe { b.launch(cfg) }.call("cuLaunchKernel(mf_squared_error)")?;
+        self.timer.stop(stream, &mut self.bus.traffic)?;
         self.take_sse()
     }
 }

@@ -157,6 +157,13 @@ fn waves_engine_matches_the_host_oracle_under_heavy_conflicts() {
             assert!((d - h).abs() <= tol * h, "{which:?}: {d} vs {h}");
         }
         let t = dev.traffic();
+        // The oracle counts what the device copied for the same calls.
+        let o = host.traffic();
+        assert_eq!(
+            (t.h2d_bytes, t.d2h_bytes),
+            (o.h2d_bytes, o.d2h_bytes),
+            "{layout:?} {factors:?}: bytes each way, device against oracle"
+        );
         assert!(
             t.h2d_bytes > 0
                 && t.d2h_bytes > 0

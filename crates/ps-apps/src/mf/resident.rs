@@ -14,13 +14,17 @@
 //!
 //! [`HostResident`] runs the same waves one block after another on the host with a
 //! [`MfCompute`] engine: what a device's concurrent lanes must reproduce (see [`super::waves`]),
-//! and the engine the session's resident path is tested with where there is no GPU.
+//! and the engine the session's resident path is tested with where there is no GPU. It counts
+//! the bytes the CUDA engine would copy for the same calls, and its own SGD and error passes as
+//! the device's compute, so that on a machine without a GPU a `cpu-resident` job's compute less
+//! its device time is the host's own work around the engine.
 
 use super::compute::{squared_error_in, Layout, MfCompute};
 use super::data::Rating;
 use super::factors::Factors;
 use super::waves::WaveSchedule;
 use crate::error::ComputeError;
+use std::time::Instant;
 
 /// What a resident engine is set up with, once per worker.
 #[derive(Debug, Clone, Copy)]
@@ -86,7 +90,11 @@ pub trait MfResident: Send {
 }
 
 /// The CPU oracle of a resident engine: the waves run block by block on one thread through a
-/// [`MfCompute`] engine. Nothing crosses a bus, so [`Traffic`] stays zero.
+/// [`MfCompute`] engine. Nothing crosses a bus, but its [`Traffic`] counts what the CUDA engine
+/// copies for the same calls (ratings, block starts and user rows once; a key list when it
+/// changes; pulled rows in; the waves' shifts in; gathered rows, the stall flag and each sum of
+/// squared errors out), and the time of its waves and error passes as the device's compute.
+/// Copy times stay zero.
 pub struct HostResident {
     engine: Box<dyn MfCompute + Send>,
     lanes: usize,
@@ -98,6 +106,10 @@ pub struct HostResident {
     users: Vec<f32>,
     items: Vec<f32>,
     expected: Vec<u64>,
+    /// The last key lists of item and user gathers (a device copies a list when it changes).
+    gathered: Vec<u64>,
+    gathered_users: Vec<u64>,
+    traffic: Traffic,
 }
 
 impl HostResident {
@@ -114,7 +126,27 @@ impl HostResident {
             users: Vec::new(),
             items: Vec::new(),
             expected: Vec::new(),
+            gathered: Vec::new(),
+            gathered_users: Vec::new(),
+            traffic: Traffic::default(),
         }
+    }
+
+    /// Counts a key list sent to a device that keeps `last`: its u32 keys, when it changed.
+    fn key_list(last: &mut Vec<u64>, keys: &[u64], traffic: &mut Traffic) {
+        if last.as_slice() != keys {
+            traffic.h2d_bytes += 4 * keys.len() as u64;
+            last.clear();
+            last.extend_from_slice(keys);
+        }
+    }
+
+    /// Times `f` as device compute.
+    fn timed<T>(traffic: &mut Traffic, f: impl FnOnce() -> T) -> T {
+        let started = Instant::now();
+        let out = f();
+        traffic.compute_s += started.elapsed().as_secs_f64();
+        out
     }
 
     fn rows<T: Copy + Into<u64>>(
@@ -153,11 +185,17 @@ impl MfResident for HostResident {
         self.users = s.users.to_vec();
         self.factors.round(&mut self.users);
         self.items = vec![0.0; s.num_items * s.layout.width()];
+        // Users, items and values of both sets (u32, u32, f32), the block starts (u32), the
+        // user rows as stored.
+        let ratings = (s.train.len() + s.test.len()) as u64;
+        self.traffic.h2d_bytes += 12 * ratings
+            + 4 * s.schedule.starts().len() as u64
+            + (s.users.len() * s.factors.bytes()) as u64;
         Ok(())
     }
 
     fn expect_items(&mut self, keys: &[u64]) -> Result<(), ComputeError> {
-        self.expected = keys.to_vec();
+        Self::key_list(&mut self.expected, keys, &mut self.traffic);
         Ok(())
     }
 
@@ -187,6 +225,7 @@ impl MfResident for HostResident {
             cached.copy_from_slice(row);
             self.factors.round(cached);
         }
+        self.traffic.h2d_bytes += 4 * values.len() as u64;
         Ok(())
     }
 
@@ -194,26 +233,45 @@ impl MfResident for HostResident {
         let Some(schedule) = &self.schedule else {
             return Ok(0.0);
         };
-        let mut sse = 0.0;
-        for (lo, hi) in schedule.runs(shifts) {
-            sse += self.factors.sgd_pass(
-                self.engine.as_mut(),
-                &self.train[lo..hi],
-                &mut self.users,
-                &mut self.items,
-                self.layout,
-                lr,
-                reg,
-            )?;
+        if shifts.is_empty() || self.train.is_empty() {
+            return Ok(0.0);
         }
-        Ok(sse)
+        // The shifts in; the stall flag and the sum out.
+        self.traffic.h2d_bytes += 4 * shifts.len() as u64;
+        self.traffic.d2h_bytes += 4 + 8;
+        let (engine, factors, layout) = (self.engine.as_mut(), self.factors, self.layout);
+        let (train, users, items) = (&self.train, &mut self.users, &mut self.items);
+        Self::timed(&mut self.traffic, || {
+            let mut sse = 0.0;
+            for (lo, hi) in schedule.runs(shifts) {
+                sse += factors.sgd_pass(
+                    &mut *engine,
+                    &train[lo..hi],
+                    users,
+                    items,
+                    layout,
+                    lr,
+                    reg,
+                )?;
+            }
+            Ok(sse)
+        })
     }
 
     fn item_rows(&mut self, keys: &[u64], out: &mut [f32]) -> Result<(), ComputeError> {
+        if !keys.is_empty() {
+            Self::key_list(&mut self.gathered, keys, &mut self.traffic);
+            self.traffic.d2h_bytes += 4 * out.len() as u64;
+        }
         Self::rows(&self.items, keys, self.layout.width(), out)
     }
 
     fn user_rows(&mut self, users: &[u32], out: &mut [f32]) -> Result<(), ComputeError> {
+        if !users.is_empty() {
+            let keys: Vec<u64> = users.iter().map(|&u| u64::from(u)).collect();
+            Self::key_list(&mut self.gathered_users, &keys, &mut self.traffic);
+            self.traffic.d2h_bytes += 4 * out.len() as u64;
+        }
         Self::rows(&self.users, users, self.layout.width(), out)
     }
 
@@ -222,10 +280,89 @@ impl MfResident for HostResident {
             Split::Train => &self.train,
             Split::Test => &self.test,
         };
-        Ok(squared_error_in(self.layout, ratings, &self.users, &self.items).0)
+        if ratings.is_empty() {
+            return Ok(0.0);
+        }
+        self.traffic.d2h_bytes += 8;
+        let (layout, users, items) = (self.layout, &self.users, &self.items);
+        Ok(Self::timed(&mut self.traffic, || {
+            squared_error_in(layout, ratings, users, items).0
+        }))
     }
 
     fn traffic(&self) -> Traffic {
-        Traffic::default()
+        self.traffic
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mf::{CpuMf, WaveSchedule};
+    use crate::seed::ClockKey;
+
+    /// The oracle counts the bytes the CUDA engine copies for each call (worker-gpu's
+    /// conformance case checks them against the device's own counts) and times its passes.
+    #[test]
+    fn the_oracle_counts_a_devices_copies_and_times_its_passes() {
+        let (users, items, w) = (6u32, 5usize, 3usize);
+        let rating = |i: u32| Rating {
+            user: i % users,
+            item: (i * 7) % items as u32,
+            value: (i % 5) as f32 * 0.5,
+        };
+        let mut train: Vec<Rating> = (0..60).map(rating).collect();
+        let test: Vec<Rating> = (60..70).map(rating).collect();
+        let schedule = WaveSchedule::new(&train, users, items as u32, 2);
+        schedule.arrange(&mut train);
+        let user_rows = vec![0.1f32; users as usize * w];
+        for factors in [Factors::F32, Factors::F16] {
+            let mut e = HostResident::new(Box::new(CpuMf), 4);
+            e.setup(&ResidentSetup {
+                layout: Layout::plain(w),
+                train: &train,
+                schedule: &schedule,
+                test: &test,
+                users: &user_rows,
+                num_items: items,
+                factors,
+            })
+            .unwrap();
+            let setup = 12 * 70 + 4 * schedule.starts().len() + user_rows.len() * factors.bytes();
+            assert_eq!(e.traffic().h2d_bytes, setup as u64);
+            let keys: Vec<u64> = (0..items as u64).collect();
+            // A key list crosses when it changes, not when it is the same again.
+            e.expect_items(&keys).unwrap();
+            e.expect_items(&keys).unwrap();
+            e.load_items(0, &vec![0.2; items * w]).unwrap();
+            let t = e.traffic();
+            assert_eq!(t.h2d_bytes, (setup + 4 * items + 4 * items * w) as u64);
+            let waves = schedule.epoch_waves(ClockKey {
+                seed: 1,
+                worker: 0,
+                clock: 0,
+            });
+            assert!(e.run_waves(&waves, 0.01, 0.0).unwrap() > 0.0);
+            // Nothing runs for no waves: nothing crosses.
+            e.run_waves(&[], 0.01, 0.0).unwrap();
+            let after = e.traffic().since(&t);
+            assert_eq!(after.h2d_bytes, 4 * waves.len() as u64);
+            assert_eq!(after.d2h_bytes, 12);
+            assert!(after.compute_s > 0.0);
+            let mut out = vec![0.0; 2 * w];
+            e.item_rows(&[1, 3], &mut out).unwrap();
+            e.item_rows(&[1, 3], &mut out).unwrap();
+            e.user_rows(&[0, 2], &mut out).unwrap();
+            e.item_rows(&[], &mut []).unwrap();
+            let rows = e.traffic().since(&t).since(&after);
+            assert_eq!(rows.h2d_bytes, 4 * 2 + 4 * 2);
+            assert_eq!(rows.d2h_bytes, 3 * 4 * 2 * w as u64);
+            let before = e.traffic();
+            assert!(e.squared_error(Split::Test).unwrap() > 0.0);
+            let error = e.traffic().since(&before);
+            assert_eq!((error.h2d_bytes, error.d2h_bytes), (0, 8));
+            assert!(error.compute_s > 0.0);
+            assert_eq!((error.h2d_s, error.d2h_s), (0.0, 0.0));
+        }
     }
 }
