@@ -19,7 +19,8 @@
 //! so that step is tested there too.
 
 use super::packed::{
-    delta_shape, pack_rows, pack_sparse_rows, unpack_rows, Packed, MAX_PACKED_TOPICS,
+    pack_delta_entries, pack_rows, pack_sparse_rows, unpack_delta, unpack_rows, Packed,
+    MAX_PACKED_TOPICS,
 };
 use super::{loglik, LdaCompute, LdaDelta, LdaHyper, LdaWorkerState, SweepKey};
 use crate::app::Traffic;
@@ -152,10 +153,12 @@ pub fn check_sparse_rows(
 /// The CPU oracle of a resident engine: a [`LdaCompute`] engine on host copies. Nothing crosses
 /// a bus, but its [`Traffic`] counts the bytes a device engine would copy each way for the same
 /// calls (the state once, each run packed where that is smaller, the log-likelihood's sum, the
-/// delta packed with its sizes, the totals' change, the state back), and its compute time
-/// (log-likelihood and sweeps) as the device's, so that a `cpu-resident` job's summary gives the
-/// bus bytes to expect on a GPU, and its compute less the device's is the host's own work
-/// around the engine. Copy times stay zero.
+/// delta packed with its sizes, the totals' change, the state back). It splits its work as a
+/// device engine's is split: unpacking a run's image into its rows, the log-likelihood, the
+/// sweep and packing the sweep's delta are timed as the device's compute; packing a run and
+/// unpacking the delta's image (into the entries it returns) are host work, as they are beside
+/// a GPU. So a `cpu-resident` job's summary gives the bus bytes to expect on a GPU, and its
+/// compute less the device's is the host's own work around the engine. Copy times stay zero.
 pub struct HostLdaResident {
     engine: Box<dyn LdaCompute + Send>,
     hyper: Option<LdaHyper>,
@@ -224,7 +227,9 @@ impl LdaResident for HostLdaResident {
         // As a device engine loads it: packed when that is smaller, else as it is.
         let packed = pack_rows(values, k, &mut self.image);
         match packed {
-            Some(shape) => unpack_rows(&self.image, shape, k, dst),
+            Some(shape) => timed(&mut self.traffic, || {
+                unpack_rows(&self.image, shape, k, dst)
+            }),
             None => dst.copy_from_slice(values),
         }
         self.traffic.h2d_bytes += run_bytes(packed, values.len());
@@ -238,7 +243,9 @@ impl LdaResident for HostLdaResident {
         // As a device engine loads it: packed from the entries when that is smaller.
         let packed = pack_sparse_rows(rows, k, &mut self.image);
         match packed {
-            Some(shape) => unpack_rows(&self.image, shape, k, dst),
+            Some(shape) => timed(&mut self.traffic, || {
+                unpack_rows(&self.image, shape, k, dst)
+            }),
             None => rows.write_dense(dst),
         }
         self.traffic.h2d_bytes += run_bytes(packed, dst.len());
@@ -255,9 +262,8 @@ impl LdaResident for HostLdaResident {
 
     fn loglik(&mut self) -> Result<(f64, u64), ComputeError> {
         let hyper = self.hyper()?;
-        let started = Instant::now();
-        let ll = loglik(&self.state, &self.word_topic, &self.totals, &hyper);
-        self.traffic.compute_s += started.elapsed().as_secs_f64();
+        let (state, rows, totals) = (&self.state, &self.word_topic, &self.totals);
+        let ll = timed(&mut self.traffic, || loglik(state, rows, totals, &hyper));
         // The device's sum comes back.
         self.traffic.d2h_bytes += 8;
         Ok(ll)
@@ -265,16 +271,36 @@ impl LdaResident for HostLdaResident {
 
     fn sweep(&mut self, key: SweepKey) -> Result<LdaDelta, ComputeError> {
         let hyper = self.hyper()?;
-        let started = Instant::now();
-        let delta = self.engine.sweep(
-            &mut self.state,
-            &mut self.word_topic,
-            &mut self.totals,
-            &hyper,
-            key,
-        )?;
-        self.traffic.compute_s += started.elapsed().as_secs_f64();
-        self.traffic.d2h_bytes += delta_bytes(&delta, self.state.words.len());
+        let mut delta = timed(&mut self.traffic, || {
+            self.engine.sweep(
+                &mut self.state,
+                &mut self.word_topic,
+                &mut self.totals,
+                &hyper,
+                key,
+            )
+        })?;
+        let (k, words) = (delta.totals.len(), &self.state.words);
+        let out = if k <= MAX_PACKED_TOPICS {
+            // As a device engine: it packs the delta (its time), the host unpacks the image.
+            let image = &mut self.image;
+            let shape = timed(&mut self.traffic, || {
+                pack_delta_entries(&delta.entries, words, k, image)
+            });
+            let bad = |message: String| ComputeError {
+                engine: ORACLE,
+                message: format!("the sweep's delta: {message}"),
+            };
+            let shape = shape.map_err(bad)?;
+            delta.entries = unpack_delta(image, shape, k, words).map_err(bad)?;
+            // The image's two sizes, then the image.
+            8 + shape.bytes()
+        } else {
+            // A count, then 12-byte (word, topic, change) triples.
+            4 + 12 * delta.entries.len() as u64
+        };
+        // Then the totals' change.
+        self.traffic.d2h_bytes += out + 4 * k as u64;
         Ok(delta)
     }
 
@@ -298,6 +324,15 @@ impl LdaResident for HostLdaResident {
     }
 }
 
+/// Runs `f`, counting its time as the device's: what a device engine does there (unpacking a
+/// run's image into its copy of the rows, the log-likelihood, a sweep and packing its delta).
+fn timed<T>(traffic: &mut Traffic, f: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let out = f();
+    traffic.compute_s += started.elapsed().as_secs_f64();
+    out
+}
+
 /// The bytes a device engine copies in for a run of `cells` values: its packed image (nothing
 /// when it has no entry: the rows are only zeroed), or the run dense.
 fn run_bytes(packed: Option<Packed>, cells: usize) -> u64 {
@@ -306,20 +341,6 @@ fn run_bytes(packed: Option<Packed>, cells: usize) -> u64 {
         Some(shape) => shape.bytes(),
         None => 4 * cells as u64,
     }
-}
-
-/// The bytes a device engine copies out for a sweep's `delta` over `words` rows: up to 65,536
-/// topics, its packed image and the image's two sizes (`packed`), else a count and 12-byte
-/// `(word, topic, change)` triples; then the totals' change.
-fn delta_bytes(delta: &LdaDelta, words: usize) -> u64 {
-    let k = delta.totals.len();
-    let entries = delta.entries.len();
-    let out = if k <= MAX_PACKED_TOPICS {
-        8 + delta_shape(words, delta.entries.iter().map(|e| e.2)).bytes()
-    } else {
-        4 + 12 * entries as u64
-    };
-    out + 4 * k as u64
 }
 
 #[cfg(test)]

@@ -10,8 +10,9 @@
 //!   zeroed copy of the rows ([`unpack_rows`] is that step on the host; the CUDA engine's
 //!   kernel `lda_scatter_rows`, `kernels/lda_rows.cuh`, does the same);
 //! - out: the device packs the sweep's dense move counts (`kernels/lda_rows.cuh`'s
-//!   `lda_delta_*` passes; [`pack_delta`] is the host half), and the host reads the entries back
-//!   with [`unpack_delta`], checking the image as it goes.
+//!   `lda_delta_*` passes; [`pack_delta`] is the host half, [`pack_delta_entries`] the same
+//!   from the delta's entries), and the host reads the entries back with [`unpack_delta`],
+//!   checking the image as it goes.
 //!
 //! The packed image is a list of little-endian `u32` words, so one buffer and one copy carry
 //! it:
@@ -342,6 +343,52 @@ pub fn pack_delta(cells: &[i32], k: usize, image: &mut Vec<u32>) -> Packed {
     }
     debug_assert_eq!(image.len(), shape.words());
     shape
+}
+
+/// [`pack_delta`] of a delta given by its entries, `(word, topic, change)` sorted by word then
+/// topic, over the rows of `words` (sorted: row `r` is word `words[r]`): the same image, word
+/// for word, without the dense `rows x k` cells. What the CPU oracle of a resident engine
+/// stands in for the device's packing with. Refuses an entry of a word not in `words`, a topic
+/// of `k` or more, a zero change or entries out of order.
+pub fn pack_delta_entries(
+    entries: &[(u32, u32, i32)],
+    words: &[u32],
+    k: usize,
+    image: &mut Vec<u32>,
+) -> Result<Packed, String> {
+    if !(1..=MAX_PACKED_TOPICS).contains(&k) {
+        return Err(format!("K {k} does not pack (1 to {MAX_PACKED_TOPICS})"));
+    }
+    image.clear();
+    let mut next = entries.iter().enumerate().peekable();
+    let mut last: Option<(u32, u32)> = None;
+    for &word in words {
+        while let Some(&(i, &(w, t, c))) = next.peek() {
+            if w > word {
+                break;
+            }
+            if w < word || t as usize >= k || c == 0 || last.is_some_and(|l| l >= (w, t)) {
+                return Err(format!(
+                    "entry {i} (word {w}, topic {t}, change {c}) is out of order or not valid"
+                ));
+            }
+            last = Some((w, t));
+            next.next();
+        }
+        image.push(next.peek().map_or(entries.len(), |&(i, _)| i) as u32);
+    }
+    if let Some((i, &(w, ..))) = next.next() {
+        return Err(format!("entry {i}: word {w} is not one of the rows"));
+    }
+    let shape = delta_shape(words.len(), entries.iter().map(|e| e.2));
+    image.extend(pairs(entries.iter().map(|e| e.1 as u16)));
+    if shape.values == Values::I32 {
+        image.extend(entries.iter().map(|e| e.2 as u32));
+    } else {
+        image.extend(pairs(entries.iter().map(|e| e.2 as i16 as u16)));
+    }
+    debug_assert_eq!(image.len(), shape.words());
+    Ok(shape)
 }
 
 /// The entries of a packed delta as `(words[row], topic, change)`, sorted by `(word, topic)`

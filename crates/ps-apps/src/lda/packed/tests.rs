@@ -163,6 +163,55 @@ fn deltas_pack_in_row_and_topic_order_and_come_back_checked() {
 }
 
 #[test]
+fn a_delta_packs_the_same_from_its_entries() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let mut image = Vec::new();
+    let mut from_entries = Vec::new();
+    for (k, rows, wide) in [
+        (9, 40, false),
+        (1000, 300, false),
+        (1000, 300, true),
+        (1, 5, false),
+    ] {
+        let words: Vec<u32> = (0..rows as u32).map(|r| 3 * r + 1).collect();
+        let cells: Vec<i32> = (0..rows * k)
+            .map(|_| match rng.gen_range(0..10) {
+                0 => rng.gen_range(-300..300),
+                1 if wide => rng.gen_range(-70_000..70_000),
+                _ => 0,
+            })
+            .collect();
+        let shape = pack_delta(&cells, k, &mut image);
+        let entries = unpack_delta(&image, shape, k, &words).unwrap();
+        let got = pack_delta_entries(&entries, &words, k, &mut from_entries).unwrap();
+        assert_eq!(got, shape, "K {k}");
+        assert_eq!(from_entries, image, "K {k}: the same image");
+        assert_eq!(shape.values == Values::I32, wide, "K {k}");
+    }
+    // No entries: the row ends alone.
+    let shape = pack_delta_entries(&[], &[4, 5], 3, &mut image).unwrap();
+    assert_eq!((shape.entries, image.clone()), (0, vec![0, 0]));
+    // Refused: a word that is not a row, a topic past K, a zero change, entries out of order,
+    // K that does not pack.
+    let words = [2u32, 7];
+    for bad in [
+        vec![(3u32, 0u32, 1i32)],
+        vec![(9, 0, 1)],
+        vec![(2, 3, 1)],
+        vec![(2, 1, 0)],
+        vec![(7, 1, 1), (2, 0, 1)],
+        vec![(2, 1, 1), (2, 1, 2)],
+    ] {
+        assert!(
+            pack_delta_entries(&bad, &words, 3, &mut image).is_err(),
+            "{bad:?}"
+        );
+    }
+    assert!(pack_delta_entries(&[], &words, 0, &mut image).is_err());
+    assert!(pack_delta_entries(&[], &words, MAX_PACKED_TOPICS + 1, &mut image).is_err());
+}
+
+#[test]
 fn a_bad_delta_image_is_an_error() {
     let k = 9;
     let words = [3u32, 10];
