@@ -14,6 +14,7 @@ mod bench;
 mod cli;
 mod driver;
 mod hostlist;
+mod large_blocks;
 mod local;
 mod parse;
 mod plots;
@@ -40,6 +41,7 @@ pub fn run(args: Vec<String>) -> ExitCode {
 /// this from its `main`: the cluster re-executes the same binary for its shard and worker
 /// roles, so they know the app too.
 pub fn run_with(args: Vec<String>, apps: Vec<Box<dyn DynApp>>) -> ExitCode {
+    large_blocks::keep_large_blocks();
     let parsed = match parse::parse(&args, &apps) {
         Ok(p) => p,
         Err(parse::NotRun::Clap(e)) => {
