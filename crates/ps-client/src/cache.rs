@@ -8,6 +8,12 @@ use crate::row_values::RowValues;
 use ps_proto::{ProtoError, SparseRowsBuf};
 use std::collections::{BTreeMap, HashMap};
 
+/// A map keyed by row id, as the worker's view keeps its rows, residuals and pending rows: hashed
+/// with foldhash's fast fixed hasher (row ids are this worker's own requests, not an attacker's
+/// choice). With the standard library's SipHash, the lookups of an MF clock that reads and
+/// pushes 17,770 rows of 128 cost about 2 ms of its 10-12 ms of host work.
+pub type RowMap<V> = HashMap<u64, V, foldhash::fast::FixedState>;
+
 #[derive(Debug, Clone)]
 pub struct CachedRow {
     /// Dense, or by its entries when it arrived sparse and is mostly zero.
@@ -23,7 +29,7 @@ pub struct CachedRow {
 #[derive(Debug, Default)]
 pub struct TableCache {
     pub width: usize,
-    pub rows: HashMap<u64, CachedRow>,
+    pub rows: RowMap<CachedRow>,
     /// Updates of the current clock.
     pub pending: Pending,
     /// Own updates already sent (as the shards will decode them), by clock, until every shard has
@@ -31,10 +37,10 @@ pub struct TableCache {
     pub own_log: BTreeMap<u64, Vec<Sent>>,
     /// What a lossy push codec has not sent yet, per row (error feedback). Part of this
     /// worker's own updates: it goes out with a later clock.
-    pub residual: HashMap<u64, Vec<f32>>,
+    pub residual: RowMap<Vec<f32>>,
     /// A push codec's momentum-correction velocity, per row (see `CodecChain::momentum`). Not
     /// part of the worker's view: what of it was not sent is already in the residual.
-    pub velocity: HashMap<u64, Vec<f32>>,
+    pub velocity: RowMap<Vec<f32>>,
     /// Reads overlay this worker's own updates the shards have not applied (read-my-writes).
     /// Right for the `add` rule, where a push is a change of the value; under `sgd`, `adagrad`
     /// or `ftrl` a push is a gradient the shard turns into a change, so reads show only what

@@ -7,8 +7,8 @@
 //! values go from the caller's buffer into the push frames with one copy; blocks that share
 //! keys, or single increments, are merged first.
 
+use crate::cache::RowMap;
 use crate::entries::Entries;
-use std::collections::HashMap;
 
 /// Rows of one table: `keys` sorted and distinct, `values` row-major (`keys.len() * width`).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -50,7 +50,7 @@ pub struct EncodedBlock {
 #[derive(Debug, Default)]
 pub struct Pending {
     pub blocks: Vec<Block>,
-    pub singles: HashMap<u64, Vec<f32>>,
+    pub singles: RowMap<Vec<f32>>,
     pub encoded: Vec<EncodedBlock>,
     /// Sparse entries of rows (tables with a lossless push codec only): sent as they are.
     pub entries: Vec<Entries>,
@@ -121,7 +121,7 @@ impl Pending {
     /// The dense updates as one block: the only block itself when there is one and nothing
     /// else (no copy), otherwise every block and single merged, rows of a shared key summed.
     /// `extra` rows (a lossy codec's residual) are added in, creating rows where needed.
-    pub fn take_dense(&mut self, width: usize, extra: &mut HashMap<u64, Vec<f32>>) -> Block {
+    pub fn take_dense(&mut self, width: usize, extra: &mut RowMap<Vec<f32>>) -> Block {
         let mut blocks = std::mem::take(&mut self.blocks);
         let singles = std::mem::take(&mut self.singles);
         if blocks.len() == 1 && singles.is_empty() && extra.is_empty() {
@@ -189,14 +189,14 @@ mod tests {
         let mut p = Pending::default();
         p.blocks.push(block(&[1, 4], 1.0));
         let ptr = p.blocks[0].values.as_ptr();
-        let b = p.take_dense(2, &mut HashMap::new());
+        let b = p.take_dense(2, &mut RowMap::default());
         assert_eq!(b.values.as_ptr(), ptr, "a lone block is moved, not copied");
         assert!(p.is_empty());
 
         p.blocks.push(block(&[1, 4], 1.0));
         p.blocks.push(block(&[2, 4], 2.0));
         p.singles.insert(9, vec![0.5, 0.25]);
-        let mut residual = HashMap::from([(4, vec![10.0, 10.0]), (7, vec![1.0, 1.0])]);
+        let mut residual = RowMap::from_iter([(4, vec![10.0, 10.0]), (7, vec![1.0, 1.0])]);
         let b = p.take_dense(2, &mut residual);
         assert_eq!(b.keys, vec![1, 2, 4, 7, 9]);
         assert_eq!(b.row(4, 2), Some(&[13.0, 13.0][..]));

@@ -8,14 +8,13 @@
 //! `sent + residual = sum of updates`. The rows of one frame are one codec block; a top-k
 //! fraction is of that block.
 
-use crate::cache::TableCache;
+use crate::cache::{RowMap, TableCache};
 use crate::entries::{Entries, Sent};
 use crate::par::par_map;
 use crate::pending::Block;
 use ps_proto::codec::{self, ErrorFeedback, ValueFormat};
 use ps_proto::push_plan::{chain_at, push_blocks, rows_per_frame};
 use ps_proto::{Frame, FrameBuilder, ProtoError, PushBlock, ShardMap, TableSpec, HEADER_LEN};
-use std::collections::HashMap;
 
 /// Raw f32 size of a push frame of `rows` rows of `width` with listed keys.
 pub fn raw_push_bytes(rows: usize, width: u32) -> u64 {
@@ -224,7 +223,7 @@ fn momentum_step(cache: &mut TableCache, w: usize, momentum: f32) {
 
 /// Momentum-factor masking: an entry that was sent starts its velocity again from zero. Rows
 /// left all zero are dropped.
-fn mask_velocity(velocity: &mut HashMap<u64, Vec<f32>>, keys: &[u64], sent: &[f32], w: usize) {
+fn mask_velocity(velocity: &mut RowMap<Vec<f32>>, keys: &[u64], sent: &[f32], w: usize) {
     if velocity.is_empty() {
         return;
     }
