@@ -6,9 +6,11 @@
 //! first write. An LDA worker at K 1,000 makes and drops blocks of 35-100 MB each clock (its
 //! delta's entries, their flat indices and values, the unpacked image), and on the 2-core
 //! machine those page faults were 40-70 ms of its 0.27-0.31 s of host work per clock.
-//! [`keep_large_blocks`] has every block served from the heap instead, and freed memory kept
-//! for reuse (`M_MMAP_MAX` 0, `M_TRIM_THRESHOLD` 2 GiB): the process's peak memory was 4% higher
-//! on that job.
+//! [`keep_large_blocks`] has blocks served from the heap instead, and freed memory kept for
+//! reuse (`M_MMAP_MAX` 0, `M_TRIM_THRESHOLD` 2 GiB): every block the main thread allocates (where
+//! a worker runs its session), and other threads' blocks up to their arena's 64 MiB heaps
+//! (glibc still maps larger ones there). The process's peak memory was 4-10% higher on the LDA
+//! jobs measured.
 //!
 //! It is a no-op off glibc, and where the user set `MALLOC_MMAP_MAX_`, `MALLOC_TRIM_THRESHOLD_`
 //! or `PS_SYSTEM_MALLOC` (to keep glibc's own behaviour).
