@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Dry-runs the end-to-end GPU benchmark (benches/gpu/e2e.sh) here, without a GPU: a fake bundle
+# whose ps-cluster runs `--device cuda` as `--device cpu-resident` (the CUDA engines' CPU
+# oracles), at the `tiny` size. Checks that every job ran, that each left its summary and its
+# per-clock CSV, and that the table has both rates and both GPU/CPU ratios for every app, so
+# that a script error never costs a GPU run. Run by .ci/run; about 20 s with a debug build.
+#
+#   bash benches/gpu/test_e2e.sh [PS_CLUSTER]     default: target/debug/ps-cluster
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+bin=$(realpath "${1:-target/debug/ps-cluster}")
+[ -x "$bin" ] || { echo "test_e2e: no ps-cluster at $bin (cargo build first)" >&2; exit 1; }
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+mkdir -p "$tmp/bundle"
+cat >"$tmp/bundle/ps-cluster" <<WRAP
+#!/usr/bin/env bash
+args=()
+for a in "\$@"; do [ "\$a" = cuda ] && a=cpu-resident; args+=("\$a"); done
+exec "$bin" "\${args[@]}"
+WRAP
+chmod +x "$tmp/bundle/ps-cluster"
+
+failures=0
+fail() {
+    echo "test_e2e: FAIL: $*" >&2
+    failures=$((failures + 1))
+}
+
+E2E_MF_CLOCKS=3 bash benches/gpu/e2e.sh "$tmp/bundle" "$tmp/out" tiny >"$tmp/table.txt" 2>"$tmp/log.txt" ||
+    fail "e2e.sh exited with $?"
+jobs=$(grep -c . "$tmp/out/e2e.jsonl" || true)
+[ "$jobs" = 7 ] || fail "$jobs summaries in e2e.jsonl, 7 expected"
+grep -q '"failed"' "$tmp/out/e2e.jsonl" && fail "a job failed: $(grep '"failed"' "$tmp/out/e2e.jsonl")"
+for f in mf-cuda mf-cuda-f16 mf-cpu lda-cuda lda-cpu mlp-cuda mlp-cpu; do
+    [ -s "$tmp/out/e2e-$f.csv" ] || fail "no per-clock CSV for $f"
+done
+head -n 1 "$tmp/table.txt" | grep -q ' steady ' || fail "the table has no steady column"
+for job in "mf: GPU worker (cuda)" "mf: GPU worker (cuda-f16)" "lda: GPU worker (cuda)" \
+    "mlp: GPU worker (cuda)"; do
+    grep -F "$job" "$tmp/table.txt" | grep -Eq '[0-9.]+x \(rate\), [0-9.]+x \(steady\)' ||
+        fail "no rate and steady ratios for '$job'"
+done
+# Every row has a number in both rate columns.
+rows=$(awk '$2 ~ /^(cuda|cuda-f16|cpu)$/ && $4 ~ /e[+-]/ && $5 ~ /e[+-]/' "$tmp/table.txt" | wc -l)
+[ "$rows" = 7 ] || fail "$rows rows with both rates, 7 expected"
+
+if [ "$failures" -gt 0 ]; then
+    echo "--- table" >&2
+    cat "$tmp/table.txt" >&2
+    echo "--- log (last lines)" >&2
+    tail -n 20 "$tmp/log.txt" >&2
+    exit 1
+fi
+echo "test_e2e: the end-to-end benchmark ran every job (cuda as cpu-resident) and printed both rates"
