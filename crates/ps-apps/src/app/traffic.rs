@@ -18,6 +18,15 @@ pub struct Traffic {
 }
 
 impl Traffic {
+    /// Runs `f`, adding its time to `compute_s`: how a CPU oracle of a resident engine counts
+    /// the work a device engine does on its device.
+    pub fn timed<T>(&mut self, f: impl FnOnce() -> T) -> T {
+        let started = std::time::Instant::now();
+        let out = f();
+        self.compute_s += started.elapsed().as_secs_f64();
+        out
+    }
+
     /// `self - before`, field by field.
     pub fn since(&self, before: &Traffic) -> Traffic {
         Traffic {

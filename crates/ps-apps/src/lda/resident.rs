@@ -26,7 +26,6 @@ use super::{loglik, LdaCompute, LdaDelta, LdaHyper, LdaWorkerState, SweepKey};
 use crate::app::Traffic;
 use crate::error::ComputeError;
 use ps_proto::SparseRows;
-use std::time::Instant;
 
 /// An LDA engine whose worker state stays resident between clocks (see the module docs).
 pub trait LdaResident: Send {
@@ -227,9 +226,9 @@ impl LdaResident for HostLdaResident {
         // As a device engine loads it: packed when that is smaller, else as it is.
         let packed = pack_rows(values, k, &mut self.image);
         match packed {
-            Some(shape) => timed(&mut self.traffic, || {
-                unpack_rows(&self.image, shape, k, dst)
-            }),
+            Some(shape) => self
+                .traffic
+                .timed(|| unpack_rows(&self.image, shape, k, dst)),
             None => dst.copy_from_slice(values),
         }
         self.traffic.h2d_bytes += run_bytes(packed, values.len());
@@ -243,9 +242,9 @@ impl LdaResident for HostLdaResident {
         // As a device engine loads it: packed from the entries when that is smaller.
         let packed = pack_sparse_rows(rows, k, &mut self.image);
         match packed {
-            Some(shape) => timed(&mut self.traffic, || {
-                unpack_rows(&self.image, shape, k, dst)
-            }),
+            Some(shape) => self
+                .traffic
+                .timed(|| unpack_rows(&self.image, shape, k, dst)),
             None => rows.write_dense(dst),
         }
         self.traffic.h2d_bytes += run_bytes(packed, dst.len());
@@ -263,7 +262,7 @@ impl LdaResident for HostLdaResident {
     fn loglik(&mut self) -> Result<(f64, u64), ComputeError> {
         let hyper = self.hyper()?;
         let (state, rows, totals) = (&self.state, &self.word_topic, &self.totals);
-        let ll = timed(&mut self.traffic, || loglik(state, rows, totals, &hyper));
+        let ll = self.traffic.timed(|| loglik(state, rows, totals, &hyper));
         // The device's sum comes back.
         self.traffic.d2h_bytes += 8;
         Ok(ll)
@@ -271,7 +270,7 @@ impl LdaResident for HostLdaResident {
 
     fn sweep(&mut self, key: SweepKey) -> Result<LdaDelta, ComputeError> {
         let hyper = self.hyper()?;
-        let mut delta = timed(&mut self.traffic, || {
+        let mut delta = self.traffic.timed(|| {
             self.engine.sweep(
                 &mut self.state,
                 &mut self.word_topic,
@@ -284,9 +283,9 @@ impl LdaResident for HostLdaResident {
         let out = if k <= MAX_PACKED_TOPICS {
             // As a device engine: it packs the delta (its time), the host unpacks the image.
             let image = &mut self.image;
-            let shape = timed(&mut self.traffic, || {
-                pack_delta_entries(&delta.entries, words, k, image)
-            });
+            let shape = self
+                .traffic
+                .timed(|| pack_delta_entries(&delta.entries, words, k, image));
             let bad = |message: String| ComputeError {
                 engine: ORACLE,
                 message: format!("the sweep's delta: {message}"),
@@ -322,15 +321,6 @@ impl LdaResident for HostLdaResident {
     fn traffic(&self) -> Traffic {
         self.traffic
     }
-}
-
-/// Runs `f`, counting its time as the device's: what a device engine does there (unpacking a
-/// run's image into its copy of the rows, the log-likelihood, a sweep and packing its delta).
-fn timed<T>(traffic: &mut Traffic, f: impl FnOnce() -> T) -> T {
-    let started = Instant::now();
-    let out = f();
-    traffic.compute_s += started.elapsed().as_secs_f64();
-    out
 }
 
 /// The bytes a device engine copies in for a run of `cells` values: its packed image (nothing

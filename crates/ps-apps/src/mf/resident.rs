@@ -24,7 +24,6 @@ use super::data::Rating;
 use super::factors::Factors;
 use super::waves::WaveSchedule;
 use crate::error::ComputeError;
-use std::time::Instant;
 
 /// What a resident engine is set up with, once per worker.
 #[derive(Debug, Clone, Copy)]
@@ -141,14 +140,6 @@ impl HostResident {
         }
     }
 
-    /// Times `f` as device compute.
-    fn timed<T>(traffic: &mut Traffic, f: impl FnOnce() -> T) -> T {
-        let started = Instant::now();
-        let out = f();
-        traffic.compute_s += started.elapsed().as_secs_f64();
-        out
-    }
-
     fn rows<T: Copy + Into<u64>>(
         table: &[f32],
         keys: &[T],
@@ -241,7 +232,7 @@ impl MfResident for HostResident {
         self.traffic.d2h_bytes += 4 + 8;
         let (engine, factors, layout) = (self.engine.as_mut(), self.factors, self.layout);
         let (train, users, items) = (&self.train, &mut self.users, &mut self.items);
-        Self::timed(&mut self.traffic, || {
+        self.traffic.timed(|| {
             let mut sse = 0.0;
             for (lo, hi) in schedule.runs(shifts) {
                 sse += factors.sgd_pass(
@@ -285,9 +276,9 @@ impl MfResident for HostResident {
         }
         self.traffic.d2h_bytes += 8;
         let (layout, users, items) = (self.layout, &self.users, &self.items);
-        Ok(Self::timed(&mut self.traffic, || {
-            squared_error_in(layout, ratings, users, items).0
-        }))
+        Ok(self
+            .traffic
+            .timed(|| squared_error_in(layout, ratings, users, items).0))
     }
 
     fn traffic(&self) -> Traffic {
