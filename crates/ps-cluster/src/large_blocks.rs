@@ -15,17 +15,25 @@
 //! It is a no-op off glibc, and where the user set `MALLOC_MMAP_MAX_`, `MALLOC_TRIM_THRESHOLD_`
 //! or `PS_SYSTEM_MALLOC` (to keep glibc's own behaviour).
 
+/// The variables by which a user keeps glibc's own behaviour.
+const USER_VARIABLES: [&str; 3] = [
+    "MALLOC_MMAP_MAX_",
+    "MALLOC_TRIM_THRESHOLD_",
+    "PS_SYSTEM_MALLOC",
+];
+
+/// The first of [`USER_VARIABLES`] that is set, if any: then [`keep_large_blocks`] changes
+/// nothing.
+pub fn allocator_left_to_user() -> Option<&'static str> {
+    USER_VARIABLES
+        .into_iter()
+        .find(|v| std::env::var_os(v).is_some())
+}
+
 /// Sets the process's allocator to keep large blocks (see the module docs). Call it before the
 /// job allocates anything large.
 pub fn keep_large_blocks() {
-    let user_set = [
-        "MALLOC_MMAP_MAX_",
-        "MALLOC_TRIM_THRESHOLD_",
-        "PS_SYSTEM_MALLOC",
-    ]
-    .iter()
-    .any(|v| std::env::var_os(v).is_some());
-    if user_set {
+    if allocator_left_to_user().is_some() {
         return;
     }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -27,7 +27,7 @@ mod telemetry;
 
 pub use cli::{Cli, Command, JobArgs};
 pub use driver::{run_session, Chaos, Fault, FaultKind};
-pub use large_blocks::keep_large_blocks;
+pub use large_blocks::{allocator_left_to_user, keep_large_blocks};
 pub use ps_apps::app::{builtin, DynApp};
 
 use std::process::ExitCode;

@@ -5,14 +5,7 @@
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[test]
 fn a_large_block_comes_from_the_heap() {
-    let user_set = [
-        "MALLOC_MMAP_MAX_",
-        "MALLOC_TRIM_THRESHOLD_",
-        "PS_SYSTEM_MALLOC",
-    ]
-    .iter()
-    .find(|v| std::env::var_os(v).is_some());
-    if let Some(v) = user_set {
+    if let Some(v) = ps_cluster::allocator_left_to_user() {
         eprintln!("SKIP a_large_block_comes_from_the_heap: {v} is set, so the setting is not made");
         return;
     }
