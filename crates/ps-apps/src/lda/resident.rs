@@ -193,6 +193,27 @@ impl HostLdaResident {
         }
     }
 
+    /// Writes a run of `n` rows from row `first` as a device engine loads it: the image in
+    /// `self.image` (`packed`) unpacked on the device (timed as the device's), or, where the run
+    /// did not pack, `dense` writing it as it is; and counts the bytes that cross.
+    fn place(
+        &mut self,
+        first: usize,
+        n: usize,
+        packed: Option<Packed>,
+        dense: impl FnOnce(&mut [f32]),
+    ) {
+        let k = self.state.topics as usize;
+        let dst = &mut self.word_topic[first * k..(first + n) * k];
+        match packed {
+            Some(shape) => self
+                .traffic
+                .timed(|| unpack_rows(&self.image, shape, k, dst)),
+            None => dense(dst),
+        }
+        self.traffic.h2d_bytes += run_bytes(packed, n * k);
+    }
+
     fn hyper(&self) -> Result<LdaHyper, ComputeError> {
         self.hyper.ok_or_else(|| ComputeError {
             engine: ORACLE,
@@ -222,32 +243,20 @@ impl LdaResident for HostLdaResident {
     fn load_rows(&mut self, first: usize, values: &[f32]) -> Result<(), ComputeError> {
         let k = self.hyper()?.topics as usize;
         check_rows(ORACLE, first, values, self.state.words.len(), k)?;
-        let dst = &mut self.word_topic[first * k..first * k + values.len()];
-        // As a device engine loads it: packed when that is smaller, else as it is.
+        // Packed when that is smaller, else as it is.
         let packed = pack_rows(values, k, &mut self.image);
-        match packed {
-            Some(shape) => self
-                .traffic
-                .timed(|| unpack_rows(&self.image, shape, k, dst)),
-            None => dst.copy_from_slice(values),
-        }
-        self.traffic.h2d_bytes += run_bytes(packed, values.len());
+        self.place(first, values.len() / k, packed, |dst| {
+            dst.copy_from_slice(values)
+        });
         Ok(())
     }
 
     fn load_sparse_rows(&mut self, first: usize, rows: SparseRows<'_>) -> Result<(), ComputeError> {
         let k = self.hyper()?.topics as usize;
         check_sparse_rows(ORACLE, first, rows, self.state.words.len(), k)?;
-        let dst = &mut self.word_topic[first * k..(first + rows.rows()) * k];
-        // As a device engine loads it: packed from the entries when that is smaller.
+        // Packed from the entries when that is smaller.
         let packed = pack_sparse_rows(rows, k, &mut self.image);
-        match packed {
-            Some(shape) => self
-                .traffic
-                .timed(|| unpack_rows(&self.image, shape, k, dst)),
-            None => rows.write_dense(dst),
-        }
-        self.traffic.h2d_bytes += run_bytes(packed, dst.len());
+        self.place(first, rows.rows(), packed, |dst| rows.write_dense(dst));
         Ok(())
     }
 

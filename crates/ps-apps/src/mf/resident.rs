@@ -230,17 +230,15 @@ impl MfResident for HostResident {
         // The shifts in; the stall flag and the sum out.
         self.traffic.h2d_bytes += 4 * shifts.len() as u64;
         self.traffic.d2h_bytes += 4 + 8;
-        let (engine, factors, layout) = (self.engine.as_mut(), self.factors, self.layout);
-        let (train, users, items) = (&self.train, &mut self.users, &mut self.items);
         self.traffic.timed(|| {
             let mut sse = 0.0;
             for (lo, hi) in schedule.runs(shifts) {
-                sse += factors.sgd_pass(
-                    &mut *engine,
-                    &train[lo..hi],
-                    users,
-                    items,
-                    layout,
+                sse += self.factors.sgd_pass(
+                    self.engine.as_mut(),
+                    &self.train[lo..hi],
+                    &mut self.users,
+                    &mut self.items,
+                    self.layout,
                     lr,
                     reg,
                 )?;
@@ -275,10 +273,9 @@ impl MfResident for HostResident {
             return Ok(0.0);
         }
         self.traffic.d2h_bytes += 8;
-        let (layout, users, items) = (self.layout, &self.users, &self.items);
         Ok(self
             .traffic
-            .timed(|| squared_error_in(layout, ratings, users, items).0))
+            .timed(|| squared_error_in(self.layout, ratings, &self.users, &self.items).0))
     }
 
     fn traffic(&self) -> Traffic {
