@@ -14,7 +14,8 @@ use super::{LdaHyper, LdaWorkerState};
 /// (`word_topic` local rows as in [`super::LdaCompute::sweep`], `totals`
 /// length `K`, `V = state.vocab_size`). Sum the pairs over workers and
 /// divide for the corpus value. Rises as training proceeds. Costs O(rows K) to list the rows'
-/// nonzero counts, O(docs K) and O(N x nonzero counts of a token's word).
+/// nonzero counts, O(docs K), and per distinct word of a document its word's nonzero counts, or
+/// its document's where those are far fewer.
 ///
 /// # Panics
 /// If the slice lengths do not match the state (caller bug).
@@ -34,30 +35,84 @@ pub fn loglik(
     let (alpha, beta) = hyper.effective();
     let inv_den = inverse_topic_sizes(totals, state.vocab_size, beta);
     // p(w | d) = sum_k theta'_dk (n_wk + beta) with theta'_dk = theta_dk / (n_k + V beta), that
-    // is beta sum_k theta'_dk plus a sum over the word's nonzero counts only: at large K most of
-    // a row is zero, so each row's nonzero counts are listed once and each token costs its
-    // word's count, not K.
+    // is beta sum_k theta'_dk plus sum_k theta'_dk n_wk. At large K most of a row is zero, so
+    // the last sum runs over the word's nonzero counts, read in order. Once topics concentrate
+    // most of a document's row is zero too; where the document has fewer than an eighth as
+    // many nonzero counts as the word (each looked up in the word's dense row costs a cache
+    // line, not 8 bytes), the sum runs over those instead, after splitting
+    // theta'_dk = norm (n_dk + alpha) / (n_k + V beta):
+    //     sum_k theta'_dk n_wk = norm (sum_{n_dk > 0} n_dk n_wk / (n_k + V beta) + alpha A_w),
+    //     A_w = sum_k n_wk / (n_k + V beta), once per row.
     let rows = NonzeroRows::of(word_topic, k);
+    let word_mass: Vec<f64> = (0..state.words.len())
+        .map(|w| {
+            let (topics, counts) = rows.row(w);
+            topics
+                .iter()
+                .zip(counts)
+                .map(|(&t, &n)| inv_den[t as usize] * f64::from(n))
+                .sum()
+        })
+        .collect();
     let mut theta = vec![0.0f64; k];
+    // The document's nonzero topics, and n_dk / (n_k + V beta) of each.
+    let mut doc_topics: Vec<u32> = Vec::with_capacity(k);
+    let mut doc_weights: Vec<f64> = Vec::with_capacity(k);
+    let mut doc_words: Vec<u32> = Vec::new();
     let mut sum = 0.0f64;
     for d in 0..state.num_docs() {
         let (lo, hi) = (state.doc_offsets[d], state.doc_offsets[d + 1]);
         let norm = 1.0 / ((hi - lo) as f64 + k as f64 * alpha);
-        for (t, th) in theta.iter_mut().enumerate() {
-            *th = (f64::from(state.doc_topic[d * k + t]) + alpha) * norm * inv_den[t];
+        let ndk = &state.doc_topic[d * k..(d + 1) * k];
+        doc_topics.clear();
+        doc_weights.clear();
+        for (t, (th, &n)) in theta.iter_mut().zip(ndk).enumerate() {
+            *th = (f64::from(n) + alpha) * norm * inv_den[t];
+            if n > 0 {
+                doc_topics.push(t as u32);
+                doc_weights.push(f64::from(n) * inv_den[t]);
+            }
         }
         let smoothing = beta * theta.iter().sum::<f64>();
-        for &w in &state.tokens[lo..hi] {
-            let (topics, counts) = rows.row(w as usize);
-            let p: f64 = topics
-                .iter()
-                .zip(counts)
-                .map(|(&t, &n)| theta[t as usize] * f64::from(n))
-                .sum();
-            sum += (p + smoothing).ln();
+        // A word repeated in the document is the same term each time: each distinct word is
+        // summed once and its log counted as often as it occurs.
+        doc_words.clear();
+        doc_words.extend_from_slice(&state.tokens[lo..hi]);
+        doc_words.sort_unstable();
+        for run in doc_words.chunk_by(|a, b| a == b) {
+            let w = run[0] as usize;
+            let (topics, counts) = rows.row(w);
+            let p: f64 = if topics.len() <= 8 * doc_topics.len() {
+                gathered_dot(topics, counts, |t, &n| theta[t] * f64::from(n))
+            } else {
+                let row = &word_topic[w * k..(w + 1) * k];
+                let own = gathered_dot(&doc_topics, &doc_weights, |t, &c| c * count(row[t]));
+                norm * (own + alpha * word_mass[w])
+            };
+            sum += run.len() as f64 * (p + smoothing).ln();
         }
     }
     (sum, state.tokens.len() as u64)
+}
+
+/// `sum_i term(topics[i], &values[i])` in four interleaved partial sums, so that each addition
+/// need not wait for the one before (on `kos` at K = 1,000 this made the whole log-likelihood
+/// about a quarter faster than one running sum).
+#[inline]
+fn gathered_dot<V>(topics: &[u32], values: &[V], term: impl Fn(usize, &V) -> f64) -> f64 {
+    debug_assert_eq!(topics.len(), values.len());
+    let mut acc = [0.0f64; 4];
+    let (tq, vq) = (topics.chunks_exact(4), values.chunks_exact(4));
+    let (tr, vr) = (tq.remainder(), vq.remainder());
+    for (t, v) in tq.zip(vq) {
+        for lane in 0..4 {
+            acc[lane] += term(t[lane] as usize, &v[lane]);
+        }
+    }
+    for (&t, v) in tr.iter().zip(vr) {
+        acc[0] += term(t as usize, v);
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3])
 }
 
 /// The nonzero counts ([`count`]) of every row of a `rows x k` table, row by row.
@@ -238,10 +293,15 @@ mod tests {
         sum
     }
 
-    #[test]
-    fn the_sparse_sum_is_the_formula() {
+    /// A random worker: a document's count is nonzero with probability `doc_density`, a
+    /// word row's with `word_density`; one count is negative and one NaN (both read as 0).
+    fn random_worker(
+        doc_density: u64,
+        word_density: u64,
+        seed: u64,
+    ) -> (LdaWorkerState, Vec<f32>, Vec<f32>) {
         let (k, words, docs) = (50usize, 40usize, 12usize);
-        let mut x = 12345u64;
+        let mut x = seed;
         let mut next = || {
             x = x
                 .wrapping_mul(6364136223846793005)
@@ -256,16 +316,18 @@ mod tests {
             }
             doc_offsets.push(tokens.len());
         }
-        let doc_topic: Vec<u32> = (0..docs * k).map(|_| (next() % 7) as u32).collect();
-        // Mostly zero rows, with a negative count and a NaN (both read as 0).
+        let mut nonzero = |percent: u64, most: usize| {
+            if (next() % 100) < percent as usize {
+                1 + next() % most
+            } else {
+                0
+            }
+        };
+        let doc_topic: Vec<u32> = (0..docs * k)
+            .map(|_| nonzero(doc_density, 7) as u32)
+            .collect();
         let mut wt: Vec<f32> = (0..words * k)
-            .map(|_| {
-                if next() % 10 == 0 {
-                    (next() % 30) as f32
-                } else {
-                    0.0
-                }
-            })
+            .map(|_| nonzero(word_density, 30) as f32)
             .collect();
         wt[3] = -4.0;
         wt[77] = f32::NAN;
@@ -279,17 +341,38 @@ mod tests {
             tokens,
             doc_topic,
         };
+        (state, wt, totals)
+    }
+
+    /// Sparse words and dense documents, the reverse (the sum then runs over the documents'
+    /// topics), both sparse, both dense, and empty rows.
+    #[test]
+    fn the_sparse_sum_is_the_formula() {
         let hyper = LdaHyper {
-            topics: k as u32,
+            topics: 50,
             alpha: 0.1,
             beta: 0.01,
         };
-        let (ll, n) = loglik(&state, &wt, &totals, &hyper);
-        let want = dense_loglik(&state, &wt, &totals, &hyper);
-        assert_eq!(n, state.tokens.len() as u64);
-        assert!(
-            (ll - want).abs() <= 1e-12 * want.abs(),
-            "sparse {ll} vs dense {want}"
-        );
+        for (seed, (doc_density, word_density)) in [
+            (85, 10),
+            (10, 85),
+            (3, 95),
+            (5, 5),
+            (100, 100),
+            (0, 0),
+            (30, 30),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (state, wt, totals) = random_worker(doc_density, word_density, 12345 + seed as u64);
+            let (ll, n) = loglik(&state, &wt, &totals, &hyper);
+            let want = dense_loglik(&state, &wt, &totals, &hyper);
+            assert_eq!(n, state.tokens.len() as u64);
+            assert!(
+                (ll - want).abs() <= 1e-12 * want.abs(),
+                "densities {doc_density}/{word_density}: sparse {ll} vs dense {want}"
+            );
+        }
     }
 }
