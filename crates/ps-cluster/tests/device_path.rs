@@ -82,6 +82,12 @@ fn mf_lda_and_lr_resident_paths_train_as_the_host_path() {
         host["word_topic_hash"], dev["word_topic_hash"],
         "{host}\n{dev}"
     );
+    // The resident path measures the final log-likelihood where its state is, after taking the
+    // final rows as it takes a clock's: the same figure.
+    assert_eq!(
+        host["loglik_per_token"], dev["loglik_per_token"],
+        "{host}\n{dev}"
+    );
     // LR's resident engine names each batch by row indices (the epoch's shuffle is of
     // indices): the same rows in the same order, so the same weights bit for bit.
     let host = run("lr", "cpu", "raw");

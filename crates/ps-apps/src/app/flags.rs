@@ -121,8 +121,9 @@ pub fn slice_of<T>(items: &[T], i: usize, k: usize) -> &[T] {
 
 /// A resident engine's bus traffic, copy time and device time in a job's summary: totals over
 /// the job (`pcie_bytes_h2d`, `pcie_bytes_d2h`, `pcie_h2d_s`, `pcie_d2h_s`,
-/// `device_compute_s`), what its set-up moved once (`pcie_setup_bytes_h2d`: the total less the
-/// clocks'), and per clock (`pcie_bytes_h2d_per_clock`, `pcie_bytes_d2h_per_clock`,
+/// `device_compute_s`), what moved outside the clocks (`pcie_setup_bytes_h2d`: the total less
+/// the clocks': the set-up, and an engine's final evaluation such as LDA's last rows), and per
+/// clock (`pcie_bytes_h2d_per_clock`, `pcie_bytes_d2h_per_clock`,
 /// `pcie_h2d_s_per_clock`, `pcie_d2h_s_per_clock`, and `device_compute_s_clocks` over all
 /// clocks). `clocks` is the clocks' figures added up, over `clock_count` clocks. Nothing when
 /// no byte moved (a host engine).

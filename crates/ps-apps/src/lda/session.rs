@@ -396,19 +396,25 @@ impl Session<LdaApp> for LdaSession {
     fn evaluate(&mut self) -> Result<Outcome<LdaFinal, LdaFacts>, AppError> {
         self.inbox.complete()?;
         let k = self.k();
-        let traffic = match &mut self.path {
-            Path::Host(_) => Traffic::default(),
-            Path::Resident { dev, .. } => {
-                // The final log-likelihood is measured here, on the final read's rows.
-                dev.download_state(&mut self.state)?;
-                dev.traffic()
-            }
-        };
         let mut facts = LdaFacts::default();
         for (i, w) in self.words.iter().enumerate() {
             let at = self.final_rows.binary_search(w).unwrap_or(0) * k;
             self.local[i * k..(i + 1) * k].copy_from_slice(&self.all[at..at + k]);
         }
+        // The final log-likelihood, of the worker's state under the final model's rows: measured
+        // where the state is. A resident engine takes the rows as it takes a clock's (packed
+        // where that is smaller) and measures on the device; the state never comes back.
+        let ((ll, n), traffic) = match &mut self.path {
+            Path::Host(_) => (
+                loglik(&self.state, &self.local, &self.totals, &self.hyper),
+                Traffic::default(),
+            ),
+            Path::Resident { dev, .. } => {
+                dev.load_rows(0, &self.local)?;
+                dev.load_totals(&self.totals)?;
+                (dev.loglik()?, dev.traffic())
+            }
+        };
         let (rows, all) = (&self.final_rows, &self.all);
         let row = |w: u32| {
             let at = rows.binary_search(&u64::from(w)).ok()? * k;
@@ -439,7 +445,6 @@ impl Session<LdaApp> for LdaSession {
                 }
             }
         }
-        let (ll, n) = loglik(&self.state, &self.local, &self.totals, &self.hyper);
         Ok(Outcome {
             sums: LdaFinal {
                 final_loglik: ll,
