@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """PyTorch peer of gpu-bench's MLP rows: one training step (forward, mean cross-entropy,
-backward; no optimizer update) of the 784-256-256-10 ReLU MLP in f32 on random inputs in [0, 1)
-and random labels, at batch 64 and 1024, timed with CUDA events around each step: warm-up, then
-the median of many repeats. The input needs no gradient, as in the Rust engine.
+backward) of the 784-256-256-10 ReLU MLP in f32 on random inputs in [0, 1) and random labels, at
+batch 64 and 1024, timed with CUDA events around each step: warm-up, then the median of many
+repeats. The input needs no gradient, as in the Rust engine. Each step runs without an optimizer
+update (against gpu-bench's gradient rows) and with torch.optim.SGD's step (against its
+"mlp resident clock" row, whose clock runs the SGD step of every batch).
 
 First with TF32 off (the same f32 arithmetic as our kernels), then with TF32 on. Prints one JSON
 line per configuration:
-  {"bench": "torch mlp train step", "batch": B, "tf32": false, "samples_per_s": X}
+  {"bench": "torch mlp train step", "batch": B, "tf32": false, "sgd": false, "samples_per_s": X}
 Needs only torch and a CUDA device.
 """
 import json
@@ -15,12 +17,14 @@ import statistics
 import torch
 
 
-def step_ms(model, x, y, warmup=20, reps=200):
+def step_ms(model, x, y, opt=None, warmup=20, reps=200):
     loss_fn = torch.nn.CrossEntropyLoss()
 
     def step():
         model.zero_grad(set_to_none=True)
         loss_fn(model(x), y).backward()
+        if opt is not None:
+            opt.step()
 
     for _ in range(warmup):
         step()
@@ -55,18 +59,21 @@ def main():
         for batch in (64, 1024):
             x = torch.rand(batch, 784, device=dev, dtype=torch.float32)
             y = torch.randint(0, 10, (batch,), device=dev)
-            ms = step_ms(model, x, y)
-            print(
-                json.dumps(
-                    {
-                        "bench": "torch mlp train step",
-                        "batch": batch,
-                        "tf32": tf32,
-                        "samples_per_s": batch / (ms * 1e-3),
-                    }
-                ),
-                flush=True,
-            )
+            for sgd in (False, True):
+                opt = torch.optim.SGD(model.parameters(), lr=0.05) if sgd else None
+                ms = step_ms(model, x, y, opt)
+                print(
+                    json.dumps(
+                        {
+                            "bench": "torch mlp train step",
+                            "batch": batch,
+                            "tf32": tf32,
+                            "sgd": sgd,
+                            "samples_per_s": batch / (ms * 1e-3),
+                        }
+                    ),
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
 //! The ceilings are measured first on the device itself: a 1 GiB device-to-device copy (bytes
 //! read plus bytes written) and a cuBLAS SGEMM of 8192³ (plain f32, no TF32).
 //!
-//! Usage: `gpu-bench [--quick] [--out DIR] [--device N] [--only mf,lda,mlp,codec]`. Prints a table
+//! Usage: `gpu-bench [--quick] [--out DIR] [--device N] [--only mf,lda,mlp,mlp-clock,codec]`. Prints a table
 //! last and writes `gpu-bench.csv` and `gpu-bench.json` under `--out` (default `.`).
 //! Needs a GPU: without one it says why and exits with status 2.
 
@@ -186,10 +186,11 @@ fn run() -> Result<(), GpuError> {
     };
     let mut rows = Vec::new();
     type Bench = fn(&Arc<Gpu>, &Ceilings, bool) -> Result<Vec<Row>, GpuError>;
-    let benches: [(&str, Bench); 4] = [
+    let benches: [(&str, Bench); 5] = [
         ("mf", mf::run),
         ("lda", lda::run),
         ("mlp", mlp::run),
+        ("mlp-clock", mlp::run_clock),
         ("codec", codec::run),
     ];
     for (name, bench) in benches {

@@ -5,6 +5,13 @@
 //! wall clock), the latter beside the CPU engine `FastMlp` on every host thread. The PyTorch
 //! figure of the same step comes from `benches/gpu/torch_mlp.py`.
 //!
+//! [`run_clock`] times what a GPU worker's clock is (issue 11's MLP bar: a clock on the device
+//! against PyTorch's train step at batch 1,024): `CudaMlpResident::run_visit` over 60,000
+//! resident samples at batch 1,024, the device making the visiting order and gathering each
+//! mini-batch, with the forward and backward passes and the SGD step of every batch back to
+//! back; wall clock of the call, which returns once the clock's statistics are back. PyTorch's
+//! figure with its optimizer step is `torch_mlp.py`'s `"sgd": true` line.
+//!
 //! Floor (METHOD.md): flops per sample 2 · (3 · Σ fan_in·fan_out − 784·256) — forward, weight
 //! gradients and input deltas, with no delta propagated into the input layer, as the engine (and
 //! PyTorch, whose input needs no gradient) runs it: 1.211 MFLOP. (`6 · Σ fan_in·fan_out` =
@@ -16,10 +23,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use ps_apps::mlp::{Arch, FastMlp, MlpCompute};
+use ps_apps::mlp::{Arch, ClockKey, Dataset, FastMlp, MlpCompute, MlpResident, Visit};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use worker_gpu::cuda::mlp::CudaMlp;
+use worker_gpu::cuda::mlp_resident::CudaMlpResident;
 use worker_gpu::cuda::{Gpu, GpuError};
 
 use crate::{median_event_ms, median_wall_ms, Ceilings, Row};
@@ -114,4 +122,72 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
         });
     }
     Ok(rows)
+}
+
+/// Random samples of `arch`'s input in [0, 1) with random labels.
+fn samples(arch: &Arch, n: usize, rng: &mut ChaCha8Rng) -> Dataset {
+    Dataset {
+        x: (0..n * arch.input)
+            .map(|_| rng.gen_range(0.0..1.0))
+            .collect(),
+        y: (0..n)
+            .map(|_| rng.gen_range(0..arch.classes) as u8)
+            .collect(),
+        n,
+        d: arch.input,
+        classes: arch.classes,
+    }
+}
+
+/// A whole clock on the device (see the module docs): samples per second of
+/// `CudaMlpResident::run_visit` over the worker's resident samples at batch 1,024.
+pub fn run_clock(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, GpuError> {
+    const BATCH: usize = 1024;
+    let arch = Arch::mnist();
+    let n = if quick { 10 * BATCH } else { 60_000 };
+    let mut rng = ChaCha8Rng::seed_from_u64(0x4D4C_5043);
+    let train = samples(&arch, n, &mut rng);
+    let test = samples(&arch, BATCH, &mut rng);
+    let mut engine = CudaMlpResident::new(Arc::clone(gpu))?;
+    engine.setup(&arch, &train, &test)?;
+    for (layer, values) in arch.init_params(0x004D_4C50).iter().enumerate() {
+        engine.load(layer, 0, values)?;
+    }
+    let mut clock = 0u32;
+    let reps = if quick { 3 } else { 10 };
+    let (ms, spread) = median_wall_ms(gpu, 2, reps, || {
+        let key = ClockKey {
+            seed: 7,
+            worker: 0,
+            clock,
+        };
+        clock += 1;
+        engine.run_visit(&Visit::for_clock(key, n, 0, 1), BATCH, 0.05)?;
+        Ok(())
+    })?;
+    let macs = arch.macs_per_sample();
+    let l0 = arch.layer(0);
+    let flops = n as f64 * 2.0 * (3 * macs - l0.fan_in * l0.fan_out) as f64;
+    let outs: usize = arch.layers().iter().map(|s| s.fan_out).sum();
+    let batches = n.div_ceil(BATCH);
+    // Per batch: parameters read and written by the step, the gathered inputs read, every
+    // activation and delta written once (METHOD.md's compulsory traffic).
+    let bytes = 4.0 * (batches * 2 * arch.num_params() + n * arch.input + 2 * n * outs) as f64;
+    let (floor, bound) = ceil.floor_rate(n as f64, flops, bytes);
+    let rate = n as f64 / (ms * 1e-3);
+    Ok(vec![Row {
+        bench: "mlp resident clock".into(),
+        shape: format!("784-256-256-10, batch {BATCH}, {n} samples"),
+        rate,
+        unit: "samples/s",
+        floor_rate: floor,
+        bound,
+        peer: None,
+        note: format!(
+            "median of {reps} clocks {ms:.2} ms (spread {:.0}%), {batches} SGD steps each, the \
+             order made and the batches gathered on the device; compare torch_mlp.py's train \
+             step with SGD at batch {BATCH} (issue 11: >= 1.5x)",
+            spread * 100.0
+        ),
+    }])
 }
