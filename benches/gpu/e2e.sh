@@ -19,11 +19,13 @@
 # 150 s); a job past it is reported as such. Writes OUT_DIR/e2e.jsonl (one summary per job) and
 # each job's per-clock CSV (OUT_DIR/e2e-APP-DEVICE[-f16].csv), and prints the table.
 #
-# Two rates per job: the app's own (`rate`: MF and the MLP count all clocks' compute, LDA only
-# its sweeps), and `steady`, the same for every app: the work of clocks 1 and later over their
+# Three rates per job: the app's own (`rate`: MF and the MLP count all clocks' compute, LDA only
+# its sweeps); `steady`, the same for every app: the work of clocks 1 and later over their
 # compute seconds (the worker's whole clock but the time it is blocked on the network: reads,
 # loading rows, the engine, the delta's way out), so clock 0's first touches of memory and the
-# engines' one-off allocations stay out of it. Both ratios are printed.
+# engines' one-off allocations stay out of it; and `wall-steady`, the same work over the wall
+# seconds from the end of clock 0 to the end of the last clock, so communication that the
+# computation did not hide counts too (end to end). All three ratios are printed.
 set -uo pipefail
 BIN=${1:?usage: e2e.sh BIN_DIR OUT_DIR [full|quick|tiny]}
 OUT=${2:?usage: e2e.sh BIN_DIR OUT_DIR [full|quick|tiny]}
@@ -95,23 +97,27 @@ def rate(s):
             return s[k], unit
     return None, ""
 def steady(s):
-    """The work of clocks >= 1 over their compute seconds (per worker, as the apps' rates)."""
+    """The work of clocks >= 1 (all workers') over their compute seconds (the workers' mean, as
+    the apps' rates), and over their wall seconds: from the end of clock 0 to the end of the
+    last clock, so communication that computation did not hide counts too."""
     try:
         clocks = list(csv.DictReader(open(s["clock_csv"])))
     except (KeyError, OSError):
-        return None
+        return None, None
     later = [c for c in clocks if int(c["clock"]) >= 1]
     col = next((k for k in count_columns if later and later[0].get(k)), None)
     if col is None:
-        return None
+        return None, None
     work = sum(float(c[col]) for c in later)
     secs = sum(float(c["compute_s"]) for c in later)
-    return work / secs if secs > 0 else None
+    first = [c for c in clocks if int(c["clock"]) == 0]
+    wall = float(later[-1]["elapsed_s"]) - float(first[0]["elapsed_s"]) if first else 0.0
+    return (work / secs if secs > 0 else None), (work / wall if wall > 0 else None)
 def per_clock(s, k):
     v, c = s.get(k), s.get("clocks") or 1
     return None if v is None else v / c
 fmt = lambda v, f: "-" if v is None else format(v, f)
-print(f"{'job':<5} {'device':<8} {'workers':>7} {'rate':>11} {'steady':>11} {'unit':<10} {'compute/clk s':>13} "
+print(f"{'job':<5} {'device':<8} {'workers':>7} {'rate':>11} {'steady':>11} {'wall-steady':>11} {'unit':<10} {'compute/clk s':>13} "
       f"{'device/clk s':>12} {'comm/clk s':>10} {'pcie in/clk MB':>14} {'pcie out/clk MB':>15} "
       f"{'in/clk ms':>9} {'out/clk ms':>10} {'wall s':>7} {'quality':<24}")
 by_job = {}
@@ -120,14 +126,14 @@ for s in rows:
         print(f"{s['job']:<5} {s['run_device']:<8} FAILED rc {s['failed']}")
         continue
     r, unit = rate(s)
-    st = steady(s)
+    st, wst = steady(s)
     # The f16-factor MF job is its own row (and ratio) beside the f32 one.
     dev = s["run_device"] + ("-f16" if s.get("factors") == "f16" else "")
-    by_job.setdefault(s["job"], {})[dev] = (r, st)
+    by_job.setdefault(s["job"], {})[dev] = (r, st, wst)
     q = next((f"{k} {s[k]:.4g}" for k in ("test_rmse", "loglik_per_token", "test_accuracy") if k in s), "")
     mb = lambda k: None if s.get(k) is None else s[k] / 1e6
     ms = lambda k: None if s.get(k) is None else s[k] * 1e3
-    print(f"{s['job']:<5} {dev:<8} {s.get('workers', 0):>7} {fmt(r, '11.4e')} {fmt(st, '11.4e')} {unit:<10} "
+    print(f"{s['job']:<5} {dev:<8} {s.get('workers', 0):>7} {fmt(r, '11.4e')} {fmt(st, '11.4e')} {fmt(wst, '11.4e')} {unit:<10} "
           f"{fmt(per_clock(s, 'compute_s'), '13.4f')} {fmt(per_clock(s, 'device_compute_s_clocks'), '12.4f')} "
           f"{fmt(per_clock(s, 'comm_s'), '10.4f')} {fmt(mb('pcie_bytes_h2d_per_clock'), '14.2f')} "
           f"{fmt(mb('pcie_bytes_d2h_per_clock'), '15.2f')} {fmt(ms('pcie_h2d_s_per_clock'), '9.3f')} "
@@ -136,7 +142,7 @@ ratio = lambda a, b: "-" if not (a and b) else f"{a / b:.2f}x"
 for job, d in by_job.items():
     for gpu in ("cuda", "cuda-f16"):
         if d.get(gpu) and d.get("cpu"):
-            (gr, gs), (cr, cs) = d[gpu], d["cpu"]
+            (gr, gs, gw), (cr, cs, cw) = d[gpu], d["cpu"]
             print(f"{job}: GPU worker ({gpu}) / CPU workers on all cores = {ratio(gr, cr)} (rate), "
-                  f"{ratio(gs, cs)} (steady)")
+                  f"{ratio(gs, cs)} (steady), {ratio(gw, cw)} (wall-steady)")
 EOF

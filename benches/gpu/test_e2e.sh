@@ -2,7 +2,7 @@
 # Dry-runs the end-to-end GPU benchmark (benches/gpu/e2e.sh) here, without a GPU: a fake bundle
 # whose ps-cluster runs `--device cuda` as `--device cpu-resident` (the CUDA engines' CPU
 # oracles), at the `tiny` size. Checks that every job ran, that each left its summary and its
-# per-clock CSV, and that the table has both rates and both GPU/CPU ratios for every app, so
+# per-clock CSV, and that the table has all three rates and GPU/CPU ratios for every app, so
 # that a script error never costs a GPU run. Run by .ci/run; about 20 s with a debug build.
 #
 #   bash benches/gpu/test_e2e.sh [PS_CLUSTER]     default: target/debug/ps-cluster
@@ -36,15 +36,17 @@ grep -q '"failed"' "$tmp/out/e2e.jsonl" && fail "a job failed: $(grep '"failed"'
 for f in mf-cuda mf-cuda-f16 mf-cpu lda-cuda lda-cpu mlp-cuda mlp-cpu; do
     [ -s "$tmp/out/e2e-$f.csv" ] || fail "no per-clock CSV for $f"
 done
-head -n 1 "$tmp/table.txt" | grep -q ' steady ' || fail "the table has no steady column"
+head -n 1 "$tmp/table.txt" | grep -q ' steady  *wall-steady ' ||
+    fail "the table has no steady and wall-steady columns"
 for job in "mf: GPU worker (cuda)" "mf: GPU worker (cuda-f16)" "lda: GPU worker (cuda)" \
     "mlp: GPU worker (cuda)"; do
-    grep -F "$job" "$tmp/table.txt" | grep -Eq '[0-9.]+x \(rate\), [0-9.]+x \(steady\)' ||
-        fail "no rate and steady ratios for '$job'"
+    grep -F "$job" "$tmp/table.txt" |
+        grep -Eq '[0-9.]+x \(rate\), [0-9.]+x \(steady\), [0-9.]+x \(wall-steady\)' ||
+        fail "no rate, steady and wall-steady ratios for '$job'"
 done
-# Every row has a number in both rate columns.
-rows=$(awk '$2 ~ /^(cuda|cuda-f16|cpu)$/ && $4 ~ /e[+-]/ && $5 ~ /e[+-]/' "$tmp/table.txt" | wc -l)
-[ "$rows" = 7 ] || fail "$rows rows with both rates, 7 expected"
+# Every row has a number in all three rate columns.
+rows=$(awk '$2 ~ /^(cuda|cuda-f16|cpu)$/ && $4 ~ /e[+-]/ && $5 ~ /e[+-]/ && $6 ~ /e[+-]/' "$tmp/table.txt" | wc -l)
+[ "$rows" = 7 ] || fail "$rows rows with all three rates, 7 expected"
 
 if [ "$failures" -gt 0 ]; then
     echo "--- table" >&2
@@ -53,4 +55,4 @@ if [ "$failures" -gt 0 ]; then
     tail -n 20 "$tmp/log.txt" >&2
     exit 1
 fi
-echo "test_e2e: the end-to-end benchmark ran every job (cuda as cpu-resident) and printed both rates"
+echo "test_e2e: the end-to-end benchmark ran every job (cuda as cpu-resident) and printed all three rates"
