@@ -364,6 +364,9 @@ impl CudaLdaResident {
     fn try_loglik(&mut self) -> Result<(f64, u64), GpuError> {
         let s = self.shape()?;
         if s.tokens == 0 {
+            // The rows loaded for it still crossed: their copies' times are read here, as below.
+            self.gpu.compute.synchronize().call("cuStreamSynchronize")?;
+            self.bus.settle()?;
             return Ok((0.0, 0));
         }
         let (grid, block) = self.shape_for(s.docs, BLOCKS_PER_SM);

@@ -69,8 +69,8 @@ pub struct LdaFinal {
     pub heldout_tokens: f64,
     pub heldout_unknown_tokens: f64,
     pub heldout_skipped_docs: f64,
-    /// A resident engine's totals over the job, its set-up and the final download of the
-    /// assignments included (see [`LdaClock`]).
+    /// A resident engine's totals over the job, its set-up and the final rows loaded for the
+    /// final log-likelihood included (see [`LdaClock`]).
     #[serde(flatten)]
     pub device: DeviceFigures,
 }

@@ -44,7 +44,7 @@ pub fn loglik(
     //     sum_k theta'_dk n_wk = norm (sum_{n_dk > 0} n_dk n_wk / (n_k + V beta) + alpha A_w),
     //     A_w = sum_k n_wk / (n_k + V beta), once per row.
     let rows = NonzeroRows::of(word_topic, k);
-    let word_mass: Vec<f64> = (0..state.words.len())
+    let word_mass: Vec<f64> = (0..rows.len())
         .map(|w| {
             let (topics, counts) = rows.row(w);
             topics
@@ -140,6 +140,11 @@ impl NonzeroRows {
             rows.starts.push(rows.topics.len());
         }
         rows
+    }
+
+    /// The number of rows.
+    fn len(&self) -> usize {
+        self.starts.len() - 1
     }
 
     /// Row `w`'s topics and counts.

@@ -8,7 +8,8 @@
 //!   word-topic rows and totals go to the device's local copy as they arrive, the
 //!   log-likelihood and the sweep run there, and only the sparse delta comes back. The final
 //!   read stays on the host (held-out completion, topic recovery and the table hash need the
-//!   rows there), and the assignments come back once for the final figures.
+//!   rows there); its rows and totals then go to the device as a clock's do, and the final
+//!   log-likelihood is measured there too, so the assignments never come back.
 
 use super::app::{
     load_corpus, LdaClock, LdaFacts, LdaFinal, LdaSettings, Loaded, TOTALS, WORD_TOPIC,
@@ -42,7 +43,7 @@ pub struct LdaSession {
     hyper: LdaHyper,
     seed: u64,
     path: Path,
-    /// The state (resident path: as set up, and after the final download).
+    /// The state (resident path: as set up; the device holds the current one).
     state: LdaWorkerState,
     /// Clock 0's push: the counts of the random initial assignments.
     initial: Option<LdaDelta>,

@@ -177,7 +177,7 @@ pub fn run_clock(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row
     let rate = n as f64 / (ms * 1e-3);
     Ok(vec![Row {
         bench: "mlp resident clock".into(),
-        shape: format!("784-256-256-10, batch {BATCH}, {n} samples"),
+        shape: format!("784-256-256-10, b {BATCH}, {n} samples"),
         rate,
         unit: "samples/s",
         floor_rate: floor,
