@@ -190,6 +190,9 @@ impl LdaSession {
     }
 }
 
+/// The most bytes of dense rows the final log-likelihood's rows go to a resident engine in at once.
+const FINAL_RUN_BYTES: usize = 64 << 20;
+
 /// A delta's entries as the worker library takes them: the words they touch (ascending), and
 /// each entry's index in those words' rows (`row * k + topic`) and change. The engines give
 /// their entries sorted by (word, topic), each pair once and no zero change, and then this is
@@ -411,7 +414,12 @@ impl Session<LdaApp> for LdaSession {
                 Traffic::default(),
             ),
             Path::Resident { dev, .. } => {
-                dev.load_rows(0, &self.local)?;
+                // In runs of at most FINAL_RUN_BYTES dense, as a clock's rows come by shard, so
+                // that rows that do not pack never stage the whole table at once.
+                let rows_per_run = (FINAL_RUN_BYTES / (4 * k.max(1))).max(1);
+                for (i, run) in self.local.chunks(rows_per_run * k.max(1)).enumerate() {
+                    dev.load_rows(i * rows_per_run, run)?;
+                }
                 dev.load_totals(&self.totals)?;
                 (dev.loglik()?, dev.traffic())
             }
