@@ -50,6 +50,8 @@
 #define LDA_WARP 32
 #define LDA_FULL 0xffffffffu
 #define LDA_COUNT_CLAMP 536870912.0f /* 2^29 */
+// Chunks of 32 topics whose weights (pass 1) or cumulative sums (pass 2) are loaded together.
+#define LDA_BATCH 4
 
 // A count read from a (possibly stale, possibly hostile) f32 copy, as ps_apps' to_count.
 __device__ __forceinline__ int lda_count(float x) {
@@ -106,38 +108,61 @@ __device__ __forceinline__ unsigned int lda_resample(unsigned int* ndk,
 
     // Pass 1: the cumulative sum, 32 topics at a time (a warp scan plus the carry), into the
     // warp's scratch row. Every count is read exactly once per token, so the inversion below sees
-    // one consistent snapshot even while other warps move tokens.
+    // one consistent snapshot even while other warps move tokens. The weights of LDA_BATCH
+    // chunks are formed before any is scanned, so their loads (mostly from L2) are in flight
+    // together rather than one chunk's after another's; the sums are the same, in the same order
+    // (a chunk past the last topic adds exact zeros).
     double carry = 0.0;
-    for (unsigned int base = 0; base < k; base += LDA_WARP) {
-        const unsigned int t = base + lane;
-        double c = t < k ? lda_weight(ndk, wt_row, totals, t, alpha, beta, vbeta) : 0.0;
+    for (unsigned int base = 0; base < k; base += LDA_WARP * LDA_BATCH) {
+        double c[LDA_BATCH];
 #pragma unroll
-        for (int off = 1; off < LDA_WARP; off <<= 1) {
-            const double y = __shfl_up_sync(LDA_FULL, c, off);
-            if (lane >= (unsigned int)off) {
-                c += y;
+        for (int j = 0; j < LDA_BATCH; ++j) {
+            const unsigned int t = base + (unsigned int)j * LDA_WARP + lane;
+            c[j] = t < k ? lda_weight(ndk, wt_row, totals, t, alpha, beta, vbeta) : 0.0;
+        }
+#pragma unroll
+        for (int j = 0; j < LDA_BATCH; ++j) {
+            const unsigned int t = base + (unsigned int)j * LDA_WARP + lane;
+            double v = c[j];
+#pragma unroll
+            for (int off = 1; off < LDA_WARP; off <<= 1) {
+                const double y = __shfl_up_sync(LDA_FULL, v, off);
+                if (lane >= (unsigned int)off) {
+                    v += y;
+                }
             }
+            v += carry;
+            if (t < k) {
+                cdf[t] = v;
+            }
+            carry = __shfl_sync(LDA_FULL, v, LDA_WARP - 1);
         }
-        c += carry;
-        if (t < k) {
-            cdf[t] = c;
-        }
-        carry = __shfl_sync(LDA_FULL, c, LDA_WARP - 1);
     }
     const double total = carry;
 
     // Pass 2: the first topic whose cumulative sum exceeds u * total. Lane l reads back only the
-    // entries it wrote itself (t = base + l in both passes).
+    // entries it wrote itself (t = base + l in both passes), LDA_BATCH chunks' worth at a time,
+    // and the chunks are then tested in order.
     unsigned int chosen;
     if (total > 0.0 && isfinite(total)) {
         const double x = u * total;
         chosen = k - 1; // rounding fallback: the last topic, as the oracle
-        for (unsigned int base = 0; base < k; base += LDA_WARP) {
-            const unsigned int t = base + lane;
-            const unsigned int hit = __ballot_sync(LDA_FULL, t < k && x < cdf[t]);
-            if (hit != 0u) {
-                chosen = base + (unsigned int)(__ffs(hit) - 1);
-                break;
+        bool found = false;
+        for (unsigned int base = 0; base < k && !found; base += LDA_WARP * LDA_BATCH) {
+            double v[LDA_BATCH];
+#pragma unroll
+            for (int j = 0; j < LDA_BATCH; ++j) {
+                const unsigned int t = base + (unsigned int)j * LDA_WARP + lane;
+                v[j] = t < k ? cdf[t] : 0.0;
+            }
+#pragma unroll
+            for (int j = 0; j < LDA_BATCH; ++j) {
+                const unsigned int t = base + (unsigned int)j * LDA_WARP + lane;
+                const unsigned int hit = __ballot_sync(LDA_FULL, t < k && x < v[j]);
+                if (!found && hit != 0u) {
+                    chosen = base + (unsigned int)j * LDA_WARP + (unsigned int)(__ffs(hit) - 1);
+                    found = true;
+                }
             }
         }
     } else {
