@@ -35,10 +35,8 @@ use crate::{median_event_ms, median_wall_ms, Ceilings, Row};
 pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, GpuError> {
     let arch = Arch::mnist();
     let params = arch.init_params(0x004D_4C50);
-    let macs = arch.macs_per_sample();
-    let l0 = arch.layer(0);
-    let flops_per_sample = 2.0 * (3 * macs - l0.fan_in * l0.fan_out) as f64;
-    let flops_all_deltas = 6.0 * macs as f64;
+    let flops_per_sample = flops_per_sample(&arch);
+    let flops_all_deltas = 6.0 * arch.macs_per_sample() as f64;
     let n_params = arch.num_params();
     let outs: usize = arch.layers().iter().map(|s| s.fan_out).sum();
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
@@ -124,6 +122,13 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
     Ok(rows)
 }
 
+/// Training flops per sample (the module docs): forward, weight gradients and input deltas, with
+/// no delta propagated into the input layer.
+fn flops_per_sample(arch: &Arch) -> f64 {
+    let l0 = arch.layer(0);
+    2.0 * (3 * arch.macs_per_sample() - l0.fan_in * l0.fan_out) as f64
+}
+
 /// Random samples of `arch`'s input in [0, 1) with random labels.
 fn samples(arch: &Arch, n: usize, rng: &mut ChaCha8Rng) -> Dataset {
     Dataset {
@@ -165,9 +170,7 @@ pub fn run_clock(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row
         engine.run_visit(&Visit::for_clock(key, n, 0, 1), BATCH, 0.05)?;
         Ok(())
     })?;
-    let macs = arch.macs_per_sample();
-    let l0 = arch.layer(0);
-    let flops = n as f64 * 2.0 * (3 * macs - l0.fan_in * l0.fan_out) as f64;
+    let flops = n as f64 * flops_per_sample(&arch);
     let outs: usize = arch.layers().iter().map(|s| s.fan_out).sum();
     let batches = n.div_ceil(BATCH);
     // Per batch: parameters read and written by the step, the gathered inputs read, every
