@@ -1,7 +1,7 @@
 // LDA: one collapsed-Gibbs sweep over a worker's tokens, and the compaction of its delta.
 //
-// Serves ps_apps::lda::LdaCompute::sweep (lda_gibbs_sweep) and its sample_token test hook
-// (lda_gibbs_sample_token, which takes its uniform as an argument). The conditional of token i
+// Serves ps_apps::lda::LdaCompute::sweep (lda_gibbs_sweep, or lda_gibbs_sweep_ends) and its
+// sample_token test hook (lda_gibbs_sample_token[_ends], which takes its uniform as an argument). The conditional of token i
 // (local word row w, document d, current topic `old`) is
 //
 //     p(k) ∝ (n_dk + alpha) * (max(n_wk, 0) + beta) / (max(n_k, 0) + V * beta)
@@ -34,7 +34,9 @@
 // its warp, so n_dk needs no atomics; within the warp the K topics are spread over the lanes: a
 // warp prefix scan per 32 topics writes the cumulative sum to the warp's scratch row (each count
 // is read once per token, so the draw sees one consistent snapshot), then a ballot finds the
-// first entry above the scaled uniform. Tokens of different documents are sampled concurrently
+// first entry above the scaled uniform (lda_draw_scratch). lda_gibbs_sweep_ends draws the same
+// topic without the scratch row where K <= 1,024 (lda_draw_ends: each chunk's end in a lane's
+// register, the chosen chunk formed again). Tokens of different documents are sampled concurrently
 // against the shared word-topic copy and totals (AD-LDA style staleness within the sweep): the
 // atomics keep the counts exact, only the order of moves differs.
 //
@@ -80,32 +82,32 @@ __device__ __forceinline__ double lda_weight(const unsigned int* ndk,
     return (nd + alpha) * (nw + beta) / (nt + vbeta);
 }
 
-// Resamples one token whose document row is ndk and word row wt_row: removes it from topic `old`
-// (lane 0), forms the cumulative conditional in the warp's scratch row `cdf`, inverts u in [0, 1)
-// on it and adds the token back (lane 0). Called by the whole warp; returns the new topic in
-// every lane.
-__device__ __forceinline__ unsigned int lda_resample(unsigned int* ndk,
-                                                     float* wt_row,
-                                                     float* totals,
-                                                     unsigned int old,
-                                                     double u,
-                                                     double* cdf,
-                                                     unsigned int lane,
-                                                     unsigned int k,
-                                                     double alpha,
-                                                     double beta,
-                                                     double vbeta) {
-    // Remove the token from its current topic.
-    if (lane == 0) {
-        const unsigned int n = ndk[old];
-        ndk[old] = n > 0 ? n - 1 : 0;
-        atomicAdd(wt_row + old, -1.0f);
-        atomicAdd(totals + old, -1.0f);
+// The inclusive prefix sum of `v` over the warp's lanes (lane l gets the sum of lanes 0..l), in
+// one fixed order: both draws below sum a chunk this way, so their sums agree bit for bit.
+__device__ __forceinline__ double lda_warp_scan(double v, unsigned int lane) {
+#pragma unroll
+    for (int off = 1; off < LDA_WARP; off <<= 1) {
+        const double y = __shfl_up_sync(LDA_FULL, v, off);
+        if (lane >= (unsigned int)off) {
+            v += y;
+        }
     }
-    // Orders lane 0's writes before the other lanes' reads (__syncwarp is a memory barrier among
-    // the warp's threads).
-    __syncwarp();
+    return v;
+}
 
+// Draws the new topic of a token (its counts already removed) by inverting u in [0, 1) on the
+// cumulative conditional, formed in the warp's scratch row `cdf` (any K). Called by the whole
+// warp; returns the topic in every lane.
+__device__ __forceinline__ unsigned int lda_draw_scratch(const unsigned int* ndk,
+                                                         const float* wt_row,
+                                                         const float* totals,
+                                                         double u,
+                                                         double* cdf,
+                                                         unsigned int lane,
+                                                         unsigned int k,
+                                                         double alpha,
+                                                         double beta,
+                                                         double vbeta) {
     // Pass 1: the cumulative sum, 32 topics at a time (a warp scan plus the carry), into the
     // warp's scratch row. Every count is read exactly once per token, so the inversion below sees
     // one consistent snapshot even while other warps move tokens. The weights of LDA_BATCH
@@ -123,15 +125,7 @@ __device__ __forceinline__ unsigned int lda_resample(unsigned int* ndk,
 #pragma unroll
         for (int j = 0; j < LDA_BATCH; ++j) {
             const unsigned int t = base + (unsigned int)j * LDA_WARP + lane;
-            double v = c[j];
-#pragma unroll
-            for (int off = 1; off < LDA_WARP; off <<= 1) {
-                const double y = __shfl_up_sync(LDA_FULL, v, off);
-                if (lane >= (unsigned int)off) {
-                    v += y;
-                }
-            }
-            v += carry;
+            const double v = lda_warp_scan(c[j], lane) + carry;
             if (t < k) {
                 cdf[t] = v;
             }
@@ -171,6 +165,103 @@ __device__ __forceinline__ unsigned int lda_resample(unsigned int* ndk,
         chosen = s > 0.0 ? min((unsigned int)fmin(s, (double)(k - 1)), k - 1) : 0u;
     }
 
+    return chosen;
+}
+
+// lda_draw_scratch's draw without the scratch row, for K up to 32 x 32: pass 1 keeps only the sum
+// at the end of each chunk of 32 topics, lane j holding chunk j's, in a register; the chunk the
+// draw falls in is the first whose end exceeds u * total, and only that chunk's weights are
+// formed again and scanned onto the previous chunk's end, exactly as pass 1 formed them. So a
+// token's sums never go to memory and pass 2 reads 3 x 32 counts instead of the scratch row.
+// With one warp nothing moves a count between the passes, and the topic is lda_draw_scratch's
+// bit for bit (unless f64 rounding puts a sum inside a chunk above the chunk's last one: a tie
+// at a boundary, as the oracle comparison allows). With several, another warp may move a count of that chunk in between: the draw
+// is then against the chunk's new weights, and when u * total falls past them, the chunk's last
+// topic (the staleness AD-LDA accepts anyway).
+__device__ __forceinline__ unsigned int lda_draw_ends(const unsigned int* ndk,
+                                                      const float* wt_row,
+                                                      const float* totals,
+                                                      double u,
+                                                      unsigned int lane,
+                                                      unsigned int k,
+                                                      double alpha,
+                                                      double beta,
+                                                      double vbeta) {
+    const unsigned int chunks = (k + LDA_WARP - 1) / LDA_WARP;
+    double carry = 0.0;
+    double end = 0.0; // lane j: the cumulative sum at the end of chunk j
+    for (unsigned int base = 0; base < k; base += LDA_WARP * LDA_BATCH) {
+        double c[LDA_BATCH];
+#pragma unroll
+        for (int j = 0; j < LDA_BATCH; ++j) {
+            const unsigned int t = base + (unsigned int)j * LDA_WARP + lane;
+            c[j] = t < k ? lda_weight(ndk, wt_row, totals, t, alpha, beta, vbeta) : 0.0;
+        }
+#pragma unroll
+        for (int j = 0; j < LDA_BATCH; ++j) {
+            double v = lda_warp_scan(c[j], lane) + carry;
+            carry = __shfl_sync(LDA_FULL, v, LDA_WARP - 1);
+            if (lane == base / LDA_WARP + (unsigned int)j) {
+                end = carry;
+            }
+        }
+    }
+    const double total = carry;
+    if (!(total > 0.0 && isfinite(total))) {
+        // Degenerate sum: u scaled to a uniform topic, as the oracle.
+        const double s = u * (double)k;
+        return s > 0.0 ? min((unsigned int)fmin(s, (double)(k - 1)), k - 1) : 0u;
+    }
+    const double x = u * total;
+    const unsigned int hit = __ballot_sync(LDA_FULL, lane < chunks && x < end);
+    if (hit == 0u) {
+        return k - 1; // rounding fallback: the last topic, as the oracle
+    }
+    const unsigned int chunk = (unsigned int)(__ffs(hit) - 1);
+    const double before = __shfl_sync(LDA_FULL, end, chunk == 0u ? 0u : chunk - 1u);
+    const double start = chunk == 0u ? 0.0 : before;
+    const unsigned int t = chunk * LDA_WARP + lane;
+    const double w = t < k ? lda_weight(ndk, wt_row, totals, t, alpha, beta, vbeta) : 0.0;
+    const double v = lda_warp_scan(w, lane) + start;
+    const unsigned int in_chunk = __ballot_sync(LDA_FULL, t < k && x < v);
+    if (in_chunk == 0u) {
+        return min(chunk * LDA_WARP + LDA_WARP - 1u, k - 1);
+    }
+    return chunk * LDA_WARP + (unsigned int)(__ffs(in_chunk) - 1);
+}
+
+// Resamples one token whose document row is ndk and word row wt_row: removes it from topic `old`
+// (lane 0), draws its new topic (lda_draw_ends where ENDS and K <= 1,024, else lda_draw_scratch
+// with the warp's scratch row `cdf`) and adds the token back (lane 0). Called by the whole warp;
+// returns the new topic in every lane.
+template <bool ENDS>
+__device__ __forceinline__ unsigned int lda_resample(unsigned int* ndk,
+                                                     float* wt_row,
+                                                     float* totals,
+                                                     unsigned int old,
+                                                     double u,
+                                                     double* cdf,
+                                                     unsigned int lane,
+                                                     unsigned int k,
+                                                     double alpha,
+                                                     double beta,
+                                                     double vbeta) {
+    // Remove the token from its current topic.
+    if (lane == 0) {
+        const unsigned int n = ndk[old];
+        ndk[old] = n > 0 ? n - 1 : 0;
+        atomicAdd(wt_row + old, -1.0f);
+        atomicAdd(totals + old, -1.0f);
+    }
+    // Orders lane 0's writes before the other lanes' reads (__syncwarp is a memory barrier among
+    // the warp's threads).
+    __syncwarp();
+
+    const unsigned int chosen =
+        ENDS && k <= LDA_WARP * LDA_WARP
+            ? lda_draw_ends(ndk, wt_row, totals, u, lane, k, alpha, beta, vbeta)
+            : lda_draw_scratch(ndk, wt_row, totals, u, cdf, lane, k, alpha, beta, vbeta);
+
     // Add the token back with its new topic.
     if (lane == 0) {
         ndk[chosen] += 1u;
@@ -180,24 +271,18 @@ __device__ __forceinline__ unsigned int lda_resample(unsigned int* ndk,
     return chosen;
 }
 
-extern "C" __global__ void lda_gibbs_sweep(const unsigned int* __restrict__ doc_offsets,
-                                           unsigned int num_docs,
-                                           const unsigned int* __restrict__ tokens,
-                                           unsigned int* z,
-                                           unsigned int* doc_topic,
-                                           float* word_topic,
-                                           float* totals,
-                                           unsigned int seed_lo,
-                                           unsigned int seed_hi,
-                                           unsigned int stream,
-                                           unsigned long long first_index,
-                                           double* scratch,
-                                           int* wt_delta,
-                                           int* totals_delta,
-                                           unsigned int topics,
-                                           double alpha,
-                                           double beta,
-                                           double vbeta) {
+#define LDA_SWEEP_PARAMS                                                                        \
+    const unsigned int *__restrict__ doc_offsets, unsigned int num_docs,                        \
+        const unsigned int *__restrict__ tokens, unsigned int *z, unsigned int *doc_topic,      \
+        float *word_topic, float *totals, unsigned int seed_lo, unsigned int seed_hi,           \
+        unsigned int stream, unsigned long long first_index, double *scratch, int *wt_delta,    \
+        int *totals_delta, unsigned int topics, double alpha, double beta, double vbeta
+#define LDA_SWEEP_ARGS                                                                          \
+    doc_offsets, num_docs, tokens, z, doc_topic, word_topic, totals, seed_lo, seed_hi, stream,  \
+        first_index, scratch, wt_delta, totals_delta, topics, alpha, beta, vbeta
+
+template <bool ENDS>
+__device__ __forceinline__ void lda_sweep_body(LDA_SWEEP_PARAMS) {
     const unsigned int lane = threadIdx.x & (LDA_WARP - 1);
     const unsigned long long warp =
         ((unsigned long long)blockIdx.x * blockDim.x + threadIdx.x) / LDA_WARP;
@@ -221,7 +306,7 @@ extern "C" __global__ void lda_gibbs_sweep(const unsigned int* __restrict__ doc_
             const double u = (double)philox_uniform(seed_lo, seed_hi, stream,
                                                     first_index + (unsigned long long)i);
             const unsigned int chosen =
-                lda_resample(ndk, wt_row, totals, old, u, cdf, lane, k, alpha, beta, vbeta);
+                lda_resample<ENDS>(ndk, wt_row, totals, old, u, cdf, lane, k, alpha, beta, vbeta);
             if (lane == 0) {
                 if (chosen != old) {
                     atomicSub(wt_delta + (size_t)w * k + old, 1);
@@ -236,31 +321,48 @@ extern "C" __global__ void lda_gibbs_sweep(const unsigned int* __restrict__ doc_
     }
 }
 
+// The sweep with each kind of draw: lda_gibbs_sweep forms the cumulative sums in the scratch
+// row (any K); lda_gibbs_sweep_ends keeps only each chunk's end in registers where K <= 1,024
+// (and uses the scratch row above that). The host picks one (worker-gpu's LdaSweepKernel).
+extern "C" __global__ void lda_gibbs_sweep(LDA_SWEEP_PARAMS) {
+    lda_sweep_body<false>(LDA_SWEEP_ARGS);
+}
+
+extern "C" __global__ void lda_gibbs_sweep_ends(LDA_SWEEP_PARAMS) {
+    lda_sweep_body<true>(LDA_SWEEP_ARGS);
+}
+
 // LdaCompute::sample_token on the device: resamples one token (current topic `old`) of the
 // document row ndk (K) against the word row wt_row (K) and totals (K) with the caller's uniform u
-// in [0, 1), exactly as lda_gibbs_sweep does, and writes the new topic to out[0]. The three rows
-// are the caller's copies and are modified (the token removed and added back). scratch holds K
-// doubles. Launch: grid 1, block 32.
-extern "C" __global__ void lda_gibbs_sample_token(unsigned int* ndk,
-                                                  float* wt_row,
-                                                  float* totals,
-                                                  unsigned int old,
-                                                  double u,
-                                                  double* scratch,
-                                                  unsigned int* out,
-                                                  unsigned int topics,
-                                                  double alpha,
-                                                  double beta,
-                                                  double vbeta) {
+// in [0, 1), exactly as lda_gibbs_sweep does (lda_gibbs_sample_token_ends: as
+// lda_gibbs_sweep_ends), and writes the new topic to out[0]. The three rows are the caller's
+// copies and are modified (the token removed and added back). scratch holds K doubles. Launch:
+// grid 1, block 32.
+#define LDA_SAMPLE_PARAMS                                                                       \
+    unsigned int *ndk, float *wt_row, float *totals, unsigned int old, double u,                \
+        double *scratch, unsigned int *out, unsigned int topics, double alpha, double beta,     \
+        double vbeta
+#define LDA_SAMPLE_ARGS ndk, wt_row, totals, old, u, scratch, out, topics, alpha, beta, vbeta
+
+template <bool ENDS>
+__device__ __forceinline__ void lda_sample_token_body(LDA_SAMPLE_PARAMS) {
     const unsigned int lane = threadIdx.x & (LDA_WARP - 1);
     if (topics == 0u || blockIdx.x != 0u || threadIdx.x >= LDA_WARP) {
         return;
     }
     const unsigned int chosen =
-        lda_resample(ndk, wt_row, totals, old, u, scratch, lane, topics, alpha, beta, vbeta);
+        lda_resample<ENDS>(ndk, wt_row, totals, old, u, scratch, lane, topics, alpha, beta, vbeta);
     if (lane == 0) {
         out[0] = chosen;
     }
+}
+
+extern "C" __global__ void lda_gibbs_sample_token(LDA_SAMPLE_PARAMS) {
+    lda_sample_token_body<false>(LDA_SAMPLE_ARGS);
+}
+
+extern "C" __global__ void lda_gibbs_sample_token_ends(LDA_SAMPLE_PARAMS) {
+    lda_sample_token_body<true>(LDA_SAMPLE_ARGS);
 }
 
 // Compacts the nonzero entries of wt_delta (words x K) into (global word, topic, change) triples,

@@ -100,7 +100,9 @@ pub const KERNELS: &[Kernel] = &[
         "lda_gibbs",
         [
             "lda_gibbs_sweep",
+            "lda_gibbs_sweep_ends",
             "lda_gibbs_sample_token",
+            "lda_gibbs_sample_token_ends",
             "lda_compact_delta"
         ],
         headers["philox"]

@@ -54,6 +54,58 @@ struct Launch {
     first_index: u64,
 }
 
+/// Which draw the sweep kernel makes (`kernels/lda_gibbs.cu`). `Scratch` forms each token's
+/// cumulative sums in the warp's scratch row in memory (any K); `ChunkEnds` keeps only the end of
+/// each chunk of 32 topics in a register and forms the chosen chunk's sums again (where K <=
+/// 1,024; the scratch row above that). With one warp both give the oracle's topics. `Scratch`
+/// is the default until a GPU run shows which is faster (gpu-bench times both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LdaSweepKernel {
+    #[default]
+    Scratch,
+    ChunkEnds,
+}
+
+impl LdaSweepKernel {
+    /// Both kinds, for benchmarks and conformance.
+    pub const ALL: [LdaSweepKernel; 2] = [LdaSweepKernel::Scratch, LdaSweepKernel::ChunkEnds];
+
+    /// A short name for tables and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            LdaSweepKernel::Scratch => "scratch",
+            LdaSweepKernel::ChunkEnds => "chunk-ends",
+        }
+    }
+
+    fn sample_entry(self) -> &'static str {
+        match self {
+            LdaSweepKernel::Scratch => "lda_gibbs_sample_token",
+            LdaSweepKernel::ChunkEnds => "lda_gibbs_sample_token_ends",
+        }
+    }
+
+    /// The sweep's kernel on `gpu`, and how many of its blocks of `block` threads an SM holds
+    /// (`fallback` where the driver says none).
+    pub(crate) fn sweep_fn(
+        self,
+        gpu: &Gpu,
+        block: u32,
+        fallback: u32,
+    ) -> Result<(CudaFunction, u32), GpuError> {
+        let entry = match self {
+            LdaSweepKernel::Scratch => "lda_gibbs_sweep",
+            LdaSweepKernel::ChunkEnds => "lda_gibbs_sweep_ends",
+        };
+        let f = gpu.function("lda_gibbs", entry)?;
+        gpu.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        let per_sm = f
+            .occupancy_max_active_blocks_per_multiprocessor(block, 0, None)
+            .call("cuOccupancyMaxActiveBlocksPerMultiprocessor(lda_gibbs_sweep)")?;
+        Ok((f, if per_sm == 0 { fallback } else { per_sm }))
+    }
+}
+
 /// Collapsed Gibbs sampling for LDA on a CUDA device.
 pub struct CudaLda {
     gpu: Arc<Gpu>,
@@ -110,19 +162,11 @@ impl CudaLda {
     /// The parallel engine (one warp per document) on `gpu`.
     pub fn new(gpu: Arc<Gpu>) -> Result<Self, GpuError> {
         let ctx = &gpu.ctx;
-        let sweep_fn = gpu.function("lda_gibbs", "lda_gibbs_sweep")?;
-        ctx.bind_to_thread().call("cuCtxSetCurrent")?;
-        let sweep_blocks_per_sm = sweep_fn
-            .occupancy_max_active_blocks_per_multiprocessor(BLOCK, 0, None)
-            .call("cuOccupancyMaxActiveBlocksPerMultiprocessor(lda_gibbs_sweep)")?;
-        let sweep_blocks_per_sm = if sweep_blocks_per_sm == 0 {
-            BLOCKS_PER_SM
-        } else {
-            sweep_blocks_per_sm
-        };
+        let kernel = LdaSweepKernel::default();
+        let (sweep_fn, sweep_blocks_per_sm) = kernel.sweep_fn(&gpu, BLOCK, BLOCKS_PER_SM)?;
         Ok(CudaLda {
             sweep_fn,
-            sample_fn: gpu.function("lda_gibbs", "lda_gibbs_sample_token")?,
+            sample_fn: gpu.function("lda_gibbs", kernel.sample_entry())?,
             sequential: false,
             sweep_blocks_per_sm,
             compaction: Compaction::new(&gpu)?,
@@ -155,6 +199,14 @@ impl CudaLda {
         let mut e = Self::new(gpu)?;
         e.sequential = true;
         Ok(e)
+    }
+
+    /// Draws with `kernel` from now on (sweeps and `sample_token`).
+    pub fn set_sweep_kernel(&mut self, kernel: LdaSweepKernel) -> Result<(), GpuError> {
+        (self.sweep_fn, self.sweep_blocks_per_sm) =
+            kernel.sweep_fn(&self.gpu, BLOCK, BLOCKS_PER_SM)?;
+        self.sample_fn = self.gpu.function("lda_gibbs", kernel.sample_entry())?;
+        Ok(())
     }
 
     /// `(grid, block)` of the sweep over `docs` documents.

@@ -38,6 +38,7 @@ use ps_proto::SparseRows;
 
 use super::buffers::{DevBuf, KernelTimer, Pinned};
 use super::bus::Bus;
+use super::lda::LdaSweepKernel;
 use super::lda_compact::{Compaction, PackedDelta};
 use super::{failed, Call, Gpu, GpuError};
 
@@ -116,11 +117,8 @@ fn not_set_up() -> GpuError {
 impl CudaLdaResident {
     /// The parallel engine (one warp per document) on `gpu`.
     pub fn new(gpu: Arc<Gpu>) -> Result<Self, GpuError> {
-        let sweep_fn = gpu.function("lda_gibbs", "lda_gibbs_sweep")?;
-        gpu.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
-        let per_sm = sweep_fn
-            .occupancy_max_active_blocks_per_multiprocessor(BLOCK, 0, None)
-            .call("cuOccupancyMaxActiveBlocksPerMultiprocessor(lda_gibbs_sweep)")?;
+        let (sweep_fn, sweep_blocks_per_sm) =
+            LdaSweepKernel::default().sweep_fn(&gpu, BLOCK, BLOCKS_PER_SM)?;
         let ctx = &gpu.ctx;
         Ok(CudaLdaResident {
             loglik_fn: gpu.function("lda_resident", "lda_loglik")?,
@@ -132,7 +130,7 @@ impl CudaLdaResident {
             host_words: Vec::new(),
             sweep_fn,
             sequential: false,
-            sweep_blocks_per_sm: if per_sm == 0 { BLOCKS_PER_SM } else { per_sm },
+            sweep_blocks_per_sm,
             shape: None,
             offsets: DevBuf::default(),
             tokens: DevBuf::default(),
@@ -164,6 +162,19 @@ impl CudaLdaResident {
         let mut e = Self::new(gpu)?;
         e.sequential = true;
         Ok(e)
+    }
+
+    /// Sweeps with `kernel`; before `setup`, which sizes the scratch rows for the kernel's
+    /// launch shape (an error after it).
+    pub fn set_sweep_kernel(&mut self, kernel: LdaSweepKernel) -> Result<(), GpuError> {
+        if self.shape.is_some() {
+            return Err(GpuError::Input(
+                "LDA: the sweep kernel is chosen before setup".into(),
+            ));
+        }
+        (self.sweep_fn, self.sweep_blocks_per_sm) =
+            kernel.sweep_fn(&self.gpu, BLOCK, BLOCKS_PER_SM)?;
+        Ok(())
     }
 
     /// `(grid, block)` of the kernels over `docs` documents, one warp each.

@@ -17,7 +17,8 @@ use ps_apps::lda::{
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use worker_gpu::cuda::lda::CudaLda;
+use std::sync::Arc;
+use worker_gpu::cuda::lda::{CudaLda, LdaSweepKernel};
 
 use crate::common::seed;
 
@@ -153,83 +154,89 @@ fn sample_token_follows_the_exact_conditional() {
     else {
         return;
     };
-    let mut rng = ChaCha8Rng::seed_from_u64(seed("lda sample_token"));
-    let mut cuda = CudaLda::new(gpu).expect("engine");
-    let mut cpu = CpuLda::new();
-    const N: usize = 1000;
-    let (mut calls, mut disagree) = (0usize, 0usize);
-    for case in 0..3 {
-        let k = rng.gen_range(7..=40u32);
-        let hyper = random_hyper(&mut rng, k);
-        let docs = random_docs(&mut rng, 5, 25, 30);
-        let (state, _) = LdaWorkerState::init(&docs, 30, &hyper, rng.gen(), 0).expect("init");
-        let (wt, totals) = stale_copy(&mut rng, &state);
-        let nonempty: Vec<usize> = (0..state.num_docs())
-            .filter(|&d| state.doc_offsets[d + 1] > state.doc_offsets[d])
-            .collect();
-        if nonempty.is_empty() {
-            continue;
-        }
-        for _ in 0..4 {
-            let doc = nonempty[rng.gen_range(0..nonempty.len())];
-            let pos = rng.gen_range(0..state.doc_offsets[doc + 1] - state.doc_offsets[doc]);
-            let p = conditional(&state, &wt, &totals, &hyper, doc, pos);
-            let mut cum = Vec::with_capacity(p.len());
-            let mut acc = 0.0;
-            for &x in &p {
-                acc += x;
-                cum.push(acc);
+    for kernel in LdaSweepKernel::ALL {
+        eprintln!("draw: {}", kernel.name());
+        let mut rng = ChaCha8Rng::seed_from_u64(seed("lda sample_token"));
+        let mut cuda = CudaLda::new(Arc::clone(&gpu)).expect("engine");
+        cuda.set_sweep_kernel(kernel).expect("sweep kernel");
+        let mut cpu = CpuLda::new();
+        const N: usize = 1000;
+        let (mut calls, mut disagree) = (0usize, 0usize);
+        for case in 0..3 {
+            let k = rng.gen_range(7..=40u32);
+            let hyper = random_hyper(&mut rng, k);
+            let docs = random_docs(&mut rng, 5, 25, 30);
+            let (state, _) = LdaWorkerState::init(&docs, 30, &hyper, rng.gen(), 0).expect("init");
+            let (wt, totals) = stale_copy(&mut rng, &state);
+            let nonempty: Vec<usize> = (0..state.num_docs())
+                .filter(|&d| state.doc_offsets[d + 1] > state.doc_offsets[d])
+                .collect();
+            if nonempty.is_empty() {
+                continue;
             }
-            let mut counts = vec![0usize; k as usize];
-            let mut here = 0usize;
-            for j in 0..N {
-                let u = (j as f64 + 0.5) / N as f64;
-                let g = cuda
-                    .sample_token(&state, &wt, &totals, &hyper, doc, pos, u)
-                    .unwrap();
-                let c = cpu
-                    .sample_token(&state, &wt, &totals, &hyper, doc, pos, u)
-                    .unwrap();
-                assert!(g < k, "case {case}: topic {g} >= K = {k}");
-                counts[g as usize] += 1;
-                calls += 1;
-                if g != c {
-                    disagree += 1;
-                    here += 1;
-                    let lo = g.min(c) as usize;
-                    assert_eq!(
+            for _ in 0..4 {
+                let doc = nonempty[rng.gen_range(0..nonempty.len())];
+                let pos = rng.gen_range(0..state.doc_offsets[doc + 1] - state.doc_offsets[doc]);
+                let p = conditional(&state, &wt, &totals, &hyper, doc, pos);
+                let mut cum = Vec::with_capacity(p.len());
+                let mut acc = 0.0;
+                for &x in &p {
+                    acc += x;
+                    cum.push(acc);
+                }
+                let mut counts = vec![0usize; k as usize];
+                let mut here = 0usize;
+                for j in 0..N {
+                    let u = (j as f64 + 0.5) / N as f64;
+                    let g = cuda
+                        .sample_token(&state, &wt, &totals, &hyper, doc, pos, u)
+                        .unwrap();
+                    let c = cpu
+                        .sample_token(&state, &wt, &totals, &hyper, doc, pos, u)
+                        .unwrap();
+                    assert!(g < k, "case {case}: topic {g} >= K = {k}");
+                    counts[g as usize] += 1;
+                    calls += 1;
+                    if g != c {
+                        disagree += 1;
+                        here += 1;
+                        let lo = g.min(c) as usize;
+                        assert_eq!(
                         g.abs_diff(c),
                         1,
                         "case {case} doc {doc} pos {pos} u {u}: cuda {g}, oracle {c}: not neighbours"
                     );
-                    assert!(
-                        (cum[lo] - u).abs() < 1e-9,
-                        "case {case} doc {doc} pos {pos} u {u}: cuda {g}, oracle {c}, but the \
+                        assert!(
+                            (cum[lo] - u).abs() < 1e-9,
+                            "case {case} doc {doc} pos {pos} u {u}: cuda {g}, oracle {c}, but the \
                          boundary is at {}",
-                        cum[lo]
-                    );
+                            cum[lo]
+                        );
+                    }
                 }
-            }
-            let mut chi2 = 0.0;
-            for (t, (&n, &pt)) in counts.iter().zip(&p).enumerate() {
-                let e = pt * N as f64;
-                assert!(
+                let mut chi2 = 0.0;
+                for (t, (&n, &pt)) in counts.iter().zip(&p).enumerate() {
+                    let e = pt * N as f64;
+                    assert!(
                     (n as f64 - e).abs() <= 1.0 + here as f64 + 1e-6,
                     "case {case} doc {doc} pos {pos}: topic {t} drawn {n} times, expected {e:.2} \
                      (p {p:?})"
                 );
-                if e > 0.0 {
-                    chi2 += (n as f64 - e).powi(2) / e;
+                    if e > 0.0 {
+                        chi2 += (n as f64 - e).powi(2) / e;
+                    }
                 }
+                eprintln!(
+                    "case {case} K {k} doc {doc} pos {pos}: chi2 {chi2:.3} over {N} grid draws"
+                );
             }
-            eprintln!("case {case} K {k} doc {doc} pos {pos}: chi2 {chi2:.3} over {N} grid draws");
         }
+        eprintln!("{disagree} of {calls} draws off the oracle");
+        assert!(
+            disagree * 1000 <= calls,
+            "{disagree} of {calls} draws disagree with the oracle"
+        );
     }
-    eprintln!("{disagree} of {calls} draws off the oracle");
-    assert!(
-        disagree * 1000 <= calls,
-        "{disagree} of {calls} draws disagree with the oracle"
-    );
 }
 
 /// The one-warp engine replays `CpuLda::sweep` from the same state and key: the same draws
@@ -244,51 +251,61 @@ fn sequential_sweep_replays_the_oracle() {
         return;
     };
     let s = seed("lda sequential");
-    let mut rng = ChaCha8Rng::seed_from_u64(s);
-    let mut cuda = CudaLda::sequential(gpu).expect("engine");
-    assert_eq!(cuda.name(), "cuda-sequential");
-    for k in [rng.gen_range(2..=31u32), 32, rng.gen_range(33..=100)] {
-        let hyper = random_hyper(&mut rng, k);
-        let vocab = 150;
-        let docs = random_docs(&mut rng, 60, 70, vocab);
-        let (state0, _) = LdaWorkerState::init(&docs, vocab, &hyper, rng.gen(), 2).expect("init");
-        let (wt0, tot0) = stale_copy(&mut rng, &state0);
-        let n = state0.num_tokens();
-        let (mut sc, mut wc, mut tc) = (state0.clone(), wt0.clone(), tot0.clone());
-        let (mut sg, mut wg, mut tg) = (state0.clone(), wt0.clone(), tot0.clone());
-        let mut cpu = CpuLda::new();
-        let keys = (1..=3u32)
-            .map(|clock| SweepKey {
-                seed: s,
-                worker: 2,
-                clock,
-            })
-            .chain([SweepKey {
-                seed: s ^ 0xFEDC_BA98_0000_0000,
-                worker: u32::MAX - 1,
-                clock: u32::MAX - 3,
-            }]);
-        for key in keys {
-            let clock = key.clock;
-            let ctx = format!("K {k} clock {clock}");
-            let (wb, tb) = (wg.clone(), tg.clone());
-            let dc = cpu.sweep(&mut sc, &mut wc, &mut tc, &hyper, key).unwrap();
-            let dg = cuda.sweep(&mut sg, &mut wg, &mut tg, &hyper, key).unwrap();
-            check_sweep(&ctx, &sg, &wb, &wg, &tb, &tg, &dg);
-            let same = sc.z.iter().zip(&sg.z).filter(|(a, b)| a == b).count();
-            eprintln!("{ctx}: {same} of {n} tokens drew the oracle's topic");
-            assert!(
-                same as f64 >= 0.999 * n as f64,
-                "{ctx}: only {same} of {n} tokens agree with the oracle"
-            );
-            if same < n {
-                eprintln!("{ctx}: a CDF-rounding tie: the chains diverge, stopping this K");
-                break;
+    // Both draws from the same data; K past 128 spans several batches of chunks.
+    for kernel in LdaSweepKernel::ALL {
+        let mut rng = ChaCha8Rng::seed_from_u64(s);
+        let mut cuda = CudaLda::sequential(Arc::clone(&gpu)).expect("engine");
+        cuda.set_sweep_kernel(kernel).expect("sweep kernel");
+        assert_eq!(cuda.name(), "cuda-sequential");
+        for k in [
+            rng.gen_range(2..=31u32),
+            32,
+            rng.gen_range(33..=100),
+            rng.gen_range(129..=600),
+        ] {
+            let hyper = random_hyper(&mut rng, k);
+            let vocab = 150;
+            let docs = random_docs(&mut rng, 60, 70, vocab);
+            let (state0, _) =
+                LdaWorkerState::init(&docs, vocab, &hyper, rng.gen(), 2).expect("init");
+            let (wt0, tot0) = stale_copy(&mut rng, &state0);
+            let n = state0.num_tokens();
+            let (mut sc, mut wc, mut tc) = (state0.clone(), wt0.clone(), tot0.clone());
+            let (mut sg, mut wg, mut tg) = (state0.clone(), wt0.clone(), tot0.clone());
+            let mut cpu = CpuLda::new();
+            let keys = (1..=3u32)
+                .map(|clock| SweepKey {
+                    seed: s,
+                    worker: 2,
+                    clock,
+                })
+                .chain([SweepKey {
+                    seed: s ^ 0xFEDC_BA98_0000_0000,
+                    worker: u32::MAX - 1,
+                    clock: u32::MAX - 3,
+                }]);
+            for key in keys {
+                let clock = key.clock;
+                let ctx = format!("{} K {k} clock {clock}", kernel.name());
+                let (wb, tb) = (wg.clone(), tg.clone());
+                let dc = cpu.sweep(&mut sc, &mut wc, &mut tc, &hyper, key).unwrap();
+                let dg = cuda.sweep(&mut sg, &mut wg, &mut tg, &hyper, key).unwrap();
+                check_sweep(&ctx, &sg, &wb, &wg, &tb, &tg, &dg);
+                let same = sc.z.iter().zip(&sg.z).filter(|(a, b)| a == b).count();
+                eprintln!("{ctx}: {same} of {n} tokens drew the oracle's topic");
+                assert!(
+                    same as f64 >= 0.999 * n as f64,
+                    "{ctx}: only {same} of {n} tokens agree with the oracle"
+                );
+                if same < n {
+                    eprintln!("{ctx}: a CDF-rounding tie: the chains diverge, stopping this K");
+                    break;
+                }
+                assert_eq!(sg, sc, "{ctx}: state");
+                assert_eq!(wg, wc, "{ctx}: word_topic");
+                assert_eq!(tg, tc, "{ctx}: totals");
+                assert_eq!(dg, dc, "{ctx}: delta");
             }
-            assert_eq!(sg, sc, "{ctx}: state");
-            assert_eq!(wg, wc, "{ctx}: word_topic");
-            assert_eq!(tg, tc, "{ctx}: totals");
-            assert_eq!(dg, dc, "{ctx}: delta");
         }
     }
 }

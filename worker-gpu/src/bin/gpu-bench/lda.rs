@@ -1,9 +1,9 @@
 //! LDA collapsed Gibbs: tokens per second at K = 50 and K = 1000 on a synthetic corpus of
 //! 200,000 documents × 100 tokens over 20,000 words (20 M tokens, one worker; `--quick`: 20,000
-//! documents), two ways: the `lda_gibbs_sweep` kernel alone on device-resident buffers (events),
-//! and the whole `LdaCompute::sweep` call with its host work and copies (wall). The peer is the
-//! CPU engine `SparseLda` on one thread (a Gibbs sweep is sequential; workers give the
-//! parallelism), timed on the first documents of the same corpus.
+//! documents), two ways: the sweep kernel alone on device-resident buffers (events; each kind of
+//! draw, `LdaSweepKernel`), and the whole `LdaCompute::sweep` call with its host work and copies
+//! (wall). The peer is the CPU engine `SparseLda` on one thread (a Gibbs sweep is sequential;
+//! workers give the parallelism), timed on the first documents of the same corpus.
 //!
 //! Floor: the kernel is dense in K; per token it reads K counts of the word row (f32), K of the
 //! document row (u32) and K totals (f32), writes K f64 cumulative sums and reads them back:
@@ -16,7 +16,7 @@ use std::time::Instant;
 use ps_apps::lda::{
     synthetic_lda, LdaCompute, LdaHyper, LdaWorkerState, SparseLda, SweepKey, SyntheticLdaSpec,
 };
-use worker_gpu::cuda::lda::CudaLda;
+use worker_gpu::cuda::lda::{CudaLda, LdaSweepKernel};
 use worker_gpu::cuda::{Gpu, GpuError};
 
 use crate::{median_event_ms, median_wall_ms, Ceilings, Row};
@@ -114,33 +114,38 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
         let peer_name = format!("cpu SparseLda 1 thread ({peer_tokens} tokens, sweep 2)");
         eprintln!("lda K {k}: {peer_name}: {:.3e} tokens/s", peer_rate);
 
-        // (a) The kernel alone, on device-resident buffers (each repeat sweeps again).
-        let mut engine = CudaLda::new(Arc::clone(gpu))?;
-        let (grid, block) = engine.launch_shape(state.num_docs());
+        // (a) The kernel alone, on device-resident buffers (each repeat sweeps again), with
+        // each kind of draw (the chunk-ends one never writes the scratch row at K <= 1,024).
         let key = SweepKey {
             seed: SEED,
             worker: 0,
             clock: 1,
         };
-        engine.bench_load(&state, &wt, &totals, &hyper, key)?;
-        let reps = if k >= 1000 { 5 } else { 10 };
-        let (ms, spread) =
-            median_event_ms(gpu.compute_stream(), 1, reps, || engine.bench_kernel_only())?;
-        gpu.synchronize()?;
-        rows.push(Row {
-            bench: "lda_gibbs_sweep kernel".into(),
-            shape: shape.clone(),
-            rate: units / (ms * 1e-3),
-            unit: "tokens/s",
-            floor_rate: floor,
-            bound,
-            peer: Some((peer_name.clone(), peer_rate)),
-            note: format!(
-                "median of {reps} ({ms:.2} ms, spread {:.0}%), grid {grid} x {block} (one warp \
-                 per document); {formula}",
-                spread * 100.0
-            ),
-        });
+        for kernel in LdaSweepKernel::ALL {
+            let mut engine = CudaLda::new(Arc::clone(gpu))?;
+            engine.set_sweep_kernel(kernel)?;
+            let (grid, block) = engine.launch_shape(state.num_docs());
+            engine.bench_load(&state, &wt, &totals, &hyper, key)?;
+            let reps = if k >= 1000 { 5 } else { 10 };
+            let (ms, spread) =
+                median_event_ms(gpu.compute_stream(), 1, reps, || engine.bench_kernel_only())?;
+            gpu.synchronize()?;
+            rows.push(Row {
+                bench: format!("lda gibbs kernel, {}", kernel.name()),
+                shape: shape.clone(),
+                rate: units / (ms * 1e-3),
+                unit: "tokens/s",
+                floor_rate: floor,
+                bound,
+                peer: Some((peer_name.clone(), peer_rate)),
+                note: format!(
+                    "median of {reps} ({ms:.2} ms, spread {:.0}%), grid {grid} x {block} (one \
+                     warp per document); {formula}",
+                    spread * 100.0
+                ),
+            });
+        }
+        let mut engine = CudaLda::new(Arc::clone(gpu))?;
 
         // (b) The whole trait call: host checks, copies both ways, compaction (the uniforms are
         // drawn on the device).
