@@ -82,6 +82,32 @@ __device__ __forceinline__ double lda_weight(const unsigned int* ndk,
     return (nd + alpha) * (nw + beta) / (nt + vbeta);
 }
 
+// This lane's weights of the LDA_BATCH chunks from topic `base` (0 past the last topic), formed
+// before any is used so that their loads (mostly from L2) are in flight together.
+__device__ __forceinline__ void lda_batch_weights(const unsigned int* ndk,
+                                                  const float* wt_row,
+                                                  const float* totals,
+                                                  unsigned int base,
+                                                  unsigned int lane,
+                                                  unsigned int k,
+                                                  double alpha,
+                                                  double beta,
+                                                  double vbeta,
+                                                  double c[LDA_BATCH]) {
+#pragma unroll
+    for (int j = 0; j < LDA_BATCH; ++j) {
+        const unsigned int t = base + (unsigned int)j * LDA_WARP + lane;
+        c[j] = t < k ? lda_weight(ndk, wt_row, totals, t, alpha, beta, vbeta) : 0.0;
+    }
+}
+
+// The draw where the weights' sum is not a positive finite number: u scaled to a uniform topic,
+// as the oracle.
+__device__ __forceinline__ unsigned int lda_degenerate_draw(double u, unsigned int k) {
+    const double s = u * (double)k;
+    return s > 0.0 ? min((unsigned int)fmin(s, (double)(k - 1)), k - 1) : 0u;
+}
+
 // The inclusive prefix sum of `v` over the warp's lanes (lane l gets the sum of lanes 0..l), in
 // one fixed order: both draws below sum a chunk this way, so their sums agree bit for bit.
 __device__ __forceinline__ double lda_warp_scan(double v, unsigned int lane) {
@@ -117,11 +143,7 @@ __device__ __forceinline__ unsigned int lda_draw_scratch(const unsigned int* ndk
     double carry = 0.0;
     for (unsigned int base = 0; base < k; base += LDA_WARP * LDA_BATCH) {
         double c[LDA_BATCH];
-#pragma unroll
-        for (int j = 0; j < LDA_BATCH; ++j) {
-            const unsigned int t = base + (unsigned int)j * LDA_WARP + lane;
-            c[j] = t < k ? lda_weight(ndk, wt_row, totals, t, alpha, beta, vbeta) : 0.0;
-        }
+        lda_batch_weights(ndk, wt_row, totals, base, lane, k, alpha, beta, vbeta, c);
 #pragma unroll
         for (int j = 0; j < LDA_BATCH; ++j) {
             const unsigned int t = base + (unsigned int)j * LDA_WARP + lane;
@@ -160,9 +182,7 @@ __device__ __forceinline__ unsigned int lda_draw_scratch(const unsigned int* ndk
             }
         }
     } else {
-        // Degenerate sum: u scaled to a uniform topic, as the oracle.
-        const double s = u * (double)k;
-        chosen = s > 0.0 ? min((unsigned int)fmin(s, (double)(k - 1)), k - 1) : 0u;
+        chosen = lda_degenerate_draw(u, k);
     }
 
     return chosen;
@@ -192,11 +212,7 @@ __device__ __forceinline__ unsigned int lda_draw_ends(const unsigned int* ndk,
     double end = 0.0; // lane j: the cumulative sum at the end of chunk j
     for (unsigned int base = 0; base < k; base += LDA_WARP * LDA_BATCH) {
         double c[LDA_BATCH];
-#pragma unroll
-        for (int j = 0; j < LDA_BATCH; ++j) {
-            const unsigned int t = base + (unsigned int)j * LDA_WARP + lane;
-            c[j] = t < k ? lda_weight(ndk, wt_row, totals, t, alpha, beta, vbeta) : 0.0;
-        }
+        lda_batch_weights(ndk, wt_row, totals, base, lane, k, alpha, beta, vbeta, c);
 #pragma unroll
         for (int j = 0; j < LDA_BATCH; ++j) {
             double v = lda_warp_scan(c[j], lane) + carry;
@@ -208,9 +224,7 @@ __device__ __forceinline__ unsigned int lda_draw_ends(const unsigned int* ndk,
     }
     const double total = carry;
     if (!(total > 0.0 && isfinite(total))) {
-        // Degenerate sum: u scaled to a uniform topic, as the oracle.
-        const double s = u * (double)k;
-        return s > 0.0 ? min((unsigned int)fmin(s, (double)(k - 1)), k - 1) : 0u;
+        return lda_degenerate_draw(u, k);
     }
     const double x = u * total;
     const unsigned int hit = __ballot_sync(LDA_FULL, lane < chunks && x < end);

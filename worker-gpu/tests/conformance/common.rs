@@ -1,4 +1,4 @@
-//! Shared by the conformance cases: the seed and the relative error.
+//! Shared by the conformance cases: the seed, the relative error, and the draws' agreement.
 
 /// The seed of a case: `PS_TEST_SEED` when set, else fresh; printed so a failure can be replayed.
 pub fn seed(test: &str) -> u64 {
@@ -36,4 +36,18 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     } else {
         (num / den).sqrt()
     }
+}
+
+/// Whether the device drew every token's oracle topic (`got` against `want`, the assignments
+/// after the same sweep), after asserting that at least 99.9% agree: a uniform within f64
+/// rounding of a CDF boundary may pick the neighbour, and the chains then diverge.
+pub fn draws_agree(ctx: &str, got: &[u32], want: &[u32]) -> bool {
+    let n = want.len();
+    let same = got.iter().zip(want).filter(|(a, b)| a == b).count();
+    eprintln!("{ctx}: {same} of {n} tokens drew the oracle's topic");
+    assert!(
+        same as f64 >= 0.999 * n as f64,
+        "{ctx}: only {same} of {n} tokens agree with the oracle"
+    );
+    same == n
 }
