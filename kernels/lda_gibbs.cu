@@ -195,9 +195,11 @@ __device__ __forceinline__ unsigned int lda_draw_scratch(const unsigned int* ndk
 // token's sums never go to memory and pass 2 reads 3 x 32 counts instead of the scratch row.
 // With one warp nothing moves a count between the passes, and the topic is lda_draw_scratch's
 // bit for bit (unless f64 rounding puts a sum inside a chunk above the chunk's last one: a tie
-// at a boundary, as the oracle comparison allows). With several, another warp may move a count of that chunk in between: the draw
-// is then against the chunk's new weights, and when u * total falls past them, the chunk's last
-// topic (the staleness AD-LDA accepts anyway).
+// at a boundary, as the oracle comparison allows). With several, another warp may move a count
+// of that chunk in between: the draw is then against the chunk's new weights, and where u * total
+// falls past them, the chunk's last topic. That leans toward the last topic by the chunk's change
+// over the total, a bias of its own beside the staleness AD-LDA accepts, and as small (a count
+// or two in totals of thousands).
 __device__ __forceinline__ unsigned int lda_draw_ends(const unsigned int* ndk,
                                                       const float* wt_row,
                                                       const float* totals,

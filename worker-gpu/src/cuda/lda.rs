@@ -101,7 +101,7 @@ impl LdaSweepKernel {
         gpu.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
         let per_sm = f
             .occupancy_max_active_blocks_per_multiprocessor(block, 0, None)
-            .call("cuOccupancyMaxActiveBlocksPerMultiprocessor(lda_gibbs_sweep)")?;
+            .call("cuOccupancyMaxActiveBlocksPerMultiprocessor(lda gibbs sweep)")?;
         Ok((f, if per_sm == 0 { fallback } else { per_sm }))
     }
 }
@@ -363,7 +363,7 @@ impl CudaLda {
         // `load`); tokens and z hold one entry per token, every token row < words and
         // every topic < K (checked); doc_topic holds docs x K, word_topic and wt_delta words x K,
         // totals and totals_delta K entries; scratch holds (grid * block / 32) x K doubles.
-        unsafe { b.launch(cfg) }.call("cuLaunchKernel(lda_gibbs_sweep)")?;
+        unsafe { b.launch(cfg) }.call("cuLaunchKernel(lda gibbs sweep)")?;
         Ok(())
     }
 
@@ -483,7 +483,7 @@ impl CudaLda {
             .arg(&vbeta);
         // SAFETY: the document row, word row and totals hold K entries each (uploaded above),
         // old < K (checked), scratch holds at least K doubles and z at least one entry.
-        unsafe { b.launch(cfg) }.call("cuLaunchKernel(lda_gibbs_sample_token)")?;
+        unsafe { b.launch(cfg) }.call("cuLaunchKernel(lda gibbs sample token)")?;
         self.h_z.download(compute, self.d_z.get(), 1)?;
         Ok(self.h_z.host()?[0])
     }

@@ -475,7 +475,7 @@ impl CudaLdaResident {
             // SAFETY: as lda_loglik's, plus: z holds one topic < K per token (checked at
             // set-up, and the kernel only writes topics < K); scratch holds K doubles per warp
             // of this shape (set-up); wt_delta holds words x K, totals_delta K.
-            unsafe { b.launch(cfg) }.call("cuLaunchKernel(lda_gibbs_sweep)")?;
+            unsafe { b.launch(cfg) }.call("cuLaunchKernel(lda gibbs sweep)")?;
         }
         self.stop_timer()?;
         let entries = if k <= MAX_PACKED_TOPICS {

@@ -251,7 +251,8 @@ fn sequential_sweep_replays_the_oracle() {
         return;
     };
     let s = seed("lda sequential");
-    // Both draws from the same data; K past 128 spans several batches of chunks.
+    // Both draws from the same data; K past 128 spans several batches of chunks, 1,024 is the
+    // most the chunk-ends draw holds and 1,025 takes the scratch row.
     for kernel in LdaSweepKernel::ALL {
         let mut rng = ChaCha8Rng::seed_from_u64(s);
         let mut cuda = CudaLda::sequential(Arc::clone(&gpu)).expect("engine");
@@ -262,6 +263,8 @@ fn sequential_sweep_replays_the_oracle() {
             32,
             rng.gen_range(33..=100),
             rng.gen_range(129..=600),
+            1024,
+            1025,
         ] {
             let hyper = random_hyper(&mut rng, k);
             let vocab = 150;
@@ -311,56 +314,64 @@ fn parallel_sweep_keeps_the_invariants() {
         return;
     };
     let s = seed("lda parallel");
-    let mut rng = ChaCha8Rng::seed_from_u64(s);
-    let mut cuda = CudaLda::new(gpu).expect("engine");
-    assert_eq!(cuda.name(), "cuda");
-    for k in [1u32, rng.gen_range(2..=31), 64, rng.gen_range(65..=300)] {
-        for stale in [true, false] {
-            let hyper = random_hyper(&mut rng, k);
-            let vocab = rng.gen_range(50..600u32);
-            let num_docs = rng.gen_range(1..400);
-            let docs = random_docs(&mut rng, num_docs, 90, vocab);
-            let (mut state, init) =
-                LdaWorkerState::init(&docs, vocab, &hyper, rng.gen(), 1).expect("init");
-            let (mut wt, mut tot) = if stale {
-                stale_copy(&mut rng, &state)
-            } else {
-                let mut table = vec![0f32; vocab as usize * k as usize];
-                let mut t = vec![0f32; k as usize];
-                init.apply(&mut table, &mut t);
-                (gather_rows(&table, &state.words, k), t)
-            };
-            let n = state.num_tokens();
-            for clock in 1..=2u32 {
-                let ctx = format!("K {k} stale {stale} clock {clock} ({n} tokens)");
-                let key = SweepKey {
-                    seed: s,
-                    worker: 1,
-                    clock,
+    // Both draws; the chunk-ends one also where another warp moves a count of the chosen chunk
+    // between its passes.
+    for kernel in LdaSweepKernel::ALL {
+        let mut rng = ChaCha8Rng::seed_from_u64(s);
+        let mut cuda = CudaLda::new(Arc::clone(&gpu)).expect("engine");
+        cuda.set_sweep_kernel(kernel).expect("sweep kernel");
+        assert_eq!(cuda.name(), "cuda");
+        for k in [1u32, rng.gen_range(2..=31), 64, rng.gen_range(65..=300)] {
+            for stale in [true, false] {
+                let hyper = random_hyper(&mut rng, k);
+                let vocab = rng.gen_range(50..600u32);
+                let num_docs = rng.gen_range(1..400);
+                let docs = random_docs(&mut rng, num_docs, 90, vocab);
+                let (mut state, init) =
+                    LdaWorkerState::init(&docs, vocab, &hyper, rng.gen(), 1).expect("init");
+                let (mut wt, mut tot) = if stale {
+                    stale_copy(&mut rng, &state)
+                } else {
+                    let mut table = vec![0f32; vocab as usize * k as usize];
+                    let mut t = vec![0f32; k as usize];
+                    init.apply(&mut table, &mut t);
+                    (gather_rows(&table, &state.words, k), t)
                 };
-                let (wb, tb, zb) = (wt.clone(), tot.clone(), state.z.clone());
-                let delta = cuda
-                    .sweep(&mut state, &mut wt, &mut tot, &hyper, key)
-                    .unwrap();
-                check_sweep(&ctx, &state, &wb, &wt, &tb, &tot, &delta);
-                if !stale {
-                    // A consistent copy stays equal to the worker's own counts.
-                    let own: Vec<f32> =
-                        state.local_word_topic().iter().map(|&c| c as f32).collect();
-                    assert_eq!(wt, own, "{ctx}: word_topic != own counts");
-                    let mut col = vec![0f32; k as usize];
-                    for &t in &state.z {
-                        col[t as usize] += 1.0;
+                let n = state.num_tokens();
+                for clock in 1..=2u32 {
+                    let ctx = format!(
+                        "{} K {k} stale {stale} clock {clock} ({n} tokens)",
+                        kernel.name()
+                    );
+                    let key = SweepKey {
+                        seed: s,
+                        worker: 1,
+                        clock,
+                    };
+                    let (wb, tb, zb) = (wt.clone(), tot.clone(), state.z.clone());
+                    let delta = cuda
+                        .sweep(&mut state, &mut wt, &mut tot, &hyper, key)
+                        .unwrap();
+                    check_sweep(&ctx, &state, &wb, &wt, &tb, &tot, &delta);
+                    if !stale {
+                        // A consistent copy stays equal to the worker's own counts.
+                        let own: Vec<f32> =
+                            state.local_word_topic().iter().map(|&c| c as f32).collect();
+                        assert_eq!(wt, own, "{ctx}: word_topic != own counts");
+                        let mut col = vec![0f32; k as usize];
+                        for &t in &state.z {
+                            col[t as usize] += 1.0;
+                        }
+                        assert_eq!(tot, col, "{ctx}: totals != own counts");
                     }
-                    assert_eq!(tot, col, "{ctx}: totals != own counts");
-                }
-                let moved = zb.iter().zip(&state.z).filter(|(a, b)| a != b).count();
-                eprintln!(
-                    "{ctx}: {moved} tokens moved, {} delta entries",
-                    delta.entries.len()
-                );
-                if k > 1 && n >= 200 {
-                    assert!(moved > 0, "{ctx}: no token moved (did the kernel run?)");
+                    let moved = zb.iter().zip(&state.z).filter(|(a, b)| a != b).count();
+                    eprintln!(
+                        "{ctx}: {moved} tokens moved, {} delta entries",
+                        delta.entries.len()
+                    );
+                    if k > 1 && n >= 200 {
+                        assert!(moved > 0, "{ctx}: no token moved (did the kernel run?)");
+                    }
                 }
             }
         }

@@ -20,6 +20,7 @@ use ps_apps::lda::{
     LdaResident, LdaWorkerState, SweepKey, SyntheticLdaSpec,
 };
 use ps_proto::SparseRowsBuf;
+use worker_gpu::cuda::lda::LdaSweepKernel;
 use worker_gpu::cuda::lda_resident::CudaLdaResident;
 
 use crate::common::{draws_agree, seed};
@@ -149,16 +150,26 @@ fn sequential_resident_engine_matches_the_oracle_clock_by_clock() {
         return;
     };
     let s = seed("lda_resident sequential");
-    // K 12: the rows are dense and copied as they are; K 300: most runs pack.
+    // K 12: the rows are dense and copied as they are; K 300: most runs pack. The chunk-ends
+    // draw once, at K 300 (ten chunks).
     let mut packed = 0;
-    for topics in [12, 300] {
-        packed += sequential_case(&gpu, s, topics);
+    for (topics, kernel) in [
+        (12, LdaSweepKernel::Scratch),
+        (300, LdaSweepKernel::Scratch),
+        (300, LdaSweepKernel::ChunkEnds),
+    ] {
+        packed += sequential_case(&gpu, s, topics, kernel);
     }
     assert!(packed > 0, "no run went packed");
 }
 
 /// One sequential case; returns how many runs went packed.
-fn sequential_case(gpu: &std::sync::Arc<worker_gpu::cuda::Gpu>, s: u64, topics: u32) -> usize {
+fn sequential_case(
+    gpu: &std::sync::Arc<worker_gpu::cuda::Gpu>,
+    s: u64,
+    topics: u32,
+    kernel: LdaSweepKernel,
+) -> usize {
     let mut packed_runs = 0;
     let (states, mut table, mut totals, hyper) = job(s, topics, 200, 300);
     let k = topics as usize;
@@ -166,6 +177,7 @@ fn sequential_case(gpu: &std::sync::Arc<worker_gpu::cuda::Gpu>, s: u64, topics: 
         .into_iter()
         .map(|state| {
             let mut dev = CudaLdaResident::sequential(gpu.clone()).expect("engine");
+            dev.set_sweep_kernel(kernel).expect("sweep kernel");
             assert_eq!(dev.name(), "cuda-resident-sequential");
             let mut host = HostLdaResident::new(Box::new(CpuLda::new()));
             dev.setup(&state, &hyper).expect("setup");
@@ -184,7 +196,7 @@ fn sequential_case(gpu: &std::sync::Arc<worker_gpu::cuda::Gpu>, s: u64, topics: 
     'clocks: for clock in 1..=CLOCKS {
         let mut deltas = Vec::new();
         for (w, (dev, host, state)) in pairs.iter_mut().enumerate() {
-            let ctx = format!("K {topics} clock {clock} worker {w}");
+            let ctx = format!("{} K {topics} clock {clock} worker {w}", kernel.name());
             let before = dev.traffic();
             let (bytes_in, packed) = load(dev, state, &table, &totals);
             packed_runs += packed;

@@ -105,10 +105,25 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
         );
         let units = n as f64;
         let flops = units * f64::from(k) * 6.0;
-        let bytes = units * f64::from(k) * (4.0 + 4.0 + 4.0 + 8.0 + 8.0);
-        let (floor, bound) = ceil.floor_rate(units, flops, bytes);
-        let formula = "floor: bytes = tokens x K x (4 wt + 4 doc + 4 totals + 8 + 8 scratch \
-                       write/read), flops = tokens x K x 6";
+        // The floor of each draw: the scratch one writes and reads K f64 sums per token; the
+        // chunk-ends one (K <= 1,024) reads one chunk's 3 x 32 counts again instead.
+        let floor_of = |kernel: LdaSweepKernel| {
+            let counts = units * f64::from(k) * (4.0 + 4.0 + 4.0);
+            let (bytes, formula) = match kernel {
+                LdaSweepKernel::ChunkEnds if k <= 1024 => (
+                    counts + units * 32.0 * 12.0,
+                    "floor: bytes = tokens x (K x (4 wt + 4 doc + 4 totals) + 32 x 12 for the \
+                     chosen chunk again), flops = tokens x K x 6",
+                ),
+                _ => (
+                    counts + units * f64::from(k) * 16.0,
+                    "floor: bytes = tokens x K x (4 wt + 4 doc + 4 totals + 8 + 8 scratch \
+                     write/read), flops = tokens x K x 6",
+                ),
+            };
+            let (floor, bound) = ceil.floor_rate(units, flops, bytes);
+            (floor, bound, formula)
+        };
 
         let (peer_rate, peer_tokens) = sparse_peer(&corpus[..peer_docs], &hyper)?;
         let peer_name = format!("cpu SparseLda 1 thread ({peer_tokens} tokens, sweep 2)");
@@ -122,6 +137,7 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
             clock: 1,
         };
         for kernel in LdaSweepKernel::ALL {
+            let (floor, bound, formula) = floor_of(kernel);
             let mut engine = CudaLda::new(Arc::clone(gpu))?;
             engine.set_sweep_kernel(kernel)?;
             let (grid, block) = engine.launch_shape(state.num_docs());
@@ -146,6 +162,7 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
             });
         }
         let mut engine = CudaLda::new(Arc::clone(gpu))?;
+        let (floor, bound, formula) = floor_of(LdaSweepKernel::default());
 
         // (b) The whole trait call: host checks, copies both ways, compaction (the uniforms are
         // drawn on the device).
