@@ -44,12 +44,7 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
     let mut rng = ChaCha8Rng::seed_from_u64(0x4D4C_5042);
     let mut rows = Vec::new();
     for b in [64usize, 1024] {
-        let x: Vec<f32> = (0..b * arch.input)
-            .map(|_| rng.gen_range(0.0..1.0))
-            .collect();
-        let y: Vec<u8> = (0..b)
-            .map(|_| rng.gen_range(0..arch.classes) as u8)
-            .collect();
+        let Dataset { x, y, .. } = samples(&arch, b, &mut rng);
         let shape = format!("784-256-256-10, batch {b}");
         let flops = b as f64 * flops_per_sample;
         let bytes = 4.0 * (2 * n_params + b * arch.input + 2 * b * outs) as f64;
