@@ -1,6 +1,7 @@
 // Matrix factorisation: one SGD pass over a batch of ratings (cuMF_SGD style), or over a worker's
 // ratings in conflict-free waves (mf_sgd_waves, below), and the row and error helpers of the
-// resident engine.
+// resident engine. The step of one rating is mf_step.cuh's; the windowed block of the waves,
+// mf_window.cuh's (both headers are prepended to this file).
 //
 // Serves ps_apps::mf::MfCompute::sgd_epoch. For a rating r of user u and item i, with
 // e = r - u.v computed before the update, and the old values on the right-hand side:
@@ -38,146 +39,21 @@
 // half::f16::from_f32 does); the arithmetic is the f32 one above. The host oracle is
 // ps_apps::mf::factors (each rating's step in f32, then both rows rounded to f16).
 
-#define MF_WARP 32
-// Rank elements each lane keeps in registers between the dot product and the update
-// (rank <= 32 * MF_CACHE stays in registers; beyond that the rest is read again from memory).
-#define MF_CACHE 4
-
-__device__ __forceinline__ float mf_warp_sum(float x) {
-#pragma unroll
-    for (int off = MF_WARP / 2; off > 0; off >>= 1) {
-        x += __shfl_xor_sync(0xffffffffu, x, off);
+// f16 factors (the `_f16` kernels): exact to f32 on load, rounded to nearest even on store (PTX
+// cvt, so that mf_step.cuh stays plain C++ for its host test).
+template <>
+struct MfStore<unsigned short> {
+    __device__ static float f32(unsigned short h) {
+        float f;
+        asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+        return f;
     }
-    return x;
-}
-
-// A stored factor as f32 (f16 bits: exact), and an f32 stored (f16: rounded to nearest even).
-__device__ __forceinline__ float mf_f32(float x) {
-    return x;
-}
-
-__device__ __forceinline__ float mf_f32(unsigned short h) {
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
-    return f;
-}
-
-__device__ __forceinline__ void mf_put(float* p, float x) {
-    *p = x;
-}
-
-__device__ __forceinline__ void mf_put(unsigned short* p, float x) {
-    unsigned short h;
-    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x));
-    *p = h;
-}
-
-// Loads a row element as f32: through L2 only (`COHERENT`, for item rows other warps may have
-// written since this SM last cached them: the wave kernel) or through the default path.
-template <bool COHERENT, typename T>
-__device__ __forceinline__ float mf_item(const T* p) {
-    return mf_f32(COHERENT ? __ldcg(p) : *p);
-}
-
-// A row's first MF_WARP * MF_CACHE elements, as this lane holds them (zeros past the rank), and
-// its bias (0 for the plain model).
-template <bool COHERENT, typename T>
-__device__ __forceinline__ void mf_load_row(const T* row,
-                                            unsigned int lane,
-                                            unsigned int rank,
-                                            int biased,
-                                            float* c,
-                                            float& bias) {
-#pragma unroll
-    for (int j = 0; j < MF_CACHE; ++j) {
-        const unsigned int k = lane + MF_WARP * j;
-        c[j] = k < rank ? mf_item<COHERENT>(row + k) : 0.0f;
+    __device__ static unsigned short stored(float x) {
+        unsigned short h;
+        asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x));
+        return h;
     }
-    bias = biased ? mf_item<COHERENT>(row + rank) : 0.0f;
-}
-
-// The SGD step of rating `value` on user row `u` and item row `v`, whose first
-// MF_WARP * MF_CACHE elements this lane holds in `uc`, `vc` (zeros past the rank) and whose biases
-// are `bu`, `bv`: by a whole warp (every lane calls it with the same rows). Elements past
-// MF_WARP * MF_CACHE (rank > 128) are read at their use. Returns the error measured before the
-// update; on return this rating's writes are visible to every lane of the warp.
-template <bool COHERENT, typename T>
-__device__ __forceinline__ float mf_apply(T* u,
-                                          T* v,
-                                          const float* uc,
-                                          const float* vc,
-                                          float bu,
-                                          float bv,
-                                          float value,
-                                          unsigned int lane,
-                                          unsigned int rank,
-                                          int biased,
-                                          float mean,
-                                          float lr,
-                                          float reg) {
-    float part = 0.0f;
-#pragma unroll
-    for (int j = 0; j < MF_CACHE; ++j) {
-        part = fmaf(uc[j], vc[j], part);
-    }
-    for (unsigned int k = lane + MF_WARP * MF_CACHE; k < rank; k += MF_WARP) {
-        part = fmaf(mf_f32(u[k]), mf_item<COHERENT>(v + k), part);
-    }
-    const float dot = mf_warp_sum(part);
-    const float e = value - (biased ? mean + bu + bv + dot : dot);
-
-    // Every lane has finished reading its u_k, v_k above before it writes them below, and
-    // no two lanes share an index k: the update uses the old values.
-#pragma unroll
-    for (int j = 0; j < MF_CACHE; ++j) {
-        const unsigned int k = lane + MF_WARP * j;
-        if (k < rank) {
-            const float u0 = uc[j];
-            const float v0 = vc[j];
-            mf_put(&u[k], u0 + lr * (e * v0 - reg * u0));
-            mf_put(&v[k], v0 + lr * (e * u0 - reg * v0));
-        }
-    }
-    for (unsigned int k = lane + MF_WARP * MF_CACHE; k < rank; k += MF_WARP) {
-        const float u0 = mf_f32(u[k]);
-        const float v0 = mf_item<COHERENT>(v + k);
-        mf_put(&u[k], u0 + lr * (e * v0 - reg * u0));
-        mf_put(&v[k], v0 + lr * (e * u0 - reg * v0));
-    }
-    if (biased) {
-        // Every lane has read the biases (before the warp sum); order those reads before lane
-        // 0's write in memory too, not only in the source.
-        __syncwarp();
-        if (lane == 0) {
-            mf_put(&u[rank], bu + lr * (e - reg * bu));
-            mf_put(&v[rank], bv + lr * (e - reg * bv));
-        }
-    }
-    // The next rating of this warp may share a row with this one: make this rating's
-    // writes visible to the other lanes first.
-    __syncwarp();
-    return e;
-}
-
-// One SGD step of rating `value` on user row `u` and item row `v`, by a whole warp (every lane
-// calls it with the same arguments); returns the squared error measured before the update.
-template <bool COHERENT>
-__device__ __forceinline__ double mf_step(float* u,
-                                          float* v,
-                                          float value,
-                                          unsigned int lane,
-                                          unsigned int rank,
-                                          int biased,
-                                          float mean,
-                                          float lr,
-                                          float reg) {
-    float uc[MF_CACHE], vc[MF_CACHE], bu, bv;
-    mf_load_row<false>(u, lane, rank, biased, uc, bu);
-    mf_load_row<COHERENT>(v, lane, rank, biased, vc, bv);
-    const float e =
-        mf_apply<COHERENT>(u, v, uc, vc, bu, bv, value, lane, rank, biased, mean, lr, reg);
-    return (double)e * (double)e;
-}
+};
 
 extern "C" __global__ void mf_sgd(const unsigned int* __restrict__ rating_user,
                                   const unsigned int* __restrict__ rating_item,
@@ -263,8 +139,9 @@ __device__ double mf_block_waves(const unsigned int* __restrict__ rating_user,
         }
         T* u = users + (size_t)cu * width;
         T* v = items + (size_t)ci * width;
-        const float e =
-            mf_apply<true>(u, v, uc, vc, bu, bv, value, lane, rank, biased, mean, lr, reg);
+        T su[MF_CACHE], sv[MF_CACHE], sbu, sbv; // unused here
+        const float e = mf_apply<true>(u, v, uc, vc, bu, bv, value, lane, rank, biased, mean, lr,
+                                       reg, su, sv, sbu, sbv);
         sse += (double)e * (double)e;
         if (more) {
             if (ahead) {
@@ -295,7 +172,9 @@ __device__ double mf_block_waves(const unsigned int* __restrict__ rating_user,
 // (p, q) = ratings [block_start[p * bands + q], block_start[p * bands + q + 1]) whose users are in
 // user band p and items in item band q. Warp p (one per user band, `bands` warps in all, which
 // must all be resident at once: the host sizes `bands` by the occupancy) runs, for each wave t,
-// block (p, (p + shifts[t]) mod bands), its ratings in order.
+// block (p, (p + shifts[t]) mod bands), its ratings in order: with the next rating's rows loaded
+// during the current one (mf_sgd_waves, mf_block_waves) or with a window of W ratings' rows in
+// flight (mf_sgd_waves_w2, _w4: mf_block_window); all give the same tables.
 //
 // No two warps touch the same row at the same time: a wave's blocks share no user band and no
 // item band, and warp p starts wave t only once the warp that held its item band in wave t - 1
@@ -317,7 +196,7 @@ __device__ __forceinline__ unsigned long long mf_now_ns() {
     return t;
 }
 
-template <typename T>
+template <typename T, int W>
 __device__ __forceinline__ void mf_waves_body(const unsigned int* __restrict__ rating_user,
                                               const unsigned int* __restrict__ rating_item,
                                               const float* __restrict__ rating_value,
@@ -368,9 +247,15 @@ __device__ __forceinline__ void mf_waves_body(const unsigned int* __restrict__ r
         }
         __threadfence(); // acquire: the neighbour's row writes before this warp's reads
         const unsigned int b = p * bands + q;
-        warp_sse += mf_block_waves<T>(rating_user, rating_item, rating_value, block_start[b],
-                                      block_start[b + 1], users, items, lane, rank, width,
-                                      biased, mean, lr, reg);
+        if constexpr (W > 1) {
+            warp_sse += mf_block_window<T, W>(rating_user, rating_item, rating_value,
+                                              block_start[b], block_start[b + 1], users, items,
+                                              lane, rank, width, biased, mean, lr, reg);
+        } else {
+            warp_sse += mf_block_waves<T>(rating_user, rating_item, rating_value,
+                                          block_start[b], block_start[b + 1], users, items, lane,
+                                          rank, width, biased, mean, lr, reg);
+        }
         __threadfence(); // release: this wave's row writes before `done` says so
         __syncwarp();
         if (lane == 0) {
@@ -393,11 +278,28 @@ __device__ __forceinline__ void mf_waves_body(const unsigned int* __restrict__ r
         rank, width, biased, mean, lr, reg, done, stalled, sse
 
 extern "C" __global__ void mf_sgd_waves(MF_WAVES_PARAMS(float)) {
-    mf_waves_body<float>(MF_WAVES_ARGS);
+    mf_waves_body<float, 1>(MF_WAVES_ARGS);
 }
 
 extern "C" __global__ void mf_sgd_waves_f16(MF_WAVES_PARAMS(unsigned short)) {
-    mf_waves_body<unsigned short>(MF_WAVES_ARGS);
+    mf_waves_body<unsigned short, 1>(MF_WAVES_ARGS);
+}
+
+// The same waves with windows of 2 and 4 ratings loaded ahead per warp (mf_block_window).
+extern "C" __global__ void mf_sgd_waves_w2(MF_WAVES_PARAMS(float)) {
+    mf_waves_body<float, 2>(MF_WAVES_ARGS);
+}
+
+extern "C" __global__ void mf_sgd_waves_w2_f16(MF_WAVES_PARAMS(unsigned short)) {
+    mf_waves_body<unsigned short, 2>(MF_WAVES_ARGS);
+}
+
+extern "C" __global__ void mf_sgd_waves_w4(MF_WAVES_PARAMS(float)) {
+    mf_waves_body<float, 4>(MF_WAVES_ARGS);
+}
+
+extern "C" __global__ void mf_sgd_waves_w4_f16(MF_WAVES_PARAMS(unsigned short)) {
+    mf_waves_body<unsigned short, 4>(MF_WAVES_ARGS);
 }
 
 // Sum of squared errors of a batch without updating anything (held-out RMSE), for the plain

@@ -58,6 +58,8 @@ macro_rules! header {
 pub const HEADERS: &[Header] = &[
     header!("lda_rows"),
     header!("lr"),
+    header!("mf_step"),
+    header!("mf_window"),
     header!("philox"),
     header!("slots"),
     header!("visit"),
@@ -88,13 +90,18 @@ pub const KERNELS: &[Kernel] = &[
             "mf_sgd",
             "mf_sgd_waves",
             "mf_sgd_waves_f16",
+            "mf_sgd_waves_w2",
+            "mf_sgd_waves_w2_f16",
+            "mf_sgd_waves_w4",
+            "mf_sgd_waves_w4_f16",
             "mf_squared_error",
             "mf_squared_error_f16",
             "mf_scatter_rows",
             "mf_scatter_rows_f16",
             "mf_gather_rows",
             "mf_gather_rows_f16"
-        ]
+        ],
+        headers["mf_step", "mf_window"]
     ),
     kernel!(
         "lda_gibbs",

@@ -6,7 +6,10 @@
 //! against the Rust halves (`ps_apps::visit`, `ps_apps::philox`) bit for bit; and
 //! `kernels/slots.cuh` (a batch's sorted local columns, in four barrier-free passes) against a
 //! sort of the batch's columns; and `kernels/lda_rows.cuh` (a packed run of LDA rows written
-//! into the device's copy) against `ps_apps::lda::packed::unpack_rows`. What it cannot catch is a difference
+//! into the device's copy) against `ps_apps::lda::packed::unpack_rows`; and `kernels/mf_window.cuh`
+//! (a block of MF ratings with the rows of the next W loaded ahead and handed from rating to
+//! rating) against the same ratings stepped one after another by `kernels/mf_step.cuh`, with
+//! one lane (`MF_WARP` 1), where a row loaded too early shows as a stale value. What it cannot catch is a difference
 //! between NVRTC and the host compiler; the GPU conformance tests check that where there is a
 //! GPU. Skips visibly without a C++ compiler (`CXX`, else `c++`), unless `PS_REQUIRE_CXX` is set
 //! (CI sets it: there the check must not vanish quietly).
@@ -34,17 +37,27 @@ static inline unsigned int min(unsigned int a, unsigned int b) { return a < b ? 
 static inline float __uint_as_float(unsigned int x) { float f; __builtin_memcpy(&f, &x, 4); return f; }
 struct dim { unsigned int x, y, z; };
 static dim blockIdx, blockDim, gridDim, threadIdx;
+#include <cmath>
+#include <cstring>
+#define MF_WARP 1
+template <typename T> static inline T __ldcg(const T* p) { return *p; }
+static inline void __syncwarp() {}
+static inline float __shfl_xor_sync(unsigned int, float x, int) { return x; }
 "#;
 
 /// Compiles `main_body` after the headers and runs it; its stdout, or `None` (printed as a
 /// skip) when there is no compiler.
 fn run_on_host(dir: &Path, main_body: &str) -> Option<String> {
     let src = format!(
-        "{SHIMS}\n{}\n{}\n{}\n{}\nint main() {{\n{main_body}\nreturn 0;\n}}\n",
+        "{SHIMS}\n{}\n{}\n{}\n{}\n{}\nint main() {{\n{main_body}\nreturn 0;\n}}\n",
         include_str!("../../kernels/visit.cuh"),
         include_str!("../../kernels/philox.cuh"),
         include_str!("../../kernels/slots.cuh"),
         include_str!("../../kernels/lda_rows.cuh"),
+        concat!(
+            include_str!("../../kernels/mf_step.cuh"),
+            include_str!("../../kernels/mf_window.cuh")
+        ),
     );
     let (cpp, exe) = (dir.join("headers.cpp"), dir.join("headers"));
     std::fs::write(&cpp, src).expect("write the C++ source");
@@ -460,4 +473,84 @@ fn the_device_lda_packing_at_its_limits() {
         writeln!(want, "{i} {x}").unwrap();
     }
     check_on_host(&body, &want);
+}
+
+/// C++ that runs random blocks of MF ratings both ways, `mf_block_window<float, W>` and
+/// `mf_step` one rating after another, on copies of the same tables, and prints each way's
+/// mismatches (tables and squared errors compared bit for bit), then `ok` with the count of
+/// blocks and how many ratings took a row handed over rather than loaded.
+const MF_WINDOW_CASES: &str = r#"
+unsigned long long state = 0x4d465749ull;
+auto next = [&](unsigned int n) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return (unsigned int)(state >> 33) % n;
+};
+unsigned int blocks = 0, handed = 0;
+for (int trial = 0; trial < 3000; ++trial) {
+    const unsigned int nu = 1 + next(6), ni = 1 + next(6), n = next(41), lo = next(3);
+    const unsigned int rank = 3 + next(4), biased = next(2), width = rank + biased;
+    unsigned int ru[48], ri[48];
+    float rv[48], users[2][6 * 7], items[2][6 * 7];
+    for (unsigned int r = 0; r < lo + n; ++r) {
+        ru[r] = next(nu);
+        ri[r] = next(ni);
+        rv[r] = (float)next(2001) / 1000.0f - 1.0f;
+    }
+    for (unsigned int k = 0; k < 6 * 7; ++k) {
+        users[0][k] = users[1][k] = (float)next(1001) / 1000.0f - 0.5f;
+        items[0][k] = items[1][k] = (float)next(1001) / 1000.0f - 0.5f;
+    }
+    for (unsigned int r = lo + 1; r < lo + n; ++r) {
+        for (unsigned int o = (r >= lo + 3 ? r - 3 : lo); o < r; ++o) {
+            if (ru[o] == ru[r] || ri[o] == ri[r]) { ++handed; break; }
+        }
+    }
+    for (int w = 0; w < 3; ++w) {
+        for (unsigned int k = 0; k < 6 * 7; ++k) {
+            users[1][k] = users[0][k];
+            items[1][k] = items[0][k];
+        }
+        double seq = 0.0;
+        for (unsigned int r = lo; r < lo + n; ++r) {
+            seq += mf_step<true>(users[1] + ru[r] * width, items[1] + ri[r] * width, rv[r], 0,
+                                 rank, (int)biased, 0.1f, 0.05f, 0.02f);
+        }
+        float wu[6 * 7], wi[6 * 7];
+        std::memcpy(wu, users[0], sizeof wu);
+        std::memcpy(wi, items[0], sizeof wi);
+        double win = w == 0 ? mf_block_window<float, 2>(ru, ri, rv, lo, lo + n, wu, wi, 0, rank,
+                                                         width, (int)biased, 0.1f, 0.05f, 0.02f)
+                   : w == 1 ? mf_block_window<float, 3>(ru, ri, rv, lo, lo + n, wu, wi, 0, rank,
+                                                         width, (int)biased, 0.1f, 0.05f, 0.02f)
+                            : mf_block_window<float, 4>(ru, ri, rv, lo, lo + n, wu, wi, 0, rank,
+                                                         width, (int)biased, 0.1f, 0.05f, 0.02f);
+        if (std::memcmp(wu, users[1], sizeof wu) != 0 || std::memcmp(wi, items[1], sizeof wi) != 0
+            || win != seq) {
+            printf("mismatch: trial %d, window %d, %u ratings\n", trial, w + 2, n);
+        }
+        ++blocks;
+    }
+}
+printf("ok %u %u\n", blocks, handed);
+"#;
+
+#[test]
+fn the_device_mf_window_steps_the_ratings_in_order() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let Some(got) = run_on_host(dir.path(), MF_WINDOW_CASES) else {
+        return;
+    };
+    let last = got.lines().last().unwrap_or_default();
+    let counts: Vec<u32> = last
+        .strip_prefix("ok ")
+        .map(|c| c.split(' ').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_default();
+    assert!(
+        got.lines().count() == 1 && counts.len() == 2,
+        "the window gave other tables than the ratings one after another:\n{got}"
+    );
+    // Blocks of up to 40 ratings on at most 6 users and 6 items: most ratings share a row with
+    // one of the three before them; every window size ran every block.
+    assert_eq!(counts[0], 9_000, "{got}");
+    assert!(counts[1] > 10_000, "rows handed over: {}", counts[1]);
 }
