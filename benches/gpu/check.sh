@@ -197,9 +197,11 @@ step_end_to_end() {
 
 # MF on the GPU twice with --deterministic: the item tables' hashes must match, and the built-in
 # job must reach test RMSE <= 1.15 x its noise sigma. Then once with f16 factor rows
-# (--factors f16): test RMSE within 1% of the f32 run's.
+# (--factors f16): test RMSE within 1% of the f32 run's. Then once with the window-4 wave
+# kernel (PS_MF_WAVE_KERNEL): the same hash as the default kernel's, bit for bit (the built-in
+# job's 1,000 items make the window hand rows from rating to rating often).
 step_mf_deterministic() {
-    echo "== MF --device cuda --deterministic, twice, and with f16 factors"
+    echo "== MF --device cuda --deterministic, twice, with f16 factors, and with window-4 waves"
     local i
     for i in 1 2; do
         run_step "mf-det-$i" 60 "$BUNDLE/ps-cluster" local --app mf --device cuda --deterministic --no-progress ||
@@ -207,10 +209,14 @@ step_mf_deterministic() {
     done
     run_step mf-f16 60 "$BUNDLE/ps-cluster" local --app mf --device cuda --deterministic \
         --no-progress --factors f16 || return 0
-    if ! python3 - "$out/mf-det-1.txt" "$out/mf-det-2.txt" "$out/mf-f16.txt" >"$out/mf-det.txt" 2>&1 <<'PY'; then
+    run_step mf-det-w4 60 env PS_MF_WAVE_KERNEL=window-4 "$BUNDLE/ps-cluster" local --app mf \
+        --device cuda --deterministic --no-progress || return 0
+    if ! python3 - "$out/mf-det-1.txt" "$out/mf-det-2.txt" "$out/mf-f16.txt" "$out/mf-det-w4.txt" \
+        >"$out/mf-det.txt" 2>&1 <<'PY'; then
 import json, sys
-a, b, h = (json.loads(open(f).read().strip().splitlines()[-1]) for f in sys.argv[1:4])
+a, b, h, w = (json.loads(open(f).read().strip().splitlines()[-1]) for f in sys.argv[1:5])
 ok_hash = a["item_table_hash"] == b["item_table_hash"]
+ok_window = w["item_table_hash"] == a["item_table_hash"]
 bar = 1.15 * a["noise_sigma"]
 ok_rmse = a["test_rmse"] <= bar
 ok_f16 = h.get("factors") == "f16" and h["test_rmse"] <= 1.01 * a["test_rmse"]
@@ -219,8 +225,10 @@ print(f"mf deterministic on {a['device']}: hashes {a['item_table_hash']} / {b['i
       f"({'<=' if ok_rmse else 'ABOVE'} 1.15 x sigma = {bar:.4f}); "
       f"PCIe per clock in {a.get('pcie_bytes_h2d_per_clock')} B ({a.get('pcie_h2d_s_per_clock')} s), "
       f"out {a.get('pcie_bytes_d2h_per_clock')} B ({a.get('pcie_d2h_s_per_clock')} s); "
-      f"f16 factors: test_rmse {h['test_rmse']:.5f} ({'within' if ok_f16 else 'NOT within'} 1% of f32)")
-sys.exit(0 if ok_hash and ok_rmse and ok_f16 else 1)
+      f"f16 factors: test_rmse {h['test_rmse']:.5f} ({'within' if ok_f16 else 'NOT within'} 1% of f32); "
+      f"window-4 waves: hash {w['item_table_hash']} ({'equal' if ok_window else 'DIFFERS'}), "
+      f"test_rmse {w['test_rmse']:.5f}")
+sys.exit(0 if ok_hash and ok_rmse and ok_f16 and ok_window else 1)
 PY
         STATUS=1
     fi

@@ -10,14 +10,16 @@
 #   mf   rank 128, Netflix-shaped: 480,189 users x 17,770 items, 100 M ratings, item popularity
 #        Zipf 0.45 (its top item holds 0.25% of the ratings, as Netflix's top movie does: 232,944
 #        of 100.5 M; 0.8 gives 3.2%, a row that conflict-free SGD must update serially); on the
-#        GPU twice, with f32 and with f16 factor rows (--factors f16)
+#        GPU with f32 and with f16 factor rows (--factors f16), each with the default wave kernel
+#        and with the window-4 one (PS_MF_WAVE_KERNEL=window-4; E2E_MF_WAVES names others, ""
+#        none)
 #   lda  K 1000, NYTimes-shaped: 300,000 documents x 330 tokens, vocabulary 100,000
 #   mlp  784-256-256-10 on 60,000 samples
 # CPU workers: MF and MLP one worker with --threads $(nproc); LDA $(nproc) workers of one thread
 # (the Gibbs sampler is sequential per worker). MF runs E2E_MF_CLOCKS clocks (default 8), LDA 3,
 # the MLP 5. E2E_JOBS="mf" runs only some apps. Each job has a time limit (E2E_LIMIT_S, default
 # 150 s); a job past it is reported as such. Writes OUT_DIR/e2e.jsonl (one summary per job) and
-# each job's per-clock CSV (OUT_DIR/e2e-APP-DEVICE[-f16].csv), and prints the table.
+# each job's per-clock CSV (OUT_DIR/e2e-APP-DEVICE[-f16][-WAVES].csv), and prints the table.
 #
 # Three rates per job: the app's own (`rate`: MF and the MLP count all clocks' compute, LDA only
 # its sweeps); `steady`, the same for every app: the work of clocks 1 and later over their
@@ -48,27 +50,33 @@ LDA_DATA="--docs $(scale 300000) --doc-length 330 --vocab-size 100000 --topics 1
 MLP_DATA="--samples $((60000 / MLP_DIV)) --features 784 --hidden 256,256"
 
 # job NAME DEVICE ARGS...: runs one job, appends its summary (with name and device) to e2e.jsonl.
-# E2E_JOBS (default "mf lda mlp") picks the apps.
+# E2E_JOBS (default "mf lda mlp") picks the apps. With WAVES set (an MF wave kernel), the job runs
+# with PS_MF_WAVE_KERNEL=$WAVES.
+WAVES=
 job() {
     local name=$1 device=$2
     shift 2
     case " ${E2E_JOBS:-mf lda mlp} " in *" $name "*) ;; *) return 0 ;; esac
-    # The f16-factor MF job gets its own files beside the f32 one's.
-    local log="$OUT/e2e-$name-$device"
-    case " $* " in *" --factors f16 "*) log="$log-f16" ;; esac
-    echo "-- $name on $device: ps-cluster local $*" >&2
-    if timeout "$LIMIT" "$BIN/ps-cluster" local --servers 2 --no-progress --device "$device" "$@" \
-        --log-csv "$log.csv" >"$log.json" 2>"$log.err"; then
+    # The f16-factor MF job and each wave kernel get their own files beside the default's.
+    local label=$device
+    case " $* " in *" --factors f16 "*) label="$label-f16" ;; esac
+    [ -n "$WAVES" ] && label="$label-$WAVES"
+    local log="$OUT/e2e-$name-$label"
+    echo "-- $name on $device${WAVES:+ ($WAVES waves)}: ps-cluster local $*" >&2
+    if timeout "$LIMIT" env ${WAVES:+PS_MF_WAVE_KERNEL=$WAVES} "$BIN/ps-cluster" local --servers 2 \
+        --no-progress --device "$device" "$@" --log-csv "$log.csv" >"$log.json" 2>"$log.err"; then
         tail -n 1 "$log.json" | python3 -c '
 import json, sys
 s = json.loads(sys.stdin.read())
 s["job"], s["run_device"], s["clock_csv"] = sys.argv[1], sys.argv[2], sys.argv[3]
-print(json.dumps(s))' "$name" "$device" "$log.csv" >>"$OUT/e2e.jsonl"
+if sys.argv[4]:
+    s["wave_kernel"] = sys.argv[4]
+print(json.dumps(s))' "$name" "$device" "$log.csv" "$WAVES" >>"$OUT/e2e.jsonl"
     else
         local rc=$?
         echo "   FAILED (rc $rc$([ $rc -eq 124 ] && echo ", past ${LIMIT}s"))" >&2
         tail -n 5 "$log.err" >&2
-        printf '{"job": "%s", "run_device": "%s", "failed": %d}\n' "$name" "$device" "$rc" \
+        printf '{"job": "%s", "run_device": "%s", "failed": %d}\n' "$name" "$label" "$rc" \
             >>"$OUT/e2e.jsonl"
     fi
 }
@@ -78,6 +86,11 @@ print(json.dumps(s))' "$name" "$device" "$log.csv" >>"$OUT/e2e.jsonl"
     MF_CLOCKS=${E2E_MF_CLOCKS:-8}
     job mf cuda --app mf --workers 1 --clocks "$MF_CLOCKS" $MF_DATA
     job mf cuda --app mf --workers 1 --clocks "$MF_CLOCKS" $MF_DATA --factors f16
+    for WAVES in ${E2E_MF_WAVES-window-4}; do
+        job mf cuda --app mf --workers 1 --clocks "$MF_CLOCKS" $MF_DATA
+        job mf cuda --app mf --workers 1 --clocks "$MF_CLOCKS" $MF_DATA --factors f16
+    done
+    WAVES=
     job mf cpu --app mf --workers 1 --threads "$CORES" --clocks "$MF_CLOCKS" $MF_DATA
     job lda cuda --app lda --workers 1 --clocks 3 $LDA_DATA
     job lda cpu --app lda --workers "$CORES" --clocks 3 $LDA_DATA
@@ -117,30 +130,31 @@ def per_clock(s, k):
     v, c = s.get(k), s.get("clocks") or 1
     return None if v is None else v / c
 fmt = lambda v, f: "-" if v is None else format(v, f)
-print(f"{'job':<5} {'device':<8} {'workers':>7} {'rate':>11} {'steady':>11} {'wall-steady':>11} {'unit':<10} {'compute/clk s':>13} "
+print(f"{'job':<5} {'device':<18} {'workers':>7} {'rate':>11} {'steady':>11} {'wall-steady':>11} {'unit':<10} {'compute/clk s':>13} "
       f"{'device/clk s':>12} {'comm/clk s':>10} {'pcie in/clk MB':>14} {'pcie out/clk MB':>15} "
       f"{'in/clk ms':>9} {'out/clk ms':>10} {'wall s':>7} {'quality':<24}")
 by_job = {}
 for s in rows:
     if "failed" in s:
-        print(f"{s['job']:<5} {s['run_device']:<8} FAILED rc {s['failed']}")
+        print(f"{s['job']:<5} {s['run_device']:<18} FAILED rc {s['failed']}")
         continue
     r, unit = rate(s)
     st, wst = steady(s)
-    # The f16-factor MF job is its own row (and ratio) beside the f32 one.
+    # The f16-factor MF job is its own row (and ratio) beside the f32 one, as is each wave kernel.
     dev = s["run_device"] + ("-f16" if s.get("factors") == "f16" else "")
+    dev += "-" + s["wave_kernel"] if s.get("wave_kernel") else ""
     by_job.setdefault(s["job"], {})[dev] = (r, st, wst)
     q = next((f"{k} {s[k]:.4g}" for k in ("test_rmse", "loglik_per_token", "test_accuracy") if k in s), "")
     mb = lambda k: None if s.get(k) is None else s[k] / 1e6
     ms = lambda k: None if s.get(k) is None else s[k] * 1e3
-    print(f"{s['job']:<5} {dev:<8} {s.get('workers', 0):>7} {fmt(r, '11.4e')} {fmt(st, '11.4e')} {fmt(wst, '11.4e')} {unit:<10} "
+    print(f"{s['job']:<5} {dev:<18} {s.get('workers', 0):>7} {fmt(r, '11.4e')} {fmt(st, '11.4e')} {fmt(wst, '11.4e')} {unit:<10} "
           f"{fmt(per_clock(s, 'compute_s'), '13.4f')} {fmt(per_clock(s, 'device_compute_s_clocks'), '12.4f')} "
           f"{fmt(per_clock(s, 'comm_s'), '10.4f')} {fmt(mb('pcie_bytes_h2d_per_clock'), '14.2f')} "
           f"{fmt(mb('pcie_bytes_d2h_per_clock'), '15.2f')} {fmt(ms('pcie_h2d_s_per_clock'), '9.3f')} "
           f"{fmt(ms('pcie_d2h_s_per_clock'), '10.3f')} {fmt(s.get('wall_s'), '7.1f')} {q:<24}")
 ratio = lambda a, b: "-" if not (a and b) else f"{a / b:.2f}x"
 for job, d in by_job.items():
-    for gpu in ("cuda", "cuda-f16"):
+    for gpu in (k for k in d if k.startswith("cuda")):
         if d.get(gpu) and d.get("cpu"):
             (gr, gs, gw), (cr, cs, cw) = d[gpu], d["cpu"]
             print(f"{job}: GPU worker ({gpu}) / CPU workers on all cores = {ratio(gr, cr)} (rate), "

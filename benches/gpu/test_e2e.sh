@@ -31,22 +31,25 @@ fail() {
 E2E_MF_CLOCKS=3 bash benches/gpu/e2e.sh "$tmp/bundle" "$tmp/out" tiny >"$tmp/table.txt" 2>"$tmp/log.txt" ||
     fail "e2e.sh exited with $?"
 jobs=$(grep -c . "$tmp/out/e2e.jsonl" || true)
-[ "$jobs" = 7 ] || fail "$jobs summaries in e2e.jsonl, 7 expected"
+[ "$jobs" = 9 ] || fail "$jobs summaries in e2e.jsonl, 9 expected"
 grep -q '"failed"' "$tmp/out/e2e.jsonl" && fail "a job failed: $(grep '"failed"' "$tmp/out/e2e.jsonl")"
-for f in mf-cuda mf-cuda-f16 mf-cpu lda-cuda lda-cpu mlp-cuda mlp-cpu; do
+for f in mf-cuda mf-cuda-f16 mf-cuda-window-4 mf-cuda-f16-window-4 mf-cpu lda-cuda lda-cpu \
+    mlp-cuda mlp-cpu; do
     [ -s "$tmp/out/e2e-$f.csv" ] || fail "no per-clock CSV for $f"
 done
 head -n 1 "$tmp/table.txt" | grep -q ' steady  *wall-steady ' ||
     fail "the table has no steady and wall-steady columns"
-for job in "mf: GPU worker (cuda)" "mf: GPU worker (cuda-f16)" "lda: GPU worker (cuda)" \
-    "mlp: GPU worker (cuda)"; do
+for job in "mf: GPU worker (cuda)" "mf: GPU worker (cuda-f16)" "mf: GPU worker (cuda-window-4)" \
+    "mf: GPU worker (cuda-f16-window-4)" "lda: GPU worker (cuda)" "mlp: GPU worker (cuda)"; do
     grep -F "$job" "$tmp/table.txt" |
         grep -Eq '[0-9.]+x \(rate\), [0-9.]+x \(steady\), [0-9.]+x \(wall-steady\)' ||
         fail "no rate, steady and wall-steady ratios for '$job'"
 done
 # Every row has a number in all three rate columns.
-rows=$(awk '$2 ~ /^(cuda|cuda-f16|cpu)$/ && $4 ~ /e[+-]/ && $5 ~ /e[+-]/ && $6 ~ /e[+-]/' "$tmp/table.txt" | wc -l)
-[ "$rows" = 7 ] || fail "$rows rows with all three rates, 7 expected"
+rows=$(awk '$2 ~ /^(cuda|cuda-f16|cpu)(-window-4)?$/ && $4 ~ /e[+-]/ && $5 ~ /e[+-]/ && $6 ~ /e[+-]/' "$tmp/table.txt" | wc -l)
+[ "$rows" = 9 ] || fail "$rows rows with all three rates, 9 expected"
+# The window-4 jobs ran with the variable set (their engine checks the name on any device).
+grep -q '"wave_kernel": "window-4"' "$tmp/out/e2e.jsonl" || fail "no job carried its wave kernel"
 
 if [ "$failures" -gt 0 ]; then
     echo "--- table" >&2

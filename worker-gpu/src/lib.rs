@@ -35,6 +35,7 @@ use cuda::lr::CudaLr;
 use cuda::lr_resident::CudaLrResident;
 use cuda::mf::CudaMf;
 use cuda::mf_resident::CudaMfResident;
+use cuda::mf_wave_kernel::MfWaveKernel;
 use cuda::mlp::CudaMlp;
 use cuda::mlp_resident::CudaMlpResident;
 use cuda::{Gpu, GpuError};
@@ -200,13 +201,21 @@ impl Engines for DeviceEngines {
     }
 
     fn mf_resident(&self) -> Result<Option<Box<dyn MfResident>>, AppError> {
+        // Checked on every device, so that a misspelt name fails here too, not only on a GPU.
+        let wave = MfWaveKernel::from_env().map_err(AppError::Settings)?;
         match self.0 {
             Device::Cpu => Ok(None),
             Device::CpuResident => Ok(Some(Box::new(HostResident::new(
                 CpuEngines.mf(1)?,
                 ORACLE_LANES,
             )))),
-            Device::Cuda(n) => Ok(Some(Box::new(cuda(n, CudaMfResident::new(open(n)?))?))),
+            Device::Cuda(n) => {
+                let mut engine = cuda(n, CudaMfResident::new(open(n)?))?;
+                if let Some(wave) = wave {
+                    cuda(n, engine.set_wave_kernel(wave))?;
+                }
+                Ok(Some(Box::new(engine)))
+            }
         }
     }
 
@@ -278,5 +287,21 @@ mod tests {
                 assert!(s.reason.contains("no NVIDIA driver"), "{}", s.reason);
             }
         }
+    }
+
+    #[test]
+    fn a_misspelt_mf_wave_kernel_is_refused_on_any_device() {
+        // The only test of this binary that reads the variable.
+        std::env::set_var(MfWaveKernel::ENV, "window-8");
+        let r = DeviceEngines(Device::CpuResident).mf_resident();
+        std::env::set_var(MfWaveKernel::ENV, "window-2");
+        let ok = DeviceEngines(Device::CpuResident).mf_resident();
+        std::env::remove_var(MfWaveKernel::ENV);
+        let e = r.err().expect("refused").to_string();
+        assert!(
+            e.contains("PS_MF_WAVE_KERNEL") && e.contains("window-8"),
+            "{e}"
+        );
+        assert!(ok.is_ok());
     }
 }

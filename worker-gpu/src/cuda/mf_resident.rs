@@ -8,7 +8,8 @@
 //!   chunk of rows is staged in pinned memory, copied to the device and scattered into the cache
 //!   by its position in the read (`mf_scatter_rows`);
 //! - the clock's waves run in one launch of `mf_sgd_waves` (one warp per band, all resident, no
-//!   two warps on the same row; see `kernels/mf_sgd.cu`);
+//!   two warps on the same row; see `kernels/mf_sgd.cu`), or of one of its windowed forms
+//!   ([`MfWaveKernel`]);
 //! - the rows the clock touched are gathered into a compact buffer (`mf_gather_rows`) and only
 //!   they are copied back (their key list, too, crosses only when it changes).
 //!
@@ -27,6 +28,7 @@ use ps_apps::ComputeError;
 
 use super::buffers::{DevBuf, KernelTimer, KeyList, Pinned};
 use super::bus::Bus;
+pub use super::mf_wave_kernel::MfWaveKernel;
 use super::{failed, Call, Gpu, GpuError};
 
 /// Threads per block of the wave kernel: four warps, four bands.
@@ -61,14 +63,14 @@ impl MfKernels {
         }
     }
 
-    fn load(gpu: &Gpu, factors: Factors) -> Result<MfKernels, GpuError> {
+    fn load(gpu: &Gpu, factors: Factors, wave: MfWaveKernel) -> Result<MfKernels, GpuError> {
         let suffix = match factors {
             Factors::F32 => "",
             Factors::F16 => "_f16",
         };
         let f = |name: &str| gpu.function("mf_sgd", &format!("{name}{suffix}"));
         Ok(MfKernels {
-            waves: f("mf_sgd_waves")?,
+            waves: f(wave.entry())?,
             error: f("mf_squared_error")?,
             scatter: f("mf_scatter_rows")?,
             gather: f("mf_gather_rows")?,
@@ -99,6 +101,7 @@ pub struct CudaMfResident {
     gpu: Arc<Gpu>,
     f32_kernels: MfKernels,
     f16_kernels: MfKernels,
+    wave: MfWaveKernel,
     lanes: usize,
     layout: Layout,
     factors: Factors,
@@ -139,28 +142,19 @@ fn to_u32(n: usize, what: &str) -> Result<u32, GpuError> {
 }
 
 impl CudaMfResident {
-    /// The engine on `gpu`; sizes its lanes by the wave kernels' occupancy (the lower of the
-    /// two formats'), so that every warp of a launch is resident at once (the kernel's waits
-    /// rely on it).
+    /// The engine on `gpu`, with the default wave kernel; sizes its lanes by that kernel's
+    /// occupancy (the lower of the two formats'), so that every warp of a launch is resident at
+    /// once (the kernel's waits rely on it).
     pub fn new(gpu: Arc<Gpu>) -> Result<Self, GpuError> {
-        let f32_kernels = MfKernels::load(&gpu, Factors::F32)?;
-        let f16_kernels = MfKernels::load(&gpu, Factors::F16)?;
-        gpu.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
-        let mut per_sm = u32::MAX;
-        for k in [&f32_kernels, &f16_kernels] {
-            let n = k
-                .waves
-                .occupancy_max_active_blocks_per_multiprocessor(WAVE_BLOCK, 0, None)
-                .call("cuOccupancyMaxActiveBlocksPerMultiprocessor(mf_sgd_waves)")?;
-            per_sm = per_sm.min(n);
-        }
-        let per_sm = per_sm.max(1);
-        // Every warp of the launch must be resident: the occupancy's blocks on every SM.
-        let lanes = (per_sm * gpu.info.multiprocessors * (WAVE_BLOCK / 32)) as usize;
+        let wave = MfWaveKernel::default();
+        let f32_kernels = MfKernels::load(&gpu, Factors::F32, wave)?;
+        let f16_kernels = MfKernels::load(&gpu, Factors::F16, wave)?;
+        let lanes = Self::lanes_of(&gpu, &f32_kernels, &f16_kernels)?;
         let timer = KernelTimer::new(&gpu.ctx)?;
         Ok(CudaMfResident {
             f32_kernels,
             f16_kernels,
+            wave,
             lanes,
             layout: Layout::plain(0),
             factors: Factors::F32,
@@ -189,6 +183,46 @@ impl CudaMfResident {
             bus: Bus::new(&gpu.ctx),
             gpu,
         })
+    }
+
+    /// Warps of the wave kernels that are resident at once on every SM of the device: the
+    /// occupancy of the lower of the two formats' kernels.
+    fn lanes_of(gpu: &Gpu, f32k: &MfKernels, f16k: &MfKernels) -> Result<usize, GpuError> {
+        gpu.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        let mut per_sm = u32::MAX;
+        for k in [f32k, f16k] {
+            let n = k
+                .waves
+                .occupancy_max_active_blocks_per_multiprocessor(WAVE_BLOCK, 0, None)
+                .call("cuOccupancyMaxActiveBlocksPerMultiprocessor(mf_sgd_waves)")?;
+            per_sm = per_sm.min(n);
+        }
+        let per_sm = per_sm.max(1);
+        Ok((per_sm * gpu.info.multiprocessors * (WAVE_BLOCK / 32)) as usize)
+    }
+
+    /// Runs the waves with `wave` from now on, and sizes [`MfResident::lanes`] by its
+    /// occupancy. After set-up, an error (and no change) where the schedule has more bands
+    /// than the new kernel's lanes.
+    pub fn set_wave_kernel(&mut self, wave: MfWaveKernel) -> Result<(), GpuError> {
+        let f32_kernels = MfKernels::load(&self.gpu, Factors::F32, wave)?;
+        let f16_kernels = MfKernels::load(&self.gpu, Factors::F16, wave)?;
+        let lanes = Self::lanes_of(&self.gpu, &f32_kernels, &f16_kernels)?;
+        if self.bands as usize > lanes {
+            return Err(input(format!(
+                "the {} wave kernel holds {lanes} warps, fewer than the schedule's {} bands",
+                wave.name(),
+                self.bands
+            )));
+        }
+        (self.f32_kernels, self.f16_kernels) = (f32_kernels, f16_kernels);
+        (self.wave, self.lanes) = (wave, lanes);
+        Ok(())
+    }
+
+    /// The wave kernel in use.
+    pub fn wave_kernel(&self) -> MfWaveKernel {
+        self.wave
     }
 
     /// Copies `data` to `dst` through `staging` on the compute stream, counting the bytes.
@@ -457,7 +491,7 @@ impl CudaMfResident {
             // starts index the ratings (bands^2 + 1 of them); shifts < bands (checked above);
             // `done` holds `bands` counters; every warp of the grid is resident (bands <= lanes,
             // checked at set-up), which the kernel's waits need.
-            unsafe { b.launch(cfg) }.call("cuLaunchKernel(mf_sgd_waves)")?;
+            unsafe { b.launch(cfg) }.call(self.wave.launch())?;
         }
         self.timer.stop(&stream, &mut self.bus.traffic)?;
         self.bus.d2h(&stream, || {
@@ -517,7 +551,7 @@ impl CudaMfResident {
 
 impl MfResident for CudaMfResident {
     fn name(&self) -> &'static str {
-        "cuda-waves"
+        self.wave.engine_name()
     }
 
     fn lanes(&self) -> usize {

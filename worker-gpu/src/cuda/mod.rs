@@ -19,6 +19,7 @@ pub mod lr;
 pub mod lr_resident;
 pub mod mf;
 pub mod mf_resident;
+pub mod mf_wave_kernel;
 pub mod mlp;
 pub mod mlp_resident;
 pub mod rng;

@@ -11,7 +11,7 @@ use ps_apps::mf::{
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use worker_gpu::cuda::mf_resident::CudaMfResident;
+use worker_gpu::cuda::mf_resident::{CudaMfResident, MfWaveKernel};
 
 use crate::common::{rel_err, seed};
 
@@ -28,13 +28,23 @@ struct Problem {
 
 /// 400 users x 24 items (every item in hundreds of ratings: Hogwild's worst case).
 fn problem(rng: &mut ChaCha8Rng, layout: Layout, factors: Factors, lanes: usize) -> Problem {
-    let (users, items) = (400u32, 24u32);
+    problem_of((400, 24, 20_000), rng, layout, factors, lanes)
+}
+
+/// `ratings` random ratings of `users` x `items`, arranged for the waves of `lanes` warps.
+fn problem_of(
+    (users, items, ratings): (u32, u32, usize),
+    rng: &mut ChaCha8Rng,
+    layout: Layout,
+    factors: Factors,
+    lanes: usize,
+) -> Problem {
     let rating = |rng: &mut ChaCha8Rng| Rating {
         user: rng.gen_range(0..users),
         item: rng.gen_range(0..items),
         value: rng.gen_range(-2.0f32..2.0),
     };
-    let mut train: Vec<Rating> = (0..20_000).map(|_| rating(rng)).collect();
+    let mut train: Vec<Rating> = (0..ratings).map(|_| rating(rng)).collect();
     let test: Vec<Rating> = (0..2_000).map(|_| rating(rng)).collect();
     let bands = bands_for(train.len(), users, items, lanes);
     let schedule = WaveSchedule::new(&train, users, items, bands);
@@ -172,6 +182,100 @@ fn waves_engine_matches_the_host_oracle_under_heavy_conflicts() {
                 && t.d2h_s > 0.0,
             "{t:?}"
         );
+    }
+}
+
+/// Ratings of the arranged blocks that a window of `w` hands a row to instead of loading it:
+/// those that share a user or an item with one of the `w - 1` ratings before them in their block
+/// (`mf_block_window`).
+fn forwarded(p: &Problem, w: usize) -> usize {
+    let shares = |a: &Rating, b: &Rating| a.user == b.user || a.item == b.item;
+    p.schedule
+        .starts()
+        .windows(2)
+        .map(|b| {
+            let block = &p.train[b[0]..b[1]];
+            (0..block.len())
+                .filter(|&m| {
+                    block[m.saturating_sub(w - 1)..m]
+                        .iter()
+                        .any(|o| shares(o, &block[m]))
+                })
+                .count()
+        })
+        .sum()
+}
+
+#[test]
+fn window_kernels_give_the_next_rating_kernels_tables() {
+    let Some(gpu) = worker_gpu::gpu_or_skip("window_kernels_give_the_next_rating_kernels_tables")
+    else {
+        return;
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(seed("mf wave kernels"));
+    let engine = |kernel: MfWaveKernel| {
+        let mut e = CudaMfResident::new(gpu.clone()).expect("engine");
+        e.set_wave_kernel(kernel).expect("wave kernel");
+        e
+    };
+    // Every kernel must hold the schedule's warps: plan for the fewest lanes.
+    let lanes = MfWaveKernel::ALL
+        .iter()
+        .map(|&k| engine(k).lanes())
+        .min()
+        .expect("kernels");
+    let biased = Layout {
+        rank: 16,
+        mean: Some(0.2),
+    };
+    // Heavy conflicts (every block one item: each rating takes its item row from the one
+    // before it) and light ones (blocks of ~16 ratings over ~14 items and ~70 users: most
+    // ratings load both rows ahead, about a quarter take one from an earlier rating).
+    for shape in [(400, 24, 20_000), (3_000, 600, 30_000)] {
+        for (layout, factors) in [
+            (Layout::plain(32), Factors::F32),
+            (Layout::plain(130), Factors::F32),
+            (biased, Factors::F32),
+            (Layout::plain(128), Factors::F16),
+            (biased, Factors::F16),
+        ] {
+            let p = problem_of(shape, &mut rng, layout, factors, lanes);
+            let handed = forwarded(&p, 4);
+            eprintln!(
+                "{shape:?} {layout:?} {factors:?}: {} bands, window-4 forwards rows to {handed} of {} ratings",
+                p.schedule.bands(),
+                p.train.len()
+            );
+            if shape.1 > 100 {
+                assert!(
+                    handed > 0 && handed < p.train.len() / 2,
+                    "the light problem exercises both the loads ahead and the forwarding"
+                );
+            }
+            let run = |kernel: MfWaveKernel| {
+                let mut dev = engine(kernel);
+                setup(&mut dev, &p);
+                let mut sse = 0.0;
+                for epoch in 0..3 {
+                    sse = dev.run_waves(&waves(&p, epoch), 0.01, 0.02).expect("waves");
+                }
+                (tables(&mut dev, &p), sse)
+            };
+            let (want, want_sse) = run(MfWaveKernel::NextRating);
+            for kernel in [MfWaveKernel::Window2, MfWaveKernel::Window4] {
+                let (got, sse) = run(kernel);
+                let (eu, ev) = (rel_err(&got.0, &want.0), rel_err(&got.1, &want.1));
+                // Same ratings, same order, same arithmetic (mf_apply), and a forwarded row is
+                // what a load would give: the same bits. A difference means a rating used a
+                // row before an earlier rating's write to it.
+                assert!(
+                    got == want && sse == want_sse,
+                    "{} {shape:?} {layout:?} {factors:?}: users {eu:.2e} items {ev:.2e}, sse \
+                     {sse} vs {want_sse}",
+                    kernel.name()
+                );
+            }
+        }
     }
 }
 

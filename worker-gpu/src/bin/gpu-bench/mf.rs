@@ -4,7 +4,9 @@
 //!
 //! - `mf_sgd_waves` (resident): the engine the sessions use ([`CudaMfResident`]), ratings,
 //!   users and items on the device, one epoch of conflict-free waves per launch, timed with
-//!   events (its `Traffic::compute_s`), median of 5 epochs after one warm-up;
+//!   events (its `Traffic::compute_s`), median of 5 epochs after one warm-up; with each wave
+//!   kernel ([`MfWaveKernel`]: the next rating's rows loaded ahead, or windows of 2 and 4) on
+//!   the same schedule (its bands fit the kernel with the fewest lanes) and the same tables;
 //! - `mf_sgd hogwild kernel`: the whole-grid kernel (a warp per rating, no conflict control),
 //!   for comparison with cuMF_SGD's batch-Hogwild figure; it loses updates on hot rows;
 //! - the CPU engine `FastMf` on all host threads, as the peer.
@@ -23,7 +25,7 @@ use ps_apps::mf::{
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use worker_gpu::cuda::mf_resident::CudaMfResident;
+use worker_gpu::cuda::mf_resident::{CudaMfResident, MfWaveKernel};
 use worker_gpu::cuda::{Gpu, GpuError};
 
 use crate::{median_and_spread, median_event_ms, Ceilings, Row};
@@ -71,6 +73,19 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
         "mf: {n} ratings generated in {:.1} s",
         t.elapsed().as_secs_f64()
     );
+    // One schedule per block size, shared by every wave kernel and rank.
+    let blocks = std::env::var("GPU_BENCH_MF_BLOCKS").unwrap_or_else(|_| "16".into());
+    let mut lanes = usize::MAX;
+    for kernel in MfWaveKernel::ALL {
+        let mut e = CudaMfResident::new(Arc::clone(gpu))?;
+        e.set_wave_kernel(kernel)?;
+        lanes = lanes.min(e.lanes());
+    }
+    let schedules: Vec<Scheduled> = blocks
+        .split_whitespace()
+        .filter_map(|b| b.parse::<usize>().ok())
+        .map(|min_block| Scheduled::new(&ratings, lanes, min_block))
+        .collect();
     for rank in [32usize, 128] {
         let shape = format!("rank {rank}, {:.0}M ratings, 480k×17.8k", n as f64 / 1e6);
         let tables = (USERS as usize + ITEMS as usize) * rank;
@@ -82,19 +97,18 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
 
         // (a) the resident engine: one epoch of waves per launch, blocks of 16 ratings on
         // average (the sessions' choice; blocks of 4 measured no better on an H200 at 100 M
-        // ratings, GPU_BENCH_MF_BLOCKS="16 4" to compare), with f32 and with f16 factors.
-        let blocks = std::env::var("GPU_BENCH_MF_BLOCKS").unwrap_or_else(|_| "16".into());
-        for min_block in blocks
-            .split_whitespace()
-            .filter_map(|b| b.parse::<usize>().ok())
-        {
-            for factors in [Factors::F32, Factors::F16] {
+        // ratings, GPU_BENCH_MF_BLOCKS="16 4" to compare), with f32 and with f16 factors, with
+        // each wave kernel.
+        for scheduled in &schedules {
+            for (factors, kernel) in [Factors::F32, Factors::F16]
+                .into_iter()
+                .flat_map(|f| MfWaveKernel::ALL.map(|k| (f, k)))
+            {
                 rows.push(resident_row(
                     gpu,
-                    &ratings,
+                    scheduled,
                     rank,
-                    min_block,
-                    factors,
+                    (factors, kernel),
                     (&u0, &v0),
                     &shape,
                 )?);
@@ -188,30 +202,55 @@ fn err(e: ps_apps::ComputeError) -> GpuError {
     GpuError::Input(e.to_string())
 }
 
-/// One row of the resident engine: `ratings` scheduled for blocks of `min_block` on average,
-/// five timed epochs after a warm-up.
+/// Ratings arranged for the waves of blocks of `min_block` ratings on average.
+struct Scheduled {
+    min_block: usize,
+    schedule: WaveSchedule,
+    arranged: Vec<Rating>,
+    /// Seconds the host took to make the schedule and arrange the ratings.
+    arrange_s: f64,
+}
+
+impl Scheduled {
+    fn new(ratings: &[Rating], lanes: usize, min_block: usize) -> Self {
+        let t = Instant::now();
+        let bands = bands_with(ratings.len(), USERS, ITEMS, lanes, min_block);
+        let schedule = WaveSchedule::new(ratings, USERS, ITEMS, bands);
+        let mut arranged = ratings.to_vec();
+        schedule.arrange(&mut arranged);
+        Scheduled {
+            min_block,
+            schedule,
+            arranged,
+            arrange_s: t.elapsed().as_secs_f64(),
+        }
+    }
+}
+
+/// One row of the resident engine with the wave kernel `kernel`: the scheduled ratings, five
+/// timed epochs after a warm-up.
 fn resident_row(
     gpu: &Arc<Gpu>,
-    ratings: &[Rating],
+    scheduled: &Scheduled,
     rank: usize,
-    min_block: usize,
-    factors: Factors,
+    (factors, kernel): (Factors, MfWaveKernel),
     (u0, v0): (&[f32], &[f32]),
     shape: &str,
 ) -> Result<Row, GpuError> {
-    let n = ratings.len();
+    let Scheduled {
+        min_block,
+        schedule,
+        arranged,
+        arrange_s,
+    } = scheduled;
+    let n = arranged.len();
     let mut engine = CudaMfResident::new(Arc::clone(gpu))?;
-    let t = Instant::now();
-    let bands = bands_with(n, USERS, ITEMS, engine.lanes(), min_block);
-    let schedule = WaveSchedule::new(ratings, USERS, ITEMS, bands);
-    let mut arranged = ratings.to_vec();
-    schedule.arrange(&mut arranged);
-    let arrange_s = t.elapsed().as_secs_f64();
+    engine.set_wave_kernel(kernel)?;
     engine
         .setup(&ResidentSetup {
             layout: Layout::plain(rank),
-            train: &arranged,
-            schedule: &schedule,
+            train: arranged,
+            schedule,
             test: &[],
             users: u0,
             num_items: ITEMS as usize,
@@ -237,8 +276,9 @@ fn resident_row(
     let (ms, spread) = median_and_spread(epoch_ms);
     Ok(Row {
         bench: format!(
-            "mf_sgd_waves (resident, block {min_block}, {} factors)",
-            factors.name()
+            "mf_sgd_waves (resident, block {min_block}, {} factors, {})",
+            factors.name(),
+            kernel.name()
         ),
         shape: shape.to_string(),
         rate: n as f64 / (ms * 1e-3),
@@ -247,7 +287,8 @@ fn resident_row(
         bound: "",
         peer: None,
         note: format!(
-            "{bands} bands (lanes {}), median of 5 epochs {ms:.2} ms (spread {:.0}%); schedule + arrange {arrange_s:.1} s on the host",
+            "{} bands (lanes {}), median of 5 epochs {ms:.2} ms (spread {:.0}%); schedule + arrange {arrange_s:.1} s on the host",
+            schedule.bands(),
             engine.lanes(),
             spread * 100.0
         ),
