@@ -18,7 +18,8 @@
 # CPU workers: MF and MLP one worker with --threads $(nproc); LDA $(nproc) workers of one thread
 # (the Gibbs sampler is sequential per worker). MF runs E2E_MF_CLOCKS clocks (default 8), LDA 3,
 # the MLP 5. E2E_JOBS="mf" runs only some apps. Each job has a time limit (E2E_LIMIT_S, default
-# 150 s); a job past it is reported as such. Writes OUT_DIR/e2e.jsonl (one summary per job) and
+# 150 s); a job past it is reported as such. With E2E_DEADLINE_S, no job runs past that many
+# seconds from the start (later ones are reported as skipped), so the table is always printed. Writes OUT_DIR/e2e.jsonl (one summary per job) and
 # each job's per-clock CSV (OUT_DIR/e2e-APP-DEVICE[-f16][-WAVES].csv), and prints the table.
 #
 # Three rates per job: the app's own (`rate`: MF and the MLP count all clocks' compute, LDA only
@@ -62,8 +63,19 @@ job() {
     case " $* " in *" --factors f16 "*) label="$label-f16" ;; esac
     [ -n "$WAVES" ] && label="$label-$WAVES"
     local log="$OUT/e2e-$name-$label"
+    local limit=$LIMIT
+    if [ -n "${E2E_DEADLINE_S:-}" ]; then
+        local left=$((E2E_DEADLINE_S - SECONDS))
+        if [ "$left" -lt 5 ]; then
+            echo "-- $name on $label: SKIPPED (the deadline of ${E2E_DEADLINE_S}s is near)" >&2
+            printf '{"job": "%s", "run_device": "%s", "skipped": true}\n' "$name" "$label" \
+                >>"$OUT/e2e.jsonl"
+            return 0
+        fi
+        [ "$limit" -gt "$left" ] && limit=$left
+    fi
     echo "-- $name on $device${WAVES:+ ($WAVES waves)}: ps-cluster local $*" >&2
-    if timeout "$LIMIT" env ${WAVES:+PS_MF_WAVE_KERNEL=$WAVES} "$BIN/ps-cluster" local --servers 2 \
+    if timeout "$limit" env ${WAVES:+PS_MF_WAVE_KERNEL=$WAVES} "$BIN/ps-cluster" local --servers 2 \
         --no-progress --device "$device" "$@" --log-csv "$log.csv" >"$log.json" 2>"$log.err"; then
         tail -n 1 "$log.json" | python3 -c '
 import json, sys
@@ -74,7 +86,7 @@ if sys.argv[4]:
 print(json.dumps(s))' "$name" "$device" "$log.csv" "$WAVES" >>"$OUT/e2e.jsonl"
     else
         local rc=$?
-        echo "   FAILED (rc $rc$([ $rc -eq 124 ] && echo ", past ${LIMIT}s"))" >&2
+        echo "   FAILED (rc $rc$([ $rc -eq 124 ] && echo ", past ${limit}s"))" >&2
         tail -n 5 "$log.err" >&2
         printf '{"job": "%s", "run_device": "%s", "failed": %d}\n' "$name" "$label" "$rc" \
             >>"$OUT/e2e.jsonl"
@@ -86,16 +98,17 @@ print(json.dumps(s))' "$name" "$device" "$log.csv" "$WAVES" >>"$OUT/e2e.jsonl"
     MF_CLOCKS=${E2E_MF_CLOCKS:-8}
     job mf cuda --app mf --workers 1 --clocks "$MF_CLOCKS" $MF_DATA
     job mf cuda --app mf --workers 1 --clocks "$MF_CLOCKS" $MF_DATA --factors f16
-    for WAVES in ${E2E_MF_WAVES-window-4}; do
-        job mf cuda --app mf --workers 1 --clocks "$MF_CLOCKS" $MF_DATA
-        job mf cuda --app mf --workers 1 --clocks "$MF_CLOCKS" $MF_DATA --factors f16
-    done
-    WAVES=
     job mf cpu --app mf --workers 1 --threads "$CORES" --clocks "$MF_CLOCKS" $MF_DATA
     job lda cuda --app lda --workers 1 --clocks 3 $LDA_DATA
     job lda cpu --app lda --workers "$CORES" --clocks 3 $LDA_DATA
     job mlp cuda --app mlp --workers 1 --clocks 5 $MLP_DATA
     job mlp cpu --app mlp --workers 1 --threads "$CORES" --clocks 5 $MLP_DATA
+    # Last, so that a tight time budget cuts these first.
+    for WAVES in ${E2E_MF_WAVES-window-4}; do
+        job mf cuda --app mf --workers 1 --clocks "$MF_CLOCKS" $MF_DATA
+        job mf cuda --app mf --workers 1 --clocks "$MF_CLOCKS" $MF_DATA --factors f16
+    done
+    WAVES=
 }
 
 python3 - "$OUT/e2e.jsonl" <<'EOF'
@@ -135,8 +148,9 @@ print(f"{'job':<5} {'device':<18} {'workers':>7} {'rate':>11} {'steady':>11} {'w
       f"{'in/clk ms':>9} {'out/clk ms':>10} {'wall s':>7} {'quality':<24}")
 by_job = {}
 for s in rows:
-    if "failed" in s:
-        print(f"{s['job']:<5} {s['run_device']:<18} FAILED rc {s['failed']}")
+    if "failed" in s or "skipped" in s:
+        print(f"{s['job']:<5} {s['run_device']:<18} " +
+              ("SKIPPED (deadline)" if "skipped" in s else f"FAILED rc {s['failed']}"))
         continue
     r, unit = rate(s)
     st, wst = steady(s)

@@ -51,6 +51,12 @@ rows=$(awk '$2 ~ /^(cuda|cuda-f16|cpu)(-window-4)?$/ && $4 ~ /e[+-]/ && $5 ~ /e[
 # The window-4 jobs ran with the variable set (their engine checks the name on any device).
 grep -q '"wave_kernel": "window-4"' "$tmp/out/e2e.jsonl" || fail "no job carried its wave kernel"
 
+# Past its deadline every job is skipped, and the table still comes out.
+E2E_DEADLINE_S=1 bash benches/gpu/e2e.sh "$tmp/bundle" "$tmp/late" tiny >"$tmp/late.txt" 2>/dev/null ||
+    fail "e2e.sh past its deadline exited with $?"
+[ "$(grep -c '"skipped": true' "$tmp/late/e2e.jsonl")" = 9 ] || fail "not every late job was skipped"
+[ "$(grep -c 'SKIPPED (deadline)' "$tmp/late.txt")" = 9 ] || fail "the late table lacks its skipped rows"
+
 if [ "$failures" -gt 0 ]; then
     echo "--- table" >&2
     cat "$tmp/table.txt" >&2
