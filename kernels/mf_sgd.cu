@@ -55,6 +55,21 @@ struct MfStore<unsigned short> {
     }
 };
 
+// The window's copies (mf_window.cuh): cp.async, sm_80 and later.
+__device__ __forceinline__ void mf_copy16(void* shared, const void* global) {
+    const unsigned int s = (unsigned int)__cvta_generic_to_shared(shared);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(global) : "memory");
+}
+
+__device__ __forceinline__ void mf_copy_commit() {
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+template <int N>
+__device__ __forceinline__ void mf_copy_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
 extern "C" __global__ void mf_sgd(const unsigned int* __restrict__ rating_user,
                                   const unsigned int* __restrict__ rating_item,
                                   const float* __restrict__ rating_value,
@@ -173,8 +188,10 @@ __device__ double mf_block_waves(const unsigned int* __restrict__ rating_user,
 // user band p and items in item band q. Warp p (one per user band, `bands` warps in all, which
 // must all be resident at once: the host sizes `bands` by the occupancy) runs, for each wave t,
 // block (p, (p + shifts[t]) mod bands), its ratings in order: with the next rating's rows loaded
-// during the current one (mf_sgd_waves, mf_block_waves) or with a window of W ratings' rows in
-// flight (mf_sgd_waves_w2, _w4: mf_block_window); all give the same tables.
+// during the current one (mf_sgd_waves, mf_block_waves) or with a window of W ratings' rows
+// copying into shared memory (mf_sgd_waves_w2, _w4: mf_block_window, for plain rows of whole
+// 16-byte pieces up to rank 128 in blocks of MF_WAVE_WARPS warps; other shapes run
+// mf_block_waves); all give the same tables.
 //
 // No two warps touch the same row at the same time: a wave's blocks share no user band and no
 // item band, and warp p starts wave t only once the warp that held its item band in wave t - 1
@@ -189,6 +206,10 @@ __device__ double mf_block_waves(const unsigned int* __restrict__ rating_user,
 // or a neighbour faulted) sets `*stalled` and every warp stops: the host reports an error
 // rather than hang.
 #define MF_STALL_NS 20000000000ull
+
+// Warps per block the window kernels size their shared memory for (the engine launches
+// blocks of 128 threads); with other blocks they run mf_block_waves.
+#define MF_WAVE_WARPS 4
 
 __device__ __forceinline__ unsigned long long mf_now_ns() {
     unsigned long long t;
@@ -247,10 +268,13 @@ __device__ __forceinline__ void mf_waves_body(const unsigned int* __restrict__ r
         }
         __threadfence(); // acquire: the neighbour's row writes before this warp's reads
         const unsigned int b = p * bands + q;
-        if constexpr (W > 1) {
-            warp_sse += mf_block_window<T, W>(rating_user, rating_item, rating_value,
-                                              block_start[b], block_start[b + 1], users, items,
-                                              lane, rank, width, biased, mean, lr, reg);
+        if (W > 1 && blockDim.x == MF_WARP * MF_WAVE_WARPS &&
+            mf_window_fits<T>(rank, width, biased)) {
+            // This block's warps' slots: W ratings' user and item rows each.
+            __shared__ __align__(16) T slabs[MF_WAVE_WARPS][(W > 1 ? W : 1) * 2 * MF_SLOT_ROW];
+            warp_sse += mf_block_window<T, (W > 1 ? W : 2)>(
+                rating_user, rating_item, rating_value, block_start[b], block_start[b + 1], users,
+                items, slabs[threadIdx.x / MF_WARP], lane, rank, width, lr, reg);
         } else {
             warp_sse += mf_block_waves<T>(rating_user, rating_item, rating_value,
                                           block_start[b], block_start[b + 1], users, items, lane,

@@ -11,7 +11,9 @@
 #endif
 // Rank elements each lane keeps in registers between the dot product and the update
 // (rank <= 32 * MF_CACHE stays in registers; beyond that the rest is read again from memory).
+#ifndef MF_CACHE
 #define MF_CACHE 4
+#endif
 
 __device__ __forceinline__ float mf_warp_sum(float x) {
 #pragma unroll

@@ -7,9 +7,11 @@
 //! `kernels/slots.cuh` (a batch's sorted local columns, in four barrier-free passes) against a
 //! sort of the batch's columns; and `kernels/lda_rows.cuh` (a packed run of LDA rows written
 //! into the device's copy) against `ps_apps::lda::packed::unpack_rows`; and `kernels/mf_window.cuh`
-//! (a block of MF ratings with the rows of the next W loaded ahead and handed from rating to
+//! (a block of MF ratings with the rows of the next W copied ahead and handed from rating to
 //! rating) against the same ratings stepped one after another by `kernels/mf_step.cuh`, with
-//! one lane (`MF_WARP` 1), where a row loaded too early shows as a stale value. What it cannot catch is a difference
+//! one lane (`MF_WARP` 1) and copies that read global memory when issued and land in shared
+//! memory only when waited for, so that a copy issued too early, or one landing over a row
+//! handed over, shows as a wrong value. What it cannot catch is a difference
 //! between NVRTC and the host compiler; the GPU conformance tests check that where there is a
 //! GPU. Skips visibly without a C++ compiler (`CXX`, else `c++`), unless `PS_REQUIRE_CXX` is set
 //! (CI sets it: there the check must not vanish quietly).
@@ -40,9 +42,34 @@ static dim blockIdx, blockDim, gridDim, threadIdx;
 #include <cmath>
 #include <cstring>
 #define MF_WARP 1
+#define MF_CACHE 8
 template <typename T> static inline T __ldcg(const T* p) { return *p; }
 static inline void __syncwarp() {}
 static inline float __shfl_xor_sync(unsigned int, float x, int) { return x; }
+// The window's asynchronous copies at their worst: each reads global memory when issued (a
+// copy issued before an earlier rating's write reads a stale row) and writes shared memory only
+// when a wait lets its group complete (one that lands after a row was handed over overwrites it).
+struct MfPending { void* dst; unsigned char bytes[16]; unsigned int group; };
+static MfPending mf_pending[256];
+static unsigned int mf_pending_n = 0, mf_groups = 0;
+static inline void mf_copy16(void* shared, const void* global) {
+    MfPending& p = mf_pending[mf_pending_n++];
+    p.dst = shared;
+    memcpy(p.bytes, global, 16);
+    p.group = mf_groups;
+}
+static inline void mf_copy_commit() { ++mf_groups; }
+template <int N> static inline void mf_copy_wait() {
+    unsigned int kept = 0;
+    for (unsigned int i = 0; i < mf_pending_n; ++i) {
+        if (mf_pending[i].group + N < mf_groups) {
+            memcpy(mf_pending[i].dst, mf_pending[i].bytes, 16);
+        } else {
+            mf_pending[kept++] = mf_pending[i];
+        }
+    }
+    mf_pending_n = kept;
+}
 "#;
 
 /// Compiles `main_body` after the headers and runs it; its stdout, or `None` (printed as a
@@ -487,45 +514,47 @@ auto next = [&](unsigned int n) {
 };
 unsigned int blocks = 0, handed = 0;
 for (int trial = 0; trial < 3000; ++trial) {
+    // Plain rows of whole 16-byte pieces, as the window takes them (mf_window_fits).
     const unsigned int nu = 1 + next(6), ni = 1 + next(6), n = next(41), lo = next(3);
-    const unsigned int rank = 3 + next(4), biased = next(2), width = rank + biased;
+    const unsigned int rank = 4 * (1 + next(2)), width = rank;
     unsigned int ru[48], ri[48];
-    float rv[48], users[2][6 * 7], items[2][6 * 7];
+    float rv[48], users[6 * 8], items[6 * 8];
     for (unsigned int r = 0; r < lo + n; ++r) {
         ru[r] = next(nu);
         ri[r] = next(ni);
         rv[r] = (float)next(2001) / 1000.0f - 1.0f;
     }
-    for (unsigned int k = 0; k < 6 * 7; ++k) {
-        users[0][k] = users[1][k] = (float)next(1001) / 1000.0f - 0.5f;
-        items[0][k] = items[1][k] = (float)next(1001) / 1000.0f - 0.5f;
+    for (unsigned int k = 0; k < 6 * 8; ++k) {
+        users[k] = (float)next(1001) / 1000.0f - 0.5f;
+        items[k] = (float)next(1001) / 1000.0f - 0.5f;
     }
     for (unsigned int r = lo + 1; r < lo + n; ++r) {
         for (unsigned int o = (r >= lo + 3 ? r - 3 : lo); o < r; ++o) {
             if (ru[o] == ru[r] || ri[o] == ri[r]) { ++handed; break; }
         }
     }
+    float su[6 * 8], si[6 * 8];
+    std::memcpy(su, users, sizeof su);
+    std::memcpy(si, items, sizeof si);
+    double seq = 0.0;
+    for (unsigned int r = lo; r < lo + n; ++r) {
+        seq += mf_step<true>(su + ru[r] * width, si + ri[r] * width, rv[r], 0, rank, 0, 0.0f,
+                             0.05f, 0.02f);
+    }
     for (int w = 0; w < 3; ++w) {
-        for (unsigned int k = 0; k < 6 * 7; ++k) {
-            users[1][k] = users[0][k];
-            items[1][k] = items[0][k];
-        }
-        double seq = 0.0;
-        for (unsigned int r = lo; r < lo + n; ++r) {
-            seq += mf_step<true>(users[1] + ru[r] * width, items[1] + ri[r] * width, rv[r], 0,
-                                 rank, (int)biased, 0.1f, 0.05f, 0.02f);
-        }
-        float wu[6 * 7], wi[6 * 7];
-        std::memcpy(wu, users[0], sizeof wu);
-        std::memcpy(wi, items[0], sizeof wi);
-        double win = w == 0 ? mf_block_window<float, 2>(ru, ri, rv, lo, lo + n, wu, wi, 0, rank,
-                                                         width, (int)biased, 0.1f, 0.05f, 0.02f)
-                   : w == 1 ? mf_block_window<float, 3>(ru, ri, rv, lo, lo + n, wu, wi, 0, rank,
-                                                         width, (int)biased, 0.1f, 0.05f, 0.02f)
-                            : mf_block_window<float, 4>(ru, ri, rv, lo, lo + n, wu, wi, 0, rank,
-                                                         width, (int)biased, 0.1f, 0.05f, 0.02f);
-        if (std::memcmp(wu, users[1], sizeof wu) != 0 || std::memcmp(wi, items[1], sizeof wi) != 0
-            || win != seq) {
+        float wu[6 * 8], wi[6 * 8], slab[4 * 2 * MF_SLOT_ROW];
+        std::memcpy(wu, users, sizeof wu);
+        std::memcpy(wi, items, sizeof wi);
+        for (unsigned int k = 0; k < 4 * 2 * MF_SLOT_ROW; ++k) slab[k] = 1e30f;
+        double win = w == 0 ? mf_block_window<float, 2>(ru, ri, rv, lo, lo + n, wu, wi, slab, 0,
+                                                         rank, width, 0.05f, 0.02f)
+                   : w == 1 ? mf_block_window<float, 3>(ru, ri, rv, lo, lo + n, wu, wi, slab, 0,
+                                                         rank, width, 0.05f, 0.02f)
+                            : mf_block_window<float, 4>(ru, ri, rv, lo, lo + n, wu, wi, slab, 0,
+                                                         rank, width, 0.05f, 0.02f);
+        // Every copy issued was waited for (none left to land in the next block's slots).
+        if (std::memcmp(wu, su, sizeof wu) != 0 || std::memcmp(wi, si, sizeof wi) != 0
+            || win != seq || mf_pending_n != 0) {
             printf("mismatch: trial %d, window %d, %u ratings\n", trial, w + 2, n);
         }
         ++blocks;

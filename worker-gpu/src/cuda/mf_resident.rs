@@ -551,7 +551,11 @@ impl CudaMfResident {
 
 impl MfResident for CudaMfResident {
     fn name(&self) -> &'static str {
-        self.wave.engine_name()
+        if self.wave.windows(self.layout, self.factors) {
+            self.wave.engine_name()
+        } else {
+            MfWaveKernel::NextRating.engine_name()
+        }
     }
 
     fn lanes(&self) -> usize {

@@ -5,14 +5,18 @@
 
 use std::str::FromStr;
 
+use ps_apps::mf::{Factors, Layout};
+
 /// How each warp of the wave kernel loads its ratings' rows (`kernels/mf_sgd.cu`). `NextRating`
 /// loads the next rating's rows while the current one is computed (`mf_sgd_waves`); `Window2`
-/// and `Window4` keep the rows of the next 2 or 4 ratings in flight (`mf_sgd_waves_w2`, `_w4`),
-/// except for a rating that shares a row with one before it in the window, which loads after
-/// that one's writes. All three run the same ratings in the same order with the same arithmetic,
-/// so they give the same tables. The windows need more registers, so fewer warps fit on the
-/// device ([`ps_apps::mf::MfResident::lanes`]). `NextRating` is the default until a GPU run shows which is
-/// faster (gpu-bench times all three).
+/// and `Window4` copy the rows of the next 2 or 4 ratings into shared memory ahead of their turn
+/// (`mf_sgd_waves_w2`, `_w4`, `kernels/mf_window.cuh`, asynchronous copies waited for by count),
+/// and a rating that shares a row with one before it in the window takes that row from it. The
+/// windows take plain rows of whole 16-byte pieces up to rank 128 ([`MfWaveKernel::windows`]);
+/// other layouts run the next-rating loop inside the same kernels. All three run the same
+/// ratings in the same order with the same arithmetic, so they give the same tables. Their
+/// registers set how many warps fit on the device ([`ps_apps::mf::MfResident::lanes`]).
+/// `NextRating` is the default until a GPU run shows which is faster (gpu-bench times all three).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MfWaveKernel {
     #[default]
@@ -43,6 +47,16 @@ impl MfWaveKernel {
             Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
             Err(e) => Err(format!("{}: {e}", Self::ENV)),
         }
+    }
+
+    /// Whether this kernel runs its window for rows of `layout` stored as `factors` (the
+    /// kernel's `mf_window_fits`): plain rows (no bias) of whole 16-byte pieces, rank at most
+    /// 128. Elsewhere the window kernels run the next-rating loop.
+    pub fn windows(self, layout: Layout, factors: Factors) -> bool {
+        self != MfWaveKernel::NextRating
+            && layout.mean.is_none()
+            && layout.rank <= 128
+            && (layout.rank * factors.bytes()).is_multiple_of(16)
     }
 
     /// The resident engine's name with this kernel (the worker logs it).
@@ -109,6 +123,22 @@ mod tests {
             assert!(k.engine_name().starts_with("cuda-waves"));
         }
         assert_eq!(" window-4 ".parse(), Ok(MfWaveKernel::Window4));
+        let biased = Layout {
+            rank: 32,
+            mean: Some(3.0),
+        };
+        let w = MfWaveKernel::Window4;
+        assert!(w.windows(Layout::plain(128), Factors::F32));
+        assert!(w.windows(Layout::plain(8), Factors::F16));
+        assert!(w.windows(Layout::plain(4), Factors::F32));
+        assert!(!w.windows(Layout::plain(4), Factors::F16), "8 bytes a row");
+        assert!(!w.windows(Layout::plain(130), Factors::F32));
+        assert!(
+            !w.windows(Layout::plain(136), Factors::F16),
+            "past rank 128"
+        );
+        assert!(!w.windows(biased, Factors::F32));
+        assert!(!MfWaveKernel::NextRating.windows(Layout::plain(128), Factors::F32));
         let e = "window-3".parse::<MfWaveKernel>().unwrap_err();
         assert!(
             e.contains("window-3") && e.contains("next-rating, window-2, window-4"),
