@@ -58,7 +58,8 @@ struct MfStore<unsigned short> {
 // The window's copies (mf_window.cuh): cp.async, sm_80 and later.
 __device__ __forceinline__ void mf_copy16(void* shared, const void* global) {
     const unsigned int s = (unsigned int)__cvta_generic_to_shared(shared);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(global) : "memory");
+    const size_t g = __cvta_generic_to_global(global);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(g) : "memory");
 }
 
 __device__ __forceinline__ void mf_copy_commit() {
@@ -203,8 +204,9 @@ __device__ double mf_block_waves(const unsigned int* __restrict__ rating_user,
 // the writer fences before it publishes `done`, the reader fences after it sees it.
 //
 // A warp that waits more than MF_STALL_NS for one neighbour (the warps were not all resident,
-// or a neighbour faulted) sets `*stalled` and every warp stops: the host reports an error
-// rather than hang.
+// or a neighbour faulted) sets `stalled[0]` and every warp stops: the host reports an error
+// rather than hang. A warp that ran a block with the window sets `stalled[1]` (so that a test
+// can tell the window ran, not the loop it falls back to); the caller zeroes both.
 #define MF_STALL_NS 20000000000ull
 
 // Warps per block the window kernels size their shared memory for (the engine launches
@@ -275,6 +277,9 @@ __device__ __forceinline__ void mf_waves_body(const unsigned int* __restrict__ r
             warp_sse += mf_block_window<T, (W > 1 ? W : 2)>(
                 rating_user, rating_item, rating_value, block_start[b], block_start[b + 1], users,
                 items, slabs[threadIdx.x / MF_WARP], lane, rank, width, lr, reg);
+            if (lane == 0 && t == 0) {
+                atomicExch(stalled + 1, 1u);
+            }
         } else {
             warp_sse += mf_block_waves<T>(rating_user, rating_item, rating_value,
                                           block_start[b], block_start[b + 1], users, items, lane,

@@ -55,18 +55,17 @@ __device__ __forceinline__ void mf_slot_copy(T* dst,
     }
 }
 
-// A rating enters slot `s` (indices `user`, `item`, `value`; MF_NONE past the block), whose
-// rows are `su` and `sv` in shared memory. Each of its rows is copied now unless one of the
-// ratings still to be computed before it, in `others` (the window's other slots), writes that
-// row first: then the last of those hands the row over when it is computed (mf_slot_forward),
-// and no copy is pending into it. One group of copies is committed, empty or not, so that the
-// groups count the ratings.
+// A rating enters slot `s` (indices `user`, `item`; MF_NONE past the block; the caller sets
+// its value), whose rows are `su` and `sv` in shared memory. Each of its rows is copied now
+// unless one of the ratings still to be computed before it, in `others` (the window's other
+// slots), writes that row first: then the last of those hands the row over when it is computed
+// (mf_slot_forward), and no copy is pending into it. One group of copies is committed, empty or
+// not, so that the groups count the ratings.
 template <int W, typename T>
 __device__ __forceinline__ void mf_slot_enter(MfSlot* slots,
                                               int s,
                                               unsigned int user,
                                               unsigned int item,
-                                              float value,
                                               unsigned int others,
                                               T* su,
                                               T* sv,
@@ -85,7 +84,6 @@ __device__ __forceinline__ void mf_slot_enter(MfSlot* slots,
     }
     slots[s].user = user;
     slots[s].item = item;
-    slots[s].value = value;
     if (user != MF_NONE && !user_written) {
         mf_slot_copy(su, users + (size_t)user * width, lane, rank);
     }
@@ -159,28 +157,36 @@ __device__ double mf_block_window(const unsigned int* __restrict__ rating_user,
     if (lo >= hi) {
         return 0.0;
     }
+    // mf_window_fits: at most one piece a lane, so the copy loops are one step.
+    rank = rank < MF_SLOT_ROW ? rank : MF_SLOT_ROW;
     MfSlot s[W];
+    unsigned int first_user[W], first_item[W];
 #pragma unroll
     for (int j = 0; j < W; ++j) {
         s[j].user = MF_NONE;
         s[j].item = MF_NONE;
+        // The first W ratings' indices, all loads in flight before any is used.
+        const bool in = (unsigned int)j < hi - lo;
+        const unsigned int r = in ? lo + j : hi - 1;
+        first_user[j] = rating_user[r];
+        first_item[j] = rating_item[r];
+        s[j].value = rating_value[r];
     }
 #pragma unroll
     for (int j = 0; j < W; ++j) {
-        const unsigned int r = lo + j;
-        const bool in = r < hi;
+        const bool in = (unsigned int)j < hi - lo;
         // Slots 0 .. j - 1 hold the ratings before this one.
-        mf_slot_enter<W>(s, j, in ? rating_user[r] : MF_NONE, in ? rating_item[r] : MF_NONE,
-                         in ? rating_value[r] : 0.0f, (1u << j) - 1, slab + 2 * j * MF_SLOT_ROW,
+        mf_slot_enter<W>(s, j, in ? first_user[j] : MF_NONE, in ? first_item[j] : MF_NONE,
+                         (1u << j) - 1, slab + 2 * j * MF_SLOT_ROW,
                          slab + (2 * j + 1) * MF_SLOT_ROW, users, items, lane, rank, width);
     }
     // The indices of the rating the next freed slot takes (`pin`: there is one), loaded one
     // rating ahead so that entering it waits for nothing; past the block, the block's last
-    // rating's, unused (a load that is always made, so nothing waits on it to choose).
+    // rating's, unused (a load that is always made, so nothing waits on it to choose). Its
+    // value is loaded into the slot as it enters, used W ratings later.
     bool pin = hi - lo > W;
     unsigned int at = pin ? lo + W : hi - 1;
     unsigned int pu = rating_user[at], pi = rating_item[at];
-    float pv = rating_value[at];
     double sse = 0.0;
     // `hi - lo` ratings in groups of W, counted so that nothing wraps near 2^32.
     for (unsigned int left = hi - lo, base = lo; left > 0; left -= left < W ? left : W, base += W) {
@@ -207,17 +213,17 @@ __device__ double mf_block_window(const unsigned int* __restrict__ rating_user,
                                                wv, wbu, wbv);
                 sse += (double)e * (double)e;
                 mf_slot_forward<W>(s, j, slab, wu, wv, lane, rank);
-                // Rating r + W (pu, pi, pv; MF_NONE past the block) takes this slot. Every lane
-                // has read its rows (mf_apply ends with __syncwarp) before the next copies land
-                // in them. The other slots hold ratings r + 1 .. r + W - 1.
-                mf_slot_enter<W>(s, j, pin ? pu : MF_NONE, pin ? pi : MF_NONE, pv,
+                // Rating r + W (pu, pi; MF_NONE past the block) takes this slot. Every lane has
+                // read its rows (mf_apply ends with __syncwarp) before the next copies land in
+                // them. The other slots hold ratings r + 1 .. r + W - 1.
+                mf_slot_enter<W>(s, j, pin ? pu : MF_NONE, pin ? pi : MF_NONE,
                                  ((1u << W) - 1) & ~(1u << j), su, sv, users, items, lane, rank,
                                  width);
+                s[j].value = rating_value[at];
                 pin = left - j > W + 1;
                 at = pin ? r + W + 1 : hi - 1;
                 pu = rating_user[at];
                 pi = rating_item[at];
-                pv = rating_value[at];
             }
         }
     }

@@ -46,29 +46,46 @@ static dim blockIdx, blockDim, gridDim, threadIdx;
 template <typename T> static inline T __ldcg(const T* p) { return *p; }
 static inline void __syncwarp() {}
 static inline float __shfl_xor_sync(unsigned int, float x, int) { return x; }
-// The window's asynchronous copies at their worst: each reads global memory when issued (a
-// copy issued before an earlier rating's write reads a stale row) and writes shared memory only
-// when a wait lets its group complete (one that lands after a row was handed over overwrites it).
+// The window's asynchronous copies: each reads global memory when issued (a copy issued before
+// an earlier rating's write reads a stale row) and writes shared memory when `mf_landing` says:
+// 0, only when a wait lets its group complete (one that lands after a row was handed over
+// overwrites it); 1, at once (one that lands in a slot still being read spoils it); 2, at a
+// random copy or commit in between.
 struct MfPending { void* dst; unsigned char bytes[16]; unsigned int group; };
 static MfPending mf_pending[256];
-static unsigned int mf_pending_n = 0, mf_groups = 0;
-static inline void mf_copy16(void* shared, const void* global) {
-    MfPending& p = mf_pending[mf_pending_n++];
-    p.dst = shared;
-    memcpy(p.bytes, global, 16);
-    p.group = mf_groups;
-}
-static inline void mf_copy_commit() { ++mf_groups; }
-template <int N> static inline void mf_copy_wait() {
+static unsigned int mf_pending_n = 0, mf_groups = 0, mf_landing = 0;
+static unsigned long long mf_land_state = 1;
+static inline void mf_land_where(bool (*now)(const MfPending&)) {
     unsigned int kept = 0;
     for (unsigned int i = 0; i < mf_pending_n; ++i) {
-        if (mf_pending[i].group + N < mf_groups) {
+        if (now(mf_pending[i])) {
             memcpy(mf_pending[i].dst, mf_pending[i].bytes, 16);
         } else {
             mf_pending[kept++] = mf_pending[i];
         }
     }
     mf_pending_n = kept;
+}
+static inline bool mf_land_by_chance(const MfPending&) {
+    mf_land_state = mf_land_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (mf_land_state >> 33) % 3 == 0;
+}
+static inline void mf_land_some() {
+    if (mf_landing == 1) mf_land_where([](const MfPending&) { return true; });
+    if (mf_landing == 2) mf_land_where(mf_land_by_chance);
+}
+static inline void mf_copy16(void* shared, const void* global) {
+    MfPending& p = mf_pending[mf_pending_n++];
+    p.dst = shared;
+    memcpy(p.bytes, global, 16);
+    p.group = mf_groups;
+    mf_land_some();
+}
+static inline void mf_copy_commit() { mf_land_some(); ++mf_groups; }
+static unsigned int mf_wait_keeps = 0;
+template <int N> static inline void mf_copy_wait() {
+    mf_wait_keeps = N;
+    mf_land_where([](const MfPending& p) { return p.group + mf_wait_keeps < mf_groups; });
 }
 "#;
 
@@ -514,6 +531,7 @@ auto next = [&](unsigned int n) {
 };
 unsigned int blocks = 0, handed = 0;
 for (int trial = 0; trial < 3000; ++trial) {
+    mf_landing = trial % 3;
     // Plain rows of whole 16-byte pieces, as the window takes them (mf_window_fits).
     const unsigned int nu = 1 + next(6), ni = 1 + next(6), n = next(41), lo = next(3);
     const unsigned int rank = 4 * (1 + next(2)), width = rank;

@@ -315,7 +315,7 @@ impl CudaMfResident {
         self.items
             .zero(stream, s.num_items * w * s.factors.bytes() / 2)?;
         self.done.zero(stream, bands)?;
-        self.stalled.zero(stream, 1)?;
+        self.stalled.zero(stream, 2)?;
         self.sse.zero(stream, 1)?;
         stream.synchronize().call("cuStreamSynchronize")?;
         self.bus.settle()
@@ -454,6 +454,8 @@ impl CudaMfResident {
         })?;
         let stream = Arc::clone(&self.gpu.compute);
         self.done.zero(&stream, self.bands as usize)?;
+        // The stall flag is zero (a stall ends the engine's use); the window's is cleared.
+        self.stalled.zero(&stream, 2)?;
         let (rank, width) = (self.layout.rank as u32, self.layout.width() as u32);
         let (biased, mean) = (
             i32::from(self.layout.mean.is_some()),
@@ -506,6 +508,20 @@ impl CudaMfResident {
             ));
         }
         self.take_sse()
+    }
+
+    /// Whether the last [`MfResident::run_waves`] ran any block with the window (the kernel's
+    /// own word; [`MfWaveKernel::windows`] predicts it). Copies 4 bytes, counted.
+    pub fn window_ran(&mut self) -> Result<bool, GpuError> {
+        let stream = Arc::clone(&self.gpu.compute);
+        let flags = self.stalled.get();
+        self.bus.d2h(&stream, || {
+            self.flag_host.download_range(&stream, flags, 1..2)?;
+            Ok(4)
+        })?;
+        let ran = self.flag_host.host()?[0] != 0;
+        self.bus.settle()?;
+        Ok(ran)
     }
 
     fn try_squared_error(&mut self, which: Split) -> Result<f64, GpuError> {

@@ -263,6 +263,15 @@ fn window_kernels_give_the_next_rating_kernels_tables() {
                 for epoch in 0..3 {
                     sse = dev.run_waves(&waves(&p, epoch), 0.01, 0.02).expect("waves");
                 }
+                // The kernel's own word that its window ran (or that it fell back), so that
+                // this case never compares the fallback loop with itself unawares.
+                let ran = dev.window_ran().expect("window flag");
+                assert_eq!(
+                    ran,
+                    kernel.windows(layout, factors),
+                    "{} {layout:?} {factors:?}: the window ran: {ran}",
+                    kernel.name()
+                );
                 (tables(&mut dev, &p), sse)
             };
             let (want, want_sse) = run(MfWaveKernel::NextRating);
