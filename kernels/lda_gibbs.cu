@@ -47,7 +47,8 @@
 // in the oracle's order with the oracle's uniforms (the same Philox values), and the draws agree
 // with CpuLda except at such boundaries.
 //
-// Launch: any grid, blockDim.x a multiple of 32; no shared memory.
+// Launch: any grid, blockDim.x a multiple of 32 and at most 256 for the sweeps (their launch
+// bounds ask ptxas for 4 blocks of 256 per SM: 63 registers, no spills); no shared memory.
 
 #define LDA_WARP 32
 #define LDA_FULL 0xffffffffu
@@ -68,6 +69,19 @@ __device__ __forceinline__ float lda_load_shared(const float* p) {
     return __ldcg(p);
 }
 
+// Unnormalised conditional of a topic from its counts as loaded (already excluding the token).
+__device__ __forceinline__ double lda_weight_of(unsigned int ndk_t,
+                                                float wt_t,
+                                                float total_t,
+                                                double alpha,
+                                                double beta,
+                                                double vbeta) {
+    const double nd = (double)ndk_t;
+    const double nw = (double)max(lda_count(wt_t), 0);
+    const double nt = (double)max(lda_count(total_t), 0);
+    return (nd + alpha) * (nw + beta) / (nt + vbeta);
+}
+
 // Unnormalised conditional of topic t (counts already exclude the token).
 __device__ __forceinline__ double lda_weight(const unsigned int* ndk,
                                              const float* wt_row,
@@ -76,14 +90,15 @@ __device__ __forceinline__ double lda_weight(const unsigned int* ndk,
                                              double alpha,
                                              double beta,
                                              double vbeta) {
-    const double nd = (double)ndk[t];
-    const double nw = (double)max(lda_count(lda_load_shared(wt_row + t)), 0);
-    const double nt = (double)max(lda_count(lda_load_shared(totals + t)), 0);
-    return (nd + alpha) * (nw + beta) / (nt + vbeta);
+    return lda_weight_of(ndk[t], lda_load_shared(wt_row + t), lda_load_shared(totals + t), alpha,
+                         beta, vbeta);
 }
 
-// This lane's weights of the LDA_BATCH chunks from topic `base` (0 past the last topic), formed
-// before any is used so that their loads (mostly from L2) are in flight together.
+// This lane's weights of the LDA_BATCH chunks from topic `base` (0 past the last topic): every
+// count of the batch is loaded before any weight is formed, so the loads (mostly from L2 and
+// DRAM) are in flight together. Formed one chunk at a time instead, each f64 division (a call
+// to its slow path in the SASS) kept the next chunk's loads from being issued before it. A
+// topic past the last loads topic 0's counts (always there) and weighs 0.
 __device__ __forceinline__ void lda_batch_weights(const unsigned int* ndk,
                                                   const float* wt_row,
                                                   const float* totals,
@@ -94,10 +109,20 @@ __device__ __forceinline__ void lda_batch_weights(const unsigned int* ndk,
                                                   double beta,
                                                   double vbeta,
                                                   double c[LDA_BATCH]) {
+    unsigned int nd[LDA_BATCH];
+    float nw[LDA_BATCH], nt[LDA_BATCH];
 #pragma unroll
     for (int j = 0; j < LDA_BATCH; ++j) {
         const unsigned int t = base + (unsigned int)j * LDA_WARP + lane;
-        c[j] = t < k ? lda_weight(ndk, wt_row, totals, t, alpha, beta, vbeta) : 0.0;
+        const unsigned int at = t < k ? t : 0u;
+        nd[j] = ndk[at];
+        nw[j] = lda_load_shared(wt_row + at);
+        nt[j] = lda_load_shared(totals + at);
+    }
+#pragma unroll
+    for (int j = 0; j < LDA_BATCH; ++j) {
+        const unsigned int t = base + (unsigned int)j * LDA_WARP + lane;
+        c[j] = t < k ? lda_weight_of(nd[j], nw[j], nt[j], alpha, beta, vbeta) : 0.0;
     }
 }
 
@@ -340,11 +365,11 @@ __device__ __forceinline__ void lda_sweep_body(LDA_SWEEP_PARAMS) {
 // The sweep with each kind of draw: lda_gibbs_sweep forms the cumulative sums in the scratch
 // row (any K); lda_gibbs_sweep_ends keeps only each chunk's end in registers where K <= 1,024
 // (and uses the scratch row above that). The host picks one (worker-gpu's LdaSweepKernel).
-extern "C" __global__ void lda_gibbs_sweep(LDA_SWEEP_PARAMS) {
+extern "C" __global__ void __launch_bounds__(256, 4) lda_gibbs_sweep(LDA_SWEEP_PARAMS) {
     lda_sweep_body<false>(LDA_SWEEP_ARGS);
 }
 
-extern "C" __global__ void lda_gibbs_sweep_ends(LDA_SWEEP_PARAMS) {
+extern "C" __global__ void __launch_bounds__(256, 4) lda_gibbs_sweep_ends(LDA_SWEEP_PARAMS) {
     lda_sweep_body<true>(LDA_SWEEP_ARGS);
 }
 
