@@ -12,7 +12,8 @@
 // A shared header, not a kernel (see philox.cuh): device functions only, plain C++ apart from
 // CUDA's qualifiers, so that worker-gpu/tests/headers_on_host.rs runs it on the CPU against the
 // ratings stepped one after another (needs mf_step.cuh first). The copies are mf_sgd.cu's (PTX;
-// the host test copies at once, so a copy made too early shows there as a stale value).
+// the host test's read global memory when issued and land when issued, when waited for, or in
+// between, so a copy made too early or landing too late shows there as a wrong value).
 
 // 16 bytes from global to shared memory through L2 only, asynchronously (cp.async.cg); the
 // group of copies issued since the last commit; waiting until at most N groups are pending.
