@@ -22,12 +22,13 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
+use cudarc::driver::{LaunchConfig, PushKernelArg};
 use ps_apps::mf::{Factors, Layout, MfResident, Rating, ResidentSetup, Split, Traffic};
 use ps_apps::ComputeError;
 
 use super::buffers::{DevBuf, KernelTimer, KeyList, Pinned};
 use super::bus::Bus;
+use super::mf_wave_kernel::MfKernels;
 pub use super::mf_wave_kernel::MfWaveKernel;
 use super::{failed, Call, Gpu, GpuError};
 
@@ -43,39 +44,6 @@ struct DevRatings {
     item: DevBuf<u32>,
     value: DevBuf<f32>,
     len: usize,
-}
-
-/// The kernels of one storage format.
-struct MfKernels {
-    waves: CudaFunction,
-    error: CudaFunction,
-    scatter: CudaFunction,
-    gather: CudaFunction,
-}
-
-impl MfKernels {
-    /// The kernels of `factors` (a function of the two fields, so that a launch can borrow the
-    /// engine's other fields mutably beside it).
-    fn of<'a>(f32k: &'a MfKernels, f16k: &'a MfKernels, factors: Factors) -> &'a MfKernels {
-        match factors {
-            Factors::F32 => f32k,
-            Factors::F16 => f16k,
-        }
-    }
-
-    fn load(gpu: &Gpu, factors: Factors, wave: MfWaveKernel) -> Result<MfKernels, GpuError> {
-        let suffix = match factors {
-            Factors::F32 => "",
-            Factors::F16 => "_f16",
-        };
-        let f = |name: &str| gpu.function("mf_sgd", &format!("{name}{suffix}"));
-        Ok(MfKernels {
-            waves: f(wave.entry())?,
-            error: f("mf_squared_error")?,
-            scatter: f("mf_scatter_rows")?,
-            gather: f("mf_gather_rows")?,
-        })
-    }
 }
 
 /// `values` as a table of `factors` stores them, in 16-bit words (an f32 is two, little-endian

@@ -1,11 +1,16 @@
 //! Which form of the MF wave kernel (`kernels/mf_sgd.cu`) the resident engine
-//! ([`super::mf_resident::CudaMfResident`]) launches. Sessions use the default unless the
+//! ([`super::mf_resident::CudaMfResident`]) launches, and the engine's kernels of one storage
+//! format with it (`MfKernels`). Sessions use the default unless the
 //! worker's environment names another in `PS_MF_WAVE_KERNEL` ([`MfWaveKernel::from_env`]), so
 //! that a GPU run can time a whole job with each.
 
 use std::str::FromStr;
 
+use cudarc::driver::sys::CUfunction_attribute;
+use cudarc::driver::CudaFunction;
 use ps_apps::mf::{Factors, Layout};
+
+use super::{Call, Gpu, GpuError};
 
 /// How each warp of the wave kernel loads its ratings' rows (`kernels/mf_sgd.cu`). `NextRating`
 /// loads the next rating's rows while the current one is computed (`mf_sgd_waves`); `Window2`
@@ -92,6 +97,61 @@ impl MfWaveKernel {
             MfWaveKernel::Window2 => "cuLaunchKernel(mf_sgd_waves_w2)",
             MfWaveKernel::Window4 => "cuLaunchKernel(mf_sgd_waves_w4)",
         }
+    }
+}
+
+/// The kernels of one storage format.
+pub(crate) struct MfKernels {
+    pub(crate) waves: CudaFunction,
+    pub(crate) error: CudaFunction,
+    pub(crate) scatter: CudaFunction,
+    pub(crate) gather: CudaFunction,
+}
+
+impl MfKernels {
+    /// The kernels of `factors` (a function of the two fields, so that a launch can borrow the
+    /// engine's other fields mutably beside it).
+    pub(crate) fn of<'a>(
+        f32k: &'a MfKernels,
+        f16k: &'a MfKernels,
+        factors: Factors,
+    ) -> &'a MfKernels {
+        match factors {
+            Factors::F32 => f32k,
+            Factors::F16 => f16k,
+        }
+    }
+
+    pub(crate) fn load(
+        gpu: &Gpu,
+        factors: Factors,
+        wave: MfWaveKernel,
+    ) -> Result<MfKernels, GpuError> {
+        let suffix = match factors {
+            Factors::F32 => "",
+            Factors::F16 => "_f16",
+        };
+        let f = |name: &str| gpu.function("mf_sgd", &format!("{name}{suffix}"));
+        let waves = f(wave.entry())?;
+        if wave != MfWaveKernel::NextRating {
+            // The windows keep their slots in shared memory. Every warp of a launch must be
+            // resident (the waits between neighbours rely on it): ask for the whole carveout as
+            // shared memory, so that a smaller one chosen at launch never holds fewer blocks than
+            // the occupancy that sized the lanes (the windows read rows through L2 only).
+            gpu.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+            waves
+                .set_attribute(
+                    CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
+                    100,
+                )
+                .call("cuFuncSetAttribute(PREFERRED_SHARED_MEMORY_CARVEOUT)")?;
+        }
+        Ok(MfKernels {
+            waves,
+            error: f("mf_squared_error")?,
+            scatter: f("mf_scatter_rows")?,
+            gather: f("mf_gather_rows")?,
+        })
     }
 }
 
