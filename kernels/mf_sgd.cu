@@ -55,20 +55,36 @@ struct MfStore<unsigned short> {
     }
 };
 
-// The window's copies (mf_window.cuh): cp.async, sm_80 and later.
+// The window's copies (mf_window.cuh): cp.async, sm_80 and later. Compiled for an older device
+// (NVRTC compiles for the device's own architecture), the window never runs (MF_HAS_CP_ASYNC
+// in mf_waves_body) and these are never called.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+#define MF_HAS_CP_ASYNC 0
+#else
+#define MF_HAS_CP_ASYNC 1
+#endif
+
 __device__ __forceinline__ void mf_copy16(void* shared, const void* global) {
+#if MF_HAS_CP_ASYNC
     const unsigned int s = (unsigned int)__cvta_generic_to_shared(shared);
     const size_t g = __cvta_generic_to_global(global);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(g) : "memory");
+#else
+    __trap();
+#endif
 }
 
 __device__ __forceinline__ void mf_copy_commit() {
+#if MF_HAS_CP_ASYNC
     asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
 }
 
 template <int N>
 __device__ __forceinline__ void mf_copy_wait() {
+#if MF_HAS_CP_ASYNC
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
 }
 
 extern "C" __global__ void mf_sgd(const unsigned int* __restrict__ rating_user,
@@ -270,7 +286,7 @@ __device__ __forceinline__ void mf_waves_body(const unsigned int* __restrict__ r
         }
         __threadfence(); // acquire: the neighbour's row writes before this warp's reads
         const unsigned int b = p * bands + q;
-        if (W > 1 && blockDim.x == MF_WARP * MF_WAVE_WARPS &&
+        if (W > 1 && MF_HAS_CP_ASYNC && blockDim.x == MF_WARP * MF_WAVE_WARPS &&
             mf_window_fits<T>(rank, width, biased)) {
             // This block's warps' slots: W ratings' user and item rows each.
             __shared__ __align__(16) T slabs[MF_WAVE_WARPS][(W > 1 ? W : 1) * 2 * MF_SLOT_ROW];

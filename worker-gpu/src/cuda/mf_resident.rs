@@ -478,8 +478,15 @@ impl CudaMfResident {
         self.take_sse()
     }
 
+    /// Whether the wave kernel runs its window for the set-up layout on this device: the
+    /// layout fits ([`MfWaveKernel::windows`]) and the device has `cp.async` (compute
+    /// capability 8.0 or later; on older ones the window kernels run the next-rating loop).
+    pub fn runs_window(&self) -> bool {
+        self.gpu.info.capability.0 >= 8 && self.wave.windows(self.layout, self.factors)
+    }
+
     /// Whether the last [`MfResident::run_waves`] ran any block with the window (the kernel's
-    /// own word; [`MfWaveKernel::windows`] predicts it). Copies 4 bytes, counted.
+    /// own word; [`Self::runs_window`] predicts it). Copies 4 bytes, counted.
     pub fn window_ran(&mut self) -> Result<bool, GpuError> {
         let stream = Arc::clone(&self.gpu.compute);
         let flags = self.stalled.get();
@@ -535,7 +542,7 @@ impl CudaMfResident {
 
 impl MfResident for CudaMfResident {
     fn name(&self) -> &'static str {
-        if self.wave.windows(self.layout, self.factors) {
+        if self.runs_window() {
             self.wave.engine_name()
         } else {
             MfWaveKernel::NextRating.engine_name()

@@ -56,7 +56,8 @@ impl MfWaveKernel {
 
     /// Whether this kernel runs its window for rows of `layout` stored as `factors` (the
     /// kernel's `mf_window_fits`): plain rows (no bias) of whole 16-byte pieces, rank at most
-    /// 128. Elsewhere the window kernels run the next-rating loop.
+    /// 128. Elsewhere, and on devices older than compute capability 8.0 (no `cp.async`; see
+    /// `CudaMfResident::runs_window`), the window kernels run the next-rating loop.
     pub fn windows(self, layout: Layout, factors: Factors) -> bool {
         self != MfWaveKernel::NextRating
             && layout.mean.is_none()
