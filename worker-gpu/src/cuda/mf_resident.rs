@@ -188,11 +188,6 @@ impl CudaMfResident {
         Ok(())
     }
 
-    /// The wave kernel in use.
-    pub fn wave_kernel(&self) -> MfWaveKernel {
-        self.wave
-    }
-
     /// Copies `data` to `dst` through `staging` on the compute stream, counting the bytes.
     fn upload<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits + Copy + Default>(
         gpu: &Gpu,
