@@ -50,6 +50,7 @@ mod compute;
 mod data;
 mod files;
 pub mod heldout;
+mod init;
 mod metrics;
 pub mod packed;
 mod resident;
@@ -75,12 +76,9 @@ pub use synth::{
     BUILTIN_DOC_LEN, BUILTIN_TOPICS, BUILTIN_VOCAB, SEQUENTIAL_MAX_TOKENS,
 };
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::DataError;
-use crate::seed::mix64;
 
 /// Recommended number of clocks for the built-in synthetic corpus with 2
 /// workers (clock 0 = initialisation, then one sweep per clock).
@@ -294,68 +292,7 @@ impl LdaWorkerState {
         seed: u64,
         worker: u32,
     ) -> Result<(Self, LdaDelta), DataError> {
-        let k = hyper.topics as usize;
-        if k == 0 {
-            return Err(DataError::Mismatch {
-                what: "LDA needs at least one topic (hyper.topics == 0)".into(),
-            });
-        }
-        let n: usize = docs.iter().map(Vec::len).sum();
-        if n > MAX_WORKER_TOKENS {
-            return Err(DataError::Mismatch {
-                what: format!("worker {worker} holds {n} tokens, above {MAX_WORKER_TOKENS}"),
-            });
-        }
-        if let Some(&w) = docs.iter().flatten().find(|&&w| w >= vocab_size) {
-            return Err(DataError::Mismatch {
-                what: format!("word id {w} out of range for vocabulary size {vocab_size}"),
-            });
-        }
-        let mut words: Vec<u32> = docs.iter().flatten().copied().collect();
-        words.sort_unstable();
-        words.dedup();
-        let mut doc_offsets = Vec::with_capacity(docs.len() + 1);
-        doc_offsets.push(0);
-        let mut tokens = Vec::with_capacity(n);
-        for d in docs {
-            // Present by construction.
-            tokens.extend(d.iter().map(|w| words.binary_search(w).unwrap_or(0) as u32));
-            doc_offsets.push(tokens.len());
-        }
-        let mut rng = ChaCha8Rng::seed_from_u64(mix64(
-            mix64(seed ^ 0x1DA0_5EED_1DA0_5EED) ^ u64::from(worker),
-        ));
-        let z: Vec<u32> = (0..n).map(|_| rng.gen_range(0..hyper.topics)).collect();
-        let mut doc_topic = vec![0u32; docs.len() * k];
-        for d in 0..docs.len() {
-            for &t in &z[doc_offsets[d]..doc_offsets[d + 1]] {
-                doc_topic[d * k + t as usize] += 1;
-            }
-        }
-        let state = LdaWorkerState {
-            topics: hyper.topics,
-            vocab_size,
-            words,
-            doc_offsets,
-            tokens,
-            z,
-            doc_topic,
-        };
-        let counts = state.local_word_topic();
-        let mut totals = vec![0i32; k];
-        let mut entries = Vec::new();
-        for (i, &c) in counts.iter().enumerate() {
-            if c != 0 {
-                entries.push((state.words[i / k], (i % k) as u32, c as i32));
-                totals[i % k] += c as i32;
-            }
-        }
-        let delta = LdaDelta {
-            topics: hyper.topics,
-            entries,
-            totals,
-        };
-        Ok((state, delta))
+        init::build(docs, vocab_size, hyper, seed, worker, crate::par::threads())
     }
 
     /// Number of documents.
