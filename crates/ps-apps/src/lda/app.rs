@@ -9,11 +9,13 @@ use super::args::LdaArgs;
 use super::files::{detect_format, sibling_vocab, CorpusFormat};
 use super::session::LdaSession;
 use super::{
-    load_ldac, load_uci, synthetic_lda, Corpus, LdaHyper, SyntheticLdaSpec, DEFAULT_CLOCKS,
+    load_ldac, load_uci, synthetic_lda_worker, take_worker_docs, Corpus, LdaHyper,
+    SyntheticLdaSpec, DEFAULT_CLOCKS,
 };
 use crate::app::flags::{self, num, ratio};
 use crate::app::{App, DeviceFigures, JobCommon, JobView, Plan, Session, Target, WorkerContext};
 use crate::error::AppError;
+use crate::par;
 use ps_proto::{Init, UpdateRule};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -92,7 +94,9 @@ pub(super) struct Loaded {
     pub test: Option<Corpus>,
 }
 
-pub(super) fn load_corpus(s: &LdaSettings) -> Result<Loaded, AppError> {
+/// The corpus of worker `worker` of `workers`: its documents ([`split_docs`]'s share; a large
+/// built-in corpus draws only those), the whole held-out corpus and the true topics.
+pub(super) fn load_corpus(s: &LdaSettings, workers: u32, worker: u32) -> Result<Loaded, AppError> {
     let read = |path: &str, vocab: Option<&Path>| -> Result<Corpus, AppError> {
         let path = Path::new(path);
         Ok(match s.format {
@@ -101,16 +105,20 @@ pub(super) fn load_corpus(s: &LdaSettings) -> Result<Loaded, AppError> {
         })
     };
     match &s.data {
-        Some(path) => Ok(Loaded {
-            corpus: read(path, s.vocab.as_deref().map(Path::new))?,
-            truth: None,
-            test: s.test.as_deref().map(|t| read(t, None)).transpose()?,
-        }),
+        Some(path) => {
+            let mut corpus = read(path, s.vocab.as_deref().map(Path::new))?;
+            corpus.docs = take_worker_docs(std::mem::take(&mut corpus.docs), workers, worker);
+            Ok(Loaded {
+                corpus,
+                truth: None,
+                test: s.test.as_deref().map(|t| read(t, None)).transpose()?,
+            })
+        }
         None => {
             let spec = s
                 .synthetic
                 .unwrap_or_else(|| SyntheticLdaSpec::default_builtin(s.seed));
-            let syn = synthetic_lda(&spec);
+            let syn = synthetic_lda_worker(&spec, workers, worker, par::threads());
             Ok(Loaded {
                 corpus: syn.corpus,
                 truth: Some((syn.topics, syn.num_topics as usize)),
@@ -152,7 +160,7 @@ impl CorpusSize {
                 test: None,
             });
         }
-        let Loaded { corpus, test, .. } = load_corpus(s)?;
+        let Loaded { corpus, test, .. } = load_corpus(s, 1, 0)?;
         Ok(CorpusSize::of_corpus(&corpus, test.as_ref()))
     }
 

@@ -492,3 +492,18 @@ pub fn split_docs(corpus: &Corpus, workers: u32, w: u32) -> Vec<Vec<u32>> {
         .map(|d| corpus.docs[d].clone())
         .collect()
 }
+
+/// [`split_docs`] of documents it may keep: worker `w`'s share of `docs`, moved, not copied.
+///
+/// # Panics
+/// If `workers == 0` or `w >= workers` (caller bug, not data-dependent).
+pub fn take_worker_docs(docs: Vec<Vec<u32>>, workers: u32, w: u32) -> Vec<Vec<u32>> {
+    assert!(
+        w < workers,
+        "take_worker_docs: w ({w}) must be < workers ({workers})"
+    );
+    docs.into_iter()
+        .skip(w as usize)
+        .step_by(workers as usize)
+        .collect()
+}

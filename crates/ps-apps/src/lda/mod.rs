@@ -67,13 +67,13 @@ pub use session::LdaSession;
 pub use compute::{check_dims, conditional, CpuLda, LdaCompute, SparseLda};
 pub use data::{
     load_ldac, load_uci, load_vocab, parse_ldac, parse_uci_docword, parse_vocab, split_docs,
-    worker_doc_ids, Corpus, MAX_COUNT, MAX_DOCS, MAX_TOKENS, MAX_VOCAB,
+    take_worker_docs, worker_doc_ids, Corpus, MAX_COUNT, MAX_DOCS, MAX_TOKENS, MAX_VOCAB,
 };
 pub use metrics::{loglik, loglik_per_token, topic_recovery};
 pub use sweep_key::{SweepKey, SweepUniforms};
 pub use synth::{
-    synthetic_lda, synthetic_lda_threads, SyntheticLda, SyntheticLdaSpec, BUILTIN_DOCS,
-    BUILTIN_DOC_LEN, BUILTIN_TOPICS, BUILTIN_VOCAB, SEQUENTIAL_MAX_TOKENS,
+    synthetic_lda, synthetic_lda_threads, synthetic_lda_worker, SyntheticLda, SyntheticLdaSpec,
+    BUILTIN_DOCS, BUILTIN_DOC_LEN, BUILTIN_TOPICS, BUILTIN_VOCAB, SEQUENTIAL_MAX_TOKENS,
 };
 
 use serde::{Deserialize, Serialize};

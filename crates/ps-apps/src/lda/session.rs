@@ -17,8 +17,8 @@ use super::app::{
 use super::heldout::document_completion;
 use super::resident::LdaResident;
 use super::{
-    loglik, split_docs, top_words, topic_recovery, worker_doc_ids, LdaApp, LdaCompute, LdaDelta,
-    LdaHyper, LdaWorkerState, SweepKey,
+    loglik, top_words, topic_recovery, worker_doc_ids, LdaApp, LdaCompute, LdaDelta, LdaHyper,
+    LdaWorkerState, SweepKey,
 };
 use crate::app::flags;
 use crate::app::{DeltaSink, Inbox, Outcome, Session, TableRows, Traffic, WorkerContext};
@@ -73,7 +73,7 @@ impl LdaSession {
             corpus,
             truth,
             test,
-        } = load_corpus(&s)?;
+        } = load_corpus(&s, ctx.workers, ctx.worker)?;
         let held = match &test {
             Some(t) => worker_doc_ids(t.num_docs(), ctx.workers, ctx.worker)
                 .into_iter()
@@ -81,9 +81,14 @@ impl LdaSession {
                 .collect(),
             None => Vec::new(),
         };
-        let docs = split_docs(&corpus, ctx.workers, ctx.worker);
-        let (state, initial) =
-            LdaWorkerState::init(&docs, corpus.vocab_size, &s.hyper, s.seed, ctx.worker)?;
+        // The corpus holds this worker's documents only.
+        let (state, initial) = LdaWorkerState::init(
+            &corpus.docs,
+            corpus.vocab_size,
+            &s.hyper,
+            s.seed,
+            ctx.worker,
+        )?;
         let path = match ctx.engines.lda_resident()? {
             Some(mut dev) => {
                 dev.setup(&state, &s.hyper)?;

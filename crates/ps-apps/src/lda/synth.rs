@@ -6,7 +6,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Gamma};
 use serde::{Deserialize, Serialize};
 
-use super::Corpus;
+use super::{take_worker_docs, Corpus};
 use crate::par;
 use crate::seed::mix64;
 
@@ -117,7 +117,7 @@ fn pick(cdf: &[f64], u: f64) -> usize {
 /// stream), so the built-in corpus and every small one are the data they always were; larger
 /// ones are drawn in parallel over documents.
 pub const SEQUENTIAL_MAX_TOKENS: u64 = 1_000_000;
-/// Documents per chunk of the parallel generator (each chunk has its own RNG).
+/// Documents per task of the parallel generator (each document has its own RNG).
 const DOCS_PER_CHUNK: usize = 512;
 
 /// Generates a corpus from [`SyntheticLdaSpec`]: a pure function of the spec, whatever the
@@ -126,8 +126,9 @@ const DOCS_PER_CHUNK: usize = 512;
 ///
 /// Up to [`SEQUENTIAL_MAX_TOKENS`] tokens, one RNG stream draws the topics, then each
 /// document's `theta_d` and its tokens by inversion of the mixtures' distribution functions.
-/// Larger corpora draw each topic from its own RNG and each chunk of documents from its own
-/// (seeded by the seed and the chunk's index), with the same model by cheaper means: a
+/// Larger corpora draw each topic from its own RNG and each document from its own (seeded by
+/// the seed and the document's index, so that a worker can draw only its own documents, see
+/// [`synthetic_lda_worker`]), with the same model by cheaper means: a
 /// document's topics by the Polya urn of `Dirichlet(alpha)` (token `i` takes a uniform topic
 /// with probability `K alpha / (K alpha + i)`, else the topic of a uniform earlier token, the
 /// same law as drawing `theta_d` first), and a word of topic `z` uniform over the vocabulary
@@ -138,10 +139,32 @@ pub fn synthetic_lda(spec: &SyntheticLdaSpec) -> SyntheticLda {
 
 /// [`synthetic_lda`] on `threads` threads (the output does not depend on them).
 pub fn synthetic_lda_threads(spec: &SyntheticLdaSpec, threads: usize) -> SyntheticLda {
+    synthetic_lda_worker(spec, 1, 0, threads)
+}
+
+/// The documents worker `worker` of `workers` holds of [`synthetic_lda`]'s corpus (those
+/// [`super::split_docs`] gives it, in that order) and all the true topics, on `threads`
+/// threads. A corpus above [`SEQUENTIAL_MAX_TOKENS`] tokens draws only those documents; a
+/// smaller one is drawn whole (one RNG stream) and split.
+///
+/// # Panics
+/// If `workers == 0` or `worker >= workers` (caller bug), as [`super::split_docs`].
+pub fn synthetic_lda_worker(
+    spec: &SyntheticLdaSpec,
+    workers: u32,
+    worker: u32,
+    threads: usize,
+) -> SyntheticLda {
+    assert!(
+        worker < workers,
+        "synthetic_lda_worker: worker ({worker}) must be < workers ({workers})"
+    );
     if u64::from(spec.docs) * u64::from(spec.doc_len) <= SEQUENTIAL_MAX_TOKENS {
-        sequential(spec)
+        let mut all = sequential(spec);
+        all.corpus.docs = take_worker_docs(std::mem::take(&mut all.corpus.docs), workers, worker);
+        all
     } else {
-        by_docs(spec, threads)
+        by_docs(spec, threads, workers as usize, worker as usize)
     }
 }
 
@@ -224,8 +247,8 @@ fn sequential(spec: &SyntheticLdaSpec) -> SyntheticLda {
 const TOPICS: u64 = 0x7091_C5ED;
 const DOCS: u64 = 0xD0C5_C4A5;
 
-fn chunk_rng(seed: u64, tag: u64, chunk: u64) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(mix64(mix64(seed ^ tag) ^ chunk))
+fn stream_rng(seed: u64, tag: u64, index: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(mix64(mix64(seed ^ tag) ^ index))
 }
 
 /// A topic's block of words and the distribution function of its weights over the block.
@@ -234,14 +257,19 @@ struct Block {
     cdf: Vec<f64>,
 }
 
-/// The parallel generator (see [`synthetic_lda`]).
-fn by_docs(spec: &SyntheticLdaSpec, threads: usize) -> SyntheticLda {
+/// The parallel generator (see [`synthetic_lda`]), for documents `worker, worker + workers, ...`.
+fn by_docs(spec: &SyntheticLdaSpec, threads: usize, workers: usize, worker: usize) -> SyntheticLda {
     let (v, k) = (spec.vocab as usize, spec.topics as usize);
     let noise = noise_of(spec);
     if v == 0 || k == 0 {
         return SyntheticLda {
             corpus: Corpus {
-                docs: vec![Vec::new(); spec.docs as usize],
+                docs: vec![
+                    Vec::new();
+                    (spec.docs as usize)
+                        .saturating_sub(worker)
+                        .div_ceil(workers)
+                ],
                 vocab_size: spec.vocab,
                 vocab: None,
             },
@@ -252,7 +280,7 @@ fn by_docs(spec: &SyntheticLdaSpec, threads: usize) -> SyntheticLda {
     let weights = par::map(k, threads, |t| {
         let (lo, hi) = block(t, k, v);
         dirichlet(
-            &mut chunk_rng(spec.seed, TOPICS, t as u64),
+            &mut stream_rng(spec.seed, TOPICS, t as u64),
             hi - lo,
             spec.beta,
         )
@@ -277,13 +305,16 @@ fn by_docs(spec: &SyntheticLdaSpec, threads: usize) -> SyntheticLda {
     }
     let urn = k as f64 * spec.alpha;
     let urn = (urn.is_finite() && urn > 0.0).then_some(urn);
-    let n = spec.docs as usize;
-    let docs = par::map(n.div_ceil(DOCS_PER_CHUNK), threads, |c| {
-        let mut rng = chunk_rng(spec.seed, DOCS, c as u64);
+    // This worker's documents are `worker + j * workers` for `j < mine`.
+    let mine = (spec.docs as usize)
+        .saturating_sub(worker)
+        .div_ceil(workers);
+    let docs = par::map(mine.div_ceil(DOCS_PER_CHUNK), threads, |c| {
         let lo = c * DOCS_PER_CHUNK;
         let mut z: Vec<u32> = Vec::with_capacity(spec.doc_len as usize);
-        (lo..(lo + DOCS_PER_CHUNK).min(n))
-            .map(|_| {
+        (lo..(lo + DOCS_PER_CHUNK).min(mine))
+            .map(|j| {
+                let mut rng = stream_rng(spec.seed, DOCS, (worker + j * workers) as u64);
                 z.clear();
                 for i in 0..spec.doc_len as usize {
                     // Without a valid alpha, theta is uniform (as in `dirichlet`).
