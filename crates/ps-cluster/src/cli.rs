@@ -56,7 +56,8 @@ pub struct JobArgs {
     /// Seed for data generation, initialisation and shuffling.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Compute threads per worker (the fast CPU engines split a clock's work over them).
+    /// Compute threads per worker (the fast CPU engines split a clock's work over them; LDA's
+    /// sweep is sequential, and its log-likelihood uses them).
     #[arg(long, default_value_t = 1)]
     pub threads: u32,
     /// Apply each clock's updates at the clock boundary in worker-id order: two runs with one seed

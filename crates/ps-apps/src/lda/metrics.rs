@@ -25,6 +25,26 @@ pub fn loglik(
     totals: &[f32],
     hyper: &LdaHyper,
 ) -> (f64, u64) {
+    loglik_on(state, word_topic, totals, hyper, 1)
+}
+
+/// Documents per part of [`loglik_on`]'s sum: fixed, so that the sum's order, and so its
+/// bits, do not depend on the number of threads.
+const DOCS_PER_PART: usize = 256;
+
+/// [`loglik`] on up to `threads` threads: the documents in parts of [`DOCS_PER_PART`], each
+/// part's sum in document order, the parts' sums in order. The same value on any number of
+/// threads.
+///
+/// # Panics
+/// As [`loglik`].
+pub fn loglik_on(
+    state: &LdaWorkerState,
+    word_topic: &[f32],
+    totals: &[f32],
+    hyper: &LdaHyper,
+    threads: usize,
+) -> (f64, u64) {
     let k = state.topics as usize;
     assert_eq!(
         word_topic.len(),
@@ -54,45 +74,50 @@ pub fn loglik(
                 .sum()
         })
         .collect();
-    let mut theta = vec![0.0f64; k];
-    // The document's nonzero topics, and n_dk / (n_k + V beta) of each.
-    let mut doc_topics: Vec<u32> = Vec::with_capacity(k);
-    let mut doc_weights: Vec<f64> = Vec::with_capacity(k);
-    let mut doc_words: Vec<u32> = Vec::new();
-    let mut sum = 0.0f64;
-    for d in 0..state.num_docs() {
-        let (lo, hi) = (state.doc_offsets[d], state.doc_offsets[d + 1]);
-        let norm = 1.0 / ((hi - lo) as f64 + k as f64 * alpha);
-        let ndk = &state.doc_topic[d * k..(d + 1) * k];
-        doc_topics.clear();
-        doc_weights.clear();
-        for (t, (th, &n)) in theta.iter_mut().zip(ndk).enumerate() {
-            *th = (f64::from(n) + alpha) * norm * inv_den[t];
-            if n > 0 {
-                doc_topics.push(t as u32);
-                doc_weights.push(f64::from(n) * inv_den[t]);
+    let docs = state.num_docs();
+    let part_sum = |part: usize| {
+        let mut theta = vec![0.0f64; k];
+        // The document's nonzero topics, and n_dk / (n_k + V beta) of each.
+        let mut doc_topics: Vec<u32> = Vec::with_capacity(k);
+        let mut doc_weights: Vec<f64> = Vec::with_capacity(k);
+        let mut doc_words: Vec<u32> = Vec::new();
+        let mut sum = 0.0f64;
+        for d in part * DOCS_PER_PART..((part + 1) * DOCS_PER_PART).min(docs) {
+            let (lo, hi) = (state.doc_offsets[d], state.doc_offsets[d + 1]);
+            let norm = 1.0 / ((hi - lo) as f64 + k as f64 * alpha);
+            let ndk = &state.doc_topic[d * k..(d + 1) * k];
+            doc_topics.clear();
+            doc_weights.clear();
+            for (t, (th, &n)) in theta.iter_mut().zip(ndk).enumerate() {
+                *th = (f64::from(n) + alpha) * norm * inv_den[t];
+                if n > 0 {
+                    doc_topics.push(t as u32);
+                    doc_weights.push(f64::from(n) * inv_den[t]);
+                }
+            }
+            let smoothing = beta * theta.iter().sum::<f64>();
+            // A word repeated in the document is the same term each time: each distinct word is
+            // summed once and its log counted as often as it occurs.
+            doc_words.clear();
+            doc_words.extend_from_slice(&state.tokens[lo..hi]);
+            doc_words.sort_unstable();
+            for run in doc_words.chunk_by(|a, b| a == b) {
+                let w = run[0] as usize;
+                let (topics, counts) = rows.row(w);
+                let p: f64 = if topics.len() <= 8 * doc_topics.len() {
+                    gathered_dot(topics, counts, |t, &n| theta[t] * f64::from(n))
+                } else {
+                    let row = &word_topic[w * k..(w + 1) * k];
+                    let own = gathered_dot(&doc_topics, &doc_weights, |t, &c| c * count(row[t]));
+                    norm * (own + alpha * word_mass[w])
+                };
+                sum += run.len() as f64 * (p + smoothing).ln();
             }
         }
-        let smoothing = beta * theta.iter().sum::<f64>();
-        // A word repeated in the document is the same term each time: each distinct word is
-        // summed once and its log counted as often as it occurs.
-        doc_words.clear();
-        doc_words.extend_from_slice(&state.tokens[lo..hi]);
-        doc_words.sort_unstable();
-        for run in doc_words.chunk_by(|a, b| a == b) {
-            let w = run[0] as usize;
-            let (topics, counts) = rows.row(w);
-            let p: f64 = if topics.len() <= 8 * doc_topics.len() {
-                gathered_dot(topics, counts, |t, &n| theta[t] * f64::from(n))
-            } else {
-                let row = &word_topic[w * k..(w + 1) * k];
-                let own = gathered_dot(&doc_topics, &doc_weights, |t, &c| c * count(row[t]));
-                norm * (own + alpha * word_mass[w])
-            };
-            sum += run.len() as f64 * (p + smoothing).ln();
-        }
-    }
-    (sum, state.tokens.len() as u64)
+        sum
+    };
+    let parts = crate::par::map(docs.div_ceil(DOCS_PER_PART), threads, part_sum);
+    (parts.iter().sum(), state.tokens.len() as u64)
 }
 
 /// `sum_i term(topics[i], &values[i])` in four interleaved partial sums, so that each addition
@@ -298,14 +323,16 @@ mod tests {
         sum
     }
 
-    /// A random worker: a document's count is nonzero with probability `doc_density`, a
-    /// word row's with `word_density`; one count is negative and one NaN (both read as 0).
+    /// A random worker of `docs` documents: a document's count is nonzero with probability
+    /// `doc_density`, a word row's with `word_density`; one count is negative and one NaN (both
+    /// read as 0).
     fn random_worker(
+        docs: usize,
         doc_density: u64,
         word_density: u64,
         seed: u64,
     ) -> (LdaWorkerState, Vec<f32>, Vec<f32>) {
-        let (k, words, docs) = (50usize, 40usize, 12usize);
+        let (k, words) = (50usize, 40usize);
         let mut x = seed;
         let mut next = || {
             x = x
@@ -370,7 +397,8 @@ mod tests {
         .into_iter()
         .enumerate()
         {
-            let (state, wt, totals) = random_worker(doc_density, word_density, 12345 + seed as u64);
+            let (state, wt, totals) =
+                random_worker(12, doc_density, word_density, 12345 + seed as u64);
             let (ll, n) = loglik(&state, &wt, &totals, &hyper);
             let want = dense_loglik(&state, &wt, &totals, &hyper);
             assert_eq!(n, state.tokens.len() as u64);
@@ -379,5 +407,30 @@ mod tests {
                 "densities {doc_density}/{word_density}: sparse {ll} vs dense {want}"
             );
         }
+    }
+
+    /// More documents than one part holds: the same bits on any number of threads, and the
+    /// formula's value.
+    #[test]
+    fn the_parts_sum_the_same_on_any_number_of_threads() {
+        let hyper = LdaHyper {
+            topics: 50,
+            alpha: 0.1,
+            beta: 0.01,
+        };
+        let (state, wt, totals) = random_worker(3 * DOCS_PER_PART + 17, 20, 40, 7);
+        let one = loglik_on(&state, &wt, &totals, &hyper, 1);
+        assert_eq!(one, loglik(&state, &wt, &totals, &hyper));
+        for threads in [2, 3, 8] {
+            let many = loglik_on(&state, &wt, &totals, &hyper, threads);
+            assert_eq!(many.0.to_bits(), one.0.to_bits(), "{threads} threads");
+            assert_eq!(many.1, one.1);
+        }
+        let want = dense_loglik(&state, &wt, &totals, &hyper);
+        assert!(
+            (one.0 - want).abs() <= 1e-12 * want.abs(),
+            "{} vs {want}",
+            one.0
+        );
     }
 }

@@ -2,7 +2,8 @@
 //! rows, on one of two paths.
 //!
 //! - **Host** (the CPU engines): the state and the pulled rows live in host memory; each clock
-//!   measures the log-likelihood with [`loglik`] and sweeps with a [`LdaCompute`] engine.
+//!   measures the log-likelihood with [`loglik_on`] (on `--threads` threads) and sweeps with a
+//!   [`LdaCompute`] engine.
 //! - **Resident** (an engine from [`crate::app::Engines::lda_resident`], e.g. CUDA): tokens,
 //!   assignments and document-topic counts stay on the device for the whole job; the pulled
 //!   word-topic rows and totals go to the device's local copy as they arrive, the
@@ -17,7 +18,7 @@ use super::app::{
 use super::heldout::document_completion;
 use super::resident::LdaResident;
 use super::{
-    loglik, top_words, topic_recovery, worker_doc_ids, LdaApp, LdaCompute, LdaDelta, LdaHyper,
+    loglik_on, top_words, topic_recovery, worker_doc_ids, LdaApp, LdaCompute, LdaDelta, LdaHyper,
     LdaWorkerState, SweepKey,
 };
 use crate::app::flags;
@@ -42,6 +43,8 @@ pub struct LdaSession {
     worker: u32,
     hyper: LdaHyper,
     seed: u64,
+    /// Threads of the host's log-likelihood (`--threads`; the sweep is sequential).
+    threads: usize,
     path: Path,
     /// The state (resident path: as set up; the device holds the current one).
     state: LdaWorkerState,
@@ -117,6 +120,7 @@ impl LdaSession {
             worker: ctx.worker,
             hyper: s.hyper,
             seed: s.seed,
+            threads: s.threads.max(1) as usize,
             path,
             local: vec![0.0; words.len() * k],
             totals: vec![0.0; k],
@@ -339,7 +343,13 @@ impl Session<LdaApp> for LdaSession {
         // The model every worker sweeps against this clock, before the sweep.
         let ((ll, n), started, delta) = match &mut self.path {
             Path::Host(engine) => {
-                let ll = loglik(&self.state, &self.local, &self.totals, &self.hyper);
+                let ll = loglik_on(
+                    &self.state,
+                    &self.local,
+                    &self.totals,
+                    &self.hyper,
+                    self.threads,
+                );
                 let started = Instant::now();
                 let delta = engine.sweep(
                     &mut self.state,
@@ -415,7 +425,13 @@ impl Session<LdaApp> for LdaSession {
         // where that is smaller) and measures on the device; the state never comes back.
         let ((ll, n), traffic) = match &mut self.path {
             Path::Host(_) => (
-                loglik(&self.state, &self.local, &self.totals, &self.hyper),
+                loglik_on(
+                    &self.state,
+                    &self.local,
+                    &self.totals,
+                    &self.hyper,
+                    self.threads,
+                ),
                 Traffic::default(),
             ),
             Path::Resident { dev, .. } => {
