@@ -1,9 +1,10 @@
-//! Parallel generation of the built-in synthetic data sets.
+//! Work cut into parts run on scoped threads, each taking the next part as it finishes one:
+//! the built-in data sets' generators, an LDA worker's state and its log-likelihood.
 //!
-//! A generator cuts its output into chunks of a fixed size (users, documents, samples), each
-//! drawn from its own RNG seeded by the spec's seed and the chunk's index, so the output is a
-//! pure function of the spec whatever the number of threads. These helpers run the chunks on
-//! scoped threads that take the next chunk as they finish one.
+//! The callers cut their work into parts that do not depend on the number of threads (a
+//! generator's chunks of users, documents or samples each draw from their own RNG seeded by the
+//! spec's seed and the chunk's or item's index), so their output is the same whatever the number
+//! of threads.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;

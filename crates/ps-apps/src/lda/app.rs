@@ -86,16 +86,18 @@ pub struct LdaFacts {
     pub word_topic_hash: Option<String>,
 }
 
-/// The corpus and, for built-in data, the true topics (`K x V`) and their count.
+/// A worker's corpus ([`load_corpus`]) and, for built-in data, the true topics (`K x V`) and
+/// their count.
 pub(super) struct Loaded {
+    /// The worker's documents, with the whole corpus's vocabulary.
     pub corpus: Corpus,
     pub truth: Option<(Vec<f32>, usize)>,
     /// Held-out documents.
     pub test: Option<Corpus>,
 }
 
-/// The corpus of worker `worker` of `workers`: its documents ([`split_docs`]'s share; a large
-/// built-in corpus draws only those), the whole held-out corpus and the true topics.
+/// The corpus of worker `worker` of `workers`: its documents ([`super::split_docs`]'s share; a
+/// large built-in corpus draws only those), the whole held-out corpus and the true topics.
 pub(super) fn load_corpus(s: &LdaSettings, workers: u32, worker: u32) -> Result<Loaded, AppError> {
     let read = |path: &str, vocab: Option<&Path>| -> Result<Corpus, AppError> {
         let path = Path::new(path);
@@ -142,7 +144,7 @@ struct CorpusSize {
 impl CorpusSize {
     /// Of the files, read; of a synthetic corpus, from its spec without generating it (every
     /// document has `doc_len` tokens when there are topics and words): each worker generates
-    /// its copy anyway, and this spares the coordinator one of its own.
+    /// its own documents, and the coordinator needs none of them.
     fn of(s: &LdaSettings) -> Result<CorpusSize, AppError> {
         if s.data.is_none() {
             let spec = s
