@@ -74,26 +74,23 @@ fn checked(
     dense: bool,
 ) -> (LdaWorkerState, LdaDelta) {
     let k = hyper.topics as usize;
-    let n: usize = docs.iter().map(Vec::len).sum();
     let (words, row_of) = vocabulary(docs, vocab_size, dense);
     let mut doc_offsets = Vec::with_capacity(docs.len() + 1);
-    doc_offsets.push(0);
+    let mut n = 0;
+    doc_offsets.push(n);
     for d in docs {
-        doc_offsets.push(doc_offsets.last().copied().unwrap_or(0) + d.len());
+        n += d.len();
+        doc_offsets.push(n);
     }
     let parts = doc_parts(&doc_offsets);
     let mut tokens = vec![0u32; n];
-    par::fill(
-        &mut tokens,
-        &token_ends(&doc_offsets, &parts),
-        threads,
-        |p, out| {
-            let mine = docs[parts[p].0..parts[p].1].iter().flatten();
-            for (t, &w) in out.iter_mut().zip(mine) {
-                *t = row_of.row(&words, w);
-            }
-        },
-    );
+    let ends: Vec<usize> = parts.iter().map(|&(_, hi)| doc_offsets[hi]).collect();
+    par::fill(&mut tokens, &ends, threads, |p, out| {
+        let mine = docs[parts[p].0..parts[p].1].iter().flatten();
+        for (t, &w) in out.iter_mut().zip(mine) {
+            *t = row_of.row(&words, w);
+        }
+    });
     drop(row_of);
     let mut rng = ChaCha8Rng::seed_from_u64(mix64(
         mix64(seed ^ 0x1DA0_5EED_1DA0_5EED) ^ u64::from(worker),
@@ -177,11 +174,6 @@ fn doc_parts(doc_offsets: &[usize]) -> Vec<(usize, usize)> {
         parts.push((0, 0));
     }
     parts
-}
-
-/// The token index where each part of [`doc_parts`] ends.
-fn token_ends(doc_offsets: &[usize], parts: &[(usize, usize)]) -> Vec<usize> {
-    parts.iter().map(|&(_, hi)| doc_offsets[hi]).collect()
 }
 
 /// The counts of `state`'s own assignments as a delta: every nonzero `(word, topic)` count, in
