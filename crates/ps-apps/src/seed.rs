@@ -14,6 +14,13 @@ pub fn mix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The RNG of item `index` of the stream `tag` under `seed` (a chunk of ratings, a document, a
+/// sample): items drawn from their own streams can be drawn in any order, on any thread, by
+/// whichever worker needs them.
+pub fn stream_rng(seed: u64, tag: u64, index: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(mix64(mix64(seed ^ tag) ^ index))
+}
+
 /// Identifies one worker clock for the deterministic shuffle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClockKey {

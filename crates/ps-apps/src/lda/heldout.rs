@@ -24,8 +24,8 @@
 
 use super::metrics::{count, inverse_topic_sizes};
 use super::LdaHyper;
-use crate::seed::mix64;
-use rand::{Rng, SeedableRng};
+use crate::seed::stream_rng;
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 /// Gibbs sweeps over a held-out document's observed half.
@@ -80,8 +80,7 @@ pub fn document_completion<'a>(
             phi(counts, out);
         }
         let observed: Vec<usize> = (0..known.len()).step_by(2).collect();
-        let mut rng =
-            ChaCha8Rng::seed_from_u64(mix64(mix64(seed ^ 0x4E1D_0E1D_u64) ^ *index as u64));
+        let mut rng = stream_rng(seed, 0x4E1D_0E1D, *index as u64);
         let mut z = vec![0usize; observed.len()];
         let mut n_dk = vec![0.0f64; k];
         for (zi, &pos) in z.iter_mut().zip(&observed) {

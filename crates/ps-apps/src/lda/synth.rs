@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{take_worker_docs, Corpus};
 use crate::par;
-use crate::seed::mix64;
+use crate::seed::stream_rng;
 
 /// Parameters of the synthetic LDA generator.
 ///
@@ -246,10 +246,6 @@ fn sequential(spec: &SyntheticLdaSpec) -> SyntheticLda {
 
 const TOPICS: u64 = 0x7091_C5ED;
 const DOCS: u64 = 0xD0C5_C4A5;
-
-fn stream_rng(seed: u64, tag: u64, index: u64) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(mix64(mix64(seed ^ tag) ^ index))
-}
 
 /// A topic's block of words and the distribution function of its weights over the block.
 struct Block {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::popularity::{Bits, Popularity};
 use super::{Rating, RatingSet};
 use crate::par;
-use crate::seed::mix64;
+use crate::seed::stream_rng;
 
 /// Parameters of the synthetic low-rank generator.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -236,11 +236,6 @@ fn sequential(spec: &SyntheticSpec) -> RatingSet {
     }
 }
 
-/// The RNG of chunk `chunk` of the stream `tag` of a spec.
-fn chunk_rng(seed: u64, tag: u64, chunk: u64) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(mix64(mix64(seed ^ tag) ^ chunk))
-}
-
 const ITEM_FACTORS: u64 = 0x17E3_FAC7;
 const USER_STREAMS: u64 = 0x05E2_5EED;
 const ITEM_ORDER: u64 = 0x17E3_0D3E;
@@ -277,7 +272,7 @@ fn by_users(spec: &SyntheticSpec, threads: usize, keep: impl Fn(u32) -> bool + S
     let target = spec.target();
     let item_chunks = items.div_ceil(ITEMS_PER_CHUNK) as usize;
     let v = par::map(item_chunks, threads, |c| {
-        let mut rng = chunk_rng(spec.seed, ITEM_FACTORS, c as u64);
+        let mut rng = stream_rng(spec.seed, ITEM_FACTORS, c as u64);
         let n = (items - c as u32 * ITEMS_PER_CHUNK).min(ITEMS_PER_CHUNK) as usize;
         (0..n * rank)
             .map(|_| factor.sample(&mut rng))
@@ -292,8 +287,13 @@ fn by_users(spec: &SyntheticSpec, threads: usize, keep: impl Fn(u32) -> bool + S
         extra: target % u64::from(users),
         rank,
         v,
-        popularity: (spec.zipf() > 0.0)
-            .then(|| Popularity::new(items, spec.zipf(), &mut chunk_rng(spec.seed, ITEM_ORDER, 0))),
+        popularity: (spec.zipf() > 0.0).then(|| {
+            Popularity::new(
+                items,
+                spec.zipf(),
+                &mut stream_rng(spec.seed, ITEM_ORDER, 0),
+            )
+        }),
         factor,
         noise: noise_law(spec),
     };
@@ -345,7 +345,7 @@ fn user_chunk(
     let mut row = vec![0.0f64; s.rank];
     let mut at = 0;
     for u in users {
-        let rng = &mut chunk_rng(seed, USER_STREAMS, u64::from(u));
+        let rng = &mut stream_rng(seed, USER_STREAMS, u64::from(u));
         row.iter_mut().for_each(|x| *x = s.factor.sample(rng));
         let k = s.start(u64::from(u) + 1) - s.start(u.into());
         pick_items(s, u, k as usize, rng, &mut taken, &mut mine);
