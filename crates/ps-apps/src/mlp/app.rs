@@ -7,7 +7,7 @@
 
 use super::session::MlpSession;
 use super::{
-    layer_init, load_mnist_dir, synthetic_mlp, Arch, Dataset, MlpHyper, SyntheticMlpSpec,
+    layer_init, load_mnist_dir, synthetic_mlp_worker, Arch, Dataset, MlpHyper, SyntheticMlpSpec,
     BUILTIN_FEATURES, BUILTIN_TRAIN,
 };
 use crate::app::flags::{self, decimal, num, ratio};
@@ -161,14 +161,32 @@ pub struct MlpFacts {
     pub model_hash: Option<String>,
 }
 
-pub(super) fn load(s: &MlpSettings) -> Result<(Dataset, Dataset), AppError> {
+impl MlpSettings {
+    /// The built-in set's spec (used without `--data`).
+    fn builtin(&self) -> SyntheticMlpSpec {
+        self.synthetic
+            .unwrap_or_else(|| SyntheticMlpSpec::default_builtin(self.seed))
+    }
+}
+
+/// Worker `worker`'s share of the training and held-out sets ([`Dataset::share`] of each). Of a
+/// large built-in set it draws only its share.
+pub(super) fn load_share(
+    s: &MlpSettings,
+    workers: usize,
+    worker: usize,
+) -> Result<(Dataset, Dataset), AppError> {
     match &s.data {
-        Some(dir) => Ok(load_mnist_dir(Path::new(dir))?),
-        None => {
-            Ok(synthetic_mlp(&s.synthetic.unwrap_or_else(|| {
-                SyntheticMlpSpec::default_builtin(s.seed)
-            })))
+        Some(dir) => {
+            let (train, test) = load_mnist_dir(Path::new(dir))?;
+            Ok((train.share(workers, worker), test.share(workers, worker)))
         }
+        None => Ok(synthetic_mlp_worker(
+            &s.builtin(),
+            workers,
+            worker,
+            crate::par::threads(),
+        )),
     }
 }
 
@@ -241,11 +259,18 @@ impl App for MlpApp {
             threads: job.threads,
             synthetic,
         };
-        let (train, test) = load(&settings)?;
-        if train.n == 0 {
+        // The shape of the data: a built-in set's from its spec, without drawing it.
+        let (train_n, test_n, d, classes) = if on_data {
+            let (train, test) = load_share(&settings, 1, 0)?;
+            (train.n, test.n, train.d, train.classes)
+        } else {
+            let spec = settings.builtin();
+            (spec.train, spec.test, spec.dims(), spec.num_classes())
+        };
+        if train_n == 0 {
             return Err(AppError::Settings("no training samples".into()));
         }
-        let arch = Arch::new(train.d, &settings.hidden, train.classes);
+        let arch = Arch::new(d, &settings.hidden, classes);
         arch.validate()
             .map_err(|e| AppError::Settings(format!("MLP architecture: {e}")))?;
         let tables = arch
@@ -267,8 +292,8 @@ impl App for MlpApp {
         let mut facts = serde_json::Map::new();
         facts.insert("layers".into(), layers.join("-").into());
         facts.insert("params".into(), arch.num_params().into());
-        facts.insert("train_samples".into(), train.n.into());
-        facts.insert("test_samples".into(), test.n.into());
+        facts.insert("train_samples".into(), train_n.into());
+        facts.insert("test_samples".into(), test_n.into());
         facts.insert("batch".into(), hyper.batch.into());
         facts.insert("lr".into(), decimal(hyper.lr));
         facts.insert("lr_decay".into(), decimal(hyper.lr_decay));

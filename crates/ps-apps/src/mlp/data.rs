@@ -54,6 +54,11 @@ impl Dataset {
         }
     }
 
+    /// Worker `worker`'s share of the set: its samples [`super::worker_split`], in order.
+    pub fn share(&self, workers: usize, worker: usize) -> Dataset {
+        self.subset(&super::worker_split(self.n, workers, worker))
+    }
+
     /// A new data set holding the samples `idx`, in that order.
     pub fn subset(&self, idx: &[usize]) -> Dataset {
         let mut x = Vec::with_capacity(idx.len() * self.d);

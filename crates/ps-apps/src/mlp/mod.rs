@@ -81,9 +81,9 @@ pub use data::{
 };
 pub use fast::FastMlp;
 pub use synth::{
-    synthetic_mlp, synthetic_mlp_threads, SyntheticMlpSpec, BUILTIN_CLASSES,
+    synthetic_mlp, synthetic_mlp_threads, synthetic_mlp_worker, SyntheticMlpSpec, BUILTIN_CLASSES,
     BUILTIN_CLUSTERS_PER_CLASS, BUILTIN_FEATURES, BUILTIN_LATENT, BUILTIN_TEST, BUILTIN_TRAIN,
-    SAMPLES_PER_CHUNK,
+    CHUNKED_MAX_VALUES, SAMPLES_PER_CHUNK,
 };
 
 use serde::{Deserialize, Serialize};

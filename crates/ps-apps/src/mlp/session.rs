@@ -14,9 +14,9 @@
 //! permutation of the worker's samples, its clocks consecutive slices of it) with the same
 //! learning rate and push the same `(local - read) / workers`.
 
-use super::app::{load, MlpApp, MlpClock, MlpFacts, MlpFinal, MlpSettings};
+use super::app::{load_share, MlpApp, MlpClock, MlpFacts, MlpFinal, MlpSettings};
 use super::resident::{MlpResident, Traffic, EVAL_CHUNK};
-use super::{evaluate, local_sgd_steps, worker_split, Arch, BatchStats, Dataset, MlpCompute};
+use super::{evaluate, local_sgd_steps, Arch, BatchStats, Dataset, MlpCompute};
 use crate::app::device_codec::{block_k, device_format, DeltaBlock};
 use crate::app::flags;
 use crate::app::{DeltaSink, Inbox, Outcome, Session, TableRows, WorkerContext};
@@ -24,12 +24,11 @@ use crate::error::AppError;
 use crate::seed::ClockKey;
 use crate::visit::Visit;
 
-/// The host path: the engine, the training set, and the local model and gradient buffers.
+/// The host path: the engine, this worker's training samples, and the local model and gradient
+/// buffers.
 struct HostPath {
     engine: Box<dyn MlpCompute + Send>,
     train: Dataset,
-    /// This worker's samples (indices into `train`).
-    samples: Vec<usize>,
     local: Vec<Vec<f32>>,
     grads: Vec<Vec<f32>>,
 }
@@ -68,34 +67,30 @@ pub struct MlpSession {
 impl MlpSession {
     pub fn new(s: MlpSettings, ctx: &WorkerContext<'_>) -> Result<MlpSession, AppError> {
         ctx.check()?;
-        let (train, test) = load(&s)?;
+        // This worker's samples, in order (`worker_split`), and its share of the held-out set.
+        let (train, test) = load_share(&s, ctx.workers as usize, ctx.worker as usize)?;
         let arch = Arch::new(train.d, &s.hidden, train.classes);
         arch.validate()
             .map_err(|e| AppError::Settings(format!("MLP architecture: {e}")))?;
-        let (w, n) = (ctx.worker as usize, ctx.workers as usize);
-        let samples = worker_split(train.n, n, w);
-        let test = test.subset(&worker_split(test.n, n, w));
         let path = match ctx.engines.mlp_resident()? {
             Some(mut dev) => {
-                // The engine holds this worker's samples only, in `samples` order.
-                dev.setup(&arch, &train.subset(&samples), &test)?;
+                dev.setup(&arch, &train, &test)?;
                 Path::Resident(ResidentPath {
                     before: dev.traffic(),
                     dev,
-                    samples: samples.len(),
+                    samples: train.n,
                     delta: arch.zeros(),
                 })
             }
             None => Path::Host(HostPath {
                 engine: ctx.engines.mlp(s.threads)?,
                 train,
-                samples,
                 local: arch.zeros(),
                 grads: arch.zeros(),
             }),
         };
         let (engine, count) = match &path {
-            Path::Host(h) => (h.engine.name(), h.samples.len()),
+            Path::Host(h) => (h.engine.name(), h.train.n),
             Path::Resident(r) => (r.dev.name(), r.samples),
         };
         tracing::info!(
@@ -272,8 +267,8 @@ impl Session<MlpApp> for MlpSession {
         let mut engine_encoded = 0;
         let stats = match &mut self.path {
             Path::Host(h) => {
-                let visit = Visit::for_clock(key, h.samples.len(), slice_of, of);
-                let order: Vec<usize> = visit.order().into_iter().map(|i| h.samples[i]).collect();
+                let visit = Visit::for_clock(key, h.train.n, slice_of, of);
+                let order = visit.order();
                 for (l, r) in h.local.iter_mut().zip(&self.read) {
                     l.copy_from_slice(r);
                 }
