@@ -15,8 +15,8 @@
 #        none)
 #   lda  K 1000, NYTimes-shaped: 300,000 documents x 330 tokens, vocabulary 100,000
 #   mlp  784-256-256-10 on 60,000 samples
-# CPU workers: MF and MLP one worker with --threads $(nproc); LDA $(nproc) workers of one thread
-# (the Gibbs sampler is sequential per worker). MF runs E2E_MF_CLOCKS clocks (default 8), LDA 3,
+# CPU workers: one worker with --threads $(nproc) (LDA's sweep then runs as $(nproc) runs of
+# documents; until 2026-12-06 LDA had $(nproc) workers of one thread). MF runs E2E_MF_CLOCKS clocks (default 8), LDA 3,
 # the MLP 5. E2E_JOBS="mf" runs only some apps. Each job has a time limit (E2E_LIMIT_S, default
 # 150 s); a job past it is reported as such. With E2E_DEADLINE_S, no job runs past that many
 # seconds from the start (later ones are reported as skipped), so the table is always printed. Writes OUT_DIR/e2e.jsonl (one summary per job) and
@@ -100,7 +100,7 @@ print(json.dumps(s))' "$name" "$device" "$log.csv" "$WAVES" >>"$OUT/e2e.jsonl"
     job mf cuda --app mf --workers 1 --clocks "$MF_CLOCKS" $MF_DATA --factors f16
     job mf cpu --app mf --workers 1 --threads "$CORES" --clocks "$MF_CLOCKS" $MF_DATA
     job lda cuda --app lda --workers 1 --clocks 3 $LDA_DATA
-    job lda cpu --app lda --workers "$CORES" --clocks 3 $LDA_DATA
+    job lda cpu --app lda --workers 1 --threads "$CORES" --clocks 3 $LDA_DATA
     job mlp cuda --app mlp --workers 1 --clocks 5 $MLP_DATA
     job mlp cpu --app mlp --workers 1 --threads "$CORES" --clocks 5 $MLP_DATA
     # Last, so that a tight time budget cuts these first.

@@ -14,6 +14,8 @@
 mod distribution;
 #[path = "lda_conformance/sweep.rs"]
 mod sweep;
+#[path = "lda_conformance/threads.rs"]
+mod threads;
 #[path = "lda_conformance/throughput.rs"]
 mod throughput;
 
@@ -22,14 +24,27 @@ use std::time::Instant;
 
 use ps_apps::lda::{
     gather_rows, load_uci, loglik, split_docs, synthetic_lda, topic_recovery, Corpus, CpuLda,
-    LdaCompute, LdaDelta, LdaHyper, LdaWorkerState, SparseLda, SweepKey, SyntheticLdaSpec,
-    DEFAULT_CLOCKS,
+    LdaCompute, LdaDelta, LdaHyper, LdaWorkerState, ParallelSparseLda, SparseLda, SweepKey,
+    SyntheticLdaSpec, DEFAULT_CLOCKS,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 fn engines() -> Vec<Box<dyn LdaCompute>> {
-    vec![Box::new(CpuLda::new()), Box::new(SparseLda::new())]
+    ["cpu", "sparse", "sparse-threads"]
+        .into_iter()
+        .map(engine_named)
+        .collect()
+}
+
+/// A fresh engine of the kind `name` (the sweep on several threads runs on 3).
+fn engine_named(name: &str) -> Box<dyn LdaCompute> {
+    match name {
+        "cpu" => Box::new(CpuLda::new()),
+        "sparse" => Box::new(SparseLda::new()),
+        "sparse-threads" => Box::new(ParallelSparseLda::new(3)),
+        _ => panic!("no engine {name}"),
+    }
 }
 // ---------------------------------------------------------------------------
 // Shared fixtures
@@ -235,6 +250,11 @@ fn train_two_workers_cpu_oracle() {
 #[test]
 fn train_two_workers_sparse() {
     train_builtin(&|| Box::new(SparseLda::new()), 0, false, 25);
+}
+
+#[test]
+fn train_two_workers_of_four_threads() {
+    train_builtin(&|| Box::new(ParallelSparseLda::new(4)), 0, false, 25);
 }
 
 #[test]

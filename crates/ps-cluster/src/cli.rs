@@ -57,7 +57,8 @@ pub struct JobArgs {
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Compute threads per worker (the fast CPU engines split a clock's work over them; LDA's
-    /// sweep is sequential, and its log-likelihood uses them).
+    /// sweep cuts the worker's documents into that many runs that see each other's moves at the
+    /// clock's end, as that many workers would, and its log-likelihood uses them).
     #[arg(long, default_value_t = 1)]
     pub threads: u32,
     /// Apply each clock's updates at the clock boundary in worker-id order: two runs with one seed

@@ -4,7 +4,7 @@
 //! with an engine of its own (or none) ignores it.
 
 use crate::error::AppError;
-use crate::lda::{CpuLda, LdaCompute, LdaResident, SparseLda};
+use crate::lda::{CpuLda, LdaCompute, LdaResident, ParallelSparseLda, SparseLda};
 use crate::lr::{CpuLr, FastLr, LrCompute, LrResident};
 use crate::mf::{CpuMf, FastMf, MfCompute, MfResident};
 use crate::mlp::{CpuMlp, FastMlp, MlpCompute, MlpResident};
@@ -61,10 +61,13 @@ impl Engines for CpuEngines {
         Ok(Box::new(FastMf::new(threads.max(1) as usize)))
     }
 
-    /// The SparseLDA sampler (exact; one thread: a Gibbs sweep is sequential by nature and
-    /// parallelism comes from workers).
-    fn lda(&self, _threads: u32) -> Result<Box<dyn LdaCompute + Send>, AppError> {
-        Ok(Box::new(SparseLda::new()))
+    /// The SparseLDA sampler (exact) on one thread; on several, its sweep cut into runs of
+    /// documents that see each other's moves at the sweep's end, as workers would.
+    fn lda(&self, threads: u32) -> Result<Box<dyn LdaCompute + Send>, AppError> {
+        Ok(match threads {
+            0 | 1 => Box::new(SparseLda::new()),
+            t => Box::new(ParallelSparseLda::new(t as usize)),
+        })
     }
 
     fn mlp(&self, threads: u32) -> Result<Box<dyn MlpCompute + Send>, AppError> {

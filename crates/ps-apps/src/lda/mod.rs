@@ -33,8 +33,9 @@
 //! # Engines
 //! [`CpuLda`] is the plain O(K)-per-token oracle; [`SparseLda`] is the
 //! SparseLDA bucket sampler (Yao, Mimno & McCallum 2009), exact and much
-//! faster for large `K`. Both are single-threaded: parallelism comes from
-//! running several workers. Every engine, the CUDA one in worker-gpu
+//! faster for large `K`. Both are single-threaded; [`ParallelSparseLda`]
+//! runs a worker's sweep on several threads (`--threads`) as that many
+//! workers sharing one read would (AD-LDA within the worker). Every engine, the CUDA one in worker-gpu
 //! included, draws one uniform per token from the counter-based Philox
 //! generator, [`SweepKey::uniform`]`(token position)`, so the device can
 //! draw the oracle's uniforms itself instead of receiving them.
@@ -64,7 +65,9 @@ pub use files::{detect_format, sibling_vocab, top_words, CorpusFormat};
 pub use resident::{check_rows, check_sparse_rows, check_state, HostLdaResident, LdaResident};
 pub use session::LdaSession;
 
-pub use compute::{check_dims, conditional, CpuLda, LdaCompute, SparseLda};
+pub use compute::{
+    check_dims, conditional, runs_by_tokens, CpuLda, LdaCompute, ParallelSparseLda, SparseLda,
+};
 pub use data::{
     load_ldac, load_uci, load_vocab, parse_ldac, parse_uci_docword, parse_vocab, split_docs,
     take_worker_docs, worker_doc_ids, Corpus, MAX_COUNT, MAX_DOCS, MAX_TOKENS, MAX_VOCAB,

@@ -43,7 +43,7 @@ pub struct LdaSession {
     worker: u32,
     hyper: LdaHyper,
     seed: u64,
-    /// Threads of the host's log-likelihood (`--threads`; the sweep is sequential).
+    /// Threads of the host's log-likelihood (`--threads`; the engine sweeps on as many).
     threads: usize,
     path: Path,
     /// The state (resident path: as set up; the device holds the current one).

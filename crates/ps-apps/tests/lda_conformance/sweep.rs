@@ -1,13 +1,11 @@
 //! Sweep invariants on random inputs (deltas match the count changes, totals conserved),
 //! hostile stale copies, and rejected initial inputs.
 
-use ps_apps::lda::{
-    gather_rows, CpuLda, LdaCompute, LdaDelta, LdaHyper, LdaWorkerState, SparseLda, SweepKey,
-};
+use ps_apps::lda::{gather_rows, LdaDelta, LdaHyper, LdaWorkerState, SweepKey};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{engines, small_fixture};
+use super::{engine_named, engines, small_fixture};
 
 fn random_case(seed: u64) -> (Vec<Vec<u32>>, u32, LdaHyper) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -102,11 +100,7 @@ fn sweep_invariants_on_random_inputs() {
                     // Deterministic for a key.
                     let mut s2 = state.clone();
                     let (mut w2, mut t2) = (w.clone(), t.clone());
-                    let mut fresh: Box<dyn LdaCompute> = if engine.name() == "cpu" {
-                        Box::new(CpuLda::new())
-                    } else {
-                        Box::new(SparseLda::new())
-                    };
+                    let mut fresh = engine_named(engine.name());
                     let d1 = engine
                         .sweep(&mut state, &mut w, &mut t, &hyper, key)
                         .unwrap();

@@ -16,6 +16,11 @@ use super::common::job;
 const CLOCKS: u64 = 4;
 
 fn plan() -> Plan<LdaSettings> {
+    plan_on(1)
+}
+
+/// The plan with `threads` compute threads per worker.
+fn plan_on(threads: u32) -> Plan<LdaSettings> {
     let args = LdaArgs {
         topics: 10,
         alpha: 0.1,
@@ -25,7 +30,8 @@ fn plan() -> Plan<LdaSettings> {
         test: None,
         ..Default::default()
     };
-    LdaApp.plan(&args, &job(2)).unwrap()
+    let job = ps_apps::app::JobCommon { threads, ..job(2) };
+    LdaApp.plan(&args, &job).unwrap()
 }
 
 /// The update a delta makes, as rows: (word rows as a map, totals).
@@ -114,7 +120,17 @@ fn lda_sessions_on_the_oracle_engine_equal_the_oracle_loop_clock_by_clock() {
 
 #[test]
 fn lda_sessions_on_the_fast_engine_reach_the_oracles_likelihood() {
-    let plan = plan();
+    fast_engine_reaches_the_oracles_likelihood(1);
+}
+
+/// Three threads a worker: the sweep as three runs of documents (`ParallelSparseLda`).
+#[test]
+fn lda_sessions_on_three_threads_reach_the_oracles_likelihood() {
+    fast_engine_reaches_the_oracles_likelihood(3);
+}
+
+fn fast_engine_reaches_the_oracles_likelihood(threads: u32) {
+    let plan = plan_on(threads);
     let per_token = |run: &ps_apps::app::testing::BspRun<LdaApp>| {
         let (ll, n) = run.finals.iter().fold((0.0, 0.0), |(a, b), f| {
             (a + f.sums.final_loglik, b + f.sums.final_tokens)
@@ -128,10 +144,16 @@ fn lda_sessions_on_the_fast_engine_reach_the_oracles_likelihood() {
         ll / n
     };
     let fast = run_bsp(&LdaApp, &plan, 2, CLOCKS, &CpuEngines).unwrap();
-    let slow = run_bsp(&LdaApp, &plan, 2, CLOCKS, &OracleEngines).unwrap();
+    let slow = run_bsp(&LdaApp, &plan_on(1), 2, CLOCKS, &OracleEngines).unwrap();
     let (f, s) = (per_token(&fast), per_token(&slow));
     let (fi, si) = (initial(&fast), initial(&slow));
-    println!("lda loglik/token: fast {fi:.4} -> {f:.4}, oracle {si:.4} -> {s:.4}");
+    println!(
+        "lda loglik/token on {threads} threads: fast {fi:.4} -> {f:.4}, oracle {si:.4} -> {s:.4}"
+    );
+    // The shards hold the workers' counts: every token once.
+    let tokens: f64 = fast.finals.iter().map(|f| f.sums.final_tokens).sum();
+    let totals: f32 = fast.ps.read(TOTALS, &[0]).iter().sum();
+    assert_eq!(f64::from(totals), tokens);
     assert!((f - s).abs() < 0.05, "fast {f} vs oracle {s}");
     assert!(f > fi && s > si, "both gain likelihood");
 }

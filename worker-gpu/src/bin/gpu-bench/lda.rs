@@ -2,8 +2,8 @@
 //! 200,000 documents × 100 tokens over 20,000 words (20 M tokens, one worker; `--quick`: 20,000
 //! documents), two ways: the sweep kernel alone on device-resident buffers (events; each kind of
 //! draw, `LdaSweepKernel`), and the whole `LdaCompute::sweep` call with its host work and copies
-//! (wall). The peer is the CPU engine `SparseLda` on one thread (a Gibbs sweep is sequential;
-//! workers give the parallelism), timed on the first documents of the same corpus.
+//! (wall). The peer is the CPU engine `SparseLda` on one thread (`ParallelSparseLda` on more;
+//! workers too), timed on the first documents of the same corpus.
 //!
 //! Floor: the kernel is dense in K; per token it reads K counts of the word row (f32), K of the
 //! document row (u32) and K totals (f32), writes K f64 cumulative sums and reads them back:

@@ -1,10 +1,13 @@
 //! The LDA compute trait, the exact conditional and the count reads every engine shares; the
-//! plain CPU oracle is in `oracle.rs`, the SparseLDA engine in `sparse.rs`.
+//! plain CPU oracle is in `oracle.rs`, the SparseLDA engine in `sparse.rs`, and its sweep on
+//! several threads in `parallel.rs`.
 
 mod oracle;
+mod parallel;
 mod sparse;
 
 pub use oracle::CpuLda;
+pub use parallel::{runs_by_tokens, ParallelSparseLda};
 pub use sparse::SparseLda;
 
 use super::{LdaDelta, LdaHyper, LdaWorkerState, SweepKey};

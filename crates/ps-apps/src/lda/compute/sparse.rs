@@ -32,7 +32,8 @@ use crate::lda::{LdaDelta, LdaHyper, LdaWorkerState, SweepKey};
 /// was measured slower here, because bubbling past tied counts costs more
 /// than it saves); the document's nonzero topics; all in buffers reused
 /// across sweeps (no allocation per token).
-/// Single-threaded; parallelism comes from running several workers.
+/// Single-threaded; [`ParallelSparseLda`](super::ParallelSparseLda) runs a sweep on several
+/// threads, and workers give parallelism too.
 ///
 /// Consumes the same one uniform per token as [`CpuLda`](super::CpuLda)
 /// ([`SweepKey::uniform`] of the token's position) but maps it to a topic
@@ -155,23 +156,57 @@ fn draw_buckets(
     (inv_den.len() - 1) as u32
 }
 
-impl LdaCompute for SparseLda {
-    fn sweep(
-        &mut self,
-        state: &mut LdaWorkerState,
-        word_topic: &mut [f32],
-        totals: &mut [f32],
-        hyper: &LdaHyper,
-        key: SweepKey,
-    ) -> Result<LdaDelta, ComputeError> {
-        check_dims(state, word_topic, totals, hyper);
-        let k = state.topics as usize;
-        let (alpha, beta) = hyper.effective();
-        let vbeta = beta * f64::from(state.vocab_size.max(1));
-        let ab = alpha * beta;
-        let nwords = state.words.len();
+/// The documents one engine resamples: a run of the worker's documents, their tokens' rows, their
+/// topics and their document-topic counts.
+pub(super) struct Docs<'a> {
+    /// Token offsets of the documents and the end of the last (`offsets[0]` is the position of
+    /// the run's first token in the worker's state, which picks its uniforms).
+    pub offsets: &'a [usize],
+    /// The run's tokens' local word rows.
+    pub tokens: &'a [u32],
+    /// The run's tokens' topics.
+    pub z: &'a mut [u32],
+    /// The run's document-topic counts, `documents x K`.
+    pub doc_topic: &'a mut [u32],
+}
 
-        // Load the local copy.
+impl<'a> Docs<'a> {
+    /// All of a worker's documents.
+    pub fn all(state: &'a mut LdaWorkerState) -> Docs<'a> {
+        Docs {
+            offsets: &state.doc_offsets,
+            tokens: &state.tokens,
+            z: &mut state.z,
+            doc_topic: &mut state.doc_topic,
+        }
+    }
+}
+
+/// The constants of a sweep's conditional.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Conditional {
+    pub k: usize,
+    pub alpha: f64,
+    pub beta: f64,
+    pub vbeta: f64,
+}
+
+impl Conditional {
+    pub fn of(state: &LdaWorkerState, hyper: &LdaHyper) -> Conditional {
+        let (alpha, beta) = hyper.effective();
+        Conditional {
+            k: state.topics as usize,
+            alpha,
+            beta,
+            vbeta: beta * f64::from(state.vocab_size.max(1)),
+        }
+    }
+}
+
+impl SparseLda {
+    /// Loads the engine's counts from the worker's copy (`nwords x K`) and totals.
+    pub(super) fn load(&mut self, word_topic: &[f32], totals: &[f32], c: Conditional) {
+        let (k, nwords) = (c.k, word_topic.len() / c.k.max(1));
         self.wt.clear();
         self.wt.extend(word_topic.iter().map(|&x| to_count(x)));
         self.tot.clear();
@@ -186,13 +221,18 @@ impl LdaCompute for SparseLda {
         self.inv_den.extend(
             self.tot
                 .iter()
-                .map(|&n| 1.0 / (f64::from(n.max(0)) + vbeta)),
+                .map(|&n| 1.0 / (f64::from(n.max(0)) + c.vbeta)),
         );
         self.coef.clear();
         self.coef.resize(k, 0.0);
         self.qterms.clear();
         self.qterms.reserve(k);
+    }
 
+    /// Resamples `docs` in order against the loaded counts, moving them as it goes.
+    pub(super) fn resample(&mut self, docs: Docs<'_>, c: Conditional, key: SweepKey) {
+        let (k, alpha, beta, vbeta) = (c.k, c.alpha, c.beta, c.vbeta);
+        let ab = alpha * beta;
         let SparseLda {
             wt,
             nz,
@@ -202,9 +242,9 @@ impl LdaCompute for SparseLda {
             qterms,
             doc_nz,
         } = self;
+        let first = docs.offsets[0];
         let mut uniforms = key.uniforms();
-        for d in 0..state.num_docs() {
-            let ndk = &mut state.doc_topic[d * k..(d + 1) * k];
+        for (d, ndk) in docs.doc_topic.chunks_exact_mut(k).enumerate() {
             doc_nz.clear();
             let mut s = 0.0f64;
             let mut r = 0.0f64;
@@ -217,9 +257,9 @@ impl LdaCompute for SparseLda {
                 s += ab * inv_den[t];
                 coef[t] = (f64::from(n) + alpha) * inv_den[t];
             }
-            for i in state.doc_offsets[d]..state.doc_offsets[d + 1] {
-                let w = state.tokens[i] as usize;
-                let old = state.z[i] as usize;
+            for i in docs.offsets[d]..docs.offsets[d + 1] {
+                let w = docs.tokens[i - first] as usize;
+                let old = docs.z[i - first] as usize;
 
                 // Remove the token from the document, totals and word row.
                 s -= ab * inv_den[old];
@@ -269,7 +309,7 @@ impl LdaCompute for SparseLda {
                     word_list_inc(word_nz, new as u32, row[new]);
                 }
                 row[new] += 1;
-                state.z[i] = new as u32;
+                docs.z[i - first] = new as u32;
             }
         }
 
@@ -284,10 +324,37 @@ impl LdaCompute for SparseLda {
                 debug_assert_eq!(sorted, fresh, "SparseLda word list out of sync");
             }
         }
+    }
+
+    /// The engine's counts of `cells` (a range of the flat `nwords x K` copy).
+    pub(super) fn counts(&self, cells: std::ops::Range<usize>) -> &[i32] {
+        &self.wt[cells]
+    }
+
+    /// The engine's topic totals.
+    pub(super) fn totals(&self) -> &[i32] {
+        &self.tot
+    }
+}
+
+impl LdaCompute for SparseLda {
+    fn sweep(
+        &mut self,
+        state: &mut LdaWorkerState,
+        word_topic: &mut [f32],
+        totals: &mut [f32],
+        hyper: &LdaHyper,
+        key: SweepKey,
+    ) -> Result<LdaDelta, ComputeError> {
+        check_dims(state, word_topic, totals, hyper);
+        let c = Conditional::of(state, hyper);
+        let k = c.k;
+        self.load(word_topic, totals, c);
+        self.resample(Docs::all(state), c, key);
 
         // Write the moves back into the f32 copy and collect the delta.
         let mut entries = Vec::new();
-        for (i, (x, &c)) in word_topic.iter_mut().zip(wt.iter()).enumerate() {
+        for (i, (x, &c)) in word_topic.iter_mut().zip(self.wt.iter()).enumerate() {
             let dlt = c - to_count(*x);
             if dlt != 0 {
                 *x += dlt as f32;
@@ -295,7 +362,11 @@ impl LdaCompute for SparseLda {
             }
         }
         let mut totals_delta = vec![0i32; k];
-        for ((x, &c), dt) in totals.iter_mut().zip(tot.iter()).zip(&mut totals_delta) {
+        for ((x, &c), dt) in totals
+            .iter_mut()
+            .zip(self.tot.iter())
+            .zip(&mut totals_delta)
+        {
             *dt = c - to_count(*x);
             *x += *dt as f32;
         }
