@@ -58,7 +58,8 @@ pub struct JobArgs {
     pub seed: u64,
     /// Compute threads per worker (the fast CPU engines split a clock's work over them; LDA's
     /// sweep cuts the worker's documents into that many runs that see each other's moves at the
-    /// clock's end, as that many workers would, and its log-likelihood uses them).
+    /// clock's end, as that many workers would, each run holding a copy of the worker's
+    /// word-topic counts; its log-likelihood uses them too).
     #[arg(long, default_value_t = 1)]
     pub threads: u32,
     /// Apply each clock's updates at the clock boundary in worker-id order: two runs with one seed

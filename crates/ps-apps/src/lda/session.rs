@@ -43,7 +43,8 @@ pub struct LdaSession {
     worker: u32,
     hyper: LdaHyper,
     seed: u64,
-    /// Threads of the host's log-likelihood (`--threads`; the engine sweeps on as many).
+    /// Threads of the host's log-likelihood (`--threads`; on the host path the CPU engine
+    /// sweeps on as many too).
     threads: usize,
     path: Path,
     /// The state (resident path: as set up; the device holds the current one).

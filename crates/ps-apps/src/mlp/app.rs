@@ -179,7 +179,10 @@ pub(super) fn load_share(
     match &s.data {
         Some(dir) => {
             let (train, test) = load_mnist_dir(Path::new(dir))?;
-            Ok((train.share(workers, worker), test.share(workers, worker)))
+            Ok((
+                train.into_share(workers, worker),
+                test.into_share(workers, worker),
+            ))
         }
         None => Ok(synthetic_mlp_worker(
             &s.builtin(),

@@ -54,8 +54,12 @@ impl Dataset {
         }
     }
 
-    /// Worker `worker`'s share of the set: its samples [`super::worker_split`], in order.
-    pub fn share(&self, workers: usize, worker: usize) -> Dataset {
+    /// Worker `worker`'s share of the set: its samples [`super::worker_split`], in order (the
+    /// set itself when there is one worker).
+    pub fn into_share(self, workers: usize, worker: usize) -> Dataset {
+        if workers == 1 && worker == 0 {
+            return self;
+        }
         self.subset(&super::worker_split(self.n, workers, worker))
     }
 

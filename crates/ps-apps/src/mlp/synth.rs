@@ -166,10 +166,10 @@ fn worker_share(
         return (set(TRAIN, spec.train), set(TEST, spec.test));
     }
     let (train, test) = law.by_chunks(spec, rng, threads);
-    if workers == 1 {
-        return (train, test);
-    }
-    (train.share(workers, worker), test.share(workers, worker))
+    (
+        train.into_share(workers, worker),
+        test.into_share(workers, worker),
+    )
 }
 
 const TRAIN: u64 = 0x7EA1_C4A5;
@@ -460,16 +460,11 @@ mod tests {
             for workers in [3, 4] {
                 for w in 0..workers {
                     let share = worker_share(&s, workers, w, 3, chunked_max);
-                    assert_eq!(
-                        share.0,
-                        train.share(workers, w),
-                        "{chunked_max} {workers} {w}"
+                    let want = (
+                        train.clone().into_share(workers, w),
+                        test.clone().into_share(workers, w),
                     );
-                    assert_eq!(
-                        share.1,
-                        test.share(workers, w),
-                        "{chunked_max} {workers} {w}"
-                    );
+                    assert_eq!(share, want, "{chunked_max} {workers} {w}");
                 }
             }
         }

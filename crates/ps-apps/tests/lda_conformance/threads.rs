@@ -63,6 +63,7 @@ fn runs_cover_the_documents_with_near_equal_tokens() {
         assert!(longest.unwrap() <= total / parts + 2 * 9, "{parts}: {b:?}");
     }
     assert_eq!(runs_by_tokens(&[0], 4), vec![0, 0]);
+    assert_eq!(runs_by_tokens(&[], 4), vec![0, 0]);
     assert_eq!(runs_by_tokens(&[3, 3, 3], 2), vec![0, 2]);
 }
 
@@ -171,5 +172,29 @@ fn the_delta_is_the_change_of_the_copy_and_of_the_own_counts() {
             .sweep(&mut s2, &mut w2, &mut t2, &hyper, key(1))
             .unwrap();
         assert_eq!((d2, s2, w2, t2), (delta, s, w, t), "threads {threads}");
+    }
+}
+
+#[test]
+fn a_worker_without_documents_sweeps_nothing() {
+    let (mut state, wt, totals, hyper) = fixture(6, 5);
+    for offsets in [vec![0], vec![]] {
+        state.doc_offsets = offsets;
+        state.tokens.clear();
+        state.z.clear();
+        state.doc_topic.clear();
+        for threads in [1, 4] {
+            let (mut s, mut w, mut t) = (state.clone(), wt.clone(), totals.clone());
+            let delta = ParallelSparseLda::new(threads)
+                .sweep(&mut s, &mut w, &mut t, &hyper, key(1))
+                .unwrap();
+            assert!(delta.is_empty(), "{threads}");
+            assert_eq!((s, w, t), (state.clone(), wt.clone(), totals.clone()));
+        }
+        let (mut s, mut w, mut t) = (state.clone(), wt.clone(), totals.clone());
+        assert!(SparseLda::new()
+            .sweep(&mut s, &mut w, &mut t, &hyper, key(1))
+            .unwrap()
+            .is_empty());
     }
 }

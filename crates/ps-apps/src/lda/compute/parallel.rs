@@ -33,9 +33,13 @@ impl ParallelSparseLda {
 }
 
 /// The first document of each of `parts` runs of nearly equal token counts (`offsets` as in
-/// [`LdaWorkerState::doc_offsets`]), and the end; runs are not empty, so there may be fewer.
+/// [`LdaWorkerState::doc_offsets`]), and the end. Each run has a document, so there may be
+/// fewer runs; no documents make one empty run, `[0, 0]`.
 pub fn runs_by_tokens(offsets: &[usize], parts: usize) -> Vec<usize> {
     let docs = offsets.len().saturating_sub(1);
+    if docs == 0 {
+        return vec![0, 0];
+    }
     let (first, total) = (offsets[0], offsets[docs]);
     let mut bounds = vec![0];
     for p in 1..parts.max(1) {
@@ -91,6 +95,14 @@ impl LdaCompute for ParallelSparseLda {
         check_dims(state, word_topic, totals, hyper);
         let c = Conditional::of(state, hyper);
         let k = c.k;
+        if state.num_docs() == 0 {
+            // Nothing to resample (and no offsets to cut: a state may have none).
+            return Ok(LdaDelta {
+                topics: state.topics,
+                entries: Vec::new(),
+                totals: vec![0; k],
+            });
+        }
         let bounds = runs_by_tokens(&state.doc_offsets, self.engines.len());
         let runs = split(Docs::all(state), &bounds, k);
         let engines = &mut self.engines[..runs.len()];

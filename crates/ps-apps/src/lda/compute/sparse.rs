@@ -242,7 +242,7 @@ impl SparseLda {
             qterms,
             doc_nz,
         } = self;
-        let first = docs.offsets[0];
+        let first = docs.offsets.first().copied().unwrap_or(0);
         let mut uniforms = key.uniforms();
         for (d, ndk) in docs.doc_topic.chunks_exact_mut(k).enumerate() {
             doc_nz.clear();
