@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use ps_apps::lda::{
     gather_rows, loglik, synthetic_lda, topic_recovery, CpuLda, LdaCompute, LdaHyper,
-    LdaWorkerState, SparseLda, SweepKey, SyntheticLdaSpec,
+    LdaWorkerState, ParallelSparseLda, SparseLda, SweepKey, SyntheticLdaSpec,
 };
 
 fn throughput(k: u32) {
@@ -33,6 +33,8 @@ fn throughput(k: u32) {
     println!("K = {k}: {} tokens, seed {seed}", state0.num_tokens());
     let mut engs: Vec<(Box<dyn LdaCompute>, u32)> = vec![
         (Box::new(SparseLda::new()), 8),
+        // On all cores.
+        (Box::new(ParallelSparseLda::new(ps_apps::par::threads())), 8),
         (Box::new(CpuLda::new()), 1),
     ];
     for (engine, sweeps) in engs.iter_mut() {
@@ -49,7 +51,10 @@ fn throughput(k: u32) {
                 .sweep(&mut s, &mut wt, &mut tot, &hyper, key)
                 .unwrap();
             let dt = t0.elapsed().as_secs_f64();
-            let cpu = thread_cpu_seconds().map(|c1| c1 - c0.unwrap_or(c1));
+            // The calling thread's time: the whole sweep only for the one-thread engines.
+            let cpu = thread_cpu_seconds()
+                .map(|c1| c1 - c0.unwrap_or(c1))
+                .filter(|_| engine.name() != "sparse-threads");
             println!(
                 "  {:6} sweep {clock}: {:.2} M tokens/s wall ({dt:.2} s), {} on-CPU",
                 engine.name(),
