@@ -1,7 +1,7 @@
 //! Distributional tests: the engines' draws match the exact conditional by a chi-square test,
 //! and the test rejects a deliberately wrong sampler.
 
-use ps_apps::lda::{conditional, SweepKey};
+use ps_apps::lda::{conditional, runs_by_tokens, LdaCompute, ParallelSparseLda, SweepKey};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -104,6 +104,36 @@ fn sweep_first_token_matches_exact_conditional() {
             );
         }
     }
+}
+
+/// On several threads every run starts from the sweep's counts: the first token of the second
+/// run, swept with the whole state, follows the exact conditional of the counts before the sweep
+/// (the sequential engine's would have moved with the first run's documents).
+#[test]
+fn a_later_runs_first_token_matches_the_exact_conditional_at_the_start() {
+    let seed = 78;
+    let (state, wt, totals, hyper) = small_fixture(seed);
+    let bounds = runs_by_tokens(&state.doc_offsets, 2);
+    assert_eq!(bounds.len(), 3, "two runs: {bounds:?}");
+    let doc = bounds[1];
+    let p = conditional(&state, &wt, &totals, &hyper, doc, 0);
+    let first = state.doc_offsets[doc];
+    let mut counts = vec![0u64; K_SMALL as usize];
+    let mut engine = ParallelSparseLda::new(2);
+    for clock in 0..DRAWS as u32 {
+        let mut s = state.clone();
+        let (mut w, mut t) = (wt.clone(), totals.clone());
+        let key = SweepKey {
+            seed,
+            worker: 3,
+            clock,
+        };
+        engine.sweep(&mut s, &mut w, &mut t, &hyper, key).unwrap();
+        counts[s.z[first] as usize] += 1;
+    }
+    let chi = chi_square(&counts, &p);
+    println!("sparse-threads, doc {doc} (second run): chi2 = {chi:.2} (crit {CHI2_CRIT_DF5})");
+    assert!(chi < CHI2_CRIT_DF5, "chi2 {chi} p {p:?} counts {counts:?}");
 }
 
 /// A deliberately wrong conditional (the token's own counts not removed)
