@@ -1,7 +1,9 @@
 //! Distributional tests: the engines' draws match the exact conditional by a chi-square test,
 //! and the test rejects a deliberately wrong sampler.
 
-use ps_apps::lda::{conditional, runs_by_tokens, LdaCompute, ParallelSparseLda, SweepKey};
+use ps_apps::lda::{
+    conditional, runs_by_tokens, LdaCompute, LdaHyper, LdaWorkerState, ParallelSparseLda, SweepKey,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -58,6 +60,32 @@ fn sample_token_matches_exact_conditional() {
     }
 }
 
+/// How often each topic is the new topic of token `token` after one sweep of `state`, over
+/// [`DRAWS`] sweeps of fresh copies with different clock keys.
+fn swept_topics(
+    engine: &mut dyn LdaCompute,
+    state: &LdaWorkerState,
+    wt: &[f32],
+    totals: &[f32],
+    hyper: &LdaHyper,
+    seed: u64,
+    token: usize,
+) -> Vec<u64> {
+    let mut counts = vec![0u64; K_SMALL as usize];
+    for clock in 0..DRAWS as u32 {
+        let mut s = state.clone();
+        let (mut w, mut t) = (wt.to_vec(), totals.to_vec());
+        let key = SweepKey {
+            seed,
+            worker: 3,
+            clock,
+        };
+        engine.sweep(&mut s, &mut w, &mut t, hyper, key).unwrap();
+        counts[s.z[token] as usize] += 1;
+    }
+    counts
+}
+
 /// The new topic of the first token of document `doc` after one full
 /// sweep, over many sweeps of fresh copies of the same state (different
 /// clock keys): exercises each engine's real sweep path, incremental
@@ -80,18 +108,7 @@ fn sweep_first_token_matches_exact_conditional() {
         single.doc_topic = state.doc_topic[doc * k..(doc + 1) * k].to_vec();
         single.check().unwrap();
         for engine in engines().iter_mut() {
-            let mut counts = vec![0u64; k];
-            for clock in 0..DRAWS as u32 {
-                let mut s = single.clone();
-                let (mut w, mut t) = (wt.clone(), totals.clone());
-                let key = SweepKey {
-                    seed,
-                    worker: 3,
-                    clock,
-                };
-                engine.sweep(&mut s, &mut w, &mut t, &hyper, key).unwrap();
-                counts[s.z[0] as usize] += 1;
-            }
+            let counts = swept_topics(engine.as_mut(), &single, &wt, &totals, &hyper, seed, 0);
             let chi = chi_square(&counts, &p);
             println!(
                 "{} sweep doc {doc}: chi2 = {chi:.2} (crit {CHI2_CRIT_DF5})",
@@ -117,20 +134,9 @@ fn a_later_runs_first_token_matches_the_exact_conditional_at_the_start() {
     assert_eq!(bounds.len(), 3, "two runs: {bounds:?}");
     let doc = bounds[1];
     let p = conditional(&state, &wt, &totals, &hyper, doc, 0);
-    let first = state.doc_offsets[doc];
-    let mut counts = vec![0u64; K_SMALL as usize];
     let mut engine = ParallelSparseLda::new(2);
-    for clock in 0..DRAWS as u32 {
-        let mut s = state.clone();
-        let (mut w, mut t) = (wt.clone(), totals.clone());
-        let key = SweepKey {
-            seed,
-            worker: 3,
-            clock,
-        };
-        engine.sweep(&mut s, &mut w, &mut t, &hyper, key).unwrap();
-        counts[s.z[first] as usize] += 1;
-    }
+    let first = state.doc_offsets[doc];
+    let counts = swept_topics(&mut engine, &state, &wt, &totals, &hyper, seed, first);
     let chi = chi_square(&counts, &p);
     println!("sparse-threads, doc {doc} (second run): chi2 = {chi:.2} (crit {CHI2_CRIT_DF5})");
     assert!(chi < CHI2_CRIT_DF5, "chi2 {chi} p {p:?} counts {counts:?}");
