@@ -2,10 +2,9 @@
 //! (AD-LDA) within the worker.
 
 use super::sparse::{Conditional, Docs};
-use super::{check_dims, to_count, LdaCompute, SparseLda};
+use super::{check_dims, LdaCompute, SparseLda};
 use crate::error::ComputeError;
 use crate::lda::{LdaDelta, LdaHyper, LdaWorkerState, SweepKey};
-use crate::par;
 
 /// A sweep on `threads` threads: the worker's documents are cut into as many runs of nearly
 /// equal token counts, and each run is resampled by its own [`SparseLda`] against its own copy
@@ -80,9 +79,6 @@ fn split<'a>(docs: Docs<'a>, bounds: &[usize], k: usize) -> Vec<Docs<'a>> {
     runs
 }
 
-/// Rows per task of the merge.
-const MERGE_ROWS: usize = 1024;
-
 impl LdaCompute for ParallelSparseLda {
     fn sweep(
         &mut self,
@@ -116,42 +112,13 @@ impl LdaCompute for ParallelSparseLda {
             }
         });
 
-        // Each cell's change is the sum of the runs' changes, by ranges of rows on all threads.
-        let engines = &*engines;
-        let rows = state.words.len();
-        let words = &state.words;
-        let parts = par::map(rows.div_ceil(MERGE_ROWS), engines.len(), |p| {
-            let cells = p * MERGE_ROWS * k..((p + 1) * MERGE_ROWS).min(rows) * k;
-            let base = &word_topic[cells.clone()];
-            let mut sum: Vec<i32> = vec![0; base.len()];
-            for e in engines {
-                for ((s, &c), &b) in sum.iter_mut().zip(e.counts(cells.clone())).zip(base) {
-                    *s += c - to_count(b);
-                }
-            }
-            let first = cells.start;
-            sum.iter()
-                .enumerate()
-                .filter(|(_, &d)| d != 0)
-                .map(|(i, &d)| (first + i, d))
-                .collect::<Vec<_>>()
-        });
-        let mut entries = Vec::with_capacity(parts.iter().map(Vec::len).sum());
-        for (cell, d) in parts.into_iter().flatten() {
-            word_topic[cell] += d as f32;
-            entries.push((words[cell / k], (cell % k) as u32, d));
-        }
-        let mut totals_delta = vec![0i32; k];
-        for (t, (x, dt)) in totals.iter_mut().zip(&mut totals_delta).enumerate() {
-            let base = to_count(*x);
-            *dt = engines.iter().map(|e| e.totals()[t] - base).sum();
-            *x += *dt as f32;
-        }
-        Ok(LdaDelta {
-            topics: state.topics,
-            entries,
-            totals: totals_delta,
-        })
+        Ok(SparseLda::write_moves(
+            engines,
+            &state.words,
+            state.topics,
+            word_topic,
+            totals,
+        ))
     }
 
     fn sample_token(
@@ -176,6 +143,7 @@ impl LdaCompute for ParallelSparseLda {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lda::compute::to_count;
     use crate::lda::{synthetic_lda, SyntheticLdaSpec};
 
     /// The runs swept one after another, each by a fresh engine from the sweep's counts, and

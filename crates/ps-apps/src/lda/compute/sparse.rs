@@ -104,6 +104,9 @@ fn remove_topic(list: &mut Vec<u32>, t: u32) {
     }
 }
 
+/// Rows per task when engines' moves are written back ([`SparseLda::write_moves`]).
+const MERGE_ROWS: usize = 1024;
+
 /// Draws from the three buckets with `u` already scaled to `[0, s + r + q)`.
 #[allow(clippy::too_many_arguments)]
 #[inline]
@@ -326,12 +329,62 @@ impl SparseLda {
         }
     }
 
+    /// The sum of `engines`' moves since they loaded the copy `word_topic` (of the rows
+    /// `words`) and `totals`, written into them and returned as the delta. Each cell's change is
+    /// summed by ranges of rows, on as many threads as there are engines.
+    pub(super) fn write_moves(
+        engines: &[SparseLda],
+        words: &[u32],
+        topics: u32,
+        word_topic: &mut [f32],
+        totals: &mut [f32],
+    ) -> LdaDelta {
+        let (k, rows) = (topics as usize, words.len());
+        let parts = crate::par::map(rows.div_ceil(MERGE_ROWS), engines.len(), |p| {
+            let cells = p * MERGE_ROWS * k..((p + 1) * MERGE_ROWS).min(rows) * k;
+            let base: Vec<i32> = word_topic[cells.clone()]
+                .iter()
+                .map(|&x| to_count(x))
+                .collect();
+            let mut sum = vec![0i32; base.len()];
+            for e in engines {
+                for ((s, &c), &b) in sum.iter_mut().zip(&e.wt[cells.clone()]).zip(&base) {
+                    *s += c - b;
+                }
+            }
+            let first = cells.start;
+            sum.iter()
+                .enumerate()
+                .filter(|(_, &d)| d != 0)
+                .map(|(i, &d)| (first + i, d))
+                .collect::<Vec<_>>()
+        });
+        let mut entries = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+        for (cell, d) in parts.into_iter().flatten() {
+            word_topic[cell] += d as f32;
+            entries.push((words[cell / k], (cell % k) as u32, d));
+        }
+        let mut totals_delta = vec![0i32; k];
+        for (t, (x, dt)) in totals.iter_mut().zip(&mut totals_delta).enumerate() {
+            let base = to_count(*x);
+            *dt = engines.iter().map(|e| e.tot[t] - base).sum();
+            *x += *dt as f32;
+        }
+        LdaDelta {
+            topics,
+            entries,
+            totals: totals_delta,
+        }
+    }
+
     /// The engine's counts of `cells` (a range of the flat `nwords x K` copy).
+    #[cfg(test)]
     pub(super) fn counts(&self, cells: std::ops::Range<usize>) -> &[i32] {
         &self.wt[cells]
     }
 
     /// The engine's topic totals.
+    #[cfg(test)]
     pub(super) fn totals(&self) -> &[i32] {
         &self.tot
     }
@@ -348,33 +401,15 @@ impl LdaCompute for SparseLda {
     ) -> Result<LdaDelta, ComputeError> {
         check_dims(state, word_topic, totals, hyper);
         let c = Conditional::of(state, hyper);
-        let k = c.k;
         self.load(word_topic, totals, c);
         self.resample(Docs::all(state), c, key);
-
-        // Write the moves back into the f32 copy and collect the delta.
-        let mut entries = Vec::new();
-        for (i, (x, &c)) in word_topic.iter_mut().zip(self.wt.iter()).enumerate() {
-            let dlt = c - to_count(*x);
-            if dlt != 0 {
-                *x += dlt as f32;
-                entries.push((state.words[i / k], (i % k) as u32, dlt));
-            }
-        }
-        let mut totals_delta = vec![0i32; k];
-        for ((x, &c), dt) in totals
-            .iter_mut()
-            .zip(self.tot.iter())
-            .zip(&mut totals_delta)
-        {
-            *dt = c - to_count(*x);
-            *x += *dt as f32;
-        }
-        Ok(LdaDelta {
-            topics: state.topics,
-            entries,
-            totals: totals_delta,
-        })
+        Ok(SparseLda::write_moves(
+            std::slice::from_ref(self),
+            &state.words,
+            state.topics,
+            word_topic,
+            totals,
+        ))
     }
 
     fn sample_token(
