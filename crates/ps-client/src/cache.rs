@@ -2,7 +2,7 @@
 //! of the current clock, and the log of the worker's own updates that shards may not have applied
 //! yet. Pure bookkeeping: no I/O.
 
-use crate::entries::Sent;
+use crate::entries::{RowCursor, Sent};
 use crate::pending::{add, Pending};
 use crate::row_values::RowValues;
 use ps_proto::{ProtoError, SparseRowsBuf};
@@ -191,15 +191,38 @@ impl TableCache {
                     .any(|(_, blocks)| blocks.iter().any(|b| b.keys().binary_search(&row).is_ok())))
     }
 
-    /// Appends `rows` to `out` by their entries, as [`TableCache::compose`] would give them,
-    /// if every one is cached and reads add nothing to it; `false` (and `out` unspecified)
-    /// otherwise.
+    /// Appends `rows` to `out` by their entries, as [`TableCache::compose`] would give them
+    /// (the same bits), if every one is cached and reads add to it at most this worker's logged
+    /// own updates; `false` (and `out` unspecified) otherwise. Logged updates merge into the
+    /// row's entries as [`RowValues::add_update`] adds them, so a reader under staleness, whose
+    /// rows lack its last clocks' pushes, still gets its rows by their entries.
     pub fn compose_sparse(&self, rows: &[u64], out: &mut SparseRowsBuf) -> bool {
+        let mut merged = RowValues::Sparse {
+            at: Vec::new(),
+            values: Vec::new(),
+        };
+        // Rows come in increasing order (a read's run): each logged block is walked once.
+        let mut logged: Vec<(u64, RowCursor)> = (self.own_log.iter())
+            .flat_map(|(&clock, blocks)| blocks.iter().map(move |b| (clock, RowCursor::new(b))))
+            .collect();
         for r in rows {
-            match self.rows.get(r) {
-                Some(c) if self.adds_nothing(*r, c) => c.values.push_to(out),
-                _ => return false,
+            let Some(c) = self.rows.get(r) else {
+                return false;
+            };
+            if self.adds_nothing(*r, c) {
+                c.values.push_to(out);
+                continue;
             }
+            if self.residual.contains_key(r) || self.pending.touches(*r) {
+                return false;
+            }
+            merged.copy_from(&c.values);
+            for (_, cursor) in logged.iter_mut().filter(|(clock, _)| *clock >= c.own_clock) {
+                if let Some(u) = cursor.row_update(*r, self.width) {
+                    merged.add_update(self.width, u);
+                }
+            }
+            merged.push_to(out);
         }
         true
     }
@@ -231,20 +254,38 @@ impl TableCache {
 
     /// Shard `applied_of(row)` has applied this worker's clocks below the returned value: fold those
     /// logged updates into cached rows that lack them, then drop log entries every shard has.
+    /// Each logged block is walked once, front to back, in clock order (each row takes its
+    /// updates in the order reads add them), rather than searched for every cached row: a
+    /// reader under staleness folds a whole clock's push (LDA's millions of count changes)
+    /// into rows pulled before it.
     pub fn fold_acknowledged(&mut self, applied_of: impl Fn(u64) -> u64, all_applied: u64) {
         if self.own_log.is_empty() {
             return;
         }
         let width = self.width;
-        for (row, c) in self.rows.iter_mut() {
-            let applied = applied_of(*row);
-            if c.own_clock >= applied {
-                continue;
+        // Clocks every cached row already holds (rows pulled after the push was applied, as
+        // under staleness 0) and blocks no shard has applied need no walk.
+        let held = self.rows.values().map(|c| c.own_clock).min().unwrap_or(0);
+        for (&clock, blocks) in self.own_log.range(held..) {
+            for b in blocks {
+                if !b.keys().iter().any(|&k| clock < applied_of(k)) {
+                    continue;
+                }
+                let mut cursor = RowCursor::new(b);
+                for &key in b.keys() {
+                    let Some(c) = self.rows.get_mut(&key) else {
+                        continue;
+                    };
+                    if c.own_clock <= clock && clock < applied_of(key) {
+                        if let Some(u) = cursor.row_update(key, width) {
+                            c.values.add_update(width, u);
+                        }
+                    }
+                }
             }
-            let logged = self.own_log.range(c.own_clock..applied);
-            c.values
-                .add_sent(*row, width, logged.flat_map(|(_, blocks)| blocks));
-            c.own_clock = applied;
+        }
+        for (row, c) in self.rows.iter_mut() {
+            c.own_clock = c.own_clock.max(applied_of(*row));
         }
         self.own_log = self.own_log.split_off(&all_applied);
     }
@@ -452,6 +493,167 @@ mod tests {
         assert!(!r3.is_sparse(), "three entries of four: dense");
         assert_eq!(r7.to_dense(4), [0.0, 0.0, 5.0, 0.0]);
         assert!(r7.is_sparse());
+    }
+
+    /// A reader under staleness: its cached rows lack its last clocks' pushes, which the own
+    /// log holds. Composed by their entries, the rows are the dense compose's, bit for bit,
+    /// whether the log adds entries (merged) or whole rows (the row goes dense), and whatever
+    /// part of the log a row already holds.
+    #[test]
+    fn rows_with_logged_own_updates_compose_by_their_entries_as_dense() {
+        let width = 8;
+        let mut cache = TableCache::new(width, true);
+        let keys = [2u64, 5, 6, 9];
+        // Rows 2, 5 and 9 by a few entries (a -0.0 among them), row 6 dense.
+        let indices = [1u32, 4, 9, 14, 16, 17, 18, 19, 20, 21, 22, 23, 27];
+        let values = [
+            1.0, -0.0, 3.0, 2.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 4.0,
+        ];
+        cache
+            .store_sparse(&keys, &indices, &values, (1, 1, 1))
+            .unwrap();
+        assert!(!cache.rows[&6].values.is_sparse());
+        // Clock 0's update is in every row already (own_clock 1), clocks 1 and 2 are not.
+        let entries = |keys: Vec<u64>, at: Vec<u64>, values: Vec<f32>| {
+            Sent::Entries(crate::entries::Entries { keys, at, values })
+        };
+        cache
+            .own_log
+            .insert(0, vec![entries(vec![2], vec![0], vec![100.0])]);
+        cache.own_log.insert(
+            1,
+            vec![entries(
+                vec![2, 5, 6],
+                vec![1, 2, 9, 17],
+                vec![-1.0, 0.5, -3.0, 1.0],
+            )],
+        );
+        cache.own_log.insert(
+            2,
+            vec![
+                entries(vec![2, 9], vec![1, 8], vec![0.25, -0.0]),
+                Sent::Rows(crate::pending::Block {
+                    keys: vec![9],
+                    values: vec![0.5; 8],
+                }),
+            ],
+        );
+        let mut buf = SparseRowsBuf::default();
+        buf.clear(width);
+        assert!(cache.compose_sparse(&keys, &mut buf));
+        let mut dense = Vec::new();
+        for k in keys {
+            assert!(cache.compose(k, &mut dense));
+        }
+        assert_eq!(bits(&buf.view().to_dense()), bits(&dense));
+        assert_eq!(
+            dense[1], 0.25,
+            "1 - 1 + 0.25: clock 0's 100 not added again"
+        );
+        // The cached rows themselves are unchanged.
+        assert_eq!(cache.rows[&2].values.to_dense(width)[..2], [0.0, 1.0]);
+        // A residual or a pending change of a row still sends the read the dense way.
+        cache.residual.insert(5, vec![0.5; 8]);
+        assert!(!cache.compose_sparse(&keys, &mut buf));
+        cache.residual.clear();
+        cache.pending.singles.insert(9, vec![1.0; 8]);
+        assert!(!cache.compose_sparse(&keys, &mut buf));
+    }
+
+    /// A random log of several clocks, each with blocks of entries and of whole rows over
+    /// some of the keys (some not cached), shards that have applied different clocks:
+    /// composed by their entries before the fold, rows are the dense compose's; the fold,
+    /// walking each block once, leaves every row as folding row by row through its own range
+    /// of the log does, bit for bit; and a row every shard has applied reads as it did before.
+    #[test]
+    fn a_random_log_folds_block_by_block_as_row_by_row() {
+        let (width, nrows) = (16usize, 3000u64);
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let mut cache = TableCache::new(width, true);
+        for k in 0..nrows {
+            // A third of the rows dense, the rest by a few entries; own clock 0 to 3.
+            let own = next(4);
+            if next(3) == 0 {
+                let row: Vec<f32> = (0..width).map(|_| next(7) as f32 - 3.0).collect();
+                cache.store(k, &row, 1, own, 1);
+            } else {
+                let cols: Vec<u32> = (0..width as u32).filter(|_| next(6) == 0).collect();
+                let vals: Vec<f32> = cols.iter().map(|_| next(5) as f32 - 2.0).collect();
+                cache.store_with(k, 1, own, 1, |v| {
+                    v.set_entries(width, cols.iter().copied(), &vals)
+                });
+            }
+        }
+        for clock in 0..4 {
+            let mut blocks = Vec::new();
+            for _ in 0..1 + next(3) {
+                // Half the keys, some beyond the cached rows.
+                let keys: Vec<u64> = (0..nrows + 200).filter(|_| next(2) == 0).collect();
+                if next(4) == 0 {
+                    let values = (0..keys.len() * width)
+                        .map(|_| next(9) as f32 - 4.0)
+                        .collect();
+                    blocks.push(Sent::Rows(crate::pending::Block { keys, values }));
+                    continue;
+                }
+                let (mut at, mut values) = (Vec::new(), Vec::new());
+                for p in 0..(keys.len() * width) as u64 {
+                    if next(5) == 0 {
+                        at.push(p);
+                        values.push([-0.0, 1.0, -2.5, 3.0][next(4) as usize]);
+                    }
+                }
+                let e = crate::entries::Entries { keys, at, values };
+                blocks.push(Sent::Entries(e));
+            }
+            cache.own_log.insert(clock, blocks);
+        }
+        let keys: Vec<u64> = (0..nrows).collect();
+        let mut dense = Vec::new();
+        for &k in &keys {
+            assert!(cache.compose(k, &mut dense));
+        }
+        let mut buf = SparseRowsBuf::default();
+        buf.clear(width);
+        assert!(cache.compose_sparse(&keys, &mut buf));
+        assert_eq!(bits(&buf.view().to_dense()), bits(&dense));
+
+        // Rows of even keys: their shard applied clocks 0-3; odd keys: 0-1.
+        let applied_of = |r: u64| if r.is_multiple_of(2) { 4 } else { 2 };
+        let mut by_rows = TableCache::new(width, true);
+        by_rows.rows = cache.rows.clone();
+        by_rows.own_log = cache.own_log.clone();
+        for (&row, c) in by_rows.rows.iter_mut() {
+            let lacked = c.own_clock..applied_of(row).max(c.own_clock);
+            let logged = by_rows.own_log.range(lacked);
+            for u in logged
+                .flat_map(|(_, b)| b)
+                .filter_map(|b| b.row_update(row, width))
+            {
+                c.values.add_update(width, u);
+            }
+            c.own_clock = c.own_clock.max(applied_of(row));
+        }
+        cache.fold_acknowledged(applied_of, 2);
+        assert_eq!(cache.own_log.keys().copied().collect::<Vec<_>>(), [2, 3]);
+        for &k in &keys {
+            let (c, r) = (&cache.rows[&k], &by_rows.rows[&k]);
+            assert_eq!(c.own_clock, r.own_clock, "row {k}");
+            assert_eq!(c.values.is_sparse(), r.values.is_sparse(), "row {k}");
+            let (c, r) = (c.values.to_dense(width), r.values.to_dense(width));
+            assert_eq!(bits(&c), bits(&r), "row {k}");
+        }
+        let mut after = Vec::new();
+        for &k in &keys {
+            assert!(cache.compose(k, &mut after));
+        }
+        assert_eq!(bits(&after), bits(&dense), "reads unchanged by the fold");
     }
 
     #[test]

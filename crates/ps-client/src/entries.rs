@@ -51,10 +51,25 @@ impl Entries {
     /// Adds the entries of row `key` (if the block holds it) into `out` (`width` values).
     pub fn add_row_to(&self, key: u64, width: usize, out: &mut [f32]) {
         if let Ok(i) = self.keys.binary_search(&key) {
-            let first = (i * width) as u64;
-            for j in self.span(i..i + 1, width) {
-                out[(self.at[j] - first) as usize] += self.values[j];
-            }
+            self.row_update(i, self.span(i..i + 1, width), width)
+                .add_to(out);
+        }
+    }
+
+    /// The entries of row `i` (an index into `keys`), found by galloping forward from
+    /// position `from` of `at`, which must not be past them.
+    fn span_from(&self, i: usize, from: usize, width: usize) -> Range<usize> {
+        let (lo, hi) = ((i * width) as u64, ((i + 1) * width) as u64);
+        let start = from + gallop(&self.at[from..], |&p| p < lo);
+        start..start + gallop(&self.at[start..], |&p| p < hi)
+    }
+
+    /// Row `i`'s update, its entries being `span`.
+    fn row_update(&self, i: usize, span: Range<usize>, width: usize) -> RowUpdate<'_> {
+        RowUpdate::Entries {
+            pos: &self.at[span.clone()],
+            first: (i * width) as u64,
+            values: &self.values[span],
         }
     }
 
@@ -98,19 +113,108 @@ impl Sent {
 
     /// Adds its row of `key` (if any) into `out`.
     pub fn add_row_to(&self, key: u64, width: usize, out: &mut [f32]) {
-        match self {
-            Sent::Rows(b) => {
-                if let Some(r) = b.row(key, width) {
-                    add(out, r);
-                }
-            }
-            Sent::Entries(e) => e.add_row_to(key, width, out),
+        if let Some(u) = self.row_update(key, width) {
+            u.add_to(out);
         }
     }
 
     pub fn is_empty(&self) -> bool {
         self.keys().is_empty()
     }
+
+    /// Its update of row `key` of `width`, if it holds that row.
+    pub fn row_update(&self, key: u64, width: usize) -> Option<RowUpdate<'_>> {
+        let i = self.keys().binary_search(&key).ok()?;
+        Some(match self {
+            Sent::Rows(b) => RowUpdate::Dense(&b.values[i * width..(i + 1) * width]),
+            Sent::Entries(e) => e.row_update(i, e.span(i..i + 1, width), width),
+        })
+    }
+}
+
+/// One sent block's change of one row: its entries (positions in the block, the row starting
+/// at `first`), or all its values.
+#[derive(Debug, Clone, Copy)]
+pub enum RowUpdate<'a> {
+    Entries {
+        pos: &'a [u64],
+        first: u64,
+        values: &'a [f32],
+    },
+    Dense(&'a [f32]),
+}
+
+impl RowUpdate<'_> {
+    /// Adds it into the row's `width` values.
+    pub fn add_to(&self, out: &mut [f32]) {
+        match *self {
+            RowUpdate::Entries { pos, first, values } => {
+                for (&p, &x) in pos.iter().zip(values) {
+                    out[(p - first) as usize] += x;
+                }
+            }
+            RowUpdate::Dense(r) => add(out, r),
+        }
+    }
+}
+
+/// Finds the rows of a sent block for keys asked in increasing order, each search starting
+/// where the last one ended: a pass over many rows reads the block's keys and entries once,
+/// front to back, instead of searching all of them for every row. A key below the last one
+/// asked starts again from the front.
+pub struct RowCursor<'a> {
+    sent: &'a Sent,
+    key: usize,
+    at: usize,
+    last: Option<u64>,
+}
+
+impl<'a> RowCursor<'a> {
+    pub fn new(sent: &'a Sent) -> RowCursor<'a> {
+        RowCursor {
+            sent,
+            key: 0,
+            at: 0,
+            last: None,
+        }
+    }
+
+    /// The block's update of row `key` of `width`, if it holds that row.
+    pub fn row_update(&mut self, key: u64, width: usize) -> Option<RowUpdate<'a>> {
+        if self.last.is_some_and(|l| key < l) {
+            (self.key, self.at) = (0, 0);
+        }
+        self.last = Some(key);
+        let keys = self.sent.keys();
+        self.key += gallop(&keys[self.key..], |&k| k < key);
+        if keys.get(self.key) != Some(&key) {
+            return None;
+        }
+        let i = self.key;
+        Some(match self.sent {
+            Sent::Rows(b) => RowUpdate::Dense(&b.values[i * width..(i + 1) * width]),
+            Sent::Entries(e) => {
+                let span = e.span_from(i, self.at, width);
+                // A later row's entries start no sooner (the same row asked again: here).
+                self.at = span.start;
+                e.row_update(i, span, width)
+            }
+        })
+    }
+}
+
+/// The number of leading elements of `s` (sorted so that `below` holds for a prefix) for which
+/// `below` holds: doubling steps from the front, then a binary search in the last step, so the
+/// cost grows with the answer, not with the slice.
+fn gallop<T>(s: &[T], below: impl Fn(&T) -> bool) -> usize {
+    let mut step = 1;
+    let mut lo = 0;
+    while lo + step <= s.len() && below(&s[lo + step - 1]) {
+        lo += step;
+        step *= 2;
+    }
+    let hi = (lo + step).min(s.len());
+    lo + s[lo..hi].partition_point(below)
 }
 
 #[cfg(test)]
@@ -147,6 +251,46 @@ mod tests {
         let s = Sent::Entries(e);
         assert_eq!(s.keys(), &[3, 8, 20]);
         assert_eq!(s.values().iter().sum::<f32>(), 6.5);
+    }
+
+    /// A cursor finds each row as a search from the top does, for keys asked in increasing
+    /// order (rows held or not, rows without entries) and after a key below the last.
+    #[test]
+    fn a_cursor_finds_rows_as_a_search_does() {
+        let e = Sent::Entries(entries());
+        let b = Sent::Rows(entries().to_block(4));
+        for s in [&e, &b] {
+            let mut cursor = RowCursor::new(s);
+            for key in [0, 3, 5, 8, 20, 21, 8, 3, 3, 25] {
+                let mut a = [0.5f32; 4];
+                let mut d = [0.5f32; 4];
+                let found = cursor.row_update(key, 4).map(|u| u.add_to(&mut a));
+                s.add_row_to(key, 4, &mut d);
+                assert_eq!(found.is_some(), [3, 8, 20].contains(&key), "row {key}");
+                assert_eq!(a, d, "row {key}");
+            }
+        }
+        // An entry-less row between two with entries.
+        let e = Sent::Entries(Entries {
+            keys: vec![1, 2, 3],
+            at: vec![0, 5],
+            values: vec![1.0, 2.0],
+        });
+        let mut cursor = RowCursor::new(&e);
+        for (key, row) in [(1, [1.0, 0.0]), (2, [0.0, 0.0]), (3, [0.0, 2.0])] {
+            let mut a = [0.0f32; 2];
+            cursor.row_update(key, 2).unwrap().add_to(&mut a);
+            assert_eq!(a, row, "row {key}");
+        }
+    }
+
+    #[test]
+    fn gallop_counts_the_leading_elements_below() {
+        let s: Vec<u32> = (0..100).map(|x| x * 2).collect();
+        for t in 0..205 {
+            assert_eq!(gallop(&s, |&x| x < t), s.partition_point(|&x| x < t), "{t}");
+        }
+        assert_eq!(gallop(&[] as &[u32], |_| true), 0);
     }
 
     #[test]

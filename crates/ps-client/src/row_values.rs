@@ -3,7 +3,7 @@
 //! memory and in every pass over the cache, not its width; it reads back, and takes the
 //! worker's own updates, bit for bit as its dense form would. Pure bookkeeping: no I/O.
 
-use crate::entries::Sent;
+use crate::entries::RowUpdate;
 use ps_proto::SparseRowsBuf;
 
 /// One cached row's values (see the module docs).
@@ -77,6 +77,23 @@ impl RowValues {
         }
     }
 
+    /// Sets it to `src`, reusing its buffers when it has the same form.
+    pub fn copy_from(&mut self, src: &RowValues) {
+        match (&mut *self, src) {
+            (RowValues::Dense(d), RowValues::Dense(s)) => {
+                d.clear();
+                d.extend_from_slice(s);
+            }
+            (RowValues::Sparse { at, values }, RowValues::Sparse { at: a, values: v }) => {
+                at.clear();
+                at.extend_from_slice(a);
+                values.clear();
+                values.extend_from_slice(v);
+            }
+            _ => *self = src.clone(),
+        }
+    }
+
     fn dense_buffer(&mut self) -> &mut Vec<f32> {
         match self {
             RowValues::Dense(v) => v,
@@ -131,31 +148,26 @@ impl RowValues {
         self.dense_buffer()
     }
 
-    /// Adds, in order, what each of `sent` holds for row `key` of `width`, with the same
-    /// arithmetic as adding into the dense row: entries merge into a sparse row (a column it
-    /// lacks gets `0.0 + x`), whole rows make it dense, and so does growing past
-    /// [`kept_sparse`].
-    pub fn add_sent<'a>(&mut self, key: u64, width: usize, sent: impl Iterator<Item = &'a Sent>) {
-        for s in sent {
-            match (&mut *self, s) {
-                (RowValues::Sparse { at, values }, Sent::Entries(e)) => {
-                    let Ok(i) = e.keys.binary_search(&key) else {
-                        continue;
-                    };
-                    let span = e.span(i..i + 1, width);
-                    let first = (i * width) as u64;
-                    merge_add(at, values, &e.at[span.clone()], first, &e.values[span]);
-                    if !kept_sparse(values.len(), width) {
-                        self.dense_mut(width);
-                    }
+    /// Adds one sent block's change of this row (of `width`), with the same arithmetic as
+    /// adding it into the dense row: entries merge into a sparse row (a column it lacks gets
+    /// `0.0 + x`), a whole row makes it dense, and so does growing past [`kept_sparse`].
+    pub fn add_update(&mut self, width: usize, update: RowUpdate<'_>) {
+        match (&mut *self, update) {
+            (
+                RowValues::Sparse { at, values },
+                RowUpdate::Entries {
+                    pos,
+                    first,
+                    values: x,
+                },
+            ) => {
+                merge_add(at, values, pos, first, x);
+                if !kept_sparse(values.len(), width) {
+                    self.dense_mut(width);
                 }
-                (RowValues::Sparse { .. }, _) => {
-                    if s.keys().binary_search(&key).is_ok() {
-                        s.add_row_to(key, width, self.dense_mut(width));
-                    }
-                }
-                (RowValues::Dense(v), _) => s.add_row_to(key, width, v),
             }
+            (RowValues::Sparse { .. }, u) => u.add_to(self.dense_mut(width)),
+            (RowValues::Dense(v), u) => u.add_to(v),
         }
     }
 
@@ -212,7 +224,7 @@ fn merge_add(at: &mut Vec<u32>, values: &mut Vec<f32>, pos: &[u64], first: u64, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entries::Entries;
+    use crate::entries::{Entries, Sent};
     use crate::pending::Block;
 
     fn bits(v: &[f32]) -> Vec<u32> {
@@ -254,7 +266,9 @@ mod tests {
             s.add_row_to(key, 8, &mut dense);
         }
         let mut r = row.clone();
-        r.add_sent(key, 8, sent.iter());
+        for u in sent.iter().filter_map(|s| s.row_update(key, 8)) {
+            r.add_update(8, u);
+        }
         assert_eq!(bits(&r.to_dense(8)), bits(&dense), "{row:?} + {sent:?}");
         r
     }

@@ -1,5 +1,6 @@
-//! Whole jobs through the `ps-cluster` binary: the README's job, determinism, staleness with a
-//! straggler, an emulated link, codecs, and the roles started as separate commands.
+//! Whole jobs through the `ps-cluster` binary: the README's job, determinism, a lone worker's
+//! model at every staleness, staleness with a straggler, an emulated link, codecs, and the
+//! roles started as separate commands.
 
 use crate::common::{ps_cluster, summary};
 
@@ -73,6 +74,57 @@ fn deterministic_runs_are_bit_identical() {
             .status
             .success()
     );
+}
+
+/// Read-my-writes made exact: a lone worker's reads are its own updates on the shards' start
+/// whatever the staleness, so on tables that add what is pushed its model is the same, bit for
+/// bit, at staleness 0 (each read waits for the last push), at staleness 1 (rows pulled while
+/// the push travels, the worker's logged updates added) and with overlapped reads (the
+/// previous clock's rows, the last two pushes added). LDA at K 100 keeps its word-topic rows
+/// by their entries, so its reads merge the logged count changes into entries and its
+/// acknowledged pushes fold into them. (LR's FTRL shards turn pushed gradients into changes
+/// the worker cannot replay, so its reads show only what the shards applied.)
+#[test]
+fn one_workers_model_is_the_same_at_every_staleness() {
+    let jobs: [(&str, &[&str], &str); 3] = [
+        ("mf", &[], "item_table_hash"),
+        (
+            "lda",
+            &[
+                "--topics",
+                "100",
+                "--vocab-size",
+                "3000",
+                "--docs",
+                "1000",
+                "--clocks",
+                "5",
+            ],
+            "word_topic_hash",
+        ),
+        ("mlp", &["--clocks", "4"], "model_hash"),
+    ];
+    for (app, flags, hash) in jobs {
+        let hashes: Vec<(String, serde_json::Value)> = [
+            &["0"][..],
+            &["1"],
+            &["2", "--reads", "overlapped"],
+            &["inf", "--reads", "overlapped"],
+        ]
+        .iter()
+        .map(|ssp| {
+            let mut args = vec!["local", "--app", app, "--workers", "1", "--staleness"];
+            args.extend_from_slice(ssp);
+            args.extend_from_slice(flags);
+            (ssp.join(" "), summary(&ps_cluster(&args))[hash].clone())
+        })
+        .collect();
+        assert!(hashes[0].1.is_string(), "{app}: {hashes:?}");
+        assert!(
+            hashes.iter().all(|(_, h)| *h == hashes[0].1),
+            "{app}: {hashes:?}"
+        );
+    }
 }
 
 /// SSP through the whole stack: bounded staleness with a straggler trains to near the noise
