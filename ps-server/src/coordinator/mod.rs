@@ -17,17 +17,19 @@
 
 mod recovery;
 mod register;
+mod reports;
 mod watch;
 
 use crate::error::ServerError;
 use crate::telemetry;
 use ps_proto::{
-    Assign, ClockReport, ClockSummary, ControlEvent, Done, Frame, JobResult, JobSpec, Kind, Limits,
-    Recovery, Role, ShardMap, Shutdown, TableSpec,
+    Assign, ClockSummary, ControlEvent, Done, Frame, JobResult, JobSpec, Kind, Limits, Recovery,
+    Role, ShardMap, Shutdown, TableSpec,
 };
 use ps_transport::write_frame;
 use register::{order_by_id, read_registration, refuse, Registrant};
-use std::collections::{BTreeMap, HashMap};
+use reports::ReportBook;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::info;
@@ -159,11 +161,8 @@ struct Job<'a> {
     nodes: Vec<Node>,
     shard_map: ShardMap,
     done: HashMap<u32, Done>,
-    /// Reports of clocks not summarised yet, by clock and worker (a rejoined worker reports
-    /// its clocks again: the latest report of a worker wins).
-    pending: BTreeMap<u64, BTreeMap<u32, ClockReport>>,
-    /// Clocks below this are summarised; later reports of them are ignored.
-    summarised: u64,
+    /// Clock reports not summarised yet.
+    reports: ReportBook,
     result: JobResult,
 }
 
@@ -215,8 +214,7 @@ impl Coordinator {
             nodes,
             shard_map,
             done: HashMap::new(),
-            pending: BTreeMap::new(),
-            summarised: 0,
+            reports: ReportBook::default(),
             result: JobResult::default(),
         };
         let mut tick = tokio::time::interval(cfg.heartbeat);
@@ -426,9 +424,7 @@ impl Job<'_> {
             }
             NodeEvent::Report(r) => {
                 telemetry::coordinator_report(r.worker, r.clock);
-                if r.clock >= self.summarised {
-                    self.pending.entry(r.clock).or_default().insert(r.worker, r);
-                }
+                self.reports.add(r);
                 self.flush_reports();
             }
             NodeEvent::Done(d) => {
@@ -472,17 +468,10 @@ impl Job<'_> {
         Ok(false)
     }
 
-    /// Summarises every clock all live workers have reported.
+    /// Summarises every clock all live workers have reported, in clock order.
     fn flush_reports(&mut self) {
         let live = self.cfg.workers as usize - self.evicted();
-        while let Some(entry) = self.pending.first_entry() {
-            if entry.get().len() < live.max(1) {
-                break;
-            }
-            let (clock, reports) = entry.remove_entry();
-            self.summarised = clock + 1;
-            let reports: Vec<ClockReport> = reports.into_values().collect();
-            let s = ClockSummary::from_reports(&reports, reports.len() as u32);
+        for s in self.reports.complete(live) {
             telemetry::coordinator_clock(&s);
             self.result.add_clock(s.clone());
             let _ = self.events.send(CoordEvent::Clock(s));

@@ -116,7 +116,13 @@ fn one_workers_model_is_the_same_at_every_staleness() {
             let mut args = vec!["local", "--app", app, "--workers", "1", "--staleness"];
             args.extend_from_slice(ssp);
             args.extend_from_slice(flags);
-            (ssp.join(" "), summary(&ps_cluster(&args))[hash].clone())
+            let out = ps_cluster(&args);
+            let s = summary(&out);
+            // Every clock is reported, though under staleness its reports may come out of order.
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let lines = stdout.lines().filter(|l| l.starts_with("clock")).count();
+            assert_eq!(Some(lines as u64), s["clocks"].as_u64(), "{app} {ssp:?}: {stdout}");
+            (ssp.join(" "), s[hash].clone())
         })
         .collect();
         assert!(hashes[0].1.is_string(), "{app}: {hashes:?}");
