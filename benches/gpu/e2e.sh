@@ -22,6 +22,18 @@
 # seconds from the start (later ones are reported as skipped), so the table is always printed. Writes OUT_DIR/e2e.jsonl (one summary per job) and
 # each job's per-clock CSV (OUT_DIR/e2e-APP-DEVICE[-f16][-WAVES].csv), and prints the table.
 #
+# Staleness (E2E_MF_SSP, E2E_LDA_SSP, E2E_MLP_SSP: the flags each app's rows run with, GPU and
+# CPU alike). A lone worker's model is the same at every staleness (its reads are its own
+# updates on the shards' start: `one_workers_model_is_the_same_at_every_staleness` in
+# crates/ps-cluster/tests), so the MF and MLP rows run with `--staleness 2 --reads overlapped`:
+# clock c's push and the pull for clock c + 1 travel while c + 1 computes, which is how a GPU
+# worker is meant to run (issue 11, item 7). Until 2026-12-06 every row ran at staleness 0, where
+# each clock's first read waited for the last push to be applied and the rows pulled back. LDA
+# stays at staleness 0: there, a read that lacks the worker's last push merges its millions of
+# count changes into the rows, and the acknowledged push is folded into the cache, which cost
+# more host time a clock (0.35-0.47 s at the quick shape on a 2-core machine) than the blocked
+# time it saved (0.12-0.17 s).
+#
 # Three rates per job: the app's own (`rate`: MF and the MLP count all clocks' compute, LDA only
 # its sweeps); `steady`, the same for every app: the work of clocks 1 and later over their
 # compute seconds (the worker's whole clock but the time it is blocked on the network: reads,
@@ -50,9 +62,13 @@ MF_DATA="--users 480189 --items 17770 --ratings $(scale 100000000) --item-zipf 0
 LDA_DATA="--docs $(scale 300000) --doc-length 330 --vocab-size 100000 --topics 1000"
 MLP_DATA="--samples $((60000 / MLP_DIV)) --features 784 --hidden 256,256"
 
-# job NAME DEVICE ARGS...: runs one job, appends its summary (with name and device) to e2e.jsonl.
-# E2E_JOBS (default "mf lda mlp") picks the apps. With WAVES set (an MF wave kernel), the job runs
-# with PS_MF_WAVE_KERNEL=$WAVES.
+MF_SSP=${E2E_MF_SSP---staleness 2 --reads overlapped}
+LDA_SSP=${E2E_LDA_SSP---staleness 0}
+MLP_SSP=${E2E_MLP_SSP---staleness 2 --reads overlapped}
+
+# job NAME DEVICE ARGS...: runs one job, appends its summary (with name, device and the SSP
+# flags in ARGS) to e2e.jsonl. E2E_JOBS (default "mf lda mlp") picks the apps. With WAVES set (an
+# MF wave kernel), the job runs with PS_MF_WAVE_KERNEL=$WAVES.
 WAVES=
 job() {
     local name=$1 device=$2
@@ -83,7 +99,10 @@ s = json.loads(sys.stdin.read())
 s["job"], s["run_device"], s["clock_csv"] = sys.argv[1], sys.argv[2], sys.argv[3]
 if sys.argv[4]:
     s["wave_kernel"] = sys.argv[4]
-print(json.dumps(s))' "$name" "$device" "$log.csv" "$WAVES" >>"$OUT/e2e.jsonl"
+args = sys.argv[5].split()
+reads = args[args.index("--reads") + 1] if "--reads" in args[:-1] else "fresh"
+s["ssp"] = "s%s-%s" % (s.get("staleness", "0"), reads)
+print(json.dumps(s))' "$name" "$device" "$log.csv" "$WAVES" "$*" >>"$OUT/e2e.jsonl"
     else
         local rc=$?
         echo "   FAILED (rc $rc$([ $rc -eq 124 ] && echo ", past ${limit}s"))" >&2
@@ -96,17 +115,17 @@ print(json.dumps(s))' "$name" "$device" "$log.csv" "$WAVES" >>"$OUT/e2e.jsonl"
 # shellcheck disable=SC2086
 {
     MF_CLOCKS=${E2E_MF_CLOCKS:-8}
-    job mf cuda --app mf --workers 1 --clocks "$MF_CLOCKS" $MF_DATA
-    job mf cuda --app mf --workers 1 --clocks "$MF_CLOCKS" $MF_DATA --factors f16
-    job mf cpu --app mf --workers 1 --threads "$CORES" --clocks "$MF_CLOCKS" $MF_DATA
-    job lda cuda --app lda --workers 1 --clocks 3 $LDA_DATA
-    job lda cpu --app lda --workers 1 --threads "$CORES" --clocks 3 $LDA_DATA
-    job mlp cuda --app mlp --workers 1 --clocks 5 $MLP_DATA
-    job mlp cpu --app mlp --workers 1 --threads "$CORES" --clocks 5 $MLP_DATA
+    job mf cuda --app mf --workers 1 --clocks "$MF_CLOCKS" $MF_DATA $MF_SSP
+    job mf cuda --app mf --workers 1 --clocks "$MF_CLOCKS" $MF_DATA $MF_SSP --factors f16
+    job mf cpu --app mf --workers 1 --threads "$CORES" --clocks "$MF_CLOCKS" $MF_DATA $MF_SSP
+    job lda cuda --app lda --workers 1 --clocks 3 $LDA_DATA $LDA_SSP
+    job lda cpu --app lda --workers 1 --threads "$CORES" --clocks 3 $LDA_DATA $LDA_SSP
+    job mlp cuda --app mlp --workers 1 --clocks 5 $MLP_DATA $MLP_SSP
+    job mlp cpu --app mlp --workers 1 --threads "$CORES" --clocks 5 $MLP_DATA $MLP_SSP
     # Last, so that a tight time budget cuts these first.
     for WAVES in ${E2E_MF_WAVES-window-4}; do
-        job mf cuda --app mf --workers 1 --clocks "$MF_CLOCKS" $MF_DATA
-        job mf cuda --app mf --workers 1 --clocks "$MF_CLOCKS" $MF_DATA --factors f16
+        job mf cuda --app mf --workers 1 --clocks "$MF_CLOCKS" $MF_DATA $MF_SSP
+        job mf cuda --app mf --workers 1 --clocks "$MF_CLOCKS" $MF_DATA $MF_SSP --factors f16
     done
     WAVES=
 }
@@ -145,7 +164,7 @@ def per_clock(s, k):
 fmt = lambda v, f: "-" if v is None else format(v, f)
 print(f"{'job':<5} {'device':<18} {'workers':>7} {'rate':>11} {'steady':>11} {'wall-steady':>11} {'unit':<10} {'compute/clk s':>13} "
       f"{'device/clk s':>12} {'comm/clk s':>10} {'pcie in/clk MB':>14} {'pcie out/clk MB':>15} "
-      f"{'in/clk ms':>9} {'out/clk ms':>10} {'wall s':>7} {'quality':<24}")
+      f"{'in/clk ms':>9} {'out/clk ms':>10} {'wall s':>7} {'quality':<24} {'ssp':<14}")
 by_job = {}
 for s in rows:
     if "failed" in s or "skipped" in s:
@@ -165,7 +184,8 @@ for s in rows:
           f"{fmt(per_clock(s, 'compute_s'), '13.4f')} {fmt(per_clock(s, 'device_compute_s_clocks'), '12.4f')} "
           f"{fmt(per_clock(s, 'comm_s'), '10.4f')} {fmt(mb('pcie_bytes_h2d_per_clock'), '14.2f')} "
           f"{fmt(mb('pcie_bytes_d2h_per_clock'), '15.2f')} {fmt(ms('pcie_h2d_s_per_clock'), '9.3f')} "
-          f"{fmt(ms('pcie_d2h_s_per_clock'), '10.3f')} {fmt(s.get('wall_s'), '7.1f')} {q:<24}")
+          f"{fmt(ms('pcie_d2h_s_per_clock'), '10.3f')} {fmt(s.get('wall_s'), '7.1f')} {q:<24} "
+          f"{s.get('ssp', '-'):<14}")
 ratio = lambda a, b: "-" if not (a and b) else f"{a / b:.2f}x"
 for job, d in by_job.items():
     for gpu in (k for k in d if k.startswith("cuda")):

@@ -48,6 +48,11 @@ done
 # Every row has a number in all three rate columns.
 rows=$(awk '$2 ~ /^(cuda|cuda-f16|cpu)(-window-4)?$/ && $4 ~ /e[+-]/ && $5 ~ /e[+-]/ && $6 ~ /e[+-]/' "$tmp/table.txt" | wc -l)
 [ "$rows" = 9 ] || fail "$rows rows with all three rates, 9 expected"
+# Each app's rows ran with its SSP flags, GPU and CPU alike, and the table says which.
+[ "$(grep -c '"ssp": "s2-overlapped"' "$tmp/out/e2e.jsonl")" = 7 ] ||
+    fail "not every MF and MLP job ran at staleness 2 with overlapped reads"
+[ "$(grep -c '"ssp": "s0-fresh"' "$tmp/out/e2e.jsonl")" = 2 ] || fail "LDA jobs not at staleness 0"
+[ "$(grep -c ' s2-overlapped *$' "$tmp/table.txt")" = 7 ] || fail "the table lacks the ssp column"
 # The window-4 jobs ran with the variable set (their engine checks the name on any device).
 grep -q '"wave_kernel": "window-4"' "$tmp/out/e2e.jsonl" || fail "no job carried its wave kernel"
 
