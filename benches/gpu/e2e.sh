@@ -32,7 +32,9 @@
 # stays at staleness 0: there, a read that lacks the worker's last push merges its millions of
 # count changes into the rows, and the acknowledged push is folded into the cache, which cost
 # more host time a clock (0.35-0.47 s at the quick shape on a 2-core machine) than the blocked
-# time it saved (0.12-0.17 s).
+# time it saved (0.12-0.17 s); a GPU host's spare cores may differ, so the GPU LDA job runs once
+# more at the end with E2E_LDA_TRY_SSP (default `--staleness 2 --reads overlapped`, "" none), as
+# its own row (`cuda-overlapped`).
 #
 # Three rates per job: the app's own (`rate`: MF and the MLP count all clocks' compute, LDA only
 # its sweeps); `steady`, the same for every app: the work of clocks 1 and later over their
@@ -70,6 +72,7 @@ MLP_SSP=${E2E_MLP_SSP---staleness 2 --reads overlapped}
 # flags in ARGS) to e2e.jsonl. E2E_JOBS (default "mf lda mlp") picks the apps. With WAVES set (an
 # MF wave kernel), the job runs with PS_MF_WAVE_KERNEL=$WAVES.
 WAVES=
+VARIANT=
 job() {
     local name=$1 device=$2
     shift 2
@@ -78,6 +81,7 @@ job() {
     local label=$device
     case " $* " in *" --factors f16 "*) label="$label-f16" ;; esac
     [ -n "$WAVES" ] && label="$label-$WAVES"
+    [ -n "$VARIANT" ] && label="$label-$VARIANT"
     local log="$OUT/e2e-$name-$label"
     local limit=$LIMIT
     if [ -n "${E2E_DEADLINE_S:-}" ]; then
@@ -99,10 +103,12 @@ s = json.loads(sys.stdin.read())
 s["job"], s["run_device"], s["clock_csv"] = sys.argv[1], sys.argv[2], sys.argv[3]
 if sys.argv[4]:
     s["wave_kernel"] = sys.argv[4]
+if sys.argv[6]:
+    s["variant"] = sys.argv[6]
 args = sys.argv[5].split()
 reads = args[args.index("--reads") + 1] if "--reads" in args[:-1] else "fresh"
 s["ssp"] = "s%s-%s" % (s.get("staleness", "0"), reads)
-print(json.dumps(s))' "$name" "$device" "$log.csv" "$WAVES" "$*" >>"$OUT/e2e.jsonl"
+print(json.dumps(s))' "$name" "$device" "$log.csv" "$WAVES" "$*" "$VARIANT" >>"$OUT/e2e.jsonl"
     else
         local rc=$?
         echo "   FAILED (rc $rc$([ $rc -eq 124 ] && echo ", past ${limit}s"))" >&2
@@ -128,6 +134,12 @@ print(json.dumps(s))' "$name" "$device" "$log.csv" "$WAVES" "$*" >>"$OUT/e2e.jso
         job mf cuda --app mf --workers 1 --clocks "$MF_CLOCKS" $MF_DATA $MF_SSP --factors f16
     done
     WAVES=
+    if [ -n "${E2E_LDA_TRY_SSP-x}" ]; then
+        VARIANT=overlapped
+        job lda cuda --app lda --workers 1 --clocks 3 $LDA_DATA \
+            ${E2E_LDA_TRY_SSP---staleness 2 --reads overlapped}
+        VARIANT=
+    fi
 }
 
 python3 - "$OUT/e2e.jsonl" <<'EOF'
@@ -176,6 +188,7 @@ for s in rows:
     # The f16-factor MF job is its own row (and ratio) beside the f32 one, as is each wave kernel.
     dev = s["run_device"] + ("-f16" if s.get("factors") == "f16" else "")
     dev += "-" + s["wave_kernel"] if s.get("wave_kernel") else ""
+    dev += "-" + s["variant"] if s.get("variant") else ""
     by_job.setdefault(s["job"], {})[dev] = (r, st, wst)
     q = next((f"{k} {s[k]:.4g}" for k in ("test_rmse", "loglik_per_token", "test_accuracy") if k in s), "")
     mb = lambda k: None if s.get(k) is None else s[k] / 1e6
