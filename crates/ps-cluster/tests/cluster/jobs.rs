@@ -121,7 +121,11 @@ fn one_workers_model_is_the_same_at_every_staleness() {
             // Every clock is reported, though under staleness its reports may come out of order.
             let stdout = String::from_utf8_lossy(&out.stdout);
             let lines = stdout.lines().filter(|l| l.starts_with("clock")).count();
-            assert_eq!(Some(lines as u64), s["clocks"].as_u64(), "{app} {ssp:?}: {stdout}");
+            assert_eq!(
+                Some(lines as u64),
+                s["clocks"].as_u64(),
+                "{app} {ssp:?}: {stdout}"
+            );
             (ssp.join(" "), s[hash].clone())
         })
         .collect();
