@@ -417,18 +417,21 @@ fn single_thread_rejects_out_of_range() {
 }
 
 /// Updates per second of the oracle and of `FastMf` with 1 and 2 threads,
-/// rank 32, ~2M synthetic ratings (Netflix shape scaled down ~50x).
+/// rank 32, ~2M synthetic ratings (Netflix shape scaled down ~50x); with
+/// `MF_PROBE=e2e`, rank 128 on the e2e bench's 480,189 x 17,770 (4M ratings,
+/// item popularity Zipf 0.45), where every user row is a miss.
 #[test]
 #[ignore = "throughput probe; run by hand in release"]
 fn speed_probe() {
-    let rank = 32usize;
+    let e2e = std::env::var("MF_PROBE").is_ok_and(|v| v == "e2e");
+    let rank: usize = if e2e { 128 } else { 32 };
     let spec = SyntheticSpec {
-        users: 48_000,
-        items: 1_777,
-        ratings: 2_000_000,
-        rank: 32,
+        users: if e2e { 480_189 } else { 48_000 },
+        items: if e2e { 17_770 } else { 1_777 },
+        ratings: if e2e { 4_000_000 } else { 2_000_000 },
+        rank: rank as u32,
         noise_sigma: 0.1,
-        item_zipf: 0.0,
+        item_zipf: if e2e { 0.45 } else { 0.0 },
         seed: 1,
     };
     let t = Instant::now();

@@ -29,6 +29,29 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     (((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))) + tail
 }
 
+/// How many ratings ahead the kernel asks for the rows it will update: a rating's user row is
+/// seldom in cache (a user's ratings are spread over an epoch), so without it every update
+/// waits for memory.
+const PREFETCH_AHEAD: usize = 4;
+
+/// Asks the CPU to bring `row` (if it is in the slice) into cache, one line at a time; a hint
+/// with no effect on results.
+#[inline(always)]
+fn prefetch(row: Option<&[f32]>) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(row) = row {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        const LINE: usize = 64 / std::mem::size_of::<f32>();
+        for line in row.chunks(LINE) {
+            // SAFETY: prefetching is a hint; it reads nothing and faults on no address, and this
+            // one is inside the slice.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = row;
+}
+
 /// The oracle's update, element by element, over zipped rows.
 #[inline(always)]
 fn update(u: &mut [f32], v: &mut [f32], e: f32, lr: f32, reg: f32) {
@@ -53,7 +76,13 @@ pub(super) fn sgd_rows(
 ) -> f64 {
     let (rank, w, lr, reg) = (step.rank, step.width(), step.lr, step.reg);
     let mut sse = 0.0f64;
-    for r in ratings {
+    for (i, r) in ratings.iter().enumerate() {
+        if let Some(next) = ratings.get(i + PREFETCH_AHEAD) {
+            let uo = (next.user as usize).wrapping_sub(user_base).wrapping_mul(w);
+            let io = (next.item as usize).wrapping_sub(item_base).wrapping_mul(w);
+            prefetch(users.get(uo..uo.saturating_add(w)));
+            prefetch(items.get(io..io.saturating_add(w)));
+        }
         let uo = (r.user as usize - user_base) * w;
         let io = (r.item as usize - item_base) * w;
         let u = &mut users[uo..uo + w];
