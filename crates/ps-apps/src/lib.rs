@@ -28,6 +28,7 @@ pub mod mf;
 pub mod mlp;
 pub mod par;
 pub mod philox;
+pub mod prefetch;
 pub mod seed;
 pub mod visit;
 

@@ -4,6 +4,7 @@
 use super::{check_dims, to_count, LdaCompute};
 use crate::error::ComputeError;
 use crate::lda::{LdaDelta, LdaHyper, LdaWorkerState, SweepKey};
+use crate::prefetch;
 
 /// SparseLDA (Yao, Mimno & McCallum, KDD 2009): exact collapsed Gibbs with
 /// the conditional split into three buckets,
@@ -38,6 +39,13 @@ use crate::lda::{LdaDelta, LdaHyper, LdaWorkerState, SweepKey};
 /// Consumes the same one uniform per token as [`CpuLda`](super::CpuLda)
 /// ([`SweepKey::uniform`] of the token's position) but maps it to a topic
 /// differently, so the two agree in distribution, not draw by draw.
+/// How many tokens ahead a sweep asks for the memory of a token's word (its list of topics
+/// and its count of the token's topic), and twice that for the list's header: in a large
+/// vocabulary a word's row is seldom in cache.
+const PREFETCH_AHEAD: usize = 4;
+/// The most entries of a word's list asked for ahead (8 cache lines).
+const PREFETCH_ENTRIES: usize = 64;
+
 #[derive(Debug, Clone, Default)]
 pub struct SparseLda {
     wt: Vec<i32>,
@@ -261,6 +269,22 @@ impl SparseLda {
                 coef[t] = (f64::from(n) + alpha) * inv_den[t];
             }
             for i in docs.offsets[d]..docs.offsets[d + 1] {
+                // Later tokens' words: their lists' headers, then the lists and the count.
+                if let Some(&w) = docs.tokens.get(i - first + 2 * PREFETCH_AHEAD) {
+                    if let Some(list) = nz.get(w as usize) {
+                        prefetch::item(list);
+                    }
+                }
+                if let Some(&w) = docs.tokens.get(i - first + PREFETCH_AHEAD) {
+                    let list = nz
+                        .get(w as usize)
+                        .map(|l| &l[..l.len().min(PREFETCH_ENTRIES)]);
+                    prefetch::slice(list);
+                    let z = docs.z[i - first + PREFETCH_AHEAD] as usize;
+                    if let Some(count) = wt.get((w as usize).wrapping_mul(k).wrapping_add(z)) {
+                        prefetch::item(count);
+                    }
+                }
                 let w = docs.tokens[i - first] as usize;
                 let old = docs.z[i - first] as usize;
 

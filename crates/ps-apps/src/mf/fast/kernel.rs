@@ -3,6 +3,7 @@
 
 use super::Step;
 use crate::mf::data::Rating;
+use crate::prefetch;
 
 /// Independent `f32` accumulators of the dot product (one AVX register, two
 /// SSE registers).
@@ -34,24 +35,6 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// waits for memory.
 const PREFETCH_AHEAD: usize = 4;
 
-/// Asks the CPU to bring `row` (if it is in the slice) into cache, one line at a time; a hint
-/// with no effect on results.
-#[inline(always)]
-fn prefetch(row: Option<&[f32]>) {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(row) = row {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        const LINE: usize = 64 / std::mem::size_of::<f32>();
-        for line in row.chunks(LINE) {
-            // SAFETY: prefetching is a hint; it reads nothing and faults on no address, and this
-            // one is inside the slice.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = row;
-}
-
 /// The oracle's update, element by element, over zipped rows.
 #[inline(always)]
 fn update(u: &mut [f32], v: &mut [f32], e: f32, lr: f32, reg: f32) {
@@ -80,8 +63,8 @@ pub(super) fn sgd_rows(
         if let Some(next) = ratings.get(i + PREFETCH_AHEAD) {
             let uo = (next.user as usize).wrapping_sub(user_base).wrapping_mul(w);
             let io = (next.item as usize).wrapping_sub(item_base).wrapping_mul(w);
-            prefetch(users.get(uo..uo.saturating_add(w)));
-            prefetch(items.get(io..io.saturating_add(w)));
+            prefetch::slice(users.get(uo..uo.saturating_add(w)));
+            prefetch::slice(items.get(io..io.saturating_add(w)));
         }
         let uo = (r.user as usize - user_base) * w;
         let io = (r.item as usize - item_base) * w;
