@@ -568,13 +568,7 @@ mod tests {
     #[test]
     fn a_random_log_folds_block_by_block_as_row_by_row() {
         let (width, nrows) = (16usize, 3000u64);
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = |n: u64| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state % n
-        };
+        let mut next = crate::test_rng::xorshift(0x2545_f491_4f6c_dd1d);
         let mut cache = TableCache::new(width, true);
         for k in 0..nrows {
             // A third of the rows dense, the rest by a few entries; own clock 0 to 3.

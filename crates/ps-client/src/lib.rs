@@ -39,6 +39,8 @@ mod retained;
 mod row_values;
 mod table;
 pub mod telemetry;
+#[cfg(test)]
+mod test_rng;
 mod wire;
 mod worker;
 

@@ -316,14 +316,7 @@ mod tests {
 
     #[test]
     fn merges_agree_with_dense_addition_on_random_rows() {
-        // A small xorshift: no dependency for a few hundred cases.
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = |n: u64| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state % n
-        };
+        let mut next = crate::test_rng::xorshift(0x9e37_79b9_7f4a_7c15);
         let values = [0.0, -0.0, 1.0, -1.0, 2.5, 3.0];
         for case in 0..500 {
             let pick = |next: &mut dyn FnMut(u64) -> u64| {
