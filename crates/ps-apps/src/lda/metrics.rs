@@ -1,6 +1,7 @@
 //! LDA quality metrics (pure functions).
 
 use super::{LdaHyper, LdaWorkerState};
+use crate::prefetch;
 
 /// Sum over the worker's tokens of the predictive log-likelihood
 /// `log sum_k theta_dk * phi_kw`, and the number of tokens, with the
@@ -31,6 +32,11 @@ pub fn loglik(
 /// Documents per part of [`loglik_on`]'s sum: fixed, so that the sum's order, and so its
 /// bits, do not depend on the number of threads.
 const DOCS_PER_PART: usize = 256;
+
+/// How many of a document's distinct words ahead [`loglik_on`] asks for a word's nonzero
+/// counts, and the most of them it asks for (16 cache lines of topics and of counts).
+const PREFETCH_AHEAD: usize = 4;
+const PREFETCH_ENTRIES: usize = 256;
 
 /// [`loglik`] on up to `threads` threads: the documents in parts of [`DOCS_PER_PART`], each
 /// part's sum in document order, the parts' sums in order. The same value on any number of
@@ -81,6 +87,8 @@ pub fn loglik_on(
         let mut doc_topics: Vec<u32> = Vec::with_capacity(k);
         let mut doc_weights: Vec<f64> = Vec::with_capacity(k);
         let mut doc_words: Vec<u32> = Vec::new();
+        // The document's distinct words, each with how often it occurs.
+        let mut runs: Vec<(u32, usize)> = Vec::new();
         let mut sum = 0.0f64;
         for d in part * DOCS_PER_PART..((part + 1) * DOCS_PER_PART).min(docs) {
             let (lo, hi) = (state.doc_offsets[d], state.doc_offsets[d + 1]);
@@ -101,8 +109,15 @@ pub fn loglik_on(
             doc_words.clear();
             doc_words.extend_from_slice(&state.tokens[lo..hi]);
             doc_words.sort_unstable();
-            for run in doc_words.chunk_by(|a, b| a == b) {
-                let w = run[0] as usize;
+            runs.clear();
+            runs.extend(doc_words.chunk_by(|a, b| a == b).map(|r| (r[0], r.len())));
+            for (i, &(w, repeats)) in runs.iter().enumerate() {
+                if let Some(&(ahead, _)) = runs.get(i + PREFETCH_AHEAD) {
+                    let (topics, counts) = rows.row(ahead as usize);
+                    prefetch::slice(Some(&topics[..topics.len().min(PREFETCH_ENTRIES)]));
+                    prefetch::slice(Some(&counts[..counts.len().min(PREFETCH_ENTRIES)]));
+                }
+                let w = w as usize;
                 let (topics, counts) = rows.row(w);
                 let p: f64 = if topics.len() <= 8 * doc_topics.len() {
                     gathered_dot(topics, counts, |t, &n| theta[t] * f64::from(n))
@@ -111,7 +126,7 @@ pub fn loglik_on(
                     let own = gathered_dot(&doc_topics, &doc_weights, |t, &c| c * count(row[t]));
                     norm * (own + alpha * word_mass[w])
                 };
-                sum += run.len() as f64 * (p + smoothing).ln();
+                sum += repeats as f64 * (p + smoothing).ln();
             }
         }
         sum
