@@ -17,6 +17,12 @@ pub fn slice<T>(items: Option<&[T]>) {
     }
 }
 
+/// Asks for the cache lines of the first `n` of `items` (all of them if fewer).
+#[inline(always)]
+pub fn first<T>(items: &[T], n: usize) {
+    slice(Some(&items[..items.len().min(n)]));
+}
+
 /// Asks for the cache line holding `item`.
 #[inline(always)]
 pub fn item<T>(item: &T) {
@@ -42,6 +48,8 @@ mod tests {
         super::slice::<f32>(None);
         super::slice(Some(&[] as &[f32]));
         super::slice(Some(&[1.0f32; 100][..]));
+        super::first(&[1u32; 40], 8);
+        super::first(&[] as &[u32], 8);
         super::item(&7u64);
     }
 }

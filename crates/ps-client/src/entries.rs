@@ -124,11 +124,13 @@ impl Sent {
 
     /// Its update of row `key` of `width`, if it holds that row.
     pub fn row_update(&self, key: u64, width: usize) -> Option<RowUpdate<'_>> {
-        let i = self.keys().binary_search(&key).ok()?;
-        Some(match self {
-            Sent::Rows(b) => RowUpdate::Dense(&b.values[i * width..(i + 1) * width]),
-            Sent::Entries(e) => e.row_update(i, e.span(i..i + 1, width), width),
-        })
+        match self {
+            Sent::Rows(b) => b.row(key, width).map(RowUpdate::Dense),
+            Sent::Entries(e) => {
+                let i = e.keys.binary_search(&key).ok()?;
+                Some(e.row_update(i, e.span(i..i + 1, width), width))
+            }
+        }
     }
 }
 

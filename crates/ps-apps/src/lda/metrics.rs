@@ -114,8 +114,8 @@ pub fn loglik_on(
             for (i, &(w, repeats)) in runs.iter().enumerate() {
                 if let Some(&(ahead, _)) = runs.get(i + PREFETCH_AHEAD) {
                     let (topics, counts) = rows.row(ahead as usize);
-                    prefetch::slice(Some(&topics[..topics.len().min(PREFETCH_ENTRIES)]));
-                    prefetch::slice(Some(&counts[..counts.len().min(PREFETCH_ENTRIES)]));
+                    prefetch::first(topics, PREFETCH_ENTRIES);
+                    prefetch::first(counts, PREFETCH_ENTRIES);
                 }
                 let w = w as usize;
                 let (topics, counts) = rows.row(w);

@@ -6,6 +6,13 @@ use crate::error::ComputeError;
 use crate::lda::{LdaDelta, LdaHyper, LdaWorkerState, SweepKey};
 use crate::prefetch;
 
+/// How many tokens ahead a sweep asks for the memory of a token's word (its list of topics
+/// and its count of the token's topic), and twice that for the list's header: in a large
+/// vocabulary a word's row is seldom in cache.
+const PREFETCH_AHEAD: usize = 4;
+/// The most entries of a word's list asked for ahead (8 cache lines).
+const PREFETCH_ENTRIES: usize = 64;
+
 /// SparseLDA (Yao, Mimno & McCallum, KDD 2009): exact collapsed Gibbs with
 /// the conditional split into three buckets,
 ///
@@ -39,13 +46,6 @@ use crate::prefetch;
 /// Consumes the same one uniform per token as [`CpuLda`](super::CpuLda)
 /// ([`SweepKey::uniform`] of the token's position) but maps it to a topic
 /// differently, so the two agree in distribution, not draw by draw.
-/// How many tokens ahead a sweep asks for the memory of a token's word (its list of topics
-/// and its count of the token's topic), and twice that for the list's header: in a large
-/// vocabulary a word's row is seldom in cache.
-const PREFETCH_AHEAD: usize = 4;
-/// The most entries of a word's list asked for ahead (8 cache lines).
-const PREFETCH_ENTRIES: usize = 64;
-
 #[derive(Debug, Clone, Default)]
 pub struct SparseLda {
     wt: Vec<i32>,
@@ -276,10 +276,9 @@ impl SparseLda {
                     }
                 }
                 if let Some(&w) = docs.tokens.get(i - first + PREFETCH_AHEAD) {
-                    let list = nz
-                        .get(w as usize)
-                        .map(|l| &l[..l.len().min(PREFETCH_ENTRIES)]);
-                    prefetch::slice(list);
+                    if let Some(list) = nz.get(w as usize) {
+                        prefetch::first(list, PREFETCH_ENTRIES);
+                    }
                     let z = docs.z[i - first + PREFETCH_AHEAD] as usize;
                     if let Some(count) = wt.get((w as usize).wrapping_mul(k).wrapping_add(z)) {
                         prefetch::item(count);
