@@ -3,7 +3,7 @@
 //! in the same run. The QUIC runs go once with both ends in this process and once with the shard
 //! in a child process (this bench run again with `--serve-shard`).
 //!
-//! `cargo bench -p ps-benches --bench transport [-- --seconds 3]`
+//! `cargo bench -p ps-benches --bench transport [-- --seconds 3] [--only tuned|plain] [--mtu N]`
 
 use anyhow::Result;
 use ps_benches::{arg, record};
@@ -11,7 +11,7 @@ use ps_proto::{FrameBuilder, Init, Kind, Limits, TableSpec, UpdateRule};
 use ps_server::{serve_shard, Shard, ShardHandle};
 use ps_transport::{
     generate_cluster_certs, make_client_endpoint, make_endpoint, read_frame, write_frame,
-    write_frame_owned, CertPaths, ClusterIdentity, EndpointOptions, FrameRead,
+    write_frame_owned, CertPaths, ClusterIdentity, EndpointOptions, FrameRead, PacketProtection,
 };
 use serde_json::json;
 use std::net::SocketAddr;
@@ -163,11 +163,17 @@ fn options(label: &str) -> EndpointOptions {
     }
     match label {
         TUNED => loopback,
+        PLAIN => EndpointOptions {
+            packet_protection: PacketProtection::None,
+            ..loopback
+        },
         _ => EndpointOptions::default(),
     }
 }
 
 const TUNED: &str = "tuned for loopback";
+/// The same, with plaintext packets after the handshake (`--packet-protection none`).
+const PLAIN: &str = "tuned, plaintext packets";
 
 /// `--serve-shard CERTS LANES LABEL`: the child side of a split run. Prints the shard's address
 /// and serves until its standard input closes.
@@ -318,7 +324,14 @@ fn main() -> Result<()> {
         return serve_child(&certs);
     }
     let secs: f64 = arg("--seconds").and_then(|s| s.parse().ok()).unwrap_or(3.0);
-    let only_tuned = arg("--only").as_deref() == Some("tuned");
+    // `--only tuned`: the loopback settings, with and without plaintext packets; `--only plain`:
+    // plaintext packets alone (for a profile of them).
+    let only = arg("--only");
+    let skip = |label: &str| match only.as_deref() {
+        Some("tuned") => label != TUNED && label != PLAIN,
+        Some("plain") => label != PLAIN,
+        _ => false,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -342,9 +355,9 @@ fn main() -> Result<()> {
         record("transport", json!({"bench": "transport", "transport": "tcp-request-ack", "conns": 1, "mb_per_s": tcp_ra}));
         record("transport", json!({"bench": "transport", "transport": "tcp", "conns": 4, "mb_per_s": tcp4}));
         let mut best = 0f64;
-        for label in ["quinn defaults (1200-byte packets)", TUNED] {
+        for label in ["quinn defaults (1200-byte packets)", TUNED, PLAIN] {
             let opts = options(label);
-            if only_tuned && label != TUNED {
+            if skip(label) {
                 continue;
             }
             for (dir, pull) in [("push", false), ("pull", true)] {
@@ -352,7 +365,8 @@ fn main() -> Result<()> {
                     continue;
                 }
                 // Both ends in this process; then, tuned and not profiling, the shard in a child.
-                let splits: &[bool] = if profile.is_none() && label == TUNED { &[false, true] } else { &[false] };
+                let tuned = label == TUNED || label == PLAIN;
+                let splits: &[bool] = if profile.is_none() && tuned { &[false, true] } else { &[false] };
                 for &split in splits {
                     let ends = if split { "2 processes" } else { "1 process" };
                     for (conns, streams) in [(1, 1), (1, 4), (2, 4)] {

@@ -19,6 +19,7 @@ use ps_proto::Role;
 use ps_server::ProcessExit;
 use ps_transport::{
     generate_cluster_certs, make_endpoint, CertPaths, ClusterIdentity, EndpointOptions,
+    PacketProtection,
 };
 use std::net::SocketAddr;
 use std::path::Path;
@@ -166,7 +167,8 @@ pub fn run_local(app: &dyn DynApp, matches: &clap::ArgMatches, a: LocalArgs) -> 
     generate_cluster_certs(certs, &names, &[])?;
     let identity = ClusterIdentity::load(&CertPaths::in_dir(certs, "coordinator"))?;
     let exe = std::env::current_exe().context("locating this executable")?;
-    let link_arg: Vec<String> = match &a.link {
+    // What every shard and worker is told about its network: the emulated link, the packets.
+    let mut link_arg: Vec<String> = match &a.link {
         Some(l) => {
             eprintln!("link: every shard and worker sends through an emulated {l} link");
             plan.plan.facts.insert("link".into(), l.to_string().into());
@@ -174,6 +176,13 @@ pub fn run_local(app: &dyn DynApp, matches: &clap::ArgMatches, a: LocalArgs) -> 
         }
         None => Vec::new(),
     };
+    link_arg.extend(a.packets.to_args());
+    if a.packets.packet_protection == PacketProtection::None {
+        eprintln!("packets: plaintext after the handshake (--packet-protection none)");
+        plan.plan
+            .facts
+            .insert("packet_protection".into(), "none".into());
+    }
 
     let metrics = local_metrics(&a)?;
     let mut log = ClockLog::from_args(app, plan.spec.clocks, &a.progress)?;
@@ -204,11 +213,9 @@ pub fn run_local(app: &dyn DynApp, matches: &clap::ArgMatches, a: LocalArgs) -> 
 
     let rt = runtime(2)?;
     let (result, children) = rt.block_on(async {
-        let endpoint = make_endpoint(
-            ([127, 0, 0, 1], 0).into(),
-            &identity,
-            &EndpointOptions::for_loopback(),
-        )?;
+        let mut options = EndpointOptions::for_loopback();
+        a.packets.apply(&mut options);
+        let endpoint = make_endpoint(([127, 0, 0, 1], 0).into(), &identity, &options)?;
         let coord_addr = endpoint.local_addr()?;
         let mut children: Vec<Proc> = Vec::new();
         for i in 0..a.cluster.servers {

@@ -38,3 +38,6 @@ pub use sparse_rows::{SparseRows, SparseRowsBuf};
 
 /// ALPN protocol id every endpoint offers and requires.
 pub const ALPN: &[u8] = b"ps/1";
+/// The same protocol with plaintext 1-RTT packets, offered before [`ALPN`] by endpoints set for
+/// trusted links (`ps_transport::PacketProtection::None`) and chosen only when both ends offer it.
+pub const ALPN_PLAIN: &[u8] = b"ps/1-plain";

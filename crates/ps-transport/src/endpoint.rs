@@ -3,6 +3,7 @@
 use crate::error::TransportError;
 use crate::gso::GsoCapped;
 use crate::link::{fresh_seed, LinkSocket, LinkSpec, LinkStats};
+use crate::plain::{PacketProtection, PlainClient, PlainServer};
 use crate::tls::{ClusterIdentity, DEFAULT_SERVER_NAME};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use std::net::SocketAddr;
@@ -32,6 +33,9 @@ pub struct EndpointOptions {
     pub link: Option<LinkSpec>,
     /// Seed of the link's loss draws; `None` picks a fresh one per endpoint.
     pub link_seed: Option<u64>,
+    /// How 1-RTT packets are protected; [`PacketProtection::None`] only on connections whose
+    /// peer asks for it too (see `plain.rs`).
+    pub packet_protection: PacketProtection,
 }
 
 impl Default for EndpointOptions {
@@ -47,6 +51,7 @@ impl Default for EndpointOptions {
             server_name: DEFAULT_SERVER_NAME.to_string(),
             link: None,
             link_seed: None,
+            packet_protection: PacketProtection::Aead,
         }
     }
 }
@@ -105,12 +110,10 @@ pub fn make_endpoint_with_stats(
     opts: &EndpointOptions,
 ) -> Result<(quinn::Endpoint, Option<LinkStats>), TransportError> {
     let transport = Arc::new(opts.transport());
-    let server_crypto = QuicServerConfig::try_from(identity.server_config()?)
-        .map_err(|e| TransportError::Tls(e.to_string()))?;
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
+    let mut server = quinn::ServerConfig::with_crypto(server_crypto(identity, opts)?);
     server.transport_config(transport.clone());
     let (mut endpoint, stats) = bind(addr, Some(server), opts)?;
-    endpoint.set_default_client_config(client_config(identity.client_config()?, transport)?);
+    endpoint.set_default_client_config(node_client_config(identity, opts, transport)?);
     Ok((endpoint, stats))
 }
 
@@ -122,6 +125,48 @@ pub fn client_config(
     let quic =
         QuicClientConfig::try_from(crypto).map_err(|e| TransportError::Tls(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
+    cfg.transport_config(transport);
+    Ok(cfg)
+}
+
+/// ALPN ids a node offers (client) or accepts (server), most preferred first.
+fn alpn_protocols(protection: PacketProtection) -> Vec<Vec<u8>> {
+    match protection {
+        PacketProtection::Aead => vec![ps_proto::ALPN.to_vec()],
+        PacketProtection::None => vec![ps_proto::ALPN_PLAIN.to_vec(), ps_proto::ALPN.to_vec()],
+    }
+}
+
+/// The server half of a node's crypto: mutual TLS, and plaintext packets if both ends ask.
+fn server_crypto(
+    identity: &ClusterIdentity,
+    opts: &EndpointOptions,
+) -> Result<Arc<dyn quinn::crypto::ServerConfig>, TransportError> {
+    let mut tls = identity.server_config()?;
+    tls.alpn_protocols = alpn_protocols(opts.packet_protection);
+    let quic =
+        Arc::new(QuicServerConfig::try_from(tls).map_err(|e| TransportError::Tls(e.to_string()))?);
+    Ok(match opts.packet_protection {
+        PacketProtection::Aead => quic,
+        PacketProtection::None => Arc::new(PlainServer(quic)),
+    })
+}
+
+/// The client half of a node's crypto, as [`server_crypto`].
+fn node_client_config(
+    identity: &ClusterIdentity,
+    opts: &EndpointOptions,
+    transport: Arc<quinn::TransportConfig>,
+) -> Result<quinn::ClientConfig, TransportError> {
+    let mut tls = identity.client_config()?;
+    tls.alpn_protocols = alpn_protocols(opts.packet_protection);
+    let quic =
+        Arc::new(QuicClientConfig::try_from(tls).map_err(|e| TransportError::Tls(e.to_string()))?);
+    let crypto: Arc<dyn quinn::crypto::ClientConfig> = match opts.packet_protection {
+        PacketProtection::Aead => quic,
+        PacketProtection::None => Arc::new(PlainClient(quic)),
+    };
+    let mut cfg = quinn::ClientConfig::new(crypto);
     cfg.transport_config(transport);
     Ok(cfg)
 }
@@ -138,10 +183,14 @@ pub async fn connect(
             addr,
             reason: e.to_string(),
         })?;
-    connecting.await.map_err(|e| TransportError::Connect {
+    let connection = connecting.await.map_err(|e| TransportError::Connect {
         addr,
         reason: e.to_string(),
-    })
+    })?;
+    if crate::plain::is_plain(&connection) == Some(true) {
+        tracing::info!(%addr, "connected; packets travel in the clear (both ends asked)");
+    }
+    Ok(connection)
 }
 
 /// A client-only endpoint (workers): connects out with `identity`, accepts nothing.
@@ -163,8 +212,9 @@ pub fn make_client_endpoint_with_stats(
     // pull reply to 1472-byte packets whatever the options said.
     let addr: SocketAddr = ([0, 0, 0, 0], 0).into();
     let (mut endpoint, stats) = bind(addr, None, opts)?;
-    endpoint.set_default_client_config(client_config(
-        identity.client_config()?,
+    endpoint.set_default_client_config(node_client_config(
+        identity,
+        opts,
         Arc::new(opts.transport()),
     )?);
     Ok((endpoint, stats))

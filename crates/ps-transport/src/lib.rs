@@ -1,5 +1,6 @@
 //! Transport of the parameter server: QUIC endpoints (quinn + rustls, TLS 1.3, mutual TLS against
-//! a cluster CA, ALPN `ps/1`), certificate generation for local clusters and loading for real
+//! a cluster CA, ALPN `ps/1`), plaintext packets after the handshake where both ends ask for
+//! them ([`PacketProtection`]), certificate generation for local clusters and loading for real
 //! ones, frame I/O on QUIC streams, link emulation (bandwidth, latency, loss) under QUIC, and
 //! the node side of the coordinator protocol ([`node`]: register, heartbeats, shutdown).
 //!
@@ -12,6 +13,7 @@ mod framing;
 mod gso;
 mod link;
 pub mod node;
+mod plain;
 mod tls;
 
 pub use endpoint::{
@@ -21,4 +23,5 @@ pub use endpoint::{
 pub use error::TransportError;
 pub use framing::{read_frame, write_frame, write_frame_owned, FrameRead};
 pub use link::{LinkError, LinkSocket, LinkSpec, LinkStats};
+pub use plain::{is_plain, PacketProtection};
 pub use tls::{generate_cluster_certs, CertPaths, ClusterIdentity, DEFAULT_SERVER_NAME};

@@ -76,6 +76,45 @@ fn deterministic_runs_are_bit_identical() {
     );
 }
 
+/// `--packet-protection none` reaches every shard and worker: workers' connections to the
+/// shards run in the clear (each says so at info level), the summary records the setting, and
+/// the model is the same bits as with AEAD.
+#[test]
+fn plaintext_packets_train_the_same_model() {
+    let args = ["local", "--app", "mf", "--deterministic", "--clocks", "4"];
+    let run = |extra: &[&str]| {
+        let all: Vec<&str> = args.iter().chain(extra).copied().collect();
+        std::process::Command::new(env!("CARGO_BIN_EXE_ps-cluster"))
+            .args(&all)
+            .env("RUST_LOG", "ps_transport=info")
+            .output()
+            .unwrap()
+    };
+    let sealed = run(&[]);
+    let plain = run(&["--packet-protection", "none"]);
+    let (a, b) = (summary(&sealed), summary(&plain));
+    assert_eq!(a["item_table_hash"], b["item_table_hash"]);
+    assert!(a.get("packet_protection").is_none());
+    assert_eq!(b["packet_protection"], "none");
+    let clear = |out: &std::process::Output| {
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| l.contains("packets travel in the clear"))
+            .count()
+    };
+    assert_eq!(clear(&sealed), 0);
+    // 2 workers each dial 2 shards (and the coordinator); 2 shards dial the coordinator.
+    let n = clear(&plain);
+    assert!(n >= 4, "only {n} connections ran in the clear");
+    let bad = ps_cluster(&["local", "--packet-protection", "off"]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("expected aead or none"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
+
 /// Read-my-writes made exact: a lone worker's reads are its own updates on the shards' start
 /// whatever the staleness, so on tables that add what is pushed its model is the same, bit for
 /// bit, at staleness 0 (each read waits for the last push), at staleness 1 (rows pulled while
