@@ -8,7 +8,7 @@
 
 use crate::checkpoint::CheckpointStore;
 use crate::checkpointer::Checkpointer;
-use crate::shard::{PushRows, Shard};
+use crate::shard::{ExactRows, PushRows, Shard};
 use ps_proto::codec::{self, KeyCacheReceiver, DEFAULT_KEY_CACHE_IDS};
 use ps_proto::{Frame, FrameBuilder, KeyForm, Kind, Limits, ProtoError, FLAG_END_CLOCK};
 use ps_transport::{read_frame, write_frame, write_frame_owned, FrameRead, TransportError};
@@ -233,10 +233,11 @@ async fn handle_pull(
     let (r, codec, id, payload) = {
         let s = lock(shard);
         let codec = s.table(h.table)?.spec().pull_codec.at_clock(h.clock);
-        // A raw reply's rows go straight into its payload; others are encoded from the values.
+        // A raw reply's rows go straight into its payload (or its sparse form); others are
+        // encoded from the values.
         let (r, raw) = if codec.is_lossless() {
-            let (r, payload) = s.read_wire(h.table, &f.keys, h.worker)?;
-            (r, Some(payload))
+            let (r, rows) = s.read_exact(h.table, &f.keys, h.worker)?;
+            (r, Some(rows))
         } else {
             (s.read(h.table, &f.keys, h.worker)?, None)
         };
@@ -245,7 +246,9 @@ async fn handle_pull(
     let (wire_id, payload) = match payload {
         // Exact either way: rows that are mostly zero (LDA's word-topic counts) go as their
         // nonzero entries.
-        Some(p) => match codec::exact_sparse_raw(&p) {
+        Some(ExactRows::Sparse(sparse)) => (codec::EXACT_SPARSE_WIRE_ID, sparse),
+        Some(ExactRows::Dense(p)) => (codec.wire_id(), p),
+        Some(ExactRows::Unchecked(p)) => match codec::exact_sparse_raw(&p) {
             Some(sparse) => (codec::EXACT_SPARSE_WIRE_ID, sparse),
             None => (codec.wire_id(), p),
         },

@@ -7,7 +7,7 @@ use crate::error::ServerError;
 use crate::plan::CheckpointPlan;
 use crate::table::Table;
 use crate::telemetry;
-use ps_proto::codec::Decoded;
+use ps_proto::codec::{self, Decoded};
 use ps_proto::{ProtoError, ShardMap, TableSpec};
 use ps_ssp::{ParkedReads, ShardClock, SspError};
 use std::collections::HashMap;
@@ -86,6 +86,17 @@ pub struct PullResult {
     pub values: Vec<f32>,
     pub min_clock: u64,
     pub worker_clock: u64,
+}
+
+/// A lossless pull reply's payload, as [`Shard::read_exact`] made it.
+#[derive(Debug, PartialEq)]
+pub enum ExactRows {
+    /// The rows' nonzero entries ([`codec::EXACT_SPARSE_WIRE_ID`]).
+    Sparse(Vec<u8>),
+    /// Raw f32 rows, checked: sparse would not be smaller.
+    Dense(Vec<u8>),
+    /// Raw f32 rows, not yet checked for sparsity.
+    Unchecked(Vec<u8>),
 }
 
 impl Shard {
@@ -390,12 +401,41 @@ impl Shard {
     ) -> Result<(PullResult, Vec<u8>), ProtoError> {
         let mut payload = Vec::new();
         self.table(table)?.read_wire_into(keys, &mut payload);
-        let r = PullResult {
+        Ok((self.read_clocks(worker), payload))
+    }
+
+    /// The payload of a lossless pull reply (rows already checked). Consecutive rows of a dense
+    /// table are one slice of it, so they are encoded from the table itself: as their nonzero
+    /// entries when that is smaller ([`codec::exact_sparse`]), else copied once. Other rows are
+    /// copied as in [`Shard::read_wire`] and left for the caller to try sparse, outside the lock.
+    pub fn read_exact(
+        &self,
+        table: u32,
+        keys: &[u64],
+        worker: u32,
+    ) -> Result<(PullResult, ExactRows), ProtoError> {
+        let t = self.table(table)?;
+        let rows = match t.consecutive_rows(keys) {
+            Some(values) => match codec::exact_sparse(values) {
+                Some(sparse) => ExactRows::Sparse(sparse),
+                None => ExactRows::Dense(ps_proto::encode_f32s(values)),
+            },
+            None => {
+                let mut payload = Vec::new();
+                t.read_wire_into(keys, &mut payload);
+                ExactRows::Unchecked(payload)
+            }
+        };
+        Ok((self.read_clocks(worker), rows))
+    }
+
+    /// The clocks a read answers with, and no values.
+    fn read_clocks(&self, worker: u32) -> PullResult {
+        PullResult {
             values: Vec::new(),
             min_clock: self.clock.min_clock(),
             worker_clock: self.worker_clock(worker),
-        };
-        Ok((r, payload))
+        }
     }
 
     /// Drops every parked pull (their waiters see the shard going away).
@@ -455,6 +495,50 @@ mod tests {
         assert_eq!((r.min_clock, r.worker_clock), (1, 1));
         assert!(rx.blocking_recv().is_ok());
         assert!(s.park(1).is_none());
+    }
+
+    /// `read_exact` gives the bytes the old path gave (a raw copy, then sparse if smaller),
+    /// encoding consecutive rows from the table and leaving other reads unchecked.
+    #[test]
+    fn exact_reads_match_a_copy_then_a_sparse_check() {
+        let spec = TableSpec {
+            rows: 400,
+            width: 10,
+            ..spec()
+        };
+        let mut s = Shard::new(0, 1, &[spec], 1, false);
+        let old = |s: &Shard, keys: &[u64]| {
+            let (_, raw) = s.read_wire(1, keys, 0).unwrap();
+            codec::exact_sparse_raw(&raw).unwrap_or(raw)
+        };
+        let bytes = |rows: ExactRows| match rows {
+            ExactRows::Sparse(p) | ExactRows::Dense(p) | ExactRows::Unchecked(p) => p,
+        };
+        let all: Vec<u64> = (0..400).collect();
+        // A few nonzero cells: sparse, from the table.
+        s.submit(0, 0, vec![PushRows::dense(1, vec![3, 250], vec![1.5; 20])])
+            .unwrap();
+        let (r, rows) = s.read_exact(1, &all, 0).unwrap();
+        assert!(matches!(rows, ExactRows::Sparse(_)), "{rows:?}");
+        assert_eq!(bytes(rows), old(&s, &all));
+        assert_eq!((r.min_clock, r.worker_clock), (1, 1));
+        // A run starting past the first row, and non-consecutive keys.
+        let (_, rows) = s.read_exact(1, &all[200..300], 0).unwrap();
+        assert_eq!(bytes(rows), old(&s, &all[200..300]));
+        let scattered = [250, 3, 7];
+        let (_, rows) = s.read_exact(1, &scattered, 0).unwrap();
+        assert!(matches!(rows, ExactRows::Unchecked(_)), "{rows:?}");
+        assert_eq!(bytes(rows), s.read_wire(1, &scattered, 0).unwrap().1);
+        // Every cell nonzero: raw, checked.
+        s.submit(
+            0,
+            1,
+            vec![PushRows::dense(1, all.clone(), vec![0.25; 4000])],
+        )
+        .unwrap();
+        let (_, rows) = s.read_exact(1, &all, 0).unwrap();
+        assert!(matches!(rows, ExactRows::Dense(_)), "{rows:?}");
+        assert_eq!(bytes(rows), old(&s, &all));
     }
 
     fn ftrl_spec() -> TableSpec {

@@ -47,6 +47,10 @@ pub fn value(init: Init, table: u32, row: u64, col: u32) -> f32 {
 
 /// Fills `out` (rows `start..` of `width` columns).
 pub fn fill(init: Init, table: u32, start: u64, width: u32, out: &mut [f32]) {
+    if init == Init::Zeros {
+        out.fill(0.0);
+        return;
+    }
     for (i, row) in out.chunks_exact_mut(width as usize).enumerate() {
         for (c, v) in row.iter_mut().enumerate() {
             *v = value(init, table, start + i as u64, c as u32);
