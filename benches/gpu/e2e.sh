@@ -36,6 +36,11 @@
 # more at the end with E2E_LDA_TRY_SSP (default `--staleness 2 --reads overlapped`, "" none), as
 # its own row (`cuda-overlapped`).
 #
+# E2E_LOCAL_FLAGS adds flags to every job, GPU and CPU alike: `--packet-protection none` takes
+# AES-GCM off the loopback QUIC packets (about 1.3-1.45x the transport's bytes per second on 2
+# cores; README "Transport throughput"), for comparing what the encryption costs a GPU worker.
+# The summaries say `"packet_protection":"none"` when it is set.
+#
 # Three rates per job: the app's own (`rate`: MF and the MLP count all clocks' compute, LDA only
 # its sweeps); `steady`, the same for every app: the work of clocks 1 and later over their
 # compute seconds (the worker's whole clock but the time it is blocked on the network: reads,
@@ -95,8 +100,10 @@ job() {
         [ "$limit" -gt "$left" ] && limit=$left
     fi
     echo "-- $name on $device${WAVES:+ ($WAVES waves)}: ps-cluster local $*" >&2
+    # shellcheck disable=SC2086
     if timeout "$limit" env ${WAVES:+PS_MF_WAVE_KERNEL=$WAVES} "$BIN/ps-cluster" local --servers 2 \
-        --no-progress --device "$device" "$@" --log-csv "$log.csv" >"$log.json" 2>"$log.err"; then
+        --no-progress --device "$device" ${E2E_LOCAL_FLAGS:-} "$@" --log-csv "$log.csv" \
+        >"$log.json" 2>"$log.err"; then
         tail -n 1 "$log.json" | python3 -c '
 import json, sys
 s = json.loads(sys.stdin.read())
