@@ -403,29 +403,51 @@ impl<'a> BitReader<'a> {
         BitReader { bytes, at: 0 }
     }
 
-    fn bit(&mut self) -> Option<bool> {
-        let b = self.bytes.get(self.at / 8)?;
-        let v = (b >> (self.at % 8)) & 1 == 1;
-        self.at += 1;
-        Some(v)
-    }
-
-    fn bits(&mut self, k: u32) -> Option<u64> {
-        let mut v = 0u64;
-        for i in 0..k {
-            v |= u64::from(self.bit()?) << i;
+    /// The bits from `at` on, least significant first, 64 - `at % 8` of them (fewer at the end,
+    /// where the bits past the last byte read as zero).
+    fn peek(&self) -> u64 {
+        let byte = self.at / 8;
+        let mut word = [0u8; 8];
+        match self.bytes.get(byte..byte + 8) {
+            Some(eight) => word.copy_from_slice(eight),
+            None => {
+                let tail = self.bytes.get(byte..).unwrap_or(&[]);
+                word[..tail.len()].copy_from_slice(tail);
+            }
         }
-        Some(v)
+        u64::from_le_bytes(word) >> (self.at % 8)
     }
 
-    /// A Rice-coded value with parameter `k` (see [`BitWriter::rice`]).
+    /// Bits not yet read.
+    fn left(&self) -> usize {
+        self.bytes.len() * 8 - self.at
+    }
+
+    /// A Rice-coded value with parameter `k` (< 32; see [`BitWriter::rice`]). The one-bits are
+    /// counted a word at a time.
     fn rice(&mut self, k: u32) -> Result<u64, ProtoError> {
         let short = || ProtoError::Malformed("Rice-coded indices end early".into());
         let mut q = 0u64;
-        while self.bit().ok_or_else(short)? {
-            q += 1;
+        loop {
+            let valid = (64 - self.at % 8).min(self.left());
+            if valid == 0 {
+                return Err(short());
+            }
+            // `peek` is zero past its valid bits, so its run of ones is at most `valid` long.
+            let ones = (!self.peek()).trailing_zeros() as usize;
+            if ones < valid {
+                q += ones as u64;
+                self.at += ones + 1;
+                break;
+            }
+            q += valid as u64;
+            self.at += valid;
         }
-        let low = self.bits(k).ok_or_else(short)?;
+        if self.left() < k as usize {
+            return Err(short());
+        }
+        let low = self.peek() & ((1u64 << k) - 1);
+        self.at += k as usize;
         q.checked_shl(k)
             .filter(|v| v >> k == q)
             .map(|v| v | low)
@@ -449,6 +471,63 @@ impl<'a> BitReader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Rice value read one bit at a time from bit `at`: the definition the word-at-a-time
+    /// reader must match (value and bits used, or running out).
+    fn rice_bit_by_bit(bytes: &[u8], at: &mut usize, k: u32) -> Option<u64> {
+        let mut bit = || {
+            let b = bytes.get(*at / 8)? >> (*at % 8) & 1;
+            *at += 1;
+            Some(b == 1)
+        };
+        let mut q = 0u64;
+        while bit()? {
+            q += 1;
+        }
+        let mut low = 0u64;
+        for i in 0..k {
+            low |= u64::from(bit()?) << i;
+        }
+        Some((q << k) | low)
+    }
+
+    #[test]
+    fn the_word_reader_reads_what_one_bit_at_a_time_reads() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for case in 0..2000 {
+            let len = (next() % 40) as usize;
+            // Mostly ones in some streams, so unary runs cross words and reach the end.
+            let ones = case % 3 == 0;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    if ones {
+                        !(next() as u8 & 0x11)
+                    } else {
+                        next() as u8
+                    }
+                })
+                .collect();
+            let k = (next() % 32) as u32;
+            let (mut r, mut at) = (BitReader::new(&bytes), 0usize);
+            loop {
+                let want = rice_bit_by_bit(&bytes, &mut at, k);
+                match (r.rice(k), want) {
+                    (Ok(got), Some(want)) => {
+                        assert_eq!(got, want, "case {case}");
+                        assert_eq!(r.at, at, "case {case}: bits used");
+                    }
+                    (Err(_), None) => break,
+                    (got, want) => panic!("case {case}: {got:?} against {want:?}"),
+                }
+            }
+        }
+    }
 
     /// Every parameter tried: what `best_k` must give.
     fn best_k_by_trying_all(vals: &[u64]) -> (u32, u64) {
