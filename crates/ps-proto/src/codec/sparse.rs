@@ -37,12 +37,11 @@ pub(crate) struct Layout {
 }
 
 /// Maximal runs of consecutive indices: (coded gap, length - 1) as MODE_RUNS writes them.
-fn runs(sel: &[u32]) -> Vec<(u64, u64)> {
-    let mut out: Vec<(u64, u64)> = Vec::new();
+fn runs(sel: &[u32]) -> impl Iterator<Item = (u64, u64)> + '_ {
     let mut prev_end: Option<u32> = None;
     let mut j = 0;
-    while j < sel.len() {
-        let start = sel[j];
+    std::iter::from_fn(move || {
+        let start = *sel.get(j)?;
         let mut end = start;
         while j + 1 < sel.len() && sel[j + 1] == end + 1 {
             end += 1;
@@ -52,11 +51,10 @@ fn runs(sel: &[u32]) -> Vec<(u64, u64)> {
             None => u64::from(start),
             Some(p) => u64::from(start - p - 2),
         };
-        out.push((gap, u64::from(end - start)));
         prev_end = Some(end);
         j += 1;
-    }
-    out
+        Some((gap, u64::from(end - start)))
+    })
 }
 
 /// Bits of `vals` Rice coded with parameter `k`.
@@ -72,12 +70,15 @@ fn rice_len(vals: impl Iterator<Item = u64>, k: u32) -> u64 {
 /// sum, so the walk downhill from the parameter the mean suggests finds the same minimum as
 /// trying all 32 (a few passes over `vals` instead of 32): left while not worse, which also
 /// reaches the lowest of equal ones, else right while better.
-fn best_k(vals: &[u64]) -> (u32, u64) {
-    if vals.is_empty() {
+///
+/// `vals` gives the values afresh for each pass, so none of them is ever stored.
+fn best_k<I: Iterator<Item = u64>>(vals: impl Fn() -> I) -> (u32, u64) {
+    let (count, sum) = vals().fold((0u64, 0u64), |(c, s), v| (c + 1, s + v));
+    if count == 0 {
         return (0, 0);
     }
-    let bits = |k: u32| rice_len(vals.iter().copied(), k);
-    let mean = vals.iter().sum::<u64>() / vals.len() as u64;
+    let bits = |k: u32| rice_len(vals(), k);
+    let mean = sum / count;
     let start = (u64::BITS - mean.leading_zeros()).saturating_sub(1).min(31);
     let (mut k, mut at) = (start, bits(start));
     while k > 0 {
@@ -124,13 +125,12 @@ pub(crate) fn choose(sel: &[u32], n: usize, format: ValueFormat) -> Layout {
             })
             .sum::<u64>()
         + values;
-    let gaps: Vec<u64> = gaps(sel).collect();
-    let (k, rice_bits) = best_k(&gaps);
+    let (k, rice_bits) = best_k(|| gaps(sel));
     let rice = varint_len(m as u64) as u64 + 1 + rice_bits.div_ceil(8) + values;
-    let runs = runs(sel);
-    let (kg, gap_bits) = best_k(&runs.iter().map(|r| r.0).collect::<Vec<_>>());
-    let (kl, len_bits) = best_k(&runs.iter().map(|r| r.1).collect::<Vec<_>>());
-    let run = (varint_len(m as u64) + varint_len(runs.len() as u64) + 2) as u64
+    let (kg, gap_bits) = best_k(|| runs(sel).map(|r| r.0));
+    let (kl, len_bits) = best_k(|| runs(sel).map(|r| r.1));
+    let nruns = runs(sel).count();
+    let run = (varint_len(m as u64) + varint_len(nruns as u64) + 2) as u64
         + (gap_bits + len_bits).div_ceil(8)
         + values;
     // The sign format has no zero: the unselected entries of a dense layout would arrive as
@@ -175,13 +175,12 @@ pub(crate) fn write_indices(layout: Layout, sel: &[u32], out: &mut Vec<u8>) {
             w.finish();
         }
         MODE_RUNS => {
-            let runs = runs(sel);
             write_varint(sel.len() as u64, out);
-            write_varint(runs.len() as u64, out);
+            write_varint(runs(sel).count() as u64, out);
             out.push(layout.k as u8);
             out.push(layout.kl as u8);
             let mut w = BitWriter::new(out);
-            for (gap, len) in runs {
+            for (gap, len) in runs(sel) {
                 w.rice(gap, layout.k);
                 w.rice(len, layout.kl);
             }
@@ -573,7 +572,11 @@ mod tests {
             cases.push(vals);
         }
         for vals in &cases {
-            assert_eq!(best_k(vals), best_k_by_trying_all(vals), "{vals:?}");
+            assert_eq!(
+                best_k(|| vals.iter().copied()),
+                best_k_by_trying_all(vals),
+                "{vals:?}"
+            );
         }
     }
 
