@@ -20,6 +20,8 @@ pub mod report;
 pub mod rules;
 mod shard_map;
 pub mod sparse_rows;
+#[cfg(test)]
+mod test_rng;
 
 pub use control::{
     Assign, ClockReport, ControlEvent, Done, Init, JobSpec, Layout, Recovery, Register, Role,

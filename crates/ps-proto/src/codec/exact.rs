@@ -155,13 +155,7 @@ mod tests {
     #[test]
     fn every_length_and_position_round_trips_through_both_entry_points() {
         // Short and odd lengths (the sample stride is n / 256), nonzeros anywhere, odd bits.
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::test_rng::xorshift(0x9e37_79b9_7f4a_7c15u64);
         let odd = [-0.0f32, f32::NAN, f32::MIN_POSITIVE, -7.5, 1e30];
         for n in (1..70).chain([255, 256, 257, 1023, 4096 + 5]) {
             for _ in 0..4 {
@@ -170,7 +164,7 @@ mod tests {
                     let i = (next() % n as u64) as usize;
                     v[i] = odd[(next() % odd.len() as u64) as usize];
                 }
-                v[n - 1] = if next() % 2 == 0 { 2.0 } else { 0.0 };
+                v[n - 1] = if next().is_multiple_of(2) { 2.0 } else { 0.0 };
                 let p = exact_sparse(&v);
                 assert!(exact_sparse_raw(&crate::encode_f32s(&v)) == p, "n {n}");
                 if let Some(p) = p {

@@ -492,13 +492,7 @@ mod tests {
 
     #[test]
     fn the_word_reader_reads_what_one_bit_at_a_time_reads() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::test_rng::xorshift(0x2545_f491_4f6c_dd1du64);
         for case in 0..2000 {
             let len = (next() % 40) as usize;
             // Mostly ones in some streams, so unary runs cross words and reach the end.
