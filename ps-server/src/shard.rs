@@ -88,12 +88,13 @@ pub struct PullResult {
     pub worker_clock: u64,
 }
 
-/// A lossless pull reply's payload, as [`Shard::read_exact`] made it.
+/// A lossless pull reply's rows, as [`Shard::read_exact`] took them from the table.
 #[derive(Debug, PartialEq)]
 pub enum ExactRows {
-    /// The rows' nonzero entries ([`codec::EXACT_SPARSE_WIRE_ID`]).
-    Sparse(Vec<u8>),
-    /// Raw f32 rows, checked: sparse would not be smaller.
+    /// The rows' nonzero entries, to be encoded ([`codec::NonzeroEntries::encode`]); raw if that
+    /// is not smaller after all.
+    Nonzero(codec::NonzeroEntries),
+    /// Raw f32 rows, checked: too many are nonzero for a sparse payload.
     Dense(Vec<u8>),
     /// Raw f32 rows, not yet checked for sparsity.
     Unchecked(Vec<u8>),
@@ -404,10 +405,10 @@ impl Shard {
         Ok((self.read_clocks(worker), payload))
     }
 
-    /// The payload of a lossless pull reply (rows already checked). Consecutive rows of a dense
-    /// table are one slice of it, so they are encoded from the table itself: as their nonzero
-    /// entries when that is smaller ([`codec::exact_sparse`]), else copied once. Other rows are
-    /// copied as in [`Shard::read_wire`] and left for the caller to try sparse, outside the lock.
+    /// The rows of a lossless pull reply (already checked). Consecutive rows of a dense table
+    /// are one slice of it, scanned in place: their nonzero entries when few enough are
+    /// ([`codec::NonzeroEntries`]), else the rows copied once. Other rows are copied as in
+    /// [`Shard::read_wire`]. Encoding is left to the caller, after the shard's lock is let go.
     pub fn read_exact(
         &self,
         table: u32,
@@ -416,8 +417,8 @@ impl Shard {
     ) -> Result<(PullResult, ExactRows), ProtoError> {
         let t = self.table(table)?;
         let rows = match t.consecutive_rows(keys) {
-            Some(values) => match codec::exact_sparse(values) {
-                Some(sparse) => ExactRows::Sparse(sparse),
+            Some(values) => match codec::NonzeroEntries::of(values) {
+                Some(entries) => ExactRows::Nonzero(entries),
                 None => ExactRows::Dense(ps_proto::encode_f32s(values)),
             },
             None => {
@@ -512,14 +513,15 @@ mod tests {
             codec::exact_sparse_raw(&raw).unwrap_or(raw)
         };
         let bytes = |rows: ExactRows| match rows {
-            ExactRows::Sparse(p) | ExactRows::Dense(p) | ExactRows::Unchecked(p) => p,
+            ExactRows::Nonzero(e) => e.encode().unwrap_or_else(|| e.raw()),
+            ExactRows::Dense(p) | ExactRows::Unchecked(p) => p,
         };
         let all: Vec<u64> = (0..400).collect();
         // A few nonzero cells: sparse, from the table.
         s.submit(0, 0, vec![PushRows::dense(1, vec![3, 250], vec![1.5; 20])])
             .unwrap();
         let (r, rows) = s.read_exact(1, &all, 0).unwrap();
-        assert!(matches!(rows, ExactRows::Sparse(_)), "{rows:?}");
+        assert!(matches!(rows, ExactRows::Nonzero(_)), "{rows:?}");
         assert_eq!(bytes(rows), old(&s, &all));
         assert_eq!((r.min_clock, r.worker_clock), (1, 1));
         // A run starting past the first row, and non-consecutive keys.

@@ -27,7 +27,7 @@ const MIN_SAVING: f64 = 0.25;
 /// [`super::decode`] (`EXACT_SPARSE_WIRE_ID`, `values.len()`) and densifying gives `values`
 /// back bit for bit.
 pub fn exact_sparse(values: &[f32]) -> Option<Vec<u8>> {
-    sparsify(values.len(), |i| values[i].to_bits())
+    NonzeroEntries::of(values)?.encode()
 }
 
 /// [`exact_sparse`] of a raw f32 payload (little-endian bytes, as a `raw` frame carries them);
@@ -36,41 +36,80 @@ pub fn exact_sparse_raw(payload: &[u8]) -> Option<Vec<u8>> {
     if !payload.len().is_multiple_of(4) {
         return None;
     }
-    sparsify(payload.len() / 4, |i| {
+    NonzeroEntries::select(payload.len() / 4, |i| {
         let b = &payload[4 * i..4 * i + 4];
         u32::from_le_bytes([b[0], b[1], b[2], b[3]])
-    })
+    })?
+    .encode()
 }
 
-/// The decision and the encoding, over the bits of `n` values.
-fn sparsify(n: usize, bits: impl Fn(usize) -> u32) -> Option<Vec<u8>> {
-    if n == 0 || n as u64 > u64::from(u32::MAX) {
-        return None;
+/// The entries of a block whose bits are not all zero, gathered for [`exact_sparse`]: the scan
+/// (which needs the block) apart from the encoding (which does not), so a shard can scan its
+/// rows while it holds them and encode after letting go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NonzeroEntries {
+    n: usize,
+    indices: Vec<u32>,
+    values: Vec<f32>,
+}
+
+impl NonzeroEntries {
+    /// The nonzero entries of `values`; `None` when too many are nonzero for a sparse payload
+    /// to be smaller (decided from a sample first, so dense blocks cost a few hundred loads).
+    pub fn of(values: &[f32]) -> Option<NonzeroEntries> {
+        Self::select(values.len(), |i| values[i].to_bits())
     }
-    let raw = 4 * n;
-    // Each kept entry costs its 4 value bytes and at least a bit of index.
-    let most = ((1.0 - MIN_SAVING) * n as f64) as usize;
-    let stride = (n / SAMPLE).max(1);
-    let sampled = (0..n).step_by(stride).count();
-    let sampled_nonzero = (0..n).step_by(stride).filter(|&i| bits(i) != 0).count();
-    if sampled_nonzero as f64 > (1.0 - MIN_SAVING) * sampled as f64 {
-        return None;
-    }
-    let mut sel: Vec<u32> = Vec::new();
-    let mut kept: Vec<f32> = Vec::new();
-    for i in 0..n {
-        let b = bits(i);
-        if b != 0 {
-            if sel.len() == most {
-                return None;
-            }
-            sel.push(i as u32);
-            kept.push(f32::from_bits(b));
+
+    /// Over the bits of `n` values.
+    fn select(n: usize, bits: impl Fn(usize) -> u32) -> Option<NonzeroEntries> {
+        if n == 0 || n as u64 > u64::from(u32::MAX) {
+            return None;
         }
+        // Each kept entry costs its 4 value bytes and at least a bit of index.
+        let most = ((1.0 - MIN_SAVING) * n as f64) as usize;
+        let stride = (n / SAMPLE).max(1);
+        let sampled = (0..n).step_by(stride).count();
+        let sampled_nonzero = (0..n).step_by(stride).filter(|&i| bits(i) != 0).count();
+        if sampled_nonzero as f64 > (1.0 - MIN_SAVING) * sampled as f64 {
+            return None;
+        }
+        let mut indices: Vec<u32> = Vec::new();
+        let mut values: Vec<f32> = Vec::new();
+        for i in 0..n {
+            let b = bits(i);
+            if b != 0 {
+                if indices.len() == most {
+                    return None;
+                }
+                indices.push(i as u32);
+                values.push(f32::from_bits(b));
+            }
+        }
+        Some(NonzeroEntries { n, indices, values })
     }
-    let mut out = Vec::new();
-    write_selection(ValueFormat::F32, n, &sel, &kept, &mut out);
-    (out.len() as f64 <= (1.0 - MIN_SAVING) * raw as f64).then_some(out)
+
+    /// The exact sparse payload, when it is at most 3/4 of the raw one.
+    pub fn encode(&self) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        write_selection(
+            ValueFormat::F32,
+            self.n,
+            &self.indices,
+            &self.values,
+            &mut out,
+        );
+        (out.len() as f64 <= (1.0 - MIN_SAVING) * (4 * self.n) as f64).then_some(out)
+    }
+
+    /// The block as a raw f32 payload again: for when [`NonzeroEntries::encode`] found the
+    /// sparse payload no smaller.
+    pub fn raw(&self) -> Vec<u8> {
+        let mut block = vec![0f32; self.n];
+        for (&i, &v) in self.indices.iter().zip(&self.values) {
+            block[i as usize] = v;
+        }
+        crate::encode_f32s(&block)
+    }
 }
 
 #[cfg(test)]
@@ -150,6 +189,19 @@ mod tests {
             decode(EXACT_SPARSE_WIRE_ID, &p, n).unwrap(),
             Decoded::Sparse { .. }
         ));
+    }
+
+    #[test]
+    fn entries_few_enough_but_too_costly_to_index_go_back_raw() {
+        // About 74% nonzero: under the count limit, but the indices push the payload past 3/4.
+        let mut next = crate::test_rng::xorshift(0x51_7cc1_b727_220a);
+        let v: Vec<f32> = (0..20_000)
+            .map(|_| if next() % 100 < 74 { -1.25 } else { 0.0 })
+            .collect();
+        let entries = NonzeroEntries::of(&v).expect("under the count limit");
+        assert!(entries.encode().is_none());
+        assert!(exact_sparse(&v).is_none());
+        assert!(entries.raw() == crate::encode_f32s(&v));
     }
 
     #[test]

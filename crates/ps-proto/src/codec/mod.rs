@@ -56,7 +56,7 @@ mod sparse;
 mod varint;
 
 pub use chain::{wire_format, CodecChain, Selector, WIRE_SPARSE};
-pub use exact::{exact_sparse, exact_sparse_raw, EXACT_SPARSE_WIRE_ID};
+pub use exact::{exact_sparse, exact_sparse_raw, NonzeroEntries, EXACT_SPARSE_WIRE_ID};
 pub use feedback::ErrorFeedback;
 pub use format::ValueFormat;
 pub use keycache::{
