@@ -15,8 +15,14 @@
 #        none)
 #   lda  K 1000, NYTimes-shaped: 300,000 documents x 330 tokens, vocabulary 100,000
 #   mlp  784-256-256-10 on 60,000 samples
-# CPU workers: one worker with --threads $(nproc) (LDA's sweep then runs as $(nproc) runs of
-# documents; until 2026-12-06 LDA had $(nproc) workers of one thread). MF runs E2E_MF_CLOCKS clocks (default 8), LDA 3,
+# CPU workers: for MF and LDA one worker with --threads $(nproc) (LDA's sweep then runs as
+# $(nproc) runs of documents; until 2026-12-06 LDA had $(nproc) workers of one thread). For the
+# MLP $(nproc) workers of one thread: its CPU engine splits a batch of 32 over at most 2 threads
+# (16 rows each), so one worker used about 2 cores whatever --threads said (until 2026-12-06).
+# The samples are split across the workers, so a clock trains as many in all. On the 2-core
+# machine (6,000 samples, 3 clocks, two runs each): 1 worker of 1 thread 47.7 k samples/s, of 2
+# threads 21-45 k, 2 workers of 1 thread 83-90 k.
+# MF runs E2E_MF_CLOCKS clocks (default 8), LDA 3,
 # the MLP 5. E2E_JOBS="mf" runs only some apps. Each job has a time limit (E2E_LIMIT_S, default
 # 150 s); a job past it is reported as such. With E2E_DEADLINE_S, no job runs past that many
 # seconds from the start (later ones are reported as skipped), so the table is always printed. Writes OUT_DIR/e2e.jsonl (one summary per job) and
@@ -134,7 +140,7 @@ print(json.dumps(s))' "$name" "$device" "$log.csv" "$WAVES" "$*" "$VARIANT" >>"$
     job lda cuda --app lda --workers 1 --clocks 3 $LDA_DATA $LDA_SSP
     job lda cpu --app lda --workers 1 --threads "$CORES" --clocks 3 $LDA_DATA $LDA_SSP
     job mlp cuda --app mlp --workers 1 --clocks 5 $MLP_DATA $MLP_SSP
-    job mlp cpu --app mlp --workers 1 --threads "$CORES" --clocks 5 $MLP_DATA $MLP_SSP
+    job mlp cpu --app mlp --workers "$CORES" --threads 1 --clocks 5 $MLP_DATA $MLP_SSP
     # Last, so that a tight time budget cuts these first.
     for WAVES in ${E2E_MF_WAVES-window-4}; do
         job mf cuda --app mf --workers 1 --clocks "$MF_CLOCKS" $MF_DATA $MF_SSP
