@@ -9,7 +9,7 @@ use crate::error::ServerError;
 pub use crate::sparse::SparseTable;
 use ps_proto::init;
 use ps_proto::rules;
-use ps_proto::{Init, KeyRange, Layout, ProtoError, TableSpec, UpdateRule};
+use ps_proto::{is_range, Init, KeyRange, Layout, ProtoError, TableSpec, UpdateRule};
 
 /// Checks that a request's width and keys fit the slice `range` of `spec`.
 pub(crate) fn check_request(
@@ -154,7 +154,7 @@ impl DenseTable {
     /// See [`Table::consecutive_rows`].
     pub fn consecutive_rows(&self, keys: &[u64]) -> Option<&[f32]> {
         let first = *keys.first()?;
-        if !keys.iter().zip(first..).all(|(&k, want)| k == want) {
+        if !is_range(keys) {
             return None;
         }
         let w = self.spec.width as usize;
@@ -167,7 +167,7 @@ impl DenseTable {
         let w = self.spec.width as usize;
         let rule = self.spec.rule;
         let k = rules::state_per_cell(rule);
-        if keys.len() > 1 && keys.windows(2).all(|p| p[1] == p[0] + 1) {
+        if keys.len() > 1 && is_range(keys) {
             // Contiguous rows: one long slice operation.
             let i = (keys[0] - self.range.start) as usize * w;
             let n = keys.len() * w;

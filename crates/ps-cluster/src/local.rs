@@ -168,7 +168,7 @@ pub fn run_local(app: &dyn DynApp, matches: &clap::ArgMatches, a: LocalArgs) -> 
     let identity = ClusterIdentity::load(&CertPaths::in_dir(certs, "coordinator"))?;
     let exe = std::env::current_exe().context("locating this executable")?;
     // What every shard and worker is told about its network: the emulated link, the packets.
-    let mut link_arg: Vec<String> = match &a.link {
+    let mut network_args: Vec<String> = match &a.link {
         Some(l) => {
             eprintln!("link: every shard and worker sends through an emulated {l} link");
             plan.plan.facts.insert("link".into(), l.to_string().into());
@@ -176,7 +176,7 @@ pub fn run_local(app: &dyn DynApp, matches: &clap::ArgMatches, a: LocalArgs) -> 
         }
         None => Vec::new(),
     };
-    link_arg.extend(a.packets.to_args());
+    network_args.extend(a.packets.to_args());
     if a.packets.packet_protection == PacketProtection::None {
         eprintln!("packets: plaintext after the handshake (--packet-protection none)");
         plan.plan
@@ -226,7 +226,7 @@ pub fn run_local(app: &dyn DynApp, matches: &clap::ArgMatches, a: LocalArgs) -> 
                 "--id".into(),
                 i.to_string(),
             ];
-            extra.extend(link_arg.iter().cloned());
+            extra.extend(network_args.iter().cloned());
             extra.extend(metrics_arg(&metrics, &name));
             extra.extend(checkpoint_arg.iter().cloned());
             children.push(Proc::start(
@@ -241,7 +241,7 @@ pub fn run_local(app: &dyn DynApp, matches: &clap::ArgMatches, a: LocalArgs) -> 
                 "--id".into(),
                 i.to_string(),
             ];
-            extra.extend(link_arg.iter().cloned());
+            extra.extend(network_args.iter().cloned());
             extra.extend(metrics_arg(&metrics, &name));
             children.push(Proc::start(
                 &exe, "worker", i, name, certs, coord_addr, extra,
