@@ -1,6 +1,9 @@
 //! Work cut into parts run on scoped threads, each taking the next part as it finishes one:
 //! the built-in data sets' generators, an LDA worker's state and its log-likelihood.
 //!
+//! [`memory_available`] asks the OS how much memory is left, for the engines that hold a copy
+//! of their counts per thread.
+//!
 //! The callers cut their work into parts that do not depend on the number of threads (a
 //! generator's chunks of users, documents or samples each draw from their own RNG seeded by the
 //! spec's seed and the chunk's or item's index), so their output is the same whatever the number
@@ -12,6 +15,44 @@ use std::sync::Mutex;
 /// The threads a generator uses by default: the machine's parallelism.
 pub fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Bytes this process may still allocate, as far as the OS says: Linux's `MemAvailable`, or less
+/// where a cgroup (v2) memory limit leaves less. `None` where neither can be read.
+pub fn memory_available() -> Option<u64> {
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    let system = read("/proc/meminfo").and_then(|t| meminfo_available(&t));
+    let cgroup = match (
+        read("/sys/fs/cgroup/memory.max"),
+        read("/sys/fs/cgroup/memory.current"),
+    ) {
+        (Some(max), Some(current)) => cgroup_left(&max, &current),
+        _ => None,
+    };
+    match (system, cgroup) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// `MemAvailable` of a `/proc/meminfo` text, in bytes.
+fn meminfo_available(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let mut words = line.split_whitespace().skip(1);
+    let n: u64 = words.next()?.parse().ok()?;
+    match words.next() {
+        Some("kB") => n.checked_mul(1024),
+        None => Some(n),
+        Some(_) => None,
+    }
+}
+
+/// What a cgroup's `memory.max` (a byte count, or `max` for no limit) leaves above its
+/// `memory.current`.
+fn cgroup_left(max: &str, current: &str) -> Option<u64> {
+    let max: u64 = max.trim().parse().ok()?;
+    let current: u64 = current.trim().parse().ok()?;
+    Some(max.saturating_sub(current))
 }
 
 /// `f(0), ..., f(n - 1)` in order, computed on up to `threads` threads.
@@ -106,5 +147,18 @@ mod tests {
             part.iter_mut().for_each(|x| *x = i + 1)
         });
         assert_eq!(out, [1, 1, 1, 3, 3, 3, 3, 4, 4, 4]);
+    }
+
+    #[test]
+    fn memory_is_read_from_meminfo_and_the_cgroup() {
+        let meminfo = "MemTotal:       24576000 kB\nMemFree:         1000 kB\n\
+                       MemAvailable:   20000000 kB\nBuffers: 1 kB\n";
+        assert_eq!(meminfo_available(meminfo), Some(20_000_000 * 1024));
+        assert_eq!(meminfo_available("MemTotal: 5 kB\n"), None);
+        assert_eq!(meminfo_available("MemAvailable: lots kB\n"), None);
+        assert_eq!(meminfo_available("MemAvailable: 5 MB\n"), None);
+        assert_eq!(cgroup_left("max\n", "100\n"), None);
+        assert_eq!(cgroup_left("1000\n", "300\n"), Some(700));
+        assert_eq!(cgroup_left("1000", "3000"), Some(0));
     }
 }

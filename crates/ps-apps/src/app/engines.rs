@@ -66,7 +66,11 @@ impl Engines for CpuEngines {
     fn lda(&self, threads: u32) -> Result<Box<dyn LdaCompute + Send>, AppError> {
         Ok(match threads {
             0 | 1 => Box::new(SparseLda::new()),
-            t => Box::new(ParallelSparseLda::new(t as usize)),
+            // Each thread copies the counts: half of what memory the OS has left is theirs.
+            t => Box::new(
+                ParallelSparseLda::new(t as usize)
+                    .with_memory_budget(crate::par::memory_available().map(|b| b / 2)),
+            ),
         })
     }
 

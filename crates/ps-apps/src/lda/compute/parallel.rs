@@ -15,11 +15,20 @@ use crate::lda::{LdaDelta, LdaHyper, LdaWorkerState, SweepKey};
 ///
 /// Every token still consumes its own uniform, [`SweepKey::uniform`] of its position, so the
 /// result is a function of the state, the counts, the key and the thread count, whatever the
-/// scheduling; the first run's documents are resampled exactly as [`SparseLda`] would. Each
-/// run's engine holds a dense copy of the worker's counts (`words x K` of `i32`).
+/// scheduling; the first run's documents are resampled exactly as [`SparseLda`] would.
+///
+/// Each run's engine holds a copy of the worker's counts (a dense `words x K`
+/// of `i32` and a list of the positive counts). With a memory budget
+/// ([`ParallelSparseLda::with_memory_budget`]) the first sweep runs on no more threads than
+/// copies fit in it (at least one), and so do all later sweeps, with a warning: at K 1,000 and a
+/// vocabulary of a million words a copy is 4 GB, and one per core would end the worker. (The
+/// result is then that of the threads it ran on, not of those asked for.)
 #[derive(Debug, Clone)]
 pub struct ParallelSparseLda {
     engines: Vec<SparseLda>,
+    budget: Option<u64>,
+    /// The runs a sweep is cut into, fixed at the first sweep.
+    runs: Option<usize>,
 }
 
 impl ParallelSparseLda {
@@ -27,8 +36,61 @@ impl ParallelSparseLda {
     pub fn new(threads: usize) -> Self {
         ParallelSparseLda {
             engines: vec![SparseLda::new(); threads.max(1)],
+            budget: None,
+            runs: None,
         }
     }
+
+    /// The engine, with its threads' copies of the counts kept within `bytes` where it can
+    /// (`None`: no limit).
+    pub fn with_memory_budget(mut self, bytes: Option<u64>) -> Self {
+        self.budget = bytes;
+        self
+    }
+
+    /// The threads the sweeps run on: those asked for, or fewer where the budget is tight
+    /// (known from the first sweep on).
+    pub fn threads(&self) -> usize {
+        self.runs.unwrap_or(self.engines.len())
+    }
+
+    /// The runs for counts of this size, decided once.
+    fn runs_for(&mut self, word_topic: &[f32], k: usize) -> usize {
+        if let Some(n) = self.runs {
+            return n;
+        }
+        let asked = self.engines.len();
+        let copy = copy_bytes(word_topic, k);
+        let n = match self.budget {
+            Some(b) => asked.min(
+                usize::try_from(b / copy.max(1))
+                    .unwrap_or(usize::MAX)
+                    .max(1),
+            ),
+            None => asked,
+        };
+        if n < asked {
+            tracing::warn!(
+                threads = asked,
+                running = n,
+                copy_mb = copy / 1_000_000,
+                budget_mb = self.budget.unwrap_or(0) / 1_000_000,
+                "LDA sweeps on fewer threads: each holds a copy of the counts and only {n} fit in memory"
+            );
+        }
+        self.engines.truncate(n);
+        self.runs = Some(n);
+        n
+    }
+}
+
+/// The bytes one run's engine holds for a worker's counts `word_topic` (`words x k`): the dense
+/// `i32` copy, the packed list of each word's positive counts and its header, and the per-topic
+/// arrays.
+fn copy_bytes(word_topic: &[f32], k: usize) -> u64 {
+    let words = (word_topic.len() / k.max(1)) as u64;
+    let positive = word_topic.iter().filter(|&&x| x >= 0.5).count() as u64;
+    4 * word_topic.len() as u64 + 8 * positive + 24 * words + 32 * k as u64
 }
 
 /// The first document of each of `parts` runs of nearly equal token counts (`offsets` as in
@@ -99,7 +161,8 @@ impl LdaCompute for ParallelSparseLda {
                 totals: vec![0; k],
             });
         }
-        let bounds = runs_by_tokens(&state.doc_offsets, self.engines.len());
+        let parts = self.runs_for(word_topic, k);
+        let bounds = runs_by_tokens(&state.doc_offsets, parts);
         let runs = split(Docs::all(state), &bounds, k);
         let engines = &mut self.engines[..runs.len()];
         let (start, start_totals) = (&*word_topic, &*totals);
@@ -204,5 +267,59 @@ mod tests {
             assert_eq!(got, want, "{threads}");
             assert_eq!((w_got, t_got), (w_want, t_want), "{threads}");
         }
+    }
+
+    /// A budget that holds two copies of the counts makes an engine asked for five threads
+    /// sweep exactly as one on two, in every sweep; a budget below one copy, as one thread.
+    #[test]
+    fn a_memory_budget_caps_the_threads_and_the_sweep_is_theirs() {
+        let syn = synthetic_lda(&SyntheticLdaSpec {
+            docs: 40,
+            doc_len: 25,
+            vocab: 150,
+            topics: 5,
+            ..SyntheticLdaSpec::default_builtin(4)
+        });
+        let hyper = LdaHyper {
+            topics: 7,
+            ..LdaHyper::default()
+        };
+        let (state0, _) = LdaWorkerState::init(&syn.corpus.docs, 150, &hyper, 4, 0).unwrap();
+        let wt: Vec<f32> = state0
+            .local_word_topic()
+            .iter()
+            .map(|&c| c as f32)
+            .collect();
+        let k = hyper.topics as usize;
+        let mut totals = vec![0f32; k];
+        for (i, &x) in wt.iter().enumerate() {
+            totals[i % k] += x;
+        }
+        let copy = copy_bytes(&wt, k);
+        assert!(copy >= 4 * wt.len() as u64, "{copy}");
+        let sweeps = |mut engine: ParallelSparseLda| {
+            let (mut state, mut w, mut t) = (state0.clone(), wt.clone(), totals.clone());
+            for clock in 0..3 {
+                let key = SweepKey {
+                    seed: 5,
+                    worker: 0,
+                    clock,
+                };
+                engine
+                    .sweep(&mut state, &mut w, &mut t, &hyper, key)
+                    .unwrap();
+            }
+            (engine.threads(), state, w, t)
+        };
+        let (n, state2, w2, t2) = sweeps(ParallelSparseLda::new(2));
+        assert_eq!(n, 2);
+        let capped = sweeps(ParallelSparseLda::new(5).with_memory_budget(Some(2 * copy + 1)));
+        assert_eq!(capped, (2, state2, w2, t2));
+        let roomy = sweeps(ParallelSparseLda::new(5).with_memory_budget(Some(100 * copy)));
+        assert_eq!(roomy.0, 5);
+        assert_eq!(roomy, sweeps(ParallelSparseLda::new(5)));
+        let tight = sweeps(ParallelSparseLda::new(5).with_memory_budget(Some(copy / 2)));
+        assert_eq!(tight.0, 1);
+        assert_eq!(tight, sweeps(ParallelSparseLda::new(1)));
     }
 }
