@@ -18,21 +18,51 @@ pub fn threads() -> usize {
 }
 
 /// Bytes this process may still allocate, as far as the OS says: Linux's `MemAvailable`, or less
-/// where a cgroup (v2) memory limit leaves less. `None` where neither can be read.
+/// where the process's memory cgroup (v2 `memory.max`, or v1 `memory.limit_in_bytes`) leaves
+/// less. `None` where none of them can be read.
 pub fn memory_available() -> Option<u64> {
     let read = |path: &str| std::fs::read_to_string(path).ok();
-    let system = read("/proc/meminfo").and_then(|t| meminfo_available(&t));
-    let cgroup = match (
-        read("/sys/fs/cgroup/memory.max"),
-        read("/sys/fs/cgroup/memory.current"),
-    ) {
-        (Some(max), Some(current)) => cgroup_left(&max, &current),
-        _ => None,
-    };
-    match (system, cgroup) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+    let mut left = read("/proc/meminfo").and_then(|t| meminfo_available(&t));
+    let own = read("/proc/self/cgroup").unwrap_or_default();
+    for (limit, usage) in cgroup_files(&own) {
+        if let (Some(max), Some(current)) = (read(&limit), read(&usage)) {
+            if let Some(b) = cgroup_left(&max, &current) {
+                left = Some(left.map_or(b, |a| a.min(b)));
+            }
+        }
     }
+    left
+}
+
+/// The (limit, usage) files of the memory cgroups that may bound this process: the root of
+/// each hierarchy as a container sees it, and the process's own group named in
+/// `/proc/self/cgroup` (`proc_cgroup`), for cgroup v2 and v1.
+fn cgroup_files(proc_cgroup: &str) -> Vec<(String, String)> {
+    let v2 = |dir: &str| (format!("{dir}/memory.max"), format!("{dir}/memory.current"));
+    let v1 = |dir: &str| {
+        (
+            format!("{dir}/memory.limit_in_bytes"),
+            format!("{dir}/memory.usage_in_bytes"),
+        )
+    };
+    let mut files = vec![v2("/sys/fs/cgroup"), v1("/sys/fs/cgroup/memory")];
+    for line in proc_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let path = path.trim_end_matches('/');
+        if path.is_empty() || path.contains("..") {
+            continue;
+        }
+        if controllers.is_empty() {
+            files.push(v2(&format!("/sys/fs/cgroup{path}")));
+        } else if controllers.split(',').any(|c| c == "memory") {
+            files.push(v1(&format!("/sys/fs/cgroup/memory{path}")));
+        }
+    }
+    files
 }
 
 /// `MemAvailable` of a `/proc/meminfo` text, in bytes.
@@ -47,8 +77,8 @@ fn meminfo_available(meminfo: &str) -> Option<u64> {
     }
 }
 
-/// What a cgroup's `memory.max` (a byte count, or `max` for no limit) leaves above its
-/// `memory.current`.
+/// What a cgroup's limit (a byte count, or `max` for none; v1 writes a huge count instead) leaves
+/// above its usage.
 fn cgroup_left(max: &str, current: &str) -> Option<u64> {
     let max: u64 = max.trim().parse().ok()?;
     let current: u64 = current.trim().parse().ok()?;
@@ -160,5 +190,17 @@ mod tests {
         assert_eq!(cgroup_left("max\n", "100\n"), None);
         assert_eq!(cgroup_left("1000\n", "300\n"), Some(700));
         assert_eq!(cgroup_left("1000", "3000"), Some(0));
+        let own = "12:memory:/docker/abc\n4:cpu,cpuacct:/x\n0::/user.slice/job\n1:pids:/\n";
+        let files = cgroup_files(own);
+        let has = |f: &str| files.iter().any(|(limit, _)| limit == f);
+        assert!(has("/sys/fs/cgroup/memory.max"));
+        assert!(has("/sys/fs/cgroup/memory/memory.limit_in_bytes"));
+        assert!(has(
+            "/sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes"
+        ));
+        assert!(has("/sys/fs/cgroup/user.slice/job/memory.max"));
+        assert_eq!(files.len(), 4, "{files:?}");
+        assert_eq!(cgroup_files("0::/\n3:memory:/\n").len(), 2);
+        assert_eq!(cgroup_files("0::/../x\n").len(), 2);
     }
 }
