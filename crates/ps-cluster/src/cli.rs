@@ -218,6 +218,9 @@ pub struct LocalArgs {
     pub link: Option<ps_transport::LinkSpec>,
     #[command(flatten)]
     pub packets: PacketArgs,
+    /// Threads each shard serves on (`server --threads`).
+    #[arg(long, default_value_t = 1, value_parser = server_threads)]
+    pub server_threads: usize,
 }
 
 /// Certificate files of a node.
@@ -268,6 +271,19 @@ pub struct ServerArgs {
     /// started again with the same --id and directory restores the latest one.
     #[arg(long)]
     pub checkpoint_dir: Option<PathBuf>,
+    /// Threads the shard serves on: its QUIC connections, and the decoding of pushes and the
+    /// encoding of pull replies, which run outside the table's lock. One suits a host whose
+    /// cores the workers use; a shard host of its own may give it more.
+    #[arg(long, default_value_t = 1, value_parser = server_threads)]
+    pub threads: usize,
+}
+
+/// A shard's thread count: 1 to 256.
+pub fn server_threads(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n @ 1..=256) => Ok(n),
+        _ => Err(format!("expected a thread count from 1 to 256, got {s:?}")),
+    }
 }
 
 #[derive(Debug, Args)]

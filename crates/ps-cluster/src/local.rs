@@ -183,6 +183,11 @@ pub fn run_local(app: &dyn DynApp, matches: &clap::ArgMatches, a: LocalArgs) -> 
             .facts
             .insert("packet_protection".into(), "none".into());
     }
+    if a.server_threads != 1 {
+        plan.plan
+            .facts
+            .insert("server_threads".into(), a.server_threads.into());
+    }
 
     let metrics = local_metrics(&a)?;
     let mut log = ClockLog::from_args(app, plan.spec.clocks, &a.progress)?;
@@ -229,6 +234,7 @@ pub fn run_local(app: &dyn DynApp, matches: &clap::ArgMatches, a: LocalArgs) -> 
             extra.extend(network_args.iter().cloned());
             extra.extend(metrics_arg(&metrics, &name));
             extra.extend(checkpoint_arg.iter().cloned());
+            extra.extend(["--threads".into(), a.server_threads.to_string()]);
             children.push(Proc::start(
                 &exe, "server", i, name, certs, coord_addr, extra,
             )?);

@@ -248,7 +248,8 @@ pub fn run_coordinator_then(
 pub fn run_server(a: ServerArgs) -> Result<()> {
     let identity = a.node.tls.identity()?;
     crate::telemetry::serve(&a.node.metrics)?;
-    let rt = runtime(1)?;
+    let rt = runtime(a.threads)?;
+    tracing::info!("shard runtime started on {} threads", a.threads);
     let cfg = ServerNodeConfig {
         coordinator: a.node.coordinator,
         listen: a.listen,

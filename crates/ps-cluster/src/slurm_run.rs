@@ -50,6 +50,9 @@ pub struct SlurmArgs {
     pub device: String,
     #[command(flatten)]
     pub packets: crate::cli::PacketArgs,
+    /// Threads each shard serves on (`server --threads`).
+    #[arg(long, default_value_t = 1, value_parser = crate::cli::server_threads)]
+    pub server_threads: usize,
     /// Serve Prometheus metrics at http://HOST:PORT+SLURM_LOCALID/metrics on every task (tasks
     /// on one node get consecutive ports).
     #[arg(long, help_heading = "Metrics")]
@@ -138,6 +141,7 @@ pub fn run_slurm(
                 listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
                 advertise: Some(advertise),
                 checkpoint_dir,
+                threads: a.server_threads,
             })
         }
         Role::Worker(i) => roles::run_worker(

@@ -115,6 +115,41 @@ fn plaintext_packets_train_the_same_model() {
     );
 }
 
+/// `--server-threads N` reaches every shard (each says at info level that its runtime has N
+/// threads), the summary records it, and the model is the same bits as on one thread.
+#[test]
+fn shards_on_several_threads_train_the_same_model() {
+    let run = |threads: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ps-cluster"))
+            .args(["local", "--app", "mf", "--deterministic", "--clocks", "4"])
+            .args(["--server-threads", threads])
+            .env("RUST_LOG", "ps_cluster=info")
+            .output()
+            .unwrap()
+    };
+    let started = |out: &std::process::Output, n: &str| {
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| l.contains(&format!("shard runtime started on {n} threads")))
+            .count()
+    };
+    let (one, three) = (run("1"), run("3"));
+    let (a, b) = (summary(&one), summary(&three));
+    assert_eq!(a["item_table_hash"], b["item_table_hash"]);
+    assert!(a.get("server_threads").is_none());
+    assert_eq!(b["server_threads"], 3);
+    assert_eq!((started(&one, "1"), started(&three, "3")), (2, 2));
+    for bad in ["0", "257", "many"] {
+        let out = ps_cluster(&["local", "--server-threads", bad]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("expected a thread count from 1 to 256"),
+            "{err}"
+        );
+    }
+}
+
 /// Read-my-writes made exact: a lone worker's reads are its own updates on the shards' start
 /// whatever the staleness, so on tables that add what is pushed its model is the same, bit for
 /// bit, at staleness 0 (each read waits for the last push), at staleness 1 (rows pulled while
