@@ -209,22 +209,32 @@ mod tests {
     use crate::lda::compute::to_count;
     use crate::lda::{synthetic_lda, SyntheticLdaSpec};
 
+    /// A worker's state over a built-in corpus of `docs` x `doc_len` tokens of `vocab` words
+    /// from `true_topics` topics, with a model of `topics` topics, drawn from `seed`.
+    fn small_worker(
+        [docs, doc_len, vocab, true_topics, topics]: [u32; 5],
+        seed: u64,
+    ) -> (LdaWorkerState, LdaHyper) {
+        let syn = synthetic_lda(&SyntheticLdaSpec {
+            docs,
+            doc_len,
+            vocab,
+            topics: true_topics,
+            ..SyntheticLdaSpec::default_builtin(seed)
+        });
+        let hyper = LdaHyper {
+            topics,
+            ..LdaHyper::default()
+        };
+        let (state, _) = LdaWorkerState::init(&syn.corpus.docs, vocab, &hyper, seed, 0).unwrap();
+        (state, hyper)
+    }
+
     /// The runs swept one after another, each by a fresh engine from the sweep's counts, and
     /// their changes summed cell by cell: what the threads and the merge must give.
     #[test]
     fn the_sweep_is_the_sum_of_its_runs_swept_one_by_one() {
-        let syn = synthetic_lda(&SyntheticLdaSpec {
-            docs: 50,
-            doc_len: 30,
-            vocab: 200,
-            topics: 6,
-            ..SyntheticLdaSpec::default_builtin(8)
-        });
-        let hyper = LdaHyper {
-            topics: 9,
-            ..LdaHyper::default()
-        };
-        let (state0, _) = LdaWorkerState::init(&syn.corpus.docs, 200, &hyper, 8, 0).unwrap();
+        let (state0, hyper) = small_worker([50, 30, 200, 6, 9], 8);
         let k = hyper.topics as usize;
         // The worker's counts and some of other workers'.
         let wt: Vec<f32> = state0
@@ -273,18 +283,7 @@ mod tests {
     /// sweep exactly as one on two, in every sweep; a budget below one copy, as one thread.
     #[test]
     fn a_memory_budget_caps_the_threads_and_the_sweep_is_theirs() {
-        let syn = synthetic_lda(&SyntheticLdaSpec {
-            docs: 40,
-            doc_len: 25,
-            vocab: 150,
-            topics: 5,
-            ..SyntheticLdaSpec::default_builtin(4)
-        });
-        let hyper = LdaHyper {
-            topics: 7,
-            ..LdaHyper::default()
-        };
-        let (state0, _) = LdaWorkerState::init(&syn.corpus.docs, 150, &hyper, 4, 0).unwrap();
+        let (state0, hyper) = small_worker([40, 25, 150, 5, 7], 4);
         let wt: Vec<f32> = state0
             .local_word_topic()
             .iter()
