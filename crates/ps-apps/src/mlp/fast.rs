@@ -38,6 +38,9 @@ const EVAL_CHUNK: usize = 256;
 pub struct FastMlp {
     threads: usize,
     ws: Vec<Workspace>,
+    /// Whether the first training batch has been seen (and a thread count it cannot use
+    /// warned of).
+    first_seen: bool,
 }
 
 #[derive(Debug, Default)]
@@ -301,6 +304,12 @@ impl Default for FastMlp {
     }
 }
 
+/// The threads a training batch of `batch` rows runs on, out of `threads`: at least
+/// `MIN_ROWS_PER_THREAD` (16) rows each, and at least one thread.
+fn threads_for_batch(threads: usize, batch: usize) -> usize {
+    threads.min(batch / MIN_ROWS_PER_THREAD).max(1)
+}
+
 impl FastMlp {
     /// Single-threaded engine.
     pub fn new() -> Self {
@@ -313,6 +322,7 @@ impl FastMlp {
         FastMlp {
             threads: threads.max(1),
             ws: Vec::new(),
+            first_seen: false,
         }
     }
 
@@ -342,7 +352,14 @@ impl MlpCompute for FastMlp {
             return Ok(BatchStats::default());
         }
         let scale = 1.0 / b as f32;
-        let t = self.threads.min(b / MIN_ROWS_PER_THREAD).max(1);
+        let t = threads_for_batch(self.threads, b);
+        if !std::mem::replace(&mut self.first_seen, true) && t < self.threads {
+            tracing::warn!(
+                "MLP on {} threads: a batch of {b} splits over at most {t} ({MIN_ROWS_PER_THREAD} \
+                 rows each); for more cores, run more workers or a larger --batch",
+                self.threads
+            );
+        }
         if self.ws.len() < t {
             self.ws.resize_with(t, Workspace::default);
         }
