@@ -42,6 +42,11 @@
 # more at the end with E2E_LDA_TRY_SSP (default `--staleness 2 --reads overlapped`, "" none), as
 # its own row (`cuda-overlapped`).
 #
+# E2E_WIRE_FLAGS (default `--packet-protection none --server-threads 4`, "" none): the MF and
+# LDA default rows run once more at the end, GPU and CPU, with these flags (rows `cuda-wire` and
+# `cpu-wire`, compared with each other), to see what the loopback wire's encryption and the
+# shards' single thread cost each side.
+#
 # E2E_LOCAL_FLAGS adds flags to every job, GPU and CPU alike: `--packet-protection none` takes
 # AES-GCM off the loopback QUIC packets (about 1.3-1.45x the transport's bytes per second on 2
 # cores; README "Transport throughput"), for comparing what the encryption costs a GPU worker.
@@ -78,6 +83,9 @@ MLP_DATA="--samples $((60000 / MLP_DIV)) --features 784 --hidden 256,256"
 MF_SSP=${E2E_MF_SSP---staleness 2 --reads overlapped}
 LDA_SSP=${E2E_LDA_SSP---staleness 0}
 MLP_SSP=${E2E_MLP_SSP---staleness 2 --reads overlapped}
+# Last of all, MF and LDA once more on a faster wire for shards on one host (E2E_WIRE_FLAGS, ""
+# none): packets in the clear after the handshake and each shard on 4 threads.
+WIRE_FLAGS=${E2E_WIRE_FLAGS---packet-protection none --server-threads 4}
 
 # job NAME DEVICE ARGS...: runs one job, appends its summary (with name, device and the SSP
 # flags in ARGS) to e2e.jsonl. E2E_JOBS (default "mf lda mlp") picks the apps. With WAVES set (an
@@ -153,6 +161,16 @@ print(json.dumps(s))' "$name" "$device" "$log.csv" "$WAVES" "$*" "$VARIANT" >>"$
             ${E2E_LDA_TRY_SSP---staleness 2 --reads overlapped}
         VARIANT=
     fi
+    # The wire variant: MF's and LDA's default rows again, GPU and CPU, with E2E_WIRE_FLAGS.
+    if [ -n "$WIRE_FLAGS" ]; then
+        VARIANT=wire
+        job mf cuda --app mf --workers 1 --clocks "$MF_CLOCKS" $MF_DATA $MF_SSP $WIRE_FLAGS
+        job mf cpu --app mf --workers 1 --threads "$CORES" --clocks "$MF_CLOCKS" $MF_DATA $MF_SSP \
+            $WIRE_FLAGS
+        job lda cuda --app lda --workers 1 --clocks 3 $LDA_DATA $LDA_SSP $WIRE_FLAGS
+        job lda cpu --app lda --workers 1 --threads "$CORES" --clocks 3 $LDA_DATA $LDA_SSP $WIRE_FLAGS
+        VARIANT=
+    fi
 }
 
 python3 - "$OUT/e2e.jsonl" <<'EOF'
@@ -215,8 +233,10 @@ for s in rows:
 ratio = lambda a, b: "-" if not (a and b) else f"{a / b:.2f}x"
 for job, d in by_job.items():
     for gpu in (k for k in d if k.startswith("cuda")):
-        if d.get(gpu) and d.get("cpu"):
-            (gr, gs, gw), (cr, cs, cw) = d[gpu], d["cpu"]
-            print(f"{job}: GPU worker ({gpu}) / CPU workers on all cores = {ratio(gr, cr)} (rate), "
+        # The wire variant's GPU row against the CPU row on the same wire.
+        cpu = "cpu-wire" if gpu.endswith("-wire") else "cpu"
+        if d.get(gpu) and d.get(cpu):
+            (gr, gs, gw), (cr, cs, cw) = d[gpu], d[cpu]
+            print(f"{job}: GPU worker ({gpu}) / CPU workers on all cores ({cpu}) = {ratio(gr, cr)} (rate), "
                   f"{ratio(gs, cs)} (steady), {ratio(gw, cw)} (wall-steady)")
 EOF
