@@ -241,6 +241,34 @@ extern "C" __global__ void mlp_softmax_xent(const float* __restrict__ logits,
     }
 }
 
+// The epilogue of a GEMM that cuBLAS ran (worker-gpu's MlpGemm::Cublas): c[i * ldc + j] =
+// act(c[i * ldc + j] + bias[j * bias_stride]) for i < m, j < n, with mlp_sgemm's bias and ReLU
+// (bias may be null; relu != 0 applies fmaxf(., 0)). Launch: any 1-D grid.
+extern "C" __global__ void mlp_bias_act(float* c,
+                                        int m,
+                                        int n,
+                                        int ldc,
+                                        const float* __restrict__ bias,
+                                        int bias_stride,
+                                        int relu) {
+    const unsigned long long total = (unsigned long long)m * (unsigned long long)n;
+    const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    for (unsigned long long e = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+         e < total; e += stride) {
+        const unsigned long long i = e / (unsigned long long)n;
+        const unsigned long long j = e % (unsigned long long)n;
+        float* out = c + i * (unsigned long long)ldc + j;
+        float v = *out;
+        if (bias != 0) {
+            v += bias[j * (unsigned long long)bias_stride];
+        }
+        if (relu) {
+            v = fmaxf(v, 0.0f);
+        }
+        *out = v;
+    }
+}
+
 // ReLU backward in place: grad[i] = act[i] > 0 ? grad[i] : 0, where act is the layer's output
 // after the ReLU (positive exactly where the pre-activation was). Launch: any 1-D grid.
 extern "C" __global__ void mlp_relu_backward(float* grad,

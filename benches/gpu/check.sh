@@ -150,19 +150,22 @@ step_torch_peer() {
     mlp_clock_bar "$out/gpu-bench.json" "$out/torch-mlp.txt" | summary
 }
 
-# Issue 11's MLP bar, reported: gpu-bench's "mlp resident clock" (batch 1,024, every batch's SGD
-# step on the device) against PyTorch's train step with SGD at batch 1,024, TF32 off.
+# Issue 11's MLP bar, reported: gpu-bench's "mlp resident clock" rows (batch 1,024, every batch's
+# SGD step on the device; the tiled kernel's products and cuBLAS's) against PyTorch's train step
+# with SGD at batch 1,024, TF32 off.
 mlp_clock_bar() {
     python3 - "$1" "$2" <<'PY' 2>/dev/null || echo "mlp clock bar: no figures (gpu-bench or torch did not run)"
 import json, sys
 rows = json.load(open(sys.argv[1]))
-ours = [r for r in rows if r["bench"] == "mlp resident clock"][0]
 torch = [t for t in map(json.loads, filter(str.strip, open(sys.argv[2])))
          if t["batch"] == 1024 and not t["tf32"] and t.get("sgd")][0]
-ratio = ours["rate"] / torch["samples_per_s"]
-print(f"mlp clock bar: resident clock {ours['rate']:.3e} samples/s vs torch train step + SGD "
-      f"{torch['samples_per_s']:.3e} at batch 1024, TF32 off: {ratio:.2f}x "
-      f"({'met' if ratio >= 1.5 else 'not met'}: the bar is 1.5x)")
+# One line per library of the products: "mlp resident clock" (tiled) and "... (cublas)".
+for ours in (r for r in rows if r["bench"].startswith("mlp resident clock")):
+    ratio = ours["rate"] / torch["samples_per_s"]
+    gemm = ours["bench"][len("mlp resident clock"):].strip(" ()") or "tiled"
+    print(f"mlp clock bar ({gemm}): resident clock {ours['rate']:.3e} samples/s vs torch train "
+          f"step + SGD {torch['samples_per_s']:.3e} at batch 1024, TF32 off: {ratio:.2f}x "
+          f"({'met' if ratio >= 1.5 else 'not met'}: the bar is 1.5x)")
 PY
 }
 

@@ -42,6 +42,9 @@
 # more at the end with E2E_LDA_TRY_SSP (default `--staleness 2 --reads overlapped`, "" none), as
 # its own row (`cuda-overlapped`).
 #
+# E2E_MLP_GEMM (default cublas, "" none): the MLP's GPU row once more with PS_MLP_GEMM set to
+# each name (row `cuda-cublas`): its matrix products through cuBLAS instead of the tiled kernel.
+#
 # E2E_WIRE_FLAGS (default `--packet-protection none --server-threads 4`, "" none): the MF and
 # LDA default rows run once more at the end, GPU and CPU, with these flags (rows `cuda-wire` and
 # `cpu-wire`, compared with each other), to see what the loopback wire's encryption and the
@@ -91,6 +94,7 @@ WIRE_FLAGS=${E2E_WIRE_FLAGS---packet-protection none --server-threads 4}
 # flags in ARGS) to e2e.jsonl. E2E_JOBS (default "mf lda mlp") picks the apps. With WAVES set (an
 # MF wave kernel), the job runs with PS_MF_WAVE_KERNEL=$WAVES.
 WAVES=
+GEMM=
 VARIANT=
 job() {
     local name=$1 device=$2
@@ -115,7 +119,8 @@ job() {
     fi
     echo "-- $name on $device${WAVES:+ ($WAVES waves)}: ps-cluster local $*" >&2
     # shellcheck disable=SC2086
-    if timeout "$limit" env ${WAVES:+PS_MF_WAVE_KERNEL=$WAVES} "$BIN/ps-cluster" local --servers 2 \
+    if timeout "$limit" env ${WAVES:+PS_MF_WAVE_KERNEL=$WAVES} ${GEMM:+PS_MLP_GEMM=$GEMM} \
+        "$BIN/ps-cluster" local --servers 2 \
         --no-progress --device "$device" ${E2E_LOCAL_FLAGS:-} "$@" --log-csv "$log.csv" \
         >"$log.json" 2>"$log.err"; then
         tail -n 1 "$log.json" | python3 -c '
@@ -155,6 +160,13 @@ print(json.dumps(s))' "$name" "$device" "$log.csv" "$WAVES" "$*" "$VARIANT" >>"$
         job mf cuda --app mf --workers 1 --clocks "$MF_CLOCKS" $MF_DATA $MF_SSP --factors f16
     done
     WAVES=
+    # The MLP's products through each other library (E2E_MLP_GEMM, default cublas; "" none).
+    for GEMM in ${E2E_MLP_GEMM-cublas}; do
+        VARIANT=$GEMM
+        job mlp cuda --app mlp --workers 1 --clocks 5 $MLP_DATA $MLP_SSP
+        VARIANT=
+    done
+    GEMM=
     if [ -n "${E2E_LDA_TRY_SSP-x}" ]; then
         VARIANT=overlapped
         job lda cuda --app lda --workers 1 --clocks 3 $LDA_DATA \

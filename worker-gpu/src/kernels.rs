@@ -133,6 +133,7 @@ pub const KERNELS: &[Kernel] = &[
         [
             "mlp_sgemm",
             "mlp_softmax_xent",
+            "mlp_bias_act",
             "mlp_relu_backward",
             "mlp_bias_grad"
         ]

@@ -12,7 +12,7 @@ use ps_apps::mlp::{
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use worker_gpu::cuda::mlp::CudaMlp;
+use worker_gpu::cuda::mlp::{CudaMlp, MlpGemm};
 
 use crate::common::{rel_err, seed};
 
@@ -138,7 +138,9 @@ fn mlp_gradient_matches_cpu_oracle() {
     // architectures and batch sizes, so buffers grow and are reused.
     let mut engines = [
         CudaMlp::new(gpu.clone()).expect("engine"),
-        CudaMlp::with_chunk(gpu, 64).expect("engine"),
+        CudaMlp::with_chunk(gpu.clone(), 64).expect("engine"),
+        // The products through cuBLAS, chunked too (its sums accumulate across chunks, beta 1).
+        CudaMlp::with_gemm(gpu, 64, MlpGemm::Cublas).expect("engine"),
     ];
     let archs = [
         Arch::new(20, &[], 3),           // logistic regression
@@ -153,7 +155,11 @@ fn mlp_gradient_matches_cpu_oracle() {
             let mut want = arch.zeros();
             let want_stats = CpuMlp.gradient(arch, &params, &x, &y, &mut want).unwrap();
             for eng in engines.iter_mut() {
-                let what = format!("{arch:?} batch {b} chunk {}", eng.chunk());
+                let what = format!(
+                    "{arch:?} batch {b} chunk {} gemm {}",
+                    eng.chunk(),
+                    eng.gemm().name()
+                );
                 let mut got: Vec<Vec<f32>> = want.iter().map(|g| vec![f32::NAN; g.len()]).collect();
                 let stats = eng.gradient(arch, &params, &x, &y, &mut got).unwrap();
                 for (l, (g, w)) in got.iter().zip(&want).enumerate() {

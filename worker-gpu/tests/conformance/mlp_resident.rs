@@ -23,6 +23,7 @@ use ps_apps::mlp::{
 };
 use std::sync::Arc;
 
+use worker_gpu::cuda::mlp::MlpGemm;
 use worker_gpu::cuda::mlp_resident::CudaMlpResident;
 use worker_gpu::cuda::Gpu;
 
@@ -83,6 +84,7 @@ fn close(got: f64, want: f64, rel: f64) -> bool {
 /// the device's deltas.
 fn compare(
     gpu: &Arc<Gpu>,
+    gemm: MlpGemm,
     hidden: &[usize],
     data_seed: u64,
     batch: usize,
@@ -90,7 +92,7 @@ fn compare(
 ) -> Vec<Vec<Vec<f32>>> {
     let (train, test) = data(data_seed);
     let arch = Arch::new(train.d, hidden, train.classes);
-    let mut dev = CudaMlpResident::new(Arc::clone(gpu)).expect("engine");
+    let mut dev = CudaMlpResident::with_gemm(Arc::clone(gpu), gemm).expect("engine");
     let mut host = HostMlpResident::new(Box::new(CpuMlp));
     dev.setup(&arch, &train, &test).expect("setup");
     host.setup(&arch, &train, &test).expect("setup");
@@ -152,7 +154,7 @@ fn resident_softmax_regression_matches_the_oracle() {
     };
     let s = seed("resident softmax regression");
     for batch in [32, 1_000] {
-        compare(&gpu, &[], s, batch, (1e-4, 1e-4));
+        compare(&gpu, MlpGemm::Tiled, &[], s, batch, (1e-4, 1e-4));
     }
 }
 
@@ -162,8 +164,26 @@ fn resident_relu_network_matches_the_oracle_and_repeats_exactly() {
         return;
     };
     let s = seed("resident relu network");
-    let a = compare(&gpu, &[128, 128], s, 32, (1e-2, 1e-3));
-    let b = compare(&gpu, &[128, 128], s, 32, (1e-2, 1e-3));
+    let a = compare(&gpu, MlpGemm::Tiled, &[128, 128], s, 32, (1e-2, 1e-3));
+    let b = compare(&gpu, MlpGemm::Tiled, &[128, 128], s, 32, (1e-2, 1e-3));
+    assert!(a == b, "two device runs differ");
+}
+
+/// The products through cuBLAS (`PS_MLP_GEMM=cublas`): the same bars against the oracle, for
+/// softmax regression and the ReLU network, and two runs alike bit for bit.
+#[test]
+fn resident_engine_with_cublas_matches_the_oracle_and_repeats_exactly() {
+    let Some(gpu) = worker_gpu::gpu_or_skip("resident_engine_with_cublas_matches_the_oracle")
+    else {
+        return;
+    };
+    let s = seed("resident softmax regression");
+    for batch in [32, 1_000] {
+        compare(&gpu, MlpGemm::Cublas, &[], s, batch, (1e-4, 1e-4));
+    }
+    let s = seed("resident relu network");
+    let a = compare(&gpu, MlpGemm::Cublas, &[128, 128], s, 32, (1e-2, 1e-3));
+    let b = compare(&gpu, MlpGemm::Cublas, &[128, 128], s, 32, (1e-2, 1e-3));
     assert!(a == b, "two device runs differ");
 }
 

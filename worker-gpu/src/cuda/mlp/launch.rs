@@ -237,8 +237,13 @@ impl CudaMlp {
                 if g.m == 0 || g.n == 0 {
                     return Ok(());
                 }
-                self.f
-                    .with_out(g.c.buf, |f, out| launch_gemm(stream, &k.sgemm, f, out, &g))
+                let (blas, gpu) = (self.blas.as_ref(), &self.gpu);
+                self.f.with_out(g.c.buf, |f, out| match blas {
+                    Some(blas) => {
+                        super::gemm::launch_gemm_cublas(blas, stream, &k.bias_act, gpu, f, out, &g)
+                    }
+                    None => launch_gemm(stream, &k.sgemm, f, out, &g),
+                })
             }
             Op::Softmax(s) => {
                 if s.rows == 0 {

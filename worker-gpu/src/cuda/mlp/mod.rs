@@ -48,11 +48,13 @@ const BLOCK: u32 = 256;
 /// Blocks per multiprocessor for the grid-stride kernels.
 const BLOCKS_PER_SM: u32 = 8;
 
+mod gemm;
 mod launch;
 mod plan;
 #[cfg(test)]
 mod tests;
 
+pub use gemm::MlpGemm;
 use launch::*;
 use plan::*;
 
@@ -61,12 +63,16 @@ struct Kernels {
     softmax: CudaFunction,
     relu_backward: CudaFunction,
     bias_grad: CudaFunction,
+    bias_act: CudaFunction,
 }
 
 /// Training and inference of a dense ReLU MLP on a CUDA device.
 pub struct CudaMlp {
     gpu: Arc<Gpu>,
     k: Kernels,
+    /// The library of the matrix products, and cuBLAS's handle where it is cuBLAS.
+    gemm: MlpGemm,
+    blas: Option<cudarc::cublas::CudaBlas>,
     chunk: usize,
     f: F32Bufs,
     params_h: Vec<Pinned<f32>>,
@@ -94,17 +100,31 @@ impl CudaMlp {
     }
 
     /// The engine on `gpu`, processing batches in chunks of at most `chunk` samples (clamped to
-    /// `1..=MAX_CHUNK`).
+    /// `1..=MAX_CHUNK`), its products by the library `PS_MLP_GEMM` names (the tiled kernel
+    /// where it names none; a name it does not know is an error).
     pub fn with_chunk(gpu: Arc<Gpu>, chunk: usize) -> Result<Self, GpuError> {
+        let gemm = MlpGemm::from_env().map_err(GpuError::Input)?;
+        Self::with_gemm(gpu, chunk, gemm.unwrap_or_default())
+    }
+
+    /// [`CudaMlp::with_chunk`] with the library of the products given.
+    pub fn with_gemm(gpu: Arc<Gpu>, chunk: usize, gemm: MlpGemm) -> Result<Self, GpuError> {
         let k = Kernels {
             sgemm: gpu.function("mlp", "mlp_sgemm")?,
             softmax: gpu.function("mlp", "mlp_softmax_xent")?,
             relu_backward: gpu.function("mlp", "mlp_relu_backward")?,
             bias_grad: gpu.function("mlp", "mlp_bias_grad")?,
+            bias_act: gpu.function("mlp", "mlp_bias_act")?,
+        };
+        let blas = match gemm {
+            MlpGemm::Tiled => None,
+            MlpGemm::Cublas => Some(gemm::cublas_on(&gpu.compute)?),
         };
         let ctx = &gpu.ctx;
         Ok(CudaMlp {
             k,
+            gemm,
+            blas,
             chunk: chunk.clamp(1, MAX_CHUNK),
             f: F32Bufs::default(),
             params_h: Vec::new(),
@@ -123,6 +143,11 @@ impl CudaMlp {
             staged: None,
             gpu,
         })
+    }
+
+    /// The library of the matrix products.
+    pub fn gemm(&self) -> MlpGemm {
+        self.gemm
     }
 
     /// Samples per chunk.

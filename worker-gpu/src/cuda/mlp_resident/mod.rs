@@ -42,7 +42,7 @@ use ps_apps::ComputeError;
 use super::buffers::{upload_once, DevBuf, KernelTimer, Pinned};
 use super::bus::Bus;
 use super::codec::DeviceTopK;
-use super::mlp::CudaMlp;
+use super::mlp::{CudaMlp, MlpGemm, DEFAULT_CHUNK};
 use super::{failed, Call, Gpu, GpuError};
 
 /// Threads per block of the element-wise kernels.
@@ -132,11 +132,22 @@ fn copy_layers(
 }
 
 impl CudaMlpResident {
-    /// The engine on `gpu`.
+    /// The engine on `gpu`, its products by the library `PS_MLP_GEMM` names ([`CudaMlp::new`]).
     pub fn new(gpu: Arc<Gpu>) -> Result<Self, GpuError> {
+        let mlp = CudaMlp::new(Arc::clone(&gpu))?;
+        Self::around(gpu, mlp)
+    }
+
+    /// The engine on `gpu`, its products by `gemm`.
+    pub fn with_gemm(gpu: Arc<Gpu>, gemm: MlpGemm) -> Result<Self, GpuError> {
+        let mlp = CudaMlp::with_gemm(Arc::clone(&gpu), DEFAULT_CHUNK, gemm)?;
+        Self::around(gpu, mlp)
+    }
+
+    fn around(gpu: Arc<Gpu>, mlp: CudaMlp) -> Result<Self, GpuError> {
         let timer = KernelTimer::new(&gpu.ctx)?;
         Ok(CudaMlpResident {
-            mlp: CudaMlp::new(Arc::clone(&gpu))?,
+            mlp,
             gather_fn: gpu.function("mlp_resident", "mlp_gather_batch")?,
             visit_fn: gpu.function("mlp_resident", "mlp_visit_order")?,
             sgd_fn: gpu.function("mlp_resident", "mlp_sgd_step")?,
@@ -510,7 +521,10 @@ impl CudaMlpResident {
 
 impl MlpResident for CudaMlpResident {
     fn name(&self) -> &'static str {
-        NAME
+        match self.mlp.gemm() {
+            MlpGemm::Tiled => NAME,
+            MlpGemm::Cublas => "cuda-resident-cublas",
+        }
     }
 
     fn setup(&mut self, arch: &Arch, train: &Dataset, test: &Dataset) -> Result<(), ComputeError> {
