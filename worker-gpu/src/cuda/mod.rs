@@ -237,6 +237,21 @@ impl Gpu {
 
 /// A driver or kernel error of a compute-trait method, as the trait's typed error: the clock's
 /// work is lost and the caller decides what happens next.
+/// The choice the environment variable `var` names, parsed (`None` where it is unset or empty),
+/// or an error that names the variable, its value and (through `T`'s error) the names there are:
+/// how a GPU run picks a kernel variant for a whole job.
+pub(crate) fn choice_from_env<T: std::str::FromStr<Err = String>>(
+    var: &str,
+) -> Result<Option<T>, String> {
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => {
+            v.parse().map(Some).map_err(|e| format!("{var}={v:?}: {e}"))
+        }
+        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(e) => Err(format!("{var}: {e}")),
+    }
+}
+
 pub(crate) fn failed<T>(engine: &'static str, r: Result<T, GpuError>) -> Result<T, ComputeError> {
     r.map_err(|e| ComputeError {
         engine,

@@ -75,11 +75,7 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
             }
             let rate = b as f64 / (gms * 1e-3);
             rows.push(Row {
-                // The tiled kernel's row keeps the name earlier runs' tables used.
-                bench: match gemm {
-                    MlpGemm::Tiled => "mlp gradient kernels".into(),
-                    g => format!("mlp gradient kernels ({})", g.name()),
-                },
+                bench: bench_name("mlp gradient kernels", gemm),
                 shape: shape.clone(),
                 rate,
                 unit: "samples/s",
@@ -139,6 +135,15 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
         });
     }
     Ok(rows)
+}
+
+/// A row's name for the products of `gemm`: the tiled kernel's keeps the plain name that
+/// earlier runs' tables and check.sh's MLP bar use; cuBLAS's adds `(cublas)`.
+fn bench_name(base: &str, gemm: MlpGemm) -> String {
+    match gemm {
+        MlpGemm::Tiled => base.into(),
+        g => format!("{base} ({})", g.name()),
+    }
 }
 
 /// Training flops per sample (the module docs): forward, weight gradients and input deltas, with
@@ -223,11 +228,7 @@ fn clock_row(
     let (floor, bound) = ceil.floor_rate(n as f64, flops, bytes);
     let rate = n as f64 / (ms * 1e-3);
     Ok(Row {
-        // The tiled kernel's row keeps the name check.sh's MLP bar reads.
-        bench: match gemm {
-            MlpGemm::Tiled => "mlp resident clock".into(),
-            g => format!("mlp resident clock ({})", g.name()),
-        },
+        bench: bench_name("mlp resident clock", gemm),
         shape: format!("784-256-256-10, b {BATCH}, {n} samples"),
         rate,
         unit: "samples/s",

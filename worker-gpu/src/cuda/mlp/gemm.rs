@@ -46,14 +46,7 @@ impl MlpGemm {
     /// The library `PS_MLP_GEMM` names (`None` where it is unset or empty), or an error that
     /// says which names there are.
     pub fn from_env() -> Result<Option<Self>, String> {
-        match std::env::var(Self::ENV) {
-            Ok(v) if !v.trim().is_empty() => v
-                .parse()
-                .map(Some)
-                .map_err(|e| format!("{}={v:?}: {e}", Self::ENV)),
-            Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
-            Err(e) => Err(format!("{}: {e}", Self::ENV)),
-        }
+        crate::cuda::choice_from_env(Self::ENV)
     }
 
     /// A short name for tables and logs.
