@@ -36,7 +36,7 @@ use cuda::lr_resident::CudaLrResident;
 use cuda::mf::CudaMf;
 use cuda::mf_resident::CudaMfResident;
 use cuda::mf_wave_kernel::MfWaveKernel;
-use cuda::mlp::CudaMlp;
+use cuda::mlp::{CudaMlp, MlpGemm};
 use cuda::mlp_resident::CudaMlpResident;
 use cuda::{Gpu, GpuError};
 
@@ -220,10 +220,15 @@ impl Engines for DeviceEngines {
     }
 
     fn mlp_resident(&self) -> Result<Option<Box<dyn MlpResident>>, AppError> {
+        // Checked on every device, as the MF wave kernel's name is.
+        let gemm = MlpGemm::from_env().map_err(AppError::Settings)?;
         match self.0 {
             Device::Cpu => Ok(None),
             Device::CpuResident => Ok(Some(Box::new(HostMlpResident::new(CpuEngines.mlp(1)?)))),
-            Device::Cuda(n) => Ok(Some(Box::new(cuda(n, CudaMlpResident::new(open(n)?))?))),
+            Device::Cuda(n) => Ok(Some(Box::new(cuda(
+                n,
+                CudaMlpResident::with_gemm(open(n)?, gemm.unwrap_or_default()),
+            )?))),
         }
     }
 

@@ -103,3 +103,30 @@ fn a_bad_device_is_refused_before_anything_starts() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cpu-resident"), "{err}");
 }
+
+/// A kernel variant the environment names wrongly (`PS_MF_WAVE_KERNEL`, `PS_MLP_GEMM`) stops the
+/// job with a message naming the variable and the names there are, on the CPU path too.
+#[test]
+fn a_misspelt_kernel_variant_stops_the_job() {
+    for (var, value, app, names) in [
+        ("PS_MF_WAVE_KERNEL", "window-3", "mf", "window-4"),
+        ("PS_MLP_GEMM", "cuBLAS", "mlp", "expected tiled or cublas"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ps-cluster"))
+            .args([
+                "local",
+                "--app",
+                app,
+                "--device",
+                "cpu-resident",
+                "--clocks",
+                "2",
+            ])
+            .env(var, value)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{var}={value} ran");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(var) && err.contains(names), "{var}: {err}");
+    }
+}
