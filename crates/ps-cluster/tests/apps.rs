@@ -70,6 +70,50 @@ fn local_lda_job_recovers_the_topics() {
     assert!(ratio > 1.3, "push_compression_ratio {ratio}: {s}");
 }
 
+/// `--eval-every 3` measures the log-likelihood at clocks 1, 4 and 7 (and the final model's),
+/// says so on the clocks between, and leaves the chain alone: the same word-topic table, and the
+/// same figures where both measure.
+#[test]
+fn lda_measures_its_likelihood_every_nth_clock_when_asked() {
+    let args = ["local", "--app", "lda", "--clocks", "8"];
+    let every = ps_cluster(&args);
+    let third = ps_cluster(&[&args[..], &["--eval-every", "3"]].concat());
+    let (a, b) = (summary(&every), summary(&third));
+    assert_eq!(a["word_topic_hash"], b["word_topic_hash"]);
+    assert_eq!(a["loglik_per_token"], b["loglik_per_token"]);
+    assert_eq!(a["loglik_per_token_initial"], b["loglik_per_token_initial"]);
+    let lines = |out: &Output| -> Vec<String> {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("clock"))
+            .map(|l| {
+                // "clock   N  <the app's part>  compute ...": the app's part.
+                let number_on = l["clock".len()..].trim_start();
+                let rest = number_on
+                    .split_once(' ')
+                    .map_or("", |(_, r)| r.trim_start());
+                rest.split("  compute").next().unwrap_or("").to_string()
+            })
+            .collect()
+    };
+    let (all, some) = (lines(&every), lines(&third));
+    assert_eq!((all.len(), some.len()), (8, 8), "{all:?}\n{some:?}");
+    for c in 1..8 {
+        if (c - 1) % 3 == 0 {
+            assert_eq!(some[c], all[c], "clock {c}");
+        } else {
+            assert_eq!(
+                some[c], "loglik/token not measured (--eval-every)",
+                "clock {c}"
+            );
+        }
+    }
+    assert_fails_naming(
+        &["local", "--app", "lda", "--eval-every", "0"],
+        "--eval-every",
+    );
+}
+
 #[test]
 fn local_mlp_job_reaches_095() {
     let s = summary(&ps_cluster(&["local", "--app", "mlp"]));

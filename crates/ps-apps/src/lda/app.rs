@@ -43,6 +43,22 @@ pub struct LdaSettings {
     /// built-in spec of the seed).
     #[serde(default)]
     pub synthetic: Option<SyntheticLdaSpec>,
+    /// The training log-likelihood is measured at clocks 1, 1 + N, ... (`--eval-every`; 1 from
+    /// an older coordinator).
+    #[serde(default = "every_clock")]
+    pub eval_every: u32,
+}
+
+fn every_clock() -> u32 {
+    1
+}
+
+/// Whether clock `clock` (1 or later) measures the log-likelihood of the model it reads, with
+/// `--eval-every eval_every`: clocks 1, 1 + N, 1 + 2N, ...
+pub fn measures_at(eval_every: u32, clock: u64) -> bool {
+    clock
+        .saturating_sub(1)
+        .is_multiple_of(u64::from(eval_every.max(1)))
 }
 
 /// Per-clock figures: the log-likelihood of the model the clock sweeps against, before the
@@ -52,6 +68,8 @@ pub struct LdaSettings {
 pub struct LdaClock {
     pub clock_loglik: f64,
     pub clock_tokens: f64,
+    /// Workers that swept this clock without measuring the log-likelihood (`--eval-every`).
+    pub unmeasured: f64,
     /// Bytes a resident engine moved host to device and back, and its device compute seconds
     /// (zero on the host path).
     #[serde(flatten)]
@@ -234,6 +252,7 @@ impl App for LdaApp {
             test,
             threads: job.threads,
             synthetic,
+            eval_every: a.eval_every,
         };
         let size = CorpusSize::of(&settings)?;
         if size.tokens == 0 {
@@ -284,6 +303,7 @@ impl App for LdaApp {
     fn clock_line(&self, c: &LdaClock) -> String {
         match ratio(c.clock_loglik, c.clock_tokens) {
             Some(ll) => format!("loglik/token {ll:.4}"),
+            None if c.unmeasured > 0.0 => "loglik/token not measured (--eval-every)".to_string(),
             None => "initial counts".to_string(),
         }
     }
@@ -350,9 +370,18 @@ impl App for LdaApp {
 }
 
 #[cfg(test)]
-mod size_tests {
+mod tests {
     use super::*;
     use crate::lda::synthetic_lda_threads;
+
+    #[test]
+    fn eval_every_measures_clocks_one_and_every_nth_after() {
+        let at = |n: u32| (1..=9).filter(|&c| measures_at(n, c)).collect::<Vec<u64>>();
+        assert_eq!(at(1), (1..=9).collect::<Vec<_>>());
+        assert_eq!(at(3), [1, 4, 7]);
+        assert_eq!(at(0), at(1), "0 is taken as 1");
+        assert_eq!(at(100), [1]);
+    }
 
     #[test]
     fn a_synthetic_corpus_is_sized_from_its_spec_as_generated() {
@@ -385,6 +414,7 @@ mod size_tests {
                 test: None,
                 threads: 1,
                 synthetic: Some(spec),
+                eval_every: 1,
             };
             let generated = synthetic_lda_threads(&spec, 2).corpus;
             assert_eq!(

@@ -13,7 +13,7 @@
 //!   log-likelihood is measured there too, so the assignments never come back.
 
 use super::app::{
-    load_corpus, LdaClock, LdaFacts, LdaFinal, LdaSettings, Loaded, TOTALS, WORD_TOPIC,
+    load_corpus, measures_at, LdaClock, LdaFacts, LdaFinal, LdaSettings, Loaded, TOTALS, WORD_TOPIC,
 };
 use super::heldout::document_completion;
 use super::resident::LdaResident;
@@ -46,6 +46,8 @@ pub struct LdaSession {
     /// Threads of the host's log-likelihood (`--threads`; on the host path the CPU engine
     /// sweeps on as many too).
     threads: usize,
+    /// `--eval-every`: the clocks that measure the log-likelihood ([`measures_at`]).
+    eval_every: u32,
     path: Path,
     /// The state (resident path: as set up; the device holds the current one).
     state: LdaWorkerState,
@@ -122,6 +124,7 @@ impl LdaSession {
             hyper: s.hyper,
             seed: s.seed,
             threads: s.threads.max(1) as usize,
+            eval_every: s.eval_every,
             path,
             local: vec![0.0; words.len() * k],
             totals: vec![0.0; k],
@@ -341,16 +344,22 @@ impl Session<LdaApp> for LdaSession {
             worker: self.worker,
             clock: clock.min(u64::from(u32::MAX)) as u32,
         };
-        // The model every worker sweeps against this clock, before the sweep.
+        // The model every worker sweeps against this clock, before the sweep (on the clocks
+        // `--eval-every` names).
+        let measure = measures_at(self.eval_every, clock);
         let ((ll, n), started, delta) = match &mut self.path {
             Path::Host(engine) => {
-                let ll = loglik_on(
-                    &self.state,
-                    &self.local,
-                    &self.totals,
-                    &self.hyper,
-                    self.threads,
-                );
+                let ll = if measure {
+                    loglik_on(
+                        &self.state,
+                        &self.local,
+                        &self.totals,
+                        &self.hyper,
+                        self.threads,
+                    )
+                } else {
+                    (0.0, 0)
+                };
                 let started = Instant::now();
                 let delta = engine.sweep(
                     &mut self.state,
@@ -362,7 +371,7 @@ impl Session<LdaApp> for LdaSession {
                 (ll, started, delta)
             }
             Path::Resident { dev, .. } => {
-                let ll = dev.loglik()?;
+                let ll = if measure { dev.loglik()? } else { (0.0, 0) };
                 let started = Instant::now();
                 (ll, started, dev.sweep(key)?)
             }
@@ -374,6 +383,7 @@ impl Session<LdaApp> for LdaSession {
         Ok(LdaClock {
             clock_loglik: ll,
             clock_tokens: n as f64,
+            unmeasured: if measure { 0.0 } else { 1.0 },
             device: t.into(),
         })
     }
