@@ -25,7 +25,8 @@ pub struct LdaArgs {
     #[arg(long, default_value_t = LdaHyper::default().beta)]
     pub beta: f64,
     /// Measure the training log-likelihood every N clocks (clocks 1, 1 + N, ...; the final
-    /// model's is always measured). On the CPU a measurement costs about half a sweep.
+    /// model's is always measured). On the CPU a measurement costs a quarter to a half of a
+    /// sweep (K 200 to 1,000).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub eval_every: u32,
     /// Documents of the built-in synthetic corpus (with --doc-length, --vocab-size and
