@@ -17,12 +17,12 @@ use crate::lda::{LdaDelta, LdaHyper, LdaWorkerState, SweepKey};
 /// result is a function of the state, the counts, the key and the thread count, whatever the
 /// scheduling; the first run's documents are resampled exactly as [`SparseLda`] would.
 ///
-/// Each run's engine holds a copy of the worker's counts (a dense `words x K`
-/// of `i32` and a list of the positive counts). With a memory budget
-/// ([`ParallelSparseLda::with_memory_budget`]) the first sweep runs on no more threads than
-/// copies fit in it (at least one), and so do all later sweeps, with a warning: at K 1,000 and a
-/// vocabulary of a million words a copy is 4 GB, and one per core would end the worker. (The
-/// result is then that of the threads it ran on, not of those asked for.)
+/// Each run's engine holds a copy of the worker's counts (a dense `words x K` of `i32` and a
+/// list of the positive counts). With a memory budget ([`ParallelSparseLda::with_memory_budget`])
+/// the first sweep runs on no more threads than copies fit in it (at least one), and so do all
+/// later sweeps, with a warning: at K 1,000 and a vocabulary of a million words a copy is 4 GB,
+/// and one per core would end the worker. (The result is then that of the threads it ran on,
+/// not of those asked for.)
 #[derive(Debug, Clone)]
 pub struct ParallelSparseLda {
     engines: Vec<SparseLda>,
