@@ -3,7 +3,12 @@
 //! in the same run. The QUIC runs go once with both ends in this process and once with the shard
 //! in a child process (this bench run again with `--serve-shard`).
 //!
-//! `cargo bench -p ps-benches --bench transport [-- --seconds 3] [--only tuned|plain] [--mtu N]`
+//! `cargo bench -p ps-benches --bench transport [-- --seconds 3] [--only tuned|plain] [--mtu N]
+//! [--repeats R]`
+//!
+//! With `--repeats R` every figure is the median of R runs, and the table shows their range: on a
+//! shared 2-core machine one run of raw TCP varied from 4.6 to 7.6 GB/s between runs, so one run
+//! per figure makes the QUIC/TCP ratio as noisy as that.
 
 use anyhow::Result;
 use ps_benches::{arg, record};
@@ -28,6 +33,23 @@ const BATCH_ROWS: u64 = 256;
 
 fn mbps(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / secs / 1e6
+}
+
+/// The median of `runs` (sorted in place) and their range as text (empty for one run).
+fn median_and_range(runs: &mut [f64]) -> (f64, String) {
+    runs.sort_by(f64::total_cmp);
+    let n = runs.len();
+    let median = if n % 2 == 1 {
+        runs[n / 2]
+    } else {
+        (runs[n / 2 - 1] + runs[n / 2]) / 2.0
+    };
+    let range = if n > 1 {
+        format!("{:.0}-{:.0}", runs[0], runs[n - 1])
+    } else {
+        String::new()
+    };
+    (median, range)
 }
 
 /// Raw TCP loopback: `conns` connections, each writing 1 MiB buffers as fast as the reader drains them.
@@ -326,6 +348,10 @@ fn main() -> Result<()> {
         return serve_child(&certs);
     }
     let secs: f64 = arg("--seconds").and_then(|s| s.parse().ok()).unwrap_or(3.0);
+    let repeats: usize = arg("--repeats")
+        .and_then(|s| s.parse().ok())
+        .filter(|&r| r >= 1)
+        .unwrap_or(1);
     // `--only tuned`: the loopback settings, with and without plaintext packets; `--only plain`:
     // plaintext packets alone (for a profile of them).
     let only = arg("--only");
@@ -344,16 +370,21 @@ fn main() -> Result<()> {
     rt.block_on(async {
         // `--profile DIR` (push or pull): skip the TCP baseline and run only that QUIC direction, for perf.
         let profile = arg("--profile");
-        let (tcp1, tcp4, tcp_ra) = if profile.is_some() {
-            (f64::NAN, f64::NAN, f64::NAN)
+        let ((tcp1, tcp1_range), tcp4, tcp_ra) = if profile.is_some() {
+            ((f64::NAN, String::new()), f64::NAN, f64::NAN)
         } else {
-            (tcp(1, secs).await?, tcp(4, secs).await?, tcp_request_ack(1, secs).await?)
+            let mut runs = Vec::with_capacity(repeats);
+            for _ in 0..repeats {
+                runs.push(tcp(1, secs).await?);
+            }
+            (median_and_range(&mut runs), tcp(4, secs).await?, tcp_request_ack(1, secs).await?)
         };
-        println!("{:<58} {:>9} {:>9}", "transfer (payload MB/s; 1 MB = 1e6 bytes)", "MB/s", "x TCP(1)");
-        println!("{:<58} {:>9.0} {:>9.2}", "raw TCP loopback, 1 connection", tcp1, 1.0);
+        let of = if repeats > 1 { format!("median of {repeats}") } else { String::new() };
+        println!("{:<58} {:>9} {:>9} {:>11}", "transfer (payload MB/s; 1 MB = 1e6 bytes)", "MB/s", "x TCP(1)", of);
+        println!("{:<58} {:>9.0} {:>9.2} {:>11}", "raw TCP loopback, 1 connection", tcp1, 1.0, tcp1_range);
         println!("{:<58} {:>9.0} {:>9.2}", "raw TCP loopback, 4 connections", tcp4, tcp4 / tcp1);
         println!("{:<58} {:>9.0} {:>9.2}", "raw TCP loopback, 1 MiB request + ack, 1 connection", tcp_ra, tcp_ra / tcp1);
-        record("transport", json!({"bench": "transport", "transport": "tcp", "conns": 1, "mb_per_s": tcp1}));
+        record("transport", json!({"bench": "transport", "transport": "tcp", "conns": 1, "mb_per_s": tcp1, "repeats": repeats}));
         record("transport", json!({"bench": "transport", "transport": "tcp-request-ack", "conns": 1, "mb_per_s": tcp_ra}));
         record("transport", json!({"bench": "transport", "transport": "tcp", "conns": 4, "mb_per_s": tcp4}));
         let mut best = 0f64;
@@ -372,12 +403,16 @@ fn main() -> Result<()> {
                 for &split in splits {
                     let ends = if split { "2 processes" } else { "1 process" };
                     for (conns, streams) in [(1, 1), (1, 4), (2, 4)] {
-                        let r = quic(&setup, label, pull, conns, streams, secs, split).await?;
+                        let mut runs = Vec::with_capacity(repeats);
+                        for _ in 0..repeats {
+                            runs.push(quic(&setup, label, pull, conns, streams, secs, split).await?);
+                        }
+                        let (r, range) = median_and_range(&mut runs);
                         best = best.max(r);
-                        println!("{:<58} {:>9.0} {:>9.2}", format!("QUIC {dir}, {label}, {ends}, {conns}x{streams}"), r, r / tcp1);
+                        println!("{:<58} {:>9.0} {:>9.2} {:>11}", format!("QUIC {dir}, {label}, {ends}, {conns}x{streams}"), r, r / tcp1, range);
                         record("transport", json!({"bench": "transport", "transport": "quic", "direction": dir, "config": label,
                             "initial_mtu": opts.initial_mtu, "processes": if split { 2 } else { 1 }, "conns": conns,
-                            "streams": streams, "mb_per_s": r, "ratio_to_tcp": r / tcp1}));
+                            "streams": streams, "mb_per_s": r, "ratio_to_tcp": r / tcp1, "repeats": repeats, "runs": runs}));
                     }
                 }
             }
