@@ -509,6 +509,9 @@ impl MlpCompute for CudaMlp {
     }
 
     fn name(&self) -> &'static str {
-        "cuda"
+        match self.gemm {
+            MlpGemm::Tiled => "cuda",
+            MlpGemm::Cublas => "cuda-cublas",
+        }
     }
 }
