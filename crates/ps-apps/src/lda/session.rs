@@ -73,6 +73,18 @@ pub struct LdaSession {
 }
 
 impl LdaSession {
+    /// The log-likelihood of the worker's state under the rows it holds (`local`, `totals`),
+    /// measured on the host's `--threads`: the host path's per-clock and final figure.
+    fn host_loglik(&self) -> (f64, u64) {
+        loglik_on(
+            &self.state,
+            &self.local,
+            &self.totals,
+            &self.hyper,
+            self.threads,
+        )
+    }
+
     pub fn new(s: LdaSettings, ctx: &WorkerContext<'_>) -> Result<LdaSession, AppError> {
         ctx.check()?;
         let Loaded {
@@ -347,19 +359,13 @@ impl Session<LdaApp> for LdaSession {
         // The model every worker sweeps against this clock, before the sweep (on the clocks
         // `--eval-every` names).
         let measure = measures_at(self.eval_every, clock);
+        let host_ll = match &self.path {
+            Path::Host(_) if measure => self.host_loglik(),
+            _ => (0.0, 0),
+        };
         let ((ll, n), started, delta) = match &mut self.path {
             Path::Host(engine) => {
-                let ll = if measure {
-                    loglik_on(
-                        &self.state,
-                        &self.local,
-                        &self.totals,
-                        &self.hyper,
-                        self.threads,
-                    )
-                } else {
-                    (0.0, 0)
-                };
+                let ll = host_ll;
                 let started = Instant::now();
                 let delta = engine.sweep(
                     &mut self.state,
@@ -435,16 +441,7 @@ impl Session<LdaApp> for LdaSession {
         // where the state is. A resident engine takes the rows as it takes a clock's (packed
         // where that is smaller) and measures on the device; the state never comes back.
         let ((ll, n), traffic) = match &mut self.path {
-            Path::Host(_) => (
-                loglik_on(
-                    &self.state,
-                    &self.local,
-                    &self.totals,
-                    &self.hyper,
-                    self.threads,
-                ),
-                Traffic::default(),
-            ),
+            Path::Host(_) => (self.host_loglik(), Traffic::default()),
             Path::Resident { dev, .. } => {
                 // In runs of at most FINAL_RUN_BYTES dense, as a clock's rows come by shard, so
                 // that rows that do not pack never stage the whole table at once.
