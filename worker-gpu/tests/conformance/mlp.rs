@@ -12,7 +12,7 @@ use ps_apps::mlp::{
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use worker_gpu::cuda::mlp::{CudaMlp, MlpGemm};
+use worker_gpu::cuda::mlp::{CudaMlp, MlpGemm, DEFAULT_CHUNK};
 
 use crate::common::{rel_err, seed};
 
@@ -132,16 +132,38 @@ fn mlp_gradient_matches_cpu_oracle() {
     let Some(gpu) = worker_gpu::gpu_or_skip("mlp_gradient_matches_cpu_oracle") else {
         return;
     };
-    let mut rng = ChaCha8Rng::seed_from_u64(seed("mlp_gradient_matches_cpu_oracle"));
     // One engine with the default chunk, one with chunks of 64 (a batch of 200 is then four
     // chunks: double-buffered uploads and gradient accumulation). Both are reused across
     // architectures and batch sizes, so buffers grow and are reused.
-    let mut engines = [
-        CudaMlp::new(gpu.clone()).expect("engine"),
-        CudaMlp::with_chunk(gpu.clone(), 64).expect("engine"),
-        // The products through cuBLAS, chunked too (its sums accumulate across chunks, beta 1).
-        CudaMlp::with_gemm(gpu, 64, MlpGemm::Cublas).expect("engine"),
-    ];
+    gradients_match_the_oracle(
+        "mlp_gradient_matches_cpu_oracle",
+        &mut [
+            CudaMlp::new(gpu.clone()).expect("engine"),
+            CudaMlp::with_chunk(gpu, 64).expect("engine"),
+        ],
+    );
+}
+
+/// The products through cuBLAS, chunked too (its sums accumulate across chunks with beta 1): a
+/// case of its own, so that a cuBLAS that fails leaves the tiled kernel's result standing.
+#[test]
+fn mlp_gradient_with_cublas_matches_cpu_oracle() {
+    let Some(gpu) = worker_gpu::gpu_or_skip("mlp_gradient_with_cublas_matches_cpu_oracle") else {
+        return;
+    };
+    gradients_match_the_oracle(
+        "mlp_gradient_with_cublas_matches_cpu_oracle",
+        &mut [
+            CudaMlp::with_gemm(gpu.clone(), DEFAULT_CHUNK, MlpGemm::Cublas).expect("engine"),
+            CudaMlp::with_gemm(gpu, 64, MlpGemm::Cublas).expect("engine"),
+        ],
+    );
+}
+
+/// Every engine's gradient and statistics against `CpuMlp`'s, over architectures with ragged
+/// tiles and batches of 1 to 200 (random, seeded by `case`).
+fn gradients_match_the_oracle(case: &str, engines: &mut [CudaMlp]) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed(case));
     let archs = [
         Arch::new(20, &[], 3),           // logistic regression
         Arch::new(33, &[37], 10),        // one hidden layer, ragged tiles everywhere
