@@ -365,7 +365,6 @@ impl Session<LdaApp> for LdaSession {
         };
         let ((ll, n), started, delta) = match &mut self.path {
             Path::Host(engine) => {
-                let ll = host_ll;
                 let started = Instant::now();
                 let delta = engine.sweep(
                     &mut self.state,
@@ -374,7 +373,7 @@ impl Session<LdaApp> for LdaSession {
                     &self.hyper,
                     key,
                 )?;
-                (ll, started, delta)
+                (host_ll, started, delta)
             }
             Path::Resident { dev, .. } => {
                 let ll = if measure { dev.loglik()? } else { (0.0, 0) };

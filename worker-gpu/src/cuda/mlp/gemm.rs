@@ -20,7 +20,7 @@ use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::cublas::{CudaBlas, Gemm as _, GemmConfig};
 use cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 
-use super::launch::{int, view_mut, F32Bufs};
+use super::launch::{bias_view, int, view_mut, F32Bufs};
 use super::plan::Gemm;
 use super::{BLOCK, BLOCKS_PER_SM};
 use crate::cuda::buffers::DevBuf;
@@ -136,13 +136,7 @@ pub(super) fn launch_gemm_cublas(
     if g.bias.is_none() && !g.relu {
         return Ok(());
     }
-    let bias = match g.bias {
-        Some((p, stride)) => Some((
-            f.view(p, g.extent_bias(stride))?,
-            int(stride, "bias stride")?,
-        )),
-        None => None,
-    };
+    let bias = bias_view(f, g)?;
     let (m, n, ldc) = (int(g.m, "m")?, int(g.n, "n")?, int(g.ldc, "ldc")?);
     let relu = i32::from(g.relu);
     let launch = LaunchConfig {

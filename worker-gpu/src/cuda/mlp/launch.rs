@@ -111,6 +111,22 @@ pub(super) struct SoftmaxArgs<'a, 'b> {
     pub(super) stats: Option<(&'a mut CudaSlice<f64>, &'a mut CudaSlice<u64>)>,
 }
 
+/// A product's bias operand, `bias[j * stride]` for every column `j`, and its stride as the
+/// kernels take it (`None` where the product has no bias).
+pub(super) fn bias_view<'a>(
+    f: &'a F32Bufs,
+    g: &Gemm,
+) -> Result<Option<(CudaView<'a, f32>, i32)>, GpuError> {
+    g.bias
+        .map(|(p, stride)| {
+            Ok((
+                f.view(p, g.extent_bias(stride))?,
+                int(stride, "bias stride")?,
+            ))
+        })
+        .transpose()
+}
+
 pub(super) fn launch_gemm(
     stream: &Arc<CudaStream>,
     func: &CudaFunction,
@@ -120,13 +136,7 @@ pub(super) fn launch_gemm(
 ) -> Result<(), GpuError> {
     let a = f.view(g.a, g.extent_a())?;
     let b = f.view(g.b, g.extent_b())?;
-    let bias = match g.bias {
-        Some((p, stride)) => Some((
-            f.view(p, g.extent_bias(stride))?,
-            int(stride, "bias stride")?,
-        )),
-        None => None,
-    };
+    let bias = bias_view(f, g)?;
     let mut c = view_mut(out, g.c, g.extent_c())?;
     let (m, n, k) = (int(g.m, "m")?, int(g.n, "n")?, int(g.k, "k")?);
     let (lda, ldb, ldc) = (int(g.lda, "lda")?, int(g.ldb, "ldb")?, int(g.ldc, "ldc")?);
