@@ -25,16 +25,22 @@ use std::time::Instant;
 use ps_apps::lda::{
     gather_rows, load_uci, loglik, split_docs, synthetic_lda, topic_recovery, Corpus, CpuLda,
     LdaCompute, LdaDelta, LdaHyper, LdaWorkerState, ParallelSparseLda, SparseLda, SweepKey,
-    SyntheticLdaSpec, DEFAULT_CLOCKS,
+    SyntheticLdaSpec, WordMajorLda, DEFAULT_CLOCKS,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 fn engines() -> Vec<Box<dyn LdaCompute>> {
-    ["cpu", "sparse", "sparse-threads"]
-        .into_iter()
-        .map(engine_named)
-        .collect()
+    [
+        "cpu",
+        "sparse",
+        "sparse-threads",
+        "word-major",
+        "word-major-threads",
+    ]
+    .into_iter()
+    .map(engine_named)
+    .collect()
 }
 
 /// A fresh engine of the kind `name` (the sweep on several threads runs on 3).
@@ -43,6 +49,8 @@ fn engine_named(name: &str) -> Box<dyn LdaCompute> {
         "cpu" => Box::new(CpuLda::new()),
         "sparse" => Box::new(SparseLda::new()),
         "sparse-threads" => Box::new(ParallelSparseLda::new(3)),
+        "word-major" => Box::new(WordMajorLda::new(1)),
+        "word-major-threads" => Box::new(WordMajorLda::new(3)),
         _ => panic!("no engine {name}"),
     }
 }
@@ -255,6 +263,11 @@ fn train_two_workers_sparse() {
 #[test]
 fn train_two_workers_of_four_threads() {
     train_builtin(&|| Box::new(ParallelSparseLda::new(4)), 0, false, 25);
+}
+
+#[test]
+fn train_two_workers_word_major() {
+    train_builtin(&|| Box::new(WordMajorLda::new(2)), 0, false, 25);
 }
 
 #[test]

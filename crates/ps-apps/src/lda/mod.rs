@@ -66,7 +66,8 @@ pub use resident::{check_rows, check_sparse_rows, check_state, HostLdaResident, 
 pub use session::LdaSession;
 
 pub use compute::{
-    check_dims, conditional, runs_by_tokens, CpuLda, LdaCompute, ParallelSparseLda, SparseLda,
+    check_dims, conditional, runs_by_tokens, word_major, CpuLda, LdaCompute, ParallelSparseLda,
+    SparseLda, WordMajorLda,
 };
 pub use data::{
     load_ldac, load_uci, load_vocab, parse_ldac, parse_uci_docword, parse_vocab, split_docs,

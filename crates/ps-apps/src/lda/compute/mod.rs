@@ -1,14 +1,17 @@
 //! The LDA compute trait, the exact conditional and the count reads every engine shares; the
-//! plain CPU oracle is in `oracle.rs`, the SparseLDA engine in `sparse.rs`, and its sweep on
-//! several threads in `parallel.rs`.
+//! plain CPU oracle is in `oracle.rs`, the SparseLDA engine in `sparse.rs`, its sweep on
+//! several threads in `parallel.rs`, and the word-major sweep over fixed counts (the device
+//! sampler's twin) in `word_major.rs`.
 
 mod oracle;
 mod parallel;
 mod sparse;
+pub mod word_major;
 
 pub use oracle::CpuLda;
 pub use parallel::{runs_by_tokens, ParallelSparseLda};
 pub use sparse::SparseLda;
+pub use word_major::WordMajorLda;
 
 use super::{LdaDelta, LdaHyper, LdaWorkerState, SweepKey};
 use crate::error::ComputeError;
