@@ -16,9 +16,9 @@
 //! GPU. Skips visibly without a C++ compiler (`CXX`, else `c++`), unless `PS_REQUIRE_CXX` is set
 //! (CI sets it: there the check must not vanish quietly).
 
+mod host_cxx;
+
 use std::fmt::Write as _;
-use std::path::Path;
-use std::process::Command;
 
 use ps_apps::philox;
 use ps_apps::seed::ClockKey;
@@ -27,20 +27,22 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use worker_gpu::cuda::lr_resident::slot_checksum;
 
-/// CUDA's qualifiers, the one intrinsic the headers use, and the thread coordinates (set by
-/// the test's loops over an emulated grid), for a host compiler.
-const SHIMS: &str = r#"
-#include <cstdio>
-#define __device__
-#define __forceinline__ static inline
-#define __restrict__
-static inline int __clz(unsigned int x) { return x == 0u ? 32 : __builtin_clz(x); }
-static inline unsigned int min(unsigned int a, unsigned int b) { return a < b ? a : b; }
-static inline float __uint_as_float(unsigned int x) { float f; __builtin_memcpy(&f, &x, 4); return f; }
-struct dim { unsigned int x, y, z; };
-static dim blockIdx, blockDim, gridDim, threadIdx;
-#include <cmath>
-#include <cstring>
+/// What `headers_on_host` compiles after the shared shims: the MF window's own shims (one lane,
+/// and copies that land when the test says), then the headers it checks.
+fn headers() -> String {
+    format!(
+        "{MF_SHIMS}\n{}\n{}\n{}\n{}\n{}\n{}",
+        include_str!("../../kernels/visit.cuh"),
+        include_str!("../../kernels/philox.cuh"),
+        include_str!("../../kernels/slots.cuh"),
+        include_str!("../../kernels/lda_rows.cuh"),
+        include_str!("../../kernels/mf_step.cuh"),
+        include_str!("../../kernels/mf_window.cuh"),
+    )
+}
+
+/// The MF window's shims: one lane, and the window's asynchronous copies.
+const MF_SHIMS: &str = r#"
 #define MF_WARP 1
 #define MF_CACHE 8
 template <typename T> static inline T __ldcg(const T* p) { return *p; }
@@ -89,71 +91,10 @@ template <int N> static inline void mf_copy_wait() {
 }
 "#;
 
-/// Compiles `main_body` after the headers and runs it; its stdout, or `None` (printed as a
-/// skip) when there is no compiler.
-fn run_on_host(dir: &Path, main_body: &str) -> Option<String> {
-    let src = format!(
-        "{SHIMS}\n{}\n{}\n{}\n{}\n{}\nint main() {{\n{main_body}\nreturn 0;\n}}\n",
-        include_str!("../../kernels/visit.cuh"),
-        include_str!("../../kernels/philox.cuh"),
-        include_str!("../../kernels/slots.cuh"),
-        include_str!("../../kernels/lda_rows.cuh"),
-        concat!(
-            include_str!("../../kernels/mf_step.cuh"),
-            include_str!("../../kernels/mf_window.cuh")
-        ),
-    );
-    let (cpp, exe) = (dir.join("headers.cpp"), dir.join("headers"));
-    std::fs::write(&cpp, src).expect("write the C++ source");
-    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
-    let built = Command::new(&cxx)
-        .args(["-O1", "-std=c++14", "-fno-strict-aliasing", "-o"])
-        .arg(&exe)
-        .arg(&cpp)
-        .output();
-    let built = match built {
-        Ok(o) => o,
-        Err(e) if std::env::var_os("PS_REQUIRE_CXX").is_some() => {
-            panic!("PS_REQUIRE_CXX is set but {cxx} does not run: {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIP headers_on_host: no C++ compiler ({cxx}: {e})");
-            return None;
-        }
-    };
-    assert!(
-        built.status.success(),
-        "the headers do not compile on the host:\n{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    let out = Command::new(&exe)
-        .output()
-        .expect("run the compiled headers");
-    assert!(out.status.success());
-    Some(String::from_utf8(out.stdout).expect("ASCII output"))
-}
-
-/// C statements that run `call` once for every thread of an emulated grid of `blocks` blocks of
-/// `threads` threads, one thread after another (so only barrier-free bodies can be run).
-fn on_grid(blocks: u32, threads: u32, call: &str) -> String {
-    format!(
-        "gridDim.x = {blocks}; blockDim.x = {threads}; \
-         for (blockIdx.x = 0; blockIdx.x < {blocks}; ++blockIdx.x) \
-         for (threadIdx.x = 0; threadIdx.x < {threads}; ++threadIdx.x) {{ {call}; }}"
-    )
-}
-
 /// Compiles and runs `body` after the headers and checks its output against `want`, line by
 /// line (a visible skip without a compiler).
 fn check_on_host(body: &str, want: &str) {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let Some(got) = run_on_host(dir.path(), body) else {
-        return;
-    };
-    for (i, (g, w)) in got.lines().zip(want.lines()).enumerate() {
-        assert_eq!(g, w, "line {i}");
-    }
-    assert_eq!(got.lines().count(), want.lines().count(), "{got}");
+    host_cxx::check_on_host(&headers(), body, want);
 }
 
 #[test]
@@ -199,7 +140,7 @@ fn the_device_visit_order_and_uniforms_are_the_hosts() {
         writeln!(
             body,
             "{{ unsigned int out[40]; {} for (int i = 0; i < 40; ++i) printf(\"%u\\n\", out[i]); }}",
-            on_grid(
+            host_cxx::on_grid(
                 3,
                 4,
                 &format!("visit_fill({k0}u, {k1}u, {k2}u, {k3}u, 100u, 17u, 40u, out)")
@@ -245,7 +186,7 @@ fn the_device_visit_order_and_uniforms_are_the_hosts() {
             let s: Vec<String> = v.iter().map(|x| format!("{x}u")).collect();
             format!("{{{}}}", s.join(", "))
         };
-        let grid = |call: &str| on_grid(2, 3, call);
+        let grid = |call: &str| host_cxx::on_grid(2, 3, call);
         writeln!(
             body,
             "{{ unsigned int row_ptr[] = {}; unsigned int cols[] = {}; unsigned int batch[] = {}; \
@@ -333,7 +274,7 @@ fn the_device_lda_row_scatter_is_the_hosts() {
              for (int i = 0; i < {n}; ++i) {{ unsigned int b; __builtin_memcpy(&b, &dst{c}[i], 4); \
              printf(\"%u\\n\", b); }} }}",
             list.join(", "),
-            on_grid(
+            host_cxx::on_grid(
                 2,
                 64,
                 &format!(
@@ -398,7 +339,7 @@ fn the_device_lda_delta_packing_is_the_hosts() {
     let chunks = rows.div_ceil(256);
     for (c, cells) in cases.iter().enumerate() {
         let list: Vec<String> = cells.iter().map(|x| format!("{x}")).collect();
-        let grid = |call: &str| on_grid(2, 3, call);
+        let grid = |call: &str| host_cxx::on_grid(2, 3, call);
         writeln!(
             body,
             "{{ int cells{c}[] = {{{}}}; static unsigned int image{c}[{words}]; \
@@ -460,7 +401,7 @@ fn the_device_lda_packing_at_its_limits() {
     let mut body = String::new();
     let mut want = String::new();
     for cap in [shape.entries, shape.entries - 1] {
-        let grid = |call: &str| on_grid(1, 2, call);
+        let grid = |call: &str| host_cxx::on_grid(1, 2, call);
         writeln!(
             body,
             "{{ int cells[] = {{{}}}; unsigned int image[{words}]; unsigned int meta[3]; \
@@ -503,7 +444,7 @@ fn the_device_lda_packing_at_its_limits() {
          for (int i = 0; i < {}; ++i) if (dst[i] != 0.0f) printf(\"%d %g\\n\", i, dst[i]); }}",
         list.join(", "),
         2 * k,
-        on_grid(
+        host_cxx::on_grid(
             1,
             64,
             &format!("lda_rows_scatter(image, 2u, 2u, 0u, {k}u, dst)")
@@ -584,7 +525,7 @@ printf("ok %u %u\n", blocks, handed);
 #[test]
 fn the_device_mf_window_steps_the_ratings_in_order() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let Some(got) = run_on_host(dir.path(), MF_WINDOW_CASES) else {
+    let Some(got) = host_cxx::run_on_host(dir.path(), &headers(), MF_WINDOW_CASES) else {
         return;
     };
     let last = got.lines().last().unwrap_or_default();
