@@ -57,6 +57,7 @@ macro_rules! header {
 /// Every header of `kernels/` (a unit test checks the list against the directory).
 pub const HEADERS: &[Header] = &[
     header!("lda_rows"),
+    header!("lda_word"),
     header!("lr"),
     header!("mf_step"),
     header!("mf_window"),
@@ -127,6 +128,16 @@ pub const KERNELS: &[Kernel] = &[
             "lda_delta_ends"
         ],
         headers["lda_rows"]
+    ),
+    kernel!(
+        "lda_word",
+        [
+            "lda_word_doc_lists",
+            "lda_word_sample",
+            "lda_word_sample_token",
+            "lda_word_apply"
+        ],
+        headers["philox", "lda_word"]
     ),
     kernel!(
         "mlp",

@@ -1,0 +1,189 @@
+//! `kernels/lda_word.cuh` on the CPU: the word-major sweep's device functions (the documents'
+//! lists, a word's table, a token's draw, the moves), compiled by the host's C++ compiler with
+//! one lane (`LW_LANES` 1) and one thread, run as `lda_word.cu`'s kernels run them, and checked
+//! bit for bit against their twin, `ps_apps::lda::WordMajorLda::with_lanes(1)`: every drawn
+//! topic, then the state, the copy, the totals and the move counts after the moves. Stale and
+//! hostile copies (negative, fractional, NaN and infinite cells) are among the cases. With 32
+//! lanes only the sums' order changes; the GPU conformance case checks that against
+//! `WordMajorLda` where there is a GPU. Skips visibly without a C++ compiler, as
+//! `headers_on_host.rs` does.
+
+mod host_cxx;
+
+use std::fmt::Write as _;
+
+use ps_apps::lda::word_major::{WordMajorPriors, WordOrder};
+use ps_apps::lda::{LdaCompute, LdaHyper, LdaWorkerState, SweepKey, WordMajorLda};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// A C array of `name` holding `values`, written as `T name[] = {...};` (one zero where empty).
+fn array<T: std::fmt::Display>(ty: &str, name: &str, values: &[T]) -> String {
+    let items: Vec<String> = values.iter().map(|v| format!("{v}")).collect();
+    let items = if items.is_empty() {
+        "0".to_string()
+    } else {
+        items.join(", ")
+    };
+    format!("static {ty} {name}[] = {{{items}}};\n")
+}
+
+/// A random worker (documents over a small vocabulary) and a stale copy of its rows.
+fn case(seed: u64) -> (LdaWorkerState, Vec<f32>, Vec<f32>, LdaHyper) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let vocab = rng.gen_range(1..30u32);
+    let topics = [1u32, 2, 3, 9, 40, 70][rng.gen_range(0..6)];
+    let docs: Vec<Vec<u32>> = (0..rng.gen_range(1..12))
+        .map(|_| {
+            (0..rng.gen_range(0..40))
+                .map(|_| rng.gen_range(0..vocab))
+                .collect()
+        })
+        .collect();
+    let hyper = LdaHyper {
+        topics,
+        alpha: rng.gen_range(0.01..2.0),
+        beta: rng.gen_range(0.001..0.5),
+    };
+    let (state, _) = LdaWorkerState::init(&docs, vocab, &hyper, seed, 2).unwrap();
+    let mut wt: Vec<f32> = state
+        .local_word_topic()
+        .iter()
+        .map(|&c| c as f32 + rng.gen_range(0..5) as f32)
+        .collect();
+    let mut totals = vec![0f32; topics as usize];
+    for row in wt.chunks(topics as usize) {
+        for (t, &x) in totals.iter_mut().zip(row) {
+            *t += x;
+        }
+    }
+    // Staleness and hostility.
+    for x in wt.iter_mut() {
+        match rng.gen_range(0..40) {
+            0 => *x = -3.0,
+            1 => *x = 2.5,
+            2 => *x = f32::NAN,
+            3 => *x = f32::INFINITY,
+            4 => *x = 0.0,
+            _ => {}
+        }
+    }
+    totals[0] -= 2.0;
+    if let Some(t) = totals.last_mut() {
+        *t += 5.5;
+    }
+    (state, wt, totals, hyper)
+}
+
+#[test]
+fn the_device_word_major_sweep_is_its_twins() {
+    let mut body = String::new();
+    let mut want = String::new();
+    for seed in 0..24u64 {
+        let (state, wt, totals, hyper) = case(seed);
+        let key = SweepKey {
+            seed: 0x5EED_0000 + seed,
+            worker: 3,
+            clock: 7,
+        };
+        let k = state.topics as usize;
+        let twin = WordMajorLda::new(1).with_lanes(1);
+        let drawn = twin.draw_all(&state, &wt, &totals, &hyper, key);
+        let (mut after, mut wt_after, mut tot_after) = (state.clone(), wt.clone(), totals.clone());
+        let delta = twin
+            .clone()
+            .sweep(&mut after, &mut wt_after, &mut tot_after, &hyper, key)
+            .unwrap();
+        let mut wt_delta = vec![0i32; wt.len()];
+        for &(word, t, c) in &delta.entries {
+            let row = state.words.binary_search(&word).unwrap();
+            wt_delta[row * k + t as usize] = c;
+        }
+        for x in &drawn {
+            writeln!(want, "{x}").unwrap();
+        }
+        for x in after.z.iter().chain(&after.doc_topic) {
+            writeln!(want, "{x}").unwrap();
+        }
+        for x in wt_after.iter().chain(&tot_after) {
+            writeln!(want, "{}", x.to_bits()).unwrap();
+        }
+        for x in wt_delta.iter().chain(&delta.totals) {
+            writeln!(want, "{x}").unwrap();
+        }
+
+        let pr = WordMajorPriors::of(&hyper, state.vocab_size);
+        let by_word = WordOrder::of(&state);
+        let n = state.tokens.len();
+        let offsets: Vec<u32> = state.doc_offsets.iter().map(|&o| o as u32).collect();
+        let word_offsets: Vec<u32> = by_word.offsets.iter().map(|&o| o as u32).collect();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let mut c = String::from("{\n");
+        c += &array("unsigned int", "off", &offsets);
+        c += &array("unsigned int", "word_off", &word_offsets);
+        c += &array("unsigned int", "order", &by_word.order);
+        c += &array("unsigned int", "tdoc", &by_word.doc_of);
+        c += &array("unsigned int", "tokens", &state.tokens);
+        c += &array("unsigned int", "z", &state.z);
+        c += &array("unsigned int", "ndk", &state.doc_topic);
+        c += &array("unsigned int", "wt_bits", &bits(&wt));
+        c += &array("unsigned int", "tot_bits", &bits(&totals));
+        c += &array("unsigned int", "dtop", &vec![0u32; n.max(1)]);
+        c += &array("unsigned int", "dcnt", &vec![0u32; n.max(1)]);
+        c += &array("unsigned int", "znew", &vec![0u32; n.max(1)]);
+        c += &array("unsigned int", "nnz", &vec![0u32; state.num_docs()]);
+        c += &array("int", "wtd", &vec![0i32; wt.len()]);
+        c += &array("int", "totd", &vec![0i32; k]);
+        c += &array("float", "phi", &vec![0f32; k]);
+        c += &array("float", "qp", &vec![0f32; k]);
+        let (docs, words) = (state.num_docs(), state.words.len());
+        write!(
+            c,
+            "static float wt[{}]; static float tot[{k}];
+            memcpy(wt, wt_bits, sizeof wt); memcpy(tot, tot_bits, sizeof tot);
+            const float a = __uint_as_float({}u), b = __uint_as_float({}u), vb = __uint_as_float({}u);
+            gridDim.x = 1; blockDim.x = 1; blockIdx.x = 0; threadIdx.x = 0;
+            for (unsigned int d = 0; d < {docs}u; ++d)
+                nnz[d] = lw_doc_list(ndk + d * {k}u, {k}u, off[d + 1] - off[d], dtop + off[d], dcnt + off[d], 0u);
+            for (unsigned int w = 0; w < {words}u; ++w) {{
+                if (word_off[w] == word_off[w + 1]) continue;
+                lw_word_table(wt + w * {k}u, tot, {k}u, a, b, vb, phi, qp);
+                for (unsigned int j = word_off[w]; j < word_off[w + 1]; ++j) {{
+                    const unsigned int i = order[j], d = tdoc[i];
+                    const float u = philox_uniform({}u, {}u, {}u, {}ull + i);
+                    znew[i] = lw_draw(phi, qp, {k}u, wt + w * {k}u, tot, dtop + off[d], dcnt + off[d],
+                                      nnz[d], z[i], u, a, b, vb, 0u);
+                }}
+            }}
+            for (unsigned int i = 0; i < {n}u; ++i) printf(\"%u\\n\", znew[i]);
+            for (unsigned int d = 0; d < {docs}u; ++d)
+                lw_apply_doc(off[d], off[d + 1], tokens, z, znew, ndk + d * {k}u, wt, tot, wtd, totd, {k}u);
+            for (unsigned int i = 0; i < {n}u; ++i) printf(\"%u\\n\", z[i]);
+            for (unsigned int i = 0; i < {}u; ++i) printf(\"%u\\n\", ndk[i]);
+            for (unsigned int i = 0; i < {}u; ++i) {{ unsigned int x; memcpy(&x, &wt[i], 4); printf(\"%u\\n\", x); }}
+            for (unsigned int i = 0; i < {k}u; ++i) {{ unsigned int x; memcpy(&x, &tot[i], 4); printf(\"%u\\n\", x); }}
+            for (unsigned int i = 0; i < {}u; ++i) printf(\"%d\\n\", wtd[i]);
+            for (unsigned int i = 0; i < {k}u; ++i) printf(\"%d\\n\", totd[i]);
+            }}\n",
+            wt.len(),
+            pr.alpha.to_bits(),
+            pr.beta.to_bits(),
+            pr.vbeta.to_bits(),
+            key.seed as u32,
+            (key.seed >> 32) as u32,
+            key.philox_stream(),
+            key.philox_index(0),
+            state.doc_topic.len(),
+            wt.len(),
+            wt.len(),
+        )
+        .unwrap();
+        body += &c;
+    }
+    let headers = format!(
+        "#define LW_LANES 1\n{}\n{}",
+        include_str!("../../kernels/philox.cuh"),
+        include_str!("../../kernels/lda_word.cuh")
+    );
+    host_cxx::check_on_host(&headers, &body, &want);
+}
