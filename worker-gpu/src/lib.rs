@@ -18,7 +18,7 @@
 //! This crate must not depend on the server or on networking.
 
 use ps_apps::app::{CpuEngines, Engines};
-use ps_apps::lda::{HostLdaResident, LdaCompute, LdaResident};
+use ps_apps::lda::{HostLdaResident, LdaCompute, LdaResident, WordMajorLda};
 use ps_apps::lr::{HostLrResident, LrCompute, LrResident};
 use ps_apps::mf::{HostResident, MfCompute, MfResident};
 use ps_apps::mlp::{HostMlpResident, MlpCompute, MlpResident};
@@ -31,6 +31,7 @@ pub mod ptxas;
 
 use cuda::lda::CudaLda;
 use cuda::lda_resident::CudaLdaResident;
+use cuda::lda_word::{CudaWordLda, LdaSampler};
 use cuda::lr::CudaLr;
 use cuda::lr_resident::CudaLrResident;
 use cuda::mf::CudaMf;
@@ -180,9 +181,17 @@ impl Engines for DeviceEngines {
     }
 
     fn lda(&self, threads: u32) -> Result<Box<dyn LdaCompute + Send>, AppError> {
-        match self.0 {
-            Device::Cpu | Device::CpuResident => CpuEngines.lda(threads),
-            Device::Cuda(n) => Ok(Box::new(cuda(n, CudaLda::new(open(n)?))?)),
+        // Checked on every device; the CPU runs the word-major sweep's twin.
+        let sampler = LdaSampler::from_env().map_err(AppError::Settings)?;
+        match (self.0, sampler.unwrap_or_default()) {
+            (Device::Cpu | Device::CpuResident, LdaSampler::WordMajor) => {
+                Ok(Box::new(WordMajorLda::new(threads as usize)))
+            }
+            (Device::Cpu | Device::CpuResident, LdaSampler::Gibbs) => CpuEngines.lda(threads),
+            (Device::Cuda(n), LdaSampler::WordMajor) => {
+                Ok(Box::new(cuda(n, CudaWordLda::new(open(n)?))?))
+            }
+            (Device::Cuda(n), LdaSampler::Gibbs) => Ok(Box::new(cuda(n, CudaLda::new(open(n)?))?)),
         }
     }
 
@@ -241,10 +250,16 @@ impl Engines for DeviceEngines {
     }
 
     fn lda_resident(&self) -> Result<Option<Box<dyn LdaResident>>, AppError> {
+        let sampler = LdaSampler::from_env()
+            .map_err(AppError::Settings)?
+            .unwrap_or_default();
         match self.0 {
             Device::Cpu => Ok(None),
-            Device::CpuResident => Ok(Some(Box::new(HostLdaResident::new(CpuEngines.lda(1)?)))),
-            Device::Cuda(n) => Ok(Some(Box::new(cuda(n, CudaLdaResident::new(open(n)?))?))),
+            Device::CpuResident => Ok(Some(Box::new(HostLdaResident::new(self.lda(1)?)))),
+            Device::Cuda(n) => Ok(Some(Box::new(cuda(
+                n,
+                CudaLdaResident::with_sampler(open(n)?, sampler),
+            )?))),
         }
     }
 }

@@ -104,6 +104,42 @@ fn a_bad_device_is_refused_before_anything_starts() {
     assert!(err.contains("cpu-resident"), "{err}");
 }
 
+/// `PS_LDA_SAMPLER=word-major` runs the word-major sweep over fixed counts (the device sampler's
+/// CPU twin) on the host path and the resident path alike: the same model bit for bit, other
+/// than the default sampler's, and the built-in topics recovered.
+#[test]
+fn the_word_major_sampler_trains_lda_on_either_path() {
+    let run = |device: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ps-cluster"))
+            .args([
+                "local",
+                "--app",
+                "lda",
+                "--device",
+                device,
+                "--deterministic",
+            ])
+            .env("PS_LDA_SAMPLER", "word-major")
+            .env("RUST_LOG", "ps_apps=info")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        (summary(&out), err)
+    };
+    let (host, host_log) = run("cpu");
+    // The resident path's log names its oracle; its model shows which sampler ran.
+    let (dev, _) = run("cpu-resident");
+    let default = self::run("lda", "cpu", "raw");
+    assert_eq!(
+        host["word_topic_hash"], dev["word_topic_hash"],
+        "{host}\n{dev}"
+    );
+    assert_eq!(host["loglik_per_token"], dev["loglik_per_token"]);
+    assert_ne!(host["word_topic_hash"], default["word_topic_hash"]);
+    assert!(host["topic_recovery"].as_f64().unwrap() >= 0.9, "{host}");
+    assert!(host_log.contains("word-major"), "{host_log}");
+}
+
 /// A kernel variant the environment names wrongly (`PS_MF_WAVE_KERNEL`, `PS_MLP_GEMM`) stops the
 /// job with a message naming the variable and the names there are, on the CPU path too.
 #[test]
@@ -111,6 +147,12 @@ fn a_misspelt_kernel_variant_stops_the_job() {
     for (var, value, app, names) in [
         ("PS_MF_WAVE_KERNEL", "window-3", "mf", "window-4"),
         ("PS_MLP_GEMM", "cuBLAS", "mlp", "expected tiled or cublas"),
+        (
+            "PS_LDA_SAMPLER",
+            "wordmajor",
+            "lda",
+            "expected gibbs or word-major",
+        ),
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_ps-cluster"))
             .args([

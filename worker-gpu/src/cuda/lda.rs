@@ -21,7 +21,7 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 use ps_apps::lda::{check_dims, LdaCompute, LdaDelta, LdaHyper, LdaWorkerState, SweepKey};
 
 use super::buffers::{DevBuf, Pinned};
@@ -47,11 +47,20 @@ struct Launch {
     alpha: f64,
     beta: f64,
     vbeta: f64,
-    /// The sweep's Philox key (the seed, low and high words), stream and first index.
-    seed_lo: u32,
-    seed_hi: u32,
-    stream: u32,
-    first_index: u64,
+    /// The sweep's Philox key, stream and first index (the kernel draws the uniforms).
+    key: SweepKey,
+}
+
+/// An engine's state buffers, which a sweep reads and moves (`lda_gibbs_sweep`'s, and the word-major sweep's).
+pub(crate) struct StateBufs<'a> {
+    pub offsets: &'a DevBuf<u32>,
+    pub tokens: &'a DevBuf<u32>,
+    pub z: &'a mut DevBuf<u32>,
+    pub doc_topic: &'a mut DevBuf<u32>,
+    pub word_topic: &'a mut DevBuf<f32>,
+    pub totals: &'a mut DevBuf<f32>,
+    pub wt_delta: &'a mut DevBuf<i32>,
+    pub totals_delta: &'a mut DevBuf<i32>,
 }
 
 /// Which draw the sweep kernel makes (`kernels/lda_gibbs.cu`). `Scratch` forms each token's
@@ -144,12 +153,60 @@ pub struct CudaLda {
 }
 
 /// `x` as the kernel's `unsigned int`, or a typed error naming `what`.
-fn narrow(x: usize, what: &str) -> Result<u32, GpuError> {
+pub(super) fn narrow(x: usize, what: &str) -> Result<u32, GpuError> {
     u32::try_from(x).map_err(|_| {
         GpuError::Input(format!(
             "LDA: {what} {x} exceeds the kernel's 32-bit indices"
         ))
     })
+}
+
+/// Enqueues `lda_gibbs_sweep` (or its chunk-ends form: `sweep` is the kernel with its grid and
+/// block) over the state `b` of `docs` documents and `topics` topics on `stream`, with the
+/// priors `(alpha, beta, V * beta)` and the uniforms of `key`: the launch of both CUDA LDA
+/// engines. `scratch` holds K doubles per warp of the grid.
+pub(super) fn launch_gibbs(
+    stream: &Arc<CudaStream>,
+    sweep: (&CudaFunction, u32, u32),
+    b: StateBufs<'_>,
+    scratch: &mut DevBuf<f64>,
+    (docs, topics): (u32, u32),
+    (alpha, beta, vbeta): (f64, f64, f64),
+    key: SweepKey,
+) -> Result<(), GpuError> {
+    let (f, grid, block) = sweep;
+    let (seed_lo, seed_hi) = (key.seed as u32, (key.seed >> 32) as u32);
+    let (philox_stream, first_index) = (key.philox_stream(), key.philox_index(0));
+    let cfg = LaunchConfig {
+        grid_dim: (grid, 1, 1),
+        block_dim: (block, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut l = stream.launch_builder(f);
+    l.arg(b.offsets.get())
+        .arg(&docs)
+        .arg(b.tokens.get())
+        .arg(b.z.get_mut())
+        .arg(b.doc_topic.get_mut())
+        .arg(b.word_topic.get_mut())
+        .arg(b.totals.get_mut())
+        .arg(&seed_lo)
+        .arg(&seed_hi)
+        .arg(&philox_stream)
+        .arg(&first_index)
+        .arg(scratch.get_mut())
+        .arg(b.wt_delta.get_mut())
+        .arg(b.totals_delta.get_mut())
+        .arg(&topics)
+        .arg(&alpha)
+        .arg(&beta)
+        .arg(&vbeta);
+    // SAFETY: the callers' state: doc_offsets holds docs + 1 offsets, each <= the number of
+    // tokens; tokens and z hold one entry per token, every token row < words and every topic
+    // < K (checked when loaded); doc_topic holds docs x K, word_topic and wt_delta words x K,
+    // totals and totals_delta K entries; scratch holds (grid * block / 32) x K doubles.
+    unsafe { l.launch(cfg) }.call("cuLaunchKernel(lda gibbs sweep)")?;
+    Ok(())
 }
 
 /// `(alpha, beta, V * beta)` exactly as the CPU engines compute them.
@@ -224,7 +281,7 @@ impl CudaLda {
 
     /// Checks the state (panicking on caller bugs, as the CPU engines would when indexing) and
     /// returns the number of tokens a sweep visits.
-    fn validate(
+    pub(super) fn validate(
         state: &LdaWorkerState,
         word_topic: &[f32],
         totals: &[f32],
@@ -323,10 +380,7 @@ impl CudaLda {
             alpha,
             beta,
             vbeta,
-            seed_lo: key.seed as u32,
-            seed_hi: (key.seed >> 32) as u32,
-            stream: key.philox_stream(),
-            first_index: key.philox_index(0),
+            key,
         })
     }
 
@@ -335,36 +389,27 @@ impl CudaLda {
         let warps = grid as usize * block as usize / 32;
         self.d_scratch
             .ensure(&self.gpu.compute, warps * p.topics as usize)?;
-        let cfg = LaunchConfig {
-            grid_dim: (grid, 1, 1),
-            block_dim: (block, 1, 1),
-            shared_mem_bytes: 0,
+        let bufs = StateBufs {
+            offsets: &self.d_offsets,
+            tokens: &self.d_tokens,
+            z: &mut self.d_z,
+            doc_topic: &mut self.d_doc_topic,
+            word_topic: &mut self.d_word_topic,
+            totals: &mut self.d_totals,
+            wt_delta: &mut self.d_wt_delta,
+            totals_delta: &mut self.d_totals_delta,
         };
-        let mut b = self.gpu.compute.launch_builder(&self.sweep_fn);
-        b.arg(self.d_offsets.get())
-            .arg(&p.docs)
-            .arg(self.d_tokens.get())
-            .arg(self.d_z.get_mut())
-            .arg(self.d_doc_topic.get_mut())
-            .arg(self.d_word_topic.get_mut())
-            .arg(self.d_totals.get_mut())
-            .arg(&p.seed_lo)
-            .arg(&p.seed_hi)
-            .arg(&p.stream)
-            .arg(&p.first_index)
-            .arg(self.d_scratch.get_mut())
-            .arg(self.d_wt_delta.get_mut())
-            .arg(self.d_totals_delta.get_mut())
-            .arg(&p.topics)
-            .arg(&p.alpha)
-            .arg(&p.beta)
-            .arg(&p.vbeta);
-        // SAFETY: doc_offsets holds docs + 1 offsets, each <= the number of tokens (checked in
-        // `load`); tokens and z hold one entry per token, every token row < words and
-        // every topic < K (checked); doc_topic holds docs x K, word_topic and wt_delta words x K,
-        // totals and totals_delta K entries; scratch holds (grid * block / 32) x K doubles.
-        unsafe { b.launch(cfg) }.call("cuLaunchKernel(lda gibbs sweep)")?;
-        Ok(())
+        let priors = (p.alpha, p.beta, p.vbeta);
+        let sweep = (&self.sweep_fn, grid, block);
+        launch_gibbs(
+            &self.gpu.compute,
+            sweep,
+            bufs,
+            &mut self.d_scratch,
+            (p.docs, p.topics),
+            priors,
+            p.key,
+        )
     }
 
     fn try_sweep(

@@ -38,8 +38,9 @@ use ps_proto::SparseRows;
 
 use super::buffers::{DevBuf, KernelTimer, Pinned};
 use super::bus::Bus;
-use super::lda::LdaSweepKernel;
+use super::lda::{launch_gibbs, narrow, LdaSweepKernel, StateBufs};
 use super::lda_compact::{Compaction, PackedDelta};
+use super::lda_word::{LdaSampler, SweepScalars, WordSweep};
 use super::{failed, Call, Gpu, GpuError};
 
 /// Threads per block of the sweep and the log-likelihood (8 warps, one document each).
@@ -49,6 +50,13 @@ const BLOCK: u32 = 256;
 const BLOCKS_PER_SM: u32 = 4;
 /// Threads of `lda_sum_partials` (its `LDA_SUM_BLOCK`).
 const SUM_BLOCK: u32 = 256;
+
+/// The key the word-major sweep's scalars are formed with at set-up (each sweep sets its own).
+const SWEEP_KEY_UNSET: SweepKey = SweepKey {
+    seed: 0,
+    worker: 0,
+    clock: 0,
+};
 
 /// What the engine was set up with.
 #[derive(Debug, Clone, Copy)]
@@ -100,14 +108,9 @@ pub struct CudaLdaResident {
     h_state: Pinned<u32>,
     timer: KernelTimer,
     bus: Bus,
-}
-
-fn narrow(x: usize, what: &str) -> Result<u32, GpuError> {
-    u32::try_from(x).map_err(|_| {
-        GpuError::Input(format!(
-            "LDA: {what} {x} exceeds the kernel's 32-bit indices"
-        ))
-    })
+    /// The word-major sweep ([`LdaSampler::WordMajor`]) and its scalars (set up), in place of
+    /// `lda_gibbs_sweep`.
+    word: Option<(WordSweep, Option<SweepScalars>)>,
 }
 
 fn not_set_up() -> GpuError {
@@ -153,8 +156,18 @@ impl CudaLdaResident {
             h_state: Pinned::new(ctx)?,
             timer: KernelTimer::new(ctx)?,
             bus: Bus::new(ctx),
+            word: None,
             gpu,
         })
+    }
+
+    /// The engine with `sampler`'s sweep.
+    pub fn with_sampler(gpu: Arc<Gpu>, sampler: LdaSampler) -> Result<Self, GpuError> {
+        let mut e = Self::new(gpu)?;
+        if sampler == LdaSampler::WordMajor {
+            e.word = Some((WordSweep::new(&e.gpu)?, None));
+        }
+        Ok(e)
     }
 
     /// The one-warp engine (grid 1, block 32): documents and tokens in the oracle's order.
@@ -257,6 +270,10 @@ impl CudaLdaResident {
             .ensure(stream, (grid * block / 32) as usize * k)?;
         let (grid, block) = self.shape_for(docs32, BLOCKS_PER_SM);
         self.partial.ensure(stream, (grid * block / 32) as usize)?;
+        if let Some((word, scalars)) = &mut self.word {
+            self.bus.h2d(stream, || word.set_up(gpu, state))?;
+            *scalars = Some(SweepScalars::of(state, hyper, SWEEP_KEY_UNSET)?);
+        }
         stream.synchronize().call("cuStreamSynchronize")?;
         self.bus.settle()?;
         self.host_words = state.words.clone();
@@ -444,38 +461,28 @@ impl CudaLdaResident {
         self.wt_delta.zero(&stream, s.words * k)?;
         self.totals_delta.zero(&stream, k)?;
         let (grid, block) = self.shape_for(s.docs, self.sweep_blocks_per_sm);
-        let (seed_lo, seed_hi) = (key.seed as u32, (key.seed >> 32) as u32);
-        let (philox_stream, first_index) = (key.philox_stream(), key.philox_index(0));
         self.start_timer()?;
-        {
-            let cfg = LaunchConfig {
-                grid_dim: (grid, 1, 1),
-                block_dim: (block, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            let mut b = stream.launch_builder(&self.sweep_fn);
-            b.arg(self.offsets.get())
-                .arg(&s.docs)
-                .arg(self.tokens.get())
-                .arg(self.z.get_mut())
-                .arg(self.doc_topic.get_mut())
-                .arg(self.word_topic.get_mut())
-                .arg(self.totals.get_mut())
-                .arg(&seed_lo)
-                .arg(&seed_hi)
-                .arg(&philox_stream)
-                .arg(&first_index)
-                .arg(self.scratch.get_mut())
-                .arg(self.wt_delta.get_mut())
-                .arg(self.totals_delta.get_mut())
-                .arg(&s.topics)
-                .arg(&s.alpha)
-                .arg(&s.beta)
-                .arg(&s.vbeta);
-            // SAFETY: as lda_loglik's, plus: z holds one topic < K per token (checked at
-            // set-up, and the kernel only writes topics < K); scratch holds K doubles per warp
-            // of this shape (set-up); wt_delta holds words x K, totals_delta K.
-            unsafe { b.launch(cfg) }.call("cuLaunchKernel(lda gibbs sweep)")?;
+        let bufs = StateBufs {
+            offsets: &self.offsets,
+            tokens: &self.tokens,
+            z: &mut self.z,
+            doc_topic: &mut self.doc_topic,
+            word_topic: &mut self.word_topic,
+            totals: &mut self.totals,
+            wt_delta: &mut self.wt_delta,
+            totals_delta: &mut self.totals_delta,
+        };
+        match &mut self.word {
+            Some((word, Some(p))) => word.launch(&self.gpu, bufs, &p.with_key(key))?,
+            _ => launch_gibbs(
+                &stream,
+                (&self.sweep_fn, grid, block),
+                bufs,
+                &mut self.scratch,
+                (s.docs, s.topics),
+                (s.alpha, s.beta, s.vbeta),
+                key,
+            )?,
         }
         self.stop_timer()?;
         let entries = if k <= MAX_PACKED_TOPICS {
@@ -544,6 +551,8 @@ impl LdaResident for CudaLdaResident {
     fn name(&self) -> &'static str {
         if self.sequential {
             "cuda-resident-sequential"
+        } else if self.word.is_some() {
+            "cuda-resident-word-major"
         } else {
             "cuda-resident"
         }

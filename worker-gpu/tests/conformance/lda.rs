@@ -23,7 +23,12 @@ use worker_gpu::cuda::lda::{CudaLda, LdaSweepKernel};
 use crate::common::{draws_agree, seed};
 
 /// Random documents over `vocab` words, with `docs` documents of `0..=max_len` tokens.
-fn random_docs(rng: &mut ChaCha8Rng, docs: usize, max_len: usize, vocab: u32) -> Vec<Vec<u32>> {
+pub(crate) fn random_docs(
+    rng: &mut ChaCha8Rng,
+    docs: usize,
+    max_len: usize,
+    vocab: u32,
+) -> Vec<Vec<u32>> {
     (0..docs)
         .map(|_| {
             (0..rng.gen_range(0..=max_len))
@@ -33,7 +38,7 @@ fn random_docs(rng: &mut ChaCha8Rng, docs: usize, max_len: usize, vocab: u32) ->
         .collect()
 }
 
-fn random_hyper(rng: &mut ChaCha8Rng, topics: u32) -> LdaHyper {
+pub(crate) fn random_hyper(rng: &mut ChaCha8Rng, topics: u32) -> LdaHyper {
     LdaHyper {
         topics,
         alpha: rng.gen_range(0.02..1.5),
@@ -44,7 +49,7 @@ fn random_hyper(rng: &mut ChaCha8Rng, topics: u32) -> LdaHyper {
 /// A stale, hostile copy of the worker's rows and totals: its own counts plus other workers'
 /// (noise), some counts negative, some non-integer (x.5 and x.75, which round away from zero),
 /// some own counts missing, and totals that are not the column sums. All below 2^24.
-fn stale_copy(rng: &mut ChaCha8Rng, state: &LdaWorkerState) -> (Vec<f32>, Vec<f32>) {
+pub(crate) fn stale_copy(rng: &mut ChaCha8Rng, state: &LdaWorkerState) -> (Vec<f32>, Vec<f32>) {
     let k = state.topics as usize;
     let wt: Vec<f32> = state
         .local_word_topic()

@@ -1,0 +1,364 @@
+//! The CUDA word-major LDA engine: `kernels/lda_word.cu` behind [`LdaCompute`], the device half
+//! of [`ps_apps::lda::WordMajorLda`] (whose module documents the sweep and the draw).
+//!
+//! A sweep draws every token from the counts as they were when it began, so its result does not
+//! depend on the grid: it is `WordMajorLda`'s bit for bit (the conformance case checks that).
+//! Tokens are grouped by word into slots of at most [`SLOT_TOKENS`]; a block forms its slot's
+//! word table (`K` values of `phi` and the chunks' sums) in shared memory once, and its warps
+//! draw the slot's tokens against it, each token's document part over the document's nonzero
+//! topics (formed by `lda_word_doc_lists` at the start of the sweep). Then `lda_word_apply`
+//! moves the counts and `lda_compact_delta` (`lda_gibbs.cu`) compacts the move counts.
+//!
+//! This engine uploads the worker's state every sweep and copies it back, as [`super::lda::CudaLda`]
+//! does; the word order and the slots are formed on the host each sweep. It is the kernel's
+//! first form: where it beats `lda_gibbs_sweep` on a GPU, the resident session is the next step.
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaFunction, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits};
+use ps_apps::lda::word_major::{unit_f32, DocLists, WordMajorPriors};
+use ps_apps::lda::{check_dims, LdaCompute, LdaDelta, LdaHyper, LdaWorkerState, SweepKey};
+use ps_apps::ComputeError;
+
+use super::buffers::{upload_once, DevBuf};
+use super::bus::Bus;
+use super::lda::{narrow, CudaLda, StateBufs};
+use super::lda_compact::Compaction;
+use super::{failed, Call, Gpu, GpuError};
+
+mod sweep;
+
+use sweep::{narrowed, table_bytes};
+pub use sweep::{slots, MAX_TOPICS, SLOT_TOKENS};
+pub(crate) use sweep::{SweepScalars, WordSweep};
+
+/// Which sampler the LDA engines on a device run: `Gibbs`, one warp per document over counts
+/// kept up to date (`kernels/lda_gibbs.cu`, the oracle's chain up to AD-LDA staleness), or
+/// `WordMajor`, this module's sweep over fixed counts ([`ps_apps::lda::WordMajorLda`]'s chain, on
+/// the CPU devices too). Jobs run `Gibbs` unless the worker's environment names the other in
+/// `PS_LDA_SAMPLER` ([`LdaSampler::from_env`]), until a GPU run shows which reaches a quality
+/// sooner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LdaSampler {
+    #[default]
+    Gibbs,
+    WordMajor,
+}
+
+impl LdaSampler {
+    /// Both kinds.
+    pub const ALL: [LdaSampler; 2] = [LdaSampler::Gibbs, LdaSampler::WordMajor];
+
+    /// The environment variable that picks the sampler.
+    pub const ENV: &'static str = "PS_LDA_SAMPLER";
+
+    /// The sampler `PS_LDA_SAMPLER` names (`None` where it is unset or empty), or an error that
+    /// says which names there are.
+    pub fn from_env() -> Result<Option<Self>, String> {
+        crate::cuda::choice_from_env(Self::ENV)
+    }
+
+    /// A short name for tables and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            LdaSampler::Gibbs => "gibbs",
+            LdaSampler::WordMajor => "word-major",
+        }
+    }
+}
+
+impl std::str::FromStr for LdaSampler {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s.trim())
+            .ok_or_else(|| format!("no LDA sampler {s:?}; expected gibbs or word-major"))
+    }
+}
+
+/// Word-major collapsed Gibbs over fixed counts on a CUDA device.
+pub struct CudaWordLda {
+    gpu: Arc<Gpu>,
+    sweep: WordSweep,
+    token_fn: CudaFunction,
+    compaction: Compaction,
+    bus: Bus,
+    loaded: Option<(SweepScalars, u32, usize)>,
+    d_offsets: DevBuf<u32>,
+    d_tokens: DevBuf<u32>,
+    d_z: DevBuf<u32>,
+    d_doc_topic: DevBuf<u32>,
+    d_word_topic: DevBuf<f32>,
+    d_totals: DevBuf<f32>,
+    d_wt_delta: DevBuf<i32>,
+    d_totals_delta: DevBuf<i32>,
+    d_words: DevBuf<u32>,
+    d_list_topics: DevBuf<u32>,
+    d_list_counts: DevBuf<u32>,
+    d_out: DevBuf<u32>,
+}
+
+/// Copies the first `dst.len()` elements of `src` into `dst` and waits.
+fn download<T: DeviceRepr + ValidAsZeroBits>(
+    gpu: &Gpu,
+    src: &DevBuf<T>,
+    dst: &mut [T],
+) -> Result<(), GpuError> {
+    if dst.is_empty() {
+        return Ok(());
+    }
+    gpu.compute
+        .memcpy_dtoh(&src.view(dst.len()), dst)
+        .call("cuMemcpyDtoHAsync")?;
+    gpu.compute.synchronize().call("cuStreamSynchronize")
+}
+
+impl CudaWordLda {
+    /// The engine on `gpu`.
+    pub fn new(gpu: Arc<Gpu>) -> Result<Self, GpuError> {
+        Ok(CudaWordLda {
+            sweep: WordSweep::new(&gpu)?,
+            token_fn: gpu.function("lda_word", "lda_word_sample_token")?,
+            compaction: Compaction::new(&gpu)?,
+            bus: Bus::new(&gpu.ctx),
+            loaded: None,
+            d_offsets: DevBuf::default(),
+            d_tokens: DevBuf::default(),
+            d_z: DevBuf::default(),
+            d_doc_topic: DevBuf::default(),
+            d_word_topic: DevBuf::default(),
+            d_totals: DevBuf::default(),
+            d_wt_delta: DevBuf::default(),
+            d_totals_delta: DevBuf::default(),
+            d_words: DevBuf::default(),
+            d_list_topics: DevBuf::default(),
+            d_list_counts: DevBuf::default(),
+            d_out: DevBuf::default(),
+            gpu,
+        })
+    }
+
+    /// Checks the state and uploads it, with its word order and slots; zeroes the move counts.
+    /// Returns the sweep's scalars, the distinct words and the tokens visited.
+    fn load(
+        &mut self,
+        state: &LdaWorkerState,
+        word_topic: &[f32],
+        totals: &[f32],
+        hyper: &LdaHyper,
+        key: SweepKey,
+    ) -> Result<(SweepScalars, u32, usize), GpuError> {
+        let visited = CudaLda::validate(state, word_topic, totals, hyper)?;
+        WordSweep::check_topics(state.topics)?;
+        let (k, nw) = (state.topics as usize, state.words.len());
+        for &w in &state.tokens {
+            assert!(
+                (w as usize) < nw,
+                "LDA: token row {w} out of range for {nw} words"
+            );
+        }
+        for &t in &state.z {
+            assert!(t < state.topics, "LDA: topic {t} out of range for K = {k}");
+        }
+        let s = &self.gpu.compute;
+        upload_once(
+            s,
+            &mut self.d_offsets,
+            &narrowed(&state.doc_offsets, "token offset")?,
+        )?;
+        upload_once(s, &mut self.d_tokens, &state.tokens)?;
+        upload_once(s, &mut self.d_z, &state.z)?;
+        upload_once(s, &mut self.d_doc_topic, &state.doc_topic)?;
+        upload_once(s, &mut self.d_word_topic, word_topic)?;
+        upload_once(s, &mut self.d_totals, totals)?;
+        upload_once(s, &mut self.d_words, &state.words)?;
+        self.sweep.set_up(&self.gpu, state)?;
+        self.d_wt_delta.zero(s, nw * k)?;
+        self.d_totals_delta.zero(s, k)?;
+        let p = SweepScalars::of(state, hyper, key)?;
+        Ok((p, narrow(nw, "number of distinct words")?, visited))
+    }
+
+    /// Enqueues the sweep on the uploaded state.
+    fn launch(&mut self, p: &SweepScalars) -> Result<(), GpuError> {
+        let bufs = StateBufs {
+            offsets: &self.d_offsets,
+            tokens: &self.d_tokens,
+            z: &mut self.d_z,
+            doc_topic: &mut self.d_doc_topic,
+            word_topic: &mut self.d_word_topic,
+            totals: &mut self.d_totals,
+            wt_delta: &mut self.d_wt_delta,
+            totals_delta: &mut self.d_totals_delta,
+        };
+        self.sweep.launch(&self.gpu, bufs, p)
+    }
+
+    fn try_sweep(
+        &mut self,
+        state: &mut LdaWorkerState,
+        word_topic: &mut [f32],
+        totals: &mut [f32],
+        hyper: &LdaHyper,
+        key: SweepKey,
+    ) -> Result<LdaDelta, GpuError> {
+        if CudaLda::validate(state, word_topic, totals, hyper)? == 0 {
+            return Ok(LdaDelta {
+                topics: state.topics,
+                entries: Vec::new(),
+                totals: vec![0; state.topics as usize],
+            });
+        }
+        self.loaded = None;
+        let (p, words, visited) = self.load(state, word_topic, totals, hyper, key)?;
+        self.launch(&p)?;
+        let entries = self.compaction.run(
+            &self.gpu,
+            &mut self.bus,
+            None,
+            &self.d_wt_delta,
+            (&self.d_words, words),
+            p.topics,
+            visited,
+        )?;
+        let mut moves = vec![0i32; p.topics as usize];
+        download(&self.gpu, &self.d_z, &mut state.z)?;
+        download(&self.gpu, &self.d_doc_topic, &mut state.doc_topic)?;
+        download(&self.gpu, &self.d_word_topic, word_topic)?;
+        download(&self.gpu, &self.d_totals, totals)?;
+        download(&self.gpu, &self.d_totals_delta, &mut moves)?;
+        Ok(LdaDelta {
+            topics: state.topics,
+            entries,
+            totals: moves,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn try_sample_token(
+        &mut self,
+        state: &LdaWorkerState,
+        word_topic: &[f32],
+        totals: &[f32],
+        hyper: &LdaHyper,
+        doc: usize,
+        pos: usize,
+        u: f64,
+    ) -> Result<u32, GpuError> {
+        check_dims(state, word_topic, totals, hyper);
+        WordSweep::check_topics(state.topics)?;
+        let (topics, k) = (state.topics, state.topics as usize);
+        assert!(doc < state.num_docs(), "sample_token: doc out of range");
+        let i = state.doc_offsets[doc] + pos;
+        assert!(
+            i < state.doc_offsets[doc + 1],
+            "sample_token: pos out of range"
+        );
+        let w = state.tokens[i] as usize;
+        assert!(
+            w < state.words.len(),
+            "sample_token: token row out of range"
+        );
+        let old = state.z[i];
+        assert!(old < topics, "sample_token: topic out of range");
+        self.loaded = None;
+        let lists = DocLists::of(state);
+        let list = lists.doc(state, doc);
+        let s = &self.gpu.compute;
+        upload_once(s, &mut self.d_word_topic, &word_topic[w * k..(w + 1) * k])?;
+        upload_once(s, &mut self.d_totals, totals)?;
+        upload_once(s, &mut self.d_list_topics, list.topics)?;
+        upload_once(s, &mut self.d_list_counts, list.counts)?;
+        self.d_out.ensure(s, 1)?;
+        let pr = WordMajorPriors::of(hyper, state.vocab_size);
+        let (nnz, u) = (narrow(list.topics.len(), "document list")?, unit_f32(u));
+        let cfg = LaunchConfig {
+            grid_dim: (1, 1, 1),
+            block_dim: (32, 1, 1),
+            shared_mem_bytes: table_bytes(topics),
+        };
+        let mut b = s.launch_builder(&self.token_fn);
+        b.arg(self.d_word_topic.get())
+            .arg(self.d_totals.get())
+            .arg(self.d_list_topics.get())
+            .arg(self.d_list_counts.get())
+            .arg(&nnz)
+            .arg(&old)
+            .arg(&u)
+            .arg(self.d_out.get_mut())
+            .arg(&topics)
+            .arg(&pr.alpha)
+            .arg(&pr.beta)
+            .arg(&pr.vbeta);
+        // SAFETY: the word row and totals hold K entries, the list nnz entries (at least one
+        // allocated), old < K, out one entry, and the shared memory the table of K topics.
+        unsafe { b.launch(cfg) }.call("cuLaunchKernel(lda word sample token)")?;
+        let mut out = [0u32];
+        download(&self.gpu, &self.d_out, &mut out)?;
+        Ok(out[0])
+    }
+
+    /// For benchmarks: checks and uploads a sweep's inputs and keeps them on the device for
+    /// [`CudaWordLda::bench_kernel_only`].
+    pub fn bench_load(
+        &mut self,
+        state: &LdaWorkerState,
+        word_topic: &[f32],
+        totals: &[f32],
+        hyper: &LdaHyper,
+        key: SweepKey,
+    ) -> Result<(), GpuError> {
+        if CudaLda::validate(state, word_topic, totals, hyper)? == 0 {
+            return Err(GpuError::Input(
+                "CudaWordLda::bench_load: no token to sample".into(),
+            ));
+        }
+        self.loaded = None;
+        self.loaded = Some(self.load(state, word_topic, totals, hyper, key)?);
+        self.gpu.synchronize()
+    }
+
+    /// For benchmarks: enqueues one sweep's kernels (lists, draws, moves) on the buffers of the
+    /// last [`CudaWordLda::bench_load`], with no copy; each call sweeps the device's state
+    /// again with the same key (the counts stay consistent).
+    pub fn bench_kernel_only(&mut self) -> Result<(), GpuError> {
+        let (p, _, _) = self.loaded.ok_or_else(|| {
+            GpuError::Input("CudaWordLda::bench_kernel_only needs bench_load first".into())
+        })?;
+        self.launch(&p)
+    }
+}
+
+impl LdaCompute for CudaWordLda {
+    fn sweep(
+        &mut self,
+        state: &mut LdaWorkerState,
+        word_topic: &mut [f32],
+        totals: &mut [f32],
+        hyper: &LdaHyper,
+        key: SweepKey,
+    ) -> Result<LdaDelta, ComputeError> {
+        let r = self.try_sweep(state, word_topic, totals, hyper, key);
+        failed("cuda-word-major", r)
+    }
+
+    fn sample_token(
+        &mut self,
+        state: &LdaWorkerState,
+        word_topic: &[f32],
+        totals: &[f32],
+        hyper: &LdaHyper,
+        doc: usize,
+        pos: usize,
+        u: f64,
+    ) -> Result<u32, ComputeError> {
+        let r = self.try_sample_token(state, word_topic, totals, hyper, doc, pos, u);
+        failed("cuda-word-major", r)
+    }
+
+    fn name(&self) -> &'static str {
+        "cuda-word-major"
+    }
+}

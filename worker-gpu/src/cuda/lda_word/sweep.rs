@@ -1,0 +1,305 @@
+//! The word-major sweep on a device: its kernels (`kernels/lda_word.cu`) and its own buffers
+//! over an engine's state buffers, shared by [`super::CudaWordLda`] and the resident engine
+//! ([`super::super::lda_resident::CudaLdaResident`] with [`super::LdaSampler::WordMajor`]).
+
+use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
+use ps_apps::lda::word_major::{WordMajorPriors, WordOrder};
+use ps_apps::lda::{LdaHyper, LdaWorkerState, SweepKey};
+
+use super::super::buffers::{upload_once, DevBuf};
+use super::super::lda::{narrow, StateBufs};
+use super::super::{Call, Gpu, GpuError};
+
+/// Threads per block of the draws (8 warps share a word's table).
+const BLOCK: u32 = 256;
+/// Threads per block of the documents' lists and of the moves.
+const DOC_BLOCK: u32 = 256;
+/// Blocks per multiprocessor where the driver gives no occupancy figure.
+const BLOCKS_PER_SM: u32 = 4;
+/// The most tokens of one slot: a word with more is drawn by several blocks.
+pub const SLOT_TOKENS: usize = 256;
+/// The most topics: a word's table (`K + ceil(K / 32)` floats) must fit 48 KiB of shared
+/// memory.
+pub const MAX_TOPICS: u32 = 11_000;
+
+/// The slots of a word order (`offsets` as [`WordOrder::offsets`]): each word's tokens cut into
+/// runs of at most `per_slot`; returns each slot's word and the slots' first positions, with
+/// the end last (`firsts.len() == words.len() + 1`). Words without tokens have no slot.
+pub fn slots(offsets: &[usize], per_slot: usize) -> (Vec<u32>, Vec<usize>) {
+    let per_slot = per_slot.max(1);
+    let (mut words, mut firsts) = (Vec::new(), Vec::new());
+    for (w, pair) in offsets.windows(2).enumerate() {
+        let mut at = pair[0];
+        while at < pair[1] {
+            words.push(w as u32);
+            firsts.push(at);
+            at = (at + per_slot).min(pair[1]);
+        }
+    }
+    firsts.push(offsets.last().copied().unwrap_or(0));
+    (words, firsts)
+}
+
+/// The dynamic shared memory of a table of `k` topics.
+pub(crate) fn table_bytes(k: u32) -> u32 {
+    (k + k.div_ceil(32)) * 4
+}
+
+/// The scalars of one sweep.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SweepScalars {
+    pub docs: u32,
+    pub topics: u32,
+    pub priors: WordMajorPriors,
+    pub seed_lo: u32,
+    pub seed_hi: u32,
+    pub stream: u32,
+    pub first_index: u64,
+}
+
+impl SweepScalars {
+    /// The scalars of `state`'s sweep with `key` (counts checked by the caller).
+    pub fn of(state: &LdaWorkerState, hyper: &LdaHyper, key: SweepKey) -> Result<Self, GpuError> {
+        Ok(SweepScalars {
+            docs: narrow(state.num_docs(), "number of documents")?,
+            topics: state.topics,
+            priors: WordMajorPriors::of(hyper, state.vocab_size),
+            seed_lo: key.seed as u32,
+            seed_hi: (key.seed >> 32) as u32,
+            stream: key.philox_stream(),
+            first_index: key.philox_index(0),
+        })
+    }
+
+    /// The same sweep with another key.
+    pub fn with_key(self, key: SweepKey) -> Self {
+        SweepScalars {
+            seed_lo: key.seed as u32,
+            seed_hi: (key.seed >> 32) as u32,
+            stream: key.philox_stream(),
+            first_index: key.philox_index(0),
+            ..self
+        }
+    }
+}
+
+/// The word-major sweep's kernels and its own buffers (the word order, the slots, the documents'
+/// lists, the new topics), over an engine's state buffers: the per-sweep engine and the resident
+/// one share it.
+pub(crate) struct WordSweep {
+    lists_fn: CudaFunction,
+    sample_fn: CudaFunction,
+    apply_fn: CudaFunction,
+    /// `(K, blocks of the draws resident per multiprocessor)` for the last K launched.
+    sample_per_sm: (u32, u32),
+    slots: u32,
+    order: DevBuf<u32>,
+    token_doc: DevBuf<u32>,
+    slot_word: DevBuf<u32>,
+    slot_first: DevBuf<u32>,
+    doc_nnz: DevBuf<u32>,
+    doc_topics: DevBuf<u32>,
+    doc_counts: DevBuf<u32>,
+    z_new: DevBuf<u32>,
+}
+
+impl WordSweep {
+    pub fn new(gpu: &Gpu) -> Result<Self, GpuError> {
+        Ok(WordSweep {
+            lists_fn: gpu.function("lda_word", "lda_word_doc_lists")?,
+            sample_fn: gpu.function("lda_word", "lda_word_sample")?,
+            apply_fn: gpu.function("lda_word", "lda_word_apply")?,
+            sample_per_sm: (0, 0),
+            slots: 0,
+            order: DevBuf::default(),
+            token_doc: DevBuf::default(),
+            slot_word: DevBuf::default(),
+            slot_first: DevBuf::default(),
+            doc_nnz: DevBuf::default(),
+            doc_topics: DevBuf::default(),
+            doc_counts: DevBuf::default(),
+            z_new: DevBuf::default(),
+        })
+    }
+
+    /// A typed error where a word's table of `topics` would not fit the shared memory.
+    pub fn check_topics(topics: u32) -> Result<(), GpuError> {
+        if topics > MAX_TOPICS {
+            return Err(GpuError::Input(format!(
+                "LDA: the word-major sampler holds a word's topics in shared memory, at most \
+                 {MAX_TOPICS}, not {topics}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Uploads `state`'s word order and slots and sizes the lists and new topics (once per
+    /// state: the tokens do not change); waits for the copies. Returns the bytes copied.
+    pub fn set_up(&mut self, gpu: &Gpu, state: &LdaWorkerState) -> Result<u64, GpuError> {
+        Self::check_topics(state.topics)?;
+        let by_word = WordOrder::of(state);
+        let (slot_word, slot_first) = slots(&by_word.offsets, SLOT_TOKENS);
+        let s = &gpu.compute;
+        let mut bytes = upload_once(s, &mut self.order, &by_word.order)?;
+        bytes += upload_once(s, &mut self.token_doc, &by_word.doc_of)?;
+        bytes += upload_once(s, &mut self.slot_word, &slot_word)?;
+        bytes += upload_once(
+            s,
+            &mut self.slot_first,
+            &narrowed(&slot_first, "slot offset")?,
+        )?;
+        let n = state.tokens.len();
+        self.z_new.ensure(s, n)?;
+        self.doc_nnz.ensure(s, state.num_docs())?;
+        self.doc_topics.ensure(s, n)?;
+        self.doc_counts.ensure(s, n)?;
+        self.slots = narrow(slot_word.len(), "number of slots")?;
+        Ok(bytes)
+    }
+
+    /// The grid of the draws for `k` topics: blocks resident at once (the driver's occupancy
+    /// figure for the table's shared memory), at most one per slot.
+    fn sample_grid(&mut self, gpu: &Gpu, k: u32) -> Result<u32, GpuError> {
+        if self.sample_per_sm.0 != k || self.sample_per_sm.1 == 0 {
+            gpu.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+            let per_sm = self
+                .sample_fn
+                .occupancy_max_active_blocks_per_multiprocessor(
+                    BLOCK,
+                    table_bytes(k) as usize,
+                    None,
+                )
+                .call("cuOccupancyMaxActiveBlocksPerMultiprocessor(lda word sample)")?;
+            self.sample_per_sm = (k, if per_sm == 0 { BLOCKS_PER_SM } else { per_sm });
+        }
+        let work = u64::from(self.slots) * u64::from(BLOCK);
+        Ok(gpu.grid_for(work, BLOCK, self.sample_per_sm.1))
+    }
+
+    /// Enqueues a sweep's three kernels on the compute stream, over `b` (the state set up last,
+    /// checked by the caller: token rows below the words, topics below K), the move counts
+    /// zeroed by the caller.
+    pub fn launch(
+        &mut self,
+        gpu: &Gpu,
+        b: StateBufs<'_>,
+        p: &SweepScalars,
+    ) -> Result<(), GpuError> {
+        let doc_grid = |threads: u64| gpu.grid_for(threads, DOC_BLOCK, BLOCKS_PER_SM);
+        let lists_cfg = LaunchConfig {
+            grid_dim: (doc_grid(u64::from(p.docs) * 32), 1, 1),
+            block_dim: (DOC_BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let apply_cfg = LaunchConfig {
+            grid_dim: (doc_grid(u64::from(p.docs)), 1, 1),
+            ..lists_cfg
+        };
+        let sample_cfg = LaunchConfig {
+            grid_dim: (self.sample_grid(gpu, p.topics)?, 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: table_bytes(p.topics),
+        };
+        let stream = &gpu.compute;
+        let mut l = stream.launch_builder(&self.lists_fn);
+        l.arg(b.offsets.get())
+            .arg(&p.docs)
+            .arg(b.doc_topic.get())
+            .arg(&p.topics)
+            .arg(self.doc_nnz.get_mut())
+            .arg(self.doc_topics.get_mut())
+            .arg(self.doc_counts.get_mut());
+        // SAFETY: offsets holds docs + 1 ascending offsets <= the tokens, doc_topic docs x K;
+        // doc_nnz holds docs entries, doc_topics and doc_counts one per token (set_up; a
+        // document's list is cut at its length).
+        unsafe { l.launch(lists_cfg) }.call("cuLaunchKernel(lda word doc lists)")?;
+
+        let pr = p.priors;
+        let mut l = stream.launch_builder(&self.sample_fn);
+        l.arg(self.slot_word.get())
+            .arg(self.slot_first.get())
+            .arg(&self.slots)
+            .arg(self.order.get())
+            .arg(self.token_doc.get())
+            .arg(b.offsets.get())
+            .arg(self.doc_nnz.get())
+            .arg(self.doc_topics.get())
+            .arg(self.doc_counts.get())
+            .arg(b.z.get())
+            .arg(self.z_new.get_mut())
+            .arg(b.word_topic.get())
+            .arg(b.totals.get())
+            .arg(&p.seed_lo)
+            .arg(&p.seed_hi)
+            .arg(&p.stream)
+            .arg(&p.first_index)
+            .arg(&p.topics)
+            .arg(&pr.alpha)
+            .arg(&pr.beta)
+            .arg(&pr.vbeta);
+        // SAFETY: every slot names a word row < words and a range of `order` (slots + 1
+        // ascending offsets ending at the tokens); order and token_doc hold every token's
+        // position and document; z < K (the caller's check); word_topic holds words x K, totals
+        // K; the shared memory holds the table of K topics.
+        unsafe { l.launch(sample_cfg) }.call("cuLaunchKernel(lda word sample)")?;
+
+        let mut l = stream.launch_builder(&self.apply_fn);
+        l.arg(b.offsets.get())
+            .arg(&p.docs)
+            .arg(b.tokens.get())
+            .arg(b.z.get_mut())
+            .arg(self.z_new.get())
+            .arg(b.doc_topic.get_mut())
+            .arg(b.word_topic.get_mut())
+            .arg(b.totals.get_mut())
+            .arg(b.wt_delta.get_mut())
+            .arg(b.totals_delta.get_mut())
+            .arg(&p.topics);
+        // SAFETY: as above; z_new < K (drawn), every token row < words (the caller's check),
+        // wt_delta holds words x K, totals_delta K.
+        unsafe { l.launch(apply_cfg) }.call("cuLaunchKernel(lda word apply)")?;
+        Ok(())
+    }
+}
+
+/// `values` narrowed to the kernels' 32-bit indices.
+pub(super) fn narrowed(values: &[usize], what: &str) -> Result<Vec<u32>, GpuError> {
+    values.iter().map(|&x| narrow(x, what)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_cover_each_words_tokens_in_runs_of_at_most_the_limit() {
+        // Words of 0, 1, 5, 256, 257 and 600 tokens.
+        let counts = [0usize, 1, 5, 256, 257, 600];
+        let mut offsets = vec![0];
+        for c in counts {
+            offsets.push(offsets.last().unwrap() + c);
+        }
+        let (words, firsts) = slots(&offsets, 256);
+        assert_eq!(words, vec![1, 2, 3, 4, 4, 5, 5, 5]);
+        assert_eq!(firsts.len(), words.len() + 1);
+        assert_eq!(*firsts.last().unwrap(), offsets[counts.len()]);
+        for (s, &w) in words.iter().enumerate() {
+            let (lo, hi) = (firsts[s], firsts[s + 1]);
+            assert!(lo < hi && hi - lo <= 256, "slot {s}: {lo}..{hi}");
+            let w = w as usize;
+            assert!(
+                offsets[w] <= lo && hi <= offsets[w + 1],
+                "slot {s} within word {w}"
+            );
+        }
+        assert_eq!(slots(&[0], 256), (vec![], vec![0]));
+        assert_eq!(slots(&[], 256), (vec![], vec![0]));
+    }
+
+    #[test]
+    fn a_table_fits_the_shared_memory_up_to_the_limit() {
+        assert!(table_bytes(MAX_TOPICS) <= 48 * 1024);
+        assert_eq!(table_bytes(1000), (1000 + 32) * 4);
+        assert_eq!(table_bytes(1), 8);
+    }
+}

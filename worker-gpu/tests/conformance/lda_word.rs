@@ -1,0 +1,101 @@
+//! The CUDA word-major LDA engine (`CudaWordLda`, `kernels/lda_word.cu`) against its CPU twin
+//! `WordMajorLda`: a sweep draws every token from the counts at its start, so the result does
+//! not depend on the grid, and the device computes the twin's `f32` operations in the same
+//! order: every sweep must be the twin's bit for bit (topics, document counts, copy, totals,
+//! delta), and so must `sample_token`. The host test `lda_word_on_host.rs` checks the same
+//! functions with one lane where there is no GPU; this case checks them with 32.
+
+use ps_apps::lda::{LdaCompute, LdaWorkerState, SweepKey, WordMajorLda};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::sync::Arc;
+use worker_gpu::cuda::lda_word::CudaWordLda;
+
+use crate::common::seed;
+use crate::lda::{random_docs, random_hyper, stale_copy};
+
+/// Topic counts: one chunk, a partial chunk, several, and more than 32 chunks (the chunk search
+/// loops), with long documents (lists longer than a warp) among them.
+const SHAPES: [(u32, usize, usize, u32); 6] = [
+    (1, 6, 20, 15),
+    (7, 8, 30, 25),
+    (33, 10, 80, 40),
+    (100, 12, 200, 60),
+    (1000, 6, 400, 80),
+    (1500, 4, 300, 50),
+];
+
+#[test]
+fn word_major_sweeps_are_the_twins_bit_for_bit() {
+    let Some(gpu) = worker_gpu::gpu_or_skip("lda word_major_sweeps_are_the_twins_bit_for_bit")
+    else {
+        return;
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(seed("lda word-major sweep"));
+    let mut cuda = CudaWordLda::new(Arc::clone(&gpu)).expect("engine");
+    for (case, &(k, docs, max_len, vocab)) in SHAPES.iter().enumerate() {
+        let hyper = random_hyper(&mut rng, k);
+        let docs = random_docs(&mut rng, docs, max_len, vocab);
+        let (state, _) = LdaWorkerState::init(&docs, vocab, &hyper, rng.gen(), 0).expect("init");
+        let (wt, totals) = stale_copy(&mut rng, &state);
+        let (mut gs, mut gw, mut gt) = (state.clone(), wt.clone(), totals.clone());
+        let (mut cs, mut cw, mut ct) = (state, wt, totals);
+        let mut twin = WordMajorLda::new(2);
+        let mut moved = 0usize;
+        for clock in 1..=3u32 {
+            let key = SweepKey {
+                seed: rng.gen(),
+                worker: 5,
+                clock,
+            };
+            let g = cuda
+                .sweep(&mut gs, &mut gw, &mut gt, &hyper, key)
+                .expect("sweep");
+            let c = twin.sweep(&mut cs, &mut cw, &mut ct, &hyper, key).unwrap();
+            let ctx = format!("case {case} (K {k}) clock {clock}");
+            assert_eq!(gs.z, cs.z, "{ctx}: topics");
+            assert_eq!(gs.doc_topic, cs.doc_topic, "{ctx}: document counts");
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&gw), bits(&cw), "{ctx}: copy");
+            assert_eq!(bits(&gt), bits(&ct), "{ctx}: totals");
+            assert_eq!(g, c, "{ctx}: delta");
+            moved += c.entries.len();
+        }
+        eprintln!("case {case} (K {k}): {moved} delta entries over 3 sweeps, all the twin's");
+        assert!(moved > 0 || k == 1, "case {case}: nothing moved");
+    }
+}
+
+#[test]
+fn word_major_sample_token_is_the_twins() {
+    let Some(gpu) = worker_gpu::gpu_or_skip("lda word_major_sample_token_is_the_twins") else {
+        return;
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(seed("lda word-major sample_token"));
+    let mut cuda = CudaWordLda::new(Arc::clone(&gpu)).expect("engine");
+    let mut twin = WordMajorLda::new(1);
+    for &(k, docs, max_len, vocab) in &SHAPES[1..5] {
+        let hyper = random_hyper(&mut rng, k);
+        let docs = random_docs(&mut rng, docs, max_len, vocab);
+        let (state, _) = LdaWorkerState::init(&docs, vocab, &hyper, rng.gen(), 0).expect("init");
+        let (wt, totals) = stale_copy(&mut rng, &state);
+        for _ in 0..4 {
+            let doc = rng.gen_range(0..state.num_docs());
+            let len = state.doc_offsets[doc + 1] - state.doc_offsets[doc];
+            if len == 0 {
+                continue;
+            }
+            let pos = rng.gen_range(0..len);
+            for j in 0..200 {
+                let u = (j as f64 + 0.5) / 200.0;
+                let g = cuda
+                    .sample_token(&state, &wt, &totals, &hyper, doc, pos, u)
+                    .expect("sample");
+                let c = twin
+                    .sample_token(&state, &wt, &totals, &hyper, doc, pos, u)
+                    .unwrap();
+                assert_eq!(g, c, "K {k} doc {doc} pos {pos} u {u}");
+            }
+        }
+    }
+}
