@@ -45,6 +45,11 @@
 # E2E_MLP_GEMM (default cublas, "" none): the MLP's GPU row once more with PS_MLP_GEMM set to
 # each name (row `cuda-cublas`): its matrix products through cuBLAS instead of the tiled kernel.
 #
+# E2E_LDA_SAMPLER (default word-major, "" none): LDA's GPU row once more with PS_LDA_SAMPLER set
+# to each name (row `cuda-word-major`): the word-major sweep over fixed counts
+# (`kernels/lda_word.cu`, tokens grouped by word, the word's table in shared memory) instead of
+# the Gibbs sweep, one warp per document. It is another chain, so read its quality column too.
+#
 # E2E_WIRE_FLAGS (default `--packet-protection none --server-threads 4`, "" none): the MF and
 # LDA default rows run once more at the end, GPU and CPU, with these flags (rows `cuda-wire` and
 # `cpu-wire`, compared with each other), to see what the loopback wire's encryption and the
@@ -95,6 +100,7 @@ WIRE_FLAGS=${E2E_WIRE_FLAGS---packet-protection none --server-threads 4}
 # MF wave kernel), the job runs with PS_MF_WAVE_KERNEL=$WAVES.
 WAVES=
 GEMM=
+SAMPLER=
 VARIANT=
 job() {
     local name=$1 device=$2
@@ -120,7 +126,7 @@ job() {
     echo "-- $name on $device${WAVES:+ ($WAVES waves)}: ps-cluster local $*" >&2
     # shellcheck disable=SC2086
     if timeout "$limit" env ${WAVES:+PS_MF_WAVE_KERNEL=$WAVES} ${GEMM:+PS_MLP_GEMM=$GEMM} \
-        "$BIN/ps-cluster" local --servers 2 \
+        ${SAMPLER:+PS_LDA_SAMPLER=$SAMPLER} "$BIN/ps-cluster" local --servers 2 \
         --no-progress --device "$device" ${E2E_LOCAL_FLAGS:-} "$@" --log-csv "$log.csv" \
         >"$log.json" 2>"$log.err"; then
         tail -n 1 "$log.json" | python3 -c '
@@ -167,6 +173,13 @@ print(json.dumps(s))' "$name" "$device" "$log.csv" "$WAVES" "$*" "$VARIANT" >>"$
         VARIANT=
     done
     GEMM=
+    # LDA's GPU row with each other sampler (E2E_LDA_SAMPLER, default word-major; "" none).
+    for SAMPLER in ${E2E_LDA_SAMPLER-word-major}; do
+        VARIANT=$SAMPLER
+        job lda cuda --app lda --workers 1 --clocks 3 $LDA_DATA $LDA_SSP
+        VARIANT=
+    done
+    SAMPLER=
     if [ -n "${E2E_LDA_TRY_SSP-x}" ]; then
         VARIANT=overlapped
         job lda cuda --app lda --workers 1 --clocks 3 $LDA_DATA \

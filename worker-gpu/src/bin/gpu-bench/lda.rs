@@ -5,6 +5,10 @@
 //! (wall). The peer is the CPU engine `SparseLda` on one thread (`ParallelSparseLda` on more;
 //! workers too), timed on the first documents of the same corpus.
 //!
+//! The word-major sampler (`CudaWordLda`, `kernels/lda_word.cu`: tokens by word, the word's
+//! table in shared memory, the document part over its nonzero topics, counts fixed for the
+//! sweep) is timed the same way, its three kernels a sweep, against CuLDA_CGS's figure.
+//!
 //! Floor: the kernel is dense in K; per token it reads K counts of the word row (f32), K of the
 //! document row (u32) and K totals (f32), writes K f64 cumulative sums and reads them back:
 //! bytes = tokens × K × (4 + 4 + 4 + 8 + 8); flops ≈ tokens × K × 6 (the weight's two adds, a
@@ -17,6 +21,7 @@ use ps_apps::lda::{
     synthetic_lda, LdaCompute, LdaHyper, LdaWorkerState, SparseLda, SweepKey, SyntheticLdaSpec,
 };
 use worker_gpu::cuda::lda::{CudaLda, LdaSweepKernel};
+use worker_gpu::cuda::lda_word::CudaWordLda;
 use worker_gpu::cuda::{Gpu, GpuError};
 
 use crate::{median_event_ms, median_wall_ms, Ceilings, Row};
@@ -161,6 +166,9 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
                 ),
             });
         }
+        rows.push(word_major_row(
+            gpu, ceil, &state, &wt, &totals, &hyper, key, &shape,
+        )?);
         let mut engine = CudaLda::new(Arc::clone(gpu))?;
         let (floor, bound, formula) = floor_of(LdaSweepKernel::default());
 
@@ -195,4 +203,67 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
         });
     }
     Ok(rows)
+}
+
+/// CuLDA_CGS on the H200 at K 1,024 (`../shared/gpu-anchors`, 2026-12-04), tokens per second.
+const CULDA_TOKENS_PER_S: f64 = 7.8e8;
+
+/// The word-major sweep's three kernels on device-resident buffers: after 5 sweeps (the
+/// documents' lists shrink as topics settle), the median of 10.
+///
+/// Floor: per token its place in the word order, its document, topic and new topic, and its
+/// document's list (8 bytes an entry); per slot the word row and the totals (8 bytes a topic);
+/// flops about 3 per list entry and 64 per token (the word part's two scans).
+#[allow(clippy::too_many_arguments)]
+fn word_major_row(
+    gpu: &Arc<Gpu>,
+    ceil: &Ceilings,
+    state: &LdaWorkerState,
+    wt: &[f32],
+    totals: &[f32],
+    hyper: &LdaHyper,
+    key: SweepKey,
+    shape: &str,
+) -> Result<Row, GpuError> {
+    let k = f64::from(hyper.topics);
+    let units = state.num_tokens() as f64;
+    // Each token reads its document's list: sum over documents of length x nonzero topics.
+    let kk = hyper.topics as usize;
+    let list_entries: f64 = (0..state.num_docs())
+        .map(|d| {
+            let len = state.doc_offsets[d + 1] - state.doc_offsets[d];
+            let nnz = state.doc_topic[d * kk..(d + 1) * kk]
+                .iter()
+                .filter(|&&c| c != 0)
+                .count();
+            (len * nnz) as f64
+        })
+        .sum();
+    let slots = units / worker_gpu::cuda::lda_word::SLOT_TOKENS as f64 + state.words.len() as f64;
+    let bytes = units * 16.0 + list_entries * 8.0 + slots * k * 8.0;
+    let flops = list_entries * 3.0 + units * 64.0;
+    let (floor, bound) = ceil.floor_rate(units, flops, bytes);
+    let mut engine = CudaWordLda::new(Arc::clone(gpu))?;
+    engine.bench_load(state, wt, totals, hyper, key)?;
+    let (warmup, reps) = (5, 10);
+    let (ms, spread) = median_event_ms(gpu.compute_stream(), warmup, reps, || {
+        engine.bench_kernel_only()
+    })?;
+    gpu.synchronize()?;
+    Ok(Row {
+        bench: "lda word-major kernels".into(),
+        shape: shape.to_string(),
+        rate: units / (ms * 1e-3),
+        unit: "tokens/s",
+        floor_rate: floor,
+        bound,
+        peer: Some(("CuLDA_CGS, H200, K 1024".into(), CULDA_TOKENS_PER_S)),
+        note: format!(
+            "median of {reps} after {warmup} ({ms:.2} ms, spread {:.0}%): lists, draws and \
+             moves of a sweep over fixed counts; the floor from the first sweep's lists \
+             ({:.1} entries a token): bytes = tokens x 16 + list entries x 8 + slots x K x 8",
+            spread * 100.0,
+            list_entries / units.max(1.0)
+        ),
+    })
 }
