@@ -51,16 +51,18 @@ struct Launch {
     key: SweepKey,
 }
 
-/// An engine's state buffers, which a sweep reads and moves (`lda_gibbs_sweep`'s, and the word-major sweep's).
-pub(crate) struct StateBufs<'a> {
-    pub offsets: &'a DevBuf<u32>,
-    pub tokens: &'a DevBuf<u32>,
-    pub z: &'a mut DevBuf<u32>,
-    pub doc_topic: &'a mut DevBuf<u32>,
-    pub word_topic: &'a mut DevBuf<f32>,
-    pub totals: &'a mut DevBuf<f32>,
-    pub wt_delta: &'a mut DevBuf<i32>,
-    pub totals_delta: &'a mut DevBuf<i32>,
+/// A worker's LDA state on the device and a sweep's move counts: the buffers every sweep
+/// (`lda_gibbs_sweep`'s, and the word-major one's) reads and moves, held by each engine.
+#[derive(Default)]
+pub(crate) struct StateDev {
+    pub offsets: DevBuf<u32>,
+    pub tokens: DevBuf<u32>,
+    pub z: DevBuf<u32>,
+    pub doc_topic: DevBuf<u32>,
+    pub word_topic: DevBuf<f32>,
+    pub totals: DevBuf<f32>,
+    pub wt_delta: DevBuf<i32>,
+    pub totals_delta: DevBuf<i32>,
 }
 
 /// Which draw the sweep kernel makes (`kernels/lda_gibbs.cu`). `Scratch` forms each token's
@@ -131,15 +133,8 @@ pub struct CudaLda {
     /// What the compaction's copies moved (this engine reports no traffic).
     bus: Bus,
     // Device buffers.
-    d_offsets: DevBuf<u32>,
-    d_tokens: DevBuf<u32>,
-    d_z: DevBuf<u32>,
-    d_doc_topic: DevBuf<u32>,
-    d_word_topic: DevBuf<f32>,
-    d_totals: DevBuf<f32>,
+    dev: StateDev,
     d_scratch: DevBuf<f64>,
-    d_wt_delta: DevBuf<i32>,
-    d_totals_delta: DevBuf<i32>,
     d_words: DevBuf<u32>,
     // Pinned staging buffers (the state ones serve both directions).
     h_offsets: Pinned<u32>,
@@ -168,7 +163,7 @@ pub(super) fn narrow(x: usize, what: &str) -> Result<u32, GpuError> {
 pub(super) fn launch_gibbs(
     stream: &Arc<CudaStream>,
     sweep: (&CudaFunction, u32, u32),
-    b: StateBufs<'_>,
+    b: &mut StateDev,
     scratch: &mut DevBuf<f64>,
     (docs, topics): (u32, u32),
     (alpha, beta, vbeta): (f64, f64, f64),
@@ -229,15 +224,8 @@ impl CudaLda {
             compaction: Compaction::new(&gpu)?,
             bus: Bus::new(&gpu.ctx),
             loaded: None,
-            d_offsets: DevBuf::default(),
-            d_tokens: DevBuf::default(),
-            d_z: DevBuf::default(),
-            d_doc_topic: DevBuf::default(),
-            d_word_topic: DevBuf::default(),
-            d_totals: DevBuf::default(),
+            dev: StateDev::default(),
             d_scratch: DevBuf::default(),
-            d_wt_delta: DevBuf::default(),
-            d_totals_delta: DevBuf::default(),
             d_words: DevBuf::default(),
             h_offsets: Pinned::new(ctx)?,
             h_tokens: Pinned::new(ctx)?,
@@ -350,7 +338,7 @@ impl CudaLda {
         // The large read-only inputs go on the copy stream (overlapping the host's staging of
         // the rest), the others on the compute stream.
         let (copy, compute) = (&self.gpu.copy, &self.gpu.compute);
-        self.d_tokens.upload(copy, &self.h_tokens)?;
+        self.dev.tokens.upload(copy, &self.h_tokens)?;
         {
             let z = self.h_z.host_mut(n)?;
             for (d, &t) in z.iter_mut().zip(&state.z) {
@@ -358,18 +346,18 @@ impl CudaLda {
                 *d = t;
             }
         }
-        self.d_z.upload(compute, &self.h_z)?;
-        self.d_offsets.upload(compute, &self.h_offsets)?;
+        self.dev.z.upload(compute, &self.h_z)?;
+        self.dev.offsets.upload(compute, &self.h_offsets)?;
         self.h_doc_topic.fill(&state.doc_topic)?;
-        self.d_doc_topic.upload(compute, &self.h_doc_topic)?;
+        self.dev.doc_topic.upload(compute, &self.h_doc_topic)?;
         self.h_word_topic.fill(word_topic)?;
-        self.d_word_topic.upload(compute, &self.h_word_topic)?;
+        self.dev.word_topic.upload(compute, &self.h_word_topic)?;
         self.h_totals.fill(totals)?;
-        self.d_totals.upload(compute, &self.h_totals)?;
+        self.dev.totals.upload(compute, &self.h_totals)?;
         self.h_words.fill(&state.words)?;
         self.d_words.upload(copy, &self.h_words)?;
-        self.d_wt_delta.zero(compute, state.words.len() * k)?;
-        self.d_totals_delta.zero(compute, k)?;
+        self.dev.wt_delta.zero(compute, state.words.len() * k)?;
+        self.dev.totals_delta.zero(compute, k)?;
 
         let (alpha, beta, vbeta) = priors(state, hyper);
         Ok(Launch {
@@ -389,22 +377,12 @@ impl CudaLda {
         let warps = grid as usize * block as usize / 32;
         self.d_scratch
             .ensure(&self.gpu.compute, warps * p.topics as usize)?;
-        let bufs = StateBufs {
-            offsets: &self.d_offsets,
-            tokens: &self.d_tokens,
-            z: &mut self.d_z,
-            doc_topic: &mut self.d_doc_topic,
-            word_topic: &mut self.d_word_topic,
-            totals: &mut self.d_totals,
-            wt_delta: &mut self.d_wt_delta,
-            totals_delta: &mut self.d_totals_delta,
-        };
         let priors = (p.alpha, p.beta, p.vbeta);
         let sweep = (&self.sweep_fn, grid, block);
         launch_gibbs(
             &self.gpu.compute,
             sweep,
-            bufs,
+            &mut self.dev,
             &mut self.d_scratch,
             (p.docs, p.topics),
             priors,
@@ -437,19 +415,19 @@ impl CudaLda {
 
         let compute = &self.gpu.compute;
         let n = state.tokens.len();
-        self.h_z.download(compute, self.d_z.get(), n)?;
+        self.h_z.download(compute, self.dev.z.get(), n)?;
         self.h_doc_topic
-            .download(compute, self.d_doc_topic.get(), state.doc_topic.len())?;
+            .download(compute, self.dev.doc_topic.get(), state.doc_topic.len())?;
         self.h_word_topic
-            .download(compute, self.d_word_topic.get(), word_topic.len())?;
-        self.h_totals.download(compute, self.d_totals.get(), k)?;
+            .download(compute, self.dev.word_topic.get(), word_topic.len())?;
+        self.h_totals.download(compute, self.dev.totals.get(), k)?;
         self.h_totals_delta
-            .download(compute, self.d_totals_delta.get(), k)?;
+            .download(compute, self.dev.totals_delta.get(), k)?;
         let entries = self.compaction.run(
             &self.gpu,
             &mut self.bus,
             None,
-            &self.d_wt_delta,
+            &self.dev.wt_delta,
             (&self.d_words, p.words),
             p.topics,
             p.visited,
@@ -502,11 +480,11 @@ impl CudaLda {
         self.h_word_topic.fill(&word_topic[w * k..(w + 1) * k])?;
         self.h_totals.fill(totals)?;
         let compute = &self.gpu.compute;
-        self.d_doc_topic.upload(compute, &self.h_doc_topic)?;
-        self.d_word_topic.upload(compute, &self.h_word_topic)?;
-        self.d_totals.upload(compute, &self.h_totals)?;
+        self.dev.doc_topic.upload(compute, &self.h_doc_topic)?;
+        self.dev.word_topic.upload(compute, &self.h_word_topic)?;
+        self.dev.totals.upload(compute, &self.h_totals)?;
         self.d_scratch.ensure(compute, k)?;
-        self.d_z.ensure(compute, 1)?;
+        self.dev.z.ensure(compute, 1)?;
         let (alpha, beta, vbeta) = priors(state, hyper);
         let topics = state.topics;
         let cfg = LaunchConfig {
@@ -515,13 +493,13 @@ impl CudaLda {
             shared_mem_bytes: 0,
         };
         let mut b = compute.launch_builder(&self.sample_fn);
-        b.arg(self.d_doc_topic.get_mut())
-            .arg(self.d_word_topic.get_mut())
-            .arg(self.d_totals.get_mut())
+        b.arg(self.dev.doc_topic.get_mut())
+            .arg(self.dev.word_topic.get_mut())
+            .arg(self.dev.totals.get_mut())
             .arg(&old)
             .arg(&u)
             .arg(self.d_scratch.get_mut())
-            .arg(self.d_z.get_mut())
+            .arg(self.dev.z.get_mut())
             .arg(&topics)
             .arg(&alpha)
             .arg(&beta)
@@ -529,7 +507,7 @@ impl CudaLda {
         // SAFETY: the document row, word row and totals hold K entries each (uploaded above),
         // old < K (checked), scratch holds at least K doubles and z at least one entry.
         unsafe { b.launch(cfg) }.call("cuLaunchKernel(lda gibbs sample token)")?;
-        self.h_z.download(compute, self.d_z.get(), 1)?;
+        self.h_z.download(compute, self.dev.z.get(), 1)?;
         Ok(self.h_z.host()?[0])
     }
 

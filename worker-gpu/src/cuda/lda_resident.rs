@@ -38,7 +38,7 @@ use ps_proto::SparseRows;
 
 use super::buffers::{DevBuf, KernelTimer, Pinned};
 use super::bus::Bus;
-use super::lda::{launch_gibbs, narrow, LdaSweepKernel, StateBufs};
+use super::lda::{launch_gibbs, narrow, LdaSweepKernel, StateDev};
 use super::lda_compact::{Compaction, PackedDelta};
 use super::lda_word::{LdaSampler, SweepScalars, WordSweep};
 use super::{failed, Call, Gpu, GpuError};
@@ -80,15 +80,8 @@ pub struct CudaLdaResident {
     sequential: bool,
     sweep_blocks_per_sm: u32,
     shape: Option<Shape>,
-    offsets: DevBuf<u32>,
-    tokens: DevBuf<u32>,
-    z: DevBuf<u32>,
-    doc_topic: DevBuf<u32>,
-    word_topic: DevBuf<f32>,
-    totals: DevBuf<f32>,
+    dev: StateDev,
     scratch: DevBuf<f64>,
-    wt_delta: DevBuf<i32>,
-    totals_delta: DevBuf<i32>,
     partial: DevBuf<f64>,
     sum: DevBuf<f64>,
     compaction: Compaction,
@@ -135,15 +128,8 @@ impl CudaLdaResident {
             sequential: false,
             sweep_blocks_per_sm,
             shape: None,
-            offsets: DevBuf::default(),
-            tokens: DevBuf::default(),
-            z: DevBuf::default(),
-            doc_topic: DevBuf::default(),
-            word_topic: DevBuf::default(),
-            totals: DevBuf::default(),
+            dev: StateDev::default(),
             scratch: DevBuf::default(),
-            wt_delta: DevBuf::default(),
-            totals_delta: DevBuf::default(),
             partial: DevBuf::default(),
             sum: DevBuf::default(),
             staging: [Pinned::new(ctx)?, Pinned::new(ctx)?],
@@ -240,20 +226,26 @@ impl CudaLdaResident {
         let (gpu, t) = (&self.gpu, &mut self.bus);
         // One-off staging, freed after the copies (synchronised below).
         let mut staging = Pinned::new(&gpu.ctx)?;
-        Self::upload_u32(gpu, t, &mut staging, &mut self.offsets, &offsets)?;
+        Self::upload_u32(gpu, t, &mut staging, &mut self.dev.offsets, &offsets)?;
         let mut staging = Pinned::new(&gpu.ctx)?;
-        Self::upload_u32(gpu, t, &mut staging, &mut self.tokens, &state.tokens)?;
+        Self::upload_u32(gpu, t, &mut staging, &mut self.dev.tokens, &state.tokens)?;
         let mut staging = Pinned::new(&gpu.ctx)?;
-        Self::upload_u32(gpu, t, &mut staging, &mut self.z, &state.z)?;
+        Self::upload_u32(gpu, t, &mut staging, &mut self.dev.z, &state.z)?;
         let mut staging = Pinned::new(&gpu.ctx)?;
-        Self::upload_u32(gpu, t, &mut staging, &mut self.doc_topic, &state.doc_topic)?;
+        Self::upload_u32(
+            gpu,
+            t,
+            &mut staging,
+            &mut self.dev.doc_topic,
+            &state.doc_topic,
+        )?;
         let mut staging = Pinned::new(&gpu.ctx)?;
         Self::upload_u32(gpu, t, &mut staging, &mut self.words, &state.words)?;
         let stream = &gpu.compute;
-        self.word_topic.zero(stream, words * k)?;
-        self.totals.zero(stream, k)?;
-        self.wt_delta.zero(stream, words * k)?;
-        self.totals_delta.zero(stream, k)?;
+        self.dev.word_topic.zero(stream, words * k)?;
+        self.dev.totals.zero(stream, k)?;
+        self.dev.wt_delta.zero(stream, words * k)?;
+        self.dev.totals_delta.zero(stream, k)?;
         self.sum.zero(stream, 1)?;
         let (alpha, beta) = hyper.effective();
         let shape = Shape {
@@ -321,9 +313,9 @@ impl CudaLdaResident {
         self.next ^= 1;
         stage.fill(values)?;
         let dst = if totals {
-            &mut self.totals
+            &mut self.dev.totals
         } else {
-            &mut self.word_topic
+            &mut self.dev.word_topic
         };
         let mut view = dst.get_mut().slice_mut(at..at + values.len());
         let stream = &self.gpu.compute;
@@ -343,7 +335,7 @@ impl CudaLdaResident {
         let stream = Arc::clone(&self.gpu.compute);
         let at = first * k as usize;
         {
-            let mut view = self.word_topic.get_mut().slice_mut(at..at + len);
+            let mut view = self.dev.word_topic.get_mut().slice_mut(at..at + len);
             stream.memset_zeros(&mut view).call("cuMemsetD8Async")?;
         }
         if shape.entries == 0 {
@@ -369,7 +361,7 @@ impl CudaLdaResident {
             shared_mem_bytes: 0,
         };
         let (word_topic, d_image, scatter) =
-            (&mut self.word_topic, &self.d_image, &self.scatter_fn);
+            (&mut self.dev.word_topic, &self.d_image, &self.scatter_fn);
         // Timed on the bus, read back at the next settle: a KernelTimer would make the host wait
         // here, and the next run's packing would no longer overlap this one's copy.
         self.bus.kernels(&stream, || {
@@ -408,12 +400,12 @@ impl CudaLdaResident {
                 shared_mem_bytes: 0,
             };
             let mut b = stream.launch_builder(&self.loglik_fn);
-            b.arg(self.offsets.get())
+            b.arg(self.dev.offsets.get())
                 .arg(&s.docs)
-                .arg(self.tokens.get())
-                .arg(self.doc_topic.get())
-                .arg(self.word_topic.get())
-                .arg(self.totals.get())
+                .arg(self.dev.tokens.get())
+                .arg(self.dev.doc_topic.get())
+                .arg(self.dev.word_topic.get())
+                .arg(self.dev.totals.get())
                 .arg(&s.topics)
                 .arg(&s.alpha)
                 .arg(&s.beta)
@@ -458,26 +450,16 @@ impl CudaLdaResident {
             });
         }
         let stream = Arc::clone(&self.gpu.compute);
-        self.wt_delta.zero(&stream, s.words * k)?;
-        self.totals_delta.zero(&stream, k)?;
+        self.dev.wt_delta.zero(&stream, s.words * k)?;
+        self.dev.totals_delta.zero(&stream, k)?;
         let (grid, block) = self.shape_for(s.docs, self.sweep_blocks_per_sm);
         self.start_timer()?;
-        let bufs = StateBufs {
-            offsets: &self.offsets,
-            tokens: &self.tokens,
-            z: &mut self.z,
-            doc_topic: &mut self.doc_topic,
-            word_topic: &mut self.word_topic,
-            totals: &mut self.totals,
-            wt_delta: &mut self.wt_delta,
-            totals_delta: &mut self.totals_delta,
-        };
         match &mut self.word {
-            Some((word, Some(p))) => word.launch(&self.gpu, bufs, &p.with_key(key))?,
+            Some((word, Some(p))) => word.launch(&self.gpu, &mut self.dev, &p.with_key(key))?,
             _ => launch_gibbs(
                 &stream,
                 (&self.sweep_fn, grid, block),
-                bufs,
+                &mut self.dev,
                 &mut self.scratch,
                 (s.docs, s.topics),
                 (s.alpha, s.beta, s.vbeta),
@@ -489,7 +471,7 @@ impl CudaLdaResident {
             self.packed_delta.run(
                 &self.gpu,
                 &mut self.bus,
-                &self.wt_delta,
+                &self.dev.wt_delta,
                 &self.host_words,
                 s.topics,
                 s.tokens,
@@ -499,7 +481,7 @@ impl CudaLdaResident {
                 &self.gpu,
                 &mut self.bus,
                 Some(&self.timer),
-                &self.wt_delta,
+                &self.dev.wt_delta,
                 (&self.words, narrow(s.words, "number of distinct words")?),
                 s.topics,
                 s.tokens,
@@ -507,7 +489,7 @@ impl CudaLdaResident {
         };
         self.bus.d2h(&stream, || {
             self.h_totals_delta
-                .download(&stream, self.totals_delta.get(), k)?;
+                .download(&stream, self.dev.totals_delta.get(), k)?;
             Ok(4 * k as u64)
         })?;
         let totals = self.h_totals_delta.host()?.to_vec();
@@ -529,8 +511,8 @@ impl CudaLdaResident {
         }
         let stream = Arc::clone(&self.gpu.compute);
         for (src, dst) in [
-            (&self.z, &mut state.z),
-            (&self.doc_topic, &mut state.doc_topic),
+            (&self.dev.z, &mut state.z),
+            (&self.dev.doc_topic, &mut state.doc_topic),
         ] {
             if dst.is_empty() {
                 continue;

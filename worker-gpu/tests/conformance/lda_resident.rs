@@ -30,7 +30,7 @@ const CLOCKS: u32 = 6;
 
 /// A small built-in corpus of `vocab` words, its workers' states and the server's table after
 /// the initial pushes.
-fn job(
+pub(crate) fn job(
     s: u64,
     topics: u32,
     docs: u32,
@@ -64,7 +64,7 @@ fn job(
 /// that should cross the bus: each run packed where that is smaller, else dense
 /// (`ps_apps::lda::packed`; the same image either way), and the totals dense; and how many
 /// runs went packed.
-fn load(
+pub(crate) fn load(
     e: &mut dyn LdaResident,
     state: &LdaWorkerState,
     table: &[f32],
@@ -108,7 +108,7 @@ fn delta_bytes(delta: &LdaDelta, rows: usize) -> u64 {
     8 + shape.bytes()
 }
 
-fn key(s: u64, worker: u32, clock: u32) -> SweepKey {
+pub(crate) fn key(s: u64, worker: u32, clock: u32) -> SweepKey {
     SweepKey {
         seed: s,
         worker,
@@ -116,7 +116,7 @@ fn key(s: u64, worker: u32, clock: u32) -> SweepKey {
     }
 }
 
-fn close(got: f64, want: f64) -> bool {
+pub(crate) fn close(got: f64, want: f64) -> bool {
     (got - want).abs() <= 1e-9 * want.abs().max(1.0)
 }
 

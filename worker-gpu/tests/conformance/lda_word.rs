@@ -99,3 +99,59 @@ fn word_major_sample_token_is_the_twins() {
         }
     }
 }
+
+/// The resident engine with the word-major sweep against its CPU oracle, `HostLdaResident` on
+/// `WordMajorLda`, over clocks of two workers sharing an emulated server table: each clock's
+/// delta and the state after it bit for bit, the log-likelihood to rounding.
+#[test]
+fn resident_word_major_engine_is_the_oracle_clock_by_clock() {
+    use crate::lda_resident::{close, job, key, load};
+    use ps_apps::lda::{HostLdaResident, LdaResident};
+    use worker_gpu::cuda::lda_resident::CudaLdaResident;
+    use worker_gpu::cuda::lda_word::LdaSampler;
+
+    let Some(gpu) = worker_gpu::gpu_or_skip("lda resident_word_major_engine") else {
+        return;
+    };
+    let s = seed("lda resident word-major");
+    for topics in [12u32, 300] {
+        let (states, mut table, mut totals, hyper) = job(s, topics, 200, 300);
+        let mut pairs: Vec<(CudaLdaResident, HostLdaResident, LdaWorkerState)> = states
+            .into_iter()
+            .map(|state| {
+                let mut dev = CudaLdaResident::with_sampler(gpu.clone(), LdaSampler::WordMajor)
+                    .expect("engine");
+                assert_eq!(dev.name(), "cuda-resident-word-major");
+                let mut host = HostLdaResident::new(Box::new(WordMajorLda::new(1)));
+                dev.setup(&state, &hyper).expect("setup");
+                host.setup(&state, &hyper).expect("setup");
+                (dev, host, state)
+            })
+            .collect();
+        for clock in 1..=4 {
+            let mut deltas = Vec::new();
+            for (w, (dev, host, state)) in pairs.iter_mut().enumerate() {
+                let ctx = format!("K {topics} clock {clock} worker {w}");
+                load(dev, state, &table, &totals);
+                load(host, state, &table, &totals);
+                let (lg, _) = dev.loglik().expect("loglik");
+                let (lc, _) = host.loglik().expect("loglik");
+                assert!(close(lg, lc), "{ctx}: loglik {lg} vs {lc}");
+                let kk = key(s, w as u32, clock);
+                let dg = dev.sweep(kk).expect("sweep");
+                let dc = host.sweep(kk).expect("sweep");
+                let (mut sg, mut sc) = (state.clone(), state.clone());
+                dev.download_state(&mut sg).expect("download");
+                host.download_state(&mut sc).expect("download");
+                assert_eq!(sg, sc, "{ctx}: state");
+                assert_eq!(dg, dc, "{ctx}: delta");
+                assert!(!dg.entries.is_empty(), "{ctx}: nothing moved");
+                *state = sc;
+                deltas.push(dc);
+            }
+            for d in &deltas {
+                d.apply(&mut table, &mut totals);
+            }
+        }
+    }
+}

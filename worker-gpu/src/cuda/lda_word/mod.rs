@@ -22,7 +22,7 @@ use ps_apps::ComputeError;
 
 use super::buffers::{upload_once, DevBuf};
 use super::bus::Bus;
-use super::lda::{narrow, CudaLda, StateBufs};
+use super::lda::{narrow, CudaLda, StateDev};
 use super::lda_compact::Compaction;
 use super::{failed, Call, Gpu, GpuError};
 
@@ -86,14 +86,7 @@ pub struct CudaWordLda {
     compaction: Compaction,
     bus: Bus,
     loaded: Option<(SweepScalars, u32, usize)>,
-    d_offsets: DevBuf<u32>,
-    d_tokens: DevBuf<u32>,
-    d_z: DevBuf<u32>,
-    d_doc_topic: DevBuf<u32>,
-    d_word_topic: DevBuf<f32>,
-    d_totals: DevBuf<f32>,
-    d_wt_delta: DevBuf<i32>,
-    d_totals_delta: DevBuf<i32>,
+    dev: StateDev,
     d_words: DevBuf<u32>,
     d_list_topics: DevBuf<u32>,
     d_list_counts: DevBuf<u32>,
@@ -124,14 +117,7 @@ impl CudaWordLda {
             compaction: Compaction::new(&gpu)?,
             bus: Bus::new(&gpu.ctx),
             loaded: None,
-            d_offsets: DevBuf::default(),
-            d_tokens: DevBuf::default(),
-            d_z: DevBuf::default(),
-            d_doc_topic: DevBuf::default(),
-            d_word_topic: DevBuf::default(),
-            d_totals: DevBuf::default(),
-            d_wt_delta: DevBuf::default(),
-            d_totals_delta: DevBuf::default(),
+            dev: StateDev::default(),
             d_words: DevBuf::default(),
             d_list_topics: DevBuf::default(),
             d_list_counts: DevBuf::default(),
@@ -165,35 +151,25 @@ impl CudaWordLda {
         let s = &self.gpu.compute;
         upload_once(
             s,
-            &mut self.d_offsets,
+            &mut self.dev.offsets,
             &narrowed(&state.doc_offsets, "token offset")?,
         )?;
-        upload_once(s, &mut self.d_tokens, &state.tokens)?;
-        upload_once(s, &mut self.d_z, &state.z)?;
-        upload_once(s, &mut self.d_doc_topic, &state.doc_topic)?;
-        upload_once(s, &mut self.d_word_topic, word_topic)?;
-        upload_once(s, &mut self.d_totals, totals)?;
+        upload_once(s, &mut self.dev.tokens, &state.tokens)?;
+        upload_once(s, &mut self.dev.z, &state.z)?;
+        upload_once(s, &mut self.dev.doc_topic, &state.doc_topic)?;
+        upload_once(s, &mut self.dev.word_topic, word_topic)?;
+        upload_once(s, &mut self.dev.totals, totals)?;
         upload_once(s, &mut self.d_words, &state.words)?;
         self.sweep.set_up(&self.gpu, state)?;
-        self.d_wt_delta.zero(s, nw * k)?;
-        self.d_totals_delta.zero(s, k)?;
+        self.dev.wt_delta.zero(s, nw * k)?;
+        self.dev.totals_delta.zero(s, k)?;
         let p = SweepScalars::of(state, hyper, key)?;
         Ok((p, narrow(nw, "number of distinct words")?, visited))
     }
 
     /// Enqueues the sweep on the uploaded state.
     fn launch(&mut self, p: &SweepScalars) -> Result<(), GpuError> {
-        let bufs = StateBufs {
-            offsets: &self.d_offsets,
-            tokens: &self.d_tokens,
-            z: &mut self.d_z,
-            doc_topic: &mut self.d_doc_topic,
-            word_topic: &mut self.d_word_topic,
-            totals: &mut self.d_totals,
-            wt_delta: &mut self.d_wt_delta,
-            totals_delta: &mut self.d_totals_delta,
-        };
-        self.sweep.launch(&self.gpu, bufs, p)
+        self.sweep.launch(&self.gpu, &mut self.dev, p)
     }
 
     fn try_sweep(
@@ -218,17 +194,17 @@ impl CudaWordLda {
             &self.gpu,
             &mut self.bus,
             None,
-            &self.d_wt_delta,
+            &self.dev.wt_delta,
             (&self.d_words, words),
             p.topics,
             visited,
         )?;
         let mut moves = vec![0i32; p.topics as usize];
-        download(&self.gpu, &self.d_z, &mut state.z)?;
-        download(&self.gpu, &self.d_doc_topic, &mut state.doc_topic)?;
-        download(&self.gpu, &self.d_word_topic, word_topic)?;
-        download(&self.gpu, &self.d_totals, totals)?;
-        download(&self.gpu, &self.d_totals_delta, &mut moves)?;
+        download(&self.gpu, &self.dev.z, &mut state.z)?;
+        download(&self.gpu, &self.dev.doc_topic, &mut state.doc_topic)?;
+        download(&self.gpu, &self.dev.word_topic, word_topic)?;
+        download(&self.gpu, &self.dev.totals, totals)?;
+        download(&self.gpu, &self.dev.totals_delta, &mut moves)?;
         Ok(LdaDelta {
             topics: state.topics,
             entries,
@@ -267,8 +243,8 @@ impl CudaWordLda {
         let lists = DocLists::of(state);
         let list = lists.doc(state, doc);
         let s = &self.gpu.compute;
-        upload_once(s, &mut self.d_word_topic, &word_topic[w * k..(w + 1) * k])?;
-        upload_once(s, &mut self.d_totals, totals)?;
+        upload_once(s, &mut self.dev.word_topic, &word_topic[w * k..(w + 1) * k])?;
+        upload_once(s, &mut self.dev.totals, totals)?;
         upload_once(s, &mut self.d_list_topics, list.topics)?;
         upload_once(s, &mut self.d_list_counts, list.counts)?;
         self.d_out.ensure(s, 1)?;
@@ -280,8 +256,8 @@ impl CudaWordLda {
             shared_mem_bytes: table_bytes(topics),
         };
         let mut b = s.launch_builder(&self.token_fn);
-        b.arg(self.d_word_topic.get())
-            .arg(self.d_totals.get())
+        b.arg(self.dev.word_topic.get())
+            .arg(self.dev.totals.get())
             .arg(self.d_list_topics.get())
             .arg(self.d_list_counts.get())
             .arg(&nnz)

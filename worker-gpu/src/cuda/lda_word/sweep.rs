@@ -7,7 +7,7 @@ use ps_apps::lda::word_major::{WordMajorPriors, WordOrder};
 use ps_apps::lda::{LdaHyper, LdaWorkerState, SweepKey};
 
 use super::super::buffers::{upload_once, DevBuf};
-use super::super::lda::{narrow, StateBufs};
+use super::super::lda::{narrow, StateDev};
 use super::super::{Call, Gpu, GpuError};
 
 /// Threads per block of the draws (8 warps share a word's table).
@@ -182,7 +182,7 @@ impl WordSweep {
     pub fn launch(
         &mut self,
         gpu: &Gpu,
-        b: StateBufs<'_>,
+        b: &mut StateDev,
         p: &SweepScalars,
     ) -> Result<(), GpuError> {
         let doc_grid = |threads: u64| gpu.grid_for(threads, DOC_BLOCK, BLOCKS_PER_SM);
