@@ -143,13 +143,20 @@ __device__ __forceinline__ unsigned int lw_draw(const float* phi, const float* q
     const unsigned int chunks = (k + LW_LANES - 1u) / LW_LANES;
     const float q = __fsub_rn(qp[chunks - 1u], corr);
 
-    // The document part: the chunks' scans plus the carry.
+    // The document part: the chunks' scans plus the carry. Lane c keeps the sum at the end of
+    // chunk c (the first LW_LANES chunks), so that a draw that falls there forms one chunk again
+    // instead of all of them: the same sums, so the same topic.
     float carry = 0.0f;
+    float end = 0.0f;
+    const unsigned int doc_chunks = (nnz + LW_LANES - 1u) / LW_LANES;
     for (unsigned int base = 0; base < nnz; base += LW_LANES) {
         const unsigned int j = base + lane;
         const float w = j < nnz ? lw_doc_weight(dtopics[j], dcounts[j], old, phi, phi_own) : 0.0f;
         const float v = __fadd_rn(lw_scan(w, lane), carry);
         carry = lw_from(v, LW_LANES - 1u);
+        if (lane == base / LW_LANES) {
+            end = carry;
+        }
     }
     const float s = carry;
     const float total = __fadd_rn(s, q);
@@ -158,6 +165,18 @@ __device__ __forceinline__ unsigned int lw_draw(const float* phi, const float* q
         return min((unsigned int)scaled, k - 1u);
     }
     const float x = __fmul_rn(u, total);
+    if (x < s && doc_chunks <= LW_LANES) {
+        // The chunk: the first whose end passes x (one exists: the last ends at s).
+        const int c = lw_first(lane < doc_chunks && x < end);
+        const unsigned int base = (unsigned int)(c < 0 ? (int)doc_chunks - 1 : c) * LW_LANES;
+        const float before = lw_from(end, base == 0u ? 0u : base / LW_LANES - 1u);
+        const float start = base == 0u ? 0.0f : before;
+        const unsigned int j = base + lane;
+        const float w = j < nnz ? lw_doc_weight(dtopics[j], dcounts[j], old, phi, phi_own) : 0.0f;
+        const float v = __fadd_rn(lw_scan(w, lane), start);
+        const int hit = lw_first(j < nnz && x < v);
+        return dtopics[hit >= 0 ? base + (unsigned int)hit : min(base + LW_LANES, nnz) - 1u];
+    }
     if (x < s) {
         carry = 0.0f;
         for (unsigned int base = 0; base < nnz; base += LW_LANES) {
