@@ -208,8 +208,9 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
 /// CuLDA_CGS on the H200 at K 1,024 (`../shared/gpu-anchors`, 2026-12-04), tokens per second.
 const CULDA_TOKENS_PER_S: f64 = 7.8e8;
 
-/// The word-major sweep's three kernels on device-resident buffers: after 5 sweeps (the
-/// documents' lists shrink as topics settle), the median of 10.
+/// The word-major sweep's three kernels on device-resident buffers: after 3 sweeps (the
+/// documents' lists shrink as topics settle), the median of 10 (5 at K >= 1,000, as the Gibbs
+/// kernel's).
 ///
 /// Floor: per token its place in the word order, its document, topic and new topic, and its
 /// document's list (8 bytes an entry); per slot the word row and the totals (8 bytes a topic);
@@ -245,7 +246,7 @@ fn word_major_row(
     let (floor, bound) = ceil.floor_rate(units, flops, bytes);
     let mut engine = CudaWordLda::new(Arc::clone(gpu))?;
     engine.bench_load(state, wt, totals, hyper, key)?;
-    let (warmup, reps) = (5, 10);
+    let (warmup, reps) = (3, if hyper.topics >= 1000 { 5 } else { 10 });
     let (ms, spread) = median_event_ms(gpu.compute_stream(), warmup, reps, || {
         engine.bench_kernel_only()
     })?;
