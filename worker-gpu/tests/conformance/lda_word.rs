@@ -14,15 +14,17 @@ use worker_gpu::cuda::lda_word::CudaWordLda;
 use crate::common::seed;
 use crate::lda::{random_docs, random_hyper, stale_copy};
 
-/// Topic counts: one chunk, a partial chunk, several, and more than 32 chunks (the chunk search
-/// loops), with long documents (lists longer than a warp) among them.
-const SHAPES: [(u32, usize, usize, u32); 6] = [
+/// `(K, documents, longest document, vocabulary)`: one chunk of topics, a partial chunk,
+/// several, and more than 32 (the chunk search loops), with long documents among them: lists
+/// longer than a warp, and at K 2,000 longer than 32 chunks (the document part's second pass).
+const SHAPES: [(u32, usize, usize, u32); 7] = [
     (1, 6, 20, 15),
     (7, 8, 30, 25),
     (33, 10, 80, 40),
     (100, 12, 200, 60),
     (1000, 6, 400, 80),
     (1500, 4, 300, 50),
+    (2000, 4, 3000, 100),
 ];
 
 #[test]
