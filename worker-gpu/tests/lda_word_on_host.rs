@@ -28,14 +28,21 @@ fn array<T: std::fmt::Display>(ty: &str, name: &str, values: &[T]) -> String {
     format!("static {ty} {name}[] = {{{items}}};\n")
 }
 
+/// The sizes of a random case: topics to choose from, and the most documents and tokens.
+struct Shape {
+    topics: &'static [u32],
+    docs: usize,
+    tokens: usize,
+}
+
 /// A random worker (documents over a small vocabulary) and a stale copy of its rows.
-fn case(seed: u64) -> (LdaWorkerState, Vec<f32>, Vec<f32>, LdaHyper) {
+fn case(seed: u64, shape: &Shape) -> (LdaWorkerState, Vec<f32>, Vec<f32>, LdaHyper) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let vocab = rng.gen_range(1..30u32);
-    let topics = [1u32, 2, 3, 9, 40, 70][rng.gen_range(0..6)];
-    let docs: Vec<Vec<u32>> = (0..rng.gen_range(1..12))
+    let topics = shape.topics[rng.gen_range(0..shape.topics.len())];
+    let docs: Vec<Vec<u32>> = (0..rng.gen_range(1..shape.docs))
         .map(|_| {
-            (0..rng.gen_range(0..40))
+            (0..rng.gen_range(0..shape.tokens))
                 .map(|_| rng.gen_range(0..vocab))
                 .collect()
         })
@@ -75,19 +82,21 @@ fn case(seed: u64) -> (LdaWorkerState, Vec<f32>, Vec<f32>, LdaHyper) {
     (state, wt, totals, hyper)
 }
 
-#[test]
-fn the_device_word_major_sweep_is_its_twins() {
+/// The C++ statements that sweep `seeds`' cases as the kernels do (one lane and one thread, or
+/// a warp of 32 lanes on host threads: `lanes`), and what they must print: the twin's draws
+/// and the state, copy, totals and move counts after its sweep.
+fn sweeps(seeds: std::ops::Range<u64>, shape: &Shape, lanes: usize) -> (String, String) {
     let mut body = String::new();
     let mut want = String::new();
-    for seed in 0..24u64 {
-        let (state, wt, totals, hyper) = case(seed);
+    for seed in seeds {
+        let (state, wt, totals, hyper) = case(seed, shape);
         let key = SweepKey {
             seed: 0x5EED_0000 + seed,
             worker: 3,
             clock: 7,
         };
         let k = state.topics as usize;
-        let twin = WordMajorLda::new(1).with_lanes(1);
+        let twin = WordMajorLda::new(1).with_lanes(lanes);
         let drawn = twin.draw_all(&state, &wt, &totals, &hyper, key);
         let (mut after, mut wt_after, mut tot_after) = (state.clone(), wt.clone(), totals.clone());
         let delta = twin
@@ -142,19 +151,27 @@ fn the_device_word_major_sweep_is_its_twins() {
             "static float wt[{}]; static float tot[{k}];
             memcpy(wt, wt_bits, sizeof wt); memcpy(tot, tot_bits, sizeof tot);
             const float a = __uint_as_float({}u), b = __uint_as_float({}u), vb = __uint_as_float({}u);
-            gridDim.x = 1; blockDim.x = 1; blockIdx.x = 0; threadIdx.x = 0;
-            for (unsigned int d = 0; d < {docs}u; ++d)
-                nnz[d] = lw_doc_list(ndk + d * {k}u, {k}u, off[d + 1] - off[d], dtop + off[d], dcnt + off[d], 0u);
+            gridDim.x = 1; blockDim.x = {lanes}u; blockIdx.x = 0; threadIdx.x = 0;
+            auto block = [&](unsigned int lane) {{
+            for (unsigned int d = 0; d < {docs}u; ++d) {{
+                const unsigned int n = lw_doc_list(ndk + d * {k}u, {k}u, off[d + 1] - off[d], dtop + off[d], dcnt + off[d], lane);
+                if (lane == 0u) nnz[d] = n;
+            }}
+            __syncthreads();
             for (unsigned int w = 0; w < {words}u; ++w) {{
                 if (word_off[w] == word_off[w + 1]) continue;
                 lw_word_table(wt + w * {k}u, tot, {k}u, a, b, vb, phi, qp);
                 for (unsigned int j = word_off[w]; j < word_off[w + 1]; ++j) {{
                     const unsigned int i = order[j], d = tdoc[i];
                     const float u = philox_uniform({}u, {}u, {}u, {}ull + i);
-                    znew[i] = lw_draw(phi, qp, {k}u, wt + w * {k}u, tot, dtop + off[d], dcnt + off[d],
-                                      nnz[d], z[i], u, a, b, vb, 0u);
+                    const unsigned int t = lw_draw(phi, qp, {k}u, wt + w * {k}u, tot, dtop + off[d], dcnt + off[d],
+                                                   nnz[d], z[i], u, a, b, vb, lane);
+                    if (lane == 0u) znew[i] = t;
                 }}
+                __syncthreads();
             }}
+            }};
+            {launch}
             for (unsigned int i = 0; i < {n}u; ++i) printf(\"%u\\n\", znew[i]);
             for (unsigned int d = 0; d < {docs}u; ++d)
                 lw_apply_doc(off[d], off[d + 1], tokens, z, znew, ndk + d * {k}u, wt, tot, wtd, totd, {k}u);
@@ -176,14 +193,51 @@ fn the_device_word_major_sweep_is_its_twins() {
             state.doc_topic.len(),
             wt.len(),
             wt.len(),
+            launch = if lanes == 1 { "block(0u);" } else { "run_warp(block);" },
         )
         .unwrap();
         body += &c;
     }
-    let headers = format!(
-        "#define LW_LANES 1\n{}\n{}",
+    (body, want)
+}
+
+/// The header with `lanes` lanes (1 or 32) and the shims that run them.
+fn headers(lanes: usize) -> String {
+    let threads = if lanes == 1 {
+        host_cxx::ONE_THREAD
+    } else {
+        host_cxx::WARP_OF_32
+    };
+    format!(
+        "{threads}#define LW_LANES {lanes}\n{}\n{}",
         include_str!("../../kernels/philox.cuh"),
         include_str!("../../kernels/lda_word.cuh")
-    );
-    host_cxx::check_on_host(&headers, &body, &want);
+    )
+}
+
+#[test]
+fn the_device_word_major_sweep_is_its_twins() {
+    let shape = Shape {
+        topics: &[1, 2, 3, 9, 40, 70],
+        docs: 12,
+        tokens: 40,
+    };
+    let (body, want) = sweeps(0..24, &shape, 1);
+    host_cxx::check_on_host(&headers(1), &body, &want);
+}
+
+/// The same functions with a warp of 32 lanes (host threads in lockstep): the lanes' scans, the
+/// chunk ends each lane keeps, the votes and the documents' lists as the device forms them,
+/// against the twin with 32 lanes, bit for bit. Topic counts of one chunk, several, and more
+/// than 32 (the chunk search loops); documents whose lists span several chunks. About 50 us a
+/// warp operation here, so the cases are small.
+#[test]
+fn the_device_word_major_sweep_with_32_lanes_is_its_twins() {
+    let shape = Shape {
+        topics: &[5, 40, 100, 1100],
+        docs: 4,
+        tokens: 90,
+    };
+    let (body, want) = sweeps(100..108, &shape, 32);
+    host_cxx::check_on_host(&headers(32), &body, &want);
 }

@@ -7,9 +7,8 @@
 use std::path::Path;
 use std::process::Command;
 
-/// The shims every header gets: qualifiers, intrinsics (one lane: a warp's shuffles and votes
-/// are the lane's own), rounding-exact arithmetic, barriers (one thread runs at a time) and
-/// atomics (plain updates, for the same reason).
+/// The shims every header gets: qualifiers, intrinsics, rounding-exact arithmetic and atomics
+/// (plain updates: one thread writes at a time). Each thread has its own `threadIdx`.
 pub const SHIMS: &str = r#"
 #include <cstdio>
 #define __device__
@@ -19,7 +18,8 @@ static inline int __clz(unsigned int x) { return x == 0u ? 32 : __builtin_clz(x)
 static inline unsigned int min(unsigned int a, unsigned int b) { return a < b ? a : b; }
 static inline float __uint_as_float(unsigned int x) { float f; __builtin_memcpy(&f, &x, 4); return f; }
 struct dim { unsigned int x, y, z; };
-static dim blockIdx, blockDim, gridDim, threadIdx;
+static dim blockIdx, blockDim, gridDim;
+static thread_local dim threadIdx;
 #include <cmath>
 #include <cstring>
 #include <cstddef>
@@ -30,10 +30,64 @@ static inline float __fadd_rn(float a, float b) { return a + b; }
 static inline float __fsub_rn(float a, float b) { return a - b; }
 static inline float __fmul_rn(float a, float b) { return a * b; }
 static inline float __fdiv_rn(float a, float b) { return a / b; }
-static inline void __syncthreads() {}
 static inline float atomicAdd(float* p, float x) { float o = *p; *p = o + x; return o; }
 static inline int atomicAdd(int* p, int x) { int o = *p; *p = o + x; return o; }
 static inline int atomicSub(int* p, int x) { int o = *p; *p = o - x; return o; }
+"#;
+
+/// One thread runs a block: its barrier is a no-op.
+#[allow(dead_code)] // not every test file runs barriers
+pub const ONE_THREAD: &str = "static inline void __syncthreads() {}\n";
+
+/// A block of one warp of 32 lanes, each a host thread (`run_warp(f)` runs `f(lane)` on all 32
+/// and joins them): shuffles and votes exchange values through shared slots between two
+/// barriers, and `__syncthreads` is a barrier, so the lanes run in lockstep at every warp
+/// operation as a warp does. Code whose lanes do not all reach the same warp operations, which
+/// the device does not allow, hangs here (the run's time limit then fails the test).
+#[allow(dead_code)] // not every test file emulates a warp
+pub const WARP_OF_32: &str = r#"
+#include <barrier>
+#include <functional>
+#include <thread>
+#include <vector>
+static std::barrier<>* lw_bar;
+static thread_local unsigned int lw_lane;
+static unsigned long long lw_slot[32];
+static inline void lw_sync() { lw_bar->arrive_and_wait(); }
+template <typename T> static inline T lw_exchange(T v, unsigned int src) {
+    std::memcpy(&lw_slot[lw_lane], &v, sizeof(T));
+    lw_sync();
+    T r;
+    std::memcpy(&r, &lw_slot[src & 31u], sizeof(T));
+    lw_sync();
+    return r;
+}
+template <typename T> static inline T __shfl_sync(unsigned int, T v, int src) {
+    return lw_exchange(v, (unsigned int)src);
+}
+template <typename T> static inline T __shfl_up_sync(unsigned int, T v, unsigned int d) {
+    return lw_exchange(v, lw_lane >= d ? lw_lane - d : lw_lane);
+}
+static inline unsigned int __ballot_sync(unsigned int, bool p) {
+    lw_slot[lw_lane] = p ? 1u : 0u;
+    lw_sync();
+    unsigned int m = 0;
+    for (unsigned int i = 0; i < 32; ++i) m |= lw_slot[i] ? 1u << i : 0u;
+    lw_sync();
+    return m;
+}
+static inline int __ffs(unsigned int x) { return __builtin_ffs((int)x); }
+static inline int __popc(unsigned int x) { return __builtin_popcount(x); }
+static inline void __syncthreads() { lw_sync(); }
+static void run_warp(const std::function<void(unsigned int)>& f) {
+    std::barrier<> b(32);
+    lw_bar = &b;
+    std::vector<std::thread> lanes;
+    for (unsigned int l = 0; l < 32; ++l) {
+        lanes.emplace_back([&f, l] { lw_lane = l; threadIdx.x = l; f(l); });
+    }
+    for (auto& t : lanes) t.join();
+}
 "#;
 
 /// Compiles `SHIMS`, then `headers` (device sources, with any shims of their own), then a
@@ -47,7 +101,8 @@ pub fn run_on_host(dir: &Path, headers: &str, main_body: &str) -> Option<String>
     let built = Command::new(&cxx)
         .args([
             "-O1",
-            "-std=c++14",
+            "-std=c++20",
+            "-pthread",
             "-fno-strict-aliasing",
             "-ffp-contract=off",
             "-o",
@@ -70,11 +125,42 @@ pub fn run_on_host(dir: &Path, headers: &str, main_body: &str) -> Option<String>
         "the headers do not compile on the host:\n{}",
         String::from_utf8_lossy(&built.stderr)
     );
-    let out = Command::new(&exe)
-        .output()
+    Some(run_with_limit(&exe, RUN_LIMIT))
+}
+
+/// How long a compiled program may run: a warp whose lanes part ways hangs.
+const RUN_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Runs `exe` to its end and returns its stdout; fails the test past `limit` (killing it) or on
+/// a failed exit.
+fn run_with_limit(exe: &Path, limit: std::time::Duration) -> String {
+    use std::io::Read;
+    let mut child = Command::new(exe)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .expect("run the compiled headers");
-    assert!(out.status.success());
-    Some(String::from_utf8(out.stdout).expect("ASCII output"))
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        stdout.read_to_string(&mut out).map(|_| out)
+    });
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the compiled headers") {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the compiled headers ran past {limit:?} (a warp's lanes parted ways?)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(
+        status.success(),
+        "the compiled headers exited with {status}"
+    );
+    reader.join().expect("reader").expect("ASCII output")
 }
 
 /// C statements that run `call` once for every thread of an emulated grid of `blocks` blocks of
