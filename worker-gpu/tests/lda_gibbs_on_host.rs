@@ -1,0 +1,230 @@
+//! `kernels/lda_gibbs.cu` on the CPU, on a warp of 32 host threads (`host_cxx::WARP_OF_32`):
+//! both draws, the scratch row's (`lda_gibbs_sample_token`, `lda_gibbs_sweep`) and the chunk
+//! ends' (`..._ends`), which has never run on a GPU, against the CPU oracle `CpuLda`.
+//!
+//! - `sample_token`: random document rows, stale and hostile word rows and totals, K from 7 to
+//!   1,000 and a grid of uniforms: each draw is the oracle's.
+//! - One warp's sweep (grid 1, block 32: documents and tokens in the oracle's order, each
+//!   token's uniform drawn from Philox in the kernel): the topics, the document counts, the
+//!   copy and the totals after the sweep are the oracle's, bit for bit.
+//!
+//! The kernel sums the conditional in another order than the oracle (a scan per 32 topics), so
+//! a uniform within rounding of a boundary may pick the neighbour; the seeds here meet none.
+
+mod host_cxx;
+
+use std::fmt::Write as _;
+
+use ps_apps::lda::{CpuLda, LdaCompute, LdaHyper, LdaWorkerState, SweepKey};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// What the kernel file needs beyond the shared shims, then the file with its header.
+fn headers() -> String {
+    format!(
+        "{}\n#define __global__\n#define __launch_bounds__(a, b)\n\
+         template <typename T> static inline T __ldcg(const T* p) {{ return *p; }}\n\
+         static inline void __syncwarp() {{ lw_sync(); }}\n\
+         static inline unsigned int atomicAdd(unsigned int* p, unsigned int x) \
+         {{ unsigned int o = *p; *p = o + x; return o; }}\n{}\n{}",
+        host_cxx::WARP_OF_32,
+        include_str!("../../kernels/philox.cuh"),
+        include_str!("../../kernels/lda_gibbs.cu"),
+    )
+}
+
+/// A C array of `name` holding `values`.
+fn array<T: std::fmt::Display>(ty: &str, name: &str, values: &[T]) -> String {
+    let items: Vec<String> = values.iter().map(|v| format!("{v}")).collect();
+    let items = if items.is_empty() {
+        "0".to_string()
+    } else {
+        items.join(", ")
+    };
+    format!("static {ty} {name}[] = {{{items}}};\n")
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// A one-token worker whose document row, word row and totals are random (the word row and
+/// totals stale: negative, fractional and zero cells), its token of topic `old`.
+fn token_case(rng: &mut ChaCha8Rng, k: usize) -> (LdaWorkerState, Vec<f32>, Vec<f32>, LdaHyper) {
+    let old = rng.gen_range(0..k) as u32;
+    let mut ndk: Vec<u32> = (0..k).map(|_| rng.gen_range(0..4)).collect();
+    ndk[old as usize] += 1;
+    let row: Vec<f32> = (0..k)
+        .map(|_| match rng.gen_range(0..8) {
+            0 => -2.0,
+            1 => rng.gen_range(0..9) as f32 + 0.5,
+            2 => 0.0,
+            _ => rng.gen_range(0..40) as f32,
+        })
+        .collect();
+    let totals: Vec<f32> = row
+        .iter()
+        .map(|&x| x + rng.gen_range(-3i32..200) as f32)
+        .collect();
+    let state = LdaWorkerState {
+        topics: k as u32,
+        vocab_size: 500,
+        words: vec![0],
+        doc_offsets: vec![0, 1],
+        tokens: vec![0],
+        z: vec![old],
+        doc_topic: ndk,
+    };
+    let hyper = LdaHyper {
+        topics: k as u32,
+        alpha: rng.gen_range(0.01..1.0),
+        beta: rng.gen_range(0.005..0.3),
+    };
+    (state, row, totals, hyper)
+}
+
+#[test]
+fn both_device_draws_are_the_oracles_on_a_warp() {
+    let mut rng = ChaCha8Rng::seed_from_u64(0x6769_6262);
+    let (mut body, mut want) = (String::new(), String::new());
+    for (c, k) in [7usize, 33, 100, 300, 1000].into_iter().enumerate() {
+        let (state, row, totals, hyper) = token_case(&mut rng, k);
+        let (alpha, beta) = hyper.effective();
+        let vbeta = beta * f64::from(state.vocab_size);
+        let us: Vec<f64> = (0..24).map(|j| (j as f64 + 0.5) / 24.0).collect();
+        let mut oracle = CpuLda::new();
+        for &u in &us {
+            let t = oracle
+                .sample_token(&state, &row, &totals, &hyper, 0, 0, u)
+                .unwrap();
+            // Once per draw.
+            writeln!(want, "{t}\n{t}").unwrap();
+        }
+        let mut p = String::from("{\n");
+        p += &array("unsigned int", "ndk0", &state.doc_topic);
+        p += &array("unsigned int", "row0", &bits(&row));
+        p += &array("unsigned int", "tot0", &bits(&totals));
+        p += &array("double", "us", &us);
+        write!(
+            p,
+            "static unsigned int ndk[{k}]; static float row[{k}], tot[{k}];
+            static double scratch[{k}]; static unsigned int out[2];
+            gridDim.x = 1; blockDim.x = 32; blockIdx.x = 0;
+            run_warp([&](unsigned int lane) {{
+                for (int j = 0; j < {n}; ++j) {{
+                    for (int ends = 0; ends < 2; ++ends) {{
+                        if (lane == 0u) {{
+                            memcpy(ndk, ndk0, sizeof ndk); memcpy(row, row0, sizeof row);
+                            memcpy(tot, tot0, sizeof tot);
+                        }}
+                        __syncwarp();
+                        if (ends) lda_gibbs_sample_token_ends(ndk, row, tot, {old}u, us[j], scratch, out + 1, {k}u, {alpha:?}, {beta:?}, {vbeta:?});
+                        else lda_gibbs_sample_token(ndk, row, tot, {old}u, us[j], scratch, out, {k}u, {alpha:?}, {beta:?}, {vbeta:?});
+                        __syncwarp();
+                    }}
+                    if (lane == 0u) printf(\"%u\\n%u\\n\", out[0], out[1]);
+                    __syncwarp();
+                }}
+            }});
+            }} // case {c}\n",
+            n = us.len(),
+            old = state.z[0],
+        )
+        .unwrap();
+        body += &p;
+    }
+    host_cxx::check_on_host(&headers(), &body, &want);
+}
+
+#[test]
+fn one_warps_sweeps_are_the_oracles_with_either_draw() {
+    let mut rng = ChaCha8Rng::seed_from_u64(0x7377_6565);
+    let (mut body, mut want) = (String::new(), String::new());
+    for (c, k) in [9u32, 40, 70].into_iter().enumerate() {
+        let vocab = 25u32;
+        let docs: Vec<Vec<u32>> = (0..5)
+            .map(|_| {
+                (0..rng.gen_range(1..30))
+                    .map(|_| rng.gen_range(0..vocab))
+                    .collect()
+            })
+            .collect();
+        let hyper = LdaHyper {
+            topics: k,
+            alpha: rng.gen_range(0.05..1.0),
+            beta: rng.gen_range(0.01..0.3),
+        };
+        let (state, _) = LdaWorkerState::init(&docs, vocab, &hyper, rng.gen(), 1).unwrap();
+        let wt: Vec<f32> = state
+            .local_word_topic()
+            .iter()
+            .map(|&x| x as f32 + rng.gen_range(0..6) as f32)
+            .collect();
+        let mut totals = vec![0f32; k as usize];
+        for r in wt.chunks(k as usize) {
+            for (t, &x) in totals.iter_mut().zip(r) {
+                *t += x;
+            }
+        }
+        let key = SweepKey {
+            seed: rng.gen(),
+            worker: 2,
+            clock: 3,
+        };
+        let (mut s, mut w, mut t) = (state.clone(), wt.clone(), totals.clone());
+        CpuLda::new()
+            .sweep(&mut s, &mut w, &mut t, &hyper, key)
+            .unwrap();
+        let mut expect = String::new();
+        for x in s.z.iter().chain(&s.doc_topic) {
+            writeln!(expect, "{x}").unwrap();
+        }
+        for x in bits(&w).iter().chain(&bits(&t)) {
+            writeln!(expect, "{x}").unwrap();
+        }
+        // The same for both draws.
+        want += &expect;
+        want += &expect;
+
+        let (alpha, beta) = hyper.effective();
+        let vbeta = beta * f64::from(state.vocab_size);
+        let offsets: Vec<u32> = state.doc_offsets.iter().map(|&o| o as u32).collect();
+        let (n, words) = (state.tokens.len(), state.words.len());
+        let mut p = String::from("{\n");
+        p += &array("unsigned int", "off", &offsets);
+        p += &array("unsigned int", "tokens", &state.tokens);
+        p += &array("unsigned int", "z0", &state.z);
+        p += &array("unsigned int", "ndk0", &state.doc_topic);
+        p += &array("unsigned int", "wt0", &bits(&wt));
+        p += &array("unsigned int", "tot0", &bits(&totals));
+        let cells = words * k as usize;
+        write!(
+            p,
+            "static unsigned int z[{n}], ndk[{dk}]; static float wt[{cells}], tot[{k}];
+            static double scratch[{k}]; static int wtd[{cells}], totd[{k}];
+            gridDim.x = 1; blockDim.x = 32; blockIdx.x = 0;
+            for (int ends = 0; ends < 2; ++ends) {{
+                memcpy(z, z0, sizeof z); memcpy(ndk, ndk0, sizeof ndk); memcpy(wt, wt0, sizeof wt);
+                memcpy(tot, tot0, sizeof tot); memset(wtd, 0, sizeof wtd); memset(totd, 0, sizeof totd);
+                run_warp([&](unsigned int) {{
+                    if (ends) lda_gibbs_sweep_ends(off, {docs}u, tokens, z, ndk, wt, tot, {lo}u, {hi}u, {stream}u, {first}ull, scratch, wtd, totd, {k}u, {alpha:?}, {beta:?}, {vbeta:?});
+                    else lda_gibbs_sweep(off, {docs}u, tokens, z, ndk, wt, tot, {lo}u, {hi}u, {stream}u, {first}ull, scratch, wtd, totd, {k}u, {alpha:?}, {beta:?}, {vbeta:?});
+                }});
+                for (unsigned int i = 0; i < {n}u; ++i) printf(\"%u\\n\", z[i]);
+                for (unsigned int i = 0; i < {dk}u; ++i) printf(\"%u\\n\", ndk[i]);
+                for (unsigned int i = 0; i < {cells}u; ++i) {{ unsigned int x; memcpy(&x, &wt[i], 4); printf(\"%u\\n\", x); }}
+                for (unsigned int i = 0; i < {k}u; ++i) {{ unsigned int x; memcpy(&x, &tot[i], 4); printf(\"%u\\n\", x); }}
+            }}
+            }} // case {c}\n",
+            dk = state.doc_topic.len(),
+            docs = state.num_docs(),
+            lo = key.seed as u32,
+            hi = (key.seed >> 32) as u32,
+            stream = key.philox_stream(),
+            first = key.philox_index(0),
+        )
+        .unwrap();
+        body += &p;
+    }
+    host_cxx::check_on_host(&headers(), &body, &want);
+}
