@@ -31,7 +31,8 @@ use worker_gpu::cuda::lr_resident::slot_checksum;
 /// and copies that land when the test says), then the headers it checks.
 fn headers() -> String {
     format!(
-        "{MF_SHIMS}\n{}\n{}\n{}\n{}\n{}\n{}",
+        "{MF_SHIMS}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+        host_cxx::MF_COPIES,
         include_str!("../../kernels/visit.cuh"),
         include_str!("../../kernels/philox.cuh"),
         include_str!("../../kernels/slots.cuh"),
@@ -41,54 +42,13 @@ fn headers() -> String {
     )
 }
 
-/// The MF window's shims: one lane, and the window's asynchronous copies.
+/// The MF window's shims for one lane (the copies are `host_cxx::MF_COPIES`).
 const MF_SHIMS: &str = r#"
 #define MF_WARP 1
 #define MF_CACHE 8
 template <typename T> static inline T __ldcg(const T* p) { return *p; }
 static inline void __syncwarp() {}
 static inline float __shfl_xor_sync(unsigned int, float x, int) { return x; }
-// The window's asynchronous copies: each reads global memory when issued (a copy issued before
-// an earlier rating's write reads a stale row) and writes shared memory when `mf_landing` says:
-// 0, only when a wait lets its group complete (one that lands after a row was handed over
-// overwrites it); 1, at once (one that lands in a slot still being read spoils it); 2, at a
-// random copy or commit in between.
-struct MfPending { void* dst; unsigned char bytes[16]; unsigned int group; };
-static MfPending mf_pending[256];
-static unsigned int mf_pending_n = 0, mf_groups = 0, mf_landing = 0;
-static unsigned long long mf_land_state = 1;
-static inline void mf_land_where(bool (*now)(const MfPending&)) {
-    unsigned int kept = 0;
-    for (unsigned int i = 0; i < mf_pending_n; ++i) {
-        if (now(mf_pending[i])) {
-            memcpy(mf_pending[i].dst, mf_pending[i].bytes, 16);
-        } else {
-            mf_pending[kept++] = mf_pending[i];
-        }
-    }
-    mf_pending_n = kept;
-}
-static inline bool mf_land_by_chance(const MfPending&) {
-    mf_land_state = mf_land_state * 6364136223846793005ull + 1442695040888963407ull;
-    return (mf_land_state >> 33) % 3 == 0;
-}
-static inline void mf_land_some() {
-    if (mf_landing == 1) mf_land_where([](const MfPending&) { return true; });
-    if (mf_landing == 2) mf_land_where(mf_land_by_chance);
-}
-static inline void mf_copy16(void* shared, const void* global) {
-    MfPending& p = mf_pending[mf_pending_n++];
-    p.dst = shared;
-    memcpy(p.bytes, global, 16);
-    p.group = mf_groups;
-    mf_land_some();
-}
-static inline void mf_copy_commit() { mf_land_some(); ++mf_groups; }
-static unsigned int mf_wait_keeps = 0;
-template <int N> static inline void mf_copy_wait() {
-    mf_wait_keeps = N;
-    mf_land_where([](const MfPending& p) { return p.group + mf_wait_keeps < mf_groups; });
-}
 "#;
 
 /// Compiles and runs `body` after the headers and checks its output against `want`, line by

@@ -24,7 +24,6 @@ fn headers() -> String {
     format!(
         "{}\n#define __global__\n#define __launch_bounds__(a, b)\n\
          template <typename T> static inline T __ldcg(const T* p) {{ return *p; }}\n\
-         static inline void __syncwarp() {{ lw_sync(); }}\n\
          static inline unsigned int atomicAdd(unsigned int* p, unsigned int x) \
          {{ unsigned int o = *p; *p = o + x; return o; }}\n{}\n{}",
         host_cxx::WARP_OF_32,

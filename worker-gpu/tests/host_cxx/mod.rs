@@ -65,6 +65,9 @@ template <typename T> static inline T lw_exchange(T v, unsigned int src) {
 template <typename T> static inline T __shfl_sync(unsigned int, T v, int src) {
     return lw_exchange(v, (unsigned int)src);
 }
+template <typename T> static inline T __shfl_xor_sync(unsigned int, T v, int mask) {
+    return lw_exchange(v, lw_lane ^ (unsigned int)mask);
+}
 template <typename T> static inline T __shfl_up_sync(unsigned int, T v, unsigned int d) {
     return lw_exchange(v, lw_lane >= d ? lw_lane - d : lw_lane);
 }
@@ -79,6 +82,7 @@ static inline unsigned int __ballot_sync(unsigned int, bool p) {
 static inline int __ffs(unsigned int x) { return __builtin_ffs((int)x); }
 static inline int __popc(unsigned int x) { return __builtin_popcount(x); }
 static inline void __syncthreads() { lw_sync(); }
+static inline void __syncwarp() { lw_sync(); }
 static void run_warp(const std::function<void(unsigned int)>& f) {
     std::barrier<> b(32);
     lw_bar = &b;
@@ -87,6 +91,53 @@ static void run_warp(const std::function<void(unsigned int)>& f) {
         lanes.emplace_back([&f, l] { lw_lane = l; threadIdx.x = l; f(l); });
     }
     for (auto& t : lanes) t.join();
+}
+"#;
+
+/// The MF window's asynchronous copies (`kernels/mf_window.cuh` declares them; on a GPU they are
+/// `cp.async`, whose groups are each thread's own, as here): each reads global memory when
+/// issued (a copy issued before an earlier rating's write reads a stale row) and writes shared
+/// memory when `mf_landing` says: 0, only when a wait lets its group complete (one that lands
+/// after a row was handed over overwrites it); 1, at once (one that lands in a slot still being
+/// read spoils it); 2, at a random copy or commit in between.
+#[allow(dead_code)] // not every test file runs the MF window
+pub const MF_COPIES: &str = r#"
+struct MfPending { void* dst; unsigned char bytes[16]; unsigned int group; };
+static thread_local MfPending mf_pending[256];
+static thread_local unsigned int mf_pending_n = 0, mf_groups = 0;
+static unsigned int mf_landing = 0;
+static thread_local unsigned long long mf_land_state = 1;
+static inline void mf_land_where(bool (*now)(const MfPending&)) {
+    unsigned int kept = 0;
+    for (unsigned int i = 0; i < mf_pending_n; ++i) {
+        if (now(mf_pending[i])) {
+            memcpy(mf_pending[i].dst, mf_pending[i].bytes, 16);
+        } else {
+            mf_pending[kept++] = mf_pending[i];
+        }
+    }
+    mf_pending_n = kept;
+}
+static inline bool mf_land_by_chance(const MfPending&) {
+    mf_land_state = mf_land_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (mf_land_state >> 33) % 3 == 0;
+}
+static inline void mf_land_some() {
+    if (mf_landing == 1) mf_land_where([](const MfPending&) { return true; });
+    if (mf_landing == 2) mf_land_where(mf_land_by_chance);
+}
+static inline void mf_copy16(void* shared, const void* global) {
+    MfPending& p = mf_pending[mf_pending_n++];
+    p.dst = shared;
+    memcpy(p.bytes, global, 16);
+    p.group = mf_groups;
+    mf_land_some();
+}
+static inline void mf_copy_commit() { mf_land_some(); ++mf_groups; }
+static thread_local unsigned int mf_wait_keeps = 0;
+template <int N> static inline void mf_copy_wait() {
+    mf_wait_keeps = N;
+    mf_land_where([](const MfPending& p) { return p.group + mf_wait_keeps < mf_groups; });
 }
 "#;
 
