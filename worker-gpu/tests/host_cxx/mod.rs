@@ -227,6 +227,7 @@ pub fn on_grid(blocks: u32, threads: u32, call: &str) -> String {
 
 /// Compiles and runs `body` after `headers` and checks its output against `want`, line by line
 /// (a visible skip without a compiler).
+#[allow(dead_code)] // not every test file compares line by line
 pub fn check_on_host(headers: &str, body: &str, want: &str) {
     let dir = tempfile::tempdir().expect("temporary directory");
     let Some(got) = run_on_host(dir.path(), headers, body) else {
