@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use ps_apps::lda::{
     gather_rows, loglik, synthetic_lda, topic_recovery, CpuLda, LdaCompute, LdaHyper,
-    LdaWorkerState, ParallelSparseLda, SparseLda, SweepKey, SyntheticLdaSpec,
+    LdaWorkerState, ParallelSparseLda, SparseLda, SweepKey, SyntheticLdaSpec, WordMajorLda,
 };
 
 fn throughput(k: u32) {
@@ -35,6 +35,8 @@ fn throughput(k: u32) {
         (Box::new(SparseLda::new()), 8),
         // On all cores.
         (Box::new(ParallelSparseLda::new(ps_apps::par::threads())), 8),
+        // The device sampler's twin, on all cores.
+        (Box::new(WordMajorLda::new(ps_apps::par::threads())), 8),
         (Box::new(CpuLda::new()), 1),
     ];
     for (engine, sweeps) in engs.iter_mut() {
@@ -54,7 +56,7 @@ fn throughput(k: u32) {
             // The calling thread's time: the whole sweep only for the one-thread engines.
             let cpu = thread_cpu_seconds()
                 .map(|c1| c1 - c0.unwrap_or(c1))
-                .filter(|_| engine.name() != "sparse-threads");
+                .filter(|_| !matches!(engine.name(), "sparse-threads" | "word-major"));
             println!(
                 "  {:6} sweep {clock}: {:.2} M tokens/s wall ({dt:.2} s), {} on-CPU",
                 engine.name(),
