@@ -29,7 +29,7 @@
 //
 // write and ends do nothing when the entries exceed `capacity` (the host then sees meta[0] >
 // capacity and writes nothing). Host half: ps_apps::lda::packed::pack_delta, the same image word
-// for word. worker-gpu/tests/headers_on_host.rs runs every body here on the CPU on an emulated
+// for word. worker-gpu/tests/kernels_on_host/headers.rs runs every body here on the CPU on an emulated
 // grid and checks it against the host halves.
 //
 // A shared header, not a kernel (see philox.cuh): device functions only.

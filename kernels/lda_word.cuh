@@ -8,7 +8,7 @@
 // lda_word_apply_doc, so the sweep is the same whatever the grid.
 //
 // LW_LANES is the width of a warp's chunks: 32 on the device. The host test
-// (worker-gpu/tests/lda_word_on_host.rs) compiles this header with LW_LANES 1 and one thread,
+// (worker-gpu/tests/kernels_on_host/lda_word.rs) compiles this header with LW_LANES 1 and one thread,
 // runs a sweep, and compares it with WordMajorLda::with_lanes(1) bit for bit; the GPU
 // conformance case compares the kernels with WordMajorLda (32 lanes) the same way.
 //

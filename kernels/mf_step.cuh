@@ -3,7 +3,7 @@
 // of mf_window.cuh.
 //
 // A shared header, not a kernel (see philox.cuh): device functions only, and plain C++ apart from
-// CUDA's qualifiers and warp intrinsics, so that worker-gpu/tests/headers_on_host.rs can run it on
+// CUDA's qualifiers and warp intrinsics, so that worker-gpu/tests/kernels_on_host/headers.rs can run it on
 // the CPU with one lane (MF_WARP 1; the warp sum is then the lane's own partial sum).
 
 #ifndef MF_WARP

@@ -10,7 +10,7 @@
 // rating), whatever registers the compiler picks.
 //
 // A shared header, not a kernel (see philox.cuh): device functions only, plain C++ apart from
-// CUDA's qualifiers, so that worker-gpu/tests/headers_on_host.rs runs it on the CPU against the
+// CUDA's qualifiers, so that worker-gpu/tests/kernels_on_host/headers.rs runs it on the CPU against the
 // ratings stepped one after another (needs mf_step.cuh first). The copies are mf_sgd.cu's (PTX;
 // the host test's read global memory when issued and land when issued, when waited for, or in
 // between, so a copy made too early or landing too late shows there as a wrong value).

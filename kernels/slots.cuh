@@ -1,6 +1,6 @@
 // The sorted set of local columns a batch of CSR rows touches (ps_apps::lr's batch keys as the
 // worker's local ids), made on the device in four passes with no shared memory and no barrier,
-// so that each is a grid-stride loop (worker-gpu/tests/headers_on_host.rs runs them on the CPU
+// so that each is a grid-stride loop (worker-gpu/tests/kernels_on_host/headers.rs runs them on the CPU
 // on an emulated grid):
 //
 //   slots_mark   flags[cols[e]] = 1 for every nonzero e of rows batch[0..n)   (flags zeroed first)

@@ -2,7 +2,7 @@
 //! `WordMajorLda`: a sweep draws every token from the counts at its start, so the result does
 //! not depend on the grid, and the device computes the twin's `f32` operations in the same
 //! order: every sweep must be the twin's bit for bit (topics, document counts, copy, totals,
-//! delta), and so must `sample_token`. The host test `lda_word_on_host.rs` checks the same
+//! delta), and so must `sample_token`. The host test `kernels_on_host/lda_word.rs` checks the same
 //! functions with one lane where there is no GPU; this case checks them with 32.
 
 use ps_apps::lda::{LdaCompute, LdaWorkerState, SweepKey, WordMajorLda};

@@ -6,9 +6,9 @@
 //! hostile copies (negative, fractional, NaN and infinite cells) are among the cases. With 32
 //! lanes only the sums' order changes; the GPU conformance case checks that against
 //! `WordMajorLda` where there is a GPU. Skips visibly without a C++ compiler, as
-//! `headers_on_host.rs` does.
+//! `kernels_on_host/headers.rs` does.
 
-mod host_cxx;
+use crate::host_cxx;
 
 use std::fmt::Write as _;
 
@@ -210,8 +210,8 @@ fn headers(lanes: usize) -> String {
     };
     format!(
         "{threads}#define LW_LANES {lanes}\n{}\n{}",
-        include_str!("../../kernels/philox.cuh"),
-        include_str!("../../kernels/lda_word.cuh")
+        include_str!("../../../kernels/philox.cuh"),
+        include_str!("../../../kernels/lda_word.cuh")
     )
 }
 

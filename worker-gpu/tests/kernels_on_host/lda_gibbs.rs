@@ -11,7 +11,7 @@
 //! The kernel sums the conditional in another order than the oracle (a scan per 32 topics), so
 //! a uniform within rounding of a boundary may pick the neighbour; the seeds here meet none.
 
-mod host_cxx;
+use crate::host_cxx;
 
 use std::fmt::Write as _;
 
@@ -27,8 +27,8 @@ fn headers() -> String {
          static inline unsigned int atomicAdd(unsigned int* p, unsigned int x) \
          {{ unsigned int o = *p; *p = o + x; return o; }}\n{}\n{}",
         host_cxx::WARP_OF_32,
-        include_str!("../../kernels/philox.cuh"),
-        include_str!("../../kernels/lda_gibbs.cu"),
+        include_str!("../../../kernels/philox.cuh"),
+        include_str!("../../../kernels/lda_gibbs.cu"),
     )
 }
 

@@ -16,7 +16,7 @@
 //! GPU. Skips visibly without a C++ compiler (`CXX`, else `c++`), unless `PS_REQUIRE_CXX` is set
 //! (CI sets it: there the check must not vanish quietly).
 
-mod host_cxx;
+use crate::host_cxx;
 
 use std::fmt::Write as _;
 
@@ -33,12 +33,12 @@ fn headers() -> String {
     format!(
         "{MF_SHIMS}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
         host_cxx::MF_COPIES,
-        include_str!("../../kernels/visit.cuh"),
-        include_str!("../../kernels/philox.cuh"),
-        include_str!("../../kernels/slots.cuh"),
-        include_str!("../../kernels/lda_rows.cuh"),
-        include_str!("../../kernels/mf_step.cuh"),
-        include_str!("../../kernels/mf_window.cuh"),
+        include_str!("../../../kernels/visit.cuh"),
+        include_str!("../../../kernels/philox.cuh"),
+        include_str!("../../../kernels/slots.cuh"),
+        include_str!("../../../kernels/lda_rows.cuh"),
+        include_str!("../../../kernels/mf_step.cuh"),
+        include_str!("../../../kernels/mf_window.cuh"),
     )
 }
 

@@ -1,8 +1,8 @@
-//! Device headers (`kernels/*.cuh`) compiled and run on the CPU: CUDA's qualifiers, the
-//! intrinsics the headers use and the thread coordinates (set by a test's loops over an emulated
-//! grid) as shims for the host's C++ compiler. Shared by `headers_on_host.rs` and
-//! `lda_word_on_host.rs`. Without a compiler (`CXX`, else `c++`) a check skips visibly, unless
-//! `PS_REQUIRE_CXX` is set (CI sets it: there the check must not vanish quietly).
+//! Device code compiled and run on the CPU: CUDA's qualifiers, the intrinsics the kernels use
+//! and the thread coordinates (set by a test's loops over an emulated grid, or by `run_warp`) as
+//! shims for the host's C++ compiler, shared by this binary's modules. Without a compiler
+//! (`CXX`, else `c++`) a check skips visibly, unless `PS_REQUIRE_CXX` is set (CI sets it: there
+//! the check must not vanish quietly).
 
 use std::path::Path;
 use std::process::Command;
@@ -36,7 +36,6 @@ static inline int atomicSub(int* p, int x) { int o = *p; *p = o - x; return o; }
 "#;
 
 /// One thread runs a block: its barrier is a no-op.
-#[allow(dead_code)] // not every test file runs barriers
 pub const ONE_THREAD: &str = "static inline void __syncthreads() {}\n";
 
 /// A block of one warp of 32 lanes, each a host thread (`run_warp(f)` runs `f(lane)` on all 32
@@ -44,7 +43,6 @@ pub const ONE_THREAD: &str = "static inline void __syncthreads() {}\n";
 /// barriers, and `__syncthreads` is a barrier, so the lanes run in lockstep at every warp
 /// operation as a warp does. Code whose lanes do not all reach the same warp operations, which
 /// the device does not allow, hangs here (the run's time limit then fails the test).
-#[allow(dead_code)] // not every test file emulates a warp
 pub const WARP_OF_32: &str = r#"
 #include <barrier>
 #include <functional>
@@ -100,7 +98,6 @@ static void run_warp(const std::function<void(unsigned int)>& f) {
 /// memory when `mf_landing` says: 0, only when a wait lets its group complete (one that lands
 /// after a row was handed over overwrites it); 1, at once (one that lands in a slot still being
 /// read spoils it); 2, at a random copy or commit in between.
-#[allow(dead_code)] // not every test file runs the MF window
 pub const MF_COPIES: &str = r#"
 struct MfPending { void* dst; unsigned char bytes[16]; unsigned int group; };
 static thread_local MfPending mf_pending[256];
@@ -216,7 +213,6 @@ fn run_with_limit(exe: &Path, limit: std::time::Duration) -> String {
 
 /// C statements that run `call` once for every thread of an emulated grid of `blocks` blocks of
 /// `threads` threads, one thread after another (so only barrier-free bodies can be run).
-#[allow(dead_code)] // not every test file emulates a grid
 pub fn on_grid(blocks: u32, threads: u32, call: &str) -> String {
     format!(
         "gridDim.x = {blocks}; blockDim.x = {threads}; \
@@ -227,7 +223,6 @@ pub fn on_grid(blocks: u32, threads: u32, call: &str) -> String {
 
 /// Compiles and runs `body` after `headers` and checks its output against `want`, line by line
 /// (a visible skip without a compiler).
-#[allow(dead_code)] // not every test file compares line by line
 pub fn check_on_host(headers: &str, body: &str, want: &str) {
     let dir = tempfile::tempdir().expect("temporary directory");
     let Some(got) = run_on_host(dir.path(), headers, body) else {

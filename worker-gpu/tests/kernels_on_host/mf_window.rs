@@ -3,12 +3,12 @@
 //! warp of 32 host threads (`host_cxx::WARP_OF_32`), against the same ratings stepped one after
 //! another by `kernels/mf_step.cuh` on the same warp: the tables and the summed squared errors
 //! bit for bit. Each lane copies its own 16-byte pieces and the others read them, so this checks
-//! what one lane (`headers_on_host.rs`) cannot: that a wait and the warp's barrier come between
+//! what one lane (`kernels_on_host/headers.rs`) cannot: that a wait and the warp's barrier come between
 //! a lane's copy and another lane's read. The copies are `host_cxx::MF_COPIES`, each lane's own
 //! groups, landing at once, at the wait, or at random in between. Ranks 4 to 128 (one piece a
-//! lane at 128). Skips visibly without a C++ compiler, as `headers_on_host.rs` does.
+//! lane at 128). Skips visibly without a C++ compiler, as `kernels_on_host/headers.rs` does.
 
-mod host_cxx;
+use crate::host_cxx;
 
 const CASES: &str = r#"
 unsigned long long state = 0x4d465733ull;
@@ -87,8 +87,8 @@ fn the_device_mf_window_on_a_warp_steps_the_ratings_in_order() {
          template <typename T> static inline T __ldcg(const T* p) {{ return *p; }}\n{}\n{}\n{}",
         host_cxx::WARP_OF_32,
         host_cxx::MF_COPIES,
-        include_str!("../../kernels/mf_step.cuh"),
-        include_str!("../../kernels/mf_window.cuh"),
+        include_str!("../../../kernels/mf_step.cuh"),
+        include_str!("../../../kernels/mf_window.cuh"),
     );
     let dir = tempfile::tempdir().expect("temporary directory");
     let Some(got) = host_cxx::run_on_host(dir.path(), &headers, CASES) else {
