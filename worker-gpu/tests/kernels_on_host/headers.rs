@@ -488,15 +488,11 @@ fn the_device_mf_window_steps_the_ratings_in_order() {
     let Some(got) = host_cxx::run_on_host(dir.path(), &headers(), MF_WINDOW_CASES) else {
         return;
     };
-    let last = got.lines().last().unwrap_or_default();
-    let counts: Vec<u32> = last
-        .strip_prefix("ok ")
-        .map(|c| c.split(' ').filter_map(|x| x.parse().ok()).collect())
-        .unwrap_or_default();
-    assert!(
-        got.lines().count() == 1 && counts.len() == 2,
-        "the window gave other tables than the ratings one after another:\n{got}"
+    let counts = host_cxx::ok_counts(
+        &got,
+        "the window gave other tables than the ratings one after another",
     );
+    assert_eq!(counts.len(), 2, "{got}");
     // Blocks of up to 40 ratings on at most 6 users and 6 items: most ratings share a row with
     // one of the three before them; every window size ran every block.
     assert_eq!(counts[0], 9_000, "{got}");

@@ -233,3 +233,34 @@ pub fn check_on_host(headers: &str, body: &str, want: &str) {
     }
     assert_eq!(got.lines().count(), want.lines().count(), "{got}");
 }
+
+/// A C array `name` of type `ty` holding `values`, as a static (one zero where empty).
+pub fn array<T: std::fmt::Display>(ty: &str, name: &str, values: &[T]) -> String {
+    let items: Vec<String> = values.iter().map(|v| format!("{v}")).collect();
+    let items = if items.is_empty() {
+        "0".to_string()
+    } else {
+        items.join(", ")
+    };
+    format!("static {ty} {name}[] = {{{items}}};\n")
+}
+
+/// The bit patterns of `v`, as the programs print floats.
+pub fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// The counts of a program that prints only `ok A B ...` when every check passed (its output
+/// otherwise, in the panic message named by `what`).
+pub fn ok_counts(got: &str, what: &str) -> Vec<u32> {
+    let last = got.lines().last().unwrap_or_default();
+    let counts: Vec<u32> = last
+        .strip_prefix("ok ")
+        .map(|c| c.split(' ').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_default();
+    assert!(
+        got.lines().count() == 1 && !counts.is_empty(),
+        "{what}:\n{got}"
+    );
+    counts
+}

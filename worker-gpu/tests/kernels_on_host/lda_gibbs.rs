@@ -11,7 +11,7 @@
 //! The kernel sums the conditional in another order than the oracle (a scan per 32 topics), so
 //! a uniform within rounding of a boundary may pick the neighbour; the seeds here meet none.
 
-use crate::host_cxx;
+use crate::host_cxx::{self, array, bits};
 
 use std::fmt::Write as _;
 
@@ -30,21 +30,6 @@ fn headers() -> String {
         include_str!("../../../kernels/philox.cuh"),
         include_str!("../../../kernels/lda_gibbs.cu"),
     )
-}
-
-/// A C array of `name` holding `values`.
-fn array<T: std::fmt::Display>(ty: &str, name: &str, values: &[T]) -> String {
-    let items: Vec<String> = values.iter().map(|v| format!("{v}")).collect();
-    let items = if items.is_empty() {
-        "0".to_string()
-    } else {
-        items.join(", ")
-    };
-    format!("static {ty} {name}[] = {{{items}}};\n")
-}
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
 }
 
 /// A one-token worker whose document row, word row and totals are random (the word row and

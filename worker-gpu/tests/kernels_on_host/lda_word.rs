@@ -8,7 +8,7 @@
 //! `WordMajorLda` where there is a GPU. Skips visibly without a C++ compiler, as
 //! `kernels_on_host/headers.rs` does.
 
-use crate::host_cxx;
+use crate::host_cxx::{self, array, bits};
 
 use std::fmt::Write as _;
 
@@ -16,17 +16,6 @@ use ps_apps::lda::word_major::{WordMajorPriors, WordOrder};
 use ps_apps::lda::{LdaCompute, LdaHyper, LdaWorkerState, SweepKey, WordMajorLda};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-/// A C array of `name` holding `values`, written as `T name[] = {...};` (one zero where empty).
-fn array<T: std::fmt::Display>(ty: &str, name: &str, values: &[T]) -> String {
-    let items: Vec<String> = values.iter().map(|v| format!("{v}")).collect();
-    let items = if items.is_empty() {
-        "0".to_string()
-    } else {
-        items.join(", ")
-    };
-    format!("static {ty} {name}[] = {{{items}}};\n")
-}
 
 /// The sizes of a random case: topics to choose from, and the most documents and tokens.
 struct Shape {
@@ -126,7 +115,6 @@ fn sweeps(seeds: std::ops::Range<u64>, shape: &Shape, lanes: usize) -> (String, 
         let n = state.tokens.len();
         let offsets: Vec<u32> = state.doc_offsets.iter().map(|&o| o as u32).collect();
         let word_offsets: Vec<u32> = by_word.offsets.iter().map(|&o| o as u32).collect();
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         let mut c = String::from("{\n");
         c += &array("unsigned int", "off", &offsets);
         c += &array("unsigned int", "word_off", &word_offsets);

@@ -94,15 +94,11 @@ fn the_device_mf_window_on_a_warp_steps_the_ratings_in_order() {
     let Some(got) = host_cxx::run_on_host(dir.path(), &headers, CASES) else {
         return;
     };
-    let last = got.lines().last().unwrap_or_default();
-    let counts: Vec<u32> = last
-        .strip_prefix("ok ")
-        .map(|c| c.split(' ').filter_map(|x| x.parse().ok()).collect())
-        .unwrap_or_default();
-    assert!(
-        got.lines().count() == 1 && counts.len() == 2,
-        "the window on a warp gave other tables than the ratings one after another:\n{got}"
+    let counts = host_cxx::ok_counts(
+        &got,
+        "the window on a warp gave other tables than the ratings one after another",
     );
+    assert_eq!(counts.len(), 2, "{got}");
     assert_eq!(counts[0], 90, "{got}");
     assert!(counts[1] > 100, "rows handed over: {}", counts[1]);
 }
