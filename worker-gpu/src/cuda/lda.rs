@@ -204,6 +204,25 @@ pub(super) fn launch_gibbs(
     Ok(())
 }
 
+/// The word row and topic of token `pos` of document `doc`, for `sample_token`, panicking on
+/// an index out of range as the CPU engines would (caller bugs).
+pub(super) fn token_at(state: &LdaWorkerState, doc: usize, pos: usize) -> (usize, u32) {
+    assert!(doc < state.num_docs(), "sample_token: doc out of range");
+    let i = state.doc_offsets[doc] + pos;
+    assert!(
+        i < state.doc_offsets[doc + 1],
+        "sample_token: pos out of range"
+    );
+    let w = state.tokens[i] as usize;
+    assert!(
+        w < state.words.len(),
+        "sample_token: token row out of range"
+    );
+    let old = state.z[i];
+    assert!(old < state.topics, "sample_token: topic out of range");
+    (w, old)
+}
+
 /// `(alpha, beta, V * beta)` exactly as the CPU engines compute them.
 fn priors(state: &LdaWorkerState, hyper: &LdaHyper) -> (f64, f64, f64) {
     let (alpha, beta) = hyper.effective();
@@ -457,19 +476,7 @@ impl CudaLda {
     ) -> Result<u32, GpuError> {
         check_dims(state, word_topic, totals, hyper);
         let k = state.topics as usize;
-        assert!(doc < state.num_docs(), "sample_token: doc out of range");
-        let i = state.doc_offsets[doc] + pos;
-        assert!(
-            i < state.doc_offsets[doc + 1],
-            "sample_token: pos out of range"
-        );
-        let w = state.tokens[i] as usize;
-        assert!(
-            w < state.words.len(),
-            "sample_token: token row out of range"
-        );
-        let old = state.z[i];
-        assert!(old < state.topics, "sample_token: topic out of range");
+        let (w, old) = token_at(state, doc, pos);
 
         self.loaded = None;
         // Copies of the token's document row, word row and totals on the device: the kernel

@@ -257,9 +257,12 @@ impl CudaLdaResident {
             beta,
             vbeta: beta * f64::from(state.vocab_size.max(1)),
         };
-        let (grid, block) = self.shape_for(docs32, self.sweep_blocks_per_sm);
-        self.scratch
-            .ensure(stream, (grid * block / 32) as usize * k)?;
+        // The Gibbs sweep's scratch rows (the word-major sweep has none).
+        if self.word.is_none() {
+            let (grid, block) = self.shape_for(docs32, self.sweep_blocks_per_sm);
+            self.scratch
+                .ensure(stream, (grid * block / 32) as usize * k)?;
+        }
         let (grid, block) = self.shape_for(docs32, BLOCKS_PER_SM);
         self.partial.ensure(stream, (grid * block / 32) as usize)?;
         if let Some((word, scalars)) = &mut self.word {
@@ -456,7 +459,8 @@ impl CudaLdaResident {
         self.start_timer()?;
         match &mut self.word {
             Some((word, Some(p))) => word.launch(&self.gpu, &mut self.dev, &p.with_key(key))?,
-            _ => launch_gibbs(
+            Some((_, None)) => return Err(not_set_up()),
+            None => launch_gibbs(
                 &stream,
                 (&self.sweep_fn, grid, block),
                 &mut self.dev,

@@ -22,7 +22,7 @@ use ps_apps::ComputeError;
 
 use super::buffers::{upload_once, DevBuf};
 use super::bus::Bus;
-use super::lda::{narrow, CudaLda, StateDev};
+use super::lda::{narrow, token_at, CudaLda, StateDev};
 use super::lda_compact::Compaction;
 use super::{failed, Call, Gpu, GpuError};
 
@@ -226,19 +226,7 @@ impl CudaWordLda {
         check_dims(state, word_topic, totals, hyper);
         WordSweep::check_topics(state.topics)?;
         let (topics, k) = (state.topics, state.topics as usize);
-        assert!(doc < state.num_docs(), "sample_token: doc out of range");
-        let i = state.doc_offsets[doc] + pos;
-        assert!(
-            i < state.doc_offsets[doc + 1],
-            "sample_token: pos out of range"
-        );
-        let w = state.tokens[i] as usize;
-        assert!(
-            w < state.words.len(),
-            "sample_token: token row out of range"
-        );
-        let old = state.z[i];
-        assert!(old < topics, "sample_token: topic out of range");
+        let (w, old) = token_at(state, doc, pos);
         self.loaded = None;
         let lists = DocLists::of(state);
         let list = lists.doc(state, doc);
