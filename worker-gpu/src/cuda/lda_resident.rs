@@ -51,13 +51,6 @@ const BLOCKS_PER_SM: u32 = 4;
 /// Threads of `lda_sum_partials` (its `LDA_SUM_BLOCK`).
 const SUM_BLOCK: u32 = 256;
 
-/// The key the word-major sweep's scalars are formed with at set-up (each sweep sets its own).
-const SWEEP_KEY_UNSET: SweepKey = SweepKey {
-    seed: 0,
-    worker: 0,
-    clock: 0,
-};
-
 /// What the engine was set up with.
 #[derive(Debug, Clone, Copy)]
 struct Shape {
@@ -267,7 +260,7 @@ impl CudaLdaResident {
         self.partial.ensure(stream, (grid * block / 32) as usize)?;
         if let Some((word, scalars)) = &mut self.word {
             self.bus.h2d(stream, || word.set_up(gpu, state))?;
-            *scalars = Some(SweepScalars::of(state, hyper, SWEEP_KEY_UNSET)?);
+            *scalars = Some(SweepScalars::of(state, hyper)?);
         }
         stream.synchronize().call("cuStreamSynchronize")?;
         self.bus.settle()?;
@@ -458,7 +451,7 @@ impl CudaLdaResident {
         let (grid, block) = self.shape_for(s.docs, self.sweep_blocks_per_sm);
         self.start_timer()?;
         match &mut self.word {
-            Some((word, Some(p))) => word.launch(&self.gpu, &mut self.dev, &p.with_key(key))?,
+            Some((word, Some(p))) => word.launch(&self.gpu, &mut self.dev, p, key)?,
             Some((_, None)) => return Err(not_set_up()),
             None => launch_gibbs(
                 &stream,

@@ -85,7 +85,7 @@ pub struct CudaWordLda {
     token_fn: CudaFunction,
     compaction: Compaction,
     bus: Bus,
-    loaded: Option<(SweepScalars, u32, usize)>,
+    loaded: Option<(SweepScalars, SweepKey, u32, usize)>,
     dev: StateDev,
     d_words: DevBuf<u32>,
     d_list_topics: DevBuf<u32>,
@@ -134,7 +134,6 @@ impl CudaWordLda {
         word_topic: &[f32],
         totals: &[f32],
         hyper: &LdaHyper,
-        key: SweepKey,
     ) -> Result<(SweepScalars, u32, usize), GpuError> {
         let visited = CudaLda::validate(state, word_topic, totals, hyper)?;
         WordSweep::check_topics(state.topics)?;
@@ -163,13 +162,13 @@ impl CudaWordLda {
         self.sweep.set_up(&self.gpu, state)?;
         self.dev.wt_delta.zero(s, nw * k)?;
         self.dev.totals_delta.zero(s, k)?;
-        let p = SweepScalars::of(state, hyper, key)?;
+        let p = SweepScalars::of(state, hyper)?;
         Ok((p, narrow(nw, "number of distinct words")?, visited))
     }
 
     /// Enqueues the sweep on the uploaded state.
-    fn launch(&mut self, p: &SweepScalars) -> Result<(), GpuError> {
-        self.sweep.launch(&self.gpu, &mut self.dev, p)
+    fn launch(&mut self, p: &SweepScalars, key: SweepKey) -> Result<(), GpuError> {
+        self.sweep.launch(&self.gpu, &mut self.dev, p, key)
     }
 
     fn try_sweep(
@@ -188,8 +187,8 @@ impl CudaWordLda {
             });
         }
         self.loaded = None;
-        let (p, words, visited) = self.load(state, word_topic, totals, hyper, key)?;
-        self.launch(&p)?;
+        let (p, words, visited) = self.load(state, word_topic, totals, hyper)?;
+        self.launch(&p, key)?;
         let entries = self.compaction.run(
             &self.gpu,
             &mut self.bus,
@@ -228,16 +227,15 @@ impl CudaWordLda {
         let (topics, k) = (state.topics, state.topics as usize);
         let (w, old) = token_at(state, doc, pos);
         self.loaded = None;
-        let lists = DocLists::of(state);
-        let list = lists.doc(state, doc);
+        let (list_topics, list_counts) = DocLists::list_of(state, doc);
         let s = &self.gpu.compute;
         upload_once(s, &mut self.dev.word_topic, &word_topic[w * k..(w + 1) * k])?;
         upload_once(s, &mut self.dev.totals, totals)?;
-        upload_once(s, &mut self.d_list_topics, list.topics)?;
-        upload_once(s, &mut self.d_list_counts, list.counts)?;
+        upload_once(s, &mut self.d_list_topics, &list_topics)?;
+        upload_once(s, &mut self.d_list_counts, &list_counts)?;
         self.d_out.ensure(s, 1)?;
         let pr = WordMajorPriors::of(hyper, state.vocab_size);
-        let (nnz, u) = (narrow(list.topics.len(), "document list")?, unit_f32(u));
+        let (nnz, u) = (narrow(list_topics.len(), "document list")?, unit_f32(u));
         let cfg = LaunchConfig {
             grid_dim: (1, 1, 1),
             block_dim: (32, 1, 1),
@@ -280,7 +278,8 @@ impl CudaWordLda {
             ));
         }
         self.loaded = None;
-        self.loaded = Some(self.load(state, word_topic, totals, hyper, key)?);
+        let (p, words, visited) = self.load(state, word_topic, totals, hyper)?;
+        self.loaded = Some((p, key, words, visited));
         self.gpu.synchronize()
     }
 
@@ -288,10 +287,10 @@ impl CudaWordLda {
     /// last [`CudaWordLda::bench_load`], with no copy; each call sweeps the device's state
     /// again with the same key (the counts stay consistent).
     pub fn bench_kernel_only(&mut self) -> Result<(), GpuError> {
-        let (p, _, _) = self.loaded.ok_or_else(|| {
+        let (p, key, _, _) = self.loaded.ok_or_else(|| {
             GpuError::Input("CudaWordLda::bench_kernel_only needs bench_load first".into())
         })?;
-        self.launch(&p)
+        self.launch(&p, key)
     }
 }
 

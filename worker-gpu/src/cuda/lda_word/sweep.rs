@@ -45,41 +45,22 @@ pub(crate) fn table_bytes(k: u32) -> u32 {
     (k + k.div_ceil(32)) * 4
 }
 
-/// The scalars of one sweep.
+/// The scalars of a worker's sweeps (each launch takes its key as well).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SweepScalars {
     pub docs: u32,
     pub topics: u32,
     pub priors: WordMajorPriors,
-    pub seed_lo: u32,
-    pub seed_hi: u32,
-    pub stream: u32,
-    pub first_index: u64,
 }
 
 impl SweepScalars {
-    /// The scalars of `state`'s sweep with `key` (counts checked by the caller).
-    pub fn of(state: &LdaWorkerState, hyper: &LdaHyper, key: SweepKey) -> Result<Self, GpuError> {
+    /// The scalars of `state`'s sweeps (counts checked by the caller).
+    pub fn of(state: &LdaWorkerState, hyper: &LdaHyper) -> Result<Self, GpuError> {
         Ok(SweepScalars {
             docs: narrow(state.num_docs(), "number of documents")?,
             topics: state.topics,
             priors: WordMajorPriors::of(hyper, state.vocab_size),
-            seed_lo: key.seed as u32,
-            seed_hi: (key.seed >> 32) as u32,
-            stream: key.philox_stream(),
-            first_index: key.philox_index(0),
         })
-    }
-
-    /// The same sweep with another key.
-    pub fn with_key(self, key: SweepKey) -> Self {
-        SweepScalars {
-            seed_lo: key.seed as u32,
-            seed_hi: (key.seed >> 32) as u32,
-            stream: key.philox_stream(),
-            first_index: key.philox_index(0),
-            ..self
-        }
     }
 }
 
@@ -184,7 +165,11 @@ impl WordSweep {
         gpu: &Gpu,
         b: &mut StateDev,
         p: &SweepScalars,
+        key: SweepKey,
     ) -> Result<(), GpuError> {
+        // Token i's uniform: Philox at (seed, stream, first_index + i), SweepKey::uniform(i).
+        let (seed_lo, seed_hi) = (key.seed as u32, (key.seed >> 32) as u32);
+        let (stream_id, first_index) = (key.philox_stream(), key.philox_index(0));
         let doc_grid = |threads: u64| gpu.grid_for(threads, DOC_BLOCK, BLOCKS_PER_SM);
         let lists_cfg = LaunchConfig {
             grid_dim: (doc_grid(u64::from(p.docs) * 32), 1, 1),
@@ -229,10 +214,10 @@ impl WordSweep {
             .arg(self.z_new.get_mut())
             .arg(b.word_topic.get())
             .arg(b.totals.get())
-            .arg(&p.seed_lo)
-            .arg(&p.seed_hi)
-            .arg(&p.stream)
-            .arg(&p.first_index)
+            .arg(&seed_lo)
+            .arg(&seed_hi)
+            .arg(&stream_id)
+            .arg(&first_index)
             .arg(&p.topics)
             .arg(&pr.alpha)
             .arg(&pr.beta)

@@ -227,17 +227,26 @@ impl DocLists {
         };
         for (d, nnz) in lists.nnz.iter_mut().enumerate() {
             let (lo, hi) = (state.doc_offsets[d], state.doc_offsets[d + 1]);
-            let mut at = lo;
-            for (t, &c) in state.doc_topic[d * k..(d + 1) * k].iter().enumerate() {
-                if c != 0 && at < hi {
-                    lists.topics[at] = t as u32;
-                    lists.counts[at] = c;
-                    at += 1;
-                }
-            }
-            *nnz = (at - lo) as u32;
+            let ndk = &state.doc_topic[d * k..(d + 1) * k];
+            let (topics, counts) = (&mut lists.topics[lo..hi], &mut lists.counts[lo..hi]);
+            *nnz = fill_list(ndk, topics, counts) as u32;
         }
         lists
+    }
+
+    /// Document `d`'s list alone (topics, counts), as [`DocLists::of`] forms it.
+    pub fn list_of(state: &LdaWorkerState, d: usize) -> (Vec<u32>, Vec<u32>) {
+        let k = state.topics as usize;
+        let len = state.doc_offsets[d + 1] - state.doc_offsets[d];
+        let (mut topics, mut counts) = (vec![0; len], vec![0; len]);
+        let n = fill_list(
+            &state.doc_topic[d * k..(d + 1) * k],
+            &mut topics,
+            &mut counts,
+        );
+        topics.truncate(n);
+        counts.truncate(n);
+        (topics, counts)
     }
 
     /// Document `d`'s list.
@@ -249,6 +258,20 @@ impl DocLists {
             counts: &self.counts[lo..hi],
         }
     }
+}
+
+/// Writes the nonzero topics of the document row `ndk` in topic order, and their counts, while
+/// they fit `topics` (the document's length); returns how many were written.
+fn fill_list(ndk: &[u32], topics: &mut [u32], counts: &mut [u32]) -> usize {
+    let mut at = 0;
+    for (t, &c) in ndk.iter().enumerate() {
+        if c != 0 && at < topics.len() {
+            topics[at] = t as u32;
+            counts[at] = c;
+            at += 1;
+        }
+    }
+    at
 }
 
 /// The tokens grouped by word: word row `w`'s token positions (ascending) are
@@ -468,12 +491,15 @@ impl LdaCompute for WordMajorLda {
         let row = &word_topic[w * k..(w + 1) * k];
         let mut table = WordTable::default();
         table.fill(row, totals, &pr, self.lanes);
-        let lists = DocLists::of(state);
+        let (topics, counts) = DocLists::list_of(state, doc);
         Ok(draw(
             &table,
             row,
             totals,
-            lists.doc(state, doc),
+            DocList {
+                topics: &topics,
+                counts: &counts,
+            },
             state.z[i],
             unit_f32(u),
             &pr,
