@@ -4,6 +4,7 @@ use crate::error::TransportError;
 use crate::gso::GsoCapped;
 use crate::link::{fresh_seed, LinkSocket, LinkSpec, LinkStats};
 use crate::plain::{PacketProtection, PlainClient, PlainServer};
+use crate::recv_staging::StagedRecv;
 use crate::tls::{ClusterIdentity, DEFAULT_SERVER_NAME};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use std::net::SocketAddr;
@@ -255,6 +256,7 @@ fn bind(
         socket,
         opts.max_udp_payload.max(1200).into(),
     ));
+    let socket: Arc<dyn quinn::AsyncUdpSocket> = Arc::new(StagedRecv::new(socket));
     let (socket, stats): (Arc<dyn quinn::AsyncUdpSocket>, _) = match opts.link {
         None => (socket, None),
         Some(spec) => {

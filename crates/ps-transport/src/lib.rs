@@ -1,8 +1,10 @@
 //! Transport of the parameter server: QUIC endpoints (quinn + rustls, TLS 1.3, mutual TLS against
 //! a cluster CA, ALPN `ps/1`), plaintext packets after the handshake where both ends ask for
 //! them ([`PacketProtection`]), certificate generation for local clusters and loading for real
-//! ones, frame I/O on QUIC streams, link emulation (bandwidth, latency, loss) under QUIC, and
-//! the node side of the coordinator protocol ([`node`]: register, heartbeats, shutdown).
+//! ones, frame I/O on QUIC streams, the UDP socket under quinn (segmentation batches capped to
+//! one datagram, receives staged away from slow copy alignments), link emulation (bandwidth,
+//! latency, loss) under QUIC, and the node side of the coordinator protocol ([`node`]: register,
+//! heartbeats, shutdown).
 //!
 //! This crate knows nothing of tables, clocks or applications: it moves `ps_proto::Frame`s.
 //! It must not depend on the server, the client or the apps.
@@ -14,6 +16,7 @@ mod gso;
 mod link;
 pub mod node;
 mod plain;
+mod recv_staging;
 mod tls;
 
 pub use endpoint::{
