@@ -12,9 +12,9 @@
 //! [`StagedRecv`] checks where the caller's buffers lie. Where one lies in [`SLOW_OFFSETS`],
 //! the kernel writes into a staging buffer placed half a page from it instead, and the bytes
 //! are then copied into the caller's buffer (a user-space copy at a fast relative offset). With
-//! quinn's buffers at offset 16 this took the shard service's transport bench from about 1.0
-//! to 0.85 CPU seconds per GB pulled and from 1.16 to 0.93 per GB pushed (README, Transport
-//! throughput). Where the caller's buffers lie elsewhere, datagrams go straight to them.
+//! quinn's buffers at offset 16 this took the shard service's transport bench from 0.89-0.92
+//! to 0.73-0.83 CPU seconds per GB pulled and from 1.25-1.41 to 0.92-1.15 per GB pushed
+//! (README, Transport throughput). Where the caller's buffers lie elsewhere, datagrams go straight to them.
 //! `PS_UDP_RECV_DIRECT=1` in the environment turns staging off (to measure it).
 
 use quinn::udp::{RecvMeta, Transmit};
@@ -24,6 +24,7 @@ use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -34,14 +35,19 @@ pub const PAGE: usize = 4096;
 /// (measured: 1 to 31; the range is widened to a cache line).
 pub const SLOW_OFFSETS: RangeInclusive<usize> = 1..=63;
 
+/// Where `buf` starts within its page.
+fn page_offset(buf: &[u8]) -> usize {
+    buf.as_ptr() as usize % PAGE
+}
+
 /// Whether a receive buffer at page offset `offset` is better staged.
 pub fn needs_staging(offset: usize) -> bool {
     SLOW_OFFSETS.contains(&(offset % PAGE))
 }
 
 /// The page offset of the staging buffer for a destination at a page offset `offset` in
-/// [`SLOW_OFFSETS`]: half a page from it, so neither the kernel's copy (from a page boundary) nor the copy on to the
-/// destination falls in [`SLOW_OFFSETS`].
+/// [`SLOW_OFFSETS`]: half a page from it, so neither the kernel's copy (from a page boundary)
+/// nor the copy on to the destination falls in [`SLOW_OFFSETS`].
 pub fn staging_offset(offset: usize) -> usize {
     (offset + PAGE / 2) % PAGE
 }
@@ -52,7 +58,7 @@ pub struct StagedRecv {
     inner: Arc<dyn AsyncUdpSocket>,
     direct: bool,
     staging: Mutex<Vec<u8>>,
-    told: std::sync::atomic::AtomicBool,
+    told: AtomicBool,
 }
 
 impl StagedRecv {
@@ -61,7 +67,7 @@ impl StagedRecv {
             inner,
             direct: std::env::var_os("PS_UDP_RECV_DIRECT").is_some_and(|v| v == "1"),
             staging: Mutex::new(Vec::new()),
-            told: std::sync::atomic::AtomicBool::new(false),
+            told: AtomicBool::new(false),
         }
     }
 }
@@ -80,8 +86,8 @@ fn place<'a>(staging: &'a mut [u8], bufs: &[IoSliceMut<'_>]) -> Vec<IoSliceMut<'
     let mut rest = staging;
     let mut slots = Vec::with_capacity(bufs.len());
     for buf in bufs {
-        let want = staging_offset(buf.as_ptr() as usize % PAGE);
-        let here = rest.as_ptr() as usize % PAGE;
+        let want = staging_offset(page_offset(buf));
+        let here = page_offset(rest);
         let pad = (want + PAGE - here) % PAGE;
         let taken = std::mem::take(&mut rest);
         let (slot, tail) = taken[pad..].split_at_mut(buf.len());
@@ -106,13 +112,12 @@ impl AsyncUdpSocket for StagedRecv {
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
-        let slow = bufs
-            .iter()
-            .any(|b| needs_staging(b.as_ptr() as usize % PAGE));
-        if !self.told.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        let slow = bufs.iter().any(|b| needs_staging(page_offset(b)));
+        let told = &self.told;
+        if !told.load(Ordering::Relaxed) && !told.swap(true, Ordering::Relaxed) {
             tracing::debug!(
                 "UDP receive buffers at page offset {}: {}",
-                bufs.first().map_or(0, |b| b.as_ptr() as usize % PAGE),
+                bufs.first().map_or(0, |b| page_offset(b)),
                 if slow && !self.direct {
                     "staged"
                 } else {
@@ -191,10 +196,7 @@ mod tests {
         assert_eq!(slots.len(), 3);
         for (buf, slot) in bufs.iter().zip(&slots) {
             assert_eq!(slot.len(), buf.len());
-            assert_eq!(
-                slot.as_ptr() as usize % PAGE,
-                staging_offset(buf.as_ptr() as usize % PAGE)
-            );
+            assert_eq!(page_offset(slot), staging_offset(page_offset(buf)));
         }
     }
 
@@ -202,7 +204,7 @@ mod tests {
     async fn receive_at(socket: &Arc<StagedRecv>, offset: usize, want: usize) -> Vec<Vec<u8>> {
         let slot = 2048;
         let mut backing = vec![0u8; 4 * 2 * PAGE + PAGE];
-        let start = (offset + PAGE - backing.as_ptr() as usize % PAGE) % PAGE;
+        let start = (offset + PAGE - page_offset(&backing)) % PAGE;
         let mut got = Vec::new();
         while got.len() < want {
             let mut rest = &mut backing[start..];
@@ -217,7 +219,7 @@ mod tests {
                 .await
                 .unwrap();
             for (b, m) in bufs.iter().zip(&meta[..n]) {
-                assert_eq!(b.as_ptr() as usize % PAGE, offset);
+                assert_eq!(page_offset(b), offset);
                 got.push(b[..m.len].to_vec());
             }
         }
