@@ -45,10 +45,12 @@
 # E2E_MLP_GEMM (default cublas, "" none): the MLP's GPU row once more with PS_MLP_GEMM set to
 # each name (row `cuda-cublas`): its matrix products through cuBLAS instead of the tiled kernel.
 #
-# E2E_LDA_SAMPLER (default word-major, "" none): LDA's GPU row once more with PS_LDA_SAMPLER set
-# to each name (row `cuda-word-major`): the word-major sweep over fixed counts
-# (`kernels/lda_word.cu`, tokens grouped by word, the word's table in shared memory) instead of
-# the Gibbs sweep, one warp per document. It is another chain, so read its quality column too.
+# E2E_LDA_SAMPLER (default `word-major word-major:4`, "" none): LDA's GPU row once more with
+# PS_LDA_SAMPLER set to each name (rows `cuda-word-major`, `cuda-word-major-g4`): the word-major
+# sweep over fixed counts (`kernels/lda_word.cu`, tokens grouped by word, the word's table in
+# shared memory) instead of the Gibbs sweep, one warp per document; `:4` sweeps the documents in
+# 4 groups, each drawing from the counts the groups before it left. Each is another chain, so
+# read its quality column too.
 #
 # E2E_WIRE_FLAGS (default `--packet-protection none --server-threads 4`, "" none): the MF and
 # LDA default rows run once more at the end, GPU and CPU, with these flags (rows `cuda-wire` and
@@ -173,9 +175,9 @@ print(json.dumps(s))' "$name" "$device" "$log.csv" "$WAVES" "$*" "$VARIANT" >>"$
         VARIANT=
     done
     GEMM=
-    # LDA's GPU row with each other sampler (E2E_LDA_SAMPLER, default word-major; "" none).
-    for SAMPLER in ${E2E_LDA_SAMPLER-word-major}; do
-        VARIANT=$SAMPLER
+    # LDA's GPU row with each other sampler (E2E_LDA_SAMPLER; "" none); `:G` is `-gG` in names.
+    for SAMPLER in ${E2E_LDA_SAMPLER-word-major word-major:4}; do
+        VARIANT=${SAMPLER/:/-g}
         job lda cuda --app lda --workers 1 --clocks 3 $LDA_DATA $LDA_SSP
         VARIANT=
     done

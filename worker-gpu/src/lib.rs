@@ -18,7 +18,7 @@
 //! This crate must not depend on the server or on networking.
 
 use ps_apps::app::{CpuEngines, Engines};
-use ps_apps::lda::{HostLdaResident, LdaCompute, LdaResident, WordMajorLda};
+use ps_apps::lda::{HostLdaResident, LdaCompute, LdaResident};
 use ps_apps::lr::{HostLrResident, LrCompute, LrResident};
 use ps_apps::mf::{HostResident, MfCompute, MfResident};
 use ps_apps::mlp::{HostMlpResident, MlpCompute, MlpResident};
@@ -183,15 +183,15 @@ impl Engines for DeviceEngines {
     fn lda(&self, threads: u32) -> Result<Box<dyn LdaCompute + Send>, AppError> {
         // Checked on every device; the CPU runs the word-major sweep's twin.
         let sampler = LdaSampler::from_env().map_err(AppError::Settings)?;
-        match (self.0, sampler.unwrap_or_default()) {
-            (Device::Cpu | Device::CpuResident, LdaSampler::WordMajor) => {
-                Ok(Box::new(WordMajorLda::new(threads as usize)))
-            }
-            (Device::Cpu | Device::CpuResident, LdaSampler::Gibbs) => CpuEngines.lda(threads),
-            (Device::Cuda(n), LdaSampler::WordMajor) => {
-                Ok(Box::new(cuda(n, CudaWordLda::new(open(n)?))?))
-            }
-            (Device::Cuda(n), LdaSampler::Gibbs) => Ok(Box::new(cuda(n, CudaLda::new(open(n)?))?)),
+        let sampler = sampler.unwrap_or_default();
+        match (self.0, sampler.word_major_twin(threads as usize)) {
+            (Device::Cpu | Device::CpuResident, Some(twin)) => Ok(Box::new(twin)),
+            (Device::Cpu | Device::CpuResident, None) => CpuEngines.lda(threads),
+            (Device::Cuda(n), Some(twin)) => Ok(Box::new(cuda(
+                n,
+                CudaWordLda::new(open(n)?).map(|e| e.with_groups(twin.groups())),
+            )?)),
+            (Device::Cuda(n), None) => Ok(Box::new(cuda(n, CudaLda::new(open(n)?))?)),
         }
     }
 

@@ -2,14 +2,16 @@
 //! invariants, and an in-process emulation of the parameter-server schedule.
 //!
 //! Run with `cargo test -p ps-apps --test lda_conformance -- --nocapture` to
-//! see seeds and per-clock progress. The throughput measurement is ignored
+//! see seeds and per-clock progress. The throughput and chain measurements are ignored
 //! by default: `cargo test --release -p ps-apps --test lda_conformance --
 //! --ignored --nocapture`.
 //!
 //! This file holds the shared fixtures and the emulated parameter-server training; the
-//! distributional tests, the sweep invariants and the throughput measurement are in
-//! `lda_conformance/{distribution,sweep,throughput}.rs`.
+//! distributional tests, the sweep invariants, and the throughput and chain measurements are in
+//! `lda_conformance/{distribution,sweep,throughput,chain}.rs`.
 
+#[path = "lda_conformance/chain.rs"]
+mod chain;
 #[path = "lda_conformance/distribution.rs"]
 mod distribution;
 #[path = "lda_conformance/sweep.rs"]

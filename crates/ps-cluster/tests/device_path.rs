@@ -106,10 +106,11 @@ fn a_bad_device_is_refused_before_anything_starts() {
 
 /// `PS_LDA_SAMPLER=word-major` runs the word-major sweep over fixed counts (the device sampler's
 /// CPU twin) on the host path and the resident path alike: the same model bit for bit, other
-/// than the default sampler's, and the built-in topics recovered.
+/// than the default sampler's, and the built-in topics recovered. `word-major:4` sweeps in 4
+/// document groups: the same on both paths again, and another chain than one group's.
 #[test]
 fn the_word_major_sampler_trains_lda_on_either_path() {
-    let run = |device: &str| {
+    let run = |device: &str, sampler: &str| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_ps-cluster"))
             .args([
                 "local",
@@ -119,25 +120,32 @@ fn the_word_major_sampler_trains_lda_on_either_path() {
                 device,
                 "--deterministic",
             ])
-            .env("PS_LDA_SAMPLER", "word-major")
+            .env("PS_LDA_SAMPLER", sampler)
             .env("RUST_LOG", "ps_apps=info")
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr).to_string();
         (summary(&out), err)
     };
-    let (host, host_log) = run("cpu");
-    // The resident path's log names its oracle; its model shows which sampler ran.
-    let (dev, _) = run("cpu-resident");
     let default = self::run("lda", "cpu", "raw");
-    assert_eq!(
-        host["word_topic_hash"], dev["word_topic_hash"],
-        "{host}\n{dev}"
-    );
-    assert_eq!(host["loglik_per_token"], dev["loglik_per_token"]);
-    assert_ne!(host["word_topic_hash"], default["word_topic_hash"]);
-    assert!(host["topic_recovery"].as_f64().unwrap() >= 0.9, "{host}");
-    assert!(host_log.contains("word-major"), "{host_log}");
+    let mut hashes = vec![default["word_topic_hash"].clone()];
+    for sampler in ["word-major", "word-major:4"] {
+        let (host, host_log) = run("cpu", sampler);
+        // The resident path's log names its oracle; its model shows which sampler ran.
+        let (dev, _) = run("cpu-resident", sampler);
+        assert_eq!(
+            host["word_topic_hash"], dev["word_topic_hash"],
+            "{sampler}: {host}\n{dev}"
+        );
+        assert_eq!(host["loglik_per_token"], dev["loglik_per_token"]);
+        assert!(
+            !hashes.contains(&host["word_topic_hash"]),
+            "{sampler}: {host}"
+        );
+        hashes.push(host["word_topic_hash"].clone());
+        assert!(host["topic_recovery"].as_f64().unwrap() >= 0.9, "{host}");
+        assert!(host_log.contains("word-major"), "{host_log}");
+    }
 }
 
 /// A kernel variant the environment names wrongly (`PS_MF_WAVE_KERNEL`, `PS_MLP_GEMM`) stops the
@@ -151,7 +159,13 @@ fn a_misspelt_kernel_variant_stops_the_job() {
             "PS_LDA_SAMPLER",
             "wordmajor",
             "lda",
-            "expected gibbs or word-major",
+            "expected gibbs, word-major or word-major:G",
+        ),
+        (
+            "PS_LDA_SAMPLER",
+            "word-major:0",
+            "lda",
+            "is not a number of groups",
         ),
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_ps-cluster"))

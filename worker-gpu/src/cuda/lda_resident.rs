@@ -143,8 +143,8 @@ impl CudaLdaResident {
     /// The engine with `sampler`'s sweep.
     pub fn with_sampler(gpu: Arc<Gpu>, sampler: LdaSampler) -> Result<Self, GpuError> {
         let mut e = Self::new(gpu)?;
-        if sampler == LdaSampler::WordMajor {
-            e.word = Some((WordSweep::new(&e.gpu)?, None));
+        if let LdaSampler::WordMajor { groups } = sampler {
+            e.word = Some((WordSweep::new(&e.gpu, groups)?, None));
         }
         Ok(e)
     }

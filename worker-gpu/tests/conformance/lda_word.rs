@@ -34,15 +34,24 @@ fn word_major_sweeps_are_the_twins_bit_for_bit() {
         return;
     };
     let mut rng = ChaCha8Rng::seed_from_u64(seed("lda word-major sweep"));
-    let mut cuda = CudaWordLda::new(Arc::clone(&gpu)).expect("engine");
-    for (case, &(k, docs, max_len, vocab)) in SHAPES.iter().enumerate() {
+    // In one document group, and in several (each group its own launches; 5 groups of at
+    // most 4 to 12 documents includes groups of one document).
+    for (case, (&(k, docs, max_len, vocab), groups)) in SHAPES
+        .iter()
+        .chain(&SHAPES[1..5])
+        .zip([1, 1, 1, 1, 1, 1, 1, 3, 5, 2, 5])
+        .enumerate()
+    {
+        let mut cuda = CudaWordLda::new(Arc::clone(&gpu))
+            .expect("engine")
+            .with_groups(groups);
         let hyper = random_hyper(&mut rng, k);
         let docs = random_docs(&mut rng, docs, max_len, vocab);
         let (state, _) = LdaWorkerState::init(&docs, vocab, &hyper, rng.gen(), 0).expect("init");
         let (wt, totals) = stale_copy(&mut rng, &state);
         let (mut gs, mut gw, mut gt) = (state.clone(), wt.clone(), totals.clone());
         let (mut cs, mut cw, mut ct) = (state, wt, totals);
-        let mut twin = WordMajorLda::new(2);
+        let mut twin = WordMajorLda::new(2).with_groups(groups);
         let mut moved = 0usize;
         for clock in 1..=3u32 {
             let key = SweepKey {
@@ -54,7 +63,7 @@ fn word_major_sweeps_are_the_twins_bit_for_bit() {
                 .sweep(&mut gs, &mut gw, &mut gt, &hyper, key)
                 .expect("sweep");
             let c = twin.sweep(&mut cs, &mut cw, &mut ct, &hyper, key).unwrap();
-            let ctx = format!("case {case} (K {k}) clock {clock}");
+            let ctx = format!("case {case} (K {k}, {groups} groups) clock {clock}");
             assert_eq!(gs.z, cs.z, "{ctx}: topics");
             assert_eq!(gs.doc_topic, cs.doc_topic, "{ctx}: document counts");
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -63,7 +72,10 @@ fn word_major_sweeps_are_the_twins_bit_for_bit() {
             assert_eq!(g, c, "{ctx}: delta");
             moved += c.entries.len();
         }
-        eprintln!("case {case} (K {k}): {moved} delta entries over 3 sweeps, all the twin's");
+        eprintln!(
+            "case {case} (K {k}, {groups} groups): {moved} delta entries over 3 sweeps, all the \
+             twin's"
+        );
         assert!(moved > 0 || k == 1, "case {case}: nothing moved");
     }
 }
@@ -104,7 +116,8 @@ fn word_major_sample_token_is_the_twins() {
 
 /// The resident engine with the word-major sweep against its CPU oracle, `HostLdaResident` on
 /// `WordMajorLda`, over clocks of two workers sharing an emulated server table: each clock's
-/// delta and the state after it bit for bit, the log-likelihood to rounding.
+/// delta and the state after it bit for bit, the log-likelihood to rounding; in one document
+/// group and in 4.
 #[test]
 fn resident_word_major_engine_is_the_oracle_clock_by_clock() {
     use crate::lda_resident::{close, job, key, load};
@@ -116,15 +129,18 @@ fn resident_word_major_engine_is_the_oracle_clock_by_clock() {
         return;
     };
     let s = seed("lda resident word-major");
-    for topics in [12u32, 300] {
+    for (topics, groups) in [(12u32, 1usize), (300, 1), (12, 4), (300, 4)] {
         let (states, mut table, mut totals, hyper) = job(s, topics, 200, 300);
         let mut pairs: Vec<(CudaLdaResident, HostLdaResident, LdaWorkerState)> = states
             .into_iter()
             .map(|state| {
-                let mut dev = CudaLdaResident::with_sampler(gpu.clone(), LdaSampler::WordMajor)
-                    .expect("engine");
+                let sampler = LdaSampler::WordMajor {
+                    groups: groups as u32,
+                };
+                let mut dev = CudaLdaResident::with_sampler(gpu.clone(), sampler).expect("engine");
                 assert_eq!(dev.name(), "cuda-resident-word-major");
-                let mut host = HostLdaResident::new(Box::new(WordMajorLda::new(1)));
+                let twin = WordMajorLda::new(1).with_groups(groups);
+                let mut host = HostLdaResident::new(Box::new(twin));
                 dev.setup(&state, &hyper).expect("setup");
                 host.setup(&state, &hyper).expect("setup");
                 (dev, host, state)
@@ -133,7 +149,7 @@ fn resident_word_major_engine_is_the_oracle_clock_by_clock() {
         for clock in 1..=4 {
             let mut deltas = Vec::new();
             for (w, (dev, host, state)) in pairs.iter_mut().enumerate() {
-                let ctx = format!("K {topics} clock {clock} worker {w}");
+                let ctx = format!("K {topics} groups {groups} clock {clock} worker {w}");
                 load(dev, state, &table, &totals);
                 load(host, state, &table, &totals);
                 let (lg, _) = dev.loglik().expect("loglik");

@@ -1,8 +1,9 @@
 //! `kernels/lda_word.cuh` on the CPU: the word-major sweep's device functions (the documents'
 //! lists, a word's table, a token's draw, the moves), compiled by the host's C++ compiler with
-//! one lane (`LW_LANES` 1) and one thread, run as `lda_word.cu`'s kernels run them, and checked
-//! bit for bit against their twin, `ps_apps::lda::WordMajorLda::with_lanes(1)`: every drawn
-//! topic, then the state, the copy, the totals and the move counts after the moves. Stale and
+//! one lane (`LW_LANES` 1) and one thread, run as `lda_word.cu`'s kernels run them (in document
+//! groups as the engines launch them), and checked bit for bit against their twin,
+//! `ps_apps::lda::WordMajorLda::with_lanes(1)`: every drawn topic, then the state, the copy,
+//! the totals and the move counts after the moves. Stale and
 //! hostile copies (negative, fractional, NaN and infinite cells) are among the cases. With 32
 //! lanes only the sums' order changes; the GPU conformance case checks that against
 //! `WordMajorLda` where there is a GPU. Skips visibly without a C++ compiler, as
@@ -16,6 +17,7 @@ use ps_apps::lda::word_major::{WordMajorPriors, WordOrder};
 use ps_apps::lda::{LdaCompute, LdaHyper, LdaWorkerState, SweepKey, WordMajorLda};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use worker_gpu::cuda::lda_word::group_slots;
 
 /// The sizes of a random case: topics to choose from, and the most documents and tokens.
 struct Shape {
@@ -72,9 +74,16 @@ fn case(seed: u64, shape: &Shape) -> (LdaWorkerState, Vec<f32>, Vec<f32>, LdaHyp
 }
 
 /// The C++ statements that sweep `seeds`' cases as the kernels do (one lane and one thread, or
-/// a warp of 32 lanes on host threads: `lanes`), and what they must print: the twin's draws
-/// and the state, copy, totals and move counts after its sweep.
-fn sweeps(seeds: std::ops::Range<u64>, shape: &Shape, lanes: usize) -> (String, String) {
+/// a warp of 32 lanes on host threads: `lanes`), in `groups` document groups laid out by the
+/// device engine's host code (`group_slots`, in slots of at most 3 tokens so that words and
+/// groups span several), and what they must print: the state, copy, totals and move counts
+/// after the twin's sweep.
+fn sweeps(
+    seeds: std::ops::Range<u64>,
+    shape: &Shape,
+    lanes: usize,
+    groups: usize,
+) -> (String, String) {
     let mut body = String::new();
     let mut want = String::new();
     for seed in seeds {
@@ -85,8 +94,7 @@ fn sweeps(seeds: std::ops::Range<u64>, shape: &Shape, lanes: usize) -> (String, 
             clock: 7,
         };
         let k = state.topics as usize;
-        let twin = WordMajorLda::new(1).with_lanes(lanes);
-        let drawn = twin.draw_all(&state, &wt, &totals, &hyper, key);
+        let twin = WordMajorLda::new(1).with_lanes(lanes).with_groups(groups);
         let (mut after, mut wt_after, mut tot_after) = (state.clone(), wt.clone(), totals.clone());
         let delta = twin
             .clone()
@@ -97,10 +105,8 @@ fn sweeps(seeds: std::ops::Range<u64>, shape: &Shape, lanes: usize) -> (String, 
             let row = state.words.binary_search(&word).unwrap();
             wt_delta[row * k + t as usize] = c;
         }
-        for x in &drawn {
-            writeln!(want, "{x}").unwrap();
-        }
-        for x in after.z.iter().chain(&after.doc_topic) {
+        // What the draws wrote (z_new) is each token's topic after the sweep.
+        for x in after.z.iter().chain(&after.z).chain(&after.doc_topic) {
             writeln!(want, "{x}").unwrap();
         }
         for x in wt_after.iter().chain(&tot_after) {
@@ -111,13 +117,16 @@ fn sweeps(seeds: std::ops::Range<u64>, shape: &Shape, lanes: usize) -> (String, 
         }
 
         let pr = WordMajorPriors::of(&hyper, state.vocab_size);
-        let by_word = WordOrder::of(&state);
+        let by_word = WordOrder::grouped(&state, groups);
+        let (slot_word, slot_first, group_slots) = group_slots(&by_word, 3);
+        let u32s = |v: &[usize]| -> Vec<u32> { v.iter().map(|&o| o as u32).collect() };
         let n = state.tokens.len();
-        let offsets: Vec<u32> = state.doc_offsets.iter().map(|&o| o as u32).collect();
-        let word_offsets: Vec<u32> = by_word.offsets.iter().map(|&o| o as u32).collect();
         let mut c = String::from("{\n");
-        c += &array("unsigned int", "off", &offsets);
-        c += &array("unsigned int", "word_off", &word_offsets);
+        c += &array("unsigned int", "off", &u32s(&state.doc_offsets));
+        c += &array("unsigned int", "gdoc", &u32s(&by_word.doc_bounds));
+        c += &array("unsigned int", "gslot", &u32s(&group_slots));
+        c += &array("unsigned int", "sword", &slot_word);
+        c += &array("unsigned int", "sfirst", &u32s(&slot_first));
         c += &array("unsigned int", "order", &by_word.order);
         c += &array("unsigned int", "tdoc", &by_word.doc_of);
         c += &array("unsigned int", "tokens", &state.tokens);
@@ -128,28 +137,30 @@ fn sweeps(seeds: std::ops::Range<u64>, shape: &Shape, lanes: usize) -> (String, 
         c += &array("unsigned int", "dtop", &vec![0u32; n.max(1)]);
         c += &array("unsigned int", "dcnt", &vec![0u32; n.max(1)]);
         c += &array("unsigned int", "znew", &vec![0u32; n.max(1)]);
-        c += &array("unsigned int", "nnz", &vec![0u32; state.num_docs()]);
+        c += &array("unsigned int", "nnz", &vec![0u32; state.num_docs().max(1)]);
         c += &array("int", "wtd", &vec![0i32; wt.len()]);
         c += &array("int", "totd", &vec![0i32; k]);
         c += &array("float", "phi", &vec![0f32; k]);
         c += &array("float", "qp", &vec![0f32; k]);
-        let (docs, words) = (state.num_docs(), state.words.len());
+        let docs = state.num_docs();
         write!(
             c,
             "static float wt[{}]; static float tot[{k}];
             memcpy(wt, wt_bits, sizeof wt); memcpy(tot, tot_bits, sizeof tot);
             const float a = __uint_as_float({}u), b = __uint_as_float({}u), vb = __uint_as_float({}u);
             gridDim.x = 1; blockDim.x = {lanes}u; blockIdx.x = 0; threadIdx.x = 0;
-            auto block = [&](unsigned int lane) {{
+            static unsigned int g;
+            auto lists = [&](unsigned int lane) {{
             for (unsigned int d = 0; d < {docs}u; ++d) {{
                 const unsigned int n = lw_doc_list(ndk + d * {k}u, {k}u, off[d + 1] - off[d], dtop + off[d], dcnt + off[d], lane);
                 if (lane == 0u) nnz[d] = n;
             }}
-            __syncthreads();
-            for (unsigned int w = 0; w < {words}u; ++w) {{
-                if (word_off[w] == word_off[w + 1]) continue;
+            }};
+            auto draws = [&](unsigned int lane) {{
+            for (unsigned int s = gslot[g]; s < gslot[g + 1]; ++s) {{
+                const unsigned int w = sword[s];
                 lw_word_table(wt + w * {k}u, tot, {k}u, a, b, vb, phi, qp);
-                for (unsigned int j = word_off[w]; j < word_off[w + 1]; ++j) {{
+                for (unsigned int j = sfirst[s]; j < sfirst[s + 1]; ++j) {{
                     const unsigned int i = order[j], d = tdoc[i];
                     const float u = philox_uniform({}u, {}u, {}u, {}ull + i);
                     const unsigned int t = lw_draw(phi, qp, {k}u, wt + w * {k}u, tot, dtop + off[d], dcnt + off[d],
@@ -159,10 +170,13 @@ fn sweeps(seeds: std::ops::Range<u64>, shape: &Shape, lanes: usize) -> (String, 
                 __syncthreads();
             }}
             }};
-            {launch}
+            {launch_lists}
+            for (g = 0; g < {groups}u; ++g) {{
+                {launch_draws}
+                for (unsigned int d = gdoc[g]; d < gdoc[g + 1]; ++d)
+                    lw_apply_doc(off[d], off[d + 1], tokens, z, znew, ndk + d * {k}u, wt, tot, wtd, totd, {k}u);
+            }}
             for (unsigned int i = 0; i < {n}u; ++i) printf(\"%u\\n\", znew[i]);
-            for (unsigned int d = 0; d < {docs}u; ++d)
-                lw_apply_doc(off[d], off[d + 1], tokens, z, znew, ndk + d * {k}u, wt, tot, wtd, totd, {k}u);
             for (unsigned int i = 0; i < {n}u; ++i) printf(\"%u\\n\", z[i]);
             for (unsigned int i = 0; i < {}u; ++i) printf(\"%u\\n\", ndk[i]);
             for (unsigned int i = 0; i < {}u; ++i) {{ unsigned int x; memcpy(&x, &wt[i], 4); printf(\"%u\\n\", x); }}
@@ -181,7 +195,9 @@ fn sweeps(seeds: std::ops::Range<u64>, shape: &Shape, lanes: usize) -> (String, 
             state.doc_topic.len(),
             wt.len(),
             wt.len(),
-            launch = if lanes == 1 { "block(0u);" } else { "run_warp(block);" },
+            groups = by_word.groups(),
+            launch_lists = if lanes == 1 { "lists(0u);" } else { "run_warp(lists);" },
+            launch_draws = if lanes == 1 { "draws(0u);" } else { "run_warp(draws);" },
         )
         .unwrap();
         body += &c;
@@ -210,7 +226,27 @@ fn the_device_word_major_sweep_is_its_twins() {
         docs: 12,
         tokens: 40,
     };
-    let (body, want) = sweeps(0..24, &shape, 1);
+    let (body, want) = sweeps(0..24, &shape, 1, 1);
+    host_cxx::check_on_host(&headers(1), &body, &want);
+}
+
+/// The same in document groups, launched as `CudaWordLda` and the resident engine launch them:
+/// the lists once, then each group's slots (from `group_slots`) and its documents' moves. 1 to
+/// 12 documents in 1, 3 and 8 groups (fewer where there are fewer documents).
+#[test]
+fn the_device_word_major_sweep_in_groups_is_its_twins() {
+    let shape = Shape {
+        topics: &[1, 3, 9, 40],
+        docs: 13,
+        tokens: 40,
+    };
+    let mut body = String::new();
+    let mut want = String::new();
+    for (seeds, groups) in [(200..210, 3), (210..220, 8), (220..224, 1)] {
+        let (b, w) = sweeps(seeds, &shape, 1, groups);
+        body += &b;
+        want += &w;
+    }
     host_cxx::check_on_host(&headers(1), &body, &want);
 }
 
@@ -226,6 +262,9 @@ fn the_device_word_major_sweep_with_32_lanes_is_its_twins() {
         docs: 4,
         tokens: 90,
     };
-    let (body, want) = sweeps(100..108, &shape, 32);
+    let (mut body, mut want) = sweeps(100..106, &shape, 32, 1);
+    let (b, w) = sweeps(106..108, &shape, 32, 3);
+    body += &b;
+    want += &w;
     host_cxx::check_on_host(&headers(32), &body, &want);
 }

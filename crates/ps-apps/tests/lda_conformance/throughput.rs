@@ -8,7 +8,19 @@ use ps_apps::lda::{
     LdaWorkerState, ParallelSparseLda, SparseLda, SweepKey, SyntheticLdaSpec, WordMajorLda,
 };
 
-fn throughput(k: u32) {
+/// The measurements' worker: one worker's 4 M tokens (20,000 documents of 200 over 5,000 words,
+/// K topics, seed 11) from its random start, with the copy and totals of its counts, and the
+/// synthetic corpus (its true topics).
+pub(crate) struct LargeWorker {
+    pub syn: ps_apps::lda::SyntheticLda,
+    pub hyper: LdaHyper,
+    pub state: LdaWorkerState,
+    pub word_topic: Vec<f32>,
+    pub totals: Vec<f32>,
+    pub seed: u64,
+}
+
+pub(crate) fn large_worker(k: u32) -> LargeWorker {
     let seed = 11;
     let spec = SyntheticLdaSpec {
         docs: 20_000,
@@ -23,12 +35,31 @@ fn throughput(k: u32) {
         alpha: 0.1,
         beta: 0.01,
     };
-    let (state0, init) =
+    let (state, init) =
         LdaWorkerState::init(&syn.corpus.docs, syn.corpus.vocab_size, &hyper, seed, 0).unwrap();
     let mut table = vec![0f32; 5_000 * k as usize];
-    let mut totals0 = vec![0f32; k as usize];
-    init.apply(&mut table, &mut totals0);
-    let wt0 = gather_rows(&table, &state0.words, k);
+    let mut totals = vec![0f32; k as usize];
+    init.apply(&mut table, &mut totals);
+    let word_topic = gather_rows(&table, &state.words, k);
+    LargeWorker {
+        syn,
+        hyper,
+        state,
+        word_topic,
+        totals,
+        seed,
+    }
+}
+
+fn throughput(k: u32) {
+    let LargeWorker {
+        syn,
+        hyper,
+        state: state0,
+        word_topic: wt0,
+        totals: totals0,
+        seed,
+    } = large_worker(k);
     let n = state0.num_tokens() as f64;
     println!("K = {k}: {} tokens, seed {seed}", state0.num_tokens());
     let mut engs: Vec<(Box<dyn LdaCompute>, u32)> = vec![

@@ -7,7 +7,8 @@
 //!
 //! The word-major sampler (`CudaWordLda`, `kernels/lda_word.cu`: tokens by word, the word's
 //! table in shared memory, the document part over its nonzero topics, counts fixed for the
-//! sweep) is timed the same way, its three kernels a sweep, against CuLDA_CGS's figure.
+//! sweep) is timed the same way, its kernels a sweep, in 1, 4 and 16 document groups, against
+//! CuLDA_CGS's figure.
 //!
 //! Floor: the kernel is dense in K; per token it reads K counts of the word row (f32), K of the
 //! document row (u32) and K totals (f32), writes K f64 cumulative sums and reads them back:
@@ -17,11 +18,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use ps_apps::lda::word_major::WordOrder;
 use ps_apps::lda::{
     synthetic_lda, LdaCompute, LdaHyper, LdaWorkerState, SparseLda, SweepKey, SyntheticLdaSpec,
 };
 use worker_gpu::cuda::lda::{CudaLda, LdaSweepKernel};
-use worker_gpu::cuda::lda_word::CudaWordLda;
+use worker_gpu::cuda::lda_word::{group_slots, CudaWordLda, SLOT_TOKENS};
 use worker_gpu::cuda::{Gpu, GpuError};
 
 use crate::{median_event_ms, median_wall_ms, Ceilings, Row};
@@ -166,9 +168,11 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
                 ),
             });
         }
-        rows.push(word_major_row(
-            gpu, ceil, &state, &wt, &totals, &hyper, key, &shape,
-        )?);
+        for groups in WORD_MAJOR_GROUPS {
+            rows.push(word_major_row(
+                gpu, ceil, &state, &wt, &totals, &hyper, key, &shape, groups,
+            )?);
+        }
         let mut engine = CudaLda::new(Arc::clone(gpu))?;
         let (floor, bound, formula) = floor_of(LdaSweepKernel::default());
 
@@ -208,9 +212,14 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
 /// CuLDA_CGS on the H200 at K 1,024 (`../shared/gpu-anchors`, 2026-12-04), tokens per second.
 const CULDA_TOKENS_PER_S: f64 = 7.8e8;
 
-/// The word-major sweep's three kernels on device-resident buffers: after 3 sweeps (the
-/// documents' lists shrink as topics settle), the median of 10 (5 at K >= 1,000, as the Gibbs
-/// kernel's).
+/// The document groups the word-major rows sweep in (`PS_LDA_SAMPLER=word-major:G`): more
+/// groups need fewer sweeps to a quality (the ignored `chain` test of `ps-apps`'s
+/// `lda_conformance` measures how many on the CPU) and load each word's table once a group.
+const WORD_MAJOR_GROUPS: [usize; 3] = [1, 4, 16];
+
+/// The word-major sweep's kernels on device-resident buffers, in `groups` document groups (the
+/// lists once, then a group's draws and moves at a time): after 3 sweeps (the documents' lists
+/// shrink as topics settle), the median of 10 (5 at K >= 1,000, as the Gibbs kernel's).
 ///
 /// Floor: per token its place in the word order, its document, topic and new topic, and its
 /// document's list (8 bytes an entry); per slot the word row and the totals (8 bytes a topic);
@@ -225,6 +234,7 @@ fn word_major_row(
     hyper: &LdaHyper,
     key: SweepKey,
     shape: &str,
+    groups: usize,
 ) -> Result<Row, GpuError> {
     let k = f64::from(hyper.topics);
     let units = state.num_tokens() as f64;
@@ -240,11 +250,12 @@ fn word_major_row(
             (len * nnz) as f64
         })
         .sum();
-    let slots = units / worker_gpu::cuda::lda_word::SLOT_TOKENS as f64 + state.words.len() as f64;
+    let by_word = WordOrder::grouped(state, groups);
+    let slots = group_slots(&by_word, SLOT_TOKENS).0.len() as f64;
     let bytes = units * 16.0 + list_entries * 8.0 + slots * k * 8.0;
     let flops = list_entries * 3.0 + units * 64.0;
     let (floor, bound) = ceil.floor_rate(units, flops, bytes);
-    let mut engine = CudaWordLda::new(Arc::clone(gpu))?;
+    let mut engine = CudaWordLda::new(Arc::clone(gpu))?.with_groups(groups);
     engine.bench_load(state, wt, totals, hyper, key)?;
     let (warmup, reps) = (3, if hyper.topics >= 1000 { 5 } else { 10 });
     let (ms, spread) = median_event_ms(gpu.compute_stream(), warmup, reps, || {
@@ -252,7 +263,11 @@ fn word_major_row(
     })?;
     gpu.synchronize()?;
     Ok(Row {
-        bench: "lda word-major kernels".into(),
+        bench: if groups == 1 {
+            "lda word-major kernels".into()
+        } else {
+            format!("lda word-major kernels, {} groups", by_word.groups())
+        },
         shape: shape.to_string(),
         rate: units / (ms * 1e-3),
         unit: "tokens/s",
@@ -261,9 +276,11 @@ fn word_major_row(
         peer: Some(("CuLDA_CGS, H200, K 1024".into(), CULDA_TOKENS_PER_S)),
         note: format!(
             "median of {reps} after {warmup} ({ms:.2} ms, spread {:.0}%): lists, draws and \
-             moves of a sweep over fixed counts; the floor from the first sweep's lists \
-             ({:.1} entries a token): bytes = tokens x 16 + list entries x 8 + slots x K x 8",
+             moves of a sweep over fixed counts in {} document groups ({slots} slots); the floor \
+             from the first sweep's lists ({:.1} entries a token): bytes = tokens x 16 + list \
+             entries x 8 + slots x K x 8",
             spread * 100.0,
+            by_word.groups(),
             list_entries / units.max(1.0)
         ),
     })

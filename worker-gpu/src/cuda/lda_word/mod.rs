@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use cudarc::driver::{CudaFunction, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits};
-use ps_apps::lda::word_major::{unit_f32, DocLists, WordMajorPriors};
+use ps_apps::lda::word_major::{unit_f32, DocLists, WordMajorLda, WordMajorPriors};
 use ps_apps::lda::{check_dims, LdaCompute, LdaDelta, LdaHyper, LdaWorkerState, SweepKey};
 use ps_apps::ComputeError;
 
@@ -28,29 +28,35 @@ use super::{failed, Call, Gpu, GpuError};
 
 mod sweep;
 
+pub use sweep::{group_slots, slots, MAX_TOPICS, SLOT_TOKENS};
 use sweep::{narrowed, table_bytes};
-pub use sweep::{slots, MAX_TOPICS, SLOT_TOKENS};
 pub(crate) use sweep::{SweepScalars, WordSweep};
 
 /// Which sampler the LDA engines on a device run: `Gibbs`, one warp per document over counts
 /// kept up to date (`kernels/lda_gibbs.cu`, the oracle's chain up to AD-LDA staleness), or
-/// `WordMajor`, this module's sweep over fixed counts ([`ps_apps::lda::WordMajorLda`]'s chain, on
-/// the CPU devices too). Jobs run `Gibbs` unless the worker's environment names the other in
-/// `PS_LDA_SAMPLER` ([`LdaSampler::from_env`]), until a GPU run shows which reaches a quality
-/// sooner.
+/// `WordMajor`, this module's sweep over fixed counts in `groups` document groups
+/// ([`ps_apps::lda::WordMajorLda`]'s chain, on the CPU devices too). Jobs run `Gibbs` unless
+/// the worker's environment names the other in `PS_LDA_SAMPLER` ([`LdaSampler::from_env`]:
+/// `word-major` for one group, `word-major:G` for `G`), until a GPU run shows which reaches a
+/// quality sooner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LdaSampler {
     #[default]
     Gibbs,
-    WordMajor,
+    WordMajor {
+        groups: u32,
+    },
 }
 
 impl LdaSampler {
-    /// Both kinds.
-    pub const ALL: [LdaSampler; 2] = [LdaSampler::Gibbs, LdaSampler::WordMajor];
-
     /// The environment variable that picks the sampler.
     pub const ENV: &'static str = "PS_LDA_SAMPLER";
+
+    /// The most document groups `word-major:G` takes (each group is a launch of the draws).
+    pub const MAX_GROUPS: u32 = 4096;
+
+    /// The word-major sampler in one group.
+    pub const WORD_MAJOR: LdaSampler = LdaSampler::WordMajor { groups: 1 };
 
     /// The sampler `PS_LDA_SAMPLER` names (`None` where it is unset or empty), or an error that
     /// says which names there are.
@@ -58,11 +64,24 @@ impl LdaSampler {
         crate::cuda::choice_from_env(Self::ENV)
     }
 
-    /// A short name for tables and logs.
-    pub fn name(self) -> &'static str {
+    /// The CPU engine of this sampler on `threads` threads, where it is the word-major one.
+    pub fn word_major_twin(self, threads: usize) -> Option<WordMajorLda> {
         match self {
-            LdaSampler::Gibbs => "gibbs",
-            LdaSampler::WordMajor => "word-major",
+            LdaSampler::Gibbs => None,
+            LdaSampler::WordMajor { groups } => {
+                Some(WordMajorLda::new(threads).with_groups(groups as usize))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for LdaSampler {
+    /// The name `PS_LDA_SAMPLER` takes: `gibbs`, `word-major` or `word-major:G`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LdaSampler::Gibbs => f.write_str("gibbs"),
+            LdaSampler::WordMajor { groups: 1 } => f.write_str("word-major"),
+            LdaSampler::WordMajor { groups } => write!(f, "word-major:{groups}"),
         }
     }
 }
@@ -71,10 +90,20 @@ impl std::str::FromStr for LdaSampler {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.name() == s.trim())
-            .ok_or_else(|| format!("no LDA sampler {s:?}; expected gibbs or word-major"))
+        let expected = "expected gibbs, word-major or word-major:G (G document groups, 1 to 4096)";
+        match s.trim().split_once(':') {
+            None if s.trim() == "gibbs" => Ok(LdaSampler::Gibbs),
+            None if s.trim() == "word-major" => Ok(LdaSampler::WORD_MAJOR),
+            Some(("word-major", g)) => match g.trim().parse::<u32>() {
+                Ok(groups) if (1..=Self::MAX_GROUPS).contains(&groups) => {
+                    Ok(LdaSampler::WordMajor { groups })
+                }
+                _ => Err(format!(
+                    "no LDA sampler {s:?}: {g:?} is not a number of groups; {expected}"
+                )),
+            },
+            _ => Err(format!("no LDA sampler {s:?}; {expected}")),
+        }
     }
 }
 
@@ -112,7 +141,7 @@ impl CudaWordLda {
     /// The engine on `gpu`.
     pub fn new(gpu: Arc<Gpu>) -> Result<Self, GpuError> {
         Ok(CudaWordLda {
-            sweep: WordSweep::new(&gpu)?,
+            sweep: WordSweep::new(&gpu, 1)?,
             token_fn: gpu.function("lda_word", "lda_word_sample_token")?,
             compaction: Compaction::new(&gpu)?,
             bus: Bus::new(&gpu.ctx),
@@ -124,6 +153,14 @@ impl CudaWordLda {
             d_out: DevBuf::default(),
             gpu,
         })
+    }
+
+    /// The engine sweeping in `groups` document groups (see `ps_apps::lda::word_major`), as
+    /// `WordMajorLda::with_groups` does.
+    pub fn with_groups(mut self, groups: usize) -> Self {
+        self.sweep
+            .set_groups(u32::try_from(groups).unwrap_or(u32::MAX));
+        self
     }
 
     /// Checks the state and uploads it, with its word order and slots; zeroes the move counts.
@@ -323,5 +360,46 @@ impl LdaCompute for CudaWordLda {
 
     fn name(&self) -> &'static str {
         "cuda-word-major"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampler_names_parse_and_print_back() {
+        for (name, want) in [
+            ("gibbs", LdaSampler::Gibbs),
+            ("word-major", LdaSampler::WORD_MAJOR),
+            (" word-major:1 ", LdaSampler::WORD_MAJOR),
+            ("word-major:16", LdaSampler::WordMajor { groups: 16 }),
+            ("word-major:4096", LdaSampler::WordMajor { groups: 4096 }),
+        ] {
+            let got: LdaSampler = name.parse().unwrap();
+            assert_eq!(got, want, "{name}");
+            assert_eq!(got.to_string().parse::<LdaSampler>().unwrap(), want);
+        }
+        assert_eq!(
+            LdaSampler::WordMajor { groups: 4 }.to_string(),
+            "word-major:4"
+        );
+        for bad in [
+            "",
+            "gibbs:2",
+            "word-major:",
+            "word-major:0",
+            "word-major:4097",
+            "word-major:x",
+            "word_major",
+        ] {
+            let e = bad.parse::<LdaSampler>().unwrap_err();
+            assert!(e.contains("word-major:G"), "{bad}: {e}");
+        }
+        let twin = LdaSampler::WordMajor { groups: 8 }
+            .word_major_twin(3)
+            .unwrap();
+        assert_eq!(twin.groups(), 8);
+        assert!(LdaSampler::Gibbs.word_major_twin(3).is_none());
     }
 }

@@ -5,6 +5,7 @@
 use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use ps_apps::lda::word_major::{WordMajorPriors, WordOrder};
 use ps_apps::lda::{LdaHyper, LdaWorkerState, SweepKey};
+use std::ops::Range;
 
 use super::super::buffers::{upload_once, DevBuf};
 use super::super::lda::{narrow, StateDev};
@@ -40,6 +41,21 @@ pub fn slots(offsets: &[usize], per_slot: usize) -> (Vec<u32>, Vec<usize>) {
     (words, firsts)
 }
 
+/// The slots of a grouped word order: [`slots`] over its buckets (a slot's word is its bucket's
+/// word), and each document group's range of slots (`groups() + 1` ascending bounds; a group's
+/// slots draw exactly its tokens). Returns `(slot_word, slot_first, group_slots)`.
+pub fn group_slots(by_word: &WordOrder, per_slot: usize) -> (Vec<u32>, Vec<usize>, Vec<usize>) {
+    let (buckets, firsts) = slots(&by_word.offsets, per_slot);
+    let group_slots = (0..=by_word.groups())
+        .map(|g| buckets.partition_point(|&b| (b as usize) < g * by_word.words))
+        .collect();
+    let words = buckets
+        .iter()
+        .map(|&b| by_word.word_of(b as usize) as u32)
+        .collect();
+    (words, firsts, group_slots)
+}
+
 /// The dynamic shared memory of a table of `k` topics.
 pub(crate) fn table_bytes(k: u32) -> u32 {
     (k + k.div_ceil(32)) * 4
@@ -73,7 +89,10 @@ pub(crate) struct WordSweep {
     apply_fn: CudaFunction,
     /// `(K, blocks of the draws resident per multiprocessor)` for the last K launched.
     sample_per_sm: (u32, u32),
-    slots: u32,
+    /// The document groups asked for (see `ps_apps::lda::word_major`).
+    groups: u32,
+    /// Each group set up: its documents and its slots.
+    group_spans: Vec<(Range<u32>, Range<u32>)>,
     order: DevBuf<u32>,
     token_doc: DevBuf<u32>,
     slot_word: DevBuf<u32>,
@@ -85,13 +104,15 @@ pub(crate) struct WordSweep {
 }
 
 impl WordSweep {
-    pub fn new(gpu: &Gpu) -> Result<Self, GpuError> {
+    /// The sweep in `groups` document groups (at least 1).
+    pub fn new(gpu: &Gpu, groups: u32) -> Result<Self, GpuError> {
         Ok(WordSweep {
             lists_fn: gpu.function("lda_word", "lda_word_doc_lists")?,
             sample_fn: gpu.function("lda_word", "lda_word_sample")?,
             apply_fn: gpu.function("lda_word", "lda_word_apply")?,
             sample_per_sm: (0, 0),
-            slots: 0,
+            groups: groups.max(1),
+            group_spans: Vec::new(),
             order: DevBuf::default(),
             token_doc: DevBuf::default(),
             slot_word: DevBuf::default(),
@@ -114,12 +135,17 @@ impl WordSweep {
         Ok(())
     }
 
-    /// Uploads `state`'s word order and slots and sizes the lists and new topics (once per
-    /// state: the tokens do not change); waits for the copies. Returns the bytes copied.
+    /// Asks for `groups` document groups from the next [`WordSweep::set_up`] on.
+    pub fn set_groups(&mut self, groups: u32) {
+        self.groups = groups.max(1);
+    }
+
+    /// Uploads `state`'s grouped word order and slots and sizes the lists and new topics (once
+    /// per state: the tokens do not change); waits for the copies. Returns the bytes copied.
     pub fn set_up(&mut self, gpu: &Gpu, state: &LdaWorkerState) -> Result<u64, GpuError> {
         Self::check_topics(state.topics)?;
-        let by_word = WordOrder::of(state);
-        let (slot_word, slot_first) = slots(&by_word.offsets, SLOT_TOKENS);
+        let by_word = WordOrder::grouped(state, self.groups as usize);
+        let (slot_word, slot_first, group_slots) = group_slots(&by_word, SLOT_TOKENS);
         let s = &gpu.compute;
         let mut bytes = upload_once(s, &mut self.order, &by_word.order)?;
         bytes += upload_once(s, &mut self.token_doc, &by_word.doc_of)?;
@@ -134,13 +160,18 @@ impl WordSweep {
         self.doc_nnz.ensure(s, state.num_docs())?;
         self.doc_topics.ensure(s, n)?;
         self.doc_counts.ensure(s, n)?;
-        self.slots = narrow(slot_word.len(), "number of slots")?;
+        narrow(slot_word.len(), "number of slots")?;
+        let docs = narrowed(&by_word.doc_bounds, "document")?;
+        let slots = narrowed(&group_slots, "slot")?;
+        self.group_spans = (0..by_word.groups())
+            .map(|g| (docs[g]..docs[g + 1], slots[g]..slots[g + 1]))
+            .collect();
         Ok(bytes)
     }
 
     /// The grid of the draws for `k` topics: blocks resident at once (the driver's occupancy
     /// figure for the table's shared memory), at most one per slot.
-    fn sample_grid(&mut self, gpu: &Gpu, k: u32) -> Result<u32, GpuError> {
+    fn sample_grid(&mut self, gpu: &Gpu, k: u32, slots: u32) -> Result<u32, GpuError> {
         if self.sample_per_sm.0 != k || self.sample_per_sm.1 == 0 {
             gpu.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
             let per_sm = self
@@ -153,13 +184,14 @@ impl WordSweep {
                 .call("cuOccupancyMaxActiveBlocksPerMultiprocessor(lda word sample)")?;
             self.sample_per_sm = (k, if per_sm == 0 { BLOCKS_PER_SM } else { per_sm });
         }
-        let work = u64::from(self.slots) * u64::from(BLOCK);
+        let work = u64::from(slots) * u64::from(BLOCK);
         Ok(gpu.grid_for(work, BLOCK, self.sample_per_sm.1))
     }
 
-    /// Enqueues a sweep's three kernels on the compute stream, over `b` (the state set up last,
+    /// Enqueues a sweep's kernels on the compute stream, over `b` (the state set up last,
     /// checked by the caller: token rows below the words, topics below K), the move counts
-    /// zeroed by the caller.
+    /// zeroed by the caller: the documents' lists once, then for each document group its draws
+    /// and its moves (the next group draws from the counts they leave).
     pub fn launch(
         &mut self,
         gpu: &Gpu,
@@ -167,23 +199,11 @@ impl WordSweep {
         p: &SweepScalars,
         key: SweepKey,
     ) -> Result<(), GpuError> {
-        // Token i's uniform: Philox at (seed, stream, first_index + i), SweepKey::uniform(i).
-        let (seed_lo, seed_hi) = (key.seed as u32, (key.seed >> 32) as u32);
-        let (stream_id, first_index) = (key.philox_stream(), key.philox_index(0));
         let doc_grid = |threads: u64| gpu.grid_for(threads, DOC_BLOCK, BLOCKS_PER_SM);
         let lists_cfg = LaunchConfig {
             grid_dim: (doc_grid(u64::from(p.docs) * 32), 1, 1),
             block_dim: (DOC_BLOCK, 1, 1),
             shared_mem_bytes: 0,
-        };
-        let apply_cfg = LaunchConfig {
-            grid_dim: (doc_grid(u64::from(p.docs)), 1, 1),
-            ..lists_cfg
-        };
-        let sample_cfg = LaunchConfig {
-            grid_dim: (self.sample_grid(gpu, p.topics)?, 1, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: table_bytes(p.topics),
         };
         let stream = &gpu.compute;
         let mut l = stream.launch_builder(&self.lists_fn);
@@ -198,12 +218,53 @@ impl WordSweep {
         // doc_nnz holds docs entries, doc_topics and doc_counts one per token (set_up; a
         // document's list is cut at its length).
         unsafe { l.launch(lists_cfg) }.call("cuLaunchKernel(lda word doc lists)")?;
+        for (docs, slots) in self.group_spans.clone() {
+            if slots.is_empty() {
+                continue; // no token: nothing to draw or move
+            }
+            self.launch_group(gpu, b, p, key, docs, slots)?;
+        }
+        Ok(())
+    }
 
+    /// One document group's draws (its slots) and moves (its documents).
+    fn launch_group(
+        &mut self,
+        gpu: &Gpu,
+        b: &mut StateDev,
+        p: &SweepScalars,
+        key: SweepKey,
+        docs: Range<u32>,
+        slots: Range<u32>,
+    ) -> Result<(), GpuError> {
+        // Token i's uniform: Philox at (seed, stream, first_index + i), SweepKey::uniform(i).
+        let (seed_lo, seed_hi) = (key.seed as u32, (key.seed >> 32) as u32);
+        let (stream_id, first_index) = (key.philox_stream(), key.philox_index(0));
+        let count = slots.end - slots.start;
+        let sample_cfg = LaunchConfig {
+            grid_dim: (self.sample_grid(gpu, p.topics, count)?, 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: table_bytes(p.topics),
+        };
+        let group_docs = docs.end - docs.start;
+        let apply_cfg = LaunchConfig {
+            grid_dim: (
+                gpu.grid_for(u64::from(group_docs), DOC_BLOCK, BLOCKS_PER_SM),
+                1,
+                1,
+            ),
+            block_dim: (DOC_BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let stream = &gpu.compute;
+        let first_slot = slots.start as usize;
+        let slot_word = self.slot_word.get().slice(first_slot..);
+        let slot_first = self.slot_first.get().slice(first_slot..);
         let pr = p.priors;
         let mut l = stream.launch_builder(&self.sample_fn);
-        l.arg(self.slot_word.get())
-            .arg(self.slot_first.get())
-            .arg(&self.slots)
+        l.arg(&slot_word)
+            .arg(&slot_first)
+            .arg(&count)
             .arg(self.order.get())
             .arg(self.token_doc.get())
             .arg(b.offsets.get())
@@ -222,26 +283,32 @@ impl WordSweep {
             .arg(&pr.alpha)
             .arg(&pr.beta)
             .arg(&pr.vbeta);
-        // SAFETY: every slot names a word row < words and a range of `order` (slots + 1
-        // ascending offsets ending at the tokens); order and token_doc hold every token's
-        // position and document; z < K (the caller's check); word_topic holds words x K, totals
-        // K; the shared memory holds the table of K topics.
+        // SAFETY: the group's `count` slots each name a word row < words and a range of
+        // `order` (their count + 1 ascending offsets, the last the next group's first or the
+        // end: set_up); order and token_doc hold every token's position and document; z < K
+        // (the caller's check); word_topic holds words x K, totals K; the shared memory holds
+        // the table of K topics.
         unsafe { l.launch(sample_cfg) }.call("cuLaunchKernel(lda word sample)")?;
 
+        let first_doc = docs.start as usize;
+        let k = p.topics as usize;
+        let offsets = b.offsets.get().slice(first_doc..);
+        let mut doc_topic = b.doc_topic.get_mut().slice_mut(first_doc * k..);
         let mut l = stream.launch_builder(&self.apply_fn);
-        l.arg(b.offsets.get())
-            .arg(&p.docs)
+        l.arg(&offsets)
+            .arg(&group_docs)
             .arg(b.tokens.get())
             .arg(b.z.get_mut())
             .arg(self.z_new.get())
-            .arg(b.doc_topic.get_mut())
+            .arg(&mut doc_topic)
             .arg(b.word_topic.get_mut())
             .arg(b.totals.get_mut())
             .arg(b.wt_delta.get_mut())
             .arg(b.totals_delta.get_mut())
             .arg(&p.topics);
-        // SAFETY: as above; z_new < K (drawn), every token row < words (the caller's check),
-        // wt_delta holds words x K, totals_delta K.
+        // SAFETY: as above, from the group's first document: offsets holds its documents + 1
+        // offsets, doc_topic their rows; z_new < K (drawn), every token row < words (the
+        // caller's check), wt_delta holds words x K, totals_delta K.
         unsafe { l.launch(apply_cfg) }.call("cuLaunchKernel(lda word apply)")?;
         Ok(())
     }
@@ -255,6 +322,49 @@ pub(super) fn narrowed(values: &[usize], what: &str) -> Result<Vec<u32>, GpuErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ps_apps::lda::{synthetic_lda, LdaHyper, SyntheticLdaSpec};
+
+    /// Each group's slots draw exactly its tokens, by their words, and end where the next
+    /// group's begin, so the draws of a group launched on its slots alone see no other group.
+    #[test]
+    fn each_groups_slots_draw_exactly_its_tokens() {
+        let syn = synthetic_lda(&SyntheticLdaSpec::default_builtin(9));
+        let hyper = LdaHyper {
+            topics: 6,
+            ..LdaHyper::default()
+        };
+        let docs = &syn.corpus.docs[..80];
+        let state = LdaWorkerState::init(docs, syn.corpus.vocab_size, &hyper, 9, 0)
+            .unwrap()
+            .0;
+        for groups in [1, 3, 16, 80, 500] {
+            let by_word = WordOrder::grouped(&state, groups);
+            // Slots of 4 tokens, so that many words take several.
+            let (words, firsts, bounds) = group_slots(&by_word, 4);
+            assert_eq!(bounds.len(), by_word.groups() + 1);
+            assert_eq!((bounds[0], *bounds.last().unwrap()), (0, words.len()));
+            assert_eq!(firsts.len(), words.len() + 1);
+            for g in 0..by_word.groups() {
+                let span = by_word.span(g);
+                let docs = by_word.doc_bounds[g]..by_word.doc_bounds[g + 1];
+                let (lo, hi) = (bounds[g], bounds[g + 1]);
+                assert!(lo < hi, "group {g} has slots");
+                assert_eq!(
+                    (firsts[lo], firsts[hi]),
+                    (span.start, span.end),
+                    "group {g}"
+                );
+                for slot in lo..hi {
+                    assert!(firsts[slot + 1] - firsts[slot] <= 4);
+                    for &i in &by_word.order[firsts[slot]..firsts[slot + 1]] {
+                        let i = i as usize;
+                        assert_eq!(state.tokens[i], words[slot], "slot {slot}'s word");
+                        assert!(docs.contains(&(by_word.doc_of[i] as usize)));
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn slots_cover_each_words_tokens_in_runs_of_at_most_the_limit() {

@@ -1,7 +1,7 @@
 //! The LDA compute trait, the exact conditional and the count reads every engine shares; the
 //! plain CPU oracle is in `oracle.rs`, the SparseLDA engine in `sparse.rs`, its sweep on
 //! several threads in `parallel.rs`, and the word-major sweep over fixed counts (the device
-//! sampler's twin) in `word_major.rs`.
+//! sampler's twin, in document groups) in `word_major/`.
 
 mod oracle;
 mod parallel;
