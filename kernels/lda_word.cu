@@ -1,12 +1,16 @@
 // LDA: one word-major sweep over fixed counts (lda_word.cuh has the device functions and says
 // what they compute; ps_apps::lda::word_major documents the draw and is its CPU twin).
 //
-// Serves worker-gpu's CudaWordLda (worker-gpu/src/cuda/lda_word.rs), an LdaCompute. A sweep is
-// three launches on one stream:
-//   lda_word_doc_lists  the documents' nonzero topics (the sweep's fixed document part)
-//   lda_word_sample     every token's new topic into z_new, nothing else written
-//   lda_word_apply      the moves: z, doc_topic, the copy, the totals, the move counts
-// then lda_gibbs.cu's lda_compact_delta on the move counts.
+// Serves worker-gpu's CudaWordLda and the resident engine (worker-gpu/src/cuda/lda_word/), an
+// LdaCompute. A sweep is, on one stream:
+//   lda_word_doc_lists  the documents' nonzero topics (the sweep's fixed document part), once
+// then for each document group (worker-gpu's GroupLaunch; one group unless asked):
+//   lda_word_sample     the group's tokens' new topics into z_new (its slots: slot_word and
+//                       slot_first from the group's first slot), nothing else written
+//   lda_word_apply      the group's moves (doc_offsets and doc_topic from its first document):
+//                       z, doc_topic, the copy, the totals, the move counts
+// then lda_gibbs.cu's lda_compact_delta on the move counts. A document's list stays valid
+// through the sweep: its counts move only when its own group's moves land, after its draws.
 //
 // Layout (row-major, K = topics):
 //   doc_offsets   num_docs + 1 token offsets (u32)
@@ -32,7 +36,7 @@
 // (K + ceil(K / 32)) x 4 bytes of dynamic shared memory; lda_word_apply any grid.
 //
 // Deviations from the CPU twin: none intended (the same f32 operations in the same order); from
-// the oracle (CpuLda): the sweep draws every token from the counts at its start.
+// the oracle (CpuLda): a group draws every token from the counts at the group's start.
 
 extern "C" __global__ void lda_word_doc_lists(const unsigned int* __restrict__ doc_offsets,
                                               unsigned int num_docs,

@@ -3,9 +3,10 @@
 // f32 operations in the same order). Tokens are visited word by word; a block forms its word's
 // table (phi for every topic, the chunks' running sums qp) in shared memory once and its warps
 // draw the word's tokens against it, each token's document part over the document's nonzero
-// topics. Counts are read as they were when the sweep began (word_topic, totals and the
+// topics. Counts are read as they were when the draws' launch began (word_topic, totals and the
 // document lists are not written while drawing); the moves are applied afterwards by
-// lda_word_apply_doc, so the sweep is the same whatever the grid.
+// lda_word_apply_doc, so the sweep (one launch of each per document group) is the same
+// whatever the grid.
 //
 // LW_LANES is the width of a warp's chunks: 32 on the device. The host test
 // (worker-gpu/tests/kernels_on_host/lda_word.rs) compiles this header with LW_LANES 1 and one thread,

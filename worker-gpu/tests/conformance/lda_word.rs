@@ -1,6 +1,6 @@
 //! The CUDA word-major LDA engine (`CudaWordLda`, `kernels/lda_word.cu`) against its CPU twin
-//! `WordMajorLda`: a sweep draws every token from the counts at its start, so the result does
-//! not depend on the grid, and the device computes the twin's `f32` operations in the same
+//! `WordMajorLda`: a sweep draws every token of a document group from the counts at the
+//! group's start, so the result does not depend on the grid, and the device computes the twin's `f32` operations in the same
 //! order: every sweep must be the twin's bit for bit (topics, document counts, copy, totals,
 //! delta), and so must `sample_token`. The host test `kernels_on_host/lda_word.rs` checks the same
 //! functions with one lane where there is no GPU; this case checks them with 32.
@@ -34,6 +34,7 @@ fn word_major_sweeps_are_the_twins_bit_for_bit() {
         return;
     };
     let mut rng = ChaCha8Rng::seed_from_u64(seed("lda word-major sweep"));
+    let mut engines = std::collections::HashMap::new();
     // In one document group, and in several (each group its own launches; 5 groups of at
     // most 4 to 12 documents includes groups of one document).
     for (case, (&(k, docs, max_len, vocab), groups)) in SHAPES
@@ -42,9 +43,13 @@ fn word_major_sweeps_are_the_twins_bit_for_bit() {
         .zip([1, 1, 1, 1, 1, 1, 1, 3, 5, 2, 5])
         .enumerate()
     {
-        let mut cuda = CudaWordLda::new(Arc::clone(&gpu))
-            .expect("engine")
-            .with_groups(groups);
+        // One engine for each number of groups, reused across shapes (its buffers and its
+        // occupancy figure carry over from a smaller or larger case).
+        let cuda = engines.entry(groups).or_insert_with(|| {
+            CudaWordLda::new(Arc::clone(&gpu))
+                .expect("engine")
+                .with_groups(groups)
+        });
         let hyper = random_hyper(&mut rng, k);
         let docs = random_docs(&mut rng, docs, max_len, vocab);
         let (state, _) = LdaWorkerState::init(&docs, vocab, &hyper, rng.gen(), 0).expect("init");

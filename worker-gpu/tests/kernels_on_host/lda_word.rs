@@ -1,7 +1,8 @@
 //! `kernels/lda_word.cuh` on the CPU: the word-major sweep's device functions (the documents'
 //! lists, a word's table, a token's draw, the moves), compiled by the host's C++ compiler with
 //! one lane (`LW_LANES` 1) and one thread, run as `lda_word.cu`'s kernels run them (in document
-//! groups as the engines launch them), and checked bit for bit against their twin,
+//! groups, each launch's arguments as `group_launches` gives them), and checked bit for bit
+//! against their twin,
 //! `ps_apps::lda::WordMajorLda::with_lanes(1)`: every drawn topic, then the state, the copy,
 //! the totals and the move counts after the moves. Stale and
 //! hostile copies (negative, fractional, NaN and infinite cells) are among the cases. With 32
@@ -17,7 +18,7 @@ use ps_apps::lda::word_major::{WordMajorPriors, WordOrder};
 use ps_apps::lda::{LdaCompute, LdaHyper, LdaWorkerState, SweepKey, WordMajorLda};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use worker_gpu::cuda::lda_word::group_slots;
+use worker_gpu::cuda::lda_word::{group_launches, group_slots};
 
 /// The sizes of a random case: topics to choose from, and the most documents and tokens.
 struct Shape {
@@ -118,13 +119,12 @@ fn sweeps(
 
         let pr = WordMajorPriors::of(&hyper, state.vocab_size);
         let by_word = WordOrder::grouped(&state, groups);
-        let (slot_word, slot_first, group_slots) = group_slots(&by_word, 3);
+        let (slot_word, slot_first, group_bounds) = group_slots(&by_word, 3);
+        let launches = group_launches(&by_word, &group_bounds, state.topics).unwrap();
         let u32s = |v: &[usize]| -> Vec<u32> { v.iter().map(|&o| o as u32).collect() };
         let n = state.tokens.len();
         let mut c = String::from("{\n");
         c += &array("unsigned int", "off", &u32s(&state.doc_offsets));
-        c += &array("unsigned int", "gdoc", &u32s(&by_word.doc_bounds));
-        c += &array("unsigned int", "gslot", &u32s(&group_slots));
         c += &array("unsigned int", "sword", &slot_word);
         c += &array("unsigned int", "sfirst", &u32s(&slot_first));
         c += &array("unsigned int", "order", &by_word.order);
@@ -143,13 +143,22 @@ fn sweeps(
         c += &array("float", "phi", &vec![0f32; k]);
         c += &array("float", "qp", &vec![0f32; k]);
         let docs = state.num_docs();
+        let run = |f: &str| {
+            if lanes == 1 {
+                format!("{f}(0u);")
+            } else {
+                format!("run_warp({f});")
+            }
+        };
         write!(
             c,
             "static float wt[{}]; static float tot[{k}];
             memcpy(wt, wt_bits, sizeof wt); memcpy(tot, tot_bits, sizeof tot);
             const float a = __uint_as_float({}u), b = __uint_as_float({}u), vb = __uint_as_float({}u);
             gridDim.x = 1; blockDim.x = {lanes}u; blockIdx.x = 0; threadIdx.x = 0;
-            static unsigned int g;
+            // lda_word_sample's and lda_word_apply's arguments as a group's launch passes them.
+            static const unsigned int *slot_word, *slot_first, *doc_offsets;
+            static unsigned int slots, num_docs, *doc_topic;
             auto lists = [&](unsigned int lane) {{
             for (unsigned int d = 0; d < {docs}u; ++d) {{
                 const unsigned int n = lw_doc_list(ndk + d * {k}u, {k}u, off[d + 1] - off[d], dtop + off[d], dcnt + off[d], lane);
@@ -157,10 +166,10 @@ fn sweeps(
             }}
             }};
             auto draws = [&](unsigned int lane) {{
-            for (unsigned int s = gslot[g]; s < gslot[g + 1]; ++s) {{
-                const unsigned int w = sword[s];
+            for (unsigned int s = 0; s < slots; ++s) {{
+                const unsigned int w = slot_word[s];
                 lw_word_table(wt + w * {k}u, tot, {k}u, a, b, vb, phi, qp);
-                for (unsigned int j = sfirst[s]; j < sfirst[s + 1]; ++j) {{
+                for (unsigned int j = slot_first[s]; j < slot_first[s + 1]; ++j) {{
                     const unsigned int i = order[j], d = tdoc[i];
                     const float u = philox_uniform({}u, {}u, {}u, {}ull + i);
                     const unsigned int t = lw_draw(phi, qp, {k}u, wt + w * {k}u, tot, dtop + off[d], dcnt + off[d],
@@ -170,20 +179,12 @@ fn sweeps(
                 __syncthreads();
             }}
             }};
-            {launch_lists}
-            for (g = 0; g < {groups}u; ++g) {{
-                {launch_draws}
-                for (unsigned int d = gdoc[g]; d < gdoc[g + 1]; ++d)
-                    lw_apply_doc(off[d], off[d + 1], tokens, z, znew, ndk + d * {k}u, wt, tot, wtd, totd, {k}u);
-            }}
-            for (unsigned int i = 0; i < {n}u; ++i) printf(\"%u\\n\", znew[i]);
-            for (unsigned int i = 0; i < {n}u; ++i) printf(\"%u\\n\", z[i]);
-            for (unsigned int i = 0; i < {}u; ++i) printf(\"%u\\n\", ndk[i]);
-            for (unsigned int i = 0; i < {}u; ++i) {{ unsigned int x; memcpy(&x, &wt[i], 4); printf(\"%u\\n\", x); }}
-            for (unsigned int i = 0; i < {k}u; ++i) {{ unsigned int x; memcpy(&x, &tot[i], 4); printf(\"%u\\n\", x); }}
-            for (unsigned int i = 0; i < {}u; ++i) printf(\"%d\\n\", wtd[i]);
-            for (unsigned int i = 0; i < {k}u; ++i) printf(\"%d\\n\", totd[i]);
-            }}\n",
+            auto moves = [&]() {{
+            for (unsigned int d = 0; d < num_docs; ++d)
+                lw_apply_doc(doc_offsets[d], doc_offsets[d + 1], tokens, z, znew, doc_topic + d * {k}u, wt, tot, wtd, totd, {k}u);
+            }};
+            {}
+            ",
             wt.len(),
             pr.alpha.to_bits(),
             pr.beta.to_bits(),
@@ -192,12 +193,37 @@ fn sweeps(
             (key.seed >> 32) as u32,
             key.philox_stream(),
             key.philox_index(0),
+            run("lists"),
+        )
+        .unwrap();
+        for l in &launches {
+            write!(
+                c,
+                "slot_word = sword + {}u; slot_first = sfirst + {}u; slots = {}u; {}
+                doc_offsets = off + {}u; num_docs = {}u; doc_topic = ndk + {}u; moves();\n",
+                l.first_slot,
+                l.first_slot,
+                l.slots,
+                run("draws"),
+                l.first_doc,
+                l.docs,
+                l.doc_topic_at,
+            )
+            .unwrap();
+        }
+        write!(
+            c,
+            "for (unsigned int i = 0; i < {n}u; ++i) printf(\"%u\\n\", znew[i]);
+            for (unsigned int i = 0; i < {n}u; ++i) printf(\"%u\\n\", z[i]);
+            for (unsigned int i = 0; i < {}u; ++i) printf(\"%u\\n\", ndk[i]);
+            for (unsigned int i = 0; i < {}u; ++i) {{ unsigned int x; memcpy(&x, &wt[i], 4); printf(\"%u\\n\", x); }}
+            for (unsigned int i = 0; i < {k}u; ++i) {{ unsigned int x; memcpy(&x, &tot[i], 4); printf(\"%u\\n\", x); }}
+            for (unsigned int i = 0; i < {}u; ++i) printf(\"%d\\n\", wtd[i]);
+            for (unsigned int i = 0; i < {k}u; ++i) printf(\"%d\\n\", totd[i]);
+            }}\n",
             state.doc_topic.len(),
             wt.len(),
             wt.len(),
-            groups = by_word.groups(),
-            launch_lists = if lanes == 1 { "lists(0u);" } else { "run_warp(lists);" },
-            launch_draws = if lanes == 1 { "draws(0u);" } else { "run_warp(draws);" },
         )
         .unwrap();
         body += &c;

@@ -1,13 +1,16 @@
 //! The CUDA word-major LDA engine: `kernels/lda_word.cu` behind [`LdaCompute`], the device half
 //! of [`ps_apps::lda::WordMajorLda`] (whose module documents the sweep and the draw).
 //!
-//! A sweep draws every token from the counts as they were when it began, so its result does not
-//! depend on the grid: it is `WordMajorLda`'s bit for bit (the conformance case checks that).
-//! Tokens are grouped by word into slots of at most [`SLOT_TOKENS`]; a block forms its slot's
-//! word table (`K` values of `phi` and the chunks' sums) in shared memory once, and its warps
-//! draw the slot's tokens against it, each token's document part over the document's nonzero
-//! topics (formed by `lda_word_doc_lists` at the start of the sweep). Then `lda_word_apply`
-//! moves the counts and `lda_compact_delta` (`lda_gibbs.cu`) compacts the move counts.
+//! A sweep runs in document groups ([`CudaWordLda::with_groups`]; one unless asked), and draws
+//! every token of a group from the counts as they were when the group began, so its result
+//! does not depend on the grid: it is `WordMajorLda`'s bit for bit (the conformance case checks
+//! that). Each group's tokens are grouped by word into slots of at most [`SLOT_TOKENS`]; a
+//! block forms its slot's word table (`K` values of `phi` and the chunks' sums) in shared
+//! memory once, and its warps draw the slot's tokens against it, each token's document part
+//! over the document's nonzero topics (formed by `lda_word_doc_lists` once, at the start of the
+//! sweep). Then `lda_word_apply` moves the group's counts, and the next group draws
+//! ([`GroupLaunch`]: a launch of each a group). After the last group `lda_compact_delta`
+//! (`lda_gibbs.cu`) compacts the move counts.
 //!
 //! This engine uploads the worker's state every sweep and copies it back, as [`super::lda::CudaLda`]
 //! does; the word order and the slots are formed on the host each sweep. It is the kernel's
@@ -28,7 +31,7 @@ use super::{failed, Call, Gpu, GpuError};
 
 mod sweep;
 
-pub use sweep::{group_slots, slots, MAX_TOPICS, SLOT_TOKENS};
+pub use sweep::{group_launches, group_slots, slots, GroupLaunch, MAX_TOPICS, SLOT_TOKENS};
 use sweep::{narrowed, table_bytes};
 pub(crate) use sweep::{SweepScalars, WordSweep};
 
@@ -91,10 +94,10 @@ impl std::str::FromStr for LdaSampler {
 
     fn from_str(s: &str) -> Result<Self, String> {
         let expected = "expected gibbs, word-major or word-major:G (G document groups, 1 to 4096)";
-        match s.trim().split_once(':') {
+        match s.trim().split_once(':').map(|(a, b)| (a.trim(), b.trim())) {
             None if s.trim() == "gibbs" => Ok(LdaSampler::Gibbs),
             None if s.trim() == "word-major" => Ok(LdaSampler::WORD_MAJOR),
-            Some(("word-major", g)) => match g.trim().parse::<u32>() {
+            Some(("word-major", g)) => match g.parse::<u32>() {
                 Ok(groups) if (1..=Self::MAX_GROUPS).contains(&groups) => {
                     Ok(LdaSampler::WordMajor { groups })
                 }
@@ -373,6 +376,7 @@ mod tests {
             ("gibbs", LdaSampler::Gibbs),
             ("word-major", LdaSampler::WORD_MAJOR),
             (" word-major:1 ", LdaSampler::WORD_MAJOR),
+            ("word-major : 2", LdaSampler::WordMajor { groups: 2 }),
             ("word-major:16", LdaSampler::WordMajor { groups: 16 }),
             ("word-major:4096", LdaSampler::WordMajor { groups: 4096 }),
         ] {

@@ -5,7 +5,6 @@
 use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use ps_apps::lda::word_major::{WordMajorPriors, WordOrder};
 use ps_apps::lda::{LdaHyper, LdaWorkerState, SweepKey};
-use std::ops::Range;
 
 use super::super::buffers::{upload_once, DevBuf};
 use super::super::lda::{narrow, StateDev};
@@ -23,22 +22,23 @@ pub const SLOT_TOKENS: usize = 256;
 /// memory.
 pub const MAX_TOPICS: u32 = 11_000;
 
-/// The slots of a word order (`offsets` as [`WordOrder::offsets`]): each word's tokens cut into
-/// runs of at most `per_slot`; returns each slot's word and the slots' first positions, with
-/// the end last (`firsts.len() == words.len() + 1`). Words without tokens have no slot.
-pub fn slots(offsets: &[usize], per_slot: usize) -> (Vec<u32>, Vec<usize>) {
+/// The slots of runs of tokens (`offsets` as [`WordOrder::offsets`]: run `r` is
+/// `offsets[r]..offsets[r + 1]`): each run cut into pieces of at most `per_slot`; returns each
+/// slot's run and the slots' first positions, with the end last (`firsts.len() == runs.len() +
+/// 1`). Empty runs have no slot.
+pub fn slots(offsets: &[usize], per_slot: usize) -> (Vec<usize>, Vec<usize>) {
     let per_slot = per_slot.max(1);
-    let (mut words, mut firsts) = (Vec::new(), Vec::new());
-    for (w, pair) in offsets.windows(2).enumerate() {
+    let (mut runs, mut firsts) = (Vec::new(), Vec::new());
+    for (r, pair) in offsets.windows(2).enumerate() {
         let mut at = pair[0];
         while at < pair[1] {
-            words.push(w as u32);
+            runs.push(r);
             firsts.push(at);
             at = (at + per_slot).min(pair[1]);
         }
     }
     firsts.push(offsets.last().copied().unwrap_or(0));
-    (words, firsts)
+    (runs, firsts)
 }
 
 /// The slots of a grouped word order: [`slots`] over its buckets (a slot's word is its bucket's
@@ -46,14 +46,52 @@ pub fn slots(offsets: &[usize], per_slot: usize) -> (Vec<u32>, Vec<usize>) {
 /// slots draw exactly its tokens). Returns `(slot_word, slot_first, group_slots)`.
 pub fn group_slots(by_word: &WordOrder, per_slot: usize) -> (Vec<u32>, Vec<usize>, Vec<usize>) {
     let (buckets, firsts) = slots(&by_word.offsets, per_slot);
-    let group_slots = (0..=by_word.groups())
-        .map(|g| buckets.partition_point(|&b| (b as usize) < g * by_word.words))
-        .collect();
-    let words = buckets
+    let group_slots = by_word
+        .group_buckets
         .iter()
-        .map(|&b| by_word.word_of(b as usize) as u32)
+        .map(|&first| buckets.partition_point(|&b| b < first))
         .collect();
+    let words = buckets.iter().map(|&b| by_word.bucket_word[b]).collect();
     (words, firsts, group_slots)
+}
+
+/// One document group's launches: the draws on `slots` slots from `first_slot` (the kernel
+/// gets `slot_word` and `slot_first` from there), then the moves on `docs` documents from
+/// `first_doc` (the kernel gets the token offsets from `first_doc` and `doc_topic` from
+/// `doc_topic_at`, the group's first row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupLaunch {
+    pub first_slot: usize,
+    pub slots: u32,
+    pub first_doc: usize,
+    pub docs: u32,
+    pub doc_topic_at: usize,
+}
+
+/// The launches of `by_word`'s groups, with `group_slots`' bounds ([`group_slots`]) and K
+/// `topics`, in order; a group without tokens (only empty documents) has nothing to draw or
+/// move, and no launch.
+pub fn group_launches(
+    by_word: &WordOrder,
+    group_slots: &[usize],
+    topics: u32,
+) -> Result<Vec<GroupLaunch>, GpuError> {
+    let mut launches = Vec::new();
+    for g in 0..by_word.groups() {
+        let (first_slot, end_slot) = (group_slots[g], group_slots[g + 1]);
+        if first_slot == end_slot {
+            continue;
+        }
+        let (first_doc, end_doc) = (by_word.doc_bounds[g], by_word.doc_bounds[g + 1]);
+        launches.push(GroupLaunch {
+            first_slot,
+            slots: narrow(end_slot - first_slot, "number of slots")?,
+            first_doc,
+            docs: narrow(end_doc - first_doc, "number of documents")?,
+            doc_topic_at: first_doc * topics as usize,
+        });
+    }
+    Ok(launches)
 }
 
 /// The dynamic shared memory of a table of `k` topics.
@@ -91,8 +129,8 @@ pub(crate) struct WordSweep {
     sample_per_sm: (u32, u32),
     /// The document groups asked for (see `ps_apps::lda::word_major`).
     groups: u32,
-    /// Each group set up: its documents and its slots.
-    group_spans: Vec<(Range<u32>, Range<u32>)>,
+    /// The groups' launches (set up).
+    launches: Vec<GroupLaunch>,
     order: DevBuf<u32>,
     token_doc: DevBuf<u32>,
     slot_word: DevBuf<u32>,
@@ -112,7 +150,7 @@ impl WordSweep {
             apply_fn: gpu.function("lda_word", "lda_word_apply")?,
             sample_per_sm: (0, 0),
             groups: groups.max(1),
-            group_spans: Vec::new(),
+            launches: Vec::new(),
             order: DevBuf::default(),
             token_doc: DevBuf::default(),
             slot_word: DevBuf::default(),
@@ -161,11 +199,7 @@ impl WordSweep {
         self.doc_topics.ensure(s, n)?;
         self.doc_counts.ensure(s, n)?;
         narrow(slot_word.len(), "number of slots")?;
-        let docs = narrowed(&by_word.doc_bounds, "document")?;
-        let slots = narrowed(&group_slots, "slot")?;
-        self.group_spans = (0..by_word.groups())
-            .map(|g| (docs[g]..docs[g + 1], slots[g]..slots[g + 1]))
-            .collect();
+        self.launches = group_launches(&by_word, &group_slots, state.topics)?;
         Ok(bytes)
     }
 
@@ -218,11 +252,8 @@ impl WordSweep {
         // doc_nnz holds docs entries, doc_topics and doc_counts one per token (set_up; a
         // document's list is cut at its length).
         unsafe { l.launch(lists_cfg) }.call("cuLaunchKernel(lda word doc lists)")?;
-        for (docs, slots) in self.group_spans.clone() {
-            if slots.is_empty() {
-                continue; // no token: nothing to draw or move
-            }
-            self.launch_group(gpu, b, p, key, docs, slots)?;
+        for group in self.launches.clone() {
+            self.launch_group(gpu, b, p, key, &group)?;
         }
         Ok(())
     }
@@ -234,19 +265,18 @@ impl WordSweep {
         b: &mut StateDev,
         p: &SweepScalars,
         key: SweepKey,
-        docs: Range<u32>,
-        slots: Range<u32>,
+        group: &GroupLaunch,
     ) -> Result<(), GpuError> {
         // Token i's uniform: Philox at (seed, stream, first_index + i), SweepKey::uniform(i).
         let (seed_lo, seed_hi) = (key.seed as u32, (key.seed >> 32) as u32);
         let (stream_id, first_index) = (key.philox_stream(), key.philox_index(0));
-        let count = slots.end - slots.start;
+        let count = group.slots;
         let sample_cfg = LaunchConfig {
             grid_dim: (self.sample_grid(gpu, p.topics, count)?, 1, 1),
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: table_bytes(p.topics),
         };
-        let group_docs = docs.end - docs.start;
+        let group_docs = group.docs;
         let apply_cfg = LaunchConfig {
             grid_dim: (
                 gpu.grid_for(u64::from(group_docs), DOC_BLOCK, BLOCKS_PER_SM),
@@ -257,9 +287,8 @@ impl WordSweep {
             shared_mem_bytes: 0,
         };
         let stream = &gpu.compute;
-        let first_slot = slots.start as usize;
-        let slot_word = self.slot_word.get().slice(first_slot..);
-        let slot_first = self.slot_first.get().slice(first_slot..);
+        let slot_word = self.slot_word.get().slice(group.first_slot..);
+        let slot_first = self.slot_first.get().slice(group.first_slot..);
         let pr = p.priors;
         let mut l = stream.launch_builder(&self.sample_fn);
         l.arg(&slot_word)
@@ -290,10 +319,8 @@ impl WordSweep {
         // the table of K topics.
         unsafe { l.launch(sample_cfg) }.call("cuLaunchKernel(lda word sample)")?;
 
-        let first_doc = docs.start as usize;
-        let k = p.topics as usize;
-        let offsets = b.offsets.get().slice(first_doc..);
-        let mut doc_topic = b.doc_topic.get_mut().slice_mut(first_doc * k..);
+        let offsets = b.offsets.get().slice(group.first_doc..);
+        let mut doc_topic = b.doc_topic.get_mut().slice_mut(group.doc_topic_at..);
         let mut l = stream.launch_builder(&self.apply_fn);
         l.arg(&offsets)
             .arg(&group_docs)
@@ -324,46 +351,82 @@ mod tests {
     use super::*;
     use ps_apps::lda::{synthetic_lda, LdaHyper, SyntheticLdaSpec};
 
-    /// Each group's slots draw exactly its tokens, by their words, and end where the next
-    /// group's begin, so the draws of a group launched on its slots alone see no other group.
-    #[test]
-    fn each_groups_slots_draw_exactly_its_tokens() {
+    /// Workers over 80 built-in documents, and over them with a third and the last 20 emptied
+    /// (groups of empty documents only, which have no slot and no launch).
+    fn states() -> Vec<LdaWorkerState> {
         let syn = synthetic_lda(&SyntheticLdaSpec::default_builtin(9));
         let hyper = LdaHyper {
             topics: 6,
             ..LdaHyper::default()
         };
-        let docs = &syn.corpus.docs[..80];
-        let state = LdaWorkerState::init(docs, syn.corpus.vocab_size, &hyper, 9, 0)
-            .unwrap()
-            .0;
-        for groups in [1, 3, 16, 80, 500] {
-            let by_word = WordOrder::grouped(&state, groups);
-            // Slots of 4 tokens, so that many words take several.
-            let (words, firsts, bounds) = group_slots(&by_word, 4);
-            assert_eq!(bounds.len(), by_word.groups() + 1);
-            assert_eq!((bounds[0], *bounds.last().unwrap()), (0, words.len()));
-            assert_eq!(firsts.len(), words.len() + 1);
-            for g in 0..by_word.groups() {
-                let span = by_word.span(g);
-                let docs = by_word.doc_bounds[g]..by_word.doc_bounds[g + 1];
-                let (lo, hi) = (bounds[g], bounds[g + 1]);
-                assert!(lo < hi, "group {g} has slots");
-                assert_eq!(
-                    (firsts[lo], firsts[hi]),
-                    (span.start, span.end),
-                    "group {g}"
-                );
-                for slot in lo..hi {
-                    assert!(firsts[slot + 1] - firsts[slot] <= 4);
-                    for &i in &by_word.order[firsts[slot]..firsts[slot + 1]] {
-                        let i = i as usize;
-                        assert_eq!(state.tokens[i], words[slot], "slot {slot}'s word");
-                        assert!(docs.contains(&(by_word.doc_of[i] as usize)));
-                    }
-                }
+        let docs = syn.corpus.docs[..80].to_vec();
+        let mut emptied = docs.clone();
+        for (d, doc) in emptied.iter_mut().enumerate() {
+            if d % 3 == 0 || d >= 60 {
+                doc.clear();
             }
         }
+        [docs, emptied]
+            .iter()
+            .map(|docs| {
+                let v = syn.corpus.vocab_size;
+                LdaWorkerState::init(docs, v, &hyper, 9, 0).unwrap().0
+            })
+            .collect()
+    }
+
+    /// Each group's slots draw exactly its tokens, by their words, and end where the next
+    /// group's begin, so the draws of a group launched on its slots alone see no other group;
+    /// each launch covers its group's slots and documents, from the group's first row.
+    #[test]
+    fn each_groups_slots_draw_exactly_its_tokens() {
+        let mut tokenless = 0;
+        for state in states() {
+            for groups in [1, 3, 16, 80, 500] {
+                let by_word = WordOrder::grouped(&state, groups);
+                // Slots of 4 tokens, so that many words take several.
+                let (words, firsts, bounds) = group_slots(&by_word, 4);
+                assert_eq!(bounds.len(), by_word.groups() + 1);
+                assert_eq!((bounds[0], *bounds.last().unwrap()), (0, words.len()));
+                assert_eq!(firsts.len(), words.len() + 1);
+                let launches = group_launches(&by_word, &bounds, 6).unwrap();
+                let mut launched = launches.iter();
+                for g in 0..by_word.groups() {
+                    let span = by_word.span(g);
+                    let docs = by_word.doc_bounds[g]..by_word.doc_bounds[g + 1];
+                    let (lo, hi) = (bounds[g], bounds[g + 1]);
+                    assert_eq!(lo == hi, span.is_empty(), "group {g}: slots iff tokens");
+                    tokenless += usize::from(span.is_empty());
+                    if lo < hi {
+                        assert_eq!(
+                            launched.next(),
+                            Some(&GroupLaunch {
+                                first_slot: lo,
+                                slots: (hi - lo) as u32,
+                                first_doc: docs.start,
+                                docs: docs.len() as u32,
+                                doc_topic_at: docs.start * 6,
+                            }),
+                            "group {g}"
+                        );
+                        assert_eq!((firsts[lo], firsts[hi]), (span.start, span.end));
+                    }
+                    for slot in lo..hi {
+                        assert!(firsts[slot + 1] - firsts[slot] <= 4);
+                        for &i in &by_word.order[firsts[slot]..firsts[slot + 1]] {
+                            let i = i as usize;
+                            assert_eq!(state.tokens[i], words[slot], "slot {slot}'s word");
+                            assert!(docs.contains(&(by_word.doc_of[i] as usize)));
+                        }
+                    }
+                }
+                assert_eq!(launched.next(), None);
+            }
+        }
+        assert!(
+            tokenless > 0,
+            "a group of empty documents was among the cases"
+        );
     }
 
     #[test]
@@ -381,7 +444,6 @@ mod tests {
         for (s, &w) in words.iter().enumerate() {
             let (lo, hi) = (firsts[s], firsts[s + 1]);
             assert!(lo < hi && hi - lo <= 256, "slot {s}: {lo}..{hi}");
-            let w = w as usize;
             assert!(
                 offsets[w] <= lo && hi <= offsets[w + 1],
                 "slot {s} within word {w}"

@@ -289,14 +289,21 @@ mod tests {
     use crate::lda::{synthetic_lda, SyntheticLdaSpec};
 
     fn worker() -> (LdaWorkerState, Vec<f32>, Vec<f32>, LdaHyper) {
+        worker_of(|docs| docs)
+    }
+
+    /// A worker over the first 300 built-in documents as `edit` leaves them.
+    fn worker_of(
+        edit: impl Fn(Vec<Vec<u32>>) -> Vec<Vec<u32>>,
+    ) -> (LdaWorkerState, Vec<f32>, Vec<f32>, LdaHyper) {
         let syn = synthetic_lda(&SyntheticLdaSpec::default_builtin(5));
         let hyper = LdaHyper {
             topics: 40,
             ..LdaHyper::default()
         };
-        let docs = &syn.corpus.docs[..300];
+        let docs = edit(syn.corpus.docs[..300].to_vec());
         let (state, init) =
-            LdaWorkerState::init(docs, syn.corpus.vocab_size, &hyper, 5, 0).unwrap();
+            LdaWorkerState::init(&docs, syn.corpus.vocab_size, &hyper, 5, 0).unwrap();
         let v = syn.corpus.vocab_size as usize;
         let (mut table, mut totals) = (vec![0f32; v * 40], vec![0f32; 40]);
         init.apply(&mut table, &mut totals);
@@ -338,15 +345,36 @@ mod tests {
     /// forms the lists once and draws by word on threads, must leave the same state, copy,
     /// totals and delta.
     #[test]
-    #[allow(clippy::needless_range_loop)] // positions index several arrays
     fn a_sweep_in_groups_is_the_groups_swept_in_turn() {
-        let (state, wt, totals, hyper) = worker();
+        // Also with empty documents: a third of them, and the last 40 (groups without tokens).
+        let emptied = |mut docs: Vec<Vec<u32>>| {
+            let n = docs.len();
+            for (d, doc) in docs.iter_mut().enumerate() {
+                if d % 3 == 1 || d + 40 >= n {
+                    doc.clear();
+                }
+            }
+            docs
+        };
+        for (state, wt, totals, hyper) in [worker(), worker_of(emptied)] {
+            sweep_in_groups_by_hand(state, wt, totals, hyper);
+        }
+    }
+
+    #[allow(clippy::needless_range_loop)] // positions index several arrays
+    fn sweep_in_groups_by_hand(
+        state: LdaWorkerState,
+        wt: Vec<f32>,
+        totals: Vec<f32>,
+        hyper: LdaHyper,
+    ) {
         let k = state.topics as usize;
         let pr = WordMajorPriors::of(&hyper, state.vocab_size);
         for groups in [2, 7, 300, 1000] {
             let (mut s, mut w, mut t) = (state.clone(), wt.clone(), totals.clone());
             let (mut cells, mut tot) = (vec![0i32; w.len()], vec![0i32; k]);
-            let bounds = runs_by_tokens(&s.doc_offsets, groups);
+            // At most one group a document, as `WordOrder::grouped` cuts them.
+            let bounds = runs_by_tokens(&s.doc_offsets, groups.min(s.num_docs()));
             for g in bounds.windows(2) {
                 let lists = DocLists::of(&s);
                 let mut new = s.z.clone();
