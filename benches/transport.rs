@@ -8,7 +8,9 @@
 //!
 //! With `--repeats R` every figure is the median of R runs, and the table shows their range: on a
 //! shared 2-core machine one run of raw TCP varied from 4.6 to 7.6 GB/s between runs, so one run
-//! per figure makes the QUIC/TCP ratio as noisy as that.
+//! per figure makes the QUIC/TCP ratio as noisy as that. Each row also gives the CPU seconds
+//! both ends spent per GB of payload (`getrusage` of this process and of the shard's child),
+//! which moves less with the machine's other load than the rate does.
 
 use anyhow::Result;
 use ps_benches::{arg, record};
@@ -31,8 +33,62 @@ const ROWS: u64 = 4096;
 /// Rows per request: 256 x 1024 f32 = 1 MiB of values.
 const BATCH_ROWS: u64 = 256;
 
-fn mbps(bytes: u64, secs: f64) -> f64 {
-    bytes as f64 / secs / 1e6
+/// Payload bytes moved over the seconds of a run.
+#[derive(Debug, Clone, Copy)]
+struct Moved {
+    bytes: u64,
+    secs: f64,
+}
+
+impl Moved {
+    fn new(bytes: u64, secs: f64) -> Self {
+        Moved { bytes, secs }
+    }
+}
+
+/// CPU seconds (user and system, every thread) of this process (`RUSAGE_SELF`) or of its
+/// children that have been waited for (`RUSAGE_CHILDREN`).
+fn cpu_seconds(who: libc::c_int) -> f64 {
+    // SAFETY: getrusage writes one rusage into the zeroed struct we own.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(who, &mut u) } != 0 {
+        return f64::NAN;
+    }
+    let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    s(u.ru_utime) + s(u.ru_stime)
+}
+
+/// One run: payload MB/s, and the CPU seconds both ends spent per GB of payload (both ends are
+/// on this machine, so this is the stack's whole cost per byte: less noisy than the rate, which
+/// moves with what else the machine runs). The CPU time covers the run's set-up too (endpoints,
+/// handshakes, the child's start), a few hundredths of a second.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    mb_per_s: f64,
+    cpu_s_per_gb: f64,
+}
+
+/// Runs `f` and measures the CPU time this process, and the children it waited for meanwhile
+/// (the split runs' shard), spent.
+async fn timed<F: std::future::Future<Output = Result<Moved>>>(f: F) -> Result<Run> {
+    let cpu = || cpu_seconds(libc::RUSAGE_SELF) + cpu_seconds(libc::RUSAGE_CHILDREN);
+    let cpu0 = cpu();
+    let m = f.await?;
+    let cpu_s = cpu() - cpu0;
+    let gb = m.bytes as f64 / 1e9;
+    Ok(Run {
+        mb_per_s: m.bytes as f64 / m.secs / 1e6,
+        cpu_s_per_gb: if gb > 0.0 { cpu_s / gb } else { f64::NAN },
+    })
+}
+
+/// The median rate of `runs`, their range as text (empty for one run) and the median CPU
+/// seconds per GB.
+fn medians(runs: &[Run]) -> (f64, String, f64) {
+    let mut rates: Vec<f64> = runs.iter().map(|r| r.mb_per_s).collect();
+    let mut cpu: Vec<f64> = runs.iter().map(|r| r.cpu_s_per_gb).collect();
+    let (rate, range) = median_and_range(&mut rates);
+    (rate, range, median_and_range(&mut cpu).0)
 }
 
 /// The median of `runs` (sorted in place) and their range as text (empty for one run).
@@ -53,7 +109,7 @@ fn median_and_range(runs: &mut [f64]) -> (f64, String) {
 }
 
 /// Raw TCP loopback: `conns` connections, each writing 1 MiB buffers as fast as the reader drains them.
-async fn tcp(conns: usize, secs: f64) -> Result<f64> {
+async fn tcp(conns: usize, secs: f64) -> Result<Moved> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let received = Arc::new(AtomicU64::new(0));
@@ -89,7 +145,7 @@ async fn tcp(conns: usize, secs: f64) -> Result<f64> {
     for t in tasks {
         t.await??;
     }
-    Ok(mbps(
+    Ok(Moved::new(
         received.load(Ordering::Relaxed),
         start.elapsed().as_secs_f64(),
     ))
@@ -97,7 +153,7 @@ async fn tcp(conns: usize, secs: f64) -> Result<f64> {
 
 /// TCP with the QUIC bench's request pattern: each request is a 1 MiB frame answered by a
 /// 56-byte ack, `conns` connections in parallel, no encryption.
-async fn tcp_request_ack(conns: usize, secs: f64) -> Result<f64> {
+async fn tcp_request_ack(conns: usize, secs: f64) -> Result<Moved> {
     const REQ: usize = 1 << 20;
     const ACK: usize = ps_proto::HEADER_LEN;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -136,7 +192,7 @@ async fn tcp_request_ack(conns: usize, secs: f64) -> Result<f64> {
     for t in tasks {
         t.await??;
     }
-    Ok(mbps(
+    Ok(Moved::new(
         moved.load(Ordering::Relaxed),
         start.elapsed().as_secs_f64(),
     ))
@@ -230,7 +286,7 @@ async fn quic(
     streams: u32,
     secs: f64,
     split: bool,
-) -> Result<f64> {
+) -> Result<Moved> {
     let opts = options(label);
     let lanes = conns * streams;
     if !split {
@@ -273,7 +329,7 @@ async fn drive(
     conns: u32,
     streams: u32,
     secs: f64,
-) -> Result<f64> {
+) -> Result<Moved> {
     let worker_id = ClusterIdentity::load(&CertPaths::in_dir(setup.certs.path(), "worker-0"))?;
     let bytes = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
@@ -337,7 +393,7 @@ async fn drive(
             eprintln!("{:?}\nudp_tx {:?}\nudp_rx {:?}", s.path, s.udp_tx, s.udp_rx);
         }
     }
-    Ok(mbps(
+    Ok(Moved::new(
         bytes.load(Ordering::Relaxed),
         start.elapsed().as_secs_f64(),
     ))
@@ -370,23 +426,24 @@ fn main() -> Result<()> {
     rt.block_on(async {
         // `--profile DIR` (push or pull): skip the TCP baseline and run only that QUIC direction, for perf.
         let profile = arg("--profile");
-        let ((tcp1, tcp1_range), tcp4, tcp_ra) = if profile.is_some() {
-            ((f64::NAN, String::new()), f64::NAN, f64::NAN)
+        let nan = Run { mb_per_s: f64::NAN, cpu_s_per_gb: f64::NAN };
+        let ((tcp1, tcp1_range, tcp1_cpu), tcp4, tcp_ra) = if profile.is_some() {
+            ((f64::NAN, String::new(), f64::NAN), nan, nan)
         } else {
             let mut runs = Vec::with_capacity(repeats);
             for _ in 0..repeats {
-                runs.push(tcp(1, secs).await?);
+                runs.push(timed(tcp(1, secs)).await?);
             }
-            (median_and_range(&mut runs), tcp(4, secs).await?, tcp_request_ack(1, secs).await?)
+            (medians(&runs), timed(tcp(4, secs)).await?, timed(tcp_request_ack(1, secs)).await?)
         };
         let of = if repeats > 1 { format!("median of {repeats}") } else { String::new() };
-        println!("{:<58} {:>9} {:>9} {:>11}", "transfer (payload MB/s; 1 MB = 1e6 bytes)", "MB/s", "x TCP(1)", of);
-        println!("{:<58} {:>9.0} {:>9.2} {:>11}", "raw TCP loopback, 1 connection", tcp1, 1.0, tcp1_range);
-        println!("{:<58} {:>9.0} {:>9.2}", "raw TCP loopback, 4 connections", tcp4, tcp4 / tcp1);
-        println!("{:<58} {:>9.0} {:>9.2}", "raw TCP loopback, 1 MiB request + ack, 1 connection", tcp_ra, tcp_ra / tcp1);
-        record("transport", json!({"bench": "transport", "transport": "tcp", "conns": 1, "mb_per_s": tcp1, "repeats": repeats}));
-        record("transport", json!({"bench": "transport", "transport": "tcp-request-ack", "conns": 1, "mb_per_s": tcp_ra}));
-        record("transport", json!({"bench": "transport", "transport": "tcp", "conns": 4, "mb_per_s": tcp4}));
+        println!("{:<58} {:>9} {:>9} {:>9} {:>11}", "transfer (payload MB/s; 1 MB = 1e6 bytes)", "MB/s", "x TCP(1)", "CPU s/GB", of);
+        println!("{:<58} {:>9.0} {:>9.2} {:>9.2} {:>11}", "raw TCP loopback, 1 connection", tcp1, 1.0, tcp1_cpu, tcp1_range);
+        println!("{:<58} {:>9.0} {:>9.2} {:>9.2}", "raw TCP loopback, 4 connections", tcp4.mb_per_s, tcp4.mb_per_s / tcp1, tcp4.cpu_s_per_gb);
+        println!("{:<58} {:>9.0} {:>9.2} {:>9.2}", "raw TCP loopback, 1 MiB request + ack, 1 connection", tcp_ra.mb_per_s, tcp_ra.mb_per_s / tcp1, tcp_ra.cpu_s_per_gb);
+        record("transport", json!({"bench": "transport", "transport": "tcp", "conns": 1, "mb_per_s": tcp1, "cpu_s_per_gb": tcp1_cpu, "repeats": repeats}));
+        record("transport", json!({"bench": "transport", "transport": "tcp-request-ack", "conns": 1, "mb_per_s": tcp_ra.mb_per_s, "cpu_s_per_gb": tcp_ra.cpu_s_per_gb}));
+        record("transport", json!({"bench": "transport", "transport": "tcp", "conns": 4, "mb_per_s": tcp4.mb_per_s, "cpu_s_per_gb": tcp4.cpu_s_per_gb}));
         let mut best = 0f64;
         for label in ["quinn defaults (1200-byte packets)", TUNED, PLAIN] {
             let opts = options(label);
@@ -405,19 +462,21 @@ fn main() -> Result<()> {
                     for (conns, streams) in [(1, 1), (1, 4), (2, 4)] {
                         let mut runs = Vec::with_capacity(repeats);
                         for _ in 0..repeats {
-                            runs.push(quic(&setup, label, pull, conns, streams, secs, split).await?);
+                            runs.push(timed(quic(&setup, label, pull, conns, streams, secs, split)).await?);
                         }
-                        let (r, range) = median_and_range(&mut runs);
+                        let (r, range, cpu) = medians(&runs);
                         best = best.max(r);
-                        println!("{:<58} {:>9.0} {:>9.2} {:>11}", format!("QUIC {dir}, {label}, {ends}, {conns}x{streams}"), r, r / tcp1, range);
+                        println!("{:<58} {:>9.0} {:>9.2} {:>9.2} {:>11}", format!("QUIC {dir}, {label}, {ends}, {conns}x{streams}"), r, r / tcp1, cpu, range);
+                        let rates: Vec<f64> = runs.iter().map(|x| x.mb_per_s).collect();
                         record("transport", json!({"bench": "transport", "transport": "quic", "direction": dir, "config": label,
                             "initial_mtu": opts.initial_mtu, "processes": if split { 2 } else { 1 }, "conns": conns,
-                            "streams": streams, "mb_per_s": r, "ratio_to_tcp": r / tcp1, "repeats": repeats, "runs": runs}));
+                            "streams": streams, "mb_per_s": r, "ratio_to_tcp": r / tcp1, "cpu_s_per_gb": cpu,
+                            "repeats": repeats, "runs": rates}));
                     }
                 }
             }
         }
-        println!("best QUIC / TCP streaming: {:.2}; / TCP request+ack: {:.2}", best / tcp1, best / tcp_ra);
+        println!("best QUIC / TCP streaming: {:.2}; / TCP request+ack: {:.2}", best / tcp1, best / tcp_ra.mb_per_s);
         Ok::<_, anyhow::Error>(())
     })
 }
