@@ -193,23 +193,31 @@ fn run() -> Result<(), GpuError> {
         ("mlp-clock", mlp::run_clock),
         ("codec", codec::run),
     ];
+    // Each bench's rows are printed and written as it ends, so that a step cut short by its
+    // time limit (check.sh) keeps what finished; each says how long it took.
+    print_header(&gpu, &ceil);
     for (name, bench) in benches {
         if !wants(name) {
             continue;
         }
+        let t0 = std::time::Instant::now();
         match bench(&gpu, &ceil, args.quick) {
-            Ok(r) => rows.extend(r),
+            Ok(r) => {
+                print_rows(&r);
+                rows.extend(r);
+                write_results(&args.out, &gpu, &ceil, &rows)?;
+            }
             Err(e) => eprintln!("gpu-bench: {name} failed: {e}"),
         }
+        eprintln!("gpu-bench: {name} took {:.1} s", t0.elapsed().as_secs_f64());
     }
     write_results(&args.out, &gpu, &ceil, &rows)?;
-    print_table(&gpu, &ceil, &rows);
     Ok(())
 }
 
 mod ceilings;
 
-fn print_table(gpu: &Gpu, ceil: &Ceilings, rows: &[Row]) {
+fn print_header(gpu: &Gpu, ceil: &Ceilings) {
     println!(
         "\n{} | copy {:.0} GB/s | SGEMM {:.1} TFLOP/s",
         gpu.info,
@@ -220,6 +228,9 @@ fn print_table(gpu: &Gpu, ceil: &Ceilings, rows: &[Row]) {
         "{:<28} {:<34} {:>14} {:<11} {:>14} {:>7} {:>6} {:>22}",
         "bench", "shape", "rate", "unit", "floor rate", "of flr", "bound", "peer (ours/peer)"
     );
+}
+
+fn print_rows(rows: &[Row]) {
     for r in rows {
         let peer = r
             .peer
