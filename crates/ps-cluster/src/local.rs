@@ -148,6 +148,9 @@ fn metrics_arg(addrs: &[(String, SocketAddr)], name: &str) -> Vec<String> {
 }
 
 pub fn run_local(app: &dyn DynApp, matches: &clap::ArgMatches, a: LocalArgs) -> Result<()> {
+    // The workers inherit this environment: a kernel or sampler it names wrongly stops the job
+    // here, before any process starts.
+    worker_gpu::check_env_choices().map_err(|e| anyhow!(e))?;
     let selection = worker_gpu::select(a.device.parse()?)?;
     eprintln!("device: {} ({})", selection.device, selection.reason);
     let started = Instant::now();

@@ -79,6 +79,9 @@ pub fn run_slurm(
     mut a: SlurmArgs,
     apps: &[Box<dyn DynApp>],
 ) -> Result<()> {
+    // Every task has the job's environment: a kernel or sampler it names wrongly stops each
+    // task here, before any role starts (`local` checks the same).
+    worker_gpu::check_env_choices().map_err(|e| anyhow!(e))?;
     let env = SlurmEnv::from_vars(&slurm_vars())?;
     let given = (matches.value_source("workers") == Some(ValueSource::CommandLine))
         .then_some(a.cluster.workers);

@@ -148,8 +148,9 @@ fn the_word_major_sampler_trains_lda_on_either_path() {
     }
 }
 
-/// A kernel variant the environment names wrongly (`PS_MF_WAVE_KERNEL`, `PS_MLP_GEMM`) stops the
-/// job with a message naming the variable and the names there are, on the CPU path too.
+/// A kernel variant the environment names wrongly (`PS_MF_WAVE_KERNEL`, `PS_MLP_GEMM`,
+/// `PS_LDA_SAMPLER`) stops the job before any process starts, with a message naming the
+/// variable and the names there are, on the CPU path too.
 #[test]
 fn a_misspelt_kernel_variant_stops_the_job() {
     for (var, value, app, names) in [
@@ -184,5 +185,9 @@ fn a_misspelt_kernel_variant_stops_the_job() {
         assert!(!out.status.success(), "{var}={value} ran");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(var) && err.contains(names), "{var}: {err}");
+        assert!(
+            !err.contains("device:") && !err.contains("exited"),
+            "{var}: stopped only after the job started: {err}"
+        );
     }
 }
