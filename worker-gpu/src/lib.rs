@@ -194,15 +194,16 @@ impl Engines for DeviceEngines {
     fn lda(&self, threads: u32) -> Result<Box<dyn LdaCompute + Send>, AppError> {
         // Checked on every device; the CPU runs the word-major sweep's twin.
         let sampler = LdaSampler::from_env().map_err(AppError::Settings)?;
-        let sampler = sampler.unwrap_or_default();
-        match (self.0, sampler.word_major_twin(threads as usize)) {
-            (Device::Cpu | Device::CpuResident, Some(twin)) => Ok(Box::new(twin)),
-            (Device::Cpu | Device::CpuResident, None) => CpuEngines.lda(threads),
-            (Device::Cuda(n), Some(twin)) => Ok(Box::new(cuda(
+        match (self.0, sampler.unwrap_or_default()) {
+            (Device::Cpu | Device::CpuResident, s) => match s.word_major_twin(threads as usize) {
+                Some(twin) => Ok(Box::new(twin)),
+                None => CpuEngines.lda(threads),
+            },
+            (Device::Cuda(n), LdaSampler::WordMajor { groups }) => Ok(Box::new(cuda(
                 n,
-                CudaWordLda::new(open(n)?).map(|e| e.with_groups(twin.groups())),
+                CudaWordLda::new(open(n)?).map(|e| e.with_groups(groups as usize)),
             )?)),
-            (Device::Cuda(n), None) => Ok(Box::new(cuda(n, CudaLda::new(open(n)?))?)),
+            (Device::Cuda(n), LdaSampler::Gibbs) => Ok(Box::new(cuda(n, CudaLda::new(open(n)?))?)),
         }
     }
 

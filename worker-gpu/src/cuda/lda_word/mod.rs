@@ -323,6 +323,12 @@ impl CudaWordLda {
         self.gpu.synchronize()
     }
 
+    /// For benchmarks: the document groups' launches of the last [`CudaWordLda::bench_load`]
+    /// (or sweep), as the kernels run them.
+    pub fn launches(&self) -> &[GroupLaunch] {
+        self.sweep.launches()
+    }
+
     /// For benchmarks: enqueues one sweep's kernels (lists, draws, moves) on the buffers of the
     /// last [`CudaWordLda::bench_load`], with no copy; each call sweeps the device's state
     /// again with the same key (the counts stay consistent).

@@ -173,6 +173,11 @@ impl WordSweep {
         Ok(())
     }
 
+    /// The groups' launches of the last [`WordSweep::set_up`].
+    pub fn launches(&self) -> &[GroupLaunch] {
+        &self.launches
+    }
+
     /// Asks for `groups` document groups from the next [`WordSweep::set_up`] on.
     pub fn set_groups(&mut self, groups: u32) {
         self.groups = groups.max(1);
