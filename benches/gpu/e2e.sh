@@ -257,6 +257,31 @@ for s in rows:
           f"{fmt(mb('pcie_bytes_d2h_per_clock'), '15.2f')} {fmt(ms('pcie_h2d_s_per_clock'), '9.3f')} "
           f"{fmt(ms('pcie_d2h_s_per_clock'), '10.3f')} {fmt(s.get('wall_s'), '7.1f')} {q:<24} "
           f"{s.get('ssp', '-'):<14}")
+# Where each row's compute went, per clock and worker (ps-cluster's `host_*_s`, the device's
+# compute and copy seconds): storing the pulled replies (read less the session's loads), the
+# session's own host work (its loads and step less the device's compute and copies, and less the
+# library's intake of the delta), the device, the copies both ways, that intake, asking for the
+# next clock's rows ahead, sealing the clock's push frames, and what none of these covers. A resident engine's device time falls in
+# both the loads (unpacking rows) and the step, so the session's host work is one column.
+print(f"\n{'job':<5} {'device':<24} {'compute':>8} {'store':>8} {'session':>8} {'device':>8} "
+      f"{'pcie':>8} {'sink':>8} {'prefetch':>8} {'seal':>8} {'other':>8}   (s per clock and worker)")
+for s in rows:
+    if "failed" in s or "skipped" in s or "host_step_s" not in s:
+        continue
+    c = lambda k: per_clock(s, k) or 0.0
+    dev = s["run_device"] + ("-f16" if s.get("factors") == "f16" else "")
+    dev += "-" + s["wave_kernel"] if s.get("wave_kernel") else ""
+    dev += "-" + s["variant"] if s.get("variant") else ""
+    # The device's figures are sums over workers, the host's means.
+    w = max(s.get("workers", 1), 1)
+    device = c("device_compute_s_clocks") / w
+    pcie = ((s.get("pcie_h2d_s_per_clock") or 0.0) + (s.get("pcie_d2h_s_per_clock") or 0.0)) / w
+    session = c("host_load_s") + c("host_step_s") - device - pcie - c("host_sink_s")
+    other = (c("compute_s") - c("host_read_s") - c("host_step_s") - c("host_prefetch_s")
+             - c("host_seal_s"))
+    print(f"{s['job']:<5} {dev:<24} {c('compute_s'):8.4f} {c('host_read_s') - c('host_load_s'):8.4f} "
+          f"{session:8.4f} {device:8.4f} {pcie:8.4f} {c('host_sink_s'):8.4f} "
+          f"{c('host_prefetch_s'):8.4f} {c('host_seal_s'):8.4f} {other:8.4f}")
 ratio = lambda a, b: "-" if not (a and b) else f"{a / b:.2f}x"
 for job, d in by_job.items():
     for gpu in (k for k in d if k.startswith("cuda")):

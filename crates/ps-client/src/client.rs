@@ -240,6 +240,11 @@ impl PsClient {
         self.tables.get(&id).map(|t| &t.spec)
     }
 
+    /// Seconds the current clock has waited in reads so far (the clock report's `blocked_s`).
+    pub fn blocked_so_far(&self) -> f64 {
+        self.blocked_s
+    }
+
     /// The application's figures of the current clock (e.g. a struct of squared-error sums and
     /// counts), reported with the clock's metrics when it ends. Every field must be a number:
     /// the coordinator adds them up over workers. Replaces figures set earlier in the clock.

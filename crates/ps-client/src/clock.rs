@@ -11,6 +11,11 @@ use ps_proto::{ClockReport, Frame, KeyForm, ShardMap};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The figure each clock report carries beside the application's: seconds [`PsClient::clock`]
+/// spent sealing the clock (encoding its updates into push frames, with their key lists), part
+/// of the clock's compute time.
+pub const SEAL_SECONDS: &str = "host_seal_s";
+
 /// Per shard, the (table, list id, key cache epoch) of lists a batch asks the shard to store.
 type Assigned = Vec<Vec<(u32, u32, u64)>>;
 
@@ -26,6 +31,7 @@ impl PsClient {
     /// with [`PsClient::set_figures`] go with this clock's report. Returns the clock ended.
     pub fn clock(&mut self) -> Result<u64, ClientError> {
         self.check_failure()?;
+        let sealing = Instant::now();
         let flush = std::mem::take(&mut self.flush_residual);
         let ended = self.clock.tick();
         let worker = self.cfg.worker;
@@ -62,6 +68,11 @@ impl PsClient {
         let assigned = self.cache_key_lists(&mut per_shard);
         let now = Instant::now();
         let wall = now.duration_since(self.clock_started).as_secs_f64();
+        let mut sums = std::mem::take(&mut self.figures);
+        sums.insert(
+            SEAL_SECONDS.into(),
+            now.duration_since(sealing).as_secs_f64(),
+        );
         let report = ClockReport {
             worker,
             clock: ended,
@@ -74,7 +85,7 @@ impl PsClient {
             bytes_logical: self.pull_traffic.logical_sent + push_logical,
             push_bytes: 0,
             push_bytes_logical: push_logical,
-            sums: std::mem::take(&mut self.figures),
+            sums,
         };
         self.clock_started = now;
         self.blocked_s = 0.0;

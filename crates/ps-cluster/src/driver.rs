@@ -3,6 +3,7 @@
 //! the client which rows the next clock reads (so its prefetch pulls those), and end the clock;
 //! then the final read and evaluation. Fault and straggler injection live here too.
 
+use crate::host_time::{timed, unblocked, HostTimes};
 use anyhow::{Context, Result};
 use ps_apps::app::{DeltaSink, DynApp, DynSession, Engines, TableRows};
 use ps_apps::SinkError;
@@ -92,8 +93,12 @@ fn inject(f: Fault) {
     }
 }
 
-/// A session's update goes straight into the client's pending update of the clock.
-struct ClientSink<'a>(&'a mut PsClient);
+/// A session's update goes straight into the client's pending update of the clock; `secs` adds
+/// up the time of its calls.
+struct ClientSink<'a> {
+    client: &'a mut PsClient,
+    secs: f64,
+}
 
 fn refused(table: u32, e: ClientError) -> SinkError {
     SinkError {
@@ -104,7 +109,11 @@ fn refused(table: u32, e: ClientError) -> SinkError {
 
 impl DeltaSink for ClientSink<'_> {
     fn rows(&mut self, table: u32, keys: &[u64]) -> Result<&mut [f32], SinkError> {
-        self.0.rows_mut(table, keys).map_err(|e| refused(table, e))
+        // The session writes into the rows after this returns: its own time, not the sink's.
+        let started = Instant::now();
+        let rows = self.client.rows_mut(table, keys);
+        self.secs += started.elapsed().as_secs_f64();
+        rows.map_err(|e| refused(table, e))
     }
 
     fn entries(
@@ -114,10 +123,13 @@ impl DeltaSink for ClientSink<'_> {
         at: Vec<u64>,
         values: Vec<f32>,
     ) -> Result<(), SinkError> {
-        self.0
-            .table(table)
-            .and_then(|mut t| t.push_entries(keys, at, values))
-            .map_err(|e| refused(table, e))
+        let client = &mut *self.client;
+        timed(&mut self.secs, || {
+            client
+                .table(table)
+                .and_then(|mut t| t.push_entries(keys, at, values))
+        })
+        .map_err(|e| refused(table, e))
     }
 
     fn encoded(
@@ -127,14 +139,17 @@ impl DeltaSink for ClientSink<'_> {
         wire_id: u16,
         payload: Vec<u8>,
     ) -> Result<(), SinkError> {
-        self.0
-            .table(table)
-            .and_then(|mut t| t.push_encoded(keys, wire_id, payload))
-            .map_err(|e| refused(table, e))
+        let client = &mut *self.client;
+        timed(&mut self.secs, || {
+            client
+                .table(table)
+                .and_then(|mut t| t.push_encoded(keys, wire_id, payload))
+        })
+        .map_err(|e| refused(table, e))
     }
 
     fn push_plan(&mut self, table: u32, keys: &[u64]) -> Result<Option<PushPlan>, SinkError> {
-        self.0
+        self.client
             .table(table)
             .and_then(|t| t.push_plan(keys))
             .map(Some)
@@ -144,27 +159,29 @@ impl DeltaSink for ClientSink<'_> {
 
 /// Reads `reads` into the session, each shard's run as it arrives; `synced` reads are complete
 /// through every worker's clocks so far (the final model). Tables the session takes sparse
-/// arrive by their entries where the cache holds them so.
+/// arrive by their entries where the cache holds them so. Returns the seconds spent in the
+/// session's loads.
 fn read(
     client: &mut PsClient,
     session: &mut dyn DynSession,
     reads: &[TableRows],
     synced: bool,
-) -> Result<()> {
+) -> Result<f64> {
+    let mut load_s = 0.0;
     for r in reads {
         let mut t = client.table(r.table)?;
         if session.takes_sparse(r.table) {
             t.read_runs_into(&r.rows, synced, |first, keys, run| -> Result<()> {
-                match run {
-                    Run::Dense(values) => session.load(r.table, first, keys, values)?,
-                    Run::Sparse(rows) => session.load_sparse(r.table, first, keys, rows)?,
-                }
+                timed(&mut load_s, || match run {
+                    Run::Dense(values) => session.load(r.table, first, keys, values),
+                    Run::Sparse(rows) => session.load_sparse(r.table, first, keys, rows),
+                })?;
                 Ok(())
             })?;
             continue;
         }
         let sink = |first: usize, keys: &[u64], values: &[f32]| -> Result<()> {
-            session.load(r.table, first, keys, values)?;
+            timed(&mut load_s, || session.load(r.table, first, keys, values))?;
             Ok(())
         };
         if synced {
@@ -173,7 +190,7 @@ fn read(
             t.read_into(&r.rows, sink)?;
         }
     }
-    Ok(())
+    Ok(load_s)
 }
 
 /// The final sum of the seconds the straggler model added, over workers.
@@ -198,28 +215,38 @@ pub fn run_session(worker: &mut Worker, app: &dyn DynApp, engines: &dyn Engines)
     let mut injected = Duration::ZERO;
     for clock in 0..clocks {
         chaos.before_clock(w, clock);
+        let (reading, blocked) = (Instant::now(), client.blocked_so_far());
         let reads = session.reads(clock)?;
-        read(client, session.as_mut(), &reads, false)?;
+        let mut host = HostTimes {
+            load: read(client, session.as_mut(), &reads, false)?,
+            ..HostTimes::default()
+        };
+        host.read = unblocked(reading, client.blocked_so_far() - blocked);
         if clock + 1 == clocks {
             // Said before the clock's update is written: an engine that encodes its own delta
             // plans the last clock (everything held back goes) from the client's push plan.
             client.mark_last_clock();
         }
         let started = Instant::now();
-        let figures = session
-            .run_clock(clock, &mut ClientSink(client))
+        let mut sink = ClientSink { client, secs: 0.0 };
+        let mut figures = session
+            .run_clock(clock, &mut sink)
             .with_context(|| format!("clock {clock}"))?;
+        (host.step, host.sink) = (started.elapsed().as_secs_f64(), sink.secs);
         if let Some(s) = &chaos.straggle {
             let extra = s.delay(w, clock, started.elapsed());
             std::thread::sleep(extra);
             injected += extra;
         }
-        client.set_figures(&figures)?;
         if clock + 1 < clocks && assign.job.overlap {
+            let (asking, blocked) = (Instant::now(), client.blocked_so_far());
             for r in session.reads(clock + 1)? {
                 client.table(r.table)?.prefetch_next(r.rows)?;
             }
+            host.prefetch = unblocked(asking, client.blocked_so_far() - blocked);
         }
+        host.add_to(&mut figures);
+        client.set_figures(&figures)?;
         client.clock()?;
     }
     client.flush()?;

@@ -13,6 +13,7 @@
 mod bench;
 mod cli;
 mod driver;
+mod host_time;
 mod hostlist;
 mod large_blocks;
 mod local;

@@ -36,6 +36,10 @@ pub fn summary_line(app: &dyn DynApp, ctx: &SummaryContext<'_>, r: &JobResult) -
     m.insert("comm_s".into(), seconds(|c| c.comm_s).into());
     m.insert("overlap_s".into(), seconds(|c| c.overlap_s).into());
     m.insert("blocked_s".into(), seconds(|c| c.blocked_s).into());
+    // Where the compute time went (see `host_time`), per worker like the seconds above.
+    for (k, v) in crate::host_time::summary_figures(&r.totals.sums, ctx.workers) {
+        m.insert(k.into(), v.into());
+    }
     m.insert("bytes_sent".into(), bytes(|c| c.bytes_sent).into());
     m.insert("bytes_received".into(), bytes(|c| c.bytes_received).into());
     let (logical, sent) = (bytes(|c| c.bytes_logical), bytes(|c| c.bytes_sent));

@@ -35,12 +35,34 @@ fn the_csv_log_has_a_row_per_clock_with_every_figure() {
         assert!(header.contains(&want), "{want} missing: {header:?}");
     }
     let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let workers = s["workers"].as_f64().unwrap();
     for (c, row) in rows.iter().enumerate() {
         assert_eq!(row.len(), header.len());
         assert_eq!(row[col("clock")], c.to_string());
         let rmse: f64 = row[col("train_rmse")].parse().unwrap();
         assert!(rmse.is_finite() && rmse > 0.0);
+        // Where the compute went: parts of it, within it (the host figures are sums over
+        // workers, compute_s their mean).
+        let get = |name: &str| -> f64 { row[col(name)].parse().unwrap() };
+        let (read, load, step, sink) = (
+            get("sum_host_read_s"),
+            get("sum_host_load_s"),
+            get("sum_host_step_s"),
+            get("sum_host_sink_s"),
+        );
+        let parts = read + step + get("sum_host_prefetch_s") + get("sum_host_seal_s");
+        assert!(load <= read && sink <= step && step > 0.0, "clock {c}: {row:?}");
+        assert!(
+            parts <= get("compute_s") * workers + 1e-6,
+            "clock {c}: {parts} s of parts, {} of compute",
+            get("compute_s")
+        );
     }
+    // The summary gives them over the clocks, per worker, as it gives compute_s.
+    let host = ["host_read_s", "host_step_s", "host_prefetch_s", "host_seal_s"];
+    let parts: f64 = host.iter().map(|k| s[*k].as_f64().unwrap()).sum();
+    assert!(parts > 0.0 && parts <= s["compute_s"].as_f64().unwrap() + 1e-3, "{s}");
+    assert!(s["host_load_s"].as_f64().unwrap() <= s["host_read_s"].as_f64().unwrap());
     // The last clock's test RMSE is the one the job printed last.
     let last: f64 = rows.last().unwrap()[col("test_rmse")].parse().unwrap();
     let printed = String::from_utf8_lossy(&out.stdout);
