@@ -261,10 +261,11 @@ for s in rows:
 # compute and copy seconds): storing the pulled replies (read less the session's loads), the
 # session's own host work (its loads and step less the device's compute and copies, and less the
 # library's intake of the delta), the device, the copies both ways, that intake, asking for the
-# next clock's rows ahead, sealing the clock's push frames, and what none of these covers. A resident engine's device time falls in
+# next clock's rows ahead, sealing the clock's push frames, folding acknowledged pushes into the
+# library's cached rows (read-my-writes), and what none of these covers. A resident engine's device time falls in
 # both the loads (unpacking rows) and the step, so the session's host work is one column.
 print(f"\n{'job':<5} {'device':<24} {'compute':>8} {'store':>8} {'session':>8} {'device':>8} "
-      f"{'pcie':>8} {'sink':>8} {'prefetch':>8} {'seal':>8} {'other':>8}   (s per clock and worker)")
+      f"{'pcie':>8} {'sink':>8} {'prefetch':>8} {'seal':>8} {'fold':>8} {'other':>8}   (s per clock and worker)")
 for s in rows:
     if "failed" in s or "skipped" in s or "host_step_s" not in s:
         continue
@@ -278,10 +279,10 @@ for s in rows:
     pcie = ((s.get("pcie_h2d_s_per_clock") or 0.0) + (s.get("pcie_d2h_s_per_clock") or 0.0)) / w
     session = c("host_load_s") + c("host_step_s") - device - pcie - c("host_sink_s")
     other = (c("compute_s") - c("host_read_s") - c("host_step_s") - c("host_prefetch_s")
-             - c("host_seal_s"))
+             - c("host_seal_s") - c("host_fold_s"))
     print(f"{s['job']:<5} {dev:<24} {c('compute_s'):8.4f} {c('host_read_s') - c('host_load_s'):8.4f} "
           f"{session:8.4f} {device:8.4f} {pcie:8.4f} {c('host_sink_s'):8.4f} "
-          f"{c('host_prefetch_s'):8.4f} {c('host_seal_s'):8.4f} {other:8.4f}")
+          f"{c('host_prefetch_s'):8.4f} {c('host_seal_s'):8.4f} {c('host_fold_s'):8.4f} {other:8.4f}")
 ratio = lambda a, b: "-" if not (a and b) else f"{a / b:.2f}x"
 for job, d in by_job.items():
     for gpu in (k for k in d if k.startswith("cuda")):

@@ -53,7 +53,7 @@ done
 rows=$(awk '$2 ~ /^(cuda|cuda-f16|cpu)(-window-4|-overlapped|-wire|-cublas|-word-major|-word-major-g4)?$/ && $4 ~ /e[+-]/ && $5 ~ /e[+-]/ && $6 ~ /e[+-]/' "$tmp/table.txt" | wc -l)
 [ "$rows" = 17 ] || fail "$rows rows with all three rates, 17 expected"
 # Every row has its line in the table of where the compute went.
-breakdown=$(awk '/^job .* session .* seal /{on=1; next} on && NF == 11 && $3 ~ /^[0-9.]+$/' "$tmp/table.txt" | wc -l)
+breakdown=$(awk '/^job .* session .* seal /{on=1; next} on && NF == 12 && $3 ~ /^[0-9.]+$/' "$tmp/table.txt" | wc -l)
 [ "$breakdown" = 17 ] || fail "$breakdown rows in the compute breakdown, 17 expected"
 # Each app's rows ran with its SSP flags, GPU and CPU alike, and the table says which.
 [ "$(grep -c '"ssp": "s2-overlapped"' "$tmp/out/e2e.jsonl")" = 11 ] ||

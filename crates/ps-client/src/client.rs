@@ -98,6 +98,9 @@ pub struct PsClient {
     pub(crate) reports_rx: Option<mpsc::UnboundedReceiver<ClockReport>>,
     pub(crate) clock_started: Instant,
     pub(crate) blocked_s: f64,
+    /// Seconds the last [`PsClient::clock`] spent folding acknowledged pushes (reported with
+    /// the next clock, whose compute time it is part of).
+    pub(crate) fold_s: f64,
     /// The next clock sends every lossy table's residual too (see [`PsClient::last_clock`]).
     pub(crate) flush_residual: bool,
     pub(crate) pull_comm_s: f64,
@@ -189,6 +192,7 @@ impl PsClient {
             reports_rx: Some(reports_rx),
             clock_started: Instant::now(),
             blocked_s: 0.0,
+            fold_s: 0.0,
             flush_residual: false,
             pull_comm_s: 0.0,
             pull_traffic: Traffic::default(),

@@ -45,7 +45,7 @@ mod wire;
 mod worker;
 
 pub use client::{ClientConfig, PsClient};
-pub use clock::SEAL_SECONDS;
+pub use clock::{FOLD_SECONDS, SEAL_SECONDS};
 pub use error::ClientError;
 pub use links::Restarts;
 pub use read::{PullTicket, Run};

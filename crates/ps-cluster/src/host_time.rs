@@ -2,11 +2,12 @@
 //! the clock's rows (the session naming them, the library storing each shard's reply, and the
 //! session loading them), the session's step (the app's own work, a resident engine's device time
 //! included, and the library taking its delta), and, with overlap, asking for the next clock's
-//! rows ahead (the session naming them, the library sending the pulls); the library times the clock's sealing (encoding its push frames,
-//! [`ps_client::SEAL_SECONDS`]). Each clock's report carries the figures (the `--log-csv`
-//! columns `sum_host_*`), and the summary gives them over the clocks, as a mean over workers,
-//! beside `compute_s`. With a resident engine, `host_step_s` less `device_compute_s` is the host's
-//! own work in the step.
+//! rows ahead (the session naming them, the library sending the pulls). The library times the
+//! clock's sealing (encoding its push frames, [`ps_client::SEAL_SECONDS`]) and the folding of
+//! acknowledged pushes into its cached rows ([`ps_client::FOLD_SECONDS`]). Each clock's report
+//! carries the figures (the `--log-csv` columns `sum_host_*`), and the summary gives them over
+//! the clocks, as a mean over workers, beside `compute_s`. With a resident engine, `host_step_s`
+//! less `device_compute_s` is the host's own work in the step.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -24,7 +25,15 @@ pub const SINK: &str = "host_sink_s";
 pub const PREFETCH: &str = "host_prefetch_s";
 
 /// Every figure this module's summary reports, in its order.
-const ALL: [&str; 6] = [READ, LOAD, STEP, SINK, PREFETCH, ps_client::SEAL_SECONDS];
+const ALL: [&str; 7] = [
+    READ,
+    LOAD,
+    STEP,
+    SINK,
+    PREFETCH,
+    ps_client::SEAL_SECONDS,
+    ps_client::FOLD_SECONDS,
+];
 
 /// A clock's timings so far.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -104,6 +113,7 @@ mod tests {
             [1.0, 0.5, 4.0, 0.25, 0.125]
         );
         clock.insert(ps_client::SEAL_SECONDS.into(), 0.75);
+        clock.insert(ps_client::FOLD_SECONDS.into(), 0.5);
         let got: Vec<(&str, f64)> = summary_figures(&clock, 2).collect();
         assert_eq!(
             got,
@@ -113,7 +123,8 @@ mod tests {
                 (STEP, 2.0),
                 (SINK, 0.125),
                 (PREFETCH, 0.0625),
-                (ps_client::SEAL_SECONDS, 0.375)
+                (ps_client::SEAL_SECONDS, 0.375),
+                (ps_client::FOLD_SECONDS, 0.25)
             ]
         );
         assert_eq!(summary_figures(&BTreeMap::new(), 2).count(), 0);

@@ -50,8 +50,15 @@ fn the_csv_log_has_a_row_per_clock_with_every_figure() {
             get("sum_host_step_s"),
             get("sum_host_sink_s"),
         );
-        let parts = read + step + get("sum_host_prefetch_s") + get("sum_host_seal_s");
-        assert!(load <= read && sink <= step && step > 0.0, "clock {c}: {row:?}");
+        let parts = read
+            + step
+            + get("sum_host_prefetch_s")
+            + get("sum_host_seal_s")
+            + get("sum_host_fold_s");
+        assert!(
+            load <= read && sink <= step && step > 0.0,
+            "clock {c}: {row:?}"
+        );
         assert!(
             parts <= get("compute_s") * workers + 1e-6,
             "clock {c}: {parts} s of parts, {} of compute",
@@ -59,9 +66,18 @@ fn the_csv_log_has_a_row_per_clock_with_every_figure() {
         );
     }
     // The summary gives them over the clocks, per worker, as it gives compute_s.
-    let host = ["host_read_s", "host_step_s", "host_prefetch_s", "host_seal_s"];
+    let host = [
+        "host_read_s",
+        "host_step_s",
+        "host_prefetch_s",
+        "host_seal_s",
+        "host_fold_s",
+    ];
     let parts: f64 = host.iter().map(|k| s[*k].as_f64().unwrap()).sum();
-    assert!(parts > 0.0 && parts <= s["compute_s"].as_f64().unwrap() + 1e-3, "{s}");
+    assert!(
+        parts > 0.0 && parts <= s["compute_s"].as_f64().unwrap() + 1e-3,
+        "{s}"
+    );
     assert!(s["host_load_s"].as_f64().unwrap() <= s["host_read_s"].as_f64().unwrap());
     // The last clock's test RMSE is the one the job printed last.
     let last: f64 = rows.last().unwrap()[col("test_rmse")].parse().unwrap();
