@@ -62,6 +62,18 @@ __device__ __forceinline__ float lw_from(float v, unsigned int src) {
 #endif
 }
 
+// The largest v over the lanes, in every lane (exact: a max rounds nothing).
+__device__ __forceinline__ float lw_max(float v) {
+#if LW_LANES > 1
+#pragma unroll
+    for (int off = LW_LANES / 2; off > 0; off >>= 1) {
+        const float y = __shfl_xor_sync(LW_FULL, v, off);
+        v = y > v ? y : v;
+    }
+#endif
+    return v;
+}
+
 // The lowest lane where `p` holds, or -1.
 __device__ __forceinline__ int lw_first(bool p) {
 #if LW_LANES > 1
@@ -145,18 +157,24 @@ __device__ __forceinline__ unsigned int lw_draw(const float* phi, const float* q
     const float q = __fsub_rn(qp[chunks - 1u], corr);
 
     // The document part: the chunks' scans plus the carry. Lane c keeps the sum at the end of
-    // chunk c (the first LW_LANES chunks), so that a draw that falls there forms one chunk again
-    // instead of all of them: the same sums, so the same topic.
+    // chunk c and the largest sum of its entries (the first LW_LANES chunks), so that a draw
+    // that falls there forms one chunk again instead of all of them: the same sums, so the same
+    // topic. The largest, not the end, finds the chunk: each lane's sum adds in its own order,
+    // so the sums within a chunk need not rise (weights 1, 2^-24, 2^-24, 0, ...: lane 2 sums to
+    // 1 + 2^-23, lane 31 to 1), and the twin takes the first entry whose sum passes x.
     float carry = 0.0f;
     float end = 0.0f;
+    float most = 0.0f;
     const unsigned int doc_chunks = (nnz + LW_LANES - 1u) / LW_LANES;
     for (unsigned int base = 0; base < nnz; base += LW_LANES) {
         const unsigned int j = base + lane;
         const float w = j < nnz ? lw_doc_weight(dtopics[j], dcounts[j], old, phi, phi_own) : 0.0f;
         const float v = __fadd_rn(lw_scan(w, lane), carry);
+        const float top = lw_max(j < nnz ? v : -1.0f);
         carry = lw_from(v, LW_LANES - 1u);
         if (lane == base / LW_LANES) {
             end = carry;
+            most = top;
         }
     }
     const float s = carry;
@@ -167,8 +185,9 @@ __device__ __forceinline__ unsigned int lw_draw(const float* phi, const float* q
     }
     const float x = __fmul_rn(u, total);
     if (x < s && doc_chunks <= LW_LANES) {
-        // The chunk: the first whose end passes x (one exists: the last ends at s).
-        const int c = lw_first(lane < doc_chunks && x < end);
+        // The chunk: the first with an entry whose sum passes x (none: the last chunk's last
+        // entry, as the twin).
+        const int c = lw_first(lane < doc_chunks && x < most);
         const unsigned int base = (unsigned int)(c < 0 ? (int)doc_chunks - 1 : c) * LW_LANES;
         const float before = lw_from(end, base == 0u ? 0u : base / LW_LANES - 1u);
         const float start = base == 0u ? 0.0f : before;

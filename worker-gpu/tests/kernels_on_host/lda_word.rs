@@ -294,3 +294,70 @@ fn the_device_word_major_sweep_with_32_lanes_is_its_twins() {
     want += &w;
     host_cxx::check_on_host(&headers(32), &body, &want);
 }
+
+/// A draw whose uniform lands where a chunk's lane sums do not rise: document weights 1, 2^-24,
+/// 2^-24, then zeros in the first chunk of 32 entries (lanes 2, 4, ..., 30 sum to 1 + 2^-23,
+/// lane 31 to 1) and ones in the second, with x exactly 1. The twin takes the first entry whose
+/// sum passes x, entry 2; a chunk search by the chunks' ends would skip the first chunk and take
+/// entry 32. The word table is set directly, so that the total is 16 and x = u * 16 is exact.
+#[test]
+fn a_warps_draw_takes_the_first_entry_past_x_where_lane_sums_fall() {
+    use ps_apps::lda::word_major::{draw, DocList, WordTable};
+    let k = 64usize;
+    let pr = WordMajorPriors {
+        alpha: 0.5,
+        beta: 0.01,
+        vbeta: 10.0,
+    };
+    let (row, totals) = (vec![0f32; k], vec![0f32; k]);
+    // The token's own topic is 63, outside the document's list, its phi equal to its phi': the
+    // correction is 0 and the word part's total is qp's last, 7; the document's is 9.
+    let old = 63u32;
+    let mut phi = vec![0f32; k];
+    phi[0] = 1.0;
+    phi[1] = f32::powi(2.0, -24);
+    phi[2] = phi[1];
+    phi[32..40].fill(1.0);
+    phi[63] = pr.phi(row[63], totals[63], 1);
+    let table = WordTable {
+        phi,
+        qp: vec![3.0, 7.0],
+    };
+    let topics: Vec<u32> = (0..40).collect();
+    let counts = vec![1u32; 40];
+    let doc = DocList {
+        topics: &topics,
+        counts: &counts,
+    };
+    let u = 1.0f32 / 16.0;
+    let want = draw(&table, &row, &totals, doc, old, u, &pr, 32, &mut Vec::new());
+    assert_eq!(want, 2, "the twin's draw");
+    let mut c = String::from("{\n");
+    c += &array("unsigned int", "phi_bits", &bits(&table.phi));
+    c += &array("unsigned int", "qp_bits", &bits(&table.qp));
+    c += &array("float", "row", &row);
+    c += &array("float", "tot", &totals);
+    c += &array("unsigned int", "dtop", &topics);
+    c += &array("unsigned int", "dcnt", &counts);
+    write!(
+        c,
+        "static float phi[{k}], qp[2]; static unsigned int got;
+        memcpy(phi, phi_bits, sizeof phi); memcpy(qp, qp_bits, sizeof qp);
+        gridDim.x = 1; blockDim.x = 32u; blockIdx.x = 0; threadIdx.x = 0;
+        auto one = [&](unsigned int lane) {{
+            const unsigned int t = lw_draw(phi, qp, {k}u, row, tot, dtop, dcnt, 40u, {old}u,
+                __uint_as_float({}u), __uint_as_float({}u), __uint_as_float({}u),
+                __uint_as_float({}u), lane);
+            if (lane == 0u) got = t;
+        }};
+        run_warp(one);
+        printf(\"%u\\n\", got);
+        }}\n",
+        u.to_bits(),
+        pr.alpha.to_bits(),
+        pr.beta.to_bits(),
+        pr.vbeta.to_bits(),
+    )
+    .unwrap();
+    host_cxx::check_on_host(&headers(32), &c, &format!("{want}\n"));
+}
