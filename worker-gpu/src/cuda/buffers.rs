@@ -51,6 +51,11 @@ impl<T: DeviceRepr + ValidAsZeroBits> DevBuf<T> {
         Ok(self.slice.as_mut().expect("allocated above"))
     }
 
+    /// The buffer, if [`DevBuf::ensure`] has sized it.
+    pub fn try_get(&self) -> Option<&CudaSlice<T>> {
+        self.slice.as_ref()
+    }
+
     /// The buffer, which [`DevBuf::ensure`] must have sized before.
     pub fn get(&self) -> &CudaSlice<T> {
         self.slice

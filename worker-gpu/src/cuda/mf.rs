@@ -124,16 +124,12 @@ impl CudaMf {
             c.value.host_mut(n)?,
         );
         for (j, r) in ratings.iter().enumerate() {
-            assert!(
-                (r.user as usize) < users,
-                "rating of user {} but the user table has {users} rows",
-                r.user
-            );
-            assert!(
-                (r.item as usize) < items,
-                "rating of item {} but the item table has {items} rows",
-                r.item
-            );
+            if r.user as usize >= users || r.item as usize >= items {
+                return Err(GpuError::Input(format!(
+                    "rating of user {} and item {} but the tables have {users} and {items} rows",
+                    r.user, r.item
+                )));
+            }
             (u[j], i[j], v[j]) = (r.user, r.item, r.value);
         }
         let copy = &self.gpu.copy;

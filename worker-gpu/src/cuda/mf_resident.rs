@@ -481,10 +481,13 @@ impl CudaMfResident {
     }
 
     /// Whether the last [`MfResident::run_waves`] ran any block with the window (the kernel's
-    /// own word; [`Self::runs_window`] predicts it). Copies 4 bytes, counted.
+    /// own word; [`Self::runs_window`] predicts it). Copies 4 bytes, counted. False before
+    /// any run.
     pub fn window_ran(&mut self) -> Result<bool, GpuError> {
         let stream = Arc::clone(&self.gpu.compute);
-        let flags = self.stalled.get();
+        let Some(flags) = self.stalled.try_get() else {
+            return Ok(false);
+        };
         self.bus.d2h(&stream, || {
             self.flag_host.download_range(&stream, flags, 1..2)?;
             Ok(4)

@@ -177,6 +177,7 @@ impl CudaWordLda {
     ) -> Result<(SweepScalars, u32, usize), GpuError> {
         let visited = CudaLda::validate(state, word_topic, totals, hyper)?;
         WordSweep::check_topics(state.topics)?;
+        check_offsets(state)?;
         let (k, nw) = (state.topics as usize, state.words.len());
         for &w in &state.tokens {
             assert!(
@@ -264,6 +265,7 @@ impl CudaWordLda {
     ) -> Result<u32, GpuError> {
         check_dims(state, word_topic, totals, hyper);
         WordSweep::check_topics(state.topics)?;
+        check_offsets(state)?;
         let (topics, k) = (state.topics, state.topics as usize);
         let (w, old) = token_at(state, doc, pos);
         self.loaded = None;
@@ -372,9 +374,46 @@ impl LdaCompute for CudaWordLda {
     }
 }
 
+/// The word order covers the tokens through the document offsets: they must start at 0, end at
+/// the last token and never fall (other offsets would leave tokens undrawn, or index past the
+/// order), an input error rather than a wrong sweep.
+fn check_offsets(state: &LdaWorkerState) -> Result<(), GpuError> {
+    let o = &state.doc_offsets;
+    let n = state.tokens.len();
+    if o.first().is_some_and(|&f| f != 0)
+        || o.last().is_some_and(|&l| l != n)
+        || o.windows(2).any(|w| w[0] > w[1])
+    {
+        return Err(GpuError::Input(format!(
+            "document offsets do not cover the {n} tokens in order"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn offsets_that_do_not_cover_the_tokens_in_order_are_input_errors() {
+        let state = |doc_offsets: Vec<usize>| LdaWorkerState {
+            topics: 2,
+            vocab_size: 1,
+            words: vec![0],
+            doc_offsets,
+            tokens: vec![0; 5],
+            z: vec![0; 5],
+            doc_topic: Vec::new(),
+        };
+        for good in [vec![0, 5], vec![0, 2, 2, 5]] {
+            assert!(check_offsets(&state(good)).is_ok());
+        }
+        for bad in [vec![2, 5], vec![0, 3], vec![0, 4, 3, 5]] {
+            let e = check_offsets(&state(bad.clone())).unwrap_err().to_string();
+            assert!(e.contains("do not cover the 5 tokens"), "{bad:?}: {e}");
+        }
+    }
 
     #[test]
     fn sampler_names_parse_and_print_back() {
