@@ -16,8 +16,11 @@
 #                                       # (PS_CUDA_ROOTS / PS_CUDA_SITE_DIRS override the search;
 #                                       # benches/gpu/test_cuda_libs.sh tests it on a fake tree)
 #
-# On the device, results go to $OUT (or ./gpu-check-out when OUT is unset); every figure is also
-# collected in $OUT/summary.txt, which is printed last.
+# On the device, the steps write into a work folder, and $OUT (or ./gpu-check-out when OUT is
+# unset) gets at most four files, refreshed after every step (the device tool brings back at
+# most 8 files of $OUT): summary.txt (every figure, also printed last, then its step lines and
+# verdicts again, so that they are in the tail of the output that comes back), logs.tar.gz
+# (every step's output), and e2e.jsonl and gpu-bench.json when those steps ran.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 BUNDLE=target/gpu-bundle
@@ -27,7 +30,7 @@ build() {
     cargo build --release --locked -p worker-gpu --bins -p ps-cluster
     # The conformance suite and worker-gpu's unit tests, as executables.
     local tests
-    tests=$(cargo test --release --locked -p worker-gpu --no-run --message-format=json 2>/dev/null |
+    tests=$(cargo test --release --locked -p worker-gpu --no-run --message-format=json |
         python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -73,6 +76,20 @@ summary() {
     else
         cat >>"$SUMMARY"
     fi
+}
+
+# Copies what must come back into $results: the summary, every step's files as one archive
+# (written aside, then renamed, so a cut leaves the last whole one), and the two files the
+# results are read from.
+pack() {
+    cp "$SUMMARY" "$results/summary.txt"
+    tar czf "$results/logs.tar.gz.part" -C "$out" . 2>/dev/null &&
+        mv "$results/logs.tar.gz.part" "$results/logs.tar.gz"
+    local f
+    for f in e2e.jsonl gpu-bench.json; do
+        [ -f "$out/$f" ] && cp "$out/$f" "$results/$f"
+    done
+    return 0
 }
 
 # Progress on stdout and a line of the summary.
@@ -305,11 +322,14 @@ step_e2e_bench() {
 device() {
     # CHECK_BUNDLE: another bundle directory (a test of this script with fake binaries).
     BUNDLE=${CHECK_BUNDLE:-$BUNDLE}
-    out="${OUT:-$PWD/gpu-check-out}"
+    results="${OUT:-$PWD/gpu-check-out}"
     STATUS=0
     CHECK_BUDGET_S=${CHECK_BUDGET_S:-285}
     DEADLINE=$((SECONDS + CHECK_BUDGET_S))
     ORIG_LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}
+    mkdir -p "$results"
+    # The steps' own files (about a hundred with the end-to-end benchmark) stay here; see pack.
+    out=${CHECK_WORK:-$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")}
     mkdir -p "$out"
     SUMMARY="$out/summary.txt"
     : >"$SUMMARY"
@@ -320,16 +340,26 @@ device() {
     find_cuda_libs >"$out/cuda-libs.txt" 2>&1 || STATUS=1
     summary <"$out/cuda-libs.txt"
     export PS_REQUIRE_GPU=1 RUST_BACKTRACE=1
+    # kernel-check assembles with ptxas: the toolkit's, where it is not on the PATH.
+    PTXAS=${PTXAS:-$(command -v ptxas || echo /usr/local/cuda/bin/ptxas)}
+    export PTXAS
+    pack
 
     local step
     for step in $DEVICE_STEPS; do
         "step_$step"
+        pack
     done
 
-    report "== overall status $STATUS after $((SECONDS))s (files under $out)"
+    report "== overall status $STATUS after $((SECONDS))s (files: $results/logs.tar.gz)"
+    pack
     echo
-    echo "======== $SUMMARY"
+    echo "======== summary.txt"
     cat "$SUMMARY"
+    # The verdicts once more, last: only the tail of a long output may come back.
+    echo
+    echo "======== verdicts"
+    grep -E "^(step |== overall|mf deterministic|mlp clock bar|mlp |[a-z]+: GPU worker)" "$SUMMARY"
     return $STATUS
 }
 

@@ -217,16 +217,17 @@ def steady(s):
     last clock, so communication that computation did not hide counts too."""
     try:
         clocks = list(csv.DictReader(open(s["clock_csv"])))
-    except (KeyError, OSError):
+        later = [c for c in clocks if int(c["clock"]) >= 1]
+        col = next((k for k in count_columns if later and later[0].get(k)), None)
+        if col is None:
+            return None, None
+        work = sum(float(c[col]) for c in later)
+        secs = sum(float(c["compute_s"]) for c in later)
+        first = [c for c in clocks if int(c["clock"]) == 0]
+        wall = float(later[-1]["elapsed_s"]) - float(first[0]["elapsed_s"]) if first else 0.0
+    except (KeyError, OSError, ValueError, TypeError):
+        # No CSV, or a clock without a figure (an empty cell): no steady rates for the row.
         return None, None
-    later = [c for c in clocks if int(c["clock"]) >= 1]
-    col = next((k for k in count_columns if later and later[0].get(k)), None)
-    if col is None:
-        return None, None
-    work = sum(float(c[col]) for c in later)
-    secs = sum(float(c["compute_s"]) for c in later)
-    first = [c for c in clocks if int(c["clock"]) == 0]
-    wall = float(later[-1]["elapsed_s"]) - float(first[0]["elapsed_s"]) if first else 0.0
     return (work / secs if secs > 0 else None), (work / wall if wall > 0 else None)
 def per_clock(s, k):
     v, c = s.get(k), s.get("clocks") or 1
@@ -248,7 +249,9 @@ for s in rows:
     dev += "-" + s["wave_kernel"] if s.get("wave_kernel") else ""
     dev += "-" + s["variant"] if s.get("variant") else ""
     by_job.setdefault(s["job"], {})[dev] = (r, st, wst)
-    q = next((f"{k} {s[k]:.4g}" for k in ("test_rmse", "loglik_per_token", "test_accuracy") if k in s), "")
+    # A figure may be null (no data, or NaN from a diverging job): no quality rather than a crash.
+    q = next((f"{k} {s[k]:.4g}" for k in ("test_rmse", "loglik_per_token", "test_accuracy")
+              if isinstance(s.get(k), (int, float))), "")
     mb = lambda k: None if s.get(k) is None else s[k] / 1e6
     ms = lambda k: None if s.get(k) is None else s[k] * 1e3
     print(f"{s['job']:<5} {dev:<18} {s.get('workers', 0):>7} {fmt(r, '11.4e')} {fmt(st, '11.4e')} {fmt(wst, '11.4e')} {unit:<10} "
