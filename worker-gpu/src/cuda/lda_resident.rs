@@ -36,7 +36,7 @@ use ps_apps::lda::{
 use ps_apps::ComputeError;
 use ps_proto::SparseRows;
 
-use super::buffers::{DevBuf, KernelTimer, Pinned};
+use super::buffers::{upload_once, DevBuf, KernelTimer, Pinned};
 use super::bus::Bus;
 use super::lda::{launch_gibbs, narrow, LdaSweepKernel, StateDev};
 use super::lda_compact::{Compaction, PackedDelta};
@@ -185,19 +185,16 @@ impl CudaLdaResident {
         self.shape.ok_or_else(not_set_up)
     }
 
-    /// Copies `data` to the start of `dst` through `staging`, counting the bytes.
+    /// Copies `data` into `dst` (sized to it), counting the bytes. From pageable memory: a
+    /// set-up copies each part of the state once, and pinning it first would lock gigabytes of
+    /// host memory at the scale (3e8 document-topic counts alone are 1.2 GB).
     fn upload_u32(
         gpu: &Gpu,
         bus: &mut Bus,
-        staging: &mut Pinned<u32>,
         dst: &mut DevBuf<u32>,
         data: &[u32],
     ) -> Result<(), GpuError> {
-        staging.fill(data)?;
-        bus.h2d(&gpu.compute, || {
-            dst.upload(&gpu.compute, staging)?;
-            Ok(4 * data.len() as u64)
-        })
+        bus.h2d(&gpu.compute, || upload_once(&gpu.compute, dst, data))
     }
 
     fn start_timer(&self) -> Result<(), GpuError> {
@@ -210,6 +207,9 @@ impl CudaLdaResident {
 
     fn try_setup(&mut self, state: &LdaWorkerState, hyper: &LdaHyper) -> Result<(), GpuError> {
         check_state(self.name(), state, hyper)?;
+        // Until this set-up has finished, the buffers hold no state a call may use (a failed
+        // second set-up must not leave the first one's shape over the new buffers).
+        self.shape = None;
         let k = state.topics as usize;
         let (n, docs, words) = (state.tokens.len(), state.num_docs(), state.words.len());
         let docs32 = narrow(docs, "number of documents")?;
@@ -217,23 +217,11 @@ impl CudaLdaResident {
         narrow(words, "number of distinct words")?;
         let offsets: Vec<u32> = state.doc_offsets.iter().map(|&o| o as u32).collect();
         let (gpu, t) = (&self.gpu, &mut self.bus);
-        // One-off staging, freed after the copies (synchronised below).
-        let mut staging = Pinned::new(&gpu.ctx)?;
-        Self::upload_u32(gpu, t, &mut staging, &mut self.dev.offsets, &offsets)?;
-        let mut staging = Pinned::new(&gpu.ctx)?;
-        Self::upload_u32(gpu, t, &mut staging, &mut self.dev.tokens, &state.tokens)?;
-        let mut staging = Pinned::new(&gpu.ctx)?;
-        Self::upload_u32(gpu, t, &mut staging, &mut self.dev.z, &state.z)?;
-        let mut staging = Pinned::new(&gpu.ctx)?;
-        Self::upload_u32(
-            gpu,
-            t,
-            &mut staging,
-            &mut self.dev.doc_topic,
-            &state.doc_topic,
-        )?;
-        let mut staging = Pinned::new(&gpu.ctx)?;
-        Self::upload_u32(gpu, t, &mut staging, &mut self.words, &state.words)?;
+        Self::upload_u32(gpu, t, &mut self.dev.offsets, &offsets)?;
+        Self::upload_u32(gpu, t, &mut self.dev.tokens, &state.tokens)?;
+        Self::upload_u32(gpu, t, &mut self.dev.z, &state.z)?;
+        Self::upload_u32(gpu, t, &mut self.dev.doc_topic, &state.doc_topic)?;
+        Self::upload_u32(gpu, t, &mut self.words, &state.words)?;
         let stream = &gpu.compute;
         self.dev.word_topic.zero(stream, words * k)?;
         self.dev.totals.zero(stream, k)?;
