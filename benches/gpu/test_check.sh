@@ -21,6 +21,19 @@ for t in conformance worker-gpu-unit; do
 done
 printf '#!/usr/bin/env bash\necho "kernel-check: 10 of 10 kernel files compiled"\n' \
     >"$tmp/bundle/kernel-check"
+# gpu-bench: one row named after its --only, written as the real one writes them (NaN and inf
+# as Rust prints them), and a failure in the mf group.
+cat >"$tmp/bundle/gpu-bench" <<'BENCH'
+#!/usr/bin/env bash
+while [ $# -gt 0 ]; do
+    case "$1" in --out) out=$2; shift ;; --only) only=$2; shift ;; esac
+    shift
+done
+[ "$only" = mf ] && { echo "gpu-bench: mf failed: an injected error" >&2; exit 3; }
+mkdir -p "$out"
+printf '[\n  {"bench": "%s", "rate": inf, "floor_rate": NaN}\n]\n' "$only" >"$out/gpu-bench.json"
+echo "$only row"
+BENCH
 cat >"$tmp/bundle/ps-cluster" <<WRAP
 #!/usr/bin/env bash
 args=()
@@ -37,7 +50,7 @@ fail() {
 
 # No CUDA here, so the library search fails and the check's status is 1: only the packing is
 # tested. PS_REQUIRE_GPU=1 does not stop cpu-resident jobs.
-OUT="$tmp/out" CHECK_WORK="$tmp/work" CHECK_BUNDLE="$tmp/bundle" CHECK_STEPS="kernel_check unit end_to_end" \
+OUT="$tmp/out" CHECK_WORK="$tmp/work" CHECK_BUNDLE="$tmp/bundle" CHECK_STEPS="kernel_check unit gpu_bench end_to_end" \
     PS_CUDA_ROOTS="$tmp/none" PS_CUDA_SITE_DIRS="$tmp/none" \
     bash benches/gpu/check.sh device >"$tmp/stdout.txt" 2>"$tmp/stderr.txt"
 files=$(find "$tmp/out" -type f | wc -l)
@@ -52,6 +65,14 @@ listed=$(tar tzf "$tmp/out/logs.tar.gz" 2>/dev/null)
 for f in summary.txt cuda-libs.txt kernel-check.txt unit.txt mf.txt lda.txt mlp.txt lr.txt; do
     grep -qx "./$f" <<<"$listed" || fail "logs.tar.gz lacks $f"
 done
+# gpu-bench ran as three processes; the failed one cost its own rows only.
+python3 - "$tmp/out/gpu-bench.json" <<'PY' || fail "gpu-bench.json does not gather the groups' rows"
+import json, sys
+rows = json.load(open(sys.argv[1]))
+assert sorted(r["bench"] for r in rows) == ["lda", "mlp-clock,mlp,codec"], rows
+assert rows[0]["rate"] == float("inf"), rows
+PY
+grep -q "^step gpu-bench-mf: FAILED" "$tmp/out/summary.txt" || fail "the failed gpu-bench group is not reported"
 # Every app ran and left its figures in the summary.
 for app in mf lda mlp lr; do
     grep -q "^step $app: ok" "$tmp/out/summary.txt" ||

@@ -104,21 +104,26 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
                 .into_iter()
                 .flat_map(|f| MfWaveKernel::ALL.map(|k| (f, k)))
             {
-                rows.push(resident_row(
-                    gpu,
-                    scheduled,
-                    rank,
-                    (factors, kernel),
-                    (&u0, &v0),
-                    &shape,
-                )?);
+                // A kernel that fails (the window kernels have never run on a GPU) costs its
+                // row, not the rows of the others.
+                let mut r =
+                    match resident_row(gpu, scheduled, rank, (factors, kernel), (&u0, &v0), &shape)
+                    {
+                        Ok(r) => r,
+                        Err(e) => {
+                            eprintln!("mf_sgd_waves ({factors:?}, {kernel:?}, {shape}): {e}");
+                            continue;
+                        }
+                    };
+                // The compulsory bytes with the row's factors (f16 tables are half the size).
+                let bytes = (n * 12 + 2 * tables * factors.bytes()) as f64;
+                (r.floor_rate, r.bound) = ceil.floor_rate(n as f64, flops, bytes);
                 // Each update reads and writes a user row and an item row, plus the rating.
                 let row_bytes = 4.0 * factors.bytes() as f64 * rank as f64 + 12.0;
                 let row_bound = ceil.copy_bytes_per_s / row_bytes;
-                let r = rows.last_mut().expect("pushed");
-                (r.floor_rate, r.bound) = (floor, bound);
                 r.note
                     .push_str(&format!("; row-traffic bound {row_bound:.3e} updates/s"));
+                rows.push(r);
             }
         }
 
