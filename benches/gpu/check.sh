@@ -55,7 +55,10 @@ for line in sys.stdin:
     done <<<"$tests"
     [ -x "$BUNDLE/conformance" ] || { echo "check.sh: the conformance test binary was not built" >&2; exit 1; }
     strip "$BUNDLE"/* 2>/dev/null || true
-    git rev-parse HEAD >"$BUNDLE/COMMIT" 2>/dev/null || echo unknown >"$BUNDLE/COMMIT"
+    # The commit, marked when the tree it was built from had changes beyond it.
+    { git rev-parse HEAD 2>/dev/null || echo unknown; } | tr -d '\n' >"$BUNDLE/COMMIT"
+    git diff --quiet HEAD 2>/dev/null || printf -- '-dirty' >>"$BUNDLE/COMMIT"
+    echo >>"$BUNDLE/COMMIT"
     du -sh "$BUNDLE"
     ls -l "$BUNDLE"
     echo "now: device tool run(command='bash benches/gpu/check.sh device', carry=['$BUNDLE'])"
