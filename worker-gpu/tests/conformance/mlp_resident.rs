@@ -377,9 +377,14 @@ fn device_made_visit_order_is_the_hosts() {
         let b = by_host
             .run_clock(&visit.order(), 32, 0.1)
             .expect("run_clock");
-        assert_eq!(
-            (a.loss_sum, a.correct, a.count),
-            (b.loss_sum, b.correct, b.count)
+        // The device adds the samples' losses with atomics in whatever order the warps finish:
+        // close, not equal (about 1,000 positive terms a clock; the counts are exact).
+        assert_eq!((a.correct, a.count), (b.correct, b.count), "clock {c}");
+        assert!(
+            close(a.loss_sum, b.loss_sum, 1e-12),
+            "clock {c}: loss {} vs {}",
+            a.loss_sum,
+            b.loss_sum
         );
         let (mut da, mut db) = (arch.zeros(), arch.zeros());
         by_device.delta(1.0, &mut da).expect("delta");
