@@ -15,6 +15,24 @@ out=$2
 device=${3:-cuda}
 mkdir -p "$out"
 
+# The pid of shard 0 among the children of process $1: by pgrep, or where procps is not
+# installed (a minimal image), by the children's command lines in /proc.
+shard0_of() {
+  if command -v pgrep >/dev/null; then
+    pgrep -P "$1" -f -- 'server .*--id 0( |$)' | head -n 1
+    return
+  fi
+  local d
+  for d in /proc/[0-9]*; do
+    # The parent's pid is the second field after the command name's closing parenthesis.
+    [ "$(sed 's/.*) //' "$d/stat" 2>/dev/null | awk '{print $2}')" = "$1" ] || continue
+    tr '\0' ' ' <"$d/cmdline" 2>/dev/null | grep -qE 'server .*--id 0( |$)' && {
+      echo "${d#/proc/}"
+      return
+    }
+  done
+}
+
 # Runs the job; with KILL=1 kills shard 0 once clock 12 is printed. Summary to $1.json.
 run() {
   local name=$1 kill=$2
@@ -25,7 +43,7 @@ run() {
   while kill -0 "$launcher" 2>/dev/null; do
     if [ "$kill" = 1 ] && [ "$killed" = 0 ] && grep -qE '^clock +1[2-9]' "$out/$name.out"; then
       local pid
-      pid=$(pgrep -P "$launcher" -f -- 'server .*--id 0( |$)' | head -n 1)
+      pid=$(shard0_of "$launcher")
       [ -n "$pid" ] && kill -9 "$pid" && killed=1
     fi
     sleep 0.1
