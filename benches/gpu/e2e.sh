@@ -233,6 +233,11 @@ def per_clock(s, k):
     v, c = s.get(k), s.get("clocks") or 1
     return None if v is None else v / c
 fmt = lambda v, f: "-" if v is None else format(v, f)
+def label(s):
+    """A row's name: its device, and its factors, wave kernel or variant where it has one."""
+    dev = s["run_device"] + ("-f16" if s.get("factors") == "f16" else "")
+    dev += "-" + s["wave_kernel"] if s.get("wave_kernel") else ""
+    return dev + ("-" + s["variant"] if s.get("variant") else "")
 print(f"{'job':<5} {'device':<18} {'workers':>7} {'rate':>11} {'steady':>11} {'wall-steady':>11} {'unit':<10} {'compute/clk s':>13} "
       f"{'device/clk s':>12} {'comm/clk s':>10} {'pcie in/clk MB':>14} {'pcie out/clk MB':>15} "
       f"{'in/clk ms':>9} {'out/clk ms':>10} {'wall s':>7} {'quality':<24} {'ssp':<14}")
@@ -245,9 +250,7 @@ for s in rows:
     r, unit = rate(s)
     st, wst = steady(s)
     # The f16-factor MF job is its own row (and ratio) beside the f32 one, as is each wave kernel.
-    dev = s["run_device"] + ("-f16" if s.get("factors") == "f16" else "")
-    dev += "-" + s["wave_kernel"] if s.get("wave_kernel") else ""
-    dev += "-" + s["variant"] if s.get("variant") else ""
+    dev = label(s)
     by_job.setdefault(s["job"], {})[dev] = (r, st, wst)
     # A figure may be null (no data, or NaN from a diverging job): no quality rather than a crash.
     q = next((f"{k} {s[k]:.4g}" for k in ("test_rmse", "loglik_per_token", "test_accuracy")
@@ -273,9 +276,7 @@ for s in rows:
     if "failed" in s or "skipped" in s or "host_step_s" not in s:
         continue
     c = lambda k: per_clock(s, k) or 0.0
-    dev = s["run_device"] + ("-f16" if s.get("factors") == "f16" else "")
-    dev += "-" + s["wave_kernel"] if s.get("wave_kernel") else ""
-    dev += "-" + s["variant"] if s.get("variant") else ""
+    dev = label(s)
     # The device's figures are sums over workers, the host's means.
     w = max(s.get("workers", 1), 1)
     device = c("device_compute_s_clocks") / w

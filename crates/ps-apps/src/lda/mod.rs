@@ -299,6 +299,15 @@ impl LdaWorkerState {
         init::build(docs, vocab_size, hyper, seed, worker, crate::par::threads())
     }
 
+    /// Whether the document offsets start at 0, end at the last token and never fall: every
+    /// token in exactly one document, in order.
+    pub fn offsets_cover_tokens(&self) -> bool {
+        let (o, n) = (&self.doc_offsets, self.tokens.len());
+        !(o.first().is_some_and(|&f| f != 0)
+            || o.last().is_some_and(|&l| l != n)
+            || o.windows(2).any(|w| w[0] > w[1]))
+    }
+
     /// Number of documents.
     pub fn num_docs(&self) -> usize {
         self.doc_offsets.len().saturating_sub(1)

@@ -87,10 +87,7 @@ pub fn check_state(
             state.doc_topic.len()
         ));
     }
-    if state.doc_offsets.first().is_some_and(|&o| o != 0)
-        || state.doc_offsets.last().is_some_and(|&o| o != n)
-        || state.doc_offsets.windows(2).any(|w| w[0] > w[1])
-    {
+    if !state.offsets_cover_tokens() {
         return bad(format!(
             "document offsets do not cover the {n} tokens in order"
         ));

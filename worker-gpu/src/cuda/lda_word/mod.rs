@@ -378,14 +378,10 @@ impl LdaCompute for CudaWordLda {
 /// the last token and never fall (other offsets would leave tokens undrawn, or index past the
 /// order), an input error rather than a wrong sweep.
 fn check_offsets(state: &LdaWorkerState) -> Result<(), GpuError> {
-    let o = &state.doc_offsets;
-    let n = state.tokens.len();
-    if o.first().is_some_and(|&f| f != 0)
-        || o.last().is_some_and(|&l| l != n)
-        || o.windows(2).any(|w| w[0] > w[1])
-    {
+    if !state.offsets_cover_tokens() {
         return Err(GpuError::Input(format!(
-            "document offsets do not cover the {n} tokens in order"
+            "document offsets do not cover the {} tokens in order",
+            state.tokens.len()
         )));
     }
     Ok(())
