@@ -58,6 +58,10 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
         // (issue 11: compare cuBLAS with the tiled kernel and keep the faster). The trait call
         // below runs the tiled kernel's.
         let mut ms = f64::NAN;
+        // Each library's gradient is checked against the CPU engine's before its rate counts: a
+        // fast but wrong product must not win the comparison.
+        let mut reference = arch.zeros();
+        FastMlp::with_threads(threads).gradient(&arch, &params, &x, &y, &mut reference)?;
         for gemm in MlpGemm::ALL {
             let mut engine = match CudaMlp::with_gemm(Arc::clone(gpu), DEFAULT_CHUNK, gemm) {
                 Ok(e) => e,
@@ -79,10 +83,30 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
                 }
                 Err(e) => return Err(e),
             };
+            let mut got = arch.zeros();
+            let err = match engine.gradient(&arch, &params, &x, &y, &mut got) {
+                Ok(_) => relative_error(&got, &reference),
+                Err(e) => {
+                    eprintln!("mlp gradient ({}, {shape}): {e}", gemm.name());
+                    f64::INFINITY
+                }
+            };
+            let right = err <= MAX_REL_ERR;
+            if !right {
+                eprintln!(
+                    "mlp gradient kernels ({}, {shape}): relative error {err:.2e} against the \
+                     CPU engine, over {MAX_REL_ERR:e}; its rate is not reported",
+                    gemm.name()
+                );
+            }
             if gemm == MlpGemm::Tiled {
                 ms = gms;
             }
-            let rate = b as f64 / (gms * 1e-3);
+            let rate = if right {
+                b as f64 / (gms * 1e-3)
+            } else {
+                f64::NAN
+            };
             rows.push(Row {
                 bench: bench_name("mlp gradient kernels", gemm),
                 shape: shape.clone(),
@@ -93,7 +117,8 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
                 peer: None,
                 note: format!(
                     "median of {reps} steps {:.1} us (spread {:.0}%), {:.2} TFLOP/s; vs the \
-                     6·macs floor {:.3e}: {:.3}",
+                     6·macs floor {:.3e}: {:.3}; gradient's relative error against the CPU \
+                     engine {err:.1e}",
                     gms * 1e3,
                     spread * 100.0,
                     rate * flops_per_sample / 1e12,
@@ -144,6 +169,23 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
         });
     }
     Ok(rows)
+}
+
+/// The largest relative error (2-norm over all layers) a GPU gradient may have against the CPU
+/// engine's for its rate to be reported: f32 sums in another order, far under this.
+const MAX_REL_ERR: f64 = 1e-4;
+
+/// `|got - want| / |want|` over all layers (2-norms); infinite where `got` has a NaN.
+fn relative_error(got: &[Vec<f32>], want: &[Vec<f32>]) -> f64 {
+    let (mut num, mut den) = (0f64, 0f64);
+    for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
+        if g.is_nan() {
+            return f64::INFINITY;
+        }
+        num += (f64::from(*g) - f64::from(*w)).powi(2);
+        den += f64::from(*w).powi(2);
+    }
+    (num / den.max(1e-300)).sqrt()
 }
 
 /// A row's name for the products of `gemm`: the tiled kernel's keeps the plain name that

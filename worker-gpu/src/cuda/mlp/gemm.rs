@@ -13,10 +13,12 @@
 //! With f32 in and out and cuBLAS's default math mode (no TF32), its sums agree with the tiled
 //! kernel's to f32 rounding; the conformance tests hold both to the CPU oracle.
 
+use std::mem::ManuallyDrop;
+use std::ops::Deref;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use cudarc::cublas::sys::cublasOperation_t;
+use cudarc::cublas::sys::{self, cublasOperation_t};
 use cudarc::cublas::{CudaBlas, Gemm as _, GemmConfig};
 use cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 
@@ -72,19 +74,61 @@ impl FromStr for MlpGemm {
     }
 }
 
-/// cuBLAS's handle on the engine's compute stream, where the library can be loaded.
-pub(super) fn cublas_on(stream: &Arc<CudaStream>) -> Result<CudaBlas, GpuError> {
+/// cuBLAS's handle, destroyed without a panic. cudarc's own drop unwraps `cublasDestroy`'s
+/// status, which after a sticky device error (an illegal address, say) may be an error, and the
+/// project allows no panic on a driver error; here such a status is logged. cudarc's drop never
+/// runs, so its clone of the stream is kept to the end of the process (one reference; the
+/// engine's own clone keeps the stream anyway).
+pub(super) struct Blas(ManuallyDrop<CudaBlas>);
+
+impl Deref for Blas {
+    type Target = CudaBlas;
+
+    fn deref(&self) -> &CudaBlas {
+        &self.0
+    }
+}
+
+impl Drop for Blas {
+    fn drop(&mut self) {
+        // SAFETY: the handle is this wrapper's alone, is destroyed once (cudarc's drop, which
+        // would destroy it again, never runs) and is not used after this.
+        let status = unsafe { sys::cublasDestroy_v2(*self.0.handle()) };
+        if status != sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+            tracing::warn!(
+                ?status,
+                "cublasDestroy failed; the handle is dropped anyway"
+            );
+        }
+    }
+}
+
+/// cuBLAS's handle on the engine's compute stream, where the library can be loaded, in the
+/// default math mode: f32 products in f32 (no TF32), set explicitly rather than assumed, so the
+/// results stay within the tolerances the conformance cases hold them to.
+pub(super) fn cublas_on(stream: &Arc<CudaStream>) -> Result<Blas, GpuError> {
     // SAFETY: only dlopens the library's candidate names.
-    if !unsafe { cudarc::cublas::sys::is_culib_present() } {
+    if !unsafe { sys::is_culib_present() } {
         return Err(GpuError::Input(format!(
             "{}=cublas: libcublas could not be loaded",
             MlpGemm::ENV
         )));
     }
-    CudaBlas::new(Arc::clone(stream)).map_err(|e| GpuError::Driver {
+    let blas = CudaBlas::new(Arc::clone(stream)).map_err(|e| GpuError::Driver {
         call: "cublasCreate",
         error: format!("{e:?}"),
-    })
+    })?;
+    let blas = Blas(ManuallyDrop::new(blas));
+    // SAFETY: a live handle, used by this thread only.
+    let status =
+        unsafe { sys::cublasSetMathMode(*blas.handle(), sys::cublasMath_t::CUBLAS_DEFAULT_MATH) };
+    if status != sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+        return Err(GpuError::Driver {
+            call: "cublasSetMathMode",
+            error: format!("{status:?}"),
+        });
+    }
+    Ok(blas)
 }
 
 /// The column-major call that computes the row-major product `g` (see the module docs): `B`'s
@@ -97,7 +141,7 @@ pub(super) fn cublas_config(g: &Gemm) -> Result<GemmConfig<f32>, GpuError> {
             cublasOperation_t::CUBLAS_OP_N
         }
     };
-    Ok(GemmConfig {
+    let cfg = GemmConfig {
         transa: op(g.trans_b),
         transb: op(g.trans_a),
         m: int(g.n, "n")?,
@@ -108,7 +152,30 @@ pub(super) fn cublas_config(g: &Gemm) -> Result<GemmConfig<f32>, GpuError> {
         ldb: int(g.lda, "lda")?,
         beta: g.beta,
         ldc: int(g.ldc, "ldc")?,
-    })
+    };
+    check_leading_dims(&cfg)?;
+    Ok(cfg)
+}
+
+/// cuBLAS's rules for the leading dimensions (`CUBLAS_STATUS_INVALID_VALUE` otherwise), checked
+/// here so that a plan the tiled kernel accepts but cuBLAS would refuse says why before launch.
+fn check_leading_dims(c: &GemmConfig<f32>) -> Result<(), GpuError> {
+    let rows = |t: cublasOperation_t, plain: i32, transposed: i32| match t {
+        cublasOperation_t::CUBLAS_OP_N => plain,
+        _ => transposed,
+    };
+    let need = [
+        ("lda", c.lda, rows(c.transa, c.m, c.k).max(1)),
+        ("ldb", c.ldb, rows(c.transb, c.k, c.n).max(1)),
+        ("ldc", c.ldc, c.m.max(1)),
+    ];
+    match need.iter().find(|(_, ld, min)| ld < min) {
+        Some((name, ld, min)) => Err(GpuError::Input(format!(
+            "cuBLAS SGEMM {}x{}x{}: {name} {ld} is under the {min} cuBLAS requires",
+            c.m, c.n, c.k
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Runs `g` through cuBLAS, then adds its bias and applies its ReLU with `bias_act`
@@ -177,6 +244,52 @@ mod tests {
         let e = "cuBLAS".parse::<MlpGemm>().unwrap_err();
         assert!(e.contains("expected tiled or cublas"), "{e}");
         assert_eq!(MlpGemm::default(), MlpGemm::Tiled);
+    }
+
+    #[test]
+    fn leading_dimensions_cublas_would_refuse_are_an_error() {
+        let at = At {
+            buf: Buf::X,
+            off: 0,
+        };
+        let g = Gemm {
+            m: 4,
+            n: 6,
+            k: 5,
+            alpha: 1.0,
+            a: at,
+            lda: 5,
+            trans_a: false,
+            b: at,
+            ldb: 6,
+            trans_b: false,
+            beta: 0.0,
+            c: at,
+            ldc: 6,
+            bias: None,
+            relu: false,
+        };
+        assert!(cublas_config(&g).is_ok());
+        for bad in [
+            Gemm { lda: 4, ..g },
+            Gemm { ldb: 5, ..g },
+            Gemm { ldc: 5, ..g },
+            Gemm {
+                trans_b: true,
+                ldb: 4,
+                ..g
+            },
+        ] {
+            let e = cublas_config(&bad).unwrap_err().to_string();
+            assert!(e.contains("cuBLAS requires"), "{e}");
+        }
+        // B transposed (n x k in memory) needs ldb >= k: 5.
+        assert!(cublas_config(&Gemm {
+            trans_b: true,
+            ldb: 5,
+            ..g
+        })
+        .is_ok());
     }
 
     /// The column-major call's operands, as a reference column-major SGEMM reads them, give the

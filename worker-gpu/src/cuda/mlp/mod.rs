@@ -72,7 +72,7 @@ pub struct CudaMlp {
     k: Kernels,
     /// The library of the matrix products, and cuBLAS's handle where it is cuBLAS.
     gemm: MlpGemm,
-    blas: Option<cudarc::cublas::CudaBlas>,
+    blas: Option<gemm::Blas>,
     chunk: usize,
     f: F32Bufs,
     params_h: Vec<Pinned<f32>>,

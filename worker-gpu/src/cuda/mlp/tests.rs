@@ -26,6 +26,10 @@ impl Emu {
         }
         match *op {
             Op::Gemm(g) => {
+                // Every product a plan makes is one cuBLAS accepts too.
+                if let Err(e) = super::gemm::cublas_config(&g) {
+                    panic!("{g:?}: {e}");
+                }
                 if g.m == 0 || g.n == 0 {
                     return;
                 }
