@@ -320,8 +320,8 @@ impl CudaLda {
 
     /// Stages the (validated) state, starts the uploads and zeroes the move counts. Returns the
     /// launch's scalars, the key's Philox seed, stream and first index among them (the kernel
-    /// draws the uniforms). Panics, as the CPU engines would when indexing, on a token row or
-    /// topic out of range.
+    /// draws the uniforms). A token row or topic out of range is an input error (the kernel
+    /// would read past its tables).
     fn load(
         &mut self,
         state: &LdaWorkerState,
@@ -331,8 +331,10 @@ impl CudaLda {
         key: SweepKey,
     ) -> Result<Launch, GpuError> {
         let visited = Self::validate(state, word_topic, totals, hyper)?;
+        if let Some(why) = state.index_out_of_range() {
+            return Err(GpuError::Input(format!("LDA: {why}")));
+        }
         let k = state.topics as usize;
-        let n = state.tokens.len();
         let docs = state.num_docs();
         let docs_u32 = narrow(docs, "number of documents")?;
         let words_u32 = narrow(state.words.len(), "number of distinct words")?;
@@ -342,29 +344,12 @@ impl CudaLda {
                 *o = narrow(x, "token offset")?;
             }
         }
-        // Tokens and topics, checked (an index out of range would be read by the kernel).
-        {
-            let nw = state.words.len();
-            let t = self.h_tokens.host_mut(n)?;
-            for (d, &w) in t.iter_mut().zip(&state.tokens) {
-                assert!(
-                    (w as usize) < nw,
-                    "LDA: token row {w} out of range for {nw} words"
-                );
-                *d = w;
-            }
-        }
+        self.h_tokens.fill(&state.tokens)?;
         // The large read-only inputs go on the copy stream (overlapping the host's staging of
         // the rest), the others on the compute stream.
         let (copy, compute) = (&self.gpu.copy, &self.gpu.compute);
         self.dev.tokens.upload(copy, &self.h_tokens)?;
-        {
-            let z = self.h_z.host_mut(n)?;
-            for (d, &t) in z.iter_mut().zip(&state.z) {
-                assert!(t < state.topics, "LDA: topic {t} out of range for K = {k}");
-                *d = t;
-            }
-        }
+        self.h_z.fill(&state.z)?;
         self.dev.z.upload(compute, &self.h_z)?;
         self.dev.offsets.upload(compute, &self.h_offsets)?;
         self.h_doc_topic.fill(&state.doc_topic)?;

@@ -165,7 +165,12 @@ impl CudaMfResident {
                 .call("cuOccupancyMaxActiveBlocksPerMultiprocessor(mf_sgd_waves)")?;
             per_sm = per_sm.min(n);
         }
-        let per_sm = per_sm.max(1);
+        if per_sm == 0 {
+            // The waves wait on each other: a grid sized from a guess could never finish.
+            return Err(GpuError::Input(format!(
+                "the MF wave kernels fit no block of {WAVE_BLOCK} threads on an SM"
+            )));
+        }
         Ok((per_sm * gpu.info.multiprocessors * (WAVE_BLOCK / 32)) as usize)
     }
 

@@ -308,6 +308,17 @@ impl LdaWorkerState {
             || o.windows(2).any(|w| w[0] > w[1]))
     }
 
+    /// The first index out of range, said in words: a token's word row past the word list or
+    /// an assignment past the topics. `None` when every one is in range.
+    pub fn index_out_of_range(&self) -> Option<String> {
+        let (words, k) = (self.words.len(), self.topics);
+        if let Some(w) = self.tokens.iter().find(|&&w| w as usize >= words) {
+            return Some(format!("token row {w} outside the {words} words"));
+        }
+        let t = self.z.iter().find(|&&t| t >= k)?;
+        Some(format!("topic {t} outside the {k} topics"))
+    }
+
     /// Number of documents.
     pub fn num_docs(&self) -> usize {
         self.doc_offsets.len().saturating_sub(1)

@@ -96,14 +96,10 @@ pub fn check_state(
     if state.words.windows(2).any(|p| p[0] >= p[1]) {
         return bad("the word list is not strictly increasing".into());
     }
-    let words = state.words.len();
-    if let Some(w) = state.tokens.iter().find(|&&w| w as usize >= words) {
-        return bad(format!("token row {w} outside the {words} words"));
+    match state.index_out_of_range() {
+        Some(why) => bad(why),
+        None => Ok(()),
     }
-    if let Some(t) = state.z.iter().find(|&&t| t >= state.topics) {
-        return bad(format!("topic {t} outside the {k} topics"));
-    }
-    Ok(())
 }
 
 /// Checks a run of `values.len()` values at row `first` against a copy of `rows` rows of `k`.

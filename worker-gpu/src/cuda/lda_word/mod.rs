@@ -178,16 +178,10 @@ impl CudaWordLda {
         let visited = CudaLda::validate(state, word_topic, totals, hyper)?;
         WordSweep::check_topics(state.topics)?;
         check_offsets(state)?;
+        if let Some(why) = state.index_out_of_range() {
+            return Err(GpuError::Input(format!("LDA: {why}")));
+        }
         let (k, nw) = (state.topics as usize, state.words.len());
-        for &w in &state.tokens {
-            assert!(
-                (w as usize) < nw,
-                "LDA: token row {w} out of range for {nw} words"
-            );
-        }
-        for &t in &state.z {
-            assert!(t < state.topics, "LDA: topic {t} out of range for K = {k}");
-        }
         let s = &self.gpu.compute;
         upload_once(
             s,

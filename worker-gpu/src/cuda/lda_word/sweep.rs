@@ -187,6 +187,7 @@ impl WordSweep {
     /// per state: the tokens do not change); waits for the copies. Returns the bytes copied.
     pub fn set_up(&mut self, gpu: &Gpu, state: &LdaWorkerState) -> Result<u64, GpuError> {
         Self::check_topics(state.topics)?;
+        check_token_count(state.tokens.len())?;
         let by_word = WordOrder::grouped(state, self.groups as usize);
         let (slot_word, slot_first, group_slots) = group_slots(&by_word, SLOT_TOKENS);
         let s = &gpu.compute;
@@ -346,6 +347,20 @@ impl WordSweep {
     }
 }
 
+/// The most tokens a state may have: the kernels' 32-bit loops step an index by up to a grid's
+/// threads past its end (`j += warps`, `s += gridDim.x`), which must not wrap.
+pub(super) const MAX_TOKENS: usize = (u32::MAX - (1 << 24)) as usize;
+
+/// A typed error where `n` tokens are more than [`MAX_TOKENS`].
+fn check_token_count(n: usize) -> Result<(), GpuError> {
+    if n > MAX_TOKENS {
+        return Err(GpuError::Input(format!(
+            "LDA: the word-major sampler indexes tokens in 32 bits, at most {MAX_TOKENS}, not {n}"
+        )));
+    }
+    Ok(())
+}
+
 /// `values` narrowed to the kernels' 32-bit indices.
 pub(super) fn narrowed(values: &[usize], what: &str) -> Result<Vec<u32>, GpuError> {
     values.iter().map(|&x| narrow(x, what)).collect()
@@ -355,6 +370,13 @@ pub(super) fn narrowed(values: &[usize], what: &str) -> Result<Vec<u32>, GpuErro
 mod tests {
     use super::*;
     use ps_apps::lda::{synthetic_lda, LdaHyper, SyntheticLdaSpec};
+
+    #[test]
+    fn token_counts_the_loops_could_wrap_on_are_refused() {
+        assert!(check_token_count(MAX_TOKENS).is_ok());
+        let e = check_token_count(MAX_TOKENS + 1).unwrap_err().to_string();
+        assert!(e.contains("32 bits"), "{e}");
+    }
 
     /// Workers over 80 built-in documents, and over them with a third and the last 20 emptied
     /// (groups of empty documents only, which have no slot and no launch).
