@@ -1,9 +1,10 @@
 //! The device's code on the CPU: kernel headers and kernel files compiled by the host's C++
-//! compiler behind shims (`host_cxx`), run on an emulated grid, with one lane or on a warp of 32
-//! host threads in lockstep, and checked bit for bit against their Rust halves and oracles. One
-//! test binary for all of them (each binary links the whole crate). What such a run cannot
-//! catch is a difference between NVRTC and the host compiler, or a race between warps: the GPU
-//! conformance tests check those where there is a GPU.
+//! compiler behind shims (`host_cxx`), run on an emulated grid (with one lane, on a warp of 32
+//! host threads in lockstep, or as whole kernels on blocks of such warps) and checked bit for
+//! bit against their Rust halves and oracles. One test binary for all of them (each binary
+//! links the whole crate). What such a run cannot catch is a difference between NVRTC and the
+//! host compiler, or a race between blocks: the GPU conformance tests check those where there
+//! is a GPU.
 
 #[path = "kernels_on_host/headers.rs"]
 mod headers;
@@ -13,5 +14,7 @@ mod host_cxx;
 mod lda_gibbs;
 #[path = "kernels_on_host/lda_word.rs"]
 mod lda_word;
+#[path = "kernels_on_host/lda_word_grid.rs"]
+mod lda_word_grid;
 #[path = "kernels_on_host/mf_window.rs"]
 mod mf_window;

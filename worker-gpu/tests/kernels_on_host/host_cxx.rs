@@ -8,8 +8,10 @@ use std::path::Path;
 use std::process::Command;
 
 /// The shims every header gets: qualifiers, intrinsics, rounding-exact arithmetic and atomics
-/// (plain updates: one thread writes at a time). Each thread has its own `threadIdx`.
+/// (the host's: threads of an emulated block may update a cell at once). Each thread has its
+/// own `threadIdx`.
 pub const SHIMS: &str = r#"
+#include <atomic>
 #include <cstdio>
 #define __device__
 #define __forceinline__ static inline
@@ -30,9 +32,9 @@ static inline float __fadd_rn(float a, float b) { return a + b; }
 static inline float __fsub_rn(float a, float b) { return a - b; }
 static inline float __fmul_rn(float a, float b) { return a * b; }
 static inline float __fdiv_rn(float a, float b) { return a / b; }
-static inline float atomicAdd(float* p, float x) { float o = *p; *p = o + x; return o; }
-static inline int atomicAdd(int* p, int x) { int o = *p; *p = o + x; return o; }
-static inline int atomicSub(int* p, int x) { int o = *p; *p = o - x; return o; }
+static inline float atomicAdd(float* p, float x) { return std::atomic_ref<float>(*p).fetch_add(x); }
+static inline int atomicAdd(int* p, int x) { return std::atomic_ref<int>(*p).fetch_add(x); }
+static inline int atomicSub(int* p, int x) { return std::atomic_ref<int>(*p).fetch_sub(x); }
 "#;
 
 /// One thread runs a block: its barrier is a no-op.
@@ -89,6 +91,82 @@ static void run_warp(const std::function<void(unsigned int)>& f) {
         lanes.emplace_back([&f, l] { lw_lane = l; threadIdx.x = l; f(l); });
     }
     for (auto& t : lanes) t.join();
+}
+"#;
+
+/// Whole kernels on an emulated grid: `run_grid(grid, block, f)` runs `f()` on every thread,
+/// the blocks one after another and each block's threads at once, as host threads. Warps are
+/// groups of 32 consecutive threads whose shuffles and votes exchange values through their
+/// warp's slots between two of its barriers (as `WARP_OF_32`); `__syncthreads` is the block's
+/// barrier; a thread that returns leaves both barriers, as an exited thread does on the device.
+/// `__global__` and `__shared__` mean nothing here: a kernel's `extern __shared__` array is the
+/// global `lw_shared` (one block runs at a time). Blocks must not wait on each other. Code whose
+/// warps or block do not all reach the same barriers hangs (the run's time limit then fails
+/// the test).
+pub const BLOCKS_OF_WARPS: &str = r#"
+#include <barrier>
+#include <cstdlib>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+#define __global__
+#define __shared__
+static float lw_shared[1 << 14];
+struct lw_warp_t { std::barrier<> bar{32}; unsigned long long slot[32]; };
+static thread_local lw_warp_t* lw_warp;
+static thread_local unsigned int lw_lane;
+static std::barrier<>* lw_block;
+static inline void lw_sync() { lw_warp->bar.arrive_and_wait(); }
+template <typename T> static inline T lw_exchange(T v, unsigned int src) {
+    std::memcpy(&lw_warp->slot[lw_lane], &v, sizeof(T));
+    lw_sync();
+    T r;
+    std::memcpy(&r, &lw_warp->slot[src & 31u], sizeof(T));
+    lw_sync();
+    return r;
+}
+template <typename T> static inline T __shfl_sync(unsigned int, T v, int src) {
+    return lw_exchange(v, (unsigned int)src);
+}
+template <typename T> static inline T __shfl_xor_sync(unsigned int, T v, int mask) {
+    return lw_exchange(v, lw_lane ^ (unsigned int)mask);
+}
+template <typename T> static inline T __shfl_up_sync(unsigned int, T v, unsigned int d) {
+    return lw_exchange(v, lw_lane >= d ? lw_lane - d : lw_lane);
+}
+static inline unsigned int __ballot_sync(unsigned int, bool p) {
+    lw_warp->slot[lw_lane] = p ? 1u : 0u;
+    lw_sync();
+    unsigned int m = 0;
+    for (unsigned int i = 0; i < 32; ++i) m |= lw_warp->slot[i] ? 1u << i : 0u;
+    lw_sync();
+    return m;
+}
+static inline int __ffs(unsigned int x) { return __builtin_ffs((int)x); }
+static inline int __popc(unsigned int x) { return __builtin_popcount(x); }
+static inline void __syncthreads() { lw_block->arrive_and_wait(); }
+static inline void __syncwarp() { lw_sync(); }
+template <typename F> static void run_grid(unsigned int grid, unsigned int block, F f) {
+    if (block % 32u != 0u) { printf("run_grid: a block of %u threads is not whole warps\n", block); exit(1); }
+    gridDim.x = grid; blockDim.x = block;
+    for (unsigned int b = 0; b < grid; ++b) {
+        blockIdx.x = b;
+        std::barrier<> block_bar(block);
+        lw_block = &block_bar;
+        std::vector<std::unique_ptr<lw_warp_t>> warps;
+        for (unsigned int w = 0; w < block / 32u; ++w) warps.push_back(std::make_unique<lw_warp_t>());
+        std::vector<std::thread> threads;
+        for (unsigned int t = 0; t < block; ++t) {
+            threads.emplace_back([&, t] {
+                threadIdx.x = t; lw_lane = t % 32u; lw_warp = warps[t / 32u].get();
+                f();
+                lw_warp->bar.arrive_and_drop();
+                lw_block->arrive_and_drop();
+            });
+        }
+        for (auto& th : threads) th.join();
+    }
 }
 "#;
 

@@ -21,14 +21,14 @@ use rand_chacha::ChaCha8Rng;
 use worker_gpu::cuda::lda_word::{group_launches, group_slots};
 
 /// The sizes of a random case: topics to choose from, and the most documents and tokens.
-struct Shape {
-    topics: &'static [u32],
-    docs: usize,
-    tokens: usize,
+pub(crate) struct Shape {
+    pub(crate) topics: &'static [u32],
+    pub(crate) docs: usize,
+    pub(crate) tokens: usize,
 }
 
 /// A random worker (documents over a small vocabulary) and a stale copy of its rows.
-fn case(seed: u64, shape: &Shape) -> (LdaWorkerState, Vec<f32>, Vec<f32>, LdaHyper) {
+pub(crate) fn case(seed: u64, shape: &Shape) -> (LdaWorkerState, Vec<f32>, Vec<f32>, LdaHyper) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let vocab = rng.gen_range(1..30u32);
     let topics = shape.topics[rng.gen_range(0..shape.topics.len())];
@@ -74,11 +74,115 @@ fn case(seed: u64, shape: &Shape) -> (LdaWorkerState, Vec<f32>, Vec<f32>, LdaHyp
     (state, wt, totals, hyper)
 }
 
+/// A case's Philox key.
+pub(crate) fn key_of(seed: u64) -> SweepKey {
+    SweepKey {
+        seed: 0x5EED_0000 + seed,
+        worker: 3,
+        clock: 7,
+    }
+}
+
+/// What a program must print after a sweep of the case, as the twin with `lanes` lanes in
+/// `groups` document groups does it: every drawn topic (each token's topic after the sweep),
+/// the state's topics and counts, the copy and totals (bits), the move counts.
+pub(crate) fn twin_lines(
+    (state, wt, totals, hyper): &(LdaWorkerState, Vec<f32>, Vec<f32>, LdaHyper),
+    key: SweepKey,
+    lanes: usize,
+    groups: usize,
+) -> String {
+    let k = state.topics as usize;
+    let twin = WordMajorLda::new(1).with_lanes(lanes).with_groups(groups);
+    let (mut after, mut wt_after, mut tot_after) = (state.clone(), wt.clone(), totals.clone());
+    let delta = twin
+        .clone()
+        .sweep(&mut after, &mut wt_after, &mut tot_after, hyper, key)
+        .unwrap();
+    let mut wt_delta = vec![0i32; wt.len()];
+    for &(word, t, c) in &delta.entries {
+        let row = state.words.binary_search(&word).unwrap();
+        wt_delta[row * k + t as usize] = c;
+    }
+    let mut want = String::new();
+    for x in after.z.iter().chain(&after.z).chain(&after.doc_topic) {
+        writeln!(want, "{x}").unwrap();
+    }
+    for x in wt_after.iter().chain(&tot_after) {
+        writeln!(want, "{}", x.to_bits()).unwrap();
+    }
+    for x in wt_delta.iter().chain(&delta.totals) {
+        writeln!(want, "{x}").unwrap();
+    }
+    want
+}
+
+/// The C arrays a sweep of the case reads and writes (slots from `group_slots`: `sword`,
+/// `sfirst`), the copy and totals as `wt` and `tot`, and the priors as `a`, `b`, `vb`; opens a
+/// C block that [`print_results`] closes.
+pub(crate) fn c_arrays(
+    (state, wt, totals, hyper): &(LdaWorkerState, Vec<f32>, Vec<f32>, LdaHyper),
+    by_word: &WordOrder,
+    (slot_word, slot_first): (&[u32], &[usize]),
+) -> String {
+    let k = state.topics as usize;
+    let pr = WordMajorPriors::of(hyper, state.vocab_size);
+    let u32s = |v: &[usize]| -> Vec<u32> { v.iter().map(|&o| o as u32).collect() };
+    let n = state.tokens.len();
+    let mut c = String::from("{\n");
+    c += &array("unsigned int", "off", &u32s(&state.doc_offsets));
+    c += &array("unsigned int", "sword", slot_word);
+    c += &array("unsigned int", "sfirst", &u32s(slot_first));
+    c += &array("unsigned int", "order", &by_word.order);
+    c += &array("unsigned int", "tdoc", &by_word.doc_of);
+    c += &array("unsigned int", "tokens", &state.tokens);
+    c += &array("unsigned int", "z", &state.z);
+    c += &array("unsigned int", "ndk", &state.doc_topic);
+    c += &array("unsigned int", "wt_bits", &bits(wt));
+    c += &array("unsigned int", "tot_bits", &bits(totals));
+    c += &array("unsigned int", "dtop", &vec![0u32; n.max(1)]);
+    c += &array("unsigned int", "dcnt", &vec![0u32; n.max(1)]);
+    c += &array("unsigned int", "znew", &vec![0u32; n.max(1)]);
+    c += &array("unsigned int", "nnz", &vec![0u32; state.num_docs().max(1)]);
+    c += &array("int", "wtd", &vec![0i32; wt.len()]);
+    c += &array("int", "totd", &vec![0i32; k]);
+    c += &array("float", "phi", &vec![0f32; k]);
+    c += &array("float", "qp", &vec![0f32; k]);
+    write!(
+        c,
+        "static float wt[{}]; static float tot[{k}];
+        memcpy(wt, wt_bits, sizeof wt); memcpy(tot, tot_bits, sizeof tot);
+        const float a = __uint_as_float({}u), b = __uint_as_float({}u), vb = __uint_as_float({}u);\n",
+        wt.len(),
+        pr.alpha.to_bits(),
+        pr.beta.to_bits(),
+        pr.vbeta.to_bits(),
+    )
+    .unwrap();
+    c
+}
+
+/// Prints what [`twin_lines`] gives, from [`c_arrays`]' arrays, and closes their block.
+pub(crate) fn print_results(state: &LdaWorkerState, wt_len: usize) -> String {
+    let (n, k) = (state.tokens.len(), state.topics);
+    format!(
+        "for (unsigned int i = 0; i < {n}u; ++i) printf(\"%u\\n\", znew[i]);
+        for (unsigned int i = 0; i < {n}u; ++i) printf(\"%u\\n\", z[i]);
+        for (unsigned int i = 0; i < {}u; ++i) printf(\"%u\\n\", ndk[i]);
+        for (unsigned int i = 0; i < {wt_len}u; ++i) {{ unsigned int x; memcpy(&x, &wt[i], 4); printf(\"%u\\n\", x); }}
+        for (unsigned int i = 0; i < {k}u; ++i) {{ unsigned int x; memcpy(&x, &tot[i], 4); printf(\"%u\\n\", x); }}
+        for (unsigned int i = 0; i < {wt_len}u; ++i) printf(\"%d\\n\", wtd[i]);
+        for (unsigned int i = 0; i < {k}u; ++i) printf(\"%d\\n\", totd[i]);
+        }}\n",
+        state.doc_topic.len(),
+    )
+}
+
 /// The C++ statements that sweep `seeds`' cases as the kernels do (one lane and one thread, or
 /// a warp of 32 lanes on host threads: `lanes`), in `groups` document groups laid out by the
 /// device engine's host code (`group_slots`, in slots of at most 3 tokens so that words and
 /// groups span several), and what they must print: the state, copy, totals and move counts
-/// after the twin's sweep.
+/// after the sweep, which the twin with as many lanes gives.
 fn sweeps(
     seeds: std::ops::Range<u64>,
     shape: &Shape,
@@ -88,60 +192,15 @@ fn sweeps(
     let mut body = String::new();
     let mut want = String::new();
     for seed in seeds {
-        let (state, wt, totals, hyper) = case(seed, shape);
-        let key = SweepKey {
-            seed: 0x5EED_0000 + seed,
-            worker: 3,
-            clock: 7,
-        };
+        let case = case(seed, shape);
+        let key = key_of(seed);
+        want += &twin_lines(&case, key, lanes, groups);
+        let state = &case.0;
         let k = state.topics as usize;
-        let twin = WordMajorLda::new(1).with_lanes(lanes).with_groups(groups);
-        let (mut after, mut wt_after, mut tot_after) = (state.clone(), wt.clone(), totals.clone());
-        let delta = twin
-            .clone()
-            .sweep(&mut after, &mut wt_after, &mut tot_after, &hyper, key)
-            .unwrap();
-        let mut wt_delta = vec![0i32; wt.len()];
-        for &(word, t, c) in &delta.entries {
-            let row = state.words.binary_search(&word).unwrap();
-            wt_delta[row * k + t as usize] = c;
-        }
-        // What the draws wrote (z_new) is each token's topic after the sweep.
-        for x in after.z.iter().chain(&after.z).chain(&after.doc_topic) {
-            writeln!(want, "{x}").unwrap();
-        }
-        for x in wt_after.iter().chain(&tot_after) {
-            writeln!(want, "{}", x.to_bits()).unwrap();
-        }
-        for x in wt_delta.iter().chain(&delta.totals) {
-            writeln!(want, "{x}").unwrap();
-        }
-
-        let pr = WordMajorPriors::of(&hyper, state.vocab_size);
-        let by_word = WordOrder::grouped(&state, groups);
+        let by_word = WordOrder::grouped(state, groups);
         let (slot_word, slot_first, group_bounds) = group_slots(&by_word, 3);
         let launches = group_launches(&by_word, &group_bounds, state.topics).unwrap();
-        let u32s = |v: &[usize]| -> Vec<u32> { v.iter().map(|&o| o as u32).collect() };
-        let n = state.tokens.len();
-        let mut c = String::from("{\n");
-        c += &array("unsigned int", "off", &u32s(&state.doc_offsets));
-        c += &array("unsigned int", "sword", &slot_word);
-        c += &array("unsigned int", "sfirst", &u32s(&slot_first));
-        c += &array("unsigned int", "order", &by_word.order);
-        c += &array("unsigned int", "tdoc", &by_word.doc_of);
-        c += &array("unsigned int", "tokens", &state.tokens);
-        c += &array("unsigned int", "z", &state.z);
-        c += &array("unsigned int", "ndk", &state.doc_topic);
-        c += &array("unsigned int", "wt_bits", &bits(&wt));
-        c += &array("unsigned int", "tot_bits", &bits(&totals));
-        c += &array("unsigned int", "dtop", &vec![0u32; n.max(1)]);
-        c += &array("unsigned int", "dcnt", &vec![0u32; n.max(1)]);
-        c += &array("unsigned int", "znew", &vec![0u32; n.max(1)]);
-        c += &array("unsigned int", "nnz", &vec![0u32; state.num_docs().max(1)]);
-        c += &array("int", "wtd", &vec![0i32; wt.len()]);
-        c += &array("int", "totd", &vec![0i32; k]);
-        c += &array("float", "phi", &vec![0f32; k]);
-        c += &array("float", "qp", &vec![0f32; k]);
+        let mut c = c_arrays(&case, &by_word, (&slot_word, &slot_first));
         let docs = state.num_docs();
         let run = |f: &str| {
             if lanes == 1 {
@@ -152,10 +211,7 @@ fn sweeps(
         };
         write!(
             c,
-            "static float wt[{}]; static float tot[{k}];
-            memcpy(wt, wt_bits, sizeof wt); memcpy(tot, tot_bits, sizeof tot);
-            const float a = __uint_as_float({}u), b = __uint_as_float({}u), vb = __uint_as_float({}u);
-            gridDim.x = 1; blockDim.x = {lanes}u; blockIdx.x = 0; threadIdx.x = 0;
+            "gridDim.x = 1; blockDim.x = {lanes}u; blockIdx.x = 0; threadIdx.x = 0;
             // lda_word_sample's and lda_word_apply's arguments as a group's launch passes them.
             static const unsigned int *slot_word, *slot_first, *doc_offsets;
             static unsigned int slots, num_docs, *doc_topic;
@@ -185,10 +241,6 @@ fn sweeps(
             }};
             {}
             ",
-            wt.len(),
-            pr.alpha.to_bits(),
-            pr.beta.to_bits(),
-            pr.vbeta.to_bits(),
             key.seed as u32,
             (key.seed >> 32) as u32,
             key.philox_stream(),
@@ -211,21 +263,7 @@ fn sweeps(
             )
             .unwrap();
         }
-        write!(
-            c,
-            "for (unsigned int i = 0; i < {n}u; ++i) printf(\"%u\\n\", znew[i]);
-            for (unsigned int i = 0; i < {n}u; ++i) printf(\"%u\\n\", z[i]);
-            for (unsigned int i = 0; i < {}u; ++i) printf(\"%u\\n\", ndk[i]);
-            for (unsigned int i = 0; i < {}u; ++i) {{ unsigned int x; memcpy(&x, &wt[i], 4); printf(\"%u\\n\", x); }}
-            for (unsigned int i = 0; i < {k}u; ++i) {{ unsigned int x; memcpy(&x, &tot[i], 4); printf(\"%u\\n\", x); }}
-            for (unsigned int i = 0; i < {}u; ++i) printf(\"%d\\n\", wtd[i]);
-            for (unsigned int i = 0; i < {k}u; ++i) printf(\"%d\\n\", totd[i]);
-            }}\n",
-            state.doc_topic.len(),
-            wt.len(),
-            wt.len(),
-        )
-        .unwrap();
+        c += &print_results(state, case.1.len());
         body += &c;
     }
     (body, want)
