@@ -40,79 +40,24 @@ static inline int atomicSub(int* p, int x) { return std::atomic_ref<int>(*p).fet
 /// One thread runs a block: its barrier is a no-op.
 pub const ONE_THREAD: &str = "static inline void __syncthreads() {}\n";
 
-/// A block of one warp of 32 lanes, each a host thread (`run_warp(f)` runs `f(lane)` on all 32
-/// and joins them): shuffles and votes exchange values through shared slots between two
-/// barriers, and `__syncthreads` is a barrier, so the lanes run in lockstep at every warp
-/// operation as a warp does. Code whose lanes do not all reach the same warp operations, which
-/// the device does not allow, hangs here (the run's time limit then fails the test).
-pub const WARP_OF_32: &str = r#"
-#include <barrier>
-#include <functional>
-#include <thread>
-#include <vector>
-static std::barrier<>* lw_bar;
-static thread_local unsigned int lw_lane;
-static unsigned long long lw_slot[32];
-static inline void lw_sync() { lw_bar->arrive_and_wait(); }
-template <typename T> static inline T lw_exchange(T v, unsigned int src) {
-    std::memcpy(&lw_slot[lw_lane], &v, sizeof(T));
-    lw_sync();
-    T r;
-    std::memcpy(&r, &lw_slot[src & 31u], sizeof(T));
-    lw_sync();
-    return r;
-}
-template <typename T> static inline T __shfl_sync(unsigned int, T v, int src) {
-    return lw_exchange(v, (unsigned int)src);
-}
-template <typename T> static inline T __shfl_xor_sync(unsigned int, T v, int mask) {
-    return lw_exchange(v, lw_lane ^ (unsigned int)mask);
-}
-template <typename T> static inline T __shfl_up_sync(unsigned int, T v, unsigned int d) {
-    return lw_exchange(v, lw_lane >= d ? lw_lane - d : lw_lane);
-}
-static inline unsigned int __ballot_sync(unsigned int, bool p) {
-    lw_slot[lw_lane] = p ? 1u : 0u;
-    lw_sync();
-    unsigned int m = 0;
-    for (unsigned int i = 0; i < 32; ++i) m |= lw_slot[i] ? 1u << i : 0u;
-    lw_sync();
-    return m;
-}
-static inline int __ffs(unsigned int x) { return __builtin_ffs((int)x); }
-static inline int __popc(unsigned int x) { return __builtin_popcount(x); }
-static inline void __syncthreads() { lw_sync(); }
-static inline void __syncwarp() { lw_sync(); }
-static void run_warp(const std::function<void(unsigned int)>& f) {
-    std::barrier<> b(32);
-    lw_bar = &b;
-    std::vector<std::thread> lanes;
-    for (unsigned int l = 0; l < 32; ++l) {
-        lanes.emplace_back([&f, l] { lw_lane = l; threadIdx.x = l; f(l); });
-    }
-    for (auto& t : lanes) t.join();
-}
-"#;
-
-/// Whole kernels on an emulated grid: `run_grid(grid, block, f)` runs `f()` on every thread,
-/// the blocks one after another and each block's threads at once, as host threads. Warps are
+/// Warps and blocks of host threads, the text both of the shims below start with. Warps are
 /// groups of 32 consecutive threads whose shuffles and votes exchange values through their
-/// warp's slots between two of its barriers (as `WARP_OF_32`); `__syncthreads` is the block's
-/// barrier; a thread that returns leaves both barriers, as an exited thread does on the device.
-/// `__global__` and `__shared__` mean nothing here: a kernel's `extern __shared__` array is the
-/// global `lw_shared` (one block runs at a time). Blocks must not wait on each other. Code whose
-/// warps or block do not all reach the same barriers hangs (the run's time limit then fails
-/// the test).
-pub const BLOCKS_OF_WARPS: &str = r#"
+/// warp's slots between two of its barriers, so the lanes run in lockstep at every warp
+/// operation as a warp does; `__syncthreads` is the block's barrier; a thread that returns
+/// leaves both barriers, as an exited thread does on the device. `run_grid(grid, block, f)`
+/// runs `f()` on every thread of a grid: the blocks one after another, each block's threads at
+/// once. Code whose lanes (or a block's threads) do not all reach the same warp operations (or
+/// barriers), which the device does not allow, hangs here (the run's time limit then fails the
+/// test).
+macro_rules! warps_and_blocks {
+    () => {
+        r#"
 #include <barrier>
 #include <cstdlib>
 #include <functional>
 #include <memory>
 #include <thread>
 #include <vector>
-#define __global__
-#define __shared__
-static float lw_shared[1 << 14];
 struct lw_warp_t { std::barrier<> bar{32}; unsigned long long slot[32]; };
 static thread_local lw_warp_t* lw_warp;
 static thread_local unsigned int lw_lane;
@@ -168,7 +113,25 @@ template <typename F> static void run_grid(unsigned int grid, unsigned int block
         for (auto& th : threads) th.join();
     }
 }
-"#;
+"#
+    };
+}
+
+/// A block of one warp of 32 lanes, each a host thread (`warps_and_blocks`): `run_warp(f)` runs
+/// `f(lane)` on all 32 and joins them, in a grid of that one block.
+pub const WARP_OF_32: &str = concat!(
+    warps_and_blocks!(),
+    r#"
+static void run_warp(const std::function<void(unsigned int)>& f) {
+    run_grid(1u, 32u, [&] { f(lw_lane); });
+}
+"#
+);
+
+/// Whole kernels on an emulated grid of blocks of warps (`warps_and_blocks`): `run_grid(grid,
+/// block, f)` with `f` a kernel's call, and `__global__` meaning nothing. Blocks must not wait on
+/// each other. A test defines `__shared__` as its kernels need (one block runs at a time).
+pub const BLOCKS_OF_WARPS: &str = concat!(warps_and_blocks!(), "#define __global__\n");
 
 /// The MF window's asynchronous copies (`kernels/mf_window.cuh` declares them; on a GPU they are
 /// `cp.async`, whose groups are each thread's own, as here): each reads global memory when

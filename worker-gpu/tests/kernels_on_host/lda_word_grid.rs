@@ -18,10 +18,11 @@ use std::fmt::Write as _;
 use ps_apps::lda::word_major::WordOrder;
 use worker_gpu::cuda::lda_word::{group_launches, group_slots};
 
-/// The header, the kernels and the grid's shims.
+/// The header, the kernels and the grid's shims; the sample kernels' `extern __shared__` table
+/// is the global `lw_shared`.
 fn kernels() -> String {
     format!(
-        "{}#define LW_LANES 32\n{}\n{}\n{}",
+        "{}#define __shared__\nstatic float lw_shared[1 << 14];\n#define LW_LANES 32\n{}\n{}\n{}",
         host_cxx::BLOCKS_OF_WARPS,
         include_str!("../../../kernels/philox.cuh"),
         include_str!("../../../kernels/lda_word.cuh"),
