@@ -39,6 +39,10 @@
 // half::f16::from_f32 does); the arithmetic is the f32 one above. The host oracle is
 // ps_apps::mf::factors (each rating's step in f32, then both rows rounded to f16).
 
+// The PTX below (f16 conversions, the window's copies, the clock) is left out where
+// MF_HOST_SHIMS is defined: worker-gpu/tests/kernels_on_host/mf_waves_grid.rs runs this file's
+// wave kernels on the CPU and gives its own. NVRTC never defines it.
+#ifndef MF_HOST_SHIMS
 // f16 factors (the `_f16` kernels): exact to f32 on load, rounded to nearest even on store (PTX
 // cvt, so that mf_step.cuh stays plain C++ for its host test).
 template <>
@@ -55,6 +59,8 @@ struct MfStore<unsigned short> {
     }
 };
 
+#endif // MF_HOST_SHIMS
+
 // The window's copies (mf_window.cuh): cp.async, sm_80 and later. Compiled for an older device
 // (NVRTC compiles for the device's own architecture), the window never runs (MF_HAS_CP_ASYNC
 // in mf_waves_body) and these are never called.
@@ -63,6 +69,7 @@ struct MfStore<unsigned short> {
 #else
 #define MF_HAS_CP_ASYNC 1
 #endif
+#ifndef MF_HOST_SHIMS
 
 __device__ __forceinline__ void mf_copy16(void* shared, const void* global) {
 #if MF_HAS_CP_ASYNC
@@ -86,6 +93,7 @@ __device__ __forceinline__ void mf_copy_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 #endif
 }
+#endif // MF_HOST_SHIMS
 
 extern "C" __global__ void mf_sgd(const unsigned int* __restrict__ rating_user,
                                   const unsigned int* __restrict__ rating_item,
@@ -229,11 +237,13 @@ __device__ double mf_block_waves(const unsigned int* __restrict__ rating_user,
 // blocks of 128 threads); with other blocks they run mf_block_waves.
 #define MF_WAVE_WARPS 4
 
+#ifndef MF_HOST_SHIMS
 __device__ __forceinline__ unsigned long long mf_now_ns() {
     unsigned long long t;
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
     return t;
 }
+#endif
 
 template <typename T, int W>
 __device__ __forceinline__ void mf_waves_body(const unsigned int* __restrict__ rating_user,

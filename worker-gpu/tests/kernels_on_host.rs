@@ -16,5 +16,7 @@ mod lda_gibbs;
 mod lda_word;
 #[path = "kernels_on_host/lda_word_grid.rs"]
 mod lda_word_grid;
+#[path = "kernels_on_host/mf_waves_grid.rs"]
+mod mf_waves_grid;
 #[path = "kernels_on_host/mf_window.rs"]
 mod mf_window;

@@ -128,10 +128,19 @@ static void run_warp(const std::function<void(unsigned int)>& f) {
 "#
 );
 
-/// Whole kernels on an emulated grid of blocks of warps (`warps_and_blocks`): `run_grid(grid,
-/// block, f)` with `f` a kernel's call, and `__global__` meaning nothing. Blocks must not wait on
-/// each other. A test defines `__shared__` as its kernels need (one block runs at a time).
-pub const BLOCKS_OF_WARPS: &str = concat!(warps_and_blocks!(), "#define __global__\n");
+/// Whole kernels on an emulated grid of blocks of warps: `WARP_OF_32` (so `run_warp` too), and
+/// `__global__` meaning nothing, so that `run_grid(grid, block, f)` can run a kernel's call.
+/// Blocks must not wait on each other. A test defines `__shared__` as its kernels need (one
+/// block runs at a time).
+pub const BLOCKS_OF_WARPS: &str = concat!(
+    warps_and_blocks!(),
+    r#"
+static void run_warp(const std::function<void(unsigned int)>& f) {
+    run_grid(1u, 32u, [&] { f(lw_lane); });
+}
+#define __global__
+"#
+);
 
 /// The MF window's asynchronous copies (`kernels/mf_window.cuh` declares them; on a GPU they are
 /// `cp.async`, whose groups are each thread's own, as here): each reads global memory when
