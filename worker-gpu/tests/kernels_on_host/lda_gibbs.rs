@@ -25,7 +25,7 @@ fn headers() -> String {
         "{}\n#define __global__\n#define __launch_bounds__(a, b)\n\
          template <typename T> static inline T __ldcg(const T* p) {{ return *p; }}\n\
          static inline unsigned int atomicAdd(unsigned int* p, unsigned int x) \
-         {{ unsigned int o = *p; *p = o + x; return o; }}\n{}\n{}",
+         {{ return std::atomic_ref<unsigned int>(*p).fetch_add(x); }}\n{}\n{}",
         host_cxx::WARP_OF_32,
         include_str!("../../../kernels/philox.cuh"),
         include_str!("../../../kernels/lda_gibbs.cu"),
