@@ -130,6 +130,12 @@ impl Bus {
             }
             self.spare.push((start, end));
         }
+        // cudarc records some driver failures (a stream's wait on a buffer's event, an event's
+        // record) in the context instead of returning them; an engine settles at the end of
+        // every call, so none goes unreported past it.
+        self.ctx
+            .check_err()
+            .call("a deferred stream wait or event record")?;
         Ok(())
     }
 }

@@ -82,10 +82,12 @@ pub struct CudaLdaResident {
     /// The worker's global word ids (local row `i` is word `words[i]`), on the device and here.
     words: DevBuf<u32>,
     host_words: Vec<u32>,
-    /// Staging of incoming dense runs, and of packed ones, taken in turn.
+    /// Staging of incoming dense runs, and of packed ones, each pair taken in turn (its own
+    /// turn, so that a dense run between two packed ones does not make the second wait).
     staging: [Pinned<f32>; 2],
     packed_staging: [Pinned<u32>; 2],
-    next: usize,
+    next_dense: usize,
+    next_packed: usize,
     /// The packed run being built on the host, and its copy on the device.
     image: Vec<u32>,
     d_image: DevBuf<u32>,
@@ -127,7 +129,8 @@ impl CudaLdaResident {
             sum: DevBuf::default(),
             staging: [Pinned::new(ctx)?, Pinned::new(ctx)?],
             packed_staging: [Pinned::new(ctx)?, Pinned::new(ctx)?],
-            next: 0,
+            next_dense: 0,
+            next_packed: 0,
             image: Vec::new(),
             d_image: DevBuf::default(),
             h_totals_delta: Pinned::new(ctx)?,
@@ -293,8 +296,8 @@ impl CudaLdaResident {
     /// Copies `values` as they are to value `at` of the word-topic copy (or of the totals)
     /// through the next pinned staging buffer.
     fn load_dense(&mut self, at: usize, values: &[f32], totals: bool) -> Result<(), GpuError> {
-        let stage = &mut self.staging[self.next];
-        self.next ^= 1;
+        let stage = &mut self.staging[self.next_dense];
+        self.next_dense ^= 1;
         stage.fill(values)?;
         let dst = if totals {
             &mut self.dev.totals
@@ -325,8 +328,8 @@ impl CudaLdaResident {
         if shape.entries == 0 {
             return Ok(());
         }
-        let stage = &mut self.packed_staging[self.next];
-        self.next ^= 1;
+        let stage = &mut self.packed_staging[self.next_packed];
+        self.next_packed ^= 1;
         stage.fill(&self.image)?;
         let d_image = &mut self.d_image;
         self.bus.h2d(&stream, || {
