@@ -20,7 +20,7 @@
 //! Every byte copied either way is counted ([`Traffic`]), with the time of the wave and error
 //! kernels from CUDA events. Everything runs on the engine's compute stream, in order.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use ps_apps::mf::{Factors, Layout, MfResident, Rating, ResidentSetup, Split, Traffic};
@@ -34,6 +34,11 @@ use super::{failed, Call, Gpu, GpuError};
 
 /// Threads per block of the wave kernel: four warps, four bands.
 const WAVE_BLOCK: u32 = 128;
+/// One wave launch at a time in this process: a launch sizes its grid so that all its warps
+/// are resident on an otherwise idle device (they wait on each other), so two at once could
+/// each wait for warps that cannot be scheduled until the 20 s stall. Other processes on the
+/// same device (MPS, say) are not covered.
+static WAVES_ALONE: Mutex<()> = Mutex::new(());
 /// Threads per block of the row and error kernels.
 const BLOCK: u32 = 256;
 
@@ -208,8 +213,13 @@ impl CudaMfResident {
         })
     }
 
-    fn upload_ratings(&mut self, which: Split, ratings: &[Rating]) -> Result<(), GpuError> {
-        let (nu, ni) = (self.num_users, self.num_items);
+    /// Uploads `which` ratings, each checked against the `nu x ni` tables.
+    fn upload_ratings(
+        &mut self,
+        which: Split,
+        ratings: &[Rating],
+        (nu, ni): (usize, usize),
+    ) -> Result<(), GpuError> {
         if let Some(r) = ratings
             .iter()
             .find(|r| r.user as usize >= nu || r.item as usize >= ni)
@@ -240,11 +250,28 @@ impl CudaMfResident {
     }
 
     fn try_setup(&mut self, s: &ResidentSetup<'_>) -> Result<(), GpuError> {
+        let done = self.set_up_tables(s);
+        if done.is_err() {
+            // Ratings uploaded before the failure are not a set-up: the waves and the error
+            // have nothing to run over.
+            (self.train.len, self.test.len) = (0, 0);
+        }
+        done
+    }
+
+    fn set_up_tables(&mut self, s: &ResidentSetup<'_>) -> Result<(), GpuError> {
         let w = s.layout.width();
         self.layout = s.layout;
         self.factors = s.factors;
-        self.num_users = s.users.len() / w.max(1);
-        self.num_items = s.num_items;
+        // Until this set-up succeeds no row is there: every key fails its check against no
+        // rows (a typed error, not a read of a table never allocated), and no key list of an
+        // earlier set-up is taken as already checked.
+        (self.num_users, self.num_items) = (0, 0);
+        (self.train.len, self.test.len) = (0, 0);
+        let tables = (s.users.len() / w.max(1), s.num_items);
+        self.reads = KeyList::default();
+        self.gathers = KeyList::default();
+        self.user_keys = KeyList::default();
         to_u32(w, "row width")?;
         to_u32(s.num_items.saturating_mul(w), "item cache")?;
         let bands = s.schedule.bands();
@@ -255,8 +282,8 @@ impl CudaMfResident {
             )));
         }
         self.bands = to_u32(bands, "bands")?;
-        self.upload_ratings(Split::Train, s.train)?;
-        self.upload_ratings(Split::Test, s.test)?;
+        self.upload_ratings(Split::Train, s.train, tables)?;
+        self.upload_ratings(Split::Test, s.test, tables)?;
         let starts = s
             .schedule
             .starts()
@@ -286,7 +313,9 @@ impl CudaMfResident {
         self.stalled.zero(stream, 2)?;
         self.sse.zero(stream, 1)?;
         stream.synchronize().call("cuStreamSynchronize")?;
-        self.bus.settle()
+        self.bus.settle()?;
+        (self.num_users, self.num_items) = tables;
+        Ok(())
     }
 
     fn rows_config(&self, n: usize) -> LaunchConfig {
@@ -434,6 +463,8 @@ impl CudaMfResident {
             block_dim: (WAVE_BLOCK, 1, 1),
             shared_mem_bytes: 0,
         };
+        // Held until the kernel has finished (the stall flag's copy is waited for below).
+        let _alone = WAVES_ALONE.lock().unwrap_or_else(|p| p.into_inner());
         self.timer.start(&stream)?;
         {
             let t = &self.train;
@@ -469,6 +500,8 @@ impl CudaMfResident {
             Ok(4)
         })?;
         if self.flag_host.host()?[0] != 0 {
+            // The warps that ran added their errors: none of them belongs to a later call.
+            self.sse.zero(&stream, 1)?;
             return Err(input(
                 "the wave kernel stalled: a warp waited 20 s for its neighbour (were all \
                  warps resident?)"

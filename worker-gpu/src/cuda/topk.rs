@@ -130,8 +130,10 @@ impl DeviceTopK {
         t.d_threshold.ensure(&t.gpu.compute, 1)?;
         t.d_count.ensure(&t.gpu.compute, 1)?;
         if n > 0 {
-            t.samples_host.fill(&sample_positions(n))?;
+            let samples = sample_positions(n);
+            t.samples_host.fill(&samples)?;
             t.d_samples.upload(&t.gpu.compute, &t.samples_host)?;
+            t.moved.0 += 4 * samples.len() as u64;
             t.sampled = true;
         }
         Ok(t)

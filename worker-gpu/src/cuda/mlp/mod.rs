@@ -268,9 +268,20 @@ impl CudaMlp {
 
     /// Downloads the loss and correct totals.
     fn stats(&mut self, b: usize) -> Result<BatchStats, GpuError> {
+        self.fetch_totals()?;
+        self.read_totals(b)
+    }
+
+    /// Enqueues the copies of the loss and accuracy sums; [`Self::read_totals`] waits for them.
+    pub(crate) fn fetch_totals(&mut self) -> Result<(), GpuError> {
         let compute = &self.gpu.compute;
         self.loss_h.download(compute, self.loss.get(), 1)?;
         self.correct_h.download(compute, self.correct.get(), 1)?;
+        Ok(())
+    }
+
+    /// The sums [`Self::fetch_totals`] copied, as the statistics of `b` samples.
+    pub(crate) fn read_totals(&mut self, b: usize) -> Result<BatchStats, GpuError> {
         Ok(BatchStats {
             loss_sum: self.loss_h.host()?[0],
             correct: self.correct_h.host()?[0],
@@ -450,11 +461,6 @@ impl CudaMlp {
             self.launch(&op, 0)?;
         }
         Ok(())
-    }
-
-    /// Downloads the loss and correct totals (16 bytes) as the statistics of `count` samples.
-    pub(crate) fn totals(&mut self, count: usize) -> Result<BatchStats, GpuError> {
-        self.stats(count)
     }
 }
 

@@ -64,6 +64,10 @@ impl CudaMlpResident {
             for b in blocks {
                 let n = b.rows * arch.layer(b.table as usize).width();
                 let enc = DeviceTopK::new(Arc::clone(&self.gpu), n, sent)?;
+                // Its set-up copies (the sampled positions of its threshold) cross PCIe too.
+                let (h2d, d2h) = enc.moved();
+                self.bus.traffic.h2d_bytes += h2d;
+                self.bus.traffic.d2h_bytes += d2h;
                 self.encoders.push((*b, enc));
             }
         }

@@ -509,11 +509,12 @@ impl CudaMlpResident {
     /// The loss and accuracy sums of the last `count` samples' kernels (16 bytes back; the
     /// host waits for them, so every copy timed so far is settled too).
     fn totals(&mut self, count: usize) -> Result<BatchStats, GpuError> {
-        let mut stats = BatchStats::default();
+        // Only the copies between the copy's events: the host's wait for them comes after.
         self.bus.d2h(&self.gpu.compute, || {
-            stats = self.mlp.totals(count)?;
+            self.mlp.fetch_totals()?;
             Ok(16)
         })?;
+        let stats = self.mlp.read_totals(count)?;
         self.bus.settle()?;
         Ok(stats)
     }
