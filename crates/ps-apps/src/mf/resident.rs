@@ -176,6 +176,10 @@ impl MfResident for HostResident {
         self.users = s.users.to_vec();
         self.factors.round(&mut self.users);
         self.items = vec![0.0; s.num_items * s.layout.width()];
+        // Key lists of an earlier set-up are not kept (the device engine sends them again).
+        self.expected.clear();
+        self.gathered.clear();
+        self.gathered_users.clear();
         // Users, items and values of both sets (u32, u32, f32), the block starts (u32), the
         // user rows as stored.
         let ratings = (s.train.len() + s.test.len()) as u64;
