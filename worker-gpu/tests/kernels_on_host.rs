@@ -18,6 +18,8 @@ mod lda_loglik_grid;
 mod lda_word;
 #[path = "kernels_on_host/lda_word_grid.rs"]
 mod lda_word_grid;
+#[path = "kernels_on_host/lr_grid.rs"]
+mod lr_grid;
 #[path = "kernels_on_host/mf_waves_grid.rs"]
 mod mf_waves_grid;
 #[path = "kernels_on_host/mf_window.rs"]

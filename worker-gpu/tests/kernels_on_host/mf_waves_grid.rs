@@ -31,7 +31,6 @@ static inline void __threadfence() { std::atomic_thread_fence(std::memory_order_
 static inline unsigned int atomicExch(unsigned int* p, unsigned int x) {
     return std::atomic_ref<unsigned int>(*p).exchange(x);
 }
-static inline double atomicAdd(double* p, double x) { return std::atomic_ref<double>(*p).fetch_add(x); }
 template <typename T> static inline T __ldcg(const T* p) { return *p; }
 static inline unsigned long long mf_now_ns() {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(
