@@ -12,6 +12,8 @@ mod headers;
 mod host_cxx;
 #[path = "kernels_on_host/lda_gibbs.rs"]
 mod lda_gibbs;
+#[path = "kernels_on_host/lda_gibbs_grid.rs"]
+mod lda_gibbs_grid;
 #[path = "kernels_on_host/lda_loglik_grid.rs"]
 mod lda_loglik_grid;
 #[path = "kernels_on_host/lda_word.rs"]

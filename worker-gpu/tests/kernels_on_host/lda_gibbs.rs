@@ -21,12 +21,17 @@ use rand_chacha::ChaCha8Rng;
 
 /// What the kernel file needs beyond the shared shims, then the file with its header.
 fn headers() -> String {
+    headers_on(host_cxx::WARP_OF_32)
+}
+
+/// [`headers`] on the emulation `threads` (`host_cxx::WARP_OF_32` or `BLOCKS_OF_WARPS`).
+pub(crate) fn headers_on(threads: &str) -> String {
     format!(
         "{}\n#define __global__\n#define __launch_bounds__(a, b)\n\
          template <typename T> static inline T __ldcg(const T* p) {{ return *p; }}\n\
          static inline unsigned int atomicAdd(unsigned int* p, unsigned int x) \
          {{ return std::atomic_ref<unsigned int>(*p).fetch_add(x); }}\n{}\n{}",
-        host_cxx::WARP_OF_32,
+        threads,
         include_str!("../../../kernels/philox.cuh"),
         include_str!("../../../kernels/lda_gibbs.cu"),
     )
