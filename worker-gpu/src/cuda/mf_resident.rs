@@ -20,7 +20,7 @@
 //! Every byte copied either way is counted ([`Traffic`]), with the time of the wave and error
 //! kernels from CUDA events. Everything runs on the engine's compute stream, in order.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use ps_apps::mf::{Factors, Layout, MfResident, Rating, ResidentSetup, Split, Traffic};
@@ -28,17 +28,10 @@ use ps_apps::ComputeError;
 
 use super::buffers::{DevBuf, KernelTimer, KeyList, Pinned};
 use super::bus::Bus;
-use super::mf_wave_kernel::MfKernels;
 pub use super::mf_wave_kernel::MfWaveKernel;
+use super::mf_wave_kernel::{lanes_of, MfKernels, WAVES_ALONE, WAVE_BLOCK};
 use super::{failed, Call, Gpu, GpuError};
 
-/// Threads per block of the wave kernel: four warps, four bands.
-const WAVE_BLOCK: u32 = 128;
-/// One wave launch at a time in this process: a launch sizes its grid so that all its warps
-/// are resident on an otherwise idle device (they wait on each other), so two at once could
-/// each wait for warps that cannot be scheduled until the 20 s stall. Other processes on the
-/// same device (MPS, say) are not covered.
-static WAVES_ALONE: Mutex<()> = Mutex::new(());
 /// Threads per block of the row and error kernels.
 const BLOCK: u32 = 256;
 
@@ -122,7 +115,7 @@ impl CudaMfResident {
         let wave = MfWaveKernel::default();
         let f32_kernels = MfKernels::load(&gpu, Factors::F32, wave)?;
         let f16_kernels = MfKernels::load(&gpu, Factors::F16, wave)?;
-        let lanes = Self::lanes_of(&gpu, &f32_kernels, &f16_kernels)?;
+        let lanes = lanes_of(&gpu, &f32_kernels, &f16_kernels)?;
         let timer = KernelTimer::new(&gpu.ctx)?;
         Ok(CudaMfResident {
             f32_kernels,
@@ -158,34 +151,13 @@ impl CudaMfResident {
         })
     }
 
-    /// Warps of the wave kernels that are resident at once on every SM of the device: the
-    /// occupancy of the lower of the two formats' kernels.
-    fn lanes_of(gpu: &Gpu, f32k: &MfKernels, f16k: &MfKernels) -> Result<usize, GpuError> {
-        gpu.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
-        let mut per_sm = u32::MAX;
-        for k in [f32k, f16k] {
-            let n = k
-                .waves
-                .occupancy_max_active_blocks_per_multiprocessor(WAVE_BLOCK, 0, None)
-                .call("cuOccupancyMaxActiveBlocksPerMultiprocessor(mf_sgd_waves)")?;
-            per_sm = per_sm.min(n);
-        }
-        if per_sm == 0 {
-            // The waves wait on each other: a grid sized from a guess could never finish.
-            return Err(GpuError::Input(format!(
-                "the MF wave kernels fit no block of {WAVE_BLOCK} threads on an SM"
-            )));
-        }
-        Ok((per_sm * gpu.info.multiprocessors * (WAVE_BLOCK / 32)) as usize)
-    }
-
     /// Runs the waves with `wave` from now on, and sizes [`MfResident::lanes`] by its
     /// occupancy. After set-up, an error (and no change) where the schedule has more bands
     /// than the new kernel's lanes.
     pub fn set_wave_kernel(&mut self, wave: MfWaveKernel) -> Result<(), GpuError> {
         let f32_kernels = MfKernels::load(&self.gpu, Factors::F32, wave)?;
         let f16_kernels = MfKernels::load(&self.gpu, Factors::F16, wave)?;
-        let lanes = Self::lanes_of(&self.gpu, &f32_kernels, &f16_kernels)?;
+        let lanes = lanes_of(&self.gpu, &f32_kernels, &f16_kernels)?;
         if self.bands as usize > lanes {
             return Err(input(format!(
                 "the {} wave kernel holds {lanes} warps, fewer than the schedule's {} bands",

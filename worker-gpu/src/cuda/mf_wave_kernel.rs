@@ -2,15 +2,48 @@
 //! ([`super::mf_resident::CudaMfResident`]) launches, and the engine's kernels of one storage
 //! format with it (`MfKernels`). Sessions use the default unless the
 //! worker's environment names another in `PS_MF_WAVE_KERNEL` ([`MfWaveKernel::from_env`]), so
-//! that a GPU run can time a whole job with each.
+//! that a GPU run can time a whole job with each. Also what every wave launch needs from the
+//! device: its block size, the warps it can hold at once ([`lanes_of`]), and the device to
+//! itself within this process ([`WAVES_ALONE`]).
 
 use std::str::FromStr;
+use std::sync::Mutex;
 
 use cudarc::driver::sys::CUfunction_attribute;
 use cudarc::driver::CudaFunction;
 use ps_apps::mf::{Factors, Layout};
 
 use super::{Call, Gpu, GpuError};
+
+/// Threads per block of the wave kernel: four warps, four bands.
+pub(crate) const WAVE_BLOCK: u32 = 128;
+
+/// One wave launch at a time in this process: a launch sizes its grid so that all its warps
+/// are resident on an otherwise idle device (they wait on each other), so two at once could
+/// each wait for warps that cannot be scheduled until the 20 s stall. Other processes on the
+/// same device (MPS, say) are not covered.
+pub(crate) static WAVES_ALONE: Mutex<()> = Mutex::new(());
+
+/// Warps of the wave kernels that are resident at once on every SM of the device: the
+/// occupancy of the lower of the two formats' kernels.
+pub(crate) fn lanes_of(gpu: &Gpu, f32k: &MfKernels, f16k: &MfKernels) -> Result<usize, GpuError> {
+    gpu.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+    let mut per_sm = u32::MAX;
+    for k in [f32k, f16k] {
+        let n = k
+            .waves
+            .occupancy_max_active_blocks_per_multiprocessor(WAVE_BLOCK, 0, None)
+            .call("cuOccupancyMaxActiveBlocksPerMultiprocessor(mf_sgd_waves)")?;
+        per_sm = per_sm.min(n);
+    }
+    if per_sm == 0 {
+        // The waves wait on each other: a grid sized from a guess could never finish.
+        return Err(GpuError::Input(format!(
+            "the MF wave kernels fit no block of {WAVE_BLOCK} threads on an SM"
+        )));
+    }
+    Ok((per_sm * gpu.info.multiprocessors * (WAVE_BLOCK / 32)) as usize)
+}
 
 /// How each warp of the wave kernel loads its ratings' rows (`kernels/mf_sgd.cu`). `NextRating`
 /// loads the next rating's rows while the current one is computed (`mf_sgd_waves`); `Window2`
