@@ -130,39 +130,17 @@ fn one_warps_sweeps_are_the_oracles_with_either_draw() {
     let mut rng = ChaCha8Rng::seed_from_u64(0x7377_6565);
     let (mut body, mut want) = (String::new(), String::new());
     for (c, k) in [9u32, 40, 70].into_iter().enumerate() {
-        let vocab = 25u32;
-        let docs: Vec<Vec<u32>> = (0..5)
-            .map(|_| {
-                (0..rng.gen_range(1..30))
-                    .map(|_| rng.gen_range(0..vocab))
-                    .collect()
-            })
-            .collect();
-        let hyper = LdaHyper {
-            topics: k,
-            alpha: rng.gen_range(0.05..1.0),
-            beta: rng.gen_range(0.01..0.3),
-        };
-        let (state, _) = LdaWorkerState::init(&docs, vocab, &hyper, rng.gen(), 1).unwrap();
-        let wt: Vec<f32> = state
-            .local_word_topic()
-            .iter()
-            .map(|&x| x as f32 + rng.gen_range(0..6) as f32)
-            .collect();
-        let mut totals = vec![0f32; k as usize];
-        for r in wt.chunks(k as usize) {
-            for (t, &x) in totals.iter_mut().zip(r) {
-                *t += x;
-            }
-        }
-        let key = SweepKey {
-            seed: rng.gen(),
-            worker: 2,
-            clock: 3,
-        };
+        let case = sweep_case(&mut rng, k, 25, 5, 1..30, (2, 3));
+        let SweepCase {
+            state,
+            wt,
+            totals,
+            hyper,
+            key,
+        } = &case;
         let (mut s, mut w, mut t) = (state.clone(), wt.clone(), totals.clone());
         CpuLda::new()
-            .sweep(&mut s, &mut w, &mut t, &hyper, key)
+            .sweep(&mut s, &mut w, &mut t, hyper, *key)
             .unwrap();
         let mut expect = String::new();
         for x in s.z.iter().chain(&s.doc_topic) {
@@ -175,45 +153,133 @@ fn one_warps_sweeps_are_the_oracles_with_either_draw() {
         want += &expect;
         want += &expect;
 
-        let (alpha, beta) = hyper.effective();
-        let vbeta = beta * f64::from(state.vocab_size);
-        let offsets: Vec<u32> = state.doc_offsets.iter().map(|&o| o as u32).collect();
-        let (n, words) = (state.tokens.len(), state.words.len());
-        let mut p = String::from("{\n");
-        p += &array("unsigned int", "off", &offsets);
-        p += &array("unsigned int", "tokens", &state.tokens);
-        p += &array("unsigned int", "z0", &state.z);
-        p += &array("unsigned int", "ndk0", &state.doc_topic);
-        p += &array("unsigned int", "wt0", &bits(&wt));
-        p += &array("unsigned int", "tot0", &bits(&totals));
-        let cells = words * k as usize;
-        write!(
-            p,
-            "static unsigned int z[{n}], ndk[{dk}]; static float wt[{cells}], tot[{k}];
-            static double scratch[{k}]; static int wtd[{cells}], totd[{k}];
-            gridDim.x = 1; blockDim.x = 32; blockIdx.x = 0;
-            for (int ends = 0; ends < 2; ++ends) {{
-                memcpy(z, z0, sizeof z); memcpy(ndk, ndk0, sizeof ndk); memcpy(wt, wt0, sizeof wt);
-                memcpy(tot, tot0, sizeof tot); memset(wtd, 0, sizeof wtd); memset(totd, 0, sizeof totd);
-                run_warp([&](unsigned int) {{
-                    if (ends) lda_gibbs_sweep_ends(off, {docs}u, tokens, z, ndk, wt, tot, {lo}u, {hi}u, {stream}u, {first}ull, scratch, wtd, totd, {k}u, {alpha:?}, {beta:?}, {vbeta:?});
-                    else lda_gibbs_sweep(off, {docs}u, tokens, z, ndk, wt, tot, {lo}u, {hi}u, {stream}u, {first}ull, scratch, wtd, totd, {k}u, {alpha:?}, {beta:?}, {vbeta:?});
-                }});
-                for (unsigned int i = 0; i < {n}u; ++i) printf(\"%u\\n\", z[i]);
-                for (unsigned int i = 0; i < {dk}u; ++i) printf(\"%u\\n\", ndk[i]);
-                for (unsigned int i = 0; i < {cells}u; ++i) {{ unsigned int x; memcpy(&x, &wt[i], 4); printf(\"%u\\n\", x); }}
-                for (unsigned int i = 0; i < {k}u; ++i) {{ unsigned int x; memcpy(&x, &tot[i], 4); printf(\"%u\\n\", x); }}
-            }}
-            }} // case {c}\n",
-            dk = state.doc_topic.len(),
-            docs = state.num_docs(),
-            lo = key.seed as u32,
-            hi = (key.seed >> 32) as u32,
-            stream = key.philox_stream(),
-            first = key.philox_index(0),
-        )
-        .unwrap();
-        body += &p;
+        body += &sweep_program(&case, c, "run_warp([&](unsigned int)", 1, false);
     }
     host_cxx::check_on_host(&headers(), &body, &want);
+}
+
+/// A worker of `docs` documents of a drawn number of `tokens` each over `vocab` words, K = `k`,
+/// its copy stale (each count plus 0 to 5) with the totals of that copy, and a sweep's key.
+pub(crate) struct SweepCase {
+    pub(crate) state: LdaWorkerState,
+    pub(crate) wt: Vec<f32>,
+    pub(crate) totals: Vec<f32>,
+    pub(crate) hyper: LdaHyper,
+    pub(crate) key: SweepKey,
+}
+
+/// A [`SweepCase`] drawn from `rng`, its key of `(worker, clock)`.
+pub(crate) fn sweep_case(
+    rng: &mut ChaCha8Rng,
+    k: u32,
+    vocab: u32,
+    docs: usize,
+    tokens: std::ops::Range<usize>,
+    (worker, clock): (u32, u32),
+) -> SweepCase {
+    let docs: Vec<Vec<u32>> = (0..docs)
+        .map(|_| {
+            (0..rng.gen_range(tokens.clone()))
+                .map(|_| rng.gen_range(0..vocab))
+                .collect()
+        })
+        .collect();
+    let hyper = LdaHyper {
+        topics: k,
+        alpha: rng.gen_range(0.05..1.0),
+        beta: rng.gen_range(0.01..0.3),
+    };
+    let (state, _) = LdaWorkerState::init(&docs, vocab, &hyper, rng.gen(), 1).unwrap();
+    let wt: Vec<f32> = state
+        .local_word_topic()
+        .iter()
+        .map(|&x| x as f32 + rng.gen_range(0..6) as f32)
+        .collect();
+    let mut totals = vec![0f32; k as usize];
+    for r in wt.chunks(k as usize) {
+        for (t, &x) in totals.iter_mut().zip(r) {
+            *t += x;
+        }
+    }
+    let key = SweepKey {
+        seed: rng.gen(),
+        worker,
+        clock,
+    };
+    SweepCase {
+        state,
+        wt,
+        totals,
+        hyper,
+        key,
+    }
+}
+
+/// The C block of case `c` that sweeps it with each draw in turn (`lda_gibbs_sweep`, then
+/// `lda_gibbs_sweep_ends`), from the same start, by `launch` (`run_warp([&](unsigned int)` or
+/// `run_grid(G, B, [&]`, followed by the call's body) with `scratch_rows` warps' scratch rows,
+/// and prints after each the topics, the document counts, the copy's and the totals' bits and,
+/// with `moves`, the move counts.
+pub(crate) fn sweep_program(
+    case: &SweepCase,
+    c: usize,
+    launch: &str,
+    scratch_rows: u32,
+    moves: bool,
+) -> String {
+    let SweepCase {
+        state,
+        wt,
+        totals,
+        hyper,
+        key,
+    } = case;
+    let k = state.topics;
+    let (alpha, beta) = hyper.effective();
+    let vbeta = beta * f64::from(state.vocab_size);
+    let offsets: Vec<u32> = state.doc_offsets.iter().map(|&o| o as u32).collect();
+    let (n, cells) = (state.tokens.len(), state.words.len() * k as usize);
+    let mut p = String::from("{\n");
+    p += &array("unsigned int", "off", &offsets);
+    p += &array("unsigned int", "tokens", &state.tokens);
+    p += &array("unsigned int", "z0", &state.z);
+    p += &array("unsigned int", "ndk0", &state.doc_topic);
+    p += &array("unsigned int", "wt0", &bits(wt));
+    p += &array("unsigned int", "tot0", &bits(totals));
+    let print_moves = if moves {
+        format!(
+            "for (unsigned int i = 0; i < {cells}u; ++i) printf(\"%d\\n\", wtd[i]);
+            for (unsigned int i = 0; i < {k}u; ++i) printf(\"%d\\n\", totd[i]);"
+        )
+    } else {
+        String::new()
+    };
+    write!(
+        p,
+        "static unsigned int z[{n1}], ndk[{dk}]; static float wt[{cells}], tot[{k}];
+        static double scratch[{scratch_rows} * {k}]; static int wtd[{cells}], totd[{k}];
+        for (int ends = 0; ends < 2; ++ends) {{
+            memcpy(z, z0, sizeof z0); memcpy(ndk, ndk0, sizeof ndk0); memcpy(wt, wt0, sizeof wt);
+            memcpy(tot, tot0, sizeof tot); memset(wtd, 0, sizeof wtd); memset(totd, 0, sizeof totd);
+            {launch} {{
+                if (ends) lda_gibbs_sweep_ends(off, {docs}u, tokens, z, ndk, wt, tot, {lo}u, {hi}u, {stream}u, {first}ull, scratch, wtd, totd, {k}u, {alpha:?}, {beta:?}, {vbeta:?});
+                else lda_gibbs_sweep(off, {docs}u, tokens, z, ndk, wt, tot, {lo}u, {hi}u, {stream}u, {first}ull, scratch, wtd, totd, {k}u, {alpha:?}, {beta:?}, {vbeta:?});
+            }});
+            for (unsigned int i = 0; i < {n}u; ++i) printf(\"%u\\n\", z[i]);
+            for (unsigned int i = 0; i < {dk}u; ++i) printf(\"%u\\n\", ndk[i]);
+            for (unsigned int i = 0; i < {cells}u; ++i) {{ unsigned int x; memcpy(&x, &wt[i], 4); printf(\"%u\\n\", x); }}
+            for (unsigned int i = 0; i < {k}u; ++i) {{ unsigned int x; memcpy(&x, &tot[i], 4); printf(\"%u\\n\", x); }}
+            {print_moves}
+        }}
+        }} // case {c}\n",
+        n1 = n.max(1),
+        dk = state.doc_topic.len(),
+        docs = state.num_docs(),
+        lo = key.seed as u32,
+        hi = (key.seed >> 32) as u32,
+        stream = key.philox_stream(),
+        first = key.philox_index(0),
+    )
+    .unwrap();
+    p
 }

@@ -7,12 +7,9 @@
 //! changes of topic, word by word; the totals' moves are the sum of the words'. Each warp has its
 //! own scratch row (gridDim.x * blockDim.x / 32 of them), which the one-warp case never tests.
 
-use crate::host_cxx::{self, array, bits};
-use crate::lda_gibbs::headers_on;
+use crate::host_cxx;
+use crate::lda_gibbs::{headers_on, sweep_case, sweep_program};
 
-use std::fmt::Write as _;
-
-use ps_apps::lda::{LdaHyper, LdaWorkerState, SweepKey};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -25,78 +22,11 @@ fn sweeps_on_a_grid_of_warps_keep_the_counts_consistent() {
         .into_iter()
         .enumerate()
     {
-        let vocab = 30u32;
-        let docs: Vec<Vec<u32>> = (0..rng.gen_range(10..40))
-            .map(|_| {
-                (0..rng.gen_range(0..25))
-                    .map(|_| rng.gen_range(0..vocab))
-                    .collect()
-            })
-            .collect();
-        let hyper = LdaHyper {
-            topics: k,
-            alpha: rng.gen_range(0.05..1.0),
-            beta: rng.gen_range(0.01..0.3),
-        };
-        let (state, _) = LdaWorkerState::init(&docs, vocab, &hyper, rng.gen(), 1).unwrap();
-        let wt: Vec<f32> = state
-            .local_word_topic()
-            .iter()
-            .map(|&x| x as f32 + rng.gen_range(0..6) as f32)
-            .collect();
-        let mut totals = vec![0f32; k as usize];
-        for r in wt.chunks(k as usize) {
-            for (t, &x) in totals.iter_mut().zip(r) {
-                *t += x;
-            }
-        }
-        let key = SweepKey {
-            seed: rng.gen(),
-            worker: 1,
-            clock: 2,
-        };
-        let (alpha, beta) = hyper.effective();
-        let vbeta = beta * f64::from(state.vocab_size);
-        let offsets: Vec<u32> = state.doc_offsets.iter().map(|&o| o as u32).collect();
-        let (n, cells) = (state.tokens.len(), state.words.len() * k as usize);
-        let warps = grid * block / 32;
-        let mut p = String::from("{\n");
-        p += &array("unsigned int", "off", &offsets);
-        p += &array("unsigned int", "tokens", &state.tokens);
-        p += &array("unsigned int", "z0", &state.z);
-        p += &array("unsigned int", "ndk0", &state.doc_topic);
-        p += &array("unsigned int", "wt0", &bits(&wt));
-        p += &array("unsigned int", "tot0", &bits(&totals));
-        write!(
-            p,
-            "static unsigned int z[{n1}], ndk[{dk}]; static float wt[{cells}], tot[{k}];
-            static double scratch[{warps} * {k}]; static int wtd[{cells}], totd[{k}];
-            for (int ends = 0; ends < 2; ++ends) {{
-                memcpy(z, z0, sizeof z0); memcpy(ndk, ndk0, sizeof ndk0); memcpy(wt, wt0, sizeof wt);
-                memcpy(tot, tot0, sizeof tot); memset(wtd, 0, sizeof wtd); memset(totd, 0, sizeof totd);
-                run_grid({grid}u, {block}u, [&] {{
-                    if (ends) lda_gibbs_sweep_ends(off, {docs}u, tokens, z, ndk, wt, tot, {lo}u, {hi}u, {stream}u, {first}ull, scratch, wtd, totd, {k}u, {alpha:?}, {beta:?}, {vbeta:?});
-                    else lda_gibbs_sweep(off, {docs}u, tokens, z, ndk, wt, tot, {lo}u, {hi}u, {stream}u, {first}ull, scratch, wtd, totd, {k}u, {alpha:?}, {beta:?}, {vbeta:?});
-                }});
-                for (unsigned int i = 0; i < {n}u; ++i) printf(\"%u\\n\", z[i]);
-                for (unsigned int i = 0; i < {dk}u; ++i) printf(\"%u\\n\", ndk[i]);
-                for (unsigned int i = 0; i < {cells}u; ++i) {{ unsigned int x; memcpy(&x, &wt[i], 4); printf(\"%u\\n\", x); }}
-                for (unsigned int i = 0; i < {k}u; ++i) {{ unsigned int x; memcpy(&x, &tot[i], 4); printf(\"%u\\n\", x); }}
-                for (unsigned int i = 0; i < {cells}u; ++i) printf(\"%d\\n\", wtd[i]);
-                for (unsigned int i = 0; i < {k}u; ++i) printf(\"%d\\n\", totd[i]);
-            }}
-            }} // case {c}\n",
-            n1 = n.max(1),
-            dk = state.doc_topic.len(),
-            docs = state.num_docs(),
-            lo = key.seed as u32,
-            hi = (key.seed >> 32) as u32,
-            stream = key.philox_stream(),
-            first = key.philox_index(0),
-        )
-        .unwrap();
-        body += &p;
-        cases.push((state, wt, totals));
+        let docs = rng.gen_range(10..40);
+        let case = sweep_case(&mut rng, k, 30, docs, 0..25, (1, 2));
+        let launch = format!("run_grid({grid}u, {block}u, [&]");
+        body += &sweep_program(&case, c, &launch, grid * block / 32, true);
+        cases.push((case.state, case.wt, case.totals));
     }
     let dir = tempfile::tempdir().expect("temporary directory");
     let Some(got) =

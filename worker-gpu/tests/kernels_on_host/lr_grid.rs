@@ -8,8 +8,6 @@
 
 use crate::host_cxx::{self, array};
 
-use std::fmt::Write as _;
-
 use ps_apps::lr::{batch_keys, CpuLr, LrCompute, SparseRow, FAST_REL_TOL};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -48,6 +46,40 @@ fn rows(rng: &mut ChaCha8Rng, n: usize, pool: &[u64]) -> Vec<SparseRow> {
 fn floats(name: &str, v: &[f32]) -> String {
     let items: Vec<String> = v.iter().map(|x| format!("{x:?}f")).collect();
     array("float", name, &items)
+}
+
+/// The C arrays of `rows` in CSR over `keys` (a column is a key's position, `LR_MISS` where
+/// the key is not there), their labels, and `weights`.
+fn csr_arrays(rows: &[SparseRow], keys: &[u64], weights: &[f32]) -> String {
+    let mut row_ptr = vec![0u32];
+    let (mut cols, mut vals, mut labels) = (Vec::new(), Vec::new(), Vec::new());
+    for row in rows {
+        for &(k, v) in &row.features {
+            cols.push(keys.binary_search(&k).map_or(u32::MAX, |i| i as u32));
+            vals.push(v);
+        }
+        row_ptr.push(cols.len() as u32);
+        labels.push(row.label);
+    }
+    array("unsigned int", "row_ptr", &row_ptr)
+        + &array("unsigned int", "cols", &cols)
+        + &floats("vals", &vals)
+        + &floats("labels", &labels)
+        + &floats("weights", weights)
+}
+
+/// A C block: `arrays`, then `call` (which adds into `grad`, `m` floats, and `loss`) on a grid
+/// of `(blocks, threads)`, then `grad` and `loss` printed for [`printed`].
+fn program(arrays: &str, (grid, block): (u32, u32), call: &str, m: usize) -> String {
+    format!(
+        "{{\n{arrays}static float grad[{m}]; static double loss; loss = 0.0;
+        for (int i = 0; i < {m}; ++i) grad[i] = 0.0f;
+        run_grid({grid}u, {block}u, [&] {{ {call}; }});
+        for (int i = 0; i < {m}; ++i) printf(\"%.9g\\n\", grad[i]);
+        printf(\"%.17g\\nend\\n\", loss);
+        }}\n",
+        m = m.max(1),
+    )
 }
 
 /// `(grad, loss)` printed by a program, in order.
@@ -116,37 +148,16 @@ fn the_lr_gradient_kernels_on_a_grid_are_the_oracles() {
         let loss = CpuLr.gradient(&batch, &keys, &weights, &mut g).unwrap();
         want.push((g, loss));
         cases.push((batch.clone(), keys.clone()));
-        let mut row_ptr = vec![0u32];
-        let (mut cols, mut vals, mut labels) = (Vec::new(), Vec::new(), Vec::new());
-        for row in &batch {
-            for &(k, v) in &row.features {
-                cols.push(keys.binary_search(&k).map_or(u32::MAX, |i| i as u32));
-                vals.push(v);
-            }
-            row_ptr.push(cols.len() as u32);
-            labels.push(row.label);
-        }
         let inv_n = (1.0 / batch.len() as f64) as f32;
-        body += "{\n";
-        body += &array("unsigned int", "row_ptr", &row_ptr);
-        body += &array("unsigned int", "cols", &cols);
-        body += &floats("vals", &vals);
-        body += &floats("labels", &labels);
-        body += &floats("weights", &weights);
-        write!(
-            body,
-            "static float grad[{m}]; static double loss; loss = 0.0;
-            for (int i = 0; i < {m}; ++i) grad[i] = 0.0f;
-            run_grid({grid}u, {block}u, [&] {{
-                lr_gradient(row_ptr, cols, vals, labels, {}u, weights, grad, {inv_n:?}f, &loss);
-            }});
-            for (int i = 0; i < {m}; ++i) printf(\"%.9g\\n\", grad[i]);
-            printf(\"%.17g\\nend\\n\", loss);
-            }}\n",
-            batch.len(),
-            m = keys.len().max(1),
-        )
-        .unwrap();
+        body += &program(
+            &csr_arrays(&batch, &keys, &weights),
+            (grid, block),
+            &format!(
+                "lr_gradient(row_ptr, cols, vals, labels, {}u, weights, grad, {inv_n:?}f, &loss)",
+                batch.len()
+            ),
+            keys.len(),
+        );
         // lr_gradient_rows: the worker's rows, a batch of them named by index, columns dense
         // over the worker's keys.
         let worker = rows(&mut rng, 50, &pool);
@@ -160,39 +171,17 @@ fn the_lr_gradient_kernels_on_a_grid_are_the_oracles() {
         let loss = CpuLr.gradient(&named, &all, &weights, &mut g).unwrap();
         want.push((g, loss));
         cases.push((named.clone(), all.clone()));
-        let mut row_ptr = vec![0u32];
-        let (mut cols, mut vals, mut labels) = (Vec::new(), Vec::new(), Vec::new());
-        for row in &worker {
-            for &(k, v) in &row.features {
-                cols.push(all.binary_search(&k).expect("a worker's key") as u32);
-                vals.push(v);
-            }
-            row_ptr.push(cols.len() as u32);
-            labels.push(row.label);
-        }
         let inv_n = (1.0 / named.len() as f64) as f32;
-        body += "{\n";
-        body += &array("unsigned int", "row_ptr", &row_ptr);
-        body += &array("unsigned int", "cols", &cols);
-        body += &floats("vals", &vals);
-        body += &floats("labels", &labels);
-        body += &floats("weights", &weights);
-        body += &array("unsigned int", "batch", &picked);
-        write!(
-            body,
-            "static float grad[{m}]; static double loss; loss = 0.0;
-            for (int i = 0; i < {m}; ++i) grad[i] = 0.0f;
-            run_grid({grid}u, {block}u, [&] {{
-                lr_gradient_rows(row_ptr, cols, vals, labels, batch, {}u, weights, grad,
-                                 {inv_n:?}f, &loss);
-            }});
-            for (int i = 0; i < {m}; ++i) printf(\"%.9g\\n\", grad[i]);
-            printf(\"%.17g\\nend\\n\", loss);
-            }}\n",
-            picked.len(),
-            m = all.len().max(1),
-        )
-        .unwrap();
+        body += &program(
+            &(csr_arrays(&worker, &all, &weights) + &array("unsigned int", "batch", &picked)),
+            (grid, block),
+            &format!(
+                "lr_gradient_rows(row_ptr, cols, vals, labels, batch, {}u, weights, grad, \
+                 {inv_n:?}f, &loss)",
+                picked.len()
+            ),
+            all.len(),
+        );
     }
     let dir = tempfile::tempdir().expect("temporary directory");
     let Some(got) = host_cxx::run_on_host(dir.path(), &kernels(), &body) else {

@@ -60,8 +60,10 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
         let mut ms = f64::NAN;
         // Each library's gradient is checked against the CPU engine's before its rate counts: a
         // fast but wrong product must not win the comparison.
+        // (The CPU engine's first call, which also warms it up for its timing below.)
+        let mut cpu = FastMlp::with_threads(threads);
         let mut reference = arch.zeros();
-        FastMlp::with_threads(threads).gradient(&arch, &params, &x, &y, &mut reference)?;
+        cpu.gradient(&arch, &params, &x, &y, &mut reference)?;
         for gemm in MlpGemm::ALL {
             let mut engine = match CudaMlp::with_gemm(Arc::clone(gpu), DEFAULT_CHUNK, gemm) {
                 Ok(e) => e,
@@ -136,9 +138,7 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
             engine.gradient(&arch, &params, &x, &y, &mut grads)?;
             Ok(())
         })?;
-        let mut cpu = FastMlp::with_threads(threads);
         let mut cpu_grads = arch.zeros();
-        cpu.gradient(&arch, &params, &x, &y, &mut cpu_grads)?;
         let cpu_reps = if b >= 1024 { 5 } else { 20 };
         let mut t = Vec::with_capacity(cpu_reps);
         for _ in 0..cpu_reps {
