@@ -78,6 +78,23 @@ __device__ __forceinline__ void mf_load_row(const T* row,
     bias = biased ? mf_item<COHERENT>(row + rank) : 0.0f;
 }
 
+// x + lr * (e * other - reg * x), the factor update, and b + lr * (e - reg * b), the bias
+// update, with their roundings written out (one product, then fused multiply-adds) instead of
+// left to the compiler's contraction: every kernel that inlines mf_apply (the plain wave loop,
+// the windows, f32 and f16 tables) then rounds a step alike, which the bit-for-bit comparisons
+// of those kernels (conformance `mf_waves`, the host grid tests) rely on.
+__device__ __forceinline__ float mf_factor_update(float x,
+                                                  float other,
+                                                  float e,
+                                                  float lr,
+                                                  float reg) {
+    return fmaf(lr, fmaf(e, other, __fmul_rn(-reg, x)), x);
+}
+
+__device__ __forceinline__ float mf_bias_update(float b, float e, float lr, float reg) {
+    return fmaf(lr, fmaf(-reg, b, e), b);
+}
+
 // The SGD step of rating `value` on user row `u` and item row `v`, whose first
 // MF_WARP * MF_CACHE elements this lane holds in `uc`, `vc` (zeros past the rank) and whose biases
 // are `bu`, `bv`: by a whole warp (every lane calls it with the same rows). Elements past
@@ -124,8 +141,8 @@ __device__ __forceinline__ float mf_apply(T* u,
         if (k < rank) {
             const float u0 = uc[j];
             const float v0 = vc[j];
-            su[j] = mf_stored<T>(u0 + lr * (e * v0 - reg * u0));
-            sv[j] = mf_stored<T>(v0 + lr * (e * u0 - reg * v0));
+            su[j] = mf_stored<T>(mf_factor_update(u0, v0, e, lr, reg));
+            sv[j] = mf_stored<T>(mf_factor_update(v0, u0, e, lr, reg));
             u[k] = su[j];
             v[k] = sv[j];
         }
@@ -133,15 +150,15 @@ __device__ __forceinline__ float mf_apply(T* u,
     for (unsigned int k = lane + MF_WARP * MF_CACHE; k < rank; k += MF_WARP) {
         const float u0 = mf_f32(u[k]);
         const float v0 = mf_item<COHERENT>(v + k);
-        mf_put(&u[k], u0 + lr * (e * v0 - reg * u0));
-        mf_put(&v[k], v0 + lr * (e * u0 - reg * v0));
+        mf_put(&u[k], mf_factor_update(u0, v0, e, lr, reg));
+        mf_put(&v[k], mf_factor_update(v0, u0, e, lr, reg));
     }
     sbu = mf_stored<T>(0.0f);
     sbv = mf_stored<T>(0.0f);
     if (biased) {
         // Every lane has the same biases and error, so the same new biases.
-        sbu = mf_stored<T>(bu + lr * (e - reg * bu));
-        sbv = mf_stored<T>(bv + lr * (e - reg * bv));
+        sbu = mf_stored<T>(mf_bias_update(bu, e, lr, reg));
+        sbv = mf_stored<T>(mf_bias_update(bv, e, lr, reg));
         // Every lane has read the biases (before the warp sum); order those reads before lane
         // 0's write in memory too, not only in the source.
         __syncwarp();
