@@ -271,3 +271,26 @@ proptest! {
         prop_assert_eq!(g.keys, keys);
     }
 }
+
+#[test]
+fn raw_f32s_decode_alike_at_any_alignment() {
+    let values = [
+        1.5f32,
+        -0.0,
+        f32::MIN_POSITIVE,
+        f32::from_bits(0x7fc0_1234),
+        3.0e38,
+    ];
+    let bytes = encode_f32s(&values);
+    // The same bytes at every offset from an aligned start: one of them is aligned, the others
+    // take the value-by-value path.
+    let mut buf = vec![0u8; bytes.len() + 8];
+    for off in 0..4 {
+        buf[off..off + bytes.len()].copy_from_slice(&bytes);
+        let got = decode_f32s(&buf[off..off + bytes.len()]).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&values), "offset {off}");
+    }
+    assert!(decode_f32s(&[]).unwrap().is_empty());
+    assert!(decode_f32s(&bytes[..7]).is_err(), "7 bytes are not f32s");
+}

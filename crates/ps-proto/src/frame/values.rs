@@ -86,13 +86,16 @@ pub fn decode_f32s(bytes: &[u8]) -> Result<Vec<f32>, ProtoError> {
             bytes.len()
         )));
     }
-    let mut out = vec![0f32; bytes.len() / 4];
+    // One pass that writes each value once: no zero-filled vector first (a shard decoding a
+    // raw push spent as long zeroing the block as copying it). Aligned little-endian bytes are
+    // one copy; anything else goes value by value.
     if cfg!(target_endian = "little") {
-        bytemuck::cast_slice_mut::<f32, u8>(&mut out).copy_from_slice(bytes);
-    } else {
-        for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-            *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        if let Ok(aligned) = bytemuck::try_cast_slice::<u8, f32>(bytes) {
+            return Ok(aligned.to_vec());
         }
     }
-    Ok(out)
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
 }
