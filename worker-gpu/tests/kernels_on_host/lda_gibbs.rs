@@ -12,6 +12,7 @@
 //! a uniform within rounding of a boundary may pick the neighbour; the seeds here meet none.
 
 use crate::host_cxx::{self, array, bits};
+use crate::lda_word;
 
 use std::fmt::Write as _;
 
@@ -195,12 +196,7 @@ pub(crate) fn sweep_case(
         .iter()
         .map(|&x| x as f32 + rng.gen_range(0..6) as f32)
         .collect();
-    let mut totals = vec![0f32; k as usize];
-    for r in wt.chunks(k as usize) {
-        for (t, &x) in totals.iter_mut().zip(r) {
-            *t += x;
-        }
-    }
+    let totals = lda_word::column_sums(&wt, k as usize);
     let key = SweepKey {
         seed: rng.gen(),
         worker,

@@ -50,12 +50,7 @@ pub(crate) fn case(seed: u64, shape: &Shape) -> (LdaWorkerState, Vec<f32>, Vec<f
         .iter()
         .map(|&c| c as f32 + rng.gen_range(0..5) as f32)
         .collect();
-    let mut totals = vec![0f32; topics as usize];
-    for row in wt.chunks(topics as usize) {
-        for (t, &x) in totals.iter_mut().zip(row) {
-            *t += x;
-        }
-    }
+    let mut totals = column_sums(&wt, topics as usize);
     // Staleness and hostility.
     for x in wt.iter_mut() {
         match rng.gen_range(0..40) {
@@ -398,4 +393,15 @@ fn a_warps_draw_takes_the_first_entry_past_x_where_lane_sums_fall() {
     )
     .unwrap();
     host_cxx::check_on_host(&headers(32), &c, &format!("{want}\n"));
+}
+
+/// The per-topic totals of a word-topic table of `topics` columns: its column sums.
+pub(crate) fn column_sums(table: &[f32], topics: usize) -> Vec<f32> {
+    let mut totals = vec![0f32; topics];
+    for row in table.chunks(topics) {
+        for (t, &x) in totals.iter_mut().zip(row) {
+            *t += x;
+        }
+    }
+    totals
 }
