@@ -253,41 +253,69 @@ impl TableCache {
     }
 
     /// Shard `applied_of(row)` has applied this worker's clocks below the returned value: fold those
-    /// logged updates into cached rows that lack them, then drop log entries every shard has.
+    /// logged updates into cached rows that lack them, then drop log entries no cached row
+    /// needs any more and every shard has applied (from `all_applied` on, they stay).
     /// Each logged block is walked once, front to back, in clock order (each row takes its
     /// updates in the order reads add them), rather than searched for every cached row: a
     /// reader under staleness folds a whole clock's push (LDA's millions of count changes)
     /// into rows pulled before it.
-    pub fn fold_acknowledged(&mut self, applied_of: impl Fn(u64) -> u64, all_applied: u64) {
+    ///
+    /// Rows for which `replaced(row)` holds (a pull on its way will overwrite them) are left
+    /// as they are, with the log entries their reads still add: under staleness every row an
+    /// overlapped worker reads is pulled again as its clock ends, and where that pull lands
+    /// before the next read, folding into the copy it replaces is wasted (a resident MF clock
+    /// at rank 128 spent 8 of its 26-38 ms of host work so). Where the next read comes first,
+    /// it adds the entries the fold would have (the same work, moved). A row the pull does not
+    /// replace after all is folded at the next call.
+    pub fn fold_acknowledged(
+        &mut self,
+        applied_of: impl Fn(u64) -> u64,
+        replaced: impl Fn(u64) -> bool,
+        all_applied: u64,
+    ) {
         if self.own_log.is_empty() {
             return;
         }
         let width = self.width;
-        // Clocks every cached row already holds (rows pulled after the push was applied, as
-        // under staleness 0) and blocks no shard has applied need no walk.
-        let held = self.rows.values().map(|c| c.own_clock).min().unwrap_or(0);
-        for (&clock, blocks) in self.own_log.range(held..) {
-            for b in blocks {
-                if !b.keys().iter().any(|&k| clock < applied_of(k)) {
-                    continue;
-                }
-                let mut cursor = RowCursor::new(b);
-                for &key in b.keys() {
-                    let Some(c) = self.rows.get_mut(&key) else {
-                        continue;
-                    };
-                    if c.own_clock <= clock && clock < applied_of(key) {
-                        if let Some(u) = cursor.row_update(key, width) {
-                            c.values.add_update(width, u);
+        // The rows that take the fold lack clocks their shard applied, and stay; the logged
+        // clocks they lack are `fold_from..fold_to`. Those on their way out keep their entries.
+        let (mut fold_from, mut fold_to, mut keep_from) = (u64::MAX, 0, all_applied);
+        for (&row, c) in &self.rows {
+            let applied = applied_of(row);
+            if c.own_clock >= applied {
+                continue;
+            }
+            if replaced(row) {
+                keep_from = keep_from.min(c.own_clock);
+            } else {
+                fold_from = fold_from.min(c.own_clock);
+                fold_to = fold_to.max(applied);
+            }
+        }
+        if fold_from < fold_to {
+            for (&clock, blocks) in self.own_log.range(fold_from..fold_to) {
+                for b in blocks {
+                    let mut cursor = RowCursor::new(b);
+                    for &key in b.keys() {
+                        let Some(c) = self.rows.get_mut(&key) else {
+                            continue;
+                        };
+                        if c.own_clock <= clock && clock < applied_of(key) && !replaced(key) {
+                            if let Some(u) = cursor.row_update(key, width) {
+                                c.values.add_update(width, u);
+                            }
                         }
                     }
                 }
             }
+            for (&row, c) in self.rows.iter_mut() {
+                let applied = applied_of(row);
+                if c.own_clock < applied && !replaced(row) {
+                    c.own_clock = applied;
+                }
+            }
         }
-        for (row, c) in self.rows.iter_mut() {
-            c.own_clock = c.own_clock.max(applied_of(*row));
-        }
-        self.own_log = self.own_log.split_off(&all_applied);
+        self.own_log = self.own_log.split_off(&keep_from);
     }
 }
 

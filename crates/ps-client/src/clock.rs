@@ -7,7 +7,7 @@ use crate::error::ClientError;
 use crate::push;
 use crate::retained::{listed, Batch};
 use crate::wire::{push_batch, Traffic};
-use ps_proto::{ClockReport, Frame, KeyForm, ShardMap};
+use ps_proto::{ClockReport, Frame, KeyForm, ShardStarts};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -236,7 +236,6 @@ impl PsClient {
         let all = applied.iter().copied().min().unwrap_or(0);
         let nshards = applied.len() as u32;
         for t in self.tables.values_mut() {
-            let rows = t.spec.rows;
             // Keep what an in-flight prefetch's or a live pull ticket's replies may still need.
             t.tickets.retain(|(live, _)| live.strong_count() > 0);
             let keep_from = t
@@ -245,8 +244,10 @@ impl PsClient {
                 .map(|p| p.floor)
                 .chain(t.tickets.iter().map(|(_, floor)| *floor))
                 .fold(all, u64::min);
+            let starts = ShardStarts::new(t.spec.rows, nshards);
             t.cache.fold_acknowledged(
-                |r| applied[ShardMap::shard_of(rows, nshards, r) as usize],
+                |r| applied[starts.shard_of(r) as usize],
+                |r| (t.prefetch.iter()).any(|p| p.will_store(starts.shard_of(r), r)),
                 keep_from,
             );
         }

@@ -15,6 +15,8 @@ pub(crate) struct Prefetch {
     replies: mpsc::UnboundedReceiver<(u32, ShardReplies, f64)>,
     /// Shards that have not answered yet.
     waiting_on: Vec<u32>,
+    /// The rows pulled, sorted.
+    rows: Vec<u64>,
     /// The longest any shard has taken so far.
     took: f64,
     /// The clock it is for (the worker's current clock when it started): rows that land
@@ -24,6 +26,13 @@ pub(crate) struct Prefetch {
     /// replies report at least this, so the own-update log is kept from here while it is in
     /// flight.
     pub floor: u64,
+}
+
+impl Prefetch {
+    /// Whether a reply still to come will store `row` (of shard `shard`) in the cache.
+    pub(crate) fn will_store(&self, shard: u32, row: u64) -> bool {
+        self.waiting_on.contains(&shard) && self.rows.binary_search(&row).is_ok()
+    }
 }
 
 impl PsClient {
@@ -42,10 +51,12 @@ impl PsClient {
                 continue;
             };
             let read = std::mem::take(&mut t.read_this_clock);
-            let rows: Vec<u64> = match t.next_reads.take() {
+            let mut rows: Vec<u64> = match t.next_reads.take() {
                 Some(rows) => rows,
                 None => read.into_iter().collect(),
             };
+            rows.sort_unstable();
+            rows.dedup();
             let (need, width) = (t.staleness.required_min_clock(next), t.spec.width);
             // One prefetch per clock, at most two in flight (an unconsumed older one does not
             // hold back this clock's).
@@ -55,11 +66,12 @@ impl PsClient {
             {
                 continue;
             }
-            let (replies, waiting_on) = self.spawn_streamed(id, width, rows, need);
+            let (replies, waiting_on) = self.spawn_streamed(id, width, rows.iter().copied(), need);
             if let Some(t) = self.tables.get_mut(&id) {
                 t.prefetch.push_back(Prefetch {
                     replies,
                     waiting_on,
+                    rows,
                     took: 0.0,
                     issued: next,
                     floor,

@@ -35,7 +35,7 @@ pub use header::{
 };
 pub use push_plan::{PushBlock, PushPlan};
 pub use report::{ClockSummary, JobResult};
-pub use shard_map::{KeyRange, ShardMap};
+pub use shard_map::{KeyRange, ShardMap, ShardStarts};
 pub use sparse_rows::{SparseRows, SparseRowsBuf};
 
 /// ALPN protocol id every endpoint offers and requires.

@@ -62,6 +62,29 @@ impl ShardMap {
     }
 }
 
+/// The shards of one table's rows, for finding the shard of many rows: [`ShardMap::shard_of`]
+/// without its divisions.
+#[derive(Debug, Clone)]
+pub struct ShardStarts(Vec<u64>);
+
+impl ShardStarts {
+    /// The first row of each of `shards` shards of a table with `rows` rows.
+    pub fn new(rows: u64, shards: u32) -> ShardStarts {
+        let shards = shards.max(1);
+        ShardStarts(
+            (0..shards)
+                .map(|s| ShardMap::range_of(rows, shards, s).start)
+                .collect(),
+        )
+    }
+
+    /// The shard holding `row`, as [`ShardMap::shard_of`] gives it: the last whose range
+    /// starts at or before it.
+    pub fn shard_of(&self, row: u64) -> u32 {
+        (self.0.partition_point(|&s| s <= row).max(1) - 1) as u32
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,6 +111,15 @@ mod tests {
             let row = ((rows as f64 * frac) as u64).min(rows - 1);
             let s = ShardMap::shard_of(rows, shards, row);
             prop_assert!(ShardMap::range_of(rows, shards, s).contains(row));
+        }
+
+        #[test]
+        fn shard_starts_agree_with_shard_of(rows in 1u64..1_000_000_000_000, shards in 1u32..64, frac in 0.0f64..1.0) {
+            let row = ((rows as f64 * frac) as u64).min(rows - 1);
+            let starts = ShardStarts::new(rows, shards);
+            for r in [row, 0, rows - 1, row.saturating_sub(1), (row + 1).min(rows - 1)] {
+                prop_assert_eq!(starts.shard_of(r), ShardMap::shard_of(rows, shards, r));
+            }
         }
     }
 }

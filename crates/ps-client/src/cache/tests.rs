@@ -27,7 +27,7 @@ fn compose_adds_unapplied_own_updates_once() {
     assert!(t.compose(3, &mut out));
     assert_eq!(out, vec![2.5, 3.5]);
     // Shard applied clocks 0 and 1: fold clock 1 into the row, drop the log.
-    t.fold_acknowledged(|_| 2, 2);
+    t.fold_acknowledged(|_| 2, |_| false, 2);
     assert!(t.own_log.is_empty());
     out.clear();
     t.compose(3, &mut out);
@@ -44,9 +44,55 @@ fn compose_adds_unapplied_own_updates_once() {
     t.compose(3, &mut out);
     assert_eq!(out, vec![2.5, 13.5]);
     assert!(!t.serves_as_is(&[3], 0));
-    t.fold_acknowledged(|_| 3, 3);
+    t.fold_acknowledged(|_| 3, |_| false, 3);
     assert!(t.own_log.is_empty());
     assert_eq!(t.rows[&3].values.to_dense(2), vec![2.0, 13.0]);
+}
+
+#[test]
+fn rows_a_pull_will_replace_keep_their_log_and_read_the_same() {
+    let mut t = TableCache::new(2, true);
+    t.rows.insert(1, row(vec![1.0, 1.0], 1));
+    t.rows.insert(2, row(vec![2.0, 2.0], 1));
+    let both = |v: f32| {
+        vec![Sent::Rows(crate::pending::Block {
+            keys: vec![1, 2],
+            values: vec![v; 4],
+        })]
+    };
+    t.own_log.insert(1, both(10.0));
+    t.own_log.insert(2, both(100.0));
+    let read = |t: &TableCache| {
+        let mut out = Vec::new();
+        assert!(t.compose(1, &mut out) && t.compose(2, &mut out));
+        out
+    };
+    let before = read(&t);
+    assert_eq!(before, [111.0, 111.0, 112.0, 112.0]);
+    // Every shard applied clock 1; a pull on its way will overwrite row 2.
+    t.fold_acknowledged(|_| 2, |r| r == 2, 2);
+    assert_eq!(t.rows[&1].values.to_dense(2), [11.0, 11.0]);
+    assert_eq!((t.rows[&1].own_clock, t.rows[&2].own_clock), (2, 1));
+    assert_eq!(t.rows[&2].values.to_dense(2), [2.0, 2.0], "not folded");
+    assert_eq!(t.own_log.keys().copied().collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(read(&t), before);
+    // The pull brings row 2 with clock 1 applied: the log entry goes at the next fold.
+    t.store(2, &[12.0, 12.0], 1, 2, 3);
+    assert_eq!(read(&t), before);
+    t.fold_acknowledged(|_| 2, |_| false, 2);
+    assert_eq!(t.own_log.keys().copied().collect::<Vec<_>>(), [2]);
+    assert_eq!(read(&t), before);
+    // A row the pull did not replace after all is folded then.
+    t.rows.insert(3, row(vec![0.0, 0.0], 2));
+    t.own_log.get_mut(&2).unwrap()[0] = Sent::Rows(crate::pending::Block {
+        keys: vec![1, 2, 3],
+        values: vec![100.0; 6],
+    });
+    t.fold_acknowledged(|_| 3, |r| r == 3, 3);
+    assert_eq!(t.own_log.keys().copied().collect::<Vec<_>>(), [2]);
+    t.fold_acknowledged(|_| 3, |_| false, 3);
+    assert!(t.own_log.is_empty());
+    assert_eq!(t.rows[&3].values.to_dense(2), [100.0, 100.0]);
 }
 
 #[test]
@@ -192,7 +238,7 @@ fn a_sparse_reply_is_stored_row_by_row_as_its_dense_form_would_be() {
         values: vec![4.0, 5.0],
     };
     cache.own_log.insert(1, vec![Sent::Entries(e)]);
-    cache.fold_acknowledged(|_| 2, 2);
+    cache.fold_acknowledged(|_| 2, |_| false, 2);
     let (r3, r7) = (&cache.rows[&3].values, &cache.rows[&7].values);
     assert_eq!(bits(&r3.to_dense(4)), bits(&[4.0, 1.5, 0.0, -0.0]));
     assert!(!r3.is_sparse(), "three entries of four: dense");
@@ -339,7 +385,7 @@ fn a_random_log_folds_block_by_block_as_row_by_row() {
         }
         c.own_clock = c.own_clock.max(applied_of(row));
     }
-    cache.fold_acknowledged(applied_of, 2);
+    cache.fold_acknowledged(applied_of, |_| false, 2);
     assert_eq!(cache.own_log.keys().copied().collect::<Vec<_>>(), [2, 3]);
     for &k in &keys {
         let (c, r) = (&cache.rows[&k], &by_rows.rows[&k]);
