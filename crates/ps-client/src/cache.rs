@@ -14,6 +14,10 @@ use std::collections::{BTreeMap, HashMap};
 /// pushes 17,770 rows of 128 cost about 2 ms of its 10-12 ms of host work.
 pub type RowMap<V> = HashMap<u64, V, foldhash::fast::FixedState>;
 
+/// How many acknowledged clocks a cached row may lack, unfolded, while a pull on its way is to
+/// replace it (see [`TableCache::fold_acknowledged`]).
+pub const MAX_DEFERRED_CLOCKS: u64 = 2;
+
 #[derive(Debug, Clone)]
 pub struct CachedRow {
     /// Dense, or by its entries when it arrived sparse and is mostly zero.
@@ -266,7 +270,8 @@ impl TableCache {
     /// before the next read, folding into the copy it replaces is wasted (a resident MF clock
     /// at rank 128 spent 8 of its 26-38 ms of host work so). Where the next read comes first,
     /// it adds the entries the fold would have (the same work, moved). A row the pull does not
-    /// replace after all is folded at the next call.
+    /// replace after all is folded at a later call: at the latest once it lacks more than
+    /// [`MAX_DEFERRED_CLOCKS`], so the log it holds stays short.
     pub fn fold_acknowledged(
         &mut self,
         applied_of: impl Fn(u64) -> u64,
@@ -279,13 +284,16 @@ impl TableCache {
         let width = self.width;
         // The rows that take the fold lack clocks their shard applied, and stay; the logged
         // clocks they lack are `fold_from..fold_to`. Those on their way out keep their entries.
+        let deferred = |row: u64, c: &CachedRow| {
+            applied_of(row).saturating_sub(c.own_clock) <= MAX_DEFERRED_CLOCKS && replaced(row)
+        };
         let (mut fold_from, mut fold_to, mut keep_from) = (u64::MAX, 0, all_applied);
         for (&row, c) in &self.rows {
             let applied = applied_of(row);
             if c.own_clock >= applied {
                 continue;
             }
-            if replaced(row) {
+            if deferred(row, c) {
                 keep_from = keep_from.min(c.own_clock);
             } else {
                 fold_from = fold_from.min(c.own_clock);
@@ -300,7 +308,7 @@ impl TableCache {
                         let Some(c) = self.rows.get_mut(&key) else {
                             continue;
                         };
-                        if c.own_clock <= clock && clock < applied_of(key) && !replaced(key) {
+                        if c.own_clock <= clock && clock < applied_of(key) && !deferred(key, c) {
                             if let Some(u) = cursor.row_update(key, width) {
                                 c.values.add_update(width, u);
                             }
@@ -309,9 +317,8 @@ impl TableCache {
                 }
             }
             for (&row, c) in self.rows.iter_mut() {
-                let applied = applied_of(row);
-                if c.own_clock < applied && !replaced(row) {
-                    c.own_clock = applied;
+                if c.own_clock < applied_of(row) && !deferred(row, c) {
+                    c.own_clock = applied_of(row);
                 }
             }
         }

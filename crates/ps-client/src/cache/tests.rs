@@ -93,6 +93,15 @@ fn rows_a_pull_will_replace_keep_their_log_and_read_the_same() {
     t.fold_acknowledged(|_| 3, |_| false, 3);
     assert!(t.own_log.is_empty());
     assert_eq!(t.rows[&3].values.to_dense(2), [100.0, 100.0]);
+    // A row that would lack more than MAX_DEFERRED_CLOCKS is folded, replaced or not.
+    for clock in 3..7 {
+        t.own_log.insert(clock, block(3, vec![1.0, 1.0]));
+    }
+    t.fold_acknowledged(|_| 3 + MAX_DEFERRED_CLOCKS, |_| true, 0);
+    assert_eq!(t.rows[&3].own_clock, 3);
+    t.fold_acknowledged(|_| 4 + MAX_DEFERRED_CLOCKS, |_| true, 0);
+    assert_eq!(t.rows[&3].own_clock, 4 + MAX_DEFERRED_CLOCKS);
+    assert_eq!(t.rows[&3].values.to_dense(2), [103.0, 103.0]);
 }
 
 #[test]
