@@ -240,8 +240,11 @@ impl TableCache {
         sparse * 2 >= rows.len()
     }
 
-    /// Appends the cached values of `row` (or `width` zeros when it is not cached), without
-    /// this worker's own updates.
+    /// Appends the cached values of `row` (or `width` zeros when it is not cached): the row as
+    /// a shard served it, plus the acknowledged own updates folded into it so far (a row a
+    /// prefetch is about to replace may lack up to [`MAX_DEFERRED_CLOCKS`] of them), without
+    /// the rest of this worker's own updates. An estimate of the current value, for codecs
+    /// that weigh a change against it.
     pub fn cached_or_zeros(&self, row: u64, out: &mut Vec<f32>) {
         match self.rows.get(&row) {
             Some(c) => c.values.append_dense(self.width, out),
