@@ -287,8 +287,9 @@ impl TableCache {
         let width = self.width;
         // The rows that take the fold lack clocks their shard applied, and stay; the logged
         // clocks they lack are `fold_from..fold_to`. Those on their way out keep their entries.
-        let deferred = |row: u64, c: &CachedRow| {
-            applied_of(row).saturating_sub(c.own_clock) <= MAX_DEFERRED_CLOCKS && replaced(row)
+        // `row`, cached as `c` and lacking clocks below `applied`, waits for its replacement.
+        let deferred = |row: u64, c: &CachedRow, applied: u64| {
+            applied - c.own_clock <= MAX_DEFERRED_CLOCKS && replaced(row)
         };
         let (mut fold_from, mut fold_to, mut keep_from) = (u64::MAX, 0, all_applied);
         for (&row, c) in &self.rows {
@@ -296,7 +297,7 @@ impl TableCache {
             if c.own_clock >= applied {
                 continue;
             }
-            if deferred(row, c) {
+            if deferred(row, c, applied) {
                 keep_from = keep_from.min(c.own_clock);
             } else {
                 fold_from = fold_from.min(c.own_clock);
@@ -311,7 +312,8 @@ impl TableCache {
                         let Some(c) = self.rows.get_mut(&key) else {
                             continue;
                         };
-                        if c.own_clock <= clock && clock < applied_of(key) && !deferred(key, c) {
+                        let applied = applied_of(key);
+                        if c.own_clock <= clock && clock < applied && !deferred(key, c, applied) {
                             if let Some(u) = cursor.row_update(key, width) {
                                 c.values.add_update(width, u);
                             }
@@ -320,8 +322,9 @@ impl TableCache {
                 }
             }
             for (&row, c) in self.rows.iter_mut() {
-                if c.own_clock < applied_of(row) && !deferred(row, c) {
-                    c.own_clock = applied_of(row);
+                let applied = applied_of(row);
+                if c.own_clock < applied && !deferred(row, c, applied) {
+                    c.own_clock = applied;
                 }
             }
         }
