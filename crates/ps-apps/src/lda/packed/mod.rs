@@ -92,7 +92,16 @@ pub const MAX_PACKED_TOPICS: usize = 1 << 16;
 
 /// `v` as a count the image stores in a `u16`, if it is one exactly.
 fn as_count(v: f32) -> Option<u16> {
-    ((1.0..=65_535.0).contains(&v) && v.fract() == 0.0).then_some(v as u16)
+    is_count(v).then_some(v as u16)
+}
+
+/// Whether `v` is a count the image stores in a `u16`: a whole number from 1 to 65,535. On
+/// the bits, without branches, so a loop over many values runs several at once: positive,
+/// an exponent from 0 to 15, and no mantissa bit below the binary point.
+fn is_count(v: f32) -> bool {
+    let b = v.to_bits();
+    let e = ((b >> 23) & 0xff).wrapping_sub(127);
+    (b >> 31 == 0) & (e <= 15) & (b & (0x7f_ffff >> e.min(15)) == 0)
 }
 
 /// Packs `values`, whole rows of `k`, into `image` (cleared first), when that is smaller than
@@ -213,17 +222,20 @@ pub fn pack_sparse_rows(rows: SparseRows<'_>, k: usize, image: &mut Vec<u32>) ->
         return None;
     }
     let (n, cells) = (rows.rows(), rows.rows() * k);
-    let kept = |v: &f32| v.to_bits() != 0;
-    let entries = rows.values.iter().filter(|v| kept(v)).count();
+    let kept = |v: f32| v.to_bits() != 0;
+    // One pass over the values, without branches (`&`, not `&&`) so that it takes several at
+    // once: how many are +0.0 (left out), and whether every other one is a count.
+    let (mut zeros, mut counts) = (0usize, true);
+    for &v in rows.values {
+        zeros += usize::from(!kept(v));
+        counts &= !kept(v) | is_count(v);
+    }
+    let entries = rows.values.len() - zeros;
     // As in pack_rows: past this many entries the image cannot be smaller.
     let budget = (4 * cells).saturating_sub(4 * n) / 3;
     if entries > budget || u32::try_from(entries).is_err() {
         return None;
     }
-    let counts = rows
-        .values
-        .iter()
-        .all(|v| !kept(v) || as_count(*v).is_some());
     let shape = Packed {
         rows: n,
         entries,
@@ -232,21 +244,46 @@ pub fn pack_sparse_rows(rows: SparseRows<'_>, k: usize, image: &mut Vec<u32>) ->
     if shape.bytes() >= 4 * cells as u64 {
         return None;
     }
+    // The row ends, then the topics two to a word, then the values (two counts to a word, or
+    // f32 bits).
     image.clear();
     image.reserve(shape.words());
-    let mut end = 0u32;
+    if zeros == 0 {
+        // No +0.0 entry to leave out (the usual case): the ends are the offsets, and the rest
+        // goes straight from the entries.
+        image.extend(rows.offsets[1..].iter().map(|&o| o as u32));
+        let (pairs, last) = rows.at.as_chunks::<2>();
+        image.extend(pairs.iter().map(|p| (p[0] & 0xffff) | (p[1] << 16)));
+        image.extend(last.iter().map(|t| t & 0xffff));
+        if counts {
+            // Counts (checked above): below 65,536.
+            let (pairs, last) = rows.values.as_chunks::<2>();
+            image.extend(pairs.iter().map(|p| (p[0] as u32) | ((p[1] as u32) << 16)));
+            image.extend(last.iter().map(|v| *v as u32));
+        } else {
+            image.extend(rows.values.iter().map(|v| v.to_bits()));
+        }
+        debug_assert_eq!(image.len(), shape.words());
+        return Some(shape);
+    }
+    let mut end = 0;
     for i in 0..n {
-        end += rows.row(i).1.iter().filter(|v| kept(v)).count() as u32;
+        end += rows.row(i).1.iter().filter(|v| kept(**v)).count() as u32;
         image.push(end);
     }
-    let nonzero = rows.at.iter().zip(rows.values).filter(|(_, v)| kept(v));
-    image.extend(pairs(nonzero.clone().map(|(&t, _)| t as u16)));
-    if counts {
-        image.extend(pairs(nonzero.map(|(_, v)| as_count(*v).unwrap_or(0))));
-    } else {
-        image.extend(nonzero.map(|(_, v)| v.to_bits()));
+    image.resize(shape.words(), 0);
+    let (topics, values) = image[n..].split_at_mut(entries.div_ceil(2));
+    let nonzero = rows.at.iter().zip(rows.values).filter(|(_, v)| kept(**v));
+    for (e, (&t, &v)) in nonzero.enumerate() {
+        let shift = 16 * (e % 2);
+        topics[e / 2] |= (t & 0xffff) << shift;
+        if counts {
+            // A count (checked above): below 65,536.
+            values[e / 2] |= (v as u32) << shift;
+        } else {
+            values[e] = v.to_bits();
+        }
     }
-    debug_assert_eq!(image.len(), shape.words());
     Some(shape)
 }
 

@@ -284,3 +284,37 @@ fn a_run_packs_the_same_on_any_number_of_threads() {
         }
     }
 }
+
+/// The bit test for a count agrees with its plain definition (a whole number from 1 to 65,535)
+/// over a sweep of every f32 bit pattern at a stride, and at the edges.
+#[test]
+fn counts_are_told_from_their_bits_as_from_their_value() {
+    let plain = |v: f32| (1.0..=65_535.0).contains(&v) && v.fract() == 0.0;
+    let edges = [
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        0.5,
+        1.5,
+        2.0,
+        65_534.5,
+        65_535.0,
+        65_536.0,
+        65_535.5,
+        1e-45,
+        f32::MAX,
+        f32::INFINITY,
+        f32::NAN,
+        8_388_608.0,
+        3.0,
+    ];
+    let swept = (0..=u32::MAX).step_by(997).map(f32::from_bits);
+    for v in edges.into_iter().chain(swept) {
+        assert_eq!(is_count(v), plain(v), "{v:e} ({:#x})", v.to_bits());
+    }
+    for c in 1..=65_535u16 {
+        assert!(is_count(f32::from(c)), "{c}");
+        assert_eq!(as_count(f32::from(c)), Some(c));
+    }
+}
