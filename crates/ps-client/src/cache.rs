@@ -4,7 +4,7 @@
 
 use crate::entries::{RowCursor, Sent};
 use crate::pending::{add, Pending};
-use crate::row_values::RowValues;
+use crate::row_values::{push_sparse_sum, RowValues};
 use ps_proto::{ProtoError, SparseRowsBuf};
 use std::collections::{BTreeMap, HashMap};
 
@@ -199,7 +199,9 @@ impl TableCache {
     /// (the same bits), if every one is cached and reads add to it at most this worker's logged
     /// own updates; `false` (and `out` unspecified) otherwise. Logged updates merge into the
     /// row's entries as [`RowValues::add_update`] adds them, so a reader under staleness, whose
-    /// rows lack its last clocks' pushes, still gets its rows by their entries.
+    /// rows lack its last clocks' pushes, still gets its rows by their entries: straight into
+    /// `out` where the sum stays sparse ([`push_sparse_sum`]; sums of `+0.0` left out, a count
+    /// its own moves took back to zero), else the dense way.
     pub fn compose_sparse(&self, rows: &[u64], out: &mut SparseRowsBuf) -> bool {
         let mut merged = RowValues::Sparse {
             at: Vec::new(),
@@ -209,22 +211,35 @@ impl TableCache {
         let mut logged: Vec<(u64, RowCursor)> = (self.own_log.iter())
             .flat_map(|(&clock, blocks)| blocks.iter().map(move |b| (clock, RowCursor::new(b))))
             .collect();
+        let mut updates = Vec::with_capacity(logged.len());
         for r in rows {
             let Some(c) = self.rows.get(r) else {
                 return false;
             };
-            if self.adds_nothing(*r, c) {
+            if !self.overlay {
                 c.values.push_to(out);
                 continue;
             }
             if self.residual.contains_key(r) || self.pending.touches(*r) {
                 return false;
             }
-            merged.copy_from(&c.values);
+            updates.clear();
             for (_, cursor) in logged.iter_mut().filter(|(clock, _)| *clock >= c.own_clock) {
-                if let Some(u) = cursor.row_update(*r, self.width) {
-                    merged.add_update(self.width, u);
+                updates.extend(cursor.row_update(*r, self.width));
+            }
+            if updates.is_empty() {
+                c.values.push_to(out);
+                continue;
+            }
+            // Merged straight into `out` where the sum stays sparse, else added the dense way.
+            if let RowValues::Sparse { at, values } = &c.values {
+                if push_sparse_sum((at, values), &updates, self.width, out) {
+                    continue;
                 }
+            }
+            merged.copy_from(&c.values);
+            for u in &updates {
+                merged.add_update(self.width, *u);
             }
             merged.push_to(out);
         }

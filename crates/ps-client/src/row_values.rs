@@ -180,6 +180,112 @@ impl RowValues {
     }
 }
 
+/// Appends to `out` the sparse row `(at, values)` of `width` with `updates` added in their
+/// order, by its entries, in one pass and without building the sum: each column the row or an
+/// update has gets its cached value (or `0.0`) plus each update's change in turn, as
+/// [`RowValues::add_update`] adds them. A sum that comes to `+0.0` is left out, as
+/// [`SparseRowsBuf::push_dense`] leaves out the dense sum's zeros, so the row's entries are
+/// the dense sum's whatever the cached row holds beyond them; the cached row's own entries
+/// that no update touches go as they are. `false`, with nothing appended, where an update is a
+/// whole row or the row would have more than half its width in entries ([`kept_sparse`]): the
+/// caller then adds the dense way.
+pub fn push_sparse_sum(
+    (at, values): (&[u32], &[f32]),
+    updates: &[RowUpdate<'_>],
+    width: usize,
+    out: &mut SparseRowsBuf,
+) -> bool {
+    // Each update's entries, with the next one to take.
+    let mut streams = Vec::with_capacity(updates.len());
+    for u in updates {
+        match *u {
+            RowUpdate::Entries { pos, first, values } => streams.push((pos, first, values, 0)),
+            RowUpdate::Dense(_) => return false,
+        }
+    }
+    let most = width / 2;
+    out.push_row_with(|out_at, out_values| {
+        let start = out_at.len();
+        if let [(pos, first, x, _)] = streams.as_slice() {
+            merge_two(at, values, (pos, *first, x), out_at, out_values);
+            return out_at.len() - start <= most;
+        }
+        let mut i = 0;
+        loop {
+            // The lowest column any side has left.
+            let mut c = at.get(i).map_or(u64::MAX, |&c| u64::from(c));
+            for &(pos, first, _, j) in &streams {
+                if let Some(&p) = pos.get(j) {
+                    c = c.min(p - first);
+                }
+            }
+            if c == u64::MAX {
+                return out_at.len() - start <= most;
+            }
+            let mut v = 0.0f32;
+            if at.get(i).is_some_and(|&a| u64::from(a) == c) {
+                v = values[i];
+                i += 1;
+            }
+            let mut changed = false;
+            for (pos, first, x, j) in &mut streams {
+                if pos.get(*j).is_some_and(|&p| p - *first == c) {
+                    v += x[*j];
+                    *j += 1;
+                    changed = true;
+                }
+            }
+            if changed {
+                push_nonzero(out_at, out_values, c as u32, v);
+            } else {
+                out_at.push(c as u32);
+                out_values.push(v);
+            }
+        }
+    })
+}
+
+/// [`push_sparse_sum`]'s walk for one update (the common case: a reader one clock behind its
+/// own pushes): a plain two-way merge.
+fn merge_two(
+    at: &[u32],
+    values: &[f32],
+    (pos, first, add): (&[u64], u64, &[f32]),
+    out_at: &mut Vec<u32>,
+    out_values: &mut Vec<f32>,
+) {
+    out_at.reserve(at.len() + pos.len());
+    out_values.reserve(at.len() + pos.len());
+    let (mut i, mut j) = (0, 0);
+    while i < at.len() && j < pos.len() {
+        let (a, p) = (at[i], (pos[j] - first) as u32);
+        if a < p {
+            out_at.push(a);
+            out_values.push(values[i]);
+            i += 1;
+        } else if p < a {
+            push_nonzero(out_at, out_values, p, 0.0 + add[j]);
+            j += 1;
+        } else {
+            push_nonzero(out_at, out_values, a, values[i] + add[j]);
+            (i, j) = (i + 1, j + 1);
+        }
+    }
+    out_at.extend_from_slice(&at[i..]);
+    out_values.extend_from_slice(&values[i..]);
+    for (&p, &x) in pos[j..].iter().zip(&add[j..]) {
+        push_nonzero(out_at, out_values, (p - first) as u32, 0.0 + x);
+    }
+}
+
+/// Appends the entry `(c, v)` unless `v` is `+0.0`.
+fn push_nonzero(at: &mut Vec<u32>, values: &mut Vec<f32>, c: u32, v: f32) {
+    if v.to_bits() != 0 {
+        at.push(c);
+        values.push(v);
+    }
+}
+
 /// `(at, values) +=` the entries at block positions `pos` (their row starting at `first`)
 /// with values `add`, as dense addition would do it (a column the row lacks gets `0.0 + x`);
 /// columns strictly increasing on both sides. In place: the new columns are counted, the row
@@ -349,5 +455,106 @@ mod tests {
                 assert_eq!(at.len(), values.len());
             }
         }
+    }
+    /// The one-pass sum appends the dense sum's entries (its values whose bits are not zero,
+    /// columns and bits exactly) for a cached row without `+0.0` entries (as replies bring
+    /// them), whatever the updates hold (zeros, sums to zero, new columns), and declines,
+    /// appending nothing, exactly where the row would have more than half its width in
+    /// entries or an update is a whole row. A cached `+0.0` entry may stay; the dense form is
+    /// the same either way.
+    #[test]
+    fn one_pass_sums_append_the_dense_sums_entries() {
+        let mut next = crate::test_rng::xorshift(0x2545_f491_4f6c_dd1d);
+        let update_values = [0.0, -0.0, 1.0, -1.0, 2.5, 3.0];
+        let width = 16;
+        let (mut summed, mut declined) = (0, 0);
+        for case in 0..3000 {
+            // Now and then a cached +0.0 entry too.
+            let cached_zeros = case % 10 == 0;
+            let pick = |next: &mut dyn FnMut(u64) -> u64, p: u64, values: &[f32]| {
+                let cols: Vec<u32> = (0..width as u32).filter(|_| next(p) == 0).collect();
+                let vals: Vec<f32> = (cols.iter())
+                    .map(|_| values[next(values.len() as u64) as usize])
+                    .collect();
+                (cols, vals)
+            };
+            let cached_values: &[f32] = if cached_zeros {
+                &update_values
+            } else {
+                &update_values[1..]
+            };
+            let (cols, vals) = pick(&mut next, 5, cached_values);
+            let mut row = RowValues::default();
+            row.set_entries(width, cols.iter().copied(), &vals);
+            let RowValues::Sparse { at, values: v } = &row else {
+                continue;
+            };
+            // One to three blocks of rows 2 and 5 (the row is 5); now and then a whole row.
+            let sent: Vec<Sent> = (0..1 + next(3))
+                .map(|_| {
+                    if next(20) == 0 {
+                        return Sent::Rows(Block {
+                            keys: vec![5],
+                            values: vec![0.5; width],
+                        });
+                    }
+                    let (c2, v2) = pick(&mut next, 4, &update_values);
+                    let dense = 1 + next(8);
+                    let (c5, v5) = pick(&mut next, dense, &update_values);
+                    let w = width as u64;
+                    let at = (c2.iter().map(|&c| u64::from(c)))
+                        .chain(c5.iter().map(|&c| w + u64::from(c)))
+                        .collect();
+                    Sent::Entries(Entries {
+                        keys: vec![2, 5],
+                        at,
+                        values: [v2, v5].concat(),
+                    })
+                })
+                .collect();
+            let updates: Vec<RowUpdate> =
+                sent.iter().flat_map(|b| b.row_update(5, width)).collect();
+            let mut sum = row.to_dense(width);
+            for u in &updates {
+                u.add_to(&mut sum);
+            }
+            let mut expected = SparseRowsBuf::default();
+            expected.clear(width);
+            expected.push_dense(&sum);
+            let mut got = SparseRowsBuf::default();
+            got.clear(width);
+            // A row appended before stays as it is either way.
+            got.push_entries(&[3], &[7.0]);
+            let done = push_sparse_sum((at, v), &updates, width, &mut got);
+            let whole_row = updates.iter().any(|u| matches!(u, RowUpdate::Dense(_)));
+            if !done {
+                assert_eq!(got.view().rows(), 1, "case {case}");
+                assert_eq!(got.view().entries(), 1, "case {case}");
+                if !cached_zeros {
+                    let wide = expected.view().entries() > width / 2;
+                    assert!(whole_row || wide, "case {case}: declined");
+                }
+                declined += 1;
+                continue;
+            }
+            summed += 1;
+            assert!(!whole_row, "case {case}");
+            let have = got.view().row(1);
+            assert!(have.0.windows(2).all(|p| p[0] < p[1]), "case {case}");
+            assert_eq!(
+                bits(&got.view().to_dense()[width..]),
+                bits(&sum),
+                "case {case}"
+            );
+            if !cached_zeros {
+                let want = expected.view().row(0);
+                assert_eq!(want.0, have.0, "case {case}");
+                assert_eq!(bits(want.1), bits(have.1), "case {case}");
+            }
+        }
+        assert!(
+            summed > 300 && declined > 300,
+            "{summed} summed, {declined} declined"
+        );
     }
 }
