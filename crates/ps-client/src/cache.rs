@@ -199,9 +199,9 @@ impl TableCache {
     /// (the same bits), if every one is cached and reads add to it at most this worker's logged
     /// own updates; `false` (and `out` unspecified) otherwise. Logged updates merge into the
     /// row's entries as [`RowValues::add_update`] adds them, so a reader under staleness, whose
-    /// rows lack its last clocks' pushes, still gets its rows by their entries: straight into
-    /// `out` where the sum stays sparse ([`push_sparse_sum`]; sums of `+0.0` left out, a count
-    /// its own moves took back to zero), else the dense way.
+    /// rows lack its last clocks' pushes, still gets its rows by their entries: merged straight
+    /// into `out` where the cached row and the updates are entries ([`push_sparse_sum`]; sums
+    /// of `+0.0`, counts its own moves took back to zero, left out), else the dense way.
     pub fn compose_sparse(&self, rows: &[u64], out: &mut SparseRowsBuf) -> bool {
         let mut merged = RowValues::Sparse {
             at: Vec::new(),
@@ -231,9 +231,9 @@ impl TableCache {
                 c.values.push_to(out);
                 continue;
             }
-            // Merged straight into `out` where the sum stays sparse, else added the dense way.
+            // Merged straight into `out` where both sides are entries, else added the dense way.
             if let RowValues::Sparse { at, values } = &c.values {
-                if push_sparse_sum((at, values), &updates, self.width, out) {
+                if push_sparse_sum((at, values), &updates, out) {
                     continue;
                 }
             }
