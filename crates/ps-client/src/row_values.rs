@@ -416,6 +416,22 @@ mod tests {
         same_as_dense(&RowValues::Dense(vec![1.0; 8]), 9, &[e]);
     }
 
+    /// A sent block of entries of rows 2 and 5 of `width`, each given by its columns and values.
+    fn rows_2_and_5(
+        width: u64,
+        (c2, v2): (Vec<u32>, Vec<f32>),
+        (c5, v5): (Vec<u32>, Vec<f32>),
+    ) -> Sent {
+        let at = (c2.iter().map(|&c| u64::from(c)))
+            .chain(c5.iter().map(|&c| width + u64::from(c)))
+            .collect();
+        Sent::Entries(Entries {
+            keys: vec![2, 5],
+            at,
+            values: [v2, v5].concat(),
+        })
+    }
+
     #[test]
     fn merges_agree_with_dense_addition_on_random_rows() {
         let mut next = crate::test_rng::xorshift(0x9e37_79b9_7f4a_7c15);
@@ -431,18 +447,8 @@ mod tests {
             // Two blocks of rows 2 and 5 (the row is 5), each with a few entries.
             let sent: Vec<Sent> = (0..2)
                 .map(|_| {
-                    let (c2, v2) = pick(&mut next);
-                    let (c5, v5) = pick(&mut next);
-                    let at = c2
-                        .iter()
-                        .map(|&c| u64::from(c))
-                        .chain(c5.iter().map(|&c| 8 + u64::from(c)))
-                        .collect();
-                    Sent::Entries(Entries {
-                        keys: vec![2, 5],
-                        at,
-                        values: [v2, v5].concat(),
-                    })
+                    let row2 = pick(&mut next);
+                    rows_2_and_5(8, row2, pick(&mut next))
                 })
                 .collect();
             let r = same_as_dense(&row, 5, &sent);
@@ -452,6 +458,7 @@ mod tests {
             }
         }
     }
+
     /// The one-pass sum appends the dense sum's entries (its values whose bits are not zero,
     /// columns and bits exactly) for a cached row without `+0.0` entries (as replies bring
     /// them), whatever the updates hold (zeros, sums to zero, new columns, most of the row),
@@ -493,18 +500,10 @@ mod tests {
                             values: vec![0.5; width],
                         });
                     }
-                    let (c2, v2) = pick(&mut next, 4, &update_values);
+                    let row2 = pick(&mut next, 4, &update_values);
                     let dense = 1 + next(8);
-                    let (c5, v5) = pick(&mut next, dense, &update_values);
-                    let w = width as u64;
-                    let at = (c2.iter().map(|&c| u64::from(c)))
-                        .chain(c5.iter().map(|&c| w + u64::from(c)))
-                        .collect();
-                    Sent::Entries(Entries {
-                        keys: vec![2, 5],
-                        at,
-                        values: [v2, v5].concat(),
-                    })
+                    let row5 = pick(&mut next, dense, &update_values);
+                    rows_2_and_5(width as u64, row2, row5)
                 })
                 .collect();
             let updates: Vec<RowUpdate> =
