@@ -251,7 +251,7 @@ pub fn pack_sparse_rows(rows: SparseRows<'_>, k: usize, image: &mut Vec<u32>) ->
     if zeros == 0 {
         // No +0.0 entry to leave out (the usual case): the ends are the offsets, and the rest
         // goes straight from the entries.
-        image.extend(rows.offsets[1..].iter().map(|&o| o as u32));
+        image.extend(rows.offsets.iter().skip(1).map(|&o| o as u32));
         let (pairs, last) = rows.at.as_chunks::<2>();
         image.extend(pairs.iter().map(|p| (p[0] & 0xffff) | (p[1] << 16)));
         image.extend(last.iter().map(|t| t & 0xffff));
