@@ -467,7 +467,8 @@ mod tests {
     #[test]
     fn one_pass_sums_append_the_dense_sums_entries() {
         let mut next = crate::test_rng::xorshift(0x2545_f491_4f6c_dd1d);
-        let update_values = [0.0, -0.0, 1.0, -1.0, 2.5, 3.0];
+        // 0.1 and ±1e30 make the sum depend on the order the updates are added in.
+        let update_values = [0.0, -0.0, 1.0, -1.0, 2.5, 3.0, 0.1, 1e30, -1e30];
         let width = 16;
         let (mut summed, mut declined, mut wide) = (0, 0, 0);
         for case in 0..3000 {
@@ -529,6 +530,11 @@ mod tests {
                 continue;
             }
             summed += 1;
+            assert_eq!(
+                got.view().row(0),
+                (&[3u32][..], &[7.0f32][..]),
+                "case {case}"
+            );
             wide += usize::from(got.view().row(1).0.len() > width / 2);
             let have = got.view().row(1);
             assert!(have.0.windows(2).all(|p| p[0] < p[1]), "case {case}");
