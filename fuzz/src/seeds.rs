@@ -5,7 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use ps_proto::codec::{encode, write_varint, CodecChain, KeyCacheSender, Keys};
+use crate::targets::proto::CODEC_IDS;
+
+use ps_proto::codec::{
+    encode, encode_exact_selection, write_varint, CodecChain, KeyCacheSender, Keys,
+};
 use ps_proto::{
     Assign, ClockReport, ControlEvent, Done, ErrorCode, Frame, FrameBuilder, Init, JobSpec,
     KeyForm, Kind, Layout, Register, Role, ShardMap, Shutdown, TableSpec, UpdateRule,
@@ -363,6 +367,12 @@ pub fn controls() -> Seeds {
     ])
 }
 
+/// Byte 0 of a `codec` input that picks wire id `id`.
+fn pick_of(id: u16) -> u8 {
+    let at = CODEC_IDS.iter().position(|&i| i == id);
+    at.expect("a valid wire id") as u8
+}
+
 pub fn codecs() -> Seeds {
     let mut out = Seeds::new();
     for s in [
@@ -384,12 +394,26 @@ pub fn codecs() -> Seeds {
         let c = chain(s);
         // The index of the wire id in the target's table (proto::codec).
         let id = c.wire_id();
-        let pick = if id < 0x10 { id - 1 } else { id - 0x11 + 7 } as u8;
+        let pick = pick_of(id);
         for n in [1u16, 37, 300] {
             let mut b = vec![pick];
             b.extend_from_slice(&n.to_le_bytes());
             b.extend(encoded(&c, &values(n as usize)));
             out.push((format!("{}-{n}", s.replace([':', ','], "_")), b));
+        }
+    }
+    // The exact codec's whole-number payloads (i8 and i16 values), as LDA's counts travel.
+    for (name, scale) in [("exact-i8", 1.0f32), ("exact-i16", 300.0)] {
+        for n in [37u16, 300] {
+            let sel: Vec<u32> = (0..u32::from(n)).step_by(3).collect();
+            let vals: Vec<f32> = sel.iter().map(|&i| (i % 9) as f32 - 4.0).collect();
+            let vals: Vec<f32> = vals.iter().map(|v| v * scale).collect();
+            let mut payload = Vec::new();
+            let id = encode_exact_selection(usize::from(n), &sel, &vals, &mut payload).unwrap();
+            let mut b = vec![pick_of(id)];
+            b.extend_from_slice(&n.to_le_bytes());
+            b.extend(payload);
+            out.push((format!("{name}-{n}"), b));
         }
     }
     out
@@ -455,7 +479,6 @@ pub fn key_caches() -> Seeds {
         ),
     ])
 }
-
 
 /// Shard checkpoints as `ps-server` writes them: dense add and adagrad tables and a sparse ftrl
 /// one, after a few clock batches, in both modes; and one with an evicted worker.

@@ -67,11 +67,9 @@ fn seeds_are_valid_inputs() {
         assert!(Header::decode(&b, &l).is_ok(), "header {n}");
     }
     for (n, b) in seeds::codecs() {
-        let ids = [
-            1, 2, 3, 4, 5, 6, 7, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17,
-        ];
         let len = u16::from_le_bytes([b[1], b[2]]) as usize;
-        let r = ps_proto::codec::decode(ids[b[0] as usize], &b[3..], len);
+        let id = targets::proto::CODEC_IDS[b[0] as usize];
+        let r = ps_proto::codec::decode(id, &b[3..], len);
         assert!(r.is_ok(), "codec {n}");
     }
     for (n, b) in seeds::codec_chains() {

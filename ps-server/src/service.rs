@@ -247,13 +247,13 @@ async fn handle_pull(
         // Exact either way: rows that are mostly zero (LDA's word-topic counts) go as their
         // nonzero entries.
         Some(ExactRows::Nonzero(entries)) => match entries.encode() {
-            Some(sparse) => (codec::EXACT_SPARSE_WIRE_ID, sparse),
+            Some(sparse) => sparse,
             // Rare: few enough nonzero, but their indices cost too much. Raw is exact too.
             None => (codec.wire_id(), entries.raw()),
         },
         Some(ExactRows::Dense(p)) => (codec.wire_id(), p),
         Some(ExactRows::Unchecked(p)) => match codec::exact_sparse_raw(&p) {
-            Some(sparse) => (codec::EXACT_SPARSE_WIRE_ID, sparse),
+            Some(sparse) => sparse,
             None => (codec.wire_id(), p),
         },
         None => {

@@ -12,7 +12,7 @@ use crate::cache::{RowMap, TableCache};
 use crate::entries::{Entries, Sent};
 use crate::par::par_map;
 use crate::pending::Block;
-use ps_proto::codec::{self, ErrorFeedback, ValueFormat};
+use ps_proto::codec::{self, ErrorFeedback};
 use ps_proto::push_plan::{chain_at, push_blocks, rows_per_frame};
 use ps_proto::{Frame, FrameBuilder, ProtoError, PushBlock, ShardMap, TableSpec, HEADER_LEN};
 
@@ -91,15 +91,9 @@ pub fn encode_table(
             // Exact either way: mostly-zero rows (LDA's count deltas) go as their nonzero
             // entries, the rest as raw f32.
             match codec::exact_sparse(values) {
-                Some(p) => FrameBuilder::push_encoded(
-                    id,
-                    worker,
-                    clock,
-                    width,
-                    keys,
-                    codec::EXACT_SPARSE_WIRE_ID,
-                    p,
-                ),
+                Some((wire_id, p)) => {
+                    FrameBuilder::push_encoded(id, worker, clock, width, keys, wire_id, p)
+                }
                 None => FrameBuilder::push(id, worker, clock, width, keys, values),
             }
         } else {
@@ -163,22 +157,10 @@ fn entries_frames(
             .map(|&p| (p - first) as u32)
             .collect();
         let mut payload = Vec::new();
-        codec::encode_selection(
-            ValueFormat::F32,
-            keys.len() * w,
-            &sel,
-            &e.values[span],
-            &mut payload,
-        )?;
-        let mut frame = FrameBuilder::push_encoded(
-            spec.id,
-            worker,
-            clock,
-            spec.width,
-            keys,
-            codec::EXACT_SPARSE_WIRE_ID,
-            payload,
-        );
+        let wire_id =
+            codec::encode_exact_selection(keys.len() * w, &sel, &e.values[span], &mut payload)?;
+        let mut frame =
+            FrameBuilder::push_encoded(spec.id, worker, clock, spec.width, keys, wire_id, payload);
         frame.compact_keys();
         Ok(frame)
     };

@@ -5,7 +5,10 @@ use bytemuck::{Pod, Zeroable};
 
 /// "PSF1" read as a little-endian u32.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"PSF1");
-pub const VERSION: u16 = 1;
+/// The frame protocol's version; a peer of another version is refused at its first frame.
+/// 2: the exact codec's whole-number value formats (wire ids 8, 9, 0x18, 0x19), which a
+/// version-1 peer would refuse in the middle of a job.
+pub const VERSION: u16 = 2;
 pub const HEADER_LEN: usize = std::mem::size_of::<RawHeader>();
 
 /// The header exactly as it lies on the wire (little-endian fields, no padding).

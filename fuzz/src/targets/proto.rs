@@ -266,19 +266,22 @@ fn same_bits(a: &[f32], b: &[f32]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
 }
 
+/// Every valid wire id of a value payload, in the order byte 0 of a [`codec`] input picks them:
+/// the seven formats a codec string names and the exact codec's i8 and i16, dense then sparse.
+pub const CODEC_IDS: [u16; 18] = [
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19,
+];
+
 /// `codec::decode` and `codec::decode_add` of a payload: byte 0 picks the wire id (one of the
-/// fourteen valid ones, or an arbitrary one), bytes 1..3 the block length `n` (u16, little-endian),
+/// eighteen valid ones, [`CODEC_IDS`], or an arbitrary one), bytes 1..3 the block length `n` (u16, little-endian),
 /// the rest is the payload. Checks the block's shape and that `decode_add` adds exactly what
 /// `decode` gives, leaving its destination unchanged on error.
 pub fn codec(data: &[u8]) {
     if data.len() < 3 {
         return;
     }
-    const IDS: [u16; 14] = [
-        1, 2, 3, 4, 5, 6, 7, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17,
-    ];
     let id = match data[0] as usize {
-        i if i < 14 * 17 => IDS[i % 14],
+        i if i < CODEC_IDS.len() * 13 => CODEC_IDS[i % CODEC_IDS.len()],
         i => i as u16,
     };
     let n = u16::from_le_bytes([data[1], data[2]]) as usize;

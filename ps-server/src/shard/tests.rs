@@ -58,13 +58,14 @@ fn exact_reads_match_a_copy_then_a_sparse_check() {
         ..spec()
     };
     let mut s = Shard::new(0, 1, &[spec], 1, false);
+    // The payload and its wire id (raw: 1).
     let old = |s: &Shard, keys: &[u64]| {
         let (_, raw) = s.read_wire(1, keys, 0).unwrap();
-        codec::exact_sparse_raw(&raw).unwrap_or(raw)
+        codec::exact_sparse_raw(&raw).unwrap_or((1, raw))
     };
     let bytes = |rows: ExactRows| match rows {
-        ExactRows::Nonzero(e) => e.encode().unwrap_or_else(|| e.raw()),
-        ExactRows::Dense(p) | ExactRows::Unchecked(p) => p,
+        ExactRows::Nonzero(e) => e.encode().unwrap_or_else(|| (1, e.raw())),
+        ExactRows::Dense(p) | ExactRows::Unchecked(p) => (1, p),
     };
     let all: Vec<u64> = (0..400).collect();
     // A few nonzero cells: sparse, from the table.
@@ -80,7 +81,7 @@ fn exact_reads_match_a_copy_then_a_sparse_check() {
     let scattered = [250, 3, 7];
     let (_, rows) = s.read_exact(1, &scattered, 0).unwrap();
     assert!(matches!(rows, ExactRows::Unchecked(_)), "{rows:?}");
-    assert_eq!(bytes(rows), s.read_wire(1, &scattered, 0).unwrap().1);
+    assert_eq!(bytes(rows), (1, s.read_wire(1, &scattered, 0).unwrap().1));
     // Every cell nonzero: raw, checked.
     s.submit(
         0,

@@ -14,7 +14,7 @@ use crate::{table, TestCluster};
 fn raw_header(kind: u16) -> RawHeader {
     RawHeader {
         magic: MAGIC,
-        version: 1,
+        version: ps_proto::VERSION,
         kind,
         table: 1,
         codec: 0,
@@ -99,7 +99,7 @@ fn bad_frames_get_errors_and_change_nothing() {
         h.magic = 0x1234_5678;
         codes.push(("wrong magic", send_raw(&conn, bytes_of(h, &[])).await));
         let mut h = raw_header(Kind::Pull as u16);
-        h.version = 2;
+        h.version = ps_proto::VERSION + 1;
         codes.push(("wrong version", send_raw(&conn, bytes_of(h, &[])).await));
         codes.push((
             "unknown kind",

@@ -131,6 +131,12 @@ impl CodecChain {
     /// Checks the stages' parameters (the fields are public, so a chain may be built by hand).
     pub fn validate(&self) -> Result<(), ProtoError> {
         self.selectors.iter().try_for_each(Selector::validate)?;
+        if ValueFormat::INTS.contains(&self.format) {
+            return Err(ProtoError::Codec(format!(
+                "{} is the exact codec's own format, not a chain's",
+                self.format.name()
+            )));
+        }
         if !(0.0..1.0).contains(&self.momentum) {
             return Err(ProtoError::Codec(format!(
                 "momentum {} is not in [0, 1)",
@@ -441,9 +447,18 @@ mod tests {
             )
             .collect();
         assert_eq!(ids, vec![1, 2, 3, 0x11, 0x12, 0x13, 4, 5, 6, 7, 0x14, 0x17]);
-        let all: Vec<u16> = (1..=7).chain(0x11..=0x17).collect();
+        // And the exact codec's whole-number formats, i8 and i16, dense or sparse.
+        let all: Vec<u16> = (1..=9).chain(0x11..=0x19).collect();
         for id in 0..=u16::MAX {
             assert_eq!(wire_format(id).is_some(), all.contains(&id), "{id}");
+        }
+        // The exact codec's whole-number formats are no chain's.
+        for format in ValueFormat::INTS {
+            let chain = CodecChain {
+                format,
+                ..CodecChain::raw()
+            };
+            assert!(chain.validate().is_err(), "{format:?}");
         }
         assert!(CodecChain::raw().is_lossless());
         assert!(!"f16".parse::<CodecChain>().unwrap().is_lossless());

@@ -5,16 +5,48 @@
 //! that is so, the sender may send the block as the sparse f32 payload ([`EXACT_SPARSE_WIRE_ID`])
 //! of every entry whose bits are not all zero: -0.0, NaN and every other value travel as they
 //! are, so a receiver that densifies gets back the same bits, and one that adds the block
-//! (`Decoded::add_to`) skips only `+0.0`s. Nothing is dropped and no residual is kept.
+//! (`Decoded::add_to`) skips only `+0.0`s (where the payload's layout lists its entries; the
+//! dense layout adds every value, `+0.0`s too, as a raw push does). Nothing is dropped and no
+//! residual is kept.
+//!
+//! Where every entry is a whole number (LDA's counts and count changes), the values go as 1- or
+//! 2-byte integers instead ([`format::exact_format`]): the same bits come back, in a quarter or
+//! half the bytes. Each payload says its format in its wire id ([`exact_wire_id`]).
 //!
 //! [`exact_sparse`] decides from a sample of the block first, so dense blocks (MF factors, MLP
 //! weights) cost a few hundred loads, not a scan.
 
-use super::format::ValueFormat;
-use super::{write_selection, WIRE_SPARSE};
+use super::format::{self, ValueFormat};
+use super::{encode_selection, write_selection, ProtoError, WIRE_SPARSE};
 
-/// The wire id of an exact sparse payload: sparse f32 (`0x11`).
+/// The wire id of an exact sparse payload of f32 values (`0x11`).
 pub const EXACT_SPARSE_WIRE_ID: u16 = WIRE_SPARSE | 1;
+
+/// The format in which `values` travel exactly: the narrowest whole-number format that holds
+/// every one, else f32.
+pub fn exact_values_format(values: &[f32]) -> ValueFormat {
+    format::exact_format(values).unwrap_or(ValueFormat::F32)
+}
+
+/// The wire id of an exact sparse payload whose values are in `format`.
+pub fn exact_wire_id(format: ValueFormat) -> u16 {
+    WIRE_SPARSE | format.code()
+}
+
+/// The exact sparse payload of a selection made elsewhere (an engine's delta by its entries):
+/// `sel` strictly increasing indices into a block of `n`, `values` one each. Appends it to
+/// `out` with the values in [`exact_values_format`] and returns its wire id. Errors as
+/// [`encode_selection`].
+pub fn encode_exact_selection(
+    n: usize,
+    sel: &[u32],
+    values: &[f32],
+    out: &mut Vec<u8>,
+) -> Result<u16, ProtoError> {
+    let format = exact_values_format(values);
+    encode_selection(format, n, sel, values, out)?;
+    Ok(exact_wire_id(format))
+}
 
 /// Entries sampled before a block is scanned.
 const SAMPLE: usize = 256;
@@ -22,17 +54,17 @@ const SAMPLE: usize = 256;
 /// A block is sent sparse only when that saves at least this fraction of its raw bytes.
 const MIN_SAVING: f64 = 0.25;
 
-/// The exact sparse payload of `values`, when it is at most 3/4 of the raw payload
-/// (`4 * values.len()` bytes); `None` when the block should go raw. Decoding it with
-/// [`super::decode`] (`EXACT_SPARSE_WIRE_ID`, `values.len()`) and densifying gives `values`
-/// back bit for bit.
-pub fn exact_sparse(values: &[f32]) -> Option<Vec<u8>> {
+/// The exact sparse payload of `values` and its wire id, when it is at most 3/4 of the raw
+/// payload (`4 * values.len()` bytes); `None` when the block should go raw. Decoding it with
+/// [`super::decode`] (that wire id, `values.len()`) and densifying gives `values` back bit for
+/// bit.
+pub fn exact_sparse(values: &[f32]) -> Option<(u16, Vec<u8>)> {
     NonzeroEntries::of(values)?.encode()
 }
 
 /// [`exact_sparse`] of a raw f32 payload (little-endian bytes, as a `raw` frame carries them);
 /// `None` also when the length is not a whole number of values.
-pub fn exact_sparse_raw(payload: &[u8]) -> Option<Vec<u8>> {
+pub fn exact_sparse_raw(payload: &[u8]) -> Option<(u16, Vec<u8>)> {
     if !payload.len().is_multiple_of(4) {
         return None;
     }
@@ -88,17 +120,13 @@ impl NonzeroEntries {
         Some(NonzeroEntries { n, indices, values })
     }
 
-    /// The exact sparse payload, when it is at most 3/4 of the raw one.
-    pub fn encode(&self) -> Option<Vec<u8>> {
+    /// The exact sparse payload and its wire id, when it is at most 3/4 of the raw one.
+    pub fn encode(&self) -> Option<(u16, Vec<u8>)> {
         let mut out = Vec::new();
-        write_selection(
-            ValueFormat::F32,
-            self.n,
-            &self.indices,
-            &self.values,
-            &mut out,
-        );
-        (out.len() as f64 <= (1.0 - MIN_SAVING) * (4 * self.n) as f64).then_some(out)
+        let format = exact_values_format(&self.values);
+        write_selection(format, self.n, &self.indices, &self.values, &mut out);
+        let small = out.len() as f64 <= (1.0 - MIN_SAVING) * (4 * self.n) as f64;
+        small.then_some((exact_wire_id(format), out))
     }
 
     /// The block as a raw f32 payload again: for when [`NonzeroEntries::encode`] found the
@@ -117,11 +145,8 @@ mod tests {
     use super::*;
     use crate::codec::{decode, Decoded};
 
-    fn back(payload: &[u8], n: usize) -> Vec<f32> {
-        decode(EXACT_SPARSE_WIRE_ID, payload, n)
-            .unwrap()
-            .into_dense(n)
-            .unwrap()
+    fn back((wire_id, payload): &(u16, Vec<u8>), n: usize) -> Vec<f32> {
+        decode(*wire_id, payload, n).unwrap().into_dense(n).unwrap()
     }
 
     fn bits(v: &[f32]) -> Vec<u32> {
@@ -141,16 +166,14 @@ mod tests {
             v[i] = i as f32;
         }
         let p = exact_sparse(&v).expect("1% nonzero must go sparse");
-        assert!(p.len() < 4 * n / 10, "{} bytes for {n} values", p.len());
+        assert_eq!(p.0, EXACT_SPARSE_WIRE_ID, "f32: not all whole numbers");
+        assert!(p.1.len() < 4 * n / 10, "{} bytes for {n} values", p.1.len());
         assert!(exact_sparse_raw(&crate::encode_f32s(&v)) == Some(p.clone()));
         assert!(exact_sparse_raw(&[0, 0, 0]).is_none());
         assert!(bits(&back(&p, n)) == bits(&v), "not bit for bit");
         // Added onto a block, only +0.0 entries are skipped.
         let mut dst = vec![1f32; n];
-        decode(EXACT_SPARSE_WIRE_ID, &p, n)
-            .unwrap()
-            .add_to(&mut dst)
-            .unwrap();
+        decode(p.0, &p.1, n).unwrap().add_to(&mut dst).unwrap();
         assert_eq!(dst[1], 1.0);
         assert_eq!(dst[0], 4.0);
         assert!(dst[18].is_nan());
@@ -167,8 +190,10 @@ mod tests {
         assert!(exact_sparse(&most).is_none());
         // Half nonzero, alternating: the runs cost about a bit each, so it saves almost half.
         let half: Vec<f32> = (0..4096).map(|i| (i % 2) as f32).collect();
+        // (Whole numbers: the values go a byte each.)
         let p = exact_sparse(&half).unwrap();
-        assert!(p.len() < 4096 * 4 * 6 / 10, "{} bytes", p.len());
+        assert_eq!(p.0, exact_wire_id(ValueFormat::I8));
+        assert!(p.1.len() < 4096 * 7 / 10, "{} bytes", p.1.len());
         assert!(back(&p, 4096) == half);
     }
 
@@ -183,10 +208,10 @@ mod tests {
         // And an all-zero block is a few bytes.
         let z = vec![0f32; n];
         let p = exact_sparse(&z).unwrap();
-        assert!(p.len() <= 4, "{} bytes", p.len());
+        assert!(p.1.len() <= 4, "{} bytes", p.1.len());
         assert!(back(&p, n) == z);
         assert!(matches!(
-            decode(EXACT_SPARSE_WIRE_ID, &p, n).unwrap(),
+            decode(p.0, &p.1, n).unwrap(),
             Decoded::Sparse { .. }
         ));
     }
@@ -224,5 +249,61 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Whole numbers go as the narrowest integers that hold them all, and come back bit for
+    /// bit; -0.0, a fraction, or a value past `i16` keeps f32. Through both entry points, and
+    /// for a selection made elsewhere.
+    #[test]
+    fn whole_numbers_go_as_the_narrowest_integers_that_hold_them() {
+        let n = 5_000;
+        let block = |extra: f32| {
+            let mut v = vec![0f32; n];
+            for i in (0..n).step_by(50) {
+                v[i] = (i % 7) as f32 - 3.0;
+            }
+            v[n - 2] = extra;
+            v
+        };
+        let cases = [
+            (127.0, ValueFormat::I8),
+            (-128.0, ValueFormat::I8),
+            (128.0, ValueFormat::I16),
+            (-32_768.0, ValueFormat::I16),
+            (32_767.0, ValueFormat::I16),
+            (32_768.0, ValueFormat::F32),
+            (2.5, ValueFormat::F32),
+            (-0.0, ValueFormat::F32),
+            (f32::NAN, ValueFormat::F32),
+            (f32::INFINITY, ValueFormat::F32),
+        ];
+        let mut sizes = Vec::new();
+        for (extra, format) in cases {
+            let v = block(extra);
+            let p = exact_sparse(&v).unwrap();
+            assert_eq!(p.0, exact_wire_id(format), "{extra}");
+            assert!(exact_sparse_raw(&crate::encode_f32s(&v)) == Some(p.clone()));
+            assert!(bits(&back(&p, n)) == bits(&v), "{extra}: not bit for bit");
+            sizes.push((format, p.1.len()));
+            // The same values selected elsewhere: the same payload and wire id.
+            let sel: Vec<u32> = (0..n as u32)
+                .filter(|&i| v[i as usize].to_bits() != 0)
+                .collect();
+            let vals: Vec<f32> = sel.iter().map(|&i| v[i as usize]).collect();
+            let mut out = Vec::new();
+            assert_eq!(encode_exact_selection(n, &sel, &vals, &mut out), Ok(p.0));
+            assert_eq!(out, p.1, "{extra}");
+        }
+        // The same indices, then a byte, two or four a value.
+        let m = block(1.0).iter().filter(|v| v.to_bits() != 0).count();
+        let size = |f: ValueFormat| sizes.iter().find(|s| s.0 == f).unwrap().1;
+        assert_eq!(size(ValueFormat::I16) - size(ValueFormat::I8), m);
+        assert_eq!(size(ValueFormat::F32) - size(ValueFormat::I16), 2 * m);
+        // A whole-number block decoded under a short or long payload is an error, not a panic.
+        let p = exact_sparse(&block(1.0)).unwrap();
+        assert!(decode(p.0, &p.1[..p.1.len() - 1], n).is_err());
+        let mut long = p.1.clone();
+        long.push(0);
+        assert!(decode(p.0, &long, n).is_err());
     }
 }

@@ -8,6 +8,12 @@
 //! * `Bf16`: the upper half of binary32, round to nearest even. Relative error <= 2^-8 over the
 //!   whole normal f32 range; f32 subnormals keep an absolute error <= 2^-134.
 //!
+//! * `I8`, `I16`: whole numbers as little-endian two's-complement integers of 1 or 2 bytes. Only
+//!   the exact codec picks them ([`exact_format`]), for blocks whose every value is a whole
+//!   number in range and not -0.0 (LDA's counts and count changes), where they lose nothing;
+//!   no codec string names them. Any other value is rounded to the nearest integer (ties to
+//!   even) and saturated, NaN becoming 0.
+//!
 //! Overflow, NaN and infinities, for both half formats: a *finite* value beyond the format's largest
 //! finite value saturates to that value (±65504 for f16, ±3.3895e38 for bf16) instead of becoming
 //! infinite, so a finite delta never turns into an infinity on the shard (under error feedback
@@ -28,6 +34,8 @@ pub enum ValueFormat {
     Q4,
     Q2,
     Sign,
+    I8,
+    I16,
 }
 
 const CHUNK: usize = 1024;
@@ -47,10 +55,15 @@ impl ValueFormat {
         ValueFormat::Sign,
     ];
 
+    /// The whole-number formats, narrowest first: not in [`ValueFormat::ALL`], since no codec
+    /// string names them.
+    pub const INTS: [ValueFormat; 2] = [ValueFormat::I8, ValueFormat::I16];
+
     /// Bytes on the wire of `m` values.
     pub fn encoded_len(self, m: usize) -> usize {
         match self.quant() {
             None if self == ValueFormat::F32 => m * 4,
+            None if self == ValueFormat::I8 => m,
             None => m * 2,
             Some(q) => q.encoded_len(m),
         }
@@ -71,7 +84,11 @@ impl ValueFormat {
     /// The block quantizer of a block-quantized format.
     fn quant(self) -> Option<Quant> {
         match self {
-            ValueFormat::F32 | ValueFormat::F16 | ValueFormat::Bf16 => None,
+            ValueFormat::F32
+            | ValueFormat::F16
+            | ValueFormat::Bf16
+            | ValueFormat::I8
+            | ValueFormat::I16 => None,
             ValueFormat::Q8 => Some(Quant::Levels { bits: 8 }),
             ValueFormat::Q4 => Some(Quant::Levels { bits: 4 }),
             ValueFormat::Q2 => Some(Quant::Levels { bits: 2 }),
@@ -89,6 +106,8 @@ impl ValueFormat {
             ValueFormat::Q4 => "q4",
             ValueFormat::Q2 => "q2",
             ValueFormat::Sign => "sign",
+            ValueFormat::I8 => "i8",
+            ValueFormat::I16 => "i16",
         }
     }
 
@@ -110,11 +129,22 @@ impl ValueFormat {
             ValueFormat::Q4 => 5,
             ValueFormat::Q2 => 6,
             ValueFormat::Sign => 7,
+            ValueFormat::I8 => 8,
+            ValueFormat::I16 => 9,
         }
     }
 
     pub(crate) fn from_code(c: u16) -> Option<ValueFormat> {
-        Self::ALL.into_iter().find(|f| f.code() == c)
+        (Self::ALL.into_iter().chain(Self::INTS)).find(|f| f.code() == c)
+    }
+
+    /// The range of a whole-number format.
+    fn int_range(self) -> Option<(f32, f32)> {
+        match self {
+            ValueFormat::I8 => Some((-128.0, 127.0)),
+            ValueFormat::I16 => Some((-32_768.0, 32_767.0)),
+            _ => None,
+        }
     }
 
     /// What a value becomes after a round trip through this format (for a block-quantized
@@ -124,6 +154,8 @@ impl ValueFormat {
             ValueFormat::F32 => v,
             ValueFormat::F16 => f16::from_f32(saturate(v, F16_MAX)).to_f32(),
             ValueFormat::Bf16 => bf16_to_f32(f32_to_bf16(v)),
+            ValueFormat::I8 => f32::from(to_int(v, -128.0, 127.0) as i8),
+            ValueFormat::I16 => f32::from(to_int(v, -32_768.0, 32_767.0) as i16),
             _ => self.quant().map_or(v, |q| q.quantize_one(v)),
         }
     }
@@ -138,6 +170,47 @@ fn saturate(v: f32, max: f32) -> f32 {
     } else {
         v
     }
+}
+
+/// `v` rounded to the nearest integer (ties to even) and saturated to `lo..=hi` (bounds of at
+/// most 2^22 in size); NaN is 0. Without a library call (`round_ties_even` is one where the
+/// target lacks SSE4.1): clamped first, then rounded by adding and taking away 1.5 * 2^23,
+/// which leaves an f32 of that size no bits below the point.
+#[inline(always)]
+fn to_int(v: f32, lo: f32, hi: f32) -> i32 {
+    const ROUND: f32 = 12_582_912.0;
+    // `as` takes NaN to 0.
+    ((v.clamp(lo, hi) + ROUND) - ROUND) as i32
+}
+
+/// Whether `v` is a whole number below 2^16 in size, and not -0.0: on its bits, without
+/// branches or library calls, so that a loop over many values runs several at once.
+#[inline(always)]
+fn small_whole(v: f32) -> bool {
+    let b = v.to_bits();
+    let e = ((b >> 23) & 0xff).wrapping_sub(127);
+    // +0.0; or an exponent from 0 to 15 and no mantissa bit below the point.
+    (b == 0) | ((e <= 15) & (b & (0x7f_ffff >> e.min(15)) == 0))
+}
+
+/// The narrowest whole-number format in which every one of `values` travels exactly (a whole
+/// number in its range, and not -0.0, which would come back as +0.0); `None` when some value
+/// is not a whole number or is past `i16`.
+pub fn exact_format(values: &[f32]) -> Option<ValueFormat> {
+    // One pass without branches: the smallest and largest, and whether all are whole.
+    let (mut lo, mut hi, mut whole) = (0.0f32, 0.0f32, true);
+    for &v in values {
+        lo = lo.min(v);
+        hi = hi.max(v);
+        whole &= small_whole(v);
+    }
+    if !whole {
+        return None;
+    }
+    ValueFormat::INTS.into_iter().find(|f| {
+        f.int_range()
+            .is_some_and(|(min, max)| min <= lo && hi <= max)
+    })
 }
 
 /// f32 -> bf16 bits, round to nearest even, finite values saturating, NaN kept quiet. The same
@@ -191,6 +264,17 @@ pub(crate) fn write_values(format: ValueFormat, src: &[f32], out: &mut Vec<u8>) 
                 let c = chunk.len();
                 for (d, &s) in bits[..c].iter_mut().zip(chunk) {
                     *d = f32_to_bf16(s);
+                }
+                push_u16s(&bits[..c], out);
+            }
+        }
+        ValueFormat::I8 => out.extend(src.iter().map(|&v| to_int(v, -128.0, 127.0) as i8 as u8)),
+        ValueFormat::I16 => {
+            let mut bits = [0u16; CHUNK];
+            for chunk in src.chunks(CHUNK) {
+                let c = chunk.len();
+                for (d, &s) in bits[..c].iter_mut().zip(chunk) {
+                    *d = to_int(s, -32_768.0, 32_767.0) as i16 as u16;
                 }
                 push_u16s(&bits[..c], out);
             }
@@ -261,6 +345,21 @@ pub(crate) fn read_values(
                 }
             }
         }
+        ValueFormat::I8 => {
+            for (d, &b) in dst.iter_mut().zip(bytes) {
+                *d = f32::from(b as i8);
+            }
+        }
+        ValueFormat::I16 => {
+            let mut bits = [0u16; CHUNK];
+            for (d, b) in dst.chunks_mut(CHUNK).zip(bytes.chunks(CHUNK * 2)) {
+                let c = d.len();
+                read_u16s(b, &mut bits[..c]);
+                for (o, &x) in d.iter_mut().zip(&bits[..c]) {
+                    *o = f32::from(x as i16);
+                }
+            }
+        }
         ValueFormat::Q8 | ValueFormat::Q4 | ValueFormat::Q2 | ValueFormat::Sign => {
             if let Some(q) = format.quant() {
                 return q.read(bytes, dst);
@@ -286,6 +385,69 @@ mod tests {
             assert!(q.to_bits() == o.to_bits() || (q.is_nan() && o.is_nan()));
         }
         out
+    }
+
+    #[test]
+    fn whole_number_formats_round_saturate_and_are_exact_on_their_range() {
+        let v = [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            2.5,
+            3.5,
+            -2.5,
+            127.0,
+            127.6,
+            -128.0,
+            -300.0,
+            40_000.0,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ];
+        let i8s = round_trip(ValueFormat::I8, &v);
+        assert_eq!(
+            &i8s[..12],
+            &[0.0, 0.0, 1.0, -1.0, 2.0, 4.0, -2.0, 127.0, 127.0, -128.0, -128.0, 127.0]
+        );
+        assert_eq!(&i8s[12..], &[0.0, 127.0, -128.0]);
+        let i16s = round_trip(ValueFormat::I16, &v);
+        assert_eq!(&i16s[10..12], &[-300.0, 32_767.0]);
+        for f in ValueFormat::INTS {
+            assert_eq!(ValueFormat::from_code(f.code()), Some(f));
+            assert_eq!(
+                ValueFormat::from_name(f.name()),
+                None,
+                "no codec string names it"
+            );
+        }
+        // Exact where every value is whole, in range and not -0.0.
+        assert_eq!(
+            exact_format(&[0.0, 5.0, -128.0, 127.0]),
+            Some(ValueFormat::I8)
+        );
+        assert_eq!(exact_format(&[128.0, -32_768.0]), Some(ValueFormat::I16));
+        assert_eq!(exact_format(&[]), Some(ValueFormat::I8));
+        for bad in [-0.0, 0.5, 32_768.0, -32_769.0, f32::NAN, f32::INFINITY] {
+            assert_eq!(exact_format(&[1.0, bad]), None, "{bad}");
+        }
+    }
+
+    /// The rounding without a library call agrees with `round_ties_even` then a clamp, and the
+    /// bit test for a whole number with its plain definition, over a sweep of f32 bit patterns.
+    #[test]
+    fn the_integer_roundings_agree_with_the_library_ones() {
+        let swept = (0..=u32::MAX).step_by(9_973).map(f32::from_bits);
+        let near = (-140_000..140_000).map(|i| i as f32 * 0.25);
+        for v in swept.chain(near) {
+            for (lo, hi) in [(-128.0f32, 127.0), (-32_768.0, 32_767.0)] {
+                let want = v.round_ties_even().clamp(lo, hi) as i32;
+                assert_eq!(to_int(v, lo, hi), want, "{v:e} in {lo}..={hi}");
+            }
+            let whole = v.fract() == 0.0 && v.abs() <= 65_535.0 && v.to_bits() != 0x8000_0000;
+            assert_eq!(small_whole(v), whole, "{v:e}");
+        }
     }
 
     #[test]

@@ -21,14 +21,15 @@
 //!
 //! # Wire format
 //! The frame header's codec field carries [`CodecChain::wire_id`]: the value format in the low
-//! bits (1 = f32, 2 = f16, 3 = bf16, 4 = q8, 5 = q4, 6 = q2, 7 = sign) and [`WIRE_SPARSE`] when
-//! the chain has selection stages. Only what decoding needs is on the wire (the selection
-//! parameters and the warm-up stay with the sender), so the valid ids are 1..=7 and
-//! 0x11..=0x17. `1` is exactly the raw f32 payload of [`crate::Codec::RawF32`].
+//! bits (1 = f32, 2 = f16, 3 = bf16, 4 = q8, 5 = q4, 6 = q2, 7 = sign; 8 = i8 and 9 = i16,
+//! which only the exact codec below writes) and [`WIRE_SPARSE`] when the chain has selection
+//! stages. Only what decoding needs is on the wire (the selection parameters and the warm-up stay
+//! with the sender), so the valid ids are 1..=9 and 0x11..=0x19. `1` is exactly the raw f32
+//! payload of [`crate::Codec::RawF32`].
 //!
-//! * dense (1..=7): `n` values in the format (module `format`; block formats in `quant`),
+//! * dense (1..=9): `n` values in the format (module `format`; block formats in `quant`),
 //!   nothing else.
-//! * sparse (0x11..=0x17): a mode byte, then the indices and `m` values (module `sparse`):
+//! * sparse (0x11..=0x19): a mode byte, then the indices and `m` values (module `sparse`):
 //!   * mode 0 (list): varint `m`, `m` varint gaps, then the values;
 //!   * mode 2 (Rice): varint `m`, the Rice parameter, the Rice-coded gaps, then the values;
 //!   * mode 3 (runs): runs of consecutive indices, Rice coded, then the values;
@@ -37,8 +38,9 @@
 //!   The encoder picks the smallest, so a sparse payload is never more than one byte over the
 //!   dense one.
 //!
-//! A lossless (`raw`) block that is mostly zero may travel as sparse f32 (`0x11`) instead of
-//! `1`: [`exact_sparse`] (module `exact`) keeps every entry whose bits are not zero, so nothing
+//! A lossless (`raw`) block that is mostly zero may travel sparse instead of as `1`:
+//! [`exact_sparse`] (module `exact`) keeps every entry whose bits are not zero, as f32 (`0x11`),
+//! or, where every one is a whole number that fits, as i8 (`0x18`) or i16 (`0x19`), so nothing
 //! changes but the size.
 //!
 //! Decoding checks everything (lengths exact, no trailing bytes, indices in range and strictly
@@ -56,7 +58,10 @@ mod sparse;
 mod varint;
 
 pub use chain::{wire_format, CodecChain, Selector, WIRE_SPARSE};
-pub use exact::{exact_sparse, exact_sparse_raw, NonzeroEntries, EXACT_SPARSE_WIRE_ID};
+pub use exact::{
+    encode_exact_selection, exact_sparse, exact_sparse_raw, exact_values_format, exact_wire_id,
+    NonzeroEntries, EXACT_SPARSE_WIRE_ID,
+};
 pub use feedback::ErrorFeedback;
 pub use format::ValueFormat;
 pub use keycache::{

@@ -15,7 +15,7 @@ fn raw_values_borrow_the_payload() {
         "a payload of the wrong length is not borrowed"
     );
 }
-use crate::header::{Codec, RawHeader, MAGIC};
+use crate::header::{Codec, RawHeader, MAGIC, VERSION};
 use proptest::prelude::*;
 
 fn limits() -> Limits {
@@ -61,7 +61,7 @@ fn control_round_trips() {
 fn raw(kind: u16) -> RawHeader {
     RawHeader {
         magic: MAGIC,
-        version: 1,
+        version: VERSION,
         kind,
         table: 0,
         codec: 0,
@@ -109,7 +109,7 @@ fn rejects_each_kind_of_bad_header() {
         Err(ProtoError::Malformed(_))
     ));
     let mut r = raw(Kind::Push as u16);
-    r.codec = 8;
+    r.codec = 10;
     assert!(matches!(
         decode_raw(r, &[]),
         Err(ProtoError::BadCodec { .. })
@@ -226,7 +226,7 @@ fn encoded_payload_length_rules() {
         decode_raw(r, &[]),
         Err(ProtoError::BadCodec { .. })
     ));
-    for bad in [8u16, 0x0F, 0x10, 0x18, 0x21, 0xFFFF] {
+    for bad in [10u16, 0x0F, 0x10, 0x1A, 0x21, 0xFFFF] {
         let mut r = raw(Kind::Push as u16);
         r.codec = bad;
         r.width = 1;
@@ -245,7 +245,7 @@ proptest! {
 
     #[test]
     fn arbitrary_headers_never_panic(magic in prop_oneof![Just(MAGIC), any::<u32>()], version in 0u16..3,
-        kind in 0u16..14, codec in prop_oneof![0u16..9, 0x10u16..0x19], key_count in 0u32..8, width in 0u32..8, payload_len in 0u64..80,
+        kind in 0u16..14, codec in prop_oneof![0u16..11, 0x10u16..0x1B], key_count in 0u32..8, width in 0u32..8, payload_len in 0u64..80,
         body in proptest::collection::vec(any::<u8>(), 0..200)) {
         let mut r = raw(kind);
         r.magic = magic; r.version = version; r.codec = codec; r.key_count = key_count;

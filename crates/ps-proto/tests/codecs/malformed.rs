@@ -99,15 +99,33 @@ fn decoders_reject_malformed_payloads() {
             assert!(decode(id, &p[..cut], 300).is_err(), "prefix {cut}");
         }
     }
-    for (id, s) in [(1u16, 4), (2, 2), (3, 2)] {
+    for (id, s) in [(1u16, 4), (2, 2), (3, 2), (8, 1), (9, 2)] {
         assert!(decode(id, &vec![0u8; n * s], n).is_ok());
         assert!(decode(id, &vec![0u8; n * s - 1], n).is_err());
         assert!(decode(id, &vec![0u8; n * s + 1], n).is_err());
         assert!(decode(id, &vec![0u8; n * s], n + 1).is_err());
         assert!(decode(id, &vec![0u8; n * s], usize::MAX).is_err());
     }
-    for id in [0u16, 8, 0x0F, 0x10, 0x18, 0x21, 0xFFFF] {
+    for id in [0u16, 10, 0x0F, 0x10, 0x1A, 0x21, 0xFFFF] {
         assert!(decode(id, &[], 0).is_err(), "wire id {id:#x}");
+    }
+    // The exact codec's whole-number payloads (i8, i16): every prefix refused too.
+    for scale in [1.0f32, 7.0] {
+        let sel: Vec<u32> = (0..300).step_by(7).collect();
+        let vals: Vec<f32> = sel
+            .iter()
+            .map(|&i| ((i % 100) as f32 - 50.0) * scale)
+            .collect();
+        let mut p = Vec::new();
+        let id = ps_proto::codec::encode_exact_selection(300, &sel, &vals, &mut p).unwrap();
+        assert!(id == 0x18 || id == 0x19, "{id:#x}");
+        assert!(decode(id, &p, 300).is_ok());
+        for cut in 0..p.len() {
+            assert!(
+                decode(id, &p[..cut], 300).is_err(),
+                "prefix {cut} of {id:#x}"
+            );
+        }
     }
 }
 
@@ -152,9 +170,12 @@ fn every_layout_and_format_refuses_its_prefixes() {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
     #[test]
-    fn decoders_never_panic(id_pick in 0usize..16, n in 0usize..64,
+    fn decoders_never_panic(id_pick in 0usize..20, n in 0usize..64,
                             bytes in proptest::collection::vec(any::<u8>(), 0..160)) {
-        let id = [1u16, 2, 3, 0x11, 0x12, 0x13, 0, 8, 4, 5, 6, 7, 0x14, 0x15, 0x16, 0x17][id_pick];
+        let id = [
+            1u16, 2, 3, 0x11, 0x12, 0x13, 0, 10, 4, 5, 6, 7, 0x14, 0x15, 0x16, 0x17, 8, 9, 0x18,
+            0x19,
+        ][id_pick];
         let mut dst = vec![1f32; n];
         if codec::decode_add(id, &bytes, &mut dst).is_err() {
             prop_assert!(dst.iter().all(|&x| x == 1.0), "unchanged on error");
@@ -174,7 +195,7 @@ proptest! {
 
     /// Sparse payloads that start well-formed then go wrong anywhere.
     #[test]
-    fn sparse_decoders_never_panic(id in 0x11u16..0x18, n in 0usize..2000, mode in 0u8..4,
+    fn sparse_decoders_never_panic(id in 0x11u16..0x1A, n in 0usize..2000, mode in 0u8..4,
                                    head in proptest::collection::vec(any::<u64>(), 0..6),
                                    tail in proptest::collection::vec(any::<u8>(), 0..64)) {
         let mut p = vec![mode];
