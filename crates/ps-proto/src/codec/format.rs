@@ -258,27 +258,9 @@ pub(crate) fn write_values(format: ValueFormat, src: &[f32], out: &mut Vec<u8>) 
                 push_u16s(bytemuck::cast_slice(&half[..c]), out);
             }
         }
-        ValueFormat::Bf16 => {
-            let mut bits = [0u16; CHUNK];
-            for chunk in src.chunks(CHUNK) {
-                let c = chunk.len();
-                for (d, &s) in bits[..c].iter_mut().zip(chunk) {
-                    *d = f32_to_bf16(s);
-                }
-                push_u16s(&bits[..c], out);
-            }
-        }
+        ValueFormat::Bf16 => write_u16s(src, out, f32_to_bf16),
         ValueFormat::I8 => out.extend(src.iter().map(|&v| to_int(v, -128.0, 127.0) as i8 as u8)),
-        ValueFormat::I16 => {
-            let mut bits = [0u16; CHUNK];
-            for chunk in src.chunks(CHUNK) {
-                let c = chunk.len();
-                for (d, &s) in bits[..c].iter_mut().zip(chunk) {
-                    *d = to_int(s, -32_768.0, 32_767.0) as i16 as u16;
-                }
-                push_u16s(&bits[..c], out);
-            }
-        }
+        ValueFormat::I16 => write_u16s(src, out, |v| to_int(v, -32_768.0, 32_767.0) as i16 as u16),
         ValueFormat::Q8 | ValueFormat::Q4 | ValueFormat::Q2 | ValueFormat::Sign => {
             if let Some(q) = format.quant() {
                 q.write(src, out);
@@ -293,6 +275,32 @@ fn push_u16s(v: &[u16], out: &mut Vec<u8>) {
     } else {
         for x in v {
             out.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+}
+
+/// Appends `src` as `u16`s, each value turned by `to`, a chunk at a time.
+#[inline(always)]
+fn write_u16s(src: &[f32], out: &mut Vec<u8>, to: impl Fn(f32) -> u16) {
+    let mut bits = [0u16; CHUNK];
+    for chunk in src.chunks(CHUNK) {
+        let c = chunk.len();
+        for (d, &s) in bits[..c].iter_mut().zip(chunk) {
+            *d = to(s);
+        }
+        push_u16s(&bits[..c], out);
+    }
+}
+
+/// Reads `dst.len()` `u16`s from `bytes`, each turned by `from`, a chunk at a time.
+#[inline(always)]
+fn read_u16s_as(bytes: &[u8], dst: &mut [f32], from: impl Fn(u16) -> f32) {
+    let mut bits = [0u16; CHUNK];
+    for (d, b) in dst.chunks_mut(CHUNK).zip(bytes.chunks(CHUNK * 2)) {
+        let c = d.len();
+        read_u16s(b, &mut bits[..c]);
+        for (o, &x) in d.iter_mut().zip(&bits[..c]) {
+            *o = from(x);
         }
     }
 }
@@ -335,31 +343,13 @@ pub(crate) fn read_values(
                 half[..c].convert_to_f32_slice(d);
             }
         }
-        ValueFormat::Bf16 => {
-            let mut bits = [0u16; CHUNK];
-            for (d, b) in dst.chunks_mut(CHUNK).zip(bytes.chunks(CHUNK * 2)) {
-                let c = d.len();
-                read_u16s(b, &mut bits[..c]);
-                for (o, &x) in d.iter_mut().zip(&bits[..c]) {
-                    *o = bf16_to_f32(x);
-                }
-            }
-        }
+        ValueFormat::Bf16 => read_u16s_as(bytes, dst, bf16_to_f32),
         ValueFormat::I8 => {
             for (d, &b) in dst.iter_mut().zip(bytes) {
                 *d = f32::from(b as i8);
             }
         }
-        ValueFormat::I16 => {
-            let mut bits = [0u16; CHUNK];
-            for (d, b) in dst.chunks_mut(CHUNK).zip(bytes.chunks(CHUNK * 2)) {
-                let c = d.len();
-                read_u16s(b, &mut bits[..c]);
-                for (o, &x) in d.iter_mut().zip(&bits[..c]) {
-                    *o = f32::from(x as i16);
-                }
-            }
-        }
+        ValueFormat::I16 => read_u16s_as(bytes, dst, |x| f32::from(x as i16)),
         ValueFormat::Q8 | ValueFormat::Q4 | ValueFormat::Q2 | ValueFormat::Sign => {
             if let Some(q) = format.quant() {
                 return q.read(bytes, dst);
