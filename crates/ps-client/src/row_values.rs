@@ -204,7 +204,7 @@ pub fn push_sparse_sum(
     out.push_row_with(|out_at, out_values| {
         if let [(pos, first, x, _)] = streams.as_slice() {
             merge_two(at, values, (pos, *first, x), out_at, out_values);
-            return true;
+            return;
         }
         let mut i = 0;
         loop {
@@ -216,7 +216,7 @@ pub fn push_sparse_sum(
                 }
             }
             if c == u64::MAX {
-                return true;
+                return;
             }
             let mut v = 0.0f32;
             if at.get(i).is_some_and(|&a| u64::from(a) == c) {
@@ -238,7 +238,8 @@ pub fn push_sparse_sum(
                 out_values.push(v);
             }
         }
-    })
+    });
+    true
 }
 
 /// [`push_sparse_sum`]'s walk for one update (the common case: a reader one clock behind its

@@ -121,21 +121,15 @@ impl SparseRowsBuf {
     }
 
     /// Appends one row that `write` puts onto the ends of the column and value lists (as many
-    /// of each; columns strictly increasing, below the width), if `write` returns true. If it
-    /// returns false, whatever it wrote is taken back and no row is appended.
-    pub fn push_row_with(
-        &mut self,
-        write: impl FnOnce(&mut Vec<u32>, &mut Vec<f32>) -> bool,
-    ) -> bool {
-        let (at, values) = (self.at.len(), self.values.len());
-        if write(&mut self.at, &mut self.values) && self.at.len() - at == self.values.len() - values
-        {
-            self.offsets.push(self.at.len());
-            return true;
-        }
-        self.at.truncate(at);
-        self.values.truncate(values);
-        false
+    /// of each; columns strictly increasing, below the width).
+    pub fn push_row_with(&mut self, write: impl FnOnce(&mut Vec<u32>, &mut Vec<f32>)) {
+        write(&mut self.at, &mut self.values);
+        debug_assert_eq!(
+            self.at.len(),
+            self.values.len(),
+            "as many values as columns"
+        );
+        self.offsets.push(self.at.len());
     }
 
     /// Appends a dense row (`width` values) by its entries whose bits are not all zero, so

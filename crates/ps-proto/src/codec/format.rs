@@ -39,6 +39,9 @@ pub enum ValueFormat {
 }
 
 const CHUNK: usize = 1024;
+/// The values `I8` and `I16` hold.
+const I8_RANGE: (f32, f32) = (-128.0, 127.0);
+const I16_RANGE: (f32, f32) = (-32_768.0, 32_767.0);
 const F16_MAX: f32 = 65504.0;
 /// bf16::MAX (0x7F7F) as f32.
 const BF16_MAX: f32 = f32::from_bits(0x7F7F_0000);
@@ -141,8 +144,8 @@ impl ValueFormat {
     /// The range of a whole-number format.
     fn int_range(self) -> Option<(f32, f32)> {
         match self {
-            ValueFormat::I8 => Some((-128.0, 127.0)),
-            ValueFormat::I16 => Some((-32_768.0, 32_767.0)),
+            ValueFormat::I8 => Some(I8_RANGE),
+            ValueFormat::I16 => Some(I16_RANGE),
             _ => None,
         }
     }
@@ -154,8 +157,8 @@ impl ValueFormat {
             ValueFormat::F32 => v,
             ValueFormat::F16 => f16::from_f32(saturate(v, F16_MAX)).to_f32(),
             ValueFormat::Bf16 => bf16_to_f32(f32_to_bf16(v)),
-            ValueFormat::I8 => f32::from(to_int(v, -128.0, 127.0) as i8),
-            ValueFormat::I16 => f32::from(to_int(v, -32_768.0, 32_767.0) as i16),
+            ValueFormat::I8 => to_int(v, I8_RANGE) as f32,
+            ValueFormat::I16 => to_int(v, I16_RANGE) as f32,
             _ => self.quant().map_or(v, |q| q.quantize_one(v)),
         }
     }
@@ -177,7 +180,7 @@ fn saturate(v: f32, max: f32) -> f32 {
 /// target lacks SSE4.1): clamped first, then rounded by adding and taking away 1.5 * 2^23,
 /// which leaves an f32 of that size no bits below the point.
 #[inline(always)]
-fn to_int(v: f32, lo: f32, hi: f32) -> i32 {
+fn to_int(v: f32, (lo, hi): (f32, f32)) -> i32 {
     const ROUND: f32 = 12_582_912.0;
     // `as` takes NaN to 0.
     ((v.clamp(lo, hi) + ROUND) - ROUND) as i32
@@ -259,8 +262,8 @@ pub(crate) fn write_values(format: ValueFormat, src: &[f32], out: &mut Vec<u8>) 
             }
         }
         ValueFormat::Bf16 => write_u16s(src, out, f32_to_bf16),
-        ValueFormat::I8 => out.extend(src.iter().map(|&v| to_int(v, -128.0, 127.0) as i8 as u8)),
-        ValueFormat::I16 => write_u16s(src, out, |v| to_int(v, -32_768.0, 32_767.0) as i16 as u16),
+        ValueFormat::I8 => out.extend(src.iter().map(|&v| to_int(v, I8_RANGE) as i8 as u8)),
+        ValueFormat::I16 => write_u16s(src, out, |v| to_int(v, I16_RANGE) as i16 as u16),
         ValueFormat::Q8 | ValueFormat::Q4 | ValueFormat::Q2 | ValueFormat::Sign => {
             if let Some(q) = format.quant() {
                 q.write(src, out);
@@ -433,7 +436,7 @@ mod tests {
         for v in swept.chain(near) {
             for (lo, hi) in [(-128.0f32, 127.0), (-32_768.0, 32_767.0)] {
                 let want = v.round_ties_even().clamp(lo, hi) as i32;
-                assert_eq!(to_int(v, lo, hi), want, "{v:e} in {lo}..={hi}");
+                assert_eq!(to_int(v, (lo, hi)), want, "{v:e} in {lo}..={hi}");
             }
             let whole = v.fract() == 0.0 && v.abs() <= 65_535.0 && v.to_bits() != 0x8000_0000;
             assert_eq!(small_whole(v), whole, "{v:e}");
