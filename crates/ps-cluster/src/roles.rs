@@ -29,6 +29,14 @@ pub fn plan_job(
 ) -> Result<JobPlan> {
     job.validate()?;
     cluster.validate()?;
+    if cluster.recovery.on_worker_failure == Some(ps_proto::WorkerFailure::Wait) {
+        if let Err(why) = app.rejoin_by_replay() {
+            bail!(
+                "--app {} cannot take --on-worker-failure wait: {why}; use evict or fail",
+                app.name()
+            );
+        }
+    }
     let plan = app
         .plan(matches, &job.common(cluster.workers))
         .with_context(|| format!("--app {}", app.name()))?;

@@ -303,6 +303,27 @@ fn bad_recovery_flags_are_refused() {
         assert!(!out.status.success(), "{args:?} succeeded");
         assert!(stderr.contains(expect), "{args:?}: {stderr}");
     }
+    // LDA's shared counts count each worker's assignments, which a replay would not give back
+    // (a rejoined worker left 53,447 negative counts when this was allowed): refused before
+    // any process starts.
+    let args = ["local", "--app", "lda", "--on-worker-failure", "wait"];
+    let out = ps_cluster(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    assert!(
+        stderr.contains("--app lda cannot take --on-worker-failure wait")
+            && stderr.contains("use evict or fail"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("registered"),
+        "something started: {stderr}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 /// A worker that hangs (alive, silent) misses its heartbeats and is evicted; the launcher

@@ -41,6 +41,8 @@ pub trait DynApp: Send + Sync {
     fn clock_metrics(&self, sums: &BTreeMap<String, f64>) -> Vec<(&'static str, Option<f64>)>;
     /// The default quality bar ([`App::target`]).
     fn target(&self) -> Option<super::Target>;
+    /// Whether a dead worker may rejoin by replaying its clocks ([`App::rejoin_by_replay`]).
+    fn rejoin_by_replay(&self) -> Result<(), &'static str>;
     /// The app's summary fields.
     fn summary(
         &self,
@@ -138,6 +140,10 @@ impl<A: App> DynApp for A {
 
     fn target(&self) -> Option<super::Target> {
         App::target(self)
+    }
+
+    fn rejoin_by_replay(&self) -> Result<(), &'static str> {
+        App::rejoin_by_replay(self)
     }
 
     fn summary(

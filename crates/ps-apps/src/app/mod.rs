@@ -295,6 +295,16 @@ pub trait App: Send + Sync + 'static {
         None
     }
 
+    /// Whether a worker that died may rejoin by replaying its clocks
+    /// (`--on-worker-failure wait`): it rebuilds its local state against the current model
+    /// while the shards drop the updates they already applied. Right where that state is the
+    /// worker's own (MF's user factors); wrong where the shared tables count it, as LDA's
+    /// word-topic counts count its topic assignments. `Err` says why not, and such a job is
+    /// refused before it starts.
+    fn rejoin_by_replay(&self) -> Result<(), &'static str> {
+        Ok(())
+    }
+
     /// The app's fields of the summary line.
     fn summary(&self, job: &JobView<'_, Self>) -> serde_json::Map<String, serde_json::Value>;
 }
