@@ -68,6 +68,9 @@ fn local_lda_job_recovers_the_topics() {
     // Raw pushes of count deltas go as their nonzero entries (1.0 when they went dense).
     let ratio = f(&s, "push_compression_ratio");
     assert!(ratio > 1.3, "push_compression_ratio {ratio}: {s}");
+    // The final model's counts are counts, and its totals their column sums.
+    assert_eq!(s["word_topic_negative_counts"].as_u64(), Some(0), "{s}");
+    assert_eq!(f(&s, "topic_totals_gap"), 0.0, "{s}");
 }
 
 /// `--eval-every 3` measures the log-likelihood at clocks 1, 4 and 7 (and the final model's),

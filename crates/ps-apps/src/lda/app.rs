@@ -102,6 +102,12 @@ pub struct LdaFacts {
     pub topic_recovery: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub word_topic_hash: Option<String>,
+    /// Negative word-topic counts in the final model (worker 0, which reads it all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negative_counts: Option<u64>,
+    /// The largest gap between a final topic total and its column's sum (worker 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totals_gap: Option<f64>,
 }
 
 /// A worker's corpus ([`load_corpus`]) and, for built-in data, the true topics (`K x V`) and
@@ -348,6 +354,12 @@ impl App for LdaApp {
         }
         if let Some(h) = &job.facts.word_topic_hash {
             out.insert("word_topic_hash".into(), h.clone().into());
+        }
+        if let Some(n) = job.facts.negative_counts {
+            out.insert("word_topic_negative_counts".into(), n.into());
+        }
+        if let Some(g) = job.facts.totals_gap {
+            out.insert("topic_totals_gap".into(), g.into());
         }
         if f.heldout_tokens > 0.0 || f.heldout_skipped_docs > 0.0 {
             let per_token = ratio(f.heldout_loglik, f.heldout_tokens);

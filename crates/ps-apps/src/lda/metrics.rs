@@ -317,6 +317,45 @@ pub fn topic_recovery(
     total / true_k as f64
 }
 
+/// How far a word-topic table and its topic totals are from being the counts of some
+/// assignments: the cells below zero, and the largest gap between a topic's total and the sum
+/// of its column (summed in `f64`). Exact pushes keep both at zero: a move takes one from a
+/// cell and adds one to another of the same row, and does the same to the totals. A worker
+/// whose moves start from assignments the table never counted, or whose clock the shards
+/// applied in part, shows here (the log-likelihood's `max(n, 0)` would hide it).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct CountCheck {
+    pub negative_cells: u64,
+    pub totals_gap: f64,
+}
+
+/// [`CountCheck`] of `word_topic` (whole rows of `k`) and `totals` (`k` values).
+///
+/// # Panics
+/// If `totals` is not `k` long or `word_topic` not whole rows (caller bug).
+pub fn count_check(word_topic: &[f32], k: usize, totals: &[f32]) -> CountCheck {
+    assert_eq!(totals.len(), k, "totals of another width");
+    assert!(
+        k > 0 && word_topic.len().is_multiple_of(k),
+        "whole rows of {k}"
+    );
+    let mut columns = vec![0.0f64; k];
+    let mut negative_cells = 0u64;
+    for row in word_topic.chunks_exact(k) {
+        for (sum, &v) in columns.iter_mut().zip(row) {
+            *sum += f64::from(v);
+            negative_cells += u64::from(v < 0.0);
+        }
+    }
+    let totals_gap = (columns.iter().zip(totals))
+        .map(|(&c, &t)| (c - f64::from(t)).abs())
+        .fold(0.0, f64::max);
+    CountCheck {
+        negative_cells,
+        totals_gap,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -455,5 +494,21 @@ mod tests {
         let (empty, wt, totals) = random_worker(0, 20, 40, 7);
         let (ll, n) = loglik_on(&empty, &wt, &totals, &hyper, 3);
         assert_eq!((ll.to_bits(), n), (0.0f64.to_bits(), 0));
+    }
+
+    #[test]
+    fn counts_check_out_only_when_they_are_counts() {
+        // Two rows of 3 and their column sums: nothing to report.
+        let table = [1.0, 0.0, 2.0, 0.0, 4.0, 1.0];
+        let good = count_check(&table, 3, &[1.0, 4.0, 3.0]);
+        assert_eq!(good, CountCheck::default());
+        // A move from a topic the cell never held: one negative cell; a total one off.
+        let table = [1.0, -1.0, 3.0, 0.0, 4.0, 1.0];
+        let bad = count_check(&table, 3, &[1.0, 4.0, 3.0]);
+        assert_eq!(bad.negative_cells, 1);
+        assert_eq!(bad.totals_gap, 1.0);
+        // Past 2^24 a column still adds exactly (in f32, each 1 would be lost).
+        let big = [16_777_216.0f32, 1.0, 1.0];
+        assert_eq!(count_check(&big, 1, &[16_777_218.0]).totals_gap, 0.0);
     }
 }

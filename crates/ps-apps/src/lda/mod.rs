@@ -73,7 +73,7 @@ pub use data::{
     load_ldac, load_uci, load_vocab, parse_ldac, parse_uci_docword, parse_vocab, split_docs,
     take_worker_docs, worker_doc_ids, Corpus, MAX_COUNT, MAX_DOCS, MAX_TOKENS, MAX_VOCAB,
 };
-pub use metrics::{loglik, loglik_on, loglik_per_token, topic_recovery};
+pub use metrics::{count_check, loglik, loglik_on, loglik_per_token, topic_recovery, CountCheck};
 pub use sweep_key::{SweepKey, SweepUniforms};
 pub use synth::{
     synthetic_lda, synthetic_lda_threads, synthetic_lda_worker, SyntheticLda, SyntheticLdaSpec,

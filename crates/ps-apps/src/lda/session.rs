@@ -18,8 +18,8 @@ use super::app::{
 use super::heldout::document_completion;
 use super::resident::LdaResident;
 use super::{
-    loglik_on, top_words, topic_recovery, worker_doc_ids, LdaApp, LdaCompute, LdaDelta, LdaHyper,
-    LdaWorkerState, SweepKey,
+    count_check, loglik_on, top_words, topic_recovery, worker_doc_ids, CountCheck, LdaApp,
+    LdaCompute, LdaDelta, LdaHyper, LdaWorkerState, SweepKey,
 };
 use crate::app::flags;
 use crate::app::{DeltaSink, Inbox, Outcome, Session, TableRows, Traffic, WorkerContext};
@@ -476,6 +476,17 @@ impl Session<LdaApp> for LdaSession {
                 ));
             }
             facts.word_topic_hash = Some(flags::hash_bits(&self.all));
+            // The whole final model is here: are its counts still counts?
+            let check = count_check(&self.all, k, &self.totals);
+            if check != CountCheck::default() {
+                tracing::warn!(
+                    negative_counts = check.negative_cells,
+                    totals_gap = check.totals_gap,
+                    "the final word-topic counts are not the counts of any assignments"
+                );
+            }
+            facts.negative_counts = Some(check.negative_cells);
+            facts.totals_gap = Some(check.totals_gap);
             if let Some(vocab) = &self.corpus_vocab {
                 for line in top_words(&self.all, k, vocab, 8) {
                     eprintln!("{line}");
