@@ -55,7 +55,7 @@ pub struct MlpArgs {
     /// larger set to measure throughput on).
     #[arg(long, conflicts_with = "data", default_value_t = BUILTIN_TRAIN)]
     pub samples: usize,
-    /// Test samples of the built-in synthetic set [default: --samples / 4].
+    /// Test samples of the built-in synthetic set [default: --samples / 4, at least 1].
     #[arg(long, conflicts_with = "data")]
     pub test_samples: Option<usize>,
     /// Features of the built-in synthetic set (the network's input width follows the data).
@@ -89,7 +89,7 @@ pub const MAX_SYNTHETIC_VALUES: u64 = 1 << 31;
 impl MlpArgs {
     /// The built-in set the flags ask for, checked.
     pub fn synthetic_spec(&self, seed: u64) -> Result<SyntheticMlpSpec, AppError> {
-        let test = self.test_samples.unwrap_or(self.samples / 4);
+        let test = self.test_samples.unwrap_or((self.samples / 4).max(1));
         flags::in_range("--samples", self.samples, 1, 100_000_000)?;
         flags::in_range("--test-samples", test, 1, 100_000_000)?;
         flags::in_range("--features", self.features, 1, 1_000_000)?;

@@ -289,6 +289,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_tiny_built_in_set_keeps_a_test_sample() {
+        let args = MlpArgs {
+            samples: 2,
+            ..MlpArgs::default()
+        };
+        let spec = args.synthetic_spec(1).unwrap();
+        assert_eq!((spec.train, spec.test), (2, 1));
+        let args = MlpArgs {
+            test_samples: Some(0),
+            ..MlpArgs::default()
+        };
+        let err = args.synthetic_spec(1).unwrap_err().to_string();
+        assert!(err.contains("--test-samples"), "{err}");
+    }
+
+    #[test]
     fn epoch_order_is_a_seeded_permutation() {
         let key = ClockKey {
             seed: 1,
