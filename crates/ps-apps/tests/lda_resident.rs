@@ -150,6 +150,7 @@ fn shuffled(clocks: u64, engines: &dyn Engines, seed: u64) -> Clocks {
                 worker,
                 workers: WORKERS,
                 engines,
+                rejoin: Default::default(),
             };
             LdaApp.session(plan.settings.clone(), &ctx).unwrap()
         })

@@ -293,6 +293,11 @@ pub struct WorkerArgs {
     /// Compute device: auto, cpu, cpu-resident (the GPU path on CPU oracles), cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// A directory that outlives this worker's process, where it keeps what an exact replay
+    /// needs if it dies and rejoins under `--on-worker-failure wait` (LDA's moves; the same
+    /// directory for the worker's every life; `local` makes one).
+    #[arg(long)]
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// What every shard and worker takes: where the coordinator is, who it is, how it sends.

@@ -5,11 +5,12 @@
 
 use crate::host_time::{timed, unblocked, HostTimes};
 use anyhow::{Context, Result};
-use ps_apps::app::{DeltaSink, DynApp, DynSession, Engines, TableRows};
+use ps_apps::app::{DeltaSink, DynApp, DynSession, Engines, Rejoin, TableRows, WorkerContext};
 use ps_apps::SinkError;
 use ps_client::{ClientError, PsClient, Run, Worker};
 use ps_proto::{Done, PushPlan};
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// An injected failure of one worker.
@@ -199,8 +200,14 @@ pub const INJECTED_DELAY: &str = "injected_delay_s";
 /// job ended (its error-feedback residuals), dropped before the final figures.
 pub const UNSENT_L1: &str = "unsent_residual_l1";
 
-/// Runs one worker's whole job: `app`'s session on `engines`, under the worker's assignment.
-pub fn run_session(worker: &mut Worker, app: &dyn DynApp, engines: &dyn Engines) -> Result<Done> {
+/// Runs one worker's whole job: `app`'s session on `engines`, under the worker's assignment;
+/// `state_dir` is where it keeps what a replay after its death needs (`--state-dir`).
+pub fn run_session(
+    worker: &mut Worker,
+    app: &dyn DynApp,
+    engines: &dyn Engines,
+    state_dir: Option<&Path>,
+) -> Result<Done> {
     let assign = worker.assignment().clone();
     let (w, clocks) = (assign.id, assign.job.clocks);
     let chaos: Chaos = if assign.job.driver.is_null() {
@@ -208,7 +215,17 @@ pub fn run_session(worker: &mut Worker, app: &dyn DynApp, engines: &dyn Engines)
     } else {
         serde_json::from_value(assign.job.driver.clone()).context("fault injection settings")?
     };
-    let mut session = app.session(&assign.job.settings, w, assign.num_workers, engines)?;
+    let rejoin = match assign.recovery.on_worker_failure {
+        ps_proto::WorkerFailure::Wait => Rejoin::Replay(state_dir),
+        _ => Rejoin::Never,
+    };
+    let ctx = WorkerContext {
+        worker: w,
+        workers: assign.num_workers,
+        engines,
+        rejoin,
+    };
+    let mut session = app.session(&assign.job.settings, &ctx)?;
     let client = worker.client();
     // Set-up is not clock 0's compute.
     client.start_clock();

@@ -219,6 +219,15 @@ pub fn run_local(app: &dyn DynApp, matches: &clap::ArgMatches, a: LocalArgs) -> 
         Vec::new()
     };
 
+    // Under `wait` a restarted worker finds what its last life kept here (LDA's moves).
+    let state_tmp;
+    let state_arg: Vec<String> = if recovery.on_worker_failure == ps_proto::WorkerFailure::Wait {
+        state_tmp = tempfile::tempdir().context("creating the workers' state directory")?;
+        vec!["--state-dir".into(), state_tmp.path().display().to_string()]
+    } else {
+        Vec::new()
+    };
+
     let rt = runtime(2)?;
     let (result, children) = rt.block_on(async {
         let mut options = EndpointOptions::for_loopback();
@@ -252,6 +261,7 @@ pub fn run_local(app: &dyn DynApp, matches: &clap::ArgMatches, a: LocalArgs) -> 
             ];
             extra.extend(network_args.iter().cloned());
             extra.extend(metrics_arg(&metrics, &name));
+            extra.extend(state_arg.iter().cloned());
             children.push(Proc::start(
                 &exe, "worker", i, name, certs, coord_addr, extra,
             )?);

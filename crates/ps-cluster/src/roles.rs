@@ -29,14 +29,6 @@ pub fn plan_job(
 ) -> Result<JobPlan> {
     job.validate()?;
     cluster.validate()?;
-    if cluster.recovery.on_worker_failure == Some(ps_proto::WorkerFailure::Wait) {
-        if let Err(why) = app.rejoin_by_replay() {
-            bail!(
-                "--app {} cannot take --on-worker-failure wait: {why}; use evict or fail",
-                app.name()
-            );
-        }
-    }
     let plan = app
         .plan(matches, &job.common(cluster.workers))
         .with_context(|| format!("--app {}", app.name()))?;
@@ -286,7 +278,8 @@ pub fn run_worker(a: WorkerArgs, apps: &[Box<dyn DynApp>]) -> Result<()> {
         .find(|x| x.name() == name)
         .ok_or_else(|| anyhow::anyhow!("the job runs app {name:?}, which this binary lacks"))?;
     let engines = worker_gpu::DeviceEngines(selection.device);
-    let done = match crate::driver::run_session(&mut worker, app.as_ref(), &engines) {
+    let state_dir = a.state_dir.as_deref();
+    let done = match crate::driver::run_session(&mut worker, app.as_ref(), &engines, state_dir) {
         Ok(d) => d,
         // A failure the coordinator announced explains the local one.
         Err(e) => match worker.failure() {

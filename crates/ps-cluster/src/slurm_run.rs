@@ -147,13 +147,19 @@ pub fn run_slurm(
                 threads: a.server_threads,
             })
         }
-        Role::Worker(i) => roles::run_worker(
-            WorkerArgs {
-                node: node(i)?,
-                device: a.device.clone(),
-            },
-            apps,
-        ),
+        Role::Worker(i) => {
+            // Under `wait`, what a worker's next life replays goes to the shared directory.
+            let job_id = std::env::var("SLURM_JOB_ID").unwrap_or_else(|_| "job".into());
+            let waits = a.cluster.recovery.on_worker_failure == Some(ps_proto::WorkerFailure::Wait);
+            roles::run_worker(
+                WorkerArgs {
+                    node: node(i)?,
+                    device: a.device.clone(),
+                    state_dir: waits.then(|| a.dir.join(format!("worker-state-{job_id}"))),
+                },
+                apps,
+            )
+        }
     }
 }
 

@@ -304,8 +304,9 @@ pub enum WorkerFailure {
     /// The others wait (within the staleness bound) for the worker to register again with its
     /// id: it replays its clocks from the start, rebuilding its local state against the current
     /// model, while shards acknowledge and drop the batches they already applied; from the
-    /// first clock they lack, its updates count again. Only for apps whose shared tables do not
-    /// count the worker's local state (not LDA: `App::rejoin_by_replay`).
+    /// first clock they lack, its updates count again. Where the shared tables count the
+    /// worker's local state (LDA's assignments), the worker replays from a log it kept in its
+    /// state directory instead (`ps_apps::app::Rejoin`).
     Wait,
 }
 

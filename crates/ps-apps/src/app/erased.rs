@@ -2,9 +2,7 @@
 //! travel as JSON and figures as the numeric maps of `ps_proto::report`. Every [`App`] is a
 //! [`DynApp`].
 
-use super::{
-    figures_err, job_view, App, DeltaSink, Engines, JobCommon, Session, TableRows, WorkerContext,
-};
+use super::{figures_err, job_view, App, DeltaSink, JobCommon, Session, TableRows, WorkerContext};
 use crate::error::AppError;
 use ps_proto::report::{to_facts, to_sums};
 use ps_proto::{JobResult, SparseRows, TableSpec};
@@ -31,9 +29,7 @@ pub trait DynApp: Send + Sync {
     fn session(
         &self,
         settings: &serde_json::Value,
-        worker: u32,
-        workers: u32,
-        engines: &dyn Engines,
+        ctx: &WorkerContext<'_>,
     ) -> Result<Box<dyn DynSession>, AppError>;
     /// The app's part of a clock's line, from the clock's summed figures.
     fn clock_line(&self, sums: &BTreeMap<String, f64>) -> String;
@@ -41,8 +37,6 @@ pub trait DynApp: Send + Sync {
     fn clock_metrics(&self, sums: &BTreeMap<String, f64>) -> Vec<(&'static str, Option<f64>)>;
     /// The default quality bar ([`App::target`]).
     fn target(&self) -> Option<super::Target>;
-    /// Whether a dead worker may rejoin by replaying its clocks ([`App::rejoin_by_replay`]).
-    fn rejoin_by_replay(&self) -> Result<(), &'static str>;
     /// The app's summary fields.
     fn summary(
         &self,
@@ -110,18 +104,11 @@ impl<A: App> DynApp for A {
     fn session(
         &self,
         settings: &serde_json::Value,
-        worker: u32,
-        workers: u32,
-        engines: &dyn Engines,
+        ctx: &WorkerContext<'_>,
     ) -> Result<Box<dyn DynSession>, AppError> {
         let settings: A::Settings = serde_json::from_value(settings.clone())
             .map_err(|e| AppError::Settings(format!("{} settings: {e}", App::name(self))))?;
-        let ctx = WorkerContext {
-            worker,
-            workers,
-            engines,
-        };
-        Ok(Box::new(Erased(App::session(self, settings, &ctx)?)))
+        Ok(Box::new(Erased(App::session(self, settings, ctx)?)))
     }
 
     fn clock_line(&self, sums: &BTreeMap<String, f64>) -> String {
@@ -140,10 +127,6 @@ impl<A: App> DynApp for A {
 
     fn target(&self) -> Option<super::Target> {
         App::target(self)
-    }
-
-    fn rejoin_by_replay(&self) -> Result<(), &'static str> {
-        App::rejoin_by_replay(self)
     }
 
     fn summary(

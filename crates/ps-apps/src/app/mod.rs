@@ -99,6 +99,23 @@ pub struct WorkerContext<'a> {
     pub workers: u32,
     /// The compute engines of this worker's device.
     pub engines: &'a dyn Engines,
+    /// Whether this worker, dead, may rejoin the job by replaying its clocks.
+    pub rejoin: Rejoin<'a>,
+}
+
+/// Whether a dead worker may rejoin the job (`--on-worker-failure wait`): it starts again from
+/// its first clock, rebuilding its local state against the current model while the shards drop
+/// the pushes they already applied. Right where that state is the worker's own (MF's user
+/// factors). Where the shared tables count it (LDA's topic assignments), the session keeps a
+/// log of what it did in the worker's state directory and replays from that; without one it
+/// refuses to start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Rejoin<'a> {
+    /// A dead worker fails the job or is evicted.
+    #[default]
+    Never,
+    /// A dead worker comes back and replays; its state directory (`--state-dir`), if any.
+    Replay(Option<&'a std::path::Path>),
 }
 
 impl WorkerContext<'_> {
@@ -293,16 +310,6 @@ pub trait App: Send + Sync + 'static {
     /// The quality bar a benchmark sweep times by default (on the built-in data), if any.
     fn target(&self) -> Option<Target> {
         None
-    }
-
-    /// Whether a worker that died may rejoin by replaying its clocks
-    /// (`--on-worker-failure wait`): it rebuilds its local state against the current model
-    /// while the shards drop the updates they already applied. Right where that state is the
-    /// worker's own (MF's user factors); wrong where the shared tables count it, as LDA's
-    /// word-topic counts count its topic assignments. `Err` says why not, and such a job is
-    /// refused before it starts.
-    fn rejoin_by_replay(&self) -> Result<(), &'static str> {
-        Ok(())
     }
 
     /// The app's fields of the summary line.

@@ -254,6 +254,7 @@ pub fn run_bsp<A: App>(
                 worker,
                 workers,
                 engines,
+                rejoin: Default::default(),
             };
             app.session(plan.settings.clone(), &ctx)
         })

@@ -215,15 +215,6 @@ impl App for LdaApp {
         "topic model by collapsed Gibbs sampling"
     }
 
-    fn rejoin_by_replay(&self) -> Result<(), &'static str> {
-        Err(
-            "the word-topic counts count every worker's topic assignments: replayed against \
-             the current model, a returning worker's assignments come out different from the \
-             ones the shards counted, and its later moves would take counts from topics that \
-             never held them (negative counts)",
-        )
-    }
-
     fn plan(&self, a: &LdaArgs, job: &JobCommon) -> Result<Plan<LdaSettings>, AppError> {
         let hyper = LdaHyper {
             topics: a.topics,

@@ -53,6 +53,7 @@ mod files;
 pub mod heldout;
 mod init;
 mod metrics;
+pub mod moves_log;
 pub mod packed;
 mod resident;
 mod session;

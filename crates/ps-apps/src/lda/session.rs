@@ -16,13 +16,14 @@ use super::app::{
     load_corpus, measures_at, LdaClock, LdaFacts, LdaFinal, LdaSettings, Loaded, TOTALS, WORD_TOPIC,
 };
 use super::heldout::document_completion;
+use super::moves_log::{fingerprint, moves_between, replay, MovesLog};
 use super::resident::LdaResident;
 use super::{
     count_check, loglik_on, top_words, topic_recovery, worker_doc_ids, CountCheck, LdaApp,
     LdaCompute, LdaDelta, LdaHyper, LdaWorkerState, SweepKey,
 };
 use crate::app::flags;
-use crate::app::{DeltaSink, Inbox, Outcome, Session, TableRows, Traffic, WorkerContext};
+use crate::app::{DeltaSink, Inbox, Outcome, Rejoin, Session, TableRows, Traffic, WorkerContext};
 use crate::error::{AppError, ComputeError};
 use ps_proto::SparseRows;
 use std::time::Instant;
@@ -70,6 +71,49 @@ pub struct LdaSession {
     inbox: Inbox,
     swept: u64,
     sweep_s: f64,
+    /// Under `--on-worker-failure wait`: every clock's moves, kept so that a later life of
+    /// this worker replays them instead of sweeping again ([`super::moves_log`]).
+    moves: Option<MovesLog>,
+}
+
+/// The moves log of a worker that may rejoin (see [`super::moves_log`]): in its state
+/// directory, one file a worker. The replay runs on the host engines, which hold the
+/// assignments where the log can see them.
+fn open_moves_log(
+    dir: Option<&std::path::Path>,
+    s: &LdaSettings,
+    worker: u32,
+    state: &LdaWorkerState,
+    path: &Path,
+) -> Result<MovesLog, AppError> {
+    let why = "a rejoining LDA worker replays the moves it logged, since sweeping again would \
+               not give back the assignments the word-topic counts count";
+    let Some(dir) = dir else {
+        return Err(AppError::Settings(format!(
+            "--on-worker-failure wait needs the workers' --state-dir (local makes one): {why}"
+        )));
+    };
+    if let Path::Resident { dev, .. } = path {
+        return Err(AppError::Settings(format!(
+            "--on-worker-failure wait takes LDA's host engines (--device cpu), not {}: {why}, \
+             and a resident engine keeps the assignments on its device",
+            dev.name()
+        )));
+    }
+    let tokens = u32::try_from(state.num_tokens()).map_err(|_| {
+        AppError::Settings(format!("{} tokens: too many to log", state.num_tokens()))
+    })?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| AppError::Settings(format!("--state-dir {}: {e}", dir.display())))?;
+    let print = fingerprint(
+        s.seed,
+        worker,
+        state.topics,
+        state.num_docs(),
+        state.num_tokens(),
+    );
+    let file = dir.join(format!("lda-worker-{worker}.moves"));
+    MovesLog::open(&file, print, tokens, state.topics)
 }
 
 impl LdaSession {
@@ -117,6 +161,10 @@ impl LdaSession {
             }
             None => Path::Host(ctx.engines.lda(s.threads)?),
         };
+        let moves = match ctx.rejoin {
+            Rejoin::Never => None,
+            Rejoin::Replay(dir) => Some(open_moves_log(dir, &s, ctx.worker, &state, &path)?),
+        };
         let words: Vec<u64> = state.words.iter().map(|&w| u64::from(w)).collect();
         let k = s.hyper.topics as usize;
         tracing::info!(
@@ -151,6 +199,7 @@ impl LdaSession {
             inbox: Inbox::default(),
             swept: 0,
             sweep_s: 0.0,
+            moves,
         })
     }
 
@@ -363,9 +412,16 @@ impl Session<LdaApp> for LdaSession {
             Path::Host(_) if measure => self.host_loglik(),
             _ => (0.0, 0),
         };
+        let logged = self.moves.as_mut().and_then(|log| log.take(clock));
         let ((ll, n), started, delta) = match &mut self.path {
+            // A clock an earlier life of this worker swept and may have pushed: its moves again.
+            Path::Host(_) if logged.is_some() => {
+                let moves = logged.unwrap_or_default();
+                (host_ll, Instant::now(), replay(&mut self.state, &moves))
+            }
             Path::Host(engine) => {
                 let started = Instant::now();
+                let before = self.moves.as_ref().map(|_| self.state.z.clone());
                 let delta = engine.sweep(
                     &mut self.state,
                     &mut self.local,
@@ -373,6 +429,10 @@ impl Session<LdaApp> for LdaSession {
                     &self.hyper,
                     key,
                 )?;
+                // Logged before the push leaves (it leaves after this clock returns).
+                if let (Some(log), Some(before)) = (self.moves.as_mut(), before) {
+                    log.append(clock, &moves_between(&before, &self.state.z))?;
+                }
                 (host_ll, started, delta)
             }
             Path::Resident { dev, .. } => {

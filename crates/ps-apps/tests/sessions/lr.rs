@@ -185,6 +185,7 @@ fn the_sink_refuses_what_a_client_refuses() {
         worker: 1,
         workers: 2,
         engines: &CpuEngines,
+        rejoin: Default::default(),
     };
     let mut s = LrApp.session(plan.settings.clone(), &ctx).unwrap();
     let reads = s.reads(0).unwrap();

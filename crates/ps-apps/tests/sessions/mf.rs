@@ -188,6 +188,7 @@ fn a_session_refuses_rows_it_did_not_ask_for_and_keeps_its_state() {
         worker: 0,
         workers: 2,
         engines: &OracleEngines,
+        rejoin: Default::default(),
     };
     let ps = FakePs::new(&plan.tables).unwrap();
     let mut s = MfApp.session(plan.settings.clone(), &ctx).unwrap();
