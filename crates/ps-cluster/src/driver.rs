@@ -216,7 +216,10 @@ pub fn run_session(
         serde_json::from_value(assign.job.driver.clone()).context("fault injection settings")?
     };
     let rejoin = match assign.recovery.on_worker_failure {
-        ps_proto::WorkerFailure::Wait => Rejoin::Replay(state_dir),
+        ps_proto::WorkerFailure::Wait => Rejoin::Replay {
+            state_dir,
+            run: assign.recovery.job_nonce,
+        },
         _ => Rejoin::Never,
     };
     let ctx = WorkerContext {

@@ -114,8 +114,14 @@ pub enum Rejoin<'a> {
     /// A dead worker fails the job or is evicted.
     #[default]
     Never,
-    /// A dead worker comes back and replays; its state directory (`--state-dir`), if any.
-    Replay(Option<&'a std::path::Path>),
+    /// A dead worker comes back and replays.
+    Replay {
+        /// Its state directory (`--state-dir`), if any.
+        state_dir: Option<&'a std::path::Path>,
+        /// This run of the job (the coordinator's nonce): what a state directory holds of
+        /// another run is never replayed.
+        run: u64,
+    },
 }
 
 impl WorkerContext<'_> {

@@ -47,6 +47,14 @@ pub struct LdaSettings {
     /// an older coordinator).
     #[serde(default = "every_clock")]
     pub eval_every: u32,
+    /// Whether pull replies carry the counts exactly (a lossless pull codec): the final
+    /// model is then checked for being counts ([`super::count_check`]).
+    #[serde(default = "exact")]
+    pub exact_pulls: bool,
+}
+
+fn exact() -> bool {
+    true
 }
 
 fn every_clock() -> u32 {
@@ -102,10 +110,11 @@ pub struct LdaFacts {
     pub topic_recovery: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub word_topic_hash: Option<String>,
-    /// Negative word-topic counts in the final model (worker 0, which reads it all).
+    /// Negative word-topic counts in the final model (worker 0, which reads it all; where
+    /// pulls are exact).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub negative_counts: Option<u64>,
-    /// The largest gap between a final topic total and its column's sum (worker 0).
+    /// The largest gap between a final topic total and its column's sum (as above).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub totals_gap: Option<f64>,
 }
@@ -259,6 +268,7 @@ impl App for LdaApp {
             threads: job.threads,
             synthetic,
             eval_every: a.eval_every,
+            exact_pulls: job.pull_codec.is_lossless(),
         };
         let size = CorpusSize::of(&settings)?;
         if size.tokens == 0 {
@@ -427,6 +437,7 @@ mod tests {
                 threads: 1,
                 synthetic: Some(spec),
                 eval_every: 1,
+                exact_pulls: true,
             };
             let generated = synthetic_lda_threads(&spec, 2).corpus;
             assert_eq!(

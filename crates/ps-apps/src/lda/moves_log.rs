@@ -18,16 +18,19 @@
 //! push, so they survive the process's death; a machine that loses power may lose the last
 //! ones (and the replay is then inexact for those clocks).
 
-use super::{LdaDelta, LdaWorkerState};
+use super::{LdaDelta, LdaHyper, LdaWorkerState};
 use crate::error::AppError;
 use crate::seed::mix64;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"PSLDAMV1";
-const HEADER: usize = 16;
+const HEADER: u64 = 16;
+/// A record's clock, count and check.
+const FRAME: u64 = 24;
 
 /// One move: a token and its new topic.
 pub type Move = (u32, u32);
@@ -36,24 +39,34 @@ pub type Move = (u32, u32);
 pub struct MovesLog {
     file: File,
     path: PathBuf,
-    /// Records of an earlier life of this worker not replayed yet, by clock.
-    logged: BTreeMap<u64, Vec<Move>>,
+    /// Where each record of an earlier life of this worker not replayed yet starts, and its
+    /// moves, by clock: read again from the file when replayed, so a long log is never all in
+    /// memory.
+    logged: BTreeMap<u64, (u64, usize)>,
     /// The clock the next record must be of.
     next: u64,
-    tokens: u32,
-    topics: u32,
 }
 
-/// The fingerprint of a worker's job, which its log must carry.
-pub fn fingerprint(seed: u64, worker: u32, topics: u32, docs: usize, tokens: usize) -> u64 {
-    [
+/// The fingerprint a worker's log must carry: its run of the job (`job`, the run's nonce, so
+/// that no other run's log is ever replayed), seed, worker, hyper-parameters, documents and
+/// tokens.
+pub fn fingerprint(
+    job: u64,
+    seed: u64,
+    worker: u32,
+    hyper: &LdaHyper,
+    shape: (usize, usize),
+) -> u64 {
+    let words = [
+        job,
         u64::from(worker),
-        u64::from(topics),
-        docs as u64,
-        tokens as u64,
-    ]
-    .iter()
-    .fold(mix64(seed ^ 0x4c44_415f_4d4f_5645), |h, &x| mix64(h ^ x))
+        u64::from(hyper.topics),
+        hyper.alpha.to_bits(),
+        hyper.beta.to_bits(),
+        shape.0 as u64,
+        shape.1 as u64,
+    ];
+    (words.iter()).fold(mix64(seed ^ 0x4c44_415f_4d4f_5645), |h, &x| mix64(h ^ x))
 }
 
 /// The check of a record.
@@ -69,11 +82,33 @@ fn bad(path: &Path, what: String) -> AppError {
     AppError::Settings(format!("LDA moves log {}: {what}", path.display()))
 }
 
+/// Reads `n` moves into `moves` (cleared first).
+fn read_moves(r: &mut impl Read, n: usize, moves: &mut Vec<Move>) -> std::io::Result<()> {
+    moves.clear();
+    let mut buf = [0u8; 8 * 1024];
+    let mut left = n;
+    while left > 0 {
+        let take = left.min(1024);
+        r.read_exact(&mut buf[..8 * take])?;
+        moves.extend(buf[..8 * take].chunks_exact(8).map(|c| {
+            let t = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            (t, u32::from_le_bytes([c[4], c[5], c[6], c[7]]))
+        }));
+        left -= take;
+    }
+    Ok(())
+}
+
+fn u64_at(b: &[u8]) -> u64 {
+    u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))
+}
+
 impl MovesLog {
     /// Opens (or creates) the log at `path` for a worker with `tokens` tokens and `topics`
-    /// topics whose job has `fingerprint`: the records a earlier life of the worker left are
-    /// kept for [`MovesLog::take`], a torn last record is cut off. A log of another job is an
-    /// error.
+    /// topics whose run of the job has `fingerprint`: the records an earlier life of the worker
+    /// left are indexed for [`MovesLog::take`] (checked as they are read, one at a time), and a
+    /// torn last record is cut off. A log of another run, or a damaged record with others after
+    /// it (clocks that may have been pushed), is an error.
     pub fn open(
         path: &Path,
         fingerprint: u64,
@@ -81,93 +116,111 @@ impl MovesLog {
         topics: u32,
     ) -> Result<MovesLog, AppError> {
         let io = |e: std::io::Error| bad(path, e.to_string());
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(path)
             .map_err(io)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
         let mut log = MovesLog {
             file,
             path: path.to_path_buf(),
             logged: BTreeMap::new(),
             next: 1,
-            tokens,
-            topics,
         };
-        if bytes.len() < HEADER {
+        if len < HEADER {
             // New, or torn before its header was whole.
             let mut header = MAGIC.to_vec();
             header.extend_from_slice(&fingerprint.to_le_bytes());
             log.file.set_len(0).map_err(io)?;
             log.file.seek(SeekFrom::Start(0)).map_err(io)?;
             log.file.write_all(&header).map_err(io)?;
+            log.file.sync_data().map_err(io)?;
             return Ok(log);
         }
-        if &bytes[..8] != MAGIC || bytes[8..HEADER] != fingerprint.to_le_bytes() {
+        // A second handle on the file (sharing its offset, set to the end afterwards).
+        let mut r = BufReader::new(log.file.try_clone().map_err(io)?);
+        let mut header = [0u8; HEADER as usize];
+        r.read_exact(&mut header).map_err(io)?;
+        if &header[..8] != MAGIC || u64_at(&header[8..]) != fingerprint {
             return Err(bad(
                 path,
-                "it belongs to another job or worker; remove it or give another --state-dir".into(),
+                "it belongs to another run of the job or another worker".into(),
             ));
         }
-        let good = log.read_records(&bytes[HEADER..]);
-        log.file.set_len((HEADER + good) as u64).map_err(io)?;
+        let good = log.index(&mut r, len, tokens, topics)?;
+        drop(r);
+        log.file.set_len(good).map_err(io)?;
         log.file.seek(SeekFrom::End(0)).map_err(io)?;
         Ok(log)
     }
 
-    /// Reads whole, valid, consecutive records from `bytes` into `logged`; returns how many
-    /// bytes they take.
-    fn read_records(&mut self, bytes: &[u8]) -> usize {
-        let word = |at: usize, n: usize| -> Option<u64> {
-            let b = bytes.get(at..at + n)?;
-            let mut w = [0u8; 8];
-            w[..n].copy_from_slice(b);
-            Some(u64::from_le_bytes(w))
-        };
-        let mut at = 0;
+    /// Indexes the whole, valid, consecutive records after the header (`r` there, the file
+    /// `len` long); returns where they end.
+    fn index(
+        &mut self,
+        r: &mut impl Read,
+        len: u64,
+        tokens: u32,
+        topics: u32,
+    ) -> Result<u64, AppError> {
+        let mut at = HEADER;
+        let mut moves = Vec::new();
         loop {
-            let Some((clock, n)) = word(at, 8).zip(word(at + 8, 8)) else {
-                return at;
-            };
-            let Some(end) = usize::try_from(n)
-                .ok()
-                .and_then(|n| n.checked_mul(8))
-                .and_then(|b| b.checked_add(at + 24))
-            else {
-                return at;
-            };
-            if clock != self.next || end > bytes.len() {
-                return at;
+            let mut head = [0u8; 16];
+            if len - at < FRAME || r.read_exact(&mut head).is_err() {
+                return Ok(at);
             }
-            let moves: Vec<Move> = bytes[at + 16..end - 8]
-                .chunks_exact(8)
-                .map(|c| {
-                    let t = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-                    (t, u32::from_le_bytes([c[4], c[5], c[6], c[7]]))
-                })
-                .collect();
-            let valid = moves
-                .iter()
-                .all(|&(t, k)| t < self.tokens && k < self.topics);
-            if !valid || word(end - 8, 8) != Some(check(clock, &moves)) {
-                return at;
+            let (clock, n) = (u64_at(&head[..8]), u64_at(&head[8..]));
+            let end = n
+                .checked_mul(8)
+                .and_then(|b| b.checked_add(at + FRAME))
+                .filter(|&end| end <= len);
+            let Some(end) = end else {
+                // Cut short: the last record, torn as its life ended.
+                return Ok(at);
+            };
+            let mut tail = [0u8; 8];
+            let read = read_moves(r, n as usize, &mut moves).and_then(|_| r.read_exact(&mut tail));
+            let valid = read.is_ok()
+                && clock == self.next
+                && moves.iter().all(|&(t, k)| t < tokens && k < topics)
+                && u64_at(&tail) == check(clock, &moves);
+            if !valid {
+                if end < len {
+                    return Err(bad(
+                        &self.path,
+                        format!(
+                            "the record at byte {at} is damaged and later ones follow it \
+                             (clocks that may have been pushed cannot be replayed)"
+                        ),
+                    ));
+                }
+                return Ok(at);
             }
-            self.logged.insert(clock, moves);
+            self.logged.insert(clock, (at + 16, n as usize));
             self.next += 1;
             at = end;
         }
     }
 
     /// The moves an earlier life of the worker logged for `clock`, if it did.
-    pub fn take(&mut self, clock: u64) -> Option<Vec<Move>> {
-        self.logged.remove(&clock)
+    pub fn take(&mut self, clock: u64) -> Result<Option<Vec<Move>>, AppError> {
+        let Some((at, n)) = self.logged.remove(&clock) else {
+            return Ok(None);
+        };
+        let mut bytes = vec![0u8; 8 * n];
+        (self.file.read_exact_at(&mut bytes, at)).map_err(|e| bad(&self.path, e.to_string()))?;
+        let mut moves = Vec::with_capacity(n);
+        read_moves(&mut bytes.as_slice(), n, &mut moves)
+            .map_err(|e| bad(&self.path, e.to_string()))?;
+        Ok(Some(moves))
     }
 
-    /// Appends `clock`'s moves, unless they are logged already (a replayed clock): one write.
+    /// Appends `clock`'s moves, unless they are logged already (a replayed clock): one write,
+    /// then synced to the disk.
     pub fn append(&mut self, clock: u64, moves: &[Move]) -> Result<(), AppError> {
         if clock < self.next {
             return Ok(());
@@ -178,7 +231,7 @@ impl MovesLog {
                 format!("clock {clock} logged after clock {}", self.next - 1),
             ));
         }
-        let mut record = Vec::with_capacity(24 + 8 * moves.len());
+        let mut record = Vec::with_capacity(FRAME as usize + 8 * moves.len());
         record.extend_from_slice(&clock.to_le_bytes());
         record.extend_from_slice(&(moves.len() as u64).to_le_bytes());
         for &(t, k) in moves {
@@ -186,7 +239,9 @@ impl MovesLog {
             record.extend_from_slice(&k.to_le_bytes());
         }
         record.extend_from_slice(&check(clock, moves).to_le_bytes());
-        (self.file.write_all(&record)).map_err(|e| bad(&self.path, e.to_string()))?;
+        let io = |e: std::io::Error| bad(&self.path, e.to_string());
+        self.file.write_all(&record).map_err(io)?;
+        self.file.sync_data().map_err(io)?;
         self.next += 1;
         Ok(())
     }
@@ -238,18 +293,33 @@ pub fn replay(state: &mut LdaWorkerState, moves: &[Move]) -> LdaDelta {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lda::{CpuLda, LdaCompute, ParallelSparseLda, SparseLda, SweepKey, WordMajorLda};
+
+    const HYPER: LdaHyper = LdaHyper {
+        topics: 8,
+        alpha: 0.1,
+        beta: 0.01,
+    };
+
+    fn print(job: u64, worker: u32) -> u64 {
+        fingerprint(job, 7, worker, &HYPER, (3, 100))
+    }
 
     fn open(path: &Path, fp: u64) -> MovesLog {
         MovesLog::open(path, fp, 100, 8).unwrap()
+    }
+
+    fn take(log: &mut MovesLog, clock: u64) -> Option<Vec<Move>> {
+        log.take(clock).unwrap()
     }
 
     #[test]
     fn a_new_life_finds_what_the_last_one_logged_and_no_more() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.moves");
-        let fp = fingerprint(7, 1, 8, 3, 100);
+        let fp = print(1, 1);
         let mut log = open(&path, fp);
-        assert_eq!(log.take(1), None);
+        assert_eq!(take(&mut log, 1), None);
         log.append(1, &[(3, 2), (99, 7)]).unwrap();
         log.append(2, &[]).unwrap();
         log.append(3, &[(0, 0)]).unwrap();
@@ -257,112 +327,133 @@ mod tests {
         assert!(log.append(5, &[]).is_err());
         drop(log);
         let mut again = open(&path, fp);
-        assert_eq!(again.take(1), Some(vec![(3, 2), (99, 7)]));
-        assert_eq!(again.take(2), Some(vec![]));
+        assert_eq!(take(&mut again, 1), Some(vec![(3, 2), (99, 7)]));
+        assert_eq!(take(&mut again, 2), Some(vec![]));
+        assert_eq!(take(&mut again, 2), None, "taken once");
         // Replayed clocks are not written twice; the next new one follows them.
         again.append(1, &[(5, 5)]).unwrap();
         again.append(4, &[(1, 1)]).unwrap();
         drop(again);
         let mut third = open(&path, fp);
-        assert_eq!(third.take(1), Some(vec![(3, 2), (99, 7)]));
-        assert_eq!(third.take(3), Some(vec![(0, 0)]));
-        assert_eq!(third.take(4), Some(vec![(1, 1)]));
-        assert_eq!(third.take(5), None);
+        assert_eq!(take(&mut third, 1), Some(vec![(3, 2), (99, 7)]));
+        assert_eq!(take(&mut third, 3), Some(vec![(0, 0)]));
+        assert_eq!(take(&mut third, 4), Some(vec![(1, 1)]));
+        assert_eq!(take(&mut third, 5), None);
+        // A record longer than one read buffer.
+        let many: Vec<Move> = (0..2500u32).map(|t| (t % 100, t % 8)).collect();
+        third.append(5, &many).unwrap();
+        drop(third);
+        assert_eq!(take(&mut open(&path, fp), 5), Some(many));
     }
 
     #[test]
-    fn a_torn_or_damaged_record_ends_the_log_and_is_cut_off() {
+    fn a_torn_last_record_is_cut_off_and_a_damaged_one_before_others_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.moves");
-        let fp = fingerprint(7, 1, 8, 3, 100);
+        let fp = print(1, 1);
         let mut log = open(&path, fp);
         log.append(1, &[(1, 1)]).unwrap();
         log.append(2, &[(2, 2), (3, 3)]).unwrap();
         drop(log);
         let whole = std::fs::read(&path).unwrap();
-        let first_end = HEADER + 24 + 8;
+        let first_end = (HEADER + FRAME + 8) as usize;
         for cut in [whole.len() - 1, whole.len() - 9, first_end + 5] {
             std::fs::write(&path, &whole[..cut]).unwrap();
             let mut log = open(&path, fp);
-            assert_eq!(log.take(1), Some(vec![(1, 1)]), "cut at {cut}");
-            assert_eq!(log.take(2), None, "cut at {cut}");
+            assert_eq!(take(&mut log, 1), Some(vec![(1, 1)]), "cut at {cut}");
+            assert_eq!(take(&mut log, 2), None, "cut at {cut}");
             // Cut back, so the next record follows the last whole one.
             log.append(2, &[(4, 4)]).unwrap();
             drop(log);
-            assert_eq!(open(&path, fp).take(2), Some(vec![(4, 4)]));
+            assert_eq!(take(&mut open(&path, fp), 2), Some(vec![(4, 4)]));
         }
-        // A flipped bit in a record's moves, or a topic past K.
+        // The last record damaged (a flipped bit, a topic past K): cut off like a torn one.
         let mut flipped = whole.clone();
         flipped[first_end + 16] ^= 1;
         std::fs::write(&path, &flipped).unwrap();
-        assert_eq!(open(&path, fp).take(2), None);
-        let mut log = MovesLog::open(&path, fp, 100, 8).unwrap();
+        assert_eq!(take(&mut open(&path, fp), 2), None);
+        let mut log = open(&path, fp);
         log.append(2, &[(5, 9)]).unwrap();
         drop(log);
-        assert_eq!(open(&path, fp).take(2), None, "topic 9 of 8");
+        assert_eq!(take(&mut open(&path, fp), 2), None, "topic 9 of 8");
+        // The first damaged with the second after it: an error, not a silent cut.
+        let mut flipped = whole.clone();
+        flipped[(HEADER + 16) as usize] ^= 1;
+        std::fs::write(&path, &flipped).unwrap();
+        let err = MovesLog::open(&path, fp, 100, 8).err().unwrap().to_string();
+        assert!(err.contains("damaged and later ones follow"), "{err}");
         // A header cut short is a new log.
         std::fs::write(&path, &whole[..10]).unwrap();
-        assert_eq!(open(&path, fp).take(1), None);
+        assert_eq!(take(&mut open(&path, fp), 1), None);
     }
 
     #[test]
-    fn a_log_of_another_job_or_worker_is_refused() {
+    fn a_log_of_another_run_or_worker_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.moves");
-        open(&path, fingerprint(7, 1, 8, 3, 100))
-            .append(1, &[])
-            .unwrap();
-        for fp in [fingerprint(8, 1, 8, 3, 100), fingerprint(7, 2, 8, 3, 100)] {
+        open(&path, print(1, 1)).append(1, &[]).unwrap();
+        let other_alpha = LdaHyper {
+            alpha: 0.2,
+            ..HYPER
+        };
+        for fp in [
+            print(2, 1),
+            print(1, 2),
+            fingerprint(1, 7, 1, &other_alpha, (3, 100)),
+        ] {
             let err = MovesLog::open(&path, fp, 100, 8).err().unwrap().to_string();
-            assert!(err.contains("another job or worker"), "{err}");
+            assert!(
+                err.contains("another run of the job or another worker"),
+                "{err}"
+            );
         }
         std::fs::write(&path, b"not a log at all, but long").unwrap();
-        let err = MovesLog::open(&path, fingerprint(7, 1, 8, 3, 100), 100, 8);
-        assert!(err.is_err());
+        assert!(MovesLog::open(&path, print(1, 1), 100, 8).is_err());
     }
 
-    /// A replay of a sweep's moves leaves the state the sweep left and returns its delta.
+    /// A replay of a sweep's moves leaves the state the sweep left and returns its delta, for
+    /// every host engine.
     #[test]
     fn replayed_moves_are_the_sweep_again() {
-        use crate::lda::{CpuLda, LdaCompute, LdaHyper, SweepKey};
-        let hyper = LdaHyper {
-            topics: 6,
-            alpha: 0.1,
-            beta: 0.01,
-        };
-        let docs: Vec<Vec<u32>> = (0..12u32)
-            .map(|d| (0..5 + d % 7).map(|i| (d * 7 + i * 3) % 40).collect())
+        let hyper = LdaHyper { topics: 6, ..HYPER };
+        let docs: Vec<Vec<u32>> = (0..40u32)
+            .map(|d| (0..(d % 9)).map(|i| (d * 7 + i * 3) % 40).collect())
             .collect();
-        let (mut state, initial) = LdaWorkerState::init(&docs, 40, &hyper, 3, 1).unwrap();
-        // The initial counts, as every worker's clock 0 pushes them, for a lone worker.
-        let k = 6;
-        let mut rows = vec![0.0f32; state.words.len() * k];
-        let mut totals = vec![0.0f32; k];
-        for &(w, t, c) in &initial.entries {
-            let r = state.words.binary_search(&w).unwrap();
-            rows[r * k + t as usize] += c as f32;
-            totals[t as usize] += c as f32;
-        }
-        let mut engine = CpuLda::new();
-        for clock in 1..4 {
-            let before = state.clone();
-            let key = SweepKey {
-                seed: 3,
-                worker: 1,
-                clock,
-            };
-            let swept = engine
-                .sweep(&mut state, &mut rows, &mut totals, &hyper, key)
-                .unwrap();
-            let moves = moves_between(&before.z, &state.z);
-            assert!(!moves.is_empty());
-            let mut again = before;
-            let replayed = replay(&mut again, &moves);
-            assert_eq!(replayed, swept, "clock {clock}");
-            assert_eq!(
-                (again.z, again.doc_topic),
-                (state.z.clone(), state.doc_topic.clone())
-            );
+        let engines: Vec<Box<dyn LdaCompute>> = vec![
+            Box::new(CpuLda::new()),
+            Box::new(SparseLda::new()),
+            Box::new(ParallelSparseLda::new(3)),
+            Box::new(WordMajorLda::new(2)),
+        ];
+        for mut engine in engines {
+            let (mut state, initial) = LdaWorkerState::init(&docs, 40, &hyper, 3, 1).unwrap();
+            // The initial counts, as clock 0 pushes them, for a lone worker.
+            let k = 6;
+            let mut rows = vec![0.0f32; state.words.len() * k];
+            let mut totals = vec![0.0f32; k];
+            for &(w, t, c) in &initial.entries {
+                let r = state.words.binary_search(&w).unwrap();
+                rows[r * k + t as usize] += c as f32;
+                totals[t as usize] += c as f32;
+            }
+            for clock in 1..4 {
+                let before = state.clone();
+                let key = SweepKey {
+                    seed: 3,
+                    worker: 1,
+                    clock,
+                };
+                let swept = engine
+                    .sweep(&mut state, &mut rows, &mut totals, &hyper, key)
+                    .unwrap();
+                let moves = moves_between(&before.z, &state.z);
+                assert!(!moves.is_empty());
+                let mut again = before;
+                let replayed = replay(&mut again, &moves);
+                assert_eq!(replayed, swept, "{} clock {clock}", engine.name());
+                assert_eq!(again.z, state.z);
+                assert_eq!(again.doc_topic, state.doc_topic);
+            }
         }
     }
 }
