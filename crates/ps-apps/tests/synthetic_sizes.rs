@@ -263,6 +263,7 @@ fn size_flags_out_of_range_are_refused_by_name() {
     refused(
         mlp(MlpArgs {
             samples: 3,
+            test_samples: Some(0),
             ..Default::default()
         }),
         "--test-samples",
