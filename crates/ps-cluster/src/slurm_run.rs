@@ -136,9 +136,8 @@ pub fn run_slurm(
                 "shard-{i} listens on port {port}, advertises {advertise}, dials {coordinator}"
             );
             // Checkpoints go to the shared directory, one subdirectory per Slurm job.
-            let job_id = std::env::var("SLURM_JOB_ID").unwrap_or_else(|_| "job".into());
             let checkpoint_dir = (a.cluster.recovery.checkpoint_every > 0)
-                .then(|| a.dir.join(format!("checkpoints-{job_id}")));
+                .then(|| a.dir.join(format!("checkpoints-{}", env.job_id)));
             roles::run_server(ServerArgs {
                 node,
                 listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
@@ -149,13 +148,12 @@ pub fn run_slurm(
         }
         Role::Worker(i) => {
             // Under `wait`, what a worker's next life replays goes to the shared directory.
-            let job_id = std::env::var("SLURM_JOB_ID").unwrap_or_else(|_| "job".into());
             let waits = a.cluster.recovery.on_worker_failure == Some(ps_proto::WorkerFailure::Wait);
             roles::run_worker(
                 WorkerArgs {
                     node: node(i)?,
                     device: a.device.clone(),
-                    state_dir: waits.then(|| a.dir.join(format!("worker-state-{job_id}"))),
+                    state_dir: waits.then(|| a.dir.join(format!("worker-state-{}", env.job_id))),
                 },
                 apps,
             )

@@ -418,13 +418,12 @@ impl Session<LdaApp> for LdaSession {
             Some(log) => log.take(clock)?,
             None => None,
         };
-        let ((ll, n), started, delta) = match &mut self.path {
+        let ((ll, n), started, delta) = match (&mut self.path, logged) {
             // A clock an earlier life of this worker swept and may have pushed: its moves again.
-            Path::Host(_) if logged.is_some() => {
-                let moves = logged.unwrap_or_default();
+            (Path::Host(_), Some(moves)) => {
                 (host_ll, Instant::now(), replay(&mut self.state, &moves))
             }
-            Path::Host(engine) => {
+            (Path::Host(engine), None) => {
                 let started = Instant::now();
                 let before = self.moves.as_ref().map(|_| self.state.z.clone());
                 let delta = engine.sweep(
@@ -440,7 +439,7 @@ impl Session<LdaApp> for LdaSession {
                 }
                 (host_ll, started, delta)
             }
-            Path::Resident { dev, .. } => {
+            (Path::Resident { dev, .. }, _) => {
                 let ll = if measure { dev.loglik()? } else { (0.0, 0) };
                 let started = Instant::now();
                 (ll, started, dev.sweep(key)?)
