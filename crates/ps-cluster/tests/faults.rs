@@ -281,6 +281,18 @@ fn a_killed_worker_rejoins_under_wait() {
 /// again, as it once did, left tens of thousands of negative counts.)
 #[test]
 fn a_killed_lda_worker_rejoins_with_the_assignments_the_counts_count() {
+    lda_rejoin_is_exact("cpu");
+}
+
+/// The same with the resident path (`cpu-resident`, the CUDA engine's code path on the CPU
+/// oracle): its assignments come back after each sweep to be logged, and the replayed state
+/// goes to the engine before the rejoined worker sweeps again.
+#[test]
+fn a_killed_resident_lda_worker_rejoins_exactly() {
+    lda_rejoin_is_exact("cpu-resident");
+}
+
+fn lda_rejoin_is_exact(device: &str) {
     let args = [
         "local",
         "--app",
@@ -294,6 +306,8 @@ fn a_killed_lda_worker_rejoins_with_the_assignments_the_counts_count() {
         "0:40",
         "--on-worker-failure",
         "wait",
+        "--device",
+        device,
     ];
     let calm = summary(&ps_cluster(&args));
     let out = run_and_kill(&args, "worker", 1, 12);
@@ -336,20 +350,6 @@ fn bad_recovery_flags_are_refused() {
         assert!(!out.status.success(), "{args:?} succeeded");
         assert!(stderr.contains(expect), "{args:?}: {stderr}");
     }
-    // LDA replays a rejoining worker from its moves log, which a resident engine cannot keep.
-    let args = [
-        "local",
-        "--app",
-        "lda",
-        "--on-worker-failure",
-        "wait",
-        "--device",
-        "cpu-resident",
-    ];
-    let out = ps_cluster(&args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{args:?} succeeded");
-    assert!(stderr.contains("takes LDA's host engines"), "{stderr}");
 }
 
 /// A worker that hangs (alive, silent) misses its heartbeats and is evicted; the launcher

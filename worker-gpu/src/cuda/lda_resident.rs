@@ -30,8 +30,8 @@ use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use ps_apps::app::Traffic;
 use ps_apps::lda::packed::{pack_rows, pack_sparse_rows, Packed, Values, MAX_PACKED_TOPICS};
 use ps_apps::lda::{
-    check_rows, check_sparse_rows, check_state, LdaDelta, LdaHyper, LdaResident, LdaWorkerState,
-    SweepKey,
+    check_rows, check_sparse_rows, check_state, documents_print, other_documents, LdaDelta,
+    LdaHyper, LdaResident, LdaWorkerState, SweepKey,
 };
 use ps_apps::ComputeError;
 use ps_proto::SparseRows;
@@ -82,6 +82,8 @@ pub struct CudaLdaResident {
     /// The worker's global word ids (local row `i` is word `words[i]`), on the device and here.
     words: DevBuf<u32>,
     host_words: Vec<u32>,
+    /// The set-up state's [`documents_print`]: a state to restore must have it.
+    documents: u64,
     /// Staging of incoming dense runs, and of packed ones, each pair taken in turn (its own
     /// turn, so that a dense run between two packed ones does not make the second wait).
     staging: [Pinned<f32>; 2],
@@ -119,6 +121,7 @@ impl CudaLdaResident {
             packed_delta: PackedDelta::new(&gpu)?,
             words: DevBuf::default(),
             host_words: Vec::new(),
+            documents: 0,
             sweep_fn,
             sequential: false,
             sweep_blocks_per_sm,
@@ -256,6 +259,7 @@ impl CudaLdaResident {
         stream.synchronize().call("cuStreamSynchronize")?;
         self.bus.settle()?;
         self.host_words = state.words.clone();
+        self.documents = documents_print(state);
         self.shape = Some(shape);
         Ok(())
     }
@@ -515,6 +519,46 @@ impl CudaLdaResident {
         }
         Ok(())
     }
+
+    fn try_download_assignments(&mut self, z: &mut [u32]) -> Result<(), GpuError> {
+        let s = self.shape()?;
+        if z.len() != s.tokens {
+            return Err(GpuError::Input(format!(
+                "LDA: {} assignments asked for, {} set up",
+                z.len(),
+                s.tokens
+            )));
+        }
+        if z.is_empty() {
+            return Ok(());
+        }
+        let stream = Arc::clone(&self.gpu.compute);
+        self.bus.d2h(&stream, || {
+            self.h_state.download(&stream, self.dev.z.get(), z.len())?;
+            Ok(4 * z.len() as u64)
+        })?;
+        z.copy_from_slice(self.h_state.host()?);
+        self.bus.settle()
+    }
+
+    /// Uploads `state`'s assignments and document-topic counts over the set-up ones; rows,
+    /// totals and the sweep's buffers stay.
+    fn try_restore(&mut self, state: &LdaWorkerState) -> Result<(), GpuError> {
+        let s = self.shape()?;
+        // The set-up's topic count: check_state reads nothing else of the hyper-parameters.
+        let topics = LdaHyper {
+            topics: s.topics,
+            ..LdaHyper::default()
+        };
+        check_state(self.name(), state, &topics)?;
+        if documents_print(state) != self.documents {
+            return Err(other_documents(self.name()).into());
+        }
+        let (gpu, t) = (&self.gpu, &mut self.bus);
+        Self::upload_u32(gpu, t, &mut self.dev.z, &state.z)?;
+        Self::upload_u32(gpu, t, &mut self.dev.doc_topic, &state.doc_topic)?;
+        self.bus.settle()
+    }
 }
 
 impl LdaResident for CudaLdaResident {
@@ -560,6 +604,16 @@ impl LdaResident for CudaLdaResident {
 
     fn download_state(&mut self, state: &mut LdaWorkerState) -> Result<(), ComputeError> {
         let r = self.try_download(state);
+        failed(self.name(), r)
+    }
+
+    fn download_assignments(&mut self, z: &mut [u32]) -> Result<(), ComputeError> {
+        let r = self.try_download_assignments(z);
+        failed(self.name(), r)
+    }
+
+    fn restore_state(&mut self, state: &LdaWorkerState) -> Result<(), ComputeError> {
+        let r = self.try_restore(state);
         failed(self.name(), r)
     }
 

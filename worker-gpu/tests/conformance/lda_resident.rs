@@ -404,3 +404,67 @@ fn fractional_rows_load_packed_as_f32() {
     assert_eq!(ng, nc);
     assert!(close(lg, lc), "loglik {lg} vs {lc}");
 }
+
+/// What a rejoining worker relies on (`--on-worker-failure wait`): the assignments alone come
+/// back as `download_state` gives them, 4 bytes a token; a state restored over the device's
+/// (the oracle's after a sweep) keeps the loaded rows, and the next sweep is the oracle's as if
+/// the device had made the first one itself; a state of other documents is refused.
+#[test]
+fn a_restored_state_sweeps_as_the_oracle() {
+    let Some(gpu) = worker_gpu::gpu_or_skip("lda_resident restore") else {
+        return;
+    };
+    let s = seed("lda_resident restore");
+    let (states, table, totals, hyper) = job(s, 40, 120, 200);
+    let state = &states[0];
+    let mut dev = CudaLdaResident::sequential(gpu).expect("engine");
+    let mut host = HostLdaResident::new(Box::new(CpuLda::new()));
+    dev.setup(state, &hyper).expect("setup");
+    host.setup(state, &hyper).expect("setup");
+    load(&mut dev, state, &table, &totals);
+    load(&mut host, state, &table, &totals);
+    dev.sweep(key(s, 0, 1)).expect("sweep");
+    host.sweep(key(s, 0, 1)).expect("sweep");
+    let (mut sg, mut sc) = (state.clone(), state.clone());
+    dev.download_state(&mut sg).expect("download");
+    host.download_state(&mut sc).expect("download");
+    let mut z = vec![0; state.z.len()];
+    let before = dev.traffic().d2h_bytes;
+    dev.download_assignments(&mut z).expect("assignments");
+    assert_eq!(dev.traffic().d2h_bytes - before, 4 * z.len() as u64);
+    assert_eq!(z, sg.z, "the assignments alone are the state's");
+    if !draws_agree("restore clock 1", &sg.z, &sc.z) {
+        eprintln!("restore: a CDF-rounding tie at clock 1, stopping");
+        return;
+    }
+    // The device is set back to the start, then handed the oracle's state.
+    dev.restore_state(state).expect("restore");
+    dev.download_state(&mut sg).expect("download");
+    assert_eq!(&sg, state, "restored");
+    dev.restore_state(&sc).expect("restore");
+    load(&mut dev, state, &table, &totals);
+    load(&mut host, state, &table, &totals);
+    let (lg, lc) = (
+        dev.loglik().expect("loglik"),
+        host.loglik().expect("loglik"),
+    );
+    assert!(close(lg.0, lc.0), "loglik {lg:?} vs {lc:?}");
+    let (dg, dc) = (
+        dev.sweep(key(s, 0, 2)).expect("sweep"),
+        host.sweep(key(s, 0, 2)).expect("sweep"),
+    );
+    dev.download_state(&mut sg).expect("download");
+    host.download_state(&mut sc).expect("download");
+    if draws_agree("restore clock 2", &sg.z, &sc.z) {
+        assert_eq!(sg, sc, "state after the restored sweep");
+        assert_eq!(dg, dc, "delta after the restored sweep");
+    }
+    assert!(dev.download_assignments(&mut [0; 3]).is_err(), "a length");
+    let mut other = sc.clone();
+    other.tokens.swap(0, 1);
+    other.tokens[0] = (other.tokens[0] + 1) % state.words.len() as u32;
+    assert!(dev.restore_state(&other).is_err(), "other documents");
+    let mut bad = sc.clone();
+    bad.z[0] = hyper.topics;
+    assert!(dev.restore_state(&bad).is_err(), "a topic past K");
+}

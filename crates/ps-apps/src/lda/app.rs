@@ -76,7 +76,8 @@ pub fn measures_at(eval_every: u32, clock: u64) -> bool {
 pub struct LdaClock {
     pub clock_loglik: f64,
     pub clock_tokens: f64,
-    /// Workers that swept this clock without measuring the log-likelihood (`--eval-every`).
+    /// Workers that swept this clock without measuring the log-likelihood (`--eval-every`; or
+    /// replayed it on a resident engine's path, [`super::moves_log`]).
     pub unmeasured: f64,
     /// Bytes a resident engine moved host to device and back, and its device compute seconds
     /// (zero on the host path).

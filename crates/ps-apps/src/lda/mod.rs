@@ -63,7 +63,10 @@ mod synth;
 pub use app::{LdaApp, LdaClock, LdaFacts, LdaFinal, LdaSettings, TOTALS, WORD_TOPIC};
 pub use args::{LdaArgs, MAX_TRUTH};
 pub use files::{detect_format, sibling_vocab, top_words, CorpusFormat};
-pub use resident::{check_rows, check_sparse_rows, check_state, HostLdaResident, LdaResident};
+pub use resident::{
+    check_rows, check_sparse_rows, check_state, documents_print, other_documents, HostLdaResident,
+    LdaResident,
+};
 pub use session::LdaSession;
 
 pub use compute::{

@@ -25,6 +25,7 @@ use super::packed::{
 use super::{loglik, LdaCompute, LdaDelta, LdaHyper, LdaWorkerState, SweepKey};
 use crate::app::Traffic;
 use crate::error::ComputeError;
+use crate::seed::mix64;
 use ps_proto::SparseRows;
 
 /// An LDA engine whose worker state stays resident between clocks (see the module docs).
@@ -59,6 +60,16 @@ pub trait LdaResident: Send {
     /// Copies the current assignments and document-topic counts into `state` (the one given to
     /// [`Self::setup`]).
     fn download_state(&mut self, state: &mut LdaWorkerState) -> Result<(), ComputeError>;
+
+    /// Copies the current assignments alone into `z` (one a token, as set up): what a worker
+    /// that logs its moves ([`super::moves_log`]) reads back after each sweep, 4 bytes a token.
+    fn download_assignments(&mut self, z: &mut [u32]) -> Result<(), ComputeError>;
+
+    /// Takes `state`'s assignments and document-topic counts in place of the engine's (checked
+    /// with [`check_state`]; its documents, tokens and words must be the ones set up); the
+    /// loaded rows and totals stay. A rejoining worker replays its logged moves on the host and
+    /// hands the result back with this before it sweeps again.
+    fn restore_state(&mut self, state: &LdaWorkerState) -> Result<(), ComputeError>;
 
     /// Totals since the engine was made.
     fn traffic(&self) -> Traffic;
@@ -320,8 +331,59 @@ impl LdaResident for HostLdaResident {
         Ok(())
     }
 
+    fn download_assignments(&mut self, z: &mut [u32]) -> Result<(), ComputeError> {
+        if z.len() != self.state.z.len() {
+            return Err(ComputeError {
+                engine: ORACLE,
+                message: format!(
+                    "{} assignments asked for, {} set up",
+                    z.len(),
+                    self.state.z.len()
+                ),
+            });
+        }
+        z.copy_from_slice(&self.state.z);
+        self.traffic.d2h_bytes += 4 * z.len() as u64;
+        Ok(())
+    }
+
+    fn restore_state(&mut self, state: &LdaWorkerState) -> Result<(), ComputeError> {
+        let hyper = self.hyper()?;
+        check_state(ORACLE, state, &hyper)?;
+        if documents_print(state) != documents_print(&self.state) {
+            return Err(other_documents(ORACLE));
+        }
+        self.state.z.copy_from_slice(&state.z);
+        self.state.doc_topic.copy_from_slice(&state.doc_topic);
+        self.traffic.h2d_bytes += 4 * (state.z.len() + state.doc_topic.len()) as u64;
+        Ok(())
+    }
+
     fn traffic(&self) -> Traffic {
         self.traffic
+    }
+}
+
+/// A fingerprint of the documents of `state`, the part a restore may not change
+/// ([`LdaResident::restore_state`]): its topic count, document offsets, tokens and words. An
+/// engine keeps the set-up's and refuses a state to restore whose print differs.
+pub fn documents_print(state: &LdaWorkerState) -> u64 {
+    let offsets = state.doc_offsets.iter().map(|&o| o as u64);
+    let tokens = state
+        .tokens
+        .iter()
+        .chain(&state.words)
+        .map(|&t| u64::from(t));
+    let lengths = [state.tokens.len() as u64, state.words.len() as u64];
+    (lengths.into_iter().chain(offsets).chain(tokens))
+        .fold(mix64(u64::from(state.topics)), |h, x| mix64(h ^ x))
+}
+
+/// The error of a state to restore whose documents are not the ones set up.
+pub fn other_documents(engine: &'static str) -> ComputeError {
+    ComputeError {
+        engine,
+        message: "the state to restore is not of the documents set up".into(),
     }
 }
 
@@ -379,6 +441,70 @@ mod tests {
         );
         let other = LdaHyper { topics: 7, ..hyper };
         assert!(check_state("t", &good, &other).is_err(), "another K");
+    }
+
+    /// What a rejoining worker relies on: the assignments alone come back as the whole state
+    /// does, and a state handed back takes the place of the engine's, its rows kept, so the
+    /// next sweep is that of an engine that never stopped.
+    #[test]
+    fn a_restored_state_sweeps_as_if_never_stopped() {
+        let hyper = LdaHyper {
+            topics: 6,
+            ..LdaHyper::default()
+        };
+        let start = state(&hyper);
+        let k = 6;
+        let rows: Vec<f32> = (0..start.words.len() * k).map(|i| (i % 4) as f32).collect();
+        let totals = vec![50f32; k];
+        let key = |clock| SweepKey {
+            seed: 3,
+            worker: 0,
+            clock,
+        };
+        let engine = || HostLdaResident::new(Box::new(CpuLda::new()));
+        let (mut ran, mut back) = (engine(), engine());
+        for e in [&mut ran, &mut back] {
+            e.setup(&start, &hyper).unwrap();
+            e.load_rows(0, &rows).unwrap();
+            e.load_totals(&totals).unwrap();
+        }
+        ran.sweep(key(1)).unwrap();
+        let mut swept = start.clone();
+        ran.download_state(&mut swept).unwrap();
+        let mut z = vec![0; start.z.len()];
+        let before = ran.traffic().d2h_bytes;
+        ran.download_assignments(&mut z).unwrap();
+        assert_eq!(z, swept.z);
+        assert_ne!(z, start.z, "nothing moved");
+        assert_eq!(ran.traffic().d2h_bytes - before, 4 * z.len() as u64);
+
+        // `back` never swept: its rows stay loaded through the restore.
+        let ll = back.loglik().unwrap();
+        back.restore_state(&start).unwrap();
+        assert_eq!(back.loglik().unwrap(), ll, "the rows are kept");
+        back.restore_state(&swept).unwrap();
+        // The next clock's rows (the sweep moved `ran`'s copy).
+        for e in [&mut ran, &mut back] {
+            e.load_rows(0, &rows).unwrap();
+            e.load_totals(&totals).unwrap();
+        }
+        assert_eq!(back.loglik().unwrap(), ran.loglik().unwrap());
+        assert_eq!(back.sweep(key(2)).unwrap(), ran.sweep(key(2)).unwrap());
+        let (mut a, mut b) = (start.clone(), start.clone());
+        ran.download_state(&mut a).unwrap();
+        back.download_state(&mut b).unwrap();
+        assert_eq!(a, b);
+
+        assert!(back.download_assignments(&mut [0; 3]).is_err(), "a length");
+        let mut other = swept.clone();
+        other.tokens.swap(0, 1);
+        assert!(back.restore_state(&other).is_err(), "other documents");
+        let mut bad = swept.clone();
+        bad.z[0] = 6;
+        assert!(back.restore_state(&bad).is_err(), "a topic past K");
+        // Nothing was taken from the refused states.
+        back.download_state(&mut b).unwrap();
+        assert_eq!(a, b);
     }
 
     #[test]

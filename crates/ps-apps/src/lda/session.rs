@@ -50,7 +50,9 @@ pub struct LdaSession {
     /// `--eval-every`: the clocks that measure the log-likelihood ([`measures_at`]).
     eval_every: u32,
     path: Path,
-    /// The state (resident path: as set up; the device holds the current one).
+    /// The state (resident path: as set up, and the device holds the current one; with a moves
+    /// log, the assignments are the device's as of the last sweep, and after a replay the
+    /// whole state is ahead of the device's until [`LdaSession::catch_up_device`]).
     state: LdaWorkerState,
     /// Clock 0's push: the counts of the random initial assignments.
     initial: Option<LdaDelta>,
@@ -76,17 +78,21 @@ pub struct LdaSession {
     /// Under `--on-worker-failure wait`: every clock's moves, kept so that a later life of
     /// this worker replays them instead of sweeping again ([`super::moves_log`]).
     moves: Option<MovesLog>,
+    /// Whether a replay moved the host's state past the resident engine's.
+    device_behind: bool,
+    /// The assignments a resident engine hands back for the log (kept between clocks).
+    z_now: Vec<u32>,
 }
 
 /// The moves log of a worker that may rejoin (see [`super::moves_log`]): in its state
-/// directory, one file a worker. The replay runs on the host engines, which hold the
-/// assignments where the log can see them.
+/// directory, one file a worker. The replay runs on the host, on the session's copy of the
+/// state (a resident engine's assignments come back after each sweep to be logged, 4 bytes a
+/// token, and the replayed state goes to the device before the next sweep).
 fn open_moves_log(
     (dir, run): (Option<&std::path::Path>, u64),
     s: &LdaSettings,
     worker: u32,
     state: &LdaWorkerState,
-    path: &Path,
 ) -> Result<MovesLog, AppError> {
     let why = "a rejoining LDA worker replays the moves it logged, since sweeping again would \
                not give back the assignments the word-topic counts count";
@@ -95,13 +101,6 @@ fn open_moves_log(
             "--on-worker-failure wait needs the workers' --state-dir (local makes one): {why}"
         )));
     };
-    if let Path::Resident { dev, .. } = path {
-        return Err(AppError::Settings(format!(
-            "--on-worker-failure wait takes LDA's host engines (--device cpu), not {}: {why}, \
-             and a resident engine keeps the assignments on its device",
-            dev.name()
-        )));
-    }
     let tokens = u32::try_from(state.num_tokens()).map_err(|_| {
         AppError::Settings(format!("{} tokens: too many to log", state.num_tokens()))
     })?;
@@ -163,7 +162,7 @@ impl LdaSession {
             Rejoin::Never => None,
             Rejoin::Replay { state_dir, run } => {
                 let at = (state_dir, run);
-                Some(open_moves_log(at, &s, ctx.worker, &state, &path)?)
+                Some(open_moves_log(at, &s, ctx.worker, &state)?)
             }
         };
         let words: Vec<u64> = state.words.iter().map(|&w| u64::from(w)).collect();
@@ -202,11 +201,35 @@ impl LdaSession {
             sweep_s: 0.0,
             exact_pulls: s.exact_pulls,
             moves,
+            device_behind: false,
+            z_now: Vec::new(),
         })
     }
 
     fn k(&self) -> usize {
         self.hyper.topics as usize
+    }
+
+    /// Hands the host's state to the resident engine where a replay moved it ahead.
+    fn catch_up_device(&mut self) -> Result<(), AppError> {
+        if let (Path::Resident { dev, .. }, true) = (&mut self.path, self.device_behind) {
+            dev.restore_state(&self.state)?;
+            self.device_behind = false;
+        }
+        Ok(())
+    }
+
+    /// After a resident engine's sweep of `clock`: its assignments come back and the tokens
+    /// that moved go to the log (before the clock's push leaves).
+    fn log_device_moves(&mut self, clock: u64) -> Result<(), AppError> {
+        let (Path::Resident { dev, .. }, Some(log)) = (&mut self.path, self.moves.as_mut()) else {
+            return Ok(());
+        };
+        self.z_now.resize(self.state.z.len(), 0);
+        dev.download_assignments(&mut self.z_now)?;
+        log.append(clock, &moves_between(&self.state.z, &self.z_now))?;
+        std::mem::swap(&mut self.state.z, &mut self.z_now);
+        Ok(())
     }
 
     /// A sweep's (or the initial) count changes: the changed words' rows, as entries (a few
@@ -418,10 +441,20 @@ impl Session<LdaApp> for LdaSession {
             Some(log) => log.take(clock)?,
             None => None,
         };
+        if logged.is_none() {
+            self.catch_up_device()?;
+        }
+        let resident_replay = logged.is_some() && matches!(self.path, Path::Resident { .. });
         let ((ll, n), started, delta) = match (&mut self.path, logged) {
-            // A clock an earlier life of this worker swept and may have pushed: its moves again.
+            // A clock an earlier life of this worker swept and may have pushed: its moves again,
+            // on the host (a resident engine gets the state before it next sweeps; the rows
+            // for measuring are on its device, so such a clock goes unmeasured).
             (Path::Host(_), Some(moves)) => {
                 (host_ll, Instant::now(), replay(&mut self.state, &moves))
+            }
+            (Path::Resident { .. }, Some(moves)) => {
+                self.device_behind = true;
+                ((0.0, 0), Instant::now(), replay(&mut self.state, &moves))
             }
             (Path::Host(engine), None) => {
                 let started = Instant::now();
@@ -439,12 +472,15 @@ impl Session<LdaApp> for LdaSession {
                 }
                 (host_ll, started, delta)
             }
-            (Path::Resident { dev, .. }, _) => {
+            (Path::Resident { dev, .. }, None) => {
                 let ll = if measure { dev.loglik()? } else { (0.0, 0) };
                 let started = Instant::now();
                 (ll, started, dev.sweep(key)?)
             }
         };
+        if !resident_replay {
+            self.log_device_moves(clock)?;
+        }
         self.sweep_s += started.elapsed().as_secs_f64();
         self.swept += self.state.num_tokens() as u64;
         self.write(&delta, out)?;
@@ -452,7 +488,11 @@ impl Session<LdaApp> for LdaSession {
         Ok(LdaClock {
             clock_loglik: ll,
             clock_tokens: n as f64,
-            unmeasured: if measure { 0.0 } else { 1.0 },
+            unmeasured: if measure && !resident_replay {
+                0.0
+            } else {
+                1.0
+            },
             device: t.into(),
         })
     }
@@ -503,6 +543,8 @@ impl Session<LdaApp> for LdaSession {
         // The final log-likelihood, of the worker's state under the final model's rows: measured
         // where the state is. A resident engine takes the rows as it takes a clock's (packed
         // where that is smaller) and measures on the device; the state never comes back.
+        // A job that ended while this worker replayed: the device takes the replayed state.
+        self.catch_up_device()?;
         let ((ll, n), traffic) = match &mut self.path {
             Path::Host(_) => (self.host_loglik(), Traffic::default()),
             Path::Resident { dev, .. } => {
