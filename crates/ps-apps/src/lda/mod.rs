@@ -50,6 +50,7 @@ mod args;
 mod compute;
 mod data;
 mod files;
+mod flat_delta;
 pub mod heldout;
 mod init;
 mod metrics;

@@ -30,8 +30,8 @@ use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use ps_apps::app::Traffic;
 use ps_apps::lda::packed::{pack_rows, pack_sparse_rows, Packed, Values, MAX_PACKED_TOPICS};
 use ps_apps::lda::{
-    check_rows, check_sparse_rows, check_state, documents_print, other_documents, LdaDelta,
-    LdaHyper, LdaResident, LdaWorkerState, SweepKey,
+    check_rows, check_sparse_rows, check_state, documents_print, LdaDelta, LdaHyper, LdaResident,
+    LdaWorkerState, SweepKey,
 };
 use ps_apps::ComputeError;
 use ps_proto::SparseRows;
@@ -42,6 +42,8 @@ use super::lda::{launch_gibbs, narrow, LdaSweepKernel, StateDev};
 use super::lda_compact::{Compaction, PackedDelta};
 use super::lda_word::{LdaSampler, SweepScalars, WordSweep};
 use super::{failed, Call, Gpu, GpuError};
+
+mod state;
 
 /// Threads per block of the sweep and the log-likelihood (8 warps, one document each).
 const BLOCK: u32 = 256;
@@ -491,73 +493,6 @@ impl CudaLdaResident {
             entries,
             totals,
         })
-    }
-
-    fn try_download(&mut self, state: &mut LdaWorkerState) -> Result<(), GpuError> {
-        let s = self.shape()?;
-        if state.z.len() != s.tokens || state.doc_topic.len() != s.docs as usize * s.topics as usize
-        {
-            return Err(GpuError::Input(
-                "LDA: the state to fill is not the one set up".into(),
-            ));
-        }
-        let stream = Arc::clone(&self.gpu.compute);
-        for (src, dst) in [
-            (&self.dev.z, &mut state.z),
-            (&self.dev.doc_topic, &mut state.doc_topic),
-        ] {
-            if dst.is_empty() {
-                continue;
-            }
-            self.bus.d2h(&stream, || {
-                self.h_state.download(&stream, src.get(), dst.len())?;
-                Ok(4 * dst.len() as u64)
-            })?;
-            dst.copy_from_slice(self.h_state.host()?);
-            // The host has waited for the stream: every copy timed so far has finished.
-            self.bus.settle()?;
-        }
-        Ok(())
-    }
-
-    fn try_download_assignments(&mut self, z: &mut [u32]) -> Result<(), GpuError> {
-        let s = self.shape()?;
-        if z.len() != s.tokens {
-            return Err(GpuError::Input(format!(
-                "LDA: {} assignments asked for, {} set up",
-                z.len(),
-                s.tokens
-            )));
-        }
-        if z.is_empty() {
-            return Ok(());
-        }
-        let stream = Arc::clone(&self.gpu.compute);
-        self.bus.d2h(&stream, || {
-            self.h_state.download(&stream, self.dev.z.get(), z.len())?;
-            Ok(4 * z.len() as u64)
-        })?;
-        z.copy_from_slice(self.h_state.host()?);
-        self.bus.settle()
-    }
-
-    /// Uploads `state`'s assignments and document-topic counts over the set-up ones; rows,
-    /// totals and the sweep's buffers stay.
-    fn try_restore(&mut self, state: &LdaWorkerState) -> Result<(), GpuError> {
-        let s = self.shape()?;
-        // The set-up's topic count: check_state reads nothing else of the hyper-parameters.
-        let topics = LdaHyper {
-            topics: s.topics,
-            ..LdaHyper::default()
-        };
-        check_state(self.name(), state, &topics)?;
-        if documents_print(state) != self.documents {
-            return Err(other_documents(self.name()).into());
-        }
-        let (gpu, t) = (&self.gpu, &mut self.bus);
-        Self::upload_u32(gpu, t, &mut self.dev.z, &state.z)?;
-        Self::upload_u32(gpu, t, &mut self.dev.doc_topic, &state.doc_topic)?;
-        self.bus.settle()
     }
 }
 
