@@ -10,9 +10,10 @@
 //! document-topic counts, the same delta (which shards that lack it then apply). A clock with
 //! no record was never pushed, so sweeping it afresh is right.
 //!
-//! The file (little-endian): `PSLDAMV1`, a `u64` fingerprint of the worker's job (seed,
+//! The file (little-endian): `PSLDAMV2`, a `u64` fingerprint of the worker's job (seed,
 //! worker, topics, documents, tokens), then one record per clock from 1 on: `u64` clock,
-//! `u64` moves, that many `(u32 token, u32 topic)`, and a `u64` check of the record. A record
+//! `u64` moves, `u64` bytes of the body, the body (the moves' tokens as gaps or a bitmap, then
+//! their topics in 1, 2 or 4 bytes: [`body`]), and a `u64` check of the clock and moves. A record
 //! cut short (the process died while writing it) or failing its check ends the log; the file is
 //! cut back to the records before it. Records go to the kernel with one `write` before the
 //! push, so they survive the process's death; a machine that loses power may lose the last
@@ -27,10 +28,14 @@ use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-const MAGIC: &[u8; 8] = b"PSLDAMV1";
+mod body;
+
+const MAGIC: &[u8; 8] = b"PSLDAMV2";
 const HEADER: u64 = 16;
-/// A record's clock, count and check.
-const FRAME: u64 = 24;
+/// A record's clock, count and body length before its body.
+const HEAD: u64 = 24;
+/// A record's bytes besides its body: its head and check.
+const FRAME: u64 = HEAD + 8;
 
 /// One move: a token and its new topic.
 pub type Move = (u32, u32);
@@ -39,12 +44,15 @@ pub type Move = (u32, u32);
 pub struct MovesLog {
     file: File,
     path: PathBuf,
-    /// Where each record of an earlier life of this worker not replayed yet starts, and its
-    /// moves, by clock: read again from the file when replayed, so a long log is never all in
-    /// memory.
-    logged: BTreeMap<u64, (u64, usize)>,
+    /// Where the body of each record of an earlier life of this worker not replayed yet
+    /// starts, its length and its moves, by clock: read again from the file when replayed, so
+    /// a long log is never all in memory.
+    logged: BTreeMap<u64, (u64, usize, usize)>,
     /// The clock the next record must be of.
     next: u64,
+    /// The worker's tokens and topics (what the bodies are coded for).
+    tokens: u32,
+    topics: u32,
 }
 
 /// The fingerprint a worker's log must carry: its run of the job (`job`, the run's nonce, so
@@ -82,23 +90,6 @@ fn bad(path: &Path, what: String) -> AppError {
     AppError::Settings(format!("LDA moves log {}: {what}", path.display()))
 }
 
-/// Reads `n` moves into `moves` (cleared first).
-fn read_moves(r: &mut impl Read, n: usize, moves: &mut Vec<Move>) -> std::io::Result<()> {
-    moves.clear();
-    let mut buf = [0u8; 8 * 1024];
-    let mut left = n;
-    while left > 0 {
-        let take = left.min(1024);
-        r.read_exact(&mut buf[..8 * take])?;
-        moves.extend(buf[..8 * take].chunks_exact(8).map(|c| {
-            let t = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-            (t, u32::from_le_bytes([c[4], c[5], c[6], c[7]]))
-        }));
-        left -= take;
-    }
-    Ok(())
-}
-
 fn u64_at(b: &[u8]) -> u64 {
     u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))
 }
@@ -129,6 +120,8 @@ impl MovesLog {
             path: path.to_path_buf(),
             logged: BTreeMap::new(),
             next: 1,
+            tokens,
+            topics,
         };
         if len < HEADER {
             // New, or torn before its header was whole.
@@ -150,7 +143,7 @@ impl MovesLog {
                 "it belongs to another run of the job or another worker".into(),
             ));
         }
-        let good = log.index(&mut r, len, tokens, topics)?;
+        let good = log.index(&mut r, len)?;
         drop(r);
         log.file.set_len(good).map_err(io)?;
         log.file.seek(SeekFrom::End(0)).map_err(io)?;
@@ -159,35 +152,30 @@ impl MovesLog {
 
     /// Indexes the whole, valid, consecutive records after the header (`r` there, the file
     /// `len` long); returns where they end.
-    fn index(
-        &mut self,
-        r: &mut impl Read,
-        len: u64,
-        tokens: u32,
-        topics: u32,
-    ) -> Result<u64, AppError> {
+    fn index(&mut self, r: &mut impl Read, len: u64) -> Result<u64, AppError> {
         let mut at = HEADER;
-        let mut moves = Vec::new();
+        let (mut bytes, mut moves) = (Vec::new(), Vec::new());
         loop {
-            let mut head = [0u8; 16];
+            let mut head = [0u8; HEAD as usize];
             if len - at < FRAME || r.read_exact(&mut head).is_err() {
                 return Ok(at);
             }
-            let (clock, n) = (u64_at(&head[..8]), u64_at(&head[8..]));
-            let end = n
-                .checked_mul(8)
-                .and_then(|b| b.checked_add(at + FRAME))
-                .filter(|&end| end <= len);
+            let (clock, n, b) = (
+                u64_at(&head[..8]),
+                u64_at(&head[8..16]),
+                u64_at(&head[16..]),
+            );
+            let end = (b.checked_add(at + FRAME)).filter(|&end| end <= len);
             let Some(end) = end else {
                 // Cut short: the last record, torn as its life ended.
                 return Ok(at);
             };
-            let mut tail = [0u8; 8];
-            let read = read_moves(r, n as usize, &mut moves).and_then(|_| r.read_exact(&mut tail));
-            let valid = read.is_ok()
+            bytes.resize(b as usize + 8, 0);
+            let valid = r.read_exact(&mut bytes).is_ok()
                 && clock == self.next
-                && moves.iter().all(|&(t, k)| t < tokens && k < topics)
-                && u64_at(&tail) == check(clock, &moves);
+                && usize::try_from(n)
+                    .is_ok_and(|n| self.decode(&bytes[..b as usize], n, &mut moves).is_ok())
+                && u64_at(&bytes[b as usize..]) == check(clock, &moves);
             if !valid {
                 if end < len {
                     return Err(bad(
@@ -200,22 +188,27 @@ impl MovesLog {
                 }
                 return Ok(at);
             }
-            self.logged.insert(clock, (at + 16, n as usize));
+            self.logged
+                .insert(clock, (at + HEAD, b as usize, n as usize));
             self.next += 1;
             at = end;
         }
     }
 
+    fn decode(&self, body: &[u8], n: usize, moves: &mut Vec<Move>) -> Result<(), String> {
+        body::decode(body, n, self.tokens, self.topics, moves)
+    }
+
     /// The moves an earlier life of the worker logged for `clock`, if it did.
     pub fn take(&mut self, clock: u64) -> Result<Option<Vec<Move>>, AppError> {
-        let Some((at, n)) = self.logged.remove(&clock) else {
+        let Some((at, b, n)) = self.logged.remove(&clock) else {
             return Ok(None);
         };
-        let mut bytes = vec![0u8; 8 * n];
+        let mut bytes = vec![0u8; b];
         (self.file.read_exact_at(&mut bytes, at)).map_err(|e| bad(&self.path, e.to_string()))?;
-        let mut moves = Vec::with_capacity(n);
-        read_moves(&mut bytes.as_slice(), n, &mut moves)
-            .map_err(|e| bad(&self.path, e.to_string()))?;
+        let mut moves = Vec::new();
+        let bad_body = |e: String| bad(&self.path, format!("clock {clock}: {e}"));
+        self.decode(&bytes, n, &mut moves).map_err(bad_body)?;
         Ok(Some(moves))
     }
 
@@ -231,17 +224,23 @@ impl MovesLog {
                 format!("clock {clock} logged after clock {}", self.next - 1),
             ));
         }
-        let mut record = Vec::with_capacity(FRAME as usize + 8 * moves.len());
+        let body = body::encode(moves, self.tokens, self.topics)
+            .map_err(|e| bad(&self.path, format!("clock {clock}: {e}")))?;
+        let mut record = Vec::with_capacity(FRAME as usize + body.len());
         record.extend_from_slice(&clock.to_le_bytes());
         record.extend_from_slice(&(moves.len() as u64).to_le_bytes());
-        for &(t, k) in moves {
-            record.extend_from_slice(&t.to_le_bytes());
-            record.extend_from_slice(&k.to_le_bytes());
-        }
+        record.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        record.extend_from_slice(&body);
         record.extend_from_slice(&check(clock, moves).to_le_bytes());
         let io = |e: std::io::Error| bad(&self.path, e.to_string());
         self.file.write_all(&record).map_err(io)?;
         self.file.sync_data().map_err(io)?;
+        tracing::debug!(
+            clock,
+            moves = moves.len(),
+            bytes = record.len(),
+            "LDA moves logged"
+        );
         self.next += 1;
         Ok(())
     }
@@ -339,8 +338,8 @@ mod tests {
         assert_eq!(take(&mut third, 3), Some(vec![(0, 0)]));
         assert_eq!(take(&mut third, 4), Some(vec![(1, 1)]));
         assert_eq!(take(&mut third, 5), None);
-        // A record longer than one read buffer.
-        let many: Vec<Move> = (0..2500u32).map(|t| (t % 100, t % 8)).collect();
+        // Every token moving: the bitmap layout.
+        let many: Vec<Move> = (0..100u32).map(|t| (t, t % 8)).collect();
         third.append(5, &many).unwrap();
         drop(third);
         assert_eq!(take(&mut open(&path, fp), 5), Some(many));
@@ -356,7 +355,9 @@ mod tests {
         log.append(2, &[(2, 2), (3, 3)]).unwrap();
         drop(log);
         let whole = std::fs::read(&path).unwrap();
-        let first_end = (HEADER + FRAME + 8) as usize;
+        // The first record's body length is in its head.
+        let first_body = u64_at(&whole[(HEADER + 16) as usize..(HEADER + HEAD) as usize]);
+        let first_end = (HEADER + FRAME + first_body) as usize;
         for cut in [whole.len() - 1, whole.len() - 9, first_end + 5] {
             std::fs::write(&path, &whole[..cut]).unwrap();
             let mut log = open(&path, fp);
@@ -367,14 +368,19 @@ mod tests {
             drop(log);
             assert_eq!(take(&mut open(&path, fp), 2), Some(vec![(4, 4)]));
         }
-        // The last record damaged (a flipped bit, a topic past K): cut off like a torn one.
+        // The last record damaged (a flipped bit of a token, a topic past K): cut off like a
+        // torn one.
         let mut flipped = whole.clone();
-        flipped[first_end + 16] ^= 1;
+        flipped[first_end + HEAD as usize + 1] ^= 1;
         std::fs::write(&path, &flipped).unwrap();
         assert_eq!(take(&mut open(&path, fp), 2), None);
         let mut log = open(&path, fp);
-        log.append(2, &[(5, 9)]).unwrap();
+        assert!(log.append(2, &[(5, 9)]).is_err(), "topic 9 of 8");
+        assert!(log.append(2, &[(5, 1), (5, 2)]).is_err(), "a token twice");
         drop(log);
+        let mut wider = MovesLog::open(&path, fp, 100, 10).unwrap();
+        wider.append(2, &[(5, 9)]).unwrap();
+        drop(wider);
         assert_eq!(take(&mut open(&path, fp), 2), None, "topic 9 of 8");
         // The first damaged with the second after it: an error, not a silent cut.
         let mut flipped = whole.clone();
