@@ -212,4 +212,32 @@ mod tests {
         decode(&body, 2, 10, 4, &mut out).unwrap();
         assert_eq!(out, vec![(1, 2), (6, 3)]);
     }
+
+    /// Whatever a file holds, decoding ends in moves the worker can apply or an error: never a
+    /// panic, and never a token or topic out of range or tokens out of order.
+    #[test]
+    fn random_bodies_decode_to_valid_moves_or_an_error() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let mut out = Vec::new();
+        let mut decoded = 0;
+        for _ in 0..20_000 {
+            let (tokens, topics) = (
+                rng.gen_range(1..40u32),
+                [3, 300, 70_000][rng.gen_range(0..3)],
+            );
+            let len = rng.gen_range(0..24);
+            let mut body: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+            if let Some(b) = body.first_mut() {
+                *b %= 3;
+            }
+            let m = rng.gen_range(0..8);
+            if decode(&body, m, tokens, topics, &mut out).is_ok() {
+                decoded += 1;
+                assert_eq!(out.len(), m);
+                assert!(out.iter().all(|&(t, k)| t < tokens && k < topics));
+                assert!(out.windows(2).all(|p| p[0].0 < p[1].0));
+            }
+        }
+        assert!(decoded > 0, "no random body decoded");
+    }
 }
