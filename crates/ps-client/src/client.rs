@@ -225,6 +225,20 @@ impl PsClient {
         self.cfg.num_workers
     }
 
+    /// How many of this worker's first clocks every shard holds for good (see
+    /// [`Retained::durable`]): a worker that may rejoin need not keep what replaying them
+    /// would take. Acks arrive in the background, so this lags the clocks pushed.
+    pub fn durable_clocks(&self) -> u64 {
+        let applied = (self
+            .shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .applied)
+            .clone();
+        let retained = self.retained.lock().unwrap_or_else(|p| p.into_inner());
+        retained.durable(&applied)
+    }
+
     /// The clock this worker is in (number of clocks it has ended).
     pub fn current_clock(&self) -> u64 {
         self.clock.current()

@@ -74,6 +74,15 @@ impl Retained {
         }
     }
 
+    /// This worker's clocks that every shard holds for good, given each shard's `applied`
+    /// count: those its checkpoints cover where the shards checkpoint (a restarted shard gets
+    /// the rest again), else those every shard applied (without checkpoints a dead shard ends
+    /// the job, so what a live one applied is never lost).
+    pub fn durable(&self, applied: &[u64]) -> u64 {
+        let held = if self.enabled { &self.covered } else { applied };
+        held.iter().copied().min().unwrap_or(0)
+    }
+
     /// The batches to resend to shard `s`, restored with `holds` of this worker's clocks:
     /// every clock from `holds` to the last one ended, in order. An error if one is missing.
     pub fn resend(&self, s: usize, holds: u64) -> Result<Vec<(u64, Batch)>, String> {
@@ -104,6 +113,19 @@ mod tests {
 
     fn batch(clock: u64) -> Batch {
         Arc::new(vec![FrameBuilder::clock(0, clock, 0)])
+    }
+
+    #[test]
+    fn durable_clocks_are_the_least_covered_or_else_the_least_applied() {
+        let mut r = Retained::new(2, true);
+        assert_eq!(r.durable(&[5, 7]), 0, "no checkpoint covers anything yet");
+        r.covered(0, 4);
+        assert_eq!(r.durable(&[5, 7]), 0);
+        r.covered(1, 3);
+        assert_eq!(r.durable(&[5, 7]), 3);
+        let r = Retained::new(2, false);
+        assert_eq!(r.durable(&[5, 7]), 5);
+        assert_eq!(Retained::new(0, false).durable(&[]), 0);
     }
 
     #[test]

@@ -268,6 +268,7 @@ pub fn run_session(
         host.add_to(&mut figures);
         client.set_figures(&figures)?;
         client.clock()?;
+        session.durable(client.durable_clocks())?;
     }
     client.flush()?;
     // The final figures are of the shards' model: what a lossy codec never sent is gone.

@@ -63,6 +63,8 @@ fn run_with(args: &[&str], at: u64, act: impl FnOnce(u32)) -> std::process::Outp
     let mut act = Some(act);
     let mut child = Command::new(env!("CARGO_BIN_EXE_ps-cluster"))
         .args(args)
+        // What a rejoining LDA worker starts from (`lda_rejoin_is_exact`).
+        .env("RUST_LOG", "warn,ps_apps::lda=info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -317,6 +319,24 @@ fn lda_rejoin_is_exact(device: &str) {
     assert_eq!(
         s["word_topic_hash"], calm["word_topic_hash"],
         "the rejoined run's model differs\n{stderr}"
+    );
+    // The shards held the first clocks for good, so the log had made them a snapshot: the
+    // rejoined worker started from it and replayed only the clocks after it.
+    // Colour codes (`ESC [ ... m`) out.
+    let plain: String = (stderr.split('\x1b').enumerate())
+        .map(|(i, p)| match i {
+            0 => p,
+            _ => p.split_once('m').map_or(p, |(_, rest)| rest),
+        })
+        .collect();
+    let snapshot_clock = plain
+        .split("snapshot_clock=")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|c| c.parse::<u64>().ok());
+    assert!(
+        snapshot_clock.is_some_and(|c| c > 0),
+        "no snapshot at the rejoin: {snapshot_clock:?}\n{stderr}"
     );
     assert_eq!(s["word_topic_negative_counts"].as_u64(), Some(0));
     assert_eq!(s["loglik_per_token"], calm["loglik_per_token"]);

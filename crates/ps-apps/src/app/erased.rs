@@ -67,6 +67,7 @@ pub trait DynSession: Send {
         clock: u64,
         out: &mut dyn DeltaSink,
     ) -> Result<BTreeMap<String, f64>, AppError>;
+    fn durable(&mut self, clocks: u64) -> Result<(), AppError>;
     fn final_reads(&mut self) -> Result<Vec<TableRows>, AppError>;
     /// Final sums and facts.
     #[allow(clippy::type_complexity)]
@@ -174,6 +175,10 @@ impl<A: App> DynSession for Erased<A> {
         out: &mut dyn DeltaSink,
     ) -> Result<BTreeMap<String, f64>, AppError> {
         to_sums(&self.0.run_clock(clock, out)?).map_err(figures_err)
+    }
+
+    fn durable(&mut self, clocks: u64) -> Result<(), AppError> {
+        self.0.durable(clocks)
     }
 
     fn final_reads(&mut self) -> Result<Vec<TableRows>, AppError> {

@@ -10,6 +10,7 @@
 //!     reads(clock)                    which rows of which tables the clock reads
 //!     load(table, first, keys, rows)  the pulled rows, shard by shard as they arrive
 //!     run_clock(clock, sink)          the clock's work; its update goes into the sink
+//!     durable(clocks)                 the worker's clocks the shards hold for good so far
 //! final_reads(), load(..), evaluate() the final figures on the model of every clock
 //! ```
 //!
@@ -265,6 +266,15 @@ pub trait Session<A: App + ?Sized>: Send {
     /// Runs clock `clock` on the rows loaded (an error if some are missing), writing its update
     /// into `out`, and returns the clock's figures.
     fn run_clock(&mut self, clock: u64, out: &mut dyn DeltaSink) -> Result<A::Clock, AppError>;
+
+    /// Every shard now holds this worker's first `clocks` clocks for good (its checkpoints
+    /// cover them, or without checkpoints it applied them): a worker that may rejoin
+    /// ([`WorkerContext::rejoin`]) need not keep what replaying them would take, since the
+    /// shards drop them anyway. Called after each clock, with a count that never falls; nothing
+    /// to do by default.
+    fn durable(&mut self, _clocks: u64) -> Result<(), AppError> {
+        Ok(())
+    }
 
     /// The rows the final evaluation reads; they are loaded complete through every clock of
     /// every worker.

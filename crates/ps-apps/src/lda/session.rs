@@ -17,7 +17,7 @@ use super::app::{
 };
 use super::flat_delta::flat_entries;
 use super::heldout::document_completion;
-use super::moves_log::{fingerprint, moves_between, replay, MovesLog};
+use super::moves_log::{moves_between, replay, Logged, MovesLog};
 use super::resident::LdaResident;
 use super::{
     count_check, loglik_on, top_words, topic_recovery, worker_doc_ids, CountCheck, LdaApp,
@@ -83,35 +83,8 @@ pub struct LdaSession {
     device_behind: bool,
     /// The assignments a resident engine hands back for the log (kept between clocks).
     z_now: Vec<u32>,
-}
-
-/// The moves log of a worker that may rejoin (see [`super::moves_log`]): in its state
-/// directory, one file a worker. The replay runs on the host, on the session's copy of the
-/// state (a resident engine's assignments come back after each sweep to be logged, 4 bytes a
-/// token, and the replayed state goes to the device before the next sweep).
-fn open_moves_log(
-    (dir, run): (Option<&std::path::Path>, u64),
-    s: &LdaSettings,
-    worker: u32,
-    state: &LdaWorkerState,
-) -> Result<MovesLog, AppError> {
-    let why = "a rejoining LDA worker replays the moves it logged, since sweeping again would \
-               not give back the assignments the word-topic counts count";
-    let Some(dir) = dir else {
-        return Err(AppError::Settings(format!(
-            "--on-worker-failure wait needs the workers' --state-dir (local makes one): {why}"
-        )));
-    };
-    let tokens = u32::try_from(state.num_tokens()).map_err(|_| {
-        AppError::Settings(format!("{} tokens: too many to log", state.num_tokens()))
-    })?;
-    std::fs::create_dir_all(dir)
-        .map_err(|e| AppError::Settings(format!("--state-dir {}: {e}", dir.display())))?;
-    let shape = (state.num_docs(), state.num_tokens());
-    let print = fingerprint(run, s.seed, worker, &s.hyper, shape);
-    // One file a run and worker: another run of the job never finds this one's.
-    let file = dir.join(format!("lda-worker-{worker}-{run:016x}.moves"));
-    MovesLog::open(&file, print, tokens, state.topics)
+    /// The last clock run: `state.z` is the assignments after it (with a moves log).
+    clock_done: u64,
 }
 
 impl LdaSession {
@@ -142,13 +115,22 @@ impl LdaSession {
             None => Vec::new(),
         };
         // The corpus holds this worker's documents only.
-        let (state, initial) = LdaWorkerState::init(
+        let (mut state, initial) = LdaWorkerState::init(
             &corpus.docs,
             corpus.vocab_size,
             &s.hyper,
             s.seed,
             ctx.worker,
         )?;
+        let moves = match ctx.rejoin {
+            Rejoin::Never => None,
+            Rejoin::Replay { state_dir, run } => Some(MovesLog::for_worker(
+                (state_dir, run),
+                (s.seed, &s.hyper),
+                ctx.worker,
+                &mut state,
+            )?),
+        };
         let path = match ctx.engines.lda_resident()? {
             Some(mut dev) => {
                 dev.setup(&state, &s.hyper)?;
@@ -158,13 +140,6 @@ impl LdaSession {
                 }
             }
             None => Path::Host(ctx.engines.lda(s.threads)?),
-        };
-        let moves = match ctx.rejoin {
-            Rejoin::Never => None,
-            Rejoin::Replay { state_dir, run } => {
-                let at = (state_dir, run);
-                Some(open_moves_log(at, &s, ctx.worker, &state)?)
-            }
         };
         let words: Vec<u64> = state.words.iter().map(|&w| u64::from(w)).collect();
         let k = s.hyper.topics as usize;
@@ -204,6 +179,7 @@ impl LdaSession {
             moves,
             device_behind: false,
             z_now: Vec::new(),
+            clock_done: 0,
         })
     }
 
@@ -375,13 +351,6 @@ impl Session<LdaApp> for LdaSession {
             worker: self.worker,
             clock: clock.min(u64::from(u32::MAX)) as u32,
         };
-        // The model every worker sweeps against this clock, before the sweep (on the clocks
-        // `--eval-every` names).
-        let measure = measures_at(self.eval_every, clock);
-        let host_ll = match &self.path {
-            Path::Host(_) if measure => self.host_loglik(),
-            _ => (0.0, 0),
-        };
         let logged = match self.moves.as_mut() {
             Some(log) => log.take(clock)?,
             None => None,
@@ -389,15 +358,37 @@ impl Session<LdaApp> for LdaSession {
         if logged.is_none() {
             self.catch_up_device()?;
         }
-        let resident_replay = logged.is_some() && matches!(self.path, Path::Resident { .. });
+        // The model every worker sweeps against this clock, before the sweep (on the clocks
+        // `--eval-every` names), where the state is this clock's: not on a clock a snapshot
+        // covers, nor on a resident engine's replayed one (its rows are on the device).
+        let unmeasurable = match &logged {
+            Some(Logged::Durable) => true,
+            Some(Logged::Moves(_)) => matches!(self.path, Path::Resident { .. }),
+            None => false,
+        };
+        let measure = measures_at(self.eval_every, clock) && !unmeasurable;
+        let host_ll = match &self.path {
+            Path::Host(_) if measure => self.host_loglik(),
+            _ => (0.0, 0),
+        };
+        let swept = !matches!(logged, Some(Logged::Durable));
         let ((ll, n), started, delta) = match (&mut self.path, logged) {
+            // A clock the shards hold for good, before the snapshot this life started from:
+            // the state is already past it, and the shards drop whatever it pushes.
+            (_, Some(Logged::Durable)) => {
+                let nothing = LdaDelta {
+                    topics: self.hyper.topics,
+                    entries: Vec::new(),
+                    totals: vec![0; self.hyper.topics as usize],
+                };
+                ((0.0, 0), Instant::now(), nothing)
+            }
             // A clock an earlier life of this worker swept and may have pushed: its moves again,
-            // on the host (a resident engine gets the state before it next sweeps; the rows
-            // for measuring are on its device, so such a clock goes unmeasured).
-            (Path::Host(_), Some(moves)) => {
+            // on the host (a resident engine gets the state before it next sweeps).
+            (Path::Host(_), Some(Logged::Moves(moves))) => {
                 (host_ll, Instant::now(), replay(&mut self.state, &moves))
             }
-            (Path::Resident { .. }, Some(moves)) => {
+            (Path::Resident { .. }, Some(Logged::Moves(moves))) => {
                 self.device_behind = true;
                 ((0.0, 0), Instant::now(), replay(&mut self.state, &moves))
             }
@@ -420,26 +411,34 @@ impl Session<LdaApp> for LdaSession {
             (Path::Resident { dev, .. }, None) => {
                 let ll = if measure { dev.loglik()? } else { (0.0, 0) };
                 let started = Instant::now();
-                (ll, started, dev.sweep(key)?)
+                let delta = dev.sweep(key)?;
+                // Logged before the push leaves.
+                self.log_device_moves(clock)?;
+                (ll, started, delta)
             }
         };
-        if !resident_replay {
-            self.log_device_moves(clock)?;
-        }
         self.sweep_s += started.elapsed().as_secs_f64();
-        self.swept += self.state.num_tokens() as u64;
+        if swept {
+            self.swept += self.state.num_tokens() as u64;
+        }
+        self.clock_done = clock;
         self.write(&delta, out)?;
         let t = self.traffic_since();
         Ok(LdaClock {
             clock_loglik: ll,
             clock_tokens: n as f64,
-            unmeasured: if measure && !resident_replay {
-                0.0
-            } else {
-                1.0
-            },
+            unmeasured: if measure { 0.0 } else { 1.0 },
             device: t.into(),
         })
+    }
+
+    /// The moves log keeps the assignments after a clock and, once the shards hold it for
+    /// good, makes them its snapshot and drops the records up to it.
+    fn durable(&mut self, clocks: u64) -> Result<(), AppError> {
+        match self.moves.as_mut() {
+            Some(log) => log.durable(clocks, self.clock_done, &self.state.z),
+            None => Ok(()),
+        }
     }
 
     fn final_reads(&mut self) -> Result<Vec<TableRows>, AppError> {

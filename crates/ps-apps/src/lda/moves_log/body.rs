@@ -18,7 +18,7 @@ pub const GAPS: u8 = 0;
 pub const BITMAP: u8 = 1;
 
 /// Bytes a topic takes among `topics`.
-fn topic_width(topics: u32) -> usize {
+pub(super) fn topic_width(topics: u32) -> usize {
     match topics {
         0..=256 => 1,
         257..=65_536 => 2,

@@ -10,6 +10,14 @@
 //! document-topic counts, the same delta (which shards that lack it then apply). A clock with
 //! no record was never pushed, so sweeping it afresh is right.
 //!
+//! The log does not grow without end: once every shard holds a clock's push for good
+//! ([`MovesLog::durable`]: its checkpoints cover it, or without checkpoints it applied it),
+//! a replay need not push it again, only reach the state after it. So the assignments after
+//! such a clock are written as a snapshot beside the log ([`snapshot`]) and the records up to
+//! it are dropped, whenever they take more room than the snapshot. A returning worker starts
+//! from the snapshot, pushes nothing new for the clocks it covers ([`Logged::Durable`]: the
+//! shards drop those clocks anyway) and replays the records after it.
+//!
 //! The file (little-endian): `PSLDAMV2`, a `u64` fingerprint of the worker's job (seed,
 //! worker, topics, documents, tokens), then one record per clock from 1 on: `u64` clock,
 //! `u64` moves, `u64` bytes of the body, the body (the moves' tokens as gaps or a bitmap, then
@@ -19,7 +27,7 @@
 //! push, so they survive the process's death; a machine that loses power may lose the last
 //! ones (and the replay is then inexact for those clocks).
 
-use super::{LdaDelta, LdaHyper, LdaWorkerState};
+use super::{LdaHyper, LdaWorkerState};
 use crate::error::AppError;
 use crate::seed::mix64;
 use std::collections::BTreeMap;
@@ -29,6 +37,10 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 mod body;
+mod replay;
+mod snapshot;
+
+pub use replay::{moves_between, replay, set_assignments};
 
 const MAGIC: &[u8; 8] = b"PSLDAMV2";
 const HEADER: u64 = 16;
@@ -40,10 +52,31 @@ const FRAME: u64 = HEAD + 8;
 /// One move: a token and its new topic.
 pub type Move = (u32, u32);
 
+/// What a log holds for a clock a returning worker replays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Logged {
+    /// The clock's moves.
+    Moves(Vec<Move>),
+    /// The clock is covered by the snapshot the worker started from: every shard holds its
+    /// push, and the state after it is the snapshot's (or a later clock's).
+    Durable,
+}
+
 /// The log of one worker (see the module docs).
 pub struct MovesLog {
     file: File,
     path: PathBuf,
+    fingerprint: u64,
+    /// Where each record in the file starts, by clock, and where the file ends.
+    starts: BTreeMap<u64, u64>,
+    end: u64,
+    /// The clock of the snapshot on disk (0: none).
+    snapshot: u64,
+    /// The snapshot's assignments as found when opened, until [`MovesLog::take_snapshot`].
+    found: Option<Vec<u32>>,
+    /// The assignments after a clock not yet known to be held for good, kept to become the
+    /// next snapshot when it is ([`MovesLog::durable`]).
+    pending: Option<(u64, Vec<u32>)>,
     /// Where the body of each record of an earlier life of this worker not replayed yet
     /// starts, its length and its moves, by clock: read again from the file when replayed, so
     /// a long log is never all in memory.
@@ -95,11 +128,58 @@ fn u64_at(b: &[u8]) -> u64 {
 }
 
 impl MovesLog {
+    /// The log of worker `worker` of the job's run `run` (with `seed` and `hyper`) that may
+    /// rejoin, in its state directory `dir`: one file a worker and run, so another run's is
+    /// never found. Where an earlier life left a snapshot, `state` takes its assignments (and
+    /// the document-topic counts they make). The replay runs on the host, on the session's
+    /// copy of the state (a resident engine's assignments come back after each sweep to be
+    /// logged, and the replayed state goes to the device before the next sweep).
+    pub fn for_worker(
+        (dir, run): (Option<&Path>, u64),
+        (seed, hyper): (u64, &LdaHyper),
+        worker: u32,
+        state: &mut LdaWorkerState,
+    ) -> Result<MovesLog, AppError> {
+        let why = "a rejoining LDA worker replays the moves it logged, since sweeping again \
+                   would not give back the assignments the word-topic counts count";
+        let Some(dir) = dir else {
+            return Err(AppError::Settings(format!(
+                "--on-worker-failure wait needs the workers' --state-dir (local makes one): {why}"
+            )));
+        };
+        let tokens = u32::try_from(state.num_tokens()).map_err(|_| {
+            AppError::Settings(format!("{} tokens: too many to log", state.num_tokens()))
+        })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| AppError::Settings(format!("--state-dir {}: {e}", dir.display())))?;
+        let shape = (state.num_docs(), state.num_tokens());
+        let print = fingerprint(run, seed, worker, hyper, shape);
+        let file = dir.join(format!("lda-worker-{worker}-{run:016x}.moves"));
+        let mut log = MovesLog::open(&file, print, tokens, state.topics)?;
+        // An earlier life's snapshot: the state after the clocks the shards hold for good.
+        let from = log.take_snapshot().map(|(clock, z)| {
+            set_assignments(state, &z);
+            clock
+        });
+        if from.is_some() || log.logged_clocks() > 0 {
+            tracing::info!(
+                worker,
+                snapshot_clock = from.unwrap_or(0),
+                logged_clocks = log.logged_clocks(),
+                "LDA worker rejoins: its assignments from the snapshot, then the logged clocks \
+                 replayed"
+            );
+        }
+        Ok(log)
+    }
+
     /// Opens (or creates) the log at `path` for a worker with `tokens` tokens and `topics`
-    /// topics whose run of the job has `fingerprint`: the records an earlier life of the worker
-    /// left are indexed for [`MovesLog::take`] (checked as they are read, one at a time), and a
-    /// torn last record is cut off. A log of another run, or a damaged record with others after
-    /// it (clocks that may have been pushed), is an error.
+    /// topics whose run of the job has `fingerprint`, with its snapshot if it has one (beside
+    /// it: [`MovesLog::take_snapshot`]): the records an earlier life of the worker left after
+    /// the snapshot are indexed for [`MovesLog::take`] (checked as they are read, one at a
+    /// time), and a torn last record is cut off. A log or snapshot of another run, a damaged
+    /// snapshot, a log that starts past the snapshot, or a damaged record with others after it
+    /// (clocks that may have been pushed), is an error.
     pub fn open(
         path: &Path,
         fingerprint: u64,
@@ -107,6 +187,8 @@ impl MovesLog {
         topics: u32,
     ) -> Result<MovesLog, AppError> {
         let io = |e: std::io::Error| bad(path, e.to_string());
+        let snap = snapshot::read(&snapshot_path(path), fingerprint, tokens, topics)
+            .map_err(|e| bad(path, format!("its snapshot: {e}")))?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -115,29 +197,37 @@ impl MovesLog {
             .open(path)
             .map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
+        let (snapshot, found) = match snap {
+            Some((clock, z)) => (clock, Some(z)),
+            None => (0, None),
+        };
         let mut log = MovesLog {
             file,
             path: path.to_path_buf(),
+            fingerprint,
+            starts: BTreeMap::new(),
+            end: HEADER,
+            snapshot,
+            found,
+            pending: None,
             logged: BTreeMap::new(),
-            next: 1,
+            next: snapshot + 1,
             tokens,
             topics,
         };
         if len < HEADER {
             // New, or torn before its header was whole.
-            let mut header = MAGIC.to_vec();
-            header.extend_from_slice(&fingerprint.to_le_bytes());
             log.file.set_len(0).map_err(io)?;
             log.file.seek(SeekFrom::Start(0)).map_err(io)?;
-            log.file.write_all(&header).map_err(io)?;
+            log.file.write_all(&header(fingerprint)).map_err(io)?;
             log.file.sync_data().map_err(io)?;
             return Ok(log);
         }
         // A second handle on the file (sharing its offset, set to the end afterwards).
         let mut r = BufReader::new(log.file.try_clone().map_err(io)?);
-        let mut header = [0u8; HEADER as usize];
-        r.read_exact(&mut header).map_err(io)?;
-        if &header[..8] != MAGIC || u64_at(&header[8..]) != fingerprint {
+        let mut head = [0u8; HEADER as usize];
+        r.read_exact(&mut head).map_err(io)?;
+        if head != header(fingerprint) {
             return Err(bad(
                 path,
                 "it belongs to another run of the job or another worker".into(),
@@ -147,13 +237,15 @@ impl MovesLog {
         drop(r);
         log.file.set_len(good).map_err(io)?;
         log.file.seek(SeekFrom::End(0)).map_err(io)?;
+        log.end = good;
         Ok(log)
     }
 
     /// Indexes the whole, valid, consecutive records after the header (`r` there, the file
-    /// `len` long); returns where they end.
+    /// `len` long); returns where they end. Those the snapshot covers are checked, not kept.
     fn index(&mut self, r: &mut impl Read, len: u64) -> Result<u64, AppError> {
         let mut at = HEADER;
+        let mut expect: Option<u64> = None;
         let (mut bytes, mut moves) = (Vec::new(), Vec::new());
         loop {
             let mut head = [0u8; HEAD as usize];
@@ -171,12 +263,28 @@ impl MovesLog {
                 return Ok(at);
             };
             bytes.resize(b as usize + 8, 0);
-            let valid = r.read_exact(&mut bytes).is_ok()
-                && clock == self.next
+            // The first record is of clock 1, or of one the snapshot covers or follows.
+            let in_turn = match expect {
+                Some(c) => clock == c,
+                None => clock >= 1 && clock <= self.snapshot + 1,
+            };
+            let intact = r.read_exact(&mut bytes).is_ok()
                 && usize::try_from(n)
                     .is_ok_and(|n| self.decode(&bytes[..b as usize], n, &mut moves).is_ok())
                 && u64_at(&bytes[b as usize..]) == check(clock, &moves);
-            if !valid {
+            if intact && !in_turn {
+                return Err(bad(
+                    &self.path,
+                    format!(
+                        "its record at byte {at} is of clock {clock}, out of turn after {} \
+                         (a snapshot of clock {} at most; clocks that may have been pushed \
+                         cannot be replayed)",
+                        expect.map_or(self.snapshot, |c| c - 1),
+                        self.snapshot
+                    ),
+                ));
+            }
+            if !intact {
                 if end < len {
                     return Err(bad(
                         &self.path,
@@ -188,9 +296,13 @@ impl MovesLog {
                 }
                 return Ok(at);
             }
-            self.logged
-                .insert(clock, (at + HEAD, b as usize, n as usize));
-            self.next += 1;
+            self.starts.insert(clock, at);
+            if clock > self.snapshot {
+                self.logged
+                    .insert(clock, (at + HEAD, b as usize, n as usize));
+            }
+            self.next = self.next.max(clock + 1);
+            expect = Some(clock + 1);
             at = end;
         }
     }
@@ -199,8 +311,23 @@ impl MovesLog {
         body::decode(body, n, self.tokens, self.topics, moves)
     }
 
-    /// The moves an earlier life of the worker logged for `clock`, if it did.
-    pub fn take(&mut self, clock: u64) -> Result<Option<Vec<Move>>, AppError> {
+    /// The snapshot an earlier life of the worker left, once: its clock and the assignments
+    /// after it, which the worker starts from instead of its initial ones.
+    pub fn take_snapshot(&mut self) -> Option<(u64, Vec<u32>)> {
+        self.found.take().map(|z| (self.snapshot, z))
+    }
+
+    /// The clocks an earlier life logged after the snapshot, not replayed yet.
+    pub fn logged_clocks(&self) -> usize {
+        self.logged.len()
+    }
+
+    /// What an earlier life of the worker left for `clock` (from 1 on), if anything: covered
+    /// by its snapshot, or its moves.
+    pub fn take(&mut self, clock: u64) -> Result<Option<Logged>, AppError> {
+        if clock >= 1 && clock <= self.snapshot {
+            return Ok(Some(Logged::Durable));
+        }
         let Some((at, b, n)) = self.logged.remove(&clock) else {
             return Ok(None);
         };
@@ -209,7 +336,7 @@ impl MovesLog {
         let mut moves = Vec::new();
         let bad_body = |e: String| bad(&self.path, format!("clock {clock}: {e}"));
         self.decode(&bytes, n, &mut moves).map_err(bad_body)?;
-        Ok(Some(moves))
+        Ok(Some(Logged::Moves(moves)))
     }
 
     /// Appends `clock`'s moves, unless they are logged already (a replayed clock): one write,
@@ -241,225 +368,98 @@ impl MovesLog {
             bytes = record.len(),
             "LDA moves logged"
         );
+        self.starts.insert(clock, self.end);
+        self.end += record.len() as u64;
         self.next += 1;
+        Ok(())
+    }
+
+    /// Every shard holds the worker's first `below` clocks for good; `z` are the worker's
+    /// assignments after clock `clock`. Where the assignments kept after an earlier clock are
+    /// now held for good, they become the snapshot and the records up to that clock go, if
+    /// those take more room than the snapshot; then the assignments after `clock` are kept
+    /// for the next time.
+    pub fn durable(&mut self, below: u64, clock: u64, z: &[u32]) -> Result<(), AppError> {
+        if let Some((kept, _)) = &self.pending {
+            if *kept < below {
+                let (kept, zk) = self.pending.take().unwrap_or_default();
+                let snapshot_bytes = (body::topic_width(self.topics) * zk.len()) as u64;
+                if self.bytes_through(kept) >= snapshot_bytes {
+                    self.compact(kept, &zk)?;
+                }
+            }
+        }
+        if self.pending.is_none() && clock > self.snapshot && clock < self.next {
+            self.pending = Some((clock, z.to_vec()));
+        }
+        Ok(())
+    }
+
+    /// Bytes of the records up to clock `clock`.
+    fn bytes_through(&self, clock: u64) -> u64 {
+        let after = self.starts.range(clock + 1..).next().map(|(_, &a)| a);
+        after.unwrap_or(self.end) - HEADER
+    }
+
+    /// Writes the snapshot of `z` after `clock`, then the log again without the records up to
+    /// it (a new file renamed over the old one: a death in between leaves the old log beside
+    /// the new snapshot, whose clock the old records then reach past).
+    fn compact(&mut self, clock: u64, z: &[u32]) -> Result<(), AppError> {
+        let io = |e: std::io::Error| bad(&self.path, e.to_string());
+        let snap = snapshot_path(&self.path);
+        snapshot::write(&snap, self.fingerprint, clock, z, self.topics).map_err(io)?;
+        let from = self.starts.range(clock + 1..).next().map(|(_, &a)| a);
+        let from = from.unwrap_or(self.end);
+        let tmp = self.path.with_extension("moves-tmp");
+        let mut out = File::create(&tmp).map_err(io)?;
+        out.write_all(&header(self.fingerprint)).map_err(io)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut at = from;
+        while at < self.end {
+            let n = buf.len().min((self.end - at) as usize);
+            self.file.read_exact_at(&mut buf[..n], at).map_err(io)?;
+            out.write_all(&buf[..n]).map_err(io)?;
+            at += n as u64;
+        }
+        out.sync_all().map_err(io)?;
+        drop(out);
+        std::fs::rename(&tmp, &self.path).map_err(io)?;
+        snapshot::sync_dir(&self.path).map_err(io)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+            .map_err(io)?;
+        file.seek(SeekFrom::End(0)).map_err(io)?;
+        self.file = file;
+        // Everything after `from` moved back to just after the header.
+        let shift = from - HEADER;
+        self.starts = (self.starts.split_off(&(clock + 1)).into_iter())
+            .map(|(c, a)| (c, a - shift))
+            .collect();
+        self.logged.retain(|&c, _| c > clock);
+        for (at, _, _) in self.logged.values_mut() {
+            *at -= shift;
+        }
+        self.end -= shift;
+        self.snapshot = clock;
+        tracing::debug!(clock, dropped_bytes = shift, "LDA moves log compacted");
         Ok(())
     }
 }
 
-/// The moves from assignments `before` to `after` (as long): each token whose topic changed,
-/// with its new topic.
-pub fn moves_between(before: &[u32], after: &[u32]) -> Vec<Move> {
-    (before.iter().zip(after).enumerate())
-        .filter(|(_, (b, a))| b != a)
-        .map(|(t, (_, &a))| (t as u32, a))
-        .collect()
+/// A log's header: the magic and its fingerprint.
+fn header(fingerprint: u64) -> [u8; HEADER as usize] {
+    let mut h = [0u8; HEADER as usize];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..].copy_from_slice(&fingerprint.to_le_bytes());
+    h
 }
 
-/// Applies logged `moves` to `state` (assignments and document-topic counts) and returns the
-/// count delta they make, as a sweep that made them returns it. Moves must be of tokens and
-/// topics of the state (the log checks them).
-pub fn replay(state: &mut LdaWorkerState, moves: &[Move]) -> LdaDelta {
-    let k = state.topics as usize;
-    let mut changes: BTreeMap<(u32, u32), i32> = BTreeMap::new();
-    let mut totals = vec![0i32; k];
-    for &(t, new) in moves {
-        let t = t as usize;
-        let old = state.z[t];
-        if old == new {
-            continue;
-        }
-        // The document holding token t.
-        let d = state.doc_offsets.partition_point(|&o| o <= t) - 1;
-        state.doc_topic[d * k + old as usize] -= 1;
-        state.doc_topic[d * k + new as usize] += 1;
-        state.z[t] = new;
-        let word = state.words[state.tokens[t] as usize];
-        *changes.entry((word, old)).or_default() -= 1;
-        *changes.entry((word, new)).or_default() += 1;
-        totals[old as usize] -= 1;
-        totals[new as usize] += 1;
-    }
-    LdaDelta {
-        topics: state.topics,
-        entries: (changes.into_iter())
-            .filter(|&(_, c)| c != 0)
-            .map(|((w, k), c)| (w, k, c))
-            .collect(),
-        totals,
-    }
+/// Where the snapshot of the log at `path` lies.
+fn snapshot_path(path: &Path) -> PathBuf {
+    path.with_extension("snapshot")
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::lda::{CpuLda, LdaCompute, ParallelSparseLda, SparseLda, SweepKey, WordMajorLda};
-
-    const HYPER: LdaHyper = LdaHyper {
-        topics: 8,
-        alpha: 0.1,
-        beta: 0.01,
-    };
-
-    fn print(job: u64, worker: u32) -> u64 {
-        fingerprint(job, 7, worker, &HYPER, (3, 100))
-    }
-
-    fn open(path: &Path, fp: u64) -> MovesLog {
-        MovesLog::open(path, fp, 100, 8).unwrap()
-    }
-
-    fn take(log: &mut MovesLog, clock: u64) -> Option<Vec<Move>> {
-        log.take(clock).unwrap()
-    }
-
-    #[test]
-    fn a_new_life_finds_what_the_last_one_logged_and_no_more() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.moves");
-        let fp = print(1, 1);
-        let mut log = open(&path, fp);
-        assert_eq!(take(&mut log, 1), None);
-        log.append(1, &[(3, 2), (99, 7)]).unwrap();
-        log.append(2, &[]).unwrap();
-        log.append(3, &[(0, 0)]).unwrap();
-        // A clock out of turn is refused.
-        assert!(log.append(5, &[]).is_err());
-        drop(log);
-        let mut again = open(&path, fp);
-        assert_eq!(take(&mut again, 1), Some(vec![(3, 2), (99, 7)]));
-        assert_eq!(take(&mut again, 2), Some(vec![]));
-        assert_eq!(take(&mut again, 2), None, "taken once");
-        // Replayed clocks are not written twice; the next new one follows them.
-        again.append(1, &[(5, 5)]).unwrap();
-        again.append(4, &[(1, 1)]).unwrap();
-        drop(again);
-        let mut third = open(&path, fp);
-        assert_eq!(take(&mut third, 1), Some(vec![(3, 2), (99, 7)]));
-        assert_eq!(take(&mut third, 3), Some(vec![(0, 0)]));
-        assert_eq!(take(&mut third, 4), Some(vec![(1, 1)]));
-        assert_eq!(take(&mut third, 5), None);
-        // Every token moving: the bitmap layout.
-        let many: Vec<Move> = (0..100u32).map(|t| (t, t % 8)).collect();
-        third.append(5, &many).unwrap();
-        drop(third);
-        assert_eq!(take(&mut open(&path, fp), 5), Some(many));
-    }
-
-    #[test]
-    fn a_torn_last_record_is_cut_off_and_a_damaged_one_before_others_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.moves");
-        let fp = print(1, 1);
-        let mut log = open(&path, fp);
-        log.append(1, &[(1, 1)]).unwrap();
-        log.append(2, &[(2, 2), (3, 3)]).unwrap();
-        drop(log);
-        let whole = std::fs::read(&path).unwrap();
-        // The first record's body length is in its head.
-        let first_body = u64_at(&whole[(HEADER + 16) as usize..(HEADER + HEAD) as usize]);
-        let first_end = (HEADER + FRAME + first_body) as usize;
-        for cut in [whole.len() - 1, whole.len() - 9, first_end + 5] {
-            std::fs::write(&path, &whole[..cut]).unwrap();
-            let mut log = open(&path, fp);
-            assert_eq!(take(&mut log, 1), Some(vec![(1, 1)]), "cut at {cut}");
-            assert_eq!(take(&mut log, 2), None, "cut at {cut}");
-            // Cut back, so the next record follows the last whole one.
-            log.append(2, &[(4, 4)]).unwrap();
-            drop(log);
-            assert_eq!(take(&mut open(&path, fp), 2), Some(vec![(4, 4)]));
-        }
-        // The last record damaged (a flipped bit of a token, a topic past K): cut off like a
-        // torn one.
-        let mut flipped = whole.clone();
-        flipped[first_end + HEAD as usize + 1] ^= 1;
-        std::fs::write(&path, &flipped).unwrap();
-        assert_eq!(take(&mut open(&path, fp), 2), None);
-        let mut log = open(&path, fp);
-        assert!(log.append(2, &[(5, 9)]).is_err(), "topic 9 of 8");
-        assert!(log.append(2, &[(5, 1), (5, 2)]).is_err(), "a token twice");
-        drop(log);
-        let mut wider = MovesLog::open(&path, fp, 100, 10).unwrap();
-        wider.append(2, &[(5, 9)]).unwrap();
-        drop(wider);
-        assert_eq!(take(&mut open(&path, fp), 2), None, "topic 9 of 8");
-        // The first damaged with the second after it: an error, not a silent cut.
-        let mut flipped = whole.clone();
-        flipped[(HEADER + 16) as usize] ^= 1;
-        std::fs::write(&path, &flipped).unwrap();
-        let err = MovesLog::open(&path, fp, 100, 8).err().unwrap().to_string();
-        assert!(err.contains("damaged and later ones follow"), "{err}");
-        // A header cut short is a new log.
-        std::fs::write(&path, &whole[..10]).unwrap();
-        assert_eq!(take(&mut open(&path, fp), 1), None);
-    }
-
-    #[test]
-    fn a_log_of_another_run_or_worker_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.moves");
-        open(&path, print(1, 1)).append(1, &[]).unwrap();
-        let other_alpha = LdaHyper {
-            alpha: 0.2,
-            ..HYPER
-        };
-        for fp in [
-            print(2, 1),
-            print(1, 2),
-            fingerprint(1, 7, 1, &other_alpha, (3, 100)),
-        ] {
-            let err = MovesLog::open(&path, fp, 100, 8).err().unwrap().to_string();
-            assert!(
-                err.contains("another run of the job or another worker"),
-                "{err}"
-            );
-        }
-        std::fs::write(&path, b"not a log at all, but long").unwrap();
-        assert!(MovesLog::open(&path, print(1, 1), 100, 8).is_err());
-    }
-
-    /// A replay of a sweep's moves leaves the state the sweep left and returns its delta, for
-    /// every host engine.
-    #[test]
-    fn replayed_moves_are_the_sweep_again() {
-        let hyper = LdaHyper { topics: 6, ..HYPER };
-        let docs: Vec<Vec<u32>> = (0..40u32)
-            .map(|d| (0..(d % 9)).map(|i| (d * 7 + i * 3) % 40).collect())
-            .collect();
-        let engines: Vec<Box<dyn LdaCompute>> = vec![
-            Box::new(CpuLda::new()),
-            Box::new(SparseLda::new()),
-            Box::new(ParallelSparseLda::new(3)),
-            Box::new(WordMajorLda::new(2)),
-        ];
-        for mut engine in engines {
-            let (mut state, initial) = LdaWorkerState::init(&docs, 40, &hyper, 3, 1).unwrap();
-            // The initial counts, as clock 0 pushes them, for a lone worker.
-            let k = 6;
-            let mut rows = vec![0.0f32; state.words.len() * k];
-            let mut totals = vec![0.0f32; k];
-            for &(w, t, c) in &initial.entries {
-                let r = state.words.binary_search(&w).unwrap();
-                rows[r * k + t as usize] += c as f32;
-                totals[t as usize] += c as f32;
-            }
-            for clock in 1..4 {
-                let before = state.clone();
-                let key = SweepKey {
-                    seed: 3,
-                    worker: 1,
-                    clock,
-                };
-                let swept = engine
-                    .sweep(&mut state, &mut rows, &mut totals, &hyper, key)
-                    .unwrap();
-                let moves = moves_between(&before.z, &state.z);
-                assert!(!moves.is_empty());
-                let mut again = before;
-                let replayed = replay(&mut again, &moves);
-                assert_eq!(replayed, swept, "{} clock {clock}", engine.name());
-                assert_eq!(again.z, state.z);
-                assert_eq!(again.doc_topic, state.doc_topic);
-            }
-        }
-    }
-}
+mod tests;
