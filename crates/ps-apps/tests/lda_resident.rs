@@ -269,3 +269,73 @@ fn the_oracle_refuses_bad_states_and_loads() {
     other.z.push(0);
     assert!(e.download_state(&mut other).is_err(), "another state");
 }
+
+/// A worker that may rejoin (`--on-worker-failure wait`) on the resident path, dying after its
+/// last push: its next life starts from the log's snapshot (the shards held the first clocks
+/// for good, two clocks behind), sends nothing new for the clocks the snapshot covers, pushes
+/// the logged clocks after it exactly as its first life did, and hands the replayed state to
+/// the engine before its final log-likelihood, which is then its first life's.
+#[test]
+fn a_rejoined_resident_worker_replays_its_log_and_ends_as_it_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let engines = Resident { base: CpuEngines };
+    let mut job = job();
+    job.workers = 1;
+    let plan = LdaApp.plan(&LdaArgs::default(), &job).unwrap();
+    let ctx = WorkerContext {
+        worker: 0,
+        workers: 1,
+        engines: &engines,
+        rejoin: ps_apps::app::Rejoin::Replay {
+            state_dir: Some(dir.path()),
+            run: 7,
+        },
+    };
+    let clocks = 12u64;
+    let mut ps = FakePs::new(&plan.tables).unwrap();
+    let mut first = LdaApp.session(plan.settings.clone(), &ctx).unwrap();
+    let mut pushed = Vec::new();
+    for clock in 0..clocks {
+        let reads = first.reads(clock).unwrap();
+        ps.feed_session(&reads, first.as_mut()).unwrap();
+        let (_, u) = ps.run_clock(first.as_mut(), clock).unwrap();
+        ps.apply(&u);
+        pushed.push(u);
+        first.durable(clock.saturating_sub(1)).unwrap();
+    }
+    let reads = first.final_reads().unwrap();
+    ps.feed_session(&reads, first.as_mut()).unwrap();
+    let ended = first.evaluate().unwrap();
+    drop(first);
+
+    // The next life reads the shards' model as it now is; the shards drop what it pushes.
+    let mut again = LdaApp.session(plan.settings.clone(), &ctx).unwrap();
+    let (mut covered, mut replayed) = (0, 0);
+    for clock in 0..clocks {
+        let reads = again.reads(clock).unwrap();
+        ps.feed_session(&reads, again.as_mut()).unwrap();
+        let (figures, u) = ps.run_clock(again.as_mut(), clock).unwrap();
+        if u == pushed[clock as usize] {
+            replayed += 1;
+        } else {
+            assert!(clock > 0, "clock 0 pushes the initial counts again");
+            let nothing = u.blocks.iter().all(|(_, _, v)| v.iter().all(|&x| x == 0.0));
+            assert!(
+                nothing,
+                "clock {clock}: a push that is neither the first life's nor empty"
+            );
+            assert_eq!(figures.unmeasured, 1.0, "clock {clock}");
+            covered += 1;
+        }
+    }
+    assert!(
+        covered > 0 && replayed > 1,
+        "covered {covered}, replayed {replayed}"
+    );
+    let reads = again.final_reads().unwrap();
+    ps.feed_session(&reads, again.as_mut()).unwrap();
+    let back = again.evaluate().unwrap();
+    assert_eq!(back.sums.final_loglik, ended.sums.final_loglik);
+    assert_eq!(back.sums.final_tokens, ended.sums.final_tokens);
+    assert_eq!(back.facts.word_topic_hash, ended.facts.word_topic_hash);
+}

@@ -205,10 +205,9 @@ mod tests {
             refused(&[BITMAP, 1, 0, 0, 0], 1, &mut out),
             "a bitmap too long"
         );
-        assert!(
-            refused(&[GAPS, 0x80, 0], 1, &mut out),
-            "a varint not canonical"
-        );
+        assert!(refused(&[GAPS, 0x80, 0], 1, &mut out), "a varint cut short");
+        let padded = [GAPS, 0x80, 0, 0];
+        assert!(refused(&padded, 1, &mut out), "a varint not canonical");
         decode(&body, 2, 10, 4, &mut out).unwrap();
         assert_eq!(out, vec![(1, 2), (6, 3)]);
     }

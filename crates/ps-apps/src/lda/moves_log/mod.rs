@@ -20,7 +20,7 @@
 //!
 //! The file (little-endian): `PSLDAMV2`, a `u64` fingerprint of the worker's job (seed,
 //! worker, topics, documents, tokens), then one record per clock from 1 on: `u64` clock,
-//! `u64` moves, `u64` bytes of the body, the body (the moves' tokens as gaps or a bitmap, then
+//! `u64` moves, `u64` bytes of the body, a `u64` check of those three, the body (the moves' tokens as gaps or a bitmap, then
 //! their topics in 1, 2 or 4 bytes: [`body`]), and a `u64` check of the clock and moves. A record
 //! cut short (the process died while writing it) or failing its check ends the log; the file is
 //! cut back to the records before it. Records go to the kernel with one `write` before the
@@ -44,8 +44,8 @@ pub use replay::{moves_between, replay, set_assignments};
 
 const MAGIC: &[u8; 8] = b"PSLDAMV2";
 const HEADER: u64 = 16;
-/// A record's clock, count and body length before its body.
-const HEAD: u64 = 24;
+/// A record's clock, count, body length and their check, before its body.
+const HEAD: u64 = 32;
 /// A record's bytes besides its body: its head and check.
 const FRAME: u64 = HEAD + 8;
 
@@ -117,6 +117,11 @@ fn check(clock: u64, moves: &[Move]) -> u64 {
         h = mix64(h ^ (u64::from(t) << 32 | u64::from(k)));
     }
     h
+}
+
+/// The check of a record's head.
+fn head_check(clock: u64, moves: u64, bytes: u64) -> u64 {
+    mix64(mix64(mix64(clock ^ 0x6865_6164) ^ moves) ^ bytes)
 }
 
 fn bad(path: &Path, what: String) -> AppError {
@@ -255,8 +260,17 @@ impl MovesLog {
             let (clock, n, b) = (
                 u64_at(&head[..8]),
                 u64_at(&head[8..16]),
-                u64_at(&head[16..]),
+                u64_at(&head[16..24]),
             );
+            if u64_at(&head[24..]) != head_check(clock, n, b) {
+                // A whole head that is wrong is damage, not a death while writing (which
+                // leaves the file ending within the record): its length cannot be trusted to
+                // say whether others follow.
+                return Err(bad(
+                    &self.path,
+                    format!("the record at byte {at} has a damaged head"),
+                ));
+            }
             let end = (b.checked_add(at + FRAME)).filter(|&end| end <= len);
             let Some(end) = end else {
                 // Cut short: the last record, torn as its life ended.
@@ -357,6 +371,8 @@ impl MovesLog {
         record.extend_from_slice(&clock.to_le_bytes());
         record.extend_from_slice(&(moves.len() as u64).to_le_bytes());
         record.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        let head = head_check(clock, moves.len() as u64, body.len() as u64);
+        record.extend_from_slice(&head.to_le_bytes());
         record.extend_from_slice(&body);
         record.extend_from_slice(&check(clock, moves).to_le_bytes());
         let io = |e: std::io::Error| bad(&self.path, e.to_string());

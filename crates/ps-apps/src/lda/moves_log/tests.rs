@@ -70,7 +70,7 @@ fn a_torn_last_record_is_cut_off_and_a_damaged_one_before_others_refused() {
     drop(log);
     let whole = std::fs::read(&path).unwrap();
     // The first record's body length is in its head.
-    let first_body = u64_at(&whole[(HEADER + 16) as usize..(HEADER + HEAD) as usize]);
+    let first_body = u64_at(&whole[(HEADER + 16) as usize..(HEADER + 24) as usize]);
     let first_end = (HEADER + FRAME + first_body) as usize;
     for cut in [whole.len() - 1, whole.len() - 9, first_end + 5] {
         std::fs::write(&path, &whole[..cut]).unwrap();
@@ -96,12 +96,21 @@ fn a_torn_last_record_is_cut_off_and_a_damaged_one_before_others_refused() {
     wider.append(2, &[(5, 9)]).unwrap();
     drop(wider);
     assert_eq!(take(&mut open(&path, fp), 2), None, "topic 9 of 8");
-    // The first damaged with the second after it: an error, not a silent cut.
+    // The first damaged with the second after it: an error, not a silent cut; so too a
+    // damaged length, even one that would run past the end as a torn record's does.
     let mut flipped = whole.clone();
-    flipped[(HEADER + 16) as usize] ^= 1;
+    flipped[(HEADER + FRAME) as usize] ^= 1;
     std::fs::write(&path, &flipped).unwrap();
     let err = MovesLog::open(&path, fp, 100, 8).err().unwrap().to_string();
     assert!(err.contains("damaged and later ones follow"), "{err}");
+    for bit in [0, 62] {
+        let mut flipped = whole.clone();
+        let at = (HEADER + 16) as usize + bit / 8;
+        flipped[at] ^= 1 << (bit % 8);
+        std::fs::write(&path, &flipped).unwrap();
+        let err = MovesLog::open(&path, fp, 100, 8).err().unwrap().to_string();
+        assert!(err.contains("damaged head"), "{err}");
+    }
     // A header cut short is a new log.
     std::fs::write(&path, &whole[..10]).unwrap();
     assert_eq!(take(&mut open(&path, fp), 1), None);
