@@ -51,6 +51,12 @@ pub struct LdaSettings {
     /// model is then checked for being counts ([`super::count_check`]).
     #[serde(default = "exact")]
     pub exact_pulls: bool,
+    /// Whether the push codec is lossless and keeps no state between clocks (no residual, no
+    /// momentum): only then may a worker that can rejoin drop the log of clocks the shards
+    /// hold for good ([`super::moves_log`]), since replaying them then needs no push to rebuild
+    /// the codec's state. Off when an older coordinator does not say.
+    #[serde(default)]
+    pub exact_pushes: bool,
 }
 
 fn exact() -> bool {
@@ -270,6 +276,7 @@ impl App for LdaApp {
             synthetic,
             eval_every: a.eval_every,
             exact_pulls: job.pull_codec.is_lossless(),
+            exact_pushes: job.push_codec.is_lossless(),
         };
         let size = CorpusSize::of(&settings)?;
         if size.tokens == 0 {
@@ -439,6 +446,7 @@ mod tests {
                 synthetic: Some(spec),
                 eval_every: 1,
                 exact_pulls: true,
+                exact_pushes: true,
             };
             let generated = synthetic_lda_threads(&spec, 2).corpus;
             assert_eq!(

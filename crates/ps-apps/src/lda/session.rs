@@ -76,6 +76,9 @@ pub struct LdaSession {
     sweep_s: f64,
     /// Whether pulls carry the counts exactly (the final check runs only then).
     exact_pulls: bool,
+    /// Whether the moves log may drop what the shards hold for good ([`LdaSettings`]'s
+    /// `exact_pushes`).
+    compact_log: bool,
     /// Under `--on-worker-failure wait`: every clock's moves, kept so that a later life of
     /// this worker replays them instead of sweeping again ([`super::moves_log`]).
     moves: Option<MovesLog>,
@@ -176,6 +179,7 @@ impl LdaSession {
             swept: 0,
             sweep_s: 0.0,
             exact_pulls: s.exact_pulls,
+            compact_log: s.exact_pushes,
             moves,
             device_behind: false,
             z_now: Vec::new(),
@@ -433,11 +437,13 @@ impl Session<LdaApp> for LdaSession {
     }
 
     /// The moves log keeps the assignments after a clock and, once the shards hold it for
-    /// good, makes them its snapshot and drops the records up to it.
+    /// good, makes them its snapshot and drops the records up to it. Not under a lossy push
+    /// codec: its residual (or momentum) after a clock is made by the clocks before, so a
+    /// returning worker must push every clock again to rebuild it, and needs every record.
     fn durable(&mut self, clocks: u64) -> Result<(), AppError> {
         match self.moves.as_mut() {
-            Some(log) => log.durable(clocks, self.clock_done, &self.state.z),
-            None => Ok(()),
+            Some(log) if self.compact_log => log.durable(clocks, self.clock_done, &self.state.z),
+            _ => Ok(()),
         }
     }
 

@@ -401,7 +401,7 @@ impl MovesLog {
                 let (kept, zk) = self.pending.take().unwrap_or_default();
                 let snapshot_bytes = (body::topic_width(self.topics) * zk.len()) as u64;
                 if self.bytes_through(kept) >= snapshot_bytes {
-                    self.compact(kept, &zk)?;
+                    self.compact(kept, &zk);
                 }
             }
         }
@@ -419,34 +419,34 @@ impl MovesLog {
 
     /// Writes the snapshot of `z` after `clock`, then the log again without the records up to
     /// it (a new file renamed over the old one: a death in between leaves the old log beside
-    /// the new snapshot, whose clock the old records then reach past).
-    fn compact(&mut self, clock: u64, z: &[u32]) -> Result<(), AppError> {
-        let io = |e: std::io::Error| bad(&self.path, e.to_string());
-        let snap = snapshot_path(&self.path);
-        snapshot::write(&snap, self.fingerprint, clock, z, self.topics).map_err(io)?;
+    /// the new snapshot, whose clock the old records then reach past). Dropping records only
+    /// saves room, so a failure before the new log takes the old one's place is a warning and
+    /// the old log stays in use; nothing after that can fail.
+    fn compact(&mut self, clock: u64, z: &[u32]) {
         let from = self.starts.range(clock + 1..).next().map(|(_, &a)| a);
         let from = from.unwrap_or(self.end);
         let tmp = self.path.with_extension("moves-tmp");
-        let mut out = File::create(&tmp).map_err(io)?;
-        out.write_all(&header(self.fingerprint)).map_err(io)?;
-        let mut buf = vec![0u8; 1 << 20];
-        let mut at = from;
-        while at < self.end {
-            let n = buf.len().min((self.end - at) as usize);
-            self.file.read_exact_at(&mut buf[..n], at).map_err(io)?;
-            out.write_all(&buf[..n]).map_err(io)?;
-            at += n as u64;
+        let renamed = self.write_compacted(clock, z, from, &tmp).and_then(|file| {
+            std::fs::rename(&tmp, &self.path)?;
+            Ok(file)
+        });
+        let file = match renamed {
+            Ok(file) => file,
+            Err(e) => {
+                tracing::warn!(
+                    log = %self.path.display(),
+                    clock,
+                    error = %e,
+                    "the LDA moves log was not compacted; it goes on as it is"
+                );
+                let _ = std::fs::remove_file(&tmp);
+                return;
+            }
+        };
+        if let Err(e) = snapshot::sync_dir(&self.path) {
+            tracing::warn!(log = %self.path.display(), error = %e, "syncing the log's directory");
         }
-        out.sync_all().map_err(io)?;
-        drop(out);
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
-        snapshot::sync_dir(&self.path).map_err(io)?;
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&self.path)
-            .map_err(io)?;
-        file.seek(SeekFrom::End(0)).map_err(io)?;
+        // The new file, the same one the path names now, written to its end.
         self.file = file;
         // Everything after `from` moved back to just after the header.
         let shift = from - HEADER;
@@ -460,7 +460,36 @@ impl MovesLog {
         self.end -= shift;
         self.snapshot = clock;
         tracing::debug!(clock, dropped_bytes = shift, "LDA moves log compacted");
-        Ok(())
+    }
+
+    /// The snapshot of `z` after `clock`, then at `tmp` the log's header and its records from
+    /// byte `from` on, synced; returns that file, open to append.
+    fn write_compacted(
+        &self,
+        clock: u64,
+        z: &[u32],
+        from: u64,
+        tmp: &Path,
+    ) -> std::io::Result<File> {
+        let snap = snapshot_path(&self.path);
+        snapshot::write(&snap, self.fingerprint, clock, z, self.topics)?;
+        let mut out = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(tmp)?;
+        out.write_all(&header(self.fingerprint))?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut at = from;
+        while at < self.end {
+            let n = buf.len().min((self.end - at) as usize);
+            self.file.read_exact_at(&mut buf[..n], at)?;
+            out.write_all(&buf[..n])?;
+            at += n as u64;
+        }
+        out.sync_all()?;
+        Ok(out)
     }
 }
 

@@ -319,3 +319,24 @@ fn a_death_while_compacting_leaves_a_log_that_opens() {
     let err = MovesLog::open(&path, fp, 100, 8).err().unwrap().to_string();
     assert!(err.contains("snapshot"), "{err}");
 }
+
+#[test]
+fn a_compaction_that_fails_leaves_the_log_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.moves");
+    let (moves, z) = history();
+    // The snapshot's temporary file cannot be made: a directory holds its name.
+    std::fs::create_dir(path.with_extension("snapshot-tmp")).unwrap();
+    let mut log = open(&path, print(1, 1));
+    assert_eq!(
+        log_with_lagging_acks(&mut log, &moves, &z),
+        0,
+        "nothing compacted"
+    );
+    drop(log);
+    let mut again = open(&path, print(1, 1));
+    assert_eq!(again.take_snapshot(), None);
+    for c in 1..=8 {
+        assert_eq!(take(&mut again, c), Some(moves[c as usize].clone()));
+    }
+}
