@@ -294,7 +294,8 @@ pub struct WorkerArgs {
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// A directory that outlives this worker's process, where it keeps what an exact replay
-    /// needs if it dies and rejoins under `--on-worker-failure wait` (LDA's moves; the same
+    /// needs if it dies and rejoins under `--on-worker-failure wait` (LDA's moves, and a
+    /// snapshot of its assignments once the shards hold the clocks before for good; the same
     /// directory for the worker's every life; `local` makes one).
     #[arg(long)]
     pub state_dir: Option<std::path::PathBuf>,
