@@ -14,6 +14,12 @@ pub fn mix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// `words` chained through [`mix64`] from `start`: a check or fingerprint of a sequence, where
+/// any change of a word or of their order changes it (almost surely).
+pub fn mix_all(start: u64, words: impl IntoIterator<Item = u64>) -> u64 {
+    (words.into_iter()).fold(mix64(start), |h, x| mix64(h ^ x))
+}
+
 /// The RNG of item `index` of the stream `tag` under `seed` (a chunk of ratings, a document, a
 /// sample): items drawn from their own streams can be drawn in any order, on any thread, by
 /// whichever worker needs them.

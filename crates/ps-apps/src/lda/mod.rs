@@ -169,6 +169,15 @@ pub struct LdaDelta {
 }
 
 impl LdaDelta {
+    /// No change of `topics` topics.
+    pub fn none(topics: u32) -> LdaDelta {
+        LdaDelta {
+            topics,
+            entries: Vec::new(),
+            totals: vec![0; topics as usize],
+        }
+    }
+
     /// True when no count changes.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty() && self.totals.iter().all(|&t| t == 0)

@@ -25,7 +25,7 @@ use super::packed::{
 use super::{loglik, LdaCompute, LdaDelta, LdaHyper, LdaWorkerState, SweepKey};
 use crate::app::Traffic;
 use crate::error::ComputeError;
-use crate::seed::mix64;
+use crate::seed::mix_all;
 use ps_proto::SparseRows;
 
 /// An LDA engine whose worker state stays resident between clocks (see the module docs).
@@ -375,8 +375,10 @@ pub fn documents_print(state: &LdaWorkerState) -> u64 {
         .chain(&state.words)
         .map(|&t| u64::from(t));
     let lengths = [state.tokens.len() as u64, state.words.len() as u64];
-    (lengths.into_iter().chain(offsets).chain(tokens))
-        .fold(mix64(u64::from(state.topics)), |h, x| mix64(h ^ x))
+    mix_all(
+        u64::from(state.topics),
+        lengths.into_iter().chain(offsets).chain(tokens),
+    )
 }
 
 /// The error of a state to restore whose documents are not the ones set up.

@@ -84,7 +84,9 @@ pub struct LdaSession {
     moves: Option<MovesLog>,
     /// Whether a replay moved the host's state past the resident engine's.
     device_behind: bool,
-    /// The assignments a resident engine hands back for the log (kept between clocks).
+    /// With a moves log, the other copy of the assignments it diffs (kept between clocks):
+    /// on the host path the assignments before the sweep, on the resident path those the
+    /// engine hands back after it.
     z_now: Vec<u32>,
     /// The last clock run: `state.z` is the assignments after it (with a moves log).
     clock_done: u64,
@@ -380,12 +382,7 @@ impl Session<LdaApp> for LdaSession {
             // A clock the shards hold for good, before the snapshot this life started from:
             // the state is already past it, and the shards drop whatever it pushes.
             (_, Some(Logged::Durable)) => {
-                let nothing = LdaDelta {
-                    topics: self.hyper.topics,
-                    entries: Vec::new(),
-                    totals: vec![0; self.hyper.topics as usize],
-                };
-                ((0.0, 0), Instant::now(), nothing)
+                ((0.0, 0), Instant::now(), LdaDelta::none(self.hyper.topics))
             }
             // A clock an earlier life of this worker swept and may have pushed: its moves again,
             // on the host (a resident engine gets the state before it next sweeps).
@@ -398,7 +395,10 @@ impl Session<LdaApp> for LdaSession {
             }
             (Path::Host(engine), None) => {
                 let started = Instant::now();
-                let before = self.moves.as_ref().map(|_| self.state.z.clone());
+                // The assignments before the sweep, into the kept buffer, for the log.
+                if self.moves.is_some() {
+                    self.z_now.clone_from(&self.state.z);
+                }
                 let delta = engine.sweep(
                     &mut self.state,
                     &mut self.local,
@@ -407,8 +407,8 @@ impl Session<LdaApp> for LdaSession {
                     key,
                 )?;
                 // Logged before the push leaves (it leaves after this clock returns).
-                if let (Some(log), Some(before)) = (self.moves.as_mut(), before) {
-                    log.append(clock, &moves_between(&before, &self.state.z))?;
+                if let Some(log) = self.moves.as_mut() {
+                    log.append(clock, &moves_between(&self.z_now, &self.state.z))?;
                 }
                 (host_ll, started, delta)
             }

@@ -155,11 +155,7 @@ impl LdaCompute for ParallelSparseLda {
         let k = c.k;
         if state.num_docs() == 0 {
             // Nothing to resample (and no offsets to cut: a state may have none).
-            return Ok(LdaDelta {
-                topics: state.topics,
-                entries: Vec::new(),
-                totals: vec![0; k],
-            });
+            return Ok(LdaDelta::none(state.topics));
         }
         let parts = self.runs_for(word_topic, k);
         let bounds = runs_by_tokens(&state.doc_offsets, parts);

@@ -29,7 +29,7 @@
 
 use super::{LdaHyper, LdaWorkerState};
 use crate::error::AppError;
-use crate::seed::mix64;
+use crate::seed::mix_all;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
@@ -107,21 +107,20 @@ pub fn fingerprint(
         shape.0 as u64,
         shape.1 as u64,
     ];
-    (words.iter()).fold(mix64(seed ^ 0x4c44_415f_4d4f_5645), |h, &x| mix64(h ^ x))
+    mix_all(seed ^ 0x4c44_415f_4d4f_5645, words)
 }
 
 /// The check of a record.
 fn check(clock: u64, moves: &[Move]) -> u64 {
-    let mut h = mix64(clock ^ 0x6d6f_7665_7320_6c67);
-    for &(t, k) in moves {
-        h = mix64(h ^ (u64::from(t) << 32 | u64::from(k)));
-    }
-    h
+    let words = moves
+        .iter()
+        .map(|&(t, k)| u64::from(t) << 32 | u64::from(k));
+    mix_all(clock ^ 0x6d6f_7665_7320_6c67, words)
 }
 
 /// The check of a record's head.
 fn head_check(clock: u64, moves: u64, bytes: u64) -> u64 {
-    mix64(mix64(mix64(clock ^ 0x6865_6164) ^ moves) ^ bytes)
+    mix_all(clock ^ 0x6865_6164, [moves, bytes])
 }
 
 fn bad(path: &Path, what: String) -> AppError {

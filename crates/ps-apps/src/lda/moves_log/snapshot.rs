@@ -8,7 +8,7 @@
 //! old snapshot or the new one, never a mix.
 
 use super::body::topic_width;
-use crate::seed::mix64;
+use crate::seed::mix_all;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -19,10 +19,10 @@ const HEAD: usize = 32;
 
 /// The check of a snapshot of `z` after `clock`.
 fn check(clock: u64, z: &[u32]) -> u64 {
-    z.iter()
-        .fold(mix64(clock ^ 0x736e_6170_7368_6f74), |h, &t| {
-            mix64(h ^ u64::from(t))
-        })
+    mix_all(
+        clock ^ 0x736e_6170_7368_6f74,
+        z.iter().map(|&t| u64::from(t)),
+    )
 }
 
 /// Writes the snapshot of `z` (topics below `topics`) after `clock` to `path`, atomically.
