@@ -130,6 +130,17 @@ pub const KERNELS: &[Kernel] = &[
         headers["lda_rows"]
     ),
     kernel!(
+        "lda_wire",
+        [
+            "lda_wire_touched",
+            "lda_wire_rank",
+            "lda_wire_index",
+            "lda_wire_plan",
+            "lda_wire_offsets",
+            "lda_wire_write"
+        ]
+    ),
+    kernel!(
         "lda_word",
         [
             "lda_word_doc_lists",

@@ -36,6 +36,7 @@ static inline float atomicAdd(float* p, float x) { return std::atomic_ref<float>
 static inline int atomicAdd(int* p, int x) { return std::atomic_ref<int>(*p).fetch_add(x); }
 static inline double atomicAdd(double* p, double x) { return std::atomic_ref<double>(*p).fetch_add(x); }
 static inline int atomicSub(int* p, int x) { return std::atomic_ref<int>(*p).fetch_sub(x); }
+static inline unsigned int atomicOr(unsigned int* p, unsigned int x) { return std::atomic_ref<unsigned int>(*p).fetch_or(x); }
 "#;
 
 /// One thread runs a block: its barrier is a no-op.

@@ -60,6 +60,7 @@ mod resident;
 mod session;
 mod sweep_key;
 mod synth;
+pub mod wire;
 
 pub use app::{LdaApp, LdaClock, LdaFacts, LdaFinal, LdaSettings, TOTALS, WORD_TOPIC};
 pub use args::{LdaArgs, MAX_TRUTH};
