@@ -14,6 +14,8 @@ mod common;
 mod lda;
 #[path = "conformance/lda_resident.rs"]
 mod lda_resident;
+#[path = "conformance/lda_wire.rs"]
+mod lda_wire;
 #[path = "conformance/lda_word.rs"]
 mod lda_word;
 #[path = "conformance/lr.rs"]

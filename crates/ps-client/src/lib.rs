@@ -34,6 +34,8 @@ mod par;
 mod pending;
 mod prefetch;
 mod push;
+#[cfg(test)]
+mod push_exact_tests;
 mod read;
 mod retained;
 mod row_values;

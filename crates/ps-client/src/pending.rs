@@ -8,7 +8,9 @@
 //! keys, or single increments, are merged first.
 
 use crate::cache::RowMap;
-use crate::entries::Entries;
+use crate::entries::{Entries, Sent};
+use ps_proto::codec::{self, Decoded};
+use ps_proto::ProtoError;
 
 /// Rows of one table: `keys` sorted and distinct, `values` row-major (`keys.len() * width`).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -42,8 +44,46 @@ pub struct EncodedBlock {
     pub keys: Vec<u64>,
     pub wire_id: u16,
     pub payload: Vec<u8>,
-    /// What the shard will apply, decoded (kept for read-my-writes on `add` tables).
-    pub decoded: Option<Block>,
+    /// What the shard will apply, decoded (kept for read-my-writes on `add` tables): whole
+    /// rows, or the entries of an exact sparse payload.
+    pub decoded: Option<Sent>,
+}
+
+impl EncodedBlock {
+    /// A block of `keys` (rows of `width`) encoded by the caller, as the clock keeps it: the
+    /// payload must decode; with `overlay`, what the shard will apply is kept decoded for
+    /// read-my-writes, an `exact` sparse payload's as its entries (never dense on the host).
+    pub fn new(
+        keys: &[u64],
+        wire_id: u16,
+        payload: Vec<u8>,
+        width: usize,
+        exact: bool,
+        overlay: bool,
+    ) -> Result<EncodedBlock, ProtoError> {
+        let n = keys.len() * width;
+        let decoded = match codec::decode(wire_id, &payload, n)? {
+            Decoded::Sparse { indices, values } if exact => {
+                let e = Entries {
+                    keys: keys.to_vec(),
+                    at: indices.into_iter().map(u64::from).collect(),
+                    values,
+                };
+                e.check(width).map_err(ProtoError::Malformed)?;
+                Sent::Entries(e)
+            }
+            d => Sent::Rows(Block {
+                keys: keys.to_vec(),
+                values: d.into_dense(n)?,
+            }),
+        };
+        Ok(EncodedBlock {
+            keys: keys.to_vec(),
+            wire_id,
+            payload,
+            decoded: overlay.then_some(decoded),
+        })
+    }
 }
 
 /// One table's updates of the current clock.
@@ -213,7 +253,7 @@ mod tests {
             keys: vec![3],
             wire_id: 1,
             payload: Vec::new(),
-            decoded: Some(block(&[3], 4.0)),
+            decoded: Some(Sent::Rows(block(&[3], 4.0))),
         });
         p.entries.push(Entries {
             keys: vec![3, 6],

@@ -13,7 +13,7 @@ use crate::entries::{Entries, Sent};
 use crate::par::par_map;
 use crate::pending::Block;
 use ps_proto::codec::{self, ErrorFeedback};
-use ps_proto::push_plan::{chain_at, push_blocks, rows_per_frame};
+use ps_proto::push_plan::{chain_at, entries_per_frame, push_blocks, rows_per_frame};
 use ps_proto::{Frame, FrameBuilder, ProtoError, PushBlock, ShardMap, TableSpec, HEADER_LEN};
 
 /// Raw f32 size of a push frame of `rows` rows of `width` with listed keys.
@@ -56,11 +56,10 @@ pub fn encode_table(
             FrameBuilder::push_encoded(id, worker, clock, width, &e.keys, e.wire_id, e.payload);
         frame.compact_keys();
         out[s as usize].push(frame);
-        sent_log.extend(e.decoded.map(Sent::Rows));
+        sent_log.extend(e.decoded);
     }
 
-    // One byte of slack: a sparse payload may be one byte over the raw rows.
-    let per_entries_frame = rows_per_frame(width, max_body.saturating_sub(1));
+    let per_entries_frame = entries_per_frame(width, max_body);
     for e in std::mem::take(&mut cache.pending.entries) {
         if lossless {
             logical += entries_frames(&e, spec, worker, clock, per_entries_frame, out)?;

@@ -8,6 +8,8 @@ use crate::entries::Entries;
 use crate::error::ClientError;
 use crate::pending::{strictly_sorted, Block, EncodedBlock};
 use crate::read::{PullTicket, Run};
+use ps_proto::codec::is_exact_wire_id as is_exact_sparse;
+use ps_proto::push_plan::{entries_per_frame, push_blocks};
 use ps_proto::{codec, PushPlan, ShardMap, TableSpec, UpdateRule};
 use ps_ssp::Staleness;
 use std::ops::Range;
@@ -329,12 +331,35 @@ impl Table<'_> {
         runs
     }
 
+    /// How [`Table::push_entries`] would cut entries of `keys` (sorted, distinct) into frames,
+    /// as runs of `keys`; `None` where the table's push codec is lossy (entries then become
+    /// dense rows). An engine that encodes its own entries (on its device) encodes each run as
+    /// `ps_proto::codec::encode_exact_selection` does and hands the payloads to
+    /// [`Table::push_encoded`]: the frames are the same bytes.
+    pub fn entries_blocks(&self, keys: &[u64]) -> Result<Option<Vec<Range<usize>>>, ClientError> {
+        self.check_batch(keys)?;
+        let spec = self.spec();
+        if !spec.push_codec.is_lossless() {
+            return Ok(None);
+        }
+        let per_frame = entries_per_frame(spec.width, self.client.cfg.max_frame_body);
+        let nshards = self.client.links.len() as u32;
+        Ok(Some(
+            push_blocks(keys, spec.rows, nshards, per_frame)
+                .into_iter()
+                .map(|b| b.rows)
+                .collect(),
+        ))
+    }
+
     /// Adds a block the caller encoded itself (with [`ps_proto::codec`], e.g. on its device):
     /// `payload` is the chain `wire_id`'s encoding of the rows of `keys` (sorted, distinct, all
     /// on one shard: see [`Table::shard_runs`]) as one block of `keys.len() * width` values.
-    /// The table must be configured with that codec, the payload must decode, and the keys must
-    /// not be updated otherwise in this clock. It goes into a push frame as it is; the caller
-    /// keeps any residual. Nothing changes if the call fails.
+    /// The table must be configured with that codec (a lossless table also takes exact sparse
+    /// payloads, `ps_proto::codec::encode_exact_selection`'s, cut as
+    /// [`Table::entries_blocks`] says), the payload must decode, and the keys must not be
+    /// updated otherwise in this clock. It goes into a push frame as it is; the caller keeps any
+    /// residual. Nothing changes if the call fails.
     pub fn push_encoded(
         &mut self,
         keys: &[u64],
@@ -344,7 +369,8 @@ impl Table<'_> {
         let table = self.id;
         let spec = self.spec();
         let accepts = spec.push_codec.wire_id();
-        if wire_id != accepts || codec::wire_format(wire_id).is_none() {
+        let exact = spec.push_codec.is_lossless() && is_exact_sparse(wire_id);
+        if !(wire_id == accepts || exact) || codec::wire_format(wire_id).is_none() {
             return Err(ClientError::CodecNotAccepted {
                 table,
                 got: wire_id,
@@ -372,19 +398,9 @@ impl Table<'_> {
         if t.cache.pending.dense_overlaps(keys) {
             return Err(ClientError::Overlap { table });
         }
-        let n = keys.len() * width;
-        let values = codec::decode(wire_id, &payload, n)?.into_dense(n)?;
-        let decoded = overlay.then(|| Block {
-            keys: keys.to_vec(),
-            values,
-        });
+        let block = EncodedBlock::new(keys, wire_id, payload, width, exact, overlay)?;
         let t = self.client.state_mut(table)?;
-        t.cache.pending.encoded.push(EncodedBlock {
-            keys: keys.to_vec(),
-            wire_id,
-            payload,
-            decoded,
-        });
+        t.cache.pending.encoded.push(block);
         Ok(())
     }
 }

@@ -149,6 +149,17 @@ impl DeltaSink for ClientSink<'_> {
         .map_err(|e| refused(table, e))
     }
 
+    fn entries_blocks(
+        &mut self,
+        table: u32,
+        keys: &[u64],
+    ) -> Result<Option<Vec<std::ops::Range<usize>>>, SinkError> {
+        self.client
+            .table(table)
+            .and_then(|t| t.entries_blocks(keys))
+            .map_err(|e| refused(table, e))
+    }
+
     fn push_plan(&mut self, table: u32, keys: &[u64]) -> Result<Option<PushPlan>, SinkError> {
         self.client
             .table(table)

@@ -15,6 +15,12 @@ pub fn rows_per_frame(width: u32, max_body: u64) -> usize {
     (max_body / (8 + 4 * u64::from(width))).max(1) as usize
 }
 
+/// Rows a frame of exact sparse entries holds (`codec::encode_exact_selection`): one byte of
+/// slack below [`rows_per_frame`], since such a payload may be one byte over the raw rows.
+pub fn entries_per_frame(width: u32, max_body: u64) -> usize {
+    rows_per_frame(width, max_body.saturating_sub(1))
+}
+
 /// One frame's block: `keys[rows]`, all on shard `shard`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushBlock {

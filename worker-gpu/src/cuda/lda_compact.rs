@@ -197,10 +197,40 @@ impl PackedDelta {
         visited: usize,
     ) -> Result<Vec<(u32, u32, i32)>, GpuError> {
         let k = topics as usize;
-        let cells = words.len() * k;
-        if cells == 0 {
+        if words.is_empty() {
             return Ok(Vec::new());
         }
+        let shape = self.pack(gpu, bus, wt_delta, words, topics, visited)?;
+        bus.d2h(&gpu.compute, || {
+            self.h_image
+                .download(&gpu.compute, self.image.get(), shape.words())?;
+            Ok(shape.bytes())
+        })?;
+        let out = unpack_delta(self.h_image.host()?, shape, k, words)
+            .map_err(|e| GpuError::Input(format!("LDA: the device's packed delta: {e}")));
+        // The host has waited for the stream: every copy timed so far has finished.
+        bus.settle()?;
+        out
+    }
+
+    /// The packed image of the last [`PackedDelta::pack`], on the device.
+    pub fn image(&self) -> &DevBuf<u32> {
+        &self.image
+    }
+
+    /// Packs the delta on the device (as [`PackedDelta::run`]) and returns the image's shape;
+    /// only its two sizes cross PCIe. `words` must not be empty.
+    pub fn pack(
+        &mut self,
+        gpu: &Gpu,
+        bus: &mut Bus,
+        wt_delta: &DevBuf<i32>,
+        words: &[u32],
+        topics: u32,
+        visited: usize,
+    ) -> Result<Packed, GpuError> {
+        let k = topics as usize;
+        let cells = words.len() * k;
         if k > MAX_PACKED_TOPICS {
             return Err(GpuError::Input(format!(
                 "LDA: a packed delta holds at most {MAX_PACKED_TOPICS} topics, not {k}"
@@ -293,21 +323,11 @@ impl PackedDelta {
                  of {visited} tokens can change"
             )));
         }
-        let shape = Packed {
+        Ok(Packed {
             rows: words.len(),
             entries,
             values: if wide { Values::I32 } else { Values::I16 },
-        };
-        bus.d2h(stream, || {
-            self.h_image
-                .download(stream, self.image.get(), shape.words())?;
-            Ok(shape.bytes())
-        })?;
-        let out = unpack_delta(self.h_image.host()?, shape, k, words)
-            .map_err(|e| GpuError::Input(format!("LDA: the device's packed delta: {e}")));
-        // The host has waited for the stream: every copy timed so far has finished.
-        bus.settle()?;
-        out
+        })
     }
 }
 

@@ -15,6 +15,7 @@ pub mod codec;
 pub mod lda;
 pub mod lda_compact;
 pub mod lda_resident;
+pub mod lda_wire;
 pub mod lda_word;
 pub mod lr;
 pub mod lr_resident;

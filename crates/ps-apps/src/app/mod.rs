@@ -201,6 +201,19 @@ pub trait DeltaSink {
         payload: Vec<u8>,
     ) -> Result<(), SinkError>;
 
+    /// How entries of `keys` (sorted, distinct) of `table` would be cut into frames
+    /// ([`DeltaSink::entries`]), as runs of `keys`, for a session whose engine encodes its
+    /// entries itself (on its device): it then hands each run's exact sparse payload
+    /// (`ps_proto::codec::encode_exact_selection`) to [`DeltaSink::encoded`]. `None` where the
+    /// sink cannot say, or where the table's pushes are lossy (entries become dense rows).
+    fn entries_blocks(
+        &mut self,
+        _table: u32,
+        _keys: &[u64],
+    ) -> Result<Option<Vec<std::ops::Range<usize>>>, SinkError> {
+        Ok(None)
+    }
+
     /// How this clock's update of `keys` of `table` would go out (frames' blocks and the chain
     /// of each, see `ps_proto::push_plan`), for a session whose engine compresses its delta
     /// itself: it then hands one payload per block to [`DeltaSink::encoded`]. `None` where the

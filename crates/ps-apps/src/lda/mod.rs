@@ -49,6 +49,7 @@ mod app;
 mod args;
 mod compute;
 mod data;
+mod delta_out;
 mod files;
 mod flat_delta;
 pub mod heldout;

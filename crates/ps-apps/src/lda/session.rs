@@ -15,7 +15,7 @@
 use super::app::{
     load_corpus, measures_at, LdaClock, LdaFacts, LdaFinal, LdaSettings, Loaded, TOTALS, WORD_TOPIC,
 };
-use super::flat_delta::flat_entries;
+use super::delta_out::{sweep_resident, write_entries, write_wire, Swept};
 use super::heldout::document_completion;
 use super::moves_log::{moves_between, replay, Logged, MovesLog};
 use super::resident::LdaResident;
@@ -25,7 +25,7 @@ use super::{
 };
 use crate::app::flags;
 use crate::app::{DeltaSink, Inbox, Outcome, Rejoin, Session, TableRows, Traffic, WorkerContext};
-use crate::error::{AppError, ComputeError};
+use crate::error::AppError;
 use ps_proto::SparseRows;
 use std::time::Instant;
 
@@ -215,29 +215,6 @@ impl LdaSession {
         Ok(())
     }
 
-    /// A sweep's (or the initial) count changes: the changed words' rows, as entries (a few
-    /// topics of each row change; the rows stay sparse all the way to the wire), and the
-    /// totals row.
-    fn write(&self, delta: &LdaDelta, out: &mut dyn DeltaSink) -> Result<(), AppError> {
-        let k = self.k() as u64;
-        let (touched, at, values) = flat_entries(&delta.entries, k).map_err(|message| {
-            AppError::from(ComputeError {
-                engine: "lda",
-                message,
-            })
-        })?;
-        if !touched.is_empty() {
-            out.entries(WORD_TOPIC, touched, at, values)?;
-        }
-        if delta.totals.iter().any(|&c| c != 0) {
-            let row = out.rows(TOTALS, &[0])?;
-            row.iter_mut()
-                .zip(&delta.totals)
-                .for_each(|(r, &c)| *r = c as f32);
-        }
-        Ok(())
-    }
-
     /// The resident engine, when a clock's rows are being read (the final read's rows stay on
     /// the host).
     fn clock_device(&mut self) -> Option<&mut Box<dyn LdaResident>> {
@@ -349,7 +326,7 @@ impl Session<LdaApp> for LdaSession {
         self.inbox.ready(clock)?;
         if clock == 0 {
             let initial = self.initial.take().unwrap_or_default();
-            self.write(&initial, out)?;
+            write_entries(&initial, self.k() as u64, out)?;
             return Ok(LdaClock::default());
         }
         let key = SweepKey {
@@ -381,17 +358,23 @@ impl Session<LdaApp> for LdaSession {
         let ((ll, n), started, delta) = match (&mut self.path, logged) {
             // A clock the shards hold for good, before the snapshot this life started from:
             // the state is already past it, and the shards drop whatever it pushes.
-            (_, Some(Logged::Durable)) => {
-                ((0.0, 0), Instant::now(), LdaDelta::none(self.hyper.topics))
-            }
+            (_, Some(Logged::Durable)) => (
+                (0.0, 0),
+                Instant::now(),
+                Swept::Entries(LdaDelta::none(self.hyper.topics)),
+            ),
             // A clock an earlier life of this worker swept and may have pushed: its moves again,
             // on the host (a resident engine gets the state before it next sweeps).
             (Path::Host(_), Some(Logged::Moves(moves))) => {
-                (host_ll, Instant::now(), replay(&mut self.state, &moves))
+                let started = Instant::now();
+                let delta = replay(&mut self.state, &moves);
+                (host_ll, started, Swept::Entries(delta))
             }
             (Path::Resident { .. }, Some(Logged::Moves(moves))) => {
                 self.device_behind = true;
-                ((0.0, 0), Instant::now(), replay(&mut self.state, &moves))
+                let started = Instant::now();
+                let delta = replay(&mut self.state, &moves);
+                ((0.0, 0), started, Swept::Entries(delta))
             }
             (Path::Host(engine), None) => {
                 let started = Instant::now();
@@ -410,12 +393,12 @@ impl Session<LdaApp> for LdaSession {
                 if let Some(log) = self.moves.as_mut() {
                     log.append(clock, &moves_between(&self.z_now, &self.state.z))?;
                 }
-                (host_ll, started, delta)
+                (host_ll, started, Swept::Entries(delta))
             }
             (Path::Resident { dev, .. }, None) => {
                 let ll = if measure { dev.loglik()? } else { (0.0, 0) };
                 let started = Instant::now();
-                let delta = dev.sweep(key)?;
+                let delta = sweep_resident(dev.as_mut(), key, out)?;
                 // Logged before the push leaves.
                 self.log_device_moves(clock)?;
                 (ll, started, delta)
@@ -426,7 +409,10 @@ impl Session<LdaApp> for LdaSession {
             self.swept += self.state.num_tokens() as u64;
         }
         self.clock_done = clock;
-        self.write(&delta, out)?;
+        match delta {
+            Swept::Entries(delta) => write_entries(&delta, self.k() as u64, out)?,
+            Swept::Wire(wire) => write_wire(wire, out)?,
+        }
         let t = self.traffic_since();
         Ok(LdaClock {
             clock_loglik: ll,

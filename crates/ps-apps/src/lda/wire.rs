@@ -14,6 +14,7 @@
 
 use std::ops::Range;
 
+use super::LdaDelta;
 use ps_proto::codec::{encode_exact_selection, exact_wire_id, ValueFormat};
 
 /// How a sweep's touched words are cut into frame blocks: given the touched words (global ids,
@@ -154,6 +155,36 @@ pub fn encode_on_host(
     Ok((keys, blocks))
 }
 
+/// A sweep's delta encoded on the host ([`encode_on_host`]), with its totals' change.
+pub fn wire_delta(delta: LdaDelta, cut: &mut Cut<'_>) -> Result<WireDelta, String> {
+    let (keys, blocks) = encode_on_host(&delta.entries, delta.topics, cut)?;
+    Ok(WireDelta {
+        topics: delta.topics,
+        keys,
+        blocks,
+        totals: delta.totals,
+    })
+}
+
+/// Bytes a block's description takes to the device (`LDA_WIRE_BLOCK_WORDS` words).
+pub const BLOCK_BYTES: u64 = 16;
+/// Bytes a block's plan takes back (`LDA_WIRE_PLAN_WORDS` words).
+pub const PLAN_BYTES: u64 = 32;
+
+/// The bytes a device engine's wire path copies for `wire` over `rows` local rows, (in, out):
+/// in, the blocks' descriptions; out, the delta's two sizes, the touched rows' bitmap, each
+/// block's plan and its payload (each starting at a 4-byte boundary), and the totals' change.
+pub fn device_bytes(wire: &WireDelta, rows: usize) -> (u64, u64) {
+    let blocks = wire.blocks.len() as u64;
+    let payloads: u64 = wire
+        .blocks
+        .iter()
+        .map(|b| (b.payload.len() as u64).next_multiple_of(4))
+        .sum();
+    let out = 8 + 4 * rows.div_ceil(32) as u64 + PLAN_BYTES * blocks + payloads;
+    (BLOCK_BYTES * blocks, out + 4 * wire.totals.len() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,7 +202,8 @@ mod tests {
             vec![0, 4, 0, 2, 31, 41, 2, 3]
         );
         assert!(block_words(&touched, &[0..2, 3..5]).is_err(), "a hole");
-        assert!(block_words(&touched, &[0..2]).is_err(), "short");
+        let short: Vec<Range<usize>> = std::iter::once(0..2).collect();
+        assert!(block_words(&touched, &short).is_err(), "short");
         assert!(block_words(&touched, &[0..0, 0..5]).is_err(), "empty block");
         assert!(block_words(&[], &[]).unwrap().is_empty());
         assert_eq!(wire_id_of(3), None);
@@ -198,7 +230,7 @@ mod tests {
         assert_eq!(first, want);
         assert_eq!(blocks[0].wire_id, exact_wire_id(ValueFormat::I16));
         assert_eq!(blocks[1].wire_id, exact_wire_id(ValueFormat::I8));
-        let mut bad = |_: &[u64]| Ok(vec![0..1]);
+        let mut bad = |_: &[u64]| Ok(std::iter::once(0..1).collect());
         assert!(encode_on_host(&entries, k, &mut bad).is_err());
         assert!(encode_on_host(&[(1, 10, 1)], k, &mut cut).is_err());
     }

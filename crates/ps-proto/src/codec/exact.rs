@@ -33,6 +33,13 @@ pub fn exact_wire_id(format: ValueFormat) -> u16 {
     WIRE_SPARSE | format.code()
 }
 
+/// Whether `wire_id` is an exact sparse payload's (f32, or a whole-number format).
+pub fn is_exact_wire_id(wire_id: u16) -> bool {
+    [ValueFormat::F32, ValueFormat::I8, ValueFormat::I16]
+        .into_iter()
+        .any(|f| exact_wire_id(f) == wire_id)
+}
+
 /// The exact sparse payload of a selection made elsewhere (an engine's delta by its entries):
 /// `sel` strictly increasing indices into a block of `n`, `values` one each. Appends it to
 /// `out` with the values in [`exact_values_format`] and returns its wire id. Errors as

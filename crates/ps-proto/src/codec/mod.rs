@@ -60,7 +60,7 @@ mod varint;
 pub use chain::{wire_format, CodecChain, Selector, WIRE_SPARSE};
 pub use exact::{
     encode_exact_selection, exact_sparse, exact_sparse_raw, exact_values_format, exact_wire_id,
-    NonzeroEntries, EXACT_SPARSE_WIRE_ID,
+    is_exact_wire_id, NonzeroEntries, EXACT_SPARSE_WIRE_ID,
 };
 pub use feedback::ErrorFeedback;
 pub use format::ValueFormat;

@@ -28,7 +28,8 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use ps_apps::app::Traffic;
-use ps_apps::lda::packed::{pack_rows, pack_sparse_rows, Packed, Values, MAX_PACKED_TOPICS};
+use ps_apps::lda::packed::{pack_rows, pack_sparse_rows, Packed, Values};
+use ps_apps::lda::wire::{Cut, WireDelta};
 use ps_apps::lda::{
     check_rows, check_sparse_rows, check_state, documents_print, LdaDelta, LdaHyper, LdaResident,
     LdaWorkerState, SweepKey,
@@ -38,12 +39,14 @@ use ps_proto::SparseRows;
 
 use super::buffers::{upload_once, DevBuf, KernelTimer, Pinned};
 use super::bus::Bus;
-use super::lda::{launch_gibbs, narrow, LdaSweepKernel, StateDev};
+use super::lda::{narrow, LdaSweepKernel, StateDev};
 use super::lda_compact::{Compaction, PackedDelta};
+use super::lda_wire::WireEncoder;
 use super::lda_word::{LdaSampler, SweepScalars, WordSweep};
 use super::{failed, Call, Gpu, GpuError};
 
 mod state;
+mod sweep;
 
 /// Threads per block of the sweep and the log-likelihood (8 warps, one document each).
 const BLOCK: u32 = 256;
@@ -81,6 +84,7 @@ pub struct CudaLdaResident {
     sum: DevBuf<f64>,
     compaction: Compaction,
     packed_delta: PackedDelta,
+    wire: WireEncoder,
     /// The worker's global word ids (local row `i` is word `words[i]`), on the device and here.
     words: DevBuf<u32>,
     host_words: Vec<u32>,
@@ -121,6 +125,7 @@ impl CudaLdaResident {
             scatter_fn: gpu.function("lda_resident", "lda_scatter_rows")?,
             compaction: Compaction::new(&gpu)?,
             packed_delta: PackedDelta::new(&gpu)?,
+            wire: WireEncoder::new(&gpu)?,
             words: DevBuf::default(),
             host_words: Vec::new(),
             documents: 0,
@@ -431,69 +436,6 @@ impl CudaLdaResident {
         self.bus.settle()?;
         Ok((sum, s.tokens as u64))
     }
-
-    fn try_sweep(&mut self, key: SweepKey) -> Result<LdaDelta, GpuError> {
-        let s = self.shape()?;
-        let k = s.topics as usize;
-        if s.tokens == 0 {
-            return Ok(LdaDelta {
-                topics: s.topics,
-                entries: Vec::new(),
-                totals: vec![0; k],
-            });
-        }
-        let stream = Arc::clone(&self.gpu.compute);
-        self.dev.wt_delta.zero(&stream, s.words * k)?;
-        self.dev.totals_delta.zero(&stream, k)?;
-        let (grid, block) = self.shape_for(s.docs, self.sweep_blocks_per_sm);
-        self.start_timer()?;
-        match &mut self.word {
-            Some((word, Some(p))) => word.launch(&self.gpu, &mut self.dev, p, key)?,
-            Some((_, None)) => return Err(not_set_up()),
-            None => launch_gibbs(
-                &stream,
-                (&self.sweep_fn, grid, block),
-                &mut self.dev,
-                &mut self.scratch,
-                (s.docs, s.topics),
-                (s.alpha, s.beta, s.vbeta),
-                key,
-            )?,
-        }
-        self.stop_timer()?;
-        let entries = if k <= MAX_PACKED_TOPICS {
-            self.packed_delta.run(
-                &self.gpu,
-                &mut self.bus,
-                &self.dev.wt_delta,
-                &self.host_words,
-                s.topics,
-                s.tokens,
-            )?
-        } else {
-            self.compaction.run(
-                &self.gpu,
-                &mut self.bus,
-                Some(&self.timer),
-                &self.dev.wt_delta,
-                (&self.words, narrow(s.words, "number of distinct words")?),
-                s.topics,
-                s.tokens,
-            )?
-        };
-        self.bus.d2h(&stream, || {
-            self.h_totals_delta
-                .download(&stream, self.dev.totals_delta.get(), k)?;
-            Ok(4 * k as u64)
-        })?;
-        let totals = self.h_totals_delta.host()?.to_vec();
-        self.bus.settle()?;
-        Ok(LdaDelta {
-            topics: s.topics,
-            entries,
-            totals,
-        })
-    }
 }
 
 impl LdaResident for CudaLdaResident {
@@ -534,6 +476,11 @@ impl LdaResident for CudaLdaResident {
 
     fn sweep(&mut self, key: SweepKey) -> Result<LdaDelta, ComputeError> {
         let r = self.try_sweep(key);
+        failed(self.name(), r)
+    }
+
+    fn sweep_wire(&mut self, key: SweepKey, cut: &mut Cut<'_>) -> Result<WireDelta, ComputeError> {
+        let r = self.try_sweep_wire(key, cut);
         failed(self.name(), r)
     }
 

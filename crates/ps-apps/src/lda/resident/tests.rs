@@ -1,0 +1,188 @@
+//! The host oracle of the resident engines: set-up refusals, restore, and loads by their entries.
+use super::*;
+use crate::lda::packed::pack_delta;
+use crate::lda::{split_docs, synthetic_lda, CpuLda, SyntheticLdaSpec};
+
+fn state(hyper: &LdaHyper) -> LdaWorkerState {
+    let mut spec = SyntheticLdaSpec::default_builtin(5);
+    (spec.docs, spec.vocab) = (30, 80);
+    let syn = synthetic_lda(&spec);
+    let docs = split_docs(&syn.corpus, 1, 0);
+    LdaWorkerState::init(&docs, syn.corpus.vocab_size, hyper, 5, 0)
+        .expect("init")
+        .0
+}
+
+#[test]
+fn a_bad_state_is_refused_before_setup() {
+    let hyper = LdaHyper {
+        topics: 6,
+        ..LdaHyper::default()
+    };
+    let good = state(&hyper);
+    assert!(check_state("t", &good, &hyper).is_ok());
+    let mut e = HostLdaResident::new(Box::new(CpuLda::new()));
+    assert!(e.setup(&good, &hyper).is_ok());
+    let refused = |f: &dyn Fn(&mut LdaWorkerState)| {
+        let mut s = good.clone();
+        f(&mut s);
+        check_state("t", &s, &hyper).is_err()
+    };
+    assert!(refused(&|s| s.words.swap(0, 1)), "unsorted words");
+    assert!(refused(&|s| s.words[1] = s.words[0]), "a repeated word");
+    assert!(refused(&|s| s.z[0] = 6), "a topic past K");
+    assert!(
+        refused(&|s| s.tokens[0] = s.words.len() as u32),
+        "a row past the words"
+    );
+    assert!(
+        refused(&|s| s.doc_topic.pop().map(|_| ()).unwrap_or(())),
+        "counts"
+    );
+    let other = LdaHyper { topics: 7, ..hyper };
+    assert!(check_state("t", &good, &other).is_err(), "another K");
+}
+
+/// What a rejoining worker relies on: the assignments alone come back as the whole state
+/// does, and a state handed back takes the place of the engine's, its rows kept, so the
+/// next sweep is that of an engine that never stopped.
+#[test]
+fn a_restored_state_sweeps_as_if_never_stopped() {
+    let hyper = LdaHyper {
+        topics: 6,
+        ..LdaHyper::default()
+    };
+    let start = state(&hyper);
+    let k = 6;
+    let rows: Vec<f32> = (0..start.words.len() * k).map(|i| (i % 4) as f32).collect();
+    let totals = vec![50f32; k];
+    let key = |clock| SweepKey {
+        seed: 3,
+        worker: 0,
+        clock,
+    };
+    let engine = || HostLdaResident::new(Box::new(CpuLda::new()));
+    let (mut ran, mut back) = (engine(), engine());
+    for e in [&mut ran, &mut back] {
+        e.setup(&start, &hyper).unwrap();
+        e.load_rows(0, &rows).unwrap();
+        e.load_totals(&totals).unwrap();
+    }
+    ran.sweep(key(1)).unwrap();
+    let mut swept = start.clone();
+    ran.download_state(&mut swept).unwrap();
+    let mut z = vec![0; start.z.len()];
+    let before = ran.traffic().d2h_bytes;
+    ran.download_assignments(&mut z).unwrap();
+    assert_eq!(z, swept.z);
+    assert_ne!(z, start.z, "nothing moved");
+    assert_eq!(ran.traffic().d2h_bytes - before, 4 * z.len() as u64);
+
+    // `back` never swept: its rows stay loaded through the restore.
+    let ll = back.loglik().unwrap();
+    back.restore_state(&start).unwrap();
+    assert_eq!(back.loglik().unwrap(), ll, "the rows are kept");
+    back.restore_state(&swept).unwrap();
+    // The next clock's rows (the sweep moved `ran`'s copy).
+    for e in [&mut ran, &mut back] {
+        e.load_rows(0, &rows).unwrap();
+        e.load_totals(&totals).unwrap();
+    }
+    assert_eq!(back.loglik().unwrap(), ran.loglik().unwrap());
+    assert_eq!(back.sweep(key(2)).unwrap(), ran.sweep(key(2)).unwrap());
+    let (mut a, mut b) = (start.clone(), start.clone());
+    ran.download_state(&mut a).unwrap();
+    back.download_state(&mut b).unwrap();
+    assert_eq!(a, b);
+
+    assert!(back.download_assignments(&mut [0; 3]).is_err(), "a length");
+    let mut other = swept.clone();
+    other.tokens.swap(0, 1);
+    assert!(back.restore_state(&other).is_err(), "other documents");
+    let mut bad = swept.clone();
+    bad.z[0] = 6;
+    assert!(back.restore_state(&bad).is_err(), "a topic past K");
+    // Nothing was taken from the refused states.
+    back.download_state(&mut b).unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn rows_by_their_entries_load_as_the_dense_rows_do() {
+    let hyper = LdaHyper {
+        topics: 40,
+        ..LdaHyper::default()
+    };
+    let st = state(&hyper);
+    let (k, n) = (40, st.words.len());
+    // Sparse counts, a fractional value, a -0.0 and one dense row.
+    let mut rows = vec![0f32; n * k];
+    for (i, x) in rows.iter_mut().enumerate() {
+        *x = match i % 37 {
+            0 => (i % 5 + 1) as f32,
+            1 if i % 3 == 0 => -0.0,
+            _ => 0.0,
+        };
+    }
+    rows[3 * k + 7] = 0.5;
+    rows[5 * k..6 * k].fill(2.0);
+    let totals = vec![100f32; k];
+    let (mut dense, mut sparse) = (
+        HostLdaResident::new(Box::new(CpuLda::new())),
+        HostLdaResident::new(Box::new(CpuLda::new())),
+    );
+    let mut entries = ps_proto::SparseRowsBuf::default();
+    for e in [&mut dense, &mut sparse] {
+        e.setup(&st, &hyper).unwrap();
+        e.load_totals(&totals).unwrap();
+    }
+    let half = n / 2;
+    for (first, run) in [(half, &rows[half * k..]), (0, &rows[..half * k])] {
+        dense.load_rows(first, run).unwrap();
+        entries.clear(k);
+        run.chunks_exact(k).for_each(|r| entries.push_dense(r));
+        sparse.load_sparse_rows(first, entries.view()).unwrap();
+    }
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&sparse.word_topic), bits(&rows));
+    assert_eq!(bits(&dense.word_topic), bits(&rows));
+    assert_eq!(sparse.loglik().unwrap(), dense.loglik().unwrap());
+    // The bytes a device would copy: the same either way; the set-up, the totals, each
+    // run packed (rows 5 and 3 make the first half's run f32), the loglik's sum.
+    let (t, u) = (dense.traffic(), sparse.traffic());
+    assert_eq!((t.h2d_bytes, t.d2h_bytes), (u.h2d_bytes, u.d2h_bytes));
+    let mut image = Vec::new();
+    let runs: u64 = [&rows[half * k..], &rows[..half * k]]
+        .iter()
+        .map(|r| pack_rows(r, k, &mut image).expect("packs").bytes())
+        .sum();
+    let (n_tok, d) = (st.tokens.len(), st.num_docs());
+    let setup = 4 * (d + 1 + 2 * n_tok + d * k + n) as u64;
+    assert_eq!(t.h2d_bytes, setup + 4 * k as u64 + runs);
+    assert_eq!(t.d2h_bytes, 8);
+    let key = SweepKey {
+        seed: 1,
+        worker: 0,
+        clock: 1,
+    };
+    let delta = sparse.sweep(key).unwrap();
+    let mut cells = vec![0i32; n * k];
+    for &(w, topic, c) in &delta.entries {
+        let row = st.words.binary_search(&w).unwrap();
+        cells[row * k + topic as usize] = c;
+    }
+    let image_bytes = pack_delta(&cells, k, &mut image).bytes();
+    let out = sparse.traffic().since(&u);
+    assert_eq!(out.d2h_bytes, 8 + image_bytes + 4 * k as u64);
+    assert!(out.compute_s > 0.0);
+    // Refused: another width, past the rows, a malformed run.
+    entries.clear(k + 1);
+    entries.push_entries(&[1], &[1.0]);
+    assert!(sparse.load_sparse_rows(0, entries.view()).is_err());
+    entries.clear(k);
+    entries.push_entries(&[1], &[1.0]);
+    assert!(sparse.load_sparse_rows(n, entries.view()).is_err());
+    entries.clear(k);
+    entries.push_entries(&[2, 1], &[1.0, 1.0]);
+    assert!(sparse.load_sparse_rows(0, entries.view()).is_err());
+}
