@@ -204,6 +204,46 @@ __device__ __forceinline__ void lda_wire_put_value(unsigned int* out, unsigned l
     }
 }
 
+// What the plan and the write need of the entry of lane `lane` in the chunk from `base` of a
+// block's entries [e0, e1): its index in the block and its gap in each layout, whether it starts
+// or ends a run of consecutive indices, and (at a run's end) the run's length less one.
+// *run_start carries the last run's first entry from chunk to chunk. Every lane calls it.
+struct LdaWireEntry {
+    bool live, starts, ends;
+    unsigned int index, list_gap, gap, run_gap, run_len;
+};
+
+__device__ __forceinline__ LdaWireEntry lda_wire_entry(const unsigned int* image, unsigned int rows,
+                                                       const unsigned int* rank, unsigned int tb0,
+                                                       unsigned int topics, unsigned int e0,
+                                                       unsigned int e1, unsigned int base,
+                                                       unsigned int lane, unsigned int* run_start) {
+    LdaWireEntry x;
+    const unsigned int j = base + lane;
+    x.live = j < e1;
+    const bool has_prev = x.live && j > e0;
+    const bool has_next = x.live && j + 1u < e1;
+    x.index = x.live ? lda_wire_index_of(image, rows, rank, tb0, topics, j) : 0u;
+    const unsigned int prev = has_prev ? lda_wire_index_of(image, rows, rank, tb0, topics, j - 1u) : 0u;
+    const unsigned int next = has_next ? lda_wire_index_of(image, rows, rank, tb0, topics, j + 1u) : 0u;
+    x.starts = x.live && (!has_prev || x.index != prev + 1u);
+    x.ends = x.live && (!has_next || next != x.index + 1u);
+    // The list codes the first index as it is and each next as the difference; Rice the gap
+    // less one; a run's gap is from the last run's end, less two.
+    x.list_gap = has_prev ? x.index - prev : x.index;
+    x.gap = has_prev ? x.index - prev - 1u : x.index;
+    x.run_gap = has_prev && x.starts ? x.index - prev - 2u : (has_prev ? 0u : x.index);
+    const unsigned int starts_mask = __ballot_sync(LDA_WIRE_FULL, x.starts);
+    const unsigned int upto = lane == 31u ? LDA_WIRE_FULL : (2u << lane) - 1u;
+    const unsigned int mine = starts_mask & upto;
+    const unsigned int first = mine != 0u ? base + 31u - (unsigned int)__clz(mine) : *run_start;
+    x.run_len = j - first;
+    if (starts_mask != 0u) {
+        *run_start = base + 31u - (unsigned int)__clz(starts_mask);
+    }
+    return x;
+}
+
 extern "C" __global__ void lda_wire_touched(const unsigned int* __restrict__ image, unsigned int rows,
                                             unsigned int* __restrict__ bitmap,
                                             unsigned int* __restrict__ counts) {
@@ -275,37 +315,18 @@ extern "C" __global__ void lda_wire_plan(const unsigned int* __restrict__ image,
         int lo = 0, hi = 0;
         unsigned int run_start = e0;
         for (unsigned int base = e0; base < e1; base += 32u) {
-            const unsigned int j = base + lane;
-            const bool live = j < e1;
-            const bool has_prev = live && j > e0;
-            const bool has_next = live && j + 1u < e1;
-            const unsigned int at = live ? lda_wire_index_of(image, rows, rank, tb0, topics, j) : 0u;
-            const unsigned int prev =
-                has_prev ? lda_wire_index_of(image, rows, rank, tb0, topics, j - 1u) : 0u;
-            const unsigned int next =
-                has_next ? lda_wire_index_of(image, rows, rank, tb0, topics, j + 1u) : 0u;
-            const bool starts = live && (!has_prev || at != prev + 1u);
-            const bool ends = live && (!has_next || next != at + 1u);
-            const unsigned int gap = has_prev ? at - prev - 1u : at;
-            const unsigned int run_gap = has_prev ? at - prev - 2u : at;
-            const unsigned int starts_mask = __ballot_sync(LDA_WIRE_FULL, starts);
-            const unsigned int upto = lane == 31u ? LDA_WIRE_FULL : (2u << lane) - 1u;
-            const unsigned int mine = starts_mask & upto;
-            const unsigned int my_start = mine != 0u ? base + 31u - (unsigned int)__clz(mine) : run_start;
-            const unsigned int run_len = j - my_start;
-            if (starts_mask != 0u) {
-                run_start = base + 31u - (unsigned int)__clz(starts_mask);
-            }
-            runs += (unsigned long long)__popc(starts_mask);
-            if (live) {
-                list_bytes += lda_wire_varint_len(has_prev ? at - prev : at);
-                const int c = lda_wire_change(image, rows, entries, wide, j);
+            const LdaWireEntry x =
+                lda_wire_entry(image, rows, rank, tb0, topics, e0, e1, base, lane, &run_start);
+            runs += (unsigned long long)__popc(__ballot_sync(LDA_WIRE_FULL, x.starts));
+            if (x.live) {
+                list_bytes += lda_wire_varint_len(x.list_gap);
+                const int c = lda_wire_change(image, rows, entries, wide, base + lane);
                 lo = c < lo ? c : lo;
                 hi = c > hi ? c : hi;
             }
-            const unsigned int g = live ? gap : 0u;
-            const unsigned int rg = starts ? run_gap : 0u;
-            const unsigned int rl = ends ? run_len : 0u;
+            const unsigned int g = x.live ? x.gap : 0u;
+            const unsigned int rg = x.starts ? x.run_gap : 0u;
+            const unsigned int rl = x.ends ? x.run_len : 0u;
             unsigned int any = g | rg | rl;
             for (int d = 16; d >= 1; d /= 2) {
                 any |= __shfl_xor_sync(LDA_WIRE_FULL, any, d);
@@ -427,28 +448,12 @@ extern "C" __global__ void lda_wire_write(const unsigned int* __restrict__ image
         unsigned long long carry = 0ull;
         unsigned int run_start = e0;
         for (unsigned int base = e0; base < e1; base += 32u) {
-            const unsigned int j = base + lane;
-            const bool live = j < e1;
-            const bool has_prev = live && j > e0;
-            const bool has_next = live && j + 1u < e1;
-            const unsigned int idx = live ? lda_wire_index_of(image, rows, rank, tb0, topics, j) : 0u;
-            const unsigned int prev =
-                has_prev ? lda_wire_index_of(image, rows, rank, tb0, topics, j - 1u) : 0u;
-            const unsigned int next =
-                has_next ? lda_wire_index_of(image, rows, rank, tb0, topics, j + 1u) : 0u;
-            const bool starts = live && (!has_prev || idx != prev + 1u);
-            const bool ends = live && (!has_next || next != idx + 1u);
-            const unsigned int starts_mask = __ballot_sync(LDA_WIRE_FULL, starts);
-            const unsigned int upto = lane == 31u ? LDA_WIRE_FULL : (2u << lane) - 1u;
-            const unsigned int mine = starts_mask & upto;
-            const unsigned int my_start = mine != 0u ? base + 31u - (unsigned int)__clz(mine) : run_start;
-            if (starts_mask != 0u) {
-                run_start = base + 31u - (unsigned int)__clz(starts_mask);
-            }
-            const unsigned long long list_gap = has_prev ? idx - prev : idx;
-            const unsigned long long gap = has_prev ? idx - prev - 1u : idx;
-            const unsigned long long run_gap = has_prev ? idx - prev - 2u : idx;
-            const unsigned long long run_len = j - my_start;
+            const LdaWireEntry x =
+                lda_wire_entry(image, rows, rank, tb0, topics, e0, e1, base, lane, &run_start);
+            const bool live = x.live, starts = x.starts, ends = x.ends;
+            const unsigned int j = base + lane, idx = x.index;
+            const unsigned long long list_gap = x.list_gap, gap = x.gap;
+            const unsigned long long run_gap = x.run_gap, run_len = x.run_len;
             unsigned long long len = 0ull;
             if (live && mode == LDA_WIRE_LIST) {
                 len = lda_wire_varint_len(list_gap);

@@ -5,7 +5,7 @@
 //! (32 bytes) and the payloads. In: each block's description (16 bytes). Every copy is counted
 //! and timed on the caller's [`Bus`].
 
-use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, LaunchArgs, LaunchConfig, PushKernelArg};
 use ps_apps::lda::packed::{Packed, Values};
 use ps_apps::lda::wire::{block_words, touched_rows, wire_id_of, Cut, WireBlock, PLAN_BYTES};
 
@@ -160,17 +160,11 @@ impl WireEncoder {
         self.at.ensure(stream, nb + 1)?;
         self.out.zero(stream, out_words)?;
         let per_block = grid(32 * u64::from(nblocks));
+        let scalars = [rows, entries, wide, topics];
         bus.kernels(stream, || {
+            let delta = (image, &scalars, &self.rank, &self.blocks, &nblocks);
             let mut b = stream.launch_builder(&self.plan_fn);
-            b.arg(image.get())
-                .arg(&rows)
-                .arg(&entries)
-                .arg(&wide)
-                .arg(&topics)
-                .arg(self.rank.get())
-                .arg(self.blocks.get())
-                .arg(&nblocks)
-                .arg(self.plan.get_mut());
+            delta_args(&mut b, delta).arg(self.plan.get_mut());
             // SAFETY: the image is the packed delta of `rows` rows and `entries` entries; the
             // blocks (4 words each) name touched rows within it, as block_words made them; plan
             // holds 8 words a block.
@@ -179,15 +173,9 @@ impl WireEncoder {
             b.arg(self.plan.get()).arg(&nblocks).arg(self.at.get_mut());
             // SAFETY: plan holds 8 words a block, at nblocks + 1.
             unsafe { b.launch(one) }.call("cuLaunchKernel(lda_wire_offsets)")?;
+            let delta = (image, &scalars, &self.rank, &self.blocks, &nblocks);
             let mut b = stream.launch_builder(&self.write_fn);
-            b.arg(image.get())
-                .arg(&rows)
-                .arg(&entries)
-                .arg(&wide)
-                .arg(&topics)
-                .arg(self.rank.get())
-                .arg(self.blocks.get())
-                .arg(&nblocks)
+            delta_args(&mut b, delta)
                 .arg(self.plan.get())
                 .arg(self.at.get())
                 .arg(self.out.get_mut());
@@ -240,6 +228,27 @@ impl WireEncoder {
         }
         Ok((keys, blocks))
     }
+}
+
+/// The packed delta (`rows`, `entries`, `wide`, `topics`), the entries' ranks and the blocks.
+type DeltaArgs<'a> = (
+    &'a DevBuf<u32>,
+    &'a [u32; 4],
+    &'a DevBuf<u32>,
+    &'a DevBuf<u32>,
+    &'a u32,
+);
+
+/// Pushes the arguments `lda_wire_plan` and `lda_wire_write` open with.
+fn delta_args<'a, 'b>(
+    b: &'b mut LaunchArgs<'a>,
+    (image, scalars, rank, blocks, nblocks): DeltaArgs<'a>,
+) -> &'b mut LaunchArgs<'a> {
+    b.arg(image.get());
+    for x in scalars {
+        b.arg(x);
+    }
+    b.arg(rank.get()).arg(blocks.get()).arg(nblocks)
 }
 
 #[cfg(test)]
