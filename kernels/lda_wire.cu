@@ -12,7 +12,7 @@
 //
 //   lda_wire_touched (a thread per 32 rows) bitmap[w] = which of rows 32w.. have an entry;
 //                    counts[w] = how many
-//   lda_wire_rank    (one thread) counts[w] becomes the touched rows before word w
+//   lda_wire_rank    (one warp) counts[w] becomes the touched rows before word w
 //   lda_wire_index   (a warp per row) rank[j] = the place of entry j's row among all touched rows
 //   (host)           downloads the bitmap, cuts the touched rows' words into blocks and uploads
 //                    four words a block: first row, end row, first touched place, touched rows
@@ -32,8 +32,8 @@
 // sum (v >> k) = sum over i >= k of C_i << (i - k), and the lowest minimiser is taken. Ties
 // between layouts go to the lower mode number, as on the host.
 //
-// Launch: every kernel any grid, blockDim.x a multiple of 32 (lda_wire_rank and lda_wire_offsets:
-// one thread works). Host halves: ps_proto::codec (the bytes); worker-gpu's
+// Launch: every kernel any grid, blockDim.x a multiple of 32 (lda_wire_rank: the first warp
+// works; lda_wire_offsets: one thread). Host halves: ps_proto::codec (the bytes); worker-gpu's
 // tests/kernels_on_host/lda_wire_grid.rs runs these kernels on the CPU against it.
 
 #define LDA_WIRE_FULL 0xffffffffu
@@ -194,11 +194,7 @@ __device__ __forceinline__ void lda_wire_put_rice(unsigned int* out, unsigned lo
 // A change in `bytes` (1: i8, 2: i16, 4: the f32 of it) at byte `at`, little-endian.
 __device__ __forceinline__ void lda_wire_put_value(unsigned int* out, unsigned long long at, int c,
                                                    unsigned int bytes) {
-    float f = (float)c;
-    unsigned int v = (unsigned int)c;
-    if (bytes == 4u) {
-        memcpy(&v, &f, 4);
-    }
+    const unsigned int v = bytes == 4u ? __float_as_uint((float)c) : (unsigned int)c;
     for (unsigned int i = 0u; i < bytes; ++i) {
         lda_wire_put_byte(out, at + i, v >> (8u * i));
     }
@@ -266,13 +262,23 @@ extern "C" __global__ void lda_wire_touched(const unsigned int* __restrict__ ima
 }
 
 extern "C" __global__ void lda_wire_rank(unsigned int* __restrict__ counts, unsigned int words) {
-    if (lda_wire_thread() != 0ull) {
+    if (lda_wire_thread() >= 32ull) {
         return;
     }
-    unsigned int before = 0u;
-    for (unsigned int w = 0u; w < words; ++w) {
+    // The first warp: each lane sums a stretch of the words, the lanes' sums are scanned, and
+    // each lane writes its stretch's prefixes.
+    const unsigned int lane = threadIdx.x & 31u;
+    const unsigned int per = (words + 31u) / 32u;
+    const unsigned int lo = min(words, lane * per), hi = min(words, lo + per);
+    unsigned long long sum = 0ull;
+    for (unsigned int w = lo; w < hi; ++w) {
+        sum += counts[w];
+    }
+    unsigned long long carry = 0ull;
+    unsigned long long before = lda_wire_scan(sum, lane, &carry);
+    for (unsigned int w = lo; w < hi; ++w) {
         const unsigned int c = counts[w];
-        counts[w] = before;
+        counts[w] = (unsigned int)before;
         before += c;
     }
 }
@@ -406,6 +412,7 @@ extern "C" __global__ void lda_wire_write(const unsigned int* __restrict__ image
                                           const unsigned int* __restrict__ blocks,
                                           unsigned int nblocks, const unsigned int* __restrict__ plan,
                                           const unsigned long long* __restrict__ at,
+                                          unsigned long long capacity,
                                           unsigned int* __restrict__ out) {
     const unsigned int lane = threadIdx.x & 31u;
     const unsigned long long warps = lda_wire_threads() / 32ull;
@@ -418,6 +425,11 @@ extern "C" __global__ void lda_wire_write(const unsigned int* __restrict__ image
         const unsigned int mode = p[1], k = p[2], kl = p[3], value_bytes = p[4];
         const unsigned long long m = p[5], runs = p[6];
         const unsigned long long start = at[b];
+        // A plan past the zeroed bytes (a fault): the block is not written, and the host, which
+        // checks the sizes against the same bound, refuses the delta.
+        if (start + p[0] > capacity) {
+            continue;
+        }
         // The header: mode, then (but for dense) the entries, and the mode's parameters.
         unsigned long long head = 1ull;
         if (mode != LDA_WIRE_DENSE) {

@@ -42,6 +42,24 @@ impl Entries {
         }
     }
 
+    /// Appends `next`'s rows after these (all of its keys past the last of these): one block
+    /// of both. Gives `next` back, changing nothing, when its keys do not all follow.
+    pub fn append(&mut self, next: Entries, width: usize) -> Result<(), Entries> {
+        if next
+            .keys
+            .first()
+            .zip(self.keys.last())
+            .is_some_and(|(n, l)| n <= l)
+        {
+            return Err(next);
+        }
+        let shift = (self.keys.len() * width) as u64;
+        self.keys.extend(next.keys);
+        self.at.extend(next.at.into_iter().map(|p| p + shift));
+        self.values.extend(next.values);
+        Ok(())
+    }
+
     /// The entries of rows `rows` (indices into `keys`): a range of `at` and `values`.
     pub fn span(&self, rows: Range<usize>, width: usize) -> Range<usize> {
         let (lo, hi) = ((rows.start * width) as u64, (rows.end * width) as u64);
@@ -230,6 +248,24 @@ mod tests {
             at: vec![1, 4, 7, 10],
             values: vec![1.0, 2.0, -0.5, 4.0],
         }
+    }
+
+    #[test]
+    fn blocks_that_follow_append_into_one() {
+        let mut a = entries();
+        let next = Entries {
+            keys: vec![21, 30],
+            at: vec![0, 7],
+            values: vec![5.0, 6.0],
+        };
+        assert!(a.append(next.clone(), 4).is_ok());
+        assert_eq!(a.keys, vec![3, 8, 20, 21, 30]);
+        assert_eq!(a.at, vec![1, 4, 7, 10, 12, 19]);
+        assert_eq!(a.check(4), Ok(()));
+        // Keys that do not all follow come back unchanged, and nothing is appended.
+        let before = a.clone();
+        assert_eq!(a.append(next.clone(), 4), Err(next));
+        assert_eq!(a, before);
     }
 
     #[test]

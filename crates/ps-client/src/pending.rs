@@ -62,15 +62,27 @@ impl EncodedBlock {
         overlay: bool,
     ) -> Result<EncodedBlock, ProtoError> {
         let n = keys.len() * width;
+        let entries = |at: Vec<u64>, values: Vec<f32>| {
+            let e = Entries {
+                keys: keys.to_vec(),
+                at,
+                values,
+            };
+            e.check(width).map_err(ProtoError::Malformed)?;
+            Ok::<_, ProtoError>(Sent::Entries(e))
+        };
         let decoded = match codec::decode(wire_id, &payload, n)? {
             Decoded::Sparse { indices, values } if exact => {
-                let e = Entries {
-                    keys: keys.to_vec(),
-                    at: indices.into_iter().map(u64::from).collect(),
-                    values,
-                };
-                e.check(width).map_err(ProtoError::Malformed)?;
-                Sent::Entries(e)
+                entries(indices.into_iter().map(u64::from).collect(), values)?
+            }
+            // A dense layout (it won at small K): its cells whose bits are not all zero, as
+            // the library's own entries would be.
+            Decoded::Dense(all) if exact => {
+                let at: Vec<u64> = (0..all.len() as u64)
+                    .filter(|&i| all[i as usize].to_bits() != 0)
+                    .collect();
+                let values = at.iter().map(|&i| all[i as usize]).collect();
+                entries(at, values)?
             }
             d => Sent::Rows(Block {
                 keys: keys.to_vec(),
@@ -197,6 +209,11 @@ impl Pending {
 
 /// Whether two sorted lists share an element.
 pub fn sorted_overlap(a: &[u64], b: &[u64]) -> bool {
+    // Disjoint ranges first: a clock's blocks mostly are (an engine's, frame by frame).
+    match (a.first(), a.last(), b.first(), b.last()) {
+        (Some(a0), Some(a1), Some(b0), Some(b1)) if a1 < b0 || b1 < a0 => return false,
+        _ => {}
+    }
     let (mut i, mut j) = (0, 0);
     while i < a.len() && j < b.len() {
         match a[i].cmp(&b[j]) {

@@ -56,7 +56,16 @@ pub fn encode_table(
             FrameBuilder::push_encoded(id, worker, clock, width, &e.keys, e.wire_id, e.payload);
         frame.compact_keys();
         out[s as usize].push(frame);
-        sent_log.extend(e.decoded);
+        // A clock's exact blocks (an engine's entries, frame by frame) are logged as one, as
+        // the library's own entries are: reads walk the log once per block.
+        match (sent_log.last_mut(), e.decoded) {
+            (Some(Sent::Entries(last)), Some(Sent::Entries(next))) => {
+                if let Err(next) = last.append(next, w) {
+                    sent_log.push(Sent::Entries(next));
+                }
+            }
+            (_, decoded) => sent_log.extend(decoded),
+        }
     }
 
     let per_entries_frame = entries_per_frame(width, max_body);

@@ -112,7 +112,9 @@ fn self_encoded_entries_make_the_library_s_frames_and_own_log() {
             .collect()
     };
     assert!(bytes(&got) == bytes(&want), "the frames differ");
-    // The own log holds the same entries, block by block rather than as one.
+    // The own log holds the same entries, as one block (the frames' blocks joined).
+    let sent = |c: &TableCache| c.own_log.values().flatten().count();
+    assert_eq!((sent(&engine), sent(&library)), (1, 1));
     let logged = |c: &TableCache| -> Vec<(u64, u64, f32)> {
         let mut v = Vec::new();
         for sent in c.own_log.values().flatten() {

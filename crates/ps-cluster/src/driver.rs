@@ -154,10 +154,11 @@ impl DeltaSink for ClientSink<'_> {
         table: u32,
         keys: &[u64],
     ) -> Result<Option<Vec<std::ops::Range<usize>>>, SinkError> {
-        self.client
-            .table(table)
-            .and_then(|t| t.entries_blocks(keys))
-            .map_err(|e| refused(table, e))
+        let client = &mut *self.client;
+        timed(&mut self.secs, || {
+            client.table(table).and_then(|t| t.entries_blocks(keys))
+        })
+        .map_err(|e| refused(table, e))
     }
 
     fn push_plan(&mut self, table: u32, keys: &[u64]) -> Result<Option<PushPlan>, SinkError> {

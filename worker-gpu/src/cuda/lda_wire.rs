@@ -161,6 +161,7 @@ impl WireEncoder {
         self.out.zero(stream, out_words)?;
         let per_block = grid(32 * u64::from(nblocks));
         let scalars = [rows, entries, wide, topics];
+        let capacity = 4 * out_words as u64;
         bus.kernels(stream, || {
             let delta = (image, &scalars, &self.rank, &self.blocks, &nblocks);
             let mut b = stream.launch_builder(&self.plan_fn);
@@ -178,8 +179,10 @@ impl WireEncoder {
             delta_args(&mut b, delta)
                 .arg(self.plan.get())
                 .arg(self.at.get())
+                .arg(&capacity)
                 .arg(self.out.get_mut());
-            // SAFETY: as the plan's; every payload fits the bound `out` was zeroed to.
+            // SAFETY: as the plan's; the kernel writes no block past `capacity` bytes, the
+            // bound `out` was zeroed to.
             unsafe { b.launch(per_block) }.call("cuLaunchKernel(lda_wire_write)")?;
             Ok(())
         })?;

@@ -19,6 +19,7 @@ pub const SHIMS: &str = r#"
 static inline int __clz(unsigned int x) { return x == 0u ? 32 : __builtin_clz(x); }
 static inline unsigned int min(unsigned int a, unsigned int b) { return a < b ? a : b; }
 static inline float __uint_as_float(unsigned int x) { float f; __builtin_memcpy(&f, &x, 4); return f; }
+static inline unsigned int __float_as_uint(float f) { unsigned int x; __builtin_memcpy(&x, &f, 4); return x; }
 struct dim { unsigned int x, y, z; };
 static dim blockIdx, blockDim, gridDim;
 static thread_local dim threadIdx;

@@ -335,13 +335,23 @@ impl LdaResident for HostLdaResident {
     }
 
     fn sweep_wire(&mut self, key: SweepKey, cut: &mut Cut<'_>) -> Result<WireDelta, ComputeError> {
-        let delta = self.swept(key)?;
-        // As a device engine: it encodes the delta (its time); the payloads come back.
-        let wire = self.traffic.timed(|| wire_delta(delta, cut));
-        let wire = wire.map_err(|message| ComputeError {
+        let bad = |message: String| ComputeError {
             engine: ORACLE,
             message: format!("the sweep's delta: {message}"),
-        })?;
+        };
+        let k = self.hyper()?.topics as usize;
+        // As a device engine: above 65,536 topics its delta does not pack, and it comes back as
+        // entries for the host to encode; with no tokens nothing runs and nothing crosses.
+        if k > MAX_PACKED_TOPICS || self.state.tokens.is_empty() {
+            let delta = match self.state.tokens.is_empty() {
+                true => self.swept(key)?,
+                false => self.sweep(key)?,
+            };
+            return wire_delta(delta, cut).map_err(bad);
+        }
+        let delta = self.swept(key)?;
+        // It encodes the delta (its time); the payloads come back.
+        let wire = self.traffic.timed(|| wire_delta(delta, cut)).map_err(bad)?;
         let (h2d, d2h) = device_bytes(&wire, self.state.words.len());
         self.traffic.h2d_bytes += h2d;
         self.traffic.d2h_bytes += d2h;
