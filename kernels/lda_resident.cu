@@ -23,7 +23,8 @@
 // so a launch shape gives the same bits every time. Deviation from the host: the sum over topics
 // and over tokens runs in another order (f64 rounding only).
 //
-// lda_scatter_rows: a pulled run of rows, packed (lda_rows.cuh, which documents the image),
+// lda_scatter_rows: a pulled run of rows, packed (lda_rows.cuh, which documents the image; or
+// Rice coded, lda_scatter_rice),
 // written into the word-topic copy at the run's first row, which the caller has zeroed; so only
 // the run's nonzero entries cross PCIe. The lda_delta_* kernels pack the sweep's move counts
 // (lda_gibbs.cu's wt_delta) the same way for the trip out.
@@ -118,6 +119,15 @@ extern "C" __global__ void lda_scatter_rows(const unsigned int* __restrict__ ima
                                             unsigned int topics,
                                             float* __restrict__ dst) {
     lda_rows_scatter(image, rows, entries, f32_values, topics, dst);
+}
+
+extern "C" __global__ void lda_scatter_rice(const unsigned int* __restrict__ image,
+                                            unsigned int rows,
+                                            unsigned int wide_lengths,
+                                            unsigned int stream_words,
+                                            unsigned int topics,
+                                            float* __restrict__ dst) {
+    lda_rows_scatter_rice(image, rows, wide_lengths, stream_words, topics, dst);
 }
 
 extern "C" __global__ void lda_delta_count(const int* __restrict__ cells,

@@ -68,6 +68,93 @@ __device__ __forceinline__ void lda_rows_scatter(const unsigned int* __restrict_
     }
 }
 
+// In, tighter: lda_rows_scatter_rice writes a pulled run packed as a Rice rows image
+// (ps_apps::lda::packed::rice documents it: per chunk of 32 rows its first stream bit, Rice k
+// and value code; each row's length in bits; the rows' entries as Rice-coded topic gaps, each
+// followed by its value in 8, 16 or 32 bits) into the zeroed rows, a thread per row: it adds the
+// lengths of the rows before it in its chunk to find its first bit, then decodes its entries in
+// order. A topic of K or more is skipped; a row never reads past its length or the stream. Host
+// half: ps_apps::lda::packed::rice::unpack_rice_rows.
+
+// 32 stream bits from bit p (zeros past the stream's `words`).
+__device__ __forceinline__ unsigned int lda_rice_read32(const unsigned int* __restrict__ stream,
+                                                        unsigned long long words,
+                                                        unsigned long long p) {
+    const unsigned long long w = p >> 5;
+    const unsigned int sh = (unsigned int)(p & 31ull);
+    const unsigned int lo = w < words ? stream[w] : 0u;
+    const unsigned int hi = w + 1ull < words ? stream[w + 1ull] : 0u;
+    return sh == 0u ? lo : (lo >> sh) | (hi << (32u - sh));
+}
+
+__device__ __forceinline__ void lda_rows_scatter_rice(const unsigned int* __restrict__ image,
+                                                      unsigned int rows,
+                                                      unsigned int wide_lengths,
+                                                      unsigned int stream_words,
+                                                      unsigned int topics,
+                                                      float* __restrict__ dst) {
+    const unsigned int chunks = (rows + 31u) / 32u;
+    const unsigned int* lengths = image + 2u * chunks;
+    const unsigned int* stream = lengths + (wide_lengths != 0u ? rows : (rows + 1u) / 2u);
+    const unsigned long long end_of_stream = 32ull * stream_words;
+    for (unsigned long long r = lda_rows_thread(); r < rows; r += lda_rows_stride()) {
+        const unsigned int c = (unsigned int)(r / 32ull);
+        const unsigned int meta = image[2u * c + 1u];
+        const unsigned int k = meta & 31u;
+        const unsigned int code = (meta >> 5) & 3u;
+        if (code > 2u) {
+            continue;
+        }
+        const unsigned int vbits = 8u << code;
+        unsigned long long p = image[2u * c];
+        unsigned long long len = 0ull;
+        for (unsigned long long i = 32ull * c; i <= r; ++i) {
+            const unsigned int l = wide_lengths != 0u
+                                       ? lengths[i]
+                                       : (lengths[i / 2ull] >> (16u * (unsigned int)(i % 2ull))) & 0xffffu;
+            if (i < r) {
+                p += l;
+            } else {
+                len = l;
+            }
+        }
+        const unsigned long long end = p + len;
+        if (end > end_of_stream) {
+            continue;
+        }
+        float* row = dst + r * (unsigned long long)topics;
+        unsigned long long t = 0ull;
+        bool first = true;
+        while (p < end) {
+            unsigned long long q = 0ull;
+            for (;;) {
+                const unsigned int x = lda_rice_read32(stream, stream_words, p);
+                const unsigned int ones = x == 0xffffffffu ? 32u : (unsigned int)__ffs(~x) - 1u;
+                q += ones;
+                p += ones;
+                if (ones < 32u || p >= end) {
+                    break;
+                }
+            }
+            p += 1ull;
+            const unsigned int mask = k == 0u ? 0u : 0xffffffffu >> (32u - k);
+            const unsigned long long g = (q << k) | (lda_rice_read32(stream, stream_words, p) & mask);
+            p += k;
+            t = first ? g : t + 1ull + g;
+            first = false;
+            const unsigned int vmask = vbits == 32u ? 0xffffffffu : (1u << vbits) - 1u;
+            const unsigned int v = lda_rice_read32(stream, stream_words, p) & vmask;
+            p += vbits;
+            if (p > end) {
+                break;
+            }
+            if (t < topics) {
+                row[t] = code == 2u ? __uint_as_float(v) : (float)v;
+            }
+        }
+    }
+}
+
 #define LDA_DELTA_CHUNK 256u
 
 __device__ __forceinline__ void lda_delta_count_rows(const int* __restrict__ cells,

@@ -121,6 +121,7 @@ pub const KERNELS: &[Kernel] = &[
             "lda_loglik",
             "lda_sum_partials",
             "lda_scatter_rows",
+            "lda_scatter_rice",
             "lda_delta_count",
             "lda_delta_chunks",
             "lda_delta_scan",

@@ -16,6 +16,8 @@ mod lda_gibbs;
 mod lda_gibbs_grid;
 #[path = "kernels_on_host/lda_loglik_grid.rs"]
 mod lda_loglik_grid;
+#[path = "kernels_on_host/lda_rice.rs"]
+mod lda_rice;
 #[path = "kernels_on_host/lda_wire_grid.rs"]
 mod lda_wire_grid;
 #[path = "kernels_on_host/lda_word.rs"]

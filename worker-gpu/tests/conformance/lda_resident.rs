@@ -14,6 +14,7 @@
 //!   totals in per clock, and the log-likelihood, the packed delta and the totals' change out;
 //!   bad input is a typed error.
 
+use ps_apps::lda::packed::rice::pack_rice_rows;
 use ps_apps::lda::packed::{pack_rows, Packed, Values};
 use ps_apps::lda::{
     gather_rows, loglik, split_docs, synthetic_lda, CpuLda, HostLdaResident, LdaDelta, LdaHyper,
@@ -61,9 +62,9 @@ pub(crate) fn job(
 
 /// Loads the worker's rows of `table` (two runs, the second half first, by its entries as the
 /// client hands rows it caches sparse; the first half dense) and the totals; returns the bytes
-/// that should cross the bus: each run packed where that is smaller, else dense
-/// (`ps_apps::lda::packed`; the same image either way), and the totals dense; and how many
-/// runs went packed.
+/// that should cross the bus: the run by its entries Rice coded, the dense run as the 16-bit
+/// image (`ps_apps::lda::packed`), each where that is smaller than dense, and the totals dense;
+/// and how many runs went packed.
 pub(crate) fn load(
     e: &mut dyn LdaResident,
     state: &LdaWorkerState,
@@ -82,6 +83,12 @@ pub(crate) fn load(
             run.chunks_exact(k).for_each(|r| entries.push_dense(r));
             e.load_sparse_rows(first, entries.view())
                 .expect("load_sparse_rows");
+            // By its entries: Rice coded where that is smaller than dense.
+            if let Some(shape) = pack_rice_rows(entries.view(), k, &mut image) {
+                bytes += if shape.entries == 0 { 0 } else { shape.bytes() };
+                packed += 1;
+                continue;
+            }
         } else {
             e.load_rows(first, run).expect("load_rows");
         }

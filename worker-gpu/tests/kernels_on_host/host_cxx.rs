@@ -17,6 +17,7 @@ pub const SHIMS: &str = r#"
 #define __forceinline__ static inline
 #define __restrict__
 static inline int __clz(unsigned int x) { return x == 0u ? 32 : __builtin_clz(x); }
+static inline int __ffs(unsigned int x) { return __builtin_ffs((int)x); }
 static inline unsigned int min(unsigned int a, unsigned int b) { return a < b ? a : b; }
 static inline float __uint_as_float(unsigned int x) { float f; __builtin_memcpy(&f, &x, 4); return f; }
 static inline unsigned int __float_as_uint(float f) { unsigned int x; __builtin_memcpy(&x, &f, 4); return x; }
@@ -91,7 +92,6 @@ static inline unsigned int __ballot_sync(unsigned int, bool p) {
     lw_sync();
     return m;
 }
-static inline int __ffs(unsigned int x) { return __builtin_ffs((int)x); }
 static inline int __popc(unsigned int x) { return __builtin_popcount(x); }
 static inline void __syncthreads() { lw_block->arrive_and_wait(); }
 static inline void __syncwarp() { lw_sync(); }

@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use ps_apps::app::Traffic;
+use ps_apps::lda::packed::rice::{pack_rice_rows, RiceShape};
 use ps_apps::lda::packed::{pack_rows, pack_sparse_rows, Packed, Values};
 use ps_apps::lda::wire::{Cut, WireDelta};
 use ps_apps::lda::{
@@ -75,6 +76,7 @@ pub struct CudaLdaResident {
     loglik_fn: CudaFunction,
     sum_fn: CudaFunction,
     scatter_fn: CudaFunction,
+    scatter_rice_fn: CudaFunction,
     sequential: bool,
     sweep_blocks_per_sm: u32,
     shape: Option<Shape>,
@@ -123,6 +125,7 @@ impl CudaLdaResident {
             loglik_fn: gpu.function("lda_resident", "lda_loglik")?,
             sum_fn: gpu.function("lda_resident", "lda_sum_partials")?,
             scatter_fn: gpu.function("lda_resident", "lda_scatter_rows")?,
+            scatter_rice_fn: gpu.function("lda_resident", "lda_scatter_rice")?,
             compaction: Compaction::new(&gpu)?,
             packed_delta: PackedDelta::new(&gpu)?,
             wire: WireEncoder::new(&gpu)?,
@@ -297,11 +300,86 @@ impl CudaLdaResident {
         if rows.rows() == 0 {
             return Ok(());
         }
+        if let Some(shape) = pack_rice_rows(rows, k, &mut self.image) {
+            return self.load_rice(first, rows.rows() * k, shape);
+        }
         if let Some(shape) = pack_sparse_rows(rows, k, &mut self.image) {
             return self.load_packed(first, rows.rows() * k, shape);
         }
         let dense = rows.to_dense();
         self.load_dense(first * k, &dense, false)
+    }
+
+    /// Zeroes `len` values of the word-topic copy from `at` and, when the image in `self.image`
+    /// has entries, copies it (`bytes`) to the device through the next pinned staging buffer;
+    /// returns whether there is an image to scatter.
+    fn stage_image(
+        &mut self,
+        at: usize,
+        len: usize,
+        entries: usize,
+        bytes: u64,
+    ) -> Result<bool, GpuError> {
+        let stream = Arc::clone(&self.gpu.compute);
+        {
+            let mut view = self.dev.word_topic.get_mut().slice_mut(at..at + len);
+            stream.memset_zeros(&mut view).call("cuMemsetD8Async")?;
+        }
+        if entries == 0 {
+            return Ok(false);
+        }
+        let stage = &mut self.packed_staging[self.next_packed];
+        self.next_packed ^= 1;
+        stage.fill(&self.image)?;
+        let d_image = &mut self.d_image;
+        self.bus.h2d(&stream, || {
+            d_image.upload(&stream, stage)?;
+            Ok(bytes)
+        })?;
+        Ok(true)
+    }
+
+    /// Loads the Rice rows image in `self.image` (`len` values at row `first`): zeroes those
+    /// rows, copies the image and decodes it into them (`lda_scatter_rice`, a thread a row).
+    fn load_rice(&mut self, first: usize, len: usize, shape: RiceShape) -> Result<(), GpuError> {
+        let k = self.shape()?.topics;
+        let stream = Arc::clone(&self.gpu.compute);
+        let at = first * k as usize;
+        if !self.stage_image(at, len, shape.entries, shape.bytes())? {
+            return Ok(());
+        }
+        let rows = narrow(shape.rows, "rows in a run")?;
+        let wide = u32::from(shape.wide_lengths);
+        let words = narrow(shape.stream_words, "stream words of a run")?;
+        let cfg = LaunchConfig {
+            grid_dim: (
+                self.gpu.grid_for(u64::from(rows), BLOCK, BLOCKS_PER_SM),
+                1,
+                1,
+            ),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (word_topic, d_image, scatter) = (
+            &mut self.dev.word_topic,
+            &self.d_image,
+            &self.scatter_rice_fn,
+        );
+        self.bus.kernels(&stream, || {
+            let mut dst = word_topic.get_mut().slice_mut(at..at + len);
+            let mut b = stream.launch_builder(scatter);
+            b.arg(d_image.get())
+                .arg(&rows)
+                .arg(&wide)
+                .arg(&words)
+                .arg(&k)
+                .arg(&mut dst);
+            // SAFETY: the image holds shape.words() words as pack_rice_rows laid them out (the
+            // kernel reads no row past its length or the stream), `dst` the run's rows x K
+            // values, and only topics < K are written.
+            unsafe { b.launch(cfg) }.call("cuLaunchKernel(lda_scatter_rice)")?;
+            Ok(())
+        })
     }
 
     /// Copies `values` as they are to value `at` of the word-topic copy (or of the totals)
@@ -332,21 +410,9 @@ impl CudaLdaResident {
         let k = self.shape()?.topics;
         let stream = Arc::clone(&self.gpu.compute);
         let at = first * k as usize;
-        {
-            let mut view = self.dev.word_topic.get_mut().slice_mut(at..at + len);
-            stream.memset_zeros(&mut view).call("cuMemsetD8Async")?;
-        }
-        if shape.entries == 0 {
+        if !self.stage_image(at, len, shape.entries, shape.bytes())? {
             return Ok(());
         }
-        let stage = &mut self.packed_staging[self.next_packed];
-        self.next_packed ^= 1;
-        stage.fill(&self.image)?;
-        let d_image = &mut self.d_image;
-        self.bus.h2d(&stream, || {
-            d_image.upload(&stream, stage)?;
-            Ok(shape.bytes())
-        })?;
         let rows = narrow(shape.rows, "rows in a run")?;
         let entries = narrow(shape.entries, "entries in a run")?;
         let f32_values = u32::from(shape.values == Values::F32);

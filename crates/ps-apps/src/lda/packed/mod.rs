@@ -32,6 +32,8 @@
 
 use ps_proto::SparseRows;
 
+pub mod rice;
+
 /// How a packed image's values are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Values {

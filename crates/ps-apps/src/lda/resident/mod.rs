@@ -18,6 +18,7 @@
 //! ([`super::packed`]: the run's nonzero entries, packed from the entries or from a dense run),
 //! so that step is tested there too.
 
+use super::packed::rice::{pack_rice_rows, unpack_rice_rows};
 use super::packed::{
     pack_delta_entries, pack_rows, pack_sparse_rows, unpack_delta, unpack_rows, Packed,
     MAX_PACKED_TOPICS,
@@ -285,7 +286,23 @@ impl LdaResident for HostLdaResident {
     fn load_sparse_rows(&mut self, first: usize, rows: SparseRows<'_>) -> Result<(), ComputeError> {
         let k = self.hyper()?.topics as usize;
         check_sparse_rows(ORACLE, first, rows, self.state.words.len(), k)?;
-        // Packed from the entries when that is smaller.
+        // Rice coded from the entries (about the wire's bytes) when that is smaller than dense,
+        // and unpacked as the device does (its time); nothing crosses when no entry is kept.
+        if let Some(shape) = pack_rice_rows(rows, k, &mut self.image) {
+            let dst = &mut self.word_topic[first * k..(first + rows.rows()) * k];
+            dst.fill(0.0);
+            let image = &self.image;
+            let unpacked = self
+                .traffic
+                .timed(|| unpack_rice_rows(image, shape, k, dst));
+            unpacked.map_err(|message| ComputeError {
+                engine: ORACLE,
+                message: format!("the Rice rows image: {message}"),
+            })?;
+            self.traffic.h2d_bytes += if shape.entries == 0 { 0 } else { shape.bytes() };
+            return Ok(());
+        }
+        // Else the 16-bit image when that is smaller, else dense.
         let packed = pack_sparse_rows(rows, k, &mut self.image);
         self.place(first, rows.rows(), packed, |dst| rows.write_dense(dst));
         Ok(())

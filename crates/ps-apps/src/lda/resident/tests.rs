@@ -147,19 +147,26 @@ fn rows_by_their_entries_load_as_the_dense_rows_do() {
     assert_eq!(bits(&sparse.word_topic), bits(&rows));
     assert_eq!(bits(&dense.word_topic), bits(&rows));
     assert_eq!(sparse.loglik().unwrap(), dense.loglik().unwrap());
-    // The bytes a device would copy: the same either way; the set-up, the totals, each
-    // run packed (rows 5 and 3 make the first half's run f32), the loglik's sum.
+    // The bytes a device would copy: the set-up, the totals, each run packed (dense runs as
+    // the 16-bit image, rows 5 and 3 making the first half's f32; runs by their entries Rice
+    // coded, smaller), the loglik's sum.
     let (t, u) = (dense.traffic(), sparse.traffic());
-    assert_eq!((t.h2d_bytes, t.d2h_bytes), (u.h2d_bytes, u.d2h_bytes));
+    assert_eq!((t.d2h_bytes, u.d2h_bytes), (8, 8));
     let mut image = Vec::new();
-    let runs: u64 = [&rows[half * k..], &rows[..half * k]]
-        .iter()
-        .map(|r| pack_rows(r, k, &mut image).expect("packs").bytes())
-        .sum();
+    let (mut runs, mut rice) = (0, 0);
+    for r in [&rows[half * k..], &rows[..half * k]] {
+        runs += pack_rows(r, k, &mut image).expect("packs").bytes();
+        entries.clear(k);
+        r.chunks_exact(k).for_each(|row| entries.push_dense(row));
+        rice += pack_rice_rows(entries.view(), k, &mut image)
+            .expect("packs")
+            .bytes();
+    }
+    assert!(rice < runs, "Rice {rice} B, 16-bit {runs} B");
     let (n_tok, d) = (st.tokens.len(), st.num_docs());
     let setup = 4 * (d + 1 + 2 * n_tok + d * k + n) as u64;
     assert_eq!(t.h2d_bytes, setup + 4 * k as u64 + runs);
-    assert_eq!(t.d2h_bytes, 8);
+    assert_eq!(u.h2d_bytes, setup + 4 * k as u64 + rice);
     let key = SweepKey {
         seed: 1,
         worker: 0,
