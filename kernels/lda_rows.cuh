@@ -73,8 +73,10 @@ __device__ __forceinline__ void lda_rows_scatter(const unsigned int* __restrict_
 // and value code; each row's length in bits; the rows' entries as Rice-coded topic gaps, each
 // followed by its value in 8, 16 or 32 bits) into the zeroed rows, a thread per row: it adds the
 // lengths of the rows before it in its chunk to find its first bit, then decodes its entries in
-// order. A topic of K or more is skipped; a row never reads past its length or the stream. Host
-// half: ps_apps::lda::packed::rice::unpack_rice_rows.
+// order. A topic of K or more is skipped; a row decodes nothing past its length, and no read
+// goes past the stream's `stream_words` (a 32-bit read may take bits of the next row). The
+// arguments must describe the image as packed (rows, wide_lengths, stream_words): the kernel is
+// not told its length. Host half: ps_apps::lda::packed::rice::unpack_rice_rows.
 
 // 32 stream bits from bit p (zeros past the stream's `words`).
 __device__ __forceinline__ unsigned int lda_rice_read32(const unsigned int* __restrict__ stream,

@@ -19,7 +19,7 @@
 
 use ps_proto::SparseRows;
 
-use super::MAX_PACKED_TOPICS;
+use super::{is_count, MAX_PACKED_TOPICS};
 
 /// Rows a chunk holds (a warp's).
 pub const CHUNK: usize = 32;
@@ -66,18 +66,13 @@ impl RiceShape {
 /// Bits of a value in each value code.
 const VALUE_BITS: [u32; 3] = [8, 16, 32];
 
-/// The value code of a chunk's values: 0 when all are counts up to 255, 1 up to 65,535, else 2.
-fn value_code(values: impl Iterator<Item = f32>) -> u32 {
-    let mut code = 0;
-    for v in values {
-        let whole = v.fract() == 0.0 && v >= 1.0;
-        code = code.max(match v {
-            _ if whole && v <= 255.0 => 0,
-            _ if whole && v <= 65_535.0 => 1,
-            _ => 2,
-        });
+/// The value code of one value: 0 for a count up to 255, 1 up to 65,535, else 2 (f32 bits).
+fn value_code(v: f32) -> u32 {
+    match is_count(v) {
+        true if v <= 255.0 => 0,
+        true => 1,
+        false => 2,
     }
-    code
 }
 
 /// A value in a chunk's code, as stream bits.
@@ -89,28 +84,37 @@ fn value_bits(v: f32, code: u32) -> u64 {
 }
 
 /// Bits of `gaps` Rice coded with `k`.
-fn rice_bits(gaps: &[u32], k: u32) -> u64 {
+fn rice_bits(gaps: &[(u32, f32)], k: u32) -> u64 {
     gaps.iter()
-        .map(|&g| u64::from(g >> k) + 1 + u64::from(k))
+        .map(|&(g, _)| u64::from(g >> k) + 1 + u64::from(k))
         .sum()
 }
 
-/// A Rice parameter that codes `gaps` in the fewest bits: the bits are convex in `k`, so a walk
-/// from the mean's finds the minimum in a few passes.
-fn rice_k(gaps: &[u32]) -> u32 {
+/// A Rice parameter that codes `gaps` (whose sum is `sum`) in the fewest bits: the bits are
+/// convex in `k`, so a walk from the mean's finds the minimum in a few passes (down while not
+/// worse; up while better only where it did not move down).
+fn rice_k(gaps: &[(u32, f32)], sum: u64) -> u32 {
     if gaps.is_empty() {
         return 0;
     }
-    let mean = gaps.iter().map(|&g| u64::from(g)).sum::<u64>() / gaps.len() as u64;
-    let mut k = (u64::BITS - mean.leading_zeros()).saturating_sub(1).min(31);
-    let mut at = rice_bits(gaps, k);
-    while k > 0 && rice_bits(gaps, k - 1) <= at {
-        k -= 1;
-        at = rice_bits(gaps, k);
+    let mean = sum / gaps.len() as u64;
+    let start = (u64::BITS - mean.leading_zeros()).saturating_sub(1).min(31);
+    let (mut k, mut at) = (start, rice_bits(gaps, start));
+    while k > 0 {
+        let left = rice_bits(gaps, k - 1);
+        if left > at {
+            break;
+        }
+        (k, at) = (k - 1, left);
     }
-    while k < 31 && rice_bits(gaps, k + 1) < at {
-        k += 1;
-        at = rice_bits(gaps, k);
+    if k == start {
+        while k < 31 {
+            let right = rice_bits(gaps, k + 1);
+            if right >= at {
+                break;
+            }
+            (k, at) = (k + 1, right);
+        }
     }
     k
 }
@@ -155,7 +159,8 @@ impl Bits<'_> {
 
 /// The Rice rows image of a run given by its entries (`rows.width` must be `k`, at most
 /// [`MAX_PACKED_TOPICS`]; `rows` must have passed [`SparseRows::check`]), into `image`; `None`
-/// when it would not be smaller than the run dense.
+/// when it would not be smaller than the run dense, or when a chunk would start past 2^32 bits
+/// of stream (the 16-bit image or the dense run then goes).
 pub fn pack_rice_rows(rows: SparseRows<'_>, k: usize, image: &mut Vec<u32>) -> Option<RiceShape> {
     if k == 0 || k > MAX_PACKED_TOPICS || rows.width != k {
         return None;
@@ -164,45 +169,49 @@ pub fn pack_rice_rows(rows: SparseRows<'_>, k: usize, image: &mut Vec<u32>) -> O
     let chunks = n.div_ceil(CHUNK);
     let mut heads: Vec<u32> = Vec::with_capacity(2 * chunks);
     let mut lengths: Vec<u64> = Vec::with_capacity(n);
-    let mut stream: Vec<u32> = Vec::new();
+    let mut stream: Vec<u32> = Vec::with_capacity(rows.entries() / 2 + 1);
     let mut bits = Bits {
         words: &mut stream,
         acc: 0,
         filled: 0,
         written: 0,
     };
-    let (mut gaps, mut entries) = (Vec::new(), 0usize);
+    // A chunk's kept entries as (gap, value), and where each of its rows ends among them.
+    let (mut kept, mut ends): (Vec<(u32, f32)>, Vec<usize>) = (Vec::new(), Vec::new());
+    let mut entries = 0usize;
     for c in 0..chunks {
         let (lo, hi) = (c * CHUNK, ((c + 1) * CHUNK).min(n));
-        let kept = |r: usize| {
-            let (at, values) = rows.row(r);
-            at.iter()
-                .zip(values)
-                .filter(|(_, v)| v.to_bits() != 0)
-                .map(|(&t, &v)| (t, v))
-        };
-        let code = value_code((lo..hi).flat_map(|r| kept(r).map(|e| e.1)));
-        gaps.clear();
+        kept.clear();
+        ends.clear();
+        let (mut code, mut sum) = (0u32, 0u64);
         for r in lo..hi {
-            let mut prev: Option<u32> = None;
-            for (t, _) in kept(r) {
-                gaps.push(prev.map_or(t, |p| t - p - 1));
-                prev = Some(t);
+            let (at, values) = rows.row(r);
+            let mut next = 0u32;
+            for (&t, &v) in at.iter().zip(values) {
+                if v.to_bits() != 0 {
+                    let gap = t - next;
+                    kept.push((gap, v));
+                    code = code.max(value_code(v));
+                    sum += u64::from(gap);
+                    next = t + 1;
+                }
             }
+            ends.push(kept.len());
         }
-        let rk = rice_k(&gaps);
+        let rk = rice_k(&kept, sum);
         heads.push(u32::try_from(bits.written).ok()?);
         heads.push(rk | (code << 5));
-        let mut g = gaps.iter();
-        for r in lo..hi {
+        let mut from = 0;
+        for &end in &ends {
             let start = bits.written;
-            for (_, v) in kept(r) {
-                bits.rice(*g.next()?, rk);
+            for &(gap, v) in &kept[from..end] {
+                bits.rice(gap, rk);
                 bits.put(value_bits(v, code), VALUE_BITS[code as usize]);
-                entries += 1;
             }
             lengths.push(bits.written - start);
+            from = end;
         }
+        entries += kept.len();
     }
     bits.finish();
     let wide_lengths = lengths.iter().any(|&l| l > u64::from(u16::MAX));
