@@ -342,44 +342,16 @@ impl CudaLdaResident {
     /// Loads the Rice rows image in `self.image` (`len` values at row `first`): zeroes those
     /// rows, copies the image and decodes it into them (`lda_scatter_rice`, a thread a row).
     fn load_rice(&mut self, first: usize, len: usize, shape: RiceShape) -> Result<(), GpuError> {
-        let k = self.shape()?.topics;
-        let stream = Arc::clone(&self.gpu.compute);
-        let at = first * k as usize;
+        let at = first * self.shape()?.topics as usize;
         if !self.stage_image(at, len, shape.entries, shape.bytes())? {
             return Ok(());
         }
         let rows = narrow(shape.rows, "rows in a run")?;
         let wide = u32::from(shape.wide_lengths);
         let words = narrow(shape.stream_words, "stream words of a run")?;
-        let cfg = LaunchConfig {
-            grid_dim: (
-                self.gpu.grid_for(u64::from(rows), BLOCK, BLOCKS_PER_SM),
-                1,
-                1,
-            ),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let (word_topic, d_image, scatter) = (
-            &mut self.dev.word_topic,
-            &self.d_image,
-            &self.scatter_rice_fn,
-        );
-        self.bus.kernels(&stream, || {
-            let mut dst = word_topic.get_mut().slice_mut(at..at + len);
-            let mut b = stream.launch_builder(scatter);
-            b.arg(d_image.get())
-                .arg(&rows)
-                .arg(&wide)
-                .arg(&words)
-                .arg(&k)
-                .arg(&mut dst);
-            // SAFETY: the image holds shape.words() words as pack_rice_rows laid them out (the
-            // kernel reads no row past its length or the stream), `dst` the run's rows x K
-            // values, and only topics < K are written.
-            unsafe { b.launch(cfg) }.call("cuLaunchKernel(lda_scatter_rice)")?;
-            Ok(())
-        })
+        // SAFETY (of the launch): the image holds shape.words() words as pack_rice_rows laid
+        // them out (the kernel reads no row past its length or the stream).
+        self.scatter(true, at..at + len, u64::from(rows), [rows, wide, words])
     }
 
     /// Copies `values` as they are to value `at` of the word-topic copy (or of the totals)
@@ -407,40 +379,58 @@ impl CudaLdaResident {
     /// Loads the packed run in `self.image` (`len` values at row `first`): zeroes those rows,
     /// copies the image and scatters its entries.
     fn load_packed(&mut self, first: usize, len: usize, shape: Packed) -> Result<(), GpuError> {
-        let k = self.shape()?.topics;
-        let stream = Arc::clone(&self.gpu.compute);
-        let at = first * k as usize;
+        let at = first * self.shape()?.topics as usize;
         if !self.stage_image(at, len, shape.entries, shape.bytes())? {
             return Ok(());
         }
         let rows = narrow(shape.rows, "rows in a run")?;
         let entries = narrow(shape.entries, "entries in a run")?;
         let f32_values = u32::from(shape.values == Values::F32);
-        let grid = self
-            .gpu
-            .grid_for(u64::from(rows) * 32, BLOCK, BLOCKS_PER_SM);
+        // SAFETY (of the launch): the image holds shape.words() words laid out as lda_rows.cuh
+        // reads them (pack_rows made it; row ends are clamped to `entries` on the device).
+        self.scatter(
+            false,
+            at..at + len,
+            32 * u64::from(rows),
+            [rows, entries, f32_values],
+        )
+    }
+
+    /// Launches `lda_scatter_rice` (`rice`) or `lda_scatter_rows` on `threads` threads: the
+    /// staged image, its three sizes, K, and the run's values `cells` of the word-topic copy,
+    /// where only topics < K are written. Timed on the bus, read back at the next settle: a
+    /// KernelTimer would make the host wait here, and the next run's packing would no longer
+    /// overlap this one's copy.
+    fn scatter(
+        &mut self,
+        rice: bool,
+        cells: std::ops::Range<usize>,
+        threads: u64,
+        sizes: [u32; 3],
+    ) -> Result<(), GpuError> {
+        let k = self.shape()?.topics;
+        let stream = Arc::clone(&self.gpu.compute);
         let cfg = LaunchConfig {
-            grid_dim: (grid, 1, 1),
+            grid_dim: (self.gpu.grid_for(threads, BLOCK, BLOCKS_PER_SM), 1, 1),
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: 0,
         };
-        let (word_topic, d_image, scatter) =
-            (&mut self.dev.word_topic, &self.d_image, &self.scatter_fn);
-        // Timed on the bus, read back at the next settle: a KernelTimer would make the host wait
-        // here, and the next run's packing would no longer overlap this one's copy.
+        let (function, name) = match rice {
+            true => (&self.scatter_rice_fn, "cuLaunchKernel(lda_scatter_rice)"),
+            false => (&self.scatter_fn, "cuLaunchKernel(lda_scatter_rows)"),
+        };
+        let (word_topic, d_image) = (&mut self.dev.word_topic, &self.d_image);
         self.bus.kernels(&stream, || {
-            let mut dst = word_topic.get_mut().slice_mut(at..at + len);
-            let mut b = stream.launch_builder(scatter);
-            b.arg(d_image.get())
-                .arg(&rows)
-                .arg(&entries)
-                .arg(&f32_values)
-                .arg(&k)
-                .arg(&mut dst);
-            // SAFETY: the image holds shape.words() words laid out as lda_rows.cuh reads them
-            // (pack_rows made it; row ends are clamped to `entries` on the device), `dst` the
-            // run's rows x K values, and only topics < K are written.
-            unsafe { b.launch(cfg) }.call("cuLaunchKernel(lda_scatter_rows)")?;
+            let mut dst = word_topic.get_mut().slice_mut(cells);
+            let mut b = stream.launch_builder(function);
+            b.arg(d_image.get());
+            for x in &sizes {
+                b.arg(x);
+            }
+            b.arg(&k).arg(&mut dst);
+            // SAFETY: d_image is the image the caller staged, with these sizes (see the callers);
+            // dst holds the run's rows x K values, and the kernels write only topics < K.
+            unsafe { b.launch(cfg) }.call(name)?;
             Ok(())
         })
     }
