@@ -31,33 +31,22 @@ fn entries(width: u64) -> Entries {
     let (mut at, mut values) = (Vec::new(), Vec::new());
     for (r, &k) in keys.iter().enumerate() {
         let r = r as u64;
-        let cells: Vec<u64> = if r == 10 {
+        let mut cells: Vec<u64> = if r == 10 {
             (0..width).collect()
         } else {
             vec![k % width, (k * 13 + 5) % width]
         };
-        let mut cells = cells;
         cells.sort_unstable();
         cells.dedup();
         for c in cells {
-            at.push(r * width + c);
-            values.push(if r == 40 { 300.0 } else { (k % 5) as f32 - 2.0 });
+            let v = if r == 40 { 300.0 } else { (k % 5) as f32 - 2.0 };
+            // No zero changes: an engine's delta has none.
+            if v != 0.0 {
+                at.push(r * width + c);
+                values.push(v);
+            }
         }
     }
-    // No zero changes: an engine's delta has none.
-    let keep: Vec<bool> = values.iter().map(|v| *v != 0.0).collect();
-    let at = at
-        .into_iter()
-        .zip(&keep)
-        .filter(|p| *p.1)
-        .map(|p| p.0)
-        .collect();
-    let values = values
-        .into_iter()
-        .zip(&keep)
-        .filter(|p| *p.1)
-        .map(|p| p.0)
-        .collect();
     Entries { keys, at, values }
 }
 

@@ -191,12 +191,11 @@ impl WireEncoder {
                 .download(stream, self.plan.get(), PLAN_WORDS * nb)?;
             Ok(PLAN_BYTES * nb as u64)
         })?;
-        let plan = self.h_plan.host()?.to_vec();
-        let sizes: Vec<usize> = plan
+        let plan = self.h_plan.host()?;
+        let total: usize = plan
             .chunks_exact(PLAN_WORDS)
-            .map(|p| p[0] as usize)
-            .collect();
-        let total: usize = sizes.iter().map(|s| s.next_multiple_of(4)).sum();
+            .map(|p| (p[0] as usize).next_multiple_of(4))
+            .sum();
         if total > 4 * out_words {
             return Err(bad(format!(
                 "the device's payloads take {total} bytes, past their bound {}",
@@ -207,25 +206,24 @@ impl WireEncoder {
             self.h_out.download(stream, self.out.get(), total / 4)?;
             Ok(total as u64)
         })?;
-        let bytes: Vec<u8> = self
-            .h_out
-            .host()?
-            .iter()
-            .flat_map(|w| w.to_le_bytes())
-            .collect();
+        let words = self.h_out.host()?;
         bus.settle()?;
+        // Each payload straight from its words (little-endian), once.
         let mut blocks = Vec::with_capacity(nb);
         let mut at = 0;
-        for ((rows, p), size) in ranges
-            .into_iter()
-            .zip(plan.chunks_exact(PLAN_WORDS))
-            .zip(sizes)
-        {
-            let wire_id = wire_id_of(p[4]).ok_or_else(|| bad(format!("{} bytes a value", p[4])))?;
+        for (rows, p) in ranges.into_iter().zip(plan.chunks_exact(PLAN_WORDS)) {
+            let (size, value_bytes) = (p[0] as usize, p[4]);
+            let wire_id = wire_id_of(value_bytes)
+                .ok_or_else(|| bad(format!("{value_bytes} bytes a value")))?;
+            let payload = words[at / 4..(at + size).div_ceil(4)]
+                .iter()
+                .flat_map(|w| w.to_le_bytes())
+                .take(size)
+                .collect();
             blocks.push(WireBlock {
                 rows,
                 wire_id,
-                payload: bytes[at..at + size].to_vec(),
+                payload,
             });
             at += size.next_multiple_of(4);
         }
