@@ -3,10 +3,7 @@
 //
 // Serves ps_proto::codec (format.rs, select.rs, feedback.rs); the host keeps the wire format.
 //
-// f16 (format.rs): round to nearest even, like half::f16::from_f32, except that a FINITE value
-// beyond +-65504 saturates to +-65504 instead of becoming infinite; +-inf stays +-inf; NaN stays a
-// quiet NaN with its sign and top payload bits (sign | 0x7e00 | mantissa >> 13, as half and F16C).
-// f16 -> f32 is exact (NaN: quiet, payload kept, as half::f16::to_f32).
+// The value formats (f16 here) are values.cuh's.
 //
 // Top-k (select.rs): entries rank by magnitude bits (the f32 bits without the sign, so NaN ranks
 // above +inf), ties by lower index. The device part is the sampled threshold (codec_topk_threshold:
@@ -25,41 +22,8 @@
 
 #define CODEC_WARP 32
 #define CODEC_FULL 0xffffffffu
-#define CODEC_F16_MAX 65504.0f
 #define CODEC_MAX_SAMPLE 4096
 #define CODEC_SORT_THREADS 1024
-
-__device__ __forceinline__ unsigned short codec_f32_to_f16_bits(float x) {
-    const unsigned int bits = __float_as_uint(x);
-    const unsigned int mag = bits & 0x7fffffffu;
-    if (mag > 0x7f800000u) {
-        // NaN: quiet, sign and top payload bits kept.
-        return (unsigned short)(((bits >> 16) & 0x8000u) | 0x7e00u | ((bits >> 13) & 0x3ffu));
-    }
-    if (mag < 0x7f800000u) {
-        x = fminf(fmaxf(x, -CODEC_F16_MAX), CODEC_F16_MAX);
-    }
-    unsigned short h;
-    // The hardware conversion rounds to nearest even, subnormals included (no ftz on cvt).
-    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x));
-    return h;
-}
-
-__device__ __forceinline__ float codec_f16_bits_to_f32(unsigned short h) {
-    const unsigned int sign = ((unsigned int)h & 0x8000u) << 16;
-    const unsigned int exp = ((unsigned int)h >> 10) & 0x1fu;
-    const unsigned int man = (unsigned int)h & 0x3ffu;
-    if (exp == 0x1fu) {
-        // Infinity, or NaN made quiet with its payload.
-        return __uint_as_float(sign | 0x7f800000u | (man != 0u ? 0x00400000u : 0u) | (man << 13));
-    }
-    if (exp == 0u) {
-        // Zero or subnormal: man * 2^-24, exact in f32.
-        const float v = (float)man * __uint_as_float(0x33800000u);
-        return sign != 0u ? -v : v;
-    }
-    return __uint_as_float(sign | ((exp + 112u) << 23) | (man << 13));
-}
 
 // out[i] = f16 bits of x[i]; round_trip (may be null) receives the value the receiver decodes,
 // which is what error feedback subtracts from the residual.

@@ -63,6 +63,7 @@ pub const HEADERS: &[Header] = &[
     header!("mf_window"),
     header!("philox"),
     header!("slots"),
+    header!("values"),
     header!("visit"),
 ];
 
@@ -195,7 +196,18 @@ pub const KERNELS: &[Kernel] = &[
             "codec_topk_compact",
             "codec_ef_accumulate",
             "codec_ef_subtract"
-        ]
+        ],
+        headers["values"]
+    ),
+    kernel!(
+        "codec_dense",
+        [
+            "codec_dense_accumulate",
+            "codec_dense_add_to",
+            "codec_dense_halves",
+            "codec_dense_groups"
+        ],
+        headers["values"]
     ),
     kernel!("rng", ["rng_philox_uniforms"], headers["philox"]),
 ];

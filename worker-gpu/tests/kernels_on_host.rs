@@ -6,6 +6,8 @@
 //! host compiler, or a race between blocks: the GPU conformance tests check those where there
 //! is a GPU.
 
+#[path = "kernels_on_host/codec_dense_grid.rs"]
+mod codec_dense_grid;
 #[path = "kernels_on_host/headers.rs"]
 mod headers;
 #[path = "kernels_on_host/host_cxx.rs"]

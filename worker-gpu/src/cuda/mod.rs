@@ -12,6 +12,7 @@
 pub mod buffers;
 pub mod bus;
 pub mod codec;
+pub mod dense;
 pub mod lda;
 pub mod lda_compact;
 pub mod lda_resident;
