@@ -9,7 +9,7 @@ use crate::error::ClientError;
 use crate::pending::{strictly_sorted, Block, EncodedBlock};
 use crate::read::{PullTicket, Run};
 use ps_proto::codec::is_exact_wire_id as is_exact_sparse;
-use ps_proto::push_plan::{entries_per_frame, push_blocks};
+use ps_proto::push_plan::{chain_at, entries_per_frame, push_blocks};
 use ps_proto::{codec, PushPlan, ShardMap, TableSpec, UpdateRule};
 use ps_ssp::Staleness;
 use std::ops::Range;
@@ -355,9 +355,10 @@ impl Table<'_> {
     /// Adds a block the caller encoded itself (with [`ps_proto::codec`], e.g. on its device):
     /// `payload` is the chain `wire_id`'s encoding of the rows of `keys` (sorted, distinct, all
     /// on one shard: see [`Table::shard_runs`]) as one block of `keys.len() * width` values.
-    /// The table must be configured with that codec (a lossless table also takes exact sparse
-    /// payloads, `ps_proto::codec::encode_exact_selection`'s, cut as
-    /// [`Table::entries_blocks`] says), the payload must decode, and the keys must not be
+    /// The table must be configured with that codec, or this clock's [`Table::push_plan`] must
+    /// name it (the job's last clock plans its chain without selection); a lossless table also
+    /// takes exact sparse payloads, `ps_proto::codec::encode_exact_selection`'s, cut as
+    /// [`Table::entries_blocks`] says. The payload must decode, and the keys must not be
     /// updated otherwise in this clock. It goes into a push frame as it is; the caller keeps any
     /// residual. Nothing changes if the call fails.
     pub fn push_encoded(
@@ -369,8 +370,17 @@ impl Table<'_> {
         let table = self.id;
         let spec = self.spec();
         let accepts = spec.push_codec.wire_id();
+        // This clock's plan may differ (the job's last clock sends without selection).
+        let c = &self.client;
+        let planned = chain_at(
+            &spec.push_codec,
+            c.clock.current(),
+            spec.width,
+            c.flush_residual,
+        );
         let exact = spec.push_codec.is_lossless() && is_exact_sparse(wire_id);
-        if !(wire_id == accepts || exact) || codec::wire_format(wire_id).is_none() {
+        let known = wire_id == accepts || wire_id == planned.wire_id() || exact;
+        if !known || codec::wire_format(wire_id).is_none() {
             return Err(ClientError::CodecNotAccepted {
                 table,
                 got: wire_id,

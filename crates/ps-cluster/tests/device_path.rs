@@ -1,6 +1,7 @@
 //! The GPU workers' path run by the engines' CPU oracles (`--device cpu-resident`), through
 //! whole local jobs: everything a GPU worker does but the kernels. The MLP engine compresses
-//! its own delta (one top-k, f32 or f16 values) from the worker library's push plan, keeps the
+//! its own delta (one top-k with f32 or f16 values, or a dense lossy format: f16, bf16, q8, q4,
+//! q2, sign) from the worker library's push plan, keeps the
 //! residual and adds it to what it reads; the job is then bit for bit the host path's (model
 //! hash, bytes pushed, figures). A chain a device does not run falls back to the library's
 //! encoder. MF, LDA and LR run their resident paths to the same quality (LDA and LR to the same
@@ -26,10 +27,23 @@ fn run(app: &str, device: &str, codec: &str) -> Value {
 
 #[test]
 fn an_mlp_engine_that_encodes_its_own_delta_matches_the_host_path() {
-    for codec in ["topk:0.05,f16", "topk:0.1,warmup:3", "topk:0.02,sign"] {
+    for codec in [
+        "topk:0.05,f16",
+        "topk:0.1,warmup:3",
+        "topk:0.02,sign",
+        "q4",
+        "sign",
+        "bf16",
+    ] {
         let host = run("mlp", "cpu", codec);
         let dev = run("mlp", "cpu-resident", codec);
-        for field in ["model_hash", "push_bytes", "test_accuracy", "test_loss"] {
+        for field in [
+            "model_hash",
+            "push_bytes",
+            "test_accuracy",
+            "test_loss",
+            "unsent_residual_l1",
+        ] {
             assert_eq!(host[field], dev[field], "{codec}: {field}\n{host}\n{dev}");
         }
         assert!(
@@ -37,7 +51,7 @@ fn an_mlp_engine_that_encodes_its_own_delta_matches_the_host_path() {
             "{host}"
         );
         let encoded = dev["push_payload_bytes_engine_encoded"].as_f64();
-        if codec.ends_with("sign") {
+        if codec == "topk:0.02,sign" {
             // Not a chain a device runs: the library encoded the plain delta.
             assert!(encoded.is_none(), "{codec}: {dev}");
         } else {

@@ -16,11 +16,12 @@
 //! out; a clock whose order the device makes itself (`run_visit`) is the host-ordered clock bit
 //! for bit, without the order on the bus; and bad input is a typed error.
 
-use ps_apps::app::device_codec::{DeltaBlock, ResidualKeeper, SentValues};
+use ps_apps::app::device_codec::{DeltaBlock, DeviceChain, ResidualKeeper, SentValues};
 use ps_apps::mlp::{
     epoch_order, synthetic_mlp, Arch, BatchStats, ClockKey, CpuMlp, Dataset, HostMlpResident,
     MlpResident, SyntheticMlpSpec, Visit,
 };
+use ps_proto::codec::ValueFormat;
 use std::sync::Arc;
 
 use worker_gpu::cuda::mlp::MlpGemm;
@@ -236,8 +237,9 @@ fn two_shard_blocks(arch: &Arch, fraction: f64) -> Vec<DeltaBlock> {
 
 /// The device compresses its own delta as the worker library would: over several clocks, an
 /// engine that encodes (`delta_encoded`, residual on the device, added to its reads) gives the
-/// bytes `ResidualKeeper` makes of a second engine's plain delta on the same reads, in f32 and
-/// f16; only the selection crosses PCIe; and the final plain delta hands back what was held.
+/// bytes `ResidualKeeper` makes of a second engine's plain delta on the same reads, for a top-k
+/// in f32 and f16 and every dense lossy format; only the selection, or the dense payload,
+/// crosses PCIe; and the final plain delta hands back what was held.
 #[test]
 fn resident_engine_encodes_its_delta_as_the_library_would() {
     let Some(gpu) =
@@ -253,10 +255,20 @@ fn resident_engine_encodes_its_delta_as_the_library_would() {
         .map(|s| (s.rows(), s.width()))
         .collect();
     let params = arch.num_params() as u64;
-    for format in [SentValues::F16, SentValues::F32] {
+    let chains = [
+        DeviceChain::TopK(SentValues::F16),
+        DeviceChain::TopK(SentValues::F32),
+        DeviceChain::Dense(ValueFormat::F16),
+        DeviceChain::Dense(ValueFormat::Bf16),
+        DeviceChain::Dense(ValueFormat::Q8),
+        DeviceChain::Dense(ValueFormat::Q4),
+        DeviceChain::Dense(ValueFormat::Q2),
+        DeviceChain::Dense(ValueFormat::Sign),
+    ];
+    for chain in chains {
         let mut plain = CudaMlpResident::new(Arc::clone(&gpu)).expect("engine");
         let mut coded = CudaMlpResident::new(Arc::clone(&gpu)).expect("engine");
-        assert!(coded.encodes(format));
+        assert!(coded.encodes(chain));
         plain.setup(&arch, &train, &test).expect("setup");
         coded.setup(&arch, &train, &test).expect("setup");
         let mut keeper = ResidualKeeper::new(&shapes);
@@ -283,43 +295,44 @@ fn resident_engine_encodes_its_delta_as_the_library_would() {
                 })
                 .collect();
             let want = keeper
-                .encode_blocks(&blocks, format, &parts)
+                .encode_blocks(&blocks, chain, &parts)
                 .expect("keeper");
             let before = coded.traffic();
             let mut got = Vec::new();
             coded
-                .delta_encoded(0.5, format, &blocks, &mut got)
+                .delta_encoded(0.5, chain, &blocks, &mut got)
                 .expect("encoded");
             let t = coded.traffic().since(&before);
             assert!(
                 got == want,
-                "{format:?} clock {c}: payloads differ from the library's"
+                "{chain:?} clock {c}: payloads differ from the library's"
             );
             let selected: u64 = blocks.iter().map(|b| b.k as u64).sum();
-            eprintln!("{format:?} clock {c}: {t:?} for {selected} selected of {params}");
-            // The plain delta would be 4 x params bytes; the selection (candidates, values) of
-            // 5% is a fraction of it.
-            assert!(
-                t.d2h_bytes < 4 * params / 2,
-                "clock {c}: only the selection comes back"
-            );
+            eprintln!("{chain:?} clock {c}: {t:?} for {selected} selected of {params}");
+            if let DeviceChain::Dense(_) = chain {
+                // The payloads alone come back, read as whole words for a block chain.
+                let bytes: u64 = got.iter().map(|p| p.len() as u64).sum();
+                let most = bytes + 3 * blocks.len() as u64;
+                assert!(
+                    (bytes..=most).contains(&t.d2h_bytes) && t.h2d_bytes == 0,
+                    "{chain:?} clock {c}: {t:?} for payloads of {bytes} bytes"
+                );
+            } else {
+                // The plain delta would be 4 x params bytes; the selection (candidates,
+                // values) of 5% is a fraction of it.
+                assert!(
+                    t.d2h_bytes < 4 * params / 2,
+                    "clock {c}: only the selection comes back"
+                );
+            }
             // The next read: this clock's payloads applied, as a shard would.
             for (b, p) in blocks.iter().zip(&got) {
                 let w = arch.layer(b.table as usize).width();
                 let n = b.rows * w;
-                let sent = ps_proto::codec::decode(
-                    ps_proto::codec::CodecChain {
-                        selectors: vec![ps_proto::codec::Selector::TopKCount(b.k as u32)],
-                        format: format.format(),
-                        ..ps_proto::codec::CodecChain::raw()
-                    }
-                    .wire_id(),
-                    p,
-                    n,
-                )
-                .expect("decode")
-                .into_dense(n)
-                .expect("dense");
+                let sent = ps_proto::codec::decode(chain.chain(b.k).wire_id(), p, n)
+                    .expect("decode")
+                    .into_dense(n)
+                    .expect("dense");
                 let r = &mut read[b.table as usize][b.first_row * w..b.first_row * w + n];
                 r.iter_mut().zip(sent).for_each(|(r, s)| *r += s);
             }
@@ -343,7 +356,7 @@ fn resident_engine_encodes_its_delta_as_the_library_would() {
         let e = rel_err(&got.concat(), &want.concat());
         assert!(
             e <= 1e-6,
-            "{format:?}: the final delta with what was held, rel_err {e:.2e}"
+            "{chain:?}: the final delta with what was held, rel_err {e:.2e}"
         );
     }
 }

@@ -4,9 +4,12 @@
 //! block, the bytes the worker library's own encoder would have made of the same values
 //! (`ps_proto::push_plan`, `DeltaSink::push_plan`).
 //!
-//! What runs on a device: a chain of one top-k stage (fraction or count) and f32 or f16 values
-//! ([`device_format`]). Anything else (no selection, filters, whole rows, momentum, the block
-//! quantisers) is encoded by the worker library from the plain delta, as before.
+//! What runs on a device ([`device_chain`]): a chain of one top-k stage (fraction or count) and
+//! f32 or f16 values ([`DeviceChain::TopK`]), or a chain that selects nothing and sends every
+//! value in a lossy format, `f16`, `bf16`, `q8`, `q4`, `q2` or `sign` ([`DeviceChain::Dense`]:
+//! the whole payload is made on the device, so only it crosses the bus). Anything else (filters,
+//! whole rows, energy, several stages, a top-k with a block format, momentum) is encoded by the
+//! worker library from the plain delta, as before.
 //!
 //! [`ResidualKeeper`] is the host half and the oracle: the residual per table, added to the rows
 //! a worker reads (its view includes what it has not sent yet, as the library's own residual
@@ -33,19 +36,55 @@ impl SentValues {
     }
 }
 
+/// What a device encoder runs of a push chain (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceChain {
+    /// One top-k stage: each block's `k` largest values, sent as f32 or f16.
+    TopK(SentValues),
+    /// No selection: every value of a block, in a lossy format.
+    Dense(ValueFormat),
+}
+
+impl DeviceChain {
+    /// The chain the worker library would encode a block with, `k` of its values selected
+    /// (ignored by a dense chain).
+    pub fn chain(self, k: usize) -> CodecChain {
+        match self {
+            DeviceChain::TopK(f) => CodecChain {
+                selectors: vec![Selector::TopKCount(k.min(u32::MAX as usize) as u32)],
+                format: f.format(),
+                ..CodecChain::raw()
+            },
+            DeviceChain::Dense(format) => CodecChain {
+                format,
+                ..CodecChain::raw()
+            },
+        }
+    }
+}
+
 /// What a device encoder runs of `chain` (as planned for the clock: warm-up applied), or
 /// `None` when the worker library has to encode it.
-pub fn device_format(chain: &CodecChain) -> Option<SentValues> {
-    let one_top_k = matches!(
-        chain.selectors.as_slice(),
-        [Selector::TopKFraction(_)] | [Selector::TopKCount(_)]
-    );
-    if !one_top_k || chain.momentum != 0.0 || chain.warmup != 0 {
+pub fn device_chain(chain: &CodecChain) -> Option<DeviceChain> {
+    if chain.momentum != 0.0 || chain.warmup != 0 {
         return None;
     }
-    match chain.format {
-        ValueFormat::F32 => Some(SentValues::F32),
-        ValueFormat::F16 => Some(SentValues::F16),
+    match (chain.selectors.as_slice(), chain.format) {
+        ([Selector::TopKFraction(_)] | [Selector::TopKCount(_)], ValueFormat::F32) => {
+            Some(DeviceChain::TopK(SentValues::F32))
+        }
+        ([Selector::TopKFraction(_)] | [Selector::TopKCount(_)], ValueFormat::F16) => {
+            Some(DeviceChain::TopK(SentValues::F16))
+        }
+        (
+            [],
+            f @ (ValueFormat::F16
+            | ValueFormat::Bf16
+            | ValueFormat::Q8
+            | ValueFormat::Q4
+            | ValueFormat::Q2
+            | ValueFormat::Sign),
+        ) => Some(DeviceChain::Dense(f)),
         _ => None,
     }
 }
@@ -207,12 +246,12 @@ impl ResidualKeeper {
     }
 
     /// Encodes each block's values (`deltas[i]` for `blocks[i]`, whole rows) plus its
-    /// residual with the block's top `k` and `format`, keeping what is not sent; returns one
-    /// payload per block. Blocks must not overlap.
+    /// residual with `chain` (a top-k keeps the block's `k`), keeping what is not sent; returns
+    /// one payload per block. Blocks must not overlap.
     pub fn encode_blocks(
         &mut self,
         blocks: &[DeltaBlock],
-        format: SentValues,
+        chain: DeviceChain,
         deltas: &[&[f32]],
     ) -> Result<Vec<Vec<u8>>, ComputeError> {
         if blocks.len() != deltas.len() {
@@ -224,14 +263,14 @@ impl ResidualKeeper {
         blocks
             .iter()
             .zip(deltas)
-            .map(|(block, delta)| self.encode(block, format, delta))
+            .map(|(block, delta)| self.encode(block, chain, delta))
             .collect()
     }
 
     fn encode(
         &mut self,
         block: &DeltaBlock,
-        format: SentValues,
+        chain: DeviceChain,
         delta: &[f32],
     ) -> Result<Vec<u8>, ComputeError> {
         let (w, r) = self.rows_mut(block.table, block.first_row, delta.len())?;
@@ -241,11 +280,7 @@ impl ResidualKeeper {
                 format!("{} values for a block of {} rows", delta.len(), block.rows),
             ));
         }
-        let chain = CodecChain {
-            selectors: vec![Selector::TopKCount(block.k.min(u32::MAX as usize) as u32)],
-            format: format.format(),
-            ..CodecChain::raw()
-        };
+        let chain = chain.chain(block.k);
         let mut values = delta.to_vec();
         // `ErrorFeedback` then adds the values to a zero residual, as the library's does.
         add_held_rows(&mut values, r, w);
@@ -258,8 +293,7 @@ impl ResidualKeeper {
     }
 
     /// Sum of the residual's magnitudes.
-    #[cfg(test)]
-    fn l1(&self) -> f64 {
+    pub fn l1(&self) -> f64 {
         self.tables
             .iter()
             .flat_map(|(_, r)| r)
@@ -315,24 +349,45 @@ mod tests {
     }
 
     #[test]
-    fn a_device_runs_one_top_k_with_f32_or_f16_values() {
-        assert_eq!(device_format(&chain("topk:0.1")), Some(SentValues::F32));
-        assert_eq!(device_format(&chain("topk:5,f16")), Some(SentValues::F16));
+    fn a_device_runs_one_top_k_with_f32_or_f16_values_or_a_lossy_dense_format() {
+        use DeviceChain::{Dense, TopK};
+        assert_eq!(
+            device_chain(&chain("topk:0.1")),
+            Some(TopK(SentValues::F32))
+        );
+        assert_eq!(
+            device_chain(&chain("topk:5,f16")),
+            Some(TopK(SentValues::F16))
+        );
+        for (s, f) in [
+            ("f16", ValueFormat::F16),
+            ("bf16", ValueFormat::Bf16),
+            ("q8", ValueFormat::Q8),
+            ("q4", ValueFormat::Q4),
+            ("q2", ValueFormat::Q2),
+            ("sign", ValueFormat::Sign),
+        ] {
+            assert_eq!(device_chain(&chain(s)), Some(Dense(f)), "{s}");
+        }
         for s in [
+            // Lossless: the library sends the plain delta as it is.
             "raw",
-            "f16",
             "topk:0.1,sign",
             "topk:0.1,bf16",
+            "topk:0.1,q8",
             "filter:0.1,topk:0.1",
+            "filter:0.1",
+            "energy:0.5",
             "rows:0.1",
             "topk:0.1,momentum:0.5,f16",
+            "momentum:0.5,f16",
             // A warm-up is applied to the clock's chain before a device sees it.
             "topk:0.1,warmup:2,f16",
         ] {
-            assert_eq!(device_format(&chain(s)), None, "{s}");
+            assert_eq!(device_chain(&chain(s)), None, "{s}");
         }
         let warm = chain("topk:0.1,warmup:2,f16").at_clock(0);
-        assert_eq!(device_format(&warm), Some(SentValues::F16));
+        assert_eq!(device_chain(&warm), Some(TopK(SentValues::F16)));
         assert_eq!(block_k(&chain("topk:0.1"), 25), 3);
         assert_eq!(block_k(&chain("topk:5"), 3), 3);
         assert_eq!(block_k(&chain("f16"), 7), 7);
@@ -343,6 +398,22 @@ mod tests {
     /// sum of the deltas.
     #[test]
     fn the_keeper_encodes_as_error_feedback_and_loses_nothing() {
+        use DeviceChain::{Dense, TopK};
+        for dc in [
+            TopK(SentValues::F16),
+            TopK(SentValues::F32),
+            Dense(ValueFormat::F16),
+            Dense(ValueFormat::Bf16),
+            Dense(ValueFormat::Q8),
+            Dense(ValueFormat::Q4),
+            Dense(ValueFormat::Q2),
+            Dense(ValueFormat::Sign),
+        ] {
+            keeper_over_clocks(dc);
+        }
+    }
+
+    fn keeper_over_clocks(dc: DeviceChain) {
         let (rows, w) = (30usize, 4usize);
         let blocks = [
             DeltaBlock {
@@ -376,20 +447,14 @@ mod tests {
                 .iter()
                 .map(|b| &delta[b.first_row * w..(b.first_row + b.rows) * w])
                 .collect();
-            let got = keeper
-                .encode_blocks(&blocks, SentValues::F16, &parts)
-                .unwrap();
+            let got = keeper.encode_blocks(&blocks, dc, &parts).unwrap();
             for (i, b) in blocks.iter().enumerate() {
-                let c = CodecChain {
-                    selectors: vec![Selector::TopKCount(b.k as u32)],
-                    format: ValueFormat::F16,
-                    ..CodecChain::raw()
-                };
+                let c = dc.chain(b.k);
                 let mut want = Vec::new();
                 reference[i]
                     .compress(&c, parts[i], None, &mut want)
                     .unwrap();
-                assert_eq!(got[i], want, "clock {clock} block {i}");
+                assert_eq!(got[i], want, "{dc:?} clock {clock} block {i}");
                 let n = b.rows * w;
                 let d = codec::decode(c.wire_id(), &got[i], n)
                     .unwrap()
@@ -410,7 +475,7 @@ mod tests {
             let err = (sent[i] + f64::from(back[i]) - total[i]).abs();
             assert!(
                 err < 1e-4,
-                "entry {i}: sent + kept differs from the sum by {err}"
+                "{dc:?} entry {i}: sent + kept differs from the sum by {err}"
             );
         }
         assert_eq!(keeper.l1(), 0.0, "taken");
@@ -428,7 +493,7 @@ mod tests {
         // Row 2 holds the largest value, rows 0 and 1 stay behind.
         let delta = [0.5, 0.0, 0.0, -0.25, 0.0, 9.0];
         keeper
-            .encode_blocks(&[block], SentValues::F32, &[&delta])
+            .encode_blocks(&[block], DeviceChain::TopK(SentValues::F32), &[&delta])
             .unwrap();
         let mut read = [-0.0f32; 6];
         keeper.add_to(0, 0, &mut read).unwrap();
@@ -439,18 +504,18 @@ mod tests {
         );
         let short = DeltaBlock { rows: 2, ..block };
         assert!(keeper
-            .encode_blocks(&[short], SentValues::F32, &[&delta])
+            .encode_blocks(&[short], DeviceChain::TopK(SentValues::F32), &[&delta])
             .is_err());
         let outside = DeltaBlock {
             first_row: 2,
             ..block
         };
         assert!(keeper
-            .encode_blocks(&[outside], SentValues::F32, &[&delta])
+            .encode_blocks(&[outside], DeviceChain::TopK(SentValues::F32), &[&delta])
             .is_err());
         let other = DeltaBlock { table: 4, ..block };
         assert!(keeper
-            .encode_blocks(&[other], SentValues::F32, &[&delta])
+            .encode_blocks(&[other], DeviceChain::TopK(SentValues::F32), &[&delta])
             .is_err());
         assert!(keeper.add_to(0, 2, &mut [0.0; 4]).is_err());
     }

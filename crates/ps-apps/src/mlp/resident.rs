@@ -21,7 +21,7 @@
 use super::compute::{evaluate, BatchStats, MlpCompute};
 use super::data::Dataset;
 use super::{local_sgd_steps, Arch, MlpHyper};
-use crate::app::device_codec::{check_tiling, DeltaBlock, ResidualKeeper, SentValues};
+use crate::app::device_codec::{check_tiling, DeltaBlock, DeviceChain, ResidualKeeper};
 pub use crate::app::Traffic;
 use crate::error::ComputeError;
 use crate::visit::Visit;
@@ -68,14 +68,14 @@ pub trait MlpResident: Send {
     /// residual [`MlpResident::delta_encoded`] kept, which the engine then forgets.
     fn delta(&mut self, scale: f32, out: &mut [Vec<f32>]) -> Result<(), ComputeError>;
 
-    /// Whether this engine compresses its delta itself, selected values sent as `format` (see
+    /// Whether this engine compresses its delta itself with `chain` (see
     /// [`crate::app::device_codec`]). Default: no.
-    fn encodes(&self, _format: SentValues) -> bool {
+    fn encodes(&self, _chain: DeviceChain) -> bool {
         false
     }
 
     /// `(local - read) * scale` plus what earlier calls kept back, compressed block by block
-    /// (rows of one layer each, its top `k` values sent as `format`): one payload per block
+    /// (rows of one layer each) with `chain` (a top-k sends the block's `k`): one payload per block
     /// into `out`, the bytes the worker library's encoder makes of the same values. What is
     /// not sent stays in the engine: it is added to every row [`MlpResident::load`] writes
     /// from then on (a worker sees what it has not sent yet) until [`MlpResident::delta`]
@@ -85,7 +85,7 @@ pub trait MlpResident: Send {
     fn delta_encoded(
         &mut self,
         _scale: f32,
-        _format: SentValues,
+        _chain: DeviceChain,
         _blocks: &[DeltaBlock],
         _out: &mut Vec<Vec<u8>>,
     ) -> Result<(), ComputeError> {
@@ -93,6 +93,14 @@ pub trait MlpResident: Send {
             engine: self.name(),
             message: "this engine does not encode its delta".into(),
         })
+    }
+
+    /// Forgets what [`MlpResident::delta_encoded`] kept back and returns the sum of its
+    /// magnitudes: the job has ended, no clock would send it, and the final reads must show
+    /// the shards' model (as the worker library's `drop_unsent` does for its own residual).
+    /// Default: nothing kept.
+    fn drop_unsent(&mut self) -> Result<f64, ComputeError> {
+        Ok(0.0)
     }
 
     /// Loss and accuracy totals of the read model over the held-out samples.
@@ -362,14 +370,14 @@ impl MlpResident for HostMlpResident {
         Ok(())
     }
 
-    fn encodes(&self, _format: SentValues) -> bool {
+    fn encodes(&self, _chain: DeviceChain) -> bool {
         true
     }
 
     fn delta_encoded(
         &mut self,
         scale: f32,
-        format: SentValues,
+        chain: DeviceChain,
         blocks: &[DeltaBlock],
         out: &mut Vec<Vec<u8>>,
     ) -> Result<(), ComputeError> {
@@ -403,8 +411,12 @@ impl MlpResident for HostMlpResident {
                 .collect();
             ResidualKeeper::new(&shapes)
         });
-        out.extend(kept.encode_blocks(blocks, format, &slices)?);
+        out.extend(kept.encode_blocks(blocks, chain, &slices)?);
         Ok(())
+    }
+
+    fn drop_unsent(&mut self) -> Result<f64, ComputeError> {
+        Ok(self.kept.take().map_or(0.0, |k| k.l1()))
     }
 
     fn evaluate(&mut self) -> Result<BatchStats, ComputeError> {

@@ -17,7 +17,7 @@
 use super::app::{load_share, MlpApp, MlpClock, MlpFacts, MlpFinal, MlpSettings};
 use super::resident::{MlpResident, Traffic, EVAL_CHUNK};
 use super::{evaluate, local_sgd_steps, Arch, BatchStats, Dataset, MlpCompute};
-use crate::app::device_codec::{block_k, device_format, DeltaBlock};
+use crate::app::device_codec::{block_k, device_chain, DeltaBlock};
 use crate::app::flags;
 use crate::app::{DeltaSink, Inbox, Outcome, Session, TableRows, WorkerContext};
 use crate::error::AppError;
@@ -62,6 +62,10 @@ pub struct MlpSession {
     read: Vec<Vec<f32>>,
     inbox: Inbox,
     trained: u64,
+    /// What the engine held back of its own encoded pushes when the job ended.
+    unsent: f64,
+    /// The worker library keeps a residual of this worker's pushes (see [`push_encoded`]).
+    library_holds: bool,
 }
 
 impl MlpSession {
@@ -109,6 +113,8 @@ impl MlpSession {
             settings: s,
             inbox: Inbox::default(),
             trained: 0,
+            unsent: 0.0,
+            library_holds: false,
         })
     }
 
@@ -153,27 +159,42 @@ impl MlpSession {
 }
 
 /// Pushes the clock's delta compressed by the engine itself, when the sink plans every layer
-/// with a chain the engine runs (`device_codec`); only the payloads leave the engine. Returns
-/// the payloads' bytes, or `None`, having done nothing, otherwise (the session then pushes the
-/// plain delta).
+/// with a chain the engine runs (`device_codec`) and the worker library holds no residual of
+/// its own (`library_holds`: once it has encoded a lossy chain's delta, its residual would be
+/// sent beside the engine's payloads; a top-k with a block format, say, whose last clock
+/// plans the format alone); only the payloads leave the engine. Returns the payloads' bytes,
+/// or `None`, having done nothing, otherwise (the session then pushes the plain delta, and
+/// `library_holds` says whether the library now keeps a residual).
 fn push_encoded(
     dev: &mut dyn MlpResident,
     arch: &Arch,
     scale: f32,
     out: &mut dyn DeltaSink,
+    library_holds: &mut bool,
 ) -> Result<Option<usize>, AppError> {
-    let (mut blocks, mut wire_ids, mut keys, mut format) =
-        (Vec::new(), Vec::new(), Vec::new(), None);
+    let mut plans = Vec::with_capacity(arch.num_layers());
     for l in 0..arch.num_layers() {
         let rows: Vec<u64> = (0..arch.layer(l).rows() as u64).collect();
         let Some(plan) = out.push_plan(l as u32, &rows)? else {
             return Ok(None);
         };
-        let f = match device_format(&plan.chain) {
-            Some(f) if dev.encodes(f) && format.is_none_or(|g| g == f) => f,
-            _ => return Ok(None),
-        };
-        format = Some(f);
+        plans.push((rows, plan));
+    }
+    let chains: Vec<_> = plans.iter().map(|(_, p)| device_chain(&p.chain)).collect();
+    let runs = chains
+        .iter()
+        .all(|c| c.is_some_and(|c| dev.encodes(c)) && *c == chains[0]);
+    if *library_holds || !runs {
+        *library_holds |= plans.iter().any(|(_, p)| !p.chain.is_lossless());
+        return Ok(None);
+    }
+    let (mut blocks, mut wire_ids, mut keys, chain) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        chains.first().copied().flatten(),
+    );
+    for (l, (rows, plan)) in plans.into_iter().enumerate() {
         let w = arch.layer(l).width();
         for b in &plan.blocks {
             // Every row is pushed, in order: a key's position is its row.
@@ -187,11 +208,11 @@ fn push_encoded(
         }
         keys.push(rows);
     }
-    let Some(format) = format else {
+    let Some(chain) = chain else {
         return Ok(None);
     };
     let mut payloads = Vec::with_capacity(blocks.len());
-    dev.delta_encoded(scale, format, &blocks, &mut payloads)?;
+    dev.delta_encoded(scale, chain, &blocks, &mut payloads)?;
     let mut bytes = 0;
     for ((b, payload), id) in blocks.iter().zip(payloads).zip(wire_ids) {
         let k = &keys[b.table as usize][b.first_row..b.first_row + b.rows];
@@ -296,7 +317,13 @@ impl Session<MlpApp> for MlpSession {
                 // The engine's samples are this worker's, in order: the same visit by position.
                 let visit = Visit::for_clock(key, r.samples, slice_of, of);
                 let stats = r.dev.run_visit(&visit, hyper.batch, lr)?;
-                match push_encoded(r.dev.as_mut(), &self.arch, scale, out)? {
+                match push_encoded(
+                    r.dev.as_mut(),
+                    &self.arch,
+                    scale,
+                    out,
+                    &mut self.library_holds,
+                )? {
                     Some(bytes) => engine_encoded = bytes,
                     None => {
                         r.dev.delta(scale, &mut r.delta)?;
@@ -322,6 +349,10 @@ impl Session<MlpApp> for MlpSession {
     }
 
     fn final_reads(&mut self) -> Result<Vec<TableRows>, AppError> {
+        // The final reads show the shards' model, as the worker library's do.
+        if let Path::Resident(r) = &mut self.path {
+            self.unsent += r.dev.drop_unsent()?;
+        }
         self.inbox.expect(self.all_layers());
         Ok(self.inbox.reads().to_vec())
     }
@@ -340,6 +371,7 @@ impl Session<MlpApp> for MlpSession {
                 test_n: held_out.count as f64,
                 samples: self.trained as f64,
                 device: traffic.into(),
+                unsent_l1: self.unsent,
             },
             facts: MlpFacts {
                 model_hash: (self.worker == 0).then(|| flags::hash_bits(&self.read.concat())),

@@ -1,14 +1,92 @@
-//! The engine's own push encoding (`MlpResident::delta_encoded`): one [`DeviceTopK`] per block
-//! of the worker library's push plan, each keeping its block's residual on the device; only the
-//! selection comes back and the payloads are assembled on the host.
+//! The engine's own push encoding (`MlpResident::delta_encoded`): one encoder per block of the
+//! worker library's push plan, each keeping its block's residual on the device. A top-k
+//! ([`DeviceTopK`]) sends its selection back and the payloads are assembled on the host; a dense
+//! lossy chain ([`DeviceDense`]) makes the whole payload on the device.
 
 use std::sync::Arc;
 
-use ps_apps::app::device_codec::{check_tiling, selection_payload, DeltaBlock, SentValues};
+use cudarc::driver::CudaViewMut;
+use ps_apps::app::device_codec::{
+    check_tiling, selection_payload, DeltaBlock, DeviceChain, SentValues,
+};
 
 use super::{input, CudaMlpResident};
 use crate::cuda::codec::{DeviceTopK, SentFormat};
+use crate::cuda::dense::DeviceDense;
 use crate::cuda::GpuError;
+
+/// One block's encoder.
+pub(super) enum BlockEncoder {
+    TopK(Box<DeviceTopK>),
+    Dense(Box<DeviceDense>),
+}
+
+impl BlockEncoder {
+    fn new(
+        gpu: &Arc<crate::cuda::Gpu>,
+        chain: DeviceChain,
+        rows: usize,
+        width: usize,
+    ) -> Result<Self, GpuError> {
+        Ok(match chain {
+            DeviceChain::TopK(f) => {
+                let sent = match f {
+                    SentValues::F32 => SentFormat::F32,
+                    SentValues::F16 => SentFormat::F16,
+                };
+                let t = DeviceTopK::new(Arc::clone(gpu), rows * width, sent)?;
+                BlockEncoder::TopK(Box::new(t))
+            }
+            DeviceChain::Dense(format) => {
+                let d = DeviceDense::new(Arc::clone(gpu), rows, width, format)?;
+                BlockEncoder::Dense(Box::new(d))
+            }
+        })
+    }
+
+    /// The chain it runs.
+    fn chain(&self) -> DeviceChain {
+        match self {
+            BlockEncoder::TopK(t) => DeviceChain::TopK(match t.format() {
+                SentFormat::F32 => SentValues::F32,
+                SentFormat::F16 => SentValues::F16,
+            }),
+            BlockEncoder::Dense(d) => DeviceChain::Dense(d.format()),
+        }
+    }
+
+    /// Values of its block.
+    pub(super) fn len(&self) -> usize {
+        match self {
+            BlockEncoder::TopK(t) => t.len(),
+            BlockEncoder::Dense(d) => d.len(),
+        }
+    }
+
+    /// Bytes it copied host to device and back since it was made.
+    fn moved(&self) -> (u64, u64) {
+        match self {
+            BlockEncoder::TopK(t) => t.moved(),
+            BlockEncoder::Dense(d) => (0, d.moved()),
+        }
+    }
+
+    /// The residual, copied back.
+    fn residual(&mut self) -> Result<Vec<f32>, GpuError> {
+        match self {
+            BlockEncoder::TopK(t) => t.residual(),
+            BlockEncoder::Dense(d) => d.residual(),
+        }
+    }
+
+    /// Enqueues `dst += residual` (a read includes what was not sent yet).
+    pub(super) fn add_residual_to(&self, dst: &mut CudaViewMut<'_, f32>) -> Result<(), GpuError> {
+        match self {
+            BlockEncoder::TopK(t) => t.add_residual_to(dst),
+            BlockEncoder::Dense(d) => d.add_residual_to(dst),
+        }
+    }
+}
 
 impl CudaMlpResident {
     /// Where block `b` starts in the flat model; an error when it is not within its layer.
@@ -37,12 +115,24 @@ impl CudaMlpResident {
         Ok(())
     }
 
+    /// Drops the encoders and what they held back; returns the sum of its magnitudes (the
+    /// residuals copied back, counted as PCIe traffic).
+    pub(super) fn try_drop_unsent(&mut self) -> Result<f64, GpuError> {
+        let mut l1 = 0.0;
+        for (_, mut enc) in std::mem::take(&mut self.encoders) {
+            let r = enc.residual()?;
+            self.bus.traffic.d2h_bytes += 4 * r.len() as u64;
+            l1 += r.iter().map(|v| f64::from(v.abs())).sum::<f64>();
+        }
+        Ok(l1)
+    }
+
     /// The delta compressed on the device, block by block (see `MlpResident::delta_encoded`):
-    /// only the selection crosses PCIe.
+    /// only the selection, or the dense payload, crosses PCIe.
     pub(super) fn try_delta_encoded(
         &mut self,
         scale: f32,
-        format: SentValues,
+        chain: DeviceChain,
         blocks: &[DeltaBlock],
         out: &mut Vec<Vec<u8>>,
     ) -> Result<(), GpuError> {
@@ -50,21 +140,17 @@ impl CudaMlpResident {
         let rows: Vec<usize> = arch.layers().iter().map(|s| s.rows()).collect();
         check_tiling(blocks, &rows).map_err(input)?;
         self.form_delta(scale)?;
-        let sent = match format {
-            SentValues::F32 => SentFormat::F32,
-            SentValues::F16 => SentFormat::F16,
-        };
-        let same = |(b, e): (&DeltaBlock, &(DeltaBlock, DeviceTopK))| {
+        let same = |(b, e): (&DeltaBlock, &(DeltaBlock, BlockEncoder))| {
             (b.table, b.first_row, b.rows) == (e.0.table, e.0.first_row, e.0.rows)
-                && e.1.format() == sent
+                && e.1.chain() == chain
         };
         if self.encoders.len() != blocks.len() || !blocks.iter().zip(&self.encoders).all(same) {
             // A new plan: what the old blocks held joins this clock's delta.
             self.fold_encoders()?;
             for b in blocks {
-                let n = b.rows * arch.layer(b.table as usize).width();
-                let enc = DeviceTopK::new(Arc::clone(&self.gpu), n, sent)?;
-                // Its set-up copies (the sampled positions of its threshold) cross PCIe too.
+                let width = arch.layer(b.table as usize).width();
+                let enc = BlockEncoder::new(&self.gpu, chain, b.rows, width)?;
+                // Its set-up copies (a top-k's sampled positions) cross PCIe too.
                 let (h2d, d2h) = enc.moved();
                 self.bus.traffic.h2d_bytes += h2d;
                 self.bus.traffic.d2h_bytes += d2h;
@@ -77,15 +163,24 @@ impl CudaMlpResident {
                 let at = self.block_start(b)?;
                 let n = e.1.len();
                 let before = e.1.moved();
-                let (idx, values) = e.1.push_view(&self.delta.get().slice(at..at + n), b.k)?;
+                let view = self.delta.get().slice(at..at + n);
+                let payload = match &mut e.1 {
+                    BlockEncoder::TopK(t) => {
+                        let (idx, values) = t.push_view(&view, b.k)?;
+                        let format = match t.format() {
+                            SentFormat::F32 => SentValues::F32,
+                            SentFormat::F16 => SentValues::F16,
+                        };
+                        selection_payload(format, n, &idx, &values).map_err(|e| input(e.message))?
+                    }
+                    BlockEncoder::Dense(d) => d.push_view(&view)?,
+                };
                 let after = e.1.moved();
                 // The encoder's own copies: counted, not timed (they interleave with its
                 // kernels).
                 self.bus.traffic.h2d_bytes += after.0 - before.0;
                 self.bus.traffic.d2h_bytes += after.1 - before.1;
-                out.push(
-                    selection_payload(format, n, &idx, &values).map_err(|e| input(e.message))?,
-                );
+                out.push(payload);
             }
             Ok(())
         })();

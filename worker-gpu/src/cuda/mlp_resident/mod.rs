@@ -14,16 +14,18 @@
 //!   (`kernels/mlp.cu`), and the SGD step `p -= lr * g` (`mlp_sgd_step`); the batches' loss and
 //!   correct totals accumulate on the device and come back once (16 bytes);
 //! - the delta `(local - read) * scale` is formed by `mlp_delta` and only it comes back;
-//!   or, when the push codec is one top-k with f32 or f16 values
-//!   ([`MlpResident::delta_encoded`]), each block of the worker library's push plan is
-//!   compressed on the device by a [`DeviceTopK`] that keeps the block's residual there, and
-//!   only the selection comes back (the candidates, then the chosen values); the payloads are
-//!   assembled on the host (`ps_apps::app::device_codec::selection_payload`). The residual is
-//!   added to the whole read model whenever it is uploaded again (so a read must then load
-//!   every row: [`ReadCoverage`]), and handed back with the next plain delta (the job's last
-//!   clock). A plan's blocks must cover the model once (`check_tiling`). Payloads equal the
-//!   host encoder's for finite values; a NaN's payload bits are not kept by the device's
-//!   additions (they give the canonical NaN), so its bytes may differ.
+//!   or, when the push codec is one the device runs ([`MlpResident::delta_encoded`],
+//!   `ps_apps::app::device_codec::device_chain`), each block of the worker library's push plan
+//!   is compressed on the device by an encoder that keeps the block's residual there: a
+//!   `DeviceTopK` (one top-k, f32 or f16 values) sends back the selection (the candidates, then
+//!   the chosen values) and the payloads are assembled on the host
+//!   (`ps_apps::app::device_codec::selection_payload`); a `DeviceDense` (no selection; f16,
+//!   bf16, q8, q4, q2 or sign) makes the whole payload on the device and only it comes back.
+//!   The residual is added to the whole read model whenever it is uploaded again (so a read
+//!   must then load every row: [`ReadCoverage`]), and handed back with the next plain delta
+//!   (the job's last clock). A plan's blocks must cover the model once (`check_tiling`).
+//!   Payloads equal the host encoder's for finite values; a NaN's payload bits are not kept by
+//!   the device's additions (they give the canonical NaN), so its bytes may differ.
 //!
 //! Evaluation runs the read model over the resident held-out set in chunks, on the device.
 //! Every byte copied either way is counted ([`Traffic`]), with the kernels' time from CUDA
@@ -32,7 +34,7 @@
 use std::sync::Arc;
 
 use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
-use ps_apps::app::device_codec::{DeltaBlock, SentValues};
+use ps_apps::app::device_codec::{DeltaBlock, DeviceChain};
 use ps_apps::mlp::{
     check_load, check_setup, Arch, BatchStats, Dataset, MlpResident, ReadCoverage, Traffic,
 };
@@ -41,7 +43,6 @@ use ps_apps::ComputeError;
 
 use super::buffers::{upload_once, DevBuf, KernelTimer, Pinned};
 use super::bus::Bus;
-use super::codec::DeviceTopK;
 use super::mlp::{CudaMlp, MlpGemm, DEFAULT_CHUNK};
 use super::{failed, Call, Gpu, GpuError};
 
@@ -88,7 +89,7 @@ pub struct CudaMlpResident {
     delta_host: Pinned<f32>,
     /// The engine's own push encoding ([`MlpResident::delta_encoded`]): one compressor per
     /// block of the last plan, each keeping its block's residual on the device.
-    encoders: Vec<(DeltaBlock, DeviceTopK)>,
+    encoders: Vec<(DeltaBlock, encode::BlockEncoder)>,
     /// The rows loaded since the read model was last used: while the encoders keep a residual
     /// (added to the whole read model in `sync_read`), a read must load every row.
     coverage: ReadCoverage,
@@ -558,18 +559,22 @@ impl MlpResident for CudaMlpResident {
         failed(NAME, self.try_delta(scale, out))
     }
 
-    fn encodes(&self, _format: SentValues) -> bool {
+    fn encodes(&self, _chain: DeviceChain) -> bool {
         true
     }
 
     fn delta_encoded(
         &mut self,
         scale: f32,
-        format: SentValues,
+        chain: DeviceChain,
         blocks: &[DeltaBlock],
         out: &mut Vec<Vec<u8>>,
     ) -> Result<(), ComputeError> {
-        failed(NAME, self.try_delta_encoded(scale, format, blocks, out))
+        failed(NAME, self.try_delta_encoded(scale, chain, blocks, out))
+    }
+
+    fn drop_unsent(&mut self) -> Result<f64, ComputeError> {
+        failed(NAME, self.try_drop_unsent())
     }
 
     fn evaluate(&mut self) -> Result<BatchStats, ComputeError> {
