@@ -5,10 +5,10 @@
 //
 // A block is `rows` rows of `width` values, one residual per block kept on the device:
 //
-//   codec_dense_accumulate  residual = 0 + (delta + residual): the worker library keeps the
-//                           residual of the rows that hold some only, and its error feedback adds
-//                           the values to a zero residual, so -0.0 becomes +0.0 (a row holding
-//                           none has only zeros, so adding them changes nothing else)
+//   codec_dense_accumulate  residual += delta: the worker library keeps the residual of the
+//                           rows that hold some only, and its error feedback adds the values to a
+//                           zero residual; the residual here starts at +0.0 and is never -0.0
+//                           (take never makes it), so this adds the same (a -0.0 becomes +0.0)
 //   codec_dense_add_to      dst += residual in the rows whose residual holds anything (a read of
 //                           the model shows what was not sent yet, as the library's reads do)
 //   codec_dense_halves      f16 or bf16 (bf16 != 0): out[i] = the bits of residual[i], and
@@ -24,7 +24,10 @@
 //
 // Exactness: every operation is the oracle's, rounded alone (__fadd_rn, __fdiv_rn, __fmul_rn;
 // a sign scale's sum in f64, in order, by one lane; a levels scale's maximum by a warp, which no
-// order changes), so payloads and residuals equal the host's bit for bit, NaN included.
+// order changes), so payloads and residuals equal the host's bit for bit for finite values. A
+// NaN delta is the exception: the device's addition gives the canonical NaN where the host's
+// keeps the payload bits, so an f16 or bf16 NaN's bits may differ (it decodes to NaN either
+// way); the block formats send a group holding one with the same fixed NaN scale.
 //
 // Launch: any 1-D grid, blockDim.x a multiple of 32; codec_dense_add_to and codec_dense_groups
 // take a warp per row (group), grid stride, every lane of a warp through the same iterations;
@@ -56,7 +59,7 @@ extern "C" __global__ void codec_dense_accumulate(float* residual,
     const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
     for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += stride) {
-        residual[i] = __fadd_rn(0.0f, __fadd_rn(delta[i], residual[i]));
+        residual[i] = __fadd_rn(delta[i], residual[i]);
     }
 }
 

@@ -8,6 +8,8 @@
 
 #[path = "conformance/codec.rs"]
 mod codec;
+#[path = "conformance/codec_dense.rs"]
+mod codec_dense;
 #[path = "conformance/common.rs"]
 mod common;
 #[path = "conformance/lda.rs"]

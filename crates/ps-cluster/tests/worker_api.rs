@@ -17,6 +17,8 @@ const DENSE: u32 = 0;
 const CODED: u32 = 1;
 /// 40 rows of 64, one nonzero value a row: pulled sparse, cached by their entries.
 const WIDE: u32 = 2;
+/// Pushes by a top-k with f16 values: the job's last clock plans them without selection.
+const TOPK: u32 = 3;
 
 fn table(id: u32, rows: u64, width: u32, codec: &str) -> TableSpec {
     TableSpec {
@@ -90,6 +92,13 @@ fn work(mut worker: Worker) {
     assert!(matches!(
         coded.inc_row(1, &[1.0, 1.0]),
         Err(ClientError::Overlap { .. })
+    ));
+    // A top-k table takes the dense f16 block only on the last clock, whose plan it is.
+    assert!(matches!(
+        c.table(TOPK)
+            .unwrap()
+            .push_encoded(&[0, 1, 2], f16.wire_id(), payload.clone()),
+        Err(ClientError::CodecNotAccepted { .. })
     ));
     // The asynchronous pull sees this worker's own updates.
     let ticket = c.table(DENSE).unwrap().pull_async(&keys).unwrap();
@@ -197,6 +206,11 @@ fn work(mut worker: Worker) {
     let tail: Vec<u64> = (90..100).collect();
     let mut averaged = Vec::new();
     c.set_figures(&Figures { rows_read: 100 }).unwrap();
+    c.mark_last_clock();
+    let mut topk = c.table(TOPK).unwrap();
+    assert_eq!(topk.push_plan(&[0, 1, 2]).unwrap().chain, f16);
+    topk.push_encoded(&[0, 1, 2], f16.wire_id(), payload.clone())
+        .unwrap();
     let ended = c
         .push_pull(DENSE, &tail, &[1.0; 40], &mut averaged)
         .unwrap();
@@ -213,6 +227,15 @@ fn work(mut worker: Worker) {
     for (r, v) in all.chunks_exact(2).enumerate() {
         let want = if r < 3 { 1.0 } else { 0.0 };
         assert_eq!(v, [want, want], "coded row {r}");
+    }
+    let all = c
+        .table(TOPK)
+        .unwrap()
+        .read_rows_synced(&(0..40).collect::<Vec<_>>())
+        .unwrap();
+    for (r, v) in all.chunks_exact(2).enumerate() {
+        let want = if r < 3 { 1.0 } else { 0.0 };
+        assert_eq!(v, [want, want], "top-k row {r}");
     }
     worker
         .finish(Done {
@@ -254,6 +277,7 @@ fn workers_join_and_use_every_table_operation() {
             table(DENSE, 100, 4, "raw"),
             table(CODED, 40, 2, "f16"),
             table(WIDE, 40, 64, "raw"),
+            table(TOPK, 40, 2, "topk:1,f16"),
         ],
         job: JobSpec {
             app: "api-test".into(),

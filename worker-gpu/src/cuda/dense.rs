@@ -89,6 +89,9 @@ pub struct DeviceDense {
     halves_host: Pinned<u16>,
     words_host: Pinned<u32>,
     residual_host: Pinned<f32>,
+    /// A host delta's staging ([`DeviceDense::push`]).
+    delta_host: Pinned<f32>,
+    d_delta: DevBuf<f32>,
     /// Bytes copied back (the payloads).
     moved: u64,
 }
@@ -127,6 +130,8 @@ impl DeviceDense {
             halves_host: Pinned::new(ctx)?,
             words_host: Pinned::new(ctx)?,
             residual_host: Pinned::new(ctx)?,
+            delta_host: Pinned::new(ctx)?,
+            d_delta: DevBuf::default(),
             moved: 0,
             gpu,
         };
@@ -183,6 +188,27 @@ impl DeviceDense {
             )));
         }
         Ok(())
+    }
+
+    /// [`DeviceDense::push_view`] of a delta on the host (copied to the device first; for tests
+    /// and benchmarks, a worker's delta is already there).
+    pub fn push(&mut self, delta: &[f32]) -> Result<Vec<u8>, GpuError> {
+        if delta.len() != self.len() {
+            return Err(GpuError::Input(format!(
+                "a delta of {} values for a dense block of {}",
+                delta.len(),
+                self.len()
+            )));
+        }
+        if delta.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.delta_host.fill(delta)?;
+        self.d_delta.upload(&self.gpu.compute, &self.delta_host)?;
+        let d = std::mem::take(&mut self.d_delta);
+        let out = self.push_view(&d.view(delta.len()));
+        self.d_delta = d;
+        out
     }
 
     /// `residual += delta` (the first `len()` values of `delta`), then the payload of the

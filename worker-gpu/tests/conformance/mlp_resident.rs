@@ -361,6 +361,91 @@ fn resident_engine_encodes_its_delta_as_the_library_would() {
     }
 }
 
+/// The job's last clock plans the top-k chain without its selection (dense f16): the engine
+/// folds its top-k residual into that clock's delta and encodes it whole, as the library would;
+/// what it then holds (f16's rounding) is what `drop_unsent` reports, the keeper's sum, and a
+/// read after the drop no longer has to load every row.
+#[test]
+fn the_last_clocks_dense_chain_and_the_drop_are_the_libraries() {
+    let Some(gpu) =
+        worker_gpu::gpu_or_skip("the_last_clocks_dense_chain_and_the_drop_are_the_libraries")
+    else {
+        return;
+    };
+    let (train, test) = data(seed("resident dense flush"));
+    let arch = Arch::new(train.d, &[64], train.classes);
+    let shapes: Vec<(usize, usize)> = arch
+        .layers()
+        .iter()
+        .map(|s| (s.rows(), s.width()))
+        .collect();
+    let mut plain = CudaMlpResident::new(Arc::clone(&gpu)).expect("engine");
+    let mut coded = CudaMlpResident::new(Arc::clone(&gpu)).expect("engine");
+    plain.setup(&arch, &train, &test).expect("setup");
+    coded.setup(&arch, &train, &test).expect("setup");
+    let mut keeper = ResidualKeeper::new(&shapes);
+    let blocks = two_shard_blocks(&arch, 0.05);
+    let mut read = arch.init_params(6);
+    for c in 0..CLOCKS {
+        let chain = if c + 1 < CLOCKS {
+            DeviceChain::TopK(SentValues::F16)
+        } else {
+            DeviceChain::Dense(ValueFormat::F16)
+        };
+        let mut seen = read.clone();
+        for (l, r) in seen.iter_mut().enumerate() {
+            keeper.add_to(l as u32, 0, r).expect("add");
+        }
+        load(&mut plain, &arch, &seen);
+        load(&mut coded, &arch, &read);
+        let o = order(train.n, c);
+        plain.run_clock(&o, 32, 0.1).expect("run_clock");
+        coded.run_clock(&o, 32, 0.1).expect("run_clock");
+        let mut delta = arch.zeros();
+        plain.delta(0.5, &mut delta).expect("delta");
+        let parts: Vec<&[f32]> = blocks
+            .iter()
+            .map(|b| {
+                let w = arch.layer(b.table as usize).width();
+                &delta[b.table as usize][b.first_row * w..(b.first_row + b.rows) * w]
+            })
+            .collect();
+        let want = keeper
+            .encode_blocks(&blocks, chain, &parts)
+            .expect("keeper");
+        let mut got = Vec::new();
+        coded
+            .delta_encoded(0.5, chain, &blocks, &mut got)
+            .expect("encoded");
+        assert!(
+            got == want,
+            "{chain:?} clock {c}: payloads differ from the library's"
+        );
+        for (b, p) in blocks.iter().zip(&got) {
+            let w = arch.layer(b.table as usize).width();
+            let n = b.rows * w;
+            let sent = ps_proto::codec::decode(chain.chain(b.k).wire_id(), p, n)
+                .expect("decode")
+                .into_dense(n)
+                .expect("dense");
+            let r = &mut read[b.table as usize][b.first_row * w..b.first_row * w + n];
+            r.iter_mut().zip(sent).for_each(|(r, s)| *r += s);
+        }
+    }
+    let held = keeper.l1();
+    let dropped = coded.drop_unsent().expect("drop");
+    assert!(held > 0.0, "f16 rounding leaves something behind");
+    assert!(
+        (dropped - held).abs() <= 1e-9 * held,
+        "dropped {dropped} against the keeper's {held}"
+    );
+    assert_eq!(coded.drop_unsent().expect("drop again"), 0.0);
+    // Nothing is held now: a read of part of the model is fine again.
+    let w = arch.layer(0).width();
+    coded.load(0, 0, &read[0][..w]).expect("load");
+    coded.evaluate().expect("evaluate");
+}
+
 /// A clock whose order the device makes (`run_visit`, `kernels/visit.cuh`) is the clock of the
 /// order the host makes (`Visit::order`) bit for bit, and the order does not cross the bus.
 #[test]
