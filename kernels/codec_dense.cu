@@ -11,6 +11,7 @@
 //                           (take never makes it), so this adds the same (a -0.0 becomes +0.0)
 //   codec_dense_add_to      dst += residual in the rows whose residual holds anything (a read of
 //                           the model shows what was not sent yet, as the library's reads do)
+//   codec_dense_subtract    a -= b (a delta: the rows after a clock less the rows before it)
 //   codec_dense_halves      f16 or bf16 (bf16 != 0): out[i] = the bits of residual[i], and
 //                           residual[i] = take(residual[i], the value decoded from them)
 //   codec_dense_groups      q8, q4, q2 (bits 8, 4, 2) or sign (sign != 0, bits 1), n values in
@@ -170,5 +171,15 @@ extern "C" __global__ void codec_dense_groups(float* residual,
                 x[j] = codec_take(v[t], codec_quant_value(code, scale, is_sign));
             }
         }
+    }
+}
+
+extern "C" __global__ void codec_dense_subtract(float* a,
+                                                const float* __restrict__ b,
+                                                unsigned long long n) {
+    const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += stride) {
+        a[i] = __fsub_rn(a[i], b[i]);
     }
 }

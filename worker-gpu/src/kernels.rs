@@ -205,7 +205,8 @@ pub const KERNELS: &[Kernel] = &[
             "codec_dense_accumulate",
             "codec_dense_add_to",
             "codec_dense_halves",
-            "codec_dense_groups"
+            "codec_dense_groups",
+            "codec_dense_subtract"
         ],
         headers["values"]
     ),

@@ -117,14 +117,16 @@ fn unavailable(ordinal: u32, e: GpuError) -> DeviceError {
 /// Resolves a request. `cuda[:N]` fails with a typed error rather than falling back to the CPU;
 /// `auto` picks `cuda:0` when it opens and compiles kernels, else the CPU (an error instead
 /// when [`gpu_required`]).
-/// Checks the kernel and sampler choices the environment names (`PS_MF_WAVE_KERNEL`,
-/// `PS_MLP_GEMM`, `PS_LDA_SAMPLER`): a launcher calls it so that a misspelt one stops the job
-/// before anything starts, with the message the workers would give (they check them again
-/// where they build their engines, on every device).
+/// Checks the kernel, sampler and encoding choices the environment names
+/// (`PS_MF_WAVE_KERNEL`, `PS_MLP_GEMM`, `PS_LDA_SAMPLER`, `PS_DEVICE_CODEC`): a launcher calls
+/// it so that a misspelt one stops the job before anything starts, with the message the
+/// workers would give (they check them again where they build their engines and sessions, on
+/// every device).
 pub fn check_env_choices() -> Result<(), String> {
     MfWaveKernel::from_env()?;
     MlpGemm::from_env()?;
     LdaSampler::from_env()?;
+    ps_apps::app::device_codec::engines_encode()?;
     Ok(())
 }
 

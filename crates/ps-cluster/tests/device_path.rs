@@ -1,11 +1,12 @@
 //! The GPU workers' path run by the engines' CPU oracles (`--device cpu-resident`), through
 //! whole local jobs: everything a GPU worker does but the kernels. The MLP engine compresses
 //! its own delta (one top-k with f32 or f16 values, or a dense lossy format: f16, bf16, q8, q4,
-//! q2, sign) from the worker library's push plan, keeps the
-//! residual and adds it to what it reads; the job is then bit for bit the host path's (model
-//! hash, bytes pushed, figures). A chain a device does not run falls back to the library's
-//! encoder. MF, LDA and LR run their resident paths to the same quality (LDA and LR to the same
-//! model, bit for bit), MF with f16 factor rows too.
+//! q2, sign) from the worker library's push plan, keeps the residual and adds it to what it
+//! reads; the job is then bit for bit the host path's (model hash, bytes pushed, figures). A
+//! chain a device does not run falls back to the library's encoder. MF, LDA and LR run their
+//! resident paths to the same quality (LDA and LR to the same model, bit for bit), MF with f16
+//! factor rows too. With a dense lossy chain the MF and MLP engines train exactly what the
+//! library trains from their plain deltas (`PS_DEVICE_CODEC=off`).
 
 mod common;
 
@@ -163,7 +164,7 @@ fn the_word_major_sampler_trains_lda_on_either_path() {
 }
 
 /// A kernel variant the environment names wrongly (`PS_MF_WAVE_KERNEL`, `PS_MLP_GEMM`,
-/// `PS_LDA_SAMPLER`) stops the job before any process starts, with a message naming the
+/// `PS_LDA_SAMPLER`, `PS_DEVICE_CODEC`) stops the job before any process starts, with a message naming the
 /// variable and the names there are, on the CPU path too.
 #[test]
 fn a_misspelt_kernel_variant_stops_the_job() {
@@ -182,6 +183,7 @@ fn a_misspelt_kernel_variant_stops_the_job() {
             "lda",
             "is not a number of groups",
         ),
+        ("PS_DEVICE_CODEC", "no", "mf", "expected auto or off"),
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_ps-cluster"))
             .args([
@@ -203,5 +205,66 @@ fn a_misspelt_kernel_variant_stops_the_job() {
             !err.contains("device:") && !err.contains("exited"),
             "{var}: stopped only after the job started: {err}"
         );
+    }
+}
+
+/// A job run with `PS_DEVICE_CODEC` set to `off` (the worker library encodes the plain delta)
+/// or unset (the engine encodes a dense lossy chain itself).
+fn run_encoding(app: &str, codec: &str, engine: bool) -> Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ps-cluster"))
+        .args([
+            "local",
+            "--app",
+            app,
+            "--device",
+            "cpu-resident",
+            "--deterministic",
+            "--push-codec",
+            codec,
+        ])
+        .env("PS_DEVICE_CODEC", if engine { "auto" } else { "off" })
+        .output()
+        .unwrap();
+    summary(&out)
+}
+
+/// MF and MLP engines that encode a dense lossy chain themselves train exactly the model the
+/// worker library's encoding of their plain deltas trains (the same hash, pushed bytes, test
+/// figures and unsent residual), and for MF, whose oracle counts the device's copies, only the
+/// payloads leave the device: fewer bytes out than the plain changed rows.
+#[test]
+fn engines_that_encode_dense_chains_train_what_the_library_trains() {
+    for (app, hash, metric, codec) in [
+        ("mf", "item_table_hash", "test_rmse", "q4"),
+        ("mf", "item_table_hash", "test_rmse", "sign"),
+        ("mlp", "model_hash", "test_accuracy", "q8"),
+    ] {
+        let library = run_encoding(app, codec, false);
+        let engine = run_encoding(app, codec, true);
+        for field in [hash, metric, "push_bytes", "unsent_residual_l1"] {
+            assert_eq!(
+                library[field], engine[field],
+                "{app} {codec}: {field}\n{library}\n{engine}"
+            );
+        }
+        assert!(library[hash].is_string(), "{library}");
+        assert!(
+            library["unsent_residual_l1"].as_f64() > Some(0.0),
+            "{library}"
+        );
+        if app == "mf" {
+            let out = |s: &Value| s["pcie_bytes_d2h"].as_f64().unwrap();
+            // q4 is about an eighth of the f32 rows, sign about a thirtieth.
+            assert!(
+                out(&engine) < 0.2 * out(&library),
+                "{codec}: {} against {}",
+                out(&engine),
+                out(&library)
+            );
+        } else {
+            let encoded = engine["push_payload_bytes_engine_encoded"].as_f64();
+            assert!(encoded > Some(0.0), "{engine}");
+            assert!(library.get("push_payload_bytes_engine_encoded").is_none());
+        }
     }
 }

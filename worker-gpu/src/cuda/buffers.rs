@@ -257,6 +257,11 @@ impl KeyList {
         self.host.is_empty()
     }
 
+    /// The keys, as last set.
+    pub fn keys(&self) -> &[u64] {
+        &self.host
+    }
+
     /// Makes the list `keys` (each checked below `limit`), copying it only when it changed.
     pub fn set(
         &mut self,

@@ -1,14 +1,18 @@
-//! [`DeviceDense`]: a push chain that selects nothing and sends every value in a lossy format
-//! (`f16`, `bf16`, `q8`, `q4`, `q2`, `sign`), run with error feedback on the device
-//! (`kernels/codec_dense.cu`), its residual kept there across calls. Each push makes the whole
-//! payload on the device, the bytes `ps_proto::codec::ErrorFeedback::compress` makes of the same
-//! values with the same chain (`ps_apps::app::device_codec::ResidualKeeper` is the oracle), and
-//! only the payload comes back: 2 bytes a value for f16 and bf16; for a block format one scale a
-//! group of 128 and `bits` a value, read as whole words (at most 3 bytes past the payload).
+//! Push chains that select nothing and send every value in a lossy format (`f16`, `bf16`,
+//! `q8`, `q4`, `q2`, `sign`), run with error feedback on the device (`kernels/codec_dense.cu`):
+//! each push makes the whole payload there, the bytes `ps_proto::codec::ErrorFeedback::compress`
+//! makes of the same values with the same chain (`ps_apps::app::device_codec::ResidualKeeper`
+//! is the oracle), and only the payload comes back: 2 bytes a value for f16 and bf16; for a
+//! block format one scale a group of 128 and `bits` a value, read as whole words (at most 3
+//! bytes past the payload, `ps_apps::app::device_codec::dense_device_bytes`).
+//!
+//! [`DenseCodec`] runs the kernels on a residual kept anywhere on the device (an MF engine keeps
+//! one per item row); [`DeviceDense`] keeps the residual of one block itself.
 
 use std::sync::Arc;
 
 use cudarc::driver::{CudaFunction, CudaView, CudaViewMut, LaunchConfig, PushKernelArg};
+use ps_apps::app::device_codec::dense_device_bytes;
 use ps_proto::codec::ValueFormat;
 
 use super::buffers::{DevBuf, Pinned};
@@ -18,8 +22,8 @@ use super::{Call, Gpu, GpuError};
 const BLOCK: u32 = 256;
 /// Blocks per multiprocessor of the grid-stride launches.
 const BLOCKS_PER_SM: u32 = 8;
-/// Values per scale of the block formats (`CODEC_GROUP`, `ps_proto::codec::quant::GROUP`).
-const GROUP: usize = 128;
+/// Values per scale of the block formats (`CODEC_GROUP`, `ps_proto::codec::QUANT_GROUP`).
+const GROUP: usize = ps_proto::codec::QUANT_GROUP;
 
 /// How a format is made on the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,64 +34,212 @@ enum Shape {
     Groups { bits: u32, sign: bool },
 }
 
-fn shape(format: ValueFormat) -> Option<Shape> {
-    Some(match format {
+fn shape(format: ValueFormat) -> Result<Shape, GpuError> {
+    let groups = |bits, sign| Shape::Groups { bits, sign };
+    Ok(match format {
         ValueFormat::F16 => Shape::Halves { bf16: false },
         ValueFormat::Bf16 => Shape::Halves { bf16: true },
-        ValueFormat::Q8 => Shape::Groups {
-            bits: 8,
-            sign: false,
-        },
-        ValueFormat::Q4 => Shape::Groups {
-            bits: 4,
-            sign: false,
-        },
-        ValueFormat::Q2 => Shape::Groups {
-            bits: 2,
-            sign: false,
-        },
-        ValueFormat::Sign => Shape::Groups {
-            bits: 1,
-            sign: true,
-        },
-        ValueFormat::F32 | ValueFormat::I8 | ValueFormat::I16 => return None,
+        ValueFormat::Q8 => groups(8, false),
+        ValueFormat::Q4 => groups(4, false),
+        ValueFormat::Q2 => groups(2, false),
+        ValueFormat::Sign => groups(1, true),
+        ValueFormat::F32 | ValueFormat::I8 | ValueFormat::I16 => {
+            return Err(GpuError::Input(format!(
+                "{} is not a lossy value format a device sends whole",
+                format.name()
+            )))
+        }
     })
 }
 
-/// The entry points of `kernels/codec_dense.cu`.
-#[derive(Clone)]
-struct Kernels {
+fn short(what: &str, len: usize, need: usize) -> GpuError {
+    GpuError::Input(format!("{what}: a device view of {len} values for {need}"))
+}
+
+/// The entry points of `kernels/codec_dense.cu`, and the buffers their payloads come back
+/// through (see the module docs).
+pub struct DenseCodec {
+    gpu: Arc<Gpu>,
     accumulate: CudaFunction,
     add_to: CudaFunction,
     halves: CudaFunction,
     groups: CudaFunction,
-}
-
-impl Kernels {
-    fn load(gpu: &Gpu) -> Result<Self, GpuError> {
-        Ok(Kernels {
-            accumulate: gpu.function("codec_dense", "codec_dense_accumulate")?,
-            add_to: gpu.function("codec_dense", "codec_dense_add_to")?,
-            halves: gpu.function("codec_dense", "codec_dense_halves")?,
-            groups: gpu.function("codec_dense", "codec_dense_groups")?,
-        })
-    }
-}
-
-/// A dense lossy chain with error feedback over a block of `rows x width` values on one device
-/// (see the module docs).
-pub struct DeviceDense {
-    gpu: Arc<Gpu>,
-    k: Kernels,
-    format: ValueFormat,
-    shape: Shape,
-    rows: usize,
-    width: usize,
-    residual: DevBuf<f32>,
+    subtract: CudaFunction,
     d_halves: DevBuf<u16>,
     d_words: DevBuf<u32>,
     halves_host: Pinned<u16>,
     words_host: Pinned<u32>,
+}
+
+impl DenseCodec {
+    /// Loads the kernels on `gpu` (compiled by NVRTC on first use in the process).
+    pub fn new(gpu: Arc<Gpu>) -> Result<Self, GpuError> {
+        Ok(DenseCodec {
+            accumulate: gpu.function("codec_dense", "codec_dense_accumulate")?,
+            add_to: gpu.function("codec_dense", "codec_dense_add_to")?,
+            halves: gpu.function("codec_dense", "codec_dense_halves")?,
+            groups: gpu.function("codec_dense", "codec_dense_groups")?,
+            subtract: gpu.function("codec_dense", "codec_dense_subtract")?,
+            d_halves: DevBuf::default(),
+            d_words: DevBuf::default(),
+            halves_host: Pinned::new(&gpu.ctx)?,
+            words_host: Pinned::new(&gpu.ctx)?,
+            gpu,
+        })
+    }
+
+    /// A launch of a warp per item over `items`, or a thread per item.
+    fn cfg(&self, items: usize, warp_each: bool) -> LaunchConfig {
+        let work = if warp_each { items * 32 } else { items } as u64;
+        LaunchConfig {
+            grid_dim: (self.gpu.grid_for(work, BLOCK, BLOCKS_PER_SM), 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        }
+    }
+
+    /// `residual += delta` over the first `n` values, then the payload of the residual in
+    /// `format`, and the residual less what the receiver decodes: `ErrorFeedback::compress`
+    /// with that format's chain. Returns the payload and the bytes copied back for it.
+    pub fn encode(
+        &mut self,
+        format: ValueFormat,
+        residual: &mut CudaViewMut<'_, f32>,
+        delta: &CudaView<'_, f32>,
+        n: usize,
+    ) -> Result<(Vec<u8>, u64), GpuError> {
+        let shape = shape(format)?;
+        if residual.len() < n || delta.len() < n {
+            return Err(short("dense encoding", residual.len().min(delta.len()), n));
+        }
+        let bytes = format.encoded_len(n);
+        let moved = dense_device_bytes(format, n).unwrap_or(0);
+        if n == 0 {
+            return Ok((Vec::new(), 0));
+        }
+        let stream = Arc::clone(&self.gpu.compute);
+        let n64 = n as u64;
+        let cfg = self.cfg(n, false);
+        let mut b = stream.launch_builder(&self.accumulate);
+        b.arg(&mut *residual).arg(delta).arg(&n64);
+        // SAFETY: the residual and delta hold n values (checked above);
+        // codec_dense_accumulate(float*, const float*, unsigned long long).
+        unsafe { b.launch(cfg) }.call("cuLaunchKernel(codec_dense_accumulate)")?;
+        let mut out = Vec::with_capacity(moved as usize);
+        match shape {
+            Shape::Halves { bf16 } => {
+                self.d_halves.ensure(&stream, n)?;
+                let flag = i32::from(bf16);
+                let cfg = self.cfg(n, false);
+                let mut b = stream.launch_builder(&self.halves);
+                b.arg(&mut *residual)
+                    .arg(self.d_halves.get_mut())
+                    .arg(&flag)
+                    .arg(&n64);
+                // SAFETY: residual and out hold n values; codec_dense_halves(float*,
+                // unsigned short*, int, unsigned long long).
+                unsafe { b.launch(cfg) }.call("cuLaunchKernel(codec_dense_halves)")?;
+                self.halves_host.download(&stream, self.d_halves.get(), n)?;
+                for h in self.halves_host.host()? {
+                    out.extend_from_slice(&h.to_le_bytes());
+                }
+            }
+            Shape::Groups { bits, sign } => {
+                let groups = n.div_ceil(GROUP);
+                let words = (moved / 4) as usize;
+                self.d_words.ensure(&stream, words)?;
+                let flag = i32::from(sign);
+                let cfg = self.cfg(groups, true);
+                let mut b = stream.launch_builder(&self.groups);
+                b.arg(&mut *residual)
+                    .arg(self.d_words.get_mut())
+                    .arg(&bits)
+                    .arg(&flag)
+                    .arg(&n64);
+                // SAFETY: residual holds n values and words groups + ceil(n * bits / 32)
+                // words, all the kernel writes; codec_dense_groups(float*, unsigned int*,
+                // unsigned int, int, unsigned long long).
+                unsafe { b.launch(cfg) }.call("cuLaunchKernel(codec_dense_groups)")?;
+                self.words_host
+                    .download(&stream, self.d_words.get(), words)?;
+                for x in self.words_host.host()? {
+                    out.extend_from_slice(&x.to_le_bytes());
+                }
+                out.truncate(bytes);
+            }
+        }
+        if out.len() != bytes {
+            return Err(GpuError::Input(format!(
+                "a dense {} payload of {} bytes for {n} values (expected {bytes})",
+                format.name(),
+                out.len()
+            )));
+        }
+        Ok((out, moved))
+    }
+
+    /// Enqueues `dst += residual` in the rows (`rows` of `width`) whose residual holds
+    /// anything: what a worker reads includes what it has not sent yet.
+    pub fn add_held(
+        &self,
+        dst: &mut CudaViewMut<'_, f32>,
+        residual: &CudaView<'_, f32>,
+        rows: usize,
+        width: usize,
+    ) -> Result<(), GpuError> {
+        let n = rows * width;
+        if dst.len() < n || residual.len() < n {
+            return Err(short(
+                "codec_dense_add_to",
+                dst.len().min(residual.len()),
+                n,
+            ));
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let (w, r) = (width as u32, rows as u64);
+        let cfg = self.cfg(rows, true);
+        let mut b = self.gpu.compute.launch_builder(&self.add_to);
+        b.arg(dst).arg(residual).arg(&w).arg(&r);
+        // SAFETY: dst and the residual hold rows * width values (checked above);
+        // codec_dense_add_to(float*, const float*, unsigned int, unsigned long long).
+        unsafe { b.launch(cfg) }.call("cuLaunchKernel(codec_dense_add_to)")?;
+        Ok(())
+    }
+
+    /// Enqueues `a -= b` over the first `n` values.
+    pub fn subtract(
+        &self,
+        a: &mut CudaViewMut<'_, f32>,
+        b: &CudaView<'_, f32>,
+        n: usize,
+    ) -> Result<(), GpuError> {
+        if a.len() < n || b.len() < n {
+            return Err(short("codec_dense_subtract", a.len().min(b.len()), n));
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let n64 = n as u64;
+        let cfg = self.cfg(n, false);
+        let mut l = self.gpu.compute.launch_builder(&self.subtract);
+        l.arg(a).arg(b).arg(&n64);
+        // SAFETY: both hold n values; codec_dense_subtract(float*, const float*,
+        // unsigned long long).
+        unsafe { l.launch(cfg) }.call("cuLaunchKernel(codec_dense_subtract)")?;
+        Ok(())
+    }
+}
+
+/// A dense lossy chain with error feedback over a block of `rows x width` values whose
+/// residual it keeps (see the module docs).
+pub struct DeviceDense {
+    codec: DenseCodec,
+    format: ValueFormat,
+    rows: usize,
+    width: usize,
+    residual: DevBuf<f32>,
     residual_host: Pinned<f32>,
     /// A host delta's staging ([`DeviceDense::push`]).
     delta_host: Pinned<f32>,
@@ -105,37 +257,26 @@ impl DeviceDense {
         width: usize,
         format: ValueFormat,
     ) -> Result<Self, GpuError> {
-        let shape = shape(format).ok_or_else(|| {
-            GpuError::Input(format!(
-                "{} is not a lossy value format a device sends whole",
-                format.name()
-            ))
-        })?;
+        shape(format)?;
         let n = rows
             .checked_mul(width)
             .filter(|_| width <= u32::MAX as usize)
             .ok_or_else(|| {
                 GpuError::Input(format!("a dense block of {rows} rows of {width} values"))
             })?;
-        let ctx = &gpu.ctx;
+        let ctx = Arc::clone(&gpu.ctx);
         let mut d = DeviceDense {
-            k: Kernels::load(&gpu)?,
+            codec: DenseCodec::new(Arc::clone(&gpu))?,
             format,
-            shape,
             rows,
             width,
             residual: DevBuf::default(),
-            d_halves: DevBuf::default(),
-            d_words: DevBuf::default(),
-            halves_host: Pinned::new(ctx)?,
-            words_host: Pinned::new(ctx)?,
-            residual_host: Pinned::new(ctx)?,
-            delta_host: Pinned::new(ctx)?,
+            residual_host: Pinned::new(&ctx)?,
+            delta_host: Pinned::new(&ctx)?,
             d_delta: DevBuf::default(),
             moved: 0,
-            gpu,
         };
-        d.residual.zero(&d.gpu.compute, n.max(1))?;
+        d.residual.zero(&gpu.compute, n.max(1))?;
         Ok(d)
     }
 
@@ -165,29 +306,10 @@ impl DeviceDense {
         if n == 0 {
             return Ok(Vec::new());
         }
+        let stream = Arc::clone(&self.codec.gpu.compute);
         self.residual_host
-            .download(&self.gpu.compute, self.residual.get(), n)?;
+            .download(&stream, self.residual.get(), n)?;
         Ok(self.residual_host.host()?.to_vec())
-    }
-
-    /// A launch of a warp per item over `items`, or a thread per item.
-    fn cfg(&self, items: usize, warp_each: bool) -> LaunchConfig {
-        let work = if warp_each { items * 32 } else { items } as u64;
-        LaunchConfig {
-            grid_dim: (self.gpu.grid_for(work, BLOCK, BLOCKS_PER_SM), 1, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        }
-    }
-
-    fn check_view(&self, len: usize, what: &str) -> Result<(), GpuError> {
-        if len < self.len() {
-            return Err(GpuError::Input(format!(
-                "{what}: a device view of {len} values for a dense block of {}",
-                self.len()
-            )));
-        }
-        Ok(())
     }
 
     /// [`DeviceDense::push_view`] of a delta on the host (copied to the device first; for tests
@@ -203,8 +325,9 @@ impl DeviceDense {
         if delta.is_empty() {
             return Ok(Vec::new());
         }
+        let stream = Arc::clone(&self.codec.gpu.compute);
         self.delta_host.fill(delta)?;
-        self.d_delta.upload(&self.gpu.compute, &self.delta_host)?;
+        self.d_delta.upload(&stream, &self.delta_host)?;
         let d = std::mem::take(&mut self.d_delta);
         let out = self.push_view(&d.view(delta.len()));
         self.d_delta = d;
@@ -215,94 +338,23 @@ impl DeviceDense {
     /// residual, and the residual less what the receiver decodes: `ErrorFeedback::compress`
     /// with the chain of this format. Returns the payload.
     pub fn push_view(&mut self, delta: &CudaView<'_, f32>) -> Result<Vec<u8>, GpuError> {
-        self.check_view(delta.len(), "codec_dense_accumulate delta")?;
         let n = self.len();
-        let bytes = self.format.encoded_len(n);
         if n == 0 {
             return Ok(Vec::new());
         }
-        let stream = Arc::clone(&self.gpu.compute);
-        let n64 = n as u64;
-        let cfg = self.cfg(n, false);
-        let mut b = stream.launch_builder(&self.k.accumulate);
-        b.arg(self.residual.get_mut()).arg(delta).arg(&n64);
-        // SAFETY: the residual and delta hold n values (checked above);
-        // codec_dense_accumulate(float*, const float*, unsigned long long).
-        unsafe { b.launch(cfg) }.call("cuLaunchKernel(codec_dense_accumulate)")?;
-        let payload = match self.shape {
-            Shape::Halves { bf16 } => {
-                self.d_halves.ensure(&stream, n)?;
-                let flag = i32::from(bf16);
-                let cfg = self.cfg(n, false);
-                let mut b = stream.launch_builder(&self.k.halves);
-                b.arg(self.residual.get_mut())
-                    .arg(self.d_halves.get_mut())
-                    .arg(&flag)
-                    .arg(&n64);
-                // SAFETY: residual and out hold n values; codec_dense_halves(float*,
-                // unsigned short*, int, unsigned long long).
-                unsafe { b.launch(cfg) }.call("cuLaunchKernel(codec_dense_halves)")?;
-                self.halves_host.download(&stream, self.d_halves.get(), n)?;
-                let halves = self.halves_host.host()?;
-                let mut out = Vec::with_capacity(bytes);
-                halves
-                    .iter()
-                    .for_each(|h| out.extend_from_slice(&h.to_le_bytes()));
-                self.moved += 2 * n as u64;
-                out
-            }
-            Shape::Groups { bits, sign } => {
-                let groups = n.div_ceil(GROUP);
-                let words = groups + (n * bits as usize).div_ceil(32);
-                self.d_words.ensure(&stream, words)?;
-                let flag = i32::from(sign);
-                let cfg = self.cfg(groups, true);
-                let mut b = stream.launch_builder(&self.k.groups);
-                b.arg(self.residual.get_mut())
-                    .arg(self.d_words.get_mut())
-                    .arg(&bits)
-                    .arg(&flag)
-                    .arg(&n64);
-                // SAFETY: residual holds n values and words groups + ceil(n * bits / 32) words,
-                // all the kernel writes; codec_dense_groups(float*, unsigned int*, unsigned int,
-                // int, unsigned long long).
-                unsafe { b.launch(cfg) }.call("cuLaunchKernel(codec_dense_groups)")?;
-                self.words_host
-                    .download(&stream, self.d_words.get(), words)?;
-                let w = self.words_host.host()?;
-                let mut out = Vec::with_capacity(4 * words);
-                w.iter()
-                    .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
-                out.truncate(bytes);
-                self.moved += 4 * words as u64;
-                out
-            }
-        };
-        if payload.len() != bytes {
-            return Err(GpuError::Input(format!(
-                "a dense {} payload of {} bytes for {n} values (expected {bytes})",
-                self.format.name(),
-                payload.len()
-            )));
-        }
+        let mut r = self.residual.get_mut().slice_mut(0..n);
+        let (payload, moved) = self.codec.encode(self.format, &mut r, delta, n)?;
+        self.moved += moved;
         Ok(payload)
     }
 
     /// Enqueues `dst += residual` in the rows whose residual holds anything (the first `len()`
     /// values of `dst`): what a worker reads includes what it has not sent yet.
     pub fn add_residual_to(&self, dst: &mut CudaViewMut<'_, f32>) -> Result<(), GpuError> {
-        self.check_view(dst.len(), "codec_dense_add_to target")?;
         if self.is_empty() {
             return Ok(());
         }
-        let (width, rows) = (self.width as u32, self.rows as u64);
-        let cfg = self.cfg(self.rows, true);
         let residual = self.residual.view(self.len());
-        let mut b = self.gpu.compute.launch_builder(&self.k.add_to);
-        b.arg(dst).arg(&residual).arg(&width).arg(&rows);
-        // SAFETY: dst and the residual hold rows * width values (checked above);
-        // codec_dense_add_to(float*, const float*, unsigned int, unsigned long long).
-        unsafe { b.launch(cfg) }.call("cuLaunchKernel(codec_dense_add_to)")?;
-        Ok(())
+        self.codec.add_held(dst, &residual, self.rows, self.width)
     }
 }

@@ -3,7 +3,9 @@
 //! many ratings each) the tables agree to f32 rounding after several epochs, the device run is
 //! bit-identical when repeated and when an epoch is split over calls, and the row and error
 //! helpers agree with the host. With f16 factors the same holds against the oracle that rounds
-//! both rows after every step, to f16 rounding, and every stored value is an f16.
+//! both rows after every step, to f16 rounding, and every stored value is an f16. The engine's
+//! own encoding of a dense lossy chain is the worker library's of its own delta, byte for byte,
+//! with what it holds back in the rows it loads and in its drop, and only the payloads cross.
 
 use ps_apps::mf::{
     bands_for, ClockKey, CpuMf, Factors, HostResident, Layout, MfResident, Rating, ResidentSetup,
@@ -402,4 +404,81 @@ fn waves_engine_rejects_bad_rows_and_oversized_schedules() {
         factors: Factors::F32,
     });
     assert!(r.is_err(), "{r:?}");
+}
+
+/// The engine encodes its pushes as the worker library would encode its delta: each clock the
+/// rows it read (the pulled ones plus what it holds back, as stored) and the rows after the
+/// waves, copied back, give the delta the keeper encodes, byte for byte the device's payloads;
+/// only the payloads' words come back; the drop returns the keeper's sum.
+#[test]
+fn waves_engine_encodes_its_pushes_as_the_library_would() {
+    use ps_apps::app::device_codec::{dense_device_bytes, DeviceChain, ResidualKeeper};
+    use ps_proto::codec::ValueFormat;
+    let Some(gpu) = worker_gpu::gpu_or_skip("waves_engine_encodes_its_pushes") else {
+        return;
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(seed("mf encoded pushes"));
+    for (layout, factors, format) in [
+        (Layout::plain(8), Factors::F32, ValueFormat::Q4),
+        (Layout::plain(130), Factors::F32, ValueFormat::Sign),
+        (Layout::plain(32), Factors::F16, ValueFormat::F16),
+    ] {
+        let mut dev = CudaMfResident::new(gpu.clone()).expect("engine");
+        let p = problem(&mut rng, layout, factors, dev.lanes());
+        setup(&mut dev, &p);
+        let w = layout.width();
+        let keys: Vec<u64> = (0..p.num_items as u64).collect();
+        let blocks = [0..p.num_items / 3, p.num_items / 3..p.num_items];
+        let chain = DeviceChain::Dense(format);
+        assert!(dev.encodes(chain));
+        let mut keeper = ResidualKeeper::new(&[(p.num_items, w)]);
+        for epoch in 0..3 {
+            if epoch > 0 {
+                // The next read: the pulled rows plus what the engine holds back, as stored.
+                dev.expect_items(&keys).expect("expect");
+                dev.load_items(0, &p.items).expect("load");
+            }
+            let mut read = vec![0.0; p.items.len()];
+            dev.item_rows(&keys, &mut read).expect("rows");
+            let mut want_read = p.items.clone();
+            keeper.add_keyed(0, &keys, &mut want_read).expect("add");
+            factors.round(&mut want_read);
+            assert!(read == want_read, "{format:?} epoch {epoch}: the rows read");
+            dev.keep_before(&keys).expect("keep");
+            dev.run_waves(&waves(&p, epoch), 0.01, 0.02).expect("waves");
+            let mut after = vec![0.0; p.items.len()];
+            dev.item_rows(&keys, &mut after).expect("rows");
+            let delta: Vec<f32> = after.iter().zip(&read).map(|(a, b)| a - b).collect();
+            let want: Vec<Vec<u8>> = blocks
+                .iter()
+                .map(|b| {
+                    let (lo, hi) = (b.start * w, b.end * w);
+                    keeper
+                        .encode_keyed(0, &keys[b.clone()], chain, hi - lo, &delta[lo..hi])
+                        .expect("keeper")
+                })
+                .collect();
+            let before = dev.traffic();
+            let mut got = Vec::new();
+            dev.delta_encoded(&keys, chain, &blocks, &mut got)
+                .expect("encoded");
+            let t = dev.traffic().since(&before);
+            assert!(
+                got == want,
+                "{format:?} epoch {epoch}: payloads differ from the library's"
+            );
+            let words: u64 = blocks
+                .iter()
+                .map(|b| dense_device_bytes(format, b.len() * w).unwrap())
+                .sum();
+            assert_eq!((t.h2d_bytes, t.d2h_bytes), (0, words), "{format:?}: bytes");
+        }
+        let held = keeper.l1();
+        let dropped = dev.drop_unsent().expect("drop");
+        assert!(
+            (dropped - held).abs() <= 1e-9 * held,
+            "{format:?}: dropped {dropped} against {held}"
+        );
+        assert_eq!(dev.drop_unsent().expect("again"), 0.0);
+    }
 }

@@ -186,3 +186,32 @@ fn the_device_encodes_dense_chains_as_the_library_does() {
     }
     host_cxx::check_on_host(&kernels(), &body, &want);
 }
+
+/// `codec_dense_subtract` (a delta: the rows after less the rows before) is the host's f32
+/// subtraction, bit for bit, over a grid-stride loop.
+#[test]
+fn the_device_subtracts_as_the_host_does() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let n = 1000;
+    let mut draw = |_| {
+        let style = rng.gen_range(0..3);
+        value(&mut rng, style)
+    };
+    let a: Vec<f32> = (0..n).map(&mut draw).collect();
+    let b: Vec<f32> = (0..n).map(&mut draw).collect();
+    let want: String = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| format!("{:08x}\n", (x - y).to_bits()))
+        .collect();
+    let body = format!(
+        "{}{}float* a = (float*)a_bits; const float* b = (const float*)b_bits;
+        run_grid(2u, 64u, [&] {{ codec_dense_subtract(a, b, {n}ull); }});
+        for (unsigned int i = 0; i < {n}u; ++i) {{
+            unsigned int x; memcpy(&x, &a[i], 4); printf(\"%08x\\n\", x);
+        }}\n",
+        array("unsigned int", "a_bits", &bits(&a)),
+        array("unsigned int", "b_bits", &bits(&b)),
+    );
+    host_cxx::check_on_host(&kernels(), &body, &want);
+}

@@ -89,6 +89,46 @@ pub fn device_chain(chain: &CodecChain) -> Option<DeviceChain> {
     }
 }
 
+/// The environment variable that can keep engines from encoding their own pushes.
+pub const ENV: &str = "PS_DEVICE_CODEC";
+
+/// Whether engines may encode their own pushes: `PS_DEVICE_CODEC` unset, empty or `auto` (they
+/// encode the chains they run), or `off` (the worker library encodes every chain from the plain
+/// delta, as a comparison or a way around a device encoder); an error names anything else.
+pub fn engines_encode() -> Result<bool, String> {
+    match std::env::var(ENV) {
+        Err(std::env::VarError::NotPresent) => encode_choice(None),
+        Ok(v) => encode_choice(Some(&v)),
+        Err(e) => Err(format!("{ENV}: {e}")),
+    }
+}
+
+/// [`engines_encode`] of the variable's value.
+fn encode_choice(v: Option<&str>) -> Result<bool, String> {
+    match v.map(str::trim) {
+        None | Some("" | "auto") => Ok(true),
+        Some("off") => Ok(false),
+        Some(v) => Err(format!("{ENV}={v:?}: expected auto or off")),
+    }
+}
+
+/// Bytes a device copies back for a block of `n` values encoded whole in `format`
+/// ([`DeviceChain::Dense`]): 2 a value for f16 and bf16; for a block format its scales and codes
+/// as whole 4-byte words (at most 3 bytes past the payload). `None` for a format no device
+/// encodes whole.
+pub fn dense_device_bytes(format: ValueFormat, n: usize) -> Option<u64> {
+    let bits = match format {
+        ValueFormat::F16 | ValueFormat::Bf16 => return Some(2 * n as u64),
+        ValueFormat::Q8 => 8,
+        ValueFormat::Q4 => 4,
+        ValueFormat::Q2 => 2,
+        ValueFormat::Sign => 1,
+        ValueFormat::F32 | ValueFormat::I8 | ValueFormat::I16 => return None,
+    };
+    let words = n.div_ceil(codec::QUANT_GROUP) + (n * bits).div_ceil(32);
+    Some(4 * words as u64)
+}
+
 /// How many of a block of `n` values `chain`'s top-k keeps (`n` without a top-k stage).
 pub fn block_k(chain: &CodecChain, n: usize) -> usize {
     chain
@@ -186,6 +226,25 @@ fn add_held_rows(values: &mut [f32], residual: &[f32], width: usize) {
     }
 }
 
+/// Encodes `delta` plus the held rows of `residual` (rows of `width`) with `chain`, as the
+/// library's error feedback does (adding the values to a zero residual), and leaves in
+/// `residual` what was not sent.
+fn encode_on(
+    residual: &mut [f32],
+    width: usize,
+    chain: CodecChain,
+    delta: &[f32],
+) -> Result<Vec<u8>, ComputeError> {
+    let mut values = delta.to_vec();
+    add_held_rows(&mut values, residual, width.max(1));
+    let mut ef = ErrorFeedback::new(delta.len());
+    let mut out = Vec::new();
+    ef.compress(&chain, &values, None, &mut out)
+        .map_err(|e| bad("residual", e.to_string()))?;
+    residual.copy_from_slice(ef.residual());
+    Ok(out)
+}
+
 fn bad(engine: &'static str, message: String) -> ComputeError {
     ComputeError { engine, message }
 }
@@ -280,15 +339,83 @@ impl ResidualKeeper {
                 format!("{} values for a block of {} rows", delta.len(), block.rows),
             ));
         }
-        let chain = chain.chain(block.k);
-        let mut values = delta.to_vec();
-        // `ErrorFeedback` then adds the values to a zero residual, as the library's does.
-        add_held_rows(&mut values, r, w);
-        let mut ef = ErrorFeedback::new(delta.len());
-        let mut out = Vec::new();
-        ef.compress(&chain, &values, None, &mut out)
-            .map_err(|e| bad("residual", e.to_string()))?;
-        r.copy_from_slice(ef.residual());
+        encode_on(r, w, chain.chain(block.k), delta)
+    }
+
+    /// The rows `keys` of `table` (each within it), as `(width, row starts)`.
+    fn keyed(&self, table: u32, keys: &[u64]) -> Result<(usize, Vec<usize>), ComputeError> {
+        let (w, r) = self
+            .tables
+            .get(table as usize)
+            .ok_or_else(|| bad("residual", format!("no table {table}")))?;
+        let rows = r.len() / (*w).max(1);
+        let starts = keys
+            .iter()
+            .map(|&k| {
+                usize::try_from(k)
+                    .ok()
+                    .filter(|&k| k < rows)
+                    .map(|k| k * w)
+                    .ok_or_else(|| {
+                        bad(
+                            "residual",
+                            format!("row {k} of table {table} ({rows} rows)"),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((*w, starts))
+    }
+
+    /// [`ResidualKeeper::add_to`] for the rows `keys` (`values` holds them in that order).
+    pub fn add_keyed(
+        &mut self,
+        table: u32,
+        keys: &[u64],
+        values: &mut [f32],
+    ) -> Result<(), ComputeError> {
+        let (w, starts) = self.keyed(table, keys)?;
+        if values.len() != keys.len() * w {
+            return Err(bad(
+                "residual",
+                format!("{} values for {} rows of {w}", values.len(), keys.len()),
+            ));
+        }
+        let r = &self.tables[table as usize].1;
+        for (v, &at) in values.chunks_exact_mut(w.max(1)).zip(&starts) {
+            add_held_rows(v, &r[at..at + w], w);
+        }
+        Ok(())
+    }
+
+    /// Encodes `delta` (the rows `keys` of `table`, in that order) plus their residual as one
+    /// block with `chain` (a top-k keeps `k`), keeping what is not sent; returns the payload.
+    /// Keys must be distinct.
+    pub fn encode_keyed(
+        &mut self,
+        table: u32,
+        keys: &[u64],
+        chain: DeviceChain,
+        k: usize,
+        delta: &[f32],
+    ) -> Result<Vec<u8>, ComputeError> {
+        let (w, starts) = self.keyed(table, keys)?;
+        if delta.len() != keys.len() * w {
+            return Err(bad(
+                "residual",
+                format!("{} values for {} rows of {w}", delta.len(), keys.len()),
+            ));
+        }
+        let r = &mut self.tables[table as usize].1;
+        let mut gathered: Vec<f32> = starts
+            .iter()
+            .flat_map(|&at| &r[at..at + w])
+            .copied()
+            .collect();
+        let out = encode_on(&mut gathered, w, chain.chain(k), delta)?;
+        for (g, &at) in gathered.chunks_exact(w.max(1)).zip(&starts) {
+            r[at..at + w].copy_from_slice(g);
+        }
         Ok(out)
     }
 
@@ -479,6 +606,96 @@ mod tests {
             );
         }
         assert_eq!(keeper.l1(), 0.0, "taken");
+    }
+
+    /// Rows named by key are the rows of a contiguous block: the same payloads, the same
+    /// residual, the same reads; bad keys and lengths are refused.
+    #[test]
+    fn keyed_rows_encode_as_a_block_of_the_same_rows() {
+        let (rows, w) = (9usize, 3usize);
+        let keys = [1u64, 2, 3, 4];
+        let block = DeltaBlock {
+            table: 0,
+            first_row: 1,
+            rows: 4,
+            k: 5,
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        for dc in [
+            DeviceChain::TopK(SentValues::F32),
+            DeviceChain::Dense(ValueFormat::Q4),
+        ] {
+            let (mut a, mut b) = (
+                ResidualKeeper::new(&[(rows, w)]),
+                ResidualKeeper::new(&[(rows, w)]),
+            );
+            for _ in 0..3 {
+                let d: Vec<f32> = (0..4 * w).map(|_| rng.gen_range(-1.0..1.0)).collect();
+                let x = a.encode_blocks(&[block], dc, &[&d]).unwrap();
+                let y = b.encode_keyed(0, &keys, dc, block.k, &d).unwrap();
+                assert_eq!(x[0], y, "{dc:?}");
+                let (mut ra, mut rb) = (vec![-0.0f32; 4 * w], vec![-0.0f32; 4 * w]);
+                a.add_to(0, 1, &mut ra).unwrap();
+                b.add_keyed(0, &keys, &mut rb).unwrap();
+                assert_eq!(bits(&ra), bits(&rb), "{dc:?}");
+            }
+            assert_eq!(a.l1(), b.l1());
+        }
+        let mut k = ResidualKeeper::new(&[(rows, w)]);
+        let dc = DeviceChain::Dense(ValueFormat::F16);
+        assert!(
+            k.encode_keyed(0, &[9], dc, 1, &[0.0; 3]).is_err(),
+            "row 9 of 9"
+        );
+        assert!(
+            k.encode_keyed(1, &[0], dc, 1, &[0.0; 3]).is_err(),
+            "table 1"
+        );
+        assert!(
+            k.encode_keyed(0, &[0], dc, 1, &[0.0; 2]).is_err(),
+            "a partial row"
+        );
+        assert!(
+            k.add_keyed(0, &[0, 1], &mut [0.0; 3]).is_err(),
+            "one row for two"
+        );
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    #[test]
+    fn a_device_copies_back_whole_words_of_a_block_format() {
+        assert_eq!(dense_device_bytes(ValueFormat::F16, 7), Some(14));
+        assert_eq!(dense_device_bytes(ValueFormat::Bf16, 0), Some(0));
+        // 129 values of q4: 2 scales, 65 bytes of codes in 17 words.
+        assert_eq!(dense_device_bytes(ValueFormat::Q4, 129), Some(4 * (2 + 17)));
+        assert_eq!(ValueFormat::Q4.encoded_len(129), 8 + 65);
+        assert_eq!(dense_device_bytes(ValueFormat::Sign, 9), Some(8));
+        assert_eq!(dense_device_bytes(ValueFormat::F32, 9), None);
+        for (format, n) in [
+            (ValueFormat::Q8, 1000),
+            (ValueFormat::Q2, 77),
+            (ValueFormat::Sign, 4),
+        ] {
+            let dev = dense_device_bytes(format, n).unwrap();
+            let wire = format.encoded_len(n) as u64;
+            assert!((wire..=wire + 3).contains(&dev), "{format:?} {n}");
+        }
+    }
+
+    #[test]
+    fn the_switch_takes_auto_or_off() {
+        assert_eq!(encode_choice(None), Ok(true));
+        assert_eq!(encode_choice(Some(" auto ")), Ok(true));
+        assert_eq!(encode_choice(Some("")), Ok(true));
+        assert_eq!(encode_choice(Some("off")), Ok(false));
+        let e = encode_choice(Some("no")).unwrap_err();
+        assert!(
+            e.contains("PS_DEVICE_CODEC") && e.contains("auto or off"),
+            "{e}"
+        );
     }
 
     #[test]

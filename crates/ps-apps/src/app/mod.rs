@@ -30,6 +30,7 @@ mod traffic;
 pub use engines::{CpuEngines, Engines, OracleEngines};
 pub use erased::{builtin, DynApp, DynSession, ErasedPlan};
 pub use target::Target;
+pub(crate) use traffic::is_zero;
 pub use traffic::{DeviceFigures, Traffic};
 
 use crate::error::{AppError, SinkError};

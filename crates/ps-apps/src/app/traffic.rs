@@ -69,6 +69,11 @@ impl From<Traffic> for DeviceFigures {
     }
 }
 
+/// For `skip_serializing_if`: a figure that is zero is left out of a summary.
+pub(crate) fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -90,6 +90,13 @@ pub struct MfFinal {
     /// A resident engine's totals over the job, its set-up included (see [`MfClock`]).
     #[serde(flatten)]
     pub device: DeviceFigures,
+    /// What an engine that encodes its own pushes held back at the end and dropped
+    /// (`MfResident::drop_unsent`), under the name the worker library's own residual has.
+    #[serde(
+        rename = "unsent_residual_l1",
+        skip_serializing_if = "crate::app::is_zero"
+    )]
+    pub unsent_l1: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

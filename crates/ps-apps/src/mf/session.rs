@@ -11,6 +11,8 @@
 //!   the device. The host keeps a copy of the item rows it read (for the delta and the cold
 //!   ratings), which costs no bus traffic.
 
+mod encoded;
+
 use super::app::{MfClock, MfFacts, MfFinal, MfSettings, ITEMS};
 use super::ratings::Loaded;
 use super::resident::{MfResident, ResidentSetup, Split, Traffic};
@@ -19,6 +21,7 @@ use super::{
     cut_runs, init_user_factors, squared_error_in, worker_cold, worker_shard_owned, Layout, MfApp,
     MfCompute, Rating, Visiting, WorkerShard,
 };
+use crate::app::device_codec::engines_encode;
 use crate::app::flags;
 use crate::app::{DeltaSink, Inbox, Outcome, Session, TableRows, WorkerContext};
 use crate::error::AppError;
@@ -115,6 +118,15 @@ pub struct MfSession {
     inbox: Inbox,
     plan: Option<ClockPlan>,
     updates: u64,
+    /// Items of the cold held-out ratings, sorted.
+    cold_items: Vec<u64>,
+    /// The worker library keeps a residual of this worker's pushes (`encoded`); set from the
+    /// start where `PS_DEVICE_CODEC=off` keeps the engine from encoding.
+    library_holds: bool,
+    /// The engine has encoded this worker's pushes (and may hold a residual).
+    engine_holds: bool,
+    /// What the engine held back when the job ended.
+    unsent: f64,
 }
 
 impl MfSession {
@@ -140,6 +152,14 @@ impl MfSession {
                 .for_each(|u| u[layout.rank] = 0.0);
         }
         settings.factors.round(&mut users);
+        let mut cold_items: Vec<u64> = shard
+            .cold
+            .iter()
+            .filter_map(|c| c.item)
+            .map(u64::from)
+            .collect();
+        cold_items.sort_unstable();
+        cold_items.dedup();
         let mut test_items: Vec<u64> = shard.test.iter().map(|r| u64::from(r.item)).collect();
         test_items.extend(shard.cold.iter().filter_map(|c| c.item).map(u64::from));
         test_items.sort_unstable();
@@ -210,6 +230,10 @@ impl MfSession {
             inbox: Inbox::default(),
             plan: None,
             updates: 0,
+            cold_items,
+            library_holds: !engines_encode().map_err(AppError::Settings)?,
+            engine_holds: false,
+            unsent: 0.0,
         })
     }
 
@@ -440,10 +464,16 @@ impl Session<MfApp> for MfSession {
             }
         };
         self.inbox.ready(clock)?;
-        let delta = out.rows(ITEMS, &p.touched)?;
-        let (train_se, mut traffic) = self.sgd(&p, delta)?;
+        let (train_se, mut traffic) = match self.engine_push(&p, out)? {
+            Some(done) => done,
+            None => {
+                let delta = out.rows(ITEMS, &p.touched)?;
+                self.sgd(&p, delta)?
+            }
+        };
         self.updates += p.count as u64;
         let (test_se, test_n) = if p.evaluate {
+            self.refresh_cold_items()?;
             let ((se, n), (cold_se, cold_n)) = self.held_out_error()?;
             if let Path::Resident(r) = &mut self.path {
                 let now = r.dev.traffic();
@@ -485,6 +515,9 @@ impl Session<MfApp> for MfSession {
         };
         self.plan = None;
         if let Path::Resident(r) = &mut self.path {
+            // The final reads show the shards' model, as the worker library's do.
+            self.unsent += r.dev.drop_unsent()?;
+            self.engine_holds = false;
             r.dev.expect_items(&rows)?;
         }
         self.inbox.expect(vec![TableRows { table: ITEMS, rows }]);
@@ -515,6 +548,7 @@ impl Session<MfApp> for MfSession {
                 cold_n: cold_n as f64,
                 updates: self.updates as f64,
                 device: traffic.into(),
+                unsent_l1: self.unsent,
             },
             facts: MfFacts {
                 item_table_hash: (self.worker == 0).then(|| flags::hash_bits(&self.items)),

@@ -155,12 +155,11 @@ pub struct MlpFinal {
     pub device: DeviceFigures,
     /// What an engine that encodes its own pushes held back at the end and dropped
     /// (`MlpResident::drop_unsent`), under the name the worker library's own residual has.
-    #[serde(rename = "unsent_residual_l1", skip_serializing_if = "is_zero")]
+    #[serde(
+        rename = "unsent_residual_l1",
+        skip_serializing_if = "crate::app::is_zero"
+    )]
     pub unsent_l1: f64,
-}
-
-fn is_zero(v: &f64) -> bool {
-    *v == 0.0
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

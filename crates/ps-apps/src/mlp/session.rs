@@ -17,7 +17,7 @@
 use super::app::{load_share, MlpApp, MlpClock, MlpFacts, MlpFinal, MlpSettings};
 use super::resident::{MlpResident, Traffic, EVAL_CHUNK};
 use super::{evaluate, local_sgd_steps, Arch, BatchStats, Dataset, MlpCompute};
-use crate::app::device_codec::{block_k, device_chain, DeltaBlock};
+use crate::app::device_codec::{block_k, device_chain, engines_encode, DeltaBlock};
 use crate::app::flags;
 use crate::app::{DeltaSink, Inbox, Outcome, Session, TableRows, WorkerContext};
 use crate::error::AppError;
@@ -64,7 +64,8 @@ pub struct MlpSession {
     trained: u64,
     /// What the engine held back of its own encoded pushes when the job ended.
     unsent: f64,
-    /// The worker library keeps a residual of this worker's pushes (see [`push_encoded`]).
+    /// The worker library keeps a residual of this worker's pushes (see [`push_encoded`]); set
+    /// from the start where `PS_DEVICE_CODEC=off` keeps the engine from encoding.
     library_holds: bool,
 }
 
@@ -114,7 +115,7 @@ impl MlpSession {
             inbox: Inbox::default(),
             trained: 0,
             unsent: 0.0,
-            library_holds: false,
+            library_holds: !engines_encode().map_err(AppError::Settings)?,
         })
     }
 

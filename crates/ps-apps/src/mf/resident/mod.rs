@@ -9,8 +9,11 @@
 //! ([`MfResident::load_items`], by position in that list), runs the clock's
 //! waves ([`MfResident::run_waves`]) and takes back only the rows the clock changed
 //! ([`MfResident::item_rows`]): on a GPU, the pulled rows in and the changed rows out are all
-//! that cross PCIe. Held-out errors are computed where the state is
-//! ([`MfResident::squared_error`]).
+//! that cross PCIe. With a dense lossy push codec the engine encodes the changed rows' delta
+//! itself ([`MfResident::keep_before`], [`MfResident::delta_encoded`]) and only the payloads
+//! come out, the bytes the worker library would make; what it holds back stays in it, row by
+//! row, and shows in the rows it loads, until [`MfResident::drop_unsent`]. Held-out errors are
+//! computed where the state is ([`MfResident::squared_error`]).
 //!
 //! [`HostResident`] runs the same waves one block after another on the host with a
 //! [`MfCompute`] engine: what a device's concurrent lanes must reproduce (see [`super::waves`]),
@@ -19,10 +22,13 @@
 //! the device's compute, so that on a machine without a GPU a `cpu-resident` job's compute less
 //! its device time is the host's own work around the engine.
 
+use std::ops::Range;
+
 use super::compute::{squared_error_in, Layout, MfCompute};
 use super::data::Rating;
 use super::factors::Factors;
 use super::waves::WaveSchedule;
+use crate::app::device_codec::{dense_device_bytes, DeviceChain, ResidualKeeper};
 use crate::error::ComputeError;
 
 /// What a resident engine is set up with, once per worker.
@@ -84,6 +90,46 @@ pub trait MfResident: Send {
     /// Sum of squared errors of the training or held-out ratings under the current rows.
     fn squared_error(&mut self, which: Split) -> Result<f64, ComputeError>;
 
+    /// Whether this engine encodes its own pushes with `chain` (see
+    /// [`crate::app::device_codec`]; an MF engine runs the dense chains). Default: no.
+    fn encodes(&self, _chain: DeviceChain) -> bool {
+        false
+    }
+
+    /// Keeps the cached rows `keys` as they are now (the clock's loads done, its waves not yet
+    /// run): [`MfResident::delta_encoded`] takes the clock's delta against them.
+    fn keep_before(&mut self, _keys: &[u64]) -> Result<(), ComputeError> {
+        Err(ComputeError {
+            engine: self.name(),
+            message: "this engine does not encode its pushes".into(),
+        })
+    }
+
+    /// The rows `keys` (those of [`MfResident::keep_before`]) less their kept values, plus what
+    /// earlier clocks held back of them, encoded with `chain` block by block (`blocks`: ranges
+    /// of positions in `keys`, as the worker library's push plan cuts them): one payload per
+    /// block into `out`, the bytes the library's encoder makes of the same values. What is not
+    /// sent stays in the engine, row by row, and is added to every such row a later load
+    /// writes (a worker reads what it has not sent yet) until [`MfResident::drop_unsent`].
+    fn delta_encoded(
+        &mut self,
+        _keys: &[u64],
+        _chain: DeviceChain,
+        _blocks: &[Range<usize>],
+        _out: &mut Vec<Vec<u8>>,
+    ) -> Result<(), ComputeError> {
+        Err(ComputeError {
+            engine: self.name(),
+            message: "this engine does not encode its pushes".into(),
+        })
+    }
+
+    /// Forgets what [`MfResident::delta_encoded`] held back and returns the sum of its
+    /// magnitudes (the job has ended; see the worker library's `drop_unsent`). Default: none.
+    fn drop_unsent(&mut self) -> Result<f64, ComputeError> {
+        Ok(0.0)
+    }
+
     /// Totals since the engine was made.
     fn traffic(&self) -> Traffic;
 }
@@ -108,6 +154,11 @@ pub struct HostResident {
     /// The last key lists of item and user gathers (a device copies a list when it changes).
     gathered: Vec<u64>,
     gathered_users: Vec<u64>,
+    /// The own encoding's key list (`keep_before`), the rows kept then, and what was not sent,
+    /// item by item (from the first encoded push on).
+    pushed: Vec<u64>,
+    before: Vec<f32>,
+    kept: Option<ResidualKeeper>,
     traffic: Traffic,
 }
 
@@ -127,6 +178,9 @@ impl HostResident {
             expected: Vec::new(),
             gathered: Vec::new(),
             gathered_users: Vec::new(),
+            pushed: Vec::new(),
+            before: Vec::new(),
+            kept: None,
             traffic: Traffic::default(),
         }
     }
@@ -180,6 +234,8 @@ impl MfResident for HostResident {
         self.expected.clear();
         self.gathered.clear();
         self.gathered_users.clear();
+        self.pushed.clear();
+        self.kept = None;
         // Users, items and values of both sets (u32, u32, f32), the block starts (u32), the
         // user rows as stored.
         let ratings = (s.train.len() + s.test.len()) as u64;
@@ -211,7 +267,12 @@ impl MfResident for HostResident {
                     self.expected.len()
                 ))
             })?;
-        for (&k, row) in keys.iter().zip(values.chunks_exact(w)) {
+        // What this engine has not sent yet shows in what it reads (rows holding some).
+        let mut read = values.to_vec();
+        if let Some(k) = &mut self.kept {
+            k.add_keyed(0, keys, &mut read)?;
+        }
+        for (&k, row) in keys.iter().zip(read.chunks_exact(w)) {
             let at = k as usize * w;
             let cached = self
                 .items
@@ -282,79 +343,92 @@ impl MfResident for HostResident {
             .timed(|| squared_error_in(self.layout, ratings, &self.users, &self.items).0))
     }
 
+    fn encodes(&self, chain: DeviceChain) -> bool {
+        matches!(chain, DeviceChain::Dense(_))
+    }
+
+    fn keep_before(&mut self, keys: &[u64]) -> Result<(), ComputeError> {
+        // The device gathers the rows by its own list of the pushed keys.
+        Self::key_list(&mut self.pushed, keys, &mut self.traffic);
+        let w = self.layout.width();
+        self.before.resize(keys.len() * w, 0.0);
+        Self::rows(&self.items, keys, w, &mut self.before)
+    }
+
+    fn delta_encoded(
+        &mut self,
+        keys: &[u64],
+        chain: DeviceChain,
+        blocks: &[Range<usize>],
+        out: &mut Vec<Vec<u8>>,
+    ) -> Result<(), ComputeError> {
+        let bad = |message: String| ComputeError {
+            engine: "cpu-waves",
+            message,
+        };
+        let DeviceChain::Dense(format) = chain else {
+            return Err(bad(format!("{chain:?} is not a chain this engine encodes")));
+        };
+        if keys != self.pushed.as_slice() {
+            return Err(bad(
+                "the pushed rows are not the rows kept before the waves".into(),
+            ));
+        }
+        let w = self.layout.width();
+        let mut delta = vec![0.0; keys.len() * w];
+        Self::rows(&self.items, keys, w, &mut delta)?;
+        delta
+            .iter_mut()
+            .zip(&self.before)
+            .for_each(|(d, b)| *d -= b);
+        let items = self.items.len() / w.max(1);
+        let kept = self
+            .kept
+            .get_or_insert_with(|| ResidualKeeper::new(&[(items, w)]));
+        // The plan is checked whole before anything changes.
+        let mut next = 0;
+        for b in blocks {
+            if b.start != next || b.end > keys.len() {
+                return Err(bad(format!(
+                    "push blocks must cut the {} rows in order: {b:?} after {next}",
+                    keys.len()
+                )));
+            }
+            next = b.end;
+        }
+        if next != keys.len() {
+            return Err(bad(format!(
+                "push blocks cover {next} of {} rows",
+                keys.len()
+            )));
+        }
+        let mut moved = 0;
+        for b in blocks {
+            let n = b.len() * w;
+            let part = &delta[b.start * w..b.end * w];
+            let payload = self
+                .traffic
+                .timed(|| kept.encode_keyed(0, &keys[b.clone()], chain, n, part))?;
+            moved += dense_device_bytes(format, n).unwrap_or(0);
+            out.push(payload);
+        }
+        self.traffic.d2h_bytes += moved;
+        Ok(())
+    }
+
+    fn drop_unsent(&mut self) -> Result<f64, ComputeError> {
+        let Some(kept) = self.kept.take() else {
+            return Ok(0.0);
+        };
+        // The device sums its residual table after copying it back.
+        self.traffic.d2h_bytes += 4 * self.items.len() as u64;
+        Ok(kept.l1())
+    }
+
     fn traffic(&self) -> Traffic {
         self.traffic
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::mf::{CpuMf, WaveSchedule};
-    use crate::seed::ClockKey;
-
-    /// The oracle counts the bytes the CUDA engine copies for each call (worker-gpu's
-    /// conformance case checks them against the device's own counts) and times its passes.
-    #[test]
-    fn the_oracle_counts_a_devices_copies_and_times_its_passes() {
-        let (users, items, w) = (6u32, 5usize, 3usize);
-        let rating = |i: u32| Rating {
-            user: i % users,
-            item: (i * 7) % items as u32,
-            value: (i % 5) as f32 * 0.5,
-        };
-        let mut train: Vec<Rating> = (0..60).map(rating).collect();
-        let test: Vec<Rating> = (60..70).map(rating).collect();
-        let schedule = WaveSchedule::new(&train, users, items as u32, 2);
-        schedule.arrange(&mut train);
-        let user_rows = vec![0.1f32; users as usize * w];
-        for factors in [Factors::F32, Factors::F16] {
-            let mut e = HostResident::new(Box::new(CpuMf), 4);
-            e.setup(&ResidentSetup {
-                layout: Layout::plain(w),
-                train: &train,
-                schedule: &schedule,
-                test: &test,
-                users: &user_rows,
-                num_items: items,
-                factors,
-            })
-            .unwrap();
-            let setup = 12 * 70 + 4 * schedule.starts().len() + user_rows.len() * factors.bytes();
-            assert_eq!(e.traffic().h2d_bytes, setup as u64);
-            let keys: Vec<u64> = (0..items as u64).collect();
-            // A key list crosses when it changes, not when it is the same again.
-            e.expect_items(&keys).unwrap();
-            e.expect_items(&keys).unwrap();
-            e.load_items(0, &vec![0.2; items * w]).unwrap();
-            let t = e.traffic();
-            assert_eq!(t.h2d_bytes, (setup + 4 * items + 4 * items * w) as u64);
-            let waves = schedule.epoch_waves(ClockKey {
-                seed: 1,
-                worker: 0,
-                clock: 0,
-            });
-            assert!(e.run_waves(&waves, 0.01, 0.0).unwrap() > 0.0);
-            // Nothing runs for no waves: nothing crosses.
-            e.run_waves(&[], 0.01, 0.0).unwrap();
-            let after = e.traffic().since(&t);
-            assert_eq!(after.h2d_bytes, 4 * waves.len() as u64);
-            assert_eq!(after.d2h_bytes, 12);
-            assert!(after.compute_s > 0.0);
-            let mut out = vec![0.0; 2 * w];
-            e.item_rows(&[1, 3], &mut out).unwrap();
-            e.item_rows(&[1, 3], &mut out).unwrap();
-            e.user_rows(&[0, 2], &mut out).unwrap();
-            e.item_rows(&[], &mut []).unwrap();
-            let rows = e.traffic().since(&t).since(&after);
-            assert_eq!(rows.h2d_bytes, 4 * 2 + 4 * 2);
-            assert_eq!(rows.d2h_bytes, 3 * 4 * 2 * w as u64);
-            let before = e.traffic();
-            assert!(e.squared_error(Split::Test).unwrap() > 0.0);
-            let error = e.traffic().since(&before);
-            assert_eq!((error.h2d_bytes, error.d2h_bytes), (0, 8));
-            assert!(error.compute_s > 0.0);
-            assert_eq!((error.h2d_s, error.d2h_s), (0.0, 0.0));
-        }
-    }
-}
+mod tests;

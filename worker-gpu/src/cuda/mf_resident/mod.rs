@@ -11,7 +11,10 @@
 //!   two warps on the same row; see `kernels/mf_sgd.cu`), or of one of its windowed forms
 //!   ([`MfWaveKernel`]);
 //! - the rows the clock touched are gathered into a compact buffer (`mf_gather_rows`) and only
-//!   they are copied back (their key list, too, crosses only when it changes).
+//!   they are copied back (their key list, too, crosses only when it changes); or, when the push
+//!   codec is a dense lossy chain (`f16`, `bf16`, `q8`, `q4`, `q2`, `sign`), the engine encodes
+//!   the clock's delta itself and only the payloads come back (`encode`: the rows kept before
+//!   the waves, the residual kept per item row on the device and added to the rows loaded).
 //!
 //! The user and item tables hold f32 values or, with [`Factors::F16`], f16 bits (the kernels'
 //! `_f16` variants convert on every load and round on every store); rows cross PCIe as f32
@@ -20,10 +23,12 @@
 //! Every byte copied either way is counted ([`Traffic`]), with the time of the wave and error
 //! kernels from CUDA events. Everything runs on the engine's compute stream, in order.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
-use ps_apps::mf::{Factors, Layout, MfResident, Rating, ResidentSetup, Split, Traffic};
+use ps_apps::app::device_codec::DeviceChain;
+use ps_apps::mf::{Factors, Layout, MfResident, ResidentSetup, Split, Traffic};
 use ps_apps::ComputeError;
 
 use super::buffers::{DevBuf, KernelTimer, KeyList, Pinned};
@@ -31,6 +36,9 @@ use super::bus::Bus;
 pub use super::mf_wave_kernel::MfWaveKernel;
 use super::mf_wave_kernel::{lanes_of, MfKernels, WAVES_ALONE, WAVE_BLOCK};
 use super::{failed, Call, Gpu, GpuError};
+
+mod encode;
+mod setup;
 
 /// Threads per block of the row and error kernels.
 const BLOCK: u32 = 256;
@@ -42,24 +50,6 @@ struct DevRatings {
     item: DevBuf<u32>,
     value: DevBuf<f32>,
     len: usize,
-}
-
-/// `values` as a table of `factors` stores them, in 16-bit words (an f32 is two, little-endian
-/// as the device reads it; an f16 one, rounded to nearest even like the kernels' stores).
-fn stored_words(factors: Factors, values: &[f32]) -> Vec<u16> {
-    match factors {
-        Factors::F32 => values
-            .iter()
-            .flat_map(|x| {
-                let b = x.to_bits();
-                [b as u16, (b >> 16) as u16]
-            })
-            .collect(),
-        Factors::F16 => values
-            .iter()
-            .map(|&x| half::f16::from_f32(x).to_bits())
-            .collect(),
-    }
 }
 
 /// Resident MF on a CUDA device (see the module docs).
@@ -97,6 +87,8 @@ pub struct CudaMfResident {
     flag_host: Pinned<u32>,
     timer: KernelTimer,
     bus: Bus,
+    /// The engine's own push encoding (`encode`).
+    own: encode::OwnPushes,
 }
 
 fn input(m: String) -> GpuError {
@@ -147,6 +139,7 @@ impl CudaMfResident {
             flag_host: Pinned::new(&gpu.ctx)?,
             timer,
             bus: Bus::new(&gpu.ctx),
+            own: encode::OwnPushes::default(),
             gpu,
         })
     }
@@ -167,126 +160,6 @@ impl CudaMfResident {
         }
         (self.f32_kernels, self.f16_kernels) = (f32_kernels, f16_kernels);
         (self.wave, self.lanes) = (wave, lanes);
-        Ok(())
-    }
-
-    /// Copies `data` to `dst` through `staging` on the compute stream, counting the bytes.
-    fn upload<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits + Copy + Default>(
-        gpu: &Gpu,
-        bus: &mut Bus,
-        staging: &mut Pinned<T>,
-        dst: &mut DevBuf<T>,
-        data: &[T],
-    ) -> Result<(), GpuError> {
-        staging.fill(data)?;
-        bus.h2d(&gpu.compute, || {
-            dst.upload(&gpu.compute, staging)?;
-            Ok(std::mem::size_of_val(data) as u64)
-        })
-    }
-
-    /// Uploads `which` ratings, each checked against the `nu x ni` tables.
-    fn upload_ratings(
-        &mut self,
-        which: Split,
-        ratings: &[Rating],
-        (nu, ni): (usize, usize),
-    ) -> Result<(), GpuError> {
-        if let Some(r) = ratings
-            .iter()
-            .find(|r| r.user as usize >= nu || r.item as usize >= ni)
-        {
-            return Err(input(format!(
-                "rating of user {} and item {} outside the {nu} x {ni} tables",
-                r.user, r.item
-            )));
-        }
-        to_u32(ratings.len(), "ratings")?;
-        let mut u32s = Pinned::new(&self.gpu.ctx)?;
-        let mut f32s = Pinned::new(&self.gpu.ctx)?;
-        let dst = match which {
-            Split::Train => &mut self.train,
-            Split::Test => &mut self.test,
-        };
-        let users: Vec<u32> = ratings.iter().map(|r| r.user).collect();
-        Self::upload(&self.gpu, &mut self.bus, &mut u32s, &mut dst.user, &users)?;
-        let items: Vec<u32> = ratings.iter().map(|r| r.item).collect();
-        let mut u32b = Pinned::new(&self.gpu.ctx)?;
-        Self::upload(&self.gpu, &mut self.bus, &mut u32b, &mut dst.item, &items)?;
-        let values: Vec<f32> = ratings.iter().map(|r| r.value).collect();
-        Self::upload(&self.gpu, &mut self.bus, &mut f32s, &mut dst.value, &values)?;
-        dst.len = ratings.len();
-        // The one-off staging buffers are freed here, after their copies finish.
-        self.gpu.compute.synchronize().call("cuStreamSynchronize")?;
-        self.bus.settle()
-    }
-
-    fn try_setup(&mut self, s: &ResidentSetup<'_>) -> Result<(), GpuError> {
-        let done = self.set_up_tables(s);
-        if done.is_err() {
-            // Ratings uploaded before the failure are not a set-up: the waves and the error
-            // have nothing to run over.
-            (self.train.len, self.test.len) = (0, 0);
-        }
-        done
-    }
-
-    fn set_up_tables(&mut self, s: &ResidentSetup<'_>) -> Result<(), GpuError> {
-        let w = s.layout.width();
-        self.layout = s.layout;
-        self.factors = s.factors;
-        // Until this set-up succeeds no row is there: every key fails its check against no
-        // rows (a typed error, not a read of a table never allocated), and no key list of an
-        // earlier set-up is taken as already checked.
-        (self.num_users, self.num_items) = (0, 0);
-        (self.train.len, self.test.len) = (0, 0);
-        let tables = (s.users.len() / w.max(1), s.num_items);
-        self.reads = KeyList::default();
-        self.gathers = KeyList::default();
-        self.user_keys = KeyList::default();
-        to_u32(w, "row width")?;
-        to_u32(s.num_items.saturating_mul(w), "item cache")?;
-        let bands = s.schedule.bands();
-        if bands > self.lanes {
-            return Err(input(format!(
-                "a schedule of {bands} bands needs {bands} resident warps; this device holds {}",
-                self.lanes
-            )));
-        }
-        self.bands = to_u32(bands, "bands")?;
-        self.upload_ratings(Split::Train, s.train, tables)?;
-        self.upload_ratings(Split::Test, s.test, tables)?;
-        let starts = s
-            .schedule
-            .starts()
-            .iter()
-            .map(|&x| to_u32(x, "block start"))
-            .collect::<Result<Vec<u32>, _>>()?;
-        let mut staging = Pinned::new(&self.gpu.ctx)?;
-        Self::upload(
-            &self.gpu,
-            &mut self.bus,
-            &mut staging,
-            &mut self.starts,
-            &starts,
-        )?;
-        let mut rows = Pinned::new(&self.gpu.ctx)?;
-        Self::upload(
-            &self.gpu,
-            &mut self.bus,
-            &mut rows,
-            &mut self.users,
-            &stored_words(s.factors, s.users),
-        )?;
-        let stream = &self.gpu.compute;
-        self.items
-            .zero(stream, s.num_items * w * s.factors.bytes() / 2)?;
-        self.done.zero(stream, bands)?;
-        self.stalled.zero(stream, 2)?;
-        self.sse.zero(stream, 1)?;
-        stream.synchronize().call("cuStreamSynchronize")?;
-        self.bus.settle()?;
-        (self.num_users, self.num_items) = tables;
         Ok(())
     }
 
@@ -329,6 +202,10 @@ impl CudaMfResident {
             self.rows.upload(&self.gpu.compute, &self.rows_host)?;
             Ok(4 * values.len() as u64)
         })?;
+        if self.own.held() {
+            // What this engine has not sent yet shows in what it reads.
+            self.add_own_residual(first, n)?;
+        }
         let cfg = self.rows_config(n);
         let (n32, w32) = (to_u32(n, "rows")?, w as u32);
         let keys = self.reads.dev.get().slice(first..end);
@@ -588,6 +465,31 @@ impl MfResident for CudaMfResident {
 
     fn squared_error(&mut self, which: Split) -> Result<f64, ComputeError> {
         failed("cuda-waves", self.try_squared_error(which))
+    }
+
+    fn encodes(&self, chain: DeviceChain) -> bool {
+        matches!(chain, DeviceChain::Dense(_))
+    }
+
+    fn keep_before(&mut self, keys: &[u64]) -> Result<(), ComputeError> {
+        failed("cuda-waves", self.try_keep_before(keys))
+    }
+
+    fn delta_encoded(
+        &mut self,
+        keys: &[u64],
+        chain: DeviceChain,
+        blocks: &[Range<usize>],
+        out: &mut Vec<Vec<u8>>,
+    ) -> Result<(), ComputeError> {
+        failed(
+            "cuda-waves",
+            self.try_delta_encoded(keys, chain, blocks, out),
+        )
+    }
+
+    fn drop_unsent(&mut self) -> Result<f64, ComputeError> {
+        failed("cuda-waves", self.try_drop_unsent())
     }
 
     fn traffic(&self) -> Traffic {

@@ -1,0 +1,177 @@
+//! The oracle's byte counts, timing and own push encoding.
+
+use super::*;
+use crate::mf::{CpuMf, WaveSchedule};
+use crate::seed::ClockKey;
+
+/// The oracle counts the bytes the CUDA engine copies for each call (worker-gpu's
+/// conformance case checks them against the device's own counts) and times its passes.
+#[test]
+fn the_oracle_counts_a_devices_copies_and_times_its_passes() {
+    let (users, items, w) = (6u32, 5usize, 3usize);
+    let rating = |i: u32| Rating {
+        user: i % users,
+        item: (i * 7) % items as u32,
+        value: (i % 5) as f32 * 0.5,
+    };
+    let mut train: Vec<Rating> = (0..60).map(rating).collect();
+    let test: Vec<Rating> = (60..70).map(rating).collect();
+    let schedule = WaveSchedule::new(&train, users, items as u32, 2);
+    schedule.arrange(&mut train);
+    let user_rows = vec![0.1f32; users as usize * w];
+    for factors in [Factors::F32, Factors::F16] {
+        let mut e = HostResident::new(Box::new(CpuMf), 4);
+        e.setup(&ResidentSetup {
+            layout: Layout::plain(w),
+            train: &train,
+            schedule: &schedule,
+            test: &test,
+            users: &user_rows,
+            num_items: items,
+            factors,
+        })
+        .unwrap();
+        let setup = 12 * 70 + 4 * schedule.starts().len() + user_rows.len() * factors.bytes();
+        assert_eq!(e.traffic().h2d_bytes, setup as u64);
+        let keys: Vec<u64> = (0..items as u64).collect();
+        // A key list crosses when it changes, not when it is the same again.
+        e.expect_items(&keys).unwrap();
+        e.expect_items(&keys).unwrap();
+        e.load_items(0, &vec![0.2; items * w]).unwrap();
+        let t = e.traffic();
+        assert_eq!(t.h2d_bytes, (setup + 4 * items + 4 * items * w) as u64);
+        let waves = schedule.epoch_waves(ClockKey {
+            seed: 1,
+            worker: 0,
+            clock: 0,
+        });
+        assert!(e.run_waves(&waves, 0.01, 0.0).unwrap() > 0.0);
+        // Nothing runs for no waves: nothing crosses.
+        e.run_waves(&[], 0.01, 0.0).unwrap();
+        let after = e.traffic().since(&t);
+        assert_eq!(after.h2d_bytes, 4 * waves.len() as u64);
+        assert_eq!(after.d2h_bytes, 12);
+        assert!(after.compute_s > 0.0);
+        let mut out = vec![0.0; 2 * w];
+        e.item_rows(&[1, 3], &mut out).unwrap();
+        e.item_rows(&[1, 3], &mut out).unwrap();
+        e.user_rows(&[0, 2], &mut out).unwrap();
+        e.item_rows(&[], &mut []).unwrap();
+        let rows = e.traffic().since(&t).since(&after);
+        assert_eq!(rows.h2d_bytes, 4 * 2 + 4 * 2);
+        assert_eq!(rows.d2h_bytes, 3 * 4 * 2 * w as u64);
+        let before = e.traffic();
+        assert!(e.squared_error(Split::Test).unwrap() > 0.0);
+        let error = e.traffic().since(&before);
+        assert_eq!((error.h2d_bytes, error.d2h_bytes), (0, 8));
+        assert!(error.compute_s > 0.0);
+        assert_eq!((error.h2d_s, error.d2h_s), (0.0, 0.0));
+    }
+}
+
+/// The oracle's own encoding is the worker library's: the delta of the pushed rows since
+/// `keep_before`, encoded with the keeper's error feedback block by block; what it holds
+/// back shows in the rows it loads next; the device's copies are counted (the key list
+/// once, each block's payload as whole words, the residual table at the drop).
+#[test]
+fn the_oracle_encodes_its_pushes_as_the_library_would() {
+    use crate::app::device_codec::{dense_device_bytes, DeviceChain, ResidualKeeper, SentValues};
+    use ps_proto::codec::ValueFormat;
+    let (users, items, w) = (6u32, 5usize, 3usize);
+    let rating = |i: u32| Rating {
+        user: i % users,
+        item: (i * 7) % items as u32,
+        value: (i % 5) as f32 * 0.5,
+    };
+    let mut train: Vec<Rating> = (0..60).map(rating).collect();
+    let schedule = WaveSchedule::new(&train, users, items as u32, 2);
+    schedule.arrange(&mut train);
+    let mut e = HostResident::new(Box::new(CpuMf), 4);
+    e.setup(&ResidentSetup {
+        layout: Layout::plain(w),
+        train: &train,
+        schedule: &schedule,
+        test: &[],
+        users: &vec![0.1f32; users as usize * w],
+        num_items: items,
+        factors: Factors::F32,
+    })
+    .unwrap();
+    let keys: Vec<u64> = (0..items as u64).collect();
+    let blocks = [0..2, 2..items];
+    let chain = DeviceChain::Dense(ValueFormat::Q4);
+    assert!(e.encodes(chain) && !e.encodes(DeviceChain::TopK(SentValues::F32)));
+    let mut keeper = ResidualKeeper::new(&[(items, w)]);
+    let waves = schedule.epoch_waves(ClockKey {
+        seed: 1,
+        worker: 0,
+        clock: 0,
+    });
+    let pulled = vec![0.2f32; items * w];
+    for clock in 0..3 {
+        e.expect_items(&keys).unwrap();
+        e.load_items(0, &pulled).unwrap();
+        // The rows read: the pulled ones plus what the engine holds back.
+        let mut read = pulled.clone();
+        keeper.add_keyed(0, &keys, &mut read).unwrap();
+        let mut cached = vec![0.0; items * w];
+        e.item_rows(&keys, &mut cached).unwrap();
+        assert_eq!(cached, read, "clock {clock}");
+        let t = e.traffic();
+        e.keep_before(&keys).unwrap();
+        e.run_waves(&waves, 0.05, 0.0).unwrap();
+        let mut after = vec![0.0; items * w];
+        e.item_rows(&keys, &mut after).unwrap();
+        let delta: Vec<f32> = after.iter().zip(&read).map(|(a, b)| a - b).collect();
+        let want: Vec<Vec<u8>> = blocks
+            .iter()
+            .map(|b| {
+                let (lo, hi) = (b.start * w, b.end * w);
+                keeper
+                    .encode_keyed(0, &keys[b.clone()], chain, hi - lo, &delta[lo..hi])
+                    .unwrap()
+            })
+            .collect();
+        let before = e.traffic();
+        let mut got = Vec::new();
+        e.delta_encoded(&keys, chain, &blocks, &mut got).unwrap();
+        assert_eq!(got, want, "clock {clock}");
+        let moved = e.traffic().since(&before);
+        let words: u64 = blocks
+            .iter()
+            .map(|b| dense_device_bytes(ValueFormat::Q4, b.len() * w).unwrap())
+            .sum();
+        assert_eq!((moved.h2d_bytes, moved.d2h_bytes), (0, words));
+        // The pushed rows' key list crossed once, with the first clock's keep_before.
+        let kept = before.since(&t).h2d_bytes;
+        assert_eq!(
+            kept,
+            if clock == 0 { 4 * items as u64 } else { 0 } + 4 * waves.len() as u64
+        );
+    }
+    let mut out = Vec::new();
+    assert!(
+        e.delta_encoded(&keys[1..], chain, std::slice::from_ref(&(0..4)), &mut out)
+            .is_err(),
+        "other rows"
+    );
+    let topk = DeviceChain::TopK(SentValues::F32);
+    assert!(
+        e.delta_encoded(&keys, topk, &blocks, &mut out).is_err(),
+        "a top-k"
+    );
+    assert!(
+        e.delta_encoded(&keys, chain, std::slice::from_ref(&(0..2)), &mut out)
+            .is_err(),
+        "a gap"
+    );
+    let before = e.traffic();
+    assert_eq!(e.drop_unsent().unwrap(), keeper.l1());
+    assert_eq!(e.traffic().since(&before).d2h_bytes, 4 * (items * w) as u64);
+    assert_eq!(e.drop_unsent().unwrap(), 0.0);
+    // Nothing held back now: the rows load as they are.
+    e.load_items(0, &pulled).unwrap();
+    let mut cached = vec![0.0; items * w];
+    e.item_rows(&keys, &mut cached).unwrap();
+    assert_eq!(cached, pulled);
+}

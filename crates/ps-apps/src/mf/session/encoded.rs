@@ -1,0 +1,83 @@
+//! The resident path's pushes encoded by the engine itself (`device_codec`): when the worker
+//! library plans the clock's item rows with a chain the engine runs (a dense lossy format:
+//! `f16`, `bf16`, `q8`, `q4`, `q2`, `sign`), the engine keeps the loaded rows, runs the waves,
+//! and hands back only the payloads of the rows' delta; its residual stays with it, row by row,
+//! and shows in what it loads. Once the library has encoded a lossy delta itself (or
+//! `PS_DEVICE_CODEC=off`), it keeps doing so: its residual would otherwise be sent beside the
+//! engine's payloads.
+
+use std::ops::Range;
+
+use super::{ClockPlan, MfSession, Path, ITEMS};
+use crate::app::device_codec::device_chain;
+use crate::app::DeltaSink;
+use crate::error::AppError;
+use crate::mf::resident::Traffic;
+
+impl MfSession {
+    /// Runs the clock's waves and pushes the delta as the engine encoded it, returning the
+    /// training squared error and the clock's bus traffic; or `None`, having done nothing,
+    /// where the library is to encode the plain delta.
+    pub(super) fn engine_push(
+        &mut self,
+        p: &ClockPlan,
+        out: &mut dyn DeltaSink,
+    ) -> Result<Option<(f64, Traffic)>, AppError> {
+        let hyper = self.settings.hyper;
+        let lr = hyper.lr_at(self.key(p.clock).clock);
+        let Path::Resident(r) = &mut self.path else {
+            return Ok(None);
+        };
+        let Some(plan) = out.push_plan(ITEMS, &p.touched)? else {
+            return Ok(None);
+        };
+        let chain = device_chain(&plan.chain).filter(|&c| r.dev.encodes(c));
+        let chain = match chain {
+            Some(c) if !self.library_holds => c,
+            _ => {
+                if self.engine_holds {
+                    return Err(AppError::Settings(format!(
+                        "the MF engine holds back part of its encoded pushes, but clock {}'s \
+                         chain {} is not one it encodes",
+                        p.clock, plan.chain
+                    )));
+                }
+                self.library_holds |= !plan.chain.is_lossless();
+                return Ok(None);
+            }
+        };
+        r.dev.keep_before(&p.touched)?;
+        let se = r.dev.run_waves(&p.waves, lr, hyper.reg)?;
+        let blocks: Vec<Range<usize>> = plan.blocks.iter().map(|b| b.rows.clone()).collect();
+        let mut payloads = Vec::with_capacity(blocks.len());
+        r.dev
+            .delta_encoded(&p.touched, chain, &blocks, &mut payloads)?;
+        let id = plan.chain.wire_id();
+        for (b, payload) in blocks.into_iter().zip(payloads) {
+            out.encoded(ITEMS, &p.touched[b], id, payload)?;
+        }
+        self.engine_holds = true;
+        let now = r.dev.traffic();
+        let t = now.since(&r.before);
+        r.before = now;
+        Ok(Some((se, t)))
+    }
+
+    /// Copies the cold ratings' item rows back from the engine: where it encodes its pushes,
+    /// the host's copy of the item rows is not kept after the waves.
+    pub(super) fn refresh_cold_items(&mut self) -> Result<(), AppError> {
+        let Path::Resident(r) = &mut self.path else {
+            return Ok(());
+        };
+        if !self.engine_holds || self.cold_items.is_empty() {
+            return Ok(());
+        }
+        let w = self.layout.width();
+        let mut rows = vec![0.0; self.cold_items.len() * w];
+        r.dev.item_rows(&self.cold_items, &mut rows)?;
+        for (&k, row) in self.cold_items.iter().zip(rows.chunks_exact(w)) {
+            self.items[k as usize * w..(k as usize + 1) * w].copy_from_slice(row);
+        }
+        Ok(())
+    }
+}

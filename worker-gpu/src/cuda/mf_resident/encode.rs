@@ -1,0 +1,267 @@
+//! The engine's own push encoding (`MfResident::keep_before`, `delta_encoded`, `drop_unsent`):
+//! a dense lossy chain (`ps_apps::app::device_codec::DeviceChain::Dense`) run on the device by
+//! [`DenseCodec`], with what is not sent kept per item row in a residual table on the device
+//! and added to every such row a later load writes (held rows only). Per clock: the pushed
+//! rows are gathered from the cache before the waves (`before`) and after them (`after`), their
+//! difference is the delta; each block of the push plan gathers its rows' residual, is encoded
+//! (only its payload comes back) and scatters the residual back. The oracle is `HostResident`,
+//! which counts the same bytes.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use cudarc::driver::{CudaFunction, CudaSlice, CudaView, LaunchConfig, PushKernelArg};
+use ps_apps::app::device_codec::DeviceChain;
+
+use super::{input, to_u32, CudaMfResident, BLOCK};
+use crate::cuda::buffers::{DevBuf, KeyList, Pinned};
+use crate::cuda::dense::DenseCodec;
+use crate::cuda::mf_wave_kernel::MfKernels;
+use crate::cuda::{Call, GpuError};
+
+/// What the engine keeps for its own encoding.
+#[derive(Default)]
+pub(super) struct OwnPushes {
+    /// The pushed rows (`keep_before`), as they were then and after the waves.
+    keys: KeyList,
+    before: DevBuf<f32>,
+    after: DevBuf<f32>,
+    /// What was not sent, per item row (`num_items x width`), from the first encoded push on.
+    residual: DevBuf<f32>,
+    held: bool,
+    /// Gathered residual rows (of a block, or of a load).
+    scratch: DevBuf<f32>,
+    codec: Option<DenseCodec>,
+    sum_host: Option<Pinned<f32>>,
+}
+
+impl OwnPushes {
+    /// Whether a residual is kept (added to the rows loaded).
+    pub(super) fn held(&self) -> bool {
+        self.held
+    }
+}
+
+/// A launch over `n` rows of `w` values.
+fn rows_cfg(gpu: &crate::cuda::Gpu, n: usize, w: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (gpu.grid_for((n * w) as u64, BLOCK, 8), 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// `mf_gather_rows` (or its f16 form, per `f`): `out[i] = table[keys[i]]`, `n` rows of `w`.
+fn gather<T: cudarc::driver::DeviceRepr>(
+    gpu: &crate::cuda::Gpu,
+    f: &CudaFunction,
+    keys: &CudaView<'_, u32>,
+    n: usize,
+    w: usize,
+    table: &CudaSlice<T>,
+    out: &mut CudaSlice<f32>,
+) -> Result<(), GpuError> {
+    let (n32, w32) = (to_u32(n, "rows")?, to_u32(w, "width")?);
+    let mut b = gpu.compute.launch_builder(f);
+    b.arg(keys).arg(&n32).arg(&w32).arg(table).arg(out);
+    // SAFETY: the keys were checked below the table's rows when their list was set; `out`
+    // holds at least n * w values (the callers ensure it).
+    unsafe { b.launch(rows_cfg(gpu, n, w)) }.call("cuLaunchKernel(mf_gather_rows)")?;
+    Ok(())
+}
+
+impl CudaMfResident {
+    /// The dense codec, loaded on first use.
+    fn codec(&mut self) -> Result<&mut DenseCodec, GpuError> {
+        if self.own.codec.is_none() {
+            self.own.codec = Some(DenseCodec::new(Arc::clone(&self.gpu))?);
+        }
+        self.own
+            .codec
+            .as_mut()
+            .ok_or_else(|| input("no dense codec".into()))
+    }
+
+    /// Adds the held residual of the read's rows `[first, first + n)` to the staged rows (before
+    /// they are scattered into the cache).
+    pub(super) fn add_own_residual(&mut self, first: usize, n: usize) -> Result<(), GpuError> {
+        let w = self.layout.width();
+        let stream = Arc::clone(&self.gpu.compute);
+        self.codec()?;
+        self.own.scratch.ensure(&stream, n * w)?;
+        let keys = self.reads.dev.get().slice(first..first + n);
+        gather(
+            &self.gpu,
+            &self.f32_kernels.gather,
+            &keys,
+            n,
+            w,
+            self.own.residual.get(),
+            self.own.scratch.get_mut(),
+        )?;
+        let scratch = self.own.scratch.view(n * w);
+        let mut rows = self.rows.get_mut().slice_mut(0..n * w);
+        let codec = self
+            .own
+            .codec
+            .as_ref()
+            .ok_or_else(|| input("no dense codec".into()))?;
+        codec.add_held(&mut rows, &scratch, n, w)
+    }
+
+    pub(super) fn try_keep_before(&mut self, keys: &[u64]) -> Result<(), GpuError> {
+        let stream = Arc::clone(&self.gpu.compute);
+        let limit = self.num_items;
+        self.own
+            .keys
+            .set(&stream, &mut self.keys_host, &mut self.bus, keys, limit)?;
+        let (n, w) = (keys.len(), self.layout.width());
+        if n == 0 {
+            return Ok(());
+        }
+        self.own.before.ensure(&stream, n * w)?;
+        let k = MfKernels::of(&self.f32_kernels, &self.f16_kernels, self.factors);
+        let list = self.own.keys.dev.view(n);
+        gather(
+            &self.gpu,
+            &k.gather,
+            &list,
+            n,
+            w,
+            self.items.get(),
+            self.own.before.get_mut(),
+        )
+    }
+
+    pub(super) fn try_delta_encoded(
+        &mut self,
+        keys: &[u64],
+        chain: DeviceChain,
+        blocks: &[Range<usize>],
+        out: &mut Vec<Vec<u8>>,
+    ) -> Result<(), GpuError> {
+        let DeviceChain::Dense(format) = chain else {
+            return Err(input(format!(
+                "{chain:?} is not a chain this engine encodes"
+            )));
+        };
+        if keys != self.own.keys.keys() {
+            return Err(input(
+                "the pushed rows are not the rows kept before the waves".into(),
+            ));
+        }
+        let mut next = 0;
+        for b in blocks {
+            if b.start != next || b.end > keys.len() {
+                return Err(input(format!(
+                    "push blocks must cut the {} rows in order: {b:?} after {next}",
+                    keys.len()
+                )));
+            }
+            next = b.end;
+        }
+        if next != keys.len() {
+            return Err(input(format!(
+                "push blocks cover {next} of {} rows",
+                keys.len()
+            )));
+        }
+        let stream = Arc::clone(&self.gpu.compute);
+        let (n, w) = (keys.len(), self.layout.width());
+        if !self.own.held {
+            self.own
+                .residual
+                .zero(&stream, (self.num_items * w).max(1))?;
+            self.own.held = true;
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        self.codec()?;
+        self.timer.start(&stream)?;
+        // The delta: the rows after the waves less the rows before them.
+        self.own.after.ensure(&stream, n * w)?;
+        let k = MfKernels::of(&self.f32_kernels, &self.f16_kernels, self.factors);
+        let list = self.own.keys.dev.view(n);
+        gather(
+            &self.gpu,
+            &k.gather,
+            &list,
+            n,
+            w,
+            self.items.get(),
+            self.own.after.get_mut(),
+        )?;
+        let codec = self
+            .own
+            .codec
+            .as_mut()
+            .ok_or_else(|| input("no dense codec".into()))?;
+        let before = self.own.before.view(n * w);
+        codec.subtract(
+            &mut self.own.after.get_mut().slice_mut(0..n * w),
+            &before,
+            n * w,
+        )?;
+        for b in blocks {
+            let m = b.len();
+            if m == 0 {
+                out.push(Vec::new());
+                continue;
+            }
+            let keys = self.own.keys.dev.get().slice(b.clone());
+            self.own.scratch.ensure(&stream, m * w)?;
+            gather(
+                &self.gpu,
+                &self.f32_kernels.gather,
+                &keys,
+                m,
+                w,
+                self.own.residual.get(),
+                self.own.scratch.get_mut(),
+            )?;
+            let delta = self.own.after.get().slice(b.start * w..b.end * w);
+            let mut r = self.own.scratch.get_mut().slice_mut(0..m * w);
+            let (payload, moved) = codec.encode(format, &mut r, &delta, m * w)?;
+            self.bus.traffic.d2h_bytes += moved;
+            // The block's residual back into its rows.
+            let (m32, w32) = (to_u32(m, "rows")?, to_u32(w, "width")?);
+            let mut s = stream.launch_builder(&self.f32_kernels.scatter);
+            s.arg(&keys)
+                .arg(self.own.scratch.get())
+                .arg(&m32)
+                .arg(&w32)
+                .arg(self.own.residual.get_mut());
+            // SAFETY: the keys are below num_items (checked when their list was set), the
+            // scratch holds m * w values, the residual num_items * w.
+            unsafe { s.launch(rows_cfg(&self.gpu, m, w)) }
+                .call("cuLaunchKernel(mf_scatter_rows)")?;
+            out.push(payload);
+        }
+        self.timer.stop(&stream, &mut self.bus.traffic)?;
+        Ok(())
+    }
+
+    pub(super) fn try_drop_unsent(&mut self) -> Result<f64, GpuError> {
+        if !self.own.held {
+            return Ok(0.0);
+        }
+        self.own.held = false;
+        let stream = Arc::clone(&self.gpu.compute);
+        let n = self.num_items * self.layout.width();
+        if n == 0 {
+            return Ok(0.0);
+        }
+        if self.own.sum_host.is_none() {
+            self.own.sum_host = Some(Pinned::new(&self.gpu.ctx)?);
+        }
+        let host = self
+            .own
+            .sum_host
+            .as_mut()
+            .ok_or_else(|| input("no staging".into()))?;
+        host.download(&stream, self.own.residual.get(), n)?;
+        self.bus.traffic.d2h_bytes += 4 * n as u64;
+        Ok(host.host()?.iter().map(|v| f64::from(v.abs())).sum())
+    }
+}
