@@ -235,6 +235,92 @@ fn two_shard_blocks(arch: &Arch, fraction: f64) -> Vec<DeltaBlock> {
     blocks
 }
 
+/// A coded engine beside a plain one, and the keeper of what the coded one holds back.
+struct CodedPair {
+    plain: CudaMlpResident,
+    coded: CudaMlpResident,
+    keeper: ResidualKeeper,
+    /// The model as the shards hold it.
+    read: Vec<Vec<f32>>,
+}
+
+impl CodedPair {
+    fn new(gpu: &Arc<Gpu>, arch: &Arch, train: &Dataset, test: &Dataset, seed: u64) -> Self {
+        let mut plain = CudaMlpResident::new(Arc::clone(gpu)).expect("engine");
+        let mut coded = CudaMlpResident::new(Arc::clone(gpu)).expect("engine");
+        plain.setup(arch, train, test).expect("setup");
+        coded.setup(arch, train, test).expect("setup");
+        let shapes: Vec<(usize, usize)> = arch
+            .layers()
+            .iter()
+            .map(|s| (s.rows(), s.width()))
+            .collect();
+        CodedPair {
+            plain,
+            coded,
+            keeper: ResidualKeeper::new(&shapes),
+            read: arch.init_params(seed),
+        }
+    }
+
+    /// Clock `c`: the plain engine reads what the coded one sees (the read plus the residual),
+    /// both run the same order, and the coded engine's payloads of `chain` must be the
+    /// keeper's of the plain delta; the read then takes the payloads as a shard would. Returns
+    /// the payloads and the coded engine's traffic of the encoding.
+    fn clock(
+        &mut self,
+        arch: &Arch,
+        n: usize,
+        blocks: &[DeltaBlock],
+        chain: DeviceChain,
+        c: u32,
+    ) -> (Vec<Vec<u8>>, ps_apps::mlp::Traffic) {
+        let mut seen = self.read.clone();
+        for (l, r) in seen.iter_mut().enumerate() {
+            self.keeper.add_to(l as u32, 0, r).expect("add");
+        }
+        load(&mut self.plain, arch, &seen);
+        load(&mut self.coded, arch, &self.read);
+        let o = order(n, c);
+        self.plain.run_clock(&o, 32, 0.1).expect("run_clock");
+        self.coded.run_clock(&o, 32, 0.1).expect("run_clock");
+        let mut delta = arch.zeros();
+        self.plain.delta(0.5, &mut delta).expect("delta");
+        let parts: Vec<&[f32]> = blocks
+            .iter()
+            .map(|b| {
+                let w = arch.layer(b.table as usize).width();
+                &delta[b.table as usize][b.first_row * w..(b.first_row + b.rows) * w]
+            })
+            .collect();
+        let want = self
+            .keeper
+            .encode_blocks(blocks, chain, &parts)
+            .expect("keeper");
+        let before = self.coded.traffic();
+        let mut got = Vec::new();
+        self.coded
+            .delta_encoded(0.5, chain, blocks, &mut got)
+            .expect("encoded");
+        let t = self.coded.traffic().since(&before);
+        assert!(
+            got == want,
+            "{chain:?} clock {c}: payloads differ from the library's"
+        );
+        for (b, p) in blocks.iter().zip(&got) {
+            let w = arch.layer(b.table as usize).width();
+            let m = b.rows * w;
+            let sent = ps_proto::codec::decode(chain.chain(b.k).wire_id(), p, m)
+                .expect("decode")
+                .into_dense(m)
+                .expect("dense");
+            let r = &mut self.read[b.table as usize][b.first_row * w..b.first_row * w + m];
+            r.iter_mut().zip(sent).for_each(|(r, s)| *r += s);
+        }
+        (got, t)
+    }
+}
+
 /// The device compresses its own delta as the worker library would: over several clocks, an
 /// engine that encodes (`delta_encoded`, residual on the device, added to its reads) gives the
 /// bytes `ResidualKeeper` makes of a second engine's plain delta on the same reads, for a top-k
@@ -249,11 +335,6 @@ fn resident_engine_encodes_its_delta_as_the_library_would() {
     };
     let (train, test) = data(seed("resident encoded delta"));
     let arch = Arch::new(train.d, &[64], train.classes);
-    let shapes: Vec<(usize, usize)> = arch
-        .layers()
-        .iter()
-        .map(|s| (s.rows(), s.width()))
-        .collect();
     let params = arch.num_params() as u64;
     let chains = [
         DeviceChain::TopK(SentValues::F16),
@@ -266,47 +347,11 @@ fn resident_engine_encodes_its_delta_as_the_library_would() {
         DeviceChain::Dense(ValueFormat::Sign),
     ];
     for chain in chains {
-        let mut plain = CudaMlpResident::new(Arc::clone(&gpu)).expect("engine");
-        let mut coded = CudaMlpResident::new(Arc::clone(&gpu)).expect("engine");
-        assert!(coded.encodes(chain));
-        plain.setup(&arch, &train, &test).expect("setup");
-        coded.setup(&arch, &train, &test).expect("setup");
-        let mut keeper = ResidualKeeper::new(&shapes);
+        let mut pair = CodedPair::new(&gpu, &arch, &train, &test, 5);
+        assert!(pair.coded.encodes(chain));
         let blocks = two_shard_blocks(&arch, 0.05);
-        let mut read = arch.init_params(5);
         for c in 0..CLOCKS {
-            // The plain engine reads what the coded one sees: the read plus the residual.
-            let mut seen = read.clone();
-            for (l, r) in seen.iter_mut().enumerate() {
-                keeper.add_to(l as u32, 0, r).expect("add");
-            }
-            load(&mut plain, &arch, &seen);
-            load(&mut coded, &arch, &read);
-            let o = order(train.n, c);
-            plain.run_clock(&o, 32, 0.1).expect("run_clock");
-            coded.run_clock(&o, 32, 0.1).expect("run_clock");
-            let mut delta = arch.zeros();
-            plain.delta(0.5, &mut delta).expect("delta");
-            let parts: Vec<&[f32]> = blocks
-                .iter()
-                .map(|b| {
-                    let w = arch.layer(b.table as usize).width();
-                    &delta[b.table as usize][b.first_row * w..(b.first_row + b.rows) * w]
-                })
-                .collect();
-            let want = keeper
-                .encode_blocks(&blocks, chain, &parts)
-                .expect("keeper");
-            let before = coded.traffic();
-            let mut got = Vec::new();
-            coded
-                .delta_encoded(0.5, chain, &blocks, &mut got)
-                .expect("encoded");
-            let t = coded.traffic().since(&before);
-            assert!(
-                got == want,
-                "{chain:?} clock {c}: payloads differ from the library's"
-            );
+            let (got, t) = pair.clock(&arch, train.n, &blocks, chain, c);
             let selected: u64 = blocks.iter().map(|b| b.k as u64).sum();
             eprintln!("{chain:?} clock {c}: {t:?} for {selected} selected of {params}");
             if let DeviceChain::Dense(_) = chain {
@@ -325,18 +370,13 @@ fn resident_engine_encodes_its_delta_as_the_library_would() {
                     "clock {c}: only the selection comes back"
                 );
             }
-            // The next read: this clock's payloads applied, as a shard would.
-            for (b, p) in blocks.iter().zip(&got) {
-                let w = arch.layer(b.table as usize).width();
-                let n = b.rows * w;
-                let sent = ps_proto::codec::decode(chain.chain(b.k).wire_id(), p, n)
-                    .expect("decode")
-                    .into_dense(n)
-                    .expect("dense");
-                let r = &mut read[b.table as usize][b.first_row * w..b.first_row * w + n];
-                r.iter_mut().zip(sent).for_each(|(r, s)| *r += s);
-            }
         }
+        let CodedPair {
+            mut plain,
+            mut coded,
+            mut keeper,
+            read,
+        } = pair;
         // The last clock goes plain: the delta plus everything held back.
         let mut seen = read.clone();
         for (l, r) in seen.iter_mut().enumerate() {
@@ -374,64 +414,22 @@ fn the_last_clocks_dense_chain_and_the_drop_are_the_libraries() {
     };
     let (train, test) = data(seed("resident dense flush"));
     let arch = Arch::new(train.d, &[64], train.classes);
-    let shapes: Vec<(usize, usize)> = arch
-        .layers()
-        .iter()
-        .map(|s| (s.rows(), s.width()))
-        .collect();
-    let mut plain = CudaMlpResident::new(Arc::clone(&gpu)).expect("engine");
-    let mut coded = CudaMlpResident::new(Arc::clone(&gpu)).expect("engine");
-    plain.setup(&arch, &train, &test).expect("setup");
-    coded.setup(&arch, &train, &test).expect("setup");
-    let mut keeper = ResidualKeeper::new(&shapes);
+    let mut pair = CodedPair::new(&gpu, &arch, &train, &test, 6);
     let blocks = two_shard_blocks(&arch, 0.05);
-    let mut read = arch.init_params(6);
     for c in 0..CLOCKS {
         let chain = if c + 1 < CLOCKS {
             DeviceChain::TopK(SentValues::F16)
         } else {
             DeviceChain::Dense(ValueFormat::F16)
         };
-        let mut seen = read.clone();
-        for (l, r) in seen.iter_mut().enumerate() {
-            keeper.add_to(l as u32, 0, r).expect("add");
-        }
-        load(&mut plain, &arch, &seen);
-        load(&mut coded, &arch, &read);
-        let o = order(train.n, c);
-        plain.run_clock(&o, 32, 0.1).expect("run_clock");
-        coded.run_clock(&o, 32, 0.1).expect("run_clock");
-        let mut delta = arch.zeros();
-        plain.delta(0.5, &mut delta).expect("delta");
-        let parts: Vec<&[f32]> = blocks
-            .iter()
-            .map(|b| {
-                let w = arch.layer(b.table as usize).width();
-                &delta[b.table as usize][b.first_row * w..(b.first_row + b.rows) * w]
-            })
-            .collect();
-        let want = keeper
-            .encode_blocks(&blocks, chain, &parts)
-            .expect("keeper");
-        let mut got = Vec::new();
-        coded
-            .delta_encoded(0.5, chain, &blocks, &mut got)
-            .expect("encoded");
-        assert!(
-            got == want,
-            "{chain:?} clock {c}: payloads differ from the library's"
-        );
-        for (b, p) in blocks.iter().zip(&got) {
-            let w = arch.layer(b.table as usize).width();
-            let n = b.rows * w;
-            let sent = ps_proto::codec::decode(chain.chain(b.k).wire_id(), p, n)
-                .expect("decode")
-                .into_dense(n)
-                .expect("dense");
-            let r = &mut read[b.table as usize][b.first_row * w..b.first_row * w + n];
-            r.iter_mut().zip(sent).for_each(|(r, s)| *r += s);
-        }
+        pair.clock(&arch, train.n, &blocks, chain, c);
     }
+    let CodedPair {
+        mut coded,
+        keeper,
+        read,
+        ..
+    } = pair;
     let held = keeper.l1();
     let dropped = coded.drop_unsent().expect("drop");
     assert!(held > 0.0, "f16 rounding leaves something behind");

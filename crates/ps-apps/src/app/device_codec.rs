@@ -187,6 +187,24 @@ pub fn check_tiling(blocks: &[DeltaBlock], rows: &[usize]) -> Result<(), String>
     }
 }
 
+/// Checks that `blocks` cut positions `0..n` into consecutive ranges, in order (a push plan's
+/// blocks of a key list).
+pub fn check_cut(blocks: &[std::ops::Range<usize>], n: usize) -> Result<(), String> {
+    let mut next = 0;
+    for b in blocks {
+        if b.start != next || b.end < b.start || b.end > n {
+            return Err(format!(
+                "push blocks must cut the {n} rows in order: {b:?} after {next}"
+            ));
+        }
+        next = b.end;
+    }
+    if next != n {
+        return Err(format!("push blocks cover {next} of {n} rows"));
+    }
+    Ok(())
+}
+
 /// The payload of a selection a device made: `indices` ascending into a block of `n`, `values`
 /// the values the receiver decodes (already rounded to `format`).
 pub fn selection_payload(
@@ -440,6 +458,19 @@ mod tiling_tests {
             rows,
             k: 1,
         }
+    }
+
+    #[test]
+    fn a_cut_is_consecutive_and_whole() {
+        assert_eq!(check_cut(&[0..2, 2..5], 5), Ok(()));
+        assert_eq!(check_cut(&[], 0), Ok(()));
+        assert!(check_cut(&[0..2, 3..5], 5).unwrap_err().contains("after 2"));
+        assert!(check_cut(&[0..2, 2..6], 5).is_err());
+        let short = std::slice::from_ref(&(0..2));
+        assert!(check_cut(short, 5).unwrap_err().contains("cover 2 of 5"));
+        #[allow(clippy::reversed_empty_ranges)]
+        let backwards = [0..2, 2..1];
+        assert!(check_cut(&backwards, 1).is_err());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use cudarc::driver::{CudaFunction, CudaSlice, CudaView, LaunchConfig, PushKernelArg};
-use ps_apps::app::device_codec::DeviceChain;
+use ps_apps::app::device_codec::{check_cut, DeviceChain};
 
 use super::{input, to_u32, CudaMfResident, BLOCK};
 use crate::cuda::buffers::{DevBuf, KeyList, Pinned};
@@ -115,11 +115,22 @@ impl CudaMfResident {
         self.own
             .keys
             .set(&stream, &mut self.keys_host, &mut self.bus, keys, limit)?;
-        let (n, w) = (keys.len(), self.layout.width());
+        let n = keys.len();
         if n == 0 {
             return Ok(());
         }
-        self.own.before.ensure(&stream, n * w)?;
+        self.gather_pushed(n, false)
+    }
+
+    /// Gathers the `n` pushed rows of the cache, as stored, into `after` (or `before`).
+    fn gather_pushed(&mut self, n: usize, after: bool) -> Result<(), GpuError> {
+        let w = self.layout.width();
+        let dst = if after {
+            &mut self.own.after
+        } else {
+            &mut self.own.before
+        };
+        dst.ensure(&self.gpu.compute, n * w)?;
         let k = MfKernels::of(&self.f32_kernels, &self.f16_kernels, self.factors);
         let list = self.own.keys.dev.view(n);
         gather(
@@ -129,7 +140,7 @@ impl CudaMfResident {
             n,
             w,
             self.items.get(),
-            self.own.before.get_mut(),
+            dst.get_mut(),
         )
     }
 
@@ -150,22 +161,7 @@ impl CudaMfResident {
                 "the pushed rows are not the rows kept before the waves".into(),
             ));
         }
-        let mut next = 0;
-        for b in blocks {
-            if b.start != next || b.end > keys.len() {
-                return Err(input(format!(
-                    "push blocks must cut the {} rows in order: {b:?} after {next}",
-                    keys.len()
-                )));
-            }
-            next = b.end;
-        }
-        if next != keys.len() {
-            return Err(input(format!(
-                "push blocks cover {next} of {} rows",
-                keys.len()
-            )));
-        }
+        check_cut(blocks, keys.len()).map_err(input)?;
         let stream = Arc::clone(&self.gpu.compute);
         let (n, w) = (keys.len(), self.layout.width());
         if !self.own.held {
@@ -180,18 +176,7 @@ impl CudaMfResident {
         self.codec()?;
         self.timer.start(&stream)?;
         // The delta: the rows after the waves less the rows before them.
-        self.own.after.ensure(&stream, n * w)?;
-        let k = MfKernels::of(&self.f32_kernels, &self.f16_kernels, self.factors);
-        let list = self.own.keys.dev.view(n);
-        gather(
-            &self.gpu,
-            &k.gather,
-            &list,
-            n,
-            w,
-            self.items.get(),
-            self.own.after.get_mut(),
-        )?;
+        self.gather_pushed(n, true)?;
         let codec = self
             .own
             .codec

@@ -28,7 +28,7 @@ use super::compute::{squared_error_in, Layout, MfCompute};
 use super::data::Rating;
 use super::factors::Factors;
 use super::waves::WaveSchedule;
-use crate::app::device_codec::{dense_device_bytes, DeviceChain, ResidualKeeper};
+use crate::app::device_codec::{check_cut, dense_device_bytes, DeviceChain, ResidualKeeper};
 use crate::error::ComputeError;
 
 /// What a resident engine is set up with, once per worker.
@@ -386,22 +386,7 @@ impl MfResident for HostResident {
             .kept
             .get_or_insert_with(|| ResidualKeeper::new(&[(items, w)]));
         // The plan is checked whole before anything changes.
-        let mut next = 0;
-        for b in blocks {
-            if b.start != next || b.end > keys.len() {
-                return Err(bad(format!(
-                    "push blocks must cut the {} rows in order: {b:?} after {next}",
-                    keys.len()
-                )));
-            }
-            next = b.end;
-        }
-        if next != keys.len() {
-            return Err(bad(format!(
-                "push blocks cover {next} of {} rows",
-                keys.len()
-            )));
-        }
+        check_cut(blocks, keys.len()).map_err(bad)?;
         let mut moved = 0;
         for b in blocks {
             let n = b.len() * w;
