@@ -348,11 +348,13 @@ impl MfResident for HostResident {
     }
 
     fn keep_before(&mut self, keys: &[u64]) -> Result<(), ComputeError> {
-        // The device gathers the rows by its own list of the pushed keys.
-        Self::key_list(&mut self.pushed, keys, &mut self.traffic);
         let w = self.layout.width();
-        self.before.resize(keys.len() * w, 0.0);
-        Self::rows(&self.items, keys, w, &mut self.before)
+        let mut before = vec![0.0; keys.len() * w];
+        Self::rows(&self.items, keys, w, &mut before)?;
+        self.before = before;
+        // The device gathers the rows by its own list of the pushed keys (checked first).
+        Self::key_list(&mut self.pushed, keys, &mut self.traffic);
+        Ok(())
     }
 
     fn delta_encoded(
@@ -374,6 +376,8 @@ impl MfResident for HostResident {
                 "the pushed rows are not the rows kept before the waves".into(),
             ));
         }
+        // The plan is checked whole before anything changes.
+        check_cut(blocks, keys.len()).map_err(bad)?;
         let w = self.layout.width();
         let mut delta = vec![0.0; keys.len() * w];
         Self::rows(&self.items, keys, w, &mut delta)?;
@@ -385,8 +389,6 @@ impl MfResident for HostResident {
         let kept = self
             .kept
             .get_or_insert_with(|| ResidualKeeper::new(&[(items, w)]));
-        // The plan is checked whole before anything changes.
-        check_cut(blocks, keys.len()).map_err(bad)?;
         let mut moved = 0;
         for b in blocks {
             let n = b.len() * w;

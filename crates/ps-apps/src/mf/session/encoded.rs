@@ -4,7 +4,10 @@
 //! and hands back only the payloads of the rows' delta; its residual stays with it, row by row,
 //! and shows in what it loads. Once the library has encoded a lossy delta itself (or
 //! `PS_DEVICE_CODEC=off`), it keeps doing so: its residual would otherwise be sent beside the
-//! engine's payloads.
+//! engine's payloads. The engine encodes only where every clock pushes the same rows (an epoch
+//! a clock): the library sends every row it holds something of each clock, touched or not,
+//! and the engine sends the clock's rows, so with an epoch split over clocks (each pushing the
+//! items of its own ratings) the two would differ; the library encodes those jobs.
 
 use std::ops::Range;
 
@@ -31,7 +34,9 @@ impl MfSession {
         let Some(plan) = out.push_plan(ITEMS, &p.touched)? else {
             return Ok(None);
         };
-        let chain = device_chain(&plan.chain).filter(|&c| r.dev.encodes(c));
+        // Every clock pushes the same rows only when it runs a whole epoch.
+        let same_rows = self.settings.clocks_per_epoch <= 1;
+        let chain = device_chain(&plan.chain).filter(|&c| same_rows && r.dev.encodes(c));
         let chain = match chain {
             Some(c) if !self.library_holds => c,
             _ => {
