@@ -187,6 +187,22 @@ pub fn check_tiling(blocks: &[DeltaBlock], rows: &[usize]) -> Result<(), String>
     }
 }
 
+/// The f16 bits of `values` when every one of them is an f16 value (it converts to f16 and
+/// back bit for bit, as rows pulled with an `f16` pull codec do), else `None` (found at the
+/// first value that is not, so that f32 rows cost about one conversion): such rows cross to a
+/// device as f16, half the bytes, and widen there exactly.
+pub fn f16_image(values: &[f32]) -> Option<Vec<u16>> {
+    let mut out = Vec::with_capacity(values.len());
+    for &v in values {
+        let h = half::f16::from_f32(v);
+        if h.to_f32().to_bits() != v.to_bits() {
+            return None;
+        }
+        out.push(h.to_bits());
+    }
+    Some(out)
+}
+
 /// Checks that `blocks` cut positions `0..n` into consecutive ranges, in order (a push plan's
 /// blocks of a key list).
 pub fn check_cut(blocks: &[std::ops::Range<usize>], n: usize) -> Result<(), String> {
@@ -457,6 +473,21 @@ mod tiling_tests {
             first_row,
             rows,
             k: 1,
+        }
+    }
+
+    #[test]
+    fn only_rows_of_f16_values_have_an_f16_image() {
+        let exact = [0.0f32, -0.0, 1.5, -65504.0, 2.0f32.powi(-24), f32::INFINITY];
+        let image = f16_image(&exact).unwrap();
+        let back: Vec<u32> = image
+            .iter()
+            .map(|&h| half::f16::from_bits(h).to_f32().to_bits())
+            .collect();
+        assert_eq!(back, exact.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+        assert_eq!(f16_image(&[]), Some(Vec::new()));
+        for other in [0.1f32, 65520.0, 1e-8, 1.0 + f32::EPSILON] {
+            assert_eq!(f16_image(&[1.0, other]), None, "{other}");
         }
     }
 

@@ -5,7 +5,7 @@
 //! rows are gathered from the cache before the waves (`before`) and after them (`after`), their
 //! difference is the delta; each block of the push plan gathers its rows' residual, is encoded
 //! (only its payload comes back) and scatters the residual back. The oracle is `HostResident`,
-//! which counts the same bytes.
+//! which counts the same bytes. Also here: loaded rows of f16 values cross as f16.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use ps_apps::app::device_codec::{check_cut, DeviceChain};
 
 use super::{input, to_u32, CudaMfResident, BLOCK};
 use crate::cuda::buffers::{DevBuf, KeyList, Pinned};
+use crate::cuda::codec;
 use crate::cuda::dense::DenseCodec;
 use crate::cuda::mf_wave_kernel::MfKernels;
 use crate::cuda::{Call, GpuError};
@@ -33,6 +34,10 @@ pub(super) struct OwnPushes {
     scratch: DevBuf<f32>,
     codec: Option<DenseCodec>,
     sum_host: Option<Pinned<f32>>,
+    /// Loaded rows of f16 values, as f16, and the kernel that widens them.
+    halves: DevBuf<u16>,
+    halves_host: Option<Pinned<u16>>,
+    to_f32: Option<CudaFunction>,
 }
 
 impl OwnPushes {
@@ -80,6 +85,42 @@ impl CudaMfResident {
             .codec
             .as_mut()
             .ok_or_else(|| input("no dense codec".into()))
+    }
+
+    /// Copies rows of f16 values to the device as f16 (`bits`) and widens them into the staged
+    /// rows (`codec_f16_to_f32`, exact).
+    pub(super) fn upload_f16_rows(&mut self, bits: &[u16]) -> Result<(), GpuError> {
+        let stream = Arc::clone(&self.gpu.compute);
+        if self.own.to_f32.is_none() {
+            self.own.to_f32 = Some(codec::Kernels::load(&self.gpu)?.to_f32);
+        }
+        let host = match &mut self.own.halves_host {
+            Some(h) => h,
+            slot => slot.insert(Pinned::new(&self.gpu.ctx)?),
+        };
+        host.fill(bits)?;
+        let halves = &mut self.own.halves;
+        self.bus.h2d(&stream, || {
+            halves.upload(&stream, host)?;
+            Ok(2 * bits.len() as u64)
+        })?;
+        let n = bits.len();
+        self.rows.ensure(&stream, n)?;
+        let f = self
+            .own
+            .to_f32
+            .as_ref()
+            .ok_or_else(|| input("no f16 kernel".into()))?;
+        let n64 = n as u64;
+        let mut b = stream.launch_builder(f);
+        b.arg(self.own.halves.get())
+            .arg(self.rows.get_mut())
+            .arg(&n64);
+        // SAFETY: both buffers hold n values; codec_f16_to_f32(const unsigned short*, float*,
+        // unsigned long long).
+        unsafe { b.launch(codec::elementwise(&self.gpu, n)) }
+            .call("cuLaunchKernel(codec_f16_to_f32)")?;
+        Ok(())
     }
 
     /// Adds the held residual of the read's rows `[first, first + n)` to the staged rows (before

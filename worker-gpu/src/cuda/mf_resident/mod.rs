@@ -27,7 +27,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
-use ps_apps::app::device_codec::DeviceChain;
+use ps_apps::app::device_codec::{f16_image, DeviceChain};
 use ps_apps::mf::{Factors, Layout, MfResident, ResidentSetup, Split, Traffic};
 use ps_apps::ComputeError;
 
@@ -197,11 +197,17 @@ impl CudaMfResident {
         if n == 0 {
             return Ok(());
         }
-        self.rows_host.fill(values)?;
-        self.bus.h2d(&self.gpu.compute, || {
-            self.rows.upload(&self.gpu.compute, &self.rows_host)?;
-            Ok(4 * values.len() as u64)
-        })?;
+        match f16_image(values) {
+            // Rows of f16 values (an f16 pull codec's) cross as f16 and widen here, exactly.
+            Some(h) => self.upload_f16_rows(&h)?,
+            None => {
+                self.rows_host.fill(values)?;
+                self.bus.h2d(&self.gpu.compute, || {
+                    self.rows.upload(&self.gpu.compute, &self.rows_host)?;
+                    Ok(4 * values.len() as u64)
+                })?;
+            }
+        }
         if self.own.held() {
             // What this engine has not sent yet shows in what it reads.
             self.add_own_residual(first, n)?;

@@ -28,7 +28,9 @@ use super::compute::{squared_error_in, Layout, MfCompute};
 use super::data::Rating;
 use super::factors::Factors;
 use super::waves::WaveSchedule;
-use crate::app::device_codec::{check_cut, dense_device_bytes, DeviceChain, ResidualKeeper};
+use crate::app::device_codec::{
+    check_cut, dense_device_bytes, f16_image, DeviceChain, ResidualKeeper,
+};
 use crate::error::ComputeError;
 
 /// What a resident engine is set up with, once per worker.
@@ -281,7 +283,9 @@ impl MfResident for HostResident {
             cached.copy_from_slice(row);
             self.factors.round(cached);
         }
-        self.traffic.h2d_bytes += 4 * values.len() as u64;
+        // Rows of f16 values (an f16 pull codec's) cross as f16 and widen on the device.
+        let bytes = if f16_image(values).is_some() { 2 } else { 4 };
+        self.traffic.h2d_bytes += bytes * values.len() as u64;
         Ok(())
     }
 

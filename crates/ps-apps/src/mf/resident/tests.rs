@@ -40,6 +40,11 @@ fn the_oracle_counts_a_devices_copies_and_times_its_passes() {
         e.load_items(0, &vec![0.2; items * w]).unwrap();
         let t = e.traffic();
         assert_eq!(t.h2d_bytes, (setup + 4 * items + 4 * items * w) as u64);
+        // Rows of f16 values (an f16 pull codec's) cross as f16.
+        e.load_items(0, &vec![0.5; items * w]).unwrap();
+        assert_eq!(e.traffic().since(&t).h2d_bytes, 2 * (items * w) as u64);
+        e.load_items(0, &vec![0.2; items * w]).unwrap();
+        let t = e.traffic();
         let waves = schedule.epoch_waves(ClockKey {
             seed: 1,
             worker: 0,
