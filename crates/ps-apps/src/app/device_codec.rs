@@ -112,6 +112,35 @@ fn encode_choice(v: Option<&str>) -> Result<bool, String> {
     }
 }
 
+/// Who encodes a worker's lossy pushes, clock by clock: its engine, where it runs the clock's
+/// chain, until the worker library has encoded a lossy delta itself; from then on the library,
+/// whose residual would otherwise go out beside the engine's payloads. `PS_DEVICE_CODEC=off`
+/// leaves it to the library from the start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushEncoder {
+    library_holds: bool,
+}
+
+impl PushEncoder {
+    /// As `PS_DEVICE_CODEC` says ([`engines_encode`]).
+    pub fn from_env() -> Result<PushEncoder, String> {
+        Ok(PushEncoder {
+            library_holds: !engines_encode()?,
+        })
+    }
+
+    /// Whether the engine encodes this clock's pushes, given whether it runs the clock's
+    /// chains; where it does not, the library encodes them and, for a `lossy` chain, holds a
+    /// residual from then on.
+    pub fn engine_encodes(&mut self, runs: bool, lossy: bool) -> bool {
+        if self.library_holds || !runs {
+            self.library_holds |= lossy;
+            return false;
+        }
+        true
+    }
+}
+
 /// Bytes a device copies back for a block of `n` values encoded whole in `format`
 /// ([`DeviceChain::Dense`]): 2 a value for f16 and bf16; for a block format its scales and codes
 /// as whole 4-byte words (at most 3 bytes past the payload). `None` for a format no device
@@ -745,6 +774,24 @@ mod tests {
             let wire = format.encoded_len(n) as u64;
             assert!((wire..=wire + 3).contains(&dev), "{format:?} {n}");
         }
+    }
+
+    #[test]
+    fn once_the_library_holds_a_residual_it_encodes_to_the_end() {
+        let mut e = PushEncoder {
+            library_holds: false,
+        };
+        assert!(e.engine_encodes(true, true));
+        assert!(!e.engine_encodes(false, false), "a chain it does not run");
+        assert!(
+            e.engine_encodes(true, true),
+            "a lossless clock left nothing behind"
+        );
+        assert!(!e.engine_encodes(false, true));
+        assert!(
+            !e.engine_encodes(true, true),
+            "the library holds a residual now"
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use super::{
     cut_runs, init_user_factors, squared_error_in, worker_cold, worker_shard_owned, Layout, MfApp,
     MfCompute, Rating, Visiting, WorkerShard,
 };
-use crate::app::device_codec::engines_encode;
+use crate::app::device_codec::PushEncoder;
 use crate::app::flags;
 use crate::app::{DeltaSink, Inbox, Outcome, Session, TableRows, WorkerContext};
 use crate::error::AppError;
@@ -120,9 +120,8 @@ pub struct MfSession {
     updates: u64,
     /// Items of the cold held-out ratings, sorted.
     cold_items: Vec<u64>,
-    /// The worker library keeps a residual of this worker's pushes (`encoded`); set from the
-    /// start where `PS_DEVICE_CODEC=off` keeps the engine from encoding.
-    library_holds: bool,
+    /// Who encodes this worker's lossy pushes (`encoded`).
+    encoder: PushEncoder,
     /// The engine has encoded this worker's pushes (and may hold a residual).
     engine_holds: bool,
     /// What the engine held back when the job ended.
@@ -231,7 +230,7 @@ impl MfSession {
             plan: None,
             updates: 0,
             cold_items,
-            library_holds: !engines_encode().map_err(AppError::Settings)?,
+            encoder: PushEncoder::from_env().map_err(AppError::Settings)?,
             engine_holds: false,
             unsent: 0.0,
         })

@@ -17,7 +17,7 @@
 use super::app::{load_share, MlpApp, MlpClock, MlpFacts, MlpFinal, MlpSettings};
 use super::resident::{MlpResident, Traffic, EVAL_CHUNK};
 use super::{evaluate, local_sgd_steps, Arch, BatchStats, Dataset, MlpCompute};
-use crate::app::device_codec::{block_k, device_chain, engines_encode, DeltaBlock};
+use crate::app::device_codec::{block_k, device_chain, DeltaBlock, PushEncoder};
 use crate::app::flags;
 use crate::app::{DeltaSink, Inbox, Outcome, Session, TableRows, WorkerContext};
 use crate::error::AppError;
@@ -64,9 +64,8 @@ pub struct MlpSession {
     trained: u64,
     /// What the engine held back of its own encoded pushes when the job ended.
     unsent: f64,
-    /// The worker library keeps a residual of this worker's pushes (see [`push_encoded`]); set
-    /// from the start where `PS_DEVICE_CODEC=off` keeps the engine from encoding.
-    library_holds: bool,
+    /// Who encodes this worker's lossy pushes (see [`push_encoded`]).
+    encoder: PushEncoder,
 }
 
 impl MlpSession {
@@ -115,7 +114,7 @@ impl MlpSession {
             inbox: Inbox::default(),
             trained: 0,
             unsent: 0.0,
-            library_holds: !engines_encode().map_err(AppError::Settings)?,
+            encoder: PushEncoder::from_env().map_err(AppError::Settings)?,
         })
     }
 
@@ -160,18 +159,16 @@ impl MlpSession {
 }
 
 /// Pushes the clock's delta compressed by the engine itself, when the sink plans every layer
-/// with a chain the engine runs (`device_codec`) and the worker library holds no residual of
-/// its own (`library_holds`: once it has encoded a lossy chain's delta, its residual would be
-/// sent beside the engine's payloads; a top-k with a block format, say, whose last clock
-/// plans the format alone); only the payloads leave the engine. Returns the payloads' bytes,
-/// or `None`, having done nothing, otherwise (the session then pushes the plain delta, and
-/// `library_holds` says whether the library now keeps a residual).
+/// with a chain the engine runs (`device_codec`) and `encoder` leaves it to the engine (not
+/// once the library has encoded a lossy delta: a top-k with a block format, say, whose last
+/// clock plans the format alone); only the payloads leave the engine. Returns the payloads'
+/// bytes, or `None`, having done nothing, otherwise (the session then pushes the plain delta).
 fn push_encoded(
     dev: &mut dyn MlpResident,
     arch: &Arch,
     scale: f32,
     out: &mut dyn DeltaSink,
-    library_holds: &mut bool,
+    encoder: &mut PushEncoder,
 ) -> Result<Option<usize>, AppError> {
     let mut plans = Vec::with_capacity(arch.num_layers());
     for l in 0..arch.num_layers() {
@@ -185,8 +182,8 @@ fn push_encoded(
     let runs = chains
         .iter()
         .all(|c| c.is_some_and(|c| dev.encodes(c)) && *c == chains[0]);
-    if *library_holds || !runs {
-        *library_holds |= plans.iter().any(|(_, p)| !p.chain.is_lossless());
+    let lossy = plans.iter().any(|(_, p)| !p.chain.is_lossless());
+    if !encoder.engine_encodes(runs, lossy) {
         return Ok(None);
     }
     let (mut blocks, mut wire_ids, mut keys, chain) = (
@@ -318,13 +315,7 @@ impl Session<MlpApp> for MlpSession {
                 // The engine's samples are this worker's, in order: the same visit by position.
                 let visit = Visit::for_clock(key, r.samples, slice_of, of);
                 let stats = r.dev.run_visit(&visit, hyper.batch, lr)?;
-                match push_encoded(
-                    r.dev.as_mut(),
-                    &self.arch,
-                    scale,
-                    out,
-                    &mut self.library_holds,
-                )? {
+                match push_encoded(r.dev.as_mut(), &self.arch, scale, out, &mut self.encoder)? {
                     Some(bytes) => engine_encoded = bytes,
                     None => {
                         r.dev.delta(scale, &mut r.delta)?;

@@ -37,17 +37,18 @@ impl MfSession {
         // Every clock pushes the same rows only when it runs a whole epoch.
         let same_rows = self.settings.clocks_per_epoch <= 1;
         let chain = device_chain(&plan.chain).filter(|&c| same_rows && r.dev.encodes(c));
+        let lossy = !plan.chain.is_lossless();
         let chain = match chain {
-            Some(c) if !self.library_holds => c,
-            _ => {
-                if self.engine_holds {
+            Some(c) if self.encoder.engine_encodes(true, lossy) => c,
+            other => {
+                if other.is_none() && self.engine_holds {
                     return Err(AppError::Settings(format!(
                         "the MF engine holds back part of its encoded pushes, but clock {}'s \
                          chain {} is not one it encodes",
                         p.clock, plan.chain
                     )));
                 }
-                self.library_holds |= !plan.chain.is_lossless();
+                self.encoder.engine_encodes(false, lossy);
                 return Ok(None);
             }
         };
