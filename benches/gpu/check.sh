@@ -292,10 +292,11 @@ step_mlp_device_codec() {
     echo "== MLP with its delta compressed on the device"
     run_step mlp-raw-cuda 60 "$BUNDLE/ps-cluster" local --app mlp --device cuda --deterministic \
         --no-progress || return 0
-    # A top-k (the selection comes back) and a whole-value format (the payload is made there).
+    # A top-k in f16 and in sign (the selection comes back, the host encodes its values) and a
+    # whole-value format (the payload is made there).
     local codec name
-    for codec in topk:0.02,f16 q4; do
-        name=mlp-codec-${codec%%[:,]*}
+    for codec in topk:0.02,f16 topk:0.02,sign q4; do
+        name=mlp-codec-${codec//[:,.]/_}
         run_step "$name-cuda" 60 "$BUNDLE/ps-cluster" local --app mlp --device cuda \
             --deterministic --no-progress --push-codec "$codec" || continue
         run_step "$name-cpu" 60 "$BUNDLE/ps-cluster" local --app mlp --device cpu \

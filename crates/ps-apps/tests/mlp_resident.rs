@@ -5,7 +5,7 @@
 //! loads and sample indices, push plans with gaps and, once it keeps a residual, partial reads,
 //! with typed errors.
 
-use ps_apps::app::device_codec::{DeltaBlock, DeviceChain, SentValues};
+use ps_apps::app::device_codec::{DeltaBlock, DeviceChain};
 use ps_apps::app::testing::{run_bsp, BspRun};
 use ps_apps::app::{App, CpuEngines, Engines, JobCommon, OracleEngines};
 use ps_apps::lda::LdaCompute;
@@ -16,6 +16,7 @@ use ps_apps::mlp::{
     MlpResident, SyntheticMlpSpec,
 };
 use ps_apps::AppError;
+use ps_proto::codec::ValueFormat;
 
 /// The host engines of `base`, with the resident MLP oracle on the same MLP engine.
 struct Resident<E: Engines> {
@@ -196,12 +197,12 @@ fn the_oracle_refuses_plans_with_gaps_and_partial_reads_once_it_keeps_a_residual
     let mut out = Vec::new();
     let gap = e.delta_encoded(
         1.0,
-        DeviceChain::TopK(SentValues::F32),
+        DeviceChain::TopK(ValueFormat::F32),
         &whole[..1],
         &mut out,
     );
     assert!(gap.is_err(), "a plan that leaves a layer out");
-    e.delta_encoded(1.0, DeviceChain::TopK(SentValues::F32), &whole, &mut out)
+    e.delta_encoded(1.0, DeviceChain::TopK(ValueFormat::F32), &whole, &mut out)
         .unwrap();
     assert_eq!(out.len(), whole.len());
     // Now a residual is kept: a read of part of the model is refused, a whole one is not.

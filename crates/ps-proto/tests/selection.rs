@@ -1,10 +1,12 @@
 //! `codec::encode_selection` (a payload from a selection made elsewhere, e.g. on a GPU) against
 //! `codec::encode` of the same top-k chain: the same bytes in every format and index layout,
-//! also when the values were already rounded to the format; and its refusals.
+//! also when the values were already rounded to the format; `encode_selection_decoded`'s
+//! decoded values, which leave error feedback's residual; and the refusals.
 
 use proptest::prelude::*;
 use ps_proto::codec::{
-    decode, encode, encode_selection, top_k, CodecChain, Decoded, Selector, ValueFormat,
+    decode, encode, encode_selection, encode_selection_decoded, top_k, CodecChain, Decoded,
+    ErrorFeedback, Selector, ValueFormat,
 };
 
 fn chain(k: usize, format: ValueFormat) -> CodecChain {
@@ -45,6 +47,19 @@ proptest! {
         let mut got = Vec::new();
         encode_selection(format, n, &sel, &picked, &mut got).unwrap();
         prop_assert_eq!(&got, &want);
+        // The same bytes with what the receiver decodes: what error feedback subtracts.
+        let mut with = Vec::new();
+        let q = encode_selection_decoded(format, n, &sel, &picked, &mut with).unwrap();
+        prop_assert_eq!(&with, &want);
+        let mut ef = ErrorFeedback::new(n);
+        ef.compress(&chain(k, format), &v, None, &mut Vec::new()).unwrap();
+        let mut kept = v.clone();
+        for (&i, &q) in sel.iter().zip(&q) {
+            let r = &mut kept[i as usize];
+            *r = if r.is_finite() && q.is_finite() { *r - q } else { 0.0 };
+        }
+        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        prop_assert_eq!(bits(&kept), bits(ef.residual()));
         // A device hands back the values the receiver decodes: the same bytes again.
         if matches!(format, ValueFormat::F16 | ValueFormat::Bf16 | ValueFormat::F32) {
             // (Taken as decoded, not through a dense sum, which would turn -0 into +0.)

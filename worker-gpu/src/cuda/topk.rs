@@ -194,17 +194,32 @@ impl DeviceTopK {
     /// `ErrorFeedback::compress` with `topk:k` (or `topk:k,f16`). Returns the sent indices
     /// (ascending) and the values the receiver decodes for them.
     pub fn push(&mut self, delta: &[f32], k: usize) -> Result<(Vec<u32>, Vec<f32>), GpuError> {
+        self.accumulate_host(delta)?;
+        self.send(k)
+    }
+
+    /// [`DeviceTopK::select_view`] of a delta on the host (uploaded first).
+    pub fn select_host(
+        &mut self,
+        delta: &[f32],
+        k: usize,
+    ) -> Result<(Vec<u32>, Vec<f32>), GpuError> {
+        self.accumulate_host(delta)?;
+        self.select(k)
+    }
+
+    /// Uploads `delta` and enqueues `residual += delta`.
+    fn accumulate_host(&mut self, delta: &[f32]) -> Result<(), GpuError> {
         self.check_len(delta.len())?;
         if self.n == 0 {
-            return Ok((Vec::new(), Vec::new()));
+            return Ok(());
         }
         self.delta_host.fill(delta)?;
         self.d_delta.upload(&self.gpu.copy, &self.delta_host)?;
         let d = std::mem::take(&mut self.d_delta);
         let r = self.accumulate_device(d.get());
         self.d_delta = d;
-        r?;
-        self.send(k)
+        r
     }
 
     /// [`DeviceTopK::push`] of a device-resident delta (its first `len()` elements).
@@ -260,21 +275,74 @@ impl DeviceTopK {
         self.moved
     }
 
-    /// Selection and feedback of the residual as it is: the top `k` entries are sent.
-    fn send(&mut self, k: usize) -> Result<(Vec<u32>, Vec<f32>), GpuError> {
+    /// `residual += delta` (a view of `len()` values), then the top `k` entries of the
+    /// residual, as (indices ascending, their values), the residual left as it is: for a
+    /// caller that encodes the selection itself (in a block format, whose scales depend on the
+    /// whole selection) and then hands [`DeviceTopK::subtract`] what the receiver decodes.
+    pub fn select_view(
+        &mut self,
+        delta: &CudaView<'_, f32>,
+        k: usize,
+    ) -> Result<(Vec<u32>, Vec<f32>), GpuError> {
+        self.accumulate_view(delta)?;
+        self.select(k)
+    }
+
+    /// Enqueues `residual[idx[j]] -= values[j]` (a non-finite residual entry becomes 0), both
+    /// uploaded: the feedback of a selection the caller encoded. `idx` must be strictly
+    /// increasing and within the block.
+    pub fn subtract(&mut self, idx: &[u32], values: &[f32]) -> Result<(), GpuError> {
+        if idx.len() != values.len() {
+            return Err(GpuError::Input(format!(
+                "{} indices with {} values to subtract",
+                idx.len(),
+                values.len()
+            )));
+        }
+        let ordered = idx.windows(2).all(|w| w[0] < w[1]);
+        if !ordered || idx.last().is_some_and(|&i| i as usize >= self.n) {
+            return Err(GpuError::Input(format!(
+                "indices to subtract must be strictly increasing and below {}",
+                self.n
+            )));
+        }
+        if idx.is_empty() {
+            return Ok(());
+        }
+        self.upload_sent(idx, values)?;
+        self.subtract_sent(idx.len(), false)
+    }
+
+    /// The top `k` entries of the residual as it is (indices ascending, unquantised values).
+    fn select(&mut self, k: usize) -> Result<(Vec<u32>, Vec<f32>), GpuError> {
         let k = k.min(self.n);
         if k == 0 {
             return Ok((Vec::new(), Vec::new()));
         }
         let count = self.candidates(k)?;
-        let (idx, raw) = self.trim(count, k)?;
-        let m = idx.len();
+        self.trim(count, k)
+    }
+
+    /// Uploads the sent indices and values (as given) for [`DeviceTopK::subtract_sent`].
+    fn upload_sent(&mut self, idx: &[u32], values: &[f32]) -> Result<(), GpuError> {
         let stream = &Arc::clone(&self.gpu.compute);
-        self.sent_idx_host.fill(&idx)?;
-        self.sent_val_host.fill(&raw)?;
+        self.sent_idx_host.fill(idx)?;
+        self.sent_val_host.fill(values)?;
         self.d_sent_idx.upload(stream, &self.sent_idx_host)?;
         self.d_sent_raw.upload(stream, &self.sent_val_host)?;
-        self.moved.0 += 8 * m as u64;
+        self.moved.0 += 8 * idx.len() as u64;
+        Ok(())
+    }
+
+    /// Selection and feedback of the residual as it is: the top `k` entries are sent.
+    fn send(&mut self, k: usize) -> Result<(Vec<u32>, Vec<f32>), GpuError> {
+        let (idx, raw) = self.select(k)?;
+        let m = idx.len();
+        if m == 0 {
+            return Ok((idx, raw));
+        }
+        self.upload_sent(&idx, &raw)?;
+        let stream = &Arc::clone(&self.gpu.compute);
         match self.format {
             SentFormat::F32 => {
                 self.subtract_sent(m, false)?;

@@ -435,3 +435,59 @@ fn codecs_at_edge_sizes() {
         .iter()
         .all(|&x| x.to_bits() == 0));
 }
+
+/// A top-k whose selected values the host encodes (`select_host`, then
+/// `device_codec::selection_payload`, then `subtract` of what the receiver decodes), as the MLP
+/// engine runs `topk:F,sign` or `topk:F,q4`: over rounds the payloads and the residual, bit for
+/// bit, are `ErrorFeedback`'s, in the block formats (scales over the whole selection) and the
+/// half formats, at 1% and at 60% (a dense layout for the formats that allow one), with an
+/// infinity in one round (its group's scale is not finite: the library zeroes what was sent of
+/// it). No NaN: the device's addition makes the canonical one, so its bits would differ.
+#[test]
+fn a_selection_encoded_on_the_host_keeps_the_librarys_residual() {
+    let Some(gpu) =
+        worker_gpu::gpu_or_skip("a_selection_encoded_on_the_host_keeps_the_librarys_residual")
+    else {
+        return;
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(seed("codec topk encoded on the host"));
+    let codec = CudaCodec::new(gpu).expect("codec");
+    let formats = [
+        ValueFormat::Sign,
+        ValueFormat::Q4,
+        ValueFormat::Q8,
+        ValueFormat::Q2,
+        ValueFormat::Bf16,
+        ValueFormat::F16,
+    ];
+    for format in formats {
+        for (n, frac) in [(50_000 + rng.gen_range(0..1000), 0.01), (3000, 0.6)] {
+            let k = k_of_fraction(frac, n);
+            let mut dev = codec.top_k(n, SentFormat::F32).expect("top-k");
+            let mut ef = ErrorFeedback::new(n);
+            let chain = CodecChain {
+                selectors: vec![Selector::TopKCount(k as u32)],
+                warmup: 0,
+                momentum: 0.0,
+                format,
+            };
+            for round in 0..8 {
+                let mut delta: Vec<f32> = (0..n).map(|_| normal(&mut rng)).collect();
+                if round == 5 {
+                    delta[7] = f32::INFINITY;
+                }
+                let mut want = Vec::new();
+                ef.compress(&chain, &delta, None, &mut want)
+                    .expect("host compress");
+                let (idx, values) = dev.select_host(&delta, k).expect("select");
+                let (got, decoded) =
+                    ps_apps::app::device_codec::selection_payload(format, n, &idx, &values)
+                        .expect("encode");
+                dev.subtract(&idx, &decoded).expect("subtract");
+                let what = format!("{format:?} n {n} k {k} round {round}");
+                assert!(got == want, "{what}: payloads differ");
+                assert_same(&what, &dev.residual().expect("residual"), ef.residual());
+            }
+        }
+    }
+}

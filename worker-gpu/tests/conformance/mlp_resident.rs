@@ -16,7 +16,7 @@
 //! out; a clock whose order the device makes itself (`run_visit`) is the host-ordered clock bit
 //! for bit, without the order on the bus; and bad input is a typed error.
 
-use ps_apps::app::device_codec::{DeltaBlock, DeviceChain, ResidualKeeper, SentValues};
+use ps_apps::app::device_codec::{DeltaBlock, DeviceChain, ResidualKeeper};
 use ps_apps::mlp::{
     epoch_order, synthetic_mlp, Arch, BatchStats, ClockKey, CpuMlp, Dataset, HostMlpResident,
     MlpResident, SyntheticMlpSpec, Visit,
@@ -324,7 +324,7 @@ impl CodedPair {
 /// The device compresses its own delta as the worker library would: over several clocks, an
 /// engine that encodes (`delta_encoded`, residual on the device, added to its reads) gives the
 /// bytes `ResidualKeeper` makes of a second engine's plain delta on the same reads, for a top-k
-/// in f32 and f16 and every dense lossy format; only the selection, or the dense payload,
+/// in f32, f16, bf16, q4 and sign and every dense lossy format; only the selection, or the dense payload,
 /// crosses PCIe; and the final plain delta hands back what was held.
 #[test]
 fn resident_engine_encodes_its_delta_as_the_library_would() {
@@ -337,8 +337,11 @@ fn resident_engine_encodes_its_delta_as_the_library_would() {
     let arch = Arch::new(train.d, &[64], train.classes);
     let params = arch.num_params() as u64;
     let chains = [
-        DeviceChain::TopK(SentValues::F16),
-        DeviceChain::TopK(SentValues::F32),
+        DeviceChain::TopK(ValueFormat::F16),
+        DeviceChain::TopK(ValueFormat::F32),
+        DeviceChain::TopK(ValueFormat::Sign),
+        DeviceChain::TopK(ValueFormat::Q4),
+        DeviceChain::TopK(ValueFormat::Bf16),
         DeviceChain::Dense(ValueFormat::F16),
         DeviceChain::Dense(ValueFormat::Bf16),
         DeviceChain::Dense(ValueFormat::Q8),
@@ -418,7 +421,7 @@ fn the_last_clocks_dense_chain_and_the_drop_are_the_libraries() {
     let blocks = two_shard_blocks(&arch, 0.05);
     for c in 0..CLOCKS {
         let chain = if c + 1 < CLOCKS {
-            DeviceChain::TopK(SentValues::F16)
+            DeviceChain::TopK(ValueFormat::F16)
         } else {
             DeviceChain::Dense(ValueFormat::F16)
         };

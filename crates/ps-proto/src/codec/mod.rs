@@ -301,6 +301,38 @@ pub fn encode_selection(
     values: &[f32],
     out: &mut Vec<u8>,
 ) -> Result<(), ProtoError> {
+    check_selection(n, sel, values)?;
+    write_selection(format, n, sel, values, out);
+    Ok(())
+}
+
+/// [`encode_selection`], returning also what the receiver decodes for each selected index (in
+/// `sel`'s order): what error feedback subtracts from the residual there. For a block format
+/// (`q8`, `q4`, `q2`, `sign`) that depends on the whole selection (each group's scale, and
+/// whether the layout is dense), so a device that selected on its own hands the selected
+/// values to this and subtracts the result.
+pub fn encode_selection_decoded(
+    format: ValueFormat,
+    n: usize,
+    sel: &[u32],
+    values: &[f32],
+    out: &mut Vec<u8>,
+) -> Result<Vec<f32>, ProtoError> {
+    check_selection(n, sel, values)?;
+    let (at, dense) = write_selection(format, n, sel, values, out);
+    if dense {
+        let mut all = vec![0f32; n];
+        format::read_values(format, &out[at..], &mut all)?;
+        Ok(sel.iter().map(|&i| all[i as usize]).collect())
+    } else {
+        let mut q = vec![0f32; sel.len()];
+        format::read_values(format, &out[at..], &mut q)?;
+        Ok(q)
+    }
+}
+
+/// Refuses a selection [`encode_selection`] cannot encode.
+fn check_selection(n: usize, sel: &[u32], values: &[f32]) -> Result<(), ProtoError> {
     if sel.len() != values.len() {
         return Err(ProtoError::Codec(format!(
             "a selection of {} indices with {} values",
@@ -326,7 +358,6 @@ pub fn encode_selection(
             )));
         }
     }
-    write_selection(format, n, sel, values, out);
     Ok(())
 }
 

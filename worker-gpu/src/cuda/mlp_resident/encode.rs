@@ -1,14 +1,14 @@
 //! The engine's own push encoding (`MlpResident::delta_encoded`): one encoder per block of the
 //! worker library's push plan, each keeping its block's residual on the device. A top-k
-//! ([`DeviceTopK`]) sends its selection back and the payloads are assembled on the host; a dense
-//! lossy chain ([`DeviceDense`]) makes the whole payload on the device.
+//! ([`DeviceTopK`]) sends its selection back, the host encodes it in the chain's format
+//! (`device_codec::selection_payload`) and the device subtracts what the receiver decodes; a
+//! dense lossy chain ([`DeviceDense`]) makes the whole payload on the device.
 
 use std::sync::Arc;
 
 use cudarc::driver::CudaViewMut;
-use ps_apps::app::device_codec::{
-    check_tiling, selection_payload, DeltaBlock, DeviceChain, SentValues,
-};
+use ps_apps::app::device_codec::{check_tiling, selection_payload, DeltaBlock, DeviceChain};
+use ps_proto::codec::ValueFormat;
 
 use super::{input, CudaMlpResident};
 use crate::cuda::codec::{DeviceTopK, SentFormat};
@@ -17,7 +17,8 @@ use crate::cuda::GpuError;
 
 /// One block's encoder.
 pub(super) enum BlockEncoder {
-    TopK(Box<DeviceTopK>),
+    /// A top-k whose selected values go in this format (encoded on the host).
+    TopK(Box<DeviceTopK>, ValueFormat),
     Dense(Box<DeviceDense>),
 }
 
@@ -30,12 +31,10 @@ impl BlockEncoder {
     ) -> Result<Self, GpuError> {
         Ok(match chain {
             DeviceChain::TopK(f) => {
-                let sent = match f {
-                    SentValues::F32 => SentFormat::F32,
-                    SentValues::F16 => SentFormat::F16,
-                };
-                let t = DeviceTopK::new(Arc::clone(gpu), rows * width, sent)?;
-                BlockEncoder::TopK(Box::new(t))
+                // Selection and feedback only (`select_view`, `subtract`): its own f16
+                // rounding is not used.
+                let t = DeviceTopK::new(Arc::clone(gpu), rows * width, SentFormat::F32)?;
+                BlockEncoder::TopK(Box::new(t), f)
             }
             DeviceChain::Dense(format) => {
                 let d = DeviceDense::new(Arc::clone(gpu), rows, width, format)?;
@@ -47,10 +46,7 @@ impl BlockEncoder {
     /// The chain it runs.
     fn chain(&self) -> DeviceChain {
         match self {
-            BlockEncoder::TopK(t) => DeviceChain::TopK(match t.format() {
-                SentFormat::F32 => SentValues::F32,
-                SentFormat::F16 => SentValues::F16,
-            }),
+            BlockEncoder::TopK(_, f) => DeviceChain::TopK(*f),
             BlockEncoder::Dense(d) => DeviceChain::Dense(d.format()),
         }
     }
@@ -58,7 +54,7 @@ impl BlockEncoder {
     /// Values of its block.
     pub(super) fn len(&self) -> usize {
         match self {
-            BlockEncoder::TopK(t) => t.len(),
+            BlockEncoder::TopK(t, _) => t.len(),
             BlockEncoder::Dense(d) => d.len(),
         }
     }
@@ -66,7 +62,7 @@ impl BlockEncoder {
     /// Bytes it copied host to device and back since it was made.
     fn moved(&self) -> (u64, u64) {
         match self {
-            BlockEncoder::TopK(t) => t.moved(),
+            BlockEncoder::TopK(t, _) => t.moved(),
             BlockEncoder::Dense(d) => (0, d.moved()),
         }
     }
@@ -74,7 +70,7 @@ impl BlockEncoder {
     /// The residual, copied back.
     fn residual(&mut self) -> Result<Vec<f32>, GpuError> {
         match self {
-            BlockEncoder::TopK(t) => t.residual(),
+            BlockEncoder::TopK(t, _) => t.residual(),
             BlockEncoder::Dense(d) => d.residual(),
         }
     }
@@ -82,7 +78,7 @@ impl BlockEncoder {
     /// Enqueues `dst += residual` (a read includes what was not sent yet).
     pub(super) fn add_residual_to(&self, dst: &mut CudaViewMut<'_, f32>) -> Result<(), GpuError> {
         match self {
-            BlockEncoder::TopK(t) => t.add_residual_to(dst),
+            BlockEncoder::TopK(t, _) => t.add_residual_to(dst),
             BlockEncoder::Dense(d) => d.add_residual_to(dst),
         }
     }
@@ -165,13 +161,12 @@ impl CudaMlpResident {
                 let before = e.1.moved();
                 let view = self.delta.get().slice(at..at + n);
                 let payload = match &mut e.1 {
-                    BlockEncoder::TopK(t) => {
-                        let (idx, values) = t.push_view(&view, b.k)?;
-                        let format = match t.format() {
-                            SentFormat::F32 => SentValues::F32,
-                            SentFormat::F16 => SentValues::F16,
-                        };
-                        selection_payload(format, n, &idx, &values).map_err(|e| input(e.message))?
+                    BlockEncoder::TopK(t, format) => {
+                        let (idx, values) = t.select_view(&view, b.k)?;
+                        let (payload, decoded) = selection_payload(*format, n, &idx, &values)
+                            .map_err(|e| input(e.message))?;
+                        t.subtract(&idx, &decoded)?;
+                        payload
                     }
                     BlockEncoder::Dense(d) => d.push_view(&view)?,
                 };

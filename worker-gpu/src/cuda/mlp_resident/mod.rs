@@ -17,8 +17,9 @@
 //!   or, when the push codec is one the device runs ([`MlpResident::delta_encoded`],
 //!   `ps_apps::app::device_codec::device_chain`), each block of the worker library's push plan
 //!   is compressed on the device by an encoder that keeps the block's residual there: a
-//!   `DeviceTopK` (one top-k, f32 or f16 values) sends back the selection (the candidates, then
-//!   the chosen values) and the payloads are assembled on the host
+//!   `DeviceTopK` (one top-k, in any value format) sends back the selection (the candidates),
+//!   the host picks the k, encodes their values in the chain's format and hands back what the
+//!   receiver decodes, which the device subtracts from the residual
 //!   (`ps_apps::app::device_codec::selection_payload`); a `DeviceDense` (no selection; f16,
 //!   bf16, q8, q4, q2 or sign) makes the whole payload on the device and only it comes back.
 //!   The residual is added to the whole read model whenever it is uploaded again (so a read

@@ -5,10 +5,12 @@
 //! (`ps_proto::push_plan`, `DeltaSink::push_plan`).
 //!
 //! What runs on a device ([`device_chain`]): a chain of one top-k stage (fraction or count) and
-//! f32 or f16 values ([`DeviceChain::TopK`]), or a chain that selects nothing and sends every
-//! value in a lossy format, `f16`, `bf16`, `q8`, `q4`, `q2` or `sign` ([`DeviceChain::Dense`]:
-//! the whole payload is made on the device, so only it crosses the bus). Anything else (filters,
-//! whole rows, energy, several stages, a top-k with a block format, momentum) is encoded by the
+//! any value format but the integer ones ([`DeviceChain::TopK`]: the device selects, and the
+//! host encodes the selected values, so a `sign` or `q4` top-k, whose group scales depend on
+//! the whole selection, makes the library's bytes too), or a chain that selects nothing and
+//! sends every value in a lossy format, `f16`, `bf16`, `q8`, `q4`, `q2` or `sign`
+//! ([`DeviceChain::Dense`]: the whole payload is made on the device, so only it crosses the
+//! bus). Anything else (filters, whole rows, energy, several stages, momentum) is encoded by the
 //! worker library from the plain delta, as before.
 //!
 //! [`ResidualKeeper`] is the host half and the oracle: the residual per table, added to the rows
@@ -20,27 +22,13 @@
 use crate::error::ComputeError;
 use ps_proto::codec::{self, CodecChain, ErrorFeedback, Selector, ValueFormat};
 
-/// How selected values travel when a device encodes them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SentValues {
-    F32,
-    F16,
-}
-
-impl SentValues {
-    pub fn format(self) -> ValueFormat {
-        match self {
-            SentValues::F32 => ValueFormat::F32,
-            SentValues::F16 => ValueFormat::F16,
-        }
-    }
-}
-
 /// What a device encoder runs of a push chain (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceChain {
-    /// One top-k stage: each block's `k` largest values, sent as f32 or f16.
-    TopK(SentValues),
+    /// One top-k stage: each block's `k` largest values, sent in a format (`f32`, `f16`,
+    /// `bf16`, `q8`, `q4`, `q2` or `sign`). The device selects; the selected values are encoded
+    /// on the host ([`selection_payload`]), which hands back what to subtract from the residual.
+    TopK(ValueFormat),
     /// No selection: every value of a block, in a lossy format.
     Dense(ValueFormat),
 }
@@ -52,7 +40,7 @@ impl DeviceChain {
         match self {
             DeviceChain::TopK(f) => CodecChain {
                 selectors: vec![Selector::TopKCount(k.min(u32::MAX as usize) as u32)],
-                format: f.format(),
+                format: f,
                 ..CodecChain::raw()
             },
             DeviceChain::Dense(format) => CodecChain {
@@ -69,22 +57,22 @@ pub fn device_chain(chain: &CodecChain) -> Option<DeviceChain> {
     if chain.momentum != 0.0 || chain.warmup != 0 {
         return None;
     }
-    match (chain.selectors.as_slice(), chain.format) {
-        ([Selector::TopKFraction(_)] | [Selector::TopKCount(_)], ValueFormat::F32) => {
-            Some(DeviceChain::TopK(SentValues::F32))
-        }
-        ([Selector::TopKFraction(_)] | [Selector::TopKCount(_)], ValueFormat::F16) => {
-            Some(DeviceChain::TopK(SentValues::F16))
-        }
-        (
-            [],
-            f @ (ValueFormat::F16
+    let lossy = matches!(
+        chain.format,
+        ValueFormat::F16
             | ValueFormat::Bf16
             | ValueFormat::Q8
             | ValueFormat::Q4
             | ValueFormat::Q2
-            | ValueFormat::Sign),
-        ) => Some(DeviceChain::Dense(f)),
+            | ValueFormat::Sign
+    );
+    match chain.selectors.as_slice() {
+        [Selector::TopKFraction(_)] | [Selector::TopKCount(_)]
+            if lossy || chain.format == ValueFormat::F32 =>
+        {
+            Some(DeviceChain::TopK(chain.format))
+        }
+        [] if lossy => Some(DeviceChain::Dense(chain.format)),
         _ => None,
     }
 }
@@ -250,22 +238,33 @@ pub fn check_cut(blocks: &[std::ops::Range<usize>], n: usize) -> Result<(), Stri
     Ok(())
 }
 
-/// The payload of a selection a device made: `indices` ascending into a block of `n`, `values`
-/// the values the receiver decodes (already rounded to `format`).
+/// The payload of a selection a device made (`indices` ascending into a block of `n`, `values`
+/// the selected residual values, unrounded), as the library encodes it in `format`, and per
+/// selected entry the value a device subtracts from its residual there (`codec_ef_subtract`,
+/// which zeroes a non-finite residual entry) to keep what error feedback keeps: what the
+/// receiver decodes, or the value itself where that decodes non-finite (a block whose scale is
+/// NaN), which leaves 0 as the library does.
 pub fn selection_payload(
-    format: SentValues,
+    format: ValueFormat,
     n: usize,
     indices: &[u32],
     values: &[f32],
-) -> Result<Vec<u8>, ComputeError> {
+) -> Result<(Vec<u8>, Vec<f32>), ComputeError> {
     let mut out = Vec::new();
-    codec::encode_selection(format.format(), n, indices, values, &mut out).map_err(|e| {
-        ComputeError {
-            engine: "device-codec",
-            message: e.to_string(),
-        }
-    })?;
-    Ok(out)
+    let decoded = codec::encode_selection_decoded(format, n, indices, values, &mut out)
+        .map_err(|e| bad("device-codec", e.to_string()))?;
+    let subtract = values
+        .iter()
+        .zip(decoded)
+        .map(|(&v, q)| {
+            if v.is_finite() && !q.is_finite() {
+                v
+            } else {
+                q
+            }
+        })
+        .collect();
+    Ok((out, subtract))
 }
 
 /// The host oracle of an engine's own push encoding: per table a dense residual (`rows x

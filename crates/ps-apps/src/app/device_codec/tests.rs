@@ -73,16 +73,19 @@ mod chains {
     }
 
     #[test]
-    fn a_device_runs_one_top_k_with_f32_or_f16_values_or_a_lossy_dense_format() {
+    fn a_device_runs_one_top_k_in_any_format_or_a_lossy_dense_format() {
         use DeviceChain::{Dense, TopK};
-        assert_eq!(
-            device_chain(&chain("topk:0.1")),
-            Some(TopK(SentValues::F32))
-        );
-        assert_eq!(
-            device_chain(&chain("topk:5,f16")),
-            Some(TopK(SentValues::F16))
-        );
+        for (s, f) in [
+            ("topk:0.1", ValueFormat::F32),
+            ("topk:5,f16", ValueFormat::F16),
+            ("topk:0.1,bf16", ValueFormat::Bf16),
+            ("topk:0.1,q8", ValueFormat::Q8),
+            ("topk:7,q4", ValueFormat::Q4),
+            ("topk:0.1,q2", ValueFormat::Q2),
+            ("topk:0.01,sign", ValueFormat::Sign),
+        ] {
+            assert_eq!(device_chain(&chain(s)), Some(TopK(f)), "{s}");
+        }
         for (s, f) in [
             ("f16", ValueFormat::F16),
             ("bf16", ValueFormat::Bf16),
@@ -96,9 +99,6 @@ mod chains {
         for s in [
             // Lossless: the library sends the plain delta as it is.
             "raw",
-            "topk:0.1,sign",
-            "topk:0.1,bf16",
-            "topk:0.1,q8",
             "filter:0.1,topk:0.1",
             "filter:0.1",
             "energy:0.5",
@@ -111,7 +111,7 @@ mod chains {
             assert_eq!(device_chain(&chain(s)), None, "{s}");
         }
         let warm = chain("topk:0.1,warmup:2,f16").at_clock(0);
-        assert_eq!(device_chain(&warm), Some(TopK(SentValues::F16)));
+        assert_eq!(device_chain(&warm), Some(TopK(ValueFormat::F16)));
         assert_eq!(block_k(&chain("topk:0.1"), 25), 3);
         assert_eq!(block_k(&chain("topk:5"), 3), 3);
         assert_eq!(block_k(&chain("f16"), 7), 7);
@@ -124,8 +124,10 @@ mod chains {
     fn the_keeper_encodes_as_error_feedback_and_loses_nothing() {
         use DeviceChain::{Dense, TopK};
         for dc in [
-            TopK(SentValues::F16),
-            TopK(SentValues::F32),
+            TopK(ValueFormat::F16),
+            TopK(ValueFormat::F32),
+            TopK(ValueFormat::Sign),
+            TopK(ValueFormat::Q4),
             Dense(ValueFormat::F16),
             Dense(ValueFormat::Bf16),
             Dense(ValueFormat::Q8),
@@ -205,6 +207,54 @@ mod chains {
         assert_eq!(keeper.l1(), 0.0, "taken");
     }
 
+    /// A device's top-k flow, emulated: it selects the top k of its residual, the host encodes
+    /// the selected values with [`selection_payload`], and the device subtracts what that
+    /// returns as `codec_ef_subtract` does (a non-finite residual entry becomes 0). Over clocks,
+    /// in every format and with non-finite values, the payloads and the residual (bit for bit)
+    /// are those of the library's `ErrorFeedback`.
+    #[test]
+    fn a_device_selection_encoded_on_the_host_keeps_the_librarys_residual() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        for format in ValueFormat::ALL
+            .into_iter()
+            .filter(|f| !matches!(f, ValueFormat::I8 | ValueFormat::I16))
+        {
+            for case in 0..12 {
+                let n = rng.gen_range(1..700);
+                let mut device = vec![0f32; n];
+                let mut library = ErrorFeedback::new(n);
+                for clock in 0..5 {
+                    let mut delta: Vec<f32> = (0..n).map(|_| rng.gen_range(-2.0..2.0)).collect();
+                    if case % 4 == 3 && clock == 2 {
+                        delta[rng.gen_range(0..n)] = f32::INFINITY;
+                        delta[rng.gen_range(0..n)] = f32::NAN;
+                    }
+                    // Fractions up to all: some selections take the dense layout.
+                    let k = match case % 3 {
+                        0 => rng.gen_range(0..=n.min(5)),
+                        1 => n / 10,
+                        _ => rng.gen_range(n / 2..=n),
+                    };
+                    let c = DeviceChain::TopK(format).chain(k);
+                    let mut want = Vec::new();
+                    library.compress(&c, &delta, None, &mut want).unwrap();
+                    device.iter_mut().zip(&delta).for_each(|(r, d)| *r += d);
+                    let sel = codec::top_k(&device, k);
+                    let picked: Vec<f32> = sel.iter().map(|&i| device[i as usize]).collect();
+                    let (got, subtract) = selection_payload(format, n, &sel, &picked).unwrap();
+                    for (&i, q) in sel.iter().zip(subtract) {
+                        let r = &mut device[i as usize];
+                        *r = if r.is_finite() { *r - q } else { 0.0 };
+                    }
+                    let what = format!("{format:?} case {case} clock {clock} n {n} k {k}");
+                    assert_eq!(got, want, "{what}");
+                    let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&device), bits(library.residual()), "{what}");
+                }
+            }
+        }
+    }
+
     /// Rows named by key are the rows of a contiguous block: the same payloads, the same
     /// residual, the same reads; bad keys and lengths are refused.
     #[test]
@@ -219,7 +269,7 @@ mod chains {
         };
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         for dc in [
-            DeviceChain::TopK(SentValues::F32),
+            DeviceChain::TopK(ValueFormat::F32),
             DeviceChain::Dense(ValueFormat::Q4),
         ] {
             let (mut a, mut b) = (
@@ -325,7 +375,7 @@ mod chains {
         // Row 2 holds the largest value, rows 0 and 1 stay behind.
         let delta = [0.5, 0.0, 0.0, -0.25, 0.0, 9.0];
         keeper
-            .encode_blocks(&[block], DeviceChain::TopK(SentValues::F32), &[&delta])
+            .encode_blocks(&[block], DeviceChain::TopK(ValueFormat::F32), &[&delta])
             .unwrap();
         let mut read = [-0.0f32; 6];
         keeper.add_to(0, 0, &mut read).unwrap();
@@ -336,18 +386,18 @@ mod chains {
         );
         let short = DeltaBlock { rows: 2, ..block };
         assert!(keeper
-            .encode_blocks(&[short], DeviceChain::TopK(SentValues::F32), &[&delta])
+            .encode_blocks(&[short], DeviceChain::TopK(ValueFormat::F32), &[&delta])
             .is_err());
         let outside = DeltaBlock {
             first_row: 2,
             ..block
         };
         assert!(keeper
-            .encode_blocks(&[outside], DeviceChain::TopK(SentValues::F32), &[&delta])
+            .encode_blocks(&[outside], DeviceChain::TopK(ValueFormat::F32), &[&delta])
             .is_err());
         let other = DeltaBlock { table: 4, ..block };
         assert!(keeper
-            .encode_blocks(&[other], DeviceChain::TopK(SentValues::F32), &[&delta])
+            .encode_blocks(&[other], DeviceChain::TopK(ValueFormat::F32), &[&delta])
             .is_err());
         assert!(keeper.add_to(0, 2, &mut [0.0; 4]).is_err());
     }

@@ -80,7 +80,7 @@ fn the_oracle_counts_a_devices_copies_and_times_its_passes() {
 /// once, each block's payload as whole words, the residual table at the drop).
 #[test]
 fn the_oracle_encodes_its_pushes_as_the_library_would() {
-    use crate::app::device_codec::{dense_device_bytes, DeviceChain, ResidualKeeper, SentValues};
+    use crate::app::device_codec::{dense_device_bytes, DeviceChain, ResidualKeeper};
     use ps_proto::codec::ValueFormat;
     let (users, items, w) = (6u32, 5usize, 3usize);
     let rating = |i: u32| Rating {
@@ -105,7 +105,7 @@ fn the_oracle_encodes_its_pushes_as_the_library_would() {
     let keys: Vec<u64> = (0..items as u64).collect();
     let blocks = [0..2, 2..items];
     let chain = DeviceChain::Dense(ValueFormat::Q4);
-    assert!(e.encodes(chain) && !e.encodes(DeviceChain::TopK(SentValues::F32)));
+    assert!(e.encodes(chain) && !e.encodes(DeviceChain::TopK(ValueFormat::F32)));
     let mut keeper = ResidualKeeper::new(&[(items, w)]);
     let waves = schedule.epoch_waves(ClockKey {
         seed: 1,
@@ -160,7 +160,7 @@ fn the_oracle_encodes_its_pushes_as_the_library_would() {
             .is_err(),
         "other rows"
     );
-    let topk = DeviceChain::TopK(SentValues::F32);
+    let topk = DeviceChain::TopK(ValueFormat::F32);
     assert!(
         e.delta_encoded(&keys, topk, &blocks, &mut out).is_err(),
         "a top-k"
