@@ -210,6 +210,7 @@ pub const KERNELS: &[Kernel] = &[
         ],
         headers["values"]
     ),
+    kernel!("codec_topk", ["codec_topk_trim", "codec_topk_scatter"]),
     kernel!("rng", ["rng_philox_uniforms"], headers["philox"]),
 ];
 

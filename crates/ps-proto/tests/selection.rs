@@ -1,12 +1,13 @@
 //! `codec::encode_selection` (a payload from a selection made elsewhere, e.g. on a GPU) against
 //! `codec::encode` of the same top-k chain: the same bytes in every format and index layout,
-//! also when the values were already rounded to the format; `encode_selection_decoded`'s
+//! also when the values were already rounded to the format, and as an index part
+//! (`encode_selection_indices`) followed by the values encoded alone; `encode_selection_decoded`'s
 //! decoded values, which leave error feedback's residual; and the refusals.
 
 use proptest::prelude::*;
 use ps_proto::codec::{
-    decode, encode, encode_selection, encode_selection_decoded, top_k, CodecChain, Decoded,
-    ErrorFeedback, Selector, ValueFormat,
+    decode, encode, encode_selection, encode_selection_decoded, encode_selection_indices, top_k,
+    CodecChain, Decoded, ErrorFeedback, Selector, ValueFormat,
 };
 
 fn chain(k: usize, format: ValueFormat) -> CodecChain {
@@ -47,6 +48,20 @@ proptest! {
         let mut got = Vec::new();
         encode_selection(format, n, &sel, &picked, &mut got).unwrap();
         prop_assert_eq!(&got, &want);
+        // The index part, then the values encoded alone (as a device encodes the compact
+        // selection, or the whole block with zeros where the layout is dense): the same bytes.
+        let mut parts = Vec::new();
+        let dense = encode_selection_indices(format, n, &sel, &mut parts).unwrap();
+        let alone = CodecChain { format, ..CodecChain::raw() };
+        let values_part = if dense {
+            let mut all = vec![0f32; n];
+            sel.iter().zip(&picked).for_each(|(&i, &v)| all[i as usize] = v);
+            all
+        } else {
+            picked.clone()
+        };
+        encode(&alone, &values_part, None, &mut parts).unwrap();
+        prop_assert_eq!(&parts, &want);
         // The same bytes with what the receiver decodes: what error feedback subtracts.
         let mut with = Vec::new();
         let q = encode_selection_decoded(format, n, &sel, &picked, &mut with).unwrap();

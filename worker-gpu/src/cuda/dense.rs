@@ -108,9 +108,36 @@ impl DenseCodec {
         delta: &CudaView<'_, f32>,
         n: usize,
     ) -> Result<(Vec<u8>, u64), GpuError> {
-        let shape = shape(format)?;
+        shape(format)?;
         if residual.len() < n || delta.len() < n {
             return Err(short("dense encoding", residual.len().min(delta.len()), n));
+        }
+        if n == 0 {
+            return Ok((Vec::new(), 0));
+        }
+        let n64 = n as u64;
+        let cfg = self.cfg(n, false);
+        let mut b = self.gpu.compute.launch_builder(&self.accumulate);
+        b.arg(&mut *residual).arg(delta).arg(&n64);
+        // SAFETY: the residual and delta hold n values (checked above);
+        // codec_dense_accumulate(float*, const float*, unsigned long long).
+        unsafe { b.launch(cfg) }.call("cuLaunchKernel(codec_dense_accumulate)")?;
+        self.encode_values(format, residual, n)
+    }
+
+    /// The payload of the first `n` of `values` in `format`, leaving in them what error
+    /// feedback keeps (each less what the receiver decodes): [`DenseCodec::encode`] without the
+    /// addition, for values gathered elsewhere (a top-k's selection, in index order). Returns
+    /// the payload and the bytes copied back for it.
+    pub fn encode_values(
+        &mut self,
+        format: ValueFormat,
+        residual: &mut CudaViewMut<'_, f32>,
+        n: usize,
+    ) -> Result<(Vec<u8>, u64), GpuError> {
+        let shape = shape(format)?;
+        if residual.len() < n {
+            return Err(short("dense encoding", residual.len(), n));
         }
         let bytes = format.encoded_len(n);
         let moved = dense_device_bytes(format, n).unwrap_or(0);
@@ -119,12 +146,6 @@ impl DenseCodec {
         }
         let stream = Arc::clone(&self.gpu.compute);
         let n64 = n as u64;
-        let cfg = self.cfg(n, false);
-        let mut b = stream.launch_builder(&self.accumulate);
-        b.arg(&mut *residual).arg(delta).arg(&n64);
-        // SAFETY: the residual and delta hold n values (checked above);
-        // codec_dense_accumulate(float*, const float*, unsigned long long).
-        unsafe { b.launch(cfg) }.call("cuLaunchKernel(codec_dense_accumulate)")?;
         let mut out = Vec::with_capacity(moved as usize);
         match shape {
             Shape::Halves { bf16 } => {

@@ -437,12 +437,14 @@ fn codecs_at_edge_sizes() {
 }
 
 /// A top-k whose selected values the host encodes (`select_host`, then
-/// `device_codec::selection_payload`, then `subtract` of what the receiver decodes), as the MLP
-/// engine runs `topk:F,sign` or `topk:F,q4`: over rounds the payloads and the residual, bit for
-/// bit, are `ErrorFeedback`'s, in the block formats (scales over the whole selection) and the
-/// half formats, at 1% and at 60% (a dense layout for the formats that allow one), with an
-/// infinity in one round (its group's scale is not finite: the library zeroes what was sent of
-/// it). No NaN: the device's addition makes the canonical one, so its bits would differ.
+/// `device_codec::selection_payload`, then `subtract` of what the receiver decodes), and one
+/// that does it all on the device (`push_encoded`: trim, encoding and feedback there, as the
+/// MLP engine runs `topk:F,sign` or `topk:F,q4`): over rounds the payloads and the residual,
+/// bit for bit, are `ErrorFeedback`'s, in the block formats (scales over the whole selection),
+/// the half formats and f32, at 1%, at 60% (a dense layout for the formats that allow one) and
+/// at 30% of 20,000 (more candidates than the device trims), with an infinity in one round (its
+/// group's scale is not finite: the library zeroes what was sent of it). No NaN: the device's
+/// addition makes the canonical one, so its bits would differ.
 #[test]
 fn a_selection_encoded_on_the_host_keeps_the_librarys_residual() {
     let Some(gpu) =
@@ -459,11 +461,19 @@ fn a_selection_encoded_on_the_host_keeps_the_librarys_residual() {
         ValueFormat::Q2,
         ValueFormat::Bf16,
         ValueFormat::F16,
+        ValueFormat::F32,
     ];
     for format in formats {
-        for (n, frac) in [(50_000 + rng.gen_range(0..1000), 0.01), (3000, 0.6)] {
+        // The device's trim; a dense layout (the host encodes); more candidates than the
+        // device trims (the host trims).
+        for (n, frac) in [
+            (50_000 + rng.gen_range(0..1000), 0.01),
+            (3000, 0.6),
+            (20_000, 0.3),
+        ] {
             let k = k_of_fraction(frac, n);
             let mut dev = codec.top_k(n, SentFormat::F32).expect("top-k");
+            let mut on_device = codec.top_k(n, SentFormat::F32).expect("top-k");
             let mut ef = ErrorFeedback::new(n);
             let chain = CodecChain {
                 selectors: vec![Selector::TopKCount(k as u32)],
@@ -487,6 +497,28 @@ fn a_selection_encoded_on_the_host_keeps_the_librarys_residual() {
                 let what = format!("{format:?} n {n} k {k} round {round}");
                 assert!(got == want, "{what}: payloads differ");
                 assert_same(&what, &dev.residual().expect("residual"), ef.residual());
+                // All of it on the device (trim, encoding, feedback): the same again.
+                let before = on_device.moved();
+                let got = on_device
+                    .push_encoded(&delta, k, format)
+                    .expect("encoded on the device");
+                assert!(
+                    got == want,
+                    "{what}: payloads differ, encoded on the device"
+                );
+                let res = on_device.residual().expect("residual");
+                assert_same(&format!("{what}, on the device"), &res, ef.residual());
+                let (h2d, d2h) = (
+                    on_device.moved().0 - before.0,
+                    on_device.moved().1 - before.1,
+                );
+                // The delta in (counted by `push`'s caller elsewhere: here it is the upload
+                // of the test's host delta) and only indices and values' bytes out where the
+                // trim ran on the device.
+                eprintln!(
+                    "{what}: on the device {h2d} B in, {d2h} B out; payload {} B",
+                    got.len()
+                );
             }
         }
     }

@@ -39,6 +39,7 @@ static inline double __ddiv_rn(double a, double b) { return a / b; }
 static inline float __double2float_rn(double a) { return (float)a; }
 static inline float atomicAdd(float* p, float x) { return std::atomic_ref<float>(*p).fetch_add(x); }
 static inline int atomicAdd(int* p, int x) { return std::atomic_ref<int>(*p).fetch_add(x); }
+static inline unsigned int atomicAdd(unsigned int* p, unsigned int x) { return std::atomic_ref<unsigned int>(*p).fetch_add(x); }
 static inline double atomicAdd(double* p, double x) { return std::atomic_ref<double>(*p).fetch_add(x); }
 static inline int atomicSub(int* p, int x) { return std::atomic_ref<int>(*p).fetch_sub(x); }
 static inline unsigned int atomicOr(unsigned int* p, unsigned int x) { return std::atomic_ref<unsigned int>(*p).fetch_or(x); }

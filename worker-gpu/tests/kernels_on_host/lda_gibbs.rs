@@ -29,9 +29,7 @@ fn headers() -> String {
 pub(crate) fn headers_on(threads: &str) -> String {
     format!(
         "{}\n#define __global__\n#define __launch_bounds__(a, b)\n\
-         template <typename T> static inline T __ldcg(const T* p) {{ return *p; }}\n\
-         static inline unsigned int atomicAdd(unsigned int* p, unsigned int x) \
-         {{ return std::atomic_ref<unsigned int>(*p).fetch_add(x); }}\n{}\n{}",
+         template <typename T> static inline T __ldcg(const T* p) {{ return *p; }}\n{}\n{}",
         threads,
         include_str!("../../../kernels/philox.cuh"),
         include_str!("../../../kernels/lda_gibbs.cu"),

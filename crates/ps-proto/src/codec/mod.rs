@@ -331,6 +331,23 @@ pub fn encode_selection_decoded(
     }
 }
 
+/// The first part of [`encode_selection`]'s payload, for a device that encodes the values
+/// itself: appends the index layout of `sel` (ascending into a block of `n`) and returns
+/// whether the values then go dense (all `n`, unselected ones zero) rather than one per
+/// selected index. The payload is complete once the values follow in `format`
+/// (`format.encoded_len` of that many).
+pub fn encode_selection_indices(
+    format: ValueFormat,
+    n: usize,
+    sel: &[u32],
+    out: &mut Vec<u8>,
+) -> Result<bool, ProtoError> {
+    check_order(n, sel)?;
+    let layout = sparse::choose(sel, n, format);
+    sparse::write_indices(layout, sel, out);
+    Ok(layout.mode == sparse::MODE_DENSE)
+}
+
 /// Refuses a selection [`encode_selection`] cannot encode.
 fn check_selection(n: usize, sel: &[u32], values: &[f32]) -> Result<(), ProtoError> {
     if sel.len() != values.len() {
@@ -340,6 +357,11 @@ fn check_selection(n: usize, sel: &[u32], values: &[f32]) -> Result<(), ProtoErr
             values.len()
         )));
     }
+    check_order(n, sel)
+}
+
+/// Refuses indices that are not strictly increasing within a block of `n` (`n <= 2^32`).
+fn check_order(n: usize, sel: &[u32]) -> Result<(), ProtoError> {
     if n as u64 > 1 << 32 {
         return Err(ProtoError::Codec(format!(
             "block of {n} values is too large for u32 indices"

@@ -1,13 +1,13 @@
 //! The engine's own push encoding (`MlpResident::delta_encoded`): one encoder per block of the
 //! worker library's push plan, each keeping its block's residual on the device. A top-k
-//! ([`DeviceTopK`]) sends its selection back, the host encodes it in the chain's format
-//! (`device_codec::selection_payload`) and the device subtracts what the receiver decodes; a
-//! dense lossy chain ([`DeviceDense`]) makes the whole payload on the device.
+//! ([`DeviceTopK::push_encoded_view`]) selects, trims and encodes the chosen values on the
+//! device and sends back their indices and the values' bytes (the host writes the index part);
+//! a dense lossy chain ([`DeviceDense`]) makes the whole payload on the device.
 
 use std::sync::Arc;
 
 use cudarc::driver::CudaViewMut;
-use ps_apps::app::device_codec::{check_tiling, selection_payload, DeltaBlock, DeviceChain};
+use ps_apps::app::device_codec::{check_tiling, DeltaBlock, DeviceChain};
 use ps_proto::codec::ValueFormat;
 
 use super::{input, CudaMlpResident};
@@ -31,8 +31,8 @@ impl BlockEncoder {
     ) -> Result<Self, GpuError> {
         Ok(match chain {
             DeviceChain::TopK(f) => {
-                // Selection and feedback only (`select_view`, `subtract`): its own f16
-                // rounding is not used.
+                // `push_encoded_view` encodes in any format: its own f16 rounding (`push`)
+                // is not used.
                 let t = DeviceTopK::new(Arc::clone(gpu), rows * width, SentFormat::F32)?;
                 BlockEncoder::TopK(Box::new(t), f)
             }
@@ -114,6 +114,12 @@ impl CudaMlpResident {
     /// Drops the encoders and what they held back; returns the sum of its magnitudes (the
     /// residuals copied back, counted as PCIe traffic).
     pub(super) fn try_drop_unsent(&mut self) -> Result<f64, GpuError> {
+        // Rows loaded since the read model was last used take what is held first, as the
+        // oracle adds it when they load (the session drops before its final loads, so this is
+        // for a caller that drops between loads and use).
+        if self.dirty {
+            self.sync_read()?;
+        }
         let mut l1 = 0.0;
         for (_, mut enc) in std::mem::take(&mut self.encoders) {
             let r = enc.residual()?;
@@ -161,13 +167,7 @@ impl CudaMlpResident {
                 let before = e.1.moved();
                 let view = self.delta.get().slice(at..at + n);
                 let payload = match &mut e.1 {
-                    BlockEncoder::TopK(t, format) => {
-                        let (idx, values) = t.select_view(&view, b.k)?;
-                        let (payload, decoded) = selection_payload(*format, n, &idx, &values)
-                            .map_err(|e| input(e.message))?;
-                        t.subtract(&idx, &decoded)?;
-                        payload
-                    }
+                    BlockEncoder::TopK(t, format) => t.push_encoded_view(&view, b.k, *format)?,
                     BlockEncoder::Dense(d) => d.push_view(&view)?,
                 };
                 let after = e.1.moved();

@@ -1,10 +1,15 @@
 //! [`DeviceTopK`]: top-k selection with error feedback whose residual stays on the device, the
 //! device side of `ps_proto::codec::ErrorFeedback` with the chain `topk:K` or `topk:K,f16`
-//! (see [`super::codec`] for how it selects exactly as the host does).
+//! (see [`super::codec`] for how it selects exactly as the host does): [`DeviceTopK::push`]
+//! sends the candidates back and the host picks the `k`. [`DeviceTopK::push_encoded_view`]
+//! (module `encode`) does it all on the device, in any value format, and hands back the payload;
+//! [`DeviceTopK::select_view`] and [`DeviceTopK::subtract`] leave the encoding to the caller.
 
 use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, LaunchConfig, PushKernelArg};
+
+mod encode;
 
 use super::buffers::{DevBuf, Pinned};
 use super::codec::{
@@ -79,6 +84,8 @@ pub struct DeviceTopK {
     samples_host: Pinned<u32>,
     /// Bytes copied (host to device, device to host) by the selection and feedback.
     moved: (u64, u64),
+    /// The kernels and codec of [`DeviceTopK::push_encoded_view`], loaded on first use.
+    encoder: Option<Box<encode::Encoder>>,
 }
 
 impl DeviceTopK {
@@ -124,6 +131,7 @@ impl DeviceTopK {
             sent_val_host: Pinned::new(ctx)?,
             samples_host: Pinned::new(ctx)?,
             moved: (0, 0),
+            encoder: None,
             gpu,
         };
         t.residual.zero(&t.gpu.compute, n.max(1))?;
