@@ -7,8 +7,8 @@
 //
 // Top-k (select.rs): entries rank by magnitude bits (the f32 bits without the sign, so NaN ranks
 // above +inf), ties by lower index. The device part is the sampled threshold (codec_topk_threshold:
-// the host passes the sample positions, e.g. select.rs's splitmix64 sequence, and how many sample
-// entries must lie at or above the threshold) and the candidate pass (codec_topk_compact: every
+// the sample positions, select.rs's splitmix64 sequence, made by codec_topk_samples, and how many
+// sample entries must lie at or above the threshold) and the candidate pass (codec_topk_compact: every
 // entry with magnitude bits >= threshold, as (index, value), unordered). As in select.rs, the
 // host trims the candidates to exactly k (rank key = magnitude bits << 32 | !index) and, if there
 // are fewer than k, lowers the threshold and runs the pass again.
@@ -93,6 +93,23 @@ extern "C" __global__ void __launch_bounds__(CODEC_SORT_THREADS)
     if (threadIdx.x == 0) {
         const unsigned int a = above == 0u ? 1u : above;
         *threshold = a >= s ? 0u : keys[padded - a];
+    }
+}
+
+// The sample positions of a block of n (select.rs's `sample_positions`): splitmix64 from a fixed
+// seed (the i-th draw's state is (i + 2) times the increment, wrapping), each mapped to [0, n) by
+// the high half of a 64 x 64-bit product; out[i] for i < count. Made here, so that no position
+// crosses PCIe. Any 1-D grid, a thread per position, grid stride.
+extern "C" __global__ void codec_topk_samples(unsigned long long n,
+                                              unsigned int* out,
+                                              unsigned int count) {
+    const unsigned int stride = gridDim.x * blockDim.x;
+    for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < count; i += stride) {
+        unsigned long long z = 0x9E3779B97F4A7C15ull * ((unsigned long long)i + 2ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        out[i] = (unsigned int)__umul64hi(z, n);
     }
 }
 

@@ -91,8 +91,9 @@ fn assert_same(host: &BspRun<MlpApp>, res: &BspRun<MlpApp>) {
         assert_eq!(h.sums.test_correct, r.sums.test_correct, "worker {w}");
         assert_eq!(h.sums.test_loss, r.sums.test_loss, "worker {w}");
         assert_eq!(h.sums.samples, r.sums.samples, "worker {w}");
-        // The oracle moves nothing over a bus.
-        assert_eq!(r.sums.device, Default::default());
+        // The host path moves nothing over a bus; the oracle counts what a device would.
+        assert_eq!(h.sums.device, Default::default());
+        assert!(r.sums.device.pcie_h2d > 0.0 && r.sums.device.pcie_d2h > 0.0);
     }
     let hash = |r: &BspRun<MlpApp>| r.finals[0].facts.model_hash.clone();
     assert!(hash(host).is_some());
@@ -212,4 +213,88 @@ fn the_oracle_refuses_plans_with_gaps_and_partial_reads_once_it_keeps_a_residual
     load_all(&mut e, 0.2);
     e.run_clock(&[0, 1], 2, 0.1).unwrap();
     e.evaluate().unwrap();
+}
+
+/// The oracle counts the bytes the CUDA engine copies for the same calls: the data at set-up;
+/// the read model once after loads changed it; a host-made order in, 16 bytes of totals out
+/// per clock and per evaluation (a visit's order is made on the device); the plain delta out;
+/// an encoded delta's payloads (a dense chain: the payload as whole words); for a top-k, only
+/// what comes out; and what is held back, at the drop.
+#[test]
+fn the_oracle_counts_what_the_device_copies() {
+    let (train, test, arch) = small();
+    let params = arch.num_params() as u64;
+    let mut e = HostMlpResident::new(Box::new(CpuMlp));
+    e.setup(&arch, &train, &test).unwrap();
+    let data = 4 * (train.x.len() + test.x.len()) as u64 + (train.n + test.n) as u64;
+    let t = e.traffic();
+    assert_eq!((t.h2d_bytes, t.d2h_bytes), (data, 0));
+    let load_all = |e: &mut HostMlpResident| {
+        for l in 0..arch.num_layers() {
+            e.load(l, 0, &vec![0.1; arch.layer(l).len()]).unwrap();
+        }
+    };
+    load_all(&mut e);
+    e.evaluate().unwrap();
+    e.run_clock(&[0, 1, 2, 3], 2, 0.1).unwrap();
+    let mut out = arch.zeros();
+    e.delta(1.0, &mut out).unwrap();
+    let t = e.traffic();
+    // The model once (the clock's use found nothing new), the order, totals twice, the delta.
+    assert_eq!(t.h2d_bytes, data + 4 * params + 4 * 4);
+    assert_eq!(t.d2h_bytes, 16 + 16 + 4 * params);
+    let before = e.traffic();
+    load_all(&mut e);
+    let visit = ps_apps::visit::Visit::for_clock(
+        ps_apps::seed::ClockKey {
+            seed: 1,
+            worker: 0,
+            clock: 0,
+        },
+        train.n,
+        0,
+        1,
+    );
+    e.run_visit(&visit, 8, 0.1).unwrap();
+    let blocks: Vec<DeltaBlock> = (0..arch.num_layers())
+        .map(|l| DeltaBlock {
+            table: l as u32,
+            first_row: 0,
+            rows: arch.layer(l).rows(),
+            k: 5,
+        })
+        .collect();
+    let mut payloads = Vec::new();
+    e.delta_encoded(
+        1.0,
+        DeviceChain::Dense(ValueFormat::Q4),
+        &blocks,
+        &mut payloads,
+    )
+    .unwrap();
+    let words: u64 = (0..arch.num_layers())
+        .map(|l| {
+            ps_apps::app::device_codec::dense_device_bytes(ValueFormat::Q4, arch.layer(l).len())
+                .unwrap()
+        })
+        .sum();
+    let t = e.traffic();
+    assert_eq!(t.h2d_bytes - before.h2d_bytes, 4 * params);
+    assert_eq!(t.d2h_bytes - before.d2h_bytes, 16 + words);
+    // A top-k plan: its encoders copy nothing in (the device makes the sample positions),
+    // the counts, indices and values out; the drop copies every block's residual out.
+    let before = e.traffic();
+    e.delta_encoded(
+        1.0,
+        DeviceChain::TopK(ValueFormat::Sign),
+        &blocks,
+        &mut payloads,
+    )
+    .unwrap();
+    let t = e.traffic();
+    assert_eq!(t.h2d_bytes, before.h2d_bytes);
+    assert!(t.d2h_bytes - before.d2h_bytes >= blocks.len() as u64 * (4 + 4 * 5));
+    let before = e.traffic();
+    assert!(e.drop_unsent().unwrap() > 0.0);
+    assert_eq!(e.traffic().d2h_bytes - before.d2h_bytes, 4 * params);
 }

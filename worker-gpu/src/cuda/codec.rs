@@ -45,6 +45,7 @@ const _: () = assert!(SAMPLE <= 4096);
 pub(super) struct Kernels {
     pub(super) to_f16: CudaFunction,
     pub(super) to_f32: CudaFunction,
+    pub(super) samples: CudaFunction,
     pub(super) threshold: CudaFunction,
     pub(super) compact: CudaFunction,
     pub(super) accumulate: CudaFunction,
@@ -56,6 +57,7 @@ impl Kernels {
         Ok(Kernels {
             to_f16: gpu.function("codecs", "codec_f32_to_f16")?,
             to_f32: gpu.function("codecs", "codec_f16_to_f32")?,
+            samples: gpu.function("codecs", "codec_topk_samples")?,
             threshold: gpu.function("codecs", "codec_topk_threshold")?,
             compact: gpu.function("codecs", "codec_topk_compact")?,
             accumulate: gpu.function("codecs", "codec_ef_accumulate")?,

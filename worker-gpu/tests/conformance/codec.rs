@@ -3,6 +3,7 @@
 //! for entry, residual included.
 
 use half::f16;
+use ps_apps::app::device_codec::TopKCopies;
 use ps_proto::codec::{
     decode, encode, k_of_fraction, top_k, CodecChain, Decoded, ErrorFeedback, Selector, ValueFormat,
 };
@@ -474,6 +475,10 @@ fn a_selection_encoded_on_the_host_keeps_the_librarys_residual() {
             let k = k_of_fraction(frac, n);
             let mut dev = codec.top_k(n, SentFormat::F32).expect("top-k");
             let mut on_device = codec.top_k(n, SentFormat::F32).expect("top-k");
+            // The oracles' prediction of its copies (`TopKCopies`); its set-up copies nothing
+            // (the sample positions are made on the device).
+            let mut copies = TopKCopies::new(n);
+            assert_eq!(on_device.moved(), (0, 0), "set-up copies");
             let mut ef = ErrorFeedback::new(n);
             let chain = CodecChain {
                 selectors: vec![Selector::TopKCount(k as u32)],
@@ -486,6 +491,12 @@ fn a_selection_encoded_on_the_host_keeps_the_librarys_residual() {
                 if round == 5 {
                     delta[7] = f32::INFINITY;
                 }
+                let acc: Vec<f32> = ef
+                    .residual()
+                    .iter()
+                    .zip(&delta)
+                    .map(|(r, d)| r + d)
+                    .collect();
                 let mut want = Vec::new();
                 ef.compress(&chain, &delta, None, &mut want)
                     .expect("host compress");
@@ -512,12 +523,15 @@ fn a_selection_encoded_on_the_host_keeps_the_librarys_residual() {
                     on_device.moved().0 - before.0,
                     on_device.moved().1 - before.1,
                 );
-                // The delta in (counted by `push`'s caller elsewhere: here it is the upload
-                // of the test's host delta) and only indices and values' bytes out where the
-                // trim ran on the device.
+                // (The test's delta upload is not counted: an engine's delta is on the device.)
                 eprintln!(
                     "{what}: on the device {h2d} B in, {d2h} B out; payload {} B",
                     got.len()
+                );
+                assert_eq!(
+                    (h2d, d2h),
+                    copies.push(&acc, k, format),
+                    "{what}: the copies the oracles predict"
                 );
             }
         }

@@ -1,5 +1,6 @@
 //! A top-k encoded on the device (`DeviceTopK::push_encoded_view`), never run on a GPU, on the
 //! CPU as whole kernels (`host_cxx::BLOCKS_OF_WARPS`), in the order it launches them: the
+//! sample positions are made (`codec_topk_samples`, the host's `sample_positions` exactly), the
 //! residual accumulates the delta (`codecs.cu`), the sampled threshold and the candidate pass
 //! run until at least `k` entries are candidates (lowered as `DeviceTopK::candidates` lowers
 //! it), `codec_topk_trim` picks the `k` (`kernels/codec_topk.cu`), `codec_dense.cu` encodes
@@ -219,14 +220,14 @@ fn cases(
     want: &mut String,
 ) {
     let mut ef = ErrorFeedback::new(n);
-    let samples: Vec<u32> = sample_positions(n);
     let words = k.div_ceil(128) + k.div_ceil(4) + 1;
     write!(
         body,
         "{{\nstatic float residual[{n}]; static unsigned int cand_idx[{n}]; static float cand_val[{n}];
         static unsigned int sel_idx[{k}]; static float sel_val[{k}]; static unsigned short halves[{k}];
         static unsigned int words[{words}];
-        {}
+        static unsigned int samples[{sample}];
+        run_grid(2u, 64u, [&] {{ codec_topk_samples({n}ull, samples, {sample}u); }});
         static unsigned int threshold, count;
         const unsigned char* p = 0; unsigned int bytes = 0;
         auto print_values = [&] {{
@@ -234,7 +235,7 @@ fn cases(
             for (unsigned int i = 0; i < bytes; ++i) printf(\"%02x\", p[i]);
             printf(\"\\n\");
         }};\n",
-        array("unsigned int", "samples", &samples),
+        sample = ps_proto::codec::TOPK_SAMPLE,
     )
     .unwrap();
     for c in 0..2 {
@@ -251,4 +252,34 @@ fn cases(
         want.push_str(&w);
     }
     body.push_str("}\n");
+}
+
+/// `codec_topk_samples` makes `ps_proto::codec::sample_positions(n)` for blocks of every size
+/// up to the largest (indices 32-bit), over a grid of several blocks.
+#[test]
+fn the_device_makes_the_hosts_sample_positions() {
+    let sample = ps_proto::codec::TOPK_SAMPLE;
+    let (mut body, mut want) = (String::new(), String::new());
+    for n in [
+        1u64,
+        2,
+        7,
+        1000,
+        40_000,
+        1 << 20,
+        3_000_000_017 / 2,
+        u32::MAX as u64,
+    ] {
+        for p in sample_positions(n as usize) {
+            writeln!(want, "{p}").unwrap();
+        }
+        write!(
+            body,
+            "{{ static unsigned int out[{sample}];
+            run_grid(3u, 64u, [&] {{ codec_topk_samples({n}ull, out, {sample}u); }});
+            for (unsigned int i = 0; i < {sample}u; ++i) printf(\"%u\\n\", out[i]); }}\n"
+        )
+        .unwrap();
+    }
+    host_cxx::check_on_host(&kernels(), &body, &want);
 }

@@ -18,6 +18,7 @@ pub const SHIMS: &str = r#"
 #define __restrict__
 static inline int __clz(unsigned int x) { return x == 0u ? 32 : __builtin_clz(x); }
 static inline int __ffs(unsigned int x) { return __builtin_ffs((int)x); }
+static inline unsigned long long __umul64hi(unsigned long long a, unsigned long long b) { return (unsigned long long)(((unsigned __int128)a * b) >> 64); }
 static inline unsigned int min(unsigned int a, unsigned int b) { return a < b ? a : b; }
 static inline float __uint_as_float(unsigned int x) { float f; __builtin_memcpy(&f, &x, 4); return f; }
 static inline unsigned int __float_as_uint(float f) { unsigned int x; __builtin_memcpy(&x, &f, 4); return x; }

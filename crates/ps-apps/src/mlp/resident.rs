@@ -21,7 +21,9 @@
 use super::compute::{evaluate, BatchStats, MlpCompute};
 use super::data::Dataset;
 use super::{local_sgd_steps, Arch, MlpHyper};
-use crate::app::device_codec::{check_tiling, DeltaBlock, DeviceChain, ResidualKeeper};
+use crate::app::device_codec::{
+    check_tiling, dense_device_bytes, DeltaBlock, DeviceChain, ResidualKeeper, TopKCopies,
+};
 pub use crate::app::Traffic;
 use crate::error::ComputeError;
 use crate::visit::Visit;
@@ -111,8 +113,12 @@ pub trait MlpResident: Send {
 }
 
 /// The CPU oracle of a resident engine: the host path's computation ([`local_sgd_steps`] and
-/// chunked [`evaluate`](super::evaluate) on a [`MlpCompute`] engine). Nothing crosses a bus, so
-/// [`Traffic`] stays zero.
+/// chunked [`evaluate`](super::evaluate) on a [`MlpCompute`] engine). Nothing crosses a bus, but
+/// [`Traffic`] counts the bytes the CUDA engine copies for the same calls: the data at set-up;
+/// the whole read model when loads changed it, before its next use; the order of a
+/// [`MlpResident::run_clock`] (not of a visit, which the device makes); 16 bytes of totals per
+/// clock and per evaluation; the plain delta, or each block's encoded copies ([`TopKCopies`],
+/// [`dense_device_bytes`]); the residual at the drop. The compute time is the host's.
 pub struct HostMlpResident {
     engine: Box<dyn MlpCompute + Send>,
     arch: Arch,
@@ -123,7 +129,13 @@ pub struct HostMlpResident {
     grads: Vec<Vec<f32>>,
     /// What [`MlpResident::delta_encoded`] kept back, from its first call on.
     kept: Option<ResidualKeeper>,
+    /// The device's encoder of each block of the current plan (its copies), as the CUDA engine
+    /// keeps one per block until the plan changes or a plain delta folds them.
+    encoders: Vec<(DeltaBlock, DeviceChain, Option<TopKCopies>)>,
     coverage: ReadCoverage,
+    /// Loads changed the read model since it was last used (the device copies it then).
+    dirty: bool,
+    traffic: Traffic,
 }
 
 impl HostMlpResident {
@@ -138,8 +150,41 @@ impl HostMlpResident {
             local: Vec::new(),
             grads: Vec::new(),
             kept: None,
+            encoders: Vec::new(),
             coverage: ReadCoverage::default(),
+            dirty: false,
+            traffic: Traffic::default(),
         }
+    }
+
+    /// The read model is used: the device copies it in if loads changed it.
+    fn sync_read(&mut self) {
+        if std::mem::take(&mut self.dirty) {
+            self.traffic.h2d_bytes += 4 * self.arch.num_params() as u64;
+        }
+    }
+
+    /// The clock's local SGD steps over `order` (validated).
+    fn run_order(
+        &mut self,
+        order: &[usize],
+        batch: usize,
+        lr: f32,
+    ) -> Result<BatchStats, ComputeError> {
+        for (l, r) in self.local.iter_mut().zip(&self.read) {
+            l.copy_from_slice(r);
+        }
+        let hyper = MlpHyper {
+            batch,
+            lr,
+            lr_decay: 1.0,
+        };
+        let (engine, arch, train) = (self.engine.as_mut(), &self.arch, &self.train);
+        let (local, grads) = (&mut self.local, &mut self.grads);
+        let (stats, _) = self
+            .traffic
+            .timed(|| local_sgd_steps(engine, arch, local, grads, train, order, &hyper, lr))?;
+        Ok(stats)
     }
 
     /// The read model is about to be used (see [`ReadCoverage`]).
@@ -299,6 +344,10 @@ impl MlpResident for HostMlpResident {
         self.grads = arch.zeros();
         self.coverage = ReadCoverage::new(arch);
         self.kept = None;
+        self.encoders.clear();
+        self.dirty = false;
+        self.traffic.h2d_bytes +=
+            4 * (train.x.len() + test.x.len()) as u64 + (train.y.len() + test.y.len()) as u64;
         Ok(())
     }
 
@@ -309,6 +358,7 @@ impl MlpResident for HostMlpResident {
         dst.copy_from_slice(values);
         let rows = values.len() / self.arch.layer(layer).width();
         self.coverage.mark(layer, first_row, rows);
+        self.dirty = true;
         if let Some(k) = &mut self.kept {
             k.add_to(layer as u32, first_row, dst)?;
         }
@@ -328,25 +378,14 @@ impl MlpResident for HostMlpResident {
             )));
         }
         self.settle_read()?;
-        for (l, r) in self.local.iter_mut().zip(&self.read) {
-            l.copy_from_slice(r);
+        self.sync_read();
+        if order.is_empty() {
+            return Ok(BatchStats::default());
         }
-        let hyper = MlpHyper {
-            batch,
-            lr,
-            lr_decay: 1.0,
-        };
-        let (stats, _) = local_sgd_steps(
-            self.engine.as_mut(),
-            &self.arch,
-            &mut self.local,
-            &mut self.grads,
-            &self.train,
-            order,
-            &hyper,
-            lr,
-        )?;
-        Ok(stats)
+        // The order in, the batches' totals out.
+        self.traffic.h2d_bytes += 4 * order.len() as u64;
+        self.traffic.d2h_bytes += 16;
+        self.run_order(order, batch, lr)
     }
 
     fn run_visit(
@@ -356,12 +395,22 @@ impl MlpResident for HostMlpResident {
         lr: f32,
     ) -> Result<BatchStats, ComputeError> {
         visit.check(self.train.n).map_err(Self::bad)?;
-        self.run_clock(&visit.order(), batch, lr)
+        self.settle_read()?;
+        self.sync_read();
+        if visit.count == 0 {
+            return Ok(BatchStats::default());
+        }
+        // The device makes the order: only the totals come out.
+        self.traffic.d2h_bytes += 16;
+        self.run_order(&visit.order(), batch, lr)
     }
 
     fn delta(&mut self, scale: f32, out: &mut [Vec<f32>]) -> Result<(), ComputeError> {
         self.settle_read()?;
+        self.sync_read();
         self.plain_delta(scale, out)?;
+        self.traffic.d2h_bytes += 4 * self.arch.num_params() as u64;
+        self.encoders.clear();
         if let Some(mut k) = self.kept.take() {
             for (l, o) in out.iter_mut().enumerate() {
                 k.take_into(l as u32, o)?;
@@ -384,6 +433,7 @@ impl MlpResident for HostMlpResident {
         let rows: Vec<usize> = self.arch.layers().iter().map(|s| s.rows()).collect();
         check_tiling(blocks, &rows).map_err(Self::bad)?;
         self.settle_read()?;
+        self.sync_read();
         let mut delta = self.arch.zeros();
         self.plain_delta(scale, &mut delta)?;
         let mut slices: Vec<&[f32]> = Vec::with_capacity(blocks.len());
@@ -411,26 +461,59 @@ impl MlpResident for HostMlpResident {
                 .collect();
             ResidualKeeper::new(&shapes)
         });
+        // The device's copies: a new plan makes new encoders (which copy nothing), then each
+        // block's push.
+        let same = |(b, e): (&DeltaBlock, &(DeltaBlock, DeviceChain, Option<TopKCopies>))| {
+            (b.table, b.first_row, b.rows) == (e.0.table, e.0.first_row, e.0.rows) && e.1 == chain
+        };
+        if self.encoders.len() != blocks.len() || !blocks.iter().zip(&self.encoders).all(same) {
+            self.encoders.clear();
+            for (b, d) in blocks.iter().zip(&slices) {
+                let copies = match chain {
+                    DeviceChain::TopK(_) => Some(TopKCopies::new(d.len())),
+                    DeviceChain::Dense(_) => None,
+                };
+                self.encoders.push((*b, chain, copies));
+            }
+        }
+        for ((b, d), e) in blocks.iter().zip(&slices).zip(&mut self.encoders) {
+            let (h2d, d2h) = match (&mut e.2, chain) {
+                (Some(c), DeviceChain::TopK(format)) => {
+                    let values = kept.accumulated(b.table, b.first_row, d)?;
+                    c.push(&values, b.k, format)
+                }
+                (_, chain) => (0, dense_device_bytes(chain.format(), d.len()).unwrap_or(0)),
+            };
+            self.traffic.h2d_bytes += h2d;
+            self.traffic.d2h_bytes += d2h;
+        }
         out.extend(kept.encode_blocks(blocks, chain, &slices)?);
         Ok(())
     }
 
     fn drop_unsent(&mut self) -> Result<f64, ComputeError> {
+        self.sync_read();
+        // Each encoder's residual comes back to be summed.
+        for (b, _, _) in std::mem::take(&mut self.encoders) {
+            let w = self.arch.layer(b.table as usize).width();
+            self.traffic.d2h_bytes += 4 * (b.rows * w) as u64;
+        }
         Ok(self.kept.take().map_or(0.0, |k| k.l1()))
     }
 
     fn evaluate(&mut self) -> Result<BatchStats, ComputeError> {
+        if self.test.n == 0 {
+            return Ok(BatchStats::default());
+        }
         self.settle_read()?;
-        evaluate(
-            self.engine.as_mut(),
-            &self.arch,
-            &self.read,
-            &self.test,
-            EVAL_CHUNK,
-        )
+        self.sync_read();
+        self.traffic.d2h_bytes += 16;
+        let (engine, arch, read, test) = (self.engine.as_mut(), &self.arch, &self.read, &self.test);
+        self.traffic
+            .timed(|| evaluate(engine, arch, read, test, EVAL_CHUNK))
     }
 
     fn traffic(&self) -> Traffic {
-        Traffic::default()
+        self.traffic
     }
 }

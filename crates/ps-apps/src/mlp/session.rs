@@ -160,8 +160,8 @@ impl MlpSession {
 
 /// Pushes the clock's delta compressed by the engine itself, when the sink plans every layer
 /// with a chain the engine runs (`device_codec`) and `encoder` leaves it to the engine (not
-/// once the library has encoded a lossy delta: a top-k with a block format, say, whose last
-/// clock plans the format alone); only the payloads leave the engine. Returns the payloads'
+/// once the library has encoded a lossy delta: an `energy:` chain, say, whose last clock plans
+/// its format alone); only the payloads leave the engine. Returns the payloads'
 /// bytes, or `None`, having done nothing, otherwise (the session then pushes the plain delta).
 fn push_encoded(
     dev: &mut dyn MlpResident,

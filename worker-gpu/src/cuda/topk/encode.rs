@@ -22,8 +22,10 @@ use crate::cuda::codec::elementwise;
 use crate::cuda::dense::DenseCodec;
 use crate::cuda::{Call, GpuError};
 
-/// Most candidates the device trims (`CODEC_TRIM_CAP` in `kernels/codec_topk.cu`).
-pub const TRIM_CAP: usize = 4096;
+pub use ps_apps::app::device_codec::TRIM_CAP;
+/// The kernel's shared memory holds `CODEC_TRIM_CAP` (4,096) keys: a larger cap here would be
+/// cut short on the device.
+const _: () = assert!(TRIM_CAP <= 4096);
 /// The trim's block (`CODEC_TRIM_THREADS`).
 const TRIM_THREADS: u32 = 1024;
 

@@ -13,8 +13,7 @@ mod encode;
 
 use super::buffers::{DevBuf, Pinned};
 use super::codec::{
-    elementwise, initial_above, launch_to_f16, sample_positions, too_short, Kernels, SAMPLE,
-    SORT_THREADS,
+    elementwise, initial_above, launch_to_f16, too_short, Kernels, SAMPLE, SORT_THREADS,
 };
 use super::{Call, Gpu, GpuError};
 
@@ -81,7 +80,6 @@ pub struct DeviceTopK {
     cand_val_host: Pinned<f32>,
     sent_idx_host: Pinned<u32>,
     sent_val_host: Pinned<f32>,
-    samples_host: Pinned<u32>,
     /// Bytes copied (host to device, device to host) by the selection and feedback.
     moved: (u64, u64),
     /// The kernels and codec of [`DeviceTopK::push_encoded_view`], loaded on first use.
@@ -129,7 +127,6 @@ impl DeviceTopK {
             cand_val_host: Pinned::new(ctx)?,
             sent_idx_host: Pinned::new(ctx)?,
             sent_val_host: Pinned::new(ctx)?,
-            samples_host: Pinned::new(ctx)?,
             moved: (0, 0),
             encoder: None,
             gpu,
@@ -138,13 +135,25 @@ impl DeviceTopK {
         t.d_threshold.ensure(&t.gpu.compute, 1)?;
         t.d_count.ensure(&t.gpu.compute, 1)?;
         if n > 0 {
-            let samples = sample_positions(n);
-            t.samples_host.fill(&samples)?;
-            t.d_samples.upload(&t.gpu.compute, &t.samples_host)?;
-            t.moved.0 += 4 * samples.len() as u64;
+            t.make_samples()?;
             t.sampled = true;
         }
         Ok(t)
+    }
+
+    /// Enqueues `codec_topk_samples`: the block's sample positions, made on the device (the
+    /// host's `sample_positions(n)`), so that none crosses PCIe.
+    fn make_samples(&mut self) -> Result<(), GpuError> {
+        let stream = Arc::clone(&self.gpu.compute);
+        self.d_samples.ensure(&stream, SAMPLE)?;
+        let (n64, count) = (self.n as u64, SAMPLE as u32);
+        let mut b = stream.launch_builder(&self.k.samples);
+        b.arg(&n64).arg(self.d_samples.get_mut()).arg(&count);
+        // SAFETY: the buffer holds SAMPLE words; codec_topk_samples(unsigned long long,
+        // unsigned int*, unsigned int) writes out[0..count).
+        unsafe { b.launch(elementwise(&self.gpu, SAMPLE)) }
+            .call("cuLaunchKernel(codec_topk_samples)")?;
+        Ok(())
     }
 
     /// Values per block.

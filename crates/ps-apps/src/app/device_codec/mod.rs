@@ -34,6 +34,13 @@ pub enum DeviceChain {
 }
 
 impl DeviceChain {
+    /// The value format it sends.
+    pub fn format(self) -> ValueFormat {
+        match self {
+            DeviceChain::TopK(f) | DeviceChain::Dense(f) => f,
+        }
+    }
+
     /// The chain the worker library would encode a block with, `k` of its values selected
     /// (ignored by a dense chain).
     pub fn chain(self, k: usize) -> CodecChain {
@@ -356,6 +363,19 @@ impl ResidualKeeper {
         Ok(())
     }
 
+    /// `delta` (whole rows from `first_row` of `table`) plus the residual those rows hold: the
+    /// values a device encoder selects from (as [`ResidualKeeper::encode_blocks`] forms them).
+    pub fn accumulated(
+        &mut self,
+        table: u32,
+        first_row: usize,
+        delta: &[f32],
+    ) -> Result<Vec<f32>, ComputeError> {
+        let mut values = delta.to_vec();
+        self.add_to(table, first_row, &mut values)?;
+        Ok(values)
+    }
+
     /// Adds the residual of a whole table into `delta` (shaped like the table) and forgets it:
     /// the delta then goes out through the worker library, which keeps what it holds back.
     pub fn take_into(&mut self, table: u32, delta: &mut [f32]) -> Result<(), ComputeError> {
@@ -490,6 +510,9 @@ impl ResidualKeeper {
             .sum()
     }
 }
+
+mod copies;
+pub use copies::{TopKCopies, TRIM_CAP};
 
 #[cfg(test)]
 mod tests;

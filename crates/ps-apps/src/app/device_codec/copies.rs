@@ -1,0 +1,191 @@
+//! What a device's top-k encoder copies across the bus, predicted on the host: the CPU oracles
+//! of the resident engines count it as `worker-gpu`'s `DeviceTopK::push_encoded_view` copies
+//! it, so that a job on `--device cpu-resident` reports the PCIe bytes a GPU would move.
+//!
+//! The device selects as the library does (the same sampled threshold, lowered the same way;
+//! `ps_proto::codec::top_k`'s choice), so every copy follows from the block's values: a 4-byte
+//! count per candidate pass (one more when a pass overflowed the candidate buffers, which then
+//! grow, and the threshold when a pass found too few), then either the chosen indices (4 bytes
+//! each) and the values' bytes (its trim ran on the device), or, past [`TRIM_CAP`] candidates,
+//! every candidate out (8 bytes) and the chosen indices and decoded values in (8 bytes), or,
+//! where the layout is dense, the chosen values out too (4 bytes) and the same 8 bytes in.
+
+use ps_proto::codec::{self, ValueFormat};
+
+use super::dense_device_bytes;
+
+/// Most candidates the device trims itself (`CODEC_TRIM_CAP` in `kernels/codec_topk.cu`).
+pub const TRIM_CAP: usize = 4096;
+
+/// One block's top-k encoder, as far as its copies go: the candidate buffers' size, kept from
+/// clock to clock as the device keeps them.
+#[derive(Debug, Clone)]
+pub struct TopKCopies {
+    n: usize,
+    samples: Vec<u32>,
+    capacity: usize,
+}
+
+impl TopKCopies {
+    /// The encoder of a block of `n` values (its set-up copies nothing: the device makes the
+    /// sample positions itself).
+    pub fn new(n: usize) -> TopKCopies {
+        let samples = if n > 0 {
+            codec::sample_positions(n)
+        } else {
+            Vec::new()
+        };
+        TopKCopies {
+            n,
+            samples,
+            capacity: 0,
+        }
+    }
+
+    /// The bytes `(in, out)` one push copies, `values` the block's residual with the clock's
+    /// delta added (what the device selects from), its top `k` sent in `format`.
+    pub fn push(&mut self, values: &[f32], k: usize, format: ValueFormat) -> (u64, u64) {
+        let (n, k) = (self.n, k.min(self.n));
+        debug_assert_eq!(values.len(), n);
+        if k == 0 {
+            return (0, 0);
+        }
+        let (count, mut out) = self.candidates(values, k);
+        let k64 = k as u64;
+        if count > TRIM_CAP {
+            return (8 * k64, out + 8 * count as u64);
+        }
+        out += 4 * k64;
+        let sel = codec::top_k(values, k);
+        let dense = codec::encode_selection_indices(format, n, &sel, &mut Vec::new());
+        match (dense, format) {
+            (Ok(false), ValueFormat::F32) => (0, out + 4 * k64),
+            (Ok(false), f) => (0, out + dense_device_bytes(f, k).unwrap_or(4 * k64)),
+            // A dense layout: the chosen values come back, what they decode to goes in.
+            _ => (8 * k64, out + 4 * k64),
+        }
+    }
+
+    /// The device's candidate passes (`DeviceTopK::candidates`): how many candidates the last
+    /// pass found, and the bytes its reads copied out.
+    fn candidates(&mut self, values: &[f32], k: usize) -> (usize, u64) {
+        let n = self.n;
+        self.ensure(k + k / 2 + 64);
+        let sampled = !self.samples.is_empty() && k < n;
+        let mut above = sampled.then(|| codec::initial_above(n, k));
+        let mut out = 0;
+        loop {
+            let t = above.map_or(0, |a| self.threshold(values, a));
+            let count = values
+                .iter()
+                .filter(|v| v.to_bits() & 0x7fff_ffff >= t)
+                .count();
+            out += 4;
+            if count > self.capacity {
+                // The buffers grow and the pass runs again.
+                self.ensure(count);
+                out += 4;
+            }
+            if count >= k {
+                return (count, out);
+            }
+            if above.is_some() {
+                out += 4;
+            }
+            if t == 0 {
+                return (count, out);
+            }
+            above = above.map(|a| a.saturating_mul(4));
+        }
+    }
+
+    /// Room for `len` candidates, grown as `worker-gpu`'s device buffers grow (a quarter more
+    /// than asked, never shrinking).
+    fn ensure(&mut self, len: usize) {
+        if self.capacity < len.max(1) {
+            self.capacity = len.max(1).saturating_add(len / 4);
+        }
+    }
+
+    /// `codec_topk_threshold`: the `above`-th largest magnitude bits among the samples (0, take
+    /// everything, when `above` reaches their number).
+    fn threshold(&self, values: &[f32], above: usize) -> u32 {
+        let mut keys: Vec<u32> = self
+            .samples
+            .iter()
+            .map(|&i| values[i as usize].to_bits() & 0x7fff_ffff)
+            .collect();
+        keys.sort_unstable();
+        let s = keys.len();
+        let a = above.clamp(1, u32::MAX as usize);
+        if a >= s {
+            0
+        } else {
+            keys[s - a]
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn spread(n: usize, seed: u64) -> Vec<f32> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
+    }
+
+    /// The usual case: the first pass finds enough candidates (about 1.6% of 10,000 for a k of
+    /// 1%), within the buffers, and the device trims: one count, the indices and the values'
+    /// bytes come back, nothing goes in.
+    #[test]
+    fn a_first_pass_that_finds_enough_is_a_count_then_the_indices_and_values() {
+        let mut c = TopKCopies::new(10_000);
+        let v = spread(10_000, 1);
+        for format in [ValueFormat::Sign, ValueFormat::Q4, ValueFormat::F16] {
+            let values = dense_device_bytes(format, 100).unwrap();
+            assert_eq!(c.push(&v, 100, format), (0, 4 + 400 + values), "{format:?}");
+        }
+        assert_eq!(c.push(&v, 100, ValueFormat::F32), (0, 4 + 400 + 400));
+        assert_eq!(c.push(&v, 0, ValueFormat::Sign), (0, 0));
+    }
+
+    /// Mostly zeros: the sampled threshold is 0, every entry is a candidate, which overflows
+    /// the buffers (a second count) and the trim's cap: every candidate comes back (8 bytes) and
+    /// the chosen indices and decoded values go in (8 bytes). The grown buffers then hold them.
+    #[test]
+    fn too_many_candidates_are_trimmed_on_the_host() {
+        let n = 10_000;
+        let mut v = vec![0f32; n];
+        v.iter_mut().step_by(200).for_each(|x| *x = 1.0);
+        let mut c = TopKCopies::new(n);
+        assert_eq!(
+            c.push(&v, 100, ValueFormat::Sign),
+            (800, 4 + 4 + 8 * n as u64)
+        );
+        assert_eq!(c.push(&v, 100, ValueFormat::Sign), (800, 4 + 8 * n as u64));
+    }
+
+    /// A large fraction in a format with a zero: the layout is the whole block, so the chosen
+    /// values come back too and what they decode to goes in.
+    #[test]
+    fn a_dense_layout_sends_the_values_back_and_the_decoded_in() {
+        let n = 1000;
+        let v = spread(n, 2);
+        let mut c = TopKCopies::new(n);
+        let dense = |k: usize| {
+            let sel = codec::top_k(&v, k);
+            codec::encode_selection_indices(ValueFormat::Q2, n, &sel, &mut Vec::new()).unwrap()
+        };
+        let k = (n / 2..n).find(|&k| dense(k)).expect("a dense layout");
+        let (h2d, d2h) = c.push(&v, k, ValueFormat::Q2);
+        assert_eq!(h2d, 8 * k as u64);
+        assert_eq!(d2h % 4, 0);
+        assert!(d2h >= 4 + 8 * k as u64, "{d2h}");
+        // Sign lists its indices whatever their number: the device encodes it.
+        let (h2d, d2h) = c.push(&v, k, ValueFormat::Sign);
+        assert_eq!(h2d, 0);
+        assert!(d2h >= 4 + 4 * k as u64 + dense_device_bytes(ValueFormat::Sign, k).unwrap());
+    }
+}
