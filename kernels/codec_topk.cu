@@ -14,31 +14,10 @@
 // same result), count <= CODEC_TRIM_CAP (the caller trims larger sets on the host), k <= count,
 // indices below 2^32 - 1 (so that every key is above the padding, 0); 32 KB static shared
 // memory. codec_topk_scatter: any 1-D grid, a thread per entry, grid stride; indices distinct.
+// The sort is bitonic.cuh's.
 
 #define CODEC_TRIM_CAP 4096
 #define CODEC_TRIM_THREADS 1024
-
-// Sorts keys[0..padded) ascending (padded a power of two), every thread of the block taking part.
-__device__ __forceinline__ void codec_bitonic_u64(unsigned long long* keys, unsigned int padded) {
-    for (unsigned int size = 2; size <= padded; size <<= 1) {
-        for (unsigned int stride = size >> 1; stride > 0; stride >>= 1) {
-            __syncthreads();
-            for (unsigned int i = threadIdx.x; i < padded; i += blockDim.x) {
-                const unsigned int j = i ^ stride;
-                if (j > i) {
-                    const unsigned long long a = keys[i];
-                    const unsigned long long b = keys[j];
-                    const bool ascending = (i & size) == 0u;
-                    if ((a > b) == ascending) {
-                        keys[i] = b;
-                        keys[j] = a;
-                    }
-                }
-            }
-        }
-    }
-    __syncthreads();
-}
 
 extern "C" __global__ void __launch_bounds__(CODEC_TRIM_THREADS)
     codec_topk_trim(const float* __restrict__ x,
@@ -64,7 +43,7 @@ extern "C" __global__ void __launch_bounds__(CODEC_TRIM_THREADS)
         }
         keys[i] = key;
     }
-    codec_bitonic_u64(keys, padded);
+    codec_bitonic<unsigned long long>(keys, padded);
     // The top kk keys are the last kk; their indices, and the maximum elsewhere, sorted again:
     // the first kk are then the chosen indices, ascending.
     // (Each thread rewrites the slots it reads.)
@@ -72,7 +51,7 @@ extern "C" __global__ void __launch_bounds__(CODEC_TRIM_THREADS)
         keys[i] = i >= padded - kk ? (unsigned long long)(~(unsigned int)keys[i])
                                    : 0xffffffffffffffffull;
     }
-    codec_bitonic_u64(keys, padded);
+    codec_bitonic<unsigned long long>(keys, padded);
     for (unsigned int j = threadIdx.x; j < kk; j += blockDim.x) {
         const unsigned int i = (unsigned int)keys[j];
         sel_idx[j] = i;

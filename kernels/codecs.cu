@@ -3,7 +3,7 @@
 //
 // Serves ps_proto::codec (format.rs, select.rs, feedback.rs); the host keeps the wire format.
 //
-// The value formats (f16 here) are values.cuh's.
+// The value formats (f16 here) are values.cuh's; the threshold's sort is bitonic.cuh's.
 //
 // Top-k (select.rs): entries rank by magnitude bits (the f32 bits without the sign, so NaN ranks
 // above +inf), ties by lower index. The device part is the sampled threshold (codec_topk_threshold:
@@ -72,24 +72,7 @@ extern "C" __global__ void __launch_bounds__(CODEC_SORT_THREADS)
     for (unsigned int i = threadIdx.x; i < padded; i += blockDim.x) {
         keys[i] = i < s ? (__float_as_uint(x[sample_idx[i]]) & 0x7fffffffu) : 0u;
     }
-    for (unsigned int size = 2; size <= padded; size <<= 1) {
-        for (unsigned int stride = size >> 1; stride > 0; stride >>= 1) {
-            __syncthreads();
-            for (unsigned int i = threadIdx.x; i < padded; i += blockDim.x) {
-                const unsigned int j = i ^ stride;
-                if (j > i) {
-                    const unsigned int a = keys[i];
-                    const unsigned int b = keys[j];
-                    const bool ascending = (i & size) == 0u;
-                    if ((a > b) == ascending) {
-                        keys[i] = b;
-                        keys[j] = a;
-                    }
-                }
-            }
-        }
-    }
-    __syncthreads();
+    codec_bitonic<unsigned int>(keys, padded);
     if (threadIdx.x == 0) {
         const unsigned int a = above == 0u ? 1u : above;
         *threshold = a >= s ? 0u : keys[padded - a];

@@ -56,6 +56,7 @@ macro_rules! header {
 
 /// Every header of `kernels/` (a unit test checks the list against the directory).
 pub const HEADERS: &[Header] = &[
+    header!("bitonic"),
     header!("lda_rows"),
     header!("lda_word"),
     header!("lr"),
@@ -192,13 +193,13 @@ pub const KERNELS: &[Kernel] = &[
         [
             "codec_f32_to_f16",
             "codec_f16_to_f32",
-            "codec_topk_samples",
             "codec_topk_threshold",
+            "codec_topk_samples",
             "codec_topk_compact",
             "codec_ef_accumulate",
             "codec_ef_subtract"
         ],
-        headers["values"]
+        headers["values", "bitonic"]
     ),
     kernel!(
         "codec_dense",
@@ -211,7 +212,11 @@ pub const KERNELS: &[Kernel] = &[
         ],
         headers["values"]
     ),
-    kernel!("codec_topk", ["codec_topk_trim", "codec_topk_scatter"]),
+    kernel!(
+        "codec_topk",
+        ["codec_topk_trim", "codec_topk_scatter"],
+        headers["bitonic"]
+    ),
     kernel!("rng", ["rng_philox_uniforms"], headers["philox"]),
 ];
 

@@ -24,9 +24,10 @@ use rand_chacha::ChaCha8Rng;
 
 fn kernels() -> String {
     format!(
-        "#define CODEC_HOST_SHIMS 1\n{}\n#define __shared__ static\n#define __launch_bounds__(x)\n{}\n{}\n{}\n{}",
+        "#define CODEC_HOST_SHIMS 1\n{}\n#define __shared__ static\n#define __launch_bounds__(x)\n{}\n{}\n{}\n{}\n{}",
         host_cxx::BLOCKS_OF_WARPS,
         include_str!("../../../kernels/values.cuh"),
+        include_str!("../../../kernels/bitonic.cuh"),
         include_str!("../../../kernels/codecs.cu"),
         include_str!("../../../kernels/codec_dense.cu"),
         include_str!("../../../kernels/codec_topk.cu"),
@@ -188,25 +189,15 @@ fn the_device_chooses_and_encodes_a_top_k_as_the_library_does() {
             case += 1;
         }
     }
-    // A block of one value, chosen whole (sign lists its indices whatever their number).
-    cases(
-        &mut rng,
+    // A block of one value, chosen whole (sign lists its indices whatever their number), and
+    // one large block: about 2,300 candidates for the trim.
+    for shape in [
         (1, 1, ValueFormat::Sign),
-        (false, false),
-        case,
-        &mut body,
-        &mut want,
-    );
-    case += 1;
-    // One large block: about 2,300 candidates for the trim.
-    cases(
-        &mut rng,
         (40_000, 2_000, ValueFormat::Sign),
-        (false, false),
-        case,
-        &mut body,
-        &mut want,
-    );
+    ] {
+        cases(&mut rng, shape, (false, false), case, &mut body, &mut want);
+        case += 1;
+    }
     host_cxx::check_on_host(&kernels(), &body, &want);
 }
 
