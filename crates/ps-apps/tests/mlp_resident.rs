@@ -298,3 +298,45 @@ fn the_oracle_counts_what_the_device_copies() {
     assert!(e.drop_unsent().unwrap() > 0.0);
     assert_eq!(e.traffic().d2h_bytes - before.d2h_bytes, 4 * params);
 }
+
+/// A clock with no samples (a worker with fewer samples than clocks in an epoch) still starts
+/// from the read model, as the host path and the CUDA engine do: its delta is zero, whatever
+/// the clock before it did.
+#[test]
+fn an_empty_clock_pushes_a_zero_delta() {
+    let (train, test, arch) = small();
+    let mut e = HostMlpResident::new(Box::new(CpuMlp));
+    e.setup(&arch, &train, &test).unwrap();
+    let load_all = |e: &mut HostMlpResident, v: f32| {
+        for l in 0..arch.num_layers() {
+            e.load(l, 0, &vec![v; arch.layer(l).len()]).unwrap();
+        }
+    };
+    let mut out = arch.zeros();
+    load_all(&mut e, 0.1);
+    e.run_clock(&[0, 1, 2, 3], 2, 0.1).unwrap();
+    e.delta(1.0, &mut out).unwrap();
+    assert!(out.iter().flatten().any(|&d| d != 0.0), "the clock trained");
+    load_all(&mut e, 0.2);
+    e.run_clock(&[], 2, 0.1).unwrap();
+    e.delta(1.0, &mut out).unwrap();
+    assert!(out.iter().flatten().all(|&d| d == 0.0), "an empty order");
+    e.run_clock(&[0, 1], 2, 0.1).unwrap();
+    load_all(&mut e, 0.3);
+    let empty = ps_apps::visit::Visit {
+        count: 0,
+        ..ps_apps::visit::Visit::for_clock(
+            ps_apps::seed::ClockKey {
+                seed: 1,
+                worker: 0,
+                clock: 0,
+            },
+            train.n,
+            0,
+            1,
+        )
+    };
+    e.run_visit(&empty, 2, 0.1).unwrap();
+    e.delta(1.0, &mut out).unwrap();
+    assert!(out.iter().flatten().all(|&d| d == 0.0), "an empty visit");
+}

@@ -164,16 +164,25 @@ impl HostMlpResident {
         }
     }
 
-    /// The clock's local SGD steps over `order` (validated).
+    /// A clock starts: the read model is used (and copied in if loads changed it) and becomes
+    /// the local one, whether or not the clock has samples (an empty clock's delta is zero), as
+    /// the CUDA engine's `start_clock` does.
+    fn start_clock(&mut self) -> Result<(), ComputeError> {
+        self.settle_read()?;
+        self.sync_read();
+        for (l, r) in self.local.iter_mut().zip(&self.read) {
+            l.copy_from_slice(r);
+        }
+        Ok(())
+    }
+
+    /// The clock's local SGD steps over `order` (validated) from the local model.
     fn run_order(
         &mut self,
         order: &[usize],
         batch: usize,
         lr: f32,
     ) -> Result<BatchStats, ComputeError> {
-        for (l, r) in self.local.iter_mut().zip(&self.read) {
-            l.copy_from_slice(r);
-        }
         let hyper = MlpHyper {
             batch,
             lr,
@@ -345,7 +354,8 @@ impl MlpResident for HostMlpResident {
         self.coverage = ReadCoverage::new(arch);
         self.kept = None;
         self.encoders.clear();
-        self.dirty = false;
+        // The device's read model is zeros to copy in at first use, loads or not.
+        self.dirty = true;
         self.traffic.h2d_bytes +=
             4 * (train.x.len() + test.x.len()) as u64 + (train.y.len() + test.y.len()) as u64;
         Ok(())
@@ -377,8 +387,7 @@ impl MlpResident for HostMlpResident {
                 self.train.n
             )));
         }
-        self.settle_read()?;
-        self.sync_read();
+        self.start_clock()?;
         if order.is_empty() {
             return Ok(BatchStats::default());
         }
@@ -395,8 +404,7 @@ impl MlpResident for HostMlpResident {
         lr: f32,
     ) -> Result<BatchStats, ComputeError> {
         visit.check(self.train.n).map_err(Self::bad)?;
-        self.settle_read()?;
-        self.sync_read();
+        self.start_clock()?;
         if visit.count == 0 {
             return Ok(BatchStats::default());
         }
@@ -492,6 +500,10 @@ impl MlpResident for HostMlpResident {
     }
 
     fn drop_unsent(&mut self) -> Result<f64, ComputeError> {
+        if self.dirty {
+            // As the device syncs a read loaded since the model's last use.
+            self.settle_read()?;
+        }
         self.sync_read();
         // Each encoder's residual comes back to be summed.
         for (b, _, _) in std::mem::take(&mut self.encoders) {
