@@ -274,3 +274,74 @@ fn the_device_makes_the_hosts_sample_positions() {
     }
     host_cxx::check_on_host(&kernels(), &body, &want);
 }
+
+/// `codec_topk_trim` at its edges, on the block it is launched with (1,024 threads) and on one
+/// warp: a full 4,096 candidates (k of all, one, half, all but one), a single candidate, counts
+/// just past a power of two; many tied magnitudes (ties to the lower index). The chosen indices
+/// ascend and their values are read from the block: the k largest rank keys of the candidates.
+#[test]
+fn the_trim_picks_the_k_at_its_edges() {
+    let mut rng = ChaCha8Rng::seed_from_u64(0x7417);
+    let (mut body, mut want) = (String::new(), String::new());
+    let cases = [
+        (4096usize, 4096usize, 1024u32),
+        (4096, 1, 1024),
+        (4096, 2048, 1024),
+        (4096, 4095, 32),
+        (1, 1, 1024),
+        (2, 1, 32),
+        (3, 3, 1024),
+        (1025, 17, 1024),
+        (4095, 1234, 64),
+    ];
+    for (case, &(count, k, threads)) in cases.iter().enumerate() {
+        let n = 3 * count + 5;
+        let x: Vec<f32> = (0..n)
+            .map(|_| {
+                if rng.gen_bool(0.3) {
+                    rng.gen_range(-3i32..=3) as f32 * 0.5
+                } else {
+                    rng.gen_range(-2.0f32..2.0)
+                }
+            })
+            .collect();
+        // The candidates: `count` distinct positions in no order.
+        let mut idx: Vec<u32> = (0..n as u32).collect();
+        for i in (1..n).rev() {
+            idx.swap(i, rng.gen_range(0..=i));
+        }
+        idx.truncate(count);
+        let key = |i: u32| (u64::from(x[i as usize].to_bits() & 0x7fff_ffff) << 32) | u64::from(!i);
+        let mut ranked = idx.clone();
+        ranked.sort_unstable_by_key(|&i| std::cmp::Reverse(key(i)));
+        let mut chosen = ranked[..k].to_vec();
+        chosen.sort_unstable();
+        write!(want, "{case}").unwrap();
+        for i in &chosen {
+            write!(want, " {i}:{:08x}", x[*i as usize].to_bits()).unwrap();
+        }
+        want.push('\n');
+        write!(
+            body,
+            "{{\n{}{}{}static unsigned int sel_idx[{k}]; static float sel_val[{k}];
+            run_grid(1u, {threads}u, [&] {{ codec_topk_trim((const float*)x_bits, cand_idx,
+                (const float*)cand_bits, {count}u, {k}u, sel_idx, sel_val); }});
+            printf(\"{case}\");
+            for (unsigned int j = 0; j < {k}u; ++j) {{
+                unsigned int b; memcpy(&b, &sel_val[j], 4); printf(\" %u:%08x\", sel_idx[j], b);
+            }}
+            printf(\"\\n\");\n}}\n",
+            array("unsigned int", "x_bits", &bits(&x)),
+            array("unsigned int", "cand_idx", &idx),
+            array(
+                "unsigned int",
+                "cand_bits",
+                &idx.iter()
+                    .map(|&i| x[i as usize].to_bits())
+                    .collect::<Vec<_>>()
+            ),
+        )
+        .unwrap();
+    }
+    host_cxx::check_on_host(&kernels(), &body, &want);
+}
