@@ -340,3 +340,36 @@ fn an_empty_clock_pushes_a_zero_delta() {
     e.delta(1.0, &mut out).unwrap();
     assert!(out.iter().flatten().all(|&d| d == 0.0), "an empty visit");
 }
+
+/// Rows of f16 values (an `f16` pull codec's) cross as f16, 2 bytes a value, when every row of
+/// the model was loaded since its last use and every value was an f16 value; otherwise the
+/// model crosses as f32.
+#[test]
+fn a_model_loaded_whole_in_f16_values_crosses_as_f16() {
+    let (train, test, arch) = small();
+    let params = arch.num_params() as u64;
+    let mut e = HostMlpResident::new(Box::new(CpuMlp));
+    e.setup(&arch, &train, &test).unwrap();
+    let load = |e: &mut HostMlpResident, layers: usize, v: f32, odd: Option<f32>| {
+        let before = e.traffic().h2d_bytes;
+        for l in 0..layers {
+            let mut values = vec![v; arch.layer(l).len()];
+            if let (Some(x), 0) = (odd, l) {
+                values[0] = x;
+            }
+            e.load(l, 0, &values).unwrap();
+        }
+        e.evaluate().unwrap();
+        e.traffic().h2d_bytes - before
+    };
+    let all = arch.num_layers();
+    assert_eq!(load(&mut e, all, 0.5, None), 2 * params, "f16 values");
+    assert_eq!(
+        load(&mut e, all, 0.5, Some(0.1)),
+        4 * params,
+        "one f32 value"
+    );
+    assert_eq!(load(&mut e, 1, 0.25, None), 4 * params, "part of the model");
+    assert_eq!(load(&mut e, all, -0.375, None), 2 * params, "f16 again");
+    assert_eq!(load(&mut e, 0, 0.5, None), 0, "no loads, no copy");
+}

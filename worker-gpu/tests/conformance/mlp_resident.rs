@@ -514,3 +514,52 @@ fn device_made_visit_order_is_the_hosts() {
         "a visit of other samples"
     );
 }
+
+/// A model loaded whole in f16 values (an `f16` pull codec's rows) crosses as f16, 2 bytes a
+/// value, and widens exactly (`codec_f16_to_f32`): the clock on it and its delta are bit for bit
+/// those of an engine whose same model crossed as f32 (one value loaded first as f32).
+#[test]
+fn a_model_of_f16_values_crosses_as_f16_and_trains_the_same() {
+    let Some(gpu) =
+        worker_gpu::gpu_or_skip("a_model_of_f16_values_crosses_as_f16_and_trains_the_same")
+    else {
+        return;
+    };
+    let (train, test) = data(seed("resident f16 loads"));
+    let arch = Arch::new(train.d, &[64], train.classes);
+    let params = arch.num_params() as u64;
+    let read: Vec<Vec<f32>> = arch
+        .init_params(7)
+        .into_iter()
+        .map(|l| l.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect())
+        .collect();
+    let mut halves = CudaMlpResident::new(Arc::clone(&gpu)).expect("engine");
+    let mut whole = CudaMlpResident::new(Arc::clone(&gpu)).expect("engine");
+    halves.setup(&arch, &train, &test).expect("setup");
+    whole.setup(&arch, &train, &test).expect("setup");
+    load(&mut halves, &arch, &read);
+    let w = arch.layer(0).width();
+    let mut odd = read[0][..w].to_vec();
+    odd[0] = 0.1;
+    whole.load(0, 0, &odd).expect("load");
+    load(&mut whole, &arch, &read);
+    let (h0, w0) = (halves.traffic(), whole.traffic());
+    let o = order(train.n, 0);
+    let a = halves.run_clock(&o, 32, 0.1).expect("run_clock");
+    let b = whole.run_clock(&o, 32, 0.1).expect("run_clock");
+    let in_bytes = |e: &CudaMlpResident, before: ps_apps::mlp::Traffic| {
+        e.traffic().h2d_bytes - before.h2d_bytes
+    };
+    let order_bytes = 4 * o.len() as u64;
+    assert_eq!(in_bytes(&halves, h0), 2 * params + order_bytes, "as f16");
+    assert_eq!(in_bytes(&whole, w0), 4 * params + order_bytes, "as f32");
+    assert_eq!(
+        a.loss_sum.to_bits(),
+        b.loss_sum.to_bits(),
+        "the clock's loss"
+    );
+    let (mut da, mut db) = (arch.zeros(), arch.zeros());
+    halves.delta(1.0, &mut da).expect("delta");
+    whole.delta(1.0, &mut db).expect("delta");
+    assert!(da == db, "the deltas differ");
+}

@@ -22,7 +22,8 @@ use super::compute::{evaluate, BatchStats, MlpCompute};
 use super::data::Dataset;
 use super::{local_sgd_steps, Arch, MlpHyper};
 use crate::app::device_codec::{
-    check_tiling, dense_device_bytes, DeltaBlock, DeviceChain, ResidualKeeper, TopKCopies,
+    check_tiling, dense_device_bytes, f16_image, DeltaBlock, DeviceChain, ResidualKeeper,
+    TopKCopies,
 };
 pub use crate::app::Traffic;
 use crate::error::ComputeError;
@@ -115,7 +116,7 @@ pub trait MlpResident: Send {
 /// The CPU oracle of a resident engine: the host path's computation ([`local_sgd_steps`] and
 /// chunked [`evaluate`](super::evaluate) on a [`MlpCompute`] engine). Nothing crosses a bus, but
 /// [`Traffic`] counts the bytes the CUDA engine copies for the same calls: the data at set-up;
-/// the whole read model when loads changed it, before its next use; the order of a
+/// the whole read model when loads changed it, before its next use (as f16 where it can); the order of a
 /// [`MlpResident::run_clock`] (not of a visit, which the device makes); 16 bytes of totals per
 /// clock and per evaluation; the plain delta, or each block's encoded copies ([`TopKCopies`],
 /// [`dense_device_bytes`]); the residual at the drop. The compute time is the host's.
@@ -135,6 +136,8 @@ pub struct HostMlpResident {
     coverage: ReadCoverage,
     /// Loads changed the read model since it was last used (the device copies it then).
     dirty: bool,
+    /// Every load since the read model's last use was of f16 values.
+    halves: bool,
     traffic: Traffic,
 }
 
@@ -153,14 +156,8 @@ impl HostMlpResident {
             encoders: Vec::new(),
             coverage: ReadCoverage::default(),
             dirty: false,
+            halves: true,
             traffic: Traffic::default(),
-        }
-    }
-
-    /// The read model is used: the device copies it in if loads changed it.
-    fn sync_read(&mut self) {
-        if std::mem::take(&mut self.dirty) {
-            self.traffic.h2d_bytes += 4 * self.arch.num_params() as u64;
         }
     }
 
@@ -168,8 +165,7 @@ impl HostMlpResident {
     /// the local one, whether or not the clock has samples (an empty clock's delta is zero), as
     /// the CUDA engine's `start_clock` does.
     fn start_clock(&mut self) -> Result<(), ComputeError> {
-        self.settle_read()?;
-        self.sync_read();
+        self.use_read()?;
         for (l, r) in self.local.iter_mut().zip(&self.read) {
             l.copy_from_slice(r);
         }
@@ -196,10 +192,18 @@ impl HostMlpResident {
         Ok(stats)
     }
 
-    /// The read model is about to be used (see [`ReadCoverage`]).
-    fn settle_read(&mut self) -> Result<(), ComputeError> {
+    /// The read model is about to be used (see [`ReadCoverage`]): the device copies it in if
+    /// loads changed it, as f16 (2 bytes a value) where every row was loaded since its last use
+    /// and every value loaded was an f16 value, as the CUDA engine's `sync_read` does.
+    fn use_read(&mut self) -> Result<(), ComputeError> {
+        let halves = std::mem::replace(&mut self.halves, true) && self.coverage.complete();
         let strict = self.kept.is_some();
-        self.coverage.settle(strict).map_err(Self::bad)
+        self.coverage.settle(strict).map_err(Self::bad)?;
+        if std::mem::take(&mut self.dirty) {
+            let bytes = if halves { 2 } else { 4 };
+            self.traffic.h2d_bytes += bytes * self.arch.num_params() as u64;
+        }
+        Ok(())
     }
 
     /// `(local - read) * scale` per layer into `out`.
@@ -261,6 +265,11 @@ impl ReadCoverage {
                 *r = true;
             }
         }
+    }
+
+    /// Whether every row of the model was loaded since the last [`ReadCoverage::settle`].
+    pub fn complete(&self) -> bool {
+        self.total > 0 && self.count == self.total
     }
 
     /// The read model is about to be used: with `strict` (the engine keeps a residual), an
@@ -356,6 +365,7 @@ impl MlpResident for HostMlpResident {
         self.encoders.clear();
         // The device's read model is zeros to copy in at first use, loads or not.
         self.dirty = true;
+        self.halves = true;
         self.traffic.h2d_bytes +=
             4 * (train.x.len() + test.x.len()) as u64 + (train.y.len() + test.y.len()) as u64;
         Ok(())
@@ -369,6 +379,7 @@ impl MlpResident for HostMlpResident {
         let rows = values.len() / self.arch.layer(layer).width();
         self.coverage.mark(layer, first_row, rows);
         self.dirty = true;
+        self.halves &= f16_image(values).is_some();
         if let Some(k) = &mut self.kept {
             k.add_to(layer as u32, first_row, dst)?;
         }
@@ -414,8 +425,7 @@ impl MlpResident for HostMlpResident {
     }
 
     fn delta(&mut self, scale: f32, out: &mut [Vec<f32>]) -> Result<(), ComputeError> {
-        self.settle_read()?;
-        self.sync_read();
+        self.use_read()?;
         self.plain_delta(scale, out)?;
         self.traffic.d2h_bytes += 4 * self.arch.num_params() as u64;
         self.encoders.clear();
@@ -440,8 +450,7 @@ impl MlpResident for HostMlpResident {
     ) -> Result<(), ComputeError> {
         let rows: Vec<usize> = self.arch.layers().iter().map(|s| s.rows()).collect();
         check_tiling(blocks, &rows).map_err(Self::bad)?;
-        self.settle_read()?;
-        self.sync_read();
+        self.use_read()?;
         let mut delta = self.arch.zeros();
         self.plain_delta(scale, &mut delta)?;
         let mut slices: Vec<&[f32]> = Vec::with_capacity(blocks.len());
@@ -502,9 +511,8 @@ impl MlpResident for HostMlpResident {
     fn drop_unsent(&mut self) -> Result<f64, ComputeError> {
         if self.dirty {
             // As the device syncs a read loaded since the model's last use.
-            self.settle_read()?;
+            self.use_read()?;
         }
-        self.sync_read();
         // Each encoder's residual comes back to be summed.
         for (b, _, _) in std::mem::take(&mut self.encoders) {
             let w = self.arch.layer(b.table as usize).width();
@@ -517,8 +525,7 @@ impl MlpResident for HostMlpResident {
         if self.test.n == 0 {
             return Ok(BatchStats::default());
         }
-        self.settle_read()?;
-        self.sync_read();
+        self.use_read()?;
         self.traffic.d2h_bytes += 16;
         let (engine, arch, read, test) = (self.engine.as_mut(), &self.arch, &self.read, &self.test);
         self.traffic

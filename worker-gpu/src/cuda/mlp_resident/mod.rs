@@ -4,7 +4,8 @@
 //! share once; they stay on the device until the engine is dropped. Per clock:
 //!
 //! - the loads of the read model write a pinned host mirror of it; before the model is used
-//!   the mirror goes to the device in one copy (the parameters in);
+//!   the mirror goes to the device in one copy (the parameters in), as f16 where every row was
+//!   loaded since the last use and every value was an f16 value (module `read`);
 //! - the clock's sample order is made on the device from the visit's key (`mlp_visit_order`,
 //!   `kernels/visit.cuh`, [`ps_apps::visit::Visit`]); only a caller of `run_clock` with an
 //!   order of its own sends it, as u32 indices;
@@ -36,9 +37,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use ps_apps::app::device_codec::{DeltaBlock, DeviceChain};
-use ps_apps::mlp::{
-    check_load, check_setup, Arch, BatchStats, Dataset, MlpResident, ReadCoverage, Traffic,
-};
+use ps_apps::mlp::{check_setup, Arch, BatchStats, Dataset, MlpResident, ReadCoverage, Traffic};
 use ps_apps::visit::Visit;
 use ps_apps::ComputeError;
 
@@ -47,9 +46,10 @@ use super::bus::Bus;
 use super::mlp::{CudaMlp, MlpGemm, DEFAULT_CHUNK};
 use super::{failed, Call, Gpu, GpuError};
 
-/// Threads per block of the element-wise kernels.
 mod encode;
+mod read;
 
+/// Threads per block of the element-wise kernels.
 const BLOCK: u32 = 256;
 /// Blocks per multiprocessor for the grid-stride kernels.
 const BLOCKS_PER_SM: u32 = 8;
@@ -82,6 +82,8 @@ pub struct CudaMlpResident {
     read: DevBuf<f32>,
     read_host: Pinned<f32>,
     dirty: bool,
+    /// The read model as f16, while every load since its last use was of f16 values.
+    halves: read::Halves,
     /// The local model, per layer: swapped into the [`CudaMlp`]'s parameter slots for a clock.
     local: Vec<DevBuf<f32>>,
     order: DevBuf<u32>,
@@ -161,6 +163,7 @@ impl CudaMlpResident {
             read: DevBuf::default(),
             read_host: Pinned::new(&gpu.ctx)?,
             dirty: false,
+            halves: read::Halves::default(),
             local: Vec::new(),
             order: DevBuf::default(),
             order_host: Pinned::new(&gpu.ctx)?,
@@ -222,43 +225,10 @@ impl CudaMlpResident {
             })
             .collect::<Result<_, GpuError>>()?;
         self.dirty = true;
+        self.halves.reset();
         self.encoders.clear();
         self.coverage = ReadCoverage::new(arch);
         self.arch = Some(arch.clone());
-        Ok(())
-    }
-
-    fn try_load(&mut self, layer: usize, first_row: usize, values: &[f32]) -> Result<(), GpuError> {
-        let arch = self.arch()?;
-        check_load(&arch, layer, first_row, values).map_err(input)?;
-        let at = self.offsets[layer] + first_row * arch.layer(layer).width();
-        let total = arch.num_params();
-        self.read_host.host_mut(total)?[at..at + values.len()].copy_from_slice(values);
-        let rows = values.len() / arch.layer(layer).width();
-        self.coverage.mark(layer, first_row, rows);
-        self.dirty = true;
-        Ok(())
-    }
-
-    /// Copies the read model to the device when loads changed it, plus what the engine's own
-    /// push encoding has not sent yet (a worker sees its unsent updates, as the worker
-    /// library's residual shows in its reads).
-    fn sync_read(&mut self) -> Result<(), GpuError> {
-        self.coverage
-            .settle(!self.encoders.is_empty())
-            .map_err(input)?;
-        if self.dirty {
-            self.bus.h2d(&self.gpu.compute, || {
-                self.read.upload(&self.gpu.compute, &self.read_host)?;
-                Ok(4 * self.read_host.len() as u64)
-            })?;
-            self.dirty = false;
-            for (b, enc) in &self.encoders {
-                let at = self.block_start(b)?;
-                let mut dst = self.read.get_mut().slice_mut(at..at + enc.len());
-                enc.add_residual_to(&mut dst)?;
-            }
-        }
         Ok(())
     }
 
