@@ -516,8 +516,11 @@ fn device_made_visit_order_is_the_hosts() {
 }
 
 /// A model loaded whole in f16 values (an `f16` pull codec's rows) crosses as f16, 2 bytes a
-/// value, and widens exactly (`codec_f16_to_f32`): the clock on it and its delta are bit for bit
-/// those of an engine whose same model crossed as f32 (one value loaded first as f32).
+/// value, and widens exactly (`codec_f16_to_f32`): over several uses, against an engine whose
+/// same model always crosses as f32 (one value loaded first as f32 each time), the clocks and
+/// deltas are bit for bit the same: whole f16 loads (with -0.0 and an f16 subnormal), a partial
+/// load (f32 then), whole f16 loads again, and with the engine's own top-k residual added on
+/// top of an f16 model.
 #[test]
 fn a_model_of_f16_values_crosses_as_f16_and_trains_the_same() {
     let Some(gpu) =
@@ -528,38 +531,77 @@ fn a_model_of_f16_values_crosses_as_f16_and_trains_the_same() {
     let (train, test) = data(seed("resident f16 loads"));
     let arch = Arch::new(train.d, &[64], train.classes);
     let params = arch.num_params() as u64;
-    let read: Vec<Vec<f32>> = arch
-        .init_params(7)
-        .into_iter()
-        .map(|l| l.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect())
-        .collect();
+    let f16_model = |seed: u64| -> Vec<Vec<f32>> {
+        let mut m: Vec<Vec<f32>> = arch
+            .init_params(seed)
+            .into_iter()
+            .map(|l| l.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect())
+            .collect();
+        m[0][1] = -0.0;
+        m[0][2] = 2f32.powi(-20);
+        m
+    };
     let mut halves = CudaMlpResident::new(Arc::clone(&gpu)).expect("engine");
     let mut whole = CudaMlpResident::new(Arc::clone(&gpu)).expect("engine");
     halves.setup(&arch, &train, &test).expect("setup");
     whole.setup(&arch, &train, &test).expect("setup");
-    load(&mut halves, &arch, &read);
     let w = arch.layer(0).width();
-    let mut odd = read[0][..w].to_vec();
-    odd[0] = 0.1;
-    whole.load(0, 0, &odd).expect("load");
-    load(&mut whole, &arch, &read);
-    let (h0, w0) = (halves.traffic(), whole.traffic());
-    let o = order(train.n, 0);
-    let a = halves.run_clock(&o, 32, 0.1).expect("run_clock");
-    let b = whole.run_clock(&o, 32, 0.1).expect("run_clock");
-    let in_bytes = |e: &CudaMlpResident, before: ps_apps::mlp::Traffic| {
-        e.traffic().h2d_bytes - before.h2d_bytes
-    };
-    let order_bytes = 4 * o.len() as u64;
-    assert_eq!(in_bytes(&halves, h0), 2 * params + order_bytes, "as f16");
-    assert_eq!(in_bytes(&whole, w0), 4 * params + order_bytes, "as f32");
-    assert_eq!(
-        a.loss_sum.to_bits(),
-        b.loss_sum.to_bits(),
-        "the clock's loss"
-    );
-    let (mut da, mut db) = (arch.zeros(), arch.zeros());
-    halves.delta(1.0, &mut da).expect("delta");
-    whole.delta(1.0, &mut db).expect("delta");
-    assert!(da == db, "the deltas differ");
+    let bits = |m: &[Vec<f32>]| -> Vec<u32> { m.iter().flatten().map(|v| v.to_bits()).collect() };
+    let blocks = two_shard_blocks(&arch, 0.05);
+    // (model, whole load or layer 0 only, bytes a value the f16 engine copies)
+    let rounds = [
+        (f16_model(7), true, 2),
+        (f16_model(8), false, 4),
+        (f16_model(9), true, 2),
+        (f16_model(10), true, 2),
+    ];
+    for (r, (model, all, per_value)) in rounds.iter().enumerate() {
+        if *all {
+            load(&mut halves, &arch, model);
+            let mut odd = model[0][..w].to_vec();
+            odd[0] = 0.1;
+            whole.load(0, 0, &odd).expect("load");
+            load(&mut whole, &arch, model);
+        } else {
+            halves.load(0, 0, &model[0]).expect("load");
+            whole.load(0, 0, &model[0]).expect("load");
+        }
+        let (h0, w0) = (halves.traffic(), whole.traffic());
+        let o = order(train.n, r as u32);
+        let a = halves.run_clock(&o, 32, 0.1).expect("run_clock");
+        let b = whole.run_clock(&o, 32, 0.1).expect("run_clock");
+        let order_bytes = 4 * o.len() as u64;
+        assert_eq!(
+            halves.traffic().h2d_bytes - h0.h2d_bytes,
+            per_value * params + order_bytes,
+            "round {r}: the f16 engine's bytes in"
+        );
+        assert_eq!(
+            whole.traffic().h2d_bytes - w0.h2d_bytes,
+            4 * params + order_bytes,
+            "round {r}: the f32 engine's bytes in"
+        );
+        assert_eq!(
+            a.loss_sum.to_bits(),
+            b.loss_sum.to_bits(),
+            "round {r}: loss"
+        );
+        if r == 2 {
+            // Each keeps a top-k residual, added to the next (f16) model on the device.
+            let (mut pa, mut pb) = (Vec::new(), Vec::new());
+            let chain = DeviceChain::TopK(ValueFormat::Sign);
+            halves
+                .delta_encoded(1.0, chain, &blocks, &mut pa)
+                .expect("encoded");
+            whole
+                .delta_encoded(1.0, chain, &blocks, &mut pb)
+                .expect("encoded");
+            assert!(pa == pb, "round {r}: payloads");
+        } else {
+            let (mut da, mut db) = (arch.zeros(), arch.zeros());
+            halves.delta(1.0, &mut da).expect("delta");
+            whole.delta(1.0, &mut db).expect("delta");
+            assert_eq!(bits(&da), bits(&db), "round {r}: deltas");
+        }
+    }
 }

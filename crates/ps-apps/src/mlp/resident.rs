@@ -206,13 +206,20 @@ impl HostMlpResident {
         Ok(())
     }
 
-    /// `(local - read) * scale` per layer into `out`.
-    fn plain_delta(&self, scale: f32, out: &mut [Vec<f32>]) -> Result<(), ComputeError> {
+    /// Refuses a delta not shaped like the model (before anything is used, as the CUDA engine
+    /// refuses it).
+    fn check_shape(&self, out: &[Vec<f32>]) -> Result<(), ComputeError> {
         if out.len() != self.read.len()
             || out.iter().zip(&self.read).any(|(o, r)| o.len() != r.len())
         {
             return Err(Self::bad("the delta is not shaped like the model".into()));
         }
+        Ok(())
+    }
+
+    /// `(local - read) * scale` per layer into `out`.
+    fn plain_delta(&self, scale: f32, out: &mut [Vec<f32>]) -> Result<(), ComputeError> {
+        self.check_shape(out)?;
         for ((o, after), before) in out.iter_mut().zip(&self.local).zip(&self.read) {
             for ((d, a), b) in o.iter_mut().zip(after).zip(before) {
                 *d = (a - b) * scale;
@@ -425,6 +432,7 @@ impl MlpResident for HostMlpResident {
     }
 
     fn delta(&mut self, scale: f32, out: &mut [Vec<f32>]) -> Result<(), ComputeError> {
+        self.check_shape(out)?;
         self.use_read()?;
         self.plain_delta(scale, out)?;
         self.traffic.d2h_bytes += 4 * self.arch.num_params() as u64;

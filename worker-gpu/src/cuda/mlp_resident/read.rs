@@ -125,13 +125,15 @@ impl CudaMlpResident {
             .as_ref()
             .ok_or_else(|| input("no f16 kernel".into()))?;
         let n64 = n as u64;
-        let mut b = stream.launch_builder(f);
-        b.arg(self.halves.dev.get())
-            .arg(self.read.get_mut())
-            .arg(&n64);
-        // SAFETY: both buffers hold n values; codec_f16_to_f32(const unsigned short*, float*,
-        // unsigned long long).
-        unsafe { b.launch(elementwise(&self.gpu, n)) }.call("cuLaunchKernel(codec_f16_to_f32)")?;
-        Ok(())
+        let (halves, read, gpu) = (&self.halves.dev, &mut self.read, &self.gpu);
+        // The widening counts as device compute.
+        self.bus.kernels(&stream, || {
+            let mut b = stream.launch_builder(f);
+            b.arg(halves.get()).arg(read.get_mut()).arg(&n64);
+            // SAFETY: both buffers hold n values; codec_f16_to_f32(const unsigned short*,
+            // float*, unsigned long long).
+            unsafe { b.launch(elementwise(gpu, n)) }.call("cuLaunchKernel(codec_f16_to_f32)")?;
+            Ok(())
+        })
     }
 }
