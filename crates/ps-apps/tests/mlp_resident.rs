@@ -137,6 +137,13 @@ fn resident_path_matches_the_host_path_on_the_oracle() {
 }
 
 /// A small set (50 training, 10 held-out samples) and a model with one hidden layer of 8.
+/// Loads every row of the model with `v`.
+fn load_whole(e: &mut HostMlpResident, arch: &Arch, v: f32) {
+    for l in 0..arch.num_layers() {
+        e.load(l, 0, &vec![v; arch.layer(l).len()]).unwrap();
+    }
+}
+
 fn small() -> (Dataset, Dataset, Arch) {
     let mut spec = SyntheticMlpSpec::default_builtin(1);
     spec.train = 50;
@@ -175,12 +182,7 @@ fn the_oracle_refuses_plans_with_gaps_and_partial_reads_once_it_keeps_a_residual
     let (train, test, arch) = small();
     let mut e = HostMlpResident::new(Box::new(CpuMlp));
     e.setup(&arch, &train, &test).unwrap();
-    let load_all = |e: &mut HostMlpResident, v: f32| {
-        for l in 0..arch.num_layers() {
-            let s = arch.layer(l);
-            e.load(l, 0, &vec![v; s.len()]).unwrap();
-        }
-    };
+    let load_all = |e: &mut HostMlpResident, v: f32| load_whole(e, &arch, v);
     // Before any residual, a partial read is fine.
     e.load(0, 0, &vec![0.1; arch.layer(0).width()]).unwrap();
     e.run_clock(&[0, 1, 2, 3], 2, 0.1).unwrap();
@@ -229,11 +231,7 @@ fn the_oracle_counts_what_the_device_copies() {
     let data = 4 * (train.x.len() + test.x.len()) as u64 + (train.n + test.n) as u64;
     let t = e.traffic();
     assert_eq!((t.h2d_bytes, t.d2h_bytes), (data, 0));
-    let load_all = |e: &mut HostMlpResident| {
-        for l in 0..arch.num_layers() {
-            e.load(l, 0, &vec![0.1; arch.layer(l).len()]).unwrap();
-        }
-    };
+    let load_all = |e: &mut HostMlpResident| load_whole(e, &arch, 0.1);
     load_all(&mut e);
     e.evaluate().unwrap();
     e.run_clock(&[0, 1, 2, 3], 2, 0.1).unwrap();
@@ -307,11 +305,7 @@ fn an_empty_clock_pushes_a_zero_delta() {
     let (train, test, arch) = small();
     let mut e = HostMlpResident::new(Box::new(CpuMlp));
     e.setup(&arch, &train, &test).unwrap();
-    let load_all = |e: &mut HostMlpResident, v: f32| {
-        for l in 0..arch.num_layers() {
-            e.load(l, 0, &vec![v; arch.layer(l).len()]).unwrap();
-        }
-    };
+    let load_all = |e: &mut HostMlpResident, v: f32| load_whole(e, &arch, v);
     let mut out = arch.zeros();
     load_all(&mut e, 0.1);
     e.run_clock(&[0, 1, 2, 3], 2, 0.1).unwrap();
