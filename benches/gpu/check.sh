@@ -398,6 +398,8 @@ device() {
     timeout 20 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem \
         --format=csv,noheader 2>&1 | sed 's/^/gpu: /' | summary
     find_cuda_libs >"$out/cuda-libs.txt" 2>&1 || STATUS=1
+    # The symlink directory serves the whole run (LD_LIBRARY_PATH), then goes.
+    trap 'rm -rf "${CUDA_LIBS_SHIM:-}"' EXIT
     summary <"$out/cuda-libs.txt"
     export PS_REQUIRE_GPU=1 RUST_BACKTRACE=1
     # kernel-check assembles with ptxas: the toolkit's, where it is not on the PATH.
