@@ -3,7 +3,7 @@
 //! (see [`super::codec`] for how it selects exactly as the host does): [`DeviceTopK::push`]
 //! sends the candidates back and the host picks the `k`. [`DeviceTopK::push_encoded_view`]
 //! (module `encode`) does it all on the device, in any value format, and hands back the payload;
-//! [`DeviceTopK::select_view`] and [`DeviceTopK::subtract`] leave the encoding to the caller.
+//! [`DeviceTopK::select_host`] and [`DeviceTopK::subtract`] leave the encoding to the caller.
 
 use std::sync::Arc;
 
@@ -215,7 +215,10 @@ impl DeviceTopK {
         self.send(k)
     }
 
-    /// [`DeviceTopK::select_view`] of a delta on the host (uploaded first).
+    /// `residual += delta` (uploaded first), then the top `k` entries of the residual, as
+    /// (indices ascending, their values), the residual left as it is: for a caller that encodes
+    /// the selection itself and then hands [`DeviceTopK::subtract`] what the receiver decodes
+    /// (what [`DeviceTopK::push_encoded_view`] does on the host when the device cannot trim).
     pub fn select_host(
         &mut self,
         delta: &[f32],
@@ -290,19 +293,6 @@ impl DeviceTopK {
     /// Bytes this compressor copied host to device and back since it was made.
     pub fn moved(&self) -> (u64, u64) {
         self.moved
-    }
-
-    /// `residual += delta` (a view of `len()` values), then the top `k` entries of the
-    /// residual, as (indices ascending, their values), the residual left as it is: for a
-    /// caller that encodes the selection itself (in a block format, whose scales depend on the
-    /// whole selection) and then hands [`DeviceTopK::subtract`] what the receiver decodes.
-    pub fn select_view(
-        &mut self,
-        delta: &CudaView<'_, f32>,
-        k: usize,
-    ) -> Result<(Vec<u32>, Vec<f32>), GpuError> {
-        self.accumulate_view(delta)?;
-        self.select(k)
     }
 
     /// Enqueues `residual[idx[j]] -= values[j]` (a non-finite residual entry becomes 0), both
