@@ -217,6 +217,16 @@ pub const KERNELS: &[Kernel] = &[
         ["codec_topk_trim", "codec_topk_scatter"],
         headers["bitonic"]
     ),
+    kernel!(
+        "codec_select",
+        [
+            "codec_select_hist",
+            "codec_select_pick",
+            "codec_select_count",
+            "codec_select_scan",
+            "codec_select_write"
+        ]
+    ),
     kernel!("rng", ["rng_philox_uniforms"], headers["philox"]),
 ];
 
