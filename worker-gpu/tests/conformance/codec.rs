@@ -443,7 +443,8 @@ fn codecs_at_edge_sizes() {
 /// MLP engine runs `topk:F,sign` or `topk:F,q4`): over rounds the payloads and the residual,
 /// bit for bit, are `ErrorFeedback`'s, in the block formats (scales over the whole selection),
 /// the half formats and f32, at 1%, at 60% (a dense layout for the formats that allow one) and
-/// at 30% of 20,000 (more candidates than the device trims), with an infinity in one round (its
+/// at 30% of 20,000 (more candidates than one block trims: the radix select of
+/// `codec_select.cu`), with an infinity in one round (its
 /// group's scale is not finite: the library zeroes what was sent of it). No NaN: the device's
 /// addition makes the canonical one, so its bits would differ.
 #[test]
@@ -465,8 +466,8 @@ fn a_selection_encoded_on_the_host_keeps_the_librarys_residual() {
         ValueFormat::F32,
     ];
     for format in formats {
-        // The device's trim; a dense layout (the host encodes); more candidates than the
-        // device trims (the host trims).
+        // The device's trim; a dense layout (the host encodes); more candidates than one block
+        // trims (the radix select).
         for (n, frac) in [
             (50_000 + rng.gen_range(0..1000), 0.01),
             (3000, 0.6),

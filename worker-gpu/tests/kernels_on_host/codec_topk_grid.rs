@@ -3,12 +3,14 @@
 //! sample positions are made (`codec_topk_samples`, the host's `sample_positions` exactly), the
 //! residual accumulates the delta (`codecs.cu`), the sampled threshold and the candidate pass
 //! run until at least `k` entries are candidates (lowered as `DeviceTopK::candidates` lowers
-//! it), `codec_topk_trim` picks the `k` (`kernels/codec_topk.cu`), `codec_dense.cu` encodes
+//! it), `codec_topk_trim` picks the `k` (`kernels/codec_topk.cu`; past 4,096 candidates,
+//! `kernels/codec_select.cu`'s radix select and scan), `codec_dense.cu` encodes
 //! their values in index order (or, for f32, they go as they are and `codec_ef_subtract` zeroes
 //! them) and `codec_topk_scatter` puts what error feedback keeps back. Over clocks, in every
 //! format, the chosen indices, the values' bytes (the payload after the index part the host
 //! writes) and the residual are the library's `ErrorFeedback` with `topk:k,format`, bit for
-//! bit (two clocks each, so that a residual carries over): small and large blocks (up to 2,000 chosen of 40,000, about 2,300 candidates), many
+//! bit (two clocks each, so that a residual carries over): small and large blocks (2,000
+//! chosen of 40,000, about 2,300 candidates; 4,500 of 30,000, past the one-block trim), many
 //! tied magnitudes (ties go to the lower index), and ±inf and NaN in the second clock.
 
 use crate::host_cxx::{self, array, bits};
@@ -24,13 +26,14 @@ use rand_chacha::ChaCha8Rng;
 
 fn kernels() -> String {
     format!(
-        "#define CODEC_HOST_SHIMS 1\n{}\n#define __shared__ static\n#define __launch_bounds__(x)\n{}\n{}\n{}\n{}\n{}",
+        "#define CODEC_HOST_SHIMS 1\n{}\n#define __shared__ static\n#define __launch_bounds__(x)\n{}\n{}\n{}\n{}\n{}\n{}",
         host_cxx::BLOCKS_OF_WARPS,
         include_str!("../../../kernels/values.cuh"),
         include_str!("../../../kernels/bitonic.cuh"),
         include_str!("../../../kernels/codecs.cu"),
         include_str!("../../../kernels/codec_dense.cu"),
         include_str!("../../../kernels/codec_topk.cu"),
+        include_str!("../../../kernels/codec_select.cu"),
     )
 }
 
@@ -139,8 +142,19 @@ fn clock(
             if (count >= {k}u || above == 0 || threshold == 0u) break;
             above *= 4;
         }}
-        if (count > 4096u) {{ printf(\"{tag}: %u candidates, more than the trim takes\\n\", count); }}
-        run_grid(1u, 64u, [&] {{ codec_topk_trim(residual, cand_idx, cand_val, count, {k}u, sel_idx, sel_val); }});
+        if (count > 4096u) {{
+            for (unsigned int shift = 24u;; shift -= 8u) {{
+                run_grid(2u, 64u, [&] {{ codec_select_hist(cand_val, count, state, shift, hist); }});
+                run_grid(1u, 32u, [&] {{ codec_select_pick(hist, state, shift, {k}u); }});
+                if (shift == 0u) break;
+            }}
+            run_grid(2u, 64u, [&] {{ codec_select_count(residual, {n}ull, state, tiles); }});
+            run_grid(1u, 64u, [&] {{ codec_select_scan(tiles, {tiles}ull); }});
+            run_grid(2u, 64u, [&] {{ codec_select_write(residual, {n}ull, state, tiles, sel_idx, sel_val); }});
+            ++large;
+        }} else {{
+            run_grid(1u, 64u, [&] {{ codec_topk_trim(residual, cand_idx, cand_val, count, {k}u, sel_idx, sel_val); }});
+        }}
         printf(\"{tag} sel\");
         for (unsigned int j = 0; j < {k}u; ++j) printf(\" %u\", sel_idx[j]);
         printf(\"\\n\");
@@ -151,6 +165,7 @@ fn clock(
         }}\n",
         array("unsigned int", "delta_bits", &bits(&d)),
         samples = ps_proto::codec::TOPK_SAMPLE,
+        tiles = n.div_ceil(4096),
     );
     (body, want)
 }
@@ -189,15 +204,30 @@ fn the_device_chooses_and_encodes_a_top_k_as_the_library_does() {
             case += 1;
         }
     }
-    // A block of one value, chosen whole (sign lists its indices whatever their number), and
-    // one large block: about 2,300 candidates for the trim.
-    for shape in [
-        (1, 1, ValueFormat::Sign),
-        (40_000, 2_000, ValueFormat::Sign),
+    // A block of one value, chosen whole (sign lists its indices whatever their number), one
+    // large block (about 2,300 candidates for the trim) and larger ones (k = 4,500, so more
+    // candidates than the trim takes: the radix select's; with ties, and with ±inf and NaN in
+    // the second clock).
+    for (shape, ties, specials) in [
+        ((1, 1, ValueFormat::Sign), false, false),
+        ((40_000, 2_000, ValueFormat::Sign), false, false),
+        ((30_000, 4_500, ValueFormat::Q4), false, true),
+        ((30_000, 4_500, ValueFormat::F32), true, false),
     ] {
-        cases(&mut rng, shape, (false, false), case, &mut body, &mut want);
+        cases(
+            &mut rng,
+            shape,
+            (ties, specials),
+            case,
+            &mut body,
+            &mut want,
+        );
         case += 1;
     }
+    body.push_str("printf(\"large %u\\n\", large);\n");
+    want.push_str("large 4\n");
+    // How many selections went past the one-block trim: each large block's two clocks.
+    let body = format!("static unsigned int large = 0;\n{body}");
     host_cxx::check_on_host(&kernels(), &body, &want);
 }
 
@@ -220,6 +250,7 @@ fn cases(
         static unsigned int samples[{sample}];
         run_grid(2u, 64u, [&] {{ codec_topk_samples({n}ull, samples, {sample}u); }});
         static unsigned int threshold, count;
+        static unsigned int hist[256], state[3]; static unsigned long long tiles[{tiles}];
         const unsigned char* p = 0; unsigned int bytes = 0;
         auto print_values = [&] {{
             printf(\"{case} {format:?} values \");
@@ -227,6 +258,7 @@ fn cases(
             printf(\"\\n\");
         }};\n",
         sample = ps_proto::codec::TOPK_SAMPLE,
+        tiles = n.div_ceil(4096),
     )
     .unwrap();
     for c in 0..2 {

@@ -6,10 +6,14 @@
 //! chosen indices (4 bytes each, for the host to write the index part of the payload) and the
 //! values' bytes come back; nothing goes in.
 //!
-//! Two cases go the host's way instead (the candidates, or the chosen values, come back and the
-//! host encodes them; what the receiver decodes goes in): more candidates than one block sorts
-//! (`CODEC_TRIM_CAP`), and a selection whose smallest layout is dense (every value of the
-//! block, zeros between: a large fraction in a format other than `sign`).
+//! Up to `CODEC_TRIM_CAP` (4,096) candidates, one block sorts them; past that, `large.rs`
+//! selects among any number. One case goes the host's way instead (the chosen values come back
+//! and the host encodes them; what the receiver decodes goes in): a selection whose smallest
+//! layout is dense (every value of the block, zeros between: a large fraction in a format
+//! other than `sign`).
+//!
+//! [`DeviceTopK::push_encoded_in`] does the same with a residual the caller keeps (a block of
+//! MF item rows gathered from the engine's residual table), of any size.
 
 use std::sync::Arc;
 
@@ -17,7 +21,9 @@ use cudarc::driver::{CudaFunction, CudaView, LaunchConfig, PushKernelArg};
 use ps_apps::app::device_codec::selection_payload;
 use ps_proto::codec::{self, ValueFormat};
 
+use super::large::Select;
 use super::DeviceTopK;
+use crate::cuda::buffers::DevBuf;
 use crate::cuda::codec::elementwise;
 use crate::cuda::dense::DenseCodec;
 use crate::cuda::{Call, GpuError};
@@ -34,6 +40,7 @@ pub(super) struct Encoder {
     trim: CudaFunction,
     scatter: CudaFunction,
     dense: DenseCodec,
+    pub(super) select: Select,
 }
 
 fn proto(e: ps_proto::ProtoError) -> GpuError {
@@ -41,13 +48,14 @@ fn proto(e: ps_proto::ProtoError) -> GpuError {
 }
 
 impl DeviceTopK {
-    fn encoder(&mut self) -> Result<&mut Encoder, GpuError> {
+    pub(super) fn encoder(&mut self) -> Result<&mut Encoder, GpuError> {
         let enc = match &mut self.encoder {
             Some(e) => e,
             slot => slot.insert(Box::new(Encoder {
                 trim: self.gpu.function("codec_topk", "codec_topk_trim")?,
                 scatter: self.gpu.function("codec_topk", "codec_topk_scatter")?,
                 dense: DenseCodec::new(Arc::clone(&self.gpu))?,
+                select: Select::load(&self.gpu)?,
             })),
         };
         Ok(enc)
@@ -78,6 +86,36 @@ impl DeviceTopK {
         self.encode_residual(k, format)
     }
 
+    /// `residual += delta`, then the top `k` of the residual sent in `format`, as
+    /// [`DeviceTopK::push_encoded_view`] but with a residual the caller keeps: the first `n`
+    /// values of `residual` (any `n`, each call its own), which are left holding what error
+    /// feedback keeps. This encoder's own residual is not touched.
+    pub fn push_encoded_in(
+        &mut self,
+        residual: &mut DevBuf<f32>,
+        n: usize,
+        delta: &CudaView<'_, f32>,
+        k: usize,
+        format: ValueFormat,
+    ) -> Result<Vec<u8>, GpuError> {
+        let held = residual.try_get().map_or(0, |r| r.len());
+        if held < n || delta.len() < n || n > u32::MAX as usize {
+            return Err(GpuError::Input(format!(
+                "a top-k of {n} values in a residual of {held} with a delta of {}",
+                delta.len()
+            )));
+        }
+        // The caller's residual stands in for this encoder's own for the call.
+        std::mem::swap(&mut self.residual, residual);
+        let own = std::mem::replace(&mut self.n, n);
+        let out = self
+            .accumulate_view(delta)
+            .and_then(|()| self.encode_residual(k, format));
+        self.n = own;
+        std::mem::swap(&mut self.residual, residual);
+        out
+    }
+
     /// The top `k` of the residual as it is, sent in `format` (see the module docs).
     fn encode_residual(&mut self, k: usize, format: ValueFormat) -> Result<Vec<u8>, GpuError> {
         let (n, k) = (self.n, k.min(self.n));
@@ -88,10 +126,10 @@ impl DeviceTopK {
         }
         let count = self.candidates(k)?;
         if count > TRIM_CAP {
-            let (idx, raw) = self.trim(count, k)?;
-            return self.encoded_on_host(format, &idx, &raw);
+            self.enqueue_select(count, k)?;
+        } else {
+            self.enqueue_trim(count, k)?;
         }
-        self.enqueue_trim(count, k)?;
         let stream = Arc::clone(&self.gpu.compute);
         self.sent_idx_host
             .download(&stream, self.d_sent_idx.get(), k)?;

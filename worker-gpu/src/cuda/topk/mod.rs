@@ -10,6 +10,10 @@ use std::sync::Arc;
 use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, LaunchConfig, PushKernelArg};
 
 mod encode;
+mod large;
+mod pick;
+
+pub(crate) use pick::best_of_candidates;
 
 use super::buffers::{DevBuf, Pinned};
 use super::codec::{
@@ -61,9 +65,10 @@ pub struct DeviceTopK {
     format: SentFormat,
     n: usize,
     residual: DevBuf<f32>,
-    /// The sample positions are on the device (every block of at least one value: see
-    /// [`DeviceTopK::first_above`]).
-    sampled: bool,
+    /// The block size the sample positions on the device were made for (0: none yet); see
+    /// [`DeviceTopK::first_above`]. A block encoded in a caller's buffer (`push_encoded_in`)
+    /// may have another size: its positions are made then.
+    samples_for: usize,
     d_samples: DevBuf<u32>,
     d_threshold: DevBuf<u32>,
     d_count: DevBuf<u32>,
@@ -110,7 +115,7 @@ impl DeviceTopK {
             format,
             n,
             residual: DevBuf::default(),
-            sampled: false,
+            samples_for: 0,
             d_samples: DevBuf::default(),
             d_threshold: DevBuf::default(),
             d_count: DevBuf::default(),
@@ -134,16 +139,17 @@ impl DeviceTopK {
         t.residual.zero(&t.gpu.compute, n.max(1))?;
         t.d_threshold.ensure(&t.gpu.compute, 1)?;
         t.d_count.ensure(&t.gpu.compute, 1)?;
-        if n > 0 {
-            t.make_samples()?;
-            t.sampled = true;
-        }
+        t.ensure_samples()?;
         Ok(t)
     }
 
-    /// Enqueues `codec_topk_samples`: the block's sample positions, made on the device (the
-    /// host's `sample_positions(n)`), so that none crosses PCIe.
-    fn make_samples(&mut self) -> Result<(), GpuError> {
+    /// Enqueues `codec_topk_samples` unless the positions on the device are this block size's:
+    /// the block's sample positions, made on the device (the host's `sample_positions(n)`), so
+    /// that none crosses PCIe.
+    fn ensure_samples(&mut self) -> Result<(), GpuError> {
+        if self.n == 0 || self.samples_for == self.n {
+            return Ok(());
+        }
         let stream = Arc::clone(&self.gpu.compute);
         self.d_samples.ensure(&stream, SAMPLE)?;
         let (n64, count) = (self.n as u64, SAMPLE as u32);
@@ -153,6 +159,7 @@ impl DeviceTopK {
         // unsigned int*, unsigned int) writes out[0..count).
         unsafe { b.launch(elementwise(&self.gpu, SAMPLE)) }
             .call("cuLaunchKernel(codec_topk_samples)")?;
+        self.samples_for = self.n;
         Ok(())
     }
 
@@ -468,7 +475,7 @@ impl DeviceTopK {
     /// selection is the same either way: a threshold only bounds the candidates, it is lowered
     /// until at least `k` pass, and the `k` are then picked exactly among them.
     fn first_above(&self, k: usize) -> Option<usize> {
-        (self.sampled && k > 0 && k < self.n).then(|| initial_above(self.n, k))
+        (self.samples_for == self.n && k > 0 && k < self.n).then(|| initial_above(self.n, k))
     }
 
     /// Enqueues the first threshold and candidate pass for `k` (the host's first try), with room
@@ -479,6 +486,7 @@ impl DeviceTopK {
             return Ok(());
         }
         let k = k.min(self.n);
+        self.ensure_samples()?;
         self.ensure_capacity(k + k / 2 + 64)?;
         match self.first_above(k) {
             Some(above) => self.enqueue_threshold(above)?,
@@ -512,6 +520,7 @@ impl DeviceTopK {
     /// candidate buffers whenever a pass found more than they hold. Returns the count; the
     /// candidates are in the buffers.
     fn candidates(&mut self, k: usize) -> Result<usize, GpuError> {
+        self.ensure_samples()?;
         self.ensure_capacity(k + k / 2 + 64)?;
         let mut above = self.first_above(k);
         loop {
@@ -556,81 +565,5 @@ impl DeviceTopK {
         let idx = self.cand_idx_host.host()?;
         let val = self.cand_val_host.host()?;
         Ok(best_of_candidates(idx, val, k))
-    }
-}
-
-/// The `k` candidates of largest magnitude (ties by lower index), as (indices ascending, their
-/// values): the host's last step of the device selection. Candidates are any entries that
-/// include the true top k (those at or above a threshold), so the result is
-/// `ps_proto::codec::top_k`'s.
-pub(crate) fn best_of_candidates(idx: &[u32], val: &[f32], k: usize) -> (Vec<u32>, Vec<f32>) {
-    let mut keyed: Vec<(u64, f32)> = idx
-        .iter()
-        .zip(val)
-        .map(|(&i, &v)| {
-            let key = (u64::from(v.to_bits() & 0x7FFF_FFFF) << 32) | u64::from(u32::MAX - i);
-            (key, v)
-        })
-        .collect();
-    let k = k.min(keyed.len());
-    if keyed.len() > k {
-        // Keys are distinct (they hold the index): the k largest lie after position len - k.
-        let pos = keyed.len() - k;
-        keyed.select_nth_unstable_by_key(pos, |p| p.0);
-        keyed.drain(..pos);
-    }
-    keyed.sort_unstable_by_key(|p| u32::MAX - p.0 as u32);
-    keyed
-        .into_iter()
-        .map(|(key, v)| (u32::MAX - key as u32, v))
-        .unzip()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::best_of_candidates;
-    use ps_proto::codec::top_k;
-    use rand::{Rng, SeedableRng};
-    use rand_chacha::ChaCha8Rng;
-
-    /// Whatever superset of the top k the device hands back (every entry at or above some
-    /// threshold below the k-th magnitude), the host's pick is the library's top k.
-    #[test]
-    fn the_host_pick_of_any_candidate_superset_is_the_librarys_top_k() {
-        let mut rng = ChaCha8Rng::seed_from_u64(17);
-        for case in 0..200 {
-            let n = rng.gen_range(1..3000);
-            // Few distinct magnitudes on some cases, so that ties decide.
-            let levels = if case % 3 == 0 { 7 } else { 1 << 20 };
-            let values: Vec<f32> = (0..n)
-                .map(|_| {
-                    let m = rng.gen_range(0..levels) as f32 / levels as f32;
-                    if rng.gen_bool(0.5) {
-                        -m
-                    } else {
-                        m
-                    }
-                })
-                .collect();
-            let k = rng.gen_range(0..=n);
-            let want = top_k(&values, k);
-            let kth = want
-                .iter()
-                .map(|&i| values[i as usize].abs())
-                .fold(f32::INFINITY, f32::min);
-            let t = if k == 0 {
-                1.0
-            } else {
-                kth * rng.gen_range(0.0f32..=1.0)
-            };
-            let idx: Vec<u32> = (0..n as u32)
-                .filter(|&i| values[i as usize].abs() >= t)
-                .collect();
-            let val: Vec<f32> = idx.iter().map(|&i| values[i as usize]).collect();
-            let (got, got_val) = best_of_candidates(&idx, &val, k);
-            assert_eq!(got, want, "case {case}: n {n} k {k}");
-            let want_val: Vec<f32> = want.iter().map(|&i| values[i as usize]).collect();
-            assert_eq!(got_val, want_val, "case {case}");
-        }
     }
 }

@@ -5,10 +5,10 @@
 //! The device selects as the library does (the same sampled threshold, lowered the same way;
 //! `ps_proto::codec::top_k`'s choice), so every copy follows from the block's values: a 4-byte
 //! count per candidate pass (one more when a pass overflowed the candidate buffers, which then
-//! grow, and the threshold when a pass found too few), then either the chosen indices (4 bytes
-//! each) and the values' bytes (its trim ran on the device), or, past [`TRIM_CAP`] candidates,
-//! every candidate out (8 bytes) and the chosen indices and decoded values in (8 bytes), or,
-//! where the layout is dense, the chosen values out too (4 bytes) and the same 8 bytes in.
+//! grow, and the threshold when a pass found too few), then the chosen indices (4 bytes each)
+//! and the values' bytes (the device picked the k, with one block's sort up to [`TRIM_CAP`]
+//! candidates and a radix select past it), or, where the layout is dense, the chosen values
+//! out (4 bytes each) and the chosen indices and decoded values in (8 bytes each).
 
 use ps_proto::codec::{self, ValueFormat};
 
@@ -17,8 +17,9 @@ use super::dense_device_bytes;
 /// Most candidates the device trims itself (`CODEC_TRIM_CAP` in `kernels/codec_topk.cu`).
 pub const TRIM_CAP: usize = 4096;
 
-/// One block's top-k encoder, as far as its copies go: the candidate buffers' size, kept from
-/// clock to clock as the device keeps them.
+/// A top-k encoder, as far as its copies go: the candidate buffers' size, kept from clock to
+/// clock (and from block to block, for an encoder that serves blocks of several sizes) as the
+/// device keeps them.
 #[derive(Debug, Clone)]
 pub struct TopKCopies {
     n: usize,
@@ -43,18 +44,20 @@ impl TopKCopies {
     }
 
     /// The bytes `(in, out)` one push copies, `values` the block's residual with the clock's
-    /// delta added (what the device selects from), its top `k` sent in `format`.
+    /// delta added (what the device selects from), its top `k` sent in `format`. A block of
+    /// another size than the last has its sample positions made on the device (no copy).
     pub fn push(&mut self, values: &[f32], k: usize, format: ValueFormat) -> (u64, u64) {
+        if values.len() != self.n {
+            let capacity = self.capacity;
+            *self = TopKCopies::new(values.len());
+            self.capacity = capacity;
+        }
         let (n, k) = (self.n, k.min(self.n));
-        debug_assert_eq!(values.len(), n);
         if k == 0 {
             return (0, 0);
         }
-        let (count, mut out) = self.candidates(values, k);
+        let mut out = self.candidates(values, k).1;
         let k64 = k as u64;
-        if count > TRIM_CAP {
-            return (8 * k64, out + 8 * count as u64);
-        }
         out += 4 * k64;
         let sel = codec::top_k(values, k);
         let dense = codec::encode_selection_indices(format, n, &sel, &mut Vec::new());
@@ -152,19 +155,40 @@ mod tests {
     }
 
     /// Mostly zeros: the sampled threshold is 0, every entry is a candidate, which overflows
-    /// the buffers (a second count) and the trim's cap: every candidate comes back (8 bytes) and
-    /// the chosen indices and decoded values go in (8 bytes). The grown buffers then hold them.
+    /// the buffers (a second count) and the one-block trim's cap: the device selects among them
+    /// all the same, so only the indices and the values' bytes come back. The grown buffers then
+    /// hold them.
     #[test]
-    fn too_many_candidates_are_trimmed_on_the_host() {
+    fn too_many_candidates_for_one_block_are_still_selected_on_the_device() {
         let n = 10_000;
         let mut v = vec![0f32; n];
         v.iter_mut().step_by(200).for_each(|x| *x = 1.0);
         let mut c = TopKCopies::new(n);
+        let values = dense_device_bytes(ValueFormat::Sign, 100).unwrap();
+        assert!(n > TRIM_CAP);
         assert_eq!(
             c.push(&v, 100, ValueFormat::Sign),
-            (800, 4 + 4 + 8 * n as u64)
+            (0, 4 + 4 + 400 + values)
         );
-        assert_eq!(c.push(&v, 100, ValueFormat::Sign), (800, 4 + 8 * n as u64));
+        assert_eq!(c.push(&v, 100, ValueFormat::Sign), (0, 4 + 400 + values));
+    }
+
+    /// Blocks of several sizes through one encoder (MF's item blocks): each is counted as a
+    /// block of its own size, the candidate buffers kept across them.
+    #[test]
+    fn blocks_of_several_sizes_share_the_buffers() {
+        let (a, b) = (spread(10_000, 3), spread(2_000, 4));
+        let mut one = TopKCopies::new(0);
+        let first = one.push(&a, 100, ValueFormat::Q4);
+        assert_eq!(
+            first,
+            TopKCopies::new(10_000).push(&a, 100, ValueFormat::Q4)
+        );
+        // The buffers (room for 100 + 50 + 64, a quarter more) hold the smaller block's too.
+        let second = one.push(&b, 20, ValueFormat::Q4);
+        let mut fresh = TopKCopies::new(2_000);
+        fresh.push(&b, 100, ValueFormat::Q4);
+        assert_eq!(second, fresh.push(&b, 20, ValueFormat::Q4));
     }
 
     /// A large fraction in a format with a zero: the layout is the whole block, so the chosen
