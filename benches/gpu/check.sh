@@ -327,33 +327,38 @@ PY
     done
 }
 
-# MF with its q4 delta encoded on the device against the same job with the library encoding the
-# plain delta (PS_DEVICE_CODEC=off): the waves are deterministic, so the models must be the same
-# bit for bit; only the payloads should leave the device.
+# MF with its delta encoded on the device (q4, and a top-k in sign: selected, trimmed and
+# encoded there) against the same job with the library encoding the plain delta
+# (PS_DEVICE_CODEC=off): the waves are deterministic, so the models must be the same bit for
+# bit; only the payloads (and a top-k's chosen indices) should leave the device.
 step_mf_device_codec() {
     echo "== MF with its delta encoded on the device"
-    run_step mf-codec-q4-cuda 60 "$BUNDLE/ps-cluster" local --app mf --device cuda \
-        --deterministic --no-progress --push-codec q4 || return 0
-    PS_DEVICE_CODEC=off run_step mf-codec-q4-off 60 "$BUNDLE/ps-cluster" local --app mf \
-        --device cuda --deterministic --no-progress --push-codec q4 || return 0
-    if ! python3 - "$out/mf-codec-q4-cuda.txt" "$out/mf-codec-q4-off.txt" \
-        >"$out/mf-codec-q4.txt" 2>&1 <<'PY'; then
+    local codec name
+    for codec in q4 topk:0.15,warmup:1,sign; do
+        name=mf-codec-${codec//[:,.]/_}
+        run_step "$name-cuda" 60 "$BUNDLE/ps-cluster" local --app mf --device cuda \
+            --deterministic --no-progress --push-codec "$codec" || continue
+        PS_DEVICE_CODEC=off run_step "$name-off" 60 "$BUNDLE/ps-cluster" local --app mf \
+            --device cuda --deterministic --no-progress --push-codec "$codec" || continue
+        if ! python3 - "$out/$name-cuda.txt" "$out/$name-off.txt" "$codec" \
+            >"$out/$name.txt" 2>&1 <<'PY'; then
 import json, sys
 dev, lib = (json.loads(open(f).read().strip().splitlines()[-1]) for f in sys.argv[1:3])
 same = all(dev.get(k) == lib.get(k) for k in ("item_table_hash", "push_bytes", "test_rmse"))
 out = lambda s: s.get("pcie_bytes_d2h_per_clock", 0.0)
 wire = lambda s: (s.get("bytes_sent", 0) + s.get("bytes_received", 0)) / max(1, s["clocks"])
 pcie = dev.get("pcie_bytes_h2d_per_clock", 0.0) + out(dev)
-print(f"mf q4 encoded on the device: hash {dev.get('item_table_hash')} vs library "
+print(f"mf {sys.argv[3]} encoded on the device: hash {dev.get('item_table_hash')} vs library "
       f"{lib.get('item_table_hash')} ({'same model' if same else 'DIFFERENT'}); test RMSE "
       f"{dev.get('test_rmse')}; PCIe out per clock {out(dev):.0f} B vs {out(lib):.0f} B; in + out "
       f"{pcie:.0f} B vs 1.05 x wire {1.05 * wire(dev):.0f} B "
       f"({'met' if pcie <= 1.05 * wire(dev) else 'not met'})")
 sys.exit(0 if same and out(dev) < out(lib) else 1)
 PY
-        STATUS=1
-    fi
-    summary <"$out/mf-codec-q4.txt"
+            STATUS=1
+        fi
+        summary <"$out/$name.txt"
+    done
 }
 
 # A shard killed under GPU workers comes back from its checkpoint and nothing is lost

@@ -415,29 +415,83 @@ fn waves_engine_rejects_bad_rows_and_oversized_schedules() {
 /// The engine encodes its pushes as the worker library would encode its delta: each clock the
 /// rows it read (the pulled ones plus what it holds back, as stored) and the rows after the
 /// waves, copied back, give the delta the keeper encodes, byte for byte the device's payloads;
-/// only the payloads' words come back; the drop returns the keeper's sum.
+/// only the payloads' words come back (for a top-k, the counts, the chosen indices and the
+/// values' bytes `TopKCopies` predicts: the second block of the large case has more candidates
+/// than one block trims); the drop returns the keeper's sum.
 #[test]
 fn waves_engine_encodes_its_pushes_as_the_library_would() {
-    use ps_apps::app::device_codec::{dense_device_bytes, DeviceChain, ResidualKeeper};
-    use ps_proto::codec::ValueFormat;
+    use ps_apps::app::device_codec::{
+        block_k, dense_device_bytes, DeviceChain, KeyedBlock, ResidualKeeper, TopKCopies,
+    };
+    use ps_proto::codec::{CodecChain, Selector, ValueFormat};
     let Some(gpu) = worker_gpu::gpu_or_skip("waves_engine_encodes_its_pushes") else {
         return;
     };
     let mut rng = ChaCha8Rng::seed_from_u64(seed("mf encoded pushes"));
-    for (layout, factors, format) in [
-        (Layout::plain(8), Factors::F32, ValueFormat::Q4),
-        (Layout::plain(130), Factors::F32, ValueFormat::Sign),
-        (Layout::plain(32), Factors::F16, ValueFormat::F16),
+    for (layout, factors, chain, fraction, items) in [
+        (
+            Layout::plain(8),
+            Factors::F32,
+            DeviceChain::Dense(ValueFormat::Q4),
+            1.0,
+            24,
+        ),
+        (
+            Layout::plain(130),
+            Factors::F32,
+            DeviceChain::Dense(ValueFormat::Sign),
+            1.0,
+            24,
+        ),
+        (
+            Layout::plain(32),
+            Factors::F16,
+            DeviceChain::Dense(ValueFormat::F16),
+            1.0,
+            24,
+        ),
+        (
+            Layout::plain(16),
+            Factors::F32,
+            DeviceChain::TopK(ValueFormat::Sign),
+            0.15,
+            24,
+        ),
+        (
+            Layout::plain(32),
+            Factors::F16,
+            DeviceChain::TopK(ValueFormat::F32),
+            0.01,
+            24,
+        ),
+        (
+            Layout::plain(130),
+            Factors::F32,
+            DeviceChain::TopK(ValueFormat::Sign),
+            0.4,
+            200,
+        ),
     ] {
         let mut dev = CudaMfResident::new(gpu.clone()).expect("engine");
-        let p = problem(&mut rng, layout, factors, dev.lanes());
+        let p = problem_of((400, items, 20_000), &mut rng, layout, factors, dev.lanes());
         setup(&mut dev, &p);
         let w = layout.width();
         let keys: Vec<u64> = (0..p.num_items as u64).collect();
-        let blocks = [0..p.num_items / 3, p.num_items / 3..p.num_items];
-        let chain = DeviceChain::Dense(format);
+        let top = CodecChain {
+            selectors: vec![Selector::TopKFraction(fraction)],
+            ..CodecChain::raw()
+        };
+        let blocks: Vec<KeyedBlock> = [0..p.num_items / 3, p.num_items / 3..p.num_items]
+            .into_iter()
+            .map(|rows| KeyedBlock {
+                k: block_k(&top, rows.len() * w),
+                rows,
+            })
+            .collect();
+        let format = chain.format();
         assert!(dev.encodes(chain));
         let mut keeper = ResidualKeeper::new(&[(p.num_items, w)]);
+        let mut copies = TopKCopies::new(0);
         for epoch in 0..3 {
             if epoch > 0 {
                 // The next read: the pulled rows plus what the engine holds back, as stored.
@@ -455,12 +509,23 @@ fn waves_engine_encodes_its_pushes_as_the_library_would() {
             let mut after = vec![0.0; p.items.len()];
             dev.item_rows(&keys, &mut after).expect("rows");
             let delta: Vec<f32> = after.iter().zip(&read).map(|(a, b)| a - b).collect();
+            let mut bytes = (0, 0);
             let want: Vec<Vec<u8>> = blocks
                 .iter()
                 .map(|b| {
-                    let (lo, hi) = (b.start * w, b.end * w);
+                    let (lo, hi) = (b.rows.start * w, b.rows.end * w);
+                    let rows = &keys[b.rows.clone()];
+                    let (i, o) = match chain {
+                        DeviceChain::Dense(f) => (0, dense_device_bytes(f, hi - lo).unwrap()),
+                        DeviceChain::TopK(f) => {
+                            let mut values = delta[lo..hi].to_vec();
+                            keeper.add_keyed(0, rows, &mut values).expect("add");
+                            copies.push(&values, b.k, f)
+                        }
+                    };
+                    bytes = (bytes.0 + i, bytes.1 + o);
                     keeper
-                        .encode_keyed(0, &keys[b.clone()], chain, hi - lo, &delta[lo..hi])
+                        .encode_keyed(0, rows, chain, b.k, &delta[lo..hi])
                         .expect("keeper")
                 })
                 .collect();
@@ -473,11 +538,7 @@ fn waves_engine_encodes_its_pushes_as_the_library_would() {
                 got == want,
                 "{format:?} epoch {epoch}: payloads differ from the library's"
             );
-            let words: u64 = blocks
-                .iter()
-                .map(|b| dense_device_bytes(format, b.len() * w).unwrap())
-                .sum();
-            assert_eq!((t.h2d_bytes, t.d2h_bytes), (0, words), "{format:?}: bytes");
+            assert_eq!((t.h2d_bytes, t.d2h_bytes), bytes, "{chain:?}: bytes");
         }
         let held = keeper.l1();
         let dropped = dev.drop_unsent().expect("drop");

@@ -1,23 +1,26 @@
 //! The engine's own push encoding (`MfResident::keep_before`, `delta_encoded`, `drop_unsent`):
 //! a dense lossy chain (`ps_apps::app::device_codec::DeviceChain::Dense`) run on the device by
-//! [`DenseCodec`], with what is not sent kept per item row in a residual table on the device
-//! and added to every such row a later load writes (held rows only). Per clock: the pushed
-//! rows are gathered from the cache before the waves (`before`) and after them (`after`), their
-//! difference is the delta; each block of the push plan gathers its rows' residual, is encoded
-//! (only its payload comes back) and scatters the residual back. The oracle is `HostResident`,
-//! which counts the same bytes. Also here: loaded rows of f16 values cross as f16.
+//! [`DenseCodec`], or a top-k (`DeviceChain::TopK`) by one [`DeviceTopK`] over every block
+//! (`push_encoded_in`: selected, trimmed and encoded there whatever the block's size), with what
+//! is not sent kept per item row in a residual table on the device and added to every such row
+//! a later load writes (held rows only). Per clock: the pushed rows are gathered from the cache
+//! before the waves (`before`) and after them (`after`), their difference is the delta; each
+//! block of the push plan gathers its rows' residual, is encoded (only its payload comes back,
+//! and for a top-k the chosen indices) and scatters the residual back. The oracle is
+//! `HostResident`, which counts the same bytes. Also here: loaded rows of f16 values cross as
+//! f16.
 
-use std::ops::Range;
 use std::sync::Arc;
 
 use cudarc::driver::{CudaFunction, CudaSlice, CudaView, LaunchConfig, PushKernelArg};
-use ps_apps::app::device_codec::{check_cut, DeviceChain};
+use ps_apps::app::device_codec::{check_keyed, DeviceChain, KeyedBlock};
 
 use super::{input, to_u32, CudaMfResident, BLOCK};
 use crate::cuda::buffers::{DevBuf, KeyList, Pinned};
 use crate::cuda::codec;
 use crate::cuda::dense::DenseCodec;
 use crate::cuda::mf_wave_kernel::MfKernels;
+use crate::cuda::topk::{DeviceTopK, SentFormat};
 use crate::cuda::{Call, GpuError};
 
 /// What the engine keeps for its own encoding.
@@ -33,6 +36,8 @@ pub(super) struct OwnPushes {
     /// Gathered residual rows (of a block, or of a load).
     scratch: DevBuf<f32>,
     codec: Option<DenseCodec>,
+    /// The top-k encoder of every block (its own residual unused: each block's is gathered).
+    topk: Option<DeviceTopK>,
     sum_host: Option<Pinned<f32>>,
     /// Loaded rows of f16 values, as f16, and the kernel that widens them.
     halves: DevBuf<u16>,
@@ -189,20 +194,15 @@ impl CudaMfResident {
         &mut self,
         keys: &[u64],
         chain: DeviceChain,
-        blocks: &[Range<usize>],
+        blocks: &[KeyedBlock],
         out: &mut Vec<Vec<u8>>,
     ) -> Result<(), GpuError> {
-        let DeviceChain::Dense(format) = chain else {
-            return Err(input(format!(
-                "{chain:?} is not a chain this engine encodes"
-            )));
-        };
         if keys != self.own.keys.keys() {
             return Err(input(
                 "the pushed rows are not the rows kept before the waves".into(),
             ));
         }
-        check_cut(blocks, keys.len()).map_err(input)?;
+        check_keyed(blocks, keys.len()).map_err(input)?;
         let stream = Arc::clone(&self.gpu.compute);
         let (n, w) = (keys.len(), self.layout.width());
         if !self.own.held {
@@ -215,6 +215,9 @@ impl CudaMfResident {
             return Ok(());
         }
         self.codec()?;
+        if let (DeviceChain::TopK(_), None) = (chain, &self.own.topk) {
+            self.own.topk = Some(DeviceTopK::new(Arc::clone(&self.gpu), 0, SentFormat::F32)?);
+        }
         self.timer.start(&stream)?;
         // The delta: the rows after the waves less the rows before them.
         self.gather_pushed(n, true)?;
@@ -230,12 +233,12 @@ impl CudaMfResident {
             n * w,
         )?;
         for b in blocks {
-            let m = b.len();
+            let m = b.rows.len();
             if m == 0 {
                 out.push(Vec::new());
                 continue;
             }
-            let keys = self.own.keys.dev.get().slice(b.clone());
+            let keys = self.own.keys.dev.get().slice(b.rows.clone());
             self.own.scratch.ensure(&stream, m * w)?;
             gather(
                 &self.gpu,
@@ -246,10 +249,25 @@ impl CudaMfResident {
                 self.own.residual.get(),
                 self.own.scratch.get_mut(),
             )?;
-            let delta = self.own.after.get().slice(b.start * w..b.end * w);
-            let mut r = self.own.scratch.get_mut().slice_mut(0..m * w);
-            let (payload, moved) = codec.encode(format, &mut r, &delta, m * w)?;
-            self.bus.traffic.d2h_bytes += moved;
+            let delta = self.own.after.get().slice(b.rows.start * w..b.rows.end * w);
+            let payload = match (chain, &mut self.own.topk) {
+                (DeviceChain::Dense(format), _) => {
+                    let mut r = self.own.scratch.get_mut().slice_mut(0..m * w);
+                    let (payload, moved) = codec.encode(format, &mut r, &delta, m * w)?;
+                    self.bus.traffic.d2h_bytes += moved;
+                    payload
+                }
+                (DeviceChain::TopK(format), Some(topk)) => {
+                    let before = topk.moved();
+                    let payload =
+                        topk.push_encoded_in(&mut self.own.scratch, m * w, &delta, b.k, format)?;
+                    let now = topk.moved();
+                    self.bus.traffic.h2d_bytes += now.0 - before.0;
+                    self.bus.traffic.d2h_bytes += now.1 - before.1;
+                    payload
+                }
+                (DeviceChain::TopK(_), None) => return Err(input("no top-k encoder".into())),
+            };
             // The block's residual back into its rows.
             let (m32, w32) = (to_u32(m, "rows")?, to_u32(w, "width")?);
             let mut s = stream.launch_builder(&self.f32_kernels.scatter);

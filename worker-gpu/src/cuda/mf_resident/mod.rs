@@ -23,11 +23,10 @@
 //! Every byte copied either way is counted ([`Traffic`]), with the time of the wave and error
 //! kernels from CUDA events. Everything runs on the engine's compute stream, in order.
 
-use std::ops::Range;
 use std::sync::Arc;
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
-use ps_apps::app::device_codec::{f16_image, DeviceChain};
+use ps_apps::app::device_codec::{f16_image, DeviceChain, KeyedBlock};
 use ps_apps::mf::{Factors, Layout, MfResident, ResidentSetup, Split, Traffic};
 use ps_apps::ComputeError;
 
@@ -473,8 +472,8 @@ impl MfResident for CudaMfResident {
         failed("cuda-waves", self.try_squared_error(which))
     }
 
-    fn encodes(&self, chain: DeviceChain) -> bool {
-        matches!(chain, DeviceChain::Dense(_))
+    fn encodes(&self, _chain: DeviceChain) -> bool {
+        true
     }
 
     fn keep_before(&mut self, keys: &[u64]) -> Result<(), ComputeError> {
@@ -485,7 +484,7 @@ impl MfResident for CudaMfResident {
         &mut self,
         keys: &[u64],
         chain: DeviceChain,
-        blocks: &[Range<usize>],
+        blocks: &[KeyedBlock],
         out: &mut Vec<Vec<u8>>,
     ) -> Result<(), ComputeError> {
         failed(

@@ -176,6 +176,21 @@ pub struct DeltaBlock {
     pub k: usize,
 }
 
+/// One block of a keyed delta (MF's item rows): positions `rows` of the clock's key list, as the
+/// worker library's push plan cuts it, of which the top `k` values go (all of them for a chain
+/// with no top-k: [`block_k`] of the block's values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedBlock {
+    pub rows: std::ops::Range<usize>,
+    pub k: usize,
+}
+
+/// [`check_cut`] of keyed blocks' positions.
+pub fn check_keyed(blocks: &[KeyedBlock], n: usize) -> Result<(), String> {
+    let ranges: Vec<std::ops::Range<usize>> = blocks.iter().map(|b| b.rows.clone()).collect();
+    check_cut(&ranges, n)
+}
+
 /// Checks that `blocks` cover every row of every table exactly once (table `t` has `rows[t]`
 /// rows). An engine that keeps one residual per block folds the old blocks' residual into the
 /// clock's delta when the plan changes and sends it through the new blocks: with a gap, what

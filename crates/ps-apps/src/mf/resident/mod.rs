@@ -9,7 +9,8 @@
 //! ([`MfResident::load_items`], by position in that list), runs the clock's
 //! waves ([`MfResident::run_waves`]) and takes back only the rows the clock changed
 //! ([`MfResident::item_rows`]): on a GPU, the pulled rows in and the changed rows out are all
-//! that cross PCIe. With a dense lossy push codec the engine encodes the changed rows' delta
+//! that cross PCIe. With a lossy push codec it runs (a dense lossy format, or one top-k in any
+//! value format but the integer ones) the engine encodes the changed rows' delta
 //! itself ([`MfResident::keep_before`], [`MfResident::delta_encoded`]) and only the payloads
 //! come out, the bytes the worker library would make; what it holds back stays in it, row by
 //! row, and shows in the rows it loads, until [`MfResident::drop_unsent`]. Held-out errors are
@@ -22,14 +23,12 @@
 //! the device's compute, so that on a machine without a GPU a `cpu-resident` job's compute less
 //! its device time is the host's own work around the engine.
 
-use std::ops::Range;
-
 use super::compute::{squared_error_in, Layout, MfCompute};
 use super::data::Rating;
 use super::factors::Factors;
 use super::waves::WaveSchedule;
 use crate::app::device_codec::{
-    check_cut, dense_device_bytes, f16_image, DeviceChain, ResidualKeeper,
+    check_keyed, dense_device_bytes, f16_image, DeviceChain, KeyedBlock, ResidualKeeper, TopKCopies,
 };
 use crate::error::ComputeError;
 
@@ -93,7 +92,7 @@ pub trait MfResident: Send {
     fn squared_error(&mut self, which: Split) -> Result<f64, ComputeError>;
 
     /// Whether this engine encodes its own pushes with `chain` (see
-    /// [`crate::app::device_codec`]; an MF engine runs the dense chains). Default: no.
+    /// [`crate::app::device_codec`]; the MF engines run every [`DeviceChain`]). Default: no.
     fn encodes(&self, _chain: DeviceChain) -> bool {
         false
     }
@@ -109,15 +108,16 @@ pub trait MfResident: Send {
 
     /// The rows `keys` (those of [`MfResident::keep_before`]) less their kept values, plus what
     /// earlier clocks held back of them, encoded with `chain` block by block (`blocks`: ranges
-    /// of positions in `keys`, as the worker library's push plan cuts them): one payload per
-    /// block into `out`, the bytes the library's encoder makes of the same values. What is not
+    /// of positions in `keys`, as the worker library's push plan cuts them, each with its top-k
+    /// count): one payload per block into `out`, the bytes the library's encoder makes of the
+    /// same values. What is not
     /// sent stays in the engine, row by row, and is added to every such row a later load
     /// writes (a worker reads what it has not sent yet) until [`MfResident::drop_unsent`].
     fn delta_encoded(
         &mut self,
         _keys: &[u64],
         _chain: DeviceChain,
-        _blocks: &[Range<usize>],
+        _blocks: &[KeyedBlock],
         _out: &mut Vec<Vec<u8>>,
     ) -> Result<(), ComputeError> {
         Err(ComputeError {
@@ -161,6 +161,8 @@ pub struct HostResident {
     pushed: Vec<u64>,
     before: Vec<f32>,
     kept: Option<ResidualKeeper>,
+    /// The copies of the device's top-k encoder (one for all blocks, as the engine has).
+    topk_copies: TopKCopies,
     traffic: Traffic,
 }
 
@@ -183,6 +185,7 @@ impl HostResident {
             pushed: Vec::new(),
             before: Vec::new(),
             kept: None,
+            topk_copies: TopKCopies::new(0),
             traffic: Traffic::default(),
         }
     }
@@ -347,8 +350,8 @@ impl MfResident for HostResident {
             .timed(|| squared_error_in(self.layout, ratings, &self.users, &self.items).0))
     }
 
-    fn encodes(&self, chain: DeviceChain) -> bool {
-        matches!(chain, DeviceChain::Dense(_))
+    fn encodes(&self, _chain: DeviceChain) -> bool {
+        true
     }
 
     fn keep_before(&mut self, keys: &[u64]) -> Result<(), ComputeError> {
@@ -365,15 +368,12 @@ impl MfResident for HostResident {
         &mut self,
         keys: &[u64],
         chain: DeviceChain,
-        blocks: &[Range<usize>],
+        blocks: &[KeyedBlock],
         out: &mut Vec<Vec<u8>>,
     ) -> Result<(), ComputeError> {
         let bad = |message: String| ComputeError {
             engine: "cpu-waves",
             message,
-        };
-        let DeviceChain::Dense(format) = chain else {
-            return Err(bad(format!("{chain:?} is not a chain this engine encodes")));
         };
         if keys != self.pushed.as_slice() {
             return Err(bad(
@@ -381,7 +381,7 @@ impl MfResident for HostResident {
             ));
         }
         // The plan is checked whole before anything changes.
-        check_cut(blocks, keys.len()).map_err(bad)?;
+        check_keyed(blocks, keys.len()).map_err(bad)?;
         let w = self.layout.width();
         let mut delta = vec![0.0; keys.len() * w];
         Self::rows(&self.items, keys, w, &mut delta)?;
@@ -393,17 +393,29 @@ impl MfResident for HostResident {
         let kept = self
             .kept
             .get_or_insert_with(|| ResidualKeeper::new(&[(items, w)]));
-        let mut moved = 0;
+        let (mut moved_in, mut moved_out) = (0, 0);
         for b in blocks {
-            let n = b.len() * w;
-            let part = &delta[b.start * w..b.end * w];
+            let (rows, n) = (&keys[b.rows.clone()], b.rows.len() * w);
+            let part = &delta[b.rows.start * w..b.rows.end * w];
+            let (bytes_in, bytes_out) = match chain {
+                DeviceChain::Dense(format) => (0, dense_device_bytes(format, n).unwrap_or(0)),
+                // The device's top-k of the block's values (the delta plus the residual its rows
+                // hold) copies what `TopKCopies` predicts; one encoder serves every block.
+                DeviceChain::TopK(format) => {
+                    let mut values = part.to_vec();
+                    kept.add_keyed(0, rows, &mut values)?;
+                    self.topk_copies.push(&values, b.k, format)
+                }
+            };
             let payload = self
                 .traffic
-                .timed(|| kept.encode_keyed(0, &keys[b.clone()], chain, n, part))?;
-            moved += dense_device_bytes(format, n).unwrap_or(0);
+                .timed(|| kept.encode_keyed(0, rows, chain, b.k, part))?;
+            moved_in += bytes_in;
+            moved_out += bytes_out;
             out.push(payload);
         }
-        self.traffic.d2h_bytes += moved;
+        self.traffic.h2d_bytes += moved_in;
+        self.traffic.d2h_bytes += moved_out;
         Ok(())
     }
 

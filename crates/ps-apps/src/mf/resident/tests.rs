@@ -75,12 +75,16 @@ fn the_oracle_counts_a_devices_copies_and_times_its_passes() {
 }
 
 /// The oracle's own encoding is the worker library's: the delta of the pushed rows since
-/// `keep_before`, encoded with the keeper's error feedback block by block; what it holds
-/// back shows in the rows it loads next; the device's copies are counted (the key list
-/// once, each block's payload as whole words, the residual table at the drop).
+/// `keep_before`, encoded with the keeper's error feedback block by block, in a dense lossy
+/// format or as a top-k (each block its own k); what it holds back shows in the rows it loads
+/// next; the device's copies are counted (the key list once, each block's payload as whole
+/// words, or a top-k's count, indices and values' bytes, one encoder for all blocks; the
+/// residual table at the drop).
 #[test]
 fn the_oracle_encodes_its_pushes_as_the_library_would() {
-    use crate::app::device_codec::{dense_device_bytes, DeviceChain, ResidualKeeper};
+    use crate::app::device_codec::{
+        dense_device_bytes, DeviceChain, KeyedBlock, ResidualKeeper, TopKCopies,
+    };
     use ps_proto::codec::ValueFormat;
     let (users, items, w) = (6u32, 5usize, 3usize);
     let rating = |i: u32| Rating {
@@ -91,92 +95,122 @@ fn the_oracle_encodes_its_pushes_as_the_library_would() {
     let mut train: Vec<Rating> = (0..60).map(rating).collect();
     let schedule = WaveSchedule::new(&train, users, items as u32, 2);
     schedule.arrange(&mut train);
-    let mut e = HostResident::new(Box::new(CpuMf), 4);
-    e.setup(&ResidentSetup {
-        layout: Layout::plain(w),
-        train: &train,
-        schedule: &schedule,
-        test: &[],
-        users: &vec![0.1f32; users as usize * w],
-        num_items: items,
-        factors: Factors::F32,
-    })
-    .unwrap();
-    let keys: Vec<u64> = (0..items as u64).collect();
-    let blocks = [0..2, 2..items];
-    let chain = DeviceChain::Dense(ValueFormat::Q4);
-    assert!(e.encodes(chain) && !e.encodes(DeviceChain::TopK(ValueFormat::F32)));
-    let mut keeper = ResidualKeeper::new(&[(items, w)]);
-    let waves = schedule.epoch_waves(ClockKey {
-        seed: 1,
-        worker: 0,
-        clock: 0,
-    });
-    let pulled = vec![0.2f32; items * w];
-    for clock in 0..3 {
-        e.expect_items(&keys).unwrap();
+    for (chain, ks) in [
+        (
+            DeviceChain::Dense(ValueFormat::Q4),
+            [2 * w, (items - 2) * w],
+        ),
+        (DeviceChain::TopK(ValueFormat::Sign), [2, 3]),
+        (DeviceChain::TopK(ValueFormat::F32), [1, 4]),
+    ] {
+        let mut e = HostResident::new(Box::new(CpuMf), 4);
+        e.setup(&ResidentSetup {
+            layout: Layout::plain(w),
+            train: &train,
+            schedule: &schedule,
+            test: &[],
+            users: &vec![0.1f32; users as usize * w],
+            num_items: items,
+            factors: Factors::F32,
+        })
+        .unwrap();
+        let keys: Vec<u64> = (0..items as u64).collect();
+        let blocks = [
+            KeyedBlock {
+                rows: 0..2,
+                k: ks[0],
+            },
+            KeyedBlock {
+                rows: 2..items,
+                k: ks[1],
+            },
+        ];
+        assert!(e.encodes(chain));
+        let mut keeper = ResidualKeeper::new(&[(items, w)]);
+        let mut copies = TopKCopies::new(0);
+        let waves = schedule.epoch_waves(ClockKey {
+            seed: 1,
+            worker: 0,
+            clock: 0,
+        });
+        let pulled = vec![0.2f32; items * w];
+        for clock in 0..3 {
+            let what = format!("{chain:?} clock {clock}");
+            e.expect_items(&keys).unwrap();
+            e.load_items(0, &pulled).unwrap();
+            // The rows read: the pulled ones plus what the engine holds back.
+            let mut read = pulled.clone();
+            keeper.add_keyed(0, &keys, &mut read).unwrap();
+            let mut cached = vec![0.0; items * w];
+            e.item_rows(&keys, &mut cached).unwrap();
+            assert_eq!(cached, read, "{what}");
+            let t = e.traffic();
+            e.keep_before(&keys).unwrap();
+            e.run_waves(&waves, 0.05, 0.0).unwrap();
+            let mut after = vec![0.0; items * w];
+            e.item_rows(&keys, &mut after).unwrap();
+            let delta: Vec<f32> = after.iter().zip(&read).map(|(a, b)| a - b).collect();
+            let mut bytes = (0, 0);
+            let want: Vec<Vec<u8>> = blocks
+                .iter()
+                .map(|b| {
+                    let (lo, hi) = (b.rows.start * w, b.rows.end * w);
+                    let rows = &keys[b.rows.clone()];
+                    let (i, o) = match chain {
+                        DeviceChain::Dense(f) => (0, dense_device_bytes(f, hi - lo).unwrap()),
+                        DeviceChain::TopK(f) => {
+                            let mut values = delta[lo..hi].to_vec();
+                            keeper.add_keyed(0, rows, &mut values).unwrap();
+                            copies.push(&values, b.k, f)
+                        }
+                    };
+                    bytes = (bytes.0 + i, bytes.1 + o);
+                    keeper
+                        .encode_keyed(0, rows, chain, b.k, &delta[lo..hi])
+                        .unwrap()
+                })
+                .collect();
+            let before = e.traffic();
+            let mut got = Vec::new();
+            e.delta_encoded(&keys, chain, &blocks, &mut got).unwrap();
+            assert_eq!(got, want, "{what}");
+            let moved = e.traffic().since(&before);
+            assert_eq!((moved.h2d_bytes, moved.d2h_bytes), bytes, "{what}");
+            if let DeviceChain::TopK(_) = chain {
+                // A count, k indices, the values: more than nothing, less than the rows.
+                assert!(
+                    bytes.1 > 4 * 5 && bytes.1 < 4 * (items * w) as u64,
+                    "{what}"
+                );
+            }
+            // The pushed rows' key list crossed once, with the first clock's keep_before.
+            let kept = before.since(&t).h2d_bytes;
+            assert_eq!(
+                kept,
+                if clock == 0 { 4 * items as u64 } else { 0 } + 4 * waves.len() as u64
+            );
+        }
+        let mut out = Vec::new();
+        let moved = KeyedBlock { rows: 0..4, k: 4 };
+        assert!(
+            e.delta_encoded(&keys[1..], chain, std::slice::from_ref(&moved), &mut out)
+                .is_err(),
+            "other rows"
+        );
+        let gap = KeyedBlock { rows: 0..2, k: 2 };
+        assert!(
+            e.delta_encoded(&keys, chain, std::slice::from_ref(&gap), &mut out)
+                .is_err(),
+            "a gap"
+        );
+        let before = e.traffic();
+        assert_eq!(e.drop_unsent().unwrap(), keeper.l1());
+        assert_eq!(e.traffic().since(&before).d2h_bytes, 4 * (items * w) as u64);
+        assert_eq!(e.drop_unsent().unwrap(), 0.0);
+        // Nothing held back now: the rows load as they are.
         e.load_items(0, &pulled).unwrap();
-        // The rows read: the pulled ones plus what the engine holds back.
-        let mut read = pulled.clone();
-        keeper.add_keyed(0, &keys, &mut read).unwrap();
         let mut cached = vec![0.0; items * w];
         e.item_rows(&keys, &mut cached).unwrap();
-        assert_eq!(cached, read, "clock {clock}");
-        let t = e.traffic();
-        e.keep_before(&keys).unwrap();
-        e.run_waves(&waves, 0.05, 0.0).unwrap();
-        let mut after = vec![0.0; items * w];
-        e.item_rows(&keys, &mut after).unwrap();
-        let delta: Vec<f32> = after.iter().zip(&read).map(|(a, b)| a - b).collect();
-        let want: Vec<Vec<u8>> = blocks
-            .iter()
-            .map(|b| {
-                let (lo, hi) = (b.start * w, b.end * w);
-                keeper
-                    .encode_keyed(0, &keys[b.clone()], chain, hi - lo, &delta[lo..hi])
-                    .unwrap()
-            })
-            .collect();
-        let before = e.traffic();
-        let mut got = Vec::new();
-        e.delta_encoded(&keys, chain, &blocks, &mut got).unwrap();
-        assert_eq!(got, want, "clock {clock}");
-        let moved = e.traffic().since(&before);
-        let words: u64 = blocks
-            .iter()
-            .map(|b| dense_device_bytes(ValueFormat::Q4, b.len() * w).unwrap())
-            .sum();
-        assert_eq!((moved.h2d_bytes, moved.d2h_bytes), (0, words));
-        // The pushed rows' key list crossed once, with the first clock's keep_before.
-        let kept = before.since(&t).h2d_bytes;
-        assert_eq!(
-            kept,
-            if clock == 0 { 4 * items as u64 } else { 0 } + 4 * waves.len() as u64
-        );
+        assert_eq!(cached, pulled);
     }
-    let mut out = Vec::new();
-    assert!(
-        e.delta_encoded(&keys[1..], chain, std::slice::from_ref(&(0..4)), &mut out)
-            .is_err(),
-        "other rows"
-    );
-    let topk = DeviceChain::TopK(ValueFormat::F32);
-    assert!(
-        e.delta_encoded(&keys, topk, &blocks, &mut out).is_err(),
-        "a top-k"
-    );
-    assert!(
-        e.delta_encoded(&keys, chain, std::slice::from_ref(&(0..2)), &mut out)
-            .is_err(),
-        "a gap"
-    );
-    let before = e.traffic();
-    assert_eq!(e.drop_unsent().unwrap(), keeper.l1());
-    assert_eq!(e.traffic().since(&before).d2h_bytes, 4 * (items * w) as u64);
-    assert_eq!(e.drop_unsent().unwrap(), 0.0);
-    // Nothing held back now: the rows load as they are.
-    e.load_items(0, &pulled).unwrap();
-    let mut cached = vec![0.0; items * w];
-    e.item_rows(&keys, &mut cached).unwrap();
-    assert_eq!(cached, pulled);
 }

@@ -1,6 +1,7 @@
 //! The resident path's pushes encoded by the engine itself (`device_codec`): when the worker
 //! library plans the clock's item rows with a chain the engine runs (a dense lossy format:
-//! `f16`, `bf16`, `q8`, `q4`, `q2`, `sign`), the engine keeps the loaded rows, runs the waves,
+//! `f16`, `bf16`, `q8`, `q4`, `q2`, `sign`; or one top-k in any of them or f32, as
+//! `topk:0.15,warmup:1,sign` is once warmed up), the engine keeps the loaded rows, runs the waves,
 //! and hands back only the payloads of the rows' delta; its residual stays with it, row by row,
 //! and shows in what it loads. Once the library has encoded a lossy delta itself (or
 //! `PS_DEVICE_CODEC=off`), it keeps doing so: its residual would otherwise be sent beside the
@@ -9,10 +10,8 @@
 //! and the engine sends the clock's rows, so with an epoch split over clocks (each pushing the
 //! items of its own ratings) the two would differ; the library encodes those jobs.
 
-use std::ops::Range;
-
 use super::{ClockPlan, MfSession, Path, ITEMS};
-use crate::app::device_codec::device_chain;
+use crate::app::device_codec::{block_k, device_chain, KeyedBlock};
 use crate::app::DeltaSink;
 use crate::error::AppError;
 use crate::mf::resident::Traffic;
@@ -54,13 +53,21 @@ impl MfSession {
         };
         r.dev.keep_before(&p.touched)?;
         let se = r.dev.run_waves(&p.waves, lr, hyper.reg)?;
-        let blocks: Vec<Range<usize>> = plan.blocks.iter().map(|b| b.rows.clone()).collect();
+        let w = self.layout.width();
+        let blocks: Vec<KeyedBlock> = plan
+            .blocks
+            .iter()
+            .map(|b| KeyedBlock {
+                rows: b.rows.clone(),
+                k: block_k(&plan.chain, b.rows.len() * w),
+            })
+            .collect();
         let mut payloads = Vec::with_capacity(blocks.len());
         r.dev
             .delta_encoded(&p.touched, chain, &blocks, &mut payloads)?;
         let id = plan.chain.wire_id();
         for (b, payload) in blocks.into_iter().zip(payloads) {
-            out.encoded(ITEMS, &p.touched[b], id, payload)?;
+            out.encoded(ITEMS, &p.touched[b.rows], id, payload)?;
         }
         self.engine_holds = true;
         let now = r.dev.traffic();
