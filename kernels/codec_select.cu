@@ -23,7 +23,8 @@
 //   codec_select_count  per tile, its entries above M (high 32 bits) and at M (low 32 bits)
 //   codec_select_scan   (one block) the packed counts in place: each tile's, those before it
 //   codec_select_write  sel_idx[p] = i, sel_val[p] = x[i] for each chosen entry i, at
-//                       p = (entries above M before i) + min(entries at M before i, need)
+//                       p = (entries above M before i) + min(entries at M before i, need),
+//                       never at p >= k
 //
 // Launch: codec_select_hist any 1-D grid; codec_select_pick one block (thread 0 works);
 // codec_select_count and codec_select_write any 1-D grid (grid stride over tiles), blockDim.x a
@@ -47,8 +48,10 @@ extern "C" __global__ void codec_select_hist(const float* __restrict__ cand_val,
     // The first pass (shift 24) decides the top bits: nothing is decided before it.
     const unsigned int prefix = shift >= 24u ? 0u : state[0];
     const unsigned int mask = shift >= 24u ? 0u : state[1];
-    const unsigned int stride = gridDim.x * blockDim.x;
-    for (unsigned int j = blockIdx.x * blockDim.x + threadIdx.x; j < count; j += stride) {
+    // 64-bit, so that a count near 2^32 cannot wrap the loop.
+    const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    for (unsigned long long j = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; j < count;
+         j += stride) {
         const unsigned int m = __float_as_uint(cand_val[j]) & 0x7fffffffu;
         if ((m & mask) == prefix) {
             atomicAdd(&local[(m >> shift) & 255u], 1u);
@@ -104,6 +107,7 @@ __device__ __forceinline__ unsigned long long codec_select_tile(const float* __r
                                                                 unsigned long long t,
                                                                 unsigned int m_star,
                                                                 unsigned int need,
+                                                                unsigned int k,
                                                                 unsigned long long base,
                                                                 bool write,
                                                                 unsigned int* sel_idx,
@@ -149,8 +153,10 @@ __device__ __forceinline__ unsigned long long codec_select_tile(const float* __r
                 above_run + above_before + (unsigned int)__popc(ballot_above & before_lane);
             const unsigned long long e =
                 at_run + at_before + (unsigned int)__popc(ballot_at & before_lane);
-            if (is_above || (is_at && e < need)) {
-                const unsigned long long p = a + (e < need ? e : (unsigned long long)need);
+            const unsigned long long p = a + (e < need ? e : (unsigned long long)need);
+            // p < k holds for every chosen entry when the pick saw at least k candidates; the
+            // bound keeps a wrong count from writing past the buffers.
+            if ((is_above || (is_at && e < need)) && p < k) {
                 sel_idx[p] = (unsigned int)i;
                 sel_val[p] = v;
             }
@@ -170,7 +176,7 @@ extern "C" __global__ void codec_select_count(const float* __restrict__ x,
     const unsigned int m_star = state[0];
     const unsigned long long count = (n + CODEC_SELECT_TILE - 1u) / CODEC_SELECT_TILE;
     for (unsigned long long t = blockIdx.x; t < count; t += gridDim.x) {
-        const unsigned long long c = codec_select_tile(x, n, t, m_star, 0u, 0ull, false, 0, 0);
+        const unsigned long long c = codec_select_tile(x, n, t, m_star, 0u, 0u, 0ull, false, 0, 0);
         if (threadIdx.x == 0u) {
             tiles[t] = c;
         }
@@ -208,12 +214,13 @@ extern "C" __global__ void codec_select_write(const float* __restrict__ x,
                                               unsigned long long n,
                                               const unsigned int* __restrict__ state,
                                               const unsigned long long* __restrict__ tiles,
+                                              unsigned int k,
                                               unsigned int* sel_idx,
                                               float* sel_val) {
     const unsigned int m_star = state[0];
     const unsigned int need = state[2];
     const unsigned long long count = (n + CODEC_SELECT_TILE - 1u) / CODEC_SELECT_TILE;
     for (unsigned long long t = blockIdx.x; t < count; t += gridDim.x) {
-        codec_select_tile(x, n, t, m_star, need, tiles[t], true, sel_idx, sel_val);
+        codec_select_tile(x, n, t, m_star, need, k, tiles[t], true, sel_idx, sel_val);
     }
 }

@@ -26,23 +26,15 @@
 //                    write an atomicOr of bits into a word (Rice codes of neighbouring entries
 //                    share bytes; no write mixes plain stores with atomics)
 //
-// Rice parameters: a value's bits (v >> k) + 1 + k summed over a block is convex in k
-// (ps_proto::codec::sparse::best_k), and the host's walk finds its lowest minimiser; here every
-// k from 0 to 31 is summed at once, from the counts C_i of values with bit i set:
-// sum (v >> k) = sum over i >= k of C_i << (i - k), and the lowest minimiser is taken. Ties
-// between layouts go to the lower mode number, as on the host.
+// The index part (each layout's size, the Rice parameters, the codes) is sparse_index.cuh's,
+// which codec_index.cu shares. Ties between layouts go to the lower mode number, as on the host.
 //
 // Launch: every kernel any grid, blockDim.x a multiple of 32 (lda_wire_rank: the first warp
 // works; lda_wire_offsets: one thread). Host halves: ps_proto::codec (the bytes); worker-gpu's
 // tests/kernels_on_host/lda_wire_grid.rs runs these kernels on the CPU against it.
 
-#define LDA_WIRE_FULL 0xffffffffu
 #define LDA_WIRE_BLOCK_WORDS 4u
 #define LDA_WIRE_PLAN_WORDS 8u
-#define LDA_WIRE_LIST 0u
-#define LDA_WIRE_DENSE 1u
-#define LDA_WIRE_RICE 2u
-#define LDA_WIRE_RUNS 3u
 
 __device__ __forceinline__ unsigned long long lda_wire_thread() {
     return (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -55,17 +47,6 @@ __device__ __forceinline__ unsigned long long lda_wire_threads() {
 // Where row r's entries start in the image.
 __device__ __forceinline__ unsigned int lda_wire_row_start(const unsigned int* image, unsigned int r) {
     return r == 0u ? 0u : image[r - 1u];
-}
-
-// Bits of v (at least one: 0 takes one bit, as in a varint).
-__device__ __forceinline__ unsigned int lda_wire_bits(unsigned long long v) {
-    const unsigned int hi = (unsigned int)(v >> 32);
-    return hi != 0u ? 64u - (unsigned int)__clz(hi) : 32u - (unsigned int)__clz((unsigned int)v | 1u);
-}
-
-// Bytes of v as a LEB128 varint.
-__device__ __forceinline__ unsigned int lda_wire_varint_len(unsigned long long v) {
-    return (lda_wire_bits(v) + 6u) / 7u;
 }
 
 // Entry j's change.
@@ -86,158 +67,30 @@ __device__ __forceinline__ unsigned int lda_wire_index_of(const unsigned int* im
     return (rank[j] - tb0) * topics + (unsigned int)topic[j];
 }
 
-__device__ __forceinline__ unsigned long long lda_wire_sum(unsigned long long v) {
-    for (int d = 16; d >= 1; d /= 2) {
-        v += __shfl_xor_sync(LDA_WIRE_FULL, v, d);
-    }
-    return v;
-}
-
-// The exclusive prefix of v over the warp's lanes, after *carry (the earlier chunks'); adds the
-// chunk's total to *carry.
-__device__ __forceinline__ unsigned long long lda_wire_scan(unsigned long long v, unsigned int lane,
-                                                            unsigned long long* carry) {
-    unsigned long long x = v;
-    for (unsigned int d = 1u; d < 32u; d *= 2u) {
-        const unsigned long long y = __shfl_up_sync(LDA_WIRE_FULL, x, d);
-        if (lane >= d) {
-            x += y;
-        }
-    }
-    const unsigned long long total = __shfl_sync(LDA_WIRE_FULL, x, 31);
-    const unsigned long long before = *carry + x - v;
-    *carry += total;
-    return before;
-}
-
-// Bits of every Rice parameter: lane k returns the bits of the values counted by c (lane i holding
-// C_i) coded with k, `count` values in all.
-__device__ __forceinline__ unsigned long long lda_wire_rice_bits(unsigned long long c,
-                                                                 unsigned long long count,
-                                                                 unsigned int lane) {
-    unsigned long long bits = count * (unsigned long long)(lane + 1u);
-    for (unsigned int i = 0u; i < 32u; ++i) {
-        const unsigned long long ci = __shfl_sync(LDA_WIRE_FULL, c, i);
-        if (i >= lane) {
-            bits += ci << (i - lane);
-        }
-    }
-    return bits;
-}
-
-// The lowest k of the fewest bits (every lane gets it), and those bits.
-__device__ __forceinline__ unsigned int lda_wire_best_k(unsigned long long bits, unsigned int lane,
-                                                        unsigned long long* best) {
-    unsigned long long b = bits;
-    unsigned int k = lane;
-    for (int d = 16; d >= 1; d /= 2) {
-        const unsigned long long ob = __shfl_xor_sync(LDA_WIRE_FULL, b, d);
-        const unsigned int ok = __shfl_xor_sync(LDA_WIRE_FULL, k, d);
-        if (ob < b || (ob == b && ok < k)) {
-            b = ob;
-            k = ok;
-        }
-    }
-    *best = b;
-    return k;
-}
-
-// Ors the low `n` (<= 32) bits of v into the bit stream `out` at bit `at` (LSB first).
-__device__ __forceinline__ void lda_wire_put_bits(unsigned int* out, unsigned long long at,
-                                                  unsigned int v, unsigned int n) {
-    if (n == 0u) {
-        return;
-    }
-    const unsigned int masked = n == 32u ? v : v & ((1u << n) - 1u);
-    if (masked == 0u) {
-        return;
-    }
-    const unsigned long long word = at >> 5;
-    const unsigned int shift = (unsigned int)(at & 31ull);
-    atomicOr(out + word, masked << shift);
-    if (shift != 0u && shift + n > 32u) {
-        atomicOr(out + word + 1ull, masked >> (32u - shift));
-    }
-}
-
-__device__ __forceinline__ void lda_wire_put_byte(unsigned int* out, unsigned long long at,
-                                                  unsigned int byte) {
-    lda_wire_put_bits(out, at * 8ull, byte & 0xffu, 8u);
-}
-
-// v as a LEB128 varint at byte `at`; returns its length.
-__device__ __forceinline__ unsigned int lda_wire_put_varint(unsigned int* out, unsigned long long at,
-                                                            unsigned long long v) {
-    unsigned int n = 0u;
-    while (v >= 0x80ull) {
-        lda_wire_put_byte(out, at + n, (unsigned int)(v & 0x7full) | 0x80u);
-        v >>= 7;
-        ++n;
-    }
-    lda_wire_put_byte(out, at + n, (unsigned int)v);
-    return n + 1u;
-}
-
-// v Rice coded with k at bit `at`: v >> k one-bits, a zero (already there), the low k bits.
-__device__ __forceinline__ void lda_wire_put_rice(unsigned int* out, unsigned long long at,
-                                                  unsigned long long v, unsigned int k) {
-    unsigned long long q = v >> k;
-    while (q > 0ull) {
-        const unsigned int n = q >= 32ull ? 32u : (unsigned int)q;
-        lda_wire_put_bits(out, at, LDA_WIRE_FULL, n);
-        at += n;
-        q -= n;
-    }
-    lda_wire_put_bits(out, at + 1ull, (unsigned int)v, k);
-}
-
 // A change in `bytes` (1: i8, 2: i16, 4: the f32 of it) at byte `at`, little-endian.
 __device__ __forceinline__ void lda_wire_put_value(unsigned int* out, unsigned long long at, int c,
                                                    unsigned int bytes) {
     const unsigned int v = bytes == 4u ? __float_as_uint((float)c) : (unsigned int)c;
     for (unsigned int i = 0u; i < bytes; ++i) {
-        lda_wire_put_byte(out, at + i, v >> (8u * i));
+        spx_put_byte(out, at + i, v >> (8u * i));
     }
 }
 
-// What the plan and the write need of the entry of lane `lane` in the chunk from `base` of a
-// block's entries [e0, e1): its index in the block and its gap in each layout, whether it starts
-// or ends a run of consecutive indices, and (at a run's end) the run's length less one.
-// *run_start carries the last run's first entry from chunk to chunk. Every lane calls it.
-struct LdaWireEntry {
-    bool live, starts, ends;
-    unsigned int index, list_gap, gap, run_gap, run_len;
-};
-
-__device__ __forceinline__ LdaWireEntry lda_wire_entry(const unsigned int* image, unsigned int rows,
-                                                       const unsigned int* rank, unsigned int tb0,
-                                                       unsigned int topics, unsigned int e0,
-                                                       unsigned int e1, unsigned int base,
-                                                       unsigned int lane, unsigned int* run_start) {
-    LdaWireEntry x;
+// The entry of lane `lane` in the chunk from `base` of a block's entries [e0, e1), its index
+// in the block (sparse_index.cuh's spx_entry of the block's indices). Every lane calls it.
+__device__ __forceinline__ SpxEntry lda_wire_entry(const unsigned int* image, unsigned int rows,
+                                                   const unsigned int* rank, unsigned int tb0,
+                                                   unsigned int topics, unsigned int e0,
+                                                   unsigned int e1, unsigned int base,
+                                                   unsigned int lane, unsigned int* run_start) {
     const unsigned int j = base + lane;
-    x.live = j < e1;
-    const bool has_prev = x.live && j > e0;
-    const bool has_next = x.live && j + 1u < e1;
-    x.index = x.live ? lda_wire_index_of(image, rows, rank, tb0, topics, j) : 0u;
+    const bool live = j < e1;
+    const bool has_prev = live && j > e0;
+    const bool has_next = live && j + 1u < e1;
+    const unsigned int index = live ? lda_wire_index_of(image, rows, rank, tb0, topics, j) : 0u;
     const unsigned int prev = has_prev ? lda_wire_index_of(image, rows, rank, tb0, topics, j - 1u) : 0u;
     const unsigned int next = has_next ? lda_wire_index_of(image, rows, rank, tb0, topics, j + 1u) : 0u;
-    x.starts = x.live && (!has_prev || x.index != prev + 1u);
-    x.ends = x.live && (!has_next || next != x.index + 1u);
-    // The list codes the first index as it is and each next as the difference; Rice the gap
-    // less one; a run's gap is from the last run's end, less two.
-    x.list_gap = has_prev ? x.index - prev : x.index;
-    x.gap = has_prev ? x.index - prev - 1u : x.index;
-    x.run_gap = has_prev && x.starts ? x.index - prev - 2u : (has_prev ? 0u : x.index);
-    const unsigned int starts_mask = __ballot_sync(LDA_WIRE_FULL, x.starts);
-    const unsigned int upto = lane == 31u ? LDA_WIRE_FULL : (2u << lane) - 1u;
-    const unsigned int mine = starts_mask & upto;
-    const unsigned int first = mine != 0u ? base + 31u - (unsigned int)__clz(mine) : *run_start;
-    x.run_len = j - first;
-    if (starts_mask != 0u) {
-        *run_start = base + 31u - (unsigned int)__clz(starts_mask);
-    }
-    return x;
+    return spx_entry(index, live, has_prev, prev, has_next, next, base, lane, run_start);
 }
 
 extern "C" __global__ void lda_wire_touched(const unsigned int* __restrict__ image, unsigned int rows,
@@ -275,7 +128,7 @@ extern "C" __global__ void lda_wire_rank(unsigned int* __restrict__ counts, unsi
         sum += counts[w];
     }
     unsigned long long carry = 0ull;
-    unsigned long long before = lda_wire_scan(sum, lane, &carry);
+    unsigned long long before = spx_scan(sum, lane, &carry);
     for (unsigned int w = lo; w < hi; ++w) {
         const unsigned int c = counts[w];
         counts[w] = (unsigned int)before;
@@ -314,65 +167,39 @@ extern "C" __global__ void lda_wire_plan(const unsigned int* __restrict__ image,
         const unsigned int e1 = image[blk[1] - 1u];
         const unsigned int tb0 = blk[2];
         const unsigned long long n = (unsigned long long)blk[3] * topics;
-        // Lane i: the counts of bit i among the Rice gaps, the runs' gaps, the runs' lengths.
-        unsigned long long c_gap = 0ull, c_run_gap = 0ull, c_run_len = 0ull;
-        unsigned long long list_bytes = 0ull;
-        unsigned long long runs = 0ull;
+        SpxTally t = spx_tally_zero();
         int lo = 0, hi = 0;
         unsigned int run_start = e0;
         for (unsigned int base = e0; base < e1; base += 32u) {
-            const LdaWireEntry x =
+            const SpxEntry x =
                 lda_wire_entry(image, rows, rank, tb0, topics, e0, e1, base, lane, &run_start);
-            runs += (unsigned long long)__popc(__ballot_sync(LDA_WIRE_FULL, x.starts));
+            spx_tally(x, lane, &t);
             if (x.live) {
-                list_bytes += lda_wire_varint_len(x.list_gap);
                 const int c = lda_wire_change(image, rows, entries, wide, base + lane);
                 lo = c < lo ? c : lo;
                 hi = c > hi ? c : hi;
             }
-            const unsigned int g = x.live ? x.gap : 0u;
-            const unsigned int rg = x.starts ? x.run_gap : 0u;
-            const unsigned int rl = x.ends ? x.run_len : 0u;
-            unsigned int any = g | rg | rl;
-            for (int d = 16; d >= 1; d /= 2) {
-                any |= __shfl_xor_sync(LDA_WIRE_FULL, any, d);
-            }
-            const unsigned int top = any == 0u ? 0u : 32u - (unsigned int)__clz(any);
-            for (unsigned int i = 0u; i < top; ++i) {
-                const unsigned int a = (unsigned int)__popc(__ballot_sync(LDA_WIRE_FULL, (g >> i) & 1u));
-                const unsigned int r1 = (unsigned int)__popc(__ballot_sync(LDA_WIRE_FULL, (rg >> i) & 1u));
-                const unsigned int r2 = (unsigned int)__popc(__ballot_sync(LDA_WIRE_FULL, (rl >> i) & 1u));
-                if (lane == i) {
-                    c_gap += a;
-                    c_run_gap += r1;
-                    c_run_len += r2;
-                }
-            }
         }
-        list_bytes = lda_wire_sum(list_bytes);
         for (int d = 16; d >= 1; d /= 2) {
-            const int olo = __shfl_xor_sync(LDA_WIRE_FULL, lo, d);
-            const int ohi = __shfl_xor_sync(LDA_WIRE_FULL, hi, d);
+            const int olo = __shfl_xor_sync(SPX_FULL, lo, d);
+            const int ohi = __shfl_xor_sync(SPX_FULL, hi, d);
             lo = olo < lo ? olo : lo;
             hi = ohi > hi ? ohi : hi;
         }
         const unsigned long long m = (unsigned long long)(e1 - e0);
-        unsigned long long rice_bits = 0ull, gap_bits = 0ull, len_bits = 0ull;
-        const unsigned int k = lda_wire_best_k(lda_wire_rice_bits(c_gap, m, lane), lane, &rice_bits);
-        const unsigned int kg = lda_wire_best_k(lda_wire_rice_bits(c_run_gap, runs, lane), lane, &gap_bits);
-        const unsigned int kl = lda_wire_best_k(lda_wire_rice_bits(c_run_len, runs, lane), lane, &len_bits);
+        const SpxPlan q = spx_plan(t, m, lane);
         const unsigned int value_bytes = (lo >= -128 && hi <= 127) ? 1u
                                          : (lo >= -32768 && hi <= 32767) ? 2u
                                                                          : 4u;
         const unsigned long long values = m * value_bytes;
-        const unsigned long long head = lda_wire_varint_len(m);
+        const unsigned long long head = spx_varint_len(m);
         // Sizes after the mode byte, in mode order (LIST, DENSE, RICE, RUNS).
         unsigned long long size[4];
-        size[LDA_WIRE_LIST] = head + list_bytes + values;
-        size[LDA_WIRE_DENSE] = n * value_bytes;
-        size[LDA_WIRE_RICE] = head + 1ull + (rice_bits + 7ull) / 8ull + values;
-        size[LDA_WIRE_RUNS] = head + lda_wire_varint_len(runs) + 2ull + (gap_bits + len_bits + 7ull) / 8ull + values;
-        unsigned int mode = LDA_WIRE_LIST;
+        size[SPX_LIST] = head + q.list_bytes + values;
+        size[SPX_DENSE] = n * value_bytes;
+        size[SPX_RICE] = head + 1ull + (q.rice_bits + 7ull) / 8ull + values;
+        size[SPX_RUNS] = head + spx_varint_len(q.runs) + 2ull + (q.gap_bits + q.len_bits + 7ull) / 8ull + values;
+        unsigned int mode = SPX_LIST;
         for (unsigned int i = 1u; i < 4u; ++i) {
             if (size[i] < size[mode]) {
                 mode = i;
@@ -382,11 +209,11 @@ extern "C" __global__ void lda_wire_plan(const unsigned int* __restrict__ image,
             unsigned int* p = plan + b * LDA_WIRE_PLAN_WORDS;
             p[0] = (unsigned int)(1ull + size[mode]);
             p[1] = mode;
-            p[2] = mode == LDA_WIRE_RUNS ? kg : k;
-            p[3] = mode == LDA_WIRE_RUNS ? kl : 0u;
+            p[2] = mode == SPX_RUNS ? q.kg : q.k;
+            p[3] = mode == SPX_RUNS ? q.kl : 0u;
             p[4] = value_bytes;
             p[5] = (unsigned int)m;
-            p[6] = (unsigned int)runs;
+            p[6] = (unsigned int)q.runs;
             p[7] = 0u;
         }
     }
@@ -432,26 +259,26 @@ extern "C" __global__ void lda_wire_write(const unsigned int* __restrict__ image
         }
         // The header: mode, then (but for dense) the entries, and the mode's parameters.
         unsigned long long head = 1ull;
-        if (mode != LDA_WIRE_DENSE) {
-            head += lda_wire_varint_len(m);
+        if (mode != SPX_DENSE) {
+            head += spx_varint_len(m);
         }
-        if (mode == LDA_WIRE_RICE) {
+        if (mode == SPX_RICE) {
             head += 1ull;
         }
-        if (mode == LDA_WIRE_RUNS) {
-            head += lda_wire_varint_len(runs) + 2ull;
+        if (mode == SPX_RUNS) {
+            head += spx_varint_len(runs) + 2ull;
         }
         if (lane == 0u) {
-            lda_wire_put_byte(out, start, mode);
-            if (mode != LDA_WIRE_DENSE) {
-                unsigned long long h = 1ull + lda_wire_put_varint(out, start + 1ull, m);
-                if (mode == LDA_WIRE_RICE) {
-                    lda_wire_put_byte(out, start + h, k);
+            spx_put_byte(out, start, mode);
+            if (mode != SPX_DENSE) {
+                unsigned long long h = 1ull + spx_put_varint(out, start + 1ull, m);
+                if (mode == SPX_RICE) {
+                    spx_put_byte(out, start + h, k);
                 }
-                if (mode == LDA_WIRE_RUNS) {
-                    h += lda_wire_put_varint(out, start + h, runs);
-                    lda_wire_put_byte(out, start + h, k);
-                    lda_wire_put_byte(out, start + h + 1ull, kl);
+                if (mode == SPX_RUNS) {
+                    h += spx_put_varint(out, start + h, runs);
+                    spx_put_byte(out, start + h, k);
+                    spx_put_byte(out, start + h + 1ull, kl);
                 }
             }
         }
@@ -460,48 +287,23 @@ extern "C" __global__ void lda_wire_write(const unsigned int* __restrict__ image
         unsigned long long carry = 0ull;
         unsigned int run_start = e0;
         for (unsigned int base = e0; base < e1; base += 32u) {
-            const LdaWireEntry x =
+            const SpxEntry x =
                 lda_wire_entry(image, rows, rank, tb0, topics, e0, e1, base, lane, &run_start);
-            const bool live = x.live, starts = x.starts, ends = x.ends;
-            const unsigned int j = base + lane, idx = x.index;
-            const unsigned long long list_gap = x.list_gap, gap = x.gap;
-            const unsigned long long run_gap = x.run_gap, run_len = x.run_len;
-            unsigned long long len = 0ull;
-            if (live && mode == LDA_WIRE_LIST) {
-                len = lda_wire_varint_len(list_gap);
-            } else if (live && mode == LDA_WIRE_RICE) {
-                len = (gap >> k) + 1ull + k;
-            } else if (live && mode == LDA_WIRE_RUNS) {
-                len = (starts ? (run_gap >> k) + 1ull + k : 0ull) + (ends ? (run_len >> kl) + 1ull + kl : 0ull);
-            }
-            const unsigned long long before = lda_wire_scan(len, lane, &carry);
-            if (live && mode == LDA_WIRE_LIST) {
-                lda_wire_put_varint(out, body + before, list_gap);
-            } else if (live && mode == LDA_WIRE_RICE) {
-                lda_wire_put_rice(out, body * 8ull + before, gap, k);
-            } else if (live && mode == LDA_WIRE_RUNS) {
-                unsigned long long bit = body * 8ull + before;
-                if (starts) {
-                    lda_wire_put_rice(out, bit, run_gap, k);
-                    bit += (run_gap >> k) + 1ull + k;
-                }
-                if (ends) {
-                    lda_wire_put_rice(out, bit, run_len, kl);
-                }
-            }
-            if (live && mode == LDA_WIRE_DENSE) {
-                const int c = lda_wire_change(image, rows, entries, wide, j);
-                lda_wire_put_value(out, start + 1ull + (unsigned long long)idx * value_bytes, c,
+            const unsigned long long before = spx_scan(spx_index_len(x, mode, k, kl), lane, &carry);
+            spx_put_index(out, body, before, x, mode, k, kl);
+            if (x.live && mode == SPX_DENSE) {
+                const int c = lda_wire_change(image, rows, entries, wide, base + lane);
+                lda_wire_put_value(out, start + 1ull + (unsigned long long)x.index * value_bytes, c,
                                    value_bytes);
             }
         }
-        if (mode == LDA_WIRE_DENSE) {
+        if (mode == SPX_DENSE) {
             continue;
         }
         // The other layouts' values follow the index part, whose length is known only now.
         // carry is now the index part's length: bytes (list) or bits.
         const unsigned long long values_at =
-            body + (mode == LDA_WIRE_LIST ? carry : (carry + 7ull) / 8ull);
+            body + (mode == SPX_LIST ? carry : (carry + 7ull) / 8ull);
         for (unsigned int j = e0 + lane; j < e1; j += 32u) {
             const int c = lda_wire_change(image, rows, entries, wide, j);
             lda_wire_put_value(out, values_at + (unsigned long long)(j - e0) * value_bytes, c, value_bytes);

@@ -64,6 +64,7 @@ pub const HEADERS: &[Header] = &[
     header!("mf_window"),
     header!("philox"),
     header!("slots"),
+    header!("sparse_index"),
     header!("values"),
     header!("visit"),
 ];
@@ -141,7 +142,8 @@ pub const KERNELS: &[Kernel] = &[
             "lda_wire_plan",
             "lda_wire_offsets",
             "lda_wire_write"
-        ]
+        ],
+        headers["sparse_index"]
     ),
     kernel!(
         "lda_word",
@@ -216,6 +218,11 @@ pub const KERNELS: &[Kernel] = &[
         "codec_topk",
         ["codec_topk_trim", "codec_topk_scatter"],
         headers["bitonic"]
+    ),
+    kernel!(
+        "codec_index",
+        ["codec_index_plan", "codec_index_write"],
+        headers["sparse_index"]
     ),
     kernel!(
         "codec_select",

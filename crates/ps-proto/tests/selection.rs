@@ -2,12 +2,14 @@
 //! `codec::encode` of the same top-k chain: the same bytes in every format and index layout,
 //! also when the values were already rounded to the format, and as an index part
 //! (`encode_selection_indices`) followed by the values encoded alone; `encode_selection_decoded`'s
-//! decoded values, which leave error feedback's residual; and the refusals.
+//! decoded values, which leave error feedback's residual; a selection's measure
+//! (`index_sizes`, what a device sends instead of its indices) giving its layout and opening
+//! (`index_layout`); and the refusals.
 
 use proptest::prelude::*;
 use ps_proto::codec::{
-    decode, encode, encode_selection, encode_selection_decoded, encode_selection_indices, top_k,
-    CodecChain, Decoded, ErrorFeedback, Selector, ValueFormat,
+    decode, encode, encode_selection, encode_selection_decoded, encode_selection_indices,
+    index_layout, index_sizes, top_k, CodecChain, Decoded, ErrorFeedback, Selector, ValueFormat,
 };
 
 fn chain(k: usize, format: ValueFormat) -> CodecChain {
@@ -29,8 +31,44 @@ fn values() -> impl Strategy<Value = Vec<f32>> {
     )
 }
 
+/// Sorted distinct indices below `n`: scattered, in runs, or all of them.
+fn selection() -> impl Strategy<Value = (usize, Vec<u32>)> {
+    (1usize..5000, 0.0f64..1.0, 0u32..3).prop_flat_map(|(n, density, shape)| {
+        prop::collection::vec(0.0f64..1.0, n).prop_map(move |draws| {
+            let sel: Vec<u32> = (0..n as u32)
+                .filter(|&i| match shape {
+                    0 => draws[i as usize] < density,
+                    // Runs: whole stretches of 16 in or out.
+                    1 => draws[(i / 16 * 16) as usize] < density,
+                    _ => true,
+                })
+                .collect();
+            (n, sel)
+        })
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// What a device sends instead of the indices (their measure, `index_sizes`) is enough for
+    /// the host to pick the layout `encode_selection_indices` picks and write its opening: the
+    /// index part is that opening followed by `body_bytes` bytes of codes, and is all opening
+    /// for a dense layout.
+    #[test]
+    fn a_selections_measure_gives_its_layout_and_opening(
+        (n, sel) in selection(),
+        fi in 0usize..ValueFormat::ALL.len(),
+    ) {
+        let format = ValueFormat::ALL[fi];
+        let mut part = Vec::new();
+        let dense = encode_selection_indices(format, n, &sel, &mut part).unwrap();
+        let layout = index_layout(&index_sizes(&sel), n, format);
+        prop_assert_eq!(layout.mode, part[0]);
+        prop_assert_eq!(dense, layout.is_dense());
+        prop_assert!(part.starts_with(&layout.header));
+        prop_assert_eq!(part.len() as u64, layout.header.len() as u64 + layout.body_bytes);
+    }
 
     #[test]
     fn a_selection_made_elsewhere_encodes_to_the_same_bytes(

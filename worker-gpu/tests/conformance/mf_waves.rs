@@ -415,9 +415,9 @@ fn waves_engine_rejects_bad_rows_and_oversized_schedules() {
 /// The engine encodes its pushes as the worker library would encode its delta: each clock the
 /// rows it read (the pulled ones plus what it holds back, as stored) and the rows after the
 /// waves, copied back, give the delta the keeper encodes, byte for byte the device's payloads;
-/// only the payloads' words come back (for a top-k, the counts, the chosen indices and the
-/// values' bytes `TopKCopies` predicts: the second block of the large case has more candidates
-/// than one block trims); the drop returns the keeper's sum.
+/// only the payloads' words come back (for a top-k, the counts, the chosen indices' measure and
+/// codes and the values' bytes `TopKCopies` predicts: the second block of the large case has
+/// more candidates than one block trims); the drop returns the keeper's sum.
 #[test]
 fn waves_engine_encodes_its_pushes_as_the_library_would() {
     use ps_apps::app::device_codec::{

@@ -109,7 +109,8 @@ fn the_device_selects_the_librarys_top_k_of_any_size() {
             body,
             "{{\n{}{}static unsigned int hist[256]; static unsigned int state[3];
             static unsigned long long tiles[{tiles}];
-            static unsigned int sel_idx[{k}]; static float sel_val[{k}];
+            static unsigned int sel_idx[{k} + 8]; static float sel_val[{k}];
+            for (unsigned int j = {k}u; j < {k}u + 8u; ++j) sel_idx[j] = 0xffffffffu;
             for (unsigned int shift = 24u;; shift -= 8u) {{
                 run_grid({hg}u, {hb}u, [&] {{ codec_select_hist((const float*)cand_bits, {count}u, state, shift, hist); }});
                 run_grid(1u, 32u, [&] {{ codec_select_pick(hist, state, shift, {k}u); }});
@@ -118,7 +119,8 @@ fn the_device_selects_the_librarys_top_k_of_any_size() {
             for (unsigned int d = 0; d < 256u; ++d) if (hist[d] != 0u) printf(\"{case}: histogram left at %u\\n\", d);
             run_grid({tg}u, {tb}u, [&] {{ codec_select_count((const float*)x_bits, {n}ull, state, tiles); }});
             run_grid(1u, {sb}u, [&] {{ codec_select_scan(tiles, {tiles}ull); }});
-            run_grid({tg}u, {tb}u, [&] {{ codec_select_write((const float*)x_bits, {n}ull, state, tiles, sel_idx, sel_val); }});
+            run_grid({tg}u, {tb}u, [&] {{ codec_select_write((const float*)x_bits, {n}ull, state, tiles, {k}u, sel_idx, sel_val); }});
+            for (unsigned int j = {k}u; j < {k}u + 8u; ++j) if (sel_idx[j] != 0xffffffffu) printf(\"{case}: written past k\\n\");
             printf(\"{case}\");
             for (unsigned int j = 0; j < {k}u; ++j) {{
                 unsigned int b; memcpy(&b, &sel_val[j], 4); printf(\" %u:%08x\", sel_idx[j], b);

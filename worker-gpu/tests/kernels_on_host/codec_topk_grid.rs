@@ -150,7 +150,7 @@ fn clock(
             }}
             run_grid(2u, 64u, [&] {{ codec_select_count(residual, {n}ull, state, tiles); }});
             run_grid(1u, 64u, [&] {{ codec_select_scan(tiles, {tiles}ull); }});
-            run_grid(2u, 64u, [&] {{ codec_select_write(residual, {n}ull, state, tiles, sel_idx, sel_val); }});
+            run_grid(2u, 64u, [&] {{ codec_select_write(residual, {n}ull, state, tiles, {k}u, sel_idx, sel_val); }});
             ++large;
         }} else {{
             run_grid(1u, 64u, [&] {{ codec_topk_trim(residual, cand_idx, cand_val, count, {k}u, sel_idx, sel_val); }});

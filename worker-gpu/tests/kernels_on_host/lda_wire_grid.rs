@@ -21,8 +21,9 @@ use rand_chacha::ChaCha8Rng;
 
 fn kernels() -> String {
     format!(
-        "{}\n{}",
+        "{}\n{}\n{}",
         host_cxx::BLOCKS_OF_WARPS,
+        include_str!("../../../kernels/sparse_index.cuh"),
         include_str!("../../../kernels/lda_wire.cu"),
     )
 }

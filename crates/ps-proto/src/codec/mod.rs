@@ -55,6 +55,7 @@ mod keycache;
 mod quant;
 mod select;
 mod sparse;
+pub use sparse::{index_layout, index_sizes, IndexLayout, IndexSizes};
 mod varint;
 
 pub use chain::{wire_format, CodecChain, Selector, WIRE_SPARSE};

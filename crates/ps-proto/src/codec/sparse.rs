@@ -110,29 +110,67 @@ fn gaps(sel: &[u32]) -> impl Iterator<Item = u64> + '_ {
     })
 }
 
+/// A selection's index part measured in every layout (headers aside): what [`choose`] decides
+/// from. A device measures the same of the indices it chose (`kernels/sparse_index.cuh`), so
+/// that the host picks the layout and writes the header without the indices crossing to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexSizes {
+    /// Selected entries.
+    pub entries: u64,
+    /// Bytes of the list's varints (the first index, then the differences).
+    pub list_bytes: u64,
+    /// The Rice parameter of the gaps, and their bits with it.
+    pub rice_k: u32,
+    pub rice_bits: u64,
+    /// Maximal runs of consecutive indices; the Rice parameters and bits of their gaps and of
+    /// their lengths.
+    pub runs: u64,
+    pub gap_k: u32,
+    pub gap_bits: u64,
+    pub len_k: u32,
+    pub len_bits: u64,
+}
+
+/// [`IndexSizes`] of `sel` (ascending).
+pub fn index_sizes(sel: &[u32]) -> IndexSizes {
+    let list_bytes = sel
+        .iter()
+        .enumerate()
+        .map(|(j, &i)| {
+            let g = if j == 0 { i } else { i - sel[j - 1] };
+            varint_len(u64::from(g)) as u64
+        })
+        .sum();
+    let (rice_k, rice_bits) = best_k(|| gaps(sel));
+    let (gap_k, gap_bits) = best_k(|| runs(sel).map(|r| r.0));
+    let (len_k, len_bits) = best_k(|| runs(sel).map(|r| r.1));
+    IndexSizes {
+        entries: sel.len() as u64,
+        list_bytes,
+        rice_k,
+        rice_bits,
+        runs: runs(sel).count() as u64,
+        gap_k,
+        gap_bits,
+        len_k,
+        len_bits,
+    }
+}
+
 /// The smallest layout of selection `sel` (ascending, `< n`) with values in `format`; ties go
 /// to the lower mode number.
 pub(crate) fn choose(sel: &[u32], n: usize, format: ValueFormat) -> Layout {
-    let m = sel.len();
-    let values = format.encoded_len(m) as u64;
-    let list: u64 = varint_len(m as u64) as u64
-        + sel
-            .iter()
-            .enumerate()
-            .map(|(j, &i)| {
-                let g = if j == 0 { i } else { i - sel[j - 1] };
-                varint_len(u64::from(g)) as u64
-            })
-            .sum::<u64>()
-        + values;
-    let (k, rice_bits) = best_k(|| gaps(sel));
-    let rice = varint_len(m as u64) as u64 + 1 + rice_bits.div_ceil(8) + values;
-    let (kg, gap_bits) = best_k(|| runs(sel).map(|r| r.0));
-    let (kl, len_bits) = best_k(|| runs(sel).map(|r| r.1));
-    let nruns = runs(sel).count();
-    let run = (varint_len(m as u64) + varint_len(nruns as u64) + 2) as u64
-        + (gap_bits + len_bits).div_ceil(8)
-        + values;
+    choose_sized(&index_sizes(sel), n, format)
+}
+
+/// [`choose`] of a selection's measure.
+fn choose_sized(s: &IndexSizes, n: usize, format: ValueFormat) -> Layout {
+    let m = s.entries;
+    let values = format.encoded_len(m as usize) as u64;
+    let head = varint_len(m) as u64;
+    let list = head + s.list_bytes + values;
+    let rice = head + 1 + s.rice_bits.div_ceil(8) + values;
+    let run = head + varint_len(s.runs) as u64 + 2 + (s.gap_bits + s.len_bits).div_ceil(8) + values;
     // The sign format has no zero: the unselected entries of a dense layout would arrive as
     // ±scale. It always lists its indices.
     let dense = match format {
@@ -150,24 +188,96 @@ pub(crate) fn choose(sel: &[u32], n: usize, format: ValueFormat) -> Layout {
     .min_by_key(|&(mode, len)| (len, mode))
     .map_or(MODE_DENSE, |(mode, _)| mode);
     match mode {
-        MODE_RUNS => Layout { mode, k: kg, kl },
-        _ => Layout { mode, k, kl: 0 },
+        MODE_RUNS => Layout {
+            mode,
+            k: s.gap_k,
+            kl: s.len_k,
+        },
+        _ => Layout {
+            mode,
+            k: s.rice_k,
+            kl: 0,
+        },
+    }
+}
+
+/// The layout [`choose`] picks for a selection of this measure, in a block of `n` with values
+/// in `format`: its mode (with its Rice parameters), the bytes that open the payload (the mode
+/// byte, the entries, the mode's parameters: all of it for dense) and how many bytes of index
+/// codes follow them (0 for dense). The codes are the selection's gaps as [`write_indices`]
+/// writes them after the same opening.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexLayout {
+    pub mode: u8,
+    /// The Rice parameter of the gaps (or, for runs, of the runs' gaps).
+    pub k: u32,
+    /// The Rice parameter of the runs' lengths.
+    pub kl: u32,
+    pub header: Vec<u8>,
+    pub body_bytes: u64,
+}
+
+impl IndexLayout {
+    /// Whether the layout is dense: every value of the block, no index part.
+    pub fn is_dense(&self) -> bool {
+        self.mode == MODE_DENSE
+    }
+}
+
+/// See [`IndexLayout`].
+pub fn index_layout(sizes: &IndexSizes, n: usize, format: ValueFormat) -> IndexLayout {
+    let layout = choose_sized(sizes, n, format);
+    let mut header = Vec::new();
+    write_header(layout, sizes.entries, sizes.runs, &mut header);
+    let body_bytes = match layout.mode {
+        MODE_LIST => sizes.list_bytes,
+        MODE_RICE => sizes.rice_bits.div_ceil(8),
+        MODE_RUNS => (sizes.gap_bits + sizes.len_bits).div_ceil(8),
+        _ => 0,
+    };
+    IndexLayout {
+        mode: layout.mode,
+        k: layout.k,
+        kl: layout.kl,
+        header,
+        body_bytes,
+    }
+}
+
+/// The mode byte and what follows it before the codes: the entries, and the mode's parameters.
+fn write_header(layout: Layout, entries: u64, nruns: u64, out: &mut Vec<u8>) {
+    out.push(layout.mode);
+    match layout.mode {
+        MODE_LIST => write_varint(entries, out),
+        MODE_RICE => {
+            write_varint(entries, out);
+            out.push(layout.k as u8);
+        }
+        MODE_RUNS => {
+            write_varint(entries, out);
+            write_varint(nruns, out);
+            out.push(layout.k as u8);
+            out.push(layout.kl as u8);
+        }
+        _ => {}
     }
 }
 
 /// Appends the mode byte and the index part of `layout` (nothing after the mode for dense).
 pub(crate) fn write_indices(layout: Layout, sel: &[u32], out: &mut Vec<u8>) {
-    out.push(layout.mode);
+    let nruns = if layout.mode == MODE_RUNS {
+        runs(sel).count() as u64
+    } else {
+        0
+    };
+    write_header(layout, sel.len() as u64, nruns, out);
     match layout.mode {
         MODE_LIST => {
-            write_varint(sel.len() as u64, out);
             for (j, &i) in sel.iter().enumerate() {
                 write_varint(u64::from(if j == 0 { i } else { i - sel[j - 1] }), out);
             }
         }
         MODE_RICE => {
-            write_varint(sel.len() as u64, out);
-            out.push(layout.k as u8);
             let mut w = BitWriter::new(out);
             for g in gaps(sel) {
                 w.rice(g, layout.k);
@@ -175,10 +285,6 @@ pub(crate) fn write_indices(layout: Layout, sel: &[u32], out: &mut Vec<u8>) {
             w.finish();
         }
         MODE_RUNS => {
-            write_varint(sel.len() as u64, out);
-            write_varint(runs(sel).count() as u64, out);
-            out.push(layout.k as u8);
-            out.push(layout.kl as u8);
             let mut w = BitWriter::new(out);
             for (gap, len) in runs(sel) {
                 w.rice(gap, layout.k);

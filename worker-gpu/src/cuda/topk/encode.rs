@@ -2,15 +2,15 @@
 //! trimmed to the `k` on the device (`kernels/codec_topk.cu`), the chosen values are encoded
 //! there in the chain's format by [`DenseCodec::encode_values`] on the compact selection (the
 //! values part of a sparse payload is the format's encoding of the selected values in index
-//! order), and what error feedback keeps of them is scattered back into the residual. Only the
-//! chosen indices (4 bytes each, for the host to write the index part of the payload) and the
-//! values' bytes come back; nothing goes in.
+//! order), and what error feedback keeps of them is scattered back into the residual. The index
+//! part is coded there too (`index.rs`): only the indices' measure (64 bytes), their codes and
+//! the values' bytes come back; nothing goes in.
 //!
 //! Up to `CODEC_TRIM_CAP` (4,096) candidates, one block sorts them; past that, `large.rs`
-//! selects among any number. One case goes the host's way instead (the chosen values come back
-//! and the host encodes them; what the receiver decodes goes in): a selection whose smallest
-//! layout is dense (every value of the block, zeros between: a large fraction in a format
-//! other than `sign`).
+//! selects among any number. One case goes the host's way instead (the chosen indices and
+//! values come back and the host encodes them; what the receiver decodes goes in): a selection
+//! whose smallest layout is dense (every value of the block, zeros between: a large fraction
+//! in a format other than `sign`).
 //!
 //! [`DeviceTopK::push_encoded_in`] does the same with a residual the caller keeps (a block of
 //! MF item rows gathered from the engine's residual table), of any size.
@@ -21,6 +21,7 @@ use cudarc::driver::{CudaFunction, CudaView, LaunchConfig, PushKernelArg};
 use ps_apps::app::device_codec::selection_payload;
 use ps_proto::codec::{self, ValueFormat};
 
+use super::index::IndexCoder;
 use super::large::Select;
 use super::DeviceTopK;
 use crate::cuda::buffers::DevBuf;
@@ -41,6 +42,7 @@ pub(super) struct Encoder {
     scatter: CudaFunction,
     dense: DenseCodec,
     pub(super) select: Select,
+    index: IndexCoder,
 }
 
 fn proto(e: ps_proto::ProtoError) -> GpuError {
@@ -56,6 +58,7 @@ impl DeviceTopK {
                 scatter: self.gpu.function("codec_topk", "codec_topk_scatter")?,
                 dense: DenseCodec::new(Arc::clone(&self.gpu))?,
                 select: Select::load(&self.gpu)?,
+                index: IndexCoder::load(&self.gpu)?,
             })),
         };
         Ok(enc)
@@ -130,15 +133,26 @@ impl DeviceTopK {
         } else {
             self.enqueue_trim(count, k)?;
         }
-        let stream = Arc::clone(&self.gpu.compute);
-        self.sent_idx_host
-            .download(&stream, self.d_sent_idx.get(), k)?;
-        self.moved.1 += 4 * k as u64;
-        let idx = self.sent_idx_host.host()?.to_vec();
-        if codec::encode_selection_indices(format, n, &idx, &mut out).map_err(proto)? {
+        let enc = match self.encoder.as_deref_mut() {
+            Some(e) => e,
+            None => return Err(GpuError::Input("no top-k encoder".into())),
+        };
+        let idx = self.d_sent_idx.get();
+        let layout = enc
+            .index
+            .layout(&self.gpu, idx, k, (n, format), &mut self.moved.1)?;
+        if layout.is_dense() {
+            let stream = Arc::clone(&self.gpu.compute);
+            self.sent_idx_host
+                .download(&stream, self.d_sent_idx.get(), k)?;
+            self.moved.1 += 4 * k as u64;
+            let idx = self.sent_idx_host.host()?.to_vec();
             let raw = self.chosen_values(k)?;
             return self.encoded_on_host(format, &idx, &raw);
         }
+        out.extend_from_slice(&layout.header);
+        enc.index
+            .codes(&self.gpu, idx, k, &layout, &mut out, &mut self.moved.1)?;
         if format == ValueFormat::F32 {
             // Sent as they are: their residual becomes 0.
             for v in self.chosen_values(k)? {

@@ -134,12 +134,14 @@ impl DeviceTopK {
             .arg(&n64)
             .arg(sel.d_state.get())
             .arg(sel.d_tiles.get())
+            .arg(&k32)
             .arg(self.d_sent_idx.get_mut())
             .arg(self.d_sent_raw.get_mut());
         // SAFETY: as codec_select_count; exactly k entries are chosen (the radix select's
         // count at the k-th magnitude), each written once below k into the sent buffers, which
         // hold k; codec_select_write(const float*, unsigned long long, const unsigned int*,
-        // const unsigned long long*, unsigned int*, float*), the count's grid and block.
+        // const unsigned long long*, unsigned int, unsigned int*, float*), the count's grid
+        // and block.
         unsafe { b.launch(tile_cfg) }.call("cuLaunchKernel(codec_select_write)")?;
         Ok(())
     }

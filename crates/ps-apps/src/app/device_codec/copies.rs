@@ -5,17 +5,22 @@
 //! The device selects as the library does (the same sampled threshold, lowered the same way;
 //! `ps_proto::codec::top_k`'s choice), so every copy follows from the block's values: a 4-byte
 //! count per candidate pass (one more when a pass overflowed the candidate buffers, which then
-//! grow, and the threshold when a pass found too few), then the chosen indices (4 bytes each)
-//! and the values' bytes (the device picked the k, with one block's sort up to [`TRIM_CAP`]
-//! candidates and a radix select past it), or, where the layout is dense, the chosen values
-//! out (4 bytes each) and the chosen indices and decoded values in (8 bytes each).
+//! grow, and the threshold when a pass found too few), then the chosen indices' measure (64
+//! bytes: the device picked the k, with one block's sort up to [`TRIM_CAP`] candidates and a
+//! radix select past it), their codes in the layout the host picks from it (whole words) and
+//! the values' bytes; or, where the layout is dense, the chosen indices and values out (8 bytes
+//! each) and the chosen indices and decoded values in (8 bytes each).
 
 use ps_proto::codec::{self, ValueFormat};
 
 use super::dense_device_bytes;
 
-/// Most candidates the device trims itself (`CODEC_TRIM_CAP` in `kernels/codec_topk.cu`).
+/// Most candidates one block trims (`CODEC_TRIM_CAP` in `kernels/codec_topk.cu`); past it the
+/// device's radix select takes them (`kernels/codec_select.cu`), with the same copies.
 pub const TRIM_CAP: usize = 4096;
+
+/// Bytes of the chosen indices' measure (`codec_index_plan`: 8 words of 8 bytes).
+pub const MEASURE_BYTES: u64 = 64;
 
 /// A top-k encoder, as far as its copies go: the candidate buffers' size, kept from clock to
 /// clock (and from block to block, for an encoder that serves blocks of several sizes) as the
@@ -56,16 +61,18 @@ impl TopKCopies {
         if k == 0 {
             return (0, 0);
         }
-        let mut out = self.candidates(values, k).1;
+        let mut out = self.candidates(values, k).1 + MEASURE_BYTES;
         let k64 = k as u64;
-        out += 4 * k64;
         let sel = codec::top_k(values, k);
-        let dense = codec::encode_selection_indices(format, n, &sel, &mut Vec::new());
-        match (dense, format) {
-            (Ok(false), ValueFormat::F32) => (0, out + 4 * k64),
-            (Ok(false), f) => (0, out + dense_device_bytes(f, k).unwrap_or(4 * k64)),
-            // A dense layout: the chosen values come back, what they decode to goes in.
-            _ => (8 * k64, out + 4 * k64),
+        let layout = codec::index_layout(&codec::index_sizes(&sel), n, format);
+        if layout.is_dense() {
+            // The chosen indices and values come back, what they decode to goes in.
+            return (8 * k64, out + 8 * k64);
+        }
+        out += 4 * layout.body_bytes.div_ceil(4);
+        match format {
+            ValueFormat::F32 => (0, out + 4 * k64),
+            f => (0, out + dense_device_bytes(f, k).unwrap_or(4 * k64)),
         }
     }
 
@@ -139,25 +146,44 @@ mod tests {
         (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
     }
 
+    /// Bytes of the index codes of the top `k` of `v` (whole words), as the device copies
+    /// them back.
+    fn code_words(v: &[f32], k: usize, format: ValueFormat) -> u64 {
+        let sel = codec::top_k(v, k);
+        let layout = codec::index_layout(&codec::index_sizes(&sel), v.len(), format);
+        assert!(!layout.is_dense());
+        4 * layout.body_bytes.div_ceil(4)
+    }
+
     /// The usual case: the first pass finds enough candidates (about 1.6% of 10,000 for a k of
-    /// 1%), within the buffers, and the device trims: one count, the indices and the values'
-    /// bytes come back, nothing goes in.
+    /// 1%), within the buffers, and the device trims: one count, the indices' measure, their
+    /// codes and the values' bytes come back, nothing goes in. The codes (Rice gaps at 1%
+    /// density, about 8 bits an index) are about a quarter of the indices.
     #[test]
-    fn a_first_pass_that_finds_enough_is_a_count_then_the_indices_and_values() {
+    fn a_first_pass_that_finds_enough_is_a_count_then_the_index_codes_and_values() {
         let mut c = TopKCopies::new(10_000);
         let v = spread(10_000, 1);
+        let codes = code_words(&v, 100, ValueFormat::Sign);
+        assert!((80..=160).contains(&codes), "{codes}");
         for format in [ValueFormat::Sign, ValueFormat::Q4, ValueFormat::F16] {
             let values = dense_device_bytes(format, 100).unwrap();
-            assert_eq!(c.push(&v, 100, format), (0, 4 + 400 + values), "{format:?}");
+            assert_eq!(
+                c.push(&v, 100, format),
+                (0, 4 + MEASURE_BYTES + codes + values),
+                "{format:?}"
+            );
         }
-        assert_eq!(c.push(&v, 100, ValueFormat::F32), (0, 4 + 400 + 400));
+        assert_eq!(
+            c.push(&v, 100, ValueFormat::F32),
+            (0, 4 + MEASURE_BYTES + codes + 400)
+        );
         assert_eq!(c.push(&v, 0, ValueFormat::Sign), (0, 0));
     }
 
     /// Mostly zeros: the sampled threshold is 0, every entry is a candidate, which overflows
     /// the buffers (a second count) and the one-block trim's cap: the device selects among them
-    /// all the same, so only the indices and the values' bytes come back. The grown buffers then
-    /// hold them.
+    /// all the same, so only the measure, the index codes and the values' bytes come back. The
+    /// grown buffers then hold them.
     #[test]
     fn too_many_candidates_for_one_block_are_still_selected_on_the_device() {
         let n = 10_000;
@@ -165,12 +191,16 @@ mod tests {
         v.iter_mut().step_by(200).for_each(|x| *x = 1.0);
         let mut c = TopKCopies::new(n);
         let values = dense_device_bytes(ValueFormat::Sign, 100).unwrap();
+        let codes = code_words(&v, 100, ValueFormat::Sign);
         assert!(n > TRIM_CAP);
         assert_eq!(
             c.push(&v, 100, ValueFormat::Sign),
-            (0, 4 + 4 + 400 + values)
+            (0, 4 + 4 + MEASURE_BYTES + codes + values)
         );
-        assert_eq!(c.push(&v, 100, ValueFormat::Sign), (0, 4 + 400 + values));
+        assert_eq!(
+            c.push(&v, 100, ValueFormat::Sign),
+            (0, 4 + MEASURE_BYTES + codes + values)
+        );
     }
 
     /// Blocks of several sizes through one encoder (MF's item blocks): each is counted as a
@@ -192,7 +222,7 @@ mod tests {
     }
 
     /// A large fraction in a format with a zero: the layout is the whole block, so the chosen
-    /// values come back too and what they decode to goes in.
+    /// indices and values come back and what they decode to goes in.
     #[test]
     fn a_dense_layout_sends_the_values_back_and_the_decoded_in() {
         let n = 1000;
@@ -206,10 +236,14 @@ mod tests {
         let (h2d, d2h) = c.push(&v, k, ValueFormat::Q2);
         assert_eq!(h2d, 8 * k as u64);
         assert_eq!(d2h % 4, 0);
-        assert!(d2h >= 4 + 8 * k as u64, "{d2h}");
-        // Sign lists its indices whatever their number: the device encodes it.
+        assert!(d2h >= 4 + MEASURE_BYTES + 8 * k as u64, "{d2h}");
+        // Sign lists its indices whatever their number: the device encodes it (at this
+        // density, runs or Rice gaps of a few bits an index).
         let (h2d, d2h) = c.push(&v, k, ValueFormat::Sign);
         assert_eq!(h2d, 0);
-        assert!(d2h >= 4 + 4 * k as u64 + dense_device_bytes(ValueFormat::Sign, k).unwrap());
+        let codes = code_words(&v, k, ValueFormat::Sign);
+        let values = dense_device_bytes(ValueFormat::Sign, k).unwrap();
+        assert!(d2h >= 4 + MEASURE_BYTES + codes + values, "{d2h}");
+        assert!(codes < k as u64, "{codes} bytes of codes for {k} indices");
     }
 }

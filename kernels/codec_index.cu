@@ -1,0 +1,72 @@
+// The index part of a top-k's payload made on the device, so that the chosen indices need not
+// cross PCIe (4 bytes each) for the host to code them: the host gets their measure, picks the
+// layout and writes its opening (ps_proto::codec::index_layout), and the device writes the
+// codes, the bytes sparse.rs writes after that opening. The layouts are sparse_index.cuh's.
+//
+//   codec_index_plan   (one warp) the measure of the m indices idx[0..m) (strictly
+//                      increasing), as ps_proto::codec::index_sizes: plan[0..8) = list bytes,
+//                      Rice bits, runs, runs' gap bits, runs' length bits, the Rice parameter,
+//                      the runs' gap parameter, the runs' length parameter
+//   codec_index_write  (one warp) the codes of `mode` (list, Rice or runs; k the Rice parameter
+//                      or the runs' gaps', kl the runs' lengths') into `out`, zeroed by the
+//                      caller, from its first byte
+//
+// Launch: one block whose first warp works (blockDim.x a multiple of 32), any grid (the other
+// blocks return).
+
+extern "C" __global__ void codec_index_plan(const unsigned int* __restrict__ idx,
+                                            unsigned int m,
+                                            unsigned long long* __restrict__ plan) {
+    if (blockIdx.x != 0u || threadIdx.x >= 32u) {
+        return;
+    }
+    const unsigned int lane = threadIdx.x;
+    SpxTally t = spx_tally_zero();
+    unsigned int run_start = 0u;
+    for (unsigned int base = 0u; base < m; base += 32u) {
+        const unsigned int j = base + lane;
+        const bool live = j < m;
+        const bool has_prev = live && j > 0u;
+        const bool has_next = live && j + 1u < m;
+        const SpxEntry x = spx_entry(live ? idx[j] : 0u, live, has_prev,
+                                     has_prev ? idx[j - 1u] : 0u, has_next,
+                                     has_next ? idx[j + 1u] : 0u, base, lane, &run_start);
+        spx_tally(x, lane, &t);
+    }
+    const SpxPlan q = spx_plan(t, m, lane);
+    if (lane == 0u) {
+        plan[0] = q.list_bytes;
+        plan[1] = q.rice_bits;
+        plan[2] = q.runs;
+        plan[3] = q.gap_bits;
+        plan[4] = q.len_bits;
+        plan[5] = q.k;
+        plan[6] = q.kg;
+        plan[7] = q.kl;
+    }
+}
+
+extern "C" __global__ void codec_index_write(const unsigned int* __restrict__ idx,
+                                             unsigned int m,
+                                             unsigned int mode,
+                                             unsigned int k,
+                                             unsigned int kl,
+                                             unsigned int* __restrict__ out) {
+    if (blockIdx.x != 0u || threadIdx.x >= 32u) {
+        return;
+    }
+    const unsigned int lane = threadIdx.x;
+    unsigned long long carry = 0ull;
+    unsigned int run_start = 0u;
+    for (unsigned int base = 0u; base < m; base += 32u) {
+        const unsigned int j = base + lane;
+        const bool live = j < m;
+        const bool has_prev = live && j > 0u;
+        const bool has_next = live && j + 1u < m;
+        const SpxEntry x = spx_entry(live ? idx[j] : 0u, live, has_prev,
+                                     has_prev ? idx[j - 1u] : 0u, has_next,
+                                     has_next ? idx[j + 1u] : 0u, base, lane, &run_start);
+        const unsigned long long before = spx_scan(spx_index_len(x, mode, k, kl), lane, &carry);
+        spx_put_index(out, 0ull, before, x, mode, k, kl);
+    }
+}
