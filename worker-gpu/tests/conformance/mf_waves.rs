@@ -460,7 +460,7 @@ fn waves_engine_encodes_its_pushes_as_the_library_would() {
         (
             Layout::plain(32),
             Factors::F16,
-            DeviceChain::TopK(ValueFormat::F32),
+            DeviceChain::TopK(ValueFormat::F16),
             0.01,
             24,
         ),

@@ -472,8 +472,8 @@ impl MfResident for CudaMfResident {
         failed("cuda-waves", self.try_squared_error(which))
     }
 
-    fn encodes(&self, _chain: DeviceChain) -> bool {
-        true
+    fn encodes(&self, chain: DeviceChain) -> bool {
+        ps_apps::mf::mf_engine_encodes(chain)
     }
 
     fn keep_before(&mut self, keys: &[u64]) -> Result<(), ComputeError> {

@@ -92,7 +92,7 @@ pub trait MfResident: Send {
     fn squared_error(&mut self, which: Split) -> Result<f64, ComputeError>;
 
     /// Whether this engine encodes its own pushes with `chain` (see
-    /// [`crate::app::device_codec`]; the MF engines run every [`DeviceChain`]). Default: no.
+    /// [`crate::app::device_codec`]; the MF engines: [`mf_engine_encodes`]). Default: no.
     fn encodes(&self, _chain: DeviceChain) -> bool {
         false
     }
@@ -134,6 +134,15 @@ pub trait MfResident: Send {
 
     /// Totals since the engine was made.
     fn traffic(&self) -> Traffic;
+}
+
+/// Whether an MF engine encodes its pushes with `chain`: every chain a device runs but an f32
+/// top-k. The last clock flushes a top-k's residual whole, in its value format: for f32 that is
+/// the plain `raw` chain, which no engine encodes, and an MF engine cannot hand the residual it
+/// holds to the worker library (an MLP engine folds it into its plain delta), so the library
+/// encodes such a job from the start.
+pub fn mf_engine_encodes(chain: DeviceChain) -> bool {
+    chain != DeviceChain::TopK(ps_proto::codec::ValueFormat::F32)
 }
 
 /// The CPU oracle of a resident engine: the waves run block by block on one thread through a
@@ -241,6 +250,7 @@ impl MfResident for HostResident {
         self.gathered_users.clear();
         self.pushed.clear();
         self.kept = None;
+        self.topk_copies = TopKCopies::new(0);
         // Users, items and values of both sets (u32, u32, f32), the block starts (u32), the
         // user rows as stored.
         let ratings = (s.train.len() + s.test.len()) as u64;
@@ -350,8 +360,8 @@ impl MfResident for HostResident {
             .timed(|| squared_error_in(self.layout, ratings, &self.users, &self.items).0))
     }
 
-    fn encodes(&self, _chain: DeviceChain) -> bool {
-        true
+    fn encodes(&self, chain: DeviceChain) -> bool {
+        mf_engine_encodes(chain)
     }
 
     fn keep_before(&mut self, keys: &[u64]) -> Result<(), ComputeError> {

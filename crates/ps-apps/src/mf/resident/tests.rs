@@ -101,7 +101,7 @@ fn the_oracle_encodes_its_pushes_as_the_library_would() {
             [2 * w, (items - 2) * w],
         ),
         (DeviceChain::TopK(ValueFormat::Sign), [2, 3]),
-        (DeviceChain::TopK(ValueFormat::F32), [1, 4]),
+        (DeviceChain::TopK(ValueFormat::F16), [1, 4]),
     ] {
         let mut e = HostResident::new(Box::new(CpuMf), 4);
         e.setup(&ResidentSetup {
@@ -126,6 +126,10 @@ fn the_oracle_encodes_its_pushes_as_the_library_would() {
             },
         ];
         assert!(e.encodes(chain));
+        assert!(
+            !e.encodes(DeviceChain::TopK(ValueFormat::F32)),
+            "its flush is raw f32"
+        );
         let mut keeper = ResidualKeeper::new(&[(items, w)]);
         let mut copies = TopKCopies::new(0);
         let waves = schedule.epoch_waves(ClockKey {
