@@ -14,6 +14,18 @@
 // Launch: one block whose first warp works (blockDim.x a multiple of 32), any grid (the other
 // blocks return).
 
+// Entry base + lane of the list (sparse_index.cuh's spx_entry; every lane calls it).
+__device__ __forceinline__ SpxEntry codec_index_entry(const unsigned int* __restrict__ idx,
+                                                      unsigned int m, unsigned int base,
+                                                      unsigned int lane, unsigned int* run_start) {
+    const unsigned int j = base + lane;
+    const bool live = j < m;
+    const bool has_prev = live && j > 0u;
+    const bool has_next = live && j + 1u < m;
+    return spx_entry(live ? idx[j] : 0u, live, has_prev, has_prev ? idx[j - 1u] : 0u, has_next,
+                     has_next ? idx[j + 1u] : 0u, base, lane, run_start);
+}
+
 extern "C" __global__ void codec_index_plan(const unsigned int* __restrict__ idx,
                                             unsigned int m,
                                             unsigned long long* __restrict__ plan) {
@@ -24,13 +36,7 @@ extern "C" __global__ void codec_index_plan(const unsigned int* __restrict__ idx
     SpxTally t = spx_tally_zero();
     unsigned int run_start = 0u;
     for (unsigned int base = 0u; base < m; base += 32u) {
-        const unsigned int j = base + lane;
-        const bool live = j < m;
-        const bool has_prev = live && j > 0u;
-        const bool has_next = live && j + 1u < m;
-        const SpxEntry x = spx_entry(live ? idx[j] : 0u, live, has_prev,
-                                     has_prev ? idx[j - 1u] : 0u, has_next,
-                                     has_next ? idx[j + 1u] : 0u, base, lane, &run_start);
+        const SpxEntry x = codec_index_entry(idx, m, base, lane, &run_start);
         spx_tally(x, lane, &t);
     }
     const SpxPlan q = spx_plan(t, m, lane);
@@ -59,13 +65,7 @@ extern "C" __global__ void codec_index_write(const unsigned int* __restrict__ id
     unsigned long long carry = 0ull;
     unsigned int run_start = 0u;
     for (unsigned int base = 0u; base < m; base += 32u) {
-        const unsigned int j = base + lane;
-        const bool live = j < m;
-        const bool has_prev = live && j > 0u;
-        const bool has_next = live && j + 1u < m;
-        const SpxEntry x = spx_entry(live ? idx[j] : 0u, live, has_prev,
-                                     has_prev ? idx[j - 1u] : 0u, has_next,
-                                     has_next ? idx[j + 1u] : 0u, base, lane, &run_start);
+        const SpxEntry x = codec_index_entry(idx, m, base, lane, &run_start);
         const unsigned long long before = spx_scan(spx_index_len(x, mode, k, kl), lane, &carry);
         spx_put_index(out, 0ull, before, x, mode, k, kl);
     }

@@ -421,7 +421,7 @@ fn waves_engine_rejects_bad_rows_and_oversized_schedules() {
 #[test]
 fn waves_engine_encodes_its_pushes_as_the_library_would() {
     use ps_apps::app::device_codec::{
-        block_k, dense_device_bytes, DeviceChain, KeyedBlock, ResidualKeeper, TopKCopies,
+        block_k, DeviceChain, KeyedBlock, ResidualKeeper, TopKCopies,
     };
     use ps_proto::codec::{CodecChain, Selector, ValueFormat};
     let Some(gpu) = worker_gpu::gpu_or_skip("waves_engine_encodes_its_pushes") else {
@@ -509,26 +509,9 @@ fn waves_engine_encodes_its_pushes_as_the_library_would() {
             let mut after = vec![0.0; p.items.len()];
             dev.item_rows(&keys, &mut after).expect("rows");
             let delta: Vec<f32> = after.iter().zip(&read).map(|(a, b)| a - b).collect();
-            let mut bytes = (0, 0);
-            let want: Vec<Vec<u8>> = blocks
-                .iter()
-                .map(|b| {
-                    let (lo, hi) = (b.rows.start * w, b.rows.end * w);
-                    let rows = &keys[b.rows.clone()];
-                    let (i, o) = match chain {
-                        DeviceChain::Dense(f) => (0, dense_device_bytes(f, hi - lo).unwrap()),
-                        DeviceChain::TopK(f) => {
-                            let mut values = delta[lo..hi].to_vec();
-                            keeper.add_keyed(0, rows, &mut values).expect("add");
-                            copies.push(&values, b.k, f)
-                        }
-                    };
-                    bytes = (bytes.0 + i, bytes.1 + o);
-                    keeper
-                        .encode_keyed(0, rows, chain, b.k, &delta[lo..hi])
-                        .expect("keeper")
-                })
-                .collect();
+            let (want, bytes) = keeper
+                .encode_keyed_blocks(&mut copies, (0, &keys, w), chain, &blocks, &delta)
+                .expect("keeper");
             let before = dev.traffic();
             let mut got = Vec::new();
             dev.delta_encoded(&keys, chain, &blocks, &mut got)

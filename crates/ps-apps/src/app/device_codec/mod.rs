@@ -289,6 +289,9 @@ pub fn selection_payload(
     Ok((out, subtract))
 }
 
+/// Payloads, one per block, and the bytes `(in, out)` a device copied to make them.
+pub type EncodedBlocks = (Vec<Vec<u8>>, (u64, u64));
+
 /// The host oracle of an engine's own push encoding: per table a dense residual (`rows x
 /// width`), what earlier clocks computed and did not send.
 #[derive(Debug, Clone, Default)]
@@ -514,6 +517,61 @@ impl ResidualKeeper {
             r[at..at + w].copy_from_slice(g);
         }
         Ok(out)
+    }
+
+    /// The bytes `(in, out)` a device engine copies across its bus to encode `delta` (the rows
+    /// `keys` of `table`) with `chain` before [`ResidualKeeper::encode_keyed`] of the same
+    /// block: a dense chain's payload as whole words; a top-k's copies of the values it selects
+    /// from (the delta plus the residual its rows hold), as `copies` (one encoder serving every
+    /// block) predicts them.
+    pub fn keyed_copies(
+        &mut self,
+        copies: &mut TopKCopies,
+        (table, keys): (u32, &[u64]),
+        chain: DeviceChain,
+        k: usize,
+        delta: &[f32],
+    ) -> Result<(u64, u64), ComputeError> {
+        match chain {
+            DeviceChain::Dense(format) => {
+                Ok((0, dense_device_bytes(format, delta.len()).unwrap_or(0)))
+            }
+            DeviceChain::TopK(format) => {
+                let mut values = delta.to_vec();
+                self.add_keyed(table, keys, &mut values)?;
+                Ok(copies.push(&values, k, format))
+            }
+        }
+    }
+
+    /// Each of `blocks` (positions in `keys`, rows of `table` of `width`) of `delta` encoded
+    /// with `chain` as a device engine encodes it ([`ResidualKeeper::encode_keyed`]), and the
+    /// bytes `(in, out)` its bus copies for all of them ([`ResidualKeeper::keyed_copies`]).
+    pub fn encode_keyed_blocks(
+        &mut self,
+        copies: &mut TopKCopies,
+        (table, keys, width): (u32, &[u64], usize),
+        chain: DeviceChain,
+        blocks: &[KeyedBlock],
+        delta: &[f32],
+    ) -> Result<EncodedBlocks, ComputeError> {
+        let mut bytes = (0, 0);
+        let mut payloads = Vec::with_capacity(blocks.len());
+        for b in blocks {
+            let rows = keys.get(b.rows.clone()).ok_or_else(|| {
+                bad(
+                    "residual",
+                    format!("rows {:?} of {} keys", b.rows, keys.len()),
+                )
+            })?;
+            let part = delta
+                .get(b.rows.start * width..b.rows.end * width)
+                .ok_or_else(|| bad("residual", format!("rows {:?} of the delta", b.rows)))?;
+            let (i, o) = self.keyed_copies(copies, (table, rows), chain, b.k, part)?;
+            bytes = (bytes.0 + i, bytes.1 + o);
+            payloads.push(self.encode_keyed(table, rows, chain, b.k, part)?);
+        }
+        Ok((payloads, bytes))
     }
 
     /// Sum of the residual's magnitudes.

@@ -28,7 +28,7 @@ use super::data::Rating;
 use super::factors::Factors;
 use super::waves::WaveSchedule;
 use crate::app::device_codec::{
-    check_keyed, dense_device_bytes, f16_image, DeviceChain, KeyedBlock, ResidualKeeper, TopKCopies,
+    check_keyed, f16_image, DeviceChain, KeyedBlock, ResidualKeeper, TopKCopies,
 };
 use crate::error::ComputeError;
 
@@ -405,18 +405,10 @@ impl MfResident for HostResident {
             .get_or_insert_with(|| ResidualKeeper::new(&[(items, w)]));
         let (mut moved_in, mut moved_out) = (0, 0);
         for b in blocks {
-            let (rows, n) = (&keys[b.rows.clone()], b.rows.len() * w);
+            let rows = &keys[b.rows.clone()];
             let part = &delta[b.rows.start * w..b.rows.end * w];
-            let (bytes_in, bytes_out) = match chain {
-                DeviceChain::Dense(format) => (0, dense_device_bytes(format, n).unwrap_or(0)),
-                // The device's top-k of the block's values (the delta plus the residual its rows
-                // hold) copies what `TopKCopies` predicts; one encoder serves every block.
-                DeviceChain::TopK(format) => {
-                    let mut values = part.to_vec();
-                    kept.add_keyed(0, rows, &mut values)?;
-                    self.topk_copies.push(&values, b.k, format)
-                }
-            };
+            let (bytes_in, bytes_out) =
+                kept.keyed_copies(&mut self.topk_copies, (0, rows), chain, b.k, part)?;
             let payload = self
                 .traffic
                 .timed(|| kept.encode_keyed(0, rows, chain, b.k, part))?;

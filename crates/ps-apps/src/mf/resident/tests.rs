@@ -82,9 +82,7 @@ fn the_oracle_counts_a_devices_copies_and_times_its_passes() {
 /// residual table at the drop).
 #[test]
 fn the_oracle_encodes_its_pushes_as_the_library_would() {
-    use crate::app::device_codec::{
-        dense_device_bytes, DeviceChain, KeyedBlock, ResidualKeeper, TopKCopies,
-    };
+    use crate::app::device_codec::{DeviceChain, KeyedBlock, ResidualKeeper, TopKCopies};
     use ps_proto::codec::ValueFormat;
     let (users, items, w) = (6u32, 5usize, 3usize);
     let rating = |i: u32| Rating {
@@ -154,26 +152,9 @@ fn the_oracle_encodes_its_pushes_as_the_library_would() {
             let mut after = vec![0.0; items * w];
             e.item_rows(&keys, &mut after).unwrap();
             let delta: Vec<f32> = after.iter().zip(&read).map(|(a, b)| a - b).collect();
-            let mut bytes = (0, 0);
-            let want: Vec<Vec<u8>> = blocks
-                .iter()
-                .map(|b| {
-                    let (lo, hi) = (b.rows.start * w, b.rows.end * w);
-                    let rows = &keys[b.rows.clone()];
-                    let (i, o) = match chain {
-                        DeviceChain::Dense(f) => (0, dense_device_bytes(f, hi - lo).unwrap()),
-                        DeviceChain::TopK(f) => {
-                            let mut values = delta[lo..hi].to_vec();
-                            keeper.add_keyed(0, rows, &mut values).unwrap();
-                            copies.push(&values, b.k, f)
-                        }
-                    };
-                    bytes = (bytes.0 + i, bytes.1 + o);
-                    keeper
-                        .encode_keyed(0, rows, chain, b.k, &delta[lo..hi])
-                        .unwrap()
-                })
-                .collect();
+            let (want, bytes) = keeper
+                .encode_keyed_blocks(&mut copies, (0, &keys, w), chain, &blocks, &delta)
+                .unwrap();
             let before = e.traffic();
             let mut got = Vec::new();
             e.delta_encoded(&keys, chain, &blocks, &mut got).unwrap();
