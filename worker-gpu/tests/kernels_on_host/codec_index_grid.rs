@@ -4,7 +4,9 @@
 //! `ps_proto::codec::index_sizes`, and `codec_index_write`'s codes in the layout the host picks
 //! from it (`index_layout`) are the bytes `encode_selection_indices` writes after the layout's
 //! opening, in every layout but dense (list, Rice, runs: each wins somewhere below; gaps past
-//! 2^31 too), on a launch of more than one warp and block (only the first warp works).
+//! 2^31 too), on a launch of more than one warp and block (only the first warp works), writing
+//! nothing past the words it is given; and the measure's flag for indices out of order or
+//! range.
 
 use std::fmt::Write as _;
 
@@ -84,15 +86,18 @@ fn the_device_measures_and_codes_the_chosen_indices_as_the_library_does() {
         write!(want, "{case} codes ").unwrap();
         codes.iter().for_each(|b| write!(want, "{b:02x}").unwrap());
         want.push('\n');
-        let words = codes.len().div_ceil(4) + 1;
+        // The kernel is told the words the codes fill; the buffer has one more, which must stay
+        // zero.
+        let cap = codes.len().div_ceil(4);
+        let words = cap + 1;
         write!(
             body,
             "{{\n{}static unsigned long long plan[8]; static unsigned int out[{words}];
-            run_grid(2u, 64u, [&] {{ codec_index_plan(sel, {m}u, plan); }});
+            run_grid(2u, 64u, [&] {{ codec_index_plan(sel, {m}u, {n}ull, plan); }});
             printf(\"{case} plan\");
             for (int i = 0; i < 8; ++i) printf(\" %llu\", plan[i]);
             printf(\"\\n\");
-            run_grid(2u, 64u, [&] {{ codec_index_write(sel, {m}u, {}u, {}u, {}u, out); }});
+            run_grid(2u, 64u, [&] {{ codec_index_write(sel, {m}u, {}u, {}u, {}u, {cap}ull, out); }});
             printf(\"{case} codes \");
             const unsigned char* b = (const unsigned char*)out;
             for (unsigned int i = 0; i < {}u; ++i) printf(\"%02x\", b[i]);
@@ -110,5 +115,28 @@ fn the_device_measures_and_codes_the_chosen_indices_as_the_library_does() {
     }
     // List, Rice and runs each won somewhere (sign has no dense layout).
     assert!(modes[0] > 0 && modes[2] > 0 && modes[3] > 0, "{modes:?}");
+    // Faults the measure flags with an impossible Rice parameter: indices out of order, one
+    // repeated, one not below the block's size.
+    for (case, (list, n)) in [
+        (&[3u32, 9, 7][..], 10u64),
+        (&[3, 3, 8], 10),
+        (&[1, 4, 10], 10),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        writeln!(want, "fault {case} 4294967295").unwrap();
+        write!(
+            body,
+            "{{
+{}static unsigned long long plan[8];
+            run_grid(1u, 32u, [&] {{ codec_index_plan(sel, 3u, {n}ull, plan); }});
+            printf(\"fault {case} %llu\\n\", plan[5]);
+}}
+",
+            array("unsigned int", "sel", list),
+        )
+        .unwrap();
+    }
     host_cxx::check_on_host(&kernels(), &body, &want);
 }

@@ -131,7 +131,8 @@ pub struct IndexSizes {
     pub len_bits: u64,
 }
 
-/// [`IndexSizes`] of `sel` (ascending).
+/// [`IndexSizes`] of `sel`, strictly increasing (not checked here:
+/// [`super::encode_selection_indices`] checks).
 pub fn index_sizes(sel: &[u32]) -> IndexSizes {
     let list_bytes = sel
         .iter()

@@ -57,23 +57,25 @@ impl IndexCoder {
         moved: &mut u64,
     ) -> Result<IndexLayout, GpuError> {
         let stream = Arc::clone(&gpu.compute);
-        if m == 0 || idx.len() < m || m > u32::MAX as usize {
+        if m == 0 || idx.len() < m || m > u32::MAX as usize - 64 {
             return Err(GpuError::Input(format!(
                 "an index part of {m} entries from a buffer of {}",
                 idx.len()
             )));
         }
         self.d_plan.ensure(&stream, PLAN_WORDS)?;
-        let m32 = m as u32;
+        let (m32, n64) = (m as u32, n as u64);
         let mut b = stream.launch_builder(&self.plan);
-        b.arg(idx).arg(&m32).arg(self.d_plan.get_mut());
+        b.arg(idx).arg(&m32).arg(&n64).arg(self.d_plan.get_mut());
         // SAFETY: idx holds m indices, the plan 8 words; codec_index_plan(const unsigned int*,
-        // unsigned int, unsigned long long*), its first warp working.
+        // unsigned int, unsigned long long, unsigned long long*), its first warp working.
         unsafe { b.launch(one_warp()) }.call("cuLaunchKernel(codec_index_plan)")?;
         self.plan_host
             .download(&stream, self.d_plan.get(), PLAN_WORDS)?;
         *moved += 8 * PLAN_WORDS as u64;
         let p = self.plan_host.host()?;
+        // A parameter of 32 or more: not one (the kernel marks indices out of order or range
+        // with an impossible Rice parameter).
         let param = |v: u64| u32::try_from(v).ok().filter(|&k| k < 32);
         let (Some(rice_k), Some(gap_k), Some(len_k)) = (param(p[5]), param(p[6]), param(p[7]))
         else {
@@ -121,16 +123,19 @@ impl IndexCoder {
         }
         self.d_codes.zero(&stream, words)?;
         let (m32, mode, k, kl) = (m as u32, u32::from(layout.mode), layout.k, layout.kl);
+        let words64 = words as u64;
         let mut b = stream.launch_builder(&self.write);
         b.arg(idx)
             .arg(&m32)
             .arg(&mode)
             .arg(&k)
             .arg(&kl)
+            .arg(&words64)
             .arg(self.d_codes.get_mut());
-        // SAFETY: idx holds m indices; the codes buffer, zeroed, holds the `words` the measure
-        // says the codes fill; codec_index_write(const unsigned int*, unsigned int, unsigned
-        // int, unsigned int, unsigned int, unsigned int*), its first warp working.
+        // SAFETY: idx holds m indices; the codes buffer, zeroed, holds `words` words, past
+        // which the kernel writes nothing; codec_index_write(const unsigned int*, unsigned int,
+        // unsigned int, unsigned int, unsigned int, unsigned long long, unsigned int*), its
+        // first warp working.
         unsafe { b.launch(one_warp()) }.call("cuLaunchKernel(codec_index_write)")?;
         self.codes_host
             .download(&stream, self.d_codes.get(), words)?;
