@@ -8,12 +8,17 @@
 //! * the error-feedback step `residual += delta` (events): reads 8 and writes 4 bytes per value.
 //! * a whole top-k push of a device-resident delta (wall): accumulate, select, the candidates
 //!   copied back and trimmed on the host, the sent entries subtracted.
+//! * a whole top-k push encoded on the device (wall, `push_encoded_view` in sign at k = 1% and
+//!   15%: the radix select past 4,096 candidates, the index part coded by one warp, the values
+//!   encoded, only the measure, codes and values copied back), with the bytes it copied: what
+//!   says whether coding the indices there costs more time than copying them would.
 //! * `encode_f16` of a host slice (wall): the staging copies and PCIe transfers included, next to
 //!   the same device floor, to show what the copies cost.
 
 use std::sync::Arc;
 
 use cudarc::driver::CudaSlice;
+use ps_proto::codec::ValueFormat;
 use worker_gpu::cuda::codec::{CudaCodec, SentFormat};
 use worker_gpu::cuda::{Gpu, GpuError};
 
@@ -156,6 +161,38 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
         });
     }
     drop(topk);
+
+    // A whole push encoded on the device (wall), as the MLP and MF engines run `topk:F,sign`.
+    for percent in [1usize, 15] {
+        let k = (n * percent).div_ceil(100);
+        let mut enc = codec.top_k(n, SentFormat::F32)?;
+        let wall_reps = reps.min(10);
+        let mut payload = 0usize;
+        let before = enc.moved();
+        let (ms, spread) = median_wall_ms(gpu, 1, wall_reps, || {
+            payload = enc
+                .push_encoded_view(&x.slice(0..n), k, ValueFormat::Sign)?
+                .len();
+            Ok(())
+        })?;
+        let pushes = (1 + wall_reps) as u64;
+        let out = (enc.moved().1 - before.1) / pushes;
+        let (floor_rate, bound) = ceil.floor_rate(input_gb, 0.0, (16 * n) as f64);
+        rows.push(Row {
+            bench: "codec top-k push encoded on the device (wall)".into(),
+            shape: format!("{} f32, k = {percent}% ({k}), sign", mib(4 * n)),
+            rate: input_gb / (ms * 1e-3),
+            unit: "GB/s in",
+            floor_rate,
+            bound,
+            peer: None,
+            note: format!(
+                "{ms:.3} ms median of {wall_reps}, spread {:.1}%; accumulate + select (radix past                  4,096 candidates) + index codes (one warp) + sign values + scatter; {out} B                  copied back a push for a {payload} B payload (the indices alone: {} B); floor:                  16 B/value on the device",
+                spread * 100.0,
+                4 * k
+            ),
+        });
+    }
     drop(x);
 
     // encode_f16 of a host slice: pinned staging, H2D, kernel, D2H, copy out (wall).
