@@ -163,6 +163,9 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
     drop(topk);
 
     // A whole push encoded on the device (wall), as the MLP and MF engines run `topk:F,sign`.
+    // At most 4 Mi values (16 MiB): the index coding is one warp's walk over the k indices.
+    let n = n.min(4 << 20);
+    let input_gb = (4 * n) as f64 / 1e9;
     for percent in [1usize, 15] {
         let k = (n * percent).div_ceil(100);
         let mut enc = codec.top_k(n, SentFormat::F32)?;
