@@ -190,7 +190,10 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
             bound,
             peer: None,
             note: format!(
-                "{ms:.3} ms median of {wall_reps}, spread {:.1}%; accumulate + select (radix past                  4,096 candidates) + index codes (one warp) + sign values + scatter; {out} B                  copied back a push for a {payload} B payload (the indices alone: {} B); floor:                  16 B/value on the device",
+                "{ms:.3} ms median of {wall_reps}, spread {:.1}%; accumulate + select (radix past \
+                 4,096 candidates) + index codes (one warp) + sign values + scatter; {out} B \
+                 copied back a push for a {payload} B payload (the indices alone: {} B); floor: \
+                 16 B/value on the device",
                 spread * 100.0,
                 4 * k
             ),

@@ -5,8 +5,9 @@
 //! is not sent kept per item row in a residual table on the device and added to every such row
 //! a later load writes (held rows only). Per clock: the pushed rows are gathered from the cache
 //! before the waves (`before`) and after them (`after`), their difference is the delta; each
-//! block of the push plan gathers its rows' residual, is encoded (only its payload comes back,
-//! and for a top-k the chosen indices) and scatters the residual back. The oracle is
+//! block of the push plan gathers its rows' residual, is encoded (only its payload's bytes come
+//! back, for a top-k with its indices' 64-byte measure) and scatters the residual back. The
+//! oracle is
 //! `HostResident`, which counts the same bytes. Also here: loaded rows of f16 values cross as
 //! f16.
 

@@ -18,10 +18,11 @@
 //!   or, when the push codec is one the device runs ([`MlpResident::delta_encoded`],
 //!   `ps_apps::app::device_codec::device_chain`), each block of the worker library's push plan
 //!   is compressed on the device by an encoder that keeps the block's residual there: a
-//!   `DeviceTopK` (one top-k, in any value format) selects, trims the candidates to the k and
-//!   encodes their values on the device, and sends back their indices (4 bytes each) and the
-//!   values' bytes; the host writes the payload's index part (`DeviceTopK::push_encoded_view`,
-//!   which leaves more than 4,096 candidates, or a dense layout, to the host); a `DeviceDense` (no selection; f16,
+//!   `DeviceTopK` (one top-k, in any value format) selects the k, codes their indices and
+//!   encodes their values on the device, and sends back the indices' measure and codes and the
+//!   values' bytes; the host writes the opening of the payload's index part
+//!   (`DeviceTopK::push_encoded_view`, which leaves a dense layout to the host); a
+//!   `DeviceDense` (no selection; f16,
 //!   bf16, q8, q4, q2 or sign) makes the whole payload on the device and only it comes back.
 //!   The residual is added to the whole read model whenever it is uploaded again (so a read
 //!   must then load every row: [`ReadCoverage`]), and handed back with the next plain delta

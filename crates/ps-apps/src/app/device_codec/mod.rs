@@ -5,9 +5,10 @@
 //! (`ps_proto::push_plan`, `DeltaSink::push_plan`).
 //!
 //! What runs on a device ([`device_chain`]): a chain of one top-k stage (fraction or count) and
-//! any value format but the integer ones ([`DeviceChain::TopK`]: the device selects, and the
-//! host encodes the selected values, so a `sign` or `q4` top-k, whose group scales depend on
-//! the whole selection, makes the library's bytes too), or a chain that selects nothing and
+//! any value format but the integer ones ([`DeviceChain::TopK`]: the device selects, codes the
+//! chosen indices and encodes their values, the host writes the opening of the index part from
+//! the indices' measure; a dense layout's selection is encoded on the host,
+//! [`selection_payload`]), or a chain that selects nothing and
 //! sends every value in a lossy format, `f16`, `bf16`, `q8`, `q4`, `q2` or `sign`
 //! ([`DeviceChain::Dense`]: the whole payload is made on the device, so only it crosses the
 //! bus). Anything else (filters, whole rows, energy, several stages, momentum) is encoded by the
@@ -26,8 +27,9 @@ use ps_proto::codec::{self, CodecChain, ErrorFeedback, Selector, ValueFormat};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceChain {
     /// One top-k stage: each block's `k` largest values, sent in a format (`f32`, `f16`,
-    /// `bf16`, `q8`, `q4`, `q2` or `sign`). The device selects; the selected values are encoded
-    /// on the host ([`selection_payload`]), which hands back what to subtract from the residual.
+    /// `bf16`, `q8`, `q4`, `q2` or `sign`). The device selects, codes the indices and encodes
+    /// the values; where the smallest layout is dense the host encodes the selection
+    /// ([`selection_payload`]) and hands back what to subtract from the residual.
     TopK(ValueFormat),
     /// No selection: every value of a block, in a lossy format.
     Dense(ValueFormat),
