@@ -81,6 +81,34 @@ pub(super) fn too_short(what: &str, have: usize, need: usize) -> GpuError {
     ))
 }
 
+/// Enqueues `codec_f16_to_f32` (`to_f32`, [`Kernels`]'s) on the compute stream over the first
+/// `n` elements: `out[i]` = the f32 value of the f16 bits `halves[i]` (exact).
+pub(crate) fn launch_to_f32(
+    gpu: &Gpu,
+    to_f32: &CudaFunction,
+    halves: &CudaSlice<u16>,
+    out: &mut CudaSlice<f32>,
+    n: usize,
+) -> Result<(), GpuError> {
+    if halves.len() < n || out.len() < n {
+        return Err(too_short(
+            "codec_f16_to_f32",
+            halves.len().min(out.len()),
+            n,
+        ));
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    let n64 = n as u64;
+    let mut b = gpu.compute.launch_builder(to_f32);
+    b.arg(halves).arg(out).arg(&n64);
+    // SAFETY: both buffers hold at least n elements (checked above);
+    // codec_f16_to_f32(const unsigned short*, float*, unsigned long long).
+    unsafe { b.launch(elementwise(gpu, n)) }.call("cuLaunchKernel(codec_f16_to_f32)")?;
+    Ok(())
+}
+
 /// `codec_f32_to_f16` over the first `n` elements: `out = bits(x)`, and `round_trip` (when
 /// given) the value the receiver decodes.
 pub(super) fn launch_to_f16(
@@ -175,15 +203,13 @@ impl CudaCodec {
         self.u16_host.fill(bits)?;
         self.d_u16.upload(&self.gpu.copy, &self.u16_host)?;
         self.d_f32.ensure(&self.gpu.compute, n)?;
-        let n64 = n as u64;
-        let cfg = elementwise(&self.gpu, n);
-        {
-            let mut b = self.gpu.compute.launch_builder(&self.k.to_f32);
-            b.arg(self.d_u16.get()).arg(self.d_f32.get_mut()).arg(&n64);
-            // SAFETY: both buffers hold at least n elements (upload and ensure above);
-            // codec_f16_to_f32(const unsigned short*, float*, unsigned long long).
-            unsafe { b.launch(cfg) }.call("cuLaunchKernel(codec_f16_to_f32)")?;
-        }
+        launch_to_f32(
+            &self.gpu,
+            &self.k.to_f32,
+            self.d_u16.get(),
+            self.d_f32.get_mut(),
+            n,
+        )?;
         self.f32_host
             .download(&self.gpu.compute, self.d_f32.get(), n)?;
         Ok(self.f32_host.host()?.to_vec())

@@ -117,16 +117,7 @@ impl CudaMfResident {
             .to_f32
             .as_ref()
             .ok_or_else(|| input("no f16 kernel".into()))?;
-        let n64 = n as u64;
-        let mut b = stream.launch_builder(f);
-        b.arg(self.own.halves.get())
-            .arg(self.rows.get_mut())
-            .arg(&n64);
-        // SAFETY: both buffers hold n values; codec_f16_to_f32(const unsigned short*, float*,
-        // unsigned long long).
-        unsafe { b.launch(codec::elementwise(&self.gpu, n)) }
-            .call("cuLaunchKernel(codec_f16_to_f32)")?;
-        Ok(())
+        codec::launch_to_f32(&self.gpu, f, self.own.halves.get(), self.rows.get_mut(), n)
     }
 
     /// Adds the held residual of the read's rows `[first, first + n)` to the staged rows (before

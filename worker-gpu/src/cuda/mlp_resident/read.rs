@@ -6,14 +6,14 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaFunction, PushKernelArg};
+use cudarc::driver::CudaFunction;
 use ps_apps::app::device_codec::f16_image;
 use ps_apps::mlp::check_load;
 
 use super::{input, CudaMlpResident};
 use crate::cuda::buffers::{DevBuf, Pinned};
-use crate::cuda::codec::{self, elementwise};
-use crate::cuda::{Call, GpuError};
+use crate::cuda::codec;
+use crate::cuda::GpuError;
 
 /// The read model as f16 bits, and whether every load since the model's last use was of f16
 /// values.
@@ -124,16 +124,10 @@ impl CudaMlpResident {
             .to_f32
             .as_ref()
             .ok_or_else(|| input("no f16 kernel".into()))?;
-        let n64 = n as u64;
         let (halves, read, gpu) = (&self.halves.dev, &mut self.read, &self.gpu);
         // The widening counts as device compute.
         self.bus.kernels(&stream, || {
-            let mut b = stream.launch_builder(f);
-            b.arg(halves.get()).arg(read.get_mut()).arg(&n64);
-            // SAFETY: both buffers hold n values; codec_f16_to_f32(const unsigned short*,
-            // float*, unsigned long long).
-            unsafe { b.launch(elementwise(gpu, n)) }.call("cuLaunchKernel(codec_f16_to_f32)")?;
-            Ok(())
+            codec::launch_to_f32(gpu, f, halves.get(), read.get_mut(), n)
         })
     }
 }
