@@ -27,7 +27,8 @@ pub enum Selector {
     /// Keep the fewest entries of largest magnitude whose squares add up to at least `E` of the
     /// block's (of earlier stages' survivors'); E in (0, 1]. The count adapts to the block:
     /// a few large entries go alone, a flat block sends many. A block holding a non-finite
-    /// value sends every entry (so divergence shows).
+    /// value sends every entry (so divergence shows). The squares are integers in the largest
+    /// entry's scale, summed exactly ([`super::k_of_energy`]), so a device finds the same count.
     Energy(f32),
 }
 

@@ -13,7 +13,8 @@
 //!   zero deltas and deltas small relative to the current value are skipped (they stay in the
 //!   residual under [`ErrorFeedback`]). It needs the current values of the block.
 //! * `energy:E` (E in (0, 1]) keeps the fewest largest entries whose squares add up to at least
-//!   `E` of the block's: a count that adapts to each block (see [`Selector::Energy`]).
+//!   `E` of the block's: a count that adapts to each block (see [`Selector::Energy`]; the squares
+//!   are integers in the largest entry's scale, so a device finds the same count: [`k_of_energy`]).
 //! * `warmup:N` relaxes every top-k fraction over the first N clocks (see
 //!   [`CodecChain::at_clock`]); encoders call `at_clock` with the clock they encode.
 //! * Stages apply in order, each to the survivors of the previous one; a top-k fraction is always
@@ -48,6 +49,7 @@
 //! allocates no more than the payload's size justifies.
 
 mod chain;
+mod energy;
 mod exact;
 mod feedback;
 mod format;
@@ -59,6 +61,7 @@ pub use sparse::{index_layout, index_sizes, IndexLayout, IndexSizes};
 mod varint;
 
 pub use chain::{wire_format, CodecChain, Selector, WIRE_SPARSE};
+pub use energy::{energy_goal, energy_weight, k_of_energy};
 pub use exact::{
     encode_exact_selection, exact_sparse, exact_sparse_raw, exact_values_format, exact_wire_id,
     is_exact_wire_id, NonzeroEntries, EXACT_SPARSE_WIRE_ID,
@@ -70,8 +73,7 @@ pub use keycache::{
 };
 pub use quant::GROUP as QUANT_GROUP;
 pub use select::{
-    initial_above, k_of_energy, k_of_fraction, sample_positions, top_k, EXACT_BELOW,
-    SAMPLE as TOPK_SAMPLE,
+    initial_above, k_of_fraction, sample_positions, top_k, EXACT_BELOW, SAMPLE as TOPK_SAMPLE,
 };
 pub use varint::{read_varint, varint_len, write_varint};
 
@@ -243,7 +245,7 @@ fn select(chain: &CodecChain, values: &[f32], current: Option<&[f32]>) -> Vec<u3
             Selector::TopKFraction(f) => top(values, sel, k_of_fraction(f, n)),
             Selector::TopKCount(c) => top(values, sel, (c as usize).min(n)),
             Selector::Energy(e) => {
-                let k = select::k_of_energy(values, sel.as_deref(), e);
+                let k = energy::k_of_energy(values, sel.as_deref(), e);
                 top(values, sel, k)
             }
             Selector::RowsFraction { fraction, width } => {

@@ -48,34 +48,6 @@ pub fn k_of_fraction(fraction: f32, n: usize) -> usize {
     }
 }
 
-/// How many entries `Selector::Energy(e)` keeps of `values` (of `subset`, when given): the
-/// fewest largest magnitudes whose squares reach `e` of the total; every entry when one is
-/// not finite, none when all are zero.
-pub fn k_of_energy(values: &[f32], subset: Option<&[u32]>, e: f32) -> usize {
-    let mut sq: Vec<f64> = match subset {
-        Some(s) => s.iter().map(|&i| f64::from(values[i as usize])).collect(),
-        None => values.iter().map(|&v| f64::from(v)).collect(),
-    };
-    if sq.iter().any(|v| !v.is_finite()) {
-        return sq.len();
-    }
-    sq.iter_mut().for_each(|v| *v *= *v);
-    let total: f64 = sq.iter().sum();
-    if total <= 0.0 {
-        return 0;
-    }
-    sq.sort_unstable_by(|a, b| b.total_cmp(a));
-    let goal = f64::from(e) * total;
-    let mut acc = 0.0;
-    for (i, v) in sq.iter().enumerate() {
-        acc += v;
-        if acc >= goal {
-            return i + 1;
-        }
-    }
-    sq.len()
-}
-
 /// Indices (ascending) of the `k` entries of largest magnitude, ties by lower index; see the
 /// module docs. `values.len()` must fit in u32 indices (`<= 2^32`).
 pub fn top_k(values: &[f32], k: usize) -> Vec<u32> {
@@ -270,23 +242,6 @@ pub(crate) fn filter(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_energy_count_is_the_fewest_entries_reaching_the_fraction() {
-        // Squares 16, 9, 1: total 26.
-        let v = [3.0f32, -4.0, 1.0];
-        assert_eq!(k_of_energy(&v, None, 0.5), 1, "16 >= 13");
-        assert_eq!(k_of_energy(&v, None, 0.7), 2, "16 < 18.2 <= 25");
-        assert_eq!(k_of_energy(&v, None, 1.0), 3);
-        assert_eq!(k_of_energy(&v, Some(&[0, 2]), 0.95), 2, "9 < 9.5 of 10");
-        assert_eq!(k_of_energy(&[0.0, -0.0], None, 0.5), 0, "nothing to send");
-        assert_eq!(
-            k_of_energy(&[1.0, f32::NAN, 0.0], None, 0.1),
-            3,
-            "all when not finite"
-        );
-        assert_eq!(k_of_energy(&[], None, 0.5), 0);
-    }
 
     /// Reference: full sort by (magnitude desc, index asc).
     pub(crate) fn reference(values: &[f32], k: usize) -> Vec<u32> {
