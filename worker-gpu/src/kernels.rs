@@ -234,6 +234,10 @@ pub const KERNELS: &[Kernel] = &[
             "codec_select_write"
         ]
     ),
+    kernel!(
+        "codec_energy",
+        ["codec_energy_max", "codec_energy_hist", "codec_energy_pick"]
+    ),
     kernel!("rng", ["rng_philox_uniforms"], headers["philox"]),
 ];
 

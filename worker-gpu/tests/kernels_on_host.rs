@@ -8,6 +8,8 @@
 
 #[path = "kernels_on_host/codec_dense_grid.rs"]
 mod codec_dense_grid;
+#[path = "kernels_on_host/codec_energy_grid.rs"]
+mod codec_energy_grid;
 #[path = "kernels_on_host/codec_index_grid.rs"]
 mod codec_index_grid;
 #[path = "kernels_on_host/codec_select_grid.rs"]

@@ -42,6 +42,16 @@ static inline float atomicAdd(float* p, float x) { return std::atomic_ref<float>
 static inline int atomicAdd(int* p, int x) { return std::atomic_ref<int>(*p).fetch_add(x); }
 static inline unsigned int atomicAdd(unsigned int* p, unsigned int x) { return std::atomic_ref<unsigned int>(*p).fetch_add(x); }
 static inline double atomicAdd(double* p, double x) { return std::atomic_ref<double>(*p).fetch_add(x); }
+static inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long x) { return std::atomic_ref<unsigned long long>(*p).fetch_add(x); }
+template <typename T> static inline T lw_atomic_max(T* p, T x) {
+    std::atomic_ref<T> a(*p);
+    T old = a.load();
+    while (old < x && !a.compare_exchange_weak(old, x)) {}
+    return old;
+}
+static inline unsigned int atomicMax(unsigned int* p, unsigned int x) { return lw_atomic_max(p, x); }
+static inline unsigned long long atomicMax(unsigned long long* p, unsigned long long x) { return lw_atomic_max(p, x); }
+static inline double __dmul_rn(double a, double b) { return a * b; }
 static inline int atomicSub(int* p, int x) { return std::atomic_ref<int>(*p).fetch_sub(x); }
 static inline unsigned int atomicOr(unsigned int* p, unsigned int x) { return std::atomic_ref<unsigned int>(*p).fetch_or(x); }
 "#;
