@@ -292,10 +292,10 @@ step_mlp_device_codec() {
     echo "== MLP with its delta compressed on the device"
     run_step mlp-raw-cuda 60 "$BUNDLE/ps-cluster" local --app mlp --device cuda --deterministic \
         --no-progress || return 0
-    # A top-k in f16 and in sign (the selection comes back, the host encodes its values) and a
+    # A top-k in f16 and in sign, an energy stage (its count found on the device) and a
     # whole-value format (the payload is made there).
     local codec name
-    for codec in topk:0.02,f16 topk:0.02,sign q4; do
+    for codec in topk:0.02,f16 topk:0.02,sign energy:0.1,sign q4; do
         name=mlp-codec-${codec//[:,.]/_}
         run_step "$name-cuda" 60 "$BUNDLE/ps-cluster" local --app mlp --device cuda \
             --deterministic --no-progress --push-codec "$codec" || continue
@@ -327,14 +327,14 @@ PY
     done
 }
 
-# MF with its delta encoded on the device (q4, and a top-k in sign: selected, trimmed and
-# encoded there) against the same job with the library encoding the plain delta
+# MF with its delta encoded on the device (q4, a top-k in sign: selected, trimmed and encoded
+# there, and an energy stage: counted there too) against the same job with the library encoding the plain delta
 # (PS_DEVICE_CODEC=off): the waves are deterministic, so the models must be the same bit for
 # bit; only the payloads (and a top-k's chosen indices) should leave the device.
 step_mf_device_codec() {
     echo "== MF with its delta encoded on the device"
     local codec name
-    for codec in q4 topk:0.15,warmup:1,sign; do
+    for codec in q4 topk:0.15,warmup:1,sign energy:0.4,sign; do
         name=mf-codec-${codec//[:,.]/_}
         run_step "$name-cuda" 60 "$BUNDLE/ps-cluster" local --app mf --device cuda \
             --deterministic --no-progress --push-codec "$codec" || continue

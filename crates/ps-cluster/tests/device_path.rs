@@ -1,7 +1,7 @@
 //! The GPU workers' path run by the engines' CPU oracles (`--device cpu-resident`), through
 //! whole local jobs: everything a GPU worker does but the kernels. The MLP engine compresses
-//! its own delta (one top-k with f32 or f16 values, or a dense lossy format: f16, bf16, q8, q4,
-//! q2, sign) from the worker library's push plan, keeps the residual and adds it to what it
+//! its own delta (one top-k or energy stage, or a dense lossy format: f16, bf16, q8, q4, q2,
+//! sign) from the worker library's push plan, keeps the residual and adds it to what it
 //! reads; the job is then bit for bit the host path's (model hash, bytes pushed, figures). A
 //! chain a device does not run falls back to the library's encoder. MF, LDA and LR run their
 //! resident paths to the same quality (LDA and LR to the same model, bit for bit), MF with f16
@@ -33,6 +33,7 @@ fn an_mlp_engine_that_encodes_its_own_delta_matches_the_host_path() {
         "topk:0.1,warmup:3",
         "topk:0.02,sign",
         "energy:0.1,sign",
+        "topk:0.05,momentum:0.5,sign",
         "q4",
         "sign",
         "bf16",
@@ -53,7 +54,7 @@ fn an_mlp_engine_that_encodes_its_own_delta_matches_the_host_path() {
             "{host}"
         );
         let encoded = dev["push_payload_bytes_engine_encoded"].as_f64();
-        if codec == "energy:0.1,sign" {
+        if codec.contains("momentum") {
             // Not a chain a device runs: the library encoded the plain delta.
             assert!(encoded.is_none(), "{codec}: {dev}");
         } else {
@@ -230,7 +231,7 @@ fn run_encoding(app: &str, codec: &str, extra: &[&str], engine: bool) -> Value {
     summary(&out)
 }
 
-/// MF and MLP engines that encode a lossy chain themselves (dense, or a top-k)
+/// MF and MLP engines that encode a lossy chain themselves (dense, a top-k or an energy stage)
 /// train exactly the model the worker library's encoding of their plain deltas trains (the
 /// same hash, pushed bytes, test figures and unsent residual), and for MF, whose oracle counts the device's copies, only the
 /// payloads leave the device: fewer bytes out than the plain changed rows. An MF epoch split
@@ -265,6 +266,8 @@ fn engines_that_encode_lossy_chains_train_what_the_library_trains() {
             &[],
         ),
         ("mf", "item_table_hash", "test_rmse", "topk:0.05,f16", &[]),
+        // An energy stage: its count found on the device, then encoded as a top-k.
+        ("mf", "item_table_hash", "test_rmse", "energy:0.4,sign", &[]),
         // An f32 top-k flushes raw at the end, which the MF engine does not encode: the library
         // encodes it from the start (the same model either way).
         ("mf", "item_table_hash", "test_rmse", "topk:0.05", &[]),
@@ -272,6 +275,7 @@ fn engines_that_encode_lossy_chains_train_what_the_library_trains() {
         // A top-k in a block format: the device selects, the host encodes the selection, the
         // last clock flushes whole in sign.
         ("mlp", "model_hash", "test_accuracy", "topk:0.02,sign", &[]),
+        ("mlp", "model_hash", "test_accuracy", "energy:0.1,sign", &[]),
     ] {
         let library = run_encoding(app, codec, extra, false);
         let engine = run_encoding(app, codec, extra, true);

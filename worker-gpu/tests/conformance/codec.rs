@@ -3,7 +3,7 @@
 //! for entry, residual included.
 
 use half::f16;
-use ps_apps::app::device_codec::TopKCopies;
+use ps_apps::app::device_codec::{Keep, TopKCopies};
 use ps_proto::codec::{
     decode, encode, k_of_fraction, top_k, CodecChain, Decoded, ErrorFeedback, Selector, ValueFormat,
 };
@@ -512,7 +512,7 @@ fn a_selection_encoded_on_the_host_keeps_the_librarys_residual() {
                 // All of it on the device (trim, encoding, feedback): the same again.
                 let before = on_device.moved();
                 let got = on_device
-                    .push_encoded(&delta, k, format)
+                    .push_encoded(&delta, Keep::Count(k), format)
                     .expect("encoded on the device");
                 assert!(
                     got == want,
@@ -531,7 +531,82 @@ fn a_selection_encoded_on_the_host_keeps_the_librarys_residual() {
                 );
                 assert_eq!(
                     (h2d, d2h),
-                    copies.push(&acc, k, format),
+                    copies.push(&acc, Keep::Count(k), format),
+                    "{what}: the copies the oracles predict"
+                );
+            }
+        }
+    }
+}
+
+/// An energy stage encoded on the device (`push_encoded` with `Keep::Energy`: the count found
+/// there, `codec_energy.cu`, then the chosen entries written and encoded as a top-k's): over
+/// rounds the payloads and the residual, bit for bit, are `ErrorFeedback`'s with `energy:E`,
+/// in a block format, a half format and f32, for fractions that keep a few entries and most of
+/// them, on a block smaller than a tile and one of many tiles, with an infinity in one round
+/// (every entry goes) and a round of zeros (nothing goes), and the copies are what the oracles
+/// predict.
+#[test]
+fn an_energy_stage_encoded_on_the_device_keeps_the_librarys_residual() {
+    let Some(gpu) = worker_gpu::gpu_or_skip(
+        "an_energy_stage_encoded_on_the_device_keeps_the_librarys_residual",
+    ) else {
+        return;
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(seed("codec energy encoded on the device"));
+    let codec = CudaCodec::new(gpu).expect("codec");
+    for format in [ValueFormat::Sign, ValueFormat::F16, ValueFormat::F32] {
+        for (n, e) in [(3_000, 0.4f32), (70_000, 0.45), (20_000, 0.9)] {
+            let mut on_device = codec.top_k(n, SentFormat::F32).expect("top-k");
+            let mut copies = TopKCopies::new(n);
+            let mut ef = ErrorFeedback::new(n);
+            let chain = CodecChain {
+                selectors: vec![Selector::Energy(e)],
+                warmup: 0,
+                momentum: 0.0,
+                format,
+            };
+            for round in 0..6 {
+                let mut delta: Vec<f32> = (0..n).map(|_| normal(&mut rng)).collect();
+                if round == 3 {
+                    delta[11] = f32::NEG_INFINITY;
+                }
+                if round == 4 {
+                    // A zero delta: in f32 the infinity's round sent every entry and left
+                    // nothing, so nothing goes; in the lossy formats what rounding left does.
+                    delta.iter_mut().for_each(|d| *d = 0.0);
+                }
+                let acc: Vec<f32> = ef
+                    .residual()
+                    .iter()
+                    .zip(&delta)
+                    .map(|(r, d)| r + d)
+                    .collect();
+                let mut want = Vec::new();
+                ef.compress(&chain, &delta, None, &mut want)
+                    .expect("host compress");
+                let what = format!("{format:?} n {n} energy {e} round {round}");
+                let before = on_device.moved();
+                let got = on_device
+                    .push_encoded(&delta, Keep::Energy(e), format)
+                    .expect("encoded on the device");
+                assert!(got == want, "{what}: payloads differ");
+                let res = on_device.residual().expect("residual");
+                assert_same(&what, &res, ef.residual());
+                let moved = (
+                    on_device.moved().0 - before.0,
+                    on_device.moved().1 - before.1,
+                );
+                eprintln!(
+                    "{what}: kept {} of {n}; {} B in, {} B out; payload {} B",
+                    ps_proto::codec::k_of_energy(&acc, None, e),
+                    moved.0,
+                    moved.1,
+                    got.len()
+                );
+                assert_eq!(
+                    moved,
+                    copies.push(&acc, Keep::Energy(e), format),
                     "{what}: the copies the oracles predict"
                 );
             }

@@ -417,11 +417,12 @@ fn waves_engine_rejects_bad_rows_and_oversized_schedules() {
 /// waves, copied back, give the delta the keeper encodes, byte for byte the device's payloads;
 /// only the payloads' words come back (for a top-k, the counts, the chosen indices' measure and
 /// codes and the values' bytes `TopKCopies` predicts: the second block of the large case has
-/// more candidates than one block trims); the drop returns the keeper's sum.
+/// more candidates than one block trims; an energy stage counts on the device and sends its
+/// count back instead); the drop returns the keeper's sum.
 #[test]
 fn waves_engine_encodes_its_pushes_as_the_library_would() {
     use ps_apps::app::device_codec::{
-        block_k, DeviceChain, KeyedBlock, ResidualKeeper, TopKCopies,
+        block_k, DeviceChain, Fraction, KeyedBlock, ResidualKeeper, TopKCopies,
     };
     use ps_proto::codec::{CodecChain, Selector, ValueFormat};
     let Some(gpu) = worker_gpu::gpu_or_skip("waves_engine_encodes_its_pushes") else {
@@ -469,6 +470,14 @@ fn waves_engine_encodes_its_pushes_as_the_library_would() {
             Factors::F32,
             DeviceChain::TopK(ValueFormat::Sign),
             0.4,
+            200,
+        ),
+        // An energy stage: the count found on the device, block by block.
+        (
+            Layout::plain(16),
+            Factors::F32,
+            DeviceChain::Energy(Fraction::new(0.4), ValueFormat::Sign),
+            1.0,
             200,
         ),
     ] {

@@ -16,7 +16,7 @@
 //! out; a clock whose order the device makes itself (`run_visit`) is the host-ordered clock bit
 //! for bit, without the order on the bus; and bad input is a typed error.
 
-use ps_apps::app::device_codec::{DeltaBlock, DeviceChain, ResidualKeeper};
+use ps_apps::app::device_codec::{DeltaBlock, DeviceChain, Fraction, ResidualKeeper};
 use ps_apps::mlp::{
     epoch_order, synthetic_mlp, Arch, BatchStats, ClockKey, CpuMlp, Dataset, HostMlpResident,
     MlpResident, SyntheticMlpSpec, Visit,
@@ -324,7 +324,8 @@ impl CodedPair {
 /// The device compresses its own delta as the worker library would: over several clocks, an
 /// engine that encodes (`delta_encoded`, residual on the device, added to its reads) gives the
 /// bytes `ResidualKeeper` makes of a second engine's plain delta on the same reads, for a top-k
-/// in f32, f16, bf16, q4 and sign and every dense lossy format; only the selection, or the dense payload,
+/// in f32, f16, bf16, q4 and sign, an energy stage in sign and f16 (counted on the device) and
+/// every dense lossy format; only the selection, or the dense payload,
 /// crosses PCIe; and the final plain delta hands back what was held.
 #[test]
 fn resident_engine_encodes_its_delta_as_the_library_would() {
@@ -342,6 +343,8 @@ fn resident_engine_encodes_its_delta_as_the_library_would() {
         DeviceChain::TopK(ValueFormat::Sign),
         DeviceChain::TopK(ValueFormat::Q4),
         DeviceChain::TopK(ValueFormat::Bf16),
+        DeviceChain::Energy(Fraction::new(0.1), ValueFormat::Sign),
+        DeviceChain::Energy(Fraction::new(0.4), ValueFormat::F16),
         DeviceChain::Dense(ValueFormat::F16),
         DeviceChain::Dense(ValueFormat::Bf16),
         DeviceChain::Dense(ValueFormat::Q8),

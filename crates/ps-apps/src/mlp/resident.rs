@@ -494,18 +494,15 @@ impl MlpResident for HostMlpResident {
         if self.encoders.len() != blocks.len() || !blocks.iter().zip(&self.encoders).all(same) {
             self.encoders.clear();
             for (b, d) in blocks.iter().zip(&slices) {
-                let copies = match chain {
-                    DeviceChain::TopK(_) => Some(TopKCopies::new(d.len())),
-                    DeviceChain::Dense(_) => None,
-                };
+                let copies = chain.selects().then(|| TopKCopies::new(d.len()));
                 self.encoders.push((*b, chain, copies));
             }
         }
         for ((b, d), e) in blocks.iter().zip(&slices).zip(&mut self.encoders) {
             let (h2d, d2h) = match (&mut e.2, chain) {
-                (Some(c), DeviceChain::TopK(format)) => {
+                (Some(c), DeviceChain::TopK(format) | DeviceChain::Energy(_, format)) => {
                     let values = kept.accumulated(b.table, b.first_row, d)?;
-                    c.push(&values, b.k, format)
+                    c.push(&values, chain.keep(b.k), format)
                 }
                 (_, chain) => (0, dense_device_bytes(chain.format(), d.len()).unwrap_or(0)),
             };

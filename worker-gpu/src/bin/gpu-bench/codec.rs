@@ -18,6 +18,7 @@
 use std::sync::Arc;
 
 use cudarc::driver::CudaSlice;
+use ps_apps::app::device_codec::Keep;
 use ps_proto::codec::ValueFormat;
 use worker_gpu::cuda::codec::{CudaCodec, SentFormat};
 use worker_gpu::cuda::{Gpu, GpuError};
@@ -166,15 +167,28 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
     // At most 4 Mi values (16 MiB): the index coding is one warp's walk over the k indices.
     let n = n.min(4 << 20);
     let input_gb = (4 * n) as f64 / 1e9;
-    for percent in [1usize, 15] {
-        let k = (n * percent).div_ceil(100);
+    let keeps = [
+        (
+            Keep::Count(n.div_ceil(100)),
+            format!("k = 1% ({})", n.div_ceil(100)),
+        ),
+        (
+            Keep::Count((15 * n).div_ceil(100)),
+            format!("k = 15% ({})", (15 * n).div_ceil(100)),
+        ),
+        (
+            Keep::Energy(0.4),
+            "energy:0.4 (k counted on the device)".into(),
+        ),
+    ];
+    for (keep, what) in keeps {
         let mut enc = codec.top_k(n, SentFormat::F32)?;
         let wall_reps = reps.min(10);
         let mut payload = 0usize;
         let before = enc.moved();
         let (ms, spread) = median_wall_ms(gpu, 1, wall_reps, || {
             payload = enc
-                .push_encoded_view(&x.slice(0..n), k, ValueFormat::Sign)?
+                .push_encoded_view(&x.slice(0..n), keep, ValueFormat::Sign)?
                 .len();
             Ok(())
         })?;
@@ -183,7 +197,7 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
         let (floor_rate, bound) = ceil.floor_rate(input_gb, 0.0, (16 * n) as f64);
         rows.push(Row {
             bench: "codec top-k push encoded on the device (wall)".into(),
-            shape: format!("{} f32, k = {percent}% ({k}), sign", mib(4 * n)),
+            shape: format!("{} f32, {what}, sign", mib(4 * n)),
             rate: input_gb / (ms * 1e-3),
             unit: "GB/s in",
             floor_rate,
@@ -191,11 +205,10 @@ pub fn run(gpu: &Arc<Gpu>, ceil: &Ceilings, quick: bool) -> Result<Vec<Row>, Gpu
             peer: None,
             note: format!(
                 "{ms:.3} ms median of {wall_reps}, spread {:.1}%; accumulate + select (radix past \
-                 4,096 candidates) + index codes (one warp) + sign values + scatter; {out} B \
-                 copied back a push for a {payload} B payload (the indices alone: {} B); floor: \
-                 16 B/value on the device",
+                 4,096 candidates; an energy stage: radix over the block) + index codes (one \
+                 warp) + sign values + scatter; {out} B copied back a push for a {payload} B \
+                 payload; floor: 16 B/value on the device",
                 spread * 100.0,
-                4 * k
             ),
         });
     }

@@ -207,7 +207,7 @@ impl CudaMfResident {
             return Ok(());
         }
         self.codec()?;
-        if let (DeviceChain::TopK(_), None) = (chain, &self.own.topk) {
+        if chain.selects() && self.own.topk.is_none() {
             self.own.topk = Some(DeviceTopK::new(Arc::clone(&self.gpu), 0, SentFormat::F32)?);
         }
         self.timer.start(&stream)?;
@@ -249,16 +249,19 @@ impl CudaMfResident {
                     self.bus.traffic.d2h_bytes += moved;
                     payload
                 }
-                (DeviceChain::TopK(format), Some(topk)) => {
+                (DeviceChain::TopK(format) | DeviceChain::Energy(_, format), Some(topk)) => {
                     let before = topk.moved();
+                    let keep = chain.keep(b.k);
                     let payload =
-                        topk.push_encoded_in(&mut self.own.scratch, m * w, &delta, b.k, format)?;
+                        topk.push_encoded_in(&mut self.own.scratch, m * w, &delta, keep, format)?;
                     let now = topk.moved();
                     self.bus.traffic.h2d_bytes += now.0 - before.0;
                     self.bus.traffic.d2h_bytes += now.1 - before.1;
                     payload
                 }
-                (DeviceChain::TopK(_), None) => return Err(input("no top-k encoder".into())),
+                (DeviceChain::TopK(_) | DeviceChain::Energy(..), None) => {
+                    return Err(input("no top-k encoder".into()))
+                }
             };
             // The block's residual back into its rows.
             let (m32, w32) = (to_u32(m, "rows")?, to_u32(w, "width")?);

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use cudarc::driver::CudaViewMut;
 use ps_apps::app::device_codec::{check_tiling, DeltaBlock, DeviceChain};
-use ps_proto::codec::ValueFormat;
 
 use super::{input, CudaMlpResident};
 use crate::cuda::codec::{DeviceTopK, SentFormat};
@@ -17,8 +16,8 @@ use crate::cuda::GpuError;
 
 /// One block's encoder.
 pub(super) enum BlockEncoder {
-    /// A top-k whose selected values go in this format (encoded on the host).
-    TopK(Box<DeviceTopK>, ValueFormat),
+    /// A selection (a top-k or an energy stage) and the chain it runs.
+    TopK(Box<DeviceTopK>, DeviceChain),
     Dense(Box<DeviceDense>),
 }
 
@@ -30,11 +29,11 @@ impl BlockEncoder {
         width: usize,
     ) -> Result<Self, GpuError> {
         Ok(match chain {
-            DeviceChain::TopK(f) => {
+            DeviceChain::TopK(_) | DeviceChain::Energy(..) => {
                 // `push_encoded_view` encodes in any format: its own f16 rounding (`push`)
                 // is not used.
                 let t = DeviceTopK::new(Arc::clone(gpu), rows * width, SentFormat::F32)?;
-                BlockEncoder::TopK(Box::new(t), f)
+                BlockEncoder::TopK(Box::new(t), chain)
             }
             DeviceChain::Dense(format) => {
                 let d = DeviceDense::new(Arc::clone(gpu), rows, width, format)?;
@@ -46,7 +45,7 @@ impl BlockEncoder {
     /// The chain it runs.
     fn chain(&self) -> DeviceChain {
         match self {
-            BlockEncoder::TopK(_, f) => DeviceChain::TopK(*f),
+            BlockEncoder::TopK(_, c) => *c,
             BlockEncoder::Dense(d) => DeviceChain::Dense(d.format()),
         }
     }
@@ -167,7 +166,9 @@ impl CudaMlpResident {
                 let before = e.1.moved();
                 let view = self.delta.get().slice(at..at + n);
                 let payload = match &mut e.1 {
-                    BlockEncoder::TopK(t, format) => t.push_encoded_view(&view, b.k, *format)?,
+                    BlockEncoder::TopK(t, c) => {
+                        t.push_encoded_view(&view, c.keep(b.k), c.format())?
+                    }
                     BlockEncoder::Dense(d) => d.push_view(&view)?,
                 };
                 let after = e.1.moved();

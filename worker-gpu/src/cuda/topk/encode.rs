@@ -12,15 +12,20 @@
 //! whose smallest layout is dense (every value of the block, zeros between: a large fraction
 //! in a format other than `sign`).
 //!
+//! An energy stage ([`Keep::Energy`]) has no candidates: its count is found over the whole
+//! block on the device (`energy.rs`), and the scan of `large.rs` writes the chosen entries by
+//! the state that count left; the rest is as for a top-k.
+//!
 //! [`DeviceTopK::push_encoded_in`] does the same with a residual the caller keeps (a block of
 //! MF item rows gathered from the engine's residual table), of any size.
 
 use std::sync::Arc;
 
 use cudarc::driver::{CudaFunction, CudaView, LaunchConfig, PushKernelArg};
-use ps_apps::app::device_codec::selection_payload;
+use ps_apps::app::device_codec::{selection_payload, Keep};
 use ps_proto::codec::{self, ValueFormat};
 
+use super::energy::Energy;
 use super::index::IndexCoder;
 use super::large::Select;
 use super::DeviceTopK;
@@ -42,6 +47,7 @@ pub(super) struct Encoder {
     scatter: CudaFunction,
     dense: DenseCodec,
     pub(super) select: Select,
+    pub(super) energy: Energy,
     index: IndexCoder,
 }
 
@@ -58,38 +64,39 @@ impl DeviceTopK {
                 scatter: self.gpu.function("codec_topk", "codec_topk_scatter")?,
                 dense: DenseCodec::new(Arc::clone(&self.gpu))?,
                 select: Select::load(&self.gpu)?,
+                energy: Energy::load(&self.gpu)?,
                 index: IndexCoder::load(&self.gpu)?,
             })),
         };
         Ok(enc)
     }
 
-    /// `residual += delta` (a view of `len()` values), then the top `k` of the residual sent in
-    /// `format`: the payload `ErrorFeedback::compress` makes with the chain `topk:k,format`,
-    /// and the residual it leaves (bit for bit, for finite values). See the module docs for
-    /// what crosses PCIe.
+    /// `residual += delta` (a view of `len()` values), then what `keep` says of the residual
+    /// sent in `format`: the payload `ErrorFeedback::compress` makes with the chain
+    /// `topk:k,format` (or `energy:E,format`), and the residual it leaves (bit for bit, for
+    /// finite values). See the module docs for what crosses PCIe.
     pub fn push_encoded_view(
         &mut self,
         delta: &CudaView<'_, f32>,
-        k: usize,
+        keep: Keep,
         format: ValueFormat,
     ) -> Result<Vec<u8>, GpuError> {
         self.accumulate_view(delta)?;
-        self.encode_residual(k, format)
+        self.encode_residual(keep, format)
     }
 
     /// [`DeviceTopK::push_encoded_view`] of a delta on the host (uploaded first).
     pub fn push_encoded(
         &mut self,
         delta: &[f32],
-        k: usize,
+        keep: Keep,
         format: ValueFormat,
     ) -> Result<Vec<u8>, GpuError> {
         self.accumulate_host(delta)?;
-        self.encode_residual(k, format)
+        self.encode_residual(keep, format)
     }
 
-    /// `residual += delta`, then the top `k` of the residual sent in `format`, as
+    /// `residual += delta`, then what `keep` says of the residual sent in `format`, as
     /// [`DeviceTopK::push_encoded_view`] but with a residual the caller keeps: the first `n`
     /// values of `residual` (any `n`, each call its own), which are left holding what error
     /// feedback keeps. This encoder's own residual is not touched.
@@ -98,7 +105,7 @@ impl DeviceTopK {
         residual: &mut DevBuf<f32>,
         n: usize,
         delta: &CudaView<'_, f32>,
-        k: usize,
+        keep: Keep,
         format: ValueFormat,
     ) -> Result<Vec<u8>, GpuError> {
         let held = residual.try_get().map_or(0, |r| r.len());
@@ -113,25 +120,35 @@ impl DeviceTopK {
         let own = std::mem::replace(&mut self.n, n);
         let out = self
             .accumulate_view(delta)
-            .and_then(|()| self.encode_residual(k, format));
+            .and_then(|()| self.encode_residual(keep, format));
         self.n = own;
         std::mem::swap(&mut self.residual, residual);
         out
     }
 
-    /// The top `k` of the residual as it is, sent in `format` (see the module docs).
-    fn encode_residual(&mut self, k: usize, format: ValueFormat) -> Result<Vec<u8>, GpuError> {
-        let (n, k) = (self.n, k.min(self.n));
+    /// What `keep` says of the residual as it is, sent in `format` (see the module docs).
+    fn encode_residual(&mut self, keep: Keep, format: ValueFormat) -> Result<Vec<u8>, GpuError> {
+        let n = self.n;
+        let k = match keep {
+            Keep::Count(k) => k.min(n),
+            Keep::Energy(e) => self.energy_count(e)?,
+        };
         let mut out = Vec::new();
         if k == 0 {
             codec::encode_selection(format, n, &[], &[], &mut out).map_err(proto)?;
             return Ok(out);
         }
-        let count = self.candidates(k)?;
-        if count > TRIM_CAP {
-            self.enqueue_select(count, k)?;
-        } else {
-            self.enqueue_trim(count, k)?;
+        match keep {
+            // The energy pick left the state the scan writes the chosen entries by.
+            Keep::Energy(_) => self.enqueue_write(k)?,
+            Keep::Count(_) => {
+                let count = self.candidates(k)?;
+                if count > TRIM_CAP {
+                    self.enqueue_select(count, k)?;
+                } else {
+                    self.enqueue_trim(count, k)?;
+                }
+            }
         }
         let enc = match self.encoder.as_deref_mut() {
             Some(e) => e,

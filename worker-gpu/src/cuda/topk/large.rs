@@ -4,7 +4,8 @@
 //! tiles of the block writes the chosen indices and values in index order into the sent
 //! buffers, where [`DeviceTopK::push_encoded_view`] encodes them as it encodes a trimmed
 //! selection. Nothing crosses PCIe: the candidates' count, which the host already read, sets
-//! the launches.
+//! the launches. The scan ([`DeviceTopK::enqueue_write`]) also writes an energy stage's
+//! selection, from the state its count left (`energy.rs`).
 
 use std::sync::Arc;
 
@@ -30,7 +31,9 @@ pub(super) struct Select {
     scan: CudaFunction,
     write: CudaFunction,
     d_hist: DevBuf<u32>,
-    d_state: DevBuf<u32>,
+    /// The radix pick's state, `{M, mask, need}`: the chosen entries' smallest magnitude and
+    /// how many of the entries at it go (written by `codec_energy_pick` too).
+    pub(super) d_state: DevBuf<u32>,
     d_tiles: DevBuf<u64>,
 }
 
@@ -50,7 +53,7 @@ impl Select {
     }
 }
 
-fn one_block(threads: u32) -> LaunchConfig {
+pub(super) fn one_block(threads: u32) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (1, 1, 1),
         block_dim: (threads, 1, 1),
@@ -69,8 +72,6 @@ impl DeviceTopK {
             )));
         }
         let stream = Arc::clone(&self.gpu.compute);
-        self.d_sent_idx.ensure(&stream, k)?;
-        self.d_sent_raw.ensure(&stream, k)?;
         self.encoder()?;
         let sel = match self.encoder.as_deref_mut() {
             Some(e) => &mut e.select,
@@ -78,8 +79,6 @@ impl DeviceTopK {
         };
         sel.d_hist.zero(&stream, 256)?;
         sel.d_state.ensure(&stream, 3)?;
-        let tiles = self.n.div_ceil(TILE);
-        sel.d_tiles.ensure(&stream, tiles)?;
         let (count32, k32) = (count as u32, k as u32);
         let cand = self.d_cand_val.view(count);
         for shift in [24u32, 16, 8, 0] {
@@ -104,6 +103,31 @@ impl DeviceTopK {
             // codec_select_pick(unsigned int*, unsigned int*, unsigned int, unsigned int).
             unsafe { b.launch(one_block(32)) }.call("cuLaunchKernel(codec_select_pick)")?;
         }
+        self.enqueue_write(k)
+    }
+
+    /// Enqueues the scan that writes the `k` chosen entries of the block into the sent
+    /// buffers, ascending by index, with their values, as the state a radix pick left
+    /// (`codec_select_pick`, or `codec_energy_pick`) says: every entry above its magnitude M,
+    /// and the first `need` at M.
+    pub(super) fn enqueue_write(&mut self, k: usize) -> Result<(), GpuError> {
+        if k == 0 || k > self.n || self.n > u32::MAX as usize {
+            return Err(GpuError::Input(format!(
+                "a device selection of {k} of {} values",
+                self.n
+            )));
+        }
+        let stream = Arc::clone(&self.gpu.compute);
+        self.d_sent_idx.ensure(&stream, k)?;
+        self.d_sent_raw.ensure(&stream, k)?;
+        self.encoder()?;
+        let sel = match self.encoder.as_deref_mut() {
+            Some(e) => &mut e.select,
+            None => return Err(GpuError::Input("no top-k encoder".into())),
+        };
+        let tiles = self.n.div_ceil(TILE);
+        sel.d_tiles.ensure(&stream, tiles)?;
+        let k32 = k as u32;
         let (n64, tiles64) = (self.n as u64, tiles as u64);
         let x = self.residual.view(self.n);
         let tile_cfg = LaunchConfig {

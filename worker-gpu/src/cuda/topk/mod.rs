@@ -10,6 +10,7 @@ use std::sync::Arc;
 use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, LaunchConfig, PushKernelArg};
 
 mod encode;
+mod energy;
 mod index;
 mod large;
 mod pick;

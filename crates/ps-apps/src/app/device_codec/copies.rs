@@ -9,11 +9,13 @@
 //! bytes: the device picked the k, with one block's sort up to [`TRIM_CAP`] candidates and a
 //! radix select past it), their codes in the layout the host picks from it (whole words) and
 //! the values' bytes; or, where the layout is dense, the chosen indices and values out (8 bytes
-//! each) and the chosen indices and decoded values in (8 bytes each).
+//! each) and the chosen indices and decoded values in (8 bytes each). An energy stage makes no
+//! candidate pass: its count comes back with the radix select's state ([`ENERGY_BYTES`]), then
+//! the rest as for a top-k of that count.
 
 use ps_proto::codec::{self, ValueFormat};
 
-use super::dense_device_bytes;
+use super::{dense_device_bytes, Keep};
 
 /// Most candidates one block trims (`CODEC_TRIM_CAP` in `kernels/codec_topk.cu`); past it the
 /// device's radix select takes them (`kernels/codec_select.cu`), with the same copies.
@@ -21,6 +23,9 @@ pub const TRIM_CAP: usize = 4096;
 
 /// Bytes of the chosen indices' measure (`codec_index_plan`: 8 words of 8 bytes).
 pub const MEASURE_BYTES: u64 = 64;
+
+/// Bytes of an energy count's state (`codec_energy_pick`: 5 words of 8 bytes).
+pub const ENERGY_BYTES: u64 = 40;
 
 /// A top-k encoder, as far as its copies go: the candidate buffers' size, kept from clock to
 /// clock (and from block to block, for an encoder that serves blocks of several sizes) as the
@@ -49,19 +54,32 @@ impl TopKCopies {
     }
 
     /// The bytes `(in, out)` one push copies, `values` the block's residual with the clock's
-    /// delta added (what the device selects from), its top `k` sent in `format`. A block of
-    /// another size than the last has its sample positions made on the device (no copy).
-    pub fn push(&mut self, values: &[f32], k: usize, format: ValueFormat) -> (u64, u64) {
+    /// delta added (what the device selects from), what `keep` says of it sent in `format`. A
+    /// block of another size than the last has its sample positions made on the device (no
+    /// copy).
+    pub fn push(&mut self, values: &[f32], keep: Keep, format: ValueFormat) -> (u64, u64) {
         if values.len() != self.n {
             let capacity = self.capacity;
             *self = TopKCopies::new(values.len());
             self.capacity = capacity;
         }
-        let (n, k) = (self.n, k.min(self.n));
+        let n = self.n;
+        let (k, mut out) = match keep {
+            Keep::Count(k) => {
+                let k = k.min(n);
+                if k == 0 {
+                    return (0, 0);
+                }
+                (k, self.candidates(values, k).1)
+            }
+            // The device counts where the values are and sends the count back with its
+            // measure; no candidate pass.
+            Keep::Energy(e) => (codec::k_of_energy(values, None, e), ENERGY_BYTES),
+        };
         if k == 0 {
-            return (0, 0);
+            return (0, out);
         }
-        let mut out = self.candidates(values, k).1 + MEASURE_BYTES;
+        out += MEASURE_BYTES;
         let k64 = k as u64;
         let sel = codec::top_k(values, k);
         let layout = codec::index_layout(&codec::index_sizes(&sel), n, format);
@@ -168,16 +186,16 @@ mod tests {
         for format in [ValueFormat::Sign, ValueFormat::Q4, ValueFormat::F16] {
             let values = dense_device_bytes(format, 100).unwrap();
             assert_eq!(
-                c.push(&v, 100, format),
+                c.push(&v, Keep::Count(100), format),
                 (0, 4 + MEASURE_BYTES + codes + values),
                 "{format:?}"
             );
         }
         assert_eq!(
-            c.push(&v, 100, ValueFormat::F32),
+            c.push(&v, Keep::Count(100), ValueFormat::F32),
             (0, 4 + MEASURE_BYTES + codes + 400)
         );
-        assert_eq!(c.push(&v, 0, ValueFormat::Sign), (0, 0));
+        assert_eq!(c.push(&v, Keep::Count(0), ValueFormat::Sign), (0, 0));
     }
 
     /// Mostly zeros: the sampled threshold is 0, every entry is a candidate, which overflows
@@ -194,11 +212,11 @@ mod tests {
         let codes = code_words(&v, 100, ValueFormat::Sign);
         assert!(n > TRIM_CAP);
         assert_eq!(
-            c.push(&v, 100, ValueFormat::Sign),
+            c.push(&v, Keep::Count(100), ValueFormat::Sign),
             (0, 4 + 4 + MEASURE_BYTES + codes + values)
         );
         assert_eq!(
-            c.push(&v, 100, ValueFormat::Sign),
+            c.push(&v, Keep::Count(100), ValueFormat::Sign),
             (0, 4 + MEASURE_BYTES + codes + values)
         );
     }
@@ -209,16 +227,16 @@ mod tests {
     fn blocks_of_several_sizes_share_the_buffers() {
         let (a, b) = (spread(10_000, 3), spread(2_000, 4));
         let mut one = TopKCopies::new(0);
-        let first = one.push(&a, 100, ValueFormat::Q4);
+        let first = one.push(&a, Keep::Count(100), ValueFormat::Q4);
         assert_eq!(
             first,
-            TopKCopies::new(10_000).push(&a, 100, ValueFormat::Q4)
+            TopKCopies::new(10_000).push(&a, Keep::Count(100), ValueFormat::Q4)
         );
         // The buffers (room for 100 + 50 + 64, a quarter more) hold the smaller block's too.
-        let second = one.push(&b, 20, ValueFormat::Q4);
+        let second = one.push(&b, Keep::Count(20), ValueFormat::Q4);
         let mut fresh = TopKCopies::new(2_000);
-        fresh.push(&b, 100, ValueFormat::Q4);
-        assert_eq!(second, fresh.push(&b, 20, ValueFormat::Q4));
+        fresh.push(&b, Keep::Count(100), ValueFormat::Q4);
+        assert_eq!(second, fresh.push(&b, Keep::Count(20), ValueFormat::Q4));
     }
 
     /// A large fraction in a format with a zero: the layout is the whole block, so the chosen
@@ -233,17 +251,38 @@ mod tests {
             codec::encode_selection_indices(ValueFormat::Q2, n, &sel, &mut Vec::new()).unwrap()
         };
         let k = (n / 2..n).find(|&k| dense(k)).expect("a dense layout");
-        let (h2d, d2h) = c.push(&v, k, ValueFormat::Q2);
+        let (h2d, d2h) = c.push(&v, Keep::Count(k), ValueFormat::Q2);
         assert_eq!(h2d, 8 * k as u64);
         assert_eq!(d2h % 4, 0);
         assert!(d2h >= 4 + MEASURE_BYTES + 8 * k as u64, "{d2h}");
         // Sign lists its indices whatever their number: the device encodes it (at this
         // density, runs or Rice gaps of a few bits an index).
-        let (h2d, d2h) = c.push(&v, k, ValueFormat::Sign);
+        let (h2d, d2h) = c.push(&v, Keep::Count(k), ValueFormat::Sign);
         assert_eq!(h2d, 0);
         let codes = code_words(&v, k, ValueFormat::Sign);
         let values = dense_device_bytes(ValueFormat::Sign, k).unwrap();
         assert!(d2h >= 4 + MEASURE_BYTES + codes + values, "{d2h}");
         assert!(codes < k as u64, "{codes} bytes of codes for {k} indices");
+    }
+
+    /// An energy stage: no candidate pass, the count and the radix state (40 bytes), then the
+    /// copies of a top-k of that count; a block of zeros sends only the count.
+    #[test]
+    fn an_energy_stage_sends_its_count_then_what_a_top_k_of_it_sends() {
+        let n = 10_000;
+        let v = spread(n, 5);
+        let k = codec::k_of_energy(&v, None, 0.4);
+        assert!(k > 100 && k < n / 2, "{k}");
+        let codes = code_words(&v, k, ValueFormat::Sign);
+        let values = dense_device_bytes(ValueFormat::Sign, k).unwrap();
+        let mut c = TopKCopies::new(n);
+        assert_eq!(
+            c.push(&v, Keep::Energy(0.4), ValueFormat::Sign),
+            (0, ENERGY_BYTES + MEASURE_BYTES + codes + values)
+        );
+        assert_eq!(
+            c.push(&vec![0.0; n], Keep::Energy(0.4), ValueFormat::Sign),
+            (0, ENERGY_BYTES)
+        );
     }
 }

@@ -8,11 +8,12 @@
 //! any value format but the integer ones ([`DeviceChain::TopK`]: the device selects, codes the
 //! chosen indices and encodes their values, the host writes the opening of the index part from
 //! the indices' measure; a dense layout's selection is encoded on the host,
-//! [`selection_payload`]), or a chain that selects nothing and
-//! sends every value in a lossy format, `f16`, `bf16`, `q8`, `q4`, `q2` or `sign`
-//! ([`DeviceChain::Dense`]: the whole payload is made on the device, so only it crosses the
-//! bus). Anything else (filters, whole rows, energy, several stages, momentum) is encoded by the
-//! worker library from the plain delta, as before.
+//! [`selection_payload`]), a chain of one energy stage (`energy:E`) in the same formats
+//! ([`DeviceChain::Energy`]: as a top-k, its count found on the device, [`Keep::Energy`]), or a
+//! chain that selects nothing and sends every value in a lossy format, `f16`, `bf16`, `q8`,
+//! `q4`, `q2` or `sign` ([`DeviceChain::Dense`]: the whole payload is made on the device, so
+//! only it crosses the bus). Anything else (filters, whole rows, several stages, momentum) is
+//! encoded by the worker library from the plain delta, as before.
 //!
 //! [`ResidualKeeper`] is the host half and the oracle: the residual per table, added to the rows
 //! a worker reads (its view includes what it has not sent yet, as the library's own residual
@@ -21,70 +22,7 @@
 //! addition turns any NaN into the canonical one, where the host keeps its payload bits).
 
 use crate::error::ComputeError;
-use ps_proto::codec::{self, CodecChain, ErrorFeedback, Selector, ValueFormat};
-
-/// What a device encoder runs of a push chain (see the module docs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceChain {
-    /// One top-k stage: each block's `k` largest values, sent in a format (`f32`, `f16`,
-    /// `bf16`, `q8`, `q4`, `q2` or `sign`). The device selects, codes the indices and encodes
-    /// the values; where the smallest layout is dense the host encodes the selection
-    /// ([`selection_payload`]) and hands back what to subtract from the residual.
-    TopK(ValueFormat),
-    /// No selection: every value of a block, in a lossy format.
-    Dense(ValueFormat),
-}
-
-impl DeviceChain {
-    /// The value format it sends.
-    pub fn format(self) -> ValueFormat {
-        match self {
-            DeviceChain::TopK(f) | DeviceChain::Dense(f) => f,
-        }
-    }
-
-    /// The chain the worker library would encode a block with, `k` of its values selected
-    /// (ignored by a dense chain).
-    pub fn chain(self, k: usize) -> CodecChain {
-        match self {
-            DeviceChain::TopK(f) => CodecChain {
-                selectors: vec![Selector::TopKCount(k.min(u32::MAX as usize) as u32)],
-                format: f,
-                ..CodecChain::raw()
-            },
-            DeviceChain::Dense(format) => CodecChain {
-                format,
-                ..CodecChain::raw()
-            },
-        }
-    }
-}
-
-/// What a device encoder runs of `chain` (as planned for the clock: warm-up applied), or
-/// `None` when the worker library has to encode it.
-pub fn device_chain(chain: &CodecChain) -> Option<DeviceChain> {
-    if chain.momentum != 0.0 || chain.warmup != 0 {
-        return None;
-    }
-    let lossy = matches!(
-        chain.format,
-        ValueFormat::F16
-            | ValueFormat::Bf16
-            | ValueFormat::Q8
-            | ValueFormat::Q4
-            | ValueFormat::Q2
-            | ValueFormat::Sign
-    );
-    match chain.selectors.as_slice() {
-        [Selector::TopKFraction(_)] | [Selector::TopKCount(_)]
-            if lossy || chain.format == ValueFormat::F32 =>
-        {
-            Some(DeviceChain::TopK(chain.format))
-        }
-        [] if lossy => Some(DeviceChain::Dense(chain.format)),
-        _ => None,
-    }
-}
+use ps_proto::codec::{self, CodecChain, ErrorFeedback, ValueFormat};
 
 /// The environment variable that can keep engines from encoding their own pushes.
 pub const ENV: &str = "PS_DEVICE_CODEC";
@@ -136,36 +74,6 @@ impl PushEncoder {
         }
         true
     }
-}
-
-/// Bytes a device copies back for a block of `n` values encoded whole in `format`
-/// ([`DeviceChain::Dense`]): 2 a value for f16 and bf16; for a block format its scales and codes
-/// as whole 4-byte words (at most 3 bytes past the payload). `None` for a format no device
-/// encodes whole.
-pub fn dense_device_bytes(format: ValueFormat, n: usize) -> Option<u64> {
-    let bits = match format {
-        ValueFormat::F16 | ValueFormat::Bf16 => return Some(2 * n as u64),
-        ValueFormat::Q8 => 8,
-        ValueFormat::Q4 => 4,
-        ValueFormat::Q2 => 2,
-        ValueFormat::Sign => 1,
-        ValueFormat::F32 | ValueFormat::I8 | ValueFormat::I16 => return None,
-    };
-    let words = n.div_ceil(codec::QUANT_GROUP) + (n * bits).div_ceil(32);
-    Some(4 * words as u64)
-}
-
-/// How many of a block of `n` values `chain`'s top-k keeps (`n` without a top-k stage).
-pub fn block_k(chain: &CodecChain, n: usize) -> usize {
-    chain
-        .selectors
-        .iter()
-        .find_map(|s| match *s {
-            Selector::TopKFraction(f) => Some(codec::k_of_fraction(f, n)),
-            Selector::TopKCount(c) => Some((c as usize).min(n)),
-            _ => None,
-        })
-        .unwrap_or(n)
 }
 
 /// One block of an engine's delta: rows `[first_row, first_row + rows)` of table `table`, of
@@ -538,10 +446,10 @@ impl ResidualKeeper {
             DeviceChain::Dense(format) => {
                 Ok((0, dense_device_bytes(format, delta.len()).unwrap_or(0)))
             }
-            DeviceChain::TopK(format) => {
+            DeviceChain::TopK(format) | DeviceChain::Energy(_, format) => {
                 let mut values = delta.to_vec();
                 self.add_keyed(table, keys, &mut values)?;
-                Ok(copies.push(&values, k, format))
+                Ok(copies.push(&values, chain.keep(k), format))
             }
         }
     }
@@ -586,8 +494,10 @@ impl ResidualKeeper {
     }
 }
 
+mod chain;
 mod copies;
-pub use copies::{TopKCopies, TRIM_CAP};
+pub use chain::{block_k, dense_device_bytes, device_chain, DeviceChain, Fraction, Keep};
+pub use copies::{TopKCopies, ENERGY_BYTES, TRIM_CAP};
 
 #[cfg(test)]
 mod tests;

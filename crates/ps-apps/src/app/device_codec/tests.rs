@@ -73,7 +73,7 @@ mod chains {
     }
 
     #[test]
-    fn a_device_runs_one_top_k_in_any_format_or_a_lossy_dense_format() {
+    fn a_device_runs_one_selection_in_any_format_or_a_lossy_dense_format() {
         use DeviceChain::{Dense, TopK};
         for (s, f) in [
             ("topk:0.1", ValueFormat::F32),
@@ -101,7 +101,7 @@ mod chains {
             "raw",
             "filter:0.1,topk:0.1",
             "filter:0.1",
-            "energy:0.5",
+            "energy:0.5,topk:0.1",
             "rows:0.1",
             "topk:0.1,momentum:0.5,f16",
             "momentum:0.5,f16",
@@ -110,6 +110,19 @@ mod chains {
         ] {
             assert_eq!(device_chain(&chain(s)), None, "{s}");
         }
+        for (s, f) in [
+            ("energy:0.5", ValueFormat::F32),
+            ("energy:0.4,sign", ValueFormat::Sign),
+        ] {
+            let c = device_chain(&chain(s)).expect(s);
+            let e: f32 = s[7..10].parse().unwrap();
+            assert_eq!(c, DeviceChain::Energy(Fraction::new(e), f), "{s}");
+            assert!(c.selects());
+            assert_eq!(c.keep(9), Keep::Energy(e), "{s}: counted on the device");
+            assert_eq!(c.chain(9), chain(s), "{s}: the library's chain");
+        }
+        assert_eq!(TopK(ValueFormat::Q4).keep(9), Keep::Count(9));
+        assert!(!Dense(ValueFormat::Q4).selects());
         let warm = chain("topk:0.1,warmup:2,f16").at_clock(0);
         assert_eq!(device_chain(&warm), Some(TopK(ValueFormat::F16)));
         assert_eq!(block_k(&chain("topk:0.1"), 25), 3);

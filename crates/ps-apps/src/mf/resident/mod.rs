@@ -137,12 +137,12 @@ pub trait MfResident: Send {
 }
 
 /// Whether an MF engine encodes its pushes with `chain`: every chain a device runs but an f32
-/// top-k. The last clock flushes a top-k's residual whole, in its value format: for f32 that is
-/// the plain `raw` chain, which no engine encodes, and an MF engine cannot hand the residual it
-/// holds to the worker library (an MLP engine folds it into its plain delta), so the library
-/// encodes such a job from the start.
+/// selection (top-k or energy). The last clock flushes a selection's residual whole, in its
+/// value format: for f32 that is the plain `raw` chain, which no engine encodes, and an MF
+/// engine cannot hand the residual it holds to the worker library (an MLP engine folds it into
+/// its plain delta), so the library encodes such a job from the start.
 pub fn mf_engine_encodes(chain: DeviceChain) -> bool {
-    chain != DeviceChain::TopK(ps_proto::codec::ValueFormat::F32)
+    !(chain.selects() && chain.format() == ps_proto::codec::ValueFormat::F32)
 }
 
 /// The CPU oracle of a resident engine: the waves run block by block on one thread through a
