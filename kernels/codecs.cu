@@ -52,6 +52,17 @@ extern "C" __global__ void codec_f16_to_f32(const unsigned short* __restrict__ h
     }
 }
 
+// bf16 is f32's high half: out[i] = bits h[i] << 16, exact (rows of a bf16 pull codec).
+extern "C" __global__ void codec_bf16_to_f32(const unsigned short* __restrict__ h,
+                                             float* out,
+                                             unsigned long long n) {
+    const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += stride) {
+        out[i] = __uint_as_float((unsigned int)h[i] << 16);
+    }
+}
+
 // The sampled threshold: sorts the magnitude bits of x at the first min(samples, 4096) positions
 // of sample_idx (bitonic sort in shared memory) and writes to *threshold the `above`-th largest
 // (above = 0 is read as 1), or 0 (take every entry) when above >= samples, as select.rs's

@@ -316,11 +316,12 @@ fn engines_that_encode_lossy_chains_train_what_the_library_trains() {
     }
 }
 
-/// Rows pulled with an `f16` pull codec reach an MF or MLP engine as f16 values and cross to
-/// it as f16: about half the bytes in of the same job pulling raw rows (the oracles count the
-/// device's copies; the MLP's first clock starts from its seeded model, in f32).
+/// Rows pulled with an `f16` or `bf16` pull codec reach an MF or MLP engine as 16-bit values
+/// and cross to it in 16 bits: about half the bytes in of the same job pulling raw rows (the
+/// oracles count the device's copies; the MLP's first clock starts from its seeded model, in
+/// f32).
 #[test]
-fn f16_pulled_rows_cross_to_mf_and_mlp_engines_as_f16() {
+fn sixteen_bit_pulled_rows_cross_to_mf_and_mlp_engines_in_16_bits() {
     for (app, metric, good) in [("mf", "test_rmse", 0.11), ("mlp", "test_accuracy", 0.95)] {
         let run = |pull: &str| {
             summary(&ps_cluster(&[
@@ -334,16 +335,19 @@ fn f16_pulled_rows_cross_to_mf_and_mlp_engines_as_f16() {
                 pull,
             ]))
         };
-        let (raw, half) = (run("raw"), run("f16"));
-        let h2d = |s: &Value| s["pcie_bytes_h2d_per_clock"].as_f64().unwrap();
-        assert!(
-            h2d(&half) < 0.6 * h2d(&raw),
-            "{app}: {} against {}",
-            h2d(&half),
-            h2d(&raw)
-        );
-        let m = half[metric].as_f64().unwrap();
-        let ok = if app == "mf" { m < good } else { m > good };
-        assert!(ok, "{app}: {half}");
+        let raw = run("raw");
+        for pull in ["f16", "bf16"] {
+            let half = run(pull);
+            let h2d = |s: &Value| s["pcie_bytes_h2d_per_clock"].as_f64().unwrap();
+            assert!(
+                h2d(&half) < 0.6 * h2d(&raw),
+                "{app} {pull}: {} against {}",
+                h2d(&half),
+                h2d(&raw)
+            );
+            let m = half[metric].as_f64().unwrap();
+            let ok = if app == "mf" { m < good } else { m > good };
+            assert!(ok, "{app} {pull}: {half}");
+        }
     }
 }

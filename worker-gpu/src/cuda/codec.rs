@@ -22,6 +22,8 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
 
+pub use ps_apps::app::device_codec::Half;
+
 use super::buffers::{DevBuf, Pinned};
 pub use super::topk::{DeviceTopK, SentFormat};
 use super::{Call, Gpu, GpuError};
@@ -81,32 +83,69 @@ pub(super) fn too_short(what: &str, have: usize, need: usize) -> GpuError {
     ))
 }
 
-/// Enqueues `codec_f16_to_f32` (`to_f32`, [`Kernels`]'s) on the compute stream over the first
-/// `n` elements: `out[i]` = the f32 value of the f16 bits `halves[i]` (exact).
-pub(crate) fn launch_to_f32(
+/// Enqueues the widening kernel `f` (`name`: `codec_f16_to_f32` or `codec_bf16_to_f32`) on
+/// the compute stream over the first `n` elements: `out[i]` = the f32 value of the 16-bit
+/// `halves[i]` (exact).
+fn launch_widen(
     gpu: &Gpu,
-    to_f32: &CudaFunction,
+    (f, name, call): (&CudaFunction, &str, &'static str),
     halves: &CudaSlice<u16>,
     out: &mut CudaSlice<f32>,
     n: usize,
 ) -> Result<(), GpuError> {
     if halves.len() < n || out.len() < n {
-        return Err(too_short(
-            "codec_f16_to_f32",
-            halves.len().min(out.len()),
-            n,
-        ));
+        return Err(too_short(name, halves.len().min(out.len()), n));
     }
     if n == 0 {
         return Ok(());
     }
     let n64 = n as u64;
-    let mut b = gpu.compute.launch_builder(to_f32);
+    let mut b = gpu.compute.launch_builder(f);
     b.arg(halves).arg(out).arg(&n64);
-    // SAFETY: both buffers hold at least n elements (checked above);
-    // codec_f16_to_f32(const unsigned short*, float*, unsigned long long).
-    unsafe { b.launch(elementwise(gpu, n)) }.call("cuLaunchKernel(codec_f16_to_f32)")?;
+    // SAFETY: both buffers hold at least n elements (checked above); codec_f16_to_f32 and
+    // codec_bf16_to_f32 are (const unsigned short*, float*, unsigned long long).
+    unsafe { b.launch(elementwise(gpu, n)) }.call(call)?;
     Ok(())
+}
+
+/// The kernels that widen rows which crossed in 16 bits ([`Half`]: an f16 or bf16 pull codec's
+/// rows) into f32, exactly.
+pub(crate) struct Widen {
+    f16: CudaFunction,
+    bf16: CudaFunction,
+}
+
+impl Widen {
+    pub(crate) fn load(gpu: &Gpu) -> Result<Widen, GpuError> {
+        Ok(Widen {
+            f16: gpu.function("codecs", "codec_f16_to_f32")?,
+            bf16: gpu.function("codecs", "codec_bf16_to_f32")?,
+        })
+    }
+
+    /// Enqueues `out[i]` = the f32 value of `halves[i]` in `kind`, over the first `n`.
+    pub(crate) fn launch(
+        &self,
+        gpu: &Gpu,
+        kind: Half,
+        halves: &CudaSlice<u16>,
+        out: &mut CudaSlice<f32>,
+        n: usize,
+    ) -> Result<(), GpuError> {
+        let f = match kind {
+            Half::F16 => (
+                &self.f16,
+                "codec_f16_to_f32",
+                "cuLaunchKernel(codec_f16_to_f32)",
+            ),
+            Half::Bf16 => (
+                &self.bf16,
+                "codec_bf16_to_f32",
+                "cuLaunchKernel(codec_bf16_to_f32)",
+            ),
+        };
+        launch_widen(gpu, f, halves, out, n)
+    }
 }
 
 /// `codec_f32_to_f16` over the first `n` elements: `out = bits(x)`, and `round_trip` (when
@@ -203,9 +242,13 @@ impl CudaCodec {
         self.u16_host.fill(bits)?;
         self.d_u16.upload(&self.gpu.copy, &self.u16_host)?;
         self.d_f32.ensure(&self.gpu.compute, n)?;
-        launch_to_f32(
+        launch_widen(
             &self.gpu,
-            &self.k.to_f32,
+            (
+                &self.k.to_f32,
+                "codec_f16_to_f32",
+                "cuLaunchKernel(codec_f16_to_f32)",
+            ),
             self.d_u16.get(),
             self.d_f32.get_mut(),
             n,

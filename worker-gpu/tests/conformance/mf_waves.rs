@@ -7,6 +7,7 @@
 //! own encoding of a dense lossy chain is the worker library's of its own delta, byte for byte,
 //! with what it holds back in the rows it loads and in its drop, and only the payloads cross.
 
+use ps_apps::app::device_codec::Half;
 use ps_apps::mf::{
     bands_for, ClockKey, CpuMf, Factors, HostResident, Layout, MfResident, Rating, ResidentSetup,
     Split, WaveSchedule,
@@ -117,21 +118,28 @@ fn waves_engine_matches_the_host_oracle_under_heavy_conflicts() {
         rank: 16,
         mean: Some(0.2),
     };
-    // The last two load rows of f16 values (an f16 pull codec's): they cross as f16.
-    for (layout, factors, f16_rows) in [
-        (Layout::plain(8), Factors::F32, false),
-        (Layout::plain(130), Factors::F32, false),
-        (biased, Factors::F32, false),
-        (Layout::plain(32), Factors::F16, false),
-        (Layout::plain(130), Factors::F16, false),
-        (biased, Factors::F16, false),
-        (Layout::plain(8), Factors::F32, true),
-        (Layout::plain(32), Factors::F16, true),
+    // The last three load rows of 16-bit values (an f16 or bf16 pull codec's): they cross in
+    // 16 bits.
+    for (layout, factors, rows) in [
+        (Layout::plain(8), Factors::F32, None),
+        (Layout::plain(130), Factors::F32, None),
+        (biased, Factors::F32, None),
+        (Layout::plain(32), Factors::F16, None),
+        (Layout::plain(130), Factors::F16, None),
+        (biased, Factors::F16, None),
+        (Layout::plain(8), Factors::F32, Some(Half::F16)),
+        (Layout::plain(32), Factors::F16, Some(Half::F16)),
+        (Layout::plain(16), Factors::F32, Some(Half::Bf16)),
     ] {
         let mut dev = CudaMfResident::new(gpu.clone()).expect("engine");
         let mut p = problem(&mut rng, layout, factors, dev.lanes());
-        if f16_rows {
-            Factors::F16.round(&mut p.items);
+        match rows {
+            Some(Half::F16) => Factors::F16.round(&mut p.items),
+            Some(Half::Bf16) => p
+                .items
+                .iter_mut()
+                .for_each(|v| *v = f32::from_bits(v.to_bits() & 0xffff_0000)),
+            None => {}
         }
         let mut host = HostResident::new(Box::new(CpuMf), dev.lanes());
         setup(&mut dev, &p);

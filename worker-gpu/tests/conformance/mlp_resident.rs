@@ -522,8 +522,8 @@ fn device_made_visit_order_is_the_hosts() {
 /// value, and widens exactly (`codec_f16_to_f32`): over several uses, against an engine whose
 /// same model always crosses as f32 (one value loaded first as f32 each time), the clocks and
 /// deltas are bit for bit the same: whole f16 loads (with -0.0 and an f16 subnormal), a partial
-/// load (f32 then), whole f16 loads again, and with the engine's own top-k residual added on
-/// top of an f16 model.
+/// load (f32 then), whole f16 loads again, with the engine's own top-k residual added on top
+/// of an f16 model, and a whole load of bf16 values (`codec_bf16_to_f32`).
 #[test]
 fn a_model_of_f16_values_crosses_as_f16_and_trains_the_same() {
     let Some(gpu) =
@@ -544,6 +544,20 @@ fn a_model_of_f16_values_crosses_as_f16_and_trains_the_same() {
         m[0][2] = 2f32.powi(-20);
         m
     };
+    // bf16 values (the high halves), one past f16's range: they cross as bf16.
+    let bf16_model = |seed: u64| -> Vec<Vec<f32>> {
+        let mut m: Vec<Vec<f32>> = arch
+            .init_params(seed)
+            .into_iter()
+            .map(|l| {
+                l.iter()
+                    .map(|&v| f32::from_bits(v.to_bits() & 0xffff_0000))
+                    .collect()
+            })
+            .collect();
+        m[0][3] = 65536.0;
+        m
+    };
     let mut halves = CudaMlpResident::new(Arc::clone(&gpu)).expect("engine");
     let mut whole = CudaMlpResident::new(Arc::clone(&gpu)).expect("engine");
     halves.setup(&arch, &train, &test).expect("setup");
@@ -557,6 +571,7 @@ fn a_model_of_f16_values_crosses_as_f16_and_trains_the_same() {
         (f16_model(8), false, 4),
         (f16_model(9), true, 2),
         (f16_model(10), true, 2),
+        (bf16_model(11), true, 2),
     ];
     for (r, (model, all, per_value)) in rounds.iter().enumerate() {
         if *all {

@@ -22,7 +22,7 @@ use super::compute::{evaluate, BatchStats, MlpCompute};
 use super::data::Dataset;
 use super::{local_sgd_steps, Arch, MlpHyper};
 use crate::app::device_codec::{
-    check_tiling, dense_device_bytes, f16_image, DeltaBlock, DeviceChain, ResidualKeeper,
+    check_tiling, dense_device_bytes, DeltaBlock, DeviceChain, HalfLoads, ResidualKeeper,
     TopKCopies,
 };
 pub use crate::app::Traffic;
@@ -137,7 +137,7 @@ pub struct HostMlpResident {
     /// Loads changed the read model since it was last used (the device copies it then).
     dirty: bool,
     /// Every load since the read model's last use was of f16 values.
-    halves: bool,
+    halves: HalfLoads,
     traffic: Traffic,
 }
 
@@ -156,7 +156,7 @@ impl HostMlpResident {
             encoders: Vec::new(),
             coverage: ReadCoverage::default(),
             dirty: false,
-            halves: true,
+            halves: HalfLoads::default(),
             traffic: Traffic::default(),
         }
     }
@@ -193,10 +193,11 @@ impl HostMlpResident {
     }
 
     /// The read model is about to be used (see [`ReadCoverage`]): the device copies it in if
-    /// loads changed it, as f16 (2 bytes a value) where every row was loaded since its last use
-    /// and every value loaded was an f16 value, as the CUDA engine's `sync_read` does.
+    /// loads changed it, in 16 bits (2 bytes a value) where every row was loaded since its last
+    /// use and every value loaded was an f16 value, or every one a bf16 value, as the CUDA
+    /// engine's `sync_read` does.
     fn use_read(&mut self) -> Result<(), ComputeError> {
-        let halves = std::mem::replace(&mut self.halves, true) && self.coverage.complete();
+        let halves = self.halves.take().is_some() && self.coverage.complete();
         let strict = self.kept.is_some();
         self.coverage.settle(strict).map_err(Self::bad)?;
         if std::mem::take(&mut self.dirty) {
@@ -372,7 +373,7 @@ impl MlpResident for HostMlpResident {
         self.encoders.clear();
         // The device's read model is zeros to copy in at first use, loads or not.
         self.dirty = true;
-        self.halves = true;
+        self.halves = HalfLoads::default();
         self.traffic.h2d_bytes +=
             4 * (train.x.len() + test.x.len()) as u64 + (train.y.len() + test.y.len()) as u64;
         Ok(())
@@ -386,7 +387,7 @@ impl MlpResident for HostMlpResident {
         let rows = values.len() / self.arch.layer(layer).width();
         self.coverage.mark(layer, first_row, rows);
         self.dirty = true;
-        self.halves &= f16_image(values).is_some();
+        self.halves.note(values);
         if let Some(k) = &mut self.kept {
             k.add_to(layer as u32, first_row, dst)?;
         }

@@ -8,13 +8,13 @@
 //! block of the push plan gathers its rows' residual, is encoded (only its payload's bytes come
 //! back, for a top-k with its indices' 64-byte measure) and scatters the residual back. The
 //! oracle is
-//! `HostResident`, which counts the same bytes. Also here: loaded rows of f16 values cross as
-//! f16.
+//! `HostResident`, which counts the same bytes. Also here: loaded rows of f16 or bf16 values
+//! cross in 16 bits.
 
 use std::sync::Arc;
 
 use cudarc::driver::{CudaFunction, CudaSlice, CudaView, LaunchConfig, PushKernelArg};
-use ps_apps::app::device_codec::{check_keyed, DeviceChain, KeyedBlock};
+use ps_apps::app::device_codec::{check_keyed, DeviceChain, Half, KeyedBlock};
 
 use super::{input, to_u32, CudaMfResident, BLOCK};
 use crate::cuda::buffers::{DevBuf, KeyList, Pinned};
@@ -40,10 +40,10 @@ pub(super) struct OwnPushes {
     /// The top-k encoder of every block (its own residual unused: each block's is gathered).
     topk: Option<DeviceTopK>,
     sum_host: Option<Pinned<f32>>,
-    /// Loaded rows of f16 values, as f16, and the kernel that widens them.
+    /// Loaded rows of 16-bit values, as they crossed, and the kernels that widen them.
     halves: DevBuf<u16>,
     halves_host: Option<Pinned<u16>>,
-    to_f32: Option<CudaFunction>,
+    widen: Option<codec::Widen>,
 }
 
 impl OwnPushes {
@@ -93,12 +93,12 @@ impl CudaMfResident {
             .ok_or_else(|| input("no dense codec".into()))
     }
 
-    /// Copies rows of f16 values to the device as f16 (`bits`) and widens them into the staged
-    /// rows (`codec_f16_to_f32`, exact).
-    pub(super) fn upload_f16_rows(&mut self, bits: &[u16]) -> Result<(), GpuError> {
+    /// Copies rows of 16-bit values to the device as they are (`bits` in `kind`) and widens
+    /// them into the staged rows (`codec::Widen`, exact).
+    pub(super) fn upload_half_rows(&mut self, kind: Half, bits: &[u16]) -> Result<(), GpuError> {
         let stream = Arc::clone(&self.gpu.compute);
-        if self.own.to_f32.is_none() {
-            self.own.to_f32 = Some(codec::Kernels::load(&self.gpu)?.to_f32);
+        if self.own.widen.is_none() {
+            self.own.widen = Some(codec::Widen::load(&self.gpu)?);
         }
         let host = match &mut self.own.halves_host {
             Some(h) => h,
@@ -112,12 +112,18 @@ impl CudaMfResident {
         })?;
         let n = bits.len();
         self.rows.ensure(&stream, n)?;
-        let f = self
+        let w = self
             .own
-            .to_f32
+            .widen
             .as_ref()
-            .ok_or_else(|| input("no f16 kernel".into()))?;
-        codec::launch_to_f32(&self.gpu, f, self.own.halves.get(), self.rows.get_mut(), n)
+            .ok_or_else(|| input("no widening kernel".into()))?;
+        w.launch(
+            &self.gpu,
+            kind,
+            self.own.halves.get(),
+            self.rows.get_mut(),
+            n,
+        )
     }
 
     /// Adds the held residual of the read's rows `[first, first + n)` to the staged rows (before

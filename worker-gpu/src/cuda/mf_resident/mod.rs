@@ -26,7 +26,7 @@
 use std::sync::Arc;
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
-use ps_apps::app::device_codec::{f16_image, DeviceChain, KeyedBlock};
+use ps_apps::app::device_codec::{half_image, DeviceChain, KeyedBlock};
 use ps_apps::mf::{Factors, Layout, MfResident, ResidentSetup, Split, Traffic};
 use ps_apps::ComputeError;
 
@@ -196,9 +196,10 @@ impl CudaMfResident {
         if n == 0 {
             return Ok(());
         }
-        match f16_image(values) {
-            // Rows of f16 values (an f16 pull codec's) cross as f16 and widen here, exactly.
-            Some(h) => self.upload_f16_rows(&h)?,
+        match half_image(values) {
+            // Rows of f16 or bf16 values (a 16-bit pull codec's) cross as they are and widen
+            // here, exactly.
+            Some((kind, bits)) => self.upload_half_rows(kind, &bits)?,
             None => {
                 self.rows_host.fill(values)?;
                 self.bus.h2d(&self.gpu.compute, || {

@@ -1,13 +1,13 @@
 //! The read model's way in: loads write a pinned host mirror, and before the model is next used
 //! the mirror crosses in one copy, plus what the engine's own push encoding holds back. Where
 //! every row of the model was loaded since its last use and every value was an f16 value (an
-//! `f16` pull codec's rows), it crosses as f16, half the bytes, and widens on the device
-//! (`codec_f16_to_f32`, exact), as the MF engine's f16 loads do.
+//! `f16` pull codec's rows), or every one a bf16 value (a `bf16` pull codec's), it crosses in
+//! 16 bits, half the bytes, and widens on the device (`codec::Widen`, exact), as the MF
+//! engine's 16-bit loads do.
 
 use std::sync::Arc;
 
-use cudarc::driver::CudaFunction;
-use ps_apps::app::device_codec::f16_image;
+use ps_apps::app::device_codec::{Half, HalfLoads};
 use ps_apps::mlp::check_load;
 
 use super::{input, CudaMlpResident};
@@ -15,30 +15,21 @@ use crate::cuda::buffers::{DevBuf, Pinned};
 use crate::cuda::codec;
 use crate::cuda::GpuError;
 
-/// The read model as f16 bits, and whether every load since the model's last use was of f16
-/// values.
+/// The read model in 16 bits (as f16 bits while every load is of f16 values; bf16 bits are the
+/// f32 mirror's high halves, taken when it crosses), and which format every load since the
+/// model's last use fits.
+#[derive(Default)]
 pub(super) struct Halves {
     host: Option<Pinned<u16>>,
     dev: DevBuf<u16>,
-    to_f32: Option<CudaFunction>,
-    all: bool,
-}
-
-impl Default for Halves {
-    fn default() -> Self {
-        Halves {
-            host: None,
-            dev: DevBuf::default(),
-            to_f32: None,
-            all: true,
-        }
-    }
+    widen: Option<codec::Widen>,
+    loads: HalfLoads,
 }
 
 impl Halves {
     /// A new model: nothing loaded yet.
     pub(super) fn reset(&mut self) {
-        self.all = true;
+        self.loads = HalfLoads::default();
     }
 }
 
@@ -54,17 +45,15 @@ impl CudaMlpResident {
         let at = self.offsets[layer] + first_row * arch.layer(layer).width();
         let total = arch.num_params();
         self.read_host.host_mut(total)?[at..at + values.len()].copy_from_slice(values);
-        if self.halves.all {
-            match f16_image(values) {
-                Some(bits) => {
-                    let host = match &mut self.halves.host {
-                        Some(h) => h,
-                        slot => slot.insert(Pinned::new(&self.gpu.ctx)?),
-                    };
-                    host.host_mut(total)?[at..at + bits.len()].copy_from_slice(&bits);
-                }
-                None => self.halves.all = false,
-            }
+        if self.halves.loads.note(values) {
+            let bits = Half::F16
+                .image(values)
+                .ok_or_else(|| input("f16 values without an f16 image".into()))?;
+            let host = match &mut self.halves.host {
+                Some(h) => h,
+                slot => slot.insert(Pinned::new(&self.gpu.ctx)?),
+            };
+            host.host_mut(total)?[at..at + bits.len()].copy_from_slice(&bits);
         }
         let rows = values.len() / arch.layer(layer).width();
         self.coverage.mark(layer, first_row, rows);
@@ -72,19 +61,19 @@ impl CudaMlpResident {
         Ok(())
     }
 
-    /// Copies the read model to the device when loads changed it (as f16 where every row was
-    /// loaded since its last use, all of f16 values), plus what the engine's own push encoding
-    /// has not sent yet (a worker sees its unsent updates, as the worker library's residual
-    /// shows in its reads).
+    /// Copies the read model to the device when loads changed it (in 16 bits where every row
+    /// was loaded since its last use, all of f16 values or all of bf16 values), plus what the
+    /// engine's own push encoding has not sent yet (a worker sees its unsent updates, as the
+    /// worker library's residual shows in its reads).
     pub(super) fn sync_read(&mut self) -> Result<(), GpuError> {
-        let as_halves = self.halves.all && self.coverage.complete();
-        self.halves.all = true;
+        let kind = self.halves.loads.take();
+        let as_halves = kind.filter(|_| self.coverage.complete());
         self.coverage
             .settle(!self.encoders.is_empty())
             .map_err(input)?;
         if self.dirty {
-            if as_halves {
-                self.upload_halves()?;
+            if let Some(kind) = as_halves {
+                self.upload_halves(kind)?;
             } else {
                 self.bus.h2d(&self.gpu.compute, || {
                     self.read.upload(&self.gpu.compute, &self.read_host)?;
@@ -101,17 +90,28 @@ impl CudaMlpResident {
         Ok(())
     }
 
-    /// The f16 mirror in (2 bytes a value) and widened into the read model.
-    fn upload_halves(&mut self) -> Result<(), GpuError> {
+    /// The 16-bit mirror in (2 bytes a value) and widened into the read model: the f16 bits the
+    /// loads wrote, or the f32 mirror's high halves for bf16.
+    fn upload_halves(&mut self, kind: Half) -> Result<(), GpuError> {
         let stream = Arc::clone(&self.gpu.compute);
-        if self.halves.to_f32.is_none() {
-            self.halves.to_f32 = Some(codec::Kernels::load(&self.gpu)?.to_f32);
+        if self.halves.widen.is_none() {
+            self.halves.widen = Some(codec::Widen::load(&self.gpu)?);
+        }
+        if kind == Half::Bf16 {
+            let full = self.read_host.host()?;
+            let host = match &mut self.halves.host {
+                Some(h) => h,
+                slot => slot.insert(Pinned::new(&self.gpu.ctx)?),
+            };
+            for (h, &v) in host.host_mut(full.len())?.iter_mut().zip(full) {
+                *h = (v.to_bits() >> 16) as u16;
+            }
         }
         let host = self
             .halves
             .host
             .as_ref()
-            .ok_or_else(|| input("no f16 mirror".into()))?;
+            .ok_or_else(|| input("no 16-bit mirror".into()))?;
         let n = host.len();
         let dev = &mut self.halves.dev;
         self.bus.h2d(&stream, || {
@@ -119,15 +119,15 @@ impl CudaMlpResident {
             Ok(2 * n as u64)
         })?;
         self.read.ensure(&stream, n)?;
-        let f = self
+        let w = self
             .halves
-            .to_f32
+            .widen
             .as_ref()
-            .ok_or_else(|| input("no f16 kernel".into()))?;
+            .ok_or_else(|| input("no widening kernel".into()))?;
         let (halves, read, gpu) = (&self.halves.dev, &mut self.read, &self.gpu);
         // The widening counts as device compute.
         self.bus.kernels(&stream, || {
-            codec::launch_to_f32(gpu, f, halves.get(), read.get_mut(), n)
+            w.launch(gpu, kind, halves.get(), read.get_mut(), n)
         })
     }
 }

@@ -136,22 +136,6 @@ pub fn check_tiling(blocks: &[DeltaBlock], rows: &[usize]) -> Result<(), String>
     }
 }
 
-/// The f16 bits of `values` when every one of them is an f16 value (it converts to f16 and
-/// back bit for bit, as rows pulled with an `f16` pull codec do), else `None` (found at the
-/// first value that is not, so that f32 rows cost about one conversion): such rows cross to a
-/// device as f16, half the bytes, and widen there exactly.
-pub fn f16_image(values: &[f32]) -> Option<Vec<u16>> {
-    let mut out = Vec::with_capacity(values.len());
-    for &v in values {
-        let h = half::f16::from_f32(v);
-        if h.to_f32().to_bits() != v.to_bits() {
-            return None;
-        }
-        out.push(h.to_bits());
-    }
-    Some(out)
-}
-
 /// Checks that `blocks` cut positions `0..n` into consecutive ranges, in order (a push plan's
 /// blocks of a key list).
 pub fn check_cut(blocks: &[std::ops::Range<usize>], n: usize) -> Result<(), String> {
@@ -496,8 +480,10 @@ impl ResidualKeeper {
 
 mod chain;
 mod copies;
+mod halves;
 pub use chain::{block_k, dense_device_bytes, device_chain, DeviceChain, Fraction, Keep};
 pub use copies::{TopKCopies, ENERGY_BYTES, TRIM_CAP};
+pub use halves::{half_image, Half, HalfLoads};
 
 #[cfg(test)]
 mod tests;

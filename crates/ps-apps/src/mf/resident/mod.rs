@@ -28,7 +28,7 @@ use super::data::Rating;
 use super::factors::Factors;
 use super::waves::WaveSchedule;
 use crate::app::device_codec::{
-    check_keyed, f16_image, DeviceChain, KeyedBlock, ResidualKeeper, TopKCopies,
+    check_keyed, half_image, DeviceChain, KeyedBlock, ResidualKeeper, TopKCopies,
 };
 use crate::error::ComputeError;
 
@@ -296,8 +296,9 @@ impl MfResident for HostResident {
             cached.copy_from_slice(row);
             self.factors.round(cached);
         }
-        // Rows of f16 values (an f16 pull codec's) cross as f16 and widen on the device.
-        let bytes = if f16_image(values).is_some() { 2 } else { 4 };
+        // Rows of f16 or bf16 values (a 16-bit pull codec's) cross in 16 bits and widen on the
+        // device.
+        let bytes = if half_image(values).is_some() { 2 } else { 4 };
         self.traffic.h2d_bytes += bytes * values.len() as u64;
         Ok(())
     }
