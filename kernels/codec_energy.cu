@@ -93,18 +93,34 @@ extern "C" __global__ void codec_energy_hist(const float* __restrict__ x,
     if (top < CODEC_ENERGY_INF && est[4] == 0ull) {
         const unsigned int prefix = shift >= 24u ? 0u : state[0];
         const unsigned int mask = shift >= 24u ? 0u : state[1];
+        // A thread's entries mostly share a digit (the top one is mostly the exponent's):
+        // it sums a run of one digit and adds the run to the block's counts when the digit
+        // changes, rather than every thread adding every entry to the same few cells.
+        unsigned int run_digit = 256u;
+        unsigned int run_count = 0u;
+        unsigned long long run_energy = 0ull;
         const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
         for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
              i < n; i += stride) {
             const unsigned int m = __float_as_uint(x[i]) & 0x7fffffffu;
             if ((m & mask) == prefix) {
                 const unsigned int d = (m >> shift) & 255u;
-                atomicAdd(&local_count[d], 1u);
-                const unsigned long long w = codec_energy_weight(m, top);
-                if (w != 0ull) {
-                    atomicAdd(&local_energy[d], w);
+                if (d != run_digit) {
+                    if (run_count != 0u) {
+                        atomicAdd(&local_count[run_digit], run_count);
+                        atomicAdd(&local_energy[run_digit], run_energy);
+                    }
+                    run_digit = d;
+                    run_count = 0u;
+                    run_energy = 0ull;
                 }
+                run_count += 1u;
+                run_energy += codec_energy_weight(m, top);
             }
+        }
+        if (run_count != 0u) {
+            atomicAdd(&local_count[run_digit], run_count);
+            atomicAdd(&local_energy[run_digit], run_energy);
         }
     }
     __syncthreads();

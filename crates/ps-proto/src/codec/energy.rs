@@ -8,8 +8,9 @@
 //! its biased exponent; 1 and no implicit bit for a subnormal) in a block whose largest
 //! magnitude has exponent `B`, the energy is `floor(s^2 / 2^(16 + 2 (B - b)))`: below 2^32, so
 //! the total of a block of fewer than 2^32 entries fits in a u64. That is the square scaled by
-//! `2^(284 - 2B)` and truncated: exact to 2^-16 of the largest entry's square, and an entry below
-//! about 2^-16 of the largest magnitude counts for nothing (so is never needed to reach `E`).
+//! `2^(284 - 2B)` and truncated: each within about 2^-30 of the largest entry's square, and an
+//! entry below about 2^-15.5 of the largest magnitude counts for nothing (so is never needed
+//! to reach `E`: `energy:1` keeps every entry that counts).
 //!
 //! The count is the fewest entries of largest magnitude whose energies reach
 //! `goal = min(ceil(E * total), total)` (the product in f64, rounded to nearest; a device

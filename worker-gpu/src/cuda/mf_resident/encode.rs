@@ -1,14 +1,14 @@
 //! The engine's own push encoding (`MfResident::keep_before`, `delta_encoded`, `drop_unsent`):
 //! a dense lossy chain (`ps_apps::app::device_codec::DeviceChain::Dense`) run on the device by
-//! [`DenseCodec`], or a top-k (`DeviceChain::TopK`) by one [`DeviceTopK`] over every block
-//! (`push_encoded_in`: selected, trimmed and encoded there whatever the block's size), with what
-//! is not sent kept per item row in a residual table on the device and added to every such row
-//! a later load writes (held rows only). Per clock: the pushed rows are gathered from the cache
-//! before the waves (`before`) and after them (`after`), their difference is the delta; each
-//! block of the push plan gathers its rows' residual, is encoded (only its payload's bytes come
-//! back, for a top-k with its indices' 64-byte measure) and scatters the residual back. The
-//! oracle is
-//! `HostResident`, which counts the same bytes. Also here: loaded rows of f16 or bf16 values
+//! [`DenseCodec`], or a top-k or an energy stage (`DeviceChain::TopK`, `DeviceChain::Energy`) by
+//! one [`DeviceTopK`] over every block (`push_encoded_in`: counted, selected and encoded there
+//! whatever the block's size), with what is not sent kept per item row in a residual table on
+//! the device and added to every such row a later load writes (held rows only). Per clock: the
+//! pushed rows are gathered from the cache before the waves (`before`) and after them
+//! (`after`), their difference is the delta; each block of the push plan gathers its rows'
+//! residual, is encoded (only its payload's bytes come back, for a selection with its count or
+//! candidates' counts and its indices' 64-byte measure) and scatters the residual back. The
+//! oracle is `HostResident`, which counts the same bytes. Also here: loaded rows of f16 or bf16 values
 //! cross in 16 bits.
 
 use std::sync::Arc;

@@ -2,9 +2,9 @@
 //! fewest largest entries that hold a fraction E of the block's energy, as
 //! `ps_proto::codec::k_of_energy` counts them (integer energies, so the device's sums are the
 //! host's). A radix select over the whole block's magnitude bits accumulates energies instead
-//! of counts and leaves the state `codec_select_write` chooses by; only the count comes back
-//! (with the select's state: [`ENERGY_BYTES`]), then the block is encoded as a top-k of that
-//! count is.
+//! of counts and leaves on the device the state `codec_select_write` chooses by; only the
+//! search's 5 words come back, the count among them ([`ENERGY_BYTES`]), then the block is
+//! encoded as a top-k of that count is.
 
 use std::sync::Arc;
 

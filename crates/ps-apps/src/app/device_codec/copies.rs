@@ -10,8 +10,8 @@
 //! radix select past it), their codes in the layout the host picks from it (whole words) and
 //! the values' bytes; or, where the layout is dense, the chosen indices and values out (8 bytes
 //! each) and the chosen indices and decoded values in (8 bytes each). An energy stage makes no
-//! candidate pass: its count comes back with the radix select's state ([`ENERGY_BYTES`]), then
-//! the rest as for a top-k of that count.
+//! candidate pass: its count comes back ([`ENERGY_BYTES`]: the 5 words of the count's search,
+//! `est`), then the rest as for a top-k of that count.
 
 use ps_proto::codec::{self, ValueFormat};
 
@@ -24,7 +24,8 @@ pub const TRIM_CAP: usize = 4096;
 /// Bytes of the chosen indices' measure (`codec_index_plan`: 8 words of 8 bytes).
 pub const MEASURE_BYTES: u64 = 64;
 
-/// Bytes of an energy count's state (`codec_energy_pick`: 5 words of 8 bytes).
+/// Bytes an energy count copies back: the 5 words of 8 bytes of its search (`est` in
+/// `kernels/codec_energy.cu`), the count among them.
 pub const ENERGY_BYTES: u64 = 40;
 
 /// A top-k encoder, as far as its copies go: the candidate buffers' size, kept from clock to
@@ -72,8 +73,9 @@ impl TopKCopies {
                 }
                 (k, self.candidates(values, k).1)
             }
-            // The device counts where the values are and sends the count back with its
-            // measure; no candidate pass.
+            // The device counts where the values are and sends the count back; no candidate
+            // pass (and nothing at all for an empty block).
+            Keep::Energy(_) if n == 0 => return (0, 0),
             Keep::Energy(e) => (codec::k_of_energy(values, None, e), ENERGY_BYTES),
         };
         if k == 0 {
@@ -284,5 +286,12 @@ mod tests {
             c.push(&vec![0.0; n], Keep::Energy(0.4), ValueFormat::Sign),
             (0, ENERGY_BYTES)
         );
+    }
+
+    #[test]
+    fn an_empty_block_copies_nothing() {
+        let mut c = TopKCopies::new(0);
+        assert_eq!(c.push(&[], Keep::Energy(0.4), ValueFormat::Sign), (0, 0));
+        assert_eq!(c.push(&[], Keep::Count(3), ValueFormat::Sign), (0, 0));
     }
 }

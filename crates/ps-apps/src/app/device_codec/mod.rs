@@ -88,7 +88,8 @@ pub struct DeltaBlock {
 
 /// One block of a keyed delta (MF's item rows): positions `rows` of the clock's key list, as the
 /// worker library's push plan cuts it, of which the top `k` values go (all of them for a chain
-/// with no top-k: [`block_k`] of the block's values).
+/// with no top-k: [`block_k`] of the block's values; an energy stage counts its own,
+/// [`DeviceChain::keep`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyedBlock {
     pub rows: std::ops::Range<usize>,

@@ -1,7 +1,8 @@
 //! The resident path's pushes encoded by the engine itself (`device_codec`): when the worker
 //! library plans the clock's item rows with a chain the engine runs (a dense lossy format:
-//! `f16`, `bf16`, `q8`, `q4`, `q2`, `sign`; or one top-k in any of them or f32, as
-//! `topk:0.15,warmup:1,sign` is once warmed up), the engine keeps the loaded rows, runs the waves,
+//! `f16`, `bf16`, `q8`, `q4`, `q2`, `sign`; or one top-k or energy stage in any of them, as
+//! `topk:0.15,warmup:1,sign` is once warmed up; not in f32, `mf_engine_encodes`), the engine
+//! keeps the loaded rows, runs the waves,
 //! and hands back only the payloads of the rows' delta; its residual stays with it, row by row,
 //! and shows in what it loads. Once the library has encoded a lossy delta itself (or
 //! `PS_DEVICE_CODEC=off`), it keeps doing so: its residual would otherwise be sent beside the
