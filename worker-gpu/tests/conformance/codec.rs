@@ -187,6 +187,21 @@ fn same(a: f32, b: f32) -> bool {
     a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
 }
 
+/// The values a device selects from (the residual plus `delta`) and the library's payload of
+/// them, `ef` left with what it keeps.
+fn host_compress(ef: &mut ErrorFeedback, chain: &CodecChain, delta: &[f32]) -> (Vec<f32>, Vec<u8>) {
+    let acc = ef
+        .residual()
+        .iter()
+        .zip(delta)
+        .map(|(r, d)| r + d)
+        .collect();
+    let mut want = Vec::new();
+    ef.compress(chain, delta, None, &mut want)
+        .expect("host compress");
+    (acc, want)
+}
+
 fn assert_same(what: &str, got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len(), "{what}: lengths");
     if let Some(i) = (0..got.len()).find(|&i| !same(got[i], want[i])) {
@@ -492,15 +507,7 @@ fn a_selection_encoded_on_the_host_keeps_the_librarys_residual() {
                 if round == 5 {
                     delta[7] = f32::INFINITY;
                 }
-                let acc: Vec<f32> = ef
-                    .residual()
-                    .iter()
-                    .zip(&delta)
-                    .map(|(r, d)| r + d)
-                    .collect();
-                let mut want = Vec::new();
-                ef.compress(&chain, &delta, None, &mut want)
-                    .expect("host compress");
+                let (acc, want) = host_compress(&mut ef, &chain, &delta);
                 let (idx, values) = dev.select_host(&delta, k).expect("select");
                 let (got, decoded) =
                     ps_apps::app::device_codec::selection_payload(format, n, &idx, &values)
@@ -576,15 +583,7 @@ fn an_energy_stage_encoded_on_the_device_keeps_the_librarys_residual() {
                     // nothing, so nothing goes; in the lossy formats what rounding left does.
                     delta.iter_mut().for_each(|d| *d = 0.0);
                 }
-                let acc: Vec<f32> = ef
-                    .residual()
-                    .iter()
-                    .zip(&delta)
-                    .map(|(r, d)| r + d)
-                    .collect();
-                let mut want = Vec::new();
-                ef.compress(&chain, &delta, None, &mut want)
-                    .expect("host compress");
+                let (acc, want) = host_compress(&mut ef, &chain, &delta);
                 let what = format!("{format:?} n {n} energy {e} round {round}");
                 let before = on_device.moved();
                 let got = on_device
