@@ -111,6 +111,12 @@ fn mf_lda_and_lr_resident_paths_train_as_the_host_path() {
     let dev = run("lr", "cpu-resident", "raw");
     assert_eq!(host["weights_hash"], dev["weights_hash"], "{host}\n{dev}");
     assert_eq!(host["test_auc"], dev["test_auc"], "{host}\n{dev}");
+    // Its oracle counts the device's copies: per clock the batch keys' weights in and their
+    // gradient out, fewer bytes than the wire carries (keys, headers, the other shard's rows).
+    let f = |k: &str| dev[k].as_f64().unwrap();
+    let pcie = f("pcie_bytes_h2d_per_clock") + f("pcie_bytes_d2h_per_clock");
+    let wire = (f("bytes_sent") + f("bytes_received")) / f("clocks");
+    assert!(pcie > 0.0 && pcie < wire, "{pcie} against {wire}: {dev}");
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! The CUDA sparse-LR engines (per batch, and resident) against the CPU oracle `CpuLr`, within
 //! `FAST_REL_TOL` as the fast CPU engine is.
 
-use ps_apps::lr::{batch_keys, CpuLr, LrCompute, LrResident, SparseRow, BIAS_KEY, FAST_REL_TOL};
+use ps_apps::lr::{
+    batch_keys, CpuLr, LrCompute, LrCopies, LrResident, SparseRow, BIAS_KEY, FAST_REL_TOL,
+};
 use ps_apps::seed::ClockKey;
 use ps_apps::visit::Visit;
 use rand::{Rng, SeedableRng};
@@ -160,6 +162,8 @@ fn resident_gradient_matches_the_oracle() {
     let rows = random_batch(&mut rng, 5000, 30, &pool);
     let mut engine = CudaLrResident::new(gpu).expect("engine");
     engine.setup(&rows).expect("setup");
+    // The CPU oracle counts the same set-up and calls (`LrCopies`).
+    assert_eq!(engine.traffic().h2d_bytes, LrCopies::setup(&rows), "set-up");
     for (n, third) in [
         (1, false),
         (256, false),
@@ -192,6 +196,11 @@ fn resident_gradient_matches_the_oracle() {
         let m = keys.len() as u64;
         assert_eq!(t.h2d_bytes, 4 * (n as u64 + 2 * m), "{n} rows: in");
         assert_eq!(t.d2h_bytes, 4 * m + 8, "{n} rows: out");
+        let present = m as usize;
+        assert_eq!(
+            (t.h2d_bytes, t.d2h_bytes),
+            LrCopies::call(n, present, false)
+        );
         assert!(
             t.h2d_s > 0.0 && t.d2h_s > 0.0,
             "{n} rows: copies timed: {t:?}"
@@ -262,6 +271,10 @@ fn resident_gradient_of_a_visit_is_the_named_rows() {
             t.d2h_bytes,
             4 * m + 8 + 12,
             "the gradient, the loss, and the device's key count (u32) and checksum (u64) out"
+        );
+        assert_eq!(
+            (t.h2d_bytes, t.d2h_bytes),
+            LrCopies::call(count as usize, m as usize, true)
         );
         if keys.is_empty() {
             // A visit of one row without features: no key to leave out or replace.

@@ -46,7 +46,9 @@ pub use data::{
     MAX_FEATURES_PER_ROW, MAX_FEATURE_INDEX, MAX_LINE_BYTES,
 };
 pub use metrics::{accuracy, auc, log_loss, margins, nonzero_weights, objective};
-pub use resident::{check_gradient, check_visit_keys, HostLrResident, LrResident, Traffic};
+pub use resident::{
+    check_gradient, check_visit_keys, HostLrResident, LrCopies, LrResident, Traffic,
+};
 
 use serde::{Deserialize, Serialize};
 

@@ -97,11 +97,47 @@ pub fn check_visit_keys(rows: &[SparseRow], batch: &[u32], keys: &[u64]) -> Resu
 }
 
 /// The CPU oracle of a resident engine: the batch's rows gathered and handed to a
-/// [`LrCompute`] engine. Nothing crosses a bus, so [`Traffic`] stays zero.
+/// [`LrCompute`] engine. Nothing crosses a bus, but its [`Traffic`] counts what the CUDA engine
+/// copies for the same calls ([`LrCopies`]), and its compute time is the host engine's.
 pub struct HostLrResident {
     engine: Box<dyn LrCompute + Send>,
     rows: Vec<SparseRow>,
     batch: Vec<SparseRow>,
+    /// The rows' sorted distinct keys: a call's keys outside them cross no bus.
+    keys: Vec<u64>,
+    traffic: Traffic,
+}
+
+/// The bytes a device LR engine copies, as `worker-gpu`'s `CudaLrResident` copies them:
+/// - set-up: the rows in CSR form over local key ids, once (a u32 offset per row and one more,
+///   a u32 local id and an f32 value per nonzero, an f32 label per row);
+/// - a call naming its rows: their indices and the present keys' local ids and weights in
+///   (4 bytes each), the present keys' gradient and the loss (a double) out;
+/// - a call by visit: the keys' weights in; the device makes the rows and local ids, and sends
+///   back their count and checksum (12 bytes) with the gradient and the loss.
+///
+/// A call of no rows copies nothing.
+pub struct LrCopies;
+
+impl LrCopies {
+    /// Bytes in at set-up.
+    pub fn setup(rows: &[SparseRow]) -> u64 {
+        let nnz: usize = rows.iter().map(|r| r.features.len()).sum();
+        4 * (rows.len() as u64 + 1) + 8 * nnz as u64 + 4 * rows.len() as u64
+    }
+
+    /// Bytes `(in, out)` of a call of `n` rows whose keys include `present` of the worker's.
+    pub fn call(n: usize, present: usize, visit: bool) -> (u64, u64) {
+        if n == 0 {
+            return (0, 0);
+        }
+        let m = present as u64;
+        if visit {
+            (4 * m, 12 + 4 * m + 8)
+        } else {
+            (4 * (n as u64 + m) + 4 * m, 4 * m + 8)
+        }
+    }
 }
 
 impl HostLrResident {
@@ -111,7 +147,31 @@ impl HostLrResident {
             engine,
             rows: Vec::new(),
             batch: Vec::new(),
+            keys: Vec::new(),
+            traffic: Traffic::default(),
         }
+    }
+
+    /// The gradient of rows `batch` (checked), the copies counted as a call by visit or not.
+    fn run(
+        &mut self,
+        batch: &[u32],
+        (keys, weights, grad): (&[u64], &[f32], &mut [f32]),
+        visit: bool,
+    ) -> Result<f64, ComputeError> {
+        let present = keys
+            .iter()
+            .filter(|k| self.keys.binary_search(k).is_ok())
+            .count();
+        let (h2d, d2h) = LrCopies::call(batch.len(), present, visit);
+        self.traffic.h2d_bytes += h2d;
+        self.traffic.d2h_bytes += d2h;
+        self.batch.clear();
+        self.batch
+            .extend(batch.iter().map(|&i| self.rows[i as usize].clone()));
+        let (engine, rows) = (&mut self.engine, &self.batch);
+        self.traffic
+            .timed(|| engine.gradient(rows, keys, weights, grad))
     }
 }
 
@@ -122,6 +182,8 @@ impl LrResident for HostLrResident {
 
     fn setup(&mut self, rows: &[SparseRow]) -> Result<(), ComputeError> {
         self.rows = rows.to_vec();
+        self.keys = batch_keys(rows);
+        self.traffic.h2d_bytes += LrCopies::setup(rows);
         Ok(())
     }
 
@@ -138,10 +200,7 @@ impl LrResident for HostLrResident {
                 message,
             }
         })?;
-        self.batch.clear();
-        self.batch
-            .extend(batch.iter().map(|&i| self.rows[i as usize].clone()));
-        self.engine.gradient(&self.batch, keys, weights, grad)
+        self.run(batch, (keys, weights, grad), false)
     }
 
     fn gradient_visit(
@@ -158,11 +217,12 @@ impl LrResident for HostLrResident {
         visit.check(self.rows.len()).map_err(bad)?;
         let batch: Vec<u32> = visit.order().into_iter().map(|i| i as u32).collect();
         check_visit_keys(&self.rows, &batch, keys).map_err(bad)?;
-        self.gradient(&batch, keys, weights, grad)
+        check_gradient(self.rows.len(), &batch, keys, weights, grad).map_err(bad)?;
+        self.run(&batch, (keys, weights, grad), true)
     }
 
     fn traffic(&self) -> Traffic {
-        Traffic::default()
+        self.traffic
     }
 }
 
@@ -195,7 +255,10 @@ mod tests {
         let lw = CpuLr.gradient(&picked, &keys, &w, &mut want).unwrap();
         let lg = dev.gradient(&idx, &keys, &w, &mut got).unwrap();
         assert_eq!((lw, &want), (lg, &got));
-        assert_eq!(dev.traffic(), Traffic::default());
+        // Set-up: 4 offsets, 6 nonzeros (id and value), 3 labels; the call: 3 row indices and
+        // 3 keys' ids and weights in, 3 gradients and the loss out.
+        let t = dev.traffic();
+        assert_eq!((t.h2d_bytes, t.d2h_bytes), (16 + 48 + 12 + 36, 20));
         let mut g = vec![0.0; 3];
         assert!(dev.gradient(&[3], &keys, &w, &mut g).is_err(), "row 3 of 3");
         assert!(
@@ -222,8 +285,13 @@ mod tests {
         let (mut want, mut got) = (vec![0.0; keys.len()], vec![0.0; keys.len()]);
         let w = vec![0.5f32; keys.len()];
         let lw = CpuLr.gradient(&named, &keys, &w, &mut want).unwrap();
+        let before = dev.traffic();
         let lg = dev.gradient_visit(&visit, &keys, &w, &mut got).unwrap();
         assert_eq!((lw, &want), (lg, &got));
+        // Only the weights in; the count and checksum, gradient and loss out.
+        let t = dev.traffic().since(&before);
+        let m = keys.len() as u64;
+        assert_eq!((t.h2d_bytes, t.d2h_bytes), (4 * m, 12 + 4 * m + 8));
         let fewer = &keys[1..];
         let e = dev.gradient_visit(&visit, fewer, &w[1..], &mut got[1..]);
         assert!(e.is_err(), "keys other than the batch's");
