@@ -473,3 +473,28 @@ extern "C" __global__ void mf_gather_rows_f16(const unsigned int* __restrict__ k
                                               float* rows) {
     mf_gather_body<unsigned short>(keys, n, width, table, rows);
 }
+
+// words[t] bit j: whether row keys[32 t + j] of `table` (rows of `width` f32: the engine's
+// residual) holds a value other than zero (-0.0 counts as zero, NaN does not), for n keys. These
+// are the rows the worker library would keep a residual row for after a push, so an epoch split
+// over clocks pushes them again with the next clock's rows. Any 1-D grid.
+extern "C" __global__ void mf_held_rows(const unsigned int* __restrict__ keys,
+                                        unsigned int n,
+                                        unsigned int width,
+                                        const float* __restrict__ table,
+                                        unsigned int* words) {
+    const unsigned int count = (n + 31u) / 32u;
+    const unsigned int stride = gridDim.x * blockDim.x;
+    for (unsigned int t = blockIdx.x * blockDim.x + threadIdx.x; t < count; t += stride) {
+        unsigned int word = 0u;
+        for (unsigned int j = 0; j < 32u && 32u * t + j < n; ++j) {
+            const float* row = table + (size_t)keys[32u * t + j] * width;
+            bool held = false;
+            for (unsigned int c = 0; c < width && !held; ++c) {
+                held = row[c] != 0.0f;
+            }
+            word |= held ? 1u << j : 0u;
+        }
+        words[t] = word;
+    }
+}

@@ -328,18 +328,22 @@ PY
 }
 
 # MF with its delta encoded on the device (q4, a top-k in sign: selected, trimmed and encoded
-# there, and an energy stage: counted there too) against the same job with the library encoding the plain delta
+# there, an energy stage: counted there too, and that over an epoch split into clocks) against the same job with the library encoding the plain delta
 # (PS_DEVICE_CODEC=off): the waves are deterministic, so the models must be the same bit for
 # bit; only the payloads (and a top-k's chosen indices) should leave the device.
 step_mf_device_codec() {
     echo "== MF with its delta encoded on the device"
-    local codec name
-    for codec in q4 topk:0.15,warmup:1,sign energy:0.4,sign; do
-        name=mf-codec-${codec//[:,.]/_}
+    local spec codec name extra
+    # The last: an epoch split over 4 clocks (each clock also pushes the rows still held).
+    for spec in q4 topk:0.15,warmup:1,sign energy:0.4,sign "energy:0.4,sign --clocks-per-epoch 4"; do
+        read -r codec extra <<<"$spec"
+        name=mf-codec-${codec//[:,.]/_}${extra:+-split}
+        # shellcheck disable=SC2086 # $extra is flags, split on purpose
         run_step "$name-cuda" 60 "$BUNDLE/ps-cluster" local --app mf --device cuda \
-            --deterministic --no-progress --push-codec "$codec" || continue
+            --deterministic --no-progress --push-codec "$codec" $extra || continue
+        # shellcheck disable=SC2086
         PS_DEVICE_CODEC=off run_step "$name-off" 60 "$BUNDLE/ps-cluster" local --app mf \
-            --device cuda --deterministic --no-progress --push-codec "$codec" || continue
+            --device cuda --deterministic --no-progress --push-codec "$codec" $extra || continue
         if ! python3 - "$out/$name-cuda.txt" "$out/$name-off.txt" "$codec" \
             >"$out/$name.txt" 2>&1 <<'PY'; then
 import json, sys

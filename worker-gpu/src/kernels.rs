@@ -103,7 +103,8 @@ pub const KERNELS: &[Kernel] = &[
             "mf_scatter_rows",
             "mf_scatter_rows_f16",
             "mf_gather_rows",
-            "mf_gather_rows_f16"
+            "mf_gather_rows_f16",
+            "mf_held_rows"
         ],
         headers["mf_step", "mf_window"]
     ),

@@ -426,7 +426,8 @@ fn waves_engine_rejects_bad_rows_and_oversized_schedules() {
 /// only the payloads' words come back (for a top-k, the counts, the chosen indices' measure and
 /// codes and the values' bytes `TopKCopies` predicts: the second block of the large case has
 /// more candidates than one block trims; an energy stage counts on the device and sends its
-/// count back instead); the drop returns the keeper's sum.
+/// count back instead); the rows still holding something are the keeper's; the drop returns
+/// the keeper's sum.
 #[test]
 fn waves_engine_encodes_its_pushes_as_the_library_would() {
     use ps_apps::app::device_codec::{
@@ -539,6 +540,20 @@ fn waves_engine_encodes_its_pushes_as_the_library_would() {
                 "{format:?} epoch {epoch}: payloads differ from the library's"
             );
             assert_eq!((t.h2d_bytes, t.d2h_bytes), bytes, "{chain:?}: bytes");
+            // The rows still holding something (a bit a row from the device).
+            let before = dev.traffic();
+            let held = dev.held_rows(&keys).expect("held rows");
+            assert_eq!(
+                held,
+                keeper.held_keyed(0, &keys).expect("keeper"),
+                "{chain:?}"
+            );
+            let t = dev.traffic().since(&before);
+            assert_eq!(
+                t.d2h_bytes,
+                ps_apps::mf::held_bytes(keys.len()),
+                "{chain:?}"
+            );
         }
         let held = keeper.l1();
         let dropped = dev.drop_unsent().expect("drop");

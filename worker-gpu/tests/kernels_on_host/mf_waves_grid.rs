@@ -157,6 +157,18 @@ fn case_block(case: usize, rng: &mut ChaCha8Rng) -> String {
     c
 }
 
+/// `mf_sgd.cu` and what it needs, for the host's compiler.
+fn kernels() -> String {
+    format!(
+        "{}{SHIMS}{}\n{}\n{}\n{F16}{}",
+        host_cxx::BLOCKS_OF_WARPS,
+        host_cxx::MF_COPIES,
+        include_str!("../../../kernels/mf_step.cuh"),
+        include_str!("../../../kernels/mf_window.cuh"),
+        include_str!("../../../kernels/mf_sgd.cu"),
+    )
+}
+
 #[test]
 fn the_wave_kernels_on_a_block_of_warps_run_the_blocks_in_wave_order() {
     let mut rng = ChaCha8Rng::seed_from_u64(0x4D46_5741);
@@ -166,14 +178,7 @@ fn the_wave_kernels_on_a_block_of_warps_run_the_blocks_in_wave_order() {
         body += &case_block(case, &mut rng);
     }
     body += &format!("printf(\"ok {cases} %u\\n\", windows);\n");
-    let headers = format!(
-        "{}{SHIMS}{}\n{}\n{}\n{F16}{}",
-        host_cxx::BLOCKS_OF_WARPS,
-        host_cxx::MF_COPIES,
-        include_str!("../../../kernels/mf_step.cuh"),
-        include_str!("../../../kernels/mf_window.cuh"),
-        include_str!("../../../kernels/mf_sgd.cu"),
-    );
+    let headers = kernels();
     let dir = tempfile::tempdir().expect("temporary directory");
     let Some(got) = host_cxx::run_on_host(dir.path(), &headers, &body) else {
         return;
@@ -185,4 +190,66 @@ fn the_wave_kernels_on_a_block_of_warps_run_the_blocks_in_wave_order() {
         "the window ran in {} runs: {got}",
         counts[1]
     );
+}
+
+/// `mf_held_rows`: a bit a key, set where the key's residual row holds a value other than zero
+/// (`-0.0` is zero, NaN is not), as the worker library keeps a residual row: rows of zeros, of
+/// `-0.0`, one value set, a NaN, keys in any order and repeated, a count that is not a whole
+/// word, and grids of one thread and of many.
+#[test]
+fn the_held_rows_are_the_rows_of_some_residual() {
+    let mut rng = ChaCha8Rng::seed_from_u64(0x4E1D);
+    let (rows, width) = (300usize, 5usize);
+    let table: Vec<f32> = (0..rows * width)
+        .map(|i| match (i / width) % 5 {
+            0 => 0.0,
+            1 => -0.0,
+            2 if i % width == 3 => 1e-30,
+            3 if i % width == 4 => f32::NAN,
+            4 => rng.gen_range(-1.0f32..1.0),
+            _ => 0.0,
+        })
+        .collect();
+    let held = |k: u32| {
+        table[k as usize * width..(k as usize + 1) * width]
+            .iter()
+            .any(|&x| x != 0.0)
+    };
+    let (mut body, mut want) = (String::new(), String::new());
+    write!(
+        body,
+        "{}",
+        array(
+            "unsigned int",
+            "table_bits",
+            &table.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        )
+    )
+    .unwrap();
+    for (case, (n, grid, block)) in [(77usize, 1u32, 32u32), (250, 2, 64), (32, 1, 32)]
+        .into_iter()
+        .enumerate()
+    {
+        let keys: Vec<u32> = (0..n).map(|_| rng.gen_range(0..rows as u32)).collect();
+        let words = n.div_ceil(32);
+        write!(want, "{case}").unwrap();
+        for t in 0..words {
+            let w: u32 = (0..32)
+                .filter(|j| 32 * t + j < n && held(keys[32 * t + j]))
+                .fold(0, |w, j| w | 1 << j);
+            write!(want, " {w:08x}").unwrap();
+        }
+        want.push('\n');
+        write!(
+            body,
+            "{{\n{}static unsigned int words[{words}];
+            run_grid({grid}u, {block}u, [&] {{ mf_held_rows(keys, {n}u, {width}u, (const float*)table_bits, words); }});
+            printf(\"{case}\");
+            for (unsigned int t = 0; t < {words}u; ++t) printf(\" %08x\", words[t]);
+            printf(\"\\n\");\n}}\n",
+            array("unsigned int", "keys", &keys),
+        )
+        .unwrap();
+    }
+    host_cxx::check_on_host(&kernels(), &body, &want);
 }

@@ -38,7 +38,9 @@ mod waves;
 
 pub use app::{MfApp, MfClock, MfFacts, MfFinal, MfSettings, ITEMS};
 pub use args::{MfArgs, MfDefaults, REAL_DATA, SYNTHETIC};
-pub use resident::{mf_engine_encodes, HostResident, MfResident, ResidentSetup, Split, Traffic};
+pub use resident::{
+    held_bytes, mf_engine_encodes, HostResident, MfResident, ResidentSetup, Split, Traffic,
+};
 pub use session::MfSession;
 pub use waves::{bands_for, bands_with, WaveSchedule, MIN_BLOCK_RATINGS};
 

@@ -94,6 +94,9 @@ struct ResidentPath {
     all_touched: Vec<u64>,
     /// The engine's traffic when the current clock began.
     before: Traffic,
+    /// Item rows the engine held something back of after its last push (sorted): an epoch
+    /// split over clocks pushes them again with the next clock's rows.
+    held: Vec<u64>,
 }
 
 enum Path {
@@ -187,6 +190,7 @@ impl MfSession {
                     schedule,
                     epoch_waves: None,
                     all_touched,
+                    held: Vec::new(),
                 })
             }
             None => {
@@ -516,6 +520,7 @@ impl Session<MfApp> for MfSession {
         if let Path::Resident(r) = &mut self.path {
             // The final reads show the shards' model, as the worker library's do.
             self.unsent += r.dev.drop_unsent()?;
+            r.held.clear();
             self.engine_holds = false;
             r.dev.expect_items(&rows)?;
         }

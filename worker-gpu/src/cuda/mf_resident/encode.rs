@@ -44,6 +44,10 @@ pub(super) struct OwnPushes {
     halves: DevBuf<u16>,
     halves_host: Option<Pinned<u16>>,
     widen: Option<codec::Widen>,
+    /// `mf_held_rows`, its bits and their copy (`held_rows`).
+    held_fn: Option<CudaFunction>,
+    held_words: DevBuf<u32>,
+    held_host: Option<Pinned<u32>>,
 }
 
 impl OwnPushes {
@@ -285,6 +289,60 @@ impl CudaMfResident {
         }
         self.timer.stop(&stream, &mut self.bus.traffic)?;
         Ok(())
+    }
+
+    /// Which of the pushed rows `keys` (the list `keep_before` set) hold something back: a bit
+    /// a row made on the device (`mf_held_rows`) and copied back.
+    pub(super) fn try_held_rows(&mut self, keys: &[u64]) -> Result<Vec<u64>, GpuError> {
+        if keys != self.own.keys.keys() {
+            return Err(input(
+                "the rows asked about are not the rows last pushed".into(),
+            ));
+        }
+        let n = keys.len();
+        if !self.own.held || n == 0 {
+            // Nothing was ever encoded here: nothing is held, and nothing to copy.
+            return Ok(Vec::new());
+        }
+        let stream = Arc::clone(&self.gpu.compute);
+        if self.own.held_fn.is_none() {
+            self.own.held_fn = Some(self.gpu.function("mf_sgd", "mf_held_rows")?);
+        }
+        let words = n.div_ceil(32);
+        self.own.held_words.ensure(&stream, words)?;
+        let (n32, w32) = (to_u32(n, "rows")?, to_u32(self.layout.width(), "width")?);
+        let f = self
+            .own
+            .held_fn
+            .as_ref()
+            .ok_or_else(|| input("no held-rows kernel".into()))?;
+        let list = self.own.keys.dev.view(n);
+        let mut b = stream.launch_builder(f);
+        b.arg(&list)
+            .arg(&n32)
+            .arg(&w32)
+            .arg(self.own.residual.get())
+            .arg(self.own.held_words.get_mut());
+        // SAFETY: the n keys are below num_items (checked when their list was set), the
+        // residual holds num_items * width values, the words ceil(n / 32);
+        // mf_held_rows(const unsigned*, unsigned, unsigned, const float*, unsigned*).
+        unsafe { b.launch(rows_cfg(&self.gpu, words, 1)) }.call("cuLaunchKernel(mf_held_rows)")?;
+        let host = match &mut self.own.held_host {
+            Some(h) => h,
+            slot => slot.insert(Pinned::new(&self.gpu.ctx)?),
+        };
+        let dev = &self.own.held_words;
+        self.bus.d2h(&stream, || {
+            host.download(&stream, dev.get(), words)?;
+            Ok(4 * words as u64)
+        })?;
+        let bits = host.host()?;
+        Ok(keys
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| bits[i / 32] >> (i % 32) & 1 == 1)
+            .map(|(_, &k)| k)
+            .collect())
     }
 
     pub(super) fn try_drop_unsent(&mut self) -> Result<f64, GpuError> {

@@ -494,6 +494,10 @@ impl MfResident for CudaMfResident {
         )
     }
 
+    fn held_rows(&mut self, keys: &[u64]) -> Result<Vec<u64>, ComputeError> {
+        failed("cuda-waves", self.try_held_rows(keys))
+    }
+
     fn drop_unsent(&mut self) -> Result<f64, ComputeError> {
         failed("cuda-waves", self.try_drop_unsent())
     }

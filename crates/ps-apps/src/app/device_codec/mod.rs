@@ -383,6 +383,20 @@ impl ResidualKeeper {
         Ok(())
     }
 
+    /// The rows `keys` of `table` whose residual holds a value other than zero (`-0.0` is zero,
+    /// NaN is not), in the order of `keys`: the rows the worker library would keep a residual
+    /// row for.
+    pub fn held_keyed(&self, table: u32, keys: &[u64]) -> Result<Vec<u64>, ComputeError> {
+        let (w, starts) = self.keyed(table, keys)?;
+        let r = &self.tables[table as usize].1;
+        Ok(keys
+            .iter()
+            .zip(&starts)
+            .filter(|(_, &at)| r[at..at + w].iter().any(|x| *x != 0.0))
+            .map(|(&k, _)| k)
+            .collect())
+    }
+
     /// Encodes `delta` (the rows `keys` of `table`, in that order) plus their residual as one
     /// block with `chain` (a top-k keeps `k`), keeping what is not sent; returns the payload.
     /// Keys must be distinct.

@@ -398,5 +398,23 @@ mod chains {
             .encode_blocks(&[other], DeviceChain::TopK(ValueFormat::F32), &[&delta])
             .is_err());
         assert!(keeper.add_to(0, 2, &mut [0.0; 4]).is_err());
+        // The rows holding something: rows 0 and 1, in the order asked; not row 2 (sent whole).
+        assert_eq!(keeper.held_keyed(0, &[2, 1, 0]).unwrap(), [1, 0]);
+        assert!(keeper.held_keyed(0, &[3]).is_err(), "row 3 of 3");
+        // -0.0 is nothing (as the worker library keeps a row).
+        let mut odd = ResidualKeeper::new(&[(2, 1)]);
+        let dense = DeltaBlock {
+            table: 0,
+            first_row: 0,
+            rows: 2,
+            k: 2,
+        };
+        odd.encode_blocks(
+            &[dense],
+            DeviceChain::TopK(ValueFormat::F32),
+            &[&[-0.0, 1.0]],
+        )
+        .unwrap();
+        assert_eq!(odd.held_keyed(0, &[0, 1]).unwrap(), Vec::<u64>::new());
     }
 }

@@ -126,6 +126,17 @@ pub trait MfResident: Send {
         })
     }
 
+    /// Which of the rows `keys` (those of the last [`MfResident::delta_encoded`], in that
+    /// order) still hold back something, a value other than zero, as the worker library keeps
+    /// a residual row: an epoch split over clocks pushes them again with the next clock's rows.
+    /// A device sends back a bit a row ([`held_bytes`]).
+    fn held_rows(&mut self, _keys: &[u64]) -> Result<Vec<u64>, ComputeError> {
+        Err(ComputeError {
+            engine: self.name(),
+            message: "this engine does not encode its pushes".into(),
+        })
+    }
+
     /// Forgets what [`MfResident::delta_encoded`] held back and returns the sum of its
     /// magnitudes (the job has ended; see the worker library's `drop_unsent`). Default: none.
     fn drop_unsent(&mut self) -> Result<f64, ComputeError> {
@@ -134,6 +145,12 @@ pub trait MfResident: Send {
 
     /// Totals since the engine was made.
     fn traffic(&self) -> Traffic;
+}
+
+/// Bytes a device copies back to say which of `rows` pushed rows hold something back
+/// ([`MfResident::held_rows`]): a bit a row, in whole 4-byte words.
+pub fn held_bytes(rows: usize) -> u64 {
+    4 * rows.div_ceil(32) as u64
 }
 
 /// Whether an MF engine encodes its pushes with `chain`: every chain a device runs but an f32
@@ -420,6 +437,21 @@ impl MfResident for HostResident {
         self.traffic.h2d_bytes += moved_in;
         self.traffic.d2h_bytes += moved_out;
         Ok(())
+    }
+
+    fn held_rows(&mut self, keys: &[u64]) -> Result<Vec<u64>, ComputeError> {
+        if keys != self.pushed.as_slice() {
+            return Err(ComputeError {
+                engine: "cpu-waves",
+                message: "the rows asked about are not the rows last pushed".into(),
+            });
+        }
+        // Nothing was ever encoded here: nothing is held, and nothing to copy.
+        let Some(kept) = &self.kept else {
+            return Ok(Vec::new());
+        };
+        self.traffic.d2h_bytes += held_bytes(keys.len());
+        kept.held_keyed(0, keys)
     }
 
     fn drop_unsent(&mut self) -> Result<f64, ComputeError> {

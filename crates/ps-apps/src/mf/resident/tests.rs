@@ -171,6 +171,13 @@ fn the_oracle_encodes_its_pushes_as_the_library_would() {
                 kept,
                 if clock == 0 { 4 * items as u64 } else { 0 } + 4 * waves.len() as u64
             );
+            // The rows that hold something back: the keeper's, a bit each from the device.
+            let before = e.traffic();
+            let held = e.held_rows(&keys).unwrap();
+            assert_eq!(held, keeper.held_keyed(0, &keys).unwrap(), "{what}");
+            assert!(!held.is_empty(), "{what}");
+            assert_eq!(e.traffic().since(&before).d2h_bytes, 4, "{what}: one word");
+            assert!(e.held_rows(&keys[1..]).is_err(), "not the rows pushed");
         }
         let mut out = Vec::new();
         let moved = KeyedBlock { rows: 0..4, k: 4 };

@@ -6,10 +6,10 @@
 //! and hands back only the payloads of the rows' delta; its residual stays with it, row by row,
 //! and shows in what it loads. Once the library has encoded a lossy delta itself (or
 //! `PS_DEVICE_CODEC=off`), it keeps doing so: its residual would otherwise be sent beside the
-//! engine's payloads. The engine encodes only where every clock pushes the same rows (an epoch
-//! a clock): the library sends every row it holds something of each clock, touched or not,
-//! and the engine sends the clock's rows, so with an epoch split over clocks (each pushing the
-//! items of its own ratings) the two would differ; the library encodes those jobs.
+//! engine's payloads. Each clock pushes, as the library would, the clock's rows and every row
+//! it still holds something of, touched or not (their delta is zero): with an epoch split over
+//! clocks (each pushing the items of its own ratings) those differ, and the engine says which
+//! rows it holds after each push ([`crate::mf::MfResident::held_rows`], a bit a row).
 
 use super::{ClockPlan, MfSession, Path, ITEMS};
 use crate::app::device_codec::{block_k, device_chain, KeyedBlock};
@@ -31,12 +31,17 @@ impl MfSession {
         let Path::Resident(r) = &mut self.path else {
             return Ok(None);
         };
-        let Some(plan) = out.push_plan(ITEMS, &p.touched)? else {
+        // An epoch split over clocks pushes again the rows held back from earlier clocks.
+        let split = self.settings.clocks_per_epoch > 1;
+        let keys = if split && !r.held.is_empty() {
+            union_sorted(&p.touched, &r.held)
+        } else {
+            p.touched.clone()
+        };
+        let Some(plan) = out.push_plan(ITEMS, &keys)? else {
             return Ok(None);
         };
-        // Every clock pushes the same rows only when it runs a whole epoch.
-        let same_rows = self.settings.clocks_per_epoch <= 1;
-        let chain = device_chain(&plan.chain).filter(|&c| same_rows && r.dev.encodes(c));
+        let chain = device_chain(&plan.chain).filter(|&c| r.dev.encodes(c));
         let lossy = !plan.chain.is_lossless();
         let chain = match chain {
             Some(c) if self.encoder.engine_encodes(true, lossy) => c,
@@ -52,7 +57,7 @@ impl MfSession {
                 return Ok(None);
             }
         };
-        r.dev.keep_before(&p.touched)?;
+        r.dev.keep_before(&keys)?;
         let se = r.dev.run_waves(&p.waves, lr, hyper.reg)?;
         let w = self.layout.width();
         let blocks: Vec<KeyedBlock> = plan
@@ -64,11 +69,13 @@ impl MfSession {
             })
             .collect();
         let mut payloads = Vec::with_capacity(blocks.len());
-        r.dev
-            .delta_encoded(&p.touched, chain, &blocks, &mut payloads)?;
+        r.dev.delta_encoded(&keys, chain, &blocks, &mut payloads)?;
         let id = plan.chain.wire_id();
         for (b, payload) in blocks.into_iter().zip(payloads) {
-            out.encoded(ITEMS, &p.touched[b.rows], id, payload)?;
+            out.encoded(ITEMS, &keys[b.rows], id, payload)?;
+        }
+        if split {
+            r.held = r.dev.held_rows(&keys)?;
         }
         self.engine_holds = true;
         let now = r.dev.traffic();
@@ -93,5 +100,44 @@ impl MfSession {
             self.items[k as usize * w..(k as usize + 1) * w].copy_from_slice(row);
         }
         Ok(())
+    }
+}
+
+/// The sorted union of two sorted, distinct key lists.
+fn union_sorted(a: &[u64], b: &[u64]) -> Vec<u64> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => {
+                out.push(a[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push(b[j]);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_union_of_sorted_lists_is_sorted_and_distinct() {
+        assert_eq!(
+            super::union_sorted(&[1, 4, 9], &[2, 4, 10, 11]),
+            [1, 2, 4, 9, 10, 11]
+        );
+        assert_eq!(super::union_sorted(&[], &[3]), [3]);
+        assert_eq!(super::union_sorted(&[3], &[]), [3]);
     }
 }
