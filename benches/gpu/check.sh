@@ -335,7 +335,9 @@ step_mf_device_codec() {
     echo "== MF with its delta encoded on the device"
     local spec codec name extra
     # The last: an epoch split over 4 clocks (each clock also pushes the rows still held).
-    for spec in q4 topk:0.15,warmup:1,sign energy:0.4,sign "energy:0.4,sign --clocks-per-epoch 4"; do
+    # topk:0.05 sends f32 values: its last clock hands plain rows to the library.
+    for spec in q4 topk:0.15,warmup:1,sign energy:0.4,sign topk:0.05 \
+        "energy:0.4,sign --clocks-per-epoch 4"; do
         read -r codec extra <<<"$spec"
         name=mf-codec-${codec//[:,.]/_}${extra:+-split}
         # shellcheck disable=SC2086 # $extra is flags, split on purpose

@@ -115,14 +115,32 @@ impl DenseCodec {
         if n == 0 {
             return Ok((Vec::new(), 0));
         }
+        self.add(residual, delta, n)?;
+        self.encode_values(format, residual, n)
+    }
+
+    /// Enqueues `dst = src + dst` over the first `n` values (`codec_dense_accumulate`, one
+    /// rounding each, as the library adds a delta to its residual).
+    pub fn add(
+        &self,
+        dst: &mut CudaViewMut<'_, f32>,
+        src: &CudaView<'_, f32>,
+        n: usize,
+    ) -> Result<(), GpuError> {
+        if dst.len() < n || src.len() < n {
+            return Err(short("codec_dense_accumulate", dst.len().min(src.len()), n));
+        }
+        if n == 0 {
+            return Ok(());
+        }
         let n64 = n as u64;
         let cfg = self.cfg(n, false);
         let mut b = self.gpu.compute.launch_builder(&self.accumulate);
-        b.arg(&mut *residual).arg(delta).arg(&n64);
-        // SAFETY: the residual and delta hold n values (checked above);
-        // codec_dense_accumulate(float*, const float*, unsigned long long).
+        b.arg(&mut *dst).arg(src).arg(&n64);
+        // SAFETY: both hold n values (checked above); codec_dense_accumulate(float*,
+        // const float*, unsigned long long).
         unsafe { b.launch(cfg) }.call("cuLaunchKernel(codec_dense_accumulate)")?;
-        self.encode_values(format, residual, n)
+        Ok(())
     }
 
     /// The payload of the first `n` of `values` in `format`, leaving in them what error

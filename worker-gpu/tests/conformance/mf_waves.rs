@@ -426,8 +426,8 @@ fn waves_engine_rejects_bad_rows_and_oversized_schedules() {
 /// only the payloads' words come back (for a top-k, the counts, the chosen indices' measure and
 /// codes and the values' bytes `TopKCopies` predicts: the second block of the large case has
 /// more candidates than one block trims; an energy stage counts on the device and sends its
-/// count back instead); the rows still holding something are the keeper's; the drop returns
-/// the keeper's sum.
+/// count back instead); the rows still holding something are the keeper's; a flush of plain
+/// rows (an f32 selection's last clock) is the keeper's; the drop returns the keeper's sum.
 #[test]
 fn waves_engine_encodes_its_pushes_as_the_library_would() {
     use ps_apps::app::device_codec::{
@@ -553,6 +553,35 @@ fn waves_engine_encodes_its_pushes_as_the_library_would() {
                 t.d2h_bytes,
                 ps_apps::mf::held_bytes(keys.len()),
                 "{chain:?}"
+            );
+        }
+        if let DeviceChain::Energy(..) = chain {
+            // A flush of plain rows (an f32 selection's last clock): the delta plus all that
+            // is held, `(0 + delta) + residual` as the library forms it; nothing held after.
+            dev.expect_items(&keys).expect("expect");
+            dev.load_items(0, &p.items).expect("load");
+            let mut read = vec![0.0; p.items.len()];
+            dev.item_rows(&keys, &mut read).expect("rows");
+            dev.keep_before(&keys).expect("keep");
+            dev.run_waves(&waves(&p, 3), 0.01, 0.02).expect("waves");
+            let mut after = vec![0.0; p.items.len()];
+            dev.item_rows(&keys, &mut after).expect("rows");
+            let mut want: Vec<f32> = after
+                .iter()
+                .zip(&read)
+                .map(|(a, b)| 0.0 + (a - b))
+                .collect();
+            keeper.take_keyed(0, &keys, &mut want).expect("take");
+            let mut got = vec![0.0; want.len()];
+            let before = dev.traffic();
+            dev.delta_with_held(&keys, &mut got).expect("flush");
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{chain:?}: the flushed rows");
+            let t = dev.traffic().since(&before);
+            assert_eq!(
+                t.d2h_bytes,
+                4 * want.len() as u64,
+                "{chain:?}: flushed bytes"
             );
         }
         let held = keeper.l1();

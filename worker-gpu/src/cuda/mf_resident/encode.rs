@@ -291,6 +291,88 @@ impl CudaMfResident {
         Ok(())
     }
 
+    /// The pushed rows `keys` (the list `keep_before` set) after the waves less before them,
+    /// plus what is held back of them, as plain values into `out`, `(0 + delta) + residual`
+    /// as the worker library forms a flushed row; their residual is then zero.
+    pub(super) fn try_delta_with_held(
+        &mut self,
+        keys: &[u64],
+        out: &mut [f32],
+    ) -> Result<(), GpuError> {
+        let w = self.layout.width();
+        if keys != self.own.keys.keys() || out.len() != keys.len() * w {
+            return Err(input(format!(
+                "{} values for {} rows, which must be the rows last kept",
+                out.len(),
+                keys.len()
+            )));
+        }
+        let n = keys.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let stream = Arc::clone(&self.gpu.compute);
+        self.codec()?;
+        self.timer.start(&stream)?;
+        self.gather_pushed(n, true)?;
+        let codec = self
+            .own
+            .codec
+            .as_ref()
+            .ok_or_else(|| input("no dense codec".into()))?;
+        let len = n * w;
+        let before = self.own.before.view(len);
+        codec.subtract(
+            &mut self.own.after.get_mut().slice_mut(0..len),
+            &before,
+            len,
+        )?;
+        // `before` becomes 0 + delta, then takes the rows' residual.
+        self.own.before.zero(&stream, len)?;
+        let after = self.own.after.view(len);
+        codec.add(
+            &mut self.own.before.get_mut().slice_mut(0..len),
+            &after,
+            len,
+        )?;
+        let list = self.own.keys.dev.view(n);
+        if self.own.held {
+            self.own.scratch.ensure(&stream, len)?;
+            gather(
+                &self.gpu,
+                &self.f32_kernels.gather,
+                &list,
+                n,
+                w,
+                self.own.residual.get(),
+                self.own.scratch.get_mut(),
+            )?;
+            let held = self.own.scratch.view(len);
+            codec.add(&mut self.own.before.get_mut().slice_mut(0..len), &held, len)?;
+            // Sent whole: the rows' residual is zero from now on.
+            self.own.scratch.zero(&stream, len)?;
+            let (m32, w32) = (to_u32(n, "rows")?, to_u32(w, "width")?);
+            let mut b = stream.launch_builder(&self.f32_kernels.scatter);
+            b.arg(&list)
+                .arg(self.own.scratch.get())
+                .arg(&m32)
+                .arg(&w32)
+                .arg(self.own.residual.get_mut());
+            // SAFETY: the keys are below num_items (checked when their list was set), the
+            // scratch holds n * w values, the residual num_items * w.
+            unsafe { b.launch(rows_cfg(&self.gpu, n, w)) }
+                .call("cuLaunchKernel(mf_scatter_rows)")?;
+        }
+        self.timer.stop(&stream, &mut self.bus.traffic)?;
+        let (host, dev) = (&mut self.rows_host, &self.own.before);
+        self.bus.d2h(&stream, || {
+            host.download(&stream, dev.get(), len)?;
+            Ok(4 * len as u64)
+        })?;
+        out.copy_from_slice(self.rows_host.host()?);
+        Ok(())
+    }
+
     /// Which of the pushed rows `keys` (the list `keep_before` set) hold something back: a bit
     /// a row made on the device (`mf_held_rows`) and copied back.
     pub(super) fn try_held_rows(&mut self, keys: &[u64]) -> Result<Vec<u64>, GpuError> {

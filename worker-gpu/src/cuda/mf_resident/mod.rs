@@ -498,6 +498,10 @@ impl MfResident for CudaMfResident {
         failed("cuda-waves", self.try_held_rows(keys))
     }
 
+    fn delta_with_held(&mut self, keys: &[u64], out: &mut [f32]) -> Result<(), ComputeError> {
+        failed("cuda-waves", self.try_delta_with_held(keys, out))
+    }
+
     fn drop_unsent(&mut self) -> Result<f64, ComputeError> {
         failed("cuda-waves", self.try_drop_unsent())
     }

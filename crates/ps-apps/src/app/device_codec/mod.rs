@@ -383,6 +383,30 @@ impl ResidualKeeper {
         Ok(())
     }
 
+    /// Adds the residual of the rows `keys` of `table` into `values` (those rows, in that
+    /// order) and forgets it: the rows go whole, as plain values.
+    pub fn take_keyed(
+        &mut self,
+        table: u32,
+        keys: &[u64],
+        values: &mut [f32],
+    ) -> Result<(), ComputeError> {
+        let (w, starts) = self.keyed(table, keys)?;
+        if values.len() != keys.len() * w {
+            return Err(bad(
+                "residual",
+                format!("{} values for {} rows of {w}", values.len(), keys.len()),
+            ));
+        }
+        let r = &mut self.tables[table as usize].1;
+        for (v, &at) in values.chunks_exact_mut(w.max(1)).zip(&starts) {
+            for (v, r) in v.iter_mut().zip(&mut r[at..at + w]) {
+                *v += std::mem::take(r);
+            }
+        }
+        Ok(())
+    }
+
     /// The rows `keys` of `table` whose residual holds a value other than zero (`-0.0` is zero,
     /// NaN is not), in the order of `keys`: the rows the worker library would keep a residual
     /// row for.

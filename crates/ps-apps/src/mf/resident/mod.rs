@@ -126,6 +126,18 @@ pub trait MfResident: Send {
         })
     }
 
+    /// The rows `keys` (those of [`MfResident::keep_before`]) less their kept values, plus
+    /// what earlier clocks held back of them, as plain values into `out` (`(0 + delta) +
+    /// residual`, as the worker library forms a row it flushes), the rows' residual then zero:
+    /// the last clock of a selection in f32, which sends plain rows the library passes on as
+    /// they are.
+    fn delta_with_held(&mut self, _keys: &[u64], _out: &mut [f32]) -> Result<(), ComputeError> {
+        Err(ComputeError {
+            engine: self.name(),
+            message: "this engine does not encode its pushes".into(),
+        })
+    }
+
     /// Which of the rows `keys` (those of the last [`MfResident::delta_encoded`], in that
     /// order) still hold back something, a value other than zero, as the worker library keeps
     /// a residual row: an epoch split over clocks pushes them again with the next clock's rows.
@@ -153,13 +165,12 @@ pub fn held_bytes(rows: usize) -> u64 {
     4 * rows.div_ceil(32) as u64
 }
 
-/// Whether an MF engine encodes its pushes with `chain`: every chain a device runs but an f32
-/// selection (top-k or energy). The last clock flushes a selection's residual whole, in its
-/// value format: for f32 that is the plain `raw` chain, which no engine encodes, and an MF
-/// engine cannot hand the residual it holds to the worker library (an MLP engine folds it into
-/// its plain delta), so the library encodes such a job from the start.
-pub fn mf_engine_encodes(chain: DeviceChain) -> bool {
-    !(chain.selects() && chain.format() == ps_proto::codec::ValueFormat::F32)
+/// Whether an MF engine encodes its pushes with `chain`: every chain a device runs. (The last
+/// clock of a selection in f32 flushes plain rows, which no engine encodes: the engine hands
+/// its delta and what it holds back to the worker library as plain rows then,
+/// [`MfResident::delta_with_held`].)
+pub fn mf_engine_encodes(_chain: DeviceChain) -> bool {
+    true
 }
 
 /// The CPU oracle of a resident engine: the waves run block by block on one thread through a
@@ -436,6 +447,30 @@ impl MfResident for HostResident {
         }
         self.traffic.h2d_bytes += moved_in;
         self.traffic.d2h_bytes += moved_out;
+        Ok(())
+    }
+
+    fn delta_with_held(&mut self, keys: &[u64], out: &mut [f32]) -> Result<(), ComputeError> {
+        let w = self.layout.width();
+        if keys != self.pushed.as_slice() || out.len() != keys.len() * w {
+            return Err(ComputeError {
+                engine: "cpu-waves",
+                message: format!(
+                    "{} values for {} rows, which must be the rows last kept",
+                    out.len(),
+                    keys.len()
+                ),
+            });
+        }
+        Self::rows(&self.items, keys, w, out)?;
+        out.iter_mut()
+            .zip(&self.before)
+            .for_each(|(d, b)| *d = 0.0 + (*d - b));
+        if let Some(kept) = &mut self.kept {
+            kept.take_keyed(0, keys, out)?;
+        }
+        // The rows come back as the library's plain delta would.
+        self.traffic.d2h_bytes += 4 * out.len() as u64;
         Ok(())
     }
 

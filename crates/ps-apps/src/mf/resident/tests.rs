@@ -125,8 +125,8 @@ fn the_oracle_encodes_its_pushes_as_the_library_would() {
         ];
         assert!(e.encodes(chain));
         assert!(
-            !e.encodes(DeviceChain::TopK(ValueFormat::F32)),
-            "its flush is raw f32"
+            e.encodes(DeviceChain::TopK(ValueFormat::F32)),
+            "its raw flush goes as plain rows"
         );
         let mut keeper = ResidualKeeper::new(&[(items, w)]);
         let mut copies = TopKCopies::new(0);
@@ -192,6 +192,33 @@ fn the_oracle_encodes_its_pushes_as_the_library_would() {
                 .is_err(),
             "a gap"
         );
+        if chain == DeviceChain::TopK(ValueFormat::F16) {
+            // A flush of plain rows: the clock's delta plus everything held, which is then gone.
+            e.expect_items(&keys).unwrap();
+            e.load_items(0, &pulled).unwrap();
+            let mut read = pulled.clone();
+            keeper.add_keyed(0, &keys, &mut read).unwrap();
+            e.keep_before(&keys).unwrap();
+            e.run_waves(&waves, 0.05, 0.0).unwrap();
+            let mut after = vec![0.0; items * w];
+            e.item_rows(&keys, &mut after).unwrap();
+            let mut want: Vec<f32> = after
+                .iter()
+                .zip(&read)
+                .map(|(a, b)| 0.0 + (a - b))
+                .collect();
+            keeper.take_keyed(0, &keys, &mut want).unwrap();
+            assert_eq!(keeper.l1(), 0.0);
+            let mut got = vec![0.0; items * w];
+            let before = e.traffic();
+            e.delta_with_held(&keys, &mut got).unwrap();
+            assert_eq!(got, want, "{chain:?}: the flushed rows");
+            assert_eq!(e.traffic().since(&before).d2h_bytes, 4 * (items * w) as u64);
+            assert!(
+                e.delta_with_held(&keys[1..], &mut got[w..]).is_err(),
+                "other rows"
+            );
+        }
         let before = e.traffic();
         assert_eq!(e.drop_unsent().unwrap(), keeper.l1());
         assert_eq!(e.traffic().since(&before).d2h_bytes, 4 * (items * w) as u64);

@@ -1,8 +1,9 @@
 //! The resident path's pushes encoded by the engine itself (`device_codec`): when the worker
 //! library plans the clock's item rows with a chain the engine runs (a dense lossy format:
 //! `f16`, `bf16`, `q8`, `q4`, `q2`, `sign`; or one top-k or energy stage in any of them, as
-//! `topk:0.15,warmup:1,sign` is once warmed up; not in f32, `mf_engine_encodes`), the engine
-//! keeps the loaded rows, runs the waves,
+//! `topk:0.15,warmup:1,sign` is once warmed up, or in f32, whose last clock hands the engine's
+//! delta and what it holds back to the library as plain rows), the engine keeps the loaded
+//! rows, runs the waves,
 //! and hands back only the payloads of the rows' delta; its residual stays with it, row by row,
 //! and shows in what it loads. Once the library has encoded a lossy delta itself (or
 //! `PS_DEVICE_CODEC=off`), it keeps doing so: its residual would otherwise be sent beside the
@@ -45,6 +46,18 @@ impl MfSession {
         let lossy = !plan.chain.is_lossless();
         let chain = match chain {
             Some(c) if self.encoder.engine_encodes(true, lossy) => c,
+            None if self.engine_holds && !lossy => {
+                // The last clock of a selection in f32 sends plain rows: the engine's delta and
+                // what it holds back go to the library as such, which sends them as they are.
+                r.dev.keep_before(&keys)?;
+                let se = r.dev.run_waves(&p.waves, lr, hyper.reg)?;
+                r.dev.delta_with_held(&keys, out.rows(ITEMS, &keys)?)?;
+                r.held.clear();
+                let now = r.dev.traffic();
+                let t = now.since(&r.before);
+                r.before = now;
+                return Ok(Some((se, t)));
+            }
             other => {
                 if other.is_none() && self.engine_holds {
                     return Err(AppError::Settings(format!(
