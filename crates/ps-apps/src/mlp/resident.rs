@@ -116,7 +116,8 @@ pub trait MlpResident: Send {
 /// The CPU oracle of a resident engine: the host path's computation ([`local_sgd_steps`] and
 /// chunked [`evaluate`](super::evaluate) on a [`MlpCompute`] engine). Nothing crosses a bus, but
 /// [`Traffic`] counts the bytes the CUDA engine copies for the same calls: the data at set-up;
-/// the whole read model when loads changed it, before its next use (as f16 where it can); the order of a
+/// the whole read model when loads changed it, before its next use (in 16 bits where it can,
+/// f16 or bf16); the order of a
 /// [`MlpResident::run_clock`] (not of a visit, which the device makes); 16 bytes of totals per
 /// clock and per evaluation; the plain delta, or each block's encoded copies ([`TopKCopies`],
 /// [`dense_device_bytes`]); the residual at the drop. The compute time is the host's.
@@ -136,7 +137,7 @@ pub struct HostMlpResident {
     coverage: ReadCoverage,
     /// Loads changed the read model since it was last used (the device copies it then).
     dirty: bool,
-    /// Every load since the read model's last use was of f16 values.
+    /// Which 16-bit format (f16, else bf16) holds every load since the read model's last use.
     halves: HalfLoads,
     traffic: Traffic,
 }

@@ -4,8 +4,9 @@
 //! share once; they stay on the device until the engine is dropped. Per clock:
 //!
 //! - the loads of the read model write a pinned host mirror of it; before the model is used
-//!   the mirror goes to the device in one copy (the parameters in), as f16 where every row was
-//!   loaded since the last use and every value was an f16 value (module `read`);
+//!   the mirror goes to the device in one copy (the parameters in), in 16 bits where every row
+//!   was loaded since the last use and every value was an f16 value, or every one a bf16 value
+//!   (module `read`);
 //! - the clock's sample order is made on the device from the visit's key (`mlp_visit_order`,
 //!   `kernels/visit.cuh`, [`ps_apps::visit::Visit`]); only a caller of `run_clock` with an
 //!   order of its own sends it, as u32 indices;
@@ -83,7 +84,7 @@ pub struct CudaMlpResident {
     read: DevBuf<f32>,
     read_host: Pinned<f32>,
     dirty: bool,
-    /// The read model as f16, while every load since its last use was of f16 values.
+    /// The read model in 16 bits (f16, else bf16), while every load since its last use fits.
     halves: read::Halves,
     /// The local model, per layer: swapped into the [`CudaMlp`]'s parameter slots for a clock.
     local: Vec<DevBuf<f32>>,
