@@ -85,6 +85,25 @@ fn gather<T: cudarc::driver::DeviceRepr>(
     Ok(())
 }
 
+/// `mf_scatter_rows` (f32): `table[keys[i]] = rows[i]`, `n` rows of `w`: gathered residual
+/// rows back into the residual table.
+fn scatter(
+    gpu: &crate::cuda::Gpu,
+    f: &CudaFunction,
+    keys: &CudaView<'_, u32>,
+    (n, w): (usize, usize),
+    rows: &CudaSlice<f32>,
+    table: &mut CudaSlice<f32>,
+) -> Result<(), GpuError> {
+    let (n32, w32) = (to_u32(n, "rows")?, to_u32(w, "width")?);
+    let mut b = gpu.compute.launch_builder(f);
+    b.arg(keys).arg(rows).arg(&n32).arg(&w32).arg(table);
+    // SAFETY: the keys were checked below the table's rows when their list was set; `rows`
+    // holds at least n * w values (the callers ensure it).
+    unsafe { b.launch(rows_cfg(gpu, n, w)) }.call("cuLaunchKernel(mf_scatter_rows)")?;
+    Ok(())
+}
+
 impl CudaMfResident {
     /// The dense codec, loaded on first use.
     fn codec(&mut self) -> Result<&mut DenseCodec, GpuError> {
@@ -274,17 +293,14 @@ impl CudaMfResident {
                 }
             };
             // The block's residual back into its rows.
-            let (m32, w32) = (to_u32(m, "rows")?, to_u32(w, "width")?);
-            let mut s = stream.launch_builder(&self.f32_kernels.scatter);
-            s.arg(&keys)
-                .arg(self.own.scratch.get())
-                .arg(&m32)
-                .arg(&w32)
-                .arg(self.own.residual.get_mut());
-            // SAFETY: the keys are below num_items (checked when their list was set), the
-            // scratch holds m * w values, the residual num_items * w.
-            unsafe { s.launch(rows_cfg(&self.gpu, m, w)) }
-                .call("cuLaunchKernel(mf_scatter_rows)")?;
+            scatter(
+                &self.gpu,
+                &self.f32_kernels.scatter,
+                &keys,
+                (m, w),
+                self.own.scratch.get(),
+                self.own.residual.get_mut(),
+            )?;
             out.push(payload);
         }
         self.timer.stop(&stream, &mut self.bus.traffic)?;
@@ -351,17 +367,14 @@ impl CudaMfResident {
             codec.add(&mut self.own.before.get_mut().slice_mut(0..len), &held, len)?;
             // Sent whole: the rows' residual is zero from now on.
             self.own.scratch.zero(&stream, len)?;
-            let (m32, w32) = (to_u32(n, "rows")?, to_u32(w, "width")?);
-            let mut b = stream.launch_builder(&self.f32_kernels.scatter);
-            b.arg(&list)
-                .arg(self.own.scratch.get())
-                .arg(&m32)
-                .arg(&w32)
-                .arg(self.own.residual.get_mut());
-            // SAFETY: the keys are below num_items (checked when their list was set), the
-            // scratch holds n * w values, the residual num_items * w.
-            unsafe { b.launch(rows_cfg(&self.gpu, n, w)) }
-                .call("cuLaunchKernel(mf_scatter_rows)")?;
+            scatter(
+                &self.gpu,
+                &self.f32_kernels.scatter,
+                &list,
+                (n, w),
+                self.own.scratch.get(),
+                self.own.residual.get_mut(),
+            )?;
         }
         self.timer.stop(&stream, &mut self.bus.traffic)?;
         let (host, dev) = (&mut self.rows_host, &self.own.before);

@@ -362,6 +362,23 @@ impl ResidualKeeper {
         Ok((*w, starts))
     }
 
+    /// [`ResidualKeeper::keyed`] of rows `keys` that `len` values fill (an error otherwise).
+    fn keyed_values(
+        &self,
+        table: u32,
+        keys: &[u64],
+        len: usize,
+    ) -> Result<(usize, Vec<usize>), ComputeError> {
+        let (w, starts) = self.keyed(table, keys)?;
+        if len != keys.len() * w {
+            return Err(bad(
+                "residual",
+                format!("{len} values for {} rows of {w}", keys.len()),
+            ));
+        }
+        Ok((w, starts))
+    }
+
     /// [`ResidualKeeper::add_to`] for the rows `keys` (`values` holds them in that order).
     pub fn add_keyed(
         &mut self,
@@ -369,13 +386,7 @@ impl ResidualKeeper {
         keys: &[u64],
         values: &mut [f32],
     ) -> Result<(), ComputeError> {
-        let (w, starts) = self.keyed(table, keys)?;
-        if values.len() != keys.len() * w {
-            return Err(bad(
-                "residual",
-                format!("{} values for {} rows of {w}", values.len(), keys.len()),
-            ));
-        }
+        let (w, starts) = self.keyed_values(table, keys, values.len())?;
         let r = &self.tables[table as usize].1;
         for (v, &at) in values.chunks_exact_mut(w.max(1)).zip(&starts) {
             add_held_rows(v, &r[at..at + w], w);
@@ -391,13 +402,7 @@ impl ResidualKeeper {
         keys: &[u64],
         values: &mut [f32],
     ) -> Result<(), ComputeError> {
-        let (w, starts) = self.keyed(table, keys)?;
-        if values.len() != keys.len() * w {
-            return Err(bad(
-                "residual",
-                format!("{} values for {} rows of {w}", values.len(), keys.len()),
-            ));
-        }
+        let (w, starts) = self.keyed_values(table, keys, values.len())?;
         let r = &mut self.tables[table as usize].1;
         for (v, &at) in values.chunks_exact_mut(w.max(1)).zip(&starts) {
             for (v, r) in v.iter_mut().zip(&mut r[at..at + w]) {
@@ -432,13 +437,7 @@ impl ResidualKeeper {
         k: usize,
         delta: &[f32],
     ) -> Result<Vec<u8>, ComputeError> {
-        let (w, starts) = self.keyed(table, keys)?;
-        if delta.len() != keys.len() * w {
-            return Err(bad(
-                "residual",
-                format!("{} values for {} rows of {w}", delta.len(), keys.len()),
-            ));
-        }
+        let (w, starts) = self.keyed_values(table, keys, delta.len())?;
         let r = &mut self.tables[table as usize].1;
         let mut gathered: Vec<f32> = starts
             .iter()
