@@ -214,10 +214,24 @@ impl LrResident for HostLrResident {
             engine: "cpu-resident",
             message,
         };
+        // In the CUDA engine's order, so that a refused call has copied what it copies there.
+        check_gradient(self.rows.len(), &[], keys, weights, grad).map_err(bad)?;
         visit.check(self.rows.len()).map_err(bad)?;
         let batch: Vec<u32> = visit.order().into_iter().map(|i| i as u32).collect();
-        check_visit_keys(&self.rows, &batch, keys).map_err(bad)?;
-        check_gradient(self.rows.len(), &batch, keys, weights, grad).map_err(bad)?;
+        if batch.is_empty() {
+            grad.fill(0.0);
+            return Ok(0.0);
+        }
+        if let Err(e) = check_visit_keys(&self.rows, &batch, keys) {
+            // Keys all the worker's but not the batch's: the device finds out only after its
+            // copies (the count and checksum of the batch's keys come back with the gradient).
+            if keys.iter().all(|k| self.keys.binary_search(k).is_ok()) {
+                let (h2d, d2h) = LrCopies::call(batch.len(), keys.len(), true);
+                self.traffic.h2d_bytes += h2d;
+                self.traffic.d2h_bytes += d2h;
+            }
+            return Err(bad(e));
+        }
         self.run(&batch, (keys, weights, grad), true)
     }
 
@@ -293,7 +307,12 @@ mod tests {
         let m = keys.len() as u64;
         assert_eq!((t.h2d_bytes, t.d2h_bytes), (4 * m, 12 + 4 * m + 8));
         let fewer = &keys[1..];
+        let before = dev.traffic();
         let e = dev.gradient_visit(&visit, fewer, &w[1..], &mut got[1..]);
         assert!(e.is_err(), "keys other than the batch's");
+        // The worker's keys: the device copied before it found out, and so counts the oracle.
+        let t = dev.traffic().since(&before);
+        let m = fewer.len() as u64;
+        assert_eq!((t.h2d_bytes, t.d2h_bytes), (4 * m, 12 + 4 * m + 8));
     }
 }
