@@ -481,11 +481,19 @@ fn waves_engine_encodes_its_pushes_as_the_library_would() {
             0.4,
             200,
         ),
-        // An energy stage: the count found on the device, block by block.
+        // An energy stage: the count found on the device, block by block; in sign, and in f32
+        // (sent as they are, whose last clock flushes plain rows).
         (
             Layout::plain(16),
             Factors::F32,
             DeviceChain::Energy(Fraction::new(0.4), ValueFormat::Sign),
+            1.0,
+            200,
+        ),
+        (
+            Layout::plain(16),
+            Factors::F32,
+            DeviceChain::Energy(Fraction::new(0.4), ValueFormat::F32),
             1.0,
             200,
         ),

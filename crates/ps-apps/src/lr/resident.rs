@@ -217,9 +217,9 @@ impl LrResident for HostLrResident {
         // In the CUDA engine's order, so that a refused call has copied what it copies there.
         check_gradient(self.rows.len(), &[], keys, weights, grad).map_err(bad)?;
         visit.check(self.rows.len()).map_err(bad)?;
+        grad.fill(0.0);
         let batch: Vec<u32> = visit.order().into_iter().map(|i| i as u32).collect();
         if batch.is_empty() {
-            grad.fill(0.0);
             return Ok(0.0);
         }
         if let Err(e) = check_visit_keys(&self.rows, &batch, keys) {

@@ -7,8 +7,10 @@
 //! pushed rows are gathered from the cache before the waves (`before`) and after them
 //! (`after`), their difference is the delta; each block of the push plan gathers its rows'
 //! residual, is encoded (only its payload's bytes come back, for a selection with its count or
-//! candidates' counts and its indices' 64-byte measure) and scatters the residual back. The
-//! oracle is `HostResident`, which counts the same bytes. Also here: loaded rows of f16 or bf16 values
+//! candidates' counts and its indices' 64-byte measure) and scatters the residual back. After
+//! a push, which rows still hold something comes back as a bit a row (`held_rows`, for an epoch
+//! split over clocks); an f32 selection's last clock sends its rows plain, residual included
+//! (`delta_with_held`). The oracle is `HostResident`, which counts the same bytes. Also here: loaded rows of f16 or bf16 values
 //! cross in 16 bits.
 
 use std::sync::Arc;
@@ -309,7 +311,8 @@ impl CudaMfResident {
 
     /// The pushed rows `keys` (the list `keep_before` set) after the waves less before them,
     /// plus what is held back of them, as plain values into `out`, `(0 + delta) + residual`
-    /// as the worker library forms a flushed row; their residual is then zero.
+    /// as the worker library forms a flushed row; their residual is then zero. The result is
+    /// built in the kept rows' buffer: once per `keep_before`, as the trait says.
     pub(super) fn try_delta_with_held(
         &mut self,
         keys: &[u64],
@@ -383,7 +386,7 @@ impl CudaMfResident {
             Ok(4 * len as u64)
         })?;
         out.copy_from_slice(self.rows_host.host()?);
-        Ok(())
+        self.bus.settle()
     }
 
     /// Which of the pushed rows `keys` (the list `keep_before` set) hold something back: a bit
@@ -431,6 +434,7 @@ impl CudaMfResident {
             host.download(&stream, dev.get(), words)?;
             Ok(4 * words as u64)
         })?;
+        self.bus.settle()?;
         let bits = host.host()?;
         Ok(keys
             .iter()

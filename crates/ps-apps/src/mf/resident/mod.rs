@@ -9,11 +9,14 @@
 //! ([`MfResident::load_items`], by position in that list), runs the clock's
 //! waves ([`MfResident::run_waves`]) and takes back only the rows the clock changed
 //! ([`MfResident::item_rows`]): on a GPU, the pulled rows in and the changed rows out are all
-//! that cross PCIe. With a lossy push codec it runs (a dense lossy format, or one top-k in any
-//! value format but the integer ones) the engine encodes the changed rows' delta
-//! itself ([`MfResident::keep_before`], [`MfResident::delta_encoded`]) and only the payloads
-//! come out, the bytes the worker library would make; what it holds back stays in it, row by
-//! row, and shows in the rows it loads, until [`MfResident::drop_unsent`]. Held-out errors are
+//! that cross PCIe. With a lossy push codec it runs (a dense lossy format, or one top-k or
+//! energy stage in any value format but the integer ones) the engine encodes the changed rows'
+//! delta itself ([`MfResident::keep_before`], [`MfResident::delta_encoded`]) and only the
+//! payloads come out, the bytes the worker library would make; what it holds back stays in it,
+//! row by row, and shows in the rows it loads, until [`MfResident::drop_unsent`] (an epoch
+//! split over clocks asks which rows still hold something, [`MfResident::held_rows`]; an f32
+//! selection's last clock takes its rows plain, residual included,
+//! [`MfResident::delta_with_held`]). Held-out errors are
 //! computed where the state is ([`MfResident::squared_error`]).
 //!
 //! [`HostResident`] runs the same waves one block after another on the host with a
@@ -98,7 +101,8 @@ pub trait MfResident: Send {
     }
 
     /// Keeps the cached rows `keys` as they are now (the clock's loads done, its waves not yet
-    /// run): [`MfResident::delta_encoded`] takes the clock's delta against them.
+    /// run): [`MfResident::delta_encoded`] or [`MfResident::delta_with_held`] (once) takes the
+    /// clock's delta against them.
     fn keep_before(&mut self, _keys: &[u64]) -> Result<(), ComputeError> {
         Err(ComputeError {
             engine: self.name(),
@@ -130,7 +134,8 @@ pub trait MfResident: Send {
     /// what earlier clocks held back of them, as plain values into `out` (`(0 + delta) +
     /// residual`, as the worker library forms a row it flushes), the rows' residual then zero:
     /// the last clock of a selection in f32, which sends plain rows the library passes on as
-    /// they are.
+    /// they are. Once per [`MfResident::keep_before`] (a device builds the rows where it kept
+    /// them).
     fn delta_with_held(&mut self, _keys: &[u64], _out: &mut [f32]) -> Result<(), ComputeError> {
         Err(ComputeError {
             engine: self.name(),
