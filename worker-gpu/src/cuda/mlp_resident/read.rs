@@ -45,10 +45,7 @@ impl CudaMlpResident {
         let at = self.offsets[layer] + first_row * arch.layer(layer).width();
         let total = arch.num_params();
         self.read_host.host_mut(total)?[at..at + values.len()].copy_from_slice(values);
-        if self.halves.loads.note(values) {
-            let bits = Half::F16
-                .image(values)
-                .ok_or_else(|| input("f16 values without an f16 image".into()))?;
+        if let Some(bits) = self.halves.loads.note_f16(values) {
             let host = match &mut self.halves.host {
                 Some(h) => h,
                 slot => slot.insert(Pinned::new(&self.gpu.ctx)?),

@@ -80,6 +80,19 @@ impl HalfLoads {
         self.f16
     }
 
+    /// [`HalfLoads::note`] that also gives the load's f16 bits while f16 holds them all (for a
+    /// caller keeping an f16 mirror), converting each value once.
+    pub fn note_f16(&mut self, values: &[f32]) -> Option<Vec<u16>> {
+        self.bf16 = self.bf16 && Half::Bf16.holds(values);
+        let image = if self.f16 {
+            Half::F16.image(values)
+        } else {
+            None
+        };
+        self.f16 = image.is_some();
+        image
+    }
+
     /// The format the loads cross in (f16 first), and a fresh start.
     pub fn take(&mut self) -> Option<Half> {
         let kind = if self.f16 {
@@ -131,6 +144,10 @@ mod tests {
         let mut l = HalfLoads::default();
         assert!(l.note(&[1.0, 0.5]));
         assert!(!l.note(&[65536.0]), "not f16");
+        assert_eq!(l.take(), Some(Half::Bf16));
+        assert_eq!(l.note_f16(&[1.0, -2.0]), Some(vec![0x3c00, 0xc000]));
+        assert_eq!(l.note_f16(&[65536.0]), None);
+        assert_eq!(l.note_f16(&[1.0]), None, "f16 no longer holds every load");
         assert_eq!(l.take(), Some(Half::Bf16));
         assert_eq!(l.take(), Some(Half::F16), "nothing loaded: a fresh start");
         l.note(&[0.1]);
