@@ -17,6 +17,10 @@
 // residual -= what the receiver decodes for every sent entry (codec_ef_subtract), where a
 // non-finite residual entry that was sent becomes 0 rather than NaN.
 //
+// Also the way in of pulled rows that crossed narrow, widened exactly: 16-bit values
+// (codec_f16_to_f32, codec_bf16_to_f32) and codes in runs of scales (codec_levels_to_f32,
+// ps_apps::app::device_codec::levels).
+//
 // All kernels: any 1-D grid and block (blockDim.x a multiple of 32), except
 // codec_topk_threshold: exactly one block of CODEC_SORT_THREADS threads.
 
@@ -60,6 +64,47 @@ extern "C" __global__ void codec_bf16_to_f32(const unsigned short* __restrict__ 
     for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += stride) {
         out[i] = __uint_as_float((unsigned int)h[i] << 16);
+    }
+}
+
+// Values that crossed as codes (ps_apps::app::device_codec::levels: a q8, q4, q2 or sign pull
+// codec's rows) widened exactly: out[i] = (float)code_i * the scale of i's run, one rounding, as
+// LevelImage::widen. `image` is LevelImage::packed: `runs` first value indices (ascending, the
+// first 0), `runs` scales (f32), then the codes, `bits` bits each (1: set for -1, clear for +1;
+// 2, 4 or 8: two's complement), least-significant bits first. n < 2^32. Any 1-D grid.
+extern "C" __global__ void codec_levels_to_f32(const unsigned char* __restrict__ image,
+                                               unsigned int runs,
+                                               unsigned int bits,
+                                               unsigned long long n,
+                                               float* out) {
+    const unsigned int* starts = (const unsigned int*)image;
+    const float* scales = (const float*)(image + 4ull * runs);
+    const unsigned char* codes = image + 8ull * runs;
+    const unsigned int mask = (1u << bits) - 1u;
+    const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += stride) {
+        // The last run opening at or before i.
+        unsigned int lo = 0, hi = runs;
+        while (hi - lo > 1u) {
+            const unsigned int mid = lo + (hi - lo) / 2u;
+            if ((unsigned long long)starts[mid] <= i) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        const unsigned long long at = i * bits;
+        const unsigned int raw = ((unsigned int)codes[at >> 3] >> (unsigned int)(at & 7ull)) & mask;
+        int code;
+        if (bits == 1u) {
+            code = raw != 0u ? -1 : 1;
+        } else if ((raw >> (bits - 1u)) != 0u) {
+            code = (int)raw - (int)(1u << bits);
+        } else {
+            code = (int)raw;
+        }
+        out[i] = __fmul_rn((float)code, scales[lo]);
     }
 }
 

@@ -334,12 +334,13 @@ PY
 step_mf_device_codec() {
     echo "== MF with its delta encoded on the device"
     local spec codec name extra
-    # The last: an epoch split over 4 clocks (each clock also pushes the rows still held).
-    # topk:0.05 sends f32 values: its last clock hands plain rows to the library.
+    # Then an epoch split over 4 clocks (each clock also pushes the rows still held), and q8
+    # pulls (their rows cross as codes). topk:0.05 sends f32 values: its last clock hands
+    # plain rows to the library.
     for spec in q4 topk:0.15,warmup:1,sign energy:0.4,sign topk:0.05 \
-        "energy:0.4,sign --clocks-per-epoch 4"; do
+        "energy:0.4,sign --clocks-per-epoch 4" "energy:0.4,sign --pull-codec q8"; do
         read -r codec extra <<<"$spec"
-        name=mf-codec-${codec//[:,.]/_}${extra:+-split}
+        name=mf-codec-${codec//[:,.]/_}${extra:+-${extra//[^a-z0-9]/}}
         # shellcheck disable=SC2086 # $extra is flags, split on purpose
         run_step "$name-cuda" 60 "$BUNDLE/ps-cluster" local --app mf --device cuda \
             --deterministic --no-progress --push-codec "$codec" $extra || continue

@@ -197,6 +197,7 @@ pub const KERNELS: &[Kernel] = &[
             "codec_f32_to_f16",
             "codec_f16_to_f32",
             "codec_bf16_to_f32",
+            "codec_levels_to_f32",
             "codec_topk_threshold",
             "codec_topk_samples",
             "codec_topk_compact",

@@ -28,6 +28,8 @@ mod mf;
 mod mf_waves;
 #[path = "conformance/mlp.rs"]
 mod mlp;
+#[path = "conformance/mlp_loads.rs"]
+mod mlp_loads;
 #[path = "conformance/mlp_resident.rs"]
 mod mlp_resident;
 #[path = "conformance/no_gpu.rs"]

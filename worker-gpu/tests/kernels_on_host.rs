@@ -12,6 +12,8 @@ mod codec_dense_grid;
 mod codec_energy_grid;
 #[path = "kernels_on_host/codec_index_grid.rs"]
 mod codec_index_grid;
+#[path = "kernels_on_host/codec_levels_grid.rs"]
+mod codec_levels_grid;
 #[path = "kernels_on_host/codec_select_grid.rs"]
 mod codec_select_grid;
 #[path = "kernels_on_host/codec_topk_grid.rs"]

@@ -140,8 +140,16 @@ fn resident_path_matches_the_host_path_on_the_oracle() {
 /// Loads every row of the model with `v`.
 fn load_whole(e: &mut HostMlpResident, arch: &Arch, v: f32) {
     for l in 0..arch.num_layers() {
-        e.load(l, 0, &vec![v; arch.layer(l).len()]).unwrap();
+        e.load(l, 0, &plain(v, arch.layer(l).len())).unwrap();
     }
+}
+
+/// `n` values about `v` that are neither 16-bit values nor codes of a few scales: they cross
+/// as f32.
+fn plain(v: f32, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| v * (1.0 + ((i as u32).wrapping_mul(2_654_435_761) >> 12) as f32 * 1.3e-7))
+        .collect()
 }
 
 fn small() -> (Dataset, Dataset, Arch) {
@@ -336,34 +344,48 @@ fn an_empty_clock_pushes_a_zero_delta() {
 }
 
 /// Rows of f16 values (an `f16` pull codec's) cross as f16, 2 bytes a value, when every row of
-/// the model was loaded since its last use and every value was an f16 value; otherwise the
-/// model crosses as f32.
+/// the model was loaded since its last use and every value was an f16 value; a model of codes
+/// in runs of scales (a `q8` pull codec's, or values all alike but one) crosses as its codes;
+/// otherwise the model crosses as f32.
 #[test]
 fn a_model_loaded_whole_in_f16_values_crosses_as_f16() {
     let (train, test, arch) = small();
     let params = arch.num_params() as u64;
     let mut e = HostMlpResident::new(Box::new(CpuMlp));
     e.setup(&arch, &train, &test).unwrap();
-    let load = |e: &mut HostMlpResident, layers: usize, v: f32, odd: Option<f32>| {
+    let load = |e: &mut HostMlpResident, layers: usize, make: &dyn Fn(usize, usize) -> Vec<f32>| {
         let before = e.traffic().h2d_bytes;
         for l in 0..layers {
-            let mut values = vec![v; arch.layer(l).len()];
-            if let (Some(x), 0) = (odd, l) {
-                values[0] = x;
-            }
-            e.load(l, 0, &values).unwrap();
+            e.load(l, 0, &make(l, arch.layer(l).len())).unwrap();
         }
         e.evaluate().unwrap();
         e.traffic().h2d_bytes - before
     };
     let all = arch.num_layers();
-    assert_eq!(load(&mut e, all, 0.5, None), 2 * params, "f16 values");
+    let same = |v: f32| move |_: usize, n: usize| vec![v; n];
+    assert_eq!(load(&mut e, all, &same(0.5)), 2 * params, "f16 values");
+    let f32s = load(&mut e, all, &|l, n| plain(0.1 + l as f32, n));
+    assert_eq!(f32s, 4 * params, "f32 values");
+    // 0.1, then 0.5s: one run of scale 0.1, codes 1 and 5, 4 bits each.
+    let one_odd = |l: usize, n: usize| {
+        let mut v = vec![0.5; n];
+        if l == 0 {
+            v[0] = 0.1;
+        }
+        v
+    };
     assert_eq!(
-        load(&mut e, all, 0.5, Some(0.1)),
-        4 * params,
-        "one f32 value"
+        load(&mut e, all, &one_odd),
+        8 + params.div_ceil(2),
+        "codes of one scale"
     );
-    assert_eq!(load(&mut e, 1, 0.25, None), 4 * params, "part of the model");
-    assert_eq!(load(&mut e, all, -0.375, None), 2 * params, "f16 again");
-    assert_eq!(load(&mut e, 0, 0.5, None), 0, "no loads, no copy");
+    // Layer 0 alike, the rest f32 still.
+    load(&mut e, all, &|l, n| plain(0.3 + l as f32, n));
+    assert_eq!(
+        load(&mut e, 1, &same(0.25)),
+        4 * params,
+        "part of the model"
+    );
+    assert_eq!(load(&mut e, all, &same(-0.375)), 2 * params, "f16 again");
+    assert_eq!(load(&mut e, 0, &same(0.5)), 0, "no loads, no copy");
 }

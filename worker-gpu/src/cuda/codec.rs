@@ -23,9 +23,12 @@ use std::sync::Arc;
 use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
 
 pub use ps_apps::app::device_codec::Half;
+use ps_apps::app::device_codec::LevelImage;
 
 use super::buffers::{DevBuf, Pinned};
+use super::bus::Bus;
 pub use super::topk::{DeviceTopK, SentFormat};
+use super::widen::{launch_widen, NarrowIn};
 use super::{Call, Gpu, GpuError};
 
 /// Threads per block of the element-wise kernels and of the compaction.
@@ -81,71 +84,6 @@ pub(super) fn too_short(what: &str, have: usize, need: usize) -> GpuError {
     GpuError::Input(format!(
         "{what}: a device buffer of {have} elements for {need}"
     ))
-}
-
-/// Enqueues the widening kernel `f` (`name`: `codec_f16_to_f32` or `codec_bf16_to_f32`) on
-/// the compute stream over the first `n` elements: `out[i]` = the f32 value of the 16-bit
-/// `halves[i]` (exact).
-fn launch_widen(
-    gpu: &Gpu,
-    (f, name, call): (&CudaFunction, &str, &'static str),
-    halves: &CudaSlice<u16>,
-    out: &mut CudaSlice<f32>,
-    n: usize,
-) -> Result<(), GpuError> {
-    if halves.len() < n || out.len() < n {
-        return Err(too_short(name, halves.len().min(out.len()), n));
-    }
-    if n == 0 {
-        return Ok(());
-    }
-    let n64 = n as u64;
-    let mut b = gpu.compute.launch_builder(f);
-    b.arg(halves).arg(out).arg(&n64);
-    // SAFETY: both buffers hold at least n elements (checked above); codec_f16_to_f32 and
-    // codec_bf16_to_f32 are (const unsigned short*, float*, unsigned long long).
-    unsafe { b.launch(elementwise(gpu, n)) }.call(call)?;
-    Ok(())
-}
-
-/// The kernels that widen rows which crossed in 16 bits ([`Half`]: an f16 or bf16 pull codec's
-/// rows) into f32, exactly.
-pub(crate) struct Widen {
-    f16: CudaFunction,
-    bf16: CudaFunction,
-}
-
-impl Widen {
-    pub(crate) fn load(gpu: &Gpu) -> Result<Widen, GpuError> {
-        Ok(Widen {
-            f16: gpu.function("codecs", "codec_f16_to_f32")?,
-            bf16: gpu.function("codecs", "codec_bf16_to_f32")?,
-        })
-    }
-
-    /// Enqueues `out[i]` = the f32 value of `halves[i]` in `kind`, over the first `n`.
-    pub(crate) fn launch(
-        &self,
-        gpu: &Gpu,
-        kind: Half,
-        halves: &CudaSlice<u16>,
-        out: &mut CudaSlice<f32>,
-        n: usize,
-    ) -> Result<(), GpuError> {
-        let f = match kind {
-            Half::F16 => (
-                &self.f16,
-                "codec_f16_to_f32",
-                "cuLaunchKernel(codec_f16_to_f32)",
-            ),
-            Half::Bf16 => (
-                &self.bf16,
-                "codec_bf16_to_f32",
-                "cuLaunchKernel(codec_bf16_to_f32)",
-            ),
-        };
-        launch_widen(gpu, f, halves, out, n)
-    }
 }
 
 /// `codec_f32_to_f16` over the first `n` elements: `out = bits(x)`, and `round_trip` (when
@@ -255,6 +193,19 @@ impl CudaCodec {
         )?;
         self.f32_host
             .download(&self.gpu.compute, self.d_f32.get(), n)?;
+        Ok(self.f32_host.host()?.to_vec())
+    }
+
+    /// The values of a code image (a `q8`, `q4`, `q2` or `sign` pull codec's rows found again
+    /// as codes, `ps_apps::app::device_codec::level_image`), copied in and widened on the device
+    /// as a loading engine widens them (`codec_levels_to_f32`).
+    pub fn decode_levels(&mut self, image: &LevelImage) -> Result<Vec<f32>, GpuError> {
+        let mut bus = Bus::new(&self.gpu.ctx);
+        let mut narrow = NarrowIn::default();
+        narrow.levels_in(&self.gpu, &mut bus, image, &mut self.d_f32)?;
+        bus.settle()?;
+        self.f32_host
+            .download(&self.gpu.compute, self.d_f32.get(), image.len)?;
         Ok(self.f32_host.host()?.to_vec())
     }
 

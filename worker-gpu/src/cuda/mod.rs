@@ -27,6 +27,7 @@ pub mod mlp;
 pub mod mlp_resident;
 pub mod rng;
 pub mod topk;
+pub mod widen;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};

@@ -3,7 +3,7 @@
 //! for entry, residual included.
 
 use half::f16;
-use ps_apps::app::device_codec::{Keep, TopKCopies};
+use ps_apps::app::device_codec::{level_image, Keep, TopKCopies};
 use ps_proto::codec::{
     decode, encode, k_of_fraction, top_k, CodecChain, Decoded, ErrorFeedback, Selector, ValueFormat,
 };
@@ -608,6 +608,55 @@ fn an_energy_stage_encoded_on_the_device_keeps_the_librarys_residual() {
                     copies.push(&acc, Keep::Energy(e), format),
                     "{what}: the copies the oracles predict"
                 );
+            }
+        }
+    }
+}
+
+/// Rows a `q8`, `q4`, `q2` or `sign` pull codec decoded, found again as codes on the host
+/// (`level_image`), cross as codes and widen on the device (`codec_levels_to_f32`) to the rows,
+/// bit for bit: several replies side by side (a run a group, groups cut short), zero rows, tiny
+/// and huge scales, and a large read (a Netflix-shaped item table at rank 128).
+#[test]
+fn rows_of_codes_widen_on_the_device_bit_for_bit() {
+    let Some(gpu) = worker_gpu::gpu_or_skip("rows_of_codes_widen_on_the_device_bit_for_bit") else {
+        return;
+    };
+    let mut codec = CudaCodec::new(gpu).expect("codec");
+    let mut rng = ChaCha8Rng::seed_from_u64(0x1e7e1);
+    let pulled = |format: ValueFormat, values: &[f32]| -> Vec<f32> {
+        let chain = CodecChain {
+            format,
+            ..CodecChain::raw()
+        };
+        let mut bytes = Vec::new();
+        encode(&chain, values, None, &mut bytes).expect("encode");
+        decode(chain.wire_id(), &bytes, values.len())
+            .expect("decode")
+            .into_dense(values.len())
+            .expect("dense")
+    };
+    for format in [
+        ValueFormat::Q8,
+        ValueFormat::Q4,
+        ValueFormat::Q2,
+        ValueFormat::Sign,
+    ] {
+        for sizes in [vec![300usize, 77, 500], vec![17_770 * 128]] {
+            let mut rows = Vec::new();
+            for n in sizes {
+                let scale = [1e-30f32, 1e-3, 1.0, 1e30][rng.gen_range(0..4)];
+                let values: Vec<f32> = (0..n)
+                    .map(|_| rng.gen_range(-1.0f32..1.0) * scale)
+                    .collect();
+                rows.extend(pulled(format, &values));
+                rows.extend([0.0; 40]);
+            }
+            let image = level_image(&rows).expect("an image");
+            let back = codec.decode_levels(&image).expect("widen");
+            assert_eq!(back.len(), rows.len());
+            for (i, (b, r)) in back.iter().zip(&rows).enumerate() {
+                assert_eq!(b.to_bits(), r.to_bits(), "{format:?}: value {i}");
             }
         }
     }

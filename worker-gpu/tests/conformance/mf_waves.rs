@@ -7,11 +7,11 @@
 //! own encoding of a dense lossy chain is the worker library's of its own delta, byte for byte,
 //! with what it holds back in the rows it loads and in its drop, and only the payloads cross.
 
-use ps_apps::app::device_codec::Half;
 use ps_apps::mf::{
     bands_for, ClockKey, CpuMf, Factors, HostResident, Layout, MfResident, Rating, ResidentSetup,
     Split, WaveSchedule,
 };
+use ps_proto::codec::{self, CodecChain, ValueFormat};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use worker_gpu::cuda::mf_resident::{CudaMfResident, MfWaveKernel};
@@ -70,6 +70,20 @@ fn problem_of(
     }
 }
 
+/// `values` as a pull reply in `format` decodes them.
+fn pulled(format: ValueFormat, values: &[f32]) -> Vec<f32> {
+    let chain = CodecChain {
+        format,
+        ..CodecChain::raw()
+    };
+    let mut bytes = Vec::new();
+    codec::encode(&chain, values, None, &mut bytes).expect("encode");
+    codec::decode(chain.wire_id(), &bytes, values.len())
+        .expect("decode")
+        .into_dense(values.len())
+        .expect("dense")
+}
+
 fn setup(e: &mut dyn MfResident, p: &Problem) {
     e.setup(&ResidentSetup {
         layout: p.layout,
@@ -118,28 +132,26 @@ fn waves_engine_matches_the_host_oracle_under_heavy_conflicts() {
         rank: 16,
         mean: Some(0.2),
     };
-    // The last three load rows of 16-bit values (an f16 or bf16 pull codec's): they cross in
-    // 16 bits.
+    // The last five load rows of 16-bit values (an f16 or bf16 pull codec's), which cross in
+    // 16 bits, or of codes (a q8 or sign pull codec's), which cross as codes; the oracle counts
+    // the same bytes.
     for (layout, factors, rows) in [
-        (Layout::plain(8), Factors::F32, None),
-        (Layout::plain(130), Factors::F32, None),
-        (biased, Factors::F32, None),
-        (Layout::plain(32), Factors::F16, None),
-        (Layout::plain(130), Factors::F16, None),
-        (biased, Factors::F16, None),
-        (Layout::plain(8), Factors::F32, Some(Half::F16)),
-        (Layout::plain(32), Factors::F16, Some(Half::F16)),
-        (Layout::plain(16), Factors::F32, Some(Half::Bf16)),
+        (Layout::plain(8), Factors::F32, ValueFormat::F32),
+        (Layout::plain(130), Factors::F32, ValueFormat::F32),
+        (biased, Factors::F32, ValueFormat::F32),
+        (Layout::plain(32), Factors::F16, ValueFormat::F32),
+        (Layout::plain(130), Factors::F16, ValueFormat::F32),
+        (biased, Factors::F16, ValueFormat::F32),
+        (Layout::plain(8), Factors::F32, ValueFormat::F16),
+        (Layout::plain(32), Factors::F16, ValueFormat::F16),
+        (Layout::plain(16), Factors::F32, ValueFormat::Bf16),
+        (Layout::plain(16), Factors::F32, ValueFormat::Q8),
+        (Layout::plain(130), Factors::F16, ValueFormat::Sign),
     ] {
         let mut dev = CudaMfResident::new(gpu.clone()).expect("engine");
         let mut p = problem(&mut rng, layout, factors, dev.lanes());
-        match rows {
-            Some(Half::F16) => Factors::F16.round(&mut p.items),
-            Some(Half::Bf16) => p
-                .items
-                .iter_mut()
-                .for_each(|v| *v = f32::from_bits(v.to_bits() & 0xffff_0000)),
-            None => {}
+        if rows != ValueFormat::F32 {
+            p.items = pulled(rows, &p.items);
         }
         let mut host = HostResident::new(Box::new(CpuMf), dev.lanes());
         setup(&mut dev, &p);

@@ -32,7 +32,7 @@ use crate::common::{rel_err, seed};
 
 const CLOCKS: u32 = 3;
 
-fn data(seed: u64) -> (Dataset, Dataset) {
+pub(crate) fn data(seed: u64) -> (Dataset, Dataset) {
     let mut spec = SyntheticMlpSpec::default_builtin(seed);
     spec.train = 1_000;
     spec.test = 500;
@@ -40,7 +40,7 @@ fn data(seed: u64) -> (Dataset, Dataset) {
 }
 
 /// Loads `read` in two pieces per layer (as shard replies arrive).
-fn load(e: &mut dyn MlpResident, arch: &Arch, read: &[Vec<f32>]) {
+pub(crate) fn load(e: &mut dyn MlpResident, arch: &Arch, read: &[Vec<f32>]) {
     for (l, p) in read.iter().enumerate() {
         let s = arch.layer(l);
         let half = s.rows() / 2;
@@ -65,7 +65,7 @@ fn clock(
     (held_out, train, delta)
 }
 
-fn order(n: usize, c: u32) -> Vec<usize> {
+pub(crate) fn order(n: usize, c: u32) -> Vec<usize> {
     let key = ClockKey {
         seed: 7,
         worker: 0,
@@ -217,7 +217,7 @@ fn resident_engine_rejects_bad_input() {
 }
 
 /// Blocks as the worker library cuts the layers over two shards: every layer in two row runs.
-fn two_shard_blocks(arch: &Arch, fraction: f64) -> Vec<DeltaBlock> {
+pub(crate) fn two_shard_blocks(arch: &Arch, fraction: f64) -> Vec<DeltaBlock> {
     let mut blocks = Vec::new();
     for l in 0..arch.num_layers() {
         let s = arch.layer(l);
@@ -516,110 +516,4 @@ fn device_made_visit_order_is_the_hosts() {
         by_device.run_visit(&wrong, 32, 0.1).is_err(),
         "a visit of other samples"
     );
-}
-
-/// A model loaded whole in f16 values (an `f16` pull codec's rows) crosses as f16, 2 bytes a
-/// value, and widens exactly (`codec_f16_to_f32`): over several uses, against an engine whose
-/// same model always crosses as f32 (one value loaded first as f32 each time), the clocks and
-/// deltas are bit for bit the same: whole f16 loads (with -0.0 and an f16 subnormal), a partial
-/// load (f32 then), whole f16 loads again, with the engine's own top-k residual added on top
-/// of an f16 model, and a whole load of bf16 values (`codec_bf16_to_f32`).
-#[test]
-fn a_model_of_f16_values_crosses_as_f16_and_trains_the_same() {
-    let Some(gpu) =
-        worker_gpu::gpu_or_skip("a_model_of_f16_values_crosses_as_f16_and_trains_the_same")
-    else {
-        return;
-    };
-    let (train, test) = data(seed("resident f16 loads"));
-    let arch = Arch::new(train.d, &[64], train.classes);
-    let params = arch.num_params() as u64;
-    let f16_model = |seed: u64| -> Vec<Vec<f32>> {
-        let mut m: Vec<Vec<f32>> = arch
-            .init_params(seed)
-            .into_iter()
-            .map(|l| l.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect())
-            .collect();
-        m[0][1] = -0.0;
-        m[0][2] = 2f32.powi(-20);
-        m
-    };
-    // bf16 values (the high halves), one past f16's range: they cross as bf16.
-    let bf16_model = |seed: u64| -> Vec<Vec<f32>> {
-        let mut m: Vec<Vec<f32>> = arch
-            .init_params(seed)
-            .into_iter()
-            .map(|l| {
-                l.iter()
-                    .map(|&v| f32::from_bits(v.to_bits() & 0xffff_0000))
-                    .collect()
-            })
-            .collect();
-        m[0][3] = 65536.0;
-        m
-    };
-    let mut halves = CudaMlpResident::new(Arc::clone(&gpu)).expect("engine");
-    let mut whole = CudaMlpResident::new(Arc::clone(&gpu)).expect("engine");
-    halves.setup(&arch, &train, &test).expect("setup");
-    whole.setup(&arch, &train, &test).expect("setup");
-    let w = arch.layer(0).width();
-    let bits = |m: &[Vec<f32>]| -> Vec<u32> { m.iter().flatten().map(|v| v.to_bits()).collect() };
-    let blocks = two_shard_blocks(&arch, 0.05);
-    // (model, whole load or layer 0 only, bytes a value the f16 engine copies)
-    let rounds = [
-        (f16_model(7), true, 2),
-        (f16_model(8), false, 4),
-        (f16_model(9), true, 2),
-        (f16_model(10), true, 2),
-        (bf16_model(11), true, 2),
-    ];
-    for (r, (model, all, per_value)) in rounds.iter().enumerate() {
-        if *all {
-            load(&mut halves, &arch, model);
-            let mut odd = model[0][..w].to_vec();
-            odd[0] = 0.1;
-            whole.load(0, 0, &odd).expect("load");
-            load(&mut whole, &arch, model);
-        } else {
-            halves.load(0, 0, &model[0]).expect("load");
-            whole.load(0, 0, &model[0]).expect("load");
-        }
-        let (h0, w0) = (halves.traffic(), whole.traffic());
-        let o = order(train.n, r as u32);
-        let a = halves.run_clock(&o, 32, 0.1).expect("run_clock");
-        let b = whole.run_clock(&o, 32, 0.1).expect("run_clock");
-        let order_bytes = 4 * o.len() as u64;
-        assert_eq!(
-            halves.traffic().h2d_bytes - h0.h2d_bytes,
-            per_value * params + order_bytes,
-            "round {r}: the f16 engine's bytes in"
-        );
-        assert_eq!(
-            whole.traffic().h2d_bytes - w0.h2d_bytes,
-            4 * params + order_bytes,
-            "round {r}: the f32 engine's bytes in"
-        );
-        assert_eq!(
-            a.loss_sum.to_bits(),
-            b.loss_sum.to_bits(),
-            "round {r}: loss"
-        );
-        if r == 2 {
-            // Each keeps a top-k residual, added to the next (f16) model on the device.
-            let (mut pa, mut pb) = (Vec::new(), Vec::new());
-            let chain = DeviceChain::TopK(ValueFormat::Sign);
-            halves
-                .delta_encoded(1.0, chain, &blocks, &mut pa)
-                .expect("encoded");
-            whole
-                .delta_encoded(1.0, chain, &blocks, &mut pb)
-                .expect("encoded");
-            assert!(pa == pb, "round {r}: payloads");
-        } else {
-            let (mut da, mut db) = (arch.zeros(), arch.zeros());
-            halves.delta(1.0, &mut da).expect("delta");
-            whole.delta(1.0, &mut db).expect("delta");
-            assert_eq!(bits(&da), bits(&db), "round {r}: deltas");
-        }
-    }
 }

@@ -22,8 +22,8 @@ use super::compute::{evaluate, BatchStats, MlpCompute};
 use super::data::Dataset;
 use super::{local_sgd_steps, Arch, MlpHyper};
 use crate::app::device_codec::{
-    check_tiling, dense_device_bytes, DeltaBlock, DeviceChain, HalfLoads, ResidualKeeper,
-    TopKCopies,
+    check_tiling, dense_device_bytes, level_image, DeltaBlock, DeviceChain, HalfLoads,
+    ResidualKeeper, TopKCopies,
 };
 pub use crate::app::Traffic;
 use crate::error::ComputeError;
@@ -139,6 +139,9 @@ pub struct HostMlpResident {
     dirty: bool,
     /// Which 16-bit format (f16, else bf16) holds every load since the read model's last use.
     halves: HalfLoads,
+    /// The read model as loaded (flat, layer `l` at `arch.flat_offsets()[l]`), without what
+    /// this engine keeps back: the CUDA engine's host mirror, whose codes may cross instead.
+    loaded: Vec<f32>,
     traffic: Traffic,
 }
 
@@ -158,6 +161,7 @@ impl HostMlpResident {
             coverage: ReadCoverage::default(),
             dirty: false,
             halves: HalfLoads::default(),
+            loaded: Vec::new(),
             traffic: Traffic::default(),
         }
     }
@@ -195,15 +199,23 @@ impl HostMlpResident {
 
     /// The read model is about to be used (see [`ReadCoverage`]): the device copies it in if
     /// loads changed it, in 16 bits (2 bytes a value) where every row was loaded since its last
-    /// use and every value loaded was an f16 value, or every one a bf16 value, as the CUDA
-    /// engine's `sync_read` does.
+    /// use and every value loaded was an f16 value, or every one a bf16 value, else as codes
+    /// where the model as loaded has an image in fewer bytes than f32 ([`level_image`]: a q8,
+    /// q4, q2 or sign pull codec's), as the CUDA engine's `sync_read` does.
     fn use_read(&mut self) -> Result<(), ComputeError> {
         let halves = self.halves.take().is_some() && self.coverage.complete();
         let strict = self.kept.is_some();
         self.coverage.settle(strict).map_err(Self::bad)?;
         if std::mem::take(&mut self.dirty) {
-            let bytes = if halves { 2 } else { 4 };
-            self.traffic.h2d_bytes += bytes * self.arch.num_params() as u64;
+            let n = self.loaded.len();
+            self.traffic.h2d_bytes += if halves {
+                2 * n as u64
+            } else {
+                match level_image(&self.loaded) {
+                    Some(image) if image.bytes() < 4 * n => image.bytes() as u64,
+                    _ => 4 * n as u64,
+                }
+            };
         }
         Ok(())
     }
@@ -375,6 +387,7 @@ impl MlpResident for HostMlpResident {
         // The device's read model is zeros to copy in at first use, loads or not.
         self.dirty = true;
         self.halves = HalfLoads::default();
+        self.loaded = vec![0.0; arch.num_params()];
         self.traffic.h2d_bytes +=
             4 * (train.x.len() + test.x.len()) as u64 + (train.y.len() + test.y.len()) as u64;
         Ok(())
@@ -389,6 +402,8 @@ impl MlpResident for HostMlpResident {
         self.coverage.mark(layer, first_row, rows);
         self.dirty = true;
         self.halves.note(values);
+        let flat = self.arch.flat_offsets()[layer] + at;
+        self.loaded[flat..flat + values.len()].copy_from_slice(values);
         if let Some(k) = &mut self.kept {
             k.add_to(layer as u32, first_row, dst)?;
         }

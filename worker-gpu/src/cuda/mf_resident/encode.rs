@@ -10,20 +10,19 @@
 //! candidates' counts and its indices' 64-byte measure) and scatters the residual back. After
 //! a push, which rows still hold something comes back as a bit a row (`held_rows`, for an epoch
 //! split over clocks); an f32 selection's last clock sends its rows plain, residual included
-//! (`delta_with_held`). The oracle is `HostResident`, which counts the same bytes. Also here: loaded rows of f16 or bf16 values
-//! cross in 16 bits.
+//! (`delta_with_held`). The oracle is `HostResident`, which counts the same bytes.
 
 use std::sync::Arc;
 
 use cudarc::driver::{CudaFunction, CudaSlice, CudaView, LaunchConfig, PushKernelArg};
-use ps_apps::app::device_codec::{check_keyed, DeviceChain, Half, KeyedBlock};
+use ps_apps::app::device_codec::{check_keyed, DeviceChain, KeyedBlock};
 
 use super::{input, to_u32, CudaMfResident, BLOCK};
 use crate::cuda::buffers::{DevBuf, KeyList, Pinned};
-use crate::cuda::codec;
 use crate::cuda::dense::DenseCodec;
 use crate::cuda::mf_wave_kernel::MfKernels;
 use crate::cuda::topk::{DeviceTopK, SentFormat};
+use crate::cuda::widen::NarrowIn;
 use crate::cuda::{Call, GpuError};
 
 /// What the engine keeps for its own encoding.
@@ -42,10 +41,8 @@ pub(super) struct OwnPushes {
     /// The top-k encoder of every block (its own residual unused: each block's is gathered).
     topk: Option<DeviceTopK>,
     sum_host: Option<Pinned<f32>>,
-    /// Loaded rows of 16-bit values, as they crossed, and the kernels that widen them.
-    halves: DevBuf<u16>,
-    halves_host: Option<Pinned<u16>>,
-    widen: Option<codec::Widen>,
+    /// Loaded rows that cross narrow (16-bit values, codes), staged.
+    pub(super) narrow: NarrowIn,
     /// `mf_held_rows`, its bits and their copy (`held_rows`).
     held_fn: Option<CudaFunction>,
     held_words: DevBuf<u32>,
@@ -116,39 +113,6 @@ impl CudaMfResident {
             .codec
             .as_mut()
             .ok_or_else(|| input("no dense codec".into()))
-    }
-
-    /// Copies rows of 16-bit values to the device as they are (`bits` in `kind`) and widens
-    /// them into the staged rows (`codec::Widen`, exact).
-    pub(super) fn upload_half_rows(&mut self, kind: Half, bits: &[u16]) -> Result<(), GpuError> {
-        let stream = Arc::clone(&self.gpu.compute);
-        if self.own.widen.is_none() {
-            self.own.widen = Some(codec::Widen::load(&self.gpu)?);
-        }
-        let host = match &mut self.own.halves_host {
-            Some(h) => h,
-            slot => slot.insert(Pinned::new(&self.gpu.ctx)?),
-        };
-        host.fill(bits)?;
-        let halves = &mut self.own.halves;
-        self.bus.h2d(&stream, || {
-            halves.upload(&stream, host)?;
-            Ok(2 * bits.len() as u64)
-        })?;
-        let n = bits.len();
-        self.rows.ensure(&stream, n)?;
-        let w = self
-            .own
-            .widen
-            .as_ref()
-            .ok_or_else(|| input("no widening kernel".into()))?;
-        w.launch(
-            &self.gpu,
-            kind,
-            self.own.halves.get(),
-            self.rows.get_mut(),
-            n,
-        )
     }
 
     /// Adds the held residual of the read's rows `[first, first + n)` to the staged rows (before

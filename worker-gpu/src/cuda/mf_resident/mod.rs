@@ -26,7 +26,7 @@
 use std::sync::Arc;
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
-use ps_apps::app::device_codec::{half_image, DeviceChain, KeyedBlock};
+use ps_apps::app::device_codec::{DeviceChain, KeyedBlock, PulledRows};
 use ps_apps::mf::{Factors, Layout, MfResident, ResidentSetup, Split, Traffic};
 use ps_apps::ComputeError;
 
@@ -196,11 +196,22 @@ impl CudaMfResident {
         if n == 0 {
             return Ok(());
         }
-        match half_image(values) {
-            // Rows of f16 or bf16 values (a 16-bit pull codec's) cross as they are and widen
-            // here, exactly.
-            Some((kind, bits)) => self.upload_half_rows(kind, &bits)?,
-            None => {
+        // Rows of f16 or bf16 values (a 16-bit pull codec's) cross as they are, rows of codes
+        // (a q8, q4, q2 or sign pull codec's) as codes, and widen here, exactly.
+        match PulledRows::of(values) {
+            PulledRows::Halves(kind, bits) => {
+                let (gpu, bus) = (&self.gpu, &mut self.bus);
+                self.own
+                    .narrow
+                    .halves_in(gpu, bus, kind, &bits, &mut self.rows)?
+            }
+            PulledRows::Levels(image) => {
+                let (gpu, bus) = (&self.gpu, &mut self.bus);
+                self.own
+                    .narrow
+                    .levels_in(gpu, bus, &image, &mut self.rows)?
+            }
+            PulledRows::F32 => {
                 self.rows_host.fill(values)?;
                 self.bus.h2d(&self.gpu.compute, || {
                     self.rows.upload(&self.gpu.compute, &self.rows_host)?;

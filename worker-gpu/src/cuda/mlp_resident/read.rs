@@ -2,28 +2,25 @@
 //! the mirror crosses in one copy, plus what the engine's own push encoding holds back. Where
 //! every row of the model was loaded since its last use and every value was an f16 value (an
 //! `f16` pull codec's rows), or every one a bf16 value (a `bf16` pull codec's), it crosses in
-//! 16 bits, half the bytes, and widens on the device (`codec::Widen`, exact), as the MF
-//! engine's 16-bit loads do.
+//! 16 bits, half the bytes; where the mirror is codes in runs of scales (a `q8`, `q4`, `q2` or
+//! `sign` pull codec's rows, `ps_apps::app::device_codec::level_image`), as its codes. Either
+//! widens on the device exactly (`widen::NarrowIn`), as the MF engine's loads do.
 
-use std::sync::Arc;
-
-use ps_apps::app::device_codec::{Half, HalfLoads};
+use ps_apps::app::device_codec::{level_image, Half, HalfLoads};
 use ps_apps::mlp::check_load;
 
 use super::{input, CudaMlpResident};
-use crate::cuda::buffers::{DevBuf, Pinned};
-use crate::cuda::codec;
+use crate::cuda::widen::NarrowIn;
 use crate::cuda::GpuError;
 
-/// The read model in 16 bits (as f16 bits while every load is of f16 values; bf16 bits are the
-/// f32 mirror's high halves, taken when it crosses), and which format every load since the
-/// model's last use fits.
+/// The read model in 16 bits while every load is of f16 values (bf16 bits are the f32
+/// mirror's high halves, taken when it crosses), which format every load since the model's
+/// last use fits, and the staging of what crosses narrow.
 #[derive(Default)]
 pub(super) struct Halves {
-    host: Option<Pinned<u16>>,
-    dev: DevBuf<u16>,
-    widen: Option<codec::Widen>,
+    f16: Vec<u16>,
     loads: HalfLoads,
+    narrow: NarrowIn,
 }
 
 impl Halves {
@@ -46,11 +43,8 @@ impl CudaMlpResident {
         let total = arch.num_params();
         self.read_host.host_mut(total)?[at..at + values.len()].copy_from_slice(values);
         if let Some(bits) = self.halves.loads.note_f16(values) {
-            let host = match &mut self.halves.host {
-                Some(h) => h,
-                slot => slot.insert(Pinned::new(&self.gpu.ctx)?),
-            };
-            host.host_mut(total)?[at..at + bits.len()].copy_from_slice(&bits);
+            self.halves.f16.resize(total, 0);
+            self.halves.f16[at..at + bits.len()].copy_from_slice(&bits);
         }
         let rows = values.len() / arch.layer(layer).width();
         self.coverage.mark(layer, first_row, rows);
@@ -71,7 +65,7 @@ impl CudaMlpResident {
         if self.dirty {
             if let Some(kind) = as_halves {
                 self.upload_halves(kind)?;
-            } else {
+            } else if !self.upload_levels()? {
                 self.bus.h2d(&self.gpu.compute, || {
                     self.read.upload(&self.gpu.compute, &self.read_host)?;
                     Ok(4 * self.read_host.len() as u64)
@@ -90,41 +84,40 @@ impl CudaMlpResident {
     /// The 16-bit mirror in (2 bytes a value) and widened into the read model: the f16 bits the
     /// loads wrote, or the f32 mirror's high halves for bf16.
     fn upload_halves(&mut self, kind: Half) -> Result<(), GpuError> {
-        let stream = Arc::clone(&self.gpu.compute);
-        if self.halves.widen.is_none() {
-            self.halves.widen = Some(codec::Widen::load(&self.gpu)?);
-        }
-        if kind == Half::Bf16 {
-            let full = self.read_host.host()?;
-            let host = match &mut self.halves.host {
-                Some(h) => h,
-                slot => slot.insert(Pinned::new(&self.gpu.ctx)?),
-            };
-            for (h, &v) in host.host_mut(full.len())?.iter_mut().zip(full) {
-                *h = (v.to_bits() >> 16) as u16;
+        let bf16: Vec<u16>;
+        let bits = match kind {
+            Half::F16 => &self.halves.f16,
+            Half::Bf16 => {
+                let full = self.read_host.host()?;
+                bf16 = full.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
+                &bf16
             }
+        };
+        if bits.len() != self.read_host.len() {
+            return Err(input(format!(
+                "a 16-bit mirror of {} values for a model of {}",
+                bits.len(),
+                self.read_host.len()
+            )));
         }
-        let host = self
-            .halves
-            .host
-            .as_ref()
-            .ok_or_else(|| input("no 16-bit mirror".into()))?;
-        let n = host.len();
-        let dev = &mut self.halves.dev;
-        self.bus.h2d(&stream, || {
-            dev.upload(&stream, host)?;
-            Ok(2 * n as u64)
-        })?;
-        self.read.ensure(&stream, n)?;
-        let w = self
-            .halves
-            .widen
-            .as_ref()
-            .ok_or_else(|| input("no widening kernel".into()))?;
-        let (halves, read, gpu) = (&self.halves.dev, &mut self.read, &self.gpu);
-        // The widening counts as device compute.
-        self.bus.kernels(&stream, || {
-            w.launch(gpu, kind, halves.get(), read.get_mut(), n)
-        })
+        let (gpu, bus) = (&self.gpu, &mut self.bus);
+        self.halves
+            .narrow
+            .halves_in(gpu, bus, kind, bits, &mut self.read)
+    }
+
+    /// The mirror's codes in and widened into the read model, where it has an image in fewer
+    /// bytes than f32; whether it had.
+    fn upload_levels(&mut self) -> Result<bool, GpuError> {
+        let full = self.read_host.host()?;
+        let image = match level_image(full) {
+            Some(image) if image.bytes() < 4 * full.len() => image,
+            _ => return Ok(false),
+        };
+        let (gpu, bus) = (&self.gpu, &mut self.bus);
+        self.halves
+            .narrow
+            .levels_in(gpu, bus, &image, &mut self.read)?;
+        Ok(true)
     }
 }

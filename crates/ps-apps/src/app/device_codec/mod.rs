@@ -519,9 +519,13 @@ impl ResidualKeeper {
 mod chain;
 mod copies;
 mod halves;
+mod levels;
+mod pulled;
 pub use chain::{block_k, dense_device_bytes, device_chain, DeviceChain, Fraction, Keep};
 pub use copies::{TopKCopies, ENERGY_BYTES, TRIM_CAP};
 pub use halves::{half_image, Half, HalfLoads};
+pub use levels::{level_image, LevelImage};
+pub use pulled::PulledRows;
 
 #[cfg(test)]
 mod tests;

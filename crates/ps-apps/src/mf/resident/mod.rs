@@ -31,7 +31,7 @@ use super::data::Rating;
 use super::factors::Factors;
 use super::waves::WaveSchedule;
 use crate::app::device_codec::{
-    check_keyed, half_image, DeviceChain, KeyedBlock, ResidualKeeper, TopKCopies,
+    check_keyed, DeviceChain, KeyedBlock, PulledRows, ResidualKeeper, TopKCopies,
 };
 use crate::error::ComputeError;
 
@@ -329,10 +329,9 @@ impl MfResident for HostResident {
             cached.copy_from_slice(row);
             self.factors.round(cached);
         }
-        // Rows of f16 or bf16 values (a 16-bit pull codec's) cross in 16 bits and widen on the
-        // device.
-        let bytes = if half_image(values).is_some() { 2 } else { 4 };
-        self.traffic.h2d_bytes += bytes * values.len() as u64;
+        // Rows of f16 or bf16 values (a 16-bit pull codec's) cross in 16 bits, rows of codes
+        // (a q8, q4, q2 or sign pull codec's) as codes, and widen on the device.
+        self.traffic.h2d_bytes += PulledRows::of(values).bytes(values.len());
         Ok(())
     }
 

@@ -37,13 +37,26 @@ fn the_oracle_counts_a_devices_copies_and_times_its_passes() {
         // A key list crosses when it changes, not when it is the same again.
         e.expect_items(&keys).unwrap();
         e.expect_items(&keys).unwrap();
-        e.load_items(0, &vec![0.2; items * w]).unwrap();
+        // Plain f32 values cross as they are.
+        let plain: Vec<f32> = (0..items * w).map(|i| 0.2 + i as f32 * 1e-3).collect();
+        e.load_items(0, &plain).unwrap();
         let t = e.traffic();
         assert_eq!(t.h2d_bytes, (setup + 4 * items + 4 * items * w) as u64);
         // Rows of f16 values (an f16 pull codec's) cross as f16.
         e.load_items(0, &vec![0.5; items * w]).unwrap();
-        assert_eq!(e.traffic().since(&t).h2d_bytes, 2 * (items * w) as u64);
-        e.load_items(0, &vec![0.2; items * w]).unwrap();
+        let t = e.traffic().since(&t);
+        assert_eq!(t.h2d_bytes, 2 * (items * w) as u64);
+        // Rows of codes of one scale (a q8 pull codec's): 8 bytes for the run, then the codes,
+        // here 4 bits each.
+        let s = 0.1f32;
+        let codes: Vec<f32> = (0..items * w).map(|i| (i % 15) as f32 * s - 0.7).collect();
+        let codes: Vec<f32> = codes.iter().map(|&v| (v / s).round() * s).collect();
+        let t = e.traffic();
+        e.load_items(0, &codes).unwrap();
+        let moved = e.traffic().since(&t).h2d_bytes;
+        assert_eq!(moved, PulledRows::of(&codes).bytes(codes.len()));
+        assert_eq!(moved, (8 + (items * w).div_ceil(2)) as u64, "{moved}");
+        e.load_items(0, &plain).unwrap();
         let t = e.traffic();
         let waves = schedule.epoch_waves(ClockKey {
             seed: 1,
