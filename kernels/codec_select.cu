@@ -183,7 +183,8 @@ extern "C" __global__ void codec_select_count(const float* __restrict__ x,
     }
 }
 
-extern "C" __global__ void codec_select_scan(unsigned long long* tiles, unsigned long long count) {
+extern "C" __global__ void __launch_bounds__(1024)
+    codec_select_scan(unsigned long long* tiles, unsigned long long count) {
     __shared__ unsigned long long part[1024];
     // Each thread sums a run of consecutive tiles; the runs' sums are scanned across the block.
     const unsigned long long run = (count + blockDim.x - 1u) / blockDim.x;

@@ -295,6 +295,9 @@ __device__ __forceinline__ void mf_waves_body(const unsigned int* __restrict__ r
             break;
         }
         __threadfence(); // acquire: the neighbour's row writes before this warp's reads
+        // Lane 0 read `done`; the shuffle carries no memory order, the warp barrier does: every
+        // lane's reads below come after lane 0's acquire.
+        __syncwarp();
         const unsigned int b = p * bands + q;
         if (W > 1 && MF_HAS_CP_ASYNC && blockDim.x == MF_WARP * MF_WAVE_WARPS &&
             mf_window_fits<T>(rank, width, biased)) {

@@ -345,8 +345,8 @@ fn an_empty_clock_pushes_a_zero_delta() {
 
 /// Rows of f16 values (an `f16` pull codec's) cross as f16, 2 bytes a value, when every row of
 /// the model was loaded since its last use and every value was an f16 value; a model of codes
-/// in runs of scales (a `q8` pull codec's, or values all alike but one) crosses as its codes;
-/// otherwise the model crosses as f32.
+/// in runs of scales (a `q8` pull codec's, or values all alike) crosses as its codes where they
+/// take fewer bytes still; otherwise the model crosses as f32.
 #[test]
 fn a_model_loaded_whole_in_f16_values_crosses_as_f16() {
     let (train, test, arch) = small();
@@ -363,7 +363,21 @@ fn a_model_loaded_whole_in_f16_values_crosses_as_f16() {
     };
     let all = arch.num_layers();
     let same = |v: f32| move |_: usize, n: usize| vec![v; n];
-    assert_eq!(load(&mut e, all, &same(0.5)), 2 * params, "f16 values");
+    let f16s = |v: f32| {
+        move |l: usize, n: usize| -> Vec<f32> {
+            plain(v + l as f32, n)
+                .iter()
+                .map(|&x| half::f16::from_f32(x).to_f32())
+                .collect()
+        }
+    };
+    assert_eq!(load(&mut e, all, &f16s(0.5)), 2 * params, "f16 values");
+    // All alike: f16 values, but one run of codes (1 bit each) takes fewer bytes.
+    assert_eq!(
+        load(&mut e, all, &same(0.5)),
+        8 + params.div_ceil(8),
+        "codes of one value"
+    );
     let f32s = load(&mut e, all, &|l, n| plain(0.1 + l as f32, n));
     assert_eq!(f32s, 4 * params, "f32 values");
     // 0.1, then 0.5s: one run of scale 0.1, codes 1 and 5, 4 bits each.
@@ -386,6 +400,6 @@ fn a_model_loaded_whole_in_f16_values_crosses_as_f16() {
         4 * params,
         "part of the model"
     );
-    assert_eq!(load(&mut e, all, &same(-0.375)), 2 * params, "f16 again");
+    assert_eq!(load(&mut e, all, &f16s(-0.375)), 2 * params, "f16 again");
     assert_eq!(load(&mut e, 0, &same(0.5)), 0, "no loads, no copy");
 }

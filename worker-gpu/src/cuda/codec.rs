@@ -205,7 +205,7 @@ impl CudaCodec {
         narrow.levels_in(&self.gpu, &mut bus, image, &mut self.d_f32)?;
         bus.settle()?;
         self.f32_host
-            .download(&self.gpu.compute, self.d_f32.get(), image.len)?;
+            .download(&self.gpu.compute, self.d_f32.get(), image.len())?;
         Ok(self.f32_host.host()?.to_vec())
     }
 

@@ -88,23 +88,38 @@ impl Widen {
         packed: &CudaSlice<u8>,
         out: &mut CudaSlice<f32>,
     ) -> Result<(), GpuError> {
-        let n = layout.len;
-        if packed.len() < layout.bytes() || out.len() < n {
+        let n = layout.len();
+        if packed.len() < layout.bytes() {
+            return Err(too_short(
+                "codec_levels_to_f32 image",
+                packed.len(),
+                layout.bytes(),
+            ));
+        }
+        if out.len() < n {
             return Err(too_short("codec_levels_to_f32", out.len(), n));
         }
-        let runs = u32::try_from(layout.starts.len())
-            .map_err(|_| GpuError::Input(format!("{} runs of codes", layout.starts.len())))?;
-        if n == 0 || runs == 0 || n > u32::MAX as usize {
+        // `level_image` makes only such images; the kernel relies on them.
+        let (runs, bits) = (layout.runs(), layout.bits());
+        if n == 0 || runs == 0 || n > u32::MAX as usize || ![1, 2, 4, 8].contains(&bits) {
             return Err(GpuError::Input(format!(
-                "an image of {n} values in {runs} runs"
+                "an image of {n} values in {runs} runs, {bits} bits a code"
             )));
         }
-        let (bits, n64) = (layout.bits, n as u64);
+        let scales = u32::try_from(layout.scale_count())
+            .map_err(|_| GpuError::Input(format!("{} scales", layout.scale_count())))?;
+        let (grouped, n64) = (i32::from(layout.grouped()), n as u64);
         let mut b = gpu.compute.launch_builder(&self.levels);
-        b.arg(packed).arg(&runs).arg(&bits).arg(&n64).arg(out);
-        // SAFETY: `packed` holds the image's starts, scales and the codes of n values (checked
-        // above, as `LevelImage::bytes`), `out` n values, n < 2^32; codec_levels_to_f32 is
-        // (const unsigned char*, unsigned int, unsigned int, unsigned long long, float*).
+        b.arg(packed)
+            .arg(&scales)
+            .arg(&grouped)
+            .arg(&bits)
+            .arg(&n64)
+            .arg(out);
+        // SAFETY: `packed` holds the image's scales (and starts) and the codes of n values
+        // (checked above, as `LevelImage::bytes`), `out` n values, n < 2^32;
+        // codec_levels_to_f32 is (const unsigned char*, unsigned int, int, unsigned int,
+        // unsigned long long, float*).
         unsafe { b.launch(elementwise(gpu, n)) }.call("cuLaunchKernel(codec_levels_to_f32)")?;
         Ok(())
     }
@@ -162,7 +177,7 @@ impl NarrowIn {
     }
 
     /// Copies `image` to the device as it crosses ([`LevelImage::packed`]) and widens it into
-    /// the first `image.len` values of `out` (grown to hold them), on the compute stream.
+    /// the first `image.len()` values of `out` (grown to hold them), on the compute stream.
     pub(crate) fn levels_in(
         &mut self,
         gpu: &Arc<Gpu>,
@@ -181,7 +196,7 @@ impl NarrowIn {
             dev.upload(stream, host)?;
             Ok(image.bytes() as u64)
         })?;
-        out.ensure(stream, image.len)?;
+        out.ensure(stream, image.len())?;
         let w = kernels(&mut self.widen, gpu)?;
         let levels = &self.levels;
         bus.kernels(stream, || {

@@ -7,6 +7,7 @@
 //! own encoding of a dense lossy chain is the worker library's of its own delta, byte for byte,
 //! with what it holds back in the rows it loads and in its drop, and only the payloads cross.
 
+use ps_apps::app::device_codec::PulledRows;
 use ps_apps::mf::{
     bands_for, ClockKey, CpuMf, Factors, HostResident, Layout, MfResident, Rating, ResidentSetup,
     Split, WaveSchedule,
@@ -152,6 +153,20 @@ fn waves_engine_matches_the_host_oracle_under_heavy_conflicts() {
         let mut p = problem(&mut rng, layout, factors, dev.lanes());
         if rows != ValueFormat::F32 {
             p.items = pulled(rows, &p.items);
+            // Each load's rows (two, as in `setup`) cross as codes or 16-bit values.
+            let half = p.num_items / 2 * layout.width();
+            for part in [&p.items[half..], &p.items[..half]] {
+                let narrow = PulledRows::of(part);
+                assert!(
+                    match rows {
+                        ValueFormat::F16 | ValueFormat::Bf16 => {
+                            matches!(narrow, PulledRows::Halves(..))
+                        }
+                        _ => matches!(narrow, PulledRows::Levels(_)),
+                    },
+                    "{rows:?}: {narrow:?}"
+                );
+            }
         }
         let mut host = HostResident::new(Box::new(CpuMf), dev.lanes());
         setup(&mut dev, &p);

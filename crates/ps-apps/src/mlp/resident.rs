@@ -22,7 +22,7 @@ use super::compute::{evaluate, BatchStats, MlpCompute};
 use super::data::Dataset;
 use super::{local_sgd_steps, Arch, MlpHyper};
 use crate::app::device_codec::{
-    check_tiling, dense_device_bytes, level_image, DeltaBlock, DeviceChain, HalfLoads,
+    check_tiling, dense_device_bytes, narrower_codes, DeltaBlock, DeviceChain, HalfLoads,
     ResidualKeeper, TopKCopies,
 };
 pub use crate::app::Traffic;
@@ -199,22 +199,19 @@ impl HostMlpResident {
 
     /// The read model is about to be used (see [`ReadCoverage`]): the device copies it in if
     /// loads changed it, in 16 bits (2 bytes a value) where every row was loaded since its last
-    /// use and every value loaded was an f16 value, or every one a bf16 value, else as codes
-    /// where the model as loaded has an image in fewer bytes than f32 ([`level_image`]: a q8,
-    /// q4, q2 or sign pull codec's), as the CUDA engine's `sync_read` does.
+    /// use and every value loaded was an f16 value, or every one a bf16 value, and as codes
+    /// where the model as loaded has an image in fewer bytes than that ([`narrower_codes`]: a
+    /// q8, q4, q2 or sign pull codec's), as the CUDA engine's `sync_read` does.
     fn use_read(&mut self) -> Result<(), ComputeError> {
         let halves = self.halves.take().is_some() && self.coverage.complete();
         let strict = self.kept.is_some();
         self.coverage.settle(strict).map_err(Self::bad)?;
         if std::mem::take(&mut self.dirty) {
-            let n = self.loaded.len();
-            self.traffic.h2d_bytes += if halves {
-                2 * n as u64
-            } else {
-                match level_image(&self.loaded) {
-                    Some(image) if image.bytes() < 4 * n => image.bytes() as u64,
-                    _ => 4 * n as u64,
-                }
+            let n = self.loaded.len() as u64;
+            self.traffic.h2d_bytes += match narrower_codes(&self.loaded, halves) {
+                Some(image) => image.bytes() as u64,
+                None if halves => 2 * n,
+                None => 4 * n,
             };
         }
         Ok(())

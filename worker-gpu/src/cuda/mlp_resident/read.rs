@@ -3,10 +3,11 @@
 //! every row of the model was loaded since its last use and every value was an f16 value (an
 //! `f16` pull codec's rows), or every one a bf16 value (a `bf16` pull codec's), it crosses in
 //! 16 bits, half the bytes; where the mirror is codes in runs of scales (a `q8`, `q4`, `q2` or
-//! `sign` pull codec's rows, `ps_apps::app::device_codec::level_image`), as its codes. Either
-//! widens on the device exactly (`widen::NarrowIn`), as the MF engine's loads do.
+//! `sign` pull codec's rows, `ps_apps::app::device_codec::narrower_codes`) that take fewer
+//! bytes still, as its codes. Either widens on the device exactly (`widen::NarrowIn`), as the
+//! MF engine's loads do.
 
-use ps_apps::app::device_codec::{level_image, Half, HalfLoads};
+use ps_apps::app::device_codec::{narrower_codes, Half, HalfLoads};
 use ps_apps::mlp::check_load;
 
 use super::{input, CudaMlpResident};
@@ -63,13 +64,15 @@ impl CudaMlpResident {
             .settle(!self.encoders.is_empty())
             .map_err(input)?;
         if self.dirty {
-            if let Some(kind) = as_halves {
-                self.upload_halves(kind)?;
-            } else if !self.upload_levels()? {
-                self.bus.h2d(&self.gpu.compute, || {
+            // As codes where they are narrowest, else in 16 bits, else as f32.
+            let as_codes = self.upload_levels(as_halves.is_some())?;
+            match as_halves {
+                _ if as_codes => {}
+                Some(kind) => self.upload_halves(kind)?,
+                None => self.bus.h2d(&self.gpu.compute, || {
                     self.read.upload(&self.gpu.compute, &self.read_host)?;
                     Ok(4 * self.read_host.len() as u64)
-                })?;
+                })?,
             }
             self.dirty = false;
             for (b, enc) in &self.encoders {
@@ -106,13 +109,12 @@ impl CudaMlpResident {
             .halves_in(gpu, bus, kind, bits, &mut self.read)
     }
 
-    /// The mirror's codes in and widened into the read model, where it has an image in fewer
-    /// bytes than f32; whether it had.
-    fn upload_levels(&mut self) -> Result<bool, GpuError> {
+    /// The mirror's codes in and widened into the read model, where they take fewer bytes than
+    /// 16-bit values (`halves`: every load was of them) or f32 would; whether they did.
+    fn upload_levels(&mut self, halves: bool) -> Result<bool, GpuError> {
         let full = self.read_host.host()?;
-        let image = match level_image(full) {
-            Some(image) if image.bytes() < 4 * full.len() => image,
-            _ => return Ok(false),
+        let Some(image) = narrower_codes(full, halves) else {
+            return Ok(false);
         };
         let (gpu, bus) = (&self.gpu, &mut self.bus);
         self.halves

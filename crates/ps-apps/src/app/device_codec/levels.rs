@@ -9,10 +9,11 @@
 //! a group. Values that are not such (an f32 pull's, or rows holding a worker's own updates)
 //! have no image, and the search gives up early on them.
 //!
-//! The image as it crosses ([`LevelImage::packed`]): the runs' first value indices (u32, little
-//! endian), their scales (f32), then the codes packed least-significant bits first in
-//! [`LevelImage::bits`] bits each: two's complement in 2, 4 or 8 bits, or one bit where every
-//! code is +1 or -1 (set for -1, as the `sign` format). The device's `codec_levels_to_f32`
+//! The image as it crosses ([`LevelImage::packed`]): where every run opens on a group of 128
+//! (a reply's rows read in order) a scale for each group, as on the wire, else the runs' first
+//! value indices (u32, little endian) and their scales (f32); then the codes packed
+//! least-significant bits first in [`LevelImage::bits`] bits each: two's complement in 2, 4 or
+//! 8 bits, or one bit where every code is +1 or -1 (set for -1, as the `sign` format). The device's `codec_levels_to_f32`
 //! (`kernels/codecs.cu`) widens it as [`LevelImage::widen`] does: `(float)code * scale`, one
 //! rounding.
 
@@ -23,28 +24,71 @@ const MAX_CODE: i32 = 127;
 /// Most values a candidate scale is tried on before the search takes the best so far.
 const STRETCH: usize = 256;
 
-/// Quantized values as codes and runs of scales.
+/// Quantized values as codes and runs of scales, made only by [`level_image`]: at least one
+/// run, the first at 0, starts ascending, a scale a run, `bits` 1, 2, 4 or 8, and the codes of
+/// every value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LevelImage {
-    /// Values it holds.
-    pub len: usize,
-    /// Bits a code: 1, 2, 4 or 8.
-    pub bits: u32,
-    /// Each run's first value.
-    pub starts: Vec<u32>,
-    /// Each run's scale.
-    pub scales: Vec<f32>,
-    /// The codes, packed.
-    pub codes: Vec<u8>,
+    len: usize,
+    bits: u32,
+    starts: Vec<u32>,
+    scales: Vec<f32>,
+    codes: Vec<u8>,
 }
 
 impl LevelImage {
-    /// Bytes of [`LevelImage::packed`].
-    pub fn bytes(&self) -> usize {
-        8 * self.starts.len() + self.codes.len()
+    /// Values it holds (at least one, fewer than 2^32).
+    pub fn len(&self) -> usize {
+        self.len
     }
 
-    /// The image as it crosses: starts, scales, codes.
+    /// Never: an image holds at least one value.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bits a code: 1, 2, 4 or 8.
+    pub fn bits(&self) -> u32 {
+        self.bits
+    }
+
+    /// Runs of one scale (at least one).
+    pub fn runs(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// Whether it crosses with a scale for each group of [`QUANT_GROUP`] values (4 bytes a
+    /// group, as on the wire) rather than a start and a scale for each run (8 bytes a run):
+    /// where every run opens at a group's first value and that takes fewer bytes.
+    pub fn grouped(&self) -> bool {
+        self.starts
+            .iter()
+            .all(|&s| (s as usize).is_multiple_of(QUANT_GROUP))
+            && 4 * self.len.div_ceil(QUANT_GROUP) < 8 * self.starts.len()
+    }
+
+    /// Scales in [`LevelImage::packed`]: one a group where [`LevelImage::grouped`], else one a
+    /// run.
+    pub fn scale_count(&self) -> usize {
+        if self.grouped() {
+            self.len.div_ceil(QUANT_GROUP)
+        } else {
+            self.starts.len()
+        }
+    }
+
+    /// Bytes of [`LevelImage::packed`].
+    pub fn bytes(&self) -> usize {
+        let heads = if self.grouped() {
+            4 * self.scale_count()
+        } else {
+            8 * self.starts.len()
+        };
+        heads + self.codes.len()
+    }
+
+    /// The image as it crosses: where [`LevelImage::grouped`], each group's scale (f32, little
+    /// endian), else each run's first value (u32) then each run's scale; then the codes.
     pub fn packed(&self) -> Vec<u8> {
         let mut out = vec![0; self.bytes()];
         self.write_packed(&mut out);
@@ -54,15 +98,33 @@ impl LevelImage {
     /// Writes [`LevelImage::packed`] into the first [`LevelImage::bytes`] of `out` (a staging
     /// buffer at least that long).
     pub fn write_packed(&self, out: &mut [u8]) {
-        let runs = self.starts.len();
-        let (starts, rest) = out.split_at_mut(4 * runs);
-        let (scales, codes) = rest.split_at_mut(4 * runs);
-        for (o, s) in starts.chunks_exact_mut(4).zip(&self.starts) {
-            o.copy_from_slice(&s.to_le_bytes());
-        }
-        for (o, s) in scales.chunks_exact_mut(4).zip(&self.scales) {
-            o.copy_from_slice(&s.to_le_bytes());
-        }
+        let put = |o: &mut [u8], v: [u8; 4]| o.copy_from_slice(&v);
+        let codes = if self.grouped() {
+            let (scales, codes) = out.split_at_mut(4 * self.scale_count());
+            let mut run = 0;
+            for (g, o) in scales.chunks_exact_mut(4).enumerate() {
+                while self
+                    .starts
+                    .get(run + 1)
+                    .is_some_and(|&s| s as usize <= g * QUANT_GROUP)
+                {
+                    run += 1;
+                }
+                put(o, self.scales[run].to_le_bytes());
+            }
+            codes
+        } else {
+            let runs = self.starts.len();
+            let (starts, rest) = out.split_at_mut(4 * runs);
+            let (scales, codes) = rest.split_at_mut(4 * runs);
+            for (o, s) in starts.chunks_exact_mut(4).zip(&self.starts) {
+                put(o, s.to_le_bytes());
+            }
+            for (o, s) in scales.chunks_exact_mut(4).zip(&self.scales) {
+                put(o, s.to_le_bytes());
+            }
+            codes
+        };
         codes[..self.codes.len()].copy_from_slice(&self.codes);
     }
 
@@ -185,29 +247,26 @@ fn candidates(m: f32, c: i32) -> impl Iterator<Item = Scale> {
         .map(Scale::new)
 }
 
-/// A scale for a run from `values[0]`, and how many codes of the run it appended to `codes`;
-/// `None` where no scale holds `values[0]`.
-///
-/// First the scales a quantized group opening here would have: its largest magnitude over the
-/// largest code of `sign` or `q2` (1), `q4` (7) or `q8` (127), taken when it holds the whole
-/// group ([`QUANT_GROUP`] values), whose codes it appends. Runs found so end where groups do,
-/// so the next one opens a group too. Otherwise ([`searched_scale`]) the one that holds the
-/// longest run, appending nothing.
-fn best_scale(values: &[f32], codes: &mut Vec<i32>) -> Option<(Scale, usize)> {
+/// The scale a quantized group opening at `values[0]` would have, where it holds the whole
+/// group ([`QUANT_GROUP`] values, or fewer at the end), whose codes it then appends: the
+/// group's largest magnitude over the largest code of `sign` or `q2` (1), `q4` (7) or `q8`
+/// (127). Runs found so end where groups do, so the next one opens a group too.
+fn group_scale(values: &[f32], codes: &mut Vec<i32>) -> Option<Scale> {
     let group = &values[..values.len().min(QUANT_GROUP)];
-    if group.iter().all(|v| v.is_finite()) {
-        let m = group.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let mark = codes.len();
-        for c in [1, 7, MAX_CODE] {
-            for s in candidates(m, c) {
-                if s.fit(group, codes) == group.len() {
-                    return Some((s, group.len()));
-                }
-                codes.truncate(mark);
+    if !group.iter().all(|v| v.is_finite()) {
+        return None;
+    }
+    let m = group.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let mark = codes.len();
+    for c in [1, 7, MAX_CODE] {
+        for s in candidates(m, c) {
+            if s.fit(group, codes) == group.len() {
+                return Some(s);
             }
+            codes.truncate(mark);
         }
     }
-    searched_scale(values).map(|s| (s, 0))
+    None
 }
 
 /// The scale that holds the longest run from `values[0]`, tried up to [`STRETCH`] values (ties:
@@ -256,22 +315,42 @@ pub fn level_image(values: &[f32]) -> Option<LevelImage> {
     let mut starts = Vec::new();
     let mut scales = Vec::new();
     let mut codes = Vec::with_capacity(values.len());
-    let mut scale = None;
+    let mut scale: Option<Scale> = None;
     let mut i = 0;
     while i < values.len() {
+        let rest = &values[i..];
+        // The run's scale a group at a time from where the run opened: a group it does not
+        // hold whole may be a new group opening here (its first values, zeros say, may hold
+        // at either scale).
+        let chunk = &rest[..rest.len().min(QUANT_GROUP)];
+        let mark = codes.len();
         if let Some(s) = scale {
-            let chunk = &values[i..values.len().min(i + QUANT_GROUP)];
-            let n = Scale::fit(s, chunk, &mut codes);
-            i += n;
-            if n == chunk.len() {
+            if s.fit(chunk, &mut codes) == chunk.len() {
+                i += chunk.len();
                 continue;
             }
+            codes.truncate(mark);
         }
-        if i == values.len() {
-            break;
-        }
-        // Value i holds no code at the run's scale: a new run opens (its scale holds value i).
-        let (s, taken) = best_scale(&values[i..], &mut codes)?;
+        let (s, taken) = match group_scale(rest, &mut codes) {
+            Some(s) => (s, chunk.len()),
+            None => {
+                // The run goes on as far as it holds; where it stops, a group may open, else
+                // a run found by search opens there (its scale holds that value: the next fit
+                // takes it).
+                let held = scale.map_or(0, |s| s.fit(chunk, &mut codes));
+                i += held;
+                let rest = &values[i..];
+                let group = if held > 0 {
+                    group_scale(rest, &mut codes)
+                } else {
+                    None
+                };
+                match group {
+                    Some(s) => (s, rest.len().min(QUANT_GROUP)),
+                    None => (searched_scale(rest)?, 0),
+                }
+            }
+        };
         starts.push(i as u32);
         scales.push(s.scale);
         if 8 * starts.len() > i / 4 + 64 {
@@ -287,6 +366,7 @@ pub fn level_image(values: &[f32]) -> Option<LevelImage> {
         2..=7 => 4,
         _ => 8,
     };
+    debug_assert_eq!(codes.len(), values.len());
     Some(LevelImage {
         len: values.len(),
         bits,
@@ -372,6 +452,23 @@ mod tests {
             );
             let wire = format.encoded_len(values.len());
             assert!(image.bytes() <= wire + 4 * values.len().div_ceil(128));
+        }
+    }
+
+    #[test]
+    fn runs_stay_on_group_boundaries_when_groups_open_with_zeros() {
+        // Every group of a ternary reply opens with zeros, which the previous group's scale
+        // holds too: each run still opens where its group does, one a group.
+        let mut values = smooth(128 * 40, 11);
+        for g in values.chunks_mut(128) {
+            g[..5].fill(0.0);
+        }
+        for format in [ValueFormat::Q2, ValueFormat::Q4, ValueFormat::Q8] {
+            let rows = pulled(format, &values);
+            let image = level_image(&rows).unwrap();
+            assert_exact(&image, &rows);
+            assert_eq!(image.runs(), 40, "{format:?}");
+            assert!(image.starts.iter().all(|s| s % 128 == 0), "{format:?}");
         }
     }
 

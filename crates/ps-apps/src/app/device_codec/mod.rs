@@ -525,7 +525,7 @@ pub use chain::{block_k, dense_device_bytes, device_chain, DeviceChain, Fraction
 pub use copies::{TopKCopies, ENERGY_BYTES, TRIM_CAP};
 pub use halves::{half_image, Half, HalfLoads};
 pub use levels::{level_image, LevelImage};
-pub use pulled::PulledRows;
+pub use pulled::{narrower_codes, PulledRows};
 
 #[cfg(test)]
 mod tests;
