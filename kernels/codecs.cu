@@ -69,39 +69,36 @@ extern "C" __global__ void codec_bf16_to_f32(const unsigned short* __restrict__ 
 
 // Values that crossed as codes (ps_apps::app::device_codec::levels: a q8, q4, q2 or sign pull
 // codec's rows) widened exactly: out[i] = (float)code_i * the scale of i, one rounding, as
-// LevelImage::widen. `image` is LevelImage::packed: where `grouped`, `scales` f32 scales, one
-// for each group of 128 values; else `scales` first value indices of runs (ascending, the first
-// 0) and then their `scales` f32 scales. Then the codes, `bits` bits each (1: set for -1, clear
-// for +1; 2, 4 or 8: two's complement), least-significant bits first. n < 2^32. Any 1-D grid.
+// LevelImage::widen. `image` is LevelImage::packed: `segments` first value indices (ascending,
+// the first 0), their first scales' indices, `scales` f32 scales (one for each group of 128
+// values of each segment, from its start), then the codes, `bits` bits each (1: set for -1,
+// clear for +1; 2, 4 or 8: two's complement), least-significant bits first. n < 2^32. Any 1-D
+// grid.
 extern "C" __global__ void codec_levels_to_f32(const unsigned char* __restrict__ image,
+                                               unsigned int segments,
                                                unsigned int scales,
-                                               int grouped,
                                                unsigned int bits,
                                                unsigned long long n,
                                                float* out) {
     const unsigned int* starts = (const unsigned int*)image;
-    const float* scale = (const float*)(grouped ? image : image + 4ull * scales);
-    const unsigned char* codes = image + (grouped ? 4ull : 8ull) * scales;
+    const unsigned int* bases = starts + segments;
+    const float* scale = (const float*)(bases + segments);
+    const unsigned char* codes = (const unsigned char*)(scale + scales);
     const unsigned int mask = (1u << bits) - 1u;
     const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
     for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += stride) {
-        unsigned int at_scale;
-        if (grouped) {
-            at_scale = (unsigned int)(i >> 7);
-        } else {
-            // The last run opening at or before i.
-            unsigned int lo = 0, hi = scales;
-            while (hi - lo > 1u) {
-                const unsigned int mid = lo + (hi - lo) / 2u;
-                if ((unsigned long long)starts[mid] <= i) {
-                    lo = mid;
-                } else {
-                    hi = mid;
-                }
+        // The last segment opening at or before i.
+        unsigned int lo = 0, hi = segments;
+        while (hi - lo > 1u) {
+            const unsigned int mid = lo + (hi - lo) / 2u;
+            if ((unsigned long long)starts[mid] <= i) {
+                lo = mid;
+            } else {
+                hi = mid;
             }
-            at_scale = lo;
         }
+        const unsigned int s = bases[lo] + (unsigned int)((i - starts[lo]) >> 7);
         const unsigned long long at = i * bits;
         const unsigned int raw = ((unsigned int)codes[at >> 3] >> (unsigned int)(at & 7ull)) & mask;
         int code;
@@ -112,7 +109,7 @@ extern "C" __global__ void codec_levels_to_f32(const unsigned char* __restrict__
         } else {
             code = (int)raw;
         }
-        out[i] = __fmul_rn((float)code, scale[at_scale]);
+        out[i] = __fmul_rn((float)code, scale[s]);
     }
 }
 

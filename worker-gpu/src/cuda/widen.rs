@@ -100,26 +100,29 @@ impl Widen {
             return Err(too_short("codec_levels_to_f32", out.len(), n));
         }
         // `level_image` makes only such images; the kernel relies on them.
-        let (runs, bits) = (layout.runs(), layout.bits());
-        if n == 0 || runs == 0 || n > u32::MAX as usize || ![1, 2, 4, 8].contains(&bits) {
+        let (segments, bits) = (layout.segments(), layout.bits());
+        if n == 0 || segments == 0 || n > u32::MAX as usize || ![1, 2, 4, 8].contains(&bits) {
             return Err(GpuError::Input(format!(
-                "an image of {n} values in {runs} runs, {bits} bits a code"
+                "an image of {n} values in {segments} segments, {bits} bits a code"
             )));
         }
-        let scales = u32::try_from(layout.scale_count())
-            .map_err(|_| GpuError::Input(format!("{} scales", layout.scale_count())))?;
-        let (grouped, n64) = (i32::from(layout.grouped()), n as u64);
+        let count = |c: usize, what: &str| {
+            u32::try_from(c).map_err(|_| GpuError::Input(format!("{c} {what}")))
+        };
+        let segments = count(segments, "segments")?;
+        let scales = count(layout.scale_count(), "scales")?;
+        let n64 = n as u64;
         let mut b = gpu.compute.launch_builder(&self.levels);
         b.arg(packed)
+            .arg(&segments)
             .arg(&scales)
-            .arg(&grouped)
             .arg(&bits)
             .arg(&n64)
             .arg(out);
-        // SAFETY: `packed` holds the image's scales (and starts) and the codes of n values
+        // SAFETY: `packed` holds the image's segments, scales and the codes of n values
         // (checked above, as `LevelImage::bytes`), `out` n values, n < 2^32;
-        // codec_levels_to_f32 is (const unsigned char*, unsigned int, int, unsigned int,
-        // unsigned long long, float*).
+        // codec_levels_to_f32 is (const unsigned char*, unsigned int, unsigned int, unsigned
+        // int, unsigned long long, float*).
         unsafe { b.launch(elementwise(gpu, n)) }.call("cuLaunchKernel(codec_levels_to_f32)")?;
         Ok(())
     }

@@ -1,9 +1,9 @@
 //! `codec_levels_to_f32` (`kernels/codecs.cu`), never run on a GPU, on the CPU over an emulated
 //! grid: rows a `q8`, `q4`, `q2` or `sign` pull codec decoded, found again as codes by
 //! `ps_apps::app::device_codec::level_image` and packed as they cross, widen back to the rows,
-//! bit for bit, with their scales by group (a reply's rows in order) or by run (replies side
-//! by side, groups cut short): zero rows, -0.0 (a run of scale 0), one-bit codes, small and
-//! huge scales, and grids of one to three blocks.
+//! bit for bit, in one segment (a reply's rows in order) or several (replies side by side,
+//! groups cut short): zero rows, -0.0 (a run of scale 0), one-bit codes, small and huge
+//! scales, and grids of one to three blocks.
 
 use crate::host_cxx::{self, array, bits};
 
@@ -83,7 +83,7 @@ fn rows_that_crossed_as_codes_widen_back_bit_for_bit() {
     for (case, values) in cases.iter().enumerate() {
         let image = level_image(values).unwrap_or_else(|| panic!("case {case}: no image"));
         widths.insert(image.bits());
-        layouts.insert(image.grouped());
+        layouts.insert(image.segments() > 1);
         let n = values.len();
         let (grid, block) = grids[case % grids.len()];
         for b in bits(values) {
@@ -92,13 +92,13 @@ fn rows_that_crossed_as_codes_widen_back_bit_for_bit() {
         write!(
             body,
             "{{\nalignas(4) {}static float out[{n}];
-            run_grid({grid}u, {block}u, [&] {{ codec_levels_to_f32(image, {scales}u, {grouped}, {bits}u, {n}ull, out); }});
+            run_grid({grid}u, {block}u, [&] {{ codec_levels_to_f32(image, {segments}u, {scales}u, {bits}u, {n}ull, out); }});
             for (unsigned int i = 0; i < {n}u; ++i) {{
                 unsigned int b; memcpy(&b, &out[i], 4); printf(\"%08x\\n\", b);
             }}\n}}\n",
             array("unsigned char", "image", &image.packed()),
+            segments = image.segments(),
             scales = image.scale_count(),
-            grouped = i32::from(image.grouped()),
             bits = image.bits(),
         )
         .unwrap();

@@ -9,13 +9,15 @@
 //! a group. Values that are not such (an f32 pull's, or rows holding a worker's own updates)
 //! have no image, and the search gives up early on them.
 //!
-//! The image as it crosses ([`LevelImage::packed`]): where every run opens on a group of 128
-//! (a reply's rows read in order) a scale for each group, as on the wire, else the runs' first
-//! value indices (u32, little endian) and their scales (f32); then the codes packed
-//! least-significant bits first in [`LevelImage::bits`] bits each: two's complement in 2, 4 or
-//! 8 bits, or one bit where every code is +1 or -1 (set for -1, as the `sign` format). The device's `codec_levels_to_f32`
-//! (`kernels/codecs.cu`) widens it as [`LevelImage::widen`] does: `(float)code * scale`, one
-//! rounding.
+//! The image as it crosses ([`LevelImage::packed`]) is cut into segments, each a stretch of
+//! groups of 128 values from its start with a scale each (a run of one scale spanning several
+//! groups repeats it): rows of one reply read in order are one segment, so their image costs
+//! the wire's bytes (a scale a group and the codes) and 8 bytes more. It holds the segments'
+//! first value indices and first scales' indices (u32, little endian), the scales (f32), then
+//! the codes packed least-significant bits first in [`LevelImage::bits`] bits each: two's
+//! complement in 2, 4 or 8 bits, or one bit where every code is +1 or -1 (set for -1, as the
+//! `sign` format). The device's `codec_levels_to_f32` (`kernels/codecs.cu`) widens it as
+//! [`LevelImage::widen`] does: `(float)code * scale`, one rounding.
 
 use ps_proto::codec::QUANT_GROUP;
 
@@ -24,14 +26,18 @@ const MAX_CODE: i32 = 127;
 /// Most values a candidate scale is tried on before the search takes the best so far.
 const STRETCH: usize = 256;
 
-/// Quantized values as codes and runs of scales, made only by [`level_image`]: at least one
-/// run, the first at 0, starts ascending, a scale a run, `bits` 1, 2, 4 or 8, and the codes of
-/// every value.
+/// Quantized values as codes and scales, made only by [`level_image`]: cut into segments
+/// (the first at 0, starts ascending), each of groups of [`QUANT_GROUP`] values from its start
+/// (the last maybe shorter) with one scale each; `bits` 1, 2, 4 or 8; the codes of every value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LevelImage {
     len: usize,
     bits: u32,
-    starts: Vec<u32>,
+    /// Each segment's first value.
+    segments: Vec<u32>,
+    /// Each segment's first scale (in `scales`).
+    bases: Vec<u32>,
+    /// A scale a group.
     scales: Vec<f32>,
     codes: Vec<u8>,
 }
@@ -52,43 +58,23 @@ impl LevelImage {
         self.bits
     }
 
-    /// Runs of one scale (at least one).
-    pub fn runs(&self) -> usize {
-        self.starts.len()
+    /// Segments (at least one): one where the rows are a reply's, read in order.
+    pub fn segments(&self) -> usize {
+        self.segments.len()
     }
 
-    /// Whether it crosses with a scale for each group of [`QUANT_GROUP`] values (4 bytes a
-    /// group, as on the wire) rather than a start and a scale for each run (8 bytes a run):
-    /// where every run opens at a group's first value and that takes fewer bytes.
-    pub fn grouped(&self) -> bool {
-        self.starts
-            .iter()
-            .all(|&s| (s as usize).is_multiple_of(QUANT_GROUP))
-            && 4 * self.len.div_ceil(QUANT_GROUP) < 8 * self.starts.len()
-    }
-
-    /// Scales in [`LevelImage::packed`]: one a group where [`LevelImage::grouped`], else one a
-    /// run.
+    /// Scales: one a group of each segment.
     pub fn scale_count(&self) -> usize {
-        if self.grouped() {
-            self.len.div_ceil(QUANT_GROUP)
-        } else {
-            self.starts.len()
-        }
+        self.scales.len()
     }
 
-    /// Bytes of [`LevelImage::packed`].
+    /// Bytes of [`LevelImage::packed`]: 8 a segment, 4 a group, and the codes.
     pub fn bytes(&self) -> usize {
-        let heads = if self.grouped() {
-            4 * self.scale_count()
-        } else {
-            8 * self.starts.len()
-        };
-        heads + self.codes.len()
+        8 * self.segments.len() + 4 * self.scales.len() + self.codes.len()
     }
 
-    /// The image as it crosses: where [`LevelImage::grouped`], each group's scale (f32, little
-    /// endian), else each run's first value (u32) then each run's scale; then the codes.
+    /// The image as it crosses: the segments' starts (u32, little endian), their first scales'
+    /// indices (u32), the scales (f32), then the codes.
     pub fn packed(&self) -> Vec<u8> {
         let mut out = vec![0; self.bytes()];
         self.write_packed(&mut out);
@@ -98,33 +84,19 @@ impl LevelImage {
     /// Writes [`LevelImage::packed`] into the first [`LevelImage::bytes`] of `out` (a staging
     /// buffer at least that long).
     pub fn write_packed(&self, out: &mut [u8]) {
-        let put = |o: &mut [u8], v: [u8; 4]| o.copy_from_slice(&v);
-        let codes = if self.grouped() {
-            let (scales, codes) = out.split_at_mut(4 * self.scale_count());
-            let mut run = 0;
-            for (g, o) in scales.chunks_exact_mut(4).enumerate() {
-                while self
-                    .starts
-                    .get(run + 1)
-                    .is_some_and(|&s| s as usize <= g * QUANT_GROUP)
-                {
-                    run += 1;
-                }
-                put(o, self.scales[run].to_le_bytes());
+        let n = self.segments.len();
+        let (starts, rest) = out.split_at_mut(4 * n);
+        let (bases, rest) = rest.split_at_mut(4 * n);
+        let (scales, codes) = rest.split_at_mut(4 * self.scales.len());
+        let words = [(starts, &self.segments), (bases, &self.bases)];
+        for (o, v) in words {
+            for (o, x) in o.chunks_exact_mut(4).zip(v) {
+                o.copy_from_slice(&x.to_le_bytes());
             }
-            codes
-        } else {
-            let runs = self.starts.len();
-            let (starts, rest) = out.split_at_mut(4 * runs);
-            let (scales, codes) = rest.split_at_mut(4 * runs);
-            for (o, s) in starts.chunks_exact_mut(4).zip(&self.starts) {
-                put(o, s.to_le_bytes());
-            }
-            for (o, s) in scales.chunks_exact_mut(4).zip(&self.scales) {
-                put(o, s.to_le_bytes());
-            }
-            codes
-        };
+        }
+        for (o, x) in scales.chunks_exact_mut(4).zip(&self.scales) {
+            o.copy_from_slice(&x.to_le_bytes());
+        }
         codes[..self.codes.len()].copy_from_slice(&self.codes);
     }
 
@@ -139,17 +111,40 @@ impl LevelImage {
         }
     }
 
-    /// The values, as the device widens them.
+    /// The values, as the device widens them: value `i` of a segment opening at `s` with its
+    /// first scale at `b` is `code(i) * scales[b + (i - s) / 128]`.
     pub fn widen(&self) -> Vec<f32> {
         let mut out = Vec::with_capacity(self.len);
-        for (r, &scale) in self.scales.iter().enumerate() {
-            let end = self.starts.get(r + 1).map_or(self.len, |&e| e as usize);
-            for i in self.starts[r] as usize..end {
+        for (j, (&start, &base)) in self.segments.iter().zip(&self.bases).enumerate() {
+            let end = self.segments.get(j + 1).map_or(self.len, |&e| e as usize);
+            for i in start as usize..end {
+                let scale = self.scales[base as usize + (i - start as usize) / QUANT_GROUP];
                 out.push(self.code(i) as f32 * scale);
             }
         }
         out
     }
+}
+
+/// The segments of runs of one scale (`starts`, `scales`) over `len` values: a segment goes on
+/// while each run opens on one of its groups, and each group takes the scale of its run.
+fn segments(starts: &[u32], scales: &[f32], len: usize) -> (Vec<u32>, Vec<u32>, Vec<f32>) {
+    let (mut segs, mut bases, mut groups) = (Vec::new(), Vec::new(), Vec::new());
+    let mut open = 0usize;
+    for (r, (&t, &scale)) in starts.iter().zip(scales).enumerate() {
+        let t = t as usize;
+        if segs.is_empty() || !(t - open).is_multiple_of(QUANT_GROUP) {
+            segs.push(t as u32);
+            bases.push(groups.len() as u32);
+            open = t;
+        }
+        let end = starts.get(r + 1).map_or(len, |&e| e as usize);
+        let first = bases[bases.len() - 1] as usize + (t - open) / QUANT_GROUP;
+        let last = bases[bases.len() - 1] as usize + (end - open).div_ceil(QUANT_GROUP);
+        debug_assert_eq!(groups.len(), first);
+        groups.resize(last, scale);
+    }
+    (segs, bases, groups)
 }
 
 /// A scale and its reciprocal: a value's code is found by a product (the nearest integer to it
@@ -367,10 +362,12 @@ pub fn level_image(values: &[f32]) -> Option<LevelImage> {
         _ => 8,
     };
     debug_assert_eq!(codes.len(), values.len());
+    let (segments, bases, scales) = segments(&starts, &scales, values.len());
     Some(LevelImage {
         len: values.len(),
         bits,
-        starts,
+        segments,
+        bases,
         scales,
         codes: pack(&codes, bits),
     })
@@ -445,20 +442,17 @@ mod tests {
             let image = level_image(&rows).unwrap_or_else(|| panic!("{format:?}"));
             assert_exact(&image, &rows);
             assert_eq!(image.bits, bits, "{format:?}");
-            // One run a group of 128 (a neighbour with the same scale may join it).
-            assert!(
-                image.starts.len() <= values.len().div_ceil(128),
-                "{format:?}"
-            );
-            let wire = format.encoded_len(values.len());
-            assert!(image.bytes() <= wire + 4 * values.len().div_ceil(128));
+            // One segment, a scale a group of 128: the wire's bytes and 8 more.
+            assert_eq!(image.segments(), 1, "{format:?}");
+            assert_eq!(image.scale_count(), values.len().div_ceil(128));
+            assert_eq!(image.bytes(), format.encoded_len(values.len()) + 8);
         }
     }
 
     #[test]
     fn runs_stay_on_group_boundaries_when_groups_open_with_zeros() {
         // Every group of a ternary reply opens with zeros, which the previous group's scale
-        // holds too: each run still opens where its group does, one a group.
+        // holds too: each run still opens where its group does, so the rows are one segment.
         let mut values = smooth(128 * 40, 11);
         for g in values.chunks_mut(128) {
             g[..5].fill(0.0);
@@ -467,8 +461,11 @@ mod tests {
             let rows = pulled(format, &values);
             let image = level_image(&rows).unwrap();
             assert_exact(&image, &rows);
-            assert_eq!(image.runs(), 40, "{format:?}");
-            assert!(image.starts.iter().all(|s| s % 128 == 0), "{format:?}");
+            assert_eq!(
+                (image.segments(), image.scale_count()),
+                (1, 40),
+                "{format:?}"
+            );
         }
     }
 
@@ -482,10 +479,17 @@ mod tests {
         let image = level_image(&rows).unwrap();
         assert_exact(&image, &rows);
         assert_eq!(image.bits, 8);
-        // Only zeros: 2 bits each, one run.
+        // A segment a reply, the first two where their rows open (the third reply's first
+        // group here has the second's scale, which the zeros hold too).
+        assert_eq!(image.segments.len(), 3);
+        assert_eq!(image.segments[..2], [0, 300]);
+        // Only zeros: 2 bits each, one segment.
         let zeros = level_image(&[0.0; 100]).unwrap();
         assert_exact(&zeros, &[0.0; 100]);
-        assert_eq!((zeros.bits, zeros.starts.len()), (2, 1));
+        assert_eq!(
+            (zeros.bits, zeros.segments(), zeros.scale_count()),
+            (2, 1, 1)
+        );
         // -0.0 only at a scale of 0.
         let signed = [0.0f32, -0.0, -0.0, 0.0];
         assert_exact(&level_image(&signed).unwrap(), &signed);
@@ -493,7 +497,10 @@ mod tests {
         let ints: Vec<f32> = (0..64).map(|i| ((i * 5) % 15) as f32 - 7.0).collect();
         let image = level_image(&ints).unwrap();
         assert_exact(&image, &ints);
-        assert_eq!((image.bits, image.starts.len()), (4, 1));
+        assert_eq!(
+            (image.bits, image.segments(), image.scale_count()),
+            (4, 1, 1)
+        );
     }
 
     #[test]

@@ -67,12 +67,13 @@ mod tests {
         let halves = PulledRows::of(&f16s);
         assert!(matches!(halves, PulledRows::Halves(Half::F16, _)));
         assert_eq!(halves.bytes(300), 600);
-        // Zeros are f16 values too, but their codes take fewer bytes: a scale, 2 bits each.
+        // Zeros are f16 values too, but their codes take fewer bytes: a segment, a scale, 2
+        // bits each.
         let zeros = PulledRows::of(&[0.0; 64]);
         assert!(matches!(zeros, PulledRows::Levels(_)));
-        assert_eq!(zeros.bytes(64), 4 + 16);
-        // Codes of a scale that is no 16-bit value: the scale of their one group, then a code
-        // each.
+        assert_eq!(zeros.bytes(64), 8 + 4 + 16);
+        // Codes of a scale that is no 16-bit value: their segment, the scale of their one
+        // group, then a code each.
         let s = 0.1f32;
         let values: Vec<f32> = (0..100).map(|i| ((i % 255) - 127) as f32 * s).collect();
         let levels = PulledRows::of(&values);
@@ -80,7 +81,7 @@ mod tests {
             panic!("{levels:?}");
         };
         assert_eq!(image.bits(), 8);
-        assert_eq!(levels.bytes(100), 4 + 100);
+        assert_eq!(levels.bytes(100), 8 + 4 + 100);
         assert_eq!(image.widen(), values);
     }
 }

@@ -50,8 +50,8 @@ fn the_oracle_counts_a_devices_copies_and_times_its_passes() {
         e.load_items(0, &f16s).unwrap();
         let t = e.traffic().since(&t);
         assert_eq!(t.h2d_bytes, 2 * (items * w) as u64);
-        // Rows of codes of one scale (a q8 pull codec's): the scale of their one group, then
-        // the codes, here 4 bits each.
+        // Rows of codes of one scale (a q8 pull codec's): their segment, the scale of their one
+        // group, then the codes, here 4 bits each.
         let s = 0.1f32;
         let codes: Vec<f32> = (0..items * w).map(|i| (i % 15) as f32 * s - 0.7).collect();
         let codes: Vec<f32> = codes.iter().map(|&v| (v / s).round() * s).collect();
@@ -59,7 +59,7 @@ fn the_oracle_counts_a_devices_copies_and_times_its_passes() {
         e.load_items(0, &codes).unwrap();
         let moved = e.traffic().since(&t).h2d_bytes;
         assert_eq!(moved, PulledRows::of(&codes).bytes(codes.len()));
-        assert_eq!(moved, (4 + (items * w).div_ceil(2)) as u64, "{moved}");
+        assert_eq!(moved, (8 + 4 + (items * w).div_ceil(2)) as u64, "{moved}");
         e.load_items(0, &plain).unwrap();
         let t = e.traffic();
         let waves = schedule.epoch_waves(ClockKey {
