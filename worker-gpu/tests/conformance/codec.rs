@@ -615,8 +615,8 @@ fn an_energy_stage_encoded_on_the_device_keeps_the_librarys_residual() {
 
 /// Rows a `q8`, `q4`, `q2` or `sign` pull codec decoded, found again as codes on the host
 /// (`level_image`), cross as codes and widen on the device (`codec_levels_to_f32`) to the rows,
-/// bit for bit: several replies side by side (a run a group, groups cut short), zero rows, tiny
-/// and huge scales, and a large read (a Netflix-shaped item table at rank 128).
+/// bit for bit: several replies side by side (a segment each, groups cut short), zero rows,
+/// tiny and huge scales, and a large read (a Netflix-shaped item table at rank 128).
 #[test]
 fn rows_of_codes_widen_on_the_device_bit_for_bit() {
     let Some(gpu) = worker_gpu::gpu_or_skip("rows_of_codes_widen_on_the_device_bit_for_bit") else {
@@ -624,18 +624,6 @@ fn rows_of_codes_widen_on_the_device_bit_for_bit() {
     };
     let mut codec = CudaCodec::new(gpu).expect("codec");
     let mut rng = ChaCha8Rng::seed_from_u64(0x1e7e1);
-    let pulled = |format: ValueFormat, values: &[f32]| -> Vec<f32> {
-        let chain = CodecChain {
-            format,
-            ..CodecChain::raw()
-        };
-        let mut bytes = Vec::new();
-        encode(&chain, values, None, &mut bytes).expect("encode");
-        decode(chain.wire_id(), &bytes, values.len())
-            .expect("decode")
-            .into_dense(values.len())
-            .expect("dense")
-    };
     for format in [
         ValueFormat::Q8,
         ValueFormat::Q4,
@@ -649,7 +637,7 @@ fn rows_of_codes_widen_on_the_device_bit_for_bit() {
                 let values: Vec<f32> = (0..n)
                     .map(|_| rng.gen_range(-1.0f32..1.0) * scale)
                     .collect();
-                rows.extend(pulled(format, &values));
+                rows.extend(format.round_trip(&values));
                 rows.extend([0.0; 40]);
             }
             let image = level_image(&rows).expect("an image");

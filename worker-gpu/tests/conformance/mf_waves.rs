@@ -12,7 +12,7 @@ use ps_apps::mf::{
     bands_for, ClockKey, CpuMf, Factors, HostResident, Layout, MfResident, Rating, ResidentSetup,
     Split, WaveSchedule,
 };
-use ps_proto::codec::{self, CodecChain, ValueFormat};
+use ps_proto::codec::ValueFormat;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use worker_gpu::cuda::mf_resident::{CudaMfResident, MfWaveKernel};
@@ -69,20 +69,6 @@ fn problem_of(
         num_items: items as usize,
         factors,
     }
-}
-
-/// `values` as a pull reply in `format` decodes them.
-fn pulled(format: ValueFormat, values: &[f32]) -> Vec<f32> {
-    let chain = CodecChain {
-        format,
-        ..CodecChain::raw()
-    };
-    let mut bytes = Vec::new();
-    codec::encode(&chain, values, None, &mut bytes).expect("encode");
-    codec::decode(chain.wire_id(), &bytes, values.len())
-        .expect("decode")
-        .into_dense(values.len())
-        .expect("dense")
 }
 
 fn setup(e: &mut dyn MfResident, p: &Problem) {
@@ -152,7 +138,7 @@ fn waves_engine_matches_the_host_oracle_under_heavy_conflicts() {
         let mut dev = CudaMfResident::new(gpu.clone()).expect("engine");
         let mut p = problem(&mut rng, layout, factors, dev.lanes());
         if rows != ValueFormat::F32 {
-            p.items = pulled(rows, &p.items);
+            p.items = rows.round_trip(&p.items);
             // Each load's rows (two, as in `setup`) cross as codes or 16-bit values.
             let half = p.num_items / 2 * layout.width();
             for part in [&p.items[half..], &p.items[..half]] {

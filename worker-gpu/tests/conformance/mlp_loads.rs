@@ -6,7 +6,7 @@
 
 use ps_apps::app::device_codec::{level_image, DeviceChain};
 use ps_apps::mlp::{Arch, CpuMlp, HostMlpResident, MlpResident};
-use ps_proto::codec::{self, CodecChain, ValueFormat};
+use ps_proto::codec::ValueFormat;
 use std::sync::Arc;
 
 use worker_gpu::cuda::mlp_resident::CudaMlpResident;
@@ -135,21 +135,10 @@ fn a_model_of_codes_crosses_as_codes_and_matches_the_oracle() {
     let arch = Arch::new(train.d, &[], train.classes);
     let params = arch.num_params();
     for format in [ValueFormat::Q8, ValueFormat::Sign] {
-        let chain = CodecChain {
-            format,
-            ..CodecChain::raw()
-        };
         let model: Vec<Vec<f32>> = arch
             .init_params(5)
             .iter()
-            .map(|l| {
-                let mut bytes = Vec::new();
-                codec::encode(&chain, l, None, &mut bytes).expect("encode");
-                codec::decode(chain.wire_id(), &bytes, l.len())
-                    .expect("decode")
-                    .into_dense(l.len())
-                    .expect("dense")
-            })
+            .map(|l| format.round_trip(l))
             .collect();
         let image = level_image(&model.concat()).expect("an image");
         // Fewer bytes than 16-bit values would take.

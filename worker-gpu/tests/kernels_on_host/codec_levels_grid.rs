@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use ps_apps::app::device_codec::level_image;
-use ps_proto::codec::{self, CodecChain, ValueFormat};
+use ps_proto::codec::ValueFormat;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -27,14 +27,7 @@ fn kernels() -> String {
 
 /// `values` as a pull reply in `format` decodes them.
 fn pulled(format: ValueFormat, values: &[f32]) -> Vec<f32> {
-    let chain = CodecChain {
-        format,
-        ..CodecChain::raw()
-    };
-    let mut bytes = Vec::new();
-    codec::encode(&chain, values, None, &mut bytes).unwrap();
-    let decoded = codec::decode(chain.wire_id(), &bytes, values.len()).unwrap();
-    decoded.into_dense(values.len()).unwrap()
+    format.round_trip(values)
 }
 
 /// A read of several replies' rows in `format`: each reply's values of one magnitude.
@@ -108,5 +101,6 @@ fn rows_that_crossed_as_codes_widen_back_bit_for_bit() {
         [1, 2, 4, 8],
         "every code width"
     );
+    assert_eq!(layouts.len(), 2, "one segment and several");
     host_cxx::check_on_host(&kernels(), &body, &want);
 }

@@ -150,6 +150,20 @@ impl ValueFormat {
         }
     }
 
+    /// What `values` become after a round trip through this format as one dense block (a
+    /// block-quantized format's groups of [`super::QUANT_GROUP`] from the first value): what a
+    /// receiver of them decodes.
+    pub fn round_trip(self, values: &[f32]) -> Vec<f32> {
+        let mut bytes = Vec::new();
+        write_values(self, values, &mut bytes);
+        let mut out = vec![0.0; values.len()];
+        // What `write_values` makes, `read_values` takes.
+        if read_values(self, &bytes, &mut out).is_err() {
+            debug_assert!(false, "{} refused its own bytes", self.name());
+        }
+        out
+    }
+
     /// What a value becomes after a round trip through this format (for a block-quantized
     /// format: as a group of its own; in a block, a value depends on its group).
     pub fn quantize(self, v: f32) -> f32 {
@@ -378,6 +392,33 @@ mod tests {
             assert!(q.to_bits() == o.to_bits() || (q.is_nan() && o.is_nan()));
         }
         out
+    }
+
+    #[test]
+    fn a_block_round_trip_is_what_a_receiver_decodes() {
+        let v: Vec<f32> = (0..300).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+        for format in [
+            ValueFormat::F32,
+            ValueFormat::F16,
+            ValueFormat::Bf16,
+            ValueFormat::Q8,
+            ValueFormat::Q4,
+            ValueFormat::Q2,
+            ValueFormat::Sign,
+        ] {
+            let chain = super::super::CodecChain {
+                format,
+                ..super::super::CodecChain::raw()
+            };
+            let mut bytes = Vec::new();
+            super::super::encode(&chain, &v, None, &mut bytes).unwrap();
+            let decoded = super::super::decode(chain.wire_id(), &bytes, v.len()).unwrap();
+            assert_eq!(
+                format.round_trip(&v),
+                decoded.into_dense(v.len()).unwrap(),
+                "{format:?}"
+            );
+        }
     }
 
     #[test]

@@ -5,8 +5,7 @@
 //! cache and composes reads from it), so it looks for the codes again: [`level_image`] cuts the
 //! values into runs, each of one f32 scale, where every value is `code * scale` bit for bit with
 //! an integer code of at most 127 in magnitude. A block-quantized reply's groups (128 values a
-//! scale, `ps_proto::codec::quant`) come back as runs, so its image costs its codes plus 8 bytes
-//! a group. Values that are not such (an f32 pull's, or rows holding a worker's own updates)
+//! scale, `ps_proto::codec::quant`) come back as runs. Values that are not such (an f32 pull's, or rows holding a worker's own updates)
 //! have no image, and the search gives up early on them.
 //!
 //! The image as it crosses ([`LevelImage::packed`]) is cut into segments, each a stretch of
@@ -300,9 +299,9 @@ fn searched_scale(values: &[f32]) -> Option<Scale> {
 }
 
 /// The codes image of `values`, or `None` where some value is not `code * scale` in a run of
-/// its own scale, or where runs come so short that the image would cost more than about two
-/// bits a value beside its codes (the search stops there, so rows of plain f32 values cost
-/// little). Empty values have none.
+/// its own scale, or where runs come so short (more than 8 bytes a run would be about two bits
+/// a value beside the codes) that they are no quantized reply's (the search stops there, so
+/// rows of plain f32 values cost little). Empty values have none.
 pub fn level_image(values: &[f32]) -> Option<LevelImage> {
     if values.is_empty() || values.len() > u32::MAX as usize {
         return None;
@@ -399,18 +398,11 @@ fn pack(codes: &[i32], bits: u32) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ps_proto::codec::{self, CodecChain, ValueFormat};
+    use ps_proto::codec::ValueFormat;
 
     /// `values` through `format` and back, as a pull reply of them decodes.
     fn pulled(format: ValueFormat, values: &[f32]) -> Vec<f32> {
-        let chain = CodecChain {
-            format,
-            ..CodecChain::raw()
-        };
-        let mut bytes = Vec::new();
-        codec::encode(&chain, values, None, &mut bytes).unwrap();
-        let decoded = codec::decode(chain.wire_id(), &bytes, values.len()).unwrap();
-        decoded.into_dense(values.len()).unwrap()
+        format.round_trip(values)
     }
 
     fn assert_exact(image: &LevelImage, values: &[f32]) {
