@@ -298,14 +298,8 @@ fn searched_scale(values: &[f32]) -> Option<Scale> {
     (best.0 > 0).then_some(best.1)
 }
 
-/// The codes image of `values`, or `None` where some value is not `code * scale` in a run of
-/// its own scale, or where runs come so short (more than 8 bytes a run would be about two bits
-/// a value beside the codes) that they are no quantized reply's (the search stops there, so
-/// rows of plain f32 values cost little). Empty values have none.
-pub fn level_image(values: &[f32]) -> Option<LevelImage> {
-    if values.is_empty() || values.len() > u32::MAX as usize {
-        return None;
-    }
+/// The runs and codes of `values` (see [`level_image`]), found from the first value on.
+fn runs_of(values: &[f32]) -> Option<Runs> {
     let mut starts = Vec::new();
     let mut scales = Vec::new();
     let mut codes = Vec::with_capacity(values.len());
@@ -353,6 +347,67 @@ pub fn level_image(values: &[f32]) -> Option<LevelImage> {
         scale = Some(s);
         i += taken;
     }
+    Some(Runs {
+        starts,
+        scales,
+        codes,
+    })
+}
+
+/// Runs of one scale over some values, and every value's code.
+struct Runs {
+    starts: Vec<u32>,
+    scales: Vec<f32>,
+    codes: Vec<i32>,
+}
+
+/// Values a load holds before its image is found in parts on several threads.
+const PARALLEL_FROM: usize = 1 << 18;
+/// Values a part (a whole number of groups, so that a reply's groups stay whole).
+const PART: usize = 1 << 16;
+
+/// The codes image of `values`, or `None` where some value is not `code * scale` in a run of
+/// its own scale, or where runs come so short (more than 8 bytes a run would be about two bits
+/// a value beside the codes) that they are no quantized reply's (the search stops there, so
+/// rows of plain f32 values cost little). Empty values have none.
+///
+/// From [`PARALLEL_FROM`] values on, the runs are found in parts of [`PART`] values on the
+/// machine's threads (the first part alone first: plain f32 values stop there), each part's
+/// runs opening afresh at its start; the image is the same whatever the number of threads.
+pub fn level_image(values: &[f32]) -> Option<LevelImage> {
+    let n = values.len();
+    if n == 0 || n > u32::MAX as usize {
+        return None;
+    }
+    let mut parts = vec![runs_of(&values[..n.min(PART)])?];
+    if n > PART {
+        let part = |p: usize| runs_of(&values[p * PART..n.min((p + 1) * PART)]);
+        let threads = if n >= PARALLEL_FROM {
+            crate::par::threads()
+        } else {
+            1
+        };
+        let rest = crate::par::map(n.div_ceil(PART) - 1, threads, |p| part(p + 1));
+        for r in rest {
+            parts.push(r?);
+        }
+    }
+    let mut all = Runs {
+        starts: Vec::new(),
+        scales: Vec::new(),
+        codes: Vec::with_capacity(n),
+    };
+    for (p, part) in parts.into_iter().enumerate() {
+        let at = (p * PART) as u32;
+        all.starts.extend(part.starts.iter().map(|s| s + at));
+        all.scales.extend(part.scales);
+        all.codes.extend(part.codes);
+    }
+    let Runs {
+        starts,
+        scales,
+        codes,
+    } = all;
     let max = codes.iter().map(|c| c.abs()).max().unwrap_or(0);
     let bits = match max {
         1 if !codes.contains(&0) => 1,
@@ -439,6 +494,25 @@ mod tests {
             assert_eq!(image.scale_count(), values.len().div_ceil(128));
             assert_eq!(image.bytes(), format.encoded_len(values.len()) + 8);
         }
+    }
+
+    #[test]
+    fn large_reads_are_found_in_parts_alike() {
+        // Past PARALLEL_FROM: parts of PART values found on threads. One reply read in order
+        // stays one segment across the parts; a read that opens mid-group is exact too.
+        let one = pulled(ValueFormat::Q4, &smooth(300_000, 21));
+        let image = level_image(&one).unwrap();
+        assert_exact(&image, &one);
+        assert_eq!(image.segments(), 1);
+        assert_eq!(image.bytes(), ValueFormat::Q4.encoded_len(one.len()) + 8);
+        let mut two = pulled(ValueFormat::Q8, &smooth(1_000, 22));
+        two.extend(pulled(ValueFormat::Q8, &smooth(299_000, 23)));
+        let image = level_image(&two).unwrap();
+        assert_exact(&image, &two);
+        // A later part of plain values: no image.
+        let mut late = one.clone();
+        late[200_000..270_000].copy_from_slice(&smooth(70_000, 24));
+        assert!(level_image(&late).is_none());
     }
 
     #[test]
