@@ -5,8 +5,9 @@
 //! cache and composes reads from it), so it looks for the codes again: [`level_image`] cuts the
 //! values into runs, each of one f32 scale, where every value is `code * scale` bit for bit with
 //! an integer code of at most 127 in magnitude. A block-quantized reply's groups (128 values a
-//! scale, `ps_proto::codec::quant`) come back as runs. Values that are not such (an f32 pull's, or rows holding a worker's own updates)
-//! have no image, and the search gives up early on them.
+//! scale, `ps_proto::codec::quant`) come back as runs. Values that are not such (an f32
+//! pull's, or rows holding a worker's own updates) have no image, and the search gives up early
+//! on them.
 //!
 //! The image as it crosses ([`LevelImage::packed`]) is cut into segments, each a stretch of
 //! groups of 128 values from its start with a scale each (a run of one scale spanning several
