@@ -386,22 +386,12 @@ fn sixteen_bit_pulled_rows_cross_to_mf_and_mlp_engines_in_16_bits() {
 #[test]
 fn quantized_pulled_rows_cross_to_mf_and_mlp_engines_as_codes() {
     let run = |app: &str, pull: &str| {
-        summary(&ps_cluster(&[
-            "local",
-            "--app",
-            app,
-            "--device",
-            "cpu-resident",
-            "--deterministic",
-            "--push-codec",
-            if app == "mf" {
-                "energy:0.4,sign"
-            } else {
-                "energy:0.1,sign"
-            },
-            "--pull-codec",
-            pull,
-        ]))
+        let push = if app == "mf" {
+            "energy:0.4,sign"
+        } else {
+            "energy:0.1,sign"
+        };
+        run_encoding(app, push, &["--pull-codec", pull], true)
     };
     let h2d = |s: &Value| s["pcie_bytes_h2d_per_clock"].as_f64().unwrap();
     let d2h = |s: &Value| s["pcie_bytes_d2h_per_clock"].as_f64().unwrap();

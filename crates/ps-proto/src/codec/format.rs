@@ -397,15 +397,7 @@ mod tests {
     #[test]
     fn a_block_round_trip_is_what_a_receiver_decodes() {
         let v: Vec<f32> = (0..300).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
-        for format in [
-            ValueFormat::F32,
-            ValueFormat::F16,
-            ValueFormat::Bf16,
-            ValueFormat::Q8,
-            ValueFormat::Q4,
-            ValueFormat::Q2,
-            ValueFormat::Sign,
-        ] {
+        for format in ValueFormat::ALL {
             let chain = super::super::CodecChain {
                 format,
                 ..super::super::CodecChain::raw()
