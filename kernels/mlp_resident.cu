@@ -4,7 +4,7 @@
 // worker's samples stay on the device (x: n x d row-major f32, y: n labels); a clock's batches
 // are gathered from them by sample index, run through the forward / backward kernels of mlp.cu,
 // and each is followed by an SGD step on the local model; at the end the delta is formed here and
-// only it is copied back.
+// only it is copied back. The seeded initial model (clock 0) is made here too.
 //
 // Rounding: the SGD step and the delta round every operation separately (__fmul_rn / __fsub_rn /
 // __fadd_rn, never contracted into an FMA), exactly as the host's `p -= lr * g` and
@@ -77,5 +77,46 @@ extern "C" __global__ void mlp_delta(const float* __restrict__ local,
     for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += stride) {
         out[i] = __fmul_rn(__fsub_rn(local[i], read[i]), scale);
+    }
+}
+
+// The seeded initial model of one layer made where it is used, so it never crosses PCIe:
+// ps_proto::init::value for Init::Glorot, as ps_apps::mlp::init_layer fills a layer table of
+// `width` columns (fan_in weights, the bias last). Cell (row, col) with col < fan_in is
+// bound * (2u - 1), u = ((h >> 11) + 0.5) / 2^53 from h = the splitmix64 hash of
+// (seed, table, row, col); every other cell is 0. The host computes it in f64 and rounds to
+// f32 once; here every f64 operation is rounded on its own (_rn, never an FMA), which gives the
+// same bits: (h >> 11) converts exactly, the division by 2^53 is exact, 2u is exact.
+// Launch: any 1-D grid (grid stride over n = rows * width); width >= 1.
+__device__ __forceinline__ unsigned long long mlp_init_mix(unsigned long long z) {
+    z += 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+extern "C" __global__ void mlp_init_glorot(unsigned long long seed,
+                                           unsigned int table,
+                                           unsigned int fan_in,
+                                           unsigned int width,
+                                           float bound,
+                                           unsigned long long n,
+                                           float* __restrict__ out) {
+    const unsigned long long a = mlp_init_mix(seed ^ ((unsigned long long)table << 32));
+    const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += stride) {
+        const unsigned long long row = i / width;
+        const unsigned int col = (unsigned int)(i - row * width);
+        if (col >= fan_in) {
+            out[i] = 0.0f;
+            continue;
+        }
+        const unsigned long long b = mlp_init_mix(a ^ row);
+        const unsigned long long h =
+            mlp_init_mix(b ^ ((unsigned long long)col * 0x2545f4914f6cdd1dull));
+        const double u = __ddiv_rn(__dadd_rn((double)(h >> 11), 0.5), 9007199254740992.0);
+        const double v = __dmul_rn((double)bound, __dadd_rn(__dmul_rn(2.0, u), -1.0));
+        out[i] = __double2float_rn(v);
     }
 }

@@ -292,17 +292,22 @@ step_mlp_device_codec() {
     echo "== MLP with its delta compressed on the device"
     run_step mlp-raw-cuda 60 "$BUNDLE/ps-cluster" local --app mlp --device cuda --deterministic \
         --no-progress || return 0
-    # A top-k in f16 and in sign, an energy stage (its count found on the device) and a
-    # whole-value format (the payload is made there).
-    local codec name
-    for codec in topk:0.02,f16 topk:0.02,sign energy:0.1,sign q4; do
-        name=mlp-codec-${codec//[:,.]/_}
+    # A top-k in f16 and in sign, an energy stage (its count found on the device), a
+    # whole-value format (the payload is made there), and q8 pulls (the model crosses as codes;
+    # clock 0's is made on the device).
+    local spec codec extra name
+    for spec in topk:0.02,f16 topk:0.02,sign energy:0.1,sign q4 \
+        "energy:0.1,sign --pull-codec q8"; do
+        read -r codec extra <<<"$spec"
+        name=mlp-codec-${codec//[:,.]/_}${extra:+-${extra//[^a-z0-9]/}}
+        # shellcheck disable=SC2086 # $extra is flags, split on purpose
         run_step "$name-cuda" 60 "$BUNDLE/ps-cluster" local --app mlp --device cuda \
-            --deterministic --no-progress --push-codec "$codec" || continue
+            --deterministic --no-progress --push-codec "$codec" $extra || continue
+        # shellcheck disable=SC2086
         run_step "$name-cpu" 60 "$BUNDLE/ps-cluster" local --app mlp --device cpu \
-            --deterministic --no-progress --push-codec "$codec" || continue
+            --deterministic --no-progress --push-codec "$codec" $extra || continue
         if ! python3 - "$out/$name-cuda.txt" "$out/$name-cpu.txt" "$out/mlp-raw-cuda.txt" \
-            "$codec" >"$out/$name.txt" 2>&1 <<'PY'; then
+            "$spec" >"$out/$name.txt" 2>&1 <<'PY'; then
 import json, sys
 gpu, cpu, raw = (json.loads(open(f).read().strip().splitlines()[-1]) for f in sys.argv[1:4])
 clocks = max(1, gpu["clocks"])
@@ -313,12 +318,14 @@ ok_acc = abs(gpu["test_accuracy"] - cpu["test_accuracy"]) <= 0.01
 # The raw job's bytes in per clock (the model; the device makes the sample order itself).
 pulled = raw.get("pcie_bytes_h2d_per_clock", 0.0)
 bar = 1.05 * (pulled + encoded / clocks)
+wire = (gpu.get("bytes_sent", 0) + gpu.get("bytes_received", 0)) / clocks
 print(f"mlp {sys.argv[4]}: engine-encoded payload {encoded:.0f} B over {clocks} clocks "
       f"({'ok' if ok_enc else 'NONE'}); accuracy cuda {gpu['test_accuracy']:.4f} vs cpu "
       f"{cpu['test_accuracy']:.4f} ({'ok' if ok_acc else 'MORE THAN 1 POINT'}); PCIe per clock "
       f"in {h2d:.0f} B, out {d2h:.0f} B (raw job: in {pulled:.0f}, out "
       f"{raw.get('pcie_bytes_d2h_per_clock', 0.0):.0f}); in + out {h2d + d2h:.0f} B against the bar "
-      f"{bar:.0f} B ({'met' if h2d + d2h <= bar else 'not met'})")
+      f"{bar:.0f} B ({'met' if h2d + d2h <= bar else 'not met'}) and 1.05 x wire "
+      f"{1.05 * wire:.0f} B ({'met' if h2d + d2h <= 1.05 * wire else 'not met'})")
 sys.exit(0 if ok_enc and ok_acc else 1)
 PY
             STATUS=1

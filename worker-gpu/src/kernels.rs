@@ -172,7 +172,8 @@ pub const KERNELS: &[Kernel] = &[
             "mlp_visit_order",
             "mlp_gather_batch",
             "mlp_sgd_step",
-            "mlp_delta"
+            "mlp_delta",
+            "mlp_init_glorot"
         ],
         headers["visit"]
     ),

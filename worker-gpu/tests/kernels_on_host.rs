@@ -42,3 +42,5 @@ mod lr_grid;
 mod mf_waves_grid;
 #[path = "kernels_on_host/mf_window.rs"]
 mod mf_window;
+#[path = "kernels_on_host/mlp_init_grid.rs"]
+mod mlp_init_grid;

@@ -405,3 +405,78 @@ fn a_model_loaded_whole_in_f16_values_crosses_as_f16() {
     assert_eq!(load(&mut e, all, &f16s(-0.375)), 2 * params, "f16 again");
     assert_eq!(load(&mut e, 0, &same(0.5)), 0, "no loads, no copy");
 }
+
+/// The seeded initial model is made where the model is: nothing crosses for it, and the engine
+/// computes from it exactly what an engine that loaded `init_params(seed)` row by row does
+/// (whose loads cross as f32); loads before it are overwritten, and a partial load of f16
+/// values after it makes the whole model cross as f32 (the rest is the initial model's f32
+/// values). Once the engine keeps a residual it loads the model as rows, and it crosses.
+#[test]
+fn the_seeded_initial_model_does_not_cross() {
+    let (train, test, arch) = small();
+    let params = arch.num_params() as u64;
+    let mut made = HostMlpResident::new(Box::new(CpuMlp));
+    assert!(made.load_initial(3).is_err(), "before set-up");
+    let mut loaded = HostMlpResident::new(Box::new(CpuMlp));
+    made.setup(&arch, &train, &test).unwrap();
+    loaded.setup(&arch, &train, &test).unwrap();
+    let (m0, l0) = (made.traffic().h2d_bytes, loaded.traffic().h2d_bytes);
+    made.load(0, 0, &plain(0.7, arch.layer(0).len())).unwrap();
+    made.load_initial(3).unwrap();
+    for (l, p) in arch.init_params(3).iter().enumerate() {
+        loaded.load(l, 0, p).unwrap();
+    }
+    let (a, b) = (made.evaluate().unwrap(), loaded.evaluate().unwrap());
+    assert_eq!(made.traffic().h2d_bytes - m0, 0, "nothing crosses");
+    assert_eq!(loaded.traffic().h2d_bytes - l0, 4 * params, "loads cross");
+    assert_eq!(a.loss_sum.to_bits(), b.loss_sum.to_bits(), "same model");
+    assert_eq!(a.correct, b.correct);
+    let order: Vec<usize> = (0..train.n).collect();
+    made.run_clock(&order, 8, 0.1).unwrap();
+    loaded.run_clock(&order, 8, 0.1).unwrap();
+    let (mut da, mut db) = (arch.zeros(), arch.zeros());
+    made.delta(1.0, &mut da).unwrap();
+    loaded.delta(1.0, &mut db).unwrap();
+    let bits = |m: &[Vec<f32>]| -> Vec<u32> { m.iter().flatten().map(|v| v.to_bits()).collect() };
+    assert_eq!(bits(&da), bits(&db), "same delta");
+
+    made.load_initial(4).unwrap();
+    let f16s: Vec<f32> = plain(0.5, arch.layer(0).len())
+        .iter()
+        .map(|&x| half::f16::from_f32(x).to_f32())
+        .collect();
+    made.load(0, 0, &f16s).unwrap();
+    let before = made.traffic().h2d_bytes;
+    made.evaluate().unwrap();
+    assert_eq!(
+        made.traffic().h2d_bytes - before,
+        4 * params,
+        "f32 after a partial load"
+    );
+
+    // With a residual kept, the model is loaded and crosses.
+    let blocks: Vec<DeltaBlock> = (0..arch.num_layers())
+        .map(|l| DeltaBlock {
+            table: l as u32,
+            first_row: 0,
+            rows: arch.layer(l).rows(),
+            k: 3,
+        })
+        .collect();
+    made.run_clock(&order, 8, 0.1).unwrap();
+    let mut payloads = Vec::new();
+    made.delta_encoded(
+        1.0,
+        DeviceChain::TopK(ValueFormat::F32),
+        &blocks,
+        &mut payloads,
+    )
+    .unwrap();
+    let before = made.traffic().h2d_bytes;
+    made.load_initial(5).unwrap();
+    made.evaluate().unwrap();
+    assert!(
+        made.traffic().h2d_bytes - before >= 2 * params,
+        "loaded, it crosses"
+    );
+}

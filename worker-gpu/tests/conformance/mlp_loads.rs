@@ -2,7 +2,8 @@
 //! `f16` or `bf16` pull codec's rows) in 16 bits, a model of codes (a `q8`, `q4`, `q2` or `sign`
 //! pull codec's) as codes, each widened exactly on the device, and the clocks run on it the
 //! same as on the model crossed as f32 (bit for bit against a second engine, or against the
-//! CPU oracle, which counts the same bytes).
+//! CPU oracle, which counts the same bytes); the seeded initial model, made on the device, does
+//! not cross.
 
 use ps_apps::app::device_codec::{level_image, DeviceChain};
 use ps_apps::mlp::{Arch, CpuMlp, HostMlpResident, MlpResident};
@@ -187,5 +188,53 @@ fn a_model_of_codes_crosses_as_codes_and_matches_the_oracle() {
         host.delta(1.0, &mut dh).expect("delta");
         let e = rel_err(&dd.concat(), &dh.concat());
         assert!(e < 1e-4, "{format:?}: delta rel_err {e:.2e}");
+    }
+}
+
+/// The seeded initial model is made on the device (`mlp_init_glorot`) and does not cross: a
+/// clock from it gives bit for bit the totals and delta of a second engine that loaded
+/// `init_params(seed)` as f32 rows (so every value the kernel made is the host's), and the CPU
+/// oracle counts the same bytes in as the device copies (none for the model).
+#[test]
+fn the_initial_model_is_made_on_the_device_bit_for_bit() {
+    let Some(gpu) = worker_gpu::gpu_or_skip("the_initial_model_is_made_on_the_device_bit_for_bit")
+    else {
+        return;
+    };
+    let (train, test) = data(seed("resident initial model"));
+    let arch = Arch::new(train.d, &[64, 32], train.classes);
+    let mut made = CudaMlpResident::new(Arc::clone(&gpu)).expect("engine");
+    let mut loaded = CudaMlpResident::new(Arc::clone(&gpu)).expect("engine");
+    let mut host = HostMlpResident::new(Box::new(CpuMlp));
+    made.setup(&arch, &train, &test).expect("setup");
+    loaded.setup(&arch, &train, &test).expect("setup");
+    host.setup(&arch, &train, &test).expect("setup");
+    let bits = |m: &[Vec<f32>]| -> Vec<u32> { m.iter().flatten().map(|v| v.to_bits()).collect() };
+    for (round, seed) in [3u64, 0x004D_4C50].into_iter().enumerate() {
+        let (m0, h0) = (made.traffic(), host.traffic());
+        made.load_initial(seed).expect("initial");
+        host.load_initial(seed).expect("initial");
+        load(&mut loaded, &arch, &arch.init_params(seed));
+        let o = order(train.n, round as u32);
+        let (a, b) = (
+            made.run_clock(&o, 32, 0.1).expect("clock"),
+            loaded.run_clock(&o, 32, 0.1).expect("clock"),
+        );
+        host.run_clock(&o, 32, 0.1).expect("clock");
+        assert_eq!(
+            made.traffic().since(&m0).h2d_bytes,
+            host.traffic().since(&h0).h2d_bytes,
+            "round {round}: the oracle counts the device's bytes in"
+        );
+        assert_eq!(
+            made.traffic().since(&m0).h2d_bytes,
+            4 * o.len() as u64,
+            "round {round}: only the order crosses"
+        );
+        assert_eq!(a.loss_sum.to_bits(), b.loss_sum.to_bits(), "round {round}");
+        let (mut da, mut db) = (arch.zeros(), arch.zeros());
+        made.delta(1.0, &mut da).expect("delta");
+        loaded.delta(1.0, &mut db).expect("delta");
+        assert_eq!(bits(&da), bits(&db), "round {round}: deltas");
     }
 }

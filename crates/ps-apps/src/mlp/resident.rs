@@ -45,6 +45,13 @@ pub trait MlpResident: Send {
     /// holds `n` whole rows (`n x (fan_in + 1)`).
     fn load(&mut self, layer: usize, first_row: usize, values: &[f32]) -> Result<(), ComputeError>;
 
+    /// Writes the seeded initial model, [`Arch::init_params`]`(seed)`, as the whole read model
+    /// (the model clock 0 starts from), overwriting what loads wrote since its last use. A
+    /// device engine makes it where the model is (`kernels/mlp_resident.cu`, `mlp_init_glorot`),
+    /// so nothing crosses the bus. While the engine keeps a residual (never at clock 0) it is
+    /// loaded as [`MlpResident::load`] loads rows, and crosses.
+    fn load_initial(&mut self, seed: u64) -> Result<(), ComputeError>;
+
     /// Copies the read model into the local one and runs one SGD step on the local model per
     /// mini-batch of `batch` samples of `order` (indices into the training samples, in visiting
     /// order; the last batch may be smaller) at rate `lr`. Returns the batches' statistics, each
@@ -116,6 +123,7 @@ pub trait MlpResident: Send {
 /// The CPU oracle of a resident engine: the host path's computation ([`local_sgd_steps`] and
 /// chunked [`evaluate`](super::evaluate) on a [`MlpCompute`] engine). Nothing crosses a bus, but
 /// [`Traffic`] counts the bytes the CUDA engine copies for the same calls: the data at set-up;
+/// nothing for the seeded initial model ([`MlpResident::load_initial`]);
 /// the whole read model when loads changed it, before its next use (in 16 bits where it can,
 /// f16 or bf16); the order of a
 /// [`MlpResident::run_clock`] (not of a visit, which the device makes); 16 bytes of totals per
@@ -403,6 +411,30 @@ impl MlpResident for HostMlpResident {
         self.loaded[flat..flat + values.len()].copy_from_slice(values);
         if let Some(k) = &mut self.kept {
             k.add_to(layer as u32, first_row, dst)?;
+        }
+        Ok(())
+    }
+
+    fn load_initial(&mut self, seed: u64) -> Result<(), ComputeError> {
+        if self.read.is_empty() {
+            return Err(Self::bad("setup was not called".into()));
+        }
+        let model = self.arch.init_params(seed);
+        if self.kept.is_some() {
+            for (l, p) in model.iter().enumerate() {
+                self.load(l, 0, p)?;
+            }
+            return Ok(());
+        }
+        // Made on the device: nothing crosses, and what loads wrote is overwritten.
+        self.coverage.settle(false).map_err(Self::bad)?;
+        self.halves = HalfLoads::default();
+        self.dirty = false;
+        let mut at = 0;
+        for (r, p) in self.read.iter_mut().zip(&model) {
+            r.copy_from_slice(p);
+            self.loaded[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
         }
         Ok(())
     }

@@ -266,9 +266,8 @@ impl Session<MlpApp> for MlpSession {
         if clock == 0 {
             self.read = self.arch.init_params(seed);
             if let Path::Resident(r) = &mut self.path {
-                for (l, p) in self.read.iter().enumerate() {
-                    r.dev.load(l, 0, p)?;
-                }
+                // Made where the model is: it does not cross.
+                r.dev.load_initial(seed)?;
             }
         }
         // Held-out figures of the model this clock starts from (each worker its share).

@@ -6,7 +6,8 @@
 //! - the loads of the read model write a pinned host mirror of it; before the model is used
 //!   the mirror goes to the device in one copy (the parameters in), in 16 bits where every row
 //!   was loaded since the last use and every value was an f16 value, or every one a bf16 value
-//!   (module `read`);
+//!   (module `read`); the seeded initial model of clock 0 is made on the device instead
+//!   (`mlp_init_glorot`) and does not cross;
 //! - the clock's sample order is made on the device from the visit's key (`mlp_visit_order`,
 //!   `kernels/visit.cuh`, [`ps_apps::visit::Visit`]); only a caller of `run_clock` with an
 //!   order of its own sends it, as u32 indices;
@@ -74,6 +75,7 @@ pub struct CudaMlpResident {
     visit_fn: CudaFunction,
     sgd_fn: CudaFunction,
     delta_fn: CudaFunction,
+    init_fn: CudaFunction,
     arch: Option<Arch>,
     /// Each layer's offset in the flat model, and the total last.
     offsets: Vec<usize>,
@@ -158,6 +160,7 @@ impl CudaMlpResident {
             visit_fn: gpu.function("mlp_resident", "mlp_visit_order")?,
             sgd_fn: gpu.function("mlp_resident", "mlp_sgd_step")?,
             delta_fn: gpu.function("mlp_resident", "mlp_delta")?,
+            init_fn: gpu.function("mlp_resident", "mlp_init_glorot")?,
             arch: None,
             offsets: Vec::new(),
             train: DevSet::default(),
@@ -508,6 +511,10 @@ impl MlpResident for CudaMlpResident {
 
     fn load(&mut self, layer: usize, first_row: usize, values: &[f32]) -> Result<(), ComputeError> {
         failed(NAME, self.try_load(layer, first_row, values))
+    }
+
+    fn load_initial(&mut self, seed: u64) -> Result<(), ComputeError> {
+        failed(NAME, self.try_load_initial(seed))
     }
 
     fn run_clock(

@@ -5,14 +5,17 @@
 //! 16 bits, half the bytes; where the mirror is codes in runs of scales (a `q8`, `q4`, `q2` or
 //! `sign` pull codec's rows, `ps_apps::app::device_codec::narrower_codes`) that take fewer
 //! bytes still, as its codes. Either widens on the device exactly (`widen::NarrowIn`), as the
-//! MF engine's loads do.
+//! MF engine's loads do. The seeded initial model does not cross at all: `mlp_init_glorot`
+//! makes it on the device, and the host fills the mirror with the same values.
 
+use cudarc::driver::PushKernelArg;
 use ps_apps::app::device_codec::{narrower_codes, Half, HalfLoads};
-use ps_apps::mlp::check_load;
+use ps_apps::mlp::{check_load, layer_init};
+use ps_proto::Init;
 
-use super::{input, CudaMlpResident};
+use super::{input, to_u32, CudaMlpResident};
 use crate::cuda::widen::NarrowIn;
-use crate::cuda::GpuError;
+use crate::cuda::{Call, GpuError};
 
 /// The read model in 16 bits while every load is of f16 values (bf16 bits are the f32
 /// mirror's high halves, taken when it crosses), which format every load since the model's
@@ -50,6 +53,57 @@ impl CudaMlpResident {
         let rows = values.len() / arch.layer(layer).width();
         self.coverage.mark(layer, first_row, rows);
         self.dirty = true;
+        Ok(())
+    }
+
+    /// The seeded initial model (`Arch::init_params(seed)`) made on the device, layer by layer,
+    /// and written into the mirror by the host; what loads wrote since the model's last use is
+    /// overwritten. While the encoders keep a residual it is loaded (and crosses) instead, as
+    /// the CPU oracle does.
+    pub(super) fn try_load_initial(&mut self, seed: u64) -> Result<(), GpuError> {
+        let arch = self.arch()?;
+        let model = arch.init_params(seed);
+        if !self.encoders.is_empty() {
+            for (l, p) in model.iter().enumerate() {
+                self.try_load(l, 0, p)?;
+            }
+            return Ok(());
+        }
+        let mirror = self.read_host.host_mut(arch.num_params())?;
+        for (p, &at) in model.iter().zip(&self.offsets) {
+            mirror[at..at + p.len()].copy_from_slice(p);
+        }
+        self.coverage.settle(false).map_err(input)?;
+        self.halves.reset();
+        for (l, s) in arch.layers().iter().enumerate() {
+            let n = s.len();
+            if n == 0 {
+                continue;
+            }
+            let Init::Glorot {
+                bound,
+                fan_in,
+                seed: cells,
+            } = layer_init(s.fan_in, s.fan_out, seed)
+            else {
+                return Err(input("the initial model is not Glorot's".into()));
+            };
+            let (table, width, n64) = (to_u32(l, "layer")?, to_u32(s.width(), "width")?, n as u64);
+            let at = self.offsets[l];
+            let cfg = self.cfg(n);
+            let mut out = self.read.get_mut().slice_mut(at..at + n);
+            let mut b = self.gpu.compute.launch_builder(&self.init_fn);
+            b.arg(&cells)
+                .arg(&table)
+                .arg(&fan_in)
+                .arg(&width)
+                .arg(&bound)
+                .arg(&n64)
+                .arg(&mut out);
+            // SAFETY: the view holds the layer's n = rows x width values; width >= 1.
+            unsafe { b.launch(cfg) }.call("cuLaunchKernel(mlp_init_glorot)")?;
+        }
+        self.dirty = false;
         Ok(())
     }
 
