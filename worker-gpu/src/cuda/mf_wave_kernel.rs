@@ -20,8 +20,9 @@ pub(crate) const WAVE_BLOCK: u32 = 128;
 
 /// One wave launch at a time in this process: a launch sizes its grid so that all its warps
 /// are resident on an otherwise idle device (they wait on each other), so two at once could
-/// each wait for warps that cannot be scheduled until the 20 s stall. Other processes on the
-/// same device (MPS, say) are not covered.
+/// each wait for warps that cannot be scheduled until the 20 s stall. Where the device runs
+/// cooperative launches (`GpuInfo::cooperative`; Hopper does) the waves launch that way, and
+/// the driver itself keeps every block of the grid resident, whatever else shares the device.
 pub(crate) static WAVES_ALONE: Mutex<()> = Mutex::new(());
 
 /// Warps of the wave kernels that are resident at once on every SM of the device: the
@@ -123,6 +124,16 @@ impl MfWaveKernel {
             MfWaveKernel::NextRating => "cuLaunchKernel(mf_sgd_waves)",
             MfWaveKernel::Window2 => "cuLaunchKernel(mf_sgd_waves_w2)",
             MfWaveKernel::Window4 => "cuLaunchKernel(mf_sgd_waves_w4)",
+        }
+    }
+
+    /// The driver call that launches it cooperatively (every block resident at once), for
+    /// errors: `CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE` says the grid does not fit the device.
+    pub(crate) fn launch_cooperative(self) -> &'static str {
+        match self {
+            MfWaveKernel::NextRating => "cuLaunchCooperativeKernel(mf_sgd_waves)",
+            MfWaveKernel::Window2 => "cuLaunchCooperativeKernel(mf_sgd_waves_w2)",
+            MfWaveKernel::Window4 => "cuLaunchCooperativeKernel(mf_sgd_waves_w4)",
         }
     }
 }

@@ -83,6 +83,10 @@ pub struct GpuInfo {
     pub multiprocessors: u32,
     /// The driver's CUDA version, e.g. 13000 for 13.0.
     pub driver_version: i32,
+    /// Whether the device runs cooperative launches: every block of the grid resident at once,
+    /// or the launch refused. The MF wave kernel's warps wait on each other, so it launches
+    /// that way where it can.
+    pub cooperative: bool,
 }
 
 impl std::fmt::Display for GpuInfo {
@@ -180,6 +184,11 @@ impl Gpu {
                 cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
             )
             .call("cuDeviceGetAttribute")?;
+        let cooperative = ctx
+            .attribute(
+                cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH,
+            )
+            .call("cuDeviceGetAttribute")?;
         let info = GpuInfo {
             ordinal,
             name: ctx.name().call("cuDeviceGetName")?,
@@ -187,6 +196,7 @@ impl Gpu {
             total_mem: ctx.total_mem().call("cuDeviceTotalMem")?,
             multiprocessors: multiprocessors.max(1) as u32,
             driver_version,
+            cooperative: cooperative != 0,
         };
         Ok(Arc::new(Gpu {
             arch: arch_name(capability),

@@ -357,8 +357,13 @@ impl CudaMfResident {
             // SAFETY: the ratings' indices were checked against the tables at set-up; the block
             // starts index the ratings (bands^2 + 1 of them); shifts < bands (checked above);
             // `done` holds `bands` counters; every warp of the grid is resident (bands <= lanes,
-            // checked at set-up), which the kernel's waits need.
-            unsafe { b.launch(cfg) }.call(self.wave.launch())?;
+            // checked at set-up), which the kernel's waits need. A cooperative launch has the
+            // driver keep it so (or refuse the grid) even where other work shares the device.
+            if self.gpu.info.cooperative {
+                unsafe { b.launch_cooperative(cfg) }.call(self.wave.launch_cooperative())?;
+            } else {
+                unsafe { b.launch(cfg) }.call(self.wave.launch())?;
+            }
         }
         self.timer.stop(&stream, &mut self.bus.traffic)?;
         self.bus.d2h(&stream, || {
