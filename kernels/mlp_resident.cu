@@ -84,9 +84,10 @@ extern "C" __global__ void mlp_delta(const float* __restrict__ local,
 // ps_proto::init::value for Init::Glorot, as ps_apps::mlp::init_layer fills a layer table of
 // `width` columns (fan_in weights, the bias last). Cell (row, col) with col < fan_in is
 // bound * (2u - 1), u = ((h >> 11) + 0.5) / 2^53 from h = the splitmix64 hash of
-// (seed, table, row, col); every other cell is 0. The host computes it in f64 and rounds to
-// f32 once; here every f64 operation is rounded on its own (_rn, never an FMA), which gives the
-// same bits: (h >> 11) converts exactly, the division by 2^53 is exact, 2u is exact.
+// (seed, table, row, col); every other cell is 0. The host rounds each f64 operation to
+// nearest even and the result to f32 once; here each is an _rn intrinsic (never contracted
+// into an FMA) in the same order, which gives the same bits: (h >> 11) converts exactly, the
+// + 0.5 rounds alike (ties to even) from 2^52 up, the division by 2^53 and 2u are exact.
 // Launch: any 1-D grid (grid stride over n = rows * width); width >= 1.
 __device__ __forceinline__ unsigned long long mlp_init_mix(unsigned long long z) {
     z += 0x9e3779b97f4a7c15ull;

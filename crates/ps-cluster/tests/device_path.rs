@@ -382,9 +382,9 @@ fn sixteen_bit_pulled_rows_cross_to_mf_and_mlp_engines_in_16_bits() {
 /// encoded on the device (`energy:0.4,sign`) and `q8` pulls then copies, in and out, within 5%
 /// of what its worker sends and receives (issue 11's PCIe bar); with `sign` pulls under a tenth
 /// of a raw-pull job's bytes in. The MLP, whose clock 0 model is made on the device from the
-/// seed, meets the same bar with `q8` and with `sign` pulls.
+/// seed, meets the same bar with `q8` and with `sign` pulls, and so does LDA with `q8` pulls.
 #[test]
-fn quantized_pulled_rows_cross_to_mf_and_mlp_engines_as_codes() {
+fn quantized_pulled_rows_cross_to_engines_as_codes() {
     let run = |app: &str, pull: &str| {
         let push = if app == "mf" {
             "energy:0.4,sign"
@@ -411,6 +411,15 @@ fn quantized_pulled_rows_cross_to_mf_and_mlp_engines_as_codes() {
     // One bit a value: the clock's fixed copies (the waves' order, the sums) weigh more.
     let (sign, raw) = (run("mf", "sign"), run("mf", "raw"));
     assert!(h2d(&sign) < 0.1 * h2d(&raw), "mf sign: {sign}");
+    // LDA's rows of rounded counts cross as codes too.
+    let lda = run_encoding("lda", "raw", &["--pull-codec", "q8"], true);
+    assert!(
+        h2d(&lda) + d2h(&lda) <= 1.05 * wire(&lda),
+        "lda q8: PCIe {} + {} against the wire's {}",
+        h2d(&lda),
+        d2h(&lda),
+        wire(&lda)
+    );
     for pull in ["q8", "sign"] {
         let mlp = run("mlp", pull);
         assert!(

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaFunction, CudaSlice, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaSlice, CudaViewMut, PushKernelArg};
 use ps_apps::app::device_codec::{Half, LevelImage};
 
 use super::buffers::{DevBuf, Pinned};
@@ -86,7 +86,7 @@ impl Widen {
         gpu: &Gpu,
         layout: &LevelImage,
         packed: &CudaSlice<u8>,
-        out: &mut CudaSlice<f32>,
+        out: &mut CudaViewMut<'_, f32>,
     ) -> Result<(), GpuError> {
         let n = layout.len();
         if packed.len() < layout.bytes() {
@@ -188,6 +188,26 @@ impl NarrowIn {
         image: &LevelImage,
         out: &mut DevBuf<f32>,
     ) -> Result<(), GpuError> {
+        out.ensure(&gpu.compute, image.len())?;
+        let mut view = out.get_mut().slice_mut(0..image.len());
+        self.levels_into(gpu, bus, image, &mut view)
+    }
+
+    /// [`NarrowIn::levels_in`] into a view of exactly `image.len()` values (rows in place).
+    pub(crate) fn levels_into(
+        &mut self,
+        gpu: &Arc<Gpu>,
+        bus: &mut Bus,
+        image: &LevelImage,
+        out: &mut CudaViewMut<'_, f32>,
+    ) -> Result<(), GpuError> {
+        if out.len() != image.len() {
+            return Err(GpuError::Input(format!(
+                "{} values widened into {}",
+                image.len(),
+                out.len()
+            )));
+        }
         let stream = &gpu.compute;
         let host = match &mut self.levels_host {
             Some(h) => h,
@@ -199,11 +219,8 @@ impl NarrowIn {
             dev.upload(stream, host)?;
             Ok(image.bytes() as u64)
         })?;
-        out.ensure(stream, image.len())?;
         let w = kernels(&mut self.widen, gpu)?;
         let levels = &self.levels;
-        bus.kernels(stream, || {
-            w.launch_levels(gpu, image, levels.get(), out.get_mut())
-        })
+        bus.kernels(stream, || w.launch_levels(gpu, image, levels.get(), out))
     }
 }

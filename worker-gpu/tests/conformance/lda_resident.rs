@@ -17,8 +17,8 @@
 use ps_apps::lda::packed::rice::pack_rice_rows;
 use ps_apps::lda::packed::{pack_rows, Packed, Values};
 use ps_apps::lda::{
-    gather_rows, loglik, split_docs, synthetic_lda, CpuLda, HostLdaResident, LdaDelta, LdaHyper,
-    LdaResident, LdaWorkerState, SweepKey, SyntheticLdaSpec,
+    gather_rows, loglik, pulled_run, split_docs, synthetic_lda, CpuLda, HostLdaResident, LdaDelta,
+    LdaHyper, LdaResident, LdaWorkerState, PulledRun, SweepKey, SyntheticLdaSpec,
 };
 use ps_proto::SparseRowsBuf;
 use worker_gpu::cuda::lda::LdaSweepKernel;
@@ -62,9 +62,9 @@ pub(crate) fn job(
 
 /// Loads the worker's rows of `table` (two runs, the second half first, by its entries as the
 /// client hands rows it caches sparse; the first half dense) and the totals; returns the bytes
-/// that should cross the bus: the run by its entries Rice coded, the dense run as the 16-bit
-/// image (`ps_apps::lda::packed`), each where that is smaller than dense, and the totals dense;
-/// and how many runs went packed.
+/// that should cross the bus: the run by its entries Rice coded, the dense run as
+/// `ps_apps::lda::pulled_run` has it cross (the 16-bit image, codes), each where that is
+/// smaller than dense, and the totals dense; and how many runs went packed.
 pub(crate) fn load(
     e: &mut dyn LdaResident,
     state: &LdaWorkerState,
@@ -92,12 +92,10 @@ pub(crate) fn load(
         } else {
             e.load_rows(first, run).expect("load_rows");
         }
-        match pack_rows(run, k, &mut image) {
-            // An all-zero run zeroes the rows and copies nothing.
-            Some(shape) if shape.entries == 0 => packed += 1,
-            Some(shape) => (bytes, packed) = (bytes + shape.bytes(), packed + 1),
-            None => bytes += 4 * run.len() as u64,
-        }
+        // Packed (an all-zero run zeroes the rows and copies nothing), as codes, or dense.
+        let how = pulled_run(run, k, &mut image);
+        bytes += how.bytes(run.len());
+        packed += usize::from(matches!(how, PulledRun::Packed(_)));
     }
     e.load_totals(totals).expect("load_totals");
     (bytes, packed)
@@ -410,6 +408,60 @@ fn fractional_rows_load_packed_as_f32() {
     let (lc, nc) = host.loglik().expect("loglik");
     assert_eq!(ng, nc);
     assert!(close(lg, lc), "loglik {lg} vs {lc}");
+}
+
+/// Rows a `q8` pull codec's reply decoded to (codes times scales, not whole counts) cross as
+/// their codes where those take fewer bytes than their packed entries (`pulled_run`) and widen
+/// on the device exactly (`codec_levels_to_f32` into the rows in place): the device's
+/// log-likelihood over them is the oracle's, both count the image's bytes, and the next
+/// sweep's delta is the oracle's in sequential mode.
+#[test]
+fn quantized_rows_cross_as_codes() {
+    let (states, table, totals, hyper) = job(12, 10, 200, 300);
+    let state = &states[0];
+    let k = hyper.topics as usize;
+    let q8 = ps_proto::codec::ValueFormat::Q8.round_trip(&table);
+    let rows = gather_rows(&q8, &state.words, hyper.topics);
+    let mut image = Vec::new();
+    // The case's premise, checked with or without a GPU.
+    assert!(
+        matches!(
+            pulled_run(&rows[..state.words.len() / 2 * k], k, &mut image),
+            PulledRun::Codes(_)
+        ),
+        "the case crosses as codes"
+    );
+    let Some(gpu) = worker_gpu::gpu_or_skip("lda_resident q8 rows") else {
+        return;
+    };
+    let mut dev = CudaLdaResident::sequential(gpu).expect("engine");
+    let mut host = HostLdaResident::new(Box::new(CpuLda::new()));
+    dev.setup(state, &hyper).expect("setup");
+    host.setup(state, &hyper).expect("setup");
+    let (d0, h0) = (dev.traffic(), host.traffic());
+    let (bytes_in, _) = load(&mut dev, state, &q8, &totals);
+    load(&mut host, state, &q8, &totals);
+    assert_eq!(dev.traffic().since(&d0).h2d_bytes, bytes_in);
+    assert_eq!(host.traffic().since(&h0).h2d_bytes, bytes_in);
+    let (lg, ng) = dev.loglik().expect("loglik");
+    let (lc, nc) = host.loglik().expect("loglik");
+    assert_eq!(ng, nc);
+    assert!(close(lg, lc), "loglik {lg} vs {lc}");
+    let key = SweepKey {
+        seed: 12,
+        worker: 0,
+        clock: 1,
+    };
+    let (a, b) = (
+        dev.sweep(key).expect("sweep"),
+        host.sweep(key).expect("sweep"),
+    );
+    let (mut sg, mut sc) = (state.clone(), state.clone());
+    dev.download_state(&mut sg).expect("download");
+    host.download_state(&mut sc).expect("download");
+    if draws_agree("q8 rows", &sg.z, &sc.z) {
+        assert_eq!(a, b, "the sweep over the widened rows");
+    }
 }
 
 /// What a rejoining worker relies on (`--on-worker-failure wait`): the assignments alone come

@@ -67,8 +67,8 @@ pub use app::{LdaApp, LdaClock, LdaFacts, LdaFinal, LdaSettings, TOTALS, WORD_TO
 pub use args::{LdaArgs, MAX_TRUTH};
 pub use files::{detect_format, sibling_vocab, top_words, CorpusFormat};
 pub use resident::{
-    check_rows, check_sparse_rows, check_state, documents_print, other_documents, HostLdaResident,
-    LdaResident,
+    check_rows, check_sparse_rows, check_state, documents_print, other_documents, pulled_run,
+    HostLdaResident, LdaResident, PulledRun,
 };
 pub use session::LdaSession;
 

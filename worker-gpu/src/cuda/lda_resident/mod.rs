@@ -11,7 +11,10 @@
 //!   host; or from a dense run) into pinned memory (two buffers taken in turn, so the host
 //!   fills one while the other is copied), the run's rows of the local copy are zeroed, and
 //!   `lda_scatter_rows` writes the entries in. A run that does not pack smaller (dense rows, or
-//!   K over 65,536) is copied dense, at its offset; the totals row likewise;
+//!   K over 65,536) is copied dense, at its offset; the totals row likewise. A dense run of a
+//!   `q8`, `q4`, `q2` or `sign` pull codec's rows (not whole counts) crosses as its codes
+//!   instead where they are fewer bytes ([`ps_apps::lda::pulled_run`]), widened into the rows
+//!   in place (`widen::NarrowIn`);
 //! - `lda_loglik` and `lda_sum_partials` (`kernels/lda_resident.cu`) measure the state under the
 //!   rows read, and 8 bytes come back;
 //! - `lda_gibbs_sweep` (`kernels/lda_gibbs.cu`, the uniforms drawn there from Philox) resamples
@@ -29,11 +32,11 @@ use std::sync::Arc;
 use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use ps_apps::app::Traffic;
 use ps_apps::lda::packed::rice::{pack_rice_rows, RiceShape};
-use ps_apps::lda::packed::{pack_rows, pack_sparse_rows, Packed, Values};
+use ps_apps::lda::packed::{pack_sparse_rows, Packed, Values};
 use ps_apps::lda::wire::{Cut, WireDelta};
 use ps_apps::lda::{
-    check_rows, check_sparse_rows, check_state, documents_print, LdaDelta, LdaHyper, LdaResident,
-    LdaWorkerState, SweepKey,
+    check_rows, check_sparse_rows, check_state, documents_print, pulled_run, LdaDelta, LdaHyper,
+    LdaResident, LdaWorkerState, PulledRun, SweepKey,
 };
 use ps_apps::ComputeError;
 use ps_proto::SparseRows;
@@ -44,6 +47,7 @@ use super::lda::{narrow, LdaSweepKernel, StateDev};
 use super::lda_compact::{Compaction, PackedDelta};
 use super::lda_wire::WireEncoder;
 use super::lda_word::{LdaSampler, SweepScalars, WordSweep};
+use super::widen::NarrowIn;
 use super::{failed, Call, Gpu, GpuError};
 
 mod state;
@@ -101,6 +105,8 @@ pub struct CudaLdaResident {
     /// The packed run being built on the host, and its copy on the device.
     image: Vec<u32>,
     d_image: DevBuf<u32>,
+    /// Runs that cross as codes (a `q8`, `q4`, `q2` or `sign` pull codec's rows).
+    narrow: NarrowIn,
     h_totals_delta: Pinned<i32>,
     h_sum: Pinned<f64>,
     h_state: Pinned<u32>,
@@ -146,6 +152,7 @@ impl CudaLdaResident {
             next_packed: 0,
             image: Vec::new(),
             d_image: DevBuf::default(),
+            narrow: NarrowIn::default(),
             h_totals_delta: Pinned::new(ctx)?,
             h_sum: Pinned::new(ctx)?,
             h_state: Pinned::new(ctx)?,
@@ -284,8 +291,20 @@ impl CudaLdaResident {
             return Ok(());
         }
         if !totals {
-            if let Some(shape) = pack_rows(values, k, &mut self.image) {
-                return self.load_packed(first, values.len(), shape);
+            match pulled_run(values, k, &mut self.image) {
+                PulledRun::Packed(shape) => return self.load_packed(first, values.len(), shape),
+                PulledRun::Codes(codes) => {
+                    let at = first * k;
+                    let mut view = self
+                        .dev
+                        .word_topic
+                        .get_mut()
+                        .slice_mut(at..at + values.len());
+                    return self
+                        .narrow
+                        .levels_into(&self.gpu, &mut self.bus, &codes, &mut view);
+                }
+                PulledRun::Dense => {}
             }
         }
         self.load_dense(first * k, values, totals)

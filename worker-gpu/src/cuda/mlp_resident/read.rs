@@ -69,12 +69,7 @@ impl CudaMlpResident {
             }
             return Ok(());
         }
-        let mirror = self.read_host.host_mut(arch.num_params())?;
-        for (p, &at) in model.iter().zip(&self.offsets) {
-            mirror[at..at + p.len()].copy_from_slice(p);
-        }
-        self.coverage.settle(false).map_err(input)?;
-        self.halves.reset();
+        self.timer.start(&self.gpu.compute)?;
         for (l, s) in arch.layers().iter().enumerate() {
             let n = s.len();
             if n == 0 {
@@ -103,6 +98,14 @@ impl CudaMlpResident {
             // SAFETY: the view holds the layer's n = rows x width values; width >= 1.
             unsafe { b.launch(cfg) }.call("cuLaunchKernel(mlp_init_glorot)")?;
         }
+        self.time_kernels()?;
+        // The device holds the model: the mirror takes it, and the loads before it are moot.
+        let mirror = self.read_host.host_mut(arch.num_params())?;
+        for (p, &at) in model.iter().zip(&self.offsets) {
+            mirror[at..at + p.len()].copy_from_slice(p);
+        }
+        self.coverage.settle(false).map_err(input)?;
+        self.halves.reset();
         self.dirty = false;
         Ok(())
     }

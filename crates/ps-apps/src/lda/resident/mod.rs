@@ -16,16 +16,17 @@
 //! host path's arithmetic, so the session's resident path is tested, bit for bit, where there is
 //! no GPU. It also takes each pulled run through the packed form a device engine copies (a run
 //! by its entries Rice coded, [`super::packed::rice`]; a dense run's nonzero entries,
-//! [`super::packed`]), and each delta through the wire encoding a device engine makes
+//! [`super::packed`], or a lossy pull's run as codes, [`pulled_run`]), and each delta through the wire encoding a device engine makes
 //! ([`super::wire`]), so those steps are tested there too.
 
 use super::packed::rice::{pack_rice_rows, unpack_rice_rows};
 use super::packed::{
-    pack_delta_entries, pack_rows, pack_sparse_rows, unpack_delta, unpack_rows, Packed,
+    pack_delta_entries, pack_rows, pack_sparse_rows, unpack_delta, unpack_rows, Packed, Values,
     MAX_PACKED_TOPICS,
 };
 use super::wire::{device_bytes, wire_delta, Cut, WireDelta};
 use super::{loglik, LdaCompute, LdaDelta, LdaHyper, LdaWorkerState, SweepKey};
+use crate::app::device_codec::{narrower_codes, LevelImage};
 use crate::app::Traffic;
 use crate::error::ComputeError;
 use crate::seed::mix_all;
@@ -276,11 +277,18 @@ impl LdaResident for HostLdaResident {
     fn load_rows(&mut self, first: usize, values: &[f32]) -> Result<(), ComputeError> {
         let k = self.hyper()?.topics as usize;
         check_rows(ORACLE, first, values, self.state.words.len(), k)?;
-        // Packed when that is smaller, else as it is.
-        let packed = pack_rows(values, k, &mut self.image);
-        self.place(first, values.len() / k, packed, |dst| {
-            dst.copy_from_slice(values)
-        });
+        // Packed or as codes when that is smaller, else as it is.
+        match pulled_run(values, k, &mut self.image) {
+            PulledRun::Packed(shape) => self.place(first, values.len() / k, Some(shape), |_| {}),
+            PulledRun::Codes(codes) => {
+                // Widened on the device exactly: the values as they are.
+                self.word_topic[first * k..first * k + values.len()].copy_from_slice(values);
+                self.traffic.h2d_bytes += codes.bytes() as u64;
+            }
+            PulledRun::Dense => self.place(first, values.len() / k, None, |dst| {
+                dst.copy_from_slice(values)
+            }),
+        }
         Ok(())
     }
 
@@ -456,6 +464,47 @@ fn run_bytes(packed: Option<Packed>, cells: usize) -> u64 {
         Some(shape) if shape.entries == 0 => 0,
         Some(shape) => shape.bytes(),
         None => 4 * cells as u64,
+    }
+}
+
+/// How a dense run of pulled rows crosses to a device engine ([`pulled_run`]).
+#[derive(Debug)]
+pub enum PulledRun {
+    /// The packed image [`pack_rows`] left in the caller's buffer.
+    Packed(Packed),
+    /// The values as codes in runs of scales ([`level_image`](crate::app::device_codec::level_image)),
+    /// widened on the device exactly.
+    Codes(LevelImage),
+    /// The values as they are.
+    Dense,
+}
+
+impl PulledRun {
+    /// The bytes that cross for a run of `cells` values.
+    pub fn bytes(&self, cells: usize) -> u64 {
+        match self {
+            PulledRun::Packed(shape) => run_bytes(Some(*shape), cells),
+            PulledRun::Codes(image) => image.bytes() as u64,
+            PulledRun::Dense => run_bytes(None, cells),
+        }
+    }
+}
+
+/// How the dense run `values` (whole rows of `k`) crosses: packed entries (into `image`) where
+/// they pack smaller as 16-bit whole counts (a lossless pull's sparse rows); otherwise the
+/// fewest bytes of the packed entries, the codes ([`narrower_codes`]: a `q8`, `q4`, `q2` or
+/// `sign` pull codec's rows, or dense rows of small whole counts, which are codes of scale 1)
+/// and the run as it is. Codes are exact by construction, so the rows are the same either way.
+pub fn pulled_run(values: &[f32], k: usize, image: &mut Vec<u32>) -> PulledRun {
+    let packed = pack_rows(values, k, image);
+    if let Some(shape) = packed.filter(|s| s.values == Values::U16 || s.entries == 0) {
+        return PulledRun::Packed(shape);
+    }
+    match narrower_codes(values, false) {
+        Some(codes) if (codes.bytes() as u64) < run_bytes(packed, values.len()) => {
+            PulledRun::Codes(codes)
+        }
+        _ => packed.map_or(PulledRun::Dense, PulledRun::Packed),
     }
 }
 

@@ -193,3 +193,78 @@ fn rows_by_their_entries_load_as_the_dense_rows_do() {
     entries.push_entries(&[2, 1], &[1.0, 1.0]);
     assert!(sparse.load_sparse_rows(0, entries.view()).is_err());
 }
+
+/// How a dense run crosses ([`pulled_run`]): sparse whole counts as the 16-bit packed image,
+/// as before; a `q8` pull codec's rows (code times scale, not whole counts) as their codes,
+/// the wire's bytes and 8 more, where that is fewer than the f32 packed image of their
+/// entries (which sparse rows keep) and the dense run; dense rows of
+/// small whole counts as codes of scale 1; plain f32 values as they are. The oracle loads the
+/// codes' rows bit for bit and counts the image's bytes.
+#[test]
+fn lossy_pulled_rows_cross_as_codes() {
+    use crate::app::device_codec::level_image;
+    use ps_proto::codec::ValueFormat;
+    let hyper = LdaHyper {
+        topics: 40,
+        ..LdaHyper::default()
+    };
+    let st = state(&hyper);
+    let (k, n) = (40, st.words.len());
+    let mut image = Vec::new();
+    let counts_every = |step: usize| -> Vec<f32> {
+        (0..n * k)
+            .map(|i| {
+                if i % step == 0 {
+                    (i % 300 + 1) as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    };
+    let (counts, sparse) = (counts_every(2), counts_every(7));
+    let q8 = ValueFormat::Q8.round_trip(&counts);
+    // Few entries: their f32 packed image is smaller than the codes of every value.
+    assert!(matches!(
+        pulled_run(&ValueFormat::Q8.round_trip(&sparse), k, &mut image),
+        PulledRun::Packed(Packed {
+            values: Values::F32,
+            ..
+        })
+    ));
+    assert!(
+        q8.iter().any(|v| v.fract() != 0.0),
+        "the case rounds counts"
+    );
+    let dense_small: Vec<f32> = (0..n * k).map(|i| (i % 100) as f32).collect();
+    let plain: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.37).sin() + 2.0).collect();
+    assert!(matches!(
+        pulled_run(&counts, k, &mut image),
+        PulledRun::Packed(Packed {
+            values: Values::U16,
+            ..
+        })
+    ));
+    let codes = pulled_run(&q8, k, &mut image);
+    let want = level_image(&q8).expect("an image").bytes() as u64;
+    assert!(matches!(codes, PulledRun::Codes(_)), "{codes:?}");
+    assert_eq!(codes.bytes(q8.len()), want);
+    let packed_f32 = pack_rows(&q8, k, &mut image).map_or(u64::MAX, |s| s.bytes());
+    assert!(want < packed_f32.min(4 * q8.len() as u64));
+    assert!(matches!(
+        pulled_run(&dense_small, k, &mut image),
+        PulledRun::Codes(_)
+    ));
+    assert!(matches!(
+        pulled_run(&plain, k, &mut image),
+        PulledRun::Dense
+    ));
+
+    let mut e = HostLdaResident::new(Box::new(CpuLda::new()));
+    e.setup(&st, &hyper).unwrap();
+    let before = e.traffic().h2d_bytes;
+    e.load_rows(0, &q8).unwrap();
+    assert_eq!(e.traffic().h2d_bytes - before, want);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&e.word_topic), bits(&q8));
+}
