@@ -242,6 +242,9 @@ step_end_to_end() {
         [ "$STEP_RC" -eq 125 ] && continue
         summary "$app: $(grep -m1 "^device:" "$out/$app.err") $(job_figures "$out/$app.txt")"
     done
+    # LDA's rows of rounded counts cross as codes (ps_apps::lda::pulled_run).
+    run_step lda-q8 60 "$BUNDLE/ps-cluster" local --app lda --device cuda --pull-codec q8
+    [ "$STEP_RC" -eq 125 ] || summary "lda --pull-codec q8: $(job_figures "$out/lda-q8.txt")"
 }
 
 # MF on the GPU twice with --deterministic: the item tables' hashes must match, and the built-in
