@@ -38,3 +38,5 @@ mod no_gpu;
 mod rng;
 #[path = "conformance/sessions.rs"]
 mod sessions;
+#[path = "conformance/widen.rs"]
+mod widen;
