@@ -281,8 +281,9 @@ impl LdaResident for HostLdaResident {
         match pulled_run(values, k, &mut self.image) {
             PulledRun::Packed(shape) => self.place(first, values.len() / k, Some(shape), |_| {}),
             PulledRun::Codes(codes) => {
-                // Widened on the device exactly: the values as they are.
-                self.word_topic[first * k..first * k + values.len()].copy_from_slice(values);
+                // Widened as the device widens them (the values, exactly: level_image checks).
+                let wide = self.traffic.timed(|| codes.widen());
+                self.word_topic[first * k..first * k + values.len()].copy_from_slice(&wide);
                 self.traffic.h2d_bytes += codes.bytes() as u64;
             }
             PulledRun::Dense => self.place(first, values.len() / k, None, |dst| {

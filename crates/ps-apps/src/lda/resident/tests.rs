@@ -246,7 +246,10 @@ fn lossy_pulled_rows_cross_as_codes() {
         })
     ));
     let codes = pulled_run(&q8, k, &mut image);
-    let want = level_image(&q8).expect("an image").bytes() as u64;
+    let level = level_image(&q8).expect("an image");
+    let want = level.bytes() as u64;
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&level.widen()), bits(&q8), "the codes are the rows");
     assert!(matches!(codes, PulledRun::Codes(_)), "{codes:?}");
     assert_eq!(codes.bytes(q8.len()), want);
     let packed_f32 = pack_rows(&q8, k, &mut image).map_or(u64::MAX, |s| s.bytes());
@@ -265,6 +268,5 @@ fn lossy_pulled_rows_cross_as_codes() {
     let before = e.traffic().h2d_bytes;
     e.load_rows(0, &q8).unwrap();
     assert_eq!(e.traffic().h2d_bytes - before, want);
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&e.word_topic), bits(&q8));
 }
