@@ -152,6 +152,18 @@ fn plain(v: f32, n: usize) -> Vec<f32> {
         .collect()
 }
 
+/// Blocks of whole layers, `k` values of each to send (a top-k's plan).
+fn whole_layers(arch: &Arch, k: usize) -> Vec<DeltaBlock> {
+    (0..arch.num_layers())
+        .map(|l| DeltaBlock {
+            table: l as u32,
+            first_row: 0,
+            rows: arch.layer(l).rows(),
+            k,
+        })
+        .collect()
+}
+
 fn small() -> (Dataset, Dataset, Arch) {
     let mut spec = SyntheticMlpSpec::default_builtin(1);
     spec.train = 50;
@@ -262,14 +274,7 @@ fn the_oracle_counts_what_the_device_copies() {
         1,
     );
     e.run_visit(&visit, 8, 0.1).unwrap();
-    let blocks: Vec<DeltaBlock> = (0..arch.num_layers())
-        .map(|l| DeltaBlock {
-            table: l as u32,
-            first_row: 0,
-            rows: arch.layer(l).rows(),
-            k: 5,
-        })
-        .collect();
+    let blocks = whole_layers(&arch, 5);
     let mut payloads = Vec::new();
     e.delta_encoded(
         1.0,
@@ -455,14 +460,7 @@ fn the_seeded_initial_model_does_not_cross() {
     );
 
     // With a residual kept, the model is loaded and crosses.
-    let blocks: Vec<DeltaBlock> = (0..arch.num_layers())
-        .map(|l| DeltaBlock {
-            table: l as u32,
-            first_row: 0,
-            rows: arch.layer(l).rows(),
-            k: 3,
-        })
-        .collect();
+    let blocks = whole_layers(&arch, 3);
     made.run_clock(&order, 8, 0.1).unwrap();
     let mut payloads = Vec::new();
     made.delta_encoded(

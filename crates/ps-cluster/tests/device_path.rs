@@ -399,35 +399,28 @@ fn quantized_pulled_rows_cross_to_engines_as_codes() {
         (s["bytes_sent"].as_f64().unwrap() + s["bytes_received"].as_f64().unwrap())
             / s["clocks"].as_f64().unwrap()
     };
+    // Issue 11's bar: in and out no more than the wire's bytes, plus 5%.
+    let within_bar = |what: &str, s: &Value| {
+        assert!(
+            h2d(s) + d2h(s) <= 1.05 * wire(s),
+            "{what}: PCIe {} + {} against the wire's {}",
+            h2d(s),
+            d2h(s),
+            wire(s)
+        );
+    };
     let mf = run("mf", "q8");
-    assert!(
-        h2d(&mf) + d2h(&mf) <= 1.05 * wire(&mf),
-        "mf q8: PCIe {} + {} against the wire's {}",
-        h2d(&mf),
-        d2h(&mf),
-        wire(&mf)
-    );
+    within_bar("mf q8", &mf);
     assert!(mf["test_rmse"].as_f64().unwrap() < 0.11, "{mf}");
     // One bit a value: the clock's fixed copies (the waves' order, the sums) weigh more.
     let (sign, raw) = (run("mf", "sign"), run("mf", "raw"));
     assert!(h2d(&sign) < 0.1 * h2d(&raw), "mf sign: {sign}");
     // LDA's rows of rounded counts cross as codes too.
-    let lda = run_encoding("lda", "raw", &["--pull-codec", "q8"], true);
-    assert!(
-        h2d(&lda) + d2h(&lda) <= 1.05 * wire(&lda),
-        "lda q8: PCIe {} + {} against the wire's {}",
-        h2d(&lda),
-        d2h(&lda),
-        wire(&lda)
+    within_bar(
+        "lda q8",
+        &run_encoding("lda", "raw", &["--pull-codec", "q8"], true),
     );
     for pull in ["q8", "sign"] {
-        let mlp = run("mlp", pull);
-        assert!(
-            h2d(&mlp) + d2h(&mlp) <= 1.05 * wire(&mlp),
-            "mlp {pull}: PCIe {} + {} against the wire's {}",
-            h2d(&mlp),
-            d2h(&mlp),
-            wire(&mlp)
-        );
+        within_bar(&format!("mlp {pull}"), &run("mlp", pull));
     }
 }
