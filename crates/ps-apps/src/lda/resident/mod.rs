@@ -16,8 +16,9 @@
 //! host path's arithmetic, so the session's resident path is tested, bit for bit, where there is
 //! no GPU. It also takes each pulled run through the packed form a device engine copies (a run
 //! by its entries Rice coded, [`super::packed::rice`]; a dense run's nonzero entries,
-//! [`super::packed`], or a lossy pull's run as codes, [`pulled_run`]), and each delta through the wire encoding a device engine makes
-//! ([`super::wire`]), so those steps are tested there too.
+//! [`super::packed`], or a lossy pull's run as codes, [`pulled_run`]), and each delta through
+//! the wire encoding a device engine makes ([`super::wire`]), so those steps are tested there
+//! too.
 
 use super::packed::rice::{pack_rice_rows, unpack_rice_rows};
 use super::packed::{
